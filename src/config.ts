@@ -1,0 +1,94 @@
+import { resolve } from "node:path";
+
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
+export interface Config {
+  readonly port: number;
+  /** The public URL of this instance, without a trailing slash. */
+  readonly origin: URL;
+  /** `sqlite:<file>` (embedded) or a `postgres://` URL. */
+  readonly databaseUrl: string;
+  readonly dialect: "sqlite" | "postgres";
+  readonly dataDir: string;
+  readonly logLevel: LogLevel;
+  /** Development only: federate with loopback and private addresses. */
+  readonly allowPrivateAddress: boolean;
+  /** Largest inbox POST body accepted, in bytes. */
+  readonly maxBodyBytes: number;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warning", "error"];
+
+/**
+ * Reads and validates the environment once, so a bad setting stops the
+ * process at start-up with one clear line instead of failing later mid-request.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const port = parsePort(env.PORT ?? "8000");
+  const origin = parseOrigin(env.ORIGIN ?? `http://localhost:${port}`);
+  const dataDir = resolve(env.DATA_DIR ?? "./data");
+  const databaseUrl = env.DATABASE_URL?.trim() || `sqlite:${resolve(dataDir, "muster.sqlite")}`;
+  const dialect = parseDialect(databaseUrl);
+  const logLevel = (env.LOG_LEVEL ?? "info").toLowerCase() as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got ${JSON.stringify(env.LOG_LEVEL)}`);
+  }
+  const allowPrivateAddress = parseFlag("MUSTER_ALLOW_PRIVATE_ADDRESS", env.MUSTER_ALLOW_PRIVATE_ADDRESS);
+  const maxBodyBytes = env.MUSTER_MAX_BODY_BYTES === undefined
+    ? 1024 * 1024
+    : parsePositiveInt("MUSTER_MAX_BODY_BYTES", env.MUSTER_MAX_BODY_BYTES);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes };
+}
+
+function parsePort(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new ConfigError(`PORT must be an integer from 0 to 65535; got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function parsePositiveInt(name: string, raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer; got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+function parseOrigin(raw: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`ORIGIN must be an absolute URL such as https://union.example; got ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new ConfigError(`ORIGIN must use http or https; got ${JSON.stringify(raw)}`);
+  }
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) {
+    throw new ConfigError(`ORIGIN must be a bare origin with no path, query or fragment; got ${JSON.stringify(raw)}`);
+  }
+  return new URL(url.origin);
+}
+
+function parseDialect(databaseUrl: string): "sqlite" | "postgres" {
+  if (/^postgres(ql)?:\/\//i.test(databaseUrl)) return "postgres";
+  if (databaseUrl.startsWith("sqlite:")) return "sqlite";
+  throw new ConfigError(
+    `DATABASE_URL must be a postgres:// URL or sqlite:<path>; got ${JSON.stringify(databaseUrl.replace(/\/\/[^@]*@/, "//***@"))}`,
+  );
+}
+
+function parseFlag(name: string, raw: string | undefined): boolean {
+  if (raw === undefined || raw === "" || raw === "0" || raw.toLowerCase() === "false") return false;
+  if (raw === "1" || raw.toLowerCase() === "true") return true;
+  throw new ConfigError(`${name} must be 1 or 0; got ${JSON.stringify(raw)}`);
+}
+
+/** The SQLite file path of a `sqlite:` DATABASE_URL. */
+export function sqlitePath(databaseUrl: string): string {
+  return databaseUrl.slice("sqlite:".length);
+}

@@ -1,0 +1,40 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import SQLite from "better-sqlite3";
+import pg from "pg";
+import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import { sqlitePath } from "../config.ts";
+import type { DB } from "./schema.ts";
+
+export type Dialect = "sqlite" | "postgres";
+
+export interface Database {
+  readonly db: Kysely<DB>;
+  readonly dialect: Dialect;
+  /** The pg pool when on PostgreSQL (for LISTEN/NOTIFY), else undefined. */
+  readonly pgPool?: pg.Pool;
+  close(): Promise<void>;
+}
+
+// pg returns BIGINT as a string to avoid precision loss; our BIGINTs are epoch
+// milliseconds and counters, far below 2^53, so numbers are safe and match SQLite.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): Database {
+  if (databaseUrl.startsWith("sqlite:")) {
+    const file = sqlitePath(databaseUrl);
+    if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+    const sqlite = new SQLite(file);
+    // WAL lets readers run beside the writer; busy_timeout lets a second
+    // process (a `muster worker`) wait for the write lock instead of failing.
+    sqlite.pragma("journal_mode = WAL");
+    sqlite.pragma("synchronous = NORMAL");
+    sqlite.pragma("busy_timeout = 5000");
+    sqlite.pragma("foreign_keys = ON");
+    const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+    return { db, dialect: "sqlite", close: () => db.destroy() };
+  }
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
+}

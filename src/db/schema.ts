@@ -1,0 +1,94 @@
+import type { Generated } from "kysely";
+
+// Times are epoch milliseconds in BIGINT columns and booleans are 0/1 integers,
+// so rows read back identically from SQLite and PostgreSQL.
+
+export interface UnionsTable {
+  id: string;
+  slug: string;
+  name: string;
+  purpose: string;
+  leader_handle: string | null;
+  icon_url: string | null;
+  manually_approves_followers: number;
+  created_at: number;
+}
+
+export interface ActorKeysTable {
+  /** `union:<id>` or `instance`. */
+  owner: string;
+  /** `RSASSA-PKCS1-v1_5` or `Ed25519`. */
+  algorithm: string;
+  private_jwk: string;
+  public_jwk: string;
+  created_at: number;
+}
+
+export interface RemoteActorsTable {
+  id: string;
+  type: string;
+  handle: string | null;
+  preferred_username: string | null;
+  name: string | null;
+  summary: string | null;
+  url: string | null;
+  avatar_url: string | null;
+  inbox: string | null;
+  shared_inbox: string | null;
+  fetched_at: number;
+}
+
+export interface InboxActivitiesTable {
+  id: string;
+  type: string;
+  actor: string;
+  /** The union whose inbox received it, or null for the shared inbox. */
+  union_id: string | null;
+  received_at: number;
+}
+
+export interface InstanceSettingsTable {
+  key: string;
+  value: string;
+}
+
+export interface FedifyKvTable {
+  key: string;
+  value: string;
+  expires_at: number | null;
+}
+
+export interface FedifyMqTable {
+  id: Generated<number>;
+  queue: string;
+  message: string;
+  ordering_key: string | null;
+  available_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  attempts: number;
+  last_error: string | null;
+  created_at: number;
+}
+
+export interface FedifyMqDeadTable {
+  id: number;
+  queue: string;
+  message: string;
+  ordering_key: string | null;
+  attempts: number;
+  last_error: string | null;
+  created_at: number;
+  died_at: number;
+}
+
+export interface DB {
+  unions: UnionsTable;
+  actor_keys: ActorKeysTable;
+  remote_actors: RemoteActorsTable;
+  inbox_activities: InboxActivitiesTable;
+  instance_settings: InstanceSettingsTable;
+  fedify_kv: FedifyKvTable;
+  fedify_mq: FedifyMqTable;
+  fedify_mq_dead: FedifyMqDeadTable;
+}
