@@ -10,7 +10,8 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const entry = join(root, "src", "cli", "main.ts");
 const major = Number(process.versions.node.split(".")[0]);
 if (major >= 24) {
-  await import(entry);
+  const { main } = await import(entry);
+  process.exitCode = await main(process.argv.slice(2));
 } else {
   const pinned = join(root, "node_modules", ".bin", "node");
   const node = existsSync(pinned) ? pinned : "node";

@@ -1,0 +1,147 @@
+import "../src/temporal.ts";
+import { createFederation, type Federation, type KvStore, type MessageQueue } from "@fedify/fedify";
+import { Activity, Application, Endpoints, Group, Image } from "@fedify/vocab";
+import type { Kysely } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+import type { EventBus } from "../src/events.ts";
+import { logger } from "../src/logging.ts";
+import { countUnions, getUnionBySlug, unionKeyOwner } from "../src/unions/unions.ts";
+import { recordInboundActivity } from "./inbox-record.ts";
+import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
+
+/** The instance actor's identifier; reserved, so no union can take it. */
+export const INSTANCE_ACTOR = "instance";
+
+export const ACTOR_PATH = "/u/{identifier}";
+export const SOFTWARE_VERSION = "0.1.0";
+
+export interface FederationDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly kv: KvStore;
+  /** One durable queue for inbox, outbox and fan-out; absent means send inline. */
+  readonly queue?: MessageQueue;
+  readonly origin: URL;
+  readonly allowPrivateAddress: boolean;
+  /** Tests start and stop the queue themselves so `node --test` can exit. */
+  readonly manuallyStartQueue?: boolean;
+}
+
+const log = logger("federation");
+
+export function createMusterFederation(deps: FederationDeps): Federation<void> {
+  const { db } = deps;
+  const federation = createFederation<void>({
+    kv: deps.kv,
+    queue: deps.queue,
+    manuallyStartQueue: deps.manuallyStartQueue ?? false,
+    origin: deps.origin.href,
+    allowPrivateAddress: deps.allowPrivateAddress,
+    userAgent: { software: `Muster/${SOFTWARE_VERSION}`, url: deps.origin },
+  });
+
+  federation
+    .setActorDispatcher(ACTOR_PATH, async (ctx, identifier) => {
+      if (identifier === INSTANCE_ACTOR) {
+        const keys = await ctx.getActorKeyPairs(identifier);
+        return new Application({
+          id: ctx.getActorUri(identifier),
+          preferredUsername: INSTANCE_ACTOR,
+          name: ctx.host,
+          summary: "The instance actor of this Muster server; it signs the server's own fetches.",
+          url: new URL("/", ctx.origin),
+          inbox: ctx.getInboxUri(identifier),
+          outbox: ctx.getOutboxUri(identifier),
+          endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+          publicKey: keys[0]?.cryptographicKey,
+          assertionMethods: keys.map((k) => k.multikey),
+          manuallyApprovesFollowers: true,
+        });
+      }
+      const union = await getUnionBySlug(db, identifier);
+      if (!union) return null;
+      const keys = await ctx.getActorKeyPairs(identifier);
+      return new Group({
+        id: ctx.getActorUri(identifier),
+        preferredUsername: union.slug,
+        name: union.name,
+        summary: union.purpose,
+        url: ctx.getActorUri(identifier),
+        icon: union.iconUrl ? new Image({ url: new URL(union.iconUrl) }) : null,
+        inbox: ctx.getInboxUri(identifier),
+        outbox: ctx.getOutboxUri(identifier),
+        followers: ctx.getFollowersUri(identifier),
+        featured: ctx.getFeaturedUri(identifier),
+        endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+        publicKey: keys[0]?.cryptographicKey,
+        assertionMethods: keys.map((k) => k.multikey),
+        manuallyApprovesFollowers: union.manuallyApprovesFollowers,
+        discoverable: true,
+        published: temporalInstant(union.createdAt),
+      });
+    })
+    .mapHandle((_ctx, username) => username.toLowerCase())
+    .setKeyPairsDispatcher(async (_ctx, identifier) => {
+      if (identifier === INSTANCE_ACTOR) return loadKeyPairs(db, INSTANCE_KEY_OWNER);
+      const union = await getUnionBySlug(db, identifier);
+      return union ? loadKeyPairs(db, unionKeyOwner(union.id)) : [];
+    });
+
+  // The collections are real and addressable from day one; what fills them
+  // (members, calls-to-action, pinned posts) arrives with the features that
+  // create them, so today they are truthfully empty.
+  const exists = async (identifier: string) =>
+    identifier === INSTANCE_ACTOR || (await getUnionBySlug(db, identifier)) !== undefined;
+  federation
+    .setOutboxDispatcher("/u/{identifier}/outbox", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null)
+    .setCounter(async (_ctx, identifier) => (await exists(identifier)) ? 0 : null);
+  federation
+    .setFollowersDispatcher("/u/{identifier}/followers", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null)
+    .setCounter(async (_ctx, identifier) => (await exists(identifier)) ? 0 : null);
+  federation
+    .setFeaturedDispatcher("/u/{identifier}/featured", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null);
+
+  federation
+    .setInboxListeners("/u/{identifier}/inbox", "/inbox")
+    // Keys fetched to verify shared-inbox deliveries are fetched signed, so
+    // servers in authorized-fetch mode answer them.
+    .setSharedKeyDispatcher(() => ({ identifier: INSTANCE_ACTOR }))
+    .on(Activity, async (ctx, activity) => {
+      const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;
+      await recordInboundActivity({ db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, activity, union?.id ?? null);
+    })
+    .onUnverifiedActivity((ctx, activity, reason) => {
+      log.warn("Refused an inbox POST to {path} from {actor}: {reason}", {
+        path: new URL(ctx.request.url).pathname,
+        actor: activity.actorId?.href ?? "(no actor)",
+        reason: reason.type,
+      });
+    })
+    .onError((_ctx, error) => {
+      log.error("Inbox listener failed: {error}", { error });
+    });
+
+  federation.setNodeInfoDispatcher("/nodeinfo/2.1", async () => ({
+    software: {
+      name: "muster",
+      version: SOFTWARE_VERSION,
+      repository: new URL("https://github.com/muster-union/muster"),
+    },
+    protocols: ["activitypub"],
+    services: { inbound: [], outbound: [] },
+    openRegistrations: false,
+    usage: {
+      // Unions are this server's only local actors; members live on their own servers.
+      users: { total: await countUnions(db), activeHalfyear: await countUnions(db), activeMonth: await countUnions(db) },
+      localPosts: 0,
+      localComments: 0,
+    },
+    metadata: { nodeName: deps.origin.host },
+  }));
+
+  return federation;
+}
+
+function temporalInstant(d: Date): Temporal.Instant {
+  return Temporal.Instant.fromEpochMilliseconds(d.getTime());
+}

@@ -1,0 +1,191 @@
+import { isDeepStrictEqual } from "node:util";
+import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
+import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+
+/**
+ * Fedify hands over @js-temporal/polyfill Durations while its types name the
+ * global Temporal.Duration; the two are not assignable to each other, so we
+ * accept anything that can report its length.
+ */
+export interface DurationLike {
+  total(unit: "millisecond"): number;
+}
+
+export interface KyselyKvSetOptions {
+  readonly ttl?: DurationLike;
+}
+
+// Expired rows are mostly removed when a reader trips over them; this sweep
+// catches keys nobody reads again, without costing a write on every set().
+const PURGE_INTERVAL_MS = 60_000;
+
+/**
+ * Fedify's key–value store (signature/document caches, circuit-breaker state,
+ * nonces) in the `fedify_kv` table, on SQLite or PostgreSQL.
+ *
+ * A key is stored as `JSON.stringify(key)`, e.g. `["a","b"]`.  JSON closes
+ * every string element with an unescaped `"` followed by `,` or `]`, so the
+ * keys under prefix `["a","b"]` are exactly `["a","b"]` itself plus those
+ * starting with `["a","b",` — `["a","bc"]` cannot start with that.  The
+ * "starts with" test is a byte-order range, never LIKE, so `%` and `_` in keys
+ * need no escaping and SQLite's case-insensitive LIKE cannot blur `A` and `a`.
+ */
+export class KyselyKvStore implements KvStore {
+  readonly #db: Kysely<DB>;
+  readonly #postgres: boolean;
+  #lastPurge = 0;
+
+  constructor(db: Kysely<DB>) {
+    this.#db = db;
+    this.#postgres = db.getExecutor().adapter instanceof PostgresAdapter;
+  }
+
+  async get<T = unknown>(key: KvKey): Promise<T | undefined> {
+    const row = await this.#db.selectFrom("fedify_kv")
+      .select(["value", "expires_at"])
+      .where("key", "=", encodeKey(key))
+      .executeTakeFirst();
+    // Fedify tells a cache miss from a cached value by `undefined`; a null
+    // here would be taken for a stored null and silently poison its caches.
+    if (row === undefined) return undefined;
+    const now = Date.now();
+    if (isExpired(row.expires_at, now)) {
+      await this.#deleteIfExpired(encodeKey(key), now);
+      return undefined;
+    }
+    return JSON.parse(row.value) as T;
+  }
+
+  async set(key: KvKey, value: unknown, options?: KyselyKvSetOptions): Promise<void> {
+    // `undefined` is what get() reports for an absent key, so storing it
+    // means removing the key (JSON has no spelling for it anyway).
+    if (value === undefined) return this.delete(key);
+    const now = Date.now();
+    const row = { key: encodeKey(key), value: encodeValue(value), expires_at: expiresAt(options, now) };
+    await this.#db.insertInto("fedify_kv")
+      .values(row)
+      .onConflict((oc) => oc.column("key").doUpdateSet({ value: row.value, expires_at: row.expires_at }))
+      .execute();
+    await this.#maybePurge(now);
+  }
+
+  async delete(key: KvKey): Promise<void> {
+    await this.#db.deleteFrom("fedify_kv").where("key", "=", encodeKey(key)).execute();
+  }
+
+  /**
+   * Atomic on both dialects without explicit locks: every write is a single
+   * conditional statement that only succeeds if the row still holds exactly
+   * the text we compared, so a concurrent writer makes it affect no row.
+   * An expired entry counts as absent, as in get().
+   */
+  async cas(key: KvKey, expectedValue: unknown, newValue: unknown, options?: KyselyKvSetOptions): Promise<boolean> {
+    const encoded = encodeKey(key);
+    const now = Date.now();
+    if (expectedValue === undefined) {
+      await this.#deleteIfExpired(encoded, now);
+      if (newValue === undefined) {
+        const row = await this.#db.selectFrom("fedify_kv").select("key").where("key", "=", encoded).executeTakeFirst();
+        return row === undefined;
+      }
+      // Two callers racing to create the key both reach this insert; the
+      // primary key lets exactly one of them in.
+      const result = await this.#db.insertInto("fedify_kv")
+        .values({ key: encoded, value: encodeValue(newValue), expires_at: expiresAt(options, now) })
+        .onConflict((oc) => oc.column("key").doNothing())
+        .executeTakeFirst();
+      return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+    }
+
+    const row = await this.#db.selectFrom("fedify_kv")
+      .select(["value", "expires_at"])
+      .where("key", "=", encoded)
+      .executeTakeFirst();
+    if (row === undefined || isExpired(row.expires_at, now)) return false;
+    // Compare values, not spellings: callers pass back what get() parsed, and
+    // a JSON round trip drops `undefined` members the same way storing did.
+    if (!isDeepStrictEqual(JSON.parse(row.value), JSON.parse(encodeValue(expectedValue)))) return false;
+
+    if (newValue === undefined) {
+      // Fedify consumes single-use nonces with cas(key, true, undefined);
+      // only one of two concurrent consumers may see true.
+      const result = await this.#db.deleteFrom("fedify_kv")
+        .where("key", "=", encoded)
+        .where("value", "=", row.value)
+        .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", now)]))
+        .executeTakeFirst();
+      return Number(result.numDeletedRows) === 1;
+    }
+    const result = await this.#db.updateTable("fedify_kv")
+      .set({ value: encodeValue(newValue), expires_at: expiresAt(options, now) })
+      .where("key", "=", encoded)
+      .where("value", "=", row.value)
+      .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", now)]))
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async *list(prefix?: KvKey): AsyncIterable<KvStoreListEntry> {
+    const now = Date.now();
+    let query = this.#db.selectFrom("fedify_kv")
+      .select(["key", "value"])
+      .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", now)]))
+      .orderBy("key");
+    if (prefix !== undefined) {
+      const exact = encodeKey(prefix);
+      // `["a","b"]` → children start with `["a","b",`; `-` is the character
+      // after `,`, so [lower, upper) holds exactly the strings with that start.
+      const lower = `${exact.slice(0, -1)},`;
+      const upper = `${exact.slice(0, -1)}-`;
+      const k = this.#bytewiseKey();
+      query = query.where((eb) =>
+        eb.or([eb("key", "=", exact), eb.and([eb(k, ">=", lower), eb(k, "<", upper)])])
+      );
+    }
+    const rows = await query.execute();
+    for (const row of rows) {
+      yield { key: JSON.parse(row.key) as KvKey, value: JSON.parse(row.value) };
+    }
+  }
+
+  /**
+   * The key column compared byte by byte.  SQLite's default collation already
+   * does that; PostgreSQL's depends on the database locale, where the range
+   * above would not mean "starts with", so force the C collation there.
+   */
+  #bytewiseKey(): Expression<string> {
+    return this.#postgres ? sql<string>`key collate "C"` : sql<string>`key`;
+  }
+
+  async #deleteIfExpired(encodedKey: string, now: number): Promise<void> {
+    await this.#db.deleteFrom("fedify_kv")
+      .where("key", "=", encodedKey)
+      .where("expires_at", "<=", now)
+      .execute();
+  }
+
+  async #maybePurge(now: number): Promise<void> {
+    if (now - this.#lastPurge < PURGE_INTERVAL_MS) return;
+    this.#lastPurge = now;
+    await this.#db.deleteFrom("fedify_kv").where("expires_at", "<=", now).execute();
+  }
+}
+
+function encodeKey(key: KvKey): string {
+  return JSON.stringify(key);
+}
+
+function encodeValue(value: unknown): string {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`KyselyKvStore cannot store a value of type ${typeof value}`);
+  return text;
+}
+
+function expiresAt(options: KyselyKvSetOptions | undefined, now: number): number | null {
+  return options?.ttl === undefined ? null : now + Math.max(0, Math.round(options.ttl.total("millisecond")));
+}
+
+function isExpired(expiresAt: number | null, now: number): boolean {
+  return expiresAt !== null && expiresAt <= now;
+}

@@ -1,0 +1,557 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
+import { type Kysely, type Selectable, sql } from "kysely";
+import type pg from "pg";
+import type { Database } from "../src/db/database.ts";
+import type { DB, FedifyMqTable } from "../src/db/schema.ts";
+import { logger } from "../src/logging.ts";
+
+/** The PostgreSQL channel every queue announces new messages on. */
+export const NOTIFY_CHANNEL = "muster_mq";
+
+/**
+ * Fedify hands over @js-temporal/polyfill Durations while its types name the
+ * global Temporal.Duration; the two are not assignable to each other, so we
+ * accept anything that can report its length.
+ */
+export interface DurationLike {
+  total(unit: "millisecond"): number;
+}
+
+export interface KyselyEnqueueOptions {
+  readonly delay?: DurationLike;
+  readonly orderingKey?: string;
+}
+
+export interface KyselyMessageQueueOptions {
+  /** Logical queue in the shared `fedify_mq` table.  Default `"default"`. */
+  readonly name?: string;
+  /** Written to `lease_owner` so operators can see who holds a message.  Default `host:pid:random`. */
+  readonly workerId?: string;
+  /** Handlers run at once per listen() call.  Default 1. */
+  readonly concurrency?: number;
+  /** How often an idle listener looks for work it was not woken for.  Default 1000 ms. */
+  readonly pollIntervalMs?: number;
+  /** A handler still running after this is treated as failed.  Default 60 000 ms. */
+  readonly handlerTimeoutMs?: number;
+  /** How long a claim is exclusive; must exceed handlerTimeoutMs.  Default handlerTimeoutMs + 30 000 ms. */
+  readonly leaseMs?: number;
+  /** Deliveries (including ones whose worker died) before a message is dead-lettered.  Default 10. */
+  readonly maxAttempts?: number;
+  /** Delay after the first failed delivery, doubled each time.  Default 5000 ms. */
+  readonly retryBaseDelayMs?: number;
+  /** Cap on the retry delay.  Default 15 minutes. */
+  readonly retryMaxDelayMs?: number;
+}
+
+type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at">;
+
+interface Claimed extends Row {
+  /** The lease_owner value of this particular claim. */
+  readonly token: string;
+}
+
+type Wake = (queue: string, availableAt: number) => void;
+
+// In-process enqueue wakes listeners on the same connection pool at once;
+// other pools and processes hear about it through NOTIFY (PostgreSQL) or
+// their next poll (SQLite).
+const localListeners = new WeakMap<Kysely<DB>, Set<Wake>>();
+
+// A multi-row insert is one statement; SQLite caps bound parameters at 32766
+// and each row binds 6, so fan-outs larger than this are split inside one
+// transaction.
+const INSERT_CHUNK = 1000;
+const MAX_ERROR_LENGTH = 8000;
+
+const log = logger("queue");
+
+/**
+ * Fedify's durable message queue (inbox, outbox and fan-out) in the
+ * `fedify_mq` table, on SQLite or PostgreSQL, shared by every process that
+ * opens the same database.
+ *
+ * Delivery is at least once: a message is leased while its handler runs and
+ * deleted only after the handler succeeds.  If the process dies, the lease
+ * runs out and any listener takes the message again.
+ */
+export class KyselyMessageQueue implements MessageQueue {
+  /**
+   * Fedify retries deliveries itself (per-inbox backoff, Retry-After, the
+   * circuit breaker, permanent-failure handling) and enqueues each retry as a
+   * new message, which it can only do when this is false.  Our own retry is
+   * the safety net for handlers that throw anyway.
+   */
+  readonly nativeRetrial = false;
+  readonly name: string;
+  readonly workerId: string;
+
+  readonly #database: Database;
+  readonly #concurrency: number;
+  readonly #pollIntervalMs: number;
+  readonly #handlerTimeoutMs: number;
+  readonly #leaseMs: number;
+  readonly #maxAttempts: number;
+  readonly #retryBaseDelayMs: number;
+  readonly #retryMaxDelayMs: number;
+  #claims = 0;
+  readonly #closing = new AbortController();
+  readonly #listening = new Set<Promise<void>>();
+
+  constructor(database: Database, options: KyselyMessageQueueOptions = {}) {
+    this.#database = database;
+    this.name = options.name ?? "default";
+    this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
+    this.#concurrency = positiveInteger("concurrency", options.concurrency ?? 1);
+    this.#pollIntervalMs = positive("pollIntervalMs", options.pollIntervalMs ?? 1000);
+    this.#handlerTimeoutMs = positive("handlerTimeoutMs", options.handlerTimeoutMs ?? 60_000);
+    this.#leaseMs = positive("leaseMs", options.leaseMs ?? this.#handlerTimeoutMs + 30_000);
+    // The lease is not renewed: a handler cannot outlive its timeout, so a
+    // lease longer than that can only run out if the holder is gone.
+    if (this.#leaseMs <= this.#handlerTimeoutMs) {
+      throw new RangeError(`leaseMs (${this.#leaseMs}) must exceed handlerTimeoutMs (${this.#handlerTimeoutMs})`);
+    }
+    this.#maxAttempts = positiveInteger("maxAttempts", options.maxAttempts ?? 10);
+    this.#retryBaseDelayMs = nonNegative("retryBaseDelayMs", options.retryBaseDelayMs ?? 5000);
+    this.#retryMaxDelayMs = nonNegative("retryMaxDelayMs", options.retryMaxDelayMs ?? 15 * 60_000);
+  }
+
+  enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
+    return this.enqueueMany([message], options);
+  }
+
+  async enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
+    if (messages.length === 0) return;
+    const now = Date.now();
+    const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
+    if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
+    const availableAt = now + delay;
+    const rows = messages.map((message) => ({
+      queue: this.name,
+      message: encodeMessage(message),
+      ordering_key: options?.orderingKey ?? null,
+      available_at: availableAt,
+      attempts: 0,
+      created_at: now,
+    }));
+    const { db } = this.#database;
+    if (rows.length <= INSERT_CHUNK) {
+      await db.insertInto("fedify_mq").values(rows).execute();
+    } else {
+      await db.transaction().execute(async (trx) => {
+        for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+          await trx.insertInto("fedify_mq").values(rows.slice(i, i + INSERT_CHUNK)).execute();
+        }
+      });
+    }
+    await this.#announce(availableAt);
+  }
+
+  /**
+   * Messages not currently leased.  Messages held back behind an earlier one
+   * with the same ordering key count as ready.
+   */
+  async getDepth(): Promise<MessageQueueDepth> {
+    const now = Date.now();
+    const row = await this.#database.db.selectFrom("fedify_mq")
+      .select((eb) => [
+        eb.fn.countAll().as("queued"),
+        eb.fn.count(eb.case().when("available_at", "<=", now).then(sql.lit(1)).end()).as("ready"),
+      ])
+      .where("queue", "=", this.name)
+      .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<=", now)]))
+      .executeTakeFirstOrThrow();
+    const queued = Number(row.queued);
+    const ready = Number(row.ready);
+    return { queued, ready, delayed: queued - ready };
+  }
+
+  /**
+   * Handles messages until `signal` aborts, then waits for the handlers
+   * already running (each bounded by handlerTimeoutMs) before resolving, so
+   * a graceful shutdown drains.  Never rejects.  On PostgreSQL each call
+   * holds one pooled connection for LISTEN until it returns.
+   */
+  listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const signal = options.signal === undefined ? this.#closing.signal : AbortSignal.any([options.signal, this.#closing.signal]);
+    const listening = this.#listen(handler, signal);
+    this.#listening.add(listening);
+    void listening.finally(() => this.#listening.delete(listening));
+    return listening;
+  }
+
+  /**
+   * Stops every listen() on this queue and resolves once they have drained
+   * and given back their connections, so the database can close cleanly.
+   * Enqueueing keeps working.
+   */
+  async close(): Promise<void> {
+    this.#closing.abort();
+    while (this.#listening.size > 0) await Promise.allSettled([...this.#listening]);
+  }
+
+  async #listen(handler: (message: any) => Promise<void> | void, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
+    const alarm = new Alarm();
+    const inFlight = new Set<Promise<void>>();
+    const onAbort = () => alarm.ring();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const wake: Wake = (queue, at) => {
+      if (queue === this.name) alarm.ringAt(at);
+    };
+    const locals = localListeners.get(this.#database.db) ?? new Set();
+    localListeners.set(this.#database.db, locals);
+    locals.add(wake);
+    const subscription = await this.#subscribe(wake, signal);
+    try {
+      while (!signal.aborted) {
+        const free = this.#concurrency - inFlight.size;
+        if (free > 0) {
+          let claimed: Claimed[] = [];
+          try {
+            claimed = await this.#claim(free);
+          } catch (error) {
+            log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
+          }
+          for (const message of claimed) {
+            const task: Promise<void> = this.#deliver(message, handler).finally(() => {
+              inFlight.delete(task);
+              // A free slot, and maybe a message that was waiting behind this
+              // one's ordering key.
+              alarm.ring();
+            });
+            inFlight.add(task);
+          }
+          if (claimed.length === free) continue;
+        }
+        if (signal.aborted) break;
+        await alarm.wait(this.#pollIntervalMs);
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      locals.delete(wake);
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      await subscription?.close();
+    }
+  }
+
+  /**
+   * Leases up to `limit` ready messages in one statement, which is what makes
+   * the claim atomic: on PostgreSQL the inner SELECT locks its rows and skips
+   * rows another claimer has locked; on SQLite an UPDATE holds the database's
+   * single write lock from start to end, across processes too.
+   */
+  async #claim(limit: number): Promise<Claimed[]> {
+    const { db, dialect } = this.#database;
+    const now = Date.now();
+    const token = `${this.workerId}#${++this.#claims}`;
+    const candidates = db.selectFrom("fedify_mq as m")
+      .select("m.id")
+      .where("m.queue", "=", this.name)
+      .where("m.available_at", "<=", now)
+      .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
+      // One message per ordering key at a time, in id order: a message waits
+      // while an earlier one with its key is still queued (even if delayed
+      // for a retry) or while any one with its key is being handled.
+      .where((eb) => eb.or([
+        eb("m.ordering_key", "is", null),
+        eb.not(eb.exists(
+          eb.selectFrom("fedify_mq as e")
+            .select(sql.lit(1).as("one"))
+            .whereRef("e.queue", "=", "m.queue")
+            .whereRef("e.ordering_key", "=", "m.ordering_key")
+            .where((inner) => inner.or([inner("e.id", "<", inner.ref("m.id")), inner("e.lease_until", ">", now)])),
+        )),
+      ]))
+      .orderBy("m.id")
+      .limit(limit)
+      .$if(dialect === "postgres", (qb) => qb.forUpdate().skipLocked());
+    const rows = await db.updateTable("fedify_mq")
+      .set((eb) => ({
+        lease_owner: token,
+        lease_until: now + this.#leaseMs,
+        attempts: eb("attempts", "+", 1),
+        // A lease still set on a claimable row ran out: its holder died or stalled.
+        last_error: eb.case()
+          .when("lease_until", "is not", null)
+          .then(sql.lit("lease expired: the worker holding the message died or stalled"))
+          .else(eb.ref("last_error"))
+          .end(),
+      }))
+      .where("id", "in", candidates)
+      .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at"])
+      .execute();
+    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
+  }
+
+  async #deliver(claimed: Claimed, handler: (message: any) => Promise<void> | void): Promise<void> {
+    try {
+      // A worker that died holding the last allowed attempt gets no further one.
+      if (claimed.attempts > this.#maxAttempts) {
+        await this.#bury(claimed, claimed.last_error ?? "lease expired");
+        return;
+      }
+      const outcome = await runWithTimeout(() => handler(JSON.parse(claimed.message)), this.#handlerTimeoutMs);
+      if (outcome.ok) await this.#complete(claimed);
+      else await this.#fail(claimed, outcome.error);
+    } catch (error) {
+      // The database failed us; the lease will run out and the message
+      // will be delivered again.
+      log.error("Could not settle message {id} in queue {queue}: {error}", { id: claimed.id, queue: this.name, error });
+    }
+  }
+
+  async #complete(claimed: Claimed): Promise<void> {
+    const result = await this.#database.db.deleteFrom("fedify_mq")
+      .where("id", "=", claimed.id)
+      .where("lease_owner", "=", claimed.token)
+      .executeTakeFirst();
+    if (Number(result.numDeletedRows) === 0) {
+      log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
+    }
+    if (claimed.ordering_key !== null) await this.#announce(Date.now());
+  }
+
+  async #fail(claimed: Claimed, error: unknown): Promise<void> {
+    const reason = describeError(error);
+    if (claimed.attempts >= this.#maxAttempts) {
+      log.error("Message {id} in queue {queue} failed {attempts} times; dead-lettered: {error}", {
+        id: claimed.id, queue: this.name, attempts: claimed.attempts, error,
+      });
+      await this.#bury(claimed, reason);
+      return;
+    }
+    const availableAt = Date.now() + this.#retryDelay(claimed.attempts);
+    log.warn("Message {id} in queue {queue} failed (attempt {attempts}); retrying at {at}: {error}", {
+      id: claimed.id, queue: this.name, attempts: claimed.attempts, at: new Date(availableAt).toISOString(), error,
+    });
+    await this.#database.db.updateTable("fedify_mq")
+      .set({ lease_owner: null, lease_until: null, available_at: availableAt, last_error: reason })
+      .where("id", "=", claimed.id)
+      .where("lease_owner", "=", claimed.token)
+      .execute();
+    wakeLocal(this.#database.db, this.name, availableAt);
+  }
+
+  /** Moves a message to fedify_mq_dead, keeping it for an operator to inspect. */
+  async #bury(claimed: Claimed, reason: string): Promise<void> {
+    // Delete first: on SQLite a transaction that starts with a write takes
+    // the write lock at once instead of failing to upgrade a stale read.
+    await this.#database.db.transaction().execute(async (trx) => {
+      const row = await trx.deleteFrom("fedify_mq")
+        .where("id", "=", claimed.id)
+        .where("lease_owner", "=", claimed.token)
+        .returning(["id", "queue", "message", "ordering_key", "attempts", "created_at"])
+        .executeTakeFirst();
+      if (row === undefined) return;
+      await trx.insertInto("fedify_mq_dead")
+        .values({ ...row, last_error: reason, died_at: Date.now() })
+        .execute();
+    });
+    if (claimed.ordering_key !== null) await this.#announce(Date.now());
+  }
+
+  #retryDelay(attempts: number): number {
+    const exponential = Math.min(this.#retryMaxDelayMs, this.#retryBaseDelayMs * 2 ** (attempts - 1));
+    // ±20 % so messages that failed together (say, while the database was
+    // down) do not all come back in the same instant.
+    return Math.round(exponential * (0.8 + Math.random() * 0.4));
+  }
+
+  async #announce(availableAt: number): Promise<void> {
+    wakeLocal(this.#database.db, this.name, availableAt);
+    if (this.#database.dialect !== "postgres") return;
+    try {
+      const payload = JSON.stringify({ queue: this.name, at: availableAt });
+      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${payload})`.execute(this.#database.db);
+    } catch (error) {
+      // The message is stored; other processes will find it on their next poll.
+      log.warn("Could not notify other workers about queue {queue}: {error}", { queue: this.name, error });
+    }
+  }
+
+  /**
+   * On PostgreSQL, a dedicated pooled connection LISTENs so that separate
+   * worker processes wake up as soon as something is enqueued.  If it drops,
+   * polling carries on and the connection is re-established.
+   */
+  async #subscribe(wake: Wake, signal: AbortSignal | undefined): Promise<{ close(): Promise<void> } | undefined> {
+    const pool = this.#database.pgPool;
+    if (pool === undefined) return undefined;
+    let client: pg.PoolClient | undefined;
+    let closed = false;
+    let retry: NodeJS.Timeout | undefined;
+    const onNotification = (message: pg.Notification) => {
+      if (message.channel !== NOTIFY_CHANNEL || message.payload === undefined) return;
+      try {
+        const { queue, at } = JSON.parse(message.payload) as { queue: string; at: number };
+        wake(queue, at);
+      } catch {
+        // Not one of ours; ignore it.
+      }
+    };
+    const drop = (broken: pg.PoolClient, error?: Error) => {
+      broken.off("notification", onNotification);
+      broken.release(error ?? true);
+      if (client === broken) client = undefined;
+    };
+    const connect = async (): Promise<void> => {
+      retry = undefined;
+      let fresh: pg.PoolClient | undefined;
+      try {
+        fresh = await pool.connect();
+        const self = fresh;
+        self.on("notification", onNotification);
+        self.on("error", (error) => {
+          log.warn("Lost the LISTEN connection for queue {queue}; polling until it is back: {error}", { queue: this.name, error });
+          drop(self, error);
+          if (!closed) retry ??= setTimeout(connect, Math.max(this.#pollIntervalMs, 1000));
+        });
+        await self.query(`LISTEN ${NOTIFY_CHANNEL}`);
+        if (closed) {
+          drop(self);
+          return;
+        }
+        client = self;
+        // Anything announced before LISTEN took effect went unheard.
+        wake(this.name, 0);
+      } catch (error) {
+        if (fresh !== undefined) drop(fresh, error instanceof Error ? error : new Error(String(error)));
+        if (closed || signal?.aborted) return;
+        log.warn("Could not LISTEN for queue {queue}; polling only for now: {error}", { queue: this.name, error });
+        retry ??= setTimeout(connect, Math.max(this.#pollIntervalMs, 1000));
+      }
+    };
+    await connect();
+    return {
+      close: async () => {
+        closed = true;
+        if (retry !== undefined) clearTimeout(retry);
+        // Destroy rather than return it, so no pooled connection keeps LISTENing.
+        if (client !== undefined) drop(client);
+      },
+    };
+  }
+}
+
+function wakeLocal(db: Kysely<DB>, queue: string, availableAt: number): void {
+  for (const wake of localListeners.get(db) ?? []) wake(queue, availableAt);
+}
+
+/**
+ * Lets the listen loop sleep until the poll interval passes, a message it
+ * was told about becomes available, or something rings.  A ring while the
+ * loop is busy is remembered, so no wake-up is lost between claim and sleep.
+ */
+class Alarm {
+  #pending = false;
+  #hint = Number.POSITIVE_INFINITY;
+  #wakeUp: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #deadline = Number.POSITIVE_INFINITY;
+
+  ring(): void {
+    if (this.#wakeUp !== undefined) this.#fire();
+    else this.#pending = true;
+  }
+
+  ringAt(at: number): void {
+    const now = Date.now();
+    if (at <= now) return this.ring();
+    if (this.#wakeUp === undefined) {
+      this.#hint = Math.min(this.#hint, at);
+    } else if (at < this.#deadline) {
+      this.#schedule(at, now);
+    }
+  }
+
+  wait(pollIntervalMs: number): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    const now = Date.now();
+    let deadline = now + pollIntervalMs;
+    if (this.#hint <= deadline) {
+      deadline = this.#hint;
+      this.#hint = Number.POSITIVE_INFINITY;
+    }
+    return new Promise((resolve) => {
+      this.#wakeUp = resolve;
+      this.#schedule(deadline, now);
+    });
+  }
+
+  #schedule(deadline: number, now: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#deadline = deadline;
+    // +1: a message available at t is claimable once Date.now() reaches t.
+    this.#timer = setTimeout(() => this.#fire(), Math.max(0, deadline - now) + 1);
+  }
+
+  #fire(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#deadline = Number.POSITIVE_INFINITY;
+    const wakeUp = this.#wakeUp;
+    this.#wakeUp = undefined;
+    wakeUp?.();
+  }
+}
+
+class HandlerTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`message handler did not finish within ${ms} ms`);
+    this.name = "HandlerTimeoutError";
+  }
+}
+
+type Outcome = { ok: true } | { ok: false; error: unknown };
+
+/**
+ * A handler cannot be cancelled, so on timeout it is left running and its
+ * eventual result ignored; the message is retried under a new lease, which
+ * keeps delivery at least once.
+ */
+async function runWithTimeout(run: () => unknown, timeoutMs: number): Promise<Outcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<Outcome>((resolve) => {
+    timer = setTimeout(() => resolve({ ok: false, error: new HandlerTimeoutError(timeoutMs) }), timeoutMs);
+  });
+  const handled = (async () => run())().then(
+    (): Outcome => ({ ok: true }),
+    (error: unknown): Outcome => ({ ok: false, error }),
+  );
+  try {
+    return await Promise.race([handled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function encodeMessage(message: unknown): string {
+  const text = JSON.stringify(message);
+  if (text === undefined) throw new TypeError(`KyselyMessageQueue cannot enqueue a message of type ${typeof message}`);
+  return text;
+}
+
+function describeError(error: unknown): string {
+  const text = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : String(error);
+  return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH)}…` : text;
+}
+
+function positive(name: string, value: number): number {
+  if (!(value > 0) || !Number.isFinite(value)) throw new RangeError(`${name} must be a positive number, got ${value}`);
+  return value;
+}
+
+function nonNegative(name: string, value: number): number {
+  if (!(value >= 0) || !Number.isFinite(value)) throw new RangeError(`${name} must not be negative, got ${value}`);
+  return value;
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  return value;
+}

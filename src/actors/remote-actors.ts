@@ -1,0 +1,134 @@
+import type { Kysely, Selectable } from "kysely";
+import type { DB, RemoteActorsTable } from "../db/schema.ts";
+
+export const REMOTE_ACTOR_TYPES = ["Person", "Group", "Service", "Application", "Organization"] as const;
+export type RemoteActorType = (typeof REMOTE_ACTOR_TYPES)[number];
+
+export function isRemoteActorType(value: unknown): value is RemoteActorType {
+  return typeof value === "string" && (REMOTE_ACTOR_TYPES as readonly string[]).includes(value);
+}
+
+/** What Muster remembers about an actor on another server. URLs are absolute hrefs. */
+export interface RemoteActor {
+  id: string;
+  type: RemoteActorType;
+  /**
+   * `@username@host`, built from `preferredUsername` and the host of `id`
+   * (no WebFinger round-trip), so it can differ from the handle the server
+   * advertises when its WebFinger domain is not its ActivityPub domain.
+   */
+  handle: string | null;
+  preferredUsername: string | null;
+  name: string | null;
+  /** As sent by the remote server: HTML that must be sanitised before display. */
+  summary: string | null;
+  url: string | null;
+  avatarUrl: string | null;
+  inbox: string | null;
+  sharedInbox: string | null;
+  /** Epoch milliseconds of the fetch these fields came from. */
+  fetchedAt: number;
+}
+
+/**
+ * Inserts or replaces the cached actor. A write carrying an older `fetchedAt`
+ * than the stored row is ignored, so a slow refresh finishing after a newer
+ * one cannot roll the cache back.
+ */
+export async function upsertRemoteActor(db: Kysely<DB>, actor: RemoteActor): Promise<void> {
+  if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
+  const row = toRow(actor);
+  const { id: _id, ...changes } = row;
+  await db.insertInto("remote_actors")
+    .values(row)
+    .onConflict((oc) =>
+      oc.column("id")
+        .doUpdateSet(changes)
+        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
+    )
+    .execute();
+}
+
+export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<RemoteActor | undefined> {
+  const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();
+  return row && fromRow(row);
+}
+
+/**
+ * Accepts `@user@host` or `user@host`; the host is compared case-insensitively
+ * and the username exactly (servers disagree on username case). When several
+ * cached actors claim the handle, the most recently fetched wins.
+ */
+export async function findRemoteActorByHandle(db: Kysely<DB>, handle: string): Promise<RemoteActor | undefined> {
+  const normalized = normalizeHandle(handle);
+  if (normalized == null) return undefined;
+  const row = await db.selectFrom("remote_actors").selectAll()
+    .where("handle", "=", normalized)
+    .orderBy("fetched_at", "desc")
+    .limit(1)
+    .executeTakeFirst();
+  return row && fromRow(row);
+}
+
+/** Returns whether a row was removed. */
+export async function deleteRemoteActor(db: Kysely<DB>, id: string): Promise<boolean> {
+  const result = await db.deleteFrom("remote_actors").where("id", "=", id).executeTakeFirst();
+  return Number(result.numDeletedRows) > 0;
+}
+
+/**
+ * Builds the stored handle form. A username containing `@`, `/` or whitespace
+ * gets no handle at all: it could be rendered to look like an account on a
+ * different server.
+ */
+export function buildHandle(preferredUsername: string | null, actorId: URL): string | null {
+  if (preferredUsername == null || preferredUsername === "" || /[@\s/]/.test(preferredUsername)) return null;
+  return `@${preferredUsername}@${actorId.host}`;
+}
+
+export function normalizeHandle(handle: string): string | null {
+  const m = /^@?([^@\s/?#]+)@([^@\s/?#]+)$/.exec(handle.trim());
+  if (m == null) return null;
+  // Through URL so that an internationalised domain matches the punycode host
+  // that buildHandle stored.
+  let host: string;
+  try {
+    host = new URL(`https://${m[2]}`).host;
+  } catch {
+    return null;
+  }
+  return `@${m[1]}@${host}`;
+}
+
+function toRow(a: RemoteActor): Selectable<RemoteActorsTable> {
+  return {
+    id: a.id,
+    type: a.type,
+    handle: a.handle,
+    preferred_username: a.preferredUsername,
+    name: a.name,
+    summary: a.summary,
+    url: a.url,
+    avatar_url: a.avatarUrl,
+    inbox: a.inbox,
+    shared_inbox: a.sharedInbox,
+    fetched_at: a.fetchedAt,
+  };
+}
+
+function fromRow(r: Selectable<RemoteActorsTable>): RemoteActor {
+  return {
+    id: r.id,
+    // Only upsertRemoteActor writes this table and it rejects other types.
+    type: r.type as RemoteActorType,
+    handle: r.handle,
+    preferredUsername: r.preferred_username,
+    name: r.name,
+    summary: r.summary,
+    url: r.url,
+    avatarUrl: r.avatar_url,
+    inbox: r.inbox,
+    sharedInbox: r.shared_inbox,
+    fetchedAt: r.fetched_at,
+  };
+}

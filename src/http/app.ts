@@ -1,0 +1,126 @@
+import type { Federation } from "@fedify/fedify";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { serveStatic } from "@hono/node-server/serve-static";
+import { fileURLToPath } from "node:url";
+import { relative } from "node:path";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { logger } from "../logging.ts";
+import { checkSetupToken, consumeSetupToken, setupTokenPending } from "../setup/setup-token.ts";
+import { createUnion, getUnionBySlug, listUnions, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
+import { apiError } from "./api-error.ts";
+import { federationMiddleware } from "./federation-mount.ts";
+import { errorPage } from "./pages/error.ts";
+import { homePage } from "./pages/home.ts";
+import { unionPage } from "./pages/union.ts";
+
+export interface HttpDeps {
+  readonly db: Kysely<DB>;
+  readonly federation: Federation<void>;
+  readonly origin: URL;
+  readonly maxBodyBytes: number;
+  readonly unions: UnionDeps;
+}
+
+const log = logger("http");
+const PUBLIC_DIR = relative(process.cwd(), fileURLToPath(new URL("../../public/", import.meta.url))) || ".";
+
+export function createHttpApp(deps: HttpDeps): Hono {
+  const { db } = deps;
+  const app = new Hono();
+
+  // Before Fedify reads a body: an inbox POST larger than this is refused
+  // with 413 instead of being buffered.
+  app.use("*", bodyLimit({
+    maxSize: deps.maxBodyBytes,
+    onError: (c) => {
+      // The rest of the body is never read, so the connection cannot be reused.
+      c.header("Connection", "close");
+      return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
+    },
+  }));
+  app.use("*", federationMiddleware(deps.federation));
+  app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
+
+  app.get("/healthz", async (c) => {
+    try {
+      await db.selectFrom("unions").select("id").limit(1).execute();
+      return c.json({ status: "ok" });
+    } catch (error) {
+      log.error("Health check failed: {error}", { error });
+      return c.json({ status: "error", error: { code: "database_unavailable", message: "database unavailable" } }, 503);
+    }
+  });
+
+  app.get("/", async (c) => c.html(homePage({
+    host: deps.origin.host,
+    unions: await listUnions(db),
+    setupOpen: await setupTokenPending(db),
+    setup: { token: c.req.query("token") ?? "" },
+  })));
+
+  app.post("/setup", async (c) => {
+    const form = await c.req.parseBody();
+    const values = Object.fromEntries(["slug", "name", "purpose", "leader"].map((k) => [k, String(form[k] ?? "")]));
+    const token = String(form.token ?? "");
+    const again = async (status: 400 | 403, error: string) =>
+      c.html(homePage({ host: deps.origin.host, unions: await listUnions(db), setupOpen: await setupTokenPending(db), setup: { token, error, values } }), status);
+    if (!(await checkSetupToken(db, token))) return again(403, "That setup token is not valid. Use the one printed on the server's console.");
+    const input = { slug: values.slug!, name: values.name!, purpose: values.purpose!, leaderHandle: values.leader || null };
+    try {
+      validateNewUnion(input);
+    } catch (e) {
+      if (e instanceof UnionError) return again(400, e.message);
+      throw e;
+    }
+    // Validate before consuming, so a typo does not burn the one-time token.
+    if (!(await consumeSetupToken(db, token))) return again(403, "That setup token has already been used.");
+    try {
+      const union = await createUnion(deps.unions, input);
+      log.info("First-run setup created union {slug}", { slug: union.slug });
+      return c.redirect(`/u/${union.slug}`, 303);
+    } catch (e) {
+      if (e instanceof UnionError) return again(400, e.message);
+      throw e;
+    }
+  });
+
+  app.get("/u/:slug", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin)));
+  });
+
+  app.get("/api/unions", async (c) => c.json({ unions: (await listUnions(db)).map((u) => unionJson(u, deps.origin)) }));
+  app.get("/api/unions/:slug", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    return union ? c.json(unionJson(union, deps.origin)) : apiError(c, 404, "not_found", `no union ${JSON.stringify(c.req.param("slug"))}`);
+  });
+
+  app.notFound((c) => c.req.path.startsWith("/api/")
+    ? apiError(c, 404, "not_found", `no route for ${c.req.method} ${c.req.path}`)
+    : c.html(errorPage(404, "Nothing here."), 404));
+  app.onError((error, c) => {
+    log.error("Unhandled error on {method} {path}: {error}", { method: c.req.method, path: c.req.path, error });
+    return c.req.path.startsWith("/api/")
+      ? apiError(c, 500, "internal", "internal server error")
+      : c.html(errorPage(500, "Something went wrong on our side."), 500);
+  });
+  return app;
+}
+
+export function unionJson(u: Union, origin: URL) {
+  return {
+    id: u.id,
+    slug: u.slug,
+    name: u.name,
+    purpose: u.purpose,
+    handle: `@${u.slug}@${origin.host}`,
+    actor: new URL(`/u/${u.slug}`, origin).href,
+    leader: u.leaderHandle,
+    icon: u.iconUrl,
+    manuallyApprovesFollowers: u.manuallyApprovesFollowers,
+    createdAt: u.createdAt.toISOString(),
+  };
+}

@@ -1,0 +1,26 @@
+import { configure, getConsoleSink, getLogger, type Logger, reset } from "@logtape/logtape";
+import type { LogLevel } from "./config.ts";
+
+let configured = false;
+
+/**
+ * One LogTape configuration for our logs and Fedify's (which logs under
+ * "fedify"). Fedify's own "info" chatter is raised to "warning" unless the
+ * operator asks for debug, so a busy inbox does not drown the console.
+ */
+export async function setupLogging(level: LogLevel): Promise<void> {
+  if (configured) await reset();
+  configured = true;
+  await configure({
+    sinks: { console: getConsoleSink() },
+    loggers: [
+      { category: "muster", lowestLevel: level, sinks: ["console"] },
+      { category: "fedify", lowestLevel: level === "debug" ? "debug" : level === "error" ? "error" : "warning", sinks: ["console"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },
+    ],
+  });
+}
+
+export function logger(...category: string[]): Logger {
+  return getLogger(["muster", ...category]);
+}

@@ -1,0 +1,82 @@
+import "./temporal.ts";
+import type { Federation } from "@fedify/fedify";
+import type { Hono } from "hono";
+import { createMusterFederation } from "../federation/federation.ts";
+import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
+import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
+import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
+import type { Config } from "./config.ts";
+import { type Database, openDatabase } from "./db/database.ts";
+import { migrateToLatest } from "./db/migrate.ts";
+import { createEventBus, type EventBus } from "./events.ts";
+import { createHttpApp } from "./http/app.ts";
+import type { UnionDeps } from "./unions/unions.ts";
+
+/** Everything one Muster process is made of, wired once, here and nowhere else. */
+export interface Muster {
+  readonly config: Config;
+  readonly database: Database;
+  readonly events: EventBus;
+  readonly queue: KyselyMessageQueue;
+  readonly federation: Federation<void>;
+  readonly app: Hono;
+  readonly unions: UnionDeps;
+  /**
+   * Runs the durable queue (inbox, outbox, fan-out) until the signal aborts;
+   * resolves once in-flight messages have finished, which is the drain that
+   * graceful shutdown waits for.
+   */
+  runQueue(signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface MusterOptions {
+  /** Skip migrations (a worker started beside a server that already ran them). */
+  readonly migrate?: boolean;
+  /** Queue tuning; tests use short polls. */
+  readonly queue?: ConstructorParameters<typeof KyselyMessageQueue>[1];
+}
+
+export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
+  const database = openDatabase(config.databaseUrl);
+  try {
+    if (options.migrate !== false) await migrateToLatest(database.db);
+    await ensureInstanceKeys(database.db);
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+  const events = createEventBus();
+  const queue = new KyselyMessageQueue(database, options.queue);
+  const federation = createMusterFederation({
+    db: database.db,
+    events,
+    kv: new KyselyKvStore(database.db),
+    queue,
+    origin: config.origin,
+    allowPrivateAddress: config.allowPrivateAddress,
+    // Always started explicitly, so `muster serve --no-worker`, `muster worker`
+    // and tests each decide who consumes the queue, and shutdown can drain it.
+    manuallyStartQueue: true,
+  });
+  const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
+  const app = createHttpApp({ db: database.db, federation, origin: config.origin, maxBodyBytes: config.maxBodyBytes, unions });
+  let closed = false;
+  return {
+    config,
+    database,
+    events,
+    queue,
+    federation,
+    app,
+    unions,
+    runQueue: (signal) => federation.startQueue(undefined, { signal }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      events.all.clear();
+      await queue.close?.();
+      await database.close();
+    },
+  };
+}

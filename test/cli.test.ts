@@ -1,0 +1,123 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, freePort } from "./helpers/muster.ts";
+
+const ROOT = join(import.meta.dirname, "..");
+const BIN = join(ROOT, "bin", "muster.js");
+
+function muster(args: string[], env: Record<string, string>) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: "error", ...env }, encoding: "utf8" });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe("muster CLI", () => {
+  const env = { DATA_DIR: "", ORIGIN: "https://union.example" };
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "muster-cli-"));
+    env.DATA_DIR = dir;
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("has --help on every command", () => {
+    const top = muster(["--help"], env);
+    assert.equal(top.code, 0);
+    for (const cmd of ["serve", "worker", "migrate", "union create", "union list", "union show"]) {
+      assert.match(top.out, new RegExp(`muster ${cmd}`), `top-level help lists ${cmd}`);
+      const r = muster([...cmd.split(" "), "--help"], env);
+      assert.equal(r.code, 0, `${cmd} --help exits 0`);
+      assert.match(r.out, new RegExp(`^Usage: muster ${cmd}`), `${cmd} --help prints its usage`);
+    }
+  });
+
+  it("creates, lists and shows unions, for humans and as JSON", () => {
+    const created = muster(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", "@Lead@Example.org", "--json"], env);
+    assert.equal(created.code, 0, created.err);
+    const u = JSON.parse(created.out);
+    assert.equal(u.handle, "@riders@union.example");
+    assert.equal(u.actor, "https://union.example/u/riders");
+    assert.equal(u.leader, "@Lead@example.org");
+    const list = JSON.parse(muster(["union", "list", "--json"], env).out);
+    assert.deepEqual(list.map((x: { slug: string }) => x.slug), ["riders"]);
+    const human = muster(["union", "show", "riders"], env);
+    assert.equal(human.code, 0);
+    assert.match(human.out, /Handle:\s+@riders@union\.example/);
+    assert.match(human.out, /Purpose:\s+Fair pay/);
+  });
+
+  it("fails with one clear line and a non-zero exit", () => {
+    const dup = muster(["union", "create", "riders", "--name", "X", "--purpose", "Y"], env);
+    assert.equal(dup.code, 1);
+    assert.equal(dup.err.trim().split("\n").length, 1);
+    assert.match(dup.err, /already exists/);
+    const bad = muster(["union", "create", "Bad Slug!", "--name", "X", "--purpose", "Y"], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /slug must be/);
+    const missing = muster(["union", "show", "ghosts"], env);
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /no union with slug "ghosts"/);
+    const usage = muster(["union", "create", "x", "--name", "X"], env);
+    assert.equal(usage.code, 2);
+    assert.match(usage.err, /--purpose is required/);
+    const unknownFlag = muster(["union", "list", "--bogus"], env);
+    assert.equal(unknownFlag.code, 2);
+    const config = muster(["union", "list"], { ...env, PORT: "http" });
+    assert.equal(config.code, 1);
+    assert.match(config.err, /PORT must be/);
+    const unknown = muster(["frobnicate"], env);
+    assert.equal(unknown.code, 2);
+  });
+
+  it("migrate reports an up-to-date database", () => {
+    const r = muster(["migrate", "--json"], env);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(r.out), { applied: [] });
+  });
+});
+
+for (const d of dialects) {
+  describe(`muster serve on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    before(async () => (tdb = await d.create()));
+    after(async () => tdb?.destroy());
+
+    it("prints a setup token, serves the home page, and exits cleanly on SIGTERM", async () => {
+      const port = await freePort();
+      const child = spawn(process.execPath, [BIN, "serve"], {
+        cwd: ROOT,
+        env: { ...process.env, PORT: String(port), DATABASE_URL: tdb.url, LOG_LEVEL: "warning", ORIGIN: `http://127.0.0.1:${port}` },
+      });
+      let out = "";
+      child.stdout.on("data", (b) => (out += b));
+      child.stderr.on("data", (b) => (out += b));
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      try {
+        const token = await eventually(async () => /Setup token \(one use\): (\S+)/.exec(out)?.[1], "setup token printed");
+        const home = await fetch(`http://127.0.0.1:${port}/`);
+        assert.equal(home.status, 200);
+        assert.match(await home.text(), /Set up your first union/);
+        const res = await fetch(`http://127.0.0.1:${port}/setup`, {
+          method: "POST",
+          body: new URLSearchParams({ token, slug: "cooks", name: "Cooks", purpose: "Kitchens", leader: "" }),
+          redirect: "manual",
+        });
+        assert.equal(res.status, 303);
+        assert.equal(res.headers.get("location"), "/u/cooks");
+        const again = await fetch(`http://127.0.0.1:${port}/setup`, {
+          method: "POST",
+          body: new URLSearchParams({ token, slug: "bakers", name: "Bakers", purpose: "Bread" }),
+          redirect: "manual",
+        });
+        assert.equal(again.status, 403, "the token works once");
+      } finally {
+        child.kill("SIGTERM");
+      }
+      assert.equal(await exited, 0, out);
+    });
+  });
+}

@@ -1,0 +1,160 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Temporal } from "@js-temporal/polyfill";
+import type { KvKey, KvStore } from "@fedify/fedify";
+import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
+import type { Database } from "../src/db/database.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+
+async function collect(kv: KyselyKvStore, prefix?: KvKey): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for await (const { key, value } of kv.list(prefix)) out[JSON.stringify(key)] = value;
+  return out;
+}
+
+const ms = (milliseconds: number) => Temporal.Duration.from({ milliseconds });
+
+for (const d of dialects) {
+  describe(`KyselyKvStore on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let database: Database;
+    let kv: KyselyKvStore;
+
+    before(async () => {
+      tdb = await d.create();
+      database = tdb.open();
+      kv = new KyselyKvStore(database.db);
+    });
+    after(async () => {
+      await database?.close();
+      await tdb?.destroy();
+    });
+
+    it("satisfies Fedify's KvStore interface", () => {
+      const asFedify: KvStore = kv;
+      assert.equal(typeof asFedify.cas, "function");
+    });
+
+    it("returns undefined, never null, for a missing key", async () => {
+      assert.strictEqual(await kv.get(["missing"]), undefined);
+      assert.strictEqual(await kv.get(["missing", "deeper"]), undefined);
+    });
+
+    it("round-trips nested JSON, and a stored null stays null", async () => {
+      const value = { a: [1, 2, { b: "c", d: null }], e: true, f: 1.5, g: "ünïcødé \"quoted\" \\ %_" };
+      await kv.set(["nested", "1"], value);
+      assert.deepStrictEqual(await kv.get(["nested", "1"]), value);
+      await kv.set(["nested", "1"], "overwritten");
+      assert.strictEqual(await kv.get(["nested", "1"]), "overwritten");
+      await kv.set(["nested", "null"], null);
+      assert.strictEqual(await kv.get(["nested", "null"]), null);
+    });
+
+    it("expires entries after their ttl and purges them when read", async () => {
+      await kv.set(["ttl", "short"], "gone soon", { ttl: ms(50) });
+      await kv.set(["ttl", "long"], "stays", { ttl: Temporal.Duration.from({ hours: 1 }) });
+      assert.strictEqual(await kv.get(["ttl", "short"]), "gone soon");
+      await sleep(120);
+      assert.strictEqual(await kv.get(["ttl", "short"]), undefined);
+      assert.strictEqual(await kv.get(["ttl", "long"]), "stays");
+      assert.deepStrictEqual(await collect(kv, ["ttl"]), { '["ttl","long"]': "stays" });
+      const rows = await database.db.selectFrom("fedify_kv").select("key").where("key", "=", '["ttl","short"]').execute();
+      assert.equal(rows.length, 0, "an expired row is removed once read");
+      // A set without ttl clears an earlier expiry.
+      await kv.set(["ttl", "short"], "again", { ttl: ms(30) });
+      await kv.set(["ttl", "short"], "forever");
+      await sleep(60);
+      assert.strictEqual(await kv.get(["ttl", "short"]), "forever");
+    });
+
+    it("deletes, and deleting a missing key is fine", async () => {
+      await kv.set(["del"], 1);
+      await kv.delete(["del"]);
+      assert.strictEqual(await kv.get(["del"]), undefined);
+      await kv.delete(["del"]);
+      await kv.set(["del"], undefined);
+      assert.strictEqual(await kv.get(["del"]), undefined);
+    });
+
+    it("lists by prefix exactly, element by element", async () => {
+      const keys: KvKey[] = [
+        ["p", "b"], ["p", "b", "x"], ["p", "b", "y", "z"], ["p", "bc"], ["p", "bc", "x"], ["p", "B"], ["p", "b\""],
+        ["p", "a%"], ["p", "a%", "1"], ["p", "aX"], ["p", "a_"], ["p", "a_", "1"], ["p", "ab"], ["pp", "b"], ["p"],
+      ];
+      for (const [i, key] of keys.entries()) await kv.set(key, i);
+      const list = async (prefix: KvKey) => Object.keys(await collect(kv, prefix)).sort();
+
+      assert.deepStrictEqual(await list(["p", "b"]), ['["p","b","x"]', '["p","b","y","z"]', '["p","b"]'].sort());
+      assert.deepStrictEqual(await list(["p", "bc"]), ['["p","bc","x"]', '["p","bc"]'].sort());
+      assert.deepStrictEqual(await list(["p", "a%"]), ['["p","a%","1"]', '["p","a%"]'].sort());
+      assert.deepStrictEqual(await list(["p", "a_"]), ['["p","a_","1"]', '["p","a_"]'].sort());
+      assert.deepStrictEqual(await list(["p", "B"]), ['["p","B"]']);
+      assert.deepStrictEqual(await list(["p", "b", "y"]), ['["p","b","y","z"]']);
+      assert.equal((await list(["p"])).length, keys.length - 1, "[\"pp\",…] is not under [\"p\"]");
+      assert.deepStrictEqual(await list(["nothing"]), []);
+      const all = await collect(kv);
+      assert.equal(all['["p","b","x"]'], 1);
+      assert.equal(all['["pp","b"]'], 13);
+      // Keys come back as arrays, not their encoding.
+      for await (const entry of kv.list(["p", "bc"])) assert.ok(Array.isArray(entry.key));
+    });
+
+    it("compares and swaps", async () => {
+      await kv.set(["cas"], { n: 1, tags: ["x"] });
+      assert.equal(await kv.cas(["cas"], { n: 2 }, { n: 3 }), false);
+      assert.deepStrictEqual(await kv.get(["cas"]), { n: 1, tags: ["x"] });
+      // Equal by value, whatever the member order.
+      assert.equal(await kv.cas(["cas"], { tags: ["x"], n: 1 }, { n: 2 }), true);
+      assert.deepStrictEqual(await kv.get(["cas"]), { n: 2 });
+      assert.equal(await kv.cas(["cas"], { n: 1, tags: ["x"] }, { n: 9 }), false, "stale expectation");
+
+      // Missing key: only `undefined` matches it.
+      assert.equal(await kv.cas(["cas", "new"], null, 1), false);
+      assert.strictEqual(await kv.get(["cas", "new"]), undefined);
+      assert.equal(await kv.cas(["cas", "new"], undefined, 1), true);
+      assert.equal(await kv.get(["cas", "new"]), 1);
+      assert.equal(await kv.cas(["cas", "new"], undefined, 2), false, "the key exists now");
+      assert.equal(await kv.get(["cas", "new"]), 1);
+
+      // Fedify consumes nonces with cas(key, true, undefined): a conditional delete.
+      await kv.set(["nonce"], true);
+      assert.equal(await kv.cas(["nonce"], true, undefined), true);
+      assert.strictEqual(await kv.get(["nonce"]), undefined);
+      assert.equal(await kv.cas(["nonce"], true, undefined), false);
+
+      // An expired entry is absent to cas as well.
+      await kv.set(["cas", "exp"], "old", { ttl: ms(30) });
+      await sleep(80);
+      assert.equal(await kv.cas(["cas", "exp"], "old", "new"), false);
+      assert.equal(await kv.cas(["cas", "exp"], undefined, "new", { ttl: Temporal.Duration.from({ hours: 1 }) }), true);
+      assert.equal(await kv.get(["cas", "exp"]), "new");
+    });
+
+    it("lets exactly one of two connections win a concurrent cas", async () => {
+      const other = tdb.open();
+      try {
+        const kv2 = new KyselyKvStore(other.db);
+        for (let round = 0; round < 20; round++) {
+          const key: KvKey = ["race", String(round)];
+          // Both start from a missing key …
+          const created = await Promise.all([kv.cas(key, undefined, "one"), kv2.cas(key, undefined, "two")]);
+          assert.equal(created.filter(Boolean).length, 1, `round ${round}: creating`);
+          const winner = created[0] ? "one" : "two";
+          assert.equal(await kv2.get(key), winner);
+          // … then both expect the same existing value.
+          const swapped = await Promise.all([kv.cas(key, winner, "A"), kv2.cas(key, winner, "B")]);
+          assert.equal(swapped.filter(Boolean).length, 1, `round ${round}: swapping`);
+          assert.equal(await kv.get(key), swapped[0] ? "A" : "B");
+          // … and both try to consume it.
+          const current = await kv.get(key);
+          const consumed = await Promise.all([kv.cas(key, current, undefined), kv2.cas(key, current, undefined)]);
+          assert.equal(consumed.filter(Boolean).length, 1, `round ${round}: consuming`);
+          assert.strictEqual(await kv.get(key), undefined);
+        }
+      } finally {
+        await other.close();
+      }
+    });
+  });
+}

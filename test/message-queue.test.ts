@@ -1,0 +1,532 @@
+import { after, before, describe, it, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Temporal } from "@js-temporal/polyfill";
+import type { MessageQueue } from "@fedify/fedify";
+import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import type { Database } from "../src/db/database.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+
+// Short polls, leases and backoffs keep each case well under a second or two;
+// timing assertions only ever check lower bounds or generous upper ones.
+const FAST: KyselyMessageQueueOptions = {
+  pollIntervalMs: 20,
+  handlerTimeoutMs: 2000,
+  leaseMs: 3000,
+  retryBaseDelayMs: 20,
+  retryMaxDelayMs: 100,
+};
+
+const ms = (milliseconds: number) => Temporal.Duration.from({ milliseconds });
+
+async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+function withoutTestContext(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_TEST_CONTEXT: _, ...rest } = env;
+  return rest;
+}
+
+let queueCounter = 0;
+const uniqueName = (label: string) => `${label}-${++queueCounter}`;
+
+for (const d of dialects) {
+  describe(`KyselyMessageQueue on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    before(async () => {
+      tdb = await d.create();
+    });
+    after(async () => {
+      await tdb?.destroy();
+    });
+
+    /**
+     * Per-test resources, torn down in order: listeners are stopped and
+     * drained first, then their databases closed, so `node --test` can exit.
+     */
+    function harness(t: TestContext) {
+      const listeners: { controller: AbortController; done: Promise<void> }[] = [];
+      const databases: Database[] = [];
+      const children: ChildProcess[] = [];
+      t.after(async () => {
+        for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        for (const l of listeners) l.controller.abort();
+        await Promise.all(listeners.map((l) => l.done));
+        for (const db of databases) await db.close();
+      });
+      return {
+        children,
+        open(): Database {
+          const database = tdb.open();
+          databases.push(database);
+          return database;
+        },
+        /**
+         * A separate Node process listening on the queue: it prints each
+         * message it is handed and then either finishes it ("complete", after
+         * a few random milliseconds) or never settles ("hang").
+         */
+        spawnWorker(name: string, options: KyselyMessageQueueOptions, mode: "complete" | "hang") {
+          const script = `
+            import { openDatabase } from ${JSON.stringify(import.meta.resolve("../src/db/database.ts"))};
+            import { KyselyMessageQueue } from ${JSON.stringify(import.meta.resolve("../federation/kysely-message-queue.ts"))};
+            const database = openDatabase(process.env.MQ_URL);
+            const queue = new KyselyMessageQueue(database, { ...JSON.parse(process.env.MQ_OPTIONS), name: process.env.MQ_NAME });
+            queue.listen(async (m) => {
+              process.stdout.write(JSON.stringify(m) + "\\n");
+              if (process.env.MQ_MODE === "hang") await new Promise(() => {});
+              await new Promise((resolve) => setTimeout(resolve, Math.random() * 4));
+            });
+          `;
+          const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+            // Without NODE_TEST_CONTEXT the child is a plain process, not a
+            // test-runner child whose stdout node:test would try to parse.
+            env: { ...withoutTestContext(process.env), MQ_URL: tdb.url, MQ_NAME: name, MQ_OPTIONS: JSON.stringify(options), MQ_MODE: mode },
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+          children.push(child);
+          const lines: string[] = [];
+          let partial = "";
+          let stderr = "";
+          child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+            const parts = (partial + chunk).split("\n");
+            partial = parts.pop()!;
+            lines.push(...parts);
+          });
+          child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+          return { process: child, lines, stderr: () => stderr };
+        },
+        listen(queue: KyselyMessageQueue, handler: (message: any) => unknown) {
+          const controller = new AbortController();
+          const done = queue.listen(async (m) => {
+            await handler(m);
+          }, { signal: controller.signal });
+          const listener = { controller, done };
+          listeners.push(listener);
+          return listener;
+        },
+      };
+    }
+
+    async function rows(database: Database, queue: string) {
+      return database.db.selectFrom("fedify_mq").selectAll().where("queue", "=", queue).orderBy("id").execute();
+    }
+
+    it("satisfies Fedify's MessageQueue interface", (t) => {
+      const h = harness(t);
+      const asFedify: MessageQueue = new KyselyMessageQueue(h.open());
+      assert.equal(asFedify.nativeRetrial, false);
+      assert.throws(() => new KyselyMessageQueue(h.open(), { handlerTimeoutMs: 1000, leaseMs: 1000 }), RangeError);
+    });
+
+    it("hands an enqueued message to the handler exactly once, then deletes it", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("once");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const message = { type: "outbox", nested: { list: [1, "two", null], flag: true } };
+      await queue.enqueue(message);
+      const stored = await rows(database, name);
+      assert.equal(stored.length, 1);
+      assert.equal(stored[0]!.lease_owner, null);
+
+      const seen: unknown[] = [];
+      h.listen(queue, (m) => void seen.push(m));
+      await waitFor("the message", () => seen.length === 1);
+      await waitFor("the row to be deleted", async () => (await rows(database, name)).length === 0);
+      await sleep(150);
+      assert.deepStrictEqual(seen, [message]);
+    });
+
+    it("keeps a message whose handler throws and retries it later", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("retry");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, retryBaseDelayMs: 200, retryMaxDelayMs: 200 });
+      await queue.enqueue({ n: 1 });
+      const calls: number[] = [];
+      let rowDuringRetry: Awaited<ReturnType<typeof rows>>[number] | undefined;
+      h.listen(queue, async () => {
+        calls.push(Date.now());
+        if (calls.length === 1) throw new Error("first failure");
+        rowDuringRetry = (await rows(database, name))[0];
+      });
+      await waitFor("the failure to be recorded", async () => {
+        const [row] = await rows(database, name);
+        return row?.last_error != null && row.lease_owner === null;
+      });
+      const [failed] = await rows(database, name);
+      assert.equal(failed!.attempts, 1);
+      assert.match(failed!.last_error!, /first failure/);
+      assert.ok(failed!.available_at > calls[0]!, "the retry is scheduled in the future");
+
+      await waitFor("the retry", () => calls.length === 2);
+      await waitFor("the row to be deleted", async () => (await rows(database, name)).length === 0);
+      assert.ok(calls[1]! - calls[0]! >= 150, `retried after backoff (${calls[1]! - calls[0]!} ms)`);
+      assert.equal(rowDuringRetry?.attempts, 2, "the same row is delivered again, not a copy");
+      await sleep(100);
+      assert.equal(calls.length, 2);
+    });
+
+    it("gives a message whose handler hangs past the timeout to another delivery", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("timeout");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, handlerTimeoutMs: 150, leaseMs: 3000 });
+      await queue.enqueue({ n: 1 });
+      const calls: number[] = [];
+      let completed = 0;
+      const listener = h.listen(queue, async () => {
+        calls.push(Date.now());
+        if (calls.length === 1) await new Promise(() => {});
+        completed++;
+      });
+      await waitFor("the redelivery", () => completed === 1);
+      await waitFor("the row to be deleted", async () => (await rows(database, name)).length === 0);
+      assert.equal(calls.length, 2);
+      assert.ok(calls[1]! - calls[0]! >= 150, "not before the timeout");
+      assert.ok(calls[1]! - calls[0]! < 2500, "released at the timeout, not left to the lease");
+      // The hung handler never settles, yet listen() still ends: it no longer counts.
+      listener.controller.abort();
+      await listener.done;
+    });
+
+    it("redelivers a message whose worker process was killed while handling it", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("crash");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      await queue.enqueue({ job: "survives a crash" });
+
+      // A real second process claims the message and is SIGKILLed mid-handler.
+      const child = h.spawnWorker(name, { workerId: "doomed", pollIntervalMs: 20, handlerTimeoutMs: 1500, leaseMs: 2000 }, "hang");
+      await waitFor("the child to claim the message", () => child.lines.length > 0 || child.process.exitCode !== null, 20_000);
+      assert.deepStrictEqual(child.lines, ['{"job":"survives a crash"}'], `the child exited early: ${child.stderr()}`);
+      const exited = new Promise((resolve) => child.process.once("exit", resolve));
+      child.process.kill("SIGKILL");
+      await exited;
+
+      const [held] = await rows(database, name);
+      assert.match(held!.lease_owner!, /^doomed#/);
+      assert.equal(held!.attempts, 1);
+      const leaseUntil = held!.lease_until!;
+
+      const handled: { at: number; attempts: number; lastError: string | null }[] = [];
+      h.listen(queue, async () => {
+        const [row] = await rows(database, name);
+        handled.push({ at: Date.now(), attempts: row!.attempts, lastError: row!.last_error });
+      });
+      await waitFor("the redelivery", () => handled.length === 1);
+      await waitFor("the row to be deleted", async () => (await rows(database, name)).length === 0);
+      await sleep(100);
+      assert.equal(handled.length, 1);
+      assert.ok(handled[0]!.at >= leaseUntil, "the dead worker's lease was respected until it ran out");
+      assert.equal(handled[0]!.attempts, 2);
+      assert.match(handled[0]!.lastError!, /lease expired/);
+    });
+
+    it("dead-letters a message whose worker died on its last allowed attempt", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("crash-loop");
+      const options = { ...FAST, maxAttempts: 1, handlerTimeoutMs: 1500, leaseMs: 2000 };
+      const queue = new KyselyMessageQueue(database, { ...options, name });
+      await queue.enqueue({ job: "kills its worker" });
+      const child = h.spawnWorker(name, { ...options, workerId: "doomed" }, "hang");
+      await waitFor("the child to claim the message", () => child.lines.length > 0 || child.process.exitCode !== null, 20_000);
+      const exited = new Promise((resolve) => child.process.once("exit", resolve));
+      child.process.kill("SIGKILL");
+      await exited;
+
+      let calls = 0;
+      h.listen(queue, () => void calls++);
+      const dead = () => database.db.selectFrom("fedify_mq_dead").selectAll().where("queue", "=", name).execute();
+      await waitFor("the dead letter", async () => (await dead()).length === 1);
+      const [row] = await dead();
+      assert.equal(calls, 0, "a message that keeps killing workers is not handed out again");
+      assert.deepStrictEqual(JSON.parse(row!.message), { job: "kills its worker" });
+      assert.match(row!.last_error!, /lease expired/);
+      assert.equal((await rows(database, name)).length, 0);
+    });
+
+    it("does not hand out a delayed message before its time", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("delay");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const handled = new Map<string, number>();
+      h.listen(queue, (m: { id: string }) => void handled.set(m.id, Date.now()));
+      const enqueuedAt = Date.now();
+      await queue.enqueue({ id: "later" }, { delay: ms(600) });
+      await queue.enqueue({ id: "now" });
+      const depth = await queue.getDepth();
+      assert.equal(depth.delayed, 1);
+      await waitFor("both messages", () => handled.size === 2);
+      assert.ok(handled.get("now")! < handled.get("later")!);
+      const waited = handled.get("later")! - enqueuedAt;
+      assert.ok(waited >= 600, `handled ${waited} ms after enqueue`);
+      assert.ok(waited < 5000, `handled ${waited} ms after enqueue`);
+    });
+
+    it("handles messages sharing an ordering key one at a time, in order", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("ordering");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, concurrency: 3 });
+      const events: string[] = [];
+      const unkeyedDone = gate();
+      h.listen(queue, async (m: { id: string }) => {
+        events.push(`start ${m.id}`);
+        // The first keyed message cannot finish until the unkeyed one has,
+        // which only happens if the key does not hold up unrelated messages.
+        if (m.id === "k1") await unkeyedDone.promise;
+        await sleep(20);
+        events.push(`end ${m.id}`);
+        if (m.id === "free") unkeyedDone.open();
+      });
+      await queue.enqueue({ id: "k1" }, { orderingKey: "k" });
+      await queue.enqueue({ id: "k2" }, { orderingKey: "k" });
+      await queue.enqueue({ id: "free" });
+      await waitFor("all three", () => events.filter((e) => e.startsWith("end")).length === 3);
+      assert.ok(events.indexOf("end free") < events.indexOf("end k1"));
+      assert.ok(events.indexOf("end k1") < events.indexOf("start k2"), events.join(", "));
+
+      // An earlier message still waiting for its delay holds back later ones with its key.
+      const order: string[] = [];
+      h.listen(new KyselyMessageQueue(database, { ...FAST, name: `${name}-delayed`, concurrency: 3 }), (m: { id: string }) => void order.push(m.id));
+      const delayedQueue = new KyselyMessageQueue(database, { ...FAST, name: `${name}-delayed` });
+      await delayedQueue.enqueue({ id: "first" }, { orderingKey: "k", delay: ms(300) });
+      await delayedQueue.enqueue({ id: "second" }, { orderingKey: "k" });
+      await delayedQueue.enqueue({ id: "other key" }, { orderingKey: "j" });
+      await waitFor("all three", () => order.length === 3);
+      assert.deepStrictEqual(order, ["other key", "first", "second"]);
+    });
+
+    it("gives each message to exactly one of two processes sharing the queue", async (t) => {
+      const h = harness(t);
+      const name = uniqueName("shared");
+      const first = h.open();
+      const second = h.open();
+      const options = { ...FAST, name, concurrency: 4 };
+      const total = 200;
+      const counts = new Map<number, number>();
+      const byWorker = { first: 0, second: 0 };
+      const handler = (worker: keyof typeof byWorker) => async (m: { n: number }) => {
+        await sleep(Math.random() * 4);
+        counts.set(m.n, (counts.get(m.n) ?? 0) + 1);
+        byWorker[worker]++;
+      };
+      h.listen(new KyselyMessageQueue(first, { ...options, workerId: "first" }), handler("first"));
+      h.listen(new KyselyMessageQueue(second, { ...options, workerId: "second" }), handler("second"));
+      await new KyselyMessageQueue(first, { name }).enqueueMany(Array.from({ length: total }, (_, n) => ({ n })));
+      await waitFor("every message", () => byWorker.first + byWorker.second >= total, 30_000);
+      await waitFor("the table to drain", async () => (await rows(first, name)).length === 0);
+      await sleep(200);
+      assert.equal(counts.size, total);
+      assert.deepStrictEqual([...counts.values()].filter((c) => c !== 1), [], "no message handled twice");
+      assert.equal(byWorker.first + byWorker.second, total);
+      t.diagnostic(`split between the two processes: ${byWorker.first} / ${byWorker.second}`);
+    });
+
+    it("gives each message to exactly one of two OS processes sharing the queue", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("processes");
+      const options = { ...FAST, concurrency: 4 };
+      const workers = [h.spawnWorker(name, { ...options, workerId: "one" }, "complete"), h.spawnWorker(name, { ...options, workerId: "two" }, "complete")];
+      const total = 300;
+      await new KyselyMessageQueue(database, { name }).enqueueMany(Array.from({ length: total }, (_, n) => ({ n })));
+      const handledCount = () => workers.reduce((sum, w) => sum + w.lines.length, 0);
+      await waitFor("every message", () => handledCount() >= total || workers.some((w) => w.process.exitCode !== null), 60_000);
+      for (const w of workers) assert.equal(w.process.exitCode, null, `a worker died: ${w.stderr()}`);
+      await waitFor("the table to drain", async () => (await rows(database, name)).length === 0);
+      await sleep(200);
+      const counts = new Map<number, number>();
+      for (const w of workers) for (const line of w.lines) {
+        const { n } = JSON.parse(line) as { n: number };
+        counts.set(n, (counts.get(n) ?? 0) + 1);
+      }
+      assert.equal(counts.size, total);
+      assert.deepStrictEqual([...counts.entries()].filter(([, c]) => c !== 1), [], "no message handled twice");
+      t.diagnostic(`split between the two processes: ${workers.map((w) => w.lines.length).join(" / ")}`);
+    });
+
+    it("keeps messages across a restart", async (t) => {
+      const h = harness(t);
+      const name = uniqueName("restart");
+      const before = tdb.open();
+      await new KyselyMessageQueue(before, { ...FAST, name }).enqueue({ survives: "restart" });
+      await before.close();
+
+      const after = h.open();
+      const seen: unknown[] = [];
+      h.listen(new KyselyMessageQueue(after, { ...FAST, name }), (m) => void seen.push(m));
+      await waitFor("the message", () => seen.length === 1);
+      await waitFor("the row to be deleted", async () => (await rows(after, name)).length === 0);
+      await sleep(100);
+      assert.deepStrictEqual(seen, [{ survives: "restart" }]);
+    });
+
+    it("dead-letters a message after maxAttempts failures, never dropping it", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("dead");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, maxAttempts: 3 });
+      await queue.enqueue({ poison: true }, { orderingKey: "p" });
+      await queue.enqueue({ behind: "the poison" }, { orderingKey: "p" });
+      let calls = 0;
+      const after: unknown[] = [];
+      h.listen(queue, (m: { poison?: boolean }) => {
+        if (!m.poison) return void after.push(m);
+        calls++;
+        throw new Error(`boom ${calls}`);
+      });
+      const dead = () => database.db.selectFrom("fedify_mq_dead").selectAll().where("queue", "=", name).execute();
+      await waitFor("the dead letter", async () => (await dead()).length === 1);
+      await waitFor("the message behind it", () => after.length === 1);
+      await sleep(150);
+      assert.equal(calls, 3);
+      const [row] = await dead();
+      assert.equal(row!.attempts, 3);
+      assert.deepStrictEqual(JSON.parse(row!.message), { poison: true });
+      assert.equal(row!.ordering_key, "p");
+      assert.match(row!.last_error!, /boom 3/);
+      assert.ok(row!.died_at >= row!.created_at);
+      assert.equal((await rows(database, name)).length, 0);
+    });
+
+    it("resolves listen() after abort only once the running handler has finished", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("drain");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const release = gate();
+      const started = gate();
+      let finished = false;
+      const listener = h.listen(queue, async () => {
+        started.open();
+        await release.promise;
+        await sleep(20);
+        finished = true;
+      });
+      await queue.enqueue({ n: 1 });
+      await started.promise;
+      listener.controller.abort();
+      let resolved = false;
+      void listener.done.then(() => (resolved = true));
+      await sleep(200);
+      assert.equal(resolved, false, "still draining");
+      release.open();
+      await listener.done;
+      assert.equal(finished, true);
+      assert.equal((await rows(database, name)).length, 0, "the drained message was completed");
+    });
+
+    it("reports its depth, leaving out leased messages", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("depth");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      assert.deepStrictEqual(await queue.getDepth(), { queued: 0, ready: 0, delayed: 0 });
+      await queue.enqueueMany([{ n: 1 }, { n: 2 }]);
+      await queue.enqueue({ n: 3 }, { delay: Temporal.Duration.from({ hours: 1 }) });
+      assert.deepStrictEqual(await queue.getDepth(), { queued: 3, ready: 2, delayed: 1 });
+
+      const release = gate();
+      const handled: number[] = [];
+      h.listen(queue, async (m: { n: number }) => {
+        handled.push(m.n);
+        if (m.n === 1) await release.promise;
+      });
+      await waitFor("the first message", () => handled.length === 1);
+      assert.deepStrictEqual(await queue.getDepth(), { queued: 2, ready: 1, delayed: 1 });
+      release.open();
+      await waitFor("the second message", () => handled.length === 2);
+      await waitFor("the depth to settle", async () => (await queue.getDepth()).queued === 1);
+      assert.deepStrictEqual(await queue.getDepth(), { queued: 1, ready: 0, delayed: 1 });
+    });
+
+    it("wakes an idle listener at once instead of waiting for its poll", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("wake");
+      const slow = { ...FAST, name, pollIntervalMs: 60_000 };
+      const queue = new KyselyMessageQueue(database, slow);
+      const handled = new Map<string, number>();
+      const listener = h.listen(queue, (m: { id: string }) => void handled.set(m.id, Date.now()));
+      await sleep(50);
+
+      let sentAt = Date.now();
+      await new KyselyMessageQueue(database, { name }).enqueue({ id: "local" });
+      await waitFor("the local message", () => handled.has("local"), 5000);
+      assert.ok(handled.get("local")! - sentAt < 2000);
+
+      sentAt = Date.now();
+      await queue.enqueue({ id: "delayed" }, { delay: ms(300) });
+      await waitFor("the delayed message", () => handled.has("delayed"), 5000);
+      assert.ok(handled.get("delayed")! - sentAt >= 300);
+
+      // An abort ends the 60-second sleep straight away as well.
+      const abortedAt = Date.now();
+      listener.controller.abort();
+      await listener.done;
+      assert.ok(Date.now() - abortedAt < 2000);
+    });
+
+    it("wakes a listener in another process through LISTEN/NOTIFY", { skip: d.name === "sqlite" && "SQLite has no NOTIFY; other processes find messages by polling" }, async (t) => {
+      const h = harness(t);
+      const producer = h.open();
+      const worker = h.open();
+      const name = uniqueName("notify");
+      const handled = new Map<string, number>();
+      h.listen(new KyselyMessageQueue(worker, { ...FAST, name, pollIntervalMs: 60_000 }), (m: { id: string }) => void handled.set(m.id, Date.now()));
+      const remote = new KyselyMessageQueue(producer, { name });
+      // Handled either by the first poll or by a notification; once it is,
+      // the worker is certainly LISTENing (it subscribes before polling).
+      await remote.enqueue({ id: "warm-up" });
+      await waitFor("the warm-up message", () => handled.has("warm-up"), 5000);
+
+      let sentAt = Date.now();
+      await remote.enqueue({ id: "notified" });
+      await waitFor("the notified message", () => handled.has("notified"), 5000);
+      assert.ok(handled.get("notified")! - sentAt < 2000);
+
+      sentAt = Date.now();
+      await remote.enqueue({ id: "delayed" }, { delay: ms(300) });
+      await waitFor("the delayed message", () => handled.has("delayed"), 5000);
+      assert.ok(handled.get("delayed")! - sentAt >= 300);
+    });
+
+    it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("fanout");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const idle = queue.listen(() => {});
+      await sleep(50);
+      await queue.close();
+      await idle;
+
+      const count = 2500;
+      const startedAt = performance.now();
+      await queue.enqueueMany(Array.from({ length: count }, (_, i) => ({ inbox: `https://example.com/users/${i}/inbox` })));
+      t.diagnostic(`enqueueMany(${count}) took ${Math.round(performance.now() - startedAt)} ms`);
+      assert.deepStrictEqual(await queue.getDepth(), { queued: count, ready: count, delayed: 0 });
+      const ids = (await rows(database, name)).map((r) => JSON.parse(r.message).inbox as string);
+      assert.equal(ids[0], "https://example.com/users/0/inbox");
+      assert.equal(ids[count - 1], `https://example.com/users/${count - 1}/inbox`);
+    });
+  });
+}
