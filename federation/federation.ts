@@ -1,12 +1,15 @@
 import "../src/temporal.ts";
 import { createFederation, type Federation, type KvStore, type MessageQueue } from "@fedify/fedify";
-import { Activity, Application, Endpoints, Group, Image } from "@fedify/vocab";
+import { Activity, Application, Block, Delete, Endpoints, Follow, Group, Image, Move, Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
 import { countUnions, getUnionBySlug, unionKeyOwner } from "../src/unions/unions.ts";
-import { recordInboundActivity } from "./inbox-record.ts";
+import type { Outbox } from "../src/outbox.ts";
+import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
+import { processOnce } from "./inbox-record.ts";
+import { countFollowers, followersPage } from "./followers.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
@@ -18,6 +21,7 @@ export const SOFTWARE_VERSION = "0.1.0";
 export interface FederationDeps {
   readonly db: Kysely<DB>;
   readonly events: EventBus;
+  readonly outbox: Outbox;
   readonly kv: KvStore;
   /** One durable queue for inbox, outbox and fan-out; absent means send inline. */
   readonly queue?: MessageQueue;
@@ -72,6 +76,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
         outbox: ctx.getOutboxUri(identifier),
         followers: ctx.getFollowersUri(identifier),
         featured: ctx.getFeaturedUri(identifier),
+        // Lemmy's convention: a group's moderators are the collection it is attributed to.
+        attribution: new URL(`/u/${union.slug}/moderators`, ctx.origin),
         endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
         publicKey: keys[0]?.cryptographicKey,
         assertionMethods: keys.map((k) => k.multikey),
@@ -87,30 +93,49 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       return union ? loadKeyPairs(db, unionKeyOwner(union.id)) : [];
     });
 
-  // The collections are real and addressable from day one; what fills them
-  // (members, calls-to-action, pinned posts) arrives with the features that
-  // create them, so today they are truthfully empty.
+  // Outbox and featured are real and addressable; what fills them (calls to
+  // action, pinned posts) arrives with the feature that creates them.
   const exists = async (identifier: string) =>
     identifier === INSTANCE_ACTOR || (await getUnionBySlug(db, identifier)) !== undefined;
   federation
     .setOutboxDispatcher("/u/{identifier}/outbox", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null)
     .setCounter(async (_ctx, identifier) => (await exists(identifier)) ? 0 : null);
   federation
-    .setFollowersDispatcher("/u/{identifier}/followers", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null)
-    .setCounter(async (_ctx, identifier) => (await exists(identifier)) ? 0 : null);
+    .setFollowersDispatcher("/u/{identifier}/followers", async (_ctx, identifier, cursor) => {
+      if (identifier === INSTANCE_ACTOR) return { items: [] };
+      const union = await getUnionBySlug(db, identifier);
+      return union ? followersPage(db, union.id, cursor) : null;
+    })
+    .setFirstCursor(() => "")
+    .setCounter(async (_ctx, identifier) => {
+      if (identifier === INSTANCE_ACTOR) return 0;
+      const union = await getUnionBySlug(db, identifier);
+      return union ? countFollowers(db, union.id) : null;
+    });
   federation
     .setFeaturedDispatcher("/u/{identifier}/featured", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null);
 
+  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
   federation
     .setInboxListeners("/u/{identifier}/inbox", "/inbox")
     // Keys fetched to verify shared-inbox deliveries are fetched signed, so
     // servers in authorized-fetch mode answer them.
     .setSharedKeyDispatcher(() => ({ identifier: INSTANCE_ACTOR }))
+    .on(Follow, (ctx, a) => onFollow(inboxDeps, ctx, a))
+    .on(Undo, (ctx, a) => onUndo(inboxDeps, ctx, a))
+    .on(Block, (ctx, a) => onBlock(inboxDeps, ctx, a))
+    .on(Delete, (ctx, a) => onDelete(inboxDeps, ctx, a))
+    .on(Move, (ctx, a) => onMove(inboxDeps, ctx, a))
+    // Everything else is recorded (once) for the features that will read it.
     .on(Activity, async (ctx, activity) => {
       const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;
-      await recordInboundActivity({ db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, activity, union?.id ?? null);
+      await processOnce({ db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, activity, union?.id ?? null);
     })
-    .onUnverifiedActivity((ctx, activity, reason) => {
+    .onUnverifiedActivity(async (ctx, activity, reason) => {
+      if (reason.type === "keyFetchError") {
+        const accepted = await onUnverifiedDelete(inboxDeps, ctx, activity);
+        if (accepted) return accepted;
+      }
       log.warn("Refused an inbox POST to {path} from {actor}: {reason}", {
         path: new URL(ctx.request.url).pathname,
         actor: activity.actorId?.href ?? "(no actor)",

@@ -1,4 +1,4 @@
-import { type Activity, type DocumentLoader, isActor } from "@fedify/vocab";
+import { type Activity, type Actor, type DocumentLoader, isActor } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
@@ -15,35 +15,50 @@ export interface InboxRecordDeps {
 }
 
 /**
- * Records a verified inbound activity once. Returns false when its id was
- * already seen: remote servers retry deliveries, and a retry must not act twice.
- * The insert is the idempotency gate, so a crash before it means a retry
- * processes the activity, and a crash after it means it is never processed again.
+ * Runs `work` for a verified inbound activity unless its id was already
+ * processed: remote servers retry deliveries, and a retry must not act twice.
+ *
+ * The id is recorded after the work, not before: a crash in between makes
+ * the retry run the work again, which the domain's handlers tolerate (they
+ * are idempotent), whereas recording first would lose the activity.
  */
-export async function recordInboundActivity(deps: InboxRecordDeps, activity: Activity, unionId: string | null): Promise<boolean> {
+export async function processOnce(
+  deps: InboxRecordDeps,
+  activity: Activity,
+  unionId: string | null,
+  work: (actor: Actor | null) => Promise<void> = async () => {},
+): Promise<boolean> {
   const actorId = activity.actorId;
   if (!activity.id || !actorId) {
     log.warn("Ignored an activity without id or actor ({type})", { type: activity.constructor.name });
     return false;
   }
-  const type = activityType(activity);
-  const inserted = await deps.db.insertInto("inbox_activities")
-    .values({ id: activity.id.href, type, actor: actorId.href, union_id: unionId, received_at: Date.now() })
-    .onConflict((oc) => oc.column("id").doNothing())
-    .executeTakeFirst();
-  if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) {
-    log.debug("Skipped {id}: already processed", { id: activity.id.href });
+  const id = activity.id.href;
+  if (await deps.db.selectFrom("inbox_activities").select("id").where("id", "=", id).executeTakeFirst()) {
+    log.debug("Skipped {id}: already processed", { id });
     return false;
   }
+  let actor: Actor | null = null;
   try {
-    const actor = await activity.getActor({ documentLoader: deps.documentLoader, contextLoader: deps.contextLoader });
-    if (actor && isActor(actor) && actor.id?.href === actorId.href) await cacheActorObject(deps.db, actor);
+    const fetched = await activity.getActor({ documentLoader: deps.documentLoader, contextLoader: deps.contextLoader });
+    if (fetched && isActor(fetched) && fetched.id?.href === actorId.href) {
+      actor = fetched;
+      await cacheActorObject(deps.db, actor);
+    }
   } catch (error) {
-    // The activity is already verified and recorded; a stale cache entry is
-    // not worth failing (and so retrying) the whole delivery for.
+    // The signature already proved who sent it; a stale cache entry is not
+    // worth failing (and so retrying) the whole delivery for.
     log.warn("Could not refresh actor {actor}: {error}", { actor: actorId.href, error });
   }
-  deps.events.emit("activity.received", { activityId: activity.id.href, type, actor: actorId.href, unionId });
+  await work(actor);
+  const type = activityType(activity);
+  const inserted = await deps.db.insertInto("inbox_activities")
+    .values({ id, type, actor: actorId.href, union_id: unionId, received_at: Date.now() })
+    .onConflict((oc) => oc.column("id").doNothing())
+    .executeTakeFirst();
+  // Two deliveries of one activity processed at once: only one announces it.
+  if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) return false;
+  deps.events.emit("activity.received", { activityId: id, type, actor: actorId.href, unionId });
   return true;
 }
 

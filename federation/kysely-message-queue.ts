@@ -149,6 +149,34 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   /**
+   * Enqueues inside the caller's transaction, so a state change and the work
+   * it causes commit or roll back together (the outbox pattern). On
+   * PostgreSQL the NOTIFY is sent through the same transaction, so workers
+   * hear of the message only once it is committed and visible.
+   */
+  async enqueueWith(executor: Kysely<DB>, message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
+    const now = Date.now();
+    const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
+    if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
+    const availableAt = now + delay;
+    await executor.insertInto("fedify_mq").values({
+      queue: this.name,
+      message: encodeMessage(message),
+      ordering_key: options?.orderingKey ?? null,
+      available_at: availableAt,
+      attempts: 0,
+      created_at: now,
+    }).execute();
+    if (this.#database.dialect === "postgres") {
+      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify({ queue: this.name, at: availableAt })})`.execute(executor);
+    } else {
+      // SQLite has one connection: a listener woken now claims right after
+      // the transaction releases it, and so sees the committed row.
+      wakeLocal(this.#database.db, this.name, availableAt);
+    }
+  }
+
+  /**
    * Messages not currently leased.  Messages held back behind an earlier one
    * with the same ordering key count as ready.
    */

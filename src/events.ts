@@ -11,6 +11,13 @@ const mitt = mittModule as unknown as typeof mittModule.default;
 export type DomainEvents = {
   "union.created": { unionId: string; slug: string };
   "activity.received": { activityId: string; type: string; actor: string; unionId: string | null };
+  "member.joined": { unionId: string; memberId: string; sponsorId: string | null; via: "invite" | "approval" | "open" | "leader" };
+  "member.pending": { unionId: string; memberId: string };
+  "member.left": { unionId: string; memberId: string; state: string; reason: string | null; recruitsMoved: number };
+  "member.rejected": { unionId: string; memberId: string };
+  "member.moved": { unionId: string; memberId: string; sponsorId: string };
+  "member.migrated": { unionId: string; memberId: string; from: string; to: string };
+  "officer.changed": { unionId: string; memberId: string; role: string; portfolio: string | null };
 };
 
 export type EventBus = Emitter<DomainEvents>;

@@ -11,6 +11,9 @@ import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
 import type { UnionDeps } from "./unions/unions.ts";
+import type { MembershipDeps } from "./members/members.ts";
+import { handleIntent, queueOutbox } from "../federation/outbound.ts";
+import { remoteFollowUrl } from "../federation/remote-follow.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -21,6 +24,7 @@ export interface Muster {
   readonly federation: Federation<void>;
   readonly app: Hono;
   readonly unions: UnionDeps;
+  readonly membership: MembershipDeps;
   /**
    * Runs the durable queue (inbox, outbox, fan-out) until the signal aborts;
    * resolves once in-flight messages have finished, which is the drain that
@@ -48,9 +52,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   }
   const events = createEventBus();
   const queue = new KyselyMessageQueue(database, options.queue);
+  // Domain intents (answer this Follow, welcome that member) wait in their
+  // own queue, written in the same transaction as the change that caused them.
+  const domainQueue = new KyselyMessageQueue(database, { ...options.queue, name: "domain" });
+  const outbox = queueOutbox(domainQueue);
+  const membership: MembershipDeps = { db: database.db, events, outbox };
   const federation = createMusterFederation({
     db: database.db,
     events,
+    outbox,
     kv: new KyselyKvStore(database.db),
     queue,
     origin: config.origin,
@@ -60,7 +70,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
-  const app = createHttpApp({ db: database.db, federation, origin: config.origin, maxBodyBytes: config.maxBodyBytes, unions });
+  const app = createHttpApp({
+    db: database.db,
+    federation,
+    origin: config.origin,
+    maxBodyBytes: config.maxBodyBytes,
+    unions,
+    membership,
+    remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
+  });
   let closed = false;
   return {
     config,
@@ -70,12 +88,20 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     app,
     unions,
-    runQueue: (signal) => federation.startQueue(undefined, { signal }),
+    membership,
+    async runQueue(signal) {
+      const outbound = { db: database.db, federation, origin: config.origin };
+      await Promise.all([
+        federation.startQueue(undefined, { signal }),
+        domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
+      ]);
+    },
     async close() {
       if (closed) return;
       closed = true;
       events.all.clear();
-      await queue.close?.();
+      await queue.close();
+      await domainQueue.close();
       await database.close();
     },
   };

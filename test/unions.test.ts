@@ -60,7 +60,7 @@ for (const d of dialects) {
         const events = createEventBus();
         const seen: string[] = [];
         events.on("union.created", (e) => seen.push(e.slug));
-        const u = await createUnion({ db, events, generateKeys: generateActorKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", manuallyApprovesFollowers: false });
+        const u = await createUnion({ db, events, generateKeys: generateActorKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
         assert.deepEqual(seen, ["riders"]);
         assert.equal((await getUnionBySlug(db, "RIDERS"))?.id, u.id);
         assert.equal(u.manuallyApprovesFollowers, false);

@@ -4,7 +4,7 @@ import { setupLogging } from "../logging.ts";
 import { createMuster, type Muster } from "../main.ts";
 import { startServer, stopOnSignals } from "../server.ts";
 import { issueSetupToken, revokeSetupToken } from "../setup/setup-token.ts";
-import { countUnions, createUnion, getUnionBySlug, listUnions, type Union, UnionError } from "../unions/unions.ts";
+import { countUnions, createUnion, getUnionBySlug, type JoinPolicy, listUnions, type Union, UnionError } from "../unions/unions.ts";
 import { unionJson } from "../http/app.ts";
 
 /** A failure the user caused: printed as one line, exit status 1. */
@@ -91,7 +91,7 @@ const commands: Command[] = [
   },
   {
     path: ["union", "create"],
-    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--open] [--json]",
+    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--json]",
     summary: "Create a union: a Fediverse Group actor @slug@host with its own signing keys.",
     options: {
       name: { type: "string" },
@@ -99,6 +99,7 @@ const commands: Command[] = [
       leader: { type: "string" },
       icon: { type: "string" },
       open: { type: "boolean", default: false },
+      "join-policy": { type: "string" },
       ...JSON_OPT,
     },
     positionals: ["slug"],
@@ -112,7 +113,7 @@ const commands: Command[] = [
           purpose: String(values.purpose),
           leaderHandle: values.leader ? String(values.leader) : null,
           iconUrl: values.icon ? String(values.icon) : null,
-          manuallyApprovesFollowers: !values.open,
+          joinPolicy: values.open ? "open" : (values["join-policy"] as JoinPolicy | undefined),
         });
         if (values.json) print(unionJson(union, m.config.origin));
         else process.stdout.write(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);
@@ -152,6 +153,12 @@ const commands: Command[] = [
   },
 ];
 
+const JOIN_POLICY_TEXT: Record<JoinPolicy, string> = {
+  invite: "invite only (follows without an invite are refused)",
+  approval: "by invite, or by officers' approval of a follow request",
+  open: "open (any follow joins, under the leader)",
+};
+
 function describe(u: Union, config: Config): string {
   const rows: [string, string][] = [
     ["Name", u.name],
@@ -159,7 +166,7 @@ function describe(u: Union, config: Config): string {
     ["Actor", new URL(`/u/${u.slug}`, config.origin).href],
     ["Purpose", u.purpose],
     ["Leader", u.leaderHandle ?? "(not set)"],
-    ["Joining", u.manuallyApprovesFollowers ? "officers approve follow requests" : "follows accepted automatically"],
+    ["Joining", JOIN_POLICY_TEXT[u.joinPolicy]],
     ["Created", u.createdAt.toISOString()],
   ];
   return rows.map(([k, v]) => `${(k + ":").padEnd(9)} ${v}\n`).join("");

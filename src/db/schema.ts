@@ -12,6 +12,69 @@ export interface UnionsTable {
   icon_url: string | null;
   manually_approves_followers: number;
   created_at: number;
+  /** `invite`, `approval` or `open`. */
+  join_policy: string;
+  member_invite_limit: number;
+  /** Who may read the member list and tree: `public`, `members` or `officers`. */
+  members_visibility: string;
+  welcome_text: string | null;
+}
+
+export interface MembersTable {
+  id: string;
+  union_id: string;
+  /** Null only for a leader's reserved place before their account follows. */
+  actor_id: string | null;
+  handle: string | null;
+  /** `reserved`, `pending`, `active`, `left`, `removed`, `expelled`, `rejected` or `deleted`. */
+  state: string;
+  /** `leader`, `officer` or `member`. */
+  role: string;
+  portfolio: string | null;
+  sponsor_id: string | null;
+  /** Active descendants, maintained on join and leave. */
+  subtree_size: number;
+  /** The id of the Follow that asked to join: Accept and Reject must embed it. */
+  follow_id: string | null;
+  invite_id: string | null;
+  joined_at: number | null;
+  left_at: number | null;
+  left_reason: string | null;
+  removed_by: string | null;
+  created_at: number;
+}
+
+export interface MemberMovesTable {
+  id: string;
+  union_id: string;
+  member_id: string;
+  from_sponsor_id: string | null;
+  to_sponsor_id: string | null;
+  reason: string;
+  at: number;
+}
+
+export interface InvitesTable {
+  id: string;
+  union_id: string;
+  code: string;
+  /** The sponsoring member; null means the union itself (its leader). */
+  created_by: string | null;
+  max_uses: number | null;
+  uses: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  created_at: number;
+}
+
+export interface JoinClaimsTable {
+  id: string;
+  union_id: string;
+  invite_id: string;
+  handle: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
 }
 
 export interface ActorKeysTable {
@@ -84,6 +147,10 @@ export interface FedifyMqDeadTable {
 
 export interface DB {
   unions: UnionsTable;
+  members: MembersTable;
+  member_moves: MemberMovesTable;
+  invites: InvitesTable;
+  join_claims: JoinClaimsTable;
   actor_keys: ActorKeysTable;
   remote_actors: RemoteActorsTable;
   inbox_activities: InboxActivitiesTable;

@@ -14,6 +14,10 @@ import { federationMiddleware } from "./federation-mount.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
+import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
+import { getInviteByCode, inviteProblem } from "../members/invites.ts";
+import { getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
+import { claimInviteForApplicant } from "../members/membership.ts";
 
 export interface HttpDeps {
   readonly db: Kysely<DB>;
@@ -21,6 +25,9 @@ export interface HttpDeps {
   readonly origin: URL;
   readonly maxBodyBytes: number;
   readonly unions: UnionDeps;
+  readonly membership: MembershipDeps;
+  /** The newcomer's own server's follow page for `target`, if it has one. */
+  readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
 }
 
 const log = logger("http");
@@ -92,6 +99,45 @@ export function createHttpApp(deps: HttpDeps): Hono {
     return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin)));
   });
 
+  app.get("/u/:slug/join/:code", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    const view = await joinView(union, c.req.param("code"));
+    return c.html(joinPage(view), view.invite ? 200 : 404);
+  });
+
+  app.post("/u/:slug/join/:code", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    const code = c.req.param("code");
+    const handle = String((await c.req.parseBody()).handle ?? "").trim();
+    try {
+      const r = await claimInviteForApplicant(deps.membership, union.id, code, handle);
+      if (r.admitted) return c.html(joinedPage(union, r.admitted.handle ?? handle));
+      const actorId = new URL(`/u/${union.slug}`, deps.origin);
+      const next = await deps.remoteFollowUrl(r.claim!.handle, actorId);
+      if (next) return c.redirect(next, 303);
+      return c.html(followNextPage(union, deps.origin.host, r.claim!.handle, actorId));
+    } catch (e) {
+      if (!(e instanceof MemberError)) throw e;
+      const view = await joinView(union, code);
+      return c.html(joinPage({ ...view, error: e.message, handle }), 400);
+    }
+  });
+
+  async function joinView(union: Union, code: string) {
+    const invite = await getInviteByCode(db, union.id, code);
+    const sponsor = invite?.createdBy ? await getMember(db, union.id, invite.createdBy) : undefined;
+    return {
+      union,
+      host: deps.origin.host,
+      leader: (await getLeader(db, union.id))?.handle ?? union.leaderHandle,
+      sponsor: sponsor?.handle ?? null,
+      invite,
+      problem: inviteProblem(invite),
+    };
+  }
+
   app.get("/api/unions", async (c) => c.json({ unions: (await listUnions(db)).map((u) => unionJson(u, deps.origin)) }));
   app.get("/api/unions/:slug", async (c) => {
     const union = await getUnionBySlug(db, c.req.param("slug"));
@@ -121,6 +167,9 @@ export function unionJson(u: Union, origin: URL) {
     leader: u.leaderHandle,
     icon: u.iconUrl,
     manuallyApprovesFollowers: u.manuallyApprovesFollowers,
+    joinPolicy: u.joinPolicy,
+    memberInviteLimit: u.memberInviteLimit,
+    membersVisibility: u.membersVisibility,
     createdAt: u.createdAt.toISOString(),
   };
 }

@@ -11,9 +11,25 @@ export interface Union {
   /** The leader's fediverse handle, `@user@host`, if known. */
   readonly leaderHandle: string | null;
   readonly iconUrl: string | null;
+  /** Derived from the join policy: only `open` unions accept follows unreviewed. */
   readonly manuallyApprovesFollowers: boolean;
+  readonly joinPolicy: JoinPolicy;
+  /** Invites an ordinary member may have outstanding; officers have no limit. */
+  readonly memberInviteLimit: number;
+  readonly membersVisibility: MembersVisibility;
+  readonly welcomeText: string | null;
   readonly createdAt: Date;
 }
+
+/**
+ * - `invite`: only follows matched to an invite join; others are refused.
+ * - `approval`: follows without an invite wait for an officer's decision.
+ * - `open`: follows without an invite join at once, under the leader.
+ */
+export type JoinPolicy = "invite" | "approval" | "open";
+export const JOIN_POLICIES: readonly JoinPolicy[] = ["invite", "approval", "open"];
+export type MembersVisibility = "public" | "members" | "officers";
+export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "officers"];
 
 export interface NewUnion {
   readonly slug: string;
@@ -21,7 +37,7 @@ export interface NewUnion {
   readonly purpose: string;
   readonly leaderHandle?: string | null;
   readonly iconUrl?: string | null;
-  readonly manuallyApprovesFollowers?: boolean;
+  readonly joinPolicy?: JoinPolicy;
 }
 
 /** A stored signing key, opaque to the domain: federation/ decides what it is. */
@@ -75,7 +91,9 @@ export function validateNewUnion(input: NewUnion): NewUnion {
     if (u.protocol !== "https:" && u.protocol !== "http:") throw new UnionError("invalid", "icon must be an http(s) URL");
     iconUrl = u.href;
   }
-  return { slug, name, purpose, leaderHandle, iconUrl, manuallyApprovesFollowers: input.manuallyApprovesFollowers ?? true };
+  const joinPolicy = input.joinPolicy ?? "approval";
+  if (!JOIN_POLICIES.includes(joinPolicy)) throw new UnionError("invalid", `join policy must be one of ${JOIN_POLICIES.join(", ")}`);
+  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy };
 }
 
 export interface UnionDeps {
@@ -102,9 +120,16 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         purpose: v.purpose,
         leader_handle: v.leaderHandle ?? null,
         icon_url: v.iconUrl ?? null,
-        manually_approves_followers: v.manuallyApprovesFollowers ? 1 : 0,
+        manually_approves_followers: v.joinPolicy === "open" ? 0 : 1,
+        join_policy: v.joinPolicy!,
+        member_invite_limit: 5,
+        members_visibility: "members",
+        welcome_text: null,
         created_at: now,
       }).execute();
+      // The leader's place at the root of the tree exists from the start, so
+      // invites made before the leader's account follows already have a sponsor.
+      if (v.leaderHandle) await insertReservedLeader(trx, id, v.leaderHandle, now);
       await trx.insertInto("actor_keys").values(keys.map((k) => ({
         owner: unionKeyOwner(id),
         algorithm: k.algorithm,
@@ -123,6 +148,92 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
   if (!union) throw new Error("union vanished after insert");
   deps.events.emit("union.created", { unionId: union.id, slug: union.slug });
   return union;
+}
+
+async function insertReservedLeader(trx: Kysely<DB>, unionId: string, handle: string, now: number): Promise<void> {
+  await trx.insertInto("members").values({
+    id: randomUUID(),
+    union_id: unionId,
+    actor_id: null,
+    handle,
+    state: "reserved",
+    role: "leader",
+    subtree_size: 0,
+    created_at: now,
+  }).execute();
+}
+
+export interface UnionSettings {
+  readonly name?: string;
+  readonly purpose?: string;
+  readonly iconUrl?: string | null;
+  readonly joinPolicy?: JoinPolicy;
+  readonly memberInviteLimit?: number;
+  readonly membersVisibility?: MembersVisibility;
+  readonly welcomeText?: string | null;
+  readonly leaderHandle?: string;
+}
+
+/** Changes a union's settings; unknown or invalid values are refused whole. */
+export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: string, settings: UnionSettings): Promise<Union> {
+  const union = await getUnionBySlug(deps.db, slug);
+  if (!union) throw new UnionError("not_found", `no union with slug ${JSON.stringify(slug)}`);
+  const patch: Partial<UnionsTable> = {};
+  if (settings.name !== undefined || settings.purpose !== undefined || settings.iconUrl !== undefined) {
+    const v = validateNewUnion({
+      slug: union.slug,
+      name: settings.name ?? union.name,
+      purpose: settings.purpose ?? union.purpose,
+      iconUrl: settings.iconUrl === undefined ? union.iconUrl : settings.iconUrl,
+    });
+    Object.assign(patch, { name: v.name, purpose: v.purpose, icon_url: v.iconUrl ?? null });
+  }
+  if (settings.joinPolicy !== undefined) {
+    if (!JOIN_POLICIES.includes(settings.joinPolicy)) {
+      throw new UnionError("invalid", `join policy must be one of ${JOIN_POLICIES.join(", ")}; got ${JSON.stringify(settings.joinPolicy)}`);
+    }
+    Object.assign(patch, { join_policy: settings.joinPolicy, manually_approves_followers: settings.joinPolicy === "open" ? 0 : 1 });
+  }
+  if (settings.memberInviteLimit !== undefined) {
+    if (!Number.isInteger(settings.memberInviteLimit) || settings.memberInviteLimit < 0 || settings.memberInviteLimit > 10_000) {
+      throw new UnionError("invalid", `member invite limit must be an integer from 0 to 10000; got ${settings.memberInviteLimit}`);
+    }
+    patch.member_invite_limit = settings.memberInviteLimit;
+  }
+  if (settings.membersVisibility !== undefined) {
+    if (!MEMBERS_VISIBILITIES.includes(settings.membersVisibility)) {
+      throw new UnionError("invalid", `members visibility must be one of ${MEMBERS_VISIBILITIES.join(", ")}; got ${JSON.stringify(settings.membersVisibility)}`);
+    }
+    patch.members_visibility = settings.membersVisibility;
+  }
+  if (settings.welcomeText !== undefined) {
+    if (settings.welcomeText !== null && settings.welcomeText.length > 5000) throw new UnionError("invalid", "welcome text must be at most 5000 characters");
+    patch.welcome_text = settings.welcomeText?.trim() || null;
+  }
+  await deps.db.transaction().execute(async (trx) => {
+    if (Object.keys(patch).length > 0) await trx.updateTable("unions").set(patch).where("id", "=", union.id).execute();
+    if (settings.leaderHandle !== undefined) await setLeader(trx, union.id, normaliseHandle(settings.leaderHandle));
+  });
+  return (await getUnionById(deps.db, union.id))!;
+}
+
+/**
+ * Names the leader while the leader's place is still unclaimed. Handing over
+ * a leadership that is already held is a succession, which the bylaws decide
+ * by a vote; until that exists it is refused rather than done by fiat.
+ */
+async function setLeader(trx: Kysely<DB>, unionId: string, handle: string): Promise<void> {
+  const current = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
+    .where("state", "in", ["reserved", "active"]).executeTakeFirst();
+  if (current?.state === "active" && current.handle !== handle) {
+    throw new UnionError("conflict", `the union already has an active leader (${current.handle}); succession is not supported yet`);
+  }
+  if (current) {
+    await trx.updateTable("members").set({ handle }).where("id", "=", current.id).execute();
+  } else {
+    await insertReservedLeader(trx, unionId, handle, Date.now());
+  }
+  await trx.updateTable("unions").set({ leader_handle: handle }).where("id", "=", unionId).execute();
 }
 
 export function unionKeyOwner(unionId: string): string {
@@ -157,7 +268,11 @@ function toUnion(row: UnionsTable): Union {
     purpose: row.purpose,
     leaderHandle: row.leader_handle,
     iconUrl: row.icon_url,
-    manuallyApprovesFollowers: row.manually_approves_followers === 1,
+    manuallyApprovesFollowers: row.join_policy !== "open",
+    joinPolicy: row.join_policy as JoinPolicy,
+    memberInviteLimit: row.member_invite_limit,
+    membersVisibility: row.members_visibility as MembersVisibility,
+    welcomeText: row.welcome_text,
     createdAt: new Date(Number(row.created_at)),
   };
 }

@@ -1,7 +1,7 @@
 import "../../src/temporal.ts";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createFederation, type Federation, generateCryptoKeyPair, MemoryKvStore, signRequest } from "@fedify/fedify";
+import { createFederation, type Federation, MemoryKvStore, signRequest } from "@fedify/fedify";
 import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 
@@ -24,7 +24,20 @@ export interface Peer {
   /** Signs a raw inbox POST exactly as given, for tests that tamper with it afterwards. */
   signedPost(inbox: URL, body: string, opts: { as: string; keyOf?: string; spec?: HttpMessageSignaturesSpec; date?: Date }): Promise<Request>;
   lookup(url: URL): Promise<unknown>;
+  /** Sets what an actor's document says about account migration (alsoKnownAs, movedTo). */
+  setMigration(name: string, opts: { alsoKnownAs?: string[]; movedTo?: string }): void;
+  /** Adds an actor (with a fresh key) after start. */
+  addActor(name: string): Promise<void>;
   close(): Promise<void>;
+}
+
+// Mastodon's key size, and much faster to make than Fedify's default 4096.
+function rsa2048(): Promise<CryptoKeyPair> {
+  return crypto.subtle.generateKey(
+    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+    true,
+    ["sign", "verify"],
+  ) as Promise<CryptoKeyPair>;
 }
 
 export async function startPeer(names: readonly string[] = ["alice", "bob", "carol"]): Promise<Peer> {
@@ -32,8 +45,9 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const keyPairs = new Map<string, CryptoKeyPair>();
-  for (const n of names) keyPairs.set(n, await generateCryptoKeyPair("RSASSA-PKCS1-v1_5"));
+  for (const n of names) keyPairs.set(n, await rsa2048());
   const received: Activity[] = [];
+  const migration = new Map<string, { alsoKnownAs?: string[]; movedTo?: string }>();
 
   const federation = createFederation<void>({ kv: new MemoryKvStore(), origin: origin.href, allowPrivateAddress: true });
   federation
@@ -49,6 +63,8 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
         endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
         publicKey: keys[0]?.cryptographicKey,
         manuallyApprovesFollowers: false,
+        aliases: (migration.get(identifier)?.alsoKnownAs ?? []).map((n) => ctx.getActorUri(n)),
+        successor: migration.get(identifier)?.movedTo ? ctx.getActorUri(migration.get(identifier)!.movedTo!) : null,
       });
     })
     .setKeyPairsDispatcher((_ctx, identifier) => {
@@ -101,6 +117,8 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
       });
     },
     lookup: (url) => ctx().lookupObject(url.href),
+    setMigration: (name, opts) => void migration.set(name, opts),
+    addActor: async (name) => void keyPairs.set(name, await rsa2048()),
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }

@@ -1,0 +1,146 @@
+import { randomUUID } from "node:crypto";
+import type { Context, Federation } from "@fedify/fedify";
+import { Accept, Create, Follow, Mention, Note, type Recipient, Reject } from "@fedify/vocab";
+import type { Kysely } from "kysely";
+import { getRemoteActor } from "../src/actors/remote-actors.ts";
+import type { DB } from "../src/db/schema.ts";
+import { logger } from "../src/logging.ts";
+import { getMember } from "../src/members/members.ts";
+import type { Outbox, OutboxIntent } from "../src/outbox.ts";
+import { getUnionById, type Union } from "../src/unions/unions.ts";
+import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
+import { refreshRemoteActor } from "./remote-actor-cache.ts";
+
+const log = logger("federation", "outbound");
+
+/** What sits in the domain queue: the intent plus an id that makes its activities' ids stable across retries. */
+interface QueuedIntent {
+  readonly intentId: string;
+  readonly intent: OutboxIntent;
+}
+
+/** The domain's Outbox, kept in the database queue under its own name. */
+export function queueOutbox(queue: KyselyMessageQueue): Outbox {
+  return {
+    add: (trx, intent) => queue.enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
+  };
+}
+
+// An Accept and a later Reject for the same member must leave in that order.
+function orderingKeyOf(intent: OutboxIntent): string {
+  return "memberId" in intent ? `member:${intent.memberId}` : `actor:${intent.actorId}`;
+}
+
+export interface OutboundDeps {
+  readonly db: Kysely<DB>;
+  readonly federation: Federation<void>;
+  readonly origin: URL;
+}
+
+/**
+ * Turns one domain intent into activities handed to Fedify's outbox queue.
+ * Running it twice for the same message sends activities with the same ids,
+ * which receivers treat as one.
+ */
+export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): Promise<void> {
+  const { intent, intentId } = message;
+  const union = await getUnionById(deps.db, intent.unionId);
+  if (!union) {
+    log.warn("Dropped {kind}: union {unionId} no longer exists", { kind: intent.kind, unionId: intent.unionId });
+    return;
+  }
+  const ctx = deps.federation.createContext(deps.origin, undefined);
+  const groupId = ctx.getActorUri(union.slug);
+  const activityId = (n = "") => new URL(`/u/${union.slug}/activities/${intentId}${n}`, deps.origin);
+
+  switch (intent.kind) {
+    case "follow.accept":
+    case "follow.reject": {
+      const member = await getMember(deps.db, union.id, intent.memberId);
+      if (!member?.actorId || !member.followId) {
+        log.warn("Cannot answer the follow of member {memberId}: no actor or Follow id", { memberId: intent.memberId });
+        return;
+      }
+      const recipient = await recipientFor(deps, ctx, union, member.actorId);
+      if (!recipient) return;
+      // Mastodon matches the answer to its pending follow by the embedded Follow's id.
+      const follow = new Follow({ id: new URL(member.followId), actor: new URL(member.actorId), object: groupId });
+      const Answer = intent.kind === "follow.accept" ? Accept : Reject;
+      await ctx.sendActivity({ identifier: union.slug }, recipient, new Answer({ id: activityId(), actor: groupId, object: follow }), { orderingKey: member.actorId });
+      return;
+    }
+    case "member.welcome": {
+      const member = await getMember(deps.db, union.id, intent.memberId);
+      if (!member?.actorId) return;
+      const recipient = await recipientFor(deps, ctx, union, member.actorId);
+      if (!recipient) return;
+      const invite = intent.inviteCode ? new URL(`/u/${union.slug}/join/${intent.inviteCode}`, deps.origin).href : null;
+      const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
+      const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null]
+        .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
+      await sendDirect(ctx, union, groupId, member.actorId, member.handle, recipient, activityId, body);
+      return;
+    }
+    case "login.link": {
+      const recipient = await recipientFor(deps, ctx, union, intent.actorId);
+      if (!recipient) return;
+      const actor = await getRemoteActor(deps.db, intent.actorId);
+      const minutes = Math.max(1, Math.round((intent.expiresAt - Date.now()) / 60_000));
+      const body = `<p>Your sign-in link for ${escapeHtml(union.name)} (valid for ${minutes} minutes, once): <a href="${escapeHtml(intent.url)}">${escapeHtml(intent.url)}</a></p><p>If you did not ask to sign in, ignore this message.</p>`;
+      await sendDirect(ctx, union, groupId, intent.actorId, actor?.handle ?? null, recipient, activityId, body);
+      return;
+    }
+  }
+}
+
+async function sendDirect(
+  ctx: Context<void>,
+  union: Union,
+  groupId: URL,
+  actorId: string,
+  handle: string | null,
+  recipient: Recipient,
+  activityId: (n?: string) => URL,
+  html: string,
+): Promise<void> {
+  const to = new URL(actorId);
+  // Mastodon shows a direct message only to the accounts it mentions.
+  const mention = handle ? `<span class="h-card"><a href="${escapeHtml(actorId)}" class="u-url mention">${escapeHtml(handle)}</a></span> ` : "";
+  const note = new Note({
+    id: activityId("#note"),
+    attribution: groupId,
+    to,
+    content: `${mention}${html}`,
+    tags: [new Mention({ href: to, name: handle ?? actorId })],
+    published: Temporal.Now.instant(),
+  });
+  // Same ordering key as the Accept: the welcome must not arrive before it.
+  await ctx.sendActivity({ identifier: union.slug }, recipient, new Create({ id: activityId(), actor: groupId, to, object: note, published: note.published }), { orderingKey: actorId });
+}
+
+/** The inbox to deliver to, from the cache, or fetched (signed as the union) when unknown. */
+async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union, actorId: string): Promise<Recipient | null> {
+  let actor = await getRemoteActor(deps.db, actorId);
+  if (!actor?.inbox) {
+    try {
+      const loader = await ctx.getDocumentLoader({ identifier: union.slug });
+      actor = await refreshRemoteActor(loader, deps.db, actorId, { unknownContexts: "ignore" });
+    } catch (error) {
+      // Thrown on purpose: the queue retries with backoff, the server may be back later.
+      throw new Error(`cannot resolve the inbox of ${actorId}: ${(error as Error).message}`);
+    }
+  }
+  if (!actor.inbox) {
+    log.warn("Actor {actorId} has no inbox; nothing sent", { actorId });
+    return null;
+  }
+  return {
+    id: new URL(actor.id),
+    inboxId: new URL(actor.inbox),
+    endpoints: actor.sharedInbox ? { sharedInbox: new URL(actor.sharedInbox) } : null,
+  };
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}

@@ -1,0 +1,150 @@
+import { type Kysely, type Selectable, sql } from "kysely";
+import type { DB, MembersTable } from "../db/schema.ts";
+import type { EventBus } from "../events.ts";
+import type { Outbox } from "../outbox.ts";
+
+export type MemberState = "reserved" | "pending" | "active" | "left" | "removed" | "expelled" | "rejected" | "deleted";
+export type MemberRole = "leader" | "officer" | "member";
+
+/** States in which a member holds a place in the tree. */
+export const IN_TREE: readonly MemberState[] = ["reserved", "active"];
+
+export interface Member {
+  readonly id: string;
+  readonly unionId: string;
+  readonly actorId: string | null;
+  readonly handle: string | null;
+  readonly state: MemberState;
+  readonly role: MemberRole;
+  readonly portfolio: string | null;
+  readonly sponsorId: string | null;
+  readonly subtreeSize: number;
+  readonly followId: string | null;
+  readonly inviteId: string | null;
+  readonly joinedAt: Date | null;
+  readonly leftAt: Date | null;
+  readonly leftReason: string | null;
+}
+
+/** Who performs an officer action: the operator (CLI) or a member (web console). */
+export type By = { readonly kind: "operator" } | { readonly kind: "member"; readonly memberId: string };
+export const OPERATOR: By = { kind: "operator" };
+
+export class MemberError extends Error {
+  override name = "MemberError";
+  readonly code: "invalid" | "not_found" | "conflict" | "forbidden";
+  constructor(code: MemberError["code"], message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface MembershipDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly outbox: Outbox;
+}
+
+export type MemberRow = Selectable<MembersTable>;
+
+export function toMember(row: MemberRow): Member {
+  return {
+    id: row.id,
+    unionId: row.union_id,
+    actorId: row.actor_id,
+    handle: row.handle,
+    state: row.state as MemberState,
+    role: row.role as MemberRole,
+    portfolio: row.portfolio,
+    sponsorId: row.sponsor_id,
+    subtreeSize: Number(row.subtree_size),
+    followId: row.follow_id,
+    inviteId: row.invite_id,
+    joinedAt: row.joined_at === null ? null : new Date(Number(row.joined_at)),
+    leftAt: row.left_at === null ? null : new Date(Number(row.left_at)),
+    leftReason: row.left_reason,
+  };
+}
+
+export async function getMember(db: Kysely<DB>, unionId: string, memberId: string): Promise<Member | undefined> {
+  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("id", "=", memberId).executeTakeFirst();
+  return row && toMember(row);
+}
+
+export async function findMemberByActor(db: Kysely<DB>, unionId: string, actorId: string): Promise<Member | undefined> {
+  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", actorId).executeTakeFirst();
+  return row && toMember(row);
+}
+
+/**
+ * Finds a member by handle (`@user@host`, host case-insensitive). Current
+ * members win over past ones, since a handle can be reused after a departure.
+ */
+export async function findMemberByHandle(db: Kysely<DB>, unionId: string, handle: string): Promise<Member | undefined> {
+  const rows = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("handle", "=", handle).execute();
+  const rank = (s: string) => (s === "active" ? 0 : s === "reserved" ? 1 : s === "pending" ? 2 : 3);
+  rows.sort((a, b) => rank(a.state) - rank(b.state) || Number(b.created_at) - Number(a.created_at));
+  return rows[0] && toMember(rows[0]);
+}
+
+export async function getLeader(db: Kysely<DB>, unionId: string): Promise<Member | undefined> {
+  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
+    .where("state", "in", IN_TREE).executeTakeFirst();
+  return row && toMember(row);
+}
+
+export interface MemberListing extends Member {
+  readonly sponsorActorId: string | null;
+  readonly sponsorHandle: string | null;
+  /** Distance from the root; null for members not in the tree. */
+  readonly depth: number | null;
+}
+
+/**
+ * Members with their sponsor and depth. Depth comes from one walk down the
+ * tree rather than one chain walk per member.
+ */
+export async function listMembers(db: Kysely<DB>, unionId: string, opts: { states?: readonly MemberState[]; limit?: number; offset?: number } = {}): Promise<MemberListing[]> {
+  const states = opts.states ?? ["reserved", "active", "pending"];
+  const depths = await sql<{ id: string; depth: number }>`
+    with recursive t(id, depth) as (
+      select id, 0 from members where union_id = ${unionId} and sponsor_id is null and state in ('reserved', 'active')
+      union all
+      select m.id, t.depth + 1 from members m join t on m.sponsor_id = t.id
+      where m.union_id = ${unionId} and m.state in ('reserved', 'active')
+    )
+    select id, depth from t`.execute(db);
+  const depthOf = new Map(depths.rows.map((r) => [r.id, Number(r.depth)]));
+  const rows = await db.selectFrom("members as m")
+    .leftJoin("members as s", "s.id", "m.sponsor_id")
+    .selectAll("m")
+    .select(["s.actor_id as sponsor_actor_id", "s.handle as sponsor_handle"])
+    .where("m.union_id", "=", unionId)
+    .where("m.state", "in", states)
+    .orderBy("m.created_at").orderBy("m.id")
+    .limit(opts.limit ?? 10_000)
+    .offset(opts.offset ?? 0)
+    .execute();
+  return rows.map((r) => ({
+    ...toMember(r),
+    sponsorActorId: r.sponsor_actor_id,
+    sponsorHandle: r.sponsor_handle,
+    depth: depthOf.get(r.id) ?? null,
+  }));
+}
+
+export async function countMembers(db: Kysely<DB>, unionId: string, states: readonly MemberState[] = ["active"]): Promise<number> {
+  const r = await db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("union_id", "=", unionId).where("state", "in", states).executeTakeFirstOrThrow();
+  return Number(r.n);
+}
+
+/** Checks that `by` may act as an officer of the union; returns the acting member, if any. */
+export async function requireOfficer(db: Kysely<DB>, unionId: string, by: By): Promise<Member | undefined> {
+  if (by.kind === "operator") return undefined;
+  const m = await getMember(db, unionId, by.memberId);
+  if (!m || m.state !== "active" || (m.role !== "officer" && m.role !== "leader")) {
+    throw new MemberError("forbidden", "only the leader and officers may do this");
+  }
+  return m;
+}

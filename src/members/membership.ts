@@ -1,0 +1,363 @@
+import { randomUUID } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
+import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld } from "./invites.ts";
+import {
+  type By,
+  findMemberByActor,
+  getLeader,
+  getMember,
+  type Member,
+  MemberError,
+  type MemberRole,
+  type MembershipDeps,
+  type MemberState,
+  requireOfficer,
+  toMember,
+} from "./members.ts";
+import { attach, detach } from "./tree.ts";
+
+/** A remote account asking to join, as the federation layer saw it. */
+export interface Applicant {
+  readonly actorId: string;
+  /** `@user@host`, matched against invite claims and the leader's handle. */
+  readonly handle: string | null;
+}
+
+export type JoinOutcome = "accepted" | "pending" | "rejected" | "already_member";
+
+export interface JoinResult {
+  readonly outcome: JoinOutcome;
+  readonly member: Member;
+}
+
+type Emit = () => void;
+
+/**
+ * A Follow of the union arrived: the request to join. Matched, in order, to
+ * the leader's reserved place, to an invite the applicant claimed, and
+ * otherwise decided by the union's join policy. Safe to repeat: a second
+ * Follow from a member re-sends the Accept and changes nothing else.
+ */
+export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string): Promise<JoinResult> {
+  const handle = applicant.handle ? safeHandle(applicant.handle) : null;
+  const emits: Emit[] = [];
+  const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
+    const union = await getUnionById(trx, unionId);
+    if (!union) throw new UnionError("not_found", "no such union");
+    const now = Date.now();
+    const existing = await findMemberByActor(trx, unionId, applicant.actorId);
+
+    if (existing?.state === "active") {
+      // A repeated or re-sent Follow: the member's server may have lost our Accept.
+      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: existing.id });
+      return { outcome: "already_member", member: { ...existing, followId } };
+    }
+    if (existing?.state === "expelled") {
+      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: existing.id });
+      return { outcome: "rejected", member: existing };
+    }
+
+    const leader = await getLeader(trx, unionId);
+    if (leader && leader.state === "reserved" && handle && leader.handle === handle) {
+      await trx.updateTable("members").set({ actor_id: applicant.actorId, state: "active", follow_id: followId, joined_at: now })
+        .where("id", "=", leader.id).execute();
+      // A stale row for the same account (e.g. it followed before being named leader) gives way.
+      if (existing) await trx.deleteFrom("members").where("id", "=", existing.id).execute();
+      await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: leader.id });
+      await deps.outbox.add(trx, { kind: "member.welcome", unionId, memberId: leader.id, inviteCode: null });
+      emits.push(() => deps.events.emit("member.joined", { unionId, memberId: leader.id, sponsorId: null, via: "leader" }));
+      return { outcome: "accepted", member: (await getMember(trx, unionId, leader.id))! };
+    }
+
+    const row = existing ?? await insertApplicant(trx, unionId, applicant.actorId, handle, followId, now);
+    if (existing) {
+      await trx.updateTable("members").set({ follow_id: followId, handle: handle ?? existing.handle, state: "pending", left_at: null, left_reason: null, removed_by: null })
+        .where("id", "=", existing.id).execute();
+    }
+
+    const claim = handle ? await openClaimFor(trx, unionId, handle, now) : undefined;
+    if (claim && await consumeInvite(trx, claim.invite_id, now)) {
+      await trx.updateTable("join_claims").set({ used_at: now }).where("id", "=", claim.id).execute();
+      const invite = (await trx.selectFrom("invites").select(["id", "created_by"]).where("id", "=", claim.invite_id).executeTakeFirstOrThrow());
+      return admit(deps, trx, union, row.id, await sponsorFor(trx, unionId, invite.created_by), "invite", invite.id, emits);
+    }
+
+    switch (union.joinPolicy) {
+      case "open":
+        return admit(deps, trx, union, row.id, (await getLeader(trx, unionId))?.id ?? null, "open", null, emits);
+      case "approval":
+        if (existing?.state !== "pending") emits.push(() => deps.events.emit("member.pending", { unionId, memberId: row.id }));
+        return { outcome: "pending", member: (await getMember(trx, unionId, row.id))! };
+      case "invite":
+        await trx.updateTable("members").set({ state: "rejected", left_at: now, left_reason: "invite only" }).where("id", "=", row.id).execute();
+        await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: row.id });
+        emits.push(() => deps.events.emit("member.rejected", { unionId, memberId: row.id }));
+        return { outcome: "rejected", member: (await getMember(trx, unionId, row.id))! };
+    }
+  });
+  for (const e of emits) e();
+  return result;
+}
+
+/**
+ * A newcomer names their account on an invite page. If their Follow already
+ * arrived and is waiting for approval, the invite admits them at once;
+ * otherwise the claim waits for their Follow.
+ */
+export async function claimInviteForApplicant(deps: MembershipDeps, unionId: string, code: string, rawHandle: string): Promise<{ claim?: JoinClaim; admitted?: Member }> {
+  const handle = safeHandle(rawHandle);
+  const current = await deps.db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("handle", "=", handle)
+    .where("state", "in", ["active", "pending", "reserved"]).executeTakeFirst();
+  if (current?.state === "active") throw new MemberError("conflict", `${handle} is already a member`);
+  if (current?.state === "reserved") throw new MemberError("conflict", `${handle} is the union's leader: follow the union to take your place`);
+  if (current?.state === "pending") {
+    const emits: Emit[] = [];
+    const admitted = await deps.db.transaction().execute(async (trx) => {
+      const invite = await getInviteByCode(trx, unionId, code);
+      if (!invite || !(await consumeInvite(trx, invite.id, Date.now()))) throw new MemberError("invalid", "this invite can no longer be used");
+      const union = (await getUnionById(trx, unionId))!;
+      return (await admit(deps, trx, union, current.id, await sponsorFor(trx, unionId, invite.createdBy), "invite", invite.id, emits)).member;
+    });
+    for (const e of emits) e();
+    return { admitted };
+  }
+  return { claim: await claimInvite(deps, unionId, code, handle) };
+}
+
+/** An officer admits a pending applicant; the approving officer becomes their sponsor. */
+export async function approveMember(deps: MembershipDeps, unionId: string, memberId: string, by: By): Promise<Member> {
+  const emits: Emit[] = [];
+  const member = await deps.db.transaction().execute(async (trx) => {
+    const officer = await requireOfficer(trx, unionId, by);
+    const m = await getMember(trx, unionId, memberId);
+    if (!m) throw new MemberError("not_found", "no such member");
+    if (m.state === "active") return m;
+    if (m.state !== "pending") throw new MemberError("invalid", `only pending requests can be approved; this one is ${m.state}`);
+    const sponsorId = officer?.id ?? (await getLeader(trx, unionId))?.id ?? null;
+    const union = (await getUnionById(trx, unionId))!;
+    return (await admit(deps, trx, union, m.id, sponsorId, "approval", null, emits)).member;
+  });
+  for (const e of emits) e();
+  return member;
+}
+
+export async function rejectMember(deps: MembershipDeps, unionId: string, memberId: string, by: By, reason: string | null = null): Promise<Member> {
+  const member = await deps.db.transaction().execute(async (trx) => {
+    const officer = await requireOfficer(trx, unionId, by);
+    const m = await getMember(trx, unionId, memberId);
+    if (!m) throw new MemberError("not_found", "no such member");
+    if (m.state !== "pending") throw new MemberError("invalid", `only pending requests can be rejected; this one is ${m.state}`);
+    await trx.updateTable("members").set({ state: "rejected", left_at: Date.now(), left_reason: reason, removed_by: officer?.id ?? "operator" })
+      .where("id", "=", m.id).execute();
+    await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: m.id });
+    return (await getMember(trx, unionId, m.id))!;
+  });
+  deps.events.emit("member.rejected", { unionId, memberId });
+  return member;
+}
+
+export type Departure = "left" | "deleted";
+
+/**
+ * The member left on their own: Undo(Follow), a Block, or their account was
+ * deleted. Nothing is sent back: their server already stopped following.
+ * `followId`, when given, must be the Follow we accepted: an Undo of some
+ * other Follow does not end this membership.
+ */
+export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId: string, how: Departure, followId?: string): Promise<Member | undefined> {
+  let moved = 0;
+  const member = await deps.db.transaction().execute(async (trx) => {
+    const m = await findMemberByActor(trx, unionId, actorId);
+    if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
+    if (followId && m.followId && followId !== m.followId) return undefined;
+    moved = await endMembership(trx, m, how, how === "deleted" ? "account deleted" : null, null);
+    return (await getMember(trx, unionId, m.id))!;
+  });
+  if (member) deps.events.emit("member.left", { unionId, memberId: member.id, state: member.state, reason: member.leftReason, recruitsMoved: moved });
+  return member;
+}
+
+/** Every union this actor belongs to (for account deletion, which is not per union). */
+export async function unionsOfActor(db: Kysely<DB>, actorId: string): Promise<string[]> {
+  const rows = await db.selectFrom("members").select("union_id").where("actor_id", "=", actorId).where("state", "in", ["active", "pending"]).execute();
+  return rows.map((r) => r.union_id);
+}
+
+/**
+ * An officer removes a member (or, with `expel`, bars them from rejoining by a
+ * plain Follow). Their server is told with a Reject(Follow), so it unfollows.
+ */
+export async function removeMember(deps: MembershipDeps, unionId: string, memberId: string, by: By, opts: { reason: string; expel?: boolean }): Promise<Member> {
+  const reason = opts.reason.trim();
+  if (!reason) throw new MemberError("invalid", "a removal needs a reason; it is recorded");
+  let moved = 0;
+  const member = await deps.db.transaction().execute(async (trx) => {
+    const officer = await requireOfficer(trx, unionId, by);
+    const m = await getMember(trx, unionId, memberId);
+    if (!m || (m.state !== "active" && m.state !== "pending")) throw new MemberError("not_found", "no such current member");
+    if (m.role === "leader") throw new MemberError("forbidden", "the leader cannot be removed");
+    if (m.role === "officer" && officer && officer.role !== "leader") throw new MemberError("forbidden", "only the leader can remove an officer");
+    moved = await endMembership(trx, m, opts.expel ? "expelled" : "removed", reason, officer?.id ?? "operator");
+    await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: m.id });
+    return (await getMember(trx, unionId, m.id))!;
+  });
+  deps.events.emit("member.left", { unionId, memberId, state: member.state, reason, recruitsMoved: moved });
+  return member;
+}
+
+async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, reason: string | null, removedBy: string | null): Promise<number> {
+  const now = Date.now();
+  const moved = m.state === "active" ? (await detach(trx, m, `sponsor_${state}`, now)).length : 0;
+  // Leaving ends any office: a returning member starts as a member.
+  await trx.updateTable("members").set({
+    state,
+    left_at: now,
+    left_reason: reason,
+    removed_by: removedBy,
+    role: m.role === "leader" ? "leader" : "member",
+    portfolio: m.role === "leader" ? m.portfolio : null,
+  }).where("id", "=", m.id).execute();
+  return moved;
+}
+
+/**
+ * The member's account moved to a new actor (a Move, or a Follow from an
+ * account that names the old one in alsoKnownAs while the old one points to
+ * it with movedTo; the federation layer checks both sides). The member keeps
+ * their place in the tree, recruits and office under the new actor.
+ */
+export async function migrateMember(deps: MembershipDeps, unionId: string, fromActorId: string, to: Applicant, followId: string | null): Promise<Member | undefined> {
+  const migrated = await deps.db.transaction().execute(async (trx) => {
+    const m = await findMemberByActor(trx, unionId, fromActorId);
+    if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
+    const clash = await findMemberByActor(trx, unionId, to.actorId);
+    if (clash && (clash.state === "active" || clash.state === "pending")) {
+      throw new MemberError("conflict", `${to.actorId} is already a member in its own right; the two places are not merged`);
+    }
+    if (clash) await trx.deleteFrom("members").where("id", "=", clash.id).execute();
+    await trx.updateTable("members").set({
+      actor_id: to.actorId,
+      handle: to.handle ? safeHandle(to.handle) : m.handle,
+      follow_id: followId ?? m.followId,
+    }).where("id", "=", m.id).execute();
+    if (followId && m.state === "active") await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: m.id });
+    return (await getMember(trx, unionId, m.id))!;
+  });
+  if (migrated) deps.events.emit("member.migrated", { unionId, memberId: migrated.id, from: fromActorId, to: to.actorId });
+  return migrated;
+}
+
+/** Makes an active member an officer with a portfolio, or changes the portfolio. Leader only (or the operator). */
+export async function setOfficer(deps: MembershipDeps, unionId: string, memberId: string, by: By, portfolio: string | null): Promise<Member> {
+  return changeRole(deps, unionId, memberId, by, "officer", portfolio);
+}
+
+export async function unsetOfficer(deps: MembershipDeps, unionId: string, memberId: string, by: By): Promise<Member> {
+  return changeRole(deps, unionId, memberId, by, "member", null);
+}
+
+async function changeRole(deps: MembershipDeps, unionId: string, memberId: string, by: By, role: MemberRole, portfolio: string | null): Promise<Member> {
+  if (portfolio !== null && (portfolio.trim().length === 0 || portfolio.length > 120)) {
+    throw new MemberError("invalid", "a portfolio title is 1-120 characters");
+  }
+  const member = await deps.db.transaction().execute(async (trx) => {
+    const acting = await requireOfficer(trx, unionId, by);
+    if (acting && acting.role !== "leader") throw new MemberError("forbidden", "only the leader appoints and dismisses officers");
+    const m = await getMember(trx, unionId, memberId);
+    if (!m || m.state !== "active") throw new MemberError("not_found", "no such active member");
+    if (m.role === "leader") {
+      if (role === "member") throw new MemberError("invalid", "the leader cannot be dismissed as an officer");
+      await trx.updateTable("members").set({ portfolio: portfolio?.trim() ?? null }).where("id", "=", m.id).execute();
+    } else {
+      await trx.updateTable("members").set({ role, portfolio: portfolio?.trim() ?? null }).where("id", "=", m.id).execute();
+    }
+    return (await getMember(trx, unionId, m.id))!;
+  });
+  deps.events.emit("officer.changed", { unionId, memberId, role: member.role, portfolio: member.portfolio });
+  return member;
+}
+
+/** The leader and officers, leader first. */
+export async function listOfficers(db: Kysely<DB>, unionId: string): Promise<Member[]> {
+  const rows = await db.selectFrom("members").selectAll().where("union_id", "=", unionId)
+    .where("role", "in", ["leader", "officer"]).where("state", "in", ["active", "reserved"])
+    .orderBy("joined_at").execute();
+  return rows.map(toMember).sort((a, b) => (a.role === "leader" ? -1 : 0) - (b.role === "leader" ? -1 : 0));
+}
+
+async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string, handle: string | null, followId: string, now: number): Promise<Member> {
+  const row = {
+    id: randomUUID(),
+    union_id: unionId,
+    actor_id: actorId,
+    handle,
+    state: "pending",
+    role: "member",
+    subtree_size: 0,
+    follow_id: followId,
+    created_at: now,
+  };
+  await trx.insertInto("members").values(row).execute();
+  return (await getMember(trx, unionId, row.id))!;
+}
+
+/** Sponsor for someone admitted by an invite: its creator, or the leader if the creator is gone. */
+async function sponsorFor(trx: Kysely<DB>, unionId: string, createdBy: string | null): Promise<string | null> {
+  if (createdBy) {
+    const c = await getMember(trx, unionId, createdBy);
+    if (c && (c.state === "active" || c.state === "reserved")) return c.id;
+    // The inviter left after inviting: the newcomer joins where the inviter's
+    // recruits went, under the inviter's sponsor chain.
+    if (c?.sponsorId) return sponsorFor(trx, unionId, c.sponsorId);
+  }
+  return (await getLeader(trx, unionId))?.id ?? null;
+}
+
+async function admit(
+  deps: MembershipDeps,
+  trx: Kysely<DB>,
+  union: Union,
+  memberId: string,
+  sponsorId: string | null,
+  via: "invite" | "approval" | "open",
+  inviteId: string | null,
+  emits: Emit[],
+): Promise<JoinResult> {
+  const now = Date.now();
+  await trx.updateTable("members").set({ state: "active", joined_at: now, invite_id: inviteId, left_at: null, left_reason: null, removed_by: null })
+    .where("id", "=", memberId).execute();
+  await attach(trx, memberId, sponsorId);
+  const own = await ownInviteCode(trx, union, memberId);
+  await deps.outbox.add(trx, { kind: "follow.accept", unionId: union.id, memberId });
+  await deps.outbox.add(trx, { kind: "member.welcome", unionId: union.id, memberId, inviteCode: own });
+  emits.push(() => deps.events.emit("member.joined", { unionId: union.id, memberId, sponsorId, via }));
+  return { outcome: "accepted", member: (await getMember(trx, union.id, memberId))! };
+}
+
+/**
+ * Every member gets an invite of their own to pass on, for as many places as
+ * the union's limit leaves them; a returning member gets their still-valid one back.
+ */
+async function ownInviteCode(trx: Kysely<DB>, union: Union, memberId: string): Promise<string | null> {
+  const now = Date.now();
+  const mine = await trx.selectFrom("invites").selectAll().where("union_id", "=", union.id).where("created_by", "=", memberId)
+    .where("revoked_at", "is", null).orderBy("created_at", "desc").execute();
+  const usable = mine.find((i) => (i.expires_at === null || Number(i.expires_at) > now) && (i.max_uses === null || Number(i.uses) < Number(i.max_uses)));
+  if (usable) return usable.code;
+  const member = (await getMember(trx, union.id, memberId))!;
+  const free = member.role === "member" ? union.memberInviteLimit - await placesHeld(trx, union.id, memberId) : union.memberInviteLimit;
+  if (free <= 0) return null;
+  return (await createInviteWith(trx, union.id, { by: { kind: "member", memberId }, maxUses: free })).code;
+}
+
+function safeHandle(raw: string): string {
+  try {
+    return normaliseHandle(raw);
+  } catch (e) {
+    throw new MemberError("invalid", (e as Error).message);
+  }
+}

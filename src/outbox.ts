@@ -1,0 +1,21 @@
+import type { Kysely } from "kysely";
+import type { DB } from "./db/schema.ts";
+
+/**
+ * Work a domain change causes outside this server, described in domain terms.
+ * federation/ turns each intent into activities; the domain never builds one.
+ */
+export type OutboxIntent =
+  | { readonly kind: "follow.accept"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "follow.reject"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "member.welcome"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
+  | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
+
+/**
+ * Records intents inside the caller's transaction, so a state change and the
+ * deliveries it causes are committed together or not at all (DESIGN.md,
+ * "Durable side effects").
+ */
+export interface Outbox {
+  add(trx: Kysely<DB>, intent: OutboxIntent): Promise<void>;
+}
