@@ -14,6 +14,7 @@ import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
+import { mountMemberCollections } from "../federation/member-collections.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -79,6 +80,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     membership,
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
   });
+  mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   let closed = false;
   return {
     config,

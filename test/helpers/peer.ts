@@ -24,6 +24,8 @@ export interface Peer {
   /** Signs a raw inbox POST exactly as given, for tests that tamper with it afterwards. */
   signedPost(inbox: URL, body: string, opts: { as: string; keyOf?: string; spec?: HttpMessageSignaturesSpec; date?: Date }): Promise<Request>;
   lookup(url: URL): Promise<unknown>;
+  /** A GET signed by one of this peer's actors, as Mastodon's authorized fetch does. */
+  signedGet(url: URL, opts: { as: string; spec?: HttpMessageSignaturesSpec }): Promise<Request>;
   /** Sets what an actor's document says about account migration (alsoKnownAs, movedTo). */
   setMigration(name: string, opts: { alsoKnownAs?: string[]; movedTo?: string }): void;
   /** Adds an actor (with a fresh key) after start. */
@@ -117,6 +119,10 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
       });
     },
     lookup: (url) => ctx().lookupObject(url.href),
+    signedGet: async (url, opts) =>
+      signRequest(new Request(url, { headers: { Accept: "application/activity+json" } }), (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
+        spec: opts.spec ?? "draft-cavage-http-signatures-12",
+      }),
     setMigration: (name, opts) => void migration.set(name, opts),
     addActor: async (name) => void keyPairs.set(name, await rsa2048()),
     close: () => new Promise<void>((r) => server.close(() => r())),
