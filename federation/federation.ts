@@ -1,6 +1,6 @@
 import "../src/temporal.ts";
-import { createFederation, type Federation, type KvStore, type MessageQueue } from "@fedify/fedify";
-import { Activity, Application, Block, Delete, Endpoints, Follow, Group, Image, Move, Undo } from "@fedify/vocab";
+import { createFederation, type Federation, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
+import { Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
@@ -9,7 +9,9 @@ import { countUnions, getUnionBySlug, unionKeyOwner } from "../src/unions/unions
 import type { Outbox } from "../src/outbox.ts";
 import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
 import { processOnce } from "./inbox-record.ts";
+import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { countFollowers, followersPage } from "./followers.ts";
+import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
@@ -93,13 +95,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       return union ? loadKeyPairs(db, unionKeyOwner(union.id)) : [];
     });
 
-  // Outbox and featured are real and addressable; what fills them (calls to
-  // action, pinned posts) arrives with the feature that creates them.
-  const exists = async (identifier: string) =>
-    identifier === INSTANCE_ACTOR || (await getUnionBySlug(db, identifier)) !== undefined;
   federation
-    .setOutboxDispatcher("/u/{identifier}/outbox", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null)
-    .setCounter(async (_ctx, identifier) => (await exists(identifier)) ? 0 : null);
+    .setOutboxDispatcher("/u/{identifier}/outbox", async (ctx, identifier) => identifier === INSTANCE_ACTOR ? { items: [] } : outboxItems(db, ctx, identifier))
+    .setCounter(async (ctx, identifier) => identifier === INSTANCE_ACTOR ? 0 : outboxCount(db, ctx as RequestContext<void>, identifier));
   federation
     .setFollowersDispatcher("/u/{identifier}/followers", async (_ctx, identifier, cursor) => {
       if (identifier === INSTANCE_ACTOR) return { items: [] };
@@ -113,7 +111,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       return union ? countFollowers(db, union.id) : null;
     });
   federation
-    .setFeaturedDispatcher("/u/{identifier}/featured", async (_ctx, identifier) => (await exists(identifier)) ? { items: [] } : null);
+    .setFeaturedDispatcher("/u/{identifier}/featured", async (ctx, identifier) => identifier === INSTANCE_ACTOR ? { items: [] } : featuredItems(db, ctx, identifier));
+  registerActionObjects(federation, db);
 
   const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
   federation
@@ -126,6 +125,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     .on(Block, (ctx, a) => onBlock(inboxDeps, ctx, a))
     .on(Delete, (ctx, a) => onDelete(inboxDeps, ctx, a))
     .on(Move, (ctx, a) => onMove(inboxDeps, ctx, a))
+    .on(Like, (ctx, a) => onLike(inboxDeps, ctx, a))
+    .on(Announce, (ctx, a) => onAnnounce(inboxDeps, ctx, a))
+    .on(Create, (ctx, a) => onCreate(inboxDeps, ctx, a))
     // Everything else is recorded (once) for the features that will read it.
     .on(Activity, async (ctx, activity) => {
       const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;

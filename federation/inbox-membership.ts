@@ -1,5 +1,5 @@
 import type { Context, InboxContext, RequestContext } from "@fedify/fedify";
-import { type Activity, type Actor, type Block, Delete, Follow, isActor, type Move, type Undo } from "@fedify/vocab";
+import { type Activity, type Actor, Announce, type Block, Delete, Follow, isActor, Like, type Move, type Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { deleteRemoteActor, getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -10,6 +10,7 @@ import { leaveUnion, migrateMember, requestToJoin, unionsOfActor } from "../src/
 import type { Outbox } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
+import { withdraw } from "./inbox-actions.ts";
 import { cacheActorObject } from "./remote-actor-cache.ts";
 
 const log = logger("federation", "membership");
@@ -95,7 +96,12 @@ export async function onUndo(deps: InboxDeps, ctx: InboxContext<void>, undo: Und
   const object = await undo.getObject({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader, crossOrigin: "trust" });
   const union = await recipientUnion(deps, ctx);
   if (!(object instanceof Follow)) {
-    await processOnce(record(deps, ctx), undo, union?.id ?? null);
+    await processOnce(record(deps, ctx), undo, union?.id ?? null, async () => {
+      // Undo of a Like or a boost withdraws the response it counted (only the actor's own).
+      if ((object instanceof Like || object instanceof Announce) && object.actorId?.href === undo.actorId?.href) {
+        await withdraw(deps, object.id, undo.actorId);
+      }
+    });
     return;
   }
   // The signature proves who sent the Undo; it must also be whose Follow it undoes.
@@ -106,8 +112,21 @@ export async function onUndo(deps: InboxDeps, ctx: InboxContext<void>, undo: Und
   const target = await unionNamed(deps, ctx, object.objectId);
   await processOnce(record(deps, ctx), undo, target?.id ?? null, async () => {
     if (!target) return;
-    await leaveUnion(membership(deps), target.id, undo.actorId!.href, "left", object.id?.href);
+    await leaveUnion(membership(deps), target.id, undo.actorId!.href, "left", await staleFollowGuard(deps, object, undo));
   });
+}
+
+/**
+ * The Follow id leaveUnion should insist on. Lemmy's Undo embeds a freshly
+ * made Follow rather than the original, so an id we never saw is honoured;
+ * only an earlier Follow of the same account that we did process (an old
+ * Undo arriving after the member rejoined) must not end the membership.
+ */
+async function staleFollowGuard(deps: InboxDeps, follow: Follow, undo: Undo): Promise<string | undefined> {
+  if (!follow.id) return undefined;
+  const seen = await deps.db.selectFrom("inbox_activities").select("id")
+    .where("id", "=", follow.id.href).where("type", "=", "Follow").where("actor", "=", undo.actorId!.href).executeTakeFirst();
+  return seen ? follow.id.href : undefined;
 }
 
 export async function onBlock(deps: InboxDeps, ctx: InboxContext<void>, block: Block): Promise<void> {
@@ -122,6 +141,8 @@ export async function onDelete(deps: InboxDeps, ctx: InboxContext<void>, del: De
   const union = await recipientUnion(deps, ctx);
   await processOnce(record(deps, ctx), del, union?.id ?? null, async () => {
     if (del.objectId?.href && del.objectId.href === del.actorId?.href) await actorDeleted(deps, del.actorId.href);
+    // A deleted reply no longer counts.
+    else await withdraw(deps, del.objectId, del.actorId);
   });
 }
 

@@ -45,7 +45,22 @@ export interface KyselyMessageQueueOptions {
   readonly retryMaxDelayMs?: number;
 }
 
-type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at">;
+type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at" | "dedupe_key">;
+
+/**
+ * Fedify's per-inbox delivery messages are identified by activity, inbox and
+ * attempt. When a fan-out is handled again after a crash it re-enqueues
+ * deliveries it had already queued (or made): the key lets the queue drop
+ * them, so each inbox gets each activity once. Other messages have no key.
+ */
+export function deliveryKey(message: unknown): string | null {
+  const m = message as { type?: unknown; activityId?: unknown; inbox?: unknown; attempt?: unknown } | null;
+  if (m?.type !== "outbox" || typeof m.activityId !== "string" || typeof m.inbox !== "string") return null;
+  return `${m.activityId} ${m.inbox} ${typeof m.attempt === "number" ? m.attempt : 0}`;
+}
+
+/** How long handled delivery keys are remembered for dropping re-enqueued duplicates. */
+const DONE_RETENTION_MS = 7 * 24 * 3600_000;
 
 interface Claimed extends Row {
   /** The lease_owner value of this particular claim. */
@@ -127,22 +142,37 @@ export class KyselyMessageQueue implements MessageQueue {
     const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
     if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
     const availableAt = now + delay;
-    const rows = messages.map((message) => ({
+    let rows = messages.map((message) => ({
       queue: this.name,
       message: encodeMessage(message),
       ordering_key: options?.orderingKey ?? null,
       available_at: availableAt,
       attempts: 0,
       created_at: now,
+      dedupe_key: deliveryKey(message),
     }));
     const { db } = this.#database;
+    const keys = rows.map((r) => r.dedupe_key).filter((k): k is string => k !== null);
+    if (keys.length > 0) {
+      const done = new Set<string>();
+      for (let i = 0; i < keys.length; i += INSERT_CHUNK) {
+        const found = await db.selectFrom("fedify_mq_done").select("dedupe_key").where("dedupe_key", "in", keys.slice(i, i + INSERT_CHUNK)).execute();
+        for (const f of found) done.add(f.dedupe_key);
+      }
+      if (done.size > 0) {
+        log.info("Dropped {n} deliveries already made (a fan-out handled again)", { n: done.size });
+        rows = rows.filter((r) => r.dedupe_key === null || !done.has(r.dedupe_key));
+        if (rows.length === 0) return;
+      }
+    }
+    // A key still queued is dropped by the unique index.
+    const insert = (executor: Kysely<DB>, chunk: typeof rows) =>
+      executor.insertInto("fedify_mq").values(chunk).onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
     if (rows.length <= INSERT_CHUNK) {
-      await db.insertInto("fedify_mq").values(rows).execute();
+      await insert(db, rows);
     } else {
       await db.transaction().execute(async (trx) => {
-        for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-          await trx.insertInto("fedify_mq").values(rows.slice(i, i + INSERT_CHUNK)).execute();
-        }
+        for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insert(trx, rows.slice(i, i + INSERT_CHUNK));
       });
     }
     await this.#announce(availableAt);
@@ -166,6 +196,7 @@ export class KyselyMessageQueue implements MessageQueue {
       available_at: availableAt,
       attempts: 0,
       created_at: now,
+      dedupe_key: null,
     }).execute();
     if (this.#database.dialect === "postgres") {
       await sql`select pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify({ queue: this.name, at: availableAt })})`.execute(executor);
@@ -174,6 +205,12 @@ export class KyselyMessageQueue implements MessageQueue {
       // the transaction releases it, and so sees the committed row.
       wakeLocal(this.#database.db, this.name, availableAt);
     }
+  }
+
+  /** Forgets handled delivery keys older than the retention window. */
+  async pruneDone(now = Date.now()): Promise<number> {
+    const r = await this.#database.db.deleteFrom("fedify_mq_done").where("done_at", "<", now - DONE_RETENTION_MS).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /**
@@ -308,7 +345,7 @@ export class KyselyMessageQueue implements MessageQueue {
           .end(),
       }))
       .where("id", "in", candidates)
-      .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at"])
+      .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key"])
       .execute();
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
   }
@@ -331,10 +368,17 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   async #complete(claimed: Claimed): Promise<void> {
-    const result = await this.#database.db.deleteFrom("fedify_mq")
-      .where("id", "=", claimed.id)
-      .where("lease_owner", "=", claimed.token)
-      .executeTakeFirst();
+    const result = await this.#database.db.transaction().execute(async (trx) => {
+      const deleted = await trx.deleteFrom("fedify_mq")
+        .where("id", "=", claimed.id)
+        .where("lease_owner", "=", claimed.token)
+        .executeTakeFirst();
+      if (claimed.dedupe_key !== null && Number(deleted.numDeletedRows) === 1) {
+        await trx.insertInto("fedify_mq_done").values({ dedupe_key: claimed.dedupe_key, done_at: Date.now() })
+          .onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
+      }
+      return deleted;
+    });
     if (Number(result.numDeletedRows) === 0) {
       log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
     }

@@ -10,6 +10,7 @@ import type { Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
+import { handleActionIntent } from "./outbound-actions.ts";
 
 const log = logger("federation", "outbound");
 
@@ -28,7 +29,9 @@ export function queueOutbox(queue: KyselyMessageQueue): Outbox {
 
 // An Accept and a later Reject for the same member must leave in that order.
 function orderingKeyOf(intent: OutboxIntent): string {
-  return "memberId" in intent ? `member:${intent.memberId}` : `actor:${intent.actorId}`;
+  if ("memberId" in intent) return `member:${intent.memberId}`;
+  if ("actionId" in intent) return `action:${intent.actionId}`;
+  return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
 export interface OutboundDeps {
@@ -81,6 +84,13 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       await sendDirect(ctx, union, groupId, member.actorId, member.handle, recipient, activityId, body);
       return;
     }
+    case "action.publish":
+    case "action.update":
+    case "action.retract":
+    case "action.progress":
+    case "relay":
+      await handleActionIntent(deps, ctx, union, intent, intentId);
+      return;
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);
       if (!recipient) return;

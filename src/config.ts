@@ -15,6 +15,12 @@ export interface Config {
   readonly allowPrivateAddress: boolean;
   /** Largest inbox POST body accepted, in bytes. */
   readonly maxBodyBytes: number;
+  /**
+   * Behind a reverse proxy (Fly's, nginx) every request comes from the proxy;
+   * trust its X-Forwarded-For for per-client rate limits. Off by default:
+   * without a proxy, clients could forge the header.
+   */
+  readonly trustProxy: boolean;
 }
 
 export class ConfigError extends Error {
@@ -41,7 +47,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const maxBodyBytes = env.MUSTER_MAX_BODY_BYTES === undefined
     ? 1024 * 1024
     : parsePositiveInt("MUSTER_MAX_BODY_BYTES", env.MUSTER_MAX_BODY_BYTES);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes };
+  const trustProxy = parseFlag("MUSTER_TRUST_PROXY", env.MUSTER_TRUST_PROXY);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy };
 }
 
 function parsePort(raw: string): number {

@@ -17,6 +17,8 @@ export type DomainEvents = {
   "member.rejected": { unionId: string; memberId: string };
   "member.moved": { unionId: string; memberId: string; sponsorId: string };
   "member.migrated": { unionId: string; memberId: string; from: string; to: string };
+  "action.published": { unionId: string; actionId: string };
+  "action.response": { unionId: string; actionId: string; memberId: string; kind: string };
   "officer.changed": { unionId: string; memberId: string; role: string; portfolio: string | null };
 };
 

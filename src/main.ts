@@ -14,6 +14,8 @@ import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
+import { runScheduler } from "./actions/scheduler.ts";
+import { every } from "./sleep.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
@@ -40,6 +42,8 @@ export interface MusterOptions {
   readonly migrate?: boolean;
   /** Queue tuning; tests use short polls. */
   readonly queue?: ConstructorParameters<typeof KyselyMessageQueue>[1];
+  /** How often workers look for calls-to-action due today and deadlines passed. */
+  readonly schedulerIntervalMs?: number;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -76,6 +80,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
+    trustProxy: config.trustProxy,
     unions,
     membership,
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
@@ -96,6 +101,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       await Promise.all([
         federation.startQueue(undefined, { signal }),
         domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
+        runScheduler(membership, signal, options.schedulerIntervalMs),
+        every(3600_000, signal, () => queue.pruneDone(), () => {}),
       ]);
     },
     async close() {

@@ -9,6 +9,11 @@ export type OutboxIntent =
   | { readonly kind: "follow.accept"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "follow.reject"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "member.welcome"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
+  | { readonly kind: "action.publish"; readonly unionId: string; readonly actionId: string }
+  | { readonly kind: "action.update"; readonly unionId: string; readonly actionId: string }
+  | { readonly kind: "action.retract"; readonly unionId: string; readonly actionId: string }
+  | { readonly kind: "action.progress"; readonly unionId: string; readonly actionId: string; readonly reason: "goal" | "deadline" }
+  | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

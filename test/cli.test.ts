@@ -41,7 +41,7 @@ describe("muster CLI", () => {
     const u = JSON.parse(created.out);
     assert.equal(u.handle, "@riders@union.example");
     assert.equal(u.actor, "https://union.example/u/riders");
-    assert.equal(u.leader, "@Lead@example.org");
+    assert.equal(u.leader, "@lead@example.org");
     const list = JSON.parse(muster(["union", "list", "--json"], env).out);
     assert.deepEqual(list.map((x: { slug: string }) => x.slug), ["riders"]);
     const human = muster(["union", "show", "riders"], env);

@@ -10,7 +10,7 @@ describe("union validation", () => {
   const ok = { slug: "riders", name: "Riders", purpose: "Fair pay" };
   it("normalises slugs and handles", () => {
     assert.equal(validateNewUnion({ ...ok, slug: " Riders " }).slug, "riders");
-    assert.equal(normaliseHandle("Alice@Mastodon.Social"), "@Alice@mastodon.social");
+    assert.equal(normaliseHandle("Alice@Mastodon.Social"), "@alice@mastodon.social");
     assert.equal(normaliseHandle("@bob@host.example:8443"), "@bob@host.example:8443");
   });
   for (const [field, value, pattern] of [

@@ -1,208 +1,42 @@
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { ConfigError, loadConfig, type Config } from "../config.ts";
-import { setupLogging } from "../logging.ts";
-import { createMuster, type Muster } from "../main.ts";
-import { startServer, stopOnSignals } from "../server.ts";
-import { issueSetupToken, revokeSetupToken } from "../setup/setup-token.ts";
-import { countUnions, createUnion, getUnionBySlug, type JoinPolicy, listUnions, type Union, UnionError } from "../unions/unions.ts";
-import { unionJson } from "../http/app.ts";
+import { parseArgs } from "node:util";
+import { ConfigError } from "../config.ts";
+import { MemberError } from "../members/members.ts";
+import { UnionError } from "../unions/unions.ts";
+import { CliError, type Command, UsageError } from "./command.ts";
+import { inviteCommands } from "./commands/invite.ts";
+import { memberCommands } from "./commands/member.ts";
+import { officerCommands } from "./commands/officer.ts";
+import { systemCommands } from "./commands/system.ts";
+import { unionCommands } from "./commands/union.ts";
 
-/** A failure the user caused: printed as one line, exit status 1. */
-class CliError extends Error {}
-/** Wrong arguments: printed with a pointer to --help, exit status 2. */
-class UsageError extends Error {}
-
-interface Command {
-  readonly path: readonly string[];
-  readonly usage: string;
-  readonly summary: string;
-  readonly options: ParseArgsOptionsConfig;
-  readonly positionals: readonly string[];
-  run(args: { values: Record<string, string | boolean | undefined>; positionals: string[] }): Promise<void>;
-}
-
-const JSON_OPT = { json: { type: "boolean", default: false } } as const satisfies ParseArgsOptionsConfig;
-
-const commands: Command[] = [
-  {
-    path: ["serve"],
-    usage: "muster serve [--port N] [--no-worker]",
-    summary: "Run the web server (and, unless --no-worker, the queue workers) until SIGTERM.",
-    options: { port: { type: "string" }, "no-worker": { type: "boolean", default: false } },
-    positionals: [],
-    async run({ values }) {
-      const config = await configWith(values.port ? { PORT: String(values.port) } : {});
-      const muster = await createMuster(config);
-      const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
-      const out = process.stdout;
-      out.write(`Muster is listening on http://localhost:${server.port} (public origin ${config.origin.href.replace(/\/$/, "")})\n`);
-      out.write(`Database: ${config.dialect === "sqlite" ? config.databaseUrl : "PostgreSQL"}; queue workers: ${values["no-worker"] ? "none in this process (run `muster worker`)" : "in this process"}\n`);
-      if (config.allowPrivateAddress) {
-        out.write("\n*** WARNING: MUSTER_ALLOW_PRIVATE_ADDRESS=1 ***\n*** This server will fetch from and deliver to loopback and private addresses. ***\n*** Use it only for local development; never in production. ***\n\n");
-      }
-      if ((await countUnions(muster.database.db)) === 0) {
-        const token = await issueSetupToken(muster.database.db);
-        out.write(`\nNo union exists yet. Create the first one at:\n\n    http://localhost:${server.port}/?token=${token}\n\nSetup token (one use): ${token}\n\n`);
-      } else {
-        await revokeSetupToken(muster.database.db);
-      }
-      stopOnSignals(server.stop, "the server");
-    },
-  },
-  {
-    path: ["worker"],
-    usage: "muster worker",
-    summary: "Run only the queue workers (deliveries, inbox processing); several may share PostgreSQL.",
-    options: {},
-    positionals: [],
-    async run() {
-      const config = await configWith({});
-      const muster = await createMuster(config);
-      const stop = new AbortController();
-      const done = muster.runQueue(stop.signal);
-      process.stdout.write(`Muster worker started (${config.dialect}); stop with SIGTERM to drain.\n`);
-      stopOnSignals(async () => {
-        stop.abort();
-        await done;
-        await muster.close();
-      }, "the worker");
-    },
-  },
-  {
-    path: ["migrate"],
-    usage: "muster migrate [--json]",
-    summary: "Bring the database schema up to date (serve and worker also do this on start).",
-    options: { ...JSON_OPT },
-    positionals: [],
-    async run({ values }) {
-      const config = await configWith({});
-      const { openDatabase } = await import("../db/database.ts");
-      const { migrateToLatest } = await import("../db/migrate.ts");
-      const database = openDatabase(config.databaseUrl);
-      try {
-        const result = await migrateToLatest(database.db);
-        const applied = (result.results ?? []).map((r) => r.migrationName);
-        if (values.json) print({ applied });
-        else process.stdout.write(applied.length ? `Applied ${applied.length} migration(s): ${applied.join(", ")}\n` : "Database is up to date.\n");
-      } finally {
-        await database.close();
-      }
-    },
-  },
-  {
-    path: ["union", "create"],
-    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--json]",
-    summary: "Create a union: a Fediverse Group actor @slug@host with its own signing keys.",
-    options: {
-      name: { type: "string" },
-      purpose: { type: "string" },
-      leader: { type: "string" },
-      icon: { type: "string" },
-      open: { type: "boolean", default: false },
-      "join-policy": { type: "string" },
-      ...JSON_OPT,
-    },
-    positionals: ["slug"],
-    async run({ values, positionals }) {
-      if (!values.name) throw new UsageError("--name is required");
-      if (!values.purpose) throw new UsageError("--purpose is required");
-      await withMuster(async (m) => {
-        const union = await createUnion(m.unions, {
-          slug: positionals[0]!,
-          name: String(values.name),
-          purpose: String(values.purpose),
-          leaderHandle: values.leader ? String(values.leader) : null,
-          iconUrl: values.icon ? String(values.icon) : null,
-          joinPolicy: values.open ? "open" : (values["join-policy"] as JoinPolicy | undefined),
-        });
-        if (values.json) print(unionJson(union, m.config.origin));
-        else process.stdout.write(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);
-      });
-    },
-  },
-  {
-    path: ["union", "list"],
-    usage: "muster union list [--json]",
-    summary: "List the unions hosted here.",
-    options: { ...JSON_OPT },
-    positionals: [],
-    async run({ values }) {
-      await withMuster(async (m) => {
-        const unions = await listUnions(m.database.db);
-        if (values.json) return print(unions.map((u) => unionJson(u, m.config.origin)));
-        if (unions.length === 0) return void process.stdout.write("No unions yet. Create one with: muster union create <slug> --name <text> --purpose <text>\n");
-        const width = Math.max(...unions.map((u) => u.slug.length));
-        for (const u of unions) process.stdout.write(`${u.slug.padEnd(width)}  ${u.name}  @${u.slug}@${m.config.origin.host}\n`);
-      });
-    },
-  },
-  {
-    path: ["union", "show"],
-    usage: "muster union show <slug> [--json]",
-    summary: "Show one union.",
-    options: { ...JSON_OPT },
-    positionals: ["slug"],
-    async run({ values, positionals }) {
-      await withMuster(async (m) => {
-        const union = await getUnionBySlug(m.database.db, positionals[0]!);
-        if (!union) throw new CliError(`no union with slug ${JSON.stringify(positionals[0])}`);
-        if (values.json) print(unionJson(union, m.config.origin));
-        else process.stdout.write(describe(union, m.config));
-      });
-    },
-  },
-];
-
-const JOIN_POLICY_TEXT: Record<JoinPolicy, string> = {
-  invite: "invite only (follows without an invite are refused)",
-  approval: "by invite, or by officers' approval of a follow request",
-  open: "open (any follow joins, under the leader)",
-};
-
-function describe(u: Union, config: Config): string {
-  const rows: [string, string][] = [
-    ["Name", u.name],
-    ["Handle", `@${u.slug}@${config.origin.host}`],
-    ["Actor", new URL(`/u/${u.slug}`, config.origin).href],
-    ["Purpose", u.purpose],
-    ["Leader", u.leaderHandle ?? "(not set)"],
-    ["Joining", JOIN_POLICY_TEXT[u.joinPolicy]],
-    ["Created", u.createdAt.toISOString()],
-  ];
-  return rows.map(([k, v]) => `${(k + ":").padEnd(9)} ${v}\n`).join("");
-}
-
-function print(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
-}
-
-async function configWith(overrides: Record<string, string>): Promise<Config> {
-  const config = loadConfig({ ...process.env, ...overrides });
-  await setupLogging(config.logLevel);
-  return config;
-}
-
-async function withMuster(fn: (m: Muster) => Promise<void>): Promise<void> {
-  const muster = await createMuster(await configWith({}));
-  try {
-    await fn(muster);
-  } finally {
-    await muster.close();
-  }
-}
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [
     prefix.length ? `Commands under "muster ${prefix.join(" ")}":` : "Muster: a federated ActivityPub server for network unions.",
     "",
     "Usage:",
-    ...cmds.map((c) => `  ${c.usage}\n      ${c.summary}`),
+  ];
+  let group: string | undefined;
+  for (const c of cmds) {
+    // A blank line between groups (serve/worker/migrate count as one).
+    const g = c.path.length > 1 ? c.path[0] : "";
+    if (group !== undefined && g !== group) lines.push("");
+    group = g;
+    lines.push(`  ${c.usage}`, `      ${c.summary}`);
+  }
+  lines.push(
     "",
-    "Every command takes --help. Configuration comes from the environment:",
+    "Every command takes --help; listings take --json. Errors are one line on stderr: exit 1 for a refusal,",
+    "exit 2 for wrong arguments. Members are named by handle, @user@host. Configuration comes from the environment:",
     "  PORT (8000), ORIGIN (http://localhost:PORT), DATABASE_URL (sqlite:DATA_DIR/muster.sqlite, or postgres://...),",
     "  DATA_DIR (./data), LOG_LEVEL (debug|info|warning|error), MUSTER_ALLOW_PRIVATE_ADDRESS (1 for local development only).",
-  ];
+  );
   return lines.join("\n") + "\n";
+}
+
+function expected(cmd: Command): string {
+  return [...cmd.positionals.map((p) => `<${p}>`), ...(cmd.optional ?? []).map((p) => `[<${p}>]`)].join(" ");
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -231,15 +65,18 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (wantsHelp) {
-    process.stdout.write(`Usage: ${cmd.usage}\n\n${cmd.summary}\n`);
+    process.stdout.write(`Usage: ${cmd.usage}\n\n${cmd.summary}\n${cmd.details ? `\n${cmd.details}\n` : ""}`);
     return 0;
   }
   try {
     const parsed = parseArgs({ args: argv.slice(cmd.path.length), options: cmd.options, allowPositionals: true, strict: true });
-    if (parsed.positionals.length !== cmd.positionals.length) {
-      throw new UsageError(cmd.positionals.length
-        ? `expected ${cmd.positionals.map((p) => `<${p}>`).join(" ")}`
-        : `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    const min = cmd.positionals.length;
+    const max = min + (cmd.optional?.length ?? 0);
+    if (parsed.positionals.length < min || parsed.positionals.length > max) {
+      const extra = parsed.positionals[max];
+      throw new UsageError(extra === undefined
+        ? `expected ${expected(cmd)}`
+        : `unexpected argument ${JSON.stringify(extra)}${max ? `; expected ${expected(cmd)}` : ""}`);
     }
     await cmd.run({ values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals });
     return 0;
@@ -248,7 +85,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${(e as Error).message}\nUsage: ${cmd.usage}\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof ConfigError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ConfigError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }

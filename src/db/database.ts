@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
-import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 
@@ -20,6 +20,30 @@ export interface Database {
 // milliseconds and counters, far below 2^53, so numbers are safe and match SQLite.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
+/**
+ * SQLite transactions that read before they write fail at once with
+ * "database is locked" when another process holds the write lock: the lock
+ * upgrade does not wait out busy_timeout. BEGIN IMMEDIATE takes the write
+ * lock up front, where busy_timeout does apply, so a `muster worker` and
+ * `muster serve` on one file queue up instead of failing.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
+
 export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
@@ -31,7 +55,7 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number }
     sqlite.pragma("synchronous = NORMAL");
     sqlite.pragma("busy_timeout = 5000");
     sqlite.pragma("foreign_keys = ON");
-    const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<DB>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) });
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });

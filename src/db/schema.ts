@@ -18,6 +18,86 @@ export interface UnionsTable {
   /** Who may read the member list and tree: `public`, `members` or `officers`. */
   members_visibility: string;
   welcome_text: string | null;
+  /** Who sees calls-to-action: `members` (followers-only) or `public`. */
+  actions_visibility: string;
+  /** Local time of the daily publication, `HH:MM`. */
+  publish_time: string;
+  /** IANA time zone of publish_time. */
+  time_zone: string;
+  /** Comma-separated words that make a reply a commitment. */
+  commitment_words: string;
+  /** Relaying members' posts: `off`, `approval` or `auto`. */
+  relay_policy: string;
+  /** Local date (YYYY-MM-DD) of the last daily publication. */
+  last_published_on: string | null;
+}
+
+export interface ActionsTable {
+  id: string;
+  union_id: string;
+  /** Publication number within the union; null until published. */
+  seq: number | null;
+  title: string;
+  body_md: string;
+  body_html: string;
+  kind: string;
+  link: string | null;
+  goal: number | null;
+  deadline: number | null;
+  /** `queued`, `published` or `retracted`. */
+  state: string;
+  created_by: string | null;
+  created_at: number;
+  published_at: number | null;
+  updated_at: number | null;
+  retracted_at: number | null;
+  goal_reached_at: number | null;
+  closed_at: number | null;
+}
+
+export interface ActionLogTable {
+  union_id: string;
+  n: number;
+  action_id: string;
+  event: string;
+  payload: string;
+  prev_hash: string;
+  hash: string;
+  at: number;
+}
+
+export interface ActionResponsesTable {
+  id: string;
+  action_id: string;
+  union_id: string;
+  member_id: string;
+  /** `commit`, `done`, `comment` or `boost`. */
+  kind: string;
+  /** `like`, `reply`, `announce` or `web`. */
+  source: string;
+  /** The activity (or web click) the response came from. */
+  source_id: string;
+  content: string | null;
+  created_at: number;
+  undone_at: number | null;
+}
+
+export interface RelayRequestsTable {
+  id: Generated<number>;
+  union_id: string;
+  note_id: string;
+  create_id: string | null;
+  author_id: string;
+  /** `pending`, `relayed` or `declined`. */
+  state: string;
+  excerpt: string | null;
+  created_at: number;
+  decided_at: number | null;
+}
+
+export interface FedifyMqDoneTable {
+  dedupe_key: string;
+  done_at: number;
 }
 
 export interface MembersTable {
@@ -132,6 +212,8 @@ export interface FedifyMqTable {
   attempts: number;
   last_error: string | null;
   created_at: number;
+  /** Set for Fedify deliveries: activity, inbox and attempt. */
+  dedupe_key: string | null;
 }
 
 export interface FedifyMqDeadTable {
@@ -143,6 +225,35 @@ export interface FedifyMqDeadTable {
   last_error: string | null;
   created_at: number;
   died_at: number;
+}
+
+export interface LoginCodesTable {
+  id: string;
+  /** SHA-256 (hex) of the one-time code; the code itself is only in the sign-in link. */
+  code_hash: string;
+  union_id: string;
+  member_id: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+export interface SessionsTable {
+  id: string;
+  /** SHA-256 (hex) of the cookie's token. */
+  token_hash: string;
+  union_id: string;
+  member_id: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+export interface RateLimitHitsTable {
+  id: string;
+  /** What is limited, e.g. `login:handle:@a@b` or `login:ip:203.0.113.9`. */
+  bucket: string;
+  at: number;
 }
 
 export interface DB {
@@ -158,4 +269,12 @@ export interface DB {
   fedify_kv: FedifyKvTable;
   fedify_mq: FedifyMqTable;
   fedify_mq_dead: FedifyMqDeadTable;
+  fedify_mq_done: FedifyMqDoneTable;
+  actions: ActionsTable;
+  action_log: ActionLogTable;
+  action_responses: ActionResponsesTable;
+  relay_requests: RelayRequestsTable;
+  login_codes: LoginCodesTable;
+  sessions: SessionsTable;
+  rate_limit_hits: RateLimitHitsTable;
 }

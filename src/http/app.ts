@@ -1,6 +1,7 @@
 import type { Federation } from "@fedify/fedify";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
 import { serveStatic } from "@hono/node-server/serve-static";
 import { fileURLToPath } from "node:url";
 import { relative } from "node:path";
@@ -18,6 +19,9 @@ import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
 import { getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
 import { claimInviteForApplicant } from "../members/membership.ts";
+import { mountMembersWeb, signedInMember } from "./members-web.ts";
+import { currentAction } from "../actions/actions.ts";
+import { progressOf } from "../actions/responses.ts";
 
 export interface HttpDeps {
   readonly db: Kysely<DB>;
@@ -28,6 +32,8 @@ export interface HttpDeps {
   readonly membership: MembershipDeps;
   /** The newcomer's own server's follow page for `target`, if it has one. */
   readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
+  /** Behind a reverse proxy: rate-limit by the last X-Forwarded-For address instead of the socket's. */
+  readonly trustProxy?: boolean;
 }
 
 const log = logger("http");
@@ -96,7 +102,15 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.get("/u/:slug", async (c) => {
     const union = await getUnionBySlug(db, c.req.param("slug"));
     if (!union) return c.html(errorPage(404, "No such union here."), 404);
-    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin)));
+    const action = await currentAction(db, union.id);
+    // A members-only union's call-to-action is named only to its signed-in members.
+    const readable = action && (union.actionsVisibility === "public" || await signedInMember(db, c, union) !== undefined);
+    const current = action
+      ? readable ? { action, progress: await progressOf(db, action) } : { action: undefined, progress: undefined }
+      : undefined;
+    // What a members-only union's page shows depends on who is signed in.
+    if (action && union.actionsVisibility === "members") c.header("Cache-Control", "private, no-cache");
+    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current));
   });
 
   app.get("/u/:slug/join/:code", async (c) => {
@@ -138,6 +152,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
     };
   }
 
+  // Sign-in, the officers' console and the member page.
+  mountMembersWeb(app, { db, origin: deps.origin, membership: deps.membership, trustProxy: deps.trustProxy });
+
   app.get("/api/unions", async (c) => c.json({ unions: (await listUnions(db)).map((u) => unionJson(u, deps.origin)) }));
   app.get("/api/unions/:slug", async (c) => {
     const union = await getUnionBySlug(db, c.req.param("slug"));
@@ -148,6 +165,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     ? apiError(c, 404, "not_found", `no route for ${c.req.method} ${c.req.path}`)
     : c.html(errorPage(404, "Nothing here."), 404));
   app.onError((error, c) => {
+    if (error instanceof HTTPException) return error.getResponse();
     log.error("Unhandled error on {method} {path}: {error}", { method: c.req.method, path: c.req.path, error });
     return c.req.path.startsWith("/api/")
       ? apiError(c, 500, "internal", "internal server error")

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Kysely, Selectable } from "kysely";
 import type { DB, InvitesTable } from "../db/schema.ts";
 import { getUnionById, normaliseHandle, UnionError } from "../unions/unions.ts";
-import { type By, getLeader, getMember, IN_TREE, MemberError, type MembershipDeps } from "./members.ts";
+import { type By, getLeader, getMember, IN_TREE, lockUnion, MemberError, type MembershipDeps } from "./members.ts";
 
 export interface Invite {
   readonly id: string;
@@ -72,6 +72,7 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
     throw new MemberError("invalid", "an invite's lifetime must be positive");
   }
   {
+    await lockUnion(trx, unionId);
     const union = await getUnionById(trx, unionId);
     if (!union) throw new UnionError("not_found", "no such union");
     let createdBy: string | null;
@@ -86,7 +87,7 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
         maxUses ??= 1;
         const used = await placesHeld(trx, unionId, m.id);
         if (used + maxUses > union.memberInviteLimit) {
-          throw new MemberError("forbidden", `members may hold invites for ${union.memberInviteLimit} people in all; ${m.handle ?? "this member"} already holds ${used}`);
+          throw new MemberError("forbidden", `members may have invites open for ${union.memberInviteLimit} people at a time; ${m.handle ?? "this member"} has ${used} open`);
         }
       }
     }
@@ -107,10 +108,23 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
   }
 }
 
-export async function placesHeld(db: Kysely<DB>, unionId: string, memberId: string): Promise<number> {
-  const r = await db.selectFrom("invites").select((eb) => eb.fn.sum<number>("max_uses").as("n"))
-    .where("union_id", "=", unionId).where("created_by", "=", memberId).where("revoked_at", "is", null).executeTakeFirst();
+/**
+ * Places a member's invites still hold open: the unused uses of their
+ * invites that are neither revoked nor expired. The limit caps how many
+ * newcomers a member can have on the way at once, not for ever.
+ */
+export async function placesHeld(db: Kysely<DB>, unionId: string, memberId: string, now = Date.now()): Promise<number> {
+  const r = await db.selectFrom("invites").select((eb) => eb.fn.sum<number>(eb("max_uses", "-", eb.ref("uses"))).as("n"))
+    .where("union_id", "=", unionId).where("created_by", "=", memberId).where("revoked_at", "is", null)
+    .where("max_uses", "is not", null)
+    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", now)]))
+    .executeTakeFirst();
   return Number(r?.n ?? 0);
+}
+
+/** A member who leaves or is removed can no longer bring anyone in. */
+export async function revokeInvitesOf(trx: Kysely<DB>, unionId: string, memberId: string, now: number): Promise<void> {
+  await trx.updateTable("invites").set({ revoked_at: now }).where("union_id", "=", unionId).where("created_by", "=", memberId).where("revoked_at", "is", null).execute();
 }
 
 export async function getInviteByCode(db: Kysely<DB>, unionId: string, code: string): Promise<Invite | undefined> {

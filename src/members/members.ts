@@ -1,4 +1,4 @@
-import { type Kysely, type Selectable, sql } from "kysely";
+import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { DB, MembersTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import type { Outbox } from "../outbox.ts";
@@ -137,6 +137,19 @@ export async function countMembers(db: Kysely<DB>, unionId: string, states: read
   const r = await db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
     .where("union_id", "=", unionId).where("state", "in", states).executeTakeFirstOrThrow();
   return Number(r.n);
+}
+
+/**
+ * Serialises changes to one union's tree. Every change reads the tree and
+ * then writes it (a sponsor's chain, a pending state, a cycle check); under
+ * PostgreSQL's READ COMMITTED two such transactions would both act on what
+ * they read, so each first locks the union's row. SQLite transactions
+ * already hold the single write lock from BEGIN IMMEDIATE.
+ */
+export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void> {
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`select id from unions where id = ${unionId} for update`.execute(trx);
+  }
 }
 
 /** Checks that `by` may act as an officer of the union; returns the acting member, if any. */

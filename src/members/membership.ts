@@ -2,12 +2,13 @@ import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
-import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld } from "./invites.ts";
+import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
   type By,
   findMemberByActor,
   getLeader,
   getMember,
+  lockUnion,
   type Member,
   MemberError,
   type MemberRole,
@@ -44,6 +45,7 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   const handle = applicant.handle ? safeHandle(applicant.handle) : null;
   const emits: Emit[] = [];
   const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
+    await lockUnion(trx, unionId);
     const union = await getUnionById(trx, unionId);
     if (!union) throw new UnionError("not_found", "no such union");
     const now = Date.now();
@@ -110,28 +112,28 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
  */
 export async function claimInviteForApplicant(deps: MembershipDeps, unionId: string, code: string, rawHandle: string): Promise<{ claim?: JoinClaim; admitted?: Member }> {
   const handle = safeHandle(rawHandle);
-  const current = await deps.db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("handle", "=", handle)
-    .where("state", "in", ["active", "pending", "reserved"]).executeTakeFirst();
-  if (current?.state === "active") throw new MemberError("conflict", `${handle} is already a member`);
-  if (current?.state === "reserved") throw new MemberError("conflict", `${handle} is the union's leader: follow the union to take your place`);
-  if (current?.state === "pending") {
-    const emits: Emit[] = [];
-    const admitted = await deps.db.transaction().execute(async (trx) => {
-      const invite = await getInviteByCode(trx, unionId, code);
-      if (!invite || !(await consumeInvite(trx, invite.id, Date.now()))) throw new MemberError("invalid", "this invite can no longer be used");
-      const union = (await getUnionById(trx, unionId))!;
-      return (await admit(deps, trx, union, current.id, await sponsorFor(trx, unionId, invite.createdBy), "invite", invite.id, emits)).member;
-    });
-    for (const e of emits) e();
-    return { admitted };
-  }
-  return { claim: await claimInvite(deps, unionId, code, handle) };
+  const emits: Emit[] = [];
+  const result = await deps.db.transaction().execute(async (trx): Promise<{ claim?: JoinClaim; admitted?: Member }> => {
+    await lockUnion(trx, unionId);
+    const current = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("handle", "=", handle)
+      .where("state", "in", ["active", "pending", "reserved"]).executeTakeFirst();
+    if (current?.state === "active") throw new MemberError("conflict", `${handle} is already a member`);
+    if (current?.state === "reserved") throw new MemberError("conflict", `${handle} is the union's leader: follow the union to take your place`);
+    if (current?.state !== "pending") return { claim: await claimInvite({ db: trx }, unionId, code, handle) };
+    const invite = await getInviteByCode(trx, unionId, code);
+    if (!invite || !(await consumeInvite(trx, invite.id, Date.now()))) throw new MemberError("invalid", "this invite can no longer be used");
+    const union = (await getUnionById(trx, unionId))!;
+    return { admitted: (await admit(deps, trx, union, current.id, await sponsorFor(trx, unionId, invite.createdBy), "invite", invite.id, emits)).member };
+  });
+  for (const e of emits) e();
+  return result;
 }
 
 /** An officer admits a pending applicant; the approving officer becomes their sponsor. */
 export async function approveMember(deps: MembershipDeps, unionId: string, memberId: string, by: By): Promise<Member> {
   const emits: Emit[] = [];
   const member = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const officer = await requireOfficer(trx, unionId, by);
     const m = await getMember(trx, unionId, memberId);
     if (!m) throw new MemberError("not_found", "no such member");
@@ -147,6 +149,7 @@ export async function approveMember(deps: MembershipDeps, unionId: string, membe
 
 export async function rejectMember(deps: MembershipDeps, unionId: string, memberId: string, by: By, reason: string | null = null): Promise<Member> {
   const member = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const officer = await requireOfficer(trx, unionId, by);
     const m = await getMember(trx, unionId, memberId);
     if (!m) throw new MemberError("not_found", "no such member");
@@ -171,6 +174,7 @@ export type Departure = "left" | "deleted";
 export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId: string, how: Departure, followId?: string): Promise<Member | undefined> {
   let moved = 0;
   const member = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const m = await findMemberByActor(trx, unionId, actorId);
     if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
     if (followId && m.followId && followId !== m.followId) return undefined;
@@ -196,6 +200,7 @@ export async function removeMember(deps: MembershipDeps, unionId: string, member
   if (!reason) throw new MemberError("invalid", "a removal needs a reason; it is recorded");
   let moved = 0;
   const member = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const officer = await requireOfficer(trx, unionId, by);
     const m = await getMember(trx, unionId, memberId);
     if (!m || (m.state !== "active" && m.state !== "pending")) throw new MemberError("not_found", "no such current member");
@@ -211,6 +216,15 @@ export async function removeMember(deps: MembershipDeps, unionId: string, member
 
 async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, reason: string | null, removedBy: string | null): Promise<number> {
   const now = Date.now();
+  await revokeInvitesOf(trx, m.unionId, m.id, now);
+  if (m.role === "leader") {
+    // The root stays: the leader's place goes back to reserved, keeping its
+    // recruits, and the leader's account (or a successor named by handle)
+    // takes it back by following again.
+    await trx.updateTable("members").set({ state: "reserved", actor_id: null, follow_id: null, left_at: now, left_reason: reason ?? state })
+      .where("id", "=", m.id).execute();
+    return 0;
+  }
   const moved = m.state === "active" ? (await detach(trx, m, `sponsor_${state}`, now)).length : 0;
   // Leaving ends any office: a returning member starts as a member.
   await trx.updateTable("members").set({
@@ -218,8 +232,8 @@ async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, rea
     left_at: now,
     left_reason: reason,
     removed_by: removedBy,
-    role: m.role === "leader" ? "leader" : "member",
-    portfolio: m.role === "leader" ? m.portfolio : null,
+    role: "member",
+    portfolio: null,
   }).where("id", "=", m.id).execute();
   return moved;
 }
@@ -232,6 +246,7 @@ async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, rea
  */
 export async function migrateMember(deps: MembershipDeps, unionId: string, fromActorId: string, to: Applicant, followId: string | null): Promise<Member | undefined> {
   const migrated = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const m = await findMemberByActor(trx, unionId, fromActorId);
     if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
     const clash = await findMemberByActor(trx, unionId, to.actorId);
@@ -265,6 +280,7 @@ async function changeRole(deps: MembershipDeps, unionId: string, memberId: strin
     throw new MemberError("invalid", "a portfolio title is 1-120 characters");
   }
   const member = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     const acting = await requireOfficer(trx, unionId, by);
     if (acting && acting.role !== "leader") throw new MemberError("forbidden", "only the leader appoints and dismisses officers");
     const m = await getMember(trx, unionId, memberId);
@@ -328,8 +344,11 @@ async function admit(
   emits: Emit[],
 ): Promise<JoinResult> {
   const now = Date.now();
-  await trx.updateTable("members").set({ state: "active", joined_at: now, invite_id: inviteId, left_at: null, left_reason: null, removed_by: null })
-    .where("id", "=", memberId).execute();
+  // Only a pending applicant can be admitted: the guard makes a second
+  // admission (a race the union lock should already prevent) fail loudly.
+  const r = await trx.updateTable("members").set({ state: "active", joined_at: now, invite_id: inviteId, left_at: null, left_reason: null, removed_by: null })
+    .where("id", "=", memberId).where("state", "=", "pending").executeTakeFirst();
+  if (Number(r.numUpdatedRows) !== 1) throw new MemberError("conflict", "this applicant is no longer pending");
   await attach(trx, memberId, sponsorId);
   const own = await ownInviteCode(trx, union, memberId);
   await deps.outbox.add(trx, { kind: "follow.accept", unionId: union.id, memberId });

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
-import { type By, getMember, IN_TREE, type Member, MemberError, type MembershipDeps, requireOfficer, toMember } from "./members.ts";
+import { type By, getMember, IN_TREE, lockUnion, type Member, MemberError, type MembershipDeps, requireOfficer, toMember } from "./members.ts";
 
 // Recursion guard: a sponsor chain can never be this long unless the data is
 // corrupt, and a runaway recursive query must not take the database down.
@@ -98,6 +98,7 @@ export async function detach(trx: Kysely<DB>, member: Member, reason: string, no
  */
 export async function moveMember(deps: MembershipDeps, unionId: string, memberId: string, newSponsorId: string, by: By): Promise<Member> {
   const moved = await deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     await requireOfficer(trx, unionId, by);
     const member = await getMember(trx, unionId, memberId);
     const sponsor = await getMember(trx, unionId, newSponsorId);

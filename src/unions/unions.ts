@@ -1,3 +1,4 @@
+import "../temporal.ts";
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
@@ -18,8 +19,20 @@ export interface Union {
   readonly memberInviteLimit: number;
   readonly membersVisibility: MembersVisibility;
   readonly welcomeText: string | null;
+  /** `members`: calls-to-action go to followers only; `public`: to everyone. */
+  readonly actionsVisibility: ActionsVisibility;
+  /** Local `HH:MM` at which the day's queued call-to-action is published. */
+  readonly publishTime: string;
+  readonly timeZone: string;
+  /** Reply words that count as committing, lower case. */
+  readonly commitmentWords: readonly string[];
+  readonly relayPolicy: RelayPolicy;
   readonly createdAt: Date;
 }
+
+export type ActionsVisibility = "members" | "public";
+export type RelayPolicy = "off" | "approval" | "auto";
+export const DEFAULT_COMMITMENT_WORDS = ["in", "done", "committed"];
 
 /**
  * - `invite`: only follows matched to an invite join; others are refused.
@@ -63,10 +76,15 @@ const SLUG = /^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$/;
 const RESERVED = new Set(["admin", "api", "inbox", "instance", "setup", "u", "well-known", "nodeinfo", "healthz", "public", "static", "login", "logout"]);
 const HANDLE = /^@?([^@\s]+)@([a-z0-9.-]+(?::\d+)?)$/i;
 
+/**
+ * `@user@host`, lower-cased whole: Mastodon and most servers resolve user
+ * names case-insensitively, and a handle typed on an invite page must match
+ * the one a Follow arrives with.
+ */
 export function normaliseHandle(raw: string): string {
   const m = HANDLE.exec(raw.trim());
   if (!m) throw new UnionError("invalid", `a fediverse handle looks like @user@host; got ${JSON.stringify(raw)}`);
-  return `@${m[1]}@${m[2]!.toLowerCase()}`;
+  return `@${m[1]!.toLowerCase()}@${m[2]!.toLowerCase()}`;
 }
 
 export function validateNewUnion(input: NewUnion): NewUnion {
@@ -125,6 +143,12 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         member_invite_limit: 5,
         members_visibility: "members",
         welcome_text: null,
+        actions_visibility: "members",
+        publish_time: "09:00",
+        time_zone: "UTC",
+        commitment_words: DEFAULT_COMMITMENT_WORDS.join(","),
+        relay_policy: "off",
+        last_published_on: null,
         created_at: now,
       }).execute();
       // The leader's place at the root of the tree exists from the start, so
@@ -172,6 +196,11 @@ export interface UnionSettings {
   readonly membersVisibility?: MembersVisibility;
   readonly welcomeText?: string | null;
   readonly leaderHandle?: string;
+  readonly actionsVisibility?: ActionsVisibility;
+  readonly publishTime?: string;
+  readonly timeZone?: string;
+  readonly commitmentWords?: readonly string[];
+  readonly relayPolicy?: RelayPolicy;
 }
 
 /** Changes a union's settings; unknown or invalid values are refused whole. */
@@ -209,6 +238,34 @@ export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: 
   if (settings.welcomeText !== undefined) {
     if (settings.welcomeText !== null && settings.welcomeText.length > 5000) throw new UnionError("invalid", "welcome text must be at most 5000 characters");
     patch.welcome_text = settings.welcomeText?.trim() || null;
+  }
+  if (settings.actionsVisibility !== undefined) {
+    if (!["members", "public"].includes(settings.actionsVisibility)) throw new UnionError("invalid", `actions visibility must be members or public; got ${JSON.stringify(settings.actionsVisibility)}`);
+    patch.actions_visibility = settings.actionsVisibility;
+  }
+  if (settings.publishTime !== undefined) {
+    const m = /^([01]\d|2[0-3]):([0-5]\d)$/.exec(settings.publishTime);
+    if (!m) throw new UnionError("invalid", `publish time must be HH:MM (24-hour); got ${JSON.stringify(settings.publishTime)}`);
+    patch.publish_time = settings.publishTime;
+  }
+  if (settings.timeZone !== undefined) {
+    try {
+      Temporal.Now.zonedDateTimeISO(settings.timeZone);
+    } catch {
+      throw new UnionError("invalid", `unknown time zone ${JSON.stringify(settings.timeZone)}; use an IANA name such as Europe/Berlin`);
+    }
+    patch.time_zone = settings.timeZone;
+  }
+  if (settings.commitmentWords !== undefined) {
+    const words = [...new Set(settings.commitmentWords.map((w) => w.trim().toLowerCase()).filter(Boolean))];
+    if (words.length === 0 || words.some((w) => !/^[\p{L}\p{N}'-]{1,40}$/u.test(w))) {
+      throw new UnionError("invalid", "commitment words are one or more single words (letters, digits, ' or -)");
+    }
+    patch.commitment_words = words.join(",");
+  }
+  if (settings.relayPolicy !== undefined) {
+    if (!["off", "approval", "auto"].includes(settings.relayPolicy)) throw new UnionError("invalid", `relay policy must be off, approval or auto; got ${JSON.stringify(settings.relayPolicy)}`);
+    patch.relay_policy = settings.relayPolicy;
   }
   await deps.db.transaction().execute(async (trx) => {
     if (Object.keys(patch).length > 0) await trx.updateTable("unions").set(patch).where("id", "=", union.id).execute();
@@ -273,6 +330,11 @@ function toUnion(row: UnionsTable): Union {
     memberInviteLimit: row.member_invite_limit,
     membersVisibility: row.members_visibility as MembersVisibility,
     welcomeText: row.welcome_text,
+    actionsVisibility: row.actions_visibility as ActionsVisibility,
+    publishTime: row.publish_time,
+    timeZone: row.time_zone,
+    commitmentWords: row.commitment_words.split(",").filter(Boolean),
+    relayPolicy: row.relay_policy as RelayPolicy,
     createdAt: new Date(Number(row.created_at)),
   };
 }

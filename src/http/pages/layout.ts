@@ -3,7 +3,15 @@ import type { HtmlEscapedString } from "hono/utils/html";
 
 export type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
-export function layout(opts: { title: string; head?: Html; body: Html }): Html {
+export interface LayoutOptions {
+  readonly title: string;
+  readonly head?: Html;
+  readonly body: Html;
+  /** A wider page, for tables (the console). */
+  readonly wide?: boolean;
+}
+
+export function layout(opts: LayoutOptions): Html {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -15,7 +23,7 @@ ${opts.head ?? ""}
 </head>
 <body>
 <header class="site"><a href="/" class="brand">Muster</a></header>
-<main>
+<main${opts.wide ? html` class="wide"` : ""}>
 ${opts.body}
 </main>
 <footer class="site">A network union server. <a href="/nodeinfo/2.1">NodeInfo</a></footer>

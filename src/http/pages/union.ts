@@ -1,8 +1,17 @@
 import { html } from "hono/html";
+import type { Action } from "../../actions/actions.ts";
+import type { Progress } from "../../actions/responses.ts";
 import type { Union } from "../../unions/unions.ts";
+import { kindLabel, progressBar } from "./actions.ts";
 import { type Html, layout } from "./layout.ts";
 
-export function unionPage(union: Union, actorId: URL): Html {
+/**
+ * The union's current call-to-action: undefined when there is none; with no
+ * action when there is one the visitor may not read (members only).
+ */
+export type CurrentAction = { readonly action: Action; readonly progress: Progress } | { readonly action: undefined; readonly progress: undefined };
+
+export function unionPage(union: Union, actorId: URL, current?: CurrentAction): Html {
   const handle = `@${union.slug}@${actorId.host}`;
   return layout({
     title: `${union.name} (${handle})`,
@@ -18,8 +27,27 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
   <dt>Founded</dt><dd><time datetime="${union.createdAt.toISOString()}">${union.createdAt.toISOString().slice(0, 10)}</time></dd>
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
+${current ? currentActionCard(union, current) : ""}
 <h2>Join from Mastodon</h2>
 <p>Search for <code>${handle}</code> in your Mastodon (or any Fediverse) app and follow it.</p>
+<p class="muted">Already a member? <a href="/u/${union.slug}/login">Sign in</a> with your fediverse account.</p>
 </article>`,
   });
+}
+
+function currentActionCard(union: Union, current: CurrentAction): Html {
+  const base = `/u/${union.slug}/actions`;
+  if (!current.action) {
+    return html`<section class="card current-action" data-testid="current-action">
+<p class="kicker">Today's call to action</p>
+<p>${union.name} has a call to action for its members. <a href="${base}">Sign in to see it</a>.</p>
+</section>`;
+  }
+  const a = current.action;
+  return html`<section class="card current-action" data-testid="current-action">
+<p class="kicker"><span class="kind">${kindLabel(a.kind)}</span> Today's call to action · #${a.seq}</p>
+<h2><a href="${base}/${a.id}">${a.title}</a></h2>
+${progressBar(current.progress, { compact: true })}
+<p class="muted small"><a href="${base}">All calls to action</a></p>
+</section>`;
 }

@@ -1,0 +1,105 @@
+import type { Context, InboxContext } from "@fedify/fedify";
+import { type Announce, type Create, type Like, Note, PUBLIC_COLLECTION } from "@fedify/vocab";
+import type { Kysely } from "kysely";
+import { offerRelay } from "../src/actions/relay.ts";
+import { recordBoost, recordLike, recordReply, withdrawResponse } from "../src/actions/responses.ts";
+import type { DB } from "../src/db/schema.ts";
+import type { EventBus } from "../src/events.ts";
+import { logger } from "../src/logging.ts";
+import type { Outbox } from "../src/outbox.ts";
+import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import { processOnce } from "./inbox-record.ts";
+
+const log = logger("federation", "actions-inbox");
+
+export interface ActionInboxDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly outbox: Outbox;
+}
+
+function record(deps: ActionInboxDeps, ctx: InboxContext<void>) {
+  return { db: deps.db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader };
+}
+
+/** The union and call-to-action an object id names, if it is one of our action notes. */
+async function actionNamed(deps: ActionInboxDeps, ctx: Context<void>, id: URL | null): Promise<{ union: Union; actionId: string } | undefined> {
+  const parsed = ctx.parseUri(id);
+  if (parsed?.type !== "object" || parsed.class !== Note || !parsed.values.identifier || !parsed.values.id) return undefined;
+  const union = await getUnionBySlug(deps.db, parsed.values.identifier);
+  return union ? { union, actionId: parsed.values.id } : undefined;
+}
+
+async function recipientUnionId(deps: ActionInboxDeps, ctx: InboxContext<void>): Promise<string | null> {
+  return ctx.recipient ? (await getUnionBySlug(deps.db, ctx.recipient))?.id ?? null : null;
+}
+
+export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, like: Like): Promise<void> {
+  const target = await actionNamed(deps, ctx, like.objectId);
+  await processOnce(record(deps, ctx), like, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
+    if (target && like.id && like.actorId) await recordLike(deps, target.union.id, target.actionId, like.actorId.href, like.id.href);
+  });
+}
+
+export async function onAnnounce(deps: ActionInboxDeps, ctx: InboxContext<void>, announce: Announce): Promise<void> {
+  const target = await actionNamed(deps, ctx, announce.objectId);
+  await processOnce(record(deps, ctx), announce, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
+    if (target && announce.id && announce.actorId) await recordBoost(deps, target.union.id, target.actionId, announce.actorId.href, announce.id.href);
+  });
+}
+
+/**
+ * A reply to a call-to-action is a response (a comment, and a commitment
+ * when it says so). Any other public post that mentions a union is offered
+ * for relaying to its members.
+ */
+export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, create: Create): Promise<void> {
+  let note: unknown;
+  try {
+    note = await create.getObject({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader });
+  } catch (error) {
+    // An embedded object from another origin is fetched from its own server;
+    // if that fails the Create is still recorded, without a response counted.
+    log.warn("Could not load the object of {create}: {error}", { create: create.id?.href ?? "(no id)", error });
+    note = null;
+  }
+  if (!(note instanceof Note) || !note.id || !create.actorId) {
+    await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
+    return;
+  }
+  // The note must be the sender's own: a Create cannot put words in another's mouth.
+  if (note.attributionId?.href !== create.actorId.href) {
+    log.warn("Ignored a Create by {actor} of a note attributed to {author}", { actor: create.actorId.href, author: note.attributionId?.href ?? "(none)" });
+    return;
+  }
+  const reply = await actionNamed(deps, ctx, note.replyTargetId);
+  await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
+    if (reply) {
+      await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));
+      return;
+    }
+    const audience = [...note.toIds, ...note.ccIds, ...create.toIds, ...create.ccIds].map((u) => u.href);
+    const isPublic = audience.includes(PUBLIC_COLLECTION.href);
+    for await (const tag of note.getTags({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader })) {
+      const href = (tag as { href?: URL | null }).href;
+      const parsed = ctx.parseUri(href ?? null);
+      if (parsed?.type !== "actor") continue;
+      const union = await getUnionBySlug(deps.db, parsed.identifier);
+      if (!union) continue;
+      const outcome = await offerRelay(deps, union.id, {
+        noteId: note.id!.href,
+        createId: create.id?.href ?? null,
+        authorActorId: create.actorId!.href,
+        excerpt: String(note.content ?? "").replace(/<[^>]*>/g, " ").trim(),
+        isPublic,
+        isReplyToAction: false,
+      });
+      log.debug("Post {note} mentioning {union}: {outcome}", { note: note.id!.href, union: union.slug, outcome });
+    }
+  });
+}
+
+/** Undo of a Like or Announce, or Delete of a reply: withdraw what it counted. */
+export async function withdraw(deps: ActionInboxDeps, sourceId: URL | null, actorId: URL | null): Promise<void> {
+  if (sourceId && actorId) await withdrawResponse(deps, sourceId.href, actorId.href);
+}

@@ -1,0 +1,122 @@
+import { createHash } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+
+/** The hash that precedes a union's first entry. */
+export const GENESIS = "0".repeat(64);
+
+export type ChainEvent = "publish" | "update" | "retract";
+
+/** What an entry commits to: everything a member was asked, as published. */
+export interface ChainPayload {
+  readonly actionId: string;
+  readonly seq: number;
+  readonly title: string;
+  readonly bodyMd: string;
+  readonly kind: string;
+  readonly link: string | null;
+  readonly goal: number | null;
+  readonly deadline: string | null;
+  readonly at: string;
+}
+
+/**
+ * JSON with keys sorted, so the same payload always hashes the same. The
+ * payloads are flat records of strings, numbers and nulls, for which this is
+ * the whole of canonical JSON (RFC 8785 adds number formatting we never need).
+ */
+export function canonicalJson(payload: object): string {
+  const sorted = Object.fromEntries(Object.entries(payload).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return JSON.stringify(sorted);
+}
+
+export function entryHash(prevHash: string, event: ChainEvent, payloadJson: string): string {
+  return createHash("sha256").update(`${prevHash}\n${event}\n${payloadJson}`).digest("hex");
+}
+
+export interface ChainEntry {
+  readonly n: number;
+  readonly actionId: string;
+  readonly event: ChainEvent;
+  readonly payload: string;
+  readonly prevHash: string;
+  readonly hash: string;
+  readonly at: Date;
+}
+
+/**
+ * Appends an entry inside the caller's transaction. The (union, n) primary
+ * key makes two concurrent appends collide rather than fork the chain.
+ */
+export async function appendEntry(trx: Kysely<DB>, unionId: string, actionId: string, event: ChainEvent, payload: ChainPayload, now: number): Promise<ChainEntry> {
+  const head = await trx.selectFrom("action_log").select(["n", "hash"]).where("union_id", "=", unionId).orderBy("n", "desc").limit(1).executeTakeFirst();
+  const n = head ? Number(head.n) + 1 : 1;
+  const prevHash = head?.hash ?? GENESIS;
+  const json = canonicalJson(payload);
+  const hash = entryHash(prevHash, event, json);
+  await trx.insertInto("action_log").values({ union_id: unionId, n, action_id: actionId, event, payload: json, prev_hash: prevHash, hash, at: now }).execute();
+  return { n, actionId, event, payload: json, prevHash, hash, at: new Date(now) };
+}
+
+export async function chainOf(db: Kysely<DB>, unionId: string): Promise<ChainEntry[]> {
+  const rows = await db.selectFrom("action_log").selectAll().where("union_id", "=", unionId).orderBy("n").execute();
+  return rows.map((r) => ({ n: Number(r.n), actionId: r.action_id, event: r.event as ChainEvent, payload: r.payload, prevHash: r.prev_hash, hash: r.hash, at: new Date(Number(r.at)) }));
+}
+
+export async function entriesOfAction(db: Kysely<DB>, actionId: string): Promise<ChainEntry[]> {
+  const rows = await db.selectFrom("action_log").selectAll().where("action_id", "=", actionId).orderBy("n").execute();
+  return rows.map((r) => ({ n: Number(r.n), actionId: r.action_id, event: r.event as ChainEvent, payload: r.payload, prevHash: r.prev_hash, hash: r.hash, at: new Date(Number(r.at)) }));
+}
+
+export interface ChainBreak {
+  readonly n: number;
+  readonly actionId: string;
+  readonly problem: string;
+}
+
+export interface ChainReport {
+  readonly entries: number;
+  readonly head: string;
+  readonly ok: boolean;
+  readonly breaks: readonly ChainBreak[];
+}
+
+/**
+ * Recomputes every hash and link, then checks that each action as stored
+ * now says what its latest entry says: an edit made behind the chain's back
+ * (straight in the database) shows up as a break, as does a rewritten entry.
+ */
+export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<ChainReport> {
+  const entries = await chainOf(db, unionId);
+  const breaks: ChainBreak[] = [];
+  let prev = GENESIS;
+  const latest = new Map<string, ChainEntry>();
+  for (const [i, e] of entries.entries()) {
+    if (e.n !== i + 1) breaks.push({ n: e.n, actionId: e.actionId, problem: `entry ${i + 1} is missing` });
+    if (e.prevHash !== prev) breaks.push({ n: e.n, actionId: e.actionId, problem: `links to ${e.prevHash.slice(0, 12)} but the previous entry's hash is ${prev.slice(0, 12)}` });
+    const recomputed = entryHash(e.prevHash, e.event, e.payload);
+    if (recomputed !== e.hash) breaks.push({ n: e.n, actionId: e.actionId, problem: `its content no longer matches its hash (stored ${e.hash.slice(0, 12)}, recomputed ${recomputed.slice(0, 12)})` });
+    prev = e.hash;
+    latest.set(e.actionId, e);
+  }
+  const rows = await db.selectFrom("actions").selectAll().where("union_id", "=", unionId).where("state", "in", ["published", "retracted"]).execute();
+  for (const a of rows) {
+    const e = latest.get(a.id);
+    if (!e) {
+      breaks.push({ n: 0, actionId: a.id, problem: "published, but absent from the chain" });
+      continue;
+    }
+    const p = JSON.parse(e.payload) as ChainPayload;
+    const differs = ([
+      ["title", p.title, a.title],
+      ["text", p.bodyMd, a.body_md],
+      ["kind", p.kind, a.kind],
+      ["link", p.link, a.link],
+      ["goal", p.goal, a.goal === null ? null : Number(a.goal)],
+      ["deadline", p.deadline, a.deadline === null ? null : new Date(Number(a.deadline)).toISOString()],
+    ] as const).filter(([, x, y]) => x !== y).map(([k]) => k);
+    if (differs.length) breaks.push({ n: e.n, actionId: a.id, problem: `the stored ${differs.join(", ")} differ from what entry ${e.n} recorded` });
+    if (a.state === "retracted" && e.event !== "retract") breaks.push({ n: e.n, actionId: a.id, problem: "retracted without a retract entry" });
+  }
+  return { entries: entries.length, head: prev, ok: breaks.length === 0, breaks };
+}

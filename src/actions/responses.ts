@@ -1,0 +1,167 @@
+import { randomUUID } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { countMembers } from "../members/members.ts";
+import { getUnionById } from "../unions/unions.ts";
+import { type Action, type ActionDeps, getAction, toAction } from "./actions.ts";
+
+export type ResponseKind = "commit" | "done" | "comment" | "boost";
+export type ResponseSource = "like" | "reply" | "announce" | "web";
+
+export interface Progress {
+  /** Members who committed (like, commitment reply or the web button), or marked done. */
+  readonly commitments: number;
+  readonly done: number;
+  readonly comments: number;
+  readonly boosts: number;
+  readonly goal: number | null;
+  readonly activeMembers: number;
+  /** commitments / active members, 0..1. */
+  readonly participation: number;
+}
+
+/** Whether a reply's text says the member is in: one of the union's words, as a whole word. */
+export function isCommitment(text: string, words: readonly string[]): boolean {
+  const plain = text
+    .replace(/<[^>]*>/g, " ")
+    .replace(/&[a-z]+;|&#\d+;/gi, " ")
+    // Mentions (@union@host) are addressing, not content.
+    .replace(/@[\w.-]+(@[\w.:-]+)?/g, " ")
+    .toLowerCase();
+  const tokens = new Set(plain.split(/[^\p{L}\p{N}'-]+/u).filter(Boolean));
+  return words.some((w) => tokens.has(w));
+}
+
+async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string): Promise<string | undefined> {
+  const m = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("actor_id", "=", actorId)
+    .where("state", "=", "active").executeTakeFirst();
+  return m?.id;
+}
+
+/**
+ * Records one response. Non-members are not counted (undefined is
+ * returned); the same source activity twice records once.
+ */
+async function record(deps: ActionDeps, action: Action, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
+  let inserted = false;
+  await deps.db.transaction().execute(async (trx) => {
+    const r = await trx.insertInto("action_responses").values({
+      id: randomUUID(),
+      action_id: action.id,
+      union_id: action.unionId,
+      member_id: memberId,
+      kind,
+      source,
+      source_id: sourceId,
+      content,
+      created_at: Date.now(),
+      undone_at: null,
+    }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()).executeTakeFirst();
+    inserted = Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+    if (inserted && (kind === "commit" || kind === "done")) await checkGoal(deps, trx, action.unionId, action.id);
+  });
+  if (inserted) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind });
+  return inserted;
+}
+
+async function respondable(db: Kysely<DB>, unionId: string, actionId: string): Promise<Action | undefined> {
+  const a = await getAction(db, unionId, actionId);
+  return a?.state === "published" ? a : undefined;
+}
+
+/** A Like of the call-to-action: the member commits. */
+export async function recordLike(deps: ActionDeps, unionId: string, actionId: string, actorId: string, likeId: string): Promise<boolean> {
+  const action = await respondable(deps.db, unionId, actionId);
+  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
+  return !!(action && memberId) && record(deps, action, memberId, "commit", "like", likeId, null);
+}
+
+/** A boost: amplification, counted apart from commitments. */
+export async function recordBoost(deps: ActionDeps, unionId: string, actionId: string, actorId: string, announceId: string): Promise<boolean> {
+  const action = await respondable(deps.db, unionId, actionId);
+  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
+  return !!(action && memberId) && record(deps, action, memberId, "boost", "announce", announceId, null);
+}
+
+/** A reply: always kept as a comment for officers; a commitment too when it says so. */
+export async function recordReply(deps: ActionDeps, unionId: string, actionId: string, actorId: string, noteId: string, html: string): Promise<{ comment: boolean; commit: boolean }> {
+  const action = await respondable(deps.db, unionId, actionId);
+  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
+  if (!action || !memberId) return { comment: false, commit: false };
+  const union = (await getUnionById(deps.db, unionId))!;
+  const comment = await record(deps, action, memberId, "comment", "reply", noteId, html.slice(0, 20_000));
+  const commit = isCommitment(html, union.commitmentWords) && await record(deps, action, memberId, "commit", "reply", noteId, null);
+  return { comment, commit };
+}
+
+/** The member's own button on the web page: "I'm in" or "Done". */
+export async function recordWebResponse(deps: ActionDeps, unionId: string, actionId: string, memberId: string, kind: "commit" | "done"): Promise<boolean> {
+  const action = await respondable(deps.db, unionId, actionId);
+  return !!action && record(deps, action, memberId, kind, "web", `web:${actionId}:${memberId}`, null);
+}
+
+/**
+ * Undo of a Like or Announce, or Delete of a reply: withdraws what that
+ * activity counted. Only the member who made it can withdraw it.
+ */
+export async function withdrawResponse(deps: ActionDeps, sourceId: string, actorId: string): Promise<number> {
+  const rows = await deps.db.selectFrom("action_responses as r").innerJoin("members as m", "m.id", "r.member_id")
+    .select(["r.id", "r.union_id", "r.action_id", "r.kind"]).where("r.source_id", "=", sourceId).where("m.actor_id", "=", actorId)
+    .where("r.undone_at", "is", null).execute();
+  if (rows.length === 0) return 0;
+  await deps.db.updateTable("action_responses").set({ undone_at: Date.now() }).where("id", "in", rows.map((r) => r.id)).execute();
+  return rows.length;
+}
+
+export async function progressOf(db: Kysely<DB>, action: Action): Promise<Progress> {
+  const counts = await db.selectFrom("action_responses").select(["kind", (eb) => eb.fn.count<number>("member_id").distinct().as("members"), (eb) => eb.fn.countAll<number>().as("n")])
+    .where("action_id", "=", action.id).where("undone_at", "is", null).groupBy("kind").execute();
+  const by = new Map(counts.map((c) => [c.kind, { members: Number(c.members), n: Number(c.n) }]));
+  const committed = await db.selectFrom("action_responses").select((eb) => eb.fn.count<number>("member_id").distinct().as("n"))
+    .where("action_id", "=", action.id).where("undone_at", "is", null).where("kind", "in", ["commit", "done"]).executeTakeFirstOrThrow();
+  const activeMembers = await countMembers(db, action.unionId);
+  const commitments = Number(committed.n);
+  return {
+    commitments,
+    done: by.get("done")?.members ?? 0,
+    comments: by.get("comment")?.n ?? 0,
+    boosts: by.get("boost")?.members ?? 0,
+    goal: action.goal,
+    activeMembers,
+    participation: activeMembers === 0 ? 0 : commitments / activeMembers,
+  };
+}
+
+/** The first time commitments reach the goal, the union posts a progress reply (once). */
+async function checkGoal(deps: ActionDeps, trx: Kysely<DB>, unionId: string, actionId: string): Promise<void> {
+  const action = await getAction(trx, unionId, actionId);
+  if (!action?.goal || action.goalReachedAt) return;
+  const p = await progressOf(trx, action);
+  if (p.commitments < action.goal) return;
+  const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId).where("goal_reached_at", "is", null).executeTakeFirst();
+  if (Number(r.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "action.progress", unionId, actionId, reason: "goal" });
+}
+
+/** Closes published actions whose deadline passed, each with one progress reply. */
+export async function closeExpired(deps: ActionDeps, now = Date.now()): Promise<number> {
+  const due = await deps.db.selectFrom("actions").selectAll().where("state", "=", "published").where("closed_at", "is", null)
+    .where("deadline", "is not", null).where("deadline", "<=", now).limit(100).execute();
+  let closed = 0;
+  for (const row of due.map(toAction)) {
+    await deps.db.transaction().execute(async (trx) => {
+      const r = await trx.updateTable("actions").set({ closed_at: now }).where("id", "=", row.id).where("closed_at", "is", null).executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) return;
+      await deps.outbox.add(trx, { kind: "action.progress", unionId: row.unionId, actionId: row.id, reason: "deadline" });
+      closed++;
+    });
+  }
+  return closed;
+}
+
+/** Per-member participation across a union's calls-to-action, for standing and social capital. */
+export async function participationOf(db: Kysely<DB>, unionId: string, memberId: string): Promise<{ committed: number; done: number; comments: number; boosts: number }> {
+  const rows = await db.selectFrom("action_responses").select(["kind", (eb) => eb.fn.count<number>("action_id").distinct().as("n")])
+    .where("union_id", "=", unionId).where("member_id", "=", memberId).where("undone_at", "is", null).groupBy("kind").execute();
+  const n = (k: string) => Number(rows.find((r) => r.kind === k)?.n ?? 0);
+  return { committed: n("commit"), done: n("done"), comments: n("comment"), boosts: n("boost") };
+}

@@ -1,0 +1,54 @@
+import "../temporal.ts";
+import { logger } from "../logging.ts";
+import { type ActionDeps, publishIn } from "./actions.ts";
+import { closeExpired } from "./responses.ts";
+import { every } from "../sleep.ts";
+
+const log = logger("actions", "scheduler");
+
+/** The union's local date and whether its daily publication time has come, at `now`. */
+export function localSchedule(now: number, timeZone: string, publishTime: string): { today: string; due: boolean } {
+  const local = Temporal.Instant.fromEpochMilliseconds(now).toZonedDateTimeISO(timeZone);
+  const [h, m] = publishTime.split(":").map(Number) as [number, number];
+  const due = local.hour > h || (local.hour === h && local.minute >= m);
+  return { today: local.toPlainDate().toString(), due };
+}
+
+/**
+ * Publishes, for each union whose local publication time has passed today,
+ * the oldest queued call-to-action: one a day. The union's
+ * last_published_on is claimed with a conditional update in the same
+ * transaction, so several workers running this at once publish once.
+ */
+export async function publishDue(deps: ActionDeps, now = Date.now()): Promise<string[]> {
+  const unions = await deps.db.selectFrom("unions").select(["id", "slug", "time_zone", "publish_time", "last_published_on"]).execute();
+  const published: string[] = [];
+  for (const u of unions) {
+    const { today, due } = localSchedule(now, u.time_zone, u.publish_time);
+    if (!due || u.last_published_on === today) continue;
+    const next = await deps.db.selectFrom("actions").select("id").where("union_id", "=", u.id).where("state", "=", "queued")
+      .orderBy("created_at").orderBy("id").limit(1).executeTakeFirst();
+    if (!next) continue;
+    const done = await deps.db.transaction().execute(async (trx) => {
+      const claim = await trx.updateTable("unions").set({ last_published_on: today }).where("id", "=", u.id)
+        .where((eb) => eb.or([eb("last_published_on", "is", null), eb("last_published_on", "!=", today)])).executeTakeFirst();
+      if (Number(claim.numUpdatedRows) !== 1) return false;
+      await publishIn(deps, trx, u.id, next.id, now);
+      return true;
+    });
+    if (done) {
+      published.push(next.id);
+      deps.events.emit("action.published", { unionId: u.id, actionId: next.id });
+      log.info("Published today's call-to-action for {union}", { union: u.slug });
+    }
+  }
+  return published;
+}
+
+/** Runs the daily publisher and the deadline closer until the signal aborts. */
+export function runScheduler(deps: ActionDeps, signal: AbortSignal, intervalMs = 30_000): Promise<void> {
+  return every(intervalMs, signal, async () => {
+    await publishDue(deps);
+    await closeExpired(deps);
+  }, (error) => log.error("Scheduler pass failed: {error}", { error }));
+}

@@ -1,0 +1,75 @@
+import { countUnions } from "../../unions/unions.ts";
+import { type Command, configWith, JSON_OPT, print } from "../command.ts";
+
+export const systemCommands: Command[] = [
+  {
+    path: ["serve"],
+    usage: "muster serve [--port N] [--no-worker]",
+    summary: "Run the web server (and, unless --no-worker, the queue workers) until SIGTERM.",
+    options: { port: { type: "string" }, "no-worker": { type: "boolean", default: false } },
+    positionals: [],
+    async run({ values }) {
+      const config = await configWith(values.port ? { PORT: String(values.port) } : {});
+      const { createMuster } = await import("../../main.ts");
+      const { startServer, stopOnSignals } = await import("../../server.ts");
+      const { issueSetupToken, revokeSetupToken } = await import("../../setup/setup-token.ts");
+      const muster = await createMuster(config);
+      const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
+      const out = process.stdout;
+      out.write(`Muster is listening on http://localhost:${server.port} (public origin ${config.origin.href.replace(/\/$/, "")})\n`);
+      out.write(`Database: ${config.dialect === "sqlite" ? config.databaseUrl : "PostgreSQL"}; queue workers: ${values["no-worker"] ? "none in this process (run `muster worker`)" : "in this process"}\n`);
+      if (config.allowPrivateAddress) {
+        out.write("\n*** WARNING: MUSTER_ALLOW_PRIVATE_ADDRESS=1 ***\n*** This server will fetch from and deliver to loopback and private addresses. ***\n*** Use it only for local development; never in production. ***\n\n");
+      }
+      if ((await countUnions(muster.database.db)) === 0) {
+        const token = await issueSetupToken(muster.database.db);
+        out.write(`\nNo union exists yet. Create the first one at:\n\n    http://localhost:${server.port}/?token=${token}\n\nSetup token (one use): ${token}\n\n`);
+      } else {
+        await revokeSetupToken(muster.database.db);
+      }
+      stopOnSignals(server.stop, "the server");
+    },
+  },
+  {
+    path: ["worker"],
+    usage: "muster worker",
+    summary: "Run only the queue workers (deliveries, inbox processing); several may share PostgreSQL.",
+    options: {},
+    positionals: [],
+    async run() {
+      const config = await configWith({});
+      const { createMuster } = await import("../../main.ts");
+      const { stopOnSignals } = await import("../../server.ts");
+      const muster = await createMuster(config);
+      const stop = new AbortController();
+      const done = muster.runQueue(stop.signal);
+      process.stdout.write(`Muster worker started (${config.dialect}); stop with SIGTERM to drain.\n`);
+      stopOnSignals(async () => {
+        stop.abort();
+        await done;
+        await muster.close();
+      }, "the worker");
+    },
+  },
+  {
+    path: ["migrate"],
+    usage: "muster migrate [--json]",
+    summary: "Bring the database schema up to date (serve and worker also do this on start).",
+    options: { ...JSON_OPT },
+    positionals: [],
+    async run({ values }) {
+      const config = await configWith({});
+      const { openDatabase } = await import("../../db/database.ts");
+      const { migrateToLatest } = await import("../../db/migrate.ts");
+      const database = openDatabase(config.databaseUrl);
+      try {
+        const result = await migrateToLatest(database.db);
+        const applied = (result.results ?? []).map((r) => r.migrationName);
+        if (values.json) print({ applied });
+        else process.stdout.write(applied.length ? `Applied ${applied.length} migration(s): ${applied.join(", ")}\n` : "Database is up to date.\n");
+      } finally {
+        await database.close();
+      }
+    },
+  },
+];

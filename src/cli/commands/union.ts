@@ -1,0 +1,152 @@
+import type { Config } from "../../config.ts";
+import { createUnion, type JoinPolicy, listUnions, type MembersVisibility, type Union, type UnionSettings, updateUnion } from "../../unions/unions.ts";
+import { type Command, fields, JSON_OPT, out, parseCount, print, requireUnion, str, UsageError, withMuster } from "../command.ts";
+
+const JOIN_POLICY_TEXT: Record<JoinPolicy, string> = {
+  invite: "invite only (follows without an invite are refused)",
+  approval: "by invite, or by officers' approval of a follow request",
+  open: "open (any follow joins, under the leader)",
+};
+
+const VISIBILITY_TEXT: Record<MembersVisibility, string> = {
+  public: "anyone",
+  members: "members only",
+  officers: "the leader and officers only",
+};
+
+/** The API's view of a union (loaded on demand: it lives with the HTTP app). */
+async function unionJson(u: Union, origin: URL) {
+  const http = await import("../../http/app.ts");
+  return http.unionJson(u, origin);
+}
+
+/** unionJson plus what only the operator sees. */
+async function json(u: Union, origin: URL) {
+  return { ...await unionJson(u, origin), welcomeText: u.welcomeText };
+}
+
+function describe(u: Union, config: Config): string {
+  return fields([
+    ["Name", u.name],
+    ["Handle", `@${u.slug}@${config.origin.host}`],
+    ["Actor", new URL(`/u/${u.slug}`, config.origin).href],
+    ["Purpose", u.purpose],
+    ["Leader", u.leaderHandle ?? "(not set)"],
+    ["Icon", u.iconUrl ?? "(none)"],
+    ["Joining", JOIN_POLICY_TEXT[u.joinPolicy]],
+    ["Invites", `each member may invite ${u.memberInviteLimit} (officers without limit)`],
+    ["Roster", `visible to ${VISIBILITY_TEXT[u.membersVisibility]}`],
+    ["Welcome", u.welcomeText ?? "(default)"],
+    ["Created", u.createdAt.toISOString()],
+  ]);
+}
+
+export const unionCommands: Command[] = [
+  {
+    path: ["union", "create"],
+    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--json]",
+    summary: "Create a union: a Fediverse Group actor @slug@host with its own signing keys.",
+    options: {
+      name: { type: "string" },
+      purpose: { type: "string" },
+      leader: { type: "string" },
+      icon: { type: "string" },
+      open: { type: "boolean", default: false },
+      "join-policy": { type: "string" },
+      ...JSON_OPT,
+    },
+    positionals: ["slug"],
+    async run({ values, positionals }) {
+      if (!values.name) throw new UsageError("--name is required");
+      if (!values.purpose) throw new UsageError("--purpose is required");
+      await withMuster(async (m) => {
+        const union = await createUnion(m.unions, {
+          slug: positionals[0]!,
+          name: String(values.name),
+          purpose: String(values.purpose),
+          leaderHandle: values.leader ? String(values.leader) : null,
+          iconUrl: values.icon ? String(values.icon) : null,
+          joinPolicy: values.open ? "open" : (values["join-policy"] as JoinPolicy | undefined),
+        });
+        if (values.json) print(await unionJson(union, m.config.origin));
+        else out(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);
+      });
+    },
+  },
+  {
+    path: ["union", "list"],
+    usage: "muster union list [--json]",
+    summary: "List the unions hosted here.",
+    options: { ...JSON_OPT },
+    positionals: [],
+    async run({ values }) {
+      await withMuster(async (m) => {
+        const unions = await listUnions(m.database.db);
+        if (values.json) return print(await Promise.all(unions.map((u) => unionJson(u, m.config.origin))));
+        if (unions.length === 0) return out("No unions yet. Create one with: muster union create <slug> --name <text> --purpose <text>\n");
+        const width = Math.max(...unions.map((u) => u.slug.length));
+        for (const u of unions) out(`${u.slug.padEnd(width)}  ${u.name}  @${u.slug}@${m.config.origin.host}\n`);
+      });
+    },
+  },
+  {
+    path: ["union", "show"],
+    usage: "muster union show <slug> [--json]",
+    summary: "Show one union.",
+    options: { ...JSON_OPT },
+    positionals: ["slug"],
+    async run({ values, positionals }) {
+      await withMuster(async (m) => {
+        const union = await requireUnion(m, positionals[0]!);
+        if (values.json) print(await json(union, m.config.origin));
+        else out(describe(union, m.config));
+      });
+    },
+  },
+  {
+    path: ["union", "set"],
+    usage: "muster union set <slug> [--name <text>] [--purpose <text>] [--icon <url>] [--join-policy invite|approval|open] [--invite-limit N] [--visibility public|members|officers] [--welcome <text>] [--leader <@user@host>] [--json]",
+    summary: "Change a union's settings; invalid values are refused and nothing changes.",
+    details: [
+      "  --invite-limit N   places an ordinary member may invite to, in all (officers have no limit)",
+      "  --visibility       who may see the member roster: public, members or officers",
+      "  --icon \"\", --welcome \"\"   clear the icon or the welcome text",
+      "  --leader           names the leader while the leader's place is unclaimed",
+    ].join("\n"),
+    options: {
+      name: { type: "string" },
+      purpose: { type: "string" },
+      icon: { type: "string" },
+      "join-policy": { type: "string" },
+      "invite-limit": { type: "string" },
+      visibility: { type: "string" },
+      welcome: { type: "string" },
+      leader: { type: "string" },
+      ...JSON_OPT,
+    },
+    positionals: ["slug"],
+    async run({ values, positionals }) {
+      const icon = str(values, "icon");
+      const welcome = str(values, "welcome");
+      const limit = str(values, "invite-limit");
+      const settings: UnionSettings = {
+        name: str(values, "name"),
+        purpose: str(values, "purpose"),
+        iconUrl: icon === undefined ? undefined : icon.trim() || null,
+        joinPolicy: str(values, "join-policy") as JoinPolicy | undefined,
+        memberInviteLimit: limit === undefined ? undefined : parseCount("--invite-limit", limit),
+        membersVisibility: str(values, "visibility") as MembersVisibility | undefined,
+        welcomeText: welcome === undefined ? undefined : welcome.trim() || null,
+        leaderHandle: str(values, "leader"),
+      };
+      const changed = Object.entries(settings).filter(([, v]) => v !== undefined).map(([k]) => k);
+      if (changed.length === 0) throw new UsageError("nothing to change: give at least one setting");
+      await withMuster(async (m) => {
+        await requireUnion(m, positionals[0]!);
+        const union = await updateUnion(m.unions, positionals[0]!, settings);
+        if (values.json) print(await json(union, m.config.origin));
+        else out(`Updated union ${union.slug}.\n${describe(union, m.config)}`);
+      });
+    },
+  },
+];

@@ -1,0 +1,451 @@
+import { getConnInfo } from "@hono/node-server/conninfo";
+import type { Context, Hono, MiddlewareHandler } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import { csrf } from "hono/csrf";
+import { HTTPException } from "hono/http-exception";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { logger } from "../logging.ts";
+import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite } from "../members/invites.ts";
+import { type By, countMembers, getMember, listMembers, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
+import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
+import { recruitsOf, sponsorChain } from "../members/tree.ts";
+import {
+  clientBucket,
+  type CodeProblem,
+  endSession,
+  LOGIN_CODE_LIFETIME_MS,
+  requestLogin,
+  SESSION_LIFETIME_MS,
+  sessionFor,
+  SessionError,
+  signInWithCode,
+  checkLoginCode,
+} from "../sessions/sessions.ts";
+import { getUnionBySlug, type Union, UnionError } from "../unions/unions.ts";
+import { handlesOf, loadTree, treeRoots } from "./console-data.ts";
+import { consolePage, memberDetailPage } from "./pages/console.ts";
+import { errorPage } from "./pages/error.ts";
+import { confirmLoginPage, homeOf, isOfficer, loginPage, loginProblemPage, loginSentPage } from "./pages/login.ts";
+import { mePage } from "./pages/me.ts";
+import { mountActionsWeb } from "./actions-web.ts";
+
+// Passwordless sign-in, the officers' console and the member page. The
+// rules live in src/sessions and src/members; this file turns forms into
+// those calls and results into pages.
+
+export interface MembersWebDeps {
+  readonly db: Kysely<DB>;
+  readonly origin: URL;
+  readonly membership: MembershipDeps;
+  /**
+   * Take the client address from the last X-Forwarded-For entry (set by a
+   * reverse proxy in front of Muster). Off: the socket's peer address, which
+   * behind a proxy is the proxy itself, so every client would share one limit.
+   */
+  readonly trustProxy?: boolean;
+}
+
+export const SESSION_COOKIE = "muster_session";
+/** Where to go after signing in, when a page sent a signed-out visitor to sign in first. */
+const NEXT_COOKIE = "muster_next";
+const MEMBERS_PER_PAGE = 100;
+const LIFETIME_MINUTES = Math.round(LOGIN_CODE_LIFETIME_MS / 60_000);
+const log = logger("http", "members");
+
+const DONE: Record<string, string> = {
+  approved: "Request approved: they are now a member, and their server has been told.",
+  rejected: "Request rejected.",
+  removed: "Member removed.",
+  expelled: "Member expelled.",
+  invite_revoked: "Invite revoked.",
+  officer: "Office updated.",
+  signed_out: "You are signed out.",
+};
+
+const CODE_PROBLEMS: Record<CodeProblem, { status: 404 | 410 | 403; message: string }> = {
+  unknown: { status: 404, message: "This sign-in link is not valid. Copy the whole link from the message, or ask for a new one." },
+  used: { status: 410, message: "This sign-in link has already been used. Each link works only once." },
+  expired: { status: 410, message: `This sign-in link has expired. Links work for ${LIFETIME_MINUTES} minutes.` },
+  not_member: { status: 403, message: "This account is not a current member of the union." },
+};
+
+export type Viewer = { readonly union: Union; readonly member: Member; readonly token: string };
+export type Gate = { ok: true; viewer: Viewer } | { ok: false; res: Response };
+
+/** The member signed in to this union on this request, if any. */
+export async function signedInMember(db: Kysely<DB>, c: Context, union: Union): Promise<Member | undefined> {
+  const token = getCookie(c, SESSION_COOKIE) ?? "";
+  return token ? (await sessionFor(db, union.id, token))?.member : undefined;
+}
+
+/** Only pages of the union's calls-to-action are returned to after signing in. */
+function returnPath(union: Union, path: string | undefined): string | undefined {
+  return path && new RegExp(`^/u/${union.slug}/actions(/[A-Za-z0-9-]{1,64})?$`).test(path) ? path : undefined;
+}
+
+export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
+  const { db, origin, membership } = deps;
+  const secure = origin.protocol === "https:";
+
+  // Forms that change state must come from our own pages: the Origin (or
+  // Sec-Fetch-Site) header is checked, and a cross-site POST is refused.
+  const guard = csrf({ origin: (o, c) => o === origin.origin || o === new URL(c.req.url).origin });
+  const csrfPage: MiddlewareHandler = async (c, next) => {
+    try {
+      await guard(c, next);
+    } catch (e) {
+      if (e instanceof HTTPException && e.status === 403) {
+        log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
+        return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
+      }
+      throw e;
+    }
+  };
+  // Pages that show or change a member's data are never cached or framed.
+  const privatePage: MiddlewareHandler = async (c, next) => {
+    await next();
+    c.header("Cache-Control", "no-store");
+    c.header("X-Frame-Options", "DENY");
+    // Pages that set a stricter policy of their own (which also forbids framing) keep it.
+    if (!c.res.headers.has("Content-Security-Policy")) c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    c.header("Referrer-Policy", "same-origin");
+  };
+  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*"]) {
+    app.use(path, privatePage, csrfPage);
+  }
+
+  const clientOf = (c: Context): string => {
+    if (deps.trustProxy) {
+      const last = c.req.header("x-forwarded-for")?.split(",").map((s) => s.trim()).filter(Boolean).at(-1);
+      if (last) return clientBucket(last);
+    }
+    try {
+      return clientBucket(getConnInfo(c).remote.address);
+    } catch {
+      return "unknown";
+    }
+  };
+
+  const loadUnion = (c: Context) => getUnionBySlug(db, c.req.param("slug") ?? "");
+  const noUnion = (c: Context) => c.html(errorPage(404, "No such union here."), 404);
+
+  async function viewerIn(c: Context, union: Union): Promise<Viewer | undefined> {
+    const token = getCookie(c, SESSION_COOKIE) ?? "";
+    const s = token ? await sessionFor(db, union.id, token) : undefined;
+    return s && { union, member: s.member, token };
+  }
+
+  /** A signed-in current member of this union (officers only, when asked); else the answer to send. */
+  async function gate(c: Context, officersOnly: boolean): Promise<Gate> {
+    const union = await loadUnion(c);
+    if (!union) return { ok: false, res: await noUnion(c) };
+    const viewer = await viewerIn(c, union);
+    if (!viewer) return { ok: false, res: c.redirect(`/u/${union.slug}/login`, 303) };
+    if (officersOnly && !isOfficer(viewer.member)) {
+      return {
+        ok: false,
+        res: await c.html(errorPage(403, "Only the leader and officers can open the console."), 403),
+      };
+    }
+    return { ok: true, viewer };
+  }
+
+  const by = (v: Viewer): By => ({ kind: "member", memberId: v.member.id });
+  const statusOf = (e: MemberError | UnionError): 400 | 403 | 404 | 409 =>
+    e.code === "forbidden" ? 403 : e.code === "not_found" ? 404 : e.code === "conflict" ? 409 : 400;
+  const isDomainError = (e: unknown): e is MemberError | UnionError => e instanceof MemberError || e instanceof UnionError;
+
+  // ---- Sign-in ----
+
+  app.get("/u/:slug/login", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const viewer = await viewerIn(c, union);
+    const notice = c.req.query("done") === "signed_out" ? DONE.signed_out : undefined;
+    return c.html(loginPage({ union, host: origin.host, lifetimeMinutes: LIFETIME_MINUTES, signedInAs: viewer?.member, notice }));
+  });
+
+  app.post("/u/:slug/login", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const handle = String((await c.req.parseBody()).handle ?? "").trim();
+    const view = { union, host: origin.host, lifetimeMinutes: LIFETIME_MINUTES, handle };
+    try {
+      const r = await requestLogin(membership, {
+        unionId: union.id,
+        handle,
+        client: clientOf(c),
+        linkFor: (code) => new URL(`/u/${union.slug}/login/${code}`, origin).href,
+      });
+      if (r.status === "limited") {
+        const minutes = Math.max(1, Math.ceil(r.retryAfterMs / 60_000));
+        c.header("Retry-After", String(Math.ceil(r.retryAfterMs / 1000)));
+        const error = r.scope === "handle"
+          ? `Too many sign-in links have been asked for ${handle} recently. Wait ${minutes} ${minutes === 1 ? "minute" : "minutes"}, then try again; a link sent earlier still works.`
+          : `Too many sign-in requests from your network recently. Wait ${minutes} ${minutes === 1 ? "minute" : "minutes"}, then try again.`;
+        return c.html(loginPage({ ...view, error }), 429);
+      }
+      return c.html(loginSentPage(union, r.handle, LIFETIME_MINUTES));
+    } catch (e) {
+      if (e instanceof SessionError) return c.html(loginPage({ ...view, error: e.message }), 400);
+      throw e;
+    }
+  });
+
+  // GET only shows a button: link previews and mail scanners fetch links,
+  // and must not use the code up.
+  app.get("/u/:slug/login/:code", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const code = c.req.param("code");
+    const check = await checkLoginCode(db, union.id, code);
+    if (!check.ok) {
+      const p = CODE_PROBLEMS[check.problem];
+      return c.html(loginProblemPage(union, p.message), p.status);
+    }
+    return c.html(confirmLoginPage(union, code, check.member));
+  });
+
+  app.post("/u/:slug/login/:code", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const r = await signInWithCode(db, union.id, c.req.param("code"), clientOf(c));
+    if (!r.ok) {
+      if (r.problem === "limited") {
+        const minutes = Math.max(1, Math.ceil(r.retryAfterMs / 60_000));
+        c.header("Retry-After", String(Math.ceil(r.retryAfterMs / 1000)));
+        return c.html(loginProblemPage(union, `Too many sign-in links that did not work came from your network. Wait ${minutes} ${minutes === 1 ? "minute" : "minutes"}, then try again.`), 429);
+      }
+      const p = CODE_PROBLEMS[r.problem];
+      return c.html(loginProblemPage(union, p.message), p.status);
+    }
+    setCookie(c, SESSION_COOKIE, r.token, {
+      httpOnly: true,
+      sameSite: "Lax",
+      path: "/",
+      secure,
+      maxAge: Math.floor(SESSION_LIFETIME_MS / 1000),
+    });
+    log.info("{handle} signed in to {slug}", { handle: r.member.handle, slug: union.slug });
+    const back = returnPath(union, getCookie(c, NEXT_COOKIE));
+    if (getCookie(c, NEXT_COOKIE) !== undefined) deleteCookie(c, NEXT_COOKIE, { path: `/u/${union.slug}`, secure, httpOnly: true, sameSite: "Lax" });
+    return c.redirect(back ?? homeOf(union, r.member), 303);
+  });
+
+  app.post("/u/:slug/logout", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const token = getCookie(c, SESSION_COOKIE);
+    if (token) await endSession(db, token);
+    deleteCookie(c, SESSION_COOKIE, { path: "/", secure, httpOnly: true, sameSite: "Lax" });
+    return c.redirect(`/u/${union.slug}/login?done=signed_out`, 303);
+  });
+
+  // ---- Officers' console ----
+
+  async function renderConsole(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
+    const { union } = v;
+    const page = Math.max(1, Math.floor(Number(c.req.query("page") ?? "1")) || 1);
+    const [pending, members, activeCount, invites, roots] = await Promise.all([
+      listMembers(db, union.id, { states: ["pending"], limit: 200 }),
+      listMembers(db, union.id, { states: ["active", "reserved"], limit: MEMBERS_PER_PAGE, offset: (page - 1) * MEMBERS_PER_PAGE }),
+      countMembers(db, union.id, ["active"]),
+      listInvites(db, union.id),
+      treeRoots(db, union.id),
+    ]);
+    const trees = await Promise.all(roots.map((r) => loadTree(db, r)));
+    const creators = await handlesOf(db, union.id, invites.flatMap((i) => (i.createdBy ? [i.createdBy] : [])));
+    const createdCode = c.req.query("created");
+    const created = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
+    return c.html(consolePage({
+      union,
+      origin,
+      viewer: v.member,
+      pending,
+      members,
+      activeCount,
+      page,
+      pageSize: MEMBERS_PER_PAGE,
+      invites,
+      creators,
+      trees,
+      created,
+      notice: DONE[c.req.query("done") ?? ""],
+      error: extra.error,
+      inviteValues: extra.inviteValues,
+    }), extra.status ?? 200);
+  }
+
+  async function renderMemberDetail(c: Context, v: Viewer, memberId: string, extra: { error?: string; status?: 400 | 403 | 404 | 409 } = {}) {
+    const member = await getMember(db, v.union.id, memberId);
+    if (!member) return c.html(errorPage(404, "No such member."), 404);
+    const after = c.req.query("after") || undefined;
+    const [chain, tree] = await Promise.all([sponsorChain(db, member.id), loadTree(db, member, { after })]);
+    return c.html(memberDetailPage({
+      union: v.union,
+      viewer: v.member,
+      member,
+      chain,
+      tree,
+      after,
+      notice: DONE[c.req.query("done") ?? ""],
+      error: extra.error,
+    }), extra.status ?? 200);
+  }
+
+  app.get("/u/:slug/console", async (c) => {
+    const g = await gate(c, true);
+    return g.ok ? renderConsole(c, g.viewer) : g.res;
+  });
+
+  app.get("/u/:slug/console/members/:id", async (c) => {
+    const g = await gate(c, true);
+    return g.ok ? renderMemberDetail(c, g.viewer, c.req.param("id")) : g.res;
+  });
+
+  /** An officer action on a member; domain errors are shown on the page the form was on. */
+  function memberAction(action: string, run: (v: Viewer, memberId: string, form: Record<string, unknown>) => Promise<string>, errorsOn: "console" | "member") {
+    app.post(`/u/:slug/console/members/:id/${action}`, async (c) => {
+      const g = await gate(c, true);
+      if (!g.ok) return g.res;
+      const memberId = c.req.param("id");
+      try {
+        const done = await run(g.viewer, memberId, await c.req.parseBody());
+        const base = `/u/${g.viewer.union.slug}/console`;
+        return c.redirect(errorsOn === "console" ? `${base}?done=${done}#pending` : `${base}/members/${memberId}?done=${done}`, 303);
+      } catch (e) {
+        if (!isDomainError(e)) throw e;
+        const extra = { error: e.message, status: statusOf(e) };
+        return errorsOn === "console" ? renderConsole(c, g.viewer, extra) : renderMemberDetail(c, g.viewer, memberId, extra);
+      }
+    });
+  }
+
+  memberAction("approve", async (v, id) => {
+    await approveMember(membership, v.union.id, id, by(v));
+    return "approved";
+  }, "console");
+  memberAction("reject", async (v, id) => {
+    await rejectMember(membership, v.union.id, id, by(v), null);
+    return "rejected";
+  }, "console");
+  memberAction("remove", async (v, id, form) => {
+    const expel = form.expel === "1" || form.expel === "on";
+    await removeMember(membership, v.union.id, id, by(v), { reason: String(form.reason ?? ""), expel });
+    return expel ? "expelled" : "removed";
+  }, "member");
+  memberAction("officer", async (v, id, form) => {
+    if (form.dismiss === "1") await unsetOfficer(membership, v.union.id, id, by(v));
+    else await setOfficer(membership, v.union.id, id, by(v), String(form.portfolio ?? "").trim() || null);
+    return "officer";
+  }, "member");
+
+  app.post("/u/:slug/console/invites", async (c) => {
+    const g = await gate(c, true);
+    if (!g.ok) return g.res;
+    const form = await c.req.parseBody();
+    const values = { uses: String(form.uses ?? "").trim(), expires: String(form.expires ?? "") };
+    try {
+      const invite = await createInvite(membership, g.viewer.union.id, inviteInput(g.viewer, values));
+      return c.redirect(`/u/${g.viewer.union.slug}/console?created=${encodeURIComponent(invite.code)}#invites`, 303);
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return renderConsole(c, g.viewer, { error: e.message, status: statusOf(e), inviteValues: values });
+    }
+  });
+
+  app.post("/u/:slug/console/invites/:code/revoke", async (c) => {
+    const g = await gate(c, true);
+    if (!g.ok) return g.res;
+    await revokeInvite(membership, g.viewer.union.id, c.req.param("code"));
+    return c.redirect(`/u/${g.viewer.union.slug}/console?done=invite_revoked#invites`, 303);
+  });
+
+  // ---- Calls-to-action: the console's section and each one's page ----
+
+  mountActionsWeb(app, {
+    db,
+    actions: membership,
+    loadUnion,
+    viewerIn,
+    gate,
+    signInFirst: (c, union, returnTo) => {
+      setCookie(c, NEXT_COOKIE, returnTo, { path: `/u/${union.slug}`, httpOnly: true, sameSite: "Lax", secure, maxAge: 3600 });
+      return c.redirect(`/u/${union.slug}/login`, 303);
+    },
+  });
+
+  // ---- A member's own page ----
+
+  async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
+    const { union, member } = v;
+    const [chain, recruits, invites, held] = await Promise.all([
+      sponsorChain(db, member.id),
+      recruitsOf(db, union.id, member.id, { limit: 200 }),
+      listInvites(db, union.id, { createdBy: member.id }),
+      placesHeld(db, union.id, member.id),
+    ]);
+    const createdCode = c.req.query("created");
+    const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
+    return c.html(mePage({
+      union,
+      origin,
+      viewer: member,
+      chain,
+      recruits,
+      invites,
+      placesHeld: held,
+      created,
+      notice: DONE[c.req.query("done") ?? ""],
+      error: extra.error,
+      inviteValues: extra.inviteValues,
+    }), extra.status ?? 200);
+  }
+
+  app.get("/u/:slug/me", async (c) => {
+    const g = await gate(c, false);
+    return g.ok ? renderMe(c, g.viewer) : g.res;
+  });
+
+  app.post("/u/:slug/me/invites", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const form = await c.req.parseBody();
+    const values = { uses: String(form.uses ?? "").trim(), expires: String(form.expires ?? "") };
+    try {
+      const invite = await createInvite(membership, g.viewer.union.id, inviteInput(g.viewer, values));
+      return c.redirect(`/u/${g.viewer.union.slug}/me?created=${encodeURIComponent(invite.code)}#invites`, 303);
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return renderMe(c, g.viewer, { error: e.message, status: statusOf(e), inviteValues: values });
+    }
+  });
+
+  app.post("/u/:slug/me/invites/:code/revoke", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const invite = await getInviteByCode(db, g.viewer.union.id, c.req.param("code"));
+    // Members revoke only their own invites; officers use the console for others'.
+    if (!invite || invite.createdBy !== g.viewer.member.id) {
+      return renderMe(c, g.viewer, { error: "That is not one of your invites.", status: 404 });
+    }
+    await revokeInvite(membership, g.viewer.union.id, invite.code);
+    return c.redirect(`/u/${g.viewer.union.slug}/me?done=invite_revoked#invites`, 303);
+  });
+}
+
+const DAY_MS = 24 * 3600_000;
+
+/** The invite form's fields as createInvite's input; the domain checks the numbers and the limit. */
+function inviteInput(v: Viewer, values: { uses: string; expires: string }) {
+  const expiresInMs = values.expires === "never"
+    ? null
+    : /^\d+$/.test(values.expires) && Number(values.expires) >= 1 && Number(values.expires) <= 365
+    ? Number(values.expires) * DAY_MS
+    : undefined;
+  if (expiresInMs === undefined) throw new MemberError("invalid", "choose when the invite expires");
+  // Empty uses: unlimited for officers; one for members (the domain's default).
+  const maxUses = values.uses === "" ? (isOfficer(v.member) ? null : undefined) : Number(values.uses);
+  return { by: { kind: "member", memberId: v.member.id } as By, maxUses, expiresInMs };
+}
