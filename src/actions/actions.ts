@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type Kysely, type Selectable, sql } from "kysely";
 import type { ActionsTable, DB } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
-import { type By, MemberError, requireOfficer } from "../members/members.ts";
+import { type By, lockUnion, MemberError, requireOfficer } from "../members/members.ts";
 import type { Outbox } from "../outbox.ts";
 import { getUnionById } from "../unions/unions.ts";
 import { appendEntry, type ChainEvent, type ChainPayload, entriesOfAction, GENESIS } from "./chain.ts";
@@ -160,6 +160,7 @@ export async function publishAction(deps: ActionDeps, unionId: string, actionId:
  * click) fail instead of publishing twice.
  */
 export async function publishIn(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>, unionId: string, actionId: string, now: number): Promise<void> {
+  await lockUnion(trx, unionId);
   const seqRow = await trx.selectFrom("actions").select((eb) => eb.fn.max("seq").as("max")).where("union_id", "=", unionId).executeTakeFirst();
   const seq = Number(seqRow?.max ?? 0) + 1;
   const r = await trx.updateTable("actions").set({ state: "published", seq, published_at: now })
@@ -184,6 +185,8 @@ export interface ActionEdit {
 /** Edits a call-to-action; once published, the edit is chained and sent as an Update. */
 export async function editAction(deps: ActionDeps, unionId: string, actionId: string, by: By, edit: ActionEdit): Promise<Action> {
   const action = await deps.db.transaction().execute(async (trx) => {
+    // The union lock also keeps the hash chain linear when entries are appended at once.
+    await lockUnion(trx, unionId);
     await requireOfficer(trx, unionId, by);
     const cur = await getActionIn(trx, unionId, actionId);
     if (!cur) throw new ActionError("not_found", "no such call-to-action");
@@ -220,6 +223,7 @@ export async function editAction(deps: ActionDeps, unionId: string, actionId: st
 /** Withdraws a call-to-action: a queued one is simply dropped; a published one is chained and deleted remotely. */
 export async function retractAction(deps: ActionDeps, unionId: string, actionId: string, by: By): Promise<Action | undefined> {
   return deps.db.transaction().execute(async (trx) => {
+    await lockUnion(trx, unionId);
     await requireOfficer(trx, unionId, by);
     const cur = await getActionIn(trx, unionId, actionId);
     if (!cur) throw new ActionError("not_found", "no such call-to-action");

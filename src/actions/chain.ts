@@ -92,7 +92,8 @@ export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<Chai
   let prev = GENESIS;
   const latest = new Map<string, ChainEntry>();
   for (const [i, e] of entries.entries()) {
-    if (e.n !== i + 1) breaks.push({ n: e.n, actionId: e.actionId, problem: `entry ${i + 1} is missing` });
+    const expected = i === 0 ? 1 : entries[i - 1]!.n + 1;
+    if (e.n !== expected) breaks.push({ n: e.n, actionId: e.actionId, problem: e.n === expected + 1 ? `entry ${expected} is missing` : `entries ${expected}-${e.n - 1} are missing` });
     if (e.prevHash !== prev) breaks.push({ n: e.n, actionId: e.actionId, problem: `links to ${e.prevHash.slice(0, 12)} but the previous entry's hash is ${prev.slice(0, 12)}` });
     const recomputed = entryHash(e.prevHash, e.event, e.payload);
     if (recomputed !== e.hash) breaks.push({ n: e.n, actionId: e.actionId, problem: `its content no longer matches its hash (stored ${e.hash.slice(0, 12)}, recomputed ${recomputed.slice(0, 12)})` });
@@ -118,5 +119,7 @@ export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<Chai
     if (differs.length) breaks.push({ n: e.n, actionId: a.id, problem: `the stored ${differs.join(", ")} differ from what entry ${e.n} recorded` });
     if (a.state === "retracted" && e.event !== "retract") breaks.push({ n: e.n, actionId: a.id, problem: "retracted without a retract entry" });
   }
+  const present = new Set(rows.map((a) => a.id));
+  for (const [id, e] of latest) if (!present.has(id)) breaks.push({ n: e.n, actionId: id, problem: `entry ${e.n} records it, but it is no longer published here` });
   return { entries: entries.length, head: prev, ok: breaks.length === 0, breaks };
 }

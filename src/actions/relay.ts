@@ -53,7 +53,8 @@ export async function decideRelay(deps: ActionDeps, unionId: string, requestId: 
     const req = await trx.selectFrom("relay_requests").selectAll().where("union_id", "=", unionId).where("id", "=", requestId).executeTakeFirst();
     if (!req) throw new ActionError("not_found", "no such relay request");
     if (req.state !== "pending") throw new ActionError("conflict", `this post was already ${req.state}`);
-    await trx.updateTable("relay_requests").set({ state: relay ? "relayed" : "declined", decided_at: Date.now() }).where("id", "=", req.id).execute();
+    const r = await trx.updateTable("relay_requests").set({ state: relay ? "relayed" : "declined", decided_at: Date.now() }).where("id", "=", req.id).where("state", "=", "pending").executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) throw new ActionError("conflict", "this post was already decided");
     if (relay) await deps.outbox.add(trx, { kind: "relay", unionId, noteId: req.note_id, createId: req.create_id });
   });
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Kysely } from "kysely";
+import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { countMembers } from "../members/members.ts";
 import { getUnionById } from "../unions/unions.ts";
@@ -23,6 +23,8 @@ export interface Progress {
 /** Whether a reply's text says the member is in: one of the union's words, as a whole word. */
 export function isCommitment(text: string, words: readonly string[]): boolean {
   const plain = text
+    // A mention link (Mastodon splits the name: @<span>in</span>) is addressing.
+    .replace(/<a\b[^>]*\bclass="[^"]*\bmention\b[^"]*"[^>]*>[\s\S]*?<\/a>/gi, " ")
     .replace(/<[^>]*>/g, " ")
     .replace(/&[a-z]+;|&#\d+;/gi, " ")
     // Mentions (@union@host) are addressing, not content.
@@ -97,7 +99,8 @@ export async function recordReply(deps: ActionDeps, unionId: string, actionId: s
 /** The member's own button on the web page: "I'm in" or "Done". */
 export async function recordWebResponse(deps: ActionDeps, unionId: string, actionId: string, memberId: string, kind: "commit" | "done"): Promise<boolean> {
   const action = await respondable(deps.db, unionId, actionId);
-  return !!action && record(deps, action, memberId, kind, "web", `web:${actionId}:${memberId}`, null);
+  const m = action && await deps.db.selectFrom("members").select("id").where("union_id", "=", unionId).where("id", "=", memberId).where("state", "=", "active").executeTakeFirst();
+  return !!(action && m) && record(deps, action, memberId, kind, "web", `web:${actionId}:${memberId}`, null);
 }
 
 /**
@@ -136,6 +139,7 @@ export async function progressOf(db: Kysely<DB>, action: Action): Promise<Progre
 async function checkGoal(deps: ActionDeps, trx: Kysely<DB>, unionId: string, actionId: string): Promise<void> {
   const action = await getAction(trx, unionId, actionId);
   if (!action?.goal || action.goalReachedAt) return;
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) await sql`select id from actions where id = ${actionId} for update`.execute(trx);
   const p = await progressOf(trx, action);
   if (p.commitments < action.goal) return;
   const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId).where("goal_reached_at", "is", null).executeTakeFirst();
@@ -163,5 +167,9 @@ export async function participationOf(db: Kysely<DB>, unionId: string, memberId:
   const rows = await db.selectFrom("action_responses").select(["kind", (eb) => eb.fn.count<number>("action_id").distinct().as("n")])
     .where("union_id", "=", unionId).where("member_id", "=", memberId).where("undone_at", "is", null).groupBy("kind").execute();
   const n = (k: string) => Number(rows.find((r) => r.kind === k)?.n ?? 0);
-  return { committed: n("commit"), done: n("done"), comments: n("comment"), boosts: n("boost") };
+  // Marking an action done is committing to it too, as progressOf counts it.
+  const committed = await db.selectFrom("action_responses").select((eb) => eb.fn.count<number>("action_id").distinct().as("n"))
+    .where("union_id", "=", unionId).where("member_id", "=", memberId).where("undone_at", "is", null).where("kind", "in", ["commit", "done"])
+    .executeTakeFirstOrThrow();
+  return { committed: Number(committed.n), done: n("done"), comments: n("comment"), boosts: n("boost") };
 }

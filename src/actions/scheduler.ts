@@ -5,6 +5,8 @@ import { closeExpired } from "./responses.ts";
 import { every } from "../sleep.ts";
 
 const log = logger("actions", "scheduler");
+/** Thrown to roll back a day's claim when the queue turned out empty, so a draft queued later today still goes out. */
+class Empty extends Error {}
 
 /** The union's local date and whether its daily publication time has come, at `now`. */
 export function localSchedule(now: number, timeZone: string, publishTime: string): { today: string; due: boolean } {
@@ -26,17 +28,23 @@ export async function publishDue(deps: ActionDeps, now = Date.now()): Promise<st
   for (const u of unions) {
     const { today, due } = localSchedule(now, u.time_zone, u.publish_time);
     if (!due || u.last_published_on === today) continue;
-    const next = await deps.db.selectFrom("actions").select("id").where("union_id", "=", u.id).where("state", "=", "queued")
-      .orderBy("created_at").orderBy("id").limit(1).executeTakeFirst();
-    if (!next) continue;
-    const done = await deps.db.transaction().execute(async (trx) => {
-      const claim = await trx.updateTable("unions").set({ last_published_on: today }).where("id", "=", u.id)
-        .where((eb) => eb.or([eb("last_published_on", "is", null), eb("last_published_on", "!=", today)])).executeTakeFirst();
-      if (Number(claim.numUpdatedRows) !== 1) return false;
-      await publishIn(deps, trx, u.id, next.id, now);
-      return true;
-    });
-    if (done) {
+    let next: { id: string } | undefined;
+    try {
+      next = await deps.db.transaction().execute(async (trx) => {
+        const claim = await trx.updateTable("unions").set({ last_published_on: today }).where("id", "=", u.id)
+          .where((eb) => eb.or([eb("last_published_on", "is", null), eb("last_published_on", "!=", today)])).executeTakeFirst();
+        if (Number(claim.numUpdatedRows) !== 1) return undefined;
+        const n = await trx.selectFrom("actions").select("id").where("union_id", "=", u.id).where("state", "=", "queued")
+          .orderBy("created_at").orderBy("id").limit(1).executeTakeFirst();
+        if (!n) throw new Empty();
+        await publishIn(deps, trx, u.id, n.id, now);
+        return n;
+      });
+    } catch (e) {
+      if (!(e instanceof Empty)) log.error("Could not publish for {union}: {error}", { union: u.slug, error: e });
+      continue;
+    }
+    if (next) {
       published.push(next.id);
       deps.events.emit("action.published", { unionId: u.id, actionId: next.id });
       log.info("Published today's call-to-action for {union}", { union: u.slug });
