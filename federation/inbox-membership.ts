@@ -62,7 +62,7 @@ export async function onFollow(deps: InboxDeps, ctx: InboxContext<void>, follow:
     }
     const r = await requestToJoin(membership(deps), union.id, applicant, follow.id!.href);
     log.info("Follow of {union} by {actor}: {outcome}", { union: union.slug, actor: actor.id.href, outcome: r.outcome });
-  });
+  }, { freshActor: true });
 }
 
 /**

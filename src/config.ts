@@ -21,6 +21,12 @@ export interface Config {
    * without a proxy, clients could forge the header.
    */
   readonly trustProxy: boolean;
+  /**
+   * Queue messages one process handles at once. Deliveries wait on other
+   * servers, so one slow inbox must not hold up the rest: this is the number
+   * of remote servers a worker talks to in parallel.
+   */
+  readonly queueConcurrency: number;
 }
 
 export class ConfigError extends Error {
@@ -48,7 +54,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ? 1024 * 1024
     : parsePositiveInt("MUSTER_MAX_BODY_BYTES", env.MUSTER_MAX_BODY_BYTES);
   const trustProxy = parseFlag("MUSTER_TRUST_PROXY", env.MUSTER_TRUST_PROXY);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy };
+  const queueConcurrency = env.MUSTER_QUEUE_CONCURRENCY === undefined ? 16 : parsePositiveInt("MUSTER_QUEUE_CONCURRENCY", env.MUSTER_QUEUE_CONCURRENCY);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency };
 }
 
 function parsePort(raw: string): number {

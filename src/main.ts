@@ -56,7 +56,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     throw e;
   }
   const events = createEventBus();
-  const queue = new KyselyMessageQueue(database, options.queue);
+  const queue = new KyselyMessageQueue(database, { concurrency: config.queueConcurrency, ...options.queue });
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own queue, written in the same transaction as the change that caused them.
   const domainQueue = new KyselyMessageQueue(database, { ...options.queue, name: "domain" });

@@ -154,6 +154,8 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
   // Fedify answers this URL with the Note for ActivityPub clients; a browser
   // (Accept: text/html) falls through to here.
   app.get("/u/:slug/actions/:id", async (c) => {
+    // The same URL is JSON for fediverse servers: caches must key on Accept.
+    c.header("Vary", "Accept");
     const union = await deps.loadUnion(c);
     if (!union) return noUnion(c);
     const action = await getAction(db, union.id, c.req.param("id"));

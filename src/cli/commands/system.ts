@@ -15,6 +15,8 @@ export const systemCommands: Command[] = [
       const { issueSetupToken, revokeSetupToken } = await import("../../setup/setup-token.ts");
       const muster = await createMuster(config);
       const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
+      // At once: a SIGTERM during the start-up output below must still drain and exit cleanly.
+      stopOnSignals(server.stop, "the server");
       const out = process.stdout;
       out.write(`Muster is listening on http://localhost:${server.port} (public origin ${config.origin.href.replace(/\/$/, "")})\n`);
       out.write(`Database: ${config.dialect === "sqlite" ? config.databaseUrl : "PostgreSQL"}; queue workers: ${values["no-worker"] ? "none in this process (run `muster worker`)" : "in this process"}\n`);
@@ -27,7 +29,6 @@ export const systemCommands: Command[] = [
       } else {
         await revokeSetupToken(muster.database.db);
       }
-      stopOnSignals(server.stop, "the server");
     },
   },
   {
@@ -43,12 +44,12 @@ export const systemCommands: Command[] = [
       const muster = await createMuster(config);
       const stop = new AbortController();
       const done = muster.runQueue(stop.signal);
-      process.stdout.write(`Muster worker started (${config.dialect}); stop with SIGTERM to drain.\n`);
       stopOnSignals(async () => {
         stop.abort();
         await done;
         await muster.close();
       }, "the worker");
+      process.stdout.write(`Muster worker started (${config.dialect}); stop with SIGTERM to drain.\n`);
     },
   },
   {

@@ -141,7 +141,7 @@ export function actionIndexPage(v: ActionIndexView): Html {
 ${!current
       ? html`<p class="muted">${v.union.name} has not published a call-to-action yet.</p>`
       : html`<article class="card current-action" data-testid="current-action">
-<p class="kicker"><span class="kind">${kindLabel(current.action.kind)}</span> Today · #${current.action.seq}</p>
+<p class="kicker"><span class="kind">${kindLabel(current.action.kind)}</span> Current · #${current.action.seq}</p>
 <h2><a href="${base}/${current.action.id}">${current.action.title}</a></h2>
 ${progressBar(current.progress, { compact: true })}
 </article>

@@ -49,13 +49,13 @@ export interface ConsoleActionsView {
 export function draftFields(union: Union, values: DraftValues = {}): Html {
   const kind = values.kind ?? "other";
   return html`<label>Title <input name="title" required maxlength="200" value="${values.title ?? ""}" placeholder="e.g. Sign the petition for a living wage"></label>
-<label>The ask <span class="hint">Markdown: **bold**, _italic_, [links](https://…), lists</span>
+<label><span>The ask <span class="hint">Markdown: **bold**, _italic_, [links](https://…), lists</span></span>
 <textarea name="text" class="markdown" required maxlength="10000" rows="7">${values.text ?? ""}</textarea></label>
 <div class="fields">
 <label>Kind <select name="kind">${ACTION_KINDS.map((k) => html`<option value="${k}"${k === kind ? html` selected` : ""}>${kindLabel(k)}</option>`)}</select></label>
-<label class="goal">Goal <span class="hint">members</span> <input type="number" name="goal" min="1" step="1" inputmode="numeric" placeholder="optional" value="${values.goal ?? ""}"></label>
-<label class="deadline">Deadline <span class="hint">${union.timeZone}</span> <input type="datetime-local" name="deadline" value="${values.deadline ?? ""}"></label>
-<label class="link">Link <span class="hint">optional, http(s)</span> <input type="url" name="link" maxlength="2000" placeholder="https://…" value="${values.link ?? ""}"></label>
+<label class="goal">Goal <input type="number" name="goal" min="1" step="1" inputmode="numeric" placeholder="members" title="How many members must commit (optional)" value="${values.goal ?? ""}"></label>
+<label class="deadline"><span>Deadline <span class="hint">${union.timeZone}</span></span> <input type="datetime-local" name="deadline" value="${values.deadline ?? ""}"></label>
+<label class="link"><span>Link <span class="hint">optional, http(s)</span></span> <input type="url" name="link" maxlength="2000" placeholder="https://…" value="${values.link ?? ""}"></label>
 </div>`;
 }
 
@@ -91,7 +91,9 @@ ${draftFields(union, v.values)}
 
 <section id="schedule">
 <h2>Schedule</h2>
-<p class="next card" data-testid="next-publication">${v.queued.length === 0 ? html`<span class="muted">Nothing queued.</span> ` : ""}Next publication: <strong>${next.overdue ? "now" : `${next.date} ${next.time}`}</strong> <span class="tz">(${next.timeZone})</span>${next.overdue ? html`<br><span class="muted small">Today's ${next.time} has passed and nothing went out on schedule yet: the scheduler publishes the first in the queue within a minute.</span>` : ""}</p>
+<p class="next card" data-testid="next-publication">${v.queued.length === 0 ? html`<span class="muted">Nothing queued.</span> ` : ""}Next publication: <strong>${next.overdue ? "now" : `${next.date} ${next.time}`}</strong> <span class="tz">(${next.timeZone})</span>${next.overdue
+      ? html`<br><span class="muted small">Today's ${next.time} has passed and nothing went out on schedule yet: ${v.queued.length === 0 ? "a draft queued now" : "the first in the queue"} is published within a minute.</span>`
+      : ""}</p>
 <form method="post" action="/u/${union.slug}/console/schedule" class="setup settings" data-testid="settings-form">
 <div class="fields">
 <label>Publish at <input type="time" name="publishTime" required value="${union.publishTime}"></label>
@@ -108,7 +110,7 @@ ${draftFields(union, v.values)}
 <option value="auto"${union.relayPolicy === "auto" ? html` selected` : ""}>Automatically</option>
 </select></label>
 </div>
-<label>Commitment words <span class="hint">a reply containing one of these counts as “I'm in”</span> <input name="commitmentWords" required value="${union.commitmentWords.join(", ")}"></label>
+<label><span>Commitment words <span class="hint">a reply containing one of these counts as “I'm in”</span></span> <input name="commitmentWords" required value="${union.commitmentWords.join(", ")}"></label>
 <button type="submit" class="secondary">Save schedule settings</button>
 </form>
 </section>

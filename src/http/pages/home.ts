@@ -31,7 +31,7 @@ function setupForm(v: HomeView): Html {
 ${v.setup?.error ? html`<p class="error" role="alert">${v.setup.error}</p>` : ""}
 <form method="post" action="/setup" class="setup">
   <label>Setup token <input name="token" required autocomplete="off" value="${v.setup?.token ?? ""}"></label>
-  <label>Slug (the handle: @slug@${v.host}) <input name="slug" required pattern="[a-z0-9][a-z0-9_\\-]{0,62}" value="${val.slug ?? ""}"></label>
+  <label>Slug (the handle: @slug@${v.host}) <input name="slug" required pattern="[A-Za-z0-9](?:[A-Za-z0-9_\\-]{0,62}[A-Za-z0-9])?" value="${val.slug ?? ""}"></label>
   <label>Name <input name="name" required maxlength="100" value="${val.name ?? ""}"></label>
   <label>Purpose <textarea name="purpose" required maxlength="2000">${val.purpose ?? ""}</textarea></label>
   <label>Leader's fediverse handle <input name="leader" placeholder="@you@mastodon.social" value="${val.leader ?? ""}"></label>

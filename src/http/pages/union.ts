@@ -39,13 +39,13 @@ function currentActionCard(union: Union, current: CurrentAction): Html {
   const base = `/u/${union.slug}/actions`;
   if (!current.action) {
     return html`<section class="card current-action" data-testid="current-action">
-<p class="kicker">Today's call to action</p>
+<p class="kicker">Current call to action</p>
 <p>${union.name} has a call to action for its members. <a href="${base}">Sign in to see it</a>.</p>
 </section>`;
   }
   const a = current.action;
   return html`<section class="card current-action" data-testid="current-action">
-<p class="kicker"><span class="kind">${kindLabel(a.kind)}</span> Today's call to action · #${a.seq}</p>
+<p class="kicker"><span class="kind">${kindLabel(a.kind)}</span> Current call to action · #${a.seq}</p>
 <h2><a href="${base}/${a.id}">${a.title}</a></h2>
 ${progressBar(current.progress, { compact: true })}
 <p class="muted small"><a href="${base}">All calls to action</a></p>
