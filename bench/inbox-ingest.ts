@@ -1,0 +1,136 @@
+import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
+import { type Activity, Create, Like, Note } from "@fedify/vocab";
+import type { DialectCase } from "../test/helpers/databases.ts";
+import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { type Peer, startPeer } from "../test/helpers/peer.ts";
+import { type Benchmark, cpuMs, httpRecorder, mib, percentile, perSecond, pool, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
+
+const ACTORS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+const CONCURRENCY = 16;
+const SPECS: readonly { spec: HttpMessageSignaturesSpec; label: string; round: string }[] = [
+  { spec: "draft-cavage-http-signatures-12", label: "draft-cavage", round: "cavage" },
+  { spec: "rfc9421", label: "RFC 9421", round: "rfc9421" },
+];
+
+interface SignedPost {
+  readonly url: URL;
+  readonly headers: Headers;
+  readonly body: string;
+}
+
+export const inboxIngest: Benchmark = {
+  name: "inbox-ingest",
+  title: "Inbox ingest: signed POSTs from a peer, through the queue, into inbox_activities",
+  summary: "pre-signed Create(Note)/Like POSTs to the union and shared inboxes; HTTP 202 rate and end-to-end processing rate",
+  notes: [
+    `activities from ${ACTORS.length} peer actors, alternating Create(Note) and Like, half to /u/riders/inbox and half to /inbox; POSTed ${CONCURRENCY} at a time`,
+    "202 req/s: the HTTP phase only (verify signature, enqueue, answer 202); p50/p99 are its request latencies",
+    "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at queue concurrency 1 (Muster's default), running while the POSTs arrive",
+    "CPU and peak RSS are of the whole process: HTTP client, peer server, Muster server and its worker share it (and one event loop); signing happens before the clock starts",
+    `peer GETs: requests Muster made to the peer while ingesting (key fetches for verification, actor fetches by the inbox listener); both rounds follow an unreported warm-up round of ${2 * ACTORS.length} activities on the same server, so keys are already cached`,
+  ],
+  async run(dialect: DialectCase, { quick }): Promise<Row[]> {
+    const n = quick ? 200 : 2000;
+    const tdb = await dialect.create();
+    let m: TestMuster | undefined;
+    let peer: Peer | undefined;
+    try {
+      m = await startMuster(tdb);
+      peer = await startPeer(ACTORS);
+      const peerRequests = countRequests(peer);
+      await makeUnion(m, "riders");
+      // Not reported: warms the JIT and lazily loaded code, and caches each actor's key.
+      await ingest(m, peer, await presign(m, peer, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), "warmup");
+      const rows: Row[] = [];
+      for (const s of SPECS) {
+        const signStart = performance.now();
+        const posts = await presign(m, peer, s.spec, s.round, n);
+        progress(`${dialect.name}: signed ${n} activities (${s.label}) in ${((performance.now() - signStart) / 1000).toFixed(1)} s`);
+        const before = peerRequests.count;
+        const row = await ingest(m, peer, posts, s.round);
+        rows.push({ dialect: dialect.name, signature: s.label, ...row, "peer GETs": peerRequests.count - before });
+      }
+      return rows;
+    } finally {
+      await m?.stop();
+      await peer?.close();
+      await tdb.destroy();
+    }
+  },
+};
+
+/** Counts the requests Muster makes to the peer (key and actor fetches). */
+function countRequests(peer: Peer): { count: number } {
+  const counter = { count: 0 };
+  const fetch = peer.federation.fetch.bind(peer.federation);
+  peer.federation.fetch = (request, options) => {
+    counter.count++;
+    return fetch(request, options);
+  };
+  return counter;
+}
+
+async function presign(m: TestMuster, peer: Peer, spec: HttpMessageSignaturesSpec, round: string, n: number): Promise<SignedPost[]> {
+  const union = new URL("/u/riders", m.origin);
+  const inboxes = [new URL("/u/riders/inbox", m.origin), new URL("/inbox", m.origin)];
+  const posts: SignedPost[] = new Array(n);
+  // WebCrypto signs on the libuv thread pool, so a few at a time go faster.
+  await pool(n, 8, async (i) => {
+    const as = ACTORS[i % ACTORS.length]!;
+    const actor = peer.actorId(as);
+    const id = new URL(`/activities/${round}/${i}`, peer.origin);
+    const activity: Activity = Math.floor(i / 2) % 2 === 0
+      ? new Create({
+        id,
+        actor,
+        to: union,
+        object: new Note({ id: new URL(`/notes/${round}/${i}`, peer.origin), attribution: actor, to: union, content: `<p>Benchmark note ${i}</p>` }),
+      })
+      : new Like({ id, actor, object: new URL(`/notes/${round}/${i - 2}`, peer.origin) });
+    const body = JSON.stringify(await activity.toJsonLd({ format: "compact" }));
+    const url = inboxes[i % 2]!;
+    const req = await peer.signedPost(url, body, { as, spec });
+    posts[i] = { url, headers: req.headers, body };
+  });
+  return posts;
+}
+
+async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], round: string): Promise<Row> {
+  const db = m.muster.database.db;
+  const queued = async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  let processed = 0;
+  const onReceived = () => processed++;
+  m.muster.events.on("activity.received", onReceived);
+  try {
+    const http = httpRecorder();
+    const rss = trackPeakRss();
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    await pool(posts.length, CONCURRENCY, (i) => http.fetch(posts[i]!.url, { method: "POST", headers: posts[i]!.headers, body: posts[i]!.body }));
+    const httpMs = performance.now() - start;
+    const accepted = http.count(202);
+    progress(`${m.muster.config.dialect}: ${accepted}/${posts.length} accepted in ${(httpMs / 1000).toFixed(1)} s; waiting for the worker`);
+    await waitFor(`${m.muster.config.dialect}: inbox processing`, async () => processed >= accepted && (await queued()) === 0, () => `${processed}/${accepted} processed`);
+    const totalMs = performance.now() - start;
+    const cpuTotal = cpuMs(cpu);
+    const peak = rss.stop();
+    const recorded = await db.selectFrom("inbox_activities")
+      .select((e) => e.fn.countAll().as("n"))
+      .where("id", "like", `${new URL(`/activities/${round}/`, peer.origin).href}%`)
+      .executeTakeFirstOrThrow();
+    return {
+      N: posts.length,
+      C: CONCURRENCY,
+      "202 req/s": perSecond(accepted, httpMs),
+      "p50 ms": percentile(http.latencies, 50),
+      "p99 ms": percentile(http.latencies, 99),
+      "processed/s": perSecond(Number(recorded.n), totalMs),
+      "CPU ms/act": cpuTotal / posts.length,
+      "peak RSS MiB": mib(peak),
+      "non-202": http.unexpected(202),
+      recorded: Number(recorded.n),
+    };
+  } finally {
+    m.muster.events.off("activity.received", onReceived);
+  }
+}

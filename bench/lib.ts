@@ -1,0 +1,183 @@
+import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
+import SQLite from "better-sqlite3";
+import pg from "pg";
+import type { DialectCase } from "../test/helpers/databases.ts";
+
+/** One cell per column; numbers are formatted and right-aligned by printTable. */
+export type Row = Record<string, string | number>;
+
+export interface BenchOptions {
+  /** Smaller sizes and shorter runs, for a smoke run. */
+  readonly quick: boolean;
+}
+
+export interface Benchmark {
+  /** What --only selects. */
+  readonly name: string;
+  readonly title: string;
+  /** One line for --help. */
+  readonly summary: string;
+  /** Printed under the table: what the figures do and do not include. */
+  readonly notes: readonly string[];
+  /** Runs on one dialect, on databases it creates and destroys itself. */
+  run(dialect: DialectCase, options: BenchOptions): Promise<Row[]>;
+}
+
+/** Progress for long phases goes to stderr, so stdout holds only the results. */
+export function progress(message: string): void {
+  process.stderr.write(`  .. ${message}\n`);
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Nearest-rank percentile (p in 0..100) of unsorted samples. */
+export function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return Number.NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** Runs task(0) … task(count - 1), at most `concurrency` at a time. */
+export async function pool(count: number, concurrency: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+}
+
+/** Keeps `concurrency` loops calling task until `ms` have passed; resolves when the last call returns. */
+export async function forDuration(ms: number, concurrency: number, task: () => Promise<unknown>): Promise<void> {
+  const until = performance.now() + ms;
+  const worker = async () => {
+    while (performance.now() < until) await task();
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** A fetch that records each request's latency (until the body is read) and status; 0 means a network error. */
+export function httpRecorder() {
+  const latencies: number[] = [];
+  const statuses = new Map<number, number>();
+  return {
+    latencies,
+    async fetch(url: URL, init?: RequestInit): Promise<void> {
+      const start = performance.now();
+      let status = 0;
+      try {
+        const res = await fetch(url, init);
+        await res.arrayBuffer();
+        status = res.status;
+      } catch {
+        // Counted under status 0.
+      }
+      latencies.push(performance.now() - start);
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+    },
+    count: (status: number) => statuses.get(status) ?? 0,
+    /** Responses other than `expected`, e.g. "3×401", or "0". */
+    unexpected(expected: number): string {
+      const other = [...statuses].filter(([s]) => s !== expected).map(([s, n]) => `${n}×${s === 0 ? "error" : s}`);
+      return other.length ? other.join(" ") : "0";
+    },
+  };
+}
+
+/** Samples this process's RSS until stopped; returns the peak in bytes. */
+export function trackPeakRss(intervalMs = 50): { stop(): number } {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage.rss());
+    },
+  };
+}
+
+/** CPU time (user + system) of this process since `start`, in milliseconds. */
+export function cpuMs(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1000;
+}
+
+/**
+ * Polls `done` until it is true, printing `status()` every few seconds, and
+ * gives up once the status has not changed for `stallMs` (something is stuck).
+ */
+export async function waitFor(what: string, done: () => boolean | Promise<boolean>, status: () => string, { pollMs = 10, stallMs = 60_000 } = {}): Promise<void> {
+  let last = status();
+  let changedAt = performance.now();
+  let reportedAt = performance.now();
+  while (!(await done())) {
+    await sleep(pollMs);
+    const now = performance.now();
+    const s = status();
+    if (s !== last) [last, changedAt] = [s, now];
+    else if (now - changedAt > stallMs) throw new Error(`stalled waiting for ${what} (${s})`);
+    if (now - reportedAt > 2000) {
+      progress(`${what}: ${s}`);
+      reportedAt = now;
+    }
+  }
+}
+
+export const perSecond = (count: number, ms: number) => (count * 1000) / ms;
+export const mib = (bytes: number) => bytes / (1024 * 1024);
+
+/** Three significant figures without exponents: 12345, 123, 12.3, 1.23, 0.123. */
+export function fmt(n: number): string {
+  if (!Number.isFinite(n)) return "-";
+  if (Number.isInteger(n)) return n.toString();
+  const a = Math.abs(n);
+  return a >= 100 ? Math.round(n).toString() : a >= 10 ? n.toFixed(1) : a >= 1 ? n.toFixed(2) : n.toFixed(3);
+}
+
+export function printTable(title: string, rows: readonly Row[], notes: readonly string[] = []): void {
+  const out: string[] = [`\n## ${title}`];
+  if (rows.length === 0) {
+    out.push("(no results)");
+  } else {
+    const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+    const cells = rows.map((r) => columns.map((c) => (typeof r[c] === "number" ? fmt(r[c]) : (r[c] ?? ""))));
+    const numeric = columns.map((c) => rows.every((r) => typeof r[c] !== "string"));
+    const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)));
+    const line = (values: readonly string[]) =>
+      values.map((v, i) => (numeric[i] ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join("  ").trimEnd();
+    out.push(line(columns), widths.map((w) => "-".repeat(w)).join("  "), ...cells.map(line));
+  }
+  out.push(...notes.map((n) => `  * ${n}`));
+  process.stdout.write(`${out.join("\n")}\n`);
+}
+
+/** The 1-, 5- and 15-minute load averages, e.g. "load average 0.12 0.30 0.25 on 2 cores". */
+export function loadAverage(): string {
+  return `load average ${loadavg().map((l) => l.toFixed(2)).join(" ")} on ${availableParallelism()} cores`;
+}
+
+/** The machine and software the figures were measured on. */
+export async function machineFacts(pgUrl: string | undefined): Promise<string[]> {
+  const cpu = cpus()[0]?.model.trim() ?? "unknown CPU";
+  const memory = new SQLite(":memory:");
+  const sqliteVersion = (memory.prepare("select sqlite_version() as v").get() as { v: string }).v;
+  memory.close();
+  let postgres = "skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL to a PostgreSQL server to include it)";
+  if (pgUrl) {
+    const client = new pg.Client({ connectionString: pgUrl });
+    try {
+      await client.connect();
+      postgres = `PostgreSQL ${(await client.query<{ server_version: string }>("show server_version")).rows[0]?.server_version} at ${new URL(pgUrl).host}`;
+    } catch (error) {
+      postgres = `unreachable: ${error instanceof Error ? error.message : String(error)}`;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return [
+    `machine:  ${cpu}, ${availableParallelism()} cores, ${fmt(totalmem() / 1024 ** 3)} GiB RAM, ${process.platform} ${release()}`,
+    `node:     ${process.version}`,
+    `sqlite:   SQLite ${sqliteVersion} (better-sqlite3, WAL, synchronous=NORMAL)`,
+    `postgres: ${postgres}`,
+    `load:     ${loadAverage()} at start (anything else running on the machine skews the figures)`,
+  ];
+}

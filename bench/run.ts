@@ -1,0 +1,72 @@
+// Must come first: it points test/helpers/databases.ts at BENCH_DATABASE_URL.
+import "./pg-env.ts";
+import { parseArgs } from "node:util";
+import { dialects } from "../test/helpers/databases.ts";
+import { actorFetch } from "./actor-fetch.ts";
+import { inboxIngest } from "./inbox-ingest.ts";
+import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from "./lib.ts";
+import { queueThroughput } from "./queue-throughput.ts";
+import { tree } from "./tree.ts";
+
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, queueThroughput, actorFetch, tree];
+
+const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]]
+
+Benchmarks Muster on loopback and prints figures (no pass/fail). Runs on SQLite,
+and on PostgreSQL when BENCH_DATABASE_URL (or TEST_DATABASE_URL) names a server
+whose user may create databases; each run uses fresh databases it drops after.
+
+Options:
+  --quick           smaller sizes and shorter runs, for a smoke run
+  --only <name>     run only these benchmarks (repeatable or comma-separated)
+  -h, --help        show this help
+
+Benchmarks:
+${BENCHMARKS.map((b) => `  ${b.name.padEnd(18)}${b.summary}`).join("\n")}
+`;
+
+function parse() {
+  try {
+    const { values } = parseArgs({
+      options: {
+        help: { type: "boolean", short: "h", default: false },
+        quick: { type: "boolean", default: false },
+        only: { type: "string", multiple: true, default: [] },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+    const only = values.only.flatMap((o) => o.split(",")).map((o) => o.trim()).filter(Boolean);
+    const unknown = only.filter((o) => !BENCHMARKS.some((b) => b.name === o));
+    if (unknown.length) throw new Error(`unknown benchmark ${unknown.join(", ")}; choose from ${BENCHMARKS.map((b) => b.name).join(", ")}`);
+    return { help: values.help, quick: values.quick, selected: only.length ? BENCHMARKS.filter((b) => only.includes(b.name)) : BENCHMARKS };
+  } catch (error) {
+    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+const { help, quick, selected } = parse();
+if (help) {
+  process.stdout.write(USAGE);
+} else {
+  const started = performance.now();
+  const active = dialects.filter((d) => !d.skip);
+  process.stdout.write(`# Muster benchmarks (${quick ? "--quick" : "full"}), ${new Date().toISOString()}\n`);
+  for (const line of await machineFacts(process.env.TEST_DATABASE_URL)) process.stdout.write(`${line}\n`);
+  for (const bench of selected) {
+    process.stderr.write(`${bench.name}…\n`);
+    const rows: Row[] = [];
+    for (const dialect of active) {
+      try {
+        rows.push(...await bench.run(dialect, { quick }));
+      } catch (error) {
+        process.stderr.write(`${bench.name} on ${dialect.name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+        rows.push({ dialect: dialect.name, error: error instanceof Error ? error.message : String(error) });
+        process.exitCode = 1;
+      }
+    }
+    printTable(bench.title, rows, bench.notes);
+  }
+  process.stdout.write(`\nTotal runtime: ${((performance.now() - started) / 1000).toFixed(1)} s; ${loadAverage()} at the end\n`);
+}
