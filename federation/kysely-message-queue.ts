@@ -54,8 +54,12 @@ type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "orderin
  * them, so each inbox gets each activity once. Other messages have no key.
  */
 export function deliveryKey(message: unknown): string | null {
-  const m = message as { type?: unknown; activityId?: unknown; inbox?: unknown; attempt?: unknown } | null;
+  const m = message as { type?: unknown; activityId?: unknown; inbox?: unknown; attempt?: unknown; circuitHeld?: unknown } | null;
   if (m?.type !== "outbox" || typeof m.activityId !== "string" || typeof m.inbox !== "string") return null;
+  // A copy Fedify's circuit breaker parks for later carries the same activity,
+  // inbox and attempt as the message being handled; it is never a fan-out
+  // re-run, and dropping it would lose the delivery.
+  if (m.circuitHeld) return null;
   return `${m.activityId} ${m.inbox} ${typeof m.attempt === "number" ? m.attempt : 0}`;
 }
 

@@ -101,20 +101,12 @@ export interface MemberListing extends Member {
 }
 
 /**
- * Members with their sponsor and depth. Depth comes from one walk down the
- * tree rather than one chain walk per member.
+ * Members with their sponsor and depth. Depth is walked up from just the
+ * listed members (a few primary-key lookups each), never over the whole
+ * tree, so a page costs the same at a million members as at ten.
  */
 export async function listMembers(db: Kysely<DB>, unionId: string, opts: { states?: readonly MemberState[]; limit?: number; offset?: number } = {}): Promise<MemberListing[]> {
   const states = opts.states ?? ["reserved", "active", "pending"];
-  const depths = await sql<{ id: string; depth: number }>`
-    with recursive t(id, depth) as (
-      select id, 0 from members where union_id = ${unionId} and sponsor_id is null and state in ('reserved', 'active')
-      union all
-      select m.id, t.depth + 1 from members m join t on m.sponsor_id = t.id
-      where m.union_id = ${unionId} and m.state in ('reserved', 'active')
-    )
-    select id, depth from t`.execute(db);
-  const depthOf = new Map(depths.rows.map((r) => [r.id, Number(r.depth)]));
   const rows = await db.selectFrom("members as m")
     .leftJoin("members as s", "s.id", "m.sponsor_id")
     .selectAll("m")
@@ -125,6 +117,19 @@ export async function listMembers(db: Kysely<DB>, unionId: string, opts: { state
     .limit(opts.limit ?? 10_000)
     .offset(opts.offset ?? 0)
     .execute();
+  const inTree = rows.filter((r) => r.state === "active" || r.state === "reserved").map((r) => r.id);
+  const depthOf = new Map<string, number>();
+  for (let i = 0; i < inTree.length; i += 500) {
+    const ids = inTree.slice(i, i + 500);
+    const r = await sql<{ start: string; depth: number }>`
+      with recursive up(start, id, sponsor_id, n) as (
+        select id, id, sponsor_id, 0 from members where id in (${sql.join(ids)})
+        union all
+        select up.start, m.id, m.sponsor_id, up.n + 1 from members m join up on m.id = up.sponsor_id where up.n < 100000
+      )
+      select start, max(n) as depth from up group by start`.execute(db);
+    for (const x of r.rows) depthOf.set(x.start, Number(x.depth));
+  }
   return rows.map((r) => ({
     ...toMember(r),
     sponsorActorId: r.sponsor_actor_id,

@@ -1,0 +1,219 @@
+import "../../src/temporal.ts";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { createFederation, type Federation, type HttpMessageSignaturesSpec, MemoryKvStore, signRequest } from "@fedify/fedify";
+import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
+
+/**
+ * A stand-in fediverse server like test/helpers/peer.ts (Person actors at
+ * /users/<name>, a shared inbox at /inbox, RSA keys, Fedify verifying every
+ * signature), which also records every inbox POST at the HTTP level, before
+ * Fedify's own per-inbox duplicate check, so a test can count how many times
+ * a server was sent an activity. Its inboxes can be told to answer slowly,
+ * with an error status, or to let one particular delivery hang.
+ */
+
+export interface InboxHit {
+  /** Request path: `/inbox` (shared) or `/users/<name>/inbox`. */
+  readonly path: string;
+  readonly shared: boolean;
+  readonly id: string | null;
+  readonly type: string | null;
+  /** The object's id (a string object, or an embedded object's `id`). */
+  readonly objectId: string | null;
+  readonly body: Record<string, unknown> | null;
+  readonly receivedAt: number;
+  /** Status sent back; undefined while the request is still open. */
+  status?: number;
+  respondedAt?: number;
+  /** The sender hung up before we answered (it crashed, or timed out). */
+  aborted: boolean;
+}
+
+export interface InboxBehaviour {
+  /** Answer inbox POSTs after this many ms (after Fedify has handled them). */
+  delayMs: number;
+  /** Answer inbox POSTs with this status at once, without handing them to Fedify. */
+  failStatus: number | null;
+  /**
+   * Called for each inbox POST before it is handled; a number returned is an
+   * extra delay (ms) for this request only. Lets a test slow down exactly one
+   * delivery (say, the first one of an activity across all servers).
+   */
+  extraDelay?: (hit: InboxHit) => number;
+  /** Called right after an inbox POST has been answered (the bytes handed to the socket). */
+  onResponded?: (hit: InboxHit) => void;
+}
+
+export interface CountingPeer {
+  readonly origin: URL;
+  readonly host: string;
+  readonly federation: Federation<void>;
+  /** Every inbox POST, in arrival order. */
+  readonly hits: InboxHit[];
+  /** Activities Fedify accepted (signature verified, not a per-inbox duplicate). */
+  readonly received: Activity[];
+  readonly behaviour: InboxBehaviour;
+  readonly names: readonly string[];
+  actorId(name: string): URL;
+  sharedInbox(): URL;
+  /** Inbox POSTs of the activity with this id (any inbox). */
+  hitsOf(activityId: string): InboxHit[];
+  /** Delivers through Fedify's own sender (double-knock), immediately. */
+  send(from: string, to: Recipient, activity: Activity): Promise<void>;
+  signedPost(inbox: URL, body: string, opts: { as: string; spec?: HttpMessageSignaturesSpec }): Promise<Request>;
+  signedGet(url: URL, opts: { as: string; spec?: HttpMessageSignaturesSpec }): Promise<Request>;
+  lookup(url: URL): Promise<unknown>;
+  /** Stops listening (the port is closed: connections are refused) and drops open sockets. */
+  close(): Promise<void>;
+}
+
+function rsa2048(): Promise<CryptoKeyPair> {
+  return crypto.subtle.generateKey(
+    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+    true,
+    ["sign", "verify"],
+  ) as Promise<CryptoKeyPair>;
+}
+
+function describe(body: Record<string, unknown> | null): Pick<InboxHit, "id" | "type" | "objectId"> {
+  if (!body) return { id: null, type: null, objectId: null };
+  const object = body.object;
+  const objectId = typeof object === "string" ? object : object && typeof object === "object" && typeof (object as { id?: unknown }).id === "string" ? (object as { id: string }).id : null;
+  return {
+    id: typeof body.id === "string" ? body.id : null,
+    type: typeof body.type === "string" ? body.type : null,
+    objectId,
+  };
+}
+
+export async function startCountingPeer(names: readonly string[], behaviour: Partial<InboxBehaviour> = {}): Promise<CountingPeer> {
+  const server: Server = createServer();
+  const sockets = new Set<Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const keyPairs = new Map<string, CryptoKeyPair>();
+  for (const n of names) keyPairs.set(n, await rsa2048());
+  const received: Activity[] = [];
+  const hits: InboxHit[] = [];
+  const state: InboxBehaviour = { delayMs: 0, failStatus: null, ...behaviour };
+
+  const federation = createFederation<void>({ kv: new MemoryKvStore(), origin: origin.href, allowPrivateAddress: true });
+  federation
+    .setActorDispatcher("/users/{identifier}", async (ctx, identifier) => {
+      if (!keyPairs.has(identifier)) return null;
+      const keys = await ctx.getActorKeyPairs(identifier);
+      return new Person({
+        id: ctx.getActorUri(identifier),
+        preferredUsername: identifier,
+        name: identifier,
+        url: new URL(`/@${identifier}`, ctx.origin),
+        inbox: ctx.getInboxUri(identifier),
+        endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+        publicKey: keys[0]?.cryptographicKey,
+        manuallyApprovesFollowers: false,
+      });
+    })
+    .setKeyPairsDispatcher((_ctx, identifier) => {
+      const k = keyPairs.get(identifier);
+      return k ? [k] : [];
+    });
+  federation.setInboxListeners("/users/{identifier}/inbox", "/inbox").on(Activity, (_ctx, activity) => {
+    received.push(activity);
+  });
+
+  const isInbox = (path: string) => path === "/inbox" || /^\/users\/[^/]+\/inbox$/.test(path);
+
+  server.on("request", async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = chunks.length ? Buffer.concat(chunks) : undefined;
+    const path = new URL(req.url ?? "/", origin).pathname;
+    let hit: InboxHit | undefined;
+    if (req.method === "POST" && isInbox(path)) {
+      let json: Record<string, unknown> | null = null;
+      try {
+        json = JSON.parse(body?.toString("utf8") ?? "null") as Record<string, unknown>;
+      } catch {
+        json = null;
+      }
+      const h: InboxHit = { path, shared: path === "/inbox", ...describe(json), body: json, receivedAt: Date.now(), aborted: false };
+      hit = h;
+      hits.push(h);
+      res.on("close", () => {
+        if (h.respondedAt === undefined) h.aborted = true;
+      });
+      if (state.failStatus !== null) {
+        h.status = state.failStatus;
+        h.respondedAt = Date.now();
+        res.writeHead(state.failStatus, { "Content-Type": "text/plain" });
+        res.end("failing on purpose");
+        return;
+      }
+    }
+    const request = new Request(new URL(req.url ?? "/", origin), {
+      method: req.method,
+      headers: req.headers as Record<string, string>,
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
+    });
+    const response = await federation.fetch(request, { contextData: undefined });
+    const payload = Buffer.from(await response.arrayBuffer());
+    if (hit) {
+      const wait = state.delayMs + (state.extraDelay?.(hit) ?? 0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (res.destroyed) return;
+      hit.status = response.status;
+      hit.respondedAt = Date.now();
+    }
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(payload);
+    if (hit) state.onResponded?.(hit);
+  });
+
+  const ctx = () => federation.createContext(origin, undefined);
+  const keys = async (n: string) => {
+    const k = keyPairs.get(n);
+    if (!k) throw new Error(`peer has no actor ${n}`);
+    return k;
+  };
+  let closed: Promise<void> | undefined;
+  return {
+    origin,
+    host: origin.host,
+    federation,
+    hits,
+    received,
+    behaviour: state,
+    names,
+    actorId: (n) => new URL(`/users/${n}`, origin),
+    sharedInbox: () => new URL("/inbox", origin),
+    hitsOf: (id) => hits.filter((h) => h.id === id),
+    send: (from, to, activity) => ctx().sendActivity({ identifier: from }, to, activity, { immediate: true }),
+    async signedPost(inbox, body, opts) {
+      const request = new Request(inbox, {
+        method: "POST",
+        headers: { "Content-Type": "application/activity+json", Accept: "application/activity+json" },
+        body,
+      });
+      return signRequest(request, (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
+        spec: opts.spec ?? "draft-cavage-http-signatures-12",
+      });
+    },
+    signedGet: async (url, opts) =>
+      signRequest(new Request(url, { headers: { Accept: "application/activity+json" } }), (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
+        spec: opts.spec ?? "draft-cavage-http-signatures-12",
+      }),
+    lookup: (url) => ctx().lookupObject(url.href),
+    close() {
+      closed ??= new Promise<void>((r) => {
+        server.close(() => r());
+        for (const s of sockets) s.destroy();
+      });
+      return closed;
+    },
+  };
+}
