@@ -140,21 +140,26 @@ export class KyselyMessageQueue implements MessageQueue {
     return this.enqueueMany([message], options);
   }
 
-  async enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
-    if (messages.length === 0) return;
+  /** A new row for `message`, available after the options' delay. */
+  #row(message: unknown, options: KyselyEnqueueOptions | undefined, dedupeKey: string | null) {
     const now = Date.now();
     const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
     if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
-    const availableAt = now + delay;
-    let rows = messages.map((message) => ({
+    return {
       queue: this.name,
       message: encodeMessage(message),
       ordering_key: options?.orderingKey ?? null,
-      available_at: availableAt,
+      available_at: now + delay,
       attempts: 0,
       created_at: now,
-      dedupe_key: deliveryKey(message),
-    }));
+      dedupe_key: dedupeKey,
+    };
+  }
+
+  async enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
+    if (messages.length === 0) return;
+    let rows = messages.map((message) => this.#row(message, options, deliveryKey(message)));
+    const availableAt = rows[0]!.available_at;
     const { db } = this.#database;
     const keys = rows.map((r) => r.dedupe_key).filter((k): k is string => k !== null);
     if (keys.length > 0) {
@@ -189,19 +194,9 @@ export class KyselyMessageQueue implements MessageQueue {
    * hear of the message only once it is committed and visible.
    */
   async enqueueWith(executor: Kysely<DB>, message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
-    const now = Date.now();
-    const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
-    if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
-    const availableAt = now + delay;
-    await executor.insertInto("fedify_mq").values({
-      queue: this.name,
-      message: encodeMessage(message),
-      ordering_key: options?.orderingKey ?? null,
-      available_at: availableAt,
-      attempts: 0,
-      created_at: now,
-      dedupe_key: null,
-    }).execute();
+    const row = this.#row(message, options, null);
+    const availableAt = row.available_at;
+    await executor.insertInto("fedify_mq").values(row).execute();
     if (this.#database.dialect === "postgres") {
       await sql`select pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify({ queue: this.name, at: availableAt })})`.execute(executor);
     } else {
