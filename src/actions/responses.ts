@@ -20,18 +20,30 @@ export interface Progress {
   readonly participation: number;
 }
 
-/** Whether a reply's text says the member is in: one of the union's words, as a whole word. */
+const NEGATIONS = new Set(["not", "no", "never", "nope", "can't", "cannot", "won't", "don't", "isn't", "aren't", "wasn't", "couldn't", "wouldn't"]);
+
+/**
+ * Whether a reply says the member is in: one of the union's words, as a
+ * whole word, in a short reply ("I'm in", "count me in") or as its first or
+ * last word ("done, see you there"), and no negation ("I'm not in"). A word
+ * in passing ("what is this in reference to?") is a comment, not a pledge.
+ */
 export function isCommitment(text: string, words: readonly string[]): boolean {
   const plain = text
     // A mention link (Mastodon splits the name: @<span>in</span>) is addressing.
     .replace(/<a\b[^>]*\bclass="[^"]*\bmention\b[^"]*"[^>]*>[\s\S]*?<\/a>/gi, " ")
+    .replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ")
     .replace(/<[^>]*>/g, " ")
+    .replace(/&#39;|&apos;|&rsquo;|\u2019/gi, "'")
     .replace(/&[a-z]+;|&#\d+;/gi, " ")
     // Mentions (@union@host) are addressing, not content.
     .replace(/@[\w.-]+(@[\w.:-]+)?/g, " ")
     .toLowerCase();
-  const tokens = new Set(plain.split(/[^\p{L}\p{N}'-]+/u).filter(Boolean));
-  return words.some((w) => tokens.has(w));
+  const tokens = plain.split(/[^\p{L}\p{N}'-]+/u).filter(Boolean);
+  if (tokens.some((t) => NEGATIONS.has(t) || t.endsWith("n't"))) return false;
+  const isWord = (t: string | undefined) => t !== undefined && words.includes(t);
+  if (!tokens.some(isWord)) return false;
+  return tokens.length <= 4 || isWord(tokens[0]) || isWord(tokens[tokens.length - 1]);
 }
 
 async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string): Promise<string | undefined> {
