@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { createFederation, type Federation, type HttpMessageSignaturesSpec, MemoryKvStore, signRequest } from "@fedify/fedify";
 import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
+import { generateRsa2048 } from "../../federation/keys.ts";
 
 /**
  * A stand-in fediverse server like test/helpers/peer.ts (Person actors at
@@ -68,14 +69,6 @@ export interface CountingPeer {
   close(): Promise<void>;
 }
 
-function rsa2048(): Promise<CryptoKeyPair> {
-  return crypto.subtle.generateKey(
-    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
-    true,
-    ["sign", "verify"],
-  ) as Promise<CryptoKeyPair>;
-}
-
 function describe(body: Record<string, unknown> | null): Pick<InboxHit, "id" | "type" | "objectId"> {
   if (!body) return { id: null, type: null, objectId: null };
   const object = body.object;
@@ -97,7 +90,7 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const keyPairs = new Map<string, CryptoKeyPair>();
-  for (const n of names) keyPairs.set(n, await rsa2048());
+  for (const n of names) keyPairs.set(n, await generateRsa2048());
   const received: Activity[] = [];
   const hits: InboxHit[] = [];
   const state: InboxBehaviour = { delayMs: 0, failStatus: null, ...behaviour };

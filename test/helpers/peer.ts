@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { createFederation, type Federation, MemoryKvStore, signRequest } from "@fedify/fedify";
 import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
+import { generateRsa2048 } from "../../federation/keys.ts";
 
 /**
  * A second, independent Fedify server on its own loopback port that serves
@@ -33,21 +34,12 @@ export interface Peer {
   close(): Promise<void>;
 }
 
-// Mastodon's key size, and much faster to make than Fedify's default 4096.
-function rsa2048(): Promise<CryptoKeyPair> {
-  return crypto.subtle.generateKey(
-    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
-    true,
-    ["sign", "verify"],
-  ) as Promise<CryptoKeyPair>;
-}
-
 export async function startPeer(names: readonly string[] = ["alice", "bob", "carol"]): Promise<Peer> {
   const server: Server = createServer();
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const keyPairs = new Map<string, CryptoKeyPair>();
-  for (const n of names) keyPairs.set(n, await rsa2048());
+  for (const n of names) keyPairs.set(n, await generateRsa2048());
   const received: Activity[] = [];
   const migration = new Map<string, { alsoKnownAs?: string[]; movedTo?: string }>();
 
@@ -124,7 +116,7 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
         spec: opts.spec ?? "draft-cavage-http-signatures-12",
       }),
     setMigration: (name, opts) => void migration.set(name, opts),
-    addActor: async (name) => void keyPairs.set(name, await rsa2048()),
+    addActor: async (name) => void keyPairs.set(name, await generateRsa2048()),
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
