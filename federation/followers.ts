@@ -17,7 +17,7 @@ export async function followersPage(db: Kysely<DB>, unionId: string, cursor: str
     .where("m.actor_id", "is not", null)
     .$if(cursor !== null && cursor !== "", (q) => q.where("m.id", ">", cursor!))
     .orderBy("m.id")
-    .limit(cursor === null ? 100_000 : PAGE)
+    .$if(cursor !== null, (q) => q.limit(PAGE))
     .execute();
   const items: Recipient[] = rows.map((r) => ({
     id: new URL(r.actor_id!),

@@ -82,6 +82,22 @@ const localListeners = new WeakMap<Kysely<DB>, Set<Wake>>();
 // and each row binds 6, so fan-outs larger than this are split inside one
 // transaction.
 const INSERT_CHUNK = 1000;
+
+/** One batch this large makes the queue refresh PostgreSQL's statistics, at most every ANALYZE_EVERY_MS. */
+const ANALYZE_AFTER_ROWS = 1000;
+const ANALYZE_EVERY_MS = 30_000;
+let lastAnalyzed = 0;
+
+/** A fedify_mq row as enqueued. */
+interface NewRow {
+  readonly queue: string;
+  readonly message: string;
+  readonly ordering_key: string | null;
+  readonly available_at: number;
+  readonly attempts: number;
+  readonly created_at: number;
+  readonly dedupe_key: string | null;
+}
 const MAX_ERROR_LENGTH = 8000;
 
 const log = logger("queue");
@@ -115,6 +131,8 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #retryBaseDelayMs: number;
   readonly #retryMaxDelayMs: number;
   #claims = 0;
+  /** enqueue() calls waiting for #flushPending. */
+  readonly #pending: { row: NewRow; resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #closing = new AbortController();
   readonly #listening = new Set<Promise<void>>();
 
@@ -136,12 +154,40 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#retryMaxDelayMs = nonNegative("retryMaxDelayMs", options.retryMaxDelayMs ?? 15 * 60_000);
   }
 
+  /**
+   * Calls made in the same turn of the event loop are written together, a
+   * transaction per INSERT_CHUNK rows (group commit). Fedify enqueues a
+   * fan-out's deliveries with one concurrent enqueue() each whenever they
+   * carry an ordering key: one transaction apiece kept 20,000 of them ahead
+   * of every claim for 50 s before the first delivery went out.
+   */
   enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
-    return this.enqueueMany([message], options);
+    let row: NewRow;
+    try {
+      row = this.#row(message, options, deliveryKey(message));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ row, resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => void this.#flushPending());
+    });
+  }
+
+  async #flushPending(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, INSERT_CHUNK);
+      try {
+        await this.#insert(batch.map((p) => p.row));
+        for (const p of batch) p.resolve();
+      } catch (error) {
+        for (const p of batch) p.reject(error);
+      }
+    }
   }
 
   /** A new row for `message`, available after the options' delay. */
-  #row(message: unknown, options: KyselyEnqueueOptions | undefined, dedupeKey: string | null) {
+  #row(message: unknown, options: KyselyEnqueueOptions | undefined, dedupeKey: string | null): NewRow {
     const now = Date.now();
     const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
     if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
@@ -158,8 +204,12 @@ export class KyselyMessageQueue implements MessageQueue {
 
   async enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
     if (messages.length === 0) return;
-    let rows = messages.map((message) => this.#row(message, options, deliveryKey(message)));
-    const availableAt = rows[0]!.available_at;
+    await this.#insert(messages.map((message) => this.#row(message, options, deliveryKey(message))));
+  }
+
+  /** Inserts rows in one transaction, leaving out deliveries already made. */
+  async #insert(all: readonly NewRow[]): Promise<void> {
+    let rows = all;
     const { db } = this.#database;
     const keys = rows.map((r) => r.dedupe_key).filter((k): k is string => k !== null);
     if (keys.length > 0) {
@@ -175,7 +225,7 @@ export class KyselyMessageQueue implements MessageQueue {
       }
     }
     // A key still queued is dropped by the unique index.
-    const insert = (executor: Kysely<DB>, chunk: typeof rows) =>
+    const insert = (executor: Kysely<DB>, chunk: readonly NewRow[]) =>
       executor.insertInto("fedify_mq").values(chunk).onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
     if (rows.length <= INSERT_CHUNK) {
       await insert(db, rows);
@@ -184,7 +234,23 @@ export class KyselyMessageQueue implements MessageQueue {
         for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insert(trx, rows.slice(i, i + INSERT_CHUNK));
       });
     }
-    await this.#announce(availableAt);
+    await this.#announce(rows.reduce((min, r) => Math.min(min, r.available_at), Infinity));
+    if (rows.length >= ANALYZE_AFTER_ROWS) await this.#refreshStatistics();
+  }
+
+  /**
+   * A fan-out takes the queue from empty to 10^5 rows in seconds, while
+   * autovacuum refreshes PostgreSQL's statistics about once a minute: until
+   * then the planner believes the table nearly empty, sorts every ready row
+   * and checks each one's ordering key on every claim (10 ms a claim at
+   * 2,500 rows, against 0.2 ms once analyzed).
+   */
+  async #refreshStatistics(): Promise<void> {
+    if (this.#database.dialect !== "postgres" || Date.now() - lastAnalyzed < ANALYZE_EVERY_MS) return;
+    lastAnalyzed = Date.now();
+    await sql`analyze fedify_mq`.execute(this.#database.db).catch((error: unknown) => {
+      log.warn("Could not analyze fedify_mq: {error}", { error: describeError(error) });
+    });
   }
 
   /**
@@ -317,17 +383,31 @@ export class KyselyMessageQueue implements MessageQueue {
       .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
       // One message per ordering key at a time, in id order: a message waits
       // while an earlier one with its key is still queued (even if delayed
-      // for a retry) or while any one with its key is being handled.
+      // for a retry) or while any one with its key is being handled. Two
+      // separate checks, each one index lookup: joined by OR, SQLite scanned
+      // the whole queue for every candidate.
       .where((eb) => eb.or([
         eb("m.ordering_key", "is", null),
-        eb.not(eb.exists(
-          eb.selectFrom("fedify_mq as e")
-            .select(sql.lit(1).as("one"))
-            .whereRef("e.queue", "=", "m.queue")
-            .whereRef("e.ordering_key", "=", "m.ordering_key")
-            .where((inner) => inner.or([inner("e.id", "<", inner.ref("m.id")), inner("e.lease_until", ">", now)])),
-        )),
+        eb.and([
+          eb.not(eb.exists(
+            eb.selectFrom("fedify_mq as e")
+              .select(sql.lit(1).as("one"))
+              .whereRef("e.ordering_key", "=", "m.ordering_key")
+              .whereRef("e.id", "<", "m.id")
+              .whereRef("e.queue", "=", "m.queue"),
+          )),
+          eb.not(eb.exists(
+            eb.selectFrom("fedify_mq as e")
+              .select(sql.lit(1).as("one"))
+              .whereRef("e.ordering_key", "=", "m.ordering_key")
+              .where("e.lease_until", ">", now)
+              .whereRef("e.queue", "=", "m.queue"),
+          )),
+        ]),
       ]))
+      // Oldest ready first: a retry that has come due goes before messages
+      // that were queued after it was first tried.
+      .orderBy("m.available_at")
       .orderBy("m.id")
       .limit(limit)
       .$if(dialect === "postgres", (qb) => qb.forUpdate().skipLocked());

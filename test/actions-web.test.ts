@@ -3,17 +3,18 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Accept, Announce, Create, Delete, Follow, Group, Note, Update } from "@fedify/vocab";
+import { Accept, Announce, Create, Delete, type Group, Note, Update } from "@fedify/vocab";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { browserSkip, launchBrowser } from "./helpers/browser.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type Peer, startPeer } from "./helpers/peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import type { Peer } from "./helpers/peer.ts";
+import { signInByDm } from "./helpers/sign-in.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { ACTION_KINDS, getAction, hashesOf } from "../src/actions/actions.ts";
 import { GENESIS } from "../src/actions/chain.ts";
 import { offerRelay } from "../src/actions/relay.ts";
 import { localSchedule } from "../src/actions/scheduler.ts";
-import { findMemberByActor } from "../src/members/members.ts";
 import { getUnionById, updateUnion } from "../src/unions/unions.ts";
 import { htmlToText, nextPublication, parseDatetimeLocal } from "../src/http/actions-data.ts";
 
@@ -75,7 +76,8 @@ describe("call-to-action web helpers", () => {
 
 for (const d of dialects) {
   describe(`calls-to-action in the console and on their pages on ${d.name}`, { skip: d.skip || browserSkip }, () => {
-    let tdb: TestDatabase;
+    const fx = unionWithPeer(d, { actors: ["lead", "alice", "bob"], joinPolicy: "open" });
+    const { handleOf, url, db, member, follow } = fx;
     let m: TestMuster;
     let peer: Peer;
     let group: Group;
@@ -89,51 +91,12 @@ for (const d of dialects) {
     /** The published call-to-action with the Markdown ask, and a second one published from the queue. */
     let askId: string;
     let queuedId: string;
-    let n = 0;
-    const seenCodes = new Set<string>();
-    const host = () => peer.origin.host;
-    const handleOf = (name: string) => `@${name}@${host()}`;
-    const url = (path: string) => new URL(path, m.origin).href;
-    const db = () => m.muster.database.db;
-    const member = (name: string) => findMemberByActor(db(), unionId, peer.actorId(name).href);
     const text = async (page: Page, sel: string) => (await page.textContent(sel) ?? "").replace(/\s+/g, " ").trim();
-
-    async function follow(name: string): Promise<void> {
-      const f = new Follow({ id: new URL(`/follows/${name}-${++n}`, peer.origin), actor: peer.actorId(name), object: group.id });
-      await peer.send(name, group, f);
-      await eventually(async () => {
-        for (const a of peer.received) {
-          if (!(a instanceof Accept)) continue;
-          const obj = await a.getObject({ crossOrigin: "trust" });
-          if (obj instanceof Follow && obj.id?.href === f.id!.href) return true;
-        }
-        return false;
-      }, `Accept of ${name}'s follow`);
-    }
-
-    async function newLoginCode(name: string): Promise<string> {
-      return eventually(async () => {
-        for (const a of peer.received) {
-          if (!(a instanceof Create) || !a.toIds.some((t) => t.href === peer.actorId(name).href)) continue;
-          const note = await a.getObject({ crossOrigin: "trust" });
-          const code = note instanceof Note ? /\/u\/riders\/login\/([\w-]+)/.exec(String(note.content))?.[1] : undefined;
-          if (code && !seenCodes.has(code)) {
-            seenCodes.add(code);
-            return code;
-          }
-        }
-        return undefined;
-      }, `a sign-in DM to ${name}`);
-    }
 
     /** Signs in from the sign-in page the browser is on; the union's DM carries the link. */
     async function signIn(page: Page, name: string, landsOn: string) {
       assert.equal(new URL(page.url()).pathname, "/u/riders/login");
-      await page.fill("input[name=handle]", handleOf(name));
-      await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("form.setup button[type=submit]")]);
-      assert.equal(await page.textContent("h1"), "Check your messages");
-      await page.goto(url(`/u/riders/login/${await newLoginCode(name)}`));
-      await Promise.all([page.waitForURL(url(landsOn)), page.click("form.setup button[type=submit]")]);
+      await signInByDm(page, fx, name, landsOn);
     }
 
     /** Submits a form by one of its buttons and waits for the page it lands on. */
@@ -152,15 +115,10 @@ for (const d of dialects) {
     }
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb);
-      peer = await startPeer(["lead", "alice", "bob"]);
-      const union = await makeUnion(m, "riders", { leaderHandle: handleOf("lead"), joinPolicy: "open" });
-      unionId = union.id;
+      ({ m, peer, group, unionId } = await fx.start());
       zone = quietZone();
       await updateUnion(m.muster.unions, "riders", { publishTime: "23:59", timeZone: zone });
-      group = await peer.lookup(new URL("/u/riders", m.origin)) as Group;
-      for (const name of ["lead", "alice", "bob"]) await follow(name);
+      for (const name of ["lead", "alice", "bob"]) await fx.answerTo(await follow(name), Accept);
       browser = await launchBrowser();
       leadCtx = await browser.newContext();
       lead = await leadCtx.newPage();
@@ -170,9 +128,7 @@ for (const d of dialects) {
 
     after(async () => {
       await browser?.close();
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await fx.stop();
     });
 
     it("an officer composes in the console: one queued, one published at once with a Markdown ask", async () => {

@@ -1,8 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { after, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from "kysely";
-import { generateActorKeys } from "../federation/keys.ts";
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from "kysely";
 import {
   type Action,
   ActionError,
@@ -22,51 +21,18 @@ import { renderMarkdown } from "../src/actions/markdown.ts";
 import { decideRelay, offerRelay, pendingRelays, type RelayOffer } from "../src/actions/relay.ts";
 import { closeExpired, isCommitment, participationOf, progressOf, recordBoost, recordLike, recordReply, recordWebResponse, withdrawResponse } from "../src/actions/responses.ts";
 import { localSchedule, publishDue } from "../src/actions/scheduler.ts";
-import type { DB } from "../src/db/schema.ts";
-import { createEventBus, type DomainEvents } from "../src/events.ts";
+import type { DomainEvents } from "../src/events.ts";
 import { type By, type Member, MemberError, OPERATOR } from "../src/members/members.ts";
 import { type Applicant, leaveUnion, requestToJoin, setOfficer } from "../src/members/membership.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
-import { createUnion, DEFAULT_COMMITMENT_WORDS, type JoinPolicy, type StoredKey, type Union, updateUnion } from "../src/unions/unions.ts";
+import { createUnion, DEFAULT_COMMITMENT_WORDS, type JoinPolicy, type Union, updateUnion } from "../src/unions/unions.ts";
 import { type ActionRaceResult, actionContenders, closeActionContenders, rendezvous, touches } from "./helpers/actions-worker.ts";
-import { type DialectCase, dialects, type TestDatabase } from "./helpers/databases.ts";
-import { recordedIntents, recordingOutbox } from "./helpers/membership-worker.ts";
+import { dialects } from "./helpers/databases.ts";
+import { type Ctx, failingOn, followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
+import { recordedIntents } from "./helpers/membership-worker.ts";
 
-// Real keys, made once: a union is never created keyless.
-let keys: Promise<StoredKey[]> | undefined;
-const sharedKeys = () => (keys ??= generateActorKeys());
 after(() => closeActionContenders());
 
-type Logged = { [K in keyof DomainEvents]: { type: K } & DomainEvents[K] }[keyof DomainEvents];
-
-interface Ctx {
-  readonly tdb: TestDatabase;
-  readonly db: Kysely<DB>;
-  readonly deps: ActionDeps;
-  readonly log: Logged[];
-}
-
-async function withCtx(d: DialectCase, fn: (c: Ctx) => Promise<void>): Promise<void> {
-  const tdb = await d.create();
-  const { db, close } = tdb.open();
-  const events = createEventBus();
-  const log: Logged[] = [];
-  events.on("*", (type, e) => log.push({ type, ...e } as Logged));
-  try {
-    await fn({ tdb, db, deps: { db, events, outbox: recordingOutbox }, log });
-  } finally {
-    await close();
-    await tdb.destroy();
-  }
-}
-
-const LEADER: Applicant = { actorId: "https://example.org/users/lead", handle: "@lead@example.org" };
-
-function person(name: string, host = "remote.example"): Applicant {
-  return { actorId: `https://${host}/users/${name}`, handle: `@${name}@${host}` };
-}
-
-const followId = () => `https://remote.example/follows/${randomUUID()}`;
 const asMember = (m: Member): By => ({ kind: "member", memberId: m.id });
 const HOUR = 3_600_000;
 const tick = () => new Promise((r) => setTimeout(r, 3));
@@ -432,15 +398,7 @@ for (const d of dialects) {
       await refuses(publishAction(c.deps, union.id, q.id, asMember(other.officer)), MemberError, "forbidden");
 
       // The delivery store fails after the number and the chain entry were written: all of it rolls back.
-      const failing: ActionDeps = {
-        ...c.deps,
-        outbox: {
-          add: async (trx, intent) => {
-            await recordingOutbox.add(trx, intent);
-            if (intent.kind === "action.publish") throw new Error("delivery store unavailable");
-          },
-        },
-      };
+      const failing = failingOn(c, "action.publish");
       await assert.rejects(publishAction(failing, union.id, q.id, asMember(officer)), /delivery store unavailable/);
       await assert.rejects(composeAction(failing, union.id, OPERATOR, ask("never"), { publishNow: true }), /delivery store unavailable/);
       assert.deepEqual(await snapshot(c), before, "not a row, entry or intent left behind");

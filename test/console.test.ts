@@ -2,14 +2,15 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Accept, Create, Follow, Group, Note } from "@fedify/vocab";
+import { Accept, type Follow, type Group } from "@fedify/vocab";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { browserSkip, launchBrowser } from "./helpers/browser.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type Peer, startPeer } from "./helpers/peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import { signInByDm } from "./helpers/sign-in.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { createInvite } from "../src/members/invites.ts";
-import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { OPERATOR } from "../src/members/members.ts";
 import { FAILED_CODES_PER_IP, LOGIN_PER_HANDLE, LOGIN_PER_IP } from "../src/sessions/sessions.ts";
 
 // Passwordless web sign-in and the officers' console, end to end: a real
@@ -21,9 +22,9 @@ const SCREENSHOT_DIR = process.env.MUSTER_SCREENSHOT_DIR ?? "/tmp";
 
 for (const d of dialects) {
   describe(`web sign-in and the officers' console on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    const fx = unionWithPeer(d, { actors: ["lead", "alice", "bob", "pat"], joinPolicy: "approval" });
+    const { host, handleOf, url, db, member, follow, linksTo, newLoginCode } = fx;
     let m: TestMuster;
-    let peer: Peer;
     let group: Group;
     let unionId: string;
     let browser: Browser | undefined;
@@ -31,50 +32,7 @@ for (const d of dialects) {
     let leadPage: Page;
     let bobCtx: BrowserContext;
     let bobPage: Page;
-    let n = 0;
-    const seenCodes = new Set<string>();
-    const host = () => peer.origin.host;
-    const handleOf = (name: string) => `@${name}@${host()}`;
-    const url = (path: string) => new URL(path, m.origin).href;
-    const db = () => m.muster.database.db;
-    const member = (name: string) => findMemberByActor(db(), unionId, peer.actorId(name).href);
-
-    async function follow(name: string): Promise<Follow> {
-      const f = new Follow({ id: new URL(`/follows/${name}-${++n}`, peer.origin), actor: peer.actorId(name), object: group.id });
-      await peer.send(name, group, f);
-      return f;
-    }
-
-    async function acceptOf(f: Follow) {
-      return eventually(async () => {
-        for (const a of peer.received) {
-          if (!(a instanceof Accept)) continue;
-          const obj = await a.getObject({ crossOrigin: "trust" });
-          if (obj instanceof Follow && obj.id?.href === f.id!.href) return a;
-        }
-        return undefined;
-      }, `Accept of ${f.id!.href}`);
-    }
-
-    /** Links of a kind (`join` or `login`) in direct messages the union sent to this actor, oldest first. */
-    async function linksTo(name: string, kind: "join" | "login"): Promise<string[]> {
-      const out: string[] = [];
-      for (const a of peer.received) {
-        if (!(a instanceof Create) || !a.toIds.some((t) => t.href === peer.actorId(name).href)) continue;
-        const note = await a.getObject({ crossOrigin: "trust" });
-        if (!(note instanceof Note)) continue;
-        const code = new RegExp(`/u/riders/${kind}/([\\w-]+)`).exec(String(note.content))?.[1];
-        if (code) out.push(code);
-      }
-      return out;
-    }
-
-    /** The sign-in code in the newest direct message to this actor that has not been seen yet. */
-    async function newLoginCode(name: string): Promise<string> {
-      const code = await eventually(async () => (await linksTo(name, "login")).find((c) => !seenCodes.has(c)), `a sign-in DM to ${name}`);
-      seenCodes.add(code);
-      return code;
-    }
+    const acceptOf = (f: Follow) => fx.answerTo(f, Accept);
 
     /** A form POST as our own pages send it (same Origin). */
     function post(path: string, fields: Record<string, string>, opts: { cookie?: string; origin?: string | null } = {}) {
@@ -98,17 +56,15 @@ for (const d of dialects) {
 
     async function signInInBrowser(page: Page, name: string, landsOn: string) {
       await page.goto(url("/u/riders/login"));
-      await page.fill("input[name=handle]", handleOf(name));
-      await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("form.setup button[type=submit]")]);
-      assert.equal(await page.textContent("h1"), "Check your messages");
-      assert.match(await page.textContent("[data-testid=sent]") ?? "", new RegExp(handleOf(name).replace(/\./g, "\\.")));
-      const code = await newLoginCode(name);
-      const res = await page.goto(url(`/u/riders/login/${code}`));
-      assert.equal(res?.status(), 200);
-      assert.equal(await page.textContent("[data-testid=signing-in-as]"), handleOf(name));
-      const row = await db().selectFrom("login_codes").select("used_at").where("used_at", "is", null).execute();
-      assert.ok(row.length > 0, "opening the link (GET) does not use the code up");
-      await Promise.all([page.waitForURL(url(landsOn)), page.click("form.setup button[type=submit]")]);
+      await signInByDm(page, fx, name, landsOn, {
+        sent: async () => assert.match(await page.textContent("[data-testid=sent]") ?? "", new RegExp(handleOf(name).replace(/\./g, "\\."))),
+        async opened(res) {
+          assert.equal(res?.status(), 200);
+          assert.equal(await page.textContent("[data-testid=signing-in-as]"), handleOf(name));
+          const row = await db().selectFrom("login_codes").select("used_at").where("used_at", "is", null).execute();
+          assert.ok(row.length > 0, "opening the link (GET) does not use the code up");
+        },
+      });
     }
 
     async function screenshot(page: Page, name: string) {
@@ -117,12 +73,7 @@ for (const d of dialects) {
     }
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb);
-      peer = await startPeer(["lead", "alice", "bob", "pat"]);
-      const union = await makeUnion(m, "riders", { leaderHandle: handleOf("lead"), joinPolicy: "approval" });
-      unionId = union.id;
-      group = await peer.lookup(new URL("/u/riders", m.origin)) as Group;
+      ({ m, group, unionId } = await fx.start());
       // The leader takes the root; alice joins on an invite, bob on alice's own invite.
       await acceptOf(await follow("lead"));
       const first = await createInvite(m.muster.membership, unionId, { by: OPERATOR, maxUses: 1 });
@@ -143,9 +94,7 @@ for (const d of dialects) {
 
     after(async () => {
       await browser?.close();
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await fx.stop();
     });
 
     it("the leader asks for a link in Chromium, gets it by direct message, confirms it and lands on the console", { skip: browserSkip }, async () => {

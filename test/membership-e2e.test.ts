@@ -1,72 +1,33 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Accept, Create, Follow, Group, Note, Reject, Undo } from "@fedify/vocab";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type Peer, startPeer } from "./helpers/peer.ts";
+import { Accept, Follow, type Group, Reject, Undo } from "@fedify/vocab";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import type { Peer } from "./helpers/peer.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { createInvite } from "../src/members/invites.ts";
-import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { OPERATOR } from "../src/members/members.ts";
 import { removeMember } from "../src/members/membership.ts";
 import { sponsorChain } from "../src/members/tree.ts";
 
 for (const d of dialects) {
   describe(`joining from another server, end to end, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    const fx = unionWithPeer(d, { actors: ["lead", "alice", "bob", "carol", "carol2", "dave", "eve"], joinPolicy: "approval" });
+    const { handleOf, db, member, follow, answerTo } = fx;
     let m: TestMuster;
     let peer: Peer;
     let group: Group;
     let unionId: string;
     let n = 0;
-    const host = () => peer.origin.host;
-    const handleOf = (name: string) => `@${name}@${host()}`;
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb);
-      peer = await startPeer(["lead", "alice", "bob", "carol", "carol2", "dave", "eve"]);
-      const union = await makeUnion(m, "riders", { leaderHandle: handleOf("lead"), joinPolicy: "approval" });
-      unionId = union.id;
-      group = await peer.lookup(new URL("/u/riders", m.origin)) as Group;
+      ({ m, peer, group, unionId } = await fx.start());
     });
-    after(async () => {
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
-    });
-
-    const db = () => m.muster.database.db;
-    const member = (name: string) => findMemberByActor(db(), unionId, peer.actorId(name).href);
-
-    async function follow(name: string): Promise<Follow> {
-      const f = new Follow({ id: new URL(`/follows/${name}-${++n}`, peer.origin), actor: peer.actorId(name), object: group.id });
-      await peer.send(name, group, f);
-      return f;
-    }
-
-    /** The answer (Accept or Reject) the peer received for this Follow. */
-    async function answerTo(f: Follow, Kind: typeof Accept | typeof Reject) {
-      return eventually(async () => {
-        for (const a of peer.received) {
-          if (!(a instanceof Kind)) continue;
-          const obj = await a.getObject({ crossOrigin: "trust" });
-          if (obj instanceof Follow && obj.id?.href === f.id!.href) return a;
-        }
-        return undefined;
-      }, `${Kind.name} of ${f.id!.href}`);
-    }
+    after(() => fx.stop());
 
     /** The invite link in the welcome DM the peer's actor received. */
     async function welcomeInvite(name: string): Promise<string> {
-      return eventually(async () => {
-        for (const a of peer.received) {
-          if (!(a instanceof Create)) continue;
-          const note = await a.getObject({ crossOrigin: "trust" });
-          if (!(note instanceof Note) || !a.toIds.some((t) => t.href === peer.actorId(name).href)) continue;
-          const code = /\/u\/riders\/join\/([\w-]+)/.exec(String(note.content))?.[1];
-          if (code) return code;
-        }
-        return undefined;
-      }, `welcome DM to ${name}`);
+      return eventually(async () => (await fx.linksTo(name, "join"))[0], `welcome DM to ${name}`);
     }
 
     async function claim(code: string, name: string): Promise<Response> {

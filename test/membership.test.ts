@@ -2,11 +2,9 @@ import { randomUUID } from "node:crypto";
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Kysely } from "kysely";
-import { generateActorKeys } from "../federation/keys.ts";
 import type { DB } from "../src/db/schema.ts";
-import { createEventBus, type DomainEvents } from "../src/events.ts";
 import { consumeInvite, createInvite, getInviteByCode, type Invite, inviteStatus, listInvites, placesHeld, revokeInvite } from "../src/members/invites.ts";
-import { countMembers, findMemberByActor, getLeader, getMember, listMembers, type Member, MemberError, type MembershipDeps, OPERATOR } from "../src/members/members.ts";
+import { countMembers, findMemberByActor, getLeader, getMember, listMembers, type Member, MemberError, OPERATOR } from "../src/members/members.ts";
 import {
   type Applicant,
   approveMember,
@@ -23,47 +21,12 @@ import {
 } from "../src/members/membership.ts";
 import { depthOf, moveMember, movesOf, recruitsOf, sponsorChain } from "../src/members/tree.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
-import { createUnion, type JoinPolicy, type StoredKey, type Union, updateUnion } from "../src/unions/unions.ts";
-import { type DialectCase, dialects, type TestDatabase } from "./helpers/databases.ts";
-import { closeContenders, contenders, type RaceResult, recordedIntents, recordingOutbox } from "./helpers/membership-worker.ts";
+import { createUnion, type JoinPolicy, type Union, updateUnion } from "../src/unions/unions.ts";
+import { dialects } from "./helpers/databases.ts";
+import { type Ctx, failingOn, followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
+import { closeContenders, contenders, type RaceResult, recordedIntents } from "./helpers/membership-worker.ts";
 
-// Real keys, made once: RSA generation is slow and keys are irrelevant here,
-// but a union is never created keyless (an empty key list is refused).
-let keys: Promise<StoredKey[]> | undefined;
 after(() => closeContenders());
-const sharedKeys = () => (keys ??= generateActorKeys());
-
-type Logged = { [K in keyof DomainEvents]: { type: K } & DomainEvents[K] }[keyof DomainEvents];
-
-interface Ctx {
-  readonly tdb: TestDatabase;
-  readonly db: Kysely<DB>;
-  readonly deps: MembershipDeps;
-  /** Every domain event emitted so far, in order. */
-  readonly log: Logged[];
-}
-
-async function withCtx(d: DialectCase, fn: (c: Ctx) => Promise<void>): Promise<void> {
-  const tdb = await d.create();
-  const { db, close } = tdb.open();
-  const events = createEventBus();
-  const log: Logged[] = [];
-  events.on("*", (type, e) => log.push({ type, ...e } as Logged));
-  try {
-    await fn({ tdb, db, deps: { db, events, outbox: recordingOutbox }, log });
-  } finally {
-    await close();
-    await tdb.destroy();
-  }
-}
-
-const LEADER: Applicant = { actorId: "https://example.org/users/lead", handle: "@lead@example.org" };
-
-function person(name: string, host = "remote.example"): Applicant {
-  return { actorId: `https://${host}/users/${name}`, handle: `@${name}@${host}` };
-}
-
-const followId = () => `https://remote.example/follows/${randomUUID()}`;
 
 async function makeUnion(c: Ctx, slug: string, joinPolicy: JoinPolicy, leaderHandle: string | null = LEADER.handle): Promise<Union> {
   return createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug, name: slug, purpose: "testing", leaderHandle, joinPolicy });
@@ -185,15 +148,7 @@ for (const d of dialects) {
       // An invalid handle fails the whole Follow before anything is written.
       await refuses(requestToJoin(c.deps, union.id, { actorId: "https://x.example/u/1", handle: "not a handle" }, followId()), "invalid");
       // Fail inside the transaction, after the intents were added: all of it rolls back.
-      const failing: MembershipDeps = {
-        ...c.deps,
-        outbox: {
-          add: async (trx, intent) => {
-            await recordingOutbox.add(trx, intent);
-            if (intent.kind === "member.welcome") throw new Error("delivery store unavailable");
-          },
-        },
-      };
+      const failing = failingOn(c, "member.welcome");
       await assert.rejects(requestToJoin(failing, union.id, person("p"), followId()), /delivery store unavailable/);
       assert.deepEqual(await snapshot(c), before, "no member row, no subtree change, no Accept left behind");
       assert.equal(c.log.filter((e) => e.type === "member.joined").length, joinedBefore, "no event for a rolled-back join");

@@ -528,5 +528,35 @@ for (const d of dialects) {
       assert.equal(ids[0], "https://example.com/users/0/inbox");
       assert.equal(ids[count - 1], `https://example.com/users/${count - 1}/inbox`);
     });
+
+    it("concurrent enqueue() calls (written together) keep call order and their own options while a listener handles them", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("group-commit");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, concurrency: 4 });
+      const handled: string[] = [];
+      const listening = queue.listen((m: { id: string }) => void handled.push(m.id));
+      // As Fedify enqueues a fan-out with ordering keys: every call at once.
+      const count = 2500;
+      const calls = Array.from({ length: count }, (_, i) =>
+        queue.enqueue({ id: `m${i}` }, { orderingKey: `origin-${i % 50}`, ...(i === 7 ? { delay: ms(60_000) } : {}) }));
+      await Promise.all(calls);
+      const stored = await rows(database, name);
+      // Rows already handled are gone; those left keep the call order.
+      const order = stored.map((r) => Number((JSON.parse(r.message) as { id: string }).id.slice(1)));
+      assert.deepEqual(order, [...order].sort((a, b) => a - b));
+      const delayed = stored.find((r) => JSON.parse(r.message).id === "m7");
+      assert.ok(delayed && delayed.available_at > Date.now() + 50_000, "the delay of one call applies to that call only");
+      // Everything but m7 and what queues behind it under origin-7 gets handled.
+      const blocked = Array.from({ length: count }, (_, i) => i).filter((i) => i % 50 === 7).length;
+      const until = Date.now() + 60_000;
+      while (handled.length < count - blocked && Date.now() < until) await sleep(20);
+      assert.equal(handled.length, count - blocked);
+      assert.equal(new Set(handled).size, handled.length, "each handled once");
+      const origin3 = handled.filter((id) => Number(id.slice(1)) % 50 === 3).map((id) => Number(id.slice(1)));
+      assert.deepEqual(origin3, [...origin3].sort((a, b) => a - b), "one ordering key's messages in enqueue order");
+      await queue.close();
+      await listening;
+    });
   });
 }

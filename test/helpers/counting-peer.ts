@@ -1,9 +1,8 @@
-import "../../src/temporal.ts";
 import { createServer, type Server } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
-import { createFederation, type Federation, type HttpMessageSignaturesSpec, MemoryKvStore, signRequest } from "@fedify/fedify";
-import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
-import { generateRsa2048 } from "../../federation/keys.ts";
+import type { Socket } from "node:net";
+import type { Federation, HttpMessageSignaturesSpec } from "@fedify/fedify";
+import type { Activity, Recipient } from "@fedify/vocab";
+import { listenOnLoopback, personActors } from "./person-actors.ts";
 
 /**
  * A stand-in fediverse server like test/helpers/peer.ts (Person actors at
@@ -87,37 +86,10 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
-  const keyPairs = new Map<string, CryptoKeyPair>();
-  for (const n of names) keyPairs.set(n, await generateRsa2048());
-  const received: Activity[] = [];
+  const origin = await listenOnLoopback(server);
+  const actors = await personActors(origin, names);
   const hits: InboxHit[] = [];
   const state: InboxBehaviour = { delayMs: 0, failStatus: null, ...behaviour };
-
-  const federation = createFederation<void>({ kv: new MemoryKvStore(), origin: origin.href, allowPrivateAddress: true });
-  federation
-    .setActorDispatcher("/users/{identifier}", async (ctx, identifier) => {
-      if (!keyPairs.has(identifier)) return null;
-      const keys = await ctx.getActorKeyPairs(identifier);
-      return new Person({
-        id: ctx.getActorUri(identifier),
-        preferredUsername: identifier,
-        name: identifier,
-        url: new URL(`/@${identifier}`, ctx.origin),
-        inbox: ctx.getInboxUri(identifier),
-        endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
-        publicKey: keys[0]?.cryptographicKey,
-        manuallyApprovesFollowers: false,
-      });
-    })
-    .setKeyPairsDispatcher((_ctx, identifier) => {
-      const k = keyPairs.get(identifier);
-      return k ? [k] : [];
-    });
-  federation.setInboxListeners("/users/{identifier}/inbox", "/inbox").on(Activity, (_ctx, activity) => {
-    received.push(activity);
-  });
 
   const isInbox = (path: string) => path === "/inbox" || /^\/users\/[^/]+\/inbox$/.test(path);
 
@@ -148,12 +120,7 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
         return;
       }
     }
-    const request = new Request(new URL(req.url ?? "/", origin), {
-      method: req.method,
-      headers: req.headers as Record<string, string>,
-      body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
-    });
-    const response = await federation.fetch(request, { contextData: undefined });
+    const response = await actors.answer(req, body);
     const payload = Buffer.from(await response.arrayBuffer());
     if (hit) {
       const wait = state.delayMs + (state.extraDelay?.(hit) ?? 0);
@@ -167,40 +134,22 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
     if (hit) state.onResponded?.(hit);
   });
 
-  const ctx = () => federation.createContext(origin, undefined);
-  const keys = async (n: string) => {
-    const k = keyPairs.get(n);
-    if (!k) throw new Error(`peer has no actor ${n}`);
-    return k;
-  };
   let closed: Promise<void> | undefined;
   return {
     origin,
     host: origin.host,
-    federation,
+    federation: actors.federation,
     hits,
-    received,
+    received: actors.received,
     behaviour: state,
     names,
     actorId: (n) => new URL(`/users/${n}`, origin),
     sharedInbox: () => new URL("/inbox", origin),
     hitsOf: (id) => hits.filter((h) => h.id === id),
-    send: (from, to, activity) => ctx().sendActivity({ identifier: from }, to, activity, { immediate: true }),
-    async signedPost(inbox, body, opts) {
-      const request = new Request(inbox, {
-        method: "POST",
-        headers: { "Content-Type": "application/activity+json", Accept: "application/activity+json" },
-        body,
-      });
-      return signRequest(request, (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
-        spec: opts.spec ?? "draft-cavage-http-signatures-12",
-      });
-    },
-    signedGet: async (url, opts) =>
-      signRequest(new Request(url, { headers: { Accept: "application/activity+json" } }), (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
-        spec: opts.spec ?? "draft-cavage-http-signatures-12",
-      }),
-    lookup: (url) => ctx().lookupObject(url.href),
+    send: actors.send,
+    signedPost: actors.signedPost,
+    signedGet: actors.signedGet,
+    lookup: actors.lookup,
     close() {
       closed ??= new Promise<void>((r) => {
         server.close(() => r());

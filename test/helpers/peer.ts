@@ -1,10 +1,7 @@
-import "../../src/temporal.ts";
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { createFederation, type Federation, MemoryKvStore, signRequest } from "@fedify/fedify";
-import { Activity, Endpoints, Person, type Recipient } from "@fedify/vocab";
-import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
-import { generateRsa2048 } from "../../federation/keys.ts";
+import type { Federation, HttpMessageSignaturesSpec } from "@fedify/fedify";
+import type { Activity, Recipient } from "@fedify/vocab";
+import { listenOnLoopback, personActors } from "./person-actors.ts";
 
 /**
  * A second, independent Fedify server on its own loopback port that serves
@@ -36,87 +33,35 @@ export interface Peer {
 
 export async function startPeer(names: readonly string[] = ["alice", "bob", "carol"]): Promise<Peer> {
   const server: Server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const origin = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
-  const keyPairs = new Map<string, CryptoKeyPair>();
-  for (const n of names) keyPairs.set(n, await generateRsa2048());
-  const received: Activity[] = [];
+  const origin = await listenOnLoopback(server);
   const migration = new Map<string, { alsoKnownAs?: string[]; movedTo?: string }>();
-
-  const federation = createFederation<void>({ kv: new MemoryKvStore(), origin: origin.href, allowPrivateAddress: true });
-  federation
-    .setActorDispatcher("/users/{identifier}", async (ctx, identifier) => {
-      if (!keyPairs.has(identifier)) return null;
-      const keys = await ctx.getActorKeyPairs(identifier);
-      return new Person({
-        id: ctx.getActorUri(identifier),
-        preferredUsername: identifier,
-        name: identifier[0]!.toUpperCase() + identifier.slice(1),
-        url: new URL(`/@${identifier}`, ctx.origin),
-        inbox: ctx.getInboxUri(identifier),
-        endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
-        publicKey: keys[0]?.cryptographicKey,
-        manuallyApprovesFollowers: false,
-        aliases: (migration.get(identifier)?.alsoKnownAs ?? []).map((n) => ctx.getActorUri(n)),
-        successor: migration.get(identifier)?.movedTo ? ctx.getActorUri(migration.get(identifier)!.movedTo!) : null,
-      });
-    })
-    .setKeyPairsDispatcher((_ctx, identifier) => {
-      const k = keyPairs.get(identifier);
-      return k ? [k] : [];
-    });
-  federation.setInboxListeners("/users/{identifier}/inbox", "/inbox").on(Activity, (_ctx, activity) => {
-    received.push(activity);
-  });
+  const actors = await personActors(origin, names, (ctx, identifier) => ({
+    name: identifier[0]!.toUpperCase() + identifier.slice(1),
+    aliases: (migration.get(identifier)?.alsoKnownAs ?? []).map((n) => ctx.getActorUri(n)),
+    successor: migration.get(identifier)?.movedTo ? ctx.getActorUri(migration.get(identifier)!.movedTo!) : null,
+  }));
 
   server.on("request", async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? Buffer.concat(chunks) : undefined;
-    const request = new Request(new URL(req.url ?? "/", origin), {
-      method: req.method,
-      headers: req.headers as Record<string, string>,
-      body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
-    });
-    const response = await federation.fetch(request, { contextData: undefined });
+    const response = await actors.answer(req, chunks.length ? Buffer.concat(chunks) : undefined);
     res.writeHead(response.status, Object.fromEntries(response.headers));
     res.end(Buffer.from(await response.arrayBuffer()));
   });
 
-  const ctx = () => federation.createContext(origin, undefined);
-  const keys = async (n: string) => {
-    const k = keyPairs.get(n);
-    if (!k) throw new Error(`peer has no actor ${n}`);
-    return k;
-  };
   return {
     origin,
-    federation,
-    received,
+    federation: actors.federation,
+    received: actors.received,
     actorId: (n) => new URL(`/users/${n}`, origin),
     keyId: (n) => new URL(`/users/${n}#main-key`, origin),
-    keys,
-    send: (from, to, activity) => ctx().sendActivity({ identifier: from }, to, activity, { immediate: true }),
-    async signedPost(inbox, body, opts) {
-      const signer = opts.keyOf ?? opts.as;
-      const request = new Request(inbox, {
-        method: "POST",
-        headers: { "Content-Type": "application/activity+json", Accept: "application/activity+json" },
-        body,
-      });
-      const currentTime = opts.date ? Temporal.Instant.fromEpochMilliseconds(opts.date.getTime()) : undefined;
-      return signRequest(request, (await keys(signer)).privateKey, new URL(`/users/${signer}#main-key`, origin), {
-        spec: opts.spec ?? "draft-cavage-http-signatures-12",
-        currentTime,
-      });
-    },
-    lookup: (url) => ctx().lookupObject(url.href),
-    signedGet: async (url, opts) =>
-      signRequest(new Request(url, { headers: { Accept: "application/activity+json" } }), (await keys(opts.as)).privateKey, new URL(`/users/${opts.as}#main-key`, origin), {
-        spec: opts.spec ?? "draft-cavage-http-signatures-12",
-      }),
+    keys: actors.keys,
+    send: actors.send,
+    signedPost: actors.signedPost,
+    lookup: actors.lookup,
+    signedGet: actors.signedGet,
     setMigration: (name, opts) => void migration.set(name, opts),
-    addActor: async (name) => void keyPairs.set(name, await generateRsa2048()),
+    addActor: actors.addActor,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }

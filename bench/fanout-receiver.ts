@@ -1,0 +1,149 @@
+// A child process (bench/fanout.ts forks it) that plays a thousand member
+// servers at once: one HTTP server per loopback address 127.77.x.y, all on
+// one port and one handler. It verifies each delivery's HTTP signature with
+// Fedify (the sender's key is fetched once, then cached), records the activity
+// id per inbox, and answers 202, so the sender sees real, distinct origins
+// (one connection pool each) without a thousand processes.
+import "../src/temporal.ts";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createFederation, type KeyCache, MemoryKvStore, verifyRequest } from "@fedify/fedify";
+
+export interface ReceiverStart {
+  readonly hosts: number;
+  /** Where the sender's keys live: the receiver fetches from here only. */
+  readonly senderOrigin: string;
+}
+
+/** Messages the receiver sends its parent. */
+export type ReceiverMessage =
+  | { readonly kind: "listening"; readonly port: number; readonly hosts: readonly string[] }
+  | { readonly kind: "stats"; readonly stats: ReceiverStats };
+
+export interface ReceiverStats {
+  /** Inbox POSTs answered 202 (signature verified). */
+  readonly delivered: number;
+  /** POSTs refused with 401: no or bad signature. */
+  readonly refused: number;
+  /** POSTs of an activity id this inbox already had. */
+  readonly repeats: number;
+  /** Distinct inboxes that received at least one delivery. */
+  readonly inboxes: number;
+  readonly firstAt: number | null;
+  readonly lastAt: number | null;
+  /** This process's CPU time (user + system) since it started, ms. */
+  readonly cpuMs: number;
+  readonly key_fetches: number;
+}
+
+/** The loopback address of simulated server i (0-based): 127.77.0.1 … */
+export function hostAddress(i: number): string {
+  return `127.77.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+}
+
+const MAX_BODY = 1 << 20;
+
+async function main(start: ReceiverStart): Promise<void> {
+  const seen = new Map<string, Set<string>>();
+  let delivered = 0;
+  let refused = 0;
+  let repeats = 0;
+  let keyFetches = 0;
+  let firstAt: number | null = null;
+  let lastAt: number | null = null;
+  // Fedify's own loaders, allowed to reach loopback, so the key is fetched and
+  // parsed exactly as a Fedify-based member server would.
+  const federation = createFederation<void>({ kv: new MemoryKvStore(), allowPrivateAddress: true });
+  const ctx = federation.createContext(new URL(start.senderOrigin));
+  const keys = new Map<string, unknown>();
+  const keyCache = {
+    get: async (id: URL) => keys.get(id.href) as never,
+    set: async (id: URL, key: unknown) => void keys.set(id.href, key),
+  } satisfies KeyCache;
+  const documentLoader: typeof ctx.documentLoader = async (url, options) => {
+    if (new URL(url).origin !== new URL(start.senderOrigin).origin) throw new Error(`refusing to fetch ${url}: not the sender`);
+    keyFetches++;
+    return ctx.documentLoader(url, options);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (req.method !== "POST") {
+      res.writeHead(405).end();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_BODY) {
+        res.writeHead(413, { connection: "close" }).end();
+        return;
+      }
+      chunks.push(chunk as Buffer);
+    }
+    const body = Buffer.concat(chunks);
+    const url = `http://${req.headers.host}${req.url}`;
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
+    const request = new Request(url, { method: "POST", headers, body });
+    const key = await verifyRequest(request, {
+      documentLoader,
+      contextLoader: ctx.contextLoader,
+      keyCache,
+      spec: headers.has("signature-input") ? "rfc9421" : "draft-cavage-http-signatures-12",
+    }).catch(() => null);
+    if (key === null) {
+      refused++;
+      res.writeHead(401).end();
+      return;
+    }
+    const id = String((JSON.parse(body.toString("utf8")) as { id?: unknown }).id);
+    let ids = seen.get(url);
+    if (!ids) seen.set(url, (ids = new Set()));
+    if (ids.has(id)) repeats++;
+    ids.add(id);
+    delivered++;
+    const now = Date.now();
+    firstAt ??= now;
+    lastAt = now;
+    res.writeHead(202).end();
+  };
+
+  const servers: Server[] = [];
+  const addresses = Array.from({ length: start.hosts }, (_, i) => hostAddress(i));
+  let port = 0;
+  for (const address of addresses) {
+    const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+      handle(req, res).catch((error: unknown) => {
+        if (!res.headersSent) res.writeHead(500).end(String(error));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, address, () => resolve());
+    });
+    port = (server.address() as { port: number }).port;
+    servers.push(server);
+  }
+  const cpu0 = process.cpuUsage();
+  const stats = (): ReceiverStats => {
+    const cpu = process.cpuUsage(cpu0);
+    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches };
+  };
+  process.on("message", (m: { kind: string }) => {
+    if (m.kind === "stats") process.send!({ kind: "stats", stats: stats() } satisfies ReceiverMessage);
+    if (m.kind === "stop") {
+      for (const s of servers) s.closeAllConnections();
+      Promise.all(servers.map((s) => new Promise((r) => s.close(r)))).then(() => process.exit(0));
+    }
+  });
+  process.send!({ kind: "listening", port, hosts: addresses } satisfies ReceiverMessage);
+}
+
+if (process.send) {
+  process.once("message", (m: ReceiverStart) => {
+    main(m).catch((error: unknown) => {
+      process.stderr.write(`fanout receiver: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exit(1);
+    });
+  });
+}
