@@ -1,5 +1,11 @@
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { type Activity, Create, Like, Note } from "@fedify/vocab";
+import { actionNoteId } from "../federation/action-note.ts";
+import { composeAction } from "../src/actions/actions.ts";
+import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { OPERATOR } from "../src/members/members.ts";
+import { requestToJoin } from "../src/members/membership.ts";
+import type { Union } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
@@ -20,12 +26,13 @@ interface SignedPost {
 
 export const inboxIngest: Benchmark = {
   name: "inbox-ingest",
-  title: "Inbox ingest: signed POSTs from a peer, through the queue, into inbox_activities",
-  summary: "pre-signed Create(Note)/Like POSTs to the union and shared inboxes; HTTP 202 rate and end-to-end processing rate",
+  title: "Inbox ingest: members' signed replies and likes to a call-to-action, through the queue, into responses",
+  summary: "pre-signed replies (Create(Note) inReplyTo the call) and Likes of it, to the union and shared inboxes; HTTP 202 rate and end-to-end rate",
   notes: [
-    `activities from ${ACTORS.length} peer actors, alternating Create(Note) and Like, half to /u/riders/inbox and half to /inbox; POSTed ${CONCURRENCY} at a time`,
+    `activities from ${ACTORS.length} peer actors who are members, alternating a reply to the published call-to-action ("I'm in, see you there": a comment and a commitment) and a Like of it (a commitment); half to /u/riders/inbox and half to /inbox; POSTed ${CONCURRENCY} at a time`,
     "202 req/s: the HTTP phase only (verify signature, enqueue, answer 202); p50/p99 are its request latencies",
-    "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at queue concurrency 1 (Muster's default), running while the POSTs arrive",
+    "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at Muster's default queue concurrency (16), running while the POSTs arrive",
+    "responses: action_responses rows the round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment)",
     "CPU and peak RSS are of the whole process: HTTP client, peer server, Muster server and its worker share it (and one event loop); signing happens before the clock starts",
     `peer GETs: requests Muster made to the peer while ingesting (key fetches for verification, actor fetches by the inbox listener); both rounds follow an unreported warm-up round of ${2 * ACTORS.length} activities on the same server, so keys are already cached`,
   ],
@@ -38,13 +45,16 @@ export const inboxIngest: Benchmark = {
       m = await startMuster(tdb);
       peer = await startPeer(ACTORS);
       const peerRequests = countRequests(peer);
-      await makeUnion(m, "riders");
+      const union = await makeUnion(m, "riders", { joinPolicy: "open" });
+      await joinAll(m, union, peer);
+      const action = await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in* or like this.", kind: "sign" }, { publishNow: true });
+      const target = actionNoteId(m.origin, union, action.id);
       // Not reported: warms the JIT and lazily loaded code, and caches each actor's key.
-      await ingest(m, peer, await presign(m, peer, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), "warmup");
+      await ingest(m, peer, await presign(m, peer, target, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), "warmup");
       const rows: Row[] = [];
       for (const s of SPECS) {
         const signStart = performance.now();
-        const posts = await presign(m, peer, s.spec, s.round, n);
+        const posts = await presign(m, peer, target, s.spec, s.round, n);
         progress(`${dialect.name}: signed ${n} activities (${s.label}) in ${((performance.now() - signStart) / 1000).toFixed(1)} s`);
         const before = peerRequests.count;
         const row = await ingest(m, peer, posts, s.round);
@@ -70,7 +80,20 @@ function countRequests(peer: Peer): { count: number } {
   return counter;
 }
 
-async function presign(m: TestMuster, peer: Peer, spec: HttpMessageSignaturesSpec, round: string, n: number): Promise<SignedPost[]> {
+/** Every peer actor joins the (open) union, as its Follow would make it. */
+async function joinAll(m: TestMuster, union: Union, peer: Peer): Promise<void> {
+  for (const name of ACTORS) {
+    const id = peer.actorId(name).href;
+    await upsertRemoteActor(m.muster.database.db, {
+      id, type: "Person", handle: `@${name}@${peer.origin.host}`, preferredUsername: name, name, summary: null, url: null, avatarUrl: null,
+      inbox: `${id}/inbox`, sharedInbox: new URL("/inbox", peer.origin).href, fetchedAt: Date.now(),
+    });
+    const joined = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle: `@${name}@${peer.origin.host}` }, `${id}#follow`);
+    if (joined.outcome !== "accepted") throw new Error(`${name}'s join was ${joined.outcome}`);
+  }
+}
+
+async function presign(m: TestMuster, peer: Peer, target: URL, spec: HttpMessageSignaturesSpec, round: string, n: number): Promise<SignedPost[]> {
   const union = new URL("/u/riders", m.origin);
   const inboxes = [new URL("/u/riders/inbox", m.origin), new URL("/inbox", m.origin)];
   const posts: SignedPost[] = new Array(n);
@@ -84,9 +107,9 @@ async function presign(m: TestMuster, peer: Peer, spec: HttpMessageSignaturesSpe
         id,
         actor,
         to: union,
-        object: new Note({ id: new URL(`/notes/${round}/${i}`, peer.origin), attribution: actor, to: union, content: `<p>Benchmark note ${i}</p>` }),
+        object: new Note({ id: new URL(`/notes/${round}/${i}`, peer.origin), attribution: actor, to: union, replyTarget: target, content: `<p>I'm in, see you there (${i})</p>` }),
       })
-      : new Like({ id, actor, object: new URL(`/notes/${round}/${i - 2}`, peer.origin) });
+      : new Like({ id, actor, object: target });
     const body = JSON.stringify(await activity.toJsonLd({ format: "compact" }));
     const url = inboxes[i % 2]!;
     const req = await peer.signedPost(url, body, { as, spec });
@@ -118,6 +141,10 @@ async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], r
       .select((e) => e.fn.countAll().as("n"))
       .where("id", "like", `${new URL(`/activities/${round}/`, peer.origin).href}%`)
       .executeTakeFirstOrThrow();
+    const responses = await db.selectFrom("action_responses")
+      .select((e) => e.fn.countAll().as("n"))
+      .where("source_id", "like", `${new URL(`/`, peer.origin).href}%/${round}/%`)
+      .executeTakeFirstOrThrow();
     return {
       N: posts.length,
       C: CONCURRENCY,
@@ -129,6 +156,7 @@ async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], r
       "peak RSS MiB": mib(peak),
       "non-202": http.unexpected(202),
       recorded: Number(recorded.n),
+      responses: Number(responses.n),
     };
   } finally {
     m.muster.events.off("activity.received", onReceived);

@@ -132,7 +132,7 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #retryMaxDelayMs: number;
   #claims = 0;
   /** enqueue() calls waiting for #flushPending. */
-  readonly #pending: { row: NewRow; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #closing = new AbortController();
   readonly #listening = new Set<Promise<void>>();
 
@@ -162,14 +162,8 @@ export class KyselyMessageQueue implements MessageQueue {
    * of every claim for 50 s before the first delivery went out.
    */
   enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
-    let row: NewRow;
-    try {
-      row = this.#row(message, options, deliveryKey(message));
-    } catch (error) {
-      return Promise.reject(error);
-    }
     return new Promise<void>((resolve, reject) => {
-      this.#pending.push({ row, resolve, reject });
+      this.#pending.push({ message, options, resolve, reject });
       if (this.#pending.length === 1) setImmediate(() => void this.#flushPending());
     });
   }
@@ -177,11 +171,24 @@ export class KyselyMessageQueue implements MessageQueue {
   async #flushPending(): Promise<void> {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, INSERT_CHUNK);
+      // Encoded here, a chunk at a time, not when enqueued: a fan-out's
+      // messages share one activity object, while their JSON texts (5 KB
+      // each with the key) would all be alive at once.
+      const rows: NewRow[] = [];
+      const accepted: typeof batch = [];
+      for (const p of batch) {
+        try {
+          rows.push(this.#row(p.message, p.options, deliveryKey(p.message)));
+          accepted.push(p);
+        } catch (error) {
+          p.reject(error);
+        }
+      }
       try {
-        await this.#insert(batch.map((p) => p.row));
-        for (const p of batch) p.resolve();
+        if (rows.length > 0) await this.#insert(rows);
+        for (const p of accepted) p.resolve();
       } catch (error) {
-        for (const p of batch) p.reject(error);
+        for (const p of accepted) p.reject(error);
       }
     }
   }

@@ -27,6 +27,14 @@ export interface Config {
    * of remote servers a worker talks to in parallel.
    */
   readonly queueConcurrency: number;
+  /**
+   * How long an outgoing request (a delivery, a key or actor fetch) may wait
+   * for a connection, for the response headers, or between two chunks of the
+   * body, in ms. A server that never answers then frees its handler slot and
+   * its delivery is retried with backoff, instead of holding the slot until
+   * the queue's handler timeout.
+   */
+  readonly httpTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -55,7 +63,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     : parsePositiveInt("MUSTER_MAX_BODY_BYTES", env.MUSTER_MAX_BODY_BYTES);
   const trustProxy = parseFlag("MUSTER_TRUST_PROXY", env.MUSTER_TRUST_PROXY);
   const queueConcurrency = env.MUSTER_QUEUE_CONCURRENCY === undefined ? 16 : parsePositiveInt("MUSTER_QUEUE_CONCURRENCY", env.MUSTER_QUEUE_CONCURRENCY);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency };
+  // Mastodon's own read timeout is 10 s.
+  const httpTimeoutMs = env.MUSTER_HTTP_TIMEOUT_MS === undefined ? 10_000 : parsePositiveInt("MUSTER_HTTP_TIMEOUT_MS", env.MUSTER_HTTP_TIMEOUT_MS);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs };
 }
 
 function parsePort(raw: string): number {

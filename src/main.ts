@@ -5,6 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
+import { limitOutgoingHttp } from "../federation/http-client.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
@@ -55,6 +56,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await database.close();
     throw e;
   }
+  limitOutgoingHttp(config.httpTimeoutMs);
   const events = createEventBus();
   const queue = new KyselyMessageQueue(database, { concurrency: config.queueConcurrency, ...options.queue });
   // Domain intents (answer this Follow, welcome that member) wait in their

@@ -838,4 +838,13 @@ describe("commitment words in replies", () => {
     assert.equal(isCommitment(mention("riders", "I'm not in this time, sorry"), words), false);
     assert.equal(isCommitment(mention("riders", "what is this in reference to?"), words), false);
   });
+
+  it("a pledge in its own clause counts; a question or a word in passing does not", () => {
+    for (const yes of ["I'm in, see you there", "Done. It took five minutes and the form was easy", "I'm in!<br>Bringing two friends along tomorrow", "Great idea; count me in"]) {
+      assert.equal(isCommitment(mention("riders", yes), words), true, `${JSON.stringify(yes)} commits`);
+    }
+    for (const no of ["are you in?", "is this done already?", "I was in the area yesterday, saw the posters", "who else is in? asking for a friend", "great idea, I'll think about it"]) {
+      assert.equal(isCommitment(mention("riders", no), words), false, `${JSON.stringify(no)} does not commit`);
+    }
+  });
 });

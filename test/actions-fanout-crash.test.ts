@@ -369,7 +369,9 @@ for (const d of dialects) {
       assert.equal((await queuedDeliveries(id)).filter((q) => q.inbox === inbox).length, 0, "nothing left queued for it");
     });
 
-    it("every inbox on the server that is down keeps a queued retry (no delivery is dropped)", { todo: "product bug: with Fedify's circuit breaker open for a host, the 'held' re-enqueue has the same dedupe key (activity, inbox, attempt) as the message being handled, so KyselyMessageQueue drops it and the delivery is lost" }, async () => {
+    // Was lost before: the circuit breaker's "held" copy had the dedupe key of
+    // the message being handled, and the queue dropped it.
+    it("every inbox on the server that is down keeps a queued retry (no delivery is dropped)", async () => {
       const id = createOf(first);
       const inboxes = DOWN_MEMBERS.map((n) => `${down.actorId(n).href}/inbox`);
       // Five refused connections open Fedify's circuit for the host. Then each
@@ -410,6 +412,50 @@ for (const d of dialects) {
       console.log(`# [${d.name}] with the first inbox answering after 6 s: the other ${others().length} servers had the Create ${last - t0} ms after publishing (the slow one answered at ${slowHit!.respondedAt! - t0} ms)`);
       for (const p of [...healthy, failing]) p.behaviour.extraDelay = undefined;
       assert.ok(last < slowHit!.respondedAt!, `the other servers waited ${last - t0} ms, until the slow one had answered`);
+    });
+  });
+
+  describe(`a member server that never answers, on ${d.name}`, { skip: d.skip }, () => {
+    const TIMEOUT_MS = 1500;
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let healthy: CountingPeer;
+    let hung: CountingPeer;
+    let union: Union;
+    const db = () => m.muster.database.db;
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { env: { MUSTER_HTTP_TIMEOUT_MS: String(TIMEOUT_MS) } });
+      healthy = await startCountingPeer(SHARED_MEMBERS);
+      // Accepts the connection and the request, then never answers.
+      hung = await startCountingPeer(SHARED_MEMBERS, { extraDelay: () => 10 * 60_000 });
+      union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
+      for (const p of [healthy, hung]) for (const n of SHARED_MEMBERS) await joinMember(db(), union, p, n, true);
+    });
+    after(async () => {
+      await m?.stop();
+      await Promise.all([healthy, hung].map((p) => p?.close()));
+      await tdb?.destroy();
+    });
+
+    it("is given up on after MUSTER_HTTP_TIMEOUT_MS and its delivery queued for a retry, not held for the handler timeout", async () => {
+      const a = await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Hung run", text: "Hung run.", kind: "other" }, { publishNow: true });
+      const id = new URL(`/u/riders/actions/${a.id}/activity`, m.origin).href;
+      await eventually(async () => healthy.hitsOf(id).some((h) => h.status === 202), "the healthy server has it", 10_000);
+      const first = await eventually(async () => hung.hitsOf(id)[0], "the hung server is sent the Create", 10_000);
+      // The sender hangs up on its own (the queue's handler timeout is 60 s).
+      await eventually(async () => first.aborted, "Muster hangs up on the hung server", 4 * TIMEOUT_MS + 5_000);
+      const waited = Date.now() - first.receivedAt;
+      console.log(`# [${d.name}] Muster hung up on a server that never answers after ${waited} ms (MUSTER_HTTP_TIMEOUT_MS=${TIMEOUT_MS})`);
+      assert.ok(waited >= TIMEOUT_MS - 100, `hung up after ${waited} ms, before the timeout`);
+      const retry = await eventually(async () => {
+        const rows = await db().selectFrom("fedify_mq").select(["message", "available_at"]).where("message", "like", `%${id}%`).execute();
+        return rows.map((r) => ({ ...(JSON.parse(r.message) as { type: string; inbox: string; attempt: number }), availableAt: Number(r.available_at) }))
+          .find((q) => q.type === "outbox" && q.inbox === hung.sharedInbox().href && q.attempt >= 1);
+      }, "a retry for the hung inbox is queued", 10_000);
+      assert.ok(retry.availableAt > Date.now() - 5_000, "the retry waits for its backoff");
+      assert.equal(healthy.hitsOf(id).length, 1);
     });
   });
 }

@@ -69,6 +69,9 @@ describe("muster CLI", () => {
     const config = muster(["union", "list"], { ...env, PORT: "http" });
     assert.equal(config.code, 1);
     assert.match(config.err, /PORT must be/);
+    const timeout = muster(["union", "list"], { ...env, MUSTER_HTTP_TIMEOUT_MS: "10s" });
+    assert.equal(timeout.code, 1);
+    assert.match(timeout.err, /MUSTER_HTTP_TIMEOUT_MS must be a positive integer; got "10s"/);
     const unknown = muster(["frobnicate"], env);
     assert.equal(unknown.code, 2);
   });

@@ -23,27 +23,37 @@ export interface Progress {
 const NEGATIONS = new Set(["not", "no", "never", "nope", "can't", "cannot", "won't", "don't", "isn't", "aren't", "wasn't", "couldn't", "wouldn't"]);
 
 /**
- * Whether a reply says the member is in: one of the union's words, as a
- * whole word, in a short reply ("I'm in", "count me in") or as its first or
- * last word ("done, see you there"), and no negation ("I'm not in"). A word
- * in passing ("what is this in reference to?") is a comment, not a pledge.
+ * Whether a reply says the member is in. The reply is read clause by clause
+ * (split at , . ; : ! ? and line breaks): a clause pledges when it holds one
+ * of the union's words as a whole word and is short ("I'm in", "count me
+ * in") or starts or ends with it ("done, see you there"; "I'm in, see you
+ * there" pledges through its first clause). A question ("are you in?") does
+ * not pledge, nor does a word in passing ("what is this in reference to"),
+ * and any negation anywhere ("I'm not in this time") makes the whole reply a
+ * comment: a false "no" costs less than counting someone who declined.
  */
 export function isCommitment(text: string, words: readonly string[]): boolean {
   const plain = text
     // A mention link (Mastodon splits the name: @<span>in</span>) is addressing.
     .replace(/<a\b[^>]*\bclass="[^"]*\bmention\b[^"]*"[^>]*>[\s\S]*?<\/a>/gi, " ")
     .replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ")
+    // Paragraphs and line breaks end a clause.
+    .replace(/<\/p>|<br\s*\/?>/gi, "\n")
     .replace(/<[^>]*>/g, " ")
     .replace(/&#39;|&apos;|&rsquo;|\u2019/gi, "'")
     .replace(/&[a-z]+;|&#\d+;/gi, " ")
     // Mentions (@union@host) are addressing, not content.
     .replace(/@[\w.-]+(@[\w.:-]+)?/g, " ")
     .toLowerCase();
-  const tokens = plain.split(/[^\p{L}\p{N}'-]+/u).filter(Boolean);
-  if (tokens.some((t) => NEGATIONS.has(t) || t.endsWith("n't"))) return false;
+  const tokensOf = (clause: string) => clause.split(/[^\p{L}\p{N}'-]+/u).filter(Boolean);
+  if (tokensOf(plain).some((t) => NEGATIONS.has(t) || t.endsWith("n't"))) return false;
   const isWord = (t: string | undefined) => t !== undefined && words.includes(t);
-  if (!tokens.some(isWord)) return false;
-  return tokens.length <= 4 || isWord(tokens[0]) || isWord(tokens[tokens.length - 1]);
+  return (plain.match(/[^,.;:!?\n]+[,.;:!?\n]*/g) ?? []).some((clause) => {
+    if (clause.includes("?")) return false;
+    const tokens = tokensOf(clause);
+    if (!tokens.some(isWord)) return false;
+    return tokens.length <= 4 || isWord(tokens[0]) || isWord(tokens[tokens.length - 1]);
+  });
 }
 
 async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string): Promise<string | undefined> {

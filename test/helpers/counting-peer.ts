@@ -124,7 +124,8 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
     const payload = Buffer.from(await response.arrayBuffer());
     if (hit) {
       const wait = state.delayMs + (state.extraDelay?.(hit) ?? 0);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      // Unref'd: a server told to hang must not keep the test process alive.
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait).unref());
       if (res.destroyed) return;
       hit.status = response.status;
       hit.respondedAt = Date.now();
