@@ -35,7 +35,10 @@ export interface KyselyMessageQueueOptions {
   readonly pollIntervalMs?: number;
   /** A handler still running after this is treated as failed.  Default 60 000 ms. */
   readonly handlerTimeoutMs?: number;
-  /** How long a claim is exclusive; must exceed handlerTimeoutMs.  Default handlerTimeoutMs + 30 000 ms. */
+  /**
+   * How long a claim is exclusive without renewal; renewed every third of it
+   * while its handler runs.  Default 20 000 ms.
+   */
   readonly leaseMs?: number;
   /** Deliveries (including ones whose worker died) before a message is dead-lettered.  Default 10. */
   readonly maxAttempts?: number;
@@ -143,12 +146,10 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#concurrency = positiveInteger("concurrency", options.concurrency ?? 1);
     this.#pollIntervalMs = positive("pollIntervalMs", options.pollIntervalMs ?? 1000);
     this.#handlerTimeoutMs = positive("handlerTimeoutMs", options.handlerTimeoutMs ?? 60_000);
-    this.#leaseMs = positive("leaseMs", options.leaseMs ?? this.#handlerTimeoutMs + 30_000);
-    // The lease is not renewed: a handler cannot outlive its timeout, so a
-    // lease longer than that can only run out if the holder is gone.
-    if (this.#leaseMs <= this.#handlerTimeoutMs) {
-      throw new RangeError(`leaseMs (${this.#leaseMs}) must exceed handlerTimeoutMs (${this.#handlerTimeoutMs})`);
-    }
+    // Short, and renewed every third of it while the handler runs: so it runs
+    // out only when its holder is gone, and a crashed worker's messages are
+    // taken again within leaseMs, not after the handler timeout.
+    this.#leaseMs = positive("leaseMs", options.leaseMs ?? 20_000);
     this.#maxAttempts = positiveInteger("maxAttempts", options.maxAttempts ?? 10);
     this.#retryBaseDelayMs = nonNegative("retryBaseDelayMs", options.retryBaseDelayMs ?? 5000);
     this.#retryMaxDelayMs = nonNegative("retryMaxDelayMs", options.retryMaxDelayMs ?? 15 * 60_000);
@@ -341,6 +342,9 @@ export class KyselyMessageQueue implements MessageQueue {
     localListeners.set(this.#database.db, locals);
     locals.add(wake);
     const subscription = await this.#subscribe(wake, signal);
+    /** Messages this listener is handling: id to the token of its claim. */
+    const held = new Map<number, string>();
+    const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
     try {
       while (!signal.aborted) {
         const free = this.#concurrency - inFlight.size;
@@ -352,7 +356,9 @@ export class KyselyMessageQueue implements MessageQueue {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
           for (const message of claimed) {
+            held.set(message.id, message.token);
             const task: Promise<void> = this.#deliver(message, handler).finally(() => {
+              held.delete(message.id);
               inFlight.delete(task);
               // A free slot, and maybe a message that was waiting behind this
               // one's ordering key.
@@ -369,7 +375,26 @@ export class KyselyMessageQueue implements MessageQueue {
       signal.removeEventListener("abort", onAbort);
       locals.delete(wake);
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      clearInterval(renewal);
       await subscription?.close();
+    }
+  }
+
+  /** Extends the leases of the messages still being handled. */
+  async #renew(held: ReadonlyMap<number, string>): Promise<void> {
+    if (held.size === 0) return;
+    const ids = [...held.keys()];
+    const tokens = [...new Set(held.values())];
+    try {
+      await this.#database.db.updateTable("fedify_mq")
+        .set({ lease_until: Date.now() + this.#leaseMs })
+        .where("id", "in", ids)
+        .where("lease_owner", "in", tokens)
+        .execute();
+    } catch (error) {
+      // Tried again at the next tick; a lease that runs out meanwhile means
+      // the message may be handled twice, which #complete reports.
+      log.warn("Could not renew {n} leases in queue {queue}: {error}", { n: ids.length, queue: this.name, error: describeError(error) });
     }
   }
 

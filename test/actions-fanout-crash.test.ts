@@ -188,8 +188,8 @@ for (const d of dialects) {
       await child!.exited;
       const killedOutput = child!.output();
 
-      // What the dead process left: its leases would run out after 90 s
-      // (handlerTimeoutMs 60 s + 30 s); we let that time pass at once.
+      // What the dead process left: its leases would run out within 20 s
+      // (leaseMs, no longer renewed); we let that time pass at once.
       const now = Date.now();
       const leased = await db().selectFrom("fedify_mq").select(["id", "queue", "message"]).where("lease_until", ">", now).execute();
       const domainLeft = (await db().selectFrom("fedify_mq").select("id").where("queue", "=", "domain").where("message", "like", `%${action.id}%`).execute()).length;

@@ -128,7 +128,34 @@ for (const d of dialects) {
       const h = harness(t);
       const asFedify: MessageQueue = new KyselyMessageQueue(h.open());
       assert.equal(asFedify.nativeRetrial, false);
-      assert.throws(() => new KyselyMessageQueue(h.open(), { handlerTimeoutMs: 1000, leaseMs: 1000 }), RangeError);
+      assert.throws(() => new KyselyMessageQueue(h.open(), { leaseMs: 0 }), RangeError);
+    });
+
+    it("renews the lease of a message whose handler outlasts it, so no other worker takes it meanwhile", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("renewal");
+      const options = { ...FAST, name, leaseMs: 400, handlerTimeoutMs: 5000 };
+      const first = new KyselyMessageQueue(database, { ...options, workerId: "first" });
+      const second = new KyselyMessageQueue(database, { ...options, workerId: "second" });
+      await first.enqueue({ job: "slow" });
+      const calls: string[] = [];
+      let leaseSeen = 0;
+      const slow = h.listen(first, async () => {
+        calls.push("first");
+        const claimedUntil = (await rows(database, name))[0]!.lease_until!;
+        await sleep(1500); // almost four leases long
+        leaseSeen = (await rows(database, name))[0]!.lease_until!;
+        assert.ok(leaseSeen > claimedUntil + 500, "the lease was pushed forward while the handler ran");
+      });
+      await waitFor("the first worker's claim", () => calls.length === 1);
+      h.listen(second, () => void calls.push("second"));
+      await waitFor("the row to be deleted", async () => (await rows(database, name)).length === 0, 10_000);
+      await sleep(300);
+      assert.deepEqual(calls, ["first"], "handled once, by the worker that claimed it");
+      assert.ok(leaseSeen > 0);
+      slow.controller.abort();
+      await slow.done;
     });
 
     it("hands an enqueued message to the handler exactly once, then deletes it", async (t) => {
