@@ -20,6 +20,10 @@ import { type Benchmark, cpuMs, mib, perSecond, progress, type Row, trackPeakRss
  * Two shapes of the same follower set: every server advertises a shared
  * inbox (Mastodon, Misskey, Pleroma and most others do: one delivery per
  * server), and none does (one delivery per follower, the worst case).
+ *
+ * Sizes: BENCH_FANOUT_FOLLOWERS and BENCH_FANOUT_SERVERS (default 100000 and
+ * 1000; --quick 1000 and 100); BENCH_FANOUT_SHAPES "shared", "personal" or
+ * "shared,personal" (the default).
  */
 
 interface Shape {
@@ -47,9 +51,12 @@ export const fanout: Benchmark = {
   async run(dialect, { quick }) {
     const followers = Number(process.env.BENCH_FANOUT_FOLLOWERS ?? (quick ? 1_000 : 100_000));
     const servers = Number(process.env.BENCH_FANOUT_SERVERS ?? (quick ? 100 : 1_000));
-    if (!(followers >= servers && servers >= 1 && servers <= 250 * 250)) throw new Error(`need 1 <= servers (${servers}) <= followers (${followers}) and servers <= 62500`);
+    if (!(Number.isInteger(followers) && Number.isInteger(servers) && followers >= servers && servers >= 1 && servers <= 250 * 250)) {
+      throw new Error(`BENCH_FANOUT_SERVERS and BENCH_FANOUT_FOLLOWERS must be whole numbers with 1 <= servers <= followers and servers <= 62500; got ${servers} and ${followers}`);
+    }
     const rows: Row[] = [];
-    const only = process.env.BENCH_FANOUT_SHAPES?.split(",");
+    const only = process.env.BENCH_FANOUT_SHAPES?.split(",").map((x) => x.trim());
+    if (only?.some((x) => x !== "shared" && x !== "personal")) throw new Error(`BENCH_FANOUT_SHAPES takes "shared" and/or "personal"; got ${JSON.stringify(process.env.BENCH_FANOUT_SHAPES)}`);
     for (const shape of SHAPES.filter((s) => !only || only.includes(s.shared ? "shared" : "personal"))) rows.push(await runShape(dialect, shape, followers, servers));
     return rows;
   },

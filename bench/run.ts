@@ -11,7 +11,7 @@ import { tree } from "./tree.ts";
 
 const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]]
+const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 
 Benchmarks Muster on loopback and prints figures (no pass/fail). Runs on SQLite,
 and on PostgreSQL when BENCH_DATABASE_URL (or TEST_DATABASE_URL) names a server
@@ -20,6 +20,7 @@ whose user may create databases; each run uses fresh databases it drops after.
 Options:
   --quick           smaller sizes and shorter runs, for a smoke run
   --only <name>     run only these benchmarks (repeatable or comma-separated)
+  --dialect <name>  run on this database only: sqlite or postgres
   -h, --help        show this help
 
 Benchmarks:
@@ -33,6 +34,7 @@ function parse() {
         help: { type: "boolean", short: "h", default: false },
         quick: { type: "boolean", default: false },
         only: { type: "string", multiple: true, default: [] },
+        dialect: { type: "string" },
       },
       strict: true,
       allowPositionals: false,
@@ -40,19 +42,24 @@ function parse() {
     const only = values.only.flatMap((o) => o.split(",")).map((o) => o.trim()).filter(Boolean);
     const unknown = only.filter((o) => !BENCHMARKS.some((b) => b.name === o));
     if (unknown.length) throw new Error(`unknown benchmark ${unknown.join(", ")}; choose from ${BENCHMARKS.map((b) => b.name).join(", ")}`);
-    return { help: values.help, quick: values.quick, selected: only.length ? BENCHMARKS.filter((b) => only.includes(b.name)) : BENCHMARKS };
+    if (values.dialect !== undefined && !dialects.some((d) => d.name === values.dialect)) throw new Error(`unknown dialect ${values.dialect}; choose sqlite or postgres`);
+    return { help: values.help, quick: values.quick, dialect: values.dialect, selected: only.length ? BENCHMARKS.filter((b) => only.includes(b.name)) : BENCHMARKS };
   } catch (error) {
     process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
     process.exit(2);
   }
 }
 
-const { help, quick, selected } = parse();
+const { help, quick, dialect: onlyDialect, selected } = parse();
 if (help) {
   process.stdout.write(USAGE);
 } else {
   const started = performance.now();
-  const active = dialects.filter((d) => !d.skip);
+  const active = dialects.filter((d) => !d.skip && (onlyDialect === undefined || d.name === onlyDialect));
+  if (active.length === 0) {
+    process.stderr.write(`${onlyDialect} is not available: ${dialects.find((d) => d.name === onlyDialect)?.skip}\n`);
+    process.exit(2);
+  }
   process.stdout.write(`# Muster benchmarks (${quick ? "--quick" : "full"}), ${new Date().toISOString()}\n`);
   for (const line of await machineFacts(process.env.TEST_DATABASE_URL)) process.stdout.write(`${line}\n`);
   for (const bench of selected) {

@@ -17,6 +17,7 @@ import { recruitsOf, sponsorChain } from "../src/members/tree.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { createUnion, updateUnion } from "../src/unions/unions.ts";
 import { type DialectCase, dialects } from "../test/helpers/databases.ts";
+import { seededRandom } from "../test/helpers/random.ts";
 import { type Benchmark, type BenchOptions, fmt, machineFacts, percentile, perSecond, printTable, progress, type Row } from "./lib.ts";
 
 /**
@@ -109,18 +110,6 @@ async function runTree(dialect: DialectCase, options: TreeOptions): Promise<Row[
 // ---------------------------------------------------------------------------
 // The tree, in memory
 
-/** A small seeded PRNG (mulberry32), so every run and dialect loads the same tree. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Tree {
   /** Index 0 is the leader. */
   readonly size: number;
@@ -199,7 +188,7 @@ async function runOne(dialect: DialectCase, size: number, shape: Shape, options:
   const database = openDatabase(tdb.url);
   const { db } = database;
   const deps: MembershipDeps = { db, events: createEventBus(), outbox: queueOutbox };
-  const random = rng(0x5eed ^ size);
+  const random = seededRandom(0x5eed ^ size);
   const rows: Row[] = [];
   const base = { dialect: dialect.name, members: size, shape };
   // Every row has every column, in this order; fmt() prints NaN as "-".

@@ -352,8 +352,11 @@ for (const d of dialects) {
         // test suite) lost it, and without it nothing in the document is AS vocabulary.
         body["@context"] = [AS, ...(body["@context"] as Json[])];
         assert.equal(obj(body.object).id, actor("mdel"), "the embedded Person is the actor itself");
-        await join("mdel", `${actor("mdel")}#follows/1`);
-        await join("mdel", `${actor("mdel")}#follows/2`, cooks);
+        const memberships = [await join("mdel", `${actor("mdel")}#follows/1`), await join("mdel", `${actor("mdel")}#follows/2`, cooks)];
+        // An account is deleted long after its Accept and welcome went out. Still
+        // queued, they would run after the Delete and fetch the account again (this
+        // peer keeps serving it), caching it anew.
+        await settled(...memberships.map((x) => x.id));
 
         const { res } = await deliver(body, { as: "mdel", to: sharedInbox(), spec: CAVAGE });
         assert.equal(res.status, 202);

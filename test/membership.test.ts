@@ -23,6 +23,7 @@ import { depthOf, moveMember, movesOf, recruitsOf, sponsorChain } from "../src/m
 import type { OutboxIntent } from "../src/outbox.ts";
 import { createUnion, type JoinPolicy, type Union, updateUnion } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
+import { seededRandom } from "./helpers/random.ts";
 import { type Ctx, failingOn, followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
 import { closeContenders, contenders, type RaceResult, recordedIntents } from "./helpers/membership-worker.ts";
 
@@ -810,17 +811,6 @@ async function checkTree(db: Kysely<DB>, unionId: string, context = ""): Promise
 // ---------------------------------------------------------------------------
 // The random history.
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface ModelMember {
   id: string;
   actor: Applicant;
@@ -830,7 +820,7 @@ interface ModelMember {
 }
 
 async function randomHistory(c: Ctx, seed: number, target: number): Promise<{ steps: number; stats: Record<string, number> }> {
-  const rnd = mulberry32(seed);
+  const rnd = seededRandom(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   const at = (step: number, what: string) => `seed ${seed}, step ${step} (${what})`;
 

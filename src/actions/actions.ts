@@ -58,6 +58,11 @@ export class ActionError extends Error {
 }
 
 const ms = (d: Date | null | undefined) => (d ? d.getTime() : null);
+
+/** What a draft or an edit writes of the ask itself; the HTML is rendered once, here. */
+function contentColumns(v: ReturnType<typeof validate>) {
+  return { title: v.title, body_md: v.text, body_html: renderMarkdown(v.text), kind: v.kind, link: v.link, goal: v.goal };
+}
 const date = (n: number | null) => (n === null ? null : new Date(Number(n)));
 
 export function toAction(r: Selectable<ActionsTable>): Action {
@@ -119,12 +124,7 @@ export async function composeAction(deps: ActionDeps, unionId: string, by: By, d
       id,
       union_id: unionId,
       seq: null,
-      title: v.title,
-      body_md: v.text,
-      body_html: renderMarkdown(v.text),
-      kind: v.kind,
-      link: v.link,
-      goal: v.goal,
+      ...contentColumns(v),
       deadline: ms(v.deadline),
       state: "queued",
       created_by: officer?.id ?? null,
@@ -202,12 +202,7 @@ export async function editAction(deps: ActionDeps, unionId: string, actionId: st
       deadline: edit.deadline === undefined ? null : edit.deadline,
     }, now);
     await trx.updateTable("actions").set({
-      title: v.title,
-      body_md: v.text,
-      body_html: renderMarkdown(v.text),
-      kind: v.kind,
-      link: v.link,
-      goal: v.goal,
+      ...contentColumns(v),
       deadline: edit.deadline === undefined ? ms(cur.deadline) : ms(v.deadline),
       updated_at: cur.state === "published" ? now : null,
     }).where("id", "=", cur.id).execute();
