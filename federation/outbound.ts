@@ -5,7 +5,7 @@ import type { Kysely } from "kysely";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
-import { getMember } from "../src/members/members.ts";
+import { getMember, type Member } from "../src/members/members.ts";
 import type { Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
@@ -64,6 +64,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
         log.warn("Cannot answer the follow of member {memberId}: no actor or Follow id", { memberId: intent.memberId });
         return;
       }
+      if (intent.kind === "follow.accept" && gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
       // Mastodon matches the answer to its pending follow by the embedded Follow's id.
@@ -74,7 +75,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     }
     case "member.welcome": {
       const member = await getMember(deps.db, union.id, intent.memberId);
-      if (!member?.actorId) return;
+      if (!member?.actorId || gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
       const invite = intent.inviteCode ? new URL(`/u/${union.slug}/join/${intent.inviteCode}`, deps.origin).href : null;
@@ -101,6 +102,18 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       return;
     }
   }
+}
+
+/**
+ * A member who left, was removed or whose account was deleted before their
+ * Accept or welcome went out is not sent it: it would re-fetch (and cache
+ * again) an account that is gone, and retry against its 410 for nothing.
+ * A Reject still goes out: it is how a removed member's server learns it.
+ */
+function gone(member: Member): boolean {
+  if (member.state === "active") return false;
+  log.info("Not sending to member {memberId}: their membership is {state}", { memberId: member.id, state: member.state });
+  return true;
 }
 
 async function sendDirect(

@@ -5,6 +5,9 @@ import pg from "pg";
 import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
+import { logger } from "../logging.ts";
+
+const log = logger("db");
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -85,6 +88,10 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number }
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });
+  // An idle pooled connection that the server ends (a restart, a failover,
+  // idle_session_timeout) is reported here; unheard, it would be an uncaught
+  // exception that takes the whole process down. The pool replaces it.
+  pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
 }

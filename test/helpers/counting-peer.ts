@@ -57,6 +57,8 @@ export interface CountingPeer {
   readonly names: readonly string[];
   actorId(name: string): URL;
   sharedInbox(): URL;
+  /** Every request, inbox or not, in arrival order (actor and key fetches too). */
+  readonly requests: { readonly method: string; readonly path: string }[];
   /** Inbox POSTs of the activity with this id (any inbox). */
   hitsOf(activityId: string): InboxHit[];
   /** Delivers through Fedify's own sender (double-knock), immediately. */
@@ -89,6 +91,7 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
   const origin = await listenOnLoopback(server);
   const actors = await personActors(origin, names);
   const hits: InboxHit[] = [];
+  const requests: { method: string; path: string }[] = [];
   const state: InboxBehaviour = { delayMs: 0, failStatus: null, ...behaviour };
 
   const isInbox = (path: string) => path === "/inbox" || /^\/users\/[^/]+\/inbox$/.test(path);
@@ -98,6 +101,7 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
     for await (const c of req) chunks.push(c as Buffer);
     const body = chunks.length ? Buffer.concat(chunks) : undefined;
     const path = new URL(req.url ?? "/", origin).pathname;
+    requests.push({ method: req.method ?? "", path });
     let hit: InboxHit | undefined;
     if (req.method === "POST" && isInbox(path)) {
       let json: Record<string, unknown> | null = null;
@@ -141,6 +145,7 @@ export async function startCountingPeer(names: readonly string[], behaviour: Par
     host: origin.host,
     federation: actors.federation,
     hits,
+    requests,
     received: actors.received,
     behaviour: state,
     names,

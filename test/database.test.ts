@@ -1,0 +1,67 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import { sql } from "kysely";
+import { dialects } from "./helpers/databases.ts";
+
+const sqlite = dialects.find((d) => d.name === "sqlite")!;
+const postgres = dialects.find((d) => d.name === "postgres")!;
+
+describe("the SQLite connection's reused statements", () => {
+  it("give the same answers as fresh ones, across many distinct queries and a schema change", async () => {
+    const tdb = await sqlite.create();
+    const { db, close } = tdb.open();
+    try {
+      await sql`create table t (id integer primary key, a text)`.execute(db);
+      // More distinct statements than the cache holds, each run twice.
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < 600; i++) {
+          const r = await sql<{ v: number }>`select ${sql.lit(i)} + ${round} as v`.execute(db);
+          assert.equal(r.rows[0]!.v, i + round);
+        }
+      }
+      await sql`insert into t (a) values ('x')`.execute(db);
+      const before = await sql<Record<string, unknown>>`select * from t`.execute(db);
+      assert.deepEqual(before.rows, [{ id: 1, a: "x" }]);
+      // The same text after the table changed must see the new column.
+      await sql`alter table t add column b text default 'y'`.execute(db);
+      const after = await sql<Record<string, unknown>>`select * from t`.execute(db);
+      assert.deepEqual(after.rows, [{ id: 1, a: "x", b: "y" }]);
+      // A statement that failed is usable again.
+      await assert.rejects(sql`insert into t (id, a) values (1, 'dup')`.execute(db), /UNIQUE/);
+      await assert.rejects(sql`insert into t (id, a) values (1, 'dup')`.execute(db), /UNIQUE/);
+      await sql`insert into t (id, a) values (2, 'z')`.execute(db);
+      assert.equal((await sql<{ n: number }>`select count(*) as n from t`.execute(db)).rows[0]!.n, 2);
+    } finally {
+      await close();
+      await tdb.destroy();
+    }
+  });
+});
+
+describe("the PostgreSQL pool", { skip: postgres.skip }, () => {
+  it("survives the server ending an idle pooled connection, and the next query works", async () => {
+    const tdb = await postgres.create();
+    const { db, close } = tdb.open();
+    const admin = new pg.Client({ connectionString: tdb.url });
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const pid = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)).rows[0]!.pid;
+      await admin.connect();
+      // The pooled connection is idle now: end it from the server side.
+      await admin.query("select pg_terminate_backend($1)", [pid]);
+      await sleep(300);
+      assert.deepEqual(uncaught, [], "no uncaught exception");
+      const r = await sql<{ one: number }>`select 1 as one`.execute(db);
+      assert.equal(r.rows[0]!.one, 1);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      await admin.end();
+      await close();
+      await tdb.destroy();
+    }
+  });
+});

@@ -1,0 +1,68 @@
+import "../src/temporal.ts";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { deleteRemoteActor, upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { leaveUnion, requestToJoin } from "../src/members/membership.ts";
+import { createUnion, type Union } from "../src/unions/unions.ts";
+import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+
+/*
+ * Domain intents queued for a member who is gone by the time the worker
+ * handles them: the Accept and the welcome must not go out (they would
+ * fetch, and cache again, an account that was deleted), while a member still
+ * there gets both. The worker is started only after the departure, so the
+ * order is certain.
+ */
+for (const d of dialects) {
+  describe(`intents for a member who left before they were handled, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: CountingPeer;
+    let union: Union;
+    const worker = new AbortController();
+    let running: Promise<void> | undefined;
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { worker: false });
+      peer = await startCountingPeer(["stays", "gone"]);
+      union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
+    });
+    after(async () => {
+      worker.abort();
+      await running;
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("sends the Accept and welcome to the member who stayed, nothing to the one whose account was deleted", async () => {
+      const db = m.muster.database.db;
+      for (const name of ["stays", "gone"]) {
+        const id = peer.actorId(name).href;
+        await upsertRemoteActor(db, {
+          id, type: "Person", handle: `@${name}@${peer.host}`, preferredUsername: name, name, summary: null, url: null, avatarUrl: null,
+          inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now(),
+        });
+        const r = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle: `@${name}@${peer.host}` }, `${id}#follow`);
+        assert.equal(r.outcome, "accepted");
+      }
+      const goneId = peer.actorId("gone").href;
+      // What a Delete of the account does, before the worker got to the intents.
+      await leaveUnion(m.muster.membership, union.id, goneId, "deleted");
+      await deleteRemoteActor(db, goneId);
+      const getsBefore = peer.requests.filter((r) => r.method === "GET" && r.path === "/users/gone").length;
+
+      running = m.muster.runQueue(worker.signal);
+      const to = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type);
+      await eventually(async () => to("stays", "Accept").length === 1 && to("stays", "Create").length === 1, "the Accept and welcome of the member who stayed");
+      await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
+      assert.equal(to("gone", "Accept").length, 0, "no Accept for the deleted account");
+      assert.equal(to("gone", "Create").length, 0, "no welcome for the deleted account");
+      assert.equal(peer.requests.filter((r) => r.method === "GET" && r.path === "/users/gone").length, getsBefore, "the deleted account is not fetched again");
+      assert.equal(await db.selectFrom("remote_actors").select("id").where("id", "=", goneId).executeTakeFirst(), undefined, "nor cached again");
+    });
+  });
+}
