@@ -192,6 +192,10 @@ export class KyselyMessageQueue implements MessageQueue {
       } catch (error) {
         for (const p of accepted) p.reject(error);
       }
+      // better-sqlite3 answers synchronously, so without this the whole
+      // backlog is written in one run of microtasks and no claim (a timer
+      // away) starts until it is: the first of 10^5 deliveries waited 18.7 s.
+      if (this.#pending.length > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
