@@ -86,11 +86,10 @@ const localListeners = new WeakMap<Kysely<DB>, Set<Wake>>();
 // transaction.
 const INSERT_CHUNK = 1000;
 
-/** See #refreshStatistics; process-wide, as the table is. */
+/** See #refreshStatistics; per database, shared by the queues (tables) on it. */
 const ANALYZE_AFTER_ROWS = 1000;
 const ANALYZE_EVERY_MS = 2000;
-let lastAnalyzed = 0;
-let rowsSinceAnalyze = 0;
+const statistics = new WeakMap<Kysely<DB>, { analyzedAt: number; rowsSince: number }>();
 
 /** A fedify_mq row as enqueued. */
 interface NewRow {
@@ -262,10 +261,13 @@ export class KyselyMessageQueue implements MessageQueue {
    */
   async #refreshStatistics(added: number): Promise<void> {
     if (this.#database.dialect !== "postgres") return;
-    rowsSinceAnalyze += added;
-    if (rowsSinceAnalyze < ANALYZE_AFTER_ROWS || Date.now() - lastAnalyzed < ANALYZE_EVERY_MS) return;
-    lastAnalyzed = Date.now();
-    rowsSinceAnalyze = 0;
+    const { db } = this.#database;
+    const stats = statistics.get(db) ?? { analyzedAt: 0, rowsSince: 0 };
+    statistics.set(db, stats);
+    stats.rowsSince += added;
+    if (stats.rowsSince < ANALYZE_AFTER_ROWS || Date.now() - stats.analyzedAt < ANALYZE_EVERY_MS) return;
+    stats.analyzedAt = Date.now();
+    stats.rowsSince = 0;
     await sql`analyze fedify_mq`.execute(this.#database.db).catch((error: unknown) => {
       log.warn("Could not analyze fedify_mq: {error}", { error: describeError(error) });
     });
