@@ -3,7 +3,7 @@
 // one port and one handler. It verifies each delivery's HTTP signature with
 // Fedify (the sender's key is fetched once, then cached), records the activity
 // id per inbox, and answers 202, so the sender sees real, distinct origins
-// (one connection pool each) without a thousand processes.
+// (one connection pool each, one key fetch each) without a thousand processes.
 import "../src/temporal.ts";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createFederation, type KeyCache, MemoryKvStore, verifyRequest } from "@fedify/fedify";
@@ -54,11 +54,13 @@ async function main(start: ReceiverStart): Promise<void> {
   // parsed exactly as a Fedify-based member server would.
   const federation = createFederation<void>({ kv: new MemoryKvStore(), allowPrivateAddress: true });
   const ctx = federation.createContext(new URL(start.senderOrigin));
+  // One key cache per simulated server, as each real server keeps its own:
+  // the sender's actor document is fetched once by every server.
   const keys = new Map<string, unknown>();
-  const keyCache = {
-    get: async (id: URL) => keys.get(id.href) as never,
-    set: async (id: URL, key: unknown) => void keys.set(id.href, key),
-  } satisfies KeyCache;
+  const keyCacheOf = (host: string) => ({
+    get: async (id: URL) => keys.get(`${host} ${id.href}`) as never,
+    set: async (id: URL, key: unknown) => void keys.set(`${host} ${id.href}`, key),
+  } satisfies KeyCache);
   const documentLoader: typeof ctx.documentLoader = async (url, options) => {
     if (new URL(url).origin !== new URL(start.senderOrigin).origin) throw new Error(`refusing to fetch ${url}: not the sender`);
     keyFetches++;
@@ -88,7 +90,7 @@ async function main(start: ReceiverStart): Promise<void> {
     const key = await verifyRequest(request, {
       documentLoader,
       contextLoader: ctx.contextLoader,
-      keyCache,
+      keyCache: keyCacheOf(req.headers.host ?? ""),
       spec: headers.has("signature-input") ? "rfc9421" : "draft-cavage-http-signatures-12",
     }).catch(() => null);
     if (key === null) {

@@ -43,7 +43,7 @@ export const fanout: Benchmark = {
   notes: [
     "followers and their cached actors are bulk-inserted (setup, untimed); the clock starts when composeAction(publishNow) is called and stops when the receiver has verified the last expected delivery",
     "shared inboxes: each simulated server advertises /inbox, so Fedify sends one delivery per server; personal inboxes: none does, so one per follower",
-    "the receiver (a child process, one HTTP server per address 127.77.x.y) verifies every HTTP signature with Fedify's verifyRequest (key fetched once, then cached) and answers 202",
+    "the receiver (a child process, one HTTP server per address 127.77.x.y) verifies every HTTP signature with Fedify's verifyRequest and answers 202; each simulated server fetches the union's key (its actor document) once and caches it, as real servers do: key GETs counts those fetches",
     "Muster CPU s/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receiver's CPU is reported apart; both share the machine's cores",
     "repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
     "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time)",
@@ -104,6 +104,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "CPU ms/delivery": cpuTotal / stats.delivered,
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
+      "key GETs": stats.key_fetches,
       repeats: stats.repeats,
       refused: stats.refused,
     };
