@@ -219,33 +219,38 @@ export class KyselyMessageQueue implements MessageQueue {
     await this.#insert(messages.map((message) => this.#row(message, options, deliveryKey(message))));
   }
 
-  /** Inserts rows in one transaction, leaving out deliveries already made. */
-  async #insert(all: readonly NewRow[]): Promise<void> {
-    let rows = all;
-    const { db } = this.#database;
-    const keys = rows.map((r) => r.dedupe_key).filter((k): k is string => k !== null);
-    if (keys.length > 0) {
-      const done = new Set<string>();
-      for (let i = 0; i < keys.length; i += INSERT_CHUNK) {
-        const found = await db.selectFrom("fedify_mq_done").select("dedupe_key").where("dedupe_key", "in", keys.slice(i, i + INSERT_CHUNK)).execute();
-        for (const f of found) done.add(f.dedupe_key);
+  /**
+   * Inserts rows in one transaction, leaving out deliveries already made: a
+   * key still queued is dropped by the unique index, and a key already done
+   * is deleted again before the commit. Checking for done keys after the
+   * insert, not before, is what closes the race with a worker finishing that
+   * very delivery meanwhile: on PostgreSQL the insert waits on the unique
+   * index for the finishing transaction, and the check (a statement later,
+   * so a fresh snapshot) sees its done key; on SQLite the transaction holds
+   * the only write lock throughout.
+   */
+  async #insert(rows: readonly NewRow[]): Promise<void> {
+    const dropped = await this.#database.db.transaction().execute(async (trx) => {
+      const inserted: { id: number; dedupe_key: string | null }[] = [];
+      for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+        inserted.push(...await trx.insertInto("fedify_mq").values(rows.slice(i, i + INSERT_CHUNK))
+          .onConflict((oc) => oc.column("dedupe_key").doNothing())
+          .returning(["id", "dedupe_key"])
+          .execute());
       }
-      if (done.size > 0) {
-        log.info("Dropped {n} deliveries already made (a fan-out handled again)", { n: done.size });
-        rows = rows.filter((r) => r.dedupe_key === null || !done.has(r.dedupe_key));
-        if (rows.length === 0) return;
+      const keyed = inserted.filter((r): r is { id: number; dedupe_key: string } => r.dedupe_key !== null);
+      let n = 0;
+      for (let i = 0; i < keyed.length; i += INSERT_CHUNK) {
+        const chunk = keyed.slice(i, i + INSERT_CHUNK);
+        const r = await trx.deleteFrom("fedify_mq")
+          .where("id", "in", chunk.map((k) => k.id))
+          .where("dedupe_key", "in", (eb) => eb.selectFrom("fedify_mq_done").select("dedupe_key").where("dedupe_key", "in", chunk.map((k) => k.dedupe_key)))
+          .executeTakeFirst();
+        n += Number(r.numDeletedRows);
       }
-    }
-    // A key still queued is dropped by the unique index.
-    const insert = (executor: Kysely<DB>, chunk: readonly NewRow[]) =>
-      executor.insertInto("fedify_mq").values(chunk).onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
-    if (rows.length <= INSERT_CHUNK) {
-      await insert(db, rows);
-    } else {
-      await db.transaction().execute(async (trx) => {
-        for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insert(trx, rows.slice(i, i + INSERT_CHUNK));
-      });
-    }
+      return n;
+    });
+    if (dropped > 0) log.info("Dropped {n} deliveries already made (a fan-out handled again)", { n: dropped });
     await this.#announce(rows.reduce((min, r) => Math.min(min, r.available_at), Infinity));
     await this.#refreshStatistics(rows.length);
   }

@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Temporal } from "@js-temporal/polyfill";
 import type { MessageQueue } from "@fedify/fedify";
+import pg from "pg";
 import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
@@ -554,6 +555,61 @@ for (const d of dialects) {
       const ids = (await rows(database, name)).map((r) => JSON.parse(r.message).inbox as string);
       assert.equal(ids[0], "https://example.com/users/0/inbox");
       assert.equal(ids[count - 1], `https://example.com/users/${count - 1}/inbox`);
+    });
+
+    it("a delivery already made is not queued again by a fan-out handled again; other attempts and held copies are", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("rerun");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const delivery = (inbox: string, extra: Record<string, unknown> = {}) =>
+        ({ type: "outbox", activityId: "https://union.example/u/riders/actions/1/activity", inbox, attempt: 0, ...extra });
+      const handled: unknown[] = [];
+      const listener = h.listen(queue, (m) => void handled.push(m));
+      await queue.enqueue(delivery("https://a.example/inbox"));
+      await waitFor("the first delivery", () => handled.length === 1);
+      await waitFor("its row to go", async () => (await rows(database, name)).length === 0);
+      listener.controller.abort();
+      await listener.done;
+      // The fan-out, handled again, enqueues every inbox once more.
+      await queue.enqueueMany([delivery("https://a.example/inbox"), delivery("https://b.example/inbox")]);
+      await queue.enqueue(delivery("https://a.example/inbox"));
+      await queue.enqueue(delivery("https://a.example/inbox", { attempt: 1 }));
+      await queue.enqueue(delivery("https://a.example/inbox", { circuitHeld: true }));
+      const left = (await rows(database, name)).map((r) => JSON.parse(r.message) as { inbox: string; attempt: number; circuitHeld?: boolean });
+      assert.deepEqual(left.map((m) => [m.inbox, m.attempt, m.circuitHeld ?? false]), [
+        ["https://b.example/inbox", 0, false],
+        ["https://a.example/inbox", 1, false],
+        ["https://a.example/inbox", 0, true],
+      ]);
+    });
+
+    it("a delivery another worker finishes while its fan-out is enqueued again is not queued a second time", { skip: d.name !== "postgres" && "SQLite has one writer: no other worker can finish a delivery in between" }, async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("rerun-race");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      // Shaped like one of Fedify's per-inbox deliveries, so it has a dedupe key.
+      const delivery = { type: "outbox", activityId: "https://union.example/u/riders/actions/1/activity", inbox: "https://member.example/inbox", attempt: 0 };
+      await queue.enqueue(delivery);
+      const [row] = await rows(database, name);
+      assert.ok(row?.dedupe_key);
+      // Another worker completes it in a transaction still open while the
+      // fan-out, handled again, enqueues the same delivery.
+      const other = new pg.Client({ connectionString: tdb.url });
+      await other.connect();
+      try {
+        await other.query("begin");
+        await other.query("delete from fedify_mq where id = $1", [row.id]);
+        await other.query("insert into fedify_mq_done (dedupe_key, done_at) values ($1, $2)", [row.dedupe_key, Date.now()]);
+        const again = queue.enqueue(delivery);
+        await sleep(300); // the insert now waits on the unique index for that transaction
+        await other.query("commit");
+        await again;
+      } finally {
+        await other.end();
+      }
+      assert.deepEqual(await rows(database, name), [], "the finished delivery is not queued again");
     });
 
     it("concurrent enqueue() calls (written together) keep call order and their own options while a listener handles them", async (t) => {
