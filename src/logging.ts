@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { configure, getConsoleSink, getLogger, type Logger, reset } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 
@@ -12,6 +13,9 @@ export async function setupLogging(level: LogLevel): Promise<void> {
   if (configured) await reset();
   configured = true;
   await configure({
+    // Fedify attaches request and trace context to its log records through
+    // it; without it LogTape warns at every start.
+    contextLocalStorage: new AsyncLocalStorage(),
     sinks: { console: getConsoleSink() },
     loggers: [
       { category: "muster", lowestLevel: level, sinks: ["console"] },

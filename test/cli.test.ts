@@ -121,6 +121,7 @@ for (const d of dialects) {
         child.kill("SIGTERM");
       }
       assert.equal(await exited, 0, out);
+      assert.doesNotMatch(out, /logtape·meta/, "LogTape is fully configured: it warns about nothing of its own at start");
     });
   });
 }
