@@ -20,6 +20,10 @@ export async function setupLogging(level: LogLevel): Promise<void> {
     loggers: [
       { category: "muster", lowestLevel: level, sinks: ["console"] },
       { category: "fedify", lowestLevel: level === "debug" ? "debug" : level === "error" ? "error" : "warning", sinks: ["console"] },
+      // Every request goes through Fedify first, so it logs each 4xx of the
+      // web app (a bot's 404, a reused setup link's 403) as a warning; the
+      // refusals that matter (bad signatures) are logged where they happen.
+      { category: ["fedify", "federation", "http"], lowestLevel: level === "debug" ? "debug" : "error" },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },
     ],
   });

@@ -122,6 +122,7 @@ for (const d of dialects) {
       }
       assert.equal(await exited, 0, out);
       assert.doesNotMatch(out, /logtape·meta/, "LogTape is fully configured: it warns about nothing of its own at start");
+      assert.doesNotMatch(out, / WRN /, "an expected refusal (the reused setup token's 403) is not a warning");
     });
   });
 }
