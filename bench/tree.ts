@@ -64,7 +64,7 @@ const NOTES = [
   "every operation runs sequentially (one at a time) through the domain functions, with an outbox that inserts into fedify_mq in the same transaction; repeated up to its count or until its time budget is spent (n says how many ran)",
   "join (open): requestToJoin of a new actor, union in `open` policy (sponsor: the leader); join (invite): a random member's invite claimed by handle (untimed), then requestToJoin (sponsor: that member, ancestors updated)",
   "leave: leaveUnion of random members with recruits, who move up to the leaver's sponsor; chain: sponsorChain of random members from the deepest 10%; subtree: getMember().subtreeSize; recruits: recruitsOf (first page of 100)",
-  "list: listMembers(limit 100, first page), which walks the whole tree for depths; SQLite is not ANALYZEd (Muster never does), PostgreSQL is ANALYZEd after the load (autovacuum would soon)",
+  "list: listMembers(limit 100, first page), whose depths are walked up from the listed members only; SQLite is not ANALYZEd (Muster never does), PostgreSQL is ANALYZEd after the load (autovacuum would soon)",
   "checks: root's subtree_size = active members - 1; full: every in-tree member's subtree_size recomputed from sponsor_id in memory",
 ];
 
