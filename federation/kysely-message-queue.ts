@@ -66,6 +66,26 @@ export function deliveryKey(message: unknown): string | null {
   return `${m.activityId} ${m.inbox} ${typeof m.attempt === "number" ? m.attempt : 0}`;
 }
 
+/**
+ * Fedify puts the sender's private keys (as JWK) in every delivery message.
+ * A queued message needs them; a dead letter is kept for an operator to
+ * read, indefinitely, so it keeps which key (keyId) but not the key itself.
+ */
+export function withoutPrivateKeys(encoded: string): string {
+  let message: unknown;
+  try {
+    message = JSON.parse(encoded);
+  } catch {
+    return encoded;
+  }
+  const keys = (message as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || !keys.some((k) => k && typeof k === "object" && "privateKey" in k)) return encoded;
+  return JSON.stringify({
+    ...(message as object),
+    keys: keys.map((k) => (k && typeof k === "object" && "privateKey" in k ? { ...k, privateKey: "(removed from the dead letter)" } : k)),
+  });
+}
+
 /** How long handled delivery keys are remembered for dropping re-enqueued duplicates. */
 const DONE_RETENTION_MS = 7 * 24 * 3600_000;
 
@@ -546,7 +566,7 @@ export class KyselyMessageQueue implements MessageQueue {
         .executeTakeFirst();
       if (row === undefined) return;
       await trx.insertInto("fedify_mq_dead")
-        .values({ ...row, last_error: reason, died_at: Date.now() })
+        .values({ ...row, message: withoutPrivateKeys(row.message), last_error: reason, died_at: Date.now() })
         .execute();
     });
     if (claimed.ordering_key !== null) await this.#announce(Date.now());

@@ -435,6 +435,30 @@ for (const d of dialects) {
       assert.equal((await rows(database, name)).length, 0);
     });
 
+    it("keeps no private key in a dead letter of a Fedify delivery, only which key it was", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("dead-keys");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, maxAttempts: 1 });
+      const jwk = { kty: "RSA", n: "AQAB-modulus", e: "AQAB", d: "private-exponent", p: "prime-p", q: "prime-q" };
+      const delivery = { type: "outbox", activityId: "https://union.example/a/1", inbox: "https://member.example/inbox", attempt: 0, keys: [{ keyId: "https://union.example/u/riders#main-key", privateKey: jwk }] };
+      await queue.enqueue(delivery);
+      let handedKey: unknown;
+      h.listen(queue, (m: typeof delivery) => {
+        handedKey = m.keys[0]!.privateKey;
+        throw new Error("the inbox is gone");
+      });
+      const dead = () => database.db.selectFrom("fedify_mq_dead").selectAll().where("queue", "=", name).execute();
+      await waitFor("the dead letter", async () => (await dead()).length === 1);
+      assert.deepEqual(handedKey, jwk, "the handler had the key while the message was queued");
+      const [row] = await dead();
+      assert.doesNotMatch(row!.message, /private-exponent|prime-p/);
+      const kept = JSON.parse(row!.message) as typeof delivery;
+      assert.equal(kept.keys[0]!.keyId, "https://union.example/u/riders#main-key");
+      assert.equal(kept.inbox, delivery.inbox);
+      assert.match(row!.last_error!, /the inbox is gone/);
+    });
+
     it("resolves listen() after abort only once the running handler has finished", async (t) => {
       const h = harness(t);
       const database = h.open();
