@@ -108,6 +108,14 @@ export async function withMuster(fn: (m: Muster) => Promise<void>): Promise<void
   }
 }
 
+/** For the commands that take <union> <@user@host>: finds both, or fails with one line. */
+export function withMember(positionals: readonly string[], fn: (m: Muster, union: Union, member: Member) => Promise<void>): Promise<void> {
+  return withMuster(async (m) => {
+    const union = await requireUnion(m, positionals[0]!);
+    await fn(m, union, await requireMember(m, union, positionals[1]!));
+  });
+}
+
 export async function requireUnion(m: Muster, slug: string): Promise<Union> {
   const union = await getUnionBySlug(m.database.db, slug);
   if (!union) throw new CliError(`no union with slug ${JSON.stringify(slug)}`);

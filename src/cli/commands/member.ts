@@ -22,6 +22,7 @@ import {
   str,
   table,
   UsageError,
+  withMember,
   withMuster,
 } from "../command.ts";
 import { inviteUrl } from "./invite.ts";
@@ -175,9 +176,7 @@ export const memberCommands: Command[] = [
     options: { ...JSON_OPT },
     positionals: ["union", "member"],
     async run({ values, positionals }) {
-      await withMuster(async (m) => {
-        const union = await requireUnion(m, positionals[0]!);
-        const member = await requireMember(m, union, positionals[1]!);
+      await withMember(positionals, async (m, union, member) => {
         const db = m.database.db;
         const inTree = IN_TREE.includes(member.state);
         const chain = inTree ? await sponsorChain(db, member.id) : [];
@@ -238,9 +237,7 @@ export const memberCommands: Command[] = [
     options: { ...JSON_OPT },
     positionals: ["union", "member"],
     async run({ values, positionals }) {
-      await withMuster(async (m) => {
-        const union = await requireUnion(m, positionals[0]!);
-        const member = await requireMember(m, union, positionals[1]!);
+      await withMember(positionals, async (m, union, member) => {
         const approved = await approveMember(m.membership, union.id, member.id, OPERATOR);
         const sponsor = await sponsorRef(m, union.id, approved.sponsorId);
         if (values.json) return print(memberJson(approved, { sponsor }));
@@ -255,9 +252,7 @@ export const memberCommands: Command[] = [
     options: { reason: { type: "string" }, ...JSON_OPT },
     positionals: ["union", "member"],
     async run({ values, positionals }) {
-      await withMuster(async (m) => {
-        const union = await requireUnion(m, positionals[0]!);
-        const member = await requireMember(m, union, positionals[1]!);
+      await withMember(positionals, async (m, union, member) => {
         const rejected = await rejectMember(m.membership, union.id, member.id, OPERATOR, str(values, "reason")?.trim() || null);
         if (values.json) return print(memberJson(rejected, { sponsor: null }));
         out(`Rejected ${label(rejected)}'s request to join ${union.slug}.\n`);
