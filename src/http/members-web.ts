@@ -341,19 +341,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return "officer";
   }, "member");
 
-  app.post("/u/:slug/console/invites", async (c) => {
-    const g = await gate(c, true);
-    if (!g.ok) return g.res;
-    const form = await c.req.parseBody();
-    const values = { uses: String(form.uses ?? "").trim(), expires: String(form.expires ?? "") };
-    try {
-      const invite = await createInvite(membership, g.viewer.union.id, inviteInput(g.viewer, values));
-      return c.redirect(`/u/${g.viewer.union.slug}/console?created=${encodeURIComponent(invite.code)}#invites`, 303);
-    } catch (e) {
-      if (!isDomainError(e)) throw e;
-      return renderConsole(c, g.viewer, { error: e.message, status: statusOf(e), inviteValues: values });
-    }
-  });
+  app.post("/u/:slug/console/invites", (c) => postInvite(c, "console"));
 
   app.post("/u/:slug/console/invites/:code/revoke", async (c) => {
     const g = await gate(c, true);
@@ -377,6 +365,22 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   });
 
   // ---- A member's own page ----
+
+  /** The invite form on the console (officers) and on a member's own page: same form, same rules. */
+  async function postInvite(c: Context, page: "console" | "me") {
+    const g = await gate(c, page === "console");
+    if (!g.ok) return g.res;
+    const form = await c.req.parseBody();
+    const values = { uses: String(form.uses ?? "").trim(), expires: String(form.expires ?? "") };
+    try {
+      const invite = await createInvite(membership, g.viewer.union.id, inviteInput(g.viewer, values));
+      return c.redirect(`/u/${g.viewer.union.slug}/${page}?created=${encodeURIComponent(invite.code)}#invites`, 303);
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      const extra = { error: e.message, status: statusOf(e), inviteValues: values };
+      return page === "console" ? renderConsole(c, g.viewer, extra) : renderMe(c, g.viewer, extra);
+    }
+  }
 
   async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
     const { union, member } = v;
@@ -408,19 +412,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return g.ok ? renderMe(c, g.viewer) : g.res;
   });
 
-  app.post("/u/:slug/me/invites", async (c) => {
-    const g = await gate(c, false);
-    if (!g.ok) return g.res;
-    const form = await c.req.parseBody();
-    const values = { uses: String(form.uses ?? "").trim(), expires: String(form.expires ?? "") };
-    try {
-      const invite = await createInvite(membership, g.viewer.union.id, inviteInput(g.viewer, values));
-      return c.redirect(`/u/${g.viewer.union.slug}/me?created=${encodeURIComponent(invite.code)}#invites`, 303);
-    } catch (e) {
-      if (!isDomainError(e)) throw e;
-      return renderMe(c, g.viewer, { error: e.message, status: statusOf(e), inviteValues: values });
-    }
-  });
+  app.post("/u/:slug/me/invites", (c) => postInvite(c, "me"));
 
   app.post("/u/:slug/me/invites/:code/revoke", async (c) => {
     const g = await gate(c, false);
