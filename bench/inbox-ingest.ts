@@ -2,13 +2,12 @@ import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { type Activity, Create, Like, Note } from "@fedify/vocab";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
-import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import { OPERATOR } from "../src/members/members.ts";
-import { requestToJoin } from "../src/members/membership.ts";
 import type { Union } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
+import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
 import { type Benchmark, cpuMs, httpRecorder, mib, percentile, perSecond, pool, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
 
 const ACTORS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
@@ -82,15 +81,7 @@ function countRequests(peer: Peer): { count: number } {
 
 /** Every peer actor joins the (open) union, as its Follow would make it. */
 async function joinAll(m: TestMuster, union: Union, peer: Peer): Promise<void> {
-  for (const name of ACTORS) {
-    const id = peer.actorId(name).href;
-    await upsertRemoteActor(m.muster.database.db, {
-      id, type: "Person", handle: `@${name}@${peer.origin.host}`, preferredUsername: name, name, summary: null, url: null, avatarUrl: null,
-      inbox: `${id}/inbox`, sharedInbox: new URL("/inbox", peer.origin).href, fetchedAt: Date.now(),
-    });
-    const joined = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle: `@${name}@${peer.origin.host}` }, `${id}#follow`);
-    if (joined.outcome !== "accepted") throw new Error(`${name}'s join was ${joined.outcome}`);
-  }
+  for (const name of ACTORS) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
 }
 
 async function presign(m: TestMuster, peer: Peer, target: URL, spec: HttpMessageSignaturesSpec, round: string, n: number): Promise<SignedPost[]> {

@@ -6,12 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { type Action, composeAction, type ActionDeps } from "../src/actions/actions.ts";
-import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import type { Database } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
 import { OPERATOR } from "../src/members/members.ts";
-import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { createUnion, type Union } from "../src/unions/unions.ts";
 import { generateActorKeys } from "../federation/keys.ts";
@@ -19,6 +17,7 @@ import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { queueOutbox } from "../federation/outbound.ts";
 import { type CountingPeer, type InboxHit, startCountingPeer } from "./helpers/counting-peer.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 import { eventually, freePort, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "./helpers/muster-process.ts";
 
@@ -48,23 +47,8 @@ const INBOX_DELAY_MS = 100;
 const nullOutbox: Outbox = { add: async () => {} };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function joinMember(db: Kysely<DB>, union: Union, peer: CountingPeer, name: string, shared: boolean): Promise<void> {
-  const id = peer.actorId(name).href;
-  await upsertRemoteActor(db, {
-    id,
-    type: "Person",
-    handle: `@${name}@${peer.host}`,
-    preferredUsername: name,
-    name,
-    summary: null,
-    url: null,
-    avatarUrl: null,
-    inbox: `${id}/inbox`,
-    sharedInbox: shared ? peer.sharedInbox().href : null,
-    fetchedAt: Date.now(),
-  });
-  const r = await requestToJoin({ db, events: createEventBus(), outbox: nullOutbox }, union.id, { actorId: id, handle: `@${name}@${peer.host}` }, `${id}#follow`);
-  assert.equal(r.outcome, "accepted");
+function joinMember(db: Kysely<DB>, union: Union, peer: CountingPeer, name: string, shared: boolean): Promise<string> {
+  return joinAsRemoteMember({ db, events: createEventBus(), outbox: nullOutbox }, union.id, peer.origin, name, shared ? peer.sharedInbox() : null);
 }
 
 function count(db: Kysely<DB>, needle: string) {

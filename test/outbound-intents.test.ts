@@ -1,12 +1,13 @@
 import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { deleteRemoteActor, upsertRemoteActor } from "../src/actors/remote-actors.ts";
-import { leaveUnion, requestToJoin } from "../src/members/membership.ts";
+import { deleteRemoteActor } from "../src/actors/remote-actors.ts";
+import { leaveUnion } from "../src/members/membership.ts";
 import { createUnion, type Union } from "../src/unions/unions.ts";
 import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 
 /*
  * Domain intents queued for a member who is gone by the time the worker
@@ -40,15 +41,7 @@ for (const d of dialects) {
 
     it("sends the Accept and welcome to the member who stayed, nothing to the one whose account was deleted", async () => {
       const db = m.muster.database.db;
-      for (const name of ["stays", "gone"]) {
-        const id = peer.actorId(name).href;
-        await upsertRemoteActor(db, {
-          id, type: "Person", handle: `@${name}@${peer.host}`, preferredUsername: name, name, summary: null, url: null, avatarUrl: null,
-          inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now(),
-        });
-        const r = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle: `@${name}@${peer.host}` }, `${id}#follow`);
-        assert.equal(r.outcome, "accepted");
-      }
+      for (const name of ["stays", "gone"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
       const goneId = peer.actorId("gone").href;
       // What a Delete of the account does, before the worker got to the intents.
       await leaveUnion(m.muster.membership, union.id, goneId, "deleted");
