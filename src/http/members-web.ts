@@ -103,13 +103,11 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     }
     return next();
   };
-  // Pages that show or change a member's data are never cached or framed.
+  // Pages that show or change a member's data are never cached.
   const privatePage: MiddlewareHandler = async (c, next) => {
     await next();
     c.header("Cache-Control", "no-store");
-    c.header("X-Frame-Options", "DENY");
-    // Pages that set a stricter policy of their own (which also forbids framing) keep it.
-    if (!c.res.headers.has("Content-Security-Policy")) c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
   for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*"]) {
