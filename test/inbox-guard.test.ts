@@ -184,9 +184,11 @@ for (const d of dialects) {
     it("copies of one Follow delivered at once are processed once: one Accept", async () => {
       const follow = new Follow({ id: new URL(id("follow")), actor: peer.actorId("bob"), object: new URL(union()) });
       const body = JSON.stringify(await follow.toJsonLd());
-      const requests = await Promise.all(Array.from({ length: 5 }, () => peer.signedPost(inbox, body, { as: "bob" })));
+      // Both inboxes: Fedify drops a repeat to the same inbox itself, so only Muster's check sees these as one.
+      const shared = new URL("/inbox", m.origin);
+      const requests = await Promise.all(Array.from({ length: 6 }, (_, i) => peer.signedPost(i % 2 ? shared : inbox, body, { as: "bob" })));
       const answers = await Promise.all(requests.map(post));
-      assert.deepEqual(answers.map((a) => a.status), [202, 202, 202, 202, 202]);
+      assert.deepEqual(answers.map((a) => a.status), [202, 202, 202, 202, 202, 202]);
       const acceptsOf = async () => {
         let n = 0;
         for (const a of peer.received) {
@@ -239,10 +241,12 @@ for (const d of dialects) {
         const createId = id("rally");
         const body = JSON.stringify({ "@context": AS, id: createId, type: "Create", actor: peer.actorId("alice").href, to: [PUBLIC], cc: [union()], object: noteId });
         assert.equal((await post(await peer.signedPost(inbox, body, { as: "alice" }))).status, 202);
-        await eventually(async () => notes.hits("/notes/rally") >= 1, "the object fetch attempted");
+        // Done once it is recorded (as it was before the fix) or has failed and waits for a retry.
+        const failedOnce = async () => (await db().selectFrom("fedify_mq").select("id").where("message", "like", `%${createId}%`).where("last_error", "is not", null).execute()).length;
+        await eventually(async () => notes.hits("/notes/rally") >= 1 && ((await recorded(createId)) === 1 || (await failedOnce()) >= 1), "the first attempt finished");
         fail = false;
-        // The sender's redelivery of the same activity.
-        assert.equal((await post(await peer.signedPost(inbox, body, { as: "alice" }))).status, 202);
+        // The sender's redelivery of the same activity (to the shared inbox, so Fedify's own per-inbox check does not drop it).
+        assert.equal((await post(await peer.signedPost(new URL("/inbox", m.origin), body, { as: "alice" }))).status, 202);
         const relay = await eventually(
           () => db().selectFrom("relay_requests").selectAll().where("note_id", "=", noteId).executeTakeFirst(),
           "the post offered for relaying",
