@@ -14,6 +14,8 @@ import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
 import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
+import { escapeHtml } from "./html.ts";
+import { serverUsage } from "../src/unions/usage.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
 export const INSTANCE_ACTOR = "instance";
@@ -72,7 +74,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
         id: ctx.getActorUri(identifier),
         preferredUsername: union.slug,
         name: union.name,
-        summary: union.purpose,
+        // AS2 summary is HTML; the purpose is plain text typed by an officer.
+        summary: escapeHtml(union.purpose),
         url: ctx.getActorUri(identifier),
         icon: union.iconUrl ? new Image({ url: new URL(union.iconUrl) }) : null,
         inbox: ctx.getInboxUri(identifier),
@@ -159,7 +162,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       log.error("Inbox listener failed: {error}", { error });
     });
 
-  federation.setNodeInfoDispatcher("/nodeinfo/2.1", async () => ({
+  federation.setNodeInfoDispatcher("/nodeinfo/2.1", async () => {
+    const usage = await serverUsage(db);
+    return {
     software: {
       name: "muster",
       version: SOFTWARE_VERSION,
@@ -170,12 +175,13 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     openRegistrations: false,
     usage: {
       // Unions are this server's only local actors; members live on their own servers.
-      users: { total: await countUnions(db), activeHalfyear: await countUnions(db), activeMonth: await countUnions(db) },
-      localPosts: 0,
+      users: { total: usage.unions, activeHalfyear: usage.activeHalfyear, activeMonth: usage.activeMonth },
+      localPosts: usage.posts,
       localComments: 0,
     },
     metadata: { nodeName: deps.origin.host },
-  }));
+  };
+  });
 
   return federation;
 }

@@ -190,6 +190,13 @@ export interface InboxActivitiesTable {
   received_at: number;
 }
 
+/** An inbound activity being processed now (see migrations/0008). */
+export interface InboxClaimsTable {
+  id: string;
+  /** Epoch ms after which a redelivery may take the claim over. */
+  claimed_until: number;
+}
+
 export interface InstanceSettingsTable {
   key: string;
   value: string;
@@ -265,6 +272,7 @@ export interface DB {
   actor_keys: ActorKeysTable;
   remote_actors: RemoteActorsTable;
   inbox_activities: InboxActivitiesTable;
+  inbox_claims: InboxClaimsTable;
   instance_settings: InstanceSettingsTable;
   fedify_kv: FedifyKvTable;
   fedify_mq: FedifyMqTable;

@@ -1,8 +1,5 @@
-import { getConnInfo } from "@hono/node-server/conninfo";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
-import { csrf } from "hono/csrf";
-import { HTTPException } from "hono/http-exception";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
@@ -11,7 +8,6 @@ import { type By, countMembers, getMember, listMembers, type Member, MemberError
 import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
 import { recruitsOf, sponsorChain } from "../members/tree.ts";
 import {
-  clientBucket,
   type CodeProblem,
   endSession,
   LOGIN_CODE_LIFETIME_MS,
@@ -25,6 +21,8 @@ import {
 import { getUnionBySlug, type MembersVisibility, type Union, UnionError, updateUnion } from "../unions/unions.ts";
 import { handlesOf, loadTree, treeRoots } from "./console-data.ts";
 import { consolePage, memberDetailPage } from "./pages/console.ts";
+import { cursorParam, pageNumber } from "./paging.ts";
+import { clientOf as clientAddress } from "./client-address.ts";
 import { errorPage } from "./pages/error.ts";
 import { confirmLoginPage, homeOf, isOfficer, loginPage, loginProblemPage, loginSentPage } from "./pages/login.ts";
 import { mePage } from "./pages/me.ts";
@@ -98,44 +96,35 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   const { db, origin, membership } = deps;
   const secure = origin.protocol === "https:";
 
-  // Forms that change state must come from our own pages: the Origin (or
-  // Sec-Fetch-Site) header is checked, and a cross-site POST is refused.
-  const guard = csrf({ origin: (o, c) => o === origin.origin || o === new URL(c.req.url).origin });
+  // Requests that change state must come from our own pages, whatever their
+  // content type (hono/csrf looks only at form types, so a JSON POST with a
+  // session cookie passed): the Origin must be ours, or, from a browser that
+  // sends no Origin, Sec-Fetch-Site must say same-origin. Neither: refused.
   const csrfPage: MiddlewareHandler = async (c, next) => {
-    try {
-      await guard(c, next);
-    } catch (e) {
-      if (e instanceof HTTPException && e.status === 403) {
-        log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
-        return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
-      }
-      throw e;
+    if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
+    const from = c.req.header("origin");
+    const site = c.req.header("sec-fetch-site");
+    const ok = from !== undefined
+      ? from === origin.origin || from === new URL(c.req.url).origin
+      : site === "same-origin";
+    if (!ok) {
+      log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
+      return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
     }
+    return next();
   };
-  // Pages that show or change a member's data are never cached or framed.
+  // Pages that show or change a member's data are never cached.
   const privatePage: MiddlewareHandler = async (c, next) => {
     await next();
     c.header("Cache-Control", "no-store");
-    c.header("X-Frame-Options", "DENY");
-    // Pages that set a stricter policy of their own (which also forbids framing) keep it.
-    if (!c.res.headers.has("Content-Security-Policy")) c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
   for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*"]) {
     app.use(path, privatePage, csrfPage);
   }
 
-  const clientOf = (c: Context): string => {
-    if (deps.trustProxy) {
-      const last = c.req.header("x-forwarded-for")?.split(",").map((s) => s.trim()).filter(Boolean).at(-1);
-      if (last) return clientBucket(last);
-    }
-    try {
-      return clientBucket(getConnInfo(c).remote.address);
-    } catch {
-      return "unknown";
-    }
-  };
+  const clientOf = (c: Context): string => clientAddress(c, deps.trustProxy);
 
   const loadUnion = (c: Context) => getUnionBySlug(db, c.req.param("slug") ?? "");
   const noUnion = (c: Context) => c.html(errorPage(404, "No such union here."), 404);
@@ -256,7 +245,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
 
   async function renderConsole(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
     const { union } = v;
-    const page = Math.max(1, Math.floor(Number(c.req.query("page") ?? "1")) || 1);
+    const page = pageNumber(c.req.query("page"));
+    if (page === null) return c.html(errorPage(400, "The page number must be a whole number from 1."), 400);
     const [pending, members, activeCount, invites, roots] = await Promise.all([
       listMembers(db, union.id, { states: ["pending"], limit: 200 }),
       listMembers(db, union.id, { states: ["active", "reserved"], limit: MEMBERS_PER_PAGE, offset: (page - 1) * MEMBERS_PER_PAGE }),
@@ -290,7 +280,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   async function renderMemberDetail(c: Context, v: Viewer, memberId: string, extra: { error?: string; status?: 400 | 403 | 404 | 409 } = {}) {
     const member = await getMember(db, v.union.id, memberId);
     if (!member) return c.html(errorPage(404, "No such member."), 404);
-    const after = c.req.query("after") || undefined;
+    const after = cursorParam(c.req.query("after"));
+    if (after === null) return c.html(errorPage(400, "That position in the list is not one this page offered."), 400);
     const [chain, tree] = await Promise.all([sponsorChain(db, member.id), loadTree(db, member, { after })]);
     return c.html(memberDetailPage({
       union: v.union,
