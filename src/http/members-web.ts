@@ -102,7 +102,11 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   // sends no Origin, Sec-Fetch-Site must say same-origin. Neither: refused.
   const csrfPage: MiddlewareHandler = async (c, next) => {
     if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
-    const from = c.req.header("origin");
+    // A page with `referrer: no-referrer` (the sign-in confirmation) makes
+    // Chromium send `Origin: null` on its own form: no origin, so the
+    // browser's Sec-Fetch-Site decides, as when Origin is absent.
+    const sent = c.req.header("origin");
+    const from = sent === "null" ? undefined : sent;
     const site = c.req.header("sec-fetch-site");
     const ok = from !== undefined
       ? from === origin.origin || from === new URL(c.req.url).origin
