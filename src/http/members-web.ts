@@ -397,9 +397,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     const after = c.req.query("after") || undefined;
     const rootId = c.req.query("root") || undefined;
     const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE });
+    // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Cache-Control", "private, no-store");
-    c.header("X-Frame-Options", "DENY");
-    c.header("Content-Security-Policy", "frame-ancestors 'none'");
     c.header("Referrer-Policy", "same-origin");
     c.header("Vary", "Accept, Cookie");
     if (!roster.ok) {
