@@ -41,7 +41,8 @@ async function scripted(answer: (req: IncomingMessage, res: ServerResponse, hit:
 
 describe("htmlToText (one pass)", () => {
   it("drops tags, keeps line breaks, skips scripts and decodes entities", () => {
-    assert.equal(htmlToText("<p>a<br>b</p><script>x<y</script>c &amp; d &lt;e&gt; &rsquo;"), "a\nb\nc & d <e> \u2019");
+    assert.equal(htmlToText("<p>a<br>b</p><script>x<y</script>c &amp; d &lt;e&gt; &rsquo;", { skipScripts: true }), "a\nb\nc & d <e> \u2019");
+    assert.equal(htmlToText("<script>alert(1)</script>"), "alert(1)", "shown as inert text unless asked");
     assert.equal(htmlToText("<p>one</p><p>two", { tagGap: " " }), " one\n two");
     assert.equal(htmlToText('<a href="x" class="u-url mention">@<span>riders</span></a> hi', { dropMentions: true }), " hi");
   });
