@@ -15,7 +15,7 @@ export interface UnionsTable {
   /** `invite`, `approval` or `open`. */
   join_policy: string;
   member_invite_limit: number;
-  /** Who may read the member list and tree: `public`, `members` or `officers`. */
+  /** Who may read the member list and tree: `public`, `members`, `signed-in` (the default since 0007) or `officers`. */
   members_visibility: string;
   welcome_text: string | null;
   /** Who sees calls-to-action: `members` (followers-only) or `public`. */
