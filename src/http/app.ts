@@ -10,12 +10,13 @@ import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { checkSetupToken, consumeSetupToken, setupTokenPending } from "../setup/setup-token.ts";
-import { createUnion, getUnionBySlug, listUnions, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
+import { createUnion, getUnionBySlug, listUnions, type MembersVisibility, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
 import { apiError } from "./api-error.ts";
 import { DatabaseBusyError } from "../db/sqlite-driver.ts";
 import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
+import { inboxGuard } from "./inbox-guard.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -82,6 +83,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
+  // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
+  // context-fetching bodies are refused without that work.
+  app.use("*", inboxGuard());
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
@@ -104,12 +108,18 @@ export function createHttpApp(deps: HttpDeps): Hono {
 
   app.post("/setup", async (c) => {
     const form = await c.req.parseBody();
-    const values = Object.fromEntries(["slug", "name", "purpose", "leader"].map((k) => [k, String(form[k] ?? "")]));
+    const values = Object.fromEntries(["slug", "name", "purpose", "leader", "visibility"].map((k) => [k, String(form[k] ?? "")]));
     const token = String(form.token ?? "");
     const again = async (status: 400 | 403, error: string) =>
       c.html(homePage({ host: deps.origin.host, unions: await listUnions(db), setupOpen: await setupTokenPending(db), setup: { token, error, values } }), status);
     if (!(await checkSetupToken(db, token))) return again(403, "That setup token is not valid. Use the one printed on the server's console.");
-    const input = { slug: values.slug!, name: values.name!, purpose: values.purpose!, leaderHandle: values.leader || null };
+    const input = {
+      slug: values.slug!,
+      name: values.name!,
+      purpose: values.purpose!,
+      leaderHandle: values.leader || null,
+      membersVisibility: (values.visibility || undefined) as MembersVisibility | undefined,
+    };
     try {
       validateNewUnion(input);
     } catch (e) {

@@ -18,7 +18,7 @@ import {
   signInWithCode,
   checkLoginCode,
 } from "../sessions/sessions.ts";
-import { getUnionBySlug, type Union, UnionError } from "../unions/unions.ts";
+import { getUnionBySlug, type MembersVisibility, type Union, UnionError, updateUnion } from "../unions/unions.ts";
 import { handlesOf, loadTree, treeRoots } from "./console-data.ts";
 import { consolePage, memberDetailPage } from "./pages/console.ts";
 import { cursorParam, pageNumber } from "./paging.ts";
@@ -26,6 +26,9 @@ import { clientOf as clientAddress } from "./client-address.ts";
 import { errorPage } from "./pages/error.ts";
 import { confirmLoginPage, homeOf, isOfficer, loginPage, loginProblemPage, loginSentPage } from "./pages/login.ts";
 import { mePage } from "./pages/me.ts";
+import { membersPage } from "./pages/members.ts";
+import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
@@ -58,6 +61,7 @@ const DONE: Record<string, string> = {
   expelled: "Member expelled.",
   invite_revoked: "Invite revoked.",
   officer: "Office updated.",
+  visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
 };
 
@@ -77,9 +81,15 @@ export async function signedInMember(db: Kysely<DB>, c: Context, union: Union): 
   return token ? (await sessionFor(db, union.id, token))?.member : undefined;
 }
 
-/** Only pages of the union's calls-to-action are returned to after signing in. */
+/** Only pages of the union's calls-to-action and its member list are returned to after signing in. */
 function returnPath(union: Union, path: string | undefined): string | undefined {
-  return path && new RegExp(`^/u/${union.slug}/actions(/[A-Za-z0-9-]{1,64})?$`).test(path) ? path : undefined;
+  return path && new RegExp(`^/u/${union.slug}/(actions(/[A-Za-z0-9-]{1,64})?|members)$`).test(path) ? path : undefined;
+}
+
+/** A browser asking for a page, not a fediverse server asking for the collection at the same URL. */
+function wantsHtml(c: Context): boolean {
+  const accept = c.req.header("accept") ?? "";
+  return /\btext\/html\b/.test(accept) && !/application\/(activity\+json|ld\+json)/.test(accept);
 }
 
 export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
@@ -332,6 +342,20 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return "officer";
   }, "member");
 
+  app.post("/u/:slug/console/roster-visibility", async (c) => {
+    const g = await gate(c, true);
+    if (!g.ok) return g.res;
+    const choice = String((await c.req.parseBody()).visibility ?? "");
+    try {
+      await updateUnion(membership, g.viewer.union.slug, { membersVisibility: choice as MembersVisibility });
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return renderConsole(c, g.viewer, { error: e.message, status: statusOf(e) });
+    }
+    log.info("{handle} set who sees the members of {slug} to {choice}", { handle: g.viewer.member.handle, slug: g.viewer.union.slug, choice });
+    return c.redirect(`/u/${g.viewer.union.slug}/console?done=visibility#roster-visibility`, 303);
+  });
+
   app.post("/u/:slug/console/invites", (c) => postInvite(c, "console"));
 
   app.post("/u/:slug/console/invites/:code/revoke", async (c) => {
@@ -353,6 +377,46 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       setCookie(c, NEXT_COOKIE, returnTo, { path: `/u/${union.slug}`, httpOnly: true, sameSite: "Lax", secure, maxAge: 3600 });
       return c.redirect(`/u/${union.slug}/login`, 303);
     },
+  });
+
+  // ---- The member list and tree, for browsers ----
+
+  // The same URL is the federated collection (federation/member-collections.ts);
+  // browsers get this page, and both go through the same roster reads.
+  app.get("/u/:slug/members", async (c, next) => {
+    if (!wantsHtml(c)) return next();
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const member = (await viewerIn(c, union))?.member;
+    const viewer = { via: "web", member } as const;
+    const after = c.req.query("after") || undefined;
+    const rootId = c.req.query("root") || undefined;
+    const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE });
+    c.header("Cache-Control", "private, no-store");
+    c.header("X-Frame-Options", "DENY");
+    c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    c.header("Referrer-Policy", "same-origin");
+    c.header("Vary", "Accept, Cookie");
+    if (!roster.ok) {
+      if (roster.refused === "unidentified") {
+        setCookie(c, NEXT_COOKIE, `/u/${union.slug}/members`, { path: `/u/${union.slug}`, httpOnly: true, sameSite: "Lax", secure, maxAge: 3600 });
+        return c.redirect(`/u/${union.slug}/login`, 303);
+      }
+      return c.html(errorPage(403, `This union shows its member list only to: ${VISIBILITY_TEXT[membersVisibility(union)]}`), 403);
+    }
+    let roots: Member[];
+    let subtreeOf: Member | undefined;
+    if (rootId) {
+      const r = await readSubtreeRoot(db, union, viewer, rootId);
+      if (!r.ok || !r.root) return c.html(errorPage(404, "No such member in the tree."), 404);
+      roots = [r.root];
+      subtreeOf = r.root;
+    } else {
+      const r = await readTreeRoots(db, union, viewer);
+      roots = r.ok ? r.roots : [];
+    }
+    const trees = await Promise.all(roots.map((r) => loadTree(db, r, { after: subtreeOf ? after : undefined })));
+    return c.html(membersPage({ union, viewer: member, total: roster.total, items: roster.items, next: roster.next, paged: after !== undefined, trees, subtreeOf }));
   });
 
   // ---- A member's own page ----
