@@ -2,8 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
-import { Kysely, PostgresDialect } from "kysely";
-import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
+import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 import { logger } from "../logging.ts";
@@ -23,6 +22,30 @@ export interface Database {
 // pg returns BIGINT as a string to avoid precision loss; our BIGINTs are epoch
 // milliseconds and counters, far below 2^53, so numbers are safe and match SQLite.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+/**
+ * SQLite transactions that read before they write fail at once with
+ * "database is locked" when another process holds the write lock: the lock
+ * upgrade does not wait out busy_timeout. BEGIN IMMEDIATE takes the write
+ * lock up front, where busy_timeout does apply, so a `muster worker` and
+ * `muster serve` on one file queue up instead of failing.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
 
 /**
  * Kysely's SQLite driver prepares every query afresh, and better-sqlite3
@@ -53,21 +76,15 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number }
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
-    const open = () => {
-      const sqlite = new SQLite(file);
-      // WAL lets readers run beside the writer. busy_timeout 0: a lock held
-      // by another process is waited for on timers, not by blocking the
-      // event loop (src/db/sqlite-driver.ts).
-      sqlite.pragma("busy_timeout = 0");
-      sqlite.pragma("journal_mode = WAL");
-      sqlite.pragma("synchronous = NORMAL");
-      sqlite.pragma("foreign_keys = ON");
-      reuseStatements(sqlite);
-      return sqlite;
-    };
-    const writer = open();
-    const reader = file === ":memory:" ? writer : open();
-    const db = new Kysely<DB>({ dialect: new NonBlockingSqliteDialect(writer, reader) });
+    const sqlite = new SQLite(file);
+    // WAL lets readers run beside the writer; busy_timeout lets a second
+    // process (a `muster worker`) wait for the write lock instead of failing.
+    sqlite.pragma("journal_mode = WAL");
+    sqlite.pragma("synchronous = NORMAL");
+    sqlite.pragma("busy_timeout = 5000");
+    sqlite.pragma("foreign_keys = ON");
+    reuseStatements(sqlite);
+    const db = new Kysely<DB>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) });
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });
