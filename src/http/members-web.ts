@@ -102,11 +102,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   // sends no Origin, Sec-Fetch-Site must say same-origin. Neither: refused.
   const csrfPage: MiddlewareHandler = async (c, next) => {
     if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
-    // A page with `referrer: no-referrer` (the sign-in confirmation) makes
-    // Chromium send `Origin: null` on its own form: no origin, so the
-    // browser's Sec-Fetch-Site decides, as when Origin is absent.
-    const sent = c.req.header("origin");
-    const from = sent === "null" ? undefined : sent;
+    const from = c.req.header("origin");
     const site = c.req.header("sec-fetch-site");
     // Fetch metadata first: a browser sets Sec-Fetch-Site itself, and pages
     // sent with Referrer-Policy: no-referrer (the sign-in link's) make it
