@@ -104,9 +104,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
     const from = c.req.header("origin");
     const site = c.req.header("sec-fetch-site");
-    const ok = from !== undefined
-      ? from === origin.origin || from === new URL(c.req.url).origin
-      : site === "same-origin";
+    const ok = site === "same-origin" ||
+      (from !== undefined && (from === origin.origin || from === new URL(c.req.url).origin));
     if (!ok) {
       log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
       return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
