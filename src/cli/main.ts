@@ -10,6 +10,7 @@ import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { ActionError } from "../actions/actions.ts";
+import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
 const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands];
 
@@ -87,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${(e as Error).message}\nUsage: ${cmd.usage}\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof ConfigError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }
