@@ -258,6 +258,17 @@ for (const d of dialects) {
       assert.equal(await alice.textContent("[data-testid=viewer]"), handleOf("alice"));
       const res = await alice.goto(url("/u/riders/console/actions"));
       assert.equal(res?.status(), 403, "a member who is not an officer has no console");
+
+      // The union's page, to a signed-in member: who they are instead of "Already a member? Sign in",
+      // how many members there are (members may see that here), and the leader's profile.
+      await alice.goto(url("/u/riders"));
+      assert.match(await text(alice, "[data-testid=signed-in]"), new RegExp(`signed in as ${handleOf("alice").replace(/\./g, "\\.")}\\. Your page`));
+      assert.equal(await alice.locator("a[href='/u/riders/login']").count(), 0, "no sign-in offer to someone signed in");
+      assert.equal(await text(alice, "[data-testid=member-count]"), "3 members");
+      assert.equal(await alice.locator("[data-testid=current-action] h2 a").getAttribute("href"), `/u/riders/actions/${askId}`);
+      const stranger = await (await fetch(url("/u/riders"), { headers: { Accept: "text/html" } })).text();
+      assert.doesNotMatch(stranger, /data-testid="member-count"/, "the count follows the union's visibility: not for strangers here");
+      assert.match(stranger, /Already a member\? <a href="\/u\/riders\/login">Sign in<\/a>/);
     });
 
     it("a member presses “I'm in”: the count goes up once, however often it is pressed; then “Done”", async () => {
@@ -420,6 +431,10 @@ for (const d of dialects) {
         assert.match(await text(page, "[data-testid=current-action]"), /Sign the fair pay petition today/);
         assert.doesNotMatch(await text(page, "main"), /Boycott SpeedyEats/, "retracted ones are not listed");
         await page.goto(url("/u/riders"));
+        const recent = page.locator("[data-testid=recent-actions] li");
+        assert.ok(await recent.count() >= 1, "the union page lists its earlier calls-to-action");
+        assert.doesNotMatch(await text(page, "[data-testid=recent-actions]"), /Boycott SpeedyEats|Sign the fair pay petition today/, "neither retracted ones nor the current one again");
+        assert.equal(await page.locator("[data-testid=leader] a").count() + await page.locator("[data-testid=leader]").count(), 2, "the leader is a link to their profile");
         await screenshot(page, "muster-union-page-action");
         const json = await fetch(url(`/u/riders/actions/${askId}`), { headers: { Accept: "application/activity+json" } });
         assert.equal(json.status, 200, "public: the Note is served unsigned too");

@@ -171,6 +171,14 @@ for (const d of dialects) {
       await create("1");
       assert.match(await bobPage.textContent("[data-testid=created-invite-url]") ?? "", /\/u\/riders\/join\//, "right after joining, a member can create an invite");
       assert.match(await allowance(), /Yours are open for 5, 4 of them on the welcome link.*You can invite 5 more people/);
+      for (const width of [1280, 390]) {
+        await bobPage.setViewportSize({ width, height: 900 });
+        assert.equal(await bobPage.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `the member page fits ${width} px`);
+        const lines = await bobPage.$$eval("[data-testid=created-invite-url] .code, [data-testid=invite-url] .code", (els) => els.map((e) => e.getClientRects().length));
+        assert.ok(lines.length >= 2 && lines.every((n) => n === 1), `at ${width} px no invite code is split across lines: ${lines}`);
+        await screenshot(bobPage, `muster-member-page-${width}`);
+      }
+      await bobPage.setViewportSize({ width: 1280, height: 900 });
       await create("4");
       const welcome = (await linksTo("bob", "join"))[0]!;
       assert.equal(await bobPage.locator(`tr[data-code="${welcome}"] [data-testid=invite-status]`).textContent(), "revoked", "the welcome link gave all its places");
