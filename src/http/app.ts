@@ -160,7 +160,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       : undefined;
     const recent = readable ? (await listActions(db, union.id, { states: ["published"], limit: 6 })).filter((a) => a.id !== action?.id).slice(0, 5) : [];
     // The count reveals membership, so it follows the union's visibility rule like the roster.
-    const memberCount = await canSeeMembers(db, union, { actorId: viewer?.actorId ?? undefined }) ? await countMembers(db, union.id) : undefined;
+    const memberCount = await canSeeMembers(db, union, { via: "web", member: viewer }) ? await countMembers(db, union.id) : undefined;
     const leader = await getLeader(db, union.id);
     // What the page shows depends on who is signed in.
     c.header("Cache-Control", "private, no-cache");
