@@ -256,6 +256,20 @@ export interface RateLimitHitsTable {
   at: number;
 }
 
+export interface BylawsVersionsTable {
+  union_id: string;
+  version: number;
+  text_md: string;
+  /** JSON object of parameter values (amounts as strings). */
+  params: string;
+  /** `founding`, `migration`, `proposal` or `operator`. */
+  source: string;
+  proposal_id: string | null;
+  /** The operator's reason for an override. */
+  reason: string | null;
+  created_at: number;
+}
+
 export interface DB {
   unions: UnionsTable;
   members: MembersTable;
@@ -277,4 +291,5 @@ export interface DB {
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
+  bylaws_versions: BylawsVersionsTable;
 }
