@@ -20,6 +20,9 @@ export type DomainEvents = {
   "action.published": { unionId: string; actionId: string };
   "action.response": { unionId: string; actionId: string; memberId: string; kind: string };
   "bylaws.changed": { unionId: string; version: number; source: "operator" | "proposal" };
+  "proposal.opened": { unionId: string; proposalId: string };
+  "proposal.vote": { unionId: string; proposalId: string; memberId: string };
+  "proposal.closed": { unionId: string; proposalId: string; state: "passed" | "failed" };
   "officer.changed": { unionId: string; memberId: string; role: string; portfolio: string | null };
 };
 

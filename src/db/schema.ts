@@ -270,6 +270,49 @@ export interface BylawsVersionsTable {
   created_at: number;
 }
 
+export interface ProposalsTable {
+  id: string;
+  union_id: string;
+  number: number;
+  /** `resolution`, `amendment`, `election`, `recall` or `spend`. */
+  kind: string;
+  title: string;
+  text_md: string;
+  /** JSON array of option texts. */
+  options: string;
+  multiple: number;
+  /** JSON: what passing does. */
+  change: string;
+  bylaws_version: number;
+  /** `open`, `passed` or `failed`. */
+  state: string;
+  opened_by: string | null;
+  opened_at: number;
+  closes_at: number;
+  eligible_count: number;
+  closed_at: number | null;
+  /** JSON tally and reason, written at close. */
+  outcome: string | null;
+}
+
+export interface BallotsTable {
+  proposal_id: string;
+  member_id: string;
+  /** Index into the proposal's options. */
+  option: number;
+  source: string;
+  source_id: string;
+  cast_at: number;
+}
+
+export interface DelegationsTable {
+  union_id: string;
+  delegator_id: string;
+  scope: string;
+  delegate_id: string;
+  created_at: number;
+}
+
 export interface DB {
   unions: UnionsTable;
   members: MembersTable;
@@ -292,4 +335,7 @@ export interface DB {
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
   bylaws_versions: BylawsVersionsTable;
+  proposals: ProposalsTable;
+  ballots: BallotsTable;
+  delegations: DelegationsTable;
 }
