@@ -17,6 +17,10 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { closeDue } from "./bylaws/proposals.ts";
+import { logger } from "./logging.ts";
+
+const log = logger("bylaws", "closer");
 import { mountMemberCollections } from "../federation/member-collections.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
@@ -105,6 +109,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
         domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
         runScheduler(membership, signal, options.schedulerIntervalMs),
         every(3600_000, signal, () => queue.pruneDone(), () => {}),
+        // Proposals whose end time passed are closed by whichever worker gets
+        // there first; closing is idempotent and happens once (proposals.ts).
+        every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue({ db: database.db, events }), (e) => log.error("Closing due proposals failed: {e}", { e })),
       ]);
     },
     async close() {
