@@ -12,8 +12,9 @@ import "../temporal.ts";
  */
 export type JoinPolicy = "invite" | "approval" | "open";
 export const JOIN_POLICIES: readonly JoinPolicy[] = ["invite", "approval", "open"];
-export type MembersVisibility = "public" | "members" | "officers";
-export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "officers"];
+/** Who sees the roster and the tree: see src/members/visibility.ts for what each shows to whom. */
+export type MembersVisibility = "public" | "members" | "signed-in" | "officers";
+export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "signed-in", "officers"];
 export type ActionsVisibility = "members" | "public";
 export const ACTIONS_VISIBILITIES: readonly ActionsVisibility[] = ["members", "public"];
 export const DEFAULT_COMMITMENT_WORDS = ["in", "done", "committed"];
@@ -93,7 +94,8 @@ function enumOf<K extends ParamKey>(key: K, label: string, help: string, choices
   return {
     key, label, help, default: dflt, choices,
     parse(raw) {
-      const s = typeof raw === "string" ? raw.trim().toLowerCase().replace(/-/g, "_") : raw;
+      const t = typeof raw === "string" ? raw.trim().toLowerCase() : raw;
+      const s = typeof t === "string" && !choices.includes(t) ? t.replace(/[-_]/g, (c) => (c === "-" ? "_" : "-")) : t;
       if (typeof s !== "string" || !choices.includes(s)) throw bad(key, `one of ${choices.join(", ")}`, raw);
       return s as BylawParams[K];
     },
@@ -126,7 +128,7 @@ const BASE58 = /^[1-9A-HJ-NP-Za-km-z]{32,44}$/;
 export const PARAMS: readonly ParamSpec[] = [
   enumOf("joinPolicy", "Joining", "invite: only invited follows join; approval: other follows wait for an officer; open: any follow joins under the leader", JOIN_POLICIES, "approval"),
   intOf("memberInviteLimit", "Invite limit", "people an ordinary member may have invites open for at once (officers have no limit)", 0, 10_000, 5),
-  enumOf("membersVisibility", "Roster visible to", "who may see the member list and tree: public, members, or officers", MEMBERS_VISIBILITIES, "members"),
+  enumOf("membersVisibility", "Roster visible to", "who may see the member list and tree: public; members (a signed fetch from a server hosting members); signed-in (members signed in here); officers", MEMBERS_VISIBILITIES, "signed-in"),
   enumOf("actionsVisibility", "Calls-to-action visible to", "members: sent to followers only; public: to everyone", ACTIONS_VISIBILITIES, "members"),
   {
     key: "commitmentWords", label: "Commitment words", help: "a reply to a call-to-action pledging with one of these words counts as committing",

@@ -4,7 +4,7 @@ import type { Kysely } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import { defaultBylawsText, writeVersionIn } from "../bylaws/bylaws.ts";
-import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
+import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
 import { type By, requireOfficer } from "../members/members.ts";
 
 export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
@@ -36,6 +36,8 @@ export interface Union {
 }
 
 export type RelayPolicy = "off" | "approval" | "auto";
+/** New unions start strict; the column default (migration 0007) and the bylaw default say the same. */
+export const DEFAULT_MEMBERS_VISIBILITY: MembersVisibility = "signed-in";
 
 export interface NewUnion {
   readonly slug: string;
@@ -45,6 +47,7 @@ export interface NewUnion {
   readonly iconUrl?: string | null;
   /** A founding bylaw; every other parameter starts at its documented default. */
   readonly joinPolicy?: JoinPolicy;
+  readonly membersVisibility?: MembersVisibility;
 }
 
 /** A stored signing key, opaque to the domain: federation/ decides what it is. */
@@ -105,7 +108,11 @@ export function validateNewUnion(input: NewUnion): NewUnion {
   }
   const joinPolicy = input.joinPolicy ?? "approval";
   if (!JOIN_POLICIES.includes(joinPolicy)) throw new UnionError("invalid", `join policy must be one of ${JOIN_POLICIES.join(", ")}`);
-  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy };
+  const membersVisibility = input.membersVisibility ?? DEFAULT_MEMBERS_VISIBILITY;
+  if (!MEMBERS_VISIBILITIES.includes(membersVisibility)) {
+    throw new UnionError("invalid", `members visibility must be one of ${MEMBERS_VISIBILITIES.join(", ")}; got ${JSON.stringify(membersVisibility)}`);
+  }
+  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy, membersVisibility };
 }
 
 export interface UnionDeps {
@@ -135,7 +142,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         manually_approves_followers: v.joinPolicy === "open" ? 0 : 1,
         join_policy: v.joinPolicy!,
         member_invite_limit: 5,
-        members_visibility: "members",
+        members_visibility: v.membersVisibility ?? DEFAULT_MEMBERS_VISIBILITY,
         welcome_text: null,
         actions_visibility: "members",
         publish_time: "09:00",
@@ -150,7 +157,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
       if (v.leaderHandle) await insertReservedLeader(trx, id, v.leaderHandle, now);
       // A union never exists without bylaws in force; writing them also sets
       // the union's setting columns from the founding parameters.
-      await writeVersionIn(trx, id, { kind: "founding" }, { text: defaultBylawsText(v.name, v.purpose), params: { joinPolicy: v.joinPolicy } }, now);
+      await writeVersionIn(trx, id, { kind: "founding" }, { text: defaultBylawsText(v.name, v.purpose), params: { joinPolicy: v.joinPolicy, membersVisibility: v.membersVisibility } }, now);
       await trx.insertInto("actor_keys").values(keys.map((k) => ({
         owner: unionKeyOwner(id),
         algorithm: k.algorithm,

@@ -1,4 +1,5 @@
 import { html } from "hono/html";
+import { membersVisibility, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import type { Invite } from "../../members/invites.ts";
 import type { Member, MemberListing } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
@@ -82,6 +83,12 @@ ${v.page < pages ? html` <a href="${base}?page=${v.page + 1}#members">next →</
 <p class="muted">Whoever joins with an invite becomes the recruit of whoever created it. Officers' invites may have any number of uses.</p>
 ${inviteForm({ action: `${base}/invites`, unlimited: true, values: v.inviteValues })}
 ${inviteTable(v.invites, { origin: v.origin, union: v.union, creators: v.creators, revokeAction: (code) => `${base}/invites/${code}/revoke`, highlight: v.created?.code })}
+</section>
+
+<section id="roster-visibility">
+<h2>Who sees the members</h2>
+<p data-testid="roster-visibility">${membersVisibility(v.union)}: ${VISIBILITY_TEXT[membersVisibility(v.union)]}</p>
+<p class="muted">This is a <a href="/u/${v.union.slug}/bylaws">bylaw</a>: it changes when members pass an amendment.</p>
 </section>
 
 <section id="tree">
