@@ -12,6 +12,7 @@ import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import { handleProposalIntent } from "./proposal-question.ts";
 
 const log = logger("federation", "outbound");
 
@@ -32,6 +33,7 @@ export function queueOutbox(queue: KyselyMessageQueue): Outbox {
 function orderingKeyOf(intent: OutboxIntent): string {
   if ("memberId" in intent) return `member:${intent.memberId}`;
   if ("actionId" in intent) return `action:${intent.actionId}`;
+  if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -92,6 +94,10 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "action.progress":
     case "relay":
       await handleActionIntent(deps, ctx, union, intent, intentId);
+      return;
+    case "proposal.publish":
+    case "proposal.closed":
+      await handleProposalIntent(deps, ctx, union, intent);
       return;
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);

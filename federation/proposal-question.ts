@@ -1,5 +1,5 @@
 import type { Context, Federation, RequestContext } from "@fedify/fedify";
-import { Collection, Note, PUBLIC_COLLECTION, Question } from "@fedify/vocab";
+import { Collection, Create, Note, PUBLIC_COLLECTION, Question, Update } from "@fedify/vocab";
 import "../src/temporal.ts";
 import type { Kysely } from "kysely";
 import { getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
@@ -7,6 +7,8 @@ import type { DB } from "../src/db/schema.ts";
 import { renderMarkdown } from "../src/actions/markdown.ts";
 import { canSeeMembers } from "../src/members/visibility.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import type { OutboxIntent } from "../src/outbox.ts";
+import type { OutboundDeps } from "./outbound.ts";
 
 // A proposal as a poll Mastodon and others render: a Question attributed to
 // the union, oneOf (yes/no/abstain) or anyOf (approval election), with each
@@ -65,4 +67,21 @@ export function registerProposalObjects(federation: Federation<void>, db: Kysely
       const union = await getUnionBySlug(db, values.identifier);
       return !union || maySee(db, ctx, union);
     });
+}
+
+/**
+ * A proposal opening goes to the members as Create(Question); its close as
+ * Update(Question) with the final counts and the `closed` time. Activity ids
+ * derive from the proposal, so a retried intent resends the same activity.
+ */
+export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: Extract<OutboxIntent, { kind: "proposal.publish" | "proposal.closed" }>): Promise<void> {
+  const p = await getProposal(deps.db, union.id, intent.proposalId);
+  if (!p) return;
+  const question = proposalQuestion(ctx, union, p, await tallyOf(deps.db, p));
+  const actor = ctx.getActorUri(union.slug);
+  const common = { actor, object: question, to: question.toId, cc: question.ccId };
+  const activity = intent.kind === "proposal.publish"
+    ? new Create({ id: new URL(`${question.id!.href}/activity`), ...common, published: question.published })
+    : new Update({ id: new URL(`${question.id!.href}/closed`), ...common });
+  await ctx.sendActivity({ identifier: union.slug }, "followers", activity, { preferSharedInbox: true, orderingKey: `proposal:${p.id}` });
 }

@@ -106,7 +106,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
-      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue({ db: database.db, events }), (error) => log.error("Closing due proposals failed: {error}", { error })),
+      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
     ]);
   };
   let closed = false;

@@ -2,7 +2,7 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { Follow, type Group } from "@fedify/vocab";
+import { type Collection, Create, Follow, type Group, type Note, Question, Update } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
@@ -28,7 +28,7 @@ for (const d of dialects) {
     let peer: CountingPeer;
     let union: Union;
     const db = () => m.muster.database.db;
-    const deps = () => ({ db: db(), events: m.muster.events });
+    const deps = () => m.muster.membership;
     const groupId = () => new URL("/u/riders", m.origin).href;
     const questionId = (p: Proposal) => new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
     const inbox = () => new URL("/u/riders/inbox", m.origin);
@@ -86,6 +86,9 @@ for (const d of dialects) {
 
     it("a resolution is a fetchable Question for members, counts a Mastodon poll answer once, and refuses hostile answers", async () => {
       const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Strike on Friday", closesAt: new Date(Date.now() + 120_000) });
+      // Members get the poll in their timelines: Create(Question) by the Group.
+      const created = await eventually(async () => peer.received.find((a) => a instanceof Create && a.objectId?.href === questionId(p)), "Create(Question) delivered");
+      assert.ok((await (created as Create).getObject()) instanceof Question);
       const unsigned = await fetch(questionId(p), { headers: { Accept: AP } });
       assert.notEqual(unsigned.status, 200, "members-only: an unsigned fetch is not served");
       const res = await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }));
@@ -114,6 +117,12 @@ for (const d of dialects) {
       // 1 of 3 eligible (the leader never joined here) meets the default 20 % quorum.
       const closed = await closeProposal(deps(), union.id, p.id, { force: true });
       assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p)), "Update(Question) with the result delivered");
+      const finalQ = await (update as Update).getObject() as Question;
+      assert.ok(finalQ.closed);
+      const totals: (number | null | undefined)[] = [];
+      for await (const o of finalQ.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+      assert.deepEqual(totals, [1, 0, 0]);
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
       await deliver("cy", mastodonVote("cy", p, "No"));

@@ -195,7 +195,7 @@ for (const d of dialects) {
         const at = p.closesAt.getTime();
         // better-sqlite3 is synchronous: two connections in one thread cannot
         // interleave writes, so on SQLite the second closer comes after.
-        const second = () => closeDue({ db: other.db, events: c.deps.events }, at);
+        const second = () => closeDue({ ...c.deps, db: other.db }, at);
         const [x, y] = d.name === "postgres" ? await Promise.all([closeDue(c.deps, at), second()]) : [await closeDue(c.deps, at), await second()];
         assert.equal(x.length + y.length, 1);
         assert.deepEqual((await readBylaws(c.db, w.union.id)).version, 3, "one new version (2 was the test's setup)");

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Kysely, Selectable } from "kysely";
 import type { DB, ProposalsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
+import type { Outbox } from "../outbox.ts";
 import { type By, getMember, lockUnion, type Member } from "../members/members.ts";
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
@@ -91,6 +92,8 @@ export class ProposalError extends Error {
 export interface ProposalDeps {
   readonly db: Kysely<DB>;
   readonly events: EventBus;
+  /** Where the poll's publication and result go (federation/ sends them). */
+  readonly outbox: Outbox;
 }
 
 export interface NewProposal {
@@ -231,6 +234,7 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
       outcome: null,
     };
     await trx.insertInto("proposals").values(row).execute();
+    await deps.outbox.add(trx, { kind: "proposal.publish", unionId, proposalId: id });
     return toProposal(row);
   });
   deps.events.emit("proposal.opened", { unionId, proposalId: id });
@@ -264,7 +268,7 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  * refused; for approval polls each answer adds its option (Mastodon sends one
  * per chosen option). A web vote replaces the member's whole ballot.
  */
-export async function castVote(deps: ProposalDeps, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
+export async function castVote(deps: Pick<ProposalDeps, "db" | "events">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
   const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
     const row = await trx.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("id", "=", proposalId).executeTakeFirst();
     if (!row) return { counted: false, reason: "no such proposal" };
@@ -441,6 +445,7 @@ export async function closeProposal(deps: ProposalDeps, unionId: string, proposa
       .set({ state: outcome.passed ? "passed" : "failed", closed_at: now, outcome: JSON.stringify(outcome) })
       .where("id", "=", p.id).where("state", "=", "open").executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new ProposalError("conflict", "closed concurrently");
+    await deps.outbox.add(trx, { kind: "proposal.closed", unionId, proposalId: p.id });
     return toProposal((await trx.selectFrom("proposals").selectAll().where("id", "=", p.id).executeTakeFirstOrThrow()));
   }).catch((e: unknown) => {
     if (e instanceof ProposalError && e.code === "conflict") return undefined;
@@ -526,7 +531,7 @@ export type DelegationScope = "all" | ProposalKind;
  * member; where the bylaws allow it. Only the member themselves may do it.
  * A delegation that would make a cycle is refused.
  */
-export async function delegateVote(deps: ProposalDeps, unionId: string, by: By, delegateId: string, scope: DelegationScope = "all"): Promise<void> {
+export async function delegateVote(deps: Pick<ProposalDeps, "db" | "events">, unionId: string, by: By, delegateId: string, scope: DelegationScope = "all"): Promise<void> {
   if (by.kind !== "member") throw new ProposalError("forbidden", "only a member delegates their own vote");
   if (scope !== "all" && !PROPOSAL_KINDS.includes(scope)) throw new ProposalError("invalid", `a delegation is for all proposals or one kind (${PROPOSAL_KINDS.join(", ")})`);
   await deps.db.transaction().execute(async (trx) => {
@@ -552,7 +557,7 @@ export async function delegateVote(deps: ProposalDeps, unionId: string, by: By, 
   });
 }
 
-export async function withdrawDelegation(deps: ProposalDeps, unionId: string, by: By, scope: DelegationScope = "all"): Promise<boolean> {
+export async function withdrawDelegation(deps: Pick<ProposalDeps, "db" | "events">, unionId: string, by: By, scope: DelegationScope = "all"): Promise<boolean> {
   if (by.kind !== "member") throw new ProposalError("forbidden", "only a member withdraws their own delegation");
   const r = await deps.db.deleteFrom("delegations").where("union_id", "=", unionId).where("delegator_id", "=", by.memberId).where("scope", "=", scope).executeTakeFirst();
   return Number(r.numDeletedRows) > 0;
