@@ -3,6 +3,8 @@ import { ConfigError } from "../config.ts";
 import { MemberError } from "../members/members.ts";
 import { BylawsError } from "../bylaws/params.ts";
 import { bylawsCommands } from "./commands/bylaws.ts";
+import { proposalCommands } from "./commands/proposal.ts";
+import { ProposalError } from "../bylaws/proposals.ts";
 import { UnionError } from "../unions/unions.ts";
 import { CliError, type Command, UsageError } from "./command.ts";
 import { inviteCommands } from "./commands/invite.ts";
@@ -13,7 +15,7 @@ import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { ActionError } from "../actions/actions.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands];
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [
@@ -89,7 +91,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${(e as Error).message}\nUsage: ${cmd.usage}\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ConfigError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof ConfigError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }
