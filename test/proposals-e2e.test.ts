@@ -129,6 +129,19 @@ for (const d of dialects) {
       assert.equal((await ballots(p)).length, 1, "after close nothing counts");
     });
 
+    it("the bylaws page shows the text, the enforced rules and the history with what each version changed", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "amendment", title: "Fewer invites", params: { memberInviteLimit: 3 }, closesAt: new Date(Date.now() + 120_000) });
+      await deliver("ana", mastodonVote("ana", p, "Yes"));
+      const closed = await closeProposal(deps(), union.id, p.id, { force: true });
+      assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      const page = await (await fetch(new URL("/u/riders/bylaws", m.origin))).text();
+      assert.match(page, /Version 2, in force since .* \(passed proposal /);
+      assert.match(page, /<tr data-key="memberInviteLimit"><td>Invite limit<\/td><td>3<\/td>/);
+      assert.match(page, /<code>memberInviteLimit<\/code>: <del>5<\/del> → <ins>3<\/ins>/);
+      assert.match(page, /<h1>Bylaws of Riders United<\/h1>/);
+      assert.equal((await fetch(new URL("/u/nobody/bylaws", m.origin))).status, 404);
+    });
+
     it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {
       const ids = await Promise.all(["ana", "ben"].map(async (n) => (await findMemberByActor(db(), union.id, peer.actorId(n).href))!.id));
       const p = await createProposal(deps(), union.id, OPERATOR, { kind: "election", title: "Treasurer", role: "officer", portfolio: "Treasurer", candidates: ids, closesAt: new Date(Date.now() + 120_000) });

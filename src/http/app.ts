@@ -20,6 +20,8 @@ import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
+import { bylawsPage } from "./pages/bylaws.ts";
+import { bylawsHistory } from "../bylaws/bylaws.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
 import { getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
 import { claimInviteForApplicant } from "../members/membership.ts";
@@ -149,6 +151,13 @@ export function createHttpApp(deps: HttpDeps): Hono {
     // What a members-only union's page shows depends on who is signed in.
     if (action && union.actionsVisibility === "members") c.header("Cache-Control", "private, no-cache");
     return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current));
+  });
+
+  // Public like the union page: the rules a newcomer joins under.
+  app.get("/u/:slug/bylaws", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    return c.html(bylawsPage(union, await bylawsHistory(db, union.id)));
   });
 
   app.get("/u/:slug/join/:code", async (c) => {
