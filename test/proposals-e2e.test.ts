@@ -2,6 +2,7 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { type Collection, Create, Follow, type Group, type Note, Question, Update } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
@@ -140,6 +141,27 @@ for (const d of dialects) {
       assert.match(page, /<code>memberInviteLimit<\/code>: <del>5<\/del> → <ins>3<\/ins>/);
       assert.match(page, /<h1>Bylaws of Riders United<\/h1>/);
       assert.equal((await fetch(new URL("/u/nobody/bylaws", m.origin))).status, 404);
+    });
+
+    it("a member votes on the web and changes the vote; a visitor cannot vote", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Picnic", closesAt: new Date(Date.now() + 120_000) });
+      const ben = (await findMemberByActor(db(), union.id, peer.actorId("ben").href))!;
+      // A session as signing in by DM makes one (sign-in itself is tested in test/privacy.test.ts).
+      const token = randomBytes(32).toString("base64url");
+      await db().insertInto("sessions").values({ id: randomUUID(), token_hash: createHash("sha256").update(token).digest("hex"), union_id: union.id, member_id: ben.id, created_at: Date.now(), expires_at: Date.now() + 3600_000, revoked_at: null }).execute();
+      const page = new URL(`/u/riders/proposals/${p.number}`, m.origin);
+      const headers = { Cookie: `muster_session=${token}`, Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" };
+      assert.match(await (await fetch(page, { headers: { Cookie: headers.Cookie } })).text(), /data-testid="vote-form"/);
+      const vote = (option: string, h: Record<string, string> = headers) => fetch(new URL(`${page.pathname}/vote`, m.origin), { method: "POST", headers: h, body: new URLSearchParams({ option }), redirect: "manual" });
+      assert.equal((await vote("No")).status, 303);
+      assert.equal((await vote("Yes")).status, 303);
+      assert.equal((await vote("Maybe")).status, 400);
+      assert.equal((await vote("No", { Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" })).status, 403);
+      const rows = await ballots(p);
+      assert.deepEqual(rows.map((b) => [b.member_id, b.option, b.source]), [[ben.id, 0, "web"]], "the web vote replaced the earlier one");
+      const shown = await (await fetch(page)).text();
+      assert.match(shown, /<tr><td>Yes<\/td><td>1<\/td><td>0<\/td><\/tr>/);
+      assert.doesNotMatch(shown, /vote-form/, "a visitor sees no form");
     });
 
     it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {
