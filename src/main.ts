@@ -17,6 +17,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 
@@ -104,6 +105,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Proposals whose end time passed are closed by whichever worker gets
+      // there first; closing is idempotent and happens once (proposals.ts).
+      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
     ]);
   };
   let closed = false;

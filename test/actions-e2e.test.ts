@@ -17,6 +17,7 @@ import { localSchedule, publishDue } from "../src/actions/scheduler.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { type Union, updateUnion } from "../src/unions/unions.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 
 /*
  * Issue 4, daily calls-to-action, end to end on loopback: a real Muster
@@ -154,7 +155,7 @@ for (const d of dialects) {
       stranger = await startCountingPeer(["nobody"]);
       riders = await makeUnion(m, "riders", { joinPolicy: "open" });
       cooks = await makeUnion(m, "cooks", { name: "Cooks Together", joinPolicy: "open" });
-      cooks = await updateUnion(m.muster.unions, "cooks", { actionsVisibility: "public" });
+      cooks = await overrideBylaws(m.muster.unions, "cooks", { actionsVisibility: "public" });
       const riderGroup = await peers[0]!.lookup(new URL(groupId("riders"))) as Group;
       const cookGroup = await peers[0]!.lookup(new URL(groupId("cooks"))) as Group;
       // Real Follows: Muster fetches each actor and caches its inbox and shared inbox.
@@ -630,7 +631,7 @@ for (const d of dialects) {
       const relayId = (noteId: string) => new URL(`/u/riders/relays/${createHash("sha256").update(noteId).digest("hex").slice(0, 32)}`, m.origin).href;
 
       it("auto: a member's public post mentioning the union reaches every server as Announce(Note) and Announce(Create), once each", async () => {
-        await updateUnion(m.muster.unions, "riders", { relayPolicy: "auto" });
+        await updateUnion(m.muster.unions, "riders", OPERATOR, { relayPolicy: "auto" });
         const p = peers[0]!;
         const { body, noteId, createId } = post(p, "ana");
         assert.equal((await deliver(p, "ana", body, unionInbox())).res.status, 202);
@@ -676,7 +677,7 @@ for (const d of dialects) {
       });
 
       it("approval: held until an officer decides; relayed once when approved, never when declined", async () => {
-        await updateUnion(m.muster.unions, "riders", { relayPolicy: "approval" });
+        await updateUnion(m.muster.unions, "riders", OPERATOR, { relayPolicy: "approval" });
         const p = peers[2]!;
         const yes = post(p, "dee");
         const no = post(p, "cy");
@@ -698,7 +699,7 @@ for (const d of dialects) {
         assertOncePerSharedInbox(await deliveredEverywhere(`${relayId(yes.noteId)}/create`), "approved Announce(Create)");
         await sleep(300);
         for (const q of peers) assert.equal(q.hits.filter((h) => h.type === "Announce" && (h.objectId === no.noteId || h.objectId === no.createId)).length, 0, "declined: never relayed");
-        await updateUnion(m.muster.unions, "riders", { relayPolicy: "off" });
+        await updateUnion(m.muster.unions, "riders", OPERATOR, { relayPolicy: "off" });
       });
     });
 
@@ -724,7 +725,7 @@ for (const d of dialects) {
       tdb = await d.create();
       m = await startMuster(tdb, { worker: false });
       tokyo = await makeUnion(m, "tokyo", { joinPolicy: "open" });
-      tokyo = await updateUnion(m.muster.unions, "tokyo", { timeZone: "Asia/Tokyo", publishTime: "08:30" });
+      tokyo = await overrideBylaws(m.muster.unions, "tokyo", { timeZone: "Asia/Tokyo", publishTime: "08:30" });
       other = await makeUnion(m, "other", { joinPolicy: "open" });
     });
     after(async () => {

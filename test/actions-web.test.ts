@@ -15,8 +15,9 @@ import { ACTION_KINDS, getAction, hashesOf } from "../src/actions/actions.ts";
 import { GENESIS } from "../src/actions/chain.ts";
 import { offerRelay } from "../src/actions/relay.ts";
 import { localSchedule } from "../src/actions/scheduler.ts";
-import { getUnionById, updateUnion } from "../src/unions/unions.ts";
+import { getUnionById } from "../src/unions/unions.ts";
 import { htmlToText, nextPublication, parseDatetimeLocal } from "../src/http/actions-data.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 
 // Calls-to-action on the web, end to end: a real Muster server, a real peer
 // fediverse server holding the members, sign-in links by direct message,
@@ -117,7 +118,7 @@ for (const d of dialects) {
     before(async () => {
       ({ m, peer, group, unionId } = await fx.start());
       zone = quietZone();
-      await updateUnion(m.muster.unions, "riders", { publishTime: "23:59", timeZone: zone });
+      await overrideBylaws(m.muster.unions, "riders", { publishTime: "23:59", timeZone: zone });
       for (const name of ["lead", "alice", "bob"]) await fx.answerTo(await follow(name), Accept);
       browser = await launchBrowser();
       leadCtx = await browser.newContext();
@@ -391,28 +392,26 @@ for (const d of dialects) {
       await screenshot(lead, "muster-console-action");
     });
 
-    it("schedule settings are saved and the next publication follows them", async () => {
-      const next = quietZone(zone);
+    it("the schedule is the bylaws' (shown, not editable); officers set only the relay policy", async () => {
       await lead.goto(url("/u/riders/console/actions"));
-      assert.match(await text(lead, "[data-testid=next-publication]"), new RegExp(`Next publication: ${localSchedule(Date.now(), zone, "23:59").today} 23:59 \\(${zone}\\)`));
+      assert.match(await text(lead, "[data-testid=next-publication]"), new RegExp(`Next publication: ${localSchedule(Date.now(), zone, "23:59").today} 23:59 \\(${zone.replace("/", "\\/")}\\)`));
+      assert.match(await text(lead, "[data-testid=schedule-bylaws]"), /Published daily at 23:59 .* These are bylaws/);
       const form = lead.locator("[data-testid=settings-form]");
-      await form.locator("input[name=publishTime]").fill("23:58");
-      await form.locator("select[name=timeZone]").selectOption(next);
-      await form.locator("select[name=actionsVisibility]").selectOption("public");
+      assert.equal(await form.locator("input[name=publishTime], select[name=timeZone], input[name=commitmentWords]").count(), 0);
       await form.locator("select[name=relayPolicy]").selectOption("approval");
-      await form.locator("input[name=commitmentWords]").fill("in, done, Yes");
       await submit(lead, "[data-testid=settings-form] button[type=submit]", /done=schedule/);
-      const u = (await getUnionById(db(), unionId))!;
-      assert.deepEqual([u.publishTime, u.timeZone, u.actionsVisibility, u.relayPolicy, u.commitmentWords], ["23:58", next, "public", "approval", ["in", "done", "yes"]]);
-      const today = localSchedule(Date.now(), next, "23:58").today;
-      assert.match(await text(lead, "[data-testid=next-publication]"), new RegExp(`Next publication: ${today} 23:58 \\(${next.replace("/", "\\/")}\\)`));
-      assert.equal(await form.locator("select[name=timeZone]").inputValue(), next);
+      assert.equal((await getUnionById(db(), unionId))!.relayPolicy, "approval");
 
-      // A bad value is refused whole, with the domain's message.
-      await form.locator("input[name=commitmentWords]").fill("   ");
-      await Promise.all([lead.waitForNavigation({ waitUntil: "load" }), lead.locator("[data-testid=settings-form] button[type=submit]").click()]);
-      assert.match(await text(lead, "p.error[role=alert]"), /commitment words/);
-      assert.deepEqual((await getUnionById(db(), unionId))!.commitmentWords, ["in", "done", "yes"]);
+      // A forged form carrying a bylaw is refused whole, with the domain's message.
+      const status = await lead.evaluate(async () => {
+        const body = new URLSearchParams({ relayPolicy: "auto", publishTime: "06:00" });
+        const res = await fetch(location.pathname.replace(/actions$/, "schedule"), { method: "POST", body });
+        return { status: res.status, text: await res.text() };
+      });
+      assert.equal(status.status, 403);
+      assert.match(status.text, /publishTime is a bylaw/);
+      const u = (await getUnionById(db(), unionId))!;
+      assert.deepEqual([u.publishTime, u.relayPolicy], ["23:59", "approval"]);
     });
 
     it("public: anyone sees the call-to-action page, the list and the union page's link, without the buttons", async () => {

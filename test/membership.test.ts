@@ -21,11 +21,12 @@ import {
 } from "../src/members/membership.ts";
 import { depthOf, moveMember, movesOf, recruitsOf, sponsorChain } from "../src/members/tree.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
-import { createUnion, type JoinPolicy, type Union, updateUnion } from "../src/unions/unions.ts";
+import { createUnion, type JoinPolicy, type Union } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
 import { seededRandom } from "./helpers/random.ts";
 import { type Ctx, failingOn, followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
 import { closeContenders, contenders, type RaceResult, recordedIntents } from "./helpers/membership-worker.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 
 after(() => closeContenders());
 
@@ -427,7 +428,7 @@ for (const d of dialects) {
       assert.equal((await listInvites(c.db, union.id, { createdBy: a.id })).length, 6);
 
       // The limit follows the union's setting.
-      await updateUnion(c.deps, union.slug, { memberInviteLimit: 6 });
+      await overrideBylaws(c.deps, union.slug, { memberInviteLimit: 6 });
       await createInvite(c.deps, union.id, { by: byA });
       await refuses(createInvite(c.deps, union.id, { by: byA }), "forbidden");
 

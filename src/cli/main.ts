@@ -1,6 +1,10 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "../config.ts";
 import { MemberError } from "../members/members.ts";
+import { BylawsError } from "../bylaws/params.ts";
+import { bylawsCommands } from "./commands/bylaws.ts";
+import { proposalCommands } from "./commands/proposal.ts";
+import { ProposalError } from "../bylaws/proposals.ts";
 import { UnionError } from "../unions/unions.ts";
 import { CliError, type Command, UsageError } from "./command.ts";
 import { inviteCommands } from "./commands/invite.ts";
@@ -12,7 +16,7 @@ import { actionCommands } from "./commands/action.ts";
 import { ActionError } from "../actions/actions.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands];
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [
@@ -39,7 +43,7 @@ function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
 }
 
 function expected(cmd: Command): string {
-  return [...cmd.positionals.map((p) => `<${p}>`), ...(cmd.optional ?? []).map((p) => `[<${p}>]`)].join(" ");
+  return [...cmd.positionals.map((p) => `<${p}>`), ...(cmd.optional ?? []).map((p) => `[<${p}>]`), ...(cmd.rest ? [`<${cmd.rest}>...`] : [])].join(" ");
 }
 
 /**
@@ -89,7 +93,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const parsed = parseArgs({ args: argv.slice(cmd.path.length), options: cmd.options, allowPositionals: true, strict: true });
     const min = cmd.positionals.length;
-    const max = min + (cmd.optional?.length ?? 0);
+    const max = cmd.rest ? Infinity : min + (cmd.optional?.length ?? 0);
     if (parsed.positionals.length < min || parsed.positionals.length > max) {
       const extra = parsed.positionals[max];
       throw new UsageError(extra === undefined
@@ -103,7 +107,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${oneLine(e as Error)}; see muster ${cmd.path.join(" ")} --help\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }

@@ -19,7 +19,8 @@ import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
-import { type ActionsVisibility, type RelayPolicy, type Union, UnionError, updateUnion } from "../unions/unions.ts";
+import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
+import { BylawsError } from "../bylaws/params.ts";
 import {
   commentsOf,
   handlesByActor,
@@ -96,8 +97,8 @@ function statusOf(e: unknown): Status {
   return code === "forbidden" ? 403 : code === "not_found" ? 404 : code === "conflict" ? 409 : 400;
 }
 
-const isDomainError = (e: unknown): e is ActionError | MemberError | UnionError | FormError =>
-  e instanceof ActionError || e instanceof MemberError || e instanceof UnionError || e instanceof FormError;
+const isDomainError = (e: unknown): e is ActionError | MemberError | UnionError | BylawsError | FormError =>
+  e instanceof ActionError || e instanceof MemberError || e instanceof UnionError || e instanceof BylawsError || e instanceof FormError;
 
 const field = (form: Record<string, unknown>, name: string): string => {
   const v = form[name];
@@ -386,13 +387,11 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (!g.ok) return g.res;
     const form = await c.req.parseBody();
     try {
-      await updateUnion(actions, g.viewer.union.slug, {
-        publishTime: field(form, "publishTime").trim().slice(0, 5),
-        timeZone: field(form, "timeZone").trim(),
-        actionsVisibility: field(form, "actionsVisibility") as ActionsVisibility,
-        relayPolicy: field(form, "relayPolicy") as RelayPolicy,
-        commitmentWords: field(form, "commitmentWords").split(/[\s,]+/),
-      });
+      // Only the relay policy is the officers' to set. A bylaw field posted
+      // here (a stale page, a forged form) goes to the domain, which refuses it.
+      const settings: Record<string, unknown> = { relayPolicy: field(form, "relayPolicy") as RelayPolicy };
+      for (const k of ["publishTime", "timeZone", "actionsVisibility", "commitmentWords"]) if (k in form) settings[k] = field(form, k);
+      await updateUnion(actions, g.viewer.union.slug, by(g.viewer), settings as UnionSettings);
       log.info("{handle} changed the call-to-action schedule of {slug}", { handle: g.viewer.member.handle, slug: g.viewer.union.slug });
       return c.redirect(`/u/${g.viewer.union.slug}/console/actions?done=schedule#schedule`, 303);
     } catch (e) {

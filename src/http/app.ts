@@ -20,6 +20,8 @@ import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
+import { bylawsPage } from "./pages/bylaws.ts";
+import { bylawsHistory } from "../bylaws/bylaws.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
 import { countMembers, getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
 import { startPage } from "./pages/start.ts";
@@ -173,6 +175,13 @@ export function createHttpApp(deps: HttpDeps): Hono {
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
     }));
+  });
+
+  // Public like the union page: the rules a newcomer joins under.
+  app.get("/u/:slug/bylaws", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    return c.html(bylawsPage(union, await bylawsHistory(db, union.id)));
   });
 
   app.get("/u/:slug/join/:code", async (c) => {

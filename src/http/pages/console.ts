@@ -1,6 +1,5 @@
 import { html } from "hono/html";
-import { membersVisibility } from "../../members/visibility.ts";
-import { visibilityChoice } from "./home.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import type { Invite } from "../../members/invites.ts";
 import type { Member, MemberListing } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
@@ -88,10 +87,8 @@ ${inviteTable(v.invites, { origin: v.origin, union: v.union, creators: v.creator
 
 <section id="roster-visibility">
 <h2>Who sees the members</h2>
-<form method="post" action="${base}/roster-visibility" class="setup">
-${visibilityChoice(membersVisibility(v.union))}
-<button type="submit" data-testid="save-visibility">Save</button>
-</form>
+<p data-testid="roster-visibility">${membersVisibility(v.union)}: ${VISIBILITY_TEXT[membersVisibility(v.union)]}</p>
+<p class="muted">This is a <a href="/u/${v.union.slug}/bylaws">bylaw</a>: it changes when members pass an amendment.</p>
 </section>
 
 <section id="tree">
