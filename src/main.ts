@@ -19,6 +19,10 @@ import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
+import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
+import type { Ledger } from "../solana/ledger.ts";
+import { NetworkLedger } from "../solana/network-ledger.ts";
+import { solanaRpcApp } from "../solana/rpc.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -30,6 +34,10 @@ export interface Muster {
   readonly app: Hono;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps;
+  /** The chain: the embedded ledger (also served at /solana/rpc) unless SOLANA_RPC_URL is set. */
+  readonly ledger: Ledger;
+  /** Set with the embedded ledger, for the server to attach its WebSocket subscriptions. */
+  readonly embeddedLedger: EmbeddedLedger | null;
   /**
    * Runs the durable queue (inbox, outbox, fan-out) until the signal aborts;
    * resolves once in-flight messages have finished, which is the drain that
@@ -89,6 +97,11 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
   });
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  // Only one process may run the embedded ledger's transactions: the one
+  // serving /solana/rpc. Workers do not submit chain work yet.
+  const embeddedLedger = config.solanaRpcUrl === null ? await EmbeddedLedger.open(database.db) : null;
+  const ledger: Ledger = embeddedLedger ?? new NetworkLedger(config.solanaRpcUrl!);
+  if (embeddedLedger) app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
@@ -115,6 +128,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app,
     unions,
     membership,
+    ledger,
+    embeddedLedger,
     runQueue(signal) {
       return withOutgoingPolicy(policy, () => runQueue(signal));
     },
