@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
-  type Connection, Keypair, LAMPORTS_PER_SOL, PublicKey, SendTransactionError, SystemProgram, Transaction, TransactionInstruction,
+  type Connection, Keypair, NONCE_ACCOUNT_LENGTH, NonceAccount, LAMPORTS_PER_SOL, PublicKey, SendTransactionError, SystemProgram, Transaction, TransactionInstruction,
 } from "@solana/web3.js";
 import {
   createAssociatedTokenAccountIdempotent, createMint, getAccount, mintTo, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID, transferChecked,
@@ -87,6 +87,55 @@ for (const d of dialects) {
         again.sign(payer);
         await after.sendRawTransaction(again.serialize());
         assert.equal(await after.getBalance(bob), LAMPORTS_PER_SOL + 1);
+      } finally {
+        await running.close();
+        await database.close();
+        await tdb.destroy();
+      }
+    });
+
+    it("accepts a durable-nonce transaction long after signing, once, and refuses it after a restart", async () => {
+      const tdb = await d.create();
+      const database = tdb.open();
+      let clock = Date.now();
+      let running = await startLedger(database.db, { now: () => clock });
+      try {
+        const { connection } = running;
+        const officer = await funded(connection);
+        const nonce = Keypair.generate();
+        const rent = await connection.getMinimumBalanceForRentExemption(NONCE_ACCOUNT_LENGTH);
+        const create = new Transaction({ feePayer: officer.publicKey, ...(await connection.getLatestBlockhash()) })
+          .add(SystemProgram.createNonceAccount({ fromPubkey: officer.publicKey, noncePubkey: nonce.publicKey, authorizedPubkey: officer.publicKey, lamports: rent }));
+        create.sign(officer, nonce);
+        await connection.sendRawTransaction(create.serialize());
+        const nonceValue = async () => NonceAccount.fromAccountData((await connection.getAccountInfo(nonce.publicKey))!.data).nonce;
+        const stored = await nonceValue();
+        const to = Keypair.generate().publicKey;
+        const payout = new Transaction({ feePayer: officer.publicKey, nonceInfo: { nonce: stored, nonceInstruction: SystemProgram.nonceAdvance({ noncePubkey: nonce.publicKey, authorizedPubkey: officer.publicKey }) } })
+          .add(SystemProgram.transfer({ fromPubkey: officer.publicKey, toPubkey: to, lamports: LAMPORTS_PER_SOL }));
+        payout.sign(officer);
+        const raw = payout.serialize();
+        // Co-signers take hours: far past any blockhash's life, the nonce still holds.
+        clock += 3 * 3600_000;
+        await connection.sendRawTransaction(raw);
+        assert.equal(await connection.getBalance(to), LAMPORTS_PER_SOL);
+        assert.notEqual(await nonceValue(), stored, "the nonce advanced");
+        // A second payout signed against the old nonce value is refused.
+        const stale = new Transaction({ feePayer: officer.publicKey, nonceInfo: { nonce: stored, nonceInstruction: SystemProgram.nonceAdvance({ noncePubkey: nonce.publicKey, authorizedPubkey: officer.publicKey }) } })
+          .add(SystemProgram.transfer({ fromPubkey: officer.publicKey, toPubkey: to, lamports: 2 }));
+        stale.sign(officer);
+        await assert.rejects(connection.sendRawTransaction(stale.serialize()), /BlockhashNotFound/);
+        // After a restart the nonce keeps moving forward and the executed payout stays refused.
+        const advanced = await nonceValue();
+        await running.close();
+        running = await startLedger(database.db, { now: () => clock });
+        await assert.rejects(running.connection.sendRawTransaction(raw), /already been processed/);
+        const next = new Transaction({ feePayer: officer.publicKey, nonceInfo: { nonce: advanced, nonceInstruction: SystemProgram.nonceAdvance({ noncePubkey: nonce.publicKey, authorizedPubkey: officer.publicKey }) } })
+          .add(SystemProgram.transfer({ fromPubkey: officer.publicKey, toPubkey: to, lamports: 3 }));
+        next.sign(officer);
+        await running.connection.sendRawTransaction(next.serialize());
+        assert.equal(await running.connection.getBalance(to), LAMPORTS_PER_SOL + 3);
+        assert.notEqual(await (async () => NonceAccount.fromAccountData((await running.connection.getAccountInfo(nonce.publicKey))!.data).nonce)(), stored);
       } finally {
         await running.close();
         await database.close();
