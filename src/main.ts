@@ -34,8 +34,11 @@ export interface Muster {
   readonly app: Hono;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps;
-  /** The chain: the embedded ledger (also served at /solana/rpc) unless SOLANA_RPC_URL is set. */
-  readonly ledger: Ledger;
+  /**
+   * The chain: the network ledger when SOLANA_RPC_URL is set, else the
+   * embedded ledger in the process that runs it (`runLedger`), else null.
+   */
+  readonly ledger: Ledger | null;
   /** Set with the embedded ledger, for the server to attach its WebSocket subscriptions. */
   readonly embeddedLedger: EmbeddedLedger | null;
   /**
@@ -54,6 +57,11 @@ export interface MusterOptions {
   readonly queue?: ConstructorParameters<typeof KyselyMessageQueue>[1];
   /** How often workers look for calls-to-action due today and deadlines passed. */
   readonly schedulerIntervalMs?: number;
+  /**
+   * Run the embedded ledger here and serve it at /solana/rpc (`muster serve`).
+   * One process only: a worker or a CLI command beside it must not.
+   */
+  readonly runLedger?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -99,8 +107,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
   // serving /solana/rpc. Workers do not submit chain work yet.
-  const embeddedLedger = config.solanaRpcUrl === null ? await EmbeddedLedger.open(database.db) : null;
-  const ledger: Ledger = embeddedLedger ?? new NetworkLedger(config.solanaRpcUrl!);
+  const embeddedLedger = config.solanaRpcUrl === null && options.runLedger ? await EmbeddedLedger.open(database.db) : null;
+  const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
   if (embeddedLedger) app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).

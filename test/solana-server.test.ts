@@ -19,7 +19,7 @@ for (const d of dialects) {
       try {
         const url = new URL("/solana/rpc", m.origin).href;
         connection = new Connection(url, { commitment: "confirmed", wsEndpoint: url.replace(/^http/, "ws") });
-        assert.equal(m.muster.ledger.kind, "embedded");
+        assert.equal(m.muster.ledger?.kind, "embedded");
         const payer = Keypair.generate();
         await connection.requestAirdrop(payer.publicKey, 2 * LAMPORTS_PER_SOL);
         // createMint and mintTo confirm through signatureSubscribe.
