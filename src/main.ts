@@ -7,7 +7,7 @@ import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import type { Config } from "./config.ts";
-import { type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -67,6 +67,7 @@ export interface MusterOptions {
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const database = openDatabase(config.databaseUrl);
   try {
+    await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
     await ensureInstanceKeys(database.db);
   } catch (e) {

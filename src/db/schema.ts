@@ -145,6 +145,8 @@ export interface InvitesTable {
   expires_at: number | null;
   revoked_at: number | null;
   created_at: number;
+  /** 1 for the invite handed to a member on joining: their own invites take places from it. */
+  welcome: Generated<number>;
 }
 
 export interface JoinClaimsTable {
