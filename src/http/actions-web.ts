@@ -15,6 +15,7 @@ import {
 import { decideRelay, pendingRelays } from "../actions/relay.ts";
 import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
+import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
@@ -152,7 +153,8 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions`);
     const published = await listActions(db, union.id, { states: ["published"], limit: 50 });
     const items = await Promise.all(published.map(async (action) => ({ action, progress: await progressOf(db, action) })));
-    return c.html(actionIndexPage({ union, viewer: viewer?.member, items }));
+    const membersShown = await mayReadRoster(db, union, { via: "web", member: viewer?.member });
+    return c.html(actionIndexPage({ union, viewer: viewer?.member, items, membersShown }));
   });
 
   // The whole hash chain, for anyone who may read the calls-to-action: what
@@ -194,6 +196,7 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
       union,
       action,
       progress,
+      membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
       viewer: viewer?.member,
       state,

@@ -22,12 +22,12 @@ import { unionPage } from "./pages/union.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
 import { countMembers, getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
-import { canSeeMembers } from "../members/visibility.ts";
 import { startPage } from "./pages/start.ts";
 import { claimInviteForApplicant } from "../members/membership.ts";
 import { mountMembersWeb, signedInMember } from "./members-web.ts";
 import { currentAction, listActions } from "../actions/actions.ts";
 import { progressOf } from "../actions/responses.ts";
+import { mayReadRoster } from "../members/roster.ts";
 
 export interface HttpDeps {
   readonly db: Kysely<DB>;
@@ -154,13 +154,16 @@ export function createHttpApp(deps: HttpDeps): Hono {
     const action = await currentAction(db, union.id);
     const viewer = await signedInMember(db, c, union);
     // A members-only union's call-to-action is named only to its signed-in members.
+    const member = viewer;
     const readable = union.actionsVisibility === "public" || viewer !== undefined;
     const current = action
-      ? readable ? { action, progress: await progressOf(db, action) } : { action: undefined, progress: undefined }
+      ? readable
+        ? { action, progress: await progressOf(db, action), membersShown: await mayReadRoster(db, union, { via: "web", member }) }
+        : { action: undefined, progress: undefined }
       : undefined;
     const recent = readable ? (await listActions(db, union.id, { states: ["published"], limit: 6 })).filter((a) => a.id !== action?.id).slice(0, 5) : [];
     // The count reveals membership, so it follows the union's visibility rule like the roster.
-    const memberCount = await canSeeMembers(db, union, { via: "web", member: viewer }) ? await countMembers(db, union.id) : undefined;
+    const memberCount = await mayReadRoster(db, union, { via: "web", member: viewer }) ? await countMembers(db, union.id) : undefined;
     const leader = await getLeader(db, union.id);
     // What the page shows depends on who is signed in.
     c.header("Cache-Control", "private, no-cache");
