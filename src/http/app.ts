@@ -153,17 +153,17 @@ export function createHttpApp(deps: HttpDeps): Hono {
     if (!union) return c.html(errorPage(404, "No such union here."), 404);
     const action = await currentAction(db, union.id);
     const viewer = await signedInMember(db, c, union);
+    // Counts reveal membership, so they follow the union's roster rule.
+    const rosterShown = await mayReadRoster(db, union, { via: "web", member: viewer });
     // A members-only union's call-to-action is named only to its signed-in members.
-    const member = viewer;
     const readable = union.actionsVisibility === "public" || viewer !== undefined;
     const current = action
       ? readable
-        ? { action, progress: await progressOf(db, action), membersShown: await mayReadRoster(db, union, { via: "web", member }) }
+        ? { action, progress: await progressOf(db, action), membersShown: rosterShown }
         : { action: undefined, progress: undefined }
       : undefined;
     const recent = readable ? (await listActions(db, union.id, { states: ["published"], limit: 6 })).filter((a) => a.id !== action?.id).slice(0, 5) : [];
-    // The count reveals membership, so it follows the union's visibility rule like the roster.
-    const memberCount = await mayReadRoster(db, union, { via: "web", member: viewer }) ? await countMembers(db, union.id) : undefined;
+    const memberCount = rosterShown ? await countMembers(db, union.id) : undefined;
     const leader = await getLeader(db, union.id);
     // What the page shows depends on who is signed in.
     c.header("Cache-Control", "private, no-cache");
