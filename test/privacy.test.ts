@@ -13,7 +13,7 @@ import { createInvite } from "../src/members/invites.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { setOfficer } from "../src/members/membership.ts";
 import { VISIBILITY_TEXT } from "../src/members/visibility.ts";
-import { getUnionBySlug, type MembersVisibility, updateUnion } from "../src/unions/unions.ts";
+import { getUnionBySlug, type MembersVisibility } from "../src/unions/unions.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 
 // Who may see who belongs to a union, on every path that shows it: the
@@ -223,7 +223,7 @@ for (const d of dialects) {
     });
 
     it("a public call-to-action tells a visitor how many committed, not how many members there are", async () => {
-      await updateUnion(m.muster.unions, "riders", { actionsVisibility: "public" });
+      await overrideBylaws(m.muster.unions, "riders", { actionsVisibility: "public" });
       try {
         const action = await composeAction(m.muster.membership, unionId, OPERATOR, { title: "Sign the petition", text: "Please sign." }, { publishNow: true });
         const visitor = await (await fetch(url(`/u/riders/actions/${action.id}`), { headers: { Accept: HTML } })).text();
@@ -235,7 +235,7 @@ for (const d of dialects) {
         const member = await (await fetch(url(`/u/riders/actions/${action.id}`), { headers: { Accept: HTML, Cookie: await sessionCookie("bob") } })).text();
         assert.match(member, /of 3 members took part/, "a signed-in member sees the share");
       } finally {
-        await updateUnion(m.muster.unions, "riders", { actionsVisibility: "members" });
+        await overrideBylaws(m.muster.unions, "riders", { actionsVisibility: "members" });
       }
     });
 
