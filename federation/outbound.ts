@@ -11,6 +11,7 @@ import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import type { FanoutDeps } from "./fanout-pages.ts";
 
 const log = logger("federation", "outbound");
 
@@ -34,7 +35,7 @@ function orderingKeyOf(intent: OutboxIntent): string {
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
-export interface OutboundDeps {
+export interface OutboundDeps extends FanoutDeps {
   readonly db: Kysely<DB>;
   readonly federation: Federation<void>;
   readonly origin: URL;

@@ -35,6 +35,11 @@ export interface Config {
    * the queue's handler timeout.
    */
   readonly httpTimeoutMs: number;
+  /**
+   * PostgreSQL connections per process (MUSTER_DB_POOL). Unset, it is sized
+   * to the queue's handlers, its LISTEN connections and the web's requests.
+   */
+  readonly dbPool: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -65,7 +70,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const queueConcurrency = env.MUSTER_QUEUE_CONCURRENCY === undefined ? 16 : parsePositiveInt("MUSTER_QUEUE_CONCURRENCY", env.MUSTER_QUEUE_CONCURRENCY);
   // Mastodon's own read timeout is 10 s.
   const httpTimeoutMs = env.MUSTER_HTTP_TIMEOUT_MS === undefined ? 10_000 : parsePositiveInt("MUSTER_HTTP_TIMEOUT_MS", env.MUSTER_HTTP_TIMEOUT_MS);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs };
+  const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, dbPool };
 }
 
 function parsePort(raw: string): number {
