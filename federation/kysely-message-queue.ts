@@ -434,6 +434,7 @@ export class KyselyMessageQueue implements MessageQueue {
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
     const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
+    const claimBatch = Math.max(1, Math.floor(this.#concurrency / 4));
     try {
       while (!signal.aborted) {
         const free = this.#concurrency - inFlight.size;
@@ -449,9 +450,13 @@ export class KyselyMessageQueue implements MessageQueue {
             const task: Promise<void> = this.#deliver(message, handler).finally(() => {
               held.delete(message.id);
               inFlight.delete(task);
-              // A free slot, and maybe a message that was waiting behind this
-              // one's ordering key.
-              alarm.ring();
+              // Free slots, and maybe a message that was waiting behind this
+              // one's ordering key. Claimed a few slots at a time: during a
+              // fan-out a claim per finished delivery was the costliest
+              // statement of all (2.4 claims per delivery, most of the
+              // database time), since each one walks past the messages held
+              // back behind ordering keys.
+              if (this.#concurrency - inFlight.size >= claimBatch || inFlight.size === 0) alarm.ring();
             });
             inFlight.add(task);
           }
