@@ -10,6 +10,7 @@ import type { Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
+import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
 import type { FanoutDeps } from "./fanout-pages.ts";
 
@@ -163,8 +164,4 @@ async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union
     inboxId: new URL(actor.inbox),
     endpoints: actor.sharedInbox ? { sharedInbox: new URL(actor.sharedInbox) } : null,
   };
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 }

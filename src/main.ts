@@ -8,7 +8,7 @@ import { exportJwk } from "@fedify/fedify";
 import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
-import { limitOutgoingHttp } from "../federation/http-client.ts";
+import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
 import { type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
@@ -20,6 +20,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
@@ -70,13 +71,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   limitOutgoingHttp(config.httpTimeoutMs);
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
-  let federation: Federation<void> | undefined;
+  let signer: Federation<void> | undefined;
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
     ...options.queue,
     resolveKey: async (keyId) => {
-      if (!federation) return undefined;
-      const ctx = federation.createContext(config.origin, undefined);
+      if (!signer) return undefined;
+      const ctx = signer.createContext(config.origin, undefined);
       const parsed = ctx.parseUri(new URL(keyId));
       if (parsed?.type !== "actor") return undefined;
       const pair = (await ctx.getActorKeyPairs(parsed.identifier)).find((p) => p.keyId.href === keyId);
@@ -87,7 +88,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // own lane, written in the same transaction as the change that caused them.
   const outbox = queueOutbox(lanes.lanes.domain);
   const membership: MembershipDeps = { db: database.db, events, outbox };
-  federation = createMusterFederation({
+  const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
@@ -99,6 +100,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     // and tests each decide who consumes the queue, and shutdown can drain it.
     manuallyStartQueue: true,
   });
+  signer = federation;
   const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
   const app = createHttpApp({
     db: database.db,
@@ -118,6 +120,22 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  // Whatever a request or the queue starts connects under this server's
+  // private-address rule (federation/http-client.ts).
+  const policy = { allowPrivateAddress: config.allowPrivateAddress };
+  const fetchApp = app.fetch;
+  app.fetch = (request, ...rest) => withOutgoingPolicy(policy, () => fetchApp(request, ...rest));
+  const log = logger("queue");
+  const runQueue = async (signal: AbortSignal) => {
+    const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
+    await Promise.all([
+      federation.startQueue(undefined, { signal }),
+      lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
+      runScheduler(membership, signal, options.schedulerIntervalMs),
+      // A prune that keeps failing lets done messages pile up: say so.
+      every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+    ]);
+  };
   let closed = false;
   return {
     config,
@@ -128,14 +146,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app,
     unions,
     membership,
-    async runQueue(signal) {
-      const outbound = { ...fanout, db: database.db, federation: federation!, origin: config.origin };
-      await Promise.all([
-        federation!.startQueue(undefined, { signal }),
-        lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
-        runScheduler(membership, signal, options.schedulerIntervalMs),
-        every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), () => {}),
-      ]);
+    runQueue(signal) {
+      return withOutgoingPolicy(policy, () => runQueue(signal));
     },
     async close() {
       if (closed) return;
