@@ -10,7 +10,7 @@ import { createQueueLanes, type QueueLanes, queueConnections } from "../federati
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
-import { type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -20,6 +20,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 
@@ -62,6 +63,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   }
   const database = openDatabase(config.databaseUrl, { poolSize: config.dbPool ?? needed + 8 });
   try {
+    await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
     await ensureInstanceKeys(database.db);
   } catch (e) {
@@ -134,6 +136,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Proposals whose end time passed are closed by whichever worker gets
+      // there first; closing is idempotent and happens once (proposals.ts).
+      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
     ]);
   };
   let closed = false;
