@@ -9,6 +9,7 @@ import { logger } from "../src/logging.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
+import { onPeerPost } from "./relationships.ts";
 
 const log = logger("federation", "actions-inbox");
 
@@ -43,6 +44,7 @@ export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, lik
 
 export async function onAnnounce(deps: ActionInboxDeps, ctx: InboxContext<void>, announce: Announce): Promise<void> {
   const target = await actionNamed(deps, ctx, announce.objectId);
+  if (!target && await onPeerPost(deps, ctx, announce, announce.objectId)) return;
   await processOnce(record(deps, ctx), announce, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (target && announce.id && announce.actorId) await recordBoost(deps, target.union.id, target.actionId, announce.actorId.href, announce.id.href);
   });
@@ -73,6 +75,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
     return;
   }
   const reply = await actionNamed(deps, ctx, note.replyTargetId);
+  if (!reply && await onPeerPost(deps, ctx, create, note.id)) return;
   await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (reply) {
       await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));

@@ -11,6 +11,7 @@ import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import { handleRelationshipIntent } from "./relationships.ts";
 
 const log = logger("federation", "outbound");
 
@@ -31,6 +32,7 @@ export function queueOutbox(queue: KyselyMessageQueue): Outbox {
 function orderingKeyOf(intent: OutboxIntent): string {
   if ("memberId" in intent) return `member:${intent.memberId}`;
   if ("actionId" in intent) return `action:${intent.actionId}`;
+  if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -92,6 +94,13 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "relay":
       await handleActionIntent(deps, ctx, union, intent, intentId);
       return;
+    case "relationship.follow":
+    case "relationship.accept":
+    case "relationship.reject":
+    case "relationship.undo":
+    case "relationship.notice":
+      await handleRelationshipIntent(deps, ctx, union, intent);
+      return;
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);
       if (!recipient) return;
@@ -142,7 +151,7 @@ async function sendDirect(
 }
 
 /** The inbox to deliver to, from the cache, or fetched (signed as the union) when unknown. */
-async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union, actorId: string): Promise<Recipient | null> {
+export async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union, actorId: string): Promise<Recipient | null> {
   let actor = await getRemoteActor(deps.db, actorId);
   if (!actor?.inbox) {
     try {
