@@ -9,9 +9,11 @@ import { officerCommands } from "./commands/officer.ts";
 import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
+import { allyCommands } from "./commands/ally.ts";
+import { RelationshipError } from "../relationships/relationships.ts";
 import { ActionError } from "../actions/actions.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands];
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...allyCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [
@@ -87,7 +89,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${(e as Error).message}\nUsage: ${cmd.usage}\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof ConfigError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof RelationshipError || e instanceof ConfigError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }
