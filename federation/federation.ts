@@ -10,7 +10,7 @@ import type { Outbox } from "../src/outbox.ts";
 import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
 import { processOnce } from "./inbox-record.ts";
 import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
-import { followingOf, onAnswer } from "./relationships.ts";
+import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { countFollowers, followersPage } from "./followers.ts";
 import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
@@ -68,6 +68,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       const union = await getUnionBySlug(db, identifier);
       if (!union) return null;
       const keys = await ctx.getActorKeyPairs(identifier);
+      const related = await actorRelationshipFields(db, deps.origin, union);
       return new Group({
         id: ctx.getActorUri(identifier),
         preferredUsername: union.slug,
@@ -79,6 +80,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
         outbox: ctx.getOutboxUri(identifier),
         followers: ctx.getFollowersUri(identifier),
         following: ctx.getFollowingUri(identifier),
+        streams: related.streams,
+        attachments: related.attachments,
         featured: ctx.getFeaturedUri(identifier),
         // Lemmy's convention: a group's moderators are the collection it is attributed to.
         attribution: new URL(`/u/${union.slug}/moderators`, ctx.origin),

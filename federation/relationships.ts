@@ -1,5 +1,6 @@
 import type { Context, Federation, InboxContext } from "@fedify/fedify";
-import { Accept, type Actor, type Announce, Application, Create, Follow, Group, Note, Reject, Service, Undo } from "@fedify/vocab";
+import { Accept, type Actor, type Announce, Application, Create, Follow, Group, Note, PropertyValue, Reject, Service, Undo } from "@fedify/vocab";
+import type { Hono } from "hono";
 import type { Kysely } from "kysely";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -288,4 +289,38 @@ export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target:
 export async function followingOf(db: Kysely<DB>, unionId: string): Promise<URL[]> {
   const rels = await listRelationships(db, unionId, { states: ["active"] });
   return rels.filter((r) => r.direction === "outbound").map((r) => new URL(r.peerActorId));
+}
+
+/**
+ * The union's allies and chapters as public OrderedCollections. The
+ * parent's chapters collection is what confirms a chapter's claim: a
+ * chapter is listed only once the parent's officers accepted it.
+ */
+export function mountRelationshipCollections(app: Hono, deps: { db: Kysely<DB>; origin: URL }): void {
+  for (const [path, kind] of [["allies", "ally"], ["chapters", "chapter"]] as const) {
+    app.get(`/u/:slug/${path}`, async (c) => {
+      const union = await getUnionBySlug(deps.db, c.req.param("slug"));
+      if (!union) return c.json({ error: { code: "not_found", message: "no such union" } }, 404);
+      const items = (await listRelationships(deps.db, union.id, { states: ["active"], kinds: [kind] })).map((r) => r.peerActorId);
+      return c.json({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        id: new URL(`/u/${union.slug}/${path}`, deps.origin).href,
+        type: "OrderedCollection",
+        attributedTo: new URL(`/u/${union.slug}`, deps.origin).href,
+        totalItems: items.length,
+        orderedItems: items,
+      }, 200, { "Content-Type": "application/activity+json" });
+    });
+  }
+}
+
+/** What the Group actor says about its relationships: the two collections, and a backlink to its parent. */
+export async function actorRelationshipFields(db: Kysely<DB>, origin: URL, union: Union): Promise<{ streams: URL[]; attachments: PropertyValue[] }> {
+  const parent = (await listRelationships(db, union.id, { states: ["active"], kinds: ["parent"] }))[0];
+  return {
+    streams: [new URL(`/u/${union.slug}/allies`, origin), new URL(`/u/${union.slug}/chapters`, origin)],
+    attachments: parent
+      ? [new PropertyValue({ name: "Parent union", value: `<a href="${esc(parent.peerActorId)}" rel="nofollow noopener">${esc(parent.peerHandle ?? parent.peerActorId)}</a>` })]
+      : [],
+  };
 }

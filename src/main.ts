@@ -18,6 +18,7 @@ import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
+import { mountRelationshipCollections } from "../federation/relationships.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -88,6 +89,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
   });
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   let closed = false;
   return {
     config,

@@ -118,6 +118,12 @@ for (const d of dialects) {
       }
       const following = await (await fetch(new URL("/u/a/following", ma.origin), { headers: { Accept: "application/activity+json" } })).json() as { orderedItems?: string[]; items?: string[] };
       assert.deepEqual(following.orderedItems ?? following.items, [groupId(mb, "b").href]);
+      // Each lists the other: in its allies collection (named in the actor's streams) and on its public page.
+      const actor = await (await fetch(groupId(mb, "b"), { headers: { Accept: "application/activity+json" } })).json() as { streams: string[] };
+      const allies = await (await fetch(actor.streams.find((u) => u.endsWith("/allies"))!)).json() as { orderedItems: string[] };
+      assert.deepEqual(allies.orderedItems, [groupId(ma, "a").href]);
+      const page = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
+      assert.match(page, new RegExp(`data-testid="allies"><li><a href="${groupId(mb, "b").href}"`));
     });
 
     it("A's public call-to-action is relayed by B to B's members as an Announce by B", async () => {
@@ -204,6 +210,15 @@ for (const d of dialects) {
       const atC = await eventually(async () => (await rels(mc, c)).find((r) => r.followId === bOffer.followId), "C receives B's request");
       await answerOffer(mc.muster.membership, c.id, atC.id, OPERATOR, true);
       await eventually(async () => (await relWith(mb, b, groupId(mc, "c")))?.state === "active", "B is C's chapter");
+      // The parent's chapters collection confirms the chapter's backlink.
+      const chapters = await (await fetch(new URL("/u/a/chapters", ma.origin))).json() as { orderedItems: string[] };
+      assert.deepEqual(chapters.orderedItems, [groupId(mc, "c").href]);
+      const cActor = await (await fetch(groupId(mc, "c"), { headers: { Accept: "application/activity+json" } })).json() as { attachment?: { name: string; value: string } | { name: string; value: string }[] };
+      const fields = [cActor.attachment ?? []].flat();
+      assert.ok(fields.some((f) => f.name === "Parent union" && f.value.includes(groupId(ma, "a").href)), JSON.stringify(cActor.attachment));
+      const cPage = await (await fetch(groupId(mc, "c"), { headers: { Accept: "text/html" } })).text();
+      assert.match(cPage, new RegExp(`data-testid="parent"><li><a href="${groupId(ma, "a").href}"`));
+      assert.match(cPage, new RegExp(`data-testid="chapters"><li><a href="${groupId(mb, "b").href}"`));
 
       const action = await composeAction(ma.muster.membership, a.id, OPERATOR, { title: "Strike vote", text: "Friday.", kind: "show-up" }, { publishNow: true });
       const noteId = new URL(`/u/a/actions/${action.id}`, ma.origin);

@@ -15,6 +15,7 @@ import { federationMiddleware } from "./federation-mount.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
+import { unionLinks } from "../relationships/relationships.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
 import { getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
@@ -110,7 +111,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       : undefined;
     // What a members-only union's page shows depends on who is signed in.
     if (action && union.actionsVisibility === "members") c.header("Cache-Control", "private, no-cache");
-    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current));
+    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current, await unionLinks(db, union.id)));
   });
 
   app.get("/u/:slug/join/:code", async (c) => {

@@ -306,3 +306,10 @@ export function relaysOurs(rel: Relationship): boolean {
   if (rel.kind === "chapter") return true;
   return rel.kind === "ally" && (rel.relay === "both" || rel.relay === "ours");
 }
+
+/** The active relationships a union shows publicly: its parent, allies and chapters. */
+export async function unionLinks(db: Kysely<DB>, unionId: string): Promise<Record<"parent" | "allies" | "chapters", { actorId: string; handle: string | null }[]>> {
+  const rels = await listRelationships(db, unionId, { states: ["active"] });
+  const of = (kind: RelationshipKind) => rels.filter((r) => r.kind === kind).map((r) => ({ actorId: r.peerActorId, handle: r.peerHandle }));
+  return { parent: of("parent"), allies: of("ally"), chapters: of("chapter") };
+}

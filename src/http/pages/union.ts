@@ -11,7 +11,18 @@ import { type Html, layout } from "./layout.ts";
  */
 export type CurrentAction = { readonly action: Action; readonly progress: Progress } | { readonly action: undefined; readonly progress: undefined };
 
-export function unionPage(union: Union, actorId: URL, current?: CurrentAction): Html {
+/** The union's active relationships with other unions, as the public page lists them. */
+export interface UnionLinks {
+  readonly parent: readonly PeerLink[];
+  readonly allies: readonly PeerLink[];
+  readonly chapters: readonly PeerLink[];
+}
+export interface PeerLink {
+  readonly actorId: string;
+  readonly handle: string | null;
+}
+
+export function unionPage(union: Union, actorId: URL, current?: CurrentAction, links?: UnionLinks): Html {
   const handle = `@${union.slug}@${actorId.host}`;
   return layout({
     title: `${union.name} (${handle})`,
@@ -28,6 +39,7 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
 ${current ? currentActionCard(union, current) : ""}
+${links ? linksSection(links) : ""}
 <h2>Join from Mastodon</h2>
 <p>Search for <code>${handle}</code> in your Mastodon (or any Fediverse) app and follow it.</p>
 <p class="muted">Already a member? <a href="/u/${union.slug}/login">Sign in</a> with your fediverse account.</p>
@@ -49,5 +61,18 @@ function currentActionCard(union: Union, current: CurrentAction): Html {
 <h2><a href="${base}/${a.id}">${a.title}</a></h2>
 ${progressBar(current.progress, { compact: true })}
 <p class="muted small"><a href="${base}">All calls to action</a></p>
+</section>`;
+}
+
+function peerList(testid: string, peers: readonly PeerLink[]): Html {
+  return html`<ul data-testid="${testid}">${peers.map((p) => html`<li><a href="${p.actorId}" rel="nofollow noopener">${p.handle ?? p.actorId}</a></li>`)}</ul>`;
+}
+
+function linksSection(links: UnionLinks): Html | "" {
+  if (links.parent.length + links.allies.length + links.chapters.length === 0) return "";
+  return html`<section class="card unions" data-testid="union-links">
+${links.parent.length ? html`<h2>Parent union</h2>${peerList("parent", links.parent)}` : ""}
+${links.allies.length ? html`<h2>Allies</h2>${peerList("allies", links.allies)}` : ""}
+${links.chapters.length ? html`<h2>Chapters</h2>${peerList("chapters", links.chapters)}` : ""}
 </section>`;
 }
