@@ -16,7 +16,7 @@ async function maySee(db: Kysely<DB>, ctx: RequestContext<void>, union: Union): 
   if (union.actionsVisibility === "public") return true;
   const owner = await ctx.getSignedKeyOwner();
   if (!owner?.id) return false;
-  return canSeeMembers(db, { ...union, membersVisibility: "members" }, { actorId: owner.id.href });
+  return canSeeMembers(db, { ...union, membersVisibility: "members" }, { via: "federation", actorId: owner.id.href });
 }
 
 export function registerActionObjects(federation: Federation<void>, db: Kysely<DB>): void {

@@ -1,5 +1,5 @@
 import "../src/temporal.ts";
-import { createFederation, type Federation, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
+import { type Context, createFederation, type Federation, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
 import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
@@ -11,9 +11,12 @@ import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from 
 import { processOnce } from "./inbox-record.ts";
 import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
-import { countFollowers, followersPage } from "./followers.ts";
+import { followersPage } from "./followers.ts";
+import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
 import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
+import { escapeHtml } from "./html.ts";
+import { serverUsage } from "../src/unions/usage.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
 export const INSTANCE_ACTOR = "instance";
@@ -73,7 +76,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
         id: ctx.getActorUri(identifier),
         preferredUsername: union.slug,
         name: union.name,
-        summary: union.purpose,
+        // AS2 summary is HTML; the purpose is plain text typed by an officer.
+        summary: escapeHtml(union.purpose),
         url: ctx.getActorUri(identifier),
         icon: union.iconUrl ? new Image({ url: new URL(union.iconUrl) }) : null,
         inbox: ctx.getInboxUri(identifier),
@@ -110,10 +114,20 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       return union ? followersPage(db, union.id, cursor) : null;
     })
     .setFirstCursor(() => "")
-    .setCounter(async (_ctx, identifier) => {
+    .setCounter(async (ctx, identifier) => {
       if (identifier === INSTANCE_ACTOR) return 0;
       const union = await getUnionBySlug(db, identifier);
-      return union ? countFollowers(db, union.id) : null;
+      if (!union) return null;
+      const count = await readFollowerCount(db, union, { via: "federation", actorId: (await signer(ctx))?.href });
+      return count.ok ? count.count : null;
+    })
+    // Only HTTP reads pass through here; fan-out to "followers" calls the
+    // dispatcher directly, so delivery to every member is unaffected.
+    .authorize(async (ctx, identifier) => {
+      if (identifier === INSTANCE_ACTOR) return true;
+      const union = await getUnionBySlug(db, identifier);
+      if (!union) return true; // the dispatcher answers 404
+      return mayReadRoster(db, union, { via: "federation", actorId: (await signer(ctx))?.href });
     });
   federation
     .setFollowingDispatcher("/u/{identifier}/following", async (_ctx, identifier) => {
@@ -160,7 +174,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       log.error("Inbox listener failed: {error}", { error });
     });
 
-  federation.setNodeInfoDispatcher("/nodeinfo/2.1", async () => ({
+  federation.setNodeInfoDispatcher("/nodeinfo/2.1", async () => {
+    const usage = await serverUsage(db);
+    return {
     software: {
       name: "muster",
       version: SOFTWARE_VERSION,
@@ -171,14 +187,26 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     openRegistrations: false,
     usage: {
       // Unions are this server's only local actors; members live on their own servers.
-      users: { total: await countUnions(db), activeHalfyear: await countUnions(db), activeMonth: await countUnions(db) },
-      localPosts: 0,
+      users: { total: usage.unions, activeHalfyear: usage.activeHalfyear, activeMonth: usage.activeMonth },
+      localPosts: usage.posts,
       localComments: 0,
     },
     metadata: { nodeName: deps.origin.host },
-  }));
+  };
+  });
 
   return federation;
+}
+
+/** The actor whose key signed this request, if it verifies and the actor claims the key. */
+async function signer(ctx: RequestContext<void> | Context<void>): Promise<URL | undefined> {
+  if (!("getSignedKeyOwner" in ctx)) return undefined;
+  try {
+    return (await ctx.getSignedKeyOwner())?.id ?? undefined;
+  } catch (error) {
+    log.info("Signature check of a followers fetch failed: {error}", { error });
+    return undefined;
+  }
 }
 
 function temporalInstant(d: Date): Temporal.Instant {

@@ -9,7 +9,9 @@ import { logger } from "../src/logging.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
-import { onPeerPost } from "./relationships.ts";
+import { isActivePeer, onPeerPost } from "./relationships.ts";
+import { isPermanentFetchFailure } from "./fetch-failure.ts";
+import { unionsOfActor } from "../src/members/membership.ts";
 
 const log = logger("federation", "actions-inbox");
 
@@ -56,16 +58,28 @@ export async function onAnnounce(deps: ActionInboxDeps, ctx: InboxContext<void>,
  * for relaying to its members.
  */
 export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, create: Create): Promise<void> {
+  // Replies count and posts are relayed only for members: a stranger's post
+  // costs no fetch and no reading of its HTML.
+  // (and for unions whose calls this one relays: allies, parents).
+  if (!create.actorId || ((await unionsOfActor(deps.db, create.actorId.href)).length === 0 && !(await isActivePeer(deps.db, create.actorId.href)))) {
+    await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
+    return;
+  }
   let note: unknown;
   try {
     note = await create.getObject({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader });
   } catch (error) {
-    // An embedded object from another origin is fetched from its own server;
-    // if that fails the Create is still recorded, without a response counted.
-    log.warn("Could not load the object of {create}: {error}", { create: create.id?.href ?? "(no id)", error });
+    // An object another server says is gone is recorded without a response;
+    // any other failure (down, 5xx, timeout) leaves the Create unrecorded so
+    // that a retry or the sender's redelivery processes it.
+    if (!isPermanentFetchFailure(error)) {
+      log.warn("Could not load the object of {create}, will retry: {error}", { create: create.id?.href ?? "(no id)", error: String(error) });
+      throw error;
+    }
+    log.info("The object of {create} is gone: {error}", { create: create.id?.href ?? "(no id)", error: String(error) });
     note = null;
   }
-  if (!(note instanceof Note) || !note.id || !create.actorId) {
+  if (!(note instanceof Note) || !note.id) {
     await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
     return;
   }
@@ -93,7 +107,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
         noteId: note.id!.href,
         createId: create.id?.href ?? null,
         authorActorId: create.actorId!.href,
-        excerpt: String(note.content ?? "").replace(/<[^>]*>/g, " ").trim(),
+        contentHtml: String(note.content ?? ""),
         isPublic,
         isReplyToAction: false,
       });

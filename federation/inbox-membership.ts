@@ -13,6 +13,7 @@ import { processOnce } from "./inbox-record.ts";
 import { withdraw } from "./inbox-actions.ts";
 import { cacheActorObject } from "./remote-actor-cache.ts";
 import { isCollectiveActor, onCollectiveFollow, onRelationshipUndo } from "./relationships.ts";
+import { fetchStatus } from "./fetch-failure.ts";
 
 const log = logger("federation", "membership");
 
@@ -169,7 +170,13 @@ export async function onUnverifiedDelete(deps: InboxDeps, ctx: RequestContext<vo
     await ctx.documentLoader(actorId.href);
     return undefined; // Still there: the Delete is not what it claims.
   } catch (error) {
-    if (!/\b(404|410)\b/.test(String((error as Error).message))) return undefined;
+    // Gone means the account's own URL answered 404 or 410; a server that is
+    // down, overloaded (5xx) or redirecting elsewhere proves nothing.
+    const status = fetchStatus(error, actorId);
+    if (status !== 404 && status !== 410) {
+      log.warn("Ignored an unverifiable Delete of {actor}: its fetch did not say it is gone ({error})", { actor: actorId.href, error: String(error) });
+      return undefined;
+    }
   }
   log.info("{actor} is gone (404/410): acting on its unverifiable Delete", { actor: actorId.href });
   await actorDeleted(deps, actorId.href);

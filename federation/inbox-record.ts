@@ -16,13 +16,19 @@ export interface InboxRecordDeps {
   readonly contextLoader: DocumentLoader;
 }
 
+/** How long a claim holds off other copies; the work is a few fetches and writes, each with a timeout. */
+const CLAIM_LEASE_MS = 5 * 60_000;
+
 /**
  * Runs `work` for a verified inbound activity unless its id was already
- * processed: remote servers retry deliveries, and a retry must not act twice.
+ * processed or is being processed now: remote servers retry deliveries and
+ * sometimes send copies at once, and neither may act twice.
  *
- * The id is recorded after the work, not before: a crash in between makes
- * the retry run the work again, which the domain's handlers tolerate (they
- * are idempotent), whereas recording first would lose the activity.
+ * The id is claimed (inbox_claims) before the work, and recorded as
+ * processed (inbox_activities) after it, in one transaction that also ends
+ * the claim. Work that fails gives the claim back, so a retry runs it; a
+ * process that dies mid-work leaves a claim that expires, so the activity is
+ * not lost either. The domain's handlers are idempotent for that rare rerun.
  */
 export async function processOnce(
   deps: InboxRecordDeps,
@@ -37,25 +43,60 @@ export async function processOnce(
     return false;
   }
   const id = activity.id.href;
-  if (await deps.db.selectFrom("inbox_activities").select("id").where("id", "=", id).executeTakeFirst()) {
+  if (await processed(deps.db, id)) {
     log.debug("Skipped {id}: already processed", { id });
     return false;
   }
-  // Fetching the sender for every activity costs a signed round trip each;
-  // a cached copy younger than a day will do unless the caller needs the
-  // live document (a Follow checks account-migration links on it).
-  const cached = await getRemoteActor(deps.db, actorId.href);
-  const fresh = cached !== undefined && Date.now() - cached.fetchedAt < ACTOR_CACHE_MS;
-  await work(opts.freshActor || !fresh ? await refreshSender(deps, activity) : null);
+  const lease = await claim(deps.db, id);
+  // Checked again once claimed: a copy that finished in between has recorded it.
+  if (lease === undefined || await processed(deps.db, id)) {
+    if (lease !== undefined) await release(deps.db, id, lease);
+    log.debug("Skipped {id}: another copy is being or was processed", { id });
+    return false;
+  }
+  try {
+    // Fetching the sender for every activity costs a signed round trip each;
+    // a cached copy younger than a day will do unless the caller needs the
+    // live document (a Follow checks account-migration links on it).
+    const cached = await getRemoteActor(deps.db, actorId.href);
+    const fresh = cached !== undefined && Date.now() - cached.fetchedAt < ACTOR_CACHE_MS;
+    await work(opts.freshActor || !fresh ? await refreshSender(deps, activity) : null);
+  } catch (error) {
+    await release(deps.db, id, lease);
+    throw error;
+  }
   const type = activityType(activity);
-  const inserted = await deps.db.insertInto("inbox_activities")
-    .values({ id, type, actor: actorId.href, union_id: unionId, received_at: Date.now() })
-    .onConflict((oc) => oc.column("id").doNothing())
-    .executeTakeFirst();
-  // Two deliveries of one activity processed at once: only one announces it.
-  if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) return false;
+  await deps.db.transaction().execute(async (trx) => {
+    await trx.insertInto("inbox_activities")
+      .values({ id, type, actor: actorId.href, union_id: unionId, received_at: Date.now() })
+      .onConflict((oc) => oc.column("id").doNothing())
+      .execute();
+    await trx.deleteFrom("inbox_claims").where("id", "=", id).where("claimed_until", "=", lease).execute();
+  });
   deps.events.emit("activity.received", { activityId: id, type, actor: actorId.href, unionId });
   return true;
+}
+
+async function processed(db: Kysely<DB>, id: string): Promise<boolean> {
+  return (await db.selectFrom("inbox_activities").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+}
+
+/** Takes the id for this process: a new claim, or one whose holder's lease ran out. Undefined when another holds it. */
+async function claim(db: Kysely<DB>, id: string): Promise<number | undefined> {
+  const now = Date.now();
+  const until = now + CLAIM_LEASE_MS;
+  const inserted = await db.insertInto("inbox_claims").values({ id, claimed_until: until })
+    .onConflict((oc) => oc.column("id").doNothing()).executeTakeFirst();
+  if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 1) return until;
+  // The conditional update is atomic on both dialects: of two that find the
+  // same expired claim, one updates it and the other updates nothing.
+  const taken = await db.updateTable("inbox_claims").set({ claimed_until: until })
+    .where("id", "=", id).where("claimed_until", "<", now).executeTakeFirst();
+  return Number(taken.numUpdatedRows) === 1 ? until : undefined;
+}
+
+async function release(db: Kysely<DB>, id: string, lease: number): Promise<void> {
+  await db.deleteFrom("inbox_claims").where("id", "=", id).where("claimed_until", "=", lease).execute();
 }
 
 async function refreshSender(deps: InboxRecordDeps, activity: Activity): Promise<Actor | null> {

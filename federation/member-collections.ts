@@ -3,8 +3,9 @@ import type { Context, Hono } from "hono";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
-import { canSeeMembers } from "../src/members/visibility.ts";
-import { getUnionBySlug } from "../src/unions/unions.ts";
+import { readModerators, readRoster } from "../src/members/roster.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../src/members/visibility.ts";
+import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 
 const log = logger("federation", "members");
 const AS = "https://www.w3.org/ns/activitystreams";
@@ -51,60 +52,54 @@ export function mountMemberCollections(app: Hono, deps: MemberCollectionDeps): v
     const union = await getUnionBySlug(db, c.req.param("slug"));
     if (!union) return c.json({ error: { code: "not_found", message: "no such union" } }, 404);
     const viewer = await signer(deps, c);
-    if (!(await canSeeMembers(db, union, { actorId: viewer }))) {
-      return viewer
-        ? c.json({ error: { code: "forbidden", message: `this union shows its members to ${union.membersVisibility} only` } }, 403)
-        : c.json({ error: { code: "unauthorized", message: "sign the request (HTTP Signatures) as an account on a member's server" } }, 401, { Vary: "Signature, Signature-Input" });
-    }
     const base = new URL(`/u/${union.slug}/members`, origin);
     const context = [AS, new URL("/ns", origin).href];
-    const total = await db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
-      .where("union_id", "=", union.id).where("state", "=", "active").executeTakeFirstOrThrow();
     const page = c.req.query("page");
+    const roster = await readRoster(db, union, { via: "federation", actorId: viewer }, { after: page || undefined, limit: PAGE });
+    if (!roster.ok) return refusal(c, union, roster.refused);
     if (page === undefined) {
-      return c.json({ "@context": context, id: base.href, type: "OrderedCollection", totalItems: Number(total.n), first: `${base.href}?page=` }, 200, headers(union.membersVisibility));
+      return c.json({ "@context": context, id: base.href, type: "OrderedCollection", totalItems: roster.total, first: `${base.href}?page=` }, 200, headers(union));
     }
-    const rows = await db.selectFrom("members as m")
-      .leftJoin("members as s", "s.id", "m.sponsor_id")
-      .select(["m.id", "m.actor_id", "m.role", "m.portfolio", "m.joined_at", "s.actor_id as sponsor_actor_id"])
-      .where("m.union_id", "=", union.id).where("m.state", "=", "active")
-      .$if(page !== "", (q) => q.where("m.id", ">", page))
-      .orderBy("m.id").limit(PAGE).execute();
-    const last = rows.length === PAGE ? rows[rows.length - 1]!.id : undefined;
     return c.json({
       "@context": context,
       id: `${base.href}?page=${encodeURIComponent(page)}`,
       type: "OrderedCollectionPage",
       partOf: base.href,
-      ...(last ? { next: `${base.href}?page=${encodeURIComponent(last)}` } : {}),
-      orderedItems: rows.map((r) => ({
+      ...(roster.next ? { next: `${base.href}?page=${encodeURIComponent(roster.next)}` } : {}),
+      orderedItems: roster.items.map((r) => ({
         type: "Membership",
-        member: r.actor_id,
-        sponsor: r.sponsor_actor_id,
+        member: r.actorId,
+        sponsor: r.sponsorActorId,
         role: r.role,
         ...(r.portfolio ? { portfolio: r.portfolio } : {}),
-        ...(r.joined_at ? { joined: new Date(Number(r.joined_at)).toISOString() } : {}),
+        ...(r.joinedAt ? { joined: r.joinedAt.toISOString() } : {}),
       })),
-    }, 200, headers(union.membersVisibility));
+    }, 200, headers(union));
   });
 
   // Lemmy's convention: the group's attributedTo points here, and the items
-  // are the moderators' actor ids; for us, the leader and the officers.
+  // are the moderators' actor ids; for us, the leader and the officers. Who
+  // holds office is part of the roster, so the same rule applies.
   app.get("/u/:slug/moderators", async (c) => {
     const union = await getUnionBySlug(db, c.req.param("slug"));
     if (!union) return c.json({ error: { code: "not_found", message: "no such union" } }, 404);
-    const rows = await db.selectFrom("members").select(["actor_id", "role"])
-      .where("union_id", "=", union.id).where("state", "=", "active").where("role", "in", ["leader", "officer"])
-      .where("actor_id", "is not", null).orderBy("joined_at").execute();
-    rows.sort((a, b) => Number(b.role === "leader") - Number(a.role === "leader"));
+    const mods = await readModerators(db, union, { via: "federation", actorId: await signer(deps, c) });
+    if (!mods.ok) return refusal(c, union, mods.refused);
     const id = new URL(`/u/${union.slug}/moderators`, origin).href;
-    return c.json({ "@context": AS, id, type: "OrderedCollection", totalItems: rows.length, orderedItems: rows.map((r) => r.actor_id) }, 200, { "Content-Type": JSON_LD });
+    return c.json({ "@context": AS, id, type: "OrderedCollection", totalItems: mods.actorIds.length, orderedItems: mods.actorIds }, 200, headers(union));
   });
 }
 
-function headers(visibility: string): Record<string, string> {
+function refusal(c: Context, union: Union, refused: "unidentified" | "forbidden") {
+  const vary = { Vary: "Signature, Signature-Input", "Cache-Control": "private, no-store" };
+  return refused === "forbidden"
+    ? c.json({ error: { code: "forbidden", message: `this union shows its members to: ${VISIBILITY_TEXT[membersVisibility(union)]}` } }, 403, vary)
+    : c.json({ error: { code: "unauthorized", message: "sign the request (HTTP Signatures) as an account this union shows its members to" } }, 401, vary);
+}
+
+function headers(union: Union): Record<string, string> {
   // A list shown only to some must not be served to others from a shared cache.
-  return visibility === "public"
+  return membersVisibility(union) === "public"
     ? { "Content-Type": JSON_LD }
     : { "Content-Type": JSON_LD, "Cache-Control": "private, no-store", Vary: "Signature, Signature-Input" };
 }

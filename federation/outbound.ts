@@ -10,6 +10,7 @@ import type { Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
+import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 
@@ -171,8 +172,4 @@ export async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union
     inboxId: new URL(actor.inbox),
     endpoints: actor.sharedInbox ? { sharedInbox: new URL(actor.sharedInbox) } : null,
   };
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 }

@@ -168,11 +168,15 @@ export async function relayFromPeer(deps: RelationshipInboxDeps, peerActorId: st
   return applied;
 }
 
+/** Whether any union here has an active relationship with this actor. */
+export async function isActivePeer(db: Kysely<DB>, actorId: string): Promise<boolean> {
+  return (await db.selectFrom("union_relationships").select("id").where("peer_actor_id", "=", actorId).where("state", "=", "active").executeTakeFirst()) !== undefined;
+}
+
 /** A Create or Announce from a Group: relayed when it comes from a union we relay; true when handled here. */
 export async function onPeerPost(deps: RelationshipInboxDeps, ctx: InboxContext<void>, activity: Create | Announce, noteId: URL | null): Promise<boolean> {
   if (!activity.actorId || !noteId || !activity.id) return false;
-  const known = await deps.db.selectFrom("union_relationships").select("id").where("peer_actor_id", "=", activity.actorId.href).where("state", "=", "active").executeTakeFirst();
-  if (!known) return false;
+  if (!(await isActivePeer(deps.db, activity.actorId.href))) return false;
   await processOnce({ ...deps, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, activity, null, async () => {
     const relayed = await relayFromPeer(deps, activity.actorId!.href, noteId.href, activity instanceof Create ? activity.id!.href : null);
     if (!relayed) log.info("Not relaying {note} from {actor}: no relationship relays it", { note: noteId.href, actor: activity.actorId!.href });

@@ -5,7 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
-import { limitOutgoingHttp } from "../federation/http-client.ts";
+import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
@@ -17,6 +17,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
 
@@ -90,6 +91,22 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   mountRelationshipCollections(app, { db: database.db, origin: config.origin });
+  // Whatever a request or the queue starts connects under this server's
+  // private-address rule (federation/http-client.ts).
+  const policy = { allowPrivateAddress: config.allowPrivateAddress };
+  const fetchApp = app.fetch;
+  app.fetch = (request, ...rest) => withOutgoingPolicy(policy, () => fetchApp(request, ...rest));
+  const log = logger("queue");
+  const runQueue = async (signal: AbortSignal) => {
+    const outbound = { db: database.db, federation, origin: config.origin };
+    await Promise.all([
+      federation.startQueue(undefined, { signal }),
+      domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
+      runScheduler(membership, signal, options.schedulerIntervalMs),
+      // A prune that keeps failing lets done messages pile up: say so.
+      every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+    ]);
+  };
   let closed = false;
   return {
     config,
@@ -100,14 +117,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app,
     unions,
     membership,
-    async runQueue(signal) {
-      const outbound = { db: database.db, federation, origin: config.origin };
-      await Promise.all([
-        federation.startQueue(undefined, { signal }),
-        domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
-        runScheduler(membership, signal, options.schedulerIntervalMs),
-        every(3600_000, signal, () => queue.pruneDone(), () => {}),
-      ]);
+    runQueue(signal) {
+      return withOutgoingPolicy(policy, () => runQueue(signal));
     },
     async close() {
       if (closed) return;

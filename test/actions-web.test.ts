@@ -413,7 +413,7 @@ for (const d of dialects) {
         noteId,
         createId: null,
         authorActorId: peer.actorId("alice").href,
-        excerpt: " @riders Rally at the depot at 6 &amp; bring &lt;friends&gt; ",
+        contentHtml: " @riders Rally at the depot at 6 &amp; bring &lt;friends&gt; ",
         isPublic: true,
         isReplyToAction: false,
       });

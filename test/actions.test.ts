@@ -923,7 +923,7 @@ for (const d of dialects) {
       const { union, officer, member } = await staffed(c);
       const memberActor = person(`member-${union.slug}`).actorId;
       const offer = (n: string, more: Partial<RelayOffer> = {}): RelayOffer => ({
-        noteId: `https://remote.example/notes/${n}`, createId: `https://remote.example/notes/${n}/activity`, authorActorId: memberActor, excerpt: `post ${n}`,
+        noteId: `https://remote.example/notes/${n}`, createId: `https://remote.example/notes/${n}/activity`, authorActorId: memberActor, contentHtml: `post ${n}`,
         isPublic: true, isReplyToAction: false, ...more,
       });
       assert.equal(await offerRelay(c.deps, union.id, offer("off")), "ignored", "relaying is off by default");
@@ -941,7 +941,7 @@ for (const d of dialects) {
       assert.equal(await offerRelay(c.deps, union.id, offer("held")), "pending");
       assert.equal(await offerRelay(c.deps, union.id, offer("held")), "ignored", "the same note twice is decided once");
       await tick();
-      assert.equal(await offerRelay(c.deps, union.id, offer("held2", { excerpt: "y".repeat(2000) })), "pending");
+      assert.equal(await offerRelay(c.deps, union.id, offer("held2", { contentHtml: "y".repeat(2000) })), "pending");
       const held = await pendingRelays(c.db, union.id);
       assert.deepEqual(held.map((r) => [r.note_id, r.state, r.author_id]), [[offer("held").noteId, "pending", memberActor], [offer("held2").noteId, "pending", memberActor]]);
       assert.equal(held[1]!.excerpt?.length, 500);
@@ -982,7 +982,7 @@ for (const d of dialects) {
       const { union, officer, leader } = await staffed(c);
       await updateUnion(c.deps, union.slug, { relayPolicy: "approval" });
       assert.equal(await offerRelay(c.deps, union.id, {
-        noteId: "https://remote.example/notes/1", createId: null, authorActorId: person(`member-${union.slug}`).actorId, excerpt: "x", isPublic: true, isReplyToAction: false,
+        noteId: "https://remote.example/notes/1", createId: null, authorActorId: person(`member-${union.slug}`).actorId, contentHtml: "x", isPublic: true, isReplyToAction: false,
       }), "pending");
       const [req] = await pendingRelays(c.db, union.id);
       const meet = rendezvous((n, json) => n.kind === "SelectQueryNode" && touches(json, "relay_requests"));

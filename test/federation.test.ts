@@ -66,7 +66,9 @@ for (const d of dialects) {
       const multikeys = [];
       for await (const k of group.getAssertionMethods()) multikeys.push(k);
       assert.ok(multikeys.some((k) => k.publicKey?.algorithm.name === "Ed25519"), "an Ed25519 multikey for FEP-8b32");
-      for (const path of ["followers", "outbox", "featured"]) {
+      // The followers are the union's members: a new union shows them to no unsigned fetch.
+      assert.equal((await fetch(new URL("/u/riders/followers", m.origin), { headers: { Accept: AP } })).status, 401);
+      for (const path of ["outbox", "featured"]) {
         const res = await fetch(new URL(`/u/riders/${path}`, m.origin), { headers: { Accept: AP } });
         assert.equal(res.status, 200, path);
         const json = await res.json() as { type: string; totalItems?: number };

@@ -565,7 +565,8 @@ for (const d of dialects) {
         { file: "mastodon/like.json", type: "Like", name: "liker", from: "https://mastodon.madrid/users/felix", to: "union", member: true },
         { file: "misskey/like-with-reaction.json", type: "Like", name: "mkliker", from: MASTO_ADMIN, to: "shared", member: false },
         { file: "mastodon/create-note-public.json", type: "Create", name: "poster", from: MASTO_ADMIN, to: "shared", member: true, exact: { [PLEROMA_LAIN]: "riders" } },
-        { file: "lemmy/create-comment-note-reply.json", type: "Create", name: "lposter", from: LEMMY_ALPHA, to: "union", member: true, exact: { [LEMMY_MAIN]: "riders", "https://enterprise.lemmy.ml/c/main": "riders" }, context: LEMMY_CONTEXT },
+        // The comment lives on the poster's server, as on Lemmy: it moves with the poster.
+        { file: "lemmy/create-comment-note-reply.json", type: "Create", name: "lposter", from: LEMMY_ALPHA, to: "union", member: true, exact: { [LEMMY_MAIN]: "riders", "https://enterprise.lemmy.ml/c/main": "riders" }, context: LEMMY_CONTEXT, onPoster: ["http://ds9.lemmy.ml/comment/1"] },
         { file: "mastodon/announce-public.json", type: "Announce", name: "booster", from: MASTO_ADMIN, to: "union", member: false },
       ] as const;
       for (const c of cases) {
@@ -573,6 +574,7 @@ for (const d of dialects) {
           if (c.member) await join(c.name, `${actor(c.name)}#follows/1`);
           const exact: Record<string, string> = {};
           for (const [k, v] of Object.entries("exact" in c ? c.exact : {})) exact[k] = unionActor(v);
+          for (const u of "onPoster" in c ? c.onPoster : []) exact[u] = new URL(new URL(u).pathname, peer.origin).href;
           const { body } = adapt(c.file, { actors: { [c.from]: actor(c.name) }, exact, defaultContext: "context" in c ? c.context : undefined });
           const before = await allMembers();
           const inbox = c.to === "union" ? unionInbox() : sharedInbox();

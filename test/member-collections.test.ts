@@ -24,7 +24,7 @@ for (const d of dialects) {
       m = await startMuster(tdb);
       peer = await startPeer(["lead", "alice", "bob", "stranger"]);
       outsider = await startPeer(["mallory"]);
-      const union = await makeUnion(m, "riders", { leaderHandle: `@lead@${peer.origin.host}`, joinPolicy: "approval" });
+      const union = await makeUnion(m, "riders", { leaderHandle: `@lead@${peer.origin.host}`, joinPolicy: "approval", membersVisibility: "members" });
       unionId = union.id;
       const deps = m.muster.membership;
       const join = (name: string) => requestToJoin(deps, unionId, { actorId: peer.actorId(name).href, handle: `@${name}@${peer.origin.host}` }, `${peer.origin.href}follows/${name}`);

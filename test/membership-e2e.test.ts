@@ -151,8 +151,13 @@ for (const d of dialects) {
       assert.equal((await member("dave"))!.state, "expelled");
     });
 
-    it("publishes active members as the Group's followers", async () => {
-      const res = await fetch(group.followersId!, { headers: { Accept: "application/activity+json" } });
+    it("publishes active members as the Group's followers, to the leader and not to an unsigned fetch", async () => {
+      for (const url of [group.followersId!, new URL(`${group.followersId!.href}?cursor=`)]) {
+        const refused = await fetch(url, { headers: { Accept: "application/activity+json" } });
+        assert.equal(refused.status, 401, url.href);
+        assert.ok(!(await refused.text()).includes(peer.actorId("alice").href), "no member's id to an unsigned fetch");
+      }
+      const res = await fetch(await peer.signedGet(group.followersId!, { as: "lead" }));
       const json = await res.json() as { totalItems: number };
       // lead, alice, carol2 (dave expelled, bob left, eve pending)
       assert.equal(json.totalItems, 3);

@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { sql } from "kysely";
 import { dialects } from "./helpers/databases.ts";
-import { migrateToLatest } from "../src/db/migrate.ts";
+import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
 
 for (const d of dialects) {
   describe(`migrations on ${d.name}`, { skip: d.skip }, () => {
@@ -27,6 +27,38 @@ for (const d of dialects) {
         assert.ok(ids[1]! > ids[0]!);
         const big = await sql<{ n: number }>`select created_at as n from fedify_mq limit 1`.execute(db);
         assert.equal(typeof big.rows[0]!.n, "number");
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0007: new unions default to the strict roster setting; existing unions keep theirs", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const union = (id: string, visibility?: string) => ({
+        id, slug: id, name: id, purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1,
+        join_policy: "approval", member_invite_limit: 5, welcome_text: null, ...(visibility ? { members_visibility: visibility } : {}),
+      });
+      const visibilityOf = async (id: string) =>
+        (await db.selectFrom("unions").select("members_visibility").where("id", "=", id).executeTakeFirstOrThrow()).members_visibility;
+      try {
+        await migrateTo(db, "0006_queue_claim_order");
+        await db.insertInto("unions").values(union("old-default") as never).execute();
+        await db.insertInto("unions").values(union("old-officers", "officers") as never).execute();
+        await db.insertInto("unions").values(union("old-public", "public") as never).execute();
+        assert.equal(await visibilityOf("old-default"), "members");
+        await migrateToLatest(db);
+        assert.equal(await visibilityOf("old-default"), "members", "what members were told when they joined stays true");
+        assert.equal(await visibilityOf("old-officers"), "officers");
+        assert.equal(await visibilityOf("old-public"), "public");
+        await db.insertInto("unions").values(union("new") as never).execute();
+        assert.equal(await visibilityOf("new"), "signed-in");
+        // Down maps the value the old code does not know to its strict neighbour.
+        await migrateTo(db, "0006_queue_claim_order");
+        assert.equal(await visibilityOf("new"), "officers");
+        assert.equal(await visibilityOf("old-default"), "members");
+        await migrateToLatest(db);
       } finally {
         await close();
         await tdb.destroy();

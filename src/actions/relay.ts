@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { htmlToText } from "../html-text.ts";
 import { type By, requireOfficer } from "../members/members.ts";
 import { getUnionById } from "../unions/unions.ts";
 import { ActionError, type ActionDeps } from "./actions.ts";
@@ -8,7 +9,8 @@ export interface RelayOffer {
   readonly noteId: string;
   readonly createId: string | null;
   readonly authorActorId: string;
-  readonly excerpt: string;
+  /** The post's HTML; only a member's is ever read (into an excerpt). */
+  readonly contentHtml: string;
   /** Public or unlisted: only those may be relayed to all members. */
   readonly isPublic: boolean;
   /** A reply to one of the union's calls-to-action is a comment, never relayed. */
@@ -36,7 +38,7 @@ export async function offerRelay(deps: ActionDeps, unionId: string, offer: Relay
       create_id: offer.createId,
       author_id: offer.authorActorId,
       state,
-      excerpt: offer.excerpt.slice(0, 500),
+      excerpt: htmlToText(offer.contentHtml, { tagGap: " ", keepEntities: true }).trim().slice(0, 500),
       created_at: Date.now(),
       decided_at: state === "relayed" ? Date.now() : null,
     }).onConflict((oc) => oc.columns(["union_id", "note_id"]).doNothing()).executeTakeFirst();

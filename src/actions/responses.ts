@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { htmlToText } from "../html-text.ts";
 import { countMembers } from "../members/members.ts";
 import { getUnionById } from "../unions/unions.ts";
 import { type Action, type ActionDeps, getAction, toAction } from "./actions.ts";
@@ -33,14 +34,10 @@ const NEGATIONS = new Set(["not", "no", "never", "nope", "can't", "cannot", "won
  * comment: a false "no" costs less than counting someone who declined.
  */
 export function isCommitment(text: string, words: readonly string[]): boolean {
-  const plain = text
-    // A mention link (Mastodon splits the name: @<span>in</span>) is addressing.
-    .replace(/<a\b[^>]*\bclass="[^"]*\bmention\b[^"]*"[^>]*>[\s\S]*?<\/a>/gi, " ")
-    .replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ")
-    // Paragraphs and line breaks end a clause.
-    .replace(/<\/p>|<br\s*\/?>/gi, "\n")
-    .replace(/<[^>]*>/g, " ")
-    .replace(/&#39;|&apos;|&rsquo;|\u2019/gi, "'")
+  // A mention link (Mastodon splits the name: @<span>in</span>) is addressing;
+  // paragraphs and line breaks end a clause.
+  const plain = htmlToText(text, { tagGap: " ", dropMentions: true })
+    .replace(/\u2019/g, "'")
     .replace(/&[a-z]+;|&#\d+;/gi, " ")
     // Mentions (@union@host) are addressing, not content.
     .replace(/@[\w.-]+(@[\w.:-]+)?/g, " ")

@@ -100,9 +100,11 @@ export async function configWith(overrides: Record<string, string>): Promise<Con
  */
 export async function withMuster(fn: (m: Muster) => Promise<void>): Promise<void> {
   const { createMuster } = await import("../main.ts");
+  const { withOutgoingPolicy } = await import("../../federation/http-client.ts");
   const muster = await createMuster(await configWith({}));
   try {
-    await fn(muster);
+    // A command's own fetches (WebFinger, actors) follow the server's private-address rule.
+    await withOutgoingPolicy({ allowPrivateAddress: muster.config.allowPrivateAddress }, () => fn(muster));
   } finally {
     await muster.close();
   }

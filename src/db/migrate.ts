@@ -26,3 +26,10 @@ export async function migrateToLatest(db: Kysely<any>): Promise<MigrationResultS
   }
   return result;
 }
+
+/** Migrates up or down to the named migration (tests of a migration's effect on existing rows). */
+export async function migrateTo(db: Kysely<any>, target: string): Promise<MigrationResultSet> {
+  const result = await new Migrator({ db, provider }).migrateTo(target);
+  if (result.error) throw result.error instanceof Error ? result.error : new Error(String(result.error));
+  return result;
+}

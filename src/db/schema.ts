@@ -15,7 +15,7 @@ export interface UnionsTable {
   /** `invite`, `approval` or `open`. */
   join_policy: string;
   member_invite_limit: number;
-  /** Who may read the member list and tree: `public`, `members` or `officers`. */
+  /** Who may read the member list and tree: `public`, `members`, `signed-in` (the default since 0007) or `officers`. */
   members_visibility: string;
   welcome_text: string | null;
   /** Who sees calls-to-action: `members` (followers-only) or `public`. */
@@ -190,6 +190,13 @@ export interface InboxActivitiesTable {
   received_at: number;
 }
 
+/** An inbound activity being processed now (see migrations/0008). */
+export interface InboxClaimsTable {
+  id: string;
+  /** Epoch ms after which a redelivery may take the claim over. */
+  claimed_until: number;
+}
+
 export interface InstanceSettingsTable {
   key: string;
   value: string;
@@ -297,6 +304,7 @@ export interface DB {
   actor_keys: ActorKeysTable;
   remote_actors: RemoteActorsTable;
   inbox_activities: InboxActivitiesTable;
+  inbox_claims: InboxClaimsTable;
   instance_settings: InstanceSettingsTable;
   fedify_kv: FedifyKvTable;
   fedify_mq: FedifyMqTable;

@@ -1,5 +1,6 @@
 import "../temporal.ts";
 import type { Kysely } from "kysely";
+import { htmlToText as plainText } from "../html-text.ts";
 import { localSchedule } from "../actions/scheduler.ts";
 import type { DB } from "../db/schema.ts";
 import type { Union } from "../unions/unions.ts";
@@ -125,29 +126,13 @@ export function timeZones(current: string): string[] {
   return [...all];
 }
 
-const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'", nbsp: " ", "#39": "'" };
-
 /**
  * Remote reply HTML as plain text, to be shown escaped: block ends become
  * line breaks, tags are dropped, the common entities decoded. Never embedded
  * as HTML.
  */
 export function htmlToText(html: string): string {
-  return html
-    .replace(/<br\s*\/?>/gi, "\n")
-    .replace(/<\/(p|div|li|blockquote)>/gi, "\n")
-    .replace(/<[^>]*>/g, "")
-    .replace(/&(#\d+|#x[0-9a-f]+|[a-z]+\d*);/gi, (m, e: string) => {
-      if (e.startsWith("#x") || e.startsWith("#X")) return safeChar(parseInt(e.slice(2), 16)) ?? m;
-      if (e.startsWith("#")) return ENTITIES[e] ?? safeChar(parseInt(e.slice(1), 10)) ?? m;
-      return ENTITIES[e.toLowerCase()] ?? m;
-    })
-    .replace(/\n{3,}/g, "\n\n")
-    .trim();
-}
-
-function safeChar(n: number): string | undefined {
-  return Number.isInteger(n) && n > 0 && n <= 0x10ffff ? String.fromCodePoint(n) : undefined;
+  return plainText(html).replace(/\n{3,}/g, "\n\n").trim();
 }
 
 /** A URL from another server, as a link target only if it is http(s). */

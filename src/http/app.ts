@@ -1,6 +1,7 @@
 import type { Federation } from "@fedify/fedify";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { secureHeaders } from "hono/secure-headers";
 import { HTTPException } from "hono/http-exception";
 import { serveStatic } from "@hono/node-server/serve-static";
 import { fileURLToPath } from "node:url";
@@ -9,9 +10,12 @@ import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { checkSetupToken, consumeSetupToken, setupTokenPending } from "../setup/setup-token.ts";
-import { createUnion, getUnionBySlug, listUnions, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
+import { createUnion, getUnionBySlug, listUnions, type MembersVisibility, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
 import { apiError } from "./api-error.ts";
+import { clientOf } from "./client-address.ts";
+import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
+import { inboxGuard } from "./inbox-guard.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -38,11 +42,36 @@ export interface HttpDeps {
 }
 
 const log = logger("http");
+/** Join attempts one client address may make per window. */
+const JOIN_PER_CLIENT = 10;
+const JOIN_WINDOW_MS = 15 * 60_000;
 const PUBLIC_DIR = relative(process.cwd(), fileURLToPath(new URL("../../public/", import.meta.url))) || ".";
 
 export function createHttpApp(deps: HttpDeps): Hono {
   const { db } = deps;
   const app = new Hono();
+
+  // Every response: no sniffing, no framing, no script but our own files, and
+  // HSTS when served over https. Pages with a stricter policy of their own
+  // (calls-to-action, which embed remote text) keep it.
+  app.use("*", secureHeaders({
+    overwrite: false,
+    contentSecurityPolicy: {
+      defaultSrc: ["'self'"],
+      imgSrc: ["'self'", "https:", "http:", "data:"],
+      styleSrc: ["'self'"],
+      scriptSrc: ["'self'"],
+      objectSrc: ["'none'"],
+      baseUri: ["'self'"],
+      frameAncestors: ["'none'"],
+    },
+    xFrameOptions: "DENY",
+    strictTransportSecurity: deps.origin.protocol === "https:" ? "max-age=31536000; includeSubDomains" : false,
+    referrerPolicy: "same-origin",
+    // Other servers fetch icons and documents server-side; browsers may embed public images.
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: "same-origin",
+  }));
 
   // Before Fedify reads a body: an inbox POST larger than this is refused
   // with 413 instead of being buffered.
@@ -54,6 +83,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
+  // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
+  // context-fetching bodies are refused without that work.
+  app.use("*", inboxGuard());
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
@@ -76,12 +108,18 @@ export function createHttpApp(deps: HttpDeps): Hono {
 
   app.post("/setup", async (c) => {
     const form = await c.req.parseBody();
-    const values = Object.fromEntries(["slug", "name", "purpose", "leader"].map((k) => [k, String(form[k] ?? "")]));
+    const values = Object.fromEntries(["slug", "name", "purpose", "leader", "visibility"].map((k) => [k, String(form[k] ?? "")]));
     const token = String(form.token ?? "");
     const again = async (status: 400 | 403, error: string) =>
       c.html(homePage({ host: deps.origin.host, unions: await listUnions(db), setupOpen: await setupTokenPending(db), setup: { token, error, values } }), status);
     if (!(await checkSetupToken(db, token))) return again(403, "That setup token is not valid. Use the one printed on the server's console.");
-    const input = { slug: values.slug!, name: values.name!, purpose: values.purpose!, leaderHandle: values.leader || null };
+    const input = {
+      slug: values.slug!,
+      name: values.name!,
+      purpose: values.purpose!,
+      leaderHandle: values.leader || null,
+      membersVisibility: (values.visibility || undefined) as MembersVisibility | undefined,
+    };
     try {
       validateNewUnion(input);
     } catch (e) {
@@ -126,6 +164,15 @@ export function createHttpApp(deps: HttpDeps): Hono {
     if (!union) return c.html(errorPage(404, "No such union here."), 404);
     const code = c.req.param("code");
     const handle = String((await c.req.parseBody()).handle ?? "").trim();
+    // Each attempt records a claim and makes a WebFinger lookup on someone
+    // else's server: a client gets a few, not a loop.
+    const limited = await hitLimits(db, [{ bucket: `join:ip:${clientOf(c, deps.trustProxy)}`, max: JOIN_PER_CLIENT, windowMs: JOIN_WINDOW_MS }]);
+    if (!limited.ok) {
+      const minutes = Math.max(1, Math.ceil(limited.retryAfterMs / 60_000));
+      c.header("Retry-After", String(Math.ceil(limited.retryAfterMs / 1000)));
+      const view = await joinView(union, code);
+      return c.html(joinPage({ ...view, error: `Too many join attempts from your network recently. Wait ${minutes} ${minutes === 1 ? "minute" : "minutes"}, then try again.`, handle }), 429);
+    }
     try {
       const r = await claimInviteForApplicant(deps.membership, union.id, code, handle);
       if (r.admitted) return c.html(joinedPage(union, r.admitted.handle ?? handle));

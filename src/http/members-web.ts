@@ -1,8 +1,5 @@
-import { getConnInfo } from "@hono/node-server/conninfo";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
-import { csrf } from "hono/csrf";
-import { HTTPException } from "hono/http-exception";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
@@ -11,7 +8,6 @@ import { type By, countMembers, getMember, listMembers, type Member, MemberError
 import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
 import { recruitsOf, sponsorChain } from "../members/tree.ts";
 import {
-  clientBucket,
   type CodeProblem,
   endSession,
   LOGIN_CODE_LIFETIME_MS,
@@ -22,12 +18,17 @@ import {
   signInWithCode,
   checkLoginCode,
 } from "../sessions/sessions.ts";
-import { getUnionBySlug, type Union, UnionError } from "../unions/unions.ts";
+import { getUnionBySlug, type MembersVisibility, type Union, UnionError, updateUnion } from "../unions/unions.ts";
 import { handlesOf, loadTree, treeRoots } from "./console-data.ts";
 import { consolePage, memberDetailPage } from "./pages/console.ts";
+import { cursorParam, pageNumber } from "./paging.ts";
+import { clientOf as clientAddress } from "./client-address.ts";
 import { errorPage } from "./pages/error.ts";
 import { confirmLoginPage, homeOf, isOfficer, loginPage, loginProblemPage, loginSentPage } from "./pages/login.ts";
 import { mePage } from "./pages/me.ts";
+import { membersPage } from "./pages/members.ts";
+import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
@@ -60,6 +61,7 @@ const DONE: Record<string, string> = {
   expelled: "Member expelled.",
   invite_revoked: "Invite revoked.",
   officer: "Office updated.",
+  visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
 };
 
@@ -79,53 +81,50 @@ export async function signedInMember(db: Kysely<DB>, c: Context, union: Union): 
   return token ? (await sessionFor(db, union.id, token))?.member : undefined;
 }
 
-/** Only pages of the union's calls-to-action are returned to after signing in. */
+/** Only pages of the union's calls-to-action and its member list are returned to after signing in. */
 function returnPath(union: Union, path: string | undefined): string | undefined {
-  return path && new RegExp(`^/u/${union.slug}/actions(/[A-Za-z0-9-]{1,64})?$`).test(path) ? path : undefined;
+  return path && new RegExp(`^/u/${union.slug}/(actions(/[A-Za-z0-9-]{1,64})?|members)$`).test(path) ? path : undefined;
+}
+
+/** A browser asking for a page, not a fediverse server asking for the collection at the same URL. */
+function wantsHtml(c: Context): boolean {
+  const accept = c.req.header("accept") ?? "";
+  return /\btext\/html\b/.test(accept) && !/application\/(activity\+json|ld\+json)/.test(accept);
 }
 
 export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   const { db, origin, membership } = deps;
   const secure = origin.protocol === "https:";
 
-  // Forms that change state must come from our own pages: the Origin (or
-  // Sec-Fetch-Site) header is checked, and a cross-site POST is refused.
-  const guard = csrf({ origin: (o, c) => o === origin.origin || o === new URL(c.req.url).origin });
+  // Requests that change state must come from our own pages, whatever their
+  // content type (hono/csrf looks only at form types, so a JSON POST with a
+  // session cookie passed): the Origin must be ours, or, from a browser that
+  // sends no Origin, Sec-Fetch-Site must say same-origin. Neither: refused.
   const csrfPage: MiddlewareHandler = async (c, next) => {
-    try {
-      await guard(c, next);
-    } catch (e) {
-      if (e instanceof HTTPException && e.status === 403) {
-        log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
-        return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
-      }
-      throw e;
+    if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
+    const from = c.req.header("origin");
+    const site = c.req.header("sec-fetch-site");
+    const ok = from !== undefined
+      ? from === origin.origin || from === new URL(c.req.url).origin
+      : site === "same-origin";
+    if (!ok) {
+      log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
+      return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
     }
+    return next();
   };
-  // Pages that show or change a member's data are never cached or framed.
+  // Pages that show or change a member's data are never cached.
   const privatePage: MiddlewareHandler = async (c, next) => {
     await next();
     c.header("Cache-Control", "no-store");
-    c.header("X-Frame-Options", "DENY");
-    // Pages that set a stricter policy of their own (which also forbids framing) keep it.
-    if (!c.res.headers.has("Content-Security-Policy")) c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
   for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*"]) {
     app.use(path, privatePage, csrfPage);
   }
 
-  const clientOf = (c: Context): string => {
-    if (deps.trustProxy) {
-      const last = c.req.header("x-forwarded-for")?.split(",").map((s) => s.trim()).filter(Boolean).at(-1);
-      if (last) return clientBucket(last);
-    }
-    try {
-      return clientBucket(getConnInfo(c).remote.address);
-    } catch {
-      return "unknown";
-    }
-  };
+  const clientOf = (c: Context): string => clientAddress(c, deps.trustProxy);
 
   const loadUnion = (c: Context) => getUnionBySlug(db, c.req.param("slug") ?? "");
   const noUnion = (c: Context) => c.html(errorPage(404, "No such union here."), 404);
@@ -246,7 +245,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
 
   async function renderConsole(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
     const { union } = v;
-    const page = Math.max(1, Math.floor(Number(c.req.query("page") ?? "1")) || 1);
+    const page = pageNumber(c.req.query("page"));
+    if (page === null) return c.html(errorPage(400, "The page number must be a whole number from 1."), 400);
     const [pending, members, activeCount, invites, roots] = await Promise.all([
       listMembers(db, union.id, { states: ["pending"], limit: 200 }),
       listMembers(db, union.id, { states: ["active", "reserved"], limit: MEMBERS_PER_PAGE, offset: (page - 1) * MEMBERS_PER_PAGE }),
@@ -280,7 +280,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   async function renderMemberDetail(c: Context, v: Viewer, memberId: string, extra: { error?: string; status?: 400 | 403 | 404 | 409 } = {}) {
     const member = await getMember(db, v.union.id, memberId);
     if (!member) return c.html(errorPage(404, "No such member."), 404);
-    const after = c.req.query("after") || undefined;
+    const after = cursorParam(c.req.query("after"));
+    if (after === null) return c.html(errorPage(400, "That position in the list is not one this page offered."), 400);
     const [chain, tree] = await Promise.all([sponsorChain(db, member.id), loadTree(db, member, { after })]);
     return c.html(memberDetailPage({
       union: v.union,
@@ -341,6 +342,20 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return "officer";
   }, "member");
 
+  app.post("/u/:slug/console/roster-visibility", async (c) => {
+    const g = await gate(c, true);
+    if (!g.ok) return g.res;
+    const choice = String((await c.req.parseBody()).visibility ?? "");
+    try {
+      await updateUnion(membership, g.viewer.union.slug, { membersVisibility: choice as MembersVisibility });
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return renderConsole(c, g.viewer, { error: e.message, status: statusOf(e) });
+    }
+    log.info("{handle} set who sees the members of {slug} to {choice}", { handle: g.viewer.member.handle, slug: g.viewer.union.slug, choice });
+    return c.redirect(`/u/${g.viewer.union.slug}/console?done=visibility#roster-visibility`, 303);
+  });
+
   app.post("/u/:slug/console/invites", (c) => postInvite(c, "console"));
 
   app.post("/u/:slug/console/invites/:code/revoke", async (c) => {
@@ -362,6 +377,46 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       setCookie(c, NEXT_COOKIE, returnTo, { path: `/u/${union.slug}`, httpOnly: true, sameSite: "Lax", secure, maxAge: 3600 });
       return c.redirect(`/u/${union.slug}/login`, 303);
     },
+  });
+
+  // ---- The member list and tree, for browsers ----
+
+  // The same URL is the federated collection (federation/member-collections.ts);
+  // browsers get this page, and both go through the same roster reads.
+  app.get("/u/:slug/members", async (c, next) => {
+    if (!wantsHtml(c)) return next();
+    const union = await loadUnion(c);
+    if (!union) return noUnion(c);
+    const member = (await viewerIn(c, union))?.member;
+    const viewer = { via: "web", member } as const;
+    const after = c.req.query("after") || undefined;
+    const rootId = c.req.query("root") || undefined;
+    const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE });
+    c.header("Cache-Control", "private, no-store");
+    c.header("X-Frame-Options", "DENY");
+    c.header("Content-Security-Policy", "frame-ancestors 'none'");
+    c.header("Referrer-Policy", "same-origin");
+    c.header("Vary", "Accept, Cookie");
+    if (!roster.ok) {
+      if (roster.refused === "unidentified") {
+        setCookie(c, NEXT_COOKIE, `/u/${union.slug}/members`, { path: `/u/${union.slug}`, httpOnly: true, sameSite: "Lax", secure, maxAge: 3600 });
+        return c.redirect(`/u/${union.slug}/login`, 303);
+      }
+      return c.html(errorPage(403, `This union shows its member list only to: ${VISIBILITY_TEXT[membersVisibility(union)]}`), 403);
+    }
+    let roots: Member[];
+    let subtreeOf: Member | undefined;
+    if (rootId) {
+      const r = await readSubtreeRoot(db, union, viewer, rootId);
+      if (!r.ok || !r.root) return c.html(errorPage(404, "No such member in the tree."), 404);
+      roots = [r.root];
+      subtreeOf = r.root;
+    } else {
+      const r = await readTreeRoots(db, union, viewer);
+      roots = r.ok ? r.roots : [];
+    }
+    const trees = await Promise.all(roots.map((r) => loadTree(db, r, { after: subtreeOf ? after : undefined })));
+    return c.html(membersPage({ union, viewer: member, total: roster.total, items: roster.items, next: roster.next, paged: after !== undefined, trees, subtreeOf }));
   });
 
   // ---- A member's own page ----

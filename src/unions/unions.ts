@@ -41,8 +41,11 @@ export const DEFAULT_COMMITMENT_WORDS = ["in", "done", "committed"];
  */
 export type JoinPolicy = "invite" | "approval" | "open";
 export const JOIN_POLICIES: readonly JoinPolicy[] = ["invite", "approval", "open"];
-export type MembersVisibility = "public" | "members" | "officers";
-export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "officers"];
+/** Who sees the roster and the tree: see src/members/visibility.ts for what each shows to whom. */
+export type MembersVisibility = "public" | "members" | "signed-in" | "officers";
+export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "signed-in", "officers"];
+/** New unions start strict; the column default (migration 0007) says the same. */
+export const DEFAULT_MEMBERS_VISIBILITY: MembersVisibility = "signed-in";
 
 export interface NewUnion {
   readonly slug: string;
@@ -51,6 +54,7 @@ export interface NewUnion {
   readonly leaderHandle?: string | null;
   readonly iconUrl?: string | null;
   readonly joinPolicy?: JoinPolicy;
+  readonly membersVisibility?: MembersVisibility;
 }
 
 /** A stored signing key, opaque to the domain: federation/ decides what it is. */
@@ -111,7 +115,11 @@ export function validateNewUnion(input: NewUnion): NewUnion {
   }
   const joinPolicy = input.joinPolicy ?? "approval";
   if (!JOIN_POLICIES.includes(joinPolicy)) throw new UnionError("invalid", `join policy must be one of ${JOIN_POLICIES.join(", ")}`);
-  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy };
+  const membersVisibility = input.membersVisibility ?? DEFAULT_MEMBERS_VISIBILITY;
+  if (!MEMBERS_VISIBILITIES.includes(membersVisibility)) {
+    throw new UnionError("invalid", `members visibility must be one of ${MEMBERS_VISIBILITIES.join(", ")}; got ${JSON.stringify(membersVisibility)}`);
+  }
+  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy, membersVisibility };
 }
 
 export interface UnionDeps {
@@ -141,7 +149,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         manually_approves_followers: v.joinPolicy === "open" ? 0 : 1,
         join_policy: v.joinPolicy!,
         member_invite_limit: 5,
-        members_visibility: "members",
+        members_visibility: v.membersVisibility ?? DEFAULT_MEMBERS_VISIBILITY,
         welcome_text: null,
         actions_visibility: "members",
         publish_time: "09:00",

@@ -1,5 +1,6 @@
 import type { Config } from "../../config.ts";
 import { createUnion, type JoinPolicy, listUnions, type MembersVisibility, type Union, type UnionSettings, updateUnion } from "../../unions/unions.ts";
+import { membersVisibility, VISIBILITY_CHOICES, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import { type Command, fields, JSON_OPT, out, parseCount, print, requireUnion, str, UsageError, withMuster } from "../command.ts";
 
 const JOIN_POLICY_TEXT: Record<JoinPolicy, string> = {
@@ -8,11 +9,14 @@ const JOIN_POLICY_TEXT: Record<JoinPolicy, string> = {
   open: "open (any follow joins, under the leader)",
 };
 
-const VISIBILITY_TEXT: Record<MembersVisibility, string> = {
-  public: "anyone",
-  members: "members only",
-  officers: "the leader and officers only",
-};
+
+function visibilityHelp(): string {
+  return [
+    "  --visibility       who may see the member list, the sponsor tree and who holds office:",
+    ...VISIBILITY_CHOICES.map((v) => `      ${v.padEnd(10)} ${VISIBILITY_TEXT[v]}`),
+    "                     New unions start as signed-in.",
+  ].join("\n");
+}
 
 /** The API's view of a union (loaded on demand: it lives with the HTTP app). */
 async function unionJson(u: Union, origin: URL) {
@@ -35,7 +39,7 @@ function describe(u: Union, config: Config): string {
     ["Icon", u.iconUrl ?? "(none)"],
     ["Joining", JOIN_POLICY_TEXT[u.joinPolicy]],
     ["Invites", `each member may invite ${u.memberInviteLimit} (officers without limit)`],
-    ["Roster", `visible to ${VISIBILITY_TEXT[u.membersVisibility]}`],
+    ["Roster", `${membersVisibility(u)}: ${VISIBILITY_TEXT[membersVisibility(u)]}`],
     ["Welcome", u.welcomeText ?? "(default)"],
     ["Created", u.createdAt.toISOString()],
   ]);
@@ -44,8 +48,9 @@ function describe(u: Union, config: Config): string {
 export const unionCommands: Command[] = [
   {
     path: ["union", "create"],
-    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--json]",
+    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--visibility officers|signed-in|members|public] [--json]",
     summary: "Create a union: a Fediverse Group actor @slug@host with its own signing keys.",
+    details: visibilityHelp(),
     options: {
       name: { type: "string" },
       purpose: { type: "string" },
@@ -53,6 +58,7 @@ export const unionCommands: Command[] = [
       icon: { type: "string" },
       open: { type: "boolean", default: false },
       "join-policy": { type: "string" },
+      visibility: { type: "string" },
       ...JSON_OPT,
     },
     positionals: ["slug"],
@@ -67,6 +73,7 @@ export const unionCommands: Command[] = [
           leaderHandle: values.leader ? String(values.leader) : null,
           iconUrl: values.icon ? String(values.icon) : null,
           joinPolicy: values.open ? "open" : (values["join-policy"] as JoinPolicy | undefined),
+          membersVisibility: str(values, "visibility") as MembersVisibility | undefined,
         });
         if (values.json) print(await unionJson(union, m.config.origin));
         else out(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);
@@ -105,11 +112,11 @@ export const unionCommands: Command[] = [
   },
   {
     path: ["union", "set"],
-    usage: "muster union set <slug> [--name <text>] [--purpose <text>] [--icon <url>] [--join-policy invite|approval|open] [--invite-limit N] [--visibility public|members|officers] [--welcome <text>] [--leader <@user@host>] [--json]",
+    usage: "muster union set <slug> [--name <text>] [--purpose <text>] [--icon <url>] [--join-policy invite|approval|open] [--invite-limit N] [--visibility officers|signed-in|members|public] [--welcome <text>] [--leader <@user@host>] [--json]",
     summary: "Change a union's settings; invalid values are refused and nothing changes.",
     details: [
       "  --invite-limit N   places an ordinary member may invite to, in all (officers have no limit)",
-      "  --visibility       who may see the member roster: public, members or officers",
+      visibilityHelp(),
       "  --icon \"\", --welcome \"\"   clear the icon or the welcome text",
       "  --leader           names the leader while the leader's place is unclaimed",
     ].join("\n"),

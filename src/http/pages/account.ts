@@ -1,6 +1,7 @@
 import { html } from "hono/html";
 import { type Invite, inviteStatus } from "../../members/invites.ts";
 import type { Member } from "../../members/members.ts";
+import { signedInMaySee } from "../../members/visibility.ts";
 import type { Union } from "../../unions/unions.ts";
 import type { TreeNode } from "../console-data.ts";
 import type { Html } from "./layout.ts";
@@ -8,12 +9,13 @@ import { isOfficer } from "./login.ts";
 
 // Pieces shared by the console and the member page.
 
-export function accountBar(union: Union, viewer: Member, here: "console" | "me" | "action"): Html {
+export function accountBar(union: Union, viewer: Member, here: "console" | "me" | "action" | "members"): Html {
   return html`<nav class="account" aria-label="Account">
 <span>Signed in to <a href="/u/${union.slug}">${union.name}</a> as <strong data-testid="viewer">${viewer.handle}</strong> <span class="badge">${roleLabel(viewer)}</span></span>
 <span class="links">
 ${here === "me" ? html`<a href="/u/${union.slug}/actions">Calls to action</a>` : ""}
 ${here !== "me" && (here === "action" || isOfficer(viewer)) ? html`<a href="/u/${union.slug}/me">My membership</a>` : ""}
+${here !== "members" && signedInMaySee(union, viewer) ? html`<a href="/u/${union.slug}/members" data-testid="members-link">Members</a>` : ""}
 ${here !== "console" && isOfficer(viewer) ? html`<a href="/u/${union.slug}/console">Console</a>` : ""}
 <form method="post" action="/u/${union.slug}/logout" class="inline"><button type="submit" class="link" data-testid="sign-out">Sign out</button></form>
 </span>
@@ -113,19 +115,20 @@ export function inviteForm(o: InviteFormOptions): Html {
 }
 
 /** Nested list of the tree; members past the depth shown link to their own subtree. */
-export function treeList(nodes: readonly TreeNode[], union: Union): Html {
-  return html`<ul class="tree">${nodes.map((n) => treeItem(n, union))}</ul>`;
+export function treeList(nodes: readonly TreeNode[], union: Union, linkOf: (m: Member) => string = (m) => `/u/${union.slug}/console/members/${m.id}`): Html {
+  return html`<ul class="tree">${nodes.map((n) => treeItem(n, union, linkOf))}</ul>`;
 }
 
-function treeItem(n: TreeNode, union: Union): Html {
+function treeItem(n: TreeNode, union: Union, linkOf: (m: Member) => string): Html {
   const m = n.member;
-  const link = `/u/${union.slug}/console/members/${m.id}`;
+  const link = linkOf(m);
+  const q = link.includes("?") ? "&" : "?";
   const below = m.subtreeSize;
   return html`<li data-member="${m.handle ?? m.id}">
 <a href="${link}">${m.handle ?? "(unclaimed)"}</a>${m.role !== "member" ? html` <span class="badge">${roleLabel(m)}</span>` : ""}${m.state === "reserved" ? html` <span class="muted">(not yet followed)</span>` : ""}
 ${below > 0 ? html` <span class="count" title="members below">${below} below</span>` : ""}
-${n.children.length > 0 ? treeList(n.children, union) : ""}
-${n.hidden > 0 ? html`<ul class="tree"><li class="more"><a href="${link}?after=${n.children.at(-1)?.member.id ?? ""}">and ${n.hidden} more recruits…</a></li></ul>` : ""}
+${n.children.length > 0 ? treeList(n.children, union, linkOf) : ""}
+${n.hidden > 0 ? html`<ul class="tree"><li class="more"><a href="${link}${q}after=${n.children.at(-1)?.member.id ?? ""}">and ${n.hidden} more recruits…</a></li></ul>` : ""}
 ${!n.expanded && below > 0 ? html` <a class="drill" href="${link}">open subtree →</a>` : ""}
 </li>`;
 }

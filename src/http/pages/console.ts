@@ -1,4 +1,6 @@
 import { html } from "hono/html";
+import { membersVisibility } from "../../members/visibility.ts";
+import { visibilityChoice } from "./home.ts";
 import type { Invite } from "../../members/invites.ts";
 import type { Member, MemberListing } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
@@ -82,6 +84,14 @@ ${v.page < pages ? html` <a href="${base}?page=${v.page + 1}#members">next →</
 <p class="muted">Whoever joins with an invite becomes the recruit of whoever created it. Officers' invites may have any number of uses.</p>
 ${inviteForm({ action: `${base}/invites`, unlimited: true, values: v.inviteValues })}
 ${inviteTable(v.invites, { origin: v.origin, union: v.union, creators: v.creators, revokeAction: (code) => `${base}/invites/${code}/revoke`, highlight: v.created?.code })}
+</section>
+
+<section id="roster-visibility">
+<h2>Who sees the members</h2>
+<form method="post" action="${base}/roster-visibility" class="setup">
+${visibilityChoice(membersVisibility(v.union))}
+<button type="submit" data-testid="save-visibility">Save</button>
+</form>
 </section>
 
 <section id="tree">

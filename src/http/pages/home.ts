@@ -1,5 +1,6 @@
 import { html } from "hono/html";
-import type { Union } from "../../unions/unions.ts";
+import { DEFAULT_MEMBERS_VISIBILITY, type MembersVisibility, type Union } from "../../unions/unions.ts";
+import { VISIBILITY_CHOICES, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import { type Html, layout } from "./layout.ts";
 
 export interface HomeView {
@@ -35,6 +36,15 @@ ${v.setup?.error ? html`<p class="error" role="alert">${v.setup.error}</p>` : ""
   <label>Name <input name="name" required maxlength="100" value="${val.name ?? ""}"></label>
   <label>Purpose <textarea name="purpose" required maxlength="2000">${val.purpose ?? ""}</textarea></label>
   <label>Leader's fediverse handle <input name="leader" placeholder="@you@mastodon.social" value="${val.leader ?? ""}"></label>
+  ${visibilityChoice(val.visibility || DEFAULT_MEMBERS_VISIBILITY)}
   <button type="submit">Create union</button>
 </form>`;
+}
+
+/** The roster setting, each choice with exactly what it shows to whom. */
+export function visibilityChoice(current: string): Html {
+  return html`<fieldset class="visibility" data-testid="visibility-choice">
+<legend>Who can see the member list and the sponsor tree</legend>
+${VISIBILITY_CHOICES.map((v: MembersVisibility) => html`<label><input type="radio" name="visibility" value="${v}"${v === current ? html` checked` : ""}> <strong>${v}</strong>: ${VISIBILITY_TEXT[v]}</label>`)}
+</fieldset>`;
 }

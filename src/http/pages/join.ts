@@ -1,6 +1,7 @@
 import { html } from "hono/html";
 import type { Invite } from "../../members/invites.ts";
 import type { Union } from "../../unions/unions.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import { type Html, layout } from "./layout.ts";
 
 export interface JoinView {
@@ -25,8 +26,7 @@ export function bylawsSummary(union: Union): Html {
   return html`<ul class="bylaws">
 <li>${POLICY[union.joinPolicy]}</li>
 <li>Each member may invite up to ${union.memberInviteLimit} people; officers invite without limit.</li>
-<li>The member list and tree are visible to ${union.membersVisibility === "public" ? "everyone" : union.membersVisibility === "members" ? "members" : "officers"}.</li>
-<li>Disputes go up the sponsor tree, towards the leader.</li>
+<li data-testid="roster-visibility">Who can see the member list and the sponsor tree, and so that you are a member: ${VISIBILITY_TEXT[membersVisibility(union)]}</li>
 </ul>`;
 }
 

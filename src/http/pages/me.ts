@@ -43,7 +43,7 @@ ${notices(v)}
 <h2>Your sponsor chain</h2>
 ${sponsors.length === 0
       ? html`<p class="muted">You are at the top of the tree.</p>`
-      : html`<p class="muted">Who recruited you, up to the leader. Disputes go up this chain.</p>
+      : html`<p class="muted">Who recruited you, up to the leader.</p>
 <ol class="chain" data-testid="chain">
 <li class="you">${v.viewer.handle} <span class="muted">(you)</span></li>
 ${sponsors.map((s) => html`<li>${s.handle ?? "(unclaimed)"}${s.role !== "member" ? html` <span class="badge">${roleLabel(s)}</span>` : ""}</li>`)}

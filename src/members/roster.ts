@@ -1,0 +1,150 @@
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import type { Union } from "../unions/unions.ts";
+import { IN_TREE, type Member, type MemberRole, toMember } from "./members.ts";
+import { canSeeMembers, type Viewer } from "./visibility.ts";
+
+// Every read that shows who belongs to a union goes through here, and each
+// asks canSeeMembers first: federation/ and src/http/ render what these
+// return and never query the member tables for it themselves.
+
+/** Why a read was refused: nobody identified (sign first), or the wrong somebody. */
+export type Refused = { readonly ok: false; readonly refused: "unidentified" | "forbidden" };
+
+export interface Membership {
+  readonly memberId: string;
+  readonly actorId: string | null;
+  readonly handle: string | null;
+  readonly role: MemberRole;
+  readonly portfolio: string | null;
+  readonly joinedAt: Date | null;
+  readonly sponsorActorId: string | null;
+  readonly sponsorHandle: string | null;
+}
+
+export interface RosterPage {
+  readonly ok: true;
+  readonly total: number;
+  readonly items: readonly Membership[];
+  /** The cursor of the next page, if there is one. */
+  readonly next: string | undefined;
+}
+
+async function gate(db: Kysely<DB>, union: Union, viewer: Viewer): Promise<Refused | undefined> {
+  if (await canSeeMembers(db, union, viewer)) return undefined;
+  const identified = viewer.via === "web" ? viewer.member !== undefined : viewer.actorId !== undefined;
+  return { ok: false, refused: identified ? "forbidden" : "unidentified" };
+}
+
+/** Whether this viewer may see the union's members; a shortcut for gates that render elsewhere (Fedify's authorize). */
+export async function mayReadRoster(db: Kysely<DB>, union: Union, viewer: Viewer): Promise<boolean> {
+  return canSeeMembers(db, union, viewer);
+}
+
+/** Active members with their sponsors, by member id after `after`; `total` counts them all. */
+export async function readRoster(db: Kysely<DB>, union: Union, viewer: Viewer, opts: { after?: string; limit: number }): Promise<Refused | RosterPage> {
+  const refused = await gate(db, union, viewer);
+  if (refused) return refused;
+  const [total, rows] = await Promise.all([
+    countActive(db, union.id),
+    db.selectFrom("members as m")
+      .leftJoin("members as s", "s.id", "m.sponsor_id")
+      .select(["m.id", "m.actor_id", "m.handle", "m.role", "m.portfolio", "m.joined_at", "s.actor_id as sponsor_actor_id", "s.handle as sponsor_handle"])
+      .where("m.union_id", "=", union.id).where("m.state", "=", "active")
+      .$if(!!opts.after, (q) => q.where("m.id", ">", opts.after!))
+      .orderBy("m.id").limit(opts.limit).execute(),
+  ]);
+  return {
+    ok: true,
+    total,
+    items: rows.map((r) => ({
+      memberId: r.id,
+      actorId: r.actor_id,
+      handle: r.handle,
+      role: r.role as MemberRole,
+      portfolio: r.portfolio,
+      joinedAt: r.joined_at === null ? null : new Date(Number(r.joined_at)),
+      sponsorActorId: r.sponsor_actor_id,
+      sponsorHandle: r.sponsor_handle,
+    })),
+    next: rows.length === opts.limit ? rows[rows.length - 1]!.id : undefined,
+  };
+}
+
+/** The leader first, then officers by when they joined: the union's moderators. */
+export async function readModerators(db: Kysely<DB>, union: Union, viewer: Viewer): Promise<Refused | { ok: true; actorIds: string[] }> {
+  const refused = await gate(db, union, viewer);
+  if (refused) return refused;
+  const rows = await db.selectFrom("members").select(["actor_id", "role"])
+    .where("union_id", "=", union.id).where("state", "=", "active").where("role", "in", ["leader", "officer"])
+    .where("actor_id", "is not", null).orderBy("joined_at").execute();
+  rows.sort((a, b) => Number(b.role === "leader") - Number(a.role === "leader"));
+  return { ok: true, actorIds: rows.map((r) => r.actor_id!) };
+}
+
+/** The tops of the sponsor tree (the leader, and anyone admitted while there was none), for a viewer who may see it. */
+export async function readTreeRoots(db: Kysely<DB>, union: Union, viewer: Viewer, limit = 20): Promise<Refused | { ok: true; roots: Member[] }> {
+  const refused = await gate(db, union, viewer);
+  if (refused) return refused;
+  const rows = await db.selectFrom("members").selectAll()
+    .where("union_id", "=", union.id).where("sponsor_id", "is", null).where("state", "in", IN_TREE)
+    .orderBy("created_at").limit(limit).execute();
+  return { ok: true, roots: rows.map(toMember).sort((a, b) => (a.role === "leader" ? 0 : 1) - (b.role === "leader" ? 0 : 1)) };
+}
+
+/** One member as the top of a subtree to show, for a viewer who may see the tree. */
+export async function readSubtreeRoot(db: Kysely<DB>, union: Union, viewer: Viewer, memberId: string): Promise<Refused | { ok: true; root: Member | undefined }> {
+  const refused = await gate(db, union, viewer);
+  if (refused) return refused;
+  const row = await db.selectFrom("members").selectAll()
+    .where("union_id", "=", union.id).where("id", "=", memberId).where("state", "in", IN_TREE).executeTakeFirst();
+  return { ok: true, root: row && toMember(row) };
+}
+
+/** How many followers (active members with an actor) a viewer who may see them is told there are. */
+export async function readFollowerCount(db: Kysely<DB>, union: Union, viewer: Viewer): Promise<Refused | { ok: true; count: number }> {
+  const refused = await gate(db, union, viewer);
+  return refused ?? { ok: true, count: await countFollowers(db, union.id) };
+}
+
+export interface Recipient {
+  readonly actorId: string;
+  readonly inbox: string | null;
+  readonly sharedInbox: string | null;
+}
+
+/**
+ * The union's own fan-out list: every active member's inbox, paged by
+ * member id. For delivery only: this is the union writing to its members,
+ * so no viewer applies; an HTTP read of the same collection must pass
+ * mayReadRoster first (federation/ does so with Fedify's authorize).
+ */
+export async function deliveryRecipients(db: Kysely<DB>, unionId: string, cursor: string | null, pageSize: number): Promise<{ items: Recipient[]; next: string | null }> {
+  const rows = await db.selectFrom("members as m")
+    .leftJoin("remote_actors as a", "a.id", "m.actor_id")
+    .select(["m.id", "m.actor_id", "a.inbox", "a.shared_inbox"])
+    .where("m.union_id", "=", unionId)
+    .where("m.state", "=", "active")
+    .where("m.actor_id", "is not", null)
+    .$if(cursor !== null && cursor !== "", (q) => q.where("m.id", ">", cursor!))
+    .orderBy("m.id")
+    .$if(cursor !== null, (q) => q.limit(pageSize))
+    .execute();
+  return {
+    items: rows.map((r) => ({ actorId: r.actor_id!, inbox: r.inbox, sharedInbox: r.shared_inbox })),
+    next: cursor !== null && rows.length === pageSize ? rows[rows.length - 1]!.id : null,
+  };
+}
+
+/** For delivery bookkeeping only (see deliveryRecipients); reads for others go through readFollowerCount. */
+export async function countFollowers(db: Kysely<DB>, unionId: string): Promise<number> {
+  const r = await db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("union_id", "=", unionId).where("state", "=", "active").where("actor_id", "is not", null).executeTakeFirstOrThrow();
+  return Number(r.n);
+}
+
+async function countActive(db: Kysely<DB>, unionId: string): Promise<number> {
+  const r = await db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("union_id", "=", unionId).where("state", "=", "active").executeTakeFirstOrThrow();
+  return Number(r.n);
+}

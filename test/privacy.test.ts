@@ -1,0 +1,239 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Accept, Create, type Follow, Note } from "@fedify/vocab";
+import type { Browser, Page } from "playwright-core";
+import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, makeUnion, type TestMuster } from "./helpers/muster.ts";
+import type { Peer } from "./helpers/peer.ts";
+import { signInByDm } from "./helpers/sign-in.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
+import { createInvite } from "../src/members/invites.ts";
+import { OPERATOR } from "../src/members/members.ts";
+import { setOfficer } from "../src/members/membership.ts";
+import { VISIBILITY_TEXT } from "../src/members/visibility.ts";
+import { getUnionBySlug, type MembersVisibility, updateUnion } from "../src/unions/unions.ts";
+
+// Who may see who belongs to a union, on every path that shows it: the
+// followers collection (and its pages and count), the member list, the
+// moderators, and the member list's web page. Real Muster, a real peer
+// fediverse server signing its fetches, real Chromium.
+
+const AP = "application/activity+json";
+const HTML = "text/html,application/xhtml+xml";
+
+for (const d of dialects) {
+  describe(`the roster's privacy on ${d.name}`, { skip: d.skip }, () => {
+    const fx = unionWithPeer(d, { actors: ["lead", "alice", "bob", "stranger"], joinPolicy: "approval" });
+    const { handleOf, url, member, follow, linksTo, newLoginCode } = fx;
+    let m: TestMuster;
+    let peer: Peer;
+    let unionId: string;
+    let browser: Browser | undefined;
+    const acceptOf = (f: Follow) => fx.answerTo(f, Accept);
+    const setVisibility = (v: MembersVisibility) => updateUnion(m.muster.unions, "riders", { membersVisibility: v });
+
+    const unsigned = (path: string, accept = AP) => fetch(url(path), { headers: { Accept: accept }, redirect: "manual" });
+    const signed = async (path: string, as: string) => fetch(await peer.signedGet(new URL(url(path)), { as }));
+
+    /** Signs in over plain HTTP by the DM link; returns the `muster_session=...` cookie pair. */
+    async function sessionCookie(name: string): Promise<string> {
+      const form = (path: string, fields: Record<string, string>) => fetch(url(path), {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: m.origin.origin },
+        body: new URLSearchParams(fields),
+        redirect: "manual",
+      });
+      assert.equal((await form("/u/riders/login", { handle: handleOf(name) })).status, 200);
+      const res = await form(`/u/riders/login/${await newLoginCode(name)}`, {});
+      const cookie = /^(muster_session=[^;]*)/.exec(res.headers.get("set-cookie") ?? "")?.[1];
+      assert.ok(cookie, `${name} got a session`);
+      return cookie;
+    }
+
+    before(async () => {
+      ({ m, peer, unionId } = await fx.start());
+      // lead at the root; alice on the operator's invite (made an officer); bob on alice's invite.
+      await acceptOf(await follow("lead"));
+      const first = await createInvite(m.muster.membership, unionId, { by: OPERATOR, maxUses: 1 });
+      for (const [name, code] of [["alice", first.code], ["bob", undefined]] as const) {
+        const invite = code ?? (await eventually(async () => (await linksTo("alice", "join"))[0], "alice's welcome invite"));
+        const claimed = await fetch(url(`/u/riders/join/${invite}`), { method: "POST", body: new URLSearchParams({ handle: handleOf(name) }), redirect: "manual" });
+        assert.equal(claimed.status, 200);
+        await acceptOf(await follow(name));
+      }
+      await setOfficer(m.muster.membership, unionId, (await member("alice"))!.id, OPERATOR, "Treasurer");
+      if (!browserSkip) browser = await launchBrowser();
+    });
+    after(async () => {
+      await browser?.close();
+      await fx.stop();
+    });
+
+    it("a new union starts strict: members on the web, officers over the fediverse", async () => {
+      assert.equal((await getUnionBySlug(m.muster.database.db, "riders"))?.membersVisibility, "signed-in");
+      const other = await makeUnion(m, "cooks");
+      assert.equal(other.membersVisibility, "signed-in");
+    });
+
+    it("the followers collection, its pages and its count are refused to unsigned fetches", async () => {
+      for (const path of ["/u/riders/followers", "/u/riders/followers?cursor=", "/u/riders/followers?cursor=0"]) {
+        const res = await unsigned(path);
+        assert.equal(res.status, 401, path);
+        const body = await res.text();
+        assert.ok(!body.includes(peer.actorId("bob").href), `${path} names no member`);
+        assert.ok(!/totalItems/.test(body), `${path} gives no count`);
+      }
+    });
+
+    it("strict: over the fediverse only the officers' own accounts read followers, members and moderators", async () => {
+      for (const path of ["/u/riders/followers?cursor=", "/u/riders/members", "/u/riders/moderators"]) {
+        // stranger is on a server that hosts members; bob is a member but not an officer.
+        assert.notEqual((await signed(path, "stranger")).status, 200, `stranger: ${path}`);
+        assert.notEqual((await signed(path, "bob")).status, 200, `bob: ${path}`);
+        assert.equal((await unsigned(path)).status, 401, `unsigned: ${path}`);
+      }
+      const page = await (await signed("/u/riders/followers?cursor=", "alice")).json() as { orderedItems: string[] };
+      assert.deepEqual(new Set(page.orderedItems), new Set(["lead", "alice", "bob"].map((n) => peer.actorId(n).href)));
+      const coll = await (await signed("/u/riders/followers", "alice")).json() as { totalItems: number };
+      assert.equal(coll.totalItems, 3);
+      const mods = await (await signed("/u/riders/moderators", "alice")).json() as { orderedItems: string[] };
+      assert.deepEqual(mods.orderedItems, [peer.actorId("lead").href, peer.actorId("alice").href]);
+      const refused = await signed("/u/riders/members", "bob");
+      assert.equal(refused.status, 403);
+      assert.match((await refused.json() as { error: { message: string } }).error.message, /only the leader's and officers' own accounts/);
+    });
+
+    it("members: any account on a member's server reads the followers, as the setting says", async () => {
+      await setVisibility("members");
+      try {
+        assert.equal((await signed("/u/riders/followers?cursor=", "stranger")).status, 200);
+        assert.equal((await signed("/u/riders/members", "stranger")).status, 200);
+        assert.equal((await unsigned("/u/riders/followers?cursor=")).status, 401);
+        assert.equal((await unsigned("/u/riders/moderators")).status, 401);
+      } finally {
+        await setVisibility("signed-in");
+      }
+    });
+
+    it("public: anyone reads the followers and the moderators", async () => {
+      await setVisibility("public");
+      try {
+        const coll = await (await unsigned("/u/riders/followers")).json() as { totalItems: number };
+        assert.equal(coll.totalItems, 3);
+        assert.equal((await unsigned("/u/riders/moderators")).status, 200);
+      } finally {
+        await setVisibility("signed-in");
+      }
+    });
+
+    it("the refusal of HTTP reads does not stop delivery to every follower", async () => {
+      const ctx = m.muster.federation.createContext(m.origin, undefined);
+      const id = new URL(`/u/riders/test-fanout/${Date.now()}`, m.origin);
+      await ctx.sendActivity({ identifier: "riders" }, "followers", new Create({
+        id,
+        actor: ctx.getActorUri("riders"),
+        object: new Note({ id: new URL(`${id.href}/note`), attribution: ctx.getActorUri("riders"), content: "hello members", to: ctx.getFollowersUri("riders") }),
+        to: ctx.getFollowersUri("riders"),
+      }));
+      await eventually(async () => peer.received.some((a) => a.id?.href === id.href), "the fan-out reached the members' server");
+    });
+
+    it("the join page states exactly who sees the roster and promises no rule the code does not enforce", async () => {
+      const invite = await createInvite(m.muster.membership, unionId, { by: OPERATOR });
+      for (const v of ["signed-in", "members", "public", "officers"] as const) {
+        await setVisibility(v);
+        const text = await (await fetch(url(`/u/riders/join/${invite.code}`))).text();
+        assert.ok(text.includes(VISIBILITY_TEXT[v].replace(/'/g, "&#39;")), `join page states the ${v} rule`);
+        assert.ok(!/dispute/i.test(text), "no promise about disputes");
+      }
+      await setVisibility("signed-in");
+      assert.match(VISIBILITY_TEXT.members, /any account on such a server \(on a large server, that is everyone on it\)/);
+    });
+
+    it("browsers asking for the member list sign in first; signed in, a member sees the roster and the tree", async () => {
+      const out = await unsigned("/u/riders/members", HTML);
+      assert.equal(out.status, 303);
+      assert.equal(out.headers.get("location"), "/u/riders/login");
+      const cookie = await sessionCookie("bob");
+      const res = await fetch(url("/u/riders/members"), { headers: { Accept: HTML, Cookie: cookie } });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type") ?? "", /text\/html/);
+      assert.match(res.headers.get("cache-control") ?? "", /no-store/);
+      const page = await res.text();
+      for (const n of ["lead", "alice", "bob"]) assert.ok(page.includes(handleOf(n)), `lists ${n}`);
+      assert.ok(!/dispute/i.test(page));
+      // The member's own page promises nothing about disputes either.
+      const me = await (await fetch(url("/u/riders/me"), { headers: { Cookie: cookie } })).text();
+      assert.ok(me.includes(handleOf("alice")), "bob's page shows his sponsor chain");
+      assert.ok(!/dispute/i.test(me));
+      // The same URL still answers fediverse servers with the collection, and still wants a signature.
+      assert.equal((await unsigned("/u/riders/members")).status, 401);
+    });
+
+    it("officers-only: a signed-in ordinary member is refused the page, an officer is shown it", async () => {
+      await setVisibility("officers");
+      try {
+        const bob = await fetch(url("/u/riders/members"), { headers: { Accept: HTML, Cookie: await sessionCookie("bob") } });
+        assert.equal(bob.status, 403);
+        assert.match(await bob.text(), /The leader and officers only/);
+        const alice = await fetch(url("/u/riders/members"), { headers: { Accept: HTML, Cookie: await sessionCookie("alice") } });
+        assert.equal(alice.status, 200);
+        assert.ok((await alice.text()).includes(handleOf("bob")));
+      } finally {
+        await setVisibility("signed-in");
+      }
+    });
+
+    it("an officer chooses the setting in the console, with each choice explained", async () => {
+      const cookie = await sessionCookie("alice");
+      const console = await (await fetch(url("/u/riders/console"), { headers: { Cookie: cookie } })).text();
+      assert.ok(console.includes(VISIBILITY_TEXT.members.replace(/'/g, "&#39;")));
+      const bad = await fetch(url("/u/riders/console/roster-visibility"), {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: m.origin.origin, Cookie: cookie },
+        body: new URLSearchParams({ visibility: "everyone" }),
+        redirect: "manual",
+      });
+      assert.equal(bad.status, 400);
+      assert.equal((await getUnionBySlug(m.muster.database.db, "riders"))?.membersVisibility, "signed-in", "a bad value changes nothing");
+      const ok = await fetch(url("/u/riders/console/roster-visibility"), {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: m.origin.origin, Cookie: cookie },
+        body: new URLSearchParams({ visibility: "officers" }),
+        redirect: "manual",
+      });
+      assert.equal(ok.status, 303);
+      assert.equal((await getUnionBySlug(m.muster.database.db, "riders"))?.membersVisibility, "officers");
+      await setVisibility("signed-in");
+    });
+
+    it("in Chromium, a member sent to sign in comes back to the member list, and sees the tree", { skip: browserSkip }, async () => {
+      const ctx = await browser!.newContext();
+      try {
+        const page: Page = await ctx.newPage();
+        await page.goto(url("/u/riders/members"));
+        assert.equal(new URL(page.url()).pathname, "/u/riders/login");
+        await signInByDm(page, fx, "bob", "/u/riders/members");
+        assert.equal(await page.textContent("h1"), "Members of Riders United");
+        assert.match(await page.textContent("[data-testid=visibility]") ?? "", /Members who sign in on the web/);
+        assert.match(await page.textContent("[data-testid=member-count]") ?? "", /3 members/);
+        const rows = await page.$$eval("[data-testid=roster] tbody tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent?.trim())));
+        const bobRow = rows.find((r) => r[0] === handleOf("bob"));
+        assert.equal(bobRow?.[2], handleOf("alice"), "bob's row names alice as his sponsor");
+        assert.equal(rows.find((r) => r[0] === handleOf("alice"))?.[1], "Officer, Treasurer");
+        // The tree nests bob under alice under lead.
+        const nested = await page.$(`[data-testid=tree] li[data-member="${handleOf("lead")}"] li[data-member="${handleOf("alice")}"] li[data-member="${handleOf("bob")}"]`);
+        assert.ok(nested, "bob sits under alice, under lead");
+        // Opening alice's subtree stays on the members page.
+        await page.click(`[data-testid=tree] li[data-member="${handleOf("alice")}"] > a`);
+        assert.match(await page.textContent("#tree h2") ?? "", new RegExp(`Recruited under ${handleOf("alice").replace(/\./g, "\\.")}`));
+        // From the member's own page, the account bar links here.
+        await page.goto(url("/u/riders/me"));
+        await Promise.all([page.waitForURL(url("/u/riders/members")), page.click("[data-testid=members-link]")]);
+      } finally {
+        await ctx.close();
+      }
+    });
+  });
+}
