@@ -30,6 +30,7 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
+import { mountRelationshipsWeb } from "./relationships-web.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -378,6 +379,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       return c.redirect(`/u/${union.slug}/login`, 303);
     },
   });
+
+  mountRelationshipsWeb(app, { db, relationships: membership, gate });
 
   // ---- The member list and tree, for browsers ----
 
