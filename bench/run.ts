@@ -4,12 +4,13 @@ import { parseArgs } from "node:util";
 import { dialects } from "../test/helpers/databases.ts";
 import { actorFetch } from "./actor-fetch.ts";
 import { fanout } from "./fanout.ts";
+import { hostile } from "./hostile.ts";
 import { inboxIngest } from "./inbox-ingest.ts";
 import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from "./lib.ts";
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

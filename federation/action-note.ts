@@ -2,6 +2,7 @@ import type { Context } from "@fedify/fedify";
 import { Mention, Note, PUBLIC_COLLECTION } from "@fedify/vocab";
 import type { Action } from "../src/actions/actions.ts";
 import type { Progress } from "../src/actions/responses.ts";
+import { membersVisibility } from "../src/members/visibility.ts";
 import type { Union } from "../src/unions/unions.ts";
 
 export function actionNoteId(origin: URL, union: Union, actionId: string): URL {
@@ -65,10 +66,14 @@ export function progressNote(ctx: Context<void>, union: Union, action: Action, r
   const groupId = ctx.getActorUri(union.slug);
   const parent = actionNoteId(new URL(ctx.canonicalOrigin), union, action.id);
   const { to, cc } = addressing(ctx, union);
-  const pct = Math.round(p.participation * 100);
+  // The share of members gives away how many there are: it is stated only
+  // where everyone who can read the note may also see the roster.
+  const share = membersVisibility(union) === "public" || (union.actionsVisibility === "members" && membersVisibility(union) === "members")
+    ? ` (${Math.round(p.participation * 100)}% of members)`
+    : "";
   const text = reason === "goal"
-    ? `Goal reached: ${p.commitments} of ${p.goal} members committed to “${action.title}” (${pct}% of members).`
-    : `Deadline passed for “${action.title}”: ${p.commitments}${p.goal ? ` of ${p.goal}` : ""} members committed, ${p.done} done (${pct}% of members).`;
+    ? `Goal reached: ${p.commitments} of ${p.goal} members committed to “${action.title}”${share}.`
+    : `Deadline passed for “${action.title}”: ${p.commitments}${p.goal ? ` of ${p.goal}` : ""} members committed, ${p.done} done${share}.`;
   return new Note({
     id: progressNoteId(new URL(ctx.canonicalOrigin), union, action.id, reason),
     attribution: groupId,

@@ -97,8 +97,18 @@ export function refusingLookup(refuse: (address: string) => boolean, lookup: Loo
   };
 }
 
+/**
+ * The largest response body Muster reads from another server. ActivityPub
+ * documents are kilobytes (Mastodon refuses JSON over 1 MiB); a 30 MiB actor
+ * was once read and stored whole. Bytes on the wire, counted by undici as
+ * they arrive, so an oversized answer is cut off, never buffered.
+ */
+export const MAX_RESPONSE_BYTES = 2 * 1024 * 1024;
+
 export interface OutgoingHttpOptions {
   readonly timeoutMs: number;
+  /** Defaults to MAX_RESPONSE_BYTES. */
+  readonly maxResponseBytes?: number;
   /** Which addresses a Muster that refuses private addresses may not connect to; tests narrow it. */
   readonly refuse?: (address: string) => boolean;
   /** The resolver behind the check; tests point names at loopback with it. */
@@ -157,7 +167,11 @@ export function createOutgoingDispatcher(options: OutgoingHttpOptions): Dispatch
   // Fedify offers no timeout of its own for deliveries: a server that accepts
   // the connection and never answers would hold a queue handler until the
   // queue's handler timeout, and then keep the socket.
-  const timeouts = { headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
+  const timeouts = {
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    maxResponseSize: options.maxResponseBytes ?? MAX_RESPONSE_BYTES,
+  };
   const connectTimeout = Math.min(options.timeoutMs, 10_000);
   const open = new Agent({ ...timeouts, connect: { timeout: connectTimeout } });
   const guarded = new Agent({

@@ -18,6 +18,8 @@ export interface HtmlTextOptions {
   /** Drop Mastodon's mention links (`<a class="u-url mention">@<span>name</span></a>`) with their text. */
   readonly dropMentions?: boolean;
   readonly maxChars?: number;
+  /** Drop what <script> and <style> hold (matching); shown as text otherwise, where it is inert. */
+  readonly skipScripts?: boolean;
   /** Leave entities as written, for text stored now and decoded when shown. */
   readonly keepEntities?: boolean;
 }
@@ -62,7 +64,7 @@ export function htmlToText(html: string, opts: HtmlTextOptions = {}): string {
     const closing = tag.startsWith("/");
     const name = /^[a-z][a-z0-9]*/.exec(closing ? tag.slice(1) : tag)?.[0] ?? "";
     i = gt + 1;
-    if (!closing && (RAW_TEXT.has(name) || (opts.dropMentions && name === "a" && isMention(tag)))) {
+    if (!closing && ((opts.skipScripts && RAW_TEXT.has(name)) || (opts.dropMentions && name === "a" && isMention(tag)))) {
       const end = closeAfter(name, i);
       if (end === -1 && name === "a") continue; // an unclosed link keeps its text
       i = end === -1 ? src.length : end;

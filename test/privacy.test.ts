@@ -8,6 +8,7 @@ import { eventually, makeUnion, type TestMuster } from "./helpers/muster.ts";
 import type { Peer } from "./helpers/peer.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
+import { composeAction } from "../src/actions/actions.ts";
 import { createInvite } from "../src/members/invites.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { setOfficer } from "../src/members/membership.ts";
@@ -37,7 +38,11 @@ for (const d of dialects) {
     const signed = async (path: string, as: string) => fetch(await peer.signedGet(new URL(url(path)), { as }));
 
     /** Signs in over plain HTTP by the DM link; returns the `muster_session=...` cookie pair. */
+    const sessions = new Map<string, string>();
     async function sessionCookie(name: string): Promise<string> {
+      // One sign-in per member: links asked for one handle are rate limited.
+      const known = sessions.get(name);
+      if (known) return known;
       const form = (path: string, fields: Record<string, string>) => fetch(url(path), {
         method: "POST",
         headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: m.origin.origin },
@@ -48,6 +53,7 @@ for (const d of dialects) {
       const res = await form(`/u/riders/login/${await newLoginCode(name)}`, {});
       const cookie = /^(muster_session=[^;]*)/.exec(res.headers.get("set-cookie") ?? "")?.[1];
       assert.ok(cookie, `${name} got a session`);
+      sessions.set(name, cookie);
       return cookie;
     }
 
@@ -206,6 +212,23 @@ for (const d of dialects) {
       assert.equal(ok.status, 303);
       assert.equal((await getUnionBySlug(m.muster.database.db, "riders"))?.membersVisibility, "officers");
       await setVisibility("signed-in");
+    });
+
+    it("a public call-to-action tells a visitor how many committed, not how many members there are", async () => {
+      await updateUnion(m.muster.unions, "riders", { actionsVisibility: "public" });
+      try {
+        const action = await composeAction(m.muster.membership, unionId, OPERATOR, { title: "Sign the petition", text: "Please sign." }, { publishNow: true });
+        const visitor = await (await fetch(url(`/u/riders/actions/${action.id}`), { headers: { Accept: HTML } })).text();
+        assert.match(visitor, /data-testid="commitments"/);
+        assert.ok(!/data-testid="participation"/.test(visitor), "no share of members to a visitor");
+        assert.ok(!/of 3 members/.test(visitor), "no member count to a visitor");
+        const union = await (await fetch(url("/u/riders"), { headers: { Accept: HTML } })).text();
+        assert.ok(!/max="3"/.test(union), "the union page's bar is not scaled to the membership");
+        const member = await (await fetch(url(`/u/riders/actions/${action.id}`), { headers: { Accept: HTML, Cookie: await sessionCookie("bob") } })).text();
+        assert.match(member, /of 3 members took part/, "a signed-in member sees the share");
+      } finally {
+        await updateUnion(m.muster.unions, "riders", { actionsVisibility: "members" });
+      }
     });
 
     it("in Chromium, a member sent to sign in comes back to the member list, and sees the tree", { skip: browserSkip }, async () => {

@@ -36,7 +36,7 @@ const NEGATIONS = new Set(["not", "no", "never", "nope", "can't", "cannot", "won
 export function isCommitment(text: string, words: readonly string[]): boolean {
   // A mention link (Mastodon splits the name: @<span>in</span>) is addressing;
   // paragraphs and line breaks end a clause.
-  const plain = htmlToText(text, { tagGap: " ", dropMentions: true })
+  const plain = htmlToText(text, { tagGap: " ", dropMentions: true, skipScripts: true })
     .replace(/\u2019/g, "'")
     .replace(/&[a-z]+;|&#\d+;/gi, " ")
     // Mentions (@union@host) are addressing, not content.

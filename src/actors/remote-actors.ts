@@ -82,7 +82,9 @@ export async function deleteRemoteActor(db: Kysely<DB>, id: string): Promise<boo
  * different server.
  */
 export function buildHandle(preferredUsername: string | null, actorId: URL): string | null {
-  if (preferredUsername == null || preferredUsername === "" || /[@\s/]/.test(preferredUsername)) return null;
+  if (preferredUsername == null || preferredUsername === "" || preferredUsername.length > LIMITS.preferredUsername) return null;
+  // Invisible and bidi characters would let a handle display as another's.
+  if (/[@\s/\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Z}]/u.test(preferredUsername)) return null;
   return `@${preferredUsername}@${actorId.host}`;
 }
 
@@ -100,16 +102,41 @@ export function normalizeHandle(handle: string): string | null {
   return `@${m[1]}@${host}`;
 }
 
+/**
+ * What is kept of a remote actor, in characters: a server may send a name of
+ * 100,000 characters or a summary of megabytes, and whatever is stored is
+ * shown on officers' pages and copied into every read. Mastodon's own limits
+ * are 30 (name) and 500 (bio); these leave room for other servers.
+ */
+export const LIMITS = { name: 200, summary: 5000, preferredUsername: 100, url: 2048 } as const;
+
+/** Display text: no controls or bidi overrides (they reorder what follows), trimmed to `max` characters. */
+export function boundedText(value: string | null, max: number): string | null {
+  if (value == null) return null;
+  const clean = value.replace(BIDI_AND_CONTROLS, "");
+  const chars = Array.from(clean);
+  return chars.length <= max ? clean : `${chars.slice(0, max - 1).join("")}…`;
+}
+
+// C0/C1 controls except tab and newline, bidi embeddings, overrides,
+// isolates and marks, zero-width space and word joiner, BOM.
+const BIDI_AND_CONTROLS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/g;
+
+/** A URL too long to be a real profile, avatar or inbox is dropped, not cut (a cut URL points elsewhere). */
+function boundedUrl(value: string | null): string | null {
+  return value != null && value.length <= LIMITS.url ? value : null;
+}
+
 function toRow(a: RemoteActor): Selectable<RemoteActorsTable> {
   return {
     id: a.id,
     type: a.type,
-    handle: a.handle,
-    preferred_username: a.preferredUsername,
-    name: a.name,
-    summary: a.summary,
-    url: a.url,
-    avatar_url: a.avatarUrl,
+    handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
+    preferred_username: a.preferredUsername != null && a.preferredUsername.length <= LIMITS.preferredUsername ? a.preferredUsername : null,
+    name: boundedText(a.name, LIMITS.name),
+    summary: boundedText(a.summary, LIMITS.summary),
+    url: boundedUrl(a.url),
+    avatar_url: boundedUrl(a.avatarUrl),
     inbox: a.inbox,
     shared_inbox: a.sharedInbox,
     fetched_at: a.fetchedAt,

@@ -14,6 +14,7 @@ import {
 } from "../actions/actions.ts";
 import { decideRelay, pendingRelays } from "../actions/relay.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
+import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
@@ -148,7 +149,8 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions`);
     const published = await listActions(db, union.id, { states: ["published"], limit: 50 });
     const items = await Promise.all(published.map(async (action) => ({ action, progress: await progressOf(db, action) })));
-    return c.html(actionIndexPage({ union, viewer: viewer?.member, items }));
+    const membersShown = await mayReadRoster(db, union, { via: "web", member: viewer?.member });
+    return c.html(actionIndexPage({ union, viewer: viewer?.member, items, membersShown }));
   });
 
   // Fedify answers this URL with the Note for ActivityPub clients; a browser
@@ -172,6 +174,7 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
       union,
       action,
       progress,
+      membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
       viewer: viewer?.member,
       state,

@@ -27,6 +27,7 @@ import { claimInviteForApplicant } from "../members/membership.ts";
 import { mountMembersWeb, signedInMember } from "./members-web.ts";
 import { currentAction } from "../actions/actions.ts";
 import { progressOf } from "../actions/responses.ts";
+import { mayReadRoster } from "../members/roster.ts";
 
 export interface HttpDeps {
   readonly db: Kysely<DB>;
@@ -143,9 +144,12 @@ export function createHttpApp(deps: HttpDeps): Hono {
     if (!union) return c.html(errorPage(404, "No such union here."), 404);
     const action = await currentAction(db, union.id);
     // A members-only union's call-to-action is named only to its signed-in members.
-    const readable = action && (union.actionsVisibility === "public" || await signedInMember(db, c, union) !== undefined);
+    const member = action ? await signedInMember(db, c, union) : undefined;
+    const readable = action && (union.actionsVisibility === "public" || member !== undefined);
     const current = action
-      ? readable ? { action, progress: await progressOf(db, action) } : { action: undefined, progress: undefined }
+      ? readable
+        ? { action, progress: await progressOf(db, action), membersShown: await mayReadRoster(db, union, { via: "web", member }) }
+        : { action: undefined, progress: undefined }
       : undefined;
     // What a members-only union's page shows depends on who is signed in.
     if (action && union.actionsVisibility === "members") c.header("Cache-Control", "private, no-cache");

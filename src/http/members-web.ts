@@ -105,9 +105,14 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     if (["GET", "HEAD", "OPTIONS"].includes(c.req.method)) return next();
     const from = c.req.header("origin");
     const site = c.req.header("sec-fetch-site");
-    const ok = from !== undefined
-      ? from === origin.origin || from === new URL(c.req.url).origin
-      : site === "same-origin";
+    // Fetch metadata first: a browser sets Sec-Fetch-Site itself, and pages
+    // sent with Referrer-Policy: no-referrer (the sign-in link's) make it
+    // send "Origin: null" for their own same-origin forms. Without it (older
+    // browsers), the Origin must be ours; without either, it is no browser
+    // form and is refused.
+    const ok = site !== undefined
+      ? site === "same-origin"
+      : from !== undefined && (from === origin.origin || from === new URL(c.req.url).origin);
     if (!ok) {
       log.warn("Refused a cross-site {method} to {path}", { method: c.req.method, path: c.req.path });
       return c.html(errorPage(403, "This form was sent from another site, so it was refused. Open the page on this site and try again."), 403);
@@ -395,9 +400,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     const after = c.req.query("after") || undefined;
     const rootId = c.req.query("root") || undefined;
     const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE });
+    // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Cache-Control", "private, no-store");
-    c.header("X-Frame-Options", "DENY");
-    c.header("Content-Security-Policy", "frame-ancestors 'none'");
     c.header("Referrer-Policy", "same-origin");
     c.header("Vary", "Accept, Cookie");
     if (!roster.ok) {

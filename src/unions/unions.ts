@@ -78,7 +78,9 @@ export class UnionError extends Error {
 // allowed too because Lemmy and others accept them.
 const SLUG = /^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$/;
 const RESERVED = new Set(["admin", "api", "inbox", "instance", "setup", "u", "well-known", "nodeinfo", "healthz", "public", "static", "login", "logout"]);
-const HANDLE = /^@?([^@\s]+)@([a-z0-9.-]+(?::\d+)?)$/i;
+// The user part: no spaces and nothing invisible (bidi overrides, zero-width
+// characters, controls), so one handle cannot be made to look like another.
+const HANDLE = /^@?([^@\s\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Z}]{1,100})@([a-z0-9.-]{1,253}(?::\d{1,5})?)$/iu;
 
 /**
  * `@user@host`, lower-cased whole: Mastodon and most servers resolve user

@@ -34,9 +34,13 @@ export function percent(p: number): string {
   return pct > 0 && pct < 1 ? "<1%" : `${Math.round(pct)}%`;
 }
 
-/** Commitments against the goal as a bar (or, without a goal, against the membership). */
-export function progressBar(p: Progress, opts: { compact?: boolean } = {}): Html {
-  const max = p.goal ?? Math.max(p.activeMembers, 1);
+/**
+ * Commitments against the goal as a bar (or, without a goal, against the
+ * membership, when the viewer may know how many members there are: the
+ * roster's rule covers its count).
+ */
+export function progressBar(p: Progress, opts: { compact?: boolean; membersShown?: boolean } = {}): Html {
+  const max = p.goal ?? Math.max(opts.membersShown ? p.activeMembers : p.commitments, 1);
   const reached = p.goal !== null && p.commitments >= p.goal;
   return html`<div class="progress${opts.compact ? " compact" : ""}${reached ? " reached" : ""}">
 <progress max="${max}" value="${Math.min(p.commitments, max)}" aria-label="Commitments${p.goal ? " against the goal" : ""}"></progress>
@@ -50,6 +54,8 @@ export interface ActionPageView {
   readonly union: Union;
   readonly action: Action;
   readonly progress: Progress;
+  /** Whether the viewer may know how many members there are (the roster's rule). */
+  readonly membersShown: boolean;
   readonly hashes?: { readonly prevHash: string; readonly hash: string };
   /** The signed-in member, if any; only members see the buttons. */
   readonly viewer?: Member;
@@ -86,9 +92,9 @@ ${a.link
 <section class="progress-card card" aria-labelledby="progress-h">
 <h2 id="progress-h">Progress</h2>
 <p class="big"><strong data-testid="commitments">${p.commitments}</strong> ${p.commitments === 1 ? "member" : "members"} in${p.goal ? html` <span class="muted">of a goal of <strong data-testid="goal-count">${p.goal}</strong></span>` : ""}${a.goalReachedAt ? html` <span class="status status-valid">goal reached</span>` : ""}</p>
-${progressBar(p)}
+${progressBar(p, { membersShown: v.membersShown })}
 <ul class="figures">
-  <li><strong data-testid="participation">${percent(p.participation)}</strong> of ${p.activeMembers} ${p.activeMembers === 1 ? "member" : "members"} took part</li>
+  ${v.membersShown ? html`<li><strong data-testid="participation">${percent(p.participation)}</strong> of ${p.activeMembers} ${p.activeMembers === 1 ? "member" : "members"} took part</li>` : ""}
   <li><strong data-testid="done-count">${p.done}</strong> done</li>
   <li><strong>${p.boosts}</strong> ${p.boosts === 1 ? "boost" : "boosts"}</li>
 </ul>
@@ -128,6 +134,7 @@ export interface ActionIndexView {
   readonly union: Union;
   readonly viewer?: Member;
   readonly items: readonly { readonly action: Action; readonly progress: Progress }[];
+  readonly membersShown: boolean;
 }
 
 export function actionIndexPage(v: ActionIndexView): Html {
@@ -143,14 +150,14 @@ ${!current
       : html`<article class="card current-action" data-testid="current-action">
 <p class="kicker"><span class="kind">${kindLabel(current.action.kind)}</span> Current · #${current.action.seq}</p>
 <h2><a href="${base}/${current.action.id}">${current.action.title}</a></h2>
-${progressBar(current.progress, { compact: true })}
+${progressBar(current.progress, { compact: true, membersShown: v.membersShown })}
 </article>
 ${earlier.length > 0
         ? html`<h2>Earlier</h2>
 <ul class="action-list" data-testid="action-list">${earlier.map(({ action: a, progress: p }) => html`<li>
 <span class="seq">#${a.seq}</span> <a href="${base}/${a.id}">${a.title}</a> <span class="kind">${kindLabel(a.kind)}</span>
 <span class="muted">${a.publishedAt ? localDateTime(a.publishedAt, v.union.timeZone).slice(0, 10) : ""}</span>
-${progressBar(p, { compact: true })}
+${progressBar(p, { compact: true, membersShown: v.membersShown })}
 </li>`)}</ul>`
         : ""}`}`,
   });

@@ -145,7 +145,7 @@ ${v.history.length === 0
 <tbody>${v.history.map(({ action: a, progress: p, hash }) => html`<tr data-action="${a.id}" class="${a.state === "retracted" ? "retracted" : ""}">
 <td>${a.seq}</td>
 <td><a href="${base}/${a.id}">${a.title}</a>${a.state === "retracted" ? html` <span class="status" data-testid="state">retracted</span>` : a.updatedAt ? html` <span class="status">edited</span>` : ""}</td>
-<td class="committed">${a.state === "retracted" ? html`<span class="muted">—</span>` : progressBar(p, { compact: true })}</td>
+<td class="committed">${a.state === "retracted" ? html`<span class="muted">—</span>` : progressBar(p, { compact: true, membersShown: true })}</td>
 <td data-testid="participation">${percent(p.participation)}</td>
 <td class="when">${a.publishedAt ? localDateTime(a.publishedAt, union.timeZone) : ""}</td>
 <td>${hash ? html`<code class="hash" title="${hash}">${hash.slice(0, 12)}</code>` : ""}</td>
@@ -237,7 +237,7 @@ ${a.link ? html`<p>Link: <code class="url">${a.link}</code></p>` : ""}
 ${p
       ? html`<h2>Progress</h2>
 <p><strong data-testid="commitments">${p.commitments}</strong> in${p.goal ? ` of ${p.goal}` : ""} · ${p.done} done · ${p.comments} ${p.comments === 1 ? "reply" : "replies"} · ${p.boosts} ${p.boosts === 1 ? "boost" : "boosts"} · <strong>${percent(p.participation)}</strong> of ${p.activeMembers} members</p>
-${progressBar(p)}`
+${progressBar(p, { membersShown: true })}`
       : ""}
 ${v.hashes
       ? html`<dl class="hashes"><dt>Hash</dt><dd><code data-testid="hash">${v.hashes.hash}</code></dd><dt>Previous</dt><dd><code>${v.hashes.prevHash}</code></dd></dl>`

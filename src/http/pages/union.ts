@@ -9,7 +9,7 @@ import { type Html, layout } from "./layout.ts";
  * The union's current call-to-action: undefined when there is none; with no
  * action when there is one the visitor may not read (members only).
  */
-export type CurrentAction = { readonly action: Action; readonly progress: Progress } | { readonly action: undefined; readonly progress: undefined };
+export type CurrentAction = { readonly action: Action; readonly progress: Progress; readonly membersShown: boolean } | { readonly action: undefined; readonly progress: undefined; readonly membersShown?: undefined };
 
 /** The union's active relationships with other unions, as the public page lists them. */
 export interface UnionLinks {
@@ -59,7 +59,7 @@ function currentActionCard(union: Union, current: CurrentAction): Html {
   return html`<section class="card current-action" data-testid="current-action">
 <p class="kicker"><span class="kind">${kindLabel(a.kind)}</span> Current call to action · #${a.seq}</p>
 <h2><a href="${base}/${a.id}">${a.title}</a></h2>
-${progressBar(current.progress, { compact: true })}
+${progressBar(current.progress, { compact: true, membersShown: current.membersShown })}
 <p class="muted small"><a href="${base}">All calls to action</a></p>
 </section>`;
 }

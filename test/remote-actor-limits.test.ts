@@ -1,0 +1,112 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { refreshRemoteActor } from "../federation/remote-actor-cache.ts";
+import { LIMITS } from "../src/actors/remote-actors.ts";
+import { normaliseHandle } from "../src/unions/unions.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { startMuster, type TestMuster } from "./helpers/muster.ts";
+
+// A remote server decides what its actor documents hold. What Muster reads
+// is capped in bytes, what it keeps is capped per field, and nothing it
+// keeps can make one handle display as another.
+
+const RLO = "\u202E";
+
+describe("handles typed into forms", () => {
+  it("refuse bidi overrides and invisible characters", () => {
+    assert.equal(normaliseHandle("@Alice@Example.org"), "@alice@example.org");
+    for (const bad of [`@ali${RLO}gro.elpmaxe@example.org`, "@ali\u200Bce@example.org", "@ali\u2066ce@example.org", "@a\u0007@example.org", `@${"a".repeat(101)}@example.org`]) {
+      assert.throws(() => normaliseHandle(bad), /looks like @user@host/, JSON.stringify(bad));
+    }
+  });
+});
+
+for (const d of dialects) {
+  describe(`remote actor documents are capped on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let server: Server;
+    let origin: string;
+    let served = 0;
+
+    const actor = (name: string, extra: Record<string, unknown> = {}) => ({
+      "@context": "https://www.w3.org/ns/activitystreams",
+      id: `${origin}/users/${name}`,
+      type: "Person",
+      preferredUsername: name,
+      inbox: `${origin}/users/${name}/inbox`,
+      ...extra,
+    });
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb);
+      server = createServer((req, res) => {
+        const name = (req.url ?? "").split("/").at(-1)!;
+        res.writeHead(200, { "content-type": "application/activity+json" });
+        if (name === "huge") {
+          // 30 MiB, streamed: the summary alone is 31 million characters.
+          const head = JSON.stringify(actor("huge")).slice(0, -1) + ',"summary":"';
+          res.write(head);
+          const chunk = "x".repeat(1024 * 1024);
+          let i = 0;
+          const more = () => {
+            while (i < 30) {
+              i++;
+              served += chunk.length;
+              if (!res.write(chunk)) return void res.once("drain", more);
+            }
+            res.end('"}');
+          };
+          res.on("error", () => {});
+          return more();
+        }
+        if (name === "loud") {
+          return res.end(JSON.stringify(actor("loud", { name: `${RLO}${"N".repeat(100_000)}`, summary: `<p>${"s".repeat(1_000_000)}</p>`, url: `${origin}/${"u".repeat(5000)}` })));
+        }
+        if (name === "spoof") {
+          // Displays as @admin@... in a right-to-left run.
+          return res.end(JSON.stringify(actor("spoof", { preferredUsername: `nimda${RLO}`, name: `Ad${RLO}min` })));
+        }
+        res.writeHead(404).end();
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(async () => {
+      await m?.stop();
+      server?.closeAllConnections();
+      await new Promise<void>((r) => server?.close(() => r()));
+      await tdb?.destroy();
+    });
+
+    const db = () => m.muster.database.db;
+    const fetchActor = (name: string) =>
+      refreshRemoteActor(m.muster.federation.createContext(m.origin, undefined), db(), `${origin}/users/${name}`);
+
+    it("stops reading a 30 MiB actor document and stores nothing of it", async () => {
+      await assert.rejects(fetchActor("huge"));
+      assert.equal(await db().selectFrom("remote_actors").select("id").where("id", "=", `${origin}/users/huge`).executeTakeFirst(), undefined);
+      assert.ok(served < 10 * 1024 * 1024, `the server was not read to the end (${served} bytes written)`);
+    });
+
+    it("keeps at most the field limits of a name of 100,000 characters and a summary of a megabyte", async () => {
+      await fetchActor("loud");
+      const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/loud`).executeTakeFirstOrThrow();
+      assert.ok(Array.from(row.name ?? "").length <= LIMITS.name, `name of ${row.name?.length}`);
+      assert.ok(!row.name!.includes(RLO), "no bidi override kept");
+      assert.ok(Array.from(row.summary ?? "").length <= LIMITS.summary, `summary of ${row.summary?.length}`);
+      assert.equal(row.url, null, "a 5000-character URL is dropped, not cut");
+      assert.equal(row.handle, `@loud@127.0.0.1:${new URL(origin).port}`);
+    });
+
+    it("gives no handle to a username with a bidi override, and strips it from the name", async () => {
+      await fetchActor("spoof");
+      const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/spoof`).executeTakeFirstOrThrow();
+      assert.equal(row.handle, null);
+      assert.equal(row.name, "Admin");
+    });
+  });
+}
