@@ -202,6 +202,16 @@ for (const d of dialects) {
         redirect: "manual",
       });
       assert.equal(bad.status, 400);
+      // The sign-in page's no-referrer makes browsers send Origin: null; it passes only with Sec-Fetch-Site same-origin.
+      for (const [headers, status] of [[{ Origin: "null" }, 403], [{ Origin: "null", "Sec-Fetch-Site": "cross-site" }, 403], [{ Origin: "null", "Sec-Fetch-Site": "same-origin" }, 400]] as const) {
+        const res = await fetch(url("/u/riders/console/roster-visibility"), {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: cookie, ...headers },
+          body: new URLSearchParams({ visibility: "everyone" }),
+          redirect: "manual",
+        });
+        assert.equal(res.status, status, JSON.stringify(headers));
+      }
       assert.equal((await getUnionBySlug(m.muster.database.db, "riders"))?.membersVisibility, "signed-in", "a bad value changes nothing");
       const ok = await fetch(url("/u/riders/console/roster-visibility"), {
         method: "POST",
