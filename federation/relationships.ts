@@ -90,14 +90,38 @@ async function isMusterServer(_ctx: Context<void>, actorId: URL): Promise<boolea
   try {
     const wellKnown = await fetch(new URL("/.well-known/nodeinfo", actorId.origin), { headers: { Accept: "application/json" }, redirect: "error" });
     if (!wellKnown.ok) return false;
-    const links = ((await wellKnown.json()) as { links?: { rel?: string; href?: string }[] }).links ?? [];
+    const links = ((await smallJson(wellKnown)) as { links?: { rel?: string; href?: string }[] } | null)?.links ?? [];
     const href = links.find((l) => typeof l.rel === "string" && l.rel.startsWith("http://nodeinfo.diaspora.software/ns/schema/2."))?.href;
     if (!href || new URL(href).origin !== actorId.origin) return false;
     const info = await fetch(href, { headers: { Accept: "application/json" }, redirect: "error" });
     if (!info.ok) return false;
-    return ((await info.json()) as { software?: { name?: string } }).software?.name === "muster";
+    return ((await smallJson(info)) as { software?: { name?: string } } | null)?.software?.name === "muster";
   } catch (error) {
     throw new Error(`could not read the NodeInfo of ${actorId.origin}; will retry: ${(error as Error).message}`);
+  }
+}
+
+/** A JSON body of at most 64 KiB: a NodeInfo document is small, and a hostile server's endless one is not read. */
+async function smallJson(res: Response): Promise<unknown> {
+  const limit = 64 * 1024;
+  const reader = res.body?.getReader();
+  if (!reader) return null;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    return null;
   }
 }
 
