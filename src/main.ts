@@ -7,7 +7,7 @@ import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import type { Config } from "./config.ts";
-import { type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -17,6 +17,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
+import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
@@ -52,6 +53,7 @@ export interface MusterOptions {
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const database = openDatabase(config.databaseUrl);
   try {
+    await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
     await ensureInstanceKeys(database.db);
   } catch (e) {
@@ -105,6 +107,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Proposals whose end time passed are closed by whichever worker gets
+      // there first; closing is idempotent and happens once (proposals.ts).
+      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
     ]);
   };
   let closed = false;

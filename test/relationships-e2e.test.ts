@@ -10,7 +10,8 @@ import { countMembers, findMemberByActor, OPERATOR } from "../src/members/member
 import {
   answerOffer, endRelationship, listRelationships, type Relationship, relationshipHistory,
 } from "../src/relationships/relationships.ts";
-import { type Union, updateUnion } from "../src/unions/unions.ts";
+import type { Union } from "../src/unions/unions.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 import { proposeTo } from "../federation/relationships.ts";
 import { offerInstrument } from "../federation/relationship-vocab.ts";
 import { followersPage } from "../federation/followers.ts";
@@ -69,7 +70,7 @@ for (const d of dialects) {
       a = await makeUnion(ma, "a", { name: "Riders A", joinPolicy: "open" });
       b = await makeUnion(mb, "b", { name: "Couriers B", joinPolicy: "open" });
       c = await makeUnion(mc, "c", { name: "Chapter C", joinPolicy: "open" });
-      a = await updateUnion(ma.muster.unions, "a", { actionsVisibility: "public" });
+      a = await overrideBylaws(ma.muster.unions, "a", { actionsVisibility: "public" });
       await join(ma, "a", "alice");
       await join(mb, "b", "bob");
       await join(mc, "c", "carol");

@@ -145,6 +145,8 @@ export interface InvitesTable {
   expires_at: number | null;
   revoked_at: number | null;
   created_at: number;
+  /** 1 for the invite handed to a member on joining: their own invites take places from it. */
+  welcome: Generated<number>;
 }
 
 export interface JoinClaimsTable {
@@ -295,6 +297,63 @@ export interface RelationshipEventsTable {
   at: number;
 }
 
+export interface BylawsVersionsTable {
+  union_id: string;
+  version: number;
+  text_md: string;
+  /** JSON object of parameter values (amounts as strings). */
+  params: string;
+  /** `founding`, `migration`, `proposal` or `operator`. */
+  source: string;
+  proposal_id: string | null;
+  /** The operator's reason for an override. */
+  reason: string | null;
+  created_at: number;
+}
+
+export interface ProposalsTable {
+  id: string;
+  union_id: string;
+  number: number;
+  /** `resolution`, `amendment`, `election`, `recall` or `spend`. */
+  kind: string;
+  title: string;
+  text_md: string;
+  /** JSON array of option texts. */
+  options: string;
+  multiple: number;
+  /** JSON: what passing does. */
+  change: string;
+  bylaws_version: number;
+  /** `open`, `passed` or `failed`. */
+  state: string;
+  opened_by: string | null;
+  opened_at: number;
+  closes_at: number;
+  eligible_count: number;
+  closed_at: number | null;
+  /** JSON tally and reason, written at close. */
+  outcome: string | null;
+}
+
+export interface BallotsTable {
+  proposal_id: string;
+  member_id: string;
+  /** Index into the proposal's options. */
+  option: number;
+  source: string;
+  source_id: string;
+  cast_at: number;
+}
+
+export interface DelegationsTable {
+  union_id: string;
+  delegator_id: string;
+  scope: string;
+  delegate_id: string;
+  created_at: number;
+}
+
 export interface DB {
   unions: UnionsTable;
   members: MembersTable;
@@ -319,4 +378,8 @@ export interface DB {
   rate_limit_hits: RateLimitHitsTable;
   union_relationships: UnionRelationshipsTable;
   relationship_events: RelationshipEventsTable;
+  bylaws_versions: BylawsVersionsTable;
+  proposals: ProposalsTable;
+  ballots: BallotsTable;
+  delegations: DelegationsTable;
 }

@@ -60,10 +60,11 @@ export const systemCommands: Command[] = [
     positionals: [],
     async run({ values }) {
       const config = await configWith({});
-      const { openDatabase } = await import("../../db/database.ts");
+      const { checkConnection, openDatabase } = await import("../../db/database.ts");
       const { migrateToLatest } = await import("../../db/migrate.ts");
       const database = openDatabase(config.databaseUrl);
       try {
+        await checkConnection(database, config.databaseUrl);
         const result = await migrateToLatest(database.db);
         const applied = (result.results ?? []).map((r) => r.migrationName);
         if (values.json) print({ applied });
