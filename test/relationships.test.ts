@@ -10,6 +10,8 @@ import { createUnion, type Union } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
 import { type Ctx, followId, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
 import { recordedIntents } from "./helpers/membership-worker.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
+import { setOfficer } from "../src/members/membership.ts";
 
 const SELF = "https://here.example/u/a";
 const B = "https://there.example/u/b";
@@ -79,6 +81,22 @@ for (const d of dialects) {
         [["proposed", "offered", "operator"], ["accepted", "active", B], ["ended", "ended", B]]);
       // Once ended, a new relationship with the same union may be offered.
       await proposeRelationship(c.deps, a.id, OPERATOR, proposal(B));
+    }));
+
+    it("under member_vote bylaws an officer alone cannot commit the union; declining and the operator override still work", () => withCtx(d, async (c) => {
+      const a = await makeUnion(c);
+      const joined = await requestToJoin(c.deps, a.id, person("olga"), followId());
+      await setOfficer(c.deps, a.id, joined.member!.id, OPERATOR, null);
+      const officer = { kind: "member" as const, memberId: joined.member!.id };
+      await proposeRelationship(c.deps, a.id, officer, proposal(C));
+      await overrideBylaws(c.deps, "a", { allianceRatification: "member_vote" });
+      await assert.rejects(proposeRelationship(c.deps, a.id, officer, proposal(B)), /ratified by member vote/);
+      await assert.rejects(proposeRelationship(c.deps, a.id, officer, { ...proposal(B), proposalId: "99" }), /no proposal 99/);
+      await receiveOffer(c.deps, a.id, { peerActorId: B, peerHandle: null, followId: `${B}/f/1`, kind: "ally", relay: "both" });
+      const offer = (await listRelationships(c.db, a.id)).find((r) => r.peerActorId === B)!;
+      await assert.rejects(answerOffer(c.deps, a.id, offer.id, officer, true), /ratified by member vote/);
+      assert.equal((await answerOffer(c.deps, a.id, offer.id, officer, false)).state, "rejected");
+      assert.equal((await proposeRelationship(c.deps, a.id, OPERATOR, proposal(B))).state, "offered", "the operator override");
     }));
 
     it("a union has one parent at most", () => withCtx(d, async (c) => {

@@ -4,6 +4,8 @@ import type { DB, UnionRelationshipsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import { type By, lockUnion, requireOfficer } from "../members/members.ts";
 import type { Outbox } from "../outbox.ts";
+import { readBylaws } from "../bylaws/bylaws.ts";
+import { getProposal } from "../bylaws/proposals.ts";
 
 /**
  * Union-to-union relationships. Other unions are never members (DESIGN.md):
@@ -77,6 +79,24 @@ export function mirrorRelay(relay: Relay): Relay {
   return relay === "theirs" ? "ours" : relay === "ours" ? "theirs" : relay;
 }
 
+/**
+ * Who may commit the union to a relationship, per its bylaws: the officers
+ * (the default), or, under `allianceRatification: member_vote`, the members
+ * by a passed proposal that an officer then carries out. The operator's CLI
+ * is an explicit override.
+ */
+async function requireRatification(trx: Kysely<DB>, unionId: string, by: By, proposalId: string | undefined): Promise<string | null> {
+  await requireOfficer(trx, unionId, by);
+  if (by.kind === "operator") return null;
+  const rules = await readBylaws(trx, unionId);
+  if (rules.params.allianceRatification !== "member_vote") return null;
+  if (!proposalId) throw new RelationshipError("forbidden", "this union's bylaws say alliances are ratified by member vote: pass the number of the proposal that passed");
+  const proposal = await getProposal(trx, unionId, proposalId);
+  if (!proposal) throw new RelationshipError("not_found", `no proposal ${proposalId} in this union`);
+  if (proposal.state !== "passed") throw new RelationshipError("forbidden", `proposal ${proposalId} is ${proposal.state}, not passed`);
+  return proposal.id;
+}
+
 function byText(by: By | string): string {
   if (typeof by === "string") return by;
   return by.kind === "operator" ? "operator" : `member:${by.memberId}`;
@@ -102,6 +122,8 @@ export interface Proposal {
   readonly followIdFor: (relationshipId: string) => string;
   /** This union's own actor id: a union cannot ally with itself. */
   readonly selfActorId: string;
+  /** The passed proposal that ratified it, when the bylaws ask for a member vote. */
+  readonly proposalId?: string;
 }
 
 /**
@@ -114,7 +136,7 @@ export async function proposeRelationship(deps: RelationshipDeps, unionId: strin
   if (p.peerActorId === p.selfActorId) throw new RelationshipError("invalid", "a union cannot ally with itself");
   return deps.db.transaction().execute(async (trx) => {
     await lockUnion(trx, unionId);
-    await requireOfficer(trx, unionId, by);
+    const ratifiedBy = await requireRatification(trx, unionId, by, p.proposalId);
     const existing = await openWith(trx, unionId, p.peerActorId);
     if (existing) throw new RelationshipError("conflict", `there is already a relationship with ${p.peerHandle ?? p.peerActorId} (${existing.kind}, ${existing.state})`);
     if (p.kind === "parent") {
@@ -129,7 +151,7 @@ export async function proposeRelationship(deps: RelationshipDeps, unionId: strin
     } as const;
     await trx.insertInto("union_relationships").values(row).execute();
     const rel = toRelationship(row);
-    await logEvent(trx, rel, "proposed", "offered", by);
+    await logEvent(trx, rel, ratifiedBy ? `proposed (proposal ${ratifiedBy})` : "proposed", "offered", by);
     await deps.outbox.add(trx, { kind: "relationship.follow", unionId, relationshipId: id });
     return rel;
   });
@@ -172,10 +194,12 @@ export async function receiveOffer(deps: RelationshipDeps, unionId: string, o: O
 }
 
 /** This union's officers accept or reject an offer they received. */
-export async function answerOffer(deps: RelationshipDeps, unionId: string, relationshipId: string, by: By, accept: boolean): Promise<Relationship> {
+export async function answerOffer(deps: RelationshipDeps, unionId: string, relationshipId: string, by: By, accept: boolean, proposalId?: string): Promise<Relationship> {
   const rel = await deps.db.transaction().execute(async (trx) => {
     await lockUnion(trx, unionId);
-    await requireOfficer(trx, unionId, by);
+    // Declining needs no vote; committing the union does.
+    if (accept) await requireRatification(trx, unionId, by, proposalId);
+    else await requireOfficer(trx, unionId, by);
     const rel = await getRelationship(trx, unionId, relationshipId);
     if (!rel) throw new RelationshipError("not_found", "no such relationship");
     if (rel.state !== "received") throw new RelationshipError("conflict", `this relationship is ${rel.state}, not an offer waiting for an answer`);
