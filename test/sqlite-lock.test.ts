@@ -2,7 +2,10 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { sql } from "kysely";
 import { sqlitePath } from "../src/config.ts";
+import { openDatabase } from "../src/db/database.ts";
+import { DatabaseBusyError } from "../src/db/sqlite-driver.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 
@@ -31,6 +34,14 @@ function holdWriteLock(file: string): { child: ChildProcess; locked: Promise<voi
   const locked = saw("locked");
   const released = saw("released");
   return { child, locked, release: async () => { child.stdin!.write("go\n"); await released; } };
+}
+
+/** Ends the lock holder if it still runs; `exit` already fired when it ended by itself. */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  child.kill();
+  await exited;
 }
 
 describe("another process holding the SQLite write lock", { skip: sqlite.skip }, () => {
@@ -76,8 +87,94 @@ describe("another process holding the SQLite write lock", { skip: sqlite.skip },
       assert.ok(hits.some((h) => h.bucket === "held"), "the other process's write is kept");
       assert.ok(hits.some((h) => h.bucket.startsWith("login:handle:")), "the waiting write was made once the lock was free");
     } finally {
-      if (holder.child.exitCode === null) holder.child.kill();
-      await once(holder.child, "exit").catch(() => {});
+      await stop(holder.child);
     }
+  });
+});
+
+describe("the SQLite connection shared by one process", { skip: sqlite.skip }, () => {
+  let tdb: TestDatabase;
+  before(async () => {
+    tdb = await sqlite.create();
+  });
+  after(async () => {
+    await tdb?.destroy();
+  });
+
+  const bucketsOf = async (database: ReturnType<typeof openDatabase>, prefix: string) =>
+    (await database.db.selectFrom("rate_limit_hits").select("bucket").where("bucket", "like", `${prefix}%`).orderBy("at").orderBy("id").execute())
+      .map((r) => r.bucket);
+
+  it("reads while another process holds the lock, fails a write past its wait with a retryable error, and loses nothing", async () => {
+    const database = openDatabase(tdb.url, { busyWaitMs: 300 });
+    const holder = holdWriteLock(sqlitePath(tdb.url));
+    try {
+      await holder.locked;
+      const insert = (id: string) => database.db.insertInto("rate_limit_hits").values({ id, bucket: "busy:1", at: 1 }).execute();
+      await assert.rejects(insert("a"), (e: unknown) => e instanceof DatabaseBusyError && e.retryAfterSeconds > 0);
+      await assert.rejects(
+        database.db.transaction().execute(async (trx) => {
+          await trx.insertInto("rate_limit_hits").values({ id: "b", bucket: "busy:2", at: 2 }).execute();
+        }),
+        DatabaseBusyError,
+      );
+      // A read meanwhile answers, from the last committed state.
+      assert.deepEqual(await bucketsOf(database, "busy:"), []);
+      assert.equal(holder.child.exitCode, null, "the other process still holds the lock");
+      await holder.release();
+      await insert("a");
+      assert.deepEqual(await bucketsOf(database, "busy:"), ["busy:1"], "nothing half-written, the retried write landed once");
+      assert.deepEqual(await bucketsOf(database, "held"), ["held"], "the other process's write is kept");
+    } finally {
+      await stop(holder.child);
+      await database.close();
+    }
+  });
+
+  it("writes waiting for the lock land in call order once it is free", async () => {
+    const database = openDatabase(tdb.url);
+    await database.db.deleteFrom("rate_limit_hits").execute();
+    const holder = holdWriteLock(sqlitePath(tdb.url));
+    try {
+      await holder.locked;
+      const writes = Array.from({ length: 20 }, (_, i) =>
+        i % 2 === 0
+          ? database.db.insertInto("rate_limit_hits").values({ id: `w${i}`, bucket: `order:${i}`, at: 5 }).execute()
+          : database.db.transaction().execute((trx) =>
+            trx.insertInto("rate_limit_hits").values({ id: `w${i}`, bucket: `order:${i}`, at: 5 }).execute()));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(await bucketsOf(database, "order:"), [], "nothing written while the lock is held");
+      await holder.release();
+      await Promise.all(writes);
+      const rows = await database.db.selectFrom("rate_limit_hits").select(["bucket"]).where("bucket", "like", "order:%")
+        .orderBy(sql`rowid`).execute();
+      assert.deepEqual(rows.map((r) => r.bucket), Array.from({ length: 20 }, (_, i) => `order:${i}`));
+    } finally {
+      await stop(holder.child);
+      await database.close();
+    }
+  });
+
+  it("a read from outside an open transaction neither waits for the lock nor sees the transaction's rows", async () => {
+    const database = openDatabase(tdb.url);
+    let commit!: () => void;
+    const gate = new Promise<void>((r) => commit = r);
+    let began!: () => void;
+    const begun = new Promise<void>((r) => began = r);
+    const transaction = database.db.transaction().execute(async (trx) => {
+      await trx.insertInto("rate_limit_hits").values({ id: "tx", bucket: "isolated", at: 9 }).execute();
+      began();
+      await gate;
+    });
+    await begun;
+    let read: string[] | undefined;
+    const reading = bucketsOf(database, "isolated").then((r) => read = r);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(read, undefined, "the read waits for the transaction rather than reading its uncommitted row");
+    commit();
+    await transaction;
+    await reading;
+    assert.deepEqual(read, ["isolated"]);
+    await database.close();
   });
 });

@@ -61,7 +61,9 @@ async function retryBusy<T>(run: () => T, waitMs: number, ready?: () => Promise<
   const started = Date.now();
   let delay = 1;
   for (;;) {
-    await ready?.();
+    // Checked again after every wait: another transaction may have begun
+    // meanwhile, and `run` must start with none open.
+    for (let waiting = ready?.(); waiting; waiting = ready?.()) await waiting;
     try {
       return run();
     } catch (e) {
