@@ -15,10 +15,11 @@ import { countMembers, getMember, listMembers, type MembershipDeps } from "../sr
 import { leaveUnion, requestToJoin } from "../src/members/membership.ts";
 import { recruitsOf, sponsorChain } from "../src/members/tree.ts";
 import type { Outbox } from "../src/outbox.ts";
-import { createUnion, updateUnion } from "../src/unions/unions.ts";
+import { createUnion } from "../src/unions/unions.ts";
 import { type DialectCase, dialects } from "../test/helpers/databases.ts";
 import { seededRandom } from "../test/helpers/random.ts";
 import { type Benchmark, type BenchOptions, fmt, machineFacts, percentile, perSecond, printTable, progress, type Row } from "./lib.ts";
+import { changeBylaws } from "../src/bylaws/bylaws.ts";
 
 /**
  * The member tree at scale: bulk-loads one union with N members (setup, timed
@@ -231,7 +232,7 @@ async function runOne(dialect: DialectCase, size: number, shape: Shape, options:
     const q = options.quick ? 1 : 0;
 
     // (1a) Joins under the open policy: sponsor is the leader.
-    await updateUnion(deps, UNION_SLUG, { joinPolicy: "open" });
+    await changeBylaws(deps, union.id, { kind: "operator", reason: "benchmark: joins under the open policy" }, { params: { joinPolicy: "open" } });
     let joined = 0;
     const open = await measure(`${label}: join (open)`, COUNTS.joinOpen[q], budget, async (k) => {
       const actorId = `https://joiners.example/users/open${k}`;

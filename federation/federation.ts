@@ -10,6 +10,8 @@ import type { Outbox } from "../src/outbox.ts";
 import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
 import { processOnce } from "./inbox-record.ts";
 import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
+import { onVote } from "./inbox-votes.ts";
+import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
 import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
@@ -127,6 +129,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
   federation
     .setFeaturedDispatcher("/u/{identifier}/featured", async (ctx, identifier) => identifier === INSTANCE_ACTOR ? { items: [] } : featuredItems(db, ctx, identifier));
   registerActionObjects(federation, db);
+  registerProposalObjects(federation, db);
 
   const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
   federation
@@ -141,7 +144,10 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     .on(Move, (ctx, a) => onMove(inboxDeps, ctx, a))
     .on(Like, (ctx, a) => onLike(inboxDeps, ctx, a))
     .on(Announce, (ctx, a) => onAnnounce(inboxDeps, ctx, a))
-    .on(Create, (ctx, a) => onCreate(inboxDeps, ctx, a))
+    // A poll answer to a proposal is a vote, never a reply to a call-to-action.
+    .on(Create, async (ctx, a) => {
+      if (!(await onVote(inboxDeps, ctx, a))) await onCreate(inboxDeps, ctx, a);
+    })
     // Everything else is recorded (once) for the features that will read it.
     .on(Activity, async (ctx, activity) => {
       const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;

@@ -12,6 +12,8 @@ import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import { handleProposalIntent } from "./proposal-question.ts";
+import { readBylaws } from "../src/bylaws/bylaws.ts";
 
 const log = logger("federation", "outbound");
 
@@ -32,6 +34,7 @@ export function queueOutbox(queue: KyselyMessageQueue): Outbox {
 function orderingKeyOf(intent: OutboxIntent): string {
   if ("memberId" in intent) return `member:${intent.memberId}`;
   if ("actionId" in intent) return `action:${intent.actionId}`;
+  if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -81,7 +84,11 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       if (!recipient) return;
       const invite = intent.inviteCode ? new URL(`/u/${union.slug}/join/${intent.inviteCode}`, deps.origin).href : null;
       const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
-      const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null]
+      // The version in force when the welcome goes out: the rules the member joined under.
+      const bylaws = await readBylaws(deps.db, union.id);
+      const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, deps.origin).href;
+      const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
+        `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
         .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
       await sendDirect(ctx, union, groupId, member.actorId, member.handle, recipient, activityId, body);
       return;
@@ -92,6 +99,10 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "action.progress":
     case "relay":
       await handleActionIntent(deps, ctx, union, intent, intentId);
+      return;
+    case "proposal.publish":
+    case "proposal.closed":
+      await handleProposalIntent(deps, ctx, union, intent);
       return;
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);

@@ -14,6 +14,8 @@ export type OutboxIntent =
   | { readonly kind: "action.retract"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.progress"; readonly unionId: string; readonly actionId: string; readonly reason: "goal" | "deadline" }
   | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null }
+  | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
+  | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

@@ -30,6 +30,7 @@ import { type ActionRaceResult, actionContenders, closeActionContenders, rendezv
 import { dialects } from "./helpers/databases.ts";
 import { type Ctx, failingOn, followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
 import { recordedIntents } from "./helpers/membership-worker.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 
 after(() => closeActionContenders());
 
@@ -302,7 +303,7 @@ for (const d of dialects) {
     it("only the leader, officers and the operator may compose", () => withCtx(d, async (c) => {
       const { union, leader, officer, member } = await staffed(c);
       const other = await staffed(c, "couriers");
-      await updateUnion(c.deps, union.slug, { joinPolicy: "approval" });
+      await overrideBylaws(c.deps, union.slug, { joinPolicy: "approval" });
       const pending = await join(c, union, person("waiting"));
       assert.equal(pending.state, "pending");
       const before = await snapshot(c);
@@ -633,7 +634,7 @@ for (const d of dialects) {
       const dd = await join(c, union, pd!);
       await join(c, union, pe!);
       await leaveUnion(c.deps, union.id, pe!.actorId, "left");
-      await updateUnion(c.deps, union.slug, { joinPolicy: "approval" });
+      await overrideBylaws(c.deps, union.slug, { joinPolicy: "approval" });
       const pending = person("p");
       assert.equal((await join(c, union, pending)).state, "pending");
       const outsider = person("x", "elsewhere.example");
@@ -698,10 +699,10 @@ for (const d of dialects) {
       assert.deepEqual(await reply(3, '<p class="in"><a href="https://x.example/done">committed-ish</a></p>'), { comment: true, commit: false });
       assert.deepEqual(await reply(4, "<p>Done.</p>"), { comment: true, commit: true });
 
-      const updated = await updateUnion(c.deps, union.slug, { commitmentWords: [" Dabei ", "JA", "dabei"] });
+      const updated = await overrideBylaws(c.deps, union.slug, { commitmentWords: [" Dabei ", "JA", "dabei"] });
       assert.deepEqual(updated.commitmentWords, ["dabei", "ja"]);
-      await assert.rejects(updateUnion(c.deps, union.slug, { commitmentWords: ["two words"] }));
-      await assert.rejects(updateUnion(c.deps, union.slug, { commitmentWords: [" "] }));
+      await assert.rejects(overrideBylaws(c.deps, union.slug, { commitmentWords: ["two words"] }));
+      await assert.rejects(overrideBylaws(c.deps, union.slug, { commitmentWords: [" "] }));
       assert.deepEqual(await reply(5, "<p>Ich bin DABEI</p>"), { comment: true, commit: true });
       assert.deepEqual(await reply(6, "<p>I&#39;m in</p>"), { comment: true, commit: false }, "the old words no longer commit");
       assert.deepEqual(await reply(7, "<p>Ja!</p>"), { comment: true, commit: true });
@@ -818,7 +819,7 @@ for (const d of dialects) {
 
     it("publishDue publishes the oldest queued call once per local day, at the union's time", () => withCtx(d, async (c) => {
       const tokyo = await staffed(c, "tokyo");
-      await updateUnion(c.deps, tokyo.union.slug, { timeZone: "Asia/Tokyo", publishTime: "09:00" });
+      await overrideBylaws(c.deps, tokyo.union.slug, { timeZone: "Asia/Tokyo", publishTime: "09:00" });
       const utc = await staffed(c, "utc");
       const day = async () => (await c.db.selectFrom("unions").select("last_published_on").where("id", "=", tokyo.union.id).executeTakeFirstOrThrow()).last_published_on;
       const at = (iso: string) => publishDue(c.deps, Date.parse(iso));
@@ -855,7 +856,7 @@ for (const d of dialects) {
 
     it("publishDue around Berlin's DST changes: 02:30 on spring-forward day, and only once when 02:30 happens twice", () => withCtx(d, async (c) => {
       const { union } = await staffed(c, "berlin");
-      await updateUnion(c.deps, union.slug, { timeZone: "Europe/Berlin", publishTime: "02:30" });
+      await overrideBylaws(c.deps, union.slug, { timeZone: "Europe/Berlin", publishTime: "02:30" });
       const qs: Action[] = [];
       for (const t of ["one", "two", "three", "four"]) {
         qs.push(await composeAction(c.deps, union.id, OPERATOR, ask(t)));
@@ -929,8 +930,8 @@ for (const d of dialects) {
       assert.equal(await offerRelay(c.deps, union.id, offer("off")), "ignored", "relaying is off by default");
       assert.equal(await offerRelay(c.deps, randomUUID(), offer("nowhere")), "ignored");
 
-      await updateUnion(c.deps, union.slug, { relayPolicy: "approval" });
-      await updateUnion(c.deps, union.slug, { joinPolicy: "approval" });
+      await updateUnion(c.deps, union.slug, OPERATOR, { relayPolicy: "approval" });
+      await overrideBylaws(c.deps, union.slug, { joinPolicy: "approval" });
       const pendingActor = person("pending");
       await join(c, union, pendingActor);
       assert.equal(await offerRelay(c.deps, union.id, offer("stranger", { authorActorId: "https://elsewhere.example/users/x" })), "ignored");
@@ -966,7 +967,7 @@ for (const d of dialects) {
       assert.deepEqual(states.map((r) => r.state), ["relayed", "declined"]);
       assert.deepEqual(await pendingRelays(c.db, union.id), []);
 
-      await updateUnion(c.deps, union.slug, { relayPolicy: "auto" });
+      await updateUnion(c.deps, union.slug, OPERATOR, { relayPolicy: "auto" });
       assert.equal(await offerRelay(c.deps, union.id, offer("auto", { createId: null })), "relayed");
       assert.equal(await offerRelay(c.deps, union.id, offer("auto", { createId: null })), "ignored");
       assert.equal(await offerRelay(c.deps, union.id, offer("held")), "ignored", "already decided");
@@ -974,13 +975,13 @@ for (const d of dialects) {
       assert.equal(await offerRelay(c.deps, union.id, offer("auto-private", { isPublic: false })), "ignored");
       assert.deepEqual((await intents(c)).map((i) => i.kind === "relay" && [i.noteId, i.createId]), [[offer("held").noteId, offer("held").createId], [offer("auto").noteId, null]]);
       assert.deepEqual(await pendingRelays(c.db, union.id), [], "auto-relayed posts are not held");
-      await updateUnion(c.deps, union.slug, { relayPolicy: "off" });
+      await updateUnion(c.deps, union.slug, OPERATOR, { relayPolicy: "off" });
       assert.equal(await offerRelay(c.deps, union.id, offer("off-again")), "ignored");
     }));
 
     it("two officers deciding the same held post at once relay it once", (t: TestContext) => withCtx(d, async (c) => {
       const { union, officer, leader } = await staffed(c);
-      await updateUnion(c.deps, union.slug, { relayPolicy: "approval" });
+      await updateUnion(c.deps, union.slug, OPERATOR, { relayPolicy: "approval" });
       assert.equal(await offerRelay(c.deps, union.id, {
         noteId: "https://remote.example/notes/1", createId: null, authorActorId: person(`member-${union.slug}`).actorId, contentHtml: "x", isPublic: true, isReplyToAction: false,
       }), "pending");

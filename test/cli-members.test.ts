@@ -53,7 +53,7 @@ function fails(args: string[], env: Record<string, string>, code: number, messag
 }
 
 const NEW_COMMANDS = [
-  "union set", "invite create", "invite list", "invite revoke",
+  "union set", "bylaws show", "bylaws history", "bylaws set", "invite create", "invite list", "invite revoke",
   "member list", "member show", "member approve", "member reject", "member remove", "member sponsor", "member tree",
   "officer add", "officer remove", "officer list",
 ];
@@ -250,8 +250,12 @@ for (const d of dialects) {
       assert.ok(all.some((i) => i.kind === "follow.reject" && i.memberId === p2.id), "a Reject is queued for p2");
       fails(["member", "reject", "riders", h("p2")], env, 1, /only pending requests can be rejected/);
       fails(["member", "approve", "riders", h("p2")], env, 1, /only pending requests can be approved/);
-      fails(["member", "approve", "riders", h("p1"), "--reason", "x"], env, 2, /Unknown option '--reason'/);
+      fails(["member", "approve", "riders", h("p1"), "--reason", "x"], env, 2, /^muster member approve: unknown option --reason; see muster member approve --help\n$/);
+      const before = (await intents()).length;
+      fails(["member", "approve", "riders", h("p1")], env, 1, new RegExp(`^muster: error: ${h("p1")} is already a member of riders; nothing to approve\n$`));
+      assert.equal((await intents()).length, before, "approving an active member queues nothing");
     });
+
 
     it("removes a member only with a reason; recruits move up and a Reject is queued", async () => {
       fails(["member", "remove", "riders", h("b")], env, 2, /--reason <text> is required/);
@@ -336,25 +340,35 @@ for (const d of dialects) {
     it("changes each union setting, and refuses bad values without changing anything", async () => {
       const set = (...args: string[]) => JSON.parse(ok(["union", "set", "riders", ...args, "--json"], env));
       const all = set("--name", "Riders Together", "--purpose", "Fair pay and safe roads", "--icon", "https://union.example/icon.png",
-        "--join-policy", "open", "--invite-limit", "7", "--visibility", "public", "--welcome", "Welcome, rider!");
+        "--welcome", "Welcome, rider!", "--relay", "approval");
       assert.deepEqual(
-        [all.name, all.purpose, all.icon, all.joinPolicy, all.memberInviteLimit, all.membersVisibility, all.welcomeText],
-        ["Riders Together", "Fair pay and safe roads", "https://union.example/icon.png", "open", 7, "public", "Welcome, rider!"],
+        [all.name, all.purpose, all.icon, all.welcomeText],
+        ["Riders Together", "Fair pay and safe roads", "https://union.example/icon.png", "Welcome, rider!"],
       );
-      const stored = (await getUnionBySlug(m.database.db, "riders"))!;
-      assert.deepEqual([stored.joinPolicy, stored.memberInviteLimit, stored.membersVisibility], ["open", 7, "public"]);
-      for (const policy of ["invite", "approval"]) assert.equal(set("--join-policy", policy).joinPolicy, policy);
+      assert.equal((await getUnionBySlug(m.database.db, "riders"))!.relayPolicy, "approval");
       const cleared = set("--welcome", "", "--icon", "");
       assert.deepEqual([cleared.welcomeText, cleared.icon], [null, null]);
       assert.equal(set("--leader", "@lead@Example.ORG").leader, LEAD.handle, "naming the same leader again is fine");
-      const human = ok(["union", "set", "riders", "--join-policy", "invite"], env);
-      assert.match(human, /Joining:\s+invite only/);
+
+      // Enforced rules are bylaws: the operator changes them with a reason, recorded in the history.
+      fails(["union", "set", "riders", "--join-policy", "open"], env, 2, /--join-policy is a bylaw now: .* muster bylaws set riders joinPolicy=open --reason/);
+      fails(["union", "set", "riders", "--invite-limit", "7"], env, 2, /muster bylaws set riders memberInviteLimit=7/);
+      const v = JSON.parse(ok(["bylaws", "set", "riders", "joinPolicy=open", "memberInviteLimit=7", "membersVisibility=public", "--reason", "members asked at the assembly", "--json"], env));
+      assert.deepEqual([v.params.joinPolicy, v.params.memberInviteLimit, v.params.membersVisibility, v.source], ["open", 7, "public", { kind: "operator", reason: "members asked at the assembly" }]);
+      const stored = (await getUnionBySlug(m.database.db, "riders"))!;
+      assert.deepEqual([stored.joinPolicy, stored.memberInviteLimit, stored.membersVisibility], ["open", 7, "public"]);
+      assert.match(ok(["union", "show", "riders"], env), /Joining:\s+open/);
+      assert.match(ok(["bylaws", "show", "riders"], env), /memberInviteLimit:\s+7/);
+      assert.match(ok(["bylaws", "history", "riders"], env), /operator override: members asked at the assembly\s+joinPolicy, memberInviteLimit, membersVisibility/);
+      assert.match(ok(["bylaws", "set", "--help"], env), /quorumPercent\s+share of eligible members/);
+      fails(["bylaws", "set", "riders", "joinPolicy=invite"], env, 2, /--reason is required/);
+      fails(["bylaws", "set", "riders", "joinPolicy=bogus", "--reason", "x y z"], env, 1, /joinPolicy must be one of invite, approval, open/);
+      fails(["bylaws", "set", "riders", "memberInviteLimit=20000", "--reason", "x y z"], env, 1, /from 0 to 10000/);
+      fails(["bylaws", "set", "riders", "joinPolicy=open", "--reason", "x y z"], env, 1, /leave the bylaws as they are/);
+      assert.equal(JSON.parse(ok(["bylaws", "history", "riders", "--json"], env)).length, 2);
 
       const before = await getUnionBySlug(m.database.db, "riders");
-      fails(["union", "set", "riders", "--join-policy", "bogus"], env, 1, /join policy must be one of invite, approval, open/);
-      fails(["union", "set", "riders", "--visibility", "everyone", "--name", "Changed"], env, 1, /members visibility must be one of public, members, officers/);
-      fails(["union", "set", "riders", "--invite-limit", "20000"], env, 1, /member invite limit must be an integer from 0 to 10000/);
-      fails(["union", "set", "riders", "--invite-limit=-1"], env, 2, /--invite-limit takes a whole number/);
+      fails(["union", "set", "riders", "--relay", "sometimes", "--name", "Changed"], env, 1, /relay policy must be off, approval or auto/);
       fails(["union", "set", "riders", "--icon", "ftp://x.example/i.png"], env, 1, /icon must be an http\(s\) URL/);
       fails(["union", "set", "riders", "--name", " "], env, 1, /name must be 1-100 characters/);
       fails(["union", "set", "riders", "--leader", "@other@example.org"], env, 1, /already has an active leader/);

@@ -6,7 +6,7 @@ import { type Peer, startPeer } from "./helpers/peer.ts";
 import { claimInviteForApplicant, requestToJoin, setOfficer } from "../src/members/membership.ts";
 import { createInvite, listInvites } from "../src/members/invites.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
-import { updateUnion } from "../src/unions/unions.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 
 interface Page { orderedItems: { type: string; member: string; sponsor: string | null; role: string; portfolio?: string }[]; next?: string }
 
@@ -88,13 +88,13 @@ for (const d of dialects) {
     });
 
     it("officers-only: an ordinary member is refused, an officer is served", async () => {
-      await updateUnion(m.muster.unions, "riders", { membersVisibility: "officers" });
+      await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "officers" });
       assert.equal((await fetch(await peer.signedGet(url("/u/riders/members"), { as: "bob" }))).status, 403);
       assert.equal((await fetch(await peer.signedGet(url("/u/riders/members"), { as: "alice" }))).status, 200);
     });
 
     it("public: anyone", async () => {
-      await updateUnion(m.muster.unions, "riders", { membersVisibility: "public" });
+      await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "public" });
       const res = await fetch(url("/u/riders/members"));
       assert.equal(res.status, 200);
       assert.equal((await res.json() as { totalItems: number }).totalItems, 3);

@@ -28,6 +28,8 @@ export interface Command {
   readonly positionals: readonly string[];
   /** Positional arguments that may follow the required ones. */
   readonly optional?: readonly string[];
+  /** Name of a list of further positional arguments (e.g. key=value...), if any. */
+  readonly rest?: string;
   run(args: { values: Values; positionals: string[] }): Promise<void>;
 }
 

@@ -13,12 +13,14 @@ import {
   retractAction,
 } from "../actions/actions.ts";
 import { decideRelay, pendingRelays } from "../actions/relay.ts";
+import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
-import { type ActionsVisibility, type RelayPolicy, type Union, UnionError, updateUnion } from "../unions/unions.ts";
+import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
+import { BylawsError } from "../bylaws/params.ts";
 import {
   commentsOf,
   handlesByActor,
@@ -71,12 +73,15 @@ const ANSWERED: Record<string, string> = {
   already_done: "You had already marked it done.",
 };
 
-/** Pages that embed Markdown and remote text run no script at all, whatever slips through. */
+/**
+ * Pages that embed Markdown and remote text run no inline script, whatever
+ * slips through: only our own static files (the chain check) may run.
+ */
 const STRICT_CSP = [
   "default-src 'self'",
   "img-src 'self' https: http: data:",
   "style-src 'self'",
-  "script-src 'none'",
+  "script-src 'self'",
   "object-src 'none'",
   "base-uri 'none'",
   "form-action 'self'",
@@ -92,8 +97,8 @@ function statusOf(e: unknown): Status {
   return code === "forbidden" ? 403 : code === "not_found" ? 404 : code === "conflict" ? 409 : 400;
 }
 
-const isDomainError = (e: unknown): e is ActionError | MemberError | UnionError | FormError =>
-  e instanceof ActionError || e instanceof MemberError || e instanceof UnionError || e instanceof FormError;
+const isDomainError = (e: unknown): e is ActionError | MemberError | UnionError | BylawsError | FormError =>
+  e instanceof ActionError || e instanceof MemberError || e instanceof UnionError || e instanceof BylawsError || e instanceof FormError;
 
 const field = (form: Record<string, unknown>, name: string): string => {
   const v = form[name];
@@ -151,6 +156,24 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     const items = await Promise.all(published.map(async (action) => ({ action, progress: await progressOf(db, action) })));
     const membersShown = await mayReadRoster(db, union, { via: "web", member: viewer?.member });
     return c.html(actionIndexPage({ union, viewer: viewer?.member, items, membersShown }));
+  });
+
+  // The whole hash chain, for anyone who may read the calls-to-action: what
+  // the page's in-browser check (public/verify-chain.js) and any other tool
+  // recompute. Registered before /actions/:id, which would take the name.
+  app.get("/u/:slug/actions/chain.json", async (c) => {
+    const union = await deps.loadUnion(c);
+    if (!union) return noUnion(c);
+    const viewer = await deps.viewerIn(c, union);
+    if (!mayRead(union, viewer)) return c.json({ error: { code: "forbidden", message: "sign in as a member to read this union's chain" } }, 403);
+    if (union.actionsVisibility !== "public") c.header("Cache-Control", "private, no-cache");
+    const entries = await chainOf(db, union.id);
+    return c.json({
+      union: `/u/${union.slug}`,
+      algorithm: "sha256(prevHash + \"\\n\" + event + \"\\n\" + payload), hex; the first prevHash is 64 zeros",
+      genesis: GENESIS,
+      entries: entries.map((e) => ({ n: e.n, actionId: e.actionId, event: e.event, at: e.at.toISOString(), prevHash: e.prevHash, hash: e.hash, payload: e.payload })),
+    });
   });
 
   // Fedify answers this URL with the Note for ActivityPub clients; a browser
@@ -364,13 +387,11 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (!g.ok) return g.res;
     const form = await c.req.parseBody();
     try {
-      await updateUnion(actions, g.viewer.union.slug, {
-        publishTime: field(form, "publishTime").trim().slice(0, 5),
-        timeZone: field(form, "timeZone").trim(),
-        actionsVisibility: field(form, "actionsVisibility") as ActionsVisibility,
-        relayPolicy: field(form, "relayPolicy") as RelayPolicy,
-        commitmentWords: field(form, "commitmentWords").split(/[\s,]+/),
-      });
+      // Only the relay policy is the officers' to set. A bylaw field posted
+      // here (a stale page, a forged form) goes to the domain, which refuses it.
+      const settings: Record<string, unknown> = { relayPolicy: field(form, "relayPolicy") as RelayPolicy };
+      for (const k of ["publishTime", "timeZone", "actionsVisibility", "commitmentWords"]) if (k in form) settings[k] = field(form, k);
+      await updateUnion(actions, g.viewer.union.slug, by(g.viewer), settings as UnionSettings);
       log.info("{handle} changed the call-to-action schedule of {slug}", { handle: g.viewer.member.handle, slug: g.viewer.union.slug });
       return c.redirect(`/u/${g.viewer.union.slug}/console/actions?done=schedule#schedule`, 303);
     } catch (e) {

@@ -1,9 +1,10 @@
+import { BylawsError } from "../bylaws/params.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
-import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite } from "../members/invites.ts";
+import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite, welcomePlaces } from "../members/invites.ts";
 import { type By, countMembers, getMember, listMembers, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
 import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
 import { recruitsOf, sponsorChain } from "../members/tree.ts";
@@ -30,6 +31,8 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
+import { ballotOf, castVote, getProposal, tallyOf } from "../bylaws/proposals.ts";
+import { proposalPage } from "./pages/proposal.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -156,9 +159,9 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   }
 
   const by = (v: Viewer): By => ({ kind: "member", memberId: v.member.id });
-  const statusOf = (e: MemberError | UnionError): 400 | 403 | 404 | 409 =>
+  const statusOf = (e: MemberError | UnionError | BylawsError): 400 | 403 | 404 | 409 =>
     e.code === "forbidden" ? 403 : e.code === "not_found" ? 404 : e.code === "conflict" ? 409 : 400;
-  const isDomainError = (e: unknown): e is MemberError | UnionError => e instanceof MemberError || e instanceof UnionError;
+  const isDomainError = (e: unknown): e is MemberError | UnionError | BylawsError => e instanceof MemberError || e instanceof UnionError || e instanceof BylawsError;
 
   // ---- Sign-in ----
 
@@ -352,13 +355,47 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     if (!g.ok) return g.res;
     const choice = String((await c.req.parseBody()).visibility ?? "");
     try {
-      await updateUnion(membership, g.viewer.union.slug, { membersVisibility: choice as MembersVisibility });
+      // A bylaw: the domain refuses officers (kept so a stale form gets a clear answer).
+      await updateUnion(membership, g.viewer.union.slug, by(g.viewer), { membersVisibility: choice } as never);
     } catch (e) {
       if (!isDomainError(e)) throw e;
       return renderConsole(c, g.viewer, { error: e.message, status: statusOf(e) });
     }
     log.info("{handle} set who sees the members of {slug} to {choice}", { handle: g.viewer.member.handle, slug: g.viewer.union.slug, choice });
     return c.redirect(`/u/${g.viewer.union.slug}/console?done=visibility#roster-visibility`, 303);
+  });
+
+  // ---- Proposals: the page, and voting on the web (a changed web vote replaces the earlier one) ----
+  async function proposalView(c: Context, extra: { error?: string; done?: boolean } = {}) {
+    const union = await loadUnion(c);
+    const proposal = union && /^\d{1,9}$/.test(c.req.param("n") ?? "") ? await getProposal(db, union.id, c.req.param("n")!) : undefined;
+    if (!union || !proposal) return undefined;
+    const member = await signedInMember(db, c, union);
+    const eligible = member !== undefined && member.state === "active" && member.joinedAt !== null && member.joinedAt.getTime() <= proposal.openedAt.getTime();
+    return {
+      union, proposal, member, tally: await tallyOf(db, proposal),
+      ballot: member ? await ballotOf(db, proposal.id, member.id) : undefined,
+      canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
+    };
+  }
+
+  app.get("/u/:slug/proposals/:n", async (c) => {
+    const v = await proposalView(c, { done: c.req.query("done") === "voted" });
+    if (!v) return c.html(errorPage(404, "No such proposal here."), 404);
+    c.header("Cache-Control", "private, no-cache");
+    return c.html(proposalPage(v));
+  });
+
+  app.post("/u/:slug/proposals/:n/vote", async (c) => {
+    const v = await proposalView(c);
+    if (!v) return c.html(errorPage(404, "No such proposal here."), 404);
+    if (!v.member) return c.html(proposalPage({ ...v, error: "Sign in as a member to vote." }), 403);
+    const form = await c.req.parseBody({ all: true });
+    const raw = form.option;
+    const choices = (Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]).map(String);
+    const r = await castVote(membership, v.union.id, v.proposal.id, { memberId: v.member.id }, choices, { kind: "web" });
+    if (!r.counted) return c.html(proposalPage({ ...(await proposalView(c))!, error: `Your vote was not recorded: ${r.reason}.` }), 400);
+    return c.redirect(`/u/${v.union.slug}/proposals/${v.proposal.number}?done=voted`, 303);
   });
 
   app.post("/u/:slug/console/invites", (c) => postInvite(c, "console"));
@@ -443,11 +480,12 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
 
   async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
     const { union, member } = v;
-    const [chain, recruits, invites, held] = await Promise.all([
+    const [chain, recruits, invites, held, welcome] = await Promise.all([
       sponsorChain(db, member.id),
       recruitsOf(db, union.id, member.id, { limit: 200 }),
       listInvites(db, union.id, { createdBy: member.id }),
       placesHeld(db, union.id, member.id),
+      welcomePlaces(db, union.id, member.id),
     ]);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
@@ -459,6 +497,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       recruits,
       invites,
       placesHeld: held,
+      welcomePlaces: welcome,
       created,
       notice: DONE[c.req.query("done") ?? ""],
       error: extra.error,

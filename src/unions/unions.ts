@@ -3,6 +3,11 @@ import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
+import { defaultBylawsText, writeVersionIn } from "../bylaws/bylaws.ts";
+import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
+import { type By, requireOfficer } from "../members/members.ts";
+
+export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
 
 export interface Union {
   readonly id: string;
@@ -30,21 +35,8 @@ export interface Union {
   readonly createdAt: Date;
 }
 
-export type ActionsVisibility = "members" | "public";
 export type RelayPolicy = "off" | "approval" | "auto";
-export const DEFAULT_COMMITMENT_WORDS = ["in", "done", "committed"];
-
-/**
- * - `invite`: only follows matched to an invite join; others are refused.
- * - `approval`: follows without an invite wait for an officer's decision.
- * - `open`: follows without an invite join at once, under the leader.
- */
-export type JoinPolicy = "invite" | "approval" | "open";
-export const JOIN_POLICIES: readonly JoinPolicy[] = ["invite", "approval", "open"];
-/** Who sees the roster and the tree: see src/members/visibility.ts for what each shows to whom. */
-export type MembersVisibility = "public" | "members" | "signed-in" | "officers";
-export const MEMBERS_VISIBILITIES: readonly MembersVisibility[] = ["public", "members", "signed-in", "officers"];
-/** New unions start strict; the column default (migration 0007) says the same. */
+/** New unions start strict; the column default (migration 0007) and the bylaw default say the same. */
 export const DEFAULT_MEMBERS_VISIBILITY: MembersVisibility = "signed-in";
 
 export interface NewUnion {
@@ -53,6 +45,7 @@ export interface NewUnion {
   readonly purpose: string;
   readonly leaderHandle?: string | null;
   readonly iconUrl?: string | null;
+  /** A founding bylaw; every other parameter starts at its documented default. */
   readonly joinPolicy?: JoinPolicy;
   readonly membersVisibility?: MembersVisibility;
 }
@@ -156,7 +149,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         actions_visibility: "members",
         publish_time: "09:00",
         time_zone: "UTC",
-        commitment_words: DEFAULT_COMMITMENT_WORDS.join(","),
+        commitment_words: "in,done,committed",
         relay_policy: "off",
         last_published_on: null,
         created_at: now,
@@ -164,6 +157,9 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
       // The leader's place at the root of the tree exists from the start, so
       // invites made before the leader's account follows already have a sponsor.
       if (v.leaderHandle) await insertReservedLeader(trx, id, v.leaderHandle, now);
+      // A union never exists without bylaws in force; writing them also sets
+      // the union's setting columns from the founding parameters.
+      await writeVersionIn(trx, id, { kind: "founding" }, { text: defaultBylawsText(v.name, v.purpose), params: { joinPolicy: v.joinPolicy, membersVisibility: v.membersVisibility } }, now);
       await trx.insertInto("actor_keys").values(keys.map((k) => ({
         owner: unionKeyOwner(id),
         algorithm: k.algorithm,
@@ -197,26 +193,45 @@ async function insertReservedLeader(trx: Kysely<DB>, unionId: string, handle: st
   }).execute();
 }
 
+/**
+ * What officers may change on a union: its presentation. Everything the
+ * server enforces is a bylaw parameter (src/bylaws) and changes only by a
+ * member vote or an operator override.
+ */
 export interface UnionSettings {
   readonly name?: string;
   readonly purpose?: string;
   readonly iconUrl?: string | null;
-  readonly joinPolicy?: JoinPolicy;
-  readonly memberInviteLimit?: number;
-  readonly membersVisibility?: MembersVisibility;
   readonly welcomeText?: string | null;
+  /** Operator only: names the leader while the leader's place is unclaimed. */
   readonly leaderHandle?: string;
-  readonly actionsVisibility?: ActionsVisibility;
-  readonly publishTime?: string;
-  readonly timeZone?: string;
-  readonly commitmentWords?: readonly string[];
   readonly relayPolicy?: RelayPolicy;
 }
 
-/** Changes a union's settings; unknown or invalid values are refused whole. */
-export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: string, settings: UnionSettings): Promise<Union> {
+const SETTING_KEYS = new Set(["name", "purpose", "iconUrl", "welcomeText", "leaderHandle", "relayPolicy"]);
+
+/**
+ * Changes a union's settings; unknown or invalid values are refused whole.
+ * `by` must be the operator or an active officer; a bylaw parameter given
+ * here is refused with a pointer to how bylaws change.
+ */
+export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: string, by: By, settings: UnionSettings): Promise<Union> {
   const union = await getUnionBySlug(deps.db, slug);
   if (!union) throw new UnionError("not_found", `no union with slug ${JSON.stringify(slug)}`);
+  for (const [k, v] of Object.entries(settings)) {
+    if (v === undefined || SETTING_KEYS.has(k)) continue;
+    let bylaw: string | undefined;
+    try {
+      bylaw = paramSpec(k).key;
+    } catch {
+      throw new UnionError("invalid", `unknown union setting ${JSON.stringify(k)}`);
+    }
+    throw new BylawsError("forbidden", `${bylaw} is a bylaw: it changes by a member vote on an amendment, or by the operator with \`muster bylaws set ${union.slug} ${bylaw}=... --reason "..."\``);
+  }
+  await requireOfficer(deps.db, union.id, by);
+  if (settings.leaderHandle !== undefined && by.kind !== "operator") {
+    throw new UnionError("invalid", "only the operator names the leader; a sitting leader changes by election");
+  }
   const patch: Partial<UnionsTable> = {};
   if (settings.name !== undefined || settings.purpose !== undefined || settings.iconUrl !== undefined) {
     const v = validateNewUnion({
@@ -227,51 +242,9 @@ export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: 
     });
     Object.assign(patch, { name: v.name, purpose: v.purpose, icon_url: v.iconUrl ?? null });
   }
-  if (settings.joinPolicy !== undefined) {
-    if (!JOIN_POLICIES.includes(settings.joinPolicy)) {
-      throw new UnionError("invalid", `join policy must be one of ${JOIN_POLICIES.join(", ")}; got ${JSON.stringify(settings.joinPolicy)}`);
-    }
-    Object.assign(patch, { join_policy: settings.joinPolicy, manually_approves_followers: settings.joinPolicy === "open" ? 0 : 1 });
-  }
-  if (settings.memberInviteLimit !== undefined) {
-    if (!Number.isInteger(settings.memberInviteLimit) || settings.memberInviteLimit < 0 || settings.memberInviteLimit > 10_000) {
-      throw new UnionError("invalid", `member invite limit must be an integer from 0 to 10000; got ${settings.memberInviteLimit}`);
-    }
-    patch.member_invite_limit = settings.memberInviteLimit;
-  }
-  if (settings.membersVisibility !== undefined) {
-    if (!MEMBERS_VISIBILITIES.includes(settings.membersVisibility)) {
-      throw new UnionError("invalid", `members visibility must be one of ${MEMBERS_VISIBILITIES.join(", ")}; got ${JSON.stringify(settings.membersVisibility)}`);
-    }
-    patch.members_visibility = settings.membersVisibility;
-  }
   if (settings.welcomeText !== undefined) {
     if (settings.welcomeText !== null && settings.welcomeText.length > 5000) throw new UnionError("invalid", "welcome text must be at most 5000 characters");
     patch.welcome_text = settings.welcomeText?.trim() || null;
-  }
-  if (settings.actionsVisibility !== undefined) {
-    if (!["members", "public"].includes(settings.actionsVisibility)) throw new UnionError("invalid", `actions visibility must be members or public; got ${JSON.stringify(settings.actionsVisibility)}`);
-    patch.actions_visibility = settings.actionsVisibility;
-  }
-  if (settings.publishTime !== undefined) {
-    const m = /^([01]\d|2[0-3]):([0-5]\d)$/.exec(settings.publishTime);
-    if (!m) throw new UnionError("invalid", `publish time must be HH:MM (24-hour); got ${JSON.stringify(settings.publishTime)}`);
-    patch.publish_time = settings.publishTime;
-  }
-  if (settings.timeZone !== undefined) {
-    try {
-      Temporal.Now.zonedDateTimeISO(settings.timeZone);
-    } catch {
-      throw new UnionError("invalid", `unknown time zone ${JSON.stringify(settings.timeZone)}; use an IANA name such as Europe/Berlin`);
-    }
-    patch.time_zone = settings.timeZone;
-  }
-  if (settings.commitmentWords !== undefined) {
-    const words = [...new Set(settings.commitmentWords.map((w) => w.trim().toLowerCase()).filter(Boolean))];
-    if (words.length === 0 || words.some((w) => !/^[\p{L}\p{N}'-]{1,40}$/u.test(w))) {
-      throw new UnionError("invalid", "commitment words are one or more single words (letters, digits, ' or -)");
-    }
-    patch.commitment_words = words.join(",");
   }
   if (settings.relayPolicy !== undefined) {
     if (!["off", "approval", "auto"].includes(settings.relayPolicy)) throw new UnionError("invalid", `relay policy must be off, approval or auto; got ${JSON.stringify(settings.relayPolicy)}`);

@@ -1,5 +1,6 @@
 import type { Config } from "../../config.ts";
 import { createUnion, type JoinPolicy, listUnions, type MembersVisibility, type Union, type UnionSettings, updateUnion } from "../../unions/unions.ts";
+import { OPERATOR } from "../../members/members.ts";
 import { membersVisibility, VISIBILITY_CHOICES, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import { type Command, fields, JSON_OPT, out, parseCount, print, requireUnion, str, UsageError, withMuster } from "../command.ts";
 
@@ -112,45 +113,49 @@ export const unionCommands: Command[] = [
   },
   {
     path: ["union", "set"],
-    usage: "muster union set <slug> [--name <text>] [--purpose <text>] [--icon <url>] [--join-policy invite|approval|open] [--invite-limit N] [--visibility officers|signed-in|members|public] [--welcome <text>] [--leader <@user@host>] [--json]",
-    summary: "Change a union's settings; invalid values are refused and nothing changes.",
+    usage: "muster union set <slug> [--name <text>] [--purpose <text>] [--icon <url>] [--welcome <text>] [--relay off|approval|auto] [--leader <@user@host>] [--json]",
+    summary: "Change a union's name, purpose, icon, welcome text or relay policy; invalid values are refused and nothing changes.",
     details: [
-      "  --invite-limit N   places an ordinary member may invite to, in all (officers have no limit)",
-      visibilityHelp(),
       "  --icon \"\", --welcome \"\"   clear the icon or the welcome text",
+      "  --relay            relaying members' posts: off, approval (an officer decides) or auto",
       "  --leader           names the leader while the leader's place is unclaimed",
+      "  Joining, invite limit, roster visibility and the other enforced rules are bylaws:",
+      "  see `muster bylaws show <slug>`; the operator overrides them with `muster bylaws set`.",
     ].join("\n"),
     options: {
       name: { type: "string" },
       purpose: { type: "string" },
       icon: { type: "string" },
+      welcome: { type: "string" },
+      relay: { type: "string" },
+      leader: { type: "string" },
+      // Accepted only to say where they went.
       "join-policy": { type: "string" },
       "invite-limit": { type: "string" },
       visibility: { type: "string" },
-      welcome: { type: "string" },
-      leader: { type: "string" },
       ...JSON_OPT,
     },
     positionals: ["slug"],
     async run({ values, positionals }) {
+      for (const [flag, key] of [["join-policy", "joinPolicy"], ["invite-limit", "memberInviteLimit"], ["visibility", "membersVisibility"]] as const) {
+        const v = str(values, flag);
+        if (v !== undefined) throw new UsageError(`--${flag} is a bylaw now: members change it by vote; as the operator, run muster bylaws set ${positionals[0]} ${key}=${v} --reason "..."`);
+      }
       const icon = str(values, "icon");
       const welcome = str(values, "welcome");
-      const limit = str(values, "invite-limit");
       const settings: UnionSettings = {
         name: str(values, "name"),
         purpose: str(values, "purpose"),
         iconUrl: icon === undefined ? undefined : icon.trim() || null,
-        joinPolicy: str(values, "join-policy") as JoinPolicy | undefined,
-        memberInviteLimit: limit === undefined ? undefined : parseCount("--invite-limit", limit),
-        membersVisibility: str(values, "visibility") as MembersVisibility | undefined,
         welcomeText: welcome === undefined ? undefined : welcome.trim() || null,
+        relayPolicy: str(values, "relay") as UnionSettings["relayPolicy"],
         leaderHandle: str(values, "leader"),
       };
       const changed = Object.entries(settings).filter(([, v]) => v !== undefined).map(([k]) => k);
       if (changed.length === 0) throw new UsageError("nothing to change: give at least one setting");
       await withMuster(async (m) => {
         await requireUnion(m, positionals[0]!);
-        const union = await updateUnion(m.unions, positionals[0]!, settings);
+        const union = await updateUnion(m.unions, positionals[0]!, OPERATOR, settings);
         if (values.json) print(await json(union, m.config.origin));
         else out(`Updated union ${union.slug}.\n${describe(union, m.config)}`);
       });

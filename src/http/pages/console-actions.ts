@@ -95,23 +95,15 @@ ${draftFields(union, v.values)}
       ? html`<br><span class="muted small">Today's ${next.time} has passed and nothing went out on schedule yet: ${v.queued.length === 0 ? "a draft queued now" : "the first in the queue"} is published within a minute.</span>`
       : ""}</p>
 <form method="post" action="/u/${union.slug}/console/schedule" class="setup settings" data-testid="settings-form">
+<p class="muted" data-testid="schedule-bylaws">Published daily at ${union.publishTime} (${union.timeZone}), seen by ${union.actionsVisibility === "public" ? "everyone" : "members only"}; replies pledging “${union.commitmentWords.join("”, “")}” count as commitments. These are <a href="/u/${union.slug}/bylaws">bylaws</a>: they change when members pass an amendment.</p>
 <div class="fields">
-<label>Publish at <input type="time" name="publishTime" required value="${union.publishTime}"></label>
-<label>Time zone <select name="timeZone">${v.timeZones.map((z) => html`<option${z === union.timeZone ? html` selected` : ""}>${z}</option>`)}</select></label>
-</div>
-<div class="fields">
-<label>Who sees them <select name="actionsVisibility">
-<option value="members"${union.actionsVisibility === "members" ? html` selected` : ""}>Members only</option>
-<option value="public"${union.actionsVisibility === "public" ? html` selected` : ""}>Public</option>
-</select></label>
 <label>Relay members' posts <select name="relayPolicy">
 <option value="off"${union.relayPolicy === "off" ? html` selected` : ""}>Off</option>
 <option value="approval"${union.relayPolicy === "approval" ? html` selected` : ""}>After an officer approves</option>
 <option value="auto"${union.relayPolicy === "auto" ? html` selected` : ""}>Automatically</option>
 </select></label>
 </div>
-<label><span>Commitment words <span class="hint">a reply containing one of these counts as “I'm in”</span></span> <input name="commitmentWords" required value="${union.commitmentWords.join(", ")}"></label>
-<button type="submit" class="secondary">Save schedule settings</button>
+<button type="submit" class="secondary">Save relay setting</button>
 </form>
 </section>
 </div>

@@ -1,11 +1,10 @@
 import { html } from "hono/html";
-import { membersVisibility } from "../../members/visibility.ts";
-import { visibilityChoice } from "./home.ts";
+import { membersVisibility, VISIBILITY_TEXT } from "../../members/visibility.ts";
 import type { Invite } from "../../members/invites.ts";
 import type { Member, MemberListing } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
 import type { TreeNode } from "../console-data.ts";
-import { accountBar, consoleTabs, fmtDate, inviteForm, inviteTable, inviteUrl, notices, roleLabel, treeList } from "./account.ts";
+import { accountBar, consoleTabs, fmtDate, inviteForm, inviteTable, inviteUrlHtml, notices, roleLabel, treeList } from "./account.ts";
 import { type Html, layout } from "./layout.ts";
 
 export interface ConsoleView {
@@ -43,7 +42,7 @@ ${consoleTabs(v.union, "members")}
 </ul>
 ${notices(v)}
 ${v.created
-      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url" data-testid="created-invite-url">${inviteUrl(v.origin, v.union, v.created.code)}</code></p></div>`
+      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url invite" data-testid="created-invite-url">${inviteUrlHtml(v.origin, v.union, v.created.code)}</code></p></div>`
       : ""}
 
 <section id="pending">
@@ -88,10 +87,8 @@ ${inviteTable(v.invites, { origin: v.origin, union: v.union, creators: v.creator
 
 <section id="roster-visibility">
 <h2>Who sees the members</h2>
-<form method="post" action="${base}/roster-visibility" class="setup">
-${visibilityChoice(membersVisibility(v.union))}
-<button type="submit" data-testid="save-visibility">Save</button>
-</form>
+<p data-testid="roster-visibility">${membersVisibility(v.union)}: ${VISIBILITY_TEXT[membersVisibility(v.union)]}</p>
+<p class="muted">This is a <a href="/u/${v.union.slug}/bylaws">bylaw</a>: it changes when members pass an amendment.</p>
 </section>
 
 <section id="tree">

@@ -27,6 +27,7 @@ export function bylawsSummary(union: Union): Html {
 <li>${POLICY[union.joinPolicy]}</li>
 <li>Each member may invite up to ${union.memberInviteLimit} people; officers invite without limit.</li>
 <li data-testid="roster-visibility">Who can see the member list and the sponsor tree, and so that you are a member: ${VISIBILITY_TEXT[membersVisibility(union)]}</li>
+<li>These rules change only by a member vote. <a href="/u/${union.slug}/bylaws" data-testid="bylaws-link">Read the bylaws</a>.</li>
 </ul>`;
 }
 

@@ -1,0 +1,87 @@
+import type { Context, Federation, RequestContext } from "@fedify/fedify";
+import { Collection, Create, Note, PUBLIC_COLLECTION, Question, Update } from "@fedify/vocab";
+import "../src/temporal.ts";
+import type { Kysely } from "kysely";
+import { getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
+import type { DB } from "../src/db/schema.ts";
+import { renderMarkdown } from "../src/actions/markdown.ts";
+import { canSeeMembers } from "../src/members/visibility.ts";
+import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import type { OutboxIntent } from "../src/outbox.ts";
+import type { OutboundDeps } from "./outbound.ts";
+
+// A proposal as a poll Mastodon and others render: a Question attributed to
+// the union, oneOf (yes/no/abstain) or anyOf (approval election), with each
+// option's count (direct + delegated) in replies.totalItems. Mastodon limits
+// only polls made on its own servers to 4 options; remote polls are shown
+// with all their options, so an election lists up to 20 candidates as
+// options named by handle.
+
+export function proposalUri(ctx: Context<void>, union: Union, p: Pick<Proposal, "id">): URL {
+  return ctx.getObjectUri(Question, { identifier: union.slug, id: p.id });
+}
+
+export function proposalQuestion(ctx: Context<void>, union: Union, p: Proposal, tally: Tally): Question {
+  const groupId = ctx.getActorUri(union.slug);
+  const page = new URL(`/u/${union.slug}/proposals/${p.number}`, ctx.origin);
+  const options = tally.options.map((o) => new Note({ name: o.text, replies: new Collection({ totalItems: o.direct + o.delegated }) }));
+  const closed = p.state !== "open";
+  const body = `<p><strong>${escapeHtml(p.title)}</strong></p>${p.text ? renderMarkdown(p.text) : ""}`
+    + `<p>Proposal #${p.number} (${p.kind}) · <a href="${page.href}">details and web voting</a>${closed && p.outcome ? ` · ${p.state}: ${escapeHtml(p.outcome.reason)}` : ""}</p>`;
+  return new Question({
+    id: proposalUri(ctx, union, p),
+    attribution: groupId,
+    content: body,
+    url: page,
+    published: Temporal.Instant.fromEpochMilliseconds(p.openedAt.getTime()),
+    endTime: Temporal.Instant.fromEpochMilliseconds(p.closesAt.getTime()),
+    ...(closed && p.closedAt ? { closed: Temporal.Instant.fromEpochMilliseconds(p.closedAt.getTime()) } : {}),
+    voters: tally.voters + tally.delegatedVoters,
+    ...(p.multiple ? { inclusiveOptions: options } : { exclusiveOptions: options }),
+    to: ctx.getFollowersUri(union.slug),
+    cc: union.actionsVisibility === "public" ? PUBLIC_COLLECTION : null,
+  });
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Members' polls are served to whoever may see the members (a signed fetch from a server hosting members), or to all for public unions. */
+async function maySee(db: Kysely<DB>, ctx: RequestContext<void>, union: Union): Promise<boolean> {
+  if (union.actionsVisibility === "public") return true;
+  const owner = await ctx.getSignedKeyOwner();
+  if (!owner?.id) return false;
+  return canSeeMembers(db, { ...union, membersVisibility: "members" }, { via: "federation", actorId: owner.id.href });
+}
+
+export function registerProposalObjects(federation: Federation<void>, db: Kysely<DB>): void {
+  federation
+    .setObjectDispatcher(Question, "/u/{identifier}/proposals/{id}", async (ctx, values) => {
+      const union = await getUnionBySlug(db, values.identifier);
+      const p = union && /^[0-9a-f-]{36}$/.test(values.id) ? await getProposal(db, union.id, values.id) : undefined;
+      if (!union || !p) return null;
+      return proposalQuestion(ctx, union, p, await tallyOf(db, p));
+    })
+    .authorize(async (ctx, values) => {
+      const union = await getUnionBySlug(db, values.identifier);
+      return !union || maySee(db, ctx, union);
+    });
+}
+
+/**
+ * A proposal opening goes to the members as Create(Question); its close as
+ * Update(Question) with the final counts and the `closed` time. Activity ids
+ * derive from the proposal, so a retried intent resends the same activity.
+ */
+export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: Extract<OutboxIntent, { kind: "proposal.publish" | "proposal.closed" }>): Promise<void> {
+  const p = await getProposal(deps.db, union.id, intent.proposalId);
+  if (!p) return;
+  const question = proposalQuestion(ctx, union, p, await tallyOf(deps.db, p));
+  const actor = ctx.getActorUri(union.slug);
+  const common = { actor, object: question, to: question.toId, cc: question.ccId };
+  const activity = intent.kind === "proposal.publish"
+    ? new Create({ id: new URL(`${question.id!.href}/activity`), ...common, published: question.published })
+    : new Update({ id: new URL(`${question.id!.href}/closed`), ...common });
+  await ctx.sendActivity({ identifier: union.slug }, "followers", activity, { preferSharedInbox: true, orderingKey: `proposal:${p.id}` });
+}

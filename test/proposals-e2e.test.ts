@@ -1,0 +1,190 @@
+import "../src/temporal.ts";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { type Collection, Create, Follow, type Group, type Note, Question, Update } from "@fedify/vocab";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
+import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { closeProposal, createProposal, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
+import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import type { Union } from "../src/unions/unions.ts";
+
+/*
+ * Issue 14 over loopback: a real Muster and a real peer server whose members
+ * joined with real Follows. Votes are the real Mastodon and GoToSocial poll
+ * answers from shared/fixtures, re-addressed and signed by the peer.
+ */
+
+const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
+const fixture = (rel: string): JsonObject => loadFixture(FIXTURES, rel);
+const AP = "application/activity+json";
+
+for (const d of dialects) {
+  describe(`proposals as polls, end to end on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: CountingPeer;
+    let union: Union;
+    const db = () => m.muster.database.db;
+    const deps = () => m.muster.membership;
+    const groupId = () => new URL("/u/riders", m.origin).href;
+    const questionId = (p: Proposal) => new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+    const inbox = () => new URL("/u/riders/inbox", m.origin);
+
+    async function deliver(as: string, body: JsonObject) {
+      const text = JSON.stringify(body);
+      const signed = await peer.signedPost(inbox(), text, { as });
+      const headers = new Headers(signed.headers);
+      const post = () => fetch(inbox(), { method: "POST", headers, body: text });
+      const res = await post();
+      assert.equal(res.status, 202);
+      await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed`);
+      return post;
+    }
+
+    /** mastodon/create-poll-vote.json, as `name` answering `p` with `option`. */
+    function mastodonVote(name: string, p: Proposal, option: string, attributedTo?: string): JsonObject {
+      const original = fixture("mastodon/create-poll-vote.json");
+      const actors = { "https://mastodon.sdf.org/users/rinpatch": peer.actorId(name).href };
+      const body = readdress(original, {
+        actors,
+        exact: { "https://testing.uguu.ltd/objects/9d300947-2dcb-445d-8978-9a3b4b84fa14": questionId(p), "https://testing.uguu.ltd/users/rin": groupId() },
+        id: freshId(String(original.id), { actors }, peer.origin),
+      });
+      const note = body.object as JsonObject;
+      note.id = freshId(String(note.id), { actors }, peer.origin);
+      note.name = option;
+      if (attributedTo) note.attributedTo = attributedTo;
+      return body;
+    }
+
+    const ballots = (p: Proposal) => db().selectFrom("ballots").selectAll().where("proposal_id", "=", p.id).orderBy("member_id").orderBy("option").execute();
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb);
+      peer = await startCountingPeer(["ana", "ben", "cy", "outsider"]);
+      union = await makeUnion(m, "riders", { joinPolicy: "open" });
+      const group = await peer.lookup(new URL(groupId())) as Group;
+      for (const name of ["ana", "ben", "cy"]) {
+        await peer.send(name, group, new Follow({ id: new URL(`/follows/${name}`, peer.origin), actor: peer.actorId(name), object: group.id }));
+      }
+      await eventually(async () => {
+        for (const name of ["ana", "ben", "cy"]) if ((await findMemberByActor(db(), union.id, peer.actorId(name).href))?.state !== "active") return false;
+        return true;
+      }, "members joined", 30_000);
+      await new Promise((r) => setTimeout(r, 5));
+    });
+
+    after(async () => {
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("a resolution is a fetchable Question for members, counts a Mastodon poll answer once, and refuses hostile answers", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Strike on Friday", closesAt: new Date(Date.now() + 120_000) });
+      // Members get the poll in their timelines: Create(Question) by the Group.
+      const created = await eventually(async () => peer.received.find((a) => a instanceof Create && a.objectId?.href === questionId(p)), "Create(Question) delivered");
+      assert.ok((await (created as Create).getObject()) instanceof Question);
+      const unsigned = await fetch(questionId(p), { headers: { Accept: AP } });
+      assert.notEqual(unsigned.status, 200, "members-only: an unsigned fetch is not served");
+      const res = await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }));
+      assert.equal(res.status, 200);
+      const q = await res.json() as JsonObject;
+      assert.equal(q.type, "Question");
+      assert.equal(q.attributedTo, groupId());
+      assert.deepEqual((q.oneOf as JsonObject[]).map((o) => o.name), ["Yes", "No", "Abstain"]);
+      assert.equal(typeof q.endTime, "string");
+
+      const replay = await deliver("ana", mastodonVote("ana", p, "Yes"));
+      await replay();
+      await deliver("ben", mastodonVote("ben", p, "Maybe"));
+      await deliver("outsider", mastodonVote("outsider", p, "No"));
+      // ben's server sends an answer attributed to cy: not ben's own, not counted for anyone.
+      await deliver("ben", mastodonVote("ben", p, "No", peer.actorId("cy").href));
+      await new Promise((r) => setTimeout(r, 300));
+      const rows = await ballots(p);
+      assert.deepEqual(rows.map((b) => [b.member_id, b.option]), [[(await findMemberByActor(db(), union.id, peer.actorId("ana").href))!.id, 0]]);
+      assert.equal(await db().selectFrom("action_responses").select("id").executeTakeFirst(), undefined, "a vote is never a reply to a call-to-action");
+
+      const after = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
+      assert.deepEqual((after.oneOf as JsonObject[]).map((o) => (o.replies as JsonObject).totalItems), [1, 0, 0]);
+      assert.equal(after.votersCount, 1);
+
+      // 1 of 3 eligible (the leader never joined here) meets the default 20 % quorum.
+      const closed = await closeProposal(deps(), union.id, p.id, { force: true });
+      assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p)), "Update(Question) with the result delivered");
+      const finalQ = await (update as Update).getObject() as Question;
+      assert.ok(finalQ.closed);
+      const totals: (number | null | undefined)[] = [];
+      for await (const o of finalQ.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+      assert.deepEqual(totals, [1, 0, 0]);
+      const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
+      assert.equal(typeof final.closed, "string");
+      await deliver("cy", mastodonVote("cy", p, "No"));
+      assert.equal((await ballots(p)).length, 1, "after close nothing counts");
+    });
+
+    it("the bylaws page shows the text, the enforced rules and the history with what each version changed", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "amendment", title: "Fewer invites", params: { memberInviteLimit: 3 }, closesAt: new Date(Date.now() + 120_000) });
+      await deliver("ana", mastodonVote("ana", p, "Yes"));
+      const closed = await closeProposal(deps(), union.id, p.id, { force: true });
+      assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      const page = await (await fetch(new URL("/u/riders/bylaws", m.origin))).text();
+      assert.match(page, /Version 2, in force since .* \(passed proposal /);
+      assert.match(page, /<tr data-key="memberInviteLimit"><td>Invite limit<\/td><td>3<\/td>/);
+      assert.match(page, /<code>memberInviteLimit<\/code>: <del>5<\/del> → <ins>3<\/ins>/);
+      assert.match(page, /<h1>Bylaws of Riders United<\/h1>/);
+      assert.equal((await fetch(new URL("/u/nobody/bylaws", m.origin))).status, 404);
+    });
+
+    it("a member votes on the web and changes the vote; a visitor cannot vote", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Picnic", closesAt: new Date(Date.now() + 120_000) });
+      const ben = (await findMemberByActor(db(), union.id, peer.actorId("ben").href))!;
+      // A session as signing in by DM makes one (sign-in itself is tested in test/privacy.test.ts).
+      const token = randomBytes(32).toString("base64url");
+      await db().insertInto("sessions").values({ id: randomUUID(), token_hash: createHash("sha256").update(token).digest("hex"), union_id: union.id, member_id: ben.id, created_at: Date.now(), expires_at: Date.now() + 3600_000, revoked_at: null }).execute();
+      const page = new URL(`/u/riders/proposals/${p.number}`, m.origin);
+      const headers = { Cookie: `muster_session=${token}`, Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" };
+      assert.match(await (await fetch(page, { headers: { Cookie: headers.Cookie } })).text(), /data-testid="vote-form"/);
+      const vote = (option: string, h: Record<string, string> = headers) => fetch(new URL(`${page.pathname}/vote`, m.origin), { method: "POST", headers: h, body: new URLSearchParams({ option }), redirect: "manual" });
+      assert.equal((await vote("No")).status, 303);
+      assert.equal((await vote("Yes")).status, 303);
+      assert.equal((await vote("Maybe")).status, 400);
+      assert.equal((await vote("No", { Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" })).status, 403);
+      const rows = await ballots(p);
+      assert.deepEqual(rows.map((b) => [b.member_id, b.option, b.source]), [[ben.id, 0, "web"]], "the web vote replaced the earlier one");
+      const shown = await (await fetch(page)).text();
+      assert.match(shown, /<tr><td>Yes<\/td><td>1<\/td><td>0<\/td><\/tr>/);
+      assert.doesNotMatch(shown, /vote-form/, "a visitor sees no form");
+    });
+
+    it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {
+      const ids = await Promise.all(["ana", "ben"].map(async (n) => (await findMemberByActor(db(), union.id, peer.actorId(n).href))!.id));
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "election", title: "Treasurer", role: "officer", portfolio: "Treasurer", candidates: ids, closesAt: new Date(Date.now() + 120_000) });
+      const q = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "cy" }))).json() as JsonObject;
+      const names = (q.anyOf as JsonObject[]).map((o) => String(o.name));
+      assert.equal(names.length, 2);
+      const original = fixture("gotosocial/create-poll-vote-multiple.json");
+      const actors = { "https://sample.com/users/willy_nilly": peer.actorId("cy").href };
+      const body = readdress(original, {
+        actors,
+        exact: { "https://example.org/users/bobby_tables/statuses/123456": questionId(p), "https://example.org/users/bobby_tables": groupId() },
+        id: freshId(String(original.id), { actors }, peer.origin),
+      });
+      (body.object as JsonObject[]).forEach((n, i) => {
+        n.id = freshId(String(n.id), { actors }, peer.origin);
+        n.name = names[i]!;
+      });
+      await deliver("cy", body);
+      const t = await tallyOf(db(), p);
+      assert.deepEqual(t.options.map((o) => o.direct), [1, 1]);
+      assert.equal(t.voters, 1);
+    });
+  });
+}

@@ -1,0 +1,212 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { dialects } from "./helpers/databases.ts";
+import { followId, LEADER, person, sharedKeys, withCtx, type Ctx } from "./helpers/domain-context.ts";
+import { changeBylaws, readBylaws } from "../src/bylaws/bylaws.ts";
+import {
+  ABSTAIN, approvedSpends, ballotOf, castVote, closeDue, closeProposal, createProposal, delegateVote, getProposal, NO, type Proposal,
+  ProposalError, tallyOf, votersOf, withdrawDelegation, YES,
+} from "../src/bylaws/proposals.ts";
+import { createUnion, getUnionById, type Union } from "../src/unions/unions.ts";
+import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
+import { requestToJoin, setOfficer } from "../src/members/membership.ts";
+import { createInvite } from "../src/members/invites.ts";
+
+const override = { kind: "operator", reason: "test setup" } as const;
+const SOON = () => new Date(Date.now() + 60_000);
+
+interface World { union: Union; lead: Member; members: Member[] }
+
+/** A union with the leader and `n` members, all joined a moment ago, and the given bylaws. */
+async function world(c: Ctx, n: number, params: Record<string, unknown> = {}): Promise<World> {
+  const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", leaderHandle: LEADER.handle, joinPolicy: "open" });
+  if (Object.keys(params).length) await changeBylaws(c.deps, union.id, override, { params });
+  const lead = (await requestToJoin(c.deps, union.id, LEADER, followId())).member;
+  const members: Member[] = [];
+  for (let i = 0; i < n; i++) members.push((await requestToJoin(c.deps, union.id, person(`m${i}`), followId())).member);
+  await new Promise((r) => setTimeout(r, 5));
+  return { union, lead, members };
+}
+
+const asMember = (m: Member) => ({ kind: "member", memberId: m.id }) as const;
+const web = { kind: "web" } as const;
+const note = (id: string) => ({ kind: "activity", id: `https://remote.example/votes/${id}` }) as const;
+
+async function resolution(c: Ctx, w: World, closesAt = SOON()): Promise<Proposal> {
+  return createProposal(c.deps, w.union.id, asMember(w.lead), { kind: "resolution", title: "Strike on Friday", closesAt });
+}
+
+async function closeNow(c: Ctx, p: Proposal): Promise<Proposal> {
+  const closed = await closeProposal(c.deps, p.unionId, p.id, { force: true });
+  assert.ok(closed);
+  return closed;
+}
+
+for (const d of dialects) {
+  describe(`proposals on ${d.name}`, { skip: d.skip }, () => {
+    it("quorum met exactly passes; missed by one fails", () => withCtx(d, async (c) => {
+      // 10 eligible (leader + 9), quorum 30 %: 3 voters meet it, 2 do not.
+      const w = await world(c, 9, { quorumPercent: 30 });
+      const met = await resolution(c, w);
+      assert.equal(met.eligibleCount, 10);
+      for (const m of w.members.slice(0, 2)) assert.deepEqual(await castVote(c.deps, w.union.id, met.id, { memberId: m.id }, [YES], web), { counted: true });
+      await castVote(c.deps, w.union.id, met.id, { memberId: w.members[2]!.id }, [ABSTAIN], web);
+      const closed = await closeNow(c, met);
+      assert.equal(closed.state, "passed", closed.outcome?.reason);
+      const missed = await resolution(c, w);
+      for (const m of w.members.slice(0, 2)) await castVote(c.deps, w.union.id, missed.id, { memberId: m.id }, [YES], web);
+      const failed = await closeNow(c, missed);
+      assert.equal(failed.state, "failed");
+      assert.match(failed.outcome!.reason, /quorum missed: 2 of 10/);
+    }));
+
+    it("a tie fails; two-thirds for amendments is enforced", () => withCtx(d, async (c) => {
+      const w = await world(c, 6, { quorumPercent: 0 });
+      const tie = await resolution(c, w);
+      await castVote(c.deps, w.union.id, tie.id, { memberId: w.members[0]!.id }, [YES], web);
+      await castVote(c.deps, w.union.id, tie.id, { memberId: w.members[1]!.id }, [NO], web);
+      assert.match((await closeNow(c, tie)).outcome!.reason, /^tie/);
+      const amend = await createProposal(c.deps, w.union.id, asMember(w.members[0]!), { kind: "amendment", title: "Fewer invites", params: { memberInviteLimit: 2 }, closesAt: SOON() });
+      // 3 yes, 2 no = 60 %: a majority but not two thirds.
+      for (const [i, v] of [[0, YES], [1, YES], [2, YES], [3, NO], [4, NO]] as const) await castVote(c.deps, w.union.id, amend.id, { memberId: w.members[i]!.id }, [v], web);
+      const r = await closeNow(c, amend);
+      assert.equal(r.state, "failed");
+      assert.match(r.outcome!.reason, /two thirds needed/);
+      assert.equal((await readBylaws(c.db, w.union.id)).params.memberInviteLimit, 5);
+    }));
+
+    it("hostile and mistaken votes change nothing and say why", () => withCtx(d, async (c) => {
+      const w = await world(c, 2, { quorumPercent: 0 });
+      const p = await resolution(c, w);
+      const late = (await requestToJoin(c.deps, w.union.id, person("late"), followId())).member;
+      const cases: [Parameters<typeof castVote>[3], string[], Parameters<typeof castVote>[5], RegExp][] = [
+        [{ actorId: "https://evil.example/users/mallory" }, [YES], note("x1"), /not a member/],
+        [{ memberId: late.id }, [YES], web, /joined after the vote opened/],
+        [{ memberId: w.members[0]!.id }, ["Maybe"], note("x2"), /unknown option "Maybe"/],
+        [{ memberId: w.members[0]!.id }, [YES, NO], web, /takes one option/],
+        [{ memberId: w.members[0]!.id }, [], web, /no option/],
+      ];
+      for (const [voter, choices, source, why] of cases) {
+        const r = await castVote(c.deps, w.union.id, p.id, voter, choices, source);
+        assert.ok(!r.counted && why.test(r.reason), `${JSON.stringify(voter)} ${choices}: ${JSON.stringify(r)}`);
+      }
+      // A poll answer, its repeated delivery, and a second answer that tries to change it.
+      const actor = person("m0").actorId;
+      assert.deepEqual(await castVote(c.deps, w.union.id, p.id, { actorId: actor }, [YES], note("v1")), { counted: true });
+      assert.match((await castVote(c.deps, w.union.id, p.id, { actorId: actor }, [YES], note("v1")) as { reason: string }).reason, /repeated delivery/);
+      assert.match((await castVote(c.deps, w.union.id, p.id, { actorId: actor }, [NO], note("v2")) as { reason: string }).reason, /cannot be changed/);
+      // On the web the member may change it.
+      assert.deepEqual(await castVote(c.deps, w.union.id, p.id, { memberId: w.members[0]!.id }, [NO], web), { counted: true });
+      assert.deepEqual(await ballotOf(c.db, p.id, w.members[0]!.id), [NO]);
+      // After the end time nothing counts.
+      const r = await castVote(c.deps, w.union.id, p.id, { memberId: w.members[1]!.id }, [YES], web, p.closesAt.getTime());
+      assert.ok(!r.counted && /closed/.test(r.reason));
+      const t = await tallyOf(c.db, p);
+      assert.deepEqual(t.options.map((o) => o.direct), [0, 1, 0]);
+      assert.deepEqual(await votersOf(c.db, p.id), [w.members[0]!.id]);
+    }));
+
+    it("delegation: chains resolve, a cycle is refused, a delegator who votes overrides, withdrawal works", () => withCtx(d, async (c) => {
+      const w = await world(c, 5, { quorumPercent: 0, delegation: "opt_in" });
+      const [a, b, cc, dd, e] = w.members as [Member, Member, Member, Member, Member];
+      await delegateVote(c.deps, w.union.id, asMember(a), b.id);
+      await delegateVote(c.deps, w.union.id, asMember(b), cc.id);
+      await delegateVote(c.deps, w.union.id, asMember(dd), a.id, "resolution");
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(cc), dd.id), (err: unknown) => err instanceof ProposalError && /cycle/.test(err.message));
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(e), e.id), /themselves/);
+      await assert.rejects(delegateVote(c.deps, w.union.id, OPERATOR, e.id), /only a member/);
+      const p = await resolution(c, w);
+      await castVote(c.deps, w.union.id, p.id, { memberId: cc.id }, [YES], web);
+      let t = await tallyOf(c.db, p);
+      // cc votes yes for themselves, and for b, a and dd (dd -> a -> b -> cc).
+      assert.deepEqual(t.options[0], { text: YES, direct: 1, delegated: 3 });
+      assert.equal(t.delegatedVoters, 3);
+      await castVote(c.deps, w.union.id, p.id, { memberId: a.id }, [NO], web);
+      t = await tallyOf(c.db, p);
+      // a now votes no for themselves and for dd; b still follows cc.
+      assert.deepEqual(t.options.slice(0, 2).map((o) => [o.direct, o.delegated]), [[1, 1], [1, 1]]);
+      assert.equal(await withdrawDelegation(c.deps, w.union.id, asMember(b)), true);
+      t = await tallyOf(c.db, p);
+      assert.deepEqual(t.options[0], { text: YES, direct: 1, delegated: 0 });
+      // Off in the bylaws: no delegating.
+      await changeBylaws(c.deps, w.union.id, override, { params: { delegation: "off" } });
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(e), a.id), /do not allow/);
+    }));
+
+    it("a passed amendment is in force at once: the next invite obeys the new limit", () => withCtx(d, async (c) => {
+      const w = await world(c, 3, { quorumPercent: 50 });
+      const p = await createProposal(c.deps, w.union.id, asMember(w.members[0]!), { kind: "amendment", title: "Bigger welcomes", params: { memberInviteLimit: 8 }, closesAt: SOON() });
+      assert.deepEqual(p.change, { kind: "amendment", params: { memberInviteLimit: 8 } });
+      for (const m of w.members) await castVote(c.deps, w.union.id, p.id, { memberId: m.id }, [YES], web);
+      assert.equal(await closeProposal(c.deps, w.union.id, p.id), undefined, "not due yet");
+      const [closed] = await closeDue(c.deps, p.closesAt.getTime());
+      assert.equal(closed?.state, "passed");
+      const b = await readBylaws(c.db, w.union.id);
+      assert.deepEqual([b.params.memberInviteLimit, b.source, closed!.outcome!.bylawsVersion], [8, { kind: "proposal", proposalId: p.id }, b.version]);
+      assert.equal((await getUnionById(c.db, w.union.id))!.memberInviteLimit, 8);
+      // m0 holds 5 places from the welcome invite; 3 more fit under 8, a 4th does not.
+      await createInvite(c.deps, w.union.id, { by: asMember(w.members[0]!), maxUses: 3 });
+      await assert.rejects(createInvite(c.deps, w.union.id, { by: asMember(w.members[0]!) }), /open for 8 people/);
+      assert.deepEqual(await closeDue(c.deps, Date.now() + 3600_000), [], "closing again does nothing");
+    }));
+
+    it("a recall removes an officer; an election makes one; a spend is recorded as approved", () => withCtx(d, async (c) => {
+      const w = await world(c, 3, { quorumPercent: 0 });
+      const [a, b] = w.members as [Member, Member];
+      await setOfficer(c.deps, w.union.id, a.id, OPERATOR, "Treasurer");
+      const recall = await createProposal(c.deps, w.union.id, asMember(b), { kind: "recall", title: "Recall the treasurer", memberId: a.id, closesAt: SOON() });
+      await castVote(c.deps, w.union.id, recall.id, { memberId: b.id }, [YES], web);
+      assert.equal((await closeNow(c, recall)).state, "passed");
+      assert.deepEqual([(await getMember(c.db, w.union.id, a.id))!.role, (await getMember(c.db, w.union.id, a.id))!.portfolio], ["member", null]);
+
+      const election = await createProposal(c.deps, w.union.id, asMember(b), { kind: "election", title: "New treasurer", role: "officer", portfolio: "Treasurer", candidates: [a.id, b.id], closesAt: SOON() });
+      assert.deepEqual([election.multiple, election.options], [true, [person("m0").handle, person("m1").handle]]);
+      await castVote(c.deps, w.union.id, election.id, { memberId: a.id }, [person("m0").handle!, person("m1").handle!], web);
+      await castVote(c.deps, w.union.id, election.id, { actorId: person("m1").actorId }, [person("m1").handle!], note("e1"));
+      const won = await closeNow(c, election);
+      assert.equal(won.state, "passed", won.outcome?.reason);
+      assert.equal(won.outcome!.winner, b.id);
+      assert.deepEqual([(await getMember(c.db, w.union.id, b.id))!.role, (await getMember(c.db, w.union.id, b.id))!.portfolio], ["officer", "Treasurer"]);
+
+      const spend = await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Legal fund", amount: "2500000", recipient: "Lawyers Co-op", closesAt: SOON() });
+      await castVote(c.deps, w.union.id, spend.id, { memberId: a.id }, [YES], web);
+      await closeNow(c, spend);
+      assert.deepEqual((await approvedSpends(c.db, w.union.id)).map((s) => [s.amount, s.recipient]), [[2_500_000n, "Lawyers Co-op"]]);
+    }));
+
+    it("who may propose follows the bylaws; bad proposals are refused", () => withCtx(d, async (c) => {
+      const w = await world(c, 2, { proposers: "officers" });
+      await assert.rejects(resolutionBy(c, w, w.members[0]!), /only the leader and officers/);
+      await resolutionBy(c, w, w.lead);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { joinPolicy: "open" } }), /must change/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { quorumPercent: 500 } }), /quorumPercent/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "recall", title: "x", memberId: w.lead.id }), /electing another/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "resolution", title: "x", closesAt: new Date(Date.now() + 1000) }), /10 seconds/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "spend", title: "x", amount: "0", recipient: "y" }), /positive/);
+      assert.equal((await getProposal(c.db, w.union.id, "#1"))?.title, "Strike on Friday");
+    }));
+
+    it("two closers at once close a proposal once", () => withCtx(d, async (c) => {
+      const w = await world(c, 2, { quorumPercent: 0 });
+      const p = await createProposal(c.deps, w.union.id, asMember(w.members[0]!), { kind: "amendment", title: "Open up", params: { joinPolicy: "invite" }, closesAt: SOON() });
+      await castVote(c.deps, w.union.id, p.id, { memberId: w.members[0]!.id }, [YES], web);
+      const other = c.tdb.open();
+      try {
+        const at = p.closesAt.getTime();
+        // better-sqlite3 is synchronous: two connections in one thread cannot
+        // interleave writes, so on SQLite the second closer comes after.
+        const second = () => closeDue({ ...c.deps, db: other.db }, at);
+        const [x, y] = d.name === "postgres" ? await Promise.all([closeDue(c.deps, at), second()]) : [await closeDue(c.deps, at), await second()];
+        assert.equal(x.length + y.length, 1);
+        assert.deepEqual((await readBylaws(c.db, w.union.id)).version, 3, "one new version (2 was the test's setup)");
+        assert.equal(c.log.filter((e) => e.type === "proposal.closed").length, 1);
+      } finally {
+        await other.close();
+      }
+    }));
+  });
+}
+
+function resolutionBy(c: Ctx, w: World, m: Member): Promise<Proposal> {
+  return createProposal(c.deps, w.union.id, asMember(m), { kind: "resolution", title: "Strike on Friday", closesAt: SOON() });
+}
