@@ -17,11 +17,11 @@ import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 const sqlite = dialects.find((d) => d.name === "sqlite")!;
 
 /** A second process that takes the write lock, says "locked", holds it until told to let go, then says "released". */
-function holdWriteLock(file: string): { child: ChildProcess; locked: Promise<void>; release(): Promise<void> } {
+function holdWriteLock(file: string, id = "other-process"): { child: ChildProcess; locked: Promise<void>; release(): Promise<void> } {
   const child = spawn(process.execPath, ["-e", `
     const db = new (require("better-sqlite3"))(${JSON.stringify(file)});
     db.exec("BEGIN IMMEDIATE");
-    db.prepare("INSERT INTO rate_limit_hits (id, bucket, at) VALUES ('other-process', 'held', ?)").run(Date.now());
+    db.prepare("INSERT INTO rate_limit_hits (id, bucket, at) VALUES (?, 'held', ?)").run(${JSON.stringify(id)}, Date.now());
     process.stdout.write("locked\\n");
     process.stdin.once("data", () => { db.exec("COMMIT"); process.stdout.write("released\\n"); process.exit(0); });
   `], { cwd: process.cwd(), stdio: ["pipe", "pipe", "inherit"] });
@@ -86,6 +86,33 @@ describe("another process holding the SQLite write lock", { skip: sqlite.skip },
       const hits = await m.muster.database.db.selectFrom("rate_limit_hits").select("bucket").execute();
       assert.ok(hits.some((h) => h.bucket === "held"), "the other process's write is kept");
       assert.ok(hits.some((h) => h.bucket.startsWith("login:handle:")), "the waiting write was made once the lock was free");
+    } finally {
+      await stop(holder.child);
+    }
+  });
+
+  it("answers a write that waits the lock out with 503 and Retry-After, saving nothing; the same request works after", async () => {
+    const signIn = () => fetch(new URL("/u/riders/login", m.origin), {
+      method: "POST",
+      headers: { Origin: m.origin.origin },
+      body: new URLSearchParams({ handle: "@later@example.org" }),
+    });
+    const loginHits = async () =>
+      (await m.muster.database.db.selectFrom("rate_limit_hits").select("bucket").where("bucket", "like", "login:handle:%later%").execute()).length;
+    const holder = holdWriteLock(sqlitePath(tdb.url), "other-process-2");
+    try {
+      await holder.locked;
+      // Held until the answer comes, however long the server waits (BUSY_WAIT_MS).
+      const res = await signIn();
+      assert.equal(holder.child.exitCode, null, "the other process still holds the lock");
+      assert.equal(res.status, 503, await res.clone().text());
+      assert.ok(Number(res.headers.get("retry-after")) > 0, "Retry-After tells when to try again");
+      assert.match(await res.text(), /Nothing was saved/);
+      assert.equal(await loginHits(), 0, "nothing half-written");
+      await holder.release();
+      const again = await signIn();
+      assert.equal(again.status, 200);
+      assert.equal(await loginHits(), 1);
     } finally {
       await stop(holder.child);
     }
