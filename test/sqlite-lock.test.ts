@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { sql } from "kysely";
+import { Agent, fetch as undiciFetch } from "undici";
 import { sqlitePath } from "../src/config.ts";
 import { openDatabase } from "../src/db/database.ts";
 import { DatabaseBusyError } from "../src/db/sqlite-driver.ts";
@@ -92,7 +93,11 @@ describe("another process holding the SQLite write lock", { skip: sqlite.skip },
   });
 
   it("answers a write that waits the lock out with 503 and Retry-After, saving nothing; the same request works after", async () => {
-    const signIn = () => fetch(new URL("/u/riders/login", m.origin), {
+    // The server's outgoing-HTTP limit (the global dispatcher, shared with
+    // this test process) would give up before the 10 s wait ends.
+    const patient = new Agent({ headersTimeout: 120_000, bodyTimeout: 120_000 });
+    const signIn = () => undiciFetch(new URL("/u/riders/login", m.origin), {
+      dispatcher: patient,
       method: "POST",
       headers: { Origin: m.origin.origin },
       body: new URLSearchParams({ handle: "@later@example.org" }),
