@@ -57,8 +57,7 @@ const isBusy = (e: unknown) => typeof (e as { code?: unknown } | null)?.code ===
 const TRANSACTION_CONTROL = /^\s*(begin|commit|end|rollback|savepoint|release)\b/i;
 
 /** Runs `run` until it does not fail with SQLITE_BUSY, waiting on timers (and for `ready`) between tries. */
-async function retryBusy<T>(run: () => T, waitMs: number, ready?: () => Promise<void> | undefined): Promise<T> {
-  const started = Date.now();
+async function retryBusy<T>(run: () => T, waitMs: number, ready?: () => Promise<void> | undefined, started = Date.now()): Promise<T> {
   let delay = 1;
   for (;;) {
     // Checked again after every wait: another transaction may have begun
@@ -112,9 +111,12 @@ class SessionConnection implements DatabaseConnection {
     if (!this.#release && stmt.readonly && !TRANSACTION_CONTROL.test(query.sql)) {
       return retryBusy(() => run(stmt, parameters), driver.waitMs, () => driver.outsideTransaction()) as Promise<QueryResult<R>>;
     }
+    // The wait counts from arrival, time in the FIFO included: otherwise each
+    // write queued behind others waiting out the lock would add a full wait.
+    const arrived = Date.now();
     this.#release ??= await driver.writeLock.lock();
     try {
-      return await retryBusy(() => run(stmt, parameters), driver.waitMs) as QueryResult<R>;
+      return await retryBusy(() => run(stmt, parameters), driver.waitMs, undefined, arrived) as QueryResult<R>;
     } finally {
       this.settle();
     }
