@@ -30,7 +30,6 @@ export function membersPage(v: MembersPageView): Html {
   const base = `/u/${v.union.slug}/members`;
   return layout({
     title: `Members: ${v.union.name}`,
-    wide: true,
     body: html`${v.viewer ? accountBar(v.union, v.viewer, "members") : ""}
 <h1>Members of ${v.union.name}</h1>
 <p class="muted" data-testid="visibility">Who can see this list: ${VISIBILITY_TEXT[membersVisibility(v.union)]}</p>
