@@ -9,6 +9,7 @@ import type { Union } from "../src/unions/unions.ts";
 import { actionNote, actionNoteId, addressing, progressNote } from "./action-note.ts";
 import type { OutboundDeps } from "./outbound.ts";
 import { fanOut } from "./fanout-pages.ts";
+import { relayingPeers, sendToPeers } from "./relationships.ts";
 
 const log = logger("federation", "actions");
 
@@ -29,7 +30,10 @@ export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>,
     const base = new URL(`/u/${union.slug}/relays/${key}`, deps.origin);
     // FEP-1b12: Mastodon shows an Announce of the Note; group-aware software
     // (Lemmy, ...) expects the Group to announce the Create itself.
-    await toFollowers(new Announce({ id: base, actor: groupId, object: new URL(intent.noteId), to, cc }), intent.noteId);
+    const announce = new Announce({ id: base, actor: groupId, object: new URL(intent.noteId), to, cc });
+    await toFollowers(announce, intent.noteId);
+    // A parent's call-to-action cascades down the tree: each chapter relays it to its own chapters.
+    if (intent.cascade) await sendToPeers(deps, ctx, union, await relayingPeers(deps, union, { chaptersOnly: true }), announce);
     if (intent.createId) {
       await toFollowers(new Announce({ id: new URL(`${base.href}/create`), actor: groupId, object: new URL(intent.createId), to, cc }), intent.noteId);
     }
@@ -46,7 +50,10 @@ export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>,
   switch (intent.kind) {
     case "action.publish": {
       const note = actionNote(ctx, union, action, hashes?.prevHash ?? "");
-      await toFollowers(new Create({ id: new URL(`${noteId.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published }), orderingKey);
+      const create = new Create({ id: new URL(`${noteId.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published });
+      await toFollowers(create, orderingKey);
+      // Chapters and allies that relay this union's calls get them too; only public ones can be re-shared.
+      if (union.actionsVisibility === "public") await sendToPeers(deps, ctx, union, await relayingPeers(deps, union, { chaptersOnly: false }), create);
       return;
     }
     case "action.update": {

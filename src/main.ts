@@ -23,6 +23,7 @@ import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
+import { mountRelationshipCollections } from "../federation/relationships.ts";
 import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
@@ -138,6 +139,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
   // serving /solana/rpc. Workers do not submit chain work yet.
   const embeddedLedger = config.solanaRpcUrl === null && options.runLedger ? await EmbeddedLedger.open(database.db) : null;

@@ -275,6 +275,38 @@ export interface RateLimitHitsTable {
   at: number;
 }
 
+export interface UnionRelationshipsTable {
+  id: string;
+  union_id: string;
+  /** The other union's Group actor id. */
+  peer_actor_id: string;
+  peer_handle: string | null;
+  /** What the peer is to this union: `ally`, `parent` or `chapter`. */
+  kind: string;
+  /** `outbound` (this union sent the Follow) or `inbound`. */
+  direction: string;
+  /** `offered`, `received`, `active`, `rejected` or `ended`. */
+  state: string;
+  /** Whose calls-to-action are relayed: `both`, `theirs`, `ours` or `none`. */
+  relay: string;
+  /** The Follow that carries the offer: Accept, Reject and Undo name it. */
+  follow_id: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface RelationshipEventsTable {
+  id: Generated<number>;
+  relationship_id: string;
+  union_id: string;
+  event: string;
+  /** The state after the event. */
+  state: string;
+  /** Who caused it: `operator`, `member:<id>` or the peer's actor id. */
+  by: string | null;
+  at: number;
+}
+
 export interface BylawsVersionsTable {
   union_id: string;
   version: number;
@@ -355,6 +387,8 @@ export interface DB {
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
+  union_relationships: UnionRelationshipsTable;
+  relationship_events: RelationshipEventsTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;
   ballots: BallotsTable;

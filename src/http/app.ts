@@ -19,6 +19,7 @@ import { inboxGuard } from "./inbox-guard.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
+import { unionLinks } from "../relationships/relationships.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -175,6 +176,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       leaderUrl: leader?.actorId ?? null,
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
+      links: await unionLinks(db, union.id),
     }));
   });
 

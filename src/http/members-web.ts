@@ -31,6 +31,7 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
+import { mountRelationshipsWeb } from "./relationships-web.ts";
 import { ballotOf, castVote, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
 import { proposalPage } from "./pages/proposal.ts";
 
@@ -443,6 +444,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       return c.redirect(`/u/${union.slug}/login`, 303);
     },
   });
+
+  mountRelationshipsWeb(app, { db, relationships: membership, gate });
 
   // ---- The member list and tree, for browsers ----
 
