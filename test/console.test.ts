@@ -158,7 +158,7 @@ for (const d of dialects) {
       for (const width of [1280, 390]) {
         await leadPage.setViewportSize({ width, height: 900 });
         const widths: Record<string, number> = {};
-        for (const path of ["/u/riders", "/u/riders/me", "/u/riders/console", "/u/riders/console/actions", "/u/riders/members"]) {
+        for (const path of ["/u/riders", "/u/riders/me", "/u/riders/console", "/u/riders/console/actions", "/u/riders/console/unions", "/u/riders/members"]) {
           await leadPage.goto(url(path));
           widths[path] = await leadPage.evaluate(() => document.querySelector("main")!.getBoundingClientRect().width);
           const wider = await leadPage.evaluate(() => [...document.querySelectorAll("body *")]
