@@ -154,6 +154,22 @@ for (const d of dialects) {
       assert.equal(await tree.locator(`li[data-member="${handleOf("lead")}"] li[data-member="${handleOf("alice")}"] li[data-member="${handleOf("bob")}"]`).count(), 1);
       assert.equal(await tree.locator(`li[data-member="${handleOf("lead")}"] > ul > li[data-member="${handleOf("pat")}"]`).count(), 1);
       await screenshot(leadPage, "muster-console");
+      // The console is as wide as every other page (it was wider), and fits both widths without scrolling sideways.
+      for (const width of [1280, 390]) {
+        await leadPage.setViewportSize({ width, height: 900 });
+        const widths: Record<string, number> = {};
+        for (const path of ["/u/riders", "/u/riders/me", "/u/riders/console", "/u/riders/console/actions", "/u/riders/console/unions", "/u/riders/members"]) {
+          await leadPage.goto(url(path));
+          widths[path] = await leadPage.evaluate(() => document.querySelector("main")!.getBoundingClientRect().width);
+          const wider = await leadPage.evaluate(() => [...document.querySelectorAll("body *")]
+            .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth)
+            .map((e) => `${e.tagName.toLowerCase()}.${e.className}`).slice(0, 5));
+          assert.equal(await leadPage.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `${path} fits ${width} px; wider: ${wider}`);
+        }
+        for (const [path, w] of Object.entries(widths)) assert.equal(w, widths["/u/riders"], `at ${width} px the main column of ${path} is as wide as the union page's: ${JSON.stringify(widths)}`);
+        await screenshot(leadPage, `muster-members-${width}`);
+      }
+      await leadPage.setViewportSize({ width: 1280, height: 900 });
     });
 
     it("a member signs in, lands on their page, sees their sponsor chain, and creates invites until the limit refuses", { skip: browserSkip }, async () => {

@@ -181,6 +181,35 @@ for (const d of dialects) {
       assert.equal((await unsigned("/u/riders/members")).status, 401);
     });
 
+    it("a member searches the list by handle (any case, a leading @, wildcards taken literally); the union's visibility still applies", async () => {
+      const cookie = await sessionCookie("bob");
+      const search = async (q: string, as = cookie) => fetch(url(`/u/riders/members?q=${encodeURIComponent(q)}`), { headers: { Accept: HTML, Cookie: as } });
+      const rowsOf = (page: string) => [...page.matchAll(/<tr data-member="([^"]+)"/g)].map((r) => r[1]);
+      const found = await search("ALI");
+      assert.equal(found.status, 200);
+      const page = await found.text();
+      assert.deepEqual(rowsOf(page), [handleOf("alice")]);
+      assert.match(page, /data-testid="search-count">1 of 3 matches\./);
+      assert.deepEqual(rowsOf(await (await search(`@${handleOf("bob").replace(/^@/, "")}`)).text()), [handleOf("bob")]);
+      for (const wildcard of ["%", "_", "\\"]) {
+        const none = await (await search(wildcard)).text();
+        assert.deepEqual(rowsOf(none), [], `${wildcard} matches no handle`);
+        assert.match(none, /No member&#39;s handle contains/);
+      }
+      assert.equal(rowsOf(await (await search("   ")).text()).length, 3, "a blank search lists everyone");
+      await setVisibility("officers");
+      try {
+        const refused = await search("ali");
+        assert.equal(refused.status, 403, "searching does not get round the setting");
+        assert.ok(!(await refused.text()).includes(handleOf("alice")));
+        assert.deepEqual(rowsOf(await (await search("bo", await sessionCookie("alice"))).text()), [handleOf("bob")]);
+      } finally {
+        await setVisibility("signed-in");
+      }
+      const out = await fetch(url("/u/riders/members?q=ali"), { headers: { Accept: HTML }, redirect: "manual" });
+      assert.equal(out.status, 303, "signed out, a search is sent to sign in first");
+    });
+
     it("officers-only: a signed-in ordinary member is refused the page, an officer is shown it", async () => {
       await setVisibility("officers");
       try {
@@ -259,6 +288,19 @@ for (const d of dialects) {
         // Opening alice's subtree stays on the members page.
         await page.click(`[data-testid=tree] li[data-member="${handleOf("alice")}"] > a`);
         assert.match(await page.textContent("#tree h2") ?? "", new RegExp(`Recruited under ${handleOf("alice").replace(/\./g, "\\.")}`));
+        // Searching by handle, then opening that member's part of the tree from the result.
+        await page.fill("[data-testid=member-search] input[name=q]", "ALICE");
+        await Promise.all([page.waitForURL(/[?&]q=ALICE/), page.click("[data-testid=member-search] button[type=submit]")]);
+        assert.deepEqual(await page.$$eval("[data-testid=roster] tbody tr", (trs) => trs.map((tr) => tr.getAttribute("data-member"))), [handleOf("alice")]);
+        assert.match(await page.textContent("[data-testid=search-count]") ?? "", /1 of 3 matches/);
+        assert.equal(await page.inputValue("[data-testid=member-search] input[name=q]"), "ALICE", "the search stays in the box");
+        for (const width of [1280, 390]) {
+          await page.setViewportSize({ width, height: 900 });
+          assert.equal(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `the search result fits ${width} px`);
+        }
+        await page.click(`[data-testid=roster] tr[data-member="${handleOf("alice")}"] a`);
+        assert.match(await page.textContent("#tree h2") ?? "", new RegExp(`Recruited under ${handleOf("alice").replace(/\./g, "\\.")}`));
+        assert.equal(await page.locator(`[data-testid=tree] li[data-member="${handleOf("alice")}"] li[data-member="${handleOf("bob")}"]`).count(), 1);
         // From the member's own page, the account bar links here.
         await page.goto(url("/u/riders/me"));
         await Promise.all([page.waitForURL(url("/u/riders/members")), page.click("[data-testid=members-link]")]);

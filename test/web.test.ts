@@ -86,7 +86,8 @@ for (const d of dialects) {
       assert.equal(link[2], token, "the link carries the printed token");
       assert.equal(setupLink.port, String(port));
       browser = await launchBrowser();
-      context = await browser.newContext();
+      // A browser in São Paulo: the setup form offers that zone first.
+      context = await browser.newContext({ timezoneId: "America/Sao_Paulo" });
       page = await context.newPage();
     });
 
@@ -123,6 +124,13 @@ for (const d of dialects) {
       assert.equal(res?.status(), 200);
       assert.equal(await page.textContent("h1"), "Set up your first union");
       assert.equal(await page.inputValue("input[name=token]"), token);
+      // The time zone: the browser's own filled in and first among the suggestions; typing searches all the zones.
+      assert.equal(await page.inputValue("input[name=timeZone]"), "America/Sao_Paulo");
+      const options = await page.$$eval("#time-zones option", (os) => os.map((o) => (o as HTMLOptionElement).value));
+      assert.equal(options[0], "America/Sao_Paulo");
+      assert.ok(options.length > 300 && options.includes("Europe/Berlin") && options.includes("UTC"), `every IANA zone is offered: ${options.length}`);
+      assert.equal(await page.$eval("input[name=timeZone]", (el) => (el as HTMLInputElement).list?.id), "time-zones");
+      assert.equal(await page.locator("select[name=timeZone]").count(), 0, "no raw list of hundreds of zones");
     });
 
     it("a bad slug re-shows the form with the message and leaves the token usable", async () => {
@@ -143,6 +151,15 @@ for (const d of dialects) {
       assert.equal(await page.inputValue("input[name=leader]"), union.leader);
       assert.deepEqual(await unionsViaApi(), [], "no union was created");
       await screenshot(page, `muster-setup-error-${d.name}.png`);
+      // The server still checks the zone, and keeps what was typed.
+      await page.fill("input[name=slug]", union.slug);
+      await page.fill("input[name=timeZone]", "Mars/Olympus_Mons");
+      const zone = await submitSetup(page);
+      assert.equal(zone.postStatus, 400);
+      assert.match(await page.locator("p.error[role=alert]").textContent() ?? "", /unknown time zone "Mars\/Olympus_Mons"; use an IANA name/);
+      assert.equal(await page.inputValue("input[name=timeZone]"), "Mars/Olympus_Mons", "the typed zone is kept, not replaced by the browser's");
+      assert.deepEqual(await unionsViaApi(), [], "no union was created");
+      await page.fill("input[name=timeZone]", "America/Sao_Paulo");
     });
 
     it("a correct submit lands on the union's page with its name, purpose, handle and leader", async () => {
@@ -152,6 +169,7 @@ for (const d of dialects) {
       // The printed link is on localhost; the redirect stays on whatever host the browser used.
       assert.equal(landed.href, new URL(`/u/${union.slug}/start`, setupLink).href, "setup leads on to the next steps");
       await screenshot(page, `muster-start-${d.name}.png`);
+      assert.match(await page.textContent("[data-testid=step-action]") ?? "", /09:00 America\/Sao_Paulo/, "the union publishes in the zone chosen at setup");
       await page.goto(new URL(`/u/${union.slug}`, setupLink).href);
       assert.equal(await page.textContent("article.union h1"), union.name, "the name is shown as text, not markup");
       assert.equal(await page.textContent("p.purpose"), union.purpose);

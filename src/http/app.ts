@@ -116,7 +116,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
 
   app.post("/setup", async (c) => {
     const form = await c.req.parseBody();
-    const values = Object.fromEntries(["slug", "name", "purpose", "leader", "visibility"].map((k) => [k, String(form[k] ?? "")]));
+    const values = Object.fromEntries(["slug", "name", "purpose", "leader", "visibility", "timeZone"].map((k) => [k, String(form[k] ?? "")]));
     const token = String(form.token ?? "");
     const again = async (status: 400 | 403, error: string) =>
       c.html(homePage({ host: deps.origin.host, unions: await listUnions(db), setupOpen: await setupTokenPending(db), setup: { token, error, values } }), status);
@@ -127,6 +127,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       purpose: values.purpose!,
       leaderHandle: values.leader || null,
       membersVisibility: (values.visibility || undefined) as MembersVisibility | undefined,
+      timeZone: values.timeZone,
     };
     try {
       validateNewUnion(input);

@@ -459,7 +459,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     const viewer = { via: "web", member } as const;
     const after = c.req.query("after") || undefined;
     const rootId = c.req.query("root") || undefined;
-    const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE });
+    const q = c.req.query("q") || undefined;
+    const roster = await readRoster(db, union, viewer, { after, limit: MEMBERS_PER_PAGE, handle: q });
     // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Cache-Control", "private, no-store");
     c.header("Referrer-Policy", "same-origin");
@@ -483,7 +484,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       roots = r.ok ? r.roots : [];
     }
     const trees = await Promise.all(roots.map((r) => loadTree(db, r, { after: subtreeOf ? after : undefined })));
-    return c.html(membersPage({ union, viewer: member, total: roster.total, items: roster.items, next: roster.next, paged: after !== undefined, trees, subtreeOf }));
+    return c.html(membersPage({ union, viewer: member, total: roster.total, search: roster.search, matched: roster.matched, items: roster.items, next: roster.next, paged: after !== undefined, trees, subtreeOf }));
   });
 
   // ---- A member's own page ----

@@ -64,7 +64,6 @@ function consoleUnionsPage(v: Viewer, rels: readonly Relationship[], msg: { noti
   const current = rels.filter((r) => r.state !== "received");
   return layout({
     title: `Other unions: ${v.union.name}`,
-    wide: true,
     body: html`${accountBar(v.union, v.member, "console")}
 <h1>${v.union.name} <span class="muted">console</span></h1>
 ${consoleTabs(v.union, "unions")}

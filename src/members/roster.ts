@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { Union } from "../unions/unions.ts";
 import { IN_TREE, type Member, type MemberRole, toMember } from "./members.ts";
@@ -25,6 +25,10 @@ export interface Membership {
 export interface RosterPage {
   readonly ok: true;
   readonly total: number;
+  /** The handle searched for, as used (trimmed, without a leading @), if any. */
+  readonly search?: string | undefined;
+  /** With a search: how many members match it. */
+  readonly matched?: number | undefined;
   readonly items: readonly Membership[];
   /** The cursor of the next page, if there is one. */
   readonly next: string | undefined;
@@ -41,22 +45,43 @@ export async function mayReadRoster(db: Kysely<DB>, union: Union, viewer: Viewer
   return canSeeMembers(db, union, viewer);
 }
 
-/** Active members with their sponsors, by member id after `after`; `total` counts them all. */
-export async function readRoster(db: Kysely<DB>, union: Union, viewer: Viewer, opts: { after?: string; limit: number }): Promise<Refused | RosterPage> {
+/** The longest handle search accepted; a handle is user@host, so longer finds nothing anyway. */
+export const MAX_HANDLE_QUERY = 200;
+
+/** A LIKE pattern matching `text` anywhere, with LIKE's own wildcards taken literally (used with `escape '\\'`). */
+function containsPattern(text: string): string {
+  return `%${text.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+}
+
+/**
+ * Active members with their sponsors, by member id after `after`; `total` counts them all.
+ * With `handle`, only members whose handle contains it (any case); `matched` then counts those.
+ */
+export async function readRoster(db: Kysely<DB>, union: Union, viewer: Viewer, opts: { after?: string; limit: number; handle?: string }): Promise<Refused | RosterPage> {
   const refused = await gate(db, union, viewer);
   if (refused) return refused;
-  const [total, rows] = await Promise.all([
+  const search = opts.handle?.trim().replace(/^@/, "").slice(0, MAX_HANDLE_QUERY) || undefined;
+  const pattern = search === undefined ? undefined : containsPattern(search);
+  const [total, matched, rows] = await Promise.all([
     countActive(db, union.id),
+    pattern === undefined ? Promise.resolve(undefined) : db.selectFrom("members as m")
+      .select((eb) => eb.fn.countAll<number | string>().as("n"))
+      .where("m.union_id", "=", union.id).where("m.state", "=", "active")
+      .where(sql<boolean>`lower(m.handle) like ${pattern} escape '\\'`)
+      .executeTakeFirstOrThrow().then((r) => Number(r.n)),
     db.selectFrom("members as m")
       .leftJoin("members as s", "s.id", "m.sponsor_id")
       .select(["m.id", "m.actor_id", "m.handle", "m.role", "m.portfolio", "m.joined_at", "s.actor_id as sponsor_actor_id", "s.handle as sponsor_handle"])
       .where("m.union_id", "=", union.id).where("m.state", "=", "active")
       .$if(!!opts.after, (q) => q.where("m.id", ">", opts.after!))
+      .$if(pattern !== undefined, (q) => q.where(sql<boolean>`lower(m.handle) like ${pattern} escape '\\'`))
       .orderBy("m.id").limit(opts.limit).execute(),
   ]);
   return {
     ok: true,
     total,
+    search,
+    matched,
     items: rows.map((r) => ({
       memberId: r.id,
       actorId: r.actor_id,

@@ -48,6 +48,8 @@ export interface NewUnion {
   /** A founding bylaw; every other parameter starts at its documented default. */
   readonly joinPolicy?: JoinPolicy;
   readonly membersVisibility?: MembersVisibility;
+  /** A founding bylaw: the IANA zone of the daily publication hour (UTC when absent or blank). */
+  readonly timeZone?: string | undefined;
 }
 
 /** A stored signing key, opaque to the domain: federation/ decides what it is. */
@@ -114,7 +116,16 @@ export function validateNewUnion(input: NewUnion): NewUnion {
   if (!MEMBERS_VISIBILITIES.includes(membersVisibility)) {
     throw new UnionError("invalid", `members visibility must be one of ${MEMBERS_VISIBILITIES.join(", ")}; got ${JSON.stringify(membersVisibility)}`);
   }
-  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy, membersVisibility };
+  let timeZone: string | undefined;
+  if (input.timeZone?.trim()) {
+    try {
+      timeZone = paramSpec("timeZone").parse(input.timeZone) as string;
+    } catch (e) {
+      if (e instanceof BylawsError) throw new UnionError("invalid", e.message);
+      throw e;
+    }
+  }
+  return { slug, name, purpose, leaderHandle, iconUrl, joinPolicy, membersVisibility, timeZone };
 }
 
 export interface UnionDeps {
@@ -159,7 +170,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
       if (v.leaderHandle) await insertReservedLeader(trx, id, v.leaderHandle, now);
       // A union never exists without bylaws in force; writing them also sets
       // the union's setting columns from the founding parameters.
-      await writeVersionIn(trx, id, { kind: "founding" }, { text: defaultBylawsText(v.name, v.purpose), params: { joinPolicy: v.joinPolicy, membersVisibility: v.membersVisibility } }, now);
+      await writeVersionIn(trx, id, { kind: "founding" }, { text: defaultBylawsText(v.name, v.purpose), params: { joinPolicy: v.joinPolicy, membersVisibility: v.membersVisibility, timeZone: v.timeZone } }, now);
       await trx.insertInto("actor_keys").values(keys.map((k) => ({
         owner: unionKeyOwner(id),
         algorithm: k.algorithm,

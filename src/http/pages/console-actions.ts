@@ -65,7 +65,6 @@ export function consoleActionsPage(v: ConsoleActionsView): Html {
   const next = v.next;
   return layout({
     title: `Calls to action: ${union.name}`,
-    wide: true,
     body: html`${accountBar(union, v.viewer, "console")}
 <h1>${union.name} <span class="muted">console</span></h1>
 ${consoleTabs(union, "actions")}
@@ -207,7 +206,6 @@ export function consoleActionPage(v: ConsoleActionView): Html {
   const p = v.progress;
   return layout({
     title: `${a.title}: console`,
-    wide: true,
     body: html`${accountBar(union, v.viewer, "console")}
 <p><a href="${base}">← Calls to action</a></p>
 <p class="kicker"><span class="kind">${kindLabel(a.kind)}</span> ${a.state === "queued"

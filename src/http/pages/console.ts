@@ -31,7 +31,6 @@ export function consolePage(v: ConsoleView): Html {
   const pages = Math.max(1, Math.ceil(v.activeCount / v.pageSize));
   return layout({
     title: `Console: ${v.union.name}`,
-    wide: true,
     body: html`${accountBar(v.union, v.viewer, "console")}
 <h1>${v.union.name} <span class="muted">console</span></h1>
 ${consoleTabs(v.union, "members")}
@@ -119,7 +118,6 @@ export function memberDetailPage(v: MemberDetailView): Html {
   const canAppoint = v.viewer.role === "leader" && m.state === "active";
   return layout({
     title: `${m.handle ?? "Member"}: ${v.union.name}`,
-    wide: true,
     body: html`${accountBar(v.union, v.viewer, "console")}
 <p><a href="${base}">← Console</a></p>
 <h1 data-testid="member-handle">${m.handle ?? "(unclaimed)"}</h1>

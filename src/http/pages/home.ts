@@ -1,6 +1,7 @@
 import { html } from "hono/html";
 import { DEFAULT_MEMBERS_VISIBILITY, type MembersVisibility, type Union } from "../../unions/unions.ts";
 import { VISIBILITY_CHOICES, VISIBILITY_TEXT } from "../../members/visibility.ts";
+import { timeZones } from "../actions-data.ts";
 import { type Html, layout } from "./layout.ts";
 
 export interface HomeView {
@@ -21,7 +22,9 @@ ${v.unions.map((u) => html`<li><a href="/u/${u.slug}"><strong>${u.name}</strong>
     ? setupForm(v)
     : html`<h1>Welcome to Muster</h1><p>No union has been created on ${v.host} yet.</p>
 <p>The operator can create one with <code>muster union create</code>, or restart the server to get a new setup token.</p>`;
-  return layout({ title: `Muster on ${v.host}`, body });
+  // The script only offers the browser's own zone; the field works without it.
+  const head = v.unions.length === 0 && v.setupOpen ? html`<script src="/public/time-zone.js" defer></script>` : undefined;
+  return layout({ title: `Muster on ${v.host}`, body, head });
 }
 
 function setupForm(v: HomeView): Html {
@@ -36,6 +39,7 @@ ${v.setup?.error ? html`<p class="error" role="alert">${v.setup.error}</p>` : ""
   <label>Name <input name="name" required maxlength="100" value="${val.name ?? ""}"></label>
   <label>Purpose <textarea name="purpose" required maxlength="2000">${val.purpose ?? ""}</textarea></label>
   <label>Leader's fediverse handle <input name="leader" placeholder="@you@mastodon.social" value="${val.leader ?? ""}"></label>
+  ${timeZoneField("timeZone", val.timeZone ?? "")}
   ${visibilityChoice(val.visibility || DEFAULT_MEMBERS_VISIBILITY)}
   <button type="submit">Create union</button>
 </form>`;
@@ -47,4 +51,13 @@ export function visibilityChoice(current: string): Html {
 <legend>Who can see the member list and the sponsor tree</legend>
 ${VISIBILITY_CHOICES.map((v: MembersVisibility) => html`<label><input type="radio" name="visibility" value="${v}"${v === current ? html` checked` : ""}> <strong>${v}</strong>: ${VISIBILITY_TEXT[v]}</label>`)}
 </fieldset>`;
+}
+
+/**
+ * A time-zone field: type to search the IANA zones (a datalist, no script needed).
+ * public/time-zone.js fills an empty field with the browser's zone and lists it first.
+ */
+export function timeZoneField(name: string, current: string): Html {
+  return html`<label>Time zone of the daily publication hour <input name="${name}" list="time-zones" value="${current}" placeholder="UTC" autocomplete="off" spellcheck="false" data-time-zone data-testid="time-zone"></label>
+<datalist id="time-zones">${timeZones("UTC").map((z) => html`<option value="${z}"></option>`)}</datalist>`;
 }

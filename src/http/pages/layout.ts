@@ -7,8 +7,6 @@ export interface LayoutOptions {
   readonly title: string;
   readonly head?: Html;
   readonly body: Html;
-  /** A wider page, for tables (the console). */
-  readonly wide?: boolean;
 }
 
 export function layout(opts: LayoutOptions): Html {
@@ -24,7 +22,7 @@ ${opts.head ?? ""}
 </head>
 <body>
 <header class="site"><a href="/" class="brand">Muster</a></header>
-<main${opts.wide ? html` class="wide"` : ""}>
+<main>
 ${opts.body}
 </main>
 <footer class="site">A network union server. <a href="/nodeinfo/2.1">NodeInfo</a></footer>
