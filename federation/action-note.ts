@@ -1,5 +1,5 @@
 import type { Context } from "@fedify/fedify";
-import { Mention, Note, PUBLIC_COLLECTION } from "@fedify/vocab";
+import { Link, Mention, Note, PUBLIC_COLLECTION } from "@fedify/vocab";
 import type { Action } from "../src/actions/actions.ts";
 import type { Progress } from "../src/actions/responses.ts";
 import { membersVisibility } from "../src/members/visibility.ts";
@@ -27,27 +27,40 @@ function instant(d: Date): Temporal.Instant {
   return Temporal.Instant.fromEpochMilliseconds(d.getTime());
 }
 
+/** "Tuesday 1 December at 18:00 (Europe/Berlin)": a deadline as a member reads it, in the union's zone. */
+export function plainDeadline(d: Date, timeZone: string): string {
+  const day = new Intl.DateTimeFormat("en-GB", { timeZone, weekday: "long", day: "numeric", month: "long" }).format(d);
+  const time = new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(d);
+  return `${day} at ${time} (${timeZone})`;
+}
+
 /**
- * A call-to-action as a Note by the Group. The Group mentions itself so that
- * Mastodon addresses replies back to it; the footer carries the hash of the
- * previous entry in the union's chain, so members can see the feed's links.
+ * A call-to-action as a Note by the Group, written the way a good organizer
+ * posts: the ask, the deadline in plain words, the goal and how far it has
+ * got, the link, and how to respond. Only tags Mastodon keeps are used (p,
+ * strong, a, br, and the Markdown's own). The Group mentions itself so that
+ * Mastodon addresses replies back to it. The chain link (the previous
+ * entry's hash) is data, not prose: a Link tag Mastodon ignores and tools can
+ * read, beside the page that shows and checks the whole chain.
  */
-export function actionNote(ctx: Context<void>, union: Union, action: Action, prevHash: string): Note {
+export function actionNote(ctx: Context<void>, union: Union, action: Action, prevHash: string, progress?: Pick<Progress, "commitments">): Note {
   const groupId = ctx.getActorUri(union.slug);
   const page = actionNoteId(new URL(ctx.canonicalOrigin), union, action.id);
   const { to, cc } = addressing(ctx, union);
   const handle = `@${union.slug}@${new URL(ctx.canonicalOrigin).host}`;
+  const word = union.commitmentWords[0] ?? "in";
   const facts = [
-    action.goal ? `Goal: ${action.goal} members` : null,
-    action.deadline ? `Deadline: ${action.deadline.toISOString().replace(".000Z", "Z")}` : null,
-    `Kind: ${action.kind}`,
-  ].filter(Boolean).join(" · ");
+    action.deadline ? `<strong>By ${esc(plainDeadline(action.deadline, union.timeZone))}</strong>` : null,
+    action.goal
+      ? `Goal: ${action.goal} ${action.goal === 1 ? "member" : "members"}${progress && progress.commitments > 0 ? `, ${progress.commitments} in so far` : ""}`
+      : progress && progress.commitments > 0 ? `${progress.commitments} in so far` : null,
+  ].filter(Boolean);
   const content = [
     `<p><strong>${esc(action.title)}</strong></p>`,
     action.bodyHtml,
     action.link ? `<p><a href="${esc(action.link)}">${esc(action.link)}</a></p>` : "",
-    `<p>${esc(facts)}</p>`,
-    `<p>Like this post or reply “${esc(union.commitmentWords[0] ?? "in")}” to commit. <a href="${esc(page.href)}">Progress</a> · call-to-action #${action.seq} · previous ${prevHash.slice(0, 16)} · <span class="h-card"><a href="${esc(groupId.href)}" class="u-url mention">${esc(handle)}</a></span></p>`,
+    facts.length ? `<p>${facts.join("<br>")}</p>` : "",
+    `<p>Reply “${esc(word)}” to <span class="h-card"><a href="${esc(groupId.href)}" class="u-url mention">${esc(handle)}</a></span> or like this post to commit; boost it to spread the word. <a href="${esc(page.href)}">Progress and details</a></p>`,
   ].join("");
   return new Note({
     id: page,
@@ -56,7 +69,11 @@ export function actionNote(ctx: Context<void>, union: Union, action: Action, pre
     cc,
     url: page,
     content,
-    tags: [new Mention({ href: groupId, name: handle })],
+    tags: [
+      new Mention({ href: groupId, name: handle }),
+      // Machine-readable place in the union's hash chain; not shown by Mastodon.
+      new Link({ href: new URL(`/u/${union.slug}/actions/chain.json`, ctx.canonicalOrigin), rel: "prev", mediaType: "application/json", name: `sha256:${prevHash}` }),
+    ],
     published: action.publishedAt ? instant(action.publishedAt) : null,
     updated: action.updatedAt ? instant(action.updatedAt) : null,
   });

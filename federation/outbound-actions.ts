@@ -50,7 +50,8 @@ export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>,
       return;
     }
     case "action.update": {
-      const note = actionNote(ctx, union, action, hashes?.prevHash ?? "");
+      // An edit shows how far the call has got, in the post members already have.
+      const note = actionNote(ctx, union, action, hashes?.prevHash ?? "", await progressOf(deps.db, action));
       await ctx.sendActivity(sender, "followers", new Update({ id: new URL(`${noteId.href}/update/${intentId}`), actor: groupId, object: note, to: note.toId, cc: note.ccId, updated: note.updated }), { ...fanout, orderingKey });
       return;
     }

@@ -35,6 +35,11 @@ export interface Config {
    * the queue's handler timeout.
    */
   readonly httpTimeoutMs: number;
+  /**
+   * A Solana cluster's JSON-RPC URL (devnet, mainnet, a local validator).
+   * Unset: the embedded ledger, served at /solana/rpc.
+   */
+  readonly solanaRpcUrl: string | null;
 }
 
 export class ConfigError extends Error {
@@ -65,7 +70,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const queueConcurrency = env.MUSTER_QUEUE_CONCURRENCY === undefined ? 16 : parsePositiveInt("MUSTER_QUEUE_CONCURRENCY", env.MUSTER_QUEUE_CONCURRENCY);
   // Mastodon's own read timeout is 10 s.
   const httpTimeoutMs = env.MUSTER_HTTP_TIMEOUT_MS === undefined ? 10_000 : parsePositiveInt("MUSTER_HTTP_TIMEOUT_MS", env.MUSTER_HTTP_TIMEOUT_MS);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs };
+  const solanaRpcUrl = env.SOLANA_RPC_URL?.trim() || null;
+  if (solanaRpcUrl !== null && !/^https?:\/\/[^\s]+$/.test(solanaRpcUrl)) {
+    throw new ConfigError(`SOLANA_RPC_URL must be an http(s) URL; got ${JSON.stringify(env.SOLANA_RPC_URL)}`);
+  }
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl };
 }
 
 function parsePort(raw: string): number {

@@ -7,7 +7,7 @@ import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import type { Config } from "./config.ts";
-import { type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -20,6 +20,10 @@ import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
+import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
+import type { Ledger } from "../solana/ledger.ts";
+import { NetworkLedger } from "../solana/network-ledger.ts";
+import { solanaRpcApp } from "../solana/rpc.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -31,6 +35,13 @@ export interface Muster {
   readonly app: Hono;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps;
+  /**
+   * The chain: the network ledger when SOLANA_RPC_URL is set, else the
+   * embedded ledger in the process that runs it (`runLedger`), else null.
+   */
+  readonly ledger: Ledger | null;
+  /** Set with the embedded ledger, for the server to attach its WebSocket subscriptions. */
+  readonly embeddedLedger: EmbeddedLedger | null;
   /**
    * Runs the durable queue (inbox, outbox, fan-out) until the signal aborts;
    * resolves once in-flight messages have finished, which is the drain that
@@ -47,11 +58,17 @@ export interface MusterOptions {
   readonly queue?: ConstructorParameters<typeof KyselyMessageQueue>[1];
   /** How often workers look for calls-to-action due today and deadlines passed. */
   readonly schedulerIntervalMs?: number;
+  /**
+   * Run the embedded ledger here and serve it at /solana/rpc (`muster serve`).
+   * One process only: a worker or a CLI command beside it must not.
+   */
+  readonly runLedger?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const database = openDatabase(config.databaseUrl);
   try {
+    await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
     await ensureInstanceKeys(database.db);
   } catch (e) {
@@ -90,6 +107,11 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
   });
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  // Only one process may run the embedded ledger's transactions: the one
+  // serving /solana/rpc. Workers do not submit chain work yet.
+  const embeddedLedger = config.solanaRpcUrl === null && options.runLedger ? await EmbeddedLedger.open(database.db) : null;
+  const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  if (embeddedLedger) app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
@@ -119,6 +141,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app,
     unions,
     membership,
+    ledger,
+    embeddedLedger,
     runQueue(signal) {
       return withOutgoingPolicy(policy, () => runQueue(signal));
     },

@@ -2,6 +2,8 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
 import { logger } from "./logging.ts";
 import type { Muster } from "./main.ts";
+import { attachSolanaWebSocket } from "../solana/rpc-websocket.ts";
+import type { Server } from "node:http";
 
 const log = logger("server");
 
@@ -25,11 +27,14 @@ export async function startServer(muster: Muster, options: ServeOptions): Promis
     s.once("error", reject);
   });
   const port = (server.address() as AddressInfo).port;
+  // web3.js confirms transactions through signatureSubscribe on the RPC path.
+  const detachLedgerSocket = muster.embeddedLedger ? attachSolanaWebSocket(server as Server, "/solana/rpc", muster.embeddedLedger) : () => {};
   const queueStop = new AbortController();
   const queueDone = options.worker ? muster.runQueue(queueStop.signal) : Promise.resolve();
   queueDone.catch((error) => log.error("Queue stopped with an error: {error}", { error }));
   let stopping: Promise<void> | undefined;
   const stop = () => stopping ??= (async () => {
+    detachLedgerSocket();
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       // Idle keep-alive sockets would hold close() open forever.

@@ -55,6 +55,11 @@ const obj = (v: unknown): JsonObject => {
   if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error(`expected an object, got ${JSON.stringify(v)}`);
   return v as JsonObject;
 };
+/** The Note's place in the union's hash chain: the name of its Link tag with rel "prev". */
+const chainLink = (note: JsonObject): string | undefined => {
+  const link = arr(note.tag).map(obj).find((t) => t.type === "Link" && arr(t.rel).includes("prev"));
+  return link && str(link.name);
+};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const d of dialects) {
@@ -231,7 +236,13 @@ for (const d of dialects) {
           assert.match(content, /Call your councillor &lt;today&gt;/, "the title, escaped");
           assert.match(content, /<strong>fair pay<\/strong>/, "the Markdown rendered");
           assert.ok(!content.includes("<today>"));
-          assert.ok(content.includes(`previous ${GENESIS.slice(0, 16)}`), "the first in the chain links to the genesis hash");
+          assert.equal(chainLink(note), `sha256:${GENESIS}`, "the first in the chain links to the genesis hash, as data");
+          assert.doesNotMatch(content, /previous|call-to-action #|Kind:|[0-9a-f]{16}/, "no chain jargon in the text members read");
+          assert.match(content, /Reply “in” to .* or like this post to commit/, "how to respond, in plain words");
+          assert.match(content, /<a href="https:\/\/example\.org\/motion">/, "the link");
+          const tags = [...content.matchAll(/<\/?([a-z0-9]+)/g)].map((m) => m[1]!);
+          const kept = new Set(["p", "br", "span", "a", "del", "pre", "code", "em", "strong", "b", "i", "u", "ul", "ol", "li", "blockquote"]);
+          assert.deepEqual(tags.filter((t) => !kept.has(t)), [], "only tags Mastodon's sanitizer keeps");
         }
       });
 
@@ -242,7 +253,7 @@ for (const d of dialects) {
         const first = (await hashesOf(db(), action.id))!;
         const mine = (await hashesOf(db(), second.id))!;
         assert.equal(mine.prevHash, first.hash);
-        for (const [, [h]] of hits) assert.ok(str(obj(h!.body!.object).content).includes(`previous ${first.hash.slice(0, 16)}`));
+        for (const [, [h]] of hits) assert.equal(chainLink(obj(h!.body!.object)), `sha256:${first.hash}`);
 
         const peer = peers[1]!;
         const featured = await (await fetch(await peer.signedGet(new URL(`${groupId()}/featured`), { as: "ben" }))).json() as JsonObject;

@@ -11,7 +11,8 @@ import { eventually, type TestMuster } from "./helpers/muster.ts";
 import type { Peer } from "./helpers/peer.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
-import { ACTION_KINDS, getAction, hashesOf } from "../src/actions/actions.ts";
+import { ACTION_KINDS, composeAction, getAction, hashesOf } from "../src/actions/actions.ts";
+import { OPERATOR } from "../src/members/members.ts";
 import { GENESIS } from "../src/actions/chain.ts";
 import { offerRelay } from "../src/actions/relay.ts";
 import { localSchedule } from "../src/actions/scheduler.ts";
@@ -198,7 +199,7 @@ for (const d of dialects) {
       assert.match(await ask.textContent() ?? "", /\[click me\]\(javascript:alert\(1\)\)/, "the javascript: link is left as text");
       assert.equal(await ask.locator("a").getAttribute("href"), "https://example.org/petition");
       assert.equal(await lead.getAttribute("[data-testid=link]", "href"), "https://example.org/petition");
-      assert.match(res?.headers()["content-security-policy"] ?? "", /script-src 'none'/);
+      assert.match(res?.headers()["content-security-policy"] ?? "", /script-src 'self'(;|$)/, "only the server's own script files run, nothing inline");
       assert.equal(await lead.textContent("[data-testid=kind]"), "Sign");
       assert.equal(await text(lead, "[data-testid=deadline]"), `2030-06-01 18:30 (${zone})`);
       assert.equal(await text(lead, "[data-testid=goal]"), "3 members");
@@ -206,7 +207,25 @@ for (const d of dialects) {
       const hashes = (await hashesOf(db(), askId))!;
       assert.equal(await lead.textContent("[data-testid=hash]"), hashes.hash);
       assert.equal(await lead.textContent("[data-testid=prev-hash]"), GENESIS, "the first entry links to the start of the chain");
-      assert.match(await text(lead, "section.integrity"), /muster action verify riders/);
+      // The record is folded away; opened, the browser itself checks the chain.
+      assert.equal(await lead.locator("details.integrity").getAttribute("open"), null, "folded by default");
+      assert.equal(await lead.isVisible("[data-testid=hash]"), false);
+      await lead.click("details.integrity summary");
+      await lead.click("button[data-verify-chain]");
+      await lead.waitForFunction(() => /^(Intact|Broken|Could not)/.test(document.querySelector("[data-testid=chain-result]")?.textContent ?? ""));
+      assert.match(await text(lead, "[data-testid=chain-result]"), new RegExp(`^Intact: all 1 entries recomputed in this browser.*${hashes.hash.slice(0, 12)}`));
+      const chain = await lead.evaluate(async () => (await fetch("/u/riders/actions/chain.json")).json()) as { entries: { hash: string; payload: string }[] };
+      assert.deepEqual(chain.entries.map((e) => e.hash), [hashes.hash], "the export is the chain, for any tool");
+      // A tampered export is caught by the same page script: the browser recomputes, it does not trust.
+      await lead.route("**/actions/chain.json", async (route) => {
+        const real = await (await route.fetch()).json() as { entries: { payload: string }[] };
+        real.entries[0]!.payload = real.entries[0]!.payload.replace("fair pay", "no pay");
+        await route.fulfill({ json: real });
+      });
+      await lead.click("button[data-verify-chain]");
+      await lead.waitForFunction(() => /^Broken/.test(document.querySelector("[data-testid=chain-result]")?.textContent ?? ""));
+      assert.match(await text(lead, "[data-testid=chain-result]"), /entry 1's content does not match its hash/);
+      await lead.unroute("**/actions/chain.json");
 
       // Content negotiation: the same URL is the Note for fediverse servers
       // (members-only here, so the fetch is signed by a member's server).
@@ -231,6 +250,9 @@ for (const d of dialects) {
       const unionPage = await (await fetch(url("/u/riders"), { headers: { Accept: "text/html" } })).text();
       assert.match(unionPage, /has a call to action for its members/);
       assert.doesNotMatch(unionPage, /fair pay/, "the union page does not name a members-only call-to-action to strangers");
+      const chain = await fetch(url("/u/riders/actions/chain.json"));
+      assert.equal(chain.status, 403, "a members-only union's chain is for members");
+      assert.doesNotMatch(await chain.text(), /fair pay/);
 
       await alice.goto(url(`/u/riders/actions/${askId}`));
       await signIn(alice, "alice", `/u/riders/actions/${askId}`);
@@ -238,6 +260,17 @@ for (const d of dialects) {
       assert.equal(await alice.textContent("[data-testid=viewer]"), handleOf("alice"));
       const res = await alice.goto(url("/u/riders/console/actions"));
       assert.equal(res?.status(), 403, "a member who is not an officer has no console");
+
+      // The union's page, to a signed-in member: who they are instead of "Already a member? Sign in",
+      // how many members there are (members may see that here), and the leader's profile.
+      await alice.goto(url("/u/riders"));
+      assert.match(await text(alice, "[data-testid=signed-in]"), new RegExp(`signed in as ${handleOf("alice").replace(/\./g, "\\.")}\\. Your page`));
+      assert.equal(await alice.locator("a[href='/u/riders/login']").count(), 0, "no sign-in offer to someone signed in");
+      assert.equal(await text(alice, "[data-testid=member-count]"), "3 members");
+      assert.equal(await alice.locator("[data-testid=current-action] h2 a").getAttribute("href"), `/u/riders/actions/${askId}`);
+      const stranger = await (await fetch(url("/u/riders"), { headers: { Accept: "text/html" } })).text();
+      assert.doesNotMatch(stranger, /data-testid="member-count"/, "the count follows the union's visibility: not for strangers here");
+      assert.match(stranger, /Already a member\? <a href="\/u\/riders\/login">Sign in<\/a>/);
     });
 
     it("a member presses “I'm in”: the count goes up once, however often it is pressed; then “Done”", async () => {
@@ -399,7 +432,13 @@ for (const d of dialects) {
         await page.goto(url("/u/riders/actions"));
         assert.match(await text(page, "[data-testid=current-action]"), /Sign the fair pay petition today/);
         assert.doesNotMatch(await text(page, "main"), /Boycott SpeedyEats/, "retracted ones are not listed");
+        // A newer call makes the petition an earlier one, listed under "Recent".
+        await composeAction(m.muster.membership, unionId, OPERATOR, { title: "Ride slow on Friday", text: "For safety." }, { publishNow: true });
         await page.goto(url("/u/riders"));
+        assert.match(await text(page, "[data-testid=current-action]"), /Ride slow on Friday/);
+        assert.match(await text(page, "[data-testid=recent-actions]"), /Sign the fair pay petition today/, "the union page lists its earlier calls-to-action");
+        assert.doesNotMatch(await text(page, "[data-testid=recent-actions]"), /Boycott SpeedyEats|Ride slow/, "neither retracted ones nor the current one again");
+        assert.equal(await page.locator("[data-testid=leader] a").count() + await page.locator("[data-testid=leader]").count(), 2, "the leader is a link to their profile");
         await screenshot(page, "muster-union-page-action");
         const json = await fetch(url(`/u/riders/actions/${askId}`), { headers: { Accept: "application/activity+json" } });
         assert.equal(json.status, 200, "public: the Note is served unsigned too");

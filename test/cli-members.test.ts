@@ -250,8 +250,12 @@ for (const d of dialects) {
       assert.ok(all.some((i) => i.kind === "follow.reject" && i.memberId === p2.id), "a Reject is queued for p2");
       fails(["member", "reject", "riders", h("p2")], env, 1, /only pending requests can be rejected/);
       fails(["member", "approve", "riders", h("p2")], env, 1, /only pending requests can be approved/);
-      fails(["member", "approve", "riders", h("p1"), "--reason", "x"], env, 2, /Unknown option '--reason'/);
+      fails(["member", "approve", "riders", h("p1"), "--reason", "x"], env, 2, /^muster member approve: unknown option --reason; see muster member approve --help\n$/);
+      const before = (await intents()).length;
+      fails(["member", "approve", "riders", h("p1")], env, 1, new RegExp(`^muster: error: ${h("p1")} is already a member of riders; nothing to approve\n$`));
+      assert.equal((await intents()).length, before, "approving an active member queues nothing");
     });
+
 
     it("removes a member only with a reason; recruits move up and a Reject is queued", async () => {
       fails(["member", "remove", "riders", h("b")], env, 2, /--reason <text> is required/);

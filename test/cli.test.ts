@@ -110,7 +110,7 @@ for (const d of dialects) {
           redirect: "manual",
         });
         assert.equal(res.status, 303);
-        assert.equal(res.headers.get("location"), "/u/cooks");
+        assert.equal(res.headers.get("location"), "/u/cooks/start", "setup leads on to the next steps");
         const again = await fetch(`http://127.0.0.1:${port}/setup`, {
           method: "POST",
           body: new URLSearchParams({ token, slug: "bakers", name: "Bakers", purpose: "Bread" }),

@@ -137,6 +137,9 @@ for (const d of dialects) {
       assert.deepEqual([r.member.state, r.member.actorId, r.member.followId, r.member.sponsorId], ["active", "https://example.org/users/Lead", fid, null]);
       assert.ok(r.member.joinedAt instanceof Date);
       assert.deepEqual(await intentsFor(c, reserved.id), ["follow.accept", "member.welcome"]);
+      // The leader's welcome carries an invite link, without limit like the leader's own invites.
+      const leaderInvite = await getInviteByCode(c.db, union.id, await welcomeCode(c, reserved.id));
+      assert.deepEqual([leaderInvite?.createdBy, leaderInvite?.maxUses, leaderInvite?.welcome], [reserved.id, null, true]);
       assert.deepEqual(c.log.filter((e) => e.type === "member.joined"), [{ type: "member.joined", unionId: union.id, memberId: reserved.id, sponsorId: null, via: "leader" }]);
       assert.equal(await countMembers(c.db, union.id), 1);
       assert.equal(await c.db.selectFrom("members").select("id").where("union_id", "=", union.id).where("role", "=", "leader").execute().then((x) => x.length), 1);
@@ -402,10 +405,18 @@ for (const d of dialects) {
       const top = await createInvite(c.deps, union.id, { by: OPERATOR });
       const a = (await inviteJoin(c, union.id, top.code, person("a"))).member;
       const byA = { kind: "member", memberId: a.id } as const;
-      // The welcome invite already holds all five places.
+      // The welcome invite holds all five places; a new invite takes its places from it instead of being refused.
       assert.equal(await placesHeld(c.db, union.id, a.id), 5);
+      const welcome = await welcomeCode(c, a.id);
+      const two = await createInvite(c.deps, union.id, { by: byA, maxUses: 2 });
+      assert.equal(two.maxUses, 2);
+      assert.equal((await getInviteByCode(c.db, union.id, welcome))?.maxUses, 3, "the welcome link keeps 3 places");
+      assert.equal(await placesHeld(c.db, union.id, a.id), 5);
+      await createInvite(c.deps, union.id, { by: byA, maxUses: 3 });
+      const spent = await getInviteByCode(c.db, union.id, welcome);
+      assert.notEqual(spent?.revokedAt, null, "a welcome link with no place left is revoked");
       await refuses(createInvite(c.deps, union.id, { by: byA }), "forbidden", /open for 5 people at a time.*has 5 open/);
-      await revokeInvite(c.deps, union.id, await welcomeCode(c, a.id));
+      for (const i of await listInvites(c.db, union.id, { createdBy: a.id })) if (!i.revokedAt) await revokeInvite(c.deps, union.id, i.code);
       assert.equal(await placesHeld(c.db, union.id, a.id), 0);
       const three = await createInvite(c.deps, union.id, { by: byA, maxUses: 3 });
       const one = await createInvite(c.deps, union.id, { by: byA });
@@ -414,7 +425,7 @@ for (const d of dialects) {
       await createInvite(c.deps, union.id, { by: byA, maxUses: 1 });
       await refuses(createInvite(c.deps, union.id, { by: byA }), "forbidden");
       assert.equal(await placesHeld(c.db, union.id, a.id), 5);
-      assert.equal((await listInvites(c.db, union.id, { createdBy: a.id })).length, 4);
+      assert.equal((await listInvites(c.db, union.id, { createdBy: a.id })).length, 6);
 
       // The limit follows the union's setting.
       await overrideBylaws(c.deps, union.slug, { memberInviteLimit: 6 });

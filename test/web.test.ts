@@ -150,17 +150,54 @@ for (const d of dialects) {
       const { postStatus, landed } = await submitSetup(page);
       assert.equal(postStatus, 303, "the validation error did not use up the token");
       // The printed link is on localhost; the redirect stays on whatever host the browser used.
-      assert.equal(landed.href, new URL(`/u/${union.slug}`, setupLink).href);
+      assert.equal(landed.href, new URL(`/u/${union.slug}/start`, setupLink).href, "setup leads on to the next steps");
+      await screenshot(page, `muster-start-${d.name}.png`);
+      await page.goto(new URL(`/u/${union.slug}`, setupLink).href);
       assert.equal(await page.textContent("article.union h1"), union.name, "the name is shown as text, not markup");
       assert.equal(await page.textContent("p.purpose"), union.purpose);
       assert.equal(await page.locator("p.purpose b").count(), 0, "markup in the purpose is escaped");
       assert.equal(await page.textContent("[data-testid=handle]"), `@${union.slug}@${base.host}`);
       const leader = page.locator("dt", { hasText: "Leader" }).locator("xpath=following-sibling::dd[1]");
       assert.equal(await leader.textContent(), "@lead@example.org", "the leader's handle, lower-cased");
+      assert.equal(await page.locator("[data-testid=signed-in]").count(), 0);
+      assert.equal(await page.locator("a[href$='/login']").count(), 1, "a visitor is offered sign-in");
       assert.match(await page.title(), new RegExp(`@${union.slug}@${base.host.replaceAll(".", "\\.")}`));
       await screenshot(page, `muster-union-page-${d.name}.png`);
       const api = await unionsViaApi();
       assert.deepEqual(api.map((u) => u.slug), [union.slug]);
+    });
+
+    it("after setup, the next steps: sign in by DM, an invite, the first call-to-action, and the handle to copy", async () => {
+      const start = new URL(`/u/${union.slug}/start`, base);
+      const copier = await browser.newContext({ permissions: ["clipboard-read", "clipboard-write"] });
+      try {
+        const p = await copier.newPage();
+        const favicon = p.waitForResponse((r) => new URL(r.url()).pathname === "/public/favicon.svg");
+        await p.goto(start.href);
+        assert.equal((await favicon).status(), 200, "the page's icon is served");
+        assert.equal(await p.textContent("h1"), "Next steps");
+        assert.match(await p.textContent("[data-testid=step-sign-in]") ?? "", /@lead@example\.org.*direct message/s);
+        assert.equal(await p.locator("[data-testid=step-sign-in] a").getAttribute("href"), `/u/${union.slug}/login`);
+        assert.equal(await p.locator("[data-testid=step-invite] a").getAttribute("href"), `/u/${union.slug}/console#invites`);
+        assert.equal(await p.locator("[data-testid=step-action] a").getAttribute("href"), `/u/${union.slug}/console/actions`);
+        await p.click("[data-testid=step-members] button[data-copy]");
+        await p.waitForFunction(() => document.querySelector("[data-testid=step-members] .copied")?.textContent === "Copied.");
+        assert.equal(await p.evaluate(() => navigator.clipboard.readText()), `@${union.slug}@${base.host}`);
+        for (const width of [1280, 390]) {
+          await p.setViewportSize({ width, height: 900 });
+          for (const path of [start.pathname, `/u/${union.slug}`]) {
+            await p.goto(new URL(path, base).href);
+            const overflow = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+            assert.equal(overflow, 0, `${path} fits ${width} px without scrolling sideways`);
+            await screenshot(p, `muster-${path.split("/").at(-1)}-${width}-${d.name}.png`);
+          }
+        }
+        const ico = await fetch(new URL("/favicon.ico", base), { redirect: "manual" });
+        assert.equal(ico.status, 301);
+        assert.equal(ico.headers.get("location"), "/public/favicon.svg");
+      } finally {
+        await copier.close();
+      }
     });
 
     it("afterwards the home page lists the union and no longer offers setup", async () => {

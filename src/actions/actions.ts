@@ -258,6 +258,16 @@ async function getActionIn(db: Kysely<DB>, unionId: string, id: string): Promise
 
 export const getAction = getActionIn;
 
+/** A call-to-action by its number in the union (`3` or `#3`, as lists show it) or by its id. */
+export async function findAction(db: Kysely<DB>, unionId: string, ref: string): Promise<Action | undefined> {
+  const number = /^#?(\d{1,15})$/.exec(ref.trim());
+  if (number) {
+    const r = await db.selectFrom("actions").selectAll().where("union_id", "=", unionId).where("seq", "=", Number(number[1])).executeTakeFirst();
+    return r && toAction(r);
+  }
+  return getActionIn(db, unionId, ref.trim().toLowerCase());
+}
+
 export async function listActions(db: Kysely<DB>, unionId: string, opts: { states?: readonly ActionState[]; limit?: number } = {}): Promise<Action[]> {
   const rows = await db.selectFrom("actions").selectAll().where("union_id", "=", unionId)
     .$if(opts.states !== undefined, (q) => q.where("state", "in", opts.states!))

@@ -60,3 +60,31 @@ export function runScheduler(deps: ActionDeps, signal: AbortSignal, intervalMs =
     await closeExpired(deps);
   }, (error) => log.error("Scheduler pass failed: {error}", { error }));
 }
+
+/**
+ * When each queued call-to-action of a union will go out, oldest first, one
+ * a day: today's slot if it is still free (at once if its time has passed,
+ * on the scheduler's next pass), then one per following day at the union's
+ * local publication time. Calls published at once with "publish now" stand
+ * outside this rhythm and take no day's slot.
+ */
+export async function publicationSchedule(db: ActionDeps["db"], unionId: string, now = Date.now()): Promise<Map<string, { at: Date; immediate: boolean }>> {
+  const u = await db.selectFrom("unions").select(["time_zone", "publish_time", "last_published_on"]).where("id", "=", unionId).executeTakeFirstOrThrow();
+  const queued = await db.selectFrom("actions").select("id").where("union_id", "=", unionId).where("state", "=", "queued")
+    .orderBy("created_at").orderBy("id").execute();
+  const local = Temporal.Instant.fromEpochMilliseconds(now).toZonedDateTimeISO(u.time_zone);
+  const { today, due } = localSchedule(now, u.time_zone, u.publish_time);
+  const todayFree = u.last_published_on !== today;
+  const [h, m] = u.publish_time.split(":").map(Number) as [number, number];
+  const out = new Map<string, { at: Date; immediate: boolean }>();
+  queued.forEach((q, i) => {
+    if (i === 0 && todayFree && due) {
+      out.set(q.id, { at: new Date(now), immediate: true });
+      return;
+    }
+    const day = local.toPlainDate().add({ days: i + (todayFree ? 0 : 1) });
+    const at = day.toZonedDateTime({ timeZone: u.time_zone, plainTime: new Temporal.PlainTime(h, m) });
+    out.set(q.id, { at: new Date(at.epochMilliseconds), immediate: false });
+  });
+  return out;
+}

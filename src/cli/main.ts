@@ -14,6 +14,7 @@ import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { ActionError } from "../actions/actions.ts";
+import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
 const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands];
 
@@ -45,6 +46,20 @@ function expected(cmd: Command): string {
   return [...cmd.positionals.map((p) => `<${p}>`), ...(cmd.optional ?? []).map((p) => `[<${p}>]`), ...(cmd.rest ? [`<${cmd.rest}>...`] : [])].join(" ");
 }
 
+/**
+ * Node's parseArgs explains some mistakes over three lines; the first says
+ * what is wrong, and a value that starts with a dash gets its own hint.
+ */
+function oneLine(e: Error): string {
+  const ambiguous = /^Option '(-[^' ]+)[^']*' argument is ambiguous/.exec(e.message);
+  if (ambiguous) return `${ambiguous[1]} needs a value; for one that starts with a dash write ${ambiguous[1]}=-…`;
+  const unknown = /^Unknown option '([^']+)'/.exec(e.message);
+  if (unknown) return `unknown option ${unknown[1]}`;
+  const missing = /^Option '(-[^' ]+)[^']*' argument missing/.exec(e.message);
+  if (missing) return `${missing[1]} needs a value`;
+  return e.message.split("\n").map((l) => l.trim()).filter(Boolean).join(" ").replace(/\.$/, "");
+}
+
 export async function main(argv: string[]): Promise<number> {
   const words: string[] = [];
   for (const a of argv) {
@@ -60,9 +75,10 @@ export async function main(argv: string[]): Promise<number> {
     if (wantsHelp || words.length === 0 || group.length > 0) {
       const shown = group.length ? group : commands;
       const out = helpText(shown, group.length ? [words[0]!] : []);
-      if (wantsHelp || words.length === 0) {
+      // A group alone (`muster member`) is a question: what is under it.
+      if (wantsHelp || words.length === 0 || words.length === 1) {
         process.stdout.write(out);
-        return words.length === 0 && !wantsHelp ? 2 : 0;
+        return wantsHelp ? 0 : 2;
       }
       process.stderr.write(`muster: unknown command "${words.join(" ")}"\n\n${out}`);
       return 2;
@@ -88,10 +104,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-      process.stderr.write(`muster ${cmd.path.join(" ")}: ${(e as Error).message}\nUsage: ${cmd.usage}\n`);
+      process.stderr.write(`muster ${cmd.path.join(" ")}: ${oneLine(e as Error)}; see muster ${cmd.path.join(" ")} --help\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof ConfigError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }

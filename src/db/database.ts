@@ -1,11 +1,14 @@
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
-import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
+import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, sql, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 import { logger } from "../logging.ts";
+import { DatabaseUnavailableError, redactUrl } from "./unavailable.ts";
+
+export { DatabaseUnavailableError };
 
 const log = logger("db");
 
@@ -72,11 +75,46 @@ function reuseStatements(sqlite: SQLite.Database, size = 256): void {
   }) as typeof sqlite.prepare;
 }
 
+const FS_REASONS: Record<string, string> = {
+  ENOENT: "its parent directory does not exist",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "the file system is read-only",
+  ENOTDIR: "a part of the path is a file, not a directory",
+  ENOSPC: "no space left on the device",
+};
+
+/**
+ * Creates the directory the SQLite file lives in, one level only (`mkdir`,
+ * not `mkdir -p`): the default ./data appears on first start, while a
+ * mistyped path fails at once instead of silently growing a tree. Node's
+ * recursive mkdir also retries forever on some paths (under /proc), which
+ * looked like a hung start-up at 100% CPU.
+ */
+function ensureSqliteDirectory(file: string): void {
+  const dir = dirname(file);
+  try {
+    mkdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    if (code === "EEXIST") return;
+    // ENOENT with the parent present: the file system itself (/proc, /sys) has no room for it.
+    const reason = code === "ENOENT" && existsSync(dirname(dir)) ? `${dirname(dir)} does not allow new directories` : FS_REASONS[code] ?? (e as Error).message;
+    throw new DatabaseUnavailableError(`cannot create the database directory ${dir}: ${reason}`);
+  }
+}
+
 export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
-    if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
-    const sqlite = new SQLite(file);
+    let sqlite: SQLite.Database;
+    try {
+      if (file !== ":memory:") ensureSqliteDirectory(file);
+      sqlite = new SQLite(file);
+    } catch (e) {
+      if (e instanceof DatabaseUnavailableError) throw e;
+      throw new DatabaseUnavailableError(`cannot open the SQLite database ${file}: ${(e as Error).message}`);
+    }
     // WAL lets readers run beside the writer; busy_timeout lets a second
     // process (a `muster worker`) wait for the write lock instead of failing.
     sqlite.pragma("journal_mode = WAL");
@@ -94,4 +132,26 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number }
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
+}
+
+/**
+ * Answers whether the database can be used at all, before migrations run, so
+ * an unreachable or missing PostgreSQL reads as what it is rather than as a
+ * failed migration. The URL is shown without its password.
+ */
+export async function checkConnection(database: Database, databaseUrl: string): Promise<void> {
+  try {
+    await sql`select 1`.execute(database.db);
+  } catch (e) {
+    const where = database.dialect === "postgres" ? redactUrl(databaseUrl) : sqlitePath(databaseUrl);
+    const err = e as { code?: string; message?: string; errors?: { code?: string }[] };
+    const code = err.code ?? err.errors?.[0]?.code;
+    const reason = code === "3D000" ? "the database does not exist (create it first, e.g. createdb)"
+      : code === "28P01" || code === "28000" ? `the server refused the login: ${err.message}`
+      : code === "ECONNREFUSED" ? "cannot reach the server: connection refused"
+      : code === "ENOTFOUND" || code === "EAI_AGAIN" ? "cannot reach the server: unknown host"
+      : code === "ETIMEDOUT" ? "cannot reach the server: timed out"
+      : `cannot use it: ${err.message ?? String(e)}`;
+    throw new DatabaseUnavailableError(`database ${where}: ${reason}`);
+  }
 }

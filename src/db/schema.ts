@@ -145,6 +145,8 @@ export interface InvitesTable {
   expires_at: number | null;
   revoked_at: number | null;
   created_at: number;
+  /** 1 for the invite handed to a member on joining: their own invites take places from it. */
+  welcome: Generated<number>;
 }
 
 export interface JoinClaimsTable {
@@ -346,4 +348,101 @@ export interface DB {
   proposals: ProposalsTable;
   ballots: BallotsTable;
   delegations: DelegationsTable;
+  ledger_accounts: LedgerAccountsTable;
+  ledger_transactions: LedgerTransactionsTable;
+  ledger_address_signatures: LedgerAddressSignaturesTable;
+  ledger_blockhashes: LedgerBlockhashesTable;
+  ledger_state: LedgerStateTable;
+  dues_payments: DuesPaymentsTable;
+  treasuries: TreasuriesTable;
+  scan_cursors: ScanCursorsTable;
+}
+
+// Amounts (lamports, token base units) are u64 decimal strings: exact on both
+// dialects and never passed through the INT8-to-number parser.
+
+/** The embedded ledger's accounts (litesvm keeps them in memory only). */
+export interface LedgerAccountsTable {
+  address: string;
+  lamports: string;
+  owner: string;
+  executable: number;
+  rent_epoch: string;
+  /** Base64. */
+  data: string;
+  updated_slot: number;
+}
+
+/** Every transaction the embedded ledger executed, with its signed bytes. */
+export interface LedgerTransactionsTable {
+  id: Generated<number>;
+  signature: string;
+  slot: number;
+  /** Unix seconds, as Solana reports block times. */
+  block_time: number;
+  /** The signed transaction, base64. */
+  raw: string;
+  /** JSON of the TransactionError, null on success. */
+  err: string | null;
+  /** JSON array of log lines. */
+  logs: string;
+  fee: string;
+  units: string;
+  /** JSON arrays of decimal strings / RPC token balance objects. */
+  pre_balances: string;
+  post_balances: string;
+  pre_token_balances: string;
+  post_token_balances: string;
+}
+
+export interface LedgerAddressSignaturesTable {
+  address: string;
+  tx_id: number;
+}
+
+export interface LedgerBlockhashesTable {
+  blockhash: string;
+  slot: number;
+  /** How many rotations produced it (litesvm's blockhashes are a fixed chain). */
+  n: number;
+}
+
+export interface LedgerStateTable {
+  key: string;
+  value: string;
+}
+
+/** A dues payment seen on-chain, once per signature. */
+export interface DuesPaymentsTable {
+  signature: string;
+  union_id: string;
+  member_id: string | null;
+  payer: string;
+  mint: string;
+  amount: string;
+  reference: string | null;
+  /** `credited` or `unmatched`. */
+  status: string;
+  reason: string | null;
+  paid_at: number;
+  recorded_at: number;
+}
+
+export interface TreasuriesTable {
+  union_id: string;
+  mint: string;
+  token_program: string;
+  decimals: number;
+  authority: string;
+  token_account: string;
+  threshold: number;
+  /** JSON array of signer addresses. */
+  signers: string;
+  created_at: number;
+}
+
+/** How far a scanner has read an address's history (newest signature seen). */
+export interface ScanCursorsTable {
+  name: string;
+  signature: string;
 }

@@ -13,6 +13,7 @@ import {
   retractAction,
 } from "../actions/actions.ts";
 import { decideRelay, pendingRelays } from "../actions/relay.ts";
+import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
@@ -72,12 +73,15 @@ const ANSWERED: Record<string, string> = {
   already_done: "You had already marked it done.",
 };
 
-/** Pages that embed Markdown and remote text run no script at all, whatever slips through. */
+/**
+ * Pages that embed Markdown and remote text run no inline script, whatever
+ * slips through: only our own static files (the chain check) may run.
+ */
 const STRICT_CSP = [
   "default-src 'self'",
   "img-src 'self' https: http: data:",
   "style-src 'self'",
-  "script-src 'none'",
+  "script-src 'self'",
   "object-src 'none'",
   "base-uri 'none'",
   "form-action 'self'",
@@ -152,6 +156,24 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     const items = await Promise.all(published.map(async (action) => ({ action, progress: await progressOf(db, action) })));
     const membersShown = await mayReadRoster(db, union, { via: "web", member: viewer?.member });
     return c.html(actionIndexPage({ union, viewer: viewer?.member, items, membersShown }));
+  });
+
+  // The whole hash chain, for anyone who may read the calls-to-action: what
+  // the page's in-browser check (public/verify-chain.js) and any other tool
+  // recompute. Registered before /actions/:id, which would take the name.
+  app.get("/u/:slug/actions/chain.json", async (c) => {
+    const union = await deps.loadUnion(c);
+    if (!union) return noUnion(c);
+    const viewer = await deps.viewerIn(c, union);
+    if (!mayRead(union, viewer)) return c.json({ error: { code: "forbidden", message: "sign in as a member to read this union's chain" } }, 403);
+    if (union.actionsVisibility !== "public") c.header("Cache-Control", "private, no-cache");
+    const entries = await chainOf(db, union.id);
+    return c.json({
+      union: `/u/${union.slug}`,
+      algorithm: "sha256(prevHash + \"\\n\" + event + \"\\n\" + payload), hex; the first prevHash is 64 zeros",
+      genesis: GENESIS,
+      entries: entries.map((e) => ({ n: e.n, actionId: e.actionId, event: e.event, at: e.at.toISOString(), prevHash: e.prevHash, hash: e.hash, payload: e.payload })),
+    });
   });
 
   // Fedify answers this URL with the Note for ActivityPub clients; a browser

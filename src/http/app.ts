@@ -23,10 +23,11 @@ import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
 import { getInviteByCode, inviteProblem } from "../members/invites.ts";
-import { getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
+import { countMembers, getLeader, getMember, MemberError, type MembershipDeps } from "../members/members.ts";
+import { startPage } from "./pages/start.ts";
 import { claimInviteForApplicant } from "../members/membership.ts";
 import { mountMembersWeb, signedInMember } from "./members-web.ts";
-import { currentAction } from "../actions/actions.ts";
+import { currentAction, listActions } from "../actions/actions.ts";
 import { progressOf } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 
@@ -91,6 +92,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
+  // Browsers and feed readers ask for /favicon.ico whatever the page links.
+  app.get("/favicon.ico", (c) => c.redirect("/public/favicon.svg", 301));
+
   app.get("/healthz", async (c) => {
     try {
       await db.selectFrom("unions").select("id").limit(1).execute();
@@ -133,28 +137,44 @@ export function createHttpApp(deps: HttpDeps): Hono {
     try {
       const union = await createUnion(deps.unions, input);
       log.info("First-run setup created union {slug}", { slug: union.slug });
-      return c.redirect(`/u/${union.slug}`, 303);
+      return c.redirect(`/u/${union.slug}/start`, 303);
     } catch (e) {
       if (e instanceof UnionError) return again(400, e.message);
       throw e;
     }
   });
 
+  app.get("/u/:slug/start", async (c) => {
+    const union = await getUnionBySlug(db, c.req.param("slug"));
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    return c.html(startPage(union, deps.origin.host));
+  });
+
   app.get("/u/:slug", async (c) => {
     const union = await getUnionBySlug(db, c.req.param("slug"));
     if (!union) return c.html(errorPage(404, "No such union here."), 404);
     const action = await currentAction(db, union.id);
+    const viewer = await signedInMember(db, c, union);
+    // Counts reveal membership, so they follow the union's roster rule.
+    const rosterShown = await mayReadRoster(db, union, { via: "web", member: viewer });
     // A members-only union's call-to-action is named only to its signed-in members.
-    const member = action ? await signedInMember(db, c, union) : undefined;
-    const readable = action && (union.actionsVisibility === "public" || member !== undefined);
+    const readable = union.actionsVisibility === "public" || viewer !== undefined;
     const current = action
       ? readable
-        ? { action, progress: await progressOf(db, action), membersShown: await mayReadRoster(db, union, { via: "web", member }) }
+        ? { action, progress: await progressOf(db, action), membersShown: rosterShown }
         : { action: undefined, progress: undefined }
       : undefined;
-    // What a members-only union's page shows depends on who is signed in.
-    if (action && union.actionsVisibility === "members") c.header("Cache-Control", "private, no-cache");
-    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current));
+    const recent = readable ? (await listActions(db, union.id, { states: ["published"], limit: 6 })).filter((a) => a.id !== action?.id).slice(0, 5) : [];
+    const memberCount = rosterShown ? await countMembers(db, union.id) : undefined;
+    const leader = await getLeader(db, union.id);
+    // What the page shows depends on who is signed in.
+    c.header("Cache-Control", "private, no-cache");
+    return c.html(unionPage(union, new URL(`/u/${union.slug}`, deps.origin), current, {
+      memberCount,
+      leaderUrl: leader?.actorId ?? null,
+      recent,
+      viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
+    }));
   });
 
   // Public like the union page: the rules a newcomer joins under.

@@ -4,7 +4,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
-import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite } from "../members/invites.ts";
+import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite, welcomePlaces } from "../members/invites.ts";
 import { type By, countMembers, findMemberByHandle, getMember, listMembers, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
 import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
 import { recruitsOf, sponsorChain } from "../members/tree.ts";
@@ -503,11 +503,12 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
 
   async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
     const { union, member } = v;
-    const [chain, recruits, invites, held] = await Promise.all([
+    const [chain, recruits, invites, held, welcome] = await Promise.all([
       sponsorChain(db, member.id),
       recruitsOf(db, union.id, member.id, { limit: 200 }),
       listInvites(db, union.id, { createdBy: member.id }),
       placesHeld(db, union.id, member.id),
+      welcomePlaces(db, union.id, member.id),
     ]);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
@@ -519,6 +520,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       recruits,
       invites,
       placesHeld: held,
+      welcomePlaces: welcome,
       created,
       notice: DONE[c.req.query("done") ?? ""],
       error: extra.error,

@@ -15,6 +15,8 @@ export interface Invite {
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
   readonly createdAt: Date;
+  /** Handed over on joining; the member's own invites take places from it. */
+  readonly welcome: boolean;
 }
 
 export type InviteStatus = "valid" | "expired" | "revoked" | "used_up";
@@ -43,6 +45,7 @@ function toInvite(r: Selectable<InvitesTable>): Invite {
     expiresAt: r.expires_at === null ? null : new Date(Number(r.expires_at)),
     revokedAt: r.revoked_at === null ? null : new Date(Number(r.revoked_at)),
     createdAt: new Date(Number(r.created_at)),
+    welcome: Number(r.welcome) === 1,
   };
 }
 
@@ -52,6 +55,8 @@ export interface NewInvite {
   /** Omitted: one use for members, unlimited for officers and the operator. */
   readonly maxUses?: number | null;
   readonly expiresInMs?: number | null;
+  /** The invite handed over on joining; the member's own invites may take its unused places. */
+  readonly welcome?: boolean;
 }
 
 /**
@@ -86,9 +91,11 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
       if (m.role === "member") {
         maxUses ??= 1;
         const used = await placesHeld(trx, unionId, m.id);
-        if (used + maxUses > union.memberInviteLimit) {
+        const over = used + maxUses - union.memberInviteLimit;
+        if (over > 0 && over > await welcomePlaces(trx, unionId, m.id)) {
           throw new MemberError("forbidden", `members may have invites open for ${union.memberInviteLimit} people at a time; ${m.handle ?? "this member"} has ${used} open`);
         }
+        if (over > 0) await takeFromWelcome(trx, unionId, m.id, over);
       }
     }
     const now = Date.now();
@@ -102,9 +109,44 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
       expires_at: input.expiresInMs ? now + input.expiresInMs : null,
       revoked_at: null,
       created_at: now,
+      welcome: input.welcome ? 1 : 0,
     };
     await trx.insertInto("invites").values(row).execute();
     return toInvite(row);
+  }
+}
+
+/** Unused places of a member's open welcome invites: what their own invites may take. */
+export async function welcomePlaces(db: Kysely<DB>, unionId: string, memberId: string, now = Date.now()): Promise<number> {
+  let free = 0;
+  for (const i of await openWelcomeInvites(db, unionId, memberId, now)) free += Number(i.max_uses) - Number(i.uses);
+  return free;
+}
+
+function openWelcomeInvites(db: Kysely<DB>, unionId: string, memberId: string, now: number) {
+  return db.selectFrom("invites").selectAll().where("union_id", "=", unionId).where("created_by", "=", memberId)
+    .where("welcome", "=", 1).where("revoked_at", "is", null).where("max_uses", "is not", null)
+    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", now)]))
+    .orderBy("created_at").execute();
+}
+
+/**
+ * Shrinks a member's welcome invite by `places` unused places, so a link
+ * they already shared keeps working for the people still to come, minus
+ * those now given to their new invite. One left with no place is revoked.
+ */
+async function takeFromWelcome(trx: Kysely<DB>, unionId: string, memberId: string, places: number): Promise<void> {
+  const now = Date.now();
+  let left = places;
+  for (const i of await openWelcomeInvites(trx, unionId, memberId, now)) {
+    if (left <= 0) break;
+    const unused = Number(i.max_uses) - Number(i.uses);
+    const take = Math.min(unused, left);
+    if (take <= 0) continue;
+    left -= take;
+    const maxUses = Number(i.max_uses) - take;
+    await trx.updateTable("invites").set(maxUses > 0 ? { max_uses: maxUses } : { max_uses: 0, revoked_at: now })
+      .where("id", "=", i.id).execute();
   }
 }
 

@@ -70,7 +70,9 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
       // A stale row for the same account (e.g. it followed before being named leader) gives way.
       if (existing) await trx.deleteFrom("members").where("id", "=", existing.id).execute();
       await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: leader.id });
-      await deps.outbox.add(trx, { kind: "member.welcome", unionId, memberId: leader.id, inviteCode: null });
+      // The leader's welcome carries an invite too: the first thing a new union needs is members.
+      const union = (await getUnionById(trx, unionId))!;
+      await deps.outbox.add(trx, { kind: "member.welcome", unionId, memberId: leader.id, inviteCode: await ownInviteCode(trx, union, leader.id) });
       emits.push(() => deps.events.emit("member.joined", { unionId, memberId: leader.id, sponsorId: null, via: "leader" }));
       return { outcome: "accepted", member: (await getMember(trx, unionId, leader.id))! };
     }
@@ -370,7 +372,8 @@ async function ownInviteCode(trx: Kysely<DB>, union: Union, memberId: string): P
   const member = (await getMember(trx, union.id, memberId))!;
   const free = member.role === "member" ? union.memberInviteLimit - await placesHeld(trx, union.id, memberId) : union.memberInviteLimit;
   if (free <= 0) return null;
-  return (await createInviteWith(trx, union.id, { by: { kind: "member", memberId }, maxUses: free })).code;
+  // Officers and the leader invite without limit; their link does too.
+  return (await createInviteWith(trx, union.id, { by: { kind: "member", memberId }, maxUses: member.role === "member" ? free : null, welcome: true })).code;
 }
 
 function safeHandle(raw: string): string {

@@ -1,3 +1,4 @@
+import { possessive } from "../english.ts";
 import { randomUUID } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
@@ -108,7 +109,7 @@ export async function moveMember(deps: MembershipDeps, unionId: string, memberId
     if (member.sponsorId === sponsor.id) return member;
     const chain = await chainIds(trx, sponsor.id);
     if (chain.includes(member.id)) {
-      throw new MemberError("conflict", `${sponsor.handle ?? sponsor.id} is in ${member.handle ?? member.id}'s own subtree: moving there would make a cycle`);
+      throw new MemberError("conflict", `${sponsor.handle ?? sponsor.id} is in ${possessive(member.handle ?? member.id)} own subtree: moving there would make a cycle`);
     }
     const weight = member.subtreeSize + 1;
     await adjustAncestors(trx, member.sponsorId, -weight);

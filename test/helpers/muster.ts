@@ -32,7 +32,7 @@ export async function startMuster(tdb: TestDatabase, opts: { worker?: boolean; p
     LOG_LEVEL: "error",
     ...opts.env,
   });
-  const muster = await createMuster(config, { queue: { pollIntervalMs: 50 } });
+  const muster = await createMuster(config, { queue: { pollIntervalMs: 50 }, runLedger: true });
   const server = await startServer(muster, { port, hostname: "127.0.0.1", worker: opts.worker ?? true });
   return { muster, server, origin: config.origin, stop: () => server.stop() };
 }

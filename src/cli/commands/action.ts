@@ -1,9 +1,12 @@
-import { type Action, ACTION_KINDS, composeAction, getAction, hashesOf, listActions } from "../../actions/actions.ts";
+import { type Action, ACTION_KINDS, composeAction, findAction, hashesOf, listActions } from "../../actions/actions.ts";
+import { publicationSchedule } from "../../actions/scheduler.ts";
+import { possessive } from "../../english.ts";
 import { verifyChain } from "../../actions/chain.ts";
 import { progressOf } from "../../actions/responses.ts";
 import { OPERATOR } from "../../members/members.ts";
 import type { Muster } from "../../main.ts";
 import type { Union } from "../../unions/unions.ts";
+import "../../temporal.ts";
 import { CliError, type Command, fields, iso, JSON_OPT, out, parseCount, print, requireUnion, shortDate, str, table, UsageError, withMuster } from "../command.ts";
 
 function parseDeadline(raw: string): Date {
@@ -56,10 +59,28 @@ async function actionDetail(m: Muster, union: Union, a: Action) {
   };
 }
 
-async function requireAction(m: Muster, union: Union, id: string): Promise<Action> {
-  const a = await getAction(m.database.db, union.id, id);
-  if (!a) throw new CliError(`no call-to-action ${JSON.stringify(id)} in union ${union.slug}`);
+async function requireAction(m: Muster, union: Union, ref: string): Promise<Action> {
+  const a = await findAction(m.database.db, union.id, ref);
+  if (!a) throw new CliError(`no call-to-action ${/^#?\d+$/.test(ref) ? `#${ref.replace("#", "")}` : JSON.stringify(ref)} in union ${union.slug}; \`muster action list ${union.slug}\` shows them`);
   return a;
+}
+
+/** "today at 09:00 Europe/Berlin (08:00 UTC)", in the union's zone, for a human. */
+export function whenText(at: Date, timeZone: string, now = new Date()): string {
+  const local = Temporal.Instant.fromEpochMilliseconds(at.getTime()).toZonedDateTimeISO(timeZone);
+  const today = Temporal.Instant.fromEpochMilliseconds(now.getTime()).toZonedDateTimeISO(timeZone).toPlainDate();
+  const days = local.toPlainDate().since(today).days;
+  const day = days === 0 ? "today" : days === 1 ? "tomorrow" : `on ${local.toPlainDate().toString()}`;
+  const time = local.toPlainTime().toString().slice(0, 5);
+  return `${day} at ${time} ${timeZone}${timeZone === "UTC" ? "" : ` (${at.toISOString().slice(11, 16)} UTC)`}`;
+}
+
+/** When a queued call-to-action goes out, said truthfully; undefined once published. */
+async function scheduledText(m: Muster, union: Union, a: Action): Promise<string | undefined> {
+  if (a.state !== "queued") return undefined;
+  const slot = (await publicationSchedule(m.database.db, union.id)).get(a.id);
+  if (!slot) return undefined;
+  return slot.immediate ? `within a minute (${possessive(union.slug)} slot for today is free and its time, ${union.publishTime} ${union.timeZone}, has passed)` : whenText(slot.at, union.timeZone);
 }
 
 export const actionCommands: Command[] = [
@@ -67,7 +88,10 @@ export const actionCommands: Command[] = [
     path: ["action", "post"],
     usage: "muster action post <union> --title <text> --text <markdown> [--kind K] [--link <url>] [--goal N] [--deadline ISO] [--now] [--json]",
     summary: "Queue a call-to-action for the union's daily publication, or publish it at once with --now.",
-    details: `Kinds: ${ACTION_KINDS.join(", ")} (default other). The text is Markdown; raw HTML is shown as text.`,
+    details: `Kinds: ${ACTION_KINDS.join(", ")} (default other). The text is Markdown; raw HTML is shown as text.
+One queued call-to-action goes out a day, oldest first, at the union's publication time (muster union show).
+--now publishes at once, for what cannot wait: it is outside that rhythm and does not use the day's slot,
+so a queued call-to-action still goes out at the usual time.`,
     options: {
       title: { type: "string" },
       text: { type: "string" },
@@ -84,8 +108,11 @@ export const actionCommands: Command[] = [
       const text = str(values, "text");
       if (!title) throw new UsageError("--title is required");
       if (!text) throw new UsageError("--text is required");
-      const goal = str(values, "goal");
-      const deadline = str(values, "deadline");
+      const rawGoal = str(values, "goal");
+      const rawDeadline = str(values, "deadline");
+      // Argument errors answer before the database is opened.
+      const goal = rawGoal === undefined ? null : parseCount("--goal", rawGoal, 1);
+      const deadline = rawDeadline === undefined ? null : parseDeadline(rawDeadline);
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
         const a = await composeAction(m.membership, union.id, OPERATOR, {
@@ -93,13 +120,17 @@ export const actionCommands: Command[] = [
           text,
           kind: str(values, "kind"),
           link: str(values, "link") ?? null,
-          goal: goal === undefined ? null : parseCount("--goal", goal, 1),
-          deadline: deadline === undefined ? null : parseDeadline(deadline),
+          goal,
+          deadline,
         }, { publishNow: values.now === true });
         if (values.json) return print(await actionJson(m, union, a));
-        out(a.state === "published"
-          ? `Published call-to-action #${a.seq} of ${union.slug}: ${a.title}\n${new URL(`/u/${union.slug}/actions/${a.id}`, m.config.origin).href}\n`
-          : `Queued ${a.id} for ${union.slug}'s next daily publication (${union.publishTime} ${union.timeZone}).\n`);
+        if (a.state === "published") {
+          const next = (await publicationSchedule(m.database.db, union.id)).values().next().value;
+          out(`Published call-to-action #${a.seq} of ${union.slug} at once: ${a.title}\n${new URL(`/u/${union.slug}/actions/${a.id}`, m.config.origin).href}\n`
+            + `It is outside the daily rhythm: ${next ? `the next queued one still goes out ${next.immediate ? "within a minute" : whenText(next.at, union.timeZone)}` : `${possessive(union.slug)} daily slot stays free for a queued one`}.\n`);
+        } else {
+          out(`Queued ${a.id} for ${possessive(union.slug)} daily publication; it goes out ${await scheduledText(m, union, a)}.\n`);
+        }
       });
     },
   },
@@ -126,18 +157,20 @@ export const actionCommands: Command[] = [
   },
   {
     path: ["action", "show"],
-    usage: "muster action show <union> <id> [--json]",
+    usage: "muster action show <union> <number|id> [--json]",
     summary: "Show one call-to-action with its commitments, comments, boosts, goal and hashes.",
     options: { ...JSON_OPT },
     positionals: ["union", "id"],
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        const j = await actionDetail(m, union, await requireAction(m, union, positionals[1]!));
+        const a = await requireAction(m, union, positionals[1]!);
+        const j = await actionDetail(m, union, a);
+        const goesOut = await scheduledText(m, union, a);
         if (values.json) return print(j);
         out(fields([
           ["Title", j.title],
-          ["State", `${j.state}${j.seq ? ` (#${j.seq})` : ""}`],
+          ["State", `${j.state}${j.seq ? ` (#${j.seq})` : ""}${goesOut ? `, goes out ${goesOut}` : ""}`],
           ["Kind", j.kind],
           ["Link", j.link ?? "-"],
           ["Goal", j.goal === null ? "-" : String(j.goal)],

@@ -1,3 +1,4 @@
+import { possessive } from "../../english.ts";
 import type { Muster } from "../../main.ts";
 import { listInvites, inviteStatus } from "../../members/invites.ts";
 import { getMember, IN_TREE, listMembers, type Member, type MemberListing, type MemberState, OPERATOR, toMember } from "../../members/members.ts";
@@ -5,6 +6,7 @@ import { approveMember, rejectMember, removeMember } from "../../members/members
 import { moveMember, movesOf, recruitsOf, sponsorChain } from "../../members/tree.ts";
 import type { Union } from "../../unions/unions.ts";
 import {
+  CliError,
   type Command,
   fields,
   iso,
@@ -238,6 +240,8 @@ export const memberCommands: Command[] = [
     positionals: ["union", "member"],
     async run({ values, positionals }) {
       await withMember(positionals, async (m, union, member) => {
+        // The domain treats a repeated approval as done (a double click); here nothing happened, so say so.
+        if (member.state === "active") throw new CliError(`${label(member)} is already a member of ${union.slug}; nothing to approve`);
         const approved = await approveMember(m.membership, union.id, member.id, OPERATOR);
         const sponsor = await sponsorRef(m, union.id, approved.sponsorId);
         if (values.json) return print(memberJson(approved, { sponsor }));
@@ -255,7 +259,7 @@ export const memberCommands: Command[] = [
       await withMember(positionals, async (m, union, member) => {
         const rejected = await rejectMember(m.membership, union.id, member.id, OPERATOR, str(values, "reason")?.trim() || null);
         if (values.json) return print(memberJson(rejected, { sponsor: null }));
-        out(`Rejected ${label(rejected)}'s request to join ${union.slug}.\n`);
+        out(`Rejected ${possessive(label(rejected))} request to join ${union.slug}.\n`);
       });
     },
   },

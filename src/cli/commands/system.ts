@@ -13,7 +13,7 @@ export const systemCommands: Command[] = [
       const { createMuster } = await import("../../main.ts");
       const { startServer, stopOnSignals } = await import("../../server.ts");
       const { issueSetupToken, revokeSetupToken } = await import("../../setup/setup-token.ts");
-      const muster = await createMuster(config);
+      const muster = await createMuster(config, { runLedger: true });
       const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
       // At once: a SIGTERM during the start-up output below must still drain and exit cleanly.
       stopOnSignals(server.stop, "the server");
@@ -60,10 +60,11 @@ export const systemCommands: Command[] = [
     positionals: [],
     async run({ values }) {
       const config = await configWith({});
-      const { openDatabase } = await import("../../db/database.ts");
+      const { checkConnection, openDatabase } = await import("../../db/database.ts");
       const { migrateToLatest } = await import("../../db/migrate.ts");
       const database = openDatabase(config.databaseUrl);
       try {
+        await checkConnection(database, config.databaseUrl);
         const result = await migrateToLatest(database.db);
         const applied = (result.results ?? []).map((r) => r.migrationName);
         if (values.json) print({ applied });

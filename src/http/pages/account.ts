@@ -54,6 +54,17 @@ export function inviteUrl(origin: URL, union: Union, code: string): string {
   return new URL(`/u/${union.slug}/join/${code}`, origin).href;
 }
 
+/**
+ * An invite URL that may wrap after a slash but never inside the code, which
+ * readers copy and compare. Its text content is still the plain URL.
+ */
+export function inviteUrlHtml(origin: URL, union: Union, code: string): Html {
+  const url = inviteUrl(origin, union, code);
+  const cut = url.length - code.length;
+  const parts = url.slice(0, cut).split("/");
+  return html`${parts.map((p, i) => (i < parts.length - 1 ? html`${p}/<wbr>` : p))}<span class="code">${url.slice(cut)}</span>`;
+}
+
 const STATUS_LABEL = { valid: "valid", expired: "expired", revoked: "revoked", used_up: "used up" } as const;
 
 export interface InviteTableOptions {
@@ -74,9 +85,8 @@ export function inviteTable(invites: readonly Invite[], o: InviteTableOptions): 
 <tbody>
 ${invites.map((i) => {
     const status = inviteStatus(i, now);
-    const url = inviteUrl(o.origin, o.union, i.code);
     return html`<tr data-code="${i.code}" class="${i.code === o.highlight ? "highlight" : ""}">
-<td><code class="url" data-testid="invite-url">${url}</code></td>
+<td><code class="url invite" data-testid="invite-url">${inviteUrlHtml(o.origin, o.union, i.code)}</code></td>
 ${o.creators ? html`<td>${i.createdBy ? o.creators.get(i.createdBy) ?? "(former member)" : "the union"}</td>` : ""}
 <td>${i.uses} / ${i.maxUses ?? "∞"}</td>
 <td>${i.expiresAt ? fmtDateTime(i.expiresAt) : "never"}</td>

@@ -72,7 +72,8 @@ export function actionPage(v: ActionPageView): Html {
   return layout({
     title: `${a.title}: ${union.name}`,
     head: html`<link rel="alternate" type="application/activity+json" href="${base}/${a.id}">
-<meta name="description" content="${a.title}">`,
+<meta name="description" content="${a.title}">
+<script src="/public/verify-chain.js" defer></script>`,
     body: html`${v.viewer ? accountBar(union, v.viewer, "action") : ""}
 <nav class="crumbs" aria-label="Breadcrumbs"><a href="/u/${union.slug}">${union.name}</a> <span aria-hidden="true">›</span> <a href="${base}">Calls to action</a> <span aria-hidden="true">›</span> #${a.seq}</nav>
 <article class="action" data-action="${a.id}">
@@ -101,16 +102,19 @@ ${progressBar(p, { membersShown: v.membersShown })}
 ${responseBox(v)}
 </section>
 
-<section class="integrity" aria-labelledby="integrity-h">
-<h2 id="integrity-h">Tamper-evident record</h2>
+<details class="integrity" data-testid="integrity">
+<summary>Tamper-evident record: check it yourself</summary>
 ${v.hashes
       ? html`<dl class="hashes">
   <dt>This entry</dt><dd><code data-testid="hash">${v.hashes.hash}</code></dd>
   <dt>Previous entry</dt><dd><code data-testid="prev-hash">${v.hashes.prevHash}</code>${/^0+$/.test(v.hashes.prevHash) ? html`<span class="muted">This is the first entry: it links to the start of the chain.</span>` : ""}</dd>
 </dl>
-<p class="muted">Every call-to-action ${union.name} publishes, and every edit or retraction, is an entry in a hash chain: each entry's SHA-256 covers what was asked and the hash of the entry before it, so yesterday's ask cannot be quietly rewritten.${a.updatedAt ? " This one was edited after publication; the first hash above is of its latest version, and the earlier versions stay in the chain." : ""} To check the whole chain, run <code>muster action verify ${union.slug}</code> on the server; it recomputes every hash and says where the chain breaks, if it does.</p>`
+<p class="muted">Every call-to-action ${union.name} publishes, and every edit or retraction, is an entry in a hash chain: each entry's SHA-256 covers what was asked and the hash of the entry before it, so yesterday's ask cannot be quietly rewritten.${a.updatedAt ? " This one was edited after publication; the first hash above is of its latest version, and the earlier versions stay in the chain." : ""}</p>
+<p><button type="button" class="secondary small" data-verify-chain="/u/${union.slug}/actions/chain.json" data-expect-hash="${v.hashes.hash}">Check the chain in this browser</button>
+<a class="small" href="/u/${union.slug}/actions/chain.json" download>Download the chain (JSON)</a></p>
+<p class="chain-result" data-testid="chain-result" role="status" aria-live="polite"></p>`
       : html`<p class="muted">No chain entry was found for this call-to-action.</p>`}
-</section>
+</details>
 </article>`,
   });
 }

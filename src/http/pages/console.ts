@@ -4,7 +4,7 @@ import type { Invite } from "../../members/invites.ts";
 import type { Member, MemberListing } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
 import type { TreeNode } from "../console-data.ts";
-import { accountBar, consoleTabs, fmtDate, inviteForm, inviteTable, inviteUrl, notices, roleLabel, treeList } from "./account.ts";
+import { accountBar, consoleTabs, fmtDate, inviteForm, inviteTable, inviteUrlHtml, notices, roleLabel, treeList } from "./account.ts";
 import { type Html, layout } from "./layout.ts";
 
 export interface ConsoleView {
@@ -42,7 +42,7 @@ ${consoleTabs(v.union, "members")}
 </ul>
 ${notices(v)}
 ${v.created
-      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url" data-testid="created-invite-url">${inviteUrl(v.origin, v.union, v.created.code)}</code></p></div>`
+      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url invite" data-testid="created-invite-url">${inviteUrlHtml(v.origin, v.union, v.created.code)}</code></p></div>`
       : ""}
 
 <section id="pending">

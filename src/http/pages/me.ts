@@ -2,7 +2,7 @@ import { html } from "hono/html";
 import type { Invite } from "../../members/invites.ts";
 import type { Member } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
-import { accountBar, fmtDate, inviteForm, inviteTable, inviteUrl, notices, roleLabel } from "./account.ts";
+import { accountBar, fmtDate, inviteForm, inviteTable, inviteUrlHtml, notices, roleLabel } from "./account.ts";
 import { type Html, layout } from "./layout.ts";
 import { isOfficer } from "./login.ts";
 
@@ -16,6 +16,8 @@ export interface MePageView {
   readonly invites: readonly Invite[];
   /** Open places in the viewer's invites, as the members domain counts them against the limit. */
   readonly placesHeld: number;
+  /** Unused places of the member's welcome link, which a new invite may take. */
+  readonly welcomePlaces: number;
   readonly created?: Invite;
   readonly notice?: string;
   readonly error?: string;
@@ -24,7 +26,8 @@ export interface MePageView {
 
 export function mePage(v: MePageView): Html {
   const officer = isOfficer(v.viewer);
-  const remaining = Math.max(0, v.union.memberInviteLimit - v.placesHeld);
+  // A new invite may take the welcome link's places, so they count as available.
+  const remaining = Math.max(0, v.union.memberInviteLimit - v.placesHeld + v.welcomePlaces);
   const base = `/u/${v.union.slug}/me`;
   const sponsors = v.chain.slice(1);
   return layout({
@@ -61,9 +64,9 @@ ${v.recruits.length === 0
 <h2>Your invites</h2>
 ${officer
       ? html`<p class="muted">As ${v.viewer.role === "leader" ? "the leader" : "an officer"} you may invite without limit.</p>`
-      : html`<p data-testid="invite-allowance">Members may have invites open for <strong>${v.union.memberInviteLimit}</strong> people at a time. Yours are open for <strong>${v.placesHeld}</strong>; <strong>${remaining}</strong> ${remaining === 1 ? "place is" : "places are"} free. Revoking an invite frees its unused places.</p>`}
+      : html`<p data-testid="invite-allowance">Members may have invites open for <strong>${v.union.memberInviteLimit}</strong> people at a time. Yours are open for <strong>${v.placesHeld}</strong>${v.welcomePlaces > 0 ? html`, <strong>${v.welcomePlaces}</strong> of them on the welcome link you were sent` : ""}. You can invite <strong>${remaining}</strong> more ${remaining === 1 ? "person" : "people"}${v.welcomePlaces > 0 ? " now: a new invite takes its places from your welcome link, which keeps working for the rest" : ""}. Revoking an invite frees its unused places.</p>`}
 ${v.created
-      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url" data-testid="created-invite-url">${inviteUrl(v.origin, v.union, v.created.code)}</code></p></div>`
+      ? html`<div class="card created" data-testid="created-invite"><p>New invite link, ready to share:</p><p><code class="url invite" data-testid="created-invite-url">${inviteUrlHtml(v.origin, v.union, v.created.code)}</code></p></div>`
       : ""}
 ${inviteForm({ action: `${base}/invites`, unlimited: officer, remaining: officer ? undefined : remaining, values: v.inviteValues })}
 ${inviteTable(v.invites, { origin: v.origin, union: v.union, revokeAction: (code) => `${base}/invites/${code}/revoke`, highlight: v.created?.code })}

@@ -4,6 +4,7 @@ import type { Progress } from "../../actions/responses.ts";
 import type { Union } from "../../unions/unions.ts";
 import { kindLabel, progressBar } from "./actions.ts";
 import { type Html, layout } from "./layout.ts";
+import { plural } from "../../english.ts";
 
 /**
  * The union's current call-to-action: undefined when there is none; with no
@@ -11,11 +12,25 @@ import { type Html, layout } from "./layout.ts";
  */
 export type CurrentAction = { readonly action: Action; readonly progress: Progress; readonly membersShown: boolean } | { readonly action: undefined; readonly progress: undefined; readonly membersShown?: undefined };
 
-export function unionPage(union: Union, actorId: URL, current?: CurrentAction): Html {
+export interface UnionPageExtras {
+  /** Undefined when the union's visibility hides its membership from this visitor. */
+  readonly memberCount?: number;
+  /** The leader's fediverse profile (their actor id), when known. */
+  readonly leaderUrl?: string | null;
+  /** Earlier published calls-to-action the visitor may read, newest first. */
+  readonly recent?: readonly Action[];
+  readonly viewer?: { readonly handle: string; readonly home: "me" | "console" };
+}
+
+export function unionPage(union: Union, actorId: URL, current?: CurrentAction, extras: UnionPageExtras = {}): Html {
   const handle = `@${union.slug}@${actorId.host}`;
+  const leader = union.leaderHandle
+    ? extras.leaderUrl ? html`<a href="${extras.leaderUrl}" rel="noopener">${union.leaderHandle}</a>` : union.leaderHandle
+    : "not set";
   return layout({
     title: `${union.name} (${handle})`,
     head: html`<link rel="alternate" type="application/activity+json" href="${actorId.href}">
+<script src="/public/copy.js" defer></script>
 <meta name="description" content="${union.purpose}">`,
     body: html`<article class="union">
 ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
@@ -23,14 +38,21 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
 <p class="handle" data-testid="handle">${handle}</p>
 <p class="purpose">${union.purpose}</p>
 <dl>
-  <dt>Leader</dt><dd>${union.leaderHandle ?? "not set"}</dd>
+  <dt>Leader</dt><dd data-testid="leader">${leader}</dd>
+  ${extras.memberCount !== undefined ? html`<dt>Members</dt><dd data-testid="member-count">${plural(extras.memberCount, "member")}</dd>` : ""}
   <dt>Founded</dt><dd><time datetime="${union.createdAt.toISOString()}">${union.createdAt.toISOString().slice(0, 10)}</time></dd>
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
 ${current ? currentActionCard(union, current) : ""}
-<h2>Join from Mastodon</h2>
-<p>Search for <code>${handle}</code> in your Mastodon (or any Fediverse) app and follow it.</p>
-<p class="muted">Already a member? <a href="/u/${union.slug}/login">Sign in</a> with your fediverse account.</p>
+${extras.recent?.length ? html`<section data-testid="recent-actions"><h2>Recent calls to action</h2>
+<ul class="recent">${extras.recent.map((a) => html`<li><a href="/u/${union.slug}/actions/${a.id}">${a.title}</a> <span class="muted small">#${a.seq} · <time datetime="${a.publishedAt?.toISOString() ?? ""}">${a.publishedAt?.toISOString().slice(0, 10) ?? ""}</time></span></li>`)}</ul>
+</section>` : ""}
+${extras.viewer
+  ? html`<p class="notice" data-testid="signed-in">You are signed in as ${extras.viewer.handle}. <a href="/u/${union.slug}/${extras.viewer.home}">${extras.viewer.home === "me" ? "Your page" : "The console"}</a></p>`
+  : html`<h2>Join from Mastodon</h2>
+<p class="copy-row">Search for <code class="copy-source" id="union-handle">${handle}</code> in your Mastodon (or any Fediverse) app and follow it.
+<button type="button" class="secondary small" data-copy="union-handle">Copy handle</button><span class="copied muted small" role="status" aria-live="polite"></span></p>
+<p class="muted">Already a member? <a href="/u/${union.slug}/login">Sign in</a> with your fediverse account.</p>`}
 </article>`,
   });
 }
