@@ -1,5 +1,5 @@
 import "../src/temporal.ts";
-import { type Context, createFederation, type Federation, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
+import { type Context, createFederation, type Federation, type FederationQueueOptions, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
 import { Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
@@ -30,8 +30,8 @@ export interface FederationDeps {
   readonly events: EventBus;
   readonly outbox: Outbox;
   readonly kv: KvStore;
-  /** One durable queue for inbox, outbox and fan-out; absent means send inline. */
-  readonly queue?: MessageQueue;
+  /** The durable queue's lanes for inbox, outbox and fan-out (queue-lanes.ts); absent means send inline. */
+  readonly queue?: MessageQueue | FederationQueueOptions;
   readonly origin: URL;
   readonly allowPrivateAddress: boolean;
   /** Tests start and stop the queue themselves so `node --test` can exit. */

@@ -12,6 +12,7 @@ import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import type { FanoutDeps } from "./fanout-pages.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 
@@ -38,7 +39,7 @@ function orderingKeyOf(intent: OutboxIntent): string {
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
-export interface OutboundDeps {
+export interface OutboundDeps extends FanoutDeps {
   readonly db: Kysely<DB>;
   readonly federation: Federation<void>;
   readonly origin: URL;

@@ -223,6 +223,16 @@ export interface FedifyMqTable {
   created_at: number;
   /** Set for Fedify deliveries: activity, inbox and attempt. */
   dedupe_key: string | null;
+  /** The fedify_mq_payloads row holding this delivery's activity, when it is kept apart. */
+  payload: string | null;
+}
+
+/** An activity kept once for all the deliveries of a fan-out that name it. */
+export interface FedifyMqPayloadsTable {
+  /** SHA-256 (hex) of body. */
+  id: string;
+  body: string;
+  created_at: number;
 }
 
 export interface FedifyMqDeadTable {
@@ -337,6 +347,7 @@ export interface DB {
   fedify_mq: FedifyMqTable;
   fedify_mq_dead: FedifyMqDeadTable;
   fedify_mq_done: FedifyMqDoneTable;
+  fedify_mq_payloads: FedifyMqPayloadsTable;
   actions: ActionsTable;
   action_log: ActionLogTable;
   action_responses: ActionResponsesTable;
