@@ -7,7 +7,7 @@ import { dialects } from "./helpers/databases.ts";
 import { eventually, type TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
-import { ballotOf, createProposal } from "../src/bylaws/proposals.ts";
+import { ballotOf, createProposal, getProposal } from "../src/bylaws/proposals.ts";
 import { OPERATOR } from "../src/members/members.ts";
 
 // Issue 14 in real Chromium: the public bylaws page (text, enforced rules,
@@ -86,6 +86,41 @@ for (const d of dialects) {
         await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("[data-testid=vote-form] button[type=submit]")]);
         assert.deepEqual(await tally(), [["Yes", "1", "0"], ["No", "0", "0"], ["Abstain", "0", "0"]]);
         assert.deepEqual(await ballotOf(m.muster.database.db, p.id, (await fx.member("ana"))!.id), ["Yes"]);
+      } finally {
+        await ctx.close();
+      }
+    });
+
+    it("a signed-in member opens an amendment from the web form; a bad rule or the proposers rule is shown on the form", async () => {
+      const ctx = await browser!.newContext();
+      try {
+        const page = await ctx.newPage();
+        await page.goto(fx.url("/u/riders/proposals/new"));
+        assert.equal(new URL(page.url()).pathname, "/u/riders/login", "signing in comes first");
+        await signInByDm(page, fx, "ben", "/u/riders/me");
+        await page.goto(fx.url("/u/riders/proposals/new"));
+        const submit = () => Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("[data-testid=new-proposal-form] button[type=submit]")]);
+        await page.selectOption("select[name=kind]", "amendment");
+        await page.fill("input[name=title]", "Bigger welcomes");
+        await page.fill("textarea[name=params]", "memberInviteLimit=lots");
+        await submit();
+        assert.match(await page.textContent("[data-testid=proposal-error]") ?? "", /memberInviteLimit/);
+        assert.equal(await page.inputValue("input[name=title]"), "Bigger welcomes", "nothing typed is lost");
+        assert.equal(await page.inputValue("select[name=kind]"), "amendment");
+        await page.fill("textarea[name=params]", "memberInviteLimit=7");
+        await submit();
+        const n = /\/u\/riders\/proposals\/(\d+)$/.exec(new URL(page.url()).pathname)?.[1];
+        assert.ok(n, `landed on the new proposal's page, not ${page.url()}`);
+        assert.equal(await page.textContent("[data-testid=proposal-title]"), `#${n} Bigger welcomes`);
+        const p = await getProposal(m.muster.database.db, unionId, n);
+        assert.deepEqual([p?.kind, p?.state, p?.change], ["amendment", "open", { kind: "amendment", params: { memberInviteLimit: 7 } }]);
+
+        await overrideBylaws(m.muster.unions, "riders", { proposers: "officers" });
+        await page.goto(fx.url("/u/riders/proposals/new"));
+        await page.fill("input[name=title]", "Strike on Monday");
+        const [res] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("[data-testid=new-proposal-form] button[type=submit]")]);
+        assert.equal(res?.status(), 403);
+        assert.match(await page.textContent("[data-testid=proposal-error]") ?? "", /officer/i);
       } finally {
         await ctx.close();
       }
