@@ -182,6 +182,7 @@ for (const d of dialects) {
       assert.equal((await vote("Yes")).status, 303);
       assert.equal((await vote("Maybe")).status, 400);
       assert.equal((await vote("No", { Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" })).status, 403);
+      assert.equal((await vote("No", { ...headers, Origin: "https://elsewhere.example" })).status, 403, "a vote sent from another site with the member's cookie is refused");
       const rows = await ballots(p);
       assert.deepEqual(rows.map((b) => [b.member_id, b.option, b.source]), [[ben.id, 0, "web"]], "the web vote replaced the earlier one");
       const shown = await (await fetch(page)).text();

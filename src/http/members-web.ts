@@ -128,7 +128,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
-  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*", "/u/:slug/proposals/new"]) {
+  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*", "/u/:slug/proposals/new", "/u/:slug/proposals/:n/vote", "/u/:slug/delegation"]) {
     app.use(path, privatePage, csrfPage);
   }
 
