@@ -5,7 +5,9 @@ import { currentAction, getAction, hashesOf, listActions } from "../src/actions/
 import type { DB } from "../src/db/schema.ts";
 import { canSeeMembers } from "../src/members/visibility.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import { listProposals, tallyOf } from "../src/bylaws/proposals.ts";
 import { actionNote } from "./action-note.ts";
+import { proposalQuestion } from "./proposal-question.ts";
 
 /**
  * Members-only calls-to-action are served to whoever may see the member
@@ -33,17 +35,35 @@ export function registerActionObjects(federation: Federation<void>, db: Kysely<D
     });
 }
 
-/** The outbox: published calls-to-action as their Create activities, newest first, as far as the requester may see. */
+/**
+ * Open proposals as Questions with their counts so far. While a vote runs it
+ * belongs where a member looking at the Group's profile sees it (pinned and in
+ * the outbox); once closed the Update(Question) in their timelines carries
+ * the result and it leaves both.
+ */
+async function openQuestions(db: Kysely<DB>, ctx: RequestContext<void>, union: Union) {
+  const questions = [];
+  for (const p of await listProposals(db, union.id, { states: ["open"] })) questions.push(proposalQuestion(ctx, union, p, await tallyOf(db, p)));
+  return questions;
+}
+
+/** The outbox: published calls-to-action and open proposals as their Create activities, newest first, as far as the requester may see. */
 export async function outboxItems(db: Kysely<DB>, ctx: RequestContext<void>, identifier: string) {
   const union = await getUnionBySlug(db, identifier);
   if (!union) return null;
   if (!(await maySee(db, ctx, union))) return { items: [] };
   const actions = await listActions(db, union.id, { states: ["published"], limit: 50 });
+  const actor = ctx.getActorUri(union.slug);
   const items = [];
   for (const a of actions) {
     const note = actionNote(ctx, union, a, (await hashesOf(db, a.id))?.prevHash ?? "");
-    items.push(new Create({ id: new URL(`${note.id!.href}/activity`), actor: ctx.getActorUri(union.slug), object: note, to: note.toId, cc: note.ccId, published: note.published }));
+    items.push(new Create({ id: new URL(`${note.id!.href}/activity`), actor, object: note, to: note.toId, cc: note.ccId, published: note.published }));
   }
+  // Same activity id as the Create delivered at opening (proposal-question.ts), so a reader sees one post.
+  for (const q of await openQuestions(db, ctx, union)) {
+    items.push(new Create({ id: new URL(`${q.id!.href}/activity`), actor, object: q, to: q.toId, cc: q.ccId, published: q.published }));
+  }
+  items.sort((a, b) => Number((b.published?.epochMilliseconds ?? 0) - (a.published?.epochMilliseconds ?? 0)));
   return { items };
 }
 
@@ -51,14 +71,20 @@ export async function outboxCount(db: Kysely<DB>, ctx: RequestContext<void>, ide
   const union = await getUnionBySlug(db, identifier);
   if (!union) return null;
   if (!(await maySee(db, ctx, union))) return 0;
-  return (await listActions(db, union.id, { states: ["published"], limit: 100_000 })).length;
+  return (await listActions(db, union.id, { states: ["published"], limit: 100_000 })).length
+    + (await listProposals(db, union.id, { states: ["open"] })).length;
 }
 
-/** Featured (pinned): the current call-to-action, until the next one replaces it. */
+/** Featured (pinned): the current call-to-action, until the next one replaces it, and every proposal open for voting. */
 export async function featuredItems(db: Kysely<DB>, ctx: RequestContext<void>, identifier: string) {
   const union = await getUnionBySlug(db, identifier);
   if (!union) return null;
+  if (!(await maySee(db, ctx, union))) return { items: [] };
   const current = await currentAction(db, union.id);
-  if (!current || !(await maySee(db, ctx, union))) return { items: [] };
-  return { items: [actionNote(ctx, union, current, (await hashesOf(db, current.id))?.prevHash ?? "")] };
+  return {
+    items: [
+      ...(current ? [actionNote(ctx, union, current, (await hashesOf(db, current.id))?.prevHash ?? "")] : []),
+      ...await openQuestions(db, ctx, union),
+    ],
+  };
 }

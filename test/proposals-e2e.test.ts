@@ -62,6 +62,23 @@ for (const d of dialects) {
       return body;
     }
 
+    /** Ids in the Group's featured collection, or of the objects of the Creates in its outbox, as `as` (or unsigned) sees them. */
+    async function collectionIds(name: "featured" | "outbox", as?: string): Promise<string[]> {
+      const url = new URL(`/u/riders/${name}`, m.origin);
+      const res = await fetch(as ? await peer.signedGet(url, { as }) : new Request(url, { headers: { Accept: AP } }));
+      assert.equal(res.status, 200, `${name} answers`);
+      const c = await res.json() as JsonObject;
+      let items = c.orderedItems as (JsonObject | string)[] | undefined;
+      if (!items && c.first) {
+        const first = typeof c.first === "string"
+          ? await (await fetch(as ? await peer.signedGet(new URL(c.first), { as }) : new Request(c.first, { headers: { Accept: AP } }))).json() as JsonObject
+          : c.first as JsonObject;
+        items = first.orderedItems as (JsonObject | string)[] | undefined;
+      }
+      const idOf = (i: JsonObject | string | undefined): string => typeof i === "string" ? i : String(i?.id);
+      return (items ?? []).map((i) => name === "outbox" && typeof i === "object" ? idOf(i.object as JsonObject | string) : idOf(i));
+    }
+
     const ballots = (p: Proposal) => db().selectFrom("ballots").selectAll().where("proposal_id", "=", p.id).orderBy("member_id").orderBy("option").execute();
 
     before(async () => {
@@ -100,6 +117,11 @@ for (const d of dialects) {
       assert.equal(q.attributedTo, groupId());
       assert.deepEqual((q.oneOf as JsonObject[]).map((o) => o.name), ["Yes", "No", "Abstain"]);
       assert.equal(typeof q.endTime, "string");
+      // While open, pinned on the Group's profile and in its outbox, for members only like the Question itself.
+      assert.ok((await collectionIds("featured", "ana")).includes(questionId(p)), "open proposal pinned");
+      assert.ok((await collectionIds("outbox", "ana")).includes(questionId(p)), "open proposal in the outbox");
+      assert.ok(!(await collectionIds("featured")).includes(questionId(p)), "not pinned for an unsigned reader");
+      assert.ok(!(await collectionIds("outbox")).includes(questionId(p)), "not in the outbox for an unsigned reader");
 
       const replay = await deliver("ana", mastodonVote("ana", p, "Yes"));
       await replay();
@@ -127,6 +149,8 @@ for (const d of dialects) {
       assert.deepEqual(totals, [1, 0, 0]);
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
+      assert.ok(!(await collectionIds("featured", "ana")).includes(questionId(p)), "unpinned once closed");
+      assert.ok(!(await collectionIds("outbox", "ana")).includes(questionId(p)), "out of the outbox once closed");
       await deliver("cy", mastodonVote("cy", p, "No"));
       assert.equal((await ballots(p)).length, 1, "after close nothing counts");
     });
@@ -158,6 +182,7 @@ for (const d of dialects) {
       assert.equal((await vote("Yes")).status, 303);
       assert.equal((await vote("Maybe")).status, 400);
       assert.equal((await vote("No", { Origin: m.origin.origin, "Content-Type": "application/x-www-form-urlencoded" })).status, 403);
+      assert.equal((await vote("No", { ...headers, Origin: "https://elsewhere.example" })).status, 403, "a vote sent from another site with the member's cookie is refused");
       const rows = await ballots(p);
       assert.deepEqual(rows.map((b) => [b.member_id, b.option, b.source]), [[ben.id, 0, "web"]], "the web vote replaced the earlier one");
       const shown = await (await fetch(page)).text();

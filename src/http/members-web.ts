@@ -1,4 +1,4 @@
-import { BylawsError } from "../bylaws/params.ts";
+import { BylawsError, parseAssignments } from "../bylaws/params.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Kysely } from "kysely";
@@ -32,8 +32,8 @@ import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb } from "./relationships-web.ts";
-import { ballotOf, castVote, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
-import { proposalPage } from "./pages/proposal.ts";
+import { ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
+import { newProposalPage, proposalPage } from "./pages/proposal.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -129,7 +129,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
-  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*"]) {
+  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*", "/u/:slug/proposals/new", "/u/:slug/proposals/:n/vote", "/u/:slug/delegation"]) {
     app.use(path, privatePage, csrfPage);
   }
 
@@ -379,6 +379,39 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
     };
   }
+
+  // Opening a proposal on the web: who may is the domain's rule (bylaws' proposers), so the form is shown to
+  // any signed-in member and a refusal comes back on it. Registered before /:n so "new" is not a number.
+  app.get("/u/:slug/proposals/new", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    if (!(await signedInMember(db, c, union))) return c.redirect(`/u/${union.slug}/login`, 303);
+    return c.html(newProposalPage({ union }));
+  });
+
+  app.post("/u/:slug/proposals/new", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    const member = await signedInMember(db, c, union);
+    if (!member) return c.html(errorPage(403, "Sign in as a member to open a proposal."), 403);
+    const body = await c.req.parseBody();
+    const form = Object.fromEntries(["kind", "title", "text", "params"].map((k) => [k, String(body[k] ?? "")]));
+    try {
+      const kind = form.kind === "amendment" ? "amendment" : form.kind === "resolution" ? "resolution" : undefined;
+      if (!kind) throw new ProposalError("invalid", "choose a resolution or an amendment");
+      const lines = form.params!.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
+      if (kind === "resolution" && lines.length > 0) throw new ProposalError("invalid", "a resolution changes no rule; choose an amendment to change the bylaws");
+      const p = await createProposal(membership, union.id, { kind: "member", memberId: member.id }, {
+        kind, title: form.title!, text: form.text!, ...(kind === "amendment" ? { params: parseAssignments(lines) } : {}),
+      });
+      log.info("{handle} opened proposal #{n} in {slug}", { handle: member.handle, n: p.number, slug: union.slug });
+      return c.redirect(`/u/${union.slug}/proposals/${p.number}`, 303);
+    } catch (e) {
+      if (!(e instanceof ProposalError || e instanceof BylawsError || e instanceof UnionError || e instanceof MemberError)) throw e;
+      const status = e.code === "forbidden" ? 403 : 400;
+      return c.html(newProposalPage({ union, form, error: e.message }), status);
+    }
+  });
 
   app.get("/u/:slug/proposals/:n", async (c) => {
     const v = await proposalView(c, { done: c.req.query("done") === "voted" });

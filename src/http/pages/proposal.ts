@@ -39,3 +39,30 @@ ${p.options.map((o) => html`<label><input type="${p.multiple ? "checkbox" : "rad
 </article>`,
   });
 }
+
+export interface NewProposalView {
+  readonly union: Union;
+  readonly error?: string;
+  /** What was sent, shown again after an error so nothing typed is lost. */
+  readonly form?: Readonly<Record<string, string>>;
+}
+
+/** The form to open a resolution or an amendment of the bylaws (rules as key=value lines, as `muster bylaws set` takes them). */
+export function newProposalPage(v: NewProposalView): Html {
+  const f = v.form ?? {};
+  const kind = f.kind === "amendment" ? "amendment" : "resolution";
+  return layout({
+    title: `New proposal · ${v.union.name}`,
+    body: html`<article class="proposal">
+<h1>Open a proposal</h1>
+${v.error ? html`<p class="error" role="alert" data-testid="proposal-error">${v.error}</p>` : ""}
+<form method="post" action="/u/${v.union.slug}/proposals/new" class="setup" data-testid="new-proposal-form">
+<label>Kind <select name="kind"><option value="resolution"${kind === "resolution" ? html` selected` : ""}>Resolution (yes / no / abstain)</option><option value="amendment"${kind === "amendment" ? html` selected` : ""}>Amendment of the bylaws</option></select></label>
+<label>Title <input name="title" required maxlength="200" value="${f.title ?? ""}"></label>
+<label>Text (Markdown) <textarea name="text" rows="5">${f.text ?? ""}</textarea></label>
+<label>For an amendment: rules to change, one <code>key=value</code> a line (see <a href="/u/${v.union.slug}/bylaws#parameters">the bylaws</a>) <textarea name="params" rows="3">${f.params ?? ""}</textarea></label>
+<button type="submit">Open the vote</button>
+</form>
+</article>`,
+  });
+}
