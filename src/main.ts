@@ -14,6 +14,7 @@ import { createHttpApp } from "./http/app.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
+import { faucetFunding, handleLedgerIntent } from "../solana/badge-sync.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
@@ -81,7 +82,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own queue, written in the same transaction as the change that caused them.
   const domainQueue = new KyselyMessageQueue(database, { ...options.queue, name: "domain" });
-  const outbox = queueOutbox(domainQueue);
+  // Chain work (badges) has its own lane: a slow RPC never delays an Accept.
+  const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
+  const outbox = queueOutbox(domainQueue, ledgerQueue);
   const membership: MembershipDeps = { db: database.db, events, outbox };
   const federation = createMusterFederation({
     db: database.db,
@@ -123,6 +126,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
+      // Only a process with a ledger takes chain work; the others leave it queued.
+      ledger ? ledgerQueue.listen((message) => handleLedgerIntent({ db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined }, message), { signal }) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
@@ -152,6 +157,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       events.all.clear();
       await queue.close();
       await domainQueue.close();
+      await ledgerQueue.close();
       await database.close();
     },
   };

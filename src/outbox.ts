@@ -16,6 +16,7 @@ export type OutboxIntent =
   | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null }
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
+  | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**
