@@ -14,17 +14,15 @@ import { createHttpApp } from "./http/app.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
-import { faucetFunding, handleLedgerIntent } from "../solana/badge-sync.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
-import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
+import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
-import { solanaRpcApp } from "../solana/rpc.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -112,22 +110,34 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
   // serving /solana/rpc. Workers do not submit chain work yet.
-  const embeddedLedger = config.solanaRpcUrl === null && options.runLedger ? await EmbeddedLedger.open(database.db) : null;
+  // Imported only here: spl-token prints a warning on import (bigint-buffer's
+  // missing native binding) that every CLI command would otherwise show.
+  let embeddedLedger: EmbeddedLedger | null = null;
+  if (config.solanaRpcUrl === null && options.runLedger) {
+    const [{ EmbeddedLedger }, { solanaRpcApp }] = await Promise.all([import("../solana/embedded-ledger.ts"), import("../solana/rpc.ts")]);
+    embeddedLedger = await EmbeddedLedger.open(database.db);
+    app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
+  }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
-  if (embeddedLedger) app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
   const fetchApp = app.fetch;
   app.fetch = (request, ...rest) => withOutgoingPolicy(policy, () => fetchApp(request, ...rest));
   const log = logger("queue");
+  // Loaded only where chain work runs: spl-token prints a warning on import that CLI commands must not show.
+  const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
+    const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
+    const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
+    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+  };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { db: database.db, federation, origin: config.origin };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
-      ledger ? ledgerQueue.listen((message) => handleLedgerIntent({ db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined }, message), { signal }) : undefined,
+      ledger ? runLedgerLane(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
