@@ -1,6 +1,6 @@
 import "../src/temporal.ts";
-import { type Context, createFederation, type Federation, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
-import { Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Undo } from "@fedify/vocab";
+import { type Context, createFederation, type Federation, type FederationQueueOptions, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
+import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
@@ -10,6 +10,7 @@ import type { Outbox } from "../src/outbox.ts";
 import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
 import { processOnce } from "./inbox-record.ts";
 import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
+import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { onVote } from "./inbox-votes.ts";
 import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
@@ -30,8 +31,8 @@ export interface FederationDeps {
   readonly events: EventBus;
   readonly outbox: Outbox;
   readonly kv: KvStore;
-  /** One durable queue for inbox, outbox and fan-out; absent means send inline. */
-  readonly queue?: MessageQueue;
+  /** The durable queue's lanes for inbox, outbox and fan-out (queue-lanes.ts); absent means send inline. */
+  readonly queue?: MessageQueue | FederationQueueOptions;
   readonly origin: URL;
   readonly allowPrivateAddress: boolean;
   /** Tests start and stop the queue themselves so `node --test` can exit. */
@@ -72,6 +73,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       const union = await getUnionBySlug(db, identifier);
       if (!union) return null;
       const keys = await ctx.getActorKeyPairs(identifier);
+      const related = await actorRelationshipFields(db, deps.origin, union);
       return new Group({
         id: ctx.getActorUri(identifier),
         preferredUsername: union.slug,
@@ -83,6 +85,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
         inbox: ctx.getInboxUri(identifier),
         outbox: ctx.getOutboxUri(identifier),
         followers: ctx.getFollowersUri(identifier),
+        following: ctx.getFollowingUri(identifier),
+        streams: related.streams,
+        attachments: related.attachments,
         featured: ctx.getFeaturedUri(identifier),
         // Lemmy's convention: a group's moderators are the collection it is attributed to.
         attribution: new URL(`/u/${union.slug}/moderators`, ctx.origin),
@@ -127,6 +132,11 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
       return mayReadRoster(db, union, { via: "federation", actorId: (await signer(ctx))?.href });
     });
   federation
+    .setFollowingDispatcher("/u/{identifier}/following", async (_ctx, identifier) => {
+      const union = identifier === INSTANCE_ACTOR ? undefined : await getUnionBySlug(db, identifier);
+      return union ? { items: await followingOf(db, union.id) } : identifier === INSTANCE_ACTOR ? { items: [] } : null;
+    });
+  federation
     .setFeaturedDispatcher("/u/{identifier}/featured", async (ctx, identifier) => identifier === INSTANCE_ACTOR ? { items: [] } : featuredItems(db, ctx, identifier));
   registerActionObjects(federation, db);
   registerProposalObjects(federation, db);
@@ -148,6 +158,8 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     .on(Create, async (ctx, a) => {
       if (!(await onVote(inboxDeps, ctx, a))) await onCreate(inboxDeps, ctx, a);
     })
+    .on(Accept, (ctx, a) => onAnswer(inboxDeps, ctx, a))
+    .on(Reject, (ctx, a) => onAnswer(inboxDeps, ctx, a))
     // Everything else is recorded (once) for the features that will read it.
     .on(Activity, async (ctx, activity) => {
       const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;

@@ -9,6 +9,7 @@ import { logger } from "../src/logging.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
+import { isActivePeer, onPeerPost } from "./relationships.ts";
 import { isPermanentFetchFailure } from "./fetch-failure.ts";
 import { unionsOfActor } from "../src/members/membership.ts";
 
@@ -45,6 +46,7 @@ export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, lik
 
 export async function onAnnounce(deps: ActionInboxDeps, ctx: InboxContext<void>, announce: Announce): Promise<void> {
   const target = await actionNamed(deps, ctx, announce.objectId);
+  if (!target && await onPeerPost(deps, ctx, announce, announce.objectId)) return;
   await processOnce(record(deps, ctx), announce, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (target && announce.id && announce.actorId) await recordBoost(deps, target.union.id, target.actionId, announce.actorId.href, announce.id.href);
   });
@@ -58,7 +60,8 @@ export async function onAnnounce(deps: ActionInboxDeps, ctx: InboxContext<void>,
 export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, create: Create): Promise<void> {
   // Replies count and posts are relayed only for members: a stranger's post
   // costs no fetch and no reading of its HTML.
-  if (!create.actorId || (await unionsOfActor(deps.db, create.actorId.href)).length === 0) {
+  // (and for unions whose calls this one relays: allies, parents).
+  if (!create.actorId || ((await unionsOfActor(deps.db, create.actorId.href)).length === 0 && !(await isActivePeer(deps.db, create.actorId.href)))) {
     await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
     return;
   }
@@ -86,6 +89,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
     return;
   }
   const reply = await actionNamed(deps, ctx, note.replyTargetId);
+  if (!reply && await onPeerPost(deps, ctx, create, note.id)) return;
   await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (reply) {
       await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));

@@ -12,6 +12,7 @@ import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
 import { withdraw } from "./inbox-actions.ts";
 import { cacheActorObject } from "./remote-actor-cache.ts";
+import { isCollectiveActor, onCollectiveFollow, onRelationshipUndo } from "./relationships.ts";
 import { fetchStatus } from "./fetch-failure.ts";
 
 const log = logger("federation", "membership");
@@ -54,6 +55,8 @@ export async function onFollow(deps: InboxDeps, ctx: InboxContext<void>, follow:
   }
   await processOnce(record(deps, ctx), follow, union.id, async (actor) => {
     if (!actor?.id) throw new Error(`could not fetch the follower ${follow.actorId?.href}; will retry`);
+    // Other unions (and bots, servers) never join: their Follow is a relationship offer.
+    if (isCollectiveActor(actor)) return onCollectiveFollow(deps, ctx, union, follow, actor);
     const handle = (await getRemoteActor(deps.db, actor.id.href))?.handle ?? null;
     const applicant = { actorId: actor.id.href, handle };
     const movedFrom = await movedFromMember(deps, ctx, union, actor);
@@ -96,6 +99,7 @@ async function fetchActor(ctx: InboxContext<void>, id: URL): Promise<Actor | nul
 export async function onUndo(deps: InboxDeps, ctx: InboxContext<void>, undo: Undo): Promise<void> {
   const object = await undo.getObject({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader, crossOrigin: "trust" });
   const union = await recipientUnion(deps, ctx);
+  if (await onRelationshipUndo(deps, ctx, undo, object)) return;
   if (!(object instanceof Follow)) {
     await processOnce(record(deps, ctx), undo, union?.id ?? null, async () => {
       // Undo of a Like or a boost withdraws the response it counted (only the actor's own).

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Context } from "@fedify/fedify";
-import { Announce, Create, Delete, Tombstone, Update } from "@fedify/vocab";
+import { type Activity, Announce, Create, Delete, Tombstone, Update } from "@fedify/vocab";
 import { getAction, hashesOf } from "../src/actions/actions.ts";
 import { progressOf } from "../src/actions/responses.ts";
 import { logger } from "../src/logging.ts";
@@ -8,30 +8,34 @@ import type { OutboxIntent } from "../src/outbox.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { actionNote, actionNoteId, addressing, progressNote } from "./action-note.ts";
 import type { OutboundDeps } from "./outbound.ts";
+import { fanOut } from "./fanout-pages.ts";
+import { relayingPeers, sendToPeers } from "./relationships.ts";
 
 const log = logger("federation", "actions");
 
 type ActionIntent = Extract<OutboxIntent, { kind: "action.publish" | "action.update" | "action.retract" | "action.progress" | "relay" }>;
 
 /**
- * Calls-to-action go to the union's followers (its members) through Fedify's
- * fan-out, one delivery per shared inbox. Activity ids are derived from the
+ * Calls-to-action go to the union's followers (its members), one delivery per
+ * shared inbox, a page of the roster at a time (fanout-pages.ts). Activity ids are derived from the
  * action (and the chain entry, for edits), so a retried intent sends the same
  * activity again, not a new one.
  */
 export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: ActionIntent, intentId: string): Promise<void> {
   const groupId = ctx.getActorUri(union.slug);
-  const sender = { identifier: union.slug };
-  const fanout = { preferSharedInbox: true } as const;
+  const toFollowers = (activity: Activity, orderingKey: string) => fanOut(deps, ctx, union.id, activity, orderingKey);
   if (intent.kind === "relay") {
     const { to, cc } = addressing(ctx, union);
     const key = createHash("sha256").update(intent.noteId).digest("hex").slice(0, 32);
     const base = new URL(`/u/${union.slug}/relays/${key}`, deps.origin);
     // FEP-1b12: Mastodon shows an Announce of the Note; group-aware software
     // (Lemmy, ...) expects the Group to announce the Create itself.
-    await ctx.sendActivity(sender, "followers", new Announce({ id: base, actor: groupId, object: new URL(intent.noteId), to, cc }), { ...fanout, orderingKey: intent.noteId });
+    const announce = new Announce({ id: base, actor: groupId, object: new URL(intent.noteId), to, cc });
+    await toFollowers(announce, intent.noteId);
+    // A parent's call-to-action cascades down the tree: each chapter relays it to its own chapters.
+    if (intent.cascade) await sendToPeers(deps, ctx, union, await relayingPeers(deps, union, { chaptersOnly: true }), announce);
     if (intent.createId) {
-      await ctx.sendActivity(sender, "followers", new Announce({ id: new URL(`${base.href}/create`), actor: groupId, object: new URL(intent.createId), to, cc }), { ...fanout, orderingKey: intent.noteId });
+      await toFollowers(new Announce({ id: new URL(`${base.href}/create`), actor: groupId, object: new URL(intent.createId), to, cc }), intent.noteId);
     }
     return;
   }
@@ -46,23 +50,26 @@ export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>,
   switch (intent.kind) {
     case "action.publish": {
       const note = actionNote(ctx, union, action, hashes?.prevHash ?? "");
-      await ctx.sendActivity(sender, "followers", new Create({ id: new URL(`${noteId.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published }), { ...fanout, orderingKey });
+      const create = new Create({ id: new URL(`${noteId.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published });
+      await toFollowers(create, orderingKey);
+      // Chapters and allies that relay this union's calls get them too; only public ones can be re-shared.
+      if (union.actionsVisibility === "public") await sendToPeers(deps, ctx, union, await relayingPeers(deps, union, { chaptersOnly: false }), create);
       return;
     }
     case "action.update": {
       // An edit shows how far the call has got, in the post members already have.
       const note = actionNote(ctx, union, action, hashes?.prevHash ?? "", await progressOf(deps.db, action));
-      await ctx.sendActivity(sender, "followers", new Update({ id: new URL(`${noteId.href}/update/${intentId}`), actor: groupId, object: note, to: note.toId, cc: note.ccId, updated: note.updated }), { ...fanout, orderingKey });
+      await toFollowers(new Update({ id: new URL(`${noteId.href}/update/${intentId}`), actor: groupId, object: note, to: note.toId, cc: note.ccId, updated: note.updated }), orderingKey);
       return;
     }
     case "action.retract": {
       const { to, cc } = addressing(ctx, union);
-      await ctx.sendActivity(sender, "followers", new Delete({ id: new URL(`${noteId.href}/delete`), actor: groupId, object: new Tombstone({ id: noteId }), to, cc }), { ...fanout, orderingKey });
+      await toFollowers(new Delete({ id: new URL(`${noteId.href}/delete`), actor: groupId, object: new Tombstone({ id: noteId }), to, cc }), orderingKey);
       return;
     }
     case "action.progress": {
       const note = progressNote(ctx, union, action, intent.reason, await progressOf(deps.db, action));
-      await ctx.sendActivity(sender, "followers", new Create({ id: new URL(`${note.id!.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published }), { ...fanout, orderingKey });
+      await toFollowers(new Create({ id: new URL(`${note.id!.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published }), orderingKey);
       return;
     }
   }

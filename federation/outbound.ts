@@ -12,6 +12,8 @@ import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
+import type { FanoutDeps } from "./fanout-pages.ts";
+import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 
@@ -39,11 +41,12 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
 function orderingKeyOf(intent: OutboxIntent): string {
   if ("memberId" in intent) return `member:${intent.memberId}`;
   if ("actionId" in intent) return `action:${intent.actionId}`;
+  if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
-export interface OutboundDeps {
+export interface OutboundDeps extends FanoutDeps {
   readonly db: Kysely<DB>;
   readonly federation: Federation<void>;
   readonly origin: URL;
@@ -105,6 +108,13 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "relay":
       await handleActionIntent(deps, ctx, union, intent, intentId);
       return;
+    case "relationship.follow":
+    case "relationship.accept":
+    case "relationship.reject":
+    case "relationship.undo":
+    case "relationship.notice":
+      await handleRelationshipIntent(deps, ctx, union, intent);
+      return;
     case "proposal.publish":
     case "proposal.closed":
       await handleProposalIntent(deps, ctx, union, intent);
@@ -162,7 +172,7 @@ async function sendDirect(
 }
 
 /** The inbox to deliver to, from the cache, or fetched (signed as the union) when unknown. */
-async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union, actorId: string): Promise<Recipient | null> {
+export async function recipientFor(deps: OutboundDeps, ctx: Context<void>, union: Union, actorId: string): Promise<Recipient | null> {
   let actor = await getRemoteActor(deps.db, actorId);
   if (!actor?.inbox) {
     try {

@@ -2,6 +2,7 @@ import type { Context, Federation, RequestContext } from "@fedify/fedify";
 import { Collection, Create, Note, PUBLIC_COLLECTION, Question, Update } from "@fedify/vocab";
 import "../src/temporal.ts";
 import type { Kysely } from "kysely";
+import { fanOut } from "./fanout-pages.ts";
 import { getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
 import { renderMarkdown } from "../src/actions/markdown.ts";
@@ -83,5 +84,6 @@ export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void
   const activity = intent.kind === "proposal.publish"
     ? new Create({ id: new URL(`${question.id!.href}/activity`), ...common, published: question.published })
     : new Update({ id: new URL(`${question.id!.href}/closed`), ...common });
-  await ctx.sendActivity({ identifier: union.slug }, "followers", activity, { preferSharedInbox: true, orderingKey: `proposal:${p.id}` });
+  // A page of the roster at a time, like a call-to-action (fanout-pages.ts).
+  await fanOut(deps, ctx, union.id, activity, `proposal:${p.id}`);
 }

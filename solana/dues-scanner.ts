@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { PublicKey, TransactionInstruction, VersionedTransaction } from "@solana/web3.js";
 import {
   decodeInstruction, isTransferCheckedInstruction, isTransferInstruction, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID, unpackAccount,

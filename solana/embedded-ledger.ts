@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { randomBytes } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import { LiteSVM } from "litesvm";

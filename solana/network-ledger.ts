@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { type Commitment as Web3Commitment, Connection, PublicKey, VersionedTransaction } from "@solana/web3.js";
 import bs58 from "bs58";
 import { setTimeout as sleep } from "node:timers/promises";

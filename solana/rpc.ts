@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { Hono } from "hono";
 import { Message, PublicKey, VersionedTransaction } from "@solana/web3.js";
 import { unpackAccount, unpackMint } from "@solana/spl-token";

@@ -40,6 +40,11 @@ export interface Config {
    * Unset: the embedded ledger, served at /solana/rpc.
    */
   readonly solanaRpcUrl: string | null;
+  /**
+   * PostgreSQL connections per process (MUSTER_DB_POOL). Unset, it is sized
+   * to the queue's handlers, its LISTEN connections and the web's requests.
+   */
+  readonly dbPool: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -74,7 +79,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (solanaRpcUrl !== null && !/^https?:\/\/[^\s]+$/.test(solanaRpcUrl)) {
     throw new ConfigError(`SOLANA_RPC_URL must be an http(s) URL; got ${JSON.stringify(env.SOLANA_RPC_URL)}`);
   }
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl };
+  const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool };
 }
 
 function parsePort(raw: string): number {

@@ -19,6 +19,7 @@ export type DomainEvents = {
   "member.migrated": { unionId: string; memberId: string; from: string; to: string };
   "action.published": { unionId: string; actionId: string };
   "action.response": { unionId: string; actionId: string; memberId: string; kind: string };
+  "relationship.changed": { unionId: string; peerActorId: string; state: string };
   "bylaws.changed": { unionId: string; version: number; source: "operator" | "proposal" };
   "proposal.opened": { unionId: string; proposalId: string };
   "proposal.vote": { unionId: string; proposalId: string; memberId: string };

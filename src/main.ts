@@ -4,9 +4,12 @@ import type { Hono } from "hono";
 import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
-import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
+import { exportJwk } from "@fedify/fedify";
+import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
+import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
-import type { Config } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
@@ -20,6 +23,7 @@ import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
+import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
@@ -29,7 +33,8 @@ export interface Muster {
   readonly config: Config;
   readonly database: Database;
   readonly events: EventBus;
-  readonly queue: KyselyMessageQueue;
+  /** The queue's lanes (federation/queue-lanes.ts). */
+  readonly lanes: QueueLanes;
   readonly federation: Federation<void>;
   readonly app: Hono;
   readonly unions: UnionDeps;
@@ -54,7 +59,7 @@ export interface MusterOptions {
   /** Skip migrations (a worker started beside a server that already ran them). */
   readonly migrate?: boolean;
   /** Queue tuning; tests use short polls. */
-  readonly queue?: ConstructorParameters<typeof KyselyMessageQueue>[1];
+  readonly queue?: Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "resolveKey">;
   /** How often workers look for calls-to-action due today and deadlines passed. */
   readonly schedulerIntervalMs?: number;
   /**
@@ -65,7 +70,14 @@ export interface MusterOptions {
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
-  const database = openDatabase(config.databaseUrl);
+  // Never fewer connections than the queue's handlers and LISTENs, plus
+  // some for the web's requests: a handler waiting for a connection holds
+  // its message's lease doing nothing.
+  const needed = queueConnections(config.queueConcurrency);
+  if (config.dbPool !== undefined && config.dbPool < needed) {
+    throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${needed} connections the queue needs at MUSTER_QUEUE_CONCURRENCY=${config.queueConcurrency} (one per handler and one LISTEN per lane)`);
+  }
+  const database = openDatabase(config.databaseUrl, { poolSize: config.dbPool ?? needed + 8 });
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
@@ -76,26 +88,39 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   }
   limitOutgoingHttp(config.httpTimeoutMs);
   const events = createEventBus();
-  const queue = new KyselyMessageQueue(database, { concurrency: config.queueConcurrency, ...options.queue });
+  // Assigned below; deliveries name their signing key, looked up here when handled.
+  let signer: Federation<void> | undefined;
+  const lanes = createQueueLanes(database, {
+    concurrency: config.queueConcurrency,
+    ...options.queue,
+    resolveKey: async (keyId) => {
+      if (!signer) return undefined;
+      const ctx = signer.createContext(config.origin, undefined);
+      const parsed = ctx.parseUri(new URL(keyId));
+      if (parsed?.type !== "actor") return undefined;
+      const pair = (await ctx.getActorKeyPairs(parsed.identifier)).find((p) => p.keyId.href === keyId);
+      return pair ? await exportJwk(pair.privateKey) : undefined;
+    },
+  });
   // Domain intents (answer this Follow, welcome that member) wait in their
-  // own queue, written in the same transaction as the change that caused them.
-  const domainQueue = new KyselyMessageQueue(database, { ...options.queue, name: "domain" });
-  // Chain work (badges) has its own lane: a slow RPC never delays an Accept.
+  // own lane, written in the same transaction as the change that caused them.
+  // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
   const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
-  const outbox = queueOutbox(domainQueue, ledgerQueue);
+  const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
   const membership: MembershipDeps = { db: database.db, events, outbox };
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
     kv: new KyselyKvStore(database.db),
-    queue,
+    queue: lanes.fedify,
     origin: config.origin,
     allowPrivateAddress: config.allowPrivateAddress,
     // Always started explicitly, so `muster serve --no-worker`, `muster worker`
     // and tests each decide who consumes the queue, and shutdown can drain it.
     manuallyStartQueue: true,
   });
+  signer = federation;
   const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
   const app = createHttpApp({
     db: database.db,
@@ -107,7 +132,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     membership,
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
   });
+  const fanout: FanoutDeps = {
+    db: database.db,
+    federation,
+    origin: config.origin,
+    enqueue: (page, opts) => lanes.fedify.fanout.enqueue(page, opts),
+  };
+  lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
+  mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
   // serving /solana/rpc. Workers do not submit chain work yet.
   // Imported only here: spl-token prints a warning on import (bigint-buffer's
@@ -132,15 +165,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
   };
   const runQueue = async (signal: AbortSignal) => {
-    const outbound = { db: database.db, federation, origin: config.origin };
+    const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
-      domainQueue.listen((message) => handleIntent(outbound, message), { signal }),
+      lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
-      every(3600_000, signal, () => queue.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
@@ -151,7 +184,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     config,
     database,
     events,
-    queue,
+    lanes,
     federation,
     app,
     unions,
@@ -165,8 +198,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       if (closed) return;
       closed = true;
       events.all.clear();
-      await queue.close();
-      await domainQueue.close();
+      await lanes.close();
       await ledgerQueue.close();
       await database.close();
     },

@@ -13,7 +13,9 @@ export type OutboxIntent =
   | { readonly kind: "action.update"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.retract"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.progress"; readonly unionId: string; readonly actionId: string; readonly reason: "goal" | "deadline" }
-  | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null }
+  | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null; readonly cascade?: boolean }
+  | { readonly kind: "relationship.follow" | "relationship.accept" | "relationship.reject" | "relationship.undo"; readonly unionId: string; readonly relationshipId: string }
+  | { readonly kind: "relationship.notice"; readonly unionId: string; readonly relationshipId: string; readonly event: "started" | "ended" }
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }

@@ -92,7 +92,7 @@ for (const d of dialects) {
 
     async function queueEmpty(timeoutMs = 30_000): Promise<void> {
       await eventually(async () => {
-        const r = await db().selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("queue", "in", ["default", "domain"]).executeTakeFirstOrThrow();
+        const r = await db().selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("queue", "in", ["inbox", "outbox", "fanout", "delivery", "domain"]).executeTakeFirstOrThrow();
         return Number(r.n) === 0;
       }, "queues empty", timeoutMs);
     }

@@ -161,7 +161,7 @@ for (const d of dialects) {
             const q = db().selectFrom("fedify_mq").select("id");
             const row = mode.kind === "domain-leased"
               ? await q.where("queue", "=", "domain").where("message", "like", `%${action.id}%`).where("lease_owner", "is not", null).executeTakeFirst()
-              : await q.where("message", "like", `%"type":"fanout"%`).where("message", "like", `%${createId}%`).executeTakeFirst();
+              : await q.where("message", "like", `%"type":"muster.fanout"%`).where("message", "like", `%${createId}%`).executeTakeFirst();
             if (row) kill();
             else await sleep(1);
           }
@@ -177,7 +177,7 @@ for (const d of dialects) {
       const now = Date.now();
       const leased = await db().selectFrom("fedify_mq").select(["id", "queue", "message"]).where("lease_until", ">", now).execute();
       const domainLeft = (await db().selectFrom("fedify_mq").select("id").where("queue", "=", "domain").where("message", "like", `%${action.id}%`).execute()).length;
-      const fanoutLeft = await db().selectFrom("fedify_mq").select("id").where("message", "like", `%"type":"fanout"%`).where("message", "like", `%${createId}%`).execute();
+      const fanoutLeft = await db().selectFrom("fedify_mq").select("id").where("message", "like", `%"type":"muster.fanout"%`).where("message", "like", `%${createId}%`).execute();
       const deliveriesQueued = await db().selectFrom("fedify_mq").select("id").where("dedupe_key", "like", `${createId} %`).execute();
       await db().updateTable("fedify_mq").set({ lease_until: now - 1 }).where("lease_until", ">", now).execute();
       const sentBeforeRestart = peers.flatMap((p) => p.hits.slice(hitsBefore.get(p))).filter((h) => h.id === createId);
@@ -206,7 +206,7 @@ for (const d of dialects) {
       // Which inboxes could legitimately get it twice: those whose delivery was
       // being handled (its row leased) when the process died. The peer may
       // have had it already, the answer lost or not yet recorded as done.
-      const leasedInboxes = new Set(leased.filter((r) => r.queue === "default").map((r) => JSON.parse(r.message) as { type: string; activityId?: string; inbox?: string })
+      const leasedInboxes = new Set(leased.filter((r) => r.queue === "outbox" || r.queue === "delivery").map((r) => JSON.parse(r.message) as { type: string; activityId?: string; inbox?: string })
         .filter((x) => x.type === "outbox" && x.activityId === createId).map((x) => x.inbox!));
       const dupes = [...byInbox.entries()].filter(([, hs]) => hs.length > 1);
       const explained = dupes.filter(([inbox]) => leasedInboxes.has(inbox));
@@ -296,7 +296,7 @@ for (const d of dialects) {
       readonly attempts: number;
     }
     async function queuedDeliveries(activityId: string): Promise<QueuedDelivery[]> {
-      const rows = await db().selectFrom("fedify_mq").select(["message", "created_at", "available_at", "attempts"]).where("queue", "=", "default").where("message", "like", `%${activityId}%`).execute();
+      const rows = await db().selectFrom("fedify_mq").select(["message", "created_at", "available_at", "attempts"]).where("queue", "in", ["outbox", "delivery"]).where("message", "like", `%${activityId}%`).execute();
       return rows.flatMap((r) => {
         const msg = JSON.parse(r.message) as { type: string; inbox: string; attempt: number; circuitHeld?: boolean };
         if (msg.type !== "outbox") return [];

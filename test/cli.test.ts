@@ -72,6 +72,11 @@ describe("muster CLI", () => {
     const timeout = muster(["union", "list"], { ...env, MUSTER_HTTP_TIMEOUT_MS: "10s" });
     assert.equal(timeout.code, 1);
     assert.match(timeout.err, /MUSTER_HTTP_TIMEOUT_MS must be a positive integer; got "10s"/);
+    // A pool smaller than the queue's handlers and LISTENs would leave handlers waiting for a connection.
+    const pool = muster(["worker"], { ...env, MUSTER_DB_POOL: "5" });
+    assert.equal(pool.code, 1);
+    assert.equal(pool.err.trim().split("\n").length, 1, pool.err);
+    assert.match(pool.err, /MUSTER_DB_POOL is 5, below the 47 connections the queue needs at MUSTER_QUEUE_CONCURRENCY=16/);
     const unknown = muster(["frobnicate"], env);
     assert.equal(unknown.code, 2);
   });

@@ -8,7 +8,8 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { closeProposal, createProposal, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
+import { closeProposal, createProposal, delegateVote, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
 
@@ -162,6 +163,19 @@ for (const d of dialects) {
       const shown = await (await fetch(page)).text();
       assert.match(shown, /<tr><td>Yes<\/td><td>1<\/td><td>0<\/td><\/tr>/);
       assert.doesNotMatch(shown, /vote-form/, "a visitor sees no form");
+
+      // Delegation from the web: refused while the bylaws keep it off, then ben's vote counts for cy.
+      const delegate = (to: string) => fetch(new URL("/u/riders/delegation", m.origin), { method: "POST", headers, body: new URLSearchParams({ delegate: to, scope: "all", back: page.pathname }), redirect: "manual" });
+      assert.equal((await delegate(`@ben@${peer.host}`)).status, 403);
+      await overrideBylaws(m.muster.unions, "riders", { delegation: "opt_in" });
+      const cy = (await findMemberByActor(db(), union.id, peer.actorId("cy").href))!;
+      await delegateVote(deps(), union.id, { kind: "member", memberId: cy.id }, ben.id);
+      assert.equal((await delegate(`@cy@${peer.host}`)).status, 400, "ben -> cy -> ben would be a cycle");
+      // The rules at opening govern a vote: this one opened with delegation off; the next counts cy through ben.
+      assert.deepEqual((await tallyOf(db(), p)).options[0], { text: "Yes", direct: 1, delegated: 0 });
+      const p2 = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Picnic, again", closesAt: new Date(Date.now() + 120_000) });
+      assert.equal((await fetch(new URL(`/u/riders/proposals/${p2.number}/vote`, m.origin), { method: "POST", headers, body: new URLSearchParams({ option: "Yes" }), redirect: "manual" })).status, 303);
+      assert.deepEqual((await tallyOf(db(), p2)).options[0], { text: "Yes", direct: 1, delegated: 1 });
     });
 
     it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {

@@ -13,10 +13,12 @@ import { officerCommands } from "./commands/officer.ts";
 import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
+import { allyCommands } from "./commands/ally.ts";
+import { RelationshipError } from "../relationships/relationships.ts";
 import { ActionError } from "../actions/actions.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands];
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [
@@ -107,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${oneLine(e as Error)}; see muster ${cmd.path.join(" ")} --help\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
+    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof RelationshipError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }

@@ -2,7 +2,8 @@ import { existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
-import { CompiledQuery, type DatabaseConnection, type Driver, Kysely, PostgresDialect, sql, SqliteDialect, type SqliteDialectConfig, SqliteDriver } from "kysely";
+import { Kysely, PostgresDialect, sql } from "kysely";
+import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 import { logger } from "../logging.ts";
@@ -25,30 +26,6 @@ export interface Database {
 // pg returns BIGINT as a string to avoid precision loss; our BIGINTs are epoch
 // milliseconds and counters, far below 2^53, so numbers are safe and match SQLite.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
-
-/**
- * SQLite transactions that read before they write fail at once with
- * "database is locked" when another process holds the write lock: the lock
- * upgrade does not wait out busy_timeout. BEGIN IMMEDIATE takes the write
- * lock up front, where busy_timeout does apply, so a `muster worker` and
- * `muster serve` on one file queue up instead of failing.
- */
-class ImmediateSqliteDriver extends SqliteDriver {
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
-  }
-}
-
-class ImmediateSqliteDialect extends SqliteDialect {
-  readonly #config: SqliteDialectConfig;
-  constructor(config: SqliteDialectConfig) {
-    super(config);
-    this.#config = config;
-  }
-  override createDriver(): Driver {
-    return new ImmediateSqliteDriver(this.#config);
-  }
-}
 
 /**
  * Kysely's SQLite driver prepares every query afresh, and better-sqlite3
@@ -104,7 +81,7 @@ function ensureSqliteDirectory(file: string): void {
   }
 }
 
-export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): Database {
+export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
     let sqlite: SQLite.Database;
@@ -115,14 +92,15 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number }
       if (e instanceof DatabaseUnavailableError) throw e;
       throw new DatabaseUnavailableError(`cannot open the SQLite database ${file}: ${(e as Error).message}`);
     }
-    // WAL lets readers run beside the writer; busy_timeout lets a second
-    // process (a `muster worker`) wait for the write lock instead of failing.
+    // busy_timeout 0: another process's lock is waited for on timers, not
+    // inside better-sqlite3 with the event loop stopped (sqlite-driver.ts).
+    // WAL lets this connection read while another process writes.
+    sqlite.pragma("busy_timeout = 0");
     sqlite.pragma("journal_mode = WAL");
     sqlite.pragma("synchronous = NORMAL");
-    sqlite.pragma("busy_timeout = 5000");
     sqlite.pragma("foreign_keys = ON");
     reuseStatements(sqlite);
-    const db = new Kysely<DB>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) });
+    const db = new Kysely<DB>({ dialect: new NonBlockingSqliteDialect(sqlite, options.busyWaitMs) });
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });

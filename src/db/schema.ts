@@ -223,6 +223,16 @@ export interface FedifyMqTable {
   created_at: number;
   /** Set for Fedify deliveries: activity, inbox and attempt. */
   dedupe_key: string | null;
+  /** The fedify_mq_payloads row holding this delivery's activity, when it is kept apart. */
+  payload: string | null;
+}
+
+/** An activity kept once for all the deliveries of a fan-out that name it. */
+export interface FedifyMqPayloadsTable {
+  /** SHA-256 (hex) of body. */
+  id: string;
+  body: string;
+  created_at: number;
 }
 
 export interface FedifyMqDeadTable {
@@ -262,6 +272,38 @@ export interface RateLimitHitsTable {
   id: string;
   /** What is limited, e.g. `login:handle:@a@b` or `login:ip:203.0.113.9`. */
   bucket: string;
+  at: number;
+}
+
+export interface UnionRelationshipsTable {
+  id: string;
+  union_id: string;
+  /** The other union's Group actor id. */
+  peer_actor_id: string;
+  peer_handle: string | null;
+  /** What the peer is to this union: `ally`, `parent` or `chapter`. */
+  kind: string;
+  /** `outbound` (this union sent the Follow) or `inbound`. */
+  direction: string;
+  /** `offered`, `received`, `active`, `rejected` or `ended`. */
+  state: string;
+  /** Whose calls-to-action are relayed: `both`, `theirs`, `ours` or `none`. */
+  relay: string;
+  /** The Follow that carries the offer: Accept, Reject and Undo name it. */
+  follow_id: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface RelationshipEventsTable {
+  id: Generated<number>;
+  relationship_id: string;
+  union_id: string;
+  event: string;
+  /** The state after the event. */
+  state: string;
+  /** Who caused it: `operator`, `member:<id>` or the peer's actor id. */
+  by: string | null;
   at: number;
 }
 
@@ -337,6 +379,7 @@ export interface DB {
   fedify_mq: FedifyMqTable;
   fedify_mq_dead: FedifyMqDeadTable;
   fedify_mq_done: FedifyMqDoneTable;
+  fedify_mq_payloads: FedifyMqPayloadsTable;
   actions: ActionsTable;
   action_log: ActionLogTable;
   action_responses: ActionResponsesTable;
@@ -344,6 +387,8 @@ export interface DB {
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
+  union_relationships: UnionRelationshipsTable;
+  relationship_events: RelationshipEventsTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;
   ballots: BallotsTable;

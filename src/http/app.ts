@@ -12,6 +12,7 @@ import { logger } from "../logging.ts";
 import { checkSetupToken, consumeSetupToken, setupTokenPending } from "../setup/setup-token.ts";
 import { createUnion, getUnionBySlug, listUnions, type MembersVisibility, type Union, UnionError, type UnionDeps, validateNewUnion } from "../unions/unions.ts";
 import { apiError } from "./api-error.ts";
+import { DatabaseBusyError } from "../db/sqlite-driver.ts";
 import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
@@ -19,6 +20,7 @@ import { inboxGuard } from "./inbox-guard.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
+import { unionLinks } from "../relationships/relationships.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -174,6 +176,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       leaderUrl: leader?.actorId ?? null,
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
+      links: await unionLinks(db, union.id),
     }));
   });
 
@@ -246,6 +249,14 @@ export function createHttpApp(deps: HttpDeps): Hono {
     : c.html(errorPage(404, "Nothing here."), 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return error.getResponse();
+    if (error instanceof DatabaseBusyError) {
+      // Another process held the SQLite write lock: nothing was written; the same request will work shortly.
+      log.warn("{method} {path} waited out the database lock: {error}", { method: c.req.method, path: c.req.path, error: error.message });
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return c.req.path.startsWith("/api/")
+        ? apiError(c, 503, "database_busy", error.message)
+        : c.html(errorPage(503, "The server is busy with maintenance for a moment. Nothing was saved: send the form again in a few seconds."), 503);
+    }
     log.error("Unhandled error on {method} {path}: {error}", { method: c.req.method, path: c.req.path, error });
     return c.req.path.startsWith("/api/")
       ? apiError(c, 500, "internal", "internal server error")

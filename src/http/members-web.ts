@@ -5,7 +5,7 @@ import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { createInvite, getInviteByCode, type Invite, listInvites, placesHeld, revokeInvite, welcomePlaces } from "../members/invites.ts";
-import { type By, countMembers, getMember, listMembers, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
+import { type By, countMembers, findMemberByHandle, getMember, listMembers, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
 import { approveMember, rejectMember, removeMember, setOfficer, unsetOfficer } from "../members/membership.ts";
 import { recruitsOf, sponsorChain } from "../members/tree.ts";
 import {
@@ -19,7 +19,7 @@ import {
   signInWithCode,
   checkLoginCode,
 } from "../sessions/sessions.ts";
-import { getUnionBySlug, type MembersVisibility, type Union, UnionError, updateUnion } from "../unions/unions.ts";
+import { getUnionBySlug, type MembersVisibility, normaliseHandle, type Union, UnionError, updateUnion } from "../unions/unions.ts";
 import { handlesOf, loadTree, treeRoots } from "./console-data.ts";
 import { consolePage, memberDetailPage } from "./pages/console.ts";
 import { cursorParam, pageNumber } from "./paging.ts";
@@ -31,7 +31,8 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
-import { ballotOf, castVote, getProposal, tallyOf } from "../bylaws/proposals.ts";
+import { mountRelationshipsWeb } from "./relationships-web.ts";
+import { ballotOf, castVote, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
 import { proposalPage } from "./pages/proposal.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
@@ -386,6 +387,29 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return c.html(proposalPage(v));
   });
 
+  // A member delegates their vote (all proposals, or one kind) to another member by handle, or withdraws it.
+  app.post("/u/:slug/delegation", async (c) => {
+    const union = await loadUnion(c);
+    if (!union) return c.html(errorPage(404, "No such union here."), 404);
+    const member = await signedInMember(db, c, union);
+    if (!member) return c.html(errorPage(403, "Sign in as a member to delegate your vote."), 403);
+    const form = await c.req.parseBody();
+    const scope = String(form.scope ?? "all") as DelegationScope;
+    try {
+      if (form.withdraw === "1") {
+        await withdrawDelegation(membership, union.id, { kind: "member", memberId: member.id }, scope);
+      } else {
+        const to = await findMemberByHandle(db, union.id, normaliseHandle(String(form.delegate ?? "")));
+        if (!to) throw new ProposalError("not_found", "no member with that handle");
+        await delegateVote(membership, union.id, { kind: "member", memberId: member.id }, to.id, scope);
+      }
+    } catch (e) {
+      if (!(e instanceof ProposalError || e instanceof UnionError)) throw e;
+      return c.html(errorPage(e.code === "forbidden" ? 403 : 400, e.message), e.code === "forbidden" ? 403 : 400);
+    }
+    return c.redirect(String(form.back ?? "").startsWith(`/u/${union.slug}/`) ? String(form.back) : `/u/${union.slug}`, 303);
+  });
+
   app.post("/u/:slug/proposals/:n/vote", async (c) => {
     const v = await proposalView(c);
     if (!v) return c.html(errorPage(404, "No such proposal here."), 404);
@@ -420,6 +444,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       return c.redirect(`/u/${union.slug}/login`, 303);
     },
   });
+
+  mountRelationshipsWeb(app, { db, relationships: membership, gate });
 
   // ---- The member list and tree, for browsers ----
 

@@ -30,6 +30,11 @@ ${v.done ? html`<p class="notice" role="status" data-testid="voted">Your vote is
 ${v.canVote ? html`<form method="post" action="${base}/vote" class="setup" data-testid="vote-form">
 ${p.options.map((o) => html`<label><input type="${p.multiple ? "checkbox" : "radio"}" name="option" value="${o}"${v.ballot?.includes(o) ? html` checked` : ""}> ${o}</label>`)}
 <button type="submit">${v.ballot?.length ? "Change my vote" : "Vote"}</button>
+</form>
+<form method="post" action="/u/${v.union.slug}/delegation" class="setup" data-testid="delegate-form">
+<input type="hidden" name="back" value="${base}"><input type="hidden" name="scope" value="all">
+<label>Or let another member vote for me (where the bylaws allow it) <input name="delegate" placeholder="@user@host"></label>
+<button type="submit" class="secondary">Delegate my vote</button>
 </form>` : ""}
 </article>`,
   });

@@ -12,6 +12,17 @@ import { plural } from "../../english.ts";
  */
 export type CurrentAction = { readonly action: Action; readonly progress: Progress; readonly membersShown: boolean } | { readonly action: undefined; readonly progress: undefined; readonly membersShown?: undefined };
 
+/** The union's active relationships with other unions, as the public page lists them. */
+export interface UnionLinks {
+  readonly parent: readonly PeerLink[];
+  readonly allies: readonly PeerLink[];
+  readonly chapters: readonly PeerLink[];
+}
+export interface PeerLink {
+  readonly actorId: string;
+  readonly handle: string | null;
+}
+
 export interface UnionPageExtras {
   /** Undefined when the union's visibility hides its membership from this visitor. */
   readonly memberCount?: number;
@@ -20,6 +31,8 @@ export interface UnionPageExtras {
   /** Earlier published calls-to-action the visitor may read, newest first. */
   readonly recent?: readonly Action[];
   readonly viewer?: { readonly handle: string; readonly home: "me" | "console" };
+  /** Parent, allies and chapters (active relationships with other unions). */
+  readonly links?: UnionLinks;
 }
 
 export function unionPage(union: Union, actorId: URL, current?: CurrentAction, extras: UnionPageExtras = {}): Html {
@@ -44,6 +57,7 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
 ${current ? currentActionCard(union, current) : ""}
+${extras.links ? linksSection(extras.links) : ""}
 ${extras.recent?.length ? html`<section data-testid="recent-actions"><h2>Recent calls to action</h2>
 <ul class="recent">${extras.recent.map((a) => html`<li><a href="/u/${union.slug}/actions/${a.id}">${a.title}</a> <span class="muted small">#${a.seq} · <time datetime="${a.publishedAt?.toISOString() ?? ""}">${a.publishedAt?.toISOString().slice(0, 10) ?? ""}</time></span></li>`)}</ul>
 </section>` : ""}
@@ -71,5 +85,18 @@ function currentActionCard(union: Union, current: CurrentAction): Html {
 <h2><a href="${base}/${a.id}">${a.title}</a></h2>
 ${progressBar(current.progress, { compact: true, membersShown: current.membersShown })}
 <p class="muted small"><a href="${base}">All calls to action</a></p>
+</section>`;
+}
+
+function peerList(testid: string, peers: readonly PeerLink[]): Html {
+  return html`<ul data-testid="${testid}">${peers.map((p) => html`<li><a href="${p.actorId}" rel="nofollow noopener">${p.handle ?? p.actorId}</a></li>`)}</ul>`;
+}
+
+function linksSection(links: UnionLinks): Html | "" {
+  if (links.parent.length + links.allies.length + links.chapters.length === 0) return "";
+  return html`<section class="card unions" data-testid="union-links">
+${links.parent.length ? html`<h2>Parent union</h2>${peerList("parent", links.parent)}` : ""}
+${links.allies.length ? html`<h2>Allies</h2>${peerList("allies", links.allies)}` : ""}
+${links.chapters.length ? html`<h2>Chapters</h2>${peerList("chapters", links.chapters)}` : ""}
 </section>`;
 }

@@ -1,0 +1,128 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
+import type { Database } from "../src/db/database.ts";
+import { type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
+
+/**
+ * One durable queue (the fedify_mq table), several lanes, each claimed by
+ * its own listener with its own handler slots:
+ *
+ * - `inbox`: activities other servers POSTed to us (a Follow, a reply, a vote);
+ * - `outbox`: single deliveries (a join's Accept, a welcome, a sign-in link);
+ * - `fanout`: expanding a call-to-action to the roster, a page at a time;
+ * - `delivery`: the per-inbox deliveries those pages queue, and their retries;
+ * - `domain`: intents the domain wrote in its own transactions (federation/outbound.ts).
+ *
+ * So while 10^5 deliveries of a call-to-action wait in `delivery`, a Follow
+ * is claimed from `inbox` and its Accept from `outbox` at once, instead of
+ * after all of them.
+ */
+export const LANES = ["inbox", "outbox", "fanout", "delivery", "domain"] as const;
+export type Lane = (typeof LANES)[number];
+
+// Set while a fan-out page or a bulk delivery is handled: what Fedify
+// enqueues from there (deliveries, their retries, circuit-held copies)
+// stays in the bulk lane.
+const bulkWork = new AsyncLocalStorage<true>();
+
+export interface QueueLanes {
+  readonly lanes: Readonly<Record<Lane, KyselyMessageQueue>>;
+  /** What Fedify is given: inbox, outbox (routed between `outbox` and `delivery`) and fanout. */
+  readonly fedify: { readonly inbox: MessageQueue; readonly outbox: RoutedQueue; readonly fanout: RoutedQueue };
+  /** Handler slots across the lanes: what a process needs database connections for. */
+  readonly handlers: number;
+  close(): Promise<void>;
+}
+
+export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name" | "concurrency"> {
+  /** Handler slots of the busy lanes (inbox, delivery); the others get a quarter, at least 2. */
+  readonly concurrency?: number;
+}
+
+/** Handler slots per lane, from the slots of a busy lane (MUSTER_QUEUE_CONCURRENCY). */
+export function laneConcurrency(busy: number): Record<Lane, number> {
+  const light = Math.max(2, Math.ceil(busy / 4));
+  return { inbox: busy, outbox: light, fanout: 2, delivery: busy, domain: light };
+}
+
+/**
+ * Database connections a process running every lane may hold at once: one
+ * per handler slot, and one LISTEN per lane on PostgreSQL.
+ */
+export function queueConnections(busy: number): number {
+  const c = laneConcurrency(busy);
+  return LANES.reduce((n, lane) => n + c[lane], 0) + LANES.length;
+}
+
+export function createQueueLanes(database: Database, options: QueueLanesOptions = {}): QueueLanes {
+  const concurrency = laneConcurrency(options.concurrency ?? 16);
+  const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, { ...options, name, concurrency: concurrency[name] })])) as Record<Lane, KyselyMessageQueue>;
+  return {
+    lanes,
+    fedify: {
+      inbox: lanes.inbox,
+      outbox: new RoutedQueue(lanes.outbox, lanes.delivery),
+      fanout: new RoutedQueue(lanes.fanout, lanes.fanout),
+    },
+    handlers: LANES.reduce((n, lane) => n + concurrency[lane], 0),
+    async close() {
+      await Promise.all(LANES.map((lane) => lanes[lane].close()));
+    },
+  };
+}
+
+/** Runs `work` as bulk work: what it enqueues through a RoutedQueue goes to the bulk lane. */
+export function asBulkWork<T>(work: () => T): T {
+  return bulkWork.run(true, work);
+}
+
+/**
+ * A queue Fedify sees as one, made of two lanes: messages enqueued while
+ * bulk work is being handled go to `bulk`, all others to `interactive`;
+ * handling listens to both, each with its own slots.
+ */
+export class RoutedQueue implements MessageQueue {
+  readonly nativeRetrial = false;
+  readonly #interactive: KyselyMessageQueue;
+  readonly #bulk: KyselyMessageQueue;
+  /** Our own message types in these lanes, handled here rather than by Fedify. */
+  readonly #own = new Map<string, (message: any) => Promise<void>>();
+
+  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue) {
+    this.#interactive = interactive;
+    this.#bulk = bulk;
+  }
+
+  /** Handles messages of `type` (which Fedify does not know) with `handler`. */
+  handle(type: string, handler: (message: any) => Promise<void>): void {
+    this.#own.set(type, handler);
+  }
+
+  #lane(): KyselyMessageQueue {
+    return bulkWork.getStore() ? this.#bulk : this.#interactive;
+  }
+
+  enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
+    return this.#lane().enqueue(message, options);
+  }
+
+  enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
+    return this.#lane().enqueueMany(messages, options);
+  }
+
+  async listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const dispatch = (message: unknown) => {
+      const own = this.#own.get((message as { type?: unknown } | null)?.type as string);
+      return own ? own(message) : handler(message);
+    };
+    const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
+    if (this.#interactive === this.#bulk) return this.#bulk.listen(bulk, options);
+    await Promise.all([this.#interactive.listen(dispatch, options), this.#bulk.listen(bulk, options)]);
+  }
+
+  async getDepth(): Promise<MessageQueueDepth> {
+    const lanes = this.#interactive === this.#bulk ? [this.#bulk] : [this.#interactive, this.#bulk];
+    const depths = await Promise.all(lanes.map((l) => l.getDepth()));
+    return depths.reduce((a, d) => ({ queued: a.queued + d.queued, ready: (a.ready ?? 0) + (d.ready ?? 0), delayed: (a.delayed ?? 0) + (d.delayed ?? 0) }));
+  }
+}

@@ -1,0 +1,148 @@
+import { createHash } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+
+/**
+ * Fedify's per-inbox delivery message carries the whole activity and the
+ * sender's private keys (as JWK). A fan-out to 10^5 inboxes wrote both 10^5
+ * times (5 KB a row) and, once claimed, parsed them 10^5 times. The queue
+ * keeps them apart instead: the activity once in fedify_mq_payloads, named
+ * by its hash; the keys not at all, only their keyIds, resolved again from
+ * the key table when the message is handled. Fedify's handler still gets the
+ * message in its own shape.
+ */
+
+/** What a stored delivery says in place of its activity. */
+const PAYLOAD_FIELD = "$payload";
+
+/** Finds the private key (as JWK) for a keyId, or undefined when it no longer exists. */
+export type KeyResolver = (keyId: string) => Promise<JsonWebKey | undefined>;
+
+interface Keyed {
+  readonly keyId: string;
+  readonly privateKey?: unknown;
+}
+
+interface DeliveryLike {
+  readonly type?: unknown;
+  readonly activity?: unknown;
+  readonly keys?: readonly Keyed[];
+  readonly [PAYLOAD_FIELD]?: unknown;
+}
+
+export interface Payload {
+  readonly id: string;
+  readonly body: string;
+}
+
+/** A message split for storage: its text and, when kept apart, the activity. */
+export interface Split {
+  readonly text: string;
+  readonly payload: Payload | null;
+}
+
+// The messages of one fan-out share one activity object, and a retried or
+// held message shares the object it was rebuilt from: hashed once each.
+const hashed = new WeakMap<object, Payload>();
+
+function payloadOf(activity: object): Payload {
+  let p = hashed.get(activity);
+  if (p === undefined) {
+    const body = JSON.stringify(activity);
+    p = { id: createHash("sha256").update(body).digest("hex"), body };
+    hashed.set(activity, p);
+  }
+  return p;
+}
+
+function isDelivery(message: unknown): message is DeliveryLike & { activity: object; keys: readonly Keyed[] } {
+  const m = message as DeliveryLike | null;
+  return m?.type === "outbox" && typeof m.activity === "object" && m.activity !== null && Array.isArray(m.keys);
+}
+
+/** The stored form of a message: deliveries without their activity and private keys. */
+export function split(message: unknown): Split {
+  if (!isDelivery(message)) {
+    const text = JSON.stringify(message);
+    if (text === undefined) throw new TypeError(`the queue cannot store a message of type ${typeof message}`);
+    return { text, payload: null };
+  }
+  const payload = payloadOf(message.activity);
+  const { activity: _activity, keys, ...rest } = message;
+  return {
+    text: JSON.stringify({ ...rest, keys: keys.map((k) => ({ keyId: k.keyId })), [PAYLOAD_FIELD]: payload.id }),
+    payload,
+  };
+}
+
+/**
+ * Turns stored text back into the message Fedify wrote: the activity from
+ * the payload (one parsed object per payload, shared by its deliveries) and
+ * the private keys from the resolver. A key that no longer exists (its union
+ * was deleted) is an error: the message is retried, then dead-lettered.
+ */
+export class Rejoiner {
+  readonly #db: Kysely<DB>;
+  readonly #resolveKey: KeyResolver | undefined;
+  readonly #activities = new Map<string, object>();
+  readonly #keys = new Map<string, { jwk: JsonWebKey; at: number }>();
+
+  constructor(db: Kysely<DB>, resolveKey: KeyResolver | undefined) {
+    this.#db = db;
+    this.#resolveKey = resolveKey;
+  }
+
+  async rejoin(text: string): Promise<unknown> {
+    const message = JSON.parse(text) as DeliveryLike;
+    const payloadId = message?.[PAYLOAD_FIELD];
+    if (typeof payloadId !== "string") return message;
+    const { [PAYLOAD_FIELD]: _ref, keys, ...rest } = message;
+    return {
+      ...rest,
+      activity: await this.#activity(payloadId),
+      keys: await Promise.all((keys ?? []).map(async (k) => ({ keyId: k.keyId, privateKey: await this.#key(k.keyId) }))),
+    };
+  }
+
+  /** The stored text with the activity back in place and no keys: what a dead letter keeps. */
+  async withActivity(text: string): Promise<string> {
+    const message = JSON.parse(text) as DeliveryLike;
+    const payloadId = message?.[PAYLOAD_FIELD];
+    if (typeof payloadId !== "string") return text;
+    const { [PAYLOAD_FIELD]: _ref, ...rest } = message;
+    return JSON.stringify({ ...rest, activity: await this.#activity(payloadId).catch(() => `(payload ${payloadId} is gone)`) });
+  }
+
+  async #activity(id: string): Promise<object> {
+    const cached = this.#activities.get(id);
+    if (cached !== undefined) return cached;
+    const row = await this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).executeTakeFirst();
+    if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
+    const activity = JSON.parse(row.body) as object;
+    hashed.set(activity, { id, body: row.body });
+    // A handful of fan-outs run at once; keep the newest few.
+    if (this.#activities.size >= 32) this.#activities.delete(this.#activities.keys().next().value!);
+    this.#activities.set(id, activity);
+    return activity;
+  }
+
+  async #key(keyId: string): Promise<JsonWebKey> {
+    const now = Date.now();
+    const cached = this.#keys.get(keyId);
+    // Re-read now and then, so a rotated key is picked up.
+    if (cached !== undefined && now - cached.at < 60_000) return cached.jwk;
+    const jwk = this.#resolveKey === undefined ? undefined : await this.#resolveKey(keyId);
+    if (jwk === undefined) throw new Error(`the signing key ${keyId} of this delivery no longer exists`);
+    this.#keys.set(keyId, { jwk, at: now });
+    return jwk;
+  }
+}
+
+/** Payloads that no queued message names any more, kept `graceMs` after they were written. */
+export async function prunePayloads(db: Kysely<DB>, now: number, graceMs = 3600_000): Promise<number> {
+  const r = await db.deleteFrom("fedify_mq_payloads")
+    .where("created_at", "<", now - graceMs)
+    .where((eb) => eb.not(eb.exists(eb.selectFrom("fedify_mq").select("fedify_mq.id").whereRef("fedify_mq.payload", "=", "fedify_mq_payloads.id"))))
+    .executeTakeFirst();
+  return Number(r.numDeletedRows);
+}

@@ -1,0 +1,106 @@
+/**
+ * `muster ally ...` and `muster chapter ...` as the real bin/muster.js,
+ * against the databases of two running Muster servers on loopback: the
+ * CLI writes the intent, the server's worker sends it, signed.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { listRelationships } from "../src/relationships/relationships.ts";
+import type { Union } from "../src/unions/unions.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+
+const BIN = join(import.meta.dirname, "..", "bin", "muster.js");
+
+interface Run {
+  readonly code: number | null;
+  readonly out: string;
+  readonly err: string;
+}
+
+// Asynchronous, unlike the other CLI suites: the servers under test live in this process and must keep answering.
+function cli(m: TestMuster, tdb: TestDatabase, args: string[]): Promise<Run> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, LOG_LEVEL: "error", ORIGIN: m.origin.href.replace(/\/$/, ""), DATABASE_URL: tdb.url, MUSTER_ALLOW_PRIVATE_ADDRESS: "1" },
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (b: Buffer) => (out += b));
+  child.stderr.on("data", (b: Buffer) => (err += b));
+  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, out, err })));
+}
+
+for (const d of dialects) {
+  describe(`muster ally and chapter, on ${d.name}`, { skip: d.skip }, () => {
+    let ta: TestDatabase, tb: TestDatabase;
+    let ma: TestMuster, mb: TestMuster;
+    let a: Union, b: Union;
+
+    before(async () => {
+      ta = await d.create();
+      tb = await d.create();
+      ma = await startMuster(ta);
+      mb = await startMuster(tb);
+      a = await makeUnion(ma, "a", { name: "Riders A" });
+      b = await makeUnion(mb, "b", { name: "Couriers B" });
+    });
+    after(async () => {
+      await ma?.stop();
+      await mb?.stop();
+      await ta?.destroy();
+      await tb?.destroy();
+    });
+
+    it("--help, and wrong arguments fail with the usage", async () => {
+      const help = await cli(ma, ta, ["ally", "propose", "--help"]);
+      assert.equal(help.code, 0);
+      assert.match(help.out, /--relay both\|theirs\|ours\|none/);
+      const bad = await cli(ma, ta, ["ally", "propose", "a", "http://x.invalid/u/b", "--relay", "sideways"]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.err, /--relay takes both\|theirs\|ours\|none/);
+    });
+
+    it("propose, list, accept and end, across two servers", async () => {
+      const bUrl = new URL("/u/b", mb.origin).href;
+      const aUrl = new URL("/u/a", ma.origin).href;
+      const proposed = await cli(ma, ta, ["ally", "propose", "a", bUrl, "--relay", "theirs"]);
+      assert.equal(proposed.code, 0, proposed.err);
+      assert.match(proposed.out, /offered an alliance to .*waiting for their answer/);
+      await eventually(async () => (await listRelationships(mb.muster.database.db, b.id)).length === 1, "B receives the offer");
+      const listed = await cli(mb, tb, ["ally", "list", "b", "--json"]);
+      const rows = JSON.parse(listed.out) as { peer: string; state: string; relay: string; kind: string }[];
+      assert.deepEqual(rows.map((r) => [r.peer, r.kind, r.state, r.relay]), [[aUrl, "ally", "received", "ours"]]);
+
+      const accepted = await cli(mb, tb, ["ally", "accept", "b", aUrl]);
+      assert.equal(accepted.code, 0, accepted.err);
+      await eventually(async () => (await listRelationships(ma.muster.database.db, a.id))[0]?.state === "active", "A sees the Accept");
+      const table = await cli(ma, ta, ["ally", "list", "a"]);
+      assert.match(table.out, /ally\s+active\s+outbound\s+theirs/);
+
+      const again = await cli(ma, ta, ["ally", "propose", "a", bUrl]);
+      assert.equal(again.code, 1);
+      assert.match(again.err, /already a relationship/);
+      assert.equal(again.err.trim().split("\n").length, 1);
+
+      const ended = await cli(ma, ta, ["ally", "end", "a", bUrl]);
+      assert.equal(ended.code, 0, ended.err);
+      await eventually(async () => (await listRelationships(mb.muster.database.db, b.id))[0]?.state === "ended", "B sees the Undo");
+      const none = await cli(ma, ta, ["ally", "end", "a", bUrl]);
+      assert.equal(none.code, 1);
+      assert.match(none.err, /no open relationship/);
+    });
+
+    it("chapter create asks the parent; chapter list shows it once confirmed", async () => {
+      const made = await cli(mb, tb, ["chapter", "create", "north", "--parent", new URL("/u/a", ma.origin).href, "--name", "North Chapter"]);
+      assert.equal(made.code, 0, made.err);
+      const northUrl = new URL("/u/north", mb.origin).href;
+      await eventually(async () => (await listRelationships(ma.muster.database.db, a.id)).some((r) => r.peerActorId === northUrl && r.state === "received"), "A receives the request");
+      assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, /no parent and no chapters/);
+      assert.equal((await cli(ma, ta, ["ally", "accept", "a", northUrl])).code, 0);
+      assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, new RegExp(`chapter .*${northUrl.replace(/[.]/g, "\\.")}`));
+      await eventually(async () => (await cli(mb, tb, ["chapter", "list", "north", "--json"])).out.includes('"parent"'), "north sees its parent");
+    });
+  });
+}

@@ -1,0 +1,91 @@
+import "../src/temporal.ts";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { Create, Note } from "@fedify/vocab";
+import { type FanoutDeps, fanOut, type FanoutPage, handleFanoutPage } from "../federation/fanout-pages.ts";
+import { asBulkWork } from "../federation/queue-lanes.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+
+/*
+ * A fan-out reads the roster a page (500 members) at a time, each page a
+ * queue message that queues its deliveries and then the next page. Handled
+ * again (a crash after its work, before it was marked done), a page queues
+ * no delivery and no next page twice; a server's shared inbox, whose members
+ * are in every page, gets one delivery.
+ */
+
+// Every fourth member is on the server with a shared inbox, so every page has some.
+const PEOPLE = Array.from({ length: 1500 }, (_, i) => i % 4 === 3
+  ? { id: `http://shared.example/users/s${i}`, shared: "http://shared.example/inbox" }
+  : { id: `http://p${i % 30}.example/users/p${i}`, shared: null });
+const PERSONAL = PEOPLE.filter((p) => p.shared === null).length;
+
+for (const d of dialects) {
+  describe(`a streamed fan-out, a page at a time, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let unionId: string;
+    let deps: FanoutDeps;
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { worker: false });
+      const union = await makeUnion(m, "riders");
+      unionId = union.id;
+      const db = m.muster.database.db;
+      const root = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("role", "=", "leader").executeTakeFirstOrThrow();
+      const now = Date.now();
+      const people = PEOPLE;
+      for (let from = 0; from < people.length; from += 500) {
+        const chunk = people.slice(from, from + 500);
+        await db.insertInto("remote_actors").values(chunk.map((p) => ({
+          id: p.id, type: "Person", handle: null, preferred_username: null, name: null, summary: null, url: null, avatar_url: null,
+          inbox: `${p.id}/inbox`, shared_inbox: p.shared, fetched_at: now,
+        }))).execute();
+        await db.insertInto("members").values(chunk.map((p) => ({
+          id: randomUUID(), union_id: unionId, actor_id: p.id, handle: null, state: "active", role: "member", portfolio: null,
+          sponsor_id: root.id, subtree_size: 0, follow_id: `${p.id}#follow`, invite_id: null, joined_at: now, left_at: null, left_reason: null, removed_by: null, created_at: now,
+        }))).execute();
+      }
+      deps = { db, federation: m.muster.federation, origin: m.origin, enqueue: (page, o) => m.muster.lanes.fedify.fanout.enqueue(page, o) };
+    });
+    after(async () => {
+      await m?.stop();
+      await tdb?.destroy();
+    });
+
+    it("queues each inbox once across pages, and each next page once, even when a page is handled twice", async () => {
+      const db = m.muster.database.db;
+      const ctx = m.muster.federation.createContext(m.origin, undefined);
+      const groupId = ctx.getActorUri("riders");
+      const activityId = new URL("/u/riders/test-fanout/activity", m.origin);
+      await fanOut(deps, ctx, unionId, new Create({ id: activityId, actor: groupId, object: new Note({ content: "Streamed." }) }), "streamed");
+
+      const pagesOf = async () => (await db.selectFrom("fedify_mq").select("message").where("queue", "=", "fanout").orderBy("id").execute())
+        .map((r) => JSON.parse(r.message) as FanoutPage);
+      let handled = 0;
+      for (;;) {
+        const pages = await pagesOf();
+        assert.ok(pages.length <= 1, `one page queued at a time, not ${pages.length}`);
+        const page = pages[0];
+        if (!page) break;
+        // Handled twice, as after a crash before the queue marked it done.
+        await asBulkWork(() => handleFanoutPage(deps, page));
+        await asBulkWork(() => handleFanoutPage(deps, page));
+        await db.deleteFrom("fedify_mq").where("queue", "=", "fanout").where("message", "=", JSON.stringify(page)).execute();
+        handled++;
+        assert.ok(handled < 10, "the chain of pages ends");
+      }
+      assert.ok(handled >= 3, `the roster was read in pages (${handled})`);
+
+      const rows = await db.selectFrom("fedify_mq").select(["queue", "message", "dedupe_key"]).where("dedupe_key", "like", `${activityId.href} %`).execute();
+      const inboxes = rows.map((r) => (JSON.parse(r.message) as { inbox: string }).inbox);
+      assert.equal(new Set(inboxes).size, inboxes.length, "no inbox queued twice");
+      assert.equal(inboxes.length, PERSONAL + 1, "every personal inbox, and the shared inbox once");
+      assert.equal(inboxes.filter((i) => i === "http://shared.example/inbox").length, 1);
+      assert.deepEqual([...new Set(rows.map((r) => r.queue))], ["delivery"]);
+    });
+  });
+}

@@ -1,0 +1,82 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Accept } from "@fedify/vocab";
+import type { Browser, Page } from "playwright-core";
+import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
+import { OPERATOR } from "../src/members/members.ts";
+import { listRelationships } from "../src/relationships/relationships.ts";
+import { proposeTo } from "../federation/relationships.ts";
+import type { Union } from "../src/unions/unions.ts";
+
+// The console's "Other unions" section and the public page's allies, in real
+// Chromium: another Muster server's union offers an alliance, the leader
+// signs in by DM and accepts it, and both public pages then list the ally.
+
+for (const d of dialects) {
+  describe(`alliance offers in the console, in Chromium, on ${d.name}`, { skip: d.skip || browserSkip }, () => {
+    const fx = unionWithPeer(d, { actors: ["lead"], joinPolicy: "approval" });
+    let tdb: TestDatabase;
+    let other: TestMuster;
+    let couriers: Union;
+    let browser: Browser | undefined;
+    let page: Page;
+
+    before(async () => {
+      await fx.start();
+      await fx.answerTo(await fx.follow("lead"), Accept);
+      tdb = await d.create();
+      other = await startMuster(tdb);
+      couriers = await makeUnion(other, "couriers", { name: "Couriers United" });
+      browser = await launchBrowser();
+      page = await (await browser.newContext()).newPage();
+    });
+    after(async () => {
+      await browser?.close();
+      await other?.stop();
+      await tdb?.destroy();
+      await fx.stop();
+    });
+
+    it("the leader sees the offer, accepts it, and both public pages list the ally", async () => {
+      const riders = fx.url("/u/riders");
+      await proposeTo({ ...other.muster.membership, federation: other.muster.federation, origin: other.origin }, couriers, OPERATOR, riders, "ally", "both");
+      const ridersId = (await fx.db().selectFrom("unions").select("id").where("slug", "=", "riders").executeTakeFirstOrThrow()).id;
+      await eventually(async () => (await listRelationships(fx.db(), ridersId)).length === 1, "riders receives the offer");
+
+      // Signed in over HTTP (the sign-in itself has its own Chromium tests in console.test.ts); the cookie goes to the browser.
+      const post = (path: string) => fetch(fx.url(path), {
+        method: "POST", redirect: "manual", body: new URLSearchParams(path.endsWith("/login") ? { handle: fx.handleOf("lead") } : {}),
+        headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: new URL(riders).origin },
+      });
+      assert.equal((await post("/u/riders/login")).status, 200);
+      const confirmed = await post(`/u/riders/login/${await fx.newLoginCode("lead")}`);
+      const [name, value] = /^muster_session=([^;]*)/.exec(confirmed.headers.get("set-cookie") ?? "")![0].split("=") as [string, string];
+      await page.context().addCookies([{ name, value, url: riders }]);
+      await page.goto(fx.url("/u/riders/console"));
+      await page.click("nav.tabs a[href$='/console/unions']");
+      await page.waitForURL(/\/console\/unions$/);
+      const couriersId = new URL("/u/couriers", other.origin).href;
+      const row = page.locator(`tr[data-offer]`);
+      assert.equal(await row.count(), 1);
+      assert.match(await row.textContent() ?? "", /your ally/);
+      await Promise.all([page.waitForURL(/done=accepted/), row.locator("[data-testid=accept-offer]").click()]);
+      assert.match(await page.textContent(".notice, [role=status], .flash, body") ?? "", /Accepted/);
+      assert.equal(await page.locator("tr[data-relationship]").count(), 1);
+      await eventually(async () => (await listRelationships(other.muster.database.db, couriers.id))[0]?.state === "active", "couriers sees the Accept");
+
+      await page.goto(riders);
+      assert.deepEqual(await page.locator("[data-testid=allies] a").evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).href)), [couriersId]);
+      await page.goto(new URL("/u/couriers", other.origin).href);
+      assert.deepEqual(await page.locator("[data-testid=allies] a").evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).href)), [riders]);
+
+      // Ending it from the console removes the ally from the page.
+      await page.goto(fx.url("/u/riders/console/unions"));
+      await Promise.all([page.waitForURL(/done=ended/), page.locator("tr[data-relationship] [data-testid=end]").click()]);
+      await page.goto(riders);
+      assert.equal(await page.locator("[data-testid=allies]").count(), 0);
+    });
+  });
+}
