@@ -25,10 +25,15 @@ interface QueuedIntent {
   readonly intent: OutboxIntent;
 }
 
-/** The domain's Outbox, kept in the database queue under its own name. */
-export function queueOutbox(queue: KyselyMessageQueue): Outbox {
+/**
+ * The domain's Outbox, kept in the database queue under its own name. Chain
+ * work goes to the ledger lane when one is given, so a slow RPC never holds
+ * up an Accept or a vote.
+ */
+export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
   return {
-    add: (trx, intent) => queue.enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
+    add: (trx, intent) => (intent.kind === "badge.sync" && ledgerQueue ? ledgerQueue : queue)
+      .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
   };
 }
 
@@ -114,6 +119,9 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "proposal.closed":
       await handleProposalIntent(deps, ctx, union, intent);
       return;
+    case "badge.sync":
+      // Chain work belongs to the ledger lane (solana/badge-sync.ts); here it would be lost.
+      throw new Error(`badge.sync for member ${intent.memberId} reached the federation lane; it needs the ledger lane`);
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);
       if (!recipient) return;

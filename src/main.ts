@@ -5,7 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
-import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
@@ -24,10 +24,9 @@ import { closeDue } from "./bylaws/proposals.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
-import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
+import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
-import { solanaRpcApp } from "../solana/rpc.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -105,7 +104,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
-  const outbox = queueOutbox(lanes.lanes.domain);
+  // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
+  const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
+  const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
   const membership: MembershipDeps = { db: database.db, events, outbox };
   const federation = createMusterFederation({
     db: database.db,
@@ -142,20 +143,34 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
   // serving /solana/rpc. Workers do not submit chain work yet.
-  const embeddedLedger = config.solanaRpcUrl === null && options.runLedger ? await EmbeddedLedger.open(database.db) : null;
+  // Imported only here: spl-token prints a warning on import (bigint-buffer's
+  // missing native binding) that every CLI command would otherwise show.
+  let embeddedLedger: EmbeddedLedger | null = null;
+  if (config.solanaRpcUrl === null && options.runLedger) {
+    const [{ EmbeddedLedger }, { solanaRpcApp }] = await Promise.all([import("../solana/embedded-ledger.ts"), import("../solana/rpc.ts")]);
+    embeddedLedger = await EmbeddedLedger.open(database.db);
+    app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
+  }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
-  if (embeddedLedger) app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
   const fetchApp = app.fetch;
   app.fetch = (request, ...rest) => withOutgoingPolicy(policy, () => fetchApp(request, ...rest));
   const log = logger("queue");
+  // Loaded only where chain work runs: spl-token prints a warning on import that CLI commands must not show.
+  const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
+    const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
+    const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
+    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+  };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
+      // Only a process with a ledger takes chain work; the others leave it queued.
+      ledger ? runLedgerLane(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
@@ -184,6 +199,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
+      await ledgerQueue.close();
       await database.close();
     },
   };

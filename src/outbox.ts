@@ -18,6 +18,7 @@ export type OutboxIntent =
   | { readonly kind: "relationship.notice"; readonly unionId: string; readonly relationshipId: string; readonly event: "started" | "ended" }
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
+  | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

@@ -13,7 +13,8 @@ import { approveMember, requestToJoin } from "../src/members/membership.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { saveTreasury } from "../src/treasury/treasury.ts";
 import { memberStanding, recordDuesPayment, unmatchedPayments } from "../src/treasury/dues.ts";
-import type { DuesParams } from "../src/treasury/dues-params.ts";
+import { duesParamsFromBylaws } from "../src/treasury/dues-params.ts";
+import { overrideBylaws } from "./helpers/bylaws.ts";
 import { scanDuesPayments } from "../solana/dues-scanner.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { LedgerError } from "../solana/ledger.ts";
@@ -41,8 +42,9 @@ for (const d of dialects) {
           const alice = person("alice");
           const joined = await requestToJoin(deps, union.id, alice, followId());
           if (joined.outcome === "pending") await approveMember(deps, union.id, joined.member.id, OPERATOR);
-          const params: DuesParams = { duesAmount: DUES, duesMint: null, duesPeriodDays: 30, duesGraceDays: 7 };
-          const dues = { db, duesParams: async () => params };
+          // The dues rule in force is the union's bylaws.
+          await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
+          const dues = { db, duesParams: duesParamsFromBylaws };
 
           // The treasury: a dues mint and the authority's token account.
           const payer = Keypair.generate();
@@ -122,6 +124,18 @@ for (const d of dialects) {
           assert.equal(direct.status, "credited");
           const { n } = await db.selectFrom("dues_payments").select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow();
           assert.equal(Number(n), 7);
+
+          // An amendment doubling the dues changes what counts as paid: the old payment no longer covers
+          // a period, and a payment of the old amount is now underpaid.
+          await overrideBylaws({ db, events }, "riders", { duesAmount: DUES * 2n });
+          assert.equal((await memberStanding(dues, union.id, joined.member.id)).standing, "grace");
+          const oldAmount = await pay({ amount: DUES });
+          const [late1] = await scanDuesPayments(ledger, dues, union.id, oldAmount.reference.toBase58());
+          assert.equal(late1?.reason, `underpaid: ${DUES} of ${DUES * 2n}`);
+          const newAmount = await pay({ amount: DUES * 2n });
+          const [paid2] = await scanDuesPayments(ledger, dues, union.id, newAmount.reference.toBase58());
+          assert.equal(paid2?.status, "credited");
+          assert.equal((await memberStanding(dues, union.id, joined.member.id)).standing, "good");
 
           // A payment whose blockhash expires before it lands is reported as expired (safe to re-sign).
           const { blockhash, lastValidBlockHeight } = await ledger.latestBlockhash();

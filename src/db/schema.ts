@@ -400,6 +400,10 @@ export interface DB {
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
   treasuries: TreasuriesTable;
+  treasury_keys: TreasuryKeysTable;
+  member_wallets: MemberWalletsTable;
+  badge_mints: BadgeMintsTable;
+  badges: BadgesTable;
   scan_cursors: ScanCursorsTable;
 }
 
@@ -490,4 +494,42 @@ export interface TreasuriesTable {
 export interface ScanCursorsTable {
   name: string;
   signature: string;
+}
+
+/** A union's treasury key (base64 64-byte secret): never logged or served. */
+export interface TreasuryKeysTable {
+  union_id: string;
+  public_key: string;
+  secret_key: string;
+  created_at: number;
+}
+
+export interface MemberWalletsTable {
+  union_id: string;
+  member_id: string;
+  address: string;
+  linked_at: number;
+}
+
+export interface BadgeMintsTable {
+  union_id: string;
+  mint: string;
+  /** Set once the creation is seen on-chain. */
+  signature: string | null;
+  /** Signed creation (base64) awaiting confirmation. */
+  raw: string | null;
+  last_valid_block_height: number | null;
+  created_at: number;
+}
+
+export interface BadgesTable {
+  union_id: string;
+  member_id: string;
+  wallet: string;
+  /** "minted" | "burned" | "pending_mint" | "pending_burn" */
+  state: string;
+  signature: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  updated_at: number;
 }

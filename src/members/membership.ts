@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
 import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
@@ -181,6 +182,7 @@ export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId:
     if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
     if (followId && m.followId && followId !== m.followId) return undefined;
     moved = await endMembership(trx, m, how, how === "deleted" ? "account deleted" : null, null);
+    await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     return (await getMember(trx, unionId, m.id))!;
   });
   if (member) deps.events.emit("member.left", { unionId, memberId: member.id, state: member.state, reason: member.leftReason, recruitsMoved: moved });
@@ -209,6 +211,7 @@ export async function removeMember(deps: MembershipDeps, unionId: string, member
     if (m.role === "leader") throw new MemberError("forbidden", "the leader cannot be removed");
     if (m.role === "officer" && officer && officer.role !== "leader") throw new MemberError("forbidden", "only the leader can remove an officer");
     moved = await endMembership(trx, m, opts.expel ? "expelled" : "removed", reason, officer?.id ?? "operator");
+    await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: m.id });
     return (await getMember(trx, unionId, m.id))!;
   });
@@ -355,6 +358,7 @@ async function admit(
   const own = await ownInviteCode(trx, union, memberId);
   await deps.outbox.add(trx, { kind: "follow.accept", unionId: union.id, memberId });
   await deps.outbox.add(trx, { kind: "member.welcome", unionId: union.id, memberId, inviteCode: own });
+  await syncBadgeIn(trx, deps.outbox, union.id, memberId);
   emits.push(() => deps.events.emit("member.joined", { unionId: union.id, memberId, sponsorId, via }));
   return { outcome: "accepted", member: (await getMember(trx, union.id, memberId))! };
 }

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { readBylaws } from "../bylaws/bylaws.ts";
 import type { DB } from "../db/schema.ts";
 
 /** The bylaw parameters dues depend on (names as in the bylaws API). */
@@ -12,11 +13,12 @@ export interface DuesParams {
 
 export type DuesParamsSource = (db: Kysely<DB>, unionId: string) => Promise<DuesParams>;
 
-export const NO_DUES: DuesParams = { duesAmount: 0n, duesMint: null, duesPeriodDays: 30, duesGraceDays: 7 };
-
 /**
- * Until the bylaws module (issue 14) lands, a union has no dues: the
- * default every union starts with. Re-point this at readBylaws(db, unionId).params
- * when it does; domain code receives a DuesParamsSource and never calls this directly.
+ * The dues rules in force are the union's bylaws: a passed amendment (or an
+ * operator override) changes what counts as paid from then on. Domain code
+ * receives a DuesParamsSource so tests can pin a rule without a vote.
  */
-export const duesParamsFromBylaws: DuesParamsSource = async () => NO_DUES;
+export const duesParamsFromBylaws: DuesParamsSource = async (db, unionId) => {
+  const { duesAmount, duesMint, duesPeriodDays, duesGraceDays } = (await readBylaws(db, unionId)).params;
+  return { duesAmount, duesMint, duesPeriodDays, duesGraceDays };
+};

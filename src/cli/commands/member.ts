@@ -3,6 +3,8 @@ import type { Muster } from "../../main.ts";
 import { listInvites, inviteStatus } from "../../members/invites.ts";
 import { getMember, IN_TREE, listMembers, type Member, type MemberListing, type MemberState, OPERATOR, toMember } from "../../members/members.ts";
 import { approveMember, rejectMember, removeMember } from "../../members/membership.ts";
+import { linkWallet } from "../../treasury/badges.ts";
+import { TreasuryError } from "../../treasury/dues.ts";
 import { moveMember, movesOf, recruitsOf, sponsorChain } from "../../members/tree.ts";
 import type { Union } from "../../unions/unions.ts";
 import {
@@ -282,6 +284,28 @@ export const memberCommands: Command[] = [
         if (values.json) return print({ ...memberJson(removed, { sponsor, depth: null }), recruitsMoved: recruits });
         out(`${removed.state === "expelled" ? "Expelled" : "Removed"} ${label(removed)} from ${union.slug} (reason: ${reason}).\n`);
         if (recruits > 0) out(`${recruits} recruit(s) moved up to ${sponsor ? sponsor.handle ?? sponsor.actorId : "the top of the tree"}.\n`);
+      });
+    },
+  },
+  {
+    path: ["member", "wallet"],
+    usage: "muster member wallet <union> <@user@host> <address> [--json]",
+    summary: "Link a member's Solana wallet (as they asked you to): an active member's soulbound badge is minted there.",
+    details: "  The badge is minted by the serving process's ledger lane; a badge in an earlier wallet is burned.",
+    options: { ...JSON_OPT },
+    positionals: ["union", "member", "address"],
+    async run({ values, positionals }) {
+      await withMuster(async (m) => {
+        const union = await requireUnion(m, positionals[0]!);
+        const member = await requireMember(m, union, positionals[1]!, ["active", "pending"]);
+        try {
+          await linkWallet({ db: m.database.db, outbox: m.membership.outbox }, union.id, member.id, positionals[2]!, OPERATOR);
+        } catch (e) {
+          if (e instanceof TreasuryError) throw new CliError(e.message);
+          throw e;
+        }
+        if (values.json) return print({ member: memberJson(member, { sponsor: null, depth: null }), wallet: positionals[2]!.trim() });
+        out(`Linked wallet ${positionals[2]!.trim()} to ${label(member)} in ${union.slug}; the badge follows once the server's ledger lane runs.\n`);
       });
     },
   },
