@@ -26,9 +26,12 @@ export interface VoteInboxDeps {
 export async function onVote(deps: VoteInboxDeps, ctx: InboxContext<void>, create: Create): Promise<boolean> {
   const notes: Note[] = [];
   // Vote Notes are embedded and not fetchable (Mastodon's ids are fragments
-  // of the voter's actor URL), so only embedded objects are considered.
+  // of the voter's actor URL), so only embedded objects are considered: a
+  // loader that refuses keeps a Create that names its object by URL (any
+  // post, a stranger's included) from costing a fetch here.
+  const embeddedOnly = (url: string) => Promise.reject(new Error(`not fetched: poll answers are embedded (${url})`));
   try {
-    for await (const o of create.getObjects({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader, crossOrigin: "ignore" })) {
+    for await (const o of create.getObjects({ documentLoader: embeddedOnly, contextLoader: ctx.contextLoader, crossOrigin: "ignore" })) {
       if (o instanceof Note) notes.push(o);
     }
   } catch {
