@@ -7,6 +7,7 @@ import type { Outbox } from "../outbox.ts";
 import { getUnionById } from "../unions/unions.ts";
 import { appendEntry, type ChainEvent, type ChainPayload, entriesOfAction, GENESIS } from "./chain.ts";
 import { renderMarkdown } from "./markdown.ts";
+import { DomainError } from "../domain-error.ts";
 
 export const ACTION_KINDS = ["sign", "show-up", "buy", "boycott", "donate", "contact", "vote", "build", "other"] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
@@ -48,13 +49,8 @@ export interface ActionDeps {
   readonly outbox: Outbox;
 }
 
-export class ActionError extends Error {
+export class ActionError extends DomainError<"invalid" | "not_found" | "conflict"> {
   override name = "ActionError";
-  readonly code: "invalid" | "not_found" | "conflict";
-  constructor(code: ActionError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 const ms = (d: Date | null | undefined) => (d ? d.getTime() : null);

@@ -1,4 +1,5 @@
 import "../temporal.ts";
+import { DomainError } from "../domain-error.ts";
 
 // The typed parameters of a union's bylaws: what the server enforces. Each
 // has a documented default, a parser that refuses bad values with a message a
@@ -61,13 +62,8 @@ export interface BylawParams {
 
 export type ParamKey = keyof BylawParams;
 
-export class BylawsError extends Error {
+export class BylawsError extends DomainError<"invalid" | "forbidden" | "not_found" | "conflict"> {
   override name = "BylawsError";
-  readonly code: "invalid" | "forbidden" | "not_found" | "conflict";
-  constructor(code: BylawsError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 export interface ParamSpec<K extends ParamKey = ParamKey> {

@@ -6,6 +6,7 @@ import type { Outbox } from "../outbox.ts";
 import { type By, getMember, lockUnion, type Member } from "../members/members.ts";
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
+import { DomainError } from "../domain-error.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
 // choice) for everything but elections, which are approval votes (any number
@@ -80,13 +81,8 @@ const MAX_CANDIDATES = 20;
 const MIN_PERIOD_MS = 10_000;
 const MAX_PERIOD_MS = 31 * 24 * 3600_000;
 
-export class ProposalError extends Error {
+export class ProposalError extends DomainError<"invalid" | "forbidden" | "not_found" | "conflict"> {
   override name = "ProposalError";
-  readonly code: "invalid" | "forbidden" | "not_found" | "conflict";
-  constructor(code: ProposalError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 export interface ProposalDeps {

@@ -1,11 +1,8 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "../config.ts";
-import { MemberError } from "../members/members.ts";
-import { BylawsError } from "../bylaws/params.ts";
+import { DomainError } from "../domain-error.ts";
 import { bylawsCommands } from "./commands/bylaws.ts";
 import { proposalCommands } from "./commands/proposal.ts";
-import { ProposalError } from "../bylaws/proposals.ts";
-import { UnionError } from "../unions/unions.ts";
 import { CliError, type Command, UsageError } from "./command.ts";
 import { inviteCommands } from "./commands/invite.ts";
 import { memberCommands } from "./commands/member.ts";
@@ -14,8 +11,6 @@ import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { allyCommands } from "./commands/ally.ts";
-import { RelationshipError } from "../relationships/relationships.ts";
-import { ActionError } from "../actions/actions.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
 const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands];
@@ -109,7 +104,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`muster ${cmd.path.join(" ")}: ${oneLine(e as Error)}; see muster ${cmd.path.join(" ")} --help\n`);
       return 2;
     }
-    if (e instanceof CliError || e instanceof UnionError || e instanceof MemberError || e instanceof ActionError || e instanceof BylawsError || e instanceof ProposalError || e instanceof RelationshipError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
+    // Refusals the user can act on are one line; anything else is a fault, with its stack under LOG_LEVEL=debug.
+    if (e instanceof CliError || e instanceof DomainError || e instanceof ConfigError || e instanceof DatabaseUnavailableError) {
       process.stderr.write(`muster: error: ${e.message}\n`);
       return 1;
     }

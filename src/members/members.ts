@@ -2,6 +2,7 @@ import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { DB, MembersTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import type { Outbox } from "../outbox.ts";
+import { DomainError } from "../domain-error.ts";
 
 export type MemberState = "reserved" | "pending" | "active" | "left" | "removed" | "expelled" | "rejected" | "deleted";
 export type MemberRole = "leader" | "officer" | "member";
@@ -30,13 +31,8 @@ export interface Member {
 export type By = { readonly kind: "operator" } | { readonly kind: "member"; readonly memberId: string };
 export const OPERATOR: By = { kind: "operator" };
 
-export class MemberError extends Error {
+export class MemberError extends DomainError<"invalid" | "not_found" | "conflict" | "forbidden"> {
   override name = "MemberError";
-  readonly code: "invalid" | "not_found" | "conflict" | "forbidden";
-  constructor(code: MemberError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 export interface MembershipDeps {

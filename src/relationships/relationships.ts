@@ -6,6 +6,7 @@ import { type By, lockUnion, requireOfficer } from "../members/members.ts";
 import type { Outbox } from "../outbox.ts";
 import { readBylaws } from "../bylaws/bylaws.ts";
 import { getProposal } from "../bylaws/proposals.ts";
+import { DomainError } from "../domain-error.ts";
 
 /**
  * Union-to-union relationships. Other unions are never members (DESIGN.md):
@@ -46,13 +47,8 @@ export interface RelationshipDeps {
   readonly outbox: Outbox;
 }
 
-export class RelationshipError extends Error {
+export class RelationshipError extends DomainError<"invalid" | "not_found" | "conflict" | "forbidden"> {
   override name = "RelationshipError";
-  readonly code: "invalid" | "not_found" | "conflict" | "forbidden";
-  constructor(code: RelationshipError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 function toRelationship(r: Selectable<UnionRelationshipsTable>): Relationship {

@@ -5,6 +5,7 @@ import { findMemberByHandle, getMember, type Member, type MemberRow, toMember } 
 import type { Outbox } from "../outbox.ts";
 import { normaliseHandle } from "../unions/unions.ts";
 import { checkLimit, hitLimits, type Limit, pruneHits, recordHit } from "./rate-limit.ts";
+import { DomainError } from "../domain-error.ts";
 
 // Passwordless sign-in for members: a one-time code goes to the member's own
 // fediverse account as a direct message (a `login.link` outbox intent), and
@@ -30,13 +31,8 @@ export interface SessionDeps {
   readonly outbox: Outbox;
 }
 
-export class SessionError extends Error {
+export class SessionError extends DomainError<"invalid"> {
   override name = "SessionError";
-  readonly code: "invalid";
-  constructor(code: SessionError["code"], message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 /** Which limit refused a request: the account named, or the client's address. */

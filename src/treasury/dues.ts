@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import type { DB, DuesPaymentsTable } from "../db/schema.ts";
 import type { DuesParams, DuesParamsSource } from "./dues-params.ts";
+import { DomainError } from "../domain-error.ts";
 
 export interface DuesDeps {
   readonly db: Kysely<DB>;
@@ -38,13 +39,8 @@ export interface RecordedPayment {
   readonly recorded: boolean;
 }
 
-export class TreasuryError extends Error {
+export class TreasuryError extends DomainError<"not_found" | "invalid"> {
   override name = "TreasuryError";
-  readonly code: "not_found" | "invalid";
-  constructor(code: "not_found" | "invalid", message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 /**

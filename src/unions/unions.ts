@@ -6,6 +6,7 @@ import type { EventBus } from "../events.ts";
 import { defaultBylawsText, writeVersionIn } from "../bylaws/bylaws.ts";
 import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
 import { type By, requireOfficer } from "../members/members.ts";
+import { DomainError } from "../domain-error.ts";
 
 export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
 
@@ -59,13 +60,8 @@ export interface StoredKey {
   readonly publicJwk: string;
 }
 
-export class UnionError extends Error {
+export class UnionError extends DomainError<"invalid" | "conflict" | "not_found"> {
   override name = "UnionError";
-  readonly code: "invalid" | "conflict" | "not_found";
-  constructor(code: "invalid" | "conflict" | "not_found", message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 // Slugs become WebFinger usernames and URL segments, so keep them to what every
