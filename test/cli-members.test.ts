@@ -377,7 +377,7 @@ for (const d of dialects) {
       fails(["union", "set", "riders", "--leader", "nobody"], env, 1, /handle looks like @user@host/);
       fails(["union", "set", "riders"], env, 2, /nothing to change/);
       fails(["union", "set", "ghosts", "--name", "X"], env, 1, /no union with slug "ghosts"/);
-      fails(["union", "set", "riders", "--colour", "red"], env, 2, /Unknown option '--colour'/);
+      fails(["union", "set", "riders", "--colour", "red"], env, 2, /^muster union set: unknown option --colour; see muster union set --help\n$/);
       assert.deepEqual(await getUnionBySlug(m.database.db, "riders"), before, "refused settings change nothing");
       assert.equal((await getMember(m.database.db, union.id, (await member(LEAD.handle)).id))!.handle, LEAD.handle);
     });
