@@ -4,28 +4,14 @@
  * parse errors and command groups that list what is under them. Runs the
  * real bin/muster.js against a fresh database of each dialect.
  */
-import { spawnSync } from "node:child_process";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { loadConfig } from "../src/config.ts";
 import { createMuster, type Muster } from "../src/main.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { cli, ok, ORIGIN } from "./helpers/cli-run.ts";
 
-const ROOT = join(import.meta.dirname, "..");
-const BIN = join(ROOT, "bin", "muster.js");
-const ORIGIN = "https://union.example";
-
-function cli(args: string[], env: Record<string, string>) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: "error", ORIGIN, ...env }, encoding: "utf8" });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-function ok(args: string[], env: Record<string, string>): string {
-  const r = cli(args, env);
-  assert.equal(r.code, 0, `muster ${args.join(" ")} failed: ${r.err}`);
-  return r.out;
-}
 
 describe("muster CLI: parse errors and command groups", () => {
   const env = { DATABASE_URL: "sqlite::memory:" };

@@ -6,7 +6,6 @@
  * "domain", which nothing consumes here).
  */
 import { randomUUID } from "node:crypto";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -20,37 +19,8 @@ import { movesOf } from "../src/members/tree.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { cli, fails, ok, ORIGIN } from "./helpers/cli-run.ts";
 
-const ROOT = join(import.meta.dirname, "..");
-const BIN = join(ROOT, "bin", "muster.js");
-const ORIGIN = "https://union.example";
-
-interface Run {
-  readonly code: number | null;
-  readonly out: string;
-  readonly err: string;
-}
-
-function cli(args: string[], env: Record<string, string>): Run {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: "error", ORIGIN, ...env }, encoding: "utf8" });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-/** A run that must succeed; its stdout. */
-function ok(args: string[], env: Record<string, string>): string {
-  const r = cli(args, env);
-  assert.equal(r.code, 0, `muster ${args.join(" ")} failed: ${r.err}`);
-  return r.out;
-}
-
-/** A run that must fail with one line on stderr. */
-function fails(args: string[], env: Record<string, string>, code: number, message: RegExp): Run {
-  const r = cli(args, env);
-  assert.equal(r.code, code, `muster ${args.join(" ")} should exit ${code}; stdout ${r.out} stderr ${r.err}`);
-  assert.match(r.err, message);
-  if (code === 1) assert.equal(r.err.trim().split("\n").length, 1, `one line: ${r.err}`);
-  return r;
-}
 
 const NEW_COMMANDS = [
   "union set", "bylaws show", "bylaws history", "bylaws set", "invite create", "invite list", "invite revoke",
