@@ -1,12 +1,11 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely, Selectable } from "kysely";
 import type { DB, ProposalsTable } from "../db/schema.ts";
-import type { EventBus } from "../events.ts";
-import type { Outbox } from "../outbox.ts";
 import { type By, getMember, lockUnion, type Member } from "../members/members.ts";
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
+import type { DomainDeps } from "../domain-deps.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
 // choice) for everything but elections, which are approval votes (any number
@@ -85,12 +84,7 @@ export class ProposalError extends DomainError<"invalid" | "forbidden" | "not_fo
   override name = "ProposalError";
 }
 
-export interface ProposalDeps {
-  readonly db: Kysely<DB>;
-  readonly events: EventBus;
-  /** Where the poll's publication and result go (federation/ sends them). */
-  readonly outbox: Outbox;
-}
+export type ProposalDeps = DomainDeps;
 
 export interface NewProposal {
   readonly kind: ProposalKind;

@@ -1,8 +1,7 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { DB, MembersTable } from "../db/schema.ts";
-import type { EventBus } from "../events.ts";
-import type { Outbox } from "../outbox.ts";
 import { DomainError } from "../domain-error.ts";
+import type { DomainDeps } from "../domain-deps.ts";
 
 export type MemberState = "reserved" | "pending" | "active" | "left" | "removed" | "expelled" | "rejected" | "deleted";
 export type MemberRole = "leader" | "officer" | "member";
@@ -35,11 +34,7 @@ export class MemberError extends DomainError<"invalid" | "not_found" | "conflict
   override name = "MemberError";
 }
 
-export interface MembershipDeps {
-  readonly db: Kysely<DB>;
-  readonly events: EventBus;
-  readonly outbox: Outbox;
-}
+export type MembershipDeps = DomainDeps;
 
 export type MemberRow = Selectable<MembersTable>;
 

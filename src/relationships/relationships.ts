@@ -1,12 +1,11 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely, Selectable } from "kysely";
 import type { DB, UnionRelationshipsTable } from "../db/schema.ts";
-import type { EventBus } from "../events.ts";
 import { type By, lockUnion, requireOfficer } from "../members/members.ts";
-import type { Outbox } from "../outbox.ts";
 import { readBylaws } from "../bylaws/bylaws.ts";
 import { getProposal } from "../bylaws/proposals.ts";
 import { DomainError } from "../domain-error.ts";
+import type { DomainDeps } from "../domain-deps.ts";
 
 /**
  * Union-to-union relationships. Other unions are never members (DESIGN.md):
@@ -41,11 +40,7 @@ export interface Relationship {
   readonly updatedAt: Date;
 }
 
-export interface RelationshipDeps {
-  readonly db: Kysely<DB>;
-  readonly events: EventBus;
-  readonly outbox: Outbox;
-}
+export type RelationshipDeps = DomainDeps;
 
 export class RelationshipError extends DomainError<"invalid" | "not_found" | "conflict" | "forbidden"> {
   override name = "RelationshipError";
