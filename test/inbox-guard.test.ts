@@ -152,7 +152,8 @@ for (const d of dialects) {
         expectError(await post(await peer.signedPost(inbox, create([AS, { "@import": remoteContext }]), { as: "alice" })), 400, "unsupported_context");
         assert.equal(contexts.hits(), 0, "no remote context was fetched");
 
-        // A well-formed signed delivery with preloaded contexts still goes through.
+        // A well-formed signed delivery with preloaded contexts from a member still goes through.
+        await ensureMember("alice");
         const ok = create([AS, "https://w3id.org/security/v1"]);
         const accepted = await post(await peer.signedPost(inbox, ok, { as: "alice" }));
         assert.equal(accepted.status, 202, accepted.body);
@@ -162,21 +163,39 @@ for (const d of dialects) {
       }
     });
 
-    it("a stranger's post of many < is recorded without fetching or reading its object", async () => {
+    it("a stranger's Create (many <) is refused 403 before Fedify: nothing fetched, queued or recorded", async () => {
       const notes = await scripted((req, res) => res.writeHead(200, { "Content-Type": AP_JSON }).end(JSON.stringify({
         "@context": AS, id: new URL(req.url!, "http://127.0.0.1").href, type: "Note", attributedTo: peer.actorId("carol").href,
         content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }],
       })));
       try {
-        const createId = id("stranger");
+        const byRef = id("stranger");
+        const embedded = id("stranger");
+        for (const [createId, object] of [
+          [byRef, new URL("/notes/1", notes.origin).href],
+          [embedded, { id: id("note"), type: "Note", attributedTo: peer.actorId("carol").href, content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }] }],
+        ] as const) {
+          const body = JSON.stringify({ "@context": AS, id: createId, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()], object });
+          for (const target of [inbox, new URL("/inbox", m.origin)]) {
+            const r = await post(await peer.signedPost(target, body, { as: "carol" }));
+            assert.equal(r.status, 403, r.body);
+            assert.equal((JSON.parse(r.body) as { error: { code: string } }).error.code, "not_member");
+          }
+          assert.equal(await queuedWith(createId), 0, "nothing queued");
+          assert.equal(await recorded(createId), 0, "nothing recorded");
+        }
+        assert.equal(notes.hits(), 0, "a non-member's object is never fetched");
+
+        // The same post from a member is taken (and its Create recorded).
+        await ensureMember("carol");
+        const memberCreate = id("member");
         const body = JSON.stringify({
-          "@context": AS, id: createId, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()],
-          object: new URL("/notes/1", notes.origin).href,
+          "@context": AS, id: memberCreate, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()],
+          object: { id: id("note"), type: "Note", attributedTo: peer.actorId("carol").href, content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }] },
         });
         const r = await post(await peer.signedPost(inbox, body, { as: "carol" }));
         assert.equal(r.status, 202, r.body);
-        await eventually(async () => (await recorded(createId)) === 1, "the stranger's Create recorded");
-        assert.equal(notes.hits(), 0, "a non-member's object is never fetched");
+        await eventually(async () => (await recorded(memberCreate)) === 1, "the member's Create recorded");
       } finally {
         await notes.close();
       }
