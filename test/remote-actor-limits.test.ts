@@ -2,6 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
 import { refreshRemoteActor } from "../federation/remote-actor-cache.ts";
 import { LIMITS } from "../src/actors/remote-actors.ts";
 import { normaliseHandle } from "../src/unions/unions.ts";
@@ -30,6 +31,7 @@ for (const d of dialects) {
     let server: Server;
     let origin: string;
     let served = 0;
+    let bomb: Buffer;
 
     const actor = (name: string, extra: Record<string, unknown> = {}) => ({
       "@context": "https://www.w3.org/ns/activitystreams",
@@ -45,6 +47,11 @@ for (const d of dialects) {
       m = await startMuster(tdb);
       server = createServer((req, res) => {
         const name = (req.url ?? "").split("/").at(-1)!;
+        if (name === "bomb" || name === "zipped") {
+          const body = name === "bomb" ? bomb : gzipSync(JSON.stringify(actor("zipped", { summary: "short" })));
+          res.writeHead(200, { "content-type": "application/activity+json", "content-encoding": "gzip", "content-length": String(body.length) });
+          return res.end(body);
+        }
         res.writeHead(200, { "content-type": "application/activity+json" });
         if (name === "huge") {
           // 30 MiB, streamed: the summary alone is 31 million characters.
@@ -74,6 +81,8 @@ for (const d of dialects) {
       });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      // Well under the 2 MiB wire limit; inflates to 40 MiB of valid JSON.
+      bomb = gzipSync(JSON.stringify(actor("bomb", { summary: "x".repeat(40 * 1024 * 1024) })), { level: 9 });
     });
     after(async () => {
       await m?.stop();
@@ -90,6 +99,17 @@ for (const d of dialects) {
       await assert.rejects(fetchActor("huge"));
       assert.equal(await db().selectFrom("remote_actors").select("id").where("id", "=", `${origin}/users/huge`).executeTakeFirst(), undefined);
       assert.ok(served < 10 * 1024 * 1024, `the server was not read to the end (${served} bytes written)`);
+    });
+
+    it("refuses a gzip body that inflates past the cap (40 KB to 40 MiB) and stores nothing; a small gzipped actor is read", async () => {
+      const before = process.memoryUsage().rss;
+      await assert.rejects(fetchActor("bomb"));
+      assert.ok(bomb.length < 1024 * 1024, `the bomb is under the wire limit (${bomb.length} bytes)`);
+      assert.equal(await db().selectFrom("remote_actors").select("id").where("id", "=", `${origin}/users/bomb`).executeTakeFirst(), undefined);
+      assert.ok(process.memoryUsage().rss - before < 30 * 1024 * 1024, "the 40 MiB were not inflated into memory");
+      await fetchActor("zipped");
+      const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/zipped`).executeTakeFirstOrThrow();
+      assert.equal(row.summary, "short");
     });
 
     it("keeps at most the field limits of a name of 100,000 characters and a summary of a megabyte", async () => {

@@ -97,7 +97,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use("*", bodyLimit({
     maxSize: deps.maxBodyBytes,
     onError: (c) => {
-      closeAfterResponse(c);
+      // Not closeAfterResponse: this body is already wrapped in a web stream (see inbox-guard.ts).
+      c.header("Connection", "close");
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));

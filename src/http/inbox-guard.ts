@@ -43,8 +43,13 @@ export interface InboxGuardDeps {
 export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
+    // Only a body that no web stream wraps is cut off: destroying a socket
+    // under Readable.toWeb can throw an uncatchable ERR_INVALID_STATE
+    // (nodejs/node#64529), which would end the process.
+    const unwrapped = nodeRequestOf(c)?.readableFlowing === null;
     const refuse = (status: 400 | 401 | 403 | 413, problem: Problem) => {
-      closeAfterResponse(c);
+      if (unwrapped) closeAfterResponse(c);
+      else c.header("Connection", "close");
       return apiError(c, status, problem.code, problem.message);
     };
     const declared = declaredLength(c.req.header("Content-Length"));
