@@ -4,6 +4,7 @@ import type { Kysely } from "kysely";
 import { castVote } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
+import type { Outbox } from "../src/outbox.ts";
 import { logger } from "../src/logging.ts";
 import { getUnionBySlug } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
@@ -14,6 +15,8 @@ const PROPOSAL_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})$/;
 export interface VoteInboxDeps {
   readonly db: Kysely<DB>;
   readonly events: EventBus;
+  readonly outbox: Outbox;
+  readonly tallyBatchMs?: number;
 }
 
 /**

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { type Collection, Create, Follow, type Group, type Note, Question, Update } from "@fedify/vocab";
+import { type Collection, Create, Follow, type Group, Note, Question, Update } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
@@ -22,6 +22,16 @@ import type { Union } from "../src/unions/unions.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const fixture = (rel: string): JsonObject => loadFixture(FIXTURES, rel);
 const AP = "application/activity+json";
+const TALLY_BATCH_MS = 1000;
+const CROWD = Array.from({ length: 20 }, (_, i) => `crowd${i}`);
+
+/** The per-option counts of a Question as received. */
+async function totalsOf(q: Question): Promise<(number | null | undefined)[]> {
+  const totals: (number | null | undefined)[] = [];
+  for await (const o of q.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+  if (totals.length === 0) for await (const o of q.getInclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+  return totals;
+}
 
 for (const d of dialects) {
   describe(`proposals as polls, end to end on ${d.name}`, { skip: d.skip }, () => {
@@ -83,8 +93,9 @@ for (const d of dialects) {
 
     before(async () => {
       tdb = await d.create();
-      m = await startMuster(tdb);
-      peer = await startCountingPeer(["ana", "ben", "cy", "outsider"]);
+      // Running tallies go out at most once a second per proposal here (5 s by default).
+      m = await startMuster(tdb, { env: { MUSTER_TALLY_BATCH_MS: String(TALLY_BATCH_MS) } });
+      peer = await startCountingPeer(["ana", "ben", "cy", "outsider", ...CROWD]);
       union = await makeUnion(m, "riders", { joinPolicy: "open" });
       const group = await peer.lookup(new URL(groupId())) as Group;
       for (const name of ["ana", "ben", "cy"]) {
@@ -137,16 +148,35 @@ for (const d of dialects) {
       const after = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.deepEqual((after.oneOf as JsonObject[]).map((o) => (o.replies as JsonObject).totalItems), [1, 0, 0]);
       assert.equal(after.votersCount, 1);
+      // While the poll is open, members' servers get the running tally as an Update(Question), no `closed` yet.
+      const running = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p) && a.id?.href.includes("/tally/")), "a running tally Update delivered");
+      const runningQ = await (running as Update).getObject() as Question;
+      assert.equal(runningQ.closed, null);
+      assert.equal(runningQ.voters, 1);
+      assert.deepEqual(await totalsOf(runningQ), [1, 0, 0]);
 
       // 1 of 3 eligible (the leader never joined here) meets the default 20 % quorum.
       const closed = await closeProposal(deps(), union.id, p.id, { force: true });
       assert.equal(closed?.state, "passed", closed?.outcome?.reason);
-      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p)), "Update(Question) with the result delivered");
+      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p) && a.id?.href.endsWith("/closed")), "Update(Question) with the result delivered");
       const finalQ = await (update as Update).getObject() as Question;
       assert.ok(finalQ.closed);
-      const totals: (number | null | undefined)[] = [];
-      for await (const o of finalQ.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
-      assert.deepEqual(totals, [1, 0, 0]);
+      assert.deepEqual(await totalsOf(finalQ), [1, 0, 0]);
+      // The result in plain words, as the union's reply in the poll's thread, addressed as the poll was.
+      const result = await eventually(async () => {
+        for (const a of peer.received) {
+          if (!(a instanceof Create) || a.actorId?.href !== groupId()) continue;
+          const o = await a.getObject();
+          if (o instanceof Note && o.replyTargetId?.href === questionId(p)) return o;
+        }
+        return undefined;
+      }, "the result posted in the thread");
+      const said = String(result.content);
+      assert.match(said, /Proposal #\d+ &#34;Strike on Friday&#34; passed: 1 yes, 0 no/);
+      assert.match(said, /Votes: Yes 1, No 0, Abstain 0\. 1 of 3 eligible members voted; quorum 20% met\./);
+      assert.match(said, /The resolution is adopted\./);
+      assert.equal(result.attributionId?.href, groupId());
+      assert.deepEqual(result.toIds.map(String), finalQ.toIds.map(String));
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
       assert.ok(!(await collectionIds("featured", "ana")).includes(questionId(p)), "unpinned once closed");
@@ -160,6 +190,13 @@ for (const d of dialects) {
       await deliver("ana", mastodonVote("ana", p, "Yes"));
       const closed = await closeProposal(deps(), union.id, p.id, { force: true });
       assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      await eventually(async () => {
+        for (const a of peer.received) {
+          const o = a instanceof Create ? await a.getObject() : null;
+          if (o instanceof Note && o.replyTargetId?.href === questionId(p)) return /Bylaws version 2 is in force from now: Invite limit is now 3\./.test(String(o.content));
+        }
+        return false;
+      }, "the amendment's result, naming the new version and what changed, in the thread");
       const page = await (await fetch(new URL("/u/riders/bylaws", m.origin))).text();
       assert.match(page, /Version 2, in force since .* \(passed proposal /);
       assert.match(page, /<tr data-key="memberInviteLimit"><td>Invite limit<\/td><td>3<\/td>/);
@@ -224,6 +261,53 @@ for (const d of dialects) {
       const t = await tallyOf(db(), p);
       assert.deepEqual(t.options.map((o) => o.direct), [1, 1]);
       assert.equal(t.voters, 1);
+    });
+    it("twenty poll answers in a burst send a bounded number of running-tally Updates, the last with all twenty", async () => {
+      const crowd = await makeUnion(m, "crowd", { joinPolicy: "open" });
+      const group = await peer.lookup(new URL("/u/crowd", m.origin)) as Group;
+      for (const name of CROWD) {
+        await peer.send(name, group, new Follow({ id: new URL(`/follows/crowd/${name}`, peer.origin), actor: peer.actorId(name), object: group.id }));
+      }
+      await eventually(async () => {
+        const n = await db().selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n")).where("union_id", "=", crowd.id).where("state", "=", "active").executeTakeFirstOrThrow();
+        return Number(n.n) === CROWD.length;
+      }, "the crowd joined", 60_000);
+      await new Promise((r) => setTimeout(r, 5));
+      const p = await createProposal(deps(), crowd.id, OPERATOR, { kind: "resolution", title: "Walk out at noon", closesAt: new Date(Date.now() + 120_000) });
+      const qid = new URL(`/u/crowd/proposals/${p.id}`, m.origin).href;
+      await eventually(async () => peer.received.find((a) => a instanceof Create && a.objectId?.href === qid), "Create(Question) delivered");
+      const original = fixture("mastodon/create-poll-vote.json");
+      const inboxUrl = new URL("/u/crowd/inbox", m.origin);
+      const bodies = CROWD.map((name, i) => {
+        const actors = { "https://mastodon.sdf.org/users/rinpatch": peer.actorId(name).href };
+        const body = readdress(original, { actors, exact: { "https://testing.uguu.ltd/objects/9d300947-2dcb-445d-8978-9a3b4b84fa14": qid, "https://testing.uguu.ltd/users/rin": new URL("/u/crowd", m.origin).href }, id: freshId(String(original.id), { actors }, peer.origin) });
+        (body.object as JsonObject).id = freshId(String((body.object as JsonObject).id), { actors }, peer.origin);
+        (body.object as JsonObject).name = i % 4 === 3 ? "No" : "Yes";
+        return { name, text: JSON.stringify(body) };
+      });
+      // All at once, as a popular poll's answers arrive.
+      const statuses = await Promise.all(bodies.map(async ({ name, text }) => {
+        const signed = await peer.signedPost(inboxUrl, text, { as: name });
+        return (await fetch(inboxUrl, { method: "POST", headers: new Headers(signed.headers), body: text })).status;
+      }));
+      assert.deepEqual(new Set(statuses), new Set([202]));
+      const isTally = (a: unknown) => a instanceof Update && a.objectId?.href === qid && a.id!.href.includes("/tally/");
+      const last = await eventually(async () => {
+        for (const a of peer.received.filter(isTally).reverse()) {
+          const q = await (a as Update).getObject() as Question;
+          if (q.voters === 20) return q;
+        }
+        return undefined;
+      }, "an Update counting all twenty", 30_000);
+      assert.deepEqual(await totalsOf(last), [15, 5, 0]);
+      // Every vote landed in some window; one Update per window at most, however many votes it held.
+      const span = await db().selectFrom("ballots").select((eb) => [eb.fn.min("cast_at").as("first"), eb.fn.max("cast_at").as("last")]).where("proposal_id", "=", p.id).executeTakeFirstOrThrow();
+      const windows = Math.floor(Number(span.last) / TALLY_BATCH_MS) - Math.floor(Number(span.first) / TALLY_BATCH_MS) + 1;
+      await new Promise((r) => setTimeout(r, 2 * TALLY_BATCH_MS));
+      const updates = peer.received.filter(isTally);
+      assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
+      assert.ok(updates.length < 20, "not one Update per vote");
+      assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
     });
   });
 }

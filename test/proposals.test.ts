@@ -4,13 +4,14 @@ import { dialects } from "./helpers/databases.ts";
 import { followId, LEADER, person, sharedKeys, withCtx, type Ctx } from "./helpers/domain-context.ts";
 import { changeBylaws, readBylaws } from "../src/bylaws/bylaws.ts";
 import {
-  ABSTAIN, approvedSpends, ballotOf, castVote, closeDue, closeProposal, createProposal, delegateVote, getProposal, NO, type Proposal,
+  ABSTAIN, approvedSpends, ballotOf, castVote, closeDue, closeProposal, createProposal, delegateVote, describeOutcome, getProposal, NO, type Proposal,
   ProposalError, tallyOf, votersOf, withdrawDelegation, YES,
 } from "../src/bylaws/proposals.ts";
 import { createUnion, getUnionById, type Union } from "../src/unions/unions.ts";
 import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin, setOfficer } from "../src/members/membership.ts";
 import { createInvite, placesHeld, welcomePlaces } from "../src/members/invites.ts";
+import { recordedIntents } from "./helpers/membership-worker.ts";
 
 const override = { kind: "operator", reason: "test setup" } as const;
 const SOON = () => new Date(Date.now() + 60_000);
@@ -159,8 +160,14 @@ for (const d of dialects) {
       await setOfficer(c.deps, w.union.id, a.id, OPERATOR, "Treasurer");
       const recall = await createProposal(c.deps, w.union.id, asMember(b), { kind: "recall", title: "Recall the treasurer", memberId: a.id, closesAt: SOON() });
       await castVote(c.deps, w.union.id, recall.id, { memberId: b.id }, [YES], web);
-      assert.equal((await closeNow(c, recall)).state, "passed");
+      const recalled = await closeNow(c, recall);
+      assert.equal(recalled.state, "passed");
       assert.deepEqual([(await getMember(c.db, w.union.id, a.id))!.role, (await getMember(c.db, w.union.id, a.id))!.portfolio], ["member", null]);
+      assert.deepEqual(await describeOutcome(c.db, recalled), [
+        `Proposal #1 "Recall the treasurer" passed: 1 yes, 0 no (two thirds needed).`,
+        "Votes: Yes 1, No 0, Abstain 0. 1 of 4 eligible members voted; quorum 0% met.",
+        `${person("m0").handle} is no longer an officer.`,
+      ]);
 
       const election = await createProposal(c.deps, w.union.id, asMember(b), { kind: "election", title: "New treasurer", role: "officer", portfolio: "Treasurer", candidates: [a.id, b.id], closesAt: SOON() });
       assert.deepEqual([election.multiple, election.options], [true, [person("m0").handle, person("m1").handle]]);
@@ -170,10 +177,14 @@ for (const d of dialects) {
       assert.equal(won.state, "passed", won.outcome?.reason);
       assert.equal(won.outcome!.winner, b.id);
       assert.deepEqual([(await getMember(c.db, w.union.id, b.id))!.role, (await getMember(c.db, w.union.id, b.id))!.portfolio], ["officer", "Treasurer"]);
+      assert.equal((await describeOutcome(c.db, won))!.at(-1), `${person("m1").handle} is elected officer (Treasurer).`);
 
       const spend = await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Legal fund", amount: "2500000", recipient: "Lawyers Co-op", closesAt: SOON() });
       await castVote(c.deps, w.union.id, spend.id, { memberId: a.id }, [YES], web);
-      await closeNow(c, spend);
+      assert.equal((await describeOutcome(c.db, await closeNow(c, spend)))!.at(-1), "A spend of 2500000 base units to Lawyers Co-op is approved; the treasury carries it out.");
+      const failed = await closeNow(c, await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Nothing", amount: "1", recipient: "x", closesAt: SOON() }));
+      assert.deepEqual((await describeOutcome(c.db, failed))!.slice(-1), ["Nothing changes."]);
+      assert.equal(await describeOutcome(c.db, election), undefined, "an open proposal has no outcome to describe");
       assert.deepEqual((await approvedSpends(c.db, w.union.id)).map((s) => [s.amount, s.recipient]), [[2_500_000n, "Lawyers Co-op"]]);
     }));
 
@@ -187,6 +198,22 @@ for (const d of dialects) {
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "resolution", title: "x", closesAt: new Date(Date.now() + 1000) }), /10 seconds/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "spend", title: "x", amount: "0", recipient: "y" }), /positive/);
       assert.equal((await getProposal(c.db, w.union.id, "#1"))?.title, "Strike on Friday");
+    }));
+
+    it("votes in one batch window queue one running-tally intent; a later window queues another; a refused vote none", () => withCtx(d, async (c) => {
+      const w = await world(c, 3);
+      const p = await resolution(c, w);
+      const deps = { ...c.deps, tallyBatchMs: 1000 };
+      const base = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+      const tallies = async () => (await recordedIntents(c.db)).filter((i) => i.kind === "proposal.tally");
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[0]!.id }, [YES], web, base + 10), { counted: true });
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[1]!.id }, [NO], web, base + 900), { counted: true });
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[1]!.id }, [YES], web, base + 950), { counted: true });
+      assert.deepEqual(await tallies(), [{ kind: "proposal.tally", unionId: w.union.id, proposalId: p.id, dueAt: base + 1000 }]);
+      assert.equal((await castVote(deps, w.union.id, p.id, { memberId: w.members[2]!.id }, ["Maybe"], web, base + 1500)).counted, false);
+      assert.equal((await tallies()).length, 1, "a refused vote changes no tally");
+      await castVote(deps, w.union.id, p.id, { memberId: w.members[2]!.id }, [YES], web, base + 1500);
+      assert.deepEqual((await tallies()).map((i) => (i as { dueAt: number }).dueAt), [base + 1000, base + 2000]);
     }));
 
     it("two closers at once close a proposal once", () => withCtx(d, async (c) => {
