@@ -12,6 +12,8 @@ import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin, setOfficer } from "../src/members/membership.ts";
 import { createInvite, placesHeld, welcomePlaces } from "../src/members/invites.ts";
 import { recordedIntents } from "./helpers/membership-worker.ts";
+import { chainOf, verifyChain } from "../src/actions/chain.ts";
+import { voterPseudonym } from "../src/bylaws/proposal-chain.ts";
 
 const override = { kind: "operator", reason: "test setup" } as const;
 const SOON = () => new Date(Date.now() + 60_000);
@@ -214,6 +216,59 @@ for (const d of dialects) {
       assert.equal((await tallies()).length, 1, "a refused vote changes no tally");
       await castVote(deps, w.union.id, p.id, { memberId: w.members[2]!.id }, [YES], web, base + 1500);
       assert.deepEqual((await tallies()).map((i) => (i as { dueAt: number }).dueAt), [base + 1000, base + 2000]);
+    }));
+
+    it("the proposal, each ballot and the outcome join the union's hash chain; tampering with any row breaks verification", () => withCtx(d, async (c) => {
+      const w = await world(c, 3, { quorumPercent: 0 });
+      const [a, b, cc] = w.members as [Member, Member, Member];
+      const p = await resolution(c, w);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: a.id }, [YES], web)).counted, true);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { actorId: person("m1").actorId }, [NO], note("b1"))).counted, true);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: a.id }, [NO], web)).counted, true, "a changed web vote is a new entry");
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: cc.id }, ["Maybe"], web)).counted, false);
+      await closeNow(c, p);
+      const entries = await chainOf(c.db, w.union.id);
+      assert.deepEqual(entries.map((e) => e.event), ["proposal", "ballot", "ballot", "ballot", "outcome"]);
+      const ballotEntry = JSON.parse(entries[2]!.payload) as Record<string, unknown>;
+      assert.equal(ballotEntry.voter, voterPseudonym(p.id, b.id));
+      assert.equal(ballotEntry.weight, 1);
+      assert.doesNotMatch(entries.map((e) => e.payload).join(""), new RegExp(`${b.id}|remote\\.example/votes`), "the chain names no voter and no voter's activity in clear");
+      assert.deepEqual(JSON.parse(entries[4]!.payload).direct, [0, 2, 0]);
+      const report = await verifyChain(c.db, w.union.id);
+      assert.ok(report.ok, JSON.stringify(report.breaks));
+      assert.equal(report.entries, 5);
+
+      const broken = async (what: RegExp) => {
+        const r = await verifyChain(c.db, w.union.id);
+        assert.equal(r.ok, false, "tampering goes unnoticed");
+        assert.ok(r.breaks.some((x) => what.test(x.problem)), JSON.stringify(r.breaks));
+      };
+      // b's NO turned into YES straight in the database.
+      await c.db.updateTable("ballots").set({ option: 0 }).where("proposal_id", "=", p.id).where("member_id", "=", b.id).execute();
+      await broken(/a ballot \(voter [0-9a-f]{12}\) differs from what entry 3 recorded/);
+      await c.db.updateTable("ballots").set({ option: 1 }).where("proposal_id", "=", p.id).where("member_id", "=", b.id).execute();
+      assert.ok((await verifyChain(c.db, w.union.id)).ok, "restored, it verifies again");
+      // A ballot's time or carrying activity rewritten.
+      await c.db.updateTable("ballots").set({ source_id: "https://remote.example/votes/forged" }).where("member_id", "=", b.id).execute();
+      await broken(/differs from what entry 3 recorded/);
+      await c.db.updateTable("ballots").set({ source_id: note("b1").id }).where("member_id", "=", b.id).execute();
+      // A ballot stuffed in, and one deleted.
+      await c.db.insertInto("ballots").values({ proposal_id: p.id, member_id: cc.id, option: 0, source: "web", source_id: "web:x", cast_at: Date.now() }).execute();
+      await broken(/a ballot \(voter [0-9a-f]{12}\) is absent from the chain/);
+      await c.db.deleteFrom("ballots").where("member_id", "=", cc.id).execute();
+      await c.db.deleteFrom("ballots").where("member_id", "=", a.id).execute();
+      await broken(/the ballot entry 4 recorded .* is no longer stored/);
+      await c.db.insertInto("ballots").values({ proposal_id: p.id, member_id: a.id, option: 1, source: "web", source_id: `web:${a.id}:0`, cast_at: 0 }).execute();
+      await broken(/differs from what entry 4 recorded/);
+      await c.db.deleteFrom("ballots").where("member_id", "=", a.id).execute();
+      // The outcome or the proposal rewritten.
+      await c.db.updateTable("proposals").set({ state: "passed" }).where("id", "=", p.id).execute();
+      await broken(/outcome's state(, ballots)? differ from what entry 5 recorded/);
+      await c.db.updateTable("proposals").set({ state: "failed", title: "Strike on Saturday" }).where("id", "=", p.id).execute();
+      await broken(/the stored title differ from what entry 1 recorded/);
+      // The chain itself rewritten.
+      await c.db.updateTable("action_log").set({ payload: entries[2]!.payload.replace(/"weight":1/, '"weight":5') }).where("union_id", "=", w.union.id).where("n", "=", 3).execute();
+      await broken(/no longer matches its hash/);
     }));
 
     it("two closers at once close a proposal once", () => withCtx(d, async (c) => {

@@ -5,6 +5,7 @@ import { type By, getMember, lockUnion, type Member } from "../members/members.t
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, formatParam, paramSpec, type ParamKey, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
+import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
@@ -233,8 +234,10 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
       tally_due_at: null,
     };
     await trx.insertInto("proposals").values(row).execute();
+    const proposal = toProposal(row);
+    await chainProposalOpened(trx, proposal);
     await deps.outbox.add(trx, { kind: "proposal.publish", unionId, proposalId: id });
-    return toProposal(row);
+    return proposal;
   });
   deps.events.emit("proposal.opened", { unionId, proposalId: id });
   return proposal;
@@ -269,6 +272,8 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  */
 export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbox" | "tallyBatchMs">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
   const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+    // Ballots are appended to the union's hash chain, one writer at a time.
+    await lockUnion(trx, unionId);
     const row = await trx.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("id", "=", proposalId).executeTakeFirst();
     if (!row) return { counted: false, reason: "no such proposal" };
     const p = toProposal(row);
@@ -294,6 +299,7 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
       await trx.deleteFrom("ballots").where("proposal_id", "=", p.id).where("member_id", "=", mrow.id).execute();
       await trx.insertInto("ballots").values(indexes.map((i) => ({ proposal_id: p.id, member_id: mrow.id, option: i, source: "web", source_id: `web:${mrow.id}:${now}`, cast_at: now }))).execute();
     }
+    await chainBallot(trx, unionId, p.id, mrow.id, now);
     await scheduleTally(deps, trx, p, now);
     return { counted: true, memberId: mrow.id };
   });
@@ -460,6 +466,7 @@ export async function closeProposal(deps: ProposalDeps, unionId: string, proposa
       .set({ state: outcome.passed ? "passed" : "failed", closed_at: now, outcome: JSON.stringify(outcome) })
       .where("id", "=", p.id).where("state", "=", "open").executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new ProposalError("conflict", "closed concurrently");
+    await chainOutcome(trx, unionId, p.id, outcome.passed ? "passed" : "failed", outcome, now);
     await deps.outbox.add(trx, { kind: "proposal.closed", unionId, proposalId: p.id });
     return toProposal((await trx.selectFrom("proposals").selectAll().where("id", "=", p.id).executeTakeFirstOrThrow()));
   }).catch((e: unknown) => {
