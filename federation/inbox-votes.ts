@@ -21,8 +21,11 @@ export interface VoteInboxDeps {
 
 /**
  * A poll answer: a Create of Notes that each carry an option's text as
- * `name` and answer one of our proposals' Questions (Mastodon sends one
- * Create per chosen option, GoToSocial several Notes in one). Returns false
+ * `name` and answer one of our proposals' Questions (Mastodon and Misskey
+ * send one Create per chosen option, GoToSocial several Notes in one;
+ * Pleroma's has its own object id and addresses the poll's author in cc).
+ * Counts claimed in the answer (Misskey's `_misskey_votes`) are never read:
+ * a ballot is one member's. Returns false
  * when the Create is not a vote, so it goes on to be handled as a post; a
  * vote is never counted as a reply or a commitment.
  */
@@ -40,7 +43,9 @@ export async function onVote(deps: VoteInboxDeps, ctx: InboxContext<void>, creat
   } catch {
     return false;
   }
-  const votes = notes.filter((n) => n.name !== null && n.content === null && n.replyTargetId !== null);
+  // Mastodon, GoToSocial and Misskey send no content; Pleroma and its forks
+  // (their internal Answer, sent as a Note) may carry an empty one.
+  const votes = notes.filter((n) => n.name !== null && (n.content === null || String(n.content).trim() === "") && n.replyTargetId !== null);
   const targets = votes.map((n) => {
     const t = n.replyTargetId!;
     return t.origin === ctx.origin ? PROPOSAL_PATH.exec(t.pathname) : null;

@@ -8,8 +8,9 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { closeProposal, createProposal, delegateVote, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
+import { closeProposal, createProposal, delegateVote, getProposal, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
+import { startLitepubContext } from "./helpers/litepub-context.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
 
@@ -39,6 +40,7 @@ for (const d of dialects) {
     let m: TestMuster;
     let peer: CountingPeer;
     let union: Union;
+    let litepub: Awaited<ReturnType<typeof startLitepubContext>>;
     const db = () => m.muster.database.db;
     const deps = () => m.muster.membership;
     const groupId = () => new URL("/u/riders", m.origin).href;
@@ -52,7 +54,7 @@ for (const d of dialects) {
       const post = () => fetch(inbox(), { method: "POST", headers, body: text });
       const res = await post();
       assert.equal(res.status, 202);
-      await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed`);
+      await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed (${as}: ${text.slice(0, 200)})`);
       return post;
     }
 
@@ -94,8 +96,9 @@ for (const d of dialects) {
     before(async () => {
       tdb = await d.create();
       // Running tallies go out at most once a second per proposal here (5 s by default).
-      m = await startMuster(tdb, { env: { MUSTER_TALLY_BATCH_MS: String(TALLY_BATCH_MS) } });
+      m = await startMuster(tdb, { env: { MUSTER_TALLY_BATCH_MS: String(TALLY_BATCH_MS), LOG_LEVEL: process.env.VC_LOG ?? "error" } });
       peer = await startCountingPeer(["ana", "ben", "cy", "outsider", ...CROWD]);
+      litepub = await startLitepubContext();
       union = await makeUnion(m, "riders", { joinPolicy: "open" });
       const group = await peer.lookup(new URL(groupId())) as Group;
       for (const name of ["ana", "ben", "cy"]) {
@@ -111,6 +114,7 @@ for (const d of dialects) {
     after(async () => {
       await m?.stop();
       await peer?.close();
+      await litepub?.close();
       await tdb?.destroy();
     });
 
@@ -308,6 +312,94 @@ for (const d of dialects) {
       assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
       assert.ok(updates.length < 20, "not one Update per vote");
       assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
+    });
+
+    it("Misskey's and Pleroma's poll answers count; their hostile variants and their Questions change nothing", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Join the regional federation", closesAt: new Date(Date.now() + 120_000) });
+      // misskey/question-no-endtime.json is a Misskey poll: its @context is what Misskey sends, and its
+      // options show that Misskey reads a remote poll's counts from replies.totalItems.
+      const misskeyQ = fixture("misskey/question-no-endtime.json");
+      assert.deepEqual((misskeyQ.oneOf as JsonObject[]).map((o) => typeof (o.replies as JsonObject).totalItems), ["number", "number"]);
+      /** A Misskey answer, as Misskey's renderVote builds it: one Create per choice, ids under the voter's actor, `to` the poll's author. */
+      const misskeyVote = (name: string, option: string, extra: JsonObject = {}): JsonObject => {
+        const actor = peer.actorId(name).href;
+        const vid = randomUUID();
+        return {
+          "@context": misskeyQ["@context"]!,
+          id: `${actor}#votes/${vid}/activity`,
+          actor,
+          type: "Create",
+          to: [groupId()],
+          published: new Date().toISOString(),
+          object: { id: `${actor}#votes/${vid}`, type: "Note", attributedTo: actor, to: [groupId()], inReplyTo: questionId(p), name: option, ...extra },
+        };
+      };
+      // pleroma/question-closed-final-tallies.json gives Pleroma's @context (its litepub schema, served by
+      // the sender's host) and thread context; its answers are its internal Answer sent as a Note, with
+      // their own object id, the poll's author in cc.
+      const pleromaQ = readdress(fixture("pleroma/question-closed-final-tallies.json"), {
+        actors: { "https://patch.cx/users/rin": peer.actorId("ben").href },
+        exact: { "https://patch.cx/schemas/litepub-0.1.jsonld": litepub.url.href, "https://patch.cx/contexts/626ecafd-3377-46c4-b908-3721a4d4373c": new URL("/contexts/626ecafd", peer.origin).href },
+        id: questionId(p),
+      });
+      const pleromaVote = (name: string, option: string, noteId = new URL(`/objects/${randomUUID()}`, peer.origin).href): JsonObject => {
+        const actor = peer.actorId(name).href;
+        const published = new Date().toISOString();
+        return {
+          "@context": pleromaQ["@context"]!,
+          id: new URL(`/activities/${randomUUID()}`, peer.origin).href,
+          type: "Create",
+          actor,
+          to: [],
+          cc: [groupId()],
+          context: pleromaQ.context!,
+          published,
+          object: { id: noteId, type: "Note", actor, attributedTo: actor, name: option, inReplyTo: questionId(p), to: [], cc: [groupId()], context: pleromaQ.context!, published },
+        };
+      };
+      /** Posts without waiting for a record: activities nobody handles leave none. */
+      const post = async (as: string, body: JsonObject) => {
+        const text = JSON.stringify(body);
+        const signed = await peer.signedPost(inbox(), text, { as });
+        assert.equal((await fetch(inbox(), { method: "POST", headers: new Headers(signed.headers), body: text })).status, 202);
+      };
+      const memberId = async (name: string) => (await findMemberByActor(db(), union.id, peer.actorId(name).href))!.id;
+
+      // Misskey's answer, claiming 1000 votes in a Misskey extension: it is one ballot.
+      await deliver("ana", misskeyVote("ana", "Yes", { _misskey_votes: 1000 }));
+      await deliver("ben", pleromaVote("ben", "No"));
+      assert.ok(litepub.hits() >= 1, "Pleroma's context was read from the sender's host");
+      // Hostile: a second Misskey answer on a one-choice poll, an answer from a non-member, an answer
+      // whose Note sits on another server, an unknown option.
+      await deliver("ana", misskeyVote("ana", "No"));
+      await deliver("outsider", pleromaVote("outsider", "Yes"));
+      // (Fedify drops an embedded object from another origin; what is left is not a vote, and is handled as a post would be.)
+      await post("cy", pleromaVote("cy", "Yes", "https://patch.cx/objects/9a172665-forged"));
+      await deliver("cy", misskeyVote("cy", "Working"));
+      // The fixtures' own polls: a member's Misskey poll (not an answer), and Pleroma's closed poll
+      // re-sent as an Update that claims to be ours with 8 yes and 3 no.
+      const misskeyPoll = readdress(misskeyQ, { actors: { "https://skippers-bin.com/users/7v1w1r8ce6": peer.actorId("cy").href }, id: new URL(`/notes/${randomUUID()}`, peer.origin).href });
+      await post("cy", { "@context": misskeyQ["@context"]!, id: `${misskeyPoll.id}/activity`, type: "Create", actor: peer.actorId("cy").href, to: misskeyPoll.to!, cc: [groupId()], object: misskeyPoll });
+      await post("ben", { "@context": pleromaQ["@context"]!, id: new URL(`/activities/${randomUUID()}`, peer.origin).href, type: "Update", actor: peer.actorId("ben").href, to: pleromaQ.to!, cc: [groupId()], object: pleromaQ });
+      await new Promise((r) => setTimeout(r, 500));
+
+      const rows = await ballots(p);
+      assert.deepEqual(rows.map((b) => [b.member_id, b.option]).sort(), [[await memberId("ana"), 0], [await memberId("ben"), 1]].sort());
+      const pr = await getProposal(db(), union.id, p.id);
+      assert.equal(pr?.state, "open", "a Question sent to us never closes our poll");
+      assert.deepEqual((await tallyOf(db(), pr!)).options.map((o) => o.direct), [1, 1, 0]);
+      // cy answers properly from Misskey: counted.
+      await deliver("cy", misskeyVote("cy", "Abstain"));
+      assert.deepEqual((await tallyOf(db(), pr!)).options.map((o) => o.direct), [1, 1, 1]);
+      // The running tally reaches the members' servers.
+      await eventually(async () => {
+        for (const a of peer.received) {
+          if (!(a instanceof Update) || a.objectId?.href !== questionId(p)) continue;
+          const q = await a.getObject() as Question;
+          if (q.voters === 3) return true;
+        }
+        return false;
+      }, "an Update with all three answers");
     });
   });
 }
