@@ -271,6 +271,21 @@ for (const d of dialects) {
       await broken(/no longer matches its hash/);
     }));
 
+    it("a tally resolves long and branching delegation chains once each; a cycle with no voter on it counts for no one", () => withCtx(d, async (c) => {
+      const w = await world(c, 11, { delegation: "opt_in", quorumPercent: 0 });
+      const m = w.members.map((x) => x.id);
+      // m0→m1→m2→m3 (votes yes); m8→m2 joins midway; m4→m5→m6→m4 is a cycle (written directly: delegateVote
+      // refuses cycles, but the rows may still form one across scopes); m7→m5 runs into it; m10→m9 (votes no).
+      const edges = [[0, 1], [1, 2], [2, 3], [8, 2], [4, 5], [5, 6], [6, 4], [7, 5], [10, 9]];
+      await c.db.insertInto("delegations").values(edges.map(([a, b]) => ({ union_id: w.union.id, delegator_id: m[a!]!, scope: "all", delegate_id: m[b!]!, created_at: Date.now() }))).execute();
+      const p = await resolution(c, w);
+      await castVote(c.deps, w.union.id, p.id, { memberId: m[3]! }, [YES], web);
+      await castVote(c.deps, w.union.id, p.id, { memberId: m[9]! }, [NO], web);
+      const t = await tallyOf(c.db, p);
+      assert.deepEqual(t.options.map((o) => [o.direct, o.delegated]), [[1, 4], [1, 1], [0, 0]]);
+      assert.deepEqual([t.voters, t.delegatedVoters, t.eligible], [2, 5, 12]);
+    }));
+
     it("two closers at once close a proposal once", () => withCtx(d, async (c) => {
       const w = await world(c, 2, { quorumPercent: 0 });
       const p = await createProposal(c.deps, w.union.id, asMember(w.members[0]!), { kind: "amendment", title: "Open up", params: { joinPolicy: "invite" }, closesAt: SOON() });
