@@ -33,8 +33,11 @@ interface QueuedIntent {
  */
 export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
   return {
-    add: (trx, intent) => (intent.kind === "badge.sync" && ledgerQueue ? ledgerQueue : queue)
-      .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
+    add: (trx, intent, options) => {
+      const wait = Math.max(0, (options?.notBefore ?? 0) - Date.now());
+      return (intent.kind === "badge.sync" && ledgerQueue ? ledgerQueue : queue)
+        .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
+    },
   };
 }
 
@@ -120,6 +123,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       return;
     case "proposal.publish":
     case "proposal.closed":
+    case "proposal.tally":
       await handleProposalIntent(deps, ctx, union, intent);
       return;
     case "featured.request":

@@ -45,6 +45,8 @@ export interface Config {
    * to the queue's handlers, its LISTEN connections and the web's requests.
    */
   readonly dbPool: number | undefined;
+  /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */
+  readonly tallyBatchMs?: number;
 }
 
 export class ConfigError extends Error {
@@ -80,7 +82,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`SOLANA_RPC_URL must be an http(s) URL; got ${JSON.stringify(env.SOLANA_RPC_URL)}`);
   }
   const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool };
+  const tallyBatchMs = env.MUSTER_TALLY_BATCH_MS === undefined ? 5_000 : parsePositiveInt("MUSTER_TALLY_BATCH_MS", env.MUSTER_TALLY_BATCH_MS);
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, tallyBatchMs };
 }
 
 function parsePort(raw: string): number {

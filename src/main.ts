@@ -20,7 +20,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
-import { closeDue } from "./bylaws/proposals.ts";
+import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
 import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
@@ -39,7 +39,7 @@ export interface Muster {
   readonly federation: Federation<void>;
   readonly app: Hono;
   readonly unions: UnionDeps;
-  readonly membership: MembershipDeps;
+  readonly membership: MembershipDeps & ProposalDeps;
   /**
    * The chain: the network ledger when SOLANA_RPC_URL is set, else the
    * embedded ledger in the process that runs it (`runLedger`), else null.
@@ -108,11 +108,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
   const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
   const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
-  const membership: MembershipDeps = { db: database.db, events, outbox };
+  // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
+  const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
+    tallyBatchMs: config.tallyBatchMs,
     kv: new KyselyKvStore(database.db),
     queue: lanes.fedify,
     origin: config.origin,

@@ -375,6 +375,8 @@ export interface ProposalsTable {
   closed_at: number | null;
   /** JSON tally and reason, written at close. */
   outcome: string | null;
+  /** End of the batch window whose tally Update is queued (ms), if any. */
+  tally_due_at: number | null;
 }
 
 export interface BallotsTable {
