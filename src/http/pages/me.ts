@@ -22,6 +22,8 @@ export interface MePageView {
   readonly notice?: string;
   readonly error?: string;
   readonly inviteValues?: { readonly uses?: string; readonly expires?: string };
+  /** Whether the bylaws let the viewer open proposals. */
+  readonly mayPropose: boolean;
 }
 
 export function mePage(v: MePageView): Html {
@@ -58,6 +60,11 @@ ${sponsors.map((s) => html`<li>${s.handle ?? "(unclaimed)"}${s.role !== "member"
 ${v.recruits.length === 0
       ? html`<p class="muted">No recruits yet. Share an invite link below.</p>`
       : html`<ul class="recruits" data-testid="recruits">${v.recruits.map((r) => html`<li>${r.handle} <span class="muted">joined ${fmtDate(r.joinedAt)}${r.subtreeSize > 0 ? html`, ${r.subtreeSize} below` : ""}</span></li>`)}</ul>`}
+</section>
+
+<section id="votes" data-testid="votes">
+<h2>Votes</h2>
+<p><a href="/u/${v.union.slug}/proposals" data-testid="proposals-link">The union's proposals</a>${v.mayPropose ? html` · <a href="/u/${v.union.slug}/proposals/new" data-testid="new-proposal">New proposal</a>` : ""}</p>
 </section>
 
 <section id="invites">
