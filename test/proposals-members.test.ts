@@ -3,7 +3,10 @@ import assert from "node:assert/strict";
 import { dialects } from "./helpers/databases.ts";
 import { followId, LEADER, person, sharedKeys, withCtx, type Ctx } from "./helpers/domain-context.ts";
 import { changeBylaws } from "../src/bylaws/bylaws.ts";
-import { castVote, closeProposal, createProposal, type Proposal } from "../src/bylaws/proposals.ts";
+import {
+  castVote, closeProposal, createProposal, delegateVote, delegationsOf, NO, type Proposal, ProposalError, tallyOf, withdrawDelegation, YES,
+} from "../src/bylaws/proposals.ts";
+import { delegationState } from "../src/bylaws/proposing.ts";
 import { createUnion, getUnionById, type Union } from "../src/unions/unions.ts";
 import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin, setOfficer } from "../src/members/membership.ts";
@@ -132,6 +135,84 @@ for (const d of dialects) {
       const after = await checkTree(c, w.union.id);
       assert.deepEqual([after.root, after.sponsorOf.get(w.lead.id)], [cc.id, cc.id]);
       assert.equal((await getMember(c.db, w.union.id, w.lead.id))!.role, "member", "a plain member stays a plain member");
+    }));
+  });
+
+  describe(`delegation per kind on ${d.name}`, { skip: d.skip }, () => {
+    const resolution = (c: Ctx, w: World, by: Member) => createProposal(c.deps, w.union.id, asMember(by), { kind: "resolution", title: "Strike", closesAt: SOON() });
+    const spend = (c: Ctx, w: World, by: Member) => createProposal(c.deps, w.union.id, asMember(by), { kind: "spend", title: "Fund", amount: "5", recipient: "Co-op", closesAt: SOON() });
+    const yesNo = async (c: Ctx, p: Proposal) => (await tallyOf(c.db, p)).options.slice(0, 2).map((o) => [o.direct, o.delegated]);
+
+    it("a delegation for one kind wins over one for all; withdrawing it falls back to the one for all; changing one replaces it", () => withCtx(d, async (c) => {
+      const w = await world(c, 4, { delegation: "opt_in" });
+      const [a, b, cc, dd] = w.members as [Member, Member, Member, Member];
+      await delegateVote(c.deps, w.union.id, asMember(a), b.id);
+      await delegateVote(c.deps, w.union.id, asMember(a), cc.id, "resolution");
+      const res = await resolution(c, w, dd);
+      const sp = await spend(c, w, dd);
+      for (const p of [res, sp]) {
+        await castVote(c.deps, w.union.id, p.id, { memberId: b.id }, [YES], web);
+        await castVote(c.deps, w.union.id, p.id, { memberId: cc.id }, [NO], web);
+      }
+      assert.deepEqual(await yesNo(c, res), [[1, 0], [1, 1]], "on a resolution a follows cc (No)");
+      assert.deepEqual(await yesNo(c, sp), [[1, 1], [1, 0]], "on a spend a follows b (Yes), the delegation for all");
+      assert.equal(await withdrawDelegation(c.deps, w.union.id, asMember(a), "resolution"), true);
+      assert.deepEqual(await yesNo(c, res), [[1, 1], [1, 0]], "without the resolution delegation, the one for all applies");
+      assert.equal(await withdrawDelegation(c.deps, w.union.id, asMember(a), "resolution"), false, "nothing left to withdraw");
+      // Changing the delegation for all replaces it: one delegation per scope.
+      await delegateVote(c.deps, w.union.id, asMember(a), cc.id);
+      assert.deepEqual(await delegationsOf(c.db, w.union.id, a.id), [{ scope: "all", delegateId: cc.id }]);
+      assert.deepEqual(await yesNo(c, sp), [[1, 0], [1, 1]]);
+      // The form's state: the sponsor (the leader, for an open join) is suggested; the delegation shown.
+      const state = await delegationState(c.db, w.union.id, (await getMember(c.db, w.union.id, a.id))!);
+      assert.deepEqual([state.allowed, state.suggested?.id, state.current.map((x) => [x.scope, x.delegate.id])], [true, w.lead.id, [["all", cc.id]]]);
+    }));
+
+    it("cycles are refused, per kind and through delegations for all, and nothing is stored", () => withCtx(d, async (c) => {
+      const w = await world(c, 4, { delegation: "opt_in" });
+      const [a, b, cc] = w.members as [Member, Member, Member, Member];
+      const cycle = (e: unknown) => e instanceof ProposalError && e.code === "conflict" && /would make a cycle/.test(e.message);
+      await delegateVote(c.deps, w.union.id, asMember(a), b.id);
+      // b -> a for resolutions: a's delegation for all covers resolutions, so a -> b -> a.
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(b), a.id, "resolution"), cycle);
+      // a delegates spends to cc instead: then b -> a for spends is no cycle (a -> cc on spends)...
+      await delegateVote(c.deps, w.union.id, asMember(a), cc.id, "spend");
+      await delegateVote(c.deps, w.union.id, asMember(b), a.id, "spend");
+      // ...but cc -> b for spends closes b -> a -> cc -> b.
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(cc), b.id, "spend"), cycle);
+      // And cc -> b for all would close it on spends too, even though no kind-specific edge of cc's is involved.
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(cc), b.id), cycle);
+      // cc -> b for resolutions is fine: a -> b on resolutions, b has no delegation for them.
+      await delegateVote(c.deps, w.union.id, asMember(cc), b.id, "resolution");
+      assert.deepEqual(await delegationsOf(c.db, w.union.id, cc.id), [{ scope: "resolution", delegateId: b.id }], "the refused ones left nothing");
+      await assert.rejects(delegateVote(c.deps, w.union.id, asMember(a), b.id, "nonsense" as never), /for all proposals or one kind/);
+      // Counting follows the kind's delegations: on a resolution a (for all) and cc (for resolutions) count through b.
+      const p = await resolution(c, w, w.lead);
+      await castVote(c.deps, w.union.id, p.id, { memberId: b.id }, [YES], web);
+      const t = await tallyOf(c.db, p);
+      assert.deepEqual([t.options[0]!.direct, t.options[0]!.delegated, t.delegatedVoters], [1, 2, 2], "a and cc through b");
+    }));
+
+    it("withdrawing before close changes the result; after close nothing changes it", () => withCtx(d, async (c) => {
+      const w = await world(c, 4, { delegation: "opt_in" });
+      const [a, b, cc, dd] = w.members as [Member, Member, Member, Member];
+      for (const m of [a, b]) await delegateVote(c.deps, w.union.id, asMember(m), cc.id);
+      const p1 = await resolution(c, w, dd);
+      await castVote(c.deps, w.union.id, p1.id, { memberId: cc.id }, [YES], web);
+      await castVote(c.deps, w.union.id, p1.id, { memberId: dd.id }, [NO], web);
+      await castVote(c.deps, w.union.id, p1.id, { memberId: w.lead.id }, [NO], web);
+      // 3 yes (cc + a, b delegated) to 2 no; withdrawing a and b's delegations before close: 1 to 2.
+      assert.deepEqual(await yesNo(c, p1), [[1, 2], [2, 0]]);
+      for (const m of [a, b]) await withdrawDelegation(c.deps, w.union.id, asMember(m));
+      const closed = await closeNow(c, p1);
+      assert.equal(closed.state, "failed");
+      assert.match(closed.outcome!.reason, /1 yes, 2 no/);
+      // Delegating again after close does not reopen or recount it.
+      for (const m of [a, b]) await delegateVote(c.deps, w.union.id, asMember(m), cc.id);
+      assert.equal(await closeProposal(c.deps, w.union.id, p1.id, { force: true }), undefined);
+      const p = (await c.db.selectFrom("proposals").select(["state", "outcome"]).where("id", "=", p1.id).executeTakeFirstOrThrow());
+      assert.equal(p.state, "failed");
+      assert.match(JSON.parse(p.outcome!).reason, /1 yes, 2 no/);
     }));
   });
 }

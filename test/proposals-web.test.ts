@@ -7,7 +7,7 @@ import { dialects } from "./helpers/databases.ts";
 import { eventually, type TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
-import { castVote, closeProposal, createProposal, getProposal } from "../src/bylaws/proposals.ts";
+import { castVote, closeProposal, createProposal, delegateVote, getProposal } from "../src/bylaws/proposals.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { saveTreasury } from "../src/treasury/treasury.ts";
 
@@ -203,6 +203,69 @@ for (const d of dialects) {
         await officer.ctx.close();
       }
       await overrideBylaws(m.muster.unions, "riders", { proposers: "members" });
+    });
+
+    it("a member delegates from their page, to their sponsor by default, changes it, is refused a cycle, and withdraws it; the proposal page shows delegated weight", async () => {
+      await overrideBylaws(m.muster.unions, "riders", { delegation: "opt_in" });
+      const [ana, ben, lead] = [(await fx.member("ana"))!, (await fx.member("ben"))!, (await fx.member("lead"))!];
+      assert.equal(ana.sponsorId, lead.id, "an open join's sponsor is the leader");
+      // ben already delegates resolutions to ana, so ana -> ben for resolutions would be a cycle.
+      await delegateVote(m.muster.membership, unionId, { kind: "member", memberId: ben.id }, ana.id, "resolution");
+      const { ctx, page } = await signedIn("ana", "/u/riders/me");
+      try {
+        const form = page.locator("[data-testid=delegate-form]");
+        const send = async (): Promise<number> => {
+          const [res] = await Promise.all([page.waitForNavigation({ waitUntil: "load" }), form.locator("button[type=submit]").click()]);
+          return res?.status() ?? 0;
+        };
+        const listed = async () => page.$$eval("[data-testid=delegations] li", (lis) => lis.map((li) => [li.dataset.scope, li.querySelector("[data-testid=delegate]")?.textContent]));
+        assert.equal(await page.textContent("[data-testid=no-delegation]"), "You have not delegated your vote.");
+        assert.equal(await form.locator("input[name=delegate]").inputValue(), fx.handleOf("lead"), "the sponsor is pre-selected");
+        assert.equal(await form.locator("select[name=scope]").inputValue(), "all");
+        await atBothWidths(page, "the member page with the delegation form");
+        await send();
+        assert.equal(await page.textContent("p.notice"), "Your vote is delegated.");
+        assert.deepEqual(await listed(), [["all", fx.handleOf("lead")]]);
+
+        // One kind to someone else: refused as a cycle (shown on the page, the choice kept), then an unknown handle.
+        await form.locator("select[name=scope]").selectOption("resolution");
+        await form.locator("input[name=delegate]").fill(fx.handleOf("ben"));
+        assert.equal(await send(), 409);
+        assert.match(await page.textContent("p.error") ?? "", /would make a cycle/);
+        assert.deepEqual([await form.locator("select[name=scope]").inputValue(), await form.locator("input[name=delegate]").inputValue()], ["resolution", fx.handleOf("ben")]);
+        await form.locator("input[name=delegate]").fill(`@nobody@${fx.host()}`);
+        assert.equal(await send(), 400);
+        assert.equal(await page.textContent("p.error"), `@nobody@${fx.host()} is not a member of this union`);
+        await form.locator("select[name=scope]").selectOption("spend");
+        await form.locator("input[name=delegate]").fill(fx.handleOf("cat"));
+        await send();
+        assert.deepEqual(await listed(), [["all", fx.handleOf("lead")], ["spend", fx.handleOf("cat")]]);
+        await atBothWidths(page, "the member page with two delegations");
+
+        // On a resolution the leader votes for themselves, ana (all -> lead) and ben (resolutions -> ana -> lead).
+        const p = await createProposal(m.muster.membership, unionId, OPERATOR, { kind: "resolution", title: "Delegated strike", closesAt: new Date(Date.now() + 600_000) });
+        await castVote(m.muster.membership, unionId, p.id, { memberId: lead.id }, ["Yes"], { kind: "web" });
+        const tally = async () => page.$$eval("[data-testid=tally] tbody tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent?.trim())));
+        await page.goto(fx.url(`/u/riders/proposals/${p.number}`));
+        assert.deepEqual((await tally())[0], ["Yes", "1", "2"]);
+        assert.match(await page.textContent("[data-testid=delegation-note]") ?? "", new RegExp(`your delegate ${fx.handleOf("lead").replace(/[.]/g, "\\.")} votes for you`));
+
+        // Withdrawn before close: the open vote counts ana (and ben through her) no more.
+        await page.goto(fx.url("/u/riders/me"));
+        await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("[data-testid=delegations] li[data-scope=all] [data-testid=withdraw]")]);
+        assert.equal(await page.textContent("p.notice"), "Your delegation is withdrawn: you vote for yourself.");
+        assert.deepEqual(await listed(), [["spend", fx.handleOf("cat")]]);
+        await page.goto(fx.url(`/u/riders/proposals/${p.number}`));
+        assert.deepEqual((await tally())[0], ["Yes", "1", "0"]);
+
+        // With delegation off in the bylaws, the page says so and offers no form.
+        await overrideBylaws(m.muster.unions, "riders", { delegation: "off" });
+        await page.goto(fx.url("/u/riders/me"));
+        assert.equal(await page.locator("[data-testid=delegate-form]").count(), 0);
+        assert.match(await page.textContent("[data-testid=delegation-off]") ?? "", /do not allow delegating/);
+      } finally {
+        await ctx.close();
+      }
     });
   });
 }

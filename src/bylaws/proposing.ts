@@ -1,6 +1,8 @@
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
-import type { Member } from "../members/members.ts";
+import { getMember, type Member } from "../members/members.ts";
+import { PROPOSAL_KINDS } from "./params.ts";
+import { type DelegationScope, delegationsOf } from "./proposals.ts";
 import { getTreasury } from "../treasury/treasury.ts";
 import { readBylaws } from "./bylaws.ts";
 import { formatUnits, parseUnits } from "./amounts.ts";
@@ -43,4 +45,28 @@ export function spendAmount(unit: SpendUnit, text: string): bigint {
 
 export function formatSpend(unit: SpendUnit, baseUnits: bigint): string {
   return unit.known ? formatUnits(baseUnits, unit.decimals) : `${baseUnits} base units`;
+}
+
+export interface DelegationState {
+  /** Whether the bylaws in force allow delegating (delegation=opt_in). */
+  readonly allowed: boolean;
+  /** The member's delegations now, all-proposals first. */
+  readonly current: readonly { readonly scope: DelegationScope; readonly delegate: Member }[];
+  /** Who the form offers first: the member's own sponsor, when they are an active member. */
+  readonly suggested: Member | undefined;
+}
+
+/** A member's delegations and the delegate the form suggests (their sponsor). */
+export async function delegationState(db: Kysely<DB>, unionId: string, member: Member): Promise<DelegationState> {
+  const { params } = await readBylaws(db, unionId);
+  const mine = await delegationsOf(db, unionId, member.id);
+  const current: { scope: DelegationScope; delegate: Member }[] = [];
+  for (const d of mine) {
+    const delegate = await getMember(db, unionId, d.delegateId);
+    if (delegate) current.push({ scope: d.scope, delegate });
+  }
+  const order = (s: DelegationScope) => (s === "all" ? -1 : PROPOSAL_KINDS.indexOf(s));
+  current.sort((a, b) => order(a.scope) - order(b.scope));
+  const sponsor = member.sponsorId ? await getMember(db, unionId, member.sponsorId) : undefined;
+  return { allowed: params.delegation === "opt_in", current, suggested: sponsor?.state === "active" ? sponsor : undefined };
 }

@@ -33,7 +33,8 @@ import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb } from "./relationships-web.ts";
 import { mountProposalsWeb } from "./proposals-web.ts";
-import { mayPropose } from "../bylaws/proposing.ts";
+import { delegationState, mayPropose } from "../bylaws/proposing.ts";
+import { delegateVote, type DelegationScope, ProposalError, withdrawDelegation } from "../bylaws/proposals.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -67,6 +68,8 @@ const DONE: Record<string, string> = {
   officer: "Office updated.",
   visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
+  delegated: "Your vote is delegated.",
+  delegation_withdrawn: "Your delegation is withdrawn: you vote for yourself.",
 };
 
 const CODE_PROBLEMS: Record<CodeProblem, { status: 404 | 410 | 403; message: string }> = {
@@ -451,7 +454,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     }
   }
 
-  async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
+  async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string }; delegationValues?: { scope?: string; delegate?: string } } = {}) {
     const { union, member } = v;
     const [chain, recruits, invites, held, welcome, proposer] = await Promise.all([
       sponsorChain(db, member.id),
@@ -461,6 +464,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       welcomePlaces(db, union.id, member.id),
       mayPropose(db, union.id, member),
     ]);
+    const delegation = await delegationState(db, union.id, member);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
     return c.html(mePage({
@@ -477,6 +481,8 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       error: extra.error,
       inviteValues: extra.inviteValues,
       mayPropose: proposer,
+      delegation,
+      delegationValues: extra.delegationValues,
     }), extra.status ?? 200);
   }
 
@@ -486,6 +492,29 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   });
 
   app.post("/u/:slug/me/invites", (c) => postInvite(c, "me"));
+
+  // Delegating one's vote (all proposals or one kind; the sponsor is offered first), changing it, or withdrawing it.
+  app.post("/u/:slug/me/delegation", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const form = await c.req.parseBody();
+    const values = { scope: String(form.scope ?? "all"), delegate: String(form.delegate ?? "") };
+    const scope = values.scope as DelegationScope;
+    try {
+      if (form.withdraw === "1") {
+        await withdrawDelegation(membership, g.viewer.union.id, by(g.viewer), scope);
+      } else {
+        const handle = normaliseHandle(values.delegate);
+        const to = await findMemberByHandle(db, g.viewer.union.id, handle);
+        if (!to || to.state !== "active") throw new ProposalError("not_found", `${handle} is not a member of this union`);
+        await delegateVote(membership, g.viewer.union.id, by(g.viewer), to.id, scope);
+      }
+    } catch (e) {
+      if (!(e instanceof ProposalError || e instanceof UnionError)) throw e;
+      return renderMe(c, g.viewer, { error: e.message, status: e.code === "forbidden" ? 403 : e.code === "conflict" ? 409 : 400, delegationValues: values });
+    }
+    return c.redirect(`/u/${g.viewer.union.slug}/me?done=${form.withdraw === "1" ? "delegation_withdrawn" : "delegated"}#delegation`, 303);
+  });
 
   app.post("/u/:slug/me/invites/:code/revoke", async (c) => {
     const g = await gate(c, false);

@@ -6,7 +6,7 @@ import {
   ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, listProposals, type NewProposal, ProposalError, tallyOf,
   withdrawDelegation,
 } from "../bylaws/proposals.ts";
-import { mayPropose, spendAmount, spendUnit } from "../bylaws/proposing.ts";
+import { delegationState, mayPropose, spendAmount, spendUnit } from "../bylaws/proposing.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { findMemberByHandle, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
@@ -84,8 +84,14 @@ export function mountProposalsWeb(app: Hono, deps: ProposalsWebDeps): void {
     if (!union || !proposal) return undefined;
     const member = await signedInMember(db, c, union);
     const eligible = member !== undefined && member.state === "active" && member.joinedAt !== null && member.joinedAt.getTime() <= proposal.openedAt.getTime();
+    let delegation: { allowed: boolean; delegate?: string } | undefined;
+    if (member) {
+      const d = await delegationState(db, union.id, member);
+      const mine = d.current.find((x) => x.scope === proposal.kind) ?? d.current.find((x) => x.scope === "all");
+      delegation = { allowed: d.allowed, delegate: mine?.delegate.handle ?? undefined };
+    }
     return {
-      union, proposal, member, tally: await tallyOf(db, proposal),
+      union, proposal, member, delegation, tally: await tallyOf(db, proposal),
       ballot: member ? await ballotOf(db, proposal.id, member.id) : undefined,
       canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
     };

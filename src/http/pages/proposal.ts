@@ -14,6 +14,8 @@ export interface ProposalView {
   readonly canVote: boolean;
   readonly error?: string;
   readonly done?: boolean;
+  /** For a signed-in member: whether the bylaws allow delegating, and who votes for them on this kind when they do not. */
+  readonly delegation?: { readonly allowed: boolean; readonly delegate?: string };
 }
 
 export function proposalPage(v: ProposalView): Html {
@@ -34,11 +36,9 @@ ${v.canVote ? html`<form method="post" action="${base}/vote" class="setup" data-
 ${p.options.map((o) => html`<label><input type="${p.multiple ? "checkbox" : "radio"}" name="option" value="${o}"${v.ballot?.includes(o) ? html` checked` : ""}> ${o}</label>`)}
 <button type="submit">${v.ballot?.length ? "Change my vote" : "Vote"}</button>
 </form>
-<form method="post" action="/u/${v.union.slug}/delegation" class="setup" data-testid="delegate-form">
-<input type="hidden" name="back" value="${base}"><input type="hidden" name="scope" value="all">
-<label>Or let another member vote for me (where the bylaws allow it) <input name="delegate" placeholder="@user@host"></label>
-<button type="submit" class="secondary">Delegate my vote</button>
-</form>` : ""}
+${v.delegation?.allowed ? html`<p class="muted" data-testid="delegation-note">${v.delegation.delegate
+      ? html`If you do not vote, your delegate <span class="handle">${v.delegation.delegate}</span> votes for you.`
+      : html`Not voting? You can let another member vote for you.`} <a href="/u/${v.union.slug}/me#delegation">Delegation</a></p>` : ""}` : ""}
 </article>`,
   });
 }
