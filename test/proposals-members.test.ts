@@ -7,6 +7,7 @@ import {
   castVote, closeProposal, createProposal, delegateVote, delegationsOf, NO, type Proposal, ProposalError, tallyOf, withdrawDelegation, YES,
 } from "../src/bylaws/proposals.ts";
 import { delegationState } from "../src/bylaws/proposing.ts";
+import { readVoters } from "../src/bylaws/turnout.ts";
 import { createUnion, getUnionById, type Union } from "../src/unions/unions.ts";
 import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin, setOfficer } from "../src/members/membership.ts";
@@ -213,6 +214,42 @@ for (const d of dialects) {
       const p = (await c.db.selectFrom("proposals").select(["state", "outcome"]).where("id", "=", p1.id).executeTakeFirstOrThrow());
       assert.equal(p.state, "failed");
       assert.match(JSON.parse(p.outcome!).reason, /1 yes, 2 no/);
+    }));
+  });
+
+  describe(`who voted, not how, on ${d.name}`, { skip: d.skip }, () => {
+    it("members who may see the roster see who voted; ballots only when votes were public at opening; others are refused", () => withCtx(d, async (c) => {
+      const w = await world(c, 3, { membersVisibility: "signed-in" });
+      const [a, b, cc] = w.members as [Member, Member, Member];
+      await setOfficer(c.deps, w.union.id, cc.id, OPERATOR, "Secretary");
+      const secret = await createProposal(c.deps, w.union.id, asMember(a), { kind: "resolution", title: "Secret", closesAt: SOON() });
+      await castVote(c.deps, w.union.id, secret.id, { memberId: b.id }, [NO], web);
+      await castVote(c.deps, w.union.id, secret.id, { memberId: a.id }, [YES], web);
+      const union = async () => (await getUnionById(c.db, w.union.id))!;
+      const member = async (m: Member) => ({ via: "web", member: (await getMember(c.db, w.union.id, m.id))! }) as const;
+
+      const seen = await readVoters(c.db, await union(), secret, await member(cc));
+      assert.ok(seen.ok);
+      assert.equal(seen.public, false);
+      assert.deepEqual(seen.voters.map((v) => [v.handle, v.choices]), [[person("m1").handle, undefined], [person("m0").handle, undefined]], "who, in order of voting; not how");
+      assert.deepEqual(await readVoters(c.db, await union(), secret, { via: "web" }), { ok: false, refused: "not_member" });
+      assert.deepEqual(await readVoters(c.db, await union(), secret, { via: "federation", actorId: "https://evil.example/users/x" }), { ok: false, refused: "roster_hidden" });
+      assert.ok((await readVoters(c.db, await union(), secret, "operator")).ok);
+
+      // The roster shown to officers only: a member no longer sees the names; the officer does.
+      await changeBylaws(c.deps, w.union.id, override, { params: { membersVisibility: "officers" } });
+      assert.deepEqual(await readVoters(c.db, await union(), secret, await member(b)), { ok: false, refused: "roster_hidden" });
+      assert.equal((await readVoters(c.db, await union(), secret, await member(cc))).ok, true);
+
+      // Votes made public: a proposal opened from now shows each ballot; the earlier one stays secret.
+      await changeBylaws(c.deps, w.union.id, override, { params: { voteVisibility: "public", membersVisibility: "signed-in" } });
+      const open = await createProposal(c.deps, w.union.id, asMember(a), { kind: "election", title: "Two officers", role: "officer", portfolio: "Comms", candidates: [a.id, b.id], closesAt: SOON() });
+      await castVote(c.deps, w.union.id, open.id, { memberId: cc.id }, [person("m1").handle!, person("m0").handle!], web);
+      const shown = await readVoters(c.db, await union(), open, await member(b));
+      assert.ok(shown.ok && shown.public);
+      assert.deepEqual(shown.voters.map((v) => [v.handle, v.choices]), [[person("m2").handle, [person("m0").handle, person("m1").handle]]]);
+      const still = await readVoters(c.db, await union(), secret, await member(b));
+      assert.ok(still.ok && !still.public && still.voters.every((v) => v.choices === undefined), "ballots cast under turnout-only stay secret");
     }));
   });
 }

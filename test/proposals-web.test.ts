@@ -267,5 +267,60 @@ for (const d of dialects) {
         await ctx.close();
       }
     });
+
+    it("the proposal page shows members who voted, not how; every ballot when votes are public; nobody's name to a viewer the roster rule excludes", async () => {
+      const ben = (await fx.member("ben"))!;
+      const secret = await createProposal(m.muster.membership, unionId, OPERATOR, { kind: "resolution", title: "Secret ballot", closesAt: new Date(Date.now() + 600_000) });
+      await castVote(m.muster.membership, unionId, secret.id, { memberId: ben.id }, ["No"], { kind: "web" });
+      await overrideBylaws(m.muster.unions, "riders", { voteVisibility: "public" });
+      assert.equal((await getProposal(m.muster.database.db, unionId, String(secret.number)))?.bylawsVersion, secret.bylawsVersion);
+      const open = await createProposal(m.muster.membership, unionId, OPERATOR, { kind: "resolution", title: "Open ballot", closesAt: new Date(Date.now() + 600_000) });
+      await castVote(m.muster.membership, unionId, open.id, { memberId: ben.id }, ["No"], { kind: "web" });
+      const voterList = (page: Page) => page.$$eval("[data-testid=voter-list] li", (lis) => lis.map((li) => li.textContent?.replace(/\s+/g, " ").trim()));
+
+      const visitor = await browser!.newContext();
+      try {
+        const page = await visitor.newPage();
+        await page.goto(fx.url(`/u/riders/proposals/${secret.number}`));
+        assert.equal(await page.textContent("[data-testid=voters-hidden]"), "Members who sign in see who voted.");
+        assert.equal(await page.locator("[data-testid=voter-list]").count(), 0);
+      } finally {
+        await visitor.close();
+      }
+      const { ctx, page } = await signedIn("ana", "/u/riders/me");
+      try {
+        await page.goto(fx.url(`/u/riders/proposals/${secret.number}`));
+        assert.deepEqual(await voterList(page), [fx.handleOf("ben")], "who, not how");
+        assert.equal(await page.textContent("[data-testid=voters-rule]"), "Members see who voted, not how.");
+        // ana votes on the web: she appears, still without her choice.
+        await page.check("[data-testid=vote-form] input[value=Yes]");
+        await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("[data-testid=vote-form] button[type=submit]")]);
+        assert.deepEqual(await voterList(page), [fx.handleOf("ben"), fx.handleOf("ana")]);
+        assert.doesNotMatch(await page.textContent("[data-testid=voters]") ?? "", /\b(Yes|No)\b/);
+        await atBothWidths(page, "a proposal page with its voters");
+
+        await page.goto(fx.url(`/u/riders/proposals/${open.number}`));
+        assert.deepEqual(await voterList(page), [`${fx.handleOf("ben")}: No`], "opened under public votes: each ballot shown");
+        assert.match(await page.textContent("[data-testid=voters-rule]") ?? "", /make votes public/);
+        await atBothWidths(page, "a proposal page with public ballots");
+
+        // The roster shown to officers only: ana (a member) sees no names; the leader does.
+        await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "officers" });
+        await page.goto(fx.url(`/u/riders/proposals/${open.number}`));
+        assert.equal(await page.locator("[data-testid=voter-list]").count(), 0);
+        assert.match(await page.textContent("[data-testid=voters-hidden]") ?? "", /not shown to you/);
+        assert.doesNotMatch(await page.textContent("main") ?? "", new RegExp(fx.handleOf("ben").replace(/[.]/g, "\\.")));
+      } finally {
+        await ctx.close();
+      }
+      const officer = await signedIn("lead", "/u/riders/console");
+      try {
+        await officer.page.goto(fx.url(`/u/riders/proposals/${open.number}`));
+        assert.deepEqual(await voterList(officer.page), [`${fx.handleOf("ben")}: No`]);
+      } finally {
+        await officer.ctx.close();
+        await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "signed-in", voteVisibility: "turnout" });
+      }
+    });
   });
 }

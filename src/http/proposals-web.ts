@@ -8,6 +8,7 @@ import {
 } from "../bylaws/proposals.ts";
 import { delegationState, mayPropose, spendAmount, spendUnit } from "../bylaws/proposing.ts";
 import type { DB } from "../db/schema.ts";
+import { readVoters } from "../bylaws/turnout.ts";
 import { logger } from "../logging.ts";
 import { findMemberByHandle, type Member, MemberError, type MembershipDeps } from "../members/members.ts";
 import { normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
@@ -92,6 +93,7 @@ export function mountProposalsWeb(app: Hono, deps: ProposalsWebDeps): void {
     }
     return {
       union, proposal, member, delegation, tally: await tallyOf(db, proposal),
+      voters: await readVoters(db, union, proposal, { via: "web", member }),
       ballot: member ? await ballotOf(db, proposal.id, member.id) : undefined,
       canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
     };

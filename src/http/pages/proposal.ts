@@ -2,6 +2,7 @@ import { html } from "hono/html";
 import type { Proposal, Tally } from "../../bylaws/proposals.ts";
 import { PROPOSAL_KINDS, type ProposalKind } from "../../bylaws/params.ts";
 import type { SpendUnit } from "../../bylaws/proposing.ts";
+import type { VotersRead } from "../../bylaws/turnout.ts";
 import type { Union } from "../../unions/unions.ts";
 import { type Html, layout } from "./layout.ts";
 
@@ -16,6 +17,22 @@ export interface ProposalView {
   readonly done?: boolean;
   /** For a signed-in member: whether the bylaws allow delegating, and who votes for them on this kind when they do not. */
   readonly delegation?: { readonly allowed: boolean; readonly delegate?: string };
+  /** Who voted (and how, when votes are public), or why this viewer is not shown. */
+  readonly voters: VotersRead;
+}
+
+function votersSection(v: ProposalView): Html {
+  const r = v.voters;
+  return html`<section id="voters" data-testid="voters"><h2>Who voted</h2>
+${!r.ok
+    ? html`<p class="muted" data-testid="voters-hidden">${r.refused === "not_member"
+      ? "Members who sign in see who voted."
+      : "This union shows its members to fewer people than you, so who voted is not shown to you either."}</p>`
+    : html`<p class="muted" data-testid="voters-rule">${r.public ? "The bylaws make votes public: each member's ballot is shown." : "Members see who voted, not how."}${v.tally.delegatedVoters > 0 ? html` ${v.tally.delegatedVoters} more counted through a delegate.` : ""}</p>
+${r.voters.length === 0
+      ? html`<p data-testid="no-voters">Nobody has voted yet.</p>`
+      : html`<ul class="voters" data-testid="voter-list">${r.voters.map((x) => html`<li data-member="${x.handle ?? x.memberId}"><span class="handle">${x.handle ?? "(unknown)"}</span>${x.choices ? html`: <span class="choice" data-testid="choice">${x.choices.join(", ")}</span>` : ""}</li>`)}</ul>`}`}
+</section>`;
 }
 
 export function proposalPage(v: ProposalView): Html {
@@ -39,6 +56,7 @@ ${p.options.map((o) => html`<label><input type="${p.multiple ? "checkbox" : "rad
 ${v.delegation?.allowed ? html`<p class="muted" data-testid="delegation-note">${v.delegation.delegate
       ? html`If you do not vote, your delegate <span class="handle">${v.delegation.delegate}</span> votes for you.`
       : html`Not voting? You can let another member vote for you.`} <a href="/u/${v.union.slug}/me#delegation">Delegation</a></p>` : ""}` : ""}
+${votersSection(v)}
 </article>`,
   });
 }
