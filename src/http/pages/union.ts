@@ -56,6 +56,7 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
   <dt>Founded</dt><dd><time datetime="${union.createdAt.toISOString()}">${union.createdAt.toISOString().slice(0, 10)}</time></dd>
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
+<p class="governance" data-testid="governance"><a href="/u/${union.slug}/proposals" data-testid="proposals-link">Proposals and votes</a> · <a href="/u/${union.slug}/bylaws">Bylaws</a></p>
 ${current ? currentActionCard(union, current) : ""}
 ${extras.links ? linksSection(extras.links) : ""}
 ${extras.recent?.length ? html`<section data-testid="recent-actions"><h2>Recent calls to action</h2>
