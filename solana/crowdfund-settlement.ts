@@ -1,5 +1,6 @@
 import "./quiet-bindings.ts";
-import { PublicKey, Transaction, type TransactionInstruction } from "@solana/web3.js";
+import { randomBytes } from "node:crypto";
+import { PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
 import {
   createAssociatedTokenAccountIdempotentInstruction, createCloseAccountInstruction, createTransferCheckedInstruction, getAssociatedTokenAddressSync,
 } from "@solana/spl-token";
@@ -14,7 +15,7 @@ import {
 import { getTreasury, type Treasury } from "../src/treasury/treasury.ts";
 import { treasuryAuthority, type VaultAuthority } from "./crowdfund-authority.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
-import { type CrowdfundChainDeps, landed } from "./crowdfund-vault.ts";
+import { type CrowdfundChainDeps, landed, MEMO_PROGRAM } from "./crowdfund-vault.ts";
 
 const log = logger("solana", "crowdfunds");
 
@@ -59,7 +60,11 @@ function instructions(c: Context, kind: SettlementTxKind, what: { refunds?: read
 
 async function sign(deps: CrowdfundChainDeps, c: Context, kind: SettlementTxKind, ixs: TransactionInstruction[], pledges: readonly string[], amount: bigint): Promise<SignedSettlementTx> {
   const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
-  const tx = new Transaction({ feePayer: c.authority.feePayer, blockhash, lastValidBlockHeight }).add(...ixs);
+  // The memo names the work for anyone reading the chain, and its nonce makes a
+  // re-signing differ from the bytes that did not execute even under the
+  // same blockhash (a chain refuses a signature it has processed, failed or not).
+  const memo = new TransactionInstruction({ programId: MEMO_PROGRAM, keys: [], data: Buffer.from(`muster crowdfund ${c.cf.id} ${kind} ${randomBytes(4).toString("hex")}`) });
+  const tx = new Transaction({ feePayer: c.authority.feePayer, blockhash, lastValidBlockHeight }).add(...ixs, memo);
   await c.authority.sign(tx);
   const raw = tx.serialize();
   return { kind, raw: Buffer.from(raw).toString("base64"), signature: bs58.encode(tx.signature!), lastValidBlockHeight, pledges, amount };
@@ -100,26 +105,37 @@ async function resign(deps: CrowdfundChainDeps, c: Context, t: SettlementTx): Pr
  * transaction the chain shows never executed is signed anew.
  */
 export async function settleCrowdfund(deps: CrowdfundChainDeps, cf: Crowdfund, opts: { force?: boolean; now?: number } = {}): Promise<SettleResult> {
-  const now = opts.now ?? Date.now();
-  if (cf.state === "open") {
-    if (!isDue(cf, now, opts.force)) return { crowdfund: cf, outcome: "not_due", transactions: [] };
-    await scanPledges(deps.ledger, deps.db, cf);
-    const c = await context(deps, cf);
-    await deps.fund?.(c.authority.feePayer.toBase58());
-    const plan = await planSettlement(deps.db, cf);
-    const txs = await signPlan(deps, c, plan);
-    if (await claimSettlement(deps.db, cf.id, plan, txs)) {
-      log.info("Crowdfund {id} {outcome}: total {total}, cut {cut}, {n} transactions signed{forced}", {
-        id: cf.id, outcome: plan.outcome, total: plan.total.toString(), cut: plan.cut.toString(), n: txs.length, forced: opts.force ? " (forced by an operator)" : "",
-      });
-    }
-    cf = (await getCrowdfund(deps.db, cf.unionId, cf.id))!;
-  }
-  if (cf.state === "succeeded" || cf.state === "failed") await drive(deps, await context(deps, cf));
+  cf = await claimDueSettlement(deps, cf, opts);
+  if (cf.state === "succeeded" || cf.state === "failed") await driveSettlement(deps, cf);
   const after = (await getCrowdfund(deps.db, cf.unionId, cf.id))!;
   const transactions = await settlementTransactions(deps.db, cf.id);
   const outcome = after.state === "settled" ? "settled" : after.state === "refunded" ? "refunded" : after.state === "open" ? "not_due" : "pending";
   return { crowdfund: after, outcome, transactions };
+}
+
+/**
+ * The decision half of a settlement: scan, plan, sign, and commit the
+ * decision with the signed bytes. Nothing is sent. Returns the crowdfund as
+ * it stands after (unchanged when not due, or claimed by another worker).
+ */
+export async function claimDueSettlement(deps: CrowdfundChainDeps, cf: Crowdfund, opts: { force?: boolean; now?: number } = {}): Promise<Crowdfund> {
+  if (!isDue(cf, opts.now ?? Date.now(), opts.force)) return cf;
+  await scanPledges(deps.ledger, deps.db, cf);
+  const c = await context(deps, cf);
+  await deps.fund?.(c.authority.feePayer.toBase58());
+  const plan = await planSettlement(deps.db, cf);
+  const txs = await signPlan(deps, c, plan);
+  if (await claimSettlement(deps.db, cf.id, plan, txs)) {
+    log.info("Crowdfund {id} {outcome}: total {total}, cut {cut}, {n} transactions signed{forced}", {
+      id: cf.id, outcome: plan.outcome, total: plan.total.toString(), cut: plan.cut.toString(), n: txs.length, forced: opts.force ? " (forced by an operator)" : "",
+    });
+  }
+  return (await getCrowdfund(deps.db, cf.unionId, cf.id))!;
+}
+
+/** The sending half: submits the stored transactions in order (resuming after a crash). */
+export async function driveSettlement(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<void> {
+  await drive(deps, await context(deps, cf));
 }
 
 async function context(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<Context> {
