@@ -1,4 +1,11 @@
 import { logger } from "../src/logging.ts";
+import { every } from "../src/sleep.ts";
+import type { DomainDeps } from "../src/domain-deps.ts";
+import { getUnionById } from "../src/unions/unions.ts";
+import { getTreasury } from "../src/treasury/treasury.ts";
+import { announceCrowdfund } from "../src/crowdfunds/announce.ts";
+import type { Crowdfund } from "../src/crowdfunds/crowdfunds.ts";
+import { formatUnits } from "./amounts.ts";
 import { crowdfundsAwaitingVault, listCrowdfunds } from "../src/crowdfunds/crowdfunds.ts";
 import { crowdfundsToSettle } from "../src/crowdfunds/settlement.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
@@ -30,3 +37,21 @@ export async function runCrowdfundJobs(deps: CrowdfundChainDeps, now = Date.now(
   for (const cf of await crowdfundsToSettle(deps.db, now)) await step("settling", cf.id, () => settleCrowdfund(deps, cf, { now }));
 }
 
+
+/** Runs the crowdfund jobs every `intervalMs` until the signal aborts. */
+export function runCrowdfunds(deps: CrowdfundChainDeps, signal: AbortSignal, intervalMs = 5_000): Promise<void> {
+  return every(intervalMs, signal, () => runCrowdfundJobs(deps), (error) => log.error("Crowdfund pass failed: {error}", { error }));
+}
+
+/**
+ * What the chain side needs from the rest of the server to announce an
+ * opened crowdfund: the pledge page's address and the goal in the mint's units.
+ */
+export function crowdfundAnnouncer(domain: DomainDeps, origin: URL): (cf: Crowdfund) => Promise<void> {
+  return async (cf) => {
+    const union = await getUnionById(domain.db, cf.unionId);
+    const treasury = await getTreasury(domain.db, cf.unionId);
+    if (!union || !treasury) return;
+    await announceCrowdfund(domain, cf, { pledgeUrl: new URL(`/u/${union.slug}/crowdfunds/${cf.seq}`, origin), goalText: `${formatUnits(cf.goal, treasury.decimals)} tokens` });
+  };
+}
