@@ -27,6 +27,8 @@ import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
+import { formatUnits } from "../solana/amounts.ts";
+import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -152,6 +154,11 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  mountCrowdfundsWeb(app, {
+    db: database.db,
+    formatUnits,
+    vaultBalance: ledger ? async (vault) => (await import("../solana/crowdfund-vault.ts")).vaultBalance(ledger, vault) : undefined,
+  });
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
