@@ -49,33 +49,38 @@ export async function landed(ledger: Ledger, raw: Uint8Array, lastValidBlockHeig
  * crash the same bytes are sent again.
  */
 export async function openVault(deps: CrowdfundChainDeps, crowdfundId: string): Promise<"open" | "pending"> {
-  const row = await deps.db.selectFrom("crowdfunds").selectAll().where("id", "=", crowdfundId).executeTakeFirstOrThrow();
-  if (row.state !== "approved") return row.state === "open" ? "open" : "pending";
-  if (row.vault_raw) {
-    const outcome = await landed(deps.ledger, Buffer.from(row.vault_raw, "base64"), Number(row.vault_last_valid_block_height));
-    if ("signature" in outcome) return finishOpen(deps, crowdfundId, outcome.signature);
-    log.warn("The stored vault creation for crowdfund {id} did not land ({code}); signing anew", { id: crowdfundId, code: outcome.error.code });
-    await dropVaultPlan(deps.db, crowdfundId);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const row = await deps.db.selectFrom("crowdfunds").selectAll().where("id", "=", crowdfundId).executeTakeFirstOrThrow();
+    if (row.state !== "approved") return row.state === "open" ? "open" : "pending";
+    if (row.vault_raw) {
+      const outcome = await landed(deps.ledger, Buffer.from(row.vault_raw, "base64"), Number(row.vault_last_valid_block_height));
+      if ("signature" in outcome) return finishOpen(deps, crowdfundId, outcome.signature);
+      log.warn("The stored vault creation for crowdfund {id} did not land ({code}); signing anew", { id: crowdfundId, code: outcome.error.code });
+      await dropVaultPlan(deps.db, crowdfundId, row.vault_raw);
+      continue;
+    }
+    const treasury = await getTreasury(deps.db, row.union_id);
+    if (!treasury) throw new Error(`union ${row.union_id} has no treasury`);
+    const authority = await treasuryAuthority(deps.db, row.union_id);
+    await deps.fund?.(authority.feePayer.toBase58());
+    const vault = Keypair.generate();
+    const reference = Keypair.generate().publicKey;
+    const program = new PublicKey(treasury.tokenProgram);
+    const rent = await deps.ledger.minimumBalanceForRentExemption(ACCOUNT_SIZE);
+    const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
+    const tx = new Transaction({ feePayer: authority.feePayer, blockhash, lastValidBlockHeight }).add(
+      SystemProgram.createAccount({ fromPubkey: authority.feePayer, newAccountPubkey: vault.publicKey, space: ACCOUNT_SIZE, lamports: Number(rent), programId: program }),
+      createInitializeAccount3Instruction(vault.publicKey, new PublicKey(treasury.mint), authority.address, program),
+    );
+    await authority.sign(tx, [vault]);
+    const raw = tx.serialize();
+    // Another worker stored its creation first: send that one (next turn), never a second vault.
+    if (!await planVault(deps.db, crowdfundId, { vault: vault.publicKey.toBase58(), reference: reference.toBase58(), raw: Buffer.from(raw).toString("base64"), lastValidBlockHeight })) continue;
+    const outcome = await landed(deps.ledger, raw, lastValidBlockHeight);
+    if ("error" in outcome) throw outcome.error;
+    return finishOpen(deps, crowdfundId, outcome.signature);
   }
-  const treasury = await getTreasury(deps.db, row.union_id);
-  if (!treasury) throw new Error(`union ${row.union_id} has no treasury`);
-  const authority = await treasuryAuthority(deps.db, row.union_id);
-  await deps.fund?.(authority.feePayer.toBase58());
-  const vault = Keypair.generate();
-  const reference = Keypair.generate().publicKey;
-  const program = new PublicKey(treasury.tokenProgram);
-  const rent = await deps.ledger.minimumBalanceForRentExemption(ACCOUNT_SIZE);
-  const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
-  const tx = new Transaction({ feePayer: authority.feePayer, blockhash, lastValidBlockHeight }).add(
-    SystemProgram.createAccount({ fromPubkey: authority.feePayer, newAccountPubkey: vault.publicKey, space: ACCOUNT_SIZE, lamports: Number(rent), programId: program }),
-    createInitializeAccount3Instruction(vault.publicKey, new PublicKey(treasury.mint), authority.address, program),
-  );
-  await authority.sign(tx, [vault]);
-  const raw = tx.serialize();
-  await planVault(deps.db, crowdfundId, { vault: vault.publicKey.toBase58(), reference: reference.toBase58(), raw: Buffer.from(raw).toString("base64"), lastValidBlockHeight });
-  const outcome = await landed(deps.ledger, raw, lastValidBlockHeight);
-  if ("error" in outcome) throw outcome.error;
-  return finishOpen(deps, crowdfundId, outcome.signature);
+  return "pending";
 }
 
 async function finishOpen(deps: CrowdfundChainDeps, crowdfundId: string, signature: string): Promise<"open"> {

@@ -25,6 +25,7 @@ import { openVault, pledgeTransaction, vaultBalance, MEMO_PROGRAM } from "../sol
 import { pledgeIn, recordSignature, scanPledges } from "../solana/crowdfund-pledges.ts";
 import { claimDueSettlement, SettlementFailed, settleCrowdfund } from "../solana/crowdfund-settlement.ts";
 import { faucetFunding } from "../solana/badge-sync.ts";
+import { crowdfundAnnouncer, runCrowdfundJobs } from "../solana/crowdfund-jobs.ts";
 import { TOKEN_PROGRAM_ID } from "@solana/spl-token";
 
 const GOAL = 10_000_000n;
@@ -43,7 +44,7 @@ interface World {
   chain: { db: Kysely<DB>; ledger: EmbeddedLedger; fund: (a: string) => Promise<void> };
 }
 
-async function world(d: (typeof dialects)[number], opts: { cutBps?: number } = {}): Promise<World> {
+async function world(d: (typeof dialects)[number], opts: { cutBps?: number; open?: boolean } = {}): Promise<World> {
   const tdb = await d.create();
   const database = tdb.open();
   const db = database.db;
@@ -68,7 +69,7 @@ async function world(d: (typeof dialects)[number], opts: { cutBps?: number } = {
   });
   await approveCrowdfund(crowdfundDeps, union.id, `#${proposed.seq}`, OPERATOR);
   const chain = { db, ledger, fund: faucetFunding(ledger) };
-  assert.equal(await openVault(chain, proposed.id), "open");
+  if (opts.open !== false) assert.equal(await openVault(chain, proposed.id), "open");
   const cf = (await getCrowdfund(db, union.id, proposed.id))!;
   return { tdb, database, db, ledger, treasury, unionId: union.id, members, beneficiary, cf, chain };
 }
@@ -299,6 +300,41 @@ for (const d of dialects) {
       } finally {
         await database2?.close();
         await w.tdb.destroy();
+      }
+    });
+
+    it("the ledger process's job, run by two workers at once: one vault, one announcement, one settlement", async () => {
+      const w = await world(d, { open: false });
+      try {
+        const announced: string[] = [];
+        const announcer = crowdfundAnnouncer({ db: w.db, events: createEventBus(), outbox: recordingOutbox }, new URL("https://union.example"));
+        const deps = { ...w.chain, announce: async (cf: Crowdfund) => { announced.push(cf.id); await announcer(cf); } };
+        assert.equal(w.cf.state, "approved");
+        await Promise.all([runCrowdfundJobs(deps), runCrowdfundJobs(deps)]);
+        const cf = (await getCrowdfund(w.db, w.unionId, w.cf.id))!;
+        assert.equal(cf.state, "open");
+        assert.deepEqual(announced, [cf.id], "announced once");
+        const actions = await w.db.selectFrom("actions").selectAll().execute();
+        assert.deepEqual(actions.map((a) => [a.kind, a.link, a.state]), [["donate", "https://union.example/u/riders/crowdfunds/1", "published"]]);
+        assert.equal(cf.actionId, actions[0]!.id);
+        // Exactly one vault account was created for it: the authority's token accounts for the mint are the treasury's and this vault.
+        const owned = await w.ledger.tokenAccountsByOwner(w.treasury.key.publicKey.toBase58(), { mint: w.treasury.mint.toBase58() });
+        assert.deepEqual(owned.map((o) => o.address).sort(), [w.treasury.account.toBase58(), cf.vault!].sort());
+        w.cf = cf;
+        await pledge(w, "alice", 6_000_000n);
+        await pledge(w, "carol", 4_000_000n);
+        // The jobs record pledges while open, and settle once past the deadline.
+        await runCrowdfundJobs(deps);
+        assert.equal(await pledgedTotal(w.db, cf.id), 10_000_000n);
+        await Promise.all([runCrowdfundJobs(deps, afterDeadline(w)), runCrowdfundJobs(deps, afterDeadline(w))]);
+        const settled = (await getCrowdfund(w.db, w.unionId, cf.id))!;
+        assert.equal(settled.state, "settled");
+        assert.equal((await settlementTransactions(w.db, cf.id)).length, 1);
+        const beneficiaryAccount = getAssociatedTokenAddressSync(w.treasury.mint, w.beneficiary.publicKey, true);
+        assert.equal(await tokenBalance(w.ledger, beneficiaryAccount), 9_500_000n);
+        assert.equal(await tokenBalance(w.ledger, w.treasury.account), 500_000n);
+      } finally {
+        await done(w);
       }
     });
 

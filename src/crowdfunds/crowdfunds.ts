@@ -214,17 +214,22 @@ export async function crowdfundsAwaitingVault(db: Kysely<DB>): Promise<Crowdfund
   return (await db.selectFrom("crowdfunds").selectAll().where("state", "=", "approved").orderBy("created_at").execute()).map(toCrowdfund);
 }
 
-/** Stores the vault's signed creation before it is submitted (kept until it is seen). */
-export async function planVault(db: Kysely<DB>, id: string, plan: { vault: string; reference: string; raw: string; lastValidBlockHeight: number }): Promise<void> {
-  await db.updateTable("crowdfunds").set({
+/**
+ * Stores the vault's signed creation before it is submitted (kept until it
+ * is seen). Only the first plan is kept: false tells a second worker that
+ * another creation is already stored, which it must send instead of its own.
+ */
+export async function planVault(db: Kysely<DB>, id: string, plan: { vault: string; reference: string; raw: string; lastValidBlockHeight: number }): Promise<boolean> {
+  const r = await db.updateTable("crowdfunds").set({
     vault: plan.vault, reference: plan.reference, vault_raw: plan.raw, vault_last_valid_block_height: plan.lastValidBlockHeight,
-  }).where("id", "=", id).where("state", "=", "approved").where("vault_signature", "is", null).execute();
+  }).where("id", "=", id).where("state", "=", "approved").where("vault_signature", "is", null).where("vault_raw", "is", null).executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
 }
 
 /** The stored vault creation never landed (its blockhash passed): forget it so a fresh one is signed. */
-export async function dropVaultPlan(db: Kysely<DB>, id: string): Promise<void> {
+export async function dropVaultPlan(db: Kysely<DB>, id: string, raw: string): Promise<void> {
   await db.updateTable("crowdfunds").set({ vault: null, reference: null, vault_raw: null, vault_last_valid_block_height: null })
-    .where("id", "=", id).where("state", "=", "approved").where("vault_signature", "is", null).execute();
+    .where("id", "=", id).where("state", "=", "approved").where("vault_signature", "is", null).where("vault_raw", "=", raw).execute();
 }
 
 /**
