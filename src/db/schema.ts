@@ -440,6 +440,9 @@ export interface DB {
   badge_mints: BadgeMintsTable;
   badges: BadgesTable;
   scan_cursors: ScanCursorsTable;
+  crowdfunds: CrowdfundsTable;
+  crowdfund_pledges: CrowdfundPledgesTable;
+  crowdfund_transactions: CrowdfundTransactionsTable;
 }
 
 // Amounts (lamports, token base units) are u64 decimal strings: exact on both
@@ -567,4 +570,68 @@ export interface BadgesTable {
   raw: string | null;
   last_valid_block_height: number | null;
   updated_at: number;
+}
+
+/** A member's project raised through the union (src/crowdfunds/). */
+export interface CrowdfundsTable {
+  id: string;
+  union_id: string;
+  seq: number;
+  title: string;
+  body_md: string;
+  body_html: string;
+  /** u64 base units of the dues mint. */
+  goal: string;
+  deadline: number;
+  beneficiary: string;
+  proposer_id: string | null;
+  state: string;
+  cut_bps: number | null;
+  mint: string | null;
+  vault: string | null;
+  reference: string | null;
+  vault_raw: string | null;
+  vault_last_valid_block_height: number | null;
+  vault_signature: string | null;
+  action_id: string | null;
+  decided_by: string | null;
+  decision_note: string | null;
+  total: string | null;
+  cut: string | null;
+  created_at: number;
+  decided_at: number | null;
+  settled_at: number | null;
+}
+
+export interface CrowdfundPledgesTable {
+  signature: string;
+  union_id: string;
+  crowdfund_id: string;
+  member_id: string | null;
+  memo: string | null;
+  wallet: string;
+  source: string;
+  destination: string;
+  mint: string;
+  amount: string;
+  status: string;
+  reason: string | null;
+  in_vault: number;
+  refund_signature: string | null;
+  pledged_at: number;
+  recorded_at: number;
+}
+
+export interface CrowdfundTransactionsTable {
+  id: Generated<number>;
+  crowdfund_id: string;
+  kind: string;
+  raw: string;
+  last_valid_block_height: number;
+  signature: string;
+  state: string;
+  pledges: string;
+  amount: string;
+  created_at: number;
+  confirmed_at: number | null;
 }

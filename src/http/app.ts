@@ -24,6 +24,8 @@ import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { unionLinks } from "../relationships/relationships.ts";
+import { crowdfundItems } from "./crowdfunds-web.ts";
+import { formatUnits } from "../../solana/amounts.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -190,6 +192,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
       links: await unionLinks(db, union.id),
+      crowdfunds: readable ? await crowdfundItems({ db, formatUnits }, union) : [],
     }));
   });
 
