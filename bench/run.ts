@@ -12,7 +12,7 @@ import { tree } from "./tree.ts";
 import { votes } from "./votes.ts";
 import { crowdfund } from "./crowdfund.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes, crowdfund];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes, crowdfund];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 
