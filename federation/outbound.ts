@@ -32,10 +32,13 @@ interface QueuedIntent {
  */
 export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
   return {
-    add: (trx, intent) => (intent.kind === "badge.sync" && ledgerQueue ? ledgerQueue : queue)
+    add: (trx, intent) => (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
       .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
   };
 }
+
+/** Intents that are chain work, handled by the ledger lane (solana/). */
+const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer"]);
 
 // An Accept and a later Reject for the same member must leave in that order.
 function orderingKeyOf(intent: OutboxIntent): string {
@@ -43,6 +46,7 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
+  if ("transferId" in intent) return `treasury:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -120,8 +124,9 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       await handleProposalIntent(deps, ctx, union, intent);
       return;
     case "badge.sync":
-      // Chain work belongs to the ledger lane (solana/badge-sync.ts); here it would be lost.
-      throw new Error(`badge.sync for member ${intent.memberId} reached the federation lane; it needs the ledger lane`);
+    case "treasury.transfer":
+      // Chain work belongs to the ledger lane (solana/); here it would be lost.
+      throw new Error(`${intent.kind} in union ${intent.unionId} reached the federation lane; it needs the ledger lane`);
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);
       if (!recipient) return;

@@ -140,12 +140,7 @@ async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: numbe
   }
 }
 
-/** The ledger lane's handler: one message per intent, from the domain's outbox. */
-export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
-  const { intent } = message;
-  if (intent.kind !== "badge.sync") throw new Error(`the ledger lane has no handler for ${intent.kind}`);
-  await syncBadge(deps, intent.unionId, intent.memberId);
-}
+export { handleLedgerIntent } from "./ledger-lane.ts";
 
 /** Keeps the treasury key able to pay fees and rent on the embedded ledger (test money from its faucet). */
 export function faucetFunding(ledger: EmbeddedLedger): (address: string) => Promise<void> {

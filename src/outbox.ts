@@ -19,6 +19,7 @@ export type OutboxIntent =
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**
