@@ -13,6 +13,9 @@ import { changeBylaws } from "../src/bylaws/bylaws.ts";
 import { linkWallet } from "../src/treasury/badges.ts";
 import { TreasuryError } from "../src/treasury/dues.ts";
 import { getTransfer } from "../src/treasury/treasury.ts";
+import { issueWalletChallenge, proveWallet } from "../src/treasury/wallet-proof.ts";
+import * as ed from "@noble/ed25519";
+import bs58 from "bs58";
 import { KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { queueOutbox } from "../federation/outbound.ts";
 import { faucetFunding } from "../solana/badge-sync.ts";
@@ -57,7 +60,10 @@ for (const d of dialects) {
         for (const [i, name] of ["ana", "ben"].entries()) {
           const j = await requestToJoin(deps, union.id, person(name), followId());
           await setOfficer(deps, union.id, j.member.id, OPERATOR, "treasurer");
-          await linkWallet(deps, union.id, j.member.id, wallets[i]!.publicKey.toBase58(), OPERATOR);
+          // An operator's link (no proof) does not make a signer; the officer's own proof does.
+          await linkWallet(deps, union.id, j.member.id, Keypair.generate().publicKey.toBase58(), OPERATOR);
+          const challenge = await issueWalletChallenge(db, union.id, j.member.id, { union: "https://union.example/u/riders", actorId: person(name).actorId });
+          await proveWallet(deps, union.id, { wallet: wallets[i]!.publicKey.toBase58(), message: challenge.message, signature: bs58.encode(await ed.signAsync(new TextEncoder().encode(challenge.message), wallets[i]!.secretKey.slice(0, 32))) });
         }
         await changeBylaws(deps, union.id, { kind: "operator", reason: "officers co-sign" }, { params: { treasuryThreshold: "3" } });
         await changeBylaws(deps, union.id, { kind: "operator", reason: "too many" }, { params: { treasuryThreshold: "4" } });

@@ -51,10 +51,12 @@ export async function wantedSigners(db: Kysely<DB>, unionId: string, serverKey: 
   const { treasuryThreshold } = (await readBylaws(db, unionId)).params;
   const officers = await db.selectFrom("member_wallets").innerJoin("members", (j) => j.onRef("members.id", "=", "member_wallets.member_id").onRef("members.union_id", "=", "member_wallets.union_id"))
     .select(["member_wallets.address"]).where("member_wallets.union_id", "=", unionId).where("members.state", "=", "active")
-    .where("members.role", "in", ["leader", "officer"]).orderBy("members.created_at").execute();
+    .where("members.role", "in", ["leader", "officer"])
+    // Only a wallet the officer proved is theirs: an unproven link could be anyone's key.
+    .where("member_wallets.proof_signature", "is not", null).orderBy("members.created_at").execute();
   const signers = [serverKey, ...new Set(officers.map((o) => o.address).filter((a) => a !== serverKey))].slice(0, 11);
   if (treasuryThreshold > signers.length) {
-    throw new TreasuryError("invalid", `the bylaws ask for ${treasuryThreshold} treasury signatures but there are only ${signers.length} signers (the server's key and ${signers.length - 1} officers' linked wallets)`);
+    throw new TreasuryError("invalid", `the bylaws ask for ${treasuryThreshold} treasury signatures but there are only ${signers.length} signers (the server's key and ${signers.length - 1} officers' proven wallets)`);
   }
   return { signers, threshold: treasuryThreshold };
 }
