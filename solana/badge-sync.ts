@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { Keypair, Transaction } from "@solana/web3.js";
 import bs58 from "bs58";
 import type { Kysely } from "kysely";

@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
 import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
 import { submitTransfer } from "./treasury-authority.ts";

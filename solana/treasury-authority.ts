@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { Keypair, Message, NONCE_ACCOUNT_LENGTH, NonceAccount, PublicKey, SystemProgram, Transaction, type Signer, type TransactionInstruction } from "@solana/web3.js";
 import {
   MULTISIG_SIZE, MINT_SIZE, TOKEN_PROGRAM_ID, createAssociatedTokenAccountIdempotentInstruction, createInitializeMint2Instruction,
@@ -26,6 +27,8 @@ export interface TreasuryChainDeps {
   readonly ledger: Ledger;
   /** Tops up the server's key for fees and rent (the embedded ledger's faucet; nothing on a real cluster). */
   readonly fund?: (address: string) => Promise<void>;
+  /** Make a test dues mint when the bylaws name none: the embedded ledger, also when reached over RPC by the CLI. */
+  readonly testMint?: boolean;
 }
 
 /**
@@ -97,7 +100,7 @@ export async function ensureTreasury(deps: TreasuryChainDeps, unionId: string): 
     if (!account) throw new TreasuryError("invalid", `the dues mint ${duesMint} does not exist on this ledger`);
     tokenProgram = new PublicKey(account.owner);
     decimals = unpackMint(mint, { data: Buffer.from(account.data), owner: tokenProgram, lamports: Number(account.lamports), executable: false }, tokenProgram).decimals;
-  } else if (deps.ledger.kind === "embedded") {
+  } else if (deps.testMint ?? deps.ledger.kind === "embedded") {
     const m = Keypair.generate();
     extra.push(m);
     mint = m.publicKey;
