@@ -30,6 +30,8 @@ import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
 import { formatUnits } from "../solana/amounts.ts";
 import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
+import { loadSecretKey } from "./secrets/secret-box.ts";
+import { sealSecret, secureStoredKeys } from "./secrets/stored-keys.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -70,6 +72,8 @@ export interface MusterOptions {
    * One process only: a worker or a CLI command beside it must not.
    */
   readonly runLedger?: boolean;
+  /** Warn at start-up when the secret key is a file in DATA_DIR (serve and worker). */
+  readonly announceSecretKey?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -84,6 +88,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
+    const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, config.dataDir);
+    // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.
+    if (secrets.file && (secrets.generated || options.announceSecretKey)) {
+      logger("secrets").warn("MUSTER_SECRET_KEY is not set: the server's private keys are sealed with {file}; back it up with the database, or set MUSTER_SECRET_KEY", { file: secrets.file });
+    }
+    const { sealed } = await secureStoredKeys(database.db, secrets);
+    if (sealed) logger("secrets").info("Sealed {sealed} private keys that were stored in plaintext", { sealed });
     await ensureInstanceKeys(database.db);
   } catch (e) {
     await database.close();
@@ -126,7 +137,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   signer = federation;
-  const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
+  // Actor keys are sealed before the union's transaction writes them.
+  const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
+  const unions: UnionDeps = { db: database.db, events, generateKeys };
   const app = createHttpApp({
     db: database.db,
     federation,

@@ -23,6 +23,7 @@ export type OutboxIntent =
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "featured.request"; readonly unionId: string; readonly itemId: string }
   | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
+  | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

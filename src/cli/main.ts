@@ -15,7 +15,9 @@ import { crowdfundCommands } from "./commands/crowdfund.ts";
 import { featuredCommands } from "./commands/featured.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...featuredCommands, ...crowdfundCommands];
+const commands: readonly Command[] = [] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...featuredCommands, ...crowdfundCommands, ...treasuryCommands, ...walletCommands, ...ledgerCommands];
+import { ledgerCommands, treasuryCommands, walletCommands } from "./commands/treasury.ts";
+
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [

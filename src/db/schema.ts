@@ -443,6 +443,9 @@ export interface DB {
   crowdfunds: CrowdfundsTable;
   crowdfund_pledges: CrowdfundPledgesTable;
   crowdfund_transactions: CrowdfundTransactionsTable;
+  treasury_setups: TreasurySetupsTable;
+  treasury_transfers: TreasuryTransfersTable;
+  wallet_challenges: WalletChallengesTable;
 }
 
 // Amounts (lamports, token base units) are u64 decimal strings: exact on both
@@ -547,6 +550,46 @@ export interface MemberWalletsTable {
   member_id: string;
   address: string;
   linked_at: number;
+  /** The signed challenge proving the wallet is the member's; null when the operator linked it without proof. */
+  proof_message: string | null;
+  proof_signature: string | null;
+}
+
+export interface TreasurySetupsTable {
+  union_id: string;
+  raw: string;
+  last_valid_block_height: number;
+  /** The Treasury (src/treasury/treasury.ts) the transaction creates, as JSON. */
+  treasury: string;
+  created_at: number;
+}
+
+export interface TreasuryTransfersTable {
+  id: Generated<number>;
+  union_id: string;
+  destination: string;
+  amount: string;
+  memo: string | null;
+  nonce_account: string;
+  message: string;
+  /** JSON list of the signer addresses the message names. */
+  required: string;
+  /** JSON object: signer address to base58 signature. */
+  signatures: string;
+  state: string;
+  signature: string | null;
+  reason: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface WalletChallengesTable {
+  nonce: string;
+  union_id: string;
+  member_id: string;
+  message: string;
+  expires_at: number;
+  used_at: number | null;
 }
 
 export interface BadgeMintsTable {
