@@ -152,6 +152,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  // Dues by Solana Pay / Actions and the transparency page read the chain:
+  // served where there is a ledger, loaded only there (spl-token's import warning).
+  if (ledger) {
+    const { mountTreasuryWeb } = await import("./http/treasury-web.ts");
+    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl });
+  }
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
