@@ -170,6 +170,10 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
     await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
   };
+  const runTreasuryJobs = async (ledger: Ledger, signal: AbortSignal) => {
+    const { runTreasurySchedule } = await import("../solana/treasury-jobs.ts");
+    await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
+  };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
     await Promise.all([
@@ -177,6 +181,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
+      // The dues scan (payments, standing) and the daily feed anchor, each once across workers (a lease).
+      ledger ? runTreasuryJobs(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
