@@ -11,6 +11,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn("head", "text", (c) => c.notNull())
     .addColumn("memo", "text", (c) => c.notNull())
     .addColumn("signature", "text")
+    // Where anyone checks the transaction (an explorer on the ledger's cluster).
+    .addColumn("explorer_url", "text")
     .addColumn("raw", "text")
     .addColumn("last_valid_block_height", "bigint")
     .addColumn("created_at", "bigint", (c) => c.notNull())

@@ -172,7 +172,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   };
   const runTreasuryJobs = async (ledger: Ledger, signal: AbortSignal) => {
     const { runTreasurySchedule } = await import("../solana/treasury-jobs.ts");
-    await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
+    await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
   };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };

@@ -574,6 +574,7 @@ export interface ChainAnchorsTable {
   head: string;
   memo: string;
   signature: string | null;
+  explorer_url: string | null;
   raw: string | null;
   last_valid_block_height: number | null;
   created_at: number;
