@@ -7,10 +7,11 @@ import { fanout } from "./fanout.ts";
 import { hostile } from "./hostile.ts";
 import { inboxIngest } from "./inbox-ingest.ts";
 import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from "./lib.ts";
+import { payments } from "./payments.ts";
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, payments];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 
