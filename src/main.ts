@@ -21,6 +21,7 @@ import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
+import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
@@ -189,6 +190,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
+      // New allies and officers are asked for their consent to be listed (FEP-7aa9); former ones leave the lists.
+      every(options.schedulerIntervalMs ?? 30_000, signal, () => syncAllFeatured(membership), (error) => log.error("Updating the featured collections failed: {error}", { error })),
     ]);
   };
   let closed = false;

@@ -19,6 +19,8 @@ export type OutboxIntent =
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "featured.request"; readonly unionId: string; readonly itemId: string }
+  | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

@@ -12,9 +12,10 @@ import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { allyCommands } from "./commands/ally.ts";
 import { duesCommands } from "./commands/dues.ts";
+import { featuredCommands } from "./commands/featured.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...duesCommands];
+const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...featuredCommands, ...duesCommands];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [

@@ -275,6 +275,37 @@ export interface RateLimitHitsTable {
   at: number;
 }
 
+/** An actor this union features in one of its FEP-7aa9 collections (see migrations/0031). */
+export interface FeaturedItemsTable {
+  /** Also names our FeatureRequest: /u/<slug>/featured-requests/<id>. */
+  id: string;
+  union_id: string;
+  /** `allies` or `cabinet`. */
+  collection: string;
+  actor_id: string;
+  /** `requested`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  /** The featured actor's FeatureAuthorization, once it accepted and the stamp checked out. */
+  stamp: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A consent stamp (FeatureAuthorization) this union issued, or was asked for (see migrations/0031). */
+export interface FeatureStampsTable {
+  /** Names the stamp: /u/<slug>/stamps/<id>. */
+  id: string;
+  union_id: string;
+  request_id: string;
+  requester: string;
+  collection: string;
+  /** `pending`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  decided_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface UnionRelationshipsTable {
   id: string;
   union_id: string;
@@ -388,6 +419,8 @@ export interface DB {
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
   union_relationships: UnionRelationshipsTable;
+  featured_items: FeaturedItemsTable;
+  feature_stamps: FeatureStampsTable;
   relationship_events: RelationshipEventsTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;

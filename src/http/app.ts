@@ -17,6 +17,7 @@ import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
 import { inboxGuard } from "./inbox-guard.ts";
+import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -91,6 +92,10 @@ export function createHttpApp(deps: HttpDeps): Hono {
   // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
   // context-fetching bodies are refused without that work.
   app.use("*", inboxGuard());
+  // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
+  app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
+  app.use("*", featuredRoutes(db, deps.origin));
+  app.use("*", actorFeaturedFields(db, deps.origin));
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
@@ -280,6 +285,8 @@ export function unionJson(u: Union, origin: URL) {
     joinPolicy: u.joinPolicy,
     memberInviteLimit: u.memberInviteLimit,
     membersVisibility: u.membersVisibility,
+    timeZone: u.timeZone,
+    publishTime: u.publishTime,
     createdAt: u.createdAt.toISOString(),
   };
 }
