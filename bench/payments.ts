@@ -1,8 +1,8 @@
 import { Keypair, PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
 import { createTransferCheckedInstruction, getAssociatedTokenAddressSync } from "@solana/spl-token";
 import type { DialectCase } from "../test/helpers/databases.ts";
-import { startLedger } from "../test/helpers/solana.ts";
-import { setUpTreasury } from "../test/helpers/treasury.ts";
+import { setUpTreasuryOn } from "../test/helpers/treasury.ts";
+import { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import { followId, person, sharedKeys } from "../test/helpers/domain-context.ts";
 import { recordingOutbox } from "../test/helpers/membership-worker.ts";
 import { overrideBylaws } from "../test/helpers/bylaws.ts";
@@ -31,7 +31,7 @@ export const payments: Benchmark = {
     const tdb = await dialect.create();
     const database = tdb.open();
     const db = database.db;
-    const running = await startLedger(db);
+    const ledger = await EmbeddedLedger.open(db);
     try {
       const events = createEventBus();
       const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
@@ -39,7 +39,7 @@ export const payments: Benchmark = {
       const members = [];
       for (let i = 0; i < n; i++) members.push(person(`m${i}`));
       for (const p of members) await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, p, followId());
-      const t = await setUpTreasury(running.connection, db, union.id);
+      const t = await setUpTreasuryOn(ledger, db, union.id);
       const wallet = await t.wallet(DUES * BigInt(n));
       const source = getAssociatedTokenAddressSync(t.mint, wallet.publicKey);
       const treasury = new PublicKey(t.treasury.tokenAccount);
@@ -48,13 +48,13 @@ export const payments: Benchmark = {
       for (const p of members) {
         const transfer = createTransferCheckedInstruction(source, t.mint, treasury, wallet.publicKey, DUES, 6);
         transfer.keys.push({ pubkey: Keypair.generate().publicKey, isSigner: false, isWritable: false });
-        const { blockhash, lastValidBlockHeight } = await running.ledger.latestBlockhash();
+        const { blockhash, lastValidBlockHeight } = await ledger.latestBlockhash();
         const tx = new Transaction({ feePayer: wallet.publicKey, blockhash, lastValidBlockHeight }).add(transfer, new TransactionInstruction({ programId: MEMO_PROGRAM_ID, keys: [], data: Buffer.from(p.actorId) }));
         tx.sign(wallet);
-        await running.ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
+        await ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
       }
       const sendMs = performance.now() - sendStart;
-      const deps = { db, events, ledger: running.ledger, duesParams: duesParamsFromBylaws };
+      const deps = { db, events, ledger: ledger, duesParams: duesParamsFromBylaws };
       progress(`${dialect.name}: scanning`);
       const scanStart = performance.now();
       const recorded = await scanSinceCursor(deps, union.id, treasury.toBase58());
@@ -79,10 +79,6 @@ export const payments: Benchmark = {
         load: loadAverage(),
       }];
     } finally {
-      // web3.js keeps polling the block height of the set-up transactions for a moment after they confirm;
-      // closing the server under those polls makes them fail after the run.
-      await new Promise((r) => setTimeout(r, 3000));
-      await running.close();
       await database.close();
       await tdb.destroy();
     }

@@ -1,5 +1,9 @@
-import { Connection, Keypair, LAMPORTS_PER_SOL, PublicKey } from "@solana/web3.js";
-import { createAssociatedTokenAccountIdempotent, createMint, mintTo, TOKEN_PROGRAM_ID } from "@solana/spl-token";
+import { Connection, Keypair, LAMPORTS_PER_SOL, PublicKey, SystemProgram, Transaction, type TransactionInstruction } from "@solana/web3.js";
+import {
+  createAssociatedTokenAccountIdempotent, createAssociatedTokenAccountIdempotentInstruction, createInitializeMint2Instruction, createMint,
+  createMintToInstruction, getAssociatedTokenAddressSync, MINT_SIZE, mintTo, TOKEN_PROGRAM_ID,
+} from "@solana/spl-token";
+import type { EmbeddedLedger } from "../../solana/embedded-ledger.ts";
 import type { Kysely } from "kysely";
 import type { DB } from "../../src/db/schema.ts";
 import { saveTreasury, type Treasury } from "../../src/treasury/treasury.ts";
@@ -53,6 +57,44 @@ export function rpcConnection(origin: URL): { connection: Connection; close(): v
       const socket = (connection as unknown as { _rpcWebSocket: { setAutoReconnect(on: boolean): void; close(): void } })._rpcWebSocket;
       socket.setAutoReconnect(false);
       socket.close();
+    },
+  };
+}
+
+/**
+ * setUpTreasury straight on an embedded ledger, without a Connection: for
+ * the benchmark, where web3.js's confirmation polls would outlive the run.
+ */
+export async function setUpTreasuryOn(ledger: EmbeddedLedger, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
+  const faucet = Keypair.generate();
+  await ledger.airdrop(faucet.publicKey.toBase58(), 100n * BigInt(LAMPORTS_PER_SOL));
+  const key = await treasuryKey(db, unionId);
+  await ledger.airdrop(key.publicKey.toBase58(), 10n * BigInt(LAMPORTS_PER_SOL));
+  const send = async (signers: Keypair[], ...ixs: TransactionInstruction[]) => {
+    const { blockhash, lastValidBlockHeight } = await ledger.latestBlockhash();
+    const tx = new Transaction({ feePayer: signers[0]!.publicKey, blockhash, lastValidBlockHeight }).add(...ixs);
+    tx.sign(...signers);
+    await ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
+  };
+  const mintKey = Keypair.generate();
+  const mint = mintKey.publicKey;
+  await send([faucet, mintKey],
+    SystemProgram.createAccount({ fromPubkey: faucet.publicKey, newAccountPubkey: mint, space: MINT_SIZE, lamports: Number(await ledger.minimumBalanceForRentExemption(MINT_SIZE)), programId: TOKEN_PROGRAM_ID }),
+    createInitializeMint2Instruction(mint, 6, faucet.publicKey, null));
+  const account = getAssociatedTokenAddressSync(mint, key.publicKey);
+  await send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, account, key.publicKey, mint));
+  const treasury = await saveTreasury(db, {
+    unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
+    authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
+  });
+  return {
+    treasury, mint, faucet,
+    async wallet(tokens) {
+      const w = Keypair.generate();
+      await ledger.airdrop(w.publicKey.toBase58(), BigInt(LAMPORTS_PER_SOL));
+      const ata = getAssociatedTokenAddressSync(mint, w.publicKey);
+      await send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, ata, w.publicKey, mint), ...(tokens > 0n ? [createMintToInstruction(mint, ata, faucet.publicKey, tokens)] : []));
+      return w;
     },
   };
 }
