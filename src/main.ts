@@ -175,6 +175,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     formatUnits,
     vaultBalance: ledger ? async (vault) => (await import("../solana/crowdfund-vault.ts")).vaultBalance(ledger, vault) : undefined,
   });
+  // Dues by Solana Pay / Actions and the transparency page read the chain:
+  // served where there is a ledger, loaded only there (spl-token's import warning).
+  if (ledger) {
+    const { mountTreasuryWeb } = await import("./http/treasury-web.ts");
+    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl });
+  }
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
@@ -192,6 +198,10 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       runCrowdfunds({ ...deps, announce: crowdfundAnnouncer(membership, config.origin) }, signal, options.schedulerIntervalMs),
     ]);
   };
+  const runTreasuryJobs = async (ledger: Ledger, signal: AbortSignal) => {
+    const { runTreasurySchedule } = await import("../solana/treasury-jobs.ts");
+    await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
+  };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
     await Promise.all([
@@ -199,6 +209,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
+      // The dues scan (payments, standing) and the daily feed anchor, each once across workers (a lease).
+      ledger ? runTreasuryJobs(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
       // A prune that keeps failing lets done messages pile up: say so.
       every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),

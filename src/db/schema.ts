@@ -446,6 +446,10 @@ export interface DB {
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
   wallet_challenges: WalletChallengesTable;
+  member_standing: MemberStandingTable;
+  standing_changes: StandingChangesTable;
+  job_leases: JobLeasesTable;
+  chain_anchors: ChainAnchorsTable;
 }
 
 // Amounts (lamports, token base units) are u64 decimal strings: exact on both
@@ -677,4 +681,47 @@ export interface CrowdfundTransactionsTable {
   amount: string;
   created_at: number;
   confirmed_at: number | null;
+}
+
+/** A member's standing as last computed ("good" | "grace" | "lapsed"). */
+export interface MemberStandingTable {
+  union_id: string;
+  member_id: string;
+  standing: string;
+  paid_through: number | null;
+  changed_at: number;
+}
+
+/** Each change of a member's standing, recorded once. */
+export interface StandingChangesTable {
+  id: Generated<number>;
+  union_id: string;
+  member_id: string;
+  from_standing: string | null;
+  to_standing: string;
+  /** "payment" | "time" | "membership" | "dues" */
+  reason: string;
+  at: number;
+}
+
+export interface JobLeasesTable {
+  name: string;
+  holder: string;
+  expires_at: number;
+}
+
+/** A union's call-to-action chain head written on-chain in a Memo, once a day. */
+export interface ChainAnchorsTable {
+  union_id: string;
+  /** The union's local date, YYYY-MM-DD. */
+  day: string;
+  n: number;
+  head: string;
+  memo: string;
+  signature: string | null;
+  explorer_url: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  created_at: number;
+  anchored_at: number | null;
 }

@@ -17,6 +17,7 @@ import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
+import { anchorOfAction } from "../actions/anchors.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
 import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
@@ -188,10 +189,11 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (action.state === "retracted") return c.html(retractedPage(union, action), 410);
     const viewer = await deps.viewerIn(c, union);
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions/${action.id}`);
-    const [progress, hashes, state] = await Promise.all([
+    const [progress, hashes, state, anchor] = await Promise.all([
       progressOf(db, action),
       hashesOf(db, action.id),
       viewer ? responseStateOf(db, action.id, viewer.member.id) : undefined,
+      anchorOfAction(db, union.id, action.id),
     ]);
     return c.html(actionPage({
       union,
@@ -199,6 +201,7 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
       progress,
       membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
+      anchor,
       viewer: viewer?.member,
       state,
       now: Date.now(),
