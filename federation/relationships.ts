@@ -290,7 +290,7 @@ export interface ProposeDeps extends RelationshipInboxDeps {
  * this or another server: the target must be a Group on a Muster server.
  * Fails with a RelationshipError the user can read.
  */
-export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target: string, kind: "ally" | "parent", relay: Relay): Promise<Relationship> {
+export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target: string, kind: "ally" | "parent", relay: Relay, opts: { proposalId?: string } = {}): Promise<Relationship> {
   const ctx = deps.federation.createContext(deps.origin, undefined);
   const self = ctx.getActorUri(union.slug);
   let object: unknown;
@@ -312,6 +312,7 @@ export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target:
     relay,
     followIdFor: (id) => relationshipFollowId(deps.origin, union.slug, id),
     selfActorId: self.href,
+    ...(opts.proposalId ? { proposalId: opts.proposalId } : {}),
   });
 }
 
