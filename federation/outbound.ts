@@ -43,6 +43,8 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
+  if (intent.kind === "relationship.tally") return `tally:${intent.unionId}:${intent.noteId}`;
+  if (intent.kind === "relationship.report") return `report:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 

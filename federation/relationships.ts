@@ -12,6 +12,7 @@ import {
   type Relay, relaysOurs, relaysTheirs,
 } from "../src/relationships/relationships.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import { isBlockedUrl, normalizeHost } from "../src/servers/blocklist.ts";
 import type { Outbox } from "../src/outbox.ts";
 import type { By } from "../src/members/members.ts";
 import { addressing } from "./action-note.ts";
@@ -77,6 +78,7 @@ export async function onCollectiveFollow(deps: RelationshipInboxDeps, ctx: Inbox
     kind: offer.kindForReceiver,
     relay: mirrorRelay(offer.relay),
   });
+  if (outcome === "blocked") return void log.warn("Refused an offer to {union} from {actor}: its server is blocked", { union: union.slug, actor: actor.id!.href });
   log.info("Offer to {union} from {actor} ({kind}): {outcome}", { union: union.slug, actor: actor.id!.href, kind: offer.kindForReceiver, outcome });
 }
 
@@ -293,6 +295,14 @@ export interface ProposeDeps extends RelationshipInboxDeps {
 export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target: string, kind: "ally" | "parent", relay: Relay, opts: { proposalId?: string } = {}): Promise<Relationship> {
   const ctx = deps.federation.createContext(deps.origin, undefined);
   const self = ctx.getActorUri(union.slug);
+  // Refused before the lookup: a blocked server is not even asked.
+  let targetHost: string | undefined;
+  try {
+    targetHost = normalizeHost(target);
+  } catch {
+    targetHost = undefined;
+  }
+  if (targetHost && await isBlockedUrl(deps.db, `https://${targetHost}/`)) throw new RelationshipError("forbidden", `the server ${targetHost} is blocked here`);
   let object: unknown;
   try {
     const documentLoader = await ctx.getDocumentLoader({ identifier: union.slug });

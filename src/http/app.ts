@@ -17,6 +17,7 @@ import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
 import { inboxGuard } from "./inbox-guard.ts";
+import { blockedServerGuard } from "./blocked-servers.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -91,6 +92,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
   // context-fetching bodies are refused without that work.
   app.use("*", inboxGuard());
+  // A blocked server's deliveries go no further (muster server block).
+  app.use("*", blockedServerGuard(db));
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 

@@ -6,6 +6,7 @@ import { readBylaws } from "../bylaws/bylaws.ts";
 import { getProposal } from "../bylaws/proposals.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
+import { isBlockedUrl } from "../servers/blocklist.ts";
 
 /**
  * Union-to-union relationships. Other unions are never members (DESIGN.md):
@@ -144,6 +145,7 @@ export interface Proposal {
 export async function proposeRelationship(deps: RelationshipDeps, unionId: string, by: By, p: Proposal): Promise<Relationship> {
   if (!RELAYS.includes(p.relay)) throw new RelationshipError("invalid", `relay must be one of ${RELAYS.join(", ")}`);
   if (p.peerActorId === p.selfActorId) throw new RelationshipError("invalid", "a union cannot ally with itself");
+  if (await isBlockedUrl(deps.db, p.peerActorId)) throw new RelationshipError("forbidden", `the server of ${p.peerHandle ?? p.peerActorId} is blocked here`);
   return deps.db.transaction().execute(async (trx) => {
     await lockUnion(trx, unionId);
     const ratifiedBy = await requireRatification(trx, unionId, by, p.proposalId, { actorId: p.peerActorId, handle: p.peerHandle });
@@ -177,13 +179,14 @@ export interface Offer {
   readonly relay: Relay;
 }
 
-export type OfferOutcome = "received" | "duplicate" | "conflict";
+export type OfferOutcome = "received" | "duplicate" | "conflict" | "blocked";
 
 /**
  * Another union's Follow carrying an offer. Held for this union's officers;
  * the same Follow delivered twice is one offer.
  */
 export async function receiveOffer(deps: RelationshipDeps, unionId: string, o: Offer): Promise<OfferOutcome> {
+  if (await isBlockedUrl(deps.db, o.peerActorId)) return "blocked";
   const outcome = await deps.db.transaction().execute(async (trx): Promise<OfferOutcome> => {
     await lockUnion(trx, unionId);
     const same = await trx.selectFrom("union_relationships").select("id").where("union_id", "=", unionId).where("follow_id", "=", o.followId).executeTakeFirst();
@@ -213,6 +216,7 @@ export async function answerOffer(deps: RelationshipDeps, unionId: string, relat
     if (!accept || !rel) await requireOfficer(trx, unionId, by);
     if (!rel) throw new RelationshipError("not_found", "no such relationship");
     if (rel.state !== "received") throw new RelationshipError("conflict", `this relationship is ${rel.state}, not an offer waiting for an answer`);
+    if (accept && await isBlockedUrl(trx, rel.peerActorId)) throw new RelationshipError("forbidden", `the server of ${rel.peerHandle ?? rel.peerActorId} is blocked here`);
     const state: RelationshipState = accept ? "active" : "rejected";
     if (accept && rel.kind === "parent") {
       const parent = await trx.selectFrom("union_relationships").select("id").where("union_id", "=", unionId).where("kind", "=", "parent").where("state", "=", "active").executeTakeFirst();
