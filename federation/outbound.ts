@@ -13,6 +13,7 @@ import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
 import type { FanoutDeps } from "./fanout-pages.ts";
+import { handleReportIntent } from "./relationship-reports.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
@@ -116,6 +117,10 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "relationship.undo":
     case "relationship.notice":
       await handleRelationshipIntent(deps, ctx, union, intent);
+      return;
+    case "relationship.tally":
+    case "relationship.report":
+      await handleReportIntent(deps, ctx, union, intent);
       return;
     case "proposal.publish":
     case "proposal.closed":

@@ -211,7 +211,7 @@ export async function onPeerPost(deps: RelationshipInboxDeps, ctx: InboxContext<
   return true;
 }
 
-type RelationshipIntent = Extract<OutboxIntent, { kind: `relationship.${string}` }>;
+type RelationshipIntent = Extract<OutboxIntent, { kind: `relationship.${string}`; relationshipId: string }>;
 
 /** Turns a relationship intent into the Follow, Accept, Reject, Undo or notice it stands for. */
 export async function handleRelationshipIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: RelationshipIntent): Promise<void> {

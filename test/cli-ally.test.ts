@@ -99,8 +99,19 @@ for (const d of dialects) {
       await eventually(async () => (await listRelationships(ma.muster.database.db, a.id)).some((r) => r.peerActorId === northUrl && r.state === "received"), "A receives the request");
       assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, /no parent and no chapters/);
       assert.equal((await cli(ma, ta, ["ally", "accept", "a", northUrl])).code, 0);
-      assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, new RegExp(`chapter .*${northUrl.replace(/[.]/g, "\\.")}`));
-      await eventually(async () => (await cli(mb, tb, ["chapter", "list", "north", "--json"])).out.includes('"parent"'), "north sees its parent");
+      // Once a chapter, north reports its totals up; the tree shows them.
+      const tree = await eventually(async () => {
+        const r = await cli(ma, ta, ["chapter", "list", "a"]);
+        return r.out.includes("North Chapter") ? r.out : undefined;
+      }, "A's tree shows north's report");
+      assert.match(tree, new RegExp(`^Riders A  0 members, 0 commitments.*\\n└─ North Chapter  0 members, 0 commitments  ${northUrl.replace(/[.]/g, "\\.")}\\nWhole tree: 0 members, 0 commitments, 1 chapter\\.`));
+      const northJson = JSON.parse((await cli(mb, tb, ["chapter", "list", "north", "--json"])).out) as { parent: { peer: string } | null };
+      assert.equal(northJson.parent?.peer, new URL("/u/a", ma.origin).href);
+      const shown = await cli(mb, tb, ["union", "show", "north"]);
+      assert.match(shown.out, new RegExp(`Parent\\s+${new URL("/u/a", ma.origin).host.replace(/[.]/g, "\\.")}|Parent\\s+@a@`));
+      const shownJson = JSON.parse((await cli(ma, ta, ["union", "show", "a", "--json"])).out) as { chapters: { actorId: string }[]; allies: unknown[]; parent: unknown };
+      assert.deepEqual(shownJson.chapters.map((c) => c.actorId), [northUrl]);
+      assert.equal(shownJson.parent, null);
     });
 
     it("server block: the blocked server's unions are refused, open relationships end, its deliveries are dropped at the inbox", async () => {

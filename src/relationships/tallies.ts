@@ -4,6 +4,7 @@ import type { DB } from "../db/schema.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 import { isCommitment } from "../actions/responses.ts";
 import { getUnionById } from "../unions/unions.ts";
+import { queueReportUp } from "./chapters.ts";
 import { findRelationshipWith, relaysOurs, relaysTheirs } from "./relationships.ts";
 
 /**
@@ -55,7 +56,9 @@ export async function recordRelayedResponse(deps: DomainDeps, noteId: string, ac
         }).onConflict((oc) => oc.columns(["union_id", "source_id", "kind"]).doNothing()).executeTakeFirst();
         inserted ||= Number(ins.numInsertedOrUpdatedRows ?? 0n) === 1;
       }
-      if (inserted) await deps.outbox.add(trx, { kind: "relationship.tally", unionId: r.unionId, noteId });
+      if (!inserted) return;
+      await deps.outbox.add(trx, { kind: "relationship.tally", unionId: r.unionId, noteId });
+      await queueReportUp(deps, trx, r.unionId);
     });
     counted++;
   }
@@ -77,8 +80,15 @@ export async function withdrawRelayedResponse(deps: DomainDeps, sourceId: string
   return rows.length;
 }
 
-/** This union's totals for a call it relayed, as reported to the originating union. */
+/** This union's totals for a call it relayed, as reported to the originating union: its members', and its chapters' reports. */
 export async function relayedTotals(db: Kysely<DB>, unionId: string, noteId: string): Promise<RelayTotals> {
+  const own = await ownRelayedTotals(db, unionId, noteId);
+  const sub = await db.selectFrom("relay_tallies").select([(eb) => eb.fn.sum<number>("commitments").as("c"), (eb) => eb.fn.sum<number>("replies").as("r"), (eb) => eb.fn.sum<number>("likes").as("l")])
+    .where("union_id", "=", unionId).where("action_id", "=", noteId).executeTakeFirst();
+  return { commitments: own.commitments + Number(sub?.c ?? 0), replies: own.replies + Number(sub?.r ?? 0), likes: own.likes + Number(sub?.l ?? 0) };
+}
+
+async function ownRelayedTotals(db: Kysely<DB>, unionId: string, noteId: string): Promise<RelayTotals> {
   const rows = await db.selectFrom("relayed_responses").select(["kind", (eb) => eb.fn.count<number>("member_id").distinct().as("members"), (eb) => eb.fn.countAll<number>().as("n")])
     .where("union_id", "=", unionId).where("note_id", "=", noteId).where("undone_at", "is", null).groupBy("kind").execute();
   const committed = await db.selectFrom("relayed_responses").select((eb) => eb.fn.count<number>("member_id").distinct().as("n"))
@@ -107,28 +117,44 @@ export interface TallyReport extends RelayTotals {
 const MAX_COUNT = 100_000_000;
 
 /**
- * A relaying union's totals for one of our calls. Accepted only from a union
- * that relays our calls now (an active ally relaying ours, or a chapter);
- * anyone else's report is refused. The newest report replaces the last.
+ * A relaying union's totals for a call: one of ours (by action id), or one
+ * we relayed ourselves (by note id; a chapter reports the parent's call up
+ * through us, and our own report then includes it). Accepted only from a
+ * union that relays our calls now (an active ally relaying ours, or a
+ * chapter); anyone else's report is refused. The newest report replaces
+ * the last; an older or repeated one changes nothing.
  */
-export async function acceptTally(db: Kysely<DB>, unionId: string, actionId: string, report: TallyReport): Promise<TallyOutcome> {
+export async function acceptTally(deps: DomainDeps, unionId: string, call: { actionId: string } | { noteId: string }, report: TallyReport): Promise<TallyOutcome> {
+  const { db } = deps;
   const rel = await findRelationshipWith(db, unionId, report.reporterActorId);
   if (!rel || !relaysOurs(rel)) return "refused";
   for (const v of [report.commitments, report.replies, report.likes]) {
     if (!Number.isSafeInteger(v) || v < 0 || v > MAX_COUNT) return "refused";
   }
-  const action = await db.selectFrom("actions").select("id").where("union_id", "=", unionId).where("id", "=", actionId).executeTakeFirst();
-  if (!action) return "refused";
+  if (!Number.isSafeInteger(report.reportedAt) || report.reportedAt > Date.now() + 5 * 60_000) return "refused";
+  let key: string;
+  if ("actionId" in call) {
+    const action = await db.selectFrom("actions").select("id").where("union_id", "=", unionId).where("id", "=", call.actionId).executeTakeFirst();
+    if (!action) return "refused";
+    key = action.id;
+  } else {
+    if (!(await tallyRecipient(db, unionId, call.noteId))) return "refused";
+    key = call.noteId;
+  }
   const row = {
-    union_id: unionId, action_id: actionId, reporter_actor_id: report.reporterActorId, reporter_name: report.reporterName?.slice(0, 200) ?? null,
+    union_id: unionId, action_id: key, reporter_actor_id: report.reporterActorId, reporter_name: report.reporterName?.slice(0, 200) ?? null,
     commitments: report.commitments, replies: report.replies, likes: report.likes, reported_at: report.reportedAt, received_at: Date.now(),
   };
-  const r = await db.insertInto("relay_tallies").values(row)
-    .onConflict((oc) => oc.columns(["union_id", "action_id", "reporter_actor_id"]).doUpdateSet({
-      reporter_name: row.reporter_name, commitments: row.commitments, replies: row.replies, likes: row.likes, reported_at: row.reported_at, received_at: row.received_at,
-    }).where("relay_tallies.reported_at", "<", row.reported_at))
-    .executeTakeFirst();
-  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1 ? "applied" : "stale";
+  return db.transaction().execute(async (trx) => {
+    const r = await trx.insertInto("relay_tallies").values(row)
+      .onConflict((oc) => oc.columns(["union_id", "action_id", "reporter_actor_id"]).doUpdateSet({
+        reporter_name: row.reporter_name, commitments: row.commitments, replies: row.replies, likes: row.likes, reported_at: row.reported_at, received_at: row.received_at,
+      }).where("relay_tallies.reported_at", "<", row.reported_at))
+      .executeTakeFirst();
+    if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return "stale";
+    if ("noteId" in call) await deps.outbox.add(trx, { kind: "relationship.tally", unionId, noteId: call.noteId });
+    return "applied";
+  });
 }
 
 export interface RelayTally extends RelayTotals {

@@ -1,3 +1,4 @@
+import type { RelayTally } from "../../relationships/tallies.ts";
 import { html, raw } from "hono/html";
 import type { Action, ActionKind } from "../../actions/actions.ts";
 import type { Progress } from "../../actions/responses.ts";
@@ -56,6 +57,8 @@ export interface ActionPageView {
   readonly progress: Progress;
   /** Whether the viewer may know how many members there are (the roster's rule). */
   readonly membersShown: boolean;
+  /** Totals that allies and chapters relaying the call reported for their own members. */
+  readonly relayed?: readonly RelayTally[];
   readonly hashes?: { readonly prevHash: string; readonly hash: string };
   /** The signed-in member, if any; only members see the buttons. */
   readonly viewer?: Member;
@@ -99,6 +102,7 @@ ${progressBar(p, { membersShown: v.membersShown })}
   <li><strong data-testid="done-count">${p.done}</strong> done</li>
   <li><strong>${p.boosts}</strong> ${p.boosts === 1 ? "boost" : "boosts"}</li>
 </ul>
+${relayedBox(v.relayed ?? [])}
 ${responseBox(v)}
 </section>
 
@@ -117,6 +121,15 @@ ${v.hashes
 </details>
 </article>`,
   });
+}
+
+function relayedBox(tallies: readonly RelayTally[]): Html {
+  if (tallies.length === 0) return html``;
+  const total = tallies.reduce((n, t) => n + t.commitments, 0);
+  return html`<div class="relayed" data-testid="relayed">
+<p><strong data-testid="relayed-total">${total}</strong> more from unions that relayed this call:</p>
+<ul>${tallies.map((t) => html`<li data-testid="relayed-tally" data-union="${t.reporterActorId}"><strong>${t.commitments}</strong> from <a href="${t.reporterActorId}" rel="nofollow noopener">${t.reporterName ?? t.reporterActorId}</a> <span class="muted">(${t.replies} ${t.replies === 1 ? "reply" : "replies"}, ${t.likes} ${t.likes === 1 ? "like" : "likes"})</span></li>`)}</ul>
+</div>`;
 }
 
 function responseBox(v: ActionPageView): Html {
