@@ -1,6 +1,6 @@
 import "../src/temporal.ts";
 import { type Context, createFederation, type Federation, type FederationQueueOptions, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
-import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo } from "@fedify/vocab";
+import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo, Update } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
@@ -13,6 +13,7 @@ import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { onVote } from "./inbox-votes.ts";
 import { onFeatureAnswer, onStampDelete, registerFepContext } from "./featured-collections.ts";
+import { onReport } from "./relationship-reports.ts";
 import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
@@ -164,6 +165,12 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     // A poll answer to a proposal is a vote, never a reply to a call-to-action.
     .on(Create, async (ctx, a) => {
       if (!(await onVote(inboxDeps, ctx, a))) await onCreate(inboxDeps, ctx, a);
+    })
+    // An Update carrying another union's report of totals; any other Update is recorded as before.
+    .on(Update, async (ctx, a) => {
+      if (await onReport(inboxDeps, ctx, a)) return;
+      const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;
+      await processOnce({ db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, a, union?.id ?? null);
     })
     .on(Accept, async (ctx, a) => {
       if (!(await onFeatureAnswer({ ...inboxDeps, origin: deps.origin }, ctx, a, true))) await onAnswer(inboxDeps, ctx, a);

@@ -23,6 +23,7 @@ import { every } from "./sleep.ts";
 import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
 import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
+import { queueReportUp } from "./relationships/chapters.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
@@ -123,6 +124,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
+  reportChapterTotals(membership);
   const federation = createMusterFederation({
     db: database.db,
     events,
@@ -245,4 +247,26 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       await database.close();
     },
   };
+}
+
+/**
+ * A chapter's totals go up to its parent when they change: members joining
+ * or leaving, responses, the chapter becoming one. Changes within a second
+ * are one report (totals, so a lost one is made good by the next).
+ */
+function reportChapterTotals(deps: MembershipDeps): void {
+  const pending = new Map<string, NodeJS.Timeout>();
+  const log = logger("relationships");
+  const soon = (unionId: string) => {
+    if (pending.has(unionId)) return;
+    pending.set(unionId, setTimeout(() => {
+      pending.delete(unionId);
+      deps.db.transaction().execute((trx) => queueReportUp(deps, trx, unionId))
+        .catch((error) => log.error("Queueing the chapter report of {unionId} failed: {error}", { unionId, error }));
+    }, 1_000).unref());
+  };
+  deps.events.on("member.joined", (e) => soon(e.unionId));
+  deps.events.on("member.left", (e) => soon(e.unionId));
+  deps.events.on("action.response", (e) => soon(e.unionId));
+  deps.events.on("relationship.changed", (e) => soon(e.unionId));
 }

@@ -20,6 +20,7 @@ import { inboxGuard } from "./inbox-guard.ts";
 import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
 import { healthMonitor } from "./health.ts";
 import { closeAfterResponse } from "./close-connection.ts";
+import { blockedServerGuard } from "./blocked-servers.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -105,6 +106,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
+  // A blocked server's deliveries go no further (muster server block).
+  app.use("*", blockedServerGuard(db));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin));
