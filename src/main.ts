@@ -14,6 +14,8 @@ import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
+import { ReadCache } from "./http/read-cache.ts";
+import { documentsVersion } from "./db/document-versions.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
@@ -37,6 +39,8 @@ export interface Muster {
   readonly lanes: QueueLanes;
   readonly federation: Federation<void>;
   readonly app: Hono;
+  /** The actor, WebFinger and NodeInfo documents as Fedify last served them (src/http/read-cache.ts). */
+  readonly readCache: ReadCache;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps;
   /**
@@ -122,8 +126,10 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   signer = federation;
   const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
+  const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
     db: database.db,
+    readCache,
     federation,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
@@ -187,6 +193,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     lanes,
     federation,
     app,
+    readCache,
     unions,
     membership,
     ledger,

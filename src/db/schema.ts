@@ -204,6 +204,12 @@ export interface InstanceSettingsTable {
   value: string;
 }
 
+/** One row per scope; triggers (migration 0018) bump it on any change to what cached documents show. */
+export interface DocumentVersionsTable {
+  scope: string;
+  version: number | string | bigint;
+}
+
 export interface FedifyKvTable {
   key: string;
   value: string;
@@ -388,6 +394,7 @@ export interface DB {
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
   union_relationships: UnionRelationshipsTable;
+  document_versions: DocumentVersionsTable;
   relationship_events: RelationshipEventsTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;

@@ -16,6 +16,7 @@ import { DatabaseBusyError } from "../db/sqlite-driver.ts";
 import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
+import type { ReadCache } from "./read-cache.ts";
 import { inboxGuard } from "./inbox-guard.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
@@ -44,6 +45,8 @@ export interface HttpDeps {
   readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
   /** Behind a reverse proxy: rate-limit by the last X-Forwarded-For address instead of the socket's. */
   readonly trustProxy?: boolean;
+  /** Serves the actor, WebFinger and NodeInfo documents from Fedify's last answer until they change. */
+  readonly readCache?: ReadCache;
 }
 
 const log = logger("http");
@@ -91,7 +94,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
   // context-fetching bodies are refused without that work.
   app.use("*", inboxGuard());
-  app.use("*", federationMiddleware(deps.federation));
+  app.use("*", federationMiddleware(deps.federation, deps.readCache));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
   // Browsers and feed readers ask for /favicon.ico whatever the page links.
