@@ -20,6 +20,7 @@ import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
+import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
@@ -178,8 +179,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
-      // A prune that keeps failing lets done messages pile up: say so.
-      every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Old inbox ids, claims, sessions and queue keys; each failure is logged (federation/pruning.ts).
+      every(PRUNE_INTERVAL_MS, signal, () => pruneStorage({ db: database.db, pruneQueue: (now) => lanes.lanes.delivery.pruneDone(now) }), (error) => log.error("Pruning failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),

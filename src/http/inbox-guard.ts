@@ -1,6 +1,7 @@
 import { preloadedContexts } from "@fedify/vocab-runtime";
 import type { MiddlewareHandler } from "hono";
 import { apiError } from "./api-error.ts";
+import { SIGNED_BODY_MAX_AGE_MS } from "../replay-window.ts";
 
 /**
  * Fedify expands an inbox body as JSON-LD (fetching any remote @context it
@@ -13,6 +14,10 @@ import { apiError } from "./api-error.ts";
  *   not on the signing key's own host: 400. Pleroma names its litepub
  *   context on its own host, which the receiver has to fetch from there;
  *   that is the one server this request already makes us contact (the key).
+ * - a body signed on its own (Object Integrity Proof or Linked Data signature)
+ *   created more than SIGNED_BODY_MAX_AGE_MS ago: 401. Fedify accepts such a
+ *   body without the HTTP signature's time window, and activity ids are
+ *   pruned after a while (src/replay-window.ts), so an old one is a replay.
  */
 export const MAX_JSON_DEPTH = 32;
 
@@ -27,8 +32,8 @@ export function inboxGuard(): MiddlewareHandler {
       return apiError(c, 401, "unsigned", "inbox deliveries must be signed with an HTTP signature (Signature or Signature-Input header)");
     }
     const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
-    const problem = checkBody(bytes, keyHost(signature));
-    if (problem) return apiError(c, 400, problem.code, problem.message);
+    const problem = checkBody(bytes, keyHost(signature), Date.now());
+    if (problem) return apiError(c, problem.code === "stale_signature" ? 401 : 400, problem.code, problem.message);
     // The body was consumed: Fedify gets the same bytes (its digest check needs them exactly).
     c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: bytes });
     return next();
@@ -40,7 +45,7 @@ interface Problem {
   readonly message: string;
 }
 
-function checkBody(bytes: Uint8Array, signerHost: string | undefined): Problem | undefined {
+function checkBody(bytes: Uint8Array, signerHost: string | undefined, now: number): Problem | undefined {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -63,7 +68,26 @@ function checkBody(bytes: Uint8Array, signerHost: string | undefined): Problem |
   if (remote !== undefined) {
     return { code: "unsupported_context", message: `the @context ${JSON.stringify(remote.slice(0, 200))} is neither a well-known context nor on the signer's server` };
   }
+  const created = oldestSignedBody(doc as Record<string, unknown>);
+  if (created !== undefined && created < now - SIGNED_BODY_MAX_AGE_MS) {
+    const when = Number.isFinite(created) ? `was created ${new Date(created).toISOString()}` : "has an unreadable creation date";
+    return { code: "stale_signature", message: `the body's signature ${when}; signatures older than ${SIGNED_BODY_MAX_AGE_MS / 3600_000} hours are refused as replays` };
+  }
   return undefined;
+}
+
+/** The earliest `created` of the activity's own proofs and Linked Data signature; -Infinity (refused) when one is unreadable. */
+function oldestSignedBody(doc: Record<string, unknown>): number | undefined {
+  const signatures = [doc.signature, ...(Array.isArray(doc.proof) ? doc.proof : [doc.proof])].filter((s) => typeof s === "object" && s !== null) as Record<string, unknown>[];
+  let oldest: number | undefined;
+  for (const s of signatures) {
+    if (s.created === undefined) continue; // Fedify does not accept a signature without one
+    const at = typeof s.created === "string" ? Date.parse(s.created) : Number.NaN;
+    // An unreadable date cannot be shown to be recent.
+    const when = Number.isNaN(at) ? Number.NEGATIVE_INFINITY : at;
+    oldest = oldest === undefined ? when : Math.min(oldest, when);
+  }
+  return oldest;
 }
 
 /** One pass over the text, skipping strings: JSON.parse and JSON-LD recurse per level, this does not. */
