@@ -5,7 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
-import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
@@ -21,6 +21,7 @@ import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
+import { shareRecentActorDocuments } from "../federation/recent-actors.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { closeDue } from "./bylaws/proposals.ts";
@@ -72,6 +73,8 @@ export interface MusterOptions {
    * One process only: a worker or a CLI command beside it must not.
    */
   readonly runLedger?: boolean;
+  /** Off only for the joins benchmark's before/after comparison: fetch the follower's actor again after verifying its key. */
+  readonly reuseFetchedActors?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -109,15 +112,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
-  // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
-  const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
-  const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
+  // Chain work (badges) has its own lane: a slow RPC never delays an Accept.
+  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger);
   const membership: MembershipDeps = { db: database.db, events, outbox };
+  const kv = new KyselyKvStore(database.db);
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
-    kv: new KyselyKvStore(database.db),
+    kv,
     queue: lanes.fedify,
     origin: config.origin,
     allowPrivateAddress: config.allowPrivateAddress,
@@ -126,6 +129,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   signer = federation;
+  // A join's second fetch of the follower's actor is answered from the first (federation/recent-actors.ts).
+  if (options.reuseFetchedActors !== false) shareRecentActorDocuments(federation, kv);
   const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
   const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
@@ -169,7 +174,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
     const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
-    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+    await lanes.lanes.ledger.listen((message) => handleLedgerIntent(deps, message), { signal });
   };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
@@ -207,7 +212,6 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
-      await ledgerQueue.close();
       await database.close();
     },
   };
