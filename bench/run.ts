@@ -10,8 +10,9 @@ import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from 
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
 import { reads } from "./reads.ts";
+import { joins } from "./joins.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, tree, hostile];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

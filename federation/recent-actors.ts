@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { Federation, KvStore } from "@fedify/fedify";
 import type { DocumentLoader, RemoteDocument } from "@fedify/vocab-runtime";
 import { logger } from "../src/logging.ts";
@@ -15,8 +16,11 @@ const log = logger("federation", "recent-actors");
  * store (shared by every process on the database, so a key fetched by the web
  * process is reused by a worker), keyed by the URL without its fragment: the
  * second fetch of a join is answered from there. Only actor documents (a type
- * and an inbox) are kept, for a minute; everything else goes to the network
- * as before.
+ * and an inbox) are kept, for a minute. Every fetch stores; only a fetch
+ * inside `fromRecentFetch` (the sender's refresh right after its signature
+ * was verified, inbox-record.ts) reads: any other lookup, such as the check
+ * that an old account now names its successor with movedTo, goes to the
+ * network as before, so it never sees a copy from before the change.
  *
  * Fedify takes no loader factory of ours beside allowPrivateAddress and
  * userAgent (it throws), so the federation's factory is wrapped after
@@ -27,6 +31,13 @@ const log = logger("federation", "recent-actors");
 export const RECENT_MS = 60_000;
 const PREFIX = ["muster", "recentActor"] as const;
 const ACTOR_TYPES = new Set(["Person", "Service", "Group", "Application", "Organization"]);
+
+const reading = new AsyncLocalStorage<true>();
+
+/** Runs `fn` with fetches of actor documents answered from one fetched in the last minute, if any. */
+export function fromRecentFetch<T>(fn: () => Promise<T>): Promise<T> {
+  return reading.run(true, fn);
+}
 
 type Factory = (identity: unknown, options?: unknown) => DocumentLoader;
 
@@ -44,8 +55,10 @@ export function shareRecentActorDocuments(federation: Federation<void>, kv: KvSt
 export function recentActorLoader(loader: DocumentLoader, kv: KvStore): DocumentLoader {
   return async (url, options) => {
     const key = [...PREFIX, withoutFragment(url)] as const;
-    const hit = await kv.get<RemoteDocument>(key);
-    if (hit !== undefined) return hit;
+    if (reading.getStore()) {
+      const hit = await kv.get<RemoteDocument>(key);
+      if (hit !== undefined) return hit;
+    }
     const fetched = await loader(url, options);
     if (isActorDocument(fetched.document)) {
       await kv.set(key, { contextUrl: fetched.contextUrl, documentUrl: fetched.documentUrl, document: fetched.document }, { ttl: Temporal.Duration.from({ milliseconds: RECENT_MS }) });
