@@ -17,7 +17,8 @@ import { GENESIS } from "../src/actions/chain.ts";
 import { offerRelay } from "../src/actions/relay.ts";
 import { localSchedule } from "../src/actions/scheduler.ts";
 import { getUnionById } from "../src/unions/unions.ts";
-import { htmlToText, nextPublication, parseDatetimeLocal } from "../src/http/actions-data.ts";
+import { htmlToText, parseDatetimeLocal } from "../src/http/actions-data.ts";
+import { nextPublication } from "../src/actions/scheduler.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 
 // Calls-to-action on the web, end to end: a real Muster server, a real peer
@@ -54,6 +55,8 @@ describe("call-to-action web helpers", () => {
     const now = Date.UTC(2030, 0, 15, 10, 0); // 11:00 in Berlin
     const berlin = { timeZone: "Europe/Berlin", publishTime: "12:30" };
     assert.deepEqual(nextPublication(now, berlin, null), { date: "2030-01-15", time: "12:30", timeZone: "Europe/Berlin", overdue: false });
+    // Today's slot already used (the time was moved later after today's call went out): tomorrow, as the CLI and scheduler say.
+    assert.deepEqual(nextPublication(now, berlin, "2030-01-15"), { date: "2030-01-16", time: "12:30", timeZone: "Europe/Berlin", overdue: false });
     const early = { timeZone: "Europe/Berlin", publishTime: "09:00" };
     assert.deepEqual(nextPublication(now, early, "2030-01-15"), { date: "2030-01-16", time: "09:00", timeZone: "Europe/Berlin", overdue: false });
     assert.deepEqual(nextPublication(now, early, "2030-01-14"), { date: "2030-01-15", time: "09:00", timeZone: "Europe/Berlin", overdue: true });

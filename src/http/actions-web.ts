@@ -21,12 +21,12 @@ import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
 import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
 import { BylawsError } from "../bylaws/params.ts";
+import { nextPublication } from "../actions/scheduler.ts";
 import {
   commentsOf,
   handlesByActor,
   htmlToText,
   lastPublishedOn,
-  nextPublication,
   parseDatetimeLocal,
   recentRelays,
   responseStateOf,

@@ -283,6 +283,8 @@ export function unionJson(u: Union, origin: URL) {
     joinPolicy: u.joinPolicy,
     memberInviteLimit: u.memberInviteLimit,
     membersVisibility: u.membersVisibility,
+    timeZone: u.timeZone,
+    publishTime: u.publishTime,
     createdAt: u.createdAt.toISOString(),
   };
 }
