@@ -12,6 +12,7 @@ interface PeerReport {
   accepted: number;
   welcomes: number;
   actorGets: number;
+  refused: number;
   sentMs: number;
   ms: number;
 }
@@ -55,6 +56,7 @@ export const joins: Benchmark = {
           joins: total,
           accepted: report.accepted,
           "welcome DMs": report.welcomes,
+          "POSTs refused": report.refused,
           "Follows sent s": report.sentMs / 1000,
           "last Accept s": report.ms / 1000,
           "joins/s": rate,
