@@ -21,6 +21,7 @@ import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
 import { escapeHtml } from "./html.ts";
 import { serverUsage } from "../src/unions/usage.ts";
+import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
 export const INSTANCE_ACTOR = "instance";
@@ -54,6 +55,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     manuallyStartQueue: deps.manuallyStartQueue ?? false,
     origin: deps.origin.href,
     allowPrivateAddress: deps.allowPrivateAddress,
+    // Stated, not left to Fedify's default: activity ids are pruned on the
+    // assumption that no older HTTP signature verifies (src/replay-window.ts).
+    signatureTimeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
     userAgent: { software: `Muster/${SOFTWARE_VERSION}`, url: deps.origin },
   });
 

@@ -204,6 +204,12 @@ export interface InstanceSettingsTable {
   value: string;
 }
 
+/** One row per scope; triggers (migration 0018) bump it on any change to what cached documents show. */
+export interface DocumentVersionsTable {
+  scope: string;
+  version: number | string | bigint;
+}
+
 export interface FedifyKvTable {
   key: string;
   value: string;
@@ -466,6 +472,7 @@ export interface DB {
   union_relationships: UnionRelationshipsTable;
   featured_items: FeaturedItemsTable;
   feature_stamps: FeatureStampsTable;
+  document_versions: DocumentVersionsTable;
   relationship_events: RelationshipEventsTable;
   relayed_responses: RelayedResponsesTable;
   relay_tallies: RelayTalliesTable;
