@@ -17,12 +17,15 @@ import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
 import { inboxGuard } from "./inbox-guard.ts";
+import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
 import { healthMonitor } from "./health.ts";
 import { closeAfterResponse } from "./close-connection.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { unionLinks } from "../relationships/relationships.ts";
+import { crowdfundItems } from "./crowdfunds-web.ts";
+import { formatUnits } from "../../solana/amounts.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -102,6 +105,10 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
+  // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
+  app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
+  app.use("*", featuredRoutes(db, deps.origin));
+  app.use("*", actorFeaturedFields(db, deps.origin));
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
@@ -185,6 +192,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
       links: await unionLinks(db, union.id),
+      crowdfunds: readable ? await crowdfundItems({ db, formatUnits }, union) : [],
     }));
   });
 
