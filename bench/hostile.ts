@@ -62,7 +62,11 @@ export const hostile: Benchmark = {
     const ask = async (command?: string): Promise<Record<string, unknown>> => {
       if (command !== undefined) child.stdin!.write(`${command}\n`);
       const line = await Promise.race([replies.next(), exit]);
-      if (line.done) throw new Error(exited ?? "the server process closed its output");
+      if (line.done) {
+        // Its output ends just before it exits: wait a moment to say how.
+        await Promise.race([exit, sleep(2000)]).catch(() => {});
+        throw new Error(exited ?? "the server process closed its output");
+      }
       return JSON.parse(line.value) as Record<string, unknown>;
     };
     const database = openDatabase(tdb.url);
