@@ -38,6 +38,8 @@ export interface FederationDeps {
   readonly allowPrivateAddress: boolean;
   /** Tests start and stop the queue themselves so `node --test` can exit. */
   readonly manuallyStartQueue?: boolean;
+  /** How often, at most, an open vote's running tally goes out (ms per proposal). */
+  readonly tallyBatchMs?: number;
 }
 
 const log = logger("federation");
@@ -143,7 +145,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
   registerActionObjects(federation, db);
   registerProposalObjects(federation, db);
 
-  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
+  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR, tallyBatchMs: deps.tallyBatchMs };
   federation
     .setInboxListeners("/u/{identifier}/inbox", "/inbox")
     // Keys fetched to verify shared-inbox deliveries are fetched signed, so

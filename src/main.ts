@@ -20,7 +20,7 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
-import { closeDue } from "./bylaws/proposals.ts";
+import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
 import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
@@ -28,6 +28,10 @@ import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
+import { formatUnits } from "../solana/amounts.ts";
+import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
+import { loadSecretKey } from "./secrets/secret-box.ts";
+import { sealSecret, secureStoredKeys } from "./secrets/stored-keys.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -39,7 +43,7 @@ export interface Muster {
   readonly federation: Federation<void>;
   readonly app: Hono;
   readonly unions: UnionDeps;
-  readonly membership: MembershipDeps;
+  readonly membership: MembershipDeps & ProposalDeps;
   /**
    * The chain: the network ledger when SOLANA_RPC_URL is set, else the
    * embedded ledger in the process that runs it (`runLedger`), else null.
@@ -68,6 +72,8 @@ export interface MusterOptions {
    * One process only: a worker or a CLI command beside it must not.
    */
   readonly runLedger?: boolean;
+  /** Warn at start-up when the secret key is a file in DATA_DIR (serve and worker). */
+  readonly announceSecretKey?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -82,6 +88,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
+    const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, config.dataDir);
+    // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.
+    if (secrets.file && (secrets.generated || options.announceSecretKey)) {
+      logger("secrets").warn("MUSTER_SECRET_KEY is not set: the server's private keys are sealed with {file}; back it up with the database, or set MUSTER_SECRET_KEY", { file: secrets.file });
+    }
+    const { sealed } = await secureStoredKeys(database.db, secrets);
+    if (sealed) logger("secrets").info("Sealed {sealed} private keys that were stored in plaintext", { sealed });
     await ensureInstanceKeys(database.db);
   } catch (e) {
     await database.close();
@@ -108,11 +121,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
   const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
   const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
-  const membership: MembershipDeps = { db: database.db, events, outbox };
+  // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
+  const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
+    tallyBatchMs: config.tallyBatchMs,
     kv: new KyselyKvStore(database.db),
     queue: lanes.fedify,
     origin: config.origin,
@@ -122,7 +137,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   signer = federation;
-  const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
+  // Actor keys are sealed before the union's transaction writes them.
+  const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
+  const unions: UnionDeps = { db: database.db, events, generateKeys };
   const app = createHttpApp({
     db: database.db,
     federation,
@@ -153,6 +170,11 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  mountCrowdfundsWeb(app, {
+    db: database.db,
+    formatUnits,
+    vaultBalance: ledger ? async (vault) => (await import("../solana/crowdfund-vault.ts")).vaultBalance(ledger, vault) : undefined,
+  });
   // Dues by Solana Pay / Actions and the transparency page read the chain:
   // served where there is a ledger, loaded only there (spl-token's import warning).
   if (ledger) {
@@ -169,7 +191,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
     const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
-    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+    const { crowdfundAnnouncer, runCrowdfunds } = await import("../solana/crowdfund-jobs.ts");
+    await Promise.all([
+      ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal }),
+      // Crowdfund vaults: opened, pledges recorded, settled at the deadline (solana/crowdfund-jobs.ts).
+      runCrowdfunds({ ...deps, announce: crowdfundAnnouncer(membership, config.origin) }, signal, options.schedulerIntervalMs),
+    ]);
   };
   const runTreasuryJobs = async (ledger: Ledger, signal: AbortSignal) => {
     const { runTreasurySchedule } = await import("../solana/treasury-jobs.ts");
