@@ -61,6 +61,13 @@ export function registerFepContext(): void {
   (preloadedContexts as Record<string, unknown>)[FEP_7AA9] = FEP_7AA9_CONTEXT;
 }
 
+/**
+ * What our own documents carry: the FEP's terms inline rather than its
+ * context URL, so no receiver has to fetch anything to read them (a Fedify
+ * server without network access to w3id.org could not parse our actor).
+ */
+const FEP_TERMS = FEP_7AA9_CONTEXT["@context"];
+
 export const collectionUrl = (origin: URL, slug: string, c: FeaturedCollection) => new URL(`/u/${slug}/collections/${c}`, origin);
 export const requestUrl = (origin: URL, slug: string, itemId: string) => new URL(`/u/${slug}/feature-requests/${itemId}`, origin);
 export const stampUrl = (origin: URL, slug: string, stampId: string) => new URL(`/u/${slug}/stamps/${stampId}`, origin);
@@ -76,7 +83,7 @@ export async function featuredCollectionJson(db: Kysely<DB>, origin: URL, union:
   const items = await consentedItems(db, union.id, collection);
   const id = collectionUrl(origin, union.slug, collection).href;
   return {
-    "@context": [AS, FEP_7AA9, { discoverable: "http://joinmastodon.org/ns#discoverable" }],
+    "@context": [AS, { ...FEP_TERMS, discoverable: "http://joinmastodon.org/ns#discoverable" }],
     id,
     type: "FeaturedCollection",
     ...TITLES[collection](union),
@@ -123,7 +130,7 @@ export function interactionPolicyJson(origin: URL, union: Union) {
 
 function stampJson(origin: URL, union: Union, s: { id: string; collection: string }) {
   return {
-    "@context": [AS, FEP_7AA9],
+    "@context": [AS, FEP_TERMS],
     id: stampUrl(origin, union.slug, s.id).href,
     type: "FeatureAuthorization",
     attributedTo: groupUrl(origin, union.slug).href,
@@ -326,7 +333,7 @@ export async function handleFeaturedIntent(deps: OutboundDeps, ctx: Context<void
     const item = await featuredItem(deps.db, intent.itemId);
     if (!item || item.state !== "requested") return;
     await postSigned(deps, ctx, union, item.actorId, {
-      "@context": [AS, FEP_7AA9],
+      "@context": [AS, FEP_TERMS],
       id: requestUrl(deps.origin, union.slug, item.id).href,
       type: "FeatureRequest",
       actor: group,
@@ -396,7 +403,7 @@ export function actorFeaturedFields(db: Kysely<DB>, origin: URL): (request: Requ
     const doc = await res.clone().json() as Record<string, unknown>;
     if (doc.type !== "Group") return res;
     const context = Array.isArray(doc["@context"]) ? [...doc["@context"] as unknown[]] : [doc["@context"]];
-    context.push(FEP_7AA9, { interactionPolicy: { "@id": "https://gotosocial.org/ns#interactionPolicy", "@type": "@id" }, canFeature: { "@id": "https://w3id.org/fep/7aa9#canFeature", "@type": "@id" }, automaticApproval: { "@id": "https://gotosocial.org/ns#automaticApproval", "@type": "@id" }, manualApproval: { "@id": "https://gotosocial.org/ns#manualApproval", "@type": "@id" } });
+    context.push({ ...FEP_TERMS, interactionPolicy: { "@id": "https://gotosocial.org/ns#interactionPolicy", "@type": "@id" }, canFeature: { "@id": "https://w3id.org/fep/7aa9#canFeature", "@type": "@id" }, automaticApproval: { "@id": "https://gotosocial.org/ns#automaticApproval", "@type": "@id" }, manualApproval: { "@id": "https://gotosocial.org/ns#manualApproval", "@type": "@id" } });
     const body = JSON.stringify({ ...doc, "@context": context, featuredCollections: new URL(`/u/${union.slug}/collections`, origin).href, interactionPolicy: interactionPolicyJson(origin, union) });
     const headers = new Headers(res.headers);
     headers.delete("content-length");
