@@ -10,8 +10,9 @@ import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from 
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
 import { votes } from "./votes.ts";
+import { crowdfund } from "./crowdfund.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes];
+const BENCHMARKS: readonly Benchmark[] = [] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes, crowdfund];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

@@ -15,6 +15,7 @@ import { handleActionIntent } from "./outbound-actions.ts";
 import type { FanoutDeps } from "./fanout-pages.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
+import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 
 const log = logger("federation", "outbound");
@@ -46,6 +47,8 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
+  if ("itemId" in intent) return `featured:${intent.itemId}`;
+  if ("stampId" in intent) return `stamp:${intent.stampId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -122,6 +125,11 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "proposal.closed":
     case "proposal.tally":
       await handleProposalIntent(deps, ctx, union, intent);
+      return;
+    case "featured.request":
+    case "featured.answer":
+    case "featured.withdraw":
+      await handleFeaturedIntent(deps, ctx, union, intent);
       return;
     case "badge.sync":
       // Chain work belongs to the ledger lane (solana/badge-sync.ts); here it would be lost.

@@ -21,6 +21,8 @@ export type OutboxIntent =
   /** The running tally of an open vote, sent once for the batch window ending at `dueAt` (ms). */
   | { readonly kind: "proposal.tally"; readonly unionId: string; readonly proposalId: string; readonly dueAt: number }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "featured.request"; readonly unionId: string; readonly itemId: string }
+  | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

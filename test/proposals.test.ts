@@ -196,7 +196,7 @@ for (const d of dialects) {
       await resolutionBy(c, w, w.lead);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { joinPolicy: "open" } }), /must change/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { quorumPercent: 500 } }), /quorumPercent/);
-      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "recall", title: "x", memberId: w.lead.id }), /electing another/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "recall", title: "x", memberId: w.members[0]!.id }), /holds no office/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "resolution", title: "x", closesAt: new Date(Date.now() + 1000) }), /10 seconds/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "spend", title: "x", amount: "0", recipient: "y" }), /positive/);
       assert.equal((await getProposal(c.db, w.union.id, "#1"))?.title, "Strike on Friday");

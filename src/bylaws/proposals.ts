@@ -6,6 +6,7 @@ import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws
 import { type BylawParams, BylawsError, formatParam, paramSpec, type ParamKey, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
 import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
+import { installLeader, removeFromOffice } from "../members/leadership.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
@@ -22,7 +23,7 @@ export type ProposalChange =
   | { readonly kind: "amendment"; readonly params: Readonly<Record<string, unknown>>; readonly text?: string }
   | { readonly kind: "election"; readonly role: "officer" | "leader"; readonly portfolio: string | null; readonly candidates: readonly string[] }
   | { readonly kind: "recall"; readonly memberId: string }
-  | { readonly kind: "spend"; readonly amount: string; readonly mint: string | null; readonly recipient: string };
+  | { readonly kind: "spend"; readonly amount: string; readonly mint: string | null; readonly recipient: string; readonly purpose?: string };
 
 export interface Proposal {
   readonly id: string;
@@ -108,12 +109,13 @@ export interface NewProposal {
   readonly role?: "officer" | "leader";
   readonly portfolio?: string | null;
   readonly candidates?: readonly string[];
-  /** Recall: the officer's member id. */
+  /** Recall: the leader's or an officer's member id. */
   readonly memberId?: string;
-  /** Spend: base units, mint (or null), recipient (an address or a description). */
+  /** Spend: base units, mint (or null), recipient (an address or a description), and what it is for. */
   readonly amount?: string | bigint;
   readonly mint?: string | null;
   readonly recipient?: string;
+  readonly purpose?: string;
 }
 
 export function toProposal(r: Selectable<ProposalsTable>): Proposal {
@@ -193,7 +195,7 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
       }
       case "recall": {
         const target = await activeMember(trx, unionId, input.memberId ?? "");
-        if (target.role !== "officer") throw new ProposalError("invalid", "a recall removes an officer; a leader is replaced by electing another");
+        if (target.role !== "officer" && target.role !== "leader") throw new ProposalError("invalid", `${target.handle ?? target.id} holds no office: a recall removes the leader or an officer`);
         change = { kind: "recall", memberId: target.id };
         break;
       }
@@ -202,7 +204,9 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
         if (!/^\d{1,20}$/.test(amount) || BigInt(amount) === 0n || BigInt(amount) > 18_446_744_073_709_551_615n) throw new ProposalError("invalid", "a spend's amount is a positive whole number of base units");
         const recipient = input.recipient?.trim() ?? "";
         if (recipient.length < 1 || recipient.length > 200) throw new ProposalError("invalid", "a spend names its recipient (1-200 characters)");
-        change = { kind: "spend", amount, mint: input.mint?.trim() || bylaws.params.duesMint, recipient };
+        const purpose = input.purpose?.trim() ?? "";
+        if (purpose.length > 500) throw new ProposalError("invalid", "a spend's purpose is at most 500 characters");
+        change = { kind: "spend", amount, mint: input.mint?.trim() || bylaws.params.duesMint, recipient, ...(purpose ? { purpose } : {}) };
         break;
       }
     }
@@ -525,9 +529,7 @@ async function apply(trx: Kysely<DB>, p: Proposal, outcome: Outcome, winnerIndex
       }
     }
     case "recall": {
-      const m = await getMember(trx, p.unionId, c.memberId);
-      if (!m || m.state !== "active" || m.role !== "officer") return { ...outcome, reason: `${outcome.reason}; no longer an officer` };
-      await trx.updateTable("members").set({ role: "member", portfolio: null }).where("id", "=", m.id).execute();
+      if (!await removeFromOffice(trx, p.unionId, c.memberId)) return { ...outcome, reason: `${outcome.reason}; they no longer held an office` };
       return outcome;
     }
     case "election": {
@@ -535,9 +537,8 @@ async function apply(trx: Kysely<DB>, p: Proposal, outcome: Outcome, winnerIndex
       const w = await getMember(trx, p.unionId, winnerId);
       if (!w || w.state !== "active") return { ...outcome, passed: false, reason: `${outcome.reason}; but the winner is no longer a member` };
       if (c.role === "leader") {
-        await trx.updateTable("members").set({ role: "officer" }).where("union_id", "=", p.unionId).where("role", "=", "leader").where("id", "!=", w.id).execute();
-        await trx.updateTable("members").set({ role: "leader" }).where("id", "=", w.id).execute();
-        await trx.updateTable("unions").set({ leader_handle: w.handle }).where("id", "=", p.unionId).execute();
+        // The leader is the root of the sponsor tree: see src/members/leadership.ts.
+        await installLeader(trx, p.unionId, w.id, now);
       } else if (w.role === "leader") {
         await trx.updateTable("members").set({ portfolio: c.portfolio }).where("id", "=", w.id).execute();
       } else {
