@@ -55,6 +55,11 @@ for (const d of dialects) {
       const headers = new Headers(signed.headers);
       const post = () => fetch(inbox(), { method: "POST", headers, body: text });
       const res = await post();
+      if (as === "outsider") {
+        // A stranger's Create is refused at the door (not a member, not an applicant): nothing to process.
+        assert.equal(res.status, 403);
+        return post;
+      }
       assert.equal(res.status, 202);
       await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed (${as}: ${text.slice(0, 200)})`);
       return post;
@@ -304,7 +309,7 @@ for (const d of dialects) {
           if (q.voters === 20) return q;
         }
         return undefined;
-      }, "an Update counting all twenty", 30_000);
+      }, "an Update counting all twenty", 90_000);
       assert.deepEqual(await totalsOf(last), [15, 5, 0]);
       // Every vote landed in some window; one Update per window at most, however many votes it held.
       const span = await db().selectFrom("ballots").select((eb) => [eb.fn.min("cast_at").as("first"), eb.fn.max("cast_at").as("last")]).where("proposal_id", "=", p.id).executeTakeFirstOrThrow();
