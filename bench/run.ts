@@ -12,8 +12,10 @@ import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
 import { votes } from "./votes.ts";
 import { crowdfund } from "./crowdfund.ts";
+import { reads } from "./reads.ts";
+import { joins } from "./joins.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes, crowdfund, payments];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile, votes, crowdfund, payments];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

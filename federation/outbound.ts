@@ -13,6 +13,7 @@ import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
 import type { FanoutDeps } from "./fanout-pages.ts";
+import { handleReportIntent } from "./relationship-reports.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { handleFeaturedIntent } from "./featured-collections.ts";
@@ -53,6 +54,8 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("itemId" in intent) return `featured:${intent.itemId}`;
   if ("stampId" in intent) return `stamp:${intent.stampId}`;
   if ("transferId" in intent) return `treasury:${intent.unionId}`;
+  if (intent.kind === "relationship.tally") return `tally:${intent.unionId}:${intent.noteId}`;
+  if (intent.kind === "relationship.report") return `report:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
 
@@ -124,6 +127,10 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "relationship.undo":
     case "relationship.notice":
       await handleRelationshipIntent(deps, ctx, union, intent);
+      return;
+    case "relationship.tally":
+    case "relationship.report":
+      await handleReportIntent(deps, ctx, union, intent);
       return;
     case "proposal.publish":
     case "proposal.closed":

@@ -5,7 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
-import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
@@ -14,15 +14,20 @@ import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
+import { ReadCache } from "./http/read-cache.ts";
+import { documentsVersion } from "./db/document-versions.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
+import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
+import { shareRecentActorDocuments } from "../federation/recent-actors.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
 import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
 import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
+import { queueReportUp } from "./relationships/chapters.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
@@ -42,6 +47,8 @@ export interface Muster {
   readonly lanes: QueueLanes;
   readonly federation: Federation<void>;
   readonly app: Hono;
+  /** The actor, WebFinger and NodeInfo documents as Fedify last served them (src/http/read-cache.ts). */
+  readonly readCache: ReadCache;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps & ProposalDeps;
   /**
@@ -74,6 +81,8 @@ export interface MusterOptions {
   readonly runLedger?: boolean;
   /** Warn at start-up when the secret key is a file in DATA_DIR (serve and worker). */
   readonly announceSecretKey?: boolean;
+  /** Off only for the joins benchmark's before/after comparison: fetch the follower's actor again after verifying its key. */
+  readonly reuseFetchedActors?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -118,17 +127,18 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
-  // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
-  const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
-  const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
+  // Chain work (badges, treasury transfers) has its own lane: a slow RPC never delays an Accept.
+  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger);
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
+  reportChapterTotals(membership);
+  const kv = new KyselyKvStore(database.db);
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
     tallyBatchMs: config.tallyBatchMs,
-    kv: new KyselyKvStore(database.db),
+    kv,
     queue: lanes.fedify,
     origin: config.origin,
     allowPrivateAddress: config.allowPrivateAddress,
@@ -137,11 +147,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   signer = federation;
+  // A join's second fetch of the follower's actor is answered from the first (federation/recent-actors.ts).
+  if (options.reuseFetchedActors !== false) shareRecentActorDocuments(federation, kv);
   // Actor keys are sealed before the union's transaction writes them.
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
   const unions: UnionDeps = { db: database.db, events, generateKeys };
+  const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
     db: database.db,
+    readCache,
     federation,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
@@ -193,7 +207,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
     const { crowdfundAnnouncer, runCrowdfunds } = await import("../solana/crowdfund-jobs.ts");
     await Promise.all([
-      ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal }),
+      lanes.lanes.ledger.listen((message) => handleLedgerIntent(deps, message), { signal }),
       // Crowdfund vaults: opened, pledges recorded, settled at the deadline (solana/crowdfund-jobs.ts).
       runCrowdfunds({ ...deps, announce: crowdfundAnnouncer(membership, config.origin) }, signal, options.schedulerIntervalMs),
     ]);
@@ -212,8 +226,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       // The dues scan (payments, standing) and the daily feed anchor, each once across workers (a lease).
       ledger ? runTreasuryJobs(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
-      // A prune that keeps failing lets done messages pile up: say so.
-      every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Old inbox ids, claims, sessions and queue keys; each failure is logged (federation/pruning.ts).
+      every(PRUNE_INTERVAL_MS, signal, () => pruneStorage({ db: database.db, pruneQueue: (now) => lanes.lanes.delivery.pruneDone(now) }), (error) => log.error("Pruning failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
@@ -229,6 +243,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     lanes,
     federation,
     app,
+    readCache,
     unions,
     membership,
     ledger,
@@ -241,8 +256,29 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
-      await ledgerQueue.close();
       await database.close();
     },
   };
+}
+
+/**
+ * A chapter's totals go up to its parent when they change: members joining
+ * or leaving, responses, the chapter becoming one. Changes within a second
+ * are one report (totals, so a lost one is made good by the next).
+ */
+function reportChapterTotals(deps: MembershipDeps): void {
+  const pending = new Map<string, NodeJS.Timeout>();
+  const log = logger("relationships");
+  const soon = (unionId: string) => {
+    if (pending.has(unionId)) return;
+    pending.set(unionId, setTimeout(() => {
+      pending.delete(unionId);
+      deps.db.transaction().execute((trx) => queueReportUp(deps, trx, unionId))
+        .catch((error) => log.error("Queueing the chapter report of {unionId} failed: {error}", { unionId, error }));
+    }, 1_000).unref());
+  };
+  deps.events.on("member.joined", (e) => soon(e.unionId));
+  deps.events.on("member.left", (e) => soon(e.unionId));
+  deps.events.on("action.response", (e) => soon(e.unionId));
+  deps.events.on("relationship.changed", (e) => soon(e.unionId));
 }

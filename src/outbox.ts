@@ -16,6 +16,10 @@ export type OutboxIntent =
   | { readonly kind: "relay"; readonly unionId: string; readonly noteId: string; readonly createId: string | null; readonly cascade?: boolean }
   | { readonly kind: "relationship.follow" | "relationship.accept" | "relationship.reject" | "relationship.undo"; readonly unionId: string; readonly relationshipId: string }
   | { readonly kind: "relationship.notice"; readonly unionId: string; readonly relationshipId: string; readonly event: "started" | "ended" }
+  /** This union's totals for a call it relayed, reported to the union whose call it is. */
+  | { readonly kind: "relationship.tally"; readonly unionId: string; readonly noteId: string }
+  /** This chapter's totals (and its subtree's), reported to its parent. */
+  | { readonly kind: "relationship.report"; readonly unionId: string }
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
   /** The running tally of an open vote, sent once for the batch window ending at `dueAt` (ms). */

@@ -4,6 +4,7 @@ import { Transaction, TransactionInstruction, VersionedTransaction } from "@sola
 import bs58 from "bs58";
 import { dialects } from "./helpers/databases.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
+import { browserSkip, launchBrowser } from "./helpers/browser.ts";
 import { makeUnion, startMuster } from "./helpers/muster.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { verifyChain } from "../src/actions/chain.ts";
@@ -60,6 +61,22 @@ for (const d of dialects) {
         const page = await (await fetch(new URL(`/u/riders/actions/${first.id}`, m.origin), { headers: { Accept: "text/html" } })).text();
         assert.match(page, new RegExp(`data-testid="anchor-signature">${anchored[0]!.signature}<`));
         assert.match(page, /the chain&#39;s head at entry 2|the chain's head at entry 2/);
+
+        if (!browserSkip) {
+          const browser = await launchBrowser();
+          try {
+            const tab = await browser.newPage();
+            for (const width of [1280, 390]) {
+              await tab.setViewportSize({ width, height: 900 });
+              await tab.goto(new URL(`/u/riders/actions/${first.id}`, m.origin).href);
+              await tab.click("[data-testid=integrity] summary");
+              assert.equal(await tab.textContent("[data-testid=anchor-signature]"), anchored[0]!.signature);
+              assert.equal(await tab.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `the action page with its anchor fits ${width} px`);
+            }
+          } finally {
+            await browser.close();
+          }
+        }
 
         // The next day with nothing new: no anchor. A new entry: its head is anchored.
         assert.deepEqual(await anchorDue(deps, now + DAY), []);

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Create, Note } from "@fedify/vocab";
+import { Like } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, freePort, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "./helpers/muster-process.ts";
@@ -61,13 +61,9 @@ for (const d of dialects) {
     async function delivery(m: TestMuster, inboxPath: string) {
       const union = new URL("/u/riders", m.origin);
       const id = new URL(`/activities/private-${++seq}`, peer.origin);
-      const create = new Create({
-        id,
-        actor: peer.actorId("alice"),
-        to: union,
-        object: new Note({ id: new URL(`/notes/private-${seq}`, peer.origin), attribution: peer.actorId("alice"), content: "hello from loopback", to: union }),
-      });
-      const body = JSON.stringify(await create.toJsonLd({ format: "compact" }));
+      // A Like: a stranger's Create would be refused (403) before its signature is looked at.
+      const like = new Like({ id, actor: peer.actorId("alice"), to: union, object: new URL(`/notes/private-${seq}`, peer.origin) });
+      const body = JSON.stringify(await like.toJsonLd({ format: "compact" }));
       return { id: id.href, request: await peer.signedPost(new URL(inboxPath, m.origin), body, { as: "alice" }) };
     }
 

@@ -23,9 +23,10 @@ for (const d of dialects) {
     let couriers: Union;
     let browser: Browser | undefined;
     let page: Page;
+    let started: Awaited<ReturnType<typeof fx.start>>;
 
     before(async () => {
-      await fx.start();
+      started = await fx.start();
       await fx.answerTo(await fx.follow("lead"), Accept);
       tdb = await d.create();
       other = await startMuster(tdb);
@@ -77,6 +78,41 @@ for (const d of dialects) {
       await Promise.all([page.waitForURL(/done=ended/), page.locator("tr[data-relationship] [data-testid=end]").click()]);
       await page.goto(riders);
       assert.equal(await page.locator("[data-testid=allies]").count(), 0);
+    });
+
+    it("a stranger's request to list the union (FEP-7aa9) waits in the console; the leader consents, then withdraws it", async () => {
+      const peer = started.peer;
+      const inbox = new URL(fx.url("/u/riders/inbox"));
+      const body = JSON.stringify({
+        "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/fep/7aa9"],
+        id: new URL("/requests/1", peer.origin).href, type: "FeatureRequest", actor: peer.actorId("lead").href,
+        object: fx.url("/u/riders"), instrument: new URL("/users/lead/collections/1", peer.origin).href,
+      });
+      const res = await fetch(await peer.signedPost(inbox, body, { as: "lead" }));
+      assert.equal(res.status, 202);
+      await res.body?.cancel();
+      for (const width of [1280, 390]) {
+        await page.setViewportSize({ width, height: 900 });
+        await page.goto(fx.url("/u/riders/console/unions"));
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(overflow <= 0, `nothing overflows at ${width} px (${overflow})`);
+      }
+      // (The ally of the test before may be listed too: allies are stamped at once.)
+      const row = page.locator(`tr[data-listing="${peer.actorId("lead").href}"]`);
+      assert.equal(await row.count(), 1);
+      assert.match(await row.textContent() ?? "", /waiting for you/);
+      await Promise.all([page.waitForURL(/done=listing-accepted/), row.locator("[data-testid=accept-listing]").click()]);
+      const ridersId = (await fx.db().selectFrom("unions").select("id").where("slug", "=", "riders").executeTakeFirstOrThrow()).id;
+      const stamp = await fx.db().selectFrom("feature_stamps").selectAll().where("union_id", "=", ridersId).where("requester", "=", peer.actorId("lead").href).executeTakeFirstOrThrow();
+      assert.equal(stamp.state, "accepted");
+      assert.equal(stamp.decided_by, (await fx.member("lead"))!.id, "the leader's decision is recorded");
+      const served = await fetch(fx.url(`/u/riders/stamps/${stamp.id}`), { headers: { Accept: "application/activity+json" } });
+      assert.equal(served.status, 200);
+      assert.equal((await served.json() as { type: string }).type, "FeatureAuthorization");
+      await Promise.all([page.waitForURL(/done=listing-withdrawn/), row.locator("[data-testid=withdraw-listing]").click()]);
+      const gone = await fetch(fx.url(`/u/riders/stamps/${stamp.id}`), { headers: { Accept: "application/activity+json" } });
+      assert.equal(gone.status, 410);
+      await gone.body?.cancel();
     });
   });
 }

@@ -6,7 +6,7 @@ import { dialects } from "./helpers/databases.ts";
 import { makeUnion, startMuster } from "./helpers/muster.ts";
 import { followId, person } from "./helpers/domain-context.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
-import { rpcConnection, setUpTreasury } from "./helpers/treasury.ts";
+import { realTreasury, rpcConnection } from "./helpers/treasury.ts";
 import { browserSkip, launchBrowser } from "./helpers/browser.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { treasuryKey } from "../solana/badge-sync.ts";
@@ -17,7 +17,7 @@ const DUES = 5_000_000n;
 const MEMO = new PublicKey("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
 
 interface FlowJson { signature: string; url: string; direction: "in" | "out"; amount: { baseUnits: string }; kind: string; payer: string | null; reason: string | null }
-interface TreasuryJson { ledger: string; treasury: { address: string; balance: { baseUnits: string; display: string }; threshold: number; signers: string[]; mint: string }; payersShown: boolean; flows: FlowJson[] }
+interface TreasuryJson { ledger: string; treasury: { address: string; authority: string; balance: { baseUnits: string; display: string }; threshold: number; signers: string[]; mint: string }; payersShown: boolean; flows: FlowJson[] }
 
 for (const d of dialects) {
   describe(`the treasury transparency page on ${d.name}`, { skip: d.skip }, () => {
@@ -33,7 +33,8 @@ for (const d of dialects) {
         const joined = await requestToJoin(m.muster.membership, union.id, alice, followId());
         assert.equal(joined.outcome, "accepted");
         await overrideBylaws(m.muster.membership, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
-        const t = await setUpTreasury(connection, db, union.id);
+        // The treasury as the server creates it: an SPL multisig authority (treasury-authority.ts).
+        const t = await realTreasury(connection, m.muster.embeddedLedger!, db, union.id);
         const treasury = new PublicKey(t.treasury.tokenAccount);
 
         // Before anything moved: an empty list and a zero balance.
@@ -55,11 +56,12 @@ for (const d of dialects) {
         const dues1 = await pay(DUES, alice.actorId);
         const dues2 = await pay(DUES * 2n, alice.actorId);
         const under = await pay(1_000n, alice.actorId);
-        // An outflow signed by the treasury key.
+        // An outflow: the multisig moves tokens with the server key's signature (1 of 1, the custodial default).
         const key = await treasuryKey(db, union.id);
         const payee = await createAssociatedTokenAccountIdempotent(connection, t.faucet, t.mint, Keypair.generate().publicKey);
         const { blockhash, lastValidBlockHeight } = await connection.getLatestBlockhash();
-        const outTx = new Transaction({ feePayer: key.publicKey, blockhash, lastValidBlockHeight }).add(createTransferCheckedInstruction(treasury, t.mint, payee, key.publicKey, 3_000_000n, 6));
+        const outTx = new Transaction({ feePayer: key.publicKey, blockhash, lastValidBlockHeight })
+          .add(createTransferCheckedInstruction(treasury, t.mint, payee, new PublicKey(t.treasury.authority), 3_000_000n, 6, [key]));
         outTx.sign(key);
         const out = await connection.sendRawTransaction(outTx.serialize());
         await connection.confirmTransaction({ signature: out, blockhash, lastValidBlockHeight });
@@ -73,7 +75,13 @@ for (const d of dialects) {
         assert.equal(j.treasury.balance.baseUnits, chainBalance.value.amount);
         assert.equal(chainBalance.value.amount, String(DUES * 3n + 1_000n - 3_000_000n));
         assert.equal(j.treasury.address, treasury.toBase58());
-        assert.deepEqual([j.treasury.threshold, j.treasury.signers], [1, [key.publicKey.toBase58()]]);
+        // Signers and threshold are the multisig's, as created on-chain.
+        const multisig = await connection.getAccountInfo(new PublicKey(t.treasury.authority));
+        const { unpackMultisig } = await import("@solana/spl-token");
+        const ms = unpackMultisig(new PublicKey(t.treasury.authority), multisig);
+        assert.equal(j.treasury.threshold, ms.m);
+        assert.deepEqual(j.treasury.signers, [ms.signer1, ms.signer2, ms.signer3, ms.signer4, ms.signer5, ms.signer6, ms.signer7, ms.signer8, ms.signer9, ms.signer10, ms.signer11].slice(0, ms.n).map((k) => k.toBase58()));
+        assert.deepEqual(j.treasury.signers, [key.publicKey.toBase58()]);
         const onChain = await connection.getSignaturesForAddress(treasury);
         assert.deepEqual(j.flows.map((f) => f.signature).sort(), onChain.filter((s) => s.err === null).map((s) => s.signature).filter((s) => j.flows.some((f) => f.signature === s)).sort());
         for (const s of [dues1, dues2, under, out]) assert.ok(j.flows.some((f) => f.signature === s), `flow ${s} shown`);

@@ -15,12 +15,13 @@ import { crowdfundCommands } from "./commands/crowdfund.ts";
 import { featuredCommands } from "./commands/featured.ts";
 import { ledgerCommands, treasuryCommands, walletCommands } from "./commands/treasury.ts";
 import { duesCommands } from "./commands/dues.ts";
+import { serverCommands } from "./commands/server.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
 const commands: readonly Command[] = [
   ...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands,
   ...proposalCommands, ...allyCommands, ...featuredCommands, ...crowdfundCommands, ...treasuryCommands, ...walletCommands, ...ledgerCommands,
-  ...duesCommands,
+  ...duesCommands, ...serverCommands,
 ];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {

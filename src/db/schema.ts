@@ -204,6 +204,12 @@ export interface InstanceSettingsTable {
   value: string;
 }
 
+/** One row per scope; triggers (migration 0018) bump it on any change to what cached documents show. */
+export interface DocumentVersionsTable {
+  scope: string;
+  version: number | string | bigint;
+}
+
 export interface FedifyKvTable {
   key: string;
   value: string;
@@ -336,6 +342,49 @@ export interface RelationshipEventsTable {
   /** Who caused it: `operator`, `member:<id>` or the peer's actor id. */
   by: string | null;
   at: number;
+  /** The passed proposal that ratified this step (since 0029); each ratifies one step only. */
+  proposal_id: string | null;
+}
+
+/** A member's response to a call this union relayed from an ally or parent (0029). */
+export interface RelayedResponsesTable {
+  id: string;
+  union_id: string;
+  note_id: string;
+  member_id: string;
+  /** `commit`, `comment` or `like`. */
+  kind: string;
+  source_id: string;
+  created_at: number;
+  undone_at: number | null;
+}
+
+/** The latest totals a relaying union reported for one of this union's calls (0029). */
+export interface RelayTalliesTable {
+  union_id: string;
+  action_id: string;
+  reporter_actor_id: string;
+  reporter_name: string | null;
+  commitments: number;
+  replies: number;
+  likes: number;
+  reported_at: number;
+  received_at: number;
+}
+
+/** A chapter's latest report of itself and its subtree, as JSON (0029). */
+export interface ChapterReportsTable {
+  union_id: string;
+  chapter_actor_id: string;
+  report: string;
+  reported_at: number;
+  received_at: number;
+}
+
+export interface BlockedServersTable {
+  host: string;
+  reason: string | null;
+  created_at: number;
 }
 
 export interface BylawsVersionsTable {
@@ -423,7 +472,12 @@ export interface DB {
   union_relationships: UnionRelationshipsTable;
   featured_items: FeaturedItemsTable;
   feature_stamps: FeatureStampsTable;
+  document_versions: DocumentVersionsTable;
   relationship_events: RelationshipEventsTable;
+  relayed_responses: RelayedResponsesTable;
+  relay_tallies: RelayTalliesTable;
+  chapter_reports: ChapterReportsTable;
+  blocked_servers: BlockedServersTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;
   ballots: BallotsTable;

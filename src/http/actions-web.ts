@@ -1,3 +1,4 @@
+import { talliesOf } from "../relationships/tallies.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import {
@@ -189,16 +190,18 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (action.state === "retracted") return c.html(retractedPage(union, action), 410);
     const viewer = await deps.viewerIn(c, union);
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions/${action.id}`);
-    const [progress, hashes, state, anchor] = await Promise.all([
+    const [progress, hashes, state, anchor, relayed] = await Promise.all([
       progressOf(db, action),
       hashesOf(db, action.id),
       viewer ? responseStateOf(db, action.id, viewer.member.id) : undefined,
       anchorOfAction(db, union.id, action.id),
+      talliesOf(db, union.id, action.id),
     ]);
     return c.html(actionPage({
       union,
       action,
       progress,
+      relayed,
       membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
       anchor,

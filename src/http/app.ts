@@ -16,10 +16,12 @@ import { DatabaseBusyError } from "../db/sqlite-driver.ts";
 import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
+import type { ReadCache } from "./read-cache.ts";
 import { inboxGuard } from "./inbox-guard.ts";
 import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
 import { healthMonitor } from "./health.ts";
 import { closeAfterResponse } from "./close-connection.ts";
+import { blockedServerGuard } from "./blocked-servers.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -49,6 +51,8 @@ export interface HttpDeps {
   readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
   /** Behind a reverse proxy: rate-limit by the last X-Forwarded-For address instead of the socket's. */
   readonly trustProxy?: boolean;
+  /** Serves the actor, WebFinger and NodeInfo documents from Fedify's last answer until they change. */
+  readonly readCache?: ReadCache;
 }
 
 const log = logger("http");
@@ -105,11 +109,12 @@ export function createHttpApp(deps: HttpDeps): Hono {
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
+  // A blocked server's deliveries go no further (muster server block).
+  app.use("*", blockedServerGuard(db));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin));
-  app.use("*", actorFeaturedFields(db, deps.origin));
-  app.use("*", federationMiddleware(deps.federation));
+  app.use("*", federationMiddleware(deps.federation, deps.readCache, actorFeaturedFields(db, deps.origin)));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
   // Browsers and feed readers ask for /favicon.ico whatever the page links.

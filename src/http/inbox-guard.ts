@@ -7,6 +7,7 @@ import { isActivePeer } from "../../federation/relationships.ts";
 import { unionsOfActor } from "../members/membership.ts";
 import { apiError } from "./api-error.ts";
 import { closeAfterResponse, nodeRequestOf } from "./close-connection.ts";
+import { SIGNED_BODY_MAX_AGE_MS } from "../replay-window.ts";
 
 /**
  * Fedify expands an inbox body as JSON-LD (fetching any remote @context it
@@ -61,6 +62,15 @@ export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
     if ("status" in read) return refuse(read.status, read.problem);
     const parsed = parseBody(read.bytes, keyHost(signature));
     if ("code" in parsed) return refuse(400, parsed);
+    // A body signed on its own (Object Integrity Proof or Linked Data
+    // signature) is accepted by Fedify without the HTTP signature's time
+    // window, and activity ids are pruned after a while (src/replay-window.ts):
+    // an old one is a replay.
+    const created = oldestSignedBody(parsed.doc);
+    if (created !== undefined && created < Date.now() - SIGNED_BODY_MAX_AGE_MS) {
+      const when = Number.isFinite(created) ? `was created ${new Date(created).toISOString()}` : "has an unreadable creation date";
+      return refuse(401, { code: "stale_signature", message: `the body's signature ${when}; signatures older than ${SIGNED_BODY_MAX_AGE_MS / 3600_000} hours are refused as replays` });
+    }
     const stranger = await strangersCreate(deps.db, parsed);
     if (stranger) return refuse(403, { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` });
     // The body was consumed: Fedify gets the same bytes (its digest check needs them exactly).
@@ -277,4 +287,18 @@ function firstRemoteContext(doc: unknown, signerHost: string | undefined): strin
     }
   }
   return undefined;
+}
+
+/** The earliest `created` of the activity's own proofs and Linked Data signature; -Infinity (refused) when one is unreadable. */
+function oldestSignedBody(doc: Record<string, unknown>): number | undefined {
+  const signatures = [doc.signature, ...(Array.isArray(doc.proof) ? doc.proof : [doc.proof])].filter((s) => typeof s === "object" && s !== null) as Record<string, unknown>[];
+  let oldest: number | undefined;
+  for (const s of signatures) {
+    if (s.created === undefined) continue; // Fedify does not accept a signature without one
+    const at = typeof s.created === "string" ? Date.parse(s.created) : Number.NaN;
+    // An unreadable date cannot be shown to be recent.
+    const when = Number.isNaN(at) ? Number.NEGATIVE_INFINITY : at;
+    oldest = oldest === undefined ? when : Math.min(oldest, when);
+  }
+  return oldest;
 }

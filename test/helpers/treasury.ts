@@ -98,3 +98,27 @@ export async function setUpTreasuryOn(ledger: EmbeddedLedger, db: Kysely<DB>, un
     },
   };
 }
+
+/**
+ * The union's real treasury as the server creates it (solana/treasury-authority.ts: a test dues mint whose
+ * authority is the server's key, an SPL multisig authority, its token account), reached through `connection`.
+ */
+export async function realTreasury(connection: Connection, ledger: EmbeddedLedger, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
+  const { ensureTreasury } = await import("../../solana/treasury-authority.ts");
+  const { faucetFunding } = await import("../../solana/badge-sync.ts");
+  const treasury = await ensureTreasury({ db, ledger, fund: faucetFunding(ledger), testMint: true }, unionId);
+  const key = await treasuryKey(db, unionId);
+  const faucet = Keypair.generate();
+  await connection.requestAirdrop(faucet.publicKey, 10 * LAMPORTS_PER_SOL);
+  const mint = new PublicKey(treasury.mint);
+  return {
+    treasury, mint, faucet,
+    async wallet(tokens) {
+      const w = Keypair.generate();
+      await connection.requestAirdrop(w.publicKey, LAMPORTS_PER_SOL);
+      const ata = await createAssociatedTokenAccountIdempotent(connection, faucet, mint, w.publicKey);
+      if (tokens > 0n) await mintTo(connection, faucet, mint, ata, key, tokens);
+      return w;
+    },
+  };
+}

@@ -1,4 +1,5 @@
 import type { ChainAnchor } from "../../actions/anchors.ts";
+import type { RelayTally } from "../../relationships/tallies.ts";
 import { html, raw } from "hono/html";
 import type { Action, ActionKind } from "../../actions/actions.ts";
 import type { Progress } from "../../actions/responses.ts";
@@ -57,6 +58,8 @@ export interface ActionPageView {
   readonly progress: Progress;
   /** Whether the viewer may know how many members there are (the roster's rule). */
   readonly membersShown: boolean;
+  /** Totals that allies and chapters relaying the call reported for their own members. */
+  readonly relayed?: readonly RelayTally[];
   readonly hashes?: { readonly prevHash: string; readonly hash: string };
   /** The on-chain Memo that anchors the chain up to (at least) this entry, once written. */
   readonly anchor?: ChainAnchor | null;
@@ -102,6 +105,7 @@ ${progressBar(p, { membersShown: v.membersShown })}
   <li><strong data-testid="done-count">${p.done}</strong> done</li>
   <li><strong>${p.boosts}</strong> ${p.boosts === 1 ? "boost" : "boosts"}</li>
 </ul>
+${relayedBox(v.relayed ?? [])}
 ${responseBox(v)}
 </section>
 
@@ -123,6 +127,15 @@ ${v.anchor
 </details>
 </article>`,
   });
+}
+
+function relayedBox(tallies: readonly RelayTally[]): Html {
+  if (tallies.length === 0) return html``;
+  const total = tallies.reduce((n, t) => n + t.commitments, 0);
+  return html`<div class="relayed" data-testid="relayed">
+<p><strong data-testid="relayed-total">${total}</strong> more from unions that relayed this call:</p>
+<ul>${tallies.map((t) => html`<li data-testid="relayed-tally" data-union="${t.reporterActorId}"><strong>${t.commitments}</strong> from <a href="${t.reporterActorId}" rel="nofollow noopener">${t.reporterName ?? t.reporterActorId}</a> <span class="muted">(${t.replies} ${t.replies === 1 ? "reply" : "replies"}, ${t.likes} ${t.likes === 1 ? "like" : "likes"})</span></li>`)}</ul>
+</div>`;
 }
 
 function responseBox(v: ActionPageView): Html {
