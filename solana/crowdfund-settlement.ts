@@ -141,7 +141,7 @@ export async function driveSettlement(deps: CrowdfundChainDeps, cf: Crowdfund): 
 async function context(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<Context> {
   const treasury = await getTreasury(deps.db, cf.unionId);
   if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury");
-  return { cf, treasury, authority: await treasuryAuthority(deps.db, cf.unionId) };
+  return { cf, treasury, authority: await treasuryAuthority(deps, cf.unionId) };
 }
 
 /** Submits the stored transactions in order, stopping at the first that cannot execute. */

@@ -61,7 +61,7 @@ export async function openVault(deps: CrowdfundChainDeps, crowdfundId: string): 
     }
     const treasury = await getTreasury(deps.db, row.union_id);
     if (!treasury) throw new Error(`union ${row.union_id} has no treasury`);
-    const authority = await treasuryAuthority(deps.db, row.union_id);
+    const authority = await treasuryAuthority(deps, row.union_id);
     await deps.fund?.(authority.feePayer.toBase58());
     const vault = Keypair.generate();
     const reference = Keypair.generate().publicKey;

@@ -176,7 +176,7 @@ for (const d of dialects) {
       try {
         for (const [name, amount] of [["alice", 6_000_000n], ["bob", 6_000_000n]] as const) await pledge(w, name, amount);
         // The treasury's token account (empty) is closed by its owner: the cut transfer has nowhere to go.
-        await send(w.ledger, w.treasury.key, [createCloseAccountInstruction(w.treasury.account, w.treasury.key.publicKey, w.treasury.key.publicKey)]);
+        await send(w.ledger, w.treasury.key, [createCloseAccountInstruction(w.treasury.account, w.treasury.key.publicKey, w.treasury.authority, [w.treasury.key])]);
         await assert.rejects(settleCrowdfund(w.chain, w.cf, { now: afterDeadline(w) }), (e: unknown) => e instanceof SettlementFailed && /payout transaction/.test(e.message));
         const beneficiaryAccount = getAssociatedTokenAddressSync(w.treasury.mint, w.beneficiary.publicKey, true);
         assert.equal(await tokenBalance(w.ledger, beneficiaryAccount), 0n, "the beneficiary got nothing");
@@ -186,7 +186,7 @@ for (const d of dialects) {
         assert.equal((await getCrowdfund(w.db, w.unionId, w.cf.id))?.state, "succeeded");
         // Reopened, the next run signs the payout anew (the failed one never executed) and pays exactly once.
         // (Paid by another key: the same bytes as the account's first creation would be refused as already processed.)
-        await send(w.ledger, w.treasury.mintAuthority, [createAssociatedTokenAccountIdempotentInstruction(w.treasury.mintAuthority.publicKey, w.treasury.account, w.treasury.key.publicKey, w.treasury.mint)]);
+        await send(w.ledger, w.members.alice!.wallet, [createAssociatedTokenAccountIdempotentInstruction(w.members.alice!.wallet.publicKey, w.treasury.account, w.treasury.authority, w.treasury.mint)]);
         assert.equal(await tokenBalance(w.ledger, w.treasury.account), 0n);
         assert.ok(await w.ledger.account(w.treasury.account.toBase58()));
         const r = await settleCrowdfund(w.chain, (await getCrowdfund(w.db, w.unionId, w.cf.id))!);
@@ -318,7 +318,7 @@ for (const d of dialects) {
         assert.deepEqual(actions.map((a) => [a.kind, a.link, a.state]), [["donate", "https://union.example/u/riders/crowdfunds/1", "published"]]);
         assert.equal(cf.actionId, actions[0]!.id);
         // Exactly one vault account was created for it: the authority's token accounts for the mint are the treasury's and this vault.
-        const owned = await w.ledger.tokenAccountsByOwner(w.treasury.key.publicKey.toBase58(), { mint: w.treasury.mint.toBase58() });
+        const owned = await w.ledger.tokenAccountsByOwner(w.treasury.authority.toBase58(), { mint: w.treasury.mint.toBase58() });
         assert.deepEqual(owned.map((o) => o.address).sort(), [w.treasury.account.toBase58(), cf.vault!].sort());
         w.cf = cf;
         await pledge(w, "alice", 6_000_000n);

@@ -173,7 +173,7 @@ async function decide(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: str
     let set: Partial<Selectable<CrowdfundsTable>> = { state: to, decided_by: officer?.id ?? "operator", decision_note: trimmed, decided_at: Date.now() };
     if (to === "approved") {
       const treasury = await getTreasury(trx, unionId);
-      if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury yet, so a crowdfund has no mint to raise in");
+      if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury yet (muster treasury create), so a crowdfund has no mint to raise in");
       if (cf.deadline.getTime() <= Date.now()) throw new CrowdfundError("conflict", "the deadline has passed; propose it again with a new one");
       set = { ...set, cut_bps: (await readBylaws(trx, unionId)).params.crowdfundCutBps, mint: treasury.mint };
     }

@@ -5,8 +5,8 @@ import {
 } from "@solana/spl-token";
 import type { Kysely } from "kysely";
 import type { DB } from "../../src/db/schema.ts";
-import { saveTreasury } from "../../src/treasury/treasury.ts";
-import { treasuryKey } from "../../solana/badge-sync.ts";
+import { faucetFunding, treasuryKey } from "../../solana/badge-sync.ts";
+import { ensureTreasury } from "../../solana/treasury-authority.ts";
 import type { EmbeddedLedger } from "../../solana/embedded-ledger.ts";
 import type { Ledger } from "../../solana/ledger.ts";
 
@@ -22,29 +22,24 @@ export async function send(ledger: Ledger, payer: Keypair, ixs: TransactionInstr
 
 export interface TestTreasury {
   readonly mint: PublicKey;
+  /** The test mint's authority: the server's treasury key. */
   readonly mintAuthority: Keypair;
   readonly key: Keypair;
+  /** The treasury authority: the SPL multisig (1-of-1 server key by default). */
+  readonly authority: PublicKey;
   readonly account: PublicKey;
 }
 
 /**
- * A union's treasury on the embedded ledger as the treasury work will create
- * it: a dues mint (a test mint here), the treasury key as authority and its
- * associated token account.
+ * The union's treasury as the server creates it (solana/treasury-authority.ts
+ * ensureTreasury): a test dues mint whose authority is the server's key, the
+ * SPL multisig authority and its token account.
  */
 export async function setupTreasury(ledger: EmbeddedLedger, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
   const key = await treasuryKey(db, unionId);
   await ledger.airdrop(key.publicKey.toBase58(), 10_000_000_000n);
-  const mintAuthority = Keypair.generate();
-  await ledger.airdrop(mintAuthority.publicKey.toBase58(), 10_000_000_000n);
-  const mint = await createTestMint(ledger, mintAuthority);
-  const account = getAssociatedTokenAddressSync(mint, key.publicKey, true);
-  await send(ledger, key, [createAssociatedTokenAccountIdempotentInstruction(key.publicKey, account, key.publicKey, mint)]);
-  await saveTreasury(db, {
-    unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: DECIMALS, authority: key.publicKey.toBase58(),
-    tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
-  });
-  return { mint, mintAuthority, key, account };
+  const t = await ensureTreasury({ db, ledger, fund: faucetFunding(ledger), testMint: true }, unionId);
+  return { mint: new PublicKey(t.mint), mintAuthority: key, key, authority: new PublicKey(t.authority), account: new PublicKey(t.tokenAccount) };
 }
 
 export async function createTestMint(ledger: EmbeddedLedger, authority: Keypair): Promise<PublicKey> {

@@ -23,7 +23,7 @@ function need(values: Record<string, unknown>, name: string): string {
 
 async function requireTreasury(m: Muster, union: Union): Promise<Treasury> {
   const t = await getTreasury(m.database.db, union.id);
-  if (!t) throw new CliError(`union ${union.slug} has no treasury yet, so it cannot raise crowdfunds`);
+  if (!t) throw new CliError(`union ${union.slug} has no treasury yet; create it with \`muster treasury create ${union.slug}\``);
   return t;
 }
 
