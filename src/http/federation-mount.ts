@@ -11,7 +11,7 @@ import type { ReadCache } from "./read-cache.ts";
  * With a read cache, the actor, WebFinger and NodeInfo answers Fedify gave are
  * kept and served again until the documents' version changes (read-cache.ts).
  */
-export function federationMiddleware(federation: Federation<void>, cache?: ReadCache): MiddlewareHandler {
+export function federationMiddleware(federation: Federation<void>, cache?: ReadCache, transform?: (request: Request, res: Response) => Promise<Response>): MiddlewareHandler {
   return async (c, next) => {
     const route = cache?.routeOf(c.req.raw);
     let version: string | undefined;
@@ -38,6 +38,8 @@ export function federationMiddleware(federation: Federation<void>, cache?: ReadC
         return new Response("Not Acceptable", { status: 406, headers: { "Content-Type": "text/plain", Vary: "Accept" } });
       },
     });
+    // Fedify's answer completed (FEP-7aa9 fields on the Group) before the cache keeps it.
+    if (!fellThrough && transform) res = await transform(c.req.raw, res);
     if (!fellThrough && cache && route && version !== undefined) res = await cache.store(c.req.raw, route, version, res);
     if (!fellThrough) c.res = res;
     return res;
