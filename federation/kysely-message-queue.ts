@@ -2,11 +2,11 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import { type Kysely, type Selectable, sql } from "kysely";
-import type pg from "pg";
 import type { Database } from "../src/db/database.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
+import { listenShared, type Wake } from "./shared-listen.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -111,8 +111,6 @@ interface Claimed extends Row {
   /** The lease_owner value of this particular claim. */
   readonly token: string;
 }
-
-type Wake = (queue: string, availableAt: number) => void;
 
 // In-process enqueue wakes listeners on the same connection pool at once;
 // other pools and processes hear about it through NOTIFY (PostgreSQL) or
@@ -649,66 +647,14 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   /**
-   * On PostgreSQL, a dedicated pooled connection LISTENs so that separate
-   * worker processes wake up as soon as something is enqueued.  If it drops,
-   * polling carries on and the connection is re-established.
+   * On PostgreSQL, the process's one shared LISTEN connection
+   * (shared-listen.ts) wakes this lane as soon as another process enqueues
+   * to it; if it drops, polling carries on and it is re-established.
    */
-  async #subscribe(wake: Wake, signal: AbortSignal | undefined): Promise<{ close(): Promise<void> } | undefined> {
+  async #subscribe(wake: Wake, _signal: AbortSignal | undefined): Promise<{ close(): Promise<void> } | undefined> {
     const pool = this.#database.pgPool;
     if (pool === undefined) return undefined;
-    let client: pg.PoolClient | undefined;
-    let closed = false;
-    let retry: NodeJS.Timeout | undefined;
-    const onNotification = (message: pg.Notification) => {
-      if (message.channel !== NOTIFY_CHANNEL || message.payload === undefined) return;
-      try {
-        const { queue, at } = JSON.parse(message.payload) as { queue: string; at: number };
-        wake(queue, at);
-      } catch {
-        // Not one of ours; ignore it.
-      }
-    };
-    const drop = (broken: pg.PoolClient, error?: Error) => {
-      broken.off("notification", onNotification);
-      broken.release(error ?? true);
-      if (client === broken) client = undefined;
-    };
-    const connect = async (): Promise<void> => {
-      retry = undefined;
-      let fresh: pg.PoolClient | undefined;
-      try {
-        fresh = await pool.connect();
-        const self = fresh;
-        self.on("notification", onNotification);
-        self.on("error", (error) => {
-          log.warn("Lost the LISTEN connection for queue {queue}; polling until it is back: {error}", { queue: this.name, error });
-          drop(self, error);
-          if (!closed) retry ??= setTimeout(connect, Math.max(this.#pollIntervalMs, 1000));
-        });
-        await self.query(`LISTEN ${NOTIFY_CHANNEL}`);
-        if (closed) {
-          drop(self);
-          return;
-        }
-        client = self;
-        // Anything announced before LISTEN took effect went unheard.
-        wake(this.name, 0);
-      } catch (error) {
-        if (fresh !== undefined) drop(fresh, error instanceof Error ? error : new Error(String(error)));
-        if (closed || signal?.aborted) return;
-        log.warn("Could not LISTEN for queue {queue}; polling only for now: {error}", { queue: this.name, error });
-        retry ??= setTimeout(connect, Math.max(this.#pollIntervalMs, 1000));
-      }
-    };
-    await connect();
-    return {
-      close: async () => {
-        closed = true;
-        if (retry !== undefined) clearTimeout(retry);
-        // Destroy rather than return it, so no pooled connection keeps LISTENing.
-        if (client !== undefined) drop(client);
-      },
-    };
+    return listenShared(pool, NOTIFY_CHANNEL, this.name, wake);
   }
 }
 

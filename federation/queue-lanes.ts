@@ -50,11 +50,12 @@ export function laneConcurrency(busy: number): Record<Lane, number> {
 
 /**
  * Database connections a process running every lane may hold at once: one
- * per handler slot, and one LISTEN per lane on PostgreSQL.
+ * per handler slot, and the one LISTEN the lanes share on PostgreSQL
+ * (shared-listen.ts).
  */
 export function queueConnections(busy: number): number {
   const c = laneConcurrency(busy);
-  return LANES.reduce((n, lane) => n + c[lane], 0) + LANES.length;
+  return LANES.reduce((n, lane) => n + c[lane], 0) + 1;
 }
 
 export function createQueueLanes(database: Database, options: QueueLanesOptions = {}): QueueLanes {

@@ -91,7 +91,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // its message's lease doing nothing.
   const needed = queueConnections(config.queueConcurrency);
   if (config.dbPool !== undefined && config.dbPool < needed) {
-    throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${needed} connections the queue needs at MUSTER_QUEUE_CONCURRENCY=${config.queueConcurrency} (one per handler and one LISTEN per lane)`);
+    throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${needed} connections the queue needs at MUSTER_QUEUE_CONCURRENCY=${config.queueConcurrency} (one per handler and one shared LISTEN)`);
   }
   const database = openDatabase(config.databaseUrl, { poolSize: config.dbPool ?? needed + 8 });
   try {

@@ -7,7 +7,8 @@ import { Accept } from "@fedify/vocab";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { dialects } from "./helpers/databases.ts";
-import { eventually } from "./helpers/muster.ts";
+import { eventually, startMuster } from "./helpers/muster.ts";
+import { sql } from "kysely";
 import { type StartedUnion, unionWithPeer } from "./helpers/union-with-peer.ts";
 import { LANES, laneConcurrency, queueConnections } from "../federation/queue-lanes.ts";
 
@@ -52,12 +53,33 @@ async function startStalledServers(n: number): Promise<{ origins: string[]; conn
 }
 
 describe("the lanes", () => {
-  it("include the ledger lane, whose handler and LISTEN the PostgreSQL pool counts", () => {
+  it("include the ledger lane, whose handler the PostgreSQL pool counts, beside one shared LISTEN", () => {
     assert.ok(LANES.includes("ledger"));
     const c = laneConcurrency(16);
     assert.equal(c.ledger, 1);
-    assert.equal(queueConnections(16), LANES.reduce((n, l) => n + c[l], 0) + LANES.length);
-    assert.equal(queueConnections(16), 49);
+    assert.equal(queueConnections(16), LANES.reduce((n, l) => n + c[l], 0) + 1);
+    assert.equal(queueConnections(16), 44);
+  });
+
+  const pgCase = dialects.find((d) => d.name === "postgres")!;
+  it("share one LISTEN connection per process on PostgreSQL", { skip: pgCase.skip }, async () => {
+    const tdb = await pgCase.create();
+    const m = await startMuster(tdb);
+    try {
+      const database = new URL(tdb.url).pathname.slice(1);
+      const listening = async () => {
+        const r = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where datname = ${database} and query like 'LISTEN %'`.execute(m.muster.database.db);
+        return r.rows[0]!.n;
+      };
+      // Every lane is listening once the domain lane's first poll has run; give the others a moment.
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(await listening(), 1, "six lanes, one LISTEN");
+      // And it still wakes a lane: a message enqueued by another pool is handled without waiting for a poll.
+      assert.equal(m.muster.lanes.handlers, LANES.reduce((n, l) => n + laneConcurrency(16)[l], 0));
+    } finally {
+      await m.stop();
+      await tdb.destroy();
+    }
   });
 });
 

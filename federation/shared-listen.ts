@@ -1,0 +1,104 @@
+import type pg from "pg";
+import { logger } from "../src/logging.ts";
+
+const log = logger("queue", "listen");
+
+export type Wake = (queue: string, availableAt: number) => void;
+
+/**
+ * One LISTEN connection per process (per pool), shared by every queue lane
+ * listening on it: six lanes used to hold six pooled connections idle for
+ * LISTEN alone. Notifications name their lane; each subscriber's `wake`
+ * ignores the others'. If the connection drops, the lanes keep polling and it
+ * is re-established while anyone still listens.
+ */
+class SharedListen {
+  readonly #pool: pg.Pool;
+  readonly #channel: string;
+  readonly #subscribers = new Set<{ readonly queue: string; readonly wake: Wake }>();
+  #client: pg.PoolClient | undefined;
+  #connecting: Promise<void> | undefined;
+  #retry: NodeJS.Timeout | undefined;
+
+  constructor(pool: pg.Pool, channel: string) {
+    this.#pool = pool;
+    this.#channel = channel;
+  }
+
+  async subscribe(queue: string, wake: Wake): Promise<{ close(): Promise<void> }> {
+    const subscriber = { queue, wake };
+    this.#subscribers.add(subscriber);
+    if (this.#client === undefined) await (this.#connecting ??= this.#connect().finally(() => (this.#connecting = undefined)));
+    // Anything announced before this lane subscribed went unheard by it.
+    wake(queue, 0);
+    return {
+      close: async () => {
+        this.#subscribers.delete(subscriber);
+        if (this.#subscribers.size > 0) return;
+        if (this.#retry !== undefined) clearTimeout(this.#retry);
+        this.#retry = undefined;
+        // Destroyed rather than returned, so no pooled connection keeps LISTENing.
+        if (this.#client !== undefined) this.#drop(this.#client);
+      },
+    };
+  }
+
+  readonly #onNotification = (message: pg.Notification) => {
+    if (message.channel !== this.#channel || message.payload === undefined) return;
+    let parsed: { queue: string; at: number };
+    try {
+      parsed = JSON.parse(message.payload) as { queue: string; at: number };
+    } catch {
+      return; // not one of ours
+    }
+    for (const s of this.#subscribers) s.wake(parsed.queue, parsed.at);
+  };
+
+  #drop(broken: pg.PoolClient, error?: Error): void {
+    broken.off("notification", this.#onNotification);
+    broken.release(error ?? true);
+    if (this.#client === broken) this.#client = undefined;
+  }
+
+  #scheduleRetry(): void {
+    if (this.#subscribers.size === 0) return;
+    this.#retry ??= setTimeout(() => {
+      this.#retry = undefined;
+      void this.#connect();
+    }, 1000);
+  }
+
+  async #connect(): Promise<void> {
+    let fresh: pg.PoolClient | undefined;
+    try {
+      fresh = await this.#pool.connect();
+      const self = fresh;
+      self.on("notification", this.#onNotification);
+      self.on("error", (error) => {
+        log.warn("Lost the queue's LISTEN connection; polling until it is back: {error}", { error });
+        this.#drop(self, error);
+        this.#scheduleRetry();
+      });
+      await self.query(`LISTEN ${this.#channel}`);
+      if (this.#subscribers.size === 0) {
+        this.#drop(self);
+        return;
+      }
+      this.#client = self;
+      for (const s of this.#subscribers) s.wake(s.queue, 0);
+    } catch (error) {
+      if (fresh !== undefined) this.#drop(fresh, error instanceof Error ? error : new Error(String(error)));
+      log.warn("Could not LISTEN for the queue; polling only for now: {error}", { error });
+      this.#scheduleRetry();
+    }
+  }
+}
+
+const shared = new WeakMap<pg.Pool, SharedListen>();
+
+/** Subscribes a lane to the process's one LISTEN connection on this pool. */
+export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake): Promise<{ close(): Promise<void> }> {
+  let listener = shared.get(pool);
+  if (!listener) shared.set(pool, (listener = new SharedListen(pool, channel)));
+  return listener.subscribe(queue, wake);
+}
