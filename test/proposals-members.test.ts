@@ -224,6 +224,8 @@ for (const d of dialects) {
       await setOfficer(c.deps, w.union.id, cc.id, OPERATOR, "Secretary");
       const secret = await createProposal(c.deps, w.union.id, asMember(a), { kind: "resolution", title: "Secret", closesAt: SOON() });
       await castVote(c.deps, w.union.id, secret.id, { memberId: b.id }, [NO], web);
+      // Voters are listed in order of their first vote, by the millisecond: keep the two apart.
+      await new Promise((r) => setTimeout(r, 5));
       await castVote(c.deps, w.union.id, secret.id, { memberId: a.id }, [YES], web);
       const union = async () => (await getUnionById(c.db, w.union.id))!;
       const member = async (m: Member) => ({ via: "web", member: (await getMember(c.db, w.union.id, m.id))! }) as const;
