@@ -381,26 +381,26 @@ async function postSigned(deps: OutboundDeps, ctx: Context<void>, union: Union, 
 
 /**
  * Adds `featuredCollections` and the consent policy to the Group actor that
- * Fedify serves (its Group class has no such properties). Only the union
- * actors' own JSON documents are touched.
+ * Fedify serves (its Group class has no such properties). Applied to
+ * Fedify's answer before the read cache keeps it (src/http/federation-mount.ts);
+ * only the union actors' own JSON documents are touched.
  */
-export function actorFeaturedFields(db: Kysely<DB>, origin: URL): MiddlewareHandler {
-  return async (c, next) => {
-    await next();
-    if (c.req.method !== "GET" || c.res.status !== 200) return;
-    const m = /^\/u\/([^/]+)$/.exec(c.req.path);
-    const type = c.res.headers.get("content-type") ?? "";
-    if (!m || !(type.includes("activity+json") || type.includes("ld+json"))) return;
+export function actorFeaturedFields(db: Kysely<DB>, origin: URL): (request: Request, res: Response) => Promise<Response> {
+  return async (request, res) => {
+    if (request.method !== "GET" || res.status !== 200) return res;
+    const m = /^\/u\/([^/]+)$/.exec(new URL(request.url).pathname);
+    const type = res.headers.get("content-type") ?? "";
+    if (!m || !(type.includes("activity+json") || type.includes("ld+json"))) return res;
     const union = await getUnionBySlug(db, decodeURIComponent(m[1]!));
-    if (!union) return;
-    const doc = await c.res.clone().json() as Record<string, unknown>;
-    if (doc.type !== "Group") return;
+    if (!union) return res;
+    const doc = await res.clone().json() as Record<string, unknown>;
+    if (doc.type !== "Group") return res;
     const context = Array.isArray(doc["@context"]) ? [...doc["@context"] as unknown[]] : [doc["@context"]];
     context.push(FEP_7AA9, { interactionPolicy: { "@id": "https://gotosocial.org/ns#interactionPolicy", "@type": "@id" }, canFeature: { "@id": "https://w3id.org/fep/7aa9#canFeature", "@type": "@id" }, automaticApproval: { "@id": "https://gotosocial.org/ns#automaticApproval", "@type": "@id" }, manualApproval: { "@id": "https://gotosocial.org/ns#manualApproval", "@type": "@id" } });
     const body = JSON.stringify({ ...doc, "@context": context, featuredCollections: new URL(`/u/${union.slug}/collections`, origin).href, interactionPolicy: interactionPolicyJson(origin, union) });
-    const headers = new Headers(c.res.headers);
+    const headers = new Headers(res.headers);
     headers.delete("content-length");
     headers.delete("etag");
-    c.res = new Response(body, { status: 200, headers });
+    return new Response(body, { status: 200, headers });
   };
 }

@@ -1,6 +1,6 @@
 import "../src/temporal.ts";
 import { type Context, createFederation, type Federation, type FederationQueueOptions, type KvStore, type MessageQueue, type RequestContext } from "@fedify/fedify";
-import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo } from "@fedify/vocab";
+import { Accept, Activity, Announce, Application, Block, Create, Delete, Endpoints, Follow, Group, Image, Like, Move, Reject, Undo, Update } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
@@ -13,6 +13,7 @@ import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { onVote } from "./inbox-votes.ts";
 import { onFeatureAnswer, onStampDelete, registerFepContext } from "./featured-collections.ts";
+import { onReport } from "./relationship-reports.ts";
 import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
@@ -20,6 +21,7 @@ import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "
 import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
 import { escapeHtml } from "./html.ts";
 import { serverUsage } from "../src/unions/usage.ts";
+import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 
 /** The instance actor's identifier; reserved, so no union can take it. */
 export const INSTANCE_ACTOR = "instance";
@@ -38,6 +40,8 @@ export interface FederationDeps {
   readonly allowPrivateAddress: boolean;
   /** Tests start and stop the queue themselves so `node --test` can exit. */
   readonly manuallyStartQueue?: boolean;
+  /** How often, at most, an open vote's running tally goes out (ms per proposal). */
+  readonly tallyBatchMs?: number;
 }
 
 const log = logger("federation");
@@ -51,6 +55,9 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     manuallyStartQueue: deps.manuallyStartQueue ?? false,
     origin: deps.origin.href,
     allowPrivateAddress: deps.allowPrivateAddress,
+    // Stated, not left to Fedify's default: activity ids are pruned on the
+    // assumption that no older HTTP signature verifies (src/replay-window.ts).
+    signatureTimeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
     userAgent: { software: `Muster/${SOFTWARE_VERSION}`, url: deps.origin },
   });
 
@@ -143,7 +150,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
   registerActionObjects(federation, db);
   registerProposalObjects(federation, db);
 
-  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
+  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR, tallyBatchMs: deps.tallyBatchMs };
   federation
     .setInboxListeners("/u/{identifier}/inbox", "/inbox")
     // Keys fetched to verify shared-inbox deliveries are fetched signed, so
@@ -162,6 +169,12 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     // A poll answer to a proposal is a vote, never a reply to a call-to-action.
     .on(Create, async (ctx, a) => {
       if (!(await onVote(inboxDeps, ctx, a))) await onCreate(inboxDeps, ctx, a);
+    })
+    // An Update carrying another union's report of totals; any other Update is recorded as before.
+    .on(Update, async (ctx, a) => {
+      if (await onReport(inboxDeps, ctx, a)) return;
+      const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;
+      await processOnce({ db, events: deps.events, documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader }, a, union?.id ?? null);
     })
     .on(Accept, async (ctx, a) => {
       if (!(await onFeatureAnswer({ ...inboxDeps, origin: deps.origin }, ctx, a, true))) await onAnswer(inboxDeps, ctx, a);

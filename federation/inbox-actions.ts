@@ -9,6 +9,7 @@ import { logger } from "../src/logging.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
+import { recordRelayedResponse, withdrawRelayedResponse } from "../src/relationships/tallies.ts";
 import { isActivePeer, onPeerPost } from "./relationships.ts";
 import { isPermanentFetchFailure } from "./fetch-failure.ts";
 import { unionsOfActor } from "../src/members/membership.ts";
@@ -41,6 +42,8 @@ export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, lik
   const target = await actionNamed(deps, ctx, like.objectId);
   await processOnce(record(deps, ctx), like, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (target && like.id && like.actorId) await recordLike(deps, target.union.id, target.actionId, like.actorId.href, like.id.href);
+    // A member's like of a call we relayed from an ally or parent: counted here, reported to its author.
+    else if (like.id && like.actorId && like.objectId) await recordRelayedResponse(deps, like.objectId.href, like.actorId.href, { id: like.id.href, like: true });
   });
 }
 
@@ -95,6 +98,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
       await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));
       return;
     }
+    if (note.replyTargetId && await recordRelayedResponse(deps, note.replyTargetId.href, create.actorId!.href, { id: note.id!.href, replyHtml: String(note.content ?? "") }) > 0) return;
     const audience = [...note.toIds, ...note.ccIds, ...create.toIds, ...create.ccIds].map((u) => u.href);
     const isPublic = audience.includes(PUBLIC_COLLECTION.href);
     for await (const tag of note.getTags({ documentLoader: ctx.documentLoader, contextLoader: ctx.contextLoader })) {
@@ -118,5 +122,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
 
 /** Undo of a Like or Announce, or Delete of a reply: withdraw what it counted. */
 export async function withdraw(deps: ActionInboxDeps, sourceId: URL | null, actorId: URL | null): Promise<void> {
-  if (sourceId && actorId) await withdrawResponse(deps, sourceId.href, actorId.href);
+  if (!sourceId || !actorId) return;
+  await withdrawResponse(deps, sourceId.href, actorId.href);
+  await withdrawRelayedResponse(deps, sourceId.href, actorId.href);
 }

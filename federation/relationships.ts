@@ -12,6 +12,7 @@ import {
   type Relay, relaysOurs, relaysTheirs,
 } from "../src/relationships/relationships.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import { isBlockedUrl, normalizeHost } from "../src/servers/blocklist.ts";
 import type { Outbox } from "../src/outbox.ts";
 import type { By } from "../src/members/members.ts";
 import { addressing } from "./action-note.ts";
@@ -77,6 +78,7 @@ export async function onCollectiveFollow(deps: RelationshipInboxDeps, ctx: Inbox
     kind: offer.kindForReceiver,
     relay: mirrorRelay(offer.relay),
   });
+  if (outcome === "blocked") return void log.warn("Refused an offer to {union} from {actor}: its server is blocked", { union: union.slug, actor: actor.id!.href });
   log.info("Offer to {union} from {actor} ({kind}): {outcome}", { union: union.slug, actor: actor.id!.href, kind: offer.kindForReceiver, outcome });
 }
 
@@ -209,7 +211,7 @@ export async function onPeerPost(deps: RelationshipInboxDeps, ctx: InboxContext<
   return true;
 }
 
-type RelationshipIntent = Extract<OutboxIntent, { kind: `relationship.${string}` }>;
+type RelationshipIntent = Extract<OutboxIntent, { kind: `relationship.${string}`; relationshipId: string }>;
 
 /** Turns a relationship intent into the Follow, Accept, Reject, Undo or notice it stands for. */
 export async function handleRelationshipIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: RelationshipIntent): Promise<void> {
@@ -290,9 +292,17 @@ export interface ProposeDeps extends RelationshipInboxDeps {
  * this or another server: the target must be a Group on a Muster server.
  * Fails with a RelationshipError the user can read.
  */
-export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target: string, kind: "ally" | "parent", relay: Relay): Promise<Relationship> {
+export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target: string, kind: "ally" | "parent", relay: Relay, opts: { proposalId?: string } = {}): Promise<Relationship> {
   const ctx = deps.federation.createContext(deps.origin, undefined);
   const self = ctx.getActorUri(union.slug);
+  // Refused before the lookup: a blocked server is not even asked.
+  let targetHost: string | undefined;
+  try {
+    targetHost = normalizeHost(target);
+  } catch {
+    targetHost = undefined;
+  }
+  if (targetHost && await isBlockedUrl(deps.db, `https://${targetHost}/`)) throw new RelationshipError("forbidden", `the server ${targetHost} is blocked here`);
   let object: unknown;
   try {
     const documentLoader = await ctx.getDocumentLoader({ identifier: union.slug });
@@ -312,6 +322,7 @@ export async function proposeTo(deps: ProposeDeps, union: Union, by: By, target:
     relay,
     followIdFor: (id) => relationshipFollowId(deps.origin, union.slug, id),
     selfActorId: self.href,
+    ...(opts.proposalId ? { proposalId: opts.proposalId } : {}),
   });
 }
 

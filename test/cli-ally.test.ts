@@ -99,8 +99,55 @@ for (const d of dialects) {
       await eventually(async () => (await listRelationships(ma.muster.database.db, a.id)).some((r) => r.peerActorId === northUrl && r.state === "received"), "A receives the request");
       assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, /no parent and no chapters/);
       assert.equal((await cli(ma, ta, ["ally", "accept", "a", northUrl])).code, 0);
-      assert.match((await cli(ma, ta, ["chapter", "list", "a"])).out, new RegExp(`chapter .*${northUrl.replace(/[.]/g, "\\.")}`));
-      await eventually(async () => (await cli(mb, tb, ["chapter", "list", "north", "--json"])).out.includes('"parent"'), "north sees its parent");
+      // Once a chapter, north reports its totals up; the tree shows them.
+      const tree = await eventually(async () => {
+        const r = await cli(ma, ta, ["chapter", "list", "a"]);
+        return r.out.includes("North Chapter") ? r.out : undefined;
+      }, "A's tree shows north's report");
+      assert.match(tree, new RegExp(`^Riders A  0 members, 0 commitments.*\\n└─ North Chapter  0 members, 0 commitments  ${northUrl.replace(/[.]/g, "\\.")}\\nWhole tree: 0 members, 0 commitments, 1 chapter\\.`));
+      const northJson = JSON.parse((await cli(mb, tb, ["chapter", "list", "north", "--json"])).out) as { parent: { peer: string } | null };
+      assert.equal(northJson.parent?.peer, new URL("/u/a", ma.origin).href);
+      const shown = await cli(mb, tb, ["union", "show", "north"]);
+      assert.match(shown.out, new RegExp(`Parent\\s+${new URL("/u/a", ma.origin).host.replace(/[.]/g, "\\.")}|Parent\\s+@a@`));
+      const shownJson = JSON.parse((await cli(ma, ta, ["union", "show", "a", "--json"])).out) as { chapters: { actorId: string }[]; allies: unknown[]; parent: unknown };
+      assert.deepEqual(shownJson.chapters.map((c) => c.actorId), [northUrl]);
+      assert.equal(shownJson.parent, null);
+    });
+
+    it("server block: the blocked server's unions are refused, open relationships end, its deliveries are dropped at the inbox", async () => {
+      const help = await cli(ma, ta, ["server", "block", "--help"]);
+      assert.equal(help.code, 0);
+      assert.match(help.out, /muster server block <host>/);
+      assert.equal((await cli(ma, ta, ["server", "block", "exa mple"])).code, 1);
+      const northUrl = new URL("/u/north", mb.origin).href;
+      const blocked = await cli(ma, ta, ["server", "block", mb.origin.href, "--reason", "testing"]);
+      assert.equal(blocked.code, 0, blocked.err);
+      assert.match(blocked.out, new RegExp(`Blocked ${mb.origin.host.replace(/[.]/g, "\\.")}; ended 1 relationship`));
+      assert.equal((await listRelationships(ma.muster.database.db, a.id, { states: ["active"] })).length, 0, "the chapter on the blocked server is no longer one");
+      await eventually(async () => (await listRelationships(mb.muster.database.db, (await mb.muster.database.db.selectFrom("unions").select("id").where("slug", "=", "north").executeTakeFirstOrThrow()).id))[0]?.state === "ended", "north is told");
+      const listed = JSON.parse((await cli(ma, ta, ["server", "list", "--json"])).out) as { host: string; reason: string }[];
+      assert.deepEqual(listed.map((r) => [r.host, r.reason]), [[mb.origin.host, "testing"]]);
+      assert.equal((await cli(ma, ta, ["server", "block", mb.origin.host])).code, 0, "blocking twice is one block");
+      assert.equal(JSON.parse((await cli(ma, ta, ["server", "list", "--json"])).out).length, 1);
+
+      const refused = await cli(ma, ta, ["ally", "propose", "a", new URL("/u/b", mb.origin).href]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.err, /is blocked here/);
+      // B offers an alliance to A: the Follow is dropped at A's inbox before any work (no record of it at all).
+      const offered = await cli(mb, tb, ["ally", "propose", "b", new URL("/u/a", ma.origin).href]);
+      assert.equal(offered.code, 0, offered.err);
+      const followId = (await listRelationships(mb.muster.database.db, b.id, { states: ["offered"] }))[0]!.followId;
+      await eventually(async () => (await mb.muster.database.db.selectFrom("fedify_mq").select("id").execute()).length === 0, "B's server delivered the Follow");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await ma.muster.database.db.selectFrom("inbox_activities").select("id").where("id", "=", followId).executeTakeFirst(), undefined);
+      assert.equal((await listRelationships(ma.muster.database.db, a.id, { states: ["received"] })).length, 0);
+      assert.ok(!northUrl.startsWith(ma.origin.href));
+
+      assert.equal((await cli(ma, ta, ["server", "unblock", mb.origin.host])).code, 0);
+      assert.match((await cli(ma, ta, ["server", "list"])).out, /No server is blocked/);
+      const again = await cli(ma, ta, ["server", "unblock", mb.origin.host]);
+      assert.equal(again.code, 1);
+      assert.match(again.err, /is not blocked/);
     });
   });
 }

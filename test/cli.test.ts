@@ -92,7 +92,7 @@ describe("muster CLI", () => {
     const pool = muster(["worker"], { ...env, MUSTER_DB_POOL: "5" });
     assert.equal(pool.code, 1);
     assert.equal(pool.err.trim().split("\n").length, 1, pool.err);
-    assert.match(pool.err, /MUSTER_DB_POOL is 5, below the 47 connections the queue needs at MUSTER_QUEUE_CONCURRENCY=16/);
+    assert.match(pool.err, /MUSTER_DB_POOL is 5, below the 49 connections the queue needs at MUSTER_QUEUE_CONCURRENCY=16/);
     const unknown = muster(["frobnicate"], env);
     assert.equal(unknown.code, 2);
   });

@@ -1,7 +1,7 @@
 import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Accept, Announce, Create, Follow, Group, Note, type Recipient, Undo } from "@fedify/vocab";
+import { Accept, Announce, Collection, Create, Follow, Group, Like, Note, PUBLIC_COLLECTION, type Recipient, Undo, Update } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
@@ -15,6 +15,7 @@ import { overrideBylaws } from "./helpers/bylaws.ts";
 import { proposeTo } from "../federation/relationships.ts";
 import { offerInstrument } from "../federation/relationship-vocab.ts";
 import { followersPage } from "../federation/followers.ts";
+import { relayedTotals, talliesOf } from "../src/relationships/tallies.ts";
 
 // Two (and, for chapters, three) real Muster servers on loopback, each with
 // its own database, and a Mastodon-like peer whose accounts are the members.
@@ -27,6 +28,8 @@ for (const d of dialects) {
     let peer: Peer;
     let ma: TestMuster, mb: TestMuster, mc: TestMuster;
     let a: Union, b: Union, c: Union;
+    let callNote: URL;
+    let callId: string;
 
     async function server(): Promise<TestMuster> {
       const tdb = await d.create();
@@ -38,7 +41,7 @@ for (const d of dialects) {
     const groupId = (m: TestMuster, slug: string) => new URL(`/u/${slug}`, m.origin);
     const recipient = (m: TestMuster, slug: string): Recipient => ({ id: groupId(m, slug), inboxId: new URL(`/u/${slug}/inbox`, m.origin), endpoints: null });
     /** Sends an activity signed by a union's own Group key, through its server's queue. */
-    async function sendAs(m: TestMuster, slug: string, to: Recipient, activity: Follow | Accept | Undo | Announce): Promise<void> {
+    async function sendAs(m: TestMuster, slug: string, to: Recipient, activity: Follow | Accept | Undo | Announce | Update): Promise<void> {
       const ctx = m.muster.federation.createContext(m.origin, undefined);
       await ctx.sendActivity({ identifier: slug }, to, activity);
     }
@@ -135,6 +138,57 @@ for (const d of dialects) {
       const relayed = await mb.muster.database.db.selectFrom("relay_requests").selectAll().where("union_id", "=", b.id).where("note_id", "=", noteId.href).execute();
       assert.equal(relayed.length, 1);
       assert.equal(relayed[0]!.state, "relayed");
+    });
+
+    it("commitments counted back: B's members' like and \"I'm in\" reply to A's relayed call are reported to A, attributed to B, as totals", async () => {
+      const action = await composeAction(ma.muster.membership, a.id, OPERATOR, { title: "Sign the letter", text: "Today.", kind: "show-up" }, { publishNow: true });
+      callNote = new URL(`/u/a/actions/${action.id}`, ma.origin);
+      callId = action.id;
+      await eventually(async () => (await announcesOf(groupId(mb, "b"), callNote)) > 0, "bob gets B's Announce of A's call");
+      const bGroup = await peer.lookup(groupId(mb, "b")) as Group;
+      const like = new Like({ id: new URL("/likes/bob-1", peer.origin), actor: peer.actorId("bob"), object: callNote });
+      await peer.send("bob", bGroup, like);
+      const reply = new Note({ id: new URL("/notes/bob-in", peer.origin), attribution: peer.actorId("bob"), replyTarget: callNote, content: "<p>I'm in, see you there</p>", to: PUBLIC_COLLECTION, cc: groupId(mb, "b") });
+      await peer.send("bob", bGroup, new Create({ id: new URL("/notes/bob-in/activity", peer.origin), actor: peer.actorId("bob"), object: reply, to: PUBLIC_COLLECTION, cc: groupId(mb, "b") }));
+      // A stranger's like of the call at B counts for nobody.
+      await peer.send("mallory", bGroup, new Like({ id: new URL("/likes/mallory-1", peer.origin), actor: peer.actorId("mallory"), object: callNote }));
+      const tally = await eventually(async () => {
+        const t = await talliesOf(ma.muster.database.db, a.id, callId);
+        return t.length === 1 && t[0]!.replies === 1 && t[0]!.likes === 1 ? t[0] : undefined;
+      }, "A receives B's totals");
+      assert.equal(tally.reporterActorId, groupId(mb, "b").href);
+      assert.equal(tally.commitments, 1, "one member committed (a like and a pledge by the same member)");
+      // The same like delivered again changes nothing at B.
+      await peer.send("bob", bGroup, like);
+      await seen(mb, like.id!);
+      assert.deepEqual(await relayedTotals(mb.muster.database.db, b.id, callNote.href), { commitments: 1, replies: 1, likes: 1 });
+      const page = await (await fetch(callNote, { headers: { Accept: "text/html" } })).text();
+      assert.match(page, new RegExp(`data-testid="relayed-tally" data-union="${groupId(mb, "b").href}"><strong>1</strong> from <a [^>]*>Couriers B</a>`));
+    });
+
+    it("hostile: a report from a non-ally, a forged one, and a replayed older one change nothing", async () => {
+      const before = await talliesOf(ma.muster.database.db, a.id, callId);
+      const report = (from: URL, id: string, n: number, at: number) => new Update({
+        id: new URL(`${from.href}/${id}`), actor: from, to: groupId(ma, "a"),
+        object: new Collection({
+          id: new URL(`${from.href}/relays/x/tally`), attribution: from, contexts: [callNote], name: "Someone", updated: Temporal.Instant.fromEpochMilliseconds(at),
+          items: [new Collection({ name: "commitments", totalItems: n }), new Collection({ name: "replies", totalItems: n }), new Collection({ name: "likes", totalItems: n })],
+        }),
+      });
+      // C is no ally of A: its own, properly signed report is refused.
+      const fromC = report(groupId(mc, "c"), "t1", 500, Date.now());
+      await sendAs(mc, "c", recipient(ma, "a"), fromC);
+      await seen(ma, fromC.id!);
+      // Mallory signs a report that claims to be B's: the signature is not B's.
+      const forged = report(groupId(mb, "b"), "forged", 900, Date.now());
+      const res = await fetch(await peer.signedPost(new URL("/u/a/inbox", ma.origin), JSON.stringify(await forged.toJsonLd()), { as: "mallory" }));
+      assert.ok(res.status >= 400, `forged report answered ${res.status}`);
+      // B's own report, replayed with an older time, loses to the newer one.
+      const stale = report(groupId(mb, "b"), "stale", 700, Date.now() - 3600_000);
+      await sendAs(mb, "b", recipient(ma, "a"), stale);
+      await seen(ma, stale.id!);
+      assert.deepEqual(await talliesOf(ma.muster.database.db, a.id, callId), before);
+      assert.equal(await ma.muster.database.db.selectFrom("relay_tallies").select("reporter_actor_id").where("reporter_actor_id", "=", groupId(mc, "c").href).executeTakeFirst(), undefined);
     });
 
     it("hostile: an Accept of a Follow never sent changes nothing", async () => {

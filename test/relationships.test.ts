@@ -12,6 +12,8 @@ import { type Ctx, followId, person, sharedKeys, withCtx } from "./helpers/domai
 import { recordedIntents } from "./helpers/membership-worker.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 import { setOfficer } from "../src/members/membership.ts";
+import { castVote, closeProposal, createProposal, YES } from "../src/bylaws/proposals.ts";
+import { namesPeer } from "../src/relationships/relationships.ts";
 
 const SELF = "https://here.example/u/a";
 const B = "https://there.example/u/b";
@@ -22,6 +24,22 @@ function makeUnion(c: Ctx): Promise<Union> {
 }
 const proposal = (peer: string, kind: "ally" | "parent" = "ally") => ({
   peerActorId: peer, peerHandle: null, kind, relay: "both" as const, followIdFor: (id: string) => `${SELF}/relationships/${id}`, selfActorId: SELF,
+});
+
+async function getProposalId(c: Ctx, unionId: string, number: string): Promise<string> {
+  return (await c.db.selectFrom("proposals").select("id").where("union_id", "=", unionId).where("number", "=", Number(number)).executeTakeFirstOrThrow()).id;
+}
+
+describe("a proposal names a union", () => {
+  it("by its actor URL or full handle, not by a longer one that starts the same", () => {
+    const peer = { actorId: "https://x.example/u/b", handle: "@b@x.example" };
+    assert.ok(namesPeer("Ally with https://x.example/u/b.", peer));
+    assert.ok(namesPeer("ally with @B@x.example now", peer));
+    assert.ok(!namesPeer("Ally with https://x.example/u/bakers", peer));
+    assert.ok(!namesPeer("Ally with @b@x.example.org", peer));
+    assert.ok(!namesPeer("Ally with x@b@x.example", peer));
+    assert.ok(!namesPeer("Ally with b", { ...peer, handle: null }));
+  });
 });
 
 for (const d of dialects) {
@@ -97,6 +115,41 @@ for (const d of dialects) {
       await assert.rejects(answerOffer(c.deps, a.id, offer.id, officer, true), /ratified by member vote/);
       assert.equal((await answerOffer(c.deps, a.id, offer.id, officer, false)).state, "rejected");
       assert.equal((await proposeRelationship(c.deps, a.id, OPERATOR, proposal(B))).state, "offered", "the operator override");
+    }));
+
+    it("a passed proposal ratifies only the union it names, and only once", () => withCtx(d, async (c) => {
+      const a = await makeUnion(c);
+      const joined = await requestToJoin(c.deps, a.id, person("olga"), followId());
+      await setOfficer(c.deps, a.id, joined.member!.id, OPERATOR, null);
+      const officer = { kind: "member" as const, memberId: joined.member!.id };
+      await overrideBylaws(c.deps, "a", { allianceRatification: "member_vote" });
+      const passed = async (title: string, text = "") => {
+        const p = await createProposal(c.deps, a.id, OPERATOR, { kind: "resolution", title, text, closesAt: new Date(Date.now() + 60_000) });
+        await castVote(c.deps, a.id, p.id, { memberId: joined.member!.id }, [YES], { kind: "web" });
+        const closed = await closeProposal(c.deps, a.id, p.id, { force: true });
+        assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+        return String(closed!.number);
+      };
+      const forC = await passed("Ally with the elsewhere union", `We ally with ${C}.`);
+      // The vote about C cannot ratify an alliance with B.
+      await assert.rejects(proposeRelationship(c.deps, a.id, officer, { ...proposal(B), proposalId: forC }), /does not name https:\/\/there.example\/u\/b/);
+      const forB = await passed(`Ally with ${B}`);
+      const rel = await proposeRelationship(c.deps, a.id, officer, { ...proposal(B), proposalId: forB });
+      assert.deepEqual((await relationshipHistory(c.db, a.id, rel.id)).map((e) => [e.event, e.proposalId]), [["proposed", (await getProposalId(c, a.id, forB))]]);
+      await endRelationship(c.deps, a.id, rel.id, OPERATOR);
+      // Used once: the same vote cannot ratify a second alliance with B.
+      await assert.rejects(proposeRelationship(c.deps, a.id, officer, { ...proposal(B), proposalId: forB }), /already ratified a relationship/);
+      // Accepting an offer names the offering union too, by handle here.
+      await receiveOffer(c.deps, a.id, { peerActorId: "https://x.example/u/bakers", peerHandle: "@bakers@x.example", followId: "https://x.example/f/1", kind: "ally", relay: "both" });
+      const offer = (await listRelationships(c.db, a.id)).find((r) => r.peerHandle === "@bakers@x.example")!;
+      await assert.rejects(answerOffer(c.deps, a.id, offer.id, officer, true, forC), /does not name @bakers@x.example/);
+      const forBakers = await passed("Accept the bakers", "Accept @Bakers@x.example as our ally.");
+      assert.equal((await answerOffer(c.deps, a.id, offer.id, officer, true, forBakers)).state, "active");
+      // An amendment is not a vote on an alliance, whatever its title says.
+      const amendment = await createProposal(c.deps, a.id, OPERATOR, { kind: "amendment", title: `Ally with ${C}`, params: { memberInviteLimit: 4 }, closesAt: new Date(Date.now() + 60_000) });
+      await castVote(c.deps, a.id, amendment.id, { memberId: joined.member!.id }, [YES], { kind: "web" });
+      await closeProposal(c.deps, a.id, amendment.id, { force: true });
+      await assert.rejects(proposeRelationship(c.deps, a.id, officer, { ...proposal(C), proposalId: String(amendment.number) }), /not a resolution/);
     }));
 
     it("a union has one parent at most", () => withCtx(d, async (c) => {

@@ -1,3 +1,4 @@
+import { talliesOf } from "../relationships/tallies.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import {
@@ -17,6 +18,7 @@ import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
+import { anchorOfAction } from "../actions/anchors.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
 import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
@@ -188,17 +190,21 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (action.state === "retracted") return c.html(retractedPage(union, action), 410);
     const viewer = await deps.viewerIn(c, union);
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions/${action.id}`);
-    const [progress, hashes, state] = await Promise.all([
+    const [progress, hashes, state, anchor, relayed] = await Promise.all([
       progressOf(db, action),
       hashesOf(db, action.id),
       viewer ? responseStateOf(db, action.id, viewer.member.id) : undefined,
+      anchorOfAction(db, union.id, action.id),
+      talliesOf(db, union.id, action.id),
     ]);
     return c.html(actionPage({
       union,
       action,
       progress,
+      relayed,
       membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
+      anchor,
       viewer: viewer?.member,
       state,
       now: Date.now(),

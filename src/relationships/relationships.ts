@@ -6,6 +6,7 @@ import { readBylaws } from "../bylaws/bylaws.ts";
 import { getProposal } from "../bylaws/proposals.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
+import { isBlockedUrl } from "../servers/blocklist.ts";
 
 /**
  * Union-to-union relationships. Other unions are never members (DESIGN.md):
@@ -73,10 +74,13 @@ export function mirrorRelay(relay: Relay): Relay {
 /**
  * Who may commit the union to a relationship, per its bylaws: the officers
  * (the default), or, under `allianceRatification: member_vote`, the members
- * by a passed proposal that an officer then carries out. The operator's CLI
- * is an explicit override.
+ * by a passed proposal that an officer then carries out. The proposal must
+ * be a resolution that names this very peer (its handle or actor URL, in the
+ * title or text), and it ratifies one step only: a vote to ally with B is
+ * not a vote to ally with C, nor a second time with B. The operator's CLI is
+ * an explicit override.
  */
-async function requireRatification(trx: Kysely<DB>, unionId: string, by: By, proposalId: string | undefined): Promise<string | null> {
+async function requireRatification(trx: Kysely<DB>, unionId: string, by: By, proposalId: string | undefined, peer: { actorId: string; handle: string | null }): Promise<string | null> {
   await requireOfficer(trx, unionId, by);
   if (by.kind === "operator") return null;
   const rules = await readBylaws(trx, unionId);
@@ -85,7 +89,23 @@ async function requireRatification(trx: Kysely<DB>, unionId: string, by: By, pro
   const proposal = await getProposal(trx, unionId, proposalId);
   if (!proposal) throw new RelationshipError("not_found", `no proposal ${proposalId} in this union`);
   if (proposal.state !== "passed") throw new RelationshipError("forbidden", `proposal ${proposalId} is ${proposal.state}, not passed`);
+  if (proposal.kind !== "resolution") throw new RelationshipError("forbidden", `proposal ${proposal.number} is an ${proposal.kind}, not a resolution about this union`);
+  if (!namesPeer(`${proposal.title}\n${proposal.text}`, peer)) {
+    throw new RelationshipError("forbidden", `proposal ${proposal.number} does not name ${peer.handle ?? peer.actorId}: the members voted on something else`);
+  }
+  const used = await trx.selectFrom("relationship_events").select("relationship_id").where("union_id", "=", unionId).where("proposal_id", "=", proposal.id).executeTakeFirst();
+  if (used) throw new RelationshipError("conflict", `proposal ${proposal.number} already ratified a relationship; each vote ratifies one`);
   return proposal.id;
+}
+
+/** Whether a proposal's words name the peer: its actor URL, or its full handle (`@slug@host`, any case). */
+export function namesPeer(words: string, peer: { actorId: string; handle: string | null }): boolean {
+  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  // Not followed by more of a URL or handle: /u/b must not match /u/bakers.
+  const whole = (s: string) => new RegExp(`(^|[^\\w@/.-])${escape(s)}(?![\\w/.-]*[\\w/-])`, "i").test(words);
+  if (whole(peer.actorId)) return true;
+  const handle = peer.handle?.replace(/^@?/, "@");
+  return !!handle && whole(handle);
 }
 
 function byText(by: By | string): string {
@@ -93,8 +113,8 @@ function byText(by: By | string): string {
   return by.kind === "operator" ? "operator" : `member:${by.memberId}`;
 }
 
-async function logEvent(trx: Kysely<DB>, rel: { id: string; unionId: string }, event: string, state: RelationshipState, by: By | string): Promise<void> {
-  await trx.insertInto("relationship_events").values({ relationship_id: rel.id, union_id: rel.unionId, event, state, by: byText(by), at: Date.now() }).execute();
+async function logEvent(trx: Kysely<DB>, rel: { id: string; unionId: string }, event: string, state: RelationshipState, by: By | string, proposalId: string | null = null): Promise<void> {
+  await trx.insertInto("relationship_events").values({ relationship_id: rel.id, union_id: rel.unionId, event, state, by: byText(by), at: Date.now(), proposal_id: proposalId }).execute();
 }
 
 async function openWith(trx: Kysely<DB>, unionId: string, peerActorId: string): Promise<Relationship | undefined> {
@@ -125,9 +145,10 @@ export interface Proposal {
 export async function proposeRelationship(deps: RelationshipDeps, unionId: string, by: By, p: Proposal): Promise<Relationship> {
   if (!RELAYS.includes(p.relay)) throw new RelationshipError("invalid", `relay must be one of ${RELAYS.join(", ")}`);
   if (p.peerActorId === p.selfActorId) throw new RelationshipError("invalid", "a union cannot ally with itself");
+  if (await isBlockedUrl(deps.db, p.peerActorId)) throw new RelationshipError("forbidden", `the server of ${p.peerHandle ?? p.peerActorId} is blocked here`);
   return deps.db.transaction().execute(async (trx) => {
     await lockUnion(trx, unionId);
-    const ratifiedBy = await requireRatification(trx, unionId, by, p.proposalId);
+    const ratifiedBy = await requireRatification(trx, unionId, by, p.proposalId, { actorId: p.peerActorId, handle: p.peerHandle });
     const existing = await openWith(trx, unionId, p.peerActorId);
     if (existing) throw new RelationshipError("conflict", `there is already a relationship with ${p.peerHandle ?? p.peerActorId} (${existing.kind}, ${existing.state})`);
     if (p.kind === "parent") {
@@ -142,7 +163,7 @@ export async function proposeRelationship(deps: RelationshipDeps, unionId: strin
     } as const;
     await trx.insertInto("union_relationships").values(row).execute();
     const rel = toRelationship(row);
-    await logEvent(trx, rel, ratifiedBy ? `proposed (proposal ${ratifiedBy})` : "proposed", "offered", by);
+    await logEvent(trx, rel, "proposed", "offered", by, ratifiedBy);
     await deps.outbox.add(trx, { kind: "relationship.follow", unionId, relationshipId: id });
     return rel;
   });
@@ -158,13 +179,14 @@ export interface Offer {
   readonly relay: Relay;
 }
 
-export type OfferOutcome = "received" | "duplicate" | "conflict";
+export type OfferOutcome = "received" | "duplicate" | "conflict" | "blocked";
 
 /**
  * Another union's Follow carrying an offer. Held for this union's officers;
  * the same Follow delivered twice is one offer.
  */
 export async function receiveOffer(deps: RelationshipDeps, unionId: string, o: Offer): Promise<OfferOutcome> {
+  if (await isBlockedUrl(deps.db, o.peerActorId)) return "blocked";
   const outcome = await deps.db.transaction().execute(async (trx): Promise<OfferOutcome> => {
     await lockUnion(trx, unionId);
     const same = await trx.selectFrom("union_relationships").select("id").where("union_id", "=", unionId).where("follow_id", "=", o.followId).executeTakeFirst();
@@ -188,18 +210,19 @@ export async function receiveOffer(deps: RelationshipDeps, unionId: string, o: O
 export async function answerOffer(deps: RelationshipDeps, unionId: string, relationshipId: string, by: By, accept: boolean, proposalId?: string): Promise<Relationship> {
   const rel = await deps.db.transaction().execute(async (trx) => {
     await lockUnion(trx, unionId);
-    // Declining needs no vote; committing the union does.
-    if (accept) await requireRatification(trx, unionId, by, proposalId);
-    else await requireOfficer(trx, unionId, by);
     const rel = await getRelationship(trx, unionId, relationshipId);
+    // Declining needs no vote; committing the union does.
+    const ratifiedBy = accept && rel ? await requireRatification(trx, unionId, by, proposalId, { actorId: rel.peerActorId, handle: rel.peerHandle }) : null;
+    if (!accept || !rel) await requireOfficer(trx, unionId, by);
     if (!rel) throw new RelationshipError("not_found", "no such relationship");
     if (rel.state !== "received") throw new RelationshipError("conflict", `this relationship is ${rel.state}, not an offer waiting for an answer`);
+    if (accept && await isBlockedUrl(trx, rel.peerActorId)) throw new RelationshipError("forbidden", `the server of ${rel.peerHandle ?? rel.peerActorId} is blocked here`);
     const state: RelationshipState = accept ? "active" : "rejected";
     if (accept && rel.kind === "parent") {
       const parent = await trx.selectFrom("union_relationships").select("id").where("union_id", "=", unionId).where("kind", "=", "parent").where("state", "=", "active").executeTakeFirst();
       if (parent) throw new RelationshipError("conflict", "this union already has a parent union");
     }
-    await setState(trx, rel, state, accept ? "accepted" : "rejected", by);
+    await setState(trx, rel, state, accept ? "accepted" : "rejected", by, ratifiedBy);
     await deps.outbox.add(trx, { kind: accept ? "relationship.accept" : "relationship.reject", unionId, relationshipId });
     if (accept) await deps.outbox.add(trx, { kind: "relationship.notice", unionId, relationshipId, event: "started" });
     return { ...rel, state };
@@ -271,11 +294,11 @@ export async function peerEnded(deps: RelationshipDeps, unionId: string, followI
   return out;
 }
 
-async function setState(trx: Kysely<DB>, rel: Relationship, state: RelationshipState, event: string, by: By | string): Promise<void> {
+async function setState(trx: Kysely<DB>, rel: Relationship, state: RelationshipState, event: string, by: By | string, proposalId: string | null = null): Promise<void> {
   const r = await trx.updateTable("union_relationships").set({ state, updated_at: Date.now() })
     .where("id", "=", rel.id).where("state", "=", rel.state).executeTakeFirst();
   if (Number(r.numUpdatedRows) !== 1) throw new RelationshipError("conflict", "the relationship changed meanwhile; try again");
-  await logEvent(trx, rel, event, state, by);
+  await logEvent(trx, rel, event, state, by, proposalId);
 }
 
 export async function getRelationship(db: Kysely<DB>, unionId: string, id: string): Promise<Relationship | undefined> {
@@ -297,6 +320,8 @@ export async function listRelationships(db: Kysely<DB>, unionId: string, opts: {
 
 export interface RelationshipEvent {
   readonly event: string;
+  /** The passed proposal that ratified this step, if the bylaws asked for a vote. */
+  readonly proposalId: string | null;
   readonly state: RelationshipState;
   readonly by: string | null;
   readonly at: Date;
@@ -304,7 +329,7 @@ export interface RelationshipEvent {
 
 export async function relationshipHistory(db: Kysely<DB>, unionId: string, relationshipId: string): Promise<RelationshipEvent[]> {
   const rows = await db.selectFrom("relationship_events").selectAll().where("union_id", "=", unionId).where("relationship_id", "=", relationshipId).orderBy("id").execute();
-  return rows.map((r) => ({ event: r.event, state: r.state as RelationshipState, by: r.by, at: new Date(Number(r.at)) }));
+  return rows.map((r) => ({ event: r.event, proposalId: r.proposal_id, state: r.state as RelationshipState, by: r.by, at: new Date(Number(r.at)) }));
 }
 
 /** Whether this union relays the peer's calls-to-action to its members now. */

@@ -1,3 +1,4 @@
+import { type ChapterNode, chapterSnapshot, treeTotals } from "../../relationships/chapters.ts";
 import type { Muster } from "../../main.ts";
 import { OPERATOR } from "../../members/members.ts";
 import {
@@ -120,16 +121,27 @@ export const allyCommands: Command[] = [
   {
     path: ["chapter", "list"],
     usage: "muster chapter list <union> [--json]",
-    summary: "List the union's parent and its confirmed chapters.",
+    summary: "Show the union's parent and its tree of chapters (grand-chapters too), with the members and commitments each reported.",
     options: { ...JSON_OPT },
     positionals: ["union"],
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        const rels = await listRelationships(m.database.db, union.id, { states: ["active"], kinds: ["parent", "chapter"] });
-        if (values.json) return print(rels.map(json));
-        if (rels.length === 0) return out(`Union ${union.slug} has no parent and no chapters.\n`);
-        out(table(["UNION", "IS", "SINCE", "ACTOR"], rels.map((r) => [r.peerHandle, r.kind === "parent" ? "parent" : "chapter", shortDate(r.updatedAt), r.peerActorId])));
+        const parent = (await listRelationships(m.database.db, union.id, { states: ["active"], kinds: ["parent"] }))[0];
+        const tree = await chapterSnapshot(m.database.db, union.id, new URL(`/u/${union.slug}`, m.config.origin).href);
+        const totals = treeTotals(tree);
+        if (values.json) return print({ parent: parent ? json(parent) : null, tree, totals });
+        if (parent) out(`Parent: ${parent.peerHandle ?? parent.peerActorId}\n`);
+        if (tree.chapters.length === 0) return out(`Union ${union.slug} has ${parent ? "" : "no parent and "}no chapters.\n`);
+        const lines: string[] = [];
+        const line = (n: ChapterNode, prefix: string, branch: string) => {
+          const lead = n.leads.length ? `  lead ${n.leads.map((l) => l.handle).join(", ")}` : "";
+          lines.push(`${prefix}${branch}${n.name}  ${n.members} members, ${n.commitments} commitments${lead}  ${n.actorId}`);
+          const childPrefix = prefix + (branch === "" ? "" : branch === "└─ " ? "   " : "│  ");
+          n.chapters.forEach((c, i) => line(c, childPrefix, i === n.chapters.length - 1 ? "└─ " : "├─ "));
+        };
+        line(tree, "", "");
+        out(`${lines.join("\n")}\nWhole tree: ${totals.members} members, ${totals.commitments} commitments, ${totals.chapters} chapter${totals.chapters === 1 ? "" : "s"}.\n`);
       });
     },
   },

@@ -1,3 +1,4 @@
+import { unionLinks } from "../../relationships/relationships.ts";
 import type { Config } from "../../config.ts";
 import { createUnion, type JoinPolicy, listUnions, type MembersVisibility, type Union, type UnionSettings, updateUnion } from "../../unions/unions.ts";
 import { OPERATOR } from "../../members/members.ts";
@@ -111,8 +112,15 @@ export const unionCommands: Command[] = [
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        if (values.json) print(await json(union, m.config.origin));
-        else out(describe(union, m.config));
+        const links = await unionLinks(m.database.db, union.id);
+        const named = (l: { actorId: string; handle: string | null }) => l.handle ?? l.actorId;
+        if (values.json) return print({ ...await json(union, m.config.origin), parent: links.parent[0] ?? null, allies: links.allies, chapters: links.chapters });
+        out(describe(union, m.config));
+        out(fields([
+          ["Parent", links.parent.length ? links.parent.map(named).join(", ") : "(none)"],
+          ["Allies", links.allies.length ? links.allies.map(named).join(", ") : "(none)"],
+          ["Chapters", links.chapters.length ? links.chapters.map(named).join(", ") : "(none)"],
+        ]));
       });
     },
   },

@@ -1,0 +1,36 @@
+import type { MiddlewareHandler } from "hono";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { logger } from "../logging.ts";
+import { isBlockedUrl } from "../servers/blocklist.ts";
+
+const log = logger("http", "blocked-servers");
+const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
+
+/**
+ * Drops inbox deliveries from a blocked server before Fedify does any work
+ * on them (no key fetch, no JSON-LD): the signing key's server or the
+ * activity's actor's server is on the block list. The sender is told 202,
+ * as for any delivery, so it does not retry; the drop is logged.
+ * Runs after inboxGuard, which has already read and checked the body.
+ */
+export function blockedServerGuard(db: Kysely<DB>): MiddlewareHandler {
+  return async (c, next) => {
+    if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
+    const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(c.req.header("Signature-Input") ?? c.req.header("Signature") ?? "")?.[1];
+    let actor: string | undefined;
+    try {
+      const doc = await c.req.raw.clone().json() as { actor?: unknown };
+      actor = typeof doc.actor === "string" ? doc.actor : typeof (doc.actor as { id?: unknown })?.id === "string" ? (doc.actor as { id: string }).id : undefined;
+    } catch {
+      actor = undefined;
+    }
+    for (const url of [keyId, actor]) {
+      if (url && await isBlockedUrl(db, url)) {
+        log.warn("Dropped an inbox delivery to {path} from blocked server {host} (actor {actor})", { path: c.req.path, host: new URL(url).host, actor: actor ?? "(none)" });
+        return c.body(null, 202);
+      }
+    }
+    return next();
+  };
+}

@@ -1,0 +1,91 @@
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import type { DomainDeps } from "../domain-deps.ts";
+import { DomainError } from "../domain-error.ts";
+import { OPERATOR } from "../members/members.ts";
+import { endRelationship, listRelationships } from "../relationships/relationships.ts";
+
+/**
+ * The server block list: the operator's refusal of a whole server. Its
+ * unions cannot ally with or be chapters of unions here, and what it sends
+ * to our inboxes is dropped. An entry is a host name (`example.org`, which
+ * covers every port) or a host with its port (`example.org:8443`).
+ */
+export class BlocklistError extends DomainError<"invalid" | "not_found"> {
+  override name = "BlocklistError";
+}
+
+export interface BlockedServer {
+  readonly host: string;
+  readonly reason: string | null;
+  readonly createdAt: Date;
+}
+
+/** `Example.org`, `https://example.org/u/x` and `@x@example.org` all name `example.org`. */
+export function normalizeHost(input: string): string {
+  const raw = input.trim();
+  let host = raw;
+  const handle = /^@?[^@\s/]+@([^@\s/]+)$/.exec(raw);
+  if (handle) host = handle[1]!;
+  else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
+    try {
+      host = new URL(raw).host;
+    } catch {
+      throw new BlocklistError("invalid", `${JSON.stringify(raw)} is not a URL`);
+    }
+  }
+  host = host.toLowerCase().replace(/\.$/, "");
+  if (!/^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)(:\d{1,5})?$/.test(host)) {
+    throw new BlocklistError("invalid", `${JSON.stringify(raw)} is not a server host name (example.org or example.org:8443)`);
+  }
+  return host;
+}
+
+/**
+ * Blocks a server. Relationships still open with its unions end (each peer
+ * is sent an Undo or Reject, and members are told), because the block
+ * says no union there may be an ally or a chapter. Blocking twice is one block.
+ */
+export async function blockServer(deps: DomainDeps, input: string, reason: string | null): Promise<{ host: string; ended: number }> {
+  const host = normalizeHost(input);
+  await deps.db.insertInto("blocked_servers").values({ host, reason: reason?.trim() || null, created_at: Date.now() })
+    .onConflict((oc) => oc.column("host").doNothing()).execute();
+  let ended = 0;
+  const unions = await deps.db.selectFrom("unions").select("id").execute();
+  for (const u of unions) {
+    for (const rel of await listRelationships(deps.db, u.id, { states: ["offered", "received", "active"] })) {
+      if (!hostMatches(host, new URL(rel.peerActorId))) continue;
+      await endRelationship(deps, u.id, rel.id, OPERATOR);
+      ended++;
+    }
+  }
+  return { host, ended };
+}
+
+export async function unblockServer(db: Kysely<DB>, input: string): Promise<string> {
+  const host = normalizeHost(input);
+  const r = await db.deleteFrom("blocked_servers").where("host", "=", host).executeTakeFirst();
+  if (Number(r.numDeletedRows) === 0) throw new BlocklistError("not_found", `${host} is not blocked`);
+  return host;
+}
+
+export async function listBlockedServers(db: Kysely<DB>): Promise<BlockedServer[]> {
+  const rows = await db.selectFrom("blocked_servers").selectAll().orderBy("host").execute();
+  return rows.map((r) => ({ host: r.host, reason: r.reason, createdAt: new Date(Number(r.created_at)) }));
+}
+
+function hostMatches(entry: string, url: URL): boolean {
+  return entry === url.host.toLowerCase() || entry === url.hostname.toLowerCase();
+}
+
+/** Whether the server a URL lives on is blocked (by host name, or by host and port). */
+export async function isBlockedUrl(db: Kysely<DB>, url: string | URL): Promise<boolean> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  const candidates = [...new Set([u.host.toLowerCase(), u.hostname.toLowerCase()])];
+  return (await db.selectFrom("blocked_servers").select("host").where("host", "in", candidates).executeTakeFirst()) !== undefined;
+}
