@@ -35,7 +35,8 @@ for (const d of dialects) {
       tdb = await d.create();
       env.DATABASE_URL = tdb.url;
       if (d.name === "sqlite") env.DATA_DIR = dirname(tdb.url.slice("sqlite:".length));
-      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error" }));
+      // The same DATA_DIR as the CLI runs, so both open the keys with the same secret key (DATA_DIR/secret.key).
+      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error", ...(env.DATA_DIR ? { DATA_DIR: env.DATA_DIR } : {}) }));
       ok(["union", "create", "riders", "--name", "Riders", "--purpose", "Fair pay", "--leader", LEADER.handle!, "--join-policy", "open"], env);
       union = (await getUnionBySlug(m.database.db, "riders"))!;
       lead = (await requestToJoin(m.membership, union.id, LEADER, followId())).member;
@@ -84,7 +85,11 @@ for (const d of dialects) {
 
       // Votes: two members for m0 on the election.
       const p = (await getProposal(m.database.db, union.id, `#${election.number}`))!;
-      for (const v of [members[0]!, members[1]!, lead]) await castVote(m.membership, union.id, p.id, { memberId: v.id }, [h(0)], { kind: "web" });
+      for (const v of [members[0]!, members[1]!, lead]) {
+        await castVote(m.membership, union.id, p.id, { memberId: v.id }, [h(0)], { kind: "web" });
+        // Voters are listed in order of their first vote, by the millisecond.
+        await new Promise((r) => setTimeout(r, 5));
+      }
       const shown = json<{ voters: string[]; eligible: number; quorumPercent: number; quorumMet: boolean; state: string; outcome: null; ballots: null; votesPublic: boolean; options: { text: string; direct: number; delegated: number; total: number }[] }>(
         ["proposal", "show", "riders", String(election.number)]);
       assert.deepEqual([shown.voters, shown.eligible, shown.quorumPercent, shown.quorumMet, shown.state, shown.outcome, shown.ballots, shown.votesPublic],

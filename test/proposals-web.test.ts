@@ -322,5 +322,50 @@ for (const d of dialects) {
         await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "signed-in", voteVisibility: "turnout" });
       }
     });
+
+    it("an elected leader takes the root and the console; the moderators collection follows; a recall takes the console away", async () => {
+      const db = m.muster.database.db;
+      const [lead, cat] = [(await fx.member("lead"))!, (await fx.member("cat"))!];
+      const voters = await Promise.all(["ana", "ben", "cat"].map(async (n) => (await fx.member(n))!));
+      const decide = async (input: Parameters<typeof createProposal>[3], choice: (p: { options: readonly string[] }) => string) => {
+        const p = await createProposal(m.muster.membership, unionId, OPERATOR, { ...input, closesAt: new Date(Date.now() + 600_000) });
+        for (const v of voters) await castVote(m.muster.membership, unionId, p.id, { memberId: v.id }, [choice(p)], { kind: "web" });
+        const closed = await closeProposal(m.muster.membership, unionId, p.id, { force: true });
+        assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      };
+      const moderators = async () => {
+        const res = await fetch(fx.url("/u/riders/moderators"), { headers: { accept: "application/activity+json" } });
+        assert.equal(res.status, 200);
+        return ((await res.json()) as { orderedItems: string[] }).orderedItems;
+      };
+      await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "public", quorumPercent: 0 });
+      assert.deepEqual(await moderators(), [lead.actorId]);
+
+      await decide({ kind: "election", title: "A new leader", role: "leader", candidates: [cat.id] }, (p) => p.options[0]!);
+      assert.deepEqual(await moderators(), [cat.actorId, lead.actorId], "the new leader first, the old one an officer");
+      const root = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("sponsor_id", "is", null).where("state", "in", ["active", "reserved"]).execute();
+      assert.deepEqual(root.map((r) => r.id), [cat.id], "one root: the new leader");
+
+      const leader = await signedIn("cat", "/u/riders/console");
+      try {
+        assert.match(await leader.page.textContent("[data-testid=viewer] + .badge") ?? "", /^Leader/);
+        // The console's tree starts at the new leader, with the old one under them.
+        const tree = leader.page.locator("section#tree");
+        assert.equal(await tree.locator(`li[data-member="${fx.handleOf("cat")}"] > ul > li[data-member="${fx.handleOf("lead")}"]`).count(), 1);
+        await atBothWidths(leader.page, "the new leader's console");
+        await leader.page.goto(fx.url("/u/riders/bylaws"));
+        assert.match(await leader.page.textContent("[data-testid=bylaws-offices]") ?? "", /An elected leader takes the root/);
+        await leader.page.goto(fx.url("/u/riders"));
+        assert.equal(await leader.page.textContent("[data-testid=leader]"), fx.handleOf("cat"));
+
+        await decide({ kind: "recall", title: "Recall the leader", memberId: cat.id }, () => "Yes");
+        assert.deepEqual(await moderators(), [lead.actorId]);
+        const res = await leader.page.goto(fx.url("/u/riders/console"));
+        assert.equal(res?.status(), 403, "a recalled leader has no console");
+      } finally {
+        await leader.ctx.close();
+        await overrideBylaws(m.muster.unions, "riders", { membersVisibility: "signed-in", quorumPercent: 20 });
+      }
+    });
   });
 }

@@ -12,7 +12,9 @@ import { makeRoot } from "./tree.ts";
 // recorded. A recalled leader keeps their place at the root as a plain
 // member until members elect a leader: the place carries no power (roles
 // do), and moving the root without a successor would have to invent one.
-// Both run inside the transaction that closes the proposal.
+// Meanwhile joins with no sponsor start roots of their own, as in a union
+// that never had a leader; the next elected leader gathers every root under
+// them. Both run inside the transaction that closes the proposal.
 
 export interface Succession {
   readonly leader: Member;

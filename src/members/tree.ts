@@ -169,11 +169,3 @@ export async function makeRoot(trx: Kysely<DB>, unionId: string, memberId: strin
   return others.map((r) => r.id);
 }
 
-/** The top of the union's tree: the leader, or (with none) the oldest root; the sponsor of last resort. */
-export async function treeTop(db: Kysely<DB>, unionId: string): Promise<Member | undefined> {
-  const leader = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
-    .where("state", "in", IN_TREE).executeTakeFirst();
-  const row = leader ?? await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("sponsor_id", "is", null)
-    .where("state", "in", IN_TREE).orderBy("created_at").orderBy("id").executeTakeFirst();
-  return row && toMember(row);
-}

@@ -23,7 +23,7 @@ export function bylawsPage(union: Union, history: readonly Bylaws[]): Html {
 </section>
 <section id="offices" data-testid="bylaws-offices">
 <h2>Offices and the sponsor tree</h2>
-<p>The leader is the root of the sponsor tree. An elected leader takes the root when the result is declared: they leave their sponsor with their whole branch, the previous root goes under them, and everyone else keeps their sponsor; both moves are recorded. The previous leader stays on as an officer. A recall removes the leader or an officer from office at once; a recalled leader keeps their place at the root, without its powers, until the members elect a leader.</p>
+<p>The leader is the root of the sponsor tree. An elected leader takes the root when the result is declared: they leave their sponsor with their whole branch, the previous root goes under them, and everyone else keeps their sponsor; both moves are recorded. The previous leader stays on as an officer. A recall removes the leader or an officer from office at once; a recalled leader keeps their place at the root, without its powers, until the members elect a leader, who then gathers every branch of the tree under them.</p>
 </section>
 <section id="history">
 <h2>History</h2>
