@@ -16,6 +16,7 @@ import { proposeTo } from "../federation/relationships.ts";
 import { offerInstrument } from "../federation/relationship-vocab.ts";
 import { followersPage } from "../federation/followers.ts";
 import { relayedTotals, talliesOf } from "../src/relationships/tallies.ts";
+import { chapterSnapshot, chapterTree, treeTotals } from "../src/relationships/chapters.ts";
 
 // Two (and, for chapters, three) real Muster servers on loopback, each with
 // its own database, and a Mastodon-like peer whose accounts are the members.
@@ -72,7 +73,7 @@ for (const d of dialects) {
       mc = await server();
       a = await makeUnion(ma, "a", { name: "Riders A", joinPolicy: "open" });
       b = await makeUnion(mb, "b", { name: "Couriers B", joinPolicy: "open" });
-      c = await makeUnion(mc, "c", { name: "Chapter C", joinPolicy: "open" });
+      c = await makeUnion(mc, "c", { name: "Chapter C", joinPolicy: "open", leaderHandle: `@carol@${peer.origin.host}` });
       a = await overrideBylaws(ma.muster.unions, "a", { actionsVisibility: "public" });
       await join(ma, "a", "alice");
       await join(mb, "b", "bob");
@@ -283,6 +284,29 @@ for (const d of dialects) {
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(await announcesOf(groupId(mc, "c"), noteId), 1);
       assert.equal(await announcesOf(groupId(mb, "b"), noteId), 1);
+    });
+
+    it("chapter totals roll up: A sees C and grand-chapter B with their members and commitments, and C's lead in its cabinet", async () => {
+      // B (1 member, bob, who committed to A's earlier call while an ally) reports to C; C (carol) reports itself and B to A.
+      const tree = await eventually(async () => {
+        const t = await chapterTree(ma.muster.database.db, a.id);
+        return t[0]?.chapters[0]?.members === 1 && t[0].members === 1 ? t : undefined;
+      }, "A holds C's report with B inside it");
+      assert.equal(tree.length, 1);
+      assert.equal(tree[0]!.actorId, groupId(mc, "c").href);
+      assert.equal(tree[0]!.name, "Chapter C");
+      assert.deepEqual(tree[0]!.leads.map((l) => l.handle), [`@carol@${peer.origin.host}`]);
+      assert.deepEqual(tree[0]!.chapters.map((n) => [n.actorId, n.name, n.members, n.commitments, n.chapters.length]), [[groupId(mb, "b").href, "Couriers B", 1, 1, 0]]);
+      const whole = treeTotals(await chapterSnapshot(ma.muster.database.db, a.id, groupId(ma, "a").href));
+      assert.deepEqual(whole, { members: 3, commitments: 1, chapters: 2 });
+      // The public page shows the tree, grand-chapter nested under its chapter, with totals when the roster is public.
+      await overrideBylaws(ma.muster.unions, "a", { membersVisibility: "public" });
+      const page = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
+      assert.match(page, new RegExp(`data-testid="chapters"><li><a href="${groupId(mc, "c").href}" [^>]*>Chapter C</a>[\\s\\S]*?1 member, 0 commitments[\\s\\S]*?<ul class="chapter-tree"><li><a href="${groupId(mb, "b").href}" [^>]*>Couriers B</a>[\\s\\S]*?1 member, 1 commitment<`));
+      assert.match(page, /data-testid="tree-totals">The whole union: 3 members and 1 commitment across 2 chapters\./);
+      await overrideBylaws(ma.muster.unions, "a", { membersVisibility: "signed-in" });
+      const hidden = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
+      assert.doesNotMatch(hidden, /data-testid="chapter-totals"|tree-totals/, "no counts for a visitor who may not see the roster");
     });
   });
 }

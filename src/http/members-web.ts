@@ -1,3 +1,5 @@
+import { type ChapterNode, chapterTree } from "../relationships/chapters.ts";
+import type { ChapterLead } from "./pages/console.ts";
 import { BylawsError, parseAssignments } from "../bylaws/params.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
@@ -31,7 +33,7 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
-import { mountRelationshipsWeb } from "./relationships-web.ts";
+import { mountRelationshipsWeb, type ProposeAlliance } from "./relationships-web.ts";
 import { ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
 import { newProposalPage, proposalPage } from "./pages/proposal.ts";
 
@@ -43,6 +45,7 @@ export interface MembersWebDeps {
   readonly db: Kysely<DB>;
   readonly origin: URL;
   readonly membership: MembershipDeps;
+  readonly proposeAlliance?: ProposeAlliance;
   /**
    * Take the client address from the last X-Forwarded-For entry (set by a
    * reverse proxy in front of Muster). Off: the socket's peer address, which
@@ -264,6 +267,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       treeRoots(db, union.id),
     ]);
     const trees = await Promise.all(roots.map((r) => loadTree(db, r)));
+    const chapterLeads = leadsOf(await chapterTree(db, union.id));
     const creators = await handlesOf(db, union.id, invites.flatMap((i) => (i.createdBy ? [i.createdBy] : [])));
     const createdCode = c.req.query("created");
     const created = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
@@ -283,6 +287,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       notice: DONE[c.req.query("done") ?? ""],
       error: extra.error,
       inviteValues: extra.inviteValues,
+      chapterLeads,
     }), extra.status ?? 200);
   }
 
@@ -478,7 +483,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     },
   });
 
-  mountRelationshipsWeb(app, { db, relationships: membership, gate });
+  mountRelationshipsWeb(app, { db, relationships: membership, gate, propose: deps.proposeAlliance });
 
   // ---- The member list and tree, for browsers ----
 
@@ -598,4 +603,9 @@ function inviteInput(v: Viewer, values: { uses: string; expires: string }) {
   // Empty uses: unlimited for officers; one for members (the domain's default).
   const maxUses = values.uses === "" ? (isOfficer(v.member) ? null : undefined) : Number(values.uses);
   return { by: { kind: "member", memberId: v.member.id } as By, maxUses, expiresInMs };
+}
+
+/** Every chapter's leads, down the whole tree, in tree order. */
+function leadsOf(nodes: readonly ChapterNode[]): ChapterLead[] {
+  return nodes.flatMap((n) => [...n.leads.map((l) => ({ handle: l.handle, actorId: l.actorId, chapter: n.name, chapterActorId: n.actorId })), ...leadsOf(n.chapters)]);
 }
