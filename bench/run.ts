@@ -7,10 +7,15 @@ import { fanout } from "./fanout.ts";
 import { hostile } from "./hostile.ts";
 import { inboxIngest } from "./inbox-ingest.ts";
 import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from "./lib.ts";
+import { payments } from "./payments.ts";
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
+import { votes } from "./votes.ts";
+import { crowdfund } from "./crowdfund.ts";
+import { reads } from "./reads.ts";
+import { joins } from "./joins.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile, votes, crowdfund, payments];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

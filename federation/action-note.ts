@@ -43,18 +43,28 @@ export function plainDeadline(d: Date, timeZone: string): string {
  * entry's hash) is data, not prose: a Link tag Mastodon ignores and tools can
  * read, beside the page that shows and checks the whole chain.
  */
-export function actionNote(ctx: Context<void>, union: Union, action: Action, prevHash: string, progress?: Pick<Progress, "commitments">): Note {
+export function actionNote(ctx: Context<void>, union: Union, action: Action, prevHash: string, progress?: Pick<Progress, "commitments" | "done">): Note {
   const groupId = ctx.getActorUri(union.slug);
   const page = actionNoteId(new URL(ctx.canonicalOrigin), union, action.id);
   const { to, cc } = addressing(ctx, union);
   const handle = `@${union.slug}@${new URL(ctx.canonicalOrigin).host}`;
   const word = union.commitmentWords[0] ?? "in";
+  const committed = progress?.commitments ?? 0;
   const facts = [
     action.deadline ? `<strong>By ${esc(plainDeadline(action.deadline, union.timeZone))}</strong>` : null,
-    action.goal
-      ? `Goal: ${action.goal} ${action.goal === 1 ? "member" : "members"}${progress && progress.commitments > 0 ? `, ${progress.commitments} in so far` : ""}`
-      : progress && progress.commitments > 0 ? `${progress.commitments} in so far` : null,
+    action.goal && action.goalReachedAt
+      ? `<strong>Goal reached:</strong> ${committed} of ${action.goal} ${action.goal === 1 ? "member" : "members"} in`
+      : action.goal
+        ? `Goal: ${action.goal} ${action.goal === 1 ? "member" : "members"}${committed > 0 ? `, ${committed} in so far` : ""}`
+        : committed > 0 && !action.closedAt ? `${committed} in so far` : null,
+    action.closedAt ? `<strong>Closed:</strong> ${committed} committed, ${progress?.done ?? 0} done` : null,
   ].filter(Boolean);
+  // Progress edits the post members already have (Mastodon updates it in
+  // place and adds nothing to timelines); `updated` must move forward for
+  // Mastodon to take an edit, and is derived from the action so a resent
+  // Update carries the same time.
+  const changedAt = [action.updatedAt, action.goalReachedAt, action.closedAt].filter((d): d is Date => d !== null)
+    .reduce<Date | null>((a, d) => (a === null || d > a ? d : a), null);
   const content = [
     `<p><strong>${esc(action.title)}</strong></p>`,
     action.bodyHtml,
@@ -75,27 +85,29 @@ export function actionNote(ctx: Context<void>, union: Union, action: Action, pre
       new Link({ href: new URL(`/u/${union.slug}/actions/chain.json`, ctx.canonicalOrigin), rel: "prev", mediaType: "application/json", name: `sha256:${prevHash}` }),
     ],
     published: action.publishedAt ? instant(action.publishedAt) : null,
-    updated: action.updatedAt ? instant(action.updatedAt) : null,
+    updated: changedAt ? instant(changedAt) : null,
   });
 }
 
 export function progressNote(ctx: Context<void>, union: Union, action: Action, reason: "goal" | "deadline", p: Progress): Note {
   const groupId = ctx.getActorUri(union.slug);
   const parent = actionNoteId(new URL(ctx.canonicalOrigin), union, action.id);
-  const { to, cc } = addressing(ctx, union);
   // The share of members gives away how many there are: it is stated only
   // where everyone who can read the note may also see the roster.
   const share = membersVisibility(union) === "public" || (union.actionsVisibility === "members" && membersVisibility(union) === "members")
     ? ` (${Math.round(p.participation * 100)}% of members)`
     : "";
   const text = reason === "goal"
-    ? `Goal reached: ${p.commitments} of ${p.goal} members committed to “${action.title}”${share}.`
-    : `Deadline passed for “${action.title}”: ${p.commitments}${p.goal ? ` of ${p.goal}` : ""} members committed, ${p.done} done${share}.`;
+    ? `Goal reached: ${p.commitments} of ${p.goal} members committed to “${action.title}”${share}. Thank you for being one of them.`
+    : `Deadline passed for “${action.title}”: ${p.commitments}${p.goal ? ` of ${p.goal}` : ""} members committed, ${p.done} done${share}. Thank you for taking part.`;
   return new Note({
     id: progressNoteId(new URL(ctx.canonicalOrigin), union, action.id, reason),
     attribution: groupId,
-    to,
-    cc,
+    // Addressed to nobody in particular: it is delivered to the personal
+    // inbox of each member who committed, and Mastodon shows such a post to
+    // the inbox's owner alone. Naming the followers here would put it in
+    // every member's timeline; naming the recipients would tell each of them
+    // who else committed.
     replyTarget: parent,
     content: `<p>${esc(text)}</p>`,
     published: Temporal.Now.instant(),

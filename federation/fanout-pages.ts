@@ -5,7 +5,7 @@ import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { getUnionById } from "../src/unions/unions.ts";
-import { followersPage } from "./followers.ts";
+import { committedPage, followersPage } from "./followers.ts";
 
 const log = logger("federation", "fanout");
 
@@ -25,7 +25,17 @@ export interface FanoutPage {
   readonly orderingKey: string;
   /** The last member id of the page before; null for the first page. */
   readonly cursor: string | null;
+  /**
+   * Who gets it: every member (the default, through shared inboxes), or only
+   * the members who committed to one call-to-action, each at their own inbox.
+   * Mastodon shows an activity delivered to a personal inbox, and addressed to
+   * nobody else, to that account alone (a "limited" post); through a shared
+   * inbox it would reach everyone there who follows the union.
+   */
+  readonly audience?: FanoutAudience | undefined;
 }
+
+export type FanoutAudience = { readonly kind: "committed"; readonly actionId: string };
 
 export interface FanoutDeps {
   readonly db: Kysely<DB>;
@@ -36,7 +46,7 @@ export interface FanoutDeps {
 }
 
 /** Starts sending `activity` to every follower of the union, through shared inboxes. */
-export async function fanOut(deps: FanoutDeps, ctx: Context<void>, unionId: string, activity: Activity, orderingKey: string): Promise<void> {
+export async function fanOut(deps: FanoutDeps, ctx: Context<void>, unionId: string, activity: Activity, orderingKey: string, audience?: FanoutAudience): Promise<void> {
   if (activity.id === null) throw new TypeError("an activity to fan out needs an id");
   const page: FanoutPage = {
     type: "muster.fanout",
@@ -45,6 +55,7 @@ export async function fanOut(deps: FanoutDeps, ctx: Context<void>, unionId: stri
     activityId: activity.id.href,
     orderingKey,
     cursor: null,
+    ...(audience ? { audience } : {}),
   };
   await deps.enqueue(page, { orderingKey });
 }
@@ -64,18 +75,21 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
     log.warn("Dropped the fan-out of {activityId}: union {unionId} no longer exists", { activityId: page.activityId, unionId: page.unionId });
     return;
   }
-  const { items, nextCursor } = await followersPage(deps.db, union.id, page.cursor ?? "");
-  const recipients = await notYetQueued(deps.db, page.activityId, items);
+  const shared = page.audience === undefined;
+  const { items, nextCursor } = shared
+    ? await followersPage(deps.db, union.id, page.cursor ?? "")
+    : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);
+  const recipients = await notYetQueued(deps.db, page.activityId, items, shared);
   if (recipients.length > 0) {
     const ctx = deps.federation.createContext(deps.origin, undefined);
     const activity = await Activity.fromJsonLd(page.activity, { contextLoader: ctx.contextLoader, documentLoader: ctx.documentLoader });
-    await ctx.sendActivity({ identifier: union.slug }, recipients, activity, { preferSharedInbox: true, orderingKey: page.orderingKey, fanout: "skip" });
+    await ctx.sendActivity({ identifier: union.slug }, recipients, activity, { preferSharedInbox: shared, orderingKey: page.orderingKey, fanout: "skip" });
   }
   if (nextCursor !== null) await deps.enqueue({ ...page, cursor: nextCursor }, { orderingKey: page.orderingKey });
 }
 
-function inboxOf(r: Recipient): string | null {
-  return (r.endpoints?.sharedInbox ?? r.inboxId)?.href ?? null;
+function inboxOf(r: Recipient, shared: boolean): string | null {
+  return ((shared ? r.endpoints?.sharedInbox : null) ?? r.inboxId)?.href ?? null;
 }
 
 /**
@@ -84,9 +98,9 @@ function inboxOf(r: Recipient): string | null {
  * queued or delivered are left out here, before Fedify signs anything for
  * them (the queue would drop the duplicates too, but only after the work).
  */
-async function notYetQueued(db: Kysely<DB>, activityId: string, items: readonly Recipient[]): Promise<Recipient[]> {
+async function notYetQueued(db: Kysely<DB>, activityId: string, items: readonly Recipient[], shared: boolean): Promise<Recipient[]> {
   const keyOf = (r: Recipient) => {
-    const inbox = inboxOf(r);
+    const inbox = inboxOf(r, shared);
     return inbox === null ? null : `${activityId} ${inbox} 0`;
   };
   const keys = [...new Set(items.map(keyOf).filter((k): k is string => k !== null))];

@@ -1,7 +1,7 @@
 import type { Recipient } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
-import { deliveryRecipients } from "../src/members/roster.ts";
+import { committedRecipients, deliveryRecipients, type Recipient as MemberRecipient } from "../src/members/roster.ts";
 
 const PAGE = 500;
 
@@ -13,10 +13,19 @@ const PAGE = 500;
  */
 export async function followersPage(db: Kysely<DB>, unionId: string, cursor: string | null) {
   const page = await deliveryRecipients(db, unionId, cursor, PAGE);
-  const items: Recipient[] = page.items.map((r) => ({
+  return { items: page.items.map(toRecipient), nextCursor: page.next };
+}
+
+/** The members who committed to a call-to-action, a page at a time (for progress replies). */
+export async function committedPage(db: Kysely<DB>, unionId: string, actionId: string, cursor: string | null) {
+  const page = await committedRecipients(db, unionId, actionId, cursor, PAGE);
+  return { items: page.items.map(toRecipient), nextCursor: page.next };
+}
+
+function toRecipient(r: MemberRecipient): Recipient {
+  return {
     id: new URL(r.actorId),
     inboxId: r.inbox ? new URL(r.inbox) : null,
     endpoints: r.sharedInbox ? { sharedInbox: new URL(r.sharedInbox) } : null,
-  }));
-  return { items, nextCursor: page.next };
+  };
 }

@@ -5,6 +5,7 @@ import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
 import { cacheActorObject } from "./remote-actor-cache.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
+import { fromRecentFetch } from "./recent-actors.ts";
 
 const log = logger("federation", "inbox");
 const ACTOR_CACHE_MS = 24 * 3600_000;
@@ -101,7 +102,8 @@ async function release(db: Kysely<DB>, id: string, lease: number): Promise<void>
 
 async function refreshSender(deps: InboxRecordDeps, activity: Activity): Promise<Actor | null> {
   try {
-    const fetched = await activity.getActor({ documentLoader: deps.documentLoader, contextLoader: deps.contextLoader });
+    // The document Fedify fetched a moment ago to verify the signature will do (recent-actors.ts).
+    const fetched = await fromRecentFetch(() => activity.getActor({ documentLoader: deps.documentLoader, contextLoader: deps.contextLoader }));
     if (!fetched || !isActor(fetched) || fetched.id?.href !== activity.actorId?.href) return null;
     await cacheActorObject(deps.db, fetched);
     return fetched;

@@ -2,6 +2,7 @@ import { exportJwk, generateCryptoKeyPair, importJwk } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { StoredKey } from "../src/unions/unions.ts";
+import { openSecret, sealSecret } from "../src/secrets/stored-keys.ts";
 
 // RSA-2048 is what Mastodon verifies (and 6x faster to sign than 4096 here);
 // Ed25519 backs FEP-8b32 object integrity proofs.
@@ -33,7 +34,7 @@ export async function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<Crypt
   const rows = await db.selectFrom("actor_keys").selectAll().where("owner", "=", owner).execute();
   rows.sort((a, b) => ALGORITHMS.indexOf(a.algorithm as never) - ALGORITHMS.indexOf(b.algorithm as never));
   return Promise.all(rows.map(async (r) => ({
-    privateKey: await importJwk(JSON.parse(r.private_jwk), "private"),
+    privateKey: await importJwk(JSON.parse(openSecret(db, r.private_jwk)), "private"),
     publicKey: await importJwk(JSON.parse(r.public_jwk), "public"),
   })));
 }
@@ -48,7 +49,7 @@ export async function ensureInstanceKeys(db: Kysely<DB>): Promise<void> {
   const keys = await generateActorKeys();
   const now = Date.now();
   await db.insertInto("actor_keys")
-    .values(keys.map((k) => ({ owner: INSTANCE_KEY_OWNER, algorithm: k.algorithm, private_jwk: k.privateJwk, public_jwk: k.publicJwk, created_at: now })))
+    .values(keys.map((k) => ({ owner: INSTANCE_KEY_OWNER, algorithm: k.algorithm, private_jwk: sealSecret(db, k.privateJwk), public_jwk: k.publicJwk, created_at: now })))
     .onConflict((oc) => oc.columns(["owner", "algorithm"]).doNothing())
     .execute();
 }

@@ -68,8 +68,16 @@ export async function handleActionIntent(deps: OutboundDeps, ctx: Context<void>,
       return;
     }
     case "action.progress": {
-      const note = progressNote(ctx, union, action, intent.reason, await progressOf(deps.db, action));
-      await toFollowers(new Create({ id: new URL(`${note.id!.href}/activity`), actor: groupId, object: note, to: note.toId, cc: note.ccId, published: note.published }), orderingKey);
+      // Quiet by design: every member's copy of the call is edited in place
+      // (no new post in their timelines), and the reply that says so goes
+      // only to the members who committed.
+      const progress = await progressOf(deps.db, action);
+      const edited = actionNote(ctx, union, action, hashes?.prevHash ?? "", progress);
+      await toFollowers(new Update({ id: new URL(`${noteId.href}/update/progress-${intent.reason}`), actor: groupId, object: edited, to: edited.toId, cc: edited.ccId, updated: edited.updated }), orderingKey);
+      if (progress.commitments === 0) return;
+      const note = progressNote(ctx, union, action, intent.reason, progress);
+      const create = new Create({ id: new URL(`${note.id!.href}/activity`), actor: groupId, object: note, published: note.published });
+      await fanOut(deps, ctx, union.id, create, orderingKey, { kind: "committed", actionId: action.id });
       return;
     }
   }

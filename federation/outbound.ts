@@ -16,6 +16,7 @@ import type { FanoutDeps } from "./fanout-pages.ts";
 import { handleReportIntent } from "./relationship-reports.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
+import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 
 const log = logger("federation", "outbound");
@@ -33,10 +34,16 @@ interface QueuedIntent {
  */
 export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
   return {
-    add: (trx, intent) => (intent.kind === "badge.sync" && ledgerQueue ? ledgerQueue : queue)
-      .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
+    add: (trx, intent, options) => {
+      const wait = Math.max(0, (options?.notBefore ?? 0) - Date.now());
+      return (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
+        .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
+    },
   };
 }
+
+/** Intents that are chain work, handled by the ledger lane (solana/). */
+const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer"]);
 
 // An Accept and a later Reject for the same member must leave in that order.
 function orderingKeyOf(intent: OutboxIntent): string {
@@ -44,6 +51,9 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
+  if ("itemId" in intent) return `featured:${intent.itemId}`;
+  if ("stampId" in intent) return `stamp:${intent.stampId}`;
+  if ("transferId" in intent) return `treasury:${intent.unionId}`;
   if (intent.kind === "relationship.tally") return `tally:${intent.unionId}:${intent.noteId}`;
   if (intent.kind === "relationship.report") return `report:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
@@ -124,11 +134,18 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       return;
     case "proposal.publish":
     case "proposal.closed":
+    case "proposal.tally":
       await handleProposalIntent(deps, ctx, union, intent);
       return;
+    case "featured.request":
+    case "featured.answer":
+    case "featured.withdraw":
+      await handleFeaturedIntent(deps, ctx, union, intent);
+      return;
     case "badge.sync":
-      // Chain work belongs to the ledger lane (solana/badge-sync.ts); here it would be lost.
-      throw new Error(`badge.sync for member ${intent.memberId} reached the federation lane; it needs the ledger lane`);
+    case "treasury.transfer":
+      // Chain work belongs to the ledger lane (solana/); here it would be lost.
+      throw new Error(`${intent.kind} in union ${intent.unionId} reached the federation lane; it needs the ledger lane`);
     case "login.link": {
       const recipient = await recipientFor(deps, ctx, union, intent.actorId);
       if (!recipient) return;

@@ -11,13 +11,16 @@ import { type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueO
  * - `outbox`: single deliveries (a join's Accept, a welcome, a sign-in link);
  * - `fanout`: expanding a call-to-action to the roster, a page at a time;
  * - `delivery`: the per-inbox deliveries those pages queue, and their retries;
- * - `domain`: intents the domain wrote in its own transactions (federation/outbound.ts).
+ * - `domain`: intents the domain wrote in its own transactions (federation/outbound.ts);
+ * - `ledger`: chain work (badge mints and burns, solana/badge-sync.ts), taken
+ *   only by a process that has a ledger; one handler, so a slow RPC holds up
+ *   nothing else and a member's transactions are submitted one at a time.
  *
  * So while 10^5 deliveries of a call-to-action wait in `delivery`, a Follow
  * is claimed from `inbox` and its Accept from `outbox` at once, instead of
  * after all of them.
  */
-export const LANES = ["inbox", "outbox", "fanout", "delivery", "domain"] as const;
+export const LANES = ["inbox", "outbox", "fanout", "delivery", "domain", "ledger"] as const;
 export type Lane = (typeof LANES)[number];
 
 // Set while a fan-out page or a bulk delivery is handled: what Fedify
@@ -42,7 +45,7 @@ export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name
 /** Handler slots per lane, from the slots of a busy lane (MUSTER_QUEUE_CONCURRENCY). */
 export function laneConcurrency(busy: number): Record<Lane, number> {
   const light = Math.max(2, Math.ceil(busy / 4));
-  return { inbox: busy, outbox: light, fanout: 2, delivery: busy, domain: light };
+  return { inbox: busy, outbox: light, fanout: 2, delivery: busy, domain: light, ledger: 1 };
 }
 
 /**

@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { Keypair, Transaction } from "@solana/web3.js";
 import bs58 from "bs58";
 import type { Kysely } from "kysely";
@@ -6,6 +7,7 @@ import { logger } from "../src/logging.ts";
 import { wantedBadge } from "../src/treasury/badges.ts";
 import { getUnionById } from "../src/unions/unions.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
+import { openSecret, sealSecret } from "../src/secrets/stored-keys.ts";
 import type { EmbeddedLedger } from "./embedded-ledger.ts";
 import { badgeBalance, signBurnBadge, signCreateBadgeMint, signMintBadge, type SignedTransaction } from "./badges.ts";
 import { LedgerError, type Ledger } from "./ledger.ts";
@@ -24,13 +26,13 @@ export interface BadgeSyncDeps {
 /** The union's treasury key, created on first use. The secret never leaves this module's callers. */
 export async function treasuryKey(db: Kysely<DB>, unionId: string): Promise<Keypair> {
   const row = await db.selectFrom("treasury_keys").select("secret_key").where("union_id", "=", unionId).executeTakeFirst();
-  if (row) return Keypair.fromSecretKey(Buffer.from(row.secret_key, "base64"));
+  if (row) return Keypair.fromSecretKey(Buffer.from(openSecret(db, row.secret_key), "base64"));
   const key = Keypair.generate();
-  await db.insertInto("treasury_keys").values({ union_id: unionId, public_key: key.publicKey.toBase58(), secret_key: Buffer.from(key.secretKey).toString("base64"), created_at: Date.now() })
+  await db.insertInto("treasury_keys").values({ union_id: unionId, public_key: key.publicKey.toBase58(), secret_key: sealSecret(db, Buffer.from(key.secretKey).toString("base64")), created_at: Date.now() })
     .onConflict((oc) => oc.column("union_id").doNothing()).execute();
   // A concurrent creator may have won: the stored key is the key.
   const stored = await db.selectFrom("treasury_keys").select("secret_key").where("union_id", "=", unionId).executeTakeFirstOrThrow();
-  return Keypair.fromSecretKey(Buffer.from(stored.secret_key, "base64"));
+  return Keypair.fromSecretKey(Buffer.from(openSecret(db, stored.secret_key), "base64"));
 }
 
 /**
@@ -139,12 +141,7 @@ async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: numbe
   }
 }
 
-/** The ledger lane's handler: one message per intent, from the domain's outbox. */
-export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
-  const { intent } = message;
-  if (intent.kind !== "badge.sync") throw new Error(`the ledger lane has no handler for ${intent.kind}`);
-  await syncBadge(deps, intent.unionId, intent.memberId);
-}
+export { handleLedgerIntent } from "./ledger-lane.ts";
 
 /** Keeps the treasury key able to pay fees and rent on the embedded ledger (test money from its faucet). */
 export function faucetFunding(ledger: EmbeddedLedger): (address: string) => Promise<void> {

@@ -1,3 +1,4 @@
+import "./quiet-bindings.ts";
 import { Keypair, PublicKey, SystemProgram, Transaction, type TransactionInstruction } from "@solana/web3.js";
 import {
   ExtensionType, TOKEN_2022_PROGRAM_ID, TYPE_SIZE, LENGTH_SIZE, createAssociatedTokenAccountIdempotentInstruction,

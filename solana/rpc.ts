@@ -172,6 +172,10 @@ function transactionJson(stored: StoredTransaction, cfg: Record<string, unknown>
 }
 
 const METHODS: Record<string, Method> = {
+  // Not a Solana method: tells Muster's CLI it talks to an embedded ledger (test money may be made here).
+  async muster_ledgerInfo() {
+    return { kind: "embedded" };
+  },
   async getHealth() {
     return "ok";
   },

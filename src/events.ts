@@ -25,6 +25,8 @@ export type DomainEvents = {
   "proposal.vote": { unionId: string; proposalId: string; memberId: string };
   "proposal.closed": { unionId: string; proposalId: string; state: "passed" | "failed" };
   "officer.changed": { unionId: string; memberId: string; role: string; portfolio: string | null };
+  /** A member's dues standing changed (recorded in standing_changes; `from` is null the first time it is computed). */
+  "member.standing": { unionId: string; memberId: string; from: "good" | "grace" | "lapsed" | null; to: "good" | "grace" | "lapsed"; reason: string };
 };
 
 export type EventBus = Emitter<DomainEvents>;

@@ -5,7 +5,7 @@ import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
-import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
@@ -14,13 +14,18 @@ import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
+import { ReadCache } from "./http/read-cache.ts";
+import { documentsVersion } from "./db/document-versions.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
 import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
+import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
+import { shareRecentActorDocuments } from "../federation/recent-actors.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
-import { closeDue } from "./bylaws/proposals.ts";
+import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
+import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { queueReportUp } from "./relationships/chapters.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
@@ -28,6 +33,10 @@ import { mountRelationshipCollections, proposeTo } from "../federation/relations
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
+import { formatUnits } from "../solana/amounts.ts";
+import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
+import { loadSecretKey } from "./secrets/secret-box.ts";
+import { sealSecret, secureStoredKeys } from "./secrets/stored-keys.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
 export interface Muster {
@@ -38,8 +47,10 @@ export interface Muster {
   readonly lanes: QueueLanes;
   readonly federation: Federation<void>;
   readonly app: Hono;
+  /** The actor, WebFinger and NodeInfo documents as Fedify last served them (src/http/read-cache.ts). */
+  readonly readCache: ReadCache;
   readonly unions: UnionDeps;
-  readonly membership: MembershipDeps;
+  readonly membership: MembershipDeps & ProposalDeps;
   /**
    * The chain: the network ledger when SOLANA_RPC_URL is set, else the
    * embedded ledger in the process that runs it (`runLedger`), else null.
@@ -68,6 +79,10 @@ export interface MusterOptions {
    * One process only: a worker or a CLI command beside it must not.
    */
   readonly runLedger?: boolean;
+  /** Warn at start-up when the secret key is a file in DATA_DIR (serve and worker). */
+  readonly announceSecretKey?: boolean;
+  /** Off only for the joins benchmark's before/after comparison: fetch the follower's actor again after verifying its key. */
+  readonly reuseFetchedActors?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -82,6 +97,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
+    const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, config.dataDir);
+    // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.
+    if (secrets.file && (secrets.generated || options.announceSecretKey)) {
+      logger("secrets").warn("MUSTER_SECRET_KEY is not set: the server's private keys are sealed with {file}; back it up with the database, or set MUSTER_SECRET_KEY", { file: secrets.file });
+    }
+    const { sealed } = await secureStoredKeys(database.db, secrets);
+    if (sealed) logger("secrets").info("Sealed {sealed} private keys that were stored in plaintext", { sealed });
     await ensureInstanceKeys(database.db);
   } catch (e) {
     await database.close();
@@ -105,16 +127,18 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   });
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
-  // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
-  const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
-  const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
-  const membership: MembershipDeps = { db: database.db, events, outbox };
+  // Chain work (badges, treasury transfers) has its own lane: a slow RPC never delays an Accept.
+  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger);
+  // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
+  const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
+  const kv = new KyselyKvStore(database.db);
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
-    kv: new KyselyKvStore(database.db),
+    tallyBatchMs: config.tallyBatchMs,
+    kv,
     queue: lanes.fedify,
     origin: config.origin,
     allowPrivateAddress: config.allowPrivateAddress,
@@ -123,9 +147,15 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     manuallyStartQueue: true,
   });
   signer = federation;
-  const unions: UnionDeps = { db: database.db, events, generateKeys: generateActorKeys };
+  // A join's second fetch of the follower's actor is answered from the first (federation/recent-actors.ts).
+  if (options.reuseFetchedActors !== false) shareRecentActorDocuments(federation, kv);
+  // Actor keys are sealed before the union's transaction writes them.
+  const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
+  const unions: UnionDeps = { db: database.db, events, generateKeys };
+  const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
     db: database.db,
+    readCache,
     federation,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
@@ -156,6 +186,17 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  mountCrowdfundsWeb(app, {
+    db: database.db,
+    formatUnits,
+    vaultBalance: ledger ? async (vault) => (await import("../solana/crowdfund-vault.ts")).vaultBalance(ledger, vault) : undefined,
+  });
+  // Dues by Solana Pay / Actions and the transparency page read the chain:
+  // served where there is a ledger, loaded only there (spl-token's import warning).
+  if (ledger) {
+    const { mountTreasuryWeb } = await import("./http/treasury-web.ts");
+    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl });
+  }
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
@@ -166,7 +207,16 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
     const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
-    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+    const { crowdfundAnnouncer, runCrowdfunds } = await import("../solana/crowdfund-jobs.ts");
+    await Promise.all([
+      lanes.lanes.ledger.listen((message) => handleLedgerIntent(deps, message), { signal }),
+      // Crowdfund vaults: opened, pledges recorded, settled at the deadline (solana/crowdfund-jobs.ts).
+      runCrowdfunds({ ...deps, announce: crowdfundAnnouncer(membership, config.origin) }, signal, options.schedulerIntervalMs),
+    ]);
+  };
+  const runTreasuryJobs = async (ledger: Ledger, signal: AbortSignal) => {
+    const { runTreasurySchedule } = await import("../solana/treasury-jobs.ts");
+    await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
   };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
@@ -175,12 +225,16 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
+      // The dues scan (payments, standing) and the daily feed anchor, each once across workers (a lease).
+      ledger ? runTreasuryJobs(ledger, signal) : undefined,
       runScheduler(membership, signal, options.schedulerIntervalMs),
-      // A prune that keeps failing lets done messages pile up: say so.
-      every(3600_000, signal, () => lanes.lanes.delivery.pruneDone(), (error) => log.error("Pruning finished queue messages failed: {error}", { error })),
+      // Old inbox ids, claims, sessions and queue keys; each failure is logged (federation/pruning.ts).
+      every(PRUNE_INTERVAL_MS, signal, () => pruneStorage({ db: database.db, pruneQueue: (now) => lanes.lanes.delivery.pruneDone(now) }), (error) => log.error("Pruning failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
+      // New allies and officers are asked for their consent to be listed (FEP-7aa9); former ones leave the lists.
+      every(options.schedulerIntervalMs ?? 30_000, signal, () => syncAllFeatured(membership), (error) => log.error("Updating the featured collections failed: {error}", { error })),
     ]);
   };
   let closed = false;
@@ -191,6 +245,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     lanes,
     federation,
     app,
+    readCache,
     unions,
     membership,
     ledger,
@@ -203,7 +258,6 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
-      await ledgerQueue.close();
       await database.close();
     },
   };

@@ -524,8 +524,8 @@ for (const d of dialects) {
       });
     });
 
-    describe("goal and deadline progress replies", () => {
-      it("goal 2: the second commitment makes exactly one progress reply reach each server once; a third sends no other", async () => {
+    describe("goal and deadline progress: quiet by design", () => {
+      it("goal 2: every server gets the call edited in place once; only the two who committed get the reply, at their own inbox, addressed to nobody else", async () => {
         const a = await composeAction(deps(), riders.id, OPERATOR, { title: "Join the picket", text: "Gate 3, 7am.", kind: "show-up", goal: 2 }, { publishNow: true });
         const noteId = noteIdOf(a);
         await deliveredEverywhere(`${noteId}/activity`);
@@ -538,36 +538,61 @@ for (const d of dialects) {
         await sleep(300);
         assert.equal(hitsWhere((h) => inReplyToOf(h) === noteId).get(peers[0]!)!.length, 0, "no reply before the goal");
         await like(peers[1]!, "ben");
-        const replyCreate = `${noteId}/progress/goal/activity`;
-        const hits = await deliveredEverywhere(replyCreate);
-        assertOncePerSharedInbox(hits, "progress reply");
-        for (const [, [h]] of hits) {
+
+        // Everyone: the post they already have now says the goal is reached (an edit, not a new post).
+        const updates = await deliveredEverywhere(`${noteId}/update/progress-goal`);
+        assertOncePerSharedInbox(updates, "progress edit");
+        for (const [, [h]] of updates) {
+          assert.equal(h!.type, "Update");
           const note = obj(h!.body!.object);
+          assert.equal(note.id, noteId);
+          assert.match(str(note.content), /Goal reached:<\/strong> 2 of 2 members in/);
+          assert.ok(note.updated, "an edit Mastodon accepts carries `updated`");
+        }
+
+        // The two who committed: the reply, each at their personal inbox, and nobody else.
+        const replyCreate = `${noteId}/progress/goal/activity`;
+        const committers = [peers[0]!, peers[1]!];
+        const replies = await deliveredEverywhere(replyCreate, committers);
+        for (const [p, hs] of replies) {
+          assert.equal(hs.length, 1, `${p.host}: one reply`);
+          assert.equal(hs[0]!.path, "/users/ben/inbox", `${p.host}: at ben's own inbox, not the shared one`);
+          const note = obj(hs[0]!.body!.object);
           assert.equal(note.inReplyTo, noteId);
           assert.equal(note.attributedTo, groupId());
           assert.match(str(note.content), /Goal reached: 2 of 2 members committed to “Join the picket”/);
+          const audience = [...arr(note.to), ...arr(note.cc), ...arr(hs[0]!.body!.to), ...arr(hs[0]!.body!.cc)].map(String);
+          assert.ok(!audience.includes(followersOf()), "not addressed to the followers (that would reach every member on the server)");
+          assert.ok(!audience.some((x) => x.includes("#Public") || x === "as:Public"), "not public");
+          assert.ok(!audience.some((x) => x.includes("/users/")), "names no other member");
         }
+        assert.equal(peers[2]!.hitsOf(replyCreate).length, 0, "a server with no committed member gets no reply");
+        assert.equal(stranger.hitsOf(replyCreate).length, 0);
         assert.notEqual((await getAction(db(), riders.id, a.id))!.goalReachedAt, null);
+
         await like(peers[2]!, "ben");
         await sleep(500);
         await settled(noteId);
         for (const p of peers) {
-          assert.equal(p.hits.filter((h) => inReplyToOf(h) === noteId).length, 1, `${p.host}: one progress reply in all`);
+          assert.ok(p.hits.filter((h) => inReplyToOf(h) === noteId).length <= 1, `${p.host}: at most one progress reply in all`);
         }
+        assert.equal(peers[2]!.hitsOf(replyCreate).length, 0, "committing after the goal brings no reply");
       });
 
-      it("a passed deadline closes the call-to-action with one progress reply, however often the closer runs", async () => {
+      it("a passed deadline closes the call once, however often the closer runs: the edit says so everywhere, and with nobody committed there is no reply", async () => {
         const a = await composeAction(deps(), riders.id, OPERATOR, { title: "Send the letter", text: "Template attached.", kind: "contact", deadline: new Date(Date.now() + 1500) }, { publishNow: true });
         const noteId = noteIdOf(a);
         await deliveredEverywhere(`${noteId}/activity`);
         await sleep(Math.max(0, a.deadline!.getTime() - Date.now() + 50));
-        // The server's own scheduler may get there first (it runs every 30 s); either way, one reply.
+        // The server's own scheduler may get there first (it runs every 30 s); either way, one close.
         const closed = [await closeExpired(deps()), await closeExpired(deps())];
         assert.ok(closed[0]! + closed[1]! <= 1, `closed ${closed}`);
         assert.equal(closed[1], 0);
-        const hits = await deliveredEverywhere(`${noteId}/progress/deadline/activity`);
-        assertOncePerSharedInbox(hits, "deadline reply");
-        for (const [, [h]] of hits) assert.match(str(obj(h!.body!.object).content), /Deadline passed for “Send the letter”: 0 members committed/);
+        const hits = await deliveredEverywhere(`${noteId}/update/progress-deadline`);
+        assertOncePerSharedInbox(hits, "closing edit");
+        for (const [, [h]] of hits) assert.match(str(obj(h!.body!.object).content), /Closed:<\/strong> 0 committed, 0 done/);
+        await settled(noteId);
+        for (const p of peers) assert.equal(p.hitsOf(`${noteId}/progress/deadline/activity`).length, 0, `${p.host}: no reply when nobody committed`);
         assert.notEqual((await getAction(db(), riders.id, a.id))!.closedAt, null);
       });
     });

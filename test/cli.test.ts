@@ -50,6 +50,22 @@ describe("muster CLI", () => {
     assert.match(human.out, /Purpose:\s+Fair pay/);
   });
 
+  it("creates a union in a time zone given on the command line, and refuses a zone that does not exist", () => {
+    const created = muster(["union", "create", "bakers", "--name", "Bakers", "--purpose", "Bread", "--time-zone", "Europe/Berlin", "--json"], env);
+    assert.equal(created.code, 0, created.err);
+    assert.equal(JSON.parse(created.out).timeZone, "Europe/Berlin");
+    const shown = muster(["union", "show", "bakers"], env);
+    assert.match(shown.out, /Publishes:\s+one queued call-to-action a day at \d\d:\d\d Europe\/Berlin/);
+    const bylaws = muster(["bylaws", "show", "bakers", "--json"], env);
+    assert.equal(bylaws.code, 0, bylaws.err);
+    assert.match(bylaws.out, /"timeZone":\s*"Europe\/Berlin"/, "the zone is a founding bylaw");
+    const bad = muster(["union", "create", "bakers2", "--name", "B", "--purpose", "P", "--time-zone", "Mars/Olympus"], env);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.err.trim().split("\n").length, 1, bad.err);
+    assert.match(bad.err, /Mars\/Olympus/);
+    assert.equal(muster(["union", "show", "bakers2"], env).code, 1, "nothing was created");
+  });
+
   it("fails with one clear line and a non-zero exit", () => {
     const dup = muster(["union", "create", "riders", "--name", "X", "--purpose", "Y"], env);
     assert.equal(dup.code, 1);
@@ -76,7 +92,7 @@ describe("muster CLI", () => {
     const pool = muster(["worker"], { ...env, MUSTER_DB_POOL: "5" });
     assert.equal(pool.code, 1);
     assert.equal(pool.err.trim().split("\n").length, 1, pool.err);
-    assert.match(pool.err, /MUSTER_DB_POOL is 5, below the 47 connections the queue needs at MUSTER_QUEUE_CONCURRENCY=16/);
+    assert.match(pool.err, /MUSTER_DB_POOL is 5, below the 49 connections the queue needs at MUSTER_QUEUE_CONCURRENCY=16/);
     const unknown = muster(["frobnicate"], env);
     assert.equal(unknown.code, 2);
   });

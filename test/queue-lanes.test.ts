@@ -9,6 +9,7 @@ import { OPERATOR } from "../src/members/members.ts";
 import { dialects } from "./helpers/databases.ts";
 import { eventually } from "./helpers/muster.ts";
 import { type StartedUnion, unionWithPeer } from "./helpers/union-with-peer.ts";
+import { LANES, laneConcurrency, queueConnections } from "../federation/queue-lanes.ts";
 
 /*
  * A call-to-action to thousands of members whose servers accept connections
@@ -49,6 +50,16 @@ async function startStalledServers(n: number): Promise<{ origins: string[]; conn
     },
   };
 }
+
+describe("the lanes", () => {
+  it("include the ledger lane, whose handler and LISTEN the PostgreSQL pool counts", () => {
+    assert.ok(LANES.includes("ledger"));
+    const c = laneConcurrency(16);
+    assert.equal(c.ledger, 1);
+    assert.equal(queueConnections(16), LANES.reduce((n, l) => n + c[l], 0) + LANES.length);
+    assert.equal(queueConnections(16), 49);
+  });
+});
 
 for (const d of dialects) {
   describe(`queue lanes: a join is answered while a fan-out is stuck, on ${d.name}`, { skip: d.skip }, () => {

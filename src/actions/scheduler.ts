@@ -61,28 +61,49 @@ export function runScheduler(deps: ActionDeps, signal: AbortSignal, intervalMs =
   }, (error) => log.error("Scheduler pass failed: {error}", { error }));
 }
 
+export interface NextPublication {
+  /** Local date of the next scheduled publication, YYYY-MM-DD. */
+  readonly date: string;
+  /** Local HH:MM. */
+  readonly time: string;
+  readonly timeZone: string;
+  /** Today's time has passed and nothing went out today: the scheduler publishes on its next pass. */
+  readonly overdue: boolean;
+}
+
+/**
+ * The union's next daily slot: today's if nothing went out on schedule today
+ * (overdue once its time has passed: the scheduler's next pass takes it),
+ * else tomorrow's. Mirrors publishDue, which keys "published today" on the
+ * union's last_published_on. The one rule behind the console's "next
+ * publication" and the CLI's "goes out ...".
+ */
+export function nextPublication(now: number, union: { readonly timeZone: string; readonly publishTime: string }, lastPublishedOn: string | null): NextPublication {
+  const { today, due } = localSchedule(now, union.timeZone, union.publishTime);
+  const todayFree = lastPublishedOn !== today;
+  const date = todayFree ? today : Temporal.PlainDate.from(today).add({ days: 1 }).toString();
+  return { date, time: union.publishTime, timeZone: union.timeZone, overdue: todayFree && due };
+}
+
 /**
  * When each queued call-to-action of a union will go out, oldest first, one
- * a day: today's slot if it is still free (at once if its time has passed,
- * on the scheduler's next pass), then one per following day at the union's
- * local publication time. Calls published at once with "publish now" stand
- * outside this rhythm and take no day's slot.
+ * a day from the next slot (nextPublication), at the union's local
+ * publication time; an overdue first slot goes out at once. Calls published
+ * at once with "publish now" stand outside this rhythm and take no day's slot.
  */
 export async function publicationSchedule(db: ActionDeps["db"], unionId: string, now = Date.now()): Promise<Map<string, { at: Date; immediate: boolean }>> {
   const u = await db.selectFrom("unions").select(["time_zone", "publish_time", "last_published_on"]).where("id", "=", unionId).executeTakeFirstOrThrow();
   const queued = await db.selectFrom("actions").select("id").where("union_id", "=", unionId).where("state", "=", "queued")
     .orderBy("created_at").orderBy("id").execute();
-  const local = Temporal.Instant.fromEpochMilliseconds(now).toZonedDateTimeISO(u.time_zone);
-  const { today, due } = localSchedule(now, u.time_zone, u.publish_time);
-  const todayFree = u.last_published_on !== today;
+  const next = nextPublication(now, { timeZone: u.time_zone, publishTime: u.publish_time }, u.last_published_on);
   const [h, m] = u.publish_time.split(":").map(Number) as [number, number];
   const out = new Map<string, { at: Date; immediate: boolean }>();
   queued.forEach((q, i) => {
-    if (i === 0 && todayFree && due) {
+    if (i === 0 && next.overdue) {
       out.set(q.id, { at: new Date(now), immediate: true });
       return;
     }
-    const day = local.toPlainDate().add({ days: i + (todayFree ? 0 : 1) });
+    const day = Temporal.PlainDate.from(next.date).add({ days: i });
     const at = day.toZonedDateTime({ timeZone: u.time_zone, plainTime: new Temporal.PlainTime(h, m) });
     out.set(q.id, { at: new Date(at.epochMilliseconds), immediate: false });
   });

@@ -44,6 +44,8 @@ export interface BylawParams {
   readonly duesMint: string | null;
   readonly duesPeriodDays: number;
   readonly duesGraceDays: number;
+  /** Signatures the treasury's multisig needs: the server's key counts as one, officers' wallets make up the rest. */
+  readonly treasuryThreshold: number;
   /** The union's cut of a member's crowdfund, in basis points (500 = 5 %). */
   readonly crowdfundCutBps: number;
   readonly crowdfundEligibility: CrowdfundEligibility;
@@ -187,6 +189,7 @@ export const PARAMS: readonly ParamSpec[] = [
   } satisfies ParamSpec<"duesMint">,
   intOf("duesPeriodDays", "Dues period (days)", "days each dues payment covers", 1, 366, 30),
   intOf("duesGraceDays", "Dues grace (days)", "days after a period ends before a member is no longer in good standing", 0, 365, 7),
+  intOf("treasuryThreshold", "Treasury signatures", "signatures needed to move the treasury: 1 means the server's key alone (custodial); 2 or more means officers co-sign from their own wallets (the server's key counts as one)", 1, 11, 1),
   intOf("crowdfundCutBps", "Crowdfund cut (basis points)", "the union's share of a member's crowdfund, 100 = 1 %", 0, 10_000, 500),
   enumOf("crowdfundEligibility", "Crowdfund eligibility", "who may raise a crowdfund through the union: members, good_standing (dues paid), or officers", ["members", "good_standing", "officers"], "good_standing"),
   enumOf("proposers", "Who may propose", "members: any active member may open a proposal; officers: only the leader and officers", ["members", "officers"], "members"),

@@ -11,10 +11,18 @@ import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { allyCommands } from "./commands/ally.ts";
+import { crowdfundCommands } from "./commands/crowdfund.ts";
+import { featuredCommands } from "./commands/featured.ts";
+import { ledgerCommands, treasuryCommands, walletCommands } from "./commands/treasury.ts";
+import { duesCommands } from "./commands/dues.ts";
 import { serverCommands } from "./commands/server.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...serverCommands];
+const commands: readonly Command[] = [
+  ...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands,
+  ...proposalCommands, ...allyCommands, ...featuredCommands, ...crowdfundCommands, ...treasuryCommands, ...walletCommands, ...ledgerCommands,
+  ...duesCommands, ...serverCommands,
+];
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [

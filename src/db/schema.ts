@@ -211,6 +211,12 @@ export interface InstanceSettingsTable {
   value: string;
 }
 
+/** One row per scope; triggers (migration 0018) bump it on any change to what cached documents show. */
+export interface DocumentVersionsTable {
+  scope: string;
+  version: number | string | bigint;
+}
+
 export interface FedifyKvTable {
   key: string;
   value: string;
@@ -280,6 +286,37 @@ export interface RateLimitHitsTable {
   /** What is limited, e.g. `login:handle:@a@b` or `login:ip:203.0.113.9`. */
   bucket: string;
   at: number;
+}
+
+/** An actor this union features in one of its FEP-7aa9 collections (see migrations/0031). */
+export interface FeaturedItemsTable {
+  /** Also names our FeatureRequest: /u/<slug>/featured-requests/<id>. */
+  id: string;
+  union_id: string;
+  /** `allies` or `cabinet`. */
+  collection: string;
+  actor_id: string;
+  /** `requested`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  /** The featured actor's FeatureAuthorization, once it accepted and the stamp checked out. */
+  stamp: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A consent stamp (FeatureAuthorization) this union issued, or was asked for (see migrations/0031). */
+export interface FeatureStampsTable {
+  /** Names the stamp: /u/<slug>/stamps/<id>. */
+  id: string;
+  union_id: string;
+  request_id: string;
+  requester: string;
+  collection: string;
+  /** `pending`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  decided_by: string | null;
+  created_at: number;
+  updated_at: number;
 }
 
 export interface UnionRelationshipsTable {
@@ -394,6 +431,8 @@ export interface ProposalsTable {
   closed_at: number | null;
   /** JSON tally and reason, written at close. */
   outcome: string | null;
+  /** End of the batch window whose tally Update is queued (ms), if any. */
+  tally_due_at: number | null;
 }
 
 export interface BallotsTable {
@@ -438,6 +477,9 @@ export interface DB {
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
   union_relationships: UnionRelationshipsTable;
+  featured_items: FeaturedItemsTable;
+  feature_stamps: FeatureStampsTable;
+  document_versions: DocumentVersionsTable;
   relationship_events: RelationshipEventsTable;
   relayed_responses: RelayedResponsesTable;
   relay_tallies: RelayTalliesTable;
@@ -459,6 +501,16 @@ export interface DB {
   badge_mints: BadgeMintsTable;
   badges: BadgesTable;
   scan_cursors: ScanCursorsTable;
+  crowdfunds: CrowdfundsTable;
+  crowdfund_pledges: CrowdfundPledgesTable;
+  crowdfund_transactions: CrowdfundTransactionsTable;
+  treasury_setups: TreasurySetupsTable;
+  treasury_transfers: TreasuryTransfersTable;
+  wallet_challenges: WalletChallengesTable;
+  member_standing: MemberStandingTable;
+  standing_changes: StandingChangesTable;
+  job_leases: JobLeasesTable;
+  chain_anchors: ChainAnchorsTable;
 }
 
 // Amounts (lamports, token base units) are u64 decimal strings: exact on both
@@ -563,6 +615,46 @@ export interface MemberWalletsTable {
   member_id: string;
   address: string;
   linked_at: number;
+  /** The signed challenge proving the wallet is the member's; null when the operator linked it without proof. */
+  proof_message: string | null;
+  proof_signature: string | null;
+}
+
+export interface TreasurySetupsTable {
+  union_id: string;
+  raw: string;
+  last_valid_block_height: number;
+  /** The Treasury (src/treasury/treasury.ts) the transaction creates, as JSON. */
+  treasury: string;
+  created_at: number;
+}
+
+export interface TreasuryTransfersTable {
+  id: Generated<number>;
+  union_id: string;
+  destination: string;
+  amount: string;
+  memo: string | null;
+  nonce_account: string;
+  message: string;
+  /** JSON list of the signer addresses the message names. */
+  required: string;
+  /** JSON object: signer address to base58 signature. */
+  signatures: string;
+  state: string;
+  signature: string | null;
+  reason: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface WalletChallengesTable {
+  nonce: string;
+  union_id: string;
+  member_id: string;
+  message: string;
+  expires_at: number;
+  used_at: number | null;
 }
 
 export interface BadgeMintsTable {
@@ -586,4 +678,111 @@ export interface BadgesTable {
   raw: string | null;
   last_valid_block_height: number | null;
   updated_at: number;
+}
+
+/** A member's project raised through the union (src/crowdfunds/). */
+export interface CrowdfundsTable {
+  id: string;
+  union_id: string;
+  seq: number;
+  title: string;
+  body_md: string;
+  body_html: string;
+  /** u64 base units of the dues mint. */
+  goal: string;
+  deadline: number;
+  beneficiary: string;
+  proposer_id: string | null;
+  state: string;
+  cut_bps: number | null;
+  mint: string | null;
+  vault: string | null;
+  reference: string | null;
+  vault_raw: string | null;
+  vault_last_valid_block_height: number | null;
+  vault_signature: string | null;
+  action_id: string | null;
+  decided_by: string | null;
+  decision_note: string | null;
+  total: string | null;
+  cut: string | null;
+  created_at: number;
+  decided_at: number | null;
+  settled_at: number | null;
+}
+
+export interface CrowdfundPledgesTable {
+  signature: string;
+  union_id: string;
+  crowdfund_id: string;
+  member_id: string | null;
+  memo: string | null;
+  wallet: string;
+  source: string;
+  destination: string;
+  mint: string;
+  amount: string;
+  status: string;
+  reason: string | null;
+  in_vault: number;
+  refund_signature: string | null;
+  pledged_at: number;
+  recorded_at: number;
+}
+
+export interface CrowdfundTransactionsTable {
+  id: Generated<number>;
+  crowdfund_id: string;
+  kind: string;
+  raw: string;
+  last_valid_block_height: number;
+  signature: string;
+  state: string;
+  pledges: string;
+  amount: string;
+  created_at: number;
+  confirmed_at: number | null;
+}
+
+/** A member's standing as last computed ("good" | "grace" | "lapsed"). */
+export interface MemberStandingTable {
+  union_id: string;
+  member_id: string;
+  standing: string;
+  paid_through: number | null;
+  changed_at: number;
+}
+
+/** Each change of a member's standing, recorded once. */
+export interface StandingChangesTable {
+  id: Generated<number>;
+  union_id: string;
+  member_id: string;
+  from_standing: string | null;
+  to_standing: string;
+  /** "payment" | "time" | "membership" | "dues" */
+  reason: string;
+  at: number;
+}
+
+export interface JobLeasesTable {
+  name: string;
+  holder: string;
+  expires_at: number;
+}
+
+/** A union's call-to-action chain head written on-chain in a Memo, once a day. */
+export interface ChainAnchorsTable {
+  union_id: string;
+  /** The union's local date, YYYY-MM-DD. */
+  day: string;
+  n: number;
+  head: string;
+  memo: string;
+  signature: string | null;
+  explorer_url: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  created_at: number;
+  anchored_at: number | null;
 }

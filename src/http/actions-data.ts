@@ -1,9 +1,7 @@
 import "../temporal.ts";
 import type { Kysely } from "kysely";
 import { htmlToText as plainText } from "../html-text.ts";
-import { localSchedule } from "../actions/scheduler.ts";
 import type { DB } from "../db/schema.ts";
-import type { Union } from "../unions/unions.ts";
 
 // Read-only shapes the call-to-action pages need that the actions domain
 // does not offer as functions, and the time-zone arithmetic of the forms.
@@ -65,30 +63,6 @@ export async function handlesByActor(db: Kysely<DB>, unionId: string, actorIds: 
   if (unique.length === 0) return new Map();
   const rows = await db.selectFrom("members").select(["actor_id", "handle"]).where("union_id", "=", unionId).where("actor_id", "in", unique).execute();
   return new Map(rows.map((r) => [r.actor_id!, r.handle]));
-}
-
-export interface NextPublication {
-  /** Local date of the next scheduled publication, YYYY-MM-DD. */
-  readonly date: string;
-  /** Local HH:MM. */
-  readonly time: string;
-  readonly timeZone: string;
-  /** Today's time has passed and nothing went out today: the scheduler publishes on its next pass. */
-  readonly overdue: boolean;
-}
-
-/**
- * When the scheduler will next publish a queued call-to-action: today at the
- * union's time if that is still ahead, or if it has passed and nothing was
- * published on schedule today (then it goes out on the next pass), else
- * tomorrow. Mirrors publishDue, which keys "published today" on the union's
- * last_published_on.
- */
-export function nextPublication(now: number, union: Pick<Union, "timeZone" | "publishTime">, lastPublished: string | null): NextPublication {
-  const { today, due } = localSchedule(now, union.timeZone, union.publishTime);
-  const done = due && lastPublished === today;
-  const date = done ? Temporal.PlainDate.from(today).add({ days: 1 }).toString() : today;
-  return { date, time: union.publishTime, timeZone: union.timeZone, overdue: due && !done };
 }
 
 /** `YYYY-MM-DD HH:MM` on the union's wall clock. */

@@ -18,16 +18,17 @@ import { chainOf, GENESIS } from "../actions/chain.ts";
 import { progressOf, recordWebResponse } from "../actions/responses.ts";
 import { mayReadRoster } from "../members/roster.ts";
 import type { DB } from "../db/schema.ts";
+import { anchorOfAction } from "../actions/anchors.ts";
 import { logger } from "../logging.ts";
 import { MemberError } from "../members/members.ts";
 import { type RelayPolicy, type Union, UnionError, type UnionSettings, updateUnion } from "../unions/unions.ts";
 import { BylawsError } from "../bylaws/params.ts";
+import { nextPublication } from "../actions/scheduler.ts";
 import {
   commentsOf,
   handlesByActor,
   htmlToText,
   lastPublishedOn,
-  nextPublication,
   parseDatetimeLocal,
   recentRelays,
   responseStateOf,
@@ -189,10 +190,11 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
     if (action.state === "retracted") return c.html(retractedPage(union, action), 410);
     const viewer = await deps.viewerIn(c, union);
     if (!mayRead(union, viewer)) return deps.signInFirst(c, union, `/u/${union.slug}/actions/${action.id}`);
-    const [progress, hashes, state, relayed] = await Promise.all([
+    const [progress, hashes, state, anchor, relayed] = await Promise.all([
       progressOf(db, action),
       hashesOf(db, action.id),
       viewer ? responseStateOf(db, action.id, viewer.member.id) : undefined,
+      anchorOfAction(db, union.id, action.id),
       talliesOf(db, union.id, action.id),
     ]);
     return c.html(actionPage({
@@ -202,6 +204,7 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
       relayed,
       membersShown: await mayReadRoster(db, union, { via: "web", member: viewer?.member }),
       hashes,
+      anchor,
       viewer: viewer?.member,
       state,
       now: Date.now(),

@@ -18,12 +18,18 @@ import { DatabaseBusyError } from "../db/sqlite-driver.ts";
 import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
+import type { ReadCache } from "./read-cache.ts";
 import { inboxGuard } from "./inbox-guard.ts";
+import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
+import { healthMonitor } from "./health.ts";
+import { closeAfterResponse } from "./close-connection.ts";
 import { blockedServerGuard } from "./blocked-servers.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { unionLinks } from "../relationships/relationships.ts";
+import { crowdfundItems } from "./crowdfunds-web.ts";
+import { formatUnits } from "../../solana/amounts.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -49,6 +55,8 @@ export interface HttpDeps {
   readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
   /** Behind a reverse proxy: rate-limit by the last X-Forwarded-For address instead of the socket's. */
   readonly trustProxy?: boolean;
+  /** Serves the actor, WebFinger and NodeInfo documents from Fedify's last answer until they change. */
+  readonly readCache?: ReadCache;
 }
 
 const log = logger("http");
@@ -83,35 +91,43 @@ export function createHttpApp(deps: HttpDeps): Hono {
     crossOriginOpenerPolicy: "same-origin",
   }));
 
-  // Before Fedify reads a body: an inbox POST larger than this is refused
-  // with 413 instead of being buffered.
+  // Before anything reads an inbox body: unsigned, oversized, malformed or
+  // context-fetching bodies are refused without that work (and, when they
+  // are refused before the end, without reading the rest).
+  app.use("*", inboxGuard({ db, maxBodyBytes: deps.maxBodyBytes }));
+  // Every other request: a body larger than this is refused with 413 instead
+  // of being buffered; a declared one, from its headers, unread.
+  app.use("*", async (c, next) => {
+    const declared = c.req.header("Content-Length");
+    if (declared !== undefined && /^\d{1,15}$/.test(declared) && Number(declared) > deps.maxBodyBytes) {
+      closeAfterResponse(c);
+      return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
+    }
+    return next();
+  });
   app.use("*", bodyLimit({
     maxSize: deps.maxBodyBytes,
     onError: (c) => {
-      // The rest of the body is never read, so the connection cannot be reused.
+      // Not closeAfterResponse: this body is already wrapped in a web stream (see inbox-guard.ts).
       c.header("Connection", "close");
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
-  // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
-  // context-fetching bodies are refused without that work.
-  app.use("*", inboxGuard());
   // A blocked server's deliveries go no further (muster server block).
   app.use("*", blockedServerGuard(db));
-  app.use("*", federationMiddleware(deps.federation));
+  // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
+  app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
+  app.use("*", featuredRoutes(db, deps.origin));
+  app.use("*", federationMiddleware(deps.federation, deps.readCache, actorFeaturedFields(db, deps.origin)));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
   // Browsers and feed readers ask for /favicon.ico whatever the page links.
   app.get("/favicon.ico", (c) => c.redirect("/public/favicon.svg", 301));
 
+  const health = healthMonitor(db);
   app.get("/healthz", async (c) => {
-    try {
-      await db.selectFrom("unions").select("id").limit(1).execute();
-      return c.json({ status: "ok" });
-    } catch (error) {
-      log.error("Health check failed: {error}", { error });
-      return c.json({ status: "error", error: { code: "database_unavailable", message: "database unavailable" } }, 503);
-    }
+    if ((await health()).ok) return c.json({ status: "ok" });
+    return c.json({ status: "error", error: { code: "database_unavailable", message: "database unavailable" } }, 503);
   });
 
   app.get("/", async (c) => c.html(homePage({
@@ -187,6 +203,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       links: await unionLinks(db, union.id),
       tree: await chapterSnapshot(db, union.id, new URL(`/u/${union.slug}`, deps.origin).href),
       totalsShown: rosterShown,
+      crowdfunds: readable ? await crowdfundItems({ db, formatUnits }, union) : [],
     }));
   });
 
@@ -289,6 +306,8 @@ export function unionJson(u: Union, origin: URL) {
     joinPolicy: u.joinPolicy,
     memberInviteLimit: u.memberInviteLimit,
     membersVisibility: u.membersVisibility,
+    timeZone: u.timeZone,
+    publishTime: u.publishTime,
     createdAt: u.createdAt.toISOString(),
   };
 }

@@ -242,3 +242,12 @@ export async function openClaimFor(db: Kysely<DB>, unionId: string, handle: stri
     .where("union_id", "=", unionId).where("handle", "=", handle).where("used_at", "is", null).where("expires_at", ">", now)
     .orderBy("created_at", "desc").executeTakeFirst();
 }
+
+/** A spent or lapsed join claim is kept a day (for a late Follow's log line), then deleted. */
+const CLAIM_KEEP_MS = 24 * 3600_000;
+
+/** Deletes join claims that expired more than a day ago, used or not; returns how many. */
+export async function pruneJoinClaims(db: Kysely<DB>, now = Date.now()): Promise<number> {
+  const r = await db.deleteFrom("join_claims").where("expires_at", "<", now - CLAIM_KEEP_MS).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}

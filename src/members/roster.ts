@@ -147,13 +147,16 @@ export interface Recipient {
  * so no viewer applies; an HTTP read of the same collection must pass
  * mayReadRoster first (federation/ does so with Fedify's authorize).
  */
-export async function deliveryRecipients(db: Kysely<DB>, unionId: string, cursor: string | null, pageSize: number): Promise<{ items: Recipient[]; next: string | null }> {
+export async function deliveryRecipients(db: Kysely<DB>, unionId: string, cursor: string | null, pageSize: number, onlyCommittedTo?: string): Promise<{ items: Recipient[]; next: string | null }> {
   const rows = await db.selectFrom("members as m")
     .leftJoin("remote_actors as a", "a.id", "m.actor_id")
     .select(["m.id", "m.actor_id", "a.inbox", "a.shared_inbox"])
     .where("m.union_id", "=", unionId)
     .where("m.state", "=", "active")
     .where("m.actor_id", "is not", null)
+    .$if(onlyCommittedTo !== undefined, (q) => q.where((eb) => eb.exists(eb.selectFrom("action_responses as r").select("r.id")
+      .whereRef("r.member_id", "=", "m.id").where("r.action_id", "=", onlyCommittedTo!)
+      .where("r.undone_at", "is", null).where("r.kind", "in", ["commit", "done"]))))
     .$if(cursor !== null && cursor !== "", (q) => q.where("m.id", ">", cursor!))
     .orderBy("m.id")
     .$if(cursor !== null, (q) => q.limit(pageSize))
@@ -162,6 +165,15 @@ export async function deliveryRecipients(db: Kysely<DB>, unionId: string, cursor
     items: rows.map((r) => ({ actorId: r.actor_id!, inbox: r.inbox, sharedInbox: r.shared_inbox })),
     next: cursor !== null && rows.length === pageSize ? rows[rows.length - 1]!.id : null,
   };
+}
+
+/**
+ * For delivery only: the active members who committed to (or did) one
+ * call-to-action, paged like deliveryRecipients. A progress reply goes to
+ * them alone, so the rest of the union is not pinged again.
+ */
+export function committedRecipients(db: Kysely<DB>, unionId: string, actionId: string, cursor: string | null, pageSize: number): Promise<{ items: Recipient[]; next: string | null }> {
+  return deliveryRecipients(db, unionId, cursor ?? "", pageSize, actionId);
 }
 
 /** For delivery bookkeeping only (see deliveryRecipients); reads for others go through readFollowerCount. */

@@ -39,8 +39,10 @@ export async function linkWallet(deps: { db: Kysely<DB>; outbox: Outbox }, union
     const member = await getMember(trx, unionId, memberId);
     if (!member) throw new TreasuryError("not_found", `no member ${memberId} in this union`);
     const now = Date.now();
-    await trx.insertInto("member_wallets").values({ union_id: unionId, member_id: memberId, address: wallet, linked_at: now })
-      .onConflict((oc) => oc.columns(["union_id", "member_id"]).doUpdateSet({ address: wallet, linked_at: now })).execute();
+    // A link made this way carries no proof (src/treasury/wallet-proof.ts makes proven links).
+    const values = { address: wallet, linked_at: now, proof_message: null, proof_signature: null };
+    await trx.insertInto("member_wallets").values({ union_id: unionId, member_id: memberId, ...values })
+      .onConflict((oc) => oc.columns(["union_id", "member_id"]).doUpdateSet(values)).execute();
     await deps.outbox.add(trx, { kind: "badge.sync", unionId, memberId });
   });
 }

@@ -1,6 +1,6 @@
 import { createServer } from "node:net";
 import { loadConfig } from "../../src/config.ts";
-import { createMuster, type Muster } from "../../src/main.ts";
+import { createMuster, type Muster, type MusterOptions } from "../../src/main.ts";
 import { type RunningServer, startServer } from "../../src/server.ts";
 import { createUnion, type Union } from "../../src/unions/unions.ts";
 import type { TestDatabase } from "./databases.ts";
@@ -22,7 +22,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** A real Muster server on loopback over the given database, as `muster serve` runs it. */
-export async function startMuster(tdb: TestDatabase, opts: { worker?: boolean; port?: number; env?: Record<string, string> } = {}): Promise<TestMuster> {
+export async function startMuster(tdb: TestDatabase, opts: { worker?: boolean; port?: number; env?: Record<string, string>; schedulerIntervalMs?: number; muster?: MusterOptions } = {}): Promise<TestMuster> {
   const port = opts.port ?? await freePort();
   const config = loadConfig({
     PORT: String(port),
@@ -32,7 +32,7 @@ export async function startMuster(tdb: TestDatabase, opts: { worker?: boolean; p
     LOG_LEVEL: "error",
     ...opts.env,
   });
-  const muster = await createMuster(config, { queue: { pollIntervalMs: 50 }, runLedger: true });
+  const muster = await createMuster(config, { queue: { pollIntervalMs: 50 }, runLedger: true, schedulerIntervalMs: opts.schedulerIntervalMs, ...opts.muster });
   const server = await startServer(muster, { port, hostname: "127.0.0.1", worker: opts.worker ?? true });
   return { muster, server, origin: config.origin, stop: () => server.stop() };
 }

@@ -14,6 +14,8 @@ export interface Peer {
   readonly federation: Federation<void>;
   /** Activities this peer's inboxes received, newest last. */
   readonly received: Activity[];
+  /** Paths of the GET requests this peer answered, oldest first (to count fetches of an actor). */
+  readonly gets: string[];
   actorId(name: string): URL;
   keyId(name: string): URL;
   keys(name: string): Promise<CryptoKeyPair>;
@@ -41,7 +43,9 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
     successor: migration.get(identifier)?.movedTo ? ctx.getActorUri(migration.get(identifier)!.movedTo!) : null,
   }));
 
+  const gets: string[] = [];
   server.on("request", async (req, res) => {
+    if (req.method === "GET") gets.push(new URL(req.url ?? "/", origin).pathname);
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const response = await actors.answer(req, chunks.length ? Buffer.concat(chunks) : undefined);
@@ -53,6 +57,7 @@ export async function startPeer(names: readonly string[] = ["alice", "bob", "car
     origin,
     federation: actors.federation,
     received: actors.received,
+    gets,
     actorId: (n) => new URL(`/users/${n}`, origin),
     keyId: (n) => new URL(`/users/${n}#main-key`, origin),
     keys: actors.keys,

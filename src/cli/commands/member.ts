@@ -4,7 +4,9 @@ import { listInvites, inviteStatus } from "../../members/invites.ts";
 import { getMember, IN_TREE, listMembers, type Member, type MemberListing, type MemberState, OPERATOR, toMember } from "../../members/members.ts";
 import { approveMember, rejectMember, removeMember } from "../../members/membership.ts";
 import { linkWallet } from "../../treasury/badges.ts";
-import { TreasuryError } from "../../treasury/dues.ts";
+import { memberStanding, TreasuryError } from "../../treasury/dues.ts";
+import { duesParamsFromBylaws } from "../../treasury/dues-params.ts";
+import { walletOf } from "../../treasury/wallet-proof.ts";
 import { moveMember, movesOf, recruitsOf, sponsorChain } from "../../members/tree.ts";
 import type { Union } from "../../unions/unions.ts";
 import {
@@ -198,6 +200,12 @@ export const memberCommands: Command[] = [
           code: i.code, url: inviteUrl(m, union, i.code), uses: i.uses, maxUses: i.maxUses, status: inviteStatus(i),
         }));
         const sponsor = await ref(member.sponsorId);
+        // The treasury's view: standing from dues, the wallet (and its proof), badges as recorded by the ledger lane.
+        const standing = await memberStanding({ db, duesParams: duesParamsFromBylaws }, union.id, member.id);
+        const wallet = await walletOf(db, union.id, member.id);
+        const badges = (await db.selectFrom("badges").innerJoin("badge_mints", "badge_mints.union_id", "badges.union_id")
+          .select(["badge_mints.mint", "badges.wallet", "badges.state", "badges.signature"]).where("badges.union_id", "=", union.id).where("badges.member_id", "=", member.id).execute())
+          .map((b) => ({ kind: "member", mint: b.mint, wallet: b.wallet, state: b.state, signature: b.signature }));
         if (values.json) {
           return print({
             ...memberJson(member, { sponsor, depth: inTree ? chain.length - 1 : null }),
@@ -205,6 +213,11 @@ export const memberCommands: Command[] = [
             recruits,
             moves,
             invites,
+            standing: standing.standing,
+            paidThrough: standing.paidThrough === null ? null : iso(new Date(Number(standing.paidThrough))),
+            wallet: wallet?.wallet ?? null,
+            walletProof: wallet?.proof ?? null,
+            badges,
           });
         }
         const refText = (r: SponsorRef | null) => (r === null ? "(top of the tree)" : r.handle ?? r.actorId ?? "(unknown)");
@@ -226,6 +239,11 @@ export const memberCommands: Command[] = [
           rows.push(["Left", `${iso(member.leftAt) ?? "-"}${member.leftReason ? ` (${member.leftReason})` : ""}`]);
         }
         rows.push(["Invites", invites.length ? invites.map((i) => `${i.code} ${i.uses}/${i.maxUses ?? "∞"} ${i.status}`).join("; ") : "none"]);
+        rows.push(
+          ["Standing", `${standing.standing}${standing.paidThrough !== null ? ` (paid through ${iso(new Date(Number(standing.paidThrough)))})` : ""}`],
+          ["Wallet", wallet ? `${wallet.wallet} (${wallet.proof ? "proven: signed challenge" : "linked by the operator, no proof"})` : "none"],
+          ["Badges", badges.length ? badges.map((b) => `${b.kind} ${b.state} in ${b.wallet} (mint ${b.mint})`).join("; ") : "none"],
+        );
         out(fields(rows));
         if (moves.length) {
           out("Moves:\n");

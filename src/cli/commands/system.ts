@@ -13,7 +13,7 @@ export const systemCommands: Command[] = [
       const { createMuster } = await import("../../main.ts");
       const { startServer, stopOnSignals } = await import("../../server.ts");
       const { issueSetupToken, revokeSetupToken } = await import("../../setup/setup-token.ts");
-      const muster = await createMuster(config, { runLedger: true });
+      const muster = await createMuster(config, { runLedger: true, announceSecretKey: true });
       const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
       // At once: a SIGTERM during the start-up output below must still drain and exit cleanly.
       stopOnSignals(server.stop, "the server");
@@ -41,7 +41,7 @@ export const systemCommands: Command[] = [
       const config = await configWith({});
       const { createMuster } = await import("../../main.ts");
       const { stopOnSignals } = await import("../../server.ts");
-      const muster = await createMuster(config);
+      const muster = await createMuster(config, { announceSecretKey: true });
       const stop = new AbortController();
       const done = muster.runQueue(stop.signal);
       stopOnSignals(async () => {

@@ -17,6 +17,8 @@ function visibilityHelp(): string {
     "  --visibility       who may see the member list, the sponsor tree and who holds office:",
     ...VISIBILITY_CHOICES.map((v) => `      ${v.padEnd(10)} ${VISIBILITY_TEXT[v]}`),
     "                     New unions start as signed-in.",
+    "  --time-zone        the IANA zone of the daily publication time, e.g. Europe/Berlin (default UTC);",
+    "                     a founding bylaw, changed later only by an amendment.",
   ].join("\n");
 }
 
@@ -42,6 +44,7 @@ function describe(u: Union, config: Config): string {
     ["Joining", JOIN_POLICY_TEXT[u.joinPolicy]],
     ["Invites", `each member may invite ${u.memberInviteLimit} (officers without limit)`],
     ["Roster", `${membersVisibility(u)}: ${VISIBILITY_TEXT[membersVisibility(u)]}`],
+    ["Publishes", `one queued call-to-action a day at ${u.publishTime} ${u.timeZone}`],
     ["Welcome", u.welcomeText ?? "(default)"],
     ["Created", u.createdAt.toISOString()],
   ]);
@@ -50,7 +53,7 @@ function describe(u: Union, config: Config): string {
 export const unionCommands: Command[] = [
   {
     path: ["union", "create"],
-    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--visibility officers|signed-in|members|public] [--json]",
+    usage: "muster union create <slug> --name <text> --purpose <text> [--leader <@user@host>] [--icon <url>] [--join-policy invite|approval|open] [--visibility officers|signed-in|members|public] [--time-zone <IANA zone>] [--json]",
     summary: "Create a union: a Fediverse Group actor @slug@host with its own signing keys.",
     details: visibilityHelp(),
     options: {
@@ -61,6 +64,7 @@ export const unionCommands: Command[] = [
       open: { type: "boolean", default: false },
       "join-policy": { type: "string" },
       visibility: { type: "string" },
+      "time-zone": { type: "string" },
       ...JSON_OPT,
     },
     positionals: ["slug"],
@@ -76,6 +80,7 @@ export const unionCommands: Command[] = [
           iconUrl: values.icon ? String(values.icon) : null,
           joinPolicy: values.open ? "open" : (values["join-policy"] as JoinPolicy | undefined),
           membersVisibility: str(values, "visibility") as MembersVisibility | undefined,
+          timeZone: str(values, "time-zone"),
         });
         if (values.json) print(await unionJson(union, m.config.origin));
         else out(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);

@@ -1,3 +1,4 @@
+import type { ChainAnchor } from "../../actions/anchors.ts";
 import type { RelayTally } from "../../relationships/tallies.ts";
 import { html, raw } from "hono/html";
 import type { Action, ActionKind } from "../../actions/actions.ts";
@@ -60,6 +61,8 @@ export interface ActionPageView {
   /** Totals that allies and chapters relaying the call reported for their own members. */
   readonly relayed?: readonly RelayTally[];
   readonly hashes?: { readonly prevHash: string; readonly hash: string };
+  /** The on-chain Memo that anchors the chain up to (at least) this entry, once written. */
+  readonly anchor?: ChainAnchor | null;
   /** The signed-in member, if any; only members see the buttons. */
   readonly viewer?: Member;
   readonly state?: { readonly committed: boolean; readonly done: boolean };
@@ -114,6 +117,9 @@ ${v.hashes
   <dt>Previous entry</dt><dd><code data-testid="prev-hash">${v.hashes.prevHash}</code>${/^0+$/.test(v.hashes.prevHash) ? html`<span class="muted">This is the first entry: it links to the start of the chain.</span>` : ""}</dd>
 </dl>
 <p class="muted">Every call-to-action ${union.name} publishes, and every edit or retraction, is an entry in a hash chain: each entry's SHA-256 covers what was asked and the hash of the entry before it, so yesterday's ask cannot be quietly rewritten.${a.updatedAt ? " This one was edited after publication; the first hash above is of its latest version, and the earlier versions stay in the chain." : ""}</p>
+${v.anchor
+        ? html`<p data-testid="anchor">Anchored on Solana: the chain's head at entry ${v.anchor.n} was written in a Memo by the union's treasury on ${v.anchor.anchoredAt.toISOString().slice(0, 16).replace("T", " ")} UTC, in transaction ${v.anchor.url ? html`<a href="${v.anchor.url}"><code class="url" data-testid="anchor-signature">${v.anchor.signature}</code></a>` : html`<code class="url" data-testid="anchor-signature">${v.anchor.signature}</code>`}. Read the memo from the chain and compare it with the downloaded chain to check the feed without this server.</p>`
+        : html`<p class="muted small" data-testid="anchor">Not yet anchored on-chain: the chain's head is written on Solana once a day.</p>`}
 <p><button type="button" class="secondary small" data-verify-chain="/u/${union.slug}/actions/chain.json" data-expect-hash="${v.hashes.hash}">Check the chain in this browser</button>
 <a class="small" href="/u/${union.slug}/actions/chain.json" download>Download the chain (JSON)</a></p>
 <p class="chain-result" data-testid="chain-result" role="status" aria-live="polite"></p>`

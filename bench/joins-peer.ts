@@ -1,0 +1,96 @@
+// A child process (bench/joins.ts forks it) playing the people who join:
+// SERVERS loopback fediverse servers (Fedify, Person actors at /users/a<i>,
+// Mastodon-style), whose actors each send one signed Follow to the union and
+// whose inboxes verify every Accept's signature (Fedify's own inbox check).
+// Setup is untimed; on "go" it sends the Follows and reports when every
+// Accept has arrived.
+import "../src/temporal.ts";
+import { createServer } from "node:http";
+import { createFederation, generateCryptoKeyPair, MemoryKvStore } from "@fedify/fedify";
+import { Accept, Create, Endpoints, Follow, type Group, Person } from "@fedify/vocab";
+import { listenOnLoopback } from "../test/helpers/person-actors.ts";
+
+const [unionUrl, total, servers, concurrency] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
+// One key pair for every actor: key generation is setup, and the union still fetches and verifies each actor's key.
+const pair = await generateCryptoKeyPair("RSASSA-PKCS1-v1_5");
+const accepted = new Set<string>();
+let welcomes = 0;
+let actorGets = 0;
+let firstSent = 0;
+let refused = 0;
+let lastAccept = 0;
+
+const peers = await Promise.all(Array.from({ length: servers }, async () => {
+  const server = createServer();
+  const origin = await listenOnLoopback(server);
+  const federation = createFederation<void>({ kv: new MemoryKvStore(), origin: origin.href, allowPrivateAddress: true });
+  federation.setActorDispatcher("/users/{identifier}", async (ctx, identifier) => {
+    const keys = await ctx.getActorKeyPairs(identifier);
+    return new Person({
+      id: ctx.getActorUri(identifier),
+      preferredUsername: identifier,
+      name: identifier,
+      inbox: ctx.getInboxUri(identifier),
+      endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+      publicKey: keys[0]?.cryptographicKey,
+      manuallyApprovesFollowers: false,
+    });
+  }).setKeyPairsDispatcher(() => [pair]);
+  federation.setInboxListeners("/users/{identifier}/inbox", "/inbox")
+    .on(Accept, (_ctx, a) => {
+      const id = a.objectId?.href;
+      if (id && !accepted.has(id)) {
+        accepted.add(id);
+        lastAccept = performance.now();
+      }
+    })
+    .on(Create, () => void welcomes++);
+  server.on("request", async (req, res) => {
+    if (req.method === "GET" && req.url?.startsWith("/users/")) actorGets++;
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const response = await federation.fetch(new Request(new URL(req.url ?? "/", origin), {
+      method: req.method,
+      headers: req.headers as Record<string, string>,
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : Buffer.concat(chunks),
+    }), { contextData: undefined });
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(Buffer.from(await response.arrayBuffer()));
+  });
+  const ctx = federation.createContext(origin, undefined);
+  const group = await ctx.lookupObject(unionUrl) as Group;
+  return { server, origin, ctx, group };
+}));
+
+process.send!({ ready: true });
+process.once("message", async () => {
+  firstSent = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      const i = next++;
+      const p = peers[i % servers]!;
+      const name = `a${i}`;
+      const follow = new Follow({ id: new URL(`/follows/${name}`, p.origin), actor: p.ctx.getActorUri(name), object: p.group.id });
+      // A refused POST (the union could not fetch the key in time on a loaded machine) is sent again, as a server would.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await p.ctx.sendActivity({ identifier: name }, p.group, follow, { immediate: true });
+          break;
+        } catch (error) {
+          refused++;
+          if (attempt >= 3) {
+            process.stderr.write(`Follow ${name} refused ${attempt} times: ${(error as Error).message}\n`);
+            break;
+          }
+        }
+      }
+    }
+  }));
+  const sentMs = performance.now() - firstSent;
+  const until = Date.now() + 180_000;
+  while (accepted.size < total && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent });
+  for (const p of peers) p.server.close();
+  setTimeout(() => process.exit(0), 200).unref();
+});

@@ -1,0 +1,75 @@
+import { fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import type { DialectCase } from "../test/helpers/databases.ts";
+import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { type Benchmark, cpuMs, loadAverage, progress, type Row } from "./lib.ts";
+
+const TARGET = 300;
+const SERVERS = 10;
+const CONCURRENCY = 32;
+
+interface PeerReport {
+  accepted: number;
+  welcomes: number;
+  actorGets: number;
+  refused: number;
+  sentMs: number;
+  ms: number;
+}
+
+export const joins: Benchmark = {
+  name: "joins",
+  title: "Joins: signed Follows answered with a verified Accept",
+  summary: "joins/s and server CPU ms per join (Follow → Accept and welcome DM) against 300/s, with and without reusing the fetched actor",
+  notes: [
+    `a child process plays ${SERVERS} loopback servers; their people each send one signed Follow (${CONCURRENCY} in flight) to an open union, and their inboxes verify every Accept's signature`,
+    "joins/s: Follows sent ÷ time from the first Follow to the last Accept received; CPU is the Muster process's alone (web and queue in one process, SQLite or PostgreSQL)",
+    `"refetch" is the old path (the follower's actor fetched again after its key), "reuse" the shipped one, run back to back on fresh databases; actor GETs/join counted at the peers`,
+    `target: ${TARGET} joins/s on SQLite (issue 16)`,
+  ],
+  async run(dialect: DialectCase, { quick }): Promise<Row[]> {
+    const total = Number(process.env.BENCH_JOINS ?? (quick ? 60 : 400));
+    const rows: Row[] = [];
+    for (const mode of ["refetch", "reuse"] as const) {
+      const tdb = await dialect.create();
+      let m: TestMuster | undefined;
+      try {
+        m = await startMuster(tdb, { muster: { reuseFetchedActors: mode === "reuse" } });
+        await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
+        const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(total), String(SERVERS), String(CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+        await new Promise<void>((resolve, reject) => {
+          child.once("message", () => resolve());
+          child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
+        });
+        progress(`${dialect.name}: ${total} joins (${mode})`);
+        const cpu = process.cpuUsage();
+        const report = await new Promise<PeerReport>((resolve, reject) => {
+          child.once("message", (r) => resolve(r as PeerReport));
+          child.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
+          child.send("go");
+        });
+        const cpuTotal = cpuMs(cpu);
+        const rate = (report.accepted * 1000) / report.ms;
+        rows.push({
+          dialect: dialect.name,
+          mode,
+          joins: total,
+          accepted: report.accepted,
+          "welcome DMs": report.welcomes,
+          "POSTs refused": report.refused,
+          "Follows sent s": report.sentMs / 1000,
+          "last Accept s": report.ms / 1000,
+          "joins/s": rate,
+          "CPU ms/join": cpuTotal / total,
+          "actor GETs/join": report.actorGets / total,
+          load: loadAverage().replace(/^load average /, ""),
+          "vs 300/s": report.accepted < total ? "MISS (not all accepted)" : rate >= TARGET ? "PASS" : "MISS",
+        });
+      } finally {
+        await m?.stop();
+        await tdb.destroy();
+      }
+    }
+    return rows;
+  },
+};

@@ -1,0 +1,71 @@
+import { type Kysely, sql } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+import { logger } from "../src/logging.ts";
+import { ACTIVITY_ID_RETENTION_MS } from "../src/replay-window.ts";
+import { pruneExpired as pruneSessions } from "../src/sessions/sessions.ts";
+import { pruneJoinClaims } from "../src/members/invites.ts";
+
+const log = logger("pruning");
+
+/** How often the workers prune; each run deletes in chunks, so it never holds the write lock long. */
+export const PRUNE_INTERVAL_MS = 10 * 60_000;
+/** Rows per delete statement: SQLite has one writer, and a join's Accept must not wait behind a million-row delete. */
+const CHUNK = 5000;
+/** A claim on an inbox activity is a five-minute lease; one an hour past it belongs to a process that died. */
+const DEAD_CLAIM_MS = 3600_000;
+
+export interface PruneDeps {
+  readonly db: Kysely<DB>;
+  /** Finished-delivery keys and unreferenced activity payloads of the queue (KyselyMessageQueue.pruneDone). */
+  readonly pruneQueue: (now: number) => Promise<number>;
+}
+
+export type PruneReport = Record<string, number | "failed">;
+
+/**
+ * Deletes what no longer protects anything: processed inbox activity ids past
+ * the replay window, dead inbox claims, spent join claims, expired sessions
+ * and sign-in links, and the queue's finished-delivery keys. Each step runs
+ * even when another fails; a failure is logged with its table (a prune that
+ * keeps failing lets a table grow without bound, which someone must see).
+ */
+export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<PruneReport> {
+  const steps: [string, () => Promise<number>][] = [
+    ["inbox_activities", () => pruneInboxActivities(deps.db, now - ACTIVITY_ID_RETENTION_MS)],
+    ["inbox_claims", () => chunked(deps.db, "inbox_claims", "id", "claimed_until", now - DEAD_CLAIM_MS)],
+    ["join_claims", () => pruneJoinClaims(deps.db, now)],
+    ["sessions and sign-in links", async () => (await pruneSessions(deps.db, now), 0)],
+    ["queue done keys", () => deps.pruneQueue(now)],
+  ];
+  const report: PruneReport = {};
+  for (const [what, step] of steps) {
+    try {
+      report[what] = await step();
+    } catch (error) {
+      report[what] = "failed";
+      log.error("Pruning {what} failed: {error}", { what, error });
+    }
+  }
+  log.debug("Pruned {report}", { report });
+  return report;
+}
+
+/**
+ * Processed activity ids older than the retention. A Follow's record is kept:
+ * an Undo that arrives after the member rejoined is told apart from a current
+ * one by it (inbox-membership.ts staleFollowGuard), and there is one per join.
+ */
+function pruneInboxActivities(db: Kysely<DB>, before: number): Promise<number> {
+  return chunked(db, "inbox_activities", "id", "received_at", before, "and type <> 'Follow'");
+}
+
+/** Deletes rows whose `column` is before `before`, CHUNK at a time; returns how many went. */
+async function chunked(db: Kysely<DB>, table: string, key: string, column: string, before: number, extra = ""): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await sql`delete from ${sql.table(table)} where ${sql.ref(key)} in (select ${sql.ref(key)} from ${sql.table(table)} where ${sql.ref(column)} < ${before} ${sql.raw(extra)} limit ${CHUNK})`.execute(db);
+    const n = Number(r.numAffectedRows ?? 0n);
+    total += n;
+    if (n < CHUNK) return total;
+  }
+}

@@ -1,0 +1,87 @@
+import type { Kysely } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+import type { EventBus } from "../src/events.ts";
+import { claimLease } from "../src/job-lease.ts";
+import { logger } from "../src/logging.ts";
+import { recordDuesPayment, type RecordedPayment } from "../src/treasury/dues.ts";
+import type { DuesParamsSource } from "../src/treasury/dues-params.ts";
+import { recomputeStandings, type StandingChange } from "../src/treasury/standing.ts";
+import { paymentIn } from "./dues-scanner.ts";
+import type { Ledger } from "./ledger.ts";
+
+const log = logger("solana", "dues-scan");
+const PAGE = 1000;
+
+export interface DuesScanDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly ledger: Ledger;
+  readonly duesParams: DuesParamsSource;
+}
+
+/**
+ * Records the payments into `address` since the last signature seen there
+ * (scan_cursors), oldest first, then moves the cursor. A crash before the
+ * cursor moves makes the next pass see some payments again, which records
+ * nothing twice: recording is keyed by signature.
+ */
+export async function scanSinceCursor(deps: DuesScanDeps, unionId: string, address: string): Promise<RecordedPayment[]> {
+  const name = `dues:${unionId}:${address}`;
+  const cursor = (await deps.db.selectFrom("scan_cursors").select("signature").where("name", "=", name).executeTakeFirst())?.signature;
+  const fresh = [];
+  let before: string | undefined;
+  for (;;) {
+    const page = await deps.ledger.signaturesFor(address, { before, until: cursor, limit: PAGE });
+    fresh.push(...page);
+    if (page.length < PAGE) break;
+    before = page.at(-1)!.signature;
+  }
+  if (fresh.length === 0) return [];
+  const out: RecordedPayment[] = [];
+  for (const s of fresh.reverse()) {
+    if (s.err !== null) continue;
+    const tx = await deps.ledger.transaction(s.signature);
+    if (!tx) continue;
+    const payment = await paymentIn(deps.ledger, unionId, tx);
+    // Transfers out of the treasury (payouts) are not dues.
+    if (payment && payment.destination === address) out.push(await recordDuesPayment(deps, payment));
+  }
+  const newest = fresh.at(-1)!.signature;
+  await deps.db.insertInto("scan_cursors").values({ name, signature: newest })
+    .onConflict((oc) => oc.column("name").doUpdateSet({ signature: newest })).execute();
+  return out;
+}
+
+export interface DuesScanResult {
+  /** False when another worker holds the job's lease: this pass did nothing. */
+  readonly ran: boolean;
+  readonly recorded: RecordedPayment[];
+  readonly changes: StandingChange[];
+}
+
+/**
+ * One pass of the scheduled dues job, in one worker at a time (a lease):
+ * for each union with a treasury, record new payments into its token
+ * account, then recompute every member's standing at `now`, which also
+ * catches a grace period running out with no payment.
+ */
+export async function runDuesScan(deps: DuesScanDeps, holder: string, now = Date.now(), leaseMs = 120_000): Promise<DuesScanResult> {
+  if (!(await claimLease(deps.db, "dues-scan", holder, leaseMs, now))) return { ran: false, recorded: [], changes: [] };
+  const treasuries = await deps.db.selectFrom("treasuries").select(["union_id", "token_account"]).execute();
+  const recorded: RecordedPayment[] = [];
+  const changes: StandingChange[] = [];
+  for (const t of treasuries) {
+    try {
+      const found = await scanSinceCursor(deps, t.union_id, t.token_account);
+      recorded.push(...found);
+      const paid = new Set(found.filter((p) => p.recorded && p.status === "credited" && p.memberId).map((p) => p.memberId!));
+      changes.push(...await recomputeStandings(deps, t.union_id, now, paid));
+    } catch (error) {
+      // One union's failure (a ledger hiccup) must not stop the others' scans.
+      log.error("Dues scan of union {unionId} failed: {error}", { unionId: t.union_id, error });
+    }
+  }
+  const fresh = recorded.filter((p) => p.recorded).length;
+  if (fresh || changes.length) log.info("Dues scan recorded {fresh} payment(s) and {changes} standing change(s)", { fresh, changes: changes.length });
+  return { ran: true, recorded, changes };
+}

@@ -1,0 +1,19 @@
+import "./quiet-bindings.ts";
+import type { OutboxIntent } from "../src/outbox.ts";
+import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
+import { submitTransfer } from "./treasury-authority.ts";
+
+/** The ledger lane's handler: one message per chain intent from the domain's outbox; an unknown kind fails loudly. */
+export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
+  const { intent } = message;
+  switch (intent.kind) {
+    case "badge.sync":
+      await syncBadge(deps, intent.unionId, intent.memberId);
+      return;
+    case "treasury.transfer":
+      await submitTransfer(deps, intent.unionId, intent.transferId);
+      return;
+    default:
+      throw new Error(`the ledger lane has no handler for ${intent.kind}`);
+  }
+}

@@ -1,0 +1,87 @@
+import { html } from "hono/html";
+import { formatUnits } from "../../solana/amounts.ts";
+import type { TreasuryFlow, TreasuryReport } from "../../solana/treasury-report.ts";
+import type { Union } from "../unions/unions.ts";
+import { type Html, layout } from "./pages/layout.ts";
+
+/** What the page and its JSON form show: the chain's report, with payers named only where the roster is visible. */
+export interface TreasuryView {
+  readonly union: Union;
+  readonly report: TreasuryReport | null;
+  readonly ledger: "embedded" | "network";
+  /** Member handles by id, present only when the viewer may see the roster. */
+  readonly names: ReadonlyMap<string, string> | null;
+  readonly txUrl: (signature: string) => string;
+  readonly addressUrl: (address: string) => string;
+  readonly rpcUrl: string;
+  readonly duesPayPath: string;
+}
+
+function payerOf(view: TreasuryView, f: TreasuryFlow): string | null {
+  if (f.direction === "out") return null;
+  if (f.kind !== "dues" || f.memberId === null) return null;
+  return view.names ? (view.names.get(f.memberId) ?? null) : null;
+}
+
+export function treasuryJson(view: TreasuryView) {
+  const r = view.report;
+  if (!r) return { union: view.union.slug, treasury: null };
+  const amount = (a: bigint) => ({ baseUnits: a.toString(), display: formatUnits(a, r.decimals) });
+  return {
+    union: view.union.slug,
+    ledger: view.ledger,
+    rpc: view.rpcUrl,
+    treasury: {
+      address: r.tokenAccount, mint: r.mint, tokenProgram: r.tokenProgram, decimals: r.decimals,
+      authority: r.authority, threshold: r.threshold, signers: r.signers,
+      balance: amount(r.balance), balanceSource: "read from the chain when this was served",
+      badgeMint: r.badgeMint,
+    },
+    payersShown: view.names !== null,
+    flows: r.flows.map((f) => ({
+      signature: f.signature, url: view.txUrl(f.signature), direction: f.direction, amount: amount(f.amount),
+      kind: f.kind, reason: f.reason, at: f.blockTime === null ? null : new Date(f.blockTime * 1000).toISOString(),
+      payer: payerOf(view, f), to: f.direction === "out" ? f.counterparty : null,
+    })),
+    truncated: r.truncated,
+  };
+}
+
+const short = (s: string) => (s.length > 20 ? `${s.slice(0, 8)}…${s.slice(-8)}` : s);
+
+export function treasuryPage(view: TreasuryView): Html {
+  const r = view.report;
+  const u = view.union;
+  if (!r) {
+    return layout({ title: `Treasury of ${u.name}`, body: html`<article class="treasury"><h1>Treasury of ${u.name}</h1><p data-testid="no-treasury">This union has no treasury yet.</p></article>` });
+  }
+  const fmt = (a: bigint) => formatUnits(a, r.decimals);
+  const inflow = r.flows.filter((f) => f.direction === "in").reduce((s, f) => s + f.amount, 0n);
+  const outflow = r.flows.filter((f) => f.direction === "out").reduce((s, f) => s + f.amount, 0n);
+  const label = (f: TreasuryFlow) => f.direction === "out" ? "Paid out" : f.kind === "dues" ? "Dues" : f.kind === "unmatched" ? "Unmatched payment" : "Received";
+  return layout({
+    title: `Treasury of ${u.name}`,
+    body: html`<article class="treasury">
+<h1>Treasury of ${u.name}</h1>
+<p class="muted">Every figure here is read from the ${view.ledger === "embedded" ? "server's embedded Solana ledger" : "Solana network"}; each transaction links to where anyone can check it. A member pays dues with the Solana Pay link <code class="url">${view.duesPayPath}?member=@you@your.server</code> (also a Solana Action), or with <code>muster dues pay</code>.</p>
+<dl class="treasury-facts">
+<dt>Balance</dt><dd data-testid="balance" data-base-units="${r.balance.toString()}">${fmt(r.balance)} tokens</dd>
+<dt>Treasury account</dt><dd><a data-testid="address" href="${view.addressUrl(r.tokenAccount)}"><code class="url">${r.tokenAccount}</code></a></dd>
+<dt>Token</dt><dd><code class="url" data-testid="mint">${r.mint}</code></dd>
+<dt>Authority</dt><dd><code class="url" data-testid="authority">${r.authority}</code></dd>
+<dt>Signers</dt><dd data-testid="signers">${r.threshold} of ${r.signers.length}: ${r.signers.map((s, i) => html`${i ? ", " : ""}<code class="url">${s}</code>`)}</dd>
+<dt>Member badge</dt><dd data-testid="badge-mint">${r.badgeMint ? html`<code class="url">${r.badgeMint}</code>` : "none minted yet"}</dd>
+<dt>Shown below</dt><dd data-testid="totals" data-in="${inflow.toString()}" data-out="${outflow.toString()}">${fmt(inflow)} in, ${fmt(outflow)} out${r.truncated ? " (newest transactions only)" : ""}</dd>
+</dl>
+<h2>Inflows and outflows</h2>
+${r.flows.length === 0 ? html`<p class="muted" data-testid="no-flows">Nothing has moved yet.</p>` : ""}
+<ol class="flows" data-testid="flows">${r.flows.map((f) => {
+      const payer = payerOf(view, f);
+      return html`<li data-signature="${f.signature}" data-direction="${f.direction}" data-amount="${f.amount.toString()}" data-kind="${f.kind}">
+<strong>${f.direction === "in" ? "+" : "−"}${fmt(f.amount)}</strong> · ${label(f)}${f.direction === "in" ? html` from <span data-testid="payer">${payer ?? (f.kind === "dues" ? "a member (the roster is not public)" : "an unidentified wallet")}</span>` : html` to <code class="url">${short(f.counterparty)}</code>`}${f.reason ? html` <span class="small muted">(${f.reason})</span>` : ""}
+<br><span class="small">${f.blockTime === null ? "" : new Date(f.blockTime * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC · "}<a href="${view.txUrl(f.signature)}" title="${f.signature}"><code class="hash">${short(f.signature)}</code></a></span></li>`;
+    })}</ol>
+<p class="small muted">The same, as JSON: <a href="/u/${u.slug}/treasury.json">treasury.json</a>. RPC endpoint: <code class="url">${view.rpcUrl}</code></p>
+</article>`,
+  });
+}
