@@ -6,7 +6,9 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
 import { composeAction } from "../src/actions/actions.ts";
-import { countMembers, findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { type By, countMembers, findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { setOfficer } from "../src/members/membership.ts";
+import { castVote, closeProposal, createProposal, YES } from "../src/bylaws/proposals.ts";
 import {
   answerOffer, endRelationship, listRelationships, type Relationship, relationshipHistory,
 } from "../src/relationships/relationships.ts";
@@ -97,8 +99,25 @@ for (const d of dialects) {
       assert.deepEqual(await rels(mb, b), [], "a Follow carrying no offer is no relationship either");
     });
 
-    it("an alliance: proposed by A's officer, received by B, accepted, both told, listed in A's following", async () => {
-      const offered = await propose(ma, a, groupId(mb, "b").href, "ally", "both");
+    /** Makes the member an officer and passes a resolution they vote for; returns its number. */
+    async function passedResolution(m: TestMuster, u: Union, name: string, title: string): Promise<{ by: By; number: string }> {
+      const member = (await findMemberByActor(m.muster.database.db, u.id, peer.actorId(name).href))!;
+      await setOfficer(m.muster.membership, u.id, member.id, OPERATOR, null);
+      const p = await createProposal(m.muster.membership, u.id, OPERATOR, { kind: "resolution", title, closesAt: new Date(Date.now() + 600_000) });
+      await castVote(m.muster.membership, u.id, p.id, { memberId: member.id }, [YES], { kind: "web" });
+      const closed = await closeProposal(m.muster.membership, u.id, p.id, { force: true });
+      assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      return { by: { kind: "member", memberId: member.id }, number: String(closed!.number) };
+    }
+
+    it("an alliance ratified by member vote on both sides: proposed by A's officer, received by B, accepted, both told, listed in A's following", async () => {
+      a = await overrideBylaws(ma.muster.unions, "a", { allianceRatification: "member_vote" });
+      b = await overrideBylaws(mb.muster.unions, "b", { allianceRatification: "member_vote" });
+      const atA = await passedResolution(ma, a, "alice", `Ally with ${groupId(mb, "b").href}`);
+      const deps = { ...ma.muster.membership, federation: ma.muster.federation, origin: ma.origin };
+      // Without the vote, or with a vote about someone else, A's officer cannot commit A.
+      await assert.rejects(proposeTo(deps, a, atA.by, groupId(mb, "b").href, "ally", "both"), /ratified by member vote/);
+      const offered = await proposeTo(deps, a, atA.by, groupId(mb, "b").href, "ally", "both", { proposalId: atA.number });
       assert.equal(offered.state, "offered");
       const received = await eventually(async () => (await relWith(mb, b, groupId(ma, "a"))), "B receives the offer");
       assert.equal(received.state, "received");
@@ -107,10 +126,16 @@ for (const d of dialects) {
       assert.equal(received.followId, offered.followId);
       assert.equal(await findMemberByActor(mb.muster.database.db, b.id, groupId(ma, "a").href), undefined);
 
-      await answerOffer(mb.muster.membership, b.id, received.id, OPERATOR, true);
+      const atB = await passedResolution(mb, b, "bob", `Accept the alliance offered by ${groupId(ma, "a").href}`);
+      await assert.rejects(answerOffer(mb.muster.membership, b.id, received.id, atB.by, true), /ratified by member vote/);
+      await answerOffer(mb.muster.membership, b.id, received.id, atB.by, true, atB.number);
       const active = await eventually(async () => (await relWith(ma, a, groupId(mb, "b")))?.state === "active" && true, "A sees the Accept");
       assert.ok(active);
       assert.deepEqual((await relationshipHistory(ma.muster.database.db, a.id, offered.id)).map((e) => e.event), ["proposed", "accepted"]);
+      assert.ok((await relationshipHistory(ma.muster.database.db, a.id, offered.id))[0]!.proposalId, "A's step names its vote");
+      assert.ok((await relationshipHistory(mb.muster.database.db, b.id, received.id)).find((e) => e.event === "accepted")!.proposalId, "B's step names its vote");
+      a = await overrideBylaws(ma.muster.unions, "a", { allianceRatification: "officers" });
+      b = await overrideBylaws(mb.muster.unions, "b", { allianceRatification: "officers" });
       // Each side's members are told.
       for (const [name, from] of [["alice", groupId(ma, "a")], ["bob", groupId(mb, "b")]] as const) {
         await eventually(async () => {
