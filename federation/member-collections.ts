@@ -70,6 +70,8 @@ export function mountMemberCollections(app: Hono, deps: MemberCollectionDeps): v
         type: "Membership",
         member: r.actorId,
         sponsor: r.sponsorActorId,
+        // A sponsor from an allied union: the backlink across unions.
+        ...(r.allySponsor ? { allySponsor: r.allySponsor.actorId, allySponsorUnion: r.allySponsor.unionActorId } : {}),
         role: r.role,
         ...(r.portfolio ? { portfolio: r.portfolio } : {}),
         ...(r.joinedAt ? { joined: r.joinedAt.toISOString() } : {}),

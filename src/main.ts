@@ -29,7 +29,7 @@ import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { queueReportUp } from "./relationships/chapters.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
-import { mountRelationshipCollections } from "../federation/relationships.ts";
+import { mountRelationshipCollections, proposeTo } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
@@ -163,6 +163,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     unions,
     membership,
     remoteFollowUrl: (handle, target) => remoteFollowUrl(federation, config.origin, handle, target),
+    proposeAlliance: (union, by, target, relay, proposalId) =>
+      proposeTo({ ...membership, federation, origin: config.origin }, union, by, target, "ally", relay, proposalId ? { proposalId } : {}),
   });
   const fanout: FanoutDeps = {
     db: database.db,

@@ -108,7 +108,7 @@ for (const d of dialects) {
       const northJson = JSON.parse((await cli(mb, tb, ["chapter", "list", "north", "--json"])).out) as { parent: { peer: string } | null };
       assert.equal(northJson.parent?.peer, new URL("/u/a", ma.origin).href);
       const shown = await cli(mb, tb, ["union", "show", "north"]);
-      assert.match(shown.out, new RegExp(`Parent\\s+${new URL("/u/a", ma.origin).host.replace(/[.]/g, "\\.")}|Parent\\s+@a@`));
+      assert.match(shown.out, new RegExp(`Parent:\\s+(@a@${ma.origin.host.replace(/[.]/g, "\\.")}|${new URL("/u/a", ma.origin).href.replace(/[.]/g, "\\.")})\\n`));
       const shownJson = JSON.parse((await cli(ma, ta, ["union", "show", "a", "--json"])).out) as { chapters: { actorId: string }[]; allies: unknown[]; parent: unknown };
       assert.deepEqual(shownJson.chapters.map((c) => c.actorId), [northUrl]);
       assert.equal(shownJson.parent, null);

@@ -6,7 +6,9 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
 import { composeAction } from "../src/actions/actions.ts";
-import { countMembers, findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { type By, countMembers, findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { setOfficer } from "../src/members/membership.ts";
+import { castVote, closeProposal, createProposal, YES } from "../src/bylaws/proposals.ts";
 import {
   answerOffer, endRelationship, listRelationships, type Relationship, relationshipHistory,
 } from "../src/relationships/relationships.ts";
@@ -16,6 +18,7 @@ import { proposeTo } from "../federation/relationships.ts";
 import { offerInstrument } from "../federation/relationship-vocab.ts";
 import { followersPage } from "../federation/followers.ts";
 import { relayedTotals, talliesOf } from "../src/relationships/tallies.ts";
+import { chapterSnapshot, chapterTree, treeTotals } from "../src/relationships/chapters.ts";
 
 // Two (and, for chapters, three) real Muster servers on loopback, each with
 // its own database, and a Mastodon-like peer whose accounts are the members.
@@ -72,7 +75,7 @@ for (const d of dialects) {
       mc = await server();
       a = await makeUnion(ma, "a", { name: "Riders A", joinPolicy: "open" });
       b = await makeUnion(mb, "b", { name: "Couriers B", joinPolicy: "open" });
-      c = await makeUnion(mc, "c", { name: "Chapter C", joinPolicy: "open" });
+      c = await makeUnion(mc, "c", { name: "Chapter C", joinPolicy: "open", leaderHandle: `@carol@${peer.origin.host}` });
       a = await overrideBylaws(ma.muster.unions, "a", { actionsVisibility: "public" });
       await join(ma, "a", "alice");
       await join(mb, "b", "bob");
@@ -96,8 +99,25 @@ for (const d of dialects) {
       assert.deepEqual(await rels(mb, b), [], "a Follow carrying no offer is no relationship either");
     });
 
-    it("an alliance: proposed by A's officer, received by B, accepted, both told, listed in A's following", async () => {
-      const offered = await propose(ma, a, groupId(mb, "b").href, "ally", "both");
+    /** Makes the member an officer and passes a resolution they vote for; returns its number. */
+    async function passedResolution(m: TestMuster, u: Union, name: string, title: string): Promise<{ by: By; number: string }> {
+      const member = (await findMemberByActor(m.muster.database.db, u.id, peer.actorId(name).href))!;
+      await setOfficer(m.muster.membership, u.id, member.id, OPERATOR, null);
+      const p = await createProposal(m.muster.membership, u.id, OPERATOR, { kind: "resolution", title, closesAt: new Date(Date.now() + 600_000) });
+      await castVote(m.muster.membership, u.id, p.id, { memberId: member.id }, [YES], { kind: "web" });
+      const closed = await closeProposal(m.muster.membership, u.id, p.id, { force: true });
+      assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      return { by: { kind: "member", memberId: member.id }, number: String(closed!.number) };
+    }
+
+    it("an alliance ratified by member vote on both sides: proposed by A's officer, received by B, accepted, both told, listed in A's following", async () => {
+      a = await overrideBylaws(ma.muster.unions, "a", { allianceRatification: "member_vote" });
+      b = await overrideBylaws(mb.muster.unions, "b", { allianceRatification: "member_vote" });
+      const atA = await passedResolution(ma, a, "alice", `Ally with ${groupId(mb, "b").href}`);
+      const deps = { ...ma.muster.membership, federation: ma.muster.federation, origin: ma.origin };
+      // Without the vote, or with a vote about someone else, A's officer cannot commit A.
+      await assert.rejects(proposeTo(deps, a, atA.by, groupId(mb, "b").href, "ally", "both"), /ratified by member vote/);
+      const offered = await proposeTo(deps, a, atA.by, groupId(mb, "b").href, "ally", "both", { proposalId: atA.number });
       assert.equal(offered.state, "offered");
       const received = await eventually(async () => (await relWith(mb, b, groupId(ma, "a"))), "B receives the offer");
       assert.equal(received.state, "received");
@@ -106,10 +126,16 @@ for (const d of dialects) {
       assert.equal(received.followId, offered.followId);
       assert.equal(await findMemberByActor(mb.muster.database.db, b.id, groupId(ma, "a").href), undefined);
 
-      await answerOffer(mb.muster.membership, b.id, received.id, OPERATOR, true);
+      const atB = await passedResolution(mb, b, "bob", `Accept the alliance offered by ${groupId(ma, "a").href}`);
+      await assert.rejects(answerOffer(mb.muster.membership, b.id, received.id, atB.by, true), /ratified by member vote/);
+      await answerOffer(mb.muster.membership, b.id, received.id, atB.by, true, atB.number);
       const active = await eventually(async () => (await relWith(ma, a, groupId(mb, "b")))?.state === "active" && true, "A sees the Accept");
       assert.ok(active);
       assert.deepEqual((await relationshipHistory(ma.muster.database.db, a.id, offered.id)).map((e) => e.event), ["proposed", "accepted"]);
+      assert.ok((await relationshipHistory(ma.muster.database.db, a.id, offered.id))[0]!.proposalId, "A's step names its vote");
+      assert.ok((await relationshipHistory(mb.muster.database.db, b.id, received.id)).find((e) => e.event === "accepted")!.proposalId, "B's step names its vote");
+      a = await overrideBylaws(ma.muster.unions, "a", { allianceRatification: "officers" });
+      b = await overrideBylaws(mb.muster.unions, "b", { allianceRatification: "officers" });
       // Each side's members are told.
       for (const [name, from] of [["alice", groupId(ma, "a")], ["bob", groupId(mb, "b")]] as const) {
         await eventually(async () => {
@@ -283,6 +309,29 @@ for (const d of dialects) {
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(await announcesOf(groupId(mc, "c"), noteId), 1);
       assert.equal(await announcesOf(groupId(mb, "b"), noteId), 1);
+    });
+
+    it("chapter totals roll up: A sees C and grand-chapter B with their members and commitments, and C's lead in its cabinet", async () => {
+      // B (1 member, bob, who committed to A's earlier call while an ally) reports to C; C (carol) reports itself and B to A.
+      const tree = await eventually(async () => {
+        const t = await chapterTree(ma.muster.database.db, a.id);
+        return t[0]?.chapters[0]?.members === 1 && t[0].members === 1 ? t : undefined;
+      }, "A holds C's report with B inside it");
+      assert.equal(tree.length, 1);
+      assert.equal(tree[0]!.actorId, groupId(mc, "c").href);
+      assert.equal(tree[0]!.name, "Chapter C");
+      assert.deepEqual(tree[0]!.leads.map((l) => l.handle), [`@carol@${peer.origin.host}`]);
+      assert.deepEqual(tree[0]!.chapters.map((n) => [n.actorId, n.name, n.members, n.commitments, n.chapters.length]), [[groupId(mb, "b").href, "Couriers B", 1, 1, 0]]);
+      const whole = treeTotals(await chapterSnapshot(ma.muster.database.db, a.id, groupId(ma, "a").href));
+      assert.deepEqual(whole, { members: 3, commitments: 1, chapters: 2 });
+      // The public page shows the tree, grand-chapter nested under its chapter, with totals when the roster is public.
+      await overrideBylaws(ma.muster.unions, "a", { membersVisibility: "public" });
+      const page = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
+      assert.match(page, new RegExp(`data-testid="chapters"><li><a href="${groupId(mc, "c").href}" [^>]*>Chapter C</a>[\\s\\S]*?1 member, 0 commitments[\\s\\S]*?<ul class="chapter-tree"><li><a href="${groupId(mb, "b").href}" [^>]*>Couriers B</a>[\\s\\S]*?1 member, 1 commitment<`));
+      assert.match(page, /data-testid="tree-totals">The whole union: 3 members and 1 commitment across 2 chapters\./);
+      await overrideBylaws(ma.muster.unions, "a", { membersVisibility: "signed-in" });
+      const hidden = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
+      assert.doesNotMatch(hidden, /data-testid="chapter-totals"|tree-totals/, "no counts for a visitor who may not see the roster");
     });
   });
 }

@@ -114,5 +114,43 @@ for (const d of dialects) {
       assert.equal(gone.status, 410);
       await gone.body?.cancel();
     });
+
+    it("the leader proposes an alliance from the console by handle or URL, at 1280 and 390 px; a bad target is refused with the typed value kept", async () => {
+      const fits = async (what: string) => assert.equal(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `${what} fits`);
+      const couriersUrl = new URL("/u/couriers", other.origin).href;
+      for (const width of [1280, 390]) {
+        await page.setViewportSize({ width, height: 900 });
+        await page.goto(fx.url("/u/riders/console/unions"));
+        await fits(`the Other unions tab at ${width} px`);
+        await page.fill("[data-testid=propose-target]", "@nobody@127.0.0.1:9");
+        await Promise.all([page.waitForLoadState(), page.click("[data-testid=propose]")]);
+        assert.match(await page.textContent("body") ?? "", /(could not look up|is not a union).*@nobody@127\.0\.0\.1:9|@nobody@127\.0\.0\.1:9 is not a union/);
+        assert.equal(await page.inputValue("[data-testid=propose-target]"), "@nobody@127.0.0.1:9");
+        await fits(`the refusal at ${width} px`);
+      }
+      await page.fill("[data-testid=propose-target]", couriersUrl);
+      await page.selectOption("[data-testid=propose-relay]", "theirs");
+      await Promise.all([page.waitForURL(/done=proposed/), page.click("[data-testid=propose]")]);
+      assert.match(await page.textContent("body") ?? "", /Proposed: the other union's officers/);
+      const row = page.locator("tr[data-relationship]");
+      assert.equal(await row.count(), 1);
+      assert.match(await row.textContent() ?? "", /waiting for their answer/);
+      await fits("the Other unions tab with a proposal at 390 px");
+      const offer = await eventually(async () => (await listRelationships(other.muster.database.db, couriers.id, { states: ["received"] }))[0], "couriers receives the offer");
+      assert.equal(offer.relay, "ours", "relaying as the proposer chose, seen from the other side");
+      assert.equal(offer.peerActorId, fx.url("/u/riders"));
+      // Proposing again while the offer is open is refused, in one line on the page.
+      await page.fill("[data-testid=propose-target]", couriersUrl);
+      await Promise.all([page.waitForLoadState(), page.click("[data-testid=propose]")]);
+      assert.match(await page.textContent("body") ?? "", /already a relationship/);
+      // A cross-site form post is refused.
+      const res = await fetch(fx.url("/u/riders/console/unions/propose"), {
+        method: "POST", redirect: "manual", body: new URLSearchParams({ target: couriersUrl }),
+        headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: "https://evil.example" },
+      });
+      assert.equal(res.status, 403);
+      await page.goto(fx.url("/u/riders"));
+      await fits("the public page at 390 px");
+    });
   });
 }

@@ -14,6 +14,10 @@ import { overrideBylaws } from "./helpers/bylaws.ts";
 import { setOfficer } from "../src/members/membership.ts";
 import { castVote, closeProposal, createProposal, YES } from "../src/bylaws/proposals.ts";
 import { namesPeer } from "../src/relationships/relationships.ts";
+import { createAllyInvite } from "../src/relationships/backlinks.ts";
+import { claimInviteForApplicant } from "../src/members/membership.ts";
+import { readRoster } from "../src/members/roster.ts";
+import { getUnionById } from "../src/unions/unions.ts";
 
 const SELF = "https://here.example/u/a";
 const B = "https://there.example/u/b";
@@ -150,6 +154,39 @@ for (const d of dialects) {
       await castVote(c.deps, a.id, amendment.id, { memberId: joined.member!.id }, [YES], { kind: "web" });
       await closeProposal(c.deps, a.id, amendment.id, { force: true });
       await assert.rejects(proposeRelationship(c.deps, a.id, officer, { ...proposal(C), proposalId: String(amendment.number) }), /not a resolution/);
+    }));
+
+    it("cross-union backlinks: an ally invite records the ally's member and union on whoever joins with it; the tree stays acyclic; non-allies are refused", () => withCtx(d, async (c) => {
+      const a = await makeUnion(c);
+      await overrideBylaws(c.deps, "a", { membersVisibility: "public" });
+      const sponsor = { actorId: "https://there.example/users/bea", unionActorId: B };
+      await assert.rejects(createAllyInvite(c.deps, a.id, OPERATOR, sponsor), /not an active ally/);
+      await receiveOffer(c.deps, a.id, { peerActorId: B, peerHandle: "@b@there.example", followId: `${B}/f/9`, kind: "ally", relay: "both" });
+      const offer = (await listRelationships(c.db, a.id))[0]!;
+      await assert.rejects(createAllyInvite(c.deps, a.id, OPERATOR, sponsor), /not an active ally/, "an offer is not an alliance yet");
+      await answerOffer(c.deps, a.id, offer.id, OPERATOR, true);
+      const joined = await requestToJoin(c.deps, a.id, person("plain"), followId());
+      await assert.rejects(createAllyInvite(c.deps, a.id, { kind: "member", memberId: joined.member!.id }, sponsor), /only the leader and officers/);
+      await assert.rejects(createAllyInvite(c.deps, a.id, OPERATOR, { ...sponsor, actorId: "not a url" }), /must be an actor URL/);
+      const invite = await createAllyInvite(c.deps, a.id, OPERATOR, sponsor);
+      const newcomer = person("nia", "third.example");
+      await claimInviteForApplicant(c.deps, a.id, invite.code, newcomer.handle!);
+      const result = await requestToJoin(c.deps, a.id, newcomer, followId());
+      assert.equal(result.outcome, "accepted");
+      const row = await c.db.selectFrom("members").select(["sponsor_id", "ally_sponsor_actor_id", "ally_sponsor_union"]).where("id", "=", result.member!.id).executeTakeFirstOrThrow();
+      assert.deepEqual([row.ally_sponsor_actor_id, row.ally_sponsor_union], [sponsor.actorId, B]);
+      // Her place in A's own tree is under A's members (here the root, as the operator issued the invite): never under a stranger.
+      assert.ok(row.sponsor_id === null || (await c.db.selectFrom("members").select("union_id").where("id", "=", row.sponsor_id).executeTakeFirstOrThrow()).union_id === a.id);
+      const union = (await getUnionById(c.db, a.id))!;
+      const roster = await readRoster(c.db, union, { via: "federation" }, { limit: 50 });
+      assert.ok(roster.ok);
+      const item = roster.items.find((i) => i.actorId === newcomer.actorId)!;
+      assert.deepEqual(item.allySponsor, { actorId: sponsor.actorId, unionActorId: B });
+      assert.equal(roster.items.find((i) => i.actorId === person("plain").actorId)!.allySponsor, null);
+      // The roster's rule still applies to who sees the backlink.
+      await overrideBylaws(c.deps, "a", { membersVisibility: "officers" });
+      const hidden = await readRoster(c.db, (await getUnionById(c.db, a.id))!, { via: "federation" }, { limit: 50 });
+      assert.equal(hidden.ok, false);
     }));
 
     it("a union has one parent at most", () => withCtx(d, async (c) => {

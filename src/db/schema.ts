@@ -122,6 +122,10 @@ export interface MembersTable {
   left_reason: string | null;
   removed_by: string | null;
   created_at: number;
+  /** A member of an allied union who sponsored this one in (0030): outside this union's tree. */
+  ally_sponsor_actor_id: Generated<string | null>;
+  /** That sponsor's home union (its Group's actor id). */
+  ally_sponsor_union: Generated<string | null>;
 }
 
 export interface MemberMovesTable {
@@ -147,6 +151,9 @@ export interface InvitesTable {
   created_at: number;
   /** 1 for the invite handed to a member on joining: their own invites take places from it. */
   welcome: Generated<number>;
+  /** An invite given to a member of an allied union (0030): who joins with it records them as their sponsor. */
+  ally_sponsor_actor_id: Generated<string | null>;
+  ally_sponsor_union: Generated<string | null>;
 }
 
 export interface JoinClaimsTable {

@@ -1,3 +1,5 @@
+import type { ProposeAlliance } from "./relationships-web.ts";
+import { chapterSnapshot } from "../relationships/chapters.ts";
 import type { Federation } from "@fedify/fedify";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -47,6 +49,8 @@ export interface HttpDeps {
   readonly maxBodyBytes: number;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps;
+  /** Looks up another union by handle or URL and offers it an alliance (federation/relationships.ts proposeTo). */
+  readonly proposeAlliance?: ProposeAlliance;
   /** The newcomer's own server's follow page for `target`, if it has one. */
   readonly remoteFollowUrl: (handle: string, target: URL) => Promise<string | undefined>;
   /** Behind a reverse proxy: rate-limit by the last X-Forwarded-For address instead of the socket's. */
@@ -197,6 +201,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
       links: await unionLinks(db, union.id),
+      tree: await chapterSnapshot(db, union.id, new URL(`/u/${union.slug}`, deps.origin).href),
+      totalsShown: rosterShown,
       crowdfunds: readable ? await crowdfundItems({ db, formatUnits }, union) : [],
     }));
   });
@@ -257,7 +263,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   }
 
   // Sign-in, the officers' console and the member page.
-  mountMembersWeb(app, { db, origin: deps.origin, membership: deps.membership, trustProxy: deps.trustProxy });
+  mountMembersWeb(app, { db, origin: deps.origin, membership: deps.membership, trustProxy: deps.trustProxy, proposeAlliance: deps.proposeAlliance });
 
   app.get("/api/unions", async (c) => c.json({ unions: (await listUnions(db)).map((u) => unionJson(u, deps.origin)) }));
   app.get("/api/unions/:slug", async (c) => {

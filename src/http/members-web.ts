@@ -1,3 +1,5 @@
+import { type ChapterNode, chapterTree } from "../relationships/chapters.ts";
+import type { ChapterLead } from "./pages/console.ts";
 import { BylawsError, parseAssignments } from "../bylaws/params.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
@@ -31,7 +33,7 @@ import { membersPage } from "./pages/members.ts";
 import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts";
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
-import { mountRelationshipsWeb } from "./relationships-web.ts";
+import { mountRelationshipsWeb, type ProposeAlliance } from "./relationships-web.ts";
 import { mountProposalsWeb } from "./proposals-web.ts";
 import { delegationState, mayPropose } from "../bylaws/proposing.ts";
 import { delegateVote, type DelegationScope, ProposalError, withdrawDelegation } from "../bylaws/proposals.ts";
@@ -44,6 +46,7 @@ export interface MembersWebDeps {
   readonly db: Kysely<DB>;
   readonly origin: URL;
   readonly membership: MembershipDeps;
+  readonly proposeAlliance?: ProposeAlliance;
   /**
    * Take the client address from the last X-Forwarded-For entry (set by a
    * reverse proxy in front of Muster). Off: the socket's peer address, which
@@ -267,6 +270,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       treeRoots(db, union.id),
     ]);
     const trees = await Promise.all(roots.map((r) => loadTree(db, r)));
+    const chapterLeads = leadsOf(await chapterTree(db, union.id));
     const creators = await handlesOf(db, union.id, invites.flatMap((i) => (i.createdBy ? [i.createdBy] : [])));
     const createdCode = c.req.query("created");
     const created = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
@@ -286,6 +290,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       notice: DONE[c.req.query("done") ?? ""],
       error: extra.error,
       inviteValues: extra.inviteValues,
+      chapterLeads,
     }), extra.status ?? 200);
   }
 
@@ -394,7 +399,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     },
   });
 
-  mountRelationshipsWeb(app, { db, relationships: membership, gate });
+  mountRelationshipsWeb(app, { db, relationships: membership, gate, propose: deps.proposeAlliance });
 
   // ---- The member list and tree, for browsers ----
 
@@ -542,4 +547,9 @@ function inviteInput(v: Viewer, values: { uses: string; expires: string }) {
   // Empty uses: unlimited for officers; one for members (the domain's default).
   const maxUses = values.uses === "" ? (isOfficer(v.member) ? null : undefined) : Number(values.uses);
   return { by: { kind: "member", memberId: v.member.id } as By, maxUses, expiresInMs };
+}
+
+/** Every chapter's leads, down the whole tree, in tree order. */
+function leadsOf(nodes: readonly ChapterNode[]): ChapterLead[] {
+  return nodes.flatMap((n) => [...n.leads.map((l) => ({ handle: l.handle, actorId: l.actorId, chapter: n.name, chapterActorId: n.actorId })), ...leadsOf(n.chapters)]);
 }

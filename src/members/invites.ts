@@ -34,7 +34,7 @@ const STATUS_TEXT: Record<Exclude<InviteStatus, "valid">, string> = {
   used_up: "this invite has been used as many times as it allows",
 };
 
-function toInvite(r: Selectable<InvitesTable>): Invite {
+function toInvite(r: Omit<Selectable<InvitesTable>, "ally_sponsor_actor_id" | "ally_sponsor_union">): Invite {
   return {
     id: r.id,
     unionId: r.union_id,

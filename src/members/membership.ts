@@ -1,3 +1,4 @@
+import { recordAllySponsor } from "../relationships/backlinks.ts";
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
@@ -355,6 +356,8 @@ async function admit(
     .where("id", "=", memberId).where("state", "=", "pending").executeTakeFirst();
   if (Number(r.numUpdatedRows) !== 1) throw new MemberError("conflict", "this applicant is no longer pending");
   await attach(trx, memberId, sponsorId);
+  // An ally invite: the ally's member who sponsored them is kept beside the tree.
+  if (inviteId) await recordAllySponsor(trx, memberId, inviteId);
   const own = await ownInviteCode(trx, union, memberId);
   await deps.outbox.add(trx, { kind: "follow.accept", unionId: union.id, memberId });
   await deps.outbox.add(trx, { kind: "member.welcome", unionId: union.id, memberId, inviteCode: own });

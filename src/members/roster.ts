@@ -19,6 +19,8 @@ export interface Membership {
   readonly portfolio: string | null;
   readonly joinedAt: Date | null;
   readonly sponsorActorId: string | null;
+  /** A member of an allied union who sponsored them in, and that union (cross-union backlink). */
+  readonly allySponsor: { readonly actorId: string; readonly unionActorId: string | null } | null;
   readonly sponsorHandle: string | null;
 }
 
@@ -71,7 +73,7 @@ export async function readRoster(db: Kysely<DB>, union: Union, viewer: Viewer, o
       .executeTakeFirstOrThrow().then((r) => Number(r.n)),
     db.selectFrom("members as m")
       .leftJoin("members as s", "s.id", "m.sponsor_id")
-      .select(["m.id", "m.actor_id", "m.handle", "m.role", "m.portfolio", "m.joined_at", "s.actor_id as sponsor_actor_id", "s.handle as sponsor_handle"])
+      .select(["m.id", "m.actor_id", "m.handle", "m.role", "m.portfolio", "m.joined_at", "s.actor_id as sponsor_actor_id", "s.handle as sponsor_handle", "m.ally_sponsor_actor_id", "m.ally_sponsor_union"])
       .where("m.union_id", "=", union.id).where("m.state", "=", "active")
       .$if(!!opts.after, (q) => q.where("m.id", ">", opts.after!))
       .$if(pattern !== undefined, (q) => q.where(sql<boolean>`lower(m.handle) like ${pattern} escape '\\'`))
@@ -91,6 +93,7 @@ export async function readRoster(db: Kysely<DB>, union: Union, viewer: Viewer, o
       joinedAt: r.joined_at === null ? null : new Date(Number(r.joined_at)),
       sponsorActorId: r.sponsor_actor_id,
       sponsorHandle: r.sponsor_handle,
+      allySponsor: r.ally_sponsor_actor_id ? { actorId: r.ally_sponsor_actor_id, unionActorId: r.ally_sponsor_union } : null,
     })),
     next: rows.length === opts.limit ? rows[rows.length - 1]!.id : undefined,
   };

@@ -1,3 +1,4 @@
+import { createAllyInvite } from "../../relationships/backlinks.ts";
 import { type ChapterNode, chapterSnapshot, treeTotals } from "../../relationships/chapters.ts";
 import type { Muster } from "../../main.ts";
 import { OPERATOR } from "../../members/members.ts";
@@ -142,6 +143,26 @@ export const allyCommands: Command[] = [
         };
         line(tree, "", "");
         out(`${lines.join("\n")}\nWhole tree: ${totals.members} members, ${totals.commitments} commitments, ${totals.chapters} chapter${totals.chapters === 1 ? "" : "s"}.\n`);
+      });
+    },
+  },
+  {
+    path: ["ally", "invite"],
+    usage: "muster ally invite <union> <@ally@host or URL> <sponsor actor URL> [--uses N] [--json]",
+    summary: "Give a member of an allied union an invite of <union>: whoever joins with it records that member and union as their sponsor.",
+    options: { uses: { type: "string" }, ...JSON_OPT },
+    positionals: ["union", "ally", "sponsor"],
+    async run({ values, positionals }) {
+      const usesRaw = str(values, "uses");
+      const uses = usesRaw === undefined ? 1 : Number(usesRaw);
+      if (!Number.isInteger(uses) || uses < 1) throw new UsageError(`--uses takes a whole number from 1; got ${JSON.stringify(usesRaw)}`);
+      await withMuster(async (m) => {
+        const union = await requireUnion(m, positionals[0]!);
+        const rel = await requireRelationship(m, union, positionals[1]!);
+        const invite = await createAllyInvite(m.membership, union.id, OPERATOR, { actorId: positionals[2]!, unionActorId: rel.peerActorId }, { maxUses: uses });
+        const url = new URL(`/u/${union.slug}/join/${invite.code}`, m.config.origin).href;
+        if (values.json) return print({ code: invite.code, url, sponsor: positionals[2], ally: rel.peerActorId, uses });
+        out(`Invite for ${positionals[2]} of ${rel.peerHandle ?? rel.peerActorId}: ${url}\n`);
       });
     },
   },

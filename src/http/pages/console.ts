@@ -24,6 +24,15 @@ export interface ConsoleView {
   readonly notice?: string;
   readonly error?: string;
   readonly inviteValues?: { readonly uses?: string; readonly expires?: string };
+  /** Leaders of this union's chapters (and their chapters), as the chapters reported them: the cabinet's chapter leads. */
+  readonly chapterLeads?: readonly ChapterLead[];
+}
+
+export interface ChapterLead {
+  readonly handle: string;
+  readonly actorId: string | null;
+  readonly chapter: string;
+  readonly chapterActorId: string;
 }
 
 export function consolePage(v: ConsoleView): Html {
@@ -76,6 +85,18 @@ ${v.page > 1 ? html` <a href="${base}?page=${v.page - 1}#members">← previous</
 ${v.page < pages ? html` <a href="${base}?page=${v.page + 1}#members">next →</a>` : ""}</p>`
       : ""}
 </section>
+
+${v.chapterLeads?.length
+      ? html`<section id="chapter-leads">
+<h2>Chapter leads</h2>
+<div class="table-wrap"><table>
+<thead><tr><th>Lead</th><th>Chapter</th></tr></thead>
+<tbody>${v.chapterLeads.map((l) => html`<tr data-chapter-lead="${l.handle}">
+<td>${l.actorId ? html`<a href="${l.actorId}" rel="nofollow noopener" target="_blank">${l.handle}</a>` : l.handle} <span class="badge">Chapter lead</span></td>
+<td><a href="${l.chapterActorId}" rel="nofollow noopener" target="_blank">${l.chapter}</a></td>
+</tr>`)}</tbody></table></div>
+</section>`
+      : ""}
 
 <section id="invites">
 <h2>Invites</h2>

@@ -54,7 +54,7 @@ ${v.search ? html`<p data-testid="search-count">${v.matched === 0 ? `No member's
 <div class="table-wrap"><table data-testid="roster">
 <thead><tr><th>Member</th><th>Office</th><th>Recruited by</th><th>Joined</th></tr></thead>
 <tbody>
-${v.items.map((m) => html`<tr data-member="${m.handle ?? m.memberId}"><td class="handle"><a href="${base}?root=${encodeURIComponent(m.memberId)}#tree" title="Their part of the tree">${m.handle ?? "(unknown)"}</a></td><td>${office(m)}</td><td>${m.sponsorHandle ?? html`<span class="muted">—</span>`}</td><td>${fmtDate(m.joinedAt)}</td></tr>`)}
+${v.items.map((m) => html`<tr data-member="${m.handle ?? m.memberId}"><td class="handle"><a href="${base}?root=${encodeURIComponent(m.memberId)}#tree" title="Their part of the tree">${m.handle ?? "(unknown)"}</a></td><td>${office(m)}</td><td>${m.sponsorHandle ?? html`<span class="muted">—</span>`}${m.allySponsor ? html` <span class="ally-sponsor" data-testid="ally-sponsor">sponsored by <a href="${m.allySponsor.actorId}" rel="nofollow noopener">${m.allySponsor.actorId}</a>${m.allySponsor.unionActorId ? html` of allied union <a href="${m.allySponsor.unionActorId}" rel="nofollow noopener">${m.allySponsor.unionActorId}</a>` : ""}</span>` : ""}</td><td>${fmtDate(m.joinedAt)}</td></tr>`)}
 </tbody>
 </table></div>
 <p>${v.paged ? html`<a href="${base}${v.search ? `?q=${encodeURIComponent(v.search)}` : ""}#list">First page</a> ` : ""}${v.next ? html`<a href="${base}?${v.search ? `q=${encodeURIComponent(v.search)}&` : ""}after=${encodeURIComponent(v.next)}#list" data-testid="next-page">Next page</a>` : ""}</p>

@@ -5,6 +5,7 @@ import type { Union } from "../../unions/unions.ts";
 import { kindLabel, progressBar } from "./actions.ts";
 import { type Html, layout } from "./layout.ts";
 import { plural } from "../../english.ts";
+import { type ChapterNode, treeTotals } from "../../relationships/chapters.ts";
 import { crowdfundList, type CrowdfundListItem } from "./crowdfund.ts";
 
 /**
@@ -34,6 +35,10 @@ export interface UnionPageExtras {
   readonly viewer?: { readonly handle: string; readonly home: "me" | "console" };
   /** Parent, allies and chapters (active relationships with other unions). */
   readonly links?: UnionLinks;
+  /** This union and its tree of chapters, as they reported themselves. */
+  readonly tree?: ChapterNode;
+  /** Whether the visitor may see member counts (the roster's rule, as for memberCount). */
+  readonly totalsShown?: boolean;
   /** The union's crowdfunds members may see. */
   readonly crowdfunds?: readonly CrowdfundListItem[];
 }
@@ -61,7 +66,7 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
 </dl>
 <p class="governance" data-testid="governance"><a href="/u/${union.slug}/proposals" data-testid="proposals-link">Proposals and votes</a> · <a href="/u/${union.slug}/bylaws">Bylaws</a></p>
 ${current ? currentActionCard(union, current) : ""}
-${extras.links ? linksSection(extras.links) : ""}
+${extras.links ? linksSection(extras.links, extras.tree, extras.totalsShown ?? false) : ""}
 ${extras.crowdfunds ? crowdfundList(union, extras.crowdfunds) : ""}
 ${extras.recent?.length ? html`<section data-testid="recent-actions"><h2>Recent calls to action</h2>
 <ul class="recent">${extras.recent.map((a) => html`<li><a href="/u/${union.slug}/actions/${a.id}">${a.title}</a> <span class="muted small">#${a.seq} · <time datetime="${a.publishedAt?.toISOString() ?? ""}">${a.publishedAt?.toISOString().slice(0, 10) ?? ""}</time></span></li>`)}</ul>
@@ -97,11 +102,23 @@ function peerList(testid: string, peers: readonly PeerLink[]): Html {
   return html`<ul data-testid="${testid}">${peers.map((p) => html`<li><a href="${p.actorId}" rel="nofollow noopener">${p.handle ?? p.actorId}</a></li>`)}</ul>`;
 }
 
-function linksSection(links: UnionLinks): Html | "" {
+function linksSection(links: UnionLinks, tree: ChapterNode | undefined, totalsShown: boolean): Html | "" {
   if (links.parent.length + links.allies.length + links.chapters.length === 0) return "";
+  const handles = new Map(links.chapters.map((c) => [c.actorId, c.handle]));
+  const totals = tree ? treeTotals(tree) : undefined;
   return html`<section class="card unions" data-testid="union-links">
 ${links.parent.length ? html`<h2>Parent union</h2>${peerList("parent", links.parent)}` : ""}
 ${links.allies.length ? html`<h2>Allies</h2>${peerList("allies", links.allies)}` : ""}
-${links.chapters.length ? html`<h2>Chapters</h2>${peerList("chapters", links.chapters)}` : ""}
+${links.chapters.length
+    ? html`<h2>Chapters</h2>${tree ? chapterList("chapters", tree.chapters, handles, totalsShown) : peerList("chapters", links.chapters)}
+${totals && totalsShown ? html`<p class="muted" data-testid="tree-totals">The whole union: ${plural(totals.members, "member")} and ${plural(totals.commitments, "commitment")} across ${plural(totals.chapters, "chapter")}.</p>` : ""}`
+    : ""}
 </section>`;
+}
+
+/** The tree of chapters as each reported itself; grand-chapters nest under their chapter. */
+function chapterList(testid: string | null, nodes: readonly ChapterNode[], handles: ReadonlyMap<string, string | null>, totalsShown: boolean): Html {
+  return html`<ul class="chapter-tree"${testid ? html` data-testid="${testid}"` : ""}>${nodes.map((n) => html`<li><a href="${n.actorId}" rel="nofollow noopener">${n.name}</a>${handles.get(n.actorId) ? html` <span class="muted">${handles.get(n.actorId)}</span>` : ""}
+${totalsShown ? html`<span class="chapter-totals" data-testid="chapter-totals">${plural(n.members, "member")}, ${plural(n.commitments, "commitment")}</span>` : ""}
+${n.chapters.length ? chapterList(null, n.chapters, handles, totalsShown) : ""}</li>`)}</ul>`;
 }
