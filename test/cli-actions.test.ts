@@ -51,7 +51,8 @@ for (const d of dialects) {
       tdb = await d.create();
       env.DATABASE_URL = tdb.url;
       if (d.name === "sqlite") env.DATA_DIR = dirname(tdb.url.slice("sqlite:".length));
-      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error" }));
+      // The same DATA_DIR as the CLI runs, so both open the keys with the same secret key (DATA_DIR/secret.key).
+      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error", ...(env.DATA_DIR ? { DATA_DIR: env.DATA_DIR } : {}) }));
       ok(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", "@lead@remote.example"], env);
     });
     after(async () => {

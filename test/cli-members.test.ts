@@ -93,7 +93,8 @@ for (const d of dialects) {
       tdb = await d.create();
       env.DATABASE_URL = tdb.url;
       if (d.name === "sqlite") env.DATA_DIR = dirname(tdb.url.slice("sqlite:".length));
-      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error" }));
+      // The same DATA_DIR as the CLI runs, so both open the keys with the same secret key (DATA_DIR/secret.key).
+      m = await createMuster(loadConfig({ DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error", ...(env.DATA_DIR ? { DATA_DIR: env.DATA_DIR } : {}) }));
       ok(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", LEAD.handle, "--join-policy", "approval"], env);
       union = (await getUnionBySlug(m.database.db, "riders"))!;
       assert.equal((await requestToJoin(m.membership, union.id, LEAD, followId())).outcome, "accepted");
