@@ -34,6 +34,8 @@ import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb } from "./relationships-web.ts";
 import { ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
 import { newProposalPage, proposalPage } from "./pages/proposal.ts";
+import { issueWalletChallenge, proveWallet, walletOf } from "../treasury/wallet-proof.ts";
+import { TreasuryError } from "../treasury/dues.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -67,6 +69,7 @@ const DONE: Record<string, string> = {
   officer: "Office updated.",
   visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
+  wallet_linked: "Wallet linked, with proof. Your badge follows shortly.",
 };
 
 const CODE_PROBLEMS: Record<CodeProblem, { status: 404 | 410 | 403; message: string }> = {
@@ -549,9 +552,11 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     ]);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
+    const wallet = await walletOf(db, union.id, member.id);
     return c.html(mePage({
       union,
       origin,
+      wallet,
       viewer: member,
       chain,
       recruits,
@@ -571,6 +576,39 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   });
 
   app.post("/u/:slug/me/invites", (c) => postInvite(c, "me"));
+
+  // Wallet linking from the page (public/wallet-link.js): a challenge for the
+  // signed-in member, then their wallet's signature of it.
+  app.post("/u/:slug/me/wallet/challenge", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const { union, member } = g.viewer;
+    if (!member.actorId) return c.json({ error: { code: "invalid", message: "your account has not joined yet" } }, 400);
+    const ch = await issueWalletChallenge(db, union.id, member.id, { union: new URL(`/u/${union.slug}`, origin).href, actorId: member.actorId });
+    return c.json({ message: ch.message, expiresAt: new Date(ch.expiresAt).toISOString() });
+  });
+
+  app.post("/u/:slug/me/wallet", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    let body: { wallet?: unknown; message?: unknown; signature?: unknown };
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: { code: "invalid", message: "expected JSON with wallet, message and signature" } }, 400);
+    }
+    if (typeof body.wallet !== "string" || typeof body.message !== "string" || typeof body.signature !== "string" || body.message.length > 2000) {
+      return c.json({ error: { code: "invalid", message: "expected JSON with wallet, message and signature" } }, 400);
+    }
+    try {
+      // A challenge is issued to one member: another member's signed challenge links nothing here.
+      const linked = await proveWallet(membership, g.viewer.union.id, { wallet: body.wallet, message: body.message, signature: body.signature }, Date.now(), g.viewer.member.id);
+      return c.json({ wallet: linked.wallet });
+    } catch (e) {
+      if (e instanceof TreasuryError) return c.json({ error: { code: e.code, message: e.message } }, 400);
+      throw e;
+    }
+  });
 
   app.post("/u/:slug/me/invites/:code/revoke", async (c) => {
     const g = await gate(c, false);
