@@ -9,8 +9,10 @@ import { inboxIngest } from "./inbox-ingest.ts";
 import { type Benchmark, loadAverage, machineFacts, printTable, type Row } from "./lib.ts";
 import { queueThroughput } from "./queue-throughput.ts";
 import { tree } from "./tree.ts";
+import { votes } from "./votes.ts";
+import { crowdfund } from "./crowdfund.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, tree, hostile, votes, crowdfund];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

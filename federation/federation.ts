@@ -12,6 +12,7 @@ import { processOnce } from "./inbox-record.ts";
 import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { onVote } from "./inbox-votes.ts";
+import { onFeatureAnswer, onStampDelete, registerFepContext } from "./featured-collections.ts";
 import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
@@ -37,12 +38,15 @@ export interface FederationDeps {
   readonly allowPrivateAddress: boolean;
   /** Tests start and stop the queue themselves so `node --test` can exit. */
   readonly manuallyStartQueue?: boolean;
+  /** How often, at most, an open vote's running tally goes out (ms per proposal). */
+  readonly tallyBatchMs?: number;
 }
 
 const log = logger("federation");
 
 export function createMusterFederation(deps: FederationDeps): Federation<void> {
   const { db } = deps;
+  registerFepContext();
   const federation = createFederation<void>({
     kv: deps.kv,
     queue: deps.queue,
@@ -141,7 +145,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
   registerActionObjects(federation, db);
   registerProposalObjects(federation, db);
 
-  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR };
+  const inboxDeps = { db, events: deps.events, outbox: deps.outbox, instanceActor: INSTANCE_ACTOR, tallyBatchMs: deps.tallyBatchMs };
   federation
     .setInboxListeners("/u/{identifier}/inbox", "/inbox")
     // Keys fetched to verify shared-inbox deliveries are fetched signed, so
@@ -150,7 +154,10 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     .on(Follow, (ctx, a) => onFollow(inboxDeps, ctx, a))
     .on(Undo, (ctx, a) => onUndo(inboxDeps, ctx, a))
     .on(Block, (ctx, a) => onBlock(inboxDeps, ctx, a))
-    .on(Delete, (ctx, a) => onDelete(inboxDeps, ctx, a))
+    // A Delete of a consent stamp we hold withdraws an item of our featured collections (FEP-7aa9).
+    .on(Delete, async (ctx, a) => {
+      if (!(await onStampDelete(inboxDeps, a))) await onDelete(inboxDeps, ctx, a);
+    })
     .on(Move, (ctx, a) => onMove(inboxDeps, ctx, a))
     .on(Like, (ctx, a) => onLike(inboxDeps, ctx, a))
     .on(Announce, (ctx, a) => onAnnounce(inboxDeps, ctx, a))
@@ -158,8 +165,12 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     .on(Create, async (ctx, a) => {
       if (!(await onVote(inboxDeps, ctx, a))) await onCreate(inboxDeps, ctx, a);
     })
-    .on(Accept, (ctx, a) => onAnswer(inboxDeps, ctx, a))
-    .on(Reject, (ctx, a) => onAnswer(inboxDeps, ctx, a))
+    .on(Accept, async (ctx, a) => {
+      if (!(await onFeatureAnswer({ ...inboxDeps, origin: deps.origin }, ctx, a, true))) await onAnswer(inboxDeps, ctx, a);
+    })
+    .on(Reject, async (ctx, a) => {
+      if (!(await onFeatureAnswer({ ...inboxDeps, origin: deps.origin }, ctx, a, false))) await onAnswer(inboxDeps, ctx, a);
+    })
     // Everything else is recorded (once) for the features that will read it.
     .on(Activity, async (ctx, activity) => {
       const union = ctx.recipient && ctx.recipient !== INSTANCE_ACTOR ? await getUnionBySlug(db, ctx.recipient) : undefined;

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { BlockList, isIP } from "node:net";
-import { Agent, buildConnector, Dispatcher, setGlobalDispatcher } from "undici";
+import { Agent, buildConnector, Dispatcher, interceptors, setGlobalDispatcher } from "undici";
 
 /*
  * Every outgoing request Muster makes (Fedify's deliveries, key and actor
@@ -100,8 +100,9 @@ export function refusingLookup(refuse: (address: string) => boolean, lookup: Loo
 /**
  * The largest response body Muster reads from another server. ActivityPub
  * documents are kilobytes (Mastodon refuses JSON over 1 MiB); a 30 MiB actor
- * was once read and stored whole. Bytes on the wire, counted by undici as
- * they arrive, so an oversized answer is cut off, never buffered.
+ * was once read and stored whole. Counted by undici as they arrive, both on
+ * the wire and after decompression, so an oversized answer is cut off, never
+ * buffered.
  */
 export const MAX_RESPONSE_BYTES = 2 * 1024 * 1024;
 
@@ -129,11 +130,33 @@ function refusingConnector(timeout: number, refuse: (address: string) => boolean
   };
 }
 
+/**
+ * Decompresses here, counting what comes out: fetch would otherwise inflate
+ * a gzip body above the dispatcher, past MAX_RESPONSE_BYTES (which counts
+ * wire bytes), so 2 MiB of gzip could become gigabytes. Inflation stops at
+ * the first chunk over the limit; the Content-Encoding header is removed, so
+ * fetch does not inflate again.
+ */
+function decompressCapped(maxBytes: number): Dispatcher.DispatcherComposeInterceptor {
+  // undici marks the interceptor experimental and warns once on stderr, which
+  // every CLI command would print; that one warning is dropped.
+  const emit = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    if (String(warning).includes("DecompressInterceptor")) return;
+    (emit as (...args: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return interceptors.decompress({ maxSize: maxBytes, skipErrorResponses: false });
+  } finally {
+    process.emitWarning = emit;
+  }
+}
+
 /** Picks, per request, the agent that applies the caller's policy. */
 class PolicyDispatcher extends Dispatcher {
-  readonly #open: Agent;
-  readonly #guarded: Agent;
-  constructor(open: Agent, guarded: Agent) {
+  readonly #open: Dispatcher;
+  readonly #guarded: Dispatcher;
+  constructor(open: Dispatcher, guarded: Dispatcher) {
     super();
     this.#open = open;
     this.#guarded = guarded;
@@ -173,11 +196,12 @@ export function createOutgoingDispatcher(options: OutgoingHttpOptions): Dispatch
     maxResponseSize: options.maxResponseBytes ?? MAX_RESPONSE_BYTES,
   };
   const connectTimeout = Math.min(options.timeoutMs, 10_000);
-  const open = new Agent({ ...timeouts, connect: { timeout: connectTimeout } });
+  const decompress = decompressCapped(options.maxResponseBytes ?? MAX_RESPONSE_BYTES);
+  const open = new Agent({ ...timeouts, connect: { timeout: connectTimeout } }).compose(decompress);
   const guarded = new Agent({
     ...timeouts,
     connect: refusingConnector(connectTimeout, options.refuse ?? isPrivateAddress, options.lookup),
-  });
+  }).compose(decompress);
   return new PolicyDispatcher(open, guarded);
 }
 

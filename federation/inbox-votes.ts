@@ -4,6 +4,7 @@ import type { Kysely } from "kysely";
 import { castVote } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
+import type { Outbox } from "../src/outbox.ts";
 import { logger } from "../src/logging.ts";
 import { getUnionBySlug } from "../src/unions/unions.ts";
 import { processOnce } from "./inbox-record.ts";
@@ -14,12 +15,17 @@ const PROPOSAL_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})$/;
 export interface VoteInboxDeps {
   readonly db: Kysely<DB>;
   readonly events: EventBus;
+  readonly outbox: Outbox;
+  readonly tallyBatchMs?: number;
 }
 
 /**
  * A poll answer: a Create of Notes that each carry an option's text as
- * `name` and answer one of our proposals' Questions (Mastodon sends one
- * Create per chosen option, GoToSocial several Notes in one). Returns false
+ * `name` and answer one of our proposals' Questions (Mastodon and Misskey
+ * send one Create per chosen option, GoToSocial several Notes in one;
+ * Pleroma's has its own object id and addresses the poll's author in cc).
+ * Counts claimed in the answer (Misskey's `_misskey_votes`) are never read:
+ * a ballot is one member's. Returns false
  * when the Create is not a vote, so it goes on to be handled as a post; a
  * vote is never counted as a reply or a commitment.
  */
@@ -37,7 +43,9 @@ export async function onVote(deps: VoteInboxDeps, ctx: InboxContext<void>, creat
   } catch {
     return false;
   }
-  const votes = notes.filter((n) => n.name !== null && n.content === null && n.replyTargetId !== null);
+  // Mastodon, GoToSocial and Misskey send no content; Pleroma and its forks
+  // (their internal Answer, sent as a Note) may carry an empty one.
+  const votes = notes.filter((n) => n.name !== null && (n.content === null || String(n.content).trim() === "") && n.replyTargetId !== null);
   const targets = votes.map((n) => {
     const t = n.replyTargetId!;
     return t.origin === ctx.origin ? PROPOSAL_PATH.exec(t.pathname) : null;

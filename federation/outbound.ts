@@ -15,6 +15,7 @@ import { handleActionIntent } from "./outbound-actions.ts";
 import type { FanoutDeps } from "./fanout-pages.ts";
 import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
+import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 
 const log = logger("federation", "outbound");
@@ -32,8 +33,11 @@ interface QueuedIntent {
  */
 export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
   return {
-    add: (trx, intent) => (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
-      .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent) }),
+    add: (trx, intent, options) => {
+      const wait = Math.max(0, (options?.notBefore ?? 0) - Date.now());
+      return (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
+        .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
+    },
   };
 }
 
@@ -46,6 +50,8 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
+  if ("itemId" in intent) return `featured:${intent.itemId}`;
+  if ("stampId" in intent) return `stamp:${intent.stampId}`;
   if ("transferId" in intent) return `treasury:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
 }
@@ -121,7 +127,13 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       return;
     case "proposal.publish":
     case "proposal.closed":
+    case "proposal.tally":
       await handleProposalIntent(deps, ctx, union, intent);
+      return;
+    case "featured.request":
+    case "featured.answer":
+    case "featured.withdraw":
+      await handleFeaturedIntent(deps, ctx, union, intent);
       return;
     case "badge.sync":
     case "treasury.transfer":

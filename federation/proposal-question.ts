@@ -3,7 +3,7 @@ import { Collection, Create, Note, PUBLIC_COLLECTION, Question, Update } from "@
 import "../src/temporal.ts";
 import type { Kysely } from "kysely";
 import { fanOut } from "./fanout-pages.ts";
-import { getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
+import { describeOutcome, getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
 import { renderMarkdown } from "../src/actions/markdown.ts";
 import { canSeeMembers } from "../src/members/visibility.ts";
@@ -71,19 +71,48 @@ export function registerProposalObjects(federation: Federation<void>, db: Kysely
 }
 
 /**
- * A proposal opening goes to the members as Create(Question); its close as
+ * A proposal opening goes to the members as Create(Question); its running
+ * tally, while open, as Update(Question) once per batch window; its close as
  * Update(Question) with the final counts and the `closed` time. Activity ids
- * derive from the proposal, so a retried intent resends the same activity.
+ * derive from the proposal (and the window), so a retried intent resends the
+ * same activity and the fan-out's keys drop what was already sent.
  */
-export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: Extract<OutboxIntent, { kind: "proposal.publish" | "proposal.closed" }>): Promise<void> {
+export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: Extract<OutboxIntent, { kind: "proposal.publish" | "proposal.closed" | "proposal.tally" }>): Promise<void> {
   const p = await getProposal(deps.db, union.id, intent.proposalId);
   if (!p) return;
+  // A tally that comes due after the close has nothing to add: the close's Update carries the final counts.
+  if (intent.kind === "proposal.tally" && p.state !== "open") return;
   const question = proposalQuestion(ctx, union, p, await tallyOf(deps.db, p));
   const actor = ctx.getActorUri(union.slug);
   const common = { actor, object: question, to: question.toId, cc: question.ccId };
   const activity = intent.kind === "proposal.publish"
     ? new Create({ id: new URL(`${question.id!.href}/activity`), ...common, published: question.published })
-    : new Update({ id: new URL(`${question.id!.href}/closed`), ...common });
+    : new Update({ id: new URL(intent.kind === "proposal.closed" ? `${question.id!.href}/closed` : `${question.id!.href}/tally/${intent.dueAt}`), ...common });
   // A page of the roster at a time, like a call-to-action (fanout-pages.ts).
   await fanOut(deps, ctx, union.id, activity, `proposal:${p.id}`);
+  if (intent.kind === "proposal.closed") await postResult(deps, ctx, union, p, question);
+}
+
+/**
+ * The result in plain words, as a reply in the poll's thread, to whom the
+ * poll went: clients show the Update only as changed counts, and not every
+ * server shows a closed poll's outcome at all.
+ */
+async function postResult(deps: OutboundDeps, ctx: Context<void>, union: Union, p: Proposal, question: Question): Promise<void> {
+  const lines = await describeOutcome(deps.db, p);
+  if (!lines) return;
+  const id = new URL(`${question.id!.href}/result`);
+  const published = Temporal.Instant.fromEpochMilliseconds(p.closedAt!.getTime());
+  const note = new Note({
+    id,
+    attribution: question.attributionId,
+    replyTarget: question.id,
+    content: lines.map((l) => `<p>${escapeHtml(l)}</p>`).join(""),
+    url: question.url,
+    published,
+    to: question.toId,
+    cc: question.ccId,
+  });
+  const create = new Create({ id: new URL(`${id.href}/activity`), actor: question.attributionId, object: note, to: note.toId, cc: note.ccId, published });
+  await fanOut(deps, ctx, union.id, create, `proposal:${p.id}`);
 }

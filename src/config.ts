@@ -45,6 +45,8 @@ export interface Config {
    * to the queue's handlers, its LISTEN connections and the web's requests.
    */
   readonly dbPool: number | undefined;
+  /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */
+  readonly tallyBatchMs?: number;
   /**
    * MUSTER_SECRET_KEY: the key that seals the server's private keys in the
    * database (src/secrets/). Unset: DATA_DIR/secret.key, generated on first start.
@@ -85,11 +87,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`SOLANA_RPC_URL must be an http(s) URL; got ${JSON.stringify(env.SOLANA_RPC_URL)}`);
   }
   const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
+  const tallyBatchMs = env.MUSTER_TALLY_BATCH_MS === undefined ? 5_000 : parsePositiveInt("MUSTER_TALLY_BATCH_MS", env.MUSTER_TALLY_BATCH_MS);
   const secretKey = env.MUSTER_SECRET_KEY?.trim() || null;
   if (secretKey !== null && !/^[0-9a-fA-F]{64}$/.test(secretKey) && !/^[A-Za-z0-9+/_-]{43}=?$/.test(secretKey)) {
     throw new ConfigError("MUSTER_SECRET_KEY must be a 32-byte key as 64 hex digits or base64 (make one with: openssl rand -hex 32)");
   }
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, secretKey };
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, tallyBatchMs, secretKey };
 }
 
 function parsePort(raw: string): number {

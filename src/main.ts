@@ -20,13 +20,16 @@ import { handleIntent, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { runScheduler } from "./actions/scheduler.ts";
 import { every } from "./sleep.ts";
-import { closeDue } from "./bylaws/proposals.ts";
+import { closeDue, type ProposalDeps } from "./bylaws/proposals.ts";
+import { syncAllFeatured } from "./relationships/featured.ts";
 import { logger } from "./logging.ts";
 import { mountMemberCollections } from "../federation/member-collections.ts";
 import { mountRelationshipCollections } from "../federation/relationships.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
 import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
+import { formatUnits } from "../solana/amounts.ts";
+import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
 import { loadSecretKey, secretKeyFile } from "./secrets/secret-box.ts";
 import { sealSecret, secureStoredKeys } from "./secrets/stored-keys.ts";
 
@@ -40,7 +43,7 @@ export interface Muster {
   readonly federation: Federation<void>;
   readonly app: Hono;
   readonly unions: UnionDeps;
-  readonly membership: MembershipDeps;
+  readonly membership: MembershipDeps & ProposalDeps;
   /**
    * The chain: the network ledger when SOLANA_RPC_URL is set, else the
    * embedded ledger in the process that runs it (`runLedger`), else null.
@@ -118,11 +121,13 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Chain work (badges) has its own queue: a slow RPC never delays an Accept.
   const ledgerQueue = new KyselyMessageQueue(database, { ...options.queue, name: "ledger" });
   const outbox = queueOutbox(lanes.lanes.domain, ledgerQueue);
-  const membership: MembershipDeps = { db: database.db, events, outbox };
+  // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
+  const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   const federation = createMusterFederation({
     db: database.db,
     events,
     outbox,
+    tallyBatchMs: config.tallyBatchMs,
     kv: new KyselyKvStore(database.db),
     queue: lanes.fedify,
     origin: config.origin,
@@ -165,6 +170,11 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     app.route("/solana/rpc", solanaRpcApp(embeddedLedger, { maxBodyBytes: config.maxBodyBytes }));
   }
   const ledger: Ledger | null = config.solanaRpcUrl !== null ? new NetworkLedger(config.solanaRpcUrl) : embeddedLedger;
+  mountCrowdfundsWeb(app, {
+    db: database.db,
+    formatUnits,
+    vaultBalance: ledger ? async (vault) => (await import("../solana/crowdfund-vault.ts")).vaultBalance(ledger, vault) : undefined,
+  });
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).
   const policy = { allowPrivateAddress: config.allowPrivateAddress };
@@ -175,7 +185,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
     const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
     const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
-    await ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal });
+    const { crowdfundAnnouncer, runCrowdfunds } = await import("../solana/crowdfund-jobs.ts");
+    await Promise.all([
+      ledgerQueue.listen((message) => handleLedgerIntent(deps, message), { signal }),
+      // Crowdfund vaults: opened, pledges recorded, settled at the deadline (solana/crowdfund-jobs.ts).
+      runCrowdfunds({ ...deps, announce: crowdfundAnnouncer(membership, config.origin) }, signal, options.schedulerIntervalMs),
+    ]);
   };
   const runQueue = async (signal: AbortSignal) => {
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
@@ -190,6 +205,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
       every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
+      // New allies and officers are asked for their consent to be listed (FEP-7aa9); former ones leave the lists.
+      every(options.schedulerIntervalMs ?? 30_000, signal, () => syncAllFeatured(membership), (error) => log.error("Updating the featured collections failed: {error}", { error })),
     ]);
   };
   let closed = false;

@@ -18,7 +18,11 @@ export type OutboxIntent =
   | { readonly kind: "relationship.notice"; readonly unionId: string; readonly relationshipId: string; readonly event: "started" | "ended" }
   | { readonly kind: "proposal.publish"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "proposal.closed"; readonly unionId: string; readonly proposalId: string }
+  /** The running tally of an open vote, sent once for the batch window ending at `dueAt` (ms). */
+  | { readonly kind: "proposal.tally"; readonly unionId: string; readonly proposalId: string; readonly dueAt: number }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
+  | { readonly kind: "featured.request"; readonly unionId: string; readonly itemId: string }
+  | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
   | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
@@ -28,5 +32,6 @@ export type OutboxIntent =
  * "Durable side effects").
  */
 export interface Outbox {
-  add(trx: Kysely<DB>, intent: OutboxIntent): Promise<void>;
+  /** `notBefore` (ms since the epoch) holds the intent back until then. */
+  add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly notBefore?: number }): Promise<void>;
 }

@@ -20,6 +20,10 @@ import { getUnionById } from "../src/unions/unions.ts";
 import { htmlToText, parseDatetimeLocal } from "../src/http/actions-data.ts";
 import { nextPublication } from "../src/actions/scheduler.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
+import { castVote, closeProposal, createProposal } from "../src/bylaws/proposals.ts";
+import { chainOf } from "../src/actions/chain.ts";
+import { findMemberByActor } from "../src/members/members.ts";
+import { ok as cliOk } from "./helpers/cli-run.ts";
 
 // Calls-to-action on the web, end to end: a real Muster server, a real peer
 // fediverse server holding the members, sign-in links by direct message,
@@ -472,6 +476,25 @@ for (const d of dialects) {
       const r = await db().selectFrom("relay_requests").select("state").where("note_id", "=", noteId).executeTakeFirstOrThrow();
       assert.equal(r.state, "relayed");
       await received(Announce, noteId);
+    });
+
+    it("with a proposal, its ballots and its outcome in the chain, the browser's check and `muster action verify` still find it intact", async () => {
+      const p = await createProposal(m.muster.membership, unionId, OPERATOR, { kind: "resolution", title: "Picket the depot", closesAt: new Date(Date.now() + 60_000) });
+      for (const [name, option] of [["alice", "Yes"], ["bob", "No"], ["alice", "Abstain"]] as const) {
+        const member = (await findMemberByActor(db(), unionId, peer.actorId(name).href))!;
+        assert.deepEqual(await castVote(m.muster.membership, unionId, p.id, { memberId: member.id }, [option], { kind: "web" }), { counted: true });
+      }
+      await closeProposal(m.muster.membership, unionId, p.id, { force: true });
+      const entries = await chainOf(db(), unionId);
+      assert.deepEqual(entries.slice(-5).map((e) => e.event), ["proposal", "ballot", "ballot", "ballot", "outcome"]);
+      const published = await db().selectFrom("actions").select("id").where("union_id", "=", unionId).where("state", "=", "published").executeTakeFirstOrThrow();
+      await lead.goto(url(`/u/riders/actions/${published.id}`));
+      await lead.click("details.integrity summary");
+      await lead.click("button[data-verify-chain]");
+      await lead.waitForFunction(() => /^(Intact|Broken|Could not)/.test(document.querySelector("[data-testid=chain-result]")?.textContent ?? ""));
+      assert.match(await text(lead, "[data-testid=chain-result]"), new RegExp(`^Intact: all ${entries.length} entries recomputed in this browser`));
+      const verified = cliOk(["action", "verify", "riders", "--json"], { DATABASE_URL: m.muster.config.databaseUrl });
+      assert.deepEqual([JSON.parse(verified).ok, JSON.parse(verified).entries], [true, entries.length]);
     });
   });
 }

@@ -13,6 +13,72 @@ import { htmlToText, MAX_HTML_EXAMINED } from "../src/html-text.ts";
 import { isCommitment } from "../src/actions/responses.ts";
 import { processOnce } from "../federation/inbox-record.ts";
 import { Create } from "@fedify/vocab";
+import { connect, type Socket } from "node:net";
+import { DepthScan, MAX_JSON_DEPTH } from "../src/http/inbox-guard.ts";
+
+/**
+ * A raw HTTP/1.1 POST: sends the head and `body` (which may be only the start
+ * of what Content-Length declares) and reports the answer's status line and
+ * whether the server closed the connection, each within `waitMs`.
+ */
+async function rawPost(origin: URL, path: string, headers: Record<string, string>, body: string, waitMs = 5000): Promise<{ status: number | undefined; closed: boolean; socket: Socket }> {
+  const socket = connect(Number(origin.port), origin.hostname);
+  socket.on("error", () => {});
+  await new Promise((r) => socket.once("connect", r));
+  let received = "";
+  let closed = false;
+  socket.on("data", (d) => (received += d.toString("latin1")));
+  socket.on("close", () => (closed = true));
+  const head = Object.entries({ Host: origin.host, ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  socket.write(`POST ${path} HTTP/1.1\r\n${head}\r\n${body}`);
+  const until = Date.now() + waitMs;
+  while (Date.now() < until && !(closed && received) ) await new Promise((r) => setTimeout(r, 20));
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(received);
+  return { status: m ? Number(m[1]) : undefined, closed, socket };
+}
+
+/** The reference: one pass over decoded text. */
+function depthOf(text: string): number {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === "[" || ch === "{") max = Math.max(max, ++depth);
+    else if (ch === "]" || ch === "}") depth--;
+  }
+  return max;
+}
+
+describe("DepthScan (streaming nesting check)", () => {
+  it("agrees with a whole-text scan however the bytes are split, strings and escapes included", () => {
+    let seed = 7;
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const pieces = ["[", "]", "{", "}", '"', "\\", '\\"', "a", "é", "✊", ",", ":", '"[[[["', '"\\\\"'];
+    for (let round = 0; round < 400; round++) {
+      const text = Array.from({ length: 1 + rand(120) }, () => pieces[rand(pieces.length)]).join("");
+      const bytes = Buffer.from(text);
+      const expected = depthOf(text) > 4;
+      const scan = new DepthScan(4);
+      let got = false;
+      for (let at = 0; at < bytes.length && !got;) {
+        const size = 1 + rand(9);
+        got = scan.exceeds(new Uint8Array(bytes.subarray(at, at + size)));
+        at += size;
+      }
+      assert.equal(got, expected, JSON.stringify(text));
+    }
+  });
+
+  it("stops at the first byte over the limit", () => {
+    const scan = new DepthScan(MAX_JSON_DEPTH);
+    assert.equal(scan.exceeds(Buffer.from("[".repeat(MAX_JSON_DEPTH))), false);
+    assert.equal(scan.exceeds(Buffer.from(`"${"[".repeat(100)}"`)), false, "brackets inside a string do not count");
+    assert.equal(scan.exceeds(Buffer.from("[")), true);
+  });
+});
 
 const AS = "https://www.w3.org/ns/activitystreams";
 const PUBLIC = `${AS}#Public`;
@@ -152,7 +218,8 @@ for (const d of dialects) {
         expectError(await post(await peer.signedPost(inbox, create([AS, { "@import": remoteContext }]), { as: "alice" })), 400, "unsupported_context");
         assert.equal(contexts.hits(), 0, "no remote context was fetched");
 
-        // A well-formed signed delivery with preloaded contexts still goes through.
+        // A well-formed signed delivery with preloaded contexts from a member still goes through.
+        await ensureMember("alice");
         const ok = create([AS, "https://w3id.org/security/v1"]);
         const accepted = await post(await peer.signedPost(inbox, ok, { as: "alice" }));
         assert.equal(accepted.status, 202, accepted.body);
@@ -162,21 +229,39 @@ for (const d of dialects) {
       }
     });
 
-    it("a stranger's post of many < is recorded without fetching or reading its object", async () => {
+    it("a stranger's Create (many <) is refused 403 before Fedify: nothing fetched, queued or recorded", async () => {
       const notes = await scripted((req, res) => res.writeHead(200, { "Content-Type": AP_JSON }).end(JSON.stringify({
         "@context": AS, id: new URL(req.url!, "http://127.0.0.1").href, type: "Note", attributedTo: peer.actorId("carol").href,
         content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }],
       })));
       try {
-        const createId = id("stranger");
+        const byRef = id("stranger");
+        const embedded = id("stranger");
+        for (const [createId, object] of [
+          [byRef, new URL("/notes/1", notes.origin).href],
+          [embedded, { id: id("note"), type: "Note", attributedTo: peer.actorId("carol").href, content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }] }],
+        ] as const) {
+          const body = JSON.stringify({ "@context": AS, id: createId, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()], object });
+          for (const target of [inbox, new URL("/inbox", m.origin)]) {
+            const r = await post(await peer.signedPost(target, body, { as: "carol" }));
+            assert.equal(r.status, 403, r.body);
+            assert.equal((JSON.parse(r.body) as { error: { code: string } }).error.code, "not_member");
+          }
+          assert.equal(await queuedWith(createId), 0, "nothing queued");
+          assert.equal(await recorded(createId), 0, "nothing recorded");
+        }
+        assert.equal(notes.hits(), 0, "a non-member's object is never fetched");
+
+        // The same post from a member is taken (and its Create recorded).
+        await ensureMember("carol");
+        const memberCreate = id("member");
         const body = JSON.stringify({
-          "@context": AS, id: createId, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()],
-          object: new URL("/notes/1", notes.origin).href,
+          "@context": AS, id: memberCreate, type: "Create", actor: peer.actorId("carol").href, to: [PUBLIC], cc: [union()],
+          object: { id: id("note"), type: "Note", attributedTo: peer.actorId("carol").href, content: "<".repeat(150_000), to: [PUBLIC], tag: [{ type: "Mention", href: union() }] },
         });
         const r = await post(await peer.signedPost(inbox, body, { as: "carol" }));
         assert.equal(r.status, 202, r.body);
-        await eventually(async () => (await recorded(createId)) === 1, "the stranger's Create recorded");
-        assert.equal(notes.hits(), 0, "a non-member's object is never fetched");
+        await eventually(async () => (await recorded(memberCreate)) === 1, "the member's Create recorded");
       } finally {
         await notes.close();
       }
@@ -259,6 +344,100 @@ for (const d of dialects) {
         await eventually(async () => (await recorded(createId)) === 1, "the Create recorded once");
       } finally {
         await notes.close();
+      }
+    });
+
+    it("refuses deep nesting at the first levels, before the rest of the body arrives, and closes the connection", async () => {
+      const deep = "[".repeat(100_000) + "]".repeat(100_000);
+      const signed = await peer.signedPost(inbox, deep, { as: "alice" });
+      const headers = Object.fromEntries([...signed.headers].filter(([k]) => k !== "host"));
+      // Only the first 1,000 of 200,000 declared bytes are sent.
+      const r = await rawPost(m.origin, inbox.pathname, { ...headers, "content-length": String(deep.length) }, deep.slice(0, 1000));
+      r.socket.destroy();
+      assert.equal(r.status, 400, "answered before the body was complete");
+      assert.ok(r.closed, "the server closed the connection instead of waiting for the rest");
+    });
+
+    it("refuses unsigned and over-limit bodies from their headers alone", async () => {
+      const max = m.muster.config.maxBodyBytes;
+      const unsigned = await rawPost(m.origin, inbox.pathname, { "content-type": AP_JSON, "content-length": "1000000" }, "");
+      unsigned.socket.destroy();
+      assert.equal(unsigned.status, 401);
+      assert.ok(unsigned.closed, "closed: the megabyte is never read");
+      for (const path of [inbox.pathname, "/setup"]) {
+        const big = await rawPost(m.origin, path, { "content-type": AP_JSON, "content-length": String(max + 1), signature: 'keyId="x"' }, "");
+        big.socket.destroy();
+        assert.equal(big.status, 413, path);
+        assert.ok(big.closed, path);
+      }
+    });
+
+    it("clients that reset mid-upload or keep sending after a refusal cannot crash the server", async () => {
+      const crashes: unknown[] = [];
+      const onCrash = (e: unknown) => crashes.push(e);
+      process.on("uncaughtException", onCrash);
+      process.on("unhandledRejection", onCrash);
+      try {
+        const deep = "[".repeat(50_000);
+        const signed = await peer.signedPost(inbox, deep, { as: "alice" });
+        const signedHeaders = Object.fromEntries([...signed.headers].filter(([k]) => k !== "host"));
+        const good = JSON.stringify({ "@context": AS, id: id("x"), type: "Like", actor: peer.actorId("alice").href, object: union() });
+        const goodSigned = await peer.signedPost(inbox, good, { as: "alice" });
+        const goodHeaders = Object.fromEntries([...goodSigned.headers].filter(([k]) => k !== "host"));
+        const attempts = Array.from({ length: 30 }, async (_, i) => {
+          const kind = i % 3;
+          const socket = connect(Number(m.origin.port), m.origin.hostname);
+          socket.on("error", () => {});
+          await new Promise((r) => socket.once("connect", r));
+          const send = (headers: Record<string, string>, body: string) =>
+            socket.write(`POST ${inbox.pathname} HTTP/1.1\r\n${Object.entries({ Host: m.origin.host, ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n${body}`);
+          if (kind === 0) {
+            // Unsigned, then a reset right after the head.
+            send({ "content-type": AP_JSON, "content-length": "1000000" }, "x".repeat(10_000));
+            socket.resetAndDestroy();
+          } else if (kind === 1) {
+            // Refused at the nesting check, and still writing afterwards.
+            send({ ...signedHeaders, "content-length": String(1_000_000) }, deep);
+            for (let k = 0; k < 20 && !socket.destroyed; k++) {
+              socket.write("[".repeat(16_384));
+              await new Promise((r) => setTimeout(r, 5));
+            }
+            socket.resetAndDestroy();
+          } else {
+            // A signed body cut off halfway.
+            send({ ...goodHeaders }, good.slice(0, good.length >> 1));
+            await new Promise((r) => setTimeout(r, 20));
+            socket.resetAndDestroy();
+          }
+        });
+        await Promise.all(attempts);
+        await new Promise((r) => setTimeout(r, 300));
+        const health = await fetch(new URL("/healthz", m.origin));
+        assert.equal(health.status, 200);
+        assert.deepEqual(crashes, [], "no uncaught error");
+      } finally {
+        process.off("uncaughtException", onCrash);
+        process.off("unhandledRejection", onCrash);
+      }
+    });
+
+    it("/healthz answers from memory while a transaction holds the database", async () => {
+      assert.equal((await fetch(new URL("/healthz", m.origin))).status, 200);
+      let release!: () => void;
+      const held = db().transaction().execute(async (trx) => {
+        await trx.selectFrom("unions").select("id").execute();
+        await new Promise<void>((r) => (release = r));
+      });
+      try {
+        await new Promise((r) => setTimeout(r, 50));
+        const t = performance.now();
+        const res = await fetch(new URL("/healthz", m.origin), { signal: AbortSignal.timeout(4000) });
+        const ms = performance.now() - t;
+        assert.equal(res.status, 200);
+        assert.ok(ms < 1500, `answered in ${Math.round(ms)} ms while the transaction was open`);
+      } finally {
+        release();
+        await held;
       }
     });
   });

@@ -3,13 +3,16 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { type Collection, Create, Follow, type Group, type Note, Question, Update } from "@fedify/vocab";
+import { type Collection, Create, Follow, type Group, Note, Question, Update } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { freshId, type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
-import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { eventually, freePort, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+import { chainOf } from "../src/actions/chain.ts";
 import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { closeProposal, createProposal, delegateVote, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
+import { castVote, closeProposal, createProposal, delegateVote, getProposal, type Proposal, tallyOf } from "../src/bylaws/proposals.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
+import { startLitepubContext } from "./helpers/litepub-context.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
 
@@ -22,6 +25,16 @@ import type { Union } from "../src/unions/unions.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const fixture = (rel: string): JsonObject => loadFixture(FIXTURES, rel);
 const AP = "application/activity+json";
+const TALLY_BATCH_MS = 1000;
+const CROWD = Array.from({ length: 20 }, (_, i) => `crowd${i}`);
+
+/** The per-option counts of a Question as received. */
+async function totalsOf(q: Question): Promise<(number | null | undefined)[]> {
+  const totals: (number | null | undefined)[] = [];
+  for await (const o of q.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+  if (totals.length === 0) for await (const o of q.getInclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
+  return totals;
+}
 
 for (const d of dialects) {
   describe(`proposals as polls, end to end on ${d.name}`, { skip: d.skip }, () => {
@@ -29,6 +42,7 @@ for (const d of dialects) {
     let m: TestMuster;
     let peer: CountingPeer;
     let union: Union;
+    let litepub: Awaited<ReturnType<typeof startLitepubContext>>;
     const db = () => m.muster.database.db;
     const deps = () => m.muster.membership;
     const groupId = () => new URL("/u/riders", m.origin).href;
@@ -42,7 +56,7 @@ for (const d of dialects) {
       const post = () => fetch(inbox(), { method: "POST", headers, body: text });
       const res = await post();
       assert.equal(res.status, 202);
-      await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed`);
+      await eventually(async () => (await db().selectFrom("inbox_activities").select("id").where("id", "=", String(body.id)).executeTakeFirst()) !== undefined, `${String(body.id)} processed (${as}: ${text.slice(0, 200)})`);
       return post;
     }
 
@@ -83,8 +97,10 @@ for (const d of dialects) {
 
     before(async () => {
       tdb = await d.create();
-      m = await startMuster(tdb);
-      peer = await startCountingPeer(["ana", "ben", "cy", "outsider"]);
+      // Running tallies go out at most once a second per proposal here (5 s by default).
+      m = await startMuster(tdb, { env: { MUSTER_TALLY_BATCH_MS: String(TALLY_BATCH_MS), LOG_LEVEL: process.env.VC_LOG ?? "error" } });
+      peer = await startCountingPeer(["ana", "ben", "cy", "outsider", ...CROWD]);
+      litepub = await startLitepubContext();
       union = await makeUnion(m, "riders", { joinPolicy: "open" });
       const group = await peer.lookup(new URL(groupId())) as Group;
       for (const name of ["ana", "ben", "cy"]) {
@@ -100,6 +116,7 @@ for (const d of dialects) {
     after(async () => {
       await m?.stop();
       await peer?.close();
+      await litepub?.close();
       await tdb?.destroy();
     });
 
@@ -137,16 +154,35 @@ for (const d of dialects) {
       const after = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.deepEqual((after.oneOf as JsonObject[]).map((o) => (o.replies as JsonObject).totalItems), [1, 0, 0]);
       assert.equal(after.votersCount, 1);
+      // While the poll is open, members' servers get the running tally as an Update(Question), no `closed` yet.
+      const running = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p) && a.id?.href.includes("/tally/")), "a running tally Update delivered");
+      const runningQ = await (running as Update).getObject() as Question;
+      assert.equal(runningQ.closed, null);
+      assert.equal(runningQ.voters, 1);
+      assert.deepEqual(await totalsOf(runningQ), [1, 0, 0]);
 
       // 1 of 3 eligible (the leader never joined here) meets the default 20 % quorum.
       const closed = await closeProposal(deps(), union.id, p.id, { force: true });
       assert.equal(closed?.state, "passed", closed?.outcome?.reason);
-      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p)), "Update(Question) with the result delivered");
+      const update = await eventually(async () => peer.received.find((a) => a instanceof Update && a.objectId?.href === questionId(p) && a.id?.href.endsWith("/closed")), "Update(Question) with the result delivered");
       const finalQ = await (update as Update).getObject() as Question;
       assert.ok(finalQ.closed);
-      const totals: (number | null | undefined)[] = [];
-      for await (const o of finalQ.getExclusiveOptions()) totals.push((await (o as Note).getReplies() as Collection | null)?.totalItems);
-      assert.deepEqual(totals, [1, 0, 0]);
+      assert.deepEqual(await totalsOf(finalQ), [1, 0, 0]);
+      // The result in plain words, as the union's reply in the poll's thread, addressed as the poll was.
+      const result = await eventually(async () => {
+        for (const a of peer.received) {
+          if (!(a instanceof Create) || a.actorId?.href !== groupId()) continue;
+          const o = await a.getObject();
+          if (o instanceof Note && o.replyTargetId?.href === questionId(p)) return o;
+        }
+        return undefined;
+      }, "the result posted in the thread");
+      const said = String(result.content);
+      assert.match(said, /Proposal #\d+ &#34;Strike on Friday&#34; passed: 1 yes, 0 no/);
+      assert.match(said, /Votes: Yes 1, No 0, Abstain 0\. 1 of 3 eligible members voted; quorum 20% met\./);
+      assert.match(said, /The resolution is adopted\./);
+      assert.equal(result.attributionId?.href, groupId());
+      assert.deepEqual(result.toIds.map(String), finalQ.toIds.map(String));
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
       assert.ok(!(await collectionIds("featured", "ana")).includes(questionId(p)), "unpinned once closed");
@@ -160,6 +196,13 @@ for (const d of dialects) {
       await deliver("ana", mastodonVote("ana", p, "Yes"));
       const closed = await closeProposal(deps(), union.id, p.id, { force: true });
       assert.equal(closed?.state, "passed", closed?.outcome?.reason);
+      await eventually(async () => {
+        for (const a of peer.received) {
+          const o = a instanceof Create ? await a.getObject() : null;
+          if (o instanceof Note && o.replyTargetId?.href === questionId(p)) return /Bylaws version 2 is in force from now: Invite limit is now 3\./.test(String(o.content));
+        }
+        return false;
+      }, "the amendment's result, naming the new version and what changed, in the thread");
       const page = await (await fetch(new URL("/u/riders/bylaws", m.origin))).text();
       assert.match(page, /Version 2, in force since .* \(passed proposal /);
       assert.match(page, /<tr data-key="memberInviteLimit"><td>Invite limit<\/td><td>3<\/td>/);
@@ -224,6 +267,189 @@ for (const d of dialects) {
       const t = await tallyOf(db(), p);
       assert.deepEqual(t.options.map((o) => o.direct), [1, 1]);
       assert.equal(t.voters, 1);
+    });
+    it("twenty poll answers in a burst send a bounded number of running-tally Updates, the last with all twenty", async () => {
+      const crowd = await makeUnion(m, "crowd", { joinPolicy: "open" });
+      const group = await peer.lookup(new URL("/u/crowd", m.origin)) as Group;
+      for (const name of CROWD) {
+        await peer.send(name, group, new Follow({ id: new URL(`/follows/crowd/${name}`, peer.origin), actor: peer.actorId(name), object: group.id }));
+      }
+      await eventually(async () => {
+        const n = await db().selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n")).where("union_id", "=", crowd.id).where("state", "=", "active").executeTakeFirstOrThrow();
+        return Number(n.n) === CROWD.length;
+      }, "the crowd joined", 60_000);
+      await new Promise((r) => setTimeout(r, 5));
+      const p = await createProposal(deps(), crowd.id, OPERATOR, { kind: "resolution", title: "Walk out at noon", closesAt: new Date(Date.now() + 120_000) });
+      const qid = new URL(`/u/crowd/proposals/${p.id}`, m.origin).href;
+      await eventually(async () => peer.received.find((a) => a instanceof Create && a.objectId?.href === qid), "Create(Question) delivered");
+      const original = fixture("mastodon/create-poll-vote.json");
+      const inboxUrl = new URL("/u/crowd/inbox", m.origin);
+      const bodies = CROWD.map((name, i) => {
+        const actors = { "https://mastodon.sdf.org/users/rinpatch": peer.actorId(name).href };
+        const body = readdress(original, { actors, exact: { "https://testing.uguu.ltd/objects/9d300947-2dcb-445d-8978-9a3b4b84fa14": qid, "https://testing.uguu.ltd/users/rin": new URL("/u/crowd", m.origin).href }, id: freshId(String(original.id), { actors }, peer.origin) });
+        (body.object as JsonObject).id = freshId(String((body.object as JsonObject).id), { actors }, peer.origin);
+        (body.object as JsonObject).name = i % 4 === 3 ? "No" : "Yes";
+        return { name, text: JSON.stringify(body) };
+      });
+      // All at once, as a popular poll's answers arrive.
+      const statuses = await Promise.all(bodies.map(async ({ name, text }) => {
+        const signed = await peer.signedPost(inboxUrl, text, { as: name });
+        return (await fetch(inboxUrl, { method: "POST", headers: new Headers(signed.headers), body: text })).status;
+      }));
+      assert.deepEqual(new Set(statuses), new Set([202]));
+      const isTally = (a: unknown) => a instanceof Update && a.objectId?.href === qid && a.id!.href.includes("/tally/");
+      const last = await eventually(async () => {
+        for (const a of peer.received.filter(isTally).reverse()) {
+          const q = await (a as Update).getObject() as Question;
+          if (q.voters === 20) return q;
+        }
+        return undefined;
+      }, "an Update counting all twenty", 30_000);
+      assert.deepEqual(await totalsOf(last), [15, 5, 0]);
+      // Every vote landed in some window; one Update per window at most, however many votes it held.
+      const span = await db().selectFrom("ballots").select((eb) => [eb.fn.min("cast_at").as("first"), eb.fn.max("cast_at").as("last")]).where("proposal_id", "=", p.id).executeTakeFirstOrThrow();
+      const windows = Math.floor(Number(span.last) / TALLY_BATCH_MS) - Math.floor(Number(span.first) / TALLY_BATCH_MS) + 1;
+      await new Promise((r) => setTimeout(r, 2 * TALLY_BATCH_MS));
+      const updates = peer.received.filter(isTally);
+      assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
+      assert.ok(updates.length < 20, "not one Update per vote");
+      assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
+    });
+
+    it("Misskey's and Pleroma's poll answers count; their hostile variants and their Questions change nothing", async () => {
+      const p = await createProposal(deps(), union.id, OPERATOR, { kind: "resolution", title: "Join the regional federation", closesAt: new Date(Date.now() + 120_000) });
+      // misskey/question-no-endtime.json is a Misskey poll: its @context is what Misskey sends, and its
+      // options show that Misskey reads a remote poll's counts from replies.totalItems.
+      const misskeyQ = fixture("misskey/question-no-endtime.json");
+      assert.deepEqual((misskeyQ.oneOf as JsonObject[]).map((o) => typeof (o.replies as JsonObject).totalItems), ["number", "number"]);
+      /** A Misskey answer, as Misskey's renderVote builds it: one Create per choice, ids under the voter's actor, `to` the poll's author. */
+      const misskeyVote = (name: string, option: string, extra: JsonObject = {}): JsonObject => {
+        const actor = peer.actorId(name).href;
+        const vid = randomUUID();
+        return {
+          "@context": misskeyQ["@context"]!,
+          id: `${actor}#votes/${vid}/activity`,
+          actor,
+          type: "Create",
+          to: [groupId()],
+          published: new Date().toISOString(),
+          object: { id: `${actor}#votes/${vid}`, type: "Note", attributedTo: actor, to: [groupId()], inReplyTo: questionId(p), name: option, ...extra },
+        };
+      };
+      // pleroma/question-closed-final-tallies.json gives Pleroma's @context (its litepub schema, served by
+      // the sender's host) and thread context; its answers are its internal Answer sent as a Note, with
+      // their own object id, the poll's author in cc.
+      const pleromaQ = readdress(fixture("pleroma/question-closed-final-tallies.json"), {
+        actors: { "https://patch.cx/users/rin": peer.actorId("ben").href },
+        exact: { "https://patch.cx/schemas/litepub-0.1.jsonld": litepub.url.href, "https://patch.cx/contexts/626ecafd-3377-46c4-b908-3721a4d4373c": new URL("/contexts/626ecafd", peer.origin).href },
+        id: questionId(p),
+      });
+      const pleromaVote = (name: string, option: string, noteId = new URL(`/objects/${randomUUID()}`, peer.origin).href): JsonObject => {
+        const actor = peer.actorId(name).href;
+        const published = new Date().toISOString();
+        return {
+          "@context": pleromaQ["@context"]!,
+          id: new URL(`/activities/${randomUUID()}`, peer.origin).href,
+          type: "Create",
+          actor,
+          to: [],
+          cc: [groupId()],
+          context: pleromaQ.context!,
+          published,
+          object: { id: noteId, type: "Note", actor, attributedTo: actor, name: option, inReplyTo: questionId(p), to: [], cc: [groupId()], context: pleromaQ.context!, published },
+        };
+      };
+      /** Posts without waiting for a record: activities nobody handles leave none. */
+      const post = async (as: string, body: JsonObject) => {
+        const text = JSON.stringify(body);
+        const signed = await peer.signedPost(inbox(), text, { as });
+        assert.equal((await fetch(inbox(), { method: "POST", headers: new Headers(signed.headers), body: text })).status, 202);
+      };
+      const memberId = async (name: string) => (await findMemberByActor(db(), union.id, peer.actorId(name).href))!.id;
+
+      // Misskey's answer, claiming 1000 votes in a Misskey extension: it is one ballot.
+      await deliver("ana", misskeyVote("ana", "Yes", { _misskey_votes: 1000 }));
+      await deliver("ben", pleromaVote("ben", "No"));
+      assert.ok(litepub.hits() >= 1, "Pleroma's context was read from the sender's host");
+      // Hostile: a second Misskey answer on a one-choice poll, an answer from a non-member, an answer
+      // whose Note sits on another server, an unknown option.
+      await deliver("ana", misskeyVote("ana", "No"));
+      await deliver("outsider", pleromaVote("outsider", "Yes"));
+      // (Fedify drops an embedded object from another origin; what is left is not a vote, and is handled as a post would be.)
+      await post("cy", pleromaVote("cy", "Yes", "https://patch.cx/objects/9a172665-forged"));
+      await deliver("cy", misskeyVote("cy", "Working"));
+      // The fixtures' own polls: a member's Misskey poll (not an answer), and Pleroma's closed poll
+      // re-sent as an Update that claims to be ours with 8 yes and 3 no.
+      const misskeyPoll = readdress(misskeyQ, { actors: { "https://skippers-bin.com/users/7v1w1r8ce6": peer.actorId("cy").href }, id: new URL(`/notes/${randomUUID()}`, peer.origin).href });
+      await post("cy", { "@context": misskeyQ["@context"]!, id: `${misskeyPoll.id}/activity`, type: "Create", actor: peer.actorId("cy").href, to: misskeyPoll.to!, cc: [groupId()], object: misskeyPoll });
+      await post("ben", { "@context": pleromaQ["@context"]!, id: new URL(`/activities/${randomUUID()}`, peer.origin).href, type: "Update", actor: peer.actorId("ben").href, to: pleromaQ.to!, cc: [groupId()], object: pleromaQ });
+      await new Promise((r) => setTimeout(r, 500));
+
+      const rows = await ballots(p);
+      assert.deepEqual(rows.map((b) => [b.member_id, b.option]).sort(), [[await memberId("ana"), 0], [await memberId("ben"), 1]].sort());
+      const pr = await getProposal(db(), union.id, p.id);
+      assert.equal(pr?.state, "open", "a Question sent to us never closes our poll");
+      assert.deepEqual((await tallyOf(db(), pr!)).options.map((o) => o.direct), [1, 1, 0]);
+      // cy answers properly from Misskey: counted.
+      await deliver("cy", misskeyVote("cy", "Abstain"));
+      assert.deepEqual((await tallyOf(db(), pr!)).options.map((o) => o.direct), [1, 1, 1]);
+      // The running tally reaches the members' servers.
+      await eventually(async () => {
+        for (const a of peer.received) {
+          if (!(a instanceof Update) || a.objectId?.href !== questionId(p)) continue;
+          const q = await a.getObject() as Question;
+          if (q.voters === 3) return true;
+        }
+        return false;
+      }, "an Update with all three answers");
+    });
+
+    it("a vote that ends while the server is down is closed once after the restart, and its result goes out once", async () => {
+      const tdb2 = await d.create();
+      const port = await freePort();
+      // First process: no worker, so nothing closes it; it stops before the end time.
+      const first = await startMuster(tdb2, { port, worker: false });
+      let second: TestMuster | undefined;
+      let third: TestMuster | undefined;
+      try {
+        const u = await makeUnion(first, "later", { joinPolicy: "open" });
+        const ids: string[] = [];
+        for (const name of ["ana", "ben"]) {
+          await joinAsRemoteMember(first.muster.membership, u.id, peer.origin, name, new URL("/inbox", peer.origin));
+          ids.push((await findMemberByActor(first.muster.database.db, u.id, peer.actorId(name).href))!.id);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+        const p = await createProposal(first.muster.membership, u.id, OPERATOR, { kind: "amendment", title: "Fewer invites", params: { memberInviteLimit: 2 }, closesAt: new Date(Date.now() + 10_500) });
+        for (const id of ids) assert.deepEqual(await castVote(first.muster.membership, u.id, p.id, { memberId: id }, ["Yes"], { kind: "web" }), { counted: true });
+        await first.stop();
+        await new Promise((r) => setTimeout(r, Math.max(0, p.closesAt.getTime() - Date.now() + 100)));
+
+        // Second process on the same database: its worker finds the vote due and closes it.
+        second = await startMuster(tdb2, { port, worker: true });
+        const db2 = second.muster.database.db;
+        const closed = await eventually(async () => {
+          const now = await getProposal(db2, u.id, p.id);
+          return now?.state !== "open" ? now : undefined;
+        }, "closed after the restart", 30_000);
+        assert.equal(closed.state, "passed", closed.outcome?.reason);
+        const qid = new URL(`/u/later/proposals/${p.id}`, second.origin).href;
+        await eventually(async () => peer.hitsOf(`${qid}/closed`).length > 0 && peer.hitsOf(`${qid}/result/activity`).length > 0, "the close and the result delivered");
+        await second.stop();
+        second = undefined;
+
+        // A third start changes nothing: closed once, one outcome in the chain, each activity sent once.
+        third = await startMuster(tdb2, { port, worker: true });
+        await new Promise((r) => setTimeout(r, 6000));
+        const db3 = third.muster.database.db;
+        assert.equal((await chainOf(db3, u.id)).filter((e) => e.event === "outcome").length, 1);
+        assert.equal((await db3.selectFrom("bylaws_versions").select("version").where("union_id", "=", u.id).execute()).length, 2, "one new bylaws version");
+        assert.equal(peer.hitsOf(`${qid}/closed`).length, 1, "the closing Update went out once");
+        assert.equal(peer.hitsOf(`${qid}/result/activity`).length, 1, "the result went out once");
+      } finally {
+        await second?.stop();
+        await third?.stop();
+        await tdb2.destroy();
+      }
     });
   });
 }

@@ -4,13 +4,16 @@ import { dialects } from "./helpers/databases.ts";
 import { followId, LEADER, person, sharedKeys, withCtx, type Ctx } from "./helpers/domain-context.ts";
 import { changeBylaws, readBylaws } from "../src/bylaws/bylaws.ts";
 import {
-  ABSTAIN, approvedSpends, ballotOf, castVote, closeDue, closeProposal, createProposal, delegateVote, getProposal, NO, type Proposal,
+  ABSTAIN, approvedSpends, ballotOf, castVote, closeDue, closeProposal, createProposal, delegateVote, describeOutcome, getProposal, NO, type Proposal,
   ProposalError, tallyOf, votersOf, withdrawDelegation, YES,
 } from "../src/bylaws/proposals.ts";
 import { createUnion, getUnionById, type Union } from "../src/unions/unions.ts";
 import { getMember, type Member, OPERATOR } from "../src/members/members.ts";
 import { requestToJoin, setOfficer } from "../src/members/membership.ts";
 import { createInvite, placesHeld, welcomePlaces } from "../src/members/invites.ts";
+import { recordedIntents } from "./helpers/membership-worker.ts";
+import { chainOf, verifyChain } from "../src/actions/chain.ts";
+import { voterPseudonym } from "../src/bylaws/proposal-chain.ts";
 
 const override = { kind: "operator", reason: "test setup" } as const;
 const SOON = () => new Date(Date.now() + 60_000);
@@ -159,8 +162,14 @@ for (const d of dialects) {
       await setOfficer(c.deps, w.union.id, a.id, OPERATOR, "Treasurer");
       const recall = await createProposal(c.deps, w.union.id, asMember(b), { kind: "recall", title: "Recall the treasurer", memberId: a.id, closesAt: SOON() });
       await castVote(c.deps, w.union.id, recall.id, { memberId: b.id }, [YES], web);
-      assert.equal((await closeNow(c, recall)).state, "passed");
+      const recalled = await closeNow(c, recall);
+      assert.equal(recalled.state, "passed");
       assert.deepEqual([(await getMember(c.db, w.union.id, a.id))!.role, (await getMember(c.db, w.union.id, a.id))!.portfolio], ["member", null]);
+      assert.deepEqual(await describeOutcome(c.db, recalled), [
+        `Proposal #1 "Recall the treasurer" passed: 1 yes, 0 no (two thirds needed).`,
+        "Votes: Yes 1, No 0, Abstain 0. 1 of 4 eligible members voted; quorum 0% met.",
+        `${person("m0").handle} is no longer an officer.`,
+      ]);
 
       const election = await createProposal(c.deps, w.union.id, asMember(b), { kind: "election", title: "New treasurer", role: "officer", portfolio: "Treasurer", candidates: [a.id, b.id], closesAt: SOON() });
       assert.deepEqual([election.multiple, election.options], [true, [person("m0").handle, person("m1").handle]]);
@@ -170,10 +179,14 @@ for (const d of dialects) {
       assert.equal(won.state, "passed", won.outcome?.reason);
       assert.equal(won.outcome!.winner, b.id);
       assert.deepEqual([(await getMember(c.db, w.union.id, b.id))!.role, (await getMember(c.db, w.union.id, b.id))!.portfolio], ["officer", "Treasurer"]);
+      assert.equal((await describeOutcome(c.db, won))!.at(-1), `${person("m1").handle} is elected officer (Treasurer).`);
 
       const spend = await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Legal fund", amount: "2500000", recipient: "Lawyers Co-op", closesAt: SOON() });
       await castVote(c.deps, w.union.id, spend.id, { memberId: a.id }, [YES], web);
-      await closeNow(c, spend);
+      assert.equal((await describeOutcome(c.db, await closeNow(c, spend)))!.at(-1), "A spend of 2500000 base units to Lawyers Co-op is approved; the treasury carries it out.");
+      const failed = await closeNow(c, await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Nothing", amount: "1", recipient: "x", closesAt: SOON() }));
+      assert.deepEqual((await describeOutcome(c.db, failed))!.slice(-1), ["Nothing changes."]);
+      assert.equal(await describeOutcome(c.db, election), undefined, "an open proposal has no outcome to describe");
       assert.deepEqual((await approvedSpends(c.db, w.union.id)).map((s) => [s.amount, s.recipient]), [[2_500_000n, "Lawyers Co-op"]]);
     }));
 
@@ -183,10 +196,94 @@ for (const d of dialects) {
       await resolutionBy(c, w, w.lead);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { joinPolicy: "open" } }), /must change/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "amendment", title: "x", params: { quorumPercent: 500 } }), /quorumPercent/);
-      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "recall", title: "x", memberId: w.lead.id }), /electing another/);
+      await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "recall", title: "x", memberId: w.members[0]!.id }), /holds no office/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "resolution", title: "x", closesAt: new Date(Date.now() + 1000) }), /10 seconds/);
       await assert.rejects(createProposal(c.deps, w.union.id, OPERATOR, { kind: "spend", title: "x", amount: "0", recipient: "y" }), /positive/);
       assert.equal((await getProposal(c.db, w.union.id, "#1"))?.title, "Strike on Friday");
+    }));
+
+    it("votes in one batch window queue one running-tally intent; a later window queues another; a refused vote none", () => withCtx(d, async (c) => {
+      const w = await world(c, 3);
+      const p = await resolution(c, w);
+      const deps = { ...c.deps, tallyBatchMs: 1000 };
+      const base = Math.ceil(Date.now() / 1000) * 1000 + 1000;
+      const tallies = async () => (await recordedIntents(c.db)).filter((i) => i.kind === "proposal.tally");
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[0]!.id }, [YES], web, base + 10), { counted: true });
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[1]!.id }, [NO], web, base + 900), { counted: true });
+      assert.deepEqual(await castVote(deps, w.union.id, p.id, { memberId: w.members[1]!.id }, [YES], web, base + 950), { counted: true });
+      assert.deepEqual(await tallies(), [{ kind: "proposal.tally", unionId: w.union.id, proposalId: p.id, dueAt: base + 1000 }]);
+      assert.equal((await castVote(deps, w.union.id, p.id, { memberId: w.members[2]!.id }, ["Maybe"], web, base + 1500)).counted, false);
+      assert.equal((await tallies()).length, 1, "a refused vote changes no tally");
+      await castVote(deps, w.union.id, p.id, { memberId: w.members[2]!.id }, [YES], web, base + 1500);
+      assert.deepEqual((await tallies()).map((i) => (i as { dueAt: number }).dueAt), [base + 1000, base + 2000]);
+    }));
+
+    it("the proposal, each ballot and the outcome join the union's hash chain; tampering with any row breaks verification", () => withCtx(d, async (c) => {
+      const w = await world(c, 3, { quorumPercent: 0 });
+      const [a, b, cc] = w.members as [Member, Member, Member];
+      const p = await resolution(c, w);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: a.id }, [YES], web)).counted, true);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { actorId: person("m1").actorId }, [NO], note("b1"))).counted, true);
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: a.id }, [NO], web)).counted, true, "a changed web vote is a new entry");
+      assert.equal((await castVote(c.deps, w.union.id, p.id, { memberId: cc.id }, ["Maybe"], web)).counted, false);
+      await closeNow(c, p);
+      const entries = await chainOf(c.db, w.union.id);
+      assert.deepEqual(entries.map((e) => e.event), ["proposal", "ballot", "ballot", "ballot", "outcome"]);
+      const ballotEntry = JSON.parse(entries[2]!.payload) as Record<string, unknown>;
+      assert.equal(ballotEntry.voter, voterPseudonym(p.id, b.id));
+      assert.equal(ballotEntry.weight, 1);
+      assert.doesNotMatch(entries.map((e) => e.payload).join(""), new RegExp(`${b.id}|remote\\.example/votes`), "the chain names no voter and no voter's activity in clear");
+      assert.deepEqual(JSON.parse(entries[4]!.payload).direct, [0, 2, 0]);
+      const report = await verifyChain(c.db, w.union.id);
+      assert.ok(report.ok, JSON.stringify(report.breaks));
+      assert.equal(report.entries, 5);
+
+      const broken = async (what: RegExp) => {
+        const r = await verifyChain(c.db, w.union.id);
+        assert.equal(r.ok, false, "tampering goes unnoticed");
+        assert.ok(r.breaks.some((x) => what.test(x.problem)), JSON.stringify(r.breaks));
+      };
+      // b's NO turned into YES straight in the database.
+      await c.db.updateTable("ballots").set({ option: 0 }).where("proposal_id", "=", p.id).where("member_id", "=", b.id).execute();
+      await broken(/a ballot \(voter [0-9a-f]{12}\) differs from what entry 3 recorded/);
+      await c.db.updateTable("ballots").set({ option: 1 }).where("proposal_id", "=", p.id).where("member_id", "=", b.id).execute();
+      assert.ok((await verifyChain(c.db, w.union.id)).ok, "restored, it verifies again");
+      // A ballot's time or carrying activity rewritten.
+      await c.db.updateTable("ballots").set({ source_id: "https://remote.example/votes/forged" }).where("member_id", "=", b.id).execute();
+      await broken(/differs from what entry 3 recorded/);
+      await c.db.updateTable("ballots").set({ source_id: note("b1").id }).where("member_id", "=", b.id).execute();
+      // A ballot stuffed in, and one deleted.
+      await c.db.insertInto("ballots").values({ proposal_id: p.id, member_id: cc.id, option: 0, source: "web", source_id: "web:x", cast_at: Date.now() }).execute();
+      await broken(/a ballot \(voter [0-9a-f]{12}\) is absent from the chain/);
+      await c.db.deleteFrom("ballots").where("member_id", "=", cc.id).execute();
+      await c.db.deleteFrom("ballots").where("member_id", "=", a.id).execute();
+      await broken(/the ballot entry 4 recorded .* is no longer stored/);
+      await c.db.insertInto("ballots").values({ proposal_id: p.id, member_id: a.id, option: 1, source: "web", source_id: `web:${a.id}:0`, cast_at: 0 }).execute();
+      await broken(/differs from what entry 4 recorded/);
+      await c.db.deleteFrom("ballots").where("member_id", "=", a.id).execute();
+      // The outcome or the proposal rewritten.
+      await c.db.updateTable("proposals").set({ state: "passed" }).where("id", "=", p.id).execute();
+      await broken(/outcome's state(, ballots)? differ from what entry 5 recorded/);
+      await c.db.updateTable("proposals").set({ state: "failed", title: "Strike on Saturday" }).where("id", "=", p.id).execute();
+      await broken(/the stored title differ from what entry 1 recorded/);
+      // The chain itself rewritten.
+      await c.db.updateTable("action_log").set({ payload: entries[2]!.payload.replace(/"weight":1/, '"weight":5') }).where("union_id", "=", w.union.id).where("n", "=", 3).execute();
+      await broken(/no longer matches its hash/);
+    }));
+
+    it("a tally resolves long and branching delegation chains once each; a cycle with no voter on it counts for no one", () => withCtx(d, async (c) => {
+      const w = await world(c, 11, { delegation: "opt_in", quorumPercent: 0 });
+      const m = w.members.map((x) => x.id);
+      // m0→m1→m2→m3 (votes yes); m8→m2 joins midway; m4→m5→m6→m4 is a cycle (written directly: delegateVote
+      // refuses cycles, but the rows may still form one across scopes); m7→m5 runs into it; m10→m9 (votes no).
+      const edges = [[0, 1], [1, 2], [2, 3], [8, 2], [4, 5], [5, 6], [6, 4], [7, 5], [10, 9]];
+      await c.db.insertInto("delegations").values(edges.map(([a, b]) => ({ union_id: w.union.id, delegator_id: m[a!]!, scope: "all", delegate_id: m[b!]!, created_at: Date.now() }))).execute();
+      const p = await resolution(c, w);
+      await castVote(c.deps, w.union.id, p.id, { memberId: m[3]! }, [YES], web);
+      await castVote(c.deps, w.union.id, p.id, { memberId: m[9]! }, [NO], web);
+      const t = await tallyOf(c.db, p);
+      assert.deepEqual(t.options.map((o) => [o.direct, o.delegated]), [[1, 4], [1, 1], [0, 0]]);
+      assert.deepEqual([t.voters, t.delegatedVoters, t.eligible], [2, 5, 12]);
     }));
 
     it("two closers at once close a proposal once", () => withCtx(d, async (c) => {

@@ -2,9 +2,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
 import { refreshRemoteActor } from "../federation/remote-actor-cache.ts";
 import { LIMITS } from "../src/actors/remote-actors.ts";
 import { normaliseHandle } from "../src/unions/unions.ts";
+import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { startMuster, type TestMuster } from "./helpers/muster.ts";
 
@@ -30,6 +32,7 @@ for (const d of dialects) {
     let server: Server;
     let origin: string;
     let served = 0;
+    let bomb: Buffer;
 
     const actor = (name: string, extra: Record<string, unknown> = {}) => ({
       "@context": "https://www.w3.org/ns/activitystreams",
@@ -45,6 +48,11 @@ for (const d of dialects) {
       m = await startMuster(tdb);
       server = createServer((req, res) => {
         const name = (req.url ?? "").split("/").at(-1)!;
+        if (name === "bomb" || name === "zipped") {
+          const body = name === "bomb" ? bomb : gzipSync(JSON.stringify(actor("zipped", { summary: "short" })));
+          res.writeHead(200, { "content-type": "application/activity+json", "content-encoding": "gzip", "content-length": String(body.length) });
+          return res.end(body);
+        }
         res.writeHead(200, { "content-type": "application/activity+json" });
         if (name === "huge") {
           // 30 MiB, streamed: the summary alone is 31 million characters.
@@ -74,6 +82,8 @@ for (const d of dialects) {
       });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      // Well under the 2 MiB wire limit; inflates to 40 MiB of valid JSON.
+      bomb = gzipSync(JSON.stringify(actor("bomb", { summary: "x".repeat(40 * 1024 * 1024) })), { level: 9 });
     });
     after(async () => {
       await m?.stop();
@@ -92,6 +102,17 @@ for (const d of dialects) {
       assert.ok(served < 10 * 1024 * 1024, `the server was not read to the end (${served} bytes written)`);
     });
 
+    it("refuses a gzip body that inflates past the cap (40 KB to 40 MiB) and stores nothing; a small gzipped actor is read", async () => {
+      const before = process.memoryUsage().rss;
+      await assert.rejects(fetchActor("bomb"));
+      assert.ok(bomb.length < 1024 * 1024, `the bomb is under the wire limit (${bomb.length} bytes)`);
+      assert.equal(await db().selectFrom("remote_actors").select("id").where("id", "=", `${origin}/users/bomb`).executeTakeFirst(), undefined);
+      assert.ok(process.memoryUsage().rss - before < 30 * 1024 * 1024, "the 40 MiB were not inflated into memory");
+      await fetchActor("zipped");
+      const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/zipped`).executeTakeFirstOrThrow();
+      assert.equal(row.summary, "short");
+    });
+
     it("keeps at most the field limits of a name of 100,000 characters and a summary of a megabyte", async () => {
       await fetchActor("loud");
       const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/loud`).executeTakeFirstOrThrow();
@@ -107,6 +128,56 @@ for (const d of dialects) {
       const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/spoof`).executeTakeFirstOrThrow();
       assert.equal(row.handle, null);
       assert.equal(row.name, "Admin");
+    });
+  });
+}
+
+for (const d of dialects) {
+  describe(`actors stored before the caps are brought to them (migration 0017) on ${d.name}`, { skip: d.skip }, () => {
+    it("cuts long text, drops long URLs, strips bidi and unhandles spoofable usernames; a second run changes nothing", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const row = (id: string, extra: Record<string, unknown>) => ({
+        id, type: "Person", handle: null, preferred_username: null, name: null, summary: null, url: null, avatar_url: null,
+        inbox: `${id}/inbox`, shared_inbox: null, fetched_at: 1, ...extra,
+      });
+      const read = (id: string) => db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      try {
+        await migrateTo(db, "0016_badges");
+        const huge = "x".repeat(3 * 1024 * 1024);
+        await db.insertInto("remote_actors").values([
+          row("https://a.example/huge", { summary: huge, name: `${RLO}${"N".repeat(100_000)}`, url: `https://a.example/${"u".repeat(5000)}`, avatar_url: "https://a.example/ok.png", preferred_username: "huge", handle: "@huge@a.example" }),
+          row("https://a.example/spoof", { preferred_username: `nimda${RLO}`, handle: `@nimda${RLO}@a.example`, name: `Ad${RLO}min` }),
+          row("https://a.example/long-user", { preferred_username: "u".repeat(150), handle: `@${"u".repeat(150)}@a.example` }),
+          row("https://a.example/fine", { preferred_username: "fine", handle: "@fine@a.example", name: "Fine ✊", summary: "<p>hi</p>", url: "https://a.example/@fine" }),
+        ] as never).execute();
+        const fineBefore = await read("https://a.example/fine");
+        await migrateToLatest(db);
+
+        const big = await read("https://a.example/huge");
+        assert.equal(Array.from(big.summary!).length, LIMITS.summary);
+        assert.ok(big.summary!.endsWith("…"));
+        assert.equal(big.name, `${"N".repeat(LIMITS.name - 1)}…`, "bidi stripped, then cut");
+        assert.equal(big.url, null, "a 5000-character URL is dropped");
+        assert.equal(big.avatar_url, "https://a.example/ok.png");
+        assert.equal(big.handle, "@huge@a.example");
+        const spoof = await read("https://a.example/spoof");
+        assert.equal(spoof.handle, null);
+        assert.equal(spoof.name, "Admin");
+        const longUser = await read("https://a.example/long-user");
+        assert.equal(longUser.handle, null);
+        assert.equal(longUser.preferred_username, null);
+        assert.deepEqual(await read("https://a.example/fine"), fineBefore, "a row within the caps is untouched");
+
+        // Idempotent: down is a no-op and up again finds nothing to change.
+        const after = await db.selectFrom("remote_actors").selectAll().orderBy("id").execute();
+        await migrateTo(db, "0016_badges");
+        await migrateToLatest(db);
+        assert.deepEqual(await db.selectFrom("remote_actors").selectAll().orderBy("id").execute(), after);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
     });
   });
 }

@@ -1,11 +1,13 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { PROPOSAL_EVENTS, proposalBreaks } from "../bylaws/proposal-chain.ts";
 
 /** The hash that precedes a union's first entry. */
 export const GENESIS = "0".repeat(64);
 
-export type ChainEvent = "publish" | "update" | "retract";
+/** Calls-to-action: publish, update, retract; proposals (src/bylaws/proposal-chain.ts): proposal, ballot, outcome. */
+export type ChainEvent = "publish" | "update" | "retract" | "proposal" | "ballot" | "outcome";
 
 /** What an entry commits to: everything a member was asked, as published. */
 export interface ChainPayload {
@@ -22,8 +24,9 @@ export interface ChainPayload {
 
 /**
  * JSON with keys sorted, so the same payload always hashes the same. The
- * payloads are flat records of strings, numbers and nulls, for which this is
- * the whole of canonical JSON (RFC 8785 adds number formatting we never need).
+ * payloads are flat records of strings, numbers, nulls and arrays of those,
+ * for which this is the whole of canonical JSON (RFC 8785 adds number
+ * formatting we never need).
  */
 export function canonicalJson(payload: object): string {
   const sorted = Object.fromEntries(Object.entries(payload).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -48,7 +51,7 @@ export interface ChainEntry {
  * Appends an entry inside the caller's transaction. The (union, n) primary
  * key makes two concurrent appends collide rather than fork the chain.
  */
-export async function appendEntry(trx: Kysely<DB>, unionId: string, actionId: string, event: ChainEvent, payload: ChainPayload, now: number): Promise<ChainEntry> {
+export async function appendEntry(trx: Kysely<DB>, unionId: string, actionId: string, event: ChainEvent, payload: ChainPayload | Readonly<Record<string, unknown>>, now: number): Promise<ChainEntry> {
   const head = await trx.selectFrom("action_log").select(["n", "hash"]).where("union_id", "=", unionId).orderBy("n", "desc").limit(1).executeTakeFirst();
   const n = head ? Number(head.n) + 1 : 1;
   const prevHash = head?.hash ?? GENESIS;
@@ -82,9 +85,10 @@ export interface ChainReport {
 }
 
 /**
- * Recomputes every hash and link, then checks that each action as stored
- * now says what its latest entry says: an edit made behind the chain's back
- * (straight in the database) shows up as a break, as does a rewritten entry.
+ * Recomputes every hash and link, then checks that each action, and each
+ * proposal with its ballots and outcome, as stored now says what its latest
+ * entry says: an edit made behind the chain's back (straight in the
+ * database) shows up as a break, as does a rewritten entry.
  */
 export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<ChainReport> {
   const entries = await chainOf(db, unionId);
@@ -98,7 +102,7 @@ export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<Chai
     const recomputed = entryHash(e.prevHash, e.event, e.payload);
     if (recomputed !== e.hash) breaks.push({ n: e.n, actionId: e.actionId, problem: `its content no longer matches its hash (stored ${e.hash.slice(0, 12)}, recomputed ${recomputed.slice(0, 12)})` });
     prev = e.hash;
-    latest.set(e.actionId, e);
+    if (!PROPOSAL_EVENTS.has(e.event)) latest.set(e.actionId, e);
   }
   const rows = await db.selectFrom("actions").selectAll().where("union_id", "=", unionId).where("state", "in", ["published", "retracted"]).execute();
   for (const a of rows) {
@@ -121,5 +125,6 @@ export async function verifyChain(db: Kysely<DB>, unionId: string): Promise<Chai
   }
   const present = new Set(rows.map((a) => a.id));
   for (const [id, e] of latest) if (!present.has(id)) breaks.push({ n: e.n, actionId: id, problem: `entry ${e.n} records it, but it is no longer published here` });
+  breaks.push(...await proposalBreaks(db, unionId, entries));
   return { entries: entries.length, head: prev, ok: breaks.length === 0, breaks };
 }

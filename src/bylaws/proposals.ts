@@ -3,8 +3,10 @@ import type { Kysely, Selectable } from "kysely";
 import type { DB, ProposalsTable } from "../db/schema.ts";
 import { type By, getMember, lockUnion, type Member } from "../members/members.ts";
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
-import { type BylawParams, BylawsError, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
+import { type BylawParams, BylawsError, formatParam, paramSpec, type ParamKey, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
+import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
+import { installLeader, removeFromOffice } from "../members/leadership.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
@@ -21,7 +23,7 @@ export type ProposalChange =
   | { readonly kind: "amendment"; readonly params: Readonly<Record<string, unknown>>; readonly text?: string }
   | { readonly kind: "election"; readonly role: "officer" | "leader"; readonly portfolio: string | null; readonly candidates: readonly string[] }
   | { readonly kind: "recall"; readonly memberId: string }
-  | { readonly kind: "spend"; readonly amount: string; readonly mint: string | null; readonly recipient: string };
+  | { readonly kind: "spend"; readonly amount: string; readonly mint: string | null; readonly recipient: string; readonly purpose?: string };
 
 export interface Proposal {
   readonly id: string;
@@ -84,7 +86,15 @@ export class ProposalError extends DomainError<"invalid" | "forbidden" | "not_fo
   override name = "ProposalError";
 }
 
-export type ProposalDeps = DomainDeps;
+export interface ProposalDeps extends DomainDeps {
+  /**
+   * Running tallies go out at most once per this many ms per proposal
+   * (MUSTER_TALLY_BATCH_MS); default DEFAULT_TALLY_BATCH_MS.
+   */
+  readonly tallyBatchMs?: number;
+}
+
+export const DEFAULT_TALLY_BATCH_MS = 5_000;
 
 export interface NewProposal {
   readonly kind: ProposalKind;
@@ -99,12 +109,13 @@ export interface NewProposal {
   readonly role?: "officer" | "leader";
   readonly portfolio?: string | null;
   readonly candidates?: readonly string[];
-  /** Recall: the officer's member id. */
+  /** Recall: the leader's or an officer's member id. */
   readonly memberId?: string;
-  /** Spend: base units, mint (or null), recipient (an address or a description). */
+  /** Spend: base units, mint (or null), recipient (an address or a description), and what it is for. */
   readonly amount?: string | bigint;
   readonly mint?: string | null;
   readonly recipient?: string;
+  readonly purpose?: string;
 }
 
 export function toProposal(r: Selectable<ProposalsTable>): Proposal {
@@ -184,7 +195,7 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
       }
       case "recall": {
         const target = await activeMember(trx, unionId, input.memberId ?? "");
-        if (target.role !== "officer") throw new ProposalError("invalid", "a recall removes an officer; a leader is replaced by electing another");
+        if (target.role !== "officer" && target.role !== "leader") throw new ProposalError("invalid", `${target.handle ?? target.id} holds no office: a recall removes the leader or an officer`);
         change = { kind: "recall", memberId: target.id };
         break;
       }
@@ -193,7 +204,9 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
         if (!/^\d{1,20}$/.test(amount) || BigInt(amount) === 0n || BigInt(amount) > 18_446_744_073_709_551_615n) throw new ProposalError("invalid", "a spend's amount is a positive whole number of base units");
         const recipient = input.recipient?.trim() ?? "";
         if (recipient.length < 1 || recipient.length > 200) throw new ProposalError("invalid", "a spend names its recipient (1-200 characters)");
-        change = { kind: "spend", amount, mint: input.mint?.trim() || bylaws.params.duesMint, recipient };
+        const purpose = input.purpose?.trim() ?? "";
+        if (purpose.length > 500) throw new ProposalError("invalid", "a spend's purpose is at most 500 characters");
+        change = { kind: "spend", amount, mint: input.mint?.trim() || bylaws.params.duesMint, recipient, ...(purpose ? { purpose } : {}) };
         break;
       }
     }
@@ -222,10 +235,13 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
       eligible_count: Number(eligible.n),
       closed_at: null,
       outcome: null,
+      tally_due_at: null,
     };
     await trx.insertInto("proposals").values(row).execute();
+    const proposal = toProposal(row);
+    await chainProposalOpened(trx, proposal);
     await deps.outbox.add(trx, { kind: "proposal.publish", unionId, proposalId: id });
-    return toProposal(row);
+    return proposal;
   });
   deps.events.emit("proposal.opened", { unionId, proposalId: id });
   return proposal;
@@ -258,8 +274,10 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  * refused; for approval polls each answer adds its option (Mastodon sends one
  * per chosen option). A web vote replaces the member's whole ballot.
  */
-export async function castVote(deps: Pick<ProposalDeps, "db" | "events">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
+export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbox" | "tallyBatchMs">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
   const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+    // Ballots are appended to the union's hash chain, one writer at a time.
+    await lockUnion(trx, unionId);
     const row = await trx.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("id", "=", proposalId).executeTakeFirst();
     if (!row) return { counted: false, reason: "no such proposal" };
     const p = toProposal(row);
@@ -285,10 +303,27 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events">, unionI
       await trx.deleteFrom("ballots").where("proposal_id", "=", p.id).where("member_id", "=", mrow.id).execute();
       await trx.insertInto("ballots").values(indexes.map((i) => ({ proposal_id: p.id, member_id: mrow.id, option: i, source: "web", source_id: `web:${mrow.id}:${now}`, cast_at: now }))).execute();
     }
+    await chainBallot(trx, unionId, p.id, mrow.id, now);
+    await scheduleTally(deps, trx, p, now);
     return { counted: true, memberId: mrow.id };
   });
   if (result.counted && result.memberId) deps.events.emit("proposal.vote", { unionId, proposalId, memberId: result.memberId });
   return result.counted ? { counted: true } : result;
+}
+
+/**
+ * Queues the running tally's Update for the end of the current batch window,
+ * unless one is already queued for a window not yet over: votes in a burst
+ * share one Update, which counts them all when it is handled (after the
+ * window ends, so after their commits). Written with the ballot, so the
+ * Update is neither lost nor doubled by a crash.
+ */
+async function scheduleTally(deps: Pick<ProposalDeps, "outbox" | "tallyBatchMs">, trx: Kysely<DB>, p: Proposal, now: number): Promise<void> {
+  const batch = deps.tallyBatchMs ?? DEFAULT_TALLY_BATCH_MS;
+  const dueAt = (Math.floor(now / batch) + 1) * batch;
+  const claimed = await trx.updateTable("proposals").set({ tally_due_at: dueAt }).where("id", "=", p.id)
+    .where((eb) => eb.or([eb("tally_due_at", "is", null), eb("tally_due_at", "<=", now)])).executeTakeFirst();
+  if (Number(claimed.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "proposal.tally", unionId: p.unionId, proposalId: p.id, dueAt }, { notBefore: dueAt });
 }
 
 /** The options a member chose themselves, for the web form. */
@@ -335,9 +370,10 @@ export async function tallyOf(db: Kysely<DB>, p: Proposal): Promise<Tally> {
   let delegatedVoters = 0;
   if (params.delegation === "opt_in") {
     const edges = await delegationMap(db, p.unionId, p.kind);
+    const resolved = new Map<string, string | null>();
     for (const member of eligible) {
       if (ballots.has(member)) continue;
-      const voter = resolveDelegate(edges, member, (m) => ballots.has(m) && eligible.has(m));
+      const voter = resolveDelegateMemo(edges, member, (m) => ballots.has(m), resolved);
       if (!voter) continue;
       delegatedVoters++;
       for (const i of ballots.get(voter)!) delegated[i]!++;
@@ -366,17 +402,36 @@ async function delegationMap(db: Kysely<DB>, unionId: string, kind: ProposalKind
   return map;
 }
 
-/** Follows delegations from `member` to the first member for whom `voted` holds; stops at a cycle. */
-function resolveDelegate(edges: ReadonlyMap<string, string>, member: string, voted: (m: string) => boolean): string | undefined {
-  const seen = new Set([member]);
+/**
+ * resolveDelegate for every member of a tally at once: each member on the
+ * walked path (none of whom voted) gets the same answer, remembered, so a
+ * chain of length L costs L steps in all rather than L²/2 (10^5 members in
+ * one chain would otherwise take 5·10^9 steps).
+ */
+function resolveDelegateMemo(edges: ReadonlyMap<string, string>, member: string, voted: (m: string) => boolean, memo: Map<string, string | null>): string | undefined {
+  const path: string[] = [member];
+  const onPath = new Set(path);
+  let result: string | null = null;
   let at = edges.get(member);
-  while (at !== undefined && !seen.has(at)) {
-    if (voted(at)) return at;
-    seen.add(at);
+  while (at !== undefined) {
+    if (voted(at)) {
+      result = at;
+      break;
+    }
+    const known = memo.get(at);
+    if (known !== undefined) {
+      result = known;
+      break;
+    }
+    if (onPath.has(at)) break; // a cycle with no voter on it
+    path.push(at);
+    onPath.add(at);
     at = edges.get(at);
   }
-  return undefined;
+  for (const m of path) memo.set(m, result);
+  return result ?? undefined;
 }
+
 
 /** Decides a tally under the bylaws: quorum, then the kind's threshold. A tie never passes. */
 export function decide(p: Pick<Proposal, "kind" | "options" | "multiple">, tally: Tally, params: BylawParams): { passed: boolean; reason: string; winnerIndex?: number } {
@@ -435,6 +490,7 @@ export async function closeProposal(deps: ProposalDeps, unionId: string, proposa
       .set({ state: outcome.passed ? "passed" : "failed", closed_at: now, outcome: JSON.stringify(outcome) })
       .where("id", "=", p.id).where("state", "=", "open").executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new ProposalError("conflict", "closed concurrently");
+    await chainOutcome(trx, unionId, p.id, outcome.passed ? "passed" : "failed", outcome, now);
     await deps.outbox.add(trx, { kind: "proposal.closed", unionId, proposalId: p.id });
     return toProposal((await trx.selectFrom("proposals").selectAll().where("id", "=", p.id).executeTakeFirstOrThrow()));
   }).catch((e: unknown) => {
@@ -465,9 +521,7 @@ async function apply(trx: Kysely<DB>, p: Proposal, outcome: Outcome, winnerIndex
       }
     }
     case "recall": {
-      const m = await getMember(trx, p.unionId, c.memberId);
-      if (!m || m.state !== "active" || m.role !== "officer") return { ...outcome, reason: `${outcome.reason}; no longer an officer` };
-      await trx.updateTable("members").set({ role: "member", portfolio: null }).where("id", "=", m.id).execute();
+      if (!await removeFromOffice(trx, p.unionId, c.memberId)) return { ...outcome, reason: `${outcome.reason}; they no longer held an office` };
       return outcome;
     }
     case "election": {
@@ -475,9 +529,8 @@ async function apply(trx: Kysely<DB>, p: Proposal, outcome: Outcome, winnerIndex
       const w = await getMember(trx, p.unionId, winnerId);
       if (!w || w.state !== "active") return { ...outcome, passed: false, reason: `${outcome.reason}; but the winner is no longer a member` };
       if (c.role === "leader") {
-        await trx.updateTable("members").set({ role: "officer" }).where("union_id", "=", p.unionId).where("role", "=", "leader").where("id", "!=", w.id).execute();
-        await trx.updateTable("members").set({ role: "leader" }).where("id", "=", w.id).execute();
-        await trx.updateTable("unions").set({ leader_handle: w.handle }).where("id", "=", p.unionId).execute();
+        // The leader is the root of the sponsor tree: see src/members/leadership.ts.
+        await installLeader(trx, p.unionId, w.id, now);
       } else if (w.role === "leader") {
         await trx.updateTable("members").set({ portfolio: c.portfolio }).where("id", "=", w.id).execute();
       } else {
@@ -497,6 +550,52 @@ export async function closeDue(deps: ProposalDeps, now = Date.now()): Promise<Pr
     if (p) out.push(p);
   }
   return out;
+}
+
+/**
+ * The result of a closed proposal in plain words, one sentence a line: what
+ * was decided, the counts and quorum, and what changes now. Posted in the
+ * poll's thread; names members by handle (the poll went to members only).
+ */
+export async function describeOutcome(db: Kysely<DB>, p: Proposal): Promise<string[] | undefined> {
+  const o = p.outcome;
+  if (p.state === "open" || !o) return undefined;
+  const t = o.tally;
+  const lines = [`Proposal #${p.number} "${p.title}" ${o.passed ? "passed" : "failed"}: ${o.reason}.`];
+  const counts = t.options.map((x) => `${x.text} ${x.direct + x.delegated}${x.delegated > 0 ? ` (${x.delegated} by delegation)` : ""}`);
+  lines.push(`${p.multiple ? "Approvals" : "Votes"}: ${counts.join(", ")}. ${t.voters} of ${t.eligible} eligible members voted${t.delegatedVoters > 0 ? ` and ${t.delegatedVoters} more through a delegate` : ""}; quorum ${t.quorumPercent}% ${t.quorumMet ? "met" : "missed"}.`);
+  const handle = async (id: string) => {
+    const m = await getMember(db, p.unionId, id);
+    return m?.handle ?? m?.actorId ?? "a former member";
+  };
+  const c = p.change;
+  if (!o.passed) {
+    lines.push("Nothing changes.");
+  } else if (c.kind === "resolution") {
+    lines.push("The resolution is adopted.");
+  } else if (c.kind === "amendment") {
+    if (o.bylawsVersion === undefined) {
+      lines.push("The bylaws stay as they were: the change no longer applied.");
+    } else {
+      const changes = Object.entries(c.params).map(([k, v]) => {
+        try {
+          const spec = paramSpec(k);
+          return `${spec.label} is now ${formatParam(spec.key as ParamKey, spec.parse(v) as never)}`;
+        } catch {
+          return `${k} is now ${String(v)}`;
+        }
+      });
+      if (c.text !== undefined) changes.push("the text is amended");
+      lines.push(`Bylaws version ${o.bylawsVersion} is in force from now: ${changes.join("; ")}.`);
+    }
+  } else if (c.kind === "election") {
+    if (o.winner) lines.push(`${await handle(o.winner)} is elected ${c.role === "leader" ? "leader" : `officer${c.portfolio ? ` (${c.portfolio})` : ""}`}.`);
+  } else if (c.kind === "recall") {
+    lines.push(/no longer an officer/.test(o.reason) ? "Nothing changes: they were no longer an officer." : `${await handle(c.memberId)} is no longer an officer.`);
+  } else if (c.kind === "spend") {
+    lines.push(`A spend of ${c.amount} base units${c.mint ? ` of ${c.mint}` : ""} to ${c.recipient} is approved; the treasury carries it out.`);
+  }
+  return lines;
 }
 
 /** Passed spend proposals, for the treasury to execute. */

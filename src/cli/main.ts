@@ -11,10 +11,13 @@ import { systemCommands } from "./commands/system.ts";
 import { unionCommands } from "./commands/union.ts";
 import { actionCommands } from "./commands/action.ts";
 import { allyCommands } from "./commands/ally.ts";
-import { ledgerCommands, treasuryCommands, walletCommands } from "./commands/treasury.ts";
+import { crowdfundCommands } from "./commands/crowdfund.ts";
+import { featuredCommands } from "./commands/featured.ts";
 import { DatabaseUnavailableError } from "../db/unavailable.ts";
 
-const commands: readonly Command[] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...treasuryCommands, ...walletCommands, ...ledgerCommands];
+const commands: readonly Command[] = [] = [...systemCommands, ...unionCommands, ...inviteCommands, ...memberCommands, ...officerCommands, ...actionCommands, ...bylawsCommands, ...proposalCommands, ...allyCommands, ...featuredCommands, ...crowdfundCommands, ...treasuryCommands, ...walletCommands, ...ledgerCommands];
+import { ledgerCommands, treasuryCommands, walletCommands } from "./commands/treasury.ts";
+
 
 function helpText(cmds: readonly Command[], prefix: readonly string[]): string {
   const lines = [

@@ -275,6 +275,37 @@ export interface RateLimitHitsTable {
   at: number;
 }
 
+/** An actor this union features in one of its FEP-7aa9 collections (see migrations/0031). */
+export interface FeaturedItemsTable {
+  /** Also names our FeatureRequest: /u/<slug>/featured-requests/<id>. */
+  id: string;
+  union_id: string;
+  /** `allies` or `cabinet`. */
+  collection: string;
+  actor_id: string;
+  /** `requested`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  /** The featured actor's FeatureAuthorization, once it accepted and the stamp checked out. */
+  stamp: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A consent stamp (FeatureAuthorization) this union issued, or was asked for (see migrations/0031). */
+export interface FeatureStampsTable {
+  /** Names the stamp: /u/<slug>/stamps/<id>. */
+  id: string;
+  union_id: string;
+  request_id: string;
+  requester: string;
+  collection: string;
+  /** `pending`, `accepted`, `rejected` or `withdrawn`. */
+  state: string;
+  decided_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface UnionRelationshipsTable {
   id: string;
   union_id: string;
@@ -344,6 +375,8 @@ export interface ProposalsTable {
   closed_at: number | null;
   /** JSON tally and reason, written at close. */
   outcome: string | null;
+  /** End of the batch window whose tally Update is queued (ms), if any. */
+  tally_due_at: number | null;
 }
 
 export interface BallotsTable {
@@ -388,6 +421,8 @@ export interface DB {
   sessions: SessionsTable;
   rate_limit_hits: RateLimitHitsTable;
   union_relationships: UnionRelationshipsTable;
+  featured_items: FeaturedItemsTable;
+  feature_stamps: FeatureStampsTable;
   relationship_events: RelationshipEventsTable;
   bylaws_versions: BylawsVersionsTable;
   proposals: ProposalsTable;
@@ -405,6 +440,9 @@ export interface DB {
   badge_mints: BadgeMintsTable;
   badges: BadgesTable;
   scan_cursors: ScanCursorsTable;
+  crowdfunds: CrowdfundsTable;
+  crowdfund_pledges: CrowdfundPledgesTable;
+  crowdfund_transactions: CrowdfundTransactionsTable;
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
   wallet_challenges: WalletChallengesTable;
@@ -575,4 +613,68 @@ export interface BadgesTable {
   raw: string | null;
   last_valid_block_height: number | null;
   updated_at: number;
+}
+
+/** A member's project raised through the union (src/crowdfunds/). */
+export interface CrowdfundsTable {
+  id: string;
+  union_id: string;
+  seq: number;
+  title: string;
+  body_md: string;
+  body_html: string;
+  /** u64 base units of the dues mint. */
+  goal: string;
+  deadline: number;
+  beneficiary: string;
+  proposer_id: string | null;
+  state: string;
+  cut_bps: number | null;
+  mint: string | null;
+  vault: string | null;
+  reference: string | null;
+  vault_raw: string | null;
+  vault_last_valid_block_height: number | null;
+  vault_signature: string | null;
+  action_id: string | null;
+  decided_by: string | null;
+  decision_note: string | null;
+  total: string | null;
+  cut: string | null;
+  created_at: number;
+  decided_at: number | null;
+  settled_at: number | null;
+}
+
+export interface CrowdfundPledgesTable {
+  signature: string;
+  union_id: string;
+  crowdfund_id: string;
+  member_id: string | null;
+  memo: string | null;
+  wallet: string;
+  source: string;
+  destination: string;
+  mint: string;
+  amount: string;
+  status: string;
+  reason: string | null;
+  in_vault: number;
+  refund_signature: string | null;
+  pledged_at: number;
+  recorded_at: number;
+}
+
+export interface CrowdfundTransactionsTable {
+  id: Generated<number>;
+  crowdfund_id: string;
+  kind: string;
+  raw: string;
+  last_valid_block_height: number;
+  signature: string;
+  state: string;
+  pledges: string;
+  amount: string;
+  created_at: number;
+  confirmed_at: number | null;
 }

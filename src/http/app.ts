@@ -17,10 +17,15 @@ import { clientOf } from "./client-address.ts";
 import { hitLimits } from "../sessions/rate-limit.ts";
 import { federationMiddleware } from "./federation-mount.ts";
 import { inboxGuard } from "./inbox-guard.ts";
+import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
+import { healthMonitor } from "./health.ts";
+import { closeAfterResponse } from "./close-connection.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
 import { unionLinks } from "../relationships/relationships.ts";
+import { crowdfundItems } from "./crowdfunds-web.ts";
+import { formatUnits } from "../../solana/amounts.ts";
 import { followNextPage, joinedPage, joinPage } from "./pages/join.ts";
 import { bylawsPage } from "./pages/bylaws.ts";
 import { bylawsHistory } from "../bylaws/bylaws.ts";
@@ -78,33 +83,42 @@ export function createHttpApp(deps: HttpDeps): Hono {
     crossOriginOpenerPolicy: "same-origin",
   }));
 
-  // Before Fedify reads a body: an inbox POST larger than this is refused
-  // with 413 instead of being buffered.
+  // Before anything reads an inbox body: unsigned, oversized, malformed or
+  // context-fetching bodies are refused without that work (and, when they
+  // are refused before the end, without reading the rest).
+  app.use("*", inboxGuard({ db, maxBodyBytes: deps.maxBodyBytes }));
+  // Every other request: a body larger than this is refused with 413 instead
+  // of being buffered; a declared one, from its headers, unread.
+  app.use("*", async (c, next) => {
+    const declared = c.req.header("Content-Length");
+    if (declared !== undefined && /^\d{1,15}$/.test(declared) && Number(declared) > deps.maxBodyBytes) {
+      closeAfterResponse(c);
+      return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
+    }
+    return next();
+  });
   app.use("*", bodyLimit({
     maxSize: deps.maxBodyBytes,
     onError: (c) => {
-      // The rest of the body is never read, so the connection cannot be reused.
+      // Not closeAfterResponse: this body is already wrapped in a web stream (see inbox-guard.ts).
       c.header("Connection", "close");
       return apiError(c, 413, "payload_too_large", `request bodies are limited to ${deps.maxBodyBytes} bytes`);
     },
   }));
-  // Before Fedify parses an inbox body as JSON-LD: unsigned, malformed or
-  // context-fetching bodies are refused without that work.
-  app.use("*", inboxGuard());
+  // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
+  app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
+  app.use("*", featuredRoutes(db, deps.origin));
+  app.use("*", actorFeaturedFields(db, deps.origin));
   app.use("*", federationMiddleware(deps.federation));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
   // Browsers and feed readers ask for /favicon.ico whatever the page links.
   app.get("/favicon.ico", (c) => c.redirect("/public/favicon.svg", 301));
 
+  const health = healthMonitor(db);
   app.get("/healthz", async (c) => {
-    try {
-      await db.selectFrom("unions").select("id").limit(1).execute();
-      return c.json({ status: "ok" });
-    } catch (error) {
-      log.error("Health check failed: {error}", { error });
-      return c.json({ status: "error", error: { code: "database_unavailable", message: "database unavailable" } }, 503);
-    }
+    if ((await health()).ok) return c.json({ status: "ok" });
+    return c.json({ status: "error", error: { code: "database_unavailable", message: "database unavailable" } }, 503);
   });
 
   app.get("/", async (c) => c.html(homePage({
@@ -178,6 +192,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
       recent,
       viewer: viewer ? { handle: viewer.handle ?? viewer.actorId ?? "", home: viewer.role === "member" ? "me" : "console" } : undefined,
       links: await unionLinks(db, union.id),
+      crowdfunds: readable ? await crowdfundItems({ db, formatUnits }, union) : [],
     }));
   });
 

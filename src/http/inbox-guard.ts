@@ -1,36 +1,70 @@
+import type { IncomingMessage } from "node:http";
 import { preloadedContexts } from "@fedify/vocab-runtime";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import type { Kysely } from "kysely";
+import type { DB } from "../db/schema.ts";
+import { isActivePeer } from "../../federation/relationships.ts";
+import { unionsOfActor } from "../members/membership.ts";
 import { apiError } from "./api-error.ts";
+import { closeAfterResponse, nodeRequestOf } from "./close-connection.ts";
 
 /**
  * Fedify expands an inbox body as JSON-LD (fetching any remote @context it
  * names) before it checks the HTTP signature, so an unsigned request could
  * cost seconds of CPU, make the server fetch a URL of the sender's choosing,
- * or overflow the stack with nesting. This runs first and refuses, cheaply:
- * - no Signature or Signature-Input header: 401 (nothing is read);
- * - a body that is not UTF-8 JSON, or nests deeper than MAX_JSON_DEPTH: 400;
- * - an @context (or @import) that Fedify does not ship preloaded and that is
- *   not on the signing key's own host: 400. Pleroma names its litepub
- *   context on its own host, which the receiver has to fetch from there;
- *   that is the one server this request already makes us contact (the key).
+ * or overflow the stack with nesting. This runs first, before anything reads
+ * the body, and refuses as early as it can tell:
+ * - from the headers alone, the body unread and the connection closed after
+ *   the answer: a declared Content-Length over the limit, 413; no Signature
+ *   or Signature-Input header, 401;
+ * - while the body streams in, at the first offending byte: more bytes than
+ *   the limit, 413; nesting deeper than MAX_JSON_DEPTH, 400;
+ * - once read: not UTF-8 JSON, 400; an @context (or @import) that Fedify does
+ *   not ship preloaded and that is not on the signing key's own host, 400
+ *   (Pleroma names its litepub context on its own host, which the receiver
+ *   has to fetch from there; that is the one server this request already
+ *   makes us contact: the key's);
+ * - a Create whose actor belongs to no union here and is no active peer
+ *   union, 403: Muster ignores such posts, so they are refused before
+ *   Fedify's signature check, JSON-LD expansion and queue. This check only
+ *   ever refuses (what passes is still verified by Fedify), so it needs no
+ *   verified signature: checking one first would cost a key fetch for an
+ *   unknown key, which is dearer than the one indexed lookup it guards.
  */
 export const MAX_JSON_DEPTH = 32;
 
 const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
 
-export function inboxGuard(): MiddlewareHandler {
+export interface InboxGuardDeps {
+  readonly db: Kysely<DB>;
+  readonly maxBodyBytes: number;
+}
+
+export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
+    // Only a body that no web stream wraps is cut off: destroying a socket
+    // under Readable.toWeb can throw an uncatchable ERR_INVALID_STATE
+    // (nodejs/node#64529), which would end the process.
+    const unwrapped = nodeRequestOf(c)?.readableFlowing === null;
+    const refuse = (status: 400 | 401 | 403 | 413, problem: Problem) => {
+      if (unwrapped) closeAfterResponse(c);
+      else c.header("Connection", "close");
+      return apiError(c, status, problem.code, problem.message);
+    };
+    const declared = declaredLength(c.req.header("Content-Length"));
+    if (declared > deps.maxBodyBytes) return refuse(413, tooLarge(deps.maxBodyBytes));
     const signature = c.req.header("Signature-Input") ?? c.req.header("Signature");
-    if (!signature) {
-      c.header("Connection", "close"); // the body is never read
-      return apiError(c, 401, "unsigned", "inbox deliveries must be signed with an HTTP signature (Signature or Signature-Input header)");
-    }
-    const bytes = new Uint8Array(await c.req.raw.arrayBuffer());
-    const problem = checkBody(bytes, keyHost(signature));
-    if (problem) return apiError(c, 400, problem.code, problem.message);
+    if (!signature) return refuse(401, { code: "unsigned", message: "inbox deliveries must be signed with an HTTP signature (Signature or Signature-Input header)" });
+
+    const read = await readChecked(c, deps.maxBodyBytes);
+    if ("status" in read) return refuse(read.status, read.problem);
+    const parsed = parseBody(read.bytes, keyHost(signature));
+    if ("code" in parsed) return refuse(400, parsed);
+    const stranger = await strangersCreate(deps.db, parsed);
+    if (stranger) return refuse(403, { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` });
     // The body was consumed: Fedify gets the same bytes (its digest check needs them exactly).
-    c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: bytes });
+    c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: read.bytes });
     return next();
   };
 }
@@ -40,21 +74,93 @@ interface Problem {
   readonly message: string;
 }
 
-function checkBody(bytes: Uint8Array, signerHost: string | undefined): Problem | undefined {
+const tooLarge = (max: number): Problem => ({ code: "payload_too_large", message: `request bodies are limited to ${max} bytes` });
+
+function declaredLength(header: string | undefined): number {
+  if (header === undefined || !/^\d{1,15}$/.test(header)) return -1;
+  return Number(header);
+}
+
+type ReadResult = { bytes: Uint8Array<ArrayBuffer> } | { status: 400 | 413; problem: Problem };
+
+/** Reads the body, checking each chunk as it arrives; stops reading at the first problem. */
+async function readChecked(c: Context, maxBytes: number): Promise<ReadResult> {
+  const scan = new DepthScan(MAX_JSON_DEPTH);
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
+  let total = 0;
+  const take = (chunk: Uint8Array<ArrayBuffer>): ReadResult | undefined => {
+    total += chunk.byteLength;
+    if (total > maxBytes) return { status: 413, problem: tooLarge(maxBytes) };
+    if (scan.exceeds(chunk)) return { status: 400, problem: { code: "too_deep", message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels is refused` } };
+    chunks.push(chunk);
+    return undefined;
+  };
+  const incoming = nodeRequestOf(c);
+  // Straight from Node's stream when nothing has read it yet: no web-stream copy per chunk.
+  const problem = incoming && incoming.readableFlowing === null ? await readNode(incoming, take) : await readWeb(c.req.raw.body, take);
+  if (problem) return problem;
+  return { bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total) };
+}
+
+function readNode(incoming: IncomingMessage, take: (chunk: Uint8Array<ArrayBuffer>) => ReadResult | undefined): Promise<ReadResult | undefined> {
+  return new Promise((resolve) => {
+    const done = (result: ReadResult | undefined) => {
+      incoming.off("data", onData);
+      incoming.off("end", onEnd);
+      incoming.off("error", onError);
+      incoming.off("close", onClose);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer<ArrayBuffer>) => {
+      const problem = take(chunk);
+      if (problem) {
+        // Not destroyed here: the answer still has to go out on this socket (closeAfterResponse).
+        incoming.pause();
+        done(problem);
+      }
+    };
+    const onEnd = () => done(undefined);
+    const onError = () => done({ status: 400, problem: { code: "incomplete_body", message: "the request body did not arrive whole" } });
+    const onClose = () => {
+      if (!incoming.complete) onError();
+    };
+    incoming.on("data", onData);
+    incoming.on("end", onEnd);
+    incoming.on("error", onError);
+    incoming.on("close", onClose);
+  });
+}
+
+async function readWeb(body: ReadableStream<Uint8Array<ArrayBuffer>> | null, take: (chunk: Uint8Array<ArrayBuffer>) => ReadResult | undefined): Promise<ReadResult | undefined> {
+  if (!body) return undefined;
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return undefined;
+      const problem = take(value);
+      if (problem) {
+        await reader.cancel().catch(() => {});
+        return problem;
+      }
+    }
+  } catch {
+    return { status: 400, problem: { code: "incomplete_body", message: "the request body did not arrive whole" } };
+  }
+}
+
+function parseBody(bytes: Uint8Array, signerHost: string | undefined): { doc: Record<string, unknown> } | Problem {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     return { code: "invalid_json", message: "the body is not UTF-8" };
   }
-  if (depthExceeds(text, MAX_JSON_DEPTH)) {
-    return { code: "too_deep", message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels is refused` };
-  }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (error) {
-    return { code: "invalid_json", message: `the body is not JSON: ${(error as Error).message}` };
+    return { code: "invalid_json", message: `the body is not JSON: ${(error as Error).message.slice(0, 200)}` };
   }
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
     return { code: "invalid_json", message: "the body must be a JSON object (an activity)" };
@@ -63,27 +169,76 @@ function checkBody(bytes: Uint8Array, signerHost: string | undefined): Problem |
   if (remote !== undefined) {
     return { code: "unsupported_context", message: `the @context ${JSON.stringify(remote.slice(0, 200))} is neither a well-known context nor on the signer's server` };
   }
-  return undefined;
+  return { doc: doc as Record<string, unknown> };
 }
 
-/** One pass over the text, skipping strings: JSON.parse and JSON-LD recurse per level, this does not. */
-export function depthExceeds(text: string, max: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text.charCodeAt(i);
-    if (inString) {
-      if (ch === 0x5c) i++; // backslash: skip the escaped character
-      else if (ch === 0x22) inString = false;
-    } else if (ch === 0x22) {
-      inString = true;
-    } else if (ch === 0x5b || ch === 0x7b) {
-      if (++depth > max) return true;
-    } else if (ch === 0x5d || ch === 0x7d) {
-      depth--;
-    }
+/** The actor of a Create from someone with no relation to any union here, if it is one. */
+async function strangersCreate(db: Kysely<DB>, { doc }: { doc: Record<string, unknown> }): Promise<string | undefined> {
+  if (doc.type !== "Create") return undefined;
+  const actor = typeof doc.actor === "string" ? doc.actor : undefined;
+  // Anything unusual (an embedded actor, several) is left to Fedify and the inbox listener.
+  if (!actor) return undefined;
+  if ((await unionsOfActor(db, actor)).length > 0 || await isActivePeer(db, actor)) return undefined;
+  return actor;
+}
+
+/**
+ * Counts nesting across chunks of UTF-8 bytes, skipping strings. The bytes it
+ * looks for are ASCII, which never occur inside a multi-byte UTF-8 sequence,
+ * so no decoding is needed. JSON.parse and JSON-LD recurse per level; this
+ * does not.
+ */
+export class DepthScan {
+  #depth = 0;
+  #inString = false;
+  #escaped = false;
+  readonly max: number;
+  constructor(max: number) {
+    this.max = max;
   }
-  return false;
+
+  /** True at the first byte that opens level max + 1; the rest is not looked at. */
+  exceeds(chunk: Uint8Array): boolean {
+    // A Buffer view, for its native indexOf: hostile bodies are mostly long strings.
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const end = bytes.length;
+    let depth = this.#depth;
+    let inString = this.#inString;
+    let escaped = this.#escaped;
+    const max = this.max;
+    let backslash = -2; // the next backslash at or after i, once looked up (-1: none left)
+    let i = 0;
+    while (i < end) {
+      if (inString) {
+        if (escaped) {
+          escaped = false;
+          i++;
+          continue;
+        }
+        const quote = bytes.indexOf(0x22, i);
+        if (backslash !== -1 && backslash < i) backslash = bytes.indexOf(0x5c, i);
+        if (backslash !== -1 && (quote === -1 || backslash < quote)) {
+          escaped = true;
+          i = backslash + 1;
+        } else if (quote === -1) {
+          i = end;
+        } else {
+          inString = false;
+          i = quote + 1;
+        }
+        continue;
+      }
+      const b = bytes[i++]!;
+      if (b === 0x22) inString = true;
+      else if (b === 0x5b || b === 0x7b) {
+        if (++depth > max) return true;
+      } else if (b === 0x5d || b === 0x7d) depth--;
+    }
+    this.#depth = depth;
+    this.#inString = inString;
+    this.#escaped = escaped;
+    return false;
+  }
 }
 
 /** The host of the key a Signature (keyId="…") or Signature-Input (keyid="…") header names. */

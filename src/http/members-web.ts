@@ -32,10 +32,11 @@ import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb } from "./relationships-web.ts";
-import { ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, ProposalError, tallyOf, withdrawDelegation } from "../bylaws/proposals.ts";
-import { newProposalPage, proposalPage } from "./pages/proposal.ts";
 import { issueWalletChallenge, proveWallet, walletOf } from "../treasury/wallet-proof.ts";
 import { TreasuryError } from "../treasury/dues.ts";
+import { mountProposalsWeb } from "./proposals-web.ts";
+import { delegationState, mayPropose } from "../bylaws/proposing.ts";
+import { delegateVote, type DelegationScope, ProposalError, withdrawDelegation } from "../bylaws/proposals.ts";
 
 // Passwordless sign-in, the officers' console and the member page. The
 // rules live in src/sessions and src/members; this file turns forms into
@@ -70,6 +71,8 @@ const DONE: Record<string, string> = {
   visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
   wallet_linked: "Wallet linked, with proof. Your badge follows shortly.",
+  delegated: "Your vote is delegated.",
+  delegation_withdrawn: "Your delegation is withdrawn: you vote for yourself.",
 };
 
 const CODE_PROBLEMS: Record<CodeProblem, { status: 404 | 410 | 403; message: string }> = {
@@ -132,7 +135,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     // Framing, sniffing and scripts: the app-wide secure headers (src/http/app.ts).
     c.header("Referrer-Policy", "same-origin");
   };
-  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*", "/u/:slug/proposals/new", "/u/:slug/proposals/:n/vote", "/u/:slug/delegation"]) {
+  for (const path of ["/u/:slug/login", "/u/:slug/login/*", "/u/:slug/logout", "/u/:slug/console", "/u/:slug/console/*", "/u/:slug/me", "/u/:slug/me/*", "/u/:slug/actions", "/u/:slug/actions/*", "/u/:slug/proposals/new", "/u/:slug/proposals/:n/vote", "/u/:slug/delegation", "/u/:slug/me/delegation"]) {
     app.use(path, privatePage, csrfPage);
   }
 
@@ -369,94 +372,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     return c.redirect(`/u/${g.viewer.union.slug}/console?done=visibility#roster-visibility`, 303);
   });
 
-  // ---- Proposals: the page, and voting on the web (a changed web vote replaces the earlier one) ----
-  async function proposalView(c: Context, extra: { error?: string; done?: boolean } = {}) {
-    const union = await loadUnion(c);
-    const proposal = union && /^\d{1,9}$/.test(c.req.param("n") ?? "") ? await getProposal(db, union.id, c.req.param("n")!) : undefined;
-    if (!union || !proposal) return undefined;
-    const member = await signedInMember(db, c, union);
-    const eligible = member !== undefined && member.state === "active" && member.joinedAt !== null && member.joinedAt.getTime() <= proposal.openedAt.getTime();
-    return {
-      union, proposal, member, tally: await tallyOf(db, proposal),
-      ballot: member ? await ballotOf(db, proposal.id, member.id) : undefined,
-      canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
-    };
-  }
-
-  // Opening a proposal on the web: who may is the domain's rule (bylaws' proposers), so the form is shown to
-  // any signed-in member and a refusal comes back on it. Registered before /:n so "new" is not a number.
-  app.get("/u/:slug/proposals/new", async (c) => {
-    const union = await loadUnion(c);
-    if (!union) return c.html(errorPage(404, "No such union here."), 404);
-    if (!(await signedInMember(db, c, union))) return c.redirect(`/u/${union.slug}/login`, 303);
-    return c.html(newProposalPage({ union }));
-  });
-
-  app.post("/u/:slug/proposals/new", async (c) => {
-    const union = await loadUnion(c);
-    if (!union) return c.html(errorPage(404, "No such union here."), 404);
-    const member = await signedInMember(db, c, union);
-    if (!member) return c.html(errorPage(403, "Sign in as a member to open a proposal."), 403);
-    const body = await c.req.parseBody();
-    const form = Object.fromEntries(["kind", "title", "text", "params"].map((k) => [k, String(body[k] ?? "")]));
-    try {
-      const kind = form.kind === "amendment" ? "amendment" : form.kind === "resolution" ? "resolution" : undefined;
-      if (!kind) throw new ProposalError("invalid", "choose a resolution or an amendment");
-      const lines = form.params!.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
-      if (kind === "resolution" && lines.length > 0) throw new ProposalError("invalid", "a resolution changes no rule; choose an amendment to change the bylaws");
-      const p = await createProposal(membership, union.id, { kind: "member", memberId: member.id }, {
-        kind, title: form.title!, text: form.text!, ...(kind === "amendment" ? { params: parseAssignments(lines) } : {}),
-      });
-      log.info("{handle} opened proposal #{n} in {slug}", { handle: member.handle, n: p.number, slug: union.slug });
-      return c.redirect(`/u/${union.slug}/proposals/${p.number}`, 303);
-    } catch (e) {
-      if (!(e instanceof ProposalError || e instanceof BylawsError || e instanceof UnionError || e instanceof MemberError)) throw e;
-      const status = e.code === "forbidden" ? 403 : 400;
-      return c.html(newProposalPage({ union, form, error: e.message }), status);
-    }
-  });
-
-  app.get("/u/:slug/proposals/:n", async (c) => {
-    const v = await proposalView(c, { done: c.req.query("done") === "voted" });
-    if (!v) return c.html(errorPage(404, "No such proposal here."), 404);
-    c.header("Cache-Control", "private, no-cache");
-    return c.html(proposalPage(v));
-  });
-
-  // A member delegates their vote (all proposals, or one kind) to another member by handle, or withdraws it.
-  app.post("/u/:slug/delegation", async (c) => {
-    const union = await loadUnion(c);
-    if (!union) return c.html(errorPage(404, "No such union here."), 404);
-    const member = await signedInMember(db, c, union);
-    if (!member) return c.html(errorPage(403, "Sign in as a member to delegate your vote."), 403);
-    const form = await c.req.parseBody();
-    const scope = String(form.scope ?? "all") as DelegationScope;
-    try {
-      if (form.withdraw === "1") {
-        await withdrawDelegation(membership, union.id, { kind: "member", memberId: member.id }, scope);
-      } else {
-        const to = await findMemberByHandle(db, union.id, normaliseHandle(String(form.delegate ?? "")));
-        if (!to) throw new ProposalError("not_found", "no member with that handle");
-        await delegateVote(membership, union.id, { kind: "member", memberId: member.id }, to.id, scope);
-      }
-    } catch (e) {
-      if (!(e instanceof ProposalError || e instanceof UnionError)) throw e;
-      return c.html(errorPage(e.code === "forbidden" ? 403 : 400, e.message), e.code === "forbidden" ? 403 : 400);
-    }
-    return c.redirect(String(form.back ?? "").startsWith(`/u/${union.slug}/`) ? String(form.back) : `/u/${union.slug}`, 303);
-  });
-
-  app.post("/u/:slug/proposals/:n/vote", async (c) => {
-    const v = await proposalView(c);
-    if (!v) return c.html(errorPage(404, "No such proposal here."), 404);
-    if (!v.member) return c.html(proposalPage({ ...v, error: "Sign in as a member to vote." }), 403);
-    const form = await c.req.parseBody({ all: true });
-    const raw = form.option;
-    const choices = (Array.isArray(raw) ? raw : raw === undefined ? [] : [raw]).map(String);
-    const r = await castVote(membership, v.union.id, v.proposal.id, { memberId: v.member.id }, choices, { kind: "web" });
-    if (!r.counted) return c.html(proposalPage({ ...(await proposalView(c))!, error: `Your vote was not recorded: ${r.reason}.` }), 400);
-    return c.redirect(`/u/${v.union.slug}/proposals/${v.proposal.number}?done=voted`, 303);
-  });
+  mountProposalsWeb(app, { db, membership, loadUnion });
 
   app.post("/u/:slug/console/invites", (c) => postInvite(c, "console"));
 
@@ -541,15 +457,17 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     }
   }
 
-  async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string } } = {}) {
+  async function renderMe(c: Context, v: Viewer, extra: { error?: string; status?: 400 | 403 | 404 | 409; inviteValues?: { uses?: string; expires?: string }; delegationValues?: { scope?: string; delegate?: string } } = {}) {
     const { union, member } = v;
-    const [chain, recruits, invites, held, welcome] = await Promise.all([
+    const [chain, recruits, invites, held, welcome, proposer] = await Promise.all([
       sponsorChain(db, member.id),
       recruitsOf(db, union.id, member.id, { limit: 200 }),
       listInvites(db, union.id, { createdBy: member.id }),
       placesHeld(db, union.id, member.id),
       welcomePlaces(db, union.id, member.id),
+      mayPropose(db, union.id, member),
     ]);
+    const delegation = await delegationState(db, union.id, member);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
     const wallet = await walletOf(db, union.id, member.id);
@@ -567,6 +485,9 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       notice: DONE[c.req.query("done") ?? ""],
       error: extra.error,
       inviteValues: extra.inviteValues,
+      mayPropose: proposer,
+      delegation,
+      delegationValues: extra.delegationValues,
     }), extra.status ?? 200);
   }
 
@@ -608,6 +529,29 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       if (e instanceof TreasuryError) return c.json({ error: { code: e.code, message: e.message } }, 400);
       throw e;
     }
+  });
+
+  // Delegating one's vote (all proposals or one kind; the sponsor is offered first), changing it, or withdrawing it.
+  app.post("/u/:slug/me/delegation", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const form = await c.req.parseBody();
+    const values = { scope: String(form.scope ?? "all"), delegate: String(form.delegate ?? "") };
+    const scope = values.scope as DelegationScope;
+    try {
+      if (form.withdraw === "1") {
+        await withdrawDelegation(membership, g.viewer.union.id, by(g.viewer), scope);
+      } else {
+        const handle = normaliseHandle(values.delegate);
+        const to = await findMemberByHandle(db, g.viewer.union.id, handle);
+        if (!to || to.state !== "active") throw new ProposalError("not_found", `${handle} is not a member of this union`);
+        await delegateVote(membership, g.viewer.union.id, by(g.viewer), to.id, scope);
+      }
+    } catch (e) {
+      if (!(e instanceof ProposalError || e instanceof UnionError)) throw e;
+      return renderMe(c, g.viewer, { error: e.message, status: e.code === "forbidden" ? 403 : e.code === "conflict" ? 409 : 400, delegationValues: values });
+    }
+    return c.redirect(`/u/${g.viewer.union.slug}/me?done=${form.withdraw === "1" ? "delegation_withdrawn" : "delegated"}#delegation`, 303);
   });
 
   app.post("/u/:slug/me/invites/:code/revoke", async (c) => {

@@ -18,7 +18,7 @@ import {
   requireOfficer,
   toMember,
 } from "./members.ts";
-import { attach, detach } from "./tree.ts";
+import { attach, detach, treeTop } from "./tree.ts";
 
 /** A remote account asking to join, as the federation layer saw it. */
 export interface Applicant {
@@ -93,7 +93,7 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
 
     switch (union.joinPolicy) {
       case "open":
-        return admit(deps, trx, union, row.id, (await getLeader(trx, unionId))?.id ?? null, "open", null, emits);
+        return admit(deps, trx, union, row.id, (await treeTop(trx, unionId))?.id ?? null, "open", null, emits);
       case "approval":
         if (existing?.state !== "pending") emits.push(() => deps.events.emit("member.pending", { unionId, memberId: row.id }));
         return { outcome: "pending", member: (await getMember(trx, unionId, row.id))! };
@@ -142,7 +142,7 @@ export async function approveMember(deps: MembershipDeps, unionId: string, membe
     if (!m) throw new MemberError("not_found", "no such member");
     if (m.state === "active") return m;
     if (m.state !== "pending") throw new MemberError("invalid", `only pending requests can be approved; this one is ${m.state}`);
-    const sponsorId = officer?.id ?? (await getLeader(trx, unionId))?.id ?? null;
+    const sponsorId = officer?.id ?? (await treeTop(trx, unionId))?.id ?? null;
     const union = (await getUnionById(trx, unionId))!;
     return (await admit(deps, trx, union, m.id, sponsorId, "approval", null, emits)).member;
   });
@@ -335,7 +335,7 @@ async function sponsorFor(trx: Kysely<DB>, unionId: string, createdBy: string | 
     // recruits went, under the inviter's sponsor chain.
     if (c?.sponsorId) return sponsorFor(trx, unionId, c.sponsorId);
   }
-  return (await getLeader(trx, unionId))?.id ?? null;
+  return (await treeTop(trx, unionId))?.id ?? null;
 }
 
 async function admit(

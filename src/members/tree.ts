@@ -137,3 +137,43 @@ export async function movesOf(db: Kysely<DB>, unionId: string, memberId: string)
   const rows = await db.selectFrom("member_moves").selectAll().where("union_id", "=", unionId).where("member_id", "=", memberId).orderBy("at").execute();
   return rows.map((r) => ({ memberId: r.member_id, fromSponsorId: r.from_sponsor_id, toSponsorId: r.to_sponsor_id, reason: r.reason, at: new Date(Number(r.at)) }));
 }
+
+/**
+ * Makes `memberId` the root of its union's tree: it leaves its sponsor (with
+ * its whole subtree), and every other root of the union (the old root, and
+ * anyone admitted while there was no leader) goes under it. Nobody else's
+ * sponsor changes, and the tree stays a tree: the new root's subtree cannot
+ * hold a root it did not have before. Both moves are recorded in
+ * member_moves, so the old links stay readable (`movesOf`). In the caller's
+ * transaction, with the union locked.
+ */
+export async function makeRoot(trx: Kysely<DB>, unionId: string, memberId: string, reasons: { root: string; oldRoot: string }, now: number): Promise<string[]> {
+  const m = await getMember(trx, unionId, memberId);
+  if (!m || !IN_TREE.includes(m.state)) throw new MemberError("not_found", "only a member in the tree can be its root");
+  const moves: { member_id: string; from_sponsor_id: string | null; to_sponsor_id: string | null; reason: string }[] = [];
+  if (m.sponsorId !== null) {
+    await adjustAncestors(trx, m.sponsorId, -(m.subtreeSize + 1));
+    await trx.updateTable("members").set({ sponsor_id: null }).where("id", "=", m.id).execute();
+    moves.push({ member_id: m.id, from_sponsor_id: m.sponsorId, to_sponsor_id: null, reason: reasons.root });
+  }
+  const others = await trx.selectFrom("members").select(["id", "subtree_size"])
+    .where("union_id", "=", unionId).where("sponsor_id", "is", null).where("state", "in", IN_TREE).where("id", "!=", m.id).execute();
+  for (const r of others) {
+    await trx.updateTable("members").set({ sponsor_id: m.id }).where("id", "=", r.id).execute();
+    await adjustAncestors(trx, m.id, Number(r.subtree_size) + 1);
+    moves.push({ member_id: r.id, from_sponsor_id: null, to_sponsor_id: m.id, reason: reasons.oldRoot });
+  }
+  if (moves.length > 0) {
+    await trx.insertInto("member_moves").values(moves.map((x) => ({ id: randomUUID(), union_id: unionId, at: now, ...x }))).execute();
+  }
+  return others.map((r) => r.id);
+}
+
+/** The top of the union's tree: the leader, or (with none) the oldest root; the sponsor of last resort. */
+export async function treeTop(db: Kysely<DB>, unionId: string): Promise<Member | undefined> {
+  const leader = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
+    .where("state", "in", IN_TREE).executeTakeFirst();
+  const row = leader ?? await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("sponsor_id", "is", null)
+    .where("state", "in", IN_TREE).orderBy("created_at").orderBy("id").executeTakeFirst();
+  return row && toMember(row);
+}

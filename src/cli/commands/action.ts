@@ -188,7 +188,7 @@ so a queued call-to-action still goes out at the usual time.`,
   {
     path: ["action", "verify"],
     usage: "muster action verify <union> [--json]",
-    summary: "Check the union's hash chain of calls-to-action and say where it breaks (exit 1 if it does).",
+    summary: "Check the union's hash chain (calls-to-action, proposals, ballots and outcomes) and say where it breaks (exit 1 if it does).",
     options: { ...JSON_OPT },
     positionals: ["union"],
     async run({ values, positionals }) {
@@ -199,7 +199,7 @@ so a queued call-to-action still goes out at the usual time.`,
         else if (report.ok) out(`The chain of ${union.slug} is intact: ${report.entries} entries, head ${report.head}.\n`);
         else {
           out(`The chain of ${union.slug} is broken (${report.breaks.length} problem(s) in ${report.entries} entries):\n`);
-          for (const b of report.breaks) out(`  entry ${b.n || "-"}, call-to-action ${b.actionId}: ${b.problem}\n`);
+          for (const b of report.breaks) out(`  entry ${b.n || "-"}, ${b.problem.startsWith("proposal #") ? "" : "call-to-action "}${b.actionId}: ${b.problem}\n`);
         }
         if (!report.ok) throw new CliError(`the chain of ${union.slug} does not verify`);
       });

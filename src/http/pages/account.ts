@@ -30,6 +30,7 @@ export function consoleTabs(union: Union, here: "members" | "actions" | "unions"
 ${tab("members", `/u/${union.slug}/console`, "Members")}
 ${tab("actions", `/u/${union.slug}/console/actions`, "Calls to action")}
 ${tab("unions", `/u/${union.slug}/console/unions`, "Other unions")}
+<a href="/u/${union.slug}/proposals" data-testid="console-proposals">Proposals</a>
 </nav>`;
 }
 

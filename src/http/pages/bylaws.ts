@@ -21,6 +21,10 @@ export function bylawsPage(union: Union, history: readonly Bylaws[]): Html {
 <table data-testid="bylaws-params"><thead><tr><th>Rule</th><th>Value</th><th>Meaning</th></tr></thead>
 <tbody>${PARAMS.map((p) => html`<tr data-key="${p.key}"><td>${p.label}</td><td>${fmt(current, p.key)}</td><td class="small">${p.help}</td></tr>`)}</tbody></table>
 </section>
+<section id="offices" data-testid="bylaws-offices">
+<h2>Offices and the sponsor tree</h2>
+<p>The leader is the root of the sponsor tree. An elected leader takes the root when the result is declared: they leave their sponsor with their whole branch, the previous root goes under them, and everyone else keeps their sponsor; both moves are recorded. The previous leader stays on as an officer. A recall removes the leader or an officer from office at once; a recalled leader keeps their place at the root, without its powers, until the members elect a leader.</p>
+</section>
 <section id="history">
 <h2>History</h2>
 <ol reversed data-testid="bylaws-history">${history.map((b, i) => {

@@ -5,6 +5,8 @@ import type { Union } from "../../unions/unions.ts";
 import { accountBar, fmtDate, inviteForm, inviteTable, inviteUrlHtml, notices, roleLabel } from "./account.ts";
 import { type Html, layout } from "./layout.ts";
 import { isOfficer } from "./login.ts";
+import type { DelegationState } from "../../bylaws/proposing.ts";
+import type { DelegationScope } from "../../bylaws/proposals.ts";
 
 export interface MePageView {
   readonly union: Union;
@@ -24,6 +26,43 @@ export interface MePageView {
   readonly inviteValues?: { readonly uses?: string; readonly expires?: string };
   /** The member's linked wallet and, when proven, the signed challenge. */
   readonly wallet?: { readonly wallet: string; readonly proof: { readonly message: string; readonly signature: string } | null } | null;
+  /** Whether the bylaws let the viewer open proposals. */
+  readonly mayPropose: boolean;
+  readonly delegation: DelegationState;
+  /** What the delegation form was sent with, shown again after a refusal. */
+  readonly delegationValues?: { readonly scope?: string; readonly delegate?: string };
+}
+
+const SCOPE_LABELS: Record<DelegationScope, string> = {
+  all: "All proposals",
+  resolution: "Resolutions",
+  amendment: "Amendments",
+  election: "Elections",
+  recall: "Recalls",
+  spend: "Spends",
+};
+
+function delegationSection(v: MePageView): Html {
+  const d = v.delegation;
+  const action = `/u/${v.union.slug}/me/delegation`;
+  if (!d.allowed) {
+    return html`<section id="delegation" data-testid="delegation"><h2>Delegating your vote</h2>
+<p class="muted" data-testid="delegation-off">The <a href="/u/${v.union.slug}/bylaws#parameters">bylaws</a> do not allow delegating votes: every member votes for themselves.</p></section>`;
+  }
+  const scope = v.delegationValues?.scope ?? "all";
+  const delegate = v.delegationValues?.delegate ?? d.suggested?.handle ?? "";
+  return html`<section id="delegation" data-testid="delegation"><h2>Delegating your vote</h2>
+<p class="muted">When you do not vote yourself, your delegate's ballot counts for you (and their delegate's, if they did not vote either). A delegation for one kind of proposal wins over one for all proposals. Change or withdraw it at any time: votes still open are counted again, closed ones keep their result.</p>
+${d.current.length
+    ? html`<ul class="delegations" data-testid="delegations">${d.current.map((x) => html`<li data-scope="${x.scope}">${SCOPE_LABELS[x.scope]}: <span class="handle" data-testid="delegate">${x.delegate.handle ?? "(unclaimed)"}</span>
+<form method="post" action="${action}" class="inline"><input type="hidden" name="scope" value="${x.scope}"><input type="hidden" name="withdraw" value="1"><button type="submit" class="link" data-testid="withdraw">Withdraw</button></form></li>`)}</ul>`
+    : html`<p data-testid="no-delegation">You have not delegated your vote.</p>`}
+<form method="post" action="${action}" class="row" data-testid="delegate-form">
+<label>For <select name="scope">${(Object.keys(SCOPE_LABELS) as DelegationScope[]).map((k) => html`<option value="${k}"${k === scope ? html` selected` : ""}>${SCOPE_LABELS[k]}</option>`)}</select></label>
+<label>Delegate${d.suggested ? html` <span class="muted small">(your sponsor, unless you choose another member)</span>` : ""} <input name="delegate" placeholder="@user@host" value="${delegate}"></label>
+<button type="submit">Delegate my vote</button>
+</form>
+</section>`;
 }
 
 export function mePage(v: MePageView): Html {
@@ -72,6 +111,13 @@ ${v.wallet.proof ? html`<details data-testid="wallet-proof"><summary>The signed 
 <p><button type="button" data-wallet-link="${base}/wallet">${v.wallet ? "Link another wallet" : "Link a wallet"}</button></p>
 <p class="muted" data-wallet-status role="status"></p>
 </section>
+
+<section id="votes" data-testid="votes">
+<h2>Votes</h2>
+<p><a href="/u/${v.union.slug}/proposals" data-testid="proposals-link">The union's proposals</a>${v.mayPropose ? html` · <a href="/u/${v.union.slug}/proposals/new" data-testid="new-proposal">New proposal</a>` : ""}</p>
+</section>
+
+${delegationSection(v)}
 
 <section id="invites">
 <h2>Your invites</h2>

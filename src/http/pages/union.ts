@@ -5,6 +5,7 @@ import type { Union } from "../../unions/unions.ts";
 import { kindLabel, progressBar } from "./actions.ts";
 import { type Html, layout } from "./layout.ts";
 import { plural } from "../../english.ts";
+import { crowdfundList, type CrowdfundListItem } from "./crowdfund.ts";
 
 /**
  * The union's current call-to-action: undefined when there is none; with no
@@ -33,6 +34,8 @@ export interface UnionPageExtras {
   readonly viewer?: { readonly handle: string; readonly home: "me" | "console" };
   /** Parent, allies and chapters (active relationships with other unions). */
   readonly links?: UnionLinks;
+  /** The union's crowdfunds members may see. */
+  readonly crowdfunds?: readonly CrowdfundListItem[];
 }
 
 export function unionPage(union: Union, actorId: URL, current?: CurrentAction, extras: UnionPageExtras = {}): Html {
@@ -56,8 +59,10 @@ ${union.iconUrl ? html`<img class="icon" src="${union.iconUrl}" alt="">` : ""}
   <dt>Founded</dt><dd><time datetime="${union.createdAt.toISOString()}">${union.createdAt.toISOString().slice(0, 10)}</time></dd>
   <dt>Joining</dt><dd>${union.manuallyApprovesFollowers ? "Follow requests are reviewed by the union's officers." : "Follows are accepted automatically."}</dd>
 </dl>
+<p class="governance" data-testid="governance"><a href="/u/${union.slug}/proposals" data-testid="proposals-link">Proposals and votes</a> · <a href="/u/${union.slug}/bylaws">Bylaws</a></p>
 ${current ? currentActionCard(union, current) : ""}
 ${extras.links ? linksSection(extras.links) : ""}
+${extras.crowdfunds ? crowdfundList(union, extras.crowdfunds) : ""}
 ${extras.recent?.length ? html`<section data-testid="recent-actions"><h2>Recent calls to action</h2>
 <ul class="recent">${extras.recent.map((a) => html`<li><a href="/u/${union.slug}/actions/${a.id}">${a.title}</a> <span class="muted small">#${a.seq} · <time datetime="${a.publishedAt?.toISOString() ?? ""}">${a.publishedAt?.toISOString().slice(0, 10) ?? ""}</time></span></li>`)}</ul>
 </section>` : ""}

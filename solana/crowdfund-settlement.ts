@@ -1,0 +1,171 @@
+import "./quiet-bindings.ts";
+import { randomBytes } from "node:crypto";
+import { PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
+import {
+  createAssociatedTokenAccountIdempotentInstruction, createCloseAccountInstruction, createTransferCheckedInstruction, getAssociatedTokenAddressSync,
+} from "@solana/spl-token";
+import bs58 from "bs58";
+import { logger } from "../src/logging.ts";
+import { type Crowdfund, CrowdfundError, getCrowdfund } from "../src/crowdfunds/crowdfunds.ts";
+import { listPledges } from "../src/crowdfunds/pledges.ts";
+import {
+  claimSettlement, confirmSettlementTx, isDue, markSettlementTxFailed, planSettlement, type Refund, refundBatches, replaceSettlementTx,
+  type SettlementPlan, type SettlementTx, type SettlementTxKind, settlementTransactions, type SignedSettlementTx,
+} from "../src/crowdfunds/settlement.ts";
+import { getTreasury, type Treasury } from "../src/treasury/treasury.ts";
+import { treasuryAuthority, type VaultAuthority } from "./crowdfund-authority.ts";
+import { scanPledges } from "./crowdfund-pledges.ts";
+import { type CrowdfundChainDeps, landed, MEMO_PROGRAM } from "./crowdfund-vault.ts";
+
+const log = logger("solana", "crowdfunds");
+
+export class SettlementFailed extends CrowdfundError {
+  override name = "SettlementFailed";
+}
+
+export interface SettleResult {
+  readonly crowdfund: Crowdfund;
+  /** not_due: open and before its deadline (and not forced). */
+  readonly outcome: "not_due" | "settled" | "refunded" | "pending";
+  readonly transactions: readonly SettlementTx[];
+}
+
+interface Context {
+  readonly cf: Crowdfund;
+  readonly treasury: Treasury;
+  readonly authority: VaultAuthority;
+}
+
+/** The instructions of one settlement transaction, from its kind and what it moves. */
+function instructions(c: Context, kind: SettlementTxKind, what: { refunds?: readonly Refund[]; payout?: bigint; cut?: bigint }): TransactionInstruction[] {
+  const program = new PublicKey(c.treasury.tokenProgram);
+  const mint = new PublicKey(c.treasury.mint);
+  const vault = new PublicKey(c.cf.vault!);
+  const auth = c.authority.address;
+  const signers = [...c.authority.multiSigners];
+  const transfer = (to: PublicKey, amount: bigint) => createTransferCheckedInstruction(vault, mint, to, auth, amount, c.treasury.decimals, signers, program);
+  const close = createCloseAccountInstruction(vault, c.authority.feePayer, auth, signers, program);
+  if (kind === "refund") return (what.refunds ?? []).map((r) => transfer(new PublicKey(r.source), r.amount));
+  if (kind === "close") return [close];
+  // The payout: beneficiary and union's cut in one transaction with the close,
+  // so either all of it happens or none (a failing cut leaves the vault whole).
+  const beneficiary = new PublicKey(c.cf.beneficiary);
+  const beneficiaryAccount = getAssociatedTokenAddressSync(mint, beneficiary, true, program);
+  const out = [createAssociatedTokenAccountIdempotentInstruction(c.authority.feePayer, beneficiaryAccount, beneficiary, mint, program)];
+  if ((what.payout ?? 0n) > 0n) out.push(transfer(beneficiaryAccount, what.payout!));
+  if ((what.cut ?? 0n) > 0n) out.push(transfer(new PublicKey(c.treasury.tokenAccount), what.cut!));
+  out.push(close);
+  return out;
+}
+
+async function sign(deps: CrowdfundChainDeps, c: Context, kind: SettlementTxKind, ixs: TransactionInstruction[], pledges: readonly string[], amount: bigint): Promise<SignedSettlementTx> {
+  const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
+  // The memo names the work for anyone reading the chain, and its nonce makes a
+  // re-signing differ from the bytes that did not execute even under the
+  // same blockhash (a chain refuses a signature it has processed, failed or not).
+  const memo = new TransactionInstruction({ programId: MEMO_PROGRAM, keys: [], data: Buffer.from(`muster crowdfund ${c.cf.id} ${kind} ${randomBytes(4).toString("hex")}`) });
+  const tx = new Transaction({ feePayer: c.authority.feePayer, blockhash, lastValidBlockHeight }).add(...ixs, memo);
+  await c.authority.sign(tx);
+  const raw = tx.serialize();
+  return { kind, raw: Buffer.from(raw).toString("base64"), signature: bs58.encode(tx.signature!), lastValidBlockHeight, pledges, amount };
+}
+
+/** Signs the whole settlement: refund batches first (so the vault holds exactly what the payout moves), then the payout or the close. */
+async function signPlan(deps: CrowdfundChainDeps, c: Context, plan: SettlementPlan): Promise<SignedSettlementTx[]> {
+  const out: SignedSettlementTx[] = [];
+  for (const batch of refundBatches(plan.refunds)) {
+    out.push(await sign(deps, c, "refund", instructions(c, "refund", { refunds: batch }), batch.map((r) => r.pledge), batch.reduce((s, r) => s + r.amount, 0n)));
+  }
+  if (plan.outcome === "succeeded") out.push(await sign(deps, c, "payout", instructions(c, "payout", { payout: plan.payout, cut: plan.cut }), [], plan.total));
+  else out.push(await sign(deps, c, "close", instructions(c, "close", {}), [], 0n));
+  return out;
+}
+
+/** Freshly signed bytes for a stored transaction known not to have executed. */
+async function resign(deps: CrowdfundChainDeps, c: Context, t: SettlementTx): Promise<SignedSettlementTx> {
+  if (t.kind === "refund") {
+    const bySignature = new Map((await listPledges(deps.db, c.cf.id)).map((p) => [p.signature, p]));
+    const refunds = t.pledges.map((s) => {
+      const p = bySignature.get(s)!;
+      return { pledge: s, source: p.source, amount: p.amount };
+    });
+    return sign(deps, c, "refund", instructions(c, "refund", { refunds }), t.pledges, t.amount);
+  }
+  if (t.kind === "payout") return sign(deps, c, "payout", instructions(c, "payout", { payout: c.cf.total! - c.cf.cut!, cut: c.cf.cut! }), [], t.amount);
+  return sign(deps, c, "close", instructions(c, "close", {}), [], 0n);
+}
+
+/**
+ * Settles a crowdfund at its deadline (or now, with `force`): scans the
+ * vault for pledges not yet recorded, decides from the recorded pledges,
+ * signs every transaction and commits decision and bytes together (once,
+ * whichever worker gets there first), then submits them in order. Running it
+ * again, in another worker or after a crash, resumes: each stored
+ * transaction is sent again byte for byte and found by its signature; only a
+ * transaction the chain shows never executed is signed anew.
+ */
+export async function settleCrowdfund(deps: CrowdfundChainDeps, cf: Crowdfund, opts: { force?: boolean; now?: number } = {}): Promise<SettleResult> {
+  cf = await claimDueSettlement(deps, cf, opts);
+  if (cf.state === "succeeded" || cf.state === "failed") await driveSettlement(deps, cf);
+  const after = (await getCrowdfund(deps.db, cf.unionId, cf.id))!;
+  const transactions = await settlementTransactions(deps.db, cf.id);
+  const outcome = after.state === "settled" ? "settled" : after.state === "refunded" ? "refunded" : after.state === "open" ? "not_due" : "pending";
+  return { crowdfund: after, outcome, transactions };
+}
+
+/**
+ * The decision half of a settlement: scan, plan, sign, and commit the
+ * decision with the signed bytes. Nothing is sent. Returns the crowdfund as
+ * it stands after (unchanged when not due, or claimed by another worker).
+ */
+export async function claimDueSettlement(deps: CrowdfundChainDeps, cf: Crowdfund, opts: { force?: boolean; now?: number } = {}): Promise<Crowdfund> {
+  if (!isDue(cf, opts.now ?? Date.now(), opts.force)) return cf;
+  await scanPledges(deps.ledger, deps.db, cf);
+  const c = await context(deps, cf);
+  await deps.fund?.(c.authority.feePayer.toBase58());
+  const plan = await planSettlement(deps.db, cf);
+  const txs = await signPlan(deps, c, plan);
+  if (await claimSettlement(deps.db, cf.id, plan, txs)) {
+    log.info("Crowdfund {id} {outcome}: total {total}, cut {cut}, {n} transactions signed{forced}", {
+      id: cf.id, outcome: plan.outcome, total: plan.total.toString(), cut: plan.cut.toString(), n: txs.length, forced: opts.force ? " (forced by an operator)" : "",
+    });
+  }
+  return (await getCrowdfund(deps.db, cf.unionId, cf.id))!;
+}
+
+/** The sending half: submits the stored transactions in order (resuming after a crash). */
+export async function driveSettlement(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<void> {
+  await drive(deps, await context(deps, cf));
+}
+
+async function context(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<Context> {
+  const treasury = await getTreasury(deps.db, cf.unionId);
+  if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury");
+  return { cf, treasury, authority: await treasuryAuthority(deps.db, cf.unionId) };
+}
+
+/** Submits the stored transactions in order, stopping at the first that cannot execute. */
+async function drive(deps: CrowdfundChainDeps, c: Context): Promise<void> {
+  for (const t of await settlementTransactions(deps.db, c.cf.id)) {
+    if (t.state === "confirmed") continue;
+    if (t.state === "signed") {
+      // Payouts wait for finality on a real network; the embedded ledger is final at once.
+      const outcome = await landed(deps.ledger, Buffer.from(t.raw, "base64"), t.lastValidBlockHeight, "finalized");
+      if ("signature" in outcome) {
+        await confirmSettlementTx(deps.db, t.id);
+        continue;
+      }
+      log.warn("Settlement transaction {signature} of crowdfund {id} did not execute ({code}); signing it anew", { signature: t.signature, id: c.cf.id, code: outcome.error.code });
+    }
+    // Known not to have executed: the same transfers, signed anew and stored before sending.
+    const fresh = await resign(deps, c, t);
+    await replaceSettlementTx(deps.db, t.id, fresh);
+    const retry = await landed(deps.ledger, Buffer.from(fresh.raw, "base64"), fresh.lastValidBlockHeight, "finalized");
+    if ("signature" in retry) {
+      await confirmSettlementTx(deps.db, t.id);
+      continue;
+    }
+    await markSettlementTxFailed(deps.db, t.id);
+    throw new SettlementFailed("conflict", `the ${t.kind} transaction of crowdfund #${c.cf.seq} failed and moved nothing (${retry.error.message.slice(0, 300)}); the vault keeps the funds and the next run tries again`);
+  }
+}

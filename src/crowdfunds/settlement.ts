@@ -1,0 +1,161 @@
+import type { Kysely, Selectable } from "kysely";
+import type { CrowdfundTransactionsTable, DB } from "../db/schema.ts";
+import { type Crowdfund, CrowdfundError, splitTotal, toCrowdfund } from "./crowdfunds.ts";
+import { listPledges } from "./pledges.ts";
+
+/** Refunds per transaction: 15 transfers stay well inside a transaction's 1,232 bytes and compute budget. */
+export const REFUNDS_PER_TRANSACTION = 15;
+
+export interface Refund {
+  readonly pledge: string;
+  readonly source: string;
+  readonly amount: bigint;
+}
+
+/** What the settlement of one crowdfund does, decided from the recorded pledges. */
+export interface SettlementPlan {
+  readonly outcome: "succeeded" | "failed";
+  /** Matched pledges. */
+  readonly total: bigint;
+  /** The union's cut (floor of total × bps / 10,000), 0 when the goal was missed. */
+  readonly cut: bigint;
+  /** What the beneficiary receives: total − cut, or 0. */
+  readonly payout: bigint;
+  /** Returned to the token account each came from: every pledge when the goal was missed; unmatched deposits always. */
+  readonly refunds: readonly Refund[];
+}
+
+export type SettlementTxKind = "refund" | "payout" | "close";
+
+/** A signed transaction of the settlement, ready to store before its first submit. */
+export interface SignedSettlementTx {
+  readonly kind: SettlementTxKind;
+  readonly raw: string;
+  readonly signature: string;
+  readonly lastValidBlockHeight: number;
+  /** Pledge signatures a refund batch returns. */
+  readonly pledges: readonly string[];
+  readonly amount: bigint;
+}
+
+export interface SettlementTx extends SignedSettlementTx {
+  readonly id: number;
+  readonly crowdfundId: string;
+  readonly state: "signed" | "confirmed" | "failed";
+  readonly confirmedAt: Date | null;
+}
+
+function toTx(r: Selectable<CrowdfundTransactionsTable>): SettlementTx {
+  return {
+    id: Number(r.id), crowdfundId: r.crowdfund_id, kind: r.kind as SettlementTxKind, raw: r.raw, signature: r.signature,
+    lastValidBlockHeight: Number(r.last_valid_block_height), pledges: JSON.parse(r.pledges) as string[], amount: BigInt(r.amount),
+    state: r.state as SettlementTx["state"], confirmedAt: r.confirmed_at === null ? null : new Date(Number(r.confirmed_at)),
+  };
+}
+
+/** Whether the crowdfund is due: open and past its deadline (or forced by an operator). */
+export function isDue(cf: Crowdfund, now: number, force = false): boolean {
+  return cf.state === "open" && (force || cf.deadline.getTime() <= now);
+}
+
+/**
+ * The settlement from the pledges recorded (the caller scans the chain
+ * first): goal reached, the beneficiary is paid the total minus the cut;
+ * missed, every matched pledge is refunded. Deposits that were refused but
+ * landed in the vault are returned either way, so the vault can close empty.
+ */
+export async function planSettlement(db: Kysely<DB>, cf: Crowdfund): Promise<SettlementPlan> {
+  if (cf.cutBps === null) throw new CrowdfundError("conflict", `crowdfund #${cf.seq} was never approved`);
+  const pledges = await listPledges(db, cf.id);
+  const matched = pledges.filter((p) => p.status === "matched");
+  const total = matched.reduce((s, p) => s + p.amount, 0n);
+  const refused = pledges.filter((p) => p.status === "unmatched" && p.inVault && p.amount > 0n);
+  const toRefund = (ps: typeof pledges) => ps.map((p) => ({ pledge: p.signature, source: p.source, amount: p.amount }));
+  if (total >= cf.goal) {
+    const { cut, beneficiary } = splitTotal(total, cf.cutBps);
+    return { outcome: "succeeded", total, cut, payout: beneficiary, refunds: toRefund(refused) };
+  }
+  return { outcome: "failed", total, cut: 0n, payout: 0n, refunds: toRefund([...matched, ...refused]) };
+}
+
+/** Refunds in batches of REFUNDS_PER_TRANSACTION. */
+export function refundBatches(refunds: readonly Refund[], size = REFUNDS_PER_TRANSACTION): Refund[][] {
+  const out: Refund[][] = [];
+  for (let i = 0; i < refunds.length; i += size) out.push(refunds.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Commits the decision and its signed transactions together, once: the
+ * conditional update from `open` lets one worker (of any number running the
+ * job) claim it; the others get false and leave it. Nothing is submitted
+ * before this commits, so every submitted byte is on disk first.
+ */
+export async function claimSettlement(db: Kysely<DB>, crowdfundId: string, plan: SettlementPlan, txs: readonly SignedSettlementTx[]): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable("crowdfunds").set({
+      state: plan.outcome, total: plan.total.toString(), cut: plan.cut.toString(),
+    }).where("id", "=", crowdfundId).where("state", "=", "open").executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) return false;
+    const now = Date.now();
+    for (const t of txs) {
+      await trx.insertInto("crowdfund_transactions").values({
+        crowdfund_id: crowdfundId, kind: t.kind, raw: t.raw, last_valid_block_height: t.lastValidBlockHeight, signature: t.signature,
+        state: "signed", pledges: JSON.stringify(t.pledges), amount: t.amount.toString(), created_at: now, confirmed_at: null,
+      }).execute();
+    }
+    // Nothing to send (no pledges at all, goal missed): the crowdfund is done.
+    if (txs.length === 0) await finishIfDone(trx, crowdfundId, now);
+    return true;
+  });
+}
+
+export async function settlementTransactions(db: Kysely<DB>, crowdfundId: string): Promise<SettlementTx[]> {
+  return (await db.selectFrom("crowdfund_transactions").selectAll().where("crowdfund_id", "=", crowdfundId).orderBy("id").execute()).map(toTx);
+}
+
+/** The chain confirmed this transaction: its refunds are recorded, and the crowdfund is done once all are. */
+export async function confirmSettlementTx(db: Kysely<DB>, txId: number): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom("crowdfund_transactions").selectAll().where("id", "=", txId).executeTakeFirstOrThrow();
+    if (row.state === "confirmed") return;
+    const now = Date.now();
+    await trx.updateTable("crowdfund_transactions").set({ state: "confirmed", confirmed_at: now }).where("id", "=", txId).execute();
+    const pledges = JSON.parse(row.pledges) as string[];
+    if (pledges.length > 0) {
+      await trx.updateTable("crowdfund_pledges").set({ refund_signature: row.signature }).where("signature", "in", pledges).execute();
+    }
+    await finishIfDone(trx, row.crowdfund_id, now);
+  });
+}
+
+async function finishIfDone(trx: Kysely<DB>, crowdfundId: string, now: number): Promise<void> {
+  const open = await trx.selectFrom("crowdfund_transactions").select("id").where("crowdfund_id", "=", crowdfundId).where("state", "!=", "confirmed").executeTakeFirst();
+  if (open) return;
+  const cf = toCrowdfund(await trx.selectFrom("crowdfunds").selectAll().where("id", "=", crowdfundId).executeTakeFirstOrThrow());
+  const to = cf.state === "succeeded" ? "settled" : cf.state === "failed" ? "refunded" : null;
+  if (to) await trx.updateTable("crowdfunds").set({ state: to, settled_at: now }).where("id", "=", crowdfundId).where("state", "=", cf.state).execute();
+}
+
+/** A transaction that did not execute: kept with state failed until a fresh signing replaces it. */
+export async function markSettlementTxFailed(db: Kysely<DB>, txId: number): Promise<void> {
+  await db.updateTable("crowdfund_transactions").set({ state: "failed" }).where("id", "=", txId).where("state", "!=", "confirmed").execute();
+}
+
+/**
+ * Replaces a transaction known not to have executed (refused, or its
+ * blockhash passed) with freshly signed bytes for the same transfers; stored
+ * before the first submit like the original.
+ */
+export async function replaceSettlementTx(db: Kysely<DB>, txId: number, tx: Pick<SignedSettlementTx, "raw" | "signature" | "lastValidBlockHeight">): Promise<void> {
+  await db.updateTable("crowdfund_transactions").set({ raw: tx.raw, signature: tx.signature, last_valid_block_height: tx.lastValidBlockHeight, state: "signed" })
+    .where("id", "=", txId).where("state", "!=", "confirmed").execute();
+}
+
+/** Open crowdfunds past their deadline, and settlements whose transactions are not all confirmed. */
+export async function crowdfundsToSettle(db: Kysely<DB>, now = Date.now()): Promise<Crowdfund[]> {
+  const rows = await db.selectFrom("crowdfunds").selectAll()
+    .where((eb) => eb.or([eb.and([eb("state", "=", "open"), eb("deadline", "<=", now)]), eb("state", "in", ["succeeded", "failed"])]))
+    .orderBy("deadline").execute();
+  return rows.map(toCrowdfund);
+}
