@@ -1,4 +1,4 @@
-import type { Keypair, PublicKey, Transaction } from "@solana/web3.js";
+import { type Keypair, PublicKey, type Transaction } from "@solana/web3.js";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { getTreasury } from "../src/treasury/treasury.ts";
@@ -34,15 +34,15 @@ export async function treasuryAuthority(db: Kysely<DB>, unionId: string): Promis
   const treasury = await getTreasury(db, unionId);
   if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury yet");
   const key = await treasuryKey(db, unionId);
-  if (treasury.authority !== key.publicKey.toBase58()) {
-    throw new CrowdfundError("conflict", `the treasury authority ${treasury.authority} is not the server's treasury key; multisig signing of vault transactions is not wired yet`);
+  const server = key.publicKey.toBase58();
+  if (treasury.authority === server) {
+    return { address: key.publicKey, multiSigners: [], feePayer: key.publicKey, async sign(tx, extra = []) { tx.sign(key, ...extra); } };
   }
-  return {
-    address: key.publicKey,
-    multiSigners: [],
-    feePayer: key.publicKey,
-    async sign(tx, extra = []) {
-      tx.sign(key, ...extra);
-    },
-  };
+  // The SPL multisig made by solana/treasury-authority.ts: the default
+  // 1-of-1 (or any threshold of 1 that includes the server's key) is signed
+  // by the server alone, naming its key as the multisig's signer.
+  if (treasury.threshold === 1 && treasury.signers.includes(server)) {
+    return { address: new PublicKey(treasury.authority), multiSigners: [key.publicKey], feePayer: key.publicKey, async sign(tx, extra = []) { tx.sign(key, ...extra); } };
+  }
+  throw new CrowdfundError("conflict", `the treasury needs ${treasury.threshold} signatures (officers co-sign); vault transactions under a co-signed treasury are not wired yet`);
 }
