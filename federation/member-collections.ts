@@ -28,6 +28,13 @@ export function musterContext(origin: URL) {
       role: "muster:role",
       portfolio: "muster:portfolio",
       joined: { "@id": "muster:joined", "@type": "xsd:dateTime" },
+      // A wallet the member proved is theirs: the challenge text they signed
+      // with it and the Ed25519 signature (base58), checkable by anyone.
+      WalletProof: "muster:WalletProof",
+      wallet: "muster:wallet",
+      address: "muster:address",
+      signedMessage: "muster:signedMessage",
+      signature: "muster:signature",
     },
   };
 }
@@ -60,6 +67,10 @@ export function mountMemberCollections(app: Hono, deps: MemberCollectionDeps): v
     if (page === undefined) {
       return c.json({ "@context": context, id: base.href, type: "OrderedCollection", totalItems: roster.total, first: `${base.href}?page=` }, 200, headers(union));
     }
+    const proofs = new Map((roster.items.length === 0 ? [] : await db.selectFrom("member_wallets")
+      .select(["member_id", "address", "proof_message", "proof_signature"]).where("union_id", "=", union.id)
+      .where("member_id", "in", roster.items.map((r) => r.memberId)).where("proof_signature", "is not", null).execute())
+      .map((w) => [w.member_id, { type: "WalletProof", address: w.address, signedMessage: w.proof_message, signature: w.proof_signature }]));
     return c.json({
       "@context": context,
       id: `${base.href}?page=${encodeURIComponent(page)}`,
@@ -75,6 +86,7 @@ export function mountMemberCollections(app: Hono, deps: MemberCollectionDeps): v
         role: r.role,
         ...(r.portfolio ? { portfolio: r.portfolio } : {}),
         ...(r.joinedAt ? { joined: r.joinedAt.toISOString() } : {}),
+        ...(proofs.has(r.memberId) ? { wallet: proofs.get(r.memberId) } : {}),
       })),
     }, 200, headers(union));
   });

@@ -35,7 +35,7 @@ import type { Ledger } from "../solana/ledger.ts";
 import { NetworkLedger } from "../solana/network-ledger.ts";
 import { formatUnits } from "../solana/amounts.ts";
 import { mountCrowdfundsWeb } from "./http/crowdfunds-web.ts";
-import { loadSecretKey } from "./secrets/secret-box.ts";
+import { loadSecretKey, secretKeyFile } from "./secrets/secret-box.ts";
 import { sealSecret, secureStoredKeys } from "./secrets/stored-keys.ts";
 
 /** Everything one Muster process is made of, wired once, here and nowhere else. */
@@ -97,7 +97,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
-    const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, config.dataDir);
+    const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, secretKeyFile(config));
     // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.
     if (secrets.file && (secrets.generated || options.announceSecretKey)) {
       logger("secrets").warn("MUSTER_SECRET_KEY is not set: the server's private keys are sealed with {file}; back it up with the database, or set MUSTER_SECRET_KEY", { file: secrets.file });

@@ -6,6 +6,10 @@ import { type Peer, startPeer } from "./helpers/peer.ts";
 import { claimInviteForApplicant, requestToJoin, setOfficer } from "../src/members/membership.ts";
 import { createInvite, listInvites } from "../src/members/invites.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
+import { issueWalletChallenge, proveWallet, verifyWalletProof } from "../src/treasury/wallet-proof.ts";
+import { Keypair } from "@solana/web3.js";
+import * as ed from "@noble/ed25519";
+import bs58 from "bs58";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 
 interface Page { orderedItems: { type: string; member: string; sponsor: string | null; role: string; portfolio?: string }[]; next?: string }
@@ -98,6 +102,24 @@ for (const d of dialects) {
       const res = await fetch(url("/u/riders/members"));
       assert.equal(res.status, 200);
       assert.equal((await res.json() as { totalItems: number }).totalItems, 3);
+    });
+
+    it("publishes a member's wallet proof, which anyone can check with the wallet's key alone", async () => {
+      // The roster is public since the test before: the proof travels with the public entry.
+      const alice = (await findMemberByActor(m.muster.database.db, unionId, peer.actorId("alice").href))!;
+      const wallet = Keypair.generate();
+      const challenge = await issueWalletChallenge(m.muster.database.db, unionId, alice.id, { union: url("/u/riders").href, actorId: peer.actorId("alice").href });
+      const signature = bs58.encode(await ed.signAsync(new TextEncoder().encode(challenge.message), wallet.secretKey.slice(0, 32)));
+      await proveWallet(m.muster.membership, unionId, { wallet: wallet.publicKey.toBase58(), message: challenge.message, signature });
+      const items = await allItems(await fetch(url("/u/riders/members")));
+      const entry = items.find((i) => i.member === peer.actorId("alice").href) as unknown as { wallet: { type: string; address: string; signedMessage: string; signature: string } };
+      assert.equal(entry.wallet.type, "WalletProof");
+      assert.equal(entry.wallet.address, wallet.publicKey.toBase58());
+      assert.match(entry.wallet.signedMessage, new RegExp(`Union: ${url("/u/riders").href}\nMember: ${peer.actorId("alice").href}`));
+      assert.ok(await verifyWalletProof({ wallet: entry.wallet.address, message: entry.wallet.signedMessage, signature: entry.wallet.signature }));
+      assert.ok(items.filter((i) => i.member !== peer.actorId("alice").href).every((i) => !("wallet" in i)), "no proof, no wallet published");
+      const ctx = (await (await fetch(url("/ns"))).json() as { "@context": Record<string, unknown> })["@context"];
+      assert.equal(ctx.WalletProof, "muster:WalletProof");
     });
 
     it("publishes the leader and officers as the moderators the Group is attributed to", async () => {

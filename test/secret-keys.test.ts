@@ -1,7 +1,8 @@
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { secretKeyFile } from "../src/secrets/secret-box.ts";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -81,6 +82,7 @@ for (const d of dialects) {
         assert.match(r.stderr, /^muster: error: the secret key from MUSTER_SECRET_KEY does not open the keys in this database/);
         // Without MUSTER_SECRET_KEY a fresh DATA_DIR key file is another key: refused too.
         await assert.rejects(createMuster(loadConfig(env)), /secret\.key does not open the keys/);
+        rmSync(secretKeyFile(loadConfig(env)), { force: true });
         assert.throws(() => loadConfig({ ...env, MUSTER_SECRET_KEY: "short" }), /MUSTER_SECRET_KEY must be a 32-byte key/);
       } finally {
         rmSync(dataDir, { recursive: true, force: true });
@@ -88,13 +90,14 @@ for (const d of dialects) {
       }
     });
 
-    it("without MUSTER_SECRET_KEY generates DATA_DIR/secret.key (owner-only) once and reuses it", async () => {
+    it("without MUSTER_SECRET_KEY generates a key file (owner-only) once and reuses it", async () => {
       const tdb = await d.create();
       const dataDir = mkdtempSync(join(tmpdir(), "muster-secrets-"));
       const env = { DATABASE_URL: tdb.url, ORIGIN, LOG_LEVEL: "error", DATA_DIR: dataDir };
       try {
         const m1 = await createMuster(loadConfig(env));
-        const file = join(dataDir, "secret.key");
+        const file = secretKeyFile(loadConfig(env));
+        assert.equal(file, d.name === "sqlite" ? join(dirname(tdb.url.slice("sqlite:".length)), "secret.key") : join(dataDir, "secret.key"), "beside a SQLite database, else in DATA_DIR");
         const first = readFileSync(file, "utf8");
         assert.equal(statSync(file).mode & 0o777, 0o600);
         await m1.close();

@@ -21,6 +21,7 @@ import { queueOutbox } from "../federation/outbound.ts";
 import { faucetFunding } from "../solana/badge-sync.ts";
 import { handleLedgerIntent } from "../solana/ledger-lane.ts";
 import { LedgerError } from "../solana/ledger.ts";
+import { treasuryAuthority as crowdfundAuthority } from "../solana/crowdfund-authority.ts";
 import { addTransferSignature, ensureTreasury, prepareTransfer, signTransferMessage, submitTransfer, transferMessage, treasuryAuthority, treasuryBalance } from "../solana/treasury-authority.ts";
 
 // The Token program's own refusal, not some other failure.
@@ -53,6 +54,24 @@ for (const d of dialects) {
         assert.deepEqual([soloMultisig.m, soloMultisig.n], [1, 1]);
         assert.equal((await getAccount(connection, new PublicKey(soloAuth.treasury.tokenAccount))).owner.toBase58(), soloAuth.address.toBase58(), "the multisig owns the treasury's token account");
         assert.equal((await ensureTreasury(chain, solo.id)).authority, soloAuth.treasury.authority, "created once");
+        // Crowdfund vault code signs through its VaultAuthority: under the 1-of-1 multisig the server signs alone.
+        const vaultAuth = await crowdfundAuthority(chain, solo.id);
+        assert.equal(vaultAuth.address.toBase58(), soloAuth.address.toBase58());
+        assert.deepEqual(vaultAuth.multiSigners.map((k) => k.toBase58()), [soloAuth.serverKey.publicKey.toBase58()]);
+        const soloMint = new PublicKey(soloAuth.treasury.mint);
+        const mintBh = await ledger.latestBlockhash();
+        const mintSolo = new Transaction({ feePayer: soloAuth.serverKey.publicKey, ...mintBh }).add(createMintToCheckedInstruction(soloMint, new PublicKey(soloAuth.treasury.tokenAccount), soloAuth.serverKey.publicKey, 10n, 6, [], soloAuth.tokenProgram));
+        mintSolo.sign(soloAuth.serverKey);
+        await ledger.submit(mintSolo.serialize(), { lastValidBlockHeight: mintBh.lastValidBlockHeight, commitment: "confirmed" });
+        const soloPayee = Keypair.generate().publicKey;
+        const soloPayeeAccount = getAssociatedTokenAddressSync(soloMint, soloPayee, true, soloAuth.tokenProgram);
+        const pay = new Transaction({ feePayer: vaultAuth.feePayer, ...(await ledger.latestBlockhash()) }).add(
+          createAssociatedTokenAccountIdempotentInstruction(vaultAuth.feePayer, soloPayeeAccount, soloPayee, soloMint, soloAuth.tokenProgram),
+          createTransferCheckedInstruction(new PublicKey(soloAuth.treasury.tokenAccount), soloMint, soloPayeeAccount, vaultAuth.address, 4n, 6, [...vaultAuth.multiSigners], soloAuth.tokenProgram),
+        );
+        await vaultAuth.sign(pay);
+        await ledger.submit(pay.serialize(), { lastValidBlockHeight: Number.MAX_SAFE_INTEGER, commitment: "confirmed" });
+        assert.equal(await treasuryBalance(ledger, soloAuth.treasury), 6n, "the server alone moves a custodial 1-of-1 treasury");
 
         // 2-of-3: an operator override sets the threshold; two officers link wallets.
         const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });

@@ -34,6 +34,8 @@ import { readRoster, readSubtreeRoot, readTreeRoots } from "../members/roster.ts
 import { membersVisibility, VISIBILITY_TEXT } from "../members/visibility.ts";
 import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb, type ProposeAlliance } from "./relationships-web.ts";
+import { issueWalletChallenge, proveWallet, walletOf } from "../treasury/wallet-proof.ts";
+import { TreasuryError } from "../treasury/dues.ts";
 import { mountProposalsWeb } from "./proposals-web.ts";
 import { delegationState, mayPropose } from "../bylaws/proposing.ts";
 import { delegateVote, type DelegationScope, ProposalError, withdrawDelegation } from "../bylaws/proposals.ts";
@@ -71,6 +73,7 @@ const DONE: Record<string, string> = {
   officer: "Office updated.",
   visibility: "Saved who sees the members.",
   signed_out: "You are signed out.",
+  wallet_linked: "Wallet linked, with proof. Your badge follows shortly.",
   delegated: "Your vote is delegated.",
   delegation_withdrawn: "Your delegation is withdrawn: you vote for yourself.",
 };
@@ -472,9 +475,11 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
     const delegation = await delegationState(db, union.id, member);
     const createdCode = c.req.query("created");
     const created: Invite | undefined = createdCode ? invites.find((i) => i.code === createdCode) : undefined;
+    const wallet = await walletOf(db, union.id, member.id);
     return c.html(mePage({
       union,
       origin,
+      wallet,
       viewer: member,
       chain,
       recruits,
@@ -497,6 +502,39 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
   });
 
   app.post("/u/:slug/me/invites", (c) => postInvite(c, "me"));
+
+  // Wallet linking from the page (public/wallet-link.js): a challenge for the
+  // signed-in member, then their wallet's signature of it.
+  app.post("/u/:slug/me/wallet/challenge", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    const { union, member } = g.viewer;
+    if (!member.actorId) return c.json({ error: { code: "invalid", message: "your account has not joined yet" } }, 400);
+    const ch = await issueWalletChallenge(db, union.id, member.id, { union: new URL(`/u/${union.slug}`, origin).href, actorId: member.actorId });
+    return c.json({ message: ch.message, expiresAt: new Date(ch.expiresAt).toISOString() });
+  });
+
+  app.post("/u/:slug/me/wallet", async (c) => {
+    const g = await gate(c, false);
+    if (!g.ok) return g.res;
+    let body: { wallet?: unknown; message?: unknown; signature?: unknown };
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: { code: "invalid", message: "expected JSON with wallet, message and signature" } }, 400);
+    }
+    if (typeof body.wallet !== "string" || typeof body.message !== "string" || typeof body.signature !== "string" || body.message.length > 2000) {
+      return c.json({ error: { code: "invalid", message: "expected JSON with wallet, message and signature" } }, 400);
+    }
+    try {
+      // A challenge is issued to one member: another member's signed challenge links nothing here.
+      const linked = await proveWallet(membership, g.viewer.union.id, { wallet: body.wallet, message: body.message, signature: body.signature }, Date.now(), g.viewer.member.id);
+      return c.json({ wallet: linked.wallet });
+    } catch (e) {
+      if (e instanceof TreasuryError) return c.json({ error: { code: e.code, message: e.message } }, 400);
+      throw e;
+    }
+  });
 
   // Delegating one's vote (all proposals or one kind; the sponsor is offered first), changing it, or withdrawing it.
   app.post("/u/:slug/me/delegation", async (c) => {

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { ConfigError } from "../config.ts";
 
 // The server's private keys (actor keys, treasury keys) are stored sealed with
@@ -60,13 +60,22 @@ export interface SecretKeySource {
 }
 
 /**
- * MUSTER_SECRET_KEY (64 hex digits or base64 of 32 bytes) when set; otherwise
- * DATA_DIR/secret.key, generated on first start (mode 0600).
+ * Where the generated key lives without MUSTER_SECRET_KEY: DATA_DIR, or with
+ * a SQLite database the directory of its file (DATA_DIR by default), so every
+ * process opening that database (serve, worker, CLI) finds the same key.
  */
-export function loadSecretKey(env: Record<string, string | undefined>, dataDir: string): SecretKeySource {
+export function secretKeyFile(config: { databaseUrl: string; dataDir: string }): string {
+  return join(config.databaseUrl.startsWith("sqlite:") ? dirname(resolve(config.databaseUrl.slice("sqlite:".length))) : config.dataDir, "secret.key");
+}
+
+/**
+ * MUSTER_SECRET_KEY (64 hex digits or base64 of 32 bytes) when set; otherwise
+ * the key file (secretKeyFile), generated on first start (mode 0600).
+ */
+export function loadSecretKey(env: Record<string, string | undefined>, file: string): SecretKeySource {
   const raw = env.MUSTER_SECRET_KEY?.trim();
   if (raw) return { box: new SecretBox(parseKey(raw, "MUSTER_SECRET_KEY")), origin: "MUSTER_SECRET_KEY", file: null, generated: false };
-  const file = join(dataDir, "secret.key");
+  const dataDir = dirname(file);
   if (existsSync(file)) return { box: new SecretBox(parseKey(readFileSync(file, "utf8").trim(), file)), origin: file, file, generated: false };
   mkdirSync(dataDir, { recursive: true });
   const key = randomBytes(32);

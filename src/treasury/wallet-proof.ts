@@ -70,12 +70,13 @@ export async function verifyWalletProof(proof: WalletProof): Promise<boolean> {
  * wallet's key. The nonce is spent in the same transaction as the link, so a
  * replay is refused even when two arrive at once.
  */
-export async function proveWallet(deps: { db: Kysely<DB>; outbox: Outbox }, unionId: string, proof: WalletProof, now = Date.now()): Promise<{ memberId: string; wallet: string }> {
+export async function proveWallet(deps: { db: Kysely<DB>; outbox: Outbox }, unionId: string, proof: WalletProof, now = Date.now(), forMember?: string): Promise<{ memberId: string; wallet: string }> {
   const wallet = parseWalletAddress(proof.wallet);
   const fields = parseChallenge(proof.message);
   if (!fields) throw new TreasuryError("invalid", "the signed text is not a Muster wallet challenge");
   const challenge = await deps.db.selectFrom("wallet_challenges").selectAll().where("nonce", "=", fields.nonce).executeTakeFirst();
   if (!challenge || challenge.union_id !== unionId || challenge.message !== proof.message) throw new TreasuryError("invalid", "this challenge was not issued by this union");
+  if (forMember !== undefined && challenge.member_id !== forMember) throw new TreasuryError("invalid", "this challenge was issued to another member");
   if (challenge.used_at !== null) throw new TreasuryError("invalid", "this challenge was already used; ask for a new one");
   if (Number(challenge.expires_at) < now) throw new TreasuryError("invalid", "this challenge has expired; ask for a new one");
   if (!(await verifyWalletProof({ ...proof, wallet }))) throw new TreasuryError("invalid", `the signature is not ${wallet}'s signature of the challenge`);

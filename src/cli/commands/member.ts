@@ -308,8 +308,8 @@ export const memberCommands: Command[] = [
   {
     path: ["member", "wallet"],
     usage: "muster member wallet <union> <@user@host> <address> [--json]",
-    summary: "Link a member's Solana wallet (as they asked you to): an active member's soulbound badge is minted there.",
-    details: "  The badge is minted by the serving process's ledger lane; a badge in an earlier wallet is burned.",
+    summary: "Link a member's Solana wallet on their word, without proof: an active member's soulbound badge is minted there.",
+    details: "  The badge is minted by the serving process's ledger lane; a badge in an earlier wallet is burned.\n  A link without proof never makes a treasury signer; `muster wallet link` links with a signed challenge.",
     options: { ...JSON_OPT },
     positionals: ["union", "member", "address"],
     async run({ values, positionals }) {

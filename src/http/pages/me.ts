@@ -24,6 +24,8 @@ export interface MePageView {
   readonly notice?: string;
   readonly error?: string;
   readonly inviteValues?: { readonly uses?: string; readonly expires?: string };
+  /** The member's linked wallet and, when proven, the signed challenge. */
+  readonly wallet?: { readonly wallet: string; readonly proof: { readonly message: string; readonly signature: string } | null } | null;
   /** Whether the bylaws let the viewer open proposals. */
   readonly mayPropose: boolean;
   readonly delegation: DelegationState;
@@ -71,6 +73,7 @@ export function mePage(v: MePageView): Html {
   const sponsors = v.chain.slice(1);
   return layout({
     title: `Your membership: ${v.union.name}`,
+    head: html`<script src="/public/wallet-link.js" defer></script>`,
     body: html`${accountBar(v.union, v.viewer, "me")}
 <h1>${v.union.name}</h1>
 ${notices(v)}
@@ -97,6 +100,16 @@ ${sponsors.map((s) => html`<li>${s.handle ?? "(unclaimed)"}${s.role !== "member"
 ${v.recruits.length === 0
       ? html`<p class="muted">No recruits yet. Share an invite link below.</p>`
       : html`<ul class="recruits" data-testid="recruits">${v.recruits.map((r) => html`<li>${r.handle} <span class="muted">joined ${fmtDate(r.joinedAt)}${r.subtreeSize > 0 ? html`, ${r.subtreeSize} below` : ""}</span></li>`)}</ul>`}
+</section>
+
+<section id="wallet">
+<h2>Your wallet</h2>
+${v.wallet
+      ? html`<p data-testid="wallet">Linked: <code class="url">${v.wallet.wallet}</code> ${v.wallet.proof ? html`<span class="badge">proven</span>` : html`<span class="muted">(linked by the operator, without proof)</span>`}</p>
+${v.wallet.proof ? html`<details data-testid="wallet-proof"><summary>The signed proof (anyone can check it with the address)</summary><pre class="proof">${v.wallet.proof.message}</pre><p>Signature: <code class="url">${v.wallet.proof.signature}</code></p></details>` : ""}`
+      : html`<p class="muted">No wallet linked. Your membership badge is minted to the wallet you link.</p>`}
+<p><button type="button" data-wallet-link="${base}/wallet">${v.wallet ? "Link another wallet" : "Link a wallet"}</button></p>
+<p class="muted" data-wallet-status role="status"></p>
 </section>
 
 <section id="votes" data-testid="votes">
