@@ -1,7 +1,6 @@
 import { after, before, describe, it } from "node:test";
+import { startLitepubContext } from "./helpers/litepub-context.ts";
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { type HttpMessageSignaturesSpec, signRequest } from "@fedify/fedify";
 import { Accept, type Activity, Follow, Reject } from "@fedify/vocab";
@@ -49,38 +48,6 @@ const NAMES = [
   "liker", "mkliker", "poster", "lposter", "booster",
 ];
 
-/**
- * Stands in for a Pleroma instance's own `/schemas/litepub-0.1.jsonld`, which
- * every Pleroma activity names in its @context (Fedify does not ship it, so
- * the receiver must fetch it from the sender's host). A short context of our
- * own with the same role, not a copy of Pleroma's file.
- */
-async function startContextServer(): Promise<{ url: URL; hits(): number; close(): Promise<void> }> {
-  let hits = 0;
-  const doc = JSON.stringify({
-    "@context": [AS, "https://w3id.org/security/v1", {
-      litepub: "http://litepub.social/ns#",
-      toot: "http://joinmastodon.org/ns#",
-      sensitive: "as:sensitive",
-      Emoji: "toot:Emoji",
-      directMessage: "litepub:directMessage",
-    }],
-  });
-  const server: Server = createServer((req, res) => {
-    if (req.url === "/schemas/litepub-0.1.jsonld") {
-      hits++;
-      res.writeHead(200, { "Content-Type": "application/ld+json" });
-      res.end(doc);
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/schemas/litepub-0.1.jsonld`);
-  return { url, hits: () => hits, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
-
 /** The re-addressed payload keeps every field of the original but its signature; a missing @context may be added. */
 function assertShapeKept(original: JsonObject, body: JsonObject): void {
   const keys = (o: JsonObject) => Object.keys(o).filter((k) => k !== "signature" && k !== "proof" && k !== "@context").sort();
@@ -103,7 +70,7 @@ for (const d of dialects) {
     let tdb: TestDatabase;
     let m: TestMuster;
     let peer: Peer;
-    let litepub: Awaited<ReturnType<typeof startContextServer>>;
+    let litepub: Awaited<ReturnType<typeof startLitepubContext>>;
     let riders: Union;
     let cooks: Union;
     let leaderId: string;
@@ -112,7 +79,7 @@ for (const d of dialects) {
       tdb = await d.create();
       m = await startMuster(tdb);
       peer = await startPeer(NAMES);
-      litepub = await startContextServer();
+      litepub = await startLitepubContext();
       riders = await makeUnion(m, "riders", { joinPolicy: "open" });
       cooks = await makeUnion(m, "cooks", { name: "Cooks Together", joinPolicy: "open" });
       leaderId = (await getLeader(db(), riders.id))!.id;
