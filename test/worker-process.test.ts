@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Create, Note } from "@fedify/vocab";
+import { Add, Note } from "@fedify/vocab";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, freePort } from "./helpers/muster.ts";
@@ -45,12 +45,14 @@ describe("separate worker processes on postgres", { skip: pg.skip }, () => {
       const k = ++seq;
       const as = ["alice", "bob", "carol"][k % 3]!;
       const id = new URL(`/activities/worker-${k}`, peer.origin);
-      // A plain Create(Note): recorded by the generic listener, with no side
-      // effects (a Follow would make the union deliver an Accept back).
-      const activity = new Create({
+      // A plain Add(Note): recorded by the generic listener, with no side
+      // effects (a Follow would make the union deliver an Accept back, and a
+      // Create from an account that belongs to no union is refused at the door).
+      const activity = new Add({
         id,
         actor: peer.actorId(as),
         to: actorId,
+        target: new URL(`/users/${as}/collections/featured`, peer.origin),
         object: new Note({ id: new URL(`/notes/worker-${k}`, peer.origin), attribution: peer.actorId(as), content: `note ${k}`, to: actorId }),
       });
       // Every fourth goes to the shared inbox, as Mastodon batches deliveries.
