@@ -46,10 +46,29 @@ export interface FederationDeps {
 
 const log = logger("federation");
 
-export function createMusterFederation(deps: FederationDeps): Federation<void> {
+/**
+ * Fedify builds its circuit breaker in createFederation, and in test
+ * processes that start and stop several servers the Temporal polyfill has
+ * been seen to fail there for a moment ("NaN cannot be converted to BigInt"
+ * in Duration.total), then work again. Cause not found (session note,
+ * issue 14): a few short retries instead of failing the server's start.
+ */
+async function transientTemporalRetry<T>(make: () => T): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return make();
+    } catch (error) {
+      if (!(error instanceof RangeError) || !/BigInt/.test(error.message) || attempt >= 5) throw error;
+      log.warn("Creating the federation failed in the Temporal polyfill ({error}); trying again", { error: error.message });
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
+export async function createMusterFederation(deps: FederationDeps): Promise<Federation<void>> {
   const { db } = deps;
   registerFepContext();
-  const federation = createFederation<void>({
+  const federation = await transientTemporalRetry(() => createFederation<void>({
     kv: deps.kv,
     queue: deps.queue,
     manuallyStartQueue: deps.manuallyStartQueue ?? false,
@@ -59,7 +78,7 @@ export function createMusterFederation(deps: FederationDeps): Federation<void> {
     // assumption that no older HTTP signature verifies (src/replay-window.ts).
     signatureTimeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
     userAgent: { software: `Muster/${SOFTWARE_VERSION}`, url: deps.origin },
-  });
+  }));
 
   federation
     .setActorDispatcher(ACTOR_PATH, async (ctx, identifier) => {

@@ -133,7 +133,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
   const kv = new KyselyKvStore(database.db);
-  const federation = createMusterFederation({
+  const federation = await createMusterFederation({
     db: database.db,
     events,
     outbox,
