@@ -1,5 +1,6 @@
 import type { Context, Federation } from "@fedify/fedify";
 import { signRequest, verifyRequest } from "@fedify/fedify";
+import { signedKeyOwner } from "./signed-key-owner.ts";
 import type { Accept, Delete, Reject } from "@fedify/vocab";
 import { preloadedContexts } from "@fedify/vocab-runtime";
 import type { Context as HonoContext, MiddlewareHandler } from "hono";
@@ -140,7 +141,7 @@ function stampJson(origin: URL, union: Union, s: { id: string; collection: strin
 }
 
 /** HTTP routes: the collections, the list of them, and the stamps this union issued. */
-export function featuredRoutes(db: Kysely<DB>, origin: URL): MiddlewareHandler {
+export function featuredRoutes(db: Kysely<DB>, origin: URL, federation: Federation<void>): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
     const m = /^\/u\/([^/]+)\/(collections|stamps)(?:\/([^/]+))?$/.exec(c.req.path);
@@ -153,7 +154,8 @@ export function featuredRoutes(db: Kysely<DB>, origin: URL): MiddlewareHandler {
       if (!(FEATURED_COLLECTIONS as readonly string[]).includes(name!)) return c.json({ error: "no such collection" }, 404);
       // The cabinet names the officers: it is shown to whoever may see who holds office.
       if (name === "cabinet") {
-        const mods = await readModerators(db, union, { via: "federation", actorId: await signedBy(c, db, origin) });
+        const viewer = await signedKeyOwner(federation.createContext(c.req.raw, undefined));
+        const mods = await readModerators(db, union, { via: "federation", actorId: viewer?.href });
         if (!mods.ok) return c.json({ error: "this union does not show who holds office to you" }, mods.refused === "unidentified" ? 401 : 403);
       }
       return activityJson(c, await featuredCollectionJson(db, origin, union, name as FeaturedCollection));
@@ -170,16 +172,6 @@ function activityJson(c: HonoContext, body: unknown) {
   return c.body(JSON.stringify(body), 200, { "Content-Type": JSON_TYPE, Vary: "Accept, Signature, Signature-Input" });
 }
 
-async function signedBy(c: HonoContext, _db: Kysely<DB>, _origin: URL): Promise<string | undefined> {
-  if (!c.req.header("signature") && !c.req.header("signature-input")) return undefined;
-  try {
-    const key = await verifyRequest(c.req.raw.clone());
-    return key?.ownerId?.href;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * A FeatureRequest POSTed to a union's inbox (or the shared inbox), answered
  * before Fedify sees it. It must be signed by its actor, name this union as
@@ -192,15 +184,9 @@ export function featureRequestInbox(deps: DomainDeps & { origin: URL; federation
     const path = c.req.path;
     const m = /^\/u\/([^/]+)\/inbox$/.exec(path);
     if (!m && path !== "/inbox") return next();
-    const raw = await c.req.raw.clone().text();
-    // Cheap first look: only a FeatureRequest is ours; everything else goes on to Fedify untouched.
-    if (!raw.includes("FeatureRequest")) return next();
-    let body: Record<string, unknown>;
-    try {
-      body = JSON.parse(raw) as Record<string, unknown>;
-    } catch {
-      return next();
-    }
+    // The inbox guard has read and parsed the body already; anything but a FeatureRequest goes on to Fedify untouched.
+    const body = c.get("inboxActivity");
+    if (!body) return next();
     if (body.type !== "FeatureRequest" && body.type !== `${FEP_7AA9}#FeatureRequest`) return next();
     const ctx = deps.federation.createContext(c.req.raw, undefined);
     let key;

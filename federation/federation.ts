@@ -13,6 +13,7 @@ import { onAnnounce, onCreate, onLike } from "./inbox-actions.ts";
 import { actorRelationshipFields, followingOf, onAnswer } from "./relationships.ts";
 import { onVote } from "./inbox-votes.ts";
 import { onFeatureAnswer, onStampDelete, registerFepContext } from "./featured-collections.ts";
+import { signedKeyOwner } from "./signed-key-owner.ts";
 import { onReport } from "./relationship-reports.ts";
 import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
@@ -148,7 +149,7 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
       if (identifier === INSTANCE_ACTOR) return 0;
       const union = await getUnionBySlug(db, identifier);
       if (!union) return null;
-      const count = await readFollowerCount(db, union, { via: "federation", actorId: (await signer(ctx))?.href });
+      const count = await readFollowerCount(db, union, { via: "federation", actorId: (await signedKeyOwner(ctx))?.href });
       return count.ok ? count.count : null;
     })
     // Only HTTP reads pass through here; fan-out to "followers" calls the
@@ -157,7 +158,7 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
       if (identifier === INSTANCE_ACTOR) return true;
       const union = await getUnionBySlug(db, identifier);
       if (!union) return true; // the dispatcher answers 404
-      return mayReadRoster(db, union, { via: "federation", actorId: (await signer(ctx))?.href });
+      return mayReadRoster(db, union, { via: "federation", actorId: (await signedKeyOwner(ctx))?.href });
     });
   federation
     .setFollowingDispatcher("/u/{identifier}/following", async (_ctx, identifier) => {
@@ -243,17 +244,6 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
   });
 
   return federation;
-}
-
-/** The actor whose key signed this request, if it verifies and the actor claims the key. */
-async function signer(ctx: RequestContext<void> | Context<void>): Promise<URL | undefined> {
-  if (!("getSignedKeyOwner" in ctx)) return undefined;
-  try {
-    return (await ctx.getSignedKeyOwner())?.id ?? undefined;
-  } catch (error) {
-    log.info("Signature check of a followers fetch failed: {error}", { error });
-    return undefined;
-  }
 }
 
 function temporalInstant(d: Date): Temporal.Instant {

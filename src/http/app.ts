@@ -117,7 +117,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use("*", blockedServerGuard(db));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
-  app.use("*", featuredRoutes(db, deps.origin));
+  app.use("*", featuredRoutes(db, deps.origin, deps.federation));
   app.use("*", federationMiddleware(deps.federation, deps.readCache, actorFeaturedFields(db, deps.origin)));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 
