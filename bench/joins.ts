@@ -30,7 +30,9 @@ export const joins: Benchmark = {
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     const total = Number(process.env.BENCH_JOINS ?? (quick ? 60 : 400));
     const rows: Row[] = [];
-    for (const mode of ["refetch", "reuse"] as const) {
+    // BENCH_JOINS_MODES=reuse skips the old path (for profiling the shipped one).
+    const modes = (process.env.BENCH_JOINS_MODES ?? "refetch,reuse").split(",").filter((x): x is "refetch" | "reuse" => x === "refetch" || x === "reuse");
+    for (const mode of modes) {
       const tdb = await dialect.create();
       let m: TestMuster | undefined;
       try {

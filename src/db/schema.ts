@@ -53,6 +53,15 @@ export interface ActionsTable {
   retracted_at: number | null;
   goal_reached_at: number | null;
   closed_at: number | null;
+  /** Members with a standing commitment (like, commitment reply, web button, done); kept by src/actions/responses.ts (0036). */
+  committers: Generated<number>;
+}
+
+/** How many of one member's commitments to a call are standing (0036): the counter behind actions.committers. */
+export interface ActionCommittersTable {
+  action_id: string;
+  member_id: string;
+  standing: number;
 }
 
 export interface ActionLogTable {
@@ -472,6 +481,7 @@ export interface DB {
   actions: ActionsTable;
   action_log: ActionLogTable;
   action_responses: ActionResponsesTable;
+  action_committers: ActionCommittersTable;
   relay_requests: RelayRequestsTable;
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
