@@ -8,13 +8,17 @@ const TARGET = 300;
 const SERVERS = 10;
 const CONCURRENCY = 32;
 
-interface PeerReport {
+export interface PeerReport {
   accepted: number;
   welcomes: number;
   actorGets: number;
   refused: number;
   sentMs: number;
   ms: number;
+  /** Per join, ms from sending the Follow to its Accept arriving. */
+  latencies: number[];
+  /** Per Follow, wall-clock ms when sent and when its Accept arrived. */
+  timeline: { follow: string; sent: number; accepted?: number }[];
 }
 
 export const joins: Benchmark = {
