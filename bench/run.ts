@@ -15,8 +15,9 @@ import { crowdfund } from "./crowdfund.ts";
 import { reads } from "./reads.ts";
 import { joins } from "./joins.ts";
 import { underFanout } from "./under-fanout.ts";
+import { goalCount } from "./goal-count.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, tree, hostile, votes, crowdfund, payments];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 
