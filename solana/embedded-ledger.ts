@@ -1,7 +1,7 @@
 import "./quiet-bindings.ts";
 import { randomBytes } from "node:crypto";
 import { type Kysely, sql } from "kysely";
-import type { LiteSVM } from "litesvm";
+import { LiteSVM } from "litesvm";
 import { Keypair, NonceAccount, PublicKey, SystemProgram, Transaction, VersionedTransaction } from "@solana/web3.js";
 import { TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID, unpackAccount, unpackMint } from "@solana/spl-token";
 import bs58 from "bs58";
