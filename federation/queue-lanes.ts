@@ -28,102 +28,8 @@ export type Lane = (typeof LANES)[number];
 // stays in the bulk lane.
 const bulkWork = new AsyncLocalStorage<true>();
 
-/**
- * Lanes keep a fan-out's backlog from being claimed before a join's Accept,
- * but once claimed, 16 deliveries signing at once still took the CPU from it
- * (Accepts measured at 20-40 s behind a 10^4 fan-out, bench under-fanout).
- * So within a process, bulk work (fan-out pages, deliveries) yields: while
- * interactive work (inbox, outbox, domain) runs, or ran in the last
- * LINGER_MS (the gap between a Follow's handling and its Accept's claim),
- * at most BULK_WHILE_BUSY bulk messages start; a fan-out slows, never stops.
- */
-export class LanePriority {
-  static readonly LINGER_MS = 500;
-  readonly bulkWhileBusy: number;
-  #interactive = 0;
-  #busyUntil = 0;
-  #bulkRunning = 0;
-  #waiters: (() => void)[] = [];
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(bulkWhileBusy = 2) {
-    this.bulkWhileBusy = bulkWhileBusy;
-  }
-
-  get busy(): boolean {
-    return this.#interactive > 0 || performance.now() < this.#busyUntil;
-  }
-
-  async interactive<T>(work: () => T | Promise<T>): Promise<T> {
-    this.#interactive++;
-    this.#busyUntil = performance.now() + LanePriority.LINGER_MS;
-    try {
-      return await work();
-    } finally {
-      this.#interactive--;
-      this.#busyUntil = performance.now() + LanePriority.LINGER_MS;
-      this.#wakeLater();
-    }
-  }
-
-  async bulk<T>(work: () => T | Promise<T>): Promise<T> {
-    while (this.busy && this.#bulkRunning >= this.bulkWhileBusy) {
-      await new Promise<void>((r) => this.#waiters.push(r));
-    }
-    this.#bulkRunning++;
-    try {
-      return await work();
-    } finally {
-      this.#bulkRunning--;
-      this.#wake();
-    }
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** Waiters re-check when the linger ends (nothing else would wake them if all interactive work is done). */
-  #wakeLater(): void {
-    if (this.#timer || this.#waiters.length === 0) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#wake();
-      if (this.#waiters.length) this.#wakeLater();
-    }, Math.max(1, this.#busyUntil - performance.now()));
-    this.#timer.unref();
-  }
-}
-
-/** A lane whose handling counts as interactive work for the priority. */
-class InteractiveQueue implements MessageQueue {
-  readonly nativeRetrial = false;
-  readonly #lane: KyselyMessageQueue;
-  readonly #priority: LanePriority;
-  constructor(lane: KyselyMessageQueue, priority: LanePriority) {
-    this.#lane = lane;
-    this.#priority = priority;
-  }
-  enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
-    return this.#lane.enqueue(message, options);
-  }
-  enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
-    return this.#lane.enqueueMany(messages, options);
-  }
-  listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
-    return this.#lane.listen((message) => this.#priority.interactive(() => handler(message)), options);
-  }
-  getDepth(): Promise<MessageQueueDepth> {
-    return this.#lane.getDepth();
-  }
-}
-
 export interface QueueLanes {
   readonly lanes: Readonly<Record<Lane, KyselyMessageQueue>>;
-  /** Within this process, bulk lanes yield to interactive ones; the domain lane's listener reports to it too. */
-  readonly priority: LanePriority;
   /** What Fedify is given: inbox, outbox (routed between `outbox` and `delivery`) and fanout. */
   readonly fedify: { readonly inbox: MessageQueue; readonly outbox: RoutedQueue; readonly fanout: RoutedQueue };
   /** Handler slots across the lanes: what a process needs database connections for. */
@@ -155,14 +61,12 @@ export function queueConnections(busy: number): number {
 export function createQueueLanes(database: Database, options: QueueLanesOptions = {}): QueueLanes {
   const concurrency = laneConcurrency(options.concurrency ?? 16);
   const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, { ...options, name, concurrency: concurrency[name] })])) as Record<Lane, KyselyMessageQueue>;
-  const priority = new LanePriority();
   return {
     lanes,
-    priority,
     fedify: {
-      inbox: new InteractiveQueue(lanes.inbox, priority),
-      outbox: new RoutedQueue(lanes.outbox, lanes.delivery, priority),
-      fanout: new RoutedQueue(lanes.fanout, lanes.fanout, priority),
+      inbox: lanes.inbox,
+      outbox: new RoutedQueue(lanes.outbox, lanes.delivery),
+      fanout: new RoutedQueue(lanes.fanout, lanes.fanout),
     },
     handlers: LANES.reduce((n, lane) => n + concurrency[lane], 0),
     async close() {
@@ -187,12 +91,10 @@ export class RoutedQueue implements MessageQueue {
   readonly #bulk: KyselyMessageQueue;
   /** Our own message types in these lanes, handled here rather than by Fedify. */
   readonly #own = new Map<string, (message: any) => Promise<void>>();
-  readonly #priority: LanePriority | undefined;
 
-  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue, priority?: LanePriority) {
+  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue) {
     this.#interactive = interactive;
     this.#bulk = bulk;
-    this.#priority = priority;
   }
 
   /** Handles messages of `type` (which Fedify does not know) with `handler`. */
@@ -217,11 +119,9 @@ export class RoutedQueue implements MessageQueue {
       const own = this.#own.get((message as { type?: unknown } | null)?.type as string);
       return own ? own(message) : handler(message);
     };
-    const p = this.#priority;
-    const bulk = (message: unknown) => p ? p.bulk(() => asBulkWork(() => dispatch(message))) : asBulkWork(() => dispatch(message));
-    const interactive = (message: unknown) => p ? p.interactive(() => dispatch(message)) : dispatch(message);
+    const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
     if (this.#interactive === this.#bulk) return this.#bulk.listen(bulk, options);
-    await Promise.all([this.#interactive.listen(interactive, options), this.#bulk.listen(bulk, options)]);
+    await Promise.all([this.#interactive.listen(dispatch, options), this.#bulk.listen(bulk, options)]);
   }
 
   async getDepth(): Promise<MessageQueueDepth> {

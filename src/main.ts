@@ -222,7 +222,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
-      lanes.lanes.domain.listen((message) => lanes.priority.interactive(() => handleIntent(outbound, message)), { signal }),
+      lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
       // Only a process with a ledger takes chain work; the others leave it queued.
       ledger ? runLedgerLane(ledger, signal) : undefined,
       // The dues scan (payments, standing) and the daily feed anchor, each once across workers (a lease).
