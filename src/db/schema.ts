@@ -366,6 +366,21 @@ export interface RelayedResponsesTable {
   undone_at: number | null;
 }
 
+/** A response to this union's call by a member of a partner that relayed it, counted here for that partner (0044). */
+export interface PartnerCountedResponsesTable {
+  id: string;
+  union_id: string;
+  action_id: string;
+  /** The relaying union (ally or chapter) that said the actor is its member. */
+  via_actor_id: string;
+  actor_id: string;
+  /** `commit`, `comment` or `like`. */
+  kind: string;
+  source_id: string;
+  created_at: number;
+  undone_at: number | null;
+}
+
 /** The latest totals a relaying union reported for one of this union's calls (0029). */
 export interface RelayTalliesTable {
   union_id: string;
@@ -483,6 +498,7 @@ export interface DB {
   relationship_events: RelationshipEventsTable;
   relayed_responses: RelayedResponsesTable;
   relay_tallies: RelayTalliesTable;
+  partner_counted_responses: PartnerCountedResponsesTable;
   chapter_reports: ChapterReportsTable;
   blocked_servers: BlockedServersTable;
   bylaws_versions: BylawsVersionsTable;
