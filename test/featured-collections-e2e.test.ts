@@ -7,7 +7,7 @@ import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/m
 import { type Peer, startPeer } from "./helpers/peer.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { answerOffer, endRelationship, listRelationships } from "../src/relationships/relationships.ts";
-import { listFeaturedItems, listStamps, syncFeatured, withdrawStamp } from "../src/relationships/featured.ts";
+import { listFeaturedItems, listStamps, syncFeatured, withdrawStamp, syncAllFeatured, unionsOutOfLine } from "../src/relationships/featured.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { proposeTo } from "../federation/relationships.ts";
 
@@ -52,6 +52,9 @@ for (const d of dialects) {
       const r = await syncFeatured(ma.muster.membership, a.id);
       assert.equal(r.requested, 1, "one new ally to ask (the leader has no Fediverse actor yet)");
       assert.equal((await syncFeatured(ma.muster.membership, a.id)).requested, 0, "asking is done once");
+      // The worker's pass finds nothing to do, so it opens no transaction at all.
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), []);
+      assert.equal(await syncAllFeatured(ma.muster.membership), 0);
       const item = await eventually(async () => (await itemsOf(ma, a)).find((i) => i.state === "accepted"), "B's consent reaches A");
       assert.equal(item.actorId, groupId(mb, "b").href);
       const stamps = await listStamps(mb.muster.database.db, b.id);
@@ -161,9 +164,13 @@ for (const d of dialects) {
       const rel = (await listRelationships(mb.muster.database.db, b.id)).find((r) => r.state === "active")!;
       await endRelationship(mb.muster.membership, b.id, rel.id, OPERATOR);
       await eventually(async () => (await listRelationships(ma.muster.database.db, a.id)).every((r) => r.state !== "active"), "A sees the end");
+      // A change the cheap check must see: B lists a former ally; A stamped one automatically.
+      assert.deepEqual(await unionsOutOfLine(mb.muster.database.db), [b.id]);
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), [a.id]);
       await syncFeatured(mb.muster.membership, b.id);
       assert.equal((await itemsOf(mb, b)).find((i) => i.actorId === groupId(ma, "a").href)!.state, "withdrawn", "B drops its former ally");
       const r = await syncFeatured(ma.muster.membership, a.id);
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), []);
       assert.equal(r.withdrawn, 1, "A withdraws the consent it gave B automatically as an ally");
       const aStamp = (await listStamps(ma.muster.database.db, a.id)).find((s) => s.requester === groupId(mb, "b").href)!;
       assert.equal(aStamp.state, "withdrawn");

@@ -216,8 +216,45 @@ function toStamp(r: StampRow): FeatureStamp {
   };
 }
 
-/** syncFeatured for every union (the worker's periodic pass). */
-export async function syncAllFeatured(deps: DomainDeps): Promise<void> {
-  const unions = await deps.db.selectFrom("unions").select("id").execute();
-  for (const u of unions) await syncFeatured(deps, u.id);
+/**
+ * syncFeatured for every union whose collections are out of line (the
+ * worker's periodic pass, every 30 s in every worker). Four plain reads
+ * across all unions find them; when nothing changed, no transaction is
+ * opened and nothing is written.
+ */
+export async function syncAllFeatured(deps: DomainDeps): Promise<number> {
+  const stale = await unionsOutOfLine(deps.db);
+  for (const unionId of stale) await syncFeatured(deps, unionId);
+  return stale.length;
+}
+
+/** The unions for which syncFeatured would change something, by the same rules it applies. */
+export async function unionsOutOfLine(db: Kysely<DB>): Promise<string[]> {
+  const allies = await db.selectFrom("union_relationships").select(["union_id", "peer_actor_id as actor"]).where("kind", "=", "ally").where("state", "=", "active").execute();
+  const cabinet = await db.selectFrom("members").select(["union_id", "actor_id as actor"]).where("state", "=", "active")
+    .where("role", "in", ["leader", "officer"]).where("actor_id", "is not", null).execute();
+  const items = await db.selectFrom("featured_items").select(["union_id", "collection", "actor_id", "state"]).where("state", "!=", "withdrawn").execute();
+  const automatic = await db.selectFrom("feature_stamps").select(["union_id", "requester"]).where("state", "=", "accepted").where("decided_by", "is", null).execute();
+  const want = new Map<string, Set<string>>();
+  const add = (u: string, c: FeaturedCollection, a: string) => (want.get(`${u}\n${c}`) ?? want.set(`${u}\n${c}`, new Set()).get(`${u}\n${c}`)!).add(a);
+  for (const r of allies) add(r.union_id, "allies", r.actor);
+  for (const r of cabinet) add(r.union_id, "cabinet", r.actor!);
+  const out = new Set<string>();
+  const have = new Map<string, Set<string>>();
+  for (const i of items) {
+    const key = `${i.union_id}\n${i.collection}`;
+    (have.get(key) ?? have.set(key, new Set()).get(key)!).add(i.actor_id);
+    // Someone listed (or asked) who no longer belongs there.
+    if ((LIVE as readonly string[]).includes(i.state) && !want.get(key)?.has(i.actor_id)) out.add(i.union_id);
+  }
+  for (const [key, actors] of want) {
+    const unionId = key.split("\n")[0]!;
+    // Past the limit syncFeatured decides who is in; let it.
+    if (actors.size > FEATURED_LIMIT) out.add(unionId);
+    // Someone who belongs there and was never asked.
+    for (const a of actors) if (!have.get(key)?.has(a)) out.add(unionId);
+  }
+  // Automatic consent given to a union that is no longer an ally.
+  for (const s of automatic) if (!want.get(`${s.union_id}\nallies`)?.has(s.requester)) out.add(s.union_id);
+  return [...out];
 }
