@@ -20,6 +20,7 @@ export const FEATURED_LIMIT = 150;
 export class FeaturedError extends DomainError<"not_found" | "forbidden" | "conflict"> {}
 
 export interface FeaturedItem {
+  readonly unionId: string;
   readonly id: string;
   readonly collection: FeaturedCollection;
   readonly actorId: string;
@@ -77,6 +78,8 @@ export async function syncFeatured(deps: DomainDeps, unionId: string, now = Date
         if (want[collection].includes(item.actor_id) || !(LIVE as readonly string[]).includes(item.state)) continue;
         const r = await trx.updateTable("featured_items").set({ state: "withdrawn", updated_at: now }).where("id", "=", item.id).where("state", "in", LIVE).executeTakeFirst();
         dropped += Number(r.numUpdatedRows);
+        // Only an item that was listed is taken back from followers.
+        if (Number(r.numUpdatedRows) === 1 && item.state === "accepted") await announceItem(deps, trx, { id: item.id, union_id: unionId, collection }, "featured.remove");
       }
     }
     const allies = new Set(want.allies);
@@ -105,17 +108,40 @@ export async function featureAnswered(deps: DomainDeps, itemId: string, actorId:
   const item = await deps.db.selectFrom("featured_items").selectAll().where("id", "=", itemId).executeTakeFirst();
   if (!item || item.actor_id !== actorId) return "unknown";
   if (item.state !== "requested") return item.state === (answer.accepted ? "accepted" : "rejected") ? "duplicate" : "unknown";
-  const r = await deps.db.updateTable("featured_items")
-    .set(answer.accepted ? { state: "accepted", stamp: answer.stamp, updated_at: Date.now() } : { state: "rejected", updated_at: Date.now() })
-    .where("id", "=", itemId).where("state", "=", "requested").executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1 ? "applied" : "duplicate";
+  return deps.db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable("featured_items")
+      .set(answer.accepted ? { state: "accepted", stamp: answer.stamp, updated_at: Date.now() } : { state: "rejected", updated_at: Date.now() })
+      .where("id", "=", itemId).where("state", "=", "requested").executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) return "duplicate";
+    if (answer.accepted) await announceItem(deps, trx, item, "featured.add");
+    return "applied";
+  });
+}
+
+/**
+ * Followers hear of a change to the allies list (FEP-7aa9 says a collection
+ * "can" send Add and Remove; Mastodon does, to followers). The cabinet is
+ * not announced: who may see it follows the roster's visibility rule, which
+ * not every follower meets.
+ */
+async function announceItem(deps: DomainDeps, trx: Kysely<DB>, item: { id: string; union_id: string; collection: string }, kind: "featured.add" | "featured.remove"): Promise<void> {
+  if (item.collection !== "allies") return;
+  await deps.outbox.add(trx, { kind, unionId: item.union_id, itemId: item.id });
 }
 
 /** The featured actor withdrew its consent (a Delete of its stamp): the item leaves the collection. */
 export async function stampRevoked(deps: DomainDeps, stamp: string, actorId: string): Promise<number> {
-  const r = await deps.db.updateTable("featured_items").set({ state: "withdrawn", updated_at: Date.now() })
-    .where("stamp", "=", stamp).where("actor_id", "=", actorId).where("state", "=", "accepted").executeTakeFirst();
-  return Number(r.numUpdatedRows);
+  return deps.db.transaction().execute(async (trx) => {
+    const items = await trx.selectFrom("featured_items").select(["id", "union_id", "collection"]).where("stamp", "=", stamp).where("actor_id", "=", actorId).where("state", "=", "accepted").execute();
+    let n = 0;
+    for (const item of items) {
+      const r = await trx.updateTable("featured_items").set({ state: "withdrawn", updated_at: Date.now() }).where("id", "=", item.id).where("state", "=", "accepted").executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) continue;
+      n++;
+      await announceItem(deps, trx, item, "featured.remove");
+    }
+    return n;
+  });
 }
 
 export async function featuredItem(db: Kysely<DB>, itemId: string): Promise<FeaturedItem | undefined> {
@@ -200,10 +226,10 @@ export async function listStamps(db: Kysely<DB>, unionId: string): Promise<Featu
   return rows.map(toStamp);
 }
 
-type ItemRow = { id: string; collection: string; actor_id: string; state: string; stamp: string | null; created_at: number | string; updated_at: number | string };
+type ItemRow = { id: string; union_id: string; collection: string; actor_id: string; state: string; stamp: string | null; created_at: number | string; updated_at: number | string };
 function toItem(r: ItemRow): FeaturedItem {
   return {
-    id: r.id, collection: r.collection as FeaturedCollection, actorId: r.actor_id, state: r.state as FeaturedItem["state"], stamp: r.stamp,
+    id: r.id, unionId: r.union_id, collection: r.collection as FeaturedCollection, actorId: r.actor_id, state: r.state as FeaturedItem["state"], stamp: r.stamp,
     createdAt: new Date(Number(r.created_at)), updatedAt: new Date(Number(r.updated_at)),
   };
 }
