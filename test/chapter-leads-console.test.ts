@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { Accept } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type StartedUnion, unionWithPeer } from "./helpers/union-with-peer.ts";
+import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { OPERATOR } from "../src/members/members.ts";
-import { answerOffer, listRelationships } from "../src/relationships/relationships.ts";
+import { listRelationships } from "../src/relationships/relationships.ts";
 import { chapterTree } from "../src/relationships/chapters.ts";
 import { getUnionBySlug } from "../src/unions/unions.ts";
 import { proposeTo } from "../federation/relationships.ts";
@@ -22,10 +22,9 @@ for (const d of dialects) {
     let tdb: TestDatabase;
     let other: TestMuster;
     let cookie = "";
-    let started: StartedUnion;
 
     before(async () => {
-      started = await fx.start();
+      await fx.start();
       await fx.answerTo(await fx.follow("lead"), Accept);
       tdb = await d.create();
       other = await startMuster(tdb);
@@ -60,7 +59,15 @@ for (const d of dialects) {
       const north = await makeUnion(other, "north", { name: "North Riders", leaderHandle: fx.handleOf("gus") });
       const offer = await proposeTo({ ...other.muster.membership, federation: other.muster.federation, origin: other.origin }, north, OPERATOR, fx.url("/u/riders"), "parent", "theirs");
       const atParent = await eventually(async () => (await listRelationships(fx.db(), riders.id)).find((r) => r.followId === offer.followId), "riders receives north's request");
-      await answerOffer(started.m.muster.membership, riders.id, atParent.id, OPERATOR, true);
+      // The leader accepts with the console's button (officerStep): a bad id is the tab again with 404.
+      const post = (path: string) => fetch(fx.url(path), { method: "POST", headers: { Cookie: cookie, "Content-Type": "application/x-www-form-urlencoded", Origin: new URL(fx.url("/")).origin }, body: "proposal=", redirect: "manual" });
+      const missing = await post("/u/riders/console/unions/00000000-0000-4000-8000-000000000000/accept");
+      assert.equal(missing.status, 404);
+      assert.match(await missing.text(), /Other unions|relationship/i);
+      const accepted = await post(`/u/riders/console/unions/${atParent.id}/accept`);
+      assert.equal(accepted.status, 303, await accepted.text());
+      assert.equal(accepted.headers.get("location"), "/u/riders/console/unions?done=accepted");
+      assert.equal((await listRelationships(fx.db(), riders.id)).find((r) => r.id === atParent.id)?.state, "active");
       await eventually(async () => (await chapterTree(fx.db(), riders.id))[0]?.leads.length === 1, "north's report with its lead reaches riders");
       const page = await (await consolePage(true)).text();
       assert.match(page, /<section id="chapter-leads">/);
