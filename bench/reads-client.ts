@@ -28,6 +28,7 @@ function once(): Promise<void> {
   });
 }
 
+const cpu = process.cpuUsage();
 const until = performance.now() + seconds * 1000;
 const started = performance.now();
 await Promise.all(Array.from({ length: concurrency }, async () => {
@@ -36,5 +37,6 @@ await Promise.all(Array.from({ length: concurrency }, async () => {
 const ms = performance.now() - started;
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.ceil((p / 100) * latencies.length) - 1))] ?? Number.NaN;
-process.send!({ requests: latencies.length, ms, statuses, bytes, p50: pct(50), p99: pct(99) });
+const used = process.cpuUsage(cpu);
+process.send!({ cpuMs: (used.user + used.system) / 1000, requests: latencies.length, ms, statuses, bytes, p50: pct(50), p99: pct(99) });
 agent.destroy();

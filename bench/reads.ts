@@ -8,6 +8,8 @@ const CONCURRENCY = 32;
 const TARGET = 2000;
 
 interface ClientResult {
+  /** The load generator's own CPU: if it nears a core, the client, not the server, sets the rate. */
+  cpuMs: number;
   requests: number;
   ms: number;
   statuses: Record<string, number>;
@@ -66,6 +68,7 @@ export const reads: Benchmark = {
             "p50 ms": r.p50,
             "p99 ms": r.p99,
             "server CPU ms/GET": cpuTotal / r.requests,
+            "client CPU ms/GET": r.cpuMs / r.requests,
             // What one core would serve if the server had it to itself: the figure that the load average cannot distort much.
             "GET/s per CPU-s": (1000 * r.requests) / cpuTotal,
             "non-200": other,
