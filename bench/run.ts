@@ -15,8 +15,9 @@ import { crowdfund } from "./crowdfund.ts";
 import { reads } from "./reads.ts";
 import { joins } from "./joins.ts";
 import { storage } from "./storage.ts";
+import { workers } from "./workers.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile, votes, crowdfund, payments, storage];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile, votes, crowdfund, payments, storage, workers];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 
