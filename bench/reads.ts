@@ -32,7 +32,7 @@ export const reads: Benchmark = {
   title: "Reads: the union's actor, WebFinger and NodeInfo (cached serialization vs Fedify on every GET)",
   summary: "GET/s for the actor document, WebFinger and NodeInfo, with and without the read cache, against 2,000/s",
   notes: [
-    `${CONCURRENCY} keep-alive GETs in flight from a separate load-generator process; server CPU is the bench process's alone`,
+    `${CONCURRENCY} keep-alive GETs in flight from a separate load-generator process (raw sockets, bench/reads-client.ts); server CPU is the bench process's alone, the client's is its own column`,
     `"cached" is the server as shipped; "uncached" is the same server with its read cache bypassed (every GET rendered by Fedify), run back to back`,
     `target: ${TARGET} GET/s each (issue 16); PASS/MISS judges the measured GET/s; the load average is read after each run, the machine is shared`,
     "GET/s per CPU-s: requests served per second of the server's CPU time, the rate one idle core would reach",
