@@ -117,7 +117,8 @@ export class ReadCache {
    * entry's), the headers the pipeline added are remembered for the fast path.
    */
   noteSent(rawKey: string, request: Request, response: Response): void {
-    if (response.status !== 200 || this.bypass) return;
+    // What the outer middleware added must be as shareable as what Fedify said.
+    if (response.status !== 200 || this.bypass || uncacheable(response)) return;
     const etag = response.headers.get("ETag");
     if (!etag || !this.routeOf(request)) return;
     const key = keyOf(request);
