@@ -133,7 +133,7 @@ export const storage: Benchmark = {
   title: "Storage: members with their cached actors, database size against 1 GiB at 10^6",
   summary: "database size and bytes per member after seeding members with realistic cached actors (target: 10^6 in 1 GiB)",
   notes: [
-    "per member: members row, remote_actors row (Mastodon-shaped, migration 0017 caps), the Follow's inbox_activities id (kept by pruning), Fedify's public-key cache entry (fedify_kv, no expiry)",
+    "per member: members row, remote_actors row (Mastodon-shaped, migration 0017 caps), the Follow's inbox_activities id (kept by pruning), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
     "SQLite: file + WAL after a checkpoint; PostgreSQL: pg_database_size after VACUUM ANALYZE; an empty migrated database is measured first and reported as the baseline",
     "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded",
   ],
