@@ -28,9 +28,9 @@ export type PruneReport = Record<string, number | "failed">;
  * Deletes what no longer protects anything: processed inbox activity ids past
  * the replay window, dead inbox claims, spent join claims, expired sessions
  * and sign-in links, the queue's finished-delivery keys and expired wallet
- * challenges. Each step runs
- * even when another fails; a failure is logged with its table (a prune that
- * keeps failing lets a table grow without bound, which someone must see).
+ * challenges. Each step runs even when another fails; a failure is logged
+ * with its table (a prune that keeps failing lets a table grow without bound,
+ * which someone must see).
  */
 export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<PruneReport> {
   const steps: [string, () => Promise<number>][] = [
