@@ -15,6 +15,7 @@ import {
 import { getTreasury, type Treasury } from "../src/treasury/treasury.ts";
 import { treasuryAuthority, type VaultAuthority } from "./crowdfund-authority.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
+import { crashPoint } from "../src/crash-point.ts";
 import { type CrowdfundChainDeps, landed, MEMO_PROGRAM } from "./crowdfund-vault.ts";
 
 const log = logger("solana", "crowdfunds");
@@ -150,8 +151,10 @@ async function drive(deps: CrowdfundChainDeps, c: Context): Promise<void> {
     if (t.state === "confirmed") continue;
     if (t.state === "signed") {
       // Payouts wait for finality on a real network; the embedded ledger is final at once.
+      crashPoint("settlement-signed");
       const outcome = await landed(deps.ledger, Buffer.from(t.raw, "base64"), t.lastValidBlockHeight, "finalized");
       if ("signature" in outcome) {
+        crashPoint("settlement-sent");
         await confirmSettlementTx(deps.db, t.id);
         continue;
       }
