@@ -6,7 +6,8 @@ import { writeSync } from "node:fs";
  * finally blocks, no flush, no shutdown). Unset, it does nothing. The line on
  * stderr, written synchronously, tells the test the point was reached.
  *
- * Points: `pledge-seen` (a pledge read from the chain, not yet recorded),
+ * Points: `vault-opened` (a crowdfund's vault open, not yet announced),
+ * `pledge-seen` (a pledge read from the chain, not yet recorded),
  * `settlement-signed` (decision and signed bytes committed, nothing sent),
  * `settlement-sent` (a settlement transaction executed on the chain, not yet
  * marked confirmed in the database).

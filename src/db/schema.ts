@@ -726,6 +726,8 @@ export interface CrowdfundPledgesTable {
   reason: string | null;
   in_vault: number;
   refund_signature: string | null;
+  /** Why the refund could not reach `source` (migration 0042); the tokens went to the treasury, held for the pledger. */
+  refund_failure: string | null;
   pledged_at: number;
   recorded_at: number;
 }
