@@ -495,6 +495,7 @@ export interface DB {
   ledger_blockhashes: LedgerBlockhashesTable;
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
+  dues_references: DuesReferencesTable;
   treasuries: TreasuriesTable;
   treasury_keys: TreasuryKeysTable;
   member_wallets: MemberWalletsTable;
@@ -787,4 +788,19 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A Solana Pay reference key issued with a dues transaction (migration 0043). */
+export interface DuesReferencesTable {
+  reference: string;
+  union_id: string;
+  member_id: string;
+  payer: string;
+  amount: string;
+  mint: string;
+  destination: string;
+  issued_at: number;
+  expires_at: number;
+  state: string;
+  signature: string | null;
 }
