@@ -46,6 +46,7 @@ for (const d of dialects) {
     let beneficiary: Keypair;
     const pledgeRaw: Buffer[] = [];
     const accounts: PublicKey[] = [];
+    const members: { id: string; actorId: string; wallet: Keypair }[] = [];
 
     /** Opens the database and its ledger in this process (no child running), for `work`. */
     async function inspect<T>(work: (db: ReturnType<TestDatabase["open"]>["db"], ledger: EmbeddedLedger) => Promise<T>): Promise<T> {
@@ -91,7 +92,6 @@ for (const d of dialects) {
         unionId = union.id;
         treasury = await setupTreasury(ledger, db, union.id);
         const deps = { db, events, outbox: recordingOutbox };
-        const members: { id: string; actorId: string; wallet: Keypair }[] = [];
         for (const name of ["alice", "bob"]) {
           const p = person(name);
           const j = await requestToJoin(deps, union.id, p, followId());
@@ -173,6 +173,63 @@ for (const d of dialects) {
         assert.equal(await ledger.submit(Buffer.from(stored.raw, "base64"), { lastValidBlockHeight: stored.lastValidBlockHeight, commitment: "confirmed" }), stored.signature);
         assert.equal(await tokenBalance(ledger, beneficiaryAccount), 11_400_000n);
         assert.equal((await ledger.signaturesFor(beneficiaryAccount.toBase58())).length, 1, "one transaction ever touched the beneficiary's account");
+      });
+    });
+
+    it("killed between opening a vault and announcing it, then between signing a refund settlement and sending it: after each restart it is done once, with the bytes signed before", async () => {
+      // A second crowdfund, approved; its vault is opened by the child.
+      const second = await query(async (db) => {
+        const deps = { db, events: createEventBus(), outbox: recordingOutbox, duesParams: duesParamsFromBylaws };
+        const proposed = await proposeCrowdfund(deps, unionId, members[1]!.id, {
+          title: "Strike kitchen", text: "Food.", goal: GOAL, deadline: new Date(Date.now() + 3600_000), beneficiary: Keypair.generate().publicKey.toBase58(),
+        });
+        return approveCrowdfund({ db }, unionId, proposed.id, OPERATOR);
+      });
+      child = start("vault-opened");
+      await killedAt(child, "vault-opened");
+      let cf2 = (await query((db) => getCrowdfund(db, unionId, second.id)))!;
+      assert.deepEqual([cf2.state, cf2.actionId], ["open", null], "open, never announced");
+      child = start();
+      cf2 = await eventually(async () => {
+        const now = await query((db) => getCrowdfund(db, unionId, second.id));
+        return now?.actionId ? now : undefined;
+      }, "the crowdfund announced after the restart", 120_000);
+      await child.stop();
+      const actions = await query((db) => db.selectFrom("actions").select(["id", "link"]).where("kind", "=", "donate").execute());
+      // Each crowdfund announced once (the first, opened before any server ran, by the recovery pass of the first child).
+      assert.deepEqual(actions.map((a) => a.link).sort(), [`${env.ORIGIN}/u/riders/crowdfunds/1`, `${env.ORIGIN}/u/riders/crowdfunds/2`], "announced once each");
+
+      // Two pledges that miss the goal; the deadline passes.
+      await inspect(async (db, ledger) => {
+        for (const [i, amount] of [1_000_000n, 2_000_000n].entries()) {
+          const m = members[i]!;
+          const { tx, lastValidBlockHeight } = await pledgeTransaction(ledger, { crowdfund: cf2, actorId: m.actorId, wallet: m.wallet.publicKey, amount, decimals: DECIMALS, tokenProgram: TOKEN_PROGRAM_ID });
+          tx.sign(m.wallet);
+          await ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
+        }
+        await db.updateTable("crowdfunds").set({ deadline: Date.now() + 1000 }).where("id", "=", cf2.id).execute();
+      });
+      await new Promise((r) => setTimeout(r, 1500));
+      child = start("settlement-signed");
+      await killedAt(child, "settlement-signed");
+      const stored = await inspect(async (db, ledger) => {
+        assert.equal((await getCrowdfund(db, unionId, cf2.id))?.state, "failed");
+        const txs = await settlementTransactions(db, cf2.id);
+        assert.deepEqual(txs.map((t) => [t.kind, t.state]), [["refund", "signed"], ["close", "signed"]], "decided and signed, nothing sent");
+        assert.equal(await vaultBalance(ledger, cf2.vault!), 3_000_000n, "nothing moved yet");
+        return txs;
+      });
+      child = start();
+      await eventually(async () => (await query((db) => getCrowdfund(db, unionId, cf2.id)))?.state === "refunded" || undefined, "refunded after the restart", 120_000);
+      await child.stop();
+      await inspect(async (db, ledger) => {
+        const txs = await settlementTransactions(db, cf2.id);
+        assert.deepEqual(txs.map((t) => [t.signature, t.state]), stored.map((t) => [t.signature, "confirmed"]), "the bytes signed before the kill were sent, none signed anew");
+        assert.equal(await ledger.account(cf2.vault!), null, "the vault is closed");
+        // Each got back exactly what they pledged to the second crowdfund (alice's first pledge was paid out).
+        assert.equal(await tokenBalance(ledger, accounts[0]!), START - 7_000_000n);
+        assert.equal(await tokenBalance(ledger, accounts[1]!), START - 5_000_000n);
+        for (const p of await listPledges(db, cf2.id)) assert.equal(p.refundSignature, txs[0]!.signature);
       });
     });
   });
