@@ -3,8 +3,7 @@
 // address, get the unsigned transaction back (bytes, built by the server with
 // a fresh reference key and a memo naming the member) and ask the wallet to
 // sign and send it. Wallets are found by the Wallet Standard's discovery
-// events (what @wallet-standard/app's getWallets does, in its few lines here,
-// since these pages have no bundler); a wallet that only injects
+// events (public/wallet-standard.js); a wallet that only injects
 // window.solana with signAndSendTransaction for raw bytes is not usable
 // without web3.js here, so the page offers the link and QR code instead.
 (() => {
@@ -13,16 +12,6 @@
   const status = document.querySelector("[data-dues-status]");
   const say = (text) => { if (status) status.textContent = text; };
   const url = button.getAttribute("data-dues-pay");
-
-  // Wallet Standard discovery: wallets registered before or after this script.
-  const wallets = [];
-  const api = Object.freeze({ register: (...ws) => { wallets.push(...ws); return () => {}; } });
-  window.addEventListener("wallet-standard:register-wallet", (event) => { try { event.detail(api); } catch (e) { console.error(e); } });
-  try {
-    window.dispatchEvent(new CustomEvent("wallet-standard:app-ready", { detail: api }));
-  } catch (e) {
-    console.error(e);
-  }
 
   const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
   const base58 = (bytes) => {
@@ -36,7 +25,7 @@
   const fromBase64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
   button.addEventListener("click", async () => {
-    const wallet = wallets.find((w) => w.features?.["solana:signAndSendTransaction"] && w.features?.["standard:connect"]);
+    const wallet = window.musterWallet?.("solana:signAndSendTransaction");
     if (!wallet) {
       say("No Solana wallet found in this browser. Open the link with your wallet app, or scan the QR code with your phone.");
       return;

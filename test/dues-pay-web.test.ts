@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { Browser } from "playwright-core";
 import { type Keypair, Transaction } from "@solana/web3.js";
 import bs58 from "bs58";
+import * as ed from "@noble/ed25519";
 import { browserSkip, launchBrowser } from "./helpers/browser.ts";
 import { dialects } from "./helpers/databases.ts";
 import { eventually, type TestMuster } from "./helpers/muster.ts";
@@ -52,7 +53,7 @@ for (const d of dialects) {
       await fx.stop();
     });
 
-    it("shows the solana: link and its QR code; the Wallet Standard wallet pays, the scan credits it; nothing overflows at 1280 and 390 px", async () => {
+    it("links the Wallet Standard wallet; shows the solana: link and its QR code; the wallet pays, the scan credits it; nothing overflows at 1280 and 390 px", async () => {
       const ledger = m.muster.embeddedLedger!;
       const ctx = await browser!.newContext();
       try {
@@ -67,13 +68,19 @@ for (const d of dialects) {
           sent.push(signature);
           return Array.from(bs58.decode(signature));
         });
+        await page.exposeFunction("__testWalletSignMessage", async (bytes: number[]) => Array.from(await ed.signAsync(Uint8Array.from(bytes), wallet.secretKey.slice(0, 32))));
         await page.addInitScript((address: string) => {
-          const w = window as unknown as { __testWalletSignAndSend(b: number[]): Promise<number[]> };
+          const w = window as unknown as { __testWalletSignAndSend(b: number[]): Promise<number[]>; __testWalletSignMessage(b: number[]): Promise<number[]> };
           const account = { address, publicKey: new Uint8Array(32), chains: ["solana:localnet"], features: ["solana:signAndSendTransaction"] };
           const testWallet = {
             version: "1.0.0", name: "Test Wallet", icon: "data:image/svg+xml;base64,PHN2Zy8+", chains: ["solana:localnet"], accounts: [account],
             features: {
               "standard:connect": { version: "1.0.0", connect: async () => ({ accounts: [account] }) },
+              "solana:signMessage": {
+                version: "1.0.0",
+                signMessage: async (...inputs: { message: Uint8Array }[]) =>
+                  Promise.all(inputs.map(async (i) => ({ signedMessage: i.message, signature: Uint8Array.from(await w.__testWalletSignMessage(Array.from(i.message))) }))),
+              },
               "solana:signAndSendTransaction": {
                 version: "1.0.0", supportedTransactionVersions: ["legacy"],
                 signAndSendTransaction: async (...inputs: { transaction: Uint8Array }[]) =>
@@ -89,6 +96,10 @@ for (const d of dialects) {
         await page.goto(fx.url("/u/riders/login"));
         await signInByDm(page, fx, "ana", "/u/riders/me");
         const ana = (await fx.member("ana"))!;
+        // The same Wallet Standard wallet links itself (solana:signMessage), with no window.solana in this browser.
+        assert.equal(await page.evaluate(() => "solana" in window), false);
+        await Promise.all([page.waitForURL(/done=wallet_linked/), page.click("[data-wallet-link]")]);
+        assert.match(await page.textContent("[data-testid=wallet]") ?? "", new RegExp(`Linked: ${wallet.publicKey.toBase58()} proven`));
         const requestUrl = new URL(`/u/riders/dues/pay?member=${encodeURIComponent(ana.handle!)}`, m.origin).href;
         assert.equal(await page.getAttribute("[data-testid=dues-pay-link]", "href"), `solana:${encodeURIComponent(requestUrl)}`);
         assert.match(await page.textContent("[data-testid=dues]") ?? "", /The dues are 5 tokens a period/);

@@ -76,7 +76,7 @@ export function mePage(v: MePageView): Html {
   const sponsors = v.chain.slice(1);
   return layout({
     title: `Your membership: ${v.union.name}`,
-    head: html`<script src="/public/wallet-link.js" defer></script><script src="/public/dues-pay.js" defer></script>`,
+    head: html`<script src="/public/wallet-standard.js" defer></script><script src="/public/wallet-link.js" defer></script><script src="/public/dues-pay.js" defer></script>`,
     body: html`${accountBar(v.union, v.viewer, "me")}
 <h1>${v.union.name}</h1>
 ${notices(v)}
