@@ -511,6 +511,7 @@ export interface DB {
   ledger_blockhashes: LedgerBlockhashesTable;
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
+  dues_references: DuesReferencesTable;
   treasuries: TreasuriesTable;
   treasury_keys: TreasuryKeysTable;
   member_wallets: MemberWalletsTable;
@@ -742,6 +743,8 @@ export interface CrowdfundPledgesTable {
   reason: string | null;
   in_vault: number;
   refund_signature: string | null;
+  /** Why the refund could not reach `source` (migration 0042); the tokens went to the treasury, held for the pledger. */
+  refund_failure: string | null;
   pledged_at: number;
   recorded_at: number;
 }
@@ -801,4 +804,19 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A Solana Pay reference key issued with a dues transaction (migration 0043). */
+export interface DuesReferencesTable {
+  reference: string;
+  union_id: string;
+  member_id: string;
+  payer: string;
+  amount: string;
+  mint: string;
+  destination: string;
+  issued_at: number;
+  expires_at: number;
+  state: string;
+  signature: string | null;
 }
