@@ -82,14 +82,30 @@ for (const d of dialects) {
       if (dataDir) rmSync(dataDir, { recursive: true, force: true });
     });
 
+    /** Where the fan-out stands, printed every 15 s while the test waits. */
+    async function status(): Promise<string> {
+      const lanes = await db().selectFrom("fedify_mq").select(["queue", (e) => e.fn.countAll<number>().as("n")]).groupBy("queue").execute();
+      const s = await receiver.stats();
+      return `${s.delivered} delivered (${s.inboxes} inboxes, ${s.refused} refused), queued: ${lanes.map((l) => `${l.queue} ${l.n}`).join(", ") || "nothing"}`;
+    }
+
     it("every inbox gets the Create after a restart; only deliveries leased at the kill are sent twice", async () => {
+      const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
+      try {
+        await crashAndRestart();
+      } finally {
+        clearInterval(ticker);
+      }
+    });
+
+    async function crashAndRestart(): Promise<void> {
       // Written where the child's domain worker reads it, as the console would.
       const deps = { db: db(), events: createEventBus(), outbox: queueOutbox(new KyselyMessageQueue(database, { name: "domain" })) };
       const t0 = Date.now();
       const action: Action = await composeAction(deps, union.id, OPERATOR, { title: "Crash at scale", text: "Everyone, now.", kind: "other" }, { publishNow: true });
       const createId = new URL(`/u/riders/actions/${action.id}/activity`, env.ORIGIN).href;
 
-      await eventually(async () => (await receiver.stats()).delivered >= KILL_AFTER, `${KILL_AFTER} inboxes have the Create`, 120_000);
+      await eventually(async () => (await receiver.stats()).delivered >= KILL_AFTER, `${KILL_AFTER} inboxes have the Create`, 240_000);
       child!.child.kill("SIGKILL");
       await child!.exited;
       const killedAt = Date.now();
@@ -112,7 +128,7 @@ for (const d of dialects) {
 
       const restarting = Date.now();
       child = await startChild();
-      await eventually(async () => (await receiver.hits(createId)).size >= EXPECTED, `all ${EXPECTED} inboxes have the Create after the restart`, 150_000);
+      await eventually(async () => (await receiver.hits(createId)).size >= EXPECTED, `all ${EXPECTED} inboxes have the Create after the restart`, 300_000);
       const done = Date.now();
       await eventually(async () => {
         const left = await db().selectFrom("fedify_mq").select("id").where("queue", "in", ["fanout", "delivery", "outbox"]).where("message", "like", `%${createId}%`).executeTakeFirst();
@@ -132,6 +148,6 @@ for (const d of dialects) {
       assert.deepEqual(twice.filter((i) => !leasedInboxes.has(i)), [], "every repeat is a delivery that was leased when the process died");
       assert.equal(stats.refused, 0, "every delivery's signature verified");
       for (const inbox of hits.keys()) assert.ok(inbox.endsWith("/inbox"), inbox);
-    });
+    }
   });
 }
