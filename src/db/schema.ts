@@ -366,6 +366,21 @@ export interface RelayedResponsesTable {
   undone_at: number | null;
 }
 
+/** A response to this union's call by a member of a partner that relayed it, counted here for that partner (0044). */
+export interface PartnerCountedResponsesTable {
+  id: string;
+  union_id: string;
+  action_id: string;
+  /** The relaying union (ally or chapter) that said the actor is its member. */
+  via_actor_id: string;
+  actor_id: string;
+  /** `commit`, `comment` or `like`. */
+  kind: string;
+  source_id: string;
+  created_at: number;
+  undone_at: number | null;
+}
+
 /** The latest totals a relaying union reported for one of this union's calls (0029). */
 export interface RelayTalliesTable {
   union_id: string;
@@ -483,6 +498,7 @@ export interface DB {
   relationship_events: RelationshipEventsTable;
   relayed_responses: RelayedResponsesTable;
   relay_tallies: RelayTalliesTable;
+  partner_counted_responses: PartnerCountedResponsesTable;
   chapter_reports: ChapterReportsTable;
   blocked_servers: BlockedServersTable;
   bylaws_versions: BylawsVersionsTable;
@@ -495,6 +511,7 @@ export interface DB {
   ledger_blockhashes: LedgerBlockhashesTable;
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
+  dues_references: DuesReferencesTable;
   treasuries: TreasuriesTable;
   treasury_keys: TreasuryKeysTable;
   member_wallets: MemberWalletsTable;
@@ -726,6 +743,8 @@ export interface CrowdfundPledgesTable {
   reason: string | null;
   in_vault: number;
   refund_signature: string | null;
+  /** Why the refund could not reach `source` (migration 0042); the tokens went to the treasury, held for the pledger. */
+  refund_failure: string | null;
   pledged_at: number;
   recorded_at: number;
 }
@@ -785,4 +804,19 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A Solana Pay reference key issued with a dues transaction (migration 0043). */
+export interface DuesReferencesTable {
+  reference: string;
+  union_id: string;
+  member_id: string;
+  payer: string;
+  amount: string;
+  mint: string;
+  destination: string;
+  issued_at: number;
+  expires_at: number;
+  state: string;
+  signature: string | null;
 }
