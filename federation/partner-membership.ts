@@ -6,6 +6,8 @@ import { logger } from "../src/logging.ts";
 import { findRelationshipWith } from "../src/relationships/relationships.ts";
 import { partnersRelayingOurs } from "../src/relationships/partner-counted.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
+import { hitLimits, type Limit } from "../src/sessions/rate-limit.ts";
+import { LOGIN_WINDOW_MS } from "../src/sessions/sessions.ts";
 import { MUSTER_NS } from "./relationship-vocab.ts";
 import { signedKeyOwner } from "./signed-key-owner.ts";
 
@@ -68,6 +70,37 @@ const answers = new Map<string, { member: boolean; until: number }>();
 /** Forgets cached answers (tests, and a relationship that changed). */
 export function forgetMembershipAnswers(): void {
   answers.clear();
+  refusalLogged.clear();
+}
+
+/**
+ * Every question not answered from the cache costs a signed GET, and any
+ * server can mint actors: a flood of likes from made-up accounts must not
+ * become a flood of questions. Each question counts against its union's
+ * limit per responder's server and its union's limit overall (kept in the
+ * database, so the bound holds across processes; the window is the one
+ * pruneExpired keeps). A question refused is not asked: that response is
+ * not counted for any partner, as if nobody had vouched.
+ */
+export const CHECKS_PER_SERVER = 30;
+export const CHECKS_PER_UNION = 300;
+export const CHECK_WINDOW_MS = LOGIN_WINDOW_MS;
+export function checkLimitsFor(unionId: string, actorId: string): Limit[] {
+  return [
+    { bucket: `partner-check:${unionId}:server:${new URL(actorId).host}`, max: CHECKS_PER_SERVER, windowMs: CHECK_WINDOW_MS },
+    { bucket: `partner-check:${unionId}`, max: CHECKS_PER_UNION, windowMs: CHECK_WINDOW_MS },
+  ];
+}
+
+/** Buckets whose refusal was logged in this window: a flood logs once, not once per like. */
+const refusalLogged = new Map<string, number>();
+
+function logRefusalOnce(union: Union, actorId: string, bucket: string): void {
+  const now = Date.now();
+  if ((refusalLogged.get(bucket) ?? 0) > now) return;
+  if (refusalLogged.size >= 1_000) refusalLogged.clear();
+  refusalLogged.set(bucket, now + CHECK_WINDOW_MS);
+  log.warn("Not asking partners of {union} whether {actor} (and others like it) is their member: limit {bucket} reached; such responses are not counted for a partner", { union: union.slug, actor: actorId, bucket });
 }
 
 /**
@@ -84,6 +117,11 @@ export async function partnerVouching(db: Kysely<DB>, ctx: Context<void>, union:
     let member: boolean;
     if (hit && hit.until > Date.now()) member = hit.member;
     else {
+      const limited = await hitLimits(db, checkLimitsFor(union.id, actorId));
+      if (!limited.ok) {
+        logRefusalOnce(union, actorId, limited.limit.bucket);
+        continue;
+      }
       try {
         member = await ask(ctx, union, partner, actorId);
       } catch (error) {
