@@ -3,7 +3,7 @@ import type { MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
-import { findRelationshipWith } from "../src/relationships/relationships.ts";
+import { findRelationshipWith, listRelationships } from "../src/relationships/relationships.ts";
 import { partnersRelayingOurs } from "../src/relationships/partner-counted.ts";
 import { getUnionBySlug, type Union } from "../src/unions/unions.ts";
 import { hitLimits, type Limit } from "../src/sessions/rate-limit.ts";
@@ -54,9 +54,22 @@ export function membershipCheckRoute(db: Kysely<DB>, origin: URL, federation: Fe
       log.warn("Refused a membership question about {actor} to {union} from {asker}: no active relationship", { actor, union: union.slug, asker: asker.href });
       return c.json({ error: "only an active ally, parent or chapter may ask" }, 403);
     }
-    const member = await db.selectFrom("members").select("id").where("union_id", "=", union.id).where("actor_id", "=", actor).where("state", "=", "active").executeTakeFirst();
+    const hops = Math.max(0, Math.min(MAX_HOPS, Number.parseInt(c.req.query("hops") ?? "0", 10) || 0));
+    let member = (await db.selectFrom("members").select("id").where("union_id", "=", union.id).where("actor_id", "=", actor).where("state", "=", "active").executeTakeFirst()) !== undefined;
+    // Asked by our parent: a member of one of our chapters is ours too, as
+    // far as the tree is concerned (a grand-chapter's member responding at
+    // the top). We ask our own chapters, bounded and cached like any
+    // question; `hops` (signed with the URL) stops a cycle of consents.
+    if (!member && rel.kind === "parent" && hops < MAX_HOPS) {
+      try {
+        member = (await chapterVouching(db, federation.createContext(c.req.raw, undefined), union, actor, hops + 1)) !== undefined;
+      } catch (error) {
+        log.warn("Could not ask the chapters of {union} about {actor}: {error}", { union: union.slug, actor, error: (error as Error).message });
+        return c.json({ error: "a chapter could not be asked; try again later" }, 503);
+      }
+    }
     const self = new URL(`/u/${union.slug}`, origin).href;
-    return c.body(JSON.stringify(membershipAnswerJson(self, actor, member !== undefined)), 200, {
+    return c.body(JSON.stringify(membershipAnswerJson(self, actor, member)), 200, {
       "Content-Type": JSON_TYPE, "Cache-Control": "private, no-store", Vary: "Signature, Signature-Input",
     });
   };
@@ -109,10 +122,22 @@ function logRefusalOnce(union: Union, actorId: string, bucket: string): void {
  * throw (the inbox retries the activity later) unless another vouches.
  */
 export async function partnerVouching(db: Kysely<DB>, ctx: Context<void>, union: Union, actorId: string): Promise<string | undefined> {
-  const partners = await partnersRelayingOurs(db, union.id);
+  return vouching(db, ctx, union, actorId, await partnersRelayingOurs(db, union.id), 0);
+}
+
+/** How deep below the asking union a question may travel (chapter, grand-chapter, ...). */
+const MAX_HOPS = 4;
+
+/** Which of our active chapters says this actor is its member (or its chapters' member). */
+async function chapterVouching(db: Kysely<DB>, ctx: Context<void>, union: Union, actorId: string, hops: number): Promise<string | undefined> {
+  const chapters = (await listRelationships(db, union.id, { states: ["active"] })).filter((r) => r.kind === "chapter").map((r) => r.peerActorId);
+  return vouching(db, ctx, union, actorId, chapters, hops);
+}
+
+async function vouching(db: Kysely<DB>, ctx: Context<void>, union: Union, actorId: string, partners: readonly string[], hops: number): Promise<string | undefined> {
   let failure: Error | undefined;
   for (const partner of partners) {
-    const key = `${union.id}\n${partner}\n${actorId}`;
+    const key = `${union.id}\n${partner}\n${actorId}\n${hops}`;
     const hit = answers.get(key);
     let member: boolean;
     if (hit && hit.until > Date.now()) member = hit.member;
@@ -123,7 +148,7 @@ export async function partnerVouching(db: Kysely<DB>, ctx: Context<void>, union:
         continue;
       }
       try {
-        member = await ask(ctx, union, partner, actorId);
+        member = await ask(ctx, union, partner, actorId, hops);
       } catch (error) {
         failure = error as Error;
         continue;
@@ -137,12 +162,13 @@ export async function partnerVouching(db: Kysely<DB>, ctx: Context<void>, union:
   return undefined;
 }
 
-async function ask(ctx: Context<void>, union: Union, partner: string, actorId: string): Promise<boolean> {
+async function ask(ctx: Context<void>, union: Union, partner: string, actorId: string, hops: number): Promise<boolean> {
   const keys = await ctx.getActorKeyPairs(union.slug);
   const rsa = keys.find((k) => k.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5") ?? keys[0];
   if (!rsa) throw new Error(`union ${union.slug} has no signing key`);
   const url = new URL(`${partner.replace(/\/$/, "")}/${MEMBERSHIP_CHECK_PATH}`);
   url.searchParams.set("actor", actorId);
+  if (hops > 0) url.searchParams.set("hops", String(hops));
   const signed = await signRequest(new Request(url, { headers: { Accept: JSON_TYPE } }), rsa.privateKey, rsa.keyId);
   // No redirects: the answer must come from the partner's own server.
   const res = await fetch(signed, { redirect: "manual", signal: AbortSignal.timeout(10_000) });
