@@ -53,6 +53,15 @@ export interface ActionsTable {
   retracted_at: number | null;
   goal_reached_at: number | null;
   closed_at: number | null;
+  /** Members with a standing commitment (like, commitment reply, web button, done); kept by src/actions/responses.ts (0036). */
+  committers: Generated<number>;
+}
+
+/** How many of one member's commitments to a call are standing (0036): the counter behind actions.committers. */
+export interface ActionCommittersTable {
+  action_id: string;
+  member_id: string;
+  standing: number;
 }
 
 export interface ActionLogTable {
@@ -487,6 +496,7 @@ export interface DB {
   actions: ActionsTable;
   action_log: ActionLogTable;
   action_responses: ActionResponsesTable;
+  action_committers: ActionCommittersTable;
   relay_requests: RelayRequestsTable;
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
@@ -511,6 +521,7 @@ export interface DB {
   ledger_blockhashes: LedgerBlockhashesTable;
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
+  dues_references: DuesReferencesTable;
   treasuries: TreasuriesTable;
   treasury_keys: TreasuryKeysTable;
   member_wallets: MemberWalletsTable;
@@ -742,6 +753,8 @@ export interface CrowdfundPledgesTable {
   reason: string | null;
   in_vault: number;
   refund_signature: string | null;
+  /** Why the refund could not reach `source` (migration 0042); the tokens went to the treasury, held for the pledger. */
+  refund_failure: string | null;
   pledged_at: number;
   recorded_at: number;
 }
@@ -801,4 +814,19 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A Solana Pay reference key issued with a dues transaction (migration 0043). */
+export interface DuesReferencesTable {
+  reference: string;
+  union_id: string;
+  member_id: string;
+  payer: string;
+  amount: string;
+  mint: string;
+  destination: string;
+  issued_at: number;
+  expires_at: number;
+  state: string;
+  signature: string | null;
 }
