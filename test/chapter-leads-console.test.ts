@@ -10,11 +10,14 @@ import { listRelationships } from "../src/relationships/relationships.ts";
 import { chapterTree } from "../src/relationships/chapters.ts";
 import { getUnionBySlug } from "../src/unions/unions.ts";
 import { proposeTo } from "../federation/relationships.ts";
+import type { Browser, Page } from "playwright-core";
+import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { answerOffer } from "../src/relationships/relationships.ts";
 
-// The console's "Chapter leads" section, over real HTTP (no browser on every
-// machine; the layout at 1280/390 px is covered by relationships-web in
-// Chromium): a chapter on another Muster server, led by the peer's gus,
-// reports up; the parent's leader signs in by DM and sees gus as a chapter lead.
+// The console's "Chapter leads" section, over real HTTP: a chapter on another
+// Muster server, led by the peer's gus, reports up; the parent's leader signs
+// in by DM and sees gus as a chapter lead. Then in Chromium at 1280 and 390 px:
+// that section, and the public page with the chapter tree and the allies.
 
 for (const d of dialects) {
   describe(`the console's chapter leads, on ${d.name}`, { skip: d.skip }, () => {
@@ -22,14 +25,17 @@ for (const d of dialects) {
     let tdb: TestDatabase;
     let other: TestMuster;
     let cookie = "";
+    let started: Awaited<ReturnType<typeof fx.start>>;
+    let browser: Browser | undefined;
 
     before(async () => {
-      await fx.start();
+      started = await fx.start();
       await fx.answerTo(await fx.follow("lead"), Accept);
       tdb = await d.create();
       other = await startMuster(tdb);
     });
     after(async () => {
+      await browser?.close();
       await other?.stop();
       await tdb?.destroy();
       await fx.stop();
@@ -73,6 +79,64 @@ for (const d of dialects) {
       assert.match(page, /<section id="chapter-leads">/);
       const northUrl = new URL("/u/north", other.origin).href;
       assert.match(page, new RegExp(`<tr data-chapter-lead="${fx.handleOf("gus")}">[\\s\\S]*?Chapter lead[\\s\\S]*?<a href="${northUrl}"[^>]*>North Riders</a>`));
+    });
+
+    it("in Chromium at 1280 and 390 px: the chapter leads section, and the public page's chapter tree and allies (totals only for who may see members)", { skip: browserSkip }, async () => {
+      const riders = (await getUnionBySlug(fx.db(), "riders"))!;
+      const couriers = await makeUnion(other, "couriers", { name: "Couriers United" });
+      const offer = await proposeTo({ ...other.muster.membership, federation: other.muster.federation, origin: other.origin }, couriers, OPERATOR, fx.url("/u/riders"), "ally", "both");
+      const atRiders = await eventually(async () => (await listRelationships(fx.db(), riders.id)).find((r) => r.followId === offer.followId), "riders receives couriers' offer");
+      await answerOffer(started.m.muster.membership, riders.id, atRiders.id, OPERATOR, true);
+      await eventually(async () => (await listRelationships(other.muster.database.db, couriers.id))[0]?.state === "active", "couriers sees the Accept");
+      const couriersUrl = new URL("/u/couriers", other.origin).href;
+      const northUrl = new URL("/u/north", other.origin).href;
+
+      browser = await launchBrowser();
+      const signedIn = await browser.newContext();
+      await signedIn.addCookies(cookie.split("; ").map((kv) => {
+        const [name, ...rest] = kv.split("=");
+        return { name: name!, value: rest.join("="), url: fx.url("/") };
+      }));
+      const visitor = await (await browser.newContext()).newPage();
+      const page = await signedIn.newPage();
+      const fits = async (p: Page, what: string) => {
+        const overflow = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(overflow <= 0, `${what}: nothing overflows (${overflow} px)`);
+      };
+      /** Visible, with its box inside the viewport's width. */
+      const shown = async (p: Page, selector: string, width: number) => {
+        const el = p.locator(selector).first();
+        assert.ok(await el.isVisible(), `${selector} is visible at ${width} px`);
+        const box = (await el.boundingBox())!;
+        assert.ok(box.width > 0 && box.height > 0 && box.x >= 0 && box.x + box.width <= width + 0.5, `${selector} lies within ${width} px (${JSON.stringify(box)})`);
+      };
+      for (const width of [1280, 390]) {
+        for (const p of [page, visitor]) await p.setViewportSize({ width, height: 900 });
+        await page.goto(fx.url("/u/riders/console"));
+        await shown(page, "#chapter-leads", width);
+        const lead = page.locator(`#chapter-leads tr[data-chapter-lead="${fx.handleOf("gus")}"]`);
+        assert.equal(await lead.count(), 1);
+        await shown(page, `#chapter-leads tr[data-chapter-lead="${fx.handleOf("gus")}"] a[href="${northUrl}"]`, width);
+        assert.match(await lead.innerText(), /Chapter lead/);
+        await fits(page, `the console at ${width} px`);
+
+        await page.goto(fx.url("/u/riders"));
+        assert.deepEqual(await page.locator("[data-testid=allies] a").evaluateAll((as) => as.map((a) => (a as HTMLAnchorElement).href)), [couriersUrl]);
+        await shown(page, "[data-testid=allies] a", width);
+        assert.deepEqual(await page.locator("[data-testid=chapters] > li > a").evaluateAll((as) => as.map((a) => [(a as HTMLAnchorElement).href, a.textContent])), [[northUrl, "North Riders"]]);
+        await shown(page, "[data-testid=chapters] a", width);
+        // The leader may see members (the default rule: signed-in), so the tree's totals show.
+        await shown(page, "[data-testid=tree-totals]", width);
+        assert.match(await page.innerText("[data-testid=tree-totals]"), /across 1 chapter/);
+        assert.match(await page.innerText("[data-testid=chapter-totals]"), /\d+ members?, \d+ commitments?/);
+        await fits(page, `the public page, signed in, at ${width} px`);
+
+        await visitor.goto(fx.url("/u/riders"));
+        await shown(visitor, "[data-testid=allies] a", width);
+        await shown(visitor, "[data-testid=chapters] a", width);
+        assert.equal(await visitor.locator("[data-testid=tree-totals], [data-testid=chapter-totals]").count(), 0, "a visitor sees the tree without its counts");
+        await fits(visitor, `the public page, for a visitor, at ${width} px`);
+      }
     });
   });
 }

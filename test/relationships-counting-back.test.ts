@@ -13,7 +13,7 @@ import { OPERATOR } from "../src/members/members.ts";
 import { answerOffer, endRelationship, listRelationships } from "../src/relationships/relationships.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { proposeTo } from "../federation/relationships.ts";
-import { forgetMembershipAnswers } from "../federation/partner-membership.ts";
+import { CHECKS_PER_SERVER, forgetMembershipAnswers } from "../federation/partner-membership.ts";
 import { talliesOf } from "../src/relationships/tallies.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 
@@ -194,6 +194,65 @@ for (const d of dialects) {
       assert.equal(asked, 3, "A asked the forging partner each time");
       assert.ok(!(await counted(ma, a)).some((x) => x.actor_id === peer.actorId("mallory").href), "no forged answer counted");
       await ma.muster.database.db.deleteFrom("union_relationships").where("id", "=", "00000000-0000-4000-8000-0000000000fa").execute();
+    });
+
+    it("hostile: a flood of likes from many non-member actors of one server asks partners at most the bounded number of times", async () => {
+      // A second partner (a plain server answering "no" properly), so each like could cost two questions.
+      let asked = 0;
+      const partner = createServer((req, res) => {
+        asked++;
+        const actor = new URL(req.url!, "http://x").searchParams.get("actor")!;
+        res.writeHead(200, { "Content-Type": "application/activity+json" }).end(JSON.stringify({
+          "@context": { muster: "https://github.com/muster-union/muster/ns#" }, type: "muster:MembershipAnswer",
+          "muster:union": partnerId, "muster:actor": actor, "muster:member": false,
+        }));
+      });
+      await new Promise<void>((r) => partner.listen(0, "127.0.0.1", r));
+      const partnerId = `http://127.0.0.1:${(partner.address() as AddressInfo).port}/u/quiet`;
+      const db = ma.muster.database.db;
+      try {
+        await db.insertInto("union_relationships").values({
+          id: "00000000-0000-4000-8000-0000000000fb", union_id: a.id, peer_actor_id: partnerId, peer_handle: null, kind: "ally", direction: "outbound",
+          state: "active", relay: "both", follow_id: `${ma.origin.href}u/a/relationships/00000000-0000-4000-8000-0000000000fb`, created_at: Date.now(), updated_at: Date.now(),
+        }).execute();
+        // Start from an empty window: the earlier cases asked about bob, erin and mallory from the same server.
+        await db.deleteFrom("rate_limit_hits").where("bucket", "like", "partner-check:%").execute();
+        forgetMembershipAnswers();
+        const aGroup = await peer.lookup(groupId(ma, "a")) as Group;
+        const flood = CHECKS_PER_SERVER + 10;
+        for (let i = 0; i < flood; i++) {
+          const name = `flood${i}`;
+          await peer.addActor(name);
+          const like = new Like({ id: new URL(`/likes/${name}`, peer.origin), actor: peer.actorId(name), object: call });
+          await peer.send(name, aGroup, like);
+        }
+        await seen(ma, new URL(`/likes/flood${flood - 1}`, peer.origin));
+        await eventually(async () => {
+          const n = await db.selectFrom("inbox_activities").select((eb) => eb.fn.countAll<number>().as("n")).where("id", "like", `${peer.origin.href}likes/flood%`).executeTakeFirstOrThrow();
+          return Number(n.n) === flood;
+        }, "every like of the flood processed");
+        // Two partners, 2 × flood questions unbounded; the server's bucket allows CHECKS_PER_SERVER questions in all.
+        assert.ok(asked > 0 && asked <= CHECKS_PER_SERVER, `the second partner was asked ${asked} times (flood of ${flood})`);
+        const hits = await db.selectFrom("rate_limit_hits").select("bucket").where("bucket", "like", "partner-check:%").execute();
+        const serverHits = hits.filter((h) => h.bucket.includes(":server:")).length;
+        assert.equal(serverHits, CHECKS_PER_SERVER, "exactly the bound was asked of both partners together (one hit per question)");
+        assert.ok(!(await counted(ma, a)).some((x) => x.actor_id.startsWith(`${peer.origin.href}users/flood`) || x.actor_id.includes("flood")), "nothing counted");
+        // Repeats of the same flood ask nothing more.
+        const before = asked;
+        for (let i = 0; i < 5; i++) {
+          const name = `flood${i}`;
+          const like = new Like({ id: new URL(`/likes/${name}-again`, peer.origin), actor: peer.actorId(name), object: call });
+          await peer.send(name, aGroup, like);
+          await seen(ma, like.id!);
+        }
+        assert.equal(asked, before);
+        assert.equal((await db.selectFrom("rate_limit_hits").select("id").where("bucket", "like", "partner-check:%:server:%").execute()).length, CHECKS_PER_SERVER);
+      } finally {
+        partner.close();
+        await db.deleteFrom("union_relationships").where("id", "=", "00000000-0000-4000-8000-0000000000fb").execute();
+        await db.deleteFrom("rate_limit_hits").where("bucket", "like", "partner-check:%").execute();
+        forgetMembershipAnswers();
+      }
     });
 
     it("hostile: once the alliance ends, A does not ask B and B would not answer; a new like from bob is not counted", async () => {
