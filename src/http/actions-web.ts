@@ -1,4 +1,4 @@
-import { talliesOf } from "../relationships/tallies.ts";
+import { commitRelayedOnWeb, relayedCallsOf, talliesOf, withdrawRelayedOnWeb } from "../relationships/tallies.ts";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import {
@@ -35,7 +35,7 @@ import {
   timeZones,
 } from "./actions-data.ts";
 import type { Gate, Viewer } from "./members-web.ts";
-import { actionIndexPage, actionPage, retractedPage } from "./pages/actions.ts";
+import { actionIndexPage, actionPage, relayedCallsPage, retractedPage } from "./pages/actions.ts";
 import { consoleActionPage, consoleActionsPage, type DraftValues, type RelayRow, valuesOf } from "./pages/console-actions.ts";
 import { errorPage } from "./pages/error.ts";
 
@@ -73,6 +73,8 @@ const ANSWERED: Record<string, string> = {
   already_committed: "You were already counted. Thank you.",
   done: "Marked as done. Thank you.",
   already_done: "You had already marked it done.",
+  withdrawn: "Withdrawn: you are no longer counted.",
+  not_counted: "You were not counted for it.",
 };
 
 /**
@@ -177,6 +179,42 @@ export function mountActionsWeb(app: Hono, deps: ActionsWebDeps): void {
       entries: entries.map((e) => ({ n: e.n, actionId: e.actionId, event: e.event, at: e.at.toISOString(), prevHash: e.prevHash, hash: e.hash, payload: e.payload })),
     });
   });
+
+  // Calls this union relays from an ally or its parent: its members cannot
+  // sign in at the call's own union, so they say "I'm in" here, and it is
+  // counted in the totals reported to that union. Registered before
+  // /actions/:id, which would take the name.
+  app.get("/u/:slug/actions/relayed", async (c) => {
+    const union = await deps.loadUnion(c);
+    if (!union) return noUnion(c);
+    const viewer = await deps.viewerIn(c, union);
+    if (!viewer) return deps.signInFirst(c, union, `/u/${union.slug}/actions/relayed`);
+    const calls = await relayedCallsOf(db, union.id, viewer.member.id);
+    const handles = await handlesByActor(db, union.id, calls.map((r) => r.authorId));
+    return c.html(relayedCallsPage({
+      union,
+      viewer: viewer.member,
+      calls: calls.map((r) => ({ ...r, excerpt: htmlToText(r.excerpt), authorHandle: handles.get(r.authorId) ?? null })),
+      notice: ANSWERED[c.req.query("done") ?? ""],
+    }));
+  });
+
+  for (const kind of ["commit", "withdraw"] as const) {
+    app.post(`/u/:slug/actions/relayed/${kind}`, async (c) => {
+      const union = await deps.loadUnion(c);
+      if (!union) return noUnion(c);
+      const page = `/u/${union.slug}/actions/relayed`;
+      const viewer = await deps.viewerIn(c, union);
+      if (!viewer) return deps.signInFirst(c, union, page);
+      const note = field(await c.req.parseBody(), "note");
+      const changed = kind === "commit"
+        ? await commitRelayedOnWeb(actions, union.id, note, viewer.member.id)
+        : await withdrawRelayedOnWeb(actions, union.id, note, viewer.member.id);
+      if (changed === undefined) return noAction(c);
+      const done = kind === "commit" ? (changed ? "committed" : "already_committed") : (changed ? "withdrawn" : "not_counted");
+      return c.redirect(`${page}?done=${done}`, 303);
+    });
+  }
 
   // Fedify answers this URL with the Note for ActivityPub clients; a browser
   // (Accept: text/html) falls through to here.

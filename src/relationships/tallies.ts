@@ -186,3 +186,73 @@ export async function talliesOf(db: Kysely<DB>, unionId: string, actionId: strin
   }
   return out.sort((x, y) => y.commitments - x.commitments || (x.reporterActorId < y.reporterActorId ? -1 : 1));
 }
+
+/**
+ * The calls this union relays from a peer it relays now, newest first, with
+ * whether this member said "I'm in" to each on the web here. A member of a
+ * relaying union cannot sign in at the call's own union, so this is where
+ * the web button for a relayed call lives.
+ */
+export interface RelayedCall {
+  readonly noteId: string;
+  readonly authorId: string;
+  readonly excerpt: string;
+  readonly committed: boolean;
+}
+
+const webSource = (memberId: string, noteId: string) => `web:${memberId}:${noteId}`;
+
+async function relayedNow(db: Kysely<DB>, unionId: string, noteId?: string): Promise<{ note_id: string; author_id: string; excerpt: string | null }[]> {
+  let q = db.selectFrom("relay_requests").select(["note_id", "author_id", "excerpt"]).where("union_id", "=", unionId).where("state", "=", "relayed");
+  if (noteId !== undefined) q = q.where("note_id", "=", noteId);
+  const rows = await q.orderBy("decided_at", "desc").orderBy("id", "desc").limit(50).execute();
+  const out = [];
+  for (const r of rows) {
+    const rel = await findRelationshipWith(db, unionId, r.author_id);
+    if (rel && relaysTheirs(rel)) out.push(r);
+  }
+  return out;
+}
+
+export async function relayedCallsOf(db: Kysely<DB>, unionId: string, memberId: string): Promise<RelayedCall[]> {
+  const rows = await relayedNow(db, unionId);
+  const mine = rows.length === 0 ? [] : await db.selectFrom("relayed_responses").select("note_id").where("union_id", "=", unionId).where("member_id", "=", memberId)
+    .where("kind", "=", "commit").where("undone_at", "is", null).where("source_id", "in", rows.map((r) => webSource(memberId, r.note_id))).execute();
+  const committed = new Set(mine.map((m) => m.note_id));
+  return rows.map((r) => ({ noteId: r.note_id, authorId: r.author_id, excerpt: r.excerpt ?? "", committed: committed.has(r.note_id) }));
+}
+
+/**
+ * An active member's "I'm in" on the web for a call this union relays:
+ * counted once however often it is pressed (pressed again after a
+ * withdrawal, it counts again), and the new totals reported. Undefined when
+ * the call is not one this union relays now, or the member is not active.
+ */
+export async function commitRelayedOnWeb(deps: DomainDeps, unionId: string, noteId: string, memberId: string): Promise<boolean | undefined> {
+  if ((await relayedNow(deps.db, unionId, noteId)).length === 0) return undefined;
+  const member = await deps.db.selectFrom("members").select("id").where("id", "=", memberId).where("union_id", "=", unionId).where("state", "=", "active").executeTakeFirst();
+  if (!member) return undefined;
+  return deps.db.transaction().execute(async (trx) => {
+    const ins = await trx.insertInto("relayed_responses").values({
+      id: randomUUID(), union_id: unionId, note_id: noteId, member_id: memberId, kind: "commit", source_id: webSource(memberId, noteId), created_at: Date.now(), undone_at: null,
+    }).onConflict((oc) => oc.columns(["union_id", "source_id", "kind"]).doUpdateSet({ undone_at: null, created_at: Date.now() }).where("relayed_responses.undone_at", "is not", null))
+      .executeTakeFirst();
+    if (Number(ins.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
+    await deps.outbox.add(trx, { kind: "relationship.tally", unionId, noteId });
+    await queueReportUp(deps, trx, unionId);
+    return true;
+  });
+}
+
+/** The member takes back a web "I'm in" for a relayed call: undefined when the call is not relayed here. */
+export async function withdrawRelayedOnWeb(deps: DomainDeps, unionId: string, noteId: string, memberId: string): Promise<boolean | undefined> {
+  if ((await relayedNow(deps.db, unionId, noteId)).length === 0) return undefined;
+  return deps.db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable("relayed_responses").set({ undone_at: Date.now() }).where("union_id", "=", unionId).where("member_id", "=", memberId)
+      .where("source_id", "=", webSource(memberId, noteId)).where("undone_at", "is", null).executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) return false;
+    await deps.outbox.add(trx, { kind: "relationship.tally", unionId, noteId });
+    await queueReportUp(deps, trx, unionId);
+    return true;
+  });
+}

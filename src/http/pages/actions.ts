@@ -153,6 +153,34 @@ function responseBox(v: ActionPageView): Html {
 </div>`;
 }
 
+export interface RelayedCallsView {
+  readonly union: Union;
+  readonly viewer: Member;
+  readonly calls: readonly { readonly noteId: string; readonly authorId: string; readonly authorHandle: string | null; readonly excerpt: string; readonly committed: boolean }[];
+  readonly notice?: string;
+}
+
+/** Calls this union relays from its allies or parent, each with this member's "I'm in". */
+export function relayedCallsPage(v: RelayedCallsView): Html {
+  const base = `/u/${v.union.slug}/actions`;
+  return layout({
+    title: `Relayed calls to action: ${v.union.name}`,
+    body: html`${accountBar(v.union, v.viewer, "action")}
+<nav class="crumbs" aria-label="Breadcrumbs"><a href="/u/${v.union.slug}">${v.union.name}</a> <span aria-hidden="true">›</span> <a href="${base}">Calls to action</a> <span aria-hidden="true">›</span> Relayed</nav>
+<h1>Calls relayed from allies</h1>
+${notices(v)}
+<p class="muted">${v.union.name} relays these calls from allied unions. Say you're in here: you are counted for the union that made the call, as one of ${v.union.name}'s members.</p>
+${v.calls.length === 0
+      ? html`<p class="muted" data-testid="no-relayed">No relayed calls yet.</p>`
+      : html`<ul class="action-list" data-testid="relayed-calls">${v.calls.map((r) => html`<li data-testid="relayed-call" data-note="${r.noteId}">
+<p>${r.excerpt} <a href="${r.noteId}" rel="nofollow noopener">${r.authorHandle ?? r.authorId}</a></p>
+<form method="post" action="${base}/relayed/${r.committed ? "withdraw" : "commit"}" class="inline"><input type="hidden" name="note" value="${r.noteId}">${r.committed
+        ? html`<button type="submit" data-testid="relayed-withdraw" class="secondary" aria-pressed="true">✓ I'm in (withdraw)</button>`
+        : html`<button type="submit" data-testid="relayed-commit" aria-pressed="false">I'm in</button>`}</form>
+</li>`)}</ul>`}`,
+  });
+}
+
 export interface ActionIndexView {
   readonly union: Union;
   readonly viewer?: Member;
@@ -168,6 +196,7 @@ export function actionIndexPage(v: ActionIndexView): Html {
     body: html`${v.viewer ? accountBar(v.union, v.viewer, "action") : ""}
 <nav class="crumbs" aria-label="Breadcrumbs"><a href="/u/${v.union.slug}">${v.union.name}</a> <span aria-hidden="true">›</span> Calls to action</nav>
 <h1>Calls to action</h1>
+${v.viewer ? html`<p><a href="${base}/relayed" data-testid="relayed-link">Calls relayed from allies</a></p>` : ""}
 ${!current
       ? html`<p class="muted">${v.union.name} has not published a call-to-action yet.</p>`
       : html`<article class="card current-action" data-testid="current-action">
