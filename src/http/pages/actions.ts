@@ -173,7 +173,7 @@ ${notices(v)}
 ${v.calls.length === 0
       ? html`<p class="muted" data-testid="no-relayed">No relayed calls yet.</p>`
       : html`<ul class="action-list" data-testid="relayed-calls">${v.calls.map((r) => html`<li data-testid="relayed-call" data-note="${r.noteId}">
-<p>${r.excerpt} <a href="${r.noteId}" rel="nofollow noopener">${r.authorHandle ?? r.authorId}</a></p>
+<p>${r.authorHandle ? html`${r.authorHandle}: ` : ""}${r.excerpt}. <a href="${r.noteId}" rel="nofollow noopener" data-testid="relayed-open">Read the call</a></p>
 <form method="post" action="${base}/relayed/${r.committed ? "withdraw" : "commit"}" class="inline"><input type="hidden" name="note" value="${r.noteId}">${r.committed
         ? html`<button type="submit" data-testid="relayed-withdraw" class="secondary" aria-pressed="true">✓ I'm in (withdraw)</button>`
         : html`<button type="submit" data-testid="relayed-commit" aria-pressed="false">I'm in</button>`}</form>
