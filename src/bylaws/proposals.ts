@@ -5,6 +5,7 @@ import { type By, getMember, lockUnion, type Member } from "../members/members.t
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, formatParam, paramSpec, type ParamKey, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
+import { lockChain } from "../actions/chain.ts";
 import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
 import { installLeader, removeFromOffice } from "../members/leadership.ts";
 import type { DomainDeps } from "../domain-deps.ts";
@@ -275,11 +276,12 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  * per chosen option). A web vote replaces the member's whole ballot.
  */
 export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbox" | "tallyBatchMs">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
-  // No union lock here: on PostgreSQL it stalled bursts of poll answers (the
-  // 20-vote e2e test and the votes bench). Two votes appending to the chain at
-  // once collide on its (union, n) key instead; the loser's inbox message is
-  // retried by the queue. See the votes-chain note.
   const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+    // Taken first: the ballot is appended to the union's hash chain, and two
+    // votes that read the chain's head at once would both claim its next
+    // position (one failing, a web voter seeing an error page). Also keeps a
+    // member's concurrent answers from both passing the checks below.
+    await lockChain(trx, unionId);
     const row = await trx.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("id", "=", proposalId).executeTakeFirst();
     if (!row) return { counted: false, reason: "no such proposal" };
     const p = toProposal(row);
