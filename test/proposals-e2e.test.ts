@@ -13,6 +13,7 @@ import { overrideBylaws } from "./helpers/bylaws.ts";
 import { startLitepubContext } from "./helpers/litepub-context.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
+import { chainOf, verifyChain } from "../src/actions/chain.ts";
 
 /*
  * Issue 14 over loopback: a real Muster and a real peer server whose members
@@ -186,6 +187,40 @@ for (const d of dialects) {
       assert.match(said, /The resolution is adopted\./);
       assert.equal(result.attributionId?.href, groupId());
       assert.deepEqual(result.toIds.map(String), finalQ.toIds.map(String));
+      // The result can be fetched by its id, under the poll's own rule: members-only here.
+      const resultId = result.id!;
+      assert.equal(resultId.href, `${questionId(p)}/result`);
+      const fetched = await fetch(await peer.signedGet(resultId, { as: "ana" }));
+      assert.equal(fetched.status, 200);
+      assert.match(fetched.headers.get("content-type") ?? "", /application\/activity\+json/);
+      const fetchedNote = await fetched.json() as JsonObject;
+      assert.equal(fetchedNote.type, "Note");
+      assert.equal(fetchedNote.id, resultId.href);
+      assert.equal(fetchedNote.inReplyTo, questionId(p));
+      assert.equal(fetchedNote.attributedTo, groupId());
+      assert.equal(fetchedNote.content, said, "the same Note as delivered");
+      assert.deepEqual([fetchedNote.to].flat(), result.toIds.map(String));
+      assert.equal((await fetch(resultId, { headers: { Accept: AP } })).status, 401, "unsigned: not served for a members-only union");
+      // Members' servers are told apart, not members (visibility.ts): a fetch from another server is refused.
+      const stranger = await startCountingPeer(["eve"]);
+      try {
+        assert.equal((await fetch(await stranger.signedGet(resultId, { as: "eve" }))).status, 403, "a server with no members is refused");
+      } finally {
+        await stranger.close();
+      }
+      const unknown = new URL(`/u/riders/proposals/${randomUUID()}/result`, m.origin);
+      assert.equal((await fetch(await peer.signedGet(unknown, { as: "ana" }))).status, 404, "unknown id");
+      const browser = await fetch(resultId, { headers: { Accept: "text/html" }, redirect: "manual" });
+      assert.equal(browser.status, 303);
+      assert.equal(browser.headers.get("location"), `/u/riders/proposals/${p.number}`);
+      await overrideBylaws(m.muster.unions, "riders", { actionsVisibility: "public" });
+      try {
+        const open = await fetch(resultId, { headers: { Accept: AP } });
+        assert.equal(open.status, 200, "public calls-to-action: the result is public too");
+        assert.equal((await open.json() as JsonObject).id, resultId.href);
+      } finally {
+        await overrideBylaws(m.muster.unions, "riders", { actionsVisibility: "members" });
+      }
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
       assert.ok(!(await collectionIds("featured", "ana")).includes(questionId(p)), "unpinned once closed");
@@ -317,6 +352,10 @@ for (const d of dialects) {
       assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
       assert.ok(updates.length < 20, "not one Update per vote");
       assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
+      // Twenty ballots handled at once took the chain's positions one after another.
+      const report = await verifyChain(db(), crowd.id);
+      assert.ok(report.ok, JSON.stringify(report.breaks));
+      assert.equal((await chainOf(db(), crowd.id)).filter((e) => e.event === "ballot").length, 20);
     });
 
     it("Misskey's and Pleroma's poll answers count; their hostile variants and their Questions change nothing", async () => {
