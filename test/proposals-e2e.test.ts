@@ -284,7 +284,7 @@ for (const d of dialects) {
       assert.deepEqual((await tallyOf(db(), p2)).options[0], { text: "Yes", direct: 1, delegated: 1 });
     });
 
-    it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {
+    it("an election is an anyOf Question; GoToSocial's several Notes in one Create, and Mastodon's one Create per option, each count as one ballot of approvals", async () => {
       const ids = await Promise.all(["ana", "ben"].map(async (n) => (await findMemberByActor(db(), union.id, peer.actorId(n).href))!.id));
       const p = await createProposal(deps(), union.id, OPERATOR, { kind: "election", title: "Treasurer", role: "officer", portfolio: "Treasurer", candidates: ids, closesAt: new Date(Date.now() + 120_000) });
       const q = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "cy" }))).json() as JsonObject;
@@ -305,6 +305,26 @@ for (const d of dialects) {
       const t = await tallyOf(db(), p);
       assert.deepEqual(t.options.map((o) => o.direct), [1, 1]);
       assert.equal(t.voters, 1);
+      // Mastodon answers an anyOf poll with one Create per chosen option (mastodon/docs-poll-vote-anyof-1 and -2).
+      const anyOf = (file: string, option: string): JsonObject => {
+        const original = fixture(file);
+        const actors = { "https://mastodon.example/users/bob": peer.actorId("ana").href };
+        const body = readdress(original, {
+          actors,
+          exact: { "https://mastodon.example/users/alice/statuses/1009947848598745": questionId(p), "https://mastodon.example/users/alice": groupId() },
+          id: freshId(String(original.id), { actors }, peer.origin),
+        });
+        (body.object as JsonObject).id = freshId(String((body.object as JsonObject).id), { actors }, peer.origin);
+        (body.object as JsonObject).name = option;
+        return body;
+      };
+      const first = await deliver("ana", anyOf("mastodon/docs-poll-vote-anyof-1.json", names[0]!));
+      await deliver("ana", anyOf("mastodon/docs-poll-vote-anyof-2.json", names[1]!));
+      await first();
+      await new Promise((r) => setTimeout(r, 300));
+      const t2 = await tallyOf(db(), p);
+      assert.deepEqual(t2.options.map((o) => o.direct), [2, 2], "both of ana's approvals count, the repeated delivery does not");
+      assert.equal(t2.voters, 2, "two Creates from one voter are one ballot");
     });
     it("twenty poll answers in a burst send a bounded number of running-tally Updates, the last with all twenty", async () => {
       const crowd = await makeUnion(m, "crowd", { joinPolicy: "open" });
