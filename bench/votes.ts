@@ -67,11 +67,19 @@ export const votes: Benchmark = {
       const accepted = http.count(202);
       // Done when every accepted answer is a ballot, or when the inbox lane has nothing left (an answer whose
       // handling failed waits in the queue for its retry; one that is dead-lettered never counts).
-      const inboxLeft = async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "=", "inbox").executeTakeFirstOrThrow()).n);
-      await waitFor(`${dialect.name}: votes counted`, async () => (counted = await ballotsOf(ids)) >= accepted || (await inboxLeft()) === 0, () => `${counted}/${accepted}`, { pollMs: 50, stallMs: 300_000 });
+      let left = 0;
+      const inboxLeft = async () => (left = Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "=", "inbox").executeTakeFirstOrThrow()).n));
+      await waitFor(`${dialect.name}: votes counted`, async () => (counted = await ballotsOf(ids)) >= accepted || (await inboxLeft()) === 0, () => `${counted}/${accepted} (inbox queue ${left})`, { pollMs: 50, stallMs: 300_000 })
+        .catch(async (e: unknown) => {
+          // Say where the missing votes are before giving up: waiting in the queue for a retry, and why.
+          progress(`${String(e)}; ${await inboxState(db)}`);
+          throw e;
+        });
       const totalMs = performance.now() - start;
+      const cpuHttp = cpuMs(cpu);
       const dead = Number((await db.selectFrom("fedify_mq_dead").select((e) => e.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
-      rows.push({ dialect: dialect.name, phase: "http: signed poll answers", members: size + ACTORS.length + 1, N: posts.length, "202 req/s": perSecond(accepted, httpMs), "p99 ms": percentile(http.latencies, 99), "votes/s": perSecond(counted, totalMs), "ms/vote (CPU)": cpuMs(cpu) / posts.length, detail: `counted ${counted}; non-202 ${http.unexpected(202)}; dead letters ${dead}` });
+      const retried = Number((await db.selectFrom("inbox_activities").select((e) => e.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+      rows.push({ dialect: dialect.name, phase: "http: signed poll answers", members: size + ACTORS.length + 1, N: posts.length, "202 req/s": perSecond(accepted, httpMs), "p99 ms": percentile(http.latencies, 99), "votes/s": perSecond(counted, totalMs), "ms/vote (CPU)": cpuHttp / posts.length, detail: `counted ${counted}; processed ${retried}; non-202 ${http.unexpected(202)}; dead letters ${dead}; ${await inboxState(db)}` });
       if (counted < posts.length) process.exitCode = 1;
 
       // (2) Web votes as domain calls.
@@ -95,15 +103,18 @@ export const votes: Benchmark = {
       const big = await createProposal(m.muster.membership, union.id, OPERATOR, { kind: "resolution", title: "Tally at scale", closesAt: new Date(Date.now() + 3600_000) });
       await bulkBallotsAndChains(tdb.url, dialect.name, union.id, big.id, bulk, extra);
       const tStart = performance.now();
+      const tCpu = process.cpuUsage();
       const t = await tallyOf(db, big);
       const tallyMs = performance.now() - tStart;
+      const tallyCpu = cpuMs(tCpu);
       const expectDelegated = extra.length - 2 * Math.floor(extra.length / 100); // the 2-cycles count for no one
-      rows.push({ dialect: dialect.name, phase: "tallyOf", members: t.eligible, N: t.voters, "ms": tallyMs, "µs/ballot": (tallyMs * 1000) / t.voters, detail: `direct ${t.voters}, delegated ${t.delegatedVoters}${t.delegatedVoters === expectDelegated ? "" : ` (EXPECTED ${expectDelegated})`}` });
+      rows.push({ dialect: dialect.name, phase: "tallyOf", members: t.eligible, N: t.voters, "ms": tallyMs, "CPU ms": tallyCpu, "µs/ballot": (tallyMs * 1000) / t.voters, detail: `direct ${t.voters}, delegated ${t.delegatedVoters}${t.delegatedVoters === expectDelegated ? "" : ` (EXPECTED ${expectDelegated})`}` });
       if (t.delegatedVoters !== expectDelegated) process.exitCode = 1;
       const cStart = performance.now();
+      const cCpu = process.cpuUsage();
       const closed = await closeProposal(m.muster.membership, union.id, big.id, { force: true });
       const closeMs = performance.now() - cStart;
-      rows.push({ dialect: dialect.name, phase: "closeProposal", members: t.eligible, N: t.voters, "ms": closeMs, "µs/ballot": (closeMs * 1000) / t.voters, detail: `${closed?.state}: ${closed?.outcome?.reason}` });
+      rows.push({ dialect: dialect.name, phase: "closeProposal", members: t.eligible, N: t.voters, "ms": closeMs, "CPU ms": cpuMs(cCpu), "µs/ballot": (closeMs * 1000) / t.voters, detail: `${closed?.state}: ${closed?.outcome?.reason}` });
       rows.push({ dialect: dialect.name, phase: "plans", detail: await plans(db, dialect.name, union.id, big.id) });
       rows.push({ dialect: dialect.name, phase: "load", detail: loadAverage() });
       return rows;
@@ -114,6 +125,18 @@ export const votes: Benchmark = {
     }
   },
 };
+
+/** Poll answers still in the inbox lane: how many, and the errors that sent them back for a retry. */
+async function inboxState(db: Kysely<DB>): Promise<string> {
+  const rows = await db.selectFrom("fedify_mq").select(["last_error", "attempts"]).where("queue", "=", "inbox").execute();
+  if (rows.length === 0) return "inbox queue empty";
+  const errors = new Map<string, number>();
+  for (const r of rows) {
+    const key = (r.last_error ?? "(not tried yet)").slice(0, 120);
+    errors.set(key, (errors.get(key) ?? 0) + 1);
+  }
+  return `inbox queue ${rows.length} (max attempts ${Math.max(...rows.map((r) => Number(r.attempts)))}): ${[...errors].map(([e, n]) => `${n}× ${e}`).join("; ")}`;
+}
 
 interface SignedPost { readonly url: URL; readonly headers: Headers; readonly body: string }
 
