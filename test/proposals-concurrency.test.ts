@@ -57,7 +57,9 @@ for (const d of dialects) {
 
       before(async () => {
         tdb = await d.create();
-        m = await startMuster(tdb);
+        // The test's fetch goes through the dispatcher Muster installs for its own outgoing requests (10 s to the
+        // first header by default); under this machine's load the last of 24 votes taking their turn waited longer.
+        m = await startMuster(tdb, { env: { MUSTER_HTTP_TIMEOUT_MS: "180000" } });
         union = await makeUnion(m, "riders", { joinPolicy: "open" });
       });
       after(async () => {
