@@ -276,7 +276,11 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  * per chosen option). A web vote replaces the member's whole ballot.
  */
 export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbox" | "tallyBatchMs">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
-  const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+  // Votes for one union wait their turn here before taking a connection: a
+  // vote waiting for the chain's lock would hold one of the pool's
+  // connections for the whole burst. The lock below still orders votes
+  // between processes (web server and workers).
+  const result = await inTurn(deps.db, unionId, () => deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
     // Taken first: the ballot is appended to the union's hash chain, and two
     // votes that read the chain's head at once would both claim its next
     // position (one failing, a web voter seeing an error page). Also keeps a
@@ -310,9 +314,26 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
     await chainBallot(trx, unionId, p.id, mrow.id, now);
     await scheduleTally(deps, trx, p, now);
     return { counted: true, memberId: mrow.id };
-  });
+  }));
   if (result.counted && result.memberId) deps.events.emit("proposal.vote", { unionId, proposalId, memberId: result.memberId });
   return result.counted ? { counted: true } : result;
+}
+
+/** The last vote queued per union, per database handle (so two pools in one process still meet at the database's lock). */
+const voteTurns = new WeakMap<object, Map<string, Promise<unknown>>>();
+
+/** Runs `work` after every earlier call for the same union and database handle has settled. */
+function inTurn<T>(db: Kysely<DB>, unionId: string, work: () => Promise<T>): Promise<T> {
+  const turns = voteTurns.get(db) ?? new Map<string, Promise<unknown>>();
+  voteTurns.set(db, turns);
+  const before = turns.get(unionId) ?? Promise.resolve();
+  const mine = before.then(work, work);
+  const settled = mine.catch(() => undefined);
+  turns.set(unionId, settled);
+  void settled.then(() => {
+    if (turns.get(unionId) === settled) turns.delete(unionId);
+  });
+  return mine;
 }
 
 /**
