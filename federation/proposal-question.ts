@@ -4,6 +4,7 @@ import "../src/temporal.ts";
 import type { MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import { signedKeyOwner } from "./signed-key-owner.ts";
+import { awaitChainWriters } from "../src/actions/chain.ts";
 import { fanOut } from "./fanout-pages.ts";
 import { describeOutcome, getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -84,7 +85,15 @@ export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void
   if (!p) return;
   // A tally that comes due after the close has nothing to add: the close's Update carries the final counts.
   if (intent.kind === "proposal.tally" && p.state !== "open") return;
-  const question = proposalQuestion(ctx, union, p, await tallyOf(deps.db, p));
+  // A running tally counts after every vote already begun has committed:
+  // such a vote saw this window's Update queued and did not queue another.
+  const tally = intent.kind === "proposal.tally"
+    ? await deps.db.transaction().execute(async (trx) => {
+      await awaitChainWriters(trx, union.id);
+      return tallyOf(trx, p);
+    })
+    : await tallyOf(deps.db, p);
+  const question = proposalQuestion(ctx, union, p, tally);
   const actor = ctx.getActorUri(union.slug);
   const common = { actor, object: question, to: question.toId, cc: question.ccId };
   const activity = intent.kind === "proposal.publish"

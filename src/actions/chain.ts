@@ -64,6 +64,18 @@ export async function lockChain(trx: Kysely<DB>, unionId: string): Promise<void>
 }
 
 /**
+ * Waits, inside the caller's transaction, until no chain writer is in
+ * flight, so what it reads next includes every vote that had begun. FOR
+ * SHARE conflicts with lockChain's lock on PostgreSQL; on SQLite the
+ * transaction's BEGIN IMMEDIATE already waits for the writer.
+ */
+export async function awaitChainWriters(trx: Kysely<DB>, unionId: string): Promise<void> {
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`select id from unions where id = ${unionId} for share`.execute(trx);
+  }
+}
+
+/**
  * Appends an entry inside the caller's transaction. The (union, n) primary
  * key makes two concurrent appends collide rather than fork the chain.
  */

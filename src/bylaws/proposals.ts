@@ -345,9 +345,13 @@ function inTurn<T>(db: Kysely<DB>, unionId: string, work: () => Promise<T>): Pro
  */
 async function scheduleTally(deps: Pick<ProposalDeps, "outbox" | "tallyBatchMs">, trx: Kysely<DB>, p: Proposal, now: number): Promise<void> {
   const batch = deps.tallyBatchMs ?? DEFAULT_TALLY_BATCH_MS;
-  const dueAt = (Math.floor(now / batch) + 1) * batch;
+  // The clock now, not when the vote arrived: a vote that waited its turn
+  // may come after the window it arrived in was counted, and must then
+  // queue the next window's Update rather than count on one already sent.
+  const at = Math.max(now, Date.now());
+  const dueAt = (Math.floor(at / batch) + 1) * batch;
   const claimed = await trx.updateTable("proposals").set({ tally_due_at: dueAt }).where("id", "=", p.id)
-    .where((eb) => eb.or([eb("tally_due_at", "is", null), eb("tally_due_at", "<=", now)])).executeTakeFirst();
+    .where((eb) => eb.or([eb("tally_due_at", "is", null), eb("tally_due_at", "<=", at)])).executeTakeFirst();
   if (Number(claimed.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "proposal.tally", unionId: p.unionId, proposalId: p.id, dueAt }, { notBefore: dueAt });
 }
 
