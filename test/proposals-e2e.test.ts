@@ -371,7 +371,9 @@ for (const d of dialects) {
       const windows = Math.floor(Number(span.last) / TALLY_BATCH_MS) - Math.floor(Number(span.first) / TALLY_BATCH_MS) + 1;
       await new Promise((r) => setTimeout(r, 2 * TALLY_BATCH_MS));
       const updates = peer.received.filter(isTally);
-      assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
+      // A vote is timed when it arrives; one that waited its turn past its window's count queues the next window's
+      // Update (proposals.ts scheduleTally), so the answers may reach one window further than their arrival times.
+      assert.ok(updates.length >= 1 && updates.length <= windows + 1, `${updates.length} tally Updates for votes arriving over ${windows} window(s)`);
       assert.ok(updates.length < 20, "not one Update per vote");
       assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
       // Twenty ballots handled at once took the chain's positions one after another.
