@@ -171,6 +171,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     origin: config.origin,
     enqueue: (page, opts) => lanes.fedify.fanout.enqueue(page, opts),
+    enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
