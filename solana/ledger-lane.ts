@@ -1,7 +1,7 @@
 import "./quiet-bindings.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
 import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
-import { submitTransfer } from "./treasury-authority.ts";
+import { createTreasuryJob, submitTransfer } from "./treasury-authority.ts";
 
 /** The ledger lane's handler: one message per chain intent from the domain's outbox; an unknown kind fails loudly. */
 export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
@@ -9,6 +9,9 @@ export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent:
   switch (intent.kind) {
     case "badge.sync":
       await syncBadge(deps, intent.unionId, intent.memberId);
+      return;
+    case "treasury.create":
+      await createTreasuryJob(deps, intent.unionId);
       return;
     case "treasury.transfer":
       await submitTransfer(deps, intent.unionId, intent.transferId);

@@ -14,6 +14,9 @@ import { TreasuryError } from "../src/treasury/dues.ts";
 import { getTransfer, getTreasury, recordTransferSignature, saveTreasury, type Treasury, type TreasuryTransfer, wantedSigners } from "../src/treasury/treasury.ts";
 import { LedgerError, type Ledger } from "./ledger.ts";
 import { treasuryKey } from "./badge-sync.ts";
+import { logger } from "../src/logging.ts";
+
+const log = logger("solana", "treasury");
 
 /**
  * The union's treasury on-chain: its dues token account is owned by an SPL
@@ -136,8 +139,31 @@ export async function ensureTreasury(deps: TreasuryChainDeps, unionId: string): 
   }).onConflict((oc) => oc.column("union_id").doNothing()).executeTakeFirst();
   // Another process is creating it: its bytes are the ones to land.
   if (Number(inserted.numInsertedOrUpdatedRows ?? 1n) === 0) return ensureTreasury(deps, unionId);
-  await deps.ledger.submit(raw, { lastValidBlockHeight, commitment: "confirmed" });
+  // Another process may have sent these stored bytes first: found by signature, not an error.
+  if (!await resend(deps.ledger, Buffer.from(raw).toString("base64"), lastValidBlockHeight)) {
+    throw new LedgerError("failed", `the treasury creation of union ${unionId} did not execute; the next attempt signs it anew`);
+  }
   return finish(deps.db, unionId, treasury);
+}
+
+/**
+ * The ledger lane's `treasury.create`, queued with the union itself. A slow
+ * or failing ledger throws, and the lane retries; every retry resumes the
+ * stored creation (ensureTreasury), so it never makes a second treasury. A
+ * treasury that cannot be made as configured (a network ledger without the
+ * duesMint bylaw, or a threshold nobody can meet) is not retried: it is made
+ * on first use once the bylaws allow, as `muster treasury create` says.
+ */
+export async function createTreasuryJob(deps: TreasuryChainDeps, unionId: string): Promise<Treasury | null> {
+  try {
+    const t = await ensureTreasury(deps, unionId);
+    log.info("The treasury of union {unionId} is {authority} ({threshold} of {signers})", { unionId, authority: t.authority, threshold: t.threshold, signers: t.signers.length });
+    return t;
+  } catch (e) {
+    if (!(e instanceof TreasuryError) || e.code !== "invalid") throw e;
+    log.warn("The treasury of union {unionId} was not created: {reason}", { unionId, reason: e.message });
+    return null;
+  }
 }
 
 async function finish(db: Kysely<DB>, unionId: string, treasury: Treasury): Promise<Treasury> {

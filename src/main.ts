@@ -151,7 +151,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   if (options.reuseFetchedActors !== false) shareRecentActorDocuments(federation, kv);
   // Actor keys are sealed before the union's transaction writes them.
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
-  const unions: UnionDeps = { db: database.db, events, generateKeys };
+  const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
     db: database.db,
