@@ -2,6 +2,7 @@ import "./quiet-bindings.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
 import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
 import { createTreasuryJob, submitTransfer } from "./treasury-authority.ts";
+import { submitCosignedSettlement } from "./crowdfund-settlement.ts";
 
 /** The ledger lane's handler: one message per chain intent from the domain's outbox; an unknown kind fails loudly. */
 export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
@@ -14,7 +15,8 @@ export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent:
       await createTreasuryJob(deps, intent.unionId);
       return;
     case "treasury.transfer":
-      await submitTransfer(deps, intent.unionId, intent.transferId);
+      // A crowdfund settlement's transaction goes in its settlement's order; any other is sent now.
+      if (!await submitCosignedSettlement(deps, intent.transferId)) await submitTransfer(deps, intent.unionId, intent.transferId);
       return;
     default:
       throw new Error(`the ledger lane has no handler for ${intent.kind}`);

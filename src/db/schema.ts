@@ -742,6 +742,8 @@ export interface CrowdfundTransactionsTable {
   amount: string;
   created_at: number;
   confirmed_at: number | null;
+  /** The co-signed treasury transaction (treasury_transfers) carrying it, when officers must sign (migrations/0040). */
+  transfer_id: number | null;
 }
 
 /** A member's standing as last computed ("good" | "grace" | "lapsed"). */
