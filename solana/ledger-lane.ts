@@ -3,6 +3,7 @@ import type { OutboxIntent } from "../src/outbox.ts";
 import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
 import { createTreasuryJob, submitTransfer } from "./treasury-authority.ts";
 import { submitCosignedSettlement } from "./crowdfund-settlement.ts";
+import { submitMove } from "./treasury-move.ts";
 
 /** The ledger lane's handler: one message per chain intent from the domain's outbox; an unknown kind fails loudly. */
 export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
@@ -16,7 +17,8 @@ export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent:
       return;
     case "treasury.transfer":
       // A crowdfund settlement's transaction goes in its settlement's order; any other is sent now.
-      if (!await submitCosignedSettlement(deps, intent.transferId)) await submitTransfer(deps, intent.unionId, intent.transferId);
+      if (await submitCosignedSettlement(deps, intent.transferId) || await submitMove(deps, intent.transferId)) return;
+      await submitTransfer(deps, intent.unionId, intent.transferId);
       return;
     default:
       throw new Error(`the ledger lane has no handler for ${intent.kind}`);

@@ -316,6 +316,11 @@ export async function submitTransfer(deps: TreasuryChainDeps, unionId: string, i
   return (await getTransfer(deps.db, unionId, id))!;
 }
 
+/** Sends stored signed bytes (base64) again: true when they executed, now or before; found by signature when already processed. */
+export function resendStored(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<boolean> {
+  return resend(ledger, raw, lastValidBlockHeight);
+}
+
 async function resend(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<boolean> {
   const bytes = Buffer.from(raw, "base64");
   try {

@@ -195,7 +195,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // served where there is a ledger, loaded only there (spl-token's import warning).
   if (ledger) {
     const { mountTreasuryWeb } = await import("./http/treasury-web.ts");
-    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl });
+    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, outbox });
   }
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).

@@ -506,6 +506,7 @@ export interface DB {
   crowdfund_transactions: CrowdfundTransactionsTable;
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
+  treasury_moves: TreasuryMovesTable;
   wallet_challenges: WalletChallengesTable;
   member_standing: MemberStandingTable;
   standing_changes: StandingChangesTable;
@@ -787,4 +788,26 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A treasury moved to a new multisig (migrations/0041). */
+export interface TreasuryMovesTable {
+  id: Generated<number>;
+  union_id: string;
+  from_authority: string;
+  from_token_account: string;
+  from_threshold: number;
+  from_signers: string;
+  to_authority: string;
+  to_token_account: string;
+  to_threshold: number;
+  to_signers: string;
+  setup_raw: string;
+  setup_last_valid_block_height: number;
+  transfer_id: number | null;
+  amount: string | null;
+  state: string;
+  signature: string | null;
+  created_at: number;
+  updated_at: number;
 }
