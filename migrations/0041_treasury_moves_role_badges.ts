@@ -32,8 +32,36 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   await db.schema.createIndex("treasury_moves_union").on("treasury_moves").columns(["union_id", "id"]).execute();
   await db.schema.createIndex("treasury_moves_transfer").on("treasury_moves").columns(["transfer_id"]).execute();
+
+  // Role badges (leader, officer): one soulbound Token-2022 mint per union and
+  // role, like the member badge's badge_mints; the creation is kept signed
+  // until it lands.
+  await db.schema.createTable("role_badge_mints")
+    .addColumn("union_id", "text", (c) => c.notNull())
+    .addColumn("role", "text", (c) => c.notNull())
+    .addColumn("mint", "text", (c) => c.notNull())
+    .addColumn("signature", "text")
+    .addColumn("raw", "text")
+    .addColumn("last_valid_block_height", "bigint")
+    .addColumn("created_at", "bigint", (c) => c.notNull())
+    .addPrimaryKeyConstraint("role_badge_mints_pk", ["union_id", "role"])
+    .execute();
+  // Who holds (or held) a role badge, like badges: state minted, burned, or
+  // pending_mint / pending_burn with the signed bytes kept until they land.
+  await db.schema.createTable("role_badges")
+    .addColumn("union_id", "text", (c) => c.notNull())
+    .addColumn("member_id", "text", (c) => c.notNull())
+    .addColumn("role", "text", (c) => c.notNull())
+    .addColumn("wallet", "text", (c) => c.notNull())
+    .addColumn("state", "text", (c) => c.notNull())
+    .addColumn("signature", "text")
+    .addColumn("raw", "text")
+    .addColumn("last_valid_block_height", "bigint")
+    .addColumn("updated_at", "bigint", (c) => c.notNull())
+    .addPrimaryKeyConstraint("role_badges_pk", ["union_id", "member_id", "role"])
+    .execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
-  await db.schema.dropTable("treasury_moves").execute();
+  for (const t of ["role_badges", "role_badge_mints", "treasury_moves"]) await db.schema.dropTable(t).execute();
 }

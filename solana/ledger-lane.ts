@@ -4,6 +4,7 @@ import { syncBadge, type BadgeSyncDeps } from "./badge-sync.ts";
 import { createTreasuryJob, submitTransfer } from "./treasury-authority.ts";
 import { submitCosignedSettlement } from "./crowdfund-settlement.ts";
 import { submitMove } from "./treasury-move.ts";
+import { syncRoleBadges } from "./role-badges.ts";
 
 /** The ledger lane's handler: one message per chain intent from the domain's outbox; an unknown kind fails loudly. */
 export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent: OutboxIntent }): Promise<void> {
@@ -11,6 +12,7 @@ export async function handleLedgerIntent(deps: BadgeSyncDeps, message: { intent:
   switch (intent.kind) {
     case "badge.sync":
       await syncBadge(deps, intent.unionId, intent.memberId);
+      await syncRoleBadges(deps, intent.unionId, intent.memberId);
       return;
     case "treasury.create":
       await createTreasuryJob(deps, intent.unionId);

@@ -507,6 +507,8 @@ export interface DB {
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
   treasury_moves: TreasuryMovesTable;
+  role_badge_mints: RoleBadgeMintsTable;
+  role_badges: RoleBadgesTable;
   wallet_challenges: WalletChallengesTable;
   member_standing: MemberStandingTable;
   standing_changes: StandingChangesTable;
@@ -809,5 +811,30 @@ export interface TreasuryMovesTable {
   state: string;
   signature: string | null;
   created_at: number;
+  updated_at: number;
+}
+
+/** A union's soulbound badge mint for a role (migrations/0041). */
+export interface RoleBadgeMintsTable {
+  union_id: string;
+  /** `leader` or `officer`. */
+  role: string;
+  mint: string;
+  signature: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  created_at: number;
+}
+
+/** A member's role badge (migrations/0041). */
+export interface RoleBadgesTable {
+  union_id: string;
+  member_id: string;
+  role: string;
+  wallet: string;
+  state: string;
+  signature: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
   updated_at: number;
 }
