@@ -47,29 +47,10 @@ export interface FederationDeps {
 
 const log = logger("federation");
 
-/**
- * Fedify builds its circuit breaker in createFederation, and in test
- * processes that start and stop several servers the Temporal polyfill has
- * been seen to fail there for a moment ("NaN cannot be converted to BigInt"
- * in Duration.total), then work again. Cause not found (session note,
- * issue 14): a few short retries instead of failing the server's start.
- */
-async function transientTemporalRetry<T>(make: () => T): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return make();
-    } catch (error) {
-      if (!(error instanceof RangeError) || !/BigInt/.test(error.message) || attempt >= 5) throw error;
-      log.warn("Creating the federation failed in the Temporal polyfill ({error}); trying again", { error: error.message });
-      await new Promise((r) => setTimeout(r, 100 * attempt));
-    }
-  }
-}
-
 export async function createMusterFederation(deps: FederationDeps): Promise<Federation<void>> {
   const { db } = deps;
   registerFepContext();
-  const federation = await transientTemporalRetry(() => createFederation<void>({
+  const federation = createFederation<void>({
     kv: deps.kv,
     queue: deps.queue,
     manuallyStartQueue: deps.manuallyStartQueue ?? false,
@@ -79,7 +60,7 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
     // assumption that no older HTTP signature verifies (src/replay-window.ts).
     signatureTimeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
     userAgent: { software: `Muster/${SOFTWARE_VERSION}`, url: deps.origin },
-  }));
+  });
 
   federation
     .setActorDispatcher(ACTOR_PATH, async (ctx, identifier) => {

@@ -8,6 +8,7 @@ import bs58 from "bs58";
 import type { DB } from "../src/db/schema.ts";
 import { formatUnits } from "./amounts.ts";
 import { rpcError } from "./litesvm-errors.ts";
+import { X87SafeLiteSVM } from "./litesvm-x87.ts";
 import {
   type Ledger, type LedgerAccount, LedgerError, type LedgerTransaction, type RecentBlockhash, type SignatureInfo, type SignatureStatus,
   type SubmitOptions,
@@ -429,7 +430,7 @@ function durableNonceAccount(tx: VersionedTransaction): PublicKey | null {
 async function loadSvm(db: Kysely<DB>, nonceRotations: number): Promise<LiteSVM> {
   // Blockhashes are issued and checked by EmbeddedLedger (litesvm accepts
   // only its latest one and forgets them on restart).
-  const svm = new LiteSVM().withBlockhashCheck(false).withLamports(SVM_AIRDROP_LAMPORTS);
+  const svm = new X87SafeLiteSVM().withBlockhashCheck(false).withLamports(SVM_AIRDROP_LAMPORTS);
   for (let i = 0; i < nonceRotations; i++) svm.expireBlockhash();
   const rows = await db.selectFrom("ledger_accounts").selectAll().execute();
   for (const r of rows) {

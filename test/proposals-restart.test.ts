@@ -14,11 +14,10 @@ import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
  * the next one to start, once. Three servers start one after another on one
  * database and one port; a real peer counts what reaches its inboxes.
  *
- * Its own file (so its own process): run after the rest of proposals-e2e in
- * one process, this sequence of in-process restarts was followed by Fedify's
- * CircuitBreaker failing to build on the next createFederation ("NaN cannot
- * be converted to BigInt" inside the Temporal polyfill). The cause is not
- * found; each half passes alone (see the session note).
+ * Its own file since a session in which, run after the rest of
+ * proposals-e2e, the next createFederation failed inside the Temporal
+ * polyfill. The cause was litesvm's program JIT leaving the x87 stack full
+ * (solana/litesvm-x87.ts, test/litesvm-x87.test.ts), not this sequence.
  */
 
 for (const d of dialects) {
