@@ -133,6 +133,11 @@ for (const d of dialects) {
         // The transparency page lists the move.
         await page.goto(fx.url("/u/riders/treasury"));
         assert.match(await page.textContent("[data-testid=moves]") ?? "", /1 of 1 → 2 of 2/);
+        // ana's officer badge, minted by the server's ledger lane when she proved her wallet as an officer, is listed.
+        await eventually(async () => {
+          await page.reload();
+          return /officer: \S{32,44}/.test(await page.textContent("[data-testid=role-badge-mints]") ?? "");
+        }, "the officer badge mint on the transparency page", 60_000);
       } finally {
         await ctx.close();
       }

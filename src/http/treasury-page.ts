@@ -38,7 +38,7 @@ export function treasuryJson(view: TreasuryView) {
       address: r.tokenAccount, mint: r.mint, tokenProgram: r.tokenProgram, decimals: r.decimals,
       authority: r.authority, threshold: r.threshold, signers: r.signers,
       balance: amount(r.balance), balanceSource: "read from the chain when this was served",
-      badgeMint: r.badgeMint,
+      badgeMint: r.badgeMint, roleBadgeMints: r.roleBadgeMints,
     },
     payersShown: view.names !== null,
     flows: r.flows.map((f) => ({
@@ -80,6 +80,9 @@ export function treasuryPage(view: TreasuryView): Html {
 <dt>Authority</dt><dd><code class="url" data-testid="authority">${r.authority}</code></dd>
 <dt>Signers</dt><dd data-testid="signers">${r.threshold} of ${r.signers.length}: ${r.signers.map((s, i) => html`${i ? ", " : ""}<code class="url">${s}</code>`)}</dd>
 <dt>Member badge</dt><dd data-testid="badge-mint">${r.badgeMint ? html`<code class="url">${r.badgeMint}</code>` : "none minted yet"}</dd>
+<dt>Role badges</dt><dd data-testid="role-badge-mints">${r.roleBadgeMints.leader || r.roleBadgeMints.officer
+      ? (["leader", "officer"] as const).filter((k) => r.roleBadgeMints[k]).map((k, i) => html`${i ? html`<br>` : ""}${k}: <code class="url">${r.roleBadgeMints[k]}</code>`)
+      : "none minted yet"}</dd>
 <dt>Shown below</dt><dd data-testid="totals" data-in="${inflow.toString()}" data-out="${outflow.toString()}">${fmt(inflow)} in, ${fmt(outflow)} out${r.truncated ? " (newest transactions only)" : ""}</dd>
 </dl>
 <h2>Inflows and outflows</h2>
