@@ -114,6 +114,10 @@ for (const d of dialects) {
         assert.equal((await post({ signature: 42 })).status, 400);
         assert.equal((await post({ signature: "x" }, "http://evil.example")).status, 403);
         assert.equal((await fetch(fx.url(`/u/riders/console/treasury/${pending.id}/message`))).status, 401, "signed in only");
+        assert.equal((await fetch(fx.url("/u/riders/console/treasury/1e9/message"), { headers: { Cookie: cookie } })).status, 400, "an id is a whole number");
+        assert.equal((await fetch(fx.url("/u/riders/console/treasury/999999/message"), { headers: { Cookie: cookie } })).status, 404);
+        const form = await fetch(fx.url(`/u/riders/console/treasury/${pending.id}/signature`), { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: cookie, Origin: m.origin.origin }, body: "signature=x" });
+        assert.equal(form.status, 415, "JSON only");
         assert.equal((await getTransfer(db, unionId, pending.id))!.state, "pending");
 
         // The button: the wallet signs the message, the server checks it against ana's proven wallet, the lane sends it.

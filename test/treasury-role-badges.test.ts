@@ -29,7 +29,7 @@ for (const d of dialects) {
       try {
         const { ledger, connection } = running;
         const events = createEventBus();
-        const deps = { db, events, outbox: recordingOutbox, tallyBatchMs: 0 };
+        const deps = { db, events, outbox: recordingOutbox };
         const chain = { db, ledger, fund: faucetFunding(ledger), origin: new URL("https://union.example") };
         let seen = 0;
         // The ledger lane: every badge.sync committed since the last call.
