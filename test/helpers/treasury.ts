@@ -30,6 +30,8 @@ export async function setUpTreasury(connection: Connection, db: Kysely<DB>, unio
   await connection.requestAirdrop(key.publicKey, 10 * LAMPORTS_PER_SOL);
   const mint = await createMint(connection, faucet, faucet.publicKey, null, 6);
   const account = await createAssociatedTokenAccountIdempotent(connection, faucet, mint, key.publicKey);
+  // A server's ledger lane may already have made the union's own treasury (it is queued with the union): this one replaces it.
+  await db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
   const treasury = await saveTreasury(db, {
     unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
     authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
@@ -83,6 +85,8 @@ export async function setUpTreasuryOn(ledger: EmbeddedLedger, db: Kysely<DB>, un
     createInitializeMint2Instruction(mint, 6, faucet.publicKey, null));
   const account = getAssociatedTokenAddressSync(mint, key.publicKey);
   await send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, account, key.publicKey, mint));
+  // A server's ledger lane may already have made the union's own treasury (it is queued with the union): this one replaces it.
+  await db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
   const treasury = await saveTreasury(db, {
     unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
     authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
