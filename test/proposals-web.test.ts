@@ -51,7 +51,9 @@ for (const d of dialects) {
         await eventually(async () => (await fx.member(name))?.state === "active", `${name} joined`, 30_000);
       }
       await overrideBylaws(m.muster.unions, "riders", { duesMint: MINT });
-      // The treasury record is where Muster learns the dues mint's decimals.
+      // The treasury record is where Muster learns the dues mint's decimals. It replaces the one the
+      // server's ledger lane made with the union (a test mint).
+      await m.muster.database.db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
       await saveTreasury(m.muster.database.db, { unionId, mint: MINT, tokenProgram: "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", decimals: 9, authority: MINT, tokenAccount: MINT, threshold: 1, signers: [] });
       browser = await launchBrowser();
     });
