@@ -8,6 +8,8 @@ const CONCURRENCY = 32;
 const TARGET = 2000;
 
 interface ClientResult {
+  /** The load generator's own CPU: if it nears a core, the client, not the server, sets the rate. */
+  cpuMs: number;
   requests: number;
   ms: number;
   statuses: Record<string, number>;
@@ -30,7 +32,7 @@ export const reads: Benchmark = {
   title: "Reads: the union's actor, WebFinger and NodeInfo (cached serialization vs Fedify on every GET)",
   summary: "GET/s for the actor document, WebFinger and NodeInfo, with and without the read cache, against 2,000/s",
   notes: [
-    `${CONCURRENCY} keep-alive GETs in flight from a separate load-generator process; server CPU is the bench process's alone`,
+    `${CONCURRENCY} keep-alive GETs in flight from a separate load-generator process (raw sockets, bench/reads-client.ts); server CPU is the bench process's alone, the client's is its own column`,
     `"cached" is the server as shipped; "uncached" is the same server with its read cache bypassed (every GET rendered by Fedify), run back to back`,
     `target: ${TARGET} GET/s each (issue 16); PASS/MISS judges the measured GET/s; the load average is read after each run, the machine is shared`,
     "GET/s per CPU-s: requests served per second of the server's CPU time, the rate one idle core would reach",
@@ -66,6 +68,7 @@ export const reads: Benchmark = {
             "p50 ms": r.p50,
             "p99 ms": r.p99,
             "server CPU ms/GET": cpuTotal / r.requests,
+            "client CPU ms/GET": r.cpuMs / r.requests,
             // What one core would serve if the server had it to itself: the figure that the load average cannot distort much.
             "GET/s per CPU-s": (1000 * r.requests) / cpuTotal,
             "non-200": other,

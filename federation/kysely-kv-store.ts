@@ -21,6 +21,17 @@ export interface KyselyKvSetOptions {
 const PURGE_INTERVAL_MS = 60_000;
 
 /**
+ * Fedify caches every remote public key it fetches under this prefix with no
+ * expiry: one ~1 KB row per member, and one per stranger whose signed request
+ * was ever checked, kept forever (issue 16: a million members' keys alone
+ * filled a gigabyte). Kept a week instead; an expired key is fetched again on
+ * its owner's next signed request, and Fedify already fetches afresh when a
+ * cached key fails to verify, so nothing is refused for it.
+ */
+const FEDIFY_PUBLIC_KEY_PREFIX = '["_fedify","publicKey",';
+export const PUBLIC_KEY_CACHE_TTL_MS = 7 * 24 * 3600_000;
+
+/**
  * Fedify's key–value store (signature/document caches, circuit-breaker state,
  * nonces) in the `fedify_kv` table, on SQLite or PostgreSQL.
  *
@@ -62,7 +73,8 @@ export class KyselyKvStore implements KvStore {
     // means removing the key (JSON has no spelling for it anyway).
     if (value === undefined) return this.delete(key);
     const now = Date.now();
-    const row = { key: encodeKey(key), value: encodeValue(value), expires_at: expiresAt(options, now) };
+    const encoded = encodeKey(key);
+    const row = { key: encoded, value: encodeValue(value), expires_at: options?.ttl === undefined && encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(options, now) };
     await this.#db.insertInto("fedify_kv")
       .values(row)
       .onConflict((oc) => oc.column("key").doUpdateSet({ value: row.value, expires_at: row.expires_at }))

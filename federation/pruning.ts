@@ -13,6 +13,8 @@ export const PRUNE_INTERVAL_MS = 10 * 60_000;
 const CHUNK = 5000;
 /** A claim on an inbox activity is a five-minute lease; one an hour past it belongs to a process that died. */
 const DEAD_CLAIM_MS = 3600_000;
+/** Wallet challenges a day past expiry (each one is a row per "link my wallet" click, kept forever before). */
+const SPENT_CHALLENGE_MS = 24 * 3600_000;
 
 export interface PruneDeps {
   readonly db: Kysely<DB>;
@@ -25,9 +27,10 @@ export type PruneReport = Record<string, number | "failed">;
 /**
  * Deletes what no longer protects anything: processed inbox activity ids past
  * the replay window, dead inbox claims, spent join claims, expired sessions
- * and sign-in links, and the queue's finished-delivery keys. Each step runs
- * even when another fails; a failure is logged with its table (a prune that
- * keeps failing lets a table grow without bound, which someone must see).
+ * and sign-in links, the queue's finished-delivery keys and expired wallet
+ * challenges. Each step runs even when another fails; a failure is logged
+ * with its table (a prune that keeps failing lets a table grow without bound,
+ * which someone must see).
  */
 export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<PruneReport> {
   const steps: [string, () => Promise<number>][] = [
@@ -36,6 +39,8 @@ export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<P
     ["join_claims", () => pruneJoinClaims(deps.db, now)],
     ["sessions and sign-in links", async () => (await pruneSessions(deps.db, now), 0)],
     ["queue done keys", () => deps.pruneQueue(now)],
+    // A spent or expired wallet challenge proves nothing more: the link keeps its own copy of the signed text.
+    ["wallet challenges", () => chunked(deps.db, "wallet_challenges", "nonce", "expires_at", now - SPENT_CHALLENGE_MS)],
   ];
   const report: PruneReport = {};
   for (const [what, step] of steps) {

@@ -3,7 +3,8 @@ import type { AddressInfo } from "node:net";
 import { logger } from "./logging.ts";
 import type { Muster } from "./main.ts";
 import { attachSolanaWebSocket } from "../solana/rpc-websocket.ts";
-import type { Server } from "node:http";
+import { createServer, type RequestListener, type Server, type ServerOptions } from "node:http";
+import { fastReads } from "./http/fast-reads.ts";
 
 const log = logger("server");
 
@@ -23,7 +24,9 @@ export interface ServeOptions {
 
 export async function startServer(muster: Muster, options: ServeOptions): Promise<RunningServer> {
   const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: muster.app.fetch, port: options.port, hostname: options.hostname }, () => resolve(s));
+    // Cached actor, WebFinger and NodeInfo hits are answered before Hono (http/fast-reads.ts).
+    const fast = fastReads(muster.readCache, muster.app.fetch);
+    const s = serve({ fetch: fast.fetch, port: options.port, hostname: options.hostname, createServer: ((opts: ServerOptions, listener: RequestListener) => createServer(opts, fast.listener(listener))) as typeof createServer }, () => resolve(s));
     s.once("error", reject);
   });
   const port = (server.address() as AddressInfo).port;

@@ -1,10 +1,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
-import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { browserSkip } from "./helpers/browser.ts";
+import { startMembersInBrowser, stopMembersInBrowser } from "./helpers/members-in-browser.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 import { dialects } from "./helpers/databases.ts";
-import { eventually, type TestMuster } from "./helpers/muster.ts";
+import type { TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { ballotOf, createProposal, getProposal } from "../src/bylaws/proposals.ts";
@@ -22,16 +23,10 @@ for (const d of dialects) {
     let browser: Browser | undefined;
 
     before(async () => {
-      ({ m, unionId } = await fx.start());
-      for (const name of ["lead", "ana", "ben"]) {
-        await fx.follow(name);
-        await eventually(async () => (await fx.member(name))?.state === "active", `${name} joined`, 30_000);
-      }
-      browser = await launchBrowser();
+      ({ m, unionId, browser } = await startMembersInBrowser(fx, ["lead", "ana", "ben"]));
     });
     after(async () => {
-      await browser?.close();
-      await fx.stop();
+      await stopMembersInBrowser(fx, browser);
     });
 
     it("the bylaws page shows the rules in force and what each version changed", async () => {

@@ -8,9 +8,8 @@ import { browserSkip, launchBrowser } from "./helpers/browser.ts";
 import { dialects } from "./helpers/databases.ts";
 import { eventually, type TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
+import { joinByInviteChain } from "./helpers/invite-chain.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
-import { createInvite } from "../src/members/invites.ts";
-import { OPERATOR } from "../src/members/members.ts";
 import { FAILED_CODES_PER_IP, LOGIN_PER_HANDLE, LOGIN_PER_IP } from "../src/sessions/sessions.ts";
 
 // Passwordless web sign-in and the officers' console, end to end: a real
@@ -73,16 +72,10 @@ for (const d of dialects) {
     }
 
     before(async () => {
-      ({ m, group, unionId } = await fx.start());
+      const started = await fx.start();
+      ({ m, group, unionId } = started);
       // The leader takes the root; alice joins on an invite, bob on alice's own invite.
-      await acceptOf(await follow("lead"));
-      const first = await createInvite(m.muster.membership, unionId, { by: OPERATOR, maxUses: 1 });
-      for (const [name, code] of [["alice", first.code], ["bob", undefined]] as const) {
-        const invite = code ?? (await eventually(async () => (await linksTo("alice", "join"))[0], "alice's welcome invite"));
-        const claimed = await fetch(url(`/u/riders/join/${invite}`), { method: "POST", body: new URLSearchParams({ handle: handleOf(name) }), redirect: "manual" });
-        assert.equal(claimed.status, 200);
-        await acceptOf(await follow(name));
-      }
+      await joinByInviteChain(fx, started, ["lead", "alice", "bob"]);
       if (!browserSkip) {
         browser = await launchBrowser();
         leadCtx = await browser.newContext();

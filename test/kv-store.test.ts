@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Temporal } from "@js-temporal/polyfill";
 import type { KvKey, KvStore } from "@fedify/fedify";
-import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
+import { KyselyKvStore, PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 
@@ -66,6 +66,21 @@ for (const d of dialects) {
       await kv.set(["ttl", "short"], "forever");
       await sleep(60);
       assert.strictEqual(await kv.get(["ttl", "short"]), "forever");
+    });
+
+    it("keeps Fedify's cached public keys a week, not forever; other keys set without a ttl keep no expiry", async () => {
+      const keyId: KvKey = ["_fedify", "publicKey", "https://social.example/users/a#main-key"];
+      const before = Date.now();
+      await kv.set(keyId, { id: keyId[2], publicKeyPem: "-----BEGIN PUBLIC KEY-----" });
+      await kv.set(["_fedify", "publicKeyish"], "no expiry");
+      const expiry = async (key: KvKey) => (await database.db.selectFrom("fedify_kv").select("expires_at").where("key", "=", JSON.stringify(key)).executeTakeFirstOrThrow()).expires_at;
+      const at = Number(await expiry(keyId));
+      assert.ok(at >= before + PUBLIC_KEY_CACHE_TTL_MS && at <= Date.now() + PUBLIC_KEY_CACHE_TTL_MS, `expires a week on (${at - before} ms)`);
+      assert.equal(await expiry(["_fedify", "publicKeyish"]), null);
+      assert.deepStrictEqual(await kv.get(keyId), { id: keyId[2], publicKeyPem: "-----BEGIN PUBLIC KEY-----" });
+      // An explicit ttl (Fedify's for keys it could not fetch) is kept as given.
+      await kv.set(keyId, null, { ttl: ms(30) });
+      assert.ok(Number(await expiry(keyId)) < Date.now() + 1000);
     });
 
     it("deletes, and deleting a missing key is fine", async () => {

@@ -33,6 +33,36 @@ for (const d of dialects) {
       }
     });
 
+    it("0038: one index on (actor_id, union_id) keeps an account a member once per union and serves both lookups", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const union = (id: string) => ({
+        id, slug: id, name: id, purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1,
+        join_policy: "approval", member_invite_limit: 5, welcome_text: null,
+      });
+      const member = (id: string, unionId: string, actorId: string) => ({ id, union_id: unionId, actor_id: actorId, handle: null, state: "active", role: "member", subtree_size: 0, created_at: 1 });
+      try {
+        await db.insertInto("unions").values([union("u1"), union("u2")] as never).execute();
+        await db.insertInto("members").values([member("m1", "u1", "https://a.example/users/x"), member("m2", "u2", "https://a.example/users/x")] as never).execute();
+        await assert.rejects(db.insertInto("members").values(member("m3", "u1", "https://a.example/users/x") as never).execute(), "the same account twice in one union is refused");
+        const indexes = d.name === "sqlite"
+          ? (await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'members'`.execute(db)).rows.map((r) => r.name)
+          : (await sql<{ name: string }>`select indexname as name from pg_indexes where tablename = 'members'`.execute(db)).rows.map((r) => r.name);
+        assert.ok(indexes.includes("members_actor_union"));
+        assert.ok(!indexes.includes("members_actor") && !indexes.includes("members_union_actor"), "the two indexes it replaces are gone");
+        if (d.name === "sqlite") {
+          const plan = async (q: ReturnType<typeof sql>) => JSON.stringify((await q.execute(db)).rows);
+          assert.match(await plan(sql`explain query plan select id from members where union_id = ${"u1"} and actor_id = ${"https://a.example/users/x"}`), /members_actor_union/);
+          assert.match(await plan(sql`explain query plan select union_id from members where actor_id = ${"https://a.example/users/x"}`), /members_actor_union/);
+        }
+        await migrateTo(db, "0031_featured_collections");
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
     it("0007: new unions default to the strict roster setting; existing unions keep theirs", async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();

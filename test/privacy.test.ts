@@ -1,12 +1,13 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Accept, Create, type Follow, Note } from "@fedify/vocab";
+import { Create, Note } from "@fedify/vocab";
 import type { Browser, Page } from "playwright-core";
 import { browserSkip, launchBrowser } from "./helpers/browser.ts";
 import { dialects } from "./helpers/databases.ts";
 import { eventually, makeUnion, type TestMuster } from "./helpers/muster.ts";
 import type { Peer } from "./helpers/peer.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
+import { joinByInviteChain } from "./helpers/invite-chain.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { createInvite } from "../src/members/invites.ts";
@@ -27,12 +28,11 @@ const HTML = "text/html,application/xhtml+xml";
 for (const d of dialects) {
   describe(`the roster's privacy on ${d.name}`, { skip: d.skip }, () => {
     const fx = unionWithPeer(d, { actors: ["lead", "alice", "bob", "stranger"], joinPolicy: "approval" });
-    const { handleOf, url, member, follow, linksTo, newLoginCode } = fx;
+    const { handleOf, url, member, newLoginCode } = fx;
     let m: TestMuster;
     let peer: Peer;
     let unionId: string;
     let browser: Browser | undefined;
-    const acceptOf = (f: Follow) => fx.answerTo(f, Accept);
     const setVisibility = (v: MembersVisibility) => overrideBylaws(m.muster.unions, "riders", { membersVisibility: v }).catch((e: unknown) => {
       // Setting the value already in force is not a change.
       if (!/leave the bylaws as they are/.test(String(e))) throw e;
@@ -62,16 +62,10 @@ for (const d of dialects) {
     }
 
     before(async () => {
-      ({ m, peer, unionId } = await fx.start());
+      const started = await fx.start();
+      ({ m, peer, unionId } = started);
       // lead at the root; alice on the operator's invite (made an officer); bob on alice's invite.
-      await acceptOf(await follow("lead"));
-      const first = await createInvite(m.muster.membership, unionId, { by: OPERATOR, maxUses: 1 });
-      for (const [name, code] of [["alice", first.code], ["bob", undefined]] as const) {
-        const invite = code ?? (await eventually(async () => (await linksTo("alice", "join"))[0], "alice's welcome invite"));
-        const claimed = await fetch(url(`/u/riders/join/${invite}`), { method: "POST", body: new URLSearchParams({ handle: handleOf(name) }), redirect: "manual" });
-        assert.equal(claimed.status, 200);
-        await acceptOf(await follow(name));
-      }
+      await joinByInviteChain(fx, started, ["lead", "alice", "bob"]);
       await setOfficer(m.muster.membership, unionId, (await member("alice"))!.id, OPERATOR, "Treasurer");
       if (!browserSkip) browser = await launchBrowser();
     });

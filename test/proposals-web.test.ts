@@ -1,10 +1,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { browserSkip } from "./helpers/browser.ts";
+import { startMembersInBrowser, stopMembersInBrowser } from "./helpers/members-in-browser.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 import { dialects } from "./helpers/databases.ts";
-import { eventually, type TestMuster } from "./helpers/muster.ts";
+import type { TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { castVote, closeProposal, createProposal, delegateVote, getProposal } from "../src/bylaws/proposals.ts";
@@ -45,21 +46,16 @@ for (const d of dialects) {
     let browser: Browser | undefined;
 
     before(async () => {
-      ({ m, unionId } = await fx.start());
-      for (const name of ["lead", "ana", "ben", "cat"]) {
-        await fx.follow(name);
-        await eventually(async () => (await fx.member(name))?.state === "active", `${name} joined`, 30_000);
-      }
-      await overrideBylaws(m.muster.unions, "riders", { duesMint: MINT });
-      // The treasury record is where Muster learns the dues mint's decimals. It replaces the one the
-      // server's ledger lane made with the union (a test mint).
-      await m.muster.database.db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
-      await saveTreasury(m.muster.database.db, { unionId, mint: MINT, tokenProgram: "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", decimals: 9, authority: MINT, tokenAccount: MINT, threshold: 1, signers: [] });
-      browser = await launchBrowser();
+      ({ m, unionId, browser } = await startMembersInBrowser(fx, ["lead", "ana", "ben", "cat"], async ({ m, unionId }) => {
+        await overrideBylaws(m.muster.unions, "riders", { duesMint: MINT });
+        // The treasury record is where Muster learns the dues mint's decimals. It replaces the one the
+        // server's ledger lane made with the union (a test mint).
+        await m.muster.database.db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
+        await saveTreasury(m.muster.database.db, { unionId, mint: MINT, tokenProgram: "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", decimals: 9, authority: MINT, tokenAccount: MINT, threshold: 1, signers: [] });
+      }));
     });
     after(async () => {
-      await browser?.close();
-      await fx.stop();
+      await stopMembersInBrowser(fx, browser);
     });
 
     async function signedIn(name: string, landsOn: string): Promise<{ ctx: BrowserContext; page: Page }> {

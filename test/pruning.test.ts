@@ -39,7 +39,7 @@ for (const d of dialects) {
       await tdb?.destroy();
     });
 
-    it("deletes old inbox ids, dead claims, spent join claims, expired sessions and sign-in links and old queue keys; keeps recent ones and Follows", async () => {
+    it("deletes old inbox ids, dead claims, spent join claims, expired sessions and sign-in links, old queue keys and expired wallet challenges; keeps recent ones and Follows", async () => {
       const now = Date.now();
       const old = now - ACTIVITY_ID_RETENTION_MS - HOUR;
       await db().insertInto("inbox_activities").values([
@@ -59,6 +59,8 @@ for (const d of dialects) {
       const session = (id: string, expiresAt: number) => ({ id, token_hash: `hash-${id}`, union_id: unionId, member_id: "m1", created_at: expiresAt - DAY, expires_at: expiresAt, revoked_at: null });
       await db().insertInto("sessions").values([session("old-session", now - 2 * DAY), session("new-session", now + DAY)]).execute();
       await db().insertInto("fedify_mq_done").values([{ dedupe_key: "old-key", done_at: now - 8 * DAY }, { dedupe_key: "new-key", done_at: now - HOUR }]).execute();
+      const challenge = (nonce: string, expiresAt: number) => ({ nonce, union_id: unionId, member_id: "m1", message: `challenge ${nonce}`, expires_at: expiresAt, used_at: null });
+      await db().insertInto("wallet_challenges").values([challenge("old-nonce", now - 2 * DAY), challenge("new-nonce", now + HOUR)]).execute();
 
       const report = await prune(now);
       assert.ok(Object.values(report).every((v) => v !== "failed"), JSON.stringify(report));
@@ -78,6 +80,8 @@ for (const d of dialects) {
       assert.ok(!sessions.has("old-session") && sessions.has("new-session"));
       const keys = new Set((await db().selectFrom("fedify_mq_done").select("dedupe_key").execute()).map((r) => r.dedupe_key));
       assert.ok(!keys.has("old-key") && keys.has("new-key"));
+      const nonces = new Set((await db().selectFrom("wallet_challenges").select("nonce").execute()).map((r) => r.nonce));
+      assert.ok(!nonces.has("old-nonce") && nonces.has("new-nonce"), "an expired wallet challenge goes, a live one stays");
     });
 
     it("a replay inside the signature window is refused after pruning; one outside it is refused by the signature check", async () => {

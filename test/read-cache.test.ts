@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Accept } from "@fedify/vocab";
+import { get as httpGet } from "node:http";
 import { dialects } from "./helpers/databases.ts";
 import { makeUnion, type TestMuster } from "./helpers/muster.ts";
 import type { Peer } from "./helpers/peer.ts";
@@ -67,6 +68,41 @@ for (const d of dialects) {
       const json = await (await get("/u/riders", AP)).json() as { type: string; name: string };
       assert.equal(json.type, "Group");
       assert.equal(json.name, "Riders United");
+    });
+
+    it("answers a repeat before the app, with the headers the app sent, and stops once the document changes", async () => {
+      const headers = (res: Response) => [...res.headers].filter(([name]) => name !== "date" && name !== "keep-alive" && name !== "connection");
+      for (const [path, accept] of [["/u/riders", AP], [`/.well-known/webfinger?resource=acct:riders@${m.origin.host}`, "application/jrd+json"], ["/nodeinfo/2.1", "application/json"]] as const) {
+        m.muster.readCache.clear();
+        const viaApp = await get(path, accept);
+        const body = await viaApp.text();
+        const etag = viaApp.headers.get("etag")!;
+        const appNotModified = await get(path, accept, { "If-None-Match": etag });
+        assert.equal(appNotModified.status, 304);
+        const fast = stats().fast;
+        const again = await get(path, accept);
+        assert.equal(stats().fast, fast + 1, `${path}: the repeat is answered by the fast path`);
+        assert.equal(await again.text(), body);
+        assert.deepEqual(headers(again), headers(viaApp), `${path}: the same headers as the app's answer`);
+        assert.ok(again.headers.get("content-security-policy") && again.headers.get("x-frame-options"), "security headers included");
+        const fastNotModified = await get(path, accept, { "If-None-Match": etag });
+        assert.equal(fastNotModified.status, 304);
+        assert.equal(stats().fast, fast + 2);
+        assert.deepEqual(headers(fastNotModified), headers(appNotModified), `${path}: the same 304 headers as the app's`);
+        // Another Accept or Host is not the same request: the app answers it.
+        await get(path, MASTODON);
+        // fetch() will not send another Host; node:http will.
+        await new Promise<void>((resolve, reject) => httpGet(url(path), { headers: { Accept: accept, Host: `other.${m.origin.host}` } }, (r) => r.resume().on("end", resolve)).on("error", reject));
+        assert.equal(stats().fast, fast + 2, "a different Accept or Host goes through the app");
+      }
+      await get("/u/riders", AP).then((r) => r.arrayBuffer());
+      const before = stats().fast;
+      const first = await (await get("/u/riders", AP)).json() as { name: string };
+      await updateUnion(m.muster.unions, "riders", OPERATOR, { name: `${first.name}!` });
+      const changed = await get("/u/riders", AP);
+      assert.equal(((await changed.json()) as { name: string }).name, `${first.name}!`, "the edit shows at once");
+      assert.equal(stats().fast, before + 1, "only the GET before the edit was a fast hit");
+      await updateUnion(m.muster.unions, "riders", OPERATOR, { name: first.name });
     });
 
     it("gives browsers the union's page, never a cached document", async () => {

@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import type { Browser } from "playwright-core";
 import { Keypair } from "@solana/web3.js";
 import * as ed from "@noble/ed25519";
-import { browserSkip, launchBrowser } from "./helpers/browser.ts";
+import { browserSkip } from "./helpers/browser.ts";
+import { startMembersInBrowser, stopMembersInBrowser } from "./helpers/members-in-browser.ts";
 import { dialects } from "./helpers/databases.ts";
-import { eventually, type TestMuster } from "./helpers/muster.ts";
+import type { TestMuster } from "./helpers/muster.ts";
 import { signInByDm } from "./helpers/sign-in.ts";
 import { unionWithPeer } from "./helpers/union-with-peer.ts";
 import { verifyWalletProof, walletOf } from "../src/treasury/wallet-proof.ts";
@@ -23,16 +24,10 @@ for (const d of dialects) {
     let browser: Browser | undefined;
 
     before(async () => {
-      ({ m, unionId } = await fx.start());
-      for (const name of ["lead", "ana"]) {
-        await fx.follow(name);
-        await eventually(async () => (await fx.member(name))?.state === "active", `${name} joined`, 30_000);
-      }
-      browser = await launchBrowser();
+      ({ m, unionId, browser } = await startMembersInBrowser(fx, ["lead", "ana"]));
     });
     after(async () => {
-      await browser?.close();
-      await fx.stop();
+      await stopMembersInBrowser(fx, browser);
     });
 
     it("links the injected wallet with a signed challenge, shows the proof, and nothing overflows at 1280 and 390 px", async () => {

@@ -39,11 +39,33 @@ interface Entry {
   readonly etag: string;
 }
 
+/**
+ * What the full pipeline (Hono's middleware included: security headers and
+ * whatever else wraps Fedify) sent for an entry, so the node-level fast path
+ * (fast-reads.ts) can answer with the same headers without running it.
+ */
+interface Sent {
+  readonly key: string;
+  readonly entry: Entry;
+  /** The whole 200 header list, ETag and Content-Length left out. */
+  readonly ok: readonly [string, string][];
+  /** The 304 header list the pipeline would send: Fedify's kept few plus the outer middleware's. */
+  readonly notModified: readonly [string, string][];
+}
+
+export interface FastAnswer {
+  readonly status: 200 | 304;
+  readonly headers: readonly [string, string][];
+  readonly body?: Uint8Array;
+}
+
 const ACTOR_PATH = /^\/u\/[^/]+$/;
 export const COUNTS_TTL_MS = 60_000;
 
 export class ReadCache {
   readonly #entries = new Map<string, Entry>();
+  /** Keyed by the raw request line's target, Host and Accept, exactly as an earlier request that went through Hono. */
+  readonly #sent = new Map<string, Sent>();
   readonly #version: () => Promise<string>;
   readonly #countsTtlMs: number;
   readonly #maxEntries: number;
@@ -52,7 +74,7 @@ export class ReadCache {
   /** Set by the benchmark to measure the same server without the cache, back to back. */
   bypass = false;
   /** Hits and misses since start, for the benchmark and tests. */
-  readonly stats = { hits: 0, misses: 0, notModified: 0 };
+  readonly stats = { hits: 0, misses: 0, notModified: 0, /** hits answered by the node-level fast path */ fast: 0 };
 
   constructor(options: ReadCacheOptions) {
     this.#version = options.version;
@@ -64,11 +86,51 @@ export class ReadCache {
   /** Which cached document a request asks for, if any. */
   routeOf(request: Request): ReadRoute | undefined {
     if (this.bypass || request.method !== "GET") return undefined;
-    const path = new URL(request.url).pathname;
-    if (path === "/.well-known/webfinger") return "webfinger";
-    if (path === "/.well-known/nodeinfo" || path === "/nodeinfo/2.1") return "nodeinfo";
-    if (ACTOR_PATH.test(path)) return "actor";
-    return undefined;
+    return routeOfPath(new URL(request.url).pathname);
+  }
+
+  /**
+   * The node-level fast path: answers a GET that an earlier identical request
+   * (same target, Host and Accept) had answered through the whole pipeline,
+   * from the bytes and headers it sent then, while the document version is
+   * the same. Undefined: not such a request, or nothing current; run the app.
+   * `rawKey` is from `fastKeyOf`; the version is read as for any hit.
+   */
+  async fastAnswer(rawKey: string, ifNoneMatch: string | undefined): Promise<FastAnswer | undefined> {
+    const sent = this.#sent.get(rawKey);
+    if (!sent) return undefined;
+    const version = await this.currentVersion();
+    const { entry } = sent;
+    if (entry.version !== version || entry.expiresAt <= this.#now() || this.#entries.get(sent.key) !== entry) return undefined;
+    this.stats.hits++;
+    this.stats.fast++;
+    if (ifNoneMatch && etagMatches(ifNoneMatch, entry.etag)) {
+      this.stats.notModified++;
+      return { status: 304, headers: sent.notModified };
+    }
+    return { status: 200, headers: sent.ok, body: entry.body };
+  }
+
+  /**
+   * Called with what the app answered to a request whose target, Host and
+   * Accept are `rawKey`: when that was a cached document (its ETag is the
+   * entry's), the headers the pipeline added are remembered for the fast path.
+   */
+  noteSent(rawKey: string, request: Request, response: Response): void {
+    // What the outer middleware added must be as shareable as what Fedify said.
+    if (response.status !== 200 || this.bypass || uncacheable(response)) return;
+    const etag = response.headers.get("ETag");
+    if (!etag || !this.routeOf(request)) return;
+    const key = keyOf(request);
+    const entry = this.#entries.get(key);
+    if (!entry || entry.etag !== etag) return;
+    const ok = [...response.headers].filter(([name]) => name !== "etag" && name !== "content-length");
+    const own = new Set(entry.headers.map(([name]) => name.toLowerCase()));
+    const outer = ok.filter(([name]) => !own.has(name));
+    const notModified = notModifiedHeaders(entry).concat(outer);
+    this.#sent.delete(rawKey);
+    this.#sent.set(rawKey, { key, entry, ok: ok.concat([["etag", entry.etag]]), notModified });
+    if (this.#sent.size > this.#maxEntries) this.#sent.delete(this.#sent.keys().next().value!);
   }
 
   /** The version as of now. Concurrent requests share one query, so 2,000 GET/s cost a few queries, not 2,000. */
@@ -124,7 +186,21 @@ export class ReadCache {
   /** Drops every stored copy (tests; the version normally does this). */
   clear(): void {
     this.#entries.clear();
+    this.#sent.clear();
   }
+}
+
+/** Which cached document a path names, if any. */
+export function routeOfPath(path: string): ReadRoute | undefined {
+  if (path === "/.well-known/webfinger") return "webfinger";
+  if (path === "/.well-known/nodeinfo" || path === "/nodeinfo/2.1") return "nodeinfo";
+  if (ACTOR_PATH.test(path)) return "actor";
+  return undefined;
+}
+
+/** The fast path's key: the request target as sent, Host and Accept; nothing is normalised, so only an exact repeat matches. */
+export function fastKeyOf(target: string, host: string | undefined, accept: string | undefined): string {
+  return `${host ?? ""} ${target}\n${accept ?? ""}`;
 }
 
 function keyOf(request: Request): string {
@@ -147,7 +223,11 @@ function etagMatches(header: string | null, etag: string): boolean {
   });
 }
 
-function notModified(entry: Entry): Response {
+function notModifiedHeaders(entry: Entry): [string, string][] {
   const keep = entry.headers.filter(([name]) => ["vary", "cache-control", "content-location", "expires"].includes(name.toLowerCase()));
-  return new Response(null, { status: 304, headers: keep.concat([["ETag", entry.etag]]) });
+  return keep.concat([["ETag", entry.etag]]);
+}
+
+function notModified(entry: Entry): Response {
+  return new Response(null, { status: 304, headers: notModifiedHeaders(entry) });
 }

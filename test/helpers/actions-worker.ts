@@ -4,12 +4,9 @@
  * second `muster worker` or web process would), and a Kysely plugin that
  * holds chosen queries until a second transaction reaches the same point, so
  * a PostgreSQL interleaving that a race needs happens every time instead of
- * by luck. Intents go through membership-worker's recording Outbox.
- *
- * SQLite's driver is synchronous: two connections in one thread cannot wait
- * for each other's locks, so a true race on SQLite needs a second thread.
+ * by luck. Intents go through membership-worker's recording Outbox; the
+ * threads are contender-pool.ts's.
  */
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from "kysely";
 import { publishAction } from "../../src/actions/actions.ts";
 import { decideRelay } from "../../src/actions/relay.ts";
@@ -17,6 +14,7 @@ import { publishDue } from "../../src/actions/scheduler.ts";
 import { openDatabase } from "../../src/db/database.ts";
 import { createEventBus } from "../../src/events.ts";
 import type { By } from "../../src/members/members.ts";
+import { type Contender, contenderPool, serveContender } from "./contender-pool.ts";
 import { recordingOutbox } from "./membership-worker.ts";
 
 export type ActionRaceOp =
@@ -28,50 +26,13 @@ export type ActionRaceResult =
   | { readonly ok: true; readonly value: unknown }
   | { readonly ok: false; readonly error: string; readonly name: string; readonly code: string | null };
 
-export interface ActionContender {
-  run(url: string, op: ActionRaceOp): Promise<ActionRaceResult>;
-}
+export type ActionContender = Contender<ActionRaceOp, ActionRaceResult>;
 
-const started: Worker[] = [];
-const pool: Promise<ActionContender>[] = [];
+const pool = contenderPool<ActionRaceOp, ActionRaceResult>(new URL(import.meta.url), "actionsRace", (error) => ({ ok: false, error, name: "WorkerError", code: null }));
 
 /** The first `n` shared contenders, started on first use (starting one costs seconds). */
-export function actionContenders(n: number): Promise<ActionContender[]> {
-  while (pool.length < n) pool.push(startContender());
-  return Promise.all(pool.slice(0, n));
-}
-
-export async function closeActionContenders(): Promise<void> {
-  pool.length = 0;
-  await Promise.all(started.splice(0).map((w) => w.terminate()));
-}
-
-async function startContender(): Promise<ActionContender> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { actionsRace: true } });
-  started.push(worker);
-  await new Promise<void>((resolve, reject) => {
-    worker.once("error", reject);
-    worker.once("message", (m: { ready?: boolean }) => (m.ready ? resolve() : reject(new Error("worker did not start"))));
-  });
-  const waiting = new Map<number, (r: ActionRaceResult) => void>();
-  let next = 0;
-  worker.on("message", (m: { id?: number; result?: ActionRaceResult }) => {
-    if (m.id === undefined || !m.result) return;
-    waiting.get(m.id)?.(m.result);
-    waiting.delete(m.id);
-  });
-  worker.on("error", (e) => {
-    for (const w of waiting.values()) w({ ok: false, error: String(e), name: "WorkerError", code: null });
-    waiting.clear();
-  });
-  return {
-    run: (url, op) => new Promise<ActionRaceResult>((resolve) => {
-      const id = next++;
-      waiting.set(id, resolve);
-      worker.postMessage({ id, url, op });
-    }),
-  };
-}
+export const actionContenders = (n: number): Promise<ActionContender[]> => pool.take(n);
+export const closeActionContenders = (): Promise<void> => pool.close();
 
 async function runOp(url: string, op: ActionRaceOp): Promise<ActionRaceResult> {
   const database = openDatabase(url, { poolSize: 2 });
@@ -94,12 +55,7 @@ async function runOp(url: string, op: ActionRaceOp): Promise<ActionRaceResult> {
   }
 }
 
-if (!isMainThread && (workerData as { actionsRace?: boolean } | undefined)?.actionsRace) {
-  parentPort!.on("message", async (m: { id: number; url: string; op: ActionRaceOp }) => {
-    parentPort!.postMessage({ id: m.id, result: await runOp(m.url, m.op) });
-  });
-  parentPort!.postMessage({ ready: true });
-}
+serveContender("actionsRace", runOp);
 
 /**
  * A plugin that holds the results of the first `parties` queries matching

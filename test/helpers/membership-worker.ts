@@ -3,11 +3,8 @@
  * real `fedify_mq` table through the caller's transaction (so an intent
  * commits or rolls back with the change that caused it), and a worker-thread
  * entry point that runs one membership operation on its own database
- * connection. SQLite's driver is synchronous: two connections in one thread
- * cannot wait for each other's locks, so a true race needs a second thread
- * (as a second process, `muster worker`, would have).
+ * connection (contender-pool.ts).
  */
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import type { Kysely } from "kysely";
 import { openDatabase } from "../../src/db/database.ts";
 import type { DB } from "../../src/db/schema.ts";
@@ -15,6 +12,7 @@ import { createEventBus } from "../../src/events.ts";
 import { consumeInvite } from "../../src/members/invites.ts";
 import { type Applicant, requestToJoin } from "../../src/members/membership.ts";
 import type { Outbox, OutboxIntent } from "../../src/outbox.ts";
+import { type Contender as PoolContender, contenderPool, serveContender } from "./contender-pool.ts";
 
 /** The queue name recorded intents go to; nothing consumes it in these tests. */
 export const INTENT_QUEUE = "membership-test";
@@ -38,54 +36,14 @@ export type RaceOp =
 
 export type RaceResult = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: string };
 
-/**
- * A contender on its own thread, opening its own connection to `url` for
- * each operation. Starting a thread costs seconds (module loading), so
- * contenders are long-lived and shared; `closeContenders` ends them.
- */
-export interface Contender {
-  run(url: string, op: RaceOp): Promise<RaceResult>;
-}
+/** A contender on its own thread, opening its own connection to `url` for each operation (contender-pool.ts). */
+export type Contender = PoolContender<RaceOp, RaceResult>;
 
-const started: Worker[] = [];
-const pool: Promise<Contender>[] = [];
+const pool = contenderPool<RaceOp, RaceResult>(new URL(import.meta.url), "membershipRace", (error) => ({ ok: false, error }));
 
 /** The first `n` shared contenders, started on first use. */
-export function contenders(n: number): Promise<Contender[]> {
-  while (pool.length < n) pool.push(startContender());
-  return Promise.all(pool.slice(0, n));
-}
-
-export async function closeContenders(): Promise<void> {
-  pool.length = 0;
-  await Promise.all(started.splice(0).map((w) => w.terminate()));
-}
-
-async function startContender(): Promise<Contender> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { membershipRace: true } });
-  started.push(worker);
-  await new Promise<void>((resolve, reject) => {
-    worker.once("error", reject);
-    worker.once("message", (m: { ready?: boolean }) => (m.ready ? resolve() : reject(new Error("worker did not start"))));
-  });
-  const waiting = new Map<number, (r: RaceResult) => void>();
-  let next = 0;
-  worker.on("message", (m: { id: number; result: RaceResult }) => {
-    waiting.get(m.id)?.(m.result);
-    waiting.delete(m.id);
-  });
-  worker.on("error", (e) => {
-    for (const w of waiting.values()) w({ ok: false, error: String(e) });
-    waiting.clear();
-  });
-  return {
-    run: (url, op) => new Promise<RaceResult>((resolve) => {
-      const id = next++;
-      waiting.set(id, resolve);
-      worker.postMessage({ id, url, op });
-    }),
-  };
-}
+export const contenders = (n: number): Promise<Contender[]> => pool.take(n);
+export const closeContenders = (): Promise<void> => pool.close();
 
 async function runOp(url: string, op: RaceOp): Promise<RaceResult> {
   const database = openDatabase(url, { poolSize: 2 });
@@ -101,9 +59,4 @@ async function runOp(url: string, op: RaceOp): Promise<RaceResult> {
   }
 }
 
-if (!isMainThread && (workerData as { membershipRace?: boolean } | undefined)?.membershipRace) {
-  parentPort!.on("message", async (m: { id: number; url: string; op: RaceOp }) => {
-    parentPort!.postMessage({ id: m.id, result: await runOp(m.url, m.op) });
-  });
-  parentPort!.postMessage({ ready: true });
-}
+serveContender("membershipRace", runOp);

@@ -1,7 +1,9 @@
-import { Connection, Keypair, LAMPORTS_PER_SOL, PublicKey, SystemProgram, Transaction, type TransactionInstruction } from "@solana/web3.js";
 import {
-  createAssociatedTokenAccountIdempotent, createAssociatedTokenAccountIdempotentInstruction, createInitializeMint2Instruction, createMint,
-  createMintToInstruction, getAssociatedTokenAddressSync, MINT_SIZE, mintTo, TOKEN_PROGRAM_ID,
+  Connection, Keypair, LAMPORTS_PER_SOL, PublicKey, sendAndConfirmTransaction, SystemProgram, Transaction, type TransactionInstruction,
+} from "@solana/web3.js";
+import {
+  createAssociatedTokenAccountIdempotentInstruction, createInitializeMint2Instruction, createMintToInstruction, getAssociatedTokenAddressSync, MINT_SIZE,
+  TOKEN_PROGRAM_ID,
 } from "@solana/spl-token";
 import type { EmbeddedLedger } from "../../solana/embedded-ledger.ts";
 import type { Kysely } from "kysely";
@@ -18,34 +20,83 @@ export interface TestTreasury {
   wallet(tokens: bigint): Promise<Keypair>;
 }
 
-/**
- * A union's treasury on a ledger reached through `connection`: a dues mint
- * (6 decimals) and the treasury key's token account, recorded as the
- * union's treasury. The treasury key is the union's own (badge-sync.ts).
- */
-export async function setUpTreasury(connection: Connection, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
+/** What a test treasury needs of a ledger: reached through web3.js, or an embedded ledger called directly. */
+interface Chain {
+  airdrop(to: PublicKey, lamports: bigint): Promise<void>;
+  send(signers: Keypair[], ...ixs: TransactionInstruction[]): Promise<void>;
+  rentExempt(size: number): Promise<number>;
+}
+
+function overConnection(connection: Connection): Chain {
+  return {
+    airdrop: async (to, lamports) => {
+      await connection.requestAirdrop(to, Number(lamports));
+    },
+    send: async (signers, ...ixs) => {
+      await sendAndConfirmTransaction(connection, new Transaction().add(...ixs), signers, { commitment: "confirmed" });
+    },
+    rentExempt: (size) => connection.getMinimumBalanceForRentExemption(size),
+  };
+}
+
+function onLedger(ledger: EmbeddedLedger): Chain {
+  return {
+    airdrop: async (to, lamports) => {
+      await ledger.airdrop(to.toBase58(), lamports);
+    },
+    send: async (signers, ...ixs) => {
+      const { blockhash, lastValidBlockHeight } = await ledger.latestBlockhash();
+      const tx = new Transaction({ feePayer: signers[0]!.publicKey, blockhash, lastValidBlockHeight }).add(...ixs);
+      tx.sign(...signers);
+      await ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
+    },
+    rentExempt: async (size) => Number(await ledger.minimumBalanceForRentExemption(size)),
+  };
+}
+
+const SOL = BigInt(LAMPORTS_PER_SOL);
+
+/** Wallets with SOL and dues tokens, minted by `mintAuthority`; `faucet` pays the fees. */
+function walletMaker(chain: Chain, mint: PublicKey, faucet: Keypair, mintAuthority: Keypair): TestTreasury["wallet"] {
+  return async (tokens) => {
+    const w = Keypair.generate();
+    await chain.airdrop(w.publicKey, SOL);
+    const ata = getAssociatedTokenAddressSync(mint, w.publicKey);
+    const minting = tokens > 0n ? [createMintToInstruction(mint, ata, mintAuthority.publicKey, tokens)] : [];
+    const signers = tokens > 0n && mintAuthority !== faucet ? [faucet, mintAuthority] : [faucet];
+    await chain.send(signers, createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, ata, w.publicKey, mint), ...minting);
+    return w;
+  };
+}
+
+async function treasuryOn(chain: Chain, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
   const faucet = Keypair.generate();
-  await connection.requestAirdrop(faucet.publicKey, 100 * LAMPORTS_PER_SOL);
+  await chain.airdrop(faucet.publicKey, 100n * SOL);
   const key = await treasuryKey(db, unionId);
-  await connection.requestAirdrop(key.publicKey, 10 * LAMPORTS_PER_SOL);
-  const mint = await createMint(connection, faucet, faucet.publicKey, null, 6);
-  const account = await createAssociatedTokenAccountIdempotent(connection, faucet, mint, key.publicKey);
+  await chain.airdrop(key.publicKey, 10n * SOL);
+  const mintKey = Keypair.generate();
+  const mint = mintKey.publicKey;
+  await chain.send([faucet, mintKey],
+    SystemProgram.createAccount({ fromPubkey: faucet.publicKey, newAccountPubkey: mint, space: MINT_SIZE, lamports: await chain.rentExempt(MINT_SIZE), programId: TOKEN_PROGRAM_ID }),
+    createInitializeMint2Instruction(mint, 6, faucet.publicKey, null));
+  const account = getAssociatedTokenAddressSync(mint, key.publicKey);
+  await chain.send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, account, key.publicKey, mint));
   // A server's ledger lane may already have made the union's own treasury (it is queued with the union): this one replaces it.
   await db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
   const treasury = await saveTreasury(db, {
     unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
     authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
   });
-  return {
-    treasury, mint, faucet,
-    async wallet(tokens) {
-      const w = Keypair.generate();
-      await connection.requestAirdrop(w.publicKey, LAMPORTS_PER_SOL);
-      const ata = await createAssociatedTokenAccountIdempotent(connection, faucet, mint, w.publicKey);
-      if (tokens > 0n) await mintTo(connection, faucet, mint, ata, faucet, tokens);
-      return w;
-    },
-  };
+  return { treasury, mint, faucet, wallet: walletMaker(chain, mint, faucet, faucet) };
+}
+
+/**
+ * A union's treasury on a ledger reached through `connection`: a dues mint
+ * (6 decimals) and the treasury key's token account, recorded as the
+ * union's treasury. The treasury key is the union's own (badge-sync.ts).
+ */
+export function setUpTreasury(connection: Connection, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
+  return treasuryOn(overConnection(connection), db, unionId);
 }
 
 /** A web3.js Connection to a server's /solana/rpc, subscriptions on the same path; close() stops its socket. */
@@ -67,40 +118,8 @@ export function rpcConnection(origin: URL): { connection: Connection; close(): v
  * setUpTreasury straight on an embedded ledger, without a Connection: for
  * the benchmark, where web3.js's confirmation polls would outlive the run.
  */
-export async function setUpTreasuryOn(ledger: EmbeddedLedger, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
-  const faucet = Keypair.generate();
-  await ledger.airdrop(faucet.publicKey.toBase58(), 100n * BigInt(LAMPORTS_PER_SOL));
-  const key = await treasuryKey(db, unionId);
-  await ledger.airdrop(key.publicKey.toBase58(), 10n * BigInt(LAMPORTS_PER_SOL));
-  const send = async (signers: Keypair[], ...ixs: TransactionInstruction[]) => {
-    const { blockhash, lastValidBlockHeight } = await ledger.latestBlockhash();
-    const tx = new Transaction({ feePayer: signers[0]!.publicKey, blockhash, lastValidBlockHeight }).add(...ixs);
-    tx.sign(...signers);
-    await ledger.submit(tx.serialize(), { lastValidBlockHeight, commitment: "confirmed" });
-  };
-  const mintKey = Keypair.generate();
-  const mint = mintKey.publicKey;
-  await send([faucet, mintKey],
-    SystemProgram.createAccount({ fromPubkey: faucet.publicKey, newAccountPubkey: mint, space: MINT_SIZE, lamports: Number(await ledger.minimumBalanceForRentExemption(MINT_SIZE)), programId: TOKEN_PROGRAM_ID }),
-    createInitializeMint2Instruction(mint, 6, faucet.publicKey, null));
-  const account = getAssociatedTokenAddressSync(mint, key.publicKey);
-  await send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, account, key.publicKey, mint));
-  // A server's ledger lane may already have made the union's own treasury (it is queued with the union): this one replaces it.
-  await db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
-  const treasury = await saveTreasury(db, {
-    unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
-    authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],
-  });
-  return {
-    treasury, mint, faucet,
-    async wallet(tokens) {
-      const w = Keypair.generate();
-      await ledger.airdrop(w.publicKey.toBase58(), BigInt(LAMPORTS_PER_SOL));
-      const ata = getAssociatedTokenAddressSync(mint, w.publicKey);
-      await send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, ata, w.publicKey, mint), ...(tokens > 0n ? [createMintToInstruction(mint, ata, faucet.publicKey, tokens)] : []));
-      return w;
-    },
-  };
+export function setUpTreasuryOn(ledger: EmbeddedLedger, db: Kysely<DB>, unionId: string): Promise<TestTreasury> {
+  return treasuryOn(onLedger(ledger), db, unionId);
 }
 
 /**
@@ -115,14 +134,5 @@ export async function realTreasury(connection: Connection, ledger: EmbeddedLedge
   const faucet = Keypair.generate();
   await connection.requestAirdrop(faucet.publicKey, 10 * LAMPORTS_PER_SOL);
   const mint = new PublicKey(treasury.mint);
-  return {
-    treasury, mint, faucet,
-    async wallet(tokens) {
-      const w = Keypair.generate();
-      await connection.requestAirdrop(w.publicKey, LAMPORTS_PER_SOL);
-      const ata = await createAssociatedTokenAccountIdempotent(connection, faucet, mint, w.publicKey);
-      if (tokens > 0n) await mintTo(connection, faucet, mint, ata, key, tokens);
-      return w;
-    },
-  };
+  return { treasury, mint, faucet, wallet: walletMaker(overConnection(connection), mint, faucet, key) };
 }

@@ -1,0 +1,200 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { type Kysely, sql } from "kysely";
+import { generateActorKeys } from "../federation/keys.ts";
+import { openDatabase } from "../src/db/database.ts";
+import type { DB } from "../src/db/schema.ts";
+import { createEventBus } from "../src/events.ts";
+import { createUnion } from "../src/unions/unions.ts";
+import type { DialectCase } from "../test/helpers/databases.ts";
+import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
+
+/**
+ * Storage at a million members: seeds one union's members with the rows a
+ * real join leaves behind, each shaped from a real Mastodon actor
+ * (../shared/fixtures), then reports the database's size and what fills it.
+ *
+ * Per member, as a join through the inbox writes them:
+ * - `members`: the active row (actor URL, handle, Follow id, sponsor);
+ * - `remote_actors`: the cached actor's fields within migration 0017's caps;
+ * - `inbox_activities`: the Follow's id, which pruning keeps (federation/pruning.ts);
+ * - `fedify_kv`: Fedify's public-key cache entry for the member's key (no expiry).
+ *
+ * Size: SQLite's file plus its WAL after a checkpoint; PostgreSQL's
+ * pg_database_size. Tables and indexes each, from dbstat / pg_total_relation_size.
+ * BENCH_STORAGE_MEMBERS overrides the count (default 10^6; 10^5 with --quick).
+ */
+
+const TARGET_BYTES = 1024 ** 3;
+const FULL = 1_000_000;
+const QUICK = 100_000;
+/** 2·10^4 servers, as in the issue's fan-out target. */
+const SERVERS = 20_000;
+
+const fixture = JSON.parse(readFileSync(fileURLToPath(new URL("../../shared/fixtures/activitypub/mastodon/update-person.json", import.meta.url)), "utf8")) as { object: { summary: string; name: string; icon: { url: string } } };
+const mastodonActor = JSON.parse(readFileSync(fileURLToPath(new URL("../../shared/fixtures/activitypub/mastodon/person-actor.json", import.meta.url)), "utf8")) as { publicKey: { publicKeyPem: string } };
+const PEM_LENGTH = mastodonActor.publicKey.publicKeyPem.length;
+
+/** Bios vary: most a sentence or two of HTML, some empty, some near Mastodon's 500-character limit. */
+function summaryFor(i: number): string {
+  const words = ["organiser", "rider", "courier", "nurse", "teacher", "she/her", "he/him", "they/them", "#union", "#solidarity", "shop steward", "night shift", "cyclist", "parent", "Berlin", "Lagos", "São Paulo", "opinions my own"];
+  const n = [0, 6, 10, 16, 24, 36, 60][i % 7]!;
+  if (n === 0) return "";
+  const parts: string[] = [];
+  for (let k = 0; k < n; k++) parts.push(words[(i * 7 + k * 13) % words.length]!);
+  return `${fixture.object.summary.replace("Some bio", parts.join(" "))}`.slice(0, 5000);
+}
+
+function pemFor(): string {
+  // A fresh 2048-bit key's PEM length, base64 from random bytes (keys do not compress).
+  const body = randomBytes(Math.ceil(((PEM_LENGTH - 52) * 3) / 4)).toString("base64").slice(0, PEM_LENGTH - 52);
+  return `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+}
+
+interface SeedRows {
+  members: Record<string, unknown>[];
+  remote_actors: Record<string, unknown>[];
+  inbox_activities: Record<string, unknown>[];
+  fedify_kv: Record<string, unknown>[];
+}
+
+function rowsFor(unionId: string, sponsors: string[], from: number, to: number): SeedRows {
+  const rows: SeedRows = { members: [], remote_actors: [], inbox_activities: [], fedify_kv: [] };
+  const now = Date.now();
+  for (let i = from; i < to; i++) {
+    const host = `social-${i % SERVERS}.example.net`;
+    const user = `member_${i.toString(36)}`;
+    const actor = `https://${host}/users/${user}`;
+    const followId = `https://${host}/${randomUUID()}`;
+    const id = randomUUID();
+    const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
+    sponsors.push(id);
+    if (sponsors.length > 4096) sponsors.splice(0, 1024);
+    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: now, created_at: now });
+    rows.remote_actors.push({
+      id: actor, type: "Person", handle: `@${user}@${host}`, preferred_username: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
+      url: `https://${host}/@${user}`,
+      avatar_url: i % 5 === 0 ? null : fixture.object.icon.url.replace("cd.niu.moe", `files.${host}`).replace("033/323", `${String(i % 1000).padStart(3, "0")}/${String(i % 997).padStart(3, "0")}`).replace("fd7f8ae0b3ffedc9", randomBytes(8).toString("hex")),
+      inbox: `${actor}/inbox`, shared_inbox: `https://${host}/inbox`, fetched_at: now,
+    });
+    rows.inbox_activities.push({ id: followId, type: "Follow", actor, union_id: unionId, received_at: now });
+    rows.fedify_kv.push({
+      key: JSON.stringify(["_fedify", "publicKey", `${actor}#main-key`]),
+      value: JSON.stringify({ "@context": "https://w3id.org/security/v1", id: `${actor}#main-key`, type: "CryptographicKey", owner: actor, publicKeyPem: pemFor() }),
+      expires_at: null,
+    });
+  }
+  return rows;
+}
+
+async function insertChunked(db: Kysely<DB>, table: keyof SeedRows, rows: Record<string, unknown>[]): Promise<void> {
+  if (rows.length === 0) return;
+  // Both dialects' bound-parameter limits (SQLite 32766, PostgreSQL 65535).
+  const per = Math.floor(30_000 / Object.keys(rows[0]!).length);
+  for (let i = 0; i < rows.length; i += per) await db.insertInto(table).values(rows.slice(i, i + per) as never).execute();
+}
+
+interface Part {
+  name: string;
+  bytes: number;
+}
+
+async function sizes(db: Kysely<DB>, dialect: DialectCase["name"], file: string | undefined): Promise<{ total: number; parts: Part[] }> {
+  if (dialect === "sqlite") {
+    await sql`pragma wal_checkpoint(TRUNCATE)`.execute(db);
+    const size = (p: string) => {
+      try {
+        return statSync(p).size;
+      } catch {
+        return 0;
+      }
+    };
+    const total = size(file!) + size(`${file}-wal`);
+    let parts: Part[] = [];
+    try {
+      parts = (await sql<{ name: string; bytes: number }>`select name, sum(pgsize) as bytes from dbstat group by name order by bytes desc`.execute(db)).rows.map((r) => ({ name: r.name, bytes: Number(r.bytes) }));
+    } catch {
+      parts = [{ name: "(dbstat not compiled in)", bytes: 0 }];
+    }
+    return { total, parts };
+  }
+  await sql`vacuum analyze`.execute(db);
+  const total = Number((await sql<{ s: string }>`select pg_database_size(current_database()) as s`.execute(db)).rows[0]!.s);
+  const parts = (await sql<{ name: string; bytes: string }>`
+    select c.relname as name, pg_relation_size(c.oid) + coalesce(pg_total_relation_size(c.reltoastrelid), 0) as bytes
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = 'public' and c.relkind in ('r', 'i') order by bytes desc`.execute(db)).rows.map((r) => ({ name: r.name, bytes: Number(r.bytes) }));
+  return { total, parts };
+}
+
+export const storage: Benchmark = {
+  name: "storage",
+  title: "Storage: members with their cached actors, database size against 1 GiB at 10^6",
+  summary: "database size and bytes per member after seeding members with realistic cached actors (target: 10^6 in 1 GiB)",
+  notes: [
+    "per member: members row, remote_actors row (Mastodon-shaped, migration 0017 caps), the Follow's inbox_activities id (kept by pruning), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
+    "SQLite: file + WAL after a checkpoint; PostgreSQL: pg_database_size after VACUUM ANALYZE; an empty migrated database is measured first and reported as the baseline",
+    "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded",
+  ],
+  async run(dialect: DialectCase, { quick }): Promise<Row[]> {
+    const n = Number(process.env.BENCH_STORAGE_MEMBERS ?? (quick ? QUICK : FULL));
+    const tdb = await dialect.create();
+    const database = openDatabase(tdb.url);
+    const file = dialect.name === "sqlite" ? tdb.url.replace(/^sqlite:/, "") : undefined;
+    try {
+      const { db } = database;
+      const union = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
+      const empty = await sizes(db, dialect.name, file);
+      const started = performance.now();
+      const sponsors: string[] = [];
+      // The first member has no sponsor in the tree; the rest hang off recent members.
+      const BATCH = 10_000;
+      for (let from = 0; from < n; from += BATCH) {
+        const rows = rowsFor(union.id, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
+        await db.transaction().execute(async (trx) => {
+          for (const table of ["remote_actors", "members", "inbox_activities", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
+        });
+        if ((from / BATCH) % 10 === 9) progress(`${dialect.name}: ${from + BATCH}/${n} members seeded`);
+      }
+      const seedS = (performance.now() - started) / 1000;
+      const after = await sizes(db, dialect.name, file);
+      const bytes = after.total - empty.total;
+      const perMember = bytes / n;
+      const mib = (b: number) => (b / 1024 ** 2).toFixed(1);
+      const rows: Row[] = [{
+        dialect: dialect.name,
+        what: "whole database",
+        members: n,
+        MiB: mib(after.total),
+        "bytes/member": perMember,
+        "MiB at 10^6": mib(empty.total + perMember * 1e6),
+        "vs 1 GiB": empty.total + perMember * 1e6 <= TARGET_BYTES ? "PASS" : "MISS",
+        detail: `empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
+      }];
+      const before = new Map(empty.parts.map((p) => [p.name, p.bytes]));
+      // Fedify's key cache now expires after a week (federation/kysely-kv-store.ts): a union whose members did not all
+      // sign something this week holds fewer keys. The figure without any of them bounds what that saves.
+      const keyCache = after.parts.filter((p) => /fedify_kv/.test(p.name)).reduce((sum, p) => sum + p.bytes - (before.get(p.name) ?? 0), 0);
+      const withoutKeys = (bytes - keyCache) / n;
+      rows.push({
+        dialect: dialect.name,
+        what: "without cached keys",
+        members: n,
+        MiB: mib(after.total - keyCache),
+        "bytes/member": withoutKeys,
+        "MiB at 10^6": mib(empty.total + withoutKeys * 1e6),
+        "vs 1 GiB": empty.total + withoutKeys * 1e6 <= TARGET_BYTES ? "PASS" : "MISS",
+        detail: "the same, less fedify_kv and its index: every member's key expired from Fedify's cache (no signed request in a week)",
+      });
+      for (const p of after.parts.slice(0, 14)) {
+        const grown = p.bytes - (before.get(p.name) ?? 0);
+        rows.push({ dialect: dialect.name, what: p.name, members: n, MiB: mib(p.bytes), "bytes/member": grown / n, "MiB at 10^6": mib((grown / n) * 1e6), "vs 1 GiB": "-", detail: `${((100 * p.bytes) / after.total).toFixed(1)} % of the database` });
+      }
+      return rows;
+    } finally {
+      await database.close();
+      await tdb.destroy();
+    }
+  },
+};

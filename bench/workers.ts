@@ -1,0 +1,224 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Insertable, Kysely } from "kysely";
+import { openDatabase } from "../src/db/database.ts";
+import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
+import type { DialectCase } from "../test/helpers/databases.ts";
+import { freePort } from "../test/helpers/muster.ts";
+import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
+import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
+import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } from "./lib.ts";
+
+/**
+ * The scaled-out deployment, measured: `muster serve --no-worker` and two
+ * `muster worker` processes, each a real child process started as an
+ * operator would, sharing one PostgreSQL database. Two runs on it:
+ *
+ * - joins: the people of bench/joins-peer.ts (loopback Fedify servers) each
+ *   send a signed Follow to an open union; timed to the last verified Accept;
+ * - fan-out: a second union's followers (bulk-inserted, on the loopback
+ *   servers of bench/fanout-receiver.ts, which verify every signature) get
+ *   one call-to-action posted with `muster action post --now`; timed to the
+ *   last expected delivery.
+ *
+ * CPU is each Muster process's own (/proc/<pid>/stat), summed and apart.
+ * Sizes: BENCH_WORKERS_JOINS (default 400; --quick 60), BENCH_WORKERS_FOLLOWERS
+ * and BENCH_WORKERS_SERVERS (default 100000 on 1000; --quick 1000 on 100),
+ * BENCH_WORKERS_SHARED=0 for personal inboxes. PostgreSQL only.
+ */
+
+const JOIN_SERVERS = 10;
+const JOIN_CONCURRENCY = 32;
+const CLK_TCK = 100;
+
+/** user + system CPU of a process so far, ms (Linux). */
+function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+function cpuOfAll(processes: readonly MusterProcess[]): number[] {
+  return processes.map((p) => cpuOf(p.pid));
+}
+
+async function run(args: string[], env: Record<string, string>): Promise<string> {
+  const p = spawnMuster(args, env);
+  const code = await p.exited;
+  if (code !== 0) throw new Error(`muster ${args.join(" ")} exited ${code}:\n${p.output()}`);
+  return p.stdout();
+}
+
+export const workers: Benchmark = {
+  name: "workers",
+  title: "PostgreSQL scaled out: serve --no-worker plus two muster worker processes (joins, then a fan-out)",
+  summary: "joins/s and fan-out deliveries/s with a web process and two worker processes on PostgreSQL; CPU per process",
+  notes: [
+    "three real child processes (bin/muster.js serve --no-worker, worker, worker) on one PostgreSQL database, default MUSTER_QUEUE_CONCURRENCY and pool",
+    `joins: ${JOIN_SERVERS} loopback servers' people each send one signed Follow (${JOIN_CONCURRENCY} in flight) to an open union; timed from the first Follow to the last verified Accept`,
+    "fan-out: followers bulk-inserted (untimed) on the receiver's loopback servers; `muster action post --now` (its own process, timed) to the last verified delivery",
+    "CPU ms/op: the web and both workers' user+system CPU from /proc, summed (each apart in 'web / w1 / w2'); the peers' and receiver's CPU are not included",
+  ],
+  async run(dialect: DialectCase, { quick }): Promise<Row[]> {
+    if (dialect.name !== "postgres") return [{ dialect: dialect.name, run: "-", detail: "PostgreSQL only: processes share the queue only there" }];
+    const joins = Number(process.env.BENCH_WORKERS_JOINS ?? (quick ? 60 : 400));
+    const followers = Number(process.env.BENCH_WORKERS_FOLLOWERS ?? (quick ? 1000 : 100_000));
+    const servers = Number(process.env.BENCH_WORKERS_SERVERS ?? (quick ? 100 : 1000));
+    const shared = process.env.BENCH_WORKERS_SHARED !== "0";
+    const tdb = await dialect.create();
+    const database = openDatabase(tdb.url, { poolSize: 4 });
+    const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-workers-"));
+    const port = await freePort();
+    const origin = new URL(`http://127.0.0.1:${port}`);
+    const env = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning" };
+    const procs: MusterProcess[] = [];
+    let receiver: Receiver | undefined;
+    let peers: ChildProcess | undefined;
+    try {
+      const web = spawnMuster(["serve", "--no-worker"], env);
+      procs.push(web);
+      await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening");
+      await run(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", "@lead@leader.invalid", "--join-policy", "open", "--json"], env);
+      for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
+      await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
+      const rows: Row[] = [];
+      const row = (what: string, n: number, ms: number, cpu: number[], extra: Record<string, string | number>) => {
+        const total = cpu.reduce((a, b) => a + b, 0);
+        rows.push({
+          dialect: dialect.name,
+          run: what,
+          n,
+          "last s": ms / 1000,
+          "per s": perSecond(n, ms),
+          "CPU ms/op": total / n,
+          "web / w1 / w2 CPU s": cpu.map((c) => (c / 1000).toFixed(1)).join(" / "),
+          ...extra,
+          load: loadAverage().replace(/^load average /, ""),
+        });
+      };
+
+      // Joins.
+      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      await new Promise<void>((resolve, reject) => {
+        peers!.once("message", () => resolve());
+        peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
+      });
+      progress(`${dialect.name}: ${joins} joins through serve --no-worker + 2 workers`);
+      let before = cpuOfAll(procs);
+      const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
+        peers!.once("message", (r) => resolve(r as never));
+        peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
+        peers!.send("go");
+      });
+      let after = cpuOfAll(procs);
+      row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), {
+        detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; target 300/s on SQLite, more here`,
+      });
+      peers.kill();
+      peers = undefined;
+
+      // Fan-out.
+      receiver = await startReceiver(servers, origin.href);
+      await run(["union", "create", "callers", "--name", "Callers", "--purpose", "Fan-out", "--leader", "@lead@leader.invalid", "--join-policy", "open", "--json"], env);
+      const unionId = (await database.db.selectFrom("unions").select("id").where("slug", "=", "callers").executeTakeFirstOrThrow()).id;
+      const seedStart = performance.now();
+      await seedFollowers(database.db, unionId, receiver, followers, shared);
+      progress(`${dialect.name}: ${followers} followers on ${servers} servers seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
+      const expected = shared ? servers : followers;
+      before = cpuOfAll(procs);
+      const t0 = performance.now();
+      const wallStart = Date.now();
+      await run(["action", "post", "callers", "--title", "Benchmark call", "--text", "Sign the **petition** today.", "--kind", "sign", "--now"], env);
+      const posted = performance.now() - t0;
+      let stats = await receiver.stats();
+      await waitFor(`${dialect.name}: deliveries`, async () => {
+        stats = await receiver!.stats();
+        return stats.delivered >= expected;
+      }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
+      const ms = performance.now() - t0;
+      after = cpuOfAll(procs);
+      await new Promise((r) => setTimeout(r, 1000));
+      stats = await receiver.stats();
+      row(`fan-out (${shared ? "shared" : "personal"} inboxes)`, stats.delivered, ms, after.map((c, i) => c - before[i]!), {
+        detail: `${followers} followers on ${servers} servers; the CLI post took ${(posted / 1000).toFixed(1)} s of it, first delivery at ${(((stats.firstAt ?? Number.NaN) - wallStart) / 1000).toFixed(1)} s; ${stats.repeats} repeats, ${stats.refused} refused; receiver ${(stats.cpuMs / stats.delivered).toFixed(2)} CPU ms/delivery`,
+      });
+      return rows;
+    } finally {
+      peers?.kill();
+      await receiver?.stop();
+      await Promise.all(procs.map(ensureStopped));
+      await database.close();
+      await tdb.destroy();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  },
+};
+
+interface Receiver {
+  readonly port: number;
+  readonly hosts: readonly string[];
+  stats(): Promise<ReceiverStats>;
+  stop(): Promise<void>;
+}
+
+/** bench/fanout-receiver.ts in its own process (the same one the fanout bench uses). */
+async function startReceiver(hosts: number, senderOrigin: string): Promise<Receiver> {
+  const child: ChildProcess = fork(fileURLToPath(new URL("./fanout-receiver.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const listening = await new Promise<Extract<ReceiverMessage, { kind: "listening" }>>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`the fan-out receiver exited with ${code} before listening`)));
+    child.on("message", (msg: ReceiverMessage) => {
+      if (msg.kind === "listening") resolve(msg);
+    });
+    child.send({ hosts, senderOrigin });
+  });
+  return {
+    port: listening.port,
+    hosts: listening.hosts,
+    stats: () => new Promise((resolve, reject) => {
+      const gone = () => reject(new Error(`the fan-out receiver exited (${child.exitCode ?? child.signalCode})`));
+      const on = (msg: ReceiverMessage) => {
+        if (msg.kind !== "stats") return;
+        child.off("message", on);
+        child.off("exit", gone);
+        resolve(msg.stats);
+      };
+      child.on("message", on);
+      child.once("exit", gone);
+      child.send({ kind: "stats" });
+    }),
+    async stop() {
+      if (child.exitCode === null) child.send({ kind: "stop" });
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      child.kill("SIGKILL");
+    },
+  };
+}
+
+/** Active members on the receiver's servers (follower i on server i mod n), under the leader. */
+async function seedFollowers(db: Kysely<DB>, unionId: string, receiver: Receiver, followers: number, shared: boolean): Promise<void> {
+  const root = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("role", "=", "leader").executeTakeFirst();
+  const now = Date.now();
+  const BATCH = 1000;
+  for (let from = 0; from < followers; from += BATCH) {
+    const actors: Insertable<RemoteActorsTable>[] = [];
+    const members: Insertable<MembersTable>[] = [];
+    for (let i = from; i < Math.min(followers, from + BATCH); i++) {
+      const server = `http://${receiver.hosts[i % receiver.hosts.length]}:${receiver.port}`;
+      const name = `m${i}`;
+      const id = `${server}/users/${name}`;
+      const handle = `@${name}@${new URL(server).host}`;
+      actors.push({ id, type: "Person", handle, preferred_username: name, name, summary: null, url: null, avatar_url: null, inbox: `${id}/inbox`, shared_inbox: shared ? `${server}/inbox` : null, fetched_at: now });
+      members.push({ id: randomUUID(), union_id: unionId, actor_id: id, handle, state: "active", role: "member", sponsor_id: root?.id ?? null, subtree_size: 0, follow_id: `${id}#follow`, joined_at: now, created_at: now });
+    }
+    await db.transaction().execute(async (trx) => {
+      await trx.insertInto("remote_actors").values(actors).execute();
+      await trx.insertInto("members").values(members).execute();
+    });
+  }
+  if (root) await db.updateTable("members").set({ subtree_size: followers }).where("id", "=", root.id).execute();
+}
