@@ -10,6 +10,8 @@ import { createFederation, type KeyCache, MemoryKvStore, verifyRequest } from "@
 
 export interface ReceiverStart {
   readonly hosts: number;
+  /** This receiver plays servers offset … offset + hosts - 1 (one process cannot hold 2·10^4 sockets and their connections). */
+  readonly offset?: number;
   /** Where the sender's keys live: the receiver fetches from here only. */
   readonly senderOrigin: string;
 }
@@ -17,7 +19,9 @@ export interface ReceiverStart {
 /** Messages the receiver sends its parent. */
 export type ReceiverMessage =
   | { readonly kind: "listening"; readonly port: number; readonly hosts: readonly string[] }
-  | { readonly kind: "stats"; readonly stats: ReceiverStats };
+  | { readonly kind: "stats"; readonly stats: ReceiverStats }
+  /** How many verified POSTs of one activity id each inbox got (answer to { kind: "hits", activityId }). */
+  | { readonly kind: "hits"; readonly hits: readonly (readonly [string, number])[] };
 
 export interface ReceiverStats {
   /** Inbox POSTs answered 202 (signature verified). */
@@ -33,6 +37,8 @@ export interface ReceiverStats {
   /** This process's CPU time (user + system) since it started, ms. */
   readonly cpuMs: number;
   readonly key_fetches: number;
+  /** POSTs to /bare (the baseline: signed and verified like a delivery, not counted as one), answered 202. */
+  readonly bare: number;
 }
 
 /** The loopback address of simulated server i (0-based): 127.77.0.1 … */
@@ -44,10 +50,13 @@ const MAX_BODY = 1 << 20;
 
 async function main(start: ReceiverStart): Promise<void> {
   const seen = new Map<string, Set<string>>();
+  /** `${activity id} ${inbox}` to verified POSTs, repeats included. */
+  const counts = new Map<string, number>();
   let delivered = 0;
   let refused = 0;
   let repeats = 0;
   let keyFetches = 0;
+  let bare = 0;
   let firstAt: number | null = null;
   let lastAt: number | null = null;
   // Fedify's own loaders, allowed to reach loopback, so the key is fetched and
@@ -87,10 +96,12 @@ async function main(start: ReceiverStart): Promise<void> {
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
     const request = new Request(url, { method: "POST", headers, body });
+    const isBare = req.url === "/bare";
     const key = await verifyRequest(request, {
       documentLoader,
       contextLoader: ctx.contextLoader,
-      keyCache: keyCacheOf(req.headers.host ?? ""),
+      // The baseline keeps its own key cache, so it does not save the fan-out a key fetch.
+      keyCache: keyCacheOf(`${isBare ? "bare " : ""}${req.headers.host ?? ""}`),
       spec: headers.has("signature-input") ? "rfc9421" : "draft-cavage-http-signatures-12",
     }).catch(() => null);
     if (key === null) {
@@ -99,9 +110,15 @@ async function main(start: ReceiverStart): Promise<void> {
       return;
     }
     const id = String((JSON.parse(body.toString("utf8")) as { id?: unknown }).id);
+    if (isBare) {
+      bare++;
+      res.writeHead(202).end();
+      return;
+    }
     let ids = seen.get(url);
     if (!ids) seen.set(url, (ids = new Set()));
     if (ids.has(id)) repeats++;
+    counts.set(`${id} ${url}`, (counts.get(`${id} ${url}`) ?? 0) + 1);
     ids.add(id);
     delivered++;
     const now = Date.now();
@@ -111,7 +128,7 @@ async function main(start: ReceiverStart): Promise<void> {
   };
 
   const servers: Server[] = [];
-  const addresses = Array.from({ length: start.hosts }, (_, i) => hostAddress(i));
+  const addresses = Array.from({ length: start.hosts }, (_, i) => hostAddress((start.offset ?? 0) + i));
   let port = 0;
   for (const address of addresses) {
     const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
@@ -129,10 +146,15 @@ async function main(start: ReceiverStart): Promise<void> {
   const cpu0 = process.cpuUsage();
   const stats = (): ReceiverStats => {
     const cpu = process.cpuUsage(cpu0);
-    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches };
+    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare };
   };
-  process.on("message", (m: { kind: string }) => {
+  process.on("message", (m: { kind: string; activityId?: string }) => {
     if (m.kind === "stats") process.send!({ kind: "stats", stats: stats() } satisfies ReceiverMessage);
+    if (m.kind === "hits") {
+      const prefix = `${m.activityId} `;
+      const hits = [...counts].filter(([k]) => k.startsWith(prefix)).map(([k, n]) => [k.slice(prefix.length), n] as const);
+      process.send!({ kind: "hits", hits } satisfies ReceiverMessage);
+    }
     if (m.kind === "stop") {
       for (const s of servers) s.closeAllConnections();
       Promise.all(servers.map((s) => new Promise((r) => s.close(r)))).then(() => process.exit(0));

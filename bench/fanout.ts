@@ -1,80 +1,131 @@
-import { type ChildProcess, fork } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { type ChildProcess, spawn } from "node:child_process";
+import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import type { Insertable, Kysely } from "kysely";
+import { signRequest } from "@fedify/fedify";
 import { composeAction } from "../src/actions/actions.ts";
-import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { seedFollowers } from "../test/helpers/seed-followers.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, cpuMs, mib, perSecond, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
 
 /**
  * One call-to-action fanned out to a union's followers spread over many
- * member servers, all played by one child process (bench/fanout-receiver.ts)
- * answering on a thousand loopback addresses. Muster runs in this process as
- * `muster serve` does (HTTP server and queue worker together), so its CPU and
- * memory are this process's.
+ * member servers, all played by child processes (bench/fanout-receiver.ts)
+ * answering on thousands of loopback addresses. Muster runs in this process
+ * as `muster serve` does (HTTP server and queue worker together), so its CPU
+ * and memory are this process's.
  *
- * Two shapes of the same follower set: every server advertises a shared
- * inbox (Mastodon, Misskey, Pleroma and most others do: one delivery per
- * server), and none does (one delivery per follower, the worst case).
+ * Two shapes of follower set: every server advertises a shared inbox
+ * (Mastodon, Misskey, Pleroma and most others do: one delivery per server),
+ * and none does (one delivery per follower, the worst case).
  *
- * Sizes: BENCH_FANOUT_FOLLOWERS and BENCH_FANOUT_SERVERS (default 100000 and
- * 1000; --quick 1000 and 100); BENCH_FANOUT_SHAPES "shared", "personal" or
- * "shared,personal" (the default).
+ * Cases: full mode runs 10^5 and 10^6 followers on 2·10^4 shared-inbox
+ * servers and 10^5 followers on 10^3 servers without shared inboxes; --quick
+ * 10^3 on 10^2 of each. BENCH_FANOUT_CASES overrides, e.g.
+ * "shared:1000000:20000,personal:100000:1000" (shape:followers:servers);
+ * the older BENCH_FANOUT_FOLLOWERS, BENCH_FANOUT_SERVERS and
+ * BENCH_FANOUT_SHAPES still work.
+ *
+ * Before each fan-out the same process measures the baseline: requests
+ * signed exactly as a delivery is (RSA-2048, Fedify's signRequest, RFC 9421),
+ * POSTed with the same concurrency to the same receivers, which verify them
+ * as they verify deliveries. The ratio is deliveries/s over that rate.
  */
+
+interface Case {
+  readonly shared: boolean;
+  readonly followers: number;
+  readonly servers: number;
+}
+
+const QUICK: readonly Case[] = [
+  { shared: true, followers: 1_000, servers: 100 },
+  { shared: false, followers: 1_000, servers: 100 },
+];
+const FULL: readonly Case[] = [
+  { shared: true, followers: 100_000, servers: 20_000 },
+  { shared: true, followers: 1_000_000, servers: 20_000 },
+  { shared: false, followers: 100_000, servers: 1_000 },
+];
+/** Simulated servers per receiver process: each holds a listening socket per server plus the open connections, under the 20,000 descriptors a process may have here. */
+const HOSTS_PER_RECEIVER = 8_000;
+/** Handler slots of the delivery lane at Muster's default concurrency: the baseline uses as many. */
+const CONCURRENCY = 16;
+
+function cases(quick: boolean): Case[] {
+  const env = process.env;
+  if (env.BENCH_FANOUT_CASES) {
+    return env.BENCH_FANOUT_CASES.split(",").map((c) => {
+      const [shape, f, sv] = c.trim().split(":");
+      const followers = Number(f);
+      const servers = Number(sv);
+      if ((shape !== "shared" && shape !== "personal") || !Number.isInteger(followers) || !Number.isInteger(servers)) {
+        throw new Error(`BENCH_FANOUT_CASES takes shape:followers:servers entries, e.g. shared:1000000:20000; got ${JSON.stringify(c)}`);
+      }
+      return { shared: shape === "shared", followers, servers };
+    });
+  }
+  const only = env.BENCH_FANOUT_SHAPES?.split(",").map((x) => x.trim());
+  if (only?.some((x) => x !== "shared" && x !== "personal")) throw new Error(`BENCH_FANOUT_SHAPES takes "shared" and/or "personal"; got ${JSON.stringify(env.BENCH_FANOUT_SHAPES)}`);
+  const shapes = [true, false].filter((shared) => !only || only.includes(shared ? "shared" : "personal"));
+  if (env.BENCH_FANOUT_FOLLOWERS || env.BENCH_FANOUT_SERVERS) {
+    const followers = Number(env.BENCH_FANOUT_FOLLOWERS ?? (quick ? 1_000 : 100_000));
+    const servers = Number(env.BENCH_FANOUT_SERVERS ?? (quick ? 100 : 1_000));
+    return shapes.map((shared) => ({ shared, followers, servers }));
+  }
+  return (quick ? QUICK : FULL).filter((c) => shapes.includes(c.shared));
+}
+
+export const fanout: Benchmark = {
+  name: "fanout",
+  title: "Fan-out: one call-to-action to every follower, over many simulated member servers on loopback",
+  summary: "10^5 and 10^6 followers over 2·10^4 shared-inbox servers, 10^5 over 10^3 without (--quick: 10^3 over 10^2); deliveries/s against the sign+POST rate, time to last server, CPU per delivery, peak RSS",
+  notes: [
+    "followers and their cached actors are bulk-inserted in one transaction (setup, untimed; seed s); the clock starts when composeAction(publishNow) is called and stops when the receivers have verified the last expected delivery",
+    "sign+POST/s: the baseline measured just before the fan-out in the same process: a request signed as a delivery is (RSA-2048, RFC 9421, Fedify's signRequest, key imported once), POSTed by 16 loops to the same receivers, which verify it as they verify deliveries; ratio = deliveries/s ÷ sign+POST/s",
+    "shared inboxes: each simulated server advertises /inbox, so one delivery per server; personal inboxes: none does, so one per follower",
+    "the receivers (child processes, one HTTP server per address 127.77.x.y) verify every HTTP signature with Fedify's verifyRequest and answer 202; each simulated server fetches the union's key once and caches it: key GETs counts those fetches (and 16 more for the baseline, which keeps its own cache)",
+    "Muster CPU ms/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receivers' CPU is reported apart; all share the machine's cores; load is the 1-minute load average at the end of the case",
+    "inboxes: distinct inboxes that got it (must equal deliveries); repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
+    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time)",
+  ],
+  async run(dialect, { quick }) {
+    const rows: Row[] = [];
+    for (const c of cases(quick)) {
+      if (!(c.followers >= c.servers && c.servers >= 1 && c.servers <= 250 * 250)) {
+        throw new Error(`a fan-out case needs 1 <= servers <= followers and servers <= 62500; got ${c.servers} servers and ${c.followers} followers`);
+      }
+      rows.push(await runShape(dialect, { label: c.shared ? "shared inboxes" : "personal inboxes", shared: c.shared }, c.followers, c.servers, quick));
+    }
+    return rows;
+  },
+};
 
 interface Shape {
   readonly label: string;
   readonly shared: boolean;
 }
 
-const SHAPES: readonly Shape[] = [
-  { label: "shared inboxes", shared: true },
-  { label: "personal inboxes", shared: false },
-];
-
-export const fanout: Benchmark = {
-  name: "fanout",
-  title: "Fan-out: one call-to-action to every follower, over many simulated member servers on loopback",
-  summary: "10^5 followers over 10^3 servers (--quick: 10^3 over 10^2); deliveries/s, time to last delivery, CPU per delivery, peak RSS",
-  notes: [
-    "followers and their cached actors are bulk-inserted (setup, untimed); the clock starts when composeAction(publishNow) is called and stops when the receiver has verified the last expected delivery",
-    "shared inboxes: each simulated server advertises /inbox, so Fedify sends one delivery per server; personal inboxes: none does, so one per follower",
-    "the receiver (a child process, one HTTP server per address 127.77.x.y) verifies every HTTP signature with Fedify's verifyRequest and answers 202; each simulated server fetches the union's key (its actor document) once and caches it, as real servers do: key GETs counts those fetches",
-    "Muster CPU s/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receiver's CPU is reported apart; both share the machine's cores",
-    "repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
-    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time)",
-  ],
-  async run(dialect, { quick }) {
-    const followers = Number(process.env.BENCH_FANOUT_FOLLOWERS ?? (quick ? 1_000 : 100_000));
-    const servers = Number(process.env.BENCH_FANOUT_SERVERS ?? (quick ? 100 : 1_000));
-    if (!(Number.isInteger(followers) && Number.isInteger(servers) && followers >= servers && servers >= 1 && servers <= 250 * 250)) {
-      throw new Error(`BENCH_FANOUT_SERVERS and BENCH_FANOUT_FOLLOWERS must be whole numbers with 1 <= servers <= followers and servers <= 62500; got ${servers} and ${followers}`);
-    }
-    const rows: Row[] = [];
-    const only = process.env.BENCH_FANOUT_SHAPES?.split(",").map((x) => x.trim());
-    if (only?.some((x) => x !== "shared" && x !== "personal")) throw new Error(`BENCH_FANOUT_SHAPES takes "shared" and/or "personal"; got ${JSON.stringify(process.env.BENCH_FANOUT_SHAPES)}`);
-    for (const shape of SHAPES.filter((s) => !only || only.includes(s.shared ? "shared" : "personal"))) rows.push(await runShape(dialect, shape, followers, servers));
-    return rows;
-  },
-};
-
-async function runShape(dialect: DialectCase, shape: Shape, followers: number, servers: number): Promise<Row> {
+async function runShape(dialect: DialectCase, shape: Shape, followers: number, servers: number, quick: boolean): Promise<Row> {
   const label = `${dialect.name} ${shape.label}`;
   const tdb = await dialect.create();
   let m: TestMuster | undefined;
   let receiver: Receiver | undefined;
   try {
     m = await startMuster(tdb);
-    receiver = await startReceiver(servers, m.origin.href);
+    receiver = await startReceivers(servers, m.origin.href);
     const union = await makeUnion(m, "fanout");
     const seedStart = performance.now();
-    await seedFollowers(m.muster.database.db, union.id, receiver, followers, shape.shared, label);
-    progress(`${label}: ${followers} followers on ${servers} servers seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
+    await seedFollowers(m.muster.database.db, union.id, followers, (i) => ({ origin: receiver!.origins[i % servers]!, shared: shape.shared }), (done) => {
+      if (done % 100_000 === 0) progress(`${label}: seeded ${done}/${followers}`);
+    });
+    const seedS = (performance.now() - seedStart) / 1000;
+    progress(`${label}: ${followers} followers on ${servers} servers seeded in ${seedS.toFixed(1)} s`);
     const expected = shape.shared ? servers : followers;
+    const baseline = await signAndPostRate(m, union.slug, receiver, quick ? 2_000 : 5_000);
+    progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
 
     const rss = trackPeakRss();
     const cpu = process.cpuUsage();
@@ -92,21 +143,27 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
     stats = await receiver.stats();
+    const rate = perSecond(stats.delivered, ms);
     const row: Row = {
       dialect: dialect.name,
-      inboxes: shape.label,
+      shape: shape.label,
       followers,
       servers,
+      "seed s": seedS,
       deliveries: stats.delivered,
+      inboxes: stats.inboxes,
       "first s": (stats.firstAt! - start) / 1000,
       "last s": ms / 1000,
-      "deliveries/s": perSecond(stats.delivered, ms),
+      "deliveries/s": rate,
+      "sign+POST/s": baseline,
+      ratio: rate / baseline,
       "CPU ms/delivery": cpuTotal / stats.delivered,
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
       "key GETs": stats.key_fetches,
       repeats: stats.repeats,
       refused: stats.refused,
+      load: loadavg()[0]!,
     };
     progress(`${label}: ${stats.delivered} deliveries in ${(ms / 1000).toFixed(1)} s`);
     return row;
@@ -117,43 +174,67 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
   }
 }
 
-interface Receiver {
-  readonly port: number;
-  readonly hosts: readonly string[];
+export interface Receiver {
+  /** Each simulated server's origin, server i at hosts[i]. */
+  readonly origins: readonly string[];
   stats(): Promise<ReceiverStats>;
+  /** Verified POSTs of `activityId` per inbox URL. */
+  hits(activityId: string): Promise<Map<string, number>>;
   stop(): Promise<void>;
 }
 
-async function startReceiver(hosts: number, senderOrigin: string): Promise<Receiver> {
-  const child: ChildProcess = fork(fileURLToPath(new URL("./fanout-receiver.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+/** Enough receiver processes for `hosts` servers, seen as one. */
+export async function startReceivers(hosts: number, senderOrigin: string): Promise<Receiver> {
+  const parts: Receiver[] = [];
+  try {
+    for (let offset = 0; offset < hosts; offset += HOSTS_PER_RECEIVER) parts.push(await startReceiver(Math.min(HOSTS_PER_RECEIVER, hosts - offset), offset, senderOrigin));
+  } catch (error) {
+    await Promise.all(parts.map((p) => p.stop()));
+    throw error;
+  }
+  return {
+    origins: parts.flatMap((p) => p.origins),
+    async stats() {
+      const all = await Promise.all(parts.map((p) => p.stats()));
+      const min = (xs: (number | null)[]) => xs.filter((x): x is number => x !== null).reduce<number | null>((a, x) => (a === null || x < a ? x : a), null);
+      const max = (xs: (number | null)[]) => xs.filter((x): x is number => x !== null).reduce<number | null>((a, x) => (a === null || x > a ? x : a), null);
+      const sum = (f: (s: ReceiverStats) => number) => all.reduce((a, s) => a + f(s), 0);
+      return {
+        delivered: sum((s) => s.delivered),
+        refused: sum((s) => s.refused),
+        repeats: sum((s) => s.repeats),
+        inboxes: sum((s) => s.inboxes),
+        firstAt: min(all.map((s) => s.firstAt)),
+        lastAt: max(all.map((s) => s.lastAt)),
+        cpuMs: sum((s) => s.cpuMs),
+        key_fetches: sum((s) => s.key_fetches),
+        bare: sum((s) => s.bare),
+      };
+    },
+    async hits(activityId) {
+      const all = await Promise.all(parts.map((p) => p.hits(activityId)));
+      return new Map(all.flatMap((m) => [...m]));
+    },
+    async stop() {
+      await Promise.all(parts.map((p) => p.stop()));
+    },
+  };
+}
+
+async function startReceiver(hosts: number, offset: number, senderOrigin: string): Promise<Receiver> {
+  const child: ChildProcess = spawn(process.execPath, [...process.execArgv.filter((a) => !a.startsWith("--cpu-prof")), fileURLToPath(new URL("./fanout-receiver.ts", import.meta.url))], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const listening = await new Promise<Extract<ReceiverMessage, { kind: "listening" }>>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`the fan-out receiver exited with ${code} before listening`)));
     child.on("message", (msg: ReceiverMessage) => {
       if (msg.kind === "listening") resolve(msg);
     });
-    child.send({ hosts, senderOrigin });
+    child.send({ hosts, offset, senderOrigin });
   });
   return {
-    port: listening.port,
-    hosts: listening.hosts,
-    stats: () =>
-      new Promise((resolve, reject) => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          reject(new Error(`the fan-out receiver has exited (${child.exitCode ?? child.signalCode})`));
-          return;
-        }
-        const gone = () => reject(new Error(`the fan-out receiver exited (${child.exitCode ?? child.signalCode})`));
-        const on = (msg: ReceiverMessage) => {
-          if (msg.kind !== "stats") return;
-          child.off("message", on);
-          child.off("exit", gone);
-          resolve(msg.stats);
-        };
-        child.on("message", on);
-        child.once("exit", gone);
-        child.send({ kind: "stats" });
-      }),
+    origins: listening.hosts.map((h) => `http://${h}:${listening.port}`),
+    stats: async () => (await ask(child, { kind: "stats" }, "stats")).stats,
+    hits: async (activityId) => new Map((await ask(child, { kind: "hits", activityId }, "hits")).hits),
     async stop() {
       if (child.exitCode === null) child.send({ kind: "stop" });
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
@@ -162,60 +243,56 @@ async function startReceiver(hosts: number, senderOrigin: string): Promise<Recei
   };
 }
 
-/**
- * Active members whose cached actors live on the receiver's servers,
- * follower i on server i mod servers, sponsored by the leader's place (the
- * tree's shape does not matter to a fan-out). Bulk-inserted in batches: the
- * setup is not what is measured.
- */
-async function seedFollowers(db: Kysely<DB>, unionId: string, receiver: Receiver, followers: number, shared: boolean, label: string): Promise<void> {
-  const root = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("role", "=", "leader").executeTakeFirstOrThrow();
-  const now = Date.now();
-  const BATCH = 1000;
-  for (let from = 0; from < followers; from += BATCH) {
-    const actors: Insertable<RemoteActorsTable>[] = [];
-    const members: Insertable<MembersTable>[] = [];
-    for (let i = from; i < Math.min(followers, from + BATCH); i++) {
-      const origin = `http://${receiver.hosts[i % receiver.hosts.length]}:${receiver.port}`;
-      const name = `m${i}`;
-      const id = `${origin}/users/${name}`;
-      actors.push({
-        id,
-        type: "Person",
-        handle: `@${name}@${new URL(origin).host}`,
-        preferred_username: name,
-        name,
-        summary: null,
-        url: null,
-        avatar_url: null,
-        inbox: `${id}/inbox`,
-        shared_inbox: shared ? `${origin}/inbox` : null,
-        fetched_at: now,
-      });
-      members.push({
-        id: randomUUID(),
-        union_id: unionId,
-        actor_id: id,
-        handle: `@${name}@${new URL(origin).host}`,
-        state: "active",
-        role: "member",
-        portfolio: null,
-        sponsor_id: root.id,
-        subtree_size: 0,
-        follow_id: `${id}#follow`,
-        invite_id: null,
-        joined_at: now,
-        left_at: null,
-        left_reason: null,
-        removed_by: null,
-        created_at: now,
-      });
+/** Sends a receiver a question and waits for its answer of kind `kind`. */
+function ask<K extends ReceiverMessage["kind"]>(child: ChildProcess, question: object, kind: K): Promise<Extract<ReceiverMessage, { kind: K }>> {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      reject(new Error(`the fan-out receiver has exited (${child.exitCode ?? child.signalCode})`));
+      return;
     }
-    await db.transaction().execute(async (trx) => {
-      await trx.insertInto("remote_actors").values(actors).execute();
-      await trx.insertInto("members").values(members).execute();
-    });
-    if ((from / BATCH) % 20 === 19) progress(`${label}: seeded ${from + BATCH}/${followers}`);
-  }
-  await db.updateTable("members").set({ subtree_size: followers }).where("id", "=", root.id).execute();
+    const gone = () => reject(new Error(`the fan-out receiver exited (${child.exitCode ?? child.signalCode})`));
+    const on = (msg: ReceiverMessage) => {
+      if (msg.kind !== kind) return;
+      child.off("message", on);
+      child.off("exit", gone);
+      resolve(msg as Extract<ReceiverMessage, { kind: K }>);
+    };
+    child.on("message", on);
+    child.once("exit", gone);
+    child.send(question);
+  });
+}
+
+/**
+ * Signed POSTs per second, signed exactly as a delivery (the union's RSA key,
+ * imported once; RFC 9421, what Fedify tries first) with a fresh body id each,
+ * to the receivers' /bare path, which verifies them like deliveries but does
+ * not count them as ones. CONCURRENCY loops for `ms`, spread over the first
+ * servers, each connection kept alive.
+ */
+async function signAndPostRate(m: TestMuster, slug: string, receiver: Receiver, ms: number): Promise<number> {
+  const ctx = m.muster.federation.createContext(m.origin, undefined);
+  const pair = (await ctx.getActorKeyPairs(slug)).find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
+  if (!pair) throw new Error(`union ${slug} has no RSA key`);
+  const targets = receiver.origins.slice(0, CONCURRENCY).map((o) => new URL("/bare", o));
+  const actor = ctx.getActorUri(slug).href;
+  let n = 0;
+  let failed = 0;
+  const post = async (i: number) => {
+    const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: `${actor}/bare/${i}`, type: "Create", actor, object: { type: "Note", content: "baseline" } });
+    const request = new Request(targets[i % targets.length]!, { method: "POST", body, headers: { "content-type": "application/activity+json" } });
+    const signed = await signRequest(request, pair.privateKey, pair.keyId, { spec: "rfc9421" });
+    const res = await fetch(signed);
+    await res.arrayBuffer();
+    if (res.status !== 202) failed++;
+  };
+  // Untimed: each receiving server fetches the key once, and the connections open.
+  await Promise.all(targets.map(() => post(n++)));
+  const warm = n;
+  const t0 = performance.now();
+  await forDuration(ms, CONCURRENCY, () => post(n++));
+  const elapsed = performance.now() - t0;
+  n -= warm;
+  if (failed > 0) throw new Error(`${failed} of ${n} baseline POSTs were not accepted`);
+  return perSecond(n, elapsed);
 }

@@ -11,6 +11,12 @@ import { Accept, Create, Endpoints, Follow, type Group, Person } from "@fedify/v
 import { listenOnLoopback } from "../test/helpers/person-actors.ts";
 
 const [unionUrl, total, servers, concurrency] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
+// Optional: one Follow every intervalMs (a steady trickle of joins, as while a fan-out drains) instead of as fast as possible.
+const intervalMs = Number(process.argv[6] ?? 0);
+const sentAt = new Map<string, number>();
+const latencies: number[] = [];
+// Wall-clock times, to line up with rows the union wrote (members.joined_at).
+const timeline: { follow: string; sent: number; accepted?: number }[] = [];
 // One key pair for every actor: key generation is setup, and the union still fetches and verifies each actor's key.
 const pair = await generateCryptoKeyPair("RSASSA-PKCS1-v1_5");
 const accepted = new Set<string>();
@@ -42,6 +48,10 @@ const peers = await Promise.all(Array.from({ length: servers }, async () => {
       if (id && !accepted.has(id)) {
         accepted.add(id);
         lastAccept = performance.now();
+        const sent = sentAt.get(id);
+        if (sent !== undefined) latencies.push(lastAccept - sent);
+        const t = timeline.find((x) => x.follow === id);
+        if (t) t.accepted = Date.now();
       }
     })
     .on(Create, () => void welcomes++);
@@ -69,9 +79,15 @@ process.once("message", async () => {
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
       const i = next++;
+      if (intervalMs > 0) {
+        const due = firstSent + i * intervalMs;
+        if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+      }
       const p = peers[i % servers]!;
       const name = `a${i}`;
       const follow = new Follow({ id: new URL(`/follows/${name}`, p.origin), actor: p.ctx.getActorUri(name), object: p.group.id });
+      sentAt.set(follow.id!.href, performance.now());
+      timeline.push({ follow: follow.id!.href, sent: Date.now() });
       // A refused POST (the union could not fetch the key in time on a loaded machine) is sent again, as a server would.
       for (let attempt = 1; ; attempt++) {
         try {
@@ -90,7 +106,7 @@ process.once("message", async () => {
   const sentMs = performance.now() - firstSent;
   const until = Date.now() + 180_000;
   while (accepted.size < total && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent });
+  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline });
   for (const p of peers) p.server.close();
   setTimeout(() => process.exit(0), 200).unref();
 });

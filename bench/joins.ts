@@ -8,13 +8,17 @@ const TARGET = 300;
 const SERVERS = 10;
 const CONCURRENCY = 32;
 
-interface PeerReport {
+export interface PeerReport {
   accepted: number;
   welcomes: number;
   actorGets: number;
   refused: number;
   sentMs: number;
   ms: number;
+  /** Per join, ms from sending the Follow to its Accept arriving. */
+  latencies: number[];
+  /** Per Follow, wall-clock ms when sent and when its Accept arrived. */
+  timeline: { follow: string; sent: number; accepted?: number }[];
 }
 
 export const joins: Benchmark = {
@@ -30,7 +34,9 @@ export const joins: Benchmark = {
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     const total = Number(process.env.BENCH_JOINS ?? (quick ? 60 : 400));
     const rows: Row[] = [];
-    for (const mode of ["refetch", "reuse"] as const) {
+    // BENCH_JOINS_MODES=reuse skips the old path (for profiling the shipped one).
+    const modes = (process.env.BENCH_JOINS_MODES ?? "refetch,reuse").split(",").filter((x): x is "refetch" | "reuse" => x === "refetch" || x === "reuse");
+    for (const mode of modes) {
       const tdb = await dialect.create();
       let m: TestMuster | undefined;
       try {

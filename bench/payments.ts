@@ -22,7 +22,8 @@ export const payments: Benchmark = {
   title: "Dues scan on the embedded ledger: payments detected and recorded per second",
   summary: "N dues payments (transferChecked + reference + memo) sent to the treasury, then one scan records them and recomputes standing",
   notes: [
-    "detect+record: scanSinceCursor over the treasury account (getSignaturesForAddress pages, getTransaction, decode the signed bytes, recordDuesPayment)",
+    "detect+record: scanSinceCursor over the treasury account (getSignaturesForAddress pages, then per chunk of 200: one batched transactions read, decode the signed bytes, one recordDuesPayments transaction)",
+    "detect CPU ms/payment: process.cpuUsage() of this process (which runs the ledger and the scan) over the detect+record phase, divided by N",
     "standing: recomputeStandings for all N members afterwards (one memberStanding per member); rescan: the same scan again with the cursor reset (every payment already recorded)",
     "one paying wallet, N members each named by the memo; litesvm in-process, ledger state in the same database",
   ],
@@ -57,8 +58,12 @@ export const payments: Benchmark = {
       const deps = { db, events, ledger: ledger, duesParams: duesParamsFromBylaws };
       progress(`${dialect.name}: scanning`);
       const scanStart = performance.now();
+      const scanCpu = process.cpuUsage();
       const recorded = await scanSinceCursor(deps, union.id, treasury.toBase58());
       const scanMs = performance.now() - scanStart;
+      const cpu = process.cpuUsage(scanCpu);
+      // The scan runs in this process (the ledger is in-process): its CPU per payment, apart from the database server's.
+      const cpuMsPerPayment = ((cpu.user + cpu.system) / 1000 / n).toFixed(2);
       const credited = recorded.filter((r) => r.recorded && r.status === "credited").length;
       if (credited !== n) throw new Error(`${credited} of ${n} payments credited`);
       const standingStart = performance.now();
@@ -74,6 +79,7 @@ export const payments: Benchmark = {
         payments: n,
         "send tx/s": perSecond(n, sendMs),
         "detect+record /s": perSecond(n, scanMs),
+        "detect CPU ms/payment": cpuMsPerPayment,
         "standing members/s": perSecond(changes.length, standingMs),
         "rescan /s": perSecond(n, rescanMs),
         load: loadAverage(),

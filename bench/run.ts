@@ -14,10 +14,12 @@ import { votes } from "./votes.ts";
 import { crowdfund } from "./crowdfund.ts";
 import { reads } from "./reads.ts";
 import { joins } from "./joins.ts";
+import { underFanout } from "./under-fanout.ts";
+import { goalCount } from "./goal-count.ts";
 import { storage } from "./storage.ts";
 import { workers } from "./workers.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, tree, hostile, votes, crowdfund, payments, storage, workers];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

@@ -1,7 +1,8 @@
 import type { Context, Federation } from "@fedify/fedify";
 import { signRequest, verifyRequest } from "@fedify/fedify";
 import { signedKeyOwner } from "./signed-key-owner.ts";
-import type { Accept, Delete, Reject } from "@fedify/vocab";
+import { type Accept, Add, type Delete, PUBLIC_COLLECTION, type Reject, Remove } from "@fedify/vocab";
+import { fanOut } from "./fanout-pages.ts";
 import { preloadedContexts } from "@fedify/vocab-runtime";
 import type { Context as HonoContext, MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
@@ -70,6 +71,19 @@ export function registerFepContext(): void {
 const FEP_TERMS = FEP_7AA9_CONTEXT["@context"];
 
 export const collectionUrl = (origin: URL, slug: string, c: FeaturedCollection) => new URL(`/u/${slug}/collections/${c}`, origin);
+export const itemUrl = (origin: URL, slug: string, c: FeaturedCollection, itemId: string) => new URL(`/u/${slug}/collections/${c}/items/${itemId}`, origin);
+
+/** One FeaturedItem, as listed in its collection and served at its own URL (where an Add or Remove points). */
+function itemJson(origin: URL, union: Union, collection: FeaturedCollection, i: { id: string; actorId: string; stamp: string | null; updatedAt: Date }) {
+  return {
+    id: itemUrl(origin, union.slug, collection, i.id).href,
+    type: "FeaturedItem",
+    featuredObject: i.actorId,
+    featuredObjectType: collection === "allies" ? "Group" : "Person",
+    featureAuthorization: i.stamp,
+    published: i.updatedAt.toISOString(),
+  };
+}
 export const requestUrl = (origin: URL, slug: string, itemId: string) => new URL(`/u/${slug}/feature-requests/${itemId}`, origin);
 export const stampUrl = (origin: URL, slug: string, stampId: string) => new URL(`/u/${slug}/stamps/${stampId}`, origin);
 const groupUrl = (origin: URL, slug: string) => new URL(`/u/${slug}`, origin);
@@ -92,14 +106,7 @@ export async function featuredCollectionJson(db: Kysely<DB>, origin: URL, union:
     url: new URL(`/u/${union.slug}`, origin).href,
     discoverable: true,
     totalItems: items.length,
-    orderedItems: items.map((i) => ({
-      id: `${id}/items/${i.id}`,
-      type: "FeaturedItem",
-      featuredObject: i.actorId,
-      featuredObjectType: collection === "allies" ? "Group" : "Person",
-      featureAuthorization: i.stamp,
-      published: i.updatedAt.toISOString(),
-    })),
+    orderedItems: items.map((i) => itemJson(origin, union, collection, i)),
     published: union.createdAt.toISOString(),
   };
 }
@@ -144,11 +151,12 @@ function stampJson(origin: URL, union: Union, s: { id: string; collection: strin
 export function featuredRoutes(db: Kysely<DB>, origin: URL, federation: Federation<void>): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
-    const m = /^\/u\/([^/]+)\/(collections|stamps)(?:\/([^/]+))?$/.exec(c.req.path);
+    const m = /^\/u\/([^/]+)\/(collections|stamps)(?:\/([^/]+))?(?:\/items\/([^/]+))?$/.exec(c.req.path);
     if (!m) return next();
     const union = await getUnionBySlug(db, decodeURIComponent(m[1]!));
     if (!union) return c.json({ error: "no such union" }, 404);
-    const [, , kind, name] = m;
+    const [, , kind, name, itemId] = m;
+    if (itemId !== undefined && kind !== "collections") return c.json({ error: "not found" }, 404);
     if (kind === "collections" && name === undefined) return activityJson(c, featuredCollectionsJson(origin, union));
     if (kind === "collections") {
       if (!(FEATURED_COLLECTIONS as readonly string[]).includes(name!)) return c.json({ error: "no such collection" }, 404);
@@ -157,6 +165,13 @@ export function featuredRoutes(db: Kysely<DB>, origin: URL, federation: Federati
         const viewer = await signedKeyOwner(federation.createContext(c.req.raw, undefined));
         const mods = await readModerators(db, union, { via: "federation", actorId: viewer?.href });
         if (!mods.ok) return c.json({ error: "this union does not show who holds office to you" }, mods.refused === "unidentified" ? 401 : 403);
+      }
+      if (itemId !== undefined) {
+        const item = await featuredItem(db, itemId);
+        if (!item || item.collection !== name || item.unionId !== union.id) return c.json({ error: "no such item" }, 404);
+        // Removed from the list (or never consented to): gone, as the Remove said.
+        if (item.state !== "accepted") return c.json({ error: "this item is no longer in the collection" }, 410);
+        return activityJson(c, { "@context": [AS, FEP_TERMS], ...itemJson(origin, union, item.collection, item) });
       }
       return activityJson(c, await featuredCollectionJson(db, origin, union, name as FeaturedCollection));
     }
@@ -306,7 +321,7 @@ export async function onStampDelete(deps: DomainDeps, del: Delete): Promise<bool
   return true;
 }
 
-type FeaturedIntent = Extract<OutboxIntent, { kind: "featured.request" | "featured.answer" | "featured.withdraw" }>;
+type FeaturedIntent = Extract<OutboxIntent, { kind: "featured.request" | "featured.answer" | "featured.withdraw" | "featured.add" | "featured.remove" }>;
 
 /**
  * Sends what a featured.* intent asks for, signed by the union's key. These
@@ -315,6 +330,21 @@ type FeaturedIntent = Extract<OutboxIntent, { kind: "featured.request" | "featur
  */
 export async function handleFeaturedIntent(deps: OutboundDeps, ctx: Context<void>, union: Union, intent: FeaturedIntent): Promise<void> {
   const group = groupUrl(deps.origin, union.slug).href;
+  if (intent.kind === "featured.add" || intent.kind === "featured.remove") {
+    const item = await featuredItem(deps.db, intent.itemId);
+    if (!item) return;
+    // As Mastodon does: Add and Remove by the owner, `target` the collection, to its followers. The
+    // object is the item's URL (its document is served there while it is listed; 410 after).
+    const url = itemUrl(deps.origin, union.slug, item.collection, item.id);
+    const Kind = intent.kind === "featured.add" ? Add : Remove;
+    const activity = new Kind({
+      id: new URL(`${url.href}#${intent.kind === "featured.add" ? "add" : "remove"}`),
+      actor: new URL(group), object: url, target: collectionUrl(deps.origin, union.slug, item.collection),
+      to: ctx.getFollowersUri(union.slug), cc: PUBLIC_COLLECTION,
+    });
+    await fanOut(deps, ctx, union.id, activity, `featured:${item.id}`);
+    return;
+  }
   if (intent.kind === "featured.request") {
     const item = await featuredItem(deps.db, intent.itemId);
     if (!item || item.state !== "requested") return;

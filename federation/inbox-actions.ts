@@ -13,6 +13,8 @@ import { recordRelayedResponse, withdrawRelayedResponse } from "../src/relations
 import { isActivePeer, onPeerPost } from "./relationships.ts";
 import { isPermanentFetchFailure } from "./fetch-failure.ts";
 import { unionsOfActor } from "../src/members/membership.ts";
+import { recordPartnerResponse, withdrawPartnerResponse } from "../src/relationships/partner-counted.ts";
+import { partnerVouching } from "./partner-membership.ts";
 
 const log = logger("federation", "actions-inbox");
 
@@ -38,10 +40,26 @@ async function recipientUnionId(deps: ActionInboxDeps, ctx: InboxContext<void>):
   return ctx.recipient ? (await getUnionBySlug(deps.db, ctx.recipient))?.id ?? null : null;
 }
 
+/**
+ * Which partner union vouches for a non-member who responded to one of our
+ * calls (a member of an ally or chapter that relayed it; stock Mastodon
+ * sends the response to the author, us). Asked outside processOnce, so no
+ * claim is held across the partners' answers, and not for a repeat.
+ */
+async function vouchedBy(deps: ActionInboxDeps, ctx: InboxContext<void>, target: { union: Union } | undefined, activity: { id: URL | null; actorId: URL | null }): Promise<string | undefined> {
+  if (!target || !activity.id || !activity.actorId) return undefined;
+  if (await deps.db.selectFrom("inbox_activities").select("id").where("id", "=", activity.id.href).executeTakeFirst()) return undefined;
+  const member = await deps.db.selectFrom("members").select("id").where("union_id", "=", target.union.id).where("actor_id", "=", activity.actorId.href).where("state", "=", "active").executeTakeFirst();
+  if (member) return undefined;
+  return partnerVouching(deps.db, ctx, target.union, activity.actorId.href);
+}
+
 export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, like: Like): Promise<void> {
   const target = await actionNamed(deps, ctx, like.objectId);
+  const via = await vouchedBy(deps, ctx, target, like);
   await processOnce(record(deps, ctx), like, target?.union.id ?? await recipientUnionId(deps, ctx), async () => {
-    if (target && like.id && like.actorId) await recordLike(deps, target.union.id, target.actionId, like.actorId.href, like.id.href);
+    if (target && like.id && like.actorId && via) await recordPartnerResponse(deps, target.union.id, target.actionId, via, like.actorId.href, { id: like.id.href, like: true });
+    else if (target && like.id && like.actorId) await recordLike(deps, target.union.id, target.actionId, like.actorId.href, like.id.href);
     // A member's like of a call we relayed from an ally or parent: counted here, reported to its author.
     else if (like.id && like.actorId && like.objectId) await recordRelayedResponse(deps, like.objectId.href, like.actorId.href, { id: like.id.href, like: true });
   });
@@ -64,7 +82,9 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
   // Replies count and posts are relayed only for members: a stranger's post
   // costs no fetch and no reading of its HTML.
   // (and for unions whose calls this one relays: allies, parents).
-  if (!create.actorId || ((await unionsOfActor(deps.db, create.actorId.href)).length === 0 && !(await isActivePeer(deps.db, create.actorId.href)))) {
+  // A stranger's reply may still come from a partner's member, answering a call the partner relayed.
+  const stranger = !create.actorId || ((await unionsOfActor(deps.db, create.actorId.href)).length === 0 && !(await isActivePeer(deps.db, create.actorId.href)));
+  if (!create.actorId || (stranger && !(await anyPartnerRelays(deps.db)))) {
     await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
     return;
   }
@@ -92,8 +112,17 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
     return;
   }
   const reply = await actionNamed(deps, ctx, note.replyTargetId);
+  if (stranger && !reply) {
+    await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
+    return;
+  }
   if (!reply && await onPeerPost(deps, ctx, create, note.id)) return;
+  const via = await vouchedBy(deps, ctx, reply, create);
   await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
+    if (reply && via) {
+      await recordPartnerResponse(deps, reply.union.id, reply.actionId, via, create.actorId!.href, { id: note.id!.href, replyHtml: String(note.content ?? "") });
+      return;
+    }
     if (reply) {
       await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));
       return;
@@ -125,4 +154,12 @@ export async function withdraw(deps: ActionInboxDeps, sourceId: URL | null, acto
   if (!sourceId || !actorId) return;
   await withdrawResponse(deps, sourceId.href, actorId.href);
   await withdrawRelayedResponse(deps, sourceId.href, actorId.href);
+  await withdrawPartnerResponse(deps, sourceId.href, actorId.href);
+}
+
+/** Whether any union here has a partner relaying its calls: only then can a stranger's reply count. */
+async function anyPartnerRelays(db: Kysely<DB>): Promise<boolean> {
+  const r = await db.selectFrom("union_relationships").select("id").where("state", "=", "active")
+    .where((eb) => eb.or([eb("kind", "=", "chapter"), eb.and([eb("kind", "=", "ally"), eb("relay", "in", ["both", "ours"])])])).executeTakeFirst();
+  return r !== undefined;
 }

@@ -29,14 +29,35 @@ export async function generateRsa2048(): Promise<CryptoKeyPair> {
   ) as Promise<CryptoKeyPair>;
 }
 
+// Imported keys by the stored row's text: every Accept, DM, delivery and
+// inbox POST to a union asks for its keys, and unsealing plus four JWK
+// imports cost more than the row read. Keyed by the stored text itself, so a
+// rotated or re-sealed key (from any process) is imported afresh.
+// Per database, since unsealing depends on that database's secret key.
+const importedBy = new WeakMap<Kysely<DB>, Map<string, Promise<CryptoKeyPair>>>();
+const IMPORTED_MAX = 2000;
+
+function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string): Promise<CryptoKeyPair> {
+  let imported = importedBy.get(db);
+  if (!imported) importedBy.set(db, imported = new Map());
+  const key = `${privateSealed}\n${publicJwk}`;
+  let pair = imported.get(key);
+  if (pair) return pair;
+  pair = (async () => ({
+    privateKey: await importJwk(JSON.parse(openSecret(db, privateSealed)), "private"),
+    publicKey: await importJwk(JSON.parse(publicJwk), "public"),
+  }))();
+  pair.catch(() => imported.delete(key));
+  if (imported.size >= IMPORTED_MAX) imported.delete(imported.keys().next().value!);
+  imported.set(key, pair);
+  return pair;
+}
+
 /** Loads an owner's key pairs, RSA first (Fedify signs HTTP requests with the first RSA key). */
 export async function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<CryptoKeyPair[]> {
   const rows = await db.selectFrom("actor_keys").selectAll().where("owner", "=", owner).execute();
   rows.sort((a, b) => ALGORITHMS.indexOf(a.algorithm as never) - ALGORITHMS.indexOf(b.algorithm as never));
-  return Promise.all(rows.map(async (r) => ({
-    privateKey: await importJwk(JSON.parse(openSecret(db, r.private_jwk)), "private"),
-    publicKey: await importJwk(JSON.parse(r.public_jwk), "public"),
-  })));
+  return Promise.all(rows.map((r) => importStored(db, r.private_jwk, r.public_jwk)));
 }
 
 /**

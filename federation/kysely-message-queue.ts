@@ -181,6 +181,8 @@ export class KyselyMessageQueue implements MessageQueue {
   #claims = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  /** Handled messages waiting for #flushCompletions. */
+  readonly #completions: { claimed: Claimed; resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #closing = new AbortController();
   readonly #listening = new Set<Promise<void>>();
 
@@ -432,7 +434,7 @@ export class KyselyMessageQueue implements MessageQueue {
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
     const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
-    const claimBatch = Math.max(1, Math.floor(this.#concurrency / 4));
+    const claimBatch = Math.max(1, Math.floor(this.#concurrency / 2));
     try {
       while (!signal.aborted) {
         const free = this.#concurrency - inFlight.size;
@@ -570,22 +572,52 @@ export class KyselyMessageQueue implements MessageQueue {
     }
   }
 
-  async #complete(claimed: Claimed): Promise<void> {
-    const result = await this.#database.db.transaction().execute(async (trx) => {
-      const deleted = await trx.deleteFrom("fedify_mq")
-        .where("id", "=", claimed.id)
-        .where("lease_owner", "=", claimed.token)
-        .executeTakeFirst();
-      if (claimed.dedupe_key !== null && Number(deleted.numDeletedRows) === 1) {
-        await trx.insertInto("fedify_mq_done").values({ dedupe_key: claimed.dedupe_key, done_at: Date.now() })
-          .onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
-      }
-      return deleted;
+  /**
+   * Finished messages are settled together: those that finish in the same
+   * turn of the event loop share one transaction (group commit). During a
+   * fan-out a commit per delivery was, with the claims, most of the
+   * database's time (0.55 ms each on SQLite, 6,000 commits for 6,000
+   * deliveries). A message stays leased until its batch commits, so a crash
+   * meanwhile re-sends only what was being handled, as before.
+   */
+  #complete(claimed: Claimed): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#completions.push({ claimed, resolve, reject });
+      if (this.#completions.length === 1) setImmediate(() => void this.#flushCompletions());
     });
-    if (Number(result.numDeletedRows) === 0) {
-      log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
+  }
+
+  async #flushCompletions(): Promise<void> {
+    while (this.#completions.length > 0) {
+      const batch = this.#completions.splice(0, INSERT_CHUNK);
+      try {
+        const lost = await this.#database.db.transaction().execute(async (trx) => {
+          const notMine: Claimed[] = [];
+          const done: string[] = [];
+          for (const { claimed } of batch) {
+            const deleted = await trx.deleteFrom("fedify_mq")
+              .where("id", "=", claimed.id)
+              .where("lease_owner", "=", claimed.token)
+              .executeTakeFirst();
+            if (Number(deleted.numDeletedRows) === 0) notMine.push(claimed);
+            else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
+          }
+          if (done.length > 0) {
+            const at = Date.now();
+            await trx.insertInto("fedify_mq_done").values([...new Set(done)].map((dedupe_key) => ({ dedupe_key, done_at: at })))
+              .onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
+          }
+          return notMine;
+        });
+        for (const claimed of lost) {
+          log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
+        }
+        for (const c of batch) c.resolve();
+      } catch (error) {
+        for (const c of batch) c.reject(error);
+      }
+      if (batch.some((c) => c.claimed.ordering_key !== null)) await this.#announce(Date.now());
     }
-    if (claimed.ordering_key !== null) await this.#announce(Date.now());
   }
 
   async #fail(claimed: Claimed, error: unknown): Promise<void> {

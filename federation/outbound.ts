@@ -140,6 +140,8 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "featured.request":
     case "featured.answer":
     case "featured.withdraw":
+    case "featured.add":
+    case "featured.remove":
       await handleFeaturedIntent(deps, ctx, union, intent);
       return;
     case "badge.sync":

@@ -1,7 +1,10 @@
 import type { Context, Federation, RequestContext } from "@fedify/fedify";
 import { Collection, Create, Note, PUBLIC_COLLECTION, Question, Update } from "@fedify/vocab";
 import "../src/temporal.ts";
+import type { MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
+import { signedKeyOwner } from "./signed-key-owner.ts";
+import { awaitChainWriters } from "../src/actions/chain.ts";
 import { fanOut } from "./fanout-pages.ts";
 import { describeOutcome, getProposal, type Proposal, type Tally, tallyOf } from "../src/bylaws/proposals.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -82,7 +85,15 @@ export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void
   if (!p) return;
   // A tally that comes due after the close has nothing to add: the close's Update carries the final counts.
   if (intent.kind === "proposal.tally" && p.state !== "open") return;
-  const question = proposalQuestion(ctx, union, p, await tallyOf(deps.db, p));
+  // A running tally counts after every vote already begun has committed:
+  // such a vote saw this window's Update queued and did not queue another.
+  const tally = intent.kind === "proposal.tally"
+    ? await deps.db.transaction().execute(async (trx) => {
+      await awaitChainWriters(trx, union.id);
+      return tallyOf(trx, p);
+    })
+    : await tallyOf(deps.db, p);
+  const question = proposalQuestion(ctx, union, p, tally);
   const actor = ctx.getActorUri(union.slug);
   const common = { actor, object: question, to: question.toId, cc: question.ccId };
   const activity = intent.kind === "proposal.publish"
@@ -99,20 +110,58 @@ export async function handleProposalIntent(deps: OutboundDeps, ctx: Context<void
  * server shows a closed poll's outcome at all.
  */
 async function postResult(deps: OutboundDeps, ctx: Context<void>, union: Union, p: Proposal, question: Question): Promise<void> {
-  const lines = await describeOutcome(deps.db, p);
-  if (!lines) return;
-  const id = new URL(`${question.id!.href}/result`);
-  const published = Temporal.Instant.fromEpochMilliseconds(p.closedAt!.getTime());
-  const note = new Note({
-    id,
+  const note = await resultNote(deps.db, union, p, question);
+  if (!note) return;
+  const create = new Create({ id: new URL(`${note.id!.href}/activity`), actor: question.attributionId, object: note, to: note.toId, cc: note.ccId, published: note.published });
+  await fanOut(deps, ctx, union.id, create, `proposal:${p.id}`);
+}
+
+/** The result Note of a closed proposal (undefined while open): the same object whether delivered or fetched by its id. */
+async function resultNote(db: Kysely<DB>, union: Union, p: Proposal, question: Question): Promise<Note | undefined> {
+  const lines = await describeOutcome(db, p);
+  if (!lines) return undefined;
+  return new Note({
+    id: new URL(`${question.id!.href}/result`),
     attribution: question.attributionId,
     replyTarget: question.id,
     content: lines.map((l) => `<p>${escapeHtml(l)}</p>`).join(""),
     url: question.url,
-    published,
+    published: Temporal.Instant.fromEpochMilliseconds(p.closedAt!.getTime()),
     to: question.toId,
     cc: question.ccId,
   });
-  const create = new Create({ id: new URL(`${id.href}/activity`), actor: question.attributionId, object: note, to: note.toId, cc: note.ccId, published });
-  await fanOut(deps, ctx, union.id, create, `proposal:${p.id}`);
+}
+
+const RESULT_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})\/result$/;
+const AP_TYPES = /application\/(activity\+json|ld\+json)/;
+
+/**
+ * GET of a result Note by its id. Fedify keeps one object dispatcher per
+ * type and Note's serves the calls-to-action, so this route answers before
+ * Fedify, under the Question's own rule: anyone for a union whose calls are
+ * public, otherwise a signed fetch by a server that may see the members
+ * (401 unsigned, 403 refused). A browser is sent to the proposal's page.
+ */
+export function proposalResultRoute(db: Kysely<DB>, federation: Federation<void>): MiddlewareHandler {
+  return async (c, next) => {
+    if (c.req.method !== "GET" && c.req.method !== "HEAD") return next();
+    const m = RESULT_PATH.exec(c.req.path);
+    if (!m) return next();
+    const union = await getUnionBySlug(db, decodeURIComponent(m[1]!));
+    const p = union ? await getProposal(db, union.id, m[2]!) : undefined;
+    if (!union || !p || p.state === "open") return c.json({ error: "no such result" }, 404);
+    if (!AP_TYPES.test(c.req.header("Accept") ?? "")) return c.redirect(`/u/${union.slug}/proposals/${p.number}`, 303);
+    const ctx = federation.createContext(c.req.raw, undefined);
+    if (union.actionsVisibility !== "public") {
+      const viewer = await signedKeyOwner(ctx);
+      if (!viewer) return c.json({ error: "sign the request: this union's votes are for its members" }, 401);
+      if (!(await canSeeMembers(db, { ...union, membersVisibility: "members" }, { via: "federation", actorId: viewer.href }))) {
+        return c.json({ error: "this union's votes are for its members" }, 403);
+      }
+    }
+    const note = await resultNote(db, union, p, proposalQuestion(ctx, union, p, await tallyOf(db, p)));
+    if (!note) return c.json({ error: "no such result" }, 404);
+    const body = await note.toJsonLd({ format: "compact", contextLoader: ctx.contextLoader });
+    return c.body(JSON.stringify(body), 200, { "Content-Type": "application/activity+json", Vary: "Accept, Signature, Signature-Input" });
+  };
 }

@@ -27,6 +27,14 @@ export type Lane = (typeof LANES)[number];
 // enqueues from there (deliveries, their retries, circuit-held copies)
 // stays in the bulk lane.
 const bulkWork = new AsyncLocalStorage<true>();
+// Set while a fan-out page lets Fedify send its first deliveries: sees
+// each message Fedify enqueues (fanout-pages.ts keeps the signed activity).
+const tap = new AsyncLocalStorage<(message: unknown) => void>();
+
+/** Runs `work`, calling `onMessage` with every message it enqueues through a RoutedQueue. */
+export function tapEnqueued<T>(onMessage: (message: unknown) => void, work: () => T): T {
+  return tap.run(onMessage, work);
+}
 
 export interface QueueLanes {
   readonly lanes: Readonly<Record<Lane, KyselyMessageQueue>>;
@@ -107,10 +115,13 @@ export class RoutedQueue implements MessageQueue {
   }
 
   enqueue(message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
+    tap.getStore()?.(message);
     return this.#lane().enqueue(message, options);
   }
 
   enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
+    const onMessage = tap.getStore();
+    if (onMessage) for (const m of messages) onMessage(m);
     return this.#lane().enqueueMany(messages, options);
   }
 

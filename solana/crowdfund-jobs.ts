@@ -6,7 +6,7 @@ import { getTreasury } from "../src/treasury/treasury.ts";
 import { announceCrowdfund } from "../src/crowdfunds/announce.ts";
 import type { Crowdfund } from "../src/crowdfunds/crowdfunds.ts";
 import { formatUnits } from "./amounts.ts";
-import { crowdfundsAwaitingVault, listCrowdfunds } from "../src/crowdfunds/crowdfunds.ts";
+import { crowdfundsAwaitingVault, crowdfundsUnannounced, listCrowdfunds } from "../src/crowdfunds/crowdfunds.ts";
 import { crowdfundsToSettle } from "../src/crowdfunds/settlement.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
 import { settleCrowdfund } from "./crowdfund-settlement.ts";
@@ -30,6 +30,10 @@ export async function runCrowdfundJobs(deps: CrowdfundChainDeps, now = Date.now(
     }
   };
   for (const cf of await crowdfundsAwaitingVault(deps.db)) await step("opening the vault", cf.id, () => openVault(deps, cf.id));
+  // Open but never announced: the process died between opening the vault and announcing (announcing is once, announce.ts).
+  if (deps.announce) {
+    for (const cf of await crowdfundsUnannounced(deps.db, now)) await step("announcing", cf.id, () => deps.announce!(cf));
+  }
   const unions = await deps.db.selectFrom("crowdfunds").select("union_id").where("state", "=", "open").distinct().execute();
   for (const { union_id } of unions) {
     for (const cf of await listCrowdfunds(deps.db, union_id, { states: ["open"] })) await step("recording pledges", cf.id, () => scanPledges(deps.ledger, deps.db, cf));
@@ -47,11 +51,11 @@ export function runCrowdfunds(deps: CrowdfundChainDeps, signal: AbortSignal, int
  * What the chain side needs from the rest of the server to announce an
  * opened crowdfund: the pledge page's address and the goal in the mint's units.
  */
-export function crowdfundAnnouncer(domain: DomainDeps, origin: URL): (cf: Crowdfund) => Promise<void> {
+export function crowdfundAnnouncer(domain: DomainDeps, origin: URL): (cf: Crowdfund) => Promise<boolean> {
   return async (cf) => {
     const union = await getUnionById(domain.db, cf.unionId);
     const treasury = await getTreasury(domain.db, cf.unionId);
-    if (!union || !treasury) return;
-    await announceCrowdfund(domain, cf, { pledgeUrl: new URL(`/u/${union.slug}/crowdfunds/${cf.seq}`, origin), goalText: `${formatUnits(cf.goal, treasury.decimals)} tokens` });
+    if (!union || !treasury) return false;
+    return announceCrowdfund(domain, cf, { pledgeUrl: new URL(`/u/${union.slug}/crowdfunds/${cf.seq}`, origin), goalText: `${formatUnits(cf.goal, treasury.decimals)} tokens` });
   };
 }

@@ -8,6 +8,7 @@ import type { DB } from "../src/db/schema.ts";
 import type { Crowdfund } from "../src/crowdfunds/crowdfunds.ts";
 import { knownPledgeSignatures, type RecordedPledge, recordPledge, type SeenPledge } from "../src/crowdfunds/pledges.ts";
 import type { Ledger, LedgerTransaction } from "./ledger.ts";
+import { crashPoint } from "../src/crash-point.ts";
 
 const MEMO_PROGRAMS = new Set(["MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr", "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"]);
 
@@ -102,5 +103,7 @@ export async function recordSignature(ledger: Ledger, db: Kysely<DB>, cf: Crowdf
   const tx = await ledger.transaction(signature);
   if (!tx) return null;
   const seen = await pledgeIn(ledger, cf, tx);
-  return seen ? recordPledge(db, seen) : null;
+  if (!seen) return null;
+  crashPoint("pledge-seen");
+  return recordPledge(db, seen);
 }

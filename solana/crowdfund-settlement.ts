@@ -2,19 +2,19 @@ import "./quiet-bindings.ts";
 import { randomBytes } from "node:crypto";
 import { Message, PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
 import {
-  createAssociatedTokenAccountIdempotentInstruction, createCloseAccountInstruction, createTransferCheckedInstruction, getAssociatedTokenAddressSync,
+  createAssociatedTokenAccountIdempotentInstruction, createCloseAccountInstruction, createTransferCheckedInstruction, getAssociatedTokenAddressSync, unpackAccount,
 } from "@solana/spl-token";
 import bs58 from "bs58";
 import { logger } from "../src/logging.ts";
 import { type Crowdfund, CrowdfundError, getCrowdfund } from "../src/crowdfunds/crowdfunds.ts";
-import { listPledges } from "../src/crowdfunds/pledges.ts";
 import {
-  claimSettlement, confirmSettlementTx, isDue, markSettlementTxFailed, planSettlement, type Refund, refundBatches, replaceSettlementTx,
+  addRefunds, claimSettlement, confirmSettlementTx, lateDeposits, markRefundFailed, refundsOf, isDue, markSettlementTxFailed, planSettlement, type Refund, refundBatches, replaceSettlementTx,
   type SettlementPlan, type SettlementTx, type SettlementTxKind, settlementTransactions, type SignedSettlementTx,
 } from "../src/crowdfunds/settlement.ts";
 import { getTransfer, getTreasury, type Treasury } from "../src/treasury/treasury.ts";
 import { prepareCosigned, submitTransfer, treasuryAuthority, type TreasuryAuthority } from "./treasury-authority.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
+import { crashPoint } from "../src/crash-point.ts";
 import { type CrowdfundChainDeps, landed, MEMO_PROGRAM } from "./crowdfund-vault.ts";
 
 const log = logger("solana", "crowdfunds");
@@ -45,7 +45,8 @@ function instructions(c: Context, kind: SettlementTxKind, what: { refunds?: read
   const signers = [...c.authority.multiSigners];
   const transfer = (to: PublicKey, amount: bigint) => createTransferCheckedInstruction(vault, mint, to, auth, amount, c.treasury.decimals, signers, program);
   const close = createCloseAccountInstruction(vault, c.authority.feePayer, auth, signers, program);
-  if (kind === "refund") return (what.refunds ?? []).map((r) => transfer(new PublicKey(r.source), r.amount));
+  const treasuryAccount = new PublicKey(c.treasury.tokenAccount);
+  if (kind === "refund") return (what.refunds ?? []).map((r) => transfer(r.held ? treasuryAccount : new PublicKey(r.source), r.amount));
   if (kind === "close") return [close];
   // The payout: beneficiary and union's cut in one transaction with the close,
   // so either all of it happens or none (a failing cut leaves the vault whole).
@@ -53,7 +54,7 @@ function instructions(c: Context, kind: SettlementTxKind, what: { refunds?: read
   const beneficiaryAccount = getAssociatedTokenAddressSync(mint, beneficiary, true, program);
   const out = [createAssociatedTokenAccountIdempotentInstruction(c.authority.feePayer, beneficiaryAccount, beneficiary, mint, program)];
   if ((what.payout ?? 0n) > 0n) out.push(transfer(beneficiaryAccount, what.payout!));
-  if ((what.cut ?? 0n) > 0n) out.push(transfer(new PublicKey(c.treasury.tokenAccount), what.cut!));
+  if ((what.cut ?? 0n) > 0n) out.push(transfer(treasuryAccount, what.cut!));
   out.push(close);
   return out;
 }
@@ -97,11 +98,7 @@ async function signPlan(deps: CrowdfundChainDeps, c: Context, plan: SettlementPl
 /** Freshly signed bytes for a stored transaction known not to have executed. */
 async function resign(deps: CrowdfundChainDeps, c: Context, t: SettlementTx): Promise<SignedSettlementTx> {
   if (t.kind === "refund") {
-    const bySignature = new Map((await listPledges(deps.db, c.cf.id)).map((p) => [p.signature, p]));
-    const refunds = t.pledges.map((s) => {
-      const p = bySignature.get(s)!;
-      return { pledge: s, source: p.source, amount: p.amount };
-    });
+    const refunds = await refundsOf(deps.db, c.cf.id, t.pledges);
     return sign(deps, c, "refund", instructions(c, "refund", { refunds }), t.pledges, t.amount);
   }
   if (t.kind === "payout") return sign(deps, c, "payout", instructions(c, "payout", { payout: c.cf.total! - c.cf.cut!, cut: c.cf.cut! }), [], t.amount);
@@ -157,23 +154,41 @@ async function context(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<Context
   return { cf, treasury, authority: await treasuryAuthority(deps, cf.unionId) };
 }
 
-/** Submits the stored transactions in order, stopping at the first that cannot execute (or still awaits officers' signatures). */
-async function drive(deps: CrowdfundChainDeps, c: Context): Promise<void> {
-  for (const t of await settlementTransactions(deps.db, c.cf.id)) {
+/**
+ * Submits the stored transactions, refunds first (so the vault holds exactly
+ * what the payout or close moves), stopping at the first that cannot execute
+ * or still awaits officers' signatures. Two things that would otherwise block
+ * a settlement until an operator acts are handled here when the server's key
+ * moves the vault alone: deposits landing after the decision get a follow-up
+ * refund, and a refund batch failing because a pledger's account cannot take
+ * tokens back is signed again with that refund held by the treasury. Under a
+ * co-signed treasury such follow-ups would need the officers' signatures too;
+ * they are not built yet, so a late deposit there still blocks the close.
+ */
+async function drive(deps: CrowdfundChainDeps, c: Context, round = 0): Promise<void> {
+  if (c.authority.serverAlone) await refundLateDeposits(deps, c);
+  const stored = await settlementTransactions(deps.db, c.cf.id);
+  const ordered = [...stored.filter((t) => t.kind === "refund"), ...stored.filter((t) => t.kind !== "refund")];
+  for (const t of ordered) {
     if (t.state === "confirmed") continue;
     if (t.transferId !== null) {
       if (!await driveCosigned(deps, c, t)) return;
       continue;
     }
     if (t.state === "signed") {
+      crashPoint("settlement-signed");
       // Payouts wait for finality on a real network; the embedded ledger is final at once.
       const outcome = await landed(deps.ledger, Buffer.from(t.raw, "base64"), t.lastValidBlockHeight, "finalized");
       if ("signature" in outcome) {
+        crashPoint("settlement-sent");
         await confirmSettlementTx(deps.db, t.id);
         continue;
       }
-      log.warn("Settlement transaction {signature} of crowdfund {id} did not execute ({code}); signing it anew", { signature: t.signature, id: c.cf.id, code: outcome.error.code });
+      log.warn("Settlement transaction {signature} of crowdfund {id} did not execute ({code})", { signature: t.signature, id: c.cf.id, code: outcome.error.code });
     }
+    if (t.kind === "refund") await holdUnrefundable(deps, c, t);
+    // A deposit that landed since the last scan keeps the vault from closing: return it first, then try again.
+    else if (round < 2 && await refundLateDeposits(deps, c)) return drive(deps, c, round + 1);
     // Known not to have executed: the same transfers, signed anew and stored before sending.
     const fresh = await resign(deps, c, t);
     await replaceSettlementTx(deps.db, t.id, fresh);
@@ -223,4 +238,49 @@ export async function submitCosignedSettlement(deps: CrowdfundChainDeps, transfe
   const crowdfund = (await getCrowdfund(deps.db, cf.union_id, row.crowdfund_id))!;
   await driveSettlement(deps, crowdfund);
   return true;
+}
+
+/**
+ * Records and signs follow-up refunds for deposits that reached the vault
+ * after the settlement was decided. Returns whether there were any.
+ */
+async function refundLateDeposits(deps: CrowdfundChainDeps, c: Context): Promise<boolean> {
+  // Closed already: nothing more can land (a transfer into a closed account fails).
+  if (!await deps.ledger.account(c.cf.vault!)) return false;
+  await scanPledges(deps.ledger, deps.db, c.cf);
+  const late = await lateDeposits(deps.db, c.cf.id);
+  if (late.length === 0) return false;
+  const txs: SignedSettlementTx[] = [];
+  for (const batch of refundBatches(late)) {
+    txs.push(await sign(deps, c, "refund", instructions(c, "refund", { refunds: batch }), batch.map((r) => r.pledge), batch.reduce((s, r) => s + r.amount, 0n)));
+  }
+  await addRefunds(deps.db, c.cf.id, txs);
+  log.info("Crowdfund {id}: {n} deposits landed after the settlement was decided; refunding them", { id: c.cf.id, n: late.length });
+  return true;
+}
+
+/** Why a token account cannot receive this mint's tokens now; null when it can. */
+async function unrefundable(deps: CrowdfundChainDeps, c: Context, source: string): Promise<string | null> {
+  const account = await deps.ledger.account(source);
+  if (!account) return `the account the pledge came from (${source}) is closed`;
+  const owner = new PublicKey(account.owner);
+  try {
+    const decoded = unpackAccount(new PublicKey(source), { data: Buffer.from(account.data), owner, lamports: Number(account.lamports), executable: false }, owner);
+    if (decoded.mint.toBase58() !== c.treasury.mint) return `the account the pledge came from (${source}) now holds another mint`;
+    if (decoded.isFrozen) return `the account the pledge came from (${source}) is frozen`;
+  } catch {
+    return `the account the pledge came from (${source}) is no longer a token account`;
+  }
+  return null;
+}
+
+/** Marks each refund of the batch that its source cannot take (the tokens go to the treasury instead on re-signing). */
+async function holdUnrefundable(deps: CrowdfundChainDeps, c: Context, t: SettlementTx): Promise<void> {
+  for (const r of await refundsOf(deps.db, c.cf.id, t.pledges)) {
+    if (r.held) continue;
+    const reason = await unrefundable(deps, c, r.source);
+    if (!reason) continue;
+    log.warn("Crowdfund {id}: refund of pledge {pledge} cannot be made ({reason}); held by the treasury", { id: c.cf.id, pledge: r.pledge, reason });
+    await markRefundFailed(deps.db, r.pledge, `${reason}; ${r.amount} base units are held in the union's treasury for the pledger`);
+  }
 }

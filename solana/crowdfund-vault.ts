@@ -11,6 +11,7 @@ import { type Crowdfund, dropVaultPlan, markVaultOpen, pledgeMemo, planVault, to
 import { getTreasury } from "../src/treasury/treasury.ts";
 import { treasuryAuthority } from "./treasury-authority.ts";
 import { type Commitment, type Ledger, LedgerError } from "./ledger.ts";
+import { crashPoint } from "../src/crash-point.ts";
 
 const log = logger("solana", "crowdfunds");
 export const MEMO_PROGRAM = new PublicKey("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
@@ -21,7 +22,7 @@ export interface CrowdfundChainDeps {
   /** Tops up the fee payer on the embedded ledger; nothing on a real network. */
   readonly fund?: (address: string) => Promise<void>;
   /** Announces a crowdfund whose vault just opened (a call-to-action with its pledge link). */
-  readonly announce?: (cf: Crowdfund) => Promise<void>;
+  readonly announce?: (cf: Crowdfund) => Promise<unknown>;
 }
 
 /**
@@ -88,6 +89,8 @@ async function finishOpen(deps: CrowdfundChainDeps, crowdfundId: string, signatu
   if (await markVaultOpen(deps.db, crowdfundId, signature)) {
     const row = await deps.db.selectFrom("crowdfunds").selectAll().where("id", "=", crowdfundId).executeTakeFirstOrThrow();
     log.info("Opened the vault {vault} of crowdfund {id}", { vault: row.vault, id: crowdfundId });
+    // Dying here leaves it open but unannounced: the next pass of the jobs announces it (crowdfund-jobs.ts).
+    crashPoint("vault-opened");
     await deps.announce?.(toCrowdfund(row));
   }
   return "open";

@@ -3,14 +3,16 @@ import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
 import { claimLease } from "../src/job-lease.ts";
 import { logger } from "../src/logging.ts";
-import { recordDuesPayment, type RecordedPayment } from "../src/treasury/dues.ts";
+import { type RecordedPayment, recordDuesPayments } from "../src/treasury/dues.ts";
+import { expireReference, openReferences } from "../src/treasury/dues-references.ts";
 import type { DuesParamsSource } from "../src/treasury/dues-params.ts";
 import { recomputeStandings, type StandingChange } from "../src/treasury/standing.ts";
-import { paymentIn } from "./dues-scanner.ts";
+import { paymentsAmong } from "./dues-scanner.ts";
 import type { Ledger } from "./ledger.ts";
 
 const log = logger("solana", "dues-scan");
 const PAGE = 1000;
+const CHUNK = 200;
 
 export interface DuesScanDeps {
   readonly db: Kysely<DB>;
@@ -37,18 +39,35 @@ export async function scanSinceCursor(deps: DuesScanDeps, unionId: string, addre
     before = page.at(-1)!.signature;
   }
   if (fresh.length === 0) return [];
+  fresh.reverse();
   const out: RecordedPayment[] = [];
-  for (const s of fresh.reverse()) {
-    if (s.err !== null) continue;
-    const tx = await deps.ledger.transaction(s.signature);
-    if (!tx) continue;
-    const payment = await paymentIn(deps.ledger, unionId, tx);
-    // Transfers out of the treasury (payouts) are not dues.
-    if (payment && payment.destination === address) out.push(await recordDuesPayment(deps, payment));
+  // In chunks, oldest first: one read of the chunk's transactions, one database
+  // transaction to record them, then the cursor moves past the chunk.
+  for (let i = 0; i < fresh.length; i += CHUNK) {
+    const chunk = fresh.slice(i, i + CHUNK);
+    out.push(...await recordDuesPayments(deps, await paymentsAmong(deps.ledger, unionId, chunk, address)));
+    const newest = chunk.at(-1)!.signature;
+    await deps.db.insertInto("scan_cursors").values({ name, signature: newest })
+      .onConflict((oc) => oc.column("name").doUpdateSet({ signature: newest })).execute();
   }
-  const newest = fresh.at(-1)!.signature;
-  await deps.db.insertInto("scan_cursors").values({ name, signature: newest })
-    .onConflict((oc) => oc.column("name").doUpdateSet({ signature: newest })).execute();
+  return out;
+}
+
+/**
+ * Looks up each reference key the union issued that no payment has carried
+ * yet: a payment sent to a wrong account or in a wrong mint never touches the
+ * treasury, and is found only this way, then recorded unmatched with the
+ * reason. A reference is closed once looked up after its transaction can no
+ * longer land.
+ */
+export async function scanIssuedReferences(deps: DuesScanDeps, unionId: string, now = Date.now()): Promise<RecordedPayment[]> {
+  const out: RecordedPayment[] = [];
+  for (const { reference, expiresAt } of await openReferences(deps.db, unionId)) {
+    const signatures = await deps.ledger.signaturesFor(reference, { limit: 20 });
+    const payments = await paymentsAmong(deps.ledger, unionId, [...signatures].reverse());
+    if (payments.length > 0) out.push(...await recordDuesPayments(deps, payments));
+    else if (now > expiresAt) await expireReference(deps.db, reference);
+  }
   return out;
 }
 
@@ -72,7 +91,7 @@ export async function runDuesScan(deps: DuesScanDeps, holder: string, now = Date
   const changes: StandingChange[] = [];
   for (const t of treasuries) {
     try {
-      const found = await scanSinceCursor(deps, t.union_id, t.token_account);
+      const found = [...await scanSinceCursor(deps, t.union_id, t.token_account), ...await scanIssuedReferences(deps, t.union_id, now)];
       recorded.push(...found);
       const paid = new Set(found.filter((p) => p.recorded && p.status === "credited" && p.memberId).map((p) => p.memberId!));
       changes.push(...await recomputeStandings(deps, t.union_id, now, paid));

@@ -4,8 +4,8 @@ import {
   decodeInstruction, isTransferCheckedInstruction, isTransferInstruction, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID, unpackAccount,
 } from "@solana/spl-token";
 import type { DuesDeps, RecordedPayment, SeenPayment } from "../src/treasury/dues.ts";
-import { recordDuesPayment } from "../src/treasury/dues.ts";
-import type { Ledger, LedgerTransaction } from "./ledger.ts";
+import { recordDuesPayments } from "../src/treasury/dues.ts";
+import type { Ledger, LedgerTransaction, SignatureInfo } from "./ledger.ts";
 
 const MEMO_PROGRAMS = new Set(["MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr", "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"]);
 
@@ -78,12 +78,27 @@ export async function paymentIn(ledger: Ledger, unionId: string, tx: LedgerTrans
 }
 
 /**
+ * The payments among these signatures (oldest first), read in one batch of
+ * transactions: `into`, when given, keeps only transfers to that account
+ * (the treasury's own payouts are not dues).
+ */
+export async function paymentsAmong(ledger: Ledger, unionId: string, signatures: readonly SignatureInfo[], into?: string): Promise<SeenPayment[]> {
+  const wanted = signatures.filter((s) => s.err === null).map((s) => s.signature);
+  const out: SeenPayment[] = [];
+  for (const tx of await ledger.transactions(wanted)) {
+    if (!tx) continue;
+    const payment = await paymentIn(ledger, unionId, tx);
+    if (payment && (into === undefined || payment.destination === into)) out.push(payment);
+  }
+  return out;
+}
+
+/**
  * Records every payment into `address` (the treasury's token account, or a
  * reference key) not yet recorded, oldest first. Safe to run again or in
  * two places at once: recording is keyed by signature.
  */
 export async function scanDuesPayments(ledger: Ledger, deps: DuesDeps, unionId: string, address: string): Promise<RecordedPayment[]> {
-  const out: RecordedPayment[] = [];
   const signatures = [];
   let before: string | undefined;
   for (;;) {
@@ -93,12 +108,6 @@ export async function scanDuesPayments(ledger: Ledger, deps: DuesDeps, unionId: 
     before = page.at(-1)!.signature;
   }
   const known = new Set((await deps.db.selectFrom("dues_payments").select("signature").where("union_id", "=", unionId).execute()).map((r) => r.signature));
-  for (const s of signatures.reverse()) {
-    if (s.err !== null || known.has(s.signature)) continue;
-    const tx = await ledger.transaction(s.signature);
-    if (!tx) continue;
-    const payment = await paymentIn(ledger, unionId, tx);
-    if (payment) out.push(await recordDuesPayment(deps, payment));
-  }
-  return out;
+  const fresh = signatures.reverse().filter((s) => !known.has(s.signature));
+  return recordDuesPayments(deps, await paymentsAmong(ledger, unionId, fresh));
 }

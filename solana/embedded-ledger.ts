@@ -1,11 +1,11 @@
 import "./quiet-bindings.ts";
 import { randomBytes } from "node:crypto";
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type Selectable, sql } from "kysely";
 import { LiteSVM } from "litesvm";
 import { Keypair, NonceAccount, PublicKey, SystemProgram, Transaction, VersionedTransaction } from "@solana/web3.js";
 import { TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID, unpackAccount, unpackMint } from "@solana/spl-token";
 import bs58 from "bs58";
-import type { DB } from "../src/db/schema.ts";
+import type { DB, LedgerTransactionsTable } from "../src/db/schema.ts";
 import { formatUnits } from "./amounts.ts";
 import { rpcError } from "./litesvm-errors.ts";
 import { X87SafeLiteSVM } from "./litesvm-x87.ts";
@@ -198,21 +198,16 @@ export class EmbeddedLedger implements Ledger {
 
   async transaction(signature: string): Promise<StoredTransaction | null> {
     const row = await this.#db.selectFrom("ledger_transactions").selectAll().where("signature", "=", signature).executeTakeFirst();
-    if (!row) return null;
-    return {
-      signature: row.signature,
-      slot: row.slot,
-      blockTime: row.block_time,
-      raw: Buffer.from(row.raw, "base64"),
-      err: row.err === null ? null : JSON.parse(row.err),
-      logs: JSON.parse(row.logs),
-      fee: BigInt(row.fee),
-      unitsConsumed: BigInt(row.units),
-      preBalances: (JSON.parse(row.pre_balances) as string[]).map(BigInt),
-      postBalances: (JSON.parse(row.post_balances) as string[]).map(BigInt),
-      preTokenBalances: JSON.parse(row.pre_token_balances),
-      postTokenBalances: JSON.parse(row.post_token_balances),
-    };
+    return row ? storedTransaction(row) : null;
+  }
+
+  async transactions(signatures: readonly string[]): Promise<(StoredTransaction | null)[]> {
+    const found = new Map<string, StoredTransaction>();
+    for (let i = 0; i < signatures.length; i += 500) {
+      const chunk = signatures.slice(i, i + 500);
+      for (const row of await this.#db.selectFrom("ledger_transactions").selectAll().where("signature", "in", chunk).execute()) found.set(row.signature, storedTransaction(row));
+    }
+    return signatures.map((s) => found.get(s) ?? null);
   }
 
   async signaturesFor(address: string, options: { before?: string; until?: string; limit?: number } = {}): Promise<SignatureInfo[]> {
@@ -470,4 +465,21 @@ async function persistAccount(trx: Kysely<DB>, svm: LiteSVM, key: PublicKey, slo
 export async function countLedgerTransactions(db: Kysely<DB>): Promise<number> {
   const { n } = await db.selectFrom("ledger_transactions").select(sql<number>`count(*)`.as("n")).executeTakeFirstOrThrow();
   return Number(n);
+}
+
+function storedTransaction(row: Selectable<LedgerTransactionsTable>): StoredTransaction {
+  return {
+    signature: row.signature,
+    slot: row.slot,
+    blockTime: row.block_time,
+    raw: Buffer.from(row.raw, "base64"),
+    err: row.err === null ? null : JSON.parse(row.err),
+    logs: JSON.parse(row.logs),
+    fee: BigInt(row.fee),
+    unitsConsumed: BigInt(row.units),
+    preBalances: (JSON.parse(row.pre_balances) as string[]).map(BigInt),
+    postBalances: (JSON.parse(row.post_balances) as string[]).map(BigInt),
+    preTokenBalances: JSON.parse(row.pre_token_balances),
+    postTokenBalances: JSON.parse(row.post_token_balances),
+  };
 }

@@ -65,6 +65,8 @@ export interface Ledger {
   submit(raw: Uint8Array, options: SubmitOptions): Promise<string>;
   status(signature: string): Promise<SignatureStatus | null>;
   transaction(signature: string): Promise<LedgerTransaction | null>;
+  /** Many at once, in the order asked (null for one not found): one read, not one per signature. */
+  transactions(signatures: readonly string[]): Promise<(LedgerTransaction | null)[]>;
   /** Newest first, like getSignaturesForAddress. */
   signaturesFor(address: string, options?: { before?: string; until?: string; limit?: number }): Promise<SignatureInfo[]>;
   account(address: string): Promise<LedgerAccount | null>;

@@ -101,6 +101,17 @@ export class NetworkLedger implements Ledger {
     return { signature, slot: response.slot, blockTime: response.blockTime ?? null, raw, err: response.meta?.err ?? null };
   }
 
+  /** One JSON-RPC batch request (web3.js getTransactions) per call. */
+  async transactions(signatures: readonly string[], commitment: "confirmed" | "finalized" = "confirmed"): Promise<(LedgerTransaction | null)[]> {
+    if (signatures.length === 0) return [];
+    const responses = await this.connection.getTransactions([...signatures], { commitment, maxSupportedTransactionVersion: 0 });
+    return responses.map((response, i) => {
+      if (!response) return null;
+      const raw = new VersionedTransaction(response.transaction.message, response.transaction.signatures.map((s) => bs58.decode(s))).serialize();
+      return { signature: signatures[i]!, slot: response.slot, blockTime: response.blockTime ?? null, raw, err: response.meta?.err ?? null };
+    });
+  }
+
   async signaturesFor(address: string, options: { before?: string; until?: string; limit?: number } = {}): Promise<SignatureInfo[]> {
     const list = await this.connection.getSignaturesForAddress(new PublicKey(address), options, "confirmed");
     return list.map((s) => ({ signature: s.signature, slot: s.slot, err: s.err, blockTime: s.blockTime ?? null }));

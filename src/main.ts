@@ -171,6 +171,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     origin: config.origin,
     enqueue: (page, opts) => lanes.fedify.fanout.enqueue(page, opts),
+    enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
@@ -232,7 +233,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       every(PRUNE_INTERVAL_MS, signal, () => pruneStorage({ db: database.db, pruneQueue: (now) => lanes.lanes.delivery.pruneDone(now) }), (error) => log.error("Pruning failed: {error}", { error })),
       // Proposals whose end time passed are closed by whichever worker gets
       // there first; closing is idempotent and happens once (proposals.ts).
-      every(options.schedulerIntervalMs ?? 5_000, signal, () => closeDue(membership), (error) => log.error("Closing due proposals failed: {error}", { error })),
+      every(options.schedulerIntervalMs ?? 5_000, signal, async () => {
+        for (const p of await closeDue(membership)) log.info("Closed proposal {id} (#{number}): {state}", { id: p.id, number: p.number, state: p.state });
+      }, (error) => log.error("Closing due proposals failed: {error}", { error })),
       // New allies and officers are asked for their consent to be listed (FEP-7aa9); former ones leave the lists.
       every(options.schedulerIntervalMs ?? 30_000, signal, () => syncAllFeatured(membership), (error) => log.error("Updating the featured collections failed: {error}", { error })),
     ]);

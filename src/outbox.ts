@@ -26,6 +26,9 @@ export type OutboxIntent =
   | { readonly kind: "proposal.tally"; readonly unionId: string; readonly proposalId: string; readonly dueAt: number }
   | { readonly kind: "badge.sync"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "featured.request"; readonly unionId: string; readonly itemId: string }
+  /** An item of the allies collection gained or lost consent: an `Add` or `Remove` to the union's followers (FEP-7aa9). */
+  | { readonly kind: "featured.add"; readonly unionId: string; readonly itemId: string }
+  | { readonly kind: "featured.remove"; readonly unionId: string; readonly itemId: string }
   | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
   | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
   /** A new union's treasury (dues mint, multisig authority, token account), made by the ledger lane. */

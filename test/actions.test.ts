@@ -770,6 +770,33 @@ for (const d of dialects) {
       assert.deepEqual(await intentsOf(c, act.id), ["action.publish", "action.progress:goal"]);
     }));
 
+    it("the committers counter follows every commitment and withdrawal, and a repeated Undo changes nothing", () => withCtx(d, async (c) => {
+      const union = await makeUnion(c, "riders");
+      await join(c, union, LEADER);
+      const [pa, pb, pc] = ["a", "b", "c"].map((n) => person(n));
+      const a = await join(c, union, pa!);
+      for (const p of [pb!, pc!]) await join(c, union, p);
+      const act = await composeAction(c.deps, union.id, OPERATOR, ask("goal", { goal: 3 }), { publishNow: true });
+      const committers = async () => Number((await c.db.selectFrom("actions").select("committers").where("id", "=", act.id).executeTakeFirstOrThrow()).committers);
+      await recordLike(c.deps, union.id, act.id, pa!.actorId, "https://remote.example/likes/a");
+      await recordWebResponse(c.deps, union.id, act.id, a.id, "done");
+      await recordLike(c.deps, union.id, act.id, pa!.actorId, "https://remote.example/likes/a");
+      await recordLike(c.deps, union.id, act.id, pb!.actorId, "https://remote.example/likes/b");
+      assert.equal(await committers(), 2, "a's like (twice) and done are one committer");
+      assert.equal(await withdrawResponse(c.deps, "https://remote.example/likes/a", pa!.actorId), 1);
+      assert.equal(await withdrawResponse(c.deps, "https://remote.example/likes/a", pa!.actorId), 0);
+      assert.equal(await committers(), 2, "a still stands by the done");
+      assert.equal(await withdrawResponse(c.deps, "https://remote.example/likes/b", pb!.actorId), 1);
+      assert.equal(await withdrawResponse(c.deps, "https://remote.example/likes/b", pb!.actorId), 0);
+      assert.equal(await committers(), 1, "b withdrew once, however often the Undo came");
+      assert.equal(await withdrawResponse(c.deps, "https://remote.example/likes/a", pb!.actorId), 0, "only the member who made it can withdraw it");
+      await recordLike(c.deps, union.id, act.id, pb!.actorId, "https://remote.example/likes/b2");
+      await recordReply(c.deps, union.id, act.id, pc!.actorId, "https://remote.example/notes/c", "<p>I'm in</p>");
+      assert.equal(await committers(), 3);
+      assert.equal(await committers(), (await progressOf(c.db, act)).commitments, "the counter agrees with a full count");
+      assert.deepEqual(await intentsOf(c, act.id), ["action.publish", "action.progress:goal"]);
+    }));
+
     it("two members reaching the goal at the same moment: the goal is still noticed, once", (t: TestContext) => withCtx(d, async (c) => {
       const union = await makeUnion(c, "riders");
       await join(c, union, LEADER);

@@ -114,6 +114,53 @@ for (const d of dialects) {
       assert.equal(shownJson.parent, null);
     });
 
+    it("ally invite: gives an ally's member an invite that records them as sponsor; refused for a chapter, a bad sponsor or --uses", async () => {
+      const help = await cli(ma, ta, ["ally", "invite", "--help"]);
+      assert.equal(help.code, 0);
+      assert.match(help.out, /muster ally invite <union> <@ally@host or URL> <sponsor actor URL> \[--uses N\]/);
+      const bUrl = new URL("/u/b", mb.origin).href;
+      const northUrl = new URL("/u/north", mb.origin).href;
+      const sponsor = new URL("/users/bob", mb.origin).href;
+      // Before the alliance: no open relationship with B.
+      const early = await cli(ma, ta, ["ally", "invite", "a", bUrl, sponsor]);
+      assert.equal(early.code, 1);
+      assert.match(early.err, /no open relationship/);
+      // B offers an alliance again; A accepts.
+      assert.equal((await cli(mb, tb, ["ally", "propose", "b", new URL("/u/a", ma.origin).href])).code, 0);
+      await eventually(async () => (await listRelationships(ma.muster.database.db, a.id, { states: ["received"] })).some((r) => r.peerActorId === bUrl), "A receives B's offer");
+      assert.equal((await cli(ma, ta, ["ally", "accept", "a", bUrl])).code, 0);
+
+      const made = await cli(ma, ta, ["ally", "invite", "a", bUrl, sponsor, "--uses", "2", "--json"]);
+      assert.equal(made.code, 0, made.err);
+      const invite = JSON.parse(made.out) as { code: string; url: string; sponsor: string; ally: string; uses: number };
+      assert.equal(invite.ally, bUrl);
+      assert.equal(invite.sponsor, sponsor);
+      assert.equal(invite.uses, 2);
+      assert.equal(invite.url, new URL(`/u/a/join/${invite.code}`, ma.origin).href);
+      const row = await ma.muster.database.db.selectFrom("invites").selectAll().where("code", "=", invite.code).executeTakeFirstOrThrow();
+      assert.equal(row.ally_sponsor_actor_id, sponsor);
+      assert.equal(row.ally_sponsor_union, bUrl);
+      assert.equal(Number(row.max_uses), 2);
+      const text = await cli(ma, ta, ["ally", "invite", "a", bUrl, sponsor]);
+      assert.match(text.out, new RegExp(`^Invite for ${sponsor.replace(/[.]/g, "\\.")} of .*: ${ma.origin.href.replace(/[.]/g, "\\.")}u/a/join/\\S+\n$`));
+
+      // A chapter is no ally; a sponsor must be an actor URL; --uses is a whole number from 1.
+      const chapter = await cli(ma, ta, ["ally", "invite", "a", northUrl, sponsor]);
+      assert.equal(chapter.code, 1);
+      assert.match(chapter.err, /is not an active ally of this union/);
+      assert.equal(chapter.err.trim().split("\n").length, 1);
+      const badSponsor = await cli(ma, ta, ["ally", "invite", "a", bUrl, "bob"]);
+      assert.equal(badSponsor.code, 1);
+      assert.match(badSponsor.err, /the sponsor must be an actor URL/);
+      const badUses = await cli(ma, ta, ["ally", "invite", "a", bUrl, sponsor, "--uses", "0"]);
+      assert.equal(badUses.code, 2);
+      assert.match(badUses.err, /--uses takes a whole number from 1/);
+
+      // Leave only the chapter open, as the next test expects.
+      assert.equal((await cli(ma, ta, ["ally", "end", "a", bUrl])).code, 0);
+      await eventually(async () => (await listRelationships(mb.muster.database.db, b.id, { states: ["active"] })).length === 0, "B sees the end");
+    });
+
     it("server block: the blocked server's unions are refused, open relationships end, its deliveries are dropped at the inbox", async () => {
       const help = await cli(ma, ta, ["server", "block", "--help"]);
       assert.equal(help.code, 0);

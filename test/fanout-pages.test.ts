@@ -56,12 +56,13 @@ for (const d of dialects) {
       await tdb?.destroy();
     });
 
-    it("queues each inbox once across pages, and each next page once, even when a page is handled twice", async () => {
+    for (const signedOnce of [false, true]) it(`queues each inbox once across pages, and each next page once, even when a page is handled twice (${signedOnce ? "signed once, later pages queued directly" : "every page through Fedify's sendActivity"})`, async () => {
       const db = m.muster.database.db;
       const ctx = m.muster.federation.createContext(m.origin, undefined);
       const groupId = ctx.getActorUri("riders");
-      const activityId = new URL("/u/riders/test-fanout/activity", m.origin);
-      await fanOut(deps, ctx, unionId, new Create({ id: activityId, actor: groupId, object: new Note({ content: "Streamed." }) }), "streamed");
+      const activityId = new URL(`/u/riders/test-fanout-${signedOnce}/activity`, m.origin);
+      const deps1: FanoutDeps = signedOnce ? { ...deps, enqueueDelivery: (message, o) => m.muster.lanes.lanes.delivery.enqueue(message, o) } : deps;
+      await fanOut(deps1, ctx, unionId, new Create({ id: activityId, actor: groupId, object: new Note({ content: "Streamed." }) }), "streamed");
 
       const pagesOf = async () => (await db.selectFrom("fedify_mq").select("message").where("queue", "=", "fanout").orderBy("id").execute())
         .map((r) => JSON.parse(r.message) as FanoutPage);
@@ -72,20 +73,29 @@ for (const d of dialects) {
         const page = pages[0];
         if (!page) break;
         // Handled twice, as after a crash before the queue marked it done.
-        await asBulkWork(() => handleFanoutPage(deps, page));
-        await asBulkWork(() => handleFanoutPage(deps, page));
+        await asBulkWork(() => handleFanoutPage(deps1, page));
+        await asBulkWork(() => handleFanoutPage(deps1, page));
         await db.deleteFrom("fedify_mq").where("queue", "=", "fanout").where("message", "=", JSON.stringify(page)).execute();
         handled++;
         assert.ok(handled < 10, "the chain of pages ends");
       }
       assert.ok(handled >= 3, `the roster was read in pages (${handled})`);
 
-      const rows = await db.selectFrom("fedify_mq").select(["queue", "message", "dedupe_key"]).where("dedupe_key", "like", `${activityId.href} %`).execute();
+      const rows = await db.selectFrom("fedify_mq").select(["queue", "message", "dedupe_key", "payload"]).where("dedupe_key", "like", `${activityId.href} %`).execute();
       const inboxes = rows.map((r) => (JSON.parse(r.message) as { inbox: string }).inbox);
       assert.equal(new Set(inboxes).size, inboxes.length, "no inbox queued twice");
       assert.equal(inboxes.length, PERSONAL + 1, "every personal inbox, and the shared inbox once");
       assert.equal(inboxes.filter((i) => i === "http://shared.example/inbox").length, 1);
       assert.deepEqual([...new Set(rows.map((r) => r.queue))], ["delivery"]);
+      assert.ok(rows.every((r) => !r.message.includes("privateKey")), "no private key in a delivery row");
+      // One stored activity: every page's deliveries carry what was signed for the first page.
+      if (signedOnce) assert.equal(new Set(rows.map((r) => r.payload)).size, 1);
+      const sample = JSON.parse(rows[0]!.message) as { type: string; keys: { keyId: string }[]; orderingKey: string; attempt: number };
+      assert.equal(sample.type, "outbox");
+      assert.equal(sample.attempt, 0);
+      assert.ok(sample.keys.length >= 1 && sample.keys.every((k) => k.keyId.startsWith(m.origin.href)));
+      assert.ok(sample.orderingKey.startsWith("streamed\n"));
+      await db.deleteFrom("fedify_mq").where("dedupe_key", "like", `${activityId.href} %`).execute();
     });
   });
 }

@@ -1,13 +1,13 @@
 import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Accept } from "@fedify/vocab";
+import { Accept, Add, Follow, type Group, Remove } from "@fedify/vocab";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { answerOffer, endRelationship, listRelationships } from "../src/relationships/relationships.ts";
-import { listFeaturedItems, listStamps, syncFeatured, withdrawStamp } from "../src/relationships/featured.ts";
+import { listFeaturedItems, listStamps, syncFeatured, withdrawStamp, syncAllFeatured, unionsOutOfLine } from "../src/relationships/featured.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { proposeTo } from "../federation/relationships.ts";
 
@@ -30,12 +30,16 @@ for (const d of dialects) {
     const itemsOf = (m: TestMuster, u: Union) => listFeaturedItems(m.muster.database.db, u.id);
 
     before(async () => {
-      peer = await startPeer(["mallory"]);
+      peer = await startPeer(["mallory", "fiona"]);
       for (let i = 0; i < 2; i++) dbs.push(await d.create());
       ma = await startMuster(dbs[0]!);
       mb = await startMuster(dbs[1]!);
-      a = await makeUnion(ma, "a", { name: "Riders A" });
+      a = await makeUnion(ma, "a", { name: "Riders A", joinPolicy: "open" });
       b = await makeUnion(mb, "b", { name: "Couriers B" });
+      // Fiona follows A (a member): she is told of changes to A's collections.
+      const aGroup = await peer.lookup(groupId(ma, "a")) as Group;
+      await peer.send("fiona", aGroup, new Follow({ id: new URL("/follows/fiona-a", peer.origin), actor: peer.actorId("fiona"), object: aGroup.id }));
+      await eventually(async () => peer.received.some((x) => x instanceof Accept && x.actorId?.href === aGroup.id!.href), "fiona joins A");
       await proposeTo({ ...ma.muster.membership, federation: ma.muster.federation, origin: ma.origin }, a, OPERATOR, groupId(mb, "b").href, "ally", "both");
       const received = await eventually(async () => (await listRelationships(mb.muster.database.db, b.id)).find((r) => r.state === "received"), "B receives the offer");
       await answerOffer(mb.muster.membership, b.id, received.id, OPERATOR, true);
@@ -52,8 +56,20 @@ for (const d of dialects) {
       const r = await syncFeatured(ma.muster.membership, a.id);
       assert.equal(r.requested, 1, "one new ally to ask (the leader has no Fediverse actor yet)");
       assert.equal((await syncFeatured(ma.muster.membership, a.id)).requested, 0, "asking is done once");
+      // The worker's pass finds nothing to do, so it opens no transaction at all.
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), []);
+      assert.equal(await syncAllFeatured(ma.muster.membership), 0);
       const item = await eventually(async () => (await itemsOf(ma, a)).find((i) => i.state === "accepted"), "B's consent reaches A");
       assert.equal(item.actorId, groupId(mb, "b").href);
+      // A's followers are sent an Add of the item to the allies collection (as Mastodon 4.6 sends), pointing at its document.
+      const add = await eventually(async () => peer.received.find((x) => x instanceof Add && x.actorId?.href === groupId(ma, "a").href) as Add | undefined, "fiona receives A's Add");
+      const itemUrl = new URL(`/u/a/collections/allies/items/${item.id}`, ma.origin);
+      assert.equal(add.targetId?.href, new URL("/u/a/collections/allies", ma.origin).href);
+      assert.equal(add.objectId?.href, itemUrl.href);
+      const doc = await (await get(itemUrl)).json() as Json;
+      assert.equal(doc.type, "FeaturedItem");
+      assert.equal(doc.featuredObject, groupId(mb, "b").href);
+      assert.equal(doc.featureAuthorization, item.stamp);
       const stamps = await listStamps(mb.muster.database.db, b.id);
       assert.equal(stamps.length, 1);
       assert.equal(stamps[0]!.state, "accepted");
@@ -150,6 +166,14 @@ for (const d of dialects) {
       assert.equal(gone.status, 410, "the stamp no longer verifies");
       await gone.body?.cancel();
       await eventually(async () => (await itemsOf(ma, a)).find((i) => i.collection === "allies")?.state === "withdrawn", "A receives the Delete of the stamp");
+      const item = (await itemsOf(ma, a)).find((i) => i.collection === "allies")!;
+      const itemUrl = new URL(`/u/a/collections/allies/items/${item.id}`, ma.origin);
+      const remove = await eventually(async () => peer.received.find((x) => x instanceof Remove && x.actorId?.href === groupId(ma, "a").href) as Remove | undefined, "fiona receives A's Remove");
+      assert.equal(remove.objectId?.href, itemUrl.href);
+      assert.equal(remove.targetId?.href, new URL("/u/a/collections/allies", ma.origin).href);
+      const goneItem = await get(itemUrl);
+      assert.equal(goneItem.status, 410, "the removed item's document is gone");
+      await goneItem.body?.cancel();
       const coll = await (await get(new URL("/u/a/collections/allies", ma.origin))).json() as Json;
       assert.equal(coll.totalItems, 0);
       assert.deepEqual(coll.orderedItems, []);
@@ -161,9 +185,13 @@ for (const d of dialects) {
       const rel = (await listRelationships(mb.muster.database.db, b.id)).find((r) => r.state === "active")!;
       await endRelationship(mb.muster.membership, b.id, rel.id, OPERATOR);
       await eventually(async () => (await listRelationships(ma.muster.database.db, a.id)).every((r) => r.state !== "active"), "A sees the end");
+      // A change the cheap check must see: B lists a former ally; A stamped one automatically.
+      assert.deepEqual(await unionsOutOfLine(mb.muster.database.db), [b.id]);
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), [a.id]);
       await syncFeatured(mb.muster.membership, b.id);
       assert.equal((await itemsOf(mb, b)).find((i) => i.actorId === groupId(ma, "a").href)!.state, "withdrawn", "B drops its former ally");
       const r = await syncFeatured(ma.muster.membership, a.id);
+      assert.deepEqual(await unionsOutOfLine(ma.muster.database.db), []);
       assert.equal(r.withdrawn, 1, "A withdraws the consent it gave B automatically as an ally");
       const aStamp = (await listStamps(ma.muster.database.db, a.id)).find((s) => s.requester === groupId(mb, "b").href)!;
       assert.equal(aStamp.state, "withdrawn");

@@ -33,6 +33,44 @@ for (const d of dialects) {
       }
     });
 
+    it("0036: the commitment counters start from the responses already recorded", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      try {
+        await migrateTo(db, "0031_featured_collections");
+        await db.insertInto("unions").values({
+          id: "u", slug: "u", name: "u", purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1,
+          join_policy: "approval", member_invite_limit: 5, welcome_text: null,
+        } as never).execute();
+        const action = (id: string, seq: number) => ({
+          id, union_id: "u", seq, title: "t", body_md: "b", body_html: "<p>b</p>", kind: "other", link: null, goal: 2, deadline: null, state: "published",
+          created_by: null, created_at: 1, published_at: 1, updated_at: null, retracted_at: null, goal_reached_at: null, closed_at: null,
+        });
+        await db.insertInto("actions").values([action("a1", 1), action("a2", 2)] as never).execute();
+        let n = 0;
+        const response = (actionId: string, member: string, kind: string, undone: number | null = null) => ({
+          id: `r${++n}`, action_id: actionId, union_id: "u", member_id: member, kind, source: "like", source_id: `s${n}`, content: null, created_at: 1, undone_at: undone,
+        });
+        await db.insertInto("action_responses").values([
+          response("a1", "ann", "commit"), response("a1", "ann", "done"), // one member, two standing commitments
+          response("a1", "bob", "commit", 5), // withdrawn
+          response("a1", "cat", "comment"), response("a1", "cat", "boost"), // not commitments
+          response("a1", "dan", "commit"),
+          response("a2", "bob", "done"),
+        ] as never).execute();
+        await migrateToLatest(db);
+        const committers = await db.selectFrom("action_committers").select(["action_id", "member_id", "standing"]).orderBy("action_id").orderBy("member_id").execute();
+        assert.deepEqual(committers.map((c) => [c.action_id, c.member_id, Number(c.standing)]), [["a1", "ann", 2], ["a1", "dan", 1], ["a2", "bob", 1]]);
+        const counts = await db.selectFrom("actions").select(["id", "committers"]).orderBy("id").execute();
+        assert.deepEqual(counts.map((c) => [c.id, Number(c.committers)]), [["a1", 2], ["a2", 1]]);
+        await migrateTo(db, "0031_featured_collections");
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
     it("0038: one index on (actor_id, union_id) keeps an account a member once per union and serves both lookups", async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();

@@ -13,6 +13,7 @@ import { overrideBylaws } from "./helpers/bylaws.ts";
 import { startLitepubContext } from "./helpers/litepub-context.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
+import { chainOf, verifyChain } from "../src/actions/chain.ts";
 
 /*
  * Issue 14 over loopback: a real Muster and a real peer server whose members
@@ -186,6 +187,42 @@ for (const d of dialects) {
       assert.match(said, /The resolution is adopted\./);
       assert.equal(result.attributionId?.href, groupId());
       assert.deepEqual(result.toIds.map(String), finalQ.toIds.map(String));
+      // The result can be fetched by its id, under the poll's own rule: members-only here.
+      const resultId = result.id!;
+      assert.equal(resultId.href, `${questionId(p)}/result`);
+      const fetched = await fetch(await peer.signedGet(resultId, { as: "ana" }));
+      assert.equal(fetched.status, 200);
+      assert.match(fetched.headers.get("content-type") ?? "", /application\/activity\+json/);
+      const fetchedNote = await fetched.json() as JsonObject;
+      assert.equal(fetchedNote.type, "Note");
+      assert.equal(fetchedNote.id, resultId.href);
+      assert.equal(fetchedNote.inReplyTo, questionId(p));
+      assert.equal(fetchedNote.attributedTo, groupId());
+      assert.equal(fetchedNote.content, said, "the same Note as delivered");
+      assert.deepEqual([fetchedNote.to].flat(), result.toIds.map(String));
+      assert.equal((await fetch(resultId, { headers: { Accept: AP } })).status, 401, "unsigned: not served for a members-only union");
+      // Members' servers are told apart, not members (visibility.ts): a fetch from another server is refused.
+      const stranger = await startCountingPeer(["eve"]);
+      try {
+        assert.equal((await fetch(await stranger.signedGet(resultId, { as: "eve" }))).status, 403, "a server with no members is refused");
+      } finally {
+        await stranger.close();
+      }
+      const unknown = new URL(`/u/riders/proposals/${randomUUID()}/result`, m.origin);
+      assert.equal((await fetch(await peer.signedGet(unknown, { as: "ana" }))).status, 404, "unknown id");
+      const browser = await fetch(resultId, { headers: { Accept: "text/html" }, redirect: "manual" });
+      assert.equal(browser.status, 303);
+      assert.equal(browser.headers.get("location"), `/u/riders/proposals/${p.number}`);
+      // A union whose calls-to-action are public shows its results to anyone (its own union: the bylaws'
+      // versions of riders are counted by the next test).
+      const open = await makeUnion(m, "open-votes", { joinPolicy: "open" });
+      await overrideBylaws(m.muster.unions, "open-votes", { actionsVisibility: "public" });
+      const openP = await createProposal(deps(), open.id, OPERATOR, { kind: "resolution", title: "Publish the minutes", closesAt: new Date(Date.now() + 120_000) });
+      assert.ok(await closeProposal(deps(), open.id, openP.id, { force: true }));
+      const openResult = new URL(`/u/open-votes/proposals/${openP.id}/result`, m.origin);
+      const anyone = await fetch(openResult, { headers: { Accept: AP } });
+      assert.equal(anyone.status, 200, "public calls-to-action: the result is public too");
+      assert.equal((await anyone.json() as JsonObject).id, openResult.href);
       const final = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "ana" }))).json() as JsonObject;
       assert.equal(typeof final.closed, "string");
       assert.ok(!(await collectionIds("featured", "ana")).includes(questionId(p)), "unpinned once closed");
@@ -249,7 +286,7 @@ for (const d of dialects) {
       assert.deepEqual((await tallyOf(db(), p2)).options[0], { text: "Yes", direct: 1, delegated: 1 });
     });
 
-    it("an election is an anyOf Question; GoToSocial's several Notes in one Create count as one ballot of approvals", async () => {
+    it("an election is an anyOf Question; GoToSocial's several Notes in one Create, and Mastodon's one Create per option, each count as one ballot of approvals", async () => {
       const ids = await Promise.all(["ana", "ben"].map(async (n) => (await findMemberByActor(db(), union.id, peer.actorId(n).href))!.id));
       const p = await createProposal(deps(), union.id, OPERATOR, { kind: "election", title: "Treasurer", role: "officer", portfolio: "Treasurer", candidates: ids, closesAt: new Date(Date.now() + 120_000) });
       const q = await (await fetch(await peer.signedGet(new URL(questionId(p)), { as: "cy" }))).json() as JsonObject;
@@ -270,6 +307,26 @@ for (const d of dialects) {
       const t = await tallyOf(db(), p);
       assert.deepEqual(t.options.map((o) => o.direct), [1, 1]);
       assert.equal(t.voters, 1);
+      // Mastodon answers an anyOf poll with one Create per chosen option (mastodon/docs-poll-vote-anyof-1 and -2).
+      const anyOf = (file: string, option: string): JsonObject => {
+        const original = fixture(file);
+        const actors = { "https://mastodon.example/users/bob": peer.actorId("ana").href };
+        const body = readdress(original, {
+          actors,
+          exact: { "https://mastodon.example/users/alice/statuses/1009947848598745": questionId(p), "https://mastodon.example/users/alice": groupId() },
+          id: freshId(String(original.id), { actors }, peer.origin),
+        });
+        (body.object as JsonObject).id = freshId(String((body.object as JsonObject).id), { actors }, peer.origin);
+        (body.object as JsonObject).name = option;
+        return body;
+      };
+      const first = await deliver("ana", anyOf("mastodon/docs-poll-vote-anyof-1.json", names[0]!));
+      await deliver("ana", anyOf("mastodon/docs-poll-vote-anyof-2.json", names[1]!));
+      await first();
+      await new Promise((r) => setTimeout(r, 300));
+      const t2 = await tallyOf(db(), p);
+      assert.deepEqual(t2.options.map((o) => o.direct), [2, 2], "both of ana's approvals count, the repeated delivery does not");
+      assert.equal(t2.voters, 2, "two Creates from one voter are one ballot");
     });
     it("twenty poll answers in a burst send a bounded number of running-tally Updates, the last with all twenty", async () => {
       const crowd = await makeUnion(m, "crowd", { joinPolicy: "open" });
@@ -314,9 +371,15 @@ for (const d of dialects) {
       const windows = Math.floor(Number(span.last) / TALLY_BATCH_MS) - Math.floor(Number(span.first) / TALLY_BATCH_MS) + 1;
       await new Promise((r) => setTimeout(r, 2 * TALLY_BATCH_MS));
       const updates = peer.received.filter(isTally);
-      assert.ok(updates.length >= 1 && updates.length <= windows, `${updates.length} tally Updates for votes spread over ${windows} window(s)`);
+      // A vote is timed when it arrives; one that waited its turn past its window's count queues the next window's
+      // Update (proposals.ts scheduleTally), so the answers may reach one window further than their arrival times.
+      assert.ok(updates.length >= 1 && updates.length <= windows + 1, `${updates.length} tally Updates for votes arriving over ${windows} window(s)`);
       assert.ok(updates.length < 20, "not one Update per vote");
       assert.equal(new Set(updates.map((u) => u.id!.href)).size, updates.length, "no Update delivered twice");
+      // Twenty ballots handled at once took the chain's positions one after another.
+      const report = await verifyChain(db(), crowd.id);
+      assert.ok(report.ok, JSON.stringify(report.breaks));
+      assert.equal((await chainOf(db(), crowd.id)).filter((e) => e.event === "ballot").length, 20);
     });
 
     it("Misskey's and Pleroma's poll answers count; their hostile variants and their Questions change nothing", async () => {

@@ -14,6 +14,7 @@ import { createInvite, placesHeld, welcomePlaces } from "../src/members/invites.
 import { recordedIntents } from "./helpers/membership-worker.ts";
 import { chainOf, verifyChain } from "../src/actions/chain.ts";
 import { voterPseudonym } from "../src/bylaws/proposal-chain.ts";
+import { readModerators } from "../src/members/roster.ts";
 
 const override = { kind: "operator", reason: "test setup" } as const;
 const SOON = () => new Date(Date.now() + 60_000);
@@ -160,11 +161,18 @@ for (const d of dialects) {
       const w = await world(c, 3, { quorumPercent: 0 });
       const [a, b] = w.members as [Member, Member];
       await setOfficer(c.deps, w.union.id, a.id, OPERATOR, "Treasurer");
+      const moderators = async () => {
+        const r = await readModerators(c.db, (await getUnionById(c.db, w.union.id))!, { via: "web", member: b });
+        assert.ok(r.ok);
+        return r.actorIds;
+      };
+      assert.ok((await moderators()).includes(person("m0").actorId), "the officer moderates before the recall");
       const recall = await createProposal(c.deps, w.union.id, asMember(b), { kind: "recall", title: "Recall the treasurer", memberId: a.id, closesAt: SOON() });
       await castVote(c.deps, w.union.id, recall.id, { memberId: b.id }, [YES], web);
       const recalled = await closeNow(c, recall);
       assert.equal(recalled.state, "passed");
       assert.deepEqual([(await getMember(c.db, w.union.id, a.id))!.role, (await getMember(c.db, w.union.id, a.id))!.portfolio], ["member", null]);
+      assert.ok(!(await moderators()).includes(person("m0").actorId), "the recalled officer leaves the moderators collection");
       assert.deepEqual(await describeOutcome(c.db, recalled), [
         `Proposal #1 "Recall the treasurer" passed: 1 yes, 0 no (two thirds needed).`,
         "Votes: Yes 1, No 0, Abstain 0. 1 of 4 eligible members voted; quorum 0% met.",

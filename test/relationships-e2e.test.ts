@@ -15,6 +15,7 @@ import {
 import type { Union } from "../src/unions/unions.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 import { proposeTo } from "../federation/relationships.ts";
+import { signRequest } from "@fedify/fedify";
 import { offerInstrument } from "../federation/relationship-vocab.ts";
 import { followersPage } from "../federation/followers.ts";
 import { relayedTotals, talliesOf } from "../src/relationships/tallies.ts";
@@ -33,6 +34,7 @@ for (const d of dialects) {
     let a: Union, b: Union, c: Union;
     let callNote: URL;
     let callId: string;
+    let treeCall: URL;
 
     async function server(): Promise<TestMuster> {
       const tdb = await d.create();
@@ -304,6 +306,7 @@ for (const d of dialects) {
 
       const action = await composeAction(ma.muster.membership, a.id, OPERATOR, { title: "Strike vote", text: "Friday.", kind: "show-up" }, { publishNow: true });
       const noteId = new URL(`/u/a/actions/${action.id}`, ma.origin);
+      treeCall = noteId;
       await eventually(async () => (await announcesOf(groupId(mc, "c"), noteId)) > 0, "carol (C) gets C's relay");
       await eventually(async () => (await announcesOf(groupId(mb, "b"), noteId)) > 0, "bob (B, a grand-chapter) gets B's relay");
       await new Promise((r) => setTimeout(r, 500));
@@ -332,6 +335,39 @@ for (const d of dialects) {
       await overrideBylaws(ma.muster.unions, "a", { membersVisibility: "signed-in" });
       const hidden = await (await fetch(groupId(ma, "a"), { headers: { Accept: "text/html" } })).text();
       assert.doesNotMatch(hidden, /data-testid="chapter-totals"|tree-totals/, "no counts for a visitor who may not see the roster");
+    });
+
+    it("counting back through the tree: grand-chapter B's member likes A's call at A (as Mastodon does); A asks C, C asks B, and A counts it via C; a stranger is not counted; the hop bound holds", async () => {
+      const counted = () => ma.muster.database.db.selectFrom("partner_counted_responses").selectAll().where("union_id", "=", a.id).execute();
+      const aGroup = await peer.lookup(groupId(ma, "a")) as Group;
+      const like = new Like({ id: new URL("/likes/bob-tree", peer.origin), actor: peer.actorId("bob"), object: treeCall });
+      await peer.send("bob", aGroup, like);
+      await seen(ma, like.id!);
+      const rows = await eventually(async () => {
+        const r = (await counted()).filter((x) => x.actor_id === peer.actorId("bob").href);
+        return r.length ? r : undefined;
+      }, "bob's like counted at A");
+      assert.deepEqual(rows.map((r) => [r.kind, r.via_actor_id]), [["like", groupId(mc, "c").href]], "attributed to C, the chapter in between");
+      const stranger = new Like({ id: new URL("/likes/mallory-tree", peer.origin), actor: peer.actorId("mallory"), object: treeCall });
+      await peer.send("mallory", aGroup, stranger);
+      await seen(ma, stranger.id!);
+      assert.ok(!(await counted()).some((x) => x.actor_id === peer.actorId("mallory").href), "a member of nobody's is not counted");
+      // C answers A about bob (B's member) yes; at the hop bound it does not ask B, so no.
+      const ctx = ma.muster.federation.createContext(ma.origin, undefined);
+      const rsa = (await ctx.getActorKeyPairs("a")).find((k) => k.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5")!;
+      const askC = async (hops: number) => {
+        const url = new URL(`/u/c/membership-check?actor=${encodeURIComponent(peer.actorId("bob").href)}&hops=${hops}`, mc.origin);
+        const res = await fetch(await signRequest(new Request(url, { headers: { Accept: "application/activity+json" } }), rsa.privateKey, rsa.keyId));
+        assert.equal(res.status, 200);
+        return (await res.json() as Record<string, unknown>)["muster:member"];
+      };
+      assert.equal(await askC(0), true);
+      assert.equal(await askC(4), false);
+      // B is C's chapter, not its parent: asked by B, C does not ask its chapters on B's behalf (B's own member is still not C's).
+      const bCtx = mb.muster.federation.createContext(mb.origin, undefined);
+      const bRsa = (await bCtx.getActorKeyPairs("b")).find((k) => k.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5")!;
+      const fromB = await fetch(await signRequest(new Request(new URL(`/u/c/membership-check?actor=${encodeURIComponent(peer.actorId("bob").href)}`, mc.origin), { headers: { Accept: "application/activity+json" } }), bRsa.privateKey, bRsa.keyId));
+      assert.equal((await fromB.json() as Record<string, unknown>)["muster:member"], false);
     });
   });
 }

@@ -110,10 +110,21 @@ function validate(d: ActionDraft, now: number) {
 
 /** Queues a call-to-action; it is published at the union's daily time, or now with `publishNow`. */
 export async function composeAction(deps: ActionDeps, unionId: string, by: By, draft: ActionDraft, opts: { publishNow?: boolean } = {}): Promise<Action> {
+  const action = await deps.db.transaction().execute((trx) => composeActionIn(deps, trx, unionId, by, draft, opts));
+  if (action.state === "published") deps.events.emit("action.published", { unionId, actionId: action.id });
+  return action;
+}
+
+/**
+ * composeAction inside the caller's transaction, so a caller can tie the
+ * action to its own record (a crowdfund's announcement) all or nothing. The
+ * caller emits `action.published` after its commit.
+ */
+export async function composeActionIn(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>, unionId: string, by: By, draft: ActionDraft, opts: { publishNow?: boolean } = {}): Promise<Action> {
   const now = Date.now();
   const v = validate(draft, now);
   const id = randomUUID();
-  const action = await deps.db.transaction().execute(async (trx) => {
+  {
     const officer = await requireOfficer(trx, unionId, by);
     if (!(await getUnionById(trx, unionId))) throw new ActionError("not_found", "no such union");
     await trx.insertInto("actions").values({
@@ -133,9 +144,7 @@ export async function composeAction(deps: ActionDeps, unionId: string, by: By, d
     }).execute();
     if (opts.publishNow) await publishIn(deps, trx, unionId, id, now);
     return (await getActionIn(trx, unionId, id))!;
-  });
-  if (action.state === "published") deps.events.emit("action.published", { unionId, actionId: id });
-  return action;
+  }
 }
 
 /** Publishes a queued action now (the console's "publish now"). */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Kysely } from "kysely";
+import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { PROPOSAL_EVENTS, proposalBreaks } from "../bylaws/proposal-chain.ts";
 
@@ -45,6 +45,34 @@ export interface ChainEntry {
   readonly prevHash: string;
   readonly hash: string;
   readonly at: Date;
+}
+
+/**
+ * Makes the caller's transaction the union's only chain writer until it
+ * ends, so two appends cannot both read the same head. On PostgreSQL a row
+ * lock on the union taken FOR NO KEY UPDATE: it queues behind lockUnion (FOR
+ * UPDATE, which every other chain writer takes) and other chain writers, but
+ * not behind the FOR KEY SHARE locks that inserting any row referencing the
+ * union takes, so it waits only for writers of the chain or of the union's
+ * rules. SQLite needs nothing: each write transaction is BEGIN IMMEDIATE,
+ * one writer at a time, across processes too.
+ */
+export async function lockChain(trx: Kysely<DB>, unionId: string): Promise<void> {
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`select id from unions where id = ${unionId} for no key update`.execute(trx);
+  }
+}
+
+/**
+ * Waits, inside the caller's transaction, until no chain writer is in
+ * flight, so what it reads next includes every vote that had begun. FOR
+ * SHARE conflicts with lockChain's lock on PostgreSQL; on SQLite the
+ * transaction's BEGIN IMMEDIATE already waits for the writer.
+ */
+export async function awaitChainWriters(trx: Kysely<DB>, unionId: string): Promise<void> {
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`select id from unions where id = ${unionId} for share`.execute(trx);
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { type Kysely, PostgresAdapter, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { htmlToText } from "../html-text.ts";
 import { countMembers } from "../members/members.ts";
@@ -79,7 +79,7 @@ async function record(deps: ActionDeps, action: Action, memberId: string, kind: 
       undone_at: null,
     }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()).executeTakeFirst();
     inserted = Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
-    if (inserted && (kind === "commit" || kind === "done")) await checkGoal(deps, trx, action.unionId, action.id);
+    if (inserted && COMMITTING.has(kind)) await countCommitment(deps, trx, action.unionId, action.id, memberId);
   });
   if (inserted) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind });
   return inserted;
@@ -128,12 +128,29 @@ export async function recordWebResponse(deps: ActionDeps, unionId: string, actio
  */
 export async function withdrawResponse(deps: ActionDeps, sourceId: string, actorId: string): Promise<number> {
   const rows = await deps.db.selectFrom("action_responses as r").innerJoin("members as m", "m.id", "r.member_id")
-    .select(["r.id", "r.union_id", "r.action_id", "r.kind"]).where("r.source_id", "=", sourceId).where("m.actor_id", "=", actorId)
+    .select(["r.id", "r.union_id", "r.action_id", "r.member_id", "r.kind"]).where("r.source_id", "=", sourceId).where("m.actor_id", "=", actorId)
     .where("r.undone_at", "is", null).execute();
   if (rows.length === 0) return 0;
-  await deps.db.updateTable("action_responses").set({ undone_at: Date.now() }).where("id", "in", rows.map((r) => r.id)).execute();
-  return rows.length;
+  let withdrawn = 0;
+  await deps.db.transaction().execute(async (trx) => {
+    const now = Date.now();
+    for (const row of rows) {
+      // Only the delivery that actually withdraws a row uncounts it: the same Undo twice changes nothing.
+      const r = await trx.updateTable("action_responses").set({ undone_at: now }).where("id", "=", row.id).where("undone_at", "is", null).executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) continue;
+      withdrawn++;
+      if (!COMMITTING.has(row.kind)) continue;
+      const left = await trx.updateTable("action_committers").set((eb) => ({ standing: eb("standing", "-", 1) }))
+        .where("action_id", "=", row.action_id).where("member_id", "=", row.member_id).where("standing", ">", 0)
+        .returning("standing").executeTakeFirst();
+      if (left?.standing === 0) {
+        await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "-", 1) })).where("id", "=", row.action_id).where("committers", ">", 0).execute();
+      }
+    }
+  });
+  return withdrawn;
 }
+
 
 export async function progressOf(db: Kysely<DB>, action: Action): Promise<Progress> {
   const counts = await db.selectFrom("action_responses").select(["kind", (eb) => eb.fn.count<number>("member_id").distinct().as("members"), (eb) => eb.fn.countAll<number>().as("n")])
@@ -154,14 +171,24 @@ export async function progressOf(db: Kysely<DB>, action: Action): Promise<Progre
   };
 }
 
-/** The first time commitments reach the goal, the union posts a progress reply (once). */
-async function checkGoal(deps: ActionDeps, trx: Kysely<DB>, unionId: string, actionId: string): Promise<void> {
-  const action = await getAction(trx, unionId, actionId);
-  if (!action?.goal || action.goalReachedAt) return;
-  if (trx.getExecutor().adapter instanceof PostgresAdapter) await sql`select id from actions where id = ${actionId} for update`.execute(trx);
-  const p = await progressOf(trx, action);
-  if (p.commitments < action.goal) return;
-  const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId).where("goal_reached_at", "is", null).executeTakeFirst();
+const COMMITTING: ReadonlySet<string> = new Set(["commit", "done"]);
+
+/**
+ * Counts one new commitment (inside its response's transaction): the member's
+ * first standing one adds a committer to the call, and the first time the
+ * committers reach the goal the union posts a progress reply (once). The
+ * conditional update is the check, so it costs the same at the millionth
+ * response as at the first.
+ */
+async function countCommitment(deps: ActionDeps, trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
+  const c = await trx.insertInto("action_committers").values({ action_id: actionId, member_id: memberId, standing: 1 })
+    .onConflict((oc) => oc.columns(["action_id", "member_id"]).doUpdateSet((eb) => ({ standing: eb("action_committers.standing", "+", 1) })))
+    .returning("standing").executeTakeFirstOrThrow();
+  if (Number(c.standing) !== 1) return;
+  await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "+", 1) })).where("id", "=", actionId).execute();
+  const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId)
+    .where("goal", "is not", null).where("goal_reached_at", "is", null).where((eb) => eb("committers", ">=", eb.ref("goal")))
+    .executeTakeFirst();
   if (Number(r.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "action.progress", unionId, actionId, reason: "goal" });
 }
 

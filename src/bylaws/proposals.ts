@@ -5,6 +5,7 @@ import { type By, getMember, lockUnion, type Member } from "../members/members.t
 import { applyChange, bylawsVersion, readBylaws, writeVersionIn } from "./bylaws.ts";
 import { type BylawParams, BylawsError, formatParam, paramSpec, type ParamKey, PROPOSAL_KINDS, type ProposalKind, thresholdFor, thresholdRatio } from "./params.ts";
 import { DomainError } from "../domain-error.ts";
+import { lockChain } from "../actions/chain.ts";
 import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
 import { installLeader, removeFromOffice } from "../members/leadership.ts";
 import { syncRoleBadgesIn } from "../treasury/badges.ts";
@@ -276,11 +277,16 @@ export type VoteResult = { readonly counted: true } | { readonly counted: false;
  * per chosen option). A web vote replaces the member's whole ballot.
  */
 export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbox" | "tallyBatchMs">, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult> {
-  // No union lock here: on PostgreSQL it stalled bursts of poll answers (the
-  // 20-vote e2e test and the votes bench). Two votes appending to the chain at
-  // once collide on its (union, n) key instead; the loser's inbox message is
-  // retried by the queue. See the votes-chain note.
-  const result = await deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+  // Votes for one union wait their turn here before taking a connection: a
+  // vote waiting for the chain's lock would hold one of the pool's
+  // connections for the whole burst. The lock below still orders votes
+  // between processes (web server and workers).
+  const result = await inTurn(deps.db, unionId, () => deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+    // Taken first: the ballot is appended to the union's hash chain, and two
+    // votes that read the chain's head at once would both claim its next
+    // position (one failing, a web voter seeing an error page). Also keeps a
+    // member's concurrent answers from both passing the checks below.
+    await lockChain(trx, unionId);
     const row = await trx.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("id", "=", proposalId).executeTakeFirst();
     if (!row) return { counted: false, reason: "no such proposal" };
     const p = toProposal(row);
@@ -309,9 +315,26 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
     await chainBallot(trx, unionId, p.id, mrow.id, now);
     await scheduleTally(deps, trx, p, now);
     return { counted: true, memberId: mrow.id };
-  });
+  }));
   if (result.counted && result.memberId) deps.events.emit("proposal.vote", { unionId, proposalId, memberId: result.memberId });
   return result.counted ? { counted: true } : result;
+}
+
+/** The last vote queued per union, per database handle (so two pools in one process still meet at the database's lock). */
+const voteTurns = new WeakMap<object, Map<string, Promise<unknown>>>();
+
+/** Runs `work` after every earlier call for the same union and database handle has settled. */
+function inTurn<T>(db: Kysely<DB>, unionId: string, work: () => Promise<T>): Promise<T> {
+  const turns = voteTurns.get(db) ?? new Map<string, Promise<unknown>>();
+  voteTurns.set(db, turns);
+  const before = turns.get(unionId) ?? Promise.resolve();
+  const mine = before.then(work, work);
+  const settled = mine.catch(() => undefined);
+  turns.set(unionId, settled);
+  void settled.then(() => {
+    if (turns.get(unionId) === settled) turns.delete(unionId);
+  });
+  return mine;
 }
 
 /**
@@ -323,9 +346,13 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
  */
 async function scheduleTally(deps: Pick<ProposalDeps, "outbox" | "tallyBatchMs">, trx: Kysely<DB>, p: Proposal, now: number): Promise<void> {
   const batch = deps.tallyBatchMs ?? DEFAULT_TALLY_BATCH_MS;
-  const dueAt = (Math.floor(now / batch) + 1) * batch;
+  // The clock now, not when the vote arrived: a vote that waited its turn
+  // may come after the window it arrived in was counted, and must then
+  // queue the next window's Update rather than count on one already sent.
+  const at = Math.max(now, Date.now());
+  const dueAt = (Math.floor(at / batch) + 1) * batch;
   const claimed = await trx.updateTable("proposals").set({ tally_due_at: dueAt }).where("id", "=", p.id)
-    .where((eb) => eb.or([eb("tally_due_at", "is", null), eb("tally_due_at", "<=", now)])).executeTakeFirst();
+    .where((eb) => eb.or([eb("tally_due_at", "is", null), eb("tally_due_at", "<=", at)])).executeTakeFirst();
   if (Number(claimed.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "proposal.tally", unionId: p.unionId, proposalId: p.id, dueAt }, { notBefore: dueAt });
 }
 

@@ -214,6 +214,12 @@ export async function crowdfundsAwaitingVault(db: Kysely<DB>): Promise<Crowdfund
   return (await db.selectFrom("crowdfunds").selectAll().where("state", "=", "approved").orderBy("created_at").execute()).map(toCrowdfund);
 }
 
+/** Open crowdfunds, before their deadline, whose announcement was never made. */
+export async function crowdfundsUnannounced(db: Kysely<DB>, now = Date.now()): Promise<Crowdfund[]> {
+  return (await db.selectFrom("crowdfunds").selectAll().where("state", "=", "open").where("action_id", "is", null).where("deadline", ">", now)
+    .orderBy("created_at").execute()).map(toCrowdfund);
+}
+
 /**
  * Stores the vault's signed creation before it is submitted (kept until it
  * is seen). Only the first plan is kept: false tells a second worker that
@@ -240,8 +246,4 @@ export async function markVaultOpen(db: Kysely<DB>, id: string, signature: strin
   const r = await db.updateTable("crowdfunds").set({ state: "open", vault_signature: signature, vault_raw: null })
     .where("id", "=", id).where("state", "=", "approved").executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
-}
-
-export async function setAnnouncement(db: Kysely<DB>, id: string, actionId: string): Promise<void> {
-  await db.updateTable("crowdfunds").set({ action_id: actionId }).where("id", "=", id).where("action_id", "is", null).execute();
 }

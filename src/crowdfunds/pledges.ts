@@ -31,6 +31,8 @@ export interface Pledge {
   /** The tokens sit in the vault (they are returned to `source` unless paid out). */
   readonly inVault: boolean;
   readonly refundSignature: string | null;
+  /** Why the refund could not go back to `source`; its tokens went to the treasury, held for the pledger. */
+  readonly refundFailure: string | null;
   readonly pledgedAt: Date;
 }
 
@@ -45,7 +47,7 @@ export function toPledge(r: Selectable<CrowdfundPledgesTable>): Pledge {
   return {
     signature: r.signature, crowdfundId: r.crowdfund_id, memberId: r.member_id, wallet: r.wallet, source: r.source, amount: BigInt(r.amount),
     status: r.status as Pledge["status"], reason: r.reason, inVault: Number(r.in_vault) === 1, refundSignature: r.refund_signature,
-    pledgedAt: new Date(Number(r.pledged_at)),
+    refundFailure: r.refund_failure ?? null, pledgedAt: new Date(Number(r.pledged_at)),
   };
 }
 
@@ -73,7 +75,7 @@ export async function recordPledge(db: Kysely<DB>, seen: SeenPledge): Promise<Re
     const values: CrowdfundPledgesTable = {
       signature: seen.signature, union_id: cf.unionId, crowdfund_id: cf.id, member_id: member?.id ?? null, memo: seen.memo?.slice(0, 500) ?? null,
       wallet: seen.wallet, source: seen.source, destination: seen.destination, mint: seen.mint, amount: seen.amount.toString(),
-      status: reason === null ? "matched" : "unmatched", reason, in_vault: inVault ? 1 : 0, refund_signature: null,
+      status: reason === null ? "matched" : "unmatched", reason, in_vault: inVault ? 1 : 0, refund_signature: null, refund_failure: null,
       pledged_at: seen.pledgedAt, recorded_at: Date.now(),
     };
     // Two recorders racing on one signature: the loser reads the winner's row.
@@ -98,6 +100,8 @@ async function mismatch(
   if (!member) return `no member of this union is ${memo.actorId.slice(0, 200)}`;
   if (member.state !== "active") return `the member is ${member.state}`;
   if (seen.amount === 0n) return "nothing pledged";
+  // Landed between the settlement's decision and the vault's close: returned by a follow-up refund (settlement.ts lateDeposits).
+  if (cf.state === "succeeded" || cf.state === "failed") return "pledged after the settlement was decided; returned to its source";
   if (cf.state !== "open") return `the crowdfund is ${cf.state}`;
   if (seen.pledgedAt > cf.deadline.getTime()) return "pledged after the deadline";
   return null;

@@ -11,6 +11,12 @@ export interface Refund {
   readonly pledge: string;
   readonly source: string;
   readonly amount: bigint;
+  /**
+   * The source cannot take it back (closed, frozen, another mint): the
+   * tokens go to the union's treasury account instead, held for the pledger,
+   * so the vault still empties and closes.
+   */
+  readonly held?: boolean;
 }
 
 /** What the settlement of one crowdfund does, decided from the recorded pledges. */
@@ -186,4 +192,47 @@ export async function crowdfundsToSettle(db: Kysely<DB>, now = Date.now()): Prom
     .where((eb) => eb.or([eb.and([eb("state", "=", "open"), eb("deadline", "<=", now)]), eb("state", "in", ["succeeded", "failed"])]))
     .orderBy("deadline").execute();
   return rows.map(toCrowdfund);
+}
+
+/** The refunds a stored refund batch makes, from the pledges it names (a held one goes to the treasury). */
+export async function refundsOf(db: Kysely<DB>, crowdfundId: string, pledgeSignatures: readonly string[]): Promise<Refund[]> {
+  const bySignature = new Map((await listPledges(db, crowdfundId)).map((p) => [p.signature, p]));
+  return pledgeSignatures.map((s) => {
+    const p = bySignature.get(s);
+    if (!p) throw new CrowdfundError("conflict", `a refund names pledge ${s}, which is not recorded`);
+    return { pledge: s, source: p.source, amount: p.amount, held: p.refundFailure !== null };
+  });
+}
+
+/**
+ * Deposits that landed in the vault after the settlement was decided (so
+ * none of its transactions returns them) and are not yet returned: they
+ * would keep the vault from closing, so a follow-up refund sends them back.
+ */
+export async function lateDeposits(db: Kysely<DB>, crowdfundId: string): Promise<Refund[]> {
+  const covered = new Set((await settlementTransactions(db, crowdfundId)).flatMap((t) => t.pledges));
+  return (await listPledges(db, crowdfundId))
+    .filter((p) => p.status === "unmatched" && p.inVault && p.amount > 0n && p.refundSignature === null && !covered.has(p.signature))
+    .map((p) => ({ pledge: p.signature, source: p.source, amount: p.amount }));
+}
+
+/** Stores follow-up refunds, signed, before their first submit; only while the settlement is still running. */
+export async function addRefunds(db: Kysely<DB>, crowdfundId: string, txs: readonly SignedSettlementTx[]): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const cf = await trx.selectFrom("crowdfunds").select("state").where("id", "=", crowdfundId).executeTakeFirstOrThrow();
+    if (cf.state !== "succeeded" && cf.state !== "failed") throw new CrowdfundError("conflict", `the crowdfund is ${cf.state}; its settlement is over`);
+    const now = Date.now();
+    for (const t of txs) {
+      await trx.insertInto("crowdfund_transactions").values({
+        crowdfund_id: crowdfundId, kind: t.kind, raw: t.raw, last_valid_block_height: t.lastValidBlockHeight, signature: t.signature,
+        state: "signed", pledges: JSON.stringify(t.pledges), amount: t.amount.toString(), created_at: now, confirmed_at: null,
+      }).execute();
+    }
+  });
+}
+
+/** This refund cannot reach its source: recorded with the reason (shown to officers); its tokens are held by the treasury. */
+export async function markRefundFailed(db: Kysely<DB>, pledgeSignature: string, reason: string): Promise<void> {
+  await db.updateTable("crowdfund_pledges").set({ refund_failure: reason.slice(0, 500) })
+    .where("signature", "=", pledgeSignature).where("refund_signature", "is", null).execute();
 }

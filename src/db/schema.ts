@@ -53,6 +53,15 @@ export interface ActionsTable {
   retracted_at: number | null;
   goal_reached_at: number | null;
   closed_at: number | null;
+  /** Members with a standing commitment (like, commitment reply, web button, done); kept by src/actions/responses.ts (0036). */
+  committers: Generated<number>;
+}
+
+/** How many of one member's commitments to a call are standing (0036): the counter behind actions.committers. */
+export interface ActionCommittersTable {
+  action_id: string;
+  member_id: string;
+  standing: number;
 }
 
 export interface ActionLogTable {
@@ -366,6 +375,21 @@ export interface RelayedResponsesTable {
   undone_at: number | null;
 }
 
+/** A response to this union's call by a member of a partner that relayed it, counted here for that partner (0044). */
+export interface PartnerCountedResponsesTable {
+  id: string;
+  union_id: string;
+  action_id: string;
+  /** The relaying union (ally or chapter) that said the actor is its member. */
+  via_actor_id: string;
+  actor_id: string;
+  /** `commit`, `comment` or `like`. */
+  kind: string;
+  source_id: string;
+  created_at: number;
+  undone_at: number | null;
+}
+
 /** The latest totals a relaying union reported for one of this union's calls (0029). */
 export interface RelayTalliesTable {
   union_id: string;
@@ -472,6 +496,7 @@ export interface DB {
   actions: ActionsTable;
   action_log: ActionLogTable;
   action_responses: ActionResponsesTable;
+  action_committers: ActionCommittersTable;
   relay_requests: RelayRequestsTable;
   login_codes: LoginCodesTable;
   sessions: SessionsTable;
@@ -483,6 +508,7 @@ export interface DB {
   relationship_events: RelationshipEventsTable;
   relayed_responses: RelayedResponsesTable;
   relay_tallies: RelayTalliesTable;
+  partner_counted_responses: PartnerCountedResponsesTable;
   chapter_reports: ChapterReportsTable;
   blocked_servers: BlockedServersTable;
   bylaws_versions: BylawsVersionsTable;
@@ -495,6 +521,7 @@ export interface DB {
   ledger_blockhashes: LedgerBlockhashesTable;
   ledger_state: LedgerStateTable;
   dues_payments: DuesPaymentsTable;
+  dues_references: DuesReferencesTable;
   treasuries: TreasuriesTable;
   treasury_keys: TreasuryKeysTable;
   member_wallets: MemberWalletsTable;
@@ -729,6 +756,8 @@ export interface CrowdfundPledgesTable {
   reason: string | null;
   in_vault: number;
   refund_signature: string | null;
+  /** Why the refund could not reach `source` (migration 0042); the tokens went to the treasury, held for the pledger. */
+  refund_failure: string | null;
   pledged_at: number;
   recorded_at: number;
 }
@@ -837,4 +866,19 @@ export interface RoleBadgesTable {
   raw: string | null;
   last_valid_block_height: number | null;
   updated_at: number;
+}
+
+/** A Solana Pay reference key issued with a dues transaction (migration 0043). */
+export interface DuesReferencesTable {
+  reference: string;
+  union_id: string;
+  member_id: string;
+  payer: string;
+  amount: string;
+  mint: string;
+  destination: string;
+  issued_at: number;
+  expires_at: number;
+  state: string;
+  signature: string | null;
 }

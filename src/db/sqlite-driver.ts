@@ -107,7 +107,7 @@ class SessionConnection implements DatabaseConnection {
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     const driver = this.#driver;
     const parameters = query.parameters as unknown[];
-    const stmt = await retryBusy(() => driver.sqlite.prepare(query.sql), driver.waitMs);
+    const stmt = await retryBusy(() => driver.prepare(query.sql), driver.waitMs);
     if (!this.#release && stmt.readonly && !TRANSACTION_CONTROL.test(query.sql)) {
       return retryBusy(() => run(stmt, parameters), driver.waitMs, () => driver.outsideTransaction()) as Promise<QueryResult<R>>;
     }
@@ -156,10 +156,24 @@ class NonBlockingSqliteDriver implements Driver {
   readonly waitMs: number;
   readonly writeLock = new FifoLock();
   #transaction: { done: Promise<void>; end: () => void } | undefined;
+  // Kysely compiles the same few hundred statements over and over; preparing
+  // each again cost about a tenth of a join's SQL time (issue 16 profile).
+  // SQLite re-prepares a cached statement itself after a schema change.
+  readonly #statements = new Map<string, SQLite.Statement>();
 
   constructor(sqlite: SQLite.Database, waitMs: number) {
     this.sqlite = sqlite;
     this.waitMs = waitMs;
+  }
+
+  prepare(sqlText: string): SQLite.Statement {
+    let stmt = this.#statements.get(sqlText);
+    if (stmt) return stmt;
+    stmt = this.sqlite.prepare(sqlText);
+    // Statements with literal values inlined would grow the map without bound.
+    if (this.#statements.size >= STATEMENT_CACHE_SIZE) this.#statements.delete(this.#statements.keys().next().value!);
+    this.#statements.set(sqlText, stmt);
+    return stmt;
   }
 
   /** Resolves at once when the connection is not inside a transaction, else when it leaves it. */
@@ -200,6 +214,8 @@ class NonBlockingSqliteDriver implements Driver {
     this.sqlite.close();
   }
 }
+
+const STATEMENT_CACHE_SIZE = 1000;
 
 /** Kysely's own mutex would make every read wait for a waiting write; the driver orders things itself. */
 class SharedSqliteAdapter extends SqliteAdapter {

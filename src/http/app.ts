@@ -21,6 +21,8 @@ import { federationMiddleware } from "./federation-mount.ts";
 import type { ReadCache } from "./read-cache.ts";
 import { inboxGuard } from "./inbox-guard.ts";
 import { actorFeaturedFields, featuredRoutes, featureRequestInbox } from "../../federation/featured-collections.ts";
+import { proposalResultRoute } from "../../federation/proposal-question.ts";
+import { membershipCheckRoute } from "../../federation/partner-membership.ts";
 import { healthMonitor } from "./health.ts";
 import { closeAfterResponse } from "./close-connection.ts";
 import { blockedServerGuard } from "./blocked-servers.ts";
@@ -94,7 +96,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   // Before anything reads an inbox body: unsigned, oversized, malformed or
   // context-fetching bodies are refused without that work (and, when they
   // are refused before the end, without reading the rest).
-  app.use("*", inboxGuard({ db, maxBodyBytes: deps.maxBodyBytes }));
+  app.use("*", inboxGuard({ db, maxBodyBytes: deps.maxBodyBytes, origin: deps.origin }));
   // Every other request: a body larger than this is refused with 413 instead
   // of being buffered; a declared one, from its headers, unread.
   app.use("*", async (c, next) => {
@@ -118,6 +120,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin, deps.federation));
+  app.use("*", proposalResultRoute(db, deps.federation));
+  app.use("*", membershipCheckRoute(db, deps.origin, deps.federation));
   app.use("*", federationMiddleware(deps.federation, deps.readCache, actorFeaturedFields(db, deps.origin)));
   app.use("/public/*", serveStatic({ root: PUBLIC_DIR, rewriteRequestPath: (p) => p.replace(/^\/public/, "") }));
 

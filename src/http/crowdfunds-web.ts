@@ -70,7 +70,7 @@ export function mountCrowdfundsWeb(app: Hono, deps: CrowdfundsWebDeps): void {
     return c.html(crowdfundPage({
       union, crowdfund: cf, fmt: (a) => `${deps.formatUnits(a, decimals)} tokens`, pledges, names, vaultBalance,
       transactions: await settlementTransactions(deps.db, cf.id),
-      memo: pledgeMemo(cf.id, viewer?.actorId ?? "<your actor id>"),
+      memo: pledgeMemo(cf.id, viewer?.actorId ?? "<your actor id>"), officer,
     }));
   });
 }

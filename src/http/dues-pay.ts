@@ -5,6 +5,7 @@ import type { DB } from "../db/schema.ts";
 import type { Ledger } from "../../solana/ledger.ts";
 import { buildDuesTransaction, duesTerms, parsePayerAccount, PayRequestError, solanaPayLink } from "../../solana/solana-pay.ts";
 import type { DuesParamsSource } from "../treasury/dues-params.ts";
+import { issueDuesReference } from "../treasury/dues-references.ts";
 import { getUnionBySlug, normaliseHandle, type Union } from "../unions/unions.ts";
 import { findMemberByHandle, getMember, type Member } from "../members/members.ts";
 import { UnionError } from "../unions/unions.ts";
@@ -131,6 +132,10 @@ export function mountDuesPay(app: Hono, deps: DuesPayDeps): void {
       const payer = parsePayerAccount((body as { account?: unknown } | null)?.account);
       const terms = await duesTerms(deps.db, deps.ledger, deps.duesParams, union.id);
       const built = await buildDuesTransaction(deps.ledger, terms, payer, member.actorId!);
+      // Kept so the scan finds this payment by its reference even if it goes astray (wrong account or mint).
+      await issueDuesReference(deps.db, {
+        reference: built.reference, unionId: union.id, memberId: member.id, payer: payer.toBase58(), amount: terms.amount, mint: terms.mint, destination: terms.destination,
+      });
       const response: ActionPostResponse = await createPostResponse({
         fields: { type: "transaction", transaction: built.transaction, message: `Dues of ${terms.display} to ${union.name} for ${member.handle ?? member.actorId}` },
       });

@@ -5,6 +5,7 @@ import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { isActivePeer } from "../../federation/relationships.ts";
 import { unionsOfActor } from "../members/membership.ts";
+import { relaysCallsOf } from "../relationships/partner-counted.ts";
 import { apiError } from "./api-error.ts";
 import { closeAfterResponse, nodeRequestOf } from "./close-connection.ts";
 import { SIGNED_BODY_MAX_AGE_MS } from "../replay-window.ts";
@@ -26,7 +27,8 @@ import { SIGNED_BODY_MAX_AGE_MS } from "../replay-window.ts";
  *   has to fetch from there; that is the one server this request already
  *   makes us contact: the key's);
  * - a Create whose actor belongs to no union here and is no active peer
- *   union, 403: Muster ignores such posts, so they are refused before
+ *   union, unless it replies to a call of a union whose allies or chapters
+ *   relay it (their members' replies reach the call's author), 403: Muster ignores such posts, so they are refused before
  *   Fedify's signature check, JSON-LD expansion and queue. This check only
  *   ever refuses (what passes is still verified by Fedify), so it needs no
  *   verified signature: checking one first would cost a key fetch for an
@@ -39,6 +41,8 @@ const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
 export interface InboxGuardDeps {
   readonly db: Kysely<DB>;
   readonly maxBodyBytes: number;
+  /** This server's canonical origin: a reply to one of its calls is recognised by it. */
+  readonly origin?: URL;
 }
 
 export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
@@ -71,7 +75,7 @@ export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
       const when = Number.isFinite(created) ? `was created ${new Date(created).toISOString()}` : "has an unreadable creation date";
       return refuse(401, { code: "stale_signature", message: `the body's signature ${when}; signatures older than ${SIGNED_BODY_MAX_AGE_MS / 3600_000} hours are refused as replays` });
     }
-    const stranger = await strangersCreate(deps.db, parsed);
+    const stranger = await strangersCreate(deps.db, parsed, deps.origin);
     if (stranger) return refuse(403, { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` });
     // Handlers after this one read the parsed activity instead of parsing the body again.
     c.set("inboxActivity", parsed.doc);
@@ -185,13 +189,30 @@ function parseBody(bytes: Uint8Array, signerHost: string | undefined): { doc: Re
 }
 
 /** The actor of a Create from someone with no relation to any union here, if it is one. */
-async function strangersCreate(db: Kysely<DB>, { doc }: { doc: Record<string, unknown> }): Promise<string | undefined> {
+async function strangersCreate(db: Kysely<DB>, { doc }: { doc: Record<string, unknown> }, origin: URL | undefined): Promise<string | undefined> {
   if (doc.type !== "Create") return undefined;
   const actor = typeof doc.actor === "string" ? doc.actor : undefined;
   // Anything unusual (an embedded actor, several) is left to Fedify and the inbox listener.
   if (!actor) return undefined;
   if ((await unionsOfActor(db, actor)).length > 0 || await isActivePeer(db, actor)) return undefined;
+  // A reply to a call that allies or chapters relay may be from one of their
+  // members (stock Mastodon replies to the author): the inbox asks them.
+  const slug = replyToCallOf(doc, origin);
+  if (slug !== undefined && await relaysCallsOf(db, slug)) return undefined;
   return actor;
+}
+
+/** The union whose call-to-action an embedded note replies to, if it is one of ours. */
+function replyToCallOf(doc: Record<string, unknown>, origin: URL | undefined): string | undefined {
+  const object = doc.object;
+  if (!object || typeof object !== "object" || Array.isArray(object)) return undefined;
+  const target = (object as Record<string, unknown>).inReplyTo;
+  const href = typeof target === "string" ? target : target && typeof target === "object" && typeof (target as { id?: unknown }).id === "string" ? (target as { id: string }).id : undefined;
+  if (!href || !URL.canParse(href)) return undefined;
+  const url = new URL(href);
+  if (origin && url.origin !== origin.origin) return undefined;
+  const m = /^\/u\/([^/]+)\/actions\/[^/]+$/.exec(url.pathname);
+  return m ? decodeURIComponent(m[1]!) : undefined;
 }
 
 /**

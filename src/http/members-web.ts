@@ -36,6 +36,7 @@ import { mountActionsWeb } from "./actions-web.ts";
 import { mountRelationshipsWeb, type ProposeAlliance } from "./relationships-web.ts";
 import { issueWalletChallenge, proveWallet, walletOf } from "../treasury/wallet-proof.ts";
 import { TreasuryError } from "../treasury/dues.ts";
+import { duesPayOffer } from "./dues-link.ts";
 import { mountProposalsWeb } from "./proposals-web.ts";
 import { delegationState, mayPropose } from "../bylaws/proposing.ts";
 import { delegateVote, type DelegationScope, ProposalError, withdrawDelegation } from "../bylaws/proposals.ts";
@@ -480,6 +481,7 @@ export function mountMembersWeb(app: Hono, deps: MembersWebDeps): void {
       union,
       origin,
       wallet,
+      dues: await duesPayOffer(db, origin, union, member),
       viewer: member,
       chain,
       recruits,

@@ -76,42 +76,39 @@ export function mountRelationshipsWeb(app: Hono, deps: RelationshipsWebDeps): vo
     return g.ok ? render(c, g.viewer) : g.res;
   });
 
-  for (const verb of ["accept", "reject", "end"] as const) {
-    app.post(`/u/:slug/console/unions/:id/${verb}`, async (c) => {
+  /**
+   * A console button: an officer's step, then back to the tab with a notice,
+   * or the tab again with the domain's refusal and its status.
+   */
+  function officerStep(step: (c: Context, v: Viewer, by: By) => Promise<void>, done: string) {
+    return async (c: Context) => {
       const g = await deps.gate(c, true);
       if (!g.ok) return g.res;
-      const by = { kind: "member", memberId: g.viewer.member.id } as const;
       try {
-        if (verb === "end") await endRelationship(deps.relationships, g.viewer.union.id, c.req.param("id"), by);
-        else {
-          const proposal = String((await c.req.parseBody()).proposal ?? "").trim();
-          await answerOffer(deps.relationships, g.viewer.union.id, c.req.param("id"), by, verb === "accept", proposal || undefined);
-        }
-        return c.redirect(`/u/${g.viewer.union.slug}/console/unions?done=${verb === "end" ? "ended" : `${verb}ed`}`, 303);
+        await step(c, g.viewer, { kind: "member", memberId: g.viewer.member.id });
+        return c.redirect(`/u/${g.viewer.union.slug}/console/unions?done=${done}`, 303);
       } catch (e) {
-        if (!(e instanceof RelationshipError) && !(e instanceof MemberError)) throw e;
+        if (!(e instanceof RelationshipError) && !(e instanceof FeaturedError) && !(e instanceof MemberError)) throw e;
         const status = e.code === "forbidden" ? 403 : e.code === "not_found" ? 404 : 409;
         return render(c, g.viewer, { error: e.message, status });
       }
-    });
+    };
+  }
+
+  for (const verb of ["accept", "reject", "end"] as const) {
+    app.post(`/u/:slug/console/unions/:id/${verb}`, officerStep(async (c, v, by) => {
+      if (verb === "end") return void await endRelationship(deps.relationships, v.union.id, c.req.param("id")!, by);
+      const proposal = String((await c.req.parseBody()).proposal ?? "").trim();
+      await answerOffer(deps.relationships, v.union.id, c.req.param("id")!, by, verb === "accept", proposal || undefined);
+    }, verb === "end" ? "ended" : `${verb}ed`));
   }
 
   // Requests to list this union in someone's FEP-7aa9 collection (Mastodon 4.6 "Collections").
   for (const verb of ["accept", "reject", "withdraw"] as const) {
-    app.post(`/u/:slug/console/unions/listings/:id/${verb}`, async (c) => {
-      const g = await deps.gate(c, true);
-      if (!g.ok) return g.res;
-      const by = { kind: "member", memberId: g.viewer.member.id } as const;
-      try {
-        if (verb === "withdraw") await withdrawStamp(deps.relationships, g.viewer.union.id, c.req.param("id"), by);
-        else await decideFeatureRequest(deps.relationships, g.viewer.union.id, c.req.param("id"), by, verb === "accept");
-        return c.redirect(`/u/${g.viewer.union.slug}/console/unions?done=listing-${verb === "withdraw" ? "withdrawn" : `${verb}ed`}`, 303);
-      } catch (e) {
-        if (!(e instanceof FeaturedError) && !(e instanceof MemberError)) throw e;
-        const status = e.code === "forbidden" ? 403 : e.code === "not_found" ? 404 : 409;
-        return render(c, g.viewer, { error: e.message, status });
-      }
-    });
+    app.post(`/u/:slug/console/unions/listings/:id/${verb}`, officerStep(async (c, v, by) => {
+      if (verb === "withdraw") await withdrawStamp(deps.relationships, v.union.id, c.req.param("id")!, by);
+      else await decideFeatureRequest(deps.relationships, v.union.id, c.req.param("id")!, by, verb === "accept");
+    }, `listing-${verb === "withdraw" ? "withdrawn" : `${verb}ed`}`));
   }
 }
 

@@ -24,8 +24,8 @@ export interface Succession {
   readonly reparented: readonly string[];
 }
 
-/** An election for leader passed: `winnerId` leads from now, at the root of the tree. */
-export async function installLeader(trx: Kysely<DB>, unionId: string, winnerId: string, now: number): Promise<Succession> {
+/** An election for leader passed (or the operator named one to an empty place): `winnerId` leads from now, at the root of the tree. */
+export async function installLeader(trx: Kysely<DB>, unionId: string, winnerId: string, now: number, rootReason = "elected_leader"): Promise<Succession> {
   const w = await getMember(trx, unionId, winnerId);
   if (!w || w.state !== "active") throw new MemberError("not_found", "the elected member is no longer an active member");
   const old = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
@@ -36,7 +36,7 @@ export async function installLeader(trx: Kysely<DB>, unionId: string, winnerId: 
   }
   await trx.updateTable("members").set({ role: "leader" }).where("id", "=", w.id).execute();
   await trx.updateTable("unions").set({ leader_handle: w.handle }).where("id", "=", unionId).execute();
-  const reparented = await makeRoot(trx, unionId, w.id, { root: "elected_leader", oldRoot: "leader_succeeded" }, now);
+  const reparented = await makeRoot(trx, unionId, w.id, { root: rootReason, oldRoot: "leader_succeeded" }, now);
   return { leader: (await getMember(trx, unionId, w.id))!, previous: old ? await getMember(trx, unionId, old.id) : undefined, reparented };
 }
 

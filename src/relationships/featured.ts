@@ -20,6 +20,7 @@ export const FEATURED_LIMIT = 150;
 export class FeaturedError extends DomainError<"not_found" | "forbidden" | "conflict"> {}
 
 export interface FeaturedItem {
+  readonly unionId: string;
   readonly id: string;
   readonly collection: FeaturedCollection;
   readonly actorId: string;
@@ -77,6 +78,8 @@ export async function syncFeatured(deps: DomainDeps, unionId: string, now = Date
         if (want[collection].includes(item.actor_id) || !(LIVE as readonly string[]).includes(item.state)) continue;
         const r = await trx.updateTable("featured_items").set({ state: "withdrawn", updated_at: now }).where("id", "=", item.id).where("state", "in", LIVE).executeTakeFirst();
         dropped += Number(r.numUpdatedRows);
+        // Only an item that was listed is taken back from followers.
+        if (Number(r.numUpdatedRows) === 1 && item.state === "accepted") await announceItem(deps, trx, { id: item.id, union_id: unionId, collection }, "featured.remove");
       }
     }
     const allies = new Set(want.allies);
@@ -105,17 +108,40 @@ export async function featureAnswered(deps: DomainDeps, itemId: string, actorId:
   const item = await deps.db.selectFrom("featured_items").selectAll().where("id", "=", itemId).executeTakeFirst();
   if (!item || item.actor_id !== actorId) return "unknown";
   if (item.state !== "requested") return item.state === (answer.accepted ? "accepted" : "rejected") ? "duplicate" : "unknown";
-  const r = await deps.db.updateTable("featured_items")
-    .set(answer.accepted ? { state: "accepted", stamp: answer.stamp, updated_at: Date.now() } : { state: "rejected", updated_at: Date.now() })
-    .where("id", "=", itemId).where("state", "=", "requested").executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1 ? "applied" : "duplicate";
+  return deps.db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable("featured_items")
+      .set(answer.accepted ? { state: "accepted", stamp: answer.stamp, updated_at: Date.now() } : { state: "rejected", updated_at: Date.now() })
+      .where("id", "=", itemId).where("state", "=", "requested").executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) return "duplicate";
+    if (answer.accepted) await announceItem(deps, trx, item, "featured.add");
+    return "applied";
+  });
+}
+
+/**
+ * Followers hear of a change to the allies list (FEP-7aa9 says a collection
+ * "can" send Add and Remove; Mastodon does, to followers). The cabinet is
+ * not announced: who may see it follows the roster's visibility rule, which
+ * not every follower meets.
+ */
+async function announceItem(deps: DomainDeps, trx: Kysely<DB>, item: { id: string; union_id: string; collection: string }, kind: "featured.add" | "featured.remove"): Promise<void> {
+  if (item.collection !== "allies") return;
+  await deps.outbox.add(trx, { kind, unionId: item.union_id, itemId: item.id });
 }
 
 /** The featured actor withdrew its consent (a Delete of its stamp): the item leaves the collection. */
 export async function stampRevoked(deps: DomainDeps, stamp: string, actorId: string): Promise<number> {
-  const r = await deps.db.updateTable("featured_items").set({ state: "withdrawn", updated_at: Date.now() })
-    .where("stamp", "=", stamp).where("actor_id", "=", actorId).where("state", "=", "accepted").executeTakeFirst();
-  return Number(r.numUpdatedRows);
+  return deps.db.transaction().execute(async (trx) => {
+    const items = await trx.selectFrom("featured_items").select(["id", "union_id", "collection"]).where("stamp", "=", stamp).where("actor_id", "=", actorId).where("state", "=", "accepted").execute();
+    let n = 0;
+    for (const item of items) {
+      const r = await trx.updateTable("featured_items").set({ state: "withdrawn", updated_at: Date.now() }).where("id", "=", item.id).where("state", "=", "accepted").executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) continue;
+      n++;
+      await announceItem(deps, trx, item, "featured.remove");
+    }
+    return n;
+  });
 }
 
 export async function featuredItem(db: Kysely<DB>, itemId: string): Promise<FeaturedItem | undefined> {
@@ -200,10 +226,10 @@ export async function listStamps(db: Kysely<DB>, unionId: string): Promise<Featu
   return rows.map(toStamp);
 }
 
-type ItemRow = { id: string; collection: string; actor_id: string; state: string; stamp: string | null; created_at: number | string; updated_at: number | string };
+type ItemRow = { id: string; union_id: string; collection: string; actor_id: string; state: string; stamp: string | null; created_at: number | string; updated_at: number | string };
 function toItem(r: ItemRow): FeaturedItem {
   return {
-    id: r.id, collection: r.collection as FeaturedCollection, actorId: r.actor_id, state: r.state as FeaturedItem["state"], stamp: r.stamp,
+    id: r.id, unionId: r.union_id, collection: r.collection as FeaturedCollection, actorId: r.actor_id, state: r.state as FeaturedItem["state"], stamp: r.stamp,
     createdAt: new Date(Number(r.created_at)), updatedAt: new Date(Number(r.updated_at)),
   };
 }
@@ -216,8 +242,45 @@ function toStamp(r: StampRow): FeatureStamp {
   };
 }
 
-/** syncFeatured for every union (the worker's periodic pass). */
-export async function syncAllFeatured(deps: DomainDeps): Promise<void> {
-  const unions = await deps.db.selectFrom("unions").select("id").execute();
-  for (const u of unions) await syncFeatured(deps, u.id);
+/**
+ * syncFeatured for every union whose collections are out of line (the
+ * worker's periodic pass, every 30 s in every worker). Four plain reads
+ * across all unions find them; when nothing changed, no transaction is
+ * opened and nothing is written.
+ */
+export async function syncAllFeatured(deps: DomainDeps): Promise<number> {
+  const stale = await unionsOutOfLine(deps.db);
+  for (const unionId of stale) await syncFeatured(deps, unionId);
+  return stale.length;
+}
+
+/** The unions for which syncFeatured would change something, by the same rules it applies. */
+export async function unionsOutOfLine(db: Kysely<DB>): Promise<string[]> {
+  const allies = await db.selectFrom("union_relationships").select(["union_id", "peer_actor_id as actor"]).where("kind", "=", "ally").where("state", "=", "active").execute();
+  const cabinet = await db.selectFrom("members").select(["union_id", "actor_id as actor"]).where("state", "=", "active")
+    .where("role", "in", ["leader", "officer"]).where("actor_id", "is not", null).execute();
+  const items = await db.selectFrom("featured_items").select(["union_id", "collection", "actor_id", "state"]).where("state", "!=", "withdrawn").execute();
+  const automatic = await db.selectFrom("feature_stamps").select(["union_id", "requester"]).where("state", "=", "accepted").where("decided_by", "is", null).execute();
+  const want = new Map<string, Set<string>>();
+  const add = (u: string, c: FeaturedCollection, a: string) => (want.get(`${u}\n${c}`) ?? want.set(`${u}\n${c}`, new Set()).get(`${u}\n${c}`)!).add(a);
+  for (const r of allies) add(r.union_id, "allies", r.actor);
+  for (const r of cabinet) add(r.union_id, "cabinet", r.actor!);
+  const out = new Set<string>();
+  const have = new Map<string, Set<string>>();
+  for (const i of items) {
+    const key = `${i.union_id}\n${i.collection}`;
+    (have.get(key) ?? have.set(key, new Set()).get(key)!).add(i.actor_id);
+    // Someone listed (or asked) who no longer belongs there.
+    if ((LIVE as readonly string[]).includes(i.state) && !want.get(key)?.has(i.actor_id)) out.add(i.union_id);
+  }
+  for (const [key, actors] of want) {
+    const unionId = key.split("\n")[0]!;
+    // Past the limit syncFeatured decides who is in; let it.
+    if (actors.size > FEATURED_LIMIT) out.add(unionId);
+    // Someone who belongs there and was never asked.
+    for (const a of actors) if (!have.get(key)?.has(a)) out.add(unionId);
+  }
+  // Automatic consent given to a union that is no longer an ally.
+  for (const s of automatic) if (!want.get(`${s.union_id}\nallies`)?.has(s.requester)) out.add(s.union_id);
+  return [...out];
 }

@@ -78,13 +78,14 @@ export function mirrorRelay(relay: Relay): Relay {
  * be a resolution that names this very peer (its handle or actor URL, in the
  * title or text), and it ratifies one step only: a vote to ally with B is
  * not a vote to ally with C, nor a second time with B. The operator's CLI is
- * an explicit override.
+ * an explicit override, unless it names the proposal (then it is checked).
  */
 async function requireRatification(trx: Kysely<DB>, unionId: string, by: By, proposalId: string | undefined, peer: { actorId: string; handle: string | null }): Promise<string | null> {
   await requireOfficer(trx, unionId, by);
-  if (by.kind === "operator") return null;
+  // A proposal named is always checked and recorded, the operator's too; without one the operator overrides.
+  if (by.kind === "operator" && !proposalId) return null;
   const rules = await readBylaws(trx, unionId);
-  if (rules.params.allianceRatification !== "member_vote") return null;
+  if (rules.params.allianceRatification !== "member_vote" && !proposalId) return null;
   if (!proposalId) throw new RelationshipError("forbidden", "this union's bylaws say alliances are ratified by member vote: pass the number of the proposal that passed");
   const proposal = await getProposal(trx, unionId, proposalId);
   if (!proposal) throw new RelationshipError("not_found", `no proposal ${proposalId} in this union`);

@@ -6,6 +6,7 @@ import { isCommitment } from "../actions/responses.ts";
 import { getUnionById } from "../unions/unions.ts";
 import { queueReportUp } from "./chapters.ts";
 import { findRelationshipWith, relaysOurs, relaysTheirs } from "./relationships.ts";
+import { partnerCountedTotals } from "./partner-counted.ts";
 
 /**
  * Commitments counted back. When this union relays an ally's (or parent's)
@@ -163,12 +164,25 @@ export interface RelayTally extends RelayTotals {
   readonly reportedAt: Date;
 }
 
-/** The totals each relaying union reported for a call, largest first. */
+/**
+ * The totals for a call by each relaying union, largest first: what it
+ * reported (responses that reached it), plus what this union counted itself
+ * for it (its members' responses that reached us, partner-counted.ts).
+ */
 export async function talliesOf(db: Kysely<DB>, unionId: string, actionId: string): Promise<RelayTally[]> {
-  const rows = await db.selectFrom("relay_tallies").selectAll().where("union_id", "=", unionId).where("action_id", "=", actionId)
-    .orderBy("commitments", "desc").orderBy("reporter_actor_id").execute();
-  return rows.map((r) => ({
-    reporterActorId: r.reporter_actor_id, reporterName: r.reporter_name, commitments: Number(r.commitments), replies: Number(r.replies), likes: Number(r.likes),
-    reportedAt: new Date(Number(r.reported_at)),
-  }));
+  const rows = await db.selectFrom("relay_tallies").selectAll().where("union_id", "=", unionId).where("action_id", "=", actionId).execute();
+  const byUs = await partnerCountedTotals(db, unionId, actionId);
+  const out: RelayTally[] = rows.map((r) => {
+    const own = byUs.get(r.reporter_actor_id);
+    byUs.delete(r.reporter_actor_id);
+    return {
+      reporterActorId: r.reporter_actor_id, reporterName: r.reporter_name, reportedAt: new Date(Number(r.reported_at)),
+      commitments: Number(r.commitments) + (own?.commitments ?? 0), replies: Number(r.replies) + (own?.replies ?? 0), likes: Number(r.likes) + (own?.likes ?? 0),
+    };
+  });
+  for (const [via, t] of byUs) {
+    const name = await db.selectFrom("remote_actors").select("name").where("id", "=", via).executeTakeFirst();
+    out.push({ reporterActorId: via, reporterName: name?.name ?? null, reportedAt: new Date(0), ...t });
+  }
+  return out.sort((x, y) => y.commitments - x.commitments || (x.reporterActorId < y.reporterActorId ? -1 : 1));
 }

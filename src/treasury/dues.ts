@@ -50,36 +50,78 @@ export class TreasuryError extends DomainError<"not_found" | "invalid"> {
  * reason, for officers to see, and never credited.
  */
 export async function recordDuesPayment(deps: DuesDeps, payment: SeenPayment): Promise<RecordedPayment> {
-  if (!/^[1-9A-HJ-NP-Za-km-z]{64,88}$/.test(payment.signature)) throw new TreasuryError("invalid", `not a transaction signature: ${payment.signature.slice(0, 100)}`);
-  if (payment.amount < 0n || payment.amount > 0xffffffffffffffffn) throw new TreasuryError("invalid", "amount must be a u64");
+  return (await recordDuesPayments(deps, [payment]))[0]!;
+}
+
+const BATCH = 200;
+
+/**
+ * recordDuesPayment for many payments in one database transaction per 200:
+ * the treasury and the dues rule are read once per union, members once per
+ * batch, and the rows inserted together. The scan records its payments this
+ * way: one round trip per payment was what made detection slow on
+ * PostgreSQL. Results are in the order given.
+ */
+export async function recordDuesPayments(deps: DuesDeps, payments: readonly SeenPayment[]): Promise<RecordedPayment[]> {
+  for (const payment of payments) {
+    if (!/^[1-9A-HJ-NP-Za-km-z]{64,88}$/.test(payment.signature)) throw new TreasuryError("invalid", `not a transaction signature: ${payment.signature.slice(0, 100)}`);
+    if (payment.amount < 0n || payment.amount > 0xffffffffffffffffn) throw new TreasuryError("invalid", "amount must be a u64");
+  }
+  const out: RecordedPayment[] = [];
+  for (let i = 0; i < payments.length; i += BATCH) out.push(...await recordBatch(deps, payments.slice(i, i + BATCH)));
+  return out;
+}
+
+async function recordBatch(deps: DuesDeps, payments: readonly SeenPayment[]): Promise<RecordedPayment[]> {
   return deps.db.transaction().execute(async (trx) => {
-    const existing = await trx.selectFrom("dues_payments").selectAll().where("signature", "=", payment.signature).executeTakeFirst();
-    if (existing) return fromRow(existing, false);
-    const treasury = await trx.selectFrom("treasuries").select(["mint", "token_account"]).where("union_id", "=", payment.unionId).executeTakeFirst();
-    if (!treasury) throw new TreasuryError("not_found", `union ${payment.unionId} has no treasury`);
-    const params = await deps.duesParams(trx, payment.unionId);
-    const member = payment.memo === null ? undefined : await trx.selectFrom("members").select(["id", "state"])
-      .where("union_id", "=", payment.unionId).where("actor_id", "=", payment.memo.trim()).executeTakeFirst();
-    const reason = mismatch(payment, treasury, params, member);
-    const row: DuesPaymentsTable = {
-      signature: payment.signature,
-      union_id: payment.unionId,
-      member_id: member?.id ?? null,
-      payer: payment.payer,
-      mint: payment.mint,
-      amount: payment.amount.toString(),
-      reference: payment.reference,
-      status: reason === null ? "credited" : "unmatched",
-      reason,
-      paid_at: payment.paidAt,
-      recorded_at: Date.now(),
-    };
-    // Two recorders racing on one signature: the loser reads the winner's row.
-    const inserted = await trx.insertInto("dues_payments").values(row).onConflict((oc) => oc.column("signature").doNothing()).executeTakeFirst();
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) {
-      return fromRow(await trx.selectFrom("dues_payments").selectAll().where("signature", "=", payment.signature).executeTakeFirstOrThrow(), false);
+    const signatures = [...new Set(payments.map((p) => p.signature))];
+    const known = new Map((await trx.selectFrom("dues_payments").selectAll().where("signature", "in", signatures).execute()).map((r) => [r.signature, r]));
+    const fresh = new Map<string, DuesPaymentsTable>();
+    const now = Date.now();
+    for (const unionId of new Set(payments.map((p) => p.unionId))) {
+      const mine = payments.filter((p) => p.unionId === unionId && !known.has(p.signature));
+      if (mine.length === 0) continue;
+      const treasury = await trx.selectFrom("treasuries").select(["mint", "token_account"]).where("union_id", "=", unionId).executeTakeFirst();
+      if (!treasury) throw new TreasuryError("not_found", `union ${unionId} has no treasury`);
+      const params = await deps.duesParams(trx, unionId);
+      const actors = [...new Set(mine.flatMap((p) => (p.memo === null ? [] : [p.memo.trim()])))];
+      const members = new Map(actors.length === 0 ? [] : (await trx.selectFrom("members").select(["id", "state", "actor_id"])
+        .where("union_id", "=", unionId).where("actor_id", "in", actors).execute()).map((m) => [m.actor_id!, m]));
+      for (const payment of mine) {
+        if (fresh.has(payment.signature)) continue;
+        const member = payment.memo === null ? undefined : members.get(payment.memo.trim());
+        const reason = mismatch(payment, treasury, params, member);
+        fresh.set(payment.signature, {
+          signature: payment.signature, union_id: unionId, member_id: member?.id ?? null, payer: payment.payer, mint: payment.mint,
+          amount: payment.amount.toString(), reference: payment.reference, status: reason === null ? "credited" : "unmatched", reason,
+          paid_at: payment.paidAt, recorded_at: now,
+        });
+      }
     }
-    return fromRow(row, true);
+    const inserted = new Set<string>();
+    if (fresh.size > 0) {
+      // Two recorders racing on one signature: the loser reads the winner's row below.
+      const rows = await trx.insertInto("dues_payments").values([...fresh.values()]).onConflict((oc) => oc.column("signature").doNothing())
+        .returning("signature").execute();
+      for (const r of rows) inserted.add(r.signature);
+      const lost = [...fresh.keys()].filter((s) => !inserted.has(s));
+      if (lost.length) for (const r of await trx.selectFrom("dues_payments").selectAll().where("signature", "in", lost).execute()) known.set(r.signature, r);
+      // The issued references these payments carried are settled: the scan stops looking them up.
+      const references = [...fresh.values()].filter((r) => r.reference !== null && inserted.has(r.signature)).map((r) => r.reference!);
+      if (references.length > 0) {
+        await trx.updateTable("dues_references").set((eb) => ({
+          state: "paid",
+          signature: eb.selectFrom("dues_payments").select((sub) => sub.fn.min("dues_payments.signature").as("s"))
+            .whereRef("dues_payments.reference", "=", "dues_references.reference"),
+        })).where("reference", "in", references).where("state", "=", "issued").execute();
+      }
+    }
+    const seen = new Set<string>();
+    return payments.map((p) => {
+      const first = inserted.has(p.signature) && !seen.has(p.signature);
+      seen.add(p.signature);
+      return first ? fromRow(fresh.get(p.signature)!, true) : fromRow(known.get(p.signature) ?? fresh.get(p.signature)!, false);
+    });
   });
 }
 

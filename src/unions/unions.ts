@@ -7,6 +7,7 @@ import type { Outbox } from "../outbox.ts";
 import { defaultBylawsText, writeVersionIn } from "../bylaws/bylaws.ts";
 import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
 import { type By, requireOfficer } from "../members/members.ts";
+import { installLeader } from "../members/leadership.ts";
 import { DomainError } from "../domain-error.ts";
 
 export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
@@ -274,15 +275,26 @@ export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: 
 }
 
 /**
- * Names the leader while the leader's place is still unclaimed. Handing over
- * a leadership that is already held is a succession, which the bylaws decide
- * by a vote; until that exists it is refused rather than done by fiat.
+ * Names the leader while the leader's place is empty: never claimed, or
+ * emptied by a recall (the operator's lever, for a union left without one).
+ * An active member named takes office as an elected leader would, at the
+ * root of the sponsor tree, the moves recorded as "operator_named_leader";
+ * anyone else gets a reserved place they claim by following. Handing over a
+ * leadership that is held is a succession, which only an election does.
  */
 async function setLeader(trx: Kysely<DB>, unionId: string, handle: string): Promise<void> {
   const current = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
     .where("state", "in", ["reserved", "active"]).executeTakeFirst();
-  if (current?.state === "active" && current.handle !== handle) {
-    throw new UnionError("conflict", `the union already has an active leader (${current.handle}); succession is not supported yet`);
+  if (current?.state === "active") {
+    if (current.handle === handle) return;
+    throw new UnionError("conflict", `the union already has an active leader (${current.handle}); members change a sitting leader by election (muster proposal create <union> --kind election --leader ...)`);
+  }
+  const member = await trx.selectFrom("members").select(["id", "state"]).where("union_id", "=", unionId).where("handle", "=", handle)
+    .where("state", "in", ["active", "pending"]).executeTakeFirst();
+  if (member?.state === "pending") throw new UnionError("conflict", `${handle} is waiting for approval to join; approve them first`);
+  if (member) {
+    await installLeader(trx, unionId, member.id, Date.now(), "operator_named_leader");
+    return;
   }
   if (current) {
     await trx.updateTable("members").set({ handle }).where("id", "=", current.id).execute();

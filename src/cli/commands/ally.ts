@@ -9,10 +9,13 @@ import { createUnion, type Union } from "../../unions/unions.ts";
 import { CliError, type Command, JSON_OPT, out, print, requireUnion, shortDate, str, table, UsageError, withMuster } from "../command.ts";
 
 // The federation layer resolves handles and URLs; loaded on demand like the rest of the composition root.
-async function propose(m: Muster, union: Union, target: string, kind: "ally" | "parent", relay: Relay): Promise<Relationship> {
+async function propose(m: Muster, union: Union, target: string, kind: "ally" | "parent", relay: Relay, proposalId?: string): Promise<Relationship> {
   const { proposeTo } = await import("../../../federation/relationships.ts");
-  return proposeTo({ ...m.membership, federation: m.federation, origin: m.config.origin }, union, OPERATOR, target, kind, relay);
+  return proposeTo({ ...m.membership, federation: m.federation, origin: m.config.origin }, union, OPERATOR, target, kind, relay, { proposalId });
 }
+
+const PROPOSAL_OPT = { proposal: { type: "string" } } as const;
+const PROPOSAL_HELP = "--proposal <number> names the passed resolution that ratified this step: it is checked (passed, names that union, not used before) and recorded, as for an officer under member_vote bylaws. Without it the operator's command is an override.";
 
 function relayOption(raw: string | undefined, fallback: Relay): Relay {
   if (raw === undefined) return fallback;
@@ -42,11 +45,12 @@ function describeRel(r: Relationship): string {
 
 const answer = (verb: "accept" | "reject" | "end"): Command => ({
   path: ["ally", verb],
-  usage: `muster ally ${verb} <union> <@union@host or URL> [--json]`,
+  usage: `muster ally ${verb} <union> <@union@host or URL>${verb === "end" ? "" : " [--proposal <number>]"} [--json]`,
   summary: verb === "accept" ? "Accept an alliance or chapter offer another union sent (as the operator)."
     : verb === "reject" ? "Reject an offer another union sent."
     : "End a relationship (or withdraw an offer): the other union is sent an Undo and members are told.",
-  options: { ...JSON_OPT },
+  ...(verb === "end" ? {} : { details: PROPOSAL_HELP }),
+  options: verb === "end" ? { ...JSON_OPT } : { ...PROPOSAL_OPT, ...JSON_OPT },
   positionals: ["union", "peer"],
   async run({ values, positionals }) {
     await withMuster(async (m) => {
@@ -54,7 +58,7 @@ const answer = (verb: "accept" | "reject" | "end"): Command => ({
       const rel = await requireRelationship(m, union, positionals[1]!);
       const updated = verb === "end"
         ? await endRelationship(m.membership, union.id, rel.id, OPERATOR)
-        : await answerOffer(m.membership, union.id, rel.id, OPERATOR, verb === "accept");
+        : await answerOffer(m.membership, union.id, rel.id, OPERATOR, verb === "accept", str(values, "proposal"));
       if (values.json) return print(json(updated));
       out(`${union.slug}: ${describeRel(updated)}\n`);
     });
@@ -64,16 +68,16 @@ const answer = (verb: "accept" | "reject" | "end"): Command => ({
 export const allyCommands: Command[] = [
   {
     path: ["ally", "propose"],
-    usage: "muster ally propose <union> <@union@host or URL> [--relay both|theirs|ours|none] [--json]",
+    usage: "muster ally propose <union> <@union@host or URL> [--relay both|theirs|ours|none] [--proposal <number>] [--json]",
     summary: "Offer an alliance to another Muster union (same or another server); its officers accept or reject it.",
-    details: "--relay says whose calls-to-action are relayed, seen from <union>: both (default), theirs (we relay theirs), ours, none.",
-    options: { relay: { type: "string" }, ...JSON_OPT },
+    details: `--relay says whose calls-to-action are relayed, seen from <union>: both (default), theirs (we relay theirs), ours, none.\n${PROPOSAL_HELP}`,
+    options: { relay: { type: "string" }, ...PROPOSAL_OPT, ...JSON_OPT },
     positionals: ["union", "target"],
     async run({ values, positionals }) {
       const relay = relayOption(str(values, "relay"), "both");
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        const rel = await propose(m, union, positionals[1]!, "ally", relay);
+        const rel = await propose(m, union, positionals[1]!, "ally", relay, str(values, "proposal"));
         if (values.json) return print(json(rel));
         out(`${union.slug} offered an alliance to ${describeRel(rel)}; waiting for their answer.\n`);
       });

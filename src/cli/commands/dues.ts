@@ -84,7 +84,12 @@ export const duesCommands: readonly Command[] = [
           const { buildDuesTransaction, duesTerms, PayRequestError } = await import("../../../solana/solana-pay.ts");
           try {
             const terms = await duesTerms(m.database.db, ledger, duesParamsFromBylaws, union.id);
-            tx = (await buildDuesTransaction(ledger, terms, keypair.publicKey, member.actorId!)).transaction;
+            const built = await buildDuesTransaction(ledger, terms, keypair.publicKey, member.actorId!);
+            const { issueDuesReference } = await import("../../treasury/dues-references.ts");
+            await issueDuesReference(m.database.db, {
+              reference: built.reference, unionId: union.id, memberId: member.id, payer: keypair.publicKey.toBase58(), amount: terms.amount, mint: terms.mint, destination: terms.destination,
+            });
+            tx = built.transaction;
           } catch (e) {
             if (e instanceof PayRequestError) throw new CliError(e.message);
             throw e;

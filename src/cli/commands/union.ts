@@ -134,7 +134,9 @@ export const unionCommands: Command[] = [
     details: [
       "  --icon \"\", --welcome \"\"   clear the icon or the welcome text",
       "  --relay            relaying members' posts: off, approval (an officer decides) or auto",
-      "  --leader           names the leader while the leader's place is unclaimed",
+      "  --leader           names the leader while the place is empty (never claimed, or after a recall):",
+      "                     a member takes office at once, at the root of the tree; anyone else on following.",
+      "                     A sitting leader changes only by election.",
       "  Joining, invite limit, roster visibility and the other enforced rules are bylaws:",
       "  see `muster bylaws show <slug>`; the operator overrides them with `muster bylaws set`.",
     ].join("\n"),

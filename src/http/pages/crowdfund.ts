@@ -17,6 +17,8 @@ export interface CrowdfundView {
   readonly vaultBalance: bigint | "closed" | null;
   readonly transactions: readonly SettlementTx[];
   readonly memo: string;
+  /** The viewer is an officer: sees why a refund could not be made. */
+  readonly officer?: boolean;
 }
 
 const STATE_TEXT: Record<Crowdfund["state"], string> = {
@@ -24,6 +26,15 @@ const STATE_TEXT: Record<Crowdfund["state"], string> = {
   succeeded: "Goal reached, paying out", settled: "Goal reached and paid out", failed: "Goal missed, refunding", refunded: "Goal missed, every pledge refunded",
   rejected: "Rejected by the officers",
 };
+
+function pledgeStatus(v: CrowdfundView, p: Pledge): Html | string {
+  // A refund its source could not take: the tokens sit in the treasury for the pledger; officers see why.
+  if (p.refundFailure !== null) {
+    return v.officer ? html`<span data-testid="refund-failed">refund failed: ${p.refundFailure}</span>` : "held by the union for the pledger (refund failed)";
+  }
+  if (p.status === "matched") return p.refundSignature ? "refunded" : "counted";
+  return html`refused: ${p.reason}${p.refundSignature ? " (returned)" : ""}`;
+}
 
 export function crowdfundPage(v: CrowdfundView): Html {
   const cf = v.crowdfund;
@@ -56,7 +67,7 @@ If the goal is missed, every pledge goes back to the account it came from.</p></
 <section data-testid="pledges"><h2>Pledges</h2>
 ${v.pledges.length === 0 ? html`<p class="muted">No pledges yet.</p>` : html`<div class="table-wrap"><table>
 <thead><tr><th>Who</th><th>Amount</th><th>Status</th><th>Transaction</th></tr></thead>
-<tbody>${v.pledges.map((p) => html`<tr><td>${who(p)}</td><td>${v.fmt(p.amount)}</td><td>${p.status === "matched" ? (p.refundSignature ? "refunded" : "counted") : html`refused: ${p.reason}`}</td><td><code class="url">${p.signature}</code></td></tr>`)}</tbody>
+<tbody>${v.pledges.map((p) => html`<tr><td>${who(p)}</td><td>${v.fmt(p.amount)}</td><td>${pledgeStatus(v, p)}</td><td><code class="url">${p.signature}</code></td></tr>`)}</tbody>
 </table></div>`}
 ${v.names === null && v.pledges.length > 0 ? html`<p class="muted small">Pledgers' names follow the union's member-list setting.</p>` : ""}
 </section>

@@ -1,4 +1,4 @@
-import { html } from "hono/html";
+import { html, raw } from "hono/html";
 import type { Invite } from "../../members/invites.ts";
 import type { Member } from "../../members/members.ts";
 import type { Union } from "../../unions/unions.ts";
@@ -7,6 +7,7 @@ import { type Html, layout } from "./layout.ts";
 import { isOfficer } from "./login.ts";
 import type { DelegationState } from "../../bylaws/proposing.ts";
 import type { DelegationScope } from "../../bylaws/proposals.ts";
+import type { DuesPayOffer } from "../dues-link.ts";
 
 export interface MePageView {
   readonly union: Union;
@@ -26,6 +27,8 @@ export interface MePageView {
   readonly inviteValues?: { readonly uses?: string; readonly expires?: string };
   /** The member's linked wallet and, when proven, the signed challenge. */
   readonly wallet?: { readonly wallet: string; readonly proof: { readonly message: string; readonly signature: string } | null } | null;
+  /** How to pay dues (null: the union takes none, or has no treasury yet). */
+  readonly dues?: DuesPayOffer | null;
   /** Whether the bylaws let the viewer open proposals. */
   readonly mayPropose: boolean;
   readonly delegation: DelegationState;
@@ -73,7 +76,7 @@ export function mePage(v: MePageView): Html {
   const sponsors = v.chain.slice(1);
   return layout({
     title: `Your membership: ${v.union.name}`,
-    head: html`<script src="/public/wallet-link.js" defer></script>`,
+    head: html`<script src="/public/wallet-standard.js" defer></script><script src="/public/wallet-link.js" defer></script><script src="/public/dues-pay.js" defer></script>`,
     body: html`${accountBar(v.union, v.viewer, "me")}
 <h1>${v.union.name}</h1>
 ${notices(v)}
@@ -111,6 +114,15 @@ ${v.wallet.proof ? html`<details data-testid="wallet-proof"><summary>The signed 
 <p><button type="button" data-wallet-link="${base}/wallet">${v.wallet ? "Link another wallet" : "Link a wallet"}</button></p>
 <p class="muted" data-wallet-status role="status"></p>
 </section>
+${v.dues ? html`
+<section id="dues" data-testid="dues">
+<h2>Dues</h2>
+<p>The dues are ${v.dues.display} a period, paid from any Solana wallet.</p>
+<p><a class="button" href="${v.dues.link}" data-testid="dues-pay-link">Pay ${v.dues.display} with a wallet app</a>
+<button type="button" data-dues-pay="${v.dues.requestUrl}">Pay with the wallet in this browser</button></p>
+<figure class="qr" data-testid="dues-qr">${raw(v.dues.qrSvg)}<figcaption class="muted small">Or scan this with your phone's wallet (Solana Pay).</figcaption></figure>
+<p class="muted" data-dues-status role="status"></p>
+</section>` : ""}
 
 <section id="votes" data-testid="votes">
 <h2>Votes</h2>
