@@ -43,7 +43,7 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
 }
 
 /** Intents that are chain work, handled by the ledger lane (solana/). */
-const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer"]);
+const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer", "treasury.create"]);
 
 // An Accept and a later Reject for the same member must leave in that order.
 function orderingKeyOf(intent: OutboxIntent): string {
@@ -53,7 +53,7 @@ function orderingKeyOf(intent: OutboxIntent): string {
   if ("proposalId" in intent) return `proposal:${intent.proposalId}`;
   if ("itemId" in intent) return `featured:${intent.itemId}`;
   if ("stampId" in intent) return `stamp:${intent.stampId}`;
-  if ("transferId" in intent) return `treasury:${intent.unionId}`;
+  if ("transferId" in intent || intent.kind === "treasury.create") return `treasury:${intent.unionId}`;
   if (intent.kind === "relationship.tally") return `tally:${intent.unionId}:${intent.noteId}`;
   if (intent.kind === "relationship.report") return `report:${intent.unionId}`;
   return intent.kind === "relay" ? `relay:${intent.noteId}` : `actor:${intent.actorId}`;
@@ -146,6 +146,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       return;
     case "badge.sync":
     case "treasury.transfer":
+    case "treasury.create":
       // Chain work belongs to the ledger lane (solana/); here it would be lost.
       throw new Error(`${intent.kind} in union ${intent.unionId} reached the federation lane; it needs the ledger lane`);
     case "login.link": {

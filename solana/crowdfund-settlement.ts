@@ -1,6 +1,6 @@
 import "./quiet-bindings.ts";
 import { randomBytes } from "node:crypto";
-import { PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
+import { Message, PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
 import {
   createAssociatedTokenAccountIdempotentInstruction, createCloseAccountInstruction, createTransferCheckedInstruction, getAssociatedTokenAddressSync, unpackAccount,
 } from "@solana/spl-token";
@@ -11,8 +11,8 @@ import {
   addRefunds, claimSettlement, confirmSettlementTx, lateDeposits, markRefundFailed, refundsOf, isDue, markSettlementTxFailed, planSettlement, type Refund, refundBatches, replaceSettlementTx,
   type SettlementPlan, type SettlementTx, type SettlementTxKind, settlementTransactions, type SignedSettlementTx,
 } from "../src/crowdfunds/settlement.ts";
-import { getTreasury, type Treasury } from "../src/treasury/treasury.ts";
-import { treasuryAuthority, type VaultAuthority } from "./crowdfund-authority.ts";
+import { getTransfer, getTreasury, type Treasury } from "../src/treasury/treasury.ts";
+import { prepareCosigned, submitTransfer, treasuryAuthority, type TreasuryAuthority } from "./treasury-authority.ts";
 import { scanPledges } from "./crowdfund-pledges.ts";
 import { crashPoint } from "../src/crash-point.ts";
 import { type CrowdfundChainDeps, landed, MEMO_PROGRAM } from "./crowdfund-vault.ts";
@@ -33,7 +33,7 @@ export interface SettleResult {
 interface Context {
   readonly cf: Crowdfund;
   readonly treasury: Treasury;
-  readonly authority: VaultAuthority;
+  readonly authority: TreasuryAuthority;
 }
 
 /** The instructions of one settlement transaction, from its kind and what it moves. */
@@ -60,13 +60,26 @@ function instructions(c: Context, kind: SettlementTxKind, what: { refunds?: read
 }
 
 async function sign(deps: CrowdfundChainDeps, c: Context, kind: SettlementTxKind, ixs: TransactionInstruction[], pledges: readonly string[], amount: bigint): Promise<SignedSettlementTx> {
-  const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
   // The memo names the work for anyone reading the chain, and its nonce makes a
   // re-signing differ from the bytes that did not execute even under the
   // same blockhash (a chain refuses a signature it has processed, failed or not).
-  const memo = new TransactionInstruction({ programId: MEMO_PROGRAM, keys: [], data: Buffer.from(`muster crowdfund ${c.cf.id} ${kind} ${randomBytes(4).toString("hex")}`) });
+  const text = `muster crowdfund ${c.cf.id} ${kind} ${randomBytes(4).toString("hex")}`;
+  const memo = new TransactionInstruction({ programId: MEMO_PROGRAM, keys: [], data: Buffer.from(text) });
+  if (!c.authority.serverAlone) {
+    // Officers must sign too: a durable nonce keeps it valid for as long as that takes.
+    const required = c.authority.multiSigners.map((k) => k.toBase58());
+    const cosign = await prepareCosigned(deps, c.authority, [...ixs, memo], required);
+    const message = Message.from(Buffer.from(cosign.message, "base64"));
+    const tx = Transaction.populate(message, message.accountKeys.slice(0, message.header.numRequiredSignatures).map((k) => (k.equals(c.authority.feePayer) ? cosign.serverSignature : bs58.encode(new Uint8Array(64)))));
+    const destination = kind === "payout" ? c.cf.beneficiary : kind === "refund" ? `${pledges.length} pledgers` : c.authority.feePayer.toBase58();
+    return {
+      kind, raw: tx.serialize({ requireAllSignatures: false, verifySignatures: false }).toString("base64"), signature: cosign.serverSignature,
+      lastValidBlockHeight: Number.MAX_SAFE_INTEGER, pledges, amount, cosign: { ...cosign, destination, memo: `crowdfund #${c.cf.seq} ${kind}` },
+    };
+  }
+  const { blockhash, lastValidBlockHeight } = await deps.ledger.latestBlockhash();
   const tx = new Transaction({ feePayer: c.authority.feePayer, blockhash, lastValidBlockHeight }).add(...ixs, memo);
-  await c.authority.sign(tx);
+  c.authority.signAsServer(tx);
   const raw = tx.serialize();
   return { kind, raw: Buffer.from(raw).toString("base64"), signature: bs58.encode(tx.signature!), lastValidBlockHeight, pledges, amount };
 }
@@ -143,18 +156,25 @@ async function context(deps: CrowdfundChainDeps, cf: Crowdfund): Promise<Context
 
 /**
  * Submits the stored transactions, refunds first (so the vault holds exactly
- * what the payout or close moves), stopping at the first that cannot execute.
- * Two things that would otherwise block a settlement until an operator acts
- * are handled here: deposits landing after the decision get a follow-up
+ * what the payout or close moves), stopping at the first that cannot execute
+ * or still awaits officers' signatures. Two things that would otherwise block
+ * a settlement until an operator acts are handled here when the server's key
+ * moves the vault alone: deposits landing after the decision get a follow-up
  * refund, and a refund batch failing because a pledger's account cannot take
- * tokens back is signed again with that refund held by the treasury.
+ * tokens back is signed again with that refund held by the treasury. Under a
+ * co-signed treasury such follow-ups would need the officers' signatures too;
+ * they are not built yet, so a late deposit there still blocks the close.
  */
 async function drive(deps: CrowdfundChainDeps, c: Context, round = 0): Promise<void> {
-  await refundLateDeposits(deps, c);
+  if (c.authority.serverAlone) await refundLateDeposits(deps, c);
   const stored = await settlementTransactions(deps.db, c.cf.id);
   const ordered = [...stored.filter((t) => t.kind === "refund"), ...stored.filter((t) => t.kind !== "refund")];
   for (const t of ordered) {
     if (t.state === "confirmed") continue;
+    if (t.transferId !== null) {
+      if (!await driveCosigned(deps, c, t)) return;
+      continue;
+    }
     if (t.state === "signed") {
       crashPoint("settlement-signed");
       // Payouts wait for finality on a real network; the embedded ledger is final at once.
@@ -180,6 +200,44 @@ async function drive(deps: CrowdfundChainDeps, c: Context, round = 0): Promise<v
     await markSettlementTxFailed(deps.db, t.id);
     throw new SettlementFailed("conflict", `the ${t.kind} transaction of crowdfund #${c.cf.seq} failed and moved nothing (${retry.error.message.slice(0, 300)}); the vault keeps the funds and the next run tries again`);
   }
+}
+
+/**
+ * One settlement transaction officers co-sign: nothing is sent while any
+ * named signer has not signed; once all have, it is submitted (here, in
+ * order after the ones before it) and recorded once. A co-signed transaction
+ * the chain refused is prepared anew and offered to the officers again.
+ * Returns whether the next transaction may go.
+ */
+async function driveCosigned(deps: CrowdfundChainDeps, c: Context, t: SettlementTx): Promise<boolean> {
+  let transfer = (await getTransfer(deps.db, c.cf.unionId, t.transferId!))!;
+  if (transfer.state === "pending") return false;
+  if (transfer.state === "ready") transfer = await submitTransfer(deps, c.cf.unionId, transfer.id);
+  if (transfer.state === "executed") {
+    await confirmSettlementTx(deps.db, t.id);
+    return true;
+  }
+  if (transfer.state === "failed") {
+    log.warn("The co-signed {kind} transaction of crowdfund {id} failed ({reason}); preparing it anew for the officers to sign", { kind: t.kind, id: c.cf.id, reason: transfer.reason });
+    await replaceSettlementTx(deps.db, t.id, await resign(deps, c, t));
+  }
+  return false;
+}
+
+/**
+ * The ledger lane's `treasury.transfer` for a co-signed transaction that is
+ * part of a crowdfund's settlement: the settlement's transactions go in
+ * order (a payout before the refunds of stray deposits could not close the
+ * vault), so the crowdfund's settlement is driven rather than this one sent.
+ * False when the transfer belongs to no settlement.
+ */
+export async function submitCosignedSettlement(deps: CrowdfundChainDeps, transferId: number): Promise<boolean> {
+  const row = await deps.db.selectFrom("crowdfund_transactions").select("crowdfund_id").where("transfer_id", "=", transferId).executeTakeFirst();
+  if (!row) return false;
+  const cf = await deps.db.selectFrom("crowdfunds").select("union_id").where("id", "=", row.crowdfund_id).executeTakeFirstOrThrow();
+  const crowdfund = (await getCrowdfund(deps.db, cf.union_id, row.crowdfund_id))!;
+  await driveSettlement(deps, crowdfund);
+  return true;
 }
 
 /**

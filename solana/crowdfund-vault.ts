@@ -9,7 +9,7 @@ import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type Crowdfund, dropVaultPlan, markVaultOpen, pledgeMemo, planVault, toCrowdfund } from "../src/crowdfunds/crowdfunds.ts";
 import { getTreasury } from "../src/treasury/treasury.ts";
-import { treasuryAuthority } from "./crowdfund-authority.ts";
+import { treasuryAuthority } from "./treasury-authority.ts";
 import { type Commitment, type Ledger, LedgerError } from "./ledger.ts";
 import { crashPoint } from "../src/crash-point.ts";
 
@@ -73,7 +73,8 @@ export async function openVault(deps: CrowdfundChainDeps, crowdfundId: string): 
       SystemProgram.createAccount({ fromPubkey: authority.feePayer, newAccountPubkey: vault.publicKey, space: ACCOUNT_SIZE, lamports: Number(rent), programId: program }),
       createInitializeAccount3Instruction(vault.publicKey, new PublicKey(treasury.mint), authority.address, program),
     );
-    await authority.sign(tx, [vault]);
+    // Creating a vault moves nothing of the treasury: the server's key (fee payer) and the new account sign, whatever the threshold.
+    authority.signAsServer(tx, [vault]);
     const raw = tx.serialize();
     // Another worker stored its creation first: send that one (next turn), never a second vault.
     if (!await planVault(deps.db, crowdfundId, { vault: vault.publicKey.toBase58(), reference: reference.toBase58(), raw: Buffer.from(raw).toString("base64"), lastValidBlockHeight })) continue;

@@ -11,9 +11,12 @@ import type { DB } from "../src/db/schema.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { TreasuryError } from "../src/treasury/dues.ts";
-import { getTransfer, getTreasury, recordTransferSignature, saveTreasury, type Treasury, type TreasuryTransfer, wantedSigners } from "../src/treasury/treasury.ts";
+import { type CosignedTransaction, getTransfer, getTreasury, insertPendingTransfer, recordTransferSignature, saveTreasury, type Treasury, type TreasuryTransfer, wantedSigners } from "../src/treasury/treasury.ts";
 import { LedgerError, type Ledger } from "./ledger.ts";
 import { treasuryKey } from "./badge-sync.ts";
+import { logger } from "../src/logging.ts";
+
+const log = logger("solana", "treasury");
 
 /**
  * The union's treasury on-chain: its dues token account is owned by an SPL
@@ -32,11 +35,14 @@ export interface TreasuryChainDeps {
 }
 
 /**
- * What crowdfunds, badges and dues sign with. `address` owns the treasury's
- * token account (and vaults made for the union); an instruction moving its
- * tokens names `address` as owner and `signers` it lists. When `serverAlone`
- * the server signs such an instruction by itself (`serverSigners`); otherwise
- * officers co-sign a prepared transfer (prepareTransfer).
+ * The one view of the union's treasury authority that all chain code signs
+ * through (treasury transfers, crowdfund vaults and their settlement).
+ * `address` owns the treasury's token account and every crowdfund vault; an
+ * instruction moving their tokens names `address` as owner and
+ * `multiSigners` as its signers. When `serverAlone` (the custodial default)
+ * the server completes such a transaction by itself (`signAsServer`);
+ * otherwise `multiSigners` are the server's key and the officers who must
+ * co-sign (prepareCosigned), and the server's signature alone moves nothing.
  */
 export interface TreasuryAuthority {
   readonly treasury: Treasury;
@@ -46,17 +52,28 @@ export interface TreasuryAuthority {
   readonly tokenProgram: PublicKey;
   /** The server's key: one of the signers, fee payer, nonce authority. Never leaves the server. */
   readonly serverKey: Keypair;
+  /** Pays fees and rent: the server's key. */
+  readonly feePayer: PublicKey;
   /** The server's key alone meets the threshold: the custodial default. */
   readonly serverAlone: boolean;
-  /** For spl-token instructions when serverAlone: `multiSigners` = [the server's key]. */
-  readonly serverSigners: readonly Signer[];
+  /**
+   * The signers a token instruction of `address` names: [the server's key]
+   * when it signs alone, the server and the first threshold-1 officers'
+   * wallets otherwise, none when `address` is a plain key.
+   */
+  readonly multiSigners: readonly PublicKey[];
+  /** Signs with the server's key (and `extra` new accounts' keys): complete only when `serverAlone` or nothing of `address` moves. */
+  signAsServer(tx: Transaction, extra?: readonly Keypair[]): void;
 }
 
 /** The union's treasury authority, creating the treasury on first use. */
 export async function treasuryAuthority(deps: TreasuryChainDeps, unionId: string): Promise<TreasuryAuthority> {
   const treasury = await ensureTreasury(deps, unionId);
   const serverKey = await treasuryKey(deps.db, unionId);
-  const serverAlone = treasury.threshold === 1 && treasury.signers.includes(serverKey.publicKey.toBase58());
+  const server = serverKey.publicKey.toBase58();
+  const serverAlone = treasury.threshold === 1 && treasury.signers.includes(server);
+  const plainKey = treasury.authority === server;
+  const officers = treasury.signers.filter((s) => s !== server);
   return {
     treasury,
     address: new PublicKey(treasury.authority),
@@ -64,8 +81,12 @@ export async function treasuryAuthority(deps: TreasuryChainDeps, unionId: string
     threshold: treasury.threshold,
     tokenProgram: new PublicKey(treasury.tokenProgram),
     serverKey,
+    feePayer: serverKey.publicKey,
     serverAlone,
-    serverSigners: [serverKey],
+    multiSigners: plainKey ? [] : [server, ...(serverAlone ? [] : officers.slice(0, treasury.threshold - 1))].map((s) => new PublicKey(s)),
+    signAsServer(tx, extra = []) {
+      tx.partialSign(serverKey, ...extra);
+    },
   };
 }
 
@@ -136,8 +157,31 @@ export async function ensureTreasury(deps: TreasuryChainDeps, unionId: string): 
   }).onConflict((oc) => oc.column("union_id").doNothing()).executeTakeFirst();
   // Another process is creating it: its bytes are the ones to land.
   if (Number(inserted.numInsertedOrUpdatedRows ?? 1n) === 0) return ensureTreasury(deps, unionId);
-  await deps.ledger.submit(raw, { lastValidBlockHeight, commitment: "confirmed" });
+  // Another process may have sent these stored bytes first: found by signature, not an error.
+  if (!await resend(deps.ledger, Buffer.from(raw).toString("base64"), lastValidBlockHeight)) {
+    throw new LedgerError("failed", `the treasury creation of union ${unionId} did not execute; the next attempt signs it anew`);
+  }
   return finish(deps.db, unionId, treasury);
+}
+
+/**
+ * The ledger lane's `treasury.create`, queued with the union itself. A slow
+ * or failing ledger throws, and the lane retries; every retry resumes the
+ * stored creation (ensureTreasury), so it never makes a second treasury. A
+ * treasury that cannot be made as configured (a network ledger without the
+ * duesMint bylaw, or a threshold nobody can meet) is not retried: it is made
+ * on first use once the bylaws allow, as `muster treasury create` says.
+ */
+export async function createTreasuryJob(deps: TreasuryChainDeps, unionId: string): Promise<Treasury | null> {
+  try {
+    const t = await ensureTreasury(deps, unionId);
+    log.info("The treasury of union {unionId} is {authority} ({threshold} of {signers})", { unionId, authority: t.authority, threshold: t.threshold, signers: t.signers.length });
+    return t;
+  } catch (e) {
+    if (!(e instanceof TreasuryError) || e.code !== "invalid") throw e;
+    log.warn("The treasury of union {unionId} was not created: {reason}", { unionId, reason: e.message });
+    return null;
+  }
 }
 
 async function finish(db: Kysely<DB>, unionId: string, treasury: Treasury): Promise<Treasury> {
@@ -157,10 +201,10 @@ export async function treasuryBalance(ledger: Ledger, treasury: Treasury): Promi
 /**
  * A transfer out of the treasury to `to`'s token account. With the server
  * alone able to sign (the custodial default) it is signed and sent now.
- * Otherwise the transaction is fixed with a durable nonce (its own nonce
- * account, authority the server's key) so officers may sign over hours; it
- * names the server's key and `cosigners` (default: the first threshold-1
- * officers' wallets), all of whom must sign. The server signs at once.
+ * Otherwise the transaction is fixed with a durable nonce (prepareCosigned)
+ * so officers may sign over hours; it names the server's key and
+ * `cosigners` (default: the first threshold-1 officers' wallets), all of
+ * whom must sign. The server signs at once.
  */
 export async function prepareTransfer(deps: TreasuryChainDeps & { outbox: Outbox }, unionId: string, t: { to: string; amount: bigint; cosigners?: readonly string[]; memo?: string }): Promise<TreasuryTransfer> {
   if (t.amount <= 0n || t.amount > 18_446_744_073_709_551_615n) throw new TreasuryError("invalid", "the amount must be a whole number of base units above 0");
@@ -177,14 +221,28 @@ export async function prepareTransfer(deps: TreasuryChainDeps & { outbox: Outbox
   for (const c of cosigners) if (!officers.includes(c)) throw new TreasuryError("invalid", `${c} is not one of the treasury's signers`);
   if (cosigners.length + 1 < auth.threshold) throw new TreasuryError("invalid", `the treasury needs ${auth.threshold} signatures; name ${auth.threshold - 1} co-signers`);
   const required = [server, ...cosigners];
-  await deps.fund?.(server);
   const mint = new PublicKey(auth.treasury.mint);
   const destination = getAssociatedTokenAddressSync(mint, to, true, auth.tokenProgram);
   const moves = [
     createAssociatedTokenAccountIdempotentInstruction(auth.serverKey.publicKey, destination, to, mint, auth.tokenProgram),
     createTransferCheckedInstruction(new PublicKey(auth.treasury.tokenAccount), mint, destination, auth.address, t.amount, auth.treasury.decimals, required.map((s) => new PublicKey(s)), auth.tokenProgram),
   ];
-  // A nonce account per transfer: its value is consumed when the transfer executes, so the same bytes can never run twice.
+  const prepared = await prepareCosigned(deps, auth, moves, required);
+  const id = await insertPendingTransfer(deps.db, unionId, { destination: to.toBase58(), amount: t.amount, memo: t.memo ?? null, ...prepared, signatures: {} });
+  return recordTransferSignature(deps, unionId, id, server, prepared.serverSignature);
+}
+
+/**
+ * Fixes `instructions` for signers who sign over hours or days: the
+ * transaction uses a durable nonce (an account of its own, authority the
+ * server's key, made now) instead of a blockhash that expires in about a
+ * minute. The nonce's value is consumed when the transaction executes, so
+ * the same bytes can never run twice. The server pays the fee, so its
+ * signature, made here, is the transaction's id. `required` lists every key
+ * that must sign; the server's first.
+ */
+export async function prepareCosigned(deps: TreasuryChainDeps, auth: TreasuryAuthority, instructions: readonly TransactionInstruction[], required: readonly string[]): Promise<CosignedTransaction> {
+  await deps.fund?.(auth.feePayer.toBase58());
   const nonce = Keypair.generate();
   const rent = await deps.ledger.minimumBalanceForRentExemption(NONCE_ACCOUNT_LENGTH);
   const recent = await deps.ledger.latestBlockhash();
@@ -197,16 +255,10 @@ export async function prepareTransfer(deps: TreasuryChainDeps & { outbox: Outbox
   const tx = new Transaction({
     feePayer: auth.serverKey.publicKey,
     nonceInfo: { nonce: nonceValue, nonceInstruction: SystemProgram.nonceAdvance({ noncePubkey: nonce.publicKey, authorizedPubkey: auth.serverKey.publicKey }) },
-  }).add(...moves);
+  }).add(...instructions);
   const message = tx.compileMessage().serialize();
   const serverSignature = bs58.encode(await ed.signAsync(message, auth.serverKey.secretKey.slice(0, 32)));
-  const now = Date.now();
-  const row = await deps.db.insertInto("treasury_transfers").values({
-    union_id: unionId, destination: to.toBase58(), amount: String(t.amount), memo: t.memo ?? null, nonce_account: nonce.publicKey.toBase58(),
-    message: Buffer.from(message).toString("base64"), required: JSON.stringify(required), signatures: "{}", state: "pending", signature: null, reason: null,
-    created_at: now, updated_at: now,
-  }).returning("id").executeTakeFirstOrThrow();
-  return recordTransferSignature(deps, unionId, Number(row.id), server, serverSignature);
+  return { message: Buffer.from(message).toString("base64"), nonceAccount: nonce.publicKey.toBase58(), required: [...required], serverSignature };
 }
 
 /** The message a signer signs for a pending transfer (what a wallet's signMessage or `muster treasury sign` signs). */
@@ -262,6 +314,11 @@ export async function submitTransfer(deps: TreasuryChainDeps, unionId: string, i
   }
   await deps.db.updateTable("treasury_transfers").set({ state, signature, reason, updated_at: Date.now() }).where("id", "=", id).where("state", "=", "ready").execute();
   return (await getTransfer(deps.db, unionId, id))!;
+}
+
+/** Sends stored signed bytes (base64) again: true when they executed, now or before; found by signature when already processed. */
+export function resendStored(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<boolean> {
+  return resend(ledger, raw, lastValidBlockHeight);
 }
 
 async function resend(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<boolean> {

@@ -6,6 +6,7 @@ import {
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { getTreasury } from "../src/treasury/treasury.ts";
+import { roleBadgeMints } from "./role-badges.ts";
 import { badgeMintOf } from "./badge-sync.ts";
 import type { Ledger } from "./ledger.ts";
 
@@ -37,6 +38,8 @@ export interface TreasuryReport {
   /** Read from the chain now, not from the database. */
   readonly balance: bigint;
   readonly badgeMint: string | null;
+  /** The leader's and officers' badge mints, once made. */
+  readonly roleBadgeMints: Partial<Record<"leader" | "officer", string>>;
   readonly flows: TreasuryFlow[];
   /** More transactions exist than `flows` covers (the newest are shown). */
   readonly truncated: boolean;
@@ -104,7 +107,7 @@ export async function treasuryReport(db: Kysely<DB>, ledger: Ledger, unionId: st
   return {
     address: t.tokenAccount, tokenAccount: t.tokenAccount, mint: t.mint, tokenProgram: t.tokenProgram, decimals: t.decimals,
     authority: t.authority, threshold: t.threshold, signers: t.signers, balance, badgeMint: await badgeMintOf(db, unionId),
-    flows, truncated: signatures.length > limit,
+    roleBadgeMints: await roleBadgeMints({ db }, unionId), flows, truncated: signatures.length > limit,
   };
 }
 

@@ -151,7 +151,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   if (options.reuseFetchedActors !== false) shareRecentActorDocuments(federation, kv);
   // Actor keys are sealed before the union's transaction writes them.
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
-  const unions: UnionDeps = { db: database.db, events, generateKeys };
+  const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
   const app = createHttpApp({
     db: database.db,
@@ -196,7 +196,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // served where there is a ledger, loaded only there (spl-token's import warning).
   if (ledger) {
     const { mountTreasuryWeb } = await import("./http/treasury-web.ts");
-    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl });
+    mountTreasuryWeb(app, { db: database.db, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, outbox });
   }
   // Whatever a request or the queue starts connects under this server's
   // private-address rule (federation/http-client.ts).

@@ -31,6 +31,8 @@ export type OutboxIntent =
   | { readonly kind: "featured.remove"; readonly unionId: string; readonly itemId: string }
   | { readonly kind: "featured.answer" | "featured.withdraw"; readonly unionId: string; readonly stampId: string }
   | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
+  /** A new union's treasury (dues mint, multisig authority, token account), made by the ledger lane. */
+  | { readonly kind: "treasury.create"; readonly unionId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

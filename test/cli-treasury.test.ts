@@ -56,7 +56,7 @@ for (const d of dialects) {
       const running = await startLedger(m.database.db);
       const env = { DATABASE_URL: tdb.url, MUSTER_SECRET_KEY: secret, DATA_DIR: dir, SOLANA_RPC_URL: running.url, MUSTER_ALLOW_PRIVATE_ADDRESS: "1" };
       try {
-        for (const c of [["wallet", "create"], ["wallet", "link"], ["ledger", "status"], ["ledger", "airdrop"], ["ledger", "transfer"], ["treasury", "create"], ["treasury", "show"], ["treasury", "transfer"], ["treasury", "sign"]]) {
+        for (const c of [["wallet", "create"], ["wallet", "link"], ["ledger", "status"], ["ledger", "airdrop"], ["ledger", "transfer"], ["treasury", "create"], ["treasury", "show"], ["treasury", "transfer"], ["treasury", "sign"], ["treasury", "move"]]) {
           assert.match(await ok([...c, "--help"], env), new RegExp(`^Usage: muster ${c.join(" ")}`));
         }
         const status = JSON.parse(await ok(["ledger", "status", "--json"], env)) as { ledger: string; rpcUrl: string; slot: number; blockhash: string };

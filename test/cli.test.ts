@@ -42,12 +42,15 @@ describe("muster CLI", () => {
     assert.equal(u.handle, "@riders@union.example");
     assert.equal(u.actor, "https://union.example/u/riders");
     assert.equal(u.leader, "@lead@example.org");
+    assert.equal(u.treasury, "queued", "the treasury is queued with the union, for the ledger lane");
     const list = JSON.parse(muster(["union", "list", "--json"], env).out);
     assert.deepEqual(list.map((x: { slug: string }) => x.slug), ["riders"]);
     const human = muster(["union", "show", "riders"], env);
     assert.equal(human.code, 0);
     assert.match(human.out, /Handle:\s+@riders@union\.example/);
     assert.match(human.out, /Purpose:\s+Fair pay/);
+    const second = muster(["union", "create", "couriers", "--name", "Couriers", "--purpose", "Fair pay"], env);
+    assert.match(second.out, /Treasury:\s+queued: a running server \(muster serve\) creates it on the ledger lane/);
   });
 
   it("creates a union in a time zone given on the command line, and refuses a zone that does not exist", () => {

@@ -48,7 +48,9 @@ for (const d of dialects) {
     before(async () => {
       ({ m, unionId, browser } = await startMembersInBrowser(fx, ["lead", "ana", "ben", "cat"], async ({ m, unionId }) => {
         await overrideBylaws(m.muster.unions, "riders", { duesMint: MINT });
-        // The treasury record is where Muster learns the dues mint's decimals.
+        // The treasury record is where Muster learns the dues mint's decimals. It replaces the one the
+        // server's ledger lane made with the union (a test mint).
+        await m.muster.database.db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
         await saveTreasury(m.muster.database.db, { unionId, mint: MINT, tokenProgram: "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", decimals: 9, authority: MINT, tokenAccount: MINT, threshold: 1, signers: [] });
       }));
     });

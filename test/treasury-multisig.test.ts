@@ -21,7 +21,6 @@ import { queueOutbox } from "../federation/outbound.ts";
 import { faucetFunding } from "../solana/badge-sync.ts";
 import { handleLedgerIntent } from "../solana/ledger-lane.ts";
 import { LedgerError } from "../solana/ledger.ts";
-import { treasuryAuthority as crowdfundAuthority } from "../solana/crowdfund-authority.ts";
 import { addTransferSignature, ensureTreasury, prepareTransfer, signTransferMessage, submitTransfer, transferMessage, treasuryAuthority, treasuryBalance } from "../solana/treasury-authority.ts";
 
 // The Token program's own refusal, not some other failure.
@@ -54,9 +53,8 @@ for (const d of dialects) {
         assert.deepEqual([soloMultisig.m, soloMultisig.n], [1, 1]);
         assert.equal((await getAccount(connection, new PublicKey(soloAuth.treasury.tokenAccount))).owner.toBase58(), soloAuth.address.toBase58(), "the multisig owns the treasury's token account");
         assert.equal((await ensureTreasury(chain, solo.id)).authority, soloAuth.treasury.authority, "created once");
-        // Crowdfund vault code signs through its VaultAuthority: under the 1-of-1 multisig the server signs alone.
-        const vaultAuth = await crowdfundAuthority(chain, solo.id);
-        assert.equal(vaultAuth.address.toBase58(), soloAuth.address.toBase58());
+        // Crowdfund vault code signs through the same authority: under the 1-of-1 multisig the server signs alone.
+        const vaultAuth = soloAuth;
         assert.deepEqual(vaultAuth.multiSigners.map((k) => k.toBase58()), [soloAuth.serverKey.publicKey.toBase58()]);
         const soloMint = new PublicKey(soloAuth.treasury.mint);
         const mintBh = await ledger.latestBlockhash();
@@ -69,7 +67,7 @@ for (const d of dialects) {
           createAssociatedTokenAccountIdempotentInstruction(vaultAuth.feePayer, soloPayeeAccount, soloPayee, soloMint, soloAuth.tokenProgram),
           createTransferCheckedInstruction(new PublicKey(soloAuth.treasury.tokenAccount), soloMint, soloPayeeAccount, vaultAuth.address, 4n, 6, [...vaultAuth.multiSigners], soloAuth.tokenProgram),
         );
-        await vaultAuth.sign(pay);
+        vaultAuth.signAsServer(pay);
         await ledger.submit(pay.serialize(), { lastValidBlockHeight: Number.MAX_SAFE_INTEGER, commitment: "confirmed" });
         assert.equal(await treasuryBalance(ledger, soloAuth.treasury), 6n, "the server alone moves a custodial 1-of-1 treasury");
 
@@ -92,6 +90,7 @@ for (const d of dialects) {
         const server = auth.serverKey;
         assert.deepEqual(auth.treasury.signers, [server.publicKey.toBase58(), ...wallets.map((w) => w.publicKey.toBase58())]);
         assert.equal(auth.serverAlone, false);
+        assert.deepEqual(auth.multiSigners.map((k) => k.toBase58()), [server.publicKey.toBase58(), wallets[0]!.publicKey.toBase58()], "instructions name the server and the first officer");
         const multisig = await getMultisig(connection, auth.address);
         assert.deepEqual([multisig.m, multisig.n], [2, 3]);
 

@@ -8,6 +8,7 @@ import { DomainError } from "../domain-error.ts";
 import { lockChain } from "../actions/chain.ts";
 import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain.ts";
 import { installLeader, removeFromOffice } from "../members/leadership.ts";
+import { syncRoleBadgesIn } from "../treasury/badges.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
@@ -521,6 +522,8 @@ export async function closeProposal(deps: ProposalDeps, unionId: string, proposa
     const d = decide(p, tally, params);
     let outcome: Outcome = { passed: d.passed, reason: d.reason, tally };
     if (d.passed) outcome = await apply(trx, p, outcome, d.winnerIndex, now, emits);
+    // Roles changed: the leader's and officers' badges follow (src/treasury/badges.ts).
+    if (d.passed && (p.change.kind === "recall" || p.change.kind === "election")) await syncRoleBadgesIn(trx, deps.outbox, unionId);
     // The state guard makes a second closer (another worker that read the
     // row before this one committed) change nothing.
     const updated = await trx.updateTable("proposals")

@@ -2,6 +2,7 @@ import type { Kysely, Selectable } from "kysely";
 import type { CrowdfundTransactionsTable, DB } from "../db/schema.ts";
 import { type Crowdfund, CrowdfundError, splitTotal, toCrowdfund } from "./crowdfunds.ts";
 import { listPledges } from "./pledges.ts";
+import { type CosignedTransaction, insertPendingTransfer } from "../treasury/treasury.ts";
 
 /** Refunds per transaction: 15 transfers stay well inside a transaction's 1,232 bytes and compute budget. */
 export const REFUNDS_PER_TRANSACTION = 15;
@@ -42,13 +43,22 @@ export interface SignedSettlementTx {
   /** Pledge signatures a refund batch returns. */
   readonly pledges: readonly string[];
   readonly amount: bigint;
+  /**
+   * Set when the treasury needs officers' signatures: `raw` then holds only
+   * the server's signature, and the transaction waits as a co-signed
+   * treasury transaction (recorded with the decision) until every named
+   * signer has signed. `destination` and `memo` describe it to them.
+   */
+  readonly cosign?: CosignedTransaction & { readonly destination: string; readonly memo: string };
 }
 
-export interface SettlementTx extends SignedSettlementTx {
+export interface SettlementTx extends Omit<SignedSettlementTx, "cosign"> {
   readonly id: number;
   readonly crowdfundId: string;
   readonly state: "signed" | "confirmed" | "failed";
   readonly confirmedAt: Date | null;
+  /** The co-signed treasury transaction carrying it (treasury_transfers), when officers sign. */
+  readonly transferId: number | null;
 }
 
 function toTx(r: Selectable<CrowdfundTransactionsTable>): SettlementTx {
@@ -56,6 +66,7 @@ function toTx(r: Selectable<CrowdfundTransactionsTable>): SettlementTx {
     id: Number(r.id), crowdfundId: r.crowdfund_id, kind: r.kind as SettlementTxKind, raw: r.raw, signature: r.signature,
     lastValidBlockHeight: Number(r.last_valid_block_height), pledges: JSON.parse(r.pledges) as string[], amount: BigInt(r.amount),
     state: r.state as SettlementTx["state"], confirmedAt: r.confirmed_at === null ? null : new Date(Number(r.confirmed_at)),
+    transferId: r.transfer_id === null ? null : Number(r.transfer_id),
   };
 }
 
@@ -104,10 +115,12 @@ export async function claimSettlement(db: Kysely<DB>, crowdfundId: string, plan:
     }).where("id", "=", crowdfundId).where("state", "=", "open").executeTakeFirst();
     if (Number(r.numUpdatedRows) !== 1) return false;
     const now = Date.now();
+    const { union_id: unionId } = await trx.selectFrom("crowdfunds").select("union_id").where("id", "=", crowdfundId).executeTakeFirstOrThrow();
     for (const t of txs) {
       await trx.insertInto("crowdfund_transactions").values({
         crowdfund_id: crowdfundId, kind: t.kind, raw: t.raw, last_valid_block_height: t.lastValidBlockHeight, signature: t.signature,
         state: "signed", pledges: JSON.stringify(t.pledges), amount: t.amount.toString(), created_at: now, confirmed_at: null,
+        transfer_id: await cosignRequest(trx, unionId, t),
       }).execute();
     }
     // Nothing to send (no pledges at all, goal missed): the crowdfund is done.
@@ -148,14 +161,29 @@ export async function markSettlementTxFailed(db: Kysely<DB>, txId: number): Prom
   await db.updateTable("crowdfund_transactions").set({ state: "failed" }).where("id", "=", txId).where("state", "!=", "confirmed").execute();
 }
 
+/** The co-signing request of a transaction officers must sign, with the server's signature already in it. */
+async function cosignRequest(trx: Kysely<DB>, unionId: string, t: SignedSettlementTx): Promise<number | null> {
+  if (!t.cosign) return null;
+  const { destination, memo, ...c } = t.cosign;
+  return insertPendingTransfer(trx, unionId, { ...c, destination, memo, amount: t.amount, signatures: { [c.required[0]!]: c.serverSignature } });
+}
+
 /**
  * Replaces a transaction known not to have executed (refused, or its
- * blockhash passed) with freshly signed bytes for the same transfers; stored
- * before the first submit like the original.
+ * blockhash passed, or its co-signed transaction failed) with freshly signed
+ * bytes for the same transfers; stored before the first submit like the
+ * original, and offered to officers again when they must sign.
  */
-export async function replaceSettlementTx(db: Kysely<DB>, txId: number, tx: Pick<SignedSettlementTx, "raw" | "signature" | "lastValidBlockHeight">): Promise<void> {
-  await db.updateTable("crowdfund_transactions").set({ raw: tx.raw, signature: tx.signature, last_valid_block_height: tx.lastValidBlockHeight, state: "signed" })
-    .where("id", "=", txId).where("state", "!=", "confirmed").execute();
+export async function replaceSettlementTx(db: Kysely<DB>, txId: number, tx: Pick<SignedSettlementTx, "raw" | "signature" | "lastValidBlockHeight" | "amount" | "cosign">): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom("crowdfund_transactions").innerJoin("crowdfunds", "crowdfunds.id", "crowdfund_transactions.crowdfund_id")
+      .select(["crowdfunds.union_id", "crowdfund_transactions.state"]).where("crowdfund_transactions.id", "=", txId).executeTakeFirstOrThrow();
+    if (row.state === "confirmed") return;
+    await trx.updateTable("crowdfund_transactions").set({
+      raw: tx.raw, signature: tx.signature, last_valid_block_height: tx.lastValidBlockHeight, state: "signed",
+      transfer_id: await cosignRequest(trx, row.union_id, tx as SignedSettlementTx),
+    }).where("id", "=", txId).where("state", "!=", "confirmed").execute();
+  });
 }
 
 /** Open crowdfunds past their deadline, and settlements whose transactions are not all confirmed. */

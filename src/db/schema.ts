@@ -533,6 +533,9 @@ export interface DB {
   crowdfund_transactions: CrowdfundTransactionsTable;
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
+  treasury_moves: TreasuryMovesTable;
+  role_badge_mints: RoleBadgeMintsTable;
+  role_badges: RoleBadgesTable;
   wallet_challenges: WalletChallengesTable;
   member_standing: MemberStandingTable;
   standing_changes: StandingChangesTable;
@@ -771,6 +774,8 @@ export interface CrowdfundTransactionsTable {
   amount: string;
   created_at: number;
   confirmed_at: number | null;
+  /** The co-signed treasury transaction (treasury_transfers) carrying it, when officers must sign (migrations/0040). */
+  transfer_id: number | null;
 }
 
 /** A member's standing as last computed ("good" | "grace" | "lapsed"). */
@@ -814,6 +819,53 @@ export interface ChainAnchorsTable {
   last_valid_block_height: number | null;
   created_at: number;
   anchored_at: number | null;
+}
+
+/** A treasury moved to a new multisig (migrations/0041). */
+export interface TreasuryMovesTable {
+  id: Generated<number>;
+  union_id: string;
+  from_authority: string;
+  from_token_account: string;
+  from_threshold: number;
+  from_signers: string;
+  to_authority: string;
+  to_token_account: string;
+  to_threshold: number;
+  to_signers: string;
+  setup_raw: string;
+  setup_last_valid_block_height: number;
+  transfer_id: number | null;
+  amount: string | null;
+  state: string;
+  signature: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A union's soulbound badge mint for a role (migrations/0041). */
+export interface RoleBadgeMintsTable {
+  union_id: string;
+  /** `leader` or `officer`. */
+  role: string;
+  mint: string;
+  signature: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  created_at: number;
+}
+
+/** A member's role badge (migrations/0041). */
+export interface RoleBadgesTable {
+  union_id: string;
+  member_id: string;
+  role: string;
+  wallet: string;
+  state: string;
+  signature: string | null;
+  raw: string | null;
+  last_valid_block_height: number | null;
+  updated_at: number;
 }
 
 /** A Solana Pay reference key issued with a dues transaction (migration 0043). */

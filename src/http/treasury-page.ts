@@ -2,6 +2,7 @@ import { html } from "hono/html";
 import { formatUnits } from "../../solana/amounts.ts";
 import type { TreasuryFlow, TreasuryReport } from "../../solana/treasury-report.ts";
 import type { Union } from "../unions/unions.ts";
+import type { TreasuryMove } from "../treasury/moves.ts";
 import { type Html, layout } from "./pages/layout.ts";
 
 /** What the page and its JSON form show: the chain's report, with payers named only where the roster is visible. */
@@ -15,6 +16,8 @@ export interface TreasuryView {
   readonly addressUrl: (address: string) => string;
   readonly rpcUrl: string;
   readonly duesPayPath: string;
+  /** Moves of the treasury to a new multisig (signers or threshold changed), oldest first. */
+  readonly moves: readonly TreasuryMove[];
 }
 
 function payerOf(view: TreasuryView, f: TreasuryFlow): string | null {
@@ -35,7 +38,7 @@ export function treasuryJson(view: TreasuryView) {
       address: r.tokenAccount, mint: r.mint, tokenProgram: r.tokenProgram, decimals: r.decimals,
       authority: r.authority, threshold: r.threshold, signers: r.signers,
       balance: amount(r.balance), balanceSource: "read from the chain when this was served",
-      badgeMint: r.badgeMint,
+      badgeMint: r.badgeMint, roleBadgeMints: r.roleBadgeMints,
     },
     payersShown: view.names !== null,
     flows: r.flows.map((f) => ({
@@ -44,6 +47,12 @@ export function treasuryJson(view: TreasuryView) {
       payer: payerOf(view, f), to: f.direction === "out" ? f.counterparty : null,
     })),
     truncated: r.truncated,
+    moves: view.moves.map((m) => ({
+      state: m.state, at: m.updatedAt.toISOString(), signature: m.signature, url: m.signature ? view.txUrl(m.signature) : null,
+      amount: m.amount === null ? null : amount(m.amount),
+      from: { authority: m.from.authority, tokenAccount: m.from.tokenAccount, threshold: m.from.threshold, signers: m.from.signers },
+      to: { authority: m.to.authority, tokenAccount: m.to.tokenAccount, threshold: m.to.threshold, signers: m.to.signers },
+    })),
   };
 }
 
@@ -71,6 +80,9 @@ export function treasuryPage(view: TreasuryView): Html {
 <dt>Authority</dt><dd><code class="url" data-testid="authority">${r.authority}</code></dd>
 <dt>Signers</dt><dd data-testid="signers">${r.threshold} of ${r.signers.length}: ${r.signers.map((s, i) => html`${i ? ", " : ""}<code class="url">${s}</code>`)}</dd>
 <dt>Member badge</dt><dd data-testid="badge-mint">${r.badgeMint ? html`<code class="url">${r.badgeMint}</code>` : "none minted yet"}</dd>
+<dt>Role badges</dt><dd data-testid="role-badge-mints">${r.roleBadgeMints.leader || r.roleBadgeMints.officer
+      ? (["leader", "officer"] as const).filter((k) => r.roleBadgeMints[k]).map((k, i) => html`${i ? html`<br>` : ""}${k}: <code class="url">${r.roleBadgeMints[k]}</code>`)
+      : "none minted yet"}</dd>
 <dt>Shown below</dt><dd data-testid="totals" data-in="${inflow.toString()}" data-out="${outflow.toString()}">${fmt(inflow)} in, ${fmt(outflow)} out${r.truncated ? " (newest transactions only)" : ""}</dd>
 </dl>
 <h2>Inflows and outflows</h2>
@@ -81,6 +93,11 @@ ${r.flows.length === 0 ? html`<p class="muted" data-testid="no-flows">Nothing ha
 <strong>${f.direction === "in" ? "+" : "−"}${fmt(f.amount)}</strong> · ${label(f)}${f.direction === "in" ? html` from <span data-testid="payer">${payer ?? (f.kind === "dues" ? "a member (the roster is not public)" : "an unidentified wallet")}</span>` : html` to <code class="url">${short(f.counterparty)}</code>`}${f.reason ? html` <span class="small muted">(${f.reason})</span>` : ""}
 <br><span class="small">${f.blockTime === null ? "" : new Date(f.blockTime * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC · "}<a href="${view.txUrl(f.signature)}" title="${f.signature}"><code class="hash">${short(f.signature)}</code></a></span></li>`;
     })}</ol>
+${view.moves.length === 0 ? "" : html`<h2>Moves to a new multisig</h2>
+<p class="muted small">An SPL multisig's signers and threshold are fixed when it is made: when officers or the bylaws change them, the whole balance moves to a new multisig, signed as the old one required.</p>
+<ol class="flows" data-testid="moves">${view.moves.map((m) => html`<li data-state="${m.state}"${m.signature ? html` data-signature="${m.signature}"` : ""}>
+<strong>${m.from.threshold} of ${m.from.signers.length} → ${m.to.threshold} of ${m.to.signers.length}</strong> · ${m.state === "executed" ? html`${m.amount === null ? "" : fmt(m.amount)} tokens moved` : m.state === "failed" ? "failed; nothing moved" : "awaiting signatures"}
+<br><span class="small">from <code class="url">${short(m.from.authority)}</code> to <code class="url" title="${m.to.authority}">${short(m.to.authority)}</code>${m.signature ? html` · <a href="${view.txUrl(m.signature)}" title="${m.signature}"><code class="hash">${short(m.signature)}</code></a>` : ""}</span></li>`)}</ol>`}
 <p class="small muted">The same, as JSON: <a href="/u/${u.slug}/treasury.json">treasury.json</a>. RPC endpoint: <code class="url">${view.rpcUrl}</code></p>
 </article>`,
   });

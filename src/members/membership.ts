@@ -296,6 +296,8 @@ async function changeRole(deps: MembershipDeps, unionId: string, memberId: strin
       await trx.updateTable("members").set({ portfolio: portfolio?.trim() ?? null }).where("id", "=", m.id).execute();
     } else {
       await trx.updateTable("members").set({ role, portfolio: portfolio?.trim() ?? null }).where("id", "=", m.id).execute();
+      // The officer's badge follows the role (minted, or burned by the permanent delegate).
+      await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     }
     return (await getMember(trx, unionId, m.id))!;
   });

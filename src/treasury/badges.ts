@@ -62,6 +62,29 @@ export async function syncBadgeIn(trx: Kysely<DB>, outbox: Outbox, unionId: stri
   if (wallet || badge) await outbox.add(trx, { kind: "badge.sync", unionId, memberId });
 }
 
+export type BadgeRole = "leader" | "officer";
+
+/** The roles whose badge the member should hold in `wallet`: their role while active. */
+export async function wantedRoleBadges(db: Kysely<DB>, unionId: string, memberId: string): Promise<{ wallet: string | null; roles: BadgeRole[] }> {
+  const member = await getMember(db, unionId, memberId);
+  const wallet = await memberWallet(db, unionId, memberId);
+  const roles: BadgeRole[] = member?.state === "active" && (member.role === "leader" || member.role === "officer") ? [member.role] : [];
+  return { wallet, roles };
+}
+
+/**
+ * After a change of roles (an election, a recall, an appointment), inside
+ * its transaction: a `badge.sync` for every member whose role badges may
+ * now be wrong: officers and the leader with a wallet, and holders of a
+ * role badge not burned.
+ */
+export async function syncRoleBadgesIn(trx: Kysely<DB>, outbox: Outbox, unionId: string): Promise<void> {
+  const officers = await trx.selectFrom("members").innerJoin("member_wallets", (j) => j.onRef("member_wallets.member_id", "=", "members.id").onRef("member_wallets.union_id", "=", "members.union_id"))
+    .select("members.id").where("members.union_id", "=", unionId).where("members.role", "in", ["leader", "officer"]).execute();
+  const holders = await trx.selectFrom("role_badges").select("member_id").where("union_id", "=", unionId).where("state", "!=", "burned").execute();
+  for (const id of new Set([...officers.map((o) => o.id), ...holders.map((h) => h.member_id)])) await outbox.add(trx, { kind: "badge.sync", unionId, memberId: id });
+}
+
 /** What the chain should show for this member: one badge in `wallet`, or none. */
 export async function wantedBadge(db: Kysely<DB>, unionId: string, memberId: string): Promise<{ wallet: string | null; wanted: boolean }> {
   const member = await getMember(db, unionId, memberId);

@@ -77,6 +77,35 @@ export interface TreasuryTransfer {
   readonly createdAt: number;
 }
 
+/**
+ * A transaction out of the treasury's authority that several keys sign, in
+ * chain-neutral terms: the message (base64) each signs, the durable nonce
+ * account that keeps it valid for as long as signing takes, every signer it
+ * names, and the server's signature (the transaction's id).
+ */
+export interface CosignedTransaction {
+  readonly message: string;
+  readonly nonceAccount: string;
+  readonly required: readonly string[];
+  readonly serverSignature: string;
+}
+
+/**
+ * Records a transaction awaiting signatures (in the caller's database
+ * transaction, so a settlement's decision and its co-signing requests are
+ * committed together). `destination` and `amount` describe it for officers;
+ * `signatures` already made (such as the server's) go in as given.
+ */
+export async function insertPendingTransfer(db: Kysely<DB>, unionId: string, t: CosignedTransaction & { destination: string; amount: bigint; memo: string | null; signatures: Record<string, string> }): Promise<number> {
+  const now = Date.now();
+  const row = await db.insertInto("treasury_transfers").values({
+    union_id: unionId, destination: t.destination, amount: String(t.amount), memo: t.memo, nonce_account: t.nonceAccount,
+    message: t.message, required: JSON.stringify(t.required), signatures: JSON.stringify(t.signatures), state: "pending", signature: null, reason: null,
+    created_at: now, updated_at: now,
+  }).returning("id").executeTakeFirstOrThrow();
+  return Number(row.id);
+}
+
 export async function getTransfer(db: Kysely<DB>, unionId: string, id: number): Promise<TreasuryTransfer | undefined> {
   const r = await db.selectFrom("treasury_transfers").selectAll().where("union_id", "=", unionId).where("id", "=", id).executeTakeFirst();
   return r && toTransfer(r);

@@ -101,7 +101,7 @@ export async function walletOf(db: Kysely<DB>, unionId: string, memberId: string
 }
 
 /** Wallets return base58; some browser APIs give base64. 64 bytes either way. */
-function decodeSignature(s: string): Uint8Array {
+export function decodeSignature(s: string): Uint8Array {
   const t = s.trim();
   if (/^[1-9A-HJ-NP-Za-km-z]{80,90}$/.test(t)) return bs58.decode(t);
   const b = Buffer.from(t, "base64");

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
+import type { Outbox } from "../outbox.ts";
 import { defaultBylawsText, writeVersionIn } from "../bylaws/bylaws.ts";
 import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility, paramSpec } from "../bylaws/params.ts";
 import { type By, requireOfficer } from "../members/members.ts";
@@ -130,6 +131,13 @@ export interface UnionDeps {
   readonly events: EventBus;
   /** Makes the union actor's signing keys; supplied by federation/. */
   readonly generateKeys: () => Promise<StoredKey[]>;
+  /**
+   * Where the union's treasury creation is queued (the ledger lane), in the
+   * union's own transaction: the chain may be slow or down, so the union is
+   * created at once and its treasury follows, retried until it exists.
+   * Without one (domain tests) the treasury is made on first use.
+   */
+  readonly outbox?: Outbox;
 }
 
 /** Creates a union and its keys in one transaction: a union never exists keyless. */
@@ -175,6 +183,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
         public_jwk: k.publicJwk,
         created_at: now,
       }))).execute();
+      await deps.outbox?.add(trx, { kind: "treasury.create", unionId: id });
     });
   } catch (e) {
     if (e instanceof UnionError) throw e;

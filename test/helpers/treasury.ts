@@ -81,6 +81,8 @@ async function treasuryOn(chain: Chain, db: Kysely<DB>, unionId: string): Promis
     createInitializeMint2Instruction(mint, 6, faucet.publicKey, null));
   const account = getAssociatedTokenAddressSync(mint, key.publicKey);
   await chain.send([faucet], createAssociatedTokenAccountIdempotentInstruction(faucet.publicKey, account, key.publicKey, mint));
+  // A server's ledger lane may already have made the union's own treasury (it is queued with the union): this one replaces it.
+  await db.deleteFrom("treasuries").where("union_id", "=", unionId).execute();
   const treasury = await saveTreasury(db, {
     unionId, mint: mint.toBase58(), tokenProgram: TOKEN_PROGRAM_ID.toBase58(), decimals: 6,
     authority: key.publicKey.toBase58(), tokenAccount: account.toBase58(), threshold: 1, signers: [key.publicKey.toBase58()],

@@ -206,6 +206,11 @@ export const memberCommands: Command[] = [
         const badges = (await db.selectFrom("badges").innerJoin("badge_mints", "badge_mints.union_id", "badges.union_id")
           .select(["badge_mints.mint", "badges.wallet", "badges.state", "badges.signature"]).where("badges.union_id", "=", union.id).where("badges.member_id", "=", member.id).execute())
           .map((b) => ({ kind: "member", mint: b.mint, wallet: b.wallet, state: b.state, signature: b.signature }));
+        // The leader's and officers' badges (solana/role-badges.ts), minted and burned with the role.
+        badges.push(...(await db.selectFrom("role_badges").innerJoin("role_badge_mints", (j) => j.onRef("role_badge_mints.union_id", "=", "role_badges.union_id").onRef("role_badge_mints.role", "=", "role_badges.role"))
+          .select(["role_badges.role", "role_badge_mints.mint", "role_badges.wallet", "role_badges.state", "role_badges.signature"])
+          .where("role_badges.union_id", "=", union.id).where("role_badges.member_id", "=", member.id).orderBy("role_badges.role").execute())
+          .map((b) => ({ kind: b.role, mint: b.mint, wallet: b.wallet, state: b.state, signature: b.signature })));
         if (values.json) {
           return print({
             ...memberJson(member, { sponsor, depth: inTree ? chain.length - 1 : null }),

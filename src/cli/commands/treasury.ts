@@ -198,6 +198,26 @@ export const treasuryCommands: readonly Command[] = [
     },
   },
   {
+    path: ["treasury", "move"],
+    usage: "muster treasury move <union> [--json]",
+    summary: "Move the treasury to a new multisig of today's officers' proven wallets and treasuryThreshold, signed as the old one requires.",
+    details: "  An SPL multisig cannot change once made. This makes a new one and prepares one transaction moving the whole\n  balance to it; officers of the old multisig co-sign it (muster treasury sign, or the console) when its threshold is\n  above 1. Once it executes, the new multisig is the treasury. Running it again resumes an unfinished move. Refused\n  while a crowdfund is unsettled or a transfer awaits signatures: they belong to the old authority.",
+    options: { ...JSON_OPT },
+    positionals: ["union"],
+    async run({ values, positionals }) {
+      await withMuster(async (m) => {
+        const union = await requireUnion(m, positionals[0]!);
+        const { cli, lib } = await chain(m);
+        const { moveTreasury } = await import("../../../solana/treasury-move.ts");
+        const { PublicKey } = await import("@solana/web3.js");
+        const mv = await refusals(() => moveTreasury({ db: m.database.db, ledger: cli.ledger, outbox: m.membership.outbox, testMint: cli.embedded, fund: fundWith(cli, (a) => lib.airdropSol(cli, new PublicKey(a), lib.SOL)) }, union.id));
+        if (values.json) return print({ ...mv, amount: mv.amount?.toString() ?? null });
+        const what = mv.state === "executed" ? "done: the new multisig is the treasury" : mv.state === "signing" ? `transaction #${mv.transferId} awaits signatures (muster treasury sign ${union.slug} ${mv.transferId}); the ledger lane of a running server sends it once all have signed` : mv.state;
+        out(`Treasury move #${mv.id} of ${union.slug}: ${mv.from.threshold} of ${mv.from.signers.length} → ${mv.to.threshold} of ${mv.to.signers.length}, new authority ${mv.to.authority}: ${what}.\n`);
+      });
+    },
+  },
+  {
     path: ["treasury", "show"],
     usage: "muster treasury show <union> [--json]",
     summary: "The union's treasury: address, authority, signers, threshold, balances read from the ledger, badge mints, transfers.",

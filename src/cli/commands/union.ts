@@ -33,7 +33,7 @@ async function json(u: Union, origin: URL) {
   return { ...await unionJson(u, origin), welcomeText: u.welcomeText };
 }
 
-function describe(u: Union, config: Config): string {
+function describe(u: Union, config: Config, extra: [string, string][] = []): string {
   return fields([
     ["Name", u.name],
     ["Handle", `@${u.slug}@${config.origin.host}`],
@@ -47,6 +47,7 @@ function describe(u: Union, config: Config): string {
     ["Publishes", `one queued call-to-action a day at ${u.publishTime} ${u.timeZone}`],
     ["Welcome", u.welcomeText ?? "(default)"],
     ["Created", u.createdAt.toISOString()],
+    ...extra,
   ]);
 }
 
@@ -82,8 +83,10 @@ export const unionCommands: Command[] = [
           membersVisibility: str(values, "visibility") as MembersVisibility | undefined,
           timeZone: str(values, "time-zone"),
         });
-        if (values.json) print(await unionJson(union, m.config.origin));
-        else out(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config)}`);
+        // The treasury is chain work: queued with the union, made by the ledger lane of a running server.
+        const treasury = `queued: a running server (muster serve) creates it on the ledger lane: the dues mint, the treasury's token account and its authority; see muster treasury show ${union.slug}`;
+        if (values.json) print({ ...await unionJson(union, m.config.origin), treasury: "queued" });
+        else out(`Created union ${union.name}: @${union.slug}@${m.config.origin.host}\n${describe(union, m.config, [["Treasury", treasury]])}`);
       });
     },
   },

@@ -23,13 +23,14 @@ ${here !== "console" && isOfficer(viewer) ? html`<a href="/u/${union.slug}/conso
 }
 
 /** The console's sections. */
-export function consoleTabs(union: Union, here: "members" | "actions" | "unions"): Html {
+export function consoleTabs(union: Union, here: "members" | "actions" | "unions" | "treasury"): Html {
   const tab = (id: typeof here, href: string, label: string) =>
     html`<a href="${href}"${id === here ? html` aria-current="page"` : ""}>${label}</a>`;
   return html`<nav class="tabs" aria-label="Console sections">
 ${tab("members", `/u/${union.slug}/console`, "Members")}
 ${tab("actions", `/u/${union.slug}/console/actions`, "Calls to action")}
 ${tab("unions", `/u/${union.slug}/console/unions`, "Other unions")}
+${tab("treasury", `/u/${union.slug}/console/treasury`, "Treasury")}
 <a href="/u/${union.slug}/proposals" data-testid="console-proposals">Proposals</a>
 </nav>`;
 }
