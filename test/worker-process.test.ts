@@ -34,8 +34,10 @@ describe("separate worker processes on postgres", { skip: pg.skip }, () => {
   const sent: { id: string; shared: boolean }[] = [];
   let seq = 0;
 
-  const count = async (table: "fedify_mq" | "fedify_mq_dead" | "inbox_activities") =>
-    Number((await db.db.selectFrom(table).select((e) => e.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+  // The union's treasury creation waits in the ledger lane, which only a process with a ledger takes (none here).
+  const count = async (table: "fedify_mq" | "fedify_mq_dead" | "inbox_activities") => table === "fedify_mq"
+    ? Number((await db.db.selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("queue", "!=", "ledger").executeTakeFirstOrThrow()).n)
+    : Number((await db.db.selectFrom(table).select((e) => e.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
 
   /** Signs and POSTs `n` distinct activities from the peer, all at once; returns the HTTP statuses. */
   async function deliver(n: number): Promise<number[]> {
