@@ -8,6 +8,7 @@ import { expireReference, openReferences } from "../src/treasury/dues-references
 import type { DuesParamsSource } from "../src/treasury/dues-params.ts";
 import { recomputeStandings, type StandingChange } from "../src/treasury/standing.ts";
 import { paymentsAmong } from "./dues-scanner.ts";
+import { treasuryAuthorities } from "../src/treasury/moves.ts";
 import type { Ledger } from "./ledger.ts";
 
 const log = logger("solana", "dues-scan");
@@ -40,12 +41,14 @@ export async function scanSinceCursor(deps: DuesScanDeps, unionId: string, addre
   }
   if (fresh.length === 0) return [];
   fresh.reverse();
+  const own = await treasuryAuthorities(deps.db, unionId);
   const out: RecordedPayment[] = [];
   // In chunks, oldest first: one read of the chunk's transactions, one database
   // transaction to record them, then the cursor moves past the chunk.
   for (let i = 0; i < fresh.length; i += CHUNK) {
     const chunk = fresh.slice(i, i + CHUNK);
-    out.push(...await recordDuesPayments(deps, await paymentsAmong(deps.ledger, unionId, chunk, address)));
+    const payments = (await paymentsAmong(deps.ledger, unionId, chunk, address)).filter((p) => !own.has(p.payer));
+    out.push(...await recordDuesPayments(deps, payments));
     const newest = chunk.at(-1)!.signature;
     await deps.db.insertInto("scan_cursors").values({ name, signature: newest })
       .onConflict((oc) => oc.column("name").doUpdateSet({ signature: newest })).execute();

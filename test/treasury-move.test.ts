@@ -21,6 +21,8 @@ import { faucetFunding, treasuryKey } from "../solana/badge-sync.ts";
 import { handleLedgerIntent } from "../solana/ledger-lane.ts";
 import { addTransferSignature, createTreasuryJob, prepareTransfer, signTransferMessage, transferMessage, treasuryBalance } from "../solana/treasury-authority.ts";
 import { moveTreasury } from "../solana/treasury-move.ts";
+import { scanSinceCursor } from "../solana/dues-scan-job.ts";
+import { duesParamsFromBylaws } from "../src/treasury/dues-params.ts";
 
 for (const d of dialects) {
   describe(`moving a treasury to a new multisig on ${d.name}`, { skip: d.skip }, () => {
@@ -100,6 +102,11 @@ for (const d of dialects) {
         const moves = await listMoves(db, union.id);
         assert.deepEqual(moves.map((m) => [m.state, m.from.threshold, m.to.threshold, m.amount]), [["executed", 1, 2, 1_000_000n], ["executed", 2, 3, 1_000_000n]]);
         for (const m of moves) assert.equal((await ledger.status(m.signature!))?.err, null);
+
+        // The moves' own inflows into the new accounts are the treasury's, not dues: the scan records none of them.
+        const scanDeps = { db, events, ledger, duesParams: duesParamsFromBylaws };
+        for (const account of [second.tokenAccount, third.tokenAccount]) assert.deepEqual(await scanSinceCursor(scanDeps, union.id, account), []);
+        assert.deepEqual(await db.selectFrom("dues_payments").select("signature").where("union_id", "=", union.id).execute(), []);
       } finally {
         await running.close();
         await database.close();

@@ -41,6 +41,17 @@ export async function listMoves(db: Kysely<DB>, unionId: string): Promise<Treasu
 }
 
 /** The move not yet executed, if any: one at a time per union. */
+/**
+ * Every authority the union's treasury has had: the current one and each a
+ * move left behind. Transfers they sign are the treasury's own (a move's
+ * balance, a vault's cut), never a member's dues.
+ */
+export async function treasuryAuthorities(db: Kysely<DB>, unionId: string): Promise<Set<string>> {
+  const current = await db.selectFrom("treasuries").select("authority").where("union_id", "=", unionId).executeTakeFirst();
+  const moved = await db.selectFrom("treasury_moves").select("from_authority").where("union_id", "=", unionId).execute();
+  return new Set([...(current ? [current.authority] : []), ...moved.map((m) => m.from_authority)]);
+}
+
 export async function openMove(db: Kysely<DB>, unionId: string): Promise<TreasuryMove | undefined> {
   const r = await db.selectFrom("treasury_moves").selectAll().where("union_id", "=", unionId).where("state", "in", ["setup", "signing"]).executeTakeFirst();
   return r && toMove(r);
