@@ -127,7 +127,7 @@ export async function badgeMintOf(db: Kysely<DB>, unionId: string): Promise<stri
  * null when they did not and cannot (blockhash passed, or refused): then a
  * fresh transaction is signed after re-reading the chain.
  */
-async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<string | null> {
+export async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: number, what = "badge"): Promise<string | null> {
   const bytes = Buffer.from(raw, "base64");
   try {
     return await ledger.submit(bytes, { lastValidBlockHeight, commitment: "confirmed" });
@@ -136,7 +136,7 @@ async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: numbe
     const signature = Transaction.from(bytes).signature;
     const status = signature ? await ledger.status(bs58.encode(signature)) : null;
     if (status && status.err === null) return bs58.encode(signature!);
-    log.warn("A stored badge transaction did not land ({code}); signing anew", { code: e.code });
+    log.warn("A stored {what} transaction did not land ({code}); signing anew", { what, code: e.code });
     return null;
   }
 }

@@ -1,12 +1,10 @@
 import "./quiet-bindings.ts";
-import { Keypair, Transaction } from "@solana/web3.js";
-import bs58 from "bs58";
+import { Keypair } from "@solana/web3.js";
 import { logger } from "../src/logging.ts";
 import { wantedRoleBadges, type BadgeRole } from "../src/treasury/badges.ts";
 import { getUnionById } from "../src/unions/unions.ts";
 import { badgeBalance, signBurnBadge, signCreateBadgeMint, signMintBadge, type SignedTransaction } from "./badges.ts";
-import { treasuryKey, type BadgeSyncDeps } from "./badge-sync.ts";
-import { LedgerError, type Ledger } from "./ledger.ts";
+import { resubmit, treasuryKey, type BadgeSyncDeps } from "./badge-sync.ts";
 
 const log = logger("solana", "badges");
 
@@ -46,7 +44,7 @@ export async function syncRoleBadges(deps: BadgeSyncDeps, unionId: string, membe
         .onConflict((oc) => oc.columns(["union_id", "member_id", "role"]).doUpdateSet(values)).execute();
     };
     if (prior?.raw) {
-      const signature = await resubmit(deps.ledger, prior.raw, Number(prior.last_valid_block_height));
+      const signature = await resubmit(deps.ledger, prior.raw, Number(prior.last_valid_block_height), "role badge");
       await row({ wallet: prior.wallet, state: signature ? prior.state.replace("pending_", "") : "unsent", signature });
       prior = await readPrior();
     }
@@ -87,7 +85,7 @@ async function ensureRoleMint(deps: BadgeSyncDeps, unionId: string, role: BadgeR
   const existing = await find();
   if (existing?.signature) return existing.mint;
   if (existing?.raw) {
-    const signature = await resubmit(deps.ledger, existing.raw, Number(existing.last_valid_block_height));
+    const signature = await resubmit(deps.ledger, existing.raw, Number(existing.last_valid_block_height), "role badge");
     if (signature) {
       await deps.db.updateTable("role_badge_mints").set({ signature, raw: null, last_valid_block_height: null }).where("union_id", "=", unionId).where("role", "=", role).execute();
       return existing.mint;
@@ -110,18 +108,4 @@ async function ensureRoleMint(deps: BadgeSyncDeps, unionId: string, role: BadgeR
 export async function roleBadgeMints(deps: Pick<BadgeSyncDeps, "db">, unionId: string): Promise<Partial<Record<BadgeRole, string>>> {
   const rows = await deps.db.selectFrom("role_badge_mints").select(["role", "mint"]).where("union_id", "=", unionId).where("signature", "is not", null).execute();
   return Object.fromEntries(rows.map((r) => [r.role, r.mint]));
-}
-
-async function resubmit(ledger: Ledger, raw: string, lastValidBlockHeight: number): Promise<string | null> {
-  const bytes = Buffer.from(raw, "base64");
-  try {
-    return await ledger.submit(bytes, { lastValidBlockHeight, commitment: "confirmed" });
-  } catch (e) {
-    if (!(e instanceof LedgerError)) throw e;
-    const signature = Transaction.from(bytes).signature;
-    const status = signature ? await ledger.status(bs58.encode(signature)) : null;
-    if (status && status.err === null) return bs58.encode(signature!);
-    log.warn("A stored role badge transaction did not land ({code}); signing anew", { code: e.code });
-    return null;
-  }
 }
