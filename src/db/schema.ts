@@ -534,6 +534,7 @@ export interface DB {
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
   treasury_moves: TreasuryMovesTable;
+  treasury_spends: TreasurySpendsTable;
   role_badge_mints: RoleBadgeMintsTable;
   role_badges: RoleBadgesTable;
   wallet_challenges: WalletChallengesTable;
@@ -673,6 +674,19 @@ export interface TreasuryTransfersTable {
   signatures: string;
   state: string;
   signature: string | null;
+  reason: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A passed spend proposal carried out by the treasury (migrations/0045). */
+export interface TreasurySpendsTable {
+  proposal_id: string;
+  union_id: string;
+  number: number;
+  /** queued, transfer (transfer_id pays it), refused (reason says why). */
+  state: string;
+  transfer_id: number | null;
   reason: string | null;
   created_at: number;
   updated_at: number;
