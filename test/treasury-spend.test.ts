@@ -25,6 +25,8 @@ import { faucetFunding, treasuryKey } from "../solana/badge-sync.ts";
 import { handleLedgerIntent } from "../solana/ledger-lane.ts";
 import { addTransferSignature, createTreasuryJob, signTransferMessage, transferMessage, treasuryBalance } from "../solana/treasury-authority.ts";
 import type { EmbeddedLedger } from "../solana/embedded-ledger.ts";
+import { makeUnion, startMuster } from "./helpers/muster.ts";
+import { ensureTreasury } from "../solana/treasury-authority.ts";
 
 const override = { kind: "operator", reason: "test setup" } as const;
 const SOON = () => new Date(Date.now() + 60_000);
@@ -177,6 +179,43 @@ for (const d of dialects) {
       } finally {
         await running.close();
         await database.close();
+        await tdb.destroy();
+      }
+    });
+
+    it("on a running server: the ledger lane pays the spend; the proposal page and the transparency page say so", async () => {
+      const tdb = await d.create();
+      const m = await startMuster(tdb);
+      try {
+        const db = m.muster.database.db;
+        const ledger = m.muster.embeddedLedger!;
+        const union = await makeUnion(m, "riders", { joinPolicy: "open" });
+        await changeBylaws(m.muster.membership, union.id, override, { params: { quorumPercent: 0 } });
+        const voter = (await requestToJoin(m.muster.membership, union.id, person("m0"), followId())).member;
+        const treasury = await ensureTreasury({ db, ledger, fund: faucetFunding(ledger), testMint: true }, union.id);
+        await fund(ledger, db, treasury, 1_000n);
+        await new Promise((r) => setTimeout(r, 5));
+        const payee = Keypair.generate().publicKey;
+        const spend = await passer(m.muster.membership, union, voter)(await createProposal(m.muster.membership, union.id, OPERATOR, { kind: "spend", title: "Legal fund", amount: "300", recipient: payee.toBase58(), closesAt: SOON() }));
+        let done = await spendExecution(db, union.id, spend.id);
+        for (let i = 0; i < 600 && done?.state !== "executed"; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          done = await spendExecution(db, union.id, spend.id);
+        }
+        assert.equal(done?.state, "executed", "the server's ledger lane sent it");
+        assert.equal(await tokenBalance(ledger, getAssociatedTokenAddressSync(new PublicKey(treasury.mint), payee, true)), 300n);
+
+        const page = await (await fetch(new URL(`/u/riders/proposals/${spend.number}`, m.origin))).text();
+        assert.match(page, new RegExp(`data-testid="spend-execution">A spend of 300 base units .* is approved; treasury transfer #${done!.transfer!.id} sent it`));
+        const j = await (await fetch(new URL("/u/riders/treasury.json", m.origin))).json() as {
+          flows: { signature: string; direction: string; spendProposal: number | null }[]; spends: { proposal: number; state: string; amount: { baseUnits: string }; recipient: string }[];
+        };
+        assert.deepEqual(j.spends.map((s) => [s.proposal, s.state, s.amount.baseUnits, s.recipient]), [[spend.number, "executed", "300", payee.toBase58()]]);
+        const flow = j.flows.find((f) => f.signature === done!.transfer!.signature);
+        assert.deepEqual([flow?.direction, flow?.spendProposal], ["out", spend.number], "the outflow names its proposal");
+        assert.match(await (await fetch(new URL("/u/riders/treasury", m.origin))).text(), new RegExp(`data-proposal="${spend.number}" data-state="executed"`));
+      } finally {
+        await m.stop();
         await tdb.destroy();
       }
     });

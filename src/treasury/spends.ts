@@ -14,6 +14,9 @@ import { readBylaws } from "../bylaws/bylaws.ts";
 export interface SpendExecution {
   readonly proposalId: string;
   readonly number: number;
+  /** As approved: base units, and the recipient as proposed. */
+  readonly amount: bigint;
+  readonly recipient: string;
   /** queued (the ledger lane has not got to it), refused (reason), or the transfer's own state. */
   readonly state: "queued" | "refused" | TreasuryTransfer["state"];
   readonly reason: string | null;
@@ -58,7 +61,9 @@ export async function spendExecution(db: Kysely<DB>, unionId: string, proposalId
   if (!r) return undefined;
   const transfer = r.transfer_id === null ? null : (await getTransfer(db, unionId, Number(r.transfer_id))) ?? null;
   const state = transfer ? transfer.state : r.state === "refused" ? "refused" : "queued";
-  return { proposalId: r.proposal_id, number: Number(r.number), state, reason: transfer ? transfer.reason : r.reason, transfer };
+  const p = await db.selectFrom("proposals").select("change").where("id", "=", proposalId).executeTakeFirstOrThrow();
+  const c = JSON.parse(p.change) as { amount: string; recipient: string };
+  return { proposalId: r.proposal_id, number: Number(r.number), amount: BigInt(c.amount), recipient: c.recipient, state, reason: transfer ? transfer.reason : r.reason, transfer };
 }
 
 /** Every spend the treasury carried out or refused, by proposal number: for the transparency page. */
