@@ -748,6 +748,8 @@ export interface CrowdfundsTable {
   action_id: string | null;
   decided_by: string | null;
   decision_note: string | null;
+  /** The passed resolution that approved it, under the crowdfundApproval bylaw member_vote (migrations/0045). */
+  approved_by_proposal: string | null;
   total: string | null;
   cut: string | null;
   created_at: number;

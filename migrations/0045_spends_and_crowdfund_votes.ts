@@ -20,8 +20,15 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   await db.schema.createIndex("treasury_spends_transfer").on("treasury_spends").columns(["transfer_id"]).unique().execute();
   await db.schema.createIndex("treasury_spends_union").on("treasury_spends").columns(["union_id", "number"]).execute();
+
+  // Under the crowdfundApproval bylaw `member_vote`, the passed resolution that
+  // approved a crowdfund: unique, so one vote approves one crowdfund.
+  await db.schema.alterTable("crowdfunds").addColumn("approved_by_proposal", "text").execute();
+  await db.schema.createIndex("crowdfunds_approved_by_proposal").on("crowdfunds").columns(["approved_by_proposal"]).unique().execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropIndex("crowdfunds_approved_by_proposal").execute();
+  await db.schema.alterTable("crowdfunds").dropColumn("approved_by_proposal").execute();
   await db.schema.dropTable("treasury_spends").execute();
 }
