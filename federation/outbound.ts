@@ -43,10 +43,11 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
 }
 
 /** Intents that are chain work, handled by the ledger lane (solana/). */
-const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer", "treasury.create"]);
+const LEDGER_KINDS: ReadonlySet<OutboxIntent["kind"]> = new Set(["badge.sync", "treasury.transfer", "treasury.create", "treasury.spend"]);
 
 // An Accept and a later Reject for the same member must leave in that order.
 function orderingKeyOf(intent: OutboxIntent): string {
+  if (intent.kind === "treasury.spend") return `treasury:${intent.unionId}`;
   if ("memberId" in intent) return `member:${intent.memberId}`;
   if ("actionId" in intent) return `action:${intent.actionId}`;
   if ("relationshipId" in intent) return `relationship:${intent.relationshipId}`;
@@ -147,6 +148,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
     case "badge.sync":
     case "treasury.transfer":
     case "treasury.create":
+    case "treasury.spend":
       // Chain work belongs to the ledger lane (solana/); here it would be lost.
       throw new Error(`${intent.kind} in union ${intent.unionId} reached the federation lane; it needs the ledger lane`);
     case "login.link": {

@@ -11,7 +11,7 @@ import type { DB } from "../src/db/schema.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { TreasuryError } from "../src/treasury/dues.ts";
-import { type CosignedTransaction, getTransfer, getTreasury, insertPendingTransfer, recordTransferSignature, saveTreasury, type Treasury, type TreasuryTransfer, wantedSigners } from "../src/treasury/treasury.ts";
+import { type CosignedTransaction, getTransfer, getTreasury, insertPendingTransfer, recordTransferSignature, recordTransferSignatureIn, saveTreasury, type Treasury, type TreasuryTransfer, wantedSigners } from "../src/treasury/treasury.ts";
 import { LedgerError, type Ledger } from "./ledger.ts";
 import { treasuryKey } from "./badge-sync.ts";
 import { logger } from "../src/logging.ts";
@@ -207,6 +207,33 @@ export async function treasuryBalance(ledger: Ledger, treasury: Treasury): Promi
  * whom must sign. The server signs at once.
  */
 export async function prepareTransfer(deps: TreasuryChainDeps & { outbox: Outbox }, unionId: string, t: { to: string; amount: bigint; cosigners?: readonly string[]; memo?: string }): Promise<TreasuryTransfer> {
+  const built = await buildTransfer(deps, unionId, t);
+  const id = await deps.db.transaction().execute((trx) => storeTransferIn(trx, deps.outbox, unionId, built));
+  return (await getTransfer(deps.db, unionId, id))!;
+}
+
+/** A transfer built and signed by the server (prepareTransfer), not yet recorded. */
+export interface BuiltTransfer {
+  readonly to: string;
+  readonly amount: bigint;
+  readonly memo: string | null;
+  readonly server: string;
+  readonly tx: CosignedTransaction;
+}
+
+/**
+ * Records a built transfer with the server's signature in the caller's
+ * database transaction; with the server alone required it is ready, and its
+ * submission is queued in the same transaction.
+ */
+export async function storeTransferIn(trx: Kysely<DB>, outbox: Outbox, unionId: string, b: BuiltTransfer): Promise<number> {
+  const id = await insertPendingTransfer(trx, unionId, { destination: b.to, amount: b.amount, memo: b.memo, ...b.tx, signatures: {} });
+  await recordTransferSignatureIn(trx, outbox, unionId, id, b.server, b.tx.serverSignature);
+  return id;
+}
+
+/** prepareTransfer's chain half: checks, builds the durable-nonce transaction and signs it as the server. */
+export async function buildTransfer(deps: TreasuryChainDeps, unionId: string, t: { to: string; amount: bigint; cosigners?: readonly string[]; memo?: string }): Promise<BuiltTransfer> {
   if (t.amount <= 0n || t.amount > 18_446_744_073_709_551_615n) throw new TreasuryError("invalid", "the amount must be a whole number of base units above 0");
   let to: PublicKey;
   try {
@@ -227,9 +254,8 @@ export async function prepareTransfer(deps: TreasuryChainDeps & { outbox: Outbox
     createAssociatedTokenAccountIdempotentInstruction(auth.serverKey.publicKey, destination, to, mint, auth.tokenProgram),
     createTransferCheckedInstruction(new PublicKey(auth.treasury.tokenAccount), mint, destination, auth.address, t.amount, auth.treasury.decimals, required.map((s) => new PublicKey(s)), auth.tokenProgram),
   ];
-  const prepared = await prepareCosigned(deps, auth, moves, required);
-  const id = await insertPendingTransfer(deps.db, unionId, { destination: to.toBase58(), amount: t.amount, memo: t.memo ?? null, ...prepared, signatures: {} });
-  return recordTransferSignature(deps, unionId, id, server, prepared.serverSignature);
+  const tx = await prepareCosigned(deps, auth, moves, required);
+  return { to: to.toBase58(), amount: t.amount, memo: t.memo ?? null, server, tx };
 }
 
 /**

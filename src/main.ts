@@ -207,7 +207,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Loaded only where chain work runs: spl-token prints a warning on import that CLI commands must not show.
   const runLedgerLane = async (ledger: Ledger, signal: AbortSignal) => {
     const { faucetFunding, handleLedgerIntent } = await import("../solana/badge-sync.ts");
-    const deps = { db: database.db, ledger, origin: config.origin, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
+    const deps = { db: database.db, ledger, origin: config.origin, outbox, fund: embeddedLedger ? faucetFunding(embeddedLedger) : undefined };
     const { crowdfundAnnouncer, runCrowdfunds } = await import("../solana/crowdfund-jobs.ts");
     await Promise.all([
       lanes.lanes.ledger.listen((message) => handleLedgerIntent(deps, message), { signal }),

@@ -33,6 +33,8 @@ export type OutboxIntent =
   | { readonly kind: "treasury.transfer"; readonly unionId: string; readonly transferId: number }
   /** A new union's treasury (dues mint, multisig authority, token account), made by the ledger lane. */
   | { readonly kind: "treasury.create"; readonly unionId: string }
+  /** A passed spend proposal, paid by one treasury transfer (or refused with its reason) by the ledger lane. */
+  | { readonly kind: "treasury.spend"; readonly unionId: string; readonly proposalId: string }
   | { readonly kind: "login.link"; readonly unionId: string; readonly actorId: string; readonly url: string; readonly expiresAt: number };
 
 /**

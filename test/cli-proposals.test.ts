@@ -18,6 +18,7 @@ import { cli, fails, ok, ORIGIN } from "./helpers/cli-run.ts";
 // --json, and one-line refusals that store nothing.
 
 const MINT = "So11111111111111111111111111111111111111112";
+const PAYEE = "BPFLoaderUpgradeab1e11111111111111111111111";
 
 for (const d of dialects) {
   describe(`muster proposal commands on ${d.name}`, { skip: d.skip }, () => {
@@ -79,9 +80,11 @@ for (const d of dialects) {
       fails(["proposal", "create", "riders", "--kind", "spend", "--title", "Fund", "--amount", "5", "--units", "5", "--recipient", "Co-op"], env, 2, /not both/);
       fails(["proposal", "create", "riders", "--kind", "recall", "--title", "x", "--member", h(0)], env, 1, /holds no office/);
       fails(["proposal", "create", "riders", "--kind", "election", "--title", "x", "--candidate", "@nobody@remote.example"], env, 1, /no member @nobody@remote\.example/);
+      // With a treasury, a spend it could not send is refused when proposed, not after the vote.
+      fails(["proposal", "create", "riders", "--kind", "spend", "--title", "Fund", "--units", "2.5", "--recipient", "Co-op"], env, 1, /recipient must be a Solana address/);
       assert.equal(await count(), before, "refusals store nothing");
-      const spend = json<{ number: number; change: unknown }>(["proposal", "create", "riders", "--kind", "spend", "--title", "Fund", "--units", "2.5", "--recipient", "Co-op", "--purpose", "Strike fund"]);
-      assert.deepEqual(spend.change, { kind: "spend", amount: "2500000000", mint: MINT, recipient: "Co-op", purpose: "Strike fund", amountUnits: "2.5" });
+      const spend = json<{ number: number; change: unknown }>(["proposal", "create", "riders", "--kind", "spend", "--title", "Fund", "--units", "2.5", "--recipient", PAYEE, "--purpose", "Strike fund"]);
+      assert.deepEqual(spend.change, { kind: "spend", amount: "2500000000", mint: MINT, recipient: PAYEE, purpose: "Strike fund", amountUnits: "2.5" });
 
       // Votes: two members for m0 on the election.
       const p = (await getProposal(m.database.db, union.id, `#${election.number}`))!;
@@ -100,7 +103,7 @@ for (const d of dialects) {
         new RegExp(`^Voters:\\s+${h(0)}, ${h(1)}, ${LEADER.handle}$`, "m"), /^Votes:\s+secret: who voted, not how$/m, /^Outcome:\s+\(open\)$/m,
         new RegExp(`^Change:\\s+elects the leader from ${h(0)}, ${h(1)}$`, "m")]) assert.match(text, line);
       assert.doesNotMatch(text, /\(m0@|\(@m0/, "not how they voted");
-      assert.match(ok(["proposal", "show", "riders", `#${spend.number}`], env), /^Change:\s+2500000000 base units \(2\.5\) of So1+2 to Co-op, for Strike fund$/m);
+      assert.match(ok(["proposal", "show", "riders", `#${spend.number}`], env), /^Change:\s+2500000000 base units \(2\.5\) of So1+2 to BPFLoaderUpgradeab1e1+, for Strike fund$/m);
 
       const closed = json<{ state: string; outcome: { passed: boolean; reason: string; winner: string } }>(["proposal", "close", "riders", `#${election.number}`]);
       assert.deepEqual([closed.state, closed.outcome.passed, closed.outcome.winner], ["passed", true, members[0]!.id]);

@@ -191,7 +191,7 @@ for (const d of dialects) {
 
       const spend = await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Legal fund", amount: "2500000", recipient: "Lawyers Co-op", closesAt: SOON() });
       await castVote(c.deps, w.union.id, spend.id, { memberId: a.id }, [YES], web);
-      assert.equal((await describeOutcome(c.db, await closeNow(c, spend)))!.at(-1), "A spend of 2500000 base units to Lawyers Co-op is approved; the treasury carries it out.");
+      assert.equal((await describeOutcome(c.db, await closeNow(c, spend)))!.at(-1), "A spend of 2500000 base units to Lawyers Co-op is approved; the treasury cannot send it: the recipient is not a Solana address.");
       const failed = await closeNow(c, await createProposal(c.deps, w.union.id, asMember(b), { kind: "spend", title: "Nothing", amount: "1", recipient: "x", closesAt: SOON() }));
       assert.deepEqual((await describeOutcome(c.db, failed))!.slice(-1), ["Nothing changes."]);
       assert.equal(await describeOutcome(c.db, election), undefined, "an open proposal has no outcome to describe");

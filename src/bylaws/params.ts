@@ -29,6 +29,7 @@ export type CrowdfundEligibility = "members" | "good_standing" | "officers";
 export type Proposers = "members" | "officers";
 export type Delegation = "off" | "opt_in";
 export type AllianceRatification = "officers" | "member_vote";
+export type CrowdfundApproval = "officers" | "member_vote";
 export type VoteVisibility = "turnout" | "public";
 
 export interface BylawParams {
@@ -59,6 +60,7 @@ export interface BylawParams {
   readonly votingPeriodHours: number;
   readonly delegation: Delegation;
   readonly allianceRatification: AllianceRatification;
+  readonly crowdfundApproval: CrowdfundApproval;
   readonly voteVisibility: VoteVisibility;
 }
 
@@ -202,6 +204,7 @@ export const PARAMS: readonly ParamSpec[] = [
   intOf("votingPeriodHours", "Voting period (hours)", "how long a proposal's poll stays open unless its proposer sets otherwise", 1, 24 * 31, 72),
   enumOf("delegation", "Delegation", "off: every member votes for themselves; opt_in: a member may delegate their vote to another member", ["off", "opt_in"], "off"),
   enumOf("allianceRatification", "Alliance ratification", "officers: officers accept alliances with other unions; member_vote: an alliance needs a passed proposal", ["officers", "member_vote"], "officers"),
+  enumOf("crowdfundApproval", "Crowdfund approval", "officers: officers approve crowdfunds; member_vote: approving one needs a passed resolution naming it (crowdfund #N)", ["officers", "member_vote"], "officers"),
   enumOf("voteVisibility", "Votes visible", "turnout: members see who voted, not how; public: members see each ballot", ["turnout", "public"], "turnout"),
 ];
 

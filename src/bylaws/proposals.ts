@@ -10,6 +10,9 @@ import { chainBallot, chainOutcome, chainProposalOpened } from "./proposal-chain
 import { installLeader, removeFromOffice } from "../members/leadership.ts";
 import { syncRoleBadgesIn } from "../treasury/badges.ts";
 import type { DomainDeps } from "../domain-deps.ts";
+import { getTreasury } from "../treasury/treasury.ts";
+import { parseWalletAddress } from "../treasury/badges.ts";
+import { describeSpendExecution, officerSignaturesNeeded, queueSpendIn, spendExecution } from "../treasury/spends.ts";
 
 // Proposals and their votes. A proposal is a poll: yes / no / abstain (one
 // choice) for everything but elections, which are approval votes (any number
@@ -208,7 +211,18 @@ export async function createProposal(deps: ProposalDeps, unionId: string, by: By
         if (recipient.length < 1 || recipient.length > 200) throw new ProposalError("invalid", "a spend names its recipient (1-200 characters)");
         const purpose = input.purpose?.trim() ?? "";
         if (purpose.length > 500) throw new ProposalError("invalid", "a spend's purpose is at most 500 characters");
-        change = { kind: "spend", amount, mint: input.mint?.trim() || bylaws.params.duesMint, recipient, ...(purpose ? { purpose } : {}) };
+        const mint = input.mint?.trim() || bylaws.params.duesMint;
+        // The treasury pays a passed spend by itself (src/treasury/spends.ts): with a treasury, say now what it could not pay.
+        const treasury = await getTreasury(trx, unionId);
+        if (treasury) {
+          try {
+            parseWalletAddress(recipient);
+          } catch {
+            throw new ProposalError("invalid", `a spend's recipient must be a Solana address (base58 public key) for the treasury to send to; got ${JSON.stringify(recipient.slice(0, 60))}`);
+          }
+          if (mint && mint !== treasury.mint) throw new ProposalError("invalid", `the treasury holds ${treasury.mint}; it cannot send ${mint}`);
+        }
+        change = { kind: "spend", amount, mint: mint ?? treasury?.mint ?? null, recipient, ...(purpose ? { purpose } : {}) };
         break;
       }
     }
@@ -524,6 +538,8 @@ export async function closeProposal(deps: ProposalDeps, unionId: string, proposa
     if (d.passed) outcome = await apply(trx, p, outcome, d.winnerIndex, now, emits);
     // Roles changed: the leader's and officers' badges follow (src/treasury/badges.ts).
     if (d.passed && (p.change.kind === "recall" || p.change.kind === "election")) await syncRoleBadgesIn(trx, deps.outbox, unionId);
+    // A passed spend: the ledger lane pays it (or records why not), queued with the outcome.
+    if (outcome.passed && p.change.kind === "spend") await queueSpendIn(trx, deps.outbox, p);
     // The state guard makes a second closer (another worker that read the
     // row before this one committed) change nothing.
     const updated = await trx.updateTable("proposals")
@@ -549,7 +565,7 @@ async function apply(trx: Kysely<DB>, p: Proposal, outcome: Outcome, winnerIndex
   switch (c.kind) {
     case "resolution":
     case "spend":
-      // A spend is approved here; the treasury executes approved spends.
+      // A spend is approved here; closeProposal queues its payment by the treasury.
       return outcome;
     case "amendment": {
       try {
@@ -633,12 +649,25 @@ export async function describeOutcome(db: Kysely<DB>, p: Proposal): Promise<stri
   } else if (c.kind === "recall") {
     lines.push(/no longer an officer/.test(o.reason) ? "Nothing changes: they were no longer an officer." : `${await handle(c.memberId)} is no longer an officer.`);
   } else if (c.kind === "spend") {
-    lines.push(`A spend of ${c.amount} base units${c.mint ? ` of ${c.mint}` : ""} to ${c.recipient} is approved; the treasury carries it out.`);
+    const execution = await spendExecution(db, p.unionId, p.id);
+    const done = (!execution || execution.state === "queued") && !isAddress(c.recipient)
+      ? "the treasury cannot send it: the recipient is not a Solana address"
+      : describeSpendExecution(execution, await officerSignaturesNeeded(db, p.unionId));
+    lines.push(`A spend of ${c.amount} base units${c.mint ? ` of ${c.mint}` : ""} to ${c.recipient} is approved; ${done}.`);
   }
   return lines;
 }
 
-/** Passed spend proposals, for the treasury to execute. */
+function isAddress(s: string): boolean {
+  try {
+    parseWalletAddress(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Passed spend proposals (what the treasury did with each: src/treasury/spends.ts). */
 export async function approvedSpends(db: Kysely<DB>, unionId: string): Promise<{ proposalId: string; number: number; amount: bigint; mint: string | null; recipient: string; approvedAt: Date }[]> {
   const rows = await db.selectFrom("proposals").selectAll().where("union_id", "=", unionId).where("kind", "=", "spend").where("state", "=", "passed").orderBy("number").execute();
   return rows.map(toProposal).map((p) => {

@@ -10,6 +10,7 @@ import { memberStanding } from "../treasury/dues.ts";
 import type { DuesParamsSource } from "../treasury/dues-params.ts";
 import { parseWalletAddress } from "../treasury/badges.ts";
 import { getTreasury } from "../treasury/treasury.ts";
+import { getProposal } from "../bylaws/proposals.ts";
 
 /**
  * A member's project raised through the union: proposed by a member the
@@ -43,6 +44,8 @@ export interface Crowdfund {
   readonly vaultSignature: string | null;
   readonly actionId: string | null;
   readonly decisionNote: string | null;
+  /** The passed resolution that approved it, under the crowdfundApproval bylaw member_vote. */
+  readonly approvedByProposal: string | null;
   readonly total: bigint | null;
   readonly cut: bigint | null;
   readonly createdAt: Date;
@@ -75,7 +78,7 @@ export function toCrowdfund(r: Selectable<CrowdfundsTable>): Crowdfund {
     id: r.id, unionId: r.union_id, seq: Number(r.seq), title: r.title, bodyMd: r.body_md, bodyHtml: r.body_html,
     goal: BigInt(r.goal), deadline: new Date(Number(r.deadline)), beneficiary: r.beneficiary, proposerId: r.proposer_id,
     state: r.state as CrowdfundState, cutBps: r.cut_bps === null ? null : Number(r.cut_bps), mint: r.mint, vault: r.vault,
-    reference: r.reference, vaultSignature: r.vault_signature, actionId: r.action_id, decisionNote: r.decision_note,
+    reference: r.reference, vaultSignature: r.vault_signature, actionId: r.action_id, decisionNote: r.decision_note, approvedByProposal: r.approved_by_proposal ?? null,
     total: r.total === null ? null : BigInt(r.total), cut: r.cut === null ? null : BigInt(r.cut),
     createdAt: new Date(Number(r.created_at)), decidedAt: n(r.decided_at), settledAt: n(r.settled_at),
   };
@@ -157,15 +160,45 @@ export async function proposeCrowdfund(deps: CrowdfundDeps, unionId: string, pro
  * (solana/crowdfund-vault.ts), which announces the crowdfund once its vault
  * exists, so no member is asked to pledge into an account not yet there.
  */
-export async function approveCrowdfund(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: string, by: By, note?: string): Promise<Crowdfund> {
-  return decide(deps, unionId, ref, by, "approved", note);
+export async function approveCrowdfund(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: string, by: By, note?: string, proposal?: string): Promise<Crowdfund> {
+  return decide(deps, unionId, ref, by, "approved", note, proposal);
+}
+
+/**
+ * Under the crowdfundApproval bylaw `member_vote`, an officer approves a
+ * crowdfund only by naming a passed resolution that names it ("crowdfund
+ * #N", in its title or text); each vote approves one crowdfund. As for
+ * alliances (requireRatification in src/relationships/relationships.ts): a
+ * proposal named is always checked and recorded, the operator's too;
+ * without one the operator overrides.
+ */
+async function requireApprovalVote(trx: Kysely<DB>, unionId: string, by: By, proposalRef: string | undefined, cf: Crowdfund): Promise<string | null> {
+  if (by.kind === "operator" && !proposalRef) return null;
+  const rules = await readBylaws(trx, unionId);
+  if (rules.params.crowdfundApproval !== "member_vote" && !proposalRef) return null;
+  if (!proposalRef) throw new CrowdfundError("forbidden", "this union's bylaws say crowdfunds are approved by member vote: pass the number of the resolution that passed");
+  const proposal = await getProposal(trx, unionId, proposalRef);
+  if (!proposal) throw new CrowdfundError("not_found", `no proposal ${proposalRef} in this union`);
+  if (proposal.state !== "passed") throw new CrowdfundError("forbidden", `proposal ${proposal.number} is ${proposal.state}, not passed`);
+  if (proposal.kind !== "resolution") throw new CrowdfundError("forbidden", `proposal ${proposal.number} is an ${proposal.kind}, not a resolution approving this crowdfund`);
+  if (!namesCrowdfund(`${proposal.title}\n${proposal.text}`, cf)) {
+    throw new CrowdfundError("forbidden", `proposal ${proposal.number} does not name crowdfund #${cf.seq}: the members voted on something else`);
+  }
+  const used = await trx.selectFrom("crowdfunds").select("seq").where("approved_by_proposal", "=", proposal.id).executeTakeFirst();
+  if (used) throw new CrowdfundError("conflict", `proposal ${proposal.number} already approved crowdfund #${used.seq}; each vote approves one`);
+  return proposal.id;
+}
+
+/** Whether a proposal's words name the crowdfund: "crowdfund #N" (any case; not #N0) or its id. */
+export function namesCrowdfund(words: string, cf: Pick<Crowdfund, "seq" | "id">): boolean {
+  return new RegExp(`\\bcrowdfund #${cf.seq}(?!\\d)`, "i").test(words) || words.toLowerCase().includes(cf.id.toLowerCase());
 }
 
 export async function rejectCrowdfund(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: string, by: By, note?: string): Promise<Crowdfund> {
   return decide(deps, unionId, ref, by, "rejected", note);
 }
 
-async function decide(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: string, by: By, to: "approved" | "rejected", note?: string): Promise<Crowdfund> {
+async function decide(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: string, by: By, to: "approved" | "rejected", note?: string, proposal?: string): Promise<Crowdfund> {
   const cf = await findCrowdfund(deps.db, unionId, ref);
   const trimmed = note?.trim().slice(0, 1000) || null;
   await deps.db.transaction().execute(async (trx) => {
@@ -175,7 +208,8 @@ async function decide(deps: Pick<CrowdfundDeps, "db">, unionId: string, ref: str
       const treasury = await getTreasury(trx, unionId);
       if (!treasury) throw new CrowdfundError("conflict", "this union has no treasury yet (muster treasury create), so a crowdfund has no mint to raise in");
       if (cf.deadline.getTime() <= Date.now()) throw new CrowdfundError("conflict", "the deadline has passed; propose it again with a new one");
-      set = { ...set, cut_bps: (await readBylaws(trx, unionId)).params.crowdfundCutBps, mint: treasury.mint };
+      const approvedBy = await requireApprovalVote(trx, unionId, by, proposal, cf);
+      set = { ...set, cut_bps: (await readBylaws(trx, unionId)).params.crowdfundCutBps, mint: treasury.mint, approved_by_proposal: approvedBy };
     }
     const r = await trx.updateTable("crowdfunds").set(set).where("id", "=", cf.id).where("state", "=", "proposed").executeTakeFirst();
     if (Number(r.numUpdatedRows) !== 1) {

@@ -534,6 +534,7 @@ export interface DB {
   treasury_setups: TreasurySetupsTable;
   treasury_transfers: TreasuryTransfersTable;
   treasury_moves: TreasuryMovesTable;
+  treasury_spends: TreasurySpendsTable;
   role_badge_mints: RoleBadgeMintsTable;
   role_badges: RoleBadgesTable;
   wallet_challenges: WalletChallengesTable;
@@ -678,6 +679,19 @@ export interface TreasuryTransfersTable {
   updated_at: number;
 }
 
+/** A passed spend proposal carried out by the treasury (migrations/0045). */
+export interface TreasurySpendsTable {
+  proposal_id: string;
+  union_id: string;
+  number: number;
+  /** queued, transfer (transfer_id pays it), refused (reason says why). */
+  state: string;
+  transfer_id: number | null;
+  reason: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface WalletChallengesTable {
   nonce: string;
   union_id: string;
@@ -734,6 +748,8 @@ export interface CrowdfundsTable {
   action_id: string | null;
   decided_by: string | null;
   decision_note: string | null;
+  /** The passed resolution that approved it, under the crowdfundApproval bylaw member_vote (migrations/0045). */
+  approved_by_proposal: string | null;
   total: string | null;
   cut: string | null;
   created_at: number;

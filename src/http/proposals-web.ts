@@ -3,7 +3,7 @@ import type { Kysely } from "kysely";
 import { AmountError } from "../bylaws/amounts.ts";
 import { BylawsError, parseAssignments, PROPOSAL_KINDS, type ProposalKind } from "../bylaws/params.ts";
 import {
-  ballotOf, castVote, createProposal, delegateVote, type DelegationScope, getProposal, listProposals, type NewProposal, ProposalError, tallyOf,
+  ballotOf, castVote, createProposal, delegateVote, describeOutcome, type DelegationScope, getProposal, listProposals, type NewProposal, ProposalError, tallyOf,
   withdrawDelegation,
 } from "../bylaws/proposals.ts";
 import { delegationState, mayPropose, spendAmount, spendUnit } from "../bylaws/proposing.ts";
@@ -95,7 +95,8 @@ export function mountProposalsWeb(app: Hono, deps: ProposalsWebDeps): void {
       union, proposal, member, delegation, tally: await tallyOf(db, proposal),
       voters: await readVoters(db, union, proposal, { via: "web", member }),
       ballot: member ? await ballotOf(db, proposal.id, member.id) : undefined,
-      canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(), ...extra,
+      canVote: eligible && proposal.state === "open" && Date.now() < proposal.closesAt.getTime(),
+      spend: proposal.kind === "spend" && proposal.state === "passed" ? (await describeOutcome(db, proposal))?.at(-1) : undefined, ...extra,
     };
   }
 

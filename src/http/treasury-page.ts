@@ -3,6 +3,7 @@ import { formatUnits } from "../../solana/amounts.ts";
 import type { TreasuryFlow, TreasuryReport } from "../../solana/treasury-report.ts";
 import type { Union } from "../unions/unions.ts";
 import type { TreasuryMove } from "../treasury/moves.ts";
+import type { SpendExecution } from "../treasury/spends.ts";
 import { type Html, layout } from "./pages/layout.ts";
 
 /** What the page and its JSON form show: the chain's report, with payers named only where the roster is visible. */
@@ -18,7 +19,18 @@ export interface TreasuryView {
   readonly duesPayPath: string;
   /** Moves of the treasury to a new multisig (signers or threshold changed), oldest first. */
   readonly moves: readonly TreasuryMove[];
+  /** Spends members voted, and what the treasury did with each (src/treasury/spends.ts), by proposal number. */
+  readonly spends: readonly SpendExecution[];
 }
+
+/** The spend proposal an outflow paid, found by its transaction's signature. */
+function spendOf(view: TreasuryView, f: TreasuryFlow): SpendExecution | undefined {
+  return f.direction === "out" ? view.spends.find((s) => s.transfer?.signature === f.signature && s.state === "executed") : undefined;
+}
+
+const SPEND_STATE: Record<SpendExecution["state"], string> = {
+  queued: "approved; the treasury is preparing it", refused: "not sent", pending: "awaiting officers' signatures", ready: "signed; being sent", executed: "sent", failed: "failed; nothing moved",
+};
 
 function payerOf(view: TreasuryView, f: TreasuryFlow): string | null {
   if (f.direction === "out") return null;
@@ -44,7 +56,11 @@ export function treasuryJson(view: TreasuryView) {
     flows: r.flows.map((f) => ({
       signature: f.signature, url: view.txUrl(f.signature), direction: f.direction, amount: amount(f.amount),
       kind: f.kind, reason: f.reason, at: f.blockTime === null ? null : new Date(f.blockTime * 1000).toISOString(),
-      payer: payerOf(view, f), to: f.direction === "out" ? f.counterparty : null,
+      payer: payerOf(view, f), to: f.direction === "out" ? f.counterparty : null, spendProposal: spendOf(view, f)?.number ?? null,
+    })),
+    spends: view.spends.map((s) => ({
+      proposal: s.number, amount: amount(s.amount), recipient: s.recipient, state: s.state, reason: s.reason,
+      transfer: s.transfer ? { id: s.transfer.id, signature: s.transfer.signature, signed: s.transfer.signed.length, required: s.transfer.required.length } : null,
     })),
     truncated: r.truncated,
     moves: view.moves.map((m) => ({
@@ -90,7 +106,7 @@ ${r.flows.length === 0 ? html`<p class="muted" data-testid="no-flows">Nothing ha
 <ol class="flows" data-testid="flows">${r.flows.map((f) => {
       const payer = payerOf(view, f);
       return html`<li data-signature="${f.signature}" data-direction="${f.direction}" data-amount="${f.amount.toString()}" data-kind="${f.kind}">
-<strong>${f.direction === "in" ? "+" : "−"}${fmt(f.amount)}</strong> · ${label(f)}${f.direction === "in" ? html` from <span data-testid="payer">${payer ?? (f.kind === "dues" ? "a member (the roster is not public)" : "an unidentified wallet")}</span>` : html` to <code class="url">${short(f.counterparty)}</code>`}${f.reason ? html` <span class="small muted">(${f.reason})</span>` : ""}
+<strong>${f.direction === "in" ? "+" : "−"}${fmt(f.amount)}</strong> · ${label(f)}${spendOf(view, f) ? html` (<a data-testid="flow-spend" href="/u/${u.slug}/proposals/${spendOf(view, f)!.number}">spend #${spendOf(view, f)!.number}</a>)` : ""}${f.direction === "in" ? html` from <span data-testid="payer">${payer ?? (f.kind === "dues" ? "a member (the roster is not public)" : "an unidentified wallet")}</span>` : html` to <code class="url">${short(f.counterparty)}</code>`}${f.reason ? html` <span class="small muted">(${f.reason})</span>` : ""}
 <br><span class="small">${f.blockTime === null ? "" : new Date(f.blockTime * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC · "}<a href="${view.txUrl(f.signature)}" title="${f.signature}"><code class="hash">${short(f.signature)}</code></a></span></li>`;
     })}</ol>
 ${view.moves.length === 0 ? "" : html`<h2>Moves to a new multisig</h2>
@@ -98,6 +114,9 @@ ${view.moves.length === 0 ? "" : html`<h2>Moves to a new multisig</h2>
 <ol class="flows" data-testid="moves">${view.moves.map((m) => html`<li data-state="${m.state}"${m.signature ? html` data-signature="${m.signature}"` : ""}>
 <strong>${m.from.threshold} of ${m.from.signers.length} → ${m.to.threshold} of ${m.to.signers.length}</strong> · ${m.state === "executed" ? html`${m.amount === null ? "" : fmt(m.amount)} tokens moved` : m.state === "failed" ? "failed; nothing moved" : "awaiting signatures"}
 <br><span class="small">from <code class="url">${short(m.from.authority)}</code> to <code class="url" title="${m.to.authority}">${short(m.to.authority)}</code>${m.signature ? html` · <a href="${view.txUrl(m.signature)}" title="${m.signature}"><code class="hash">${short(m.signature)}</code></a>` : ""}</span></li>`)}</ol>`}
+${view.spends.length === 0 ? "" : html`<h2>Spends voted by members</h2>
+<ol class="flows" data-testid="spends">${view.spends.map((s) => html`<li data-proposal="${s.number}" data-state="${s.state}">
+<strong>${fmt(s.amount)}</strong> to <code class="url">${short(s.recipient)}</code> · <a href="/u/${u.slug}/proposals/${s.number}">proposal #${s.number}</a> · ${SPEND_STATE[s.state]}${s.state === "pending" && s.transfer ? html` (${s.transfer.signed.length} of ${s.transfer.required.length} signed)` : ""}${s.reason ? html` <span class="small muted">(${s.reason})</span>` : ""}</li>`)}</ol>`}
 <p class="small muted">The same, as JSON: <a href="/u/${u.slug}/treasury.json">treasury.json</a>. RPC endpoint: <code class="url">${view.rpcUrl}</code></p>
 </article>`,
   });

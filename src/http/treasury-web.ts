@@ -21,6 +21,7 @@ import { cosignAsOfficer, cosignView, messageToCosign } from "../treasury/cosign
 import type { Member } from "../members/members.ts";
 import { consoleTreasuryPage } from "./pages/console-treasury.ts";
 import { listMoves } from "../treasury/moves.ts";
+import { listSpendExecutions } from "../treasury/spends.ts";
 
 export interface TreasuryWebDeps {
   readonly db: Kysely<DB>;
@@ -55,6 +56,7 @@ export function mountTreasuryWeb(app: Hono, deps: TreasuryWebDeps): void {
       rpcUrl: deps.rpcUrl ?? new URL("/solana/rpc", deps.origin).href,
       duesPayPath: `/u/${union.slug}/dues/pay`,
       moves: await listMoves(deps.db, union.id),
+      spends: await listSpendExecutions(deps.db, union.id),
     };
   };
 

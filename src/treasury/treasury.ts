@@ -130,21 +130,24 @@ function toTransfer(r: { id: number; union_id: string; destination: string; amou
  * and its submission is queued in the same transaction.
  */
 export async function recordTransferSignature(deps: { db: Kysely<DB>; outbox: Outbox }, unionId: string, id: number, signer: string, signature: string): Promise<TreasuryTransfer> {
-  await deps.db.transaction().execute(async (trx) => {
-    const r = await trx.selectFrom("treasury_transfers").selectAll().where("union_id", "=", unionId).where("id", "=", id).executeTakeFirst();
-    if (!r) throw new TreasuryError("not_found", `no treasury transfer #${id} in this union`);
-    const required = JSON.parse(r.required) as string[];
-    if (!required.includes(signer)) throw new TreasuryError("invalid", `${signer} is not one of the signers transfer #${id} names (${required.join(", ")})`);
-    if (r.state !== "pending") {
-      if ((JSON.parse(r.signatures) as Record<string, string>)[signer]) return;
-      throw new TreasuryError("invalid", `transfer #${id} is ${r.state}; it takes no more signatures`);
-    }
-    const signatures = { ...(JSON.parse(r.signatures) as Record<string, string>), [signer]: signature };
-    const ready = required.every((s) => signatures[s]);
-    const res = await trx.updateTable("treasury_transfers").set({ signatures: JSON.stringify(signatures), state: ready ? "ready" : "pending", updated_at: Date.now() })
-      .where("id", "=", id).where("signatures", "=", r.signatures).executeTakeFirst();
-    if (Number(res.numUpdatedRows) !== 1) throw new TreasuryError("invalid", `transfer #${id} changed while signing; sign again`);
-    if (ready) await deps.outbox.add(trx, { kind: "treasury.transfer", unionId, transferId: id });
-  });
+  await deps.db.transaction().execute((trx) => recordTransferSignatureIn(trx, deps.outbox, unionId, id, signer, signature));
   return (await getTransfer(deps.db, unionId, id))!;
+}
+
+/** recordTransferSignature in the caller's database transaction (a spend links its transfer in the same one). */
+export async function recordTransferSignatureIn(trx: Kysely<DB>, outbox: Outbox, unionId: string, id: number, signer: string, signature: string): Promise<void> {
+  const r = await trx.selectFrom("treasury_transfers").selectAll().where("union_id", "=", unionId).where("id", "=", id).executeTakeFirst();
+  if (!r) throw new TreasuryError("not_found", `no treasury transfer #${id} in this union`);
+  const required = JSON.parse(r.required) as string[];
+  if (!required.includes(signer)) throw new TreasuryError("invalid", `${signer} is not one of the signers transfer #${id} names (${required.join(", ")})`);
+  if (r.state !== "pending") {
+    if ((JSON.parse(r.signatures) as Record<string, string>)[signer]) return;
+    throw new TreasuryError("invalid", `transfer #${id} is ${r.state}; it takes no more signatures`);
+  }
+  const signatures = { ...(JSON.parse(r.signatures) as Record<string, string>), [signer]: signature };
+  const ready = required.every((s) => signatures[s]);
+  const res = await trx.updateTable("treasury_transfers").set({ signatures: JSON.stringify(signatures), state: ready ? "ready" : "pending", updated_at: Date.now() })
+    .where("id", "=", id).where("signatures", "=", r.signatures).executeTakeFirst();
+  if (Number(res.numUpdatedRows) !== 1) throw new TreasuryError("invalid", `transfer #${id} changed while signing; sign again`);
+  if (ready) await outbox.add(trx, { kind: "treasury.transfer", unionId, transferId: id });
 }

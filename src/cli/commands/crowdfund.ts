@@ -174,16 +174,16 @@ export const crowdfundCommands: readonly Command[] = [
   },
   {
     path: ["crowdfund", "approve"],
-    usage: "muster crowdfund approve <union> <crowdfund> [--note <text>] [--json]",
+    usage: "muster crowdfund approve <union> <crowdfund> [--proposal <number>] [--note <text>] [--json]",
     summary: "Approve a proposed crowdfund as an officer would: fixes the union's cut, opens its vault on the chain and announces it to members.",
-    details: LEDGER_NOTE,
-    options: { note: { type: "string" }, ...JSON_OPT },
+    details: `${LEDGER_NOTE}\n  --proposal <number> names the passed resolution that approved it (its title or text says "crowdfund #N"): it is checked (passed, names this crowdfund, not used before) and recorded, as for an officer under the crowdfundApproval bylaw member_vote. Without it the operator's command is an override.`,
+    options: { note: { type: "string" }, proposal: { type: "string" }, ...JSON_OPT },
     positionals: ["union", "crowdfund"],
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
         const cf = await requireCrowdfund(m, union, positionals[1]!);
-        await refusal(approveCrowdfund(m.membership, union.id, cf.id, OPERATOR, str(values, "note")));
+        await refusal(approveCrowdfund(m.membership, union.id, cf.id, OPERATOR, str(values, "note"), str(values, "proposal")));
         const { openVault } = await import("../../../solana/crowdfund-vault.ts");
         const { crowdfundAnnouncer } = await import("../../../solana/crowdfund-jobs.ts");
         await openVault({ db: m.database.db, ledger: await cliLedger(m), announce: crowdfundAnnouncer(m.membership, m.config.origin) }, cf.id);

@@ -1,5 +1,5 @@
 import { parseAssignments, PROPOSAL_KINDS, type ProposalKind } from "../../bylaws/params.ts";
-import { closeProposal, createProposal, getProposal, listProposals, type Proposal, tallyOf } from "../../bylaws/proposals.ts";
+import { closeProposal, createProposal, describeOutcome, getProposal, listProposals, type Proposal, tallyOf } from "../../bylaws/proposals.ts";
 import { getMember, OPERATOR } from "../../members/members.ts";
 import type { Muster } from "../../main.ts";
 import type { Union } from "../../unions/unions.ts";
@@ -7,6 +7,7 @@ import { CliError, type Command, fields, JSON_OPT, out, parseDuration, print, re
 import { formatUnits } from "../../bylaws/amounts.ts";
 import { spendAmount, spendUnit } from "../../bylaws/proposing.ts";
 import { readVoters } from "../../bylaws/turnout.ts";
+import { spendExecution } from "../../treasury/spends.ts";
 
 function parseCloses(raw: string): Date {
   if (/^\d+[smhdw]/.test(raw.trim())) return new Date(Date.now() + parseDuration("--closes", raw));
@@ -40,6 +41,9 @@ async function proposalJson(m: Muster, union: Union, p: Proposal) {
   const voters = read.ok ? read.voters : [];
   const unit = await spendUnit(db, union.id);
   const change = p.change.kind === "spend" ? { ...p.change, amountUnits: unit.known && p.change.mint === unit.mint ? formatUnits(BigInt(p.change.amount), unit.decimals) : null } : p.change;
+  // A passed spend: what the treasury did with it (src/treasury/spends.ts).
+  const spent = p.change.kind === "spend" && p.state === "passed" ? await spendExecution(db, union.id, p.id) : undefined;
+  const outcomeLines = p.change.kind === "spend" && p.state === "passed" ? await describeOutcome(db, p) : undefined;
   return {
     id: p.id, number: p.number, kind: p.kind, title: p.title, text: p.text, state: p.state, multiple: p.multiple,
     options: tally.options.map((o) => ({ ...o, total: o.direct + o.delegated })),
@@ -48,6 +52,11 @@ async function proposalJson(m: Muster, union: Union, p: Proposal) {
     eligible: tally.eligible, quorumPercent: tally.quorumPercent, quorumMet: tally.quorumMet,
     openedAt: p.openedAt.toISOString(), closesAt: p.closesAt.toISOString(), closedAt: p.closedAt?.toISOString() ?? null,
     change, outcome: p.outcome ? { passed: p.outcome.passed, reason: p.outcome.reason, winner: p.outcome.winner ?? null, bylawsVersion: p.outcome.bylawsVersion ?? null } : null,
+    spend: spent || outcomeLines ? {
+      state: spent?.state ?? "queued", reason: spent?.reason ?? null, transferId: spent?.transfer?.id ?? null, signature: spent?.transfer?.signature ?? null,
+      signed: spent?.transfer ? spent.transfer.signed.length : null, required: spent?.transfer ? spent.transfer.required.length : null,
+      text: outcomeLines?.at(-1) ?? null,
+    } : null,
   };
 }
 
@@ -142,7 +151,8 @@ export const proposalCommands: Command[] = [
           ["Quorum", `${j.quorumPercent}% (${j.quorumMet ? "met" : "not met"})`],
           ["Voters", (j.ballots ? j.ballots.map((b) => `${b.voter} (${b.choices.join(", ")})`) : j.voters).join(", ") || "(none)"],
           ["Votes", j.votesPublic ? "public: each ballot is shown" : "secret: who voted, not how"],
-          ["Outcome", j.outcome ? `${j.outcome.passed ? "passed" : "failed"}: ${j.outcome.reason}` : "(open)"]]));
+          ["Outcome", j.outcome ? `${j.outcome.passed ? "passed" : "failed"}: ${j.outcome.reason}` : "(open)"],
+          ...(j.spend ? [["Treasury", `${j.spend.state}${j.spend.reason ? `: ${j.spend.reason}` : ""}${j.spend.transferId !== null ? ` (transfer #${j.spend.transferId}${j.spend.signature ? `, ${j.spend.signature}` : `, ${j.spend.signed} of ${j.spend.required} signed`})` : ""}`] as [string, string]] : [])]));
         out(table(["OPTION", "DIRECT", "DELEGATED", "TOTAL"], j.options.map((o) => [o.text, o.direct, o.delegated, o.total])));
       });
     },

@@ -19,6 +19,8 @@ export interface ProposalView {
   readonly delegation?: { readonly allowed: boolean; readonly delegate?: string };
   /** Who voted (and how, when votes are public), or why this viewer is not shown. */
   readonly voters: VotersRead;
+  /** A passed spend: what the treasury did with it, in one sentence. */
+  readonly spend?: string;
 }
 
 function votersSection(v: ProposalView): Html {
@@ -44,6 +46,7 @@ export function proposalPage(v: ProposalView): Html {
 <p class="muted small"><a href="/u/${v.union.slug}/proposals">All proposals</a></p>
 <h1 data-testid="proposal-title">#${p.number} ${p.title}</h1>
 <p class="muted">${p.kind} · ${p.state === "open" ? html`voting closes ${p.closesAt.toISOString().slice(0, 16).replace("T", " ")} UTC` : html`${p.state}: ${p.outcome?.reason ?? ""}`}</p>
+${v.spend ? html`<p data-testid="spend-execution">${v.spend}</p>` : ""}
 ${v.error ? html`<p class="error" role="alert">${v.error}</p>` : ""}
 ${v.done ? html`<p class="notice" role="status" data-testid="voted">Your vote is recorded.</p>` : ""}
 <div class="table-wrap"><table data-testid="tally" class="tally"><thead><tr><th>Option</th><th>Direct</th><th>Delegated</th></tr></thead>
