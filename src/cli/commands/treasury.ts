@@ -9,7 +9,10 @@ async function chain(m: Muster) {
   const cliLedger = await import("../../../solana/cli-ledger.ts");
   try {
     const cli = await cliLedger.connectCliLedger(m.config);
-    return { cli, lib: cliLedger };
+    const { PublicKey } = await import("@solana/web3.js");
+    // What the treasury's chain functions need from the CLI: on the embedded ledger the server's key is topped up.
+    const deps = { db: m.database.db, ledger: cli.ledger, outbox: m.membership.outbox, testMint: cli.embedded, fund: fundWith(cli, (a) => cliLedger.airdropSol(cli, new PublicKey(a), cliLedger.SOL)) };
+    return { cli, lib: cliLedger, deps };
   } catch (e) {
     if (e instanceof cliLedger.CliLedgerError) throw new CliError(e.message);
     throw e;
@@ -188,10 +191,9 @@ export const treasuryCommands: readonly Command[] = [
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        const { cli, lib } = await chain(m);
+        const { deps } = await chain(m);
         const { ensureTreasury } = await import("../../../solana/treasury-authority.ts");
-        const { PublicKey } = await import("@solana/web3.js");
-        const t = await refusals(() => ensureTreasury({ db: m.database.db, ledger: cli.ledger, testMint: cli.embedded, fund: fundWith(cli, (a) => lib.airdropSol(cli, new PublicKey(a), lib.SOL)) }, union.id));
+        const t = await refusals(() => ensureTreasury(deps, union.id));
         if (values.json) return print(t);
         out(`Treasury of ${union.slug}: token account ${t.tokenAccount}, authority ${t.authority} (${t.threshold} of ${t.signers.length}).\n`);
       });
@@ -207,10 +209,9 @@ export const treasuryCommands: readonly Command[] = [
     async run({ values, positionals }) {
       await withMuster(async (m) => {
         const union = await requireUnion(m, positionals[0]!);
-        const { cli, lib } = await chain(m);
+        const { deps } = await chain(m);
         const { moveTreasury } = await import("../../../solana/treasury-move.ts");
-        const { PublicKey } = await import("@solana/web3.js");
-        const mv = await refusals(() => moveTreasury({ db: m.database.db, ledger: cli.ledger, outbox: m.membership.outbox, testMint: cli.embedded, fund: fundWith(cli, (a) => lib.airdropSol(cli, new PublicKey(a), lib.SOL)) }, union.id));
+        const mv = await refusals(() => moveTreasury(deps, union.id));
         if (values.json) return print({ ...mv, amount: mv.amount?.toString() ?? null });
         const what = mv.state === "executed" ? "done: the new multisig is the treasury" : mv.state === "signing" ? `transaction #${mv.transferId} awaits signatures (muster treasury sign ${union.slug} ${mv.transferId}); the ledger lane of a running server sends it once all have signed` : mv.state;
         out(`Treasury move #${mv.id} of ${union.slug}: ${mv.from.threshold} of ${mv.from.signers.length} → ${mv.to.threshold} of ${mv.to.signers.length}, new authority ${mv.to.authority}: ${what}.\n`);
@@ -267,12 +268,11 @@ export const treasuryCommands: readonly Command[] = [
         const { getTreasury } = await import("../../treasury/treasury.ts");
         const t = await getTreasury(m.database.db, union.id);
         if (!t) throw new CliError(`union ${union.slug} has no treasury yet; run muster treasury create ${union.slug}`);
-        const { cli, lib } = await chain(m);
+        const { lib, deps } = await chain(m);
         const { prepareTransfer } = await import("../../../solana/treasury-authority.ts");
-        const { PublicKey } = await import("@solana/web3.js");
         const amount = await refusals(async () => lib.parseUnits(str(values, "amount")!, t.decimals, "--amount"));
         const cosigners = str(values, "cosigners")?.split(",").map((s) => s.trim()).filter(Boolean);
-        const x = await refusals(() => prepareTransfer({ db: m.database.db, ledger: cli.ledger, outbox: m.membership.outbox, testMint: cli.embedded, fund: fundWith(cli, (a) => lib.airdropSol(cli, new PublicKey(a), lib.SOL)) }, union.id, { to: str(values, "to")!, amount, cosigners }));
+        const x = await refusals(() => prepareTransfer(deps, union.id, { to: str(values, "to")!, amount, cosigners }));
         if (values.json) return print({ id: x.id, state: x.state, required: x.required, signed: x.signed, amount: String(x.amount), to: x.destination });
         out(`Transfer #${x.id} of ${str(values, "amount")} to ${x.destination}: ${x.state}; signed ${x.signed.length} of ${x.required.length}${x.state === "pending" ? ` (waiting for ${x.required.filter((r) => !x.signed.includes(r)).join(", ")})` : ""}.\n`);
       });
