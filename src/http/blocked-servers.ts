@@ -18,13 +18,9 @@ export function blockedServerGuard(db: Kysely<DB>): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
     const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(c.req.header("Signature-Input") ?? c.req.header("Signature") ?? "")?.[1];
-    let actor: string | undefined;
-    try {
-      const doc = await c.req.raw.clone().json() as { actor?: unknown };
-      actor = typeof doc.actor === "string" ? doc.actor : typeof (doc.actor as { id?: unknown })?.id === "string" ? (doc.actor as { id: string }).id : undefined;
-    } catch {
-      actor = undefined;
-    }
+    // The inbox guard has parsed the body (it refuses what does not parse).
+    const doc = c.get("inboxActivity") as { actor?: unknown } | undefined;
+    const actor = typeof doc?.actor === "string" ? doc.actor : typeof (doc?.actor as { id?: unknown } | undefined)?.id === "string" ? (doc!.actor as { id: string }).id : undefined;
     for (const url of [keyId, actor]) {
       if (url && await isBlockedUrl(db, url)) {
         log.warn("Dropped an inbox delivery to {path} from blocked server {host} (actor {actor})", { path: c.req.path, host: new URL(url).host, actor: actor ?? "(none)" });

@@ -1,0 +1,134 @@
+import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
+import type { Kysely } from "kysely";
+import { insertResponse, isCommitment, withdrawable, withdrawRows } from "../src/actions/responses.ts";
+import type { DB } from "../src/db/schema.ts";
+import type { EventBus } from "../src/events.ts";
+import { logger } from "../src/logging.ts";
+import type { Outbox } from "../src/outbox.ts";
+import { withdrawPartnerResponse } from "../src/relationships/partner-counted.ts";
+import { withdrawRelayedResponse } from "../src/relationships/tallies.ts";
+import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
+import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
+import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
+
+const log = logger("federation", "inbox-fast");
+
+/** As processOnce (inbox-record.ts): a cached sender younger than this is not fetched again. */
+const ACTOR_CACHE_MS = 24 * 3600_000;
+
+export interface FastInboxDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly outbox: Outbox;
+  /** Fedify's KV store: the public keys it fetched are read from it. */
+  readonly kv: KvStore;
+  readonly origin: URL;
+}
+
+/**
+ * The inbox's fast path for members' responses to a call-to-action: a Like,
+ * its Undo, a reply. It does what Fedify's inbox, the queue and the
+ * listeners (onLike, onUndo, onCreate with processOnce) do for them, in one
+ * transaction and without JSON-LD, and answers 202 once it is committed.
+ *
+ * It only ever accepts; it never refuses. Whatever it does not fully
+ * recognise or verify (another shape, a context it cannot read without
+ * expansion, a key Fedify has not cached, a signature that does not verify
+ * or whose key is not the actor's, a sender who is not an active member, a
+ * call that is not published, a sender's cached actor older than a day, an
+ * inbox other than the call's union's or the shared one) returns undefined
+ * and goes through Fedify as before, which refuses what is wrong. So the
+ * guarantees are Fedify's: the same verifier (verifyRequestDetailed: Digest
+ * or Content-Digest, the date window, the key fetched from Fedify's cache)
+ * and the same key-owner rule; the inbox guard has already run. The same
+ * activity twice counts once: the activity id is recorded in inbox_activities
+ * in the transaction that counts it, as processOnce records it.
+ */
+export function createFastInbox(deps: FastInboxDeps) {
+  const keys = new FastKeyCache(deps.kv);
+  const { db } = deps;
+
+  /** The request's signer, when it verifies with a key Fedify has cached and that key is the actor's. */
+  async function signedBy(request: Request, actor: string): Promise<boolean> {
+    const verification = await verifyRequestDetailed(request, {
+      documentLoader: refuseFetch,
+      contextLoader: preloadedOnly,
+      timeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
+      keyCache: keys,
+    });
+    if (!verification.verified) {
+      const keyId = "keyId" in verification.reason ? verification.reason.keyId?.href : undefined;
+      if (keyId) keys.forget(keyId);
+      return false;
+    }
+    // Fedify's doesActorOwnKey, for a key that names its owner.
+    return verification.key.ownerId?.href === actor;
+  }
+
+  /** The call, the sender's active membership of its union, and whether the sender's cached actor is fresh: one read. */
+  async function facts(shape: FastShape) {
+    const row = await db.selectFrom("unions as u")
+      .innerJoin("actions as a", "a.union_id", "u.id")
+      .leftJoin("members as m", (j) => j.onRef("m.union_id", "=", "u.id").on("m.actor_id", "=", shape.actor).on("m.state", "=", "active"))
+      .leftJoin("remote_actors as r", (j) => j.on("r.id", "=", shape.actor))
+      .select(["u.id as unionId", "u.commitment_words as words", "a.id as actionId", "a.state as state", "m.id as memberId", "r.fetched_at as fetchedAt"])
+      .where("u.slug", "=", shape.target.slug)
+      .where("a.id", "=", shape.target.actionId)
+      .executeTakeFirst();
+    if (!row || row.state !== "published" || !row.memberId || row.fetchedAt === null) return undefined;
+    if (Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
+    return { unionId: row.unionId, actionId: row.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
+  }
+
+  /**
+   * Handles the request if it is one of the common shapes, verified; undefined
+   * hands it to Fedify. `recipient` is the union slug of a union inbox, null
+   * for the shared inbox.
+   */
+  return async function handle(request: Request, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
+    const shape = fastShape(doc, deps.origin);
+    if (!shape) return undefined;
+    // A union's inbox takes only its own calls' responses here (another inbox's 404 and records are Fedify's).
+    if (recipient !== null && recipient.toLowerCase() !== shape.target.slug) return undefined;
+    if (!(await signedBy(request, shape.actor))) return undefined;
+    const f = await facts(shape);
+    if (!f) return undefined;
+    const action = { id: f.actionId, unionId: f.unionId };
+    const type = shape.kind === "like" ? "Like" : shape.kind === "undo-like" ? "Undo" : "Create";
+    // onUndo records an Undo under the inbox's union; a Like or reply under the call's.
+    const unionId = shape.kind === "undo-like" && recipient === null ? null : f.unionId;
+    if (shape.kind === "undo-like") {
+      // As withdraw() does, before the Undo is recorded (both are idempotent):
+      // a Like counted for a partner or relayed before this actor joined.
+      await withdrawRelayedResponse(deps, shape.likeId, shape.actor);
+      await withdrawPartnerResponse(deps, shape.likeId, shape.actor);
+    }
+    const rows = shape.kind === "undo-like" ? await withdrawable(db, shape.likeId, shape.actor) : [];
+    const counted: string[] = [];
+    const fresh = await db.transaction().execute(async (trx) => {
+      const r = await trx.insertInto("inbox_activities")
+        .values({ id: shape.id, type, actor: shape.actor, union_id: unionId, received_at: Date.now() })
+        .onConflict((oc) => oc.column("id").doNothing())
+        .executeTakeFirst();
+      if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
+      if (shape.kind === "like") {
+        if (await insertResponse(trx, deps, action, f.memberId, "commit", "like", shape.id, null)) counted.push("commit");
+      } else if (shape.kind === "reply") {
+        if (await insertResponse(trx, deps, action, f.memberId, "comment", "reply", shape.noteId, shape.content.slice(0, 20_000))) counted.push("comment");
+        if (isCommitment(shape.content, f.words) && await insertResponse(trx, deps, action, f.memberId, "commit", "reply", shape.noteId, null)) counted.push("commit");
+      } else {
+        await withdrawRows(trx, rows);
+      }
+      return true;
+    });
+    if (!fresh) {
+      log.debug("Skipped {id}: already processed", { id: shape.id });
+      return "repeat";
+    }
+    for (const kind of counted) deps.events.emit("action.response", { unionId: f.unionId, actionId: f.actionId, memberId: f.memberId, kind });
+    deps.events.emit("activity.received", { activityId: shape.id, type, actor: shape.actor, unionId });
+    return "counted";
+  };
+}
+
+export type FastInbox = ReturnType<typeof createFastInbox>;
