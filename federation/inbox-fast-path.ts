@@ -2,6 +2,7 @@ import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { insertResponse, isCommitment, withdrawable, withdrawRows } from "../src/actions/responses.ts";
 import type { DB } from "../src/db/schema.ts";
+import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
 import type { Outbox } from "../src/outbox.ts";
@@ -47,6 +48,7 @@ export interface FastInboxDeps {
 export function createFastInbox(deps: FastInboxDeps) {
   const keys = new FastKeyCache(deps.kv);
   const { db } = deps;
+  const commit = groupCommit(db);
 
   /** The request's signer, when it verifies with a key Fedify has cached and that key is the actor's. */
   async function signedBy(request: Request, actor: string): Promise<boolean> {
@@ -67,14 +69,7 @@ export function createFastInbox(deps: FastInboxDeps) {
 
   /** The call, the sender's active membership of its union, and whether the sender's cached actor is fresh: one read. */
   async function facts(shape: FastShape) {
-    const row = await db.selectFrom("unions as u")
-      .innerJoin("actions as a", "a.union_id", "u.id")
-      .leftJoin("members as m", (j) => j.onRef("m.union_id", "=", "u.id").on("m.actor_id", "=", shape.actor).on("m.state", "=", "active"))
-      .leftJoin("remote_actors as r", (j) => j.on("r.id", "=", shape.actor))
-      .select(["u.id as unionId", "u.commitment_words as words", "a.id as actionId", "a.state as state", "m.id as memberId", "r.fetched_at as fetchedAt"])
-      .where("u.slug", "=", shape.target.slug)
-      .where("a.id", "=", shape.target.actionId)
-      .executeTakeFirst();
+    const row = (await readFacts(db, shape.actor, shape.target.slug, shape.target.actionId)).rows[0];
     if (!row || row.state !== "published" || !row.memberId || row.fetchedAt === null) return undefined;
     if (Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
     return { unionId: row.unionId, actionId: row.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
@@ -105,12 +100,10 @@ export function createFastInbox(deps: FastInboxDeps) {
     }
     const rows = shape.kind === "undo-like" ? await withdrawable(db, shape.likeId, shape.actor) : [];
     const counted: string[] = [];
-    const fresh = await db.transaction().execute(async (trx) => {
-      const r = await trx.insertInto("inbox_activities")
-        .values({ id: shape.id, type, actor: shape.actor, union_id: unionId, received_at: Date.now() })
-        .onConflict((oc) => oc.column("id").doNothing())
-        .executeTakeFirst();
-      if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
+    const fresh = await commit(async (trx) => {
+      counted.length = 0; // run again alone if a shared transaction failed
+      const r = await recordActivity(trx, shape.id, type, shape.actor, unionId, Date.now());
+      if (Number(r.numAffectedRows ?? 0n) !== 1) return false;
       if (shape.kind === "like") {
         if (await insertResponse(trx, deps, action, f.memberId, "commit", "like", shape.id, null)) counted.push("commit");
       } else if (shape.kind === "reply") {
@@ -132,3 +125,68 @@ export function createFastInbox(deps: FastInboxDeps) {
 }
 
 export type FastInbox = ReturnType<typeof createFastInbox>;
+
+const readFacts = prepared<[actor: string, slug: string, actionId: string], { unionId: string; words: string; actionId: string; state: string; memberId: string | null; fetchedAt: number | null }>((db, actor, slug, actionId) =>
+  db.selectFrom("unions as u")
+    .innerJoin("actions as a", "a.union_id", "u.id")
+    .leftJoin("members as m", (j) => j.onRef("m.union_id", "=", "u.id").on("m.actor_id", "=", actor).on("m.state", "=", "active"))
+    .leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
+    .select(["u.id as unionId", "u.commitment_words as words", "a.id as actionId", "a.state as state", "m.id as memberId", "r.fetched_at as fetchedAt"])
+    .where("u.slug", "=", slug)
+    .where("a.id", "=", actionId));
+
+/** As processOnce records a processed activity; nothing when it already was. */
+const recordActivity = prepared<[id: string, type: string, actor: string, unionId: string | null, at: number], unknown>((db, id, type, actor, unionId, at) =>
+  db.insertInto("inbox_activities").values({ id, type, actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+const MAX_BATCH = 64;
+
+/**
+ * Runs each piece of work in a transaction, sharing one transaction among
+ * the pieces that arrive while another commits (group commit): a burst of
+ * responses costs one BEGIN and COMMIT, and one write of the pages they
+ * share, instead of one per response. A piece resolves only after its
+ * transaction committed. If a shared transaction fails, each of its pieces
+ * is run again alone, so one piece's failure is its own.
+ */
+function groupCommit(db: Kysely<DB>) {
+  type Work = (trx: Kysely<DB>) => Promise<unknown>;
+  const waiting: { work: Work; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  let draining = false;
+  const drain = async () => {
+    draining = true;
+    try {
+      while (waiting.length > 0) {
+        const batch = waiting.splice(0, MAX_BATCH);
+        let results: unknown[];
+        try {
+          results = await db.transaction().execute(async (trx) => {
+            const out: unknown[] = [];
+            for (const p of batch) out.push(await p.work(trx));
+            return out;
+          });
+        } catch (error) {
+          if (batch.length === 1) {
+            batch[0]!.reject(error);
+            continue;
+          }
+          for (const p of batch) {
+            try {
+              p.resolve(await db.transaction().execute(p.work));
+            } catch (alone) {
+              p.reject(alone);
+            }
+          }
+          continue;
+        }
+        batch.forEach((p, i) => p.resolve(results[i]));
+      }
+    } finally {
+      draining = false;
+    }
+  };
+  return <T>(work: (trx: Kysely<DB>) => Promise<T>): Promise<T> => new Promise<T>((resolve, reject) => {
+    waiting.push({ work, resolve: resolve as (v: unknown) => void, reject });
+    if (!draining) void drain();
+  });
+}

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 import { htmlToText } from "../html-text.ts";
 import { countMembers } from "../members/members.ts";
 import { getUnionById } from "../unions/unions.ts";
@@ -69,24 +70,24 @@ async function record(deps: ActionDeps, action: Action, memberId: string, kind: 
   return inserted;
 }
 
+// Compiled once: every inbox response runs these (src/db/prepared.ts).
+const insertResponseRow = prepared<[id: string, actionId: string, unionId: string, memberId: string, kind: string, source: string, sourceId: string, content: string | null, at: number], unknown>(
+  (db, id, actionId, unionId, memberId, kind, source, sourceId, content, at) => db.insertInto("action_responses").values({
+    id, action_id: actionId, union_id: unionId, member_id: memberId, kind, source, source_id: sourceId, content, created_at: at, undone_at: null,
+  }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()));
+
+const addStanding = prepared<[actionId: string, memberId: string], { standing: number }>((db, actionId, memberId) =>
+  db.insertInto("action_committers").values({ action_id: actionId, member_id: memberId, standing: 1 })
+    .onConflict((oc) => oc.columns(["action_id", "member_id"]).doUpdateSet((eb) => ({ standing: eb("action_committers.standing", "+", 1) })))
+    .returning("standing"));
+
 /**
  * Writes one response and counts it, inside the caller's transaction; true
  * when it was new. The caller emits "action.response" once it commits.
  */
 export async function insertResponse(trx: Kysely<DB>, deps: Pick<ActionDeps, "outbox">, action: Pick<Action, "id" | "unionId">, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
-  const r = await trx.insertInto("action_responses").values({
-    id: randomUUID(),
-    action_id: action.id,
-    union_id: action.unionId,
-    member_id: memberId,
-    kind,
-    source,
-    source_id: sourceId,
-    content,
-    created_at: Date.now(),
-    undone_at: null,
-  }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()).executeTakeFirst();
-  const inserted = Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+  const r = await insertResponseRow(trx, randomUUID(), action.id, action.unionId, memberId, kind, source, sourceId, content, Date.now());
+  const inserted = Number(r.numAffectedRows ?? 0n) === 1;
   if (inserted && COMMITTING.has(kind)) await countCommitment(deps, trx, action.unionId, action.id, memberId);
   return inserted;
 }
@@ -196,9 +197,7 @@ const COMMITTING: ReadonlySet<string> = new Set(["commit", "done"]);
  * response as at the first.
  */
 async function countCommitment(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
-  const c = await trx.insertInto("action_committers").values({ action_id: actionId, member_id: memberId, standing: 1 })
-    .onConflict((oc) => oc.columns(["action_id", "member_id"]).doUpdateSet((eb) => ({ standing: eb("action_committers.standing", "+", 1) })))
-    .returning("standing").executeTakeFirstOrThrow();
+  const c = (await addStanding(trx, actionId, memberId)).rows[0]!;
   if (Number(c.standing) !== 1) return;
   await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "+", 1) })).where("id", "=", actionId).execute();
   const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId)
