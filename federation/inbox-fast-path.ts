@@ -1,5 +1,6 @@
 import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
 import type { Kysely } from "kysely";
+import { castVote } from "../src/bylaws/proposals.ts";
 import { insertResponse, isCommitment, withdrawable, withdrawRows } from "../src/actions/responses.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
@@ -24,6 +25,8 @@ export interface FastInboxDeps {
   /** Fedify's KV store: the public keys it fetched are read from it. */
   readonly kv: KvStore;
   readonly origin: URL;
+  /** How often, at most, an open vote's running tally goes out (as castVote is given it elsewhere). */
+  readonly tallyBatchMs?: number;
 }
 
 /**
@@ -68,11 +71,28 @@ export function createFastInbox(deps: FastInboxDeps) {
   }
 
   /** The call, the sender's active membership of its union, and whether the sender's cached actor is fresh: one read. */
-  async function facts(shape: FastShape) {
+  async function facts(shape: Exclude<FastShape, { kind: "vote" }>) {
     const row = (await readFacts(db, shape.actor, shape.target.slug, shape.target.actionId)).rows[0];
     if (!row || row.state !== "published" || !row.memberId || row.fetchedAt === null) return undefined;
     if (Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
     return { unionId: row.unionId, actionId: row.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
+  }
+
+  /**
+   * A poll answer, as onVote counts it (castVote checks membership, the
+   * vote's state and repeats, in its own transaction on the union's chain),
+   * then recorded as processOnce records it.
+   */
+  async function vote(shape: Extract<FastShape, { kind: "vote" }>): Promise<"counted" | "repeat" | undefined> {
+    const row = (await readVoteFacts(db, shape.actor, shape.proposal.slug)).rows[0];
+    if (!row || row.fetchedAt === null || Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
+    if ((await readProcessed(db, shape.id)).rows.length > 0) return "repeat";
+    const r = await castVote(deps, row.unionId, shape.proposal.proposalId, { actorId: shape.actor }, [shape.choice], { kind: "activity", id: shape.noteId });
+    if (!r.counted) log.info("Vote {note} by {actor} not counted: {reason}", { note: shape.noteId, actor: shape.actor, reason: r.reason });
+    const recorded = await commit((trx) => recordActivity(trx, shape.id, "Create", shape.actor, row.unionId, Date.now()));
+    if (Number(recorded.numAffectedRows ?? 0n) !== 1) return "repeat";
+    deps.events.emit("activity.received", { activityId: shape.id, type: "Create", actor: shape.actor, unionId: row.unionId });
+    return "counted";
   }
 
   /**
@@ -84,8 +104,10 @@ export function createFastInbox(deps: FastInboxDeps) {
     const shape = fastShape(doc, deps.origin);
     if (!shape) return undefined;
     // A union's inbox takes only its own calls' responses here (another inbox's 404 and records are Fedify's).
-    if (recipient !== null && recipient.toLowerCase() !== shape.target.slug) return undefined;
+    const slug = shape.kind === "vote" ? shape.proposal.slug : shape.target.slug;
+    if (recipient !== null && recipient.toLowerCase() !== slug) return undefined;
     if (!(await signedBy(request, shape.actor))) return undefined;
+    if (shape.kind === "vote") return vote(shape);
     const f = await facts(shape);
     if (!f) return undefined;
     const action = { id: f.actionId, unionId: f.unionId };
@@ -138,6 +160,12 @@ const readFacts = prepared<[actor: string, slug: string, actionId: string], { un
 /** As processOnce records a processed activity; nothing when it already was. */
 const recordActivity = prepared<[id: string, type: string, actor: string, unionId: string | null, at: number], unknown>((db, id, type, actor, unionId, at) =>
   db.insertInto("inbox_activities").values({ id, type, actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+const readVoteFacts = prepared<[actor: string, slug: string], { unionId: string; fetchedAt: number | null }>((db, actor, slug) =>
+  db.selectFrom("unions as u").leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
+    .select(["u.id as unionId", "r.fetched_at as fetchedAt"]).where("u.slug", "=", slug));
+
+const readProcessed = prepared<[id: string], { id: string }>((db, id) => db.selectFrom("inbox_activities").select("id").where("id", "=", id));
 
 const MAX_BATCH = 64;
 

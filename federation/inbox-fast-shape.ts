@@ -13,7 +13,14 @@ import { preloadedContexts } from "@fedify/vocab-runtime";
 export type FastShape =
   | { readonly kind: "like"; readonly id: string; readonly actor: string; readonly target: CallRef }
   | { readonly kind: "undo-like"; readonly id: string; readonly actor: string; readonly likeId: string; readonly target: CallRef }
-  | { readonly kind: "reply"; readonly id: string; readonly actor: string; readonly noteId: string; readonly content: string; readonly target: CallRef };
+  | { readonly kind: "reply"; readonly id: string; readonly actor: string; readonly noteId: string; readonly content: string; readonly target: CallRef }
+  | { readonly kind: "vote"; readonly id: string; readonly actor: string; readonly noteId: string; readonly choice: string; readonly proposal: ProposalRef };
+
+/** One of this server's proposals (a Question), as its id names it. */
+export interface ProposalRef {
+  readonly slug: string;
+  readonly proposalId: string;
+}
 
 /** A call-to-action's note on this server, as its id names it. */
 export interface CallRef {
@@ -26,6 +33,8 @@ const AS = "https://www.w3.org/ns/activitystreams";
 const READ_TERMS = new Set(["id", "type", "actor", "object", "attributedTo", "inReplyTo", "content", "contentMap", "name", "nameMap", "Like", "Undo", "Create", "Note", "as"]);
 const MAX_URL = 2048;
 const CALL_PATH = /^\/u\/([^/]+)\/actions\/([^/]+)$/;
+// As federation/inbox-votes.ts reads a poll answer's target.
+const PROPOSAL_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})$/;
 
 export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape | undefined {
   if (!plainContext(doc["@context"])) return undefined;
@@ -49,14 +58,23 @@ export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape 
     case "Create": {
       const note = embedded(doc.object);
       if (!note || note.type !== "Note") return undefined;
-      // A poll answer (name, no content) is a vote, never a reply; anything carrying a name goes the long way.
-      if ("name" in note || "nameMap" in note) return undefined;
       const noteId = httpUrl(note.id);
       // Fedify re-fetches an embedded object from another origin than the activity's instead of trusting it.
       if (!noteId || new URL(noteId).origin !== new URL(id).origin) return undefined;
       // The note must be the sender's own: a Create cannot put words in another's mouth.
       if (httpUrl(note.attributedTo) !== actor) return undefined;
+      if ("nameMap" in note) return undefined;
+      if ("name" in note) {
+        if ("contentMap" in note) return undefined;
+        // A poll answer (Mastodon, Misskey; Pleroma's may carry empty content): the option's text as name, from the voter's own server.
+        const blank = note.content === undefined || note.content === null || (typeof note.content === "string" && note.content.trim() === "");
+        if (typeof note.name !== "string" || !blank || new URL(noteId).origin !== new URL(actor).origin) return undefined;
+        const proposal = proposalOf(note.inReplyTo, origin);
+        return proposal && { kind: "vote", id, actor, noteId, choice: note.name, proposal };
+      }
       if (typeof note.content !== "string") return undefined;
+      // Fedify reads the first of content's values, which is contentMap's when that comes first: taken only when they agree (Mastodon repeats content under its language).
+      if ("contentMap" in note && !sameText(note.contentMap, note.content)) return undefined;
       const target = callOf(note.inReplyTo, origin);
       return target && { kind: "reply", id, actor, noteId, content: note.content, target };
     }
@@ -155,4 +173,22 @@ function callOf(v: unknown, origin: URL): CallRef | undefined {
   } catch {
     return undefined;
   }
+}
+
+function proposalOf(v: unknown, origin: URL): ProposalRef | undefined {
+  const href = httpUrl(v);
+  if (!href) return undefined;
+  const u = new URL(href);
+  if (u.origin !== origin.origin || u.search || u.hash) return undefined;
+  const m = PROPOSAL_PATH.exec(u.pathname);
+  if (!m) return undefined;
+  try {
+    return { slug: decodeURIComponent(m[1]!).toLowerCase(), proposalId: m[2]! };
+  } catch {
+    return undefined;
+  }
+}
+
+function sameText(map: unknown, content: string): boolean {
+  return typeof map === "object" && map !== null && !Array.isArray(map) && Object.values(map).every((v) => v === content);
 }

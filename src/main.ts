@@ -160,7 +160,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     db: database.db,
     readCache,
     federation,
-    fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin }),
+    fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
     trustProxy: config.trustProxy,

@@ -5,6 +5,7 @@ import path from "node:path";
 import { type HttpMessageSignaturesSpec, signRequest } from "@fedify/fedify";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
+import { createProposal } from "../src/bylaws/proposals.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { actionNoteId } from "../federation/action-note.ts";
 import { createFastInbox } from "../federation/inbox-fast-path.ts";
@@ -27,7 +28,7 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
-const NAMES = ["liker", "mkliker", "replier", "undoer", "mallory", "late", "stranger", "redefiner", "gts"];
+const NAMES = ["liker", "mkliker", "replier", "undoer", "mallory", "late", "stranger", "redefiner", "gts", "voter"];
 
 for (const d of dialects) {
   describe(`the inbox's fast path, on ${d.name}`, { skip: d.skip }, () => {
@@ -115,8 +116,9 @@ for (const d of dialects) {
     it("mastodon/create-note-public-reply.json saying \"I'm in\": a comment and a commitment at once; delivered twice, counted once", async () => {
       const body = fixture("mastodon/create-note-public-reply.json", "replier", "https://mastodon.madrid/users/felix", { "https://mamot.fr/users/retiolus/statuses/107224244380204526": call.href });
       const note = body.object as JsonObject;
+      // Mastodon repeats the content under its language.
       note.content = "<p>I'm in, see you there</p>";
-      delete note.contentMap;
+      note.contentMap = { en: note.content };
       const first = await post(body, { as: "replier", to: sharedInbox() });
       assert.equal(first.res.status, 202);
       const rows = await responses(String(note.id));
@@ -140,6 +142,27 @@ for (const d of dialects) {
       assert.equal(await committers(), counted - 1);
       assert.equal((await post(body, { as: "undoer", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
       assert.equal(await committers(), counted - 1);
+    });
+
+    it("mastodon/create-poll-vote.json answering a proposal: the ballot is cast before the 202; delivered twice, one ballot", async () => {
+      const p = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Strike on Friday", closesAt: new Date(Date.now() + 120_000) });
+      const question = new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+      const body = fixture("mastodon/create-poll-vote.json", "voter", "https://mastodon.sdf.org/users/rinpatch", {
+        "https://testing.uguu.ltd/objects/9d300947-2dcb-445d-8978-9a3b4b84fa14": question,
+        "https://testing.uguu.ltd/users/rin": new URL("/u/riders", m.origin).href,
+      });
+      const note = body.object as JsonObject;
+      note.id = fresh("voter", "votes");
+      note.name = "Yes";
+      const ballots = () => db().selectFrom("ballots").select(["option", "source_id"]).where("proposal_id", "=", p.id).execute();
+      const first = await post(body, { as: "voter" });
+      assert.equal(first.res.status, 202);
+      assert.deepEqual(await ballots(), [{ option: 0, source_id: note.id }]);
+      assert.equal(await queuedInbox(String(body.id)), 0, "nothing queued");
+      assert.equal((await first.again()).status, 202);
+      assert.equal((await post(body, { as: "voter", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+      assert.equal((await ballots()).length, 1);
+      assert.equal((await recorded(String(body.id))).length, 1);
     });
 
     describe("hostile or unusual input: never counted by the fast path", () => {
@@ -206,7 +229,7 @@ for (const d of dialects) {
         assert.ok(Date.now() - Number(cached.fetched_at) < 60_000, "refreshed");
       });
 
-      it("a poll answer (a Note with a name) to a proposal: never taken as a reply, handled as a vote by Fedify's path", async () => {
+      it("a poll answer (a Note with a name) to a proposal that does not exist: never taken as a reply, recorded, no ballot", async () => {
         const proposal = new URL(`/u/riders/proposals/${crypto.randomUUID()}`, m.origin).href;
         const body = { "@context": "https://www.w3.org/ns/activitystreams", id: fresh("gts", "votes"), type: "Create", actor: actor("gts"), object: { id: fresh("gts", "votes"), type: "Note", name: "in", attributedTo: actor("gts"), inReplyTo: proposal } };
         assert.equal((await post(body, { as: "gts" })).res.status, 202);
