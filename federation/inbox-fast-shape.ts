@@ -38,8 +38,9 @@ const PROPOSAL_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})$/;
 
 export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape | undefined {
   if (!plainContext(doc["@context"])) return undefined;
-  // Keywords in the body itself (an "@type" beside "type", a "@graph") take another path.
-  for (const k of Object.keys(doc)) if (k.startsWith("@") && k !== "@context") return undefined;
+  // Keywords anywhere in the body but its top @context (an "@type" beside "type", a "@graph", a nested
+  // @context, an invalid @id that would fail Fedify's expansion) take another path.
+  if (hasKeyword(doc, true)) return undefined;
   const id = httpUrl(doc.id);
   const actor = httpUrl(doc.actor);
   if (!id || !actor) return undefined;
@@ -145,6 +146,16 @@ function harmlessTerms(c: unknown): boolean {
     } else if (def !== null) return false;
   }
   return true;
+}
+
+function hasKeyword(v: unknown, root = false): boolean {
+  if (Array.isArray(v)) return v.some((x) => hasKeyword(x));
+  if (typeof v !== "object" || v === null) return false;
+  for (const [k, x] of Object.entries(v)) {
+    if (root && k === "@context") continue;
+    if (k.startsWith("@") || hasKeyword(x)) return true;
+  }
+  return false;
 }
 
 function embedded(v: unknown): Record<string, unknown> | undefined {
