@@ -30,14 +30,14 @@ interface SignedPost {
 
 export const inboxIngest: Benchmark = {
   name: "inbox-ingest",
-  title: "Inbox ingest: members' signed replies and likes to a call-to-action, through the queue, into responses",
+  title: "Inbox ingest: members' signed replies and likes to a call-to-action, through the fast path or the queue, into responses",
   summary: "pre-signed replies (Create(Note) inReplyTo the call) and Likes of it, to the union and shared inboxes, through the fast path and through Fedify's; HTTP 202 rate and end-to-end rate",
   notes: [
     `activities from ${ACTORS.length} peer actors who are members, alternating a reply to the published call-to-action ("I'm in, see you there": a comment and a commitment) and a Like of it (a commitment); half to /u/riders/inbox and half to /inbox; POSTed ${CONCURRENCY} at a time`,
-    "202 req/s: the HTTP phase only (verify signature, enqueue, answer 202); p50/p99 are its request latencies",
+    "202 req/s: the HTTP phase only (verify signature, then count (fast path) or enqueue (Fedify), answer 202); p50/p99 are its request latencies",
     "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at Muster's default queue concurrency (16) and poll interval (1 s; in-process enqueues wake it at once), running while the POSTs arrive",
     "responses: action_responses rows the round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment)",
-    "path: fast = the inbox's fast path (federation/inbox-fast-path.ts) takes what it recognises, Fedify = every POST through Fedify, the queue and the listeners (the code before it); run one after the other on fresh servers (BENCH_INBOX_PATHS=fast,fedify)",
+    "path: fast = the inbox's fast path (federation/inbox-fast-path.ts) takes what it recognises, Fedify = every POST through Fedify, the queue and the listeners (the code before it, MusterOptions.fastInbox false); run one after the other on fresh servers (BENCH_INBOX_PATHS=fast,fedify)",
     "server CPU ms/act: the bench process (Muster server, its worker, and the idle peer server) per activity; the sender is a separate process (bench/inbox-client.ts, raw keep-alive sockets) with its own CPU column; signing happens before the clock starts",
     `peer GETs: requests Muster made to the peer while ingesting (key fetches for verification, actor fetches by the inbox listener); both rounds follow an unreported warm-up round of ${2 * ACTORS.length} activities on the same server, so keys are already cached`,
   ],
@@ -56,7 +56,7 @@ async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Pro
   let peer: Peer | undefined;
   try {
     // The queue polls at its production default (the test harness polls every 50 ms, which costs the idle lanes' CPU twentyfold).
-  m = await startMuster(tdb, { muster: { fastInbox: fast, queue: { pollIntervalMs: 1000 } } });
+    m = await startMuster(tdb, { muster: { fastInbox: fast, queue: { pollIntervalMs: 1000 } } });
     peer = await startPeer(ACTORS);
     const peerRequests = countRequests(peer);
     const union = await makeUnion(m, "riders", { joinPolicy: "open" });
