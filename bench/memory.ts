@@ -41,6 +41,8 @@ const CLK_TCK = 100;
 
 interface Probe {
   usage: NodeJS.MemoryUsage;
+  gcMs: number;
+  gcs: number;
 }
 
 interface Sample {
@@ -52,6 +54,9 @@ interface Sample {
   heapTotal: number;
   external: number;
   arrayBuffers: number;
+  /** Time in GC pauses since start (PerformanceObserver "gc"), and their count. */
+  gcMs: number;
+  gcs: number;
 }
 
 function status(pid: number): { rss: number; hwm: number; anon: number; file: number } {
@@ -74,7 +79,7 @@ function probe(child: ChildProcess, gc = false): Promise<Sample> {
       child.off("message", onMessage);
       clearTimeout(timer);
       const { usage } = m;
-      resolve({ ...status(child.pid!), heapUsed: usage.heapUsed, heapTotal: usage.heapTotal, external: usage.external, arrayBuffers: usage.arrayBuffers });
+      resolve({ ...status(child.pid!), heapUsed: usage.heapUsed, heapTotal: usage.heapTotal, external: usage.external, arrayBuffers: usage.arrayBuffers, gcMs: m.gcMs, gcs: m.gcs });
     };
     const timer = setTimeout(() => reject(new Error("the memory probe did not answer in 60 s")), 60_000);
     child.on("message", onMessage);
@@ -159,7 +164,7 @@ export const memory: Benchmark = {
     "a real `bin/muster.js serve` child per size on a fresh database seeded as bench/storage.ts does (members with Mastodon-shaped cached actors, Follow ids, cached keys on 2·10^4 servers); embedded ledger on",
     "at rest: 10 s after listening; after GC: the same once V8 collected (what the process keeps); heap/external/array buffers from the child's process.memoryUsage(), RSS from /proc",
     "native = anonymous RSS − V8 heap − external (C++ allocations: SQLite's page cache, litesvm, OpenSSL, node itself); file-backed is mapped code and libraries",
-    "joins: Follows from 10 loopback servers (bench/joins-peer.ts, 32 in flight), each answered with a verified Accept and a welcome DM; peak RSS sampled every 50 ms; CPU ms/join is the server's alone",
+    "joins: Follows from 10 loopback servers (bench/joins-peer.ts, 32 in flight), each answered with a verified Accept and a welcome DM; peak RSS sampled every 50 ms; CPU ms/join is the server's alone (user+system, /proc), GC pause ms/join the main thread's time in GC pauses (PerformanceObserver)",
     "RSS at the end of the burst, 15 s later (V8 gives pages back only after a while), and after a forced GC; NODE_OPTIONS, if set, is passed to the child and shown in the first row",
     "fan-out deliveries are measured by the fanout benchmark (its peak RSS column), not here",
   ],
@@ -177,7 +182,7 @@ export const memory: Benchmark = {
         await sleep(2000);
         const s = await probe(bare.child);
         const g = await probe(bare.child, true);
-        rows.push({ dialect: dialect.name, members: "-", phase: "bare node: imports only", "RSS MiB": mib(s.rss), "15 s later MiB": "-", "after GC MiB": mib(g.rss), "peak MiB": mib(g.hwm), "CPU ms/join": "-", "vs 512 MiB": "-", split: `${split(g)}; NODE_OPTIONS=${process.env.NODE_OPTIONS ?? "(unset)"}`, load: load() });
+        rows.push({ dialect: dialect.name, members: "-", phase: "bare node: imports only", "RSS MiB": mib(s.rss), "15 s later MiB": "-", "after GC MiB": mib(g.rss), "peak MiB": mib(g.hwm), "CPU ms/join": "-", "GC pause ms/join": "-", "vs 512 MiB": "-", split: `${split(g)}; NODE_OPTIONS=${process.env.NODE_OPTIONS ?? "(unset)"}`, load: load() });
       } finally {
         await stop(bare.child);
       }
@@ -204,12 +209,13 @@ export const memory: Benchmark = {
         await sleep(10_000);
         const rest = await probe(serve.child);
         const restGc = await probe(serve.child, true);
-        rows.push({ dialect: dialect.name, members: n, phase: "at rest", "RSS MiB": mib(rest.rss), "15 s later MiB": "-", "after GC MiB": mib(restGc.rss), "peak MiB": mib(restGc.hwm), "CPU ms/join": "-", "vs 512 MiB": restGc.hwm < TARGET ? "PASS" : "MISS", split: split(rest), load: load() });
+        rows.push({ dialect: dialect.name, members: n, phase: "at rest", "RSS MiB": mib(rest.rss), "15 s later MiB": "-", "after GC MiB": mib(restGc.rss), "peak MiB": mib(restGc.hwm), "CPU ms/join": "-", "GC pause ms/join": "-", "vs 512 MiB": restGc.hwm < TARGET ? "PASS" : "MISS", split: split(rest), load: load() });
 
         progress(`${dialect.name}: ${joins} joins at ${n} members`);
         const pid = serve.child.pid!;
         const peak = trackPeak(pid);
         const cpu0 = cpuOf(pid);
+        const gc0 = await probe(serve.child);
         const report = await joinBurst(new URL("/u/riders", origin).href, joins);
         const cpu = cpuOf(pid) - cpu0;
         const during = await probe(serve.child);
@@ -219,8 +225,8 @@ export const memory: Benchmark = {
         const after = await probe(serve.child, true);
         rows.push({
           dialect: dialect.name, members: n, phase: `${joins} joins (${report.accepted} accepted in ${(report.ms / 1000).toFixed(1)} s)`,
-          "RSS MiB": mib(during.rss), "15 s later MiB": mib(later.rss), "after GC MiB": mib(after.rss), "peak MiB": mib(Math.max(top, after.hwm)), "CPU ms/join": cpu / joins,
-          "vs 512 MiB": Math.max(top, after.hwm) < TARGET ? "PASS" : "MISS", split: `end of burst: ${split(during)}`, load: load(),
+          "RSS MiB": mib(during.rss), "15 s later MiB": mib(later.rss), "after GC MiB": mib(after.rss), "peak MiB": mib(Math.max(top, after.hwm)), "CPU ms/join": cpu / joins, "GC pause ms/join": (during.gcMs - gc0.gcMs) / joins,
+          "vs 512 MiB": Math.max(top, after.hwm) < TARGET ? "PASS" : "MISS", split: `end of burst: ${split(during)}; ${during.gcs - gc0.gcs} GC pauses`, load: load(),
         });
       } finally {
         await stop(serve?.child);
