@@ -8,9 +8,9 @@ import { ConfigError } from "../config.ts";
  * server's allocation comes in bursts (a join's signatures, JSON-LD
  * documents, queue rows): 150 joins took `muster serve` from 220 to 515 MiB
  * RSS while its live heap stayed at about 60 MiB, and V8 keeps what it grew
- * to long after. At 50 % 200 joins peaked at 375-383 MiB instead of
- * 505-559, at the same CPU per join within the noise (50-53 ms against 52;
- * bench/memory.ts, README "Sizing").
+ * to long after. At 50 % 300 joins peaked at 381-418 MiB instead of
+ * 538-563 (400 joins at 10^6 members: 404-420 against 586), for 0-10 % more
+ * CPU per join (bench/memory.ts, README "Sizing").
  */
 export const HEAP_GROWING_PERCENT = 50;
 
