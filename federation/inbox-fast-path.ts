@@ -10,6 +10,7 @@ import type { Outbox } from "../src/outbox.ts";
 import { withdrawPartnerResponse } from "../src/relationships/partner-counted.ts";
 import { withdrawRelayedResponse } from "../src/relationships/tallies.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
+import { claimSignature } from "./inbox-fast-verify.ts";
 import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
 import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
 
@@ -54,7 +55,13 @@ export function createFastInbox(deps: FastInboxDeps) {
   const commit = groupCommit(db);
 
   /** The request's signer, when it verifies with a key Fedify has cached and that key is the actor's. */
-  async function signedBy(request: Request, actor: string): Promise<boolean> {
+  async function signedBy(request: Request, body: Uint8Array, actor: string): Promise<boolean> {
+    // The plain forms, checked synchronously with the same key; anything else, or a no, is Fedify's to decide.
+    const claim = claimSignature(request, body, Date.now(), SIGNATURE_WINDOW_MS);
+    if (claim) {
+      const key = await keys.get(claim.keyId);
+      if (key && claim.check(key)) return key.ownerId?.href === actor;
+    }
     const verification = await verifyRequestDetailed(request, {
       documentLoader: refuseFetch,
       contextLoader: preloadedOnly,
@@ -100,13 +107,13 @@ export function createFastInbox(deps: FastInboxDeps) {
    * hands it to Fedify. `recipient` is the union slug of a union inbox, null
    * for the shared inbox.
    */
-  return async function handle(request: Request, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
+  return async function handle(request: Request, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
     const shape = fastShape(doc, deps.origin);
     if (!shape) return undefined;
     // A union's inbox takes only its own calls' responses here (another inbox's 404 and records are Fedify's).
     const slug = shape.kind === "vote" ? shape.proposal.slug : shape.target.slug;
     if (recipient !== null && recipient.toLowerCase() !== slug) return undefined;
-    if (!(await signedBy(request, shape.actor))) return undefined;
+    if (!(await signedBy(request, body, shape.actor))) return undefined;
     if (shape.kind === "vote") return vote(shape);
     const f = await facts(shape);
     if (!f) return undefined;

@@ -248,7 +248,7 @@ for (const d of dialects) {
           const body = JSON.stringify(like("liker"));
           const request = await signRequest(new Request(unionInbox(), { method: "POST", headers: { "Content-Type": "application/activity+json" }, body }), (await generateRsa2048()).privateKey, keyId, { spec: CAVAGE });
           const fast = createFastInbox({ db: db(), events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
-          assert.equal(await fast(request, JSON.parse(body), "riders"), undefined);
+          assert.equal(await fast(request, new TextEncoder().encode(body), JSON.parse(body), "riders"), undefined);
           assert.equal(connections, 0);
           assert.deepEqual(await responses(JSON.parse(body).id), []);
         } finally {

@@ -15,7 +15,8 @@ export function fastInboxRoute(fast: FastInbox): MiddlewareHandler {
     if (c.req.method !== "POST") return next();
     const m = INBOX_PATH.exec(c.req.path);
     const doc = c.get("inboxActivity");
-    if (!m || !doc) return next();
+    const body = c.get("inboxBody");
+    if (!m || !doc || !body) return next();
     let recipient: string | null = null;
     try {
       recipient = m[1] === undefined ? null : decodeURIComponent(m[1]);
@@ -24,7 +25,7 @@ export function fastInboxRoute(fast: FastInbox): MiddlewareHandler {
     }
     let outcome;
     try {
-      outcome = await fast(c.req.raw, doc, recipient);
+      outcome = await fast(c.req.raw, body, doc, recipient);
     } catch (error) {
       // Nothing was committed (the transaction rolled back): Fedify takes it as it would have.
       log.warn("The inbox's fast path failed on {path}; handing it to Fedify: {error}", { path: c.req.path, error });

@@ -79,6 +79,7 @@ export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
     if (stranger) return refuse(403, { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` });
     // Handlers after this one read the parsed activity instead of parsing the body again.
     c.set("inboxActivity", parsed.doc);
+    c.set("inboxBody", read.bytes);
     // The body was consumed: Fedify gets the same bytes (its digest check needs them exactly).
     c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: read.bytes });
     return next();
@@ -330,5 +331,7 @@ declare module "hono" {
   interface ContextVariableMap {
     /** An inbox POST's body as the guard parsed it, for later handlers (never for Fedify, which reads the bytes). */
     inboxActivity?: Record<string, unknown>;
+    /** Its bytes, exactly as Fedify will read them (the fast path checks their digest). */
+    inboxBody?: Uint8Array;
   }
 }
