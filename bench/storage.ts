@@ -3,6 +3,7 @@ import { readFileSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Kysely, sql } from "kysely";
 import { generateActorKeys } from "../federation/keys.ts";
+import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts";
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
@@ -17,7 +18,7 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  *
  * Per member, as a join through the inbox writes them:
  * - `members`: the active row (actor URL, handle, Follow id, sponsor);
- * - `remote_actors`: the cached actor's fields within migration 0017's caps;
+ * - `remote_actors`: what upsertRemoteActor keeps of a Mastodon actor (migration 0046);
  * - `inbox_activities`: the Follow's id, which pruning keeps (federation/pruning.ts);
  * - `fedify_kv`: Fedify's public-key cache entry for the member's key (no expiry).
  *
@@ -72,12 +73,14 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
     rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: now, created_at: now });
-    rows.remote_actors.push({
-      id: actor, type: "Person", handle: `@${user}@${host}`, preferred_username: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
+    // Parsed as a fetch would (bio, avatar and all), stored as upsertRemoteActor stores it.
+    const parsed: RemoteActor = {
+      id: actor, type: "Person", handle: `@${user}@${host}`, preferredUsername: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
       url: `https://${host}/@${user}`,
-      avatar_url: i % 5 === 0 ? null : fixture.object.icon.url.replace("cd.niu.moe", `files.${host}`).replace("033/323", `${String(i % 1000).padStart(3, "0")}/${String(i % 997).padStart(3, "0")}`).replace("fd7f8ae0b3ffedc9", randomBytes(8).toString("hex")),
-      inbox: `${actor}/inbox`, shared_inbox: `https://${host}/inbox`, fetched_at: now,
-    });
+      avatarUrl: i % 5 === 0 ? null : fixture.object.icon.url.replace("cd.niu.moe", `files.${host}`).replace("033/323", `${String(i % 1000).padStart(3, "0")}/${String(i % 997).padStart(3, "0")}`).replace("fd7f8ae0b3ffedc9", randomBytes(8).toString("hex")),
+      inbox: `${actor}/inbox`, sharedInbox: `https://${host}/inbox`, fetchedAt: now,
+    };
+    rows.remote_actors.push(remoteActorRow(parsed));
     rows.inbox_activities.push({ id: followId, type: "Follow", actor, union_id: unionId, received_at: now });
     rows.fedify_kv.push({
       key: JSON.stringify(["_fedify", "publicKey", `${actor}#main-key`]),

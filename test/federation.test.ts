@@ -142,7 +142,7 @@ for (const d of dialects) {
       const alice = await eventually(() => db().selectFrom("remote_actors").selectAll().where("id", "=", peer.actorId("alice").href).executeTakeFirst(), "alice cached");
       assert.equal(alice.inbox, new URL("/users/alice/inbox", peer.origin).href);
       assert.equal(alice.shared_inbox, new URL("/inbox", peer.origin).href);
-      assert.equal(alice.preferred_username, "alice");
+      assert.equal(alice.handle, `@alice@${new URL(peer.origin).host}`);
     });
 
     it("processes an activity delivered twice only once", async () => {
