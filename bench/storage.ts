@@ -19,7 +19,9 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * Per member, as a join through the inbox writes them:
  * - `members`: the active row (actor URL, handle, Follow id, sponsor);
  * - `remote_actors`: what upsertRemoteActor keeps of a Mastodon actor (migration 0046);
- * - `inbox_activities`: the Follow's id, which pruning keeps (federation/pruning.ts);
+ * - no `inbox_activities` row: a current member's Follow record is pruned once past the
+ *   replay window (federation/pruning.ts; members.follow_id holds the id), so a member who
+ *   joined more than a week ago has none;
  * - `fedify_kv`: Fedify's public-key cache entry for the member's key (no expiry).
  *
  * Size: SQLite's file plus its WAL after a checkpoint; PostgreSQL's
@@ -56,12 +58,11 @@ function pemFor(): string {
 interface SeedRows {
   members: Record<string, unknown>[];
   remote_actors: Record<string, unknown>[];
-  inbox_activities: Record<string, unknown>[];
   fedify_kv: Record<string, unknown>[];
 }
 
 function rowsFor(unionId: string, sponsors: string[], from: number, to: number): SeedRows {
-  const rows: SeedRows = { members: [], remote_actors: [], inbox_activities: [], fedify_kv: [] };
+  const rows: SeedRows = { members: [], remote_actors: [], fedify_kv: [] };
   const now = Date.now();
   for (let i = from; i < to; i++) {
     const host = `social-${i % SERVERS}.example.net`;
@@ -81,7 +82,6 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
       inbox: `${actor}/inbox`, sharedInbox: `https://${host}/inbox`, fetchedAt: now,
     };
     rows.remote_actors.push(remoteActorRow(parsed));
-    rows.inbox_activities.push({ id: followId, type: "Follow", actor, union_id: unionId, received_at: now });
     rows.fedify_kv.push({
       key: JSON.stringify(["_fedify", "publicKey", `${actor}#main-key`]),
       value: JSON.stringify({ "@context": "https://w3id.org/security/v1", id: `${actor}#main-key`, type: "CryptographicKey", owner: actor, publicKeyPem: pemFor() }),
@@ -136,7 +136,7 @@ export const storage: Benchmark = {
   title: "Storage: members with their cached actors, database size against 1 GiB at 10^6",
   summary: "database size and bytes per member after seeding members with realistic cached actors (target: 10^6 in 1 GiB)",
   notes: [
-    "per member: members row, remote_actors row (Mastodon-shaped, migration 0017 caps), the Follow's inbox_activities id (kept by pruning), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
+    "per member: members row, remote_actors row (what upsertRemoteActor keeps of a Mastodon actor), no Follow record (pruned past the replay window while current, migration 0047), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
     "SQLite: file + WAL after a checkpoint; PostgreSQL: pg_database_size after VACUUM ANALYZE; an empty migrated database is measured first and reported as the baseline",
     "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded",
   ],
@@ -156,7 +156,7 @@ export const storage: Benchmark = {
       for (let from = 0; from < n; from += BATCH) {
         const rows = rowsFor(union.id, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
         await db.transaction().execute(async (trx) => {
-          for (const table of ["remote_actors", "members", "inbox_activities", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
+          for (const table of ["remote_actors", "members", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
         });
         if ((from / BATCH) % 10 === 9) progress(`${dialect.name}: ${from + BATCH}/${n} members seeded`);
       }
