@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import { dialects } from "./helpers/databases.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
+import { getRemoteActor } from "../src/actors/remote-actors.ts";
 
 for (const d of dialects) {
   describe(`migrations on ${d.name}`, { skip: d.skip }, () => {
@@ -101,6 +102,38 @@ for (const d of dialects) {
       }
     });
 
+    it("0049: inboxes stored relative to the actor id read back the same, on both schemes; another origin's stays absolute; down restores them", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const actor = (id: string, inbox: string | null, shared: string | null) => ({ id, type: "Person", handle: null, name: null, inbox, shared_inbox: shared, fetched_at: 1 });
+      const rows = [
+        actor("https://a.example/users/x", "https://a.example/users/x/inbox", "https://a.example/inbox"),
+        actor("http://127.0.0.1:8080/u/y", "http://127.0.0.1:8080/u/y/in", "http://127.0.0.1:8080/shared"),
+        actor("https://b.example/users/z", "https://c.example/inboxes/z", "https://c.example/inbox"),
+        actor("https://d.example/users/n", null, null),
+      ];
+      const read = async () => db.selectFrom("remote_actors").select(["id", "inbox", "shared_inbox"]).orderBy("id").execute();
+      try {
+        await migrateTo(db, "0048_members_narrow_indexes");
+        await db.insertInto("remote_actors").values(rows).execute();
+        const before = await read();
+        await migrateToLatest(db);
+        assert.deepEqual((await read()).map((r) => [r.inbox, r.shared_inbox]), [
+          ["/u/y/in", "/shared"], ["", "/inbox"], ["https://c.example/inboxes/z", "https://c.example/inbox"], [null, null],
+        ]);
+        for (const r of rows) {
+          const a = await getRemoteActor(db, r.id);
+          assert.deepEqual([a?.inbox, a?.sharedInbox], [r.inbox, r.shared_inbox], r.id);
+        }
+        await migrateTo(db, "0048_members_narrow_indexes");
+        assert.deepEqual(await read(), before);
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
     it("0046-0048: cached actors keep their kept fields, members their rows; a replaced or deleted member's Follow id is recorded; down and up again work", async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();
@@ -118,9 +151,12 @@ for (const d of dialects) {
         await any.insertInto("members").values([member("m1", "https://a.example/users/x", "https://a.example/follow/1"), member("m2", "https://a.example/users/y", "https://a.example/follow/2")]).execute();
         await migrateToLatest(db);
 
+        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin.
         assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
-          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: "X", inbox: "https://a.example/users/x/inbox", shared_inbox: "https://a.example/inbox", fetched_at: 5,
+          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: "X", inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
+        assert.deepEqual([(await getRemoteActor(db, "https://a.example/users/x"))?.inbox, (await getRemoteActor(db, "https://a.example/users/x"))?.sharedInbox],
+          ["https://a.example/users/x/inbox", "https://a.example/inbox"]);
         assert.deepEqual(await recorded(), [], "a current Follow needs no record");
         await db.updateTable("members").set({ follow_id: "https://a.example/follow/3" }).where("id", "=", "m1").execute();
         await db.updateTable("members").set({ handle: "@m1@b.example" }).where("id", "=", "m1").execute();

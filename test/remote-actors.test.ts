@@ -249,6 +249,10 @@ for (const d of dialects) {
       assert.deepEqual(read, { id: a.id, type: "Person", handle: a.handle, name: "Alice", inbox: a.inbox, sharedInbox: a.sharedInbox, fetchedAt: a.fetchedAt });
       const row = await database.db.selectFrom("remote_actors").selectAll().where("id", "=", a.id).executeTakeFirstOrThrow();
       assert.equal(JSON.stringify(row).includes("Organiser") || JSON.stringify(row).includes("alice.png"), false, "no bio or avatar stored (migration 0046)");
+      assert.deepEqual([row.inbox, row.shared_inbox], ["", "/inbox"], "inboxes stored relative to the id (migration 0049)");
+      const elsewhere = actor({ id: "https://social.example/users/erin", inbox: "https://mail.example/erin", sharedInbox: "https://social.example:8443/inbox", fetchedAt: 1 });
+      await upsertRemoteActor(database.db, elsewhere);
+      assert.deepEqual(await getRemoteActor(database.db, elsewhere.id), cachedPart(elsewhere), "another origin's inboxes read back whole");
       assert.equal(await getRemoteActor(database.db, "https://social.example/users/nobody"), undefined);
     });
 

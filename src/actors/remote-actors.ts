@@ -107,6 +107,36 @@ export function boundedText(value: string | null, max: number): string | null {
 // isolates and marks, zero-width space and word joiner, BOM.
 const BIDI_AND_CONTROLS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/g;
 
+/**
+ * Inboxes are stored relative to the actor id, which the row already holds
+ * (about 55 bytes a member; migration 0049): "" is `${id}/inbox`, the usual
+ * form (Mastodon, Misskey, Pleroma), and a value starting with "/" follows
+ * the id's origin. Anything else is stored as it came. A parsed inbox is an
+ * absolute URL, so neither form can be mistaken for one; rows written before
+ * read as they were.
+ */
+function storedUrl(id: string, url: string | null, usual?: string): string | null {
+  if (url === null) return null;
+  if (url === usual) return "";
+  const origin = originOf(id);
+  return origin !== null && url.startsWith(`${origin}/`) ? url.slice(origin.length) : url;
+}
+
+/** The absolute inbox URL of a stored `inbox` or `shared_inbox` value (see storedUrl). */
+export function inboxUrl(actorId: string, stored: string | null): string | null {
+  if (stored === null || !(stored === "" || stored.startsWith("/"))) return stored;
+  if (stored === "") return `${actorId}/inbox`;
+  return `${originOf(actorId) ?? ""}${stored}`;
+}
+
+/** "https://host:port" of an absolute id, by string so that storing and reading agree exactly. */
+function originOf(id: string): string | null {
+  const start = id.indexOf("://");
+  if (start < 0) return null;
+  const end = id.indexOf("/", start + 3);
+  return end < 0 ? id : id.slice(0, end);
+}
+
 /** The stored row of a cached actor (exported for seeding benchmarks with what a fetch stores). */
 export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
   return {
@@ -114,8 +144,8 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
     type: a.type,
     handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
     name: boundedText(a.name, LIMITS.name),
-    inbox: a.inbox,
-    shared_inbox: a.sharedInbox,
+    inbox: storedUrl(a.id, a.inbox, `${a.id}/inbox`),
+    shared_inbox: storedUrl(a.id, a.sharedInbox),
     fetched_at: a.fetchedAt,
   };
 }
@@ -127,8 +157,8 @@ function fromRow(r: Selectable<RemoteActorsTable>): CachedActor {
     type: r.type as RemoteActorType,
     handle: r.handle,
     name: r.name,
-    inbox: r.inbox,
-    sharedInbox: r.shared_inbox,
+    inbox: inboxUrl(r.id, r.inbox),
+    sharedInbox: inboxUrl(r.id, r.shared_inbox),
     fetchedAt: r.fetched_at,
   };
 }
