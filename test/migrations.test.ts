@@ -153,7 +153,7 @@ for (const d of dialects) {
 
         // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin.
         assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
-          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: "X", inbox: "", shared_inbox: "/inbox", fetched_at: 5,
+          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
         assert.deepEqual([(await getRemoteActor(db, "https://a.example/users/x"))?.inbox, (await getRemoteActor(db, "https://a.example/users/x"))?.sharedInbox],
           ["https://a.example/users/x/inbox", "https://a.example/inbox"]);

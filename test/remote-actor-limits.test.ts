@@ -73,11 +73,11 @@ for (const d of dialects) {
           return more();
         }
         if (name === "loud") {
-          return res.end(JSON.stringify(actor("loud", { name: `${RLO}${"N".repeat(100_000)}`, summary: `<p>${"s".repeat(1_000_000)}</p>`, url: `${origin}/${"u".repeat(5000)}` })));
+          return res.end(JSON.stringify(actor("loud", { type: "Group", name: `${RLO}${"N".repeat(100_000)}`, summary: `<p>${"s".repeat(1_000_000)}</p>`, url: `${origin}/${"u".repeat(5000)}` })));
         }
         if (name === "spoof") {
           // Displays as @admin@... in a right-to-left run.
-          return res.end(JSON.stringify(actor("spoof", { preferredUsername: `nimda${RLO}`, name: `Ad${RLO}min` })));
+          return res.end(JSON.stringify(actor("spoof", { type: "Group", preferredUsername: `nimda${RLO}`, name: `Ad${RLO}min` })));
         }
         res.writeHead(404).end();
       });

@@ -246,7 +246,10 @@ for (const d of dialects) {
       const a = actor();
       await upsertRemoteActor(database.db, a);
       const read = await getRemoteActor(database.db, a.id);
-      assert.deepEqual(read, { id: a.id, type: "Person", handle: a.handle, name: "Alice", inbox: a.inbox, sharedInbox: a.sharedInbox, fetchedAt: a.fetchedAt });
+      assert.deepEqual(read, { id: a.id, type: "Person", handle: a.handle, name: null, inbox: a.inbox, sharedInbox: a.sharedInbox, fetchedAt: a.fetchedAt });
+      const group = actor({ id: "https://social.example/groups/riders", type: "Group", name: "Riders" });
+      await upsertRemoteActor(database.db, group);
+      assert.equal((await getRemoteActor(database.db, group.id))?.name, "Riders", "a group's name is kept (a partner union's, shown in tallies)");
       const row = await database.db.selectFrom("remote_actors").selectAll().where("id", "=", a.id).executeTakeFirstOrThrow();
       assert.equal(JSON.stringify(row).includes("Organiser") || JSON.stringify(row).includes("alice.png"), false, "no bio or avatar stored (migration 0046)");
       assert.deepEqual([row.inbox, row.shared_inbox], ["", "/inbox"], "inboxes stored relative to the id (migration 0049)");
@@ -258,15 +261,15 @@ for (const d of dialects) {
 
     it("keeps one row on repeated upserts and takes the newer fields", async () => {
       const id = "https://social.example/users/bob";
-      await upsertRemoteActor(database.db, actor({ id, handle: "@bob@social.example", name: "Bob", fetchedAt: 1000 }));
-      const newer = actor({ id, handle: "@bob@social.example", name: "Robert", summary: null, avatarUrl: null, fetchedAt: 2000 });
+      await upsertRemoteActor(database.db, actor({ id, type: "Group", handle: "@bob@social.example", name: "Bob", fetchedAt: 1000 }));
+      const newer = actor({ id, type: "Group", handle: "@bob@social.example", name: "Robert", summary: null, avatarUrl: null, fetchedAt: 2000 });
       await upsertRemoteActor(database.db, newer);
       await upsertRemoteActor(database.db, newer);
       const rows = await database.db.selectFrom("remote_actors").select("id").where("id", "=", id).execute();
       assert.equal(rows.length, 1);
       assert.deepEqual(await getRemoteActor(database.db, id), cachedPart(newer));
       // A slow fetch finishing late must not roll the cache back.
-      await upsertRemoteActor(database.db, actor({ id, name: "Stale", fetchedAt: 1500 }));
+      await upsertRemoteActor(database.db, actor({ id, type: "Group", name: "Stale", fetchedAt: 1500 }));
       assert.deepEqual(await getRemoteActor(database.db, id), cachedPart(newer));
     });
 

@@ -35,14 +35,16 @@ export interface RemoteActor {
  * handle for mentions and the roster, a partner union's name, the inboxes
  * to deliver to). The bio, profile and avatar URLs and the username are
  * parsed and checked but not kept: at a million members they were about 350
- * bytes each (migration 0046).
+ * bytes each (migration 0046). Nor is a person's display name: only the
+ * names of groups and other non-person actors (partner unions, relays) are
+ * shown anywhere.
  */
 export type CachedActor = Pick<RemoteActor, "id" | "type" | "handle" | "name" | "inbox" | "sharedInbox" | "fetchedAt">;
 
 /** The fields of `actor` that the cache keeps, as getRemoteActor returns them. */
 export function cachedPart(actor: CachedActor): CachedActor {
   const { id, type, handle, name, inbox, sharedInbox, fetchedAt } = actor;
-  return { id, type, handle, name, inbox, sharedInbox, fetchedAt };
+  return { id, type, handle, name: type === "Person" ? null : name, inbox, sharedInbox, fetchedAt };
 }
 
 /**
@@ -143,7 +145,7 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
     id: a.id,
     type: a.type,
     handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
-    name: boundedText(a.name, LIMITS.name),
+    name: a.type === "Person" ? null : boundedText(a.name, LIMITS.name),
     inbox: storedUrl(a.id, a.inbox, `${a.id}/inbox`),
     shared_inbox: storedUrl(a.id, a.sharedInbox),
     fetched_at: a.fetchedAt,
