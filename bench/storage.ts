@@ -3,6 +3,8 @@ import { readFileSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Kysely, sql } from "kysely";
 import { generateActorKeys } from "../federation/keys.ts";
+import { storedText } from "../federation/kv-public-keys.ts";
+import { PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
 import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts";
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -22,7 +24,7 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * - no `inbox_activities` row: a current member's Follow record is pruned once past the
  *   replay window (federation/pruning.ts; members.follow_id holds the id), so a member who
  *   joined more than a week ago has none;
- * - `fedify_kv`: Fedify's public-key cache entry for the member's key (no expiry).
+ * - `fedify_kv`: Fedify's public-key cache entry for the member's key (kept a week).
  *
  * Size: SQLite's file plus its WAL after a checkpoint; PostgreSQL's
  * pg_database_size. Tables and indexes each, from dbstat / pg_total_relation_size.
@@ -82,10 +84,13 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
       inbox: `${actor}/inbox`, sharedInbox: `https://${host}/inbox`, fetchedAt: now,
     };
     rows.remote_actors.push(remoteActorRow(parsed));
+    // As Fedify's CryptographicKey.toJsonLd() writes it, stored as the KV store stores it (federation/kv-public-keys.ts).
+    const keyId = `${actor}#main-key`;
+    const key = ["_fedify", "publicKey", keyId] as const;
     rows.fedify_kv.push({
-      key: JSON.stringify(["_fedify", "publicKey", `${actor}#main-key`]),
-      value: JSON.stringify({ "@context": "https://w3id.org/security/v1", id: `${actor}#main-key`, type: "CryptographicKey", owner: actor, publicKeyPem: pemFor() }),
-      expires_at: null,
+      key: JSON.stringify(key),
+      value: storedText(key, JSON.stringify({ owner: actor, publicKeyPem: pemFor(), type: "CryptographicKey", id: keyId, "@context": "https://w3id.org/security/v1" })),
+      expires_at: now + PUBLIC_KEY_CACHE_TTL_MS,
     });
   }
   return rows;
