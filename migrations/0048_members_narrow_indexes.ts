@@ -11,6 +11,8 @@ import type { Kysely } from "kysely";
 // sponsor's recruits are few, so state is checked on the rows.
 // test/member-query-plans.test.ts checks these plans on both dialects.
 export async function up(db: Kysely<any>): Promise<void> {
+  await db.schema.createIndex("members_union_joined").on("members").columns(["union_id", "created_at"]).execute();
+  await db.schema.dropIndex("members_union_created").execute();
   await db.schema.createIndex("members_handle").on("members").column("handle").execute();
   await db.schema.dropIndex("members_union_handle").execute();
   await db.schema.createIndex("members_union_sponsor_created").on("members").columns(["union_id", "sponsor_id", "created_at"]).execute();
@@ -18,6 +20,8 @@ export async function up(db: Kysely<any>): Promise<void> {
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.createIndex("members_union_created").on("members").columns(["union_id", "created_at", "id"]).execute();
+  await db.schema.dropIndex("members_union_joined").execute();
   await db.schema.createIndex("members_union_handle").on("members").columns(["union_id", "handle"]).execute();
   await db.schema.dropIndex("members_handle").execute();
   await db.schema.createIndex("members_union_sponsor").on("members").columns(["union_id", "sponsor_id", "state"]).execute();
