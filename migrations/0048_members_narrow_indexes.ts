@@ -9,6 +9,13 @@ import type { Kysely } from "kysely";
 // oldest first, and with (union_id, sponsor_id, state) SQLite, which has no
 // statistics here, walked the whole union in join order to find them. A
 // sponsor's recruits are few, so state is checked on the rows.
+// Listings in join order page by (created_at, id): (union_id, created_at)
+// gives that order but for members who joined in the same millisecond, which
+// SQLite and PostgreSQL sort as they go (a temp b-tree for the right part of
+// the order, an incremental sort); the id, a third of each entry, goes. It is
+// created before members_handle on purpose: without statistics SQLite weighs
+// (union_id=?) and (handle=?) alike and was seen to take the index created
+// last, which must be the handle's for a lookup by handle.
 // test/member-query-plans.test.ts checks these plans on both dialects.
 export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.createIndex("members_union_joined").on("members").columns(["union_id", "created_at"]).execute();
