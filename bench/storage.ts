@@ -72,10 +72,13 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
     const actor = `https://${host}/users/${user}`;
     const followId = `https://${host}/${randomUUID()}`;
     const id = randomUUID();
+    // One join a millisecond, as joins through the inbox arrive: equal timestamps would let PostgreSQL
+    // deduplicate the join-order index's entries and understate it.
+    const joined = now - (to - i);
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
-    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: now, created_at: now });
+    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: joined, created_at: joined });
     // Parsed as a fetch would (bio, avatar and all), stored as upsertRemoteActor stores it.
     const parsed: RemoteActor = {
       id: actor, type: "Person", handle: `@${user}@${host}`, preferredUsername: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
