@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { isPostgres } from "./dialect.ts";
 
 // Every members index led with the 36-character union id, about 37 bytes of
 // every entry on SQLite and more on PostgreSQL (issue 16: a million members).
@@ -8,7 +9,10 @@ import type { Kysely } from "kysely";
 // narrow by) but ends in created_at instead of state: the roots are read
 // oldest first, and with (union_id, sponsor_id, state) SQLite, which has no
 // statistics here, walked the whole union in join order to find them. A
-// sponsor's recruits are few, so state is checked on the rows.
+// sponsor's recruits are few, so state is checked on the rows. PostgreSQL,
+// which has statistics, keeps (union_id, sponsor_id, state): there a
+// sponsor's recruits share one deduplicated entry, about 55 bytes a member
+// less than with created_at.
 // Listings in join order page by (created_at, id): (union_id, created_at)
 // gives that order but for members who joined in the same millisecond, which
 // SQLite and PostgreSQL sort as they go (a temp b-tree for the right part of
@@ -22,8 +26,10 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.dropIndex("members_union_created").execute();
   await db.schema.createIndex("members_handle").on("members").column("handle").execute();
   await db.schema.dropIndex("members_union_handle").execute();
-  await db.schema.createIndex("members_union_sponsor_created").on("members").columns(["union_id", "sponsor_id", "created_at"]).execute();
-  await db.schema.dropIndex("members_union_sponsor").execute();
+  if (!isPostgres(db)) {
+    await db.schema.createIndex("members_union_sponsor_created").on("members").columns(["union_id", "sponsor_id", "created_at"]).execute();
+    await db.schema.dropIndex("members_union_sponsor").execute();
+  }
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
@@ -31,6 +37,8 @@ export async function down(db: Kysely<any>): Promise<void> {
   await db.schema.dropIndex("members_union_joined").execute();
   await db.schema.createIndex("members_union_handle").on("members").columns(["union_id", "handle"]).execute();
   await db.schema.dropIndex("members_handle").execute();
-  await db.schema.createIndex("members_union_sponsor").on("members").columns(["union_id", "sponsor_id", "state"]).execute();
-  await db.schema.dropIndex("members_union_sponsor_created").execute();
+  if (!isPostgres(db)) {
+    await db.schema.createIndex("members_union_sponsor").on("members").columns(["union_id", "sponsor_id", "state"]).execute();
+    await db.schema.dropIndex("members_union_sponsor_created").execute();
+  }
 }
