@@ -95,7 +95,8 @@ describe("two worker processes delivering one fan-out on postgres", { skip: pg.s
     const lines = workers.flatMap((w) => w.output().split("\n"));
     const logged = (re: RegExp) => lines.filter((l) => re.test(l)).slice(0, 3);
     const twice = [...hits].filter(([, n]) => n !== 1);
-    assert.deepEqual(twice.slice(0, 5), [], `no inbox got it twice (${twice.length} did)`);
+    const why = ["handled twice", "Failed to send", "Could not settle", "Could not claim", "Could not renew"].map((w) => `${lines.filter((l) => l.includes(w)).length} "${w}"`).join(", ");
+    assert.deepEqual(twice.slice(0, 5), [], `no inbox got it twice (${twice.length} did; the workers logged ${why}: ${logged(/ ERR |handled twice/).join(" | ").slice(0, 2000)})`);
     assert.deepEqual(logged(/handled twice|lease expired/), [], "no lease ran out under a running handler");
     // Fedify retries what it saw fail; none may have, or a repeat would be at-least-once, not the claim.
     assert.deepEqual(logged(/Failed to send|Could not claim/), [], "no delivery failed (so none was retried) and no claim failed");
