@@ -281,8 +281,9 @@ async function seedFollowers(db: Kysely<DB>, unionId: string, receiver: Receiver
           '@m' || i || '@' || split_part(s.server, '//', 2) as handle
         from generate_series(${from}::int, ${to}::int) as i,
           lateral (select (${servers}::text[])[i % ${servers.length} + 1] as server) as s)`;
-      await sql`insert into remote_actors (id, type, handle, preferred_username, name, summary, url, avatar_url, inbox, shared_inbox, fetched_at)
-        select id, 'Person', handle, name, name, null, null, null, id || '/inbox', ${shared ? sql`server || '/inbox'` : sql`null`}, ${now}::bigint from ${people} as p`.execute(trx);
+      // Only the columns a join writes that every schema version has (the others are nullable or gone).
+      await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at)
+        select id, 'Person', handle, name, id || '/inbox', ${shared ? sql`server || '/inbox'` : sql`null`}, ${now}::bigint from ${people} as p`.execute(trx);
       await sql`insert into members (id, union_id, actor_id, handle, state, role, sponsor_id, subtree_size, follow_id, joined_at, created_at)
         select gen_random_uuid()::text, ${unionId}, id, handle, 'active', 'member', ${root?.id ?? null}, 0, id || '#follow', ${now}::bigint, ${now}::bigint from ${people} as p`.execute(trx);
     });
