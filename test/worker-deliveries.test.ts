@@ -81,7 +81,16 @@ describe("two worker processes delivering one fan-out on postgres", { skip: pg.s
     const action: Action = await composeAction(deps, union.id, OPERATOR, { title: "Both workers", text: "Everyone, now.", kind: "other" }, { publishNow: true });
     const createId = new URL(`/u/riders/actions/${action.id}/activity`, env.ORIGIN).href;
 
-    await eventually(async () => (await receiver.hits(createId)).size >= MEMBERS, `all ${MEMBERS} inboxes have the Create`, 240_000);
+    // Where the fan-out stands, every 15 s while the test waits (a slow machine, or a stalled lane).
+    const ticker = setInterval(() => void (async () => {
+      const lanes = await database.db.selectFrom("fedify_mq").select(["queue", (e) => e.fn.countAll<number>().as("n"), (e) => e.fn.count("lease_owner").as("leased")]).groupBy("queue").execute();
+      console.log(`# ${(await receiver.hits(createId)).size}/${MEMBERS} inboxes; queued: ${lanes.map((l) => `${l.queue} ${l.n} (${l.leased} leased)`).join(", ") || "nothing"}`);
+    })().catch(() => {}), 15_000);
+    try {
+      await eventually(async () => (await receiver.hits(createId)).size >= MEMBERS, `all ${MEMBERS} inboxes have the Create`, 240_000);
+    } finally {
+      clearInterval(ticker);
+    }
     await eventually(async () => {
       const left = await database.db.selectFrom("fedify_mq").select("id").where("queue", "in", ["fanout", "delivery", "outbox"]).executeTakeFirst();
       return left === undefined;
