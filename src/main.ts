@@ -86,9 +86,35 @@ export interface MusterOptions {
   readonly reuseFetchedActors?: boolean;
   /** Off only for the inbox benchmark's before/after comparison and tests of Fedify's own path: every inbox POST through Fedify and the queue. */
   readonly fastInbox?: boolean;
+  /**
+   * Whether this process will handle queue work (`runQueue`): `serve` and
+   * `worker` do; `serve --no-worker` and one-shot CLI commands only enqueue,
+   * so their pool is not sized (or held) to the queue's handlers. Default true.
+   */
+  readonly runsQueue?: boolean;
 }
 
-export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
+/**
+ * Fewest connections a process that runs no queue handlers may have: a
+ * request's (or command's) transaction and one query beside it.
+ */
+export const MIN_POOL_WITHOUT_QUEUE = 2;
+/** Connections for a process's own requests, beyond its queue handlers. */
+const WEB_CONNECTIONS = 8;
+
+/**
+ * The PostgreSQL pool for a process, from MUSTER_DB_POOL or sized to what
+ * the process runs, or a ConfigError naming the minimum when it is set below
+ * what the process needs: one connection per queue handler and the shared
+ * LISTEN where the queue runs, else MIN_POOL_WITHOUT_QUEUE.
+ */
+export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">, runsQueue: boolean): number {
+  if (!runsQueue) {
+    if (config.dbPool !== undefined && config.dbPool < MIN_POOL_WITHOUT_QUEUE) {
+      throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${MIN_POOL_WITHOUT_QUEUE} connections any process needs (a transaction and one query beside it)`);
+    }
+    return config.dbPool ?? WEB_CONNECTIONS + MIN_POOL_WITHOUT_QUEUE;
+  }
   // Never fewer connections than the queue's handlers and LISTENs, plus
   // some for the web's requests: a handler waiting for a connection holds
   // its message's lease doing nothing.
@@ -96,7 +122,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   if (config.dbPool !== undefined && config.dbPool < needed) {
     throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${needed} connections the queue needs at MUSTER_QUEUE_CONCURRENCY=${config.queueConcurrency} (one per handler and one shared LISTEN)`);
   }
-  const database = openDatabase(config.databaseUrl, { poolSize: config.dbPool ?? needed + 8 });
+  return config.dbPool ?? needed + WEB_CONNECTIONS;
+}
+
+export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
+  const runsQueue = options.runsQueue !== false;
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
@@ -258,6 +289,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     ledger,
     embeddedLedger,
     runQueue(signal) {
+      // Its pool was not sized for the handlers: they would queue for connections while holding leases.
+      if (!runsQueue) return Promise.reject(new Error("this process was opened without queue handlers (runsQueue: false)"));
       return withOutgoingPolicy(policy, () => runQueue(signal));
     },
     async close() {
