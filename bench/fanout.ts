@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { signRequest } from "@fedify/fedify";
+import { processStats as batchStats } from "../federation/batch-delivery.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
@@ -128,6 +129,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
 
     const rss = trackPeakRss();
+    const batched = { ...batchStats };
     const cpu = process.cpuUsage();
     const start = Date.now();
     const t0 = performance.now();
@@ -161,6 +163,9 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
       "key GETs": stats.key_fetches,
+      // Deliveries the delivery lane's own sender made, and those it left to Fedify's handler (MUSTER_BATCH_DELIVERY=0: all).
+      "batch sent": batchStats.sent - batched.sent,
+      "to Fedify": batchStats.fallback - batched.fallback,
       repeats: stats.repeats,
       refused: stats.refused,
       load: loadavg()[0]!,
