@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
+import { writeHeapSnapshot } from "node:v8";
 import { signRequest } from "@fedify/fedify";
 import { processStats as batchStats } from "../federation/batch-delivery.ts";
 import { composeAction } from "../src/actions/actions.ts";
@@ -128,6 +129,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const baseline = await signAndPostRate(m, union.slug, receiver, quick ? 2_000 : 5_000);
     progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
 
+    const rssBefore = process.memoryUsage.rss();
     const rss = trackPeakRss();
     const batched = { ...batchStats };
     const cpu = process.cpuUsage();
@@ -135,8 +137,19 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const t0 = performance.now();
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
     let stats = await receiver.stats();
+    // BENCH_FANOUT_HEAP_SNAPSHOT=dir: one heap snapshot once half the servers have it (what grows with them).
+    const snapshotDir = process.env.BENCH_FANOUT_HEAP_SNAPSHOT;
+    let snapshotted = snapshotDir === undefined;
     await waitFor(`${label}: deliveries`, async () => {
       stats = await receiver!.stats();
+      if (process.env.BENCH_FANOUT_MEMLOG) {
+        const u = process.memoryUsage();
+        progress(`${label}: ${stats.delivered} delivered; RSS ${mib(u.rss).toFixed(0)}, heap ${mib(u.heapTotal).toFixed(0)} (${mib(u.heapUsed).toFixed(0)} used), external ${mib(u.external).toFixed(0)}, array buffers ${mib(u.arrayBuffers).toFixed(0)} MiB`);
+      }
+      if (!snapshotted && stats.delivered >= expected / 2) {
+        snapshotted = true;
+        progress(`${label}: heap snapshot ${writeHeapSnapshot(`${snapshotDir}/fanout-${Date.now()}.heapsnapshot`)} at RSS ${mib(process.memoryUsage.rss()).toFixed(0)} MiB`);
+      }
       return stats.delivered >= expected;
     }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
     const ms = performance.now() - t0;
@@ -160,6 +173,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "sign+POST/s": baseline,
       ratio: rate / baseline,
       "CPU ms/delivery": cpuTotal / stats.delivered,
+      "RSS before MiB": mib(rssBefore),
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
       "key GETs": stats.key_fetches,
