@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { importJwk, signRequest } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
@@ -68,7 +69,7 @@ export class BatchDeliverer {
   readonly #timeoutMs: number;
   readonly #dispatcher: () => Dispatcher;
   /** A fan-out's deliveries share one activity object: serialized once. */
-  readonly #bodies = new WeakMap<object, { text: string; bytes: Uint8Array<ArrayBuffer> }>();
+  readonly #bodies = new WeakMap<object, Body>();
   /** Imported private keys by JWK object (shared by a fan-out's messages) and, for whole messages, by key id and modulus. */
   readonly #keysByJwk = new WeakMap<object, Promise<CryptoKey>>();
   readonly #keysById = new Map<string, Promise<CryptoKey>>();
@@ -160,17 +161,13 @@ export class BatchDeliverer {
     return true;
   }
 
-  async #post(message: Delivery, inbox: URL, privateKey: CryptoKey, keyId: URL, body: { text: string; bytes: Uint8Array<ArrayBuffer> }, spec: Spec): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
-    const headers = new Headers(message.headers ?? {});
-    headers.set("Content-Type", "application/activity+json");
-    // Signed exactly as Fedify signs (its signRequest), so every receiver that
-    // verifies Fedify's deliveries verifies these.
-    const signed = await signRequest(new Request(inbox, { method: "POST", headers, body: body.text }), privateKey, keyId, { spec, body: body.bytes.buffer });
-    const sent: Record<string, string> = {};
-    for (const [name, value] of signed.headers) sent[name] = value;
+  async #post(message: Delivery, inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
+    const headers = message.headers === undefined || Object.keys(message.headers).length === 0
+      ? await signedHeaders(inbox, privateKey, keyId, body, spec)
+      : await this.#signedByFedify(message.headers, inbox, privateKey, keyId, body, spec);
     const response = await request(inbox, {
       method: "POST",
-      headers: sent,
+      headers,
       body: body.text,
       dispatcher: this.#dispatcher(),
       headersTimeout: this.#timeoutMs,
@@ -182,11 +179,22 @@ export class BatchDeliverer {
     return { ok, status: response.statusCode, acceptSignature: response.headers["accept-signature"] !== undefined };
   }
 
-  #body(activity: object): { text: string; bytes: Uint8Array<ArrayBuffer> } {
+  /** A message with headers of its own (Fedify's sendActivity `headers` option): signed by Fedify's signRequest, which signs them all. */
+  async #signedByFedify(extra: Record<string, string>, inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec): Promise<Record<string, string>> {
+    const headers = new Headers(extra);
+    headers.set("Content-Type", "application/activity+json");
+    const signed = await signRequest(new Request(inbox, { method: "POST", headers, body: body.text }), privateKey, keyId, { spec, body: body.bytes.buffer });
+    const sent: Record<string, string> = {};
+    for (const [name, value] of signed.headers) sent[name] = value;
+    return sent;
+  }
+
+  #body(activity: object): Body {
     let b = this.#bodies.get(activity);
     if (b === undefined) {
       const text = JSON.stringify(activity);
-      b = { text, bytes: encoder.encode(text) as Uint8Array<ArrayBuffer> };
+      const bytes = encoder.encode(text) as Uint8Array<ArrayBuffer>;
+      b = { text, bytes, sha256: createHash("sha256").update(bytes).digest("base64") };
       this.#bodies.set(activity, b);
     }
     return b;
@@ -207,6 +215,57 @@ export class BatchDeliverer {
     this.#keysByJwk.set(jwk, key);
     return key;
   }
+}
+
+interface Body {
+  readonly text: string;
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Base64 SHA-256 of the bytes: the same for every delivery of the activity. */
+  readonly sha256: string;
+}
+
+let dateSecond = -1;
+let dateText = "";
+/** The Date header, formatted once a second. */
+function httpDate(now: number): string {
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * The headers of a signed delivery, byte for byte what Fedify 2.3's
+ * signRequest makes of a POST with only a Content-Type (RFC 9421 with its
+ * default components, or draft-cavage with every header), without its
+ * Request and Headers objects and the body's digest per delivery.
+ * test/batch-delivery.test.ts checks both against Fedify's verifyRequest.
+ */
+export async function signedHeaders(inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec, now = Date.now()): Promise<Record<string, string>> {
+  const date = httpDate(now);
+  const host = inbox.host;
+  const contentType = "application/activity+json";
+  if (spec === "rfc9421") {
+    const contentDigest = `sha-256=:${body.sha256}:`;
+    const components = '("@method" "@target-uri" "@authority" "host" "date" "content-digest")';
+    const params = `${components};alg="rsa-v1_5-sha256";keyid="${keyId.href}";created=${Math.floor(now / 1000)}`;
+    const base = `"@method": POST\n"@target-uri": ${inbox.href}\n"@authority": ${host}\n"host": ${host}\n"date": ${date}\n"content-digest": ${contentDigest}\n"@signature-params": ${params}`;
+    const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", privateKey, encoder.encode(base));
+    return {
+      "content-type": contentType, host, "content-digest": contentDigest, date,
+      "signature-input": `sig1=${params}`, signature: `sig1=:${Buffer.from(signature).toString("base64")}:`,
+    };
+  }
+  const digest = `SHA-256=${body.sha256}`;
+  // Fedify signs every header, in the order Headers iterates them (sorted).
+  const message = `(request-target): post ${inbox.pathname}\ncontent-type: ${contentType}\ndate: ${date}\ndigest: ${digest}\nhost: ${host}`;
+  const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", privateKey, encoder.encode(message));
+  return {
+    "content-type": contentType, date, digest, host,
+    signature: `keyId="${keyId.href}",algorithm="rsa-sha256",headers="(request-target) content-type date digest host",signature="${Buffer.from(signature).toString("base64")}"`,
+  };
 }
 
 /** The inbox of a delivery this sender may take, or null. */

@@ -2,8 +2,9 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { CircuitBreaker, createFederation, MemoryKvStore, verifyRequest } from "@fedify/fedify";
-import { processStats } from "../federation/batch-delivery.ts";
+import { createHash } from "node:crypto";
+import { CircuitBreaker, createFederation, generateCryptoKeyPair, MemoryKvStore, signRequest, verifyRequest } from "@fedify/fedify";
+import { processStats, signedHeaders } from "../federation/batch-delivery.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
@@ -79,6 +80,23 @@ async function memberServer(mode: Mode, senderOrigin: URL): Promise<Member> {
 }
 
 const PER_SERVER = 4;
+
+describe("the batch sender's signature headers", () => {
+  for (const spec of ["rfc9421", "draft-cavage-http-signatures-12"] as const) it(`are byte for byte Fedify's signRequest (${spec})`, async () => {
+    const { privateKey } = await generateCryptoKeyPair("RSASSA-PKCS1-v1_5");
+    const keyId = new URL("https://union.example/u/riders#main-key");
+    const inbox = new URL("https://member.example:8443/users/ana/inbox?x=1");
+    const text = JSON.stringify({ id: "https://union.example/a/1", type: "Create", content: "ü" });
+    const bytes = new TextEncoder().encode(text);
+    const body = { text, bytes, sha256: createHash("sha256").update(bytes).digest("base64") };
+    const now = Date.parse("2026-12-05T01:02:03.456Z");
+    const ours = await signedHeaders(inbox, privateKey, keyId, body, spec, now);
+    const fedify = await signRequest(new Request(inbox, { method: "POST", headers: { "Content-Type": "application/activity+json" }, body: text }), privateKey, keyId, {
+      spec, currentTime: Temporal.Instant.fromEpochMilliseconds(now),
+    });
+    assert.deepEqual(Object.fromEntries(Object.entries(ours).sort()), Object.fromEntries([...fedify.headers].sort()));
+  });
+});
 
 for (const d of dialects) {
   describe(`the delivery lane's batch sender on ${d.name}`, { skip: d.skip }, () => {
