@@ -91,7 +91,8 @@ export const fanout: Benchmark = {
     "the receivers (child processes, one HTTP server per address 127.77.x.y) verify every HTTP signature with Fedify's verifyRequest and answer 202; each simulated server fetches the union's key once and caches it: key GETs counts those fetches (and 16 more for the baseline, which keeps its own cache)",
     "Muster CPU ms/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receivers' CPU is reported apart; all share the machine's cores; load is the 1-minute load average at the end of the case",
     "inboxes: distinct inboxes that got it (must equal deliveries); repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
-    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time)",
+    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time); the delivery lanes' own sender (federation/batch-delivery.ts) keeps up to 64 deliveries in flight: batch sent counts what it sent, to Fedify what it handed to Fedify's handler (MUSTER_BATCH_DELIVERY=0 sends everything through Fedify, to compare)",
+    "RSS before MiB: this process just before publishing (after seeding); BENCH_FANOUT_MEMLOG=1 logs heap and external memory as it goes, BENCH_FANOUT_HEAP_SNAPSHOT=dir writes one heap snapshot at half the servers",
   ],
   async run(dialect, { quick }) {
     const rows: Row[] = [];
