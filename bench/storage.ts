@@ -95,6 +95,20 @@ async function insertChunked(db: Kysely<DB>, table: keyof SeedRows, rows: Record
   for (let i = 0; i < rows.length; i += per) await db.insertInto(table).values(rows.slice(i, i + per) as never).execute();
 }
 
+/** Seeds `n` active members of a union with what a real join leaves (see above); also used by bench/memory.ts. */
+export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, label: string): Promise<void> {
+  const sponsors: string[] = [];
+  // The first member has no sponsor in the tree; the rest hang off recent members.
+  const BATCH = 10_000;
+  for (let from = 0; from < n; from += BATCH) {
+    const rows = rowsFor(unionId, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
+    await db.transaction().execute(async (trx) => {
+      for (const table of ["remote_actors", "members", "inbox_activities", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
+    });
+    if ((from / BATCH) % 10 === 9) progress(`${label}: ${from + BATCH}/${n} members seeded`);
+  }
+}
+
 interface Part {
   name: string;
   bytes: number;
@@ -147,16 +161,7 @@ export const storage: Benchmark = {
       const union = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
       const empty = await sizes(db, dialect.name, file);
       const started = performance.now();
-      const sponsors: string[] = [];
-      // The first member has no sponsor in the tree; the rest hang off recent members.
-      const BATCH = 10_000;
-      for (let from = 0; from < n; from += BATCH) {
-        const rows = rowsFor(union.id, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
-        await db.transaction().execute(async (trx) => {
-          for (const table of ["remote_actors", "members", "inbox_activities", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
-        });
-        if ((from / BATCH) % 10 === 9) progress(`${dialect.name}: ${from + BATCH}/${n} members seeded`);
-      }
+      await seedMembers(db, union.id, n, dialect.name);
       const seedS = (performance.now() - started) / 1000;
       const after = await sizes(db, dialect.name, file);
       const bytes = after.total - empty.total;
