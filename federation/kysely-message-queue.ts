@@ -53,6 +53,19 @@ export interface KyselyMessageQueueOptions {
    * when handled): see queue-payloads.ts.  Absent, messages are stored whole.
    */
   readonly resolveKey?: KeyResolver;
+  /**
+   * Given, claimed messages are first offered to it a batch at a time
+   * (batch-delivery.ts); what it did not send goes to the listen() handler
+   * as before, at most `concurrency` at once.
+   */
+  readonly batch?: BatchSender;
+  /** Messages in flight (claimed, being sent) when `batch` is given.  Default 64. */
+  readonly batchSize?: number;
+}
+
+/** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
+export interface BatchSender {
+  deliver(messages: readonly unknown[]): Promise<readonly ("sent" | "fallback")[]>;
 }
 
 type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at" | "dedupe_key" | "payload">;
@@ -178,6 +191,12 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #retryMaxDelayMs: number;
   readonly #splits: boolean;
   readonly #rejoiner: Rejoiner;
+  readonly #batch: BatchSender | undefined;
+  /** Claimed messages in flight at most: #concurrency, or the batch size with a batch sender. */
+  readonly #inFlightLimit: number;
+  /** Fallback handler slots free (a batch sender's rejects run through the handler, #concurrency at once). */
+  #handlerSlots: number;
+  readonly #slotWaiters: (() => void)[] = [];
   #claims = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -202,6 +221,9 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#retryMaxDelayMs = nonNegative("retryMaxDelayMs", options.retryMaxDelayMs ?? 15 * 60_000);
     this.#splits = options.resolveKey !== undefined;
     this.#rejoiner = new Rejoiner(database.db, options.resolveKey);
+    this.#batch = options.batch;
+    this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
+    this.#handlerSlots = this.#concurrency;
   }
 
   /**
@@ -453,7 +475,8 @@ export class KyselyMessageQueue implements MessageQueue {
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
     const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
-    const claimBatch = Math.max(1, Math.floor(this.#concurrency / 2));
+    const limit = this.#inFlightLimit;
+    const claimBatch = Math.max(1, Math.floor(limit / 2));
     // Whether the last claim filled every slot it asked for, so more may be
     // ready. When it did not, the lane was drained at that moment: anything
     // newer rings the alarm (an enqueue here, NOTIFY from elsewhere, a
@@ -462,7 +485,7 @@ export class KyselyMessageQueue implements MessageQueue {
     let more = false;
     try {
       while (!signal.aborted) {
-        const free = this.#concurrency - inFlight.size;
+        const free = limit - inFlight.size;
         if (free > 0) {
           let claimed: Claimed[] = [];
           try {
@@ -471,9 +494,10 @@ export class KyselyMessageQueue implements MessageQueue {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
           more = claimed.length === free;
-          for (const message of claimed) {
+          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler) : claimed.map((message) => this.#deliver(message, handler));
+          for (const [i, message] of claimed.entries()) {
             held.set(message.id, message.token);
-            const task: Promise<void> = this.#deliver(message, handler).finally(() => {
+            const task: Promise<void> = tasks[i]!.finally(() => {
               held.delete(message.id);
               inFlight.delete(task);
               // Free slots, and maybe a message that was waiting behind this
@@ -482,7 +506,7 @@ export class KyselyMessageQueue implements MessageQueue {
               // statement of all (2.4 claims per delivery, most of the
               // database time), since each one walks past the messages held
               // back behind ordering keys.
-              if (more && (this.#concurrency - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
+              if (more && (limit - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
             });
             inFlight.add(task);
           }
@@ -588,6 +612,59 @@ export class KyselyMessageQueue implements MessageQueue {
       .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"])
       .execute();
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
+  }
+
+  /**
+   * A claimed batch through the batch sender: one promise per message,
+   * settled once that message is completed, failed or dead-lettered. What
+   * the sender sent is completed (group commit, as every other message);
+   * the rest goes through #deliver, a handler slot at a time.
+   */
+  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void): Promise<void>[] {
+    const batch = this.#batch!;
+    const settled = (async () => {
+      const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
+      let messages: unknown[];
+      try {
+        messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message)));
+      } catch {
+        // A message that cannot be rejoined fails in #deliver like any other.
+        return new Map<number, "sent" | "fallback">();
+      }
+      const outcomes = await batch.deliver(messages);
+      return new Map(live.map((c, i) => [c.id, outcomes[i] ?? "fallback"]));
+    })();
+    return claimed.map(async (c) => {
+      const outcome = await settled.then((m) => m.get(c.id), () => undefined);
+      if (outcome === "sent") {
+        try {
+          await this.#complete(c);
+        } catch (error) {
+          log.error("Could not settle message {id} in queue {queue}: {error}", { id: c.id, queue: this.name, error });
+        }
+        return;
+      }
+      await this.#handlerSlot();
+      try {
+        await this.#deliver(c, handler);
+      } finally {
+        this.#releaseHandlerSlot();
+      }
+    });
+  }
+
+  async #handlerSlot(): Promise<void> {
+    if (this.#handlerSlots > 0) {
+      this.#handlerSlots--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+  }
+
+  #releaseHandlerSlot(): void {
+    const next = this.#slotWaiters.shift();
+    if (next !== undefined) next();
+    else this.#handlerSlots++;
   }
 
   async #deliver(claimed: Claimed, handler: (message: any) => Promise<void> | void): Promise<void> {

@@ -68,7 +68,14 @@ export function queueConnections(busy: number): number {
 
 export function createQueueLanes(database: Database, options: QueueLanesOptions = {}): QueueLanes {
   const concurrency = laneConcurrency(options.concurrency ?? 16);
-  const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, { ...options, name, concurrency: concurrency[name] })])) as Record<Lane, KyselyMessageQueue>;
+  // Only the lanes of Fedify's delivery messages send batches themselves.
+  const batched = (name: Lane) => name === "outbox" || name === "delivery";
+  const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, {
+    ...options,
+    name,
+    concurrency: concurrency[name],
+    batch: batched(name) ? options.batch : undefined,
+  })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,
     fedify: {

@@ -9,7 +9,9 @@ import { exportJwk } from "@fedify/fedify";
 import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
-import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
+import type { Dispatcher } from "undici";
+import { BatchDeliverer } from "../federation/batch-delivery.ts";
+import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
 import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
@@ -144,11 +146,16 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     throw e;
   }
   limitOutgoingHttp(config.httpTimeoutMs);
+  let deliveryDispatcher: Dispatcher | undefined;
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
   let signer: Federation<void> | undefined;
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
+    // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
+    ...(process.env.MUSTER_BATCH_DELIVERY === "0" ? {} : {
+      batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)) }),
+    }),
     ...options.queue,
     resolveKey: async (keyId) => {
       if (!signer) return undefined;
@@ -298,6 +305,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
+      await deliveryDispatcher?.close();
       await database.close();
     },
   };
