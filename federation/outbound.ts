@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Context, Federation } from "@fedify/fedify";
-import { Accept, Create, Follow, Mention, Note, type Recipient, Reject } from "@fedify/vocab";
+import type { Recipient } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -18,6 +18,7 @@ import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
+import { type DirectActivity, directDelivery, directNote, followAnswer, rsaKeyIdOf } from "./direct-send.ts";
 
 const log = logger("federation", "outbound");
 
@@ -64,6 +65,11 @@ export interface OutboundDeps extends FanoutDeps {
   readonly db: Kysely<DB>;
   readonly federation: Federation<void>;
   readonly origin: URL;
+  /**
+   * Queues one of Fedify's delivery messages in the interactive outbox lane:
+   * activities for one recipient go out HTTP-signed only (direct-send.ts).
+   */
+  enqueueDirect(message: unknown, options: { orderingKey: string }): Promise<void>;
 }
 
 /**
@@ -83,6 +89,22 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
   const activityId = (n = "") => new URL(`/u/${union.slug}/activities/${intentId}${n}`, deps.origin);
 
   switch (intent.kind) {
+    case "member.join": {
+      // One message for a join: the Accept, then the welcome, queued together.
+      const member = await getMember(deps.db, union.id, intent.memberId);
+      if (!member?.actorId || !member.followId) {
+        log.warn("Cannot answer the follow of member {memberId}: no actor or Follow id", { memberId: intent.memberId });
+        return;
+      }
+      if (gone(member)) return;
+      const recipient = await recipientFor(deps, ctx, union, member.actorId);
+      if (!recipient) return;
+      const accept = answerOf("Accept", groupId, member.actorId, member.followId, activityId("/accept"));
+      const welcome = await welcomeOf(deps, union, groupId, member.actorId, member.handle, intent.inviteCode, (n = "") => activityId(`/welcome${n}`));
+      // Enqueued in the same turn: one transaction for both (kysely-message-queue.ts), the Accept first.
+      await Promise.all([accept, welcome].map((a) => send(deps, groupId, recipient, member.actorId!, a)));
+      return;
+    }
     case "follow.accept":
     case "follow.reject": {
       const member = await getMember(deps.db, union.id, intent.memberId);
@@ -93,10 +115,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       if (intent.kind === "follow.accept" && gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
-      // Mastodon matches the answer to its pending follow by the embedded Follow's id.
-      const follow = new Follow({ id: new URL(member.followId), actor: new URL(member.actorId), object: groupId });
-      const Answer = intent.kind === "follow.accept" ? Accept : Reject;
-      await ctx.sendActivity({ identifier: union.slug }, recipient, new Answer({ id: activityId(), actor: groupId, object: follow }), { orderingKey: member.actorId });
+      await send(deps, groupId, recipient, member.actorId, answerOf(intent.kind === "follow.accept" ? "Accept" : "Reject", groupId, member.actorId, member.followId, activityId()));
       return;
     }
     case "member.welcome": {
@@ -104,15 +123,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       if (!member?.actorId || gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
-      const invite = intent.inviteCode ? new URL(`/u/${union.slug}/join/${intent.inviteCode}`, deps.origin).href : null;
-      const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
-      // The version in force when the welcome goes out: the rules the member joined under.
-      const bylaws = await readBylaws(deps.db, union.id);
-      const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, deps.origin).href;
-      const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
-        `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
-        .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
-      await sendDirect(ctx, union, groupId, member.actorId, member.handle, recipient, activityId, body);
+      await send(deps, groupId, recipient, member.actorId, await welcomeOf(deps, union, groupId, member.actorId, member.handle, intent.inviteCode, activityId));
       return;
     }
     case "action.publish":
@@ -157,7 +168,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       const actor = await getRemoteActor(deps.db, intent.actorId);
       const minutes = Math.max(1, Math.round((intent.expiresAt - Date.now()) / 60_000));
       const body = `<p>Your sign-in link for ${escapeHtml(union.name)} (valid for ${minutes} minutes, once): <a href="${escapeHtml(intent.url)}">${escapeHtml(intent.url)}</a></p><p>If you did not ask to sign in, ignore this message.</p>`;
-      await sendDirect(ctx, union, groupId, intent.actorId, actor?.handle ?? null, recipient, activityId, body);
+      await send(deps, groupId, recipient, intent.actorId, directMessage(groupId, intent.actorId, actor?.handle ?? null, activityId, body));
       return;
     }
   }
@@ -175,29 +186,37 @@ function gone(member: Member): boolean {
   return true;
 }
 
-async function sendDirect(
-  ctx: Context<void>,
-  union: Union,
-  groupId: URL,
-  actorId: string,
-  handle: string | null,
-  recipient: Recipient,
-  activityId: (n?: string) => URL,
-  html: string,
-): Promise<void> {
-  const to = new URL(actorId);
+function answerOf(type: "Accept" | "Reject", groupId: URL, actorId: string, followId: string, id: URL): DirectActivity {
+  // Mastodon matches the answer to its pending follow by the embedded Follow's id.
+  return followAnswer(type, { id: id.href, actor: groupId.href, follow: { id: followId, actor: actorId, object: groupId.href } });
+}
+
+async function welcomeOf(deps: OutboundDeps, union: Union, groupId: URL, actorId: string, handle: string | null, inviteCode: string | null, activityId: (n?: string) => URL): Promise<DirectActivity> {
+  const invite = inviteCode ? new URL(`/u/${union.slug}/join/${inviteCode}`, deps.origin).href : null;
+  const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
+  // The version in force when the welcome goes out: the rules the member joined under.
+  const bylaws = await readBylaws(deps.db, union.id);
+  const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, deps.origin).href;
+  const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
+    `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
+    .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
+  return directMessage(groupId, actorId, handle, activityId, body);
+}
+
+function directMessage(groupId: URL, actorId: string, handle: string | null, activityId: (n?: string) => URL, html: string): DirectActivity {
   // Mastodon shows a direct message only to the accounts it mentions.
   const mention = handle ? `<span class="h-card"><a href="${escapeHtml(actorId)}" class="u-url mention">${escapeHtml(handle)}</a></span> ` : "";
-  const note = new Note({
-    id: activityId("#note"),
-    attribution: groupId,
-    to,
-    content: `${mention}${html}`,
-    tags: [new Mention({ href: to, name: handle ?? actorId })],
-    published: Temporal.Now.instant(),
-  });
-  // Same ordering key as the Accept: the welcome must not arrive before it.
-  await ctx.sendActivity({ identifier: union.slug }, recipient, new Create({ id: activityId(), actor: groupId, to, object: note, published: note.published }), { orderingKey: actorId });
+  return directNote({ id: activityId().href, noteId: activityId("#note").href, actor: groupId.href, to: actorId, mention: handle ?? actorId, content: `${mention}${html}`, published: new Date() });
+}
+
+/**
+ * Queues an activity for one recipient as a delivery of its own, HTTP-signed
+ * only (direct-send.ts). The ordering key is the actor's: an Accept, the
+ * welcome after it and a later Reject leave in the order they were queued.
+ */
+function send(deps: OutboundDeps, groupId: URL, recipient: Recipient, actorId: string, activity: DirectActivity): Promise<void> {
+  const message = directDelivery({ origin: deps.origin, keyId: rsaKeyIdOf(groupId), activity, inbox: recipient.inboxId!.href, actorId: recipient.id?.href ?? actorId, orderingKey: actorId });
+  return deps.enqueueDirect(message, { orderingKey: message.orderingKey });
 }
 
 /** The inbox to deliver to, from the cache, or fetched (signed as the union) when unknown. */

@@ -220,7 +220,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
   };
   const runQueue = async (signal: AbortSignal) => {
-    const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
+    const outbound = { ...fanout, db: database.db, federation, origin: config.origin, enqueueDirect: (message: unknown, opts: { orderingKey: string }) => lanes.lanes.outbox.enqueue(message, opts) };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),

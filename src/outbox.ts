@@ -9,6 +9,8 @@ export type OutboxIntent =
   | { readonly kind: "follow.accept"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "follow.reject"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "member.welcome"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
+  /** A member admitted on their Follow: the Accept, then the welcome (the two above in one intent). */
+  | { readonly kind: "member.join"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
   | { readonly kind: "action.publish"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.update"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.retract"; readonly unionId: string; readonly actionId: string }
