@@ -113,6 +113,20 @@ export interface DirectDelivery {
   readonly headers: Record<string, string>;
   readonly orderingKey: string;
   readonly traceContext: Record<string, string>;
+  /** Checked when the delivery is about to be sent (outbound.ts, memberGate); Fedify keeps it on retries. */
+  readonly musterGate?: MemberGate;
+}
+
+/** Send only while this member is active: a join's Accept and welcome. */
+export interface MemberGate {
+  readonly unionId: string;
+  readonly memberId: string;
+}
+
+export function gateOf(message: unknown): MemberGate | undefined {
+  const g = (message as { type?: unknown; musterGate?: Partial<MemberGate> } | null);
+  if (g?.type !== "outbox" || typeof g.musterGate?.unionId !== "string" || typeof g.musterGate.memberId !== "string") return undefined;
+  return g.musterGate as MemberGate;
 }
 
 /**
@@ -121,7 +135,7 @@ export interface DirectDelivery {
  * message is handled). Messages for the same `orderingKey` and server are
  * sent in the order queued, as with Fedify's sendActivity.
  */
-export function directDelivery(o: { origin: URL; keyId: string; activity: DirectActivity; inbox: string; actorId: string; orderingKey: string }): DirectDelivery {
+export function directDelivery(o: { origin: URL; keyId: string; activity: DirectActivity; inbox: string; actorId: string; orderingKey: string; gate?: MemberGate | undefined }): DirectDelivery {
   const orderingKey = `${o.orderingKey}\n${new URL(o.inbox).origin}`;
   return {
     type: "outbox",
@@ -139,6 +153,7 @@ export function directDelivery(o: { origin: URL; keyId: string; activity: Direct
     headers: {},
     orderingKey,
     traceContext: {},
+    ...(o.gate ? { musterGate: o.gate } : {}),
   };
 }
 

@@ -14,7 +14,8 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
  * handles them: the Accept and the welcome must not go out (they would
  * fetch, and cache again, an account that was deleted), while a member still
  * there gets both. The worker is started only after the departure, so the
- * order is certain.
+ * order is certain. The deliveries are queued with the join itself
+ * (outbound.ts, queueOutbox); the gate checked at sending time holds them back.
  */
 for (const d of dialects) {
   describe(`intents for a member who left before they were handled, on ${d.name}`, { skip: d.skip }, () => {
@@ -42,6 +43,13 @@ for (const d of dialects) {
     it("sends the Accept and welcome to the member who stayed, nothing to the one whose account was deleted", async () => {
       const db = m.muster.database.db;
       for (const name of ["stays", "gone"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
+      // Each join wrote its Accept and welcome as deliveries in its own transaction, no domain message first,
+      // each gated on the member still being active when it is sent.
+      const queued = await db.selectFrom("fedify_mq").select(["queue", "message"]).execute();
+      assert.deepEqual(queued.filter((q) => q.queue === "domain"), [], "no domain message for a join");
+      const deliveries = queued.filter((q) => q.queue === "outbox").map((q) => JSON.parse(q.message) as { activityType: string; musterGate?: { memberId: string } });
+      assert.deepEqual(deliveries.map((q) => q.activityType.replace(/.*#/, "")), ["Accept", "Create", "Accept", "Create"]);
+      assert.ok(deliveries.every((q) => q.musterGate?.memberId), "every one gated on its member");
       const goneId = peer.actorId("gone").href;
       // What a Delete of the account does, before the worker got to the intents.
       await leaveUnion(m.muster.membership, union.id, goneId, "deleted");
