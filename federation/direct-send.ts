@@ -123,6 +123,11 @@ export interface MemberGate {
   readonly memberId: string;
 }
 
+/** How a gate reads in a stored message's JSON (ids are UUIDs: nothing for LIKE to escape). */
+export function gateText(gate: MemberGate): string {
+  return `"musterGate":${JSON.stringify({ unionId: gate.unionId, memberId: gate.memberId })}`;
+}
+
 export function gateOf(message: unknown): MemberGate | undefined {
   const g = (message as { type?: unknown; musterGate?: Partial<MemberGate> } | null);
   if (g?.type !== "outbox" || typeof g.musterGate?.unionId !== "string" || typeof g.musterGate.memberId !== "string") return undefined;
@@ -153,7 +158,7 @@ export function directDelivery(o: { origin: URL; keyId: string; activity: Direct
     headers: {},
     orderingKey,
     traceContext: {},
-    ...(o.gate ? { musterGate: o.gate } : {}),
+    ...(o.gate ? { musterGate: { unionId: o.gate.unionId, memberId: o.gate.memberId } } : {}),
   };
 }
 

@@ -18,7 +18,7 @@ import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
-import { type DirectActivity, type DirectDelivery, directDelivery, directNote, followAnswer, gateOf, type MemberGate, rsaKeyIdOf } from "./direct-send.ts";
+import { type DirectActivity, type DirectDelivery, directDelivery, directNote, followAnswer, gateOf, gateText, type MemberGate, rsaKeyIdOf } from "./direct-send.ts";
 
 const log = logger("federation", "outbound");
 
@@ -50,6 +50,17 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
       return (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
         .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
     },
+    // Besides the gate checked at sending: a sender that takes deliveries
+    // without going through it (a batch sender) still finds none to send.
+    ...(direct ? {
+      withdrawWelcome: async (trx: Kysely<DB>, unionId: string, memberId: string) => {
+        const now = Date.now();
+        await trx.deleteFrom("fedify_mq").where("queue", "=", direct.queue.name)
+          .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<=", now)]))
+          .where("message", "like", `%${gateText({ unionId, memberId })}%`)
+          .execute();
+      },
+    } : {}),
   };
 }
 

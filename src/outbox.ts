@@ -47,4 +47,9 @@ export type OutboxIntent =
 export interface Outbox {
   /** `notBefore` (ms since the epoch) holds the intent back until then. */
   add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly notBefore?: number }): Promise<void>;
+  /**
+   * A member is leaving: what was queued to welcome them (a join's Accept and
+   * welcome, not yet being sent) is dropped in the same transaction.
+   */
+  withdrawWelcome?(trx: Kysely<DB>, unionId: string, memberId: string): Promise<void>;
 }

@@ -182,6 +182,7 @@ export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId:
     if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
     if (followId && m.followId && followId !== m.followId) return undefined;
     moved = await endMembership(trx, m, how, how === "deleted" ? "account deleted" : null, null);
+    await deps.outbox.withdrawWelcome?.(trx, unionId, m.id);
     await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     return (await getMember(trx, unionId, m.id))!;
   });
@@ -211,6 +212,7 @@ export async function removeMember(deps: MembershipDeps, unionId: string, member
     if (m.role === "leader") throw new MemberError("forbidden", "the leader cannot be removed");
     if (m.role === "officer" && officer && officer.role !== "leader") throw new MemberError("forbidden", "only the leader can remove an officer");
     moved = await endMembership(trx, m, opts.expel ? "expelled" : "removed", reason, officer?.id ?? "operator");
+    await deps.outbox.withdrawWelcome?.(trx, unionId, m.id);
     await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: m.id });
     return (await getMember(trx, unionId, m.id))!;
