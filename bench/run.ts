@@ -18,8 +18,9 @@ import { underFanout } from "./under-fanout.ts";
 import { goalCount } from "./goal-count.ts";
 import { storage } from "./storage.ts";
 import { workers } from "./workers.ts";
+import { memory } from "./memory.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers, memory];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

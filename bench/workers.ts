@@ -212,7 +212,7 @@ async function seedFollowers(db: Kysely<DB>, unionId: string, receiver: Receiver
       const name = `m${i}`;
       const id = `${server}/users/${name}`;
       const handle = `@${name}@${new URL(server).host}`;
-      actors.push({ id, type: "Person", handle, preferred_username: name, name, summary: null, url: null, avatar_url: null, inbox: `${id}/inbox`, shared_inbox: shared ? `${server}/inbox` : null, fetched_at: now });
+      actors.push({ id, type: "Person", handle, name, inbox: `${id}/inbox`, shared_inbox: shared ? `${server}/inbox` : null, fetched_at: now });
       members.push({ id: randomUUID(), union_id: unionId, actor_id: id, handle, state: "active", role: "member", sponsor_id: root?.id ?? null, subtree_size: 0, follow_id: `${id}#follow`, joined_at: now, created_at: now });
     }
     await db.transaction().execute(async (trx) => {

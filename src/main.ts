@@ -1,6 +1,7 @@
 import "./temporal.ts";
 import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
+import { createFastInbox } from "../federation/inbox-fast-path.ts";
 import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
@@ -83,6 +84,8 @@ export interface MusterOptions {
   readonly announceSecretKey?: boolean;
   /** Off only for the joins benchmark's before/after comparison: fetch the follower's actor again after verifying its key. */
   readonly reuseFetchedActors?: boolean;
+  /** Off only for the inbox benchmark's before/after comparison and tests of Fedify's own path: every inbox POST through Fedify and the queue. */
+  readonly fastInbox?: boolean;
 }
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
@@ -157,6 +160,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     db: database.db,
     readCache,
     federation,
+    fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
     trustProxy: config.trustProxy,

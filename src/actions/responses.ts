@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 import { htmlToText } from "../html-text.ts";
 import { countMembers } from "../members/members.ts";
 import { getUnionById } from "../unions/unions.ts";
@@ -64,24 +65,30 @@ async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string):
  * returned); the same source activity twice records once.
  */
 async function record(deps: ActionDeps, action: Action, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
-  let inserted = false;
-  await deps.db.transaction().execute(async (trx) => {
-    const r = await trx.insertInto("action_responses").values({
-      id: randomUUID(),
-      action_id: action.id,
-      union_id: action.unionId,
-      member_id: memberId,
-      kind,
-      source,
-      source_id: sourceId,
-      content,
-      created_at: Date.now(),
-      undone_at: null,
-    }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()).executeTakeFirst();
-    inserted = Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
-    if (inserted && COMMITTING.has(kind)) await countCommitment(deps, trx, action.unionId, action.id, memberId);
-  });
+  const inserted = await deps.db.transaction().execute((trx) => insertResponse(trx, deps, action, memberId, kind, source, sourceId, content));
   if (inserted) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind });
+  return inserted;
+}
+
+// Compiled once: every inbox response runs these (src/db/prepared.ts).
+const insertResponseRow = prepared<[id: string, actionId: string, unionId: string, memberId: string, kind: string, source: string, sourceId: string, content: string | null, at: number], unknown>(
+  (db, id, actionId, unionId, memberId, kind, source, sourceId, content, at) => db.insertInto("action_responses").values({
+    id, action_id: actionId, union_id: unionId, member_id: memberId, kind, source, source_id: sourceId, content, created_at: at, undone_at: null,
+  }).onConflict((oc) => oc.columns(["source_id", "kind"]).doNothing()));
+
+const addStanding = prepared<[actionId: string, memberId: string], { standing: number }>((db, actionId, memberId) =>
+  db.insertInto("action_committers").values({ action_id: actionId, member_id: memberId, standing: 1 })
+    .onConflict((oc) => oc.columns(["action_id", "member_id"]).doUpdateSet((eb) => ({ standing: eb("action_committers.standing", "+", 1) })))
+    .returning("standing"));
+
+/**
+ * Writes one response and counts it, inside the caller's transaction; true
+ * when it was new. The caller emits "action.response" once it commits.
+ */
+export async function insertResponse(trx: Kysely<DB>, deps: Pick<ActionDeps, "outbox">, action: Pick<Action, "id" | "unionId">, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
+  const r = await insertResponseRow(trx, randomUUID(), action.id, action.unionId, memberId, kind, source, sourceId, content, Date.now());
+  const inserted = Number(r.numAffectedRows ?? 0n) === 1;
+  if (inserted && COMMITTING.has(kind)) await countCommitment(deps, trx, action.unionId, action.id, memberId);
   return inserted;
 }
 
@@ -127,30 +134,39 @@ export async function recordWebResponse(deps: ActionDeps, unionId: string, actio
  * activity counted. Only the member who made it can withdraw it.
  */
 export async function withdrawResponse(deps: ActionDeps, sourceId: string, actorId: string): Promise<number> {
-  const rows = await deps.db.selectFrom("action_responses as r").innerJoin("members as m", "m.id", "r.member_id")
-    .select(["r.id", "r.union_id", "r.action_id", "r.member_id", "r.kind"]).where("r.source_id", "=", sourceId).where("m.actor_id", "=", actorId)
-    .where("r.undone_at", "is", null).execute();
+  const rows = await withdrawable(deps.db, sourceId, actorId);
   if (rows.length === 0) return 0;
-  let withdrawn = 0;
-  await deps.db.transaction().execute(async (trx) => {
-    const now = Date.now();
-    for (const row of rows) {
-      // Only the delivery that actually withdraws a row uncounts it: the same Undo twice changes nothing.
-      const r = await trx.updateTable("action_responses").set({ undone_at: now }).where("id", "=", row.id).where("undone_at", "is", null).executeTakeFirst();
-      if (Number(r.numUpdatedRows) !== 1) continue;
-      withdrawn++;
-      if (!COMMITTING.has(row.kind)) continue;
-      const left = await trx.updateTable("action_committers").set((eb) => ({ standing: eb("standing", "-", 1) }))
-        .where("action_id", "=", row.action_id).where("member_id", "=", row.member_id).where("standing", ">", 0)
-        .returning("standing").executeTakeFirst();
-      if (left?.standing === 0) {
-        await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "-", 1) })).where("id", "=", row.action_id).where("committers", ">", 0).execute();
-      }
-    }
-  });
-  return withdrawn;
+  return deps.db.transaction().execute((trx) => withdrawRows(trx, rows));
 }
 
+export type WithdrawableRow = Awaited<ReturnType<typeof withdrawable>>[number];
+
+/** The standing responses an activity counted for the member who sent it. */
+export function withdrawable(db: Kysely<DB>, sourceId: string, actorId: string) {
+  return db.selectFrom("action_responses as r").innerJoin("members as m", "m.id", "r.member_id")
+    .select(["r.id", "r.union_id", "r.action_id", "r.member_id", "r.kind"]).where("r.source_id", "=", sourceId).where("m.actor_id", "=", actorId)
+    .where("r.undone_at", "is", null).execute();
+}
+
+/** Withdraws the rows (inside the caller's transaction); returns how many this call withdrew. */
+export async function withdrawRows(trx: Kysely<DB>, rows: readonly WithdrawableRow[]): Promise<number> {
+  let withdrawn = 0;
+  const now = Date.now();
+  for (const row of rows) {
+    // Only the delivery that actually withdraws a row uncounts it: the same Undo twice changes nothing.
+    const r = await trx.updateTable("action_responses").set({ undone_at: now }).where("id", "=", row.id).where("undone_at", "is", null).executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) continue;
+    withdrawn++;
+    if (!COMMITTING.has(row.kind)) continue;
+    const left = await trx.updateTable("action_committers").set((eb) => ({ standing: eb("standing", "-", 1) }))
+      .where("action_id", "=", row.action_id).where("member_id", "=", row.member_id).where("standing", ">", 0)
+      .returning("standing").executeTakeFirst();
+    if (left?.standing === 0) {
+      await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "-", 1) })).where("id", "=", row.action_id).where("committers", ">", 0).execute();
+    }
+  }
+  return withdrawn;
+}
 
 export async function progressOf(db: Kysely<DB>, action: Action): Promise<Progress> {
   const counts = await db.selectFrom("action_responses").select(["kind", (eb) => eb.fn.count<number>("member_id").distinct().as("members"), (eb) => eb.fn.countAll<number>().as("n")])
@@ -180,10 +196,8 @@ const COMMITTING: ReadonlySet<string> = new Set(["commit", "done"]);
  * conditional update is the check, so it costs the same at the millionth
  * response as at the first.
  */
-async function countCommitment(deps: ActionDeps, trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
-  const c = await trx.insertInto("action_committers").values({ action_id: actionId, member_id: memberId, standing: 1 })
-    .onConflict((oc) => oc.columns(["action_id", "member_id"]).doUpdateSet((eb) => ({ standing: eb("action_committers.standing", "+", 1) })))
-    .returning("standing").executeTakeFirstOrThrow();
+async function countCommitment(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
+  const c = (await addStanding(trx, actionId, memberId)).rows[0]!;
   if (Number(c.standing) !== 1) return;
   await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "+", 1) })).where("id", "=", actionId).execute();
   const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId)

@@ -26,6 +26,8 @@ import { membershipCheckRoute } from "../../federation/partner-membership.ts";
 import { healthMonitor } from "./health.ts";
 import { closeAfterResponse } from "./close-connection.ts";
 import { blockedServerGuard } from "./blocked-servers.ts";
+import { fastInboxRoute } from "./inbox-fast.ts";
+import type { FastInbox } from "../../federation/inbox-fast-path.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -59,6 +61,8 @@ export interface HttpDeps {
   readonly trustProxy?: boolean;
   /** Serves the actor, WebFinger and NodeInfo documents from Fedify's last answer until they change. */
   readonly readCache?: ReadCache;
+  /** The inbox's fast path for common responses; absent, every inbox POST goes through Fedify. */
+  readonly fastInbox?: FastInbox;
 }
 
 const log = logger("http");
@@ -117,6 +121,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   }));
   // A blocked server's deliveries go no further (muster server block).
   app.use("*", blockedServerGuard(db));
+  // Members' likes, replies and their undoing, counted without the queue (federation/inbox-fast-path.ts).
+  if (deps.fastInbox) app.use("*", fastInboxRoute(deps.fastInbox));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin, deps.federation));

@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
-import { isBlockedUrl } from "../servers/blocklist.ts";
+import { blockedAmong } from "../servers/blocklist.ts";
 
 const log = logger("http", "blocked-servers");
 const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
@@ -18,18 +18,13 @@ export function blockedServerGuard(db: Kysely<DB>): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
     const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(c.req.header("Signature-Input") ?? c.req.header("Signature") ?? "")?.[1];
-    let actor: string | undefined;
-    try {
-      const doc = await c.req.raw.clone().json() as { actor?: unknown };
-      actor = typeof doc.actor === "string" ? doc.actor : typeof (doc.actor as { id?: unknown })?.id === "string" ? (doc.actor as { id: string }).id : undefined;
-    } catch {
-      actor = undefined;
-    }
-    for (const url of [keyId, actor]) {
-      if (url && await isBlockedUrl(db, url)) {
-        log.warn("Dropped an inbox delivery to {path} from blocked server {host} (actor {actor})", { path: c.req.path, host: new URL(url).host, actor: actor ?? "(none)" });
-        return c.body(null, 202);
-      }
+    // The inbox guard has parsed the body (it refuses what does not parse).
+    const doc = c.get("inboxActivity") as { actor?: unknown } | undefined;
+    const actor = typeof doc?.actor === "string" ? doc.actor : typeof (doc?.actor as { id?: unknown } | undefined)?.id === "string" ? (doc!.actor as { id: string }).id : undefined;
+    const blocked = await blockedAmong(db, [keyId, actor].filter((u): u is string => u !== undefined));
+    if (blocked) {
+      log.warn("Dropped an inbox delivery to {path} from blocked server {host} (actor {actor})", { path: c.req.path, host: new URL(blocked).host, actor: actor ?? "(none)" });
+      return c.body(null, 202);
     }
     return next();
   };

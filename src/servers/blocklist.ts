@@ -80,12 +80,23 @@ function hostMatches(entry: string, url: URL): boolean {
 
 /** Whether the server a URL lives on is blocked (by host name, or by host and port). */
 export async function isBlockedUrl(db: Kysely<DB>, url: string | URL): Promise<boolean> {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return false;
+  return (await blockedAmong(db, [url])) !== undefined;
+}
+
+/** The first of these URLs whose server is blocked, in one query (an inbox POST asks for its key's and its actor's). */
+export async function blockedAmong(db: Kysely<DB>, urls: readonly (string | URL)[]): Promise<string | undefined> {
+  const hosts = new Map<string, string>();
+  for (const url of urls) {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      continue;
+    }
+    for (const h of [u.host.toLowerCase(), u.hostname.toLowerCase()]) if (!hosts.has(h)) hosts.set(h, String(url));
   }
-  const candidates = [...new Set([u.host.toLowerCase(), u.hostname.toLowerCase()])];
-  return (await db.selectFrom("blocked_servers").select("host").where("host", "in", candidates).executeTakeFirst()) !== undefined;
+  if (hosts.size === 0) return undefined;
+  const rows = await db.selectFrom("blocked_servers").select("host").where("host", "in", [...hosts.keys()]).execute();
+  const blocked = new Set(rows.map((r) => r.host));
+  return [...hosts].find(([h]) => blocked.has(h))?.[1];
 }

@@ -26,35 +26,71 @@ export interface StandingChange {
  * written with a conditional update on the standing it replaces, so two
  * workers recomputing at once record it once. `paidNow` names the members a
  * payment was just credited to: their change is "payment", the others' "time".
+ * Members are read a page at a time and each page's events are emitted once
+ * it is recorded; the first CHANGES_RETURNED changes are returned.
  */
 export async function recomputeStandings(deps: StandingDeps, unionId: string, now = Date.now(), paidNow: ReadonlySet<string> = new Set()): Promise<StandingChange[]> {
-  const stored = new Map((await deps.db.selectFrom("member_standing").select(["member_id", "standing"]).where("union_id", "=", unionId).execute())
-    .map((r) => [r.member_id, r.standing as Standing]));
-  const active = await deps.db.selectFrom("members").select("id").where("union_id", "=", unionId).where("state", "=", "active").execute();
-  const ids = new Set([...active.map((r) => r.id), ...stored.keys()]);
   const changes: StandingChange[] = [];
-  for (const memberId of ids) {
-    const { standing, paidThrough } = await memberStanding({ db: deps.db, duesParams: deps.duesParams }, unionId, memberId, now).catch(() => ({ standing: "lapsed" as const, paidThrough: null }));
-    const before = stored.get(memberId) ?? null;
-    if (before === standing) continue;
-    const reason = paidNow.has(memberId) ? "payment" : before === null ? "first" : "time";
-    const done = await deps.db.transaction().execute(async (trx) => {
-      if (before === null) {
-        const r = await trx.insertInto("member_standing").values({ union_id: unionId, member_id: memberId, standing, paid_through: paidThrough, changed_at: now })
-          .onConflict((oc) => oc.columns(["union_id", "member_id"]).doNothing()).executeTakeFirst();
-        if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
-      } else {
-        const r = await trx.updateTable("member_standing").set({ standing, paid_through: paidThrough, changed_at: now })
-          .where("union_id", "=", unionId).where("member_id", "=", memberId).where("standing", "=", before).executeTakeFirst();
-        if (Number(r.numUpdatedRows) !== 1) return false;
-      }
-      await trx.insertInto("standing_changes").values({ union_id: unionId, member_id: memberId, from_standing: before, to_standing: standing, reason, at: now }).execute();
-      return true;
-    });
-    if (done) changes.push({ unionId, memberId, from: before, to: standing, reason, at: now });
+  const recompute = async (page: readonly { memberId: string; before: Standing | null }[]) => {
+    const made: StandingChange[] = [];
+    for (const { memberId, before } of page) {
+      const change = await recomputeOne(deps, unionId, memberId, before, now, paidNow);
+      if (change) made.push(change);
+    }
+    for (const c of made) deps.events.emit("member.standing", { unionId: c.unionId, memberId: c.memberId, from: c.from, to: c.to, reason: c.reason });
+    changes.push(...made.slice(0, Math.max(0, CHANGES_RETURNED - changes.length)));
+  };
+  // The roster a page at a time (index members(union_id, state, id)), never whole: a union may have millions.
+  for (let after = ""; ;) {
+    const rows = await deps.db.selectFrom("members as m")
+      .leftJoin("member_standing as s", (j) => j.onRef("s.member_id", "=", "m.id").on("s.union_id", "=", unionId))
+      .select(["m.id", "s.standing"])
+      .where("m.union_id", "=", unionId).where("m.state", "=", "active").where("m.id", ">", after)
+      .orderBy("m.id").limit(STANDING_PAGE).execute();
+    await recompute(rows.map((r) => ({ memberId: r.id, before: (r.standing ?? null) as Standing | null })));
+    if (rows.length < STANDING_PAGE) break;
+    after = rows.at(-1)!.id;
   }
-  for (const c of changes) deps.events.emit("member.standing", { unionId: c.unionId, memberId: c.memberId, from: c.from, to: c.to, reason: c.reason });
+  // Then those with a recorded standing who are no longer active (left, removed): theirs lapses.
+  for (let after = ""; ;) {
+    const rows = await deps.db.selectFrom("member_standing as s")
+      .leftJoin("members as m", "m.id", "s.member_id")
+      .select(["s.member_id", "s.standing"])
+      .where("s.union_id", "=", unionId).where("s.member_id", ">", after)
+      .where((eb) => eb.or([eb("m.state", "is", null), eb("m.state", "!=", "active")]))
+      .orderBy("s.member_id").limit(STANDING_PAGE).execute();
+    await recompute(rows.map((r) => ({ memberId: r.member_id, before: r.standing as Standing })));
+    if (rows.length < STANDING_PAGE) break;
+    after = rows.at(-1)!.member_id;
+  }
   return changes;
+}
+
+const STANDING_PAGE = 1000;
+/**
+ * At most this many changes are returned (every change is still recorded and
+ * emitted): the first computation changes every member of the union.
+ */
+export const CHANGES_RETURNED = 1000;
+
+async function recomputeOne(deps: StandingDeps, unionId: string, memberId: string, before: Standing | null, now: number, paidNow: ReadonlySet<string>): Promise<StandingChange | undefined> {
+  const { standing, paidThrough } = await memberStanding({ db: deps.db, duesParams: deps.duesParams }, unionId, memberId, now).catch(() => ({ standing: "lapsed" as const, paidThrough: null }));
+  if (before === standing) return undefined;
+  const reason = paidNow.has(memberId) ? "payment" : before === null ? "first" : "time";
+  const done = await deps.db.transaction().execute(async (trx) => {
+    if (before === null) {
+      const r = await trx.insertInto("member_standing").values({ union_id: unionId, member_id: memberId, standing, paid_through: paidThrough, changed_at: now })
+        .onConflict((oc) => oc.columns(["union_id", "member_id"]).doNothing()).executeTakeFirst();
+      if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
+    } else {
+      const r = await trx.updateTable("member_standing").set({ standing, paid_through: paidThrough, changed_at: now })
+        .where("union_id", "=", unionId).where("member_id", "=", memberId).where("standing", "=", before).executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) return false;
+    }
+    await trx.insertInto("standing_changes").values({ union_id: unionId, member_id: memberId, from_standing: before, to_standing: standing, reason, at: now }).execute();
+    return true;
+  });
+  return done ? { unionId, memberId, from: before, to: standing, reason, at: now } : undefined;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { countUnions } from "../../unions/unions.ts";
 import { type Command, configWith, JSON_OPT, print } from "../command.ts";
+import { boundHeapGrowth } from "../heap-growth.ts";
 
 export const systemCommands: Command[] = [
   {
@@ -9,6 +10,7 @@ export const systemCommands: Command[] = [
     options: { port: { type: "string" }, "no-worker": { type: "boolean", default: false } },
     positionals: [],
     async run({ values }) {
+      boundHeapGrowth();
       const config = await configWith(values.port ? { PORT: String(values.port) } : {});
       const { createMuster } = await import("../../main.ts");
       const { startServer, stopOnSignals } = await import("../../server.ts");
@@ -38,6 +40,7 @@ export const systemCommands: Command[] = [
     options: {},
     positionals: [],
     async run() {
+      boundHeapGrowth();
       const config = await configWith({});
       const { createMuster } = await import("../../main.ts");
       const { stopOnSignals } = await import("../../server.ts");

@@ -1,0 +1,220 @@
+import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
+import type { Kysely } from "kysely";
+import { castVote } from "../src/bylaws/proposals.ts";
+import { insertResponse, isCommitment, withdrawable, withdrawRows } from "../src/actions/responses.ts";
+import type { DB } from "../src/db/schema.ts";
+import { prepared } from "../src/db/prepared.ts";
+import type { EventBus } from "../src/events.ts";
+import { logger } from "../src/logging.ts";
+import type { Outbox } from "../src/outbox.ts";
+import { withdrawPartnerResponse } from "../src/relationships/partner-counted.ts";
+import { withdrawRelayedResponse } from "../src/relationships/tallies.ts";
+import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
+import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
+import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
+
+const log = logger("federation", "inbox-fast");
+
+/** As processOnce (inbox-record.ts): a cached sender younger than this is not fetched again. */
+const ACTOR_CACHE_MS = 24 * 3600_000;
+
+export interface FastInboxDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly outbox: Outbox;
+  /** Fedify's KV store: the public keys it fetched are read from it. */
+  readonly kv: KvStore;
+  readonly origin: URL;
+  /** How often, at most, an open vote's running tally goes out (as castVote is given it elsewhere). */
+  readonly tallyBatchMs?: number;
+}
+
+/**
+ * The inbox's fast path for members' responses to a call-to-action: a Like,
+ * its Undo, a reply. It does what Fedify's inbox, the queue and the
+ * listeners (onLike, onUndo, onCreate with processOnce) do for them, in one
+ * transaction and without JSON-LD, and answers 202 once it is committed.
+ *
+ * It only ever accepts; it never refuses. Whatever it does not fully
+ * recognise or verify (another shape, a context it cannot read without
+ * expansion, a key Fedify has not cached, a signature that does not verify
+ * or whose key is not the actor's, a sender who is not an active member, a
+ * call that is not published, a sender's cached actor older than a day, an
+ * inbox other than the call's union's or the shared one) returns undefined
+ * and goes through Fedify as before, which refuses what is wrong. So the
+ * guarantees are Fedify's: the same verifier (verifyRequestDetailed: Digest
+ * or Content-Digest, the date window, the key fetched from Fedify's cache)
+ * and the same key-owner rule; the inbox guard has already run. The same
+ * activity twice counts once: the activity id is recorded in inbox_activities
+ * in the transaction that counts it, as processOnce records it.
+ */
+export function createFastInbox(deps: FastInboxDeps) {
+  const keys = new FastKeyCache(deps.kv);
+  const { db } = deps;
+  const commit = groupCommit(db);
+
+  /** The request's signer, when it verifies with a key Fedify has cached and that key is the actor's. */
+  async function signedBy(request: Request, actor: string): Promise<boolean> {
+    const verification = await verifyRequestDetailed(request, {
+      documentLoader: refuseFetch,
+      contextLoader: preloadedOnly,
+      timeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
+      keyCache: keys,
+    });
+    if (!verification.verified) {
+      const keyId = "keyId" in verification.reason ? verification.reason.keyId?.href : undefined;
+      if (keyId) keys.forget(keyId);
+      return false;
+    }
+    // Fedify's doesActorOwnKey, for a key that names its owner.
+    return verification.key.ownerId?.href === actor;
+  }
+
+  /** The call, the sender's active membership of its union, and whether the sender's cached actor is fresh: one read. */
+  async function facts(shape: Exclude<FastShape, { kind: "vote" }>) {
+    const row = (await readFacts(db, shape.actor, shape.target.slug, shape.target.actionId)).rows[0];
+    if (!row || row.state !== "published" || !row.memberId || row.fetchedAt === null) return undefined;
+    if (Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
+    return { unionId: row.unionId, actionId: row.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
+  }
+
+  /**
+   * A poll answer, as onVote counts it (castVote checks membership, the
+   * vote's state and repeats, in its own transaction on the union's chain),
+   * then recorded as processOnce records it.
+   */
+  async function vote(shape: Extract<FastShape, { kind: "vote" }>): Promise<"counted" | "repeat" | undefined> {
+    const row = (await readVoteFacts(db, shape.actor, shape.proposal.slug)).rows[0];
+    if (!row || row.fetchedAt === null || Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
+    if ((await readProcessed(db, shape.id)).rows.length > 0) return "repeat";
+    const r = await castVote(deps, row.unionId, shape.proposal.proposalId, { actorId: shape.actor }, [shape.choice], { kind: "activity", id: shape.noteId });
+    if (!r.counted) log.info("Vote {note} by {actor} not counted: {reason}", { note: shape.noteId, actor: shape.actor, reason: r.reason });
+    const recorded = await commit((trx) => recordActivity(trx, shape.id, "Create", shape.actor, row.unionId, Date.now()));
+    if (Number(recorded.numAffectedRows ?? 0n) !== 1) return "repeat";
+    deps.events.emit("activity.received", { activityId: shape.id, type: "Create", actor: shape.actor, unionId: row.unionId });
+    return "counted";
+  }
+
+  /**
+   * Handles the request if it is one of the common shapes, verified; undefined
+   * hands it to Fedify. `recipient` is the union slug of a union inbox, null
+   * for the shared inbox.
+   */
+  return async function handle(request: Request, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
+    const shape = fastShape(doc, deps.origin);
+    if (!shape) return undefined;
+    // A union's inbox takes only its own calls' responses here (another inbox's 404 and records are Fedify's).
+    const slug = shape.kind === "vote" ? shape.proposal.slug : shape.target.slug;
+    if (recipient !== null && recipient.toLowerCase() !== slug) return undefined;
+    if (!(await signedBy(request, shape.actor))) return undefined;
+    if (shape.kind === "vote") return vote(shape);
+    const f = await facts(shape);
+    if (!f) return undefined;
+    const action = { id: f.actionId, unionId: f.unionId };
+    const type = shape.kind === "like" ? "Like" : shape.kind === "undo-like" ? "Undo" : "Create";
+    // onUndo records an Undo under the inbox's union; a Like or reply under the call's.
+    const unionId = shape.kind === "undo-like" && recipient === null ? null : f.unionId;
+    if (shape.kind === "undo-like") {
+      // As withdraw() does, before the Undo is recorded (both are idempotent):
+      // a Like counted for a partner or relayed before this actor joined.
+      await withdrawRelayedResponse(deps, shape.likeId, shape.actor);
+      await withdrawPartnerResponse(deps, shape.likeId, shape.actor);
+    }
+    const rows = shape.kind === "undo-like" ? await withdrawable(db, shape.likeId, shape.actor) : [];
+    const counted: string[] = [];
+    const fresh = await commit(async (trx) => {
+      counted.length = 0; // run again alone if a shared transaction failed
+      const r = await recordActivity(trx, shape.id, type, shape.actor, unionId, Date.now());
+      if (Number(r.numAffectedRows ?? 0n) !== 1) return false;
+      if (shape.kind === "like") {
+        if (await insertResponse(trx, deps, action, f.memberId, "commit", "like", shape.id, null)) counted.push("commit");
+      } else if (shape.kind === "reply") {
+        if (await insertResponse(trx, deps, action, f.memberId, "comment", "reply", shape.noteId, shape.content.slice(0, 20_000))) counted.push("comment");
+        if (isCommitment(shape.content, f.words) && await insertResponse(trx, deps, action, f.memberId, "commit", "reply", shape.noteId, null)) counted.push("commit");
+      } else {
+        await withdrawRows(trx, rows);
+      }
+      return true;
+    });
+    if (!fresh) {
+      log.debug("Skipped {id}: already processed", { id: shape.id });
+      return "repeat";
+    }
+    for (const kind of counted) deps.events.emit("action.response", { unionId: f.unionId, actionId: f.actionId, memberId: f.memberId, kind });
+    deps.events.emit("activity.received", { activityId: shape.id, type, actor: shape.actor, unionId });
+    return "counted";
+  };
+}
+
+export type FastInbox = ReturnType<typeof createFastInbox>;
+
+const readFacts = prepared<[actor: string, slug: string, actionId: string], { unionId: string; words: string; actionId: string; state: string; memberId: string | null; fetchedAt: number | null }>((db, actor, slug, actionId) =>
+  db.selectFrom("unions as u")
+    .innerJoin("actions as a", "a.union_id", "u.id")
+    .leftJoin("members as m", (j) => j.onRef("m.union_id", "=", "u.id").on("m.actor_id", "=", actor).on("m.state", "=", "active"))
+    .leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
+    .select(["u.id as unionId", "u.commitment_words as words", "a.id as actionId", "a.state as state", "m.id as memberId", "r.fetched_at as fetchedAt"])
+    .where("u.slug", "=", slug)
+    .where("a.id", "=", actionId));
+
+/** As processOnce records a processed activity; nothing when it already was. */
+const recordActivity = prepared<[id: string, type: string, actor: string, unionId: string | null, at: number], unknown>((db, id, type, actor, unionId, at) =>
+  db.insertInto("inbox_activities").values({ id, type, actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+const readVoteFacts = prepared<[actor: string, slug: string], { unionId: string; fetchedAt: number | null }>((db, actor, slug) =>
+  db.selectFrom("unions as u").leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
+    .select(["u.id as unionId", "r.fetched_at as fetchedAt"]).where("u.slug", "=", slug));
+
+const readProcessed = prepared<[id: string], { id: string }>((db, id) => db.selectFrom("inbox_activities").select("id").where("id", "=", id));
+
+const MAX_BATCH = 64;
+
+/**
+ * Runs each piece of work in a transaction, sharing one transaction among
+ * the pieces that arrive while another commits (group commit): a burst of
+ * responses costs one BEGIN and COMMIT, and one write of the pages they
+ * share, instead of one per response. A piece resolves only after its
+ * transaction committed. If a shared transaction fails, each of its pieces
+ * is run again alone, so one piece's failure is its own.
+ */
+function groupCommit(db: Kysely<DB>) {
+  type Work = (trx: Kysely<DB>) => Promise<unknown>;
+  const waiting: { work: Work; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  let draining = false;
+  const drain = async () => {
+    draining = true;
+    try {
+      while (waiting.length > 0) {
+        const batch = waiting.splice(0, MAX_BATCH);
+        let results: unknown[];
+        try {
+          results = await db.transaction().execute(async (trx) => {
+            const out: unknown[] = [];
+            for (const p of batch) out.push(await p.work(trx));
+            return out;
+          });
+        } catch (error) {
+          if (batch.length === 1) {
+            batch[0]!.reject(error);
+            continue;
+          }
+          for (const p of batch) {
+            try {
+              p.resolve(await db.transaction().execute(p.work));
+            } catch (alone) {
+              p.reject(alone);
+            }
+          }
+          continue;
+        }
+        batch.forEach((p, i) => p.resolve(results[i]));
+      }
+    } finally {
+      draining = false;
+    }
+  };
+  return <T>(work: (trx: Kysely<DB>) => Promise<T>): Promise<T> => new Promise<T>((resolve, reject) => {
+    waiting.push({ work, resolve: resolve as (v: unknown) => void, reject });
+    if (!draining) void drain();
+  });
+}

@@ -1,0 +1,260 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import path from "node:path";
+import { type HttpMessageSignaturesSpec, signRequest } from "@fedify/fedify";
+import { composeAction } from "../src/actions/actions.ts";
+import { OPERATOR } from "../src/members/members.ts";
+import { createProposal } from "../src/bylaws/proposals.ts";
+import type { Union } from "../src/unions/unions.ts";
+import { actionNoteId } from "../federation/action-note.ts";
+import { createFastInbox } from "../federation/inbox-fast-path.ts";
+import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
+import { generateRsa2048 } from "../federation/keys.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { type JsonObject, loadFixture, readdress } from "./helpers/fixtures.ts";
+import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { type Peer, startPeer } from "./helpers/peer.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+
+/*
+ * The inbox's fast path (federation/inbox-fast-path.ts): members' Likes,
+ * their Undo and replies to a call, from real payloads of other servers, are
+ * counted before the 202 (no queue); the same activity twice counts once; and
+ * whatever is hostile or unusual is not taken by it (Fedify then does what it
+ * always did, refusing or recording without counting).
+ */
+
+const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
+const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
+const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
+const NAMES = ["liker", "mkliker", "replier", "undoer", "mallory", "late", "stranger", "redefiner", "gts", "voter"];
+
+for (const d of dialects) {
+  describe(`the inbox's fast path, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: Peer;
+    let riders: Union;
+    let call: URL;
+    let actionId: string;
+    let seq = 0;
+
+    const db = () => m.muster.database.db;
+    const actor = (name: string) => peer.actorId(name).href;
+    const unionInbox = () => new URL("/u/riders/inbox", m.origin);
+    const sharedInbox = () => new URL("/inbox", m.origin);
+    const fresh = (name: string, what: string) => `${actor(name)}#${what}/${++seq}`;
+    const responses = (sourceId: string) => db().selectFrom("action_responses").select(["kind", "undone_at", "content"]).where("source_id", "=", sourceId).orderBy("kind").execute();
+    const recorded = (id: string) => db().selectFrom("inbox_activities").selectAll().where("id", "=", id).execute();
+    const committers = async () => Number((await db().selectFrom("actions").select("committers").where("id", "=", actionId).executeTakeFirstOrThrow()).committers);
+    const queuedInbox = async (id: string) => Number((await db().selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("message", "like", `%${id}%`).executeTakeFirstOrThrow()).n);
+
+    async function post(body: JsonObject | string, opts: { as: string; to?: URL; spec?: HttpMessageSignaturesSpec; keyOf?: string; date?: Date }) {
+      const text = typeof body === "string" ? body : JSON.stringify(body);
+      const to = opts.to ?? unionInbox();
+      const signed = await peer.signedPost(to, text, { as: opts.as, keyOf: opts.keyOf, spec: opts.spec ?? CAVAGE, date: opts.date });
+      const headers = new Headers(signed.headers);
+      const send = (bytes = text) => fetch(to, { method: "POST", headers, body: bytes });
+      return { res: await send(), again: () => send(), tampered: (bytes: string) => send(bytes) };
+    }
+
+    /** Fedify fetches and caches the actor's key the first time (through its own path): the fast path only uses cached keys. */
+    async function warm(name: string): Promise<void> {
+      const id = fresh(name, "warm");
+      const r = await post({ "@context": "https://www.w3.org/ns/activitystreams", id, type: "Like", actor: actor(name), object: "https://elsewhere.example/notes/1" }, { as: name });
+      assert.equal(r.res.status, 202);
+      await eventually(async () => (await recorded(id)).length > 0, `${id} recorded`);
+    }
+
+    function fixture(rel: string, name: string, from: string, extra: Record<string, string> = {}): JsonObject {
+      const original = loadFixture(FIXTURES, rel);
+      const id = fresh(name, "fx");
+      return readdress(original, { actors: { [from]: actor(name) }, exact: { [String(original.id)]: id, ...extra }, id });
+    }
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb);
+      peer = await startPeer(NAMES);
+      riders = await makeUnion(m, "riders", { joinPolicy: "open" });
+      for (const n of NAMES.filter((n) => n !== "stranger")) await joinAsRemoteMember(m.muster.membership, riders.id, peer.origin, n, new URL("/inbox", peer.origin));
+      const action = await composeAction(m.muster.membership, riders.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in* or like this.", kind: "sign" }, { publishNow: true });
+      actionId = action.id;
+      call = actionNoteId(m.origin, riders, action.id);
+      for (const n of NAMES) await warm(n);
+    });
+    after(async () => {
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("mastodon/like.json from a member: counted before the 202; the same request again, and re-signed to the shared inbox, count once", async () => {
+      const body = fixture("mastodon/like.json", "liker", "https://mastodon.madrid/users/felix", { "https://ds9.lemmy.ml/post/147": call.href });
+      const before = await committers();
+      const first = await post(body, { as: "liker" });
+      assert.equal(first.res.status, 202);
+      // No eventually: the fast path answers once it has counted.
+      assert.deepEqual((await responses(String(body.id))).map((r) => r.kind), ["commit"]);
+      assert.equal((await recorded(String(body.id)))[0]?.union_id, riders.id);
+      assert.equal(await queuedInbox(String(body.id)), 0, "nothing queued");
+      assert.equal((await first.again()).status, 202);
+      assert.equal((await post(body, { as: "liker", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+      assert.equal((await responses(String(body.id))).length, 1);
+      assert.equal((await recorded(String(body.id))).length, 1);
+      assert.equal(await committers(), before + 1);
+    });
+
+    it("misskey/like-with-reaction.json (security context, inline terms) from a member, RFC 9421 to the shared inbox: counted", async () => {
+      const body = fixture("misskey/like-with-reaction.json", "mkliker", "http://mastodon.example.org/users/admin", { "https://testing.pleroma.lol/objects/c331bbf7-2eb9-4801-a709-2a6103492a5a": call.href });
+      // Misskey's ids are on its own host; the peer's actor sends it here.
+      assert.equal((await post(body, { as: "mkliker", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+      assert.deepEqual((await responses(String(body.id))).map((r) => r.kind), ["commit"]);
+    });
+
+    it("mastodon/create-note-public-reply.json saying \"I'm in\": a comment and a commitment at once; delivered twice, counted once", async () => {
+      const body = fixture("mastodon/create-note-public-reply.json", "replier", "https://mastodon.madrid/users/felix", { "https://mamot.fr/users/retiolus/statuses/107224244380204526": call.href });
+      const note = body.object as JsonObject;
+      // Mastodon repeats the content under its language.
+      note.content = "<p>I'm in, see you there</p>";
+      note.contentMap = { en: note.content };
+      const first = await post(body, { as: "replier", to: sharedInbox() });
+      assert.equal(first.res.status, 202);
+      const rows = await responses(String(note.id));
+      assert.deepEqual(rows.map((r) => r.kind), ["comment", "commit"]);
+      assert.equal(rows[0]!.content, "<p>I'm in, see you there</p>");
+      assert.equal((await first.again()).status, 202);
+      assert.equal((await responses(String(note.id))).length, 2);
+    });
+
+    it("mastodon/undo-like.json: withdraws the Like's commitment at once; twice changes nothing more", async () => {
+      const likeId = fresh("undoer", "likes");
+      assert.equal((await post({ "@context": "https://www.w3.org/ns/activitystreams", id: likeId, type: "Like", actor: actor("undoer"), object: call.href }, { as: "undoer" })).res.status, 202);
+      const counted = await committers();
+      const body = fixture("mastodon/undo-like.json", "undoer", "https://mastodon.madrid/users/felix", {
+        "https://mastodon.madrid/users/felix#likes/212341": likeId,
+        "https://ds9.lemmy.ml/post/147": call.href,
+      });
+      const first = await post(body, { as: "undoer" });
+      assert.equal(first.res.status, 202);
+      assert.notEqual((await responses(likeId))[0]!.undone_at, null);
+      assert.equal(await committers(), counted - 1);
+      assert.equal((await post(body, { as: "undoer", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+      assert.equal(await committers(), counted - 1);
+    });
+
+    it("mastodon/create-poll-vote.json answering a proposal: the ballot is cast before the 202; delivered twice, one ballot", async () => {
+      const p = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Strike on Friday", closesAt: new Date(Date.now() + 120_000) });
+      const question = new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+      const body = fixture("mastodon/create-poll-vote.json", "voter", "https://mastodon.sdf.org/users/rinpatch", {
+        "https://testing.uguu.ltd/objects/9d300947-2dcb-445d-8978-9a3b4b84fa14": question,
+        "https://testing.uguu.ltd/users/rin": new URL("/u/riders", m.origin).href,
+      });
+      const note = body.object as JsonObject;
+      note.id = fresh("voter", "votes");
+      note.name = "Yes";
+      const ballots = () => db().selectFrom("ballots").select(["option", "source_id"]).where("proposal_id", "=", p.id).execute();
+      const first = await post(body, { as: "voter" });
+      assert.equal(first.res.status, 202);
+      assert.deepEqual(await ballots(), [{ option: 0, source_id: note.id }]);
+      assert.equal(await queuedInbox(String(body.id)), 0, "nothing queued");
+      assert.equal((await first.again()).status, 202);
+      assert.equal((await post(body, { as: "voter", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+      assert.equal((await ballots()).length, 1);
+      assert.equal((await recorded(String(body.id))).length, 1);
+    });
+
+    describe("hostile or unusual input: never counted by the fast path", () => {
+      const like = (name: string, extra: Record<string, unknown> = {}) => ({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh(name, "likes"), type: "Like", actor: actor(name), object: call.href, ...extra });
+
+      it("unsigned: 401, nothing recorded", async () => {
+        const body = like("liker");
+        const res = await fetch(unionInbox(), { method: "POST", headers: { "Content-Type": "application/activity+json" }, body: JSON.stringify(body) });
+        assert.equal(res.status, 401);
+        assert.deepEqual(await responses(body.id), []);
+      });
+
+      it("a forged actor (signed with mallory's key, claiming liker): refused, not counted", async () => {
+        const body = like("liker");
+        const r = await post(body, { as: "liker", keyOf: "mallory" });
+        assert.equal(r.res.status, 401);
+        assert.deepEqual(await responses(body.id), []);
+        assert.deepEqual(await recorded(body.id), []);
+      });
+
+      it("a body changed after signing (wrong digest): refused, not counted", async () => {
+        const body = like("liker");
+        const r = await post(body, { as: "liker" });
+        assert.equal(r.res.status, 202);
+        const forged = { ...body, id: fresh("liker", "likes") };
+        assert.equal((await r.tampered(JSON.stringify(forged))).status, 401);
+        assert.deepEqual(await responses(forged.id), []);
+      });
+
+      it("a signature dated outside the window (a replay of an old request): refused, not counted", async () => {
+        const body = like("liker");
+        const r = await post(body, { as: "liker", date: new Date(Date.now() - 3 * 3600_000) });
+        assert.equal(r.res.status, 401);
+        assert.deepEqual(await responses(body.id), []);
+      });
+
+      it("oversized and malformed bodies: refused by the guard before anything reads them", async () => {
+        const big = await post(JSON.stringify({ ...like("liker"), padding: "x".repeat(2_000_000) }), { as: "liker" });
+        assert.equal(big.res.status, 413);
+        const bad = await post("{\"type\":\"Like\",", { as: "liker" });
+        assert.equal(bad.res.status, 400);
+      });
+
+      it("a stranger's Like: not counted, recorded by Fedify's path", async () => {
+        const body = like("stranger");
+        assert.equal((await post(body, { as: "stranger" })).res.status, 202);
+        await eventually(async () => (await recorded(body.id)).length > 0, "recorded");
+        assert.deepEqual(await responses(body.id), []);
+      });
+
+      it("a context that makes \"Like\" mean Announce: Fedify's reading wins (a boost, not a commitment)", async () => {
+        const body = { ...like("redefiner"), "@context": ["https://www.w3.org/ns/activitystreams", { Like: "as:Announce" }] };
+        assert.equal((await post(body, { as: "redefiner" })).res.status, 202);
+        await eventually(async () => (await responses(body.id)).length > 0, "handled by Fedify");
+        assert.deepEqual((await responses(body.id)).map((r) => r.kind), ["boost"]);
+      });
+
+      it("a member whose actor has not been fetched for a day: goes through Fedify, which refreshes it, and counts once", async () => {
+        await db().updateTable("remote_actors").set({ fetched_at: Date.now() - 2 * 86_400_000 }).where("id", "=", actor("late")).execute();
+        const body = like("late");
+        assert.equal((await post(body, { as: "late" })).res.status, 202);
+        await eventually(async () => (await responses(body.id)).length > 0, "counted by Fedify's path");
+        const cached = await db().selectFrom("remote_actors").select("fetched_at").where("id", "=", actor("late")).executeTakeFirstOrThrow();
+        assert.ok(Date.now() - Number(cached.fetched_at) < 60_000, "refreshed");
+      });
+
+      it("a poll answer (a Note with a name) to a proposal that does not exist: never taken as a reply, recorded, no ballot", async () => {
+        const proposal = new URL(`/u/riders/proposals/${crypto.randomUUID()}`, m.origin).href;
+        const body = { "@context": "https://www.w3.org/ns/activitystreams", id: fresh("gts", "votes"), type: "Create", actor: actor("gts"), object: { id: fresh("gts", "votes"), type: "Note", name: "in", attributedTo: actor("gts"), inReplyTo: proposal } };
+        assert.equal((await post(body, { as: "gts" })).res.status, 202);
+        await eventually(async () => (await recorded(body.id)).length > 0, "recorded");
+        assert.deepEqual(await responses(body.object.id), []);
+      });
+
+      it("a key URL on a private address that is not cached: the fast path fetches nothing and hands it on", async () => {
+        let connections = 0;
+        const trap = createServer((_req, res) => res.end("{}"));
+        trap.on("connection", () => connections++);
+        await new Promise<void>((r) => trap.listen(0, "127.0.0.1", () => r()));
+        try {
+          const port = (trap.address() as { port: number }).port;
+          const keyId = new URL(`http://127.0.0.1:${port}/users/liker#main-key`);
+          const body = JSON.stringify(like("liker"));
+          const request = await signRequest(new Request(unionInbox(), { method: "POST", headers: { "Content-Type": "application/activity+json" }, body }), (await generateRsa2048()).privateKey, keyId, { spec: CAVAGE });
+          const fast = createFastInbox({ db: db(), events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
+          assert.equal(await fast(request, JSON.parse(body), "riders"), undefined);
+          assert.equal(connections, 0);
+          assert.deepEqual(await responses(JSON.parse(body).id), []);
+        } finally {
+          await new Promise<void>((r) => trap.close(() => r()));
+        }
+      });
+    });
+  });
+}
