@@ -21,7 +21,7 @@ import { ReadCache } from "./http/read-cache.ts";
 import { documentsVersion } from "./db/document-versions.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
-import { handleIntent, queueOutbox } from "../federation/outbound.ts";
+import { handleIntent, memberGate, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
 import { shareRecentActorDocuments } from "../federation/recent-actors.ts";
@@ -169,7 +169,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
   // Chain work (badges, treasury transfers) has its own lane: a slow RPC never delays an Accept.
-  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger);
+  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger, { queue: lanes.lanes.outbox, origin: config.origin });
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
@@ -216,6 +216,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
+  // A join's Accept and welcome go only to a member still active when they are sent (federation/outbound.ts).
+  lanes.fedify.outbox.gate(memberGate(database.db));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
@@ -262,7 +264,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
   };
   const runQueue = async (signal: AbortSignal) => {
-    const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
+    const outbound = { ...fanout, db: database.db, federation, origin: config.origin, enqueueDirect: (message: unknown, opts: { orderingKey: string }) => lanes.lanes.outbox.enqueue(message, opts) };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
