@@ -270,8 +270,10 @@ export async function signedHeaders(inbox: URL, privateKey: CryptoKey, keyId: UR
 
 /** The inbox of a delivery this sender may take, or null. */
 function eligibleInbox(m: unknown): URL | null {
-  const d = m as Partial<Delivery> | null;
-  if (d?.type !== "outbox" || d.circuitHeld || typeof d.inbox !== "string" || typeof d.activity !== "object" || d.activity === null || !Array.isArray(d.keys)) return null;
+  const d = m as Partial<Delivery> & { musterGate?: unknown } | null;
+  // A gated message (a join's Accept or welcome: sent only while the member is
+  // still active) goes through the lane's handler, which checks the gate.
+  if (d?.type !== "outbox" || d.musterGate !== undefined || d.circuitHeld || typeof d.inbox !== "string" || typeof d.activity !== "object" || d.activity === null || !Array.isArray(d.keys)) return null;
   try {
     const inbox = new URL(d.inbox);
     return inbox.protocol === "https:" || inbox.protocol === "http:" ? inbox : null;
