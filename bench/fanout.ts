@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
+import { writeHeapSnapshot } from "node:v8";
 import { signRequest } from "@fedify/fedify";
+import { processStats as batchStats } from "../federation/batch-delivery.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
@@ -89,7 +91,8 @@ export const fanout: Benchmark = {
     "the receivers (child processes, one HTTP server per address 127.77.x.y) verify every HTTP signature with Fedify's verifyRequest and answer 202; each simulated server fetches the union's key once and caches it: key GETs counts those fetches (and 16 more for the baseline, which keeps its own cache)",
     "Muster CPU ms/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receivers' CPU is reported apart; all share the machine's cores; load is the 1-minute load average at the end of the case",
     "inboxes: distinct inboxes that got it (must equal deliveries); repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
-    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time)",
+    "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time); the delivery lanes' own sender (federation/batch-delivery.ts) keeps up to 64 deliveries in flight: batch sent counts what it sent, to Fedify what it handed to Fedify's handler (MUSTER_BATCH_DELIVERY=0 sends everything through Fedify, to compare)",
+    "RSS before MiB: this process just before publishing (after seeding); BENCH_FANOUT_MEMLOG=1 logs heap and external memory as it goes, BENCH_FANOUT_HEAP_SNAPSHOT=dir writes one heap snapshot at half the servers",
   ],
   async run(dialect, { quick }) {
     const rows: Row[] = [];
@@ -127,14 +130,27 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const baseline = await signAndPostRate(m, union.slug, receiver, quick ? 2_000 : 5_000);
     progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
 
+    const rssBefore = process.memoryUsage.rss();
     const rss = trackPeakRss();
+    const batched = { ...batchStats };
     const cpu = process.cpuUsage();
     const start = Date.now();
     const t0 = performance.now();
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
     let stats = await receiver.stats();
+    // BENCH_FANOUT_HEAP_SNAPSHOT=dir: one heap snapshot once half the servers have it (what grows with them).
+    const snapshotDir = process.env.BENCH_FANOUT_HEAP_SNAPSHOT;
+    let snapshotted = snapshotDir === undefined;
     await waitFor(`${label}: deliveries`, async () => {
       stats = await receiver!.stats();
+      if (process.env.BENCH_FANOUT_MEMLOG) {
+        const u = process.memoryUsage();
+        progress(`${label}: ${stats.delivered} delivered; RSS ${mib(u.rss).toFixed(0)}, heap ${mib(u.heapTotal).toFixed(0)} (${mib(u.heapUsed).toFixed(0)} used), external ${mib(u.external).toFixed(0)}, array buffers ${mib(u.arrayBuffers).toFixed(0)} MiB`);
+      }
+      if (!snapshotted && stats.delivered >= expected / 2) {
+        snapshotted = true;
+        progress(`${label}: heap snapshot ${writeHeapSnapshot(`${snapshotDir}/fanout-${Date.now()}.heapsnapshot`)} at RSS ${mib(process.memoryUsage.rss()).toFixed(0)} MiB`);
+      }
       return stats.delivered >= expected;
     }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
     const ms = performance.now() - t0;
@@ -158,9 +174,13 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "sign+POST/s": baseline,
       ratio: rate / baseline,
       "CPU ms/delivery": cpuTotal / stats.delivered,
+      "RSS before MiB": mib(rssBefore),
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
       "key GETs": stats.key_fetches,
+      // Deliveries the delivery lane's own sender made, and those it left to Fedify's handler (MUSTER_BATCH_DELIVERY=0: all).
+      "batch sent": batchStats.sent - batched.sent,
+      "to Fedify": batchStats.fallback - batched.fallback,
       repeats: stats.repeats,
       refused: stats.refused,
       load: loadavg()[0]!,

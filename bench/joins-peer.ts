@@ -6,13 +6,17 @@
 // Accept has arrived.
 import "../src/temporal.ts";
 import { createServer } from "node:http";
-import { createFederation, generateCryptoKeyPair, MemoryKvStore } from "@fedify/fedify";
+import { createFederation, generateCryptoKeyPair, MemoryKvStore, signRequest } from "@fedify/fedify";
 import { Accept, Create, Endpoints, Follow, type Group, Person } from "@fedify/vocab";
 import { listenOnLoopback } from "../test/helpers/person-actors.ts";
 
 const [unionUrl, total, servers, concurrency] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
 // Optional: one Follow every intervalMs (a steady trickle of joins, as while a fan-out drains) instead of as fast as possible.
 const intervalMs = Number(process.argv[6] ?? 0);
+// "http" (the default): a Follow as Mastodon sends it, HTTP-signed only. "ld":
+// through Fedify's sender, which also adds a Linked Data signature the union
+// then verifies (a full RDF canonicalisation per Follow).
+const followSignatures = process.env.BENCH_JOINS_FOLLOW_SIG === "ld" ? "ld" : "http";
 const sentAt = new Map<string, number>();
 const latencies: number[] = [];
 // Wall-clock times, to line up with rows the union wrote (members.joined_at).
@@ -72,7 +76,19 @@ const peers = await Promise.all(Array.from({ length: servers }, async () => {
   return { server, origin, ctx, group };
 }));
 
-process.send!({ ready: true });
+/** POSTs `body` to `inbox` with a draft-cavage HTTP signature and nothing else, as Mastodon sends a Follow. */
+async function postSigned(inbox: URL, name: string, body: object, actor: URL): Promise<void> {
+  const request = await signRequest(new Request(inbox, {
+    method: "POST",
+    headers: { "Content-Type": "application/activity+json", Accept: "application/activity+json" },
+    body: JSON.stringify(body),
+  }), pair.privateKey, new URL(`${actor.href}#main-key`), { spec: "draft-cavage-http-signatures-12" });
+  const response = await fetch(request);
+  await response.arrayBuffer();
+  if (!response.ok) throw new Error(`the union answered ${response.status} to the Follow of ${name}`);
+}
+
+process.send!({ ready: true, followSignatures });
 process.once("message", async () => {
   firstSent = performance.now();
   let next = 0;
@@ -91,7 +107,8 @@ process.once("message", async () => {
       // A refused POST (the union could not fetch the key in time on a loaded machine) is sent again, as a server would.
       for (let attempt = 1; ; attempt++) {
         try {
-          await p.ctx.sendActivity({ identifier: name }, p.group, follow, { immediate: true });
+          if (followSignatures === "ld") await p.ctx.sendActivity({ identifier: name }, p.group, follow, { immediate: true });
+          else await postSigned(p.group.inboxId!, name, { "@context": "https://www.w3.org/ns/activitystreams", id: follow.id!.href, type: "Follow", actor: follow.actorId!.href, object: follow.objectId!.href }, p.ctx.getActorUri(name));
           break;
         } catch (error) {
           refused++;

@@ -28,6 +28,7 @@ export const joins: Benchmark = {
   notes: [
     `a child process plays ${SERVERS} loopback servers; their people each send one signed Follow (${CONCURRENCY} in flight) to an open union, and their inboxes verify every Accept's signature`,
     "joins/s: Follows sent ÷ time from the first Follow to the last Accept received; CPU is the Muster process's alone (web and queue in one process, SQLite or PostgreSQL)",
+    `"Follow signed": HTTP is how Mastodon sends a Follow (a draft-cavage HTTP signature only); BENCH_JOINS_FOLLOW_SIG=ld sends them through Fedify's sender, which adds a Linked Data signature the union verifies too`,
     `"refetch" is the old path (the follower's actor fetched again after its key), "reuse" the shipped one, run back to back on fresh databases; actor GETs/join counted at the peers`,
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
@@ -43,8 +44,12 @@ export const joins: Benchmark = {
         m = await startMuster(tdb, { muster: { reuseFetchedActors: mode === "reuse" } });
         await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
         const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(total), String(SERVERS), String(CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+        let followSignatures = "";
         await new Promise<void>((resolve, reject) => {
-          child.once("message", () => resolve());
+          child.once("message", (m) => {
+            followSignatures = (m as { followSignatures: string }).followSignatures;
+            resolve();
+          });
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
         });
         progress(`${dialect.name}: ${total} joins (${mode})`);
@@ -59,6 +64,7 @@ export const joins: Benchmark = {
         rows.push({
           dialect: dialect.name,
           mode,
+          "Follow signed": followSignatures === "ld" ? "HTTP+LD" : "HTTP",
           joins: total,
           accepted: report.accepted,
           "welcome DMs": report.welcomes,

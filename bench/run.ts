@@ -19,8 +19,9 @@ import { goalCount } from "./goal-count.ts";
 import { storage } from "./storage.ts";
 import { workers } from "./workers.ts";
 import { memory } from "./memory.ts";
+import { roundtrips } from "./roundtrips.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers, memory];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers, memory, roundtrips];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

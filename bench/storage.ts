@@ -3,6 +3,9 @@ import { readFileSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Kysely, sql } from "kysely";
 import { generateActorKeys } from "../federation/keys.ts";
+import { storedText } from "../federation/kv-public-keys.ts";
+import { PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
+import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts";
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
@@ -17,9 +20,11 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  *
  * Per member, as a join through the inbox writes them:
  * - `members`: the active row (actor URL, handle, Follow id, sponsor);
- * - `remote_actors`: the cached actor's fields within migration 0017's caps;
- * - `inbox_activities`: the Follow's id, which pruning keeps (federation/pruning.ts);
- * - `fedify_kv`: Fedify's public-key cache entry for the member's key (no expiry).
+ * - `remote_actors`: what upsertRemoteActor keeps of a Mastodon actor (migration 0046);
+ * - no `inbox_activities` row: a current member's Follow record is pruned once past the
+ *   replay window (federation/pruning.ts; members.follow_id holds the id), so a member who
+ *   joined more than a week ago has none;
+ * - `fedify_kv`: Fedify's public-key cache entry for the member's key (kept a week).
  *
  * Size: SQLite's file plus its WAL after a checkpoint; PostgreSQL's
  * pg_database_size. Tables and indexes each, from dbstat / pg_total_relation_size.
@@ -55,12 +60,11 @@ function pemFor(): string {
 interface SeedRows {
   members: Record<string, unknown>[];
   remote_actors: Record<string, unknown>[];
-  inbox_activities: Record<string, unknown>[];
   fedify_kv: Record<string, unknown>[];
 }
 
 function rowsFor(unionId: string, sponsors: string[], from: number, to: number): SeedRows {
-  const rows: SeedRows = { members: [], remote_actors: [], inbox_activities: [], fedify_kv: [] };
+  const rows: SeedRows = { members: [], remote_actors: [], fedify_kv: [] };
   const now = Date.now();
   for (let i = from; i < to; i++) {
     const host = `social-${i % SERVERS}.example.net`;
@@ -68,21 +72,28 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
     const actor = `https://${host}/users/${user}`;
     const followId = `https://${host}/${randomUUID()}`;
     const id = randomUUID();
+    // One join a millisecond, as joins through the inbox arrive: equal timestamps would let PostgreSQL
+    // deduplicate the join-order index's entries and understate it.
+    const joined = now - (to - i);
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
-    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: now, created_at: now });
-    rows.remote_actors.push({
-      id: actor, type: "Person", handle: `@${user}@${host}`, preferred_username: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
+    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: joined, created_at: joined });
+    // Parsed as a fetch would (bio, avatar and all), stored as upsertRemoteActor stores it.
+    const parsed: RemoteActor = {
+      id: actor, type: "Person", handle: `@${user}@${host}`, preferredUsername: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
       url: `https://${host}/@${user}`,
-      avatar_url: i % 5 === 0 ? null : fixture.object.icon.url.replace("cd.niu.moe", `files.${host}`).replace("033/323", `${String(i % 1000).padStart(3, "0")}/${String(i % 997).padStart(3, "0")}`).replace("fd7f8ae0b3ffedc9", randomBytes(8).toString("hex")),
-      inbox: `${actor}/inbox`, shared_inbox: `https://${host}/inbox`, fetched_at: now,
-    });
-    rows.inbox_activities.push({ id: followId, type: "Follow", actor, union_id: unionId, received_at: now });
+      avatarUrl: i % 5 === 0 ? null : fixture.object.icon.url.replace("cd.niu.moe", `files.${host}`).replace("033/323", `${String(i % 1000).padStart(3, "0")}/${String(i % 997).padStart(3, "0")}`).replace("fd7f8ae0b3ffedc9", randomBytes(8).toString("hex")),
+      inbox: `${actor}/inbox`, sharedInbox: `https://${host}/inbox`, fetchedAt: now,
+    };
+    rows.remote_actors.push(remoteActorRow(parsed));
+    // As Fedify's CryptographicKey.toJsonLd() writes it, stored as the KV store stores it (federation/kv-public-keys.ts).
+    const keyId = `${actor}#main-key`;
+    const key = ["_fedify", "publicKey", keyId] as const;
     rows.fedify_kv.push({
-      key: JSON.stringify(["_fedify", "publicKey", `${actor}#main-key`]),
-      value: JSON.stringify({ "@context": "https://w3id.org/security/v1", id: `${actor}#main-key`, type: "CryptographicKey", owner: actor, publicKeyPem: pemFor() }),
-      expires_at: null,
+      key: JSON.stringify(key),
+      value: storedText(key, JSON.stringify({ owner: actor, publicKeyPem: pemFor(), type: "CryptographicKey", id: keyId, "@context": "https://w3id.org/security/v1" })),
+      expires_at: now + PUBLIC_KEY_CACHE_TTL_MS,
     });
   }
   return rows;
@@ -103,7 +114,7 @@ export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, la
   for (let from = 0; from < n; from += BATCH) {
     const rows = rowsFor(unionId, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
     await db.transaction().execute(async (trx) => {
-      for (const table of ["remote_actors", "members", "inbox_activities", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
+      for (const table of ["remote_actors", "members", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
     });
     if ((from / BATCH) % 10 === 9) progress(`${label}: ${from + BATCH}/${n} members seeded`);
   }
@@ -147,7 +158,7 @@ export const storage: Benchmark = {
   title: "Storage: members with their cached actors, database size against 1 GiB at 10^6",
   summary: "database size and bytes per member after seeding members with realistic cached actors (target: 10^6 in 1 GiB)",
   notes: [
-    "per member: members row, remote_actors row (Mastodon-shaped, migration 0017 caps), the Follow's inbox_activities id (kept by pruning), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
+    "per member: members row, remote_actors row (what upsertRemoteActor keeps of a Mastodon actor), no Follow record (pruned past the replay window while current, migration 0047), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
     "SQLite: file + WAL after a checkpoint; PostgreSQL: pg_database_size after VACUUM ANALYZE; an empty migrated database is measured first and reported as the baseline",
     "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded",
   ],

@@ -165,7 +165,7 @@ async function seedRoster(db: Kysely<DB>, unionId: string, port: number, followe
     for (let i = from; i < Math.min(followers, from + BATCH); i++) {
       const host = `127.78.0.${1 + (i % SWARM_HOSTS)}:${port}`;
       const id = `http://${host}/users/m${i}`;
-      actors.push({ id, type: "Person", handle: `@m${i}@${host}`, preferred_username: `m${i}`, name: `m${i}`, summary: null, url: null, avatar_url: null, inbox: `${id}/inbox`, shared_inbox: null, fetched_at: now });
+      actors.push({ id, type: "Person", handle: `@m${i}@${host}`, name: `m${i}`, inbox: `${id}/inbox`, shared_inbox: null, fetched_at: now });
       members.push({
         id: randomUUID(), union_id: unionId, actor_id: id, handle: `@m${i}@${host}`, state: "active", role: "member", portfolio: null, sponsor_id: root.id,
         subtree_size: 0, follow_id: `${id}#follow`, invite_id: null, joined_at: now, left_at: null, left_reason: null, removed_by: null, created_at: now,

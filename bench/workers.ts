@@ -1,12 +1,12 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Insertable, Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { openDatabase } from "../src/db/database.ts";
-import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
+import type { DB } from "../src/db/schema.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { freePort } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
@@ -25,10 +25,13 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  *   one call-to-action posted with `muster action post --now`; timed to the
  *   last expected delivery.
  *
- * CPU is each Muster process's own (/proc/<pid>/stat), summed and apart.
+ * CPU is each Muster process's own (/proc/<pid>/stat), summed and apart;
+ * peak RSS each one's VmHWM, reset before each run (/proc/<pid>/clear_refs).
  * Sizes: BENCH_WORKERS_JOINS (default 400; --quick 60), BENCH_WORKERS_FOLLOWERS
- * and BENCH_WORKERS_SERVERS (default 100000 on 1000; --quick 1000 on 100),
- * BENCH_WORKERS_SHARED=0 for personal inboxes. PostgreSQL only.
+ * and BENCH_WORKERS_SERVERS (default 100000 on 1000; --quick 1000 on 100;
+ * BENCH_WORKERS_FOLLOWERS=1000000 for the 10^6 run, seeded in SQL in about a
+ * minute), BENCH_WORKERS_SHARED=0 for personal inboxes, BENCH_WORKERS_POOL
+ * for each process's MUSTER_DB_POOL. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
@@ -44,6 +47,56 @@ function cpuOf(pid: number): number {
 
 function cpuOfAll(processes: readonly MusterProcess[]): number[] {
   return processes.map((p) => cpuOf(p.pid));
+}
+
+/** Peak resident set of a process since it started or since resetPeakRss, MiB (Linux VmHWM). */
+function peakRssOf(pid: number): number {
+  const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return Number(kib) / 1024;
+}
+
+/** Starts a new peak (VmHWM := current RSS), so each run reports its own. */
+function resetPeakRss(processes: readonly MusterProcess[]): void {
+  for (const p of processes) {
+    try {
+      writeFileSync(`/proc/${p.pid}/clear_refs`, "5");
+    } catch {
+      // Not allowed here: the peak is then since start.
+    }
+  }
+}
+
+/**
+ * Samples the database's connections (every client of the private database:
+ * the three processes, the CLI and this benchmark's pool) until stopped;
+ * returns the peak. The shared server allows 100 in all.
+ */
+function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const r = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where datname = current_database()`.execute(db).catch(() => undefined);
+      peak = Math.max(peak, r?.rows[0]?.n ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, every));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/** Lines of the processes' logs that would explain a repeated delivery. */
+function retriesLogged(processes: readonly MusterProcess[], since: readonly number[]): string {
+  const count = (re: RegExp) => processes.reduce((n, p, i) => n + (p.output().slice(since[i]).match(re)?.length ?? 0), 0);
+  if (process.env.BENCH_WORKERS_VERBOSE) {
+    for (const p of processes) for (const line of p.output().slice(since[processes.indexOf(p)]).split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 20)) progress(`${p.pid}: ${line.slice(0, 400)}`);
+  }
+  return `logged: ${count(/handled twice/g)} lease lost, ${count(/Failed to send/gi)} failed sends`;
 }
 
 async function run(args: string[], env: Record<string, string>): Promise<string> {
@@ -74,7 +127,8 @@ export const workers: Benchmark = {
     const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-workers-"));
     const port = await freePort();
     const origin = new URL(`http://127.0.0.1:${port}`);
-    const env = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning" };
+    const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning" };
+    if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
     const procs: MusterProcess[] = [];
     let receiver: Receiver | undefined;
     let peers: ChildProcess | undefined;
@@ -86,7 +140,7 @@ export const workers: Benchmark = {
       for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
       await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
       const rows: Row[] = [];
-      const row = (what: string, n: number, ms: number, cpu: number[], extra: Record<string, string | number>) => {
+      const row = (what: string, n: number, ms: number, cpu: number[], connections: number, extra: Record<string, string | number>) => {
         const total = cpu.reduce((a, b) => a + b, 0);
         rows.push({
           dialect: dialect.name,
@@ -95,7 +149,9 @@ export const workers: Benchmark = {
           "last s": ms / 1000,
           "per s": perSecond(n, ms),
           "CPU ms/op": total / n,
-          "web / w1 / w2 CPU s": cpu.map((c) => (c / 1000).toFixed(1)).join(" / "),
+          "web / w1 / w2 CPU ms/op": cpu.map((c) => (c / n).toFixed(2)).join(" / "),
+          "web / w1 / w2 peak RSS MiB": procs.map((p) => peakRssOf(p.pid).toFixed(0)).join(" / "),
+          "pg conns": connections,
           ...extra,
           load: loadAverage().replace(/^load average /, ""),
         });
@@ -108,6 +164,9 @@ export const workers: Benchmark = {
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
       });
       progress(`${dialect.name}: ${joins} joins through serve --no-worker + 2 workers`);
+      resetPeakRss(procs);
+      let logged = procs.map((p) => p.output().length);
+      let connections = trackConnections(database.db);
       let before = cpuOfAll(procs);
       const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
@@ -115,8 +174,8 @@ export const workers: Benchmark = {
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
-      row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), {
-        detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; target 300/s on SQLite, more here`,
+      row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
+        detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,
       });
       peers.kill();
       peers = undefined;
@@ -127,8 +186,13 @@ export const workers: Benchmark = {
       const unionId = (await database.db.selectFrom("unions").select("id").where("slug", "=", "callers").executeTakeFirstOrThrow()).id;
       const seedStart = performance.now();
       await seedFollowers(database.db, unionId, receiver, followers, shared);
-      progress(`${dialect.name}: ${followers} followers on ${servers} servers seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s`);
+      const seedMs = performance.now() - seedStart;
+      progress(`${dialect.name}: ${followers} followers on ${servers} servers seeded in ${(seedMs / 1000).toFixed(1)} s`);
       const expected = shared ? servers : followers;
+      await sql`analyze`.execute(database.db);
+      resetPeakRss(procs);
+      logged = procs.map((p) => p.output().length);
+      connections = trackConnections(database.db);
       before = cpuOfAll(procs);
       const t0 = performance.now();
       const wallStart = Date.now();
@@ -143,8 +207,8 @@ export const workers: Benchmark = {
       after = cpuOfAll(procs);
       await new Promise((r) => setTimeout(r, 1000));
       stats = await receiver.stats();
-      row(`fan-out (${shared ? "shared" : "personal"} inboxes)`, stats.delivered, ms, after.map((c, i) => c - before[i]!), {
-        detail: `${followers} followers on ${servers} servers; the CLI post took ${(posted / 1000).toFixed(1)} s of it, first delivery at ${(((stats.firstAt ?? Number.NaN) - wallStart) / 1000).toFixed(1)} s; ${stats.repeats} repeats, ${stats.refused} refused; receiver ${(stats.cpuMs / stats.delivered).toFixed(2)} CPU ms/delivery`,
+      row(`fan-out (${shared ? "shared" : "personal"} inboxes)`, stats.delivered, ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
+        detail: `${followers} followers on ${servers} servers (seeded in ${(seedMs / 1000).toFixed(1)} s); the CLI post took ${(posted / 1000).toFixed(1)} s of it, first delivery at ${(((stats.firstAt ?? Number.NaN) - wallStart) / 1000).toFixed(1)} s; ${stats.repeats} repeats (${retriesLogged(procs, logged)}), ${stats.refused} refused; receiver ${(stats.cpuMs / stats.delivered).toFixed(2)} CPU ms/delivery`,
       });
       return rows;
     } finally {
@@ -199,26 +263,31 @@ async function startReceiver(hosts: number, senderOrigin: string): Promise<Recei
   };
 }
 
-/** Active members on the receiver's servers (follower i on server i mod n), under the leader. */
+/**
+ * Active members on the receiver's servers (follower i on server i mod n),
+ * under the leader, made by PostgreSQL itself from generate_series in chunks
+ * of SEED_CHUNK: 10^6 rows sent as 1,000-row inserts took 446 s under load.
+ */
 async function seedFollowers(db: Kysely<DB>, unionId: string, receiver: Receiver, followers: number, shared: boolean): Promise<void> {
   const root = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("role", "=", "leader").executeTakeFirst();
   const now = Date.now();
-  const BATCH = 1000;
-  for (let from = 0; from < followers; from += BATCH) {
-    const actors: Insertable<RemoteActorsTable>[] = [];
-    const members: Insertable<MembersTable>[] = [];
-    for (let i = from; i < Math.min(followers, from + BATCH); i++) {
-      const server = `http://${receiver.hosts[i % receiver.hosts.length]}:${receiver.port}`;
-      const name = `m${i}`;
-      const id = `${server}/users/${name}`;
-      const handle = `@${name}@${new URL(server).host}`;
-      actors.push({ id, type: "Person", handle, preferred_username: name, name, summary: null, url: null, avatar_url: null, inbox: `${id}/inbox`, shared_inbox: shared ? `${server}/inbox` : null, fetched_at: now });
-      members.push({ id: randomUUID(), union_id: unionId, actor_id: id, handle, state: "active", role: "member", sponsor_id: root?.id ?? null, subtree_size: 0, follow_id: `${id}#follow`, joined_at: now, created_at: now });
-    }
+  const servers = receiver.hosts.map((h) => `http://${h}:${receiver.port}`);
+  const SEED_CHUNK = 100_000;
+  for (let from = 0; from < followers; from += SEED_CHUNK) {
+    const to = Math.min(followers, from + SEED_CHUNK) - 1;
     await db.transaction().execute(async (trx) => {
-      await trx.insertInto("remote_actors").values(actors).execute();
-      await trx.insertInto("members").values(members).execute();
+      // i, its server, and its actor id, as the Kysely version spelled them.
+      const people = sql`(select i, s.server, s.server || '/users/m' || i as id, 'm' || i as name,
+          '@m' || i || '@' || split_part(s.server, '//', 2) as handle
+        from generate_series(${from}::int, ${to}::int) as i,
+          lateral (select (${servers}::text[])[i % ${servers.length} + 1] as server) as s)`;
+      // As a join stores them (0046, 0049): no person's name, inboxes relative to the actor id.
+      await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at)
+        select id, 'Person', handle, null, '', ${shared ? sql`'/inbox'` : sql`null`}, ${now}::bigint from ${people} as p`.execute(trx);
+      await sql`insert into members (id, union_id, actor_id, handle, state, role, sponsor_id, subtree_size, follow_id, joined_at, created_at)
+        select gen_random_uuid()::text, ${unionId}, id, handle, 'active', 'member', ${root?.id ?? null}, 0, id || '#follow', ${now}::bigint, ${now}::bigint from ${people} as p`.execute(trx);
     });
+    if (followers > SEED_CHUNK) progress(`seeded ${to + 1}/${followers} followers`);
   }
   if (root) await db.updateTable("members").set({ subtree_size: followers }).where("id", "=", root.id).execute();
 }

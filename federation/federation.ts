@@ -5,7 +5,7 @@ import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
-import { countUnions, getUnionBySlug, unionKeyOwner } from "../src/unions/unions.ts";
+import { countUnions, getUnionBySlug } from "../src/unions/unions.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { onBlock, onDelete, onFollow, onMove, onUndo, onUnverifiedDelete } from "./inbox-membership.ts";
 import { processOnce } from "./inbox-record.ts";
@@ -19,7 +19,7 @@ import { registerProposalObjects } from "./proposal-question.ts";
 import { followersPage } from "./followers.ts";
 import { mayReadRoster, readFollowerCount } from "../src/members/roster.ts";
 import { featuredItems, outboxCount, outboxItems, registerActionObjects } from "./action-objects.ts";
-import { INSTANCE_KEY_OWNER, loadKeyPairs } from "./keys.ts";
+import { INSTANCE_KEY_OWNER, loadKeyPairs, loadUnionKeyPairs } from "./keys.ts";
 import { escapeHtml } from "./html.ts";
 import { serverUsage } from "../src/unions/usage.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
@@ -112,8 +112,7 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
     .mapHandle((_ctx, username) => username.toLowerCase())
     .setKeyPairsDispatcher(async (_ctx, identifier) => {
       if (identifier === INSTANCE_ACTOR) return loadKeyPairs(db, INSTANCE_KEY_OWNER);
-      const union = await getUnionBySlug(db, identifier);
-      return union ? loadKeyPairs(db, unionKeyOwner(union.id)) : [];
+      return loadUnionKeyPairs(db, identifier);
     });
 
   federation

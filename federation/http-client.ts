@@ -114,6 +114,10 @@ export interface OutgoingHttpOptions {
   readonly refuse?: (address: string) => boolean;
   /** The resolver behind the check; tests point names at loopback with it. */
   readonly lookup?: Lookup;
+  /** Connections per origin at most; unbounded by default. */
+  readonly connectionsPerOrigin?: number;
+  /** How long an idle kept-alive connection stays open; undici's 4 s by default. */
+  readonly keepAliveMs?: number;
 }
 
 /** An undici connector that refuses connections to addresses `refuse` names, IP literals and resolved names alike. */
@@ -197,9 +201,14 @@ export function createOutgoingDispatcher(options: OutgoingHttpOptions): Dispatch
   };
   const connectTimeout = Math.min(options.timeoutMs, 10_000);
   const decompress = decompressCapped(options.maxResponseBytes ?? MAX_RESPONSE_BYTES);
-  const open = new Agent({ ...timeouts, connect: { timeout: connectTimeout } }).compose(decompress);
+  const pooling = {
+    ...(options.connectionsPerOrigin === undefined ? {} : { connections: options.connectionsPerOrigin }),
+    ...(options.keepAliveMs === undefined ? {} : { keepAliveTimeout: options.keepAliveMs, keepAliveMaxTimeout: options.keepAliveMs }),
+  };
+  const open = new Agent({ ...timeouts, ...pooling, connect: { timeout: connectTimeout } }).compose(decompress);
   const guarded = new Agent({
     ...timeouts,
+    ...pooling,
     connect: refusingConnector(connectTimeout, options.refuse ?? isPrivateAddress, options.lookup),
   }).compose(decompress);
   return new PolicyDispatcher(open, guarded);
@@ -212,4 +221,17 @@ export function createOutgoingDispatcher(options: OutgoingHttpOptions): Dispatch
  */
 export function limitOutgoingHttp(timeoutMs: number): void {
   setGlobalDispatcher(createOutgoingDispatcher({ timeoutMs }));
+}
+
+/**
+ * The dispatcher of the delivery lanes' own sender (batch-delivery.ts), with
+ * the same private-address rule and timeouts. A fan-out reaches 10^4 servers
+ * in seconds, once each through a shared inbox: every idle connection and its
+ * per-origin pool is memory held for nothing, so idle connections close after
+ * a second (undici drops an origin's pool with its last connection), and a
+ * server with many personal inboxes gets a few connections, kept alive
+ * while its deliveries keep coming.
+ */
+export function createDeliveryDispatcher(timeoutMs: number): Dispatcher {
+  return createOutgoingDispatcher({ timeoutMs, connectionsPerOrigin: 4, keepAliveMs: 1000 });
 }

@@ -1,5 +1,5 @@
 import { exportJwk, generateCryptoKeyPair, importJwk } from "@fedify/fedify";
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { StoredKey } from "../src/unions/unions.ts";
 import { openSecret, sealSecret } from "../src/secrets/stored-keys.ts";
@@ -56,6 +56,25 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
 /** Loads an owner's key pairs, RSA first (Fedify signs HTTP requests with the first RSA key). */
 export async function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<CryptoKeyPair[]> {
   const rows = await db.selectFrom("actor_keys").selectAll().where("owner", "=", owner).execute();
+  return importRows(db, rows);
+}
+
+/**
+ * The key pairs of the union with this slug (none when there is no such
+ * union), in one statement: Fedify asks for a union's keys for every
+ * activity it signs and every delivery it makes, and reading the union and
+ * then its keys was two round trips each time (ten a join on PostgreSQL).
+ */
+export async function loadUnionKeyPairs(db: Kysely<DB>, slug: string): Promise<CryptoKeyPair[]> {
+  const rows = await db.selectFrom("unions as u")
+    .innerJoin("actor_keys as k", (join) => join.on(sql<boolean>`k.owner = 'union:' || u.id`))
+    .select(["k.algorithm", "k.private_jwk", "k.public_jwk"])
+    .where("u.slug", "=", slug.toLowerCase())
+    .execute();
+  return importRows(db, rows);
+}
+
+function importRows(db: Kysely<DB>, rows: { algorithm: string; private_jwk: string; public_jwk: string }[]): Promise<CryptoKeyPair[]> {
   rows.sort((a, b) => ALGORITHMS.indexOf(a.algorithm as never) - ALGORITHMS.indexOf(b.algorithm as never));
   return Promise.all(rows.map((r) => importStored(db, r.private_jwk, r.public_jwk)));
 }

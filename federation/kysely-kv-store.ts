@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
+import { jsonText, storedText } from "./kv-public-keys.ts";
 
 /**
  * Fedify hands over @js-temporal/polyfill Durations while its types name the
@@ -60,7 +61,7 @@ export class KyselyKvStore implements KvStore {
     const now = Date.now();
     if (memoMs > 0) {
       const m = this.#memo.get(encoded);
-      if (m !== undefined && now - m.at < memoMs) return m.text === undefined ? undefined : JSON.parse(m.text) as T;
+      if (m !== undefined && now - m.at < memoMs) return m.text === undefined ? undefined : JSON.parse(jsonText(key, m.text)) as T;
     }
     const row = await this.#db.selectFrom("fedify_kv")
       .select(["value", "expires_at"])
@@ -75,7 +76,7 @@ export class KyselyKvStore implements KvStore {
     }
     // An entry that expires sooner than the memo would be kept past its time.
     if (memoMs > 0 && (row.expires_at === null || row.expires_at - now > memoMs)) this.#remember(encoded, row.value, now);
-    return JSON.parse(row.value) as T;
+    return JSON.parse(jsonText(key, row.value)) as T;
   }
 
   #remember(encoded: string, text: string | undefined, now: number): void {
@@ -90,7 +91,7 @@ export class KyselyKvStore implements KvStore {
     if (value === undefined) return this.delete(key);
     const now = Date.now();
     const encoded = encodeKey(key);
-    const row = { key: encoded, value: encodeValue(value), expires_at: options?.ttl === undefined && encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(options, now) };
+    const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: options?.ttl === undefined && encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(options, now) };
     const memoMs = memoMsOf(key);
     if (memoMs > 0) {
       // Fedify writes the signature spec an origin accepted after every
@@ -145,7 +146,7 @@ export class KyselyKvStore implements KvStore {
     if (row === undefined || isExpired(row.expires_at, now)) return false;
     // Compare values, not spellings: callers pass back what get() parsed, and
     // a JSON round trip drops `undefined` members the same way storing did.
-    if (!isDeepStrictEqual(JSON.parse(row.value), JSON.parse(encodeValue(expectedValue)))) return false;
+    if (!isDeepStrictEqual(JSON.parse(jsonText(key, row.value)), JSON.parse(encodeValue(expectedValue)))) return false;
 
     if (newValue === undefined) {
       // Fedify consumes single-use nonces with cas(key, true, undefined);
@@ -185,7 +186,8 @@ export class KyselyKvStore implements KvStore {
     }
     const rows = await query.execute();
     for (const row of rows) {
-      yield { key: JSON.parse(row.key) as KvKey, value: JSON.parse(row.value) };
+      const key = JSON.parse(row.key) as KvKey;
+      yield { key, value: JSON.parse(jsonText(key, row.value)) };
     }
   }
 

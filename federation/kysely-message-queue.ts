@@ -6,7 +6,7 @@ import type { Database } from "../src/db/database.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
-import { listenShared, type Wake } from "./shared-listen.ts";
+import { listenShared, poolTag, type Wake } from "./shared-listen.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -53,6 +53,19 @@ export interface KyselyMessageQueueOptions {
    * when handled): see queue-payloads.ts.  Absent, messages are stored whole.
    */
   readonly resolveKey?: KeyResolver;
+  /**
+   * Given, claimed messages are first offered to it a batch at a time
+   * (batch-delivery.ts); what it did not send goes to the listen() handler
+   * as before, at most `concurrency` at once.
+   */
+  readonly batch?: BatchSender;
+  /** Messages in flight (claimed, being sent) when `batch` is given.  Default 64. */
+  readonly batchSize?: number;
+}
+
+/** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
+export interface BatchSender {
+  deliver(messages: readonly unknown[]): Promise<readonly ("sent" | "fallback")[]>;
 }
 
 type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at" | "dedupe_key" | "payload">;
@@ -178,6 +191,12 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #retryMaxDelayMs: number;
   readonly #splits: boolean;
   readonly #rejoiner: Rejoiner;
+  readonly #batch: BatchSender | undefined;
+  /** Claimed messages in flight at most: #concurrency, or the batch size with a batch sender. */
+  readonly #inFlightLimit: number;
+  /** Fallback handler slots free (a batch sender's rejects run through the handler, #concurrency at once). */
+  #handlerSlots: number;
+  readonly #slotWaiters: (() => void)[] = [];
   #claims = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -202,6 +221,9 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#retryMaxDelayMs = nonNegative("retryMaxDelayMs", options.retryMaxDelayMs ?? 15 * 60_000);
     this.#splits = options.resolveKey !== undefined;
     this.#rejoiner = new Rejoiner(database.db, options.resolveKey);
+    this.#batch = options.batch;
+    this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
+    this.#handlerSlots = this.#concurrency;
   }
 
   /**
@@ -286,6 +308,18 @@ export class KyselyMessageQueue implements MessageQueue {
    * the only write lock throughout.
    */
   async #insert({ rows, payloads }: NewRows): Promise<void> {
+    const availableAt = rows.reduce((min, r) => Math.min(min, r.available_at), Infinity);
+    const postgres = this.#database.dialect === "postgres";
+    // On PostgreSQL the NOTIFY rides on the insert (sent at its commit), not
+    // a statement of its own after it.
+    const notify = postgres ? sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt, true)})`.as("notified") : undefined;
+    if (postgres && payloads.size === 0 && rows.length <= INSERT_CHUNK && rows.every((r) => r.dedupe_key === null)) {
+      // Nothing to check against done keys: one statement, its own transaction.
+      await this.#database.db.insertInto("fedify_mq").values(rows).returning(notify!).execute();
+      await this.#announce(availableAt, true);
+      await this.#refreshStatistics(rows.length);
+      return;
+    }
     const dropped = await this.#database.db.transaction().execute(async (trx) => {
       if (payloads.size > 0) {
         const now = Date.now();
@@ -299,6 +333,7 @@ export class KyselyMessageQueue implements MessageQueue {
         inserted.push(...await trx.insertInto("fedify_mq").values(rows.slice(i, i + INSERT_CHUNK))
           .onConflict((oc) => oc.column("dedupe_key").doNothing())
           .returning(["id", "dedupe_key"])
+          .$if(notify !== undefined, (qb) => qb.returning(notify!))
           .execute());
       }
       const keyed = inserted.filter((r): r is { id: number; dedupe_key: string } => r.dedupe_key !== null);
@@ -314,7 +349,7 @@ export class KyselyMessageQueue implements MessageQueue {
       return n;
     });
     if (dropped > 0) log.info("Dropped {n} deliveries already made (a fan-out handled again)", { n: dropped });
-    await this.#announce(rows.reduce((min, r) => Math.min(min, r.available_at), Infinity));
+    await this.#announce(availableAt, postgres);
     await this.#refreshStatistics(rows.length);
   }
 
@@ -355,10 +390,16 @@ export class KyselyMessageQueue implements MessageQueue {
       await executor.insertInto("fedify_mq_payloads").values({ id: p.id, body: p.body, created_at: Date.now() })
         .onConflict((oc) => oc.column("id").doNothing()).execute();
     }
-    await executor.insertInto("fedify_mq").values(row).execute();
     if (this.#database.dialect === "postgres") {
-      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify({ queue: this.name, at: availableAt })})`.execute(executor);
+      // Sent at the caller's commit, to every pool, this one included: its
+      // lanes must not claim before the row is visible.
+      await executor.insertInto("fedify_mq").values(row)
+        // Ready at once: "at" 0, so a transaction's several messages for this
+        // lane send one notification (PostgreSQL folds identical ones).
+        .returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false)})`.as("notified"))
+        .execute();
     } else {
+      await executor.insertInto("fedify_mq").values(row).execute();
       // SQLite has one connection: a listener woken now claims right after
       // the transaction releases it, and so sees the committed row.
       wakeLocal(this.#database.db, this.name, availableAt);
@@ -434,10 +475,17 @@ export class KyselyMessageQueue implements MessageQueue {
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
     const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
-    const claimBatch = Math.max(1, Math.floor(this.#concurrency / 2));
+    const limit = this.#inFlightLimit;
+    const claimBatch = Math.max(1, Math.floor(limit / 2));
+    // Whether the last claim filled every slot it asked for, so more may be
+    // ready. When it did not, the lane was drained at that moment: anything
+    // newer rings the alarm (an enqueue here, NOTIFY from elsewhere, a
+    // finished message's ordering key), so a finished handler need not claim
+    // again. That claim found nothing about twice per message handled.
+    let more = false;
     try {
       while (!signal.aborted) {
-        const free = this.#concurrency - inFlight.size;
+        const free = limit - inFlight.size;
         if (free > 0) {
           let claimed: Claimed[] = [];
           try {
@@ -445,9 +493,11 @@ export class KyselyMessageQueue implements MessageQueue {
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
-          for (const message of claimed) {
+          more = claimed.length === free;
+          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler) : claimed.map((message) => this.#deliver(message, handler));
+          for (const [i, message] of claimed.entries()) {
             held.set(message.id, message.token);
-            const task: Promise<void> = this.#deliver(message, handler).finally(() => {
+            const task: Promise<void> = tasks[i]!.finally(() => {
               held.delete(message.id);
               inFlight.delete(task);
               // Free slots, and maybe a message that was waiting behind this
@@ -456,7 +506,7 @@ export class KyselyMessageQueue implements MessageQueue {
               // statement of all (2.4 claims per delivery, most of the
               // database time), since each one walks past the messages held
               // back behind ordering keys.
-              if (this.#concurrency - inFlight.size >= claimBatch || inFlight.size === 0) alarm.ring();
+              if (more && (limit - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
             });
             inFlight.add(task);
           }
@@ -479,10 +529,19 @@ export class KyselyMessageQueue implements MessageQueue {
     if (held.size === 0) return;
     const ids = [...held.keys()];
     const tokens = [...new Set(held.values())];
+    const { db, dialect } = this.#database;
     try {
-      await this.#database.db.updateTable("fedify_mq")
+      await db.updateTable("fedify_mq")
         .set({ lease_until: Date.now() + this.#leaseMs })
-        .where("id", "in", ids)
+        // On PostgreSQL, skipping rows locked meanwhile: those are being
+        // settled (deleted) by this process. Waiting for them, the renewal
+        // and a settle locking the same rows in another order deadlocked;
+        // PostgreSQL aborted the settle, the leases ran out, and the batch's
+        // messages were delivered a second time (seen as repeats at the
+        // receivers in the workers benchmark and worker-deliveries.test.ts).
+        .where("id", "in", dialect === "postgres"
+          ? (eb) => eb.selectFrom("fedify_mq").select("id").where("id", "in", ids).where("lease_owner", "in", tokens).forUpdate().skipLocked()
+          : ids)
         .where("lease_owner", "in", tokens)
         .execute();
     } catch (error) {
@@ -555,6 +614,59 @@ export class KyselyMessageQueue implements MessageQueue {
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
   }
 
+  /**
+   * A claimed batch through the batch sender: one promise per message,
+   * settled once that message is completed, failed or dead-lettered. What
+   * the sender sent is completed (group commit, as every other message);
+   * the rest goes through #deliver, a handler slot at a time.
+   */
+  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void): Promise<void>[] {
+    const batch = this.#batch!;
+    const settled = (async () => {
+      const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
+      let messages: unknown[];
+      try {
+        messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message)));
+      } catch {
+        // A message that cannot be rejoined fails in #deliver like any other.
+        return new Map<number, "sent" | "fallback">();
+      }
+      const outcomes = await batch.deliver(messages);
+      return new Map(live.map((c, i) => [c.id, outcomes[i] ?? "fallback"]));
+    })();
+    return claimed.map(async (c) => {
+      const outcome = await settled.then((m) => m.get(c.id), () => undefined);
+      if (outcome === "sent") {
+        try {
+          await this.#complete(c);
+        } catch (error) {
+          log.error("Could not settle message {id} in queue {queue}: {error}", { id: c.id, queue: this.name, error });
+        }
+        return;
+      }
+      await this.#handlerSlot();
+      try {
+        await this.#deliver(c, handler);
+      } finally {
+        this.#releaseHandlerSlot();
+      }
+    });
+  }
+
+  async #handlerSlot(): Promise<void> {
+    if (this.#handlerSlots > 0) {
+      this.#handlerSlots--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+  }
+
+  #releaseHandlerSlot(): void {
+    const next = this.#slotWaiters.shift();
+    if (next !== undefined) next();
+    else this.#handlerSlots++;
+  }
+
   async #deliver(claimed: Claimed, handler: (message: any) => Promise<void> | void): Promise<void> {
     try {
       // A worker that died holding the last allowed attempt gets no further one.
@@ -590,8 +702,12 @@ export class KyselyMessageQueue implements MessageQueue {
   async #flushCompletions(): Promise<void> {
     while (this.#completions.length > 0) {
       const batch = this.#completions.splice(0, INSERT_CHUNK);
+      let ordered = batch.some((c) => c.claimed.ordering_key !== null);
       try {
-        const lost = await this.#database.db.transaction().execute(async (trx) => {
+        const lost = this.#database.dialect === "postgres" ? await this.#settlePostgres(batch.map((c) => c.claimed)).then((r) => {
+          ordered = r.waiting;
+          return r.lost;
+        }) : await this.#database.db.transaction().execute(async (trx) => {
           const notMine: Claimed[] = [];
           const done: string[] = [];
           for (const { claimed } of batch) {
@@ -616,8 +732,57 @@ export class KyselyMessageQueue implements MessageQueue {
       } catch (error) {
         for (const c of batch) c.reject(error);
       }
-      if (batch.some((c) => c.claimed.ordering_key !== null)) await this.#announce(Date.now());
+      // Messages waiting behind these ones' ordering keys may go now.
+      if (ordered) await this.#announce(Date.now(), this.#database.dialect === "postgres");
     }
+  }
+
+  /**
+   * #flushCompletions on PostgreSQL in one statement, its own transaction:
+   * the batch's rows still leased by their claims deleted, their done keys
+   * written, and a NOTIFY only if a message of this lane waits behind one of
+   * their ordering keys. Was BEGIN, a DELETE per message, the done keys'
+   * INSERT, COMMIT and a NOTIFY after every message with an ordering key
+   * (which woke every listener to claim and, mostly, find nothing): five
+   * round trips and an empty claim for a batch of one. Returns the claims
+   * that were no longer ours, and whether anything waited.
+   */
+  async #settlePostgres(batch: readonly Claimed[]): Promise<{ lost: Claimed[]; waiting: boolean }> {
+    // Idempotent (it deletes only rows still leased to these claims), so a
+    // deadlock's victim is tried again rather than left to its leases running
+    // out, which would send each of its messages a second time.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#settlePostgresOnce(batch);
+      } catch (error) {
+        if ((error as { code?: string }).code !== "40P01" || attempt >= 3) throw error;
+        log.info("Settling {n} messages in queue {queue} deadlocked; trying again", { n: batch.length, queue: this.name });
+      }
+    }
+  }
+
+  async #settlePostgresOnce(batch: readonly Claimed[]): Promise<{ lost: Claimed[]; waiting: boolean }> {
+    const ids = batch.map((c) => c.id);
+    // The subquery reads the statement's snapshot, where the batch's own rows are not yet deleted.
+    const { rows } = await sql<{ id: number; waiting: boolean }>`
+      with settled as (
+        delete from fedify_mq
+        where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
+        returning id, dedupe_key, ordering_key
+      ), done as (
+        insert into fedify_mq_done (dedupe_key, done_at)
+        select distinct dedupe_key, ${Date.now()}::bigint from settled where dedupe_key is not null
+        on conflict (dedupe_key) do nothing
+      ), behind as (
+        select s.id, s.ordering_key is not null and exists (
+          select 1 from fedify_mq m where m.queue = ${this.name} and m.ordering_key = s.ordering_key and m.id <> all(${ids}::bigint[])
+        ) as waiting
+        from settled s
+      )
+      select id, waiting, case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(Date.now(), true)}) end as notified
+      from behind`.execute(this.#database.db);
+    const settled = new Set(rows.map((r) => Number(r.id)));
+    return { lost: batch.filter((c) => !settled.has(c.id)), waiting: rows.some((r) => r.waiting) };
   }
 
   async #fail(claimed: Claimed, error: unknown): Promise<void> {
@@ -666,12 +831,22 @@ export class KyselyMessageQueue implements MessageQueue {
     return Math.round(exponential * (0.8 + Math.random() * 0.4));
   }
 
-  async #announce(availableAt: number): Promise<void> {
+  /**
+   * What NOTIFY says: the lane and when its new message is available, and
+   * (`fromHere`) that this pool's lanes are woken directly, so its own
+   * LISTEN ignores it (shared-listen.ts).
+   */
+  #notifyPayload(availableAt: number, fromHere: boolean): string {
+    const pool = this.#database.pgPool;
+    return JSON.stringify({ queue: this.name, at: availableAt, ...(fromHere && pool !== undefined ? { from: poolTag(pool) } : {}) });
+  }
+
+  /** Wakes this process's listeners, and on PostgreSQL the others' unless the statement already notified them. */
+  async #announce(availableAt: number, notified = false): Promise<void> {
     wakeLocal(this.#database.db, this.name, availableAt);
-    if (this.#database.dialect !== "postgres") return;
+    if (this.#database.dialect !== "postgres" || notified) return;
     try {
-      const payload = JSON.stringify({ queue: this.name, at: availableAt });
-      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${payload})`.execute(this.#database.db);
+      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt, true)})`.execute(this.#database.db);
     } catch (error) {
       // The message is stored; other processes will find it on their next poll.
       log.warn("Could not notify other workers about queue {queue}: {error}", { queue: this.name, error });
@@ -714,11 +889,11 @@ class Alarm {
   ringAt(at: number): void {
     const now = Date.now();
     if (at <= now) return this.ring();
-    if (this.#wakeUp === undefined) {
-      this.#hint = Math.min(this.#hint, at);
-    } else if (at < this.#deadline) {
-      this.#schedule(at, now);
-    }
+    // Kept until its time has come, not only scheduled: a wait that ends
+    // earlier for another reason (a ring, a claim that found nothing) would
+    // otherwise forget it and sleep a whole poll interval past it.
+    this.#hint = Math.min(this.#hint, at);
+    if (this.#wakeUp !== undefined && at < this.#deadline) this.#schedule(at, now);
   }
 
   wait(pollIntervalMs: number): Promise<void> {
@@ -727,11 +902,7 @@ class Alarm {
       return Promise.resolve();
     }
     const now = Date.now();
-    let deadline = now + pollIntervalMs;
-    if (this.#hint <= deadline) {
-      deadline = this.#hint;
-      this.#hint = Number.POSITIVE_INFINITY;
-    }
+    const deadline = Math.min(now + pollIntervalMs, this.#hint);
     return new Promise((resolve) => {
       this.#wakeUp = resolve;
       this.#schedule(deadline, now);
@@ -747,6 +918,8 @@ class Alarm {
 
   #fire(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    // The claim this wakes starts now, so it sees what the hint announced.
+    if (Date.now() >= this.#hint) this.#hint = Number.POSITIVE_INFINITY;
     this.#timer = undefined;
     this.#deadline = Number.POSITIVE_INFINITY;
     const wakeUp = this.#wakeUp;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Context, Federation } from "@fedify/fedify";
-import { Accept, Create, Follow, Mention, Note, type Recipient, Reject } from "@fedify/vocab";
+import type { Recipient } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -18,6 +18,7 @@ import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
+import { type DirectActivity, type DirectDelivery, directDelivery, directNote, followAnswer, gateOf, gateText, type MemberGate, rsaKeyIdOf } from "./direct-send.ts";
 
 const log = logger("federation", "outbound");
 
@@ -30,16 +31,43 @@ interface QueuedIntent {
 /**
  * The domain's Outbox, kept in the database queue under its own name. Chain
  * work goes to the ledger lane when one is given, so a slow RPC never holds
- * up an Accept or a vote.
+ * up an Accept or a vote. With `direct`, a join's Accept and welcome are
+ * queued as deliveries in the join's own transaction (no domain message to
+ * claim and handle first); each carries a gate, checked when it is sent, so
+ * a member gone by then still gets neither (direct-send.ts).
  */
-export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue): Outbox {
+export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue, direct?: DirectLane): Outbox {
   return {
-    add: (trx, intent, options) => {
+    add: async (trx, intent, options) => {
+      if (direct && intent.kind === "member.join" && options?.notBefore === undefined) {
+        const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID());
+        if (deliveries) {
+          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey });
+          return;
+        }
+      }
       const wait = Math.max(0, (options?.notBefore ?? 0) - Date.now());
       return (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
         .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
     },
+    // Besides the gate checked at sending: a sender that takes deliveries
+    // without going through it (a batch sender) still finds none to send.
+    ...(direct ? {
+      withdrawWelcome: async (trx: Kysely<DB>, unionId: string, memberId: string) => {
+        const now = Date.now();
+        await trx.deleteFrom("fedify_mq").where("queue", "=", direct.queue.name)
+          .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<=", now)]))
+          .where("message", "like", `%${gateText({ unionId, memberId })}%`)
+          .execute();
+      },
+    } : {}),
   };
+}
+
+/** Where a join's deliveries go when written with the join: the interactive outbox lane. */
+export interface DirectLane {
+  readonly queue: KyselyMessageQueue;
+  readonly origin: URL;
 }
 
 /** Intents that are chain work, handled by the ledger lane (solana/). */
@@ -64,6 +92,11 @@ export interface OutboundDeps extends FanoutDeps {
   readonly db: Kysely<DB>;
   readonly federation: Federation<void>;
   readonly origin: URL;
+  /**
+   * Queues one of Fedify's delivery messages in the interactive outbox lane:
+   * activities for one recipient go out HTTP-signed only (direct-send.ts).
+   */
+  enqueueDirect(message: unknown, options: { orderingKey: string }): Promise<void>;
 }
 
 /**
@@ -83,6 +116,21 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
   const activityId = (n = "") => new URL(`/u/${union.slug}/activities/${intentId}${n}`, deps.origin);
 
   switch (intent.kind) {
+    case "member.join": {
+      // One message for a join (when it was not written with the join itself): the Accept, then the welcome.
+      const member = await getMember(deps.db, union.id, intent.memberId);
+      if (!member?.actorId || !member.followId) {
+        log.warn("Cannot answer the follow of member {memberId}: no actor or Follow id", { memberId: intent.memberId });
+        return;
+      }
+      if (gone(member)) return;
+      const recipient = await recipientFor(deps, ctx, union, member.actorId);
+      if (!recipient) return;
+      const deliveries = await joinDeliveries(deps.db, deps.origin, union, groupId, member, { id: recipient.id?.href ?? member.actorId, inbox: recipient.inboxId!.href }, intent.inviteCode, activityId);
+      // Enqueued in the same turn: one transaction for both (kysely-message-queue.ts), the Accept first.
+      await Promise.all(deliveries.map((d) => deps.enqueueDirect(d, { orderingKey: d.orderingKey })));
+      return;
+    }
     case "follow.accept":
     case "follow.reject": {
       const member = await getMember(deps.db, union.id, intent.memberId);
@@ -93,10 +141,9 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       if (intent.kind === "follow.accept" && gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
-      // Mastodon matches the answer to its pending follow by the embedded Follow's id.
-      const follow = new Follow({ id: new URL(member.followId), actor: new URL(member.actorId), object: groupId });
-      const Answer = intent.kind === "follow.accept" ? Accept : Reject;
-      await ctx.sendActivity({ identifier: union.slug }, recipient, new Answer({ id: activityId(), actor: groupId, object: follow }), { orderingKey: member.actorId });
+      const answer = answerOf(intent.kind === "follow.accept" ? "Accept" : "Reject", groupId, member.actorId, member.followId, activityId());
+      // A Reject goes out even to a member removed meanwhile: it is how their server learns it.
+      await send(deps, groupId, recipient, member.actorId, answer, intent.kind === "follow.accept" ? { unionId: union.id, memberId: member.id } : undefined);
       return;
     }
     case "member.welcome": {
@@ -104,15 +151,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       if (!member?.actorId || gone(member)) return;
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
-      const invite = intent.inviteCode ? new URL(`/u/${union.slug}/join/${intent.inviteCode}`, deps.origin).href : null;
-      const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
-      // The version in force when the welcome goes out: the rules the member joined under.
-      const bylaws = await readBylaws(deps.db, union.id);
-      const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, deps.origin).href;
-      const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
-        `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
-        .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
-      await sendDirect(ctx, union, groupId, member.actorId, member.handle, recipient, activityId, body);
+      await send(deps, groupId, recipient, member.actorId, await welcomeOf(deps.db, deps.origin, union, groupId, member.actorId, member.handle, intent.inviteCode, activityId), { unionId: union.id, memberId: member.id });
       return;
     }
     case "action.publish":
@@ -157,7 +196,7 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       const actor = await getRemoteActor(deps.db, intent.actorId);
       const minutes = Math.max(1, Math.round((intent.expiresAt - Date.now()) / 60_000));
       const body = `<p>Your sign-in link for ${escapeHtml(union.name)} (valid for ${minutes} minutes, once): <a href="${escapeHtml(intent.url)}">${escapeHtml(intent.url)}</a></p><p>If you did not ask to sign in, ignore this message.</p>`;
-      await sendDirect(ctx, union, groupId, intent.actorId, actor?.handle ?? null, recipient, activityId, body);
+      await send(deps, groupId, recipient, intent.actorId, directMessage(groupId, intent.actorId, actor?.handle ?? null, activityId, body));
       return;
     }
   }
@@ -175,29 +214,75 @@ function gone(member: Member): boolean {
   return true;
 }
 
-async function sendDirect(
-  ctx: Context<void>,
-  union: Union,
-  groupId: URL,
-  actorId: string,
-  handle: string | null,
-  recipient: Recipient,
-  activityId: (n?: string) => URL,
-  html: string,
-): Promise<void> {
-  const to = new URL(actorId);
+function answerOf(type: "Accept" | "Reject", groupId: URL, actorId: string, followId: string, id: URL): DirectActivity {
+  // Mastodon matches the answer to its pending follow by the embedded Follow's id.
+  return followAnswer(type, { id: id.href, actor: groupId.href, follow: { id: followId, actor: actorId, object: groupId.href } });
+}
+
+async function welcomeOf(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, actorId: string, handle: string | null, inviteCode: string | null, activityId: (n?: string) => URL): Promise<DirectActivity> {
+  const invite = inviteCode ? new URL(`/u/${union.slug}/join/${inviteCode}`, origin).href : null;
+  const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
+  // The version in force when the welcome goes out: the rules the member joined under.
+  const bylaws = await readBylaws(db, union.id);
+  const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, origin).href;
+  const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
+    `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
+    .filter(Boolean).map((p) => `<p>${p}</p>`).join("");
+  return directMessage(groupId, actorId, handle, activityId, body);
+}
+
+function directMessage(groupId: URL, actorId: string, handle: string | null, activityId: (n?: string) => URL, html: string): DirectActivity {
   // Mastodon shows a direct message only to the accounts it mentions.
   const mention = handle ? `<span class="h-card"><a href="${escapeHtml(actorId)}" class="u-url mention">${escapeHtml(handle)}</a></span> ` : "";
-  const note = new Note({
-    id: activityId("#note"),
-    attribution: groupId,
-    to,
-    content: `${mention}${html}`,
-    tags: [new Mention({ href: to, name: handle ?? actorId })],
-    published: Temporal.Now.instant(),
-  });
-  // Same ordering key as the Accept: the welcome must not arrive before it.
-  await ctx.sendActivity({ identifier: union.slug }, recipient, new Create({ id: activityId(), actor: groupId, to, object: note, published: note.published }), { orderingKey: actorId });
+  return directNote({ id: activityId().href, noteId: activityId("#note").href, actor: groupId.href, to: actorId, mention: handle ?? actorId, content: `${mention}${html}`, published: new Date() });
+}
+
+/**
+ * Queues an activity for one recipient as a delivery of its own, HTTP-signed
+ * only (direct-send.ts). The ordering key is the actor's: an Accept, the
+ * welcome after it and a later Reject leave in the order they were queued.
+ */
+function send(deps: OutboundDeps, groupId: URL, recipient: Recipient, actorId: string, activity: DirectActivity, gate?: MemberGate): Promise<void> {
+  const message = directDelivery({ origin: deps.origin, keyId: rsaKeyIdOf(groupId), activity, inbox: recipient.inboxId!.href, actorId: recipient.id?.href ?? actorId, orderingKey: actorId, gate });
+  return deps.enqueueDirect(message, { orderingKey: message.orderingKey });
+}
+
+/** A join's Accept and welcome, in that order, each sent only while the member is still active. */
+async function joinDeliveries(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, member: Member, recipient: { id: string; inbox: string }, inviteCode: string | null, activityId: (n?: string) => URL): Promise<DirectDelivery[]> {
+  const accept = answerOf("Accept", groupId, member.actorId!, member.followId!, activityId("/accept"));
+  const welcome = await welcomeOf(db, origin, union, groupId, member.actorId!, member.handle, inviteCode, (n = "") => activityId(`/welcome${n}`));
+  const gate = { unionId: union.id, memberId: member.id };
+  return [accept, welcome].map((activity) =>
+    directDelivery({ origin, keyId: rsaKeyIdOf(groupId), activity, inbox: recipient.inbox, actorId: recipient.id, orderingKey: member.actorId!, gate }));
+}
+
+/**
+ * A join's deliveries from what the join's transaction can read: undefined
+ * when the member's account is not cached with an inbox (the domain lane
+ * then fetches it).
+ */
+async function cachedJoinDeliveries(db: Kysely<DB>, origin: URL, intent: { unionId: string; memberId: string; inviteCode: string | null }, intentId: string): Promise<DirectDelivery[] | undefined> {
+  const union = await getUnionById(db, intent.unionId);
+  const member = union && await getMember(db, union.id, intent.memberId);
+  if (!union || !member?.actorId || !member.followId || member.state !== "active") return undefined;
+  const actor = await getRemoteActor(db, member.actorId);
+  if (!actor?.inbox) return undefined;
+  // Fedify's actor URI for the union (federation.ts, ACTOR_PATH); slugs need no escaping.
+  const groupId = new URL(`/u/${union.slug}`, origin);
+  const activityId = (n = "") => new URL(`/u/${union.slug}/activities/${intentId}${n}`, origin);
+  return joinDeliveries(db, origin, union, groupId, member, { id: actor.id, inbox: actor.inbox }, intent.inviteCode, activityId);
+}
+
+/** Checks a delivery's gate when it is about to be sent: is the member still active? */
+export function memberGate(db: Kysely<DB>): (message: unknown) => Promise<boolean> {
+  return async (message) => {
+    const gate = gateOf(message);
+    if (gate === undefined) return true;
+    const member = await getMember(db, gate.unionId, gate.memberId);
+    if (member?.state === "active") return true;
+    log.info("Not sending {activityId} to member {memberId}: their membership is {state}", { activityId: (message as { activityId?: string }).activityId, memberId: gate.memberId, state: member?.state ?? "gone" });
+    return false;
+  };
 }
 
 /** The inbox to deliver to, from the cache, or fetched (signed as the union) when unknown. */

@@ -56,12 +56,26 @@ export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<P
 }
 
 /**
- * Processed activity ids older than the retention. A Follow's record is kept:
- * an Undo that arrives after the member rejoined is told apart from a current
- * one by it (inbox-membership.ts staleFollowGuard), and there is one per join.
+ * Processed activity ids older than the retention. A Follow's record is what
+ * tells an old Undo from a current one once the member rejoined
+ * (inbox-membership.ts staleFollowGuard), so it goes only while it is still
+ * the member's current Follow (members.follow_id holds it); the moment it
+ * stops being that, migration 0047's trigger records it again, and such a
+ * record stays.
  */
-function pruneInboxActivities(db: Kysely<DB>, before: number): Promise<number> {
-  return chunked(db, "inbox_activities", "id", "received_at", before, "and type <> 'Follow'");
+async function pruneInboxActivities(db: Kysely<DB>, before: number): Promise<number> {
+  const others = await chunked(db, "inbox_activities", "id", "received_at", before, "and type <> 'Follow'");
+  let follows = 0;
+  for (;;) {
+    // members_actor_union (actor_id, union_id) finds the member; one per record.
+    const r = await sql`delete from inbox_activities where id in (
+      select i.id from inbox_activities i where i.received_at < ${before} and i.type = 'Follow'
+        and exists (select 1 from members m where m.actor_id = i.actor and m.union_id = i.union_id and m.follow_id = i.id)
+      limit ${CHUNK})`.execute(db);
+    const n = Number(r.numAffectedRows ?? 0n);
+    follows += n;
+    if (n < CHUNK) return others + follows;
+  }
 }
 
 /** Deletes rows whose `column` is before `before`, CHUNK at a time; returns how many went. */

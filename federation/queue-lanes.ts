@@ -68,7 +68,14 @@ export function queueConnections(busy: number): number {
 
 export function createQueueLanes(database: Database, options: QueueLanesOptions = {}): QueueLanes {
   const concurrency = laneConcurrency(options.concurrency ?? 16);
-  const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, { ...options, name, concurrency: concurrency[name] })])) as Record<Lane, KyselyMessageQueue>;
+  // Only the lanes of Fedify's delivery messages send batches themselves.
+  const batched = (name: Lane) => name === "outbox" || name === "delivery";
+  const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, {
+    ...options,
+    name,
+    concurrency: concurrency[name],
+    batch: batched(name) ? options.batch : undefined,
+  })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,
     fedify: {
@@ -105,9 +112,17 @@ export class RoutedQueue implements MessageQueue {
     this.#bulk = bulk;
   }
 
+  /** Checked before Fedify handles a message: false drops it (outbound.ts, memberGate). */
+  #gate: ((message: unknown) => Promise<boolean>) | undefined;
+
   /** Handles messages of `type` (which Fedify does not know) with `handler`. */
   handle(type: string, handler: (message: any) => Promise<void>): void {
     this.#own.set(type, handler);
+  }
+
+  /** Asks `gate` before Fedify handles each message; a message it refuses is dropped. */
+  gate(gate: (message: unknown) => Promise<boolean>): void {
+    this.#gate = gate;
   }
 
   #lane(): KyselyMessageQueue {
@@ -128,7 +143,9 @@ export class RoutedQueue implements MessageQueue {
   async listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
     const dispatch = (message: unknown) => {
       const own = this.#own.get((message as { type?: unknown } | null)?.type as string);
-      return own ? own(message) : handler(message);
+      if (own) return own(message);
+      const gate = this.#gate;
+      return gate ? gate(message).then((ok) => (ok ? handler(message) : undefined)) : handler(message);
     };
     const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
     if (this.#interactive === this.#bulk) return this.#bulk.listen(bulk, options);

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type pg from "pg";
 import { logger } from "../src/logging.ts";
 
@@ -45,12 +46,15 @@ class SharedListen {
 
   readonly #onNotification = (message: pg.Notification) => {
     if (message.channel !== this.#channel || message.payload === undefined) return;
-    let parsed: { queue: string; at: number };
+    let parsed: { queue: string; at: number; from?: string };
     try {
-      parsed = JSON.parse(message.payload) as { queue: string; at: number };
+      parsed = JSON.parse(message.payload) as { queue: string; at: number; from?: string };
     } catch {
       return; // not one of ours
     }
+    // Our own pool's announcement, whose lanes were already woken in
+    // process: woken again, each would claim once more and find nothing.
+    if (parsed.from !== undefined && parsed.from === tags.get(this.#pool)) return;
     for (const s of this.#subscribers) s.wake(parsed.queue, parsed.at);
   };
 
@@ -95,6 +99,17 @@ class SharedListen {
 }
 
 const shared = new WeakMap<pg.Pool, SharedListen>();
+const tags = new WeakMap<pg.Pool, string>();
+
+/**
+ * A name for this pool in NOTIFY payloads (`from`): its own LISTEN ignores
+ * what it announced itself after waking its lanes directly.
+ */
+export function poolTag(pool: pg.Pool): string {
+  let tag = tags.get(pool);
+  if (tag === undefined) tags.set(pool, (tag = randomBytes(6).toString("hex")));
+  return tag;
+}
 
 /** Subscribes a lane to the process's one LISTEN connection on this pool. */
 export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake): Promise<{ close(): Promise<void> }> {

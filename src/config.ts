@@ -42,7 +42,9 @@ export interface Config {
   readonly solanaRpcUrl: string | null;
   /**
    * PostgreSQL connections per process (MUSTER_DB_POOL). Unset, it is sized
-   * to the queue's handlers, its LISTEN connections and the web's requests.
+   * to what the process runs: the queue's handlers, its LISTEN connection
+   * and the web's requests, or (serve --no-worker, CLI commands) the web's
+   * requests alone (src/main.ts poolSizeFor).
    */
   readonly dbPool: number | undefined;
   /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */

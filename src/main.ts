@@ -9,7 +9,9 @@ import { exportJwk } from "@fedify/fedify";
 import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
-import { limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
+import type { Dispatcher } from "undici";
+import { BatchDeliverer } from "../federation/batch-delivery.ts";
+import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
 import { checkConnection, type Database, openDatabase } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
@@ -19,7 +21,7 @@ import { ReadCache } from "./http/read-cache.ts";
 import { documentsVersion } from "./db/document-versions.ts";
 import type { UnionDeps } from "./unions/unions.ts";
 import type { MembershipDeps } from "./members/members.ts";
-import { handleIntent, queueOutbox } from "../federation/outbound.ts";
+import { handleIntent, memberGate, queueOutbox } from "../federation/outbound.ts";
 import { remoteFollowUrl } from "../federation/remote-follow.ts";
 import { PRUNE_INTERVAL_MS, pruneStorage } from "../federation/pruning.ts";
 import { shareRecentActorDocuments } from "../federation/recent-actors.ts";
@@ -86,9 +88,35 @@ export interface MusterOptions {
   readonly reuseFetchedActors?: boolean;
   /** Off only for the inbox benchmark's before/after comparison and tests of Fedify's own path: every inbox POST through Fedify and the queue. */
   readonly fastInbox?: boolean;
+  /**
+   * Whether this process will handle queue work (`runQueue`): `serve` and
+   * `worker` do; `serve --no-worker` and one-shot CLI commands only enqueue,
+   * so their pool is not sized (or held) to the queue's handlers. Default true.
+   */
+  readonly runsQueue?: boolean;
 }
 
-export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
+/**
+ * Fewest connections a process that runs no queue handlers may have: a
+ * request's (or command's) transaction and one query beside it.
+ */
+export const MIN_POOL_WITHOUT_QUEUE = 2;
+/** Connections for a process's own requests, beyond its queue handlers. */
+const WEB_CONNECTIONS = 8;
+
+/**
+ * The PostgreSQL pool for a process, from MUSTER_DB_POOL or sized to what
+ * the process runs, or a ConfigError naming the minimum when it is set below
+ * what the process needs: one connection per queue handler and the shared
+ * LISTEN where the queue runs, else MIN_POOL_WITHOUT_QUEUE.
+ */
+export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">, runsQueue: boolean): number {
+  if (!runsQueue) {
+    if (config.dbPool !== undefined && config.dbPool < MIN_POOL_WITHOUT_QUEUE) {
+      throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${MIN_POOL_WITHOUT_QUEUE} connections any process needs (a transaction and one query beside it)`);
+    }
+    return config.dbPool ?? WEB_CONNECTIONS + MIN_POOL_WITHOUT_QUEUE;
+  }
   // Never fewer connections than the queue's handlers and LISTENs, plus
   // some for the web's requests: a handler waiting for a connection holds
   // its message's lease doing nothing.
@@ -96,7 +124,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   if (config.dbPool !== undefined && config.dbPool < needed) {
     throw new ConfigError(`MUSTER_DB_POOL is ${config.dbPool}, below the ${needed} connections the queue needs at MUSTER_QUEUE_CONCURRENCY=${config.queueConcurrency} (one per handler and one shared LISTEN)`);
   }
-  const database = openDatabase(config.databaseUrl, { poolSize: config.dbPool ?? needed + 8 });
+  return config.dbPool ?? needed + WEB_CONNECTIONS;
+}
+
+export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
+  const runsQueue = options.runsQueue !== false;
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
   try {
     await checkConnection(database, config.databaseUrl);
     if (options.migrate !== false) await migrateToLatest(database.db);
@@ -113,11 +146,16 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     throw e;
   }
   limitOutgoingHttp(config.httpTimeoutMs);
+  let deliveryDispatcher: Dispatcher | undefined;
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
   let signer: Federation<void> | undefined;
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
+    // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
+    ...(process.env.MUSTER_BATCH_DELIVERY === "0" ? {} : {
+      batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)) }),
+    }),
     ...options.queue,
     resolveKey: async (keyId) => {
       if (!signer) return undefined;
@@ -131,7 +169,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Domain intents (answer this Follow, welcome that member) wait in their
   // own lane, written in the same transaction as the change that caused them.
   // Chain work (badges, treasury transfers) has its own lane: a slow RPC never delays an Accept.
-  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger);
+  const outbox = queueOutbox(lanes.lanes.domain, lanes.lanes.ledger, { queue: lanes.lanes.outbox, origin: config.origin });
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
@@ -178,6 +216,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
+  // A join's Accept and welcome go only to a member still active when they are sent (federation/outbound.ts).
+  lanes.fedify.outbox.gate(memberGate(database.db));
   mountMemberCollections(app, { db: database.db, federation, origin: config.origin });
   mountRelationshipCollections(app, { db: database.db, origin: config.origin });
   // Only one process may run the embedded ledger's transactions: the one
@@ -224,7 +264,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     await runTreasurySchedule({ db: database.db, events, ledger, origin: config.origin, rpcUrl: config.solanaRpcUrl, fund: embeddedLedger ? (await import("../solana/badge-sync.ts")).faucetFunding(embeddedLedger) : undefined }, signal, options.schedulerIntervalMs ?? 30_000);
   };
   const runQueue = async (signal: AbortSignal) => {
-    const outbound = { ...fanout, db: database.db, federation, origin: config.origin };
+    const outbound = { ...fanout, db: database.db, federation, origin: config.origin, enqueueDirect: (message: unknown, opts: { orderingKey: string }) => lanes.lanes.outbox.enqueue(message, opts) };
     await Promise.all([
       federation.startQueue(undefined, { signal }),
       lanes.lanes.domain.listen((message) => handleIntent(outbound, message), { signal }),
@@ -258,6 +298,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     ledger,
     embeddedLedger,
     runQueue(signal) {
+      // Its pool was not sized for the handlers: they would queue for connections while holding leases.
+      if (!runsQueue) return Promise.reject(new Error("this process was opened without queue handlers (runsQueue: false)"));
       return withOutgoingPolicy(policy, () => runQueue(signal));
     },
     async close() {
@@ -265,6 +307,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
+      await deliveryDispatcher?.close();
       await database.close();
     },
   };

@@ -9,6 +9,8 @@ export type OutboxIntent =
   | { readonly kind: "follow.accept"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "follow.reject"; readonly unionId: string; readonly memberId: string }
   | { readonly kind: "member.welcome"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
+  /** A member admitted on their Follow: the Accept, then the welcome (the two above in one intent). */
+  | { readonly kind: "member.join"; readonly unionId: string; readonly memberId: string; readonly inviteCode: string | null }
   | { readonly kind: "action.publish"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.update"; readonly unionId: string; readonly actionId: string }
   | { readonly kind: "action.retract"; readonly unionId: string; readonly actionId: string }
@@ -45,4 +47,9 @@ export type OutboxIntent =
 export interface Outbox {
   /** `notBefore` (ms since the epoch) holds the intent back until then. */
   add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly notBefore?: number }): Promise<void>;
+  /**
+   * A member is leaving: what was queued to welcome them (a join's Accept and
+   * welcome, not yet being sent) is dropped in the same transaction.
+   */
+  withdrawWelcome?(trx: Kysely<DB>, unionId: string, memberId: string): Promise<void>;
 }

@@ -1,3 +1,4 @@
+import { inboxUrl } from "../src/actors/remote-actors.ts";
 import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -188,7 +189,7 @@ for (const d of dialects) {
       for (const p of peers) {
         for (const name of MEMBERS) {
           const r = rows.find((x) => x.id === p.actorId(name).href);
-          assert.equal(r?.shared_inbox, p.sharedInbox().href, `${name}@${p.host}`);
+          assert.equal(inboxUrl(r!.id, r!.shared_inbox), p.sharedInbox().href, `${name}@${p.host}`);
         }
       }
     });

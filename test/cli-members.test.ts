@@ -217,7 +217,7 @@ for (const d of dialects) {
       const p2 = await member(h("p2"));
       assert.deepEqual([p2.state, p2.leftReason], ["rejected", "not a rider"]);
       const all = await intents();
-      assert.ok(all.some((i) => i.kind === "follow.accept" && i.memberId === p1.id), "an Accept is queued for p1");
+      assert.ok(all.some((i) => i.kind === "member.join" && i.memberId === p1.id), "an Accept (and welcome) is queued for p1");
       assert.ok(all.some((i) => i.kind === "follow.reject" && i.memberId === p2.id), "a Reject is queued for p2");
       fails(["member", "reject", "riders", h("p2")], env, 1, /only pending requests can be rejected/);
       fails(["member", "approve", "riders", h("p2")], env, 1, /only pending requests can be approved/);

@@ -150,5 +150,42 @@ for (const d of dialects) {
       assert.doesNotMatch(out, /logtape·meta/, "LogTape is fully configured: it warns about nothing of its own at start");
       assert.doesNotMatch(out, / WRN /, "an expected refusal (the reused setup token's 403) is not a warning");
     });
+
+    it("holds only processes that run queue handlers to their MUSTER_DB_POOL minimum", async () => {
+      const base = { DATABASE_URL: tdb.url, ORIGIN: "https://union.example", MUSTER_SECRET_KEY: "11".repeat(32) };
+      // A one-shot command only enqueues: two connections are enough.
+      const created = muster(["union", "create", "pool", "--name", "Pool", "--purpose", "Small pools", "--json"], { ...base, MUSTER_DB_POOL: "2" });
+      assert.equal(created.code, 0, created.err);
+      const below = muster(["union", "list"], { ...base, MUSTER_DB_POOL: "1" });
+      assert.equal(below.code, 1);
+      assert.equal(below.err.trim().split("\n").length, 1, below.err);
+      assert.match(below.err, /MUSTER_DB_POOL is 1, below the 2 connections any process needs/);
+      // A worker still needs one per handler and the shared LISTEN; so does serve with its workers.
+      for (const args of [["worker"], ["serve"]]) {
+        const r = muster(args, { ...base, MUSTER_DB_POOL: "43", PORT: String(await freePort()) });
+        assert.equal(r.code, 1, `${args.join(" ")} started with a pool below its handlers`);
+        assert.match(r.err, /MUSTER_DB_POOL is 43, below the 44 connections the queue needs/);
+      }
+      // The web process alone serves on a small pool.
+      const port = await freePort();
+      const child = spawn(process.execPath, [BIN, "serve", "--no-worker"], {
+        cwd: ROOT,
+        env: { ...process.env, ...base, PORT: String(port), LOG_LEVEL: "warning", ORIGIN: `http://127.0.0.1:${port}`, MUSTER_DB_POOL: "2" },
+      });
+      let out = "";
+      child.stdout.on("data", (b) => (out += b));
+      child.stderr.on("data", (b) => (out += b));
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      try {
+        await eventually(async () => /queue workers: none in this process/.test(out) || child.exitCode !== null, "serve --no-worker listening");
+        assert.equal(child.exitCode, null, out);
+        const pages = await Promise.all(Array.from({ length: 8 }, () => fetch(`http://127.0.0.1:${port}/u/pool`)));
+        assert.deepEqual(pages.map((p) => p.status), Array(8).fill(200));
+        await Promise.all(pages.map((p) => p.text()));
+      } finally {
+        child.kill("SIGTERM");
+      }
+      assert.equal(await exited, 0, out);
+    });
   });
 }

@@ -41,7 +41,7 @@ for (const d of dialects) {
       for (let from = 0; from < people.length; from += 500) {
         const chunk = people.slice(from, from + 500);
         await db.insertInto("remote_actors").values(chunk.map((p) => ({
-          id: p.id, type: "Person", handle: null, preferred_username: null, name: null, summary: null, url: null, avatar_url: null,
+          id: p.id, type: "Person", handle: null, name: null, 
           inbox: `${p.id}/inbox`, shared_inbox: p.shared, fetched_at: now,
         }))).execute();
         await db.insertInto("members").values(chunk.map((p) => ({

@@ -1,3 +1,4 @@
+import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Create, Follow, Group, Note, Undo } from "@fedify/vocab";
@@ -139,10 +140,10 @@ for (const d of dialects) {
       const c = byId.get(note.id!.href);
       assert.equal(c?.type, "Create");
       assert.equal(c?.union_id, null, "a shared-inbox delivery has no single union");
-      const alice = await eventually(() => db().selectFrom("remote_actors").selectAll().where("id", "=", peer.actorId("alice").href).executeTakeFirst(), "alice cached");
+      const alice = await eventually(() => getRemoteActor(db(), peer.actorId("alice").href), "alice cached");
       assert.equal(alice.inbox, new URL("/users/alice/inbox", peer.origin).href);
-      assert.equal(alice.shared_inbox, new URL("/inbox", peer.origin).href);
-      assert.equal(alice.preferred_username, "alice");
+      assert.equal(alice.sharedInbox, new URL("/inbox", peer.origin).href);
+      assert.equal(alice.handle, `@alice@${new URL(peer.origin).host}`);
     });
 
     it("processes an activity delivered twice only once", async () => {

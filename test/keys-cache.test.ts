@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { exportJwk } from "@fedify/fedify";
 import type { Kysely } from "kysely";
-import { generateActorKeys, loadKeyPairs } from "../federation/keys.ts";
+import { generateActorKeys, loadKeyPairs, loadUnionKeyPairs } from "../federation/keys.ts";
 import { migrateToLatest } from "../src/db/migrate.ts";
 import type { DB } from "../src/db/schema.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -36,6 +36,13 @@ for (const d of dialects) {
         assert.notEqual(c[0]!.privateKey, a[0]!.privateKey);
         assert.deepEqual((await publicJwks(c)).map((j) => JSON.parse(j).n ?? JSON.parse(j).x), second.map((j) => JSON.parse(j).n ?? JSON.parse(j).x), "the replaced keys are what is used");
         assert.deepEqual(await loadKeyPairs(kdb, "union:none"), []);
+
+        // By the union's slug, in one statement: the same keys, in the same order; none for no union.
+        const now = Date.now();
+        await kdb.insertInto("unions").values({ id: "x", slug: "ex", name: "X", purpose: "P", leader_handle: null, icon_url: null, manually_approves_followers: 0, created_at: now } as never).execute();
+        const bySlug = await loadUnionKeyPairs(kdb, "EX");
+        assert.deepEqual(bySlug.map((p) => p.privateKey), c.map((p) => p.privateKey), "the union's keys, RSA first, imported once");
+        assert.deepEqual(await loadUnionKeyPairs(kdb, "nobody"), []);
       } finally {
         await close();
         await tdb.destroy();

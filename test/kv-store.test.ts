@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Temporal } from "@js-temporal/polyfill";
 import type { KvKey, KvStore } from "@fedify/fedify";
+import { CryptographicKey } from "@fedify/vocab";
 import { KyselyKvStore, PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
@@ -81,6 +82,38 @@ for (const d of dialects) {
       // An explicit ttl (Fedify's for keys it could not fetch) is kept as given.
       await kv.set(keyId, null, { ttl: ms(30) });
       assert.ok(Number(await expiry(keyId)) < Date.now() + 1000);
+    });
+
+    it("stores Fedify's cached public key without what its key already says, and reads back exactly what Fedify wrote", async () => {
+      const { publicKey } = await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, true, ["sign", "verify"]);
+      const owner = "https://social.example/users/kim";
+      const json = await new CryptographicKey({ id: new URL(`${owner}#main-key`), owner: new URL(owner), publicKey }).toJsonLd();
+      const key: KvKey = ["_fedify", "publicKey", `${owner}#main-key`];
+      const raw = async (k: KvKey) => (await database.db.selectFrom("fedify_kv").select("value").where("key", "=", JSON.stringify(k)).executeTakeFirstOrThrow()).value;
+      await kv.set(key, json);
+      assert.deepStrictEqual(await kv.get(key), json);
+      assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(json), "the same JSON, member order too");
+      const stored = await raw(key);
+      assert.ok(stored.startsWith("~\n") && stored.length < JSON.stringify(json).length - 200, `compact: ${stored.length} of ${JSON.stringify(json).length} characters`);
+      assert.deepStrictEqual((await CryptographicKey.fromJsonLd(await kv.get(key)))?.publicKey?.algorithm, publicKey.algorithm);
+      const listed = [];
+      for await (const e of kv.list(["_fedify", "publicKey"])) listed.push(e);
+      assert.deepStrictEqual(listed.find((e) => e.key[2] === key[2])?.value, json);
+      assert.equal(await kv.cas(key, json, json), true, "cas compares the value, not its stored form");
+
+      // An owner other than the key id's document, another shape, a cached null: stored as given, read back the same.
+      const elsewhere: KvKey = ["_fedify", "publicKey", "https://keys.example/k/1"];
+      const other = { ...(json as Record<string, unknown>), id: elsewhere[2] };
+      await kv.set(elsewhere, other);
+      assert.deepStrictEqual(await kv.get(elsewhere), other);
+      assert.ok((await raw(elsewhere)).startsWith(`~${owner}\n`));
+      const extra: KvKey = ["_fedify", "publicKey", "https://social.example/users/lee#main-key"];
+      const odd = { ...(json as Record<string, unknown>), id: extra[2], owner: "https://social.example/users/lee", name: "with a name" };
+      await kv.set(extra, odd);
+      assert.deepStrictEqual(await kv.get(extra), odd);
+      assert.ok((await raw(extra)).startsWith("{"), "a shape it does not know is kept as JSON");
+      await kv.set(extra, null, { ttl: ms(60_000) });
+      assert.equal(await kv.get(extra), null);
     });
 
     it("deletes, and deleting a missing key is fine", async () => {

@@ -59,8 +59,8 @@ async function intentsFor(c: Ctx, memberId: string): Promise<string[]> {
 
 /** The personal invite code a member was sent in their welcome. */
 async function welcomeCode(c: Ctx, memberId: string): Promise<string> {
-  const w = (await intents(c)).filter((i) => i.kind === "member.welcome" && i.memberId === memberId).at(-1);
-  assert.ok(w && w.kind === "member.welcome" && w.inviteCode, `member ${memberId} got a welcome with an invite code`);
+  const w = (await intents(c)).filter((i) => i.kind === "member.join" && i.memberId === memberId).at(-1);
+  assert.ok(w && w.kind === "member.join" && w.inviteCode, `member ${memberId} got a welcome with an invite code`);
   return w.inviteCode;
 }
 
@@ -136,7 +136,7 @@ for (const d of dialects) {
       assert.equal(r.member.id, reserved.id, "the reserved row itself becomes the leader's membership");
       assert.deepEqual([r.member.state, r.member.actorId, r.member.followId, r.member.sponsorId], ["active", "https://example.org/users/Lead", fid, null]);
       assert.ok(r.member.joinedAt instanceof Date);
-      assert.deepEqual(await intentsFor(c, reserved.id), ["follow.accept", "member.welcome"]);
+      assert.deepEqual(await intentsFor(c, reserved.id), ["member.join"]);
       // The leader's welcome carries an invite link, without limit like the leader's own invites.
       const leaderInvite = await getInviteByCode(c.db, union.id, await welcomeCode(c, reserved.id));
       assert.deepEqual([leaderInvite?.createdBy, leaderInvite?.maxUses, leaderInvite?.welcome], [reserved.id, null, true]);
@@ -153,7 +153,7 @@ for (const d of dialects) {
       // An invalid handle fails the whole Follow before anything is written.
       await refuses(requestToJoin(c.deps, union.id, { actorId: "https://x.example/u/1", handle: "not a handle" }, followId()), "invalid");
       // Fail inside the transaction, after the intents were added: all of it rolls back.
-      const failing = failingOn(c, "member.welcome");
+      const failing = failingOn(c, "member.join");
       await assert.rejects(requestToJoin(failing, union.id, person("p"), followId()), /delivery store unavailable/);
       assert.deepEqual(await snapshot(c), before, "no member row, no subtree change, no Accept left behind");
       assert.equal(c.log.filter((e) => e.type === "member.joined").length, joinedBefore, "no event for a rolled-back join");
@@ -251,7 +251,7 @@ for (const d of dialects) {
       const raw = await c.db.selectFrom("members").select("removed_by").where("id", "=", b.id).executeTakeFirstOrThrow();
       assert.equal(raw.removed_by, officer.id);
       assert.equal((await intents(c)).at(-1)?.kind, "follow.reject");
-      assert.deepEqual(await intentsFor(c, b.id), ["follow.accept", "member.welcome", "follow.reject"]);
+      assert.deepEqual(await intentsFor(c, b.id), ["member.join", "follow.reject"]);
       assert.equal((await fresh(c, union.id, cc.id)).sponsorId, a.id);
       assert.deepEqual((await movesOf(c.db, union.id, cc.id)).map((m) => m.reason), ["sponsor_expelled"]);
       assert.deepEqual(await sizes(c, union.id, leader, a), [2, 1]);
@@ -301,7 +301,7 @@ for (const d of dialects) {
       await refuses(approveMember(c.deps, union.id, p.member.id, { kind: "member", memberId: plain.id }), "forbidden");
       const approved = await approveMember(c.deps, union.id, p.member.id, { kind: "member", memberId: o.id });
       assert.deepEqual([approved.state, approved.sponsorId], ["active", o.id]);
-      assert.deepEqual(await intentsFor(c, p.member.id), ["follow.accept", "member.welcome"]);
+      assert.deepEqual(await intentsFor(c, p.member.id), ["member.join"]);
       assert.deepEqual(c.log.at(-1), { type: "member.joined", unionId: union.id, memberId: p.member.id, sponsorId: o.id, via: "approval" });
       assert.deepEqual(await sizes(c, union.id, leader, o), [3, 1]);
       assert.equal((await approveMember(c.deps, union.id, p.member.id, OPERATOR)).sponsorId, o.id, "approving twice changes nothing");
@@ -335,7 +335,7 @@ for (const d of dialects) {
       const leader = await activateLeader(c, open);
       const p = await requestToJoin(c.deps, open.id, person("p"), followId());
       assert.deepEqual([p.outcome, p.member.state, p.member.sponsorId], ["accepted", "active", leader.id]);
-      assert.deepEqual(await intentsFor(c, p.member.id), ["follow.accept", "member.welcome"]);
+      assert.deepEqual(await intentsFor(c, p.member.id), ["member.join"]);
       assert.deepEqual(c.log.at(-1), { type: "member.joined", unionId: open.id, memberId: p.member.id, sponsorId: leader.id, via: "open" });
 
       const closed = await makeUnion(c, "closed-one", "invite");
@@ -583,7 +583,7 @@ for (const d of dialects) {
       assert.equal(second.member.id, first.member.id);
       assert.equal(second.member.followId, f2);
       assert.equal((await fresh(c, union.id, first.member.id)).followId, f2, "the Accept answers the newest Follow");
-      assert.deepEqual(await intentsFor(c, first.member.id), ["follow.accept", "member.welcome", "follow.accept"]);
+      assert.deepEqual(await intentsFor(c, first.member.id), ["member.join", "follow.accept"]);
       assert.equal(await c.db.selectFrom("members").select("id").where("actor_id", "=", p.actorId).execute().then((r) => r.length), 1);
       assert.deepEqual(await sizes(c, union.id, leader), [1]);
       assert.equal(c.log.filter((e) => e.type === "member.joined" && e.memberId === first.member.id).length, 1);
@@ -678,7 +678,7 @@ for (const d of dialects) {
       await checkTree(c.db, union.id);
       assert.deepEqual(await sizes(c, union.id, leader), [2], "the applicant is counted once");
       assert.equal((await getInviteByCode(c.db, union.id, code))!.uses, usesBefore + ((await fresh(c, union.id, p.id)).sponsorId === a.id ? 1 : 0));
-      assert.equal((await intentsFor(c, p.id)).filter((k) => k === "member.welcome").length, 1, "one welcome");
+      assert.equal((await intentsFor(c, p.id)).filter((k) => k === "member.join").length, 1, "one welcome");
     }));
 
     it("when the leader leaves, the tree keeps one root and the leader can take the place back", () => withCtx(d, async (c) => {
@@ -746,7 +746,7 @@ for (const d of dialects) {
         }
         await checkTree(c.db, union.id);
         assert.deepEqual(await sizes(c, union.id, leader), [3]);
-        assert.equal((await intentsFor(c, p.id)).filter((k) => k === "member.welcome").length, 1);
+        assert.equal((await intentsFor(c, p.id)).filter((k) => k === "member.join").length, 1);
       }));
     }
   });

@@ -289,6 +289,27 @@ for (const d of dialects) {
       assert.equal((await rows(database, name)).length, 0);
     });
 
+    it("wakes at a delayed message's time even when it woke for another message before then", async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("delay-wake");
+      // No polling to fall back on: only the announced time can wake it.
+      const queue = new KyselyMessageQueue(database, { ...FAST, name, pollIntervalMs: 60_000 });
+      const handled = new Map<string, number>();
+      h.listen(queue, (m: { id: string }) => void handled.set(m.id, Date.now()));
+      await sleep(200);
+      await queue.enqueue({ id: "warm-up" });
+      await waitFor("the warm-up message", () => handled.has("warm-up"));
+      // The listener is asleep until "later" is due; "now" wakes it earlier, and it must not forget "later".
+      const enqueuedAt = Date.now();
+      await queue.enqueue({ id: "later" }, { delay: ms(800) });
+      await sleep(100);
+      await queue.enqueue({ id: "now" });
+      await waitFor("both messages", () => handled.has("now") && handled.has("later"), 10_000);
+      const waited = handled.get("later")! - enqueuedAt;
+      assert.ok(waited >= 800 && waited < 5000, `handled ${waited} ms after enqueue`);
+    });
+
     it("does not hand out a delayed message before its time", async (t) => {
       const h = harness(t);
       const database = h.open();

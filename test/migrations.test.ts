@@ -1,8 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { sql } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { dialects } from "./helpers/databases.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
+import { getRemoteActor } from "../src/actors/remote-actors.ts";
 
 for (const d of dialects) {
   describe(`migrations on ${d.name}`, { skip: d.skip }, () => {
@@ -94,6 +95,92 @@ for (const d of dialects) {
           assert.match(await plan(sql`explain query plan select union_id from members where actor_id = ${"https://a.example/users/x"}`), /members_actor_union/);
         }
         await migrateTo(db, "0031_featured_collections");
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0049: inboxes stored relative to the actor id read back the same, on both schemes; another origin's stays absolute; down restores them", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const actor = (id: string, inbox: string | null, shared: string | null) => ({ id, type: "Person", handle: null, name: null, inbox, shared_inbox: shared, fetched_at: 1 });
+      const rows = [
+        actor("https://a.example/users/x", "https://a.example/users/x/inbox", "https://a.example/inbox"),
+        actor("http://127.0.0.1:8080/u/y", "http://127.0.0.1:8080/u/y/in", "http://127.0.0.1:8080/shared"),
+        actor("https://b.example/users/z", "https://c.example/inboxes/z", "https://c.example/inbox"),
+        actor("https://d.example/users/n", null, null),
+      ];
+      const read = async () => db.selectFrom("remote_actors").select(["id", "inbox", "shared_inbox"]).orderBy("id").execute();
+      try {
+        await migrateTo(db, "0048_members_narrow_indexes");
+        await db.insertInto("remote_actors").values(rows).execute();
+        const before = await read();
+        await migrateToLatest(db);
+        assert.deepEqual((await read()).map((r) => [r.inbox, r.shared_inbox]), [
+          ["/u/y/in", "/shared"], ["", "/inbox"], ["https://c.example/inboxes/z", "https://c.example/inbox"], [null, null],
+        ]);
+        for (const r of rows) {
+          const a = await getRemoteActor(db, r.id);
+          assert.deepEqual([a?.inbox, a?.sharedInbox], [r.inbox, r.shared_inbox], r.id);
+        }
+        await migrateTo(db, "0048_members_narrow_indexes");
+        assert.deepEqual(await read(), before);
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0046-0048: cached actors keep their kept fields, members their rows; a replaced or deleted member's Follow id is recorded; down and up again work", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const any = db as unknown as Kysely<any>;
+      const union = { id: "u1", slug: "u1", name: "u1", purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1, join_policy: "approval", member_invite_limit: 5, welcome_text: null };
+      const member = (id: string, actor: string, follow: string | null) => ({ id, union_id: "u1", actor_id: actor, handle: `@${id}@a.example`, state: "active", role: "member", subtree_size: 0, follow_id: follow, created_at: 1 });
+      const recorded = async () => (await db.selectFrom("inbox_activities").select(["id", "type", "actor", "union_id"]).orderBy("id").execute()).map((r) => [r.id, r.type, r.actor, r.union_id]);
+      try {
+        await migrateTo(db, "0045_spends_and_crowdfund_votes");
+        await any.insertInto("unions").values(union).execute();
+        await any.insertInto("remote_actors").values({
+          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", preferred_username: "x", name: "X", summary: "<p>bio</p>",
+          url: "https://a.example/@x", avatar_url: "https://a.example/x.png", inbox: "https://a.example/users/x/inbox", shared_inbox: "https://a.example/inbox", fetched_at: 5,
+        }).execute();
+        await any.insertInto("members").values([member("m1", "https://a.example/users/x", "https://a.example/follow/1"), member("m2", "https://a.example/users/y", "https://a.example/follow/2")]).execute();
+        await migrateToLatest(db);
+
+        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin.
+        assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
+          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
+        }]);
+        assert.deepEqual([(await getRemoteActor(db, "https://a.example/users/x"))?.inbox, (await getRemoteActor(db, "https://a.example/users/x"))?.sharedInbox],
+          ["https://a.example/users/x/inbox", "https://a.example/inbox"]);
+        assert.deepEqual(await recorded(), [], "a current Follow needs no record");
+        await db.updateTable("members").set({ follow_id: "https://a.example/follow/3" }).where("id", "=", "m1").execute();
+        await db.updateTable("members").set({ handle: "@m1@b.example" }).where("id", "=", "m1").execute();
+        await db.deleteFrom("members").where("id", "=", "m2").execute();
+        assert.deepEqual(await recorded(), [
+          ["https://a.example/follow/1", "Follow", "https://a.example/users/x", "u1"],
+          ["https://a.example/follow/2", "Follow", "https://a.example/users/y", "u1"],
+        ], "the replaced and the deleted member's Follow ids, once each");
+        const at = await db.selectFrom("inbox_activities").select("received_at").executeTakeFirstOrThrow();
+        assert.ok(Math.abs(Number(at.received_at) - Date.now()) < 60_000, "recorded now, in epoch milliseconds");
+        await db.updateTable("members").set({ follow_id: null }).where("id", "=", "m1").execute();
+        assert.equal((await recorded()).length, 3, "leaving records the Follow too");
+
+        const indexes = d.name === "sqlite"
+          ? (await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name in ('members', 'remote_actors')`.execute(db)).rows.map((r) => r.name)
+          : (await sql<{ name: string }>`select indexname as name from pg_indexes where tablename in ('members', 'remote_actors')`.execute(db)).rows.map((r) => r.name);
+        for (const gone of ["members_union_state", "members_union_handle", "members_union_created", "remote_actors_handle"]) assert.ok(!indexes.includes(gone), gone);
+        for (const kept of ["members_handle", "members_union_joined", "members_union_state_id"]) assert.ok(indexes.includes(kept), kept);
+        // The tree's sponsor index differs: SQLite (no statistics) needs created_at to find the roots in order.
+        assert.ok(indexes.includes(d.name === "sqlite" ? "members_union_sponsor_created" : "members_union_sponsor"));
+
+        await migrateTo(db, "0045_spends_and_crowdfund_votes");
+        await db.updateTable("members").set({ follow_id: "https://a.example/follow/4" }).where("id", "=", "m1").execute();
+        assert.equal((await recorded()).length, 3, "down removes the triggers");
         await migrateToLatest(db);
       } finally {
         await close();

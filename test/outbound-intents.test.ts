@@ -14,7 +14,8 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
  * handles them: the Accept and the welcome must not go out (they would
  * fetch, and cache again, an account that was deleted), while a member still
  * there gets both. The worker is started only after the departure, so the
- * order is certain.
+ * order is certain. The deliveries are queued with the join itself
+ * (outbound.ts, queueOutbox); the gate checked at sending time holds them back.
  */
 for (const d of dialects) {
   describe(`intents for a member who left before they were handled, on ${d.name}`, { skip: d.skip }, () => {
@@ -28,7 +29,7 @@ for (const d of dialects) {
     before(async () => {
       tdb = await d.create();
       m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(["stays", "gone"]);
+      peer = await startCountingPeer(["stays", "gone", "late"]);
       union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
     });
     after(async () => {
@@ -41,11 +42,24 @@ for (const d of dialects) {
 
     it("sends the Accept and welcome to the member who stayed, nothing to the one whose account was deleted", async () => {
       const db = m.muster.database.db;
-      for (const name of ["stays", "gone"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
+      for (const name of ["stays", "gone", "late"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
+      // Each join wrote its Accept and welcome as deliveries in its own transaction, no domain message first,
+      // each gated on the member still being active when it is sent.
+      const queued = await db.selectFrom("fedify_mq").select(["queue", "message"]).execute();
+      assert.deepEqual(queued.filter((q) => q.queue === "domain"), [], "no domain message for a join");
+      const deliveries = queued.filter((q) => q.queue === "outbox").map((q) => JSON.parse(q.message) as { activityType: string; musterGate?: { memberId: string } });
+      assert.deepEqual(deliveries.map((q) => q.activityType.replace(/.*#/, "")), ["Accept", "Create", "Accept", "Create", "Accept", "Create"]);
+      assert.ok(deliveries.every((q) => q.musterGate?.memberId), "every one gated on its member");
       const goneId = peer.actorId("gone").href;
       // What a Delete of the account does, before the worker got to the intents.
       await leaveUnion(m.muster.membership, union.id, goneId, "deleted");
       await deleteRemoteActor(db, goneId);
+      // Leaving withdrew what was queued to welcome them, in the same transaction.
+      const left = (await db.selectFrom("fedify_mq").select("message").where("queue", "=", "outbox").execute()).map((q) => q.message);
+      assert.equal(left.length, 4, "gone's Accept and welcome withdrawn");
+      assert.ok(left.every((q) => !q.includes(goneId)));
+      // A member whose state changed without passing through leaveUnion still gets nothing: the gate at sending time.
+      await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("late").href).execute();
       const getsBefore = peer.requests.filter((r) => r.method === "GET" && r.path === "/users/gone").length;
 
       running = m.muster.runQueue(worker.signal);
@@ -54,6 +68,7 @@ for (const d of dialects) {
       await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
       assert.equal(to("gone", "Accept").length, 0, "no Accept for the deleted account");
       assert.equal(to("gone", "Create").length, 0, "no welcome for the deleted account");
+      assert.deepEqual([to("late", "Accept").length, to("late", "Create").length], [0, 0], "nothing for a member no longer active when it was sent");
       assert.equal(peer.requests.filter((r) => r.method === "GET" && r.path === "/users/gone").length, getsBefore, "the deleted account is not fetched again");
       assert.equal(await db.selectFrom("remote_actors").select("id").where("id", "=", goneId).executeTakeFirst(), undefined, "nor cached again");
     });

@@ -7,6 +7,7 @@ import { pruneStorage } from "../federation/pruning.ts";
 import { ACTIVITY_ID_RETENTION_MS, SIGNATURE_WINDOW_MS, SIGNED_BODY_MAX_AGE_MS } from "../src/replay-window.ts";
 import { createInvite } from "../src/members/invites.ts";
 import { OPERATOR } from "../src/members/members.ts";
+import { Follow, type Group, Undo } from "@fedify/vocab";
 
 // Storage pruned on a schedule (federation/pruning.ts): old rows go, recent
 // ones stay, and activity ids outlive every window in which a signed copy of
@@ -82,6 +83,44 @@ for (const d of dialects) {
       assert.ok(!keys.has("old-key") && keys.has("new-key"));
       const nonces = new Set((await db().selectFrom("wallet_challenges").select("nonce").execute()).map((r) => r.nonce));
       assert.ok(!nonces.has("old-nonce") && nonces.has("new-nonce"), "an expired wallet challenge goes, a live one stays");
+    });
+
+    it("a current member's Follow record goes after the retention; one they replaced stays, so an Undo of it still cannot end the new membership", async () => {
+      const union = await makeUnion(m, "couriers", { joinPolicy: "open" });
+      const groupId = new URL("/u/couriers", m.origin);
+      const group = await peer.lookup(groupId) as Group;
+      const alice = peer.actorId("alice");
+      const member = () => db().selectFrom("members").select(["state", "follow_id"]).where("union_id", "=", union.id).where("actor_id", "=", alice.href).executeTakeFirst();
+      const processed: string[] = [];
+      m.muster.events.on("activity.received", (e) => processed.push(e.activityId));
+      const send = async (activity: Follow | Undo) => {
+        await peer.send("alice", group, activity);
+        await eventually(async () => processed.includes(activity.id!.href), `${activity.id!.href} processed`);
+      };
+      const follow = (n: string) => new Follow({ id: new URL(`/follows/${n}-${++seq}`, peer.origin), actor: alice, object: groupId });
+
+      const first = follow("first");
+      await send(first);
+      assert.equal((await member())?.state, "active");
+      const later = Date.now() + ACTIVITY_ID_RETENTION_MS + HOUR;
+      await prune(later);
+      assert.ok(!(await ids("inbox_activities")).has(first.id!.href), "the current Follow's record goes: members.follow_id holds it");
+
+      // Following again (Mastodon's re-follow) replaces the member's Follow id: the old one is recorded again at once.
+      const second = follow("second");
+      await send(second);
+      assert.equal((await member())?.follow_id, second.id!.href);
+      const replaced = await db().selectFrom("inbox_activities").selectAll().where("id", "=", first.id!.href).executeTakeFirst();
+      assert.deepEqual([replaced?.type, replaced?.actor, replaced?.union_id], ["Follow", alice.href, union.id], "the replaced Follow is recorded with its actor and union");
+      await prune(later + ACTIVITY_ID_RETENTION_MS);
+      const inbox = await ids("inbox_activities");
+      assert.ok(inbox.has(first.id!.href), "a replaced Follow's record stays");
+      assert.ok(!inbox.has(second.id!.href), "the current one's goes");
+
+      await send(new Undo({ id: new URL(`/undos/${++seq}`, peer.origin), actor: alice, object: first }));
+      assert.equal((await member())?.state, "active", "an Undo of the replaced Follow does not end the membership");
+      await send(new Undo({ id: new URL(`/undos/${++seq}`, peer.origin), actor: alice, object: second }));
+      assert.notEqual((await member())?.state, "active", "an Undo of the current one does");
     });
 
     it("a replay inside the signature window is refused after pruning; one outside it is refused by the signature check", async () => {

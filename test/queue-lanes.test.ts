@@ -101,7 +101,7 @@ for (const d of dialects) {
           return { i, id: `${stalled.origins[i % SERVERS]}/users/m${i}` };
         });
         await db.insertInto("remote_actors").values(ids.map(({ i, id }) => ({
-          id, type: "Person", handle: `@m${i}@${new URL(id).host}`, preferred_username: `m${i}`, name: `m${i}`, summary: null, url: null, avatar_url: null,
+          id, type: "Person", handle: `@m${i}@${new URL(id).host}`, name: `m${i}`, 
           inbox: `${id}/inbox`, shared_inbox: null, fetched_at: now,
         }))).execute();
         await db.insertInto("members").values(ids.map(({ i, id }) => ({

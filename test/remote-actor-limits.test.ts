@@ -6,7 +6,8 @@ import { gzipSync } from "node:zlib";
 import { refreshRemoteActor } from "../federation/remote-actor-cache.ts";
 import { LIMITS } from "../src/actors/remote-actors.ts";
 import { normaliseHandle } from "../src/unions/unions.ts";
-import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
+import type { Kysely } from "kysely";
+import { migrateTo } from "../src/db/migrate.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { startMuster, type TestMuster } from "./helpers/muster.ts";
 
@@ -72,11 +73,11 @@ for (const d of dialects) {
           return more();
         }
         if (name === "loud") {
-          return res.end(JSON.stringify(actor("loud", { name: `${RLO}${"N".repeat(100_000)}`, summary: `<p>${"s".repeat(1_000_000)}</p>`, url: `${origin}/${"u".repeat(5000)}` })));
+          return res.end(JSON.stringify(actor("loud", { type: "Group", name: `${RLO}${"N".repeat(100_000)}`, summary: `<p>${"s".repeat(1_000_000)}</p>`, url: `${origin}/${"u".repeat(5000)}` })));
         }
         if (name === "spoof") {
           // Displays as @admin@... in a right-to-left run.
-          return res.end(JSON.stringify(actor("spoof", { preferredUsername: `nimda${RLO}`, name: `Ad${RLO}min` })));
+          return res.end(JSON.stringify(actor("spoof", { type: "Group", preferredUsername: `nimda${RLO}`, name: `Ad${RLO}min` })));
         }
         res.writeHead(404).end();
       });
@@ -110,7 +111,7 @@ for (const d of dialects) {
       assert.ok(process.memoryUsage().rss - before < 30 * 1024 * 1024, "the 40 MiB were not inflated into memory");
       await fetchActor("zipped");
       const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/zipped`).executeTakeFirstOrThrow();
-      assert.equal(row.summary, "short");
+      assert.equal(row.handle, `@zipped@${new URL(origin).host}`);
     });
 
     it("keeps at most the field limits of a name of 100,000 characters and a summary of a megabyte", async () => {
@@ -118,8 +119,7 @@ for (const d of dialects) {
       const row = await db().selectFrom("remote_actors").selectAll().where("id", "=", `${origin}/users/loud`).executeTakeFirstOrThrow();
       assert.ok(Array.from(row.name ?? "").length <= LIMITS.name, `name of ${row.name?.length}`);
       assert.ok(!row.name!.includes(RLO), "no bidi override kept");
-      assert.ok(Array.from(row.summary ?? "").length <= LIMITS.summary, `summary of ${row.summary?.length}`);
-      assert.equal(row.url, null, "a 5000-character URL is dropped, not cut");
+      assert.deepEqual(Object.keys(row).sort(), ["fetched_at", "handle", "id", "inbox", "name", "shared_inbox", "type"], "nothing of the summary or the URL is kept (migration 0046)");
       assert.equal(row.handle, `@loud@127.0.0.1:${new URL(origin).port}`);
     });
 
@@ -132,11 +132,17 @@ for (const d of dialects) {
   });
 }
 
+/** The last migration before 0046 dropped the bio, URLs and username of cached actors. */
+const LAST_WITH_BIO = "0045_spends_and_crowdfund_votes";
+
 for (const d of dialects) {
   describe(`actors stored before the caps are brought to them (migration 0017) on ${d.name}`, { skip: d.skip }, () => {
     it("cuts long text, drops long URLs, strips bidi and unhandles spoofable usernames; a second run changes nothing", async () => {
       const tdb = await d.create();
-      const { db, close } = tdb.open();
+      const opened = tdb.open();
+      // The columns 0017 capped are dropped by 0046, so not in today's schema type.
+      const db = opened.db as unknown as Kysely<any>;
+      const close = () => opened.close();
       const row = (id: string, extra: Record<string, unknown>) => ({
         id, type: "Person", handle: null, preferred_username: null, name: null, summary: null, url: null, avatar_url: null,
         inbox: `${id}/inbox`, shared_inbox: null, fetched_at: 1, ...extra,
@@ -152,7 +158,8 @@ for (const d of dialects) {
           row("https://a.example/fine", { preferred_username: "fine", handle: "@fine@a.example", name: "Fine ✊", summary: "<p>hi</p>", url: "https://a.example/@fine" }),
         ] as never).execute();
         const fineBefore = await read("https://a.example/fine");
-        await migrateToLatest(db);
+        // 0046 drops these columns; what 0017 did to them is read before it.
+        await migrateTo(db, LAST_WITH_BIO);
 
         const big = await read("https://a.example/huge");
         assert.equal(Array.from(big.summary!).length, LIMITS.summary);
@@ -172,7 +179,7 @@ for (const d of dialects) {
         // Idempotent: down is a no-op and up again finds nothing to change.
         const after = await db.selectFrom("remote_actors").selectAll().orderBy("id").execute();
         await migrateTo(db, "0016_badges");
-        await migrateToLatest(db);
+        await migrateTo(db, LAST_WITH_BIO);
         assert.deepEqual(await db.selectFrom("remote_actors").selectAll().orderBy("id").execute(), after);
       } finally {
         await close();

@@ -31,13 +31,30 @@ export interface RemoteActor {
 }
 
 /**
+ * The part of a remote actor that is cached: what Muster reads back (the
+ * handle for mentions and the roster, a partner union's name, the inboxes
+ * to deliver to). The bio, profile and avatar URLs and the username are
+ * parsed and checked but not kept: at a million members they were about 350
+ * bytes each (migration 0046). Nor is a person's display name: only the
+ * names of groups and other non-person actors (partner unions, relays) are
+ * shown anywhere.
+ */
+export type CachedActor = Pick<RemoteActor, "id" | "type" | "handle" | "name" | "inbox" | "sharedInbox" | "fetchedAt">;
+
+/** The fields of `actor` that the cache keeps, as getRemoteActor returns them. */
+export function cachedPart(actor: CachedActor): CachedActor {
+  const { id, type, handle, name, inbox, sharedInbox, fetchedAt } = actor;
+  return { id, type, handle, name: type === "Person" ? null : name, inbox, sharedInbox, fetchedAt };
+}
+
+/**
  * Inserts or replaces the cached actor. A write carrying an older `fetchedAt`
  * than the stored row is ignored, so a slow refresh finishing after a newer
  * one cannot roll the cache back.
  */
-export async function upsertRemoteActor(db: Kysely<DB>, actor: RemoteActor): Promise<void> {
+export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Promise<void> {
   if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
-  const row = toRow(actor);
+  const row = remoteActorRow(actor);
   const { id: _id, ...changes } = row;
   await db.insertInto("remote_actors")
     .values(row)
@@ -49,24 +66,8 @@ export async function upsertRemoteActor(db: Kysely<DB>, actor: RemoteActor): Pro
     .execute();
 }
 
-export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<RemoteActor | undefined> {
+export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
   const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();
-  return row && fromRow(row);
-}
-
-/**
- * Accepts `@user@host` or `user@host`; the host is compared case-insensitively
- * and the username exactly (servers disagree on username case). When several
- * cached actors claim the handle, the most recently fetched wins.
- */
-export async function findRemoteActorByHandle(db: Kysely<DB>, handle: string): Promise<RemoteActor | undefined> {
-  const normalized = normalizeHandle(handle);
-  if (normalized == null) return undefined;
-  const row = await db.selectFrom("remote_actors").selectAll()
-    .where("handle", "=", normalized)
-    .orderBy("fetched_at", "desc")
-    .limit(1)
-    .executeTakeFirst();
   return row && fromRow(row);
 }
 
@@ -86,20 +87,6 @@ export function buildHandle(preferredUsername: string | null, actorId: URL): str
   // Invisible and bidi characters would let a handle display as another's.
   if (/[@\s/\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Z}]/u.test(preferredUsername)) return null;
   return `@${preferredUsername}@${actorId.host}`;
-}
-
-export function normalizeHandle(handle: string): string | null {
-  const m = /^@?([^@\s/?#]+)@([^@\s/?#]+)$/.exec(handle.trim());
-  if (m == null) return null;
-  // Through URL so that an internationalised domain matches the punycode host
-  // that buildHandle stored.
-  let host: string;
-  try {
-    host = new URL(`https://${m[2]}`).host;
-  } catch {
-    return null;
-  }
-  return `@${m[1]}@${host}`;
 }
 
 /**
@@ -122,40 +109,58 @@ export function boundedText(value: string | null, max: number): string | null {
 // isolates and marks, zero-width space and word joiner, BOM.
 const BIDI_AND_CONTROLS = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/g;
 
-/** A URL too long to be a real profile, avatar or inbox is dropped, not cut (a cut URL points elsewhere). */
-function boundedUrl(value: string | null): string | null {
-  return value != null && value.length <= LIMITS.url ? value : null;
+/**
+ * Inboxes are stored relative to the actor id, which the row already holds
+ * (about 55 bytes a member; migration 0049): "" is `${id}/inbox`, the usual
+ * form (Mastodon, Misskey, Pleroma), and a value starting with "/" follows
+ * the id's origin. Anything else is stored as it came. A parsed inbox is an
+ * absolute URL, so neither form can be mistaken for one; rows written before
+ * read as they were.
+ */
+function storedUrl(id: string, url: string | null, usual?: string): string | null {
+  if (url === null) return null;
+  if (url === usual) return "";
+  const origin = originOf(id);
+  return origin !== null && url.startsWith(`${origin}/`) ? url.slice(origin.length) : url;
 }
 
-function toRow(a: RemoteActor): Selectable<RemoteActorsTable> {
+/** The absolute inbox URL of a stored `inbox` or `shared_inbox` value (see storedUrl). */
+export function inboxUrl(actorId: string, stored: string | null): string | null {
+  if (stored === null || !(stored === "" || stored.startsWith("/"))) return stored;
+  if (stored === "") return `${actorId}/inbox`;
+  return `${originOf(actorId) ?? ""}${stored}`;
+}
+
+/** "https://host:port" of an absolute id, by string so that storing and reading agree exactly. */
+function originOf(id: string): string | null {
+  const start = id.indexOf("://");
+  if (start < 0) return null;
+  const end = id.indexOf("/", start + 3);
+  return end < 0 ? id : id.slice(0, end);
+}
+
+/** The stored row of a cached actor (exported for seeding benchmarks with what a fetch stores). */
+export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
   return {
     id: a.id,
     type: a.type,
     handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
-    preferred_username: a.preferredUsername != null && a.preferredUsername.length <= LIMITS.preferredUsername ? a.preferredUsername : null,
-    name: boundedText(a.name, LIMITS.name),
-    summary: boundedText(a.summary, LIMITS.summary),
-    url: boundedUrl(a.url),
-    avatar_url: boundedUrl(a.avatarUrl),
-    inbox: a.inbox,
-    shared_inbox: a.sharedInbox,
+    name: a.type === "Person" ? null : boundedText(a.name, LIMITS.name),
+    inbox: storedUrl(a.id, a.inbox, `${a.id}/inbox`),
+    shared_inbox: storedUrl(a.id, a.sharedInbox),
     fetched_at: a.fetchedAt,
   };
 }
 
-function fromRow(r: Selectable<RemoteActorsTable>): RemoteActor {
+function fromRow(r: Selectable<RemoteActorsTable>): CachedActor {
   return {
     id: r.id,
     // Only upsertRemoteActor writes this table and it rejects other types.
     type: r.type as RemoteActorType,
     handle: r.handle,
-    preferredUsername: r.preferred_username,
     name: r.name,
-    summary: r.summary,
-    url: r.url,
-    avatarUrl: r.avatar_url,
-    inbox: r.inbox,
-    sharedInbox: r.shared_inbox,
+    inbox: inboxUrl(r.id, r.inbox),
+    sharedInbox: inboxUrl(r.id, r.shared_inbox),
     fetchedAt: r.fetched_at,
   };
 }

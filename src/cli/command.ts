@@ -103,7 +103,8 @@ export async function configWith(overrides: Record<string, string>): Promise<Con
 export async function withMuster(fn: (m: Muster) => Promise<void>): Promise<void> {
   const { createMuster } = await import("../main.ts");
   const { withOutgoingPolicy } = await import("../../federation/http-client.ts");
-  const muster = await createMuster(await configWith({}));
+  // A command only enqueues: its pool is not held to the queue handlers' minimum.
+  const muster = await createMuster(await configWith({}), { runsQueue: false });
   try {
     // A command's own fetches (WebFinger, actors) follow the server's private-address rule.
     await withOutgoingPolicy({ allowPrivateAddress: muster.config.allowPrivateAddress }, () => fn(muster));

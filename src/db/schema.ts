@@ -189,11 +189,7 @@ export interface RemoteActorsTable {
   id: string;
   type: string;
   handle: string | null;
-  preferred_username: string | null;
   name: string | null;
-  summary: string | null;
-  url: string | null;
-  avatar_url: string | null;
   inbox: string | null;
   shared_inbox: string | null;
   fetched_at: number;

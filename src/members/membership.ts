@@ -71,10 +71,9 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
         .where("id", "=", leader.id).execute();
       // A stale row for the same account (e.g. it followed before being named leader) gives way.
       if (existing) await trx.deleteFrom("members").where("id", "=", existing.id).execute();
-      await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: leader.id });
       // The leader's welcome carries an invite too: the first thing a new union needs is members.
       const union = (await getUnionById(trx, unionId))!;
-      await deps.outbox.add(trx, { kind: "member.welcome", unionId, memberId: leader.id, inviteCode: await ownInviteCode(trx, union, leader.id) });
+      await deps.outbox.add(trx, { kind: "member.join", unionId, memberId: leader.id, inviteCode: await ownInviteCode(trx, union, leader.id) });
       emits.push(() => deps.events.emit("member.joined", { unionId, memberId: leader.id, sponsorId: null, via: "leader" }));
       return { outcome: "accepted", member: (await getMember(trx, unionId, leader.id))! };
     }
@@ -183,6 +182,7 @@ export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId:
     if (!m || (m.state !== "active" && m.state !== "pending")) return undefined;
     if (followId && m.followId && followId !== m.followId) return undefined;
     moved = await endMembership(trx, m, how, how === "deleted" ? "account deleted" : null, null);
+    await deps.outbox.withdrawWelcome?.(trx, unionId, m.id);
     await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     return (await getMember(trx, unionId, m.id))!;
   });
@@ -212,6 +212,7 @@ export async function removeMember(deps: MembershipDeps, unionId: string, member
     if (m.role === "leader") throw new MemberError("forbidden", "the leader cannot be removed");
     if (m.role === "officer" && officer && officer.role !== "leader") throw new MemberError("forbidden", "only the leader can remove an officer");
     moved = await endMembership(trx, m, opts.expel ? "expelled" : "removed", reason, officer?.id ?? "operator");
+    await deps.outbox.withdrawWelcome?.(trx, unionId, m.id);
     await syncBadgeIn(trx, deps.outbox, unionId, m.id);
     await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: m.id });
     return (await getMember(trx, unionId, m.id))!;
@@ -361,8 +362,8 @@ async function admit(
   // An ally invite: the ally's member who sponsored them is kept beside the tree.
   if (inviteId) await recordAllySponsor(trx, memberId, inviteId);
   const own = await ownInviteCode(trx, union, memberId);
-  await deps.outbox.add(trx, { kind: "follow.accept", unionId: union.id, memberId });
-  await deps.outbox.add(trx, { kind: "member.welcome", unionId: union.id, memberId, inviteCode: own });
+  // The Accept and the welcome, in one intent.
+  await deps.outbox.add(trx, { kind: "member.join", unionId: union.id, memberId, inviteCode: own });
   await syncBadgeIn(trx, deps.outbox, union.id, memberId);
   emits.push(() => deps.events.emit("member.joined", { unionId: union.id, memberId, sponsorId, via }));
   return { outcome: "accepted", member: (await getMember(trx, union.id, memberId))! };

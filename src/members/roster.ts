@@ -1,6 +1,7 @@
 import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { Union } from "../unions/unions.ts";
+import { inboxUrl } from "../actors/remote-actors.ts";
 import { IN_TREE, type Member, type MemberRole, toMember } from "./members.ts";
 import { canSeeMembers, type Viewer } from "./visibility.ts";
 
@@ -162,7 +163,7 @@ export async function deliveryRecipients(db: Kysely<DB>, unionId: string, cursor
     .$if(cursor !== null, (q) => q.limit(pageSize))
     .execute();
   return {
-    items: rows.map((r) => ({ actorId: r.actor_id!, inbox: r.inbox, sharedInbox: r.shared_inbox })),
+    items: rows.map((r) => ({ actorId: r.actor_id!, inbox: inboxUrl(r.actor_id!, r.inbox), sharedInbox: inboxUrl(r.actor_id!, r.shared_inbox) })),
     next: cursor !== null && rows.length === pageSize ? rows[rows.length - 1]!.id : null,
   };
 }

@@ -11,7 +11,7 @@ export async function joinAsRemoteMember(deps: MembershipDeps, unionId: string, 
   const id = new URL(`/users/${name}`, origin).href;
   const handle = `@${name}@${origin.host}`;
   await upsertRemoteActor(deps.db, {
-    id, type: "Person", handle, preferredUsername: name, name, summary: null, url: null, avatarUrl: null,
+    id, type: "Person", handle, name,
     inbox: `${id}/inbox`, sharedInbox: sharedInbox?.href ?? null, fetchedAt: Date.now(),
   });
   const joined = await requestToJoin(deps, unionId, { actorId: id, handle }, `${id}#follow`);

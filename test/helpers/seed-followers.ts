@@ -42,7 +42,7 @@ export async function seedFollowers(db: Kysely<DB>, unionId: string, count: numb
         const name = `m${i}`;
         const id = `${origin}/users/${name}`;
         const handle = `@${name}@${new URL(origin).host}`;
-        actors.push(id, "Person", handle, name, name, null, null, null, `${id}/inbox`, shared ? `${origin}/inbox` : null, now);
+        actors.push(id, "Person", handle, name, `${id}/inbox`, shared ? `${origin}/inbox` : null, now);
         members.push(randomUUID(), unionId, id, handle, "active", "member", null, root.id, 0, `${id}#follow`, null, now, null, null, null, now);
       }
       await trx.executeQuery(CompiledQuery.raw(statement("remote_actors", ACTOR_COLUMNS, rows), actors));
@@ -53,5 +53,5 @@ export async function seedFollowers(db: Kysely<DB>, unionId: string, count: numb
   await db.updateTable("members").set({ subtree_size: count }).where("id", "=", root.id).execute();
 }
 
-const ACTOR_COLUMNS = ["id", "type", "handle", "preferred_username", "name", "summary", "url", "avatar_url", "inbox", "shared_inbox", "fetched_at"] as const;
+const ACTOR_COLUMNS = ["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"] as const;
 const MEMBER_COLUMNS = ["id", "union_id", "actor_id", "handle", "state", "role", "portfolio", "sponsor_id", "subtree_size", "follow_id", "invite_id", "joined_at", "left_at", "left_reason", "removed_by", "created_at"] as const;

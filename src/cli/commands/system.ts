@@ -15,7 +15,7 @@ export const systemCommands: Command[] = [
       const { createMuster } = await import("../../main.ts");
       const { startServer, stopOnSignals } = await import("../../server.ts");
       const { issueSetupToken, revokeSetupToken } = await import("../../setup/setup-token.ts");
-      const muster = await createMuster(config, { runLedger: true, announceSecretKey: true });
+      const muster = await createMuster(config, { runLedger: true, announceSecretKey: true, runsQueue: !values["no-worker"] });
       const server = await startServer(muster, { port: config.port, worker: !values["no-worker"] });
       // At once: a SIGTERM during the start-up output below must still drain and exit cleanly.
       stopOnSignals(server.stop, "the server");
