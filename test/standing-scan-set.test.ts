@@ -119,5 +119,72 @@ for (const d of dialects) {
         await tdb.destroy();
       }
     });
+
+    it("does not overwrite a standing another worker recorded between the page's read and its write, and records history only for its own writes", async () => {
+      const tdb = await d.create();
+      const database = tdb.open();
+      const other = tdb.open();
+      const db = database.db;
+      try {
+        const events = createEventBus();
+        const seen: string[] = [];
+        events.on("member.standing", (e) => seen.push(`${e.memberId}:${e.from}->${e.to}`));
+        const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
+        await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
+        const now = Date.now();
+        const [a, b] = [randomUUID(), randomUUID()].sort();
+        await db.insertInto("members").values([a!, b!].map((id, k) => ({
+          id, union_id: union.id, actor_id: `https://s.example/users/r${k}`, handle: null, state: "active", role: "member", portfolio: null,
+          sponsor_id: null, subtree_size: 0, follow_id: `https://s.example/follows/${id}`, invite_id: null, joined_at: now, left_at: null, left_reason: null, removed_by: null, created_at: now,
+        }))).execute();
+        // Runs the other worker's write once, when the scan has read the page's payments and not yet written.
+        let meanwhile: (() => Promise<void>) | undefined;
+        const paymentReads = new Set<unknown>();
+        const hooked = db.withPlugin({
+          transformQuery: (args) => {
+            if (args.node.kind === "SelectQueryNode" && JSON.stringify(args.node).includes("\"dues_payments\"")) paymentReads.add(args.queryId);
+            return args.node;
+          },
+          transformResult: async (args) => {
+            if (paymentReads.has(args.queryId) && meanwhile) { const run = meanwhile; meanwhile = undefined; await run(); }
+            return args.result;
+          },
+        });
+        const deps = { db: hooked, events, duesParams: duesParamsFromBylaws };
+        const history = async (id: string) => (await db.selectFrom("standing_changes").select(["from_standing", "to_standing", "reason"]).where("member_id", "=", id).orderBy("id").execute())
+          .map((r) => `${r.from_standing}->${r.to_standing}:${r.reason}`);
+
+        // First scan: another worker records a's first standing (a payment) meanwhile.
+        meanwhile = async () => {
+          await other.db.insertInto("member_standing").values({ union_id: union.id, member_id: a!, standing: "good", paid_through: now + 30 * DAY, changed_at: now }).execute();
+          await other.db.insertInto("standing_changes").values({ union_id: union.id, member_id: a!, from_standing: null, to_standing: "good", reason: "payment", at: now }).execute();
+        };
+        const first = await recomputeStandings(deps, union.id, now);
+        assert.equal(meanwhile, undefined, "the other worker ran");
+        assert.deepEqual(first.map((c) => `${c.memberId}:${c.from}->${c.to}`), [`${b}:null->grace`]);
+        assert.deepEqual(seen, [`${b}:null->grace`]);
+        assert.deepEqual(await history(a!), ["null->good:payment"], "a's standing is the other worker's, with its history only");
+        assert.deepEqual(await history(b!), ["null->grace:first"]);
+
+        // Later: the scan computes a good->lapsed and b grace->lapsed; another worker moves b to good meanwhile.
+        seen.length = 0;
+        meanwhile = async () => {
+          await other.db.updateTable("member_standing").set({ standing: "good", changed_at: now }).where("member_id", "=", b!).where("standing", "=", "grace").execute();
+          await other.db.insertInto("standing_changes").values({ union_id: union.id, member_id: b!, from_standing: "grace", to_standing: "good", reason: "payment", at: now }).execute();
+        };
+        const second = await recomputeStandings(deps, union.id, now + 40 * DAY);
+        assert.equal(meanwhile, undefined, "the other worker ran");
+        assert.deepEqual(second.map((c) => `${c.memberId}:${c.from}->${c.to}`), [`${a}:good->lapsed`]);
+        assert.deepEqual(seen, [`${a}:good->lapsed`]);
+        assert.deepEqual(await history(a!), ["null->good:payment", "good->lapsed:time"]);
+        assert.deepEqual(await history(b!), ["null->grace:first", "grace->good:payment"], "b's newer standing is kept");
+        const bNow = await db.selectFrom("member_standing").select("standing").where("member_id", "=", b!).executeTakeFirstOrThrow();
+        assert.equal(bNow.standing, "good");
+      } finally {
+        await other.close();
+        await database.close();
+        await tdb.destroy();
+      }
+    });
   });
 }
