@@ -20,8 +20,9 @@ import { storage } from "./storage.ts";
 import { workers } from "./workers.ts";
 import { memory } from "./memory.ts";
 import { roundtrips } from "./roundtrips.ts";
+import { standings } from "./standings.ts";
 
-const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers, memory, roundtrips];
+const BENCHMARKS: readonly Benchmark[] = [inboxIngest, fanout, queueThroughput, actorFetch, reads, joins, underFanout, goalCount, tree, hostile, votes, crowdfund, payments, storage, workers, memory, roundtrips, standings];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only <name>[,<name>…]] [--dialect sqlite|postgres]
 

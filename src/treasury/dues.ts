@@ -166,11 +166,22 @@ export async function memberStanding(deps: DuesDeps, unionId: string, memberId: 
   const payments = await deps.db.selectFrom("dues_payments").select(["amount", "paid_at"])
     .where("union_id", "=", unionId).where("member_id", "=", memberId).where("status", "=", "credited")
     .orderBy("paid_at").orderBy("signature").execute();
+  return standingFrom(params, member, payments, now);
+}
+
+/**
+ * memberStanding's rule on what it read, so the scheduled recomputation can
+ * read a page of members' payments at once and apply the same rule.
+ * `payments` are the member's credited payments ordered by paid_at, then signature.
+ */
+export function standingFrom(params: DuesParams, member: { readonly state: string; readonly joined_at: number | null }, payments: readonly { readonly amount: string; readonly paid_at: number }[], now: number): MemberStanding {
+  if (member.state !== "active") return { standing: "lapsed", paidThrough: null };
+  if (params.duesAmount === 0n) return { standing: "good", paidThrough: null };
   const period = params.duesPeriodDays * DAY_MS;
   let paidThrough: number | null = null;
   for (const p of payments) {
     const periods = BigInt(p.amount) / params.duesAmount;
-    paidThrough = Math.max(paidThrough ?? 0, p.paid_at) + Number(periods) * period;
+    paidThrough = Math.max(paidThrough ?? 0, Number(p.paid_at)) + Number(periods) * period;
   }
   const grace = params.duesGraceDays * DAY_MS;
   const cover = paidThrough ?? member.joined_at ?? now;

@@ -1,8 +1,8 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import type { DuesParamsSource } from "./dues-params.ts";
-import { memberStanding, type Standing } from "./dues.ts";
+import { type MemberStanding, memberStanding, type Standing, standingFrom } from "./dues.ts";
 
 export interface StandingDeps {
   readonly db: Kysely<DB>;
@@ -28,26 +28,37 @@ export interface StandingChange {
  * payment was just credited to: their change is "payment", the others' "time".
  * Members are read a page at a time and each page's events are emitted once
  * it is recorded; the first CHANGES_RETURNED changes are returned.
+ *
+ * Set-based, per page: the dues rule is read once per call, a page's credited
+ * payments in one query, and a page's changes written in one transaction. One
+ * member at a time this was three reads and a transaction per member, the
+ * server's largest load at 10^5 members (issue 16).
  */
 export async function recomputeStandings(deps: StandingDeps, unionId: string, now = Date.now(), paidNow: ReadonlySet<string> = new Set()): Promise<StandingChange[]> {
   const changes: StandingChange[] = [];
-  const recompute = async (page: readonly { memberId: string; before: Standing | null }[]) => {
-    const made: StandingChange[] = [];
-    for (const { memberId, before } of page) {
-      const change = await recomputeOne(deps, unionId, memberId, before, now, paidNow);
-      if (change) made.push(change);
-    }
+  const record = async (page: readonly Computed[]) => {
+    const made = await recordPage(deps.db, unionId, page, now, paidNow);
     for (const c of made) deps.events.emit("member.standing", { unionId: c.unionId, memberId: c.memberId, from: c.from, to: c.to, reason: c.reason });
     changes.push(...made.slice(0, Math.max(0, CHANGES_RETURNED - changes.length)));
   };
+  // memberStanding lapses a member whose dues rule cannot be read; so does the scan (once, not per member).
+  const params = await deps.duesParams(deps.db, unionId).catch(() => null);
   // The roster a page at a time (index members(union_id, state, id)), never whole: a union may have millions.
+  // Without dues every active member is good: only those recorded otherwise are read.
+  const noDues = params !== null && params.duesAmount === 0n;
   for (let after = ""; ;) {
-    const rows = await deps.db.selectFrom("members as m")
+    let q = deps.db.selectFrom("members as m")
       .leftJoin("member_standing as s", (j) => j.onRef("s.member_id", "=", "m.id").on("s.union_id", "=", unionId))
-      .select(["m.id", "s.standing"])
-      .where("m.union_id", "=", unionId).where("m.state", "=", "active").where("m.id", ">", after)
-      .orderBy("m.id").limit(STANDING_PAGE).execute();
-    await recompute(rows.map((r) => ({ memberId: r.id, before: (r.standing ?? null) as Standing | null })));
+      .select(["m.id", "m.joined_at", "s.standing"])
+      .where("m.union_id", "=", unionId).where("m.state", "=", "active").where("m.id", ">", after);
+    if (noDues) q = q.where((eb) => eb.or([eb("s.standing", "is", null), eb("s.standing", "!=", "good")]));
+    const rows = await q.orderBy("m.id").limit(STANDING_PAGE).execute();
+    const paid = params === null || noDues ? new Map() : await creditedPayments(deps.db, unionId, rows.map((r) => r.id));
+    await record(rows.map((r) => ({
+      memberId: r.id,
+      before: (r.standing ?? null) as Standing | null,
+      ...(params === null ? { standing: "lapsed" as const, paidThrough: null } : standingFrom(params, { state: "active", joined_at: r.joined_at }, paid.get(r.id) ?? [], now)),
+    })));
     if (rows.length < STANDING_PAGE) break;
     after = rows.at(-1)!.id;
   }
@@ -59,7 +70,7 @@ export async function recomputeStandings(deps: StandingDeps, unionId: string, no
       .where("s.union_id", "=", unionId).where("s.member_id", ">", after)
       .where((eb) => eb.or([eb("m.state", "is", null), eb("m.state", "!=", "active")]))
       .orderBy("s.member_id").limit(STANDING_PAGE).execute();
-    await recompute(rows.map((r) => ({ memberId: r.member_id, before: r.standing as Standing })));
+    await record(rows.map((r) => ({ memberId: r.member_id, before: r.standing as Standing, standing: "lapsed", paidThrough: null })));
     if (rows.length < STANDING_PAGE) break;
     after = rows.at(-1)!.member_id;
   }
@@ -73,24 +84,64 @@ const STANDING_PAGE = 1000;
  */
 export const CHANGES_RETURNED = 1000;
 
-async function recomputeOne(deps: StandingDeps, unionId: string, memberId: string, before: Standing | null, now: number, paidNow: ReadonlySet<string>): Promise<StandingChange | undefined> {
-  const { standing, paidThrough } = await memberStanding({ db: deps.db, duesParams: deps.duesParams }, unionId, memberId, now).catch(() => ({ standing: "lapsed" as const, paidThrough: null }));
-  if (before === standing) return undefined;
-  const reason = paidNow.has(memberId) ? "payment" : before === null ? "first" : "time";
-  const done = await deps.db.transaction().execute(async (trx) => {
-    if (before === null) {
-      const r = await trx.insertInto("member_standing").values({ union_id: unionId, member_id: memberId, standing, paid_through: paidThrough, changed_at: now })
-        .onConflict((oc) => oc.columns(["union_id", "member_id"]).doNothing()).executeTakeFirst();
-      if (Number(r.numInsertedOrUpdatedRows ?? 0n) !== 1) return false;
-    } else {
-      const r = await trx.updateTable("member_standing").set({ standing, paid_through: paidThrough, changed_at: now })
-        .where("union_id", "=", unionId).where("member_id", "=", memberId).where("standing", "=", before).executeTakeFirst();
-      if (Number(r.numUpdatedRows) !== 1) return false;
+interface Computed extends MemberStanding {
+  readonly memberId: string;
+  readonly before: Standing | null;
+}
+
+/** The page's members' credited payments in one query, each member's in memberStanding's order. */
+async function creditedPayments(db: Kysely<DB>, unionId: string, memberIds: readonly string[]): Promise<Map<string, { amount: string; paid_at: number }[]>> {
+  const out = new Map<string, { amount: string; paid_at: number }[]>();
+  if (memberIds.length === 0) return out;
+  const rows = await db.selectFrom("dues_payments").select(["member_id", "amount", "paid_at"])
+    .where("union_id", "=", unionId).where("member_id", "in", memberIds).where("status", "=", "credited")
+    .orderBy("member_id").orderBy("paid_at").orderBy("signature").execute();
+  for (const r of rows) {
+    const list = out.get(r.member_id!) ?? [];
+    if (list.length === 0) out.set(r.member_id!, list);
+    list.push({ amount: r.amount, paid_at: r.paid_at });
+  }
+  return out;
+}
+
+/**
+ * Writes a page's changes in one transaction: first standings inserted unless
+ * one was recorded meanwhile, the others updated only where the standing is
+ * still the one read (grouped by it: at most three updates), and a
+ * standing_changes row for exactly those written. Returns them, in page order.
+ */
+async function recordPage(db: Kysely<DB>, unionId: string, page: readonly Computed[], now: number, paidNow: ReadonlySet<string>): Promise<StandingChange[]> {
+  const changed = page.filter((c) => c.before !== c.standing);
+  if (changed.length === 0) return [];
+  return db.transaction().execute(async (trx) => {
+    const written = new Set<string>();
+    const fresh = changed.filter((c) => c.before === null);
+    if (fresh.length > 0) {
+      const rows = await trx.insertInto("member_standing")
+        .values(fresh.map((c) => ({ union_id: unionId, member_id: c.memberId, standing: c.standing, paid_through: c.paidThrough, changed_at: now })))
+        .onConflict((oc) => oc.columns(["union_id", "member_id"]).doNothing()).returning("member_id").execute();
+      for (const r of rows) written.add(r.member_id);
     }
-    await trx.insertInto("standing_changes").values({ union_id: unionId, member_id: memberId, from_standing: before, to_standing: standing, reason, at: now }).execute();
-    return true;
+    for (const before of ["good", "grace", "lapsed"] as const) {
+      const group = changed.filter((c) => c.before === before);
+      if (group.length === 0) continue;
+      // paid_through is cast so PostgreSQL types the CASE as the column's bigint, not text.
+      const rows = await trx.updateTable("member_standing").set({
+        standing: sql<string>`case member_id ${sql.join(group.map((c) => sql`when ${c.memberId} then ${c.standing}`), sql` `)} end`,
+        paid_through: sql<number | null>`case member_id ${sql.join(group.map((c) => sql`when ${c.memberId} then cast(${c.paidThrough} as bigint)`), sql` `)} end`,
+        changed_at: now,
+      }).where("union_id", "=", unionId).where("member_id", "in", group.map((c) => c.memberId)).where("standing", "=", before)
+        .returning("member_id").execute();
+      for (const r of rows) written.add(r.member_id);
+    }
+    const made = changed.filter((c) => written.has(c.memberId)).map((c): StandingChange => ({
+      unionId, memberId: c.memberId, from: c.before, to: c.standing, reason: paidNow.has(c.memberId) ? "payment" : c.before === null ? "first" : "time", at: now,
+    }));
+    if (made.length > 0) {
+      await trx.insertInto("standing_changes").values(made.map((c) => ({ union_id: unionId, member_id: c.memberId, from_standing: c.from, to_standing: c.to, reason: c.reason, at: now }))).execute();
+    }
+    return made;
   });
-  return done ? { unionId, memberId, from: before, to: standing, reason, at: now } : undefined;
 }
 
 /**
