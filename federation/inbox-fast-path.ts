@@ -13,11 +13,11 @@ import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
 import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
 import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
+// The same freshness rule as processOnce: a staler sender goes through Fedify, which refreshes it.
+import { ACTOR_CACHE_MS } from "./inbox-record.ts";
 
 const log = logger("federation", "inbox-fast");
 
-/** As processOnce (inbox-record.ts): a cached sender younger than this is not fetched again. */
-const ACTOR_CACHE_MS = 24 * 3600_000;
 
 export interface FastInboxDeps {
   readonly db: Kysely<DB>;

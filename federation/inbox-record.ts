@@ -8,7 +8,8 @@ import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import { fromRecentFetch } from "./recent-actors.ts";
 
 const log = logger("federation", "inbox");
-const ACTOR_CACHE_MS = 24 * 3600_000;
+/** A cached sender younger than this is not fetched again before its activity is processed. */
+export const ACTOR_CACHE_MS = 24 * 3600_000;
 
 export interface InboxRecordDeps {
   readonly db: Kysely<DB>;
