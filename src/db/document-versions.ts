@@ -1,16 +1,13 @@
-import type { CompiledQuery, Kysely } from "kysely";
+import type { Kysely } from "kysely";
+import { prepared } from "./prepared.ts";
 import type { DB } from "./schema.ts";
 
 /** Read on every cached GET (thousands a second): built and compiled once per database, not per read. */
-const compiled = new WeakMap<Kysely<DB>, CompiledQuery<{ version: number | string }>>();
+const readVersion = prepared<[], { version: number | string }>((db) =>
+  db.selectFrom("document_versions").select("version").where("scope", "=", "documents"));
 
 /** Bumped by triggers on every change to what the actor, WebFinger and NodeInfo documents show (migration 0018). */
 export async function documentsVersion(db: Kysely<DB>): Promise<string> {
-  let query = compiled.get(db);
-  if (!query) {
-    query = db.selectFrom("document_versions").select("version").where("scope", "=", "documents").compile() as CompiledQuery<{ version: number | string }>;
-    compiled.set(db, query);
-  }
-  const row = (await db.executeQuery(query)).rows[0];
+  const row = (await readVersion(db)).rows[0];
   return String(row?.version ?? 0);
 }
