@@ -5,7 +5,8 @@ import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { getUnionById } from "../src/unions/unions.ts";
-import { committedPage, followersPage } from "./followers.ts";
+import { deliveryTargets } from "../src/members/roster.ts";
+import { committedPage, followersPage, PAGE } from "./followers.ts";
 import { tapEnqueued } from "./queue-lanes.ts";
 
 const log = logger("federation", "fanout");
@@ -24,8 +25,18 @@ export interface FanoutPage {
   readonly activity: unknown;
   readonly activityId: string;
   readonly orderingKey: string;
-  /** The last member id of the page before; null for the first page. */
+  /**
+   * Where the page before ended; null for the first page. With `by` "target"
+   * the last fanout_targets id (as text), else the last member id.
+   */
   readonly cursor: string | null;
+  /**
+   * "target": the pages go through the union's distinct inboxes
+   * (fanout_targets, migration 0054), a row per delivery. Absent, through the
+   * roster a member at a time: the committed audience, and pages queued by
+   * an older version, whose cursor is a member id.
+   */
+  readonly by?: "target" | undefined;
   /**
    * Who gets it: every member (the default, through shared inboxes), or only
    * the members who committed to one call-to-action, each at their own inbox.
@@ -77,7 +88,7 @@ export async function fanOut(deps: FanoutDeps, ctx: Context<void>, unionId: stri
     activityId: activity.id.href,
     orderingKey,
     cursor: null,
-    ...(audience ? { audience } : {}),
+    ...(audience ? { audience } : { by: "target" }),
   };
   await deps.enqueue(page, { orderingKey });
 }
@@ -98,17 +109,29 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
     return;
   }
   const shared = page.audience === undefined;
-  const { items, nextCursor } = shared
-    ? await followersPage(deps.db, union.id, page.cursor ?? "")
-    : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);
-  const recipients = await notYetQueued(deps.db, page.activityId, items, shared);
+  let targets: Target[];
+  let nextCursor: string | null;
+  if (shared && page.by === "target") {
+    const found = await deliveryTargets(deps.db, union.id, page.cursor === null ? 0 : Number(page.cursor), PAGE);
+    targets = found.items.map((inbox) => ({ inbox, sharedInbox: false, actorIds: [] }));
+    nextCursor = found.next === null ? null : String(found.next);
+  } else {
+    const found = shared ? await followersPage(deps.db, union.id, page.cursor ?? "") : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);
+    targets = byInbox(found.items, shared, deps.origin);
+    nextCursor = found.nextCursor;
+  }
+  targets = await notYetQueued(deps.db, page.activityId, targets.filter((t) => originOf(t.inbox) !== deps.origin.origin));
   let signed = page.signed;
-  if (recipients.length > 0) {
+  if (targets.length > 0) {
     if (signed !== undefined && deps.enqueueDelivery !== undefined) {
-      await queueSigned(deps, deps.enqueueDelivery, page, signed, recipients, shared);
+      await queueSigned(deps.enqueueDelivery, page, signed, targets);
     } else {
       const ctx = deps.federation.createContext(deps.origin, undefined);
       const activity = await Activity.fromJsonLd(page.activity, { contextLoader: ctx.contextLoader, documentLoader: ctx.documentLoader });
+      // A target is an inbox, not an actor: Fedify is given it as both. The
+      // recipient's id only goes into the message's actorIds, which Fedify
+      // reads for a permanent-failure handler (Muster sets none).
+      const recipients: Recipient[] = targets.map((t) => ({ id: new URL(t.actorIds[0] ?? t.inbox), inboxId: new URL(t.inbox), endpoints: t.sharedInbox ? { sharedInbox: new URL(t.inbox) } : null }));
       // Signing is most of a page's cost (JSON-LD canonicalization for the
       // proof and the LD signature, 10^2 ms under load): done once, here,
       // and what Fedify signed is carried to the next pages.
@@ -116,10 +139,31 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
         const d = m as Partial<OutboxMessage> | null;
         if (signed !== undefined || d?.type !== "outbox" || d.activityId !== page.activityId || !Array.isArray(d.keys)) return;
         signed = { activity: d.activity, activityType: d.activityType!, keyIds: d.keys.map((k) => k.keyId), baseUrl: d.baseUrl! };
-      }, () => ctx.sendActivity({ identifier: union.slug }, recipients, activity, { preferSharedInbox: shared, orderingKey: page.orderingKey, fanout: "skip" }));
+      }, () => ctx.sendActivity({ identifier: union.slug }, recipients, activity, { preferSharedInbox: true, orderingKey: page.orderingKey, fanout: "skip" }));
     }
   }
   if (nextCursor !== null) await deps.enqueue({ ...page, cursor: nextCursor, ...(signed ? { signed } : {}) }, { orderingKey: page.orderingKey });
+}
+
+/** One delivery to make: an inbox and the members it reaches (when known). */
+interface Target {
+  readonly inbox: string;
+  readonly sharedInbox: boolean;
+  readonly actorIds: string[];
+}
+
+/** Members grouped by the inbox they are reached at: a shared inbox once for all of its members. */
+function byInbox(recipients: readonly Recipient[], shared: boolean, origin: URL): Target[] {
+  const inboxes = new Map<string, Target>();
+  for (const r of recipients) {
+    const viaShared = shared && r.endpoints?.sharedInbox != null;
+    const inbox = viaShared ? r.endpoints!.sharedInbox! : r.inboxId;
+    if (inbox == null || r.id == null || inbox.origin === origin.origin) continue;
+    let entry = inboxes.get(inbox.href);
+    if (entry === undefined) inboxes.set(inbox.href, (entry = { inbox: inbox.href, sharedInbox: viaShared, actorIds: [] }));
+    entry.actorIds.push(r.id.href);
+  }
+  return [...inboxes.values()];
 }
 
 /** The part of Fedify's (2.3) delivery message this module reads or writes. */
@@ -143,25 +187,15 @@ interface OutboxMessage {
 
 /**
  * Queues the deliveries of a page in the shape Fedify's sendActivity gives
- * them (one per inbox, shared inboxes preferred, ordered per origin), so
- * Fedify's own delivery handler sends them, with its retries and circuit
- * breaker. Only the key ids go in: the queue resolves the keys when a
- * delivery is handled.
+ * them (one per inbox, ordered per origin), so Fedify's own delivery handler
+ * sends them, with its retries and circuit breaker. Only the key ids go in:
+ * the queue resolves the keys when a delivery is handled.
  */
-async function queueSigned(deps: FanoutDeps, enqueue: NonNullable<FanoutDeps["enqueueDelivery"]>, page: FanoutPage, signed: SignedActivity, recipients: readonly Recipient[], shared: boolean): Promise<void> {
-  const inboxes = new Map<string, { sharedInbox: boolean; actorIds: string[] }>();
-  for (const r of recipients) {
-    const viaShared = shared && r.endpoints?.sharedInbox != null;
-    const inbox = viaShared ? r.endpoints!.sharedInbox! : r.inboxId;
-    if (inbox == null || r.id == null || inbox.origin === deps.origin.origin) continue;
-    let entry = inboxes.get(inbox.href);
-    if (entry === undefined) inboxes.set(inbox.href, (entry = { sharedInbox: viaShared, actorIds: [] }));
-    entry.actorIds.push(r.id.href);
-  }
+async function queueSigned(enqueue: NonNullable<FanoutDeps["enqueueDelivery"]>, page: FanoutPage, signed: SignedActivity, targets: readonly Target[]): Promise<void> {
   const started = new Date().toISOString();
   const keys = signed.keyIds.map((keyId) => ({ keyId }));
-  await Promise.all([...inboxes].map(([inbox, { sharedInbox, actorIds }]) => {
-    const orderingKey = `${page.orderingKey}\n${new URL(inbox).origin}`;
+  await Promise.all(targets.map(({ inbox, sharedInbox, actorIds }) => {
+    const orderingKey = `${page.orderingKey}\n${originOf(inbox)}`;
     const message: OutboxMessage = {
       type: "outbox", id: crypto.randomUUID(), baseUrl: signed.baseUrl, keys, activity: signed.activity, activityId: page.activityId,
       activityType: signed.activityType, inbox, sharedInbox, actorIds, started, attempt: 0, headers: {}, orderingKey, traceContext: {},
@@ -170,23 +204,39 @@ async function queueSigned(deps: FanoutDeps, enqueue: NonNullable<FanoutDeps["en
   }));
 }
 
-function inboxOf(r: Recipient, shared: boolean): string | null {
-  return ((shared ? r.endpoints?.sharedInbox : null) ?? r.inboxId)?.href ?? null;
+/**
+ * URL.origin of an absolute inbox URL, by string for the plain forms (a fan-out
+ * takes it of 10^5 inboxes); anything URL would normalise (case, a default
+ * port, credentials, non-ASCII, backslashes) goes through URL.
+ */
+export function originOf(url: string): string {
+  const start = url.indexOf("://");
+  if (start > 0) {
+    const end = url.indexOf("/", start + 3);
+    const origin = end < 0 ? url : url.slice(0, end);
+    if (/^https?:\/\/[a-z0-9.\-]+(:[0-9]+)?$/.test(origin) && !/:(80|443)$/.test(origin) && !/:0[0-9]/.test(origin)) return origin;
+  }
+  return safeOrigin(url);
+}
+
+function safeOrigin(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return "null";
+  }
 }
 
 /**
- * Followers on a server with a shared inbox come in every page; the server
- * gets the activity once. Recipients whose inbox already has this activity
- * queued or delivered are left out here, before Fedify signs anything for
- * them (the queue would drop the duplicates too, but only after the work).
+ * A shared inbox's members come in every page of the roster; pages by target
+ * can be handled twice after a crash. Inboxes that already have this
+ * activity queued or delivered are left out here, before anything is signed
+ * for them (the queue would drop the duplicates too, but only after the work).
  */
-async function notYetQueued(db: Kysely<DB>, activityId: string, items: readonly Recipient[], shared: boolean): Promise<Recipient[]> {
-  const keyOf = (r: Recipient) => {
-    const inbox = inboxOf(r, shared);
-    return inbox === null ? null : `${activityId} ${inbox} 0`;
-  };
-  const keys = [...new Set(items.map(keyOf).filter((k): k is string => k !== null))];
-  if (keys.length === 0) return [];
+async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<Target[]> {
+  if (targets.length === 0) return [];
+  const keyOf = (t: Target) => `${activityId} ${t.inbox} 0`;
+  const keys = [...new Set(targets.map(keyOf))];
   const seen = new Set<string>();
   for (let i = 0; i < keys.length; i += 500) {
     const chunk = keys.slice(i, i + 500);
@@ -195,8 +245,5 @@ async function notYetQueued(db: Kysely<DB>, activityId: string, items: readonly 
       .execute();
     for (const r of rows) if (r.dedupe_key !== null) seen.add(r.dedupe_key);
   }
-  return items.filter((r) => {
-    const k = keyOf(r);
-    return k !== null && !seen.has(k);
-  });
+  return targets.filter((t) => !seen.has(keyOf(t)));
 }

@@ -3,7 +3,8 @@ import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { committedRecipients, deliveryRecipients, type Recipient as MemberRecipient } from "../src/members/roster.ts";
 
-const PAGE = 500;
+/** Rows a fan-out page reads: members, or inboxes (federation/fanout-pages.ts). */
+export const PAGE = 500;
 
 /**
  * The union's followers are its active members, paged by member id; each

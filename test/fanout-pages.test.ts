@@ -97,5 +97,41 @@ for (const d of dialects) {
       assert.ok(sample.orderingKey.startsWith("streamed\n"));
       await db.deleteFrom("fedify_mq").where("dedupe_key", "like", `${activityId.href} %`).execute();
     });
+
+    it("reads a row per inbox, not per member: 2,400 members on 6 shared-inbox servers are one page of 6 deliveries, and a server whose members all left gets none", async () => {
+      const db = m.muster.database.db;
+      const crowd = await makeUnion(m, "crowd");
+      const root = await db.selectFrom("members").select("id").where("union_id", "=", crowd.id).where("role", "=", "leader").executeTakeFirstOrThrow();
+      const now = Date.now();
+      const people = Array.from({ length: 2400 }, (_, i) => ({ id: `http://c${i % 6}.example/users/c${i}`, shared: `http://c${i % 6}.example/inbox` }));
+      for (let from = 0; from < people.length; from += 400) {
+        const chunk = people.slice(from, from + 400);
+        await db.insertInto("remote_actors").values(chunk.map((p) => ({ id: p.id, type: "Person", handle: null, name: null, inbox: `${p.id}/inbox`, shared_inbox: p.shared, fetched_at: now }))).execute();
+        await db.insertInto("members").values(chunk.map((p) => ({
+          id: randomUUID(), union_id: crowd.id, actor_id: p.id, handle: null, state: "active", role: "member", portfolio: null,
+          sponsor_id: root.id, subtree_size: 0, follow_id: `${p.id}#follow`, invite_id: null, joined_at: now, left_at: null, left_reason: null, removed_by: null, created_at: now,
+        }))).execute();
+      }
+      // Everyone on c5 leaves or is removed.
+      await db.updateTable("members").set({ state: "left" }).where("union_id", "=", crowd.id).where("actor_id", "like", "http://c5.example/%").where("actor_id", "not like", "%0").execute();
+      await db.updateTable("members").set({ state: "removed" }).where("union_id", "=", crowd.id).where("actor_id", "like", "http://c5.example/%0").execute();
+
+      const ctx = m.muster.federation.createContext(m.origin, undefined);
+      const activityId = new URL("/u/crowd/test-fanout-targets/activity", m.origin);
+      await fanOut(deps, ctx, crowd.id, new Create({ id: activityId, actor: ctx.getActorUri("crowd"), object: new Note({ content: "Few servers." }) }), "few");
+      let pages = 0;
+      for (;;) {
+        const row = await db.selectFrom("fedify_mq").select(["id", "message"]).where("queue", "=", "fanout").orderBy("id").executeTakeFirst();
+        if (!row) break;
+        await asBulkWork(() => handleFanoutPage(deps, JSON.parse(row.message) as FanoutPage));
+        await db.deleteFrom("fedify_mq").where("id", "=", row.id).execute();
+        assert.ok(++pages < 10, "the chain of pages ends");
+      }
+      assert.equal(pages, 1, "one page for 6 servers, not one per 500 members");
+      const inboxes = (await db.selectFrom("fedify_mq").select("message").where("dedupe_key", "like", `${activityId.href} %`).execute())
+        .map((r) => (JSON.parse(r.message) as { inbox: string }).inbox).sort();
+      assert.deepEqual(inboxes, [0, 1, 2, 3, 4].map((i) => `http://c${i}.example/inbox`));
+      await db.deleteFrom("fedify_mq").where("dedupe_key", "like", `${activityId.href} %`).execute();
+    });
   });
 }

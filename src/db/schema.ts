@@ -473,7 +473,18 @@ export interface DelegationsTable {
   created_at: number;
 }
 
+/** The distinct inboxes a union's fan-out reaches, kept by triggers (migration 0054). */
+export interface FanoutTargetsTable {
+  id: Generated<number>;
+  union_id: string;
+  /** Absolute: a shared inbox where the member's server has one, else the member's own. */
+  inbox: string;
+  /** Active members this inbox serves; a row at 0 is deleted. */
+  members: number;
+}
+
 export interface DB {
+  fanout_targets: FanoutTargetsTable;
   unions: UnionsTable;
   members: MembersTable;
   member_moves: MemberMovesTable;
