@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createPublicKey } from "node:crypto";
 import { createFederation, type KeyCache, MemoryKvStore, verifyRequest } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
+import { claimSignature } from "../federation/inbox-fast-verify.ts";
 
 export interface ReceiverStart {
   readonly hosts: number;
@@ -41,6 +42,17 @@ export interface ReceiverStats {
   readonly key_fetches: number;
   /** POSTs to /bare (the baseline: signed and verified like a delivery, not counted as one), answered 202. */
   readonly bare: number;
+  /** Verified POSTs the synchronous verifier left to Fedify's verifyRequest. */
+  readonly fedifyVerified: number;
+}
+
+/** What claimSignature reads of a Request (method, url, header lookups), over Node's parsed request. */
+function nodeRequest(req: IncomingMessage, url: string): Request {
+  const header = (name: string) => {
+    const v = req.headers[name.toLowerCase()];
+    return typeof v === "string" ? v : null;
+  };
+  return { method: req.method ?? "", url, headers: { get: header, has: (name: string) => header(name) !== null } } as unknown as Request;
 }
 
 /** The loopback address of simulated server i (0-based): 127.77.0.1 … */
@@ -59,6 +71,8 @@ async function main(start: ReceiverStart): Promise<void> {
   let repeats = 0;
   let keyFetches = 0;
   let bare = 0;
+  /** Deliveries that only Fedify's verifier accepted (the synchronous one said no or did not know the form). */
+  let fedifyVerified = 0;
   let firstAt: number | null = null;
   let lastAt: number | null = null;
   // Fedify's own loaders, allowed to reach loopback, so the key is fetched and
@@ -124,18 +138,35 @@ async function main(start: ReceiverStart): Promise<void> {
     }
     const body = Buffer.concat(chunks);
     const url = `http://${req.headers.host}${req.url}`;
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
-    const request = new Request(url, { method: "POST", headers, body });
     const isBare = req.url === "/bare";
-    const key = await verifyRequest(request, {
-      documentLoader,
-      contextLoader: ctx.contextLoader,
-      // The baseline keeps its own key cache, so it does not save the fan-out a key fetch.
-      keyCache: keyCacheOf(`${isBare ? "bare " : ""}${req.headers.host ?? ""}`),
-      spec: headers.has("signature-input") ? "rfc9421" : "draft-cavage-http-signatures-12",
-    }).catch(() => null);
-    if (key === null) {
+    // The baseline keeps its own key cache, so it does not save the fan-out a key fetch.
+    const keyCache = keyCacheOf(`${isBare ? "bare " : ""}${req.headers.host ?? ""}`);
+    // Every signature is verified. First with Muster's synchronous verifier
+    // (federation/inbox-fast-verify.ts: node:crypto, no Request object, no
+    // WebCrypto jobs; held to Fedify's verifier by 22 differential tests),
+    // as a receiver that is not built on Fedify would: Fedify's verifyRequest
+    // cost this process 0.5-0.8 ms a delivery on the 2 cores Muster shares.
+    // Whatever it does not accept goes to Fedify's verifyRequest, which
+    // decides: refused means Fedify refused it too.
+    let verified = false;
+    const claim = claimSignature(nodeRequest(req, url), body, Date.now(), 3_600_000);
+    if (claim !== undefined) {
+      const cached = await keyCache.get(claim.keyId) as CryptographicKey | undefined;
+      verified = cached !== undefined && claim.check(cached);
+    }
+    if (!verified) {
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
+      const request = new Request(url, { method: "POST", headers, body });
+      verified = await verifyRequest(request, {
+        documentLoader,
+        contextLoader: ctx.contextLoader,
+        keyCache,
+        spec: headers.has("signature-input") ? "rfc9421" : "draft-cavage-http-signatures-12",
+      }).then((key) => key !== null, () => false);
+      if (verified) fedifyVerified++;
+    }
+    if (!verified) {
       refused++;
       res.writeHead(401).end();
       return;
@@ -177,7 +208,7 @@ async function main(start: ReceiverStart): Promise<void> {
   const cpu0 = process.cpuUsage();
   const stats = (): ReceiverStats => {
     const cpu = process.cpuUsage(cpu0);
-    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare };
+    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare, fedifyVerified };
   };
   process.on("message", (m: { kind: string; activityId?: string }) => {
     if (m.kind === "stats") process.send!({ kind: "stats", stats: stats() } satisfies ReceiverMessage);

@@ -41,6 +41,7 @@ interface Delivery {
   readonly activity: object;
   readonly activityId?: string;
   readonly inbox: string;
+  readonly sharedInbox?: boolean;
   readonly headers?: Record<string, string>;
   readonly circuitHeld?: boolean;
 }
@@ -172,6 +173,11 @@ export class BatchDeliverer {
       dispatcher: this.#dispatcher(),
       headersTimeout: this.#timeoutMs,
       bodyTimeout: this.#timeoutMs,
+      // A shared inbox gets one delivery per activity however many members
+      // are there: its connection is closed once answered instead of idling
+      // (2·10^4 servers a fan-out). A member's own inbox is usually one of
+      // many on that server, and keeps its connection for the next one.
+      reset: message.sharedInbox === true,
     });
     // Read to the end (an inbox answers a few bytes) so the connection is kept for the next delivery.
     await response.body.dump({ limit: 64 * 1024 });

@@ -113,7 +113,7 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
   let nextCursor: string | null;
   if (shared && page.by === "target") {
     const found = await deliveryTargets(deps.db, union.id, page.cursor === null ? 0 : Number(page.cursor), PAGE);
-    targets = found.items.map((inbox) => ({ inbox, sharedInbox: false, actorIds: [] }));
+    targets = found.items.map(({ inbox, shared }) => ({ inbox, sharedInbox: shared, actorIds: [] }));
     nextCursor = found.next === null ? null : String(found.next);
   } else {
     const found = shared ? await followersPage(deps.db, union.id, page.cursor ?? "") : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);

@@ -33,21 +33,29 @@ export function targetOf(pg: boolean, a: string): string {
   return `coalesce(${absolute(pg, `${a}.id`, `${a}.shared_inbox`)}, ${absolute(pg, `${a}.id`, `${a}.inbox`)})`;
 }
 
+/** 1 when that target is a shared inbox. */
+function sharedOf(pg: boolean, a: string): string {
+  return `(case when ${absolute(pg, `${a}.id`, `${a}.shared_inbox`)} is null then 0 else 1 end)`;
+}
+
 export async function up(db: Kysely<any>): Promise<void> {
   const pg = isPostgres(db);
   await autoIncrementId(db, db.schema.createTable("fanout_targets"))
     .addColumn("union_id", "text", (c) => c.notNull())
     .addColumn("inbox", "text", (c) => c.notNull())
     .addColumn("members", "integer", (c) => c.notNull())
+    // A shared inbox (one delivery serves all its members there; the sender
+    // closes its connection after it) or a member's own.
+    .addColumn("shared", "integer", (c) => c.notNull())
     .execute();
   await db.schema.createIndex("fanout_targets_inbox").on("fanout_targets").columns(["union_id", "inbox"]).unique().execute();
   await db.schema.createIndex("fanout_targets_page").on("fanout_targets").columns(["union_id", "id"]).execute();
 
   // Backfill, in the order of each target's first member.
   const t = sql.raw(targetOf(pg, "a"));
-  await sql`insert into fanout_targets (union_id, inbox, members)
-    select union_id, inbox, n from (
-      select m.union_id as union_id, ${t} as inbox, count(*) as n, min(m.id) as first
+  await sql`insert into fanout_targets (union_id, inbox, members, shared)
+    select union_id, inbox, n, shared from (
+      select m.union_id as union_id, ${t} as inbox, count(*) as n, max(${sql.raw(sharedOf(pg, "a"))}) as shared, min(m.id) as first
       from members m join remote_actors a on a.id = m.actor_id
       where m.state = 'active' and ${t} is not null
       group by m.union_id, ${t}
@@ -56,8 +64,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   const active = (r: string) => `${r}.state = 'active' and ${r}.actor_id is not null`;
   const targetOfActor = (actorRef: string) => `(select ${targetOf(pg, "a")} from remote_actors a where a.id = ${actorRef})`;
   // One member counted in or out at the target of its cached actor (none while uncached).
-  const memberIn = (r: string) => `insert into fanout_targets (union_id, inbox, members)
-      select ${r}.union_id, ${targetOf(pg, "a")}, 1 from remote_actors a where a.id = ${r}.actor_id and ${targetOf(pg, "a")} is not null
+  const memberIn = (r: string) => `insert into fanout_targets (union_id, inbox, members, shared)
+      select ${r}.union_id, ${targetOf(pg, "a")}, 1, ${sharedOf(pg, "a")} from remote_actors a where a.id = ${r}.actor_id and ${targetOf(pg, "a")} is not null
       on conflict (union_id, inbox) do update set members = fanout_targets.members + 1`;
   const memberOut = (r: string) => [
     `update fanout_targets set members = members - 1 where union_id = ${r}.union_id and inbox = ${targetOfActor(`${r}.actor_id`)}`,
@@ -65,8 +73,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   ];
   // Every active membership of actor row `r` counted in or out at `r`'s target.
   const unionsOf = (r: string) => `select m.union_id from members m where m.actor_id = ${r}.id and m.state = 'active'`;
-  const actorIn = (r: string) => `insert into fanout_targets (union_id, inbox, members)
-      select m.union_id, ${targetOf(pg, r)}, count(*) from members m where m.actor_id = ${r}.id and m.state = 'active' and ${targetOf(pg, r)} is not null group by m.union_id
+  const actorIn = (r: string) => `insert into fanout_targets (union_id, inbox, members, shared)
+      select m.union_id, ${targetOf(pg, r)}, count(*), ${sharedOf(pg, r)} from members m where m.actor_id = ${r}.id and m.state = 'active' and ${targetOf(pg, r)} is not null group by m.union_id
       on conflict (union_id, inbox) do update set members = fanout_targets.members + excluded.members`;
   const actorOut = (r: string) => [
     `update fanout_targets set members = members - (select count(*) from members m where m.actor_id = ${r}.id and m.state = 'active' and m.union_id = fanout_targets.union_id)

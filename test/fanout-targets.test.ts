@@ -23,17 +23,18 @@ async function expected(db: Kysely<DB>): Promise<string[]> {
     .select(["m.union_id", "m.actor_id", "a.inbox", "a.shared_inbox"]).where("m.state", "=", "active").execute();
   const counts = new Map<string, number>();
   for (const r of rows) {
-    const target = inboxUrl(r.actor_id!, r.shared_inbox) ?? inboxUrl(r.actor_id!, r.inbox);
+    const shared = inboxUrl(r.actor_id!, r.shared_inbox);
+    const target = shared ?? inboxUrl(r.actor_id!, r.inbox);
     if (target === null) continue;
-    const k = `${r.union_id} ${target}`;
+    const k = `${r.union_id} ${target} ${shared === null ? "own" : "shared"}`;
     counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   return [...counts].map(([k, n]) => `${k} ${n}`).sort();
 }
 
 async function actual(db: Kysely<DB>): Promise<string[]> {
-  const rows = await db.selectFrom("fanout_targets").select(["union_id", "inbox", "members"]).execute();
-  return rows.map((r) => `${r.union_id} ${r.inbox} ${r.members}`).sort();
+  const rows = await db.selectFrom("fanout_targets").select(["union_id", "inbox", "members", "shared"]).execute();
+  return rows.map((r) => `${r.union_id} ${r.inbox} ${Number(r.shared) === 1 ? "shared" : "own"} ${r.members}`).sort();
 }
 
 /** A small deterministic generator, so a failure replays. */
@@ -74,9 +75,9 @@ for (const d of dialects) {
         ]).execute();
         await migrateToLatest(db);
         assert.deepEqual(await actual(db), [
-          "u1 http://127.0.0.1:8080/u/z/in 1",
-          "u1 https://a.example/inbox 2",
-          "u2 https://c.example/in/w 1",
+          "u1 http://127.0.0.1:8080/u/z/in own 1",
+          "u1 https://a.example/inbox shared 2",
+          "u2 https://c.example/in/w own 1",
         ]);
         assert.deepEqual(await actual(db), await expected(db));
         await migrateTo(db, "0049_relative_inboxes");

@@ -481,6 +481,8 @@ export interface FanoutTargetsTable {
   inbox: string;
   /** Active members this inbox serves; a row at 0 is deleted. */
   members: number;
+  /** 1 for a shared inbox (as first seen), 0 for a member's own. */
+  shared: number;
 }
 
 export interface DB {

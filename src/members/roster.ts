@@ -197,9 +197,9 @@ async function countActive(db: Kysely<DB>, unionId: string): Promise<number> {
  * A fan-out reads a row per delivery instead of one per member: 2·10^4 rows
  * for 10^6 members on 2·10^4 servers.
  */
-export async function deliveryTargets(db: Kysely<DB>, unionId: string, after: number, pageSize: number): Promise<{ items: string[]; next: number | null }> {
-  const rows = await db.selectFrom("fanout_targets").select(["id", "inbox"])
+export async function deliveryTargets(db: Kysely<DB>, unionId: string, after: number, pageSize: number): Promise<{ items: { inbox: string; shared: boolean }[]; next: number | null }> {
+  const rows = await db.selectFrom("fanout_targets").select(["id", "inbox", "shared"])
     .where("union_id", "=", unionId).where("id", ">", after)
     .orderBy("id").limit(pageSize).execute();
-  return { items: rows.map((r) => r.inbox), next: rows.length === pageSize ? Number(rows[rows.length - 1]!.id) : null };
+  return { items: rows.map((r) => ({ inbox: r.inbox, shared: Number(r.shared) === 1 })), next: rows.length === pageSize ? Number(rows[rows.length - 1]!.id) : null };
 }
