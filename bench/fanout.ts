@@ -142,7 +142,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     await waitFor(`${label}: the first dues scan of the seeded members`, async () => {
       standings = Number((await db.selectFrom("member_standing").select((eb) => eb.fn.countAll<number>().as("n")).where("union_id", "=", union.id).executeTakeFirstOrThrow()).n);
       return standings >= followers;
-    }, () => `${standings}/${followers} standings`, { pollMs: 500, stallMs: 120_000 });
+    }, () => `${standings}/${followers} standings`, { pollMs: 500, stallMs: 900_000 });
     const expected = shape.shared ? servers : followers;
     const baseline = await signAndPostRate(m, union.slug, receiver, quick ? 2_000 : 5_000);
     progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
@@ -150,6 +150,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const rssBefore = process.memoryUsage.rss();
     const rss = trackPeakRss();
     const batched = { ...batchStats };
+    process.emit("sqlprof-reset" as never);
     const cpu = process.cpuUsage();
     const start = Date.now();
     const t0 = performance.now();
