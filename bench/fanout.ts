@@ -150,7 +150,6 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const rssBefore = process.memoryUsage.rss();
     const rss = trackPeakRss();
     const batched = { ...batchStats };
-    process.emit("sqlprof-reset" as never);
     const cpu = process.cpuUsage();
     const start = Date.now();
     const t0 = performance.now();
