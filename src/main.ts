@@ -173,7 +173,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
-  const kv = new KyselyKvStore(database.db);
+  // Fedify always gets an inbox queue here (lanes.fedify.inbox), so its receive-side idempotence key is never written (kysely-kv-store.ts).
+  const kv = new KyselyKvStore(database.db, { inboxQueued: true });
   const federation = await createMusterFederation({
     db: database.db,
     events,

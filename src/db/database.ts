@@ -108,8 +108,47 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
   return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
+}
+
+/** SQLSTATE 53300: the server (max_connections) or the database (CONNECTION LIMIT) has no slot left. */
+const TOO_MANY_CONNECTIONS = "53300";
+/** Waits between attempts to open a connection the server refused for want of slots: about 6 s in all. */
+const CONNECT_RETRY_MS = [50, 100, 200, 400, 800, 1600, 3000];
+
+/**
+ * The pool as Kysely sees it, where a new connection the server refuses for
+ * want of slots ("sorry, too many clients already") is tried again a few
+ * times, meanwhile taking any connection this pool frees, instead of failing
+ * the query. A web process and two workers at the default queue concurrency
+ * may hold up to 114 connections, over PostgreSQL's default of 100 (and on a
+ * shared server others hold some): the refused queries failed whatever ran
+ * them, and one failure that Fedify swallows (an actor's key pairs) was
+ * served, and cached, as the union's actor without its public key, so every
+ * receiver refused that fan-out's deliveries for good.
+ */
+function retryingConnects(pool: pg.Pool): pg.Pool {
+  const connect = async (): Promise<pg.PoolClient> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await pool.connect();
+      } catch (error) {
+        const wait = CONNECT_RETRY_MS[attempt];
+        if ((error as { code?: string }).code !== TOO_MANY_CONNECTIONS || wait === undefined) throw error;
+        if (attempt === 0) log.warn("PostgreSQL refused a new connection ({error}); retrying for a few seconds", { error: (error as Error).message });
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  };
+  // Kysely calls only connect() and end(); everything else stays the pool's.
+  return new Proxy(pool, {
+    get(target, property, receiver) {
+      if (property === "connect") return connect;
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 /**
