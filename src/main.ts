@@ -13,7 +13,7 @@ import type { Dispatcher } from "undici";
 import { BatchDeliverer } from "../federation/batch-delivery.ts";
 import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
-import { checkConnection, type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase, warnIfOverConnectionBudget } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -132,6 +132,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
   try {
     await checkConnection(database, config.databaseUrl);
+    // serve and worker only: a pool the server cannot honour fails queries under load.
+    if (options.announceSecretKey) await warnIfOverConnectionBudget(database);
     if (options.migrate !== false) await migrateToLatest(database.db);
     const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, secretKeyFile(config));
     // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.

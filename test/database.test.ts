@@ -102,3 +102,15 @@ describe("the PostgreSQL pool when the server has no connection slot left", { sk
     }
   });
 });
+
+describe("the connection budget warning (serve and worker, PostgreSQL)", () => {
+  it("names the pool, the server's allowance and what is open when they do not fit, and says nothing when they do", async () => {
+    const { connectionBudgetWarning } = await import("../src/db/database.ts");
+    // Two workers at the default concurrency (52 each) and the web (10) on a server allowing 97.
+    const warning = connectionBudgetWarning(52, 97, 62);
+    assert.ok(warning, "a second worker's pool does not fit");
+    assert.match(warning, /up to 52 PostgreSQL connections; the server allows 97 .* and 62 are open now/);
+    assert.match(warning, /MUSTER_QUEUE_CONCURRENCY/);
+    assert.equal(connectionBudgetWarning(32, 97, 42), undefined);
+  });
+});

@@ -18,6 +18,8 @@ export type Dialect = "sqlite" | "postgres";
 export interface Database {
   readonly db: Kysely<DB>;
   readonly dialect: Dialect;
+  /** Most connections this process's pool may open (PostgreSQL); undefined on SQLite. */
+  readonly poolSize?: number;
   /** The pg pool when on PostgreSQL (for LISTEN/NOTIFY), else undefined. */
   readonly pgPool?: pg.Pool;
   close(): Promise<void>;
@@ -103,13 +105,14 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     const db = new Kysely<DB>({ dialect: new NonBlockingSqliteDialect(sqlite, options.busyWaitMs) });
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });
+  const poolSize = options.poolSize ?? 10;
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize });
   // An idle pooled connection that the server ends (a restart, a failover,
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
-  return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
+  return { db, dialect: "postgres", pgPool: pool, poolSize, close: () => db.destroy() };
 }
 
 /** SQLSTATE 53300: the server (max_connections) or the database (CONNECTION LIMIT) has no slot left. */
@@ -170,5 +173,32 @@ export async function checkConnection(database: Database, databaseUrl: string): 
       : code === "ETIMEDOUT" ? "cannot reach the server: timed out"
       : `cannot use it: ${err.message ?? String(e)}`;
     throw new DatabaseUnavailableError(`database ${where}: ${reason}`);
+  }
+}
+
+/**
+ * What to tell the operator when this process's pool, with the connections
+ * already open on the server, could exceed what the server allows; undefined
+ * when it fits. Each `muster worker` at the default queue concurrency may
+ * open 52, so two of them and `serve` exceed PostgreSQL's default of 100.
+ */
+export function connectionBudgetWarning(poolSize: number, allowed: number, inUse: number): string | undefined {
+  if (inUse + poolSize <= allowed) return undefined;
+  return `this process may open up to ${poolSize} PostgreSQL connections; the server allows ${allowed} (max_connections less those reserved) and ${inUse} are open now. `
+    + "Lower MUSTER_QUEUE_CONCURRENCY (each worker's pool is its handler slots + 9) or MUSTER_DB_POOL, or raise max_connections: refused connections are retried for a few seconds, then fail";
+}
+
+/** Logs connectionBudgetWarning for this process (PostgreSQL), once at start. Never throws. */
+export async function warnIfOverConnectionBudget(database: Database): Promise<void> {
+  if (database.dialect !== "postgres" || database.poolSize === undefined) return;
+  try {
+    const r = await sql<{ allowed: number; in_use: number }>`
+      select current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int as allowed,
+        (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use`.execute(database.db);
+    const row = r.rows[0];
+    const warning = row && connectionBudgetWarning(database.poolSize, row.allowed, row.in_use);
+    if (warning) log.warn(warning);
+  } catch (error) {
+    log.debug("Could not read the server's connection limit: {error}", { error: (error as Error).message });
   }
 }
