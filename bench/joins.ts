@@ -29,19 +29,20 @@ export const joins: Benchmark = {
     `a child process plays ${SERVERS} loopback servers; their people each send one signed Follow (${CONCURRENCY} in flight) to an open union, and their inboxes verify every Accept's signature`,
     "joins/s: Follows sent ÷ time from the first Follow to the last Accept received; CPU is the Muster process's alone (web and queue in one process, SQLite or PostgreSQL)",
     `"Follow signed": HTTP is how Mastodon sends a Follow (a draft-cavage HTTP signature only); BENCH_JOINS_FOLLOW_SIG=ld sends them through Fedify's sender, which adds a Linked Data signature the union verifies too`,
-    `"refetch" is the old path (the follower's actor fetched again after its key), "reuse" the shipped one, run back to back on fresh databases; actor GETs/join counted at the peers`,
+    `"refetch" is the oldest path (the follower's actor fetched again after its key), "fedify" every Follow through Fedify's inbox and the queue (reusing the fetched actor), "reuse" the shipped one (a plain Follow joined in the request, federation/follow-fast-path.ts), run back to back on fresh databases; actor GETs/join counted at the peers`,
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     const total = Number(process.env.BENCH_JOINS ?? (quick ? 60 : 400));
     const rows: Row[] = [];
     // BENCH_JOINS_MODES=reuse skips the old path (for profiling the shipped one).
-    const modes = (process.env.BENCH_JOINS_MODES ?? "refetch,reuse").split(",").filter((x): x is "refetch" | "reuse" => x === "refetch" || x === "reuse");
+    // "fedify": every Follow through Fedify's inbox and the queue (the path before the follow's fast path), "reuse": the shipped one.
+    const modes = (process.env.BENCH_JOINS_MODES ?? "fedify,reuse").split(",").filter((x): x is "refetch" | "fedify" | "reuse" => x === "refetch" || x === "fedify" || x === "reuse");
     for (const mode of modes) {
       const tdb = await dialect.create();
       let m: TestMuster | undefined;
       try {
-        m = await startMuster(tdb, { muster: { reuseFetchedActors: mode === "reuse" } });
+        m = await startMuster(tdb, { muster: { reuseFetchedActors: mode !== "refetch", fastFollow: mode === "reuse" } });
         await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
         const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(total), String(SERVERS), String(CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
         let followSignatures = "";

@@ -37,17 +37,28 @@ export interface JoinResult {
 
 type Emit = () => void;
 
+export interface JoinOptions {
+  /**
+   * Runs first in the join's transaction, once the union is locked: the
+   * caller's own writes that must commit with the join or not at all (the
+   * inbox's record of the Follow, the follower's cached account). Throwing
+   * rolls the join back.
+   */
+  readonly first?: (trx: Kysely<DB>) => Promise<void>;
+}
+
 /**
  * A Follow of the union arrived: the request to join. Matched, in order, to
  * the leader's reserved place, to an invite the applicant claimed, and
  * otherwise decided by the union's join policy. Safe to repeat: a second
  * Follow from a member re-sends the Accept and changes nothing else.
  */
-export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string): Promise<JoinResult> {
+export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string, opts: JoinOptions = {}): Promise<JoinResult> {
   const handle = applicant.handle ? safeHandle(applicant.handle) : null;
   const emits: Emit[] = [];
   const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
     await lockUnion(trx, unionId);
+    await opts.first?.(trx);
     const union = await getUnionById(trx, unionId);
     if (!union) throw new UnionError("not_found", "no such union");
     const now = Date.now();
