@@ -10,6 +10,7 @@ import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
 import { isCollectiveActor } from "./relationships.ts";
 
@@ -122,7 +123,8 @@ export function createFastFollow(deps: FastFollowDeps) {
     const loader = await ctx.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
     let remote;
     try {
-      remote = await loader(actorId);
+      // The document is parsed here and asked for by no later fetch: not kept for one (recent-actors.ts).
+      remote = await withoutKeeping(() => loader(actorId));
     } catch (error) {
       log.debug("Could not fetch {actor} on the follow's fast path: {error}", { actor: actorId, error });
       return undefined;

@@ -104,7 +104,8 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
 
     switch (union.joinPolicy) {
       case "open":
-        return admit(deps, trx, union, row.id, (await getLeader(trx, unionId))?.id ?? null, "open", null, emits);
+        // The leader read above, under the same lock.
+        return admit(deps, trx, union, row.id, leader?.id ?? null, "open", null, emits);
       case "approval":
         if (existing?.state !== "pending") emits.push(() => deps.events.emit("member.pending", { unionId, memberId: row.id }));
         return { outcome: "pending", member: (await getMember(trx, unionId, row.id))! };
@@ -338,7 +339,8 @@ async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string
     created_at: now,
   };
   await trx.insertInto("members").values(row).execute();
-  return (await getMember(trx, unionId, row.id))!;
+  // What was written, without reading it back (every column the insert leaves out is null).
+  return toMember({ ...row, sponsor_id: null, portfolio: null, invite_id: null, joined_at: null, left_at: null, left_reason: null, removed_by: null, ally_sponsor_actor_id: null, ally_sponsor_union: null });
 }
 
 /** Sponsor for someone admitted by an invite: its creator, or the leader if the creator is gone. */
