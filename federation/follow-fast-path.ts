@@ -1,4 +1,4 @@
-import type { Federation, KvStore } from "@fedify/fedify";
+import type { Context, Federation, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
@@ -118,9 +118,12 @@ const offlineContexts = createOfflineContextLoader();
 export function createFastFollow(deps: FastFollowDeps) {
   const { db } = deps;
 
-  async function fetchFollower(request: Request, recipient: string | null, actorId: string): Promise<{ actor: Actor; documentUrl: string } | undefined> {
-    const ctx = deps.federation.createContext(request, undefined);
-    const loader = await ctx.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
+  // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
+  let context: Context<void> | undefined;
+
+  async function fetchFollower(recipient: string | null, actorId: string): Promise<Actor | undefined> {
+    context ??= deps.federation.createContext(deps.origin, undefined);
+    const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
     let remote;
     try {
       // The document is parsed here and asked for by no later fetch: not kept for one (recent-actors.ts).
@@ -139,11 +142,13 @@ export function createFastFollow(deps: FastFollowDeps) {
     } catch {
       return undefined;
     }
-    return isActor(object) ? { actor: object, documentUrl: remote.documentUrl } : undefined;
+    return isActor(object) ? object : undefined;
   }
 
+  /** Fedify's rule (resolveFetchedKey): the actor's key with that id; here it must also name the actor as owner. */
   async function keyOf(actor: Actor, keyId: string): Promise<CryptographicKey | undefined> {
     try {
+      // Embedded keys were parsed with the actor; nothing is fetched (offline loaders).
       for await (const key of actor.getPublicKeys({ documentLoader: offlineDocuments, contextLoader: offlineContexts, suppressError: true })) {
         if (key.id?.href === keyId) return key.ownerId?.href === actor.id?.href ? key : undefined;
       }
@@ -164,15 +169,13 @@ export function createFastFollow(deps: FastFollowDeps) {
     if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
     const union = (await readUnion(db, shape.slug)).rows[0];
     if (!union) return undefined;
-    const fetched = await fetchFollower(request, recipient, shape.actor);
-    if (!fetched) return undefined;
-    const { actor } = fetched;
-    if (actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
+    const actor = await fetchFollower(recipient, shape.actor);
+    if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
     const key = await keyOf(actor, claim.keyId.href);
     if (!key || !claim.check(key)) return undefined;
     const now = Date.now();
     const cached = await actorToRemoteActor(actor, { fetchedAt: now });
-    // As Fedify's KvKeyCache.set writes a key its verifier fetched.
+    // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
     await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], await key.toJsonLd({ contextLoader: offlineContexts }));
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
@@ -197,6 +200,7 @@ export function createFastFollow(deps: FastFollowDeps) {
 }
 
 export type FastFollow = ReturnType<typeof createFastFollow>;
+
 
 const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.selectFrom("unions").select("id").where("slug", "=", slug));
 
