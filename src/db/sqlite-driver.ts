@@ -74,14 +74,7 @@ async function retryBusy<T>(run: () => T, waitMs: number, ready?: () => Promise<
   }
 }
 
-const SQLSTATS = new Map<string, [number, number]>();
-if (process.env.SQLSTATS) process.on("exit", () => { const rows = [...SQLSTATS].sort((a, b) => b[1][1] - a[1][1]).slice(0, 40); for (const [k, [n, t]] of rows) process.stderr.write(`SQLSTAT ${n}\t${t.toFixed(0)}ms\t${k.slice(0, 220).replace(/\s+/g, " ")}\n`); });
 function run(stmt: SQLite.Statement, parameters: unknown[]): QueryResult<unknown> {
-  if (!process.env.SQLSTATS) return run0(stmt, parameters);
-  const t0 = performance.now();
-  try { return run0(stmt, parameters); } finally { const e = SQLSTATS.get(stmt.source) ?? [0, 0]; e[0]++; e[1] += performance.now() - t0; SQLSTATS.set(stmt.source, e); }
-}
-function run0(stmt: SQLite.Statement, parameters: unknown[]): QueryResult<unknown> {
   if (stmt.reader) return { rows: stmt.all(parameters) };
   const { changes, lastInsertRowid } = stmt.run(parameters);
   return {
