@@ -4,7 +4,7 @@ import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
-import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
+import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
   type By,
   findMemberByActor,
@@ -395,8 +395,10 @@ async function ownInviteCode(trx: Kysely<DB>, union: Union, memberId: string): P
   const member = (await getMember(trx, union.id, memberId))!;
   const free = member.role === "member" ? union.memberInviteLimit - await placesHeld(trx, union.id, memberId) : union.memberInviteLimit;
   if (free <= 0) return null;
+  // What createInviteWith checks is settled: the union is locked, the member is in the tree
+  // (just admitted, or the leader taking their place) and `free` is within the limit.
   // Officers and the leader invite without limit; their link does too.
-  return (await createInviteWith(trx, union.id, { by: { kind: "member", memberId }, maxUses: member.role === "member" ? free : null, welcome: true })).code;
+  return (await insertInvite(trx, union.id, { createdBy: memberId, maxUses: member.role === "member" ? free : null, expiresInMs: null, welcome: true })).code;
 }
 
 function safeHandle(raw: string): string {
