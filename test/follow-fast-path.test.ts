@@ -5,9 +5,11 @@ import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { Accept, CryptographicKey } from "@fedify/vocab";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "../federation/remote-actor-parse.ts";
 import type { Union } from "../src/unions/unions.ts";
-import { findMemberByActor } from "../src/members/members.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import { followShape } from "../federation/follow-fast-path.ts";
+import { actionNoteId } from "../federation/action-note.ts";
+import { composeAction } from "../src/actions/actions.ts";
+import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { type JsonObject, LEMMY_CONTEXT, loadFixture, readdress } from "./helpers/fixtures.ts";
@@ -112,6 +114,20 @@ for (const d of dialects) {
       assert.equal(key.ownerId?.href, actor("ann"));
       assert.ok(key.publicKey);
       await eventually(async () => (await accepts(String(body.id))) === 1, "the Accept");
+    });
+
+    it("the key the join cached is the one the inbox's fast path reads: the new member's Like of a call is counted before the 202", async () => {
+      const action = await composeAction(m.muster.membership, riders.id, OPERATOR, { title: "Sign the petition", text: "Like this.", kind: "sign" }, { publishNow: true });
+      const call = actionNoteId(m.origin, riders, action.id).href;
+      const like = readdress(loadFixture(FIXTURES, "mastodon/like.json"), {
+        actors: { "https://mastodon.madrid/users/felix": actor("ann") },
+        exact: { "https://ds9.lemmy.ml/post/147": call },
+        id: `${actor("ann")}#likes/${++seq}`,
+      });
+      assert.equal((await post(like, { as: "ann" })).res.status, 202);
+      // No eventually: only the inbox's fast path answers after counting, and it uses only keys Fedify's cache holds.
+      const rows = await db().selectFrom("action_responses").select("kind").where("source_id", "=", String(like.id)).execute();
+      assert.deepEqual(rows.map((r) => r.kind), ["commit"]);
     });
 
     it("RFC 9421 to the shared inbox: joined before the 202", async () => {
