@@ -2,7 +2,8 @@ import "./temporal.ts";
 import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
 import { createFastInbox } from "../federation/inbox-fast-path.ts";
-import { createMusterFederation } from "../federation/federation.ts";
+import { createFastFollow } from "../federation/follow-fast-path.ts";
+import { createMusterFederation, INSTANCE_ACTOR } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
@@ -88,6 +89,8 @@ export interface MusterOptions {
   readonly reuseFetchedActors?: boolean;
   /** Off only for the inbox benchmark's before/after comparison and tests of Fedify's own path: every inbox POST through Fedify and the queue. */
   readonly fastInbox?: boolean;
+  /** Off only for the joins benchmark's before/after comparison and tests of Fedify's own path: every Follow through Fedify and the queue. */
+  readonly fastFollow?: boolean;
   /**
    * Whether this process will handle queue work (`runQueue`): `serve` and
    * `worker` do; `serve --no-worker` and one-shot CLI commands only enqueue,
@@ -201,6 +204,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     db: database.db,
     readCache,
     federation,
+    fastFollow: options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR }),
     fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
