@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
-import { type Kysely, type Selectable, sql } from "kysely";
+import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { Database } from "../src/db/database.ts";
+import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
@@ -158,6 +159,84 @@ interface NewRows {
   readonly payloads: Map<string, Payload>;
 }
 const MAX_ERROR_LENGTH = 8000;
+
+/**
+ * A lane's claimable messages, oldest ready first: `now` is the claim's
+ * time, a message is claimable once available and not leased (or its lease
+ * ran out).
+ */
+function candidates(db: Kysely<DB>, queue: string, now: number, limit: number) {
+  return db.selectFrom("fedify_mq as m")
+    .select("m.id")
+    .where("m.queue", "=", queue)
+    .where("m.available_at", "<=", now)
+    .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
+    // One message per ordering key at a time, in id order: a message waits
+    // while an earlier one with its key is still queued (even if delayed
+    // for a retry) or while any one with its key is being handled. Two
+    // separate checks, each one index lookup: joined by OR, SQLite scanned
+    // the whole queue for every candidate.
+    .where((eb) => eb.or([
+      eb("m.ordering_key", "is", null),
+      eb.and([
+        eb.not(eb.exists(
+          eb.selectFrom("fedify_mq as e")
+            .select(sql.lit(1).as("one"))
+            .whereRef("e.ordering_key", "=", "m.ordering_key")
+            .whereRef("e.id", "<", "m.id")
+            .whereRef("e.queue", "=", "m.queue"),
+        )),
+        eb.not(eb.exists(
+          eb.selectFrom("fedify_mq as e")
+            .select(sql.lit(1).as("one"))
+            .whereRef("e.ordering_key", "=", "m.ordering_key")
+            .where("e.lease_until", ">", now)
+            .whereRef("e.queue", "=", "m.queue"),
+        )),
+      ]),
+    ]))
+    // Oldest ready first: a retry that has come due goes before messages
+    // that were queued after it was first tried.
+    .orderBy("m.available_at")
+    .orderBy("m.id")
+    .limit(limit);
+}
+
+const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof PostgresAdapter;
+
+// The claim, the probe and the settle are built and compiled once per
+// dialect (src/db/prepared.ts): building the claim with Kysely, every time,
+// cost more CPU than SQLite spent running it.
+
+/** Whether a lane has anything to claim (SQLite's read before its claim). */
+const probeStatement = prepared<[string, number], { id: number }>((db, queue, now) => candidates(db, queue, now, 1 as never));
+
+/**
+ * Leases up to `limit` ready messages in one statement, which is what makes
+ * the claim atomic: on PostgreSQL the inner SELECT locks its rows and skips
+ * rows another claimer has locked; on SQLite an UPDATE holds the database's
+ * single write lock from start to end, across processes too.
+ */
+const claimStatement = prepared<[string, number, number, string, number], Row>((db, queue, now, limit, token, leaseUntil) =>
+  db.updateTable("fedify_mq")
+    .set((eb) => ({
+      lease_owner: token,
+      lease_until: leaseUntil,
+      attempts: eb("attempts", "+", 1),
+      // A lease still set on a claimable row ran out: its holder died or stalled.
+      last_error: eb.case()
+        .when("lease_until", "is not", null)
+        .then(sql.lit("lease expired: the worker holding the message died or stalled"))
+        .else(eb.ref("last_error"))
+        .end(),
+    }))
+    .where("id", "in", candidates(db, queue, now, limit).$if(isPostgres(db), (qb) => qb.forUpdate().skipLocked()))
+    .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"]));
+
+/** Deletes a handled message if this claim still holds it (SQLite's settle, a statement per message in one transaction). */
+const settleStatement = prepared<[number, string], never>((db, id, token) =>
+  db.deleteFrom("fedify_mq").where("id", "=", id).where("lease_owner", "=", token));
+
 
 const log = logger("queue");
 
@@ -560,57 +639,17 @@ export class KyselyMessageQueue implements MessageQueue {
   async #claim(limit: number): Promise<Claimed[]> {
     const { db, dialect } = this.#database;
     const now = Date.now();
+    // On SQLite a lane with nothing ready is told by a read, which takes no
+    // write lock and writes nothing: an UPDATE that leases nothing still
+    // opened a write transaction, waited in line behind every other writer
+    // of the process (sqlite-driver.ts) and committed. Idle lanes poll, and
+    // a lane whose next message waits behind an ordering key claims in vain
+    // after each message it finishes: most claims of a join found nothing.
+    // Another process may lease the probed rows meanwhile; the UPDATE below
+    // checks again, atomically, so that only makes the claim come back short.
+    if (dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const candidates = db.selectFrom("fedify_mq as m")
-      .select("m.id")
-      .where("m.queue", "=", this.name)
-      .where("m.available_at", "<=", now)
-      .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
-      // One message per ordering key at a time, in id order: a message waits
-      // while an earlier one with its key is still queued (even if delayed
-      // for a retry) or while any one with its key is being handled. Two
-      // separate checks, each one index lookup: joined by OR, SQLite scanned
-      // the whole queue for every candidate.
-      .where((eb) => eb.or([
-        eb("m.ordering_key", "is", null),
-        eb.and([
-          eb.not(eb.exists(
-            eb.selectFrom("fedify_mq as e")
-              .select(sql.lit(1).as("one"))
-              .whereRef("e.ordering_key", "=", "m.ordering_key")
-              .whereRef("e.id", "<", "m.id")
-              .whereRef("e.queue", "=", "m.queue"),
-          )),
-          eb.not(eb.exists(
-            eb.selectFrom("fedify_mq as e")
-              .select(sql.lit(1).as("one"))
-              .whereRef("e.ordering_key", "=", "m.ordering_key")
-              .where("e.lease_until", ">", now)
-              .whereRef("e.queue", "=", "m.queue"),
-          )),
-        ]),
-      ]))
-      // Oldest ready first: a retry that has come due goes before messages
-      // that were queued after it was first tried.
-      .orderBy("m.available_at")
-      .orderBy("m.id")
-      .limit(limit)
-      .$if(dialect === "postgres", (qb) => qb.forUpdate().skipLocked());
-    const rows = await db.updateTable("fedify_mq")
-      .set((eb) => ({
-        lease_owner: token,
-        lease_until: now + this.#leaseMs,
-        attempts: eb("attempts", "+", 1),
-        // A lease still set on a claimable row ran out: its holder died or stalled.
-        last_error: eb.case()
-          .when("lease_until", "is not", null)
-          .then(sql.lit("lease expired: the worker holding the message died or stalled"))
-          .else(eb.ref("last_error"))
-          .end(),
-      }))
-      .where("id", "in", candidates)
-      .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"])
-      .execute();
+    const { rows } = await claimStatement(db, this.name, now, limit, token, now + this.#leaseMs);
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
   }
 
@@ -711,11 +750,8 @@ export class KyselyMessageQueue implements MessageQueue {
           const notMine: Claimed[] = [];
           const done: string[] = [];
           for (const { claimed } of batch) {
-            const deleted = await trx.deleteFrom("fedify_mq")
-              .where("id", "=", claimed.id)
-              .where("lease_owner", "=", claimed.token)
-              .executeTakeFirst();
-            if (Number(deleted.numDeletedRows) === 0) notMine.push(claimed);
+            const deleted = await settleStatement(trx, claimed.id, claimed.token);
+            if (Number(deleted.numAffectedRows ?? 0) === 0) notMine.push(claimed);
             else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
           }
           if (done.length > 0) {
