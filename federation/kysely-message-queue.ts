@@ -64,6 +64,23 @@ export interface KyselyMessageQueueOptions {
   readonly batchSize?: number;
 }
 
+/**
+ * Asked for each claimed message before a batch sender is offered it: the
+ * message to offer, or undefined to settle it as handled without sending
+ * (what the handler's path does with a message its gate refuses).
+ */
+export type Admit = (message: unknown) => Promise<unknown>;
+
+export interface ListenOptions {
+  readonly signal?: AbortSignal;
+  /** See Admit; without it every claimed message is offered as it is. */
+  readonly admit?: Admit;
+}
+
+/** What became of a message of a claimed batch: sent, withheld by admit, or left to the handler. */
+type Outcome3 = "sent" | "withheld" | "fallback";
+const FALLBACK = Symbol("fallback");
+
 /** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
 export interface BatchSender {
   deliver(messages: readonly unknown[]): Promise<readonly ("sent" | "fallback")[]>;
@@ -520,9 +537,9 @@ export class KyselyMessageQueue implements MessageQueue {
    * a graceful shutdown drains.  Never rejects.  On PostgreSQL each call
    * holds one pooled connection for LISTEN until it returns.
    */
-  listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
+  listen(handler: (message: any) => Promise<void> | void, options: ListenOptions = {}): Promise<void> {
     const signal = options.signal === undefined ? this.#closing.signal : AbortSignal.any([options.signal, this.#closing.signal]);
-    const listening = this.#listen(handler, signal);
+    const listening = this.#listen(handler, signal, options.admit);
     this.#listening.add(listening);
     void listening.finally(() => this.#listening.delete(listening));
     return listening;
@@ -538,7 +555,7 @@ export class KyselyMessageQueue implements MessageQueue {
     while (this.#listening.size > 0) await Promise.allSettled([...this.#listening]);
   }
 
-  async #listen(handler: (message: any) => Promise<void> | void, signal: AbortSignal): Promise<void> {
+  async #listen(handler: (message: any) => Promise<void> | void, signal: AbortSignal, admit: Admit | undefined): Promise<void> {
     if (signal.aborted) return;
     const alarm = new Alarm();
     const inFlight = new Set<Promise<void>>();
@@ -573,7 +590,7 @@ export class KyselyMessageQueue implements MessageQueue {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
           more = claimed.length === free;
-          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler) : claimed.map((message) => this.#deliver(message, handler));
+          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit) : claimed.map((message) => this.#deliver(message, handler));
           for (const [i, message] of claimed.entries()) {
             held.set(message.id, message.token);
             const task: Promise<void> = tasks[i]!.finally(() => {
@@ -659,7 +676,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * the sender sent is completed (group commit, as every other message);
    * the rest goes through #deliver, a handler slot at a time.
    */
-  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void): Promise<void>[] {
+  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined): Promise<void>[] {
     const batch = this.#batch!;
     const settled = (async () => {
       const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
@@ -668,14 +685,28 @@ export class KyselyMessageQueue implements MessageQueue {
         messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message)));
       } catch {
         // A message that cannot be rejoined fails in #deliver like any other.
-        return new Map<number, "sent" | "fallback">();
+        return new Map<number, Outcome3>();
       }
-      const outcomes = await batch.deliver(messages);
-      return new Map(live.map((c, i) => [c.id, outcomes[i] ?? "fallback"]));
+      // Asked here, just before sending, as the handler's path asks it: so a
+      // join's gated Accept and welcome go out through the batch sender too.
+      // A failed check leaves the message to the handler's path, which asks again.
+      const admitted = admit === undefined ? messages : await Promise.all(messages.map((m) => admit(m).catch((): unknown => FALLBACK)));
+      const offered: { index: number; message: unknown }[] = [];
+      const outcomes: Outcome3[] = admitted.map((m, index) => {
+        if (m === undefined) return "withheld";
+        if (m === FALLBACK) return "fallback";
+        offered.push({ index, message: m });
+        return "fallback";
+      });
+      if (offered.length > 0) {
+        const sent = await batch.deliver(offered.map((o) => o.message));
+        offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
+      }
+      return new Map(live.map((c, i) => [c.id, outcomes[i]!]));
     })();
     return claimed.map(async (c) => {
       const outcome = await settled.then((m) => m.get(c.id), () => undefined);
-      if (outcome === "sent") {
+      if (outcome === "sent" || outcome === "withheld") {
         try {
           await this.#complete(c);
         } catch (error) {
