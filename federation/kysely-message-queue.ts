@@ -585,7 +585,7 @@ export class KyselyMessageQueue implements MessageQueue {
         if (free > 0) {
           let claimed: Claimed[] = [];
           try {
-            claimed = await this.#claim(free);
+            claimed = await this.#claim(free, !more);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
@@ -653,7 +653,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * rows another claimer has locked; on SQLite an UPDATE holds the database's
    * single write lock from start to end, across processes too.
    */
-  async #claim(limit: number): Promise<Claimed[]> {
+  async #claim(limit: number, probe: boolean): Promise<Claimed[]> {
     const { db, dialect } = this.#database;
     const now = Date.now();
     // On SQLite a lane with nothing ready is told by a read, which takes no
@@ -664,7 +664,10 @@ export class KyselyMessageQueue implements MessageQueue {
     // after each message it finishes: most claims of a join found nothing.
     // Another process may lease the probed rows meanwhile; the UPDATE below
     // checks again, atomically, so that only makes the claim come back short.
-    if (dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
+    // Not when the last claim filled every slot: the lane is busy, and the
+    // read would only repeat the UPDATE's search (a tenth of a busy lane's
+    // database time).
+    if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
     const { rows } = await claimStatement(db, this.name, now, limit, token, now + this.#leaseMs);
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
