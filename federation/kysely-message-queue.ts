@@ -250,6 +250,17 @@ const claimStatement = prepared<[string, number, number, string, number], Row>((
     .where("id", "in", candidates(db, queue, now, limit).$if(isPostgres(db), (qb) => qb.forUpdate().skipLocked()))
     .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"]));
 
+/** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
+type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
+function insertValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, payload: never) {
+  return db.insertInto("fedify_mq").values({ queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload });
+}
+const insertStatement = prepared<InsertArgs, never>((db, q, m, k, a, c, p) => insertValues(db, q, m, k, a, c, p));
+const insertNotifyingStatement = prepared<[...InsertArgs, notice: string], never>((db, q, m, k, a, c, p, notice) =>
+  insertValues(db, q, m, k, a, c, p).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
+const insertPayloadStatement = prepared<[id: string, body: string, createdAt: number], never>((db, id, body, created_at) =>
+  db.insertInto("fedify_mq_payloads").values({ id, body, created_at }).onConflict((oc) => oc.column("id").doNothing()));
+
 /** Deletes a handled message if this claim still holds it (SQLite's settle, a statement per message in one transaction). */
 const settleStatement = prepared<[number, string], never>((db, id, token) =>
   db.deleteFrom("fedify_mq").where("id", "=", id).where("lease_owner", "=", token));
@@ -482,20 +493,16 @@ export class KyselyMessageQueue implements MessageQueue {
     const rows: NewRows = { rows: [], payloads: new Map() };
     const row = this.#row(rows, message, options, null);
     const availableAt = row.available_at;
-    for (const p of rows.payloads.values()) {
-      await executor.insertInto("fedify_mq_payloads").values({ id: p.id, body: p.body, created_at: Date.now() })
-        .onConflict((oc) => oc.column("id").doNothing()).execute();
-    }
+    for (const p of rows.payloads.values()) await insertPayloadStatement(executor, p.id, p.body, Date.now());
+    const values = [row.queue, row.message, row.ordering_key, row.available_at, row.created_at, row.payload] as const;
     if (this.#database.dialect === "postgres") {
       // Sent at the caller's commit, to every pool, this one included: its
-      // lanes must not claim before the row is visible.
-      await executor.insertInto("fedify_mq").values(row)
-        // Ready at once: "at" 0, so a transaction's several messages for this
-        // lane send one notification (PostgreSQL folds identical ones).
-        .returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false)})`.as("notified"))
-        .execute();
+      // lanes must not claim before the row is visible. Ready at once: "at"
+      // 0, so a transaction's several messages for this lane send one
+      // notification (PostgreSQL folds identical ones).
+      await insertNotifyingStatement(executor, ...values, this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false));
     } else {
-      await executor.insertInto("fedify_mq").values(row).execute();
+      await insertStatement(executor, ...values);
       // SQLite has one connection: a listener woken now claims right after
       // the transaction releases it, and so sees the committed row.
       wakeLocal(this.#database.db, this.name, availableAt);
