@@ -9,6 +9,7 @@ import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
+import { newMemberId } from "../src/members/member-id.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
@@ -72,11 +73,12 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number, 
     const user = `member_${i.toString(36)}`;
     const actor = `https://${host}/users/${user}`;
     const followId = `https://${host}/${randomUUID()}`;
-    const id = randomUUID();
     // One join a millisecond, as joins through the inbox arrive: equal timestamps would let PostgreSQL
     // deduplicate the join-order index's entries and understate it. (Counted from one start for the whole
     // seed: `now - (to - i)` per batch repeated each millisecond about five times across batches.)
     const joined = firstJoin + i;
+    // As insertApplicant makes it: time-ordered (src/members/member-id.ts).
+    const id = newMemberId(joined);
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);

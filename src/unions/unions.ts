@@ -9,6 +9,7 @@ import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, ME
 import { type By, requireOfficer } from "../members/members.ts";
 import { installLeader } from "../members/leadership.ts";
 import { DomainError } from "../domain-error.ts";
+import { newMemberId } from "../members/member-id.ts";
 
 export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
 
@@ -199,7 +200,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
 
 async function insertReservedLeader(trx: Kysely<DB>, unionId: string, handle: string, now: number): Promise<void> {
   await trx.insertInto("members").values({
-    id: randomUUID(),
+    id: newMemberId(now),
     union_id: unionId,
     actor_id: null,
     handle,
