@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { newMemberId } from "../src/members/member-id.ts";
 import { requestToJoin } from "../src/members/membership.ts";
+import { newUnionId } from "../src/unions/union-id.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
 import { followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
@@ -24,6 +25,16 @@ describe("member ids", () => {
   });
 });
 
+describe("union ids", () => {
+  it("are 13 random base-32 characters: nothing to escape in LIKE, JSON or a URL", () => {
+    const ids = Array.from({ length: 10_000 }, () => newUnionId());
+    for (const id of ids.slice(0, 100)) assert.match(id, /^[0-9a-hjkmnp-tv-z]{13}$/);
+    assert.equal(new Set(ids).size, ids.length);
+    // Every character is used: the bits are uniform, not a narrower alphabet.
+    assert.equal(new Set(ids.join("")).size, 32);
+  });
+});
+
 for (const d of dialects) {
   describe(`members joining on ${d.name}`, { skip: d.skip }, () => {
     it("get ids that sort in join order", () => withCtx(d, async (c) => {
@@ -35,6 +46,7 @@ for (const d of dialects) {
         joined.push(r.member.id);
       }
       for (const id of joined) assert.match(id, V7);
+      assert.match(union.id, /^[0-9a-hjkmnp-tv-z]{13}$/, "a new union's id is the short form");
       const byId = (await c.db.selectFrom("members").select("id").where("union_id", "=", union.id).orderBy("id").execute()).map((r) => r.id);
       assert.deepEqual(byId, joined, "the database's order of ids is the order of joins");
     }));
