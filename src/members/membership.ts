@@ -1,5 +1,4 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
-import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
@@ -20,6 +19,7 @@ import {
   toMember,
 } from "./members.ts";
 import { attach, detach } from "./tree.ts";
+import { newMemberId } from "./member-id.ts";
 
 /** A remote account asking to join, as the federation layer saw it. */
 export interface Applicant {
@@ -328,7 +328,7 @@ export async function listOfficers(db: Kysely<DB>, unionId: string): Promise<Mem
 
 async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string, handle: string | null, followId: string, now: number): Promise<Member> {
   const row = {
-    id: randomUUID(),
+    id: newMemberId(now),
     union_id: unionId,
     actor_id: actorId,
     handle,
