@@ -44,6 +44,19 @@ function countStatements(): void {
       const key = text.replace(/\s+/g, " ").trim().slice(0, 120);
       counts.set(key, (counts.get(key) ?? 0) + 1);
       if (own.getStore()) ownCount++;
+      // BENCH_RT_KV: which of Fedify's keys (its first two parts) the KV statements name.
+      if (process.env.BENCH_RT_KV && key.includes('"fedify_kv"')) {
+        const params = (args[1] as unknown[] | undefined) ?? [];
+        const k = params.find((v) => typeof v === "string" && v.startsWith("["));
+        let part = "?";
+        try {
+          part = (JSON.parse(String(k)) as unknown[]).slice(0, 2).join(" ");
+        } catch {
+          // not a key
+        }
+        const label = `kv ${key.split(" ")[0]} ${part}`;
+        counts.set(label, (counts.get(label) ?? 0) + 1);
+      }
       if (process.env.BENCH_RT_CLAIMS && key.startsWith('update "fedify_mq" set "lease_owner"')) {
         const lane = ((args[1] as unknown[] | undefined) ?? []).find((v) => typeof v === "string" && /^(inbox|outbox|fanout|delivery|domain|ledger)$/.test(v));
         const result = query.apply(this, args) as Promise<{ rowCount: number }>;
@@ -66,8 +79,8 @@ function measure(): { stop(): { total: number; top: [string, number][] } } {
     stop() {
       counting = false;
       const top = [...counts].sort((a, b) => b[1] - a[1]);
-      // "claim <lane> rows|empty" (BENCH_RT_CLAIMS) are outcomes of the claims counted already.
-      return { total: top.filter(([k]) => !k.startsWith("claim ")).reduce((n, [, c]) => n + c, 0), top };
+      // "claim <lane> rows|empty" (BENCH_RT_CLAIMS) and "kv …" (BENCH_RT_KV) describe statements counted already.
+      return { total: top.filter(([k]) => !k.startsWith("claim ") && !k.startsWith("kv ")).reduce((n, [, c]) => n + c, 0), top };
     },
   };
 }

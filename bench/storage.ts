@@ -9,6 +9,7 @@ import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
+import { newMemberId } from "../src/members/member-id.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
@@ -29,6 +30,7 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * Size: SQLite's file plus its WAL after a checkpoint; PostgreSQL's
  * pg_database_size. Tables and indexes each, from dbstat / pg_total_relation_size.
  * BENCH_STORAGE_MEMBERS overrides the count (default 10^6; 10^5 with --quick).
+ * BENCH_STORAGE_KEEP=1 keeps the seeded database and prints where it is.
  */
 
 const TARGET_BYTES = 1024 ** 3;
@@ -63,7 +65,7 @@ interface SeedRows {
   fedify_kv: Record<string, unknown>[];
 }
 
-function rowsFor(unionId: string, sponsors: string[], from: number, to: number): SeedRows {
+function rowsFor(unionId: string, sponsors: string[], from: number, to: number, firstJoin: number): SeedRows {
   const rows: SeedRows = { members: [], remote_actors: [], fedify_kv: [] };
   const now = Date.now();
   for (let i = from; i < to; i++) {
@@ -71,10 +73,12 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number):
     const user = `member_${i.toString(36)}`;
     const actor = `https://${host}/users/${user}`;
     const followId = `https://${host}/${randomUUID()}`;
-    const id = randomUUID();
     // One join a millisecond, as joins through the inbox arrive: equal timestamps would let PostgreSQL
-    // deduplicate the join-order index's entries and understate it.
-    const joined = now - (to - i);
+    // deduplicate the join-order index's entries and understate it. (Counted from one start for the whole
+    // seed: `now - (to - i)` per batch repeated each millisecond about five times across batches.)
+    const joined = firstJoin + i;
+    // As insertApplicant makes it: time-ordered (src/members/member-id.ts).
+    const id = newMemberId(joined);
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
@@ -109,10 +113,11 @@ async function insertChunked(db: Kysely<DB>, table: keyof SeedRows, rows: Record
 /** Seeds `n` active members of a union with what a real join leaves (see above); also used by bench/memory.ts. */
 export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, label: string): Promise<void> {
   const sponsors: string[] = [];
+  const firstJoin = Date.now() - n;
   // The first member has no sponsor in the tree; the rest hang off recent members.
   const BATCH = 10_000;
   for (let from = 0; from < n; from += BATCH) {
-    const rows = rowsFor(unionId, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH));
+    const rows = rowsFor(unionId, sponsors.length ? sponsors : [null as unknown as string], from, Math.min(n, from + BATCH), firstJoin);
     await db.transaction().execute(async (trx) => {
       for (const table of ["remote_actors", "members", "fedify_kv"] as const) await insertChunked(trx, table, rows[table]);
     });
@@ -123,9 +128,10 @@ export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, la
 interface Part {
   name: string;
   bytes: number;
+  detail?: string;
 }
 
-async function sizes(db: Kysely<DB>, dialect: DialectCase["name"], file: string | undefined): Promise<{ total: number; parts: Part[] }> {
+async function sizes(db: Kysely<DB>, dialect: DialectCase["name"], file: string | undefined): Promise<{ total: number; parts: Part[]; tables?: Part[] }> {
   if (dialect === "sqlite") {
     await sql`pragma wal_checkpoint(TRUNCATE)`.execute(db);
     const size = (p: string) => {
@@ -146,12 +152,21 @@ async function sizes(db: Kysely<DB>, dialect: DialectCase["name"], file: string 
   }
   await sql`vacuum analyze`.execute(db);
   const total = Number((await sql<{ s: string }>`select pg_database_size(current_database()) as s`.execute(db)).rows[0]!.s);
-  const parts = (await sql<{ name: string; bytes: string }>`
-    select c.relname as name, pg_relation_size(c.oid) + coalesce(pg_total_relation_size(c.reltoastrelid), 0) as bytes
+  // Each table whole (heap + TOAST + indexes, pg_total_relation_size), then each heap (with its TOAST) and each index alone.
+  const tables = (await sql<{ name: string; total: string; heap: string; toast: string; indexes: string }>`
+    select c.relname as name, pg_total_relation_size(c.oid) as total, pg_relation_size(c.oid) as heap,
+      coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) as toast, pg_indexes_size(c.oid) as indexes
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = 'public' and c.relkind in ('r', 'i') order by bytes desc`.execute(db)).rows.map((r) => ({ name: r.name, bytes: Number(r.bytes) }));
-  return { total, parts };
+    where n.nspname = 'public' and c.relkind = 'r' order by pg_total_relation_size(c.oid) desc`.execute(db)).rows
+    .map((r) => ({ name: `${r.name} (table, all)`, bytes: Number(r.total), detail: `heap ${mib(Number(r.heap))}, TOAST ${mib(Number(r.toast))}, indexes ${mib(Number(r.indexes))} MiB` }));
+  const parts = (await sql<{ name: string; bytes: string; kind: string }>`
+    select c.relname as name, c.relkind as kind, pg_relation_size(c.oid) + coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) as bytes
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = 'public' and c.relkind in ('r', 'i') order by bytes desc`.execute(db)).rows.map((r) => ({ name: r.kind === "i" ? `${r.name} (index)` : `${r.name} (heap+TOAST)`, bytes: Number(r.bytes) }));
+  return { total, parts, tables };
 }
+
+const mib = (b: number) => (b / 1024 ** 2).toFixed(1);
 
 export const storage: Benchmark = {
   name: "storage",
@@ -167,6 +182,7 @@ export const storage: Benchmark = {
     const tdb = await dialect.create();
     const database = openDatabase(tdb.url);
     const file = dialect.name === "sqlite" ? tdb.url.replace(/^sqlite:/, "") : undefined;
+    let keep = false;
     try {
       const { db } = database;
       const union = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
@@ -177,7 +193,6 @@ export const storage: Benchmark = {
       const after = await sizes(db, dialect.name, file);
       const bytes = after.total - empty.total;
       const perMember = bytes / n;
-      const mib = (b: number) => (b / 1024 ** 2).toFixed(1);
       const rows: Row[] = [{
         dialect: dialect.name,
         what: "whole database",
@@ -203,14 +218,24 @@ export const storage: Benchmark = {
         "vs 1 GiB": empty.total + withoutKeys * 1e6 <= TARGET_BYTES ? "PASS" : "MISS",
         detail: "the same, less fedify_kv and its index: every member's key expired from Fedify's cache (no signed request in a week)",
       });
-      for (const p of after.parts.slice(0, 14)) {
+      const beforeTables = new Map((empty.tables ?? []).map((p) => [p.name, p.bytes]));
+      for (const p of (after.tables ?? []).slice(0, 6)) {
+        const grown = p.bytes - (beforeTables.get(p.name) ?? 0);
+        rows.push({ dialect: dialect.name, what: p.name, members: n, MiB: mib(p.bytes), "bytes/member": grown / n, "MiB at 10^6": mib((grown / n) * 1e6), "vs 1 GiB": "-", detail: `${((100 * p.bytes) / after.total).toFixed(1)} % of the database; ${p.detail}` });
+      }
+      for (const p of after.parts.slice(0, 20)) {
         const grown = p.bytes - (before.get(p.name) ?? 0);
         rows.push({ dialect: dialect.name, what: p.name, members: n, MiB: mib(p.bytes), "bytes/member": grown / n, "MiB at 10^6": mib((grown / n) * 1e6), "vs 1 GiB": "-", detail: `${((100 * p.bytes) / after.total).toFixed(1)} % of the database` });
+      }
+      if (process.env.BENCH_STORAGE_KEEP === "1") {
+        // For looking inside afterwards (pgstattuple, EXPLAIN); the caller drops it.
+        progress(`kept the seeded database: ${tdb.url}`);
+        keep = true;
       }
       return rows;
     } finally {
       await database.close();
-      await tdb.destroy();
+      if (!keep) await tdb.destroy();
     }
   },
 };

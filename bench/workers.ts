@@ -31,7 +31,8 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * and BENCH_WORKERS_SERVERS (default 100000 on 1000; --quick 1000 on 100;
  * BENCH_WORKERS_FOLLOWERS=1000000 for the 10^6 run, seeded in SQL in about a
  * minute), BENCH_WORKERS_SHARED=0 for personal inboxes, BENCH_WORKERS_POOL
- * for each process's MUSTER_DB_POOL. PostgreSQL only.
+ * for each process's MUSTER_DB_POOL, BENCH_WORKERS_CONCURRENCY for their
+ * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16). PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
@@ -96,7 +97,7 @@ function retriesLogged(processes: readonly MusterProcess[], since: readonly numb
   if (process.env.BENCH_WORKERS_VERBOSE) {
     for (const p of processes) for (const line of p.output().slice(since[processes.indexOf(p)]).split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 20)) progress(`${p.pid}: ${line.slice(0, 400)}`);
   }
-  return `logged: ${count(/handled twice/g)} lease lost, ${count(/Failed to send/gi)} failed sends`;
+  return `logged: ${count(/handled twice/g)} lease lost, ${count(/Failed to send/gi)} failed sends, ${count(/refused a new connection/g)} connections refused`;
 }
 
 async function run(args: string[], env: Record<string, string>): Promise<string> {
@@ -111,7 +112,7 @@ export const workers: Benchmark = {
   title: "PostgreSQL scaled out: serve --no-worker plus two muster worker processes (joins, then a fan-out)",
   summary: "joins/s and fan-out deliveries/s with a web process and two worker processes on PostgreSQL; CPU per process",
   notes: [
-    "three real child processes (bin/muster.js serve --no-worker, worker, worker) on one PostgreSQL database, default MUSTER_QUEUE_CONCURRENCY and pool",
+    "three real child processes (bin/muster.js serve --no-worker, worker, worker) on one PostgreSQL database, MUSTER_QUEUE_CONCURRENCY=8 (BENCH_WORKERS_CONCURRENCY) and the pool sized to it",
     `joins: ${JOIN_SERVERS} loopback servers' people each send one signed Follow (${JOIN_CONCURRENCY} in flight) to an open union; timed from the first Follow to the last verified Accept`,
     "fan-out: followers bulk-inserted (untimed) on the receiver's loopback servers; `muster action post --now` (its own process, timed) to the last verified delivery",
     "CPU ms/op: the web and both workers' user+system CPU from /proc, summed (each apart in 'web / w1 / w2'); the peers' and receiver's CPU are not included",
@@ -129,6 +130,12 @@ export const workers: Benchmark = {
     const origin = new URL(`http://127.0.0.1:${port}`);
     const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning" };
     if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
+    // At the default (16) each worker's pool may hold 52 connections: two of
+    // them and the web's 10 are over PostgreSQL's default max_connections of
+    // 100 before anything else connects. 8 (32 each) leaves room.
+    const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
+    if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+    const maxConnections = (await sql<{ max: string }>`select current_setting('max_connections') as max`.execute(database.db)).rows[0]!.max;
     const procs: MusterProcess[] = [];
     let receiver: Receiver | undefined;
     let peers: ChildProcess | undefined;
@@ -151,7 +158,8 @@ export const workers: Benchmark = {
           "CPU ms/op": total / n,
           "web / w1 / w2 CPU ms/op": cpu.map((c) => (c / n).toFixed(2)).join(" / "),
           "web / w1 / w2 peak RSS MiB": procs.map((p) => peakRssOf(p.pid).toFixed(0)).join(" / "),
-          "pg conns": connections,
+          "pg conns": `${connections} of ${maxConnections}`,
+          "queue concurrency": concurrency,
           ...extra,
           load: loadAverage().replace(/^load average /, ""),
         });
@@ -202,7 +210,8 @@ export const workers: Benchmark = {
       await waitFor(`${dialect.name}: deliveries`, async () => {
         stats = await receiver!.stats();
         return stats.delivered >= expected;
-      }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
+        // On a loaded machine a large roster's first delivery came after more than the default minute of no change.
+      }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100, stallMs: 300_000 });
       const ms = performance.now() - t0;
       after = cpuOfAll(procs);
       await new Promise((r) => setTimeout(r, 1000));

@@ -83,6 +83,12 @@ export async function createMusterFederation(deps: FederationDeps): Promise<Fede
       const union = await getUnionBySlug(db, identifier);
       if (!union) return null;
       const keys = await ctx.getActorKeyPairs(identifier);
+      // Fedify's getActorKeyPairs answers [] when loading the keys failed
+      // (a refused connection, say), and a union always has keys (unions.ts):
+      // served, and kept by the read cache, such a document made receivers
+      // refuse the union's deliveries until it next changed. An error here is
+      // a 500 that is not cached; the receiver asks again.
+      if (keys.length === 0) throw new Error(`the keys of union ${union.slug} could not be loaded`);
       const related = await actorRelationshipFields(db, deps.origin, union);
       return new Group({
         id: ctx.getActorUri(identifier),

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
-import { type Kysely, type Selectable, sql } from "kysely";
+import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { Database } from "../src/db/database.ts";
+import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
@@ -62,6 +63,23 @@ export interface KyselyMessageQueueOptions {
   /** Messages in flight (claimed, being sent) when `batch` is given.  Default 64. */
   readonly batchSize?: number;
 }
+
+/**
+ * Asked for each claimed message before a batch sender is offered it: the
+ * message to offer, or undefined to settle it as handled without sending
+ * (what the handler's path does with a message its gate refuses).
+ */
+export type Admit = (message: unknown) => Promise<unknown>;
+
+export interface ListenOptions {
+  readonly signal?: AbortSignal;
+  /** See Admit; without it every claimed message is offered as it is. */
+  readonly admit?: Admit;
+}
+
+/** What became of a message of a claimed batch: sent, withheld by admit, or left to the handler. */
+type Outcome3 = "sent" | "withheld" | "fallback";
+const FALLBACK = Symbol("fallback");
 
 /** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
 export interface BatchSender {
@@ -158,6 +176,95 @@ interface NewRows {
   readonly payloads: Map<string, Payload>;
 }
 const MAX_ERROR_LENGTH = 8000;
+
+/**
+ * A lane's claimable messages, oldest ready first: `now` is the claim's
+ * time, a message is claimable once available and not leased (or its lease
+ * ran out).
+ */
+function candidates(db: Kysely<DB>, queue: string, now: number, limit: number) {
+  return db.selectFrom("fedify_mq as m")
+    .select("m.id")
+    .where("m.queue", "=", queue)
+    .where("m.available_at", "<=", now)
+    .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
+    // One message per ordering key at a time, in id order: a message waits
+    // while an earlier one with its key is still queued (even if delayed
+    // for a retry) or while any one with its key is being handled. Two
+    // separate checks, each one index lookup: joined by OR, SQLite scanned
+    // the whole queue for every candidate.
+    .where((eb) => eb.or([
+      eb("m.ordering_key", "is", null),
+      eb.and([
+        eb.not(eb.exists(
+          eb.selectFrom("fedify_mq as e")
+            .select(sql.lit(1).as("one"))
+            .whereRef("e.ordering_key", "=", "m.ordering_key")
+            .whereRef("e.id", "<", "m.id")
+            .whereRef("e.queue", "=", "m.queue"),
+        )),
+        eb.not(eb.exists(
+          eb.selectFrom("fedify_mq as e")
+            .select(sql.lit(1).as("one"))
+            .whereRef("e.ordering_key", "=", "m.ordering_key")
+            .where("e.lease_until", ">", now)
+            .whereRef("e.queue", "=", "m.queue"),
+        )),
+      ]),
+    ]))
+    // Oldest ready first: a retry that has come due goes before messages
+    // that were queued after it was first tried.
+    .orderBy("m.available_at")
+    .orderBy("m.id")
+    .limit(limit);
+}
+
+const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof PostgresAdapter;
+
+// The claim, the probe and the settle are built and compiled once per
+// dialect (src/db/prepared.ts): building the claim with Kysely, every time,
+// cost more CPU than SQLite spent running it.
+
+/** Whether a lane has anything to claim (SQLite's read before its claim). */
+const probeStatement = prepared<[string, number], { id: number }>((db, queue, now) => candidates(db, queue, now, 1 as never));
+
+/**
+ * Leases up to `limit` ready messages in one statement, which is what makes
+ * the claim atomic: on PostgreSQL the inner SELECT locks its rows and skips
+ * rows another claimer has locked; on SQLite an UPDATE holds the database's
+ * single write lock from start to end, across processes too.
+ */
+const claimStatement = prepared<[string, number, number, string, number], Row>((db, queue, now, limit, token, leaseUntil) =>
+  db.updateTable("fedify_mq")
+    .set((eb) => ({
+      lease_owner: token,
+      lease_until: leaseUntil,
+      attempts: eb("attempts", "+", 1),
+      // A lease still set on a claimable row ran out: its holder died or stalled.
+      last_error: eb.case()
+        .when("lease_until", "is not", null)
+        .then(sql.lit("lease expired: the worker holding the message died or stalled"))
+        .else(eb.ref("last_error"))
+        .end(),
+    }))
+    .where("id", "in", candidates(db, queue, now, limit).$if(isPostgres(db), (qb) => qb.forUpdate().skipLocked()))
+    .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"]));
+
+/** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
+type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
+function insertValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, payload: never) {
+  return db.insertInto("fedify_mq").values({ queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload });
+}
+const insertStatement = prepared<InsertArgs, never>((db, q, m, k, a, c, p) => insertValues(db, q, m, k, a, c, p));
+const insertNotifyingStatement = prepared<[...InsertArgs, notice: string], never>((db, q, m, k, a, c, p, notice) =>
+  insertValues(db, q, m, k, a, c, p).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
+const insertPayloadStatement = prepared<[id: string, body: string, createdAt: number], never>((db, id, body, created_at) =>
+  db.insertInto("fedify_mq_payloads").values({ id, body, created_at }).onConflict((oc) => oc.column("id").doNothing()));
+
+/** Deletes a handled message if this claim still holds it (SQLite's settle, a statement per message in one transaction). */
+const settleStatement = prepared<[number, string], never>((db, id, token) =>
+  db.deleteFrom("fedify_mq").where("id", "=", id).where("lease_owner", "=", token));
+
 
 const log = logger("queue");
 
@@ -386,20 +493,16 @@ export class KyselyMessageQueue implements MessageQueue {
     const rows: NewRows = { rows: [], payloads: new Map() };
     const row = this.#row(rows, message, options, null);
     const availableAt = row.available_at;
-    for (const p of rows.payloads.values()) {
-      await executor.insertInto("fedify_mq_payloads").values({ id: p.id, body: p.body, created_at: Date.now() })
-        .onConflict((oc) => oc.column("id").doNothing()).execute();
-    }
+    for (const p of rows.payloads.values()) await insertPayloadStatement(executor, p.id, p.body, Date.now());
+    const values = [row.queue, row.message, row.ordering_key, row.available_at, row.created_at, row.payload] as const;
     if (this.#database.dialect === "postgres") {
       // Sent at the caller's commit, to every pool, this one included: its
-      // lanes must not claim before the row is visible.
-      await executor.insertInto("fedify_mq").values(row)
-        // Ready at once: "at" 0, so a transaction's several messages for this
-        // lane send one notification (PostgreSQL folds identical ones).
-        .returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false)})`.as("notified"))
-        .execute();
+      // lanes must not claim before the row is visible. Ready at once: "at"
+      // 0, so a transaction's several messages for this lane send one
+      // notification (PostgreSQL folds identical ones).
+      await insertNotifyingStatement(executor, ...values, this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false));
     } else {
-      await executor.insertInto("fedify_mq").values(row).execute();
+      await insertStatement(executor, ...values);
       // SQLite has one connection: a listener woken now claims right after
       // the transaction releases it, and so sees the committed row.
       wakeLocal(this.#database.db, this.name, availableAt);
@@ -441,9 +544,9 @@ export class KyselyMessageQueue implements MessageQueue {
    * a graceful shutdown drains.  Never rejects.  On PostgreSQL each call
    * holds one pooled connection for LISTEN until it returns.
    */
-  listen(handler: (message: any) => Promise<void> | void, options: { signal?: AbortSignal } = {}): Promise<void> {
+  listen(handler: (message: any) => Promise<void> | void, options: ListenOptions = {}): Promise<void> {
     const signal = options.signal === undefined ? this.#closing.signal : AbortSignal.any([options.signal, this.#closing.signal]);
-    const listening = this.#listen(handler, signal);
+    const listening = this.#listen(handler, signal, options.admit);
     this.#listening.add(listening);
     void listening.finally(() => this.#listening.delete(listening));
     return listening;
@@ -459,7 +562,7 @@ export class KyselyMessageQueue implements MessageQueue {
     while (this.#listening.size > 0) await Promise.allSettled([...this.#listening]);
   }
 
-  async #listen(handler: (message: any) => Promise<void> | void, signal: AbortSignal): Promise<void> {
+  async #listen(handler: (message: any) => Promise<void> | void, signal: AbortSignal, admit: Admit | undefined): Promise<void> {
     if (signal.aborted) return;
     const alarm = new Alarm();
     const inFlight = new Set<Promise<void>>();
@@ -489,12 +592,12 @@ export class KyselyMessageQueue implements MessageQueue {
         if (free > 0) {
           let claimed: Claimed[] = [];
           try {
-            claimed = await this.#claim(free);
+            claimed = await this.#claim(free, !more);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
           more = claimed.length === free;
-          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler) : claimed.map((message) => this.#deliver(message, handler));
+          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit) : claimed.map((message) => this.#deliver(message, handler));
           for (const [i, message] of claimed.entries()) {
             held.set(message.id, message.token);
             const task: Promise<void> = tasks[i]!.finally(() => {
@@ -557,60 +660,23 @@ export class KyselyMessageQueue implements MessageQueue {
    * rows another claimer has locked; on SQLite an UPDATE holds the database's
    * single write lock from start to end, across processes too.
    */
-  async #claim(limit: number): Promise<Claimed[]> {
+  async #claim(limit: number, probe: boolean): Promise<Claimed[]> {
     const { db, dialect } = this.#database;
     const now = Date.now();
+    // On SQLite a lane with nothing ready is told by a read, which takes no
+    // write lock and writes nothing: an UPDATE that leases nothing still
+    // opened a write transaction, waited in line behind every other writer
+    // of the process (sqlite-driver.ts) and committed. Idle lanes poll, and
+    // a lane whose next message waits behind an ordering key claims in vain
+    // after each message it finishes: most claims of a join found nothing.
+    // Another process may lease the probed rows meanwhile; the UPDATE below
+    // checks again, atomically, so that only makes the claim come back short.
+    // Not when the last claim filled every slot: the lane is busy, and the
+    // read would only repeat the UPDATE's search (a tenth of a busy lane's
+    // database time).
+    if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const candidates = db.selectFrom("fedify_mq as m")
-      .select("m.id")
-      .where("m.queue", "=", this.name)
-      .where("m.available_at", "<=", now)
-      .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
-      // One message per ordering key at a time, in id order: a message waits
-      // while an earlier one with its key is still queued (even if delayed
-      // for a retry) or while any one with its key is being handled. Two
-      // separate checks, each one index lookup: joined by OR, SQLite scanned
-      // the whole queue for every candidate.
-      .where((eb) => eb.or([
-        eb("m.ordering_key", "is", null),
-        eb.and([
-          eb.not(eb.exists(
-            eb.selectFrom("fedify_mq as e")
-              .select(sql.lit(1).as("one"))
-              .whereRef("e.ordering_key", "=", "m.ordering_key")
-              .whereRef("e.id", "<", "m.id")
-              .whereRef("e.queue", "=", "m.queue"),
-          )),
-          eb.not(eb.exists(
-            eb.selectFrom("fedify_mq as e")
-              .select(sql.lit(1).as("one"))
-              .whereRef("e.ordering_key", "=", "m.ordering_key")
-              .where("e.lease_until", ">", now)
-              .whereRef("e.queue", "=", "m.queue"),
-          )),
-        ]),
-      ]))
-      // Oldest ready first: a retry that has come due goes before messages
-      // that were queued after it was first tried.
-      .orderBy("m.available_at")
-      .orderBy("m.id")
-      .limit(limit)
-      .$if(dialect === "postgres", (qb) => qb.forUpdate().skipLocked());
-    const rows = await db.updateTable("fedify_mq")
-      .set((eb) => ({
-        lease_owner: token,
-        lease_until: now + this.#leaseMs,
-        attempts: eb("attempts", "+", 1),
-        // A lease still set on a claimable row ran out: its holder died or stalled.
-        last_error: eb.case()
-          .when("lease_until", "is not", null)
-          .then(sql.lit("lease expired: the worker holding the message died or stalled"))
-          .else(eb.ref("last_error"))
-          .end(),
-      }))
-      .where("id", "in", candidates)
-      .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"])
-      .execute();
+    const { rows } = await claimStatement(db, this.name, now, limit, token, now + this.#leaseMs);
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
   }
 
@@ -620,7 +686,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * the sender sent is completed (group commit, as every other message);
    * the rest goes through #deliver, a handler slot at a time.
    */
-  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void): Promise<void>[] {
+  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined): Promise<void>[] {
     const batch = this.#batch!;
     const settled = (async () => {
       const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
@@ -629,14 +695,28 @@ export class KyselyMessageQueue implements MessageQueue {
         messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message)));
       } catch {
         // A message that cannot be rejoined fails in #deliver like any other.
-        return new Map<number, "sent" | "fallback">();
+        return new Map<number, Outcome3>();
       }
-      const outcomes = await batch.deliver(messages);
-      return new Map(live.map((c, i) => [c.id, outcomes[i] ?? "fallback"]));
+      // Asked here, just before sending, as the handler's path asks it: so a
+      // join's gated Accept and welcome go out through the batch sender too.
+      // A failed check leaves the message to the handler's path, which asks again.
+      const admitted = admit === undefined ? messages : await Promise.all(messages.map((m) => admit(m).catch((): unknown => FALLBACK)));
+      const offered: { index: number; message: unknown }[] = [];
+      const outcomes: Outcome3[] = admitted.map((m, index) => {
+        if (m === undefined) return "withheld";
+        if (m === FALLBACK) return "fallback";
+        offered.push({ index, message: m });
+        return "fallback";
+      });
+      if (offered.length > 0) {
+        const sent = await batch.deliver(offered.map((o) => o.message));
+        offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
+      }
+      return new Map(live.map((c, i) => [c.id, outcomes[i]!]));
     })();
     return claimed.map(async (c) => {
       const outcome = await settled.then((m) => m.get(c.id), () => undefined);
-      if (outcome === "sent") {
+      if (outcome === "sent" || outcome === "withheld") {
         try {
           await this.#complete(c);
         } catch (error) {
@@ -711,11 +791,8 @@ export class KyselyMessageQueue implements MessageQueue {
           const notMine: Claimed[] = [];
           const done: string[] = [];
           for (const { claimed } of batch) {
-            const deleted = await trx.deleteFrom("fedify_mq")
-              .where("id", "=", claimed.id)
-              .where("lease_owner", "=", claimed.token)
-              .executeTakeFirst();
-            if (Number(deleted.numDeletedRows) === 0) notMine.push(claimed);
+            const deleted = await settleStatement(trx, claimed.id, claimed.token);
+            if (Number(deleted.numAffectedRows ?? 0) === 0) notMine.push(claimed);
             else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
           }
           if (done.length > 0) {

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
-import { type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
+import { type Admit, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
 
 /**
  * One durable queue (the fedify_mq table), several lanes, each claimed by
@@ -148,8 +148,29 @@ export class RoutedQueue implements MessageQueue {
       return gate ? gate(message).then((ok) => (ok ? handler(message) : undefined)) : handler(message);
     };
     const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
-    if (this.#interactive === this.#bulk) return this.#bulk.listen(bulk, options);
-    await Promise.all([this.#interactive.listen(dispatch, options), this.#bulk.listen(bulk, options)]);
+    const withAdmit = { ...options, admit: this.#admit() };
+    if (this.#interactive === this.#bulk) return this.#bulk.listen(bulk, withAdmit);
+    await Promise.all([this.#interactive.listen(dispatch, withAdmit), this.#bulk.listen(bulk, withAdmit)]);
+  }
+
+  /**
+   * The gate, asked for a claimed batch's messages before the lane's batch
+   * sender is offered them (kysely-message-queue.ts, Admit), as dispatch asks
+   * it before the handler: so a join's gated Accept and welcome need not go
+   * through Fedify's handler to be checked. A message that passed is offered
+   * without its gate: the batch sender takes no gated message it was not
+   * told was checked, and leaves it to the handler's path, which checks it.
+   */
+  #admit(): Admit {
+    return async (message) => {
+      // Read when asked, as dispatch does: a gate set after listen() began applies.
+      const gate = this.#gate;
+      if (gate === undefined || this.#own.has((message as { type?: unknown } | null)?.type as string)) return message;
+      if (!(await gate(message))) return undefined;
+      if (typeof message !== "object" || message === null || !("musterGate" in message)) return message;
+      const { musterGate: _, ...checked } = message as Record<string, unknown>;
+      return checked;
+    };
   }
 
   async getDepth(): Promise<MessageQueueDepth> {

@@ -34,6 +34,17 @@ const ACTOR_TYPES = new Set(["Person", "Service", "Group", "Application", "Organ
 
 const reading = new AsyncLocalStorage<true>();
 
+const notKeeping = new AsyncLocalStorage<true>();
+
+/**
+ * Runs `fn` without keeping the actor documents it fetches: for a caller
+ * that parses the document itself and that no later fetch will ask for
+ * (the follow's fast path, federation/follow-fast-path.ts).
+ */
+export function withoutKeeping<T>(fn: () => Promise<T>): Promise<T> {
+  return notKeeping.run(true, fn);
+}
+
 /** Runs `fn` with fetches of actor documents answered from one fetched in the last minute, if any. */
 export function fromRecentFetch<T>(fn: () => Promise<T>): Promise<T> {
   return reading.run(true, fn);
@@ -60,7 +71,7 @@ export function recentActorLoader(loader: DocumentLoader, kv: KvStore): Document
       if (hit !== undefined) return hit;
     }
     const fetched = await loader(url, options);
-    if (isActorDocument(fetched.document)) {
+    if (!notKeeping.getStore() && isActorDocument(fetched.document)) {
       await kv.set(key, { contextUrl: fetched.contextUrl, documentUrl: fetched.documentUrl, document: fetched.document }, { ttl: Temporal.Duration.from({ milliseconds: RECENT_MS }) });
     }
     return fetched;

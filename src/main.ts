@@ -2,7 +2,8 @@ import "./temporal.ts";
 import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
 import { createFastInbox } from "../federation/inbox-fast-path.ts";
-import { createMusterFederation } from "../federation/federation.ts";
+import { createFastFollow } from "../federation/follow-fast-path.ts";
+import { createMusterFederation, INSTANCE_ACTOR } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
@@ -13,7 +14,7 @@ import type { Dispatcher } from "undici";
 import { BatchDeliverer } from "../federation/batch-delivery.ts";
 import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
-import { checkConnection, type Database, openDatabase } from "./db/database.ts";
+import { checkConnection, type Database, openDatabase, warnIfOverConnectionBudget } from "./db/database.ts";
 import { migrateToLatest } from "./db/migrate.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createHttpApp } from "./http/app.ts";
@@ -88,6 +89,8 @@ export interface MusterOptions {
   readonly reuseFetchedActors?: boolean;
   /** Off only for the inbox benchmark's before/after comparison and tests of Fedify's own path: every inbox POST through Fedify and the queue. */
   readonly fastInbox?: boolean;
+  /** Off only for the joins benchmark's before/after comparison and tests of Fedify's own path: every Follow through Fedify and the queue. */
+  readonly fastFollow?: boolean;
   /**
    * Whether this process will handle queue work (`runQueue`): `serve` and
    * `worker` do; `serve --no-worker` and one-shot CLI commands only enqueue,
@@ -132,6 +135,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
   try {
     await checkConnection(database, config.databaseUrl);
+    // serve and worker only: a pool the server cannot honour fails queries under load.
+    if (options.announceSecretKey) await warnIfOverConnectionBudget(database);
     if (options.migrate !== false) await migrateToLatest(database.db);
     const secrets = loadSecretKey({ MUSTER_SECRET_KEY: config.secretKey ?? undefined }, secretKeyFile(config));
     // Said when the file is made and by every long-running process; one-shot CLI commands stay quiet.
@@ -173,7 +178,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // tallyBatchMs rides along for castVote (bylaws/proposals.ts), which the web and the inbox both call.
   const membership: MembershipDeps & ProposalDeps = { db: database.db, events, outbox, tallyBatchMs: config.tallyBatchMs };
   reportChapterTotals(membership);
-  const kv = new KyselyKvStore(database.db);
+  // Fedify always gets an inbox queue here (lanes.fedify.inbox), so its receive-side idempotence key is never written (kysely-kv-store.ts).
+  const kv = new KyselyKvStore(database.db, { inboxQueued: true });
   const federation = await createMusterFederation({
     db: database.db,
     events,
@@ -198,6 +204,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     db: database.db,
     readCache,
     federation,
+    fastFollow: options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR }),
     fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,

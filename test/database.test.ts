@@ -65,3 +65,52 @@ describe("the PostgreSQL pool", { skip: postgres.skip }, () => {
     }
   });
 });
+
+describe("the PostgreSQL pool when the server has no connection slot left", { skip: postgres.skip }, () => {
+  it("waits for a slot (its own pool's, freed) instead of failing the query with 'too many connections'", async () => {
+    const tdb = await postgres.create();
+    // A role allowed one connection stands in for a server at max_connections
+    // (superusers are exempt from connection limits, so not the test's user).
+    const role = `muster_one_conn_${process.pid}`;
+    const admin = new pg.Client({ connectionString: tdb.url });
+    await admin.connect();
+    await admin.query(`create role ${role} login connection limit 1`);
+    const url = new URL(tdb.url);
+    url.username = role;
+    url.password = "";
+    const { openDatabase } = await import("../src/db/database.ts");
+    const database = openDatabase(url.href, { poolSize: 3 });
+    try {
+      // One connection held by a transaction for a moment; a query beside it
+      // needs a second connection, which the server refuses (53300).
+      const held = database.db.transaction().execute(async (trx) => {
+        await sql`select pg_sleep(0.4)`.execute(trx);
+      });
+      await sleep(50);
+      const beside = await sql<{ one: number }>`select 1 as one`.execute(database.db);
+      assert.equal(beside.rows[0]!.one, 1, "the query beside the transaction ran once a connection was free");
+      await held;
+    } finally {
+      await database.close();
+      await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = $1`, [role]);
+      // A role is the cluster's, not the database's: dropped once the database is gone.
+      await admin.end();
+      await tdb.destroy();
+      const cleanup = new pg.Client({ connectionString: process.env.TEST_DATABASE_URL });
+      await cleanup.connect();
+      await cleanup.query(`drop role if exists ${role}`).finally(() => cleanup.end());
+    }
+  });
+});
+
+describe("the connection budget warning (serve and worker, PostgreSQL)", () => {
+  it("names the pool, the server's allowance and what is open when they do not fit, and says nothing when they do", async () => {
+    const { connectionBudgetWarning } = await import("../src/db/database.ts");
+    // Two workers at the default concurrency (52 each) and the web (10) on a server allowing 97.
+    const warning = connectionBudgetWarning(52, 97, 62);
+    assert.ok(warning, "a second worker's pool does not fit");
+    assert.match(warning, /up to 52 PostgreSQL connections; the server allows 97 .* and 62 are open now/);
+    assert.match(warning, /MUSTER_QUEUE_CONCURRENCY/);
+    assert.equal(connectionBudgetWarning(32, 97, 42), undefined);
+  });
+});

@@ -116,6 +116,23 @@ for (const d of dialects) {
       assert.equal(await kv.get(extra), null);
     });
 
+    it("with every inbox queued, answers Fedify's receive-side idempotence check without a read, until such a key is written", async () => {
+      const queued = new KyselyKvStore(database.db, { inboxQueued: true });
+      const receiveKey: KvKey = ["_fedify", "activityIdempotence", "https://muster.example\nhttps://peer.example/a/1\nsharedInbox"];
+      const handlerKey: KvKey = ["_fedify", "activityIdempotence", "https://muster.example", "https://peer.example/a/1"];
+      // Written behind the store's back: only a read would see them.
+      await database.db.insertInto("fedify_kv").values([
+        { key: JSON.stringify(receiveKey), value: "true", expires_at: null },
+        { key: JSON.stringify(handlerKey), value: "true", expires_at: null },
+      ]).execute();
+      assert.equal(await queued.get(receiveKey), undefined, "the receive-side key is not read");
+      assert.equal(await queued.get(handlerKey), true, "the queue handler's key is read as ever");
+      assert.equal(await kv.get(receiveKey), true, "a store not told that inboxes are queued reads it");
+      // Should one be written after all (an inline-processing federation), they are read from then on.
+      await queued.set(["_fedify", "activityIdempotence", "https://muster.example\nhttps://peer.example/a/2"], true);
+      assert.equal(await queued.get(receiveKey), true);
+    });
+
     it("deletes, and deleting a missing key is fine", async () => {
       await kv.set(["del"], 1);
       await kv.delete(["del"]);

@@ -176,11 +176,75 @@ for (const d of dialects) {
         for (const gone of ["members_union_state", "members_union_handle", "members_union_created", "remote_actors_handle"]) assert.ok(!indexes.includes(gone), gone);
         for (const kept of ["members_handle", "members_union_joined", "members_union_state_id"]) assert.ok(indexes.includes(kept), kept);
         // The tree's sponsor index differs: SQLite (no statistics) needs created_at to find the roots in order.
-        assert.ok(indexes.includes(d.name === "sqlite" ? "members_union_sponsor_created" : "members_union_sponsor"));
+        // On PostgreSQL 0056 replaces (union_id, sponsor_id, state) by (sponsor_id, state) and a partial index of the roots.
+        assert.ok(indexes.includes(d.name === "sqlite" ? "members_union_sponsor_created" : "members_sponsor_state"));
 
         await migrateTo(db, "0045_spends_and_crowdfund_votes");
         await db.updateTable("members").set({ follow_id: "https://a.example/follow/4" }).where("id", "=", "m1").execute();
         assert.equal((await recorded()).length, 3, "down removes the triggers");
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0056: on PostgreSQL, handles in a hash index and recruits by (sponsor_id, state), roots in a partial index; the same rows found; down restores 0048's", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const union = (id: string) => ({ id, slug: id, name: id, purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1, join_policy: "approval", member_invite_limit: 5, welcome_text: null });
+      const member = (id: string, unionId: string, sponsor: string | null, handle: string | null, state = "active") =>
+        ({ id, union_id: unionId, actor_id: handle ? `https://a.example/users/${id}` : null, handle, state, role: "member", sponsor_id: sponsor, subtree_size: 0, created_at: Number(id.slice(1)) });
+      const indexes = async () => d.name === "sqlite"
+        ? Object.fromEntries((await sql<{ name: string; sql: string }>`select name, sql from sqlite_master where type = 'index' and tbl_name = 'members' and sql is not null`.execute(db)).rows.map((r) => [r.name, r.sql]))
+        : Object.fromEntries((await sql<{ name: string; sql: string }>`select indexname as name, indexdef as sql from pg_indexes where tablename = 'members'`.execute(db)).rows.map((r) => [r.name, r.sql]));
+      // What the tree, sign-in and invites ask, read the same before and after.
+      const answers = async () => ({
+        byHandle: (await db.selectFrom("members").select("id").where("union_id", "=", "u1").where("handle", "=", "@m2@a.example").execute()).map((r) => r.id),
+        noHandle: (await db.selectFrom("members").select("id").where("handle", "=", "@nobody@a.example").execute()).length,
+        recruits: (await db.selectFrom("members").select("id").where("union_id", "=", "u1").where("sponsor_id", "=", "m1").where("state", "in", ["active", "left"]).orderBy("id").execute()).map((r) => r.id),
+        roots: (await db.selectFrom("members").select("id").where("union_id", "=", "u1").where("sponsor_id", "is", null).where("state", "in", ["active", "reserved"]).orderBy("created_at").execute()).map((r) => r.id),
+      });
+      // With enable_seqscan off the planner takes an index when one can answer; the plan names it.
+      const planOf = async (q: string) => {
+        return await db.transaction().execute(async (trx) => {
+          await sql`set local enable_seqscan = off`.execute(trx);
+          return (await sql<{ "QUERY PLAN": string }>`explain ${sql.raw(q)}`.execute(trx)).rows.map((r) => r["QUERY PLAN"]).join("\n");
+        });
+      };
+      try {
+        await migrateTo(db, "0049_relative_inboxes");
+        await db.insertInto("unions").values([union("u1"), union("u2")] as never).execute();
+        await db.insertInto("members").values([
+          member("m1", "u1", null, "@m1@a.example"), member("m2", "u1", "m1", "@m2@a.example"), member("m3", "u1", "m1", "@m3@a.example", "left"),
+          member("m4", "u1", "m2", "@m4@a.example"), member("m5", "u1", null, null, "reserved"), member("m6", "u2", null, "@m2@a.example"),
+          member("m7", "u1", "m1", "@m7@a.example", "removed"),
+        ] as never).execute();
+        const before = await answers();
+        assert.deepEqual(before, { byHandle: ["m2"], noHandle: 0, recruits: ["m2", "m3"], roots: ["m1", "m5"] });
+        const old = await indexes();
+        await migrateToLatest(db);
+        assert.deepEqual(await answers(), before);
+        const now = await indexes();
+        if (d.name === "sqlite") {
+          assert.deepEqual(now, old, "SQLite's indexes are unchanged");
+        } else {
+          assert.match(now.members_handle!, /USING hash \(handle\)/);
+          assert.match(now.members_sponsor_state!, /USING btree \(sponsor_id, state\)/);
+          assert.match(now.members_union_roots!, /\(union_id, sponsor_id, state\) WHERE \(sponsor_id IS NULL\)/);
+          assert.equal(now.members_union_sponsor, undefined, "the union-wide sponsor index is gone");
+          assert.match(await planOf("select id from members where union_id = 'u1' and handle = '@m2@a.example'"), /members_handle/);
+          assert.match(await planOf("select id from members where union_id = 'u1' and sponsor_id = 'm1' and state in ('active', 'left')"), /members_sponsor_state/);
+          assert.match(await planOf("select id from members where union_id = 'u1' and sponsor_id is null and state in ('active', 'reserved')"), /members_union_roots/);
+          // A member joining and one becoming a root are found through the new indexes.
+          await db.insertInto("members").values([member("m8", "u1", "m4", "@m8@a.example"), member("m9", "u1", null, "@m9@a.example")] as never).execute();
+          assert.deepEqual((await db.selectFrom("members").select("id").where("sponsor_id", "=", "m4").execute()).map((r) => r.id), ["m8"]);
+          assert.deepEqual((await db.selectFrom("members").select("id").where("handle", "=", "@m9@a.example").execute()).map((r) => r.id), ["m9"]);
+          await db.deleteFrom("members").where("id", "in", ["m8", "m9"]).execute();
+        }
+        await migrateTo(db, "0049_relative_inboxes");
+        assert.deepEqual(await indexes(), old, "down restores the indexes as they were");
+        assert.deepEqual(await answers(), before);
         await migrateToLatest(db);
       } finally {
         await close();

@@ -6,8 +6,12 @@ import { createServer, type Server, type Socket } from "node:net";
 import { Accept } from "@fedify/vocab";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
-import { dialects } from "./helpers/databases.ts";
-import { eventually, startMuster } from "./helpers/muster.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+import { createUnion } from "../src/unions/unions.ts";
+import { processStats } from "../federation/batch-delivery.ts";
 import { sql } from "kysely";
 import { type StartedUnion, unionWithPeer } from "./helpers/union-with-peer.ts";
 import { LANES, laneConcurrency, queueConnections } from "../federation/queue-lanes.ts";
@@ -141,6 +145,53 @@ for (const d of dialects) {
       assert.ok(rows.every((r) => !r.message.includes("privateKey") && !r.message.includes("Everyone, now.")), "no key and no activity body in a delivery row");
       const stored = await db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", rows[0]!.payload!).executeTakeFirstOrThrow();
       assert.ok(stored.body.includes("Everyone, now."));
+    });
+  });
+}
+
+/*
+ * A join's Accept and welcome are gated on the member still being active
+ * when they are sent (outbound.ts, memberGate). The gate is asked for a
+ * claimed batch too, so they go out through the lane's batch sender rather
+ * than Fedify's handler; a member no longer active still gets neither.
+ */
+for (const d of dialects) {
+  describe(`queue lanes: gated deliveries through the batch sender, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: CountingPeer;
+    const worker = new AbortController();
+    let running: Promise<void> | undefined;
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { worker: false });
+      peer = await startCountingPeer(["stays", "late"]);
+    });
+    after(async () => {
+      worker.abort();
+      await running;
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("sends the Accept and welcome of a member still active through the batch sender, and withholds those of one who is not", async () => {
+      const db = m.muster.database.db;
+      const union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
+      for (const name of ["stays", "late"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
+      // Not through leaveUnion, which withdraws the queued deliveries: only the gate at sending time holds these back.
+      await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("late").href).execute();
+      const before = { ...processStats };
+
+      running = m.muster.runQueue(worker.signal);
+      const verified = (name: string, type: string) => peer.received.filter((a) => a.id?.href.includes("/activities/") && a.constructor.name === type && peer.hits.some((h) => h.id === a.id?.href && h.path === `/users/${name}/inbox`));
+      await eventually(async () => verified("stays", "Accept").length === 1 && verified("stays", "Create").length === 1, "the Accept and welcome of the member who stayed, verified at their server");
+      await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
+      assert.deepEqual(peer.hits.filter((h) => h.path === "/users/late/inbox").map((h) => h.type), [], "nothing for a member no longer active when it was sent");
+      assert.deepEqual({ sent: processStats.sent - before.sent, fallback: processStats.fallback - before.fallback }, { sent: 2, fallback: 0 },
+        "both sent by the batch sender, none handed to Fedify's handler");
+      assert.deepEqual(await db.selectFrom("fedify_mq_dead").select("id").execute(), [], "the withheld ones are settled, not dead-lettered");
     });
   });
 }

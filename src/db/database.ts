@@ -18,6 +18,8 @@ export type Dialect = "sqlite" | "postgres";
 export interface Database {
   readonly db: Kysely<DB>;
   readonly dialect: Dialect;
+  /** Most connections this process's pool may open (PostgreSQL); undefined on SQLite. */
+  readonly poolSize?: number;
   /** The pg pool when on PostgreSQL (for LISTEN/NOTIFY), else undefined. */
   readonly pgPool?: pg.Pool;
   close(): Promise<void>;
@@ -103,13 +105,53 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     const db = new Kysely<DB>({ dialect: new NonBlockingSqliteDialect(sqlite, options.busyWaitMs) });
     return { db, dialect: "sqlite", close: () => db.destroy() };
   }
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: options.poolSize ?? 10 });
+  const poolSize = options.poolSize ?? 10;
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize });
   // An idle pooled connection that the server ends (a restart, a failover,
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-  return { db, dialect: "postgres", pgPool: pool, close: () => db.destroy() };
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
+  return { db, dialect: "postgres", pgPool: pool, poolSize, close: () => db.destroy() };
+}
+
+/** SQLSTATE 53300: the server (max_connections) or the database (CONNECTION LIMIT) has no slot left. */
+const TOO_MANY_CONNECTIONS = "53300";
+/** Waits between attempts to open a connection the server refused for want of slots: about 6 s in all. */
+const CONNECT_RETRY_MS = [50, 100, 200, 400, 800, 1600, 3000];
+
+/**
+ * The pool as Kysely sees it, where a new connection the server refuses for
+ * want of slots ("sorry, too many clients already") is tried again a few
+ * times, meanwhile taking any connection this pool frees, instead of failing
+ * the query. A web process and two workers at the default queue concurrency
+ * may hold up to 114 connections, over PostgreSQL's default of 100 (and on a
+ * shared server others hold some): the refused queries failed whatever ran
+ * them, and one failure that Fedify swallows (an actor's key pairs) was
+ * served, and cached, as the union's actor without its public key, so every
+ * receiver refused that fan-out's deliveries for good.
+ */
+function retryingConnects(pool: pg.Pool): pg.Pool {
+  const connect = async (): Promise<pg.PoolClient> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await pool.connect();
+      } catch (error) {
+        const wait = CONNECT_RETRY_MS[attempt];
+        if ((error as { code?: string }).code !== TOO_MANY_CONNECTIONS || wait === undefined) throw error;
+        if (attempt === 0) log.warn("PostgreSQL refused a new connection ({error}); retrying for a few seconds", { error: (error as Error).message });
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  };
+  // Kysely calls only connect() and end(); everything else stays the pool's.
+  return new Proxy(pool, {
+    get(target, property, receiver) {
+      if (property === "connect") return connect;
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 /**
@@ -131,5 +173,32 @@ export async function checkConnection(database: Database, databaseUrl: string): 
       : code === "ETIMEDOUT" ? "cannot reach the server: timed out"
       : `cannot use it: ${err.message ?? String(e)}`;
     throw new DatabaseUnavailableError(`database ${where}: ${reason}`);
+  }
+}
+
+/**
+ * What to tell the operator when this process's pool, with the connections
+ * already open on the server, could exceed what the server allows; undefined
+ * when it fits. Each `muster worker` at the default queue concurrency may
+ * open 52, so two of them and `serve` exceed PostgreSQL's default of 100.
+ */
+export function connectionBudgetWarning(poolSize: number, allowed: number, inUse: number): string | undefined {
+  if (inUse + poolSize <= allowed) return undefined;
+  return `this process may open up to ${poolSize} PostgreSQL connections; the server allows ${allowed} (max_connections less those reserved) and ${inUse} are open now. `
+    + "Lower MUSTER_QUEUE_CONCURRENCY (each worker's pool is its handler slots + 9) or MUSTER_DB_POOL, or raise max_connections: refused connections are retried for a few seconds, then fail";
+}
+
+/** Logs connectionBudgetWarning for this process (PostgreSQL), once at start. Never throws. */
+export async function warnIfOverConnectionBudget(database: Database): Promise<void> {
+  if (database.dialect !== "postgres" || database.poolSize === undefined) return;
+  try {
+    const r = await sql<{ allowed: number; in_use: number }>`
+      select current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int as allowed,
+        (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use`.execute(database.db);
+    const row = r.rows[0];
+    const warning = row && connectionBudgetWarning(database.poolSize, row.allowed, row.in_use);
+    if (warning) log.warn(warning);
+  } catch (error) {
+    log.debug("Could not read the server's connection limit: {error}", { error: (error as Error).message });
   }
 }

@@ -28,6 +28,7 @@ import { closeAfterResponse } from "./close-connection.ts";
 import { blockedServerGuard } from "./blocked-servers.ts";
 import { fastInboxRoute } from "./inbox-fast.ts";
 import type { FastInbox } from "../../federation/inbox-fast-path.ts";
+import type { FastFollow } from "../../federation/follow-fast-path.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -63,6 +64,8 @@ export interface HttpDeps {
   readonly readCache?: ReadCache;
   /** The inbox's fast path for common responses; absent, every inbox POST goes through Fedify. */
   readonly fastInbox?: FastInbox;
+  /** Plain Follows of a union, joined without the queue (federation/follow-fast-path.ts). */
+  readonly fastFollow?: FastFollow;
 }
 
 const log = logger("http");
@@ -123,6 +126,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use("*", blockedServerGuard(db));
   // Members' likes, replies and their undoing, counted without the queue (federation/inbox-fast-path.ts).
   if (deps.fastInbox) app.use("*", fastInboxRoute(deps.fastInbox));
+  // Plain Follows of a union, joined in the request (federation/follow-fast-path.ts); the same route, which falls back to Fedify.
+  const fastFollow = deps.fastFollow;
+  if (fastFollow) app.use("*", fastInboxRoute(async (...args) => (await fastFollow(...args)) === undefined ? undefined : "counted"));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin, deps.federation));

@@ -98,22 +98,31 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
         if (over > 0) await takeFromWelcome(trx, unionId, m.id, over);
       }
     }
-    const now = Date.now();
-    const row = {
-      id: randomUUID(),
-      union_id: unionId,
-      code: randomBytes(12).toString("base64url"),
-      created_by: createdBy,
-      max_uses: maxUses,
-      uses: 0,
-      expires_at: input.expiresInMs ? now + input.expiresInMs : null,
-      revoked_at: null,
-      created_at: now,
-      welcome: input.welcome ? 1 : 0,
-    };
-    await trx.insertInto("invites").values(row).execute();
-    return toInvite(row);
+    return insertInvite(trx, unionId, { createdBy, maxUses, expiresInMs: input.expiresInMs ?? null, welcome: input.welcome ?? false });
   }
+}
+
+/**
+ * Writes an invite whose checks the caller has made (createInviteWith's, or
+ * a join's own-invite, which holds the union's lock and has counted the
+ * member's places already).
+ */
+export async function insertInvite(trx: Kysely<DB>, unionId: string, o: { createdBy: string | null; maxUses: number | null; expiresInMs: number | null; welcome: boolean }): Promise<Invite> {
+  const now = Date.now();
+  const row = {
+    id: randomUUID(),
+    union_id: unionId,
+    code: randomBytes(12).toString("base64url"),
+    created_by: o.createdBy,
+    max_uses: o.maxUses,
+    uses: 0,
+    expires_at: o.expiresInMs ? now + o.expiresInMs : null,
+    revoked_at: null,
+    created_at: now,
+    welcome: o.welcome ? 1 : 0,
+  };
+  await trx.insertInto("invites").values(row).execute();
+  return toInvite(row);
 }
 
 /** Unused places of a member's open welcome invites: what their own invites may take. */

@@ -1,10 +1,9 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
-import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
-import { claimInvite, consumeInvite, createInviteWith, getInviteByCode, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
+import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
   type By,
   findMemberByActor,
@@ -20,6 +19,7 @@ import {
   toMember,
 } from "./members.ts";
 import { attach, detach } from "./tree.ts";
+import { newMemberId } from "./member-id.ts";
 
 /** A remote account asking to join, as the federation layer saw it. */
 export interface Applicant {
@@ -37,17 +37,28 @@ export interface JoinResult {
 
 type Emit = () => void;
 
+export interface JoinOptions {
+  /**
+   * Runs first in the join's transaction, once the union is locked: the
+   * caller's own writes that must commit with the join or not at all (the
+   * inbox's record of the Follow, the follower's cached account). Throwing
+   * rolls the join back.
+   */
+  readonly first?: (trx: Kysely<DB>) => Promise<void>;
+}
+
 /**
  * A Follow of the union arrived: the request to join. Matched, in order, to
  * the leader's reserved place, to an invite the applicant claimed, and
  * otherwise decided by the union's join policy. Safe to repeat: a second
  * Follow from a member re-sends the Accept and changes nothing else.
  */
-export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string): Promise<JoinResult> {
+export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string, opts: JoinOptions = {}): Promise<JoinResult> {
   const handle = applicant.handle ? safeHandle(applicant.handle) : null;
   const emits: Emit[] = [];
   const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
     await lockUnion(trx, unionId);
+    await opts.first?.(trx);
     const union = await getUnionById(trx, unionId);
     if (!union) throw new UnionError("not_found", "no such union");
     const now = Date.now();
@@ -93,7 +104,8 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
 
     switch (union.joinPolicy) {
       case "open":
-        return admit(deps, trx, union, row.id, (await getLeader(trx, unionId))?.id ?? null, "open", null, emits);
+        // The leader read above, under the same lock.
+        return admit(deps, trx, union, row.id, leader?.id ?? null, "open", null, emits);
       case "approval":
         if (existing?.state !== "pending") emits.push(() => deps.events.emit("member.pending", { unionId, memberId: row.id }));
         return { outcome: "pending", member: (await getMember(trx, unionId, row.id))! };
@@ -316,7 +328,7 @@ export async function listOfficers(db: Kysely<DB>, unionId: string): Promise<Mem
 
 async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string, handle: string | null, followId: string, now: number): Promise<Member> {
   const row = {
-    id: randomUUID(),
+    id: newMemberId(now),
     union_id: unionId,
     actor_id: actorId,
     handle,
@@ -327,7 +339,8 @@ async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string
     created_at: now,
   };
   await trx.insertInto("members").values(row).execute();
-  return (await getMember(trx, unionId, row.id))!;
+  // What was written, without reading it back (every column the insert leaves out is null).
+  return toMember({ ...row, sponsor_id: null, portfolio: null, invite_id: null, joined_at: null, left_at: null, left_reason: null, removed_by: null, ally_sponsor_actor_id: null, ally_sponsor_union: null });
 }
 
 /** Sponsor for someone admitted by an invite: its creator, or the leader if the creator is gone. */
@@ -382,8 +395,10 @@ async function ownInviteCode(trx: Kysely<DB>, union: Union, memberId: string): P
   const member = (await getMember(trx, union.id, memberId))!;
   const free = member.role === "member" ? union.memberInviteLimit - await placesHeld(trx, union.id, memberId) : union.memberInviteLimit;
   if (free <= 0) return null;
+  // What createInviteWith checks is settled: the union is locked, the member is in the tree
+  // (just admitted, or the leader taking their place) and `free` is within the limit.
   // Officers and the leader invite without limit; their link does too.
-  return (await createInviteWith(trx, union.id, { by: { kind: "member", memberId }, maxUses: member.role === "member" ? free : null, welcome: true })).code;
+  return (await insertInvite(trx, union.id, { createdBy: memberId, maxUses: member.role === "member" ? free : null, expiresInMs: null, welcome: true })).code;
 }
 
 function safeHandle(raw: string): string {

@@ -1,5 +1,4 @@
 import "../temporal.ts";
-import { randomUUID } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
@@ -9,6 +8,8 @@ import { type ActionsVisibility, BylawsError, JOIN_POLICIES, type JoinPolicy, ME
 import { type By, requireOfficer } from "../members/members.ts";
 import { installLeader } from "../members/leadership.ts";
 import { DomainError } from "../domain-error.ts";
+import { newMemberId } from "../members/member-id.ts";
+import { newUnionId } from "./union-id.ts";
 
 export { type ActionsVisibility, DEFAULT_COMMITMENT_WORDS, JOIN_POLICIES, type JoinPolicy, MEMBERS_VISIBILITIES, type MembersVisibility } from "../bylaws/params.ts";
 
@@ -144,7 +145,7 @@ export interface UnionDeps {
 export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Union> {
   const v = validateNewUnion(input);
   const keys = await deps.generateKeys();
-  const id = randomUUID();
+  const id = newUnionId();
   const now = Date.now();
   try {
     await deps.db.transaction().execute(async (trx) => {
@@ -199,7 +200,7 @@ export async function createUnion(deps: UnionDeps, input: NewUnion): Promise<Uni
 
 async function insertReservedLeader(trx: Kysely<DB>, unionId: string, handle: string, now: number): Promise<void> {
   await trx.insertInto("members").values({
-    id: randomUUID(),
+    id: newMemberId(now),
     union_id: unionId,
     actor_id: null,
     handle,

@@ -1,0 +1,212 @@
+import type { Context, Federation, KvStore } from "@fedify/fedify";
+import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
+import type { Kysely } from "kysely";
+import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import type { DB } from "../src/db/schema.ts";
+import { prepared } from "../src/db/prepared.ts";
+import type { EventBus } from "../src/events.ts";
+import { logger } from "../src/logging.ts";
+import { requestToJoin } from "../src/members/membership.ts";
+import type { Outbox } from "../src/outbox.ts";
+import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
+import { claimSignature } from "./inbox-fast-verify.ts";
+import { withoutKeeping } from "./recent-actors.ts";
+import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
+import { isCollectiveActor } from "./relationships.ts";
+
+const log = logger("federation", "follow-fast");
+
+export interface FastFollowDeps {
+  readonly db: Kysely<DB>;
+  readonly events: EventBus;
+  readonly outbox: Outbox;
+  /** Fedify's KV store: the follower's key is cached there as Fedify's verifier caches it. */
+  readonly kv: KvStore;
+  readonly origin: URL;
+  /** Its signed document loader fetches the follower's actor, as Fedify's verifier would. */
+  readonly federation: Federation<void>;
+  /** The identifier whose key signs fetches for the shared inbox (Fedify's shared key dispatcher). */
+  readonly instanceActor: string;
+}
+
+/** A plain Follow of one of this server's unions, read from the JSON as sent. */
+export interface FollowShape {
+  readonly id: string;
+  readonly actor: string;
+  readonly object: string;
+  readonly slug: string;
+}
+
+const AS = "https://www.w3.org/ns/activitystreams";
+// Exactly what Mastodon sends (and Fedify's compact form of a bare Follow): nothing else whose meaning JSON-LD could change.
+const FOLLOW_KEYS = new Set(["@context", "id", "type", "actor", "object"]);
+const UNION_PATH = /^\/u\/([a-z0-9][a-z0-9_-]{0,63})$/;
+const MAX_URL = 2048;
+
+function httpUrl(value: unknown): URL | undefined {
+  if (typeof value !== "string" || value.length > MAX_URL) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return undefined;
+  }
+  // Only the canonical spelling: what Fedify's expansion would give back unchanged.
+  if ((url.protocol !== "https:" && url.protocol !== "http:") || url.href !== value || url.username || url.password) return undefined;
+  return url;
+}
+
+/**
+ * The Follow, if the body is nothing but one: the ActivityStreams context as
+ * a single string (so no term can be redefined), an id on the follower's own
+ * origin, and a union actor of this server as object. Undefined otherwise.
+ */
+export function followShape(doc: Record<string, unknown>, origin: URL): FollowShape | undefined {
+  if (doc["@context"] !== AS || doc.type !== "Follow") return undefined;
+  for (const k of Object.keys(doc)) if (!FOLLOW_KEYS.has(k)) return undefined;
+  const id = httpUrl(doc.id);
+  const actor = httpUrl(doc.actor);
+  const object = httpUrl(doc.object);
+  if (!id || !actor || !object || id.origin !== actor.origin || actor.hash) return undefined;
+  if (object.origin !== origin.origin || object.search || object.hash) return undefined;
+  const m = UNION_PATH.exec(object.pathname);
+  if (!m) return undefined;
+  return { id: id.href, actor: actor.href, object: object.href, slug: m[1]! };
+}
+
+/** Why the join did not run in the request: the id was processed, or Fedify's path holds it now. */
+class Skip extends Error {
+  readonly outcome: "repeat" | "busy";
+  constructor(outcome: "repeat" | "busy") {
+    super(outcome);
+    this.outcome = outcome;
+  }
+}
+
+const offlineDocuments = createOfflineDocumentLoader();
+const offlineContexts = createOfflineContextLoader();
+
+/**
+ * The follow's fast path: a plain Follow of a union, HTTP-signed by the
+ * follower's own key, is verified and joined inside the request, and
+ * answered 202 once the join (with its Accept and welcome deliveries,
+ * written by requestToJoin) is committed. It skips what Fedify's inbox and
+ * the inbox queue do for the same Follow: JSON-LD on the activity, the
+ * queue's hop, the union's actor dispatcher, a second parse of the actor.
+ *
+ * It never refuses. Whatever it does not fully recognise or verify returns
+ * undefined and goes through Fedify as before, which decides: another shape
+ * or context, an Undo, a signature form inbox-fast-verify does not check, a
+ * key on another document than the actor's, a key that does not verify or
+ * whose owner is not the actor, an actor that fails to fetch or parse, is
+ * collective (a union's relationship offer), or names aliases (the account
+ * migration check, which needs the old account fetched), a Follow of no
+ * union here, or one that Fedify's path is processing now.
+ *
+ * The follower's actor is fetched every time, as onFollow asks for it fresh
+ * (freshActor): with Fedify's signed document loader for the receiving inbox
+ * (the union's key, or the instance's for the shared inbox), which goes
+ * through the process-wide dispatcher (private-address rule after DNS, size
+ * limit, timeouts; federation/http-client.ts). It is stored in the remote
+ * actor cache as cacheActorObject stores it, and its key in Fedify's key
+ * cache as Fedify's verifier stores it, so the member's later likes and
+ * replies take the inbox's fast path.
+ *
+ * The same Follow twice is one join: its id goes into inbox_activities in
+ * the join's own transaction, the record processOnce keeps on Fedify's path.
+ */
+export function createFastFollow(deps: FastFollowDeps) {
+  const { db } = deps;
+
+  // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
+  let context: Context<void> | undefined;
+
+  async function fetchFollower(recipient: string | null, actorId: string): Promise<Actor | undefined> {
+    context ??= deps.federation.createContext(deps.origin, undefined);
+    const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
+    let remote;
+    try {
+      // The document is parsed here and asked for by no later fetch: not kept for one (recent-actors.ts).
+      remote = await withoutKeeping(() => loader(actorId));
+    } catch (error) {
+      log.debug("Could not fetch {actor} on the follow's fast path: {error}", { actor: actorId, error });
+      return undefined;
+    }
+    const doc = remote.document as Record<string, unknown> | null;
+    if (doc === null || typeof doc !== "object" || doc.id !== actorId) return undefined;
+    // After redirects, the host that answered is the one vouching for the actor.
+    if (new URL(remote.documentUrl || actorId).host !== new URL(actorId).host) return undefined;
+    let object;
+    try {
+      object = await APObject.fromJsonLd(doc, { documentLoader: offlineDocuments, contextLoader: offlineContexts });
+    } catch {
+      return undefined;
+    }
+    return isActor(object) ? object : undefined;
+  }
+
+  /** Fedify's rule (resolveFetchedKey): the actor's key with that id; here it must also name the actor as owner. */
+  async function keyOf(actor: Actor, keyId: string): Promise<CryptographicKey | undefined> {
+    try {
+      // Embedded keys were parsed with the actor; nothing is fetched (offline loaders).
+      for await (const key of actor.getPublicKeys({ documentLoader: offlineDocuments, contextLoader: offlineContexts, suppressError: true })) {
+        if (key.id?.href === keyId) return key.ownerId?.href === actor.id?.href ? key : undefined;
+      }
+    } catch {
+      return undefined;
+    }
+    return undefined;
+  }
+
+  /** Handles the request if it is a plain, verified Follow of a union; undefined hands it to Fedify. */
+  return async function handle(request: Request, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
+    const shape = followShape(doc, deps.origin);
+    if (!shape) return undefined;
+    // A union's inbox takes only Follows of itself here; the shared inbox any union's.
+    if (recipient !== null && recipient !== shape.slug) return undefined;
+    const claim = claimSignature(request, body, Date.now(), SIGNATURE_WINDOW_MS);
+    // The key must be in the actor's own document (Mastodon's #main-key): that is the document fetched.
+    if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
+    const union = (await readUnion(db, shape.slug)).rows[0];
+    if (!union) return undefined;
+    const actor = await fetchFollower(recipient, shape.actor);
+    if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
+    const key = await keyOf(actor, claim.keyId.href);
+    if (!key || !claim.check(key)) return undefined;
+    const now = Date.now();
+    const cached = await actorToRemoteActor(actor, { fetchedAt: now });
+    // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
+    await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], await key.toJsonLd({ contextLoader: offlineContexts }));
+    try {
+      const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
+        first: async (trx) => {
+          const recorded = await recordFollow(trx, shape.id, shape.actor, union.id, now);
+          if (Number(recorded.numAffectedRows ?? 0n) !== 1) throw new Skip("repeat");
+          // Fedify's path claimed this id and is joining it now: it finishes, and records it.
+          if ((await readLiveClaim(trx, shape.id, now)).rows.length > 0) throw new Skip("busy");
+          await upsertRemoteActor(trx, cached);
+        },
+      });
+      log.info("Follow of {union} by {actor}: {outcome}", { union: shape.slug, actor: shape.actor, outcome: r.outcome });
+    } catch (error) {
+      if (!(error instanceof Skip)) throw error;
+      if (error.outcome === "busy") return undefined;
+      log.debug("Skipped {id}: already processed", { id: shape.id });
+      return "repeat";
+    }
+    deps.events.emit("activity.received", { activityId: shape.id, type: "Follow", actor: shape.actor, unionId: union.id });
+    return "joined";
+  };
+}
+
+export type FastFollow = ReturnType<typeof createFastFollow>;
+
+
+const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.selectFrom("unions").select("id").where("slug", "=", slug));
+
+/** As processOnce records a processed activity; nothing when it already was. */
+const recordFollow = prepared<[id: string, actor: string, unionId: string, at: number], unknown>((db, id, actor, unionId, at) =>
+  db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+const readLiveClaim = prepared<[id: string, now: number], { id: string }>((db, id, now) =>
+  db.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", now));
