@@ -12,6 +12,11 @@ import { treasuryAuthorities } from "../src/treasury/moves.ts";
 import type { Ledger } from "./ledger.ts";
 
 const log = logger("solana", "dues-scan");
+/** How often a union's every standing is recomputed by the holder of the scan's lease. */
+export const FULL_PASS_MS = 5 * 60_000;
+// Per holder and union, in memory: a worker that takes the lease over starts
+// with a whole pass, so losing this costs work, never a missed change.
+const lastFullPass = new Map<string, number>();
 const PAGE = 1000;
 const CHUNK = 200;
 
@@ -97,7 +102,13 @@ export async function runDuesScan(deps: DuesScanDeps, holder: string, now = Date
       const found = [...await scanSinceCursor(deps, t.union_id, t.token_account), ...await scanIssuedReferences(deps, t.union_id, now)];
       recorded.push(...found);
       const paid = new Set(found.filter((p) => p.recorded && p.status === "credited" && p.memberId).map((p) => p.memberId!));
-      changes.push(...await recomputeStandings(deps, t.union_id, now, paid));
+      // The whole roster only every FULL_PASS_MS: at 10^6 members a pass reads
+      // every member and their payments, and standings move by the day (a
+      // period or grace running out), while a payment is seen every pass.
+      const last = lastFullPass.get(`${holder}\n${t.union_id}`);
+      const full = last === undefined || now < last || now - last >= FULL_PASS_MS;
+      changes.push(...await recomputeStandings(deps, t.union_id, now, paid, full ? undefined : paid));
+      if (full) lastFullPass.set(`${holder}\n${t.union_id}`, now);
     } catch (error) {
       // One union's failure (a ledger hiccup) must not stop the others' scans.
       log.error("Dues scan of union {unionId} failed: {error}", { unionId: t.union_id, error });

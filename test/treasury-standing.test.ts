@@ -6,14 +6,14 @@ import { dialects } from "./helpers/databases.ts";
 import { startLedger } from "./helpers/solana.ts";
 import { followId, person, sharedKeys } from "./helpers/domain-context.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
-import { setUpTreasury } from "./helpers/treasury.ts";
+import { setUpTreasury, setUpTreasuryOn } from "./helpers/treasury.ts";
 import { recordingOutbox } from "./helpers/membership-worker.ts";
 import { createEventBus, type DomainEvents } from "../src/events.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { duesParamsFromBylaws } from "../src/treasury/dues-params.ts";
 import { inGoodStanding, recordedStanding, standingHistory } from "../src/treasury/standing.ts";
-import { runDuesScan } from "../solana/dues-scan-job.ts";
+import { FULL_PASS_MS, runDuesScan } from "../solana/dues-scan-job.ts";
 
 const DUES = 5_000_000n;
 const DAY = 86_400_000;
@@ -87,6 +87,37 @@ for (const d of dialects) {
         assert.equal(await inGoodStanding(deps, union.id, aliceId), false);
         assert.deepEqual((await standingHistory(db, union.id, aliceId)).map((c) => c.to), ["lapsed", "grace", "good", "grace"]);
         assert.deepEqual(seen.map((e) => [e.from, e.to]), [[null, "grace"], ["grace", "good"], ["good", "grace"], ["grace", "lapsed"]]);
+      } finally {
+        await running.close();
+        await database.close();
+        await tdb.destroy();
+      }
+    });
+
+    it("reads the whole roster at most every FULL_PASS_MS per union: a member who joins in between gets a standing at the next whole pass", async () => {
+      const tdb = await d.create();
+      const database = tdb.open();
+      const db = database.db;
+      const running = await startLedger(db);
+      try {
+        const events = createEventBus();
+        const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
+        await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, person("alice"), followId());
+        await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
+        // Straight on the ledger: web3.js's confirmation polls would outlive this short test.
+        await setUpTreasuryOn(running.ledger, db, union.id);
+        const deps = { db, events, ledger: running.ledger, duesParams: duesParamsFromBylaws };
+        const start = Date.now();
+        assert.equal((await runDuesScan(deps, "worker-a", start)).changes.length, 1);
+
+        const bob = await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, person("bob"), followId());
+        assert.equal(bob.outcome, "accepted");
+        // Between whole passes only the members just paid are recomputed: bob is not read.
+        assert.deepEqual((await runDuesScan(deps, "worker-a", start + 1000)).changes, []);
+        assert.equal(await recordedStanding(db, union.id, bob.member.id), null);
+        // The next whole pass records him; a worker that takes the lease over starts with one.
+        const full = await runDuesScan(deps, "worker-a", start + FULL_PASS_MS);
+        assert.deepEqual(full.changes.map((c) => [c.memberId, c.from, c.to]), [[bob.member.id, null, "grace"]]);
       } finally {
         await running.close();
         await database.close();

@@ -27,15 +27,18 @@ export interface StandingChange {
  * workers recomputing at once record it once. `paidNow` names the members a
  * payment was just credited to: their change is "payment", the others' "time".
  * Members are read a page at a time and each page's events are emitted once
- * it is recorded; the first CHANGES_RETURNED changes are returned.
+ * it is recorded; the first CHANGES_RETURNED changes are returned. `only`,
+ * when given, limits the pass to those members (the dues scan's members just
+ * paid, between its whole-roster passes).
  *
  * Set-based, per page: the dues rule is read once per call, a page's credited
  * payments in one query, and a page's changes written in one transaction. One
  * member at a time this was three reads and a transaction per member, the
  * server's largest load at 10^5 members (issue 16).
  */
-export async function recomputeStandings(deps: StandingDeps, unionId: string, now = Date.now(), paidNow: ReadonlySet<string> = new Set()): Promise<StandingChange[]> {
+export async function recomputeStandings(deps: StandingDeps, unionId: string, now = Date.now(), paidNow: ReadonlySet<string> = new Set(), only?: ReadonlySet<string>): Promise<StandingChange[]> {
   const changes: StandingChange[] = [];
+  if (only !== undefined && only.size === 0) return changes;
   const record = async (page: readonly Computed[]) => {
     const made = await recordPage(deps.db, unionId, page, now, paidNow);
     for (const c of made) deps.events.emit("member.standing", { unionId: c.unionId, memberId: c.memberId, from: c.from, to: c.to, reason: c.reason });
@@ -52,6 +55,7 @@ export async function recomputeStandings(deps: StandingDeps, unionId: string, no
       .select(["m.id", "m.joined_at", "s.standing"])
       .where("m.union_id", "=", unionId).where("m.state", "=", "active").where("m.id", ">", after);
     if (noDues) q = q.where((eb) => eb.or([eb("s.standing", "is", null), eb("s.standing", "!=", "good")]));
+    if (only !== undefined) q = q.where("m.id", "in", [...only]);
     const rows = await q.orderBy("m.id").limit(STANDING_PAGE).execute();
     const paid = params === null || noDues ? new Map() : await creditedPayments(deps.db, unionId, rows.map((r) => r.id));
     await record(rows.map((r) => ({
@@ -69,6 +73,7 @@ export async function recomputeStandings(deps: StandingDeps, unionId: string, no
       .select(["s.member_id", "s.standing"])
       .where("s.union_id", "=", unionId).where("s.member_id", ">", after)
       .where((eb) => eb.or([eb("m.state", "is", null), eb("m.state", "!=", "active")]))
+      .$if(only !== undefined, (q) => q.where("s.member_id", "in", [...only!]))
       .orderBy("s.member_id").limit(STANDING_PAGE).execute();
     await record(rows.map((r) => ({ memberId: r.member_id, before: r.standing as Standing, standing: "lapsed", paidThrough: null })));
     if (rows.length < STANDING_PAGE) break;
