@@ -1,7 +1,7 @@
 import "./temporal.ts";
 import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
-import { createFastInbox } from "../federation/inbox-fast-path.ts";
+import { createFastInbox, type FastInbox } from "../federation/inbox-fast-path.ts";
 import { createMusterFederation } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
@@ -52,6 +52,8 @@ export interface Muster {
   readonly app: Hono;
   /** The actor, WebFinger and NodeInfo documents as Fedify last served them (src/http/read-cache.ts). */
   readonly readCache: ReadCache;
+  /** The inbox's fast path, which the server also runs before the app (src/http/inbox-fast.ts); absent when turned off. */
+  readonly fastInbox?: FastInbox;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps & ProposalDeps;
   /**
@@ -194,11 +196,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
   const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
+  const fastInbox = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
   const app = createHttpApp({
     db: database.db,
     readCache,
     federation,
-    fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
+    fastInbox,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
     trustProxy: config.trustProxy,
@@ -293,6 +296,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     app,
     readCache,
+    fastInbox,
     unions,
     membership,
     ledger,

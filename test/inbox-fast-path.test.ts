@@ -1,6 +1,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { getRequestListener } from "@hono/node-server";
+import { inboxPosts } from "../src/http/inbox-fast.ts";
+import { blockServer } from "../src/servers/blocklist.ts";
 import path from "node:path";
 import { type HttpMessageSignaturesSpec, signRequest } from "@fedify/fedify";
 import { composeAction } from "../src/actions/actions.ts";
@@ -415,6 +419,133 @@ for (const d of dialects) {
           assert.deepEqual(await responses(JSON.parse(body).id), []);
         } finally {
           await new Promise<void>((r) => trap.close(() => r()));
+        }
+      });
+    });
+
+    describe("the node-level inbox (answered before Hono): the guard, the body limit and the blocked-server check apply as in the app", () => {
+      let plain: Server;
+      let front: Server;
+      let appCalls = 0;
+      const listen = async (l: RequestListener) => {
+        const server = createServer(l);
+        await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+        return server;
+      };
+      const urlOf = (server: Server, path = "/u/riders/inbox") => new URL(path, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      before(async () => {
+        const app = getRequestListener(m.muster.app.fetch);
+        // The app alone (the code before this path) and the app behind the node-level inbox, which counts what reaches the app.
+        plain = await listen(app);
+        front = await listen(inboxPosts({ db: db(), maxBodyBytes: m.muster.config.maxBodyBytes, origin: m.origin, fast: m.muster.fastInbox! })((req, res) => {
+          appCalls++;
+          app(req, res);
+        }));
+      });
+      after(async () => {
+        for (const s of [plain, front]) await new Promise<void>((r) => s.close(() => r()));
+      });
+      const like = (name: string, extra: Record<string, unknown> = {}) => ({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh(name, "likes"), type: "Like", actor: actor(name), object: call.href, ...extra });
+
+      /** The same request, signed for each, to the app alone and to the node-level inbox: status and body, and whether the app was reached. */
+      async function both(body: string, opts: { as: string; sign?: boolean; date?: Date; headers?: Record<string, string>; chunked?: boolean }) {
+        const out: { status: number; body: string; headers: Headers; reachedApp: boolean }[] = [];
+        for (const server of [plain, front]) {
+          const to = urlOf(server);
+          const headers = opts.sign === false ? new Headers({ "Content-Type": "application/activity+json" }) : new Headers((await peer.signedPost(to, body, { as: opts.as, spec: CAVAGE, date: opts.date })).headers);
+          for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
+          const calls = appCalls;
+          // A stream has no declared length: the limit is found while reading.
+          const payload = opts.chunked ? new Blob([body]).stream() : body;
+          const res = await fetch(to, { method: "POST", headers, body: payload, duplex: "half" } as RequestInit);
+          out.push({ status: res.status, body: await res.text(), headers: res.headers, reachedApp: appCalls > calls });
+        }
+        const [app, node] = out as [typeof out[0], typeof out[0]];
+        assert.equal(node.status, app.status, `the same status (app: ${app.body}; node-level: ${node.body})`);
+        assert.equal(node.body, app.body);
+        return { app, node };
+      }
+
+      it("a member's Like: counted and answered 202 before the app, with the app's security headers", async () => {
+        const body = like("liker");
+        const to = urlOf(front);
+        const signed = await peer.signedPost(to, JSON.stringify(body), { as: "liker", spec: CAVAGE });
+        const calls = appCalls;
+        const res = await fetch(to, { method: "POST", headers: signed.headers, body: JSON.stringify(body) });
+        assert.equal(res.status, 202);
+        assert.equal(appCalls, calls, "the app was not reached");
+        assert.deepEqual((await responses(body.id)).map((r) => r.kind), ["commit"]);
+        const viaApp = await fetch(urlOf(plain), { method: "POST", headers: (await peer.signedPost(urlOf(plain), JSON.stringify(like("liker")), { as: "liker", spec: CAVAGE })).headers, body: JSON.stringify(like("liker")) });
+        for (const h of ["content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy", "cross-origin-opener-policy"]) assert.equal(res.headers.get(h), viaApp.headers.get(h), h);
+        assert.ok(res.headers.get("x-frame-options"));
+      });
+
+      it("a GoToSocial vote: counted before the app", async () => {
+        const p = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Node-level", closesAt: new Date(Date.now() + 600_000) });
+        await new Promise((r) => setTimeout(r, 5));
+        const question = new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+        const id = fresh("gtsvoter", "votes");
+        const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id, type: "Create", actor: actor("gtsvoter"), object: [{ id: `${id}/1`, type: "Note", name: "No", attributedTo: actor("gtsvoter"), inReplyTo: question }] });
+        const to = urlOf(front, "/inbox");
+        const calls = appCalls;
+        const res = await fetch(to, { method: "POST", headers: (await peer.signedPost(to, body, { as: "gtsvoter", spec: CAVAGE })).headers, body });
+        assert.equal(res.status, 202);
+        assert.equal(appCalls, calls);
+        assert.equal((await db().selectFrom("ballots").select("option").where("proposal_id", "=", p.id).execute()).length, 1);
+      });
+
+      it("unsigned: the app refuses it (401), the body unread", async () => {
+        const r = await both(JSON.stringify(like("liker")), { as: "liker", sign: false });
+        assert.equal(r.node.status, 401);
+        assert.match(r.node.body, /unsigned/);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("a declared length over the limit: 413 from the app, unread", async () => {
+        const r = await both(JSON.stringify(like("liker", { padding: "x".repeat(2_000_000) })), { as: "liker" });
+        assert.equal(r.node.status, 413);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("an undeclared length (chunked) over the limit: 413 once the limit is crossed while reading, the same answer as the app's", async () => {
+        const r = await both(JSON.stringify(like("liker", { padding: "x".repeat(2_000_000) })), { as: "liker", chunked: true });
+        assert.equal(r.node.status, 413);
+        assert.match(r.node.body, /payload_too_large/);
+      });
+
+      it("nesting too deep, a remote context, a stale body signature, a stranger's Create: each refused as the app refuses it", async () => {
+        const deep = JSON.stringify({ ...like("liker"), x: JSON.parse("[".repeat(40) + "]".repeat(40)) });
+        assert.match((await both(deep, { as: "liker" })).node.body, /too_deep/);
+        const remote = JSON.stringify({ ...like("liker"), "@context": ["https://www.w3.org/ns/activitystreams", "https://evil.example/context.json"] });
+        assert.match((await both(remote, { as: "liker" })).node.body, /unsupported_context/);
+        const stale = JSON.stringify({ ...like("liker"), proof: { type: "DataIntegrityProof", created: "2020-01-01T00:00:00Z" } });
+        assert.match((await both(stale, { as: "liker" })).node.body, /stale_signature/);
+        const stranger = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh("stranger", "posts"), type: "Create", actor: actor("stranger"), object: { id: fresh("stranger", "notes"), type: "Note", content: "hi", attributedTo: actor("stranger") } });
+        const r = await both(stranger, { as: "stranger" });
+        assert.equal(r.node.status, 403);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("a blocked server's member: dropped by the app's blocked-server check (202, not counted), never counted here", async () => {
+        const other = await startPeer(["blockee"]);
+        try {
+          await joinAsRemoteMember(m.muster.membership, riders.id, other.origin, "blockee", new URL("/inbox", other.origin));
+          // Fedify caches the key (the fast path needs it cached), then the server is blocked.
+          const warmId = `${other.actorId("blockee").href}#warm`;
+          const warmBody = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: warmId, type: "Like", actor: other.actorId("blockee").href, object: "https://elsewhere.example/notes/1" });
+          assert.equal((await fetch(unionInbox(), { method: "POST", headers: (await other.signedPost(unionInbox(), warmBody, { as: "blockee" })).headers, body: warmBody })).status, 202);
+          await eventually(async () => (await recorded(warmId)).length > 0, "warm");
+          await blockServer(m.muster.membership, other.origin.host, null);
+          const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: `${other.actorId("blockee").href}#likes/1`, type: "Like", actor: other.actorId("blockee").href, object: call.href });
+          const to = urlOf(front);
+          const calls = appCalls;
+          const res = await fetch(to, { method: "POST", headers: (await other.signedPost(to, body, { as: "blockee" })).headers, body });
+          assert.equal(res.status, 202);
+          assert.ok(appCalls > calls, "handed to the app");
+          assert.deepEqual(await responses(`${other.actorId("blockee").href}#likes/1`), []);
+          assert.deepEqual(await recorded(`${other.actorId("blockee").href}#likes/1`), []);
+        } finally {
+          await other.close();
         }
       });
     });

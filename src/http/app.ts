@@ -1,7 +1,7 @@
 import type { ProposeAlliance } from "./relationships-web.ts";
 import { chapterSnapshot } from "../relationships/chapters.ts";
 import type { Federation } from "@fedify/fedify";
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { secureHeaders } from "hono/secure-headers";
 import { HTTPException } from "hono/http-exception";
@@ -75,27 +75,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   const { db } = deps;
   const app = new Hono();
 
-  // Every response: no sniffing, no framing, no script but our own files, and
-  // HSTS when served over https. Pages with a stricter policy of their own
-  // (calls-to-action, which embed remote text) keep it.
-  app.use("*", secureHeaders({
-    overwrite: false,
-    contentSecurityPolicy: {
-      defaultSrc: ["'self'"],
-      imgSrc: ["'self'", "https:", "http:", "data:"],
-      styleSrc: ["'self'"],
-      scriptSrc: ["'self'"],
-      objectSrc: ["'none'"],
-      baseUri: ["'self'"],
-      frameAncestors: ["'none'"],
-    },
-    xFrameOptions: "DENY",
-    strictTransportSecurity: deps.origin.protocol === "https:" ? "max-age=31536000; includeSubDomains" : false,
-    referrerPolicy: "same-origin",
-    // Other servers fetch icons and documents server-side; browsers may embed public images.
-    crossOriginResourcePolicy: false,
-    crossOriginOpenerPolicy: "same-origin",
-  }));
+  app.use("*", securityHeaders(deps.origin));
 
   // Before anything reads an inbox body: unsigned, oversized, malformed or
   // context-fetching bodies are refused without that work (and, when they
@@ -300,6 +280,33 @@ export function createHttpApp(deps: HttpDeps): Hono {
       : c.html(errorPage(500, "Something went wrong on our side."), 500);
   });
   return app;
+}
+
+/**
+ * Every response: no sniffing, no framing, no script but our own files, and
+ * HSTS when served over https. Pages with a stricter policy of their own
+ * (calls-to-action, which embed remote text) keep it. Also what the
+ * node-level inbox (inbox-fast.ts) puts on the 202s it writes itself.
+ */
+export function securityHeaders(origin: URL): MiddlewareHandler {
+  return secureHeaders({
+    overwrite: false,
+    contentSecurityPolicy: {
+      defaultSrc: ["'self'"],
+      imgSrc: ["'self'", "https:", "http:", "data:"],
+      styleSrc: ["'self'"],
+      scriptSrc: ["'self'"],
+      objectSrc: ["'none'"],
+      baseUri: ["'self'"],
+      frameAncestors: ["'none'"],
+    },
+    xFrameOptions: "DENY",
+    strictTransportSecurity: origin.protocol === "https:" ? "max-age=31536000; includeSubDomains" : false,
+    referrerPolicy: "same-origin",
+    // Other servers fetch icons and documents server-side; browsers may embed public images.
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: "same-origin",
+  });
 }
 
 export function unionJson(u: Union, origin: URL) {
