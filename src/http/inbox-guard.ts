@@ -119,11 +119,6 @@ export async function checkInbox(deps: InboxGuardDeps, header: (name: string) =>
   return { ok: true, doc: parsed.doc, bytes: body.bytes };
 }
 
-/** The inbox paths the guard covers. */
-export function isInboxPath(path: string): boolean {
-  return INBOX_PATH.test(path);
-}
-
 export interface Problem {
   readonly code: string;
   readonly message: string;
