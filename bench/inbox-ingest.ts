@@ -69,8 +69,10 @@ async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Pro
     await joinAll(m, union, peer);
     const action = await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in* or like this.", kind: "sign" }, { publishNow: true });
     const target = actionNoteId(m.origin, union, action.id);
-    // Opened before the warm-up, whose wait for an empty queue also covers their Questions' fan-out.
     const ballots = await openProposals(m, union, peer, shapes, n);
+    // Their Questions' fan-out (JSON-LD, signing) is done before anything is measured.
+    const db = m.muster.database.db;
+    await waitFor(`${dialect.name}: proposals delivered`, async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).executeTakeFirstOrThrow()).n) === 0, () => "deliveries queued");
     // Not reported: warms the JIT and lazily loaded code, and caches each actor's key.
     await ingest(m, peer, await presign(m, peer, target, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), responsesOf(m, peer, "warmup"), "warmup");
     const rows: Row[] = [];
