@@ -7,7 +7,8 @@ import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { type Activity, Create, Like, Note } from "@fedify/vocab";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
-import { OPERATOR } from "../src/members/members.ts";
+import { createProposal, type Proposal } from "../src/bylaws/proposals.ts";
+import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
 import type { Union } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
@@ -17,6 +18,7 @@ import { type Benchmark, cpuMs, mib, percentile, perSecond, pool, progress, type
 
 const ACTORS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
 const CONCURRENCY = 16;
+const TALLY_WINDOW_MS = 3_600_000;
 const SPECS: readonly { spec: HttpMessageSignaturesSpec; label: string; round: string }[] = [
   { spec: "draft-cavage-http-signatures-12", label: "draft-cavage", round: "cavage" },
   { spec: "rfc9421", label: "RFC 9421", round: "rfc9421" },
@@ -36,7 +38,8 @@ export const inboxIngest: Benchmark = {
     `activities from ${ACTORS.length} peer actors who are members, alternating a reply to the published call-to-action ("I'm in, see you there": a comment and a commitment) and a Like of it (a commitment); half to /u/riders/inbox and half to /inbox; POSTed ${CONCURRENCY} at a time`,
     "202 req/s: the HTTP phase only (verify signature, then count (fast path) or enqueue (Fedify), answer 202); p50/p99 are its request latencies",
     "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at Muster's default queue concurrency (16) and poll interval (1 s; in-process enqueues wake it at once), running while the POSTs arrive",
-    "responses: action_responses rows the round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment)",
+    "counted: action_responses rows a reply+like round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment), or ballot rows a vote round wrote (one per chosen option: n single-choice votes, n anyOf Creates, 2n for GoToSocial's two Notes per Create)",
+    `votes (BENCH_INBOX_SHAPES, default responses,vote,vote-anyof,vote-gts): poll answers to the union's open proposals from the same member actors, one ballot per actor per proposal, signed with draft-cavage as Mastodon and GoToSocial sign, half to each inbox: Mastodon single choice (one Create(Note name=option)); Mastodon anyOf (one Create per chosen option, 2 per ballot, to an election); GoToSocial (one Create whose object is 2 Notes). Each is checked by castVote (membership, open, option, repeats), written with its hash-chain entry and the running tally's intent; that intent's Update (once per ${TALLY_WINDOW_MS / 60_000} min window per open vote here, instead of 5 s: this bench has one proposal per ${ACTORS.length} ballots where a real vote has thousands per window) falls outside the measurement`,
     "path: fast = the inbox's fast path (federation/inbox-fast-path.ts) takes what it recognises, Fedify = every POST through Fedify, the queue and the listeners (the code before it, MusterOptions.fastInbox false); run one after the other on fresh servers (BENCH_INBOX_PATHS=fast,fedify)",
     "server CPU ms/act: the bench process (Muster server, its worker, and the idle peer server) per activity; the sender is a separate process (bench/inbox-client.ts, raw keep-alive sockets) with its own CPU column; signing happens before the clock starts",
     `peer GETs: requests Muster made to the peer while ingesting (key fetches for verification, actor fetches by the inbox listener); both rounds follow an unreported warm-up round of ${2 * ACTORS.length} activities on the same server, so keys are already cached`,
@@ -51,28 +54,45 @@ export const inboxIngest: Benchmark = {
 
 async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Promise<Row[]> {
   const n = Number(process.env.BENCH_INBOX_N ?? (quick ? 400 : 2000));
+  const shapes = (process.env.BENCH_INBOX_SHAPES ?? "responses,vote,vote-anyof,vote-gts").split(",").map((p) => p.trim()).filter(Boolean);
   const tdb = await dialect.create();
   let m: TestMuster | undefined;
   let peer: Peer | undefined;
   try {
     // The queue polls at its production default (the test harness polls every 50 ms, which costs the idle lanes' CPU twentyfold).
-    m = await startMuster(tdb, { muster: { fastInbox: fast, queue: { pollIntervalMs: 1000 } } });
+    // The running tally's window is set past the run: its Update goes out once per window per open vote, which
+    // a real vote spreads over thousands of ballots, and this bench opens one proposal per 8 of them.
+    m = await startMuster(tdb, { env: { MUSTER_TALLY_BATCH_MS: String(TALLY_WINDOW_MS) }, muster: { fastInbox: fast, queue: { pollIntervalMs: 1000 } } });
     peer = await startPeer(ACTORS);
     const peerRequests = countRequests(peer);
     const union = await makeUnion(m, "riders", { joinPolicy: "open" });
     await joinAll(m, union, peer);
     const action = await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in* or like this.", kind: "sign" }, { publishNow: true });
     const target = actionNoteId(m.origin, union, action.id);
+    const ballots = await openProposals(m, union, peer, shapes, n);
+    // Their Questions' fan-out (JSON-LD, signing) is done before anything is measured (what waits for a later time stays).
+    const db = m.muster.database.db;
+    await waitFor(`${dialect.name}: proposals delivered`, async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("available_at", "<=", Date.now()).executeTakeFirstOrThrow()).n) === 0, () => "deliveries queued");
     // Not reported: warms the JIT and lazily loaded code, and caches each actor's key.
-    await ingest(m, peer, await presign(m, peer, target, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), "warmup");
+    await ingest(m, peer, await presign(m, peer, target, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), responsesOf(m, peer, "warmup"), "warmup");
     const rows: Row[] = [];
-    for (const s of SPECS) {
+    const measure = async (label: string, spec: (typeof SPECS)[number], posts: SignedPost[], count: Counter) => {
+      const before = peerRequests.count;
+      const row = await ingest(m!, peer!, posts, count, label.replace(/\W+/g, "-"));
+      rows.push({ dialect: dialect.name, path: fast ? "fast" : "Fedify", shape: label, signature: spec.label, ...row, "peer GETs": peerRequests.count - before });
+    };
+    for (const s of shapes.includes("responses") ? SPECS : []) {
       const signStart = performance.now();
       const posts = await presign(m, peer, target, s.spec, s.round, n);
       progress(`${dialect.name}: signed ${n} activities (${s.label}) in ${((performance.now() - signStart) / 1000).toFixed(1)} s`);
-      const before = peerRequests.count;
-      const row = await ingest(m, peer, posts, s.round);
-      rows.push({ dialect: dialect.name, path: fast ? "fast" : "Fedify", signature: s.label, ...row, "peer GETs": peerRequests.count - before });
+      await measure("reply+like", s, posts, responsesOf(m, peer, s.round));
+    }
+    for (const shape of VOTE_SHAPES) {
+      const open = ballots.get(shape.name);
+      if (!open) continue;
+      const s = SPECS[0]!; // Mastodon, GoToSocial and Misskey sign with draft-cavage
+      const posts = await presignVotes(m, peer, shape, open, s.spec, n);
+      await measure(shape.label, s, posts, ballotsOf(m, posts, open));
     }
     return rows;
   } finally {
@@ -80,6 +100,100 @@ async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Pro
     await peer?.close();
     await tdb.destroy();
   }
+}
+
+interface VoteShape {
+  readonly name: string;
+  readonly label: string;
+  /** Options chosen per ballot, and Creates that carry them (Mastodon: one per option; GoToSocial: one with every Note). */
+  readonly options: number;
+  readonly createsPerBallot: number;
+}
+
+const VOTE_SHAPES: readonly VoteShape[] = [
+  { name: "vote", label: "vote (Mastodon, one choice)", options: 1, createsPerBallot: 1 },
+  { name: "vote-anyof", label: "vote (Mastodon anyOf, 2 Creates)", options: 2, createsPerBallot: 2 },
+  { name: "vote-gts", label: "vote (GoToSocial, 2 Notes in 1 Create)", options: 2, createsPerBallot: 1 },
+];
+
+/** Enough open proposals for n vote activities from the peer's actors (one ballot per actor per proposal): single-choice resolutions, or elections between two peer members (multiple choice). */
+async function openProposals(m: TestMuster, union: Union, peer: Peer, shapes: readonly string[], n: number): Promise<Map<string, Proposal[]>> {
+  const out = new Map<string, Proposal[]>();
+  const candidates: string[] = [];
+  for (const name of ACTORS.slice(0, 2)) candidates.push((await findMemberByActor(m.muster.database.db, union.id, peer.actorId(name).href))!.id);
+  for (const shape of VOTE_SHAPES) {
+    if (!shapes.includes(shape.name)) continue;
+    const count = Math.ceil(n / shape.createsPerBallot / ACTORS.length);
+    const open: Proposal[] = [];
+    for (let i = 0; i < count; i++) {
+      open.push(await createProposal(m.muster.membership, union.id, OPERATOR, shape.options === 1
+        ? { kind: "resolution", title: `Motion ${shape.name} ${i}`, closesAt: new Date(Date.now() + 3600_000) }
+        : { kind: "election", title: `Election ${shape.name} ${i}`, role: "officer", candidates, closesAt: new Date(Date.now() + 3600_000) }));
+    }
+    out.set(shape.name, open);
+  }
+  // A ballot counts only from a member who joined before the vote opened (same millisecond included).
+  await new Promise((r) => setTimeout(r, 5));
+  return out;
+}
+
+/** n vote activities, as Mastodon and GoToSocial write them (plain JSON, the ActivityStreams context alone), to the union's inbox and the shared one by turns. */
+async function presignVotes(m: TestMuster, peer: Peer, shape: VoteShape, open: readonly Proposal[], spec: HttpMessageSignaturesSpec, n: number): Promise<SignedPost[]> {
+  const unionActor = new URL("/u/riders", m.origin).href;
+  const inboxes = [new URL("/u/riders/inbox", m.origin), new URL("/inbox", m.origin)];
+  const posts: SignedPost[] = new Array(n);
+  await pool(n, 8, async (i) => {
+    const ballot = Math.floor(i / shape.createsPerBallot);
+    const as = ACTORS[ballot % ACTORS.length]!;
+    const p = open[Math.floor(ballot / ACTORS.length)]!;
+    const actor = peer.actorId(as).href;
+    const question = new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+    const note = (id: string, name: string) => ({ attributedTo: actor, id, inReplyTo: question, name, to: unionActor, type: "Note" });
+    let doc: Record<string, unknown>;
+    if (shape.name === "vote-gts") {
+      const ulid = `01HEN2R65468ZG657C4Z${String(p.number).padStart(6, "0")}`;
+      doc = { "@context": "https://www.w3.org/ns/activitystreams", actor, id: `${actor}/activity#vote/${question}`, object: p.options.slice(0, shape.options).map((o, k) => note(`${actor}#${ulid}/votes/${k + 1}`, o)), published: new Date().toISOString(), to: unionActor, type: "Create" };
+    } else {
+      const k = i % shape.createsPerBallot;
+      const option = shape.options === 1 ? p.options[ballot % 3 === 0 ? 1 : 0]! : p.options[k]!;
+      const vote = `${actor}#votes/${p.number}${shape.createsPerBallot > 1 ? `-${k}` : ""}`;
+      doc = { "@context": "https://www.w3.org/ns/activitystreams", id: `${vote}/activity`, to: unionActor, actor, type: "Create", object: note(vote, option) };
+    }
+    const body = JSON.stringify(doc);
+    const url = inboxes[i % 2]!;
+    const req = await peer.signedPost(url, body, { as, spec });
+    posts[i] = { url, headers: req.headers, body };
+  });
+  return posts;
+}
+
+/** What a round wrote: activities recorded and what they were counted as. */
+type Counter = () => Promise<{ recorded: number; counted: number; countedAs: string }>;
+
+function responsesOf(m: TestMuster, peer: Peer, round: string): Counter {
+  const db = m.muster.database.db;
+  return async () => {
+    const recorded = await db.selectFrom("inbox_activities").select((e) => e.fn.countAll().as("n"))
+      .where("id", "like", `${new URL(`/activities/${round}/`, peer.origin).href}%`).executeTakeFirstOrThrow();
+    const responses = await db.selectFrom("action_responses").select((e) => e.fn.countAll().as("n"))
+      .where("source_id", "like", `${new URL(`/`, peer.origin).href}%/${round}/%`).executeTakeFirstOrThrow();
+    return { recorded: Number(recorded.n), counted: Number(responses.n), countedAs: "responses" };
+  };
+}
+
+function ballotsOf(m: TestMuster, posts: readonly SignedPost[], open: readonly Proposal[]): Counter {
+  const db = m.muster.database.db;
+  const ids = open.map((p) => p.id);
+  const activities = posts.map((p) => (JSON.parse(p.body) as { id: string }).id);
+  return async () => {
+    let recorded = 0;
+    for (let i = 0; i < activities.length; i += 500) {
+      const r = await db.selectFrom("inbox_activities").select((e) => e.fn.countAll().as("n")).where("id", "in", activities.slice(i, i + 500)).executeTakeFirstOrThrow();
+      recorded += Number(r.n);
+    }
+    const ballots = await db.selectFrom("ballots").select((e) => e.fn.countAll().as("n")).where("proposal_id", "in", ids).executeTakeFirstOrThrow();
+    return { recorded, counted: Number(ballots.n), countedAs: "ballots" };
+  };
 }
 
 /** Counts the requests Muster makes to the peer (key and actor fetches). */
@@ -171,9 +285,10 @@ async function send(posts: readonly SignedPost[]): Promise<{ go(): Promise<Clien
   };
 }
 
-async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], round: string): Promise<Row> {
+async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], count: Counter, round = "measured"): Promise<Row> {
   const db = m.muster.database.db;
-  const queued = async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  // The inbox lane: a vote also queues the running tally's Update for the end of its window, which is not ingesting.
+  const queued = async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "=", "inbox").executeTakeFirstOrThrow()).n);
   let processed = 0;
   const onReceived = () => processed++;
   m.muster.events.on("activity.received", onReceived);
@@ -192,27 +307,20 @@ async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], r
     await profile?.stop();
     const cpuTotal = cpuMs(cpu);
     const peak = rss.stop();
-    const recorded = await db.selectFrom("inbox_activities")
-      .select((e) => e.fn.countAll().as("n"))
-      .where("id", "like", `${new URL(`/activities/${round}/`, peer.origin).href}%`)
-      .executeTakeFirstOrThrow();
-    const responses = await db.selectFrom("action_responses")
-      .select((e) => e.fn.countAll().as("n"))
-      .where("source_id", "like", `${new URL(`/`, peer.origin).href}%/${round}/%`)
-      .executeTakeFirstOrThrow();
+    const counted = await count();
     return {
       N: posts.length,
       C: CONCURRENCY,
       "202 req/s": perSecond(accepted, httpMs),
       "p50 ms": percentile(client.latencies, 50),
       "p99 ms": percentile(client.latencies, 99),
-      "processed/s": perSecond(Number(recorded.n), totalMs),
+      "processed/s": perSecond(counted.recorded, totalMs),
       "server CPU ms/act": cpuTotal / posts.length,
       "client CPU ms/act": client.cpuMs / posts.length,
       "peak RSS MiB": mib(peak),
       "non-202": Object.entries(client.statuses).filter(([st]) => st !== "202").map(([st, k]) => `${k}×${st}`).join(" ") || "0",
-      recorded: Number(recorded.n),
-      responses: Number(responses.n),
+      recorded: counted.recorded,
+      counted: `${counted.counted} ${counted.countedAs}`,
     };
   } finally {
     m.muster.events.off("activity.received", onReceived);

@@ -14,7 +14,13 @@ export type FastShape =
   | { readonly kind: "like"; readonly id: string; readonly actor: string; readonly target: CallRef }
   | { readonly kind: "undo-like"; readonly id: string; readonly actor: string; readonly likeId: string; readonly target: CallRef }
   | { readonly kind: "reply"; readonly id: string; readonly actor: string; readonly noteId: string; readonly content: string; readonly target: CallRef }
-  | { readonly kind: "vote"; readonly id: string; readonly actor: string; readonly noteId: string; readonly choice: string; readonly proposal: ProposalRef };
+  | { readonly kind: "vote"; readonly id: string; readonly actor: string; readonly answers: readonly VoteAnswer[]; readonly proposal: ProposalRef };
+
+/** One chosen option of a poll answer: the Note that carries it (its id is the ballot's source). */
+export interface VoteAnswer {
+  readonly noteId: string;
+  readonly choice: string;
+}
 
 /** One of this server's proposals (a Question), as its id names it. */
 export interface ProposalRef {
@@ -57,6 +63,8 @@ export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape 
       return likeId && target ? { kind: "undo-like", id, actor, likeId, target } : undefined;
     }
     case "Create": {
+      // GoToSocial answers a multiple-choice poll with one Create of several vote Notes.
+      if (Array.isArray(doc.object)) return multiVote(doc.object, id, actor, origin);
       const note = embedded(doc.object);
       if (!note || note.type !== "Note") return undefined;
       const noteId = httpUrl(note.id);
@@ -66,12 +74,8 @@ export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape 
       if (httpUrl(note.attributedTo) !== actor) return undefined;
       if ("nameMap" in note) return undefined;
       if ("name" in note) {
-        if ("contentMap" in note) return undefined;
-        // A poll answer (Mastodon, Misskey; Pleroma's may carry empty content): the option's text as name, from the voter's own server.
-        const blank = note.content === undefined || note.content === null || (typeof note.content === "string" && note.content.trim() === "");
-        if (typeof note.name !== "string" || !blank || new URL(noteId).origin !== new URL(actor).origin) return undefined;
-        const proposal = proposalOf(note.inReplyTo, origin);
-        return proposal && { kind: "vote", id, actor, noteId, choice: note.name, proposal };
+        const answer = voteAnswer(note, id, actor, origin);
+        return answer && { kind: "vote", id, actor, answers: [answer.answer], proposal: answer.proposal };
       }
       if (typeof note.content !== "string") return undefined;
       // Fedify reads the first of content's values, which is contentMap's when that comes first: taken only when they agree (Mastodon repeats content under its language).
@@ -82,6 +86,45 @@ export function fastShape(doc: Record<string, unknown>, origin: URL): FastShape 
     default:
       return undefined;
   }
+}
+
+/** At most this many Notes in one answer are read here (Muster's polls have at most 20 options). */
+const MAX_ANSWERS = 20;
+
+/**
+ * GoToSocial's answer to a multiple-choice poll: every element an embedded
+ * vote Note of the sender's, to the same proposal (onVote reads the same
+ * Notes; a mixed or longer array goes through it).
+ */
+function multiVote(objects: unknown[], id: string, actor: string, origin: URL): FastShape | undefined {
+  if (objects.length === 0 || objects.length > MAX_ANSWERS) return undefined;
+  const answers: VoteAnswer[] = [];
+  let proposal: ProposalRef | undefined;
+  for (const o of objects) {
+    const note = embedded(o);
+    if (!note || note.type !== "Note" || !("name" in note) || "nameMap" in note) return undefined;
+    const answer = voteAnswer(note, id, actor, origin);
+    if (!answer || (proposal && (answer.proposal.slug !== proposal.slug || answer.proposal.proposalId !== proposal.proposalId))) return undefined;
+    proposal = answer.proposal;
+    answers.push(answer.answer);
+  }
+  return { kind: "vote", id, actor, answers, proposal: proposal! };
+}
+
+/**
+ * A poll answer (Mastodon, Misskey, GoToSocial; Pleroma's may carry empty
+ * content): the option's text as name, in reply to one of our proposals, the
+ * sender's own Note from the sender's own server.
+ */
+function voteAnswer(note: Record<string, unknown>, id: string, actor: string, origin: URL): { answer: VoteAnswer; proposal: ProposalRef } | undefined {
+  const noteId = httpUrl(note.id);
+  // Fedify re-fetches an embedded object from another origin than the activity's instead of trusting it.
+  if (!noteId || new URL(noteId).origin !== new URL(id).origin || new URL(noteId).origin !== new URL(actor).origin) return undefined;
+  if (httpUrl(note.attributedTo) !== actor || "contentMap" in note) return undefined;
+  const blank = note.content === undefined || note.content === null || (typeof note.content === "string" && note.content.trim() === "");
+  if (typeof note.name !== "string" || !blank) return undefined;
+  const proposal = proposalOf(note.inReplyTo, origin);
+  return proposal && { answer: { noteId, choice: note.name }, proposal };
 }
 
 /**

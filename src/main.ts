@@ -1,7 +1,7 @@
 import "./temporal.ts";
 import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
-import { createFastInbox } from "../federation/inbox-fast-path.ts";
+import { createFastInbox, type FastInbox } from "../federation/inbox-fast-path.ts";
 import { createFastFollow } from "../federation/follow-fast-path.ts";
 import { createMusterFederation, INSTANCE_ACTOR } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
@@ -53,6 +53,8 @@ export interface Muster {
   readonly app: Hono;
   /** The actor, WebFinger and NodeInfo documents as Fedify last served them (src/http/read-cache.ts). */
   readonly readCache: ReadCache;
+  /** The inbox's fast path, which the server also runs before the app (src/http/inbox-fast.ts); absent when turned off. */
+  readonly fastInbox?: FastInbox;
   readonly unions: UnionDeps;
   readonly membership: MembershipDeps & ProposalDeps;
   /**
@@ -200,12 +202,23 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
   const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
+  const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
+  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR });
+  // One fast path for the inbox, members' responses then Follows: the node-level
+  // inbox (server.ts) offers it once and marks the request, so the app's route
+  // does not offer it again; a Follow offered separately there would never be.
+  const fastInbox: FastInbox | undefined = fastResponses === undefined && fastFollow === undefined ? undefined
+    : async (request, body, doc, recipient) => {
+      const counted = fastResponses === undefined ? undefined : await fastResponses(request, body, doc, recipient);
+      if (counted !== undefined || fastFollow === undefined) return counted;
+      const joined = await fastFollow(request, body, doc, recipient);
+      return joined === undefined ? undefined : joined === "repeat" ? "repeat" : "counted";
+    };
   const app = createHttpApp({
     db: database.db,
     readCache,
     federation,
-    fastFollow: options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR }),
-    fastInbox: options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs }),
+    fastInbox,
     origin: config.origin,
     maxBodyBytes: config.maxBodyBytes,
     trustProxy: config.trustProxy,
@@ -300,6 +313,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     federation,
     app,
     readCache,
+    fastInbox,
     unions,
     membership,
     ledger,

@@ -5,6 +5,7 @@ import type { Muster } from "./main.ts";
 import { attachSolanaWebSocket } from "../solana/rpc-websocket.ts";
 import { createServer, type RequestListener, type Server, type ServerOptions } from "node:http";
 import { fastReads } from "./http/fast-reads.ts";
+import { inboxPosts } from "./http/inbox-fast.ts";
 
 const log = logger("server");
 
@@ -26,7 +27,9 @@ export async function startServer(muster: Muster, options: ServeOptions): Promis
   const server: ServerType = await new Promise((resolve, reject) => {
     // Cached actor, WebFinger and NodeInfo hits are answered before Hono (http/fast-reads.ts).
     const fast = fastReads(muster.readCache, muster.app.fetch);
-    const s = serve({ fetch: fast.fetch, port: options.port, hostname: options.hostname, createServer: ((opts: ServerOptions, listener: RequestListener) => createServer(opts, fast.listener(listener))) as typeof createServer }, () => resolve(s));
+    // Members' responses the inbox's fast path counts are answered before the app too (http/inbox-fast.ts).
+    const inbox = muster.fastInbox ? inboxPosts({ db: muster.database.db, maxBodyBytes: muster.config.maxBodyBytes, origin: muster.config.origin, fast: muster.fastInbox }) : (l: RequestListener) => l;
+    const s = serve({ fetch: fast.fetch, port: options.port, hostname: options.hostname, createServer: ((opts: ServerOptions, listener: RequestListener) => createServer(opts, fast.listener(inbox(listener)))) as typeof createServer }, () => resolve(s));
     s.once("error", reject);
   });
   const port = (server.address() as AddressInfo).port;

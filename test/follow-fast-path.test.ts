@@ -107,7 +107,6 @@ for (const d of dialects) {
       assert.equal(await queued(String(body.id)), 0, "no inbox queue message");
       const cached = await getRemoteActor(db(), actor("ann"));
       assert.equal(cached?.handle, `@ann@${peer.origin.host}`);
-      // Stored as Fedify's verifier stores a key it fetched (compactly, kv-public-keys.ts): the member's likes then take the inbox's fast path.
       // Stored as Fedify's verifier stores a key it fetched (the same JSON-LD), so the member's likes then take the inbox's fast path.
       const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("ann")}#main-key`]);
       const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });

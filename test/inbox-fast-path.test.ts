@@ -1,6 +1,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { getRequestListener } from "@hono/node-server";
+import { inboxPosts } from "../src/http/inbox-fast.ts";
+import { blockServer } from "../src/servers/blocklist.ts";
 import path from "node:path";
 import { type HttpMessageSignaturesSpec, signRequest } from "@fedify/fedify";
 import { composeAction } from "../src/actions/actions.ts";
@@ -28,7 +32,7 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
-const NAMES = ["liker", "mkliker", "replier", "undoer", "mallory", "late", "stranger", "redefiner", "gts", "voter"];
+const NAMES = ["liker", "mkliker", "replier", "undoer", "mallory", "late", "stranger", "redefiner", "gts", "voter", "gtsvoter", "anyvoter", "outsider", "hostilevoter"];
 
 for (const d of dialects) {
   describe(`the inbox's fast path, on ${d.name}`, { skip: d.skip }, () => {
@@ -78,7 +82,10 @@ for (const d of dialects) {
       m = await startMuster(tdb);
       peer = await startPeer(NAMES);
       riders = await makeUnion(m, "riders", { joinPolicy: "open" });
-      for (const n of NAMES.filter((n) => n !== "stranger")) await joinAsRemoteMember(m.muster.membership, riders.id, peer.origin, n, new URL("/inbox", peer.origin));
+      for (const n of NAMES.filter((n) => n !== "stranger" && n !== "outsider")) await joinAsRemoteMember(m.muster.membership, riders.id, peer.origin, n, new URL("/inbox", peer.origin));
+      // A member of another union here: the guard lets its Creates in, castVote refuses its votes in riders.
+      const walkers = await makeUnion(m, "walkers", { joinPolicy: "open" });
+      await joinAsRemoteMember(m.muster.membership, walkers.id, peer.origin, "outsider", new URL("/inbox", peer.origin));
       const action = await composeAction(m.muster.membership, riders.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in* or like this.", kind: "sign" }, { publishNow: true });
       actionId = action.id;
       call = actionNoteId(m.origin, riders, action.id);
@@ -163,6 +170,165 @@ for (const d of dialects) {
       assert.equal((await post(body, { as: "voter", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
       assert.equal((await ballots()).length, 1);
       assert.equal((await recorded(String(body.id))).length, 1);
+    });
+
+    describe("poll answers: every shape counted before the 202, once per voter, by castVote's rules", () => {
+      let election: Awaited<ReturnType<typeof createProposal>>;
+      let motion: Awaited<ReturnType<typeof createProposal>>;
+      const questionOf = (p: { id: string }) => new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+      const ballots = (proposalId: string, voter?: string) => {
+        let q = db().selectFrom("ballots as b").innerJoin("members as mb", "mb.id", "b.member_id").select(["b.option", "b.source_id"]).where("b.proposal_id", "=", proposalId);
+        if (voter) q = q.where("mb.actor_id", "=", actor(voter));
+        return q.orderBy("b.option").execute();
+      };
+      /** GoToSocial's multiple-choice answer (gotosocial/create-poll-vote-multiple.json), from `name`, with these options, to this proposal. */
+      const gtsVote = (name: string, p: { id: string }, options: string[]) => {
+        const body = fixture("gotosocial/create-poll-vote-multiple.json", name, "https://sample.com/users/willy_nilly", {
+          "https://example.org/users/bobby_tables/statuses/123456": questionOf(p),
+          "https://example.org/users/bobby_tables": new URL("/u/riders", m.origin).href,
+        });
+        const template = (body.object as JsonObject[])[0]!;
+        const ulid = `${++seq}`.padStart(26, "0");
+        body.object = options.map((o, k) => ({ ...template, id: `${actor(name)}#${ulid}/votes/${k + 1}`, name: o }));
+        return body;
+      };
+      /** Mastodon's answer to a multiple-choice poll: one Create per option (mastodon/docs-poll-vote-anyof-1.json). */
+      const mastodonVote = (name: string, p: { id: string }, option: string) => {
+        const body = fixture("mastodon/docs-poll-vote-anyof-1.json", name, "https://mastodon.example/users/bob", {
+          "https://mastodon.example/users/alice/statuses/1009947848598745": questionOf(p),
+          "https://mastodon.example/users/alice": new URL("/u/riders", m.origin).href,
+        });
+        const note = body.object as JsonObject;
+        note.id = fresh(name, "votes");
+        body.id = `${note.id}/activity`;
+        note.name = option;
+        return body;
+      };
+
+      before(async () => {
+        const members = await db().selectFrom("members").select(["id", "actor_id"]).where("union_id", "=", riders.id).where("actor_id", "in", [actor("liker"), actor("replier"), actor("undoer")]).execute();
+        election = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "election", title: "Officers", role: "officer", candidates: members.map((x) => x.id), closesAt: new Date(Date.now() + 600_000) });
+        motion = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Strike on Monday", closesAt: new Date(Date.now() + 600_000) });
+        await new Promise((r) => setTimeout(r, 5));
+      });
+
+      it("gotosocial/create-poll-vote-multiple.json (one Create, two Notes) to a multiple-choice proposal: both options counted before the 202, nothing queued; again, and re-signed to the shared inbox, counts nothing more", async () => {
+        const body = gtsVote("gtsvoter", election, election.options.slice(0, 2));
+        const first = await post(body, { as: "gtsvoter" });
+        assert.equal(first.res.status, 202);
+        // No eventually: counted before the answer (Fedify's path would still have it queued).
+        assert.deepEqual((await ballots(election.id, "gtsvoter")).map((b) => Number(b.option)), [0, 1]);
+        assert.equal(await queuedInbox(String(body.id)), 0, "nothing queued");
+        assert.equal((await first.again()).status, 202);
+        assert.equal((await post(body, { as: "gtsvoter", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
+        assert.equal((await ballots(election.id, "gtsvoter")).length, 2);
+        assert.equal((await recorded(String(body.id))).length, 1);
+      });
+
+      it("Mastodon's anyOf answers (one Create per option): each counted before its 202; the same option again, in a new Create, is not a second ballot", async () => {
+        for (const option of election.options.slice(1, 3)) assert.equal((await post(mastodonVote("anyvoter", election, option), { as: "anyvoter", to: sharedInbox() })).res.status, 202);
+        assert.deepEqual((await ballots(election.id, "anyvoter")).map((b) => Number(b.option)), [1, 2]);
+        const again = mastodonVote("anyvoter", election, election.options[1]!);
+        assert.equal((await post(again, { as: "anyvoter" })).res.status, 202);
+        assert.equal((await ballots(election.id, "anyvoter")).length, 2);
+        assert.equal((await recorded(String(again.id))).length, 1, "recorded, as Fedify's path records it");
+      });
+
+      it("GoToSocial's two Notes to a one-choice proposal: the first option counts, the second is refused (one vote per voter)", async () => {
+        const body = gtsVote("hostilevoter", motion, ["Yes", "No"]);
+        assert.equal((await post(body, { as: "hostilevoter" })).res.status, 202);
+        assert.deepEqual((await ballots(motion.id, "hostilevoter")).map((b) => Number(b.option)), [0]);
+        assert.equal((await recorded(String(body.id))).length, 1);
+      });
+
+      describe("hostile poll answers: no ballot", () => {
+        it("unsigned: 401, nothing recorded", async () => {
+          const body = gtsVote("gtsvoter", motion, ["Yes"]);
+          const res = await fetch(unionInbox(), { method: "POST", headers: { "Content-Type": "application/activity+json" }, body: JSON.stringify(body) });
+          assert.equal(res.status, 401);
+          assert.deepEqual(await recorded(String(body.id)), []);
+          assert.deepEqual(await ballots(motion.id, "gtsvoter"), []);
+        });
+
+        it("a forged voter (signed with mallory's key, claiming gtsvoter): 401, no ballot", async () => {
+          const body = gtsVote("gtsvoter", motion, ["No"]);
+          assert.equal((await post(body, { as: "gtsvoter", keyOf: "mallory" })).res.status, 401);
+          assert.deepEqual(await ballots(motion.id, "gtsvoter"), []);
+          assert.deepEqual(await recorded(String(body.id)), []);
+        });
+
+        it("Notes in another's name (attributedTo someone else) in one's own signed Create: never that other's ballot", async () => {
+          const body = gtsVote("mallory", motion, ["No"]);
+          (body.object as JsonObject[])[0]!.attributedTo = actor("gtsvoter");
+          assert.equal((await post(body, { as: "mallory" })).res.status, 202);
+          await eventually(async () => (await recorded(String(body.id))).length > 0, "recorded by Fedify's path");
+          assert.deepEqual(await ballots(motion.id, "gtsvoter"), []);
+          assert.deepEqual(await ballots(motion.id, "mallory"), []);
+        });
+
+        it("a body changed after signing (wrong digest): 401, no ballot", async () => {
+          const body = gtsVote("gtsvoter", motion, ["Yes"]);
+          const r = await post(gtsVote("gtsvoter", motion, ["Abstain"]), { as: "gtsvoter" });
+          assert.equal(r.res.status, 202);
+          const had = await ballots(motion.id, "gtsvoter");
+          assert.equal((await r.tampered(JSON.stringify(body))).status, 401);
+          assert.deepEqual(await ballots(motion.id, "gtsvoter"), had);
+          assert.deepEqual(await recorded(String(body.id)), []);
+        });
+
+        it("a replay of an old signed answer (outside the window): 401, no ballot", async () => {
+          const body = gtsVote("voter", election, election.options.slice(0, 1));
+          assert.equal((await post(body, { as: "voter", date: new Date(Date.now() - 3 * 3600_000) })).res.status, 401);
+          assert.deepEqual(await ballots(election.id, "voter"), []);
+        });
+
+        it("oversized: 413 before it is read, no ballot", async () => {
+          const body = { ...gtsVote("voter", election, election.options.slice(0, 1)), padding: "x".repeat(2_000_000) };
+          assert.equal((await post(body, { as: "voter" })).res.status, 413);
+          assert.deepEqual(await ballots(election.id, "voter"), []);
+        });
+
+        it("a member of another union voting in this one: recorded, no ballot", async () => {
+          const body = gtsVote("outsider", election, election.options.slice(0, 2));
+          assert.equal((await post(body, { as: "outsider" })).res.status, 202);
+          assert.equal((await recorded(String(body.id))).length, 1);
+          assert.deepEqual(await ballots(election.id, "outsider"), []);
+        });
+
+        it("a stranger (a member of no union here): 403 from the guard, no ballot", async () => {
+          const body = gtsVote("stranger", election, election.options.slice(0, 1));
+          assert.equal((await post(body, { as: "stranger" })).res.status, 403);
+          assert.deepEqual(await recorded(String(body.id)), []);
+        });
+
+        it("a vote on a closed question: recorded, no ballot", async () => {
+          const closed = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Closed already", closesAt: new Date(Date.now() + 600_000) });
+          await db().updateTable("proposals").set({ state: "passed" }).where("id", "=", closed.id).execute();
+          for (const body of [gtsVote("liker", closed, ["Yes"]), mastodonVote("replier", closed, "Yes")]) {
+            assert.equal((await post(body, { as: String(body.actor).split("/").pop()! })).res.status, 202);
+            assert.equal((await recorded(String(body.id))).length, 1);
+          }
+          assert.deepEqual(await ballots(closed.id), []);
+        });
+
+        it("an option the question does not have: no ballot (and a known option beside it in the same Create still counts, as onVote counts Note by Note)", async () => {
+          const body = gtsVote("undoer", election, ["nobody@nowhere", election.options[0]!]);
+          assert.equal((await post(body, { as: "undoer" })).res.status, 202);
+          assert.deepEqual((await ballots(election.id, "undoer")).map((b) => Number(b.option)), [0]);
+          const only = mastodonVote("liker", motion, "Maybe");
+          assert.equal((await post(only, { as: "liker" })).res.status, 202);
+          assert.deepEqual(await ballots(motion.id, "liker"), []);
+        });
+
+        it("Notes to two different proposals in one Create: left to Fedify's path, which counts each once", async () => {
+          const body = gtsVote("mkliker", election, [election.options[0]!]);
+          const other = gtsVote("mkliker", motion, ["No"]);
+          body.object = [...(body.object as JsonObject[]), ...(other.object as JsonObject[])];
+          assert.equal((await post(body, { as: "mkliker" })).res.status, 202);
+          await eventually(async () => (await ballots(motion.id, "mkliker")).length > 0 && (await ballots(election.id, "mkliker")).length > 0, "counted by Fedify's path");
+          assert.equal((await ballots(election.id, "mkliker")).length, 1);
+        });
+      });
     });
 
     describe("hostile or unusual input: never counted by the fast path", () => {
@@ -253,6 +419,133 @@ for (const d of dialects) {
           assert.deepEqual(await responses(JSON.parse(body).id), []);
         } finally {
           await new Promise<void>((r) => trap.close(() => r()));
+        }
+      });
+    });
+
+    describe("the node-level inbox (answered before Hono): the guard, the body limit and the blocked-server check apply as in the app", () => {
+      let plain: Server;
+      let front: Server;
+      let appCalls = 0;
+      const listen = async (l: RequestListener) => {
+        const server = createServer(l);
+        await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+        return server;
+      };
+      const urlOf = (server: Server, path = "/u/riders/inbox") => new URL(path, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      before(async () => {
+        const app = getRequestListener(m.muster.app.fetch);
+        // The app alone (the code before this path) and the app behind the node-level inbox, which counts what reaches the app.
+        plain = await listen(app);
+        front = await listen(inboxPosts({ db: db(), maxBodyBytes: m.muster.config.maxBodyBytes, origin: m.origin, fast: m.muster.fastInbox! })((req, res) => {
+          appCalls++;
+          app(req, res);
+        }));
+      });
+      after(async () => {
+        for (const s of [plain, front]) await new Promise<void>((r) => s.close(() => r()));
+      });
+      const like = (name: string, extra: Record<string, unknown> = {}) => ({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh(name, "likes"), type: "Like", actor: actor(name), object: call.href, ...extra });
+
+      /** The same request, signed for each, to the app alone and to the node-level inbox: status and body, and whether the app was reached. */
+      async function both(body: string, opts: { as: string; sign?: boolean; date?: Date; headers?: Record<string, string>; chunked?: boolean }) {
+        const out: { status: number; body: string; headers: Headers; reachedApp: boolean }[] = [];
+        for (const server of [plain, front]) {
+          const to = urlOf(server);
+          const headers = opts.sign === false ? new Headers({ "Content-Type": "application/activity+json" }) : new Headers((await peer.signedPost(to, body, { as: opts.as, spec: CAVAGE, date: opts.date })).headers);
+          for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
+          const calls = appCalls;
+          // A stream has no declared length: the limit is found while reading.
+          const payload = opts.chunked ? new Blob([body]).stream() : body;
+          const res = await fetch(to, { method: "POST", headers, body: payload, duplex: "half" } as RequestInit);
+          out.push({ status: res.status, body: await res.text(), headers: res.headers, reachedApp: appCalls > calls });
+        }
+        const [app, node] = out as [typeof out[0], typeof out[0]];
+        assert.equal(node.status, app.status, `the same status (app: ${app.body}; node-level: ${node.body})`);
+        assert.equal(node.body, app.body);
+        return { app, node };
+      }
+
+      it("a member's Like: counted and answered 202 before the app, with the app's security headers", async () => {
+        const body = like("liker");
+        const to = urlOf(front);
+        const signed = await peer.signedPost(to, JSON.stringify(body), { as: "liker", spec: CAVAGE });
+        const calls = appCalls;
+        const res = await fetch(to, { method: "POST", headers: signed.headers, body: JSON.stringify(body) });
+        assert.equal(res.status, 202);
+        assert.equal(appCalls, calls, "the app was not reached");
+        assert.deepEqual((await responses(body.id)).map((r) => r.kind), ["commit"]);
+        const viaApp = await fetch(urlOf(plain), { method: "POST", headers: (await peer.signedPost(urlOf(plain), JSON.stringify(like("liker")), { as: "liker", spec: CAVAGE })).headers, body: JSON.stringify(like("liker")) });
+        for (const h of ["content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy", "cross-origin-opener-policy"]) assert.equal(res.headers.get(h), viaApp.headers.get(h), h);
+        assert.ok(res.headers.get("x-frame-options"));
+      });
+
+      it("a GoToSocial vote: counted before the app", async () => {
+        const p = await createProposal(m.muster.membership, riders.id, OPERATOR, { kind: "resolution", title: "Node-level", closesAt: new Date(Date.now() + 600_000) });
+        await new Promise((r) => setTimeout(r, 5));
+        const question = new URL(`/u/riders/proposals/${p.id}`, m.origin).href;
+        const id = fresh("gtsvoter", "votes");
+        const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id, type: "Create", actor: actor("gtsvoter"), object: [{ id: `${id}/1`, type: "Note", name: "No", attributedTo: actor("gtsvoter"), inReplyTo: question }] });
+        const to = urlOf(front, "/inbox");
+        const calls = appCalls;
+        const res = await fetch(to, { method: "POST", headers: (await peer.signedPost(to, body, { as: "gtsvoter", spec: CAVAGE })).headers, body });
+        assert.equal(res.status, 202);
+        assert.equal(appCalls, calls);
+        assert.equal((await db().selectFrom("ballots").select("option").where("proposal_id", "=", p.id).execute()).length, 1);
+      });
+
+      it("unsigned: the app refuses it (401), the body unread", async () => {
+        const r = await both(JSON.stringify(like("liker")), { as: "liker", sign: false });
+        assert.equal(r.node.status, 401);
+        assert.match(r.node.body, /unsigned/);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("a declared length over the limit: 413 from the app, unread", async () => {
+        const r = await both(JSON.stringify(like("liker", { padding: "x".repeat(2_000_000) })), { as: "liker" });
+        assert.equal(r.node.status, 413);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("an undeclared length (chunked) over the limit: 413 once the limit is crossed while reading, the same answer as the app's", async () => {
+        const r = await both(JSON.stringify(like("liker", { padding: "x".repeat(2_000_000) })), { as: "liker", chunked: true });
+        assert.equal(r.node.status, 413);
+        assert.match(r.node.body, /payload_too_large/);
+      });
+
+      it("nesting too deep, a remote context, a stale body signature, a stranger's Create: each refused as the app refuses it", async () => {
+        const deep = JSON.stringify({ ...like("liker"), x: JSON.parse("[".repeat(40) + "]".repeat(40)) });
+        assert.match((await both(deep, { as: "liker" })).node.body, /too_deep/);
+        const remote = JSON.stringify({ ...like("liker"), "@context": ["https://www.w3.org/ns/activitystreams", "https://evil.example/context.json"] });
+        assert.match((await both(remote, { as: "liker" })).node.body, /unsupported_context/);
+        const stale = JSON.stringify({ ...like("liker"), proof: { type: "DataIntegrityProof", created: "2020-01-01T00:00:00Z" } });
+        assert.match((await both(stale, { as: "liker" })).node.body, /stale_signature/);
+        const stranger = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh("stranger", "posts"), type: "Create", actor: actor("stranger"), object: { id: fresh("stranger", "notes"), type: "Note", content: "hi", attributedTo: actor("stranger") } });
+        const r = await both(stranger, { as: "stranger" });
+        assert.equal(r.node.status, 403);
+        assert.ok(r.node.reachedApp);
+      });
+
+      it("a blocked server's member: dropped by the app's blocked-server check (202, not counted), never counted here", async () => {
+        const other = await startPeer(["blockee"]);
+        try {
+          await joinAsRemoteMember(m.muster.membership, riders.id, other.origin, "blockee", new URL("/inbox", other.origin));
+          // Fedify caches the key (the fast path needs it cached), then the server is blocked.
+          const warmId = `${other.actorId("blockee").href}#warm`;
+          const warmBody = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: warmId, type: "Like", actor: other.actorId("blockee").href, object: "https://elsewhere.example/notes/1" });
+          assert.equal((await fetch(unionInbox(), { method: "POST", headers: (await other.signedPost(unionInbox(), warmBody, { as: "blockee" })).headers, body: warmBody })).status, 202);
+          await eventually(async () => (await recorded(warmId)).length > 0, "warm");
+          await blockServer(m.muster.membership, other.origin.host, null);
+          const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: `${other.actorId("blockee").href}#likes/1`, type: "Like", actor: other.actorId("blockee").href, object: call.href });
+          const to = urlOf(front);
+          const calls = appCalls;
+          const res = await fetch(to, { method: "POST", headers: (await other.signedPost(to, body, { as: "blockee" })).headers, body });
+          assert.equal(res.status, 202);
+          assert.ok(appCalls > calls, "handed to the app");
+          assert.deepEqual(await responses(`${other.actorId("blockee").href}#likes/1`), []);
+          assert.deepEqual(await recorded(`${other.actorId("blockee").href}#likes/1`), []);
+        } finally {
+          await other.close();
         }
       });
     });

@@ -295,7 +295,18 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
   // vote waiting for the chain's lock would hold one of the pool's
   // connections for the whole burst. The lock below still orders votes
   // between processes (web server and workers).
-  const result = await inTurn(deps.db, unionId, () => deps.db.transaction().execute(async (trx): Promise<VoteResult & { memberId?: string }> => {
+  const result = await inTurn(deps.db, unionId, () => deps.db.transaction().execute((trx) => castVoteIn(deps, trx, unionId, proposalId, voter, choices, source, now)));
+  if (result.counted && result.memberId) deps.events.emit("proposal.vote", { unionId, proposalId, memberId: result.memberId });
+  return result.counted ? { counted: true } : result;
+}
+
+/**
+ * castVote's checks and writes inside the caller's transaction, for a caller
+ * that writes several votes in one (the inbox's group commit). The caller
+ * emits "proposal.vote" with the returned memberId once it has committed.
+ */
+export async function castVoteIn(deps: Pick<ProposalDeps, "outbox" | "tallyBatchMs">, trx: Kysely<DB>, unionId: string, proposalId: string, voter: Voter, choices: readonly string[], source: VoteSource, now = Date.now()): Promise<VoteResult & { memberId?: string }> {
+  {
     // Taken first: the ballot is appended to the union's hash chain, and two
     // votes that read the chain's head at once would both claim its next
     // position (one failing, a web voter seeing an error page). Also keeps a
@@ -329,9 +340,7 @@ export async function castVote(deps: Pick<ProposalDeps, "db" | "events" | "outbo
     await chainBallot(trx, unionId, p.id, mrow.id, now);
     await scheduleTally(deps, trx, p, now);
     return { counted: true, memberId: mrow.id };
-  }));
-  if (result.counted && result.memberId) deps.events.emit("proposal.vote", { unionId, proposalId, memberId: result.memberId });
-  return result.counted ? { counted: true } : result;
+  }
 }
 
 /** The last vote queued per union, per database handle (so two pools in one process still meet at the database's lock). */

@@ -1,7 +1,7 @@
 import type { ProposeAlliance } from "./relationships-web.ts";
 import { chapterSnapshot } from "../relationships/chapters.ts";
 import type { Federation } from "@fedify/fedify";
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { secureHeaders } from "hono/secure-headers";
 import { HTTPException } from "hono/http-exception";
@@ -28,7 +28,6 @@ import { closeAfterResponse } from "./close-connection.ts";
 import { blockedServerGuard } from "./blocked-servers.ts";
 import { fastInboxRoute } from "./inbox-fast.ts";
 import type { FastInbox } from "../../federation/inbox-fast-path.ts";
-import type { FastFollow } from "../../federation/follow-fast-path.ts";
 import { errorPage } from "./pages/error.ts";
 import { homePage } from "./pages/home.ts";
 import { unionPage } from "./pages/union.ts";
@@ -64,8 +63,6 @@ export interface HttpDeps {
   readonly readCache?: ReadCache;
   /** The inbox's fast path for common responses; absent, every inbox POST goes through Fedify. */
   readonly fastInbox?: FastInbox;
-  /** Plain Follows of a union, joined without the queue (federation/follow-fast-path.ts). */
-  readonly fastFollow?: FastFollow;
 }
 
 const log = logger("http");
@@ -78,27 +75,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   const { db } = deps;
   const app = new Hono();
 
-  // Every response: no sniffing, no framing, no script but our own files, and
-  // HSTS when served over https. Pages with a stricter policy of their own
-  // (calls-to-action, which embed remote text) keep it.
-  app.use("*", secureHeaders({
-    overwrite: false,
-    contentSecurityPolicy: {
-      defaultSrc: ["'self'"],
-      imgSrc: ["'self'", "https:", "http:", "data:"],
-      styleSrc: ["'self'"],
-      scriptSrc: ["'self'"],
-      objectSrc: ["'none'"],
-      baseUri: ["'self'"],
-      frameAncestors: ["'none'"],
-    },
-    xFrameOptions: "DENY",
-    strictTransportSecurity: deps.origin.protocol === "https:" ? "max-age=31536000; includeSubDomains" : false,
-    referrerPolicy: "same-origin",
-    // Other servers fetch icons and documents server-side; browsers may embed public images.
-    crossOriginResourcePolicy: false,
-    crossOriginOpenerPolicy: "same-origin",
-  }));
+  app.use("*", securityHeaders(deps.origin));
 
   // Before anything reads an inbox body: unsigned, oversized, malformed or
   // context-fetching bodies are refused without that work (and, when they
@@ -124,11 +101,9 @@ export function createHttpApp(deps: HttpDeps): Hono {
   }));
   // A blocked server's deliveries go no further (muster server block).
   app.use("*", blockedServerGuard(db));
-  // Members' likes, replies and their undoing, counted without the queue (federation/inbox-fast-path.ts).
+  // Members' responses counted and plain Follows joined without the queue (federation/inbox-fast-path.ts,
+  // follow-fast-path.ts, composed in main.ts), for inbox POSTs the node-level inbox did not already offer.
   if (deps.fastInbox) app.use("*", fastInboxRoute(deps.fastInbox));
-  // Plain Follows of a union, joined in the request (federation/follow-fast-path.ts); the same route, which falls back to Fedify.
-  const fastFollow = deps.fastFollow;
-  if (fastFollow) app.use("*", fastInboxRoute(async (...args) => (await fastFollow(...args)) === undefined ? undefined : "counted"));
   // FEP-7aa9 FeatureRequests, which Fedify cannot parse, and the featured collections and stamps.
   app.use("*", featureRequestInbox({ db, events: deps.membership.events, outbox: deps.membership.outbox, origin: deps.origin, federation: deps.federation }));
   app.use("*", featuredRoutes(db, deps.origin, deps.federation));
@@ -306,6 +281,33 @@ export function createHttpApp(deps: HttpDeps): Hono {
       : c.html(errorPage(500, "Something went wrong on our side."), 500);
   });
   return app;
+}
+
+/**
+ * Every response: no sniffing, no framing, no script but our own files, and
+ * HSTS when served over https. Pages with a stricter policy of their own
+ * (calls-to-action, which embed remote text) keep it. Also what the
+ * node-level inbox (inbox-fast.ts) puts on the 202s it writes itself.
+ */
+export function securityHeaders(origin: URL): MiddlewareHandler {
+  return secureHeaders({
+    overwrite: false,
+    contentSecurityPolicy: {
+      defaultSrc: ["'self'"],
+      imgSrc: ["'self'", "https:", "http:", "data:"],
+      styleSrc: ["'self'"],
+      scriptSrc: ["'self'"],
+      objectSrc: ["'none'"],
+      baseUri: ["'self'"],
+      frameAncestors: ["'none'"],
+    },
+    xFrameOptions: "DENY",
+    strictTransportSecurity: origin.protocol === "https:" ? "max-age=31536000; includeSubDomains" : false,
+    referrerPolicy: "same-origin",
+    // Other servers fetch icons and documents server-side; browsers may embed public images.
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: "same-origin",
+  });
 }
 
 export function unionJson(u: Union, origin: URL) {

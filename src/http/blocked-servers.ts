@@ -17,15 +17,20 @@ const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
 export function blockedServerGuard(db: Kysely<DB>): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
-    const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(c.req.header("Signature-Input") ?? c.req.header("Signature") ?? "")?.[1];
     // The inbox guard has parsed the body (it refuses what does not parse).
-    const doc = c.get("inboxActivity") as { actor?: unknown } | undefined;
-    const actor = typeof doc?.actor === "string" ? doc.actor : typeof (doc?.actor as { id?: unknown } | undefined)?.id === "string" ? (doc!.actor as { id: string }).id : undefined;
-    const blocked = await blockedAmong(db, [keyId, actor].filter((u): u is string => u !== undefined));
+    const { blocked, actor } = await blockedSender(db, c.req.header("Signature-Input") ?? c.req.header("Signature"), c.get("inboxActivity"));
     if (blocked) {
       log.warn("Dropped an inbox delivery to {path} from blocked server {host} (actor {actor})", { path: c.req.path, host: new URL(blocked).host, actor: actor ?? "(none)" });
       return c.body(null, 202);
     }
     return next();
   };
+}
+
+/** The blocked server among the signing key's and the activity's actor's, if either is (also the node-level inbox's check, src/http/inbox-fast.ts). */
+export async function blockedSender(db: Kysely<DB>, signatureHeader: string | undefined, activity: Record<string, unknown> | undefined): Promise<{ blocked: string | undefined; actor: string | undefined }> {
+  const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(signatureHeader ?? "")?.[1];
+  const doc = activity as { actor?: unknown } | undefined;
+  const actor = typeof doc?.actor === "string" ? doc.actor : typeof (doc?.actor as { id?: unknown } | undefined)?.id === "string" ? (doc!.actor as { id: string }).id : undefined;
+  return { blocked: await blockedAmong(db, [keyId, actor].filter((u): u is string => u !== undefined)), actor };
 }

@@ -48,45 +48,78 @@ export interface InboxGuardDeps {
 export function inboxGuard(deps: InboxGuardDeps): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.method !== "POST" || !INBOX_PATH.test(c.req.path)) return next();
+    const incoming = nodeRequestOf(c);
+    // Checked already, on the same bytes, by the node-level inbox (inboxPosts, src/http/inbox-fast.ts), which read them.
+    const before = incoming?.[CHECKED];
     // Only a body that no web stream wraps is cut off: destroying a socket
     // under Readable.toWeb can throw an uncatchable ERR_INVALID_STATE
     // (nodejs/node#64529), which would end the process.
-    const unwrapped = nodeRequestOf(c)?.readableFlowing === null;
+    const unwrapped = before !== undefined || incoming?.readableFlowing === null;
     const refuse = (status: 400 | 401 | 403 | 413, problem: Problem) => {
       if (unwrapped) closeAfterResponse(c);
       else c.header("Connection", "close");
       return apiError(c, status, problem.code, problem.message);
     };
-    const declared = declaredLength(c.req.header("Content-Length"));
-    if (declared > deps.maxBodyBytes) return refuse(413, tooLarge(deps.maxBodyBytes));
-    const signature = c.req.header("Signature-Input") ?? c.req.header("Signature");
-    if (!signature) return refuse(401, { code: "unsigned", message: "inbox deliveries must be signed with an HTTP signature (Signature or Signature-Input header)" });
-
-    const read = await readChecked(c, deps.maxBodyBytes);
-    if ("status" in read) return refuse(read.status, read.problem);
-    const parsed = parseBody(read.bytes, keyHost(signature));
-    if ("code" in parsed) return refuse(400, parsed);
-    // A body signed on its own (Object Integrity Proof or Linked Data
-    // signature) is accepted by Fedify without the HTTP signature's time
-    // window, and activity ids are pruned after a while (src/replay-window.ts):
-    // an old one is a replay.
-    const created = oldestSignedBody(parsed.doc);
-    if (created !== undefined && created < Date.now() - SIGNED_BODY_MAX_AGE_MS) {
-      const when = Number.isFinite(created) ? `was created ${new Date(created).toISOString()}` : "has an unreadable creation date";
-      return refuse(401, { code: "stale_signature", message: `the body's signature ${when}; signatures older than ${SIGNED_BODY_MAX_AGE_MS / 3600_000} hours are refused as replays` });
-    }
-    const stranger = await strangersCreate(deps.db, parsed, deps.origin);
-    if (stranger) return refuse(403, { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` });
+    if (before && "failed" in before) throw before.failed;
+    const check = before?.check ?? await checkInbox(deps, (name) => c.req.header(name), () => readChecked(c, deps.maxBodyBytes));
+    if (!check.ok) return refuse(check.status, check.problem);
     // Handlers after this one read the parsed activity instead of parsing the body again.
-    c.set("inboxActivity", parsed.doc);
-    c.set("inboxBody", read.bytes);
+    c.set("inboxActivity", check.doc);
+    c.set("inboxBody", check.bytes);
     // The body was consumed: Fedify gets the same bytes (its digest check needs them exactly).
-    c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: read.bytes });
+    c.req.raw = new Request(c.req.raw.url, { method: "POST", headers: c.req.raw.headers, body: check.bytes });
     return next();
   };
 }
 
-interface Problem {
+/** What the guard made of an inbox POST: its parsed activity and bytes, or why it is refused. */
+export type InboxCheck =
+  | { readonly ok: true; readonly doc: Record<string, unknown>; readonly bytes: Uint8Array<ArrayBuffer> }
+  | { readonly ok: false; readonly status: 400 | 401 | 403 | 413; readonly problem: Problem; readonly read: boolean };
+
+/**
+ * Where the node-level inbox leaves its InboxCheck on the request it hands
+ * to the app, having read the body: the guard answers from it as it would
+ * have (the same refusal, or the same parsed activity; a check that threw
+ * throws again) instead of reading a body that is gone.
+ */
+export const CHECKED: unique symbol = Symbol("muster.inboxChecked");
+
+declare module "node:http" {
+  interface IncomingMessage {
+    [CHECKED]?: { readonly check: InboxCheck } | { readonly failed: unknown };
+  }
+}
+
+/**
+ * Every check above, in order, on a POST to an inbox: `header` reads a
+ * request header, `read` the body (only once the headers passed). `read` is
+ * false on a refusal from the headers alone (the body is still unread).
+ */
+export async function checkInbox(deps: InboxGuardDeps, header: (name: string) => string | undefined, read: () => Promise<ReadResult>): Promise<InboxCheck> {
+  const declared = declaredLength(header("Content-Length"));
+  if (declared > deps.maxBodyBytes) return { ok: false, status: 413, problem: tooLarge(deps.maxBodyBytes), read: false };
+  const signature = header("Signature-Input") ?? header("Signature");
+  if (!signature) return { ok: false, status: 401, problem: { code: "unsigned", message: "inbox deliveries must be signed with an HTTP signature (Signature or Signature-Input header)" }, read: false };
+  const body = await read();
+  if ("status" in body) return { ok: false, status: body.status, problem: body.problem, read: true };
+  const parsed = parseBody(body.bytes, keyHost(signature));
+  if ("code" in parsed) return { ok: false, status: 400, problem: parsed, read: true };
+  // A body signed on its own (Object Integrity Proof or Linked Data
+  // signature) is accepted by Fedify without the HTTP signature's time
+  // window, and activity ids are pruned after a while (src/replay-window.ts):
+  // an old one is a replay.
+  const created = oldestSignedBody(parsed.doc);
+  if (created !== undefined && created < Date.now() - SIGNED_BODY_MAX_AGE_MS) {
+    const when = Number.isFinite(created) ? `was created ${new Date(created).toISOString()}` : "has an unreadable creation date";
+    return { ok: false, status: 401, problem: { code: "stale_signature", message: `the body's signature ${when}; signatures older than ${SIGNED_BODY_MAX_AGE_MS / 3600_000} hours are refused as replays` }, read: true };
+  }
+  const stranger = await strangersCreate(deps.db, parsed, deps.origin);
+  if (stranger) return { ok: false, status: 403, problem: { code: "not_member", message: `${stranger.slice(0, 200)} is not a member of a union here; its posts are not accepted` }, read: true };
+  return { ok: true, doc: parsed.doc, bytes: body.bytes };
+}
+
+export interface Problem {
   readonly code: string;
   readonly message: string;
 }
@@ -98,25 +131,38 @@ function declaredLength(header: string | undefined): number {
   return Number(header);
 }
 
-type ReadResult = { bytes: Uint8Array<ArrayBuffer> } | { status: 400 | 413; problem: Problem };
+export type ReadResult = { bytes: Uint8Array<ArrayBuffer> } | { status: 400 | 413; problem: Problem };
 
 /** Reads the body, checking each chunk as it arrives; stops reading at the first problem. */
 async function readChecked(c: Context, maxBytes: number): Promise<ReadResult> {
+  const body = checkedBody(maxBytes);
+  const incoming = nodeRequestOf(c);
+  // Straight from Node's stream when nothing has read it yet: no web-stream copy per chunk.
+  const problem = incoming && incoming.readableFlowing === null ? await readNode(incoming, body.take) : await readWeb(c.req.raw.body, body.take);
+  return problem ?? body.whole();
+}
+
+/** readChecked on a node request that nothing has read yet (the node-level inbox, src/http/inbox-fast.ts). */
+export async function readIncoming(incoming: IncomingMessage, maxBytes: number): Promise<ReadResult> {
+  const body = checkedBody(maxBytes);
+  return await readNode(incoming, body.take) ?? body.whole();
+}
+
+/** Takes a body's chunks as they arrive: a problem at the first chunk past the size limit or the depth limit. */
+function checkedBody(maxBytes: number) {
   const scan = new DepthScan(MAX_JSON_DEPTH);
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let total = 0;
-  const take = (chunk: Uint8Array<ArrayBuffer>): ReadResult | undefined => {
-    total += chunk.byteLength;
-    if (total > maxBytes) return { status: 413, problem: tooLarge(maxBytes) };
-    if (scan.exceeds(chunk)) return { status: 400, problem: { code: "too_deep", message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels is refused` } };
-    chunks.push(chunk);
-    return undefined;
+  return {
+    take: (chunk: Uint8Array<ArrayBuffer>): ReadResult | undefined => {
+      total += chunk.byteLength;
+      if (total > maxBytes) return { status: 413, problem: tooLarge(maxBytes) };
+      if (scan.exceeds(chunk)) return { status: 400, problem: { code: "too_deep", message: `JSON nested deeper than ${MAX_JSON_DEPTH} levels is refused` } };
+      chunks.push(chunk);
+      return undefined;
+    },
+    whole: (): ReadResult => ({ bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total) }),
   };
-  const incoming = nodeRequestOf(c);
-  // Straight from Node's stream when nothing has read it yet: no web-stream copy per chunk.
-  const problem = incoming && incoming.readableFlowing === null ? await readNode(incoming, take) : await readWeb(c.req.raw.body, take);
-  if (problem) return problem;
-  return { bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total) };
 }
 
 function readNode(incoming: IncomingMessage, take: (chunk: Uint8Array<ArrayBuffer>) => ReadResult | undefined): Promise<ReadResult | undefined> {
