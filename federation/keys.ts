@@ -53,10 +53,73 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
   return pair;
 }
 
+/**
+ * Imported key pairs by actor, held KEY_TTL_MS. Fedify asks for a union's
+ * keys for every signed fetch and every delivery (three times a join), and a
+ * claimed batch of 64 deliveries of one union asked 64 times at once: one
+ * read now serves them all (the load in flight is shared) and every request
+ * for the next seconds.
+ *
+ * Keys change rarely: nothing in Muster rotates them today. They are
+ * written when a union or the instance actor is made (an actor with no keys
+ * is never held, so a new one is seen at once), re-sealed at startup (the
+ * same key under a new text: holding the old import is harmless), and
+ * deleted only by hand. Whatever replaces or deletes them in this process
+ * must call forgetActorKeys once its transaction commits, so no request
+ * after that signs with the old key. A change from another process (the
+ * CLI, a second worker) is seen within KEY_TTL_MS; until then a remote
+ * server may refuse a signature (the delivery is retried and signed with
+ * the new key), and a deleted union's key may sign for at most that long.
+ */
+export const KEY_TTL_MS = 10_000;
+const HELD_MAX = 1000;
+
+interface Held {
+  readonly at: number;
+  readonly pairs: Promise<CryptoKeyPair[]>;
+}
+
+const heldBy = new WeakMap<Kysely<DB>, Map<string, Held>>();
+const generations = new WeakMap<Kysely<DB>, number>();
+
+/** The clock the held keys age by (tests move it). */
+export const keyClock = { now: (): number => Date.now() };
+
+/** Drops every held key of this database: call it after a transaction that replaces or deletes actor keys commits. */
+export function forgetActorKeys(db: Kysely<DB>): void {
+  heldBy.get(db)?.clear();
+  generations.set(db, keysGeneration(db) + 1);
+}
+
+/** Changes whenever forgetActorKeys is called, so caches built on these keys (the queue's private JWKs) drop theirs too. */
+export function keysGeneration(db: Kysely<DB>): number {
+  return generations.get(db) ?? 0;
+}
+
+function held(db: Kysely<DB>, name: string, load: () => Promise<CryptoKeyPair[]>): Promise<CryptoKeyPair[]> {
+  let byName = heldBy.get(db);
+  if (!byName) heldBy.set(db, byName = new Map());
+  const now = keyClock.now();
+  const hit = byName.get(name);
+  if (hit !== undefined && now - hit.at < KEY_TTL_MS && now >= hit.at) return hit.pairs;
+  const entry: Held = { at: now, pairs: load() };
+  const map = byName;
+  // A failed load is not kept (the next request reads again), nor an actor
+  // without keys (a union made a moment later is seen at once).
+  const drop = () => { if (map.get(name) === entry) map.delete(name); };
+  entry.pairs.then((pairs) => { if (pairs.length === 0) drop(); }, drop);
+  map.delete(name);
+  if (map.size >= HELD_MAX) map.delete(map.keys().next().value!);
+  map.set(name, entry);
+  return entry.pairs;
+}
+
 /** Loads an owner's key pairs, RSA first (Fedify signs HTTP requests with the first RSA key). */
-export async function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<CryptoKeyPair[]> {
-  const rows = await db.selectFrom("actor_keys").selectAll().where("owner", "=", owner).execute();
-  return importRows(db, rows);
+export function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<CryptoKeyPair[]> {
+  return held(db, `owner\n${owner}`, async () => {
+    const rows = await db.selectFrom("actor_keys").selectAll().where("owner", "=", owner).execute();
+    return importRows(db, rows);
+  });
 }
 
 /**
@@ -65,13 +128,16 @@ export async function loadKeyPairs(db: Kysely<DB>, owner: string): Promise<Crypt
  * activity it signs and every delivery it makes, and reading the union and
  * then its keys was two round trips each time (ten a join on PostgreSQL).
  */
-export async function loadUnionKeyPairs(db: Kysely<DB>, slug: string): Promise<CryptoKeyPair[]> {
-  const rows = await db.selectFrom("unions as u")
-    .innerJoin("actor_keys as k", (join) => join.on(sql<boolean>`k.owner = 'union:' || u.id`))
-    .select(["k.algorithm", "k.private_jwk", "k.public_jwk"])
-    .where("u.slug", "=", slug.toLowerCase())
-    .execute();
-  return importRows(db, rows);
+export function loadUnionKeyPairs(db: Kysely<DB>, slug: string): Promise<CryptoKeyPair[]> {
+  const lower = slug.toLowerCase();
+  return held(db, `slug\n${lower}`, async () => {
+    const rows = await db.selectFrom("unions as u")
+      .innerJoin("actor_keys as k", (join) => join.on(sql<boolean>`k.owner = 'union:' || u.id`))
+      .select(["k.algorithm", "k.private_jwk", "k.public_jwk"])
+      .where("u.slug", "=", lower)
+      .execute();
+    return importRows(db, rows);
+  });
 }
 
 function importRows(db: Kysely<DB>, rows: { algorithm: string; private_jwk: string; public_jwk: string }[]): Promise<CryptoKeyPair[]> {
@@ -92,6 +158,8 @@ export async function ensureInstanceKeys(db: Kysely<DB>): Promise<void> {
     .values(keys.map((k) => ({ owner: INSTANCE_KEY_OWNER, algorithm: k.algorithm, private_jwk: sealSecret(db, k.privateJwk), public_jwk: k.publicJwk, created_at: now })))
     .onConflict((oc) => oc.columns(["owner", "algorithm"]).doNothing())
     .execute();
+  // A partial set read before this insert may be held.
+  forgetActorKeys(db);
 }
 
 export const INSTANCE_KEY_OWNER = "instance";

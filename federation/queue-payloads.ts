@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
+import { KEY_TTL_MS, keysGeneration } from "./keys.ts";
 
 /**
  * Fedify's per-inbox delivery message carries the whole activity and the
@@ -85,7 +86,7 @@ export class Rejoiner {
   readonly #db: Kysely<DB>;
   readonly #resolveKey: KeyResolver | undefined;
   readonly #activities = new Map<string, object>();
-  readonly #keys = new Map<string, { jwk: JsonWebKey; at: number }>();
+  readonly #keys = new Map<string, { jwk: Promise<JsonWebKey>; at: number; generation: number }>();
 
   constructor(db: Kysely<DB>, resolveKey: KeyResolver | undefined) {
     this.#db = db;
@@ -126,15 +127,35 @@ export class Rejoiner {
     return activity;
   }
 
-  async #key(keyId: string): Promise<JsonWebKey> {
+  /**
+   * A claimed batch of 64 deliveries of one union misses together: they
+   * share one resolve (the promise is held, not its result). Held as long as
+   * keys.ts holds the imported key, and dropped with it when a key is
+   * replaced in this process (forgetActorKeys), so a rotated key is not
+   * handed out after the rotation commits.
+   */
+  #key(keyId: string): Promise<JsonWebKey> {
     const now = Date.now();
+    const generation = keysGeneration(this.#db);
     const cached = this.#keys.get(keyId);
-    // Re-read now and then, so a rotated key is picked up.
-    if (cached !== undefined && now - cached.at < 60_000) return cached.jwk;
-    const jwk = this.#resolveKey === undefined ? undefined : await this.#resolveKey(keyId);
-    if (jwk === undefined) throw new Error(`the signing key ${keyId} of this delivery no longer exists`);
-    this.#keys.set(keyId, { jwk: shareImports(jwk), at: now });
-    return jwk;
+    if (cached !== undefined && now - cached.at < KEY_TTL_MS && now >= cached.at && cached.generation === generation) return cached.jwk;
+    const resolve = this.#resolveKey;
+    const entry = {
+      at: now,
+      generation,
+      jwk: (async () => {
+        const jwk = resolve === undefined ? undefined : await resolve(keyId);
+        if (jwk === undefined) throw new Error(`the signing key ${keyId} of this delivery no longer exists`);
+        return shareImports(jwk);
+      })(),
+    };
+    // A key that could not be found is asked for again by the next message.
+    entry.jwk.catch(() => { if (this.#keys.get(keyId) === entry) this.#keys.delete(keyId); });
+    this.#keys.delete(keyId);
+    // One entry per signing actor; a busy server signs for a few hundred unions at most.
+    if (this.#keys.size >= 1000) this.#keys.delete(this.#keys.keys().next().value!);
+    this.#keys.set(keyId, entry);
+    return entry.jwk;
   }
 }
 
@@ -142,7 +163,7 @@ export class Rejoiner {
  * Fedify imports a delivery's private keys from their JWK again for every
  * message (crypto.subtle.importKey, twice a delivery: RSA and Ed25519), 4 %
  * of a fan-out's CPU. The JWK objects the Rejoiner hands out are shared by
- * every delivery that names the key (kept 60 s), so their import is kept
+ * every delivery that names the key (kept KEY_TTL_MS), so their import is kept
  * with them, once per algorithm and usage. Only those objects are
  * remembered: every other import in the process goes straight through.
  */
