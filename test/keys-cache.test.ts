@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { exportJwk } from "@fedify/fedify";
 import type { Kysely } from "kysely";
-import { generateActorKeys, loadKeyPairs, loadUnionKeyPairs } from "../federation/keys.ts";
+import { forgetActorKeys, generateActorKeys, loadKeyPairs, loadUnionKeyPairs } from "../federation/keys.ts";
 import { migrateToLatest } from "../src/db/migrate.ts";
 import type { DB } from "../src/db/schema.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -11,7 +11,7 @@ const publicJwks = async (pairs: CryptoKeyPair[]) => Promise.all(pairs.map(async
 
 for (const d of dialects) {
   describe(`imported actor keys are cached by their stored text, on ${d.name}`, { skip: d.skip }, () => {
-    it("the same rows give the same imported keys; a replaced key (from any process) is imported afresh", async () => {
+    it("the same rows give the same imported keys; a replaced key is imported afresh", async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();
       try {
@@ -21,6 +21,8 @@ for (const d of dialects) {
           const keys = await generateActorKeys();
           await kdb.deleteFrom("actor_keys").where("owner", "=", owner).execute();
           await kdb.insertInto("actor_keys").values(keys.map((k) => ({ owner, algorithm: k.algorithm, private_jwk: k.privateJwk, public_jwk: k.publicJwk, created_at: Date.now() }))).execute();
+          // Held keys are dropped by whatever replaces them (federation/keys.ts; key-hold.test.ts covers the hold).
+          forgetActorKeys(kdb);
           return keys.map((k) => JSON.stringify(JSON.parse(k.publicJwk)));
         };
         const first = await store("union:x");
