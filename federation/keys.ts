@@ -67,9 +67,11 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
  * deleted only by hand. Whatever replaces or deletes them in this process
  * must call forgetActorKeys once its transaction commits, so no request
  * after that signs with the old key. A change from another process (the
- * CLI, a second worker) is seen within KEY_TTL_MS; until then a remote
- * server may refuse a signature (the delivery is retried and signed with
- * the new key), and a deleted union's key may sign for at most that long.
+ * CLI, a second worker) is seen within KEY_TTL_MS here, and by the queue's
+ * deliveries within twice that (the queue holds the exported key as long
+ * again, queue-payloads.ts); until then a remote server may refuse a
+ * signature (the delivery is retried and signed with the new key), and a
+ * deleted union's key may sign for at most that long.
  */
 export const KEY_TTL_MS = 10_000;
 const HELD_MAX = 1000;
