@@ -71,7 +71,10 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
  * deliveries within twice that (the queue holds the exported key as long
  * again, queue-payloads.ts); until then a remote server may refuse a
  * signature (the delivery is retried and signed with the new key), and a
- * deleted union's key may sign for at most that long.
+ * deleted union's key may sign for at most that long. Such a process
+ * should also bump document_versions once more after KEY_TTL_MS (or this
+ * one be restarted): the actor document rebuilt within the hold shows the
+ * old public key and src/http/read-cache.ts keeps it until the next bump.
  */
 export const KEY_TTL_MS = 10_000;
 const HELD_MAX = 1000;
