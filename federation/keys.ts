@@ -3,6 +3,7 @@ import { type Kysely, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import type { StoredKey } from "../src/unions/unions.ts";
 import { openSecret, sealSecret } from "../src/secrets/stored-keys.ts";
+import { HeldPromises } from "./held-promises.ts";
 
 // RSA-2048 is what Mastodon verifies (and 6x faster to sign than 4096 here);
 // Ed25519 backs FEP-8b32 object integrity proofs.
@@ -79,12 +80,7 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
 export const KEY_TTL_MS = 10_000;
 const HELD_MAX = 1000;
 
-interface Held {
-  readonly at: number;
-  readonly pairs: Promise<CryptoKeyPair[]>;
-}
-
-const heldBy = new WeakMap<Kysely<DB>, Map<string, Held>>();
+const heldBy = new WeakMap<Kysely<DB>, HeldPromises<CryptoKeyPair[]>>();
 const generations = new WeakMap<Kysely<DB>, number>();
 
 /** The clock the held keys age by (tests move it). */
@@ -103,20 +99,9 @@ export function keysGeneration(db: Kysely<DB>): number {
 
 function held(db: Kysely<DB>, name: string, load: () => Promise<CryptoKeyPair[]>): Promise<CryptoKeyPair[]> {
   let byName = heldBy.get(db);
-  if (!byName) heldBy.set(db, byName = new Map());
-  const now = keyClock.now();
-  const hit = byName.get(name);
-  if (hit !== undefined && now - hit.at < KEY_TTL_MS && now >= hit.at) return hit.pairs;
-  const entry: Held = { at: now, pairs: load() };
-  const map = byName;
-  // A failed load is not kept (the next request reads again), nor an actor
-  // without keys (a union made a moment later is seen at once).
-  const drop = () => { if (map.get(name) === entry) map.delete(name); };
-  entry.pairs.then((pairs) => { if (pairs.length === 0) drop(); }, drop);
-  map.delete(name);
-  if (map.size >= HELD_MAX) map.delete(map.keys().next().value!);
-  map.set(name, entry);
-  return entry.pairs;
+  // An actor without keys is not held: a union made a moment later is seen at once.
+  if (!byName) heldBy.set(db, byName = new HeldPromises({ ttlMs: KEY_TTL_MS, max: HELD_MAX, now: () => keyClock.now(), keep: (pairs) => pairs.length > 0 }));
+  return byName.get(name, load);
 }
 
 /** Loads an owner's key pairs, RSA first (Fedify signs HTTP requests with the first RSA key). */

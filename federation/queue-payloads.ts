@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
+import { HeldPromises } from "./held-promises.ts";
 import { KEY_TTL_MS, keysGeneration } from "./keys.ts";
 
 /**
@@ -86,7 +87,9 @@ export class Rejoiner {
   readonly #db: Kysely<DB>;
   readonly #resolveKey: KeyResolver | undefined;
   readonly #activities = new Map<string, object>();
-  readonly #keys = new Map<string, { jwk: Promise<JsonWebKey>; at: number; generation: number }>();
+  // One entry per signing actor; a busy server signs for a few hundred unions at most.
+  readonly #keys = new HeldPromises<JsonWebKey>({ ttlMs: KEY_TTL_MS, max: 1000 });
+  #keysGeneration = 0;
 
   constructor(db: Kysely<DB>, resolveKey: KeyResolver | undefined) {
     this.#db = db;
@@ -135,27 +138,18 @@ export class Rejoiner {
    * handed out after the rotation commits.
    */
   #key(keyId: string): Promise<JsonWebKey> {
-    const now = Date.now();
     const generation = keysGeneration(this.#db);
-    const cached = this.#keys.get(keyId);
-    if (cached !== undefined && now - cached.at < KEY_TTL_MS && now >= cached.at && cached.generation === generation) return cached.jwk;
+    if (generation !== this.#keysGeneration) {
+      this.#keys.clear();
+      this.#keysGeneration = generation;
+    }
     const resolve = this.#resolveKey;
-    const entry = {
-      at: now,
-      generation,
-      jwk: (async () => {
-        const jwk = resolve === undefined ? undefined : await resolve(keyId);
-        if (jwk === undefined) throw new Error(`the signing key ${keyId} of this delivery no longer exists`);
-        return shareImports(jwk);
-      })(),
-    };
     // A key that could not be found is asked for again by the next message.
-    entry.jwk.catch(() => { if (this.#keys.get(keyId) === entry) this.#keys.delete(keyId); });
-    this.#keys.delete(keyId);
-    // One entry per signing actor; a busy server signs for a few hundred unions at most.
-    if (this.#keys.size >= 1000) this.#keys.delete(this.#keys.keys().next().value!);
-    this.#keys.set(keyId, entry);
-    return entry.jwk;
+    return this.#keys.get(keyId, async () => {
+      const jwk = resolve === undefined ? undefined : await resolve(keyId);
+      if (jwk === undefined) throw new Error(`the signing key ${keyId} of this delivery no longer exists`);
+      return shareImports(jwk);
+    });
   }
 }
 
