@@ -72,10 +72,11 @@ function importStored(db: Kysely<DB>, privateSealed: string, publicJwk: string):
  * deliveries within twice that (the queue holds the exported key as long
  * again, queue-payloads.ts); until then a remote server may refuse a
  * signature (the delivery is retried and signed with the new key), and a
- * deleted union's key may sign for at most that long. Such a process
- * should also bump document_versions once more after KEY_TTL_MS (or this
- * one be restarted): the actor document rebuilt within the hold shows the
- * old public key and src/http/read-cache.ts keeps it until the next bump.
+ * deleted union's key may sign for at most that long. A process that
+ * serves reads drops its held keys sooner, as soon as a GET sees the
+ * documents version move (versionDroppingHeldKeys): the triggers of
+ * migration 0018 bump it on every change to actor_keys, so the actor
+ * document rebuilt for that version shows the stored public key.
  */
 export const KEY_TTL_MS = 10_000;
 const HELD_MAX = 1000;
@@ -90,6 +91,25 @@ export const keyClock = { now: (): number => Date.now() };
 export function forgetActorKeys(db: Kysely<DB>): void {
   heldBy.get(db)?.clear();
   generations.set(db, keysGeneration(db) + 1);
+}
+
+/**
+ * Wraps the documents version read (src/db/document-versions.ts) so that a
+ * move of it drops this database's held keys before anything is rendered
+ * for the new version. Without it, a key replaced by the CLI, another
+ * process or SQL was bumped into the version but the rebuilt actor
+ * document still showed the held old key, and the read cache kept that
+ * document until the next bump. Other bumps (a union's name, a bylaws
+ * change) also drop the keys: they are rare and a reload is one read.
+ */
+export function versionDroppingHeldKeys(db: Kysely<DB>, read: () => Promise<string>): () => Promise<string> {
+  let seen: string | undefined;
+  return async () => {
+    const version = await read();
+    if (seen !== undefined && version !== seen) forgetActorKeys(db);
+    seen = version;
+    return version;
+  };
 }
 
 /** Changes whenever forgetActorKeys is called, so caches built on these keys (the queue's private JWKs) drop theirs too. */

@@ -4,7 +4,7 @@ import type { Hono } from "hono";
 import { createFastInbox, type FastInbox } from "../federation/inbox-fast-path.ts";
 import { createFastFollow } from "../federation/follow-fast-path.ts";
 import { createMusterFederation, INSTANCE_ACTOR } from "../federation/federation.ts";
-import { ensureInstanceKeys, generateActorKeys } from "../federation/keys.ts";
+import { ensureInstanceKeys, generateActorKeys, versionDroppingHeldKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
 import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
@@ -201,7 +201,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // Actor keys are sealed before the union's transaction writes them.
   const generateKeys = async () => (await generateActorKeys()).map((k) => ({ ...k, privateJwk: sealSecret(database.db, k.privateJwk) }));
   const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
-  const readCache = new ReadCache({ version: () => documentsVersion(database.db) });
+  // A key replaced outside this process shows in the next document at once, not after the key hold.
+  const readCache = new ReadCache({ version: versionDroppingHeldKeys(database.db, () => documentsVersion(database.db)) });
   const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
   const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR });
   // One fast path for the inbox, members' responses then Follows: the node-level
