@@ -91,6 +91,7 @@ async function postSigned(inbox: URL, name: string, body: object, actor: URL): P
 process.send!({ ready: true, followSignatures });
 process.once("message", async () => {
   firstSent = performance.now();
+  const cpu = process.cpuUsage();
   let next = 0;
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
@@ -124,7 +125,8 @@ process.once("message", async () => {
   // BENCH_JOINS_NO_ACCEPTS: the union runs no queue (its request path alone is measured); nothing will arrive.
   const until = Date.now() + (process.env.BENCH_JOINS_NO_ACCEPTS ? 0 : 180_000);
   while (accepted.size < total && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline });
+  const used = process.cpuUsage(cpu);
+  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline, cpuMs: (used.user + used.system) / 1000 });
   for (const p of peers) p.server.close();
   setTimeout(() => process.exit(0), 200).unref();
 });

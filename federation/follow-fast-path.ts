@@ -1,7 +1,7 @@
 import type { Context, Federation, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import type { Kysely } from "kysely";
-import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { type CachedActor, upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
@@ -10,6 +10,7 @@ import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
 import { isCollectiveActor } from "./relationships.ts";
@@ -27,6 +28,8 @@ export interface FastFollowDeps {
   readonly federation: Federation<void>;
   /** The identifier whose key signs fetches for the shared inbox (Fedify's shared key dispatcher). */
   readonly instanceActor: string;
+  /** False reads every follower's actor through Fedify's vocabulary (the path before plain-actor.ts; for the benchmark's comparison). */
+  readonly plainActors?: boolean;
 }
 
 /** A plain Follow of one of this server's unions, read from the JSON as sent. */
@@ -121,7 +124,8 @@ export function createFastFollow(deps: FastFollowDeps) {
   // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
   let context: Context<void> | undefined;
 
-  async function fetchFollower(recipient: string | null, actorId: string): Promise<Actor | undefined> {
+  /** The follower's actor document as fetched, if it is an object with the actor's id and came from the actor's host. */
+  async function fetchFollowerDocument(recipient: string | null, actorId: string): Promise<Record<string, unknown> | undefined> {
     context ??= deps.federation.createContext(deps.origin, undefined);
     const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
     let remote;
@@ -133,9 +137,14 @@ export function createFastFollow(deps: FastFollowDeps) {
       return undefined;
     }
     const doc = remote.document as Record<string, unknown> | null;
-    if (doc === null || typeof doc !== "object" || doc.id !== actorId) return undefined;
+    if (doc === null || typeof doc !== "object" || Array.isArray(doc) || doc.id !== actorId) return undefined;
     // After redirects, the host that answered is the one vouching for the actor.
     if (new URL(remote.documentUrl || actorId).host !== new URL(actorId).host) return undefined;
+    return doc;
+  }
+
+  /** The document read through Fedify's vocabulary (what plain-actor.ts does not take). */
+  async function parseFollower(doc: Record<string, unknown>): Promise<Actor | undefined> {
     let object;
     try {
       object = await APObject.fromJsonLd(doc, { documentLoader: offlineDocuments, contextLoader: offlineContexts });
@@ -169,14 +178,27 @@ export function createFastFollow(deps: FastFollowDeps) {
     if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
     const union = (await readUnion(db, shape.slug)).rows[0];
     if (!union) return undefined;
-    const actor = await fetchFollower(recipient, shape.actor);
-    if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
-    const key = await keyOf(actor, claim.keyId.href);
-    if (!key || !claim.check(key)) return undefined;
+    const actorDoc = await fetchFollowerDocument(recipient, shape.actor);
+    if (!actorDoc) return undefined;
     const now = Date.now();
-    const cached = await actorToRemoteActor(actor, { fetchedAt: now });
+    let cached: CachedActor;
+    let keyJsonLd: unknown;
+    // Mastodon's and Fedify's plain actors are read as JSON (plain-actor.ts); anything else through Fedify's vocabulary, as before.
+    const plain = deps.plainActors === false ? undefined : await readPlainActor(actorDoc, shape.actor, claim.keyId.href, now);
+    if (plain) {
+      if (!claim.checkRsa(plain.key)) return undefined;
+      cached = plain.actor;
+      keyJsonLd = plain.keyJsonLd;
+    } else {
+      const actor = await parseFollower(actorDoc);
+      if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
+      const key = await keyOf(actor, claim.keyId.href);
+      if (!key || !claim.check(key)) return undefined;
+      cached = await actorToRemoteActor(actor, { fetchedAt: now });
+      keyJsonLd = await key.toJsonLd({ contextLoader: offlineContexts });
+    }
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
-    await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], await key.toJsonLd({ contextLoader: offlineContexts }));
+    await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], keyJsonLd);
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
         first: async (trx) => {
