@@ -18,6 +18,8 @@ const sqlCounts = new Map<string, number>();
 /** Statement text to the main thread's CPU µs spent inside better-sqlite3 running it. */
 const sqlMicros = new Map<string, number>();
 let sqlCounting = false;
+// Timing each statement costs a few % of the CPU measured: only when the statements are printed.
+const sqlTiming = Boolean(process.env.BENCH_JOINS_SQL_TOP);
 let sqlPatched = false;
 function countSqlite(): void {
   if (sqlPatched) return;
@@ -31,6 +33,7 @@ function countSqlite(): void {
       if (sqlCounting) {
         const key = this.source.replace(/\s+/g, " ").trim().slice(0, 110);
         sqlCounts.set(key, (sqlCounts.get(key) ?? 0) + 1);
+        if (!sqlTiming) return original.apply(this, args);
         const t = process.threadCpuUsage();
         try {
           return original.apply(this, args);
@@ -57,6 +60,8 @@ export interface PeerReport {
   timeline: { follow: string; sent: number; accepted?: number }[];
   /** CPU ms the peers' process used from the first Follow until it reported (its waiting loop included). */
   cpuMs?: number;
+  /** Deliveries the peers' synchronous verifier left to Fedify's inbox (all of them with BENCH_JOINS_PEER=fedify). */
+  fedifyInbox?: number;
 }
 
 export const joins: Benchmark = {
@@ -68,6 +73,7 @@ export const joins: Benchmark = {
     "joins/s: Follows sent ÷ time from the first Follow to the last Accept received; CPU is the Muster process's alone (web and queue in one process, SQLite or PostgreSQL)",
     `"Follow signed": HTTP is how Mastodon sends a Follow (a draft-cavage HTTP signature only); BENCH_JOINS_FOLLOW_SIG=ld sends them through Fedify's sender, which adds a Linked Data signature the union verifies too`,
     `"refetch" is the oldest path (the follower's actor fetched again after its key), "fedify" every Follow through Fedify's inbox and the queue (reusing the fetched actor), "reuse" the shipped one (a plain Follow joined in the request, federation/follow-fast-path.ts), run back to back on fresh databases; actor GETs/join counted at the peers`,
+    "peer: \"plain\" (default) serves actor documents from a template Fedify rendered once and verifies each delivery with Muster's synchronous verifier (inbox-fast-verify.ts) against the union's key, falling back to Fedify's inbox (column \"to Fedify's inbox\"), as a server not built on Fedify would; BENCH_JOINS_PEER=fedify answers everything through Fedify (its CPU per join was more than Muster's)",
     "SQL/join, commits/join (SQLite): statements this process ran at better-sqlite3 while the joins ran (queue claims and settles, KV, BEGIN and COMMIT included); BENCH_JOINS_SQL_TOP=30 prints the most frequent",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
@@ -140,6 +146,8 @@ export const joins: Benchmark = {
           "CPU ms/join": cpuTotal / total,
           "actor GETs/join": report.actorGets / total,
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
+          "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
+          "to Fedify's inbox": report.fedifyInbox ?? "-",
           "SQL/join": counting ? statements / total : "-",
           "commits/join": counting ? commits / total : "-",
           load: loadAverage().replace(/^load average /, ""),
