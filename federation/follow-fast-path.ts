@@ -1,4 +1,4 @@
-import type { Context, Federation, KvStore } from "@fedify/fedify";
+import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { type CachedActor, upsertRemoteActor } from "../src/actors/remote-actors.ts";
@@ -10,6 +10,7 @@ import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { KyselyKvStore } from "./kysely-kv-store.ts";
 import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
@@ -198,7 +199,10 @@ export function createFastFollow(deps: FastFollowDeps) {
       keyJsonLd = await key.toJsonLd({ contextLoader: offlineContexts });
     }
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
-    await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], keyJsonLd);
+    // In the join's transaction when the store is on the same database: no commit of its own.
+    const keyEntry: KvKey = ["_fedify", "publicKey", claim.keyId.href];
+    const kvWith = deps.kv instanceof KyselyKvStore && deps.kv.sharesDatabase(db) ? deps.kv : undefined;
+    if (!kvWith) await deps.kv.set(keyEntry, keyJsonLd);
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
         first: async (trx) => {
@@ -207,6 +211,7 @@ export function createFastFollow(deps: FastFollowDeps) {
           // Fedify's path claimed this id and is joining it now: it finishes, and records it.
           if ((await readLiveClaim(trx, shape.id, now)).rows.length > 0) throw new Skip("busy");
           await upsertRemoteActor(trx, cached);
+          await kvWith?.setWith(trx, keyEntry, keyJsonLd);
         },
       });
       log.info("Follow of {union} by {actor}: {outcome}", { union: shape.slug, actor: shape.actor, outcome: r.outcome });

@@ -120,6 +120,30 @@ export class KyselyKvStore implements KvStore {
     await this.#maybePurge(now);
   }
 
+  /**
+   * set() inside the caller's transaction (`executor`), so the entry commits
+   * or rolls back with the caller's work and costs no commit of its own: the
+   * follow's fast path caches the follower's key in the join's transaction.
+   * No TTL option (the public-key default applies as in set()).
+   */
+  /** Whether this store keeps its entries in `db` (so setWith can join a transaction of it). */
+  sharesDatabase(db: Kysely<DB>): boolean {
+    return this.#db === db;
+  }
+
+  async setWith(executor: Kysely<DB>, key: KvKey, value: unknown): Promise<void> {
+    if (value === undefined) throw new TypeError("setWith stores a value; delete() removes one");
+    const now = Date.now();
+    const encoded = encodeKey(key);
+    const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(undefined, now) };
+    // Whether or not the transaction commits, the next get() reads the table.
+    this.#memo.delete(encoded);
+    await executor.insertInto("fedify_kv")
+      .values(row)
+      .onConflict((oc) => oc.column("key").doUpdateSet({ value: row.value, expires_at: row.expires_at }))
+      .execute();
+  }
+
   async delete(key: KvKey): Promise<void> {
     this.#memo.delete(encodeKey(key));
     await this.#db.deleteFrom("fedify_kv").where("key", "=", encodeKey(key)).execute();
