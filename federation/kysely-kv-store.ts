@@ -3,6 +3,7 @@ import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { jsonText, storedText } from "./kv-public-keys.ts";
+import { prepared } from "../src/db/prepared.ts";
 
 /**
  * Fedify hands over @js-temporal/polyfill Durations while its types name the
@@ -138,10 +139,7 @@ export class KyselyKvStore implements KvStore {
     const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(undefined, now) };
     // Whether or not the transaction commits, the next get() reads the table.
     this.#memo.delete(encoded);
-    await executor.insertInto("fedify_kv")
-      .values(row)
-      .onConflict((oc) => oc.column("key").doUpdateSet({ value: row.value, expires_at: row.expires_at }))
-      .execute();
+    await upsertWith(executor, row.key, row.value, row.expires_at);
   }
 
   async delete(key: KvKey): Promise<void> {
@@ -302,3 +300,9 @@ function expiresAt(options: KyselyKvSetOptions | undefined, now: number): number
 function isExpired(expiresAt: number | null, now: number): boolean {
   return expiresAt !== null && expiresAt <= now;
 }
+
+/** set()'s statement for setWith, compiled once (src/db/prepared.ts): the update takes the new row's values. */
+const upsertWith = prepared<[key: string, value: string, expiresAt: number | null], never>((db, key, value, expires_at) =>
+  db.insertInto("fedify_kv")
+    .values({ key, value, expires_at })
+    .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 
 export const REMOTE_ACTOR_TYPES = ["Person", "Group", "Service", "Application", "Organization"] as const;
 export type RemoteActorType = (typeof REMOTE_ACTOR_TYPES)[number];
@@ -54,17 +55,28 @@ export function cachedPart(actor: CachedActor): CachedActor {
  */
 export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Promise<void> {
   if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
-  const row = remoteActorRow(actor);
-  const { id: _id, ...changes } = row;
-  await db.insertInto("remote_actors")
-    .values(row)
-    .onConflict((oc) =>
-      oc.column("id")
-        .doUpdateSet(changes)
-        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-    )
-    .execute();
+  const r = remoteActorRow(actor);
+  await upsertStatement(db, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
 }
+
+// Compiled once (src/db/prepared.ts): every join writes its member's actor. The update takes the new row's values (excluded.*).
+type Row = Selectable<RemoteActorsTable>;
+const upsertStatement = prepared<[id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number], never>(
+  (db, id, type, handle, name, inbox, shared_inbox, fetched_at) =>
+    db.insertInto("remote_actors")
+      .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
+      .onConflict((oc) =>
+        oc.column("id")
+          .doUpdateSet((eb) => ({
+            type: eb.ref("excluded.type"),
+            handle: eb.ref("excluded.handle"),
+            name: eb.ref("excluded.name"),
+            inbox: eb.ref("excluded.inbox"),
+            shared_inbox: eb.ref("excluded.shared_inbox"),
+            fetched_at: eb.ref("excluded.fetched_at"),
+          }))
+          .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
+      ));
 
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
   const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();

@@ -1,5 +1,6 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { DB, MembersTable } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 
@@ -57,8 +58,12 @@ export function toMember(row: MemberRow): Member {
   };
 }
 
+// Compiled once (src/db/prepared.ts): a join reads its member five times (the join, its Accept and welcome, their gates).
+const memberById = prepared<[unionId: string, memberId: string], Selectable<MembersTable>>((db, unionId, memberId) =>
+  db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("id", "=", memberId));
+
 export async function getMember(db: Kysely<DB>, unionId: string, memberId: string): Promise<Member | undefined> {
-  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("id", "=", memberId).executeTakeFirst();
+  const row = (await memberById(db, unionId, memberId)).rows[0];
   return row && toMember(row);
 }
 
