@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Create, Note } from "@fedify/vocab";
@@ -90,8 +91,12 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
     peer = await startPeer(REPLIERS);
     for (const name of REPLIERS) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
     const cpu = process.cpuUsage();
+    // How late this process's event loop ran (Muster, the replies' poller and the repliers' server share it).
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
     const measured = await measure(label, m, m.muster, union, peer, seconds);
-    return row(dialect, "one process", swarm, followers, measured, { "CPU s": cpuMs(cpu) / 1000 });
+    lag.disable();
+    return row(dialect, "one process", swarm, followers, measured, { "CPU s": cpuMs(cpu) / 1000, "loop lag p99/max ms": `${(lag.percentile(99) / 1e6).toFixed(0)} / ${(lag.max / 1e6).toFixed(0)}` });
   } finally {
     await m?.stop();
     await peer?.close();
@@ -146,6 +151,7 @@ async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", follower
     const measured = await measure(label, { origin, muster: local }, local, union, peer, seconds);
     const used = procs.map((p, i) => cpuOfPid(p.pid) - cpu[i]!);
     const logs = procs.map((p) => p.output()).join("\n");
+    if (process.env.BENCH_UNDER_FANOUT_VERBOSE) for (const line of logs.split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 30)) progress(line.slice(0, 400));
     return row(dialect, "serve --no-worker + 2 workers", swarm, followers, measured, {
       "CPU s": used.reduce((a, b) => a + b, 0) / 1000,
       "web / w1 / w2 CPU s": used.map((ms) => (ms / 1000).toFixed(1)).join(" / "),
