@@ -32,7 +32,10 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * BENCH_WORKERS_FOLLOWERS=1000000 for the 10^6 run, seeded in SQL in about a
  * minute), BENCH_WORKERS_SHARED=0 for personal inboxes, BENCH_WORKERS_POOL
  * for each process's MUSTER_DB_POOL, BENCH_WORKERS_CONCURRENCY for their
- * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16). PostgreSQL only.
+ * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16),
+ * BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
+ * shows how repeats come from slow answers: the receiver prints each repeat's
+ * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
