@@ -53,17 +53,21 @@ export function cachedPart(actor: CachedActor): CachedActor {
  * one cannot roll the cache back.
  */
 export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Promise<void> {
+  await upsertRemoteActorQuery(db, actor).execute();
+}
+
+/** upsertRemoteActor's statement, not run (for a data-modifying CTE or a batch). */
+export function upsertRemoteActorQuery(db: Kysely<DB>, actor: CachedActor) {
   if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
   const row = remoteActorRow(actor);
   const { id: _id, ...changes } = row;
-  await db.insertInto("remote_actors")
+  return db.insertInto("remote_actors")
     .values(row)
     .onConflict((oc) =>
       oc.column("id")
         .doUpdateSet(changes)
         .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-    )
-    .execute();
+    );
 }
 
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
@@ -150,6 +154,11 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
     shared_inbox: storedUrl(a.id, a.sharedInbox),
     fetched_at: a.fetchedAt,
   };
+}
+
+/** A remote_actors row as getRemoteActor returns it. */
+export function remoteActorFromRow(r: Selectable<RemoteActorsTable>): CachedActor {
+  return fromRow(r);
 }
 
 function fromRow(r: Selectable<RemoteActorsTable>): CachedActor {
