@@ -207,10 +207,11 @@ export const workers: Benchmark = {
     try {
       const web = spawnMuster(["serve", "--no-worker"], env);
       procs.push(web);
-      await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening");
+      // On a machine loaded by other work a process took over a minute to start.
+      await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening", 240_000);
       await run(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", "@lead@leader.invalid", "--join-policy", "open", "--json"], env);
       for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
-      await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
+      await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`, 240_000)));
       const rows: Row[] = [];
       const row = (what: string, n: number, ms: number, cpu: number[], connections: number, extra: Record<string, string | number>) => {
         const total = cpu.reduce((a, b) => a + b, 0);
