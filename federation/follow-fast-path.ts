@@ -1,7 +1,8 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import type { Kysely } from "kysely";
-import { type CachedActor, upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
+import { batches } from "../src/db/batch.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
@@ -206,6 +207,14 @@ export function createFastFollow(deps: FastFollowDeps) {
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
         first: async (trx) => {
+          if (batches(trx)) {
+            // PostgreSQL: the three steps below in one statement (a round trip under the union's lock each).
+            const r = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
+            if (!r.recorded) throw new Skip("repeat");
+            if (r.busy) throw new Skip("busy");
+            await kvWith?.setWith(trx, keyEntry, keyJsonLd);
+            return;
+          }
           const recorded = await recordFollow(trx, shape.id, shape.actor, union.id, now);
           if (Number(recorded.numAffectedRows ?? 0n) !== 1) throw new Skip("repeat");
           // Fedify's path claimed this id and is joining it now: it finishes, and records it.
@@ -234,6 +243,24 @@ const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.sele
 /** As processOnce records a processed activity; nothing when it already was. */
 const recordFollow = prepared<[id: string, actor: string, unionId: string, at: number], unknown>((db, id, actor, unionId, at) =>
   db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+/**
+ * recordFollow, readLiveClaim and upsertRemoteActor as one PostgreSQL
+ * statement (data-modifying CTEs). The upsert runs even for a repeat or a
+ * busy id, whose join is then rolled back with it.
+ */
+async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ recorded: boolean; busy: boolean }> {
+  const row = await trx
+    .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
+    .with("up", (db) => upsertRemoteActorQuery(db as unknown as Kysely<DB>, cached).returning("id"))
+    .selectNoFrom((eb) => [
+      eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
+      eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
+      eb.exists(eb.selectFrom("up").select("id")).as("cached"),
+    ])
+    .executeTakeFirstOrThrow();
+  return { recorded: Boolean(row.recorded), busy: Boolean(row.busy) };
+}
 
 const readLiveClaim = prepared<[id: string, now: number], { id: string }>((db, id, now) =>
   db.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", now));

@@ -1,5 +1,5 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
-import type { DB, MembersTable } from "../db/schema.ts";
+import type { DB, MembersTable, UnionsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
@@ -84,9 +84,13 @@ export async function findMemberByHandle(db: Kysely<DB>, unionId: string, handle
 }
 
 export async function getLeader(db: Kysely<DB>, unionId: string): Promise<Member | undefined> {
-  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
-    .where("state", "in", IN_TREE).executeTakeFirst();
+  const row = await leaderQuery(db, unionId).executeTakeFirst();
   return row && toMember(row);
+}
+
+/** getLeader's statement, not run. */
+export function leaderQuery(db: Kysely<DB>, unionId: string) {
+  return db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("state", "in", IN_TREE);
 }
 
 export interface MemberListing extends Member {
@@ -151,6 +155,17 @@ export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void>
   if (trx.getExecutor().adapter instanceof PostgresAdapter) {
     await sql`select id from unions where id = ${unionId} for update`.execute(trx);
   }
+}
+
+/**
+ * lockUnion, and the union's row in the same statement: on PostgreSQL a
+ * row locked FOR UPDATE is returned as it is once the lock is granted (the
+ * latest committed version), so nothing needs reading it again. Undefined
+ * when there is no such union.
+ */
+export async function lockUnionRow(trx: Kysely<DB>, unionId: string): Promise<UnionsTable | undefined> {
+  const q = trx.selectFrom("unions").selectAll().where("id", "=", unionId);
+  return trx.getExecutor().adapter instanceof PostgresAdapter ? q.forUpdate().executeTakeFirst() : q.executeTakeFirst();
 }
 
 /** Checks that `by` may act as an officer of the union; returns the acting member, if any. */

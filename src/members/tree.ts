@@ -49,13 +49,18 @@ export async function recruitsOf(db: Kysely<DB>, unionId: string, memberId: stri
 /** Adds `delta` to the subtree counts of `fromId` and every ancestor of it. */
 async function adjustAncestors(trx: Kysely<DB>, fromId: string | null, delta: number): Promise<void> {
   if (fromId === null || delta === 0) return;
-  await sql`
+  await ancestorsAdjustment(fromId, delta).execute(trx);
+}
+
+/** adjustAncestors' statement, not run: for a caller that batches it (src/db/batch.ts). */
+export function ancestorsAdjustment(fromId: string, delta: number) {
+  return sql`
     with recursive chain(id, sponsor_id, n) as (
       select id, sponsor_id, 0 from members where id = ${fromId}
       union all
       select m.id, m.sponsor_id, c.n + 1 from members m join chain c on m.id = c.sponsor_id where c.n < ${MAX_DEPTH}
     )
-    update members set subtree_size = subtree_size + ${delta} where id in (select id from chain)`.execute(trx);
+    update members set subtree_size = subtree_size + ${delta} where id in (select id from chain)`;
 }
 
 /** Puts a member into the tree under `sponsorId` (a fresh join: no descendants yet). */
