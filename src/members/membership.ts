@@ -245,7 +245,7 @@ async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, rea
       .where("id", "=", m.id).execute();
     return 0;
   }
-  const moved = m.state === "active" ? (await detach(trx, m, `sponsor_${state}`, now)).length : 0;
+  const moved = m.state === "active" ? await detach(trx, m, `sponsor_${state}`, now) : 0;
   // Leaving ends any office: a returning member starts as a member.
   await trx.updateTable("members").set({
     state,
