@@ -152,10 +152,11 @@ for (const d of dialects) {
         await any.insertInto("members").values([member("m1", "https://a.example/users/x", "https://a.example/follow/1"), member("m2", "https://a.example/users/y", "https://a.example/follow/2")]).execute();
         await migrateToLatest(db);
 
-        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin.
+        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin; 0057 the id's usual handle as "".
         assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
-          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
+          id: "https://a.example/users/x", type: "Person", handle: "", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
+        assert.equal((await getRemoteActor(db, "https://a.example/users/x"))?.handle, "@x@a.example");
         assert.deepEqual([(await getRemoteActor(db, "https://a.example/users/x"))?.inbox, (await getRemoteActor(db, "https://a.example/users/x"))?.sharedInbox],
           ["https://a.example/users/x/inbox", "https://a.example/inbox"]);
         assert.deepEqual(await recorded(), [], "a current Follow needs no record");
