@@ -14,6 +14,15 @@ import { isPostgres } from "./dialect.ts";
 // triggers are replaced before the rows are rewritten, and on the way down
 // the rows are written back before the old triggers return.
 
+// Also (PostgreSQL only): fanout_targets gets fillfactor 50. Every join and
+// leave updates its target's member count; with full pages the new row
+// version goes to another page (not a HOT update), with new index entries, and
+// VACUUM frees the old ones without shrinking the file. Measured by
+// bench/storage.ts at 10^6 members on 2·10^4 servers: 118.6 MiB of heap and
+// 14.1 MiB of indexes for 2·10^4 rows of about 100 bytes. With half of each
+// page free, an update stays on its page and the next visit prunes the old
+// version. Applies to pages written from now on.
+
 /** SQL for followIdOf(actor, stored) of src/members/members.ts (the origin as 0054 computes it). */
 function absolute(pg: boolean, actor: string, stored: string): string {
   const instr = (hay: string, needle: string) => (pg ? `strpos(${hay}, ${needle})` : `instr(${hay}, ${needle})`);
@@ -54,6 +63,7 @@ async function triggers(db: Kysely<any>, relative: boolean): Promise<void> {
 
 export async function up(db: Kysely<any>): Promise<void> {
   const pg = isPostgres(db);
+  if (pg) await sql`alter table fanout_targets set (fillfactor = 50)`.execute(db);
   await triggers(db, true);
   const instr = pg ? sql.raw("strpos") : sql.raw("instr");
   for (const scheme of ["https://", "http://"]) {
@@ -70,4 +80,5 @@ export async function down(db: Kysely<any>): Promise<void> {
   const pg = isPostgres(db);
   await sql`update members set follow_id = ${sql.raw(absolute(pg, "actor_id", "follow_id"))} where substr(follow_id, 1, 1) = '/'`.execute(db);
   await triggers(db, false);
+  if (pg) await sql`alter table fanout_targets reset (fillfactor)`.execute(db);
 }

@@ -336,6 +336,9 @@ for (const d of dialects) {
         }
         assert.deepEqual([after.m1, after.m2, after.m5, after.m8], ["/0a5a7c83-5c1c-4e2e-9b59-4c3f1b0d1f0e", "/users/bob/follow/01HXYZ", "/activities/2", "/"]);
         assert.deepEqual(await recorded(), [], "rewriting the stored form records no Follow");
+        const fillfactor = async () => d.name === "sqlite" ? null
+          : (await sql<{ o: string[] | null }>`select reloptions as o from pg_class where relname = 'fanout_targets'`.execute(db)).rows[0]!.o;
+        assert.deepEqual(await fillfactor(), d.name === "sqlite" ? null : ["fillfactor=50"], "PostgreSQL: half of each fanout_targets page left for its counts' updates");
 
         // A Move to another server with the same Follow: stored whole for the new actor, and no Follow was superseded.
         await db.updateTable("members").set({ actor_id: "https://new.example/users/alice", follow_id: storedFollowId("https://new.example/users/alice", before.m1!) }).where("id", "=", "m1").execute();
@@ -349,6 +352,7 @@ for (const d of dialects) {
         await migrateTo(db, "0057_usual_handles");
         const down = await stored();
         assert.equal(down.m2, "https://social.example:8443/follows/new");
+        assert.equal(await fillfactor(), null);
         for (const id of ["m3", "m4", "m6", "m7", "m8", "m9", "m10", "m11", "m12"]) assert.equal(down[id], before[id], id);
         // 0047's triggers as they were: compared as stored, recorded as stored.
         await db.deleteFrom("inbox_activities").execute();
