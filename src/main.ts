@@ -162,7 +162,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
     // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
-    ...(process.env.MUSTER_BATCH_DELIVERY === "0" ? {} : {
+    ...(config.batchDelivery === false ? {} : {
       batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)) }),
     }),
     ...options.queue,

@@ -157,8 +157,36 @@ export function inboxUrl(actorId: string, stored: string | null): string | null 
   return `${originOf(actorId) ?? ""}${stored}`;
 }
 
+/**
+ * `@${last path segment}@${host}` of an id, by string: the handle most
+ * servers' actors have (Mastodon, Pleroma, GoToSocial: `/users/<name>` and
+ * preferredUsername `<name>`). A cached handle equal to it is stored as ""
+ * (about 36 bytes a member; migration 0057); buildHandle never makes "", so
+ * "" can mean nothing else. Misskey's ids (`/users/<opaque id>`) and anything
+ * else keep their handle as it came. Computed the same way when storing and
+ * reading, so a stored "" reads back exactly the handle that was written;
+ * migration 0057 computes it in SQL, held to this by test/migrations.test.ts.
+ */
+export function usualHandle(id: string): string | null {
+  const start = id.indexOf("://");
+  if (start < 0) return null;
+  const end = id.indexOf("/", start + 3);
+  if (end < 0) return null;
+  return `@${id.slice(id.lastIndexOf("/") + 1)}@${id.slice(start + 3, end)}`;
+}
+
+/** The stored form of a cached handle (see usualHandle). */
+function storedHandle(id: string, handle: string | null): string | null {
+  return handle !== null && handle === usualHandle(id) ? "" : handle;
+}
+
+/** The handle of a stored `handle` value (see usualHandle). */
+export function handleOf(id: string, stored: string | null): string | null {
+  return stored === "" ? usualHandle(id) : stored;
+}
+
 /** "https://host:port" of an absolute id, by string so that storing and reading agree exactly. */
-function originOf(id: string): string | null {
+export function originOf(id: string): string | null {
   const start = id.indexOf("://");
   if (start < 0) return null;
   const end = id.indexOf("/", start + 3);
@@ -170,7 +198,7 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
   return {
     id: a.id,
     type: a.type,
-    handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
+    handle: storedHandle(a.id, a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null),
     name: a.type === "Person" ? null : boundedText(a.name, LIMITS.name),
     inbox: storedUrl(a.id, a.inbox, `${a.id}/inbox`),
     shared_inbox: storedUrl(a.id, a.sharedInbox),
@@ -188,7 +216,7 @@ function fromRow(r: Selectable<RemoteActorsTable>): CachedActor {
     id: r.id,
     // Only upsertRemoteActor writes this table and it rejects other types.
     type: r.type as RemoteActorType,
-    handle: r.handle,
+    handle: handleOf(r.id, r.handle),
     name: r.name,
     inbox: inboxUrl(r.id, r.inbox),
     sharedInbox: inboxUrl(r.id, r.shared_inbox),

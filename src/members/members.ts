@@ -3,6 +3,7 @@ import type { DB, MembersTable, UnionsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
+import { originOf } from "../actors/remote-actors.ts";
 
 export type MemberState = "reserved" | "pending" | "active" | "left" | "removed" | "expelled" | "rejected" | "deleted";
 export type MemberRole = "leader" | "officer" | "member";
@@ -39,6 +40,27 @@ export type MembershipDeps = DomainDeps;
 
 export type MemberRow = Selectable<MembersTable>;
 
+/**
+ * The stored form of a member's Follow id: a path when the Follow is on the
+ * member's actor's origin, as Mastodon's (`https://host/<uuid>`), Pleroma's
+ * and GoToSocial's are; about 30 bytes a member (issue 16, migration 0058).
+ * Anything else is stored as it came. A Follow id is an absolute URL, so a
+ * stored value starting with "/" can be nothing but this form; rows written
+ * before read as they were. Every write of `members.follow_id` goes through
+ * this with the `actor_id` the row has after the write.
+ */
+export function storedFollowId(actorId: string | null, followId: string | null): string | null {
+  if (followId === null || actorId === null) return followId;
+  const origin = originOf(actorId);
+  return origin !== null && followId.startsWith(`${origin}/`) ? followId.slice(origin.length) : followId;
+}
+
+/** The Follow id of a stored `follow_id` (see storedFollowId); migration 0058's SQL and federation/pruning.ts compute the same. */
+export function followIdOf(actorId: string | null, stored: string | null): string | null {
+  if (stored === null || !stored.startsWith("/")) return stored;
+  return `${(actorId !== null ? originOf(actorId) : null) ?? ""}${stored}`;
+}
+
 export function toMember(row: MemberRow): Member {
   return {
     id: row.id,
@@ -50,7 +72,7 @@ export function toMember(row: MemberRow): Member {
     portfolio: row.portfolio,
     sponsorId: row.sponsor_id,
     subtreeSize: Number(row.subtree_size),
-    followId: row.follow_id,
+    followId: followIdOf(row.actor_id, row.follow_id),
     inviteId: row.invite_id,
     joinedAt: row.joined_at === null ? null : new Date(Number(row.joined_at)),
     leftAt: row.left_at === null ? null : new Date(Number(row.left_at)),

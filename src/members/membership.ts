@@ -21,6 +21,7 @@ import {
   type MemberRow,
   type MemberState,
   requireOfficer,
+  storedFollowId,
   toMember,
 } from "./members.ts";
 import { ancestorsAdjustment, attach, detach } from "./tree.ts";
@@ -81,19 +82,19 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
 
     if (existing?.state === "active") {
       // A repeated or re-sent Follow: the member's server may have lost our Accept.
-      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id).execute();
       await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: existing.id });
       return { outcome: "already_member", member: { ...existing, followId } };
     }
     if (existing?.state === "expelled") {
-      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id).execute();
       await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: existing.id });
       return { outcome: "rejected", member: existing };
     }
 
     const leader = read.leader[0] && toMember(read.leader[0] as MemberRow);
     if (leader && leader.state === "reserved" && handle && leader.handle === handle) {
-      await trx.updateTable("members").set({ actor_id: applicant.actorId, state: "active", follow_id: followId, joined_at: now })
+      await trx.updateTable("members").set({ actor_id: applicant.actorId, state: "active", follow_id: storedFollowId(applicant.actorId, followId), joined_at: now })
         .where("id", "=", leader.id).execute();
       // A stale row for the same account (e.g. it followed before being named leader) gives way.
       if (existing) await trx.deleteFrom("members").where("id", "=", existing.id).execute();
@@ -114,7 +115,7 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
 
     const row = existing ?? await insertApplicant(trx, unionId, applicant.actorId, handle, followId, now);
     if (existing) {
-      await trx.updateTable("members").set({ follow_id: followId, handle: handle ?? existing.handle, state: "pending", left_at: null, left_reason: null, removed_by: null })
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId), handle: handle ?? existing.handle, state: "pending", left_at: null, left_reason: null, removed_by: null })
         .where("id", "=", existing.id).execute();
     }
 
@@ -321,7 +322,7 @@ async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, rea
       .where("id", "=", m.id).execute();
     return 0;
   }
-  const moved = m.state === "active" ? (await detach(trx, m, `sponsor_${state}`, now)).length : 0;
+  const moved = m.state === "active" ? await detach(trx, m, `sponsor_${state}`, now) : 0;
   // Leaving ends any office: a returning member starts as a member.
   await trx.updateTable("members").set({
     state,
@@ -353,7 +354,7 @@ export async function migrateMember(deps: MembershipDeps, unionId: string, fromA
     await trx.updateTable("members").set({
       actor_id: to.actorId,
       handle: to.handle ? safeHandle(to.handle) : m.handle,
-      follow_id: followId ?? m.followId,
+      follow_id: storedFollowId(to.actorId, followId ?? m.followId),
     }).where("id", "=", m.id).execute();
     if (followId && m.state === "active") await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: m.id });
     return (await getMember(trx, unionId, m.id))!;
@@ -412,7 +413,7 @@ async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string
     state: "pending",
     role: "member",
     subtree_size: 0,
-    follow_id: followId,
+    follow_id: storedFollowId(actorId, followId),
     created_at: now,
   };
   await trx.insertInto("members").values(row).execute();
