@@ -84,6 +84,19 @@ for (const d of dialects) {
       });
     });
 
+    it("an open union's newcomer's Follow id is stored relative to its actor's origin and read back whole (migration 0058)", async () => {
+      await withCtx(d, async (c) => {
+        const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+        await requestToJoin(c.deps, union.id, LEADER, followId());
+        const follow = followId();
+        const r = await requestToJoin(c.deps, union.id, person("bea"), follow);
+        assert.equal(r.outcome, "accepted");
+        const raw = await c.db.selectFrom("members").select("follow_id").where("id", "=", r.member.id).executeTakeFirstOrThrow();
+        assert.equal(raw.follow_id, new URL(follow).pathname);
+        assert.equal((await getMember(c.db, union.id, r.member.id))!.followId, follow);
+      });
+    });
+
     it("an open union's newcomer is admitted in a handful of statements under the union's lock, with the same result", async (t) => {
       if (d.name !== "postgres") return t.skip("round trips are counted at the pg driver");
       await withCtx(d, async (c) => {

@@ -173,7 +173,7 @@ async function admitNewcomer(
     role: "member",
     sponsor_id: sponsorId,
     subtree_size: 0,
-    follow_id: followId,
+    follow_id: storedFollowId(actorId, followId),
     invite_id: null,
     joined_at: now,
     created_at: now,
