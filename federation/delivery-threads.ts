@@ -104,7 +104,9 @@ class Thread {
   dead = false;
 
   constructor(init: ThreadInit, onGone: (thread: Thread, error: Error) => void) {
-    this.worker = new Worker(THREAD_URL, { workerData: init, stdout: false, stderr: false });
+    // A thread holds a few hundred deliveries at most: a small heap, so that
+    // its garbage is collected early instead of growing the process's RSS.
+    this.worker = new Worker(THREAD_URL, { workerData: init, stdout: false, stderr: false, resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 } });
     // A thread never keeps the process alive; the queue's listeners do while there is work.
     this.worker.unref();
     this.worker.on("message", (results: ThreadResult[]) => {

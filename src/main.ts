@@ -135,7 +135,8 @@ export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">,
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const runsQueue = options.runsQueue !== false;
-  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
+  // A process that runs the queue checkpoints SQLite's WAL on a thread of its own (MUSTER_SQLITE_CHECKPOINT_THREAD=0: in its commits, as before).
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && process.env.MUSTER_SQLITE_CHECKPOINT_THREAD !== "0" });
   try {
     await checkConnection(database, config.databaseUrl);
     // serve and worker only: a pool the server cannot honour fails queries under load.
