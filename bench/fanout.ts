@@ -211,6 +211,9 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "to Fedify": batchStats.fallback - batched.fallback,
       // Of those sent, the ones signed and POSTed on a delivery thread (MUSTER_DELIVERY_THREADS; 0: none).
       "on threads": threadStats.sent - threaded.sent,
+      // Given back by a thread as not sent (an error, or a thread that died or did not answer), and the last reason.
+      "thread failed": threadStats.failed - threaded.failed + threadStats.lost - threaded.lost,
+      ...(threadStats.lastError !== threaded.lastError ? { "thread error": threadStats.lastError.slice(0, 80) } : {}),
       repeats: stats.repeats,
       refused: stats.refused,
       load: loadavg()[0]!,

@@ -87,7 +87,7 @@ const BODIES_PER_THREAD = 16;
 const THREAD_URL = new URL("./delivery-thread.ts", import.meta.url);
 
 /** Deliveries sent by delivery threads in this process, and those a thread failed to answer (the benchmark and tests read them). */
-export const threadStats = { sent: 0, lost: 0 };
+export const threadStats = { sent: 0, lost: 0, failed: 0, lastError: "" };
 
 interface Pending {
   readonly resolve: (outcome: ThreadOutcome) => void;
@@ -114,7 +114,11 @@ class Thread {
         const p = this.pending.get(seq);
         if (p === undefined) continue;
         this.pending.delete(seq);
-        if (code === -1) p.reject(new Error(error ?? "the delivery thread could not send it"));
+        if (code === -1) {
+          threadStats.failed++;
+          threadStats.lastError = error ?? "";
+          p.reject(new Error(error ?? "the delivery thread could not send it"));
+        }
         else p.resolve({ ok: code === 1, status, acceptSignature, spec, knocked });
       }
     });
@@ -125,6 +129,7 @@ class Thread {
   /** Fails everything it was given and not yet answered. */
   fail(error: Error): void {
     this.dead = true;
+    threadStats.lastError = error.message;
     for (const p of this.pending.values()) p.reject(error);
     threadStats.lost += this.pending.size;
     this.pending.clear();

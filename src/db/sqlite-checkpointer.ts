@@ -19,8 +19,11 @@ import { logger } from "../logging.ts";
  * checkpoint every CHECKPOINT_EVERY_MS. PASSIVE takes no lock that a writer
  * or reader waits for: it copies what no reader still needs and returns.
  * When it has copied everything, the next write transaction starts the WAL
- * over from its beginning, as after an automatic checkpoint, so the WAL stays
- * as small as before. Durability is unchanged (synchronous = NORMAL: a
+ * over from its beginning, as after an automatic checkpoint; under a steady
+ * stream of commits that moment may never come, so past RESTART_PAGES the
+ * thread runs a RESTART checkpoint, which copies the rest and starts the WAL
+ * over itself (a commit that meets it waits on the driver's timers, as for
+ * any other holder of the lock): the WAL stays about as small as before. Durability is unchanged (synchronous = NORMAL: a
  * commit is written to the WAL, which the checkpoint syncs before it copies).
  *
  * Stopping hands checkpointing back to the connection (wal_autocheckpoint
@@ -32,6 +35,8 @@ import { logger } from "../logging.ts";
 const log = logger("db", "checkpointer");
 
 export const CHECKPOINT_EVERY_MS = 200;
+/** WAL pages past which the thread starts the WAL over (RESTART) rather than only copying it: twice the automatic checkpoint's 1000. */
+export const RESTART_PAGES = 2000;
 const AUTOCHECKPOINT_PAGES = 1000;
 
 const THREAD = `
@@ -44,8 +49,18 @@ let stopped = false;
 const tick = () => {
   if (stopped) return;
   try {
-    const [r] = db.pragma("wal_checkpoint(PASSIVE)");
-    parentPort.postMessage({ kind: "checkpoint", log: r.log, checkpointed: r.checkpointed });
+    let [r] = db.pragma("wal_checkpoint(PASSIVE)");
+    let restarted = false;
+    // Under a steady stream of commits the WAL may never be wholly copied at
+    // the moment a write begins, so it is never started over and only grows.
+    // Past restartPages, RESTART (busy_timeout 0: it gives up at once when a
+    // write is under way) copies the rest and starts it over.
+    if (r.log >= workerData.restartPages) {
+      const [x] = db.pragma("wal_checkpoint(RESTART)");
+      restarted = x.busy === 0;
+      r = x;
+    }
+    parentPort.postMessage({ kind: "checkpoint", log: r.log, checkpointed: r.checkpointed, restarted });
   } catch (error) {
     // SQLITE_BUSY (another process's checkpoint or a schema change): the next tick tries again.
     parentPort.postMessage({ kind: "error", message: String(error && error.message || error) });
@@ -64,7 +79,7 @@ parentPort.on("message", (m) => {
 `;
 
 /** Checkpoints done by checkpointer threads in this process (tests read them). */
-export const checkpointStats = { checkpoints: 0, frames: 0 };
+export const checkpointStats = { checkpoints: 0, frames: 0, restarts: 0 };
 
 export class SqliteCheckpointer {
   readonly #sqlite: SQLite.Database;
@@ -75,12 +90,13 @@ export class SqliteCheckpointer {
   /** Starts checkpointing `file` (the database `sqlite` has open, in WAL mode) on a thread, and stops `sqlite` from checkpointing itself. */
   constructor(sqlite: SQLite.Database, file: string, everyMs = CHECKPOINT_EVERY_MS) {
     this.#sqlite = sqlite;
-    this.#worker = new Worker(THREAD, { eval: true, workerData: { file, everyMs, module: fileURLToPath(import.meta.resolve("better-sqlite3")) }, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 16 } });
+    this.#worker = new Worker(THREAD, { eval: true, workerData: { file, everyMs, restartPages: RESTART_PAGES, module: fileURLToPath(import.meta.resolve("better-sqlite3")) }, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 16 } });
     this.#worker.unref();
     let lastError = "";
-    this.#worker.on("message", (m: { kind: string; log?: number; checkpointed?: number; message?: string }) => {
+    this.#worker.on("message", (m: { kind: string; log?: number; checkpointed?: number; restarted?: boolean; message?: string }) => {
       if (m.kind === "checkpoint") {
         checkpointStats.checkpoints++;
+        if (m.restarted) checkpointStats.restarts++;
         checkpointStats.frames += Math.max(0, m.checkpointed ?? 0);
       } else if (m.kind === "error" && m.message !== lastError) {
         lastError = m.message ?? "";
