@@ -62,7 +62,7 @@ export interface ThreadOutcome {
 
 export interface DeliveryThreadsOptions {
   readonly threads: number;
-  /** Headers and body timeout of a POST; a delivery not answered by a thread in twice this (plus 5 s) is given up here. */
+  /** Headers and body timeout of a POST; a delivery not answered by a thread in four times this (plus 30 s) is given up here. */
   readonly timeoutMs: number;
 }
 
@@ -222,10 +222,13 @@ export class DeliveryThreads {
         thread.fail(error instanceof Error ? error : new Error(String(error)));
         continue;
       }
-      // What the thread has not answered in twice the POST timeout (plus 5 s)
-      // is given up here: one timer per message, not per delivery.
+      // A thread answers every delivery (undici's connect, headers and body
+      // timeouts bound each POST), so this only catches a thread that hangs:
+      // generous, since a delivery given up here that the thread then makes
+      // is made twice (on a loaded machine a POST may take well past its
+      // timeouts to be answered). One timer per message, not per delivery.
       const seqs = out.items.map((i) => i[0]);
-      const ms = this.#init.timeoutMs * 2 + 5000;
+      const ms = this.#init.timeoutMs * 4 + 30_000;
       setTimeout(() => {
         for (const seq of seqs) {
           const p = thread.pending.get(seq);
