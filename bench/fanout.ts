@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
 import { signRequest } from "@fedify/fedify";
 import { processStats as batchStats } from "../federation/batch-delivery.ts";
+import { threadStats } from "../federation/delivery-threads.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
@@ -150,7 +152,9 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const rssBefore = process.memoryUsage.rss();
     const rss = trackPeakRss();
     const batched = { ...batchStats };
+    const threaded = { ...threadStats };
     const cpu = process.cpuUsage();
+    const threads = threadCpuMs();
     const start = Date.now();
     const t0 = performance.now();
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
@@ -172,6 +176,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
     const ms = performance.now() - t0;
     const cpuTotal = cpuMs(cpu);
+    const threadsAfter = threadCpuMs();
     const peak = rss.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
@@ -191,6 +196,10 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       "sign+POST/s": baseline,
       ratio: rate / baseline,
       "CPU ms/delivery": cpuTotal / stats.delivered,
+      // Split by thread (Linux /proc, 10 ms ticks): the main thread, which
+      // alone runs JavaScript, and the rest (libuv's pool signs, V8's GC helpers).
+      "main thread ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.main - threads.main) / stats.delivered,
+      "other threads ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.others - threads.others) / stats.delivered,
       "RSS before MiB": mib(rssBefore),
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
@@ -200,6 +209,11 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       // Deliveries the delivery lane's own sender made, and those it left to Fedify's handler (MUSTER_BATCH_DELIVERY=0: all).
       "batch sent": batchStats.sent - batched.sent,
       "to Fedify": batchStats.fallback - batched.fallback,
+      // Of those sent, the ones signed and POSTed on a delivery thread (MUSTER_DELIVERY_THREADS; 0: none).
+      "on threads": threadStats.sent - threaded.sent,
+      // Given back by a thread as not sent (an error, or a thread that died or did not answer), and the last reason.
+      "thread failed": threadStats.failed - threaded.failed + threadStats.lost - threaded.lost,
+      ...(threadStats.lastError !== threaded.lastError ? { "thread error": threadStats.lastError.slice(0, 80) } : {}),
       repeats: stats.repeats,
       refused: stats.refused,
       load: loadavg()[0]!,
@@ -210,6 +224,34 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     await m?.stop();
     await receiver?.stop();
     await tdb.destroy();
+  }
+}
+
+/**
+ * This process's CPU by thread, from /proc (Linux only; undefined elsewhere):
+ * the main thread, and every other thread together (libuv's pool, where
+ * WebCrypto signs; V8's helpers; worker threads, if any).
+ */
+export function threadCpuMs(): { main: number; others: number } | undefined {
+  try {
+    const tick = 10; // USER_HZ is 100 on Linux
+    let main = 0;
+    let others = 0;
+    for (const tid of readdirSync("/proc/self/task")) {
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      } catch {
+        continue; // the thread ended meanwhile
+      }
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = (Number(f[11]) + Number(f[12])) * tick;
+      if (Number(tid) === process.pid) main += ms;
+      else others += ms;
+    }
+    return { main, others };
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,10 +1,14 @@
-import { createHash } from "node:crypto";
 import { importJwk, signRequest } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
+import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./delivery-sign.ts";
+import type { DeliveryThreads } from "./delivery-threads.ts";
+import { currentOutgoingPolicy } from "./http-client.ts";
 import { KyselyKvStore } from "./kysely-kv-store.ts";
+
+export { signedHeaders } from "./delivery-sign.ts";
 
 /*
  * The delivery lane's own sender for Fedify's per-inbox delivery messages
@@ -27,8 +31,6 @@ import { KyselyKvStore } from "./kysely-kv-store.ts";
 
 export type FastOutcome = "sent" | "fallback";
 
-type Spec = "rfc9421" | "draft-cavage-http-signatures-12";
-const OTHER_SPEC: Record<Spec, Spec> = { "rfc9421": "draft-cavage-http-signatures-12", "draft-cavage-http-signatures-12": "rfc9421" };
 
 /** Fedify's KV prefixes (FederationKvPrefixes defaults): circuit state per host, accepted spec per origin. */
 const CIRCUIT_PREFIX = ["_fedify", "circuit"] as const;
@@ -54,11 +56,15 @@ export interface BatchDelivererOptions {
   readonly timeoutMs: number;
   /** Defaults to the global dispatcher at the time of sending (http-client.ts installs the guarded one). */
   readonly dispatcher?: () => Dispatcher;
+  /**
+   * Given, deliveries are signed and POSTed on these worker threads
+   * (delivery-threads.ts) instead of this one; a message with headers of its
+   * own is still sent here.
+   */
+  readonly threads?: DeliveryThreads;
 }
 
 const log = logger("federation", "batch-delivery");
-
-const encoder = new TextEncoder();
 
 /** Deliveries sent here and handed to Fedify, by every sender in this process (the benchmark prints them). */
 export const processStats = { sent: 0, fallback: 0 };
@@ -69,6 +75,7 @@ export class BatchDeliverer {
   readonly #firstKnock: Spec;
   readonly #timeoutMs: number;
   readonly #dispatcher: () => Dispatcher;
+  readonly #threads: DeliveryThreads | undefined;
   /** A fan-out's deliveries share one activity object: serialized once. */
   readonly #bodies = new WeakMap<object, Body>();
   /** Imported private keys by JWK object (shared by a fan-out's messages) and, for whole messages, by key id and modulus. */
@@ -83,6 +90,7 @@ export class BatchDeliverer {
     this.#firstKnock = options.firstKnock ?? "rfc9421";
     this.#timeoutMs = options.timeoutMs;
     this.#dispatcher = options.dispatcher ?? getGlobalDispatcher;
+    this.#threads = options.threads;
   }
 
   /**
@@ -149,6 +157,18 @@ export class BatchDeliverer {
     const privateKey = await this.#importKey(rsa.keyId, rsa.privateKey);
     const keyId = new URL(rsa.keyId);
     const body = this.#body(message.activity);
+    if (this.#threads !== undefined && (message.headers === undefined || Object.keys(message.headers).length === 0)) {
+      const r = await this.#threads.send({
+        inbox, key: privateKey, keyId: rsa.keyId, body, spec,
+        // See #post.
+        reset: message.sharedInbox === true,
+        // The rule of the Muster whose queue this is (its listeners run in its context).
+        allowPrivateAddress: currentOutgoingPolicy().allowPrivateAddress,
+      });
+      if (r.knocked) this.stats.knocks++;
+      if (r.ok && r.knocked) await this.#kv.set([...SPEC_PREFIX, inbox.origin], r.spec);
+      return r.ok;
+    }
     const first = await this.#post(message, inbox, privateKey, keyId, body, spec);
     if (first.ok) return true;
     // Fedify's double knock: a server that refused the signature may accept
@@ -198,9 +218,7 @@ export class BatchDeliverer {
   #body(activity: object): Body {
     let b = this.#bodies.get(activity);
     if (b === undefined) {
-      const text = JSON.stringify(activity);
-      const bytes = encoder.encode(text) as Uint8Array<ArrayBuffer>;
-      b = { text, bytes, sha256: createHash("sha256").update(bytes).digest("base64") };
+      b = bodyOf(JSON.stringify(activity));
       this.#bodies.set(activity, b);
     }
     return b;
@@ -221,57 +239,6 @@ export class BatchDeliverer {
     this.#keysByJwk.set(jwk, key);
     return key;
   }
-}
-
-interface Body {
-  readonly text: string;
-  readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Base64 SHA-256 of the bytes: the same for every delivery of the activity. */
-  readonly sha256: string;
-}
-
-let dateSecond = -1;
-let dateText = "";
-/** The Date header, formatted once a second. */
-function httpDate(now: number): string {
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(second * 1000).toUTCString();
-  }
-  return dateText;
-}
-
-/**
- * The headers of a signed delivery, byte for byte what Fedify 2.3's
- * signRequest makes of a POST with only a Content-Type (RFC 9421 with its
- * default components, or draft-cavage with every header), without its
- * Request and Headers objects and the body's digest per delivery.
- * test/batch-delivery.test.ts checks both against Fedify's verifyRequest.
- */
-export async function signedHeaders(inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec, now = Date.now()): Promise<Record<string, string>> {
-  const date = httpDate(now);
-  const host = inbox.host;
-  const contentType = "application/activity+json";
-  if (spec === "rfc9421") {
-    const contentDigest = `sha-256=:${body.sha256}:`;
-    const components = '("@method" "@target-uri" "@authority" "host" "date" "content-digest")';
-    const params = `${components};alg="rsa-v1_5-sha256";keyid="${keyId.href}";created=${Math.floor(now / 1000)}`;
-    const base = `"@method": POST\n"@target-uri": ${inbox.href}\n"@authority": ${host}\n"host": ${host}\n"date": ${date}\n"content-digest": ${contentDigest}\n"@signature-params": ${params}`;
-    const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", privateKey, encoder.encode(base));
-    return {
-      "content-type": contentType, host, "content-digest": contentDigest, date,
-      "signature-input": `sig1=${params}`, signature: `sig1=:${Buffer.from(signature).toString("base64")}:`,
-    };
-  }
-  const digest = `SHA-256=${body.sha256}`;
-  // Fedify signs every header, in the order Headers iterates them (sorted).
-  const message = `(request-target): post ${inbox.pathname}\ncontent-type: ${contentType}\ndate: ${date}\ndigest: ${digest}\nhost: ${host}`;
-  const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", privateKey, encoder.encode(message));
-  return {
-    "content-type": contentType, date, digest, host,
-    signature: `keyId="${keyId.href}",algorithm="rsa-sha256",headers="(request-target) content-type date digest host",signature="${Buffer.from(signature).toString("base64")}"`,
-  };
 }
 
 /** The inbox of a delivery this sender may take, or null. */

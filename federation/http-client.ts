@@ -37,6 +37,11 @@ export function withOutgoingPolicy<T>(policy: OutgoingPolicy, fn: () => T): T {
   return policyStore.run(policy, fn);
 }
 
+/** The rule that applies to a request made here and now: the Muster's whose context this is, else the process default. */
+export function currentOutgoingPolicy(): OutgoingPolicy {
+  return policyStore.getStore() ?? processDefault;
+}
+
 /** The rule for outgoing requests made outside any Muster's context (one-Muster processes: the CLI). */
 export function setDefaultOutgoingPolicy(policy: OutgoingPolicy): void {
   processDefault = policy;
@@ -166,7 +171,7 @@ class PolicyDispatcher extends Dispatcher {
     this.#guarded = guarded;
   }
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const policy = policyStore.getStore() ?? processDefault;
+    const policy = currentOutgoingPolicy();
     return (policy.allowPrivateAddress ? this.#open : this.#guarded).dispatch(options, handler);
   }
   override close(): Promise<void>;

@@ -12,6 +12,7 @@ import { createQueueLanes, type QueueLanes, queueConnections } from "../federati
 import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
 import type { Dispatcher } from "undici";
 import { BatchDeliverer } from "../federation/batch-delivery.ts";
+import { DeliveryThreads, deliveryThreadCount } from "../federation/delivery-threads.ts";
 import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
 import { checkConnection, type Database, openDatabase, warnIfOverConnectionBudget } from "./db/database.ts";
@@ -136,7 +137,8 @@ export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">,
 
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const runsQueue = options.runsQueue !== false;
-  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue) });
+  // A process that runs the queue checkpoints SQLite's WAL on a thread of its own (MUSTER_SQLITE_CHECKPOINT_THREAD=0: in its commits, as before).
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && process.env.MUSTER_SQLITE_CHECKPOINT_THREAD !== "0" });
   try {
     await checkConnection(database, config.databaseUrl);
     // serve and worker only: a pool the server cannot honour fails queries under load.
@@ -156,6 +158,10 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   }
   limitOutgoingHttp(config.httpTimeoutMs);
   let deliveryDispatcher: Dispatcher | undefined;
+  // The batch sender signs and POSTs on worker threads where there is a core
+  // to spare for them (MUSTER_DELIVERY_THREADS; 0 keeps it on this thread).
+  const threadCount = runsQueue ? deliveryThreadCount(process.env.MUSTER_DELIVERY_THREADS) : 0;
+  const deliveryThreads = threadCount > 0 ? new DeliveryThreads({ threads: threadCount, timeoutMs: config.httpTimeoutMs }) : undefined;
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
   let signer: Federation<void> | undefined;
@@ -163,7 +169,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     concurrency: config.queueConcurrency,
     // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
     ...(config.batchDelivery === false ? {} : {
-      batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)) }),
+      batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)), threads: deliveryThreads }),
     }),
     ...options.queue,
     resolveKey: async (keyId) => {
@@ -331,6 +337,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       closed = true;
       events.all.clear();
       await lanes.close();
+      await deliveryThreads?.close();
       await deliveryDispatcher?.close();
       await database.close();
     },

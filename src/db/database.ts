@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
+import { SqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
 import { sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
@@ -83,7 +84,7 @@ function ensureSqliteDirectory(file: string): void {
   }
 }
 
-export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number } = {}): Database {
+export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
     let sqlite: SQLite.Database;
@@ -103,7 +104,17 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     sqlite.pragma("foreign_keys = ON");
     reuseStatements(sqlite);
     const db = new Kysely<DB>({ dialect: new NonBlockingSqliteDialect(sqlite, options.busyWaitMs) });
-    return { db, dialect: "sqlite", close: () => db.destroy() };
+    // Long-running processes (serve, worker) checkpoint the WAL on a thread
+    // of their own instead of inside a commit on this one (sqlite-checkpointer.ts).
+    const checkpointer = options.checkpointThread && file !== ":memory:" ? new SqliteCheckpointer(sqlite, file) : undefined;
+    return {
+      db,
+      dialect: "sqlite",
+      close: async () => {
+        await checkpointer?.close();
+        await db.destroy();
+      },
+    };
   }
   const poolSize = options.poolSize ?? 10;
   const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize });

@@ -1,0 +1,87 @@
+import { parentPort, workerData } from "node:worker_threads";
+import { request } from "undici";
+import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./delivery-sign.ts";
+import { createDeliveryDispatcher, withOutgoingPolicy } from "./http-client.ts";
+import type { ThreadInit, ThreadResult, ToThread } from "./delivery-threads.ts";
+
+/*
+ * A delivery thread (delivery-threads.ts): signs and POSTs the deliveries the
+ * batch sender hands it, and says how each went. It holds no database and no
+ * queue: the main thread claims, decides and settles. The private keys come
+ * once each, as non-extractable CryptoKeys, and bodies once per activity;
+ * a delivery names them by handle. Every POST goes through this thread's own
+ * guarded dispatcher under the rule the main thread sent with it (the
+ * private-address rule after DNS, timeouts, 2 MiB).
+ */
+
+const port = parentPort;
+if (port === null) throw new Error("delivery-thread.ts runs as a worker thread");
+const { timeoutMs } = workerData as ThreadInit;
+const dispatcher = createDeliveryDispatcher(timeoutMs);
+const keys = new Map<number, { key: CryptoKey; keyId: URL }>();
+const bodies = new Map<number, Body>();
+
+let results: ThreadResult[] = [];
+let flushing = false;
+function answer(result: ThreadResult): void {
+  results.push(result);
+  if (flushing) return;
+  flushing = true;
+  // Answers that come in the same turn go back together: one message, not one per delivery.
+  setImmediate(() => {
+    flushing = false;
+    const out = results;
+    results = [];
+    port!.postMessage(out);
+  });
+}
+
+port.on("message", (m: ToThread) => {
+  if (m.close) {
+    void dispatcher.close().finally(() => port.close());
+    return;
+  }
+  for (const [handle, key, keyId] of m.keys) keys.set(handle, { key, keyId: new URL(keyId) });
+  for (const [handle, text] of m.bodies) bodies.set(handle, bodyOf(text));
+  for (const [seq, inbox, keyHandle, bodyHandle, spec, reset, allowPrivateAddress] of m.items) {
+    // Looked up now, before the drops below: a handle dropped by this same
+    // message is still used by the deliveries it came with.
+    const key = keys.get(keyHandle);
+    const body = bodies.get(bodyHandle);
+    if (key === undefined || body === undefined) {
+      answer([seq, -1, 0, false, spec, false, "the delivery thread was not given its key or body"]);
+      continue;
+    }
+    withOutgoingPolicy({ allowPrivateAddress }, () => send(new URL(inbox), key.key, key.keyId, body, spec, reset)).then(
+      (r) => answer([seq, r.ok ? 1 : 0, r.status, r.acceptSignature, r.spec, r.knocked, null]),
+      (error: unknown) => answer([seq, -1, 0, false, spec, false, error instanceof Error ? `${error.name}: ${error.message}` : String(error)]),
+    );
+  }
+  for (const handle of m.dropKeys) keys.delete(handle);
+  for (const handle of m.dropBodies) bodies.delete(handle);
+});
+
+/** One delivery with Fedify's double knock: a 400 or 401 without a challenge is tried once more in the other spec. */
+async function send(inbox: URL, key: CryptoKey, keyId: URL, body: Body, spec: Spec, reset: boolean): Promise<{ ok: boolean; status: number; acceptSignature: boolean; spec: Spec; knocked: boolean }> {
+  const first = await post(inbox, key, keyId, body, spec, reset);
+  if (first.ok || (first.status !== 400 && first.status !== 401) || first.acceptSignature) return { ...first, spec, knocked: false };
+  const other = OTHER_SPEC[spec];
+  const second = await post(inbox, key, keyId, body, other, reset);
+  return { ...second, spec: other, knocked: true };
+}
+
+async function post(inbox: URL, key: CryptoKey, keyId: URL, body: Body, spec: Spec, reset: boolean): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
+  const headers = await signedHeaders(inbox, key, keyId, body, spec);
+  const response = await request(inbox, {
+    method: "POST",
+    headers,
+    body: body.text,
+    dispatcher,
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+    reset,
+  });
+  // Read to the end (an inbox answers a few bytes) so the connection is kept for the next delivery.
+  await response.body.dump({ limit: 64 * 1024 });
+  return { ok: response.statusCode >= 200 && response.statusCode < 300, status: response.statusCode, acceptSignature: response.headers["accept-signature"] !== undefined };
+}
