@@ -414,16 +414,16 @@ async function voteMember(trx: Kysely<DB>, batch: VoteBatch, unionId: string, pr
   const rows = "memberId" in voter
     ? (await readVoterById(trx, proposalId, unionId, voter.memberId)).rows
     : (await readVoterByActor(trx, proposalId, unionId, voter.actorId)).rows;
-  const r = rows[0];
+  const r = rows.find((x) => Number(x.k) === 1);
   const m = r && {
-    id: r.id,
-    state: r.state,
-    joinedAt: r.joined_at === null ? null : Number(r.joined_at),
-    ballots: rows.filter((b) => b.option !== null).map((b) => ({ member_id: r.id, option: Number(b.option), source: b.source!, source_id: b.source_id!, cast_at: Number(b.cast_at) })),
+    id: r.t1!,
+    state: r.t3!,
+    joinedAt: r.n1 === null ? null : Number(r.n1),
+    ballots: rows.filter((b) => Number(b.k) === 2).map((b) => ({ member_id: r.t1!, option: Number(b.n1), source: b.t1!, source_id: b.t2!, cast_at: Number(b.n2) })),
   };
   batch.voters.set(key, m);
   // The same member by their other name: one ballot, whichever way they are found next.
-  if (r) batch.voters.set(prefix + ("memberId" in voter ? `a:${r.actor_id}` : `m:${r.id}`), m);
+  if (r) batch.voters.set(prefix + ("memberId" in voter ? `a:${r.t2}` : `m:${r.t1}`), m);
   return m;
 }
 
@@ -431,19 +431,22 @@ const readVoteProposal = prepared<[unionId: string, proposalId: string], { id: s
   db.selectFrom("proposals").select(["id", "union_id", "state", "opened_at", "closes_at", "options", "multiple", "tally_due_at"])
     .where("union_id", "=", unionId).where("id", "=", proposalId));
 
-type VoterRow = { id: string; actor_id: string; state: string; joined_at: number | null; option: number | null; source: string | null; source_id: string | null; cast_at: number | null };
+/** A voter's row (k 1: text1-3 are id, actor_id, state, n1 joined_at) then their ballot's rows (k 2: source, source_id, n1 option, n2 cast_at). */
+type VoterRow = { k: number; t1: string | null; t2: string | null; t3: string | null; n1: number | null; n2: number | null };
 
-const voterQuery = (db: Kysely<DB>, proposalId: string, unionId: string) =>
-  db.selectFrom("members as m")
-    .leftJoin("ballots as b", (j) => j.onRef("b.member_id", "=", "m.id").on("b.proposal_id", "=", proposalId))
-    .select(["m.id", "m.actor_id", "m.state", "m.joined_at", "b.option", "b.source", "b.source_id", "b.cast_at"])
-    .where("m.union_id", "=", unionId);
+// One statement for the member and their ballot: a LEFT JOIN of the two cost
+// SQLite about three times the two lookups it makes (28 against 10 µs).
+const voterQuery = (db: Kysely<DB>, proposalId: string, unionId: string, byActor: boolean, voter: string) => {
+  const member = db.selectFrom("members").where("union_id", "=", unionId).where(byActor ? "actor_id" : "id", "=", voter);
+  return member.select((eb) => [eb.lit(1).$castTo<number>().as("k"), "id as t1", "actor_id as t2", eb.ref("state").$castTo<string | null>().as("t3"), "joined_at as n1", eb.lit(null).$castTo<number | null>().as("n2")])
+    .unionAll(db.selectFrom("ballots").select((eb) => [eb.lit(2).$castTo<number>().as("k"), "source as t1", "source_id as t2", eb.lit(null).$castTo<string | null>().as("t3"), eb.ref("option").$castTo<number | null>().as("n1"), "cast_at as n2"])
+      .where("proposal_id", "=", proposalId)
+      .where("member_id", "=", byActor ? member.select("id") : voter));
+};
 
-const readVoterByActor = prepared<[proposalId: string, unionId: string, actorId: string], VoterRow>((db, proposalId, unionId, actorId) =>
-  voterQuery(db, proposalId, unionId).where("m.actor_id", "=", actorId));
+const readVoterByActor = prepared<[proposalId: string, unionId: string, actorId: string], VoterRow>((db, proposalId, unionId, actorId) => voterQuery(db, proposalId, unionId, true, actorId));
 
-const readVoterById = prepared<[proposalId: string, unionId: string, memberId: string], VoterRow>((db, proposalId, unionId, memberId) =>
-  voterQuery(db, proposalId, unionId).where("m.id", "=", memberId));
+const readVoterById = prepared<[proposalId: string, unionId: string, memberId: string], VoterRow>((db, proposalId, unionId, memberId) => voterQuery(db, proposalId, unionId, false, memberId));
 
 const insertBallot = prepared<[proposalId: string, memberId: string, option: number, source: string, sourceId: string, castAt: number], unknown>((db, proposalId, memberId, option, source, sourceId, castAt) =>
   db.insertInto("ballots").values({ proposal_id: proposalId, member_id: memberId, option, source, source_id: sourceId, cast_at: castAt }));
