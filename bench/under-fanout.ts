@@ -119,6 +119,8 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
       "Accept p99 ms": percentile(report.latencies, 99),
       "Follow→member p50": percentile(toMember, 50),
       "member→Accept p50": percentile(toAccept, 50),
+      "Follow→member p99": percentile(toMember, 99),
+      "member→Accept p99": percentile(toAccept, 99),
       replies: replies.length,
       counted: replyLatencies.length,
       "reply p50 ms": percentile(replyLatencies, 50),
