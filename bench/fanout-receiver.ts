@@ -44,6 +44,13 @@ export interface ReceiverStats {
   readonly bare: number;
   /** Verified POSTs the synchronous verifier left to Fedify's verifyRequest. */
   readonly fedifyVerified: number;
+  /**
+   * For repeats: ms from the first POST of that id to this inbox arriving to
+   * the repeat arriving (first few), and how long the first one took here
+   * (arrival to 202): a repeat about the sender's HTTP timeout after a slow
+   * first answer is the sender's retry, not a second claim.
+   */
+  readonly repeatGaps?: readonly { readonly inbox: string; readonly gapMs: number; readonly firstTookMs: number }[];
 }
 
 /** What claimSignature reads of a Request (method, url, header lookups), over Node's parsed request. */
@@ -75,6 +82,9 @@ async function main(start: ReceiverStart): Promise<void> {
   let fedifyVerified = 0;
   let firstAt: number | null = null;
   let lastAt: number | null = null;
+  /** `${id} ${inbox}` to when its first POST arrived and how long it took to answer. */
+  const firstSeen = new Map<string, { at: number; tookMs: number }>();
+  const repeatGaps: { inbox: string; gapMs: number; firstTookMs: number }[] = [];
   // Fedify's own loaders, allowed to reach loopback, so the key is fetched and
   // parsed exactly as a Fedify-based member server would.
   const federation = createFederation<void>({ kv: new MemoryKvStore(), allowPrivateAddress: true });
@@ -122,6 +132,7 @@ async function main(start: ReceiverStart): Promise<void> {
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const arrived = Date.now();
     if (req.method !== "POST") {
       res.writeHead(405).end();
       return;
@@ -179,7 +190,11 @@ async function main(start: ReceiverStart): Promise<void> {
     }
     let ids = seen.get(url);
     if (!ids) seen.set(url, (ids = new Set()));
-    if (ids.has(id)) repeats++;
+    const first = firstSeen.get(`${id} ${url}`);
+    if (ids.has(id)) {
+      repeats++;
+      if (first !== undefined && repeatGaps.length < 20) repeatGaps.push({ inbox: url, gapMs: arrived - first.at, firstTookMs: first.tookMs });
+    } else firstSeen.set(`${id} ${url}`, { at: arrived, tookMs: Date.now() - arrived });
     counts.set(`${id} ${url}`, (counts.get(`${id} ${url}`) ?? 0) + 1);
     ids.add(id);
     delivered++;
@@ -208,7 +223,7 @@ async function main(start: ReceiverStart): Promise<void> {
   const cpu0 = process.cpuUsage();
   const stats = (): ReceiverStats => {
     const cpu = process.cpuUsage(cpu0);
-    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare, fedifyVerified };
+    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare, fedifyVerified, repeatGaps };
   };
   process.on("message", (m: { kind: string; activityId?: string }) => {
     if (m.kind === "stats") process.send!({ kind: "stats", stats: stats() } satisfies ReceiverMessage);

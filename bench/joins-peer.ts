@@ -5,9 +5,10 @@
 // Setup is untimed; on "go" it sends the Follows and reports when every
 // Accept has arrived.
 import "../src/temporal.ts";
-import { createServer } from "node:http";
+import { createServer, type IncomingMessage } from "node:http";
 import { createFederation, generateCryptoKeyPair, MemoryKvStore, signRequest } from "@fedify/fedify";
-import { Accept, Create, Endpoints, Follow, type Group, Person } from "@fedify/vocab";
+import { Accept, Create, type CryptographicKey, Endpoints, Follow, type Group, Person } from "@fedify/vocab";
+import { claimSignature } from "../federation/inbox-fast-verify.ts";
 import { listenOnLoopback } from "../test/helpers/person-actors.ts";
 
 const [unionUrl, total, servers, concurrency] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
@@ -17,6 +18,16 @@ const intervalMs = Number(process.argv[6] ?? 0);
 // through Fedify's sender, which also adds a Linked Data signature the union
 // then verifies (a full RDF canonicalisation per Follow).
 const followSignatures = process.env.BENCH_JOINS_FOLLOW_SIG === "ld" ? "ld" : "http";
+// BENCH_JOINS_PEER=fedify: every GET and POST answered by Fedify (JSON-LD compaction of each actor,
+// Fedify's inbox and verifier for each Accept and welcome), as before. By default the peers answer
+// as a server not built on Fedify would (Mastodon renders its actors from a serializer and verifies
+// with OpenSSL): actor documents from a template Fedify rendered once, deliveries verified with
+// Muster's synchronous verifier (federation/inbox-fast-verify.ts, held to Fedify's by differential
+// tests) against the union's key; whatever it does not accept goes to Fedify's inbox, which decides.
+// Their CPU was more than Muster's own per join on the 2 cores they share (issue 16, joins).
+const fedifyPeer = process.env.BENCH_JOINS_PEER === "fedify";
+/** Deliveries the synchronous verifier left to Fedify's inbox. */
+let fedifyInbox = 0;
 const sentAt = new Map<string, number>();
 const latencies: number[] = [];
 // Wall-clock times, to line up with rows the union wrote (members.joined_at).
@@ -49,20 +60,29 @@ const peers = await Promise.all(Array.from({ length: servers }, async () => {
   federation.setInboxListeners("/users/{identifier}/inbox", "/inbox")
     .on(Accept, (_ctx, a) => {
       const id = a.objectId?.href;
-      if (id && !accepted.has(id)) {
-        accepted.add(id);
-        lastAccept = performance.now();
-        const sent = sentAt.get(id);
-        if (sent !== undefined) latencies.push(lastAccept - sent);
-        const t = timeline.find((x) => x.follow === id);
-        if (t) t.accepted = Date.now();
-      }
+      if (id) accept(id);
     })
     .on(Create, () => void welcomes++);
+  const ctx = federation.createContext(origin, undefined);
+  const group = await ctx.lookupObject(unionUrl) as Group;
+  const unionKey = await group.getPublicKey();
+  // An actor document as Fedify renders it, with the name swapped in (the same bytes Fedify would serve).
+  const TEMPLATE = "tmplzz";
+  const template = await (await federation.fetch(new Request(new URL(`/users/${TEMPLATE}`, origin), { headers: { Accept: "application/activity+json" } }), { contextData: undefined })).text();
   server.on("request", async (req, res) => {
     if (req.method === "GET" && req.url?.startsWith("/users/")) actorGets++;
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
+    if (!fedifyPeer && req.method === "GET" && /^\/users\/a[0-9]+$/.test(req.url ?? "")) {
+      res.writeHead(200, { "content-type": "application/activity+json", vary: "Accept" });
+      res.end(template.replaceAll(TEMPLATE, req.url!.slice("/users/".length)));
+      return;
+    }
+    if (!fedifyPeer && req.method === "POST" && unionKey && fastDelivery(req, origin, Buffer.concat(chunks), unionKey, group)) {
+      res.writeHead(202).end();
+      return;
+    }
+    if (req.method === "POST") fedifyInbox++;
     const response = await federation.fetch(new Request(new URL(req.url ?? "/", origin), {
       method: req.method,
       headers: req.headers as Record<string, string>,
@@ -71,10 +91,49 @@ const peers = await Promise.all(Array.from({ length: servers }, async () => {
     res.writeHead(response.status, Object.fromEntries(response.headers));
     res.end(Buffer.from(await response.arrayBuffer()));
   });
-  const ctx = federation.createContext(origin, undefined);
-  const group = await ctx.lookupObject(unionUrl) as Group;
   return { server, origin, ctx, group };
 }));
+
+/** A delivery from the union, if Muster's synchronous verifier accepts its signature with the union's key: counted, true. */
+function fastDelivery(req: IncomingMessage, origin: URL, body: Buffer, key: CryptographicKey, group: Group): boolean {
+  const header = (name: string) => {
+    const v = req.headers[name.toLowerCase()];
+    return typeof v === "string" ? v : null;
+  };
+  const request = { method: req.method ?? "", url: new URL(req.url ?? "/", origin).href, headers: { get: header, has: (n: string) => header(n) !== null } } as unknown as Request;
+  const claim = claimSignature(request, body, Date.now(), 3_600_000);
+  if (!claim || claim.keyId.href !== key.id?.href || !claim.check(key)) return false;
+  let activity: { type?: unknown; actor?: unknown; object?: unknown };
+  try {
+    activity = JSON.parse(body.toString("utf8")) as typeof activity;
+  } catch {
+    return false;
+  }
+  // The signer must be the activity's actor, as Fedify's inbox checks.
+  if (activity.actor !== group.id?.href || key.ownerId?.href !== group.id?.href) return false;
+  if (activity.type === "Accept") {
+    const object = activity.object as { id?: unknown } | string | undefined;
+    const id = typeof object === "string" ? object : object?.id;
+    if (typeof id !== "string") return false;
+    accept(id);
+    return true;
+  }
+  if (activity.type === "Create") {
+    welcomes++;
+    return true;
+  }
+  return false;
+}
+
+function accept(id: string): void {
+  if (accepted.has(id)) return;
+  accepted.add(id);
+  lastAccept = performance.now();
+  const sent = sentAt.get(id);
+  if (sent !== undefined) latencies.push(lastAccept - sent);
+  const t = timeline.find((x) => x.follow === id);
+  if (t) t.accepted = Date.now();
+}
 
 /** POSTs `body` to `inbox` with a draft-cavage HTTP signature and nothing else, as Mastodon sends a Follow. */
 async function postSigned(inbox: URL, name: string, body: object, actor: URL): Promise<void> {
@@ -91,6 +150,7 @@ async function postSigned(inbox: URL, name: string, body: object, actor: URL): P
 process.send!({ ready: true, followSignatures });
 process.once("message", async () => {
   firstSent = performance.now();
+  const cpu = process.cpuUsage();
   let next = 0;
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
@@ -124,7 +184,8 @@ process.once("message", async () => {
   // BENCH_JOINS_NO_ACCEPTS: the union runs no queue (its request path alone is measured); nothing will arrive.
   const until = Date.now() + (process.env.BENCH_JOINS_NO_ACCEPTS ? 0 : 180_000);
   while (accepted.size < total && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline });
+  const used = process.cpuUsage(cpu);
+  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline, cpuMs: (used.user + used.system) / 1000, fedifyInbox });
   for (const p of peers) p.server.close();
   setTimeout(() => process.exit(0), 200).unref();
 });

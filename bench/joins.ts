@@ -1,5 +1,6 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { type Benchmark, cpuMs, loadAverage, progress, type Row } from "./lib.ts";
@@ -7,6 +8,48 @@ import { type Benchmark, cpuMs, loadAverage, progress, type Row } from "./lib.ts
 const TARGET = 300;
 const SERVERS = 10;
 const CONCURRENCY = 32;
+
+/**
+ * SQLite statements run by this process, counted at better-sqlite3 (every
+ * statement the driver runs goes through Statement#run or #all; BEGIN and
+ * COMMIT included), by text.
+ */
+const sqlCounts = new Map<string, number>();
+/** Statement text to the main thread's CPU µs spent inside better-sqlite3 running it. */
+const sqlMicros = new Map<string, number>();
+let sqlCounting = false;
+/** Writes run outside a transaction (each its own commit). */
+let autocommits = 0;
+// Timing each statement costs a few % of the CPU measured: only when the statements are printed.
+const sqlTiming = Boolean(process.env.BENCH_JOINS_SQL_TOP);
+let sqlPatched = false;
+function countSqlite(): void {
+  if (sqlPatched) return;
+  sqlPatched = true;
+  const probe = new SQLite(":memory:");
+  const proto = Object.getPrototypeOf(probe.prepare("select 1")) as Record<string, (...a: unknown[]) => unknown>;
+  probe.close();
+  for (const method of ["run", "all", "get", "iterate"]) {
+    const original = proto[method]!;
+    proto[method] = function (this: { source: string; reader: boolean; database: { inTransaction: boolean } }, ...args: unknown[]) {
+      if (sqlCounting) {
+        const key = this.source.replace(/\s+/g, " ").trim().slice(0, 110);
+        sqlCounts.set(key, (sqlCounts.get(key) ?? 0) + 1);
+        // A write outside a transaction commits on its own.
+        if (!this.reader && !this.database.inTransaction && !/^\s*(begin|commit|end|rollback|savepoint|release)\b/i.test(this.source)) autocommits++;
+        if (!sqlTiming) return original.apply(this, args);
+        const t = process.threadCpuUsage();
+        try {
+          return original.apply(this, args);
+        } finally {
+          const u = process.threadCpuUsage(t);
+          sqlMicros.set(key, (sqlMicros.get(key) ?? 0) + u.user + u.system);
+        }
+      }
+      return original.apply(this, args);
+    };
+  }
+}
 
 export interface PeerReport {
   accepted: number;
@@ -19,6 +62,10 @@ export interface PeerReport {
   latencies: number[];
   /** Per Follow, wall-clock ms when sent and when its Accept arrived. */
   timeline: { follow: string; sent: number; accepted?: number }[];
+  /** CPU ms the peers' process used from the first Follow until it reported (its waiting loop included). */
+  cpuMs?: number;
+  /** Deliveries the peers' synchronous verifier left to Fedify's inbox (all of them with BENCH_JOINS_PEER=fedify). */
+  fedifyInbox?: number;
 }
 
 export const joins: Benchmark = {
@@ -30,6 +77,8 @@ export const joins: Benchmark = {
     "joins/s: Follows sent ÷ time from the first Follow to the last Accept received; CPU is the Muster process's alone (web and queue in one process, SQLite or PostgreSQL)",
     `"Follow signed": HTTP is how Mastodon sends a Follow (a draft-cavage HTTP signature only); BENCH_JOINS_FOLLOW_SIG=ld sends them through Fedify's sender, which adds a Linked Data signature the union verifies too`,
     `"refetch" is the oldest path (the follower's actor fetched again after its key), "fedify" every Follow through Fedify's inbox and the queue (reusing the fetched actor), "reuse" the shipped one (a plain Follow joined in the request, federation/follow-fast-path.ts), run back to back on fresh databases; actor GETs/join counted at the peers`,
+    "peer: \"plain\" (default) serves actor documents from a template Fedify rendered once and verifies each delivery with Muster's synchronous verifier (inbox-fast-verify.ts) against the union's key, falling back to Fedify's inbox (column \"to Fedify's inbox\"), as a server not built on Fedify would; BENCH_JOINS_PEER=fedify answers everything through Fedify (its CPU per join was more than Muster's)",
+    "SQL/join, commits/join (SQLite): statements this process ran at better-sqlite3 while the joins ran (queue claims and settles, KV, BEGIN and COMMIT included); commits are COMMITs plus writes run outside a transaction (each commits on its own); BENCH_JOINS_SQL_TOP=30 prints the most frequent",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
@@ -38,15 +87,16 @@ export const joins: Benchmark = {
     // BENCH_JOINS_MODES=reuse skips the old path (for profiling the shipped one).
     // "fedify": every Follow through Fedify's inbox and the queue (the path before the follow's fast path), "reuse": the shipped one.
     // "fedify-request", "reuse-request": the same with no queue running, so the CPU is the Follow's request alone (202 answered; no Accept is sent).
-    type Mode = "refetch" | "fedify" | "reuse" | "fedify-request" | "reuse-request";
-    const known = new Set(["refetch", "fedify", "reuse", "fedify-request", "reuse-request"]);
+    // "vocab": the shipped path but every follower's actor read through Fedify's vocabulary (before plain-actor.ts).
+    type Mode = "refetch" | "fedify" | "reuse" | "vocab" | "fedify-request" | "reuse-request" | "vocab-request";
+    const known = new Set(["refetch", "fedify", "reuse", "vocab", "fedify-request", "reuse-request", "vocab-request"]);
     const modes = (process.env.BENCH_JOINS_MODES ?? "fedify,reuse").split(",").filter((x): x is Mode => known.has(x));
     for (const mode of modes) {
       const tdb = await dialect.create();
       let m: TestMuster | undefined;
       try {
         const requestOnly = mode.endsWith("-request");
-        m = await startMuster(tdb, { worker: !requestOnly, muster: { reuseFetchedActors: mode !== "refetch", fastFollow: mode.startsWith("reuse") } });
+        m = await startMuster(tdb, { worker: !requestOnly, muster: { reuseFetchedActors: mode !== "refetch", fastFollow: mode.startsWith("reuse") || mode.startsWith("vocab"), plainFollowActors: !mode.startsWith("vocab") } });
         await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
         const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(total), String(SERVERS), String(CONCURRENCY)], {
           stdio: ["ignore", "inherit", "inherit", "ipc"],
@@ -61,6 +111,14 @@ export const joins: Benchmark = {
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
         });
         progress(`${dialect.name}: ${total} joins (${mode})`);
+        const counting = dialect.name === "sqlite";
+        if (counting) {
+          countSqlite();
+          sqlCounts.clear();
+          autocommits = 0;
+          sqlMicros.clear();
+          sqlCounting = true;
+        }
         const cpu = process.cpuUsage();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
@@ -68,6 +126,16 @@ export const joins: Benchmark = {
           child.send("go");
         });
         const cpuTotal = cpuMs(cpu);
+        sqlCounting = false;
+        const sqlTop = [...sqlCounts].sort((a, b) => b[1] - a[1]);
+        const statements = sqlTop.reduce((n, [, c]) => n + c, 0);
+        const commits = (sqlCounts.get("commit") ?? 0) + autocommits;
+        if (counting && process.env.BENCH_JOINS_SQL_TOP) {
+          progress(`statements per join, most frequent first (${mode})`);
+          const µs = [...sqlMicros.values()].reduce((a, b) => a + b, 0);
+          progress(`  ${(µs / 1000 / total).toFixed(2)} ms CPU per join inside SQLite (main thread); per join: count, CPU µs`);
+          for (const [text, n] of sqlTop.slice(0, Number(process.env.BENCH_JOINS_SQL_TOP) || 30)) progress(`  ${(n / total).toFixed(2).padStart(6)} ${((sqlMicros.get(text) ?? 0) / total).toFixed(0).padStart(6)}  ${text}`);
+        }
         const rate = requestOnly ? (total * 1000) / report.sentMs : (report.accepted * 1000) / report.ms;
         rows.push({
           dialect: dialect.name,
@@ -82,6 +150,11 @@ export const joins: Benchmark = {
           "joins/s": rate,
           "CPU ms/join": cpuTotal / total,
           "actor GETs/join": report.actorGets / total,
+          "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
+          "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
+          "to Fedify's inbox": report.fedifyInbox ?? "-",
+          "SQL/join": counting ? statements / total : "-",
+          "commits/join": counting ? commits / total : "-",
           load: loadAverage().replace(/^load average /, ""),
           "vs 300/s": requestOnly ? "(Follows answered 202/s; no queue)" : report.accepted < total ? "MISS (not all accepted)" : rate >= TARGET ? "PASS" : "MISS",
         });

@@ -10,6 +10,7 @@ import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
 import { newMemberId } from "../src/members/member-id.ts";
+import { storedFollowId } from "../src/members/members.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
@@ -20,7 +21,7 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * (../shared/fixtures), then reports the database's size and what fills it.
  *
  * Per member, as a join through the inbox writes them:
- * - `members`: the active row (actor URL, handle, Follow id, sponsor);
+ * - `members`: the active row (actor URL, handle, Follow id as storedFollowId stores it, sponsor);
  * - `remote_actors`: what upsertRemoteActor keeps of a Mastodon actor (migration 0046);
  * - no `inbox_activities` row: a current member's Follow record is pruned once past the
  *   replay window (federation/pruning.ts; members.follow_id holds the id), so a member who
@@ -31,6 +32,9 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * pg_database_size. Tables and indexes each, from dbstat / pg_total_relation_size.
  * BENCH_STORAGE_MEMBERS overrides the count (default 10^6; 10^5 with --quick).
  * BENCH_STORAGE_KEEP=1 keeps the seeded database and prints where it is.
+ * BENCH_STORAGE_UNION=uuid seeds a union made before 13-character union ids
+ * (src/unions/union-id.ts): the same union row under a 36-character UUID, as
+ * every union created before that change still has.
  */
 
 const TARGET_BYTES = 1024 ** 3;
@@ -82,7 +86,7 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number, 
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
-    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: followId, joined_at: joined, created_at: joined });
+    rows.members.push({ id, union_id: unionId, actor_id: actor, handle: `@${user}@${host}`, state: "active", role: "member", sponsor_id: sponsor, subtree_size: 0, follow_id: storedFollowId(actor, followId), joined_at: joined, created_at: joined });
     // Parsed as a fetch would (bio, avatar and all), stored as upsertRemoteActor stores it.
     const parsed: RemoteActor = {
       id: actor, type: "Person", handle: `@${user}@${host}`, preferredUsername: user, name: `${fixture.object.name} ${i}`, summary: summaryFor(i),
@@ -123,6 +127,14 @@ export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, la
     });
     if ((from / BATCH) % 10 === 9) progress(`${label}: ${from + BATCH}/${n} members seeded`);
   }
+}
+
+/** A copy of the union row under a UUID id, as unions created before src/unions/union-id.ts have (BENCH_STORAGE_UNION=uuid). */
+async function existingUnion(db: Kysely<DB>, from: string): Promise<{ id: string }> {
+  const row = await db.selectFrom("unions").selectAll().where("id", "=", from).executeTakeFirstOrThrow();
+  const id = randomUUID();
+  await db.insertInto("unions").values({ ...row, id, slug: "storage-uuid" }).execute();
+  return { id };
 }
 
 interface Part {
@@ -185,7 +197,8 @@ export const storage: Benchmark = {
     let keep = false;
     try {
       const { db } = database;
-      const union = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
+      const created = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
+      const union = process.env.BENCH_STORAGE_UNION === "uuid" ? await existingUnion(db, created.id) : created;
       const empty = await sizes(db, dialect.name, file);
       const started = performance.now();
       await seedMembers(db, union.id, n, dialect.name);
@@ -201,7 +214,7 @@ export const storage: Benchmark = {
         "bytes/member": perMember,
         "MiB at 10^6": mib(empty.total + perMember * 1e6),
         "vs 1 GiB": empty.total + perMember * 1e6 <= TARGET_BYTES ? "PASS" : "MISS",
-        detail: `empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
+        detail: `${union.id.length}-character union id; empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
       }];
       const before = new Map(empty.parts.map((p) => [p.name, p.bytes]));
       // Fedify's key cache now expires after a week (federation/kysely-kv-store.ts): a union whose members did not all

@@ -1,15 +1,23 @@
 import { fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Create, Note } from "@fedify/vocab";
 import type { Insertable, Kysely } from "kysely";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
+import { loadConfig } from "../src/config.ts";
+import { createMuster, type Muster } from "../src/main.ts";
+import { createUnion, type Union } from "../src/unions/unions.ts";
 import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
-import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { freePort, makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
 import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
 import type { PeerReport } from "./joins.ts";
@@ -45,6 +53,7 @@ export const underFanout: Benchmark = {
     `swarm "fast" answers every delivery 202 at once (the fan-out is CPU-bound); "slow" holds each for ${SLOW_MS / 1000} s (every delivery handler is busy waiting)`,
     `one second after publishing, a child process (bench/joins-peer.ts) sends one signed Follow every ${TRICKLE_MS} ms and members send one signed reply every ${TRICKLE_MS} ms (BENCH_UNDER_FANOUT_EVERY_MS), for BENCH_UNDER_FANOUT_SECONDS (default 20, --quick 10)`,
     "Accept ms: Follow sent until its Accept arrived at the joiner's server (signature verified there); reply ms: POST sent until the response row exists (polled every 20 ms)",
+    "processes: \"one process\" is Muster inside this process (BENCH_UNDER_FANOUT_MODES=one); \"serve --no-worker + 2 workers\" (PostgreSQL, BENCH_UNDER_FANOUT_MODES=workers) real child processes, the Follows and replies to the web one; CPU s is theirs (this process's for one process)",
     "queued before/after: delivery-lane messages waiting when the trickle started and when it ended (the fan-out must still be draining for the figures to mean anything)",
     `target: p99 of both under ${TARGET_MS / 1000} s (issue 16)`,
   ],
@@ -52,10 +61,17 @@ export const underFanout: Benchmark = {
     const followers = Number(process.env.BENCH_UNDER_FANOUT_FOLLOWERS ?? (quick ? 10_000 : 100_000));
     const seconds = Number(process.env.BENCH_UNDER_FANOUT_SECONDS ?? (quick ? 10 : 20));
     const swarms = (process.env.BENCH_UNDER_FANOUT_SWARMS ?? "fast,slow").split(",").map((s) => s.trim());
+    // "one": Muster in this process, as before. "workers" (PostgreSQL only):
+    // `muster serve --no-worker` and two `muster worker` child processes.
+    const modes = (process.env.BENCH_UNDER_FANOUT_MODES ?? (dialect.name === "postgres" ? "one,workers" : "one")).split(",").map((s) => s.trim());
     const rows: Row[] = [];
-    for (const swarm of swarms) {
-      if (swarm !== "fast" && swarm !== "slow") throw new Error(`BENCH_UNDER_FANOUT_SWARMS takes fast and/or slow; got ${swarm}`);
-      rows.push(await runOnce(dialect, swarm, followers, seconds));
+    for (const mode of modes) {
+      if (mode !== "one" && mode !== "workers") throw new Error(`BENCH_UNDER_FANOUT_MODES takes one and/or workers; got ${mode}`);
+      if (mode === "workers" && dialect.name !== "postgres") continue;
+      for (const swarm of swarms) {
+        if (swarm !== "fast" && swarm !== "slow") throw new Error(`BENCH_UNDER_FANOUT_SWARMS takes fast and/or slow; got ${swarm}`);
+        rows.push(mode === "one" ? await runOnce(dialect, swarm, followers, seconds) : await runWorkers(dialect, swarm, followers, seconds));
+      }
     }
     return rows;
   },
@@ -67,7 +83,6 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
   let m: TestMuster | undefined;
   let peer: Peer | undefined;
   const swarmServers: Server[] = [];
-  let child: ReturnType<typeof fork> | undefined;
   try {
     m = await startMuster(tdb);
     const union = await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
@@ -75,67 +90,162 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
     await seedRoster(m.muster.database.db, union.id, port, followers, label);
     peer = await startPeer(REPLIERS);
     for (const name of REPLIERS) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
-
-    const joins = Math.ceil((seconds * 1000) / TRICKLE_MS);
-    child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(joins), "4", "8", String(TRICKLE_MS)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    await new Promise<void>((resolve, reject) => {
-      child!.once("message", () => resolve());
-      child!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
-    });
-
-    const action = await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in*.", kind: "sign" }, { publishNow: true });
-    const target = actionNoteId(m.origin, union, action.id);
-    const replies = await presignReplies(m, peer, target, joins);
     const cpu = process.cpuUsage();
-    await sleep(1000);
-    const queuedBefore = await queuedDeliveries(m);
-    progress(`${label}: ${queuedBefore} deliveries queued; ${joins} joins and ${joins} replies over ${seconds} s`);
-
-    const joined = new Promise<PeerReport>((resolve, reject) => {
-      child!.once("message", (r) => resolve(r as PeerReport));
-      child!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
-      child!.send("go");
-    });
-    // Awaited after the replies; a failure in between must not leave it unhandled.
-    joined.catch(() => {});
-    const replyLatencies = await trickleReplies(m, replies);
-    const report = await joined;
-    const queuedAfter = await queuedDeliveries(m);
-    const cpuTotal = cpuMs(cpu);
-    const rows = await m.muster.database.db.selectFrom("members").select(["follow_id", "joined_at"]).where("follow_id", "in", report.timeline.map((t) => t.follow)).execute();
-    const joinedAt = new Map(rows.map((r) => [r.follow_id, Number(r.joined_at)]));
-    const toMember = report.timeline.flatMap((t) => joinedAt.has(t.follow) ? [joinedAt.get(t.follow)! - t.sent] : []);
-    const toAccept = report.timeline.flatMap((t) => joinedAt.has(t.follow) && t.accepted ? [t.accepted - joinedAt.get(t.follow)!] : []);
-    const worst = Math.max(percentile(report.latencies, 99), percentile(replyLatencies, 99));
-    return {
-      dialect: dialect.name,
-      swarm,
-      followers,
-      "queued before": queuedBefore,
-      "queued after": queuedAfter,
-      joins,
-      accepted: report.accepted,
-      "Accept p50 ms": percentile(report.latencies, 50),
-      "Accept p99 ms": percentile(report.latencies, 99),
-      "Follow→member p50": percentile(toMember, 50),
-      "member→Accept p50": percentile(toAccept, 50),
-      "Follow→member p99": percentile(toMember, 99),
-      "member→Accept p99": percentile(toAccept, 99),
-      replies: replies.length,
-      counted: replyLatencies.length,
-      "reply p50 ms": percentile(replyLatencies, 50),
-      "reply p99 ms": percentile(replyLatencies, 99),
-      "CPU s": cpuTotal / 1000,
-      load: loadAverage().replace(/^load average /, ""),
-      "vs 2 s": report.accepted < joins || replyLatencies.length < replies.length ? "MISS (not all answered)" : queuedAfter === 0 ? "n/a (fan-out finished first)" : worst <= TARGET_MS ? "PASS" : "MISS",
-    };
+    // How late this process's event loop ran (Muster, the replies' poller and the repliers' server share it).
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
+    const measured = await measure(label, m, m.muster, union, peer, seconds);
+    lag.disable();
+    return row(dialect, "one process", swarm, followers, measured, { "CPU s": cpuMs(cpu) / 1000, "loop lag p99/max ms": `${(lag.percentile(99) / 1e6).toFixed(0)} / ${(lag.max / 1e6).toFixed(0)}` });
   } finally {
-    child?.kill();
     await m?.stop();
     await peer?.close();
     await Promise.all(swarmServers.map((s) => new Promise((r) => s.close(r))));
     await tdb.destroy();
   }
+}
+
+const CLK_TCK = 100;
+/** user + system CPU of a process so far, ms (Linux). */
+function cpuOfPid(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+/**
+ * The same measurement with `muster serve --no-worker` and two `muster
+ * worker` child processes on one PostgreSQL database (issue 16's "PostgreSQL
+ * at scale"): the Follows and replies go to the web process, the fan-out
+ * and the Accepts are the workers'. The union, roster and repliers are set
+ * up, and the call published, through a Muster opened here without queue
+ * handlers (as the CLI opens one), on the same database and origin.
+ */
+async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", followers: number, seconds: number): Promise<Row> {
+  const label = `${dialect.name} workers ${swarm}`;
+  const tdb = await dialect.create();
+  const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-under-fanout-"));
+  const port = await freePort();
+  const origin = new URL(`http://127.0.0.1:${port}`);
+  const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_UNDER_FANOUT_LOG_LEVEL ?? "warning" };
+  // As bench/workers.ts: two workers at the default (16) may hold 104 connections, over max_connections.
+  const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
+  if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+  const procs: MusterProcess[] = [];
+  let local: Muster | undefined;
+  let peer: Peer | undefined;
+  const swarmServers: Server[] = [];
+  try {
+    const web = spawnMuster(["serve", "--no-worker"], env);
+    procs.push(web);
+    await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening");
+    local = await createMuster(loadConfig({ ...env, LOG_LEVEL: "error" }), { runsQueue: false, migrate: false });
+    const union = await createUnion(local.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay for delivery riders", joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
+    const swarmPort = await startSwarm(swarmServers, swarm === "slow" ? SLOW_MS : 0);
+    await seedRoster(local.database.db, union.id, swarmPort, followers, label);
+    peer = await startPeer(REPLIERS);
+    for (const name of REPLIERS) await joinAsRemoteMember(local.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
+    for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
+    await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
+    const cpu = procs.map((p) => cpuOfPid(p.pid));
+    const measured = await measure(label, { origin, muster: local }, local, union, peer, seconds);
+    const used = procs.map((p, i) => cpuOfPid(p.pid) - cpu[i]!);
+    const logs = procs.map((p) => p.output()).join("\n");
+    if (process.env.BENCH_UNDER_FANOUT_VERBOSE) for (const line of logs.split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 30)) progress(line.slice(0, 400));
+    return row(dialect, "serve --no-worker + 2 workers", swarm, followers, measured, {
+      "CPU s": used.reduce((a, b) => a + b, 0) / 1000,
+      "web / w1 / w2 CPU s": used.map((ms) => (ms / 1000).toFixed(1)).join(" / "),
+      logged: `${(logs.match(/ ERR /g) ?? []).length} errors, ${(logs.match(/handled twice/g) ?? []).length} lease lost`,
+    });
+  } finally {
+    await Promise.all(procs.map(ensureStopped));
+    await local?.close();
+    await peer?.close();
+    await Promise.all(swarmServers.map((s) => new Promise((r) => s.close(r))));
+    await tdb.destroy();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Where the Follows and replies go (origin) and the database the counts are read from. */
+interface Site {
+  readonly origin: URL;
+  readonly muster: Pick<Muster, "database">;
+}
+
+interface Measured {
+  readonly queuedBefore: number;
+  readonly queuedAfter: number;
+  readonly joins: number;
+  readonly report: PeerReport;
+  readonly toMember: number[];
+  readonly toAccept: number[];
+  readonly replies: number;
+  readonly replyLatencies: number[];
+}
+
+/** Publishes the call, then trickles Follows and replies while its deliveries drain. */
+async function measure(label: string, site: Site, muster: Pick<Muster, "membership">, union: Union, peer: Peer, seconds: number): Promise<Measured> {
+  const joins = Math.ceil((seconds * 1000) / TRICKLE_MS);
+  const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL(`/u/${union.slug}`, site.origin).href, String(joins), "4", "8", String(TRICKLE_MS)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once("message", () => resolve());
+      child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
+    });
+    const action = await composeAction(muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in*.", kind: "sign" }, { publishNow: true });
+    const target = actionNoteId(site.origin, union, action.id);
+    const replies = await presignReplies(site, peer, target, joins);
+    await sleep(1000);
+    const queuedBefore = await queuedDeliveries(site);
+    progress(`${label}: ${queuedBefore} deliveries queued; ${joins} joins and ${joins} replies over ${seconds} s`);
+
+    const joined = new Promise<PeerReport>((resolve, reject) => {
+      child.once("message", (r) => resolve(r as PeerReport));
+      child.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
+      child.send("go");
+    });
+    // Awaited after the replies; a failure in between must not leave it unhandled.
+    joined.catch(() => {});
+    const replyLatencies = await trickleReplies(site, replies);
+    const report = await joined;
+    const queuedAfter = await queuedDeliveries(site);
+    const rows = await site.muster.database.db.selectFrom("members").select(["follow_id", "joined_at"]).where("follow_id", "in", report.timeline.map((t) => t.follow)).execute();
+    const joinedAt = new Map(rows.map((r) => [r.follow_id, Number(r.joined_at)]));
+    const toMember = report.timeline.flatMap((t) => joinedAt.has(t.follow) ? [joinedAt.get(t.follow)! - t.sent] : []);
+    const toAccept = report.timeline.flatMap((t) => joinedAt.has(t.follow) && t.accepted ? [t.accepted - joinedAt.get(t.follow)!] : []);
+    return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, replyLatencies };
+  } finally {
+    child.kill();
+  }
+}
+
+function row(dialect: DialectCase, processes: string, swarm: string, followers: number, r: Measured, extra: Row): Row {
+  const { report, replyLatencies } = r;
+  const worst = Math.max(percentile(report.latencies, 99), percentile(replyLatencies, 99));
+  return {
+    dialect: dialect.name,
+    processes,
+    swarm,
+    followers,
+    "queued before": r.queuedBefore,
+    "queued after": r.queuedAfter,
+    joins: r.joins,
+    accepted: report.accepted,
+    "Accept p50 ms": percentile(report.latencies, 50),
+    "Accept p99 ms": percentile(report.latencies, 99),
+    "Follow→member p50": percentile(r.toMember, 50),
+    "member→Accept p50": percentile(r.toAccept, 50),
+    "Follow→member p99": percentile(r.toMember, 99),
+    "member→Accept p99": percentile(r.toAccept, 99),
+    replies: r.replies,
+    counted: replyLatencies.length,
+    "reply p50 ms": percentile(replyLatencies, 50),
+    "reply p99 ms": percentile(replyLatencies, 99),
+    ...extra,
+    load: loadAverage().replace(/^load average /, ""),
+    "vs 2 s": report.accepted < r.joins || replyLatencies.length < r.replies ? "MISS (not all answered)" : r.queuedAfter === 0 ? "n/a (fan-out finished first)" : worst <= TARGET_MS ? "PASS" : "MISS",
+  };
 }
 
 /** One port on SWARM_HOSTS loopback addresses; every POST is answered 202 after delayMs. */
@@ -189,7 +299,7 @@ interface SignedReply {
   readonly body: string;
 }
 
-async function presignReplies(m: TestMuster, peer: Peer, target: URL, n: number): Promise<SignedReply[]> {
+async function presignReplies(m: Site, peer: Peer, target: URL, n: number): Promise<SignedReply[]> {
   const union = new URL("/u/riders", m.origin);
   const inbox = new URL("/u/riders/inbox", m.origin);
   const out: SignedReply[] = new Array(n);
@@ -206,7 +316,7 @@ async function presignReplies(m: TestMuster, peer: Peer, target: URL, n: number)
 }
 
 /** POSTs one reply every TRICKLE_MS; resolves with each counted reply's latency (POST sent → response row). */
-async function trickleReplies(m: TestMuster, replies: readonly SignedReply[]): Promise<number[]> {
+async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise<number[]> {
   const db = m.muster.database.db;
   const pending = new Map<string, number>();
   const latencies: number[] = [];
@@ -249,7 +359,7 @@ async function trickleReplies(m: TestMuster, replies: readonly SignedReply[]): P
   return latencies;
 }
 
-async function queuedDeliveries(m: TestMuster): Promise<number> {
+async function queuedDeliveries(m: Site): Promise<number> {
   const r = await m.muster.database.db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "=", "delivery").executeTakeFirstOrThrow();
   return Number(r.n);
 }

@@ -32,7 +32,10 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * BENCH_WORKERS_FOLLOWERS=1000000 for the 10^6 run, seeded in SQL in about a
  * minute), BENCH_WORKERS_SHARED=0 for personal inboxes, BENCH_WORKERS_POOL
  * for each process's MUSTER_DB_POOL, BENCH_WORKERS_CONCURRENCY for their
- * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16). PostgreSQL only.
+ * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16),
+ * BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
+ * shows how repeats come from slow answers: the receiver prints each repeat's
+ * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
@@ -91,13 +94,73 @@ function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number
   };
 }
 
+/**
+ * CPU of the PostgreSQL backends serving this database (the server runs on
+ * this machine): each backend's CPU since the first sample that saw it
+ * (since its start for backends that connect meanwhile), summed at stop.
+ * Sampled every `every` ms, so a backend that exits between samples loses
+ * its last slice. Undefined when /proc of the server's processes is unreadable.
+ */
+function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined> } {
+  const first = new Map<number, number>();
+  const last = new Map<number, number>();
+  let running = true;
+  let readable = true;
+  let initial = true;
+  const sample = async () => {
+    const r = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database()`.execute(db).catch(() => undefined);
+    for (const { pid } of r?.rows ?? []) {
+      let cpu: number;
+      try {
+        cpu = cpuOf(pid);
+      } catch {
+        readable = false;
+        continue;
+      }
+      if (!first.has(pid)) first.set(pid, initial ? cpu : 0);
+      last.set(pid, cpu);
+    }
+    initial = false;
+  };
+  const loop = (async () => {
+    while (running) {
+      await sample();
+      await new Promise((resolve) => setTimeout(resolve, every));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      await sample();
+      if (!readable && last.size === 0) return undefined;
+      let total = 0;
+      for (const [pid, cpu] of last) total += cpu - (first.get(pid) ?? 0);
+      return total;
+    },
+  };
+}
+
+/** Statements each process sent so far (BENCH_WORKERS_STATEMENTS=1; bench/pg-count.ts), or undefined. */
+async function statementsOf(processes: readonly MusterProcess[], dir: string | undefined): Promise<number[] | undefined> {
+  if (!dir) return undefined;
+  for (const p of processes) process.kill(p.pid, "SIGUSR2");
+  await new Promise((r) => setTimeout(r, 300));
+  try {
+    return processes.map((p) => Number(readFileSync(join(dir, String(p.pid)), "utf8")));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Lines of the processes' logs that would explain a repeated delivery. */
 function retriesLogged(processes: readonly MusterProcess[], since: readonly number[]): string {
   const count = (re: RegExp) => processes.reduce((n, p, i) => n + (p.output().slice(since[i]).match(re)?.length ?? 0), 0);
   if (process.env.BENCH_WORKERS_VERBOSE) {
-    for (const p of processes) for (const line of p.output().slice(since[processes.indexOf(p)]).split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 20)) progress(`${p.pid}: ${line.slice(0, 400)}`);
+    for (const p of processes) for (const line of p.output().slice(since[processes.indexOf(p)]).split("\n").filter((l) => / (WRN|ERR) |failed here/.test(l)).slice(0, 20)) progress(`${p.pid}: ${line.slice(0, 400)}`);
   }
-  return `logged: ${count(/handled twice/g)} lease lost, ${count(/Failed to send/gi)} failed sends, ${count(/refused a new connection/g)} connections refused`;
+  // "failed here" is the batch sender's (logged at debug: BENCH_WORKERS_LOG_LEVEL=debug): a POST it gave up on, which Fedify's handler sends again.
+  return `logged: ${count(/handled twice/g)} lease lost, ${count(/Failed to send/gi)} failed sends, ${count(/failed here; Fedify retries it/g)} batch sends handed to Fedify, ${count(/refused a new connection/g)} connections refused`;
 }
 
 async function run(args: string[], env: Record<string, string>): Promise<string> {
@@ -128,8 +191,15 @@ export const workers: Benchmark = {
     const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-workers-"));
     const port = await freePort();
     const origin = new URL(`http://127.0.0.1:${port}`);
-    const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning" };
+    const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_WORKERS_LOG_LEVEL ?? "warning" };
+    if (process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS) env.MUSTER_HTTP_TIMEOUT_MS = process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS;
     if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
+    // BENCH_WORKERS_STATEMENTS=1: each process counts the statements it sends (bench/pg-count.ts).
+    const countDir = process.env.BENCH_WORKERS_STATEMENTS === "1" ? mkdtempSync(join(tmpdir(), "muster-bench-pgcount-")) : undefined;
+    if (countDir) {
+      env.BENCH_PG_COUNT_DIR = countDir;
+      env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --import ${fileURLToPath(new URL("./pg-count.ts", import.meta.url))}`.trim();
+    }
     // At the default (16) each worker's pool may hold 52 connections: two of
     // them and the web's 10 are over PostgreSQL's default max_connections of
     // 100 before anything else connects. 8 (32 each) leaves room.
@@ -142,10 +212,11 @@ export const workers: Benchmark = {
     try {
       const web = spawnMuster(["serve", "--no-worker"], env);
       procs.push(web);
-      await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening");
+      // On a machine loaded by other work a process took over a minute to start.
+      await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening", 240_000);
       await run(["union", "create", "riders", "--name", "Riders United", "--purpose", "Fair pay", "--leader", "@lead@leader.invalid", "--join-policy", "open", "--json"], env);
       for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
-      await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
+      await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`, 240_000)));
       const rows: Row[] = [];
       const row = (what: string, n: number, ms: number, cpu: number[], connections: number, extra: Record<string, string | number>) => {
         const total = cpu.reduce((a, b) => a + b, 0);
@@ -171,10 +242,12 @@ export const workers: Benchmark = {
         peers!.once("message", () => resolve());
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
       });
-      progress(`${dialect.name}: ${joins} joins through serve --no-worker + 2 workers`);
+      progress(`${dialect.name}: ${joins} joins through serve --no-worker + 2 workers (database ${new URL(tdb.url).pathname.slice(1)})`);
       resetPeakRss(procs);
       let logged = procs.map((p) => p.output().length);
       let connections = trackConnections(database.db);
+      const backends = trackBackendCpu(database.db);
+      const statementsBefore = await statementsOf(procs, countDir);
       let before = cpuOfAll(procs);
       const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
@@ -182,7 +255,11 @@ export const workers: Benchmark = {
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      const backendCpu = await backends.stop();
+      const statementsAfter = await statementsOf(procs, countDir);
       row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
+        "PostgreSQL backends CPU ms/op": backendCpu === undefined ? "-" : (backendCpu / joins).toFixed(2),
+        ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
         detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,
       });
       peers.kill();
@@ -209,15 +286,17 @@ export const workers: Benchmark = {
       let stats = await receiver.stats();
       await waitFor(`${dialect.name}: deliveries`, async () => {
         stats = await receiver!.stats();
-        return stats.delivered >= expected;
+        // Distinct inboxes, not POSTs: repeats must not end the wait early.
+        return stats.inboxes >= expected;
         // On a loaded machine a large roster's first delivery came after more than the default minute of no change.
-      }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100, stallMs: 300_000 });
+      }, () => `${stats.inboxes}/${expected} inboxes (${stats.delivered} POSTs), ${stats.refused} refused`, { pollMs: 100, stallMs: 300_000 });
       const ms = performance.now() - t0;
       after = cpuOfAll(procs);
       await new Promise((r) => setTimeout(r, 1000));
       stats = await receiver.stats();
-      row(`fan-out (${shared ? "shared" : "personal"} inboxes)`, stats.delivered, ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
-        detail: `${followers} followers on ${servers} servers (seeded in ${(seedMs / 1000).toFixed(1)} s); the CLI post took ${(posted / 1000).toFixed(1)} s of it, first delivery at ${(((stats.firstAt ?? Number.NaN) - wallStart) / 1000).toFixed(1)} s; ${stats.repeats} repeats (${retriesLogged(procs, logged)}), ${stats.refused} refused; receiver ${(stats.cpuMs / stats.delivered).toFixed(2)} CPU ms/delivery`,
+      if (stats.repeats > 0) progress(`repeats (first 20): ${JSON.stringify(stats.repeatGaps)}`);
+      row(`fan-out (${shared ? "shared" : "personal"} inboxes)`, stats.inboxes, ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
+        detail: `${followers} followers on ${servers} servers (seeded in ${(seedMs / 1000).toFixed(1)} s); the CLI post took ${(posted / 1000).toFixed(1)} s of it, first delivery at ${(((stats.firstAt ?? Number.NaN) - wallStart) / 1000).toFixed(1)} s; ${stats.delivered} POSTs, ${stats.repeats} repeats (${retriesLogged(procs, logged)}), ${stats.refused} refused; receiver ${(stats.cpuMs / stats.delivered).toFixed(2)} CPU ms/delivery`,
       });
       return rows;
     } finally {
@@ -227,6 +306,7 @@ export const workers: Benchmark = {
       await database.close();
       await tdb.destroy();
       rmSync(dataDir, { recursive: true, force: true });
+      if (countDir) rmSync(countDir, { recursive: true, force: true });
     }
   },
 };

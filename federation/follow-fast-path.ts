@@ -1,7 +1,8 @@
-import type { Context, Federation, KvStore } from "@fedify/fedify";
+import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import type { Kysely } from "kysely";
-import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
+import { batches } from "../src/db/batch.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
@@ -10,6 +11,8 @@ import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { KyselyKvStore } from "./kysely-kv-store.ts";
+import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
 import { isCollectiveActor } from "./relationships.ts";
@@ -27,6 +30,8 @@ export interface FastFollowDeps {
   readonly federation: Federation<void>;
   /** The identifier whose key signs fetches for the shared inbox (Fedify's shared key dispatcher). */
   readonly instanceActor: string;
+  /** False reads every follower's actor through Fedify's vocabulary (the path before plain-actor.ts; for the benchmark's comparison). */
+  readonly plainActors?: boolean;
 }
 
 /** A plain Follow of one of this server's unions, read from the JSON as sent. */
@@ -121,7 +126,8 @@ export function createFastFollow(deps: FastFollowDeps) {
   // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
   let context: Context<void> | undefined;
 
-  async function fetchFollower(recipient: string | null, actorId: string): Promise<Actor | undefined> {
+  /** The follower's actor document as fetched, if it is an object with the actor's id and came from the actor's host. */
+  async function fetchFollowerDocument(recipient: string | null, actorId: string): Promise<Record<string, unknown> | undefined> {
     context ??= deps.federation.createContext(deps.origin, undefined);
     const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
     let remote;
@@ -133,9 +139,14 @@ export function createFastFollow(deps: FastFollowDeps) {
       return undefined;
     }
     const doc = remote.document as Record<string, unknown> | null;
-    if (doc === null || typeof doc !== "object" || doc.id !== actorId) return undefined;
+    if (doc === null || typeof doc !== "object" || Array.isArray(doc) || doc.id !== actorId) return undefined;
     // After redirects, the host that answered is the one vouching for the actor.
     if (new URL(remote.documentUrl || actorId).host !== new URL(actorId).host) return undefined;
+    return doc;
+  }
+
+  /** The document read through Fedify's vocabulary (what plain-actor.ts does not take). */
+  async function parseFollower(doc: Record<string, unknown>): Promise<Actor | undefined> {
     let object;
     try {
       object = await APObject.fromJsonLd(doc, { documentLoader: offlineDocuments, contextLoader: offlineContexts });
@@ -169,22 +180,47 @@ export function createFastFollow(deps: FastFollowDeps) {
     if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
     const union = (await readUnion(db, shape.slug)).rows[0];
     if (!union) return undefined;
-    const actor = await fetchFollower(recipient, shape.actor);
-    if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
-    const key = await keyOf(actor, claim.keyId.href);
-    if (!key || !claim.check(key)) return undefined;
+    const actorDoc = await fetchFollowerDocument(recipient, shape.actor);
+    if (!actorDoc) return undefined;
     const now = Date.now();
-    const cached = await actorToRemoteActor(actor, { fetchedAt: now });
+    let cached: CachedActor;
+    let keyJsonLd: unknown;
+    // Mastodon's and Fedify's plain actors are read as JSON (plain-actor.ts); anything else through Fedify's vocabulary, as before.
+    const plain = deps.plainActors === false ? undefined : await readPlainActor(actorDoc, shape.actor, claim.keyId.href, now);
+    if (plain) {
+      if (!claim.checkRsa(plain.key)) return undefined;
+      cached = plain.actor;
+      keyJsonLd = plain.keyJsonLd;
+    } else {
+      const actor = await parseFollower(actorDoc);
+      if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
+      const key = await keyOf(actor, claim.keyId.href);
+      if (!key || !claim.check(key)) return undefined;
+      cached = await actorToRemoteActor(actor, { fetchedAt: now });
+      keyJsonLd = await key.toJsonLd({ contextLoader: offlineContexts });
+    }
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
-    await deps.kv.set(["_fedify", "publicKey", claim.keyId.href], await key.toJsonLd({ contextLoader: offlineContexts }));
+    // In the join's transaction when the store is on the same database: no commit of its own.
+    const keyEntry: KvKey = ["_fedify", "publicKey", claim.keyId.href];
+    const kvWith = deps.kv instanceof KyselyKvStore && deps.kv.sharesDatabase(db) ? deps.kv : undefined;
+    if (!kvWith) await deps.kv.set(keyEntry, keyJsonLd);
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
         first: async (trx) => {
+          if (batches(trx)) {
+            // PostgreSQL: the three steps below in one statement (a round trip under the union's lock each).
+            const r = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
+            if (!r.recorded) throw new Skip("repeat");
+            if (r.busy) throw new Skip("busy");
+            await kvWith?.setWith(trx, keyEntry, keyJsonLd);
+            return;
+          }
           const recorded = await recordFollow(trx, shape.id, shape.actor, union.id, now);
           if (Number(recorded.numAffectedRows ?? 0n) !== 1) throw new Skip("repeat");
           // Fedify's path claimed this id and is joining it now: it finishes, and records it.
           if ((await readLiveClaim(trx, shape.id, now)).rows.length > 0) throw new Skip("busy");
           await upsertRemoteActor(trx, cached);
+          await kvWith?.setWith(trx, keyEntry, keyJsonLd);
         },
       });
       log.info("Follow of {union} by {actor}: {outcome}", { union: shape.slug, actor: shape.actor, outcome: r.outcome });
@@ -207,6 +243,24 @@ const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.sele
 /** As processOnce records a processed activity; nothing when it already was. */
 const recordFollow = prepared<[id: string, actor: string, unionId: string, at: number], unknown>((db, id, actor, unionId, at) =>
   db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
+
+/**
+ * recordFollow, readLiveClaim and upsertRemoteActor as one PostgreSQL
+ * statement (data-modifying CTEs). The upsert runs even for a repeat or a
+ * busy id, whose join is then rolled back with it.
+ */
+async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ recorded: boolean; busy: boolean }> {
+  const row = await trx
+    .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
+    .with("up", (db) => upsertRemoteActorQuery(db as unknown as Kysely<DB>, cached).returning("id"))
+    .selectNoFrom((eb) => [
+      eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
+      eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
+      eb.exists(eb.selectFrom("up").select("id")).as("cached"),
+    ])
+    .executeTakeFirstOrThrow();
+  return { recorded: Boolean(row.recorded), busy: Boolean(row.busy) };
+}
 
 const readLiveClaim = prepared<[id: string, now: number], { id: string }>((db, id, now) =>
   db.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", now));

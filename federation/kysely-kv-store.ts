@@ -3,6 +3,7 @@ import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { jsonText, storedText } from "./kv-public-keys.ts";
+import { prepared } from "../src/db/prepared.ts";
 
 /**
  * Fedify hands over @js-temporal/polyfill Durations while its types name the
@@ -118,6 +119,27 @@ export class KyselyKvStore implements KvStore {
       .onConflict((oc) => oc.column("key").doUpdateSet({ value: row.value, expires_at: row.expires_at }))
       .execute();
     await this.#maybePurge(now);
+  }
+
+  /**
+   * set() inside the caller's transaction (`executor`), so the entry commits
+   * or rolls back with the caller's work and costs no commit of its own: the
+   * follow's fast path caches the follower's key in the join's transaction.
+   * No TTL option (the public-key default applies as in set()).
+   */
+  /** Whether this store keeps its entries in `db` (so setWith can join a transaction of it). */
+  sharesDatabase(db: Kysely<DB>): boolean {
+    return this.#db === db;
+  }
+
+  async setWith(executor: Kysely<DB>, key: KvKey, value: unknown): Promise<void> {
+    if (value === undefined) throw new TypeError("setWith stores a value; delete() removes one");
+    const now = Date.now();
+    const encoded = encodeKey(key);
+    const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(undefined, now) };
+    // Whether or not the transaction commits, the next get() reads the table.
+    this.#memo.delete(encoded);
+    await upsertWith(executor, row.key, row.value, row.expires_at);
   }
 
   async delete(key: KvKey): Promise<void> {
@@ -278,3 +300,9 @@ function expiresAt(options: KyselyKvSetOptions | undefined, now: number): number
 function isExpired(expiresAt: number | null, now: number): boolean {
   return expiresAt !== null && expiresAt <= now;
 }
+
+/** set()'s statement for setWith, compiled once (src/db/prepared.ts): the update takes the new row's values. */
+const upsertWith = prepared<[key: string, value: string, expiresAt: number | null], never>((db, key, value, expires_at) =>
+  db.insertInto("fedify_kv")
+    .values({ key, value, expires_at })
+    .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));

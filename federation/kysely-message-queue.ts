@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { Database } from "../src/db/database.ts";
+import type { WriteBatch } from "../src/db/batch.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
@@ -489,23 +490,35 @@ export class KyselyMessageQueue implements MessageQueue {
    * PostgreSQL the NOTIFY is sent through the same transaction, so workers
    * hear of the message only once it is committed and visible.
    */
-  async enqueueWith(executor: Kysely<DB>, message: unknown, options?: KyselyEnqueueOptions): Promise<void> {
+  async enqueueWith(executor: Kysely<DB>, message: unknown, options?: KyselyEnqueueOptions & { readonly batch?: WriteBatch }): Promise<void> {
     const rows: NewRows = { rows: [], payloads: new Map() };
     const row = this.#row(rows, message, options, null);
     const availableAt = row.available_at;
-    for (const p of rows.payloads.values()) await insertPayloadStatement(executor, p.id, p.body, Date.now());
+    // With a batch, the statements are only queued, in this order, and run when the caller flushes it (still in its transaction).
+    const batch = options?.batch;
+    for (const p of rows.payloads.values()) {
+      if (batch) batch.push(insertPayloadStatement.compiled(executor, p.id, p.body, Date.now()));
+      else await insertPayloadStatement(executor, p.id, p.body, Date.now());
+    }
     const values = [row.queue, row.message, row.ordering_key, row.available_at, row.created_at, row.payload] as const;
     if (this.#database.dialect === "postgres") {
       // Sent at the caller's commit, to every pool, this one included: its
       // lanes must not claim before the row is visible. Ready at once: "at"
       // 0, so a transaction's several messages for this lane send one
       // notification (PostgreSQL folds identical ones).
-      await insertNotifyingStatement(executor, ...values, this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false));
+      const notice = this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false);
+      if (batch) batch.push(insertNotifyingStatement.compiled(executor, ...values, notice));
+      else await insertNotifyingStatement(executor, ...values, notice);
     } else {
-      await insertStatement(executor, ...values);
       // SQLite has one connection: a listener woken now claims right after
       // the transaction releases it, and so sees the committed row.
-      wakeLocal(this.#database.db, this.name, availableAt);
+      if (batch) {
+        batch.push(insertStatement.compiled(executor, ...values));
+        batch.after(() => wakeLocal(this.#database.db, this.name, availableAt));
+      } else {
+        await insertStatement(executor, ...values);
+        wakeLocal(this.#database.db, this.name, availableAt);
+      }
     }
   }
 

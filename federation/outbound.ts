@@ -6,7 +6,7 @@ import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { getMember, type Member } from "../src/members/members.ts";
-import type { Outbox, OutboxIntent } from "../src/outbox.ts";
+import type { JoinKnown, Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
 import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
@@ -39,16 +39,17 @@ interface QueuedIntent {
 export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessageQueue, direct?: DirectLane): Outbox {
   return {
     add: async (trx, intent, options) => {
+      const batch = options?.batch;
       if (direct && intent.kind === "member.join" && options?.notBefore === undefined) {
-        const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID());
+        const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID(), options?.known);
         if (deliveries) {
-          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey });
+          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch });
           return;
         }
       }
       const wait = Math.max(0, (options?.notBefore ?? 0) - Date.now());
       return (LEDGER_KINDS.has(intent.kind) && ledgerQueue ? ledgerQueue : queue)
-        .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
+        .enqueueWith(trx, { intentId: randomUUID(), intent } satisfies QueuedIntent, { orderingKey: orderingKeyOf(intent), batch, ...(wait > 0 ? { delay: { total: () => wait } } : {}) });
     },
     // Besides the gate checked at sending: a sender that takes deliveries
     // without going through it (a batch sender) still finds none to send.
@@ -219,11 +220,11 @@ function answerOf(type: "Accept" | "Reject", groupId: URL, actorId: string, foll
   return followAnswer(type, { id: id.href, actor: groupId.href, follow: { id: followId, actor: actorId, object: groupId.href } });
 }
 
-async function welcomeOf(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, actorId: string, handle: string | null, inviteCode: string | null, activityId: (n?: string) => URL): Promise<DirectActivity> {
+async function welcomeOf(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, actorId: string, handle: string | null, inviteCode: string | null, activityId: (n?: string) => URL, bylawsVersion?: number): Promise<DirectActivity> {
   const invite = inviteCode ? new URL(`/u/${union.slug}/join/${inviteCode}`, origin).href : null;
   const text = union.welcomeText ?? `Welcome to ${union.name}! ${union.purpose}`;
-  // The version in force when the welcome goes out: the rules the member joined under.
-  const bylaws = await readBylaws(db, union.id);
+  // The version in force when the welcome goes out: the rules the member joined under (read by the join itself, when it gives it).
+  const bylaws = bylawsVersion === undefined ? await readBylaws(db, union.id) : { version: bylawsVersion };
   const bylawsUrl = new URL(`/u/${union.slug}/bylaws#history`, origin).href;
   const body = [escapeHtml(text), invite ? `Your own invite link, to recruit others: <a href="${escapeHtml(invite)}">${escapeHtml(invite)}</a>` : null,
     `The union's bylaws, version ${bylaws.version}, which only members' votes change: <a href="${escapeHtml(bylawsUrl)}">${escapeHtml(bylawsUrl)}</a>`]
@@ -248,9 +249,9 @@ function send(deps: OutboundDeps, groupId: URL, recipient: Recipient, actorId: s
 }
 
 /** A join's Accept and welcome, in that order, each sent only while the member is still active. */
-async function joinDeliveries(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, member: Member, recipient: { id: string; inbox: string }, inviteCode: string | null, activityId: (n?: string) => URL): Promise<DirectDelivery[]> {
+async function joinDeliveries(db: Kysely<DB>, origin: URL, union: Union, groupId: URL, member: Member, recipient: { id: string; inbox: string }, inviteCode: string | null, activityId: (n?: string) => URL, bylawsVersion?: number): Promise<DirectDelivery[]> {
   const accept = answerOf("Accept", groupId, member.actorId!, member.followId!, activityId("/accept"));
-  const welcome = await welcomeOf(db, origin, union, groupId, member.actorId!, member.handle, inviteCode, (n = "") => activityId(`/welcome${n}`));
+  const welcome = await welcomeOf(db, origin, union, groupId, member.actorId!, member.handle, inviteCode, (n = "") => activityId(`/welcome${n}`), bylawsVersion);
   const gate = { unionId: union.id, memberId: member.id };
   return [accept, welcome].map((activity) =>
     directDelivery({ origin, keyId: rsaKeyIdOf(groupId), activity, inbox: recipient.inbox, actorId: recipient.id, orderingKey: member.actorId!, gate }));
@@ -261,16 +262,18 @@ async function joinDeliveries(db: Kysely<DB>, origin: URL, union: Union, groupId
  * when the member's account is not cached with an inbox (the domain lane
  * then fetches it).
  */
-async function cachedJoinDeliveries(db: Kysely<DB>, origin: URL, intent: { unionId: string; memberId: string; inviteCode: string | null }, intentId: string): Promise<DirectDelivery[] | undefined> {
-  const union = await getUnionById(db, intent.unionId);
-  const member = union && await getMember(db, union.id, intent.memberId);
+async function cachedJoinDeliveries(db: Kysely<DB>, origin: URL, intent: { unionId: string; memberId: string; inviteCode: string | null }, intentId: string, known?: JoinKnown): Promise<DirectDelivery[] | undefined> {
+  // What the join read and wrote under the union's lock is what these reads would find.
+  const fromJoin = known !== undefined && known.union.id === intent.unionId && known.member.id === intent.memberId ? known : undefined;
+  const union = fromJoin?.union ?? await getUnionById(db, intent.unionId);
+  const member = fromJoin?.member ?? (union && await getMember(db, union.id, intent.memberId));
   if (!union || !member?.actorId || !member.followId || member.state !== "active") return undefined;
-  const actor = await getRemoteActor(db, member.actorId);
+  const actor = fromJoin ? (fromJoin.actor?.id === member.actorId ? fromJoin.actor : undefined) : await getRemoteActor(db, member.actorId);
   if (!actor?.inbox) return undefined;
   // Fedify's actor URI for the union (federation.ts, ACTOR_PATH); slugs need no escaping.
   const groupId = new URL(`/u/${union.slug}`, origin);
   const activityId = (n = "") => new URL(`/u/${union.slug}/activities/${intentId}${n}`, origin);
-  return joinDeliveries(db, origin, union, groupId, member, { id: actor.id, inbox: actor.inbox }, intent.inviteCode, activityId);
+  return joinDeliveries(db, origin, union, groupId, member, { id: actor.id, inbox: actor.inbox }, intent.inviteCode, activityId, fromJoin?.bylawsVersion);
 }
 
 /** Checks a delivery's gate when it is about to be sent: is the member still active? */

@@ -1,4 +1,4 @@
-import { type Kysely, sql } from "kysely";
+import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { ACTIVITY_ID_RETENTION_MS } from "../src/replay-window.ts";
@@ -64,13 +64,20 @@ export async function pruneStorage(deps: PruneDeps, now = Date.now()): Promise<P
  * record stays.
  */
 async function pruneInboxActivities(db: Kysely<DB>, before: number): Promise<number> {
+  // members.follow_id is stored relative to the actor's origin when it is on it (migration 0058,
+  // src/members/members.ts followIdOf); i.actor = m.actor_id, so the origin is i.actor's.
+  const instr = db.getExecutor().adapter instanceof PostgresAdapter ? sql.raw("strpos") : sql.raw("instr");
+  const scheme = sql`${instr}(i.actor, '://')`;
+  const slash = sql`${instr}(substr(i.actor, ${scheme} + 3), '/')`;
+  const originOfActor = sql`(case when ${scheme} = 0 then '' when ${slash} = 0 then i.actor else substr(i.actor, 1, ${scheme} + ${slash} + 1) end)`;
   const others = await chunked(db, "inbox_activities", "id", "received_at", before, "and type <> 'Follow'");
   let follows = 0;
   for (;;) {
     // members_actor_union (actor_id, union_id) finds the member; one per record.
     const r = await sql`delete from inbox_activities where id in (
       select i.id from inbox_activities i where i.received_at < ${before} and i.type = 'Follow'
-        and exists (select 1 from members m where m.actor_id = i.actor and m.union_id = i.union_id and m.follow_id = i.id)
+        and exists (select 1 from members m where m.actor_id = i.actor and m.union_id = i.union_id
+          and (m.follow_id = i.id or (substr(m.follow_id, 1, 1) = '/' and i.id = ${originOfActor} || m.follow_id)))
       limit ${CHUNK})`.execute(db);
     const n = Number(r.numAffectedRows ?? 0n);
     follows += n;

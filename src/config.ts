@@ -47,6 +47,12 @@ export interface Config {
    * requests alone (src/main.ts poolSizeFor).
    */
   readonly dbPool: number | undefined;
+  /**
+   * MUSTER_BATCH_DELIVERY: the delivery lanes' own sender (federation/batch-delivery.ts)
+   * sends deliveries in batches; off (`0`), every delivery goes through Fedify's
+   * handler, to compare the two. On when unset (and when a Config is built without it).
+   */
+  readonly batchDelivery?: boolean;
   /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */
   readonly tallyBatchMs?: number;
   /**
@@ -89,12 +95,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`SOLANA_RPC_URL must be an http(s) URL; got ${JSON.stringify(env.SOLANA_RPC_URL)}`);
   }
   const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
+  const batchDelivery = env.MUSTER_BATCH_DELIVERY === undefined || env.MUSTER_BATCH_DELIVERY === "" ? true : parseFlag("MUSTER_BATCH_DELIVERY", env.MUSTER_BATCH_DELIVERY);
   const tallyBatchMs = env.MUSTER_TALLY_BATCH_MS === undefined ? 5_000 : parsePositiveInt("MUSTER_TALLY_BATCH_MS", env.MUSTER_TALLY_BATCH_MS);
   const secretKey = env.MUSTER_SECRET_KEY?.trim() || null;
   if (secretKey !== null && !/^[0-9a-fA-F]{64}$/.test(secretKey) && !/^[A-Za-z0-9+/_-]{43}=?$/.test(secretKey)) {
     throw new ConfigError("MUSTER_SECRET_KEY must be a 32-byte key as 64 hex digits or base64 (make one with: openssl rand -hex 32)");
   }
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, tallyBatchMs, secretKey };
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, batchDelivery, tallyBatchMs, secretKey };
 }
 
 function parsePort(raw: string): number {

@@ -93,6 +93,8 @@ export interface MusterOptions {
   readonly fastInbox?: boolean;
   /** Off only for the joins benchmark's before/after comparison and tests of Fedify's own path: every Follow through Fedify and the queue. */
   readonly fastFollow?: boolean;
+  /** False: the follow's fast path reads every follower's actor through Fedify's vocabulary, not as plain JSON (benchmark comparison). */
+  readonly plainFollowActors?: boolean;
   /**
    * Whether this process will handle queue work (`runQueue`): `serve` and
    * `worker` do; `serve --no-worker` and one-shot CLI commands only enqueue,
@@ -160,7 +162,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
     // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
-    ...(process.env.MUSTER_BATCH_DELIVERY === "0" ? {} : {
+    ...(config.batchDelivery === false ? {} : {
       batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)) }),
     }),
     ...options.queue,
@@ -204,7 +206,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // A key replaced outside this process shows in the next document at once, not after the key hold.
   const readCache = new ReadCache({ version: versionDroppingHeldKeys(database.db, () => documentsVersion(database.db)) });
   const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
-  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR });
+  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, plainActors: options.plainFollowActors });
   // One fast path for the inbox, members' responses then Follows: the node-level
   // inbox (server.ts) offers it once and marks the request, so the app's route
   // does not offer it again; a Follow offered separately there would never be.

@@ -1,5 +1,9 @@
 import type { Kysely } from "kysely";
+import type { CachedActor } from "./actors/remote-actors.ts";
+import type { WriteBatch } from "./db/batch.ts";
 import type { DB } from "./db/schema.ts";
+import type { Member } from "./members/members.ts";
+import type { Union } from "./unions/unions.ts";
 
 /**
  * Work a domain change causes outside this server, described in domain terms.
@@ -45,11 +49,30 @@ export type OutboxIntent =
  * "Durable side effects").
  */
 export interface Outbox {
-  /** `notBefore` (ms since the epoch) holds the intent back until then. */
-  add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly notBefore?: number }): Promise<void>;
+  /**
+   * `notBefore` (ms since the epoch) holds the intent back until then.
+   * `batch`: the intent's writes are queued there (in order) instead of
+   * run, and run when the caller flushes it, in the same transaction.
+   * `known`: for a `member.join`, what the join's transaction read and
+   * wrote already, so it is not read again.
+   */
+  add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly notBefore?: number; readonly batch?: WriteBatch; readonly known?: JoinKnown }): Promise<void>;
   /**
    * A member is leaving: what was queued to welcome them (a join's Accept and
    * welcome, not yet being sent) is dropped in the same transaction.
    */
   withdrawWelcome?(trx: Kysely<DB>, unionId: string, memberId: string): Promise<void>;
+}
+
+/**
+ * A join's state as its transaction left it, under the union's lock: the
+ * union, the admitted member, the follower's cached account (as stored,
+ * after the join's own upsert) and the version of the bylaws in force.
+ */
+export interface JoinKnown {
+  readonly union: Union;
+  readonly member: Member;
+  readonly actor: CachedActor | undefined;
+  /** Undefined when the union has no bylaws (the welcome then reads them, and fails, as before). */
+  readonly bylawsVersion: number | undefined;
 }

@@ -221,5 +221,21 @@ for (const d of dialects) {
         await other.close();
       }
     });
+
+    it("setWith writes inside the caller's transaction: gone if it rolls back, there (with the public-key TTL, compact) once it commits", async () => {
+      const keyId = "https://peer.example/users/tx#main-key";
+      const entry: KvKey = ["_fedify", "publicKey", keyId];
+      const value = { "@id": keyId, "https://w3id.org/security#owner": [{ "@id": "https://peer.example/users/tx" }] };
+      assert.equal(kv.sharesDatabase(database.db), true);
+      await assert.rejects(database.db.transaction().execute(async (trx) => {
+        await kv.setWith(trx, entry, value);
+        throw new Error("rolled back");
+      }), /rolled back/);
+      assert.strictEqual(await kv.get(entry), undefined);
+      await database.db.transaction().execute((trx) => kv.setWith(trx, entry, value));
+      assert.deepStrictEqual(await kv.get(entry), value);
+      const row = await database.db.selectFrom("fedify_kv").select("expires_at").where("key", "like", `%${keyId}%`).executeTakeFirstOrThrow();
+      assert.ok(Number(row.expires_at) > Date.now() + PUBLIC_KEY_CACHE_TTL_MS - 60_000);
+    });
   });
 }

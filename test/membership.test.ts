@@ -19,7 +19,7 @@ import {
   setOfficer,
   unsetOfficer,
 } from "../src/members/membership.ts";
-import { depthOf, moveMember, movesOf, recruitsOf, sponsorChain } from "../src/members/tree.ts";
+import { DETACH_CHUNK, depthOf, moveMember, movesOf, recruitsOf, sponsorChain } from "../src/members/tree.ts";
 import type { OutboxIntent } from "../src/outbox.ts";
 import { createUnion, type JoinPolicy, type Union } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -224,6 +224,39 @@ for (const d of dialects) {
       const gone = await leaveUnion(c.deps, union.id, cc.actorId!, "deleted");
       assert.deepEqual([gone?.state, gone?.leftReason], ["deleted", "account deleted"]);
       assert.deepEqual(await sizes(c, union.id, leader, a), [1, 0]);
+    }));
+
+    it("a member with more recruits than one chunk leaves: every recruit moves up and is recorded, and no statement reads more than DETACH_CHUNK of them", () => withCtx(d, async (c) => {
+      const { union, leader, a, b, cc } = await threeLevels(c);
+      const extra = 2 * DETACH_CHUNK + 1;
+      const now = Date.now();
+      const rows = Array.from({ length: extra }, (_, i) => ({
+        id: `r${String(i).padStart(6, "0")}`, union_id: union.id, actor_id: `https://many.example/users/r${i}`, handle: null, state: "active", role: "member",
+        sponsor_id: b.id, subtree_size: 0, created_at: now + i,
+      }));
+      for (let i = 0; i < rows.length; i += 1000) await c.db.insertInto("members").values(rows.slice(i, i + 1000)).execute();
+      await c.db.updateTable("members").set((eb) => ({ subtree_size: eb("subtree_size", "+", extra) })).where("id", "in", [leader.id, a.id, b.id]).execute();
+      // Every statement's rows, as the database returned them (a real database, watched from outside).
+      let largest = 0;
+      const watched = c.db.withPlugin({
+        transformQuery: (args) => args.node,
+        transformResult: async (args) => {
+          largest = Math.max(largest, args.result.rows.length);
+          return args.result;
+        },
+      });
+      const left = await leaveUnion({ ...c.deps, db: watched }, union.id, b.actorId!, "left", b.followId!);
+      assert.equal(left?.state, "left");
+      assert.ok(largest <= DETACH_CHUNK, `a statement returned ${largest} rows`);
+      const moved = await c.db.selectFrom("members").select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("union_id", "=", union.id).where("sponsor_id", "=", a.id).where("state", "=", "active").executeTakeFirstOrThrow();
+      assert.equal(Number(moved.n), extra + 1, "every recruit, c among them, now under a");
+      const moves = await c.db.selectFrom("member_moves").select(["member_id", "from_sponsor_id", "to_sponsor_id", "reason"]).where("from_sponsor_id", "=", b.id).execute();
+      assert.equal(new Set(moves.map((m) => m.member_id)).size, extra + 1);
+      assert.ok(moves.every((m) => m.to_sponsor_id === a.id && m.reason === "sponsor_left"));
+      assert.equal((await fresh(c, union.id, cc.id)).sponsorId, a.id);
+      assert.deepEqual(await sizes(c, union.id, leader, a), [extra + 2, extra + 1]);
+      assert.deepEqual(c.log.at(-1), { type: "member.left", unionId: union.id, memberId: b.id, state: "left", reason: null, recruitsMoved: extra + 1 });
     }));
 
     it("a member who leaves takes their open invites with them", () => withCtx(d, async (c) => {

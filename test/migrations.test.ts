@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import { dialects } from "./helpers/databases.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
-import { getRemoteActor } from "../src/actors/remote-actors.ts";
+import { getRemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts";
+import { getMember, storedFollowId } from "../src/members/members.ts";
 
 for (const d of dialects) {
   describe(`migrations on ${d.name}`, { skip: d.skip }, () => {
@@ -151,10 +152,11 @@ for (const d of dialects) {
         await any.insertInto("members").values([member("m1", "https://a.example/users/x", "https://a.example/follow/1"), member("m2", "https://a.example/users/y", "https://a.example/follow/2")]).execute();
         await migrateToLatest(db);
 
-        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin.
+        // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin; 0057 the id's usual handle as "".
         assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
-          id: "https://a.example/users/x", type: "Person", handle: "@x@a.example", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
+          id: "https://a.example/users/x", type: "Person", handle: "", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
+        assert.equal((await getRemoteActor(db, "https://a.example/users/x"))?.handle, "@x@a.example");
         assert.deepEqual([(await getRemoteActor(db, "https://a.example/users/x"))?.inbox, (await getRemoteActor(db, "https://a.example/users/x"))?.sharedInbox],
           ["https://a.example/users/x/inbox", "https://a.example/inbox"]);
         assert.deepEqual(await recorded(), [], "a current Follow needs no record");
@@ -245,6 +247,117 @@ for (const d of dialects) {
         await migrateTo(db, "0049_relative_inboxes");
         assert.deepEqual(await indexes(), old, "down restores the indexes as they were");
         assert.deepEqual(await answers(), before);
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0057: cached handles equal to the id's usual handle are stored as \"\", as the code stores them; each reads back as it was; down restores them", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      // [id, handle]: the usual Mastodon shape, and every way of not being it.
+      const cases: [string, string | null][] = [
+        ["https://social.example/users/alice", "@alice@social.example"],
+        ["https://social.example:8443/users/bob", "@bob@social.example:8443"],
+        ["https://x.example/@carol", "@@carol@x.example"],
+        ["https://x.example/carol", "@carol@x.example"],
+        ["https://misskey.example/users/9abcdef", "@dave@misskey.example"],
+        ["https://split.example/users/erin", "@erin@example"],
+        ["https://social.example/users/alice/", "@alice@social.example"],
+        ["https://social.example", "@social.example@social.example"],
+        ["https://social.example/users/frank?x=1", "@frank?x=1@social.example"],
+        ["https://social.example/users/gina", "@Gina@social.example"],
+        ["https://bücher.example/users/jürgen", "@jürgen@bücher.example"],
+        ["https://a.example/users/h", "@h@b.example"],
+        ["https://a.example/x://y/users/ivan", "@ivan@a.example"],
+        ["https://a.example/users/evil@b.example", "@evil@b.example@a.example"],
+        ["tag:a.example,2026:users/kim", "@kim@a.example"],
+        ["https://a.example/users/nobody", null],
+      ];
+      const row = ([id, handle]: [string, string | null], i: number) => ({ id, type: "Person", handle, name: null, inbox: "", shared_inbox: null, fetched_at: i });
+      const stored = async () => Object.fromEntries((await db.selectFrom("remote_actors").select(["id", "handle"]).execute()).map((r) => [r.id, r.handle]));
+      try {
+        await migrateTo(db, "0056_pg_narrow_member_indexes");
+        await db.insertInto("remote_actors").values(cases.map(row) as never).execute();
+        const before = await stored();
+        await migrateToLatest(db);
+        const after = await stored();
+        // What remoteActorRow writes for the same actor, row for row.
+        for (const [id, handle] of cases) {
+          assert.equal(after[id], remoteActorRow({ id, type: "Person", handle, name: null, inbox: null, sharedInbox: null, fetchedAt: 0 }).handle, id);
+          assert.equal((await getRemoteActor(db, id))!.handle, handle, id);
+        }
+        assert.deepEqual(cases.filter(([id]) => after[id] === "").map(([id]) => id), [
+          "https://social.example/users/alice", "https://social.example:8443/users/bob", "https://x.example/@carol", "https://x.example/carol",
+          "https://social.example/users/frank?x=1", "https://bücher.example/users/jürgen", "https://a.example/x://y/users/ivan", "https://a.example/users/evil@b.example",
+        ]);
+        await migrateTo(db, "0056_pg_narrow_member_indexes");
+        assert.deepEqual(await stored(), before, "down writes every handle back as it was");
+        await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0058: members' Follow ids stored relative to their actor's origin, as the code stores them; nothing recorded by the rewrite; the triggers record them absolute; down restores them", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const union = { id: "u1", slug: "u1", name: "u1", purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1, join_policy: "approval", member_invite_limit: 5, welcome_text: null };
+      // [member id, actor, Follow id]
+      const cases: [string, string | null, string | null][] = [
+        ["m1", "https://social.example/users/alice", "https://social.example/0a5a7c83-5c1c-4e2e-9b59-4c3f1b0d1f0e"],
+        ["m2", "https://social.example:8443/users/bob", "https://social.example:8443/users/bob/follow/01HXYZ"],
+        ["m3", "https://social.example/users/carol", "https://social.example:8443/follows/1"],
+        ["m4", "https://social.example/users/dave", "https://other.example/follows/1"],
+        ["m5", "http://plain.example/users/erin", "http://plain.example/activities/2"],
+        ["m6", "https://social.example/users/frank", "https://social.example.evil/follows/3"],
+        ["m7", "https://social.example/users/gina", "https://social.example"],
+        ["m8", "https://social.example/users/hal", "https://social.example/"],
+        ["m9", "https://social.example/users/ivy", "f-local-9"],
+        ["m10", "https://bücher.example/users/jürgen", "https://bücher.example/föllow/10"],
+        ["m11", null, null],
+        ["m12", "https://social.example/users/kim", null],
+      ];
+      const stored = async () => Object.fromEntries((await db.selectFrom("members").select(["id", "follow_id"]).execute()).map((r) => [r.id, r.follow_id]));
+      const recorded = async () => (await db.selectFrom("inbox_activities").select(["id", "actor"]).orderBy("id").execute()).map((r) => [r.id, r.actor]);
+      try {
+        await migrateTo(db, "0057_usual_handles");
+        await db.insertInto("unions").values(union as never).execute();
+        await db.insertInto("members").values(cases.map(([id, actor, follow], i) => ({ id, union_id: "u1", actor_id: actor, handle: null, state: actor ? "active" : "reserved", role: "member", sponsor_id: null, subtree_size: 0, follow_id: follow, created_at: i })) as never).execute();
+        const before = await stored();
+        await migrateToLatest(db);
+        const after = await stored();
+        for (const [id, actor, follow] of cases) {
+          assert.equal(after[id], storedFollowId(actor, follow), id);
+          assert.equal((await getMember(db, "u1", id))!.followId, follow, id);
+        }
+        assert.deepEqual([after.m1, after.m2, after.m5, after.m8], ["/0a5a7c83-5c1c-4e2e-9b59-4c3f1b0d1f0e", "/users/bob/follow/01HXYZ", "/activities/2", "/"]);
+        assert.deepEqual(await recorded(), [], "rewriting the stored form records no Follow");
+        const fillfactor = async () => d.name === "sqlite" ? null
+          : (await sql<{ o: string[] | null }>`select reloptions as o from pg_class where relname = 'fanout_targets'`.execute(db)).rows[0]!.o;
+        assert.deepEqual(await fillfactor(), d.name === "sqlite" ? null : ["fillfactor=50"], "PostgreSQL: half of each fanout_targets page left for its counts' updates");
+
+        // A Move to another server with the same Follow: stored whole for the new actor, and no Follow was superseded.
+        await db.updateTable("members").set({ actor_id: "https://new.example/users/alice", follow_id: storedFollowId("https://new.example/users/alice", before.m1!) }).where("id", "=", "m1").execute();
+        assert.equal((await stored()).m1, before.m1);
+        assert.deepEqual(await recorded(), []);
+        // A new Follow replaces m2's, and m5 is deleted: each old Follow recorded absolute, with its actor.
+        await db.updateTable("members").set({ follow_id: storedFollowId(cases[1]![1], "https://social.example:8443/follows/new") }).where("id", "=", "m2").execute();
+        await db.deleteFrom("members").where("id", "=", "m5").execute();
+        assert.deepEqual(await recorded(), [[before.m5, cases[4]![1]], [before.m2, cases[1]![1]]].sort((a, b) => (a[0]! < b[0]! ? -1 : 1)));
+
+        await migrateTo(db, "0057_usual_handles");
+        const down = await stored();
+        assert.equal(down.m2, "https://social.example:8443/follows/new");
+        assert.equal(await fillfactor(), null);
+        for (const id of ["m3", "m4", "m6", "m7", "m8", "m9", "m10", "m11", "m12"]) assert.equal(down[id], before[id], id);
+        // 0047's triggers as they were: compared as stored, recorded as stored.
+        await db.deleteFrom("inbox_activities").execute();
+        await db.updateTable("members").set({ follow_id: "https://social.example/follows/again" }).where("id", "=", "m10").execute();
+        assert.deepEqual(await recorded(), [[before.m10, cases[9]![1]]]);
         await migrateToLatest(db);
       } finally {
         await close();

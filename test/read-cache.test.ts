@@ -70,6 +70,21 @@ for (const d of dialects) {
       assert.equal(json.name, "Riders United");
     });
 
+    it("renders a document once for concurrent misses (a fan-out's receivers all fetch the union's key at once)", async () => {
+      m.muster.readCache.clear();
+      const before = stats();
+      const answers = await Promise.all(Array.from({ length: 24 }, () => get("/u/riders", AP)));
+      const bodies = await Promise.all(answers.map((r) => r.text()));
+      assert.ok(answers.every((r) => r.status === 200), "all answered 200");
+      assert.equal(new Set(bodies).size, 1, "the same document to all");
+      assert.equal(new Set(answers.map((r) => r.headers.get("etag"))).size, 1, "one ETag");
+      assert.equal(stats().renders - before.renders, 1, "Fedify rendered it once, not once per request");
+      // A document that is not kept (a browser's page) is rendered for each request, never withheld.
+      const pages = await Promise.all(Array.from({ length: 3 }, () => get("/u/riders", BROWSER)));
+      assert.ok(pages.every((r) => r.status === 200 && (r.headers.get("content-type") ?? "").startsWith("text/html")));
+      await Promise.all(pages.map((r) => r.text()));
+    });
+
     it("answers a repeat before the app, with the headers the app sent, and stops once the document changes", async () => {
       const headers = (res: Response) => [...res.headers].filter(([name]) => name !== "date" && name !== "keep-alive" && name !== "connection");
       for (const [path, accept] of [["/u/riders", AP], [`/.well-known/webfinger?resource=acct:riders@${m.origin.host}`, "application/jrd+json"], ["/nodeinfo/2.1", "application/json"]] as const) {

@@ -253,6 +253,14 @@ for (const d of dialects) {
       const row = await database.db.selectFrom("remote_actors").selectAll().where("id", "=", a.id).executeTakeFirstOrThrow();
       assert.equal(JSON.stringify(row).includes("Organiser") || JSON.stringify(row).includes("alice.png"), false, "no bio or avatar stored (migration 0046)");
       assert.deepEqual([row.inbox, row.shared_inbox], ["", "/inbox"], "inboxes stored relative to the id (migration 0049)");
+      assert.equal(row.handle, "", "the usual handle, @<last segment of the id>@<host>, stored as \"\" (migration 0057)");
+      // A handle that is not the id's usual one (a WebFinger domain apart, Misskey's opaque ids) is stored whole.
+      for (const other of [actor({ id: "https://social.example/users/9f3k2", handle: "@frank@social.example" }), actor({ id: "https://ap.example/users/gus", handle: "@gus@example" })]) {
+        await upsertRemoteActor(database.db, other);
+        const stored = await database.db.selectFrom("remote_actors").select("handle").where("id", "=", other.id).executeTakeFirstOrThrow();
+        assert.equal(stored.handle, other.handle);
+        assert.equal((await getRemoteActor(database.db, other.id))?.handle, other.handle);
+      }
       const elsewhere = actor({ id: "https://social.example/users/erin", inbox: "https://mail.example/erin", sharedInbox: "https://social.example:8443/inbox", fetchedAt: 1 });
       await upsertRemoteActor(database.db, elsewhere);
       assert.deepEqual(await getRemoteActor(database.db, elsewhere.id), cachedPart(elsewhere), "another origin's inboxes read back whole");

@@ -2,15 +2,17 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Keypair, PublicKey, Transaction, TransactionInstruction } from "@solana/web3.js";
 import { createTransferCheckedInstruction, getAssociatedTokenAddressSync } from "@solana/spl-token";
-import { dialects } from "./helpers/databases.ts";
-import { startLedger } from "./helpers/solana.ts";
+import type { Kysely } from "kysely";
+import { type DialectCase, dialects } from "./helpers/databases.ts";
+import { type RunningLedger, startLedger } from "./helpers/solana.ts";
 import { followId, person, sharedKeys } from "./helpers/domain-context.ts";
 import { overrideBylaws } from "./helpers/bylaws.ts";
 import { setUpTreasury, setUpTreasuryOn } from "./helpers/treasury.ts";
 import { recordingOutbox } from "./helpers/membership-worker.ts";
-import { createEventBus, type DomainEvents } from "../src/events.ts";
-import { createUnion } from "../src/unions/unions.ts";
-import { requestToJoin } from "../src/members/membership.ts";
+import type { DB } from "../src/db/schema.ts";
+import { createEventBus, type DomainEvents, type EventBus } from "../src/events.ts";
+import { createUnion, type Union } from "../src/unions/unions.ts";
+import { type Applicant, requestToJoin } from "../src/members/membership.ts";
 import { duesParamsFromBylaws } from "../src/treasury/dues-params.ts";
 import { inGoodStanding, recordedStanding, standingHistory } from "../src/treasury/standing.ts";
 import { FULL_PASS_MS, runDuesScan } from "../solana/dues-scan-job.ts";
@@ -19,23 +21,35 @@ const DUES = 5_000_000n;
 const DAY = 86_400_000;
 const MEMO = new PublicKey("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
 
+/**
+ * A fresh database and embedded ledger, the open union "riders" with alice as its member and
+ * dues of DUES every 30 days with 7 days' grace; all torn down after `fn`.
+ */
+async function withRiders(d: DialectCase, fn: (s: { db: Kysely<DB>; events: EventBus; running: RunningLedger; union: Union; alice: Applicant; aliceId: string }) => Promise<void>): Promise<void> {
+  const tdb = await d.create();
+  const database = tdb.open();
+  const db = database.db;
+  const running = await startLedger(db);
+  try {
+    const events = createEventBus();
+    const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
+    const alice = person("alice");
+    const joined = await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, alice, followId());
+    assert.equal(joined.outcome, "accepted");
+    await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
+    await fn({ db, events, running, union, alice, aliceId: joined.member.id });
+  } finally {
+    await running.close();
+    await database.close();
+    await tdb.destroy();
+  }
+}
+
 for (const d of dialects) {
   describe(`scheduled dues scan and standing events on ${d.name}`, { skip: d.skip }, () => {
-    it("finds a payment made straight on the ledger, records it once, and moves the member good -> grace -> lapsed as the clock moves", async () => {
-      const tdb = await d.create();
-      const database = tdb.open();
-      const db = database.db;
-      const running = await startLedger(db);
-      try {
-        const events = createEventBus();
+    it("finds a payment made straight on the ledger, records it once, and moves the member good -> grace -> lapsed as the clock moves", () => withRiders(d, async ({ db, events, running, union, aliceId, alice }) => {
         const seen: DomainEvents["member.standing"][] = [];
         events.on("member.standing", (e) => seen.push(e));
-        const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
-        const alice = person("alice");
-        const joined = await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, alice, followId());
-        assert.equal(joined.outcome, "accepted");
-        const aliceId = joined.member.id;
-        await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
         const t = await setUpTreasury(running.connection, db, union.id);
         const deps = { db, events, ledger: running.ledger, duesParams: duesParamsFromBylaws };
         const start = Date.now();
@@ -87,23 +101,9 @@ for (const d of dialects) {
         assert.equal(await inGoodStanding(deps, union.id, aliceId), false);
         assert.deepEqual((await standingHistory(db, union.id, aliceId)).map((c) => c.to), ["lapsed", "grace", "good", "grace"]);
         assert.deepEqual(seen.map((e) => [e.from, e.to]), [[null, "grace"], ["grace", "good"], ["good", "grace"], ["grace", "lapsed"]]);
-      } finally {
-        await running.close();
-        await database.close();
-        await tdb.destroy();
-      }
-    });
+    }));
 
-    it("reads the whole roster at most every FULL_PASS_MS per union: a member who joins in between gets a standing at the next whole pass", async () => {
-      const tdb = await d.create();
-      const database = tdb.open();
-      const db = database.db;
-      const running = await startLedger(db);
-      try {
-        const events = createEventBus();
-        const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "riders", name: "Riders", purpose: "Fair pay", joinPolicy: "open" });
-        await requestToJoin({ db, events, outbox: recordingOutbox }, union.id, person("alice"), followId());
-        await overrideBylaws({ db, events }, "riders", { duesAmount: DUES, duesPeriodDays: 30, duesGraceDays: 7 });
+    it("reads the whole roster at most every FULL_PASS_MS per union: a member who joins in between gets a standing at the next whole pass", () => withRiders(d, async ({ db, events, running, union }) => {
         // Straight on the ledger: web3.js's confirmation polls would outlive this short test.
         await setUpTreasuryOn(running.ledger, db, union.id);
         const deps = { db, events, ledger: running.ledger, duesParams: duesParamsFromBylaws };
@@ -118,11 +118,6 @@ for (const d of dialects) {
         // The next whole pass records him; a worker that takes the lease over starts with one.
         const full = await runDuesScan(deps, "worker-a", start + FULL_PASS_MS);
         assert.deepEqual(full.changes.map((c) => [c.memberId, c.from, c.to]), [[bob.member.id, null, "grace"]]);
-      } finally {
-        await running.close();
-        await database.close();
-        await tdb.destroy();
-      }
-    });
+    }));
   });
 }

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 
 export const REMOTE_ACTOR_TYPES = ["Person", "Group", "Service", "Application", "Organization"] as const;
 export type RemoteActorType = (typeof REMOTE_ACTOR_TYPES)[number];
@@ -54,17 +55,42 @@ export function cachedPart(actor: CachedActor): CachedActor {
  */
 export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Promise<void> {
   if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
+  const r = remoteActorRow(actor);
+  await upsertStatement(db, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
+}
+
+/** upsertRemoteActor's statement, not run (for a data-modifying CTE or a batch); the same SQL meaning. */
+export function upsertRemoteActorQuery(db: Kysely<DB>, actor: CachedActor) {
+  if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
   const row = remoteActorRow(actor);
   const { id: _id, ...changes } = row;
-  await db.insertInto("remote_actors")
+  return db.insertInto("remote_actors")
     .values(row)
     .onConflict((oc) =>
       oc.column("id")
         .doUpdateSet(changes)
         .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-    )
-    .execute();
+    );
 }
+
+// Compiled once (src/db/prepared.ts): every join writes its member's actor. The update takes the new row's values (excluded.*).
+type Row = Selectable<RemoteActorsTable>;
+const upsertStatement = prepared<[id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number], never>(
+  (db, id, type, handle, name, inbox, shared_inbox, fetched_at) =>
+    db.insertInto("remote_actors")
+      .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
+      .onConflict((oc) =>
+        oc.column("id")
+          .doUpdateSet((eb) => ({
+            type: eb.ref("excluded.type"),
+            handle: eb.ref("excluded.handle"),
+            name: eb.ref("excluded.name"),
+            inbox: eb.ref("excluded.inbox"),
+            shared_inbox: eb.ref("excluded.shared_inbox"),
+            fetched_at: eb.ref("excluded.fetched_at"),
+          }))
+          .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
+      ));
 
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
   const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();
@@ -131,8 +157,36 @@ export function inboxUrl(actorId: string, stored: string | null): string | null 
   return `${originOf(actorId) ?? ""}${stored}`;
 }
 
+/**
+ * `@${last path segment}@${host}` of an id, by string: the handle most
+ * servers' actors have (Mastodon, Pleroma, GoToSocial: `/users/<name>` and
+ * preferredUsername `<name>`). A cached handle equal to it is stored as ""
+ * (about 36 bytes a member; migration 0057); buildHandle never makes "", so
+ * "" can mean nothing else. Misskey's ids (`/users/<opaque id>`) and anything
+ * else keep their handle as it came. Computed the same way when storing and
+ * reading, so a stored "" reads back exactly the handle that was written;
+ * migration 0057 computes it in SQL, held to this by test/migrations.test.ts.
+ */
+export function usualHandle(id: string): string | null {
+  const start = id.indexOf("://");
+  if (start < 0) return null;
+  const end = id.indexOf("/", start + 3);
+  if (end < 0) return null;
+  return `@${id.slice(id.lastIndexOf("/") + 1)}@${id.slice(start + 3, end)}`;
+}
+
+/** The stored form of a cached handle (see usualHandle). */
+function storedHandle(id: string, handle: string | null): string | null {
+  return handle !== null && handle === usualHandle(id) ? "" : handle;
+}
+
+/** The handle of a stored `handle` value (see usualHandle). */
+export function handleOf(id: string, stored: string | null): string | null {
+  return stored === "" ? usualHandle(id) : stored;
+}
+
 /** "https://host:port" of an absolute id, by string so that storing and reading agree exactly. */
-function originOf(id: string): string | null {
+export function originOf(id: string): string | null {
   const start = id.indexOf("://");
   if (start < 0) return null;
   const end = id.indexOf("/", start + 3);
@@ -144,7 +198,7 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
   return {
     id: a.id,
     type: a.type,
-    handle: a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null,
+    handle: storedHandle(a.id, a.handle != null && a.handle.length <= LIMITS.preferredUsername + 300 ? a.handle : null),
     name: a.type === "Person" ? null : boundedText(a.name, LIMITS.name),
     inbox: storedUrl(a.id, a.inbox, `${a.id}/inbox`),
     shared_inbox: storedUrl(a.id, a.sharedInbox),
@@ -152,12 +206,17 @@ export function remoteActorRow(a: CachedActor): Selectable<RemoteActorsTable> {
   };
 }
 
+/** A remote_actors row as getRemoteActor returns it. */
+export function remoteActorFromRow(r: Selectable<RemoteActorsTable>): CachedActor {
+  return fromRow(r);
+}
+
 function fromRow(r: Selectable<RemoteActorsTable>): CachedActor {
   return {
     id: r.id,
     // Only upsertRemoteActor writes this table and it rejects other types.
     type: r.type as RemoteActorType,
-    handle: r.handle,
+    handle: handleOf(r.id, r.handle),
     name: r.name,
     inbox: inboxUrl(r.id, r.inbox),
     sharedInbox: inboxUrl(r.id, r.shared_inbox),

@@ -12,7 +12,7 @@ import type { DB } from "./schema.ts";
 export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>, ...args: { [K in keyof A]: never }) => Compilable<R>) {
   // By the dialect's adapter, which a transaction shares with its database: the SQL depends on the dialect only.
   const compiled = new WeakMap<object, { query: CompiledQuery<R>; slots: (number | undefined)[] }>();
-  return async (db: Kysely<DB>, ...args: A): Promise<QueryResult<R>> => {
+  const compile = (db: Kysely<DB>, ...args: A): CompiledQuery<R> => {
     const dialect = db.getExecutor().adapter;
     let entry = compiled.get(dialect);
     if (!entry) {
@@ -28,6 +28,10 @@ export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>
     }
     const { query, slots } = entry;
     const parameters = query.parameters.map((p, i) => (slots[i] === undefined ? p : args[slots[i]!]));
-    return db.executeQuery<R>({ ...query, parameters });
+    return { ...query, parameters };
   };
+  const run = async (db: Kysely<DB>, ...args: A): Promise<QueryResult<R>> => db.executeQuery<R>(compile(db, ...args));
+  /** The statement with these values, not run: for a WriteBatch (src/db/batch.ts). */
+  run.compiled = compile;
+  return run;
 }

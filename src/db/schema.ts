@@ -188,6 +188,7 @@ export interface ActorKeysTable {
 export interface RemoteActorsTable {
   id: string;
   type: string;
+  /** "" when it is usualHandle(id) (src/actors/remote-actors.ts, 0057): read it through handleOf. */
   handle: string | null;
   name: string | null;
   inbox: string | null;

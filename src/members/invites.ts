@@ -108,8 +108,15 @@ export async function createInviteWith(trx: Kysely<DB>, unionId: string, input: 
  * member's places already).
  */
 export async function insertInvite(trx: Kysely<DB>, unionId: string, o: { createdBy: string | null; maxUses: number | null; expiresInMs: number | null; welcome: boolean }): Promise<Invite> {
+  const row = newInviteRow(unionId, o);
+  await trx.insertInto("invites").values(row).execute();
+  return toInvite(row);
+}
+
+/** The row insertInvite writes (for a caller that batches the insert, src/db/batch.ts). */
+export function newInviteRow(unionId: string, o: { createdBy: string | null; maxUses: number | null; expiresInMs: number | null; welcome: boolean }) {
   const now = Date.now();
-  const row = {
+  return {
     id: randomUUID(),
     union_id: unionId,
     code: randomBytes(12).toString("base64url"),
@@ -121,8 +128,6 @@ export async function insertInvite(trx: Kysely<DB>, unionId: string, o: { create
     created_at: now,
     welcome: o.welcome ? 1 : 0,
   };
-  await trx.insertInto("invites").values(row).execute();
-  return toInvite(row);
 }
 
 /** Unused places of a member's open welcome invites: what their own invites may take. */
@@ -247,9 +252,14 @@ export async function claimInvite(deps: Pick<MembershipDeps, "db">, unionId: str
 
 /** The newest open claim for a handle, if any. */
 export async function openClaimFor(db: Kysely<DB>, unionId: string, handle: string, now: number) {
+  return openClaimQuery(db, unionId, handle, now).executeTakeFirst();
+}
+
+/** openClaimFor's statement, not run (the newest open claim is its first row). */
+export function openClaimQuery(db: Kysely<DB>, unionId: string, handle: string, now: number) {
   return db.selectFrom("join_claims").selectAll()
     .where("union_id", "=", unionId).where("handle", "=", handle).where("used_at", "is", null).where("expires_at", ">", now)
-    .orderBy("created_at", "desc").executeTakeFirst();
+    .orderBy("created_at", "desc");
 }
 
 /** A spent or lapsed join claim is kept a day (for a late Follow's log line), then deleted. */

@@ -1,7 +1,9 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
-import type { DB, MembersTable } from "../db/schema.ts";
+import type { DB, MembersTable, UnionsTable } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 import { DomainError } from "../domain-error.ts";
 import type { DomainDeps } from "../domain-deps.ts";
+import { originOf } from "../actors/remote-actors.ts";
 
 export type MemberState = "reserved" | "pending" | "active" | "left" | "removed" | "expelled" | "rejected" | "deleted";
 export type MemberRole = "leader" | "officer" | "member";
@@ -38,6 +40,27 @@ export type MembershipDeps = DomainDeps;
 
 export type MemberRow = Selectable<MembersTable>;
 
+/**
+ * The stored form of a member's Follow id: a path when the Follow is on the
+ * member's actor's origin, as Mastodon's (`https://host/<uuid>`), Pleroma's
+ * and GoToSocial's are; about 30 bytes a member (issue 16, migration 0058).
+ * Anything else is stored as it came. A Follow id is an absolute URL, so a
+ * stored value starting with "/" can be nothing but this form; rows written
+ * before read as they were. Every write of `members.follow_id` goes through
+ * this with the `actor_id` the row has after the write.
+ */
+export function storedFollowId(actorId: string | null, followId: string | null): string | null {
+  if (followId === null || actorId === null) return followId;
+  const origin = originOf(actorId);
+  return origin !== null && followId.startsWith(`${origin}/`) ? followId.slice(origin.length) : followId;
+}
+
+/** The Follow id of a stored `follow_id` (see storedFollowId); migration 0058's SQL and federation/pruning.ts compute the same. */
+export function followIdOf(actorId: string | null, stored: string | null): string | null {
+  if (stored === null || !stored.startsWith("/")) return stored;
+  return `${(actorId !== null ? originOf(actorId) : null) ?? ""}${stored}`;
+}
+
 export function toMember(row: MemberRow): Member {
   return {
     id: row.id,
@@ -49,7 +72,7 @@ export function toMember(row: MemberRow): Member {
     portfolio: row.portfolio,
     sponsorId: row.sponsor_id,
     subtreeSize: Number(row.subtree_size),
-    followId: row.follow_id,
+    followId: followIdOf(row.actor_id, row.follow_id),
     inviteId: row.invite_id,
     joinedAt: row.joined_at === null ? null : new Date(Number(row.joined_at)),
     leftAt: row.left_at === null ? null : new Date(Number(row.left_at)),
@@ -57,8 +80,12 @@ export function toMember(row: MemberRow): Member {
   };
 }
 
+// Compiled once (src/db/prepared.ts): a join reads its member five times (the join, its Accept and welcome, their gates).
+const memberById = prepared<[unionId: string, memberId: string], Selectable<MembersTable>>((db, unionId, memberId) =>
+  db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("id", "=", memberId));
+
 export async function getMember(db: Kysely<DB>, unionId: string, memberId: string): Promise<Member | undefined> {
-  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("id", "=", memberId).executeTakeFirst();
+  const row = (await memberById(db, unionId, memberId)).rows[0];
   return row && toMember(row);
 }
 
@@ -79,9 +106,13 @@ export async function findMemberByHandle(db: Kysely<DB>, unionId: string, handle
 }
 
 export async function getLeader(db: Kysely<DB>, unionId: string): Promise<Member | undefined> {
-  const row = await db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
-    .where("state", "in", IN_TREE).executeTakeFirst();
+  const row = await leaderQuery(db, unionId).executeTakeFirst();
   return row && toMember(row);
+}
+
+/** getLeader's statement, not run. */
+export function leaderQuery(db: Kysely<DB>, unionId: string) {
+  return db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("state", "in", IN_TREE);
 }
 
 export interface MemberListing extends Member {
@@ -146,6 +177,17 @@ export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void>
   if (trx.getExecutor().adapter instanceof PostgresAdapter) {
     await sql`select id from unions where id = ${unionId} for update`.execute(trx);
   }
+}
+
+/**
+ * lockUnion, and the union's row in the same statement: on PostgreSQL a
+ * row locked FOR UPDATE is returned as it is once the lock is granted (the
+ * latest committed version), so nothing needs reading it again. Undefined
+ * when there is no such union.
+ */
+export async function lockUnionRow(trx: Kysely<DB>, unionId: string): Promise<UnionsTable | undefined> {
+  const q = trx.selectFrom("unions").selectAll().where("id", "=", unionId);
+  return trx.getExecutor().adapter instanceof PostgresAdapter ? q.forUpdate().executeTakeFirst() : q.executeTakeFirst();
 }
 
 /** Checks that `by` may act as an officer of the union; returns the acting member, if any. */

@@ -2,23 +2,29 @@ import { recordAllySponsor } from "../relationships/backlinks.ts";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
-import { getUnionById, normaliseHandle, type Union, UnionError } from "../unions/unions.ts";
-import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, openClaimFor, placesHeld, revokeInvitesOf } from "./invites.ts";
+import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
+import { type CachedActor, remoteActorFromRow } from "../actors/remote-actors.ts";
+import { readAll, WriteBatch } from "../db/batch.ts";
+import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, newInviteRow, openClaimQuery, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
   type By,
   findMemberByActor,
   getLeader,
   getMember,
+  leaderQuery,
   lockUnion,
+  lockUnionRow,
   type Member,
   MemberError,
   type MemberRole,
   type MembershipDeps,
+  type MemberRow,
   type MemberState,
   requireOfficer,
+  storedFollowId,
   toMember,
 } from "./members.ts";
-import { attach, detach } from "./tree.ts";
+import { ancestorsAdjustment, attach, detach } from "./tree.ts";
 import { newMemberId } from "./member-id.ts";
 
 /** A remote account asking to join, as the federation layer saw it. */
@@ -57,28 +63,38 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   const handle = applicant.handle ? safeHandle(applicant.handle) : null;
   const emits: Emit[] = [];
   const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
-    await lockUnion(trx, unionId);
+    // The lock's own statement reads the union (on PostgreSQL, as locked: the latest committed row).
+    const unionRow = await lockUnionRow(trx, unionId);
     await opts.first?.(trx);
-    const union = await getUnionById(trx, unionId);
-    if (!union) throw new UnionError("not_found", "no such union");
+    if (!unionRow) throw new UnionError("not_found", "no such union");
+    const union = toUnion(unionRow);
     const now = Date.now();
-    const existing = await findMemberByActor(trx, unionId, applicant.actorId);
+    // Everything the join decides on, in one round trip on PostgreSQL (src/db/batch.ts),
+    // after first() so the follower's account is read as first() left it.
+    const read = await readAll(trx, {
+      existing: trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", applicant.actorId),
+      leader: leaderQuery(trx, unionId),
+      claim: openClaimQuery(trx, unionId, handle ?? "", now),
+      actor: trx.selectFrom("remote_actors").selectAll().where("id", "=", applicant.actorId),
+      bylaws: trx.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1),
+    });
+    const existing = read.existing[0] && toMember(read.existing[0] as MemberRow);
 
     if (existing?.state === "active") {
       // A repeated or re-sent Follow: the member's server may have lost our Accept.
-      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id).execute();
       await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: existing.id });
       return { outcome: "already_member", member: { ...existing, followId } };
     }
     if (existing?.state === "expelled") {
-      await trx.updateTable("members").set({ follow_id: followId }).where("id", "=", existing.id).execute();
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id).execute();
       await deps.outbox.add(trx, { kind: "follow.reject", unionId, memberId: existing.id });
       return { outcome: "rejected", member: existing };
     }
 
-    const leader = await getLeader(trx, unionId);
+    const leader = read.leader[0] && toMember(read.leader[0] as MemberRow);
     if (leader && leader.state === "reserved" && handle && leader.handle === handle) {
-      await trx.updateTable("members").set({ actor_id: applicant.actorId, state: "active", follow_id: followId, joined_at: now })
+      await trx.updateTable("members").set({ actor_id: applicant.actorId, state: "active", follow_id: storedFollowId(applicant.actorId, followId), joined_at: now })
         .where("id", "=", leader.id).execute();
       // A stale row for the same account (e.g. it followed before being named leader) gives way.
       if (existing) await trx.deleteFrom("members").where("id", "=", existing.id).execute();
@@ -89,13 +105,20 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
       return { outcome: "accepted", member: (await getMember(trx, unionId, leader.id))! };
     }
 
+    const claim = handle ? read.claim[0] as { id: string; invite_id: string } | undefined : undefined;
+    if (!existing && !claim && union.joinPolicy === "open") {
+      // The common join (a newcomer, an open union, no invite claimed): its writes in one round trip.
+      const actor = read.actor[0] && remoteActorFromRow(read.actor[0] as never);
+      const bylawsVersion = read.bylaws[0] === undefined ? undefined : Number(read.bylaws[0].version);
+      return admitNewcomer(deps, trx, union, applicant.actorId, handle, followId, leader?.id ?? null, now, { actor, bylawsVersion }, emits);
+    }
+
     const row = existing ?? await insertApplicant(trx, unionId, applicant.actorId, handle, followId, now);
     if (existing) {
-      await trx.updateTable("members").set({ follow_id: followId, handle: handle ?? existing.handle, state: "pending", left_at: null, left_reason: null, removed_by: null })
+      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId), handle: handle ?? existing.handle, state: "pending", left_at: null, left_reason: null, removed_by: null })
         .where("id", "=", existing.id).execute();
     }
 
-    const claim = handle ? await openClaimFor(trx, unionId, handle, now) : undefined;
     if (claim && await consumeInvite(trx, claim.invite_id, now)) {
       await trx.updateTable("join_claims").set({ used_at: now }).where("id", "=", claim.id).execute();
       const invite = (await trx.selectFrom("invites").select(["id", "created_by"]).where("id", "=", claim.invite_id).executeTakeFirstOrThrow());
@@ -118,6 +141,61 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   });
   for (const e of emits) e();
   return result;
+}
+
+/**
+ * A newcomer admitted by an open union's policy, as insertApplicant then
+ * admit would leave them (active under the leader, their own invite, the
+ * Accept and welcome queued), written in one batch: one round trip on
+ * PostgreSQL instead of about fifteen, all under the union's lock. The
+ * member id is made here, so nothing of theirs can exist yet: no invites
+ * (placesHeld is 0), no wallet or badge (syncBadgeIn would find neither).
+ */
+async function admitNewcomer(
+  deps: MembershipDeps,
+  trx: Kysely<DB>,
+  union: Union,
+  actorId: string,
+  handle: string | null,
+  followId: string,
+  sponsorId: string | null,
+  now: number,
+  known: { actor: CachedActor | undefined; bylawsVersion: number | undefined },
+  emits: Emit[],
+): Promise<JoinResult> {
+  const batch = new WriteBatch();
+  const row = {
+    id: newMemberId(now),
+    union_id: union.id,
+    actor_id: actorId,
+    handle,
+    state: "active",
+    role: "member",
+    sponsor_id: sponsorId,
+    subtree_size: 0,
+    follow_id: followId,
+    invite_id: null,
+    joined_at: now,
+    created_at: now,
+  };
+  batch.push(trx.insertInto("members").values(row));
+  // attach(): a fresh member has no descendants; its sponsor chain gains one.
+  if (sponsorId !== null) batch.push(ancestorsAdjustment(sponsorId, 1).compile(trx));
+  // ownInviteCode(): a member's own invite, for as many places as the union's limit.
+  let inviteCode: string | null = null;
+  if (union.memberInviteLimit > 0) {
+    const invite = newInviteRow(union.id, { createdBy: row.id, maxUses: union.memberInviteLimit, expiresInMs: null, welcome: true });
+    batch.push(trx.insertInto("invites").values(invite));
+    inviteCode = invite.code;
+  }
+  const member = toMember({ ...row, portfolio: null, left_at: null, left_reason: null, removed_by: null, ally_sponsor_actor_id: null, ally_sponsor_union: null });
+  await deps.outbox.add(trx, { kind: "member.join", unionId: union.id, memberId: member.id, inviteCode }, {
+    batch,
+    known: { union, member, actor: known.actor, bylawsVersion: known.bylawsVersion },
+  });
+  await batch.flush(trx);
+  emits.push(() => deps.events.emit("member.joined", { unionId: union.id, memberId: member.id, sponsorId, via: "open" }));
+  return { outcome: "accepted", member };
 }
 
 /**
@@ -244,7 +322,7 @@ async function endMembership(trx: Kysely<DB>, m: Member, state: MemberState, rea
       .where("id", "=", m.id).execute();
     return 0;
   }
-  const moved = m.state === "active" ? (await detach(trx, m, `sponsor_${state}`, now)).length : 0;
+  const moved = m.state === "active" ? await detach(trx, m, `sponsor_${state}`, now) : 0;
   // Leaving ends any office: a returning member starts as a member.
   await trx.updateTable("members").set({
     state,
@@ -276,7 +354,7 @@ export async function migrateMember(deps: MembershipDeps, unionId: string, fromA
     await trx.updateTable("members").set({
       actor_id: to.actorId,
       handle: to.handle ? safeHandle(to.handle) : m.handle,
-      follow_id: followId ?? m.followId,
+      follow_id: storedFollowId(to.actorId, followId ?? m.followId),
     }).where("id", "=", m.id).execute();
     if (followId && m.state === "active") await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: m.id });
     return (await getMember(trx, unionId, m.id))!;
@@ -335,7 +413,7 @@ async function insertApplicant(trx: Kysely<DB>, unionId: string, actorId: string
     state: "pending",
     role: "member",
     subtree_size: 0,
-    follow_id: followId,
+    follow_id: storedFollowId(actorId, followId),
     created_at: now,
   };
   await trx.insertInto("members").values(row).execute();

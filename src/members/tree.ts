@@ -49,13 +49,18 @@ export async function recruitsOf(db: Kysely<DB>, unionId: string, memberId: stri
 /** Adds `delta` to the subtree counts of `fromId` and every ancestor of it. */
 async function adjustAncestors(trx: Kysely<DB>, fromId: string | null, delta: number): Promise<void> {
   if (fromId === null || delta === 0) return;
-  await sql`
+  await ancestorsAdjustment(fromId, delta).execute(trx);
+}
+
+/** adjustAncestors' statement, not run: for a caller that batches it (src/db/batch.ts). */
+export function ancestorsAdjustment(fromId: string, delta: number) {
+  return sql`
     with recursive chain(id, sponsor_id, n) as (
       select id, sponsor_id, 0 from members where id = ${fromId}
       union all
       select m.id, m.sponsor_id, c.n + 1 from members m join chain c on m.id = c.sponsor_id where c.n < ${MAX_DEPTH}
     )
-    update members set subtree_size = subtree_size + ${delta} where id in (select id from chain)`.execute(trx);
+    update members set subtree_size = subtree_size + ${delta} where id in (select id from chain)`;
 }
 
 /** Puts a member into the tree under `sponsorId` (a fresh join: no descendants yet). */
@@ -64,19 +69,31 @@ export async function attach(trx: Kysely<DB>, memberId: string, sponsorId: strin
   await adjustAncestors(trx, sponsorId, 1);
 }
 
+/** Recruits moved per statement when a member leaves (detach): what one leave holds in memory at once. */
+export const DETACH_CHUNK = 2000;
+
 /**
  * Takes a member out of the tree. Their recruits move up to the member's own
  * sponsor (each move recorded), so nobody falls out of the tree with them.
- * Only the member, its recruits and its ancestor chain are written.
+ * Only the member, its recruits and its ancestor chain are written. Returns
+ * how many recruits moved.
+ *
+ * A member may have recruited most of a big union (an organiser who shared
+ * their invite widely): the recruits move DETACH_CHUNK at a time, each chunk
+ * one UPDATE … RETURNING of the ids it moved and one INSERT of their moves,
+ * so memory stays bounded however many there are. It is still one
+ * transaction: the tree never shows a recruit without a sponsor. A moved
+ * recruit no longer has this sponsor, so each chunk takes the next ones.
  */
-export async function detach(trx: Kysely<DB>, member: Member, reason: string, now: number): Promise<string[]> {
-  const recruits = await trx.selectFrom("members").select("id")
-    .where("union_id", "=", member.unionId).where("sponsor_id", "=", member.id).where("state", "in", IN_TREE).execute();
-  if (recruits.length > 0) {
-    await trx.updateTable("members").set({ sponsor_id: member.sponsorId })
-      .where("union_id", "=", member.unionId).where("sponsor_id", "=", member.id).where("state", "in", IN_TREE).execute();
-    for (let i = 0; i < recruits.length; i += 500) {
-      await trx.insertInto("member_moves").values(recruits.slice(i, i + 500).map((r) => ({
+export async function detach(trx: Kysely<DB>, member: Member, reason: string, now: number): Promise<number> {
+  let moved = 0;
+  for (;;) {
+    const chunk = await trx.updateTable("members").set({ sponsor_id: member.sponsorId })
+      .where("id", "in", (eb) => eb.selectFrom("members").select("id")
+        .where("union_id", "=", member.unionId).where("sponsor_id", "=", member.id).where("state", "in", IN_TREE).limit(DETACH_CHUNK))
+      .returning("id").execute();
+    if (chunk.length > 0) {
+      await trx.insertInto("member_moves").values(chunk.map((r) => ({
         id: randomUUID(),
         union_id: member.unionId,
         member_id: r.id,
@@ -86,10 +103,12 @@ export async function detach(trx: Kysely<DB>, member: Member, reason: string, no
         at: now,
       }))).execute();
     }
+    moved += chunk.length;
+    if (chunk.length < DETACH_CHUNK) break;
   }
   await adjustAncestors(trx, member.sponsorId, -1);
   await trx.updateTable("members").set({ subtree_size: 0 }).where("id", "=", member.id).execute();
-  return recruits.map((r) => r.id);
+  return moved;
 }
 
 /**

@@ -329,7 +329,7 @@ export async function countUnions(db: Kysely<DB>): Promise<number> {
   return Number(r.n);
 }
 
-function toUnion(row: UnionsTable): Union {
+export function toUnion(row: UnionsTable): Union {
   return {
     id: row.id,
     slug: row.slug,

@@ -1,0 +1,20 @@
+/**
+ * Loaded with `node --import` into a Muster process by bench/workers.ts
+ * (BENCH_WORKERS_STATEMENTS=1): counts the statements (round trips) its pg
+ * clients send, and on SIGUSR2 writes the count so far to
+ * $BENCH_PG_COUNT_DIR/<pid>. Nothing else changes in the process.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pg from "pg";
+
+const dir = process.env.BENCH_PG_COUNT_DIR;
+if (dir) {
+  let count = 0;
+  const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    count++;
+    return query.apply(this, args);
+  } as typeof pg.Client.prototype.query;
+  process.on("SIGUSR2", () => writeFileSync(join(dir, String(process.pid)), String(count)));
+}
