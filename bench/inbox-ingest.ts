@@ -72,7 +72,11 @@ async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Pro
     const ballots = await openProposals(m, union, peer, shapes, n);
     // Their Questions' fan-out (JSON-LD, signing) is done before anything is measured (what waits for a later time stays).
     const db = m.muster.database.db;
-    await waitFor(`${dialect.name}: proposals delivered`, async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("available_at", "<=", Date.now()).executeTakeFirstOrThrow()).n) === 0, () => "deliveries queued");
+    let queued = -1;
+    await waitFor(`${dialect.name}: proposals delivered`, async () => {
+      queued = Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("available_at", "<=", Date.now()).executeTakeFirstOrThrow()).n);
+      return queued === 0;
+    }, () => `${queued} deliveries queued`);
     // Not reported: warms the JIT and lazily loaded code, and caches each actor's key.
     await ingest(m, peer, await presign(m, peer, target, SPECS[0]!.spec, "warmup", 2 * ACTORS.length), responsesOf(m, peer, "warmup"), "warmup");
     const rows: Row[] = [];

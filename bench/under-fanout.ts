@@ -236,6 +236,8 @@ function row(dialect: DialectCase, processes: string, swarm: string, followers: 
     "Accept p99 ms": percentile(report.latencies, 99),
     "Follow→member p50": percentile(r.toMember, 50),
     "member→Accept p50": percentile(r.toAccept, 50),
+    "Follow→member p99": percentile(r.toMember, 99),
+    "member→Accept p99": percentile(r.toAccept, 99),
     replies: r.replies,
     counted: replyLatencies.length,
     "reply p50 ms": percentile(replyLatencies, 50),

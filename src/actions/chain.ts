@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
+import { prepared } from "../db/prepared.ts";
 import { PROPOSAL_EVENTS, proposalBreaks } from "../bylaws/proposal-chain.ts";
 
 /** The hash that precedes a union's first entry. */
@@ -79,15 +80,33 @@ export async function awaitChainWriters(trx: Kysely<DB>, unionId: string): Promi
  * Appends an entry inside the caller's transaction. The (union, n) primary
  * key makes two concurrent appends collide rather than fork the chain.
  */
-export async function appendEntry(trx: Kysely<DB>, unionId: string, actionId: string, event: ChainEvent, payload: ChainPayload | Readonly<Record<string, unknown>>, now: number): Promise<ChainEntry> {
-  const head = await trx.selectFrom("action_log").select(["n", "hash"]).where("union_id", "=", unionId).orderBy("n", "desc").limit(1).executeTakeFirst();
+export async function appendEntry(trx: Kysely<DB>, unionId: string, actionId: string, event: ChainEvent, payload: ChainPayload | Readonly<Record<string, unknown>>, now: number, heads?: ChainHeads): Promise<ChainEntry> {
+  const known = heads?.get(unionId);
+  const head = known ?? (await readHead(trx, unionId)).rows[0];
   const n = head ? Number(head.n) + 1 : 1;
   const prevHash = head?.hash ?? GENESIS;
   const json = canonicalJson(payload);
   const hash = entryHash(prevHash, event, json);
-  await trx.insertInto("action_log").values({ union_id: unionId, n, action_id: actionId, event, payload: json, prev_hash: prevHash, hash, at: now }).execute();
+  await insertEntry(trx, unionId, n, actionId, event, json, prevHash, hash, now);
+  heads?.set(unionId, { n, hash });
   return { n, actionId, event, payload: json, prevHash, hash, at: new Date(now) };
 }
+
+/**
+ * Each union's head as appended so far in one transaction, for a caller that
+ * appends many entries in it (the inbox's batch of ballots): the head is read
+ * once, then carried from entry to entry. Only valid for one transaction that
+ * holds the chain (lockChain) and in which every append passes the same map;
+ * were an entry appended behind its back, the next append would collide on
+ * (union, n) and fail rather than fork the chain.
+ */
+export type ChainHeads = Map<string, { readonly n: number | string; readonly hash: string }>;
+
+const readHead = prepared<[unionId: string], { n: number; hash: string }>((db, unionId) =>
+  db.selectFrom("action_log").select(["n", "hash"]).where("union_id", "=", unionId).orderBy("n", "desc").limit(1));
+
+const insertEntry = prepared<[unionId: string, n: number, actionId: string, event: string, payload: string, prevHash: string, hash: string, at: number], unknown>((db, unionId, n, actionId, event, payload, prevHash, hash, at) =>
+  db.insertInto("action_log").values({ union_id: unionId, n, action_id: actionId, event, payload, prev_hash: prevHash, hash, at }));
 
 export async function chainOf(db: Kysely<DB>, unionId: string): Promise<ChainEntry[]> {
   const rows = await db.selectFrom("action_log").selectAll().where("union_id", "=", unionId).orderBy("n").execute();

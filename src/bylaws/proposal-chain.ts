@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
-import { appendEntry, type ChainBreak, type ChainEntry } from "../actions/chain.ts";
+import { appendEntry, type ChainBreak, type ChainEntry, type ChainHeads } from "../actions/chain.ts";
 import type { DB } from "../db/schema.ts";
 import { type Outcome, type Proposal, toProposal } from "./proposals.ts";
 
@@ -24,7 +24,7 @@ export function voterPseudonym(proposalId: string, memberId: string): string {
   return sha256(`${proposalId}\n${memberId}`);
 }
 
-interface BallotRow {
+export interface BallotRow {
   readonly member_id: string;
   readonly option: number | string;
   readonly source: string;
@@ -78,8 +78,9 @@ export async function chainProposalOpened(trx: Kysely<DB>, p: Proposal): Promise
 }
 
 /** Records a member's ballot as it now stands (after a new answer or a changed web vote). */
-export async function chainBallot(trx: Kysely<DB>, unionId: string, proposalId: string, memberId: string, now: number): Promise<void> {
-  const rows = await trx.selectFrom("ballots").select(["member_id", "option", "source", "source_id", "cast_at"])
+export async function chainBallot(trx: Kysely<DB>, unionId: string, proposalId: string, memberId: string, now: number, known?: { readonly rows: readonly BallotRow[]; readonly heads: ChainHeads }): Promise<void> {
+  // A caller that has just written the ballot knows its rows: the same ones this would read back.
+  const rows = known?.rows ?? await trx.selectFrom("ballots").select(["member_id", "option", "source", "source_id", "cast_at"])
     .where("proposal_id", "=", proposalId).where("member_id", "=", memberId).execute();
   await appendEntry(trx, unionId, proposalId, "ballot", {
     proposalId,
@@ -88,7 +89,7 @@ export async function chainBallot(trx: Kysely<DB>, unionId: string, proposalId: 
     weight: 1,
     ballot: ballotCommitment(proposalId, memberId, rows),
     at: new Date(now).toISOString(),
-  }, now);
+  }, now, known?.heads);
 }
 
 /** Every ballot of a proposal as one hash: the set the outcome was counted from. */
