@@ -124,7 +124,9 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     // helper's 50 ms made every idle lane claim 20 times a second, a write
     // transaction each: 10^2 ms of CPU a second that were counted as the
     // fan-out's). BENCH_FANOUT_POLL_MS overrides it.
-    m = await startMuster(tdb, { muster: { queue: { pollIntervalMs: Number(process.env.BENCH_FANOUT_POLL_MS ?? 1000) } } });
+    // The switches to compare senders reach the server through its config (src/config.ts), as under `muster serve`.
+    const switches = Object.fromEntries(["MUSTER_BATCH_DELIVERY", "MUSTER_DELIVERY_THREADS", "MUSTER_SQLITE_CHECKPOINT_THREAD"].flatMap((k) => process.env[k] === undefined ? [] : [[k, process.env[k]!]]));
+    m = await startMuster(tdb, { env: switches, muster: { queue: { pollIntervalMs: Number(process.env.BENCH_FANOUT_POLL_MS ?? 1000) } } });
     receiver = await startReceivers(servers, m.origin.href);
     const union = await makeUnion(m, "fanout");
     const seedStart = performance.now();

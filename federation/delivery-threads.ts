@@ -67,17 +67,13 @@ export interface DeliveryThreadsOptions {
 }
 
 /**
- * Delivery threads a process runs: MUSTER_DELIVERY_THREADS when set (0 for
- * none), else one when the machine has a second core, none on one core
- * (where a thread would only add the cost of handing deliveries over).
+ * Delivery threads a process runs: the configured number when set
+ * (MUSTER_DELIVERY_THREADS, validated by src/config.ts; 0 for none), else
+ * one when the machine has a second core, none on one core (where a thread
+ * would only add the cost of handing deliveries over).
  */
-export function deliveryThreadCount(env: string | undefined): number {
-  if (env !== undefined && env.trim() !== "") {
-    const n = Number(env);
-    if (!Number.isInteger(n) || n < 0 || n > 16) throw new RangeError(`MUSTER_DELIVERY_THREADS must be an integer from 0 to 16, got ${JSON.stringify(env)}`);
-    return n;
-  }
-  return availableParallelism() >= 2 ? 1 : 0;
+export function deliveryThreadCount(configured: number | undefined): number {
+  return configured ?? (availableParallelism() >= 2 ? 1 : 0);
 }
 
 /** Keys and bodies a thread keeps at most; the main thread tells it which to drop. */

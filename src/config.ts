@@ -53,6 +53,18 @@ export interface Config {
    * handler, to compare the two. On when unset (and when a Config is built without it).
    */
   readonly batchDelivery?: boolean;
+  /**
+   * MUSTER_DELIVERY_THREADS: worker threads that sign and POST deliveries
+   * (federation/delivery-threads.ts), 0 to 16. Unset: one when the machine
+   * has a second core (federation/delivery-threads.ts deliveryThreadCount).
+   */
+  readonly deliveryThreads?: number;
+  /**
+   * MUSTER_SQLITE_CHECKPOINT_THREAD: a process that runs the queue on SQLite
+   * checkpoints the WAL on a thread of its own (src/db/sqlite-checkpointer.ts);
+   * off (`0`), in its commits as SQLite does by default. On when unset.
+   */
+  readonly sqliteCheckpointThread?: boolean;
   /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */
   readonly tallyBatchMs?: number;
   /**
@@ -96,12 +108,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const dbPool = env.MUSTER_DB_POOL === undefined ? undefined : parsePositiveInt("MUSTER_DB_POOL", env.MUSTER_DB_POOL);
   const batchDelivery = env.MUSTER_BATCH_DELIVERY === undefined || env.MUSTER_BATCH_DELIVERY === "" ? true : parseFlag("MUSTER_BATCH_DELIVERY", env.MUSTER_BATCH_DELIVERY);
+  const deliveryThreads = blank(env.MUSTER_DELIVERY_THREADS) ? undefined : parseThreads(env.MUSTER_DELIVERY_THREADS!);
+  const sqliteCheckpointThread = blank(env.MUSTER_SQLITE_CHECKPOINT_THREAD) ? true : parseFlag("MUSTER_SQLITE_CHECKPOINT_THREAD", env.MUSTER_SQLITE_CHECKPOINT_THREAD);
   const tallyBatchMs = env.MUSTER_TALLY_BATCH_MS === undefined ? 5_000 : parsePositiveInt("MUSTER_TALLY_BATCH_MS", env.MUSTER_TALLY_BATCH_MS);
   const secretKey = env.MUSTER_SECRET_KEY?.trim() || null;
   if (secretKey !== null && !/^[0-9a-fA-F]{64}$/.test(secretKey) && !/^[A-Za-z0-9+/_-]{43}=?$/.test(secretKey)) {
     throw new ConfigError("MUSTER_SECRET_KEY must be a 32-byte key as 64 hex digits or base64 (make one with: openssl rand -hex 32)");
   }
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, batchDelivery, tallyBatchMs, secretKey };
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, batchDelivery, deliveryThreads, sqliteCheckpointThread, tallyBatchMs, secretKey };
 }
 
 function parsePort(raw: string): number {
@@ -109,6 +123,14 @@ function parsePort(raw: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535) {
     throw new ConfigError(`PORT must be an integer from 0 to 65535; got ${JSON.stringify(raw)}`);
   }
+  return n;
+}
+
+const blank = (raw: string | undefined): boolean => raw === undefined || raw.trim() === "";
+
+function parseThreads(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 16) throw new ConfigError(`MUSTER_DELIVERY_THREADS must be an integer from 0 to 16; got ${JSON.stringify(raw)}`);
   return n;
 }
 

@@ -138,7 +138,7 @@ export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">,
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const runsQueue = options.runsQueue !== false;
   // A process that runs the queue checkpoints SQLite's WAL on a thread of its own (MUSTER_SQLITE_CHECKPOINT_THREAD=0: in its commits, as before).
-  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && process.env.MUSTER_SQLITE_CHECKPOINT_THREAD !== "0" });
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && config.sqliteCheckpointThread !== false });
   try {
     await checkConnection(database, config.databaseUrl);
     // serve and worker only: a pool the server cannot honour fails queries under load.
@@ -160,7 +160,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   let deliveryDispatcher: Dispatcher | undefined;
   // The batch sender signs and POSTs on worker threads where there is a core
   // to spare for them (MUSTER_DELIVERY_THREADS; 0 keeps it on this thread).
-  const threadCount = runsQueue ? deliveryThreadCount(process.env.MUSTER_DELIVERY_THREADS) : 0;
+  const threadCount = runsQueue ? deliveryThreadCount(config.deliveryThreads) : 0;
   const deliveryThreads = threadCount > 0 ? new DeliveryThreads({ threads: threadCount, timeoutMs: config.httpTimeoutMs }) : undefined;
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.

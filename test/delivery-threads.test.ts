@@ -3,12 +3,14 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { createFederation, generateCryptoKeyPair, MemoryKvStore, verifyRequest } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
 import { processStats } from "../federation/batch-delivery.ts";
 import { bodyOf } from "../federation/delivery-sign.ts";
 import { DeliveryThreads, deliveryThreadCount, threadStats } from "../federation/delivery-threads.ts";
+import { ConfigError, loadConfig } from "../src/config.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
@@ -151,11 +153,12 @@ describe("delivery threads", () => {
   });
 
   it("MUSTER_DELIVERY_THREADS: a number from 0 to 16, else one thread with a second core", () => {
-    assert.equal(deliveryThreadCount("0"), 0);
-    assert.equal(deliveryThreadCount("3"), 3);
-    assert.throws(() => deliveryThreadCount("-1"), RangeError);
-    assert.throws(() => deliveryThreadCount("two"), RangeError);
-    assert.ok([0, 1].includes(deliveryThreadCount(undefined)));
+    assert.equal(deliveryThreadCount(loadConfig({ MUSTER_DELIVERY_THREADS: "0" }).deliveryThreads), 0);
+    assert.equal(deliveryThreadCount(loadConfig({ MUSTER_DELIVERY_THREADS: "3" }).deliveryThreads), 3);
+    assert.throws(() => loadConfig({ MUSTER_DELIVERY_THREADS: "-1" }), ConfigError);
+    assert.throws(() => loadConfig({ MUSTER_DELIVERY_THREADS: "two" }), ConfigError);
+    assert.throws(() => loadConfig({ MUSTER_DELIVERY_THREADS: "17" }), ConfigError);
+    assert.equal(deliveryThreadCount(loadConfig({}).deliveryThreads), availableParallelism() >= 2 ? 1 : 0);
   });
 });
 
@@ -163,17 +166,13 @@ for (const d of dialects) {
   describe(`a fan-out through two delivery threads on ${d.name}`, { skip: d.skip }, () => {
     let tdb: TestDatabase;
     let m: TestMuster;
-    const saved = process.env.MUSTER_DELIVERY_THREADS;
     before(async () => {
-      process.env.MUSTER_DELIVERY_THREADS = "2";
       tdb = await d.create();
-      m = await startMuster(tdb);
+      m = await startMuster(tdb, { env: { MUSTER_DELIVERY_THREADS: "2" } });
     });
     after(async () => {
       await m?.stop();
       await tdb?.destroy();
-      if (saved === undefined) delete process.env.MUSTER_DELIVERY_THREADS;
-      else process.env.MUSTER_DELIVERY_THREADS = saved;
     });
 
     it("each personal inbox gets the call once, verified, every delivery made on a thread and settled", async () => {
