@@ -3,6 +3,7 @@ import { type Actor, type CryptographicKey, isActor, Object as APObject } from "
 import type { Kysely } from "kysely";
 import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
+import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
@@ -46,21 +47,6 @@ const AS = "https://www.w3.org/ns/activitystreams";
 // Exactly what Mastodon sends (and Fedify's compact form of a bare Follow): nothing else whose meaning JSON-LD could change.
 const FOLLOW_KEYS = new Set(["@context", "id", "type", "actor", "object"]);
 const UNION_PATH = /^\/u\/([a-z0-9][a-z0-9_-]{0,63})$/;
-const MAX_URL = 2048;
-
-function httpUrl(value: unknown): URL | undefined {
-  if (typeof value !== "string" || value.length > MAX_URL) return undefined;
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return undefined;
-  }
-  // Only the canonical spelling: what Fedify's expansion would give back unchanged.
-  if ((url.protocol !== "https:" && url.protocol !== "http:") || url.href !== value || url.username || url.password) return undefined;
-  return url;
-}
-
 /**
  * The Follow, if the body is nothing but one: the ActivityStreams context as
  * a single string (so no term can be redefined), an id on the follower's own
@@ -69,9 +55,9 @@ function httpUrl(value: unknown): URL | undefined {
 export function followShape(doc: Record<string, unknown>, origin: URL): FollowShape | undefined {
   if (doc["@context"] !== AS || doc.type !== "Follow") return undefined;
   for (const k of Object.keys(doc)) if (!FOLLOW_KEYS.has(k)) return undefined;
-  const id = httpUrl(doc.id);
-  const actor = httpUrl(doc.actor);
-  const object = httpUrl(doc.object);
+  const id = canonicalHttpUrl(doc.id);
+  const actor = canonicalHttpUrl(doc.actor);
+  const object = canonicalHttpUrl(doc.object);
   if (!id || !actor || !object || id.origin !== actor.origin || actor.hash) return undefined;
   if (object.origin !== origin.origin || object.search || object.hash) return undefined;
   const m = UNION_PATH.exec(object.pathname);

@@ -1,6 +1,7 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { Object as APObject, getActorTypeName, isActor } from "@fedify/vocab";
 import { buildHandle, type CachedActor } from "../src/actors/remote-actors.ts";
+import { canonicalHttpUrl } from "./canonical-url.ts";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
 import { isCollectiveActor } from "./relationships.ts";
 
@@ -105,19 +106,6 @@ type Json = Record<string, unknown>;
 
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 
-/** The URL if `value` is an absolute http(s) URL in its canonical spelling. */
-function canonicalUrl(value: unknown): string | undefined {
-  if (typeof value !== "string" || value.length > 2048) return undefined;
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return undefined;
-  }
-  if ((url.protocol !== "https:" && url.protocol !== "http:") || url.href !== value || url.username || url.password) return undefined;
-  return value;
-}
-
 /** The IRI an inline term definition names, resolved as JSON-LD would; undefined when not understood here. */
 function definedIri(definition: unknown, inline: Json): string | undefined {
   let iri: unknown = definition;
@@ -201,13 +189,13 @@ function keyJsonLd(keyId: string, owner: string, pem: string, typed: boolean): J
 function readFields(doc: Json, actorId: string, keyId: string, fetchedAt: number): PlainActor | undefined {
   if (doc.id !== actorId || doc.type !== "Person") return undefined;
   if (doc.alsoKnownAs !== undefined) return undefined;
-  const inbox = canonicalUrl(doc.inbox);
+  const inbox = canonicalHttpUrl(doc.inbox)?.href;
   if (inbox === undefined) return undefined;
   let sharedInbox: string | null = null;
   if (doc.endpoints !== undefined) {
     if (!isObject(doc.endpoints) || !plainKeys(doc.endpoints, false) || "id" in doc.endpoints || "type" in doc.endpoints) return undefined;
     if (doc.endpoints.sharedInbox !== undefined) {
-      const shared = canonicalUrl(doc.endpoints.sharedInbox);
+      const shared = canonicalHttpUrl(doc.endpoints.sharedInbox)?.href;
       if (shared === undefined) return undefined;
       sharedInbox = shared;
     }
@@ -220,7 +208,7 @@ function readFields(doc: Json, actorId: string, keyId: string, fetchedAt: number
     if (!isObject(k) || !plainKeys(k, false)) return undefined;
     for (const field of Object.keys(k)) if (!KEY_FIELDS.has(field)) return undefined;
     if (k.type !== undefined && k.type !== "CryptographicKey") return undefined;
-    if (canonicalUrl(k.id) === undefined || canonicalUrl(k.owner) === undefined || typeof k.publicKeyPem !== "string") return undefined;
+    if (canonicalHttpUrl(k.id) === undefined || canonicalHttpUrl(k.owner) === undefined || typeof k.publicKeyPem !== "string") return undefined;
     if (k.id !== keyId) continue;
     // Two keys with the signing key's id: Fedify's getPublicKeys would take the first; left to it.
     if (found) return undefined;
