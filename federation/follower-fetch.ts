@@ -60,15 +60,18 @@ export async function fetchFollowerPlain(db: Kysely<DB>, origin: URL, identifier
   } catch {
     return undefined;
   }
+  // A body cut off (the size limit, a reset) errors the stream: the read below fails, and nothing is left unhandled.
+  response.body.on("error", () => {});
   try {
     const type = response.headers["content-type"];
-    if (response.statusCode !== 200 || typeof type !== "string" || !JSON_TYPE.test(type)) return undefined;
+    if (response.statusCode !== 200 || typeof type !== "string" || !JSON_TYPE.test(type)) {
+      // Read and dropped (undici stops after a little and closes the connection), so the connection is freed.
+      await response.body.dump().catch(() => {});
+      return undefined;
+    }
     const doc = await response.body.json() as unknown;
     return doc !== null && typeof doc === "object" && !Array.isArray(doc) ? doc as Record<string, unknown> : undefined;
   } catch {
     return undefined;
-  } finally {
-    // Whatever was not read (an error answer, an oversized or broken body) is discarded, so the connection is freed.
-    response.body.destroy();
   }
 }
