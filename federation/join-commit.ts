@@ -24,9 +24,11 @@ const FIRST_FAILED = new Error("the first join of the transaction failed");
  * - Every join's outcome, success or failure, is given only after the
  *   transaction committed: a 202 still means the join is durable, and a
  *   repeat is not answered before the join it repeats is committed.
- * - If the transaction itself fails (BEGIN waiting out another process's
- *   lock, the COMMIT, a savepoint that cannot be rolled back), every join in
- *   it fails with that error and none of them was written.
+ * - If the transaction itself fails (the COMMIT, a savepoint that cannot be
+ *   rolled back), every join in it fails with that error and none of them
+ *   was written. If it cannot even begin (another process held the lock past
+ *   the busy wait), the joins waiting for it fail with that error, as each
+ *   alone would have, instead of waiting for the next try.
  *
  * Joins are taken in arrival order. The first one starts the transaction at
  * once (an idle server adds no wait); those arriving while it runs join it,
@@ -65,6 +67,8 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT) {
           });
         } catch (error) {
           if (error === FIRST_FAILED) done[0]!.job.reject(done[0]!.value);
+          // Not even begun (another process held the lock past the busy wait): the joins waiting for it fail as a join alone would have.
+          else if (done.length === 0) for (const job of waiting.splice(0, max)) job.reject(error);
           else for (const { job } of done) job.reject(error);
           continue;
         }

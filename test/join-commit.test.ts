@@ -133,3 +133,16 @@ for (const d of dialects) {
     });
   });
 }
+
+describe("group commit of joins, when the transaction cannot begin", () => {
+  it("the joins waiting for it fail with that error instead of waiting for another try", async () => {
+    const busy = new Error("the database is locked by another process");
+    let begun = 0;
+    const db = { transaction: () => ({ execute: async () => { begun++; throw busy; } }) } as unknown as Kysely<DB>;
+    const commit = joinCommit(db);
+    const outcomes = await Promise.allSettled([commit(async () => 1), commit(async () => 2), commit(async () => 3)]);
+    assert.deepEqual(outcomes.map((o) => o.status), ["rejected", "rejected", "rejected"]);
+    for (const o of outcomes) assert.equal((o as PromiseRejectedResult).reason, busy);
+    assert.equal(begun, 1, "one try for the three");
+  });
+});
