@@ -60,10 +60,18 @@ function summaryFor(i: number): string {
   return `${fixture.object.summary.replace("Some bio", parts.join(" "))}`.slice(0, 5000);
 }
 
+/** The DER SubjectPublicKeyInfo of an RSA-2048 key up to its modulus, and after it the exponent 65537. */
+const RSA2048_SPKI_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
+const RSA2048_SPKI_TAIL = Buffer.from("0203010001", "hex");
+
 function pemFor(): string {
-  // A fresh 2048-bit key's PEM length, base64 from random bytes (keys do not compress).
-  const body = randomBytes(Math.ceil(((PEM_LENGTH - 52) * 3) / 4)).toString("base64").slice(0, PEM_LENGTH - 52);
-  return `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+  // A fresh 2048-bit RSA key's PEM: its fixed header and exponent around a random 256-byte modulus (keys do not compress).
+  const modulus = randomBytes(256);
+  modulus[0] = modulus[0]! | 0x80;
+  const body = Buffer.concat([RSA2048_SPKI_HEAD, modulus, RSA2048_SPKI_TAIL]).toString("base64");
+  const pem = `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+  if (pem.length !== PEM_LENGTH) throw new Error(`a seeded key's PEM is ${pem.length} characters, the Mastodon fixture's ${PEM_LENGTH}`);
+  return pem;
 }
 
 /** BENCH_STORAGE_MEMBER_IDS=uuid: members who joined before 20-character member ids, with the UUIDv7 ids they got then. */
