@@ -35,6 +35,9 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * BENCH_STORAGE_UNION=uuid seeds a union made before 13-character union ids
  * (src/unions/union-id.ts): the same union row under a 36-character UUID, as
  * every union created before that change still has.
+ * BENCH_STORAGE_MEMBER_IDS=uuid gives the members the 36-character UUIDv7 ids
+ * members got before 20-character member ids, as an older union's members
+ * who joined before that change keep.
  */
 
 const TARGET_BYTES = 1024 ** 3;
@@ -57,10 +60,31 @@ function summaryFor(i: number): string {
   return `${fixture.object.summary.replace("Some bio", parts.join(" "))}`.slice(0, 5000);
 }
 
+/** The DER SubjectPublicKeyInfo of an RSA-2048 key up to its modulus, and after it the exponent 65537. */
+const RSA2048_SPKI_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
+const RSA2048_SPKI_TAIL = Buffer.from("0203010001", "hex");
+
 function pemFor(): string {
-  // A fresh 2048-bit key's PEM length, base64 from random bytes (keys do not compress).
-  const body = randomBytes(Math.ceil(((PEM_LENGTH - 52) * 3) / 4)).toString("base64").slice(0, PEM_LENGTH - 52);
-  return `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+  // A fresh 2048-bit RSA key's PEM: its fixed header and exponent around a random 256-byte modulus (keys do not compress).
+  const modulus = randomBytes(256);
+  modulus[0] = modulus[0]! | 0x80;
+  const body = Buffer.concat([RSA2048_SPKI_HEAD, modulus, RSA2048_SPKI_TAIL]).toString("base64");
+  const pem = `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+  if (pem.length !== PEM_LENGTH) throw new Error(`a seeded key's PEM is ${pem.length} characters, the Mastodon fixture's ${PEM_LENGTH}`);
+  return pem;
+}
+
+/** BENCH_STORAGE_MEMBER_IDS=uuid: members who joined before 20-character member ids, with the UUIDv7 ids they got then. */
+const OLD_MEMBER_IDS = process.env.BENCH_STORAGE_MEMBER_IDS === "uuid";
+
+/** A UUIDv7 of `ms`, as src/members/member-id.ts made member ids before. */
+function uuidV7(ms: number): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = (b[6]! & 0x0f) | 0x70;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 interface SeedRows {
@@ -81,8 +105,8 @@ function rowsFor(unionId: string, sponsors: string[], from: number, to: number, 
     // deduplicate the join-order index's entries and understate it. (Counted from one start for the whole
     // seed: `now - (to - i)` per batch repeated each millisecond about five times across batches.)
     const joined = firstJoin + i;
-    // As insertApplicant makes it: time-ordered (src/members/member-id.ts).
-    const id = newMemberId(joined);
+    // As insertApplicant makes it: time-ordered (src/members/member-id.ts); BENCH_STORAGE_MEMBER_IDS=uuid as it did before (UUIDv7).
+    const id = OLD_MEMBER_IDS ? uuidV7(joined) : newMemberId(joined);
     const sponsor = sponsors[Math.floor(Math.random() * sponsors.length)]!;
     sponsors.push(id);
     if (sponsors.length > 4096) sponsors.splice(0, 1024);
@@ -214,7 +238,7 @@ export const storage: Benchmark = {
         "bytes/member": perMember,
         "MiB at 10^6": mib(empty.total + perMember * 1e6),
         "vs 1 GiB": empty.total + perMember * 1e6 <= TARGET_BYTES ? "PASS" : "MISS",
-        detail: `${union.id.length}-character union id; empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
+        detail: `${union.id.length}-character union id; ${OLD_MEMBER_IDS ? "36-character (UUIDv7) member ids" : "20-character member ids"}; empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
       }];
       const before = new Map(empty.parts.map((p) => [p.name, p.bytes]));
       // Fedify's key cache now expires after a week (federation/kysely-kv-store.ts): a union whose members did not all

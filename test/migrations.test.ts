@@ -225,7 +225,8 @@ for (const d of dialects) {
         const before = await answers();
         assert.deepEqual(before, { byHandle: ["m2"], noHandle: 0, recruits: ["m2", "m3"], roots: ["m1", "m5"] });
         const old = await indexes();
-        await migrateToLatest(db);
+        // 0063 changes SQLite's, and its own test checks them.
+        await migrateTo(db, "0058_relative_follow_ids");
         assert.deepEqual(await answers(), before);
         const now = await indexes();
         if (d.name === "sqlite") {
@@ -359,6 +360,71 @@ for (const d of dialects) {
         await db.updateTable("members").set({ follow_id: "https://social.example/follows/again" }).where("id", "=", "m10").execute();
         assert.deepEqual(await recorded(), [[before.m10, cases[9]![1]]]);
         await migrateToLatest(db);
+      } finally {
+        await close();
+        await tdb.destroy();
+      }
+    });
+
+    it("0063: the role index holds the leader and officers only; the same rows found, through it; down restores it", async () => {
+      const tdb = await d.create();
+      const { db, close } = tdb.open();
+      const union = (id: string) => ({ id, slug: id, name: id, purpose: "p", leader_handle: null, icon_url: null, manually_approves_followers: 1, created_at: 1, join_policy: "approval", member_invite_limit: 5, welcome_text: null });
+      const member = (id: string, unionId: string, sponsor: string | null, role: string, state = "active") =>
+        ({ id, union_id: unionId, actor_id: `https://a.example/users/${id}`, handle: `@${id}@a.example`, state, role, sponsor_id: sponsor, subtree_size: 0, created_at: Number(id.slice(1)) });
+      const indexes = async () => d.name === "sqlite"
+        ? Object.fromEntries((await sql<{ name: string; sql: string }>`select name, sql from sqlite_master where type = 'index' and tbl_name = 'members' and sql is not null`.execute(db)).rows.map((r) => [r.name, r.sql]))
+        : Object.fromEntries((await sql<{ name: string; sql: string }>`select indexname as name, indexdef as sql from pg_indexes where tablename = 'members'`.execute(db)).rows.map((r) => [r.name, r.sql]));
+      const officers = (q: ReturnType<typeof db.selectFrom<"members">>) => q.where("role", "<>", sql.lit("member"));
+      const answers = async () => ({
+        leader: (await officers(db.selectFrom("members")).select("id").where("union_id", "=", "u1").where("role", "=", "leader").execute()).map((r) => r.id),
+        cabinet: (await officers(db.selectFrom("members")).select("id").where("union_id", "=", "u1").where("state", "=", "active").where("role", "in", ["leader", "officer"]).orderBy("id").execute()).map((r) => r.id),
+        recruits: (await db.selectFrom("members").select("id").where("union_id", "=", "u1").where("sponsor_id", "=", "m1").where("state", "in", ["active", "left"]).orderBy("id").execute()).map((r) => r.id),
+        roots: (await db.selectFrom("members").select("id").where("union_id", "=", "u1").where("sponsor_id", "is", null).where("state", "in", ["active", "reserved"]).orderBy("created_at").execute()).map((r) => r.id),
+      });
+      const planOf = async (q: string) => d.name === "sqlite"
+        ? (await sql<{ detail: string }>`explain query plan ${sql.raw(q)}`.execute(db)).rows.map((r) => r.detail).join("\n")
+        : await db.transaction().execute(async (trx) => {
+          await sql`set local enable_seqscan = off`.execute(trx);
+          return (await sql<{ "QUERY PLAN": string }>`explain ${sql.raw(q)}`.execute(trx)).rows.map((r) => r["QUERY PLAN"]).join("\n");
+        });
+      try {
+        await migrateTo(db, "0058_relative_follow_ids");
+        await db.insertInto("unions").values([union("u1"), union("u2")] as never).execute();
+        const rows = [
+          member("m1", "u1", null, "leader"), member("m2", "u1", "m1", "officer"), member("m3", "u1", "m1", "member", "left"),
+          member("m4", "u1", "m2", "member"), member("m5", "u1", null, "member", "reserved"), member("m6", "u2", null, "leader"),
+          member("m7", "u1", "m1", "officer", "removed"),
+        ];
+        for (let i = 10; i < 60; i++) rows.push(member(`m${i}`, "u1", "m4", "member"));
+        await db.insertInto("members").values(rows as never).execute();
+        const before = await answers();
+        assert.deepEqual(before, { leader: ["m1"], cabinet: ["m1", "m2"], recruits: ["m2", "m3"], roots: ["m1", "m5"] });
+        const old = await indexes();
+        await migrateToLatest(db);
+        assert.deepEqual(await answers(), before);
+        const now = await indexes();
+        assert.equal(now.members_union_role, undefined);
+        assert.match(now.members_union_officers!, /\(union_id, role\) WHERE \(?\(?role\)?(::text)? <> '?member'?/i);
+        for (const [name, def] of Object.entries(now)) if (name !== "members_union_officers") assert.equal(def, old[name], name);
+        if (d.name === "sqlite") {
+          // Only the leaders and officers are in it (both unions').
+          const entries = Number((await sql<{ n: number }>`select count(*) as n from members indexed by members_union_officers where role <> 'member'`.execute(db)).rows[0]!.n);
+          assert.equal(entries, 4);
+        }
+        assert.match(await planOf("select id from members where union_id = 'u1' and role = 'leader' and role <> 'member'"), /members_union_officers/);
+        assert.match(await planOf("select id from members where union_id = 'u1' and role in ('leader', 'officer') and role <> 'member'"), /members_union_officers/);
+        // A new officer and a new root are found.
+        await db.insertInto("members").values([member("m70", "u1", "m4", "officer"), member("m71", "u1", null, "member")] as never).execute();
+        assert.deepEqual((await answers()).cabinet, ["m1", "m2", "m70"]);
+        assert.deepEqual((await answers()).roots, ["m1", "m5", "m71"]);
+        await db.deleteFrom("members").where("id", "in", ["m70", "m71"]).execute();
+
+        await migrateTo(db, "0058_relative_follow_ids");
+        assert.deepEqual(await indexes(), old, "down restores the indexes as they were");
+        assert.deepEqual(await answers(), before);
+        await migrateToLatest(db);
+        assert.deepEqual(await answers(), before);
       } finally {
         await close();
         await tdb.destroy();

@@ -9,6 +9,7 @@ import { issueDuesReference } from "../treasury/dues-references.ts";
 import { getUnionBySlug, normaliseHandle, type Union } from "../unions/unions.ts";
 import { findMemberByHandle, getMember, type Member } from "../members/members.ts";
 import { UnionError } from "../unions/unions.ts";
+import { isMemberIdForm } from "../members/member-id.ts";
 
 export interface DuesPayDeps {
   readonly db: Kysely<DB>;
@@ -83,7 +84,7 @@ export function mountDuesPay(app: Hono, deps: DuesPayDeps): void {
         throw e;
       }
       member = await findMemberByHandle(deps.db, union.id, handle);
-    } else if (/^[0-9a-f-]{36}$/i.test(who)) {
+    } else if (isMemberIdForm(who)) {
       member = await getMember(deps.db, union.id, who);
     }
     if (!member || member.actorId === null) return fail(c, 404, `no member ${who.slice(0, 100)} in this union`);

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { getMember, type Member, MemberError } from "./members.ts";
 import { makeRoot } from "./tree.ts";
@@ -28,7 +28,7 @@ export interface Succession {
 export async function installLeader(trx: Kysely<DB>, unionId: string, winnerId: string, now: number, rootReason = "elected_leader"): Promise<Succession> {
   const w = await getMember(trx, unionId, winnerId);
   if (!w || w.state !== "active") throw new MemberError("not_found", "the elected member is no longer an active member");
-  const old = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
+  const old = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("role", "<>", sql.lit("member"))
     .where("state", "in", ["active", "reserved"]).where("id", "!=", w.id).executeTakeFirst();
   if (old) {
     // A sitting leader stays on as an officer; an unclaimed place (no account behind it) holds no office.

@@ -112,7 +112,7 @@ export async function getLeader(db: Kysely<DB>, unionId: string): Promise<Member
 
 /** getLeader's statement, not run. */
 export function leaderQuery(db: Kysely<DB>, unionId: string) {
-  return db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("state", "in", IN_TREE);
+  return db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("role", "<>", sql.lit("member")).where("state", "in", IN_TREE);
 }
 
 export interface MemberListing extends Member {

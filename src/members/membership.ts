@@ -1,5 +1,5 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
-import type { Compilable, Kysely } from "kysely";
+import { type Compilable, type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
@@ -416,7 +416,7 @@ async function changeRole(deps: MembershipDeps, unionId: string, memberId: strin
 /** The leader and officers, leader first. */
 export async function listOfficers(db: Kysely<DB>, unionId: string): Promise<Member[]> {
   const rows = await db.selectFrom("members").selectAll().where("union_id", "=", unionId)
-    .where("role", "in", ["leader", "officer"]).where("state", "in", ["active", "reserved"])
+    .where("role", "in", ["leader", "officer"]).where("role", "<>", sql.lit("member")).where("state", "in", ["active", "reserved"])
     .orderBy("joined_at").execute();
   return rows.map(toMember).sort((a, b) => (a.role === "leader" ? -1 : 0) - (b.role === "leader" ? -1 : 0));
 }

@@ -105,7 +105,7 @@ export async function readModerators(db: Kysely<DB>, union: Union, viewer: Viewe
   const refused = await gate(db, union, viewer);
   if (refused) return refused;
   const rows = await db.selectFrom("members").select(["actor_id", "role"])
-    .where("union_id", "=", union.id).where("state", "=", "active").where("role", "in", ["leader", "officer"])
+    .where("union_id", "=", union.id).where("state", "=", "active").where("role", "in", ["leader", "officer"]).where("role", "<>", sql.lit("member"))
     .where("actor_id", "is not", null).orderBy("joined_at").execute();
   rows.sort((a, b) => Number(b.role === "leader") - Number(a.role === "leader"));
   return { ok: true, actorIds: rows.map((r) => r.actor_id!) };

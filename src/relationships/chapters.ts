@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 import { countMembers } from "../members/members.ts";
@@ -33,7 +33,7 @@ export async function chapterSnapshot(db: Kysely<DB>, unionId: string, selfActor
     .where("union_id", "=", unionId).where("undone_at", "is", null).where("kind", "in", ["commit", "done"]).executeTakeFirstOrThrow();
   const relayed = await db.selectFrom("relayed_responses").select((eb) => eb.fn.count<number>("member_id").distinct().as("n"))
     .where("union_id", "=", unionId).where("undone_at", "is", null).where("kind", "in", ["commit", "like"]).executeTakeFirstOrThrow();
-  const leader = await db.selectFrom("members").select(["actor_id", "handle"]).where("union_id", "=", unionId).where("role", "=", "leader").where("state", "=", "active").executeTakeFirst();
+  const leader = await db.selectFrom("members").select(["actor_id", "handle"]).where("union_id", "=", unionId).where("role", "=", "leader").where("role", "<>", sql.lit("member")).where("state", "=", "active").executeTakeFirst();
   const leads = leader?.handle ? [{ actorId: leader.actor_id, handle: leader.handle }] : union.leaderHandle ? [{ actorId: null, handle: union.leaderHandle }] : [];
   return {
     actorId: selfActorId,

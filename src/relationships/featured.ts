@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 import { DomainError } from "../domain-error.ts";
@@ -47,7 +47,7 @@ async function wanted(db: Kysely<DB>, unionId: string): Promise<Record<FeaturedC
   const allies = await db.selectFrom("union_relationships").select("peer_actor_id").where("union_id", "=", unionId)
     .where("kind", "=", "ally").where("state", "=", "active").orderBy("created_at").limit(FEATURED_LIMIT).execute();
   const cabinet = await db.selectFrom("members").select("actor_id").where("union_id", "=", unionId).where("state", "=", "active")
-    .where("role", "in", ["leader", "officer"]).where("actor_id", "is not", null).orderBy("joined_at").limit(FEATURED_LIMIT).execute();
+    .where("role", "in", ["leader", "officer"]).where("role", "<>", sql.lit("member")).where("actor_id", "is not", null).orderBy("joined_at").limit(FEATURED_LIMIT).execute();
   return { allies: allies.map((r) => r.peer_actor_id), cabinet: cabinet.map((r) => r.actor_id!) };
 }
 
@@ -258,7 +258,7 @@ export async function syncAllFeatured(deps: DomainDeps): Promise<number> {
 export async function unionsOutOfLine(db: Kysely<DB>): Promise<string[]> {
   const allies = await db.selectFrom("union_relationships").select(["union_id", "peer_actor_id as actor"]).where("kind", "=", "ally").where("state", "=", "active").execute();
   const cabinet = await db.selectFrom("members").select(["union_id", "actor_id as actor"]).where("state", "=", "active")
-    .where("role", "in", ["leader", "officer"]).where("actor_id", "is not", null).execute();
+    .where("role", "in", ["leader", "officer"]).where("role", "<>", sql.lit("member")).where("actor_id", "is not", null).execute();
   const items = await db.selectFrom("featured_items").select(["union_id", "collection", "actor_id", "state"]).where("state", "!=", "withdrawn").execute();
   const automatic = await db.selectFrom("feature_stamps").select(["union_id", "requester"]).where("state", "=", "accepted").where("decided_by", "is", null).execute();
   const want = new Map<string, Set<string>>();

@@ -1,5 +1,5 @@
 import "../temporal.ts";
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import type { EventBus } from "../events.ts";
 import type { Outbox } from "../outbox.ts";
@@ -284,7 +284,7 @@ export async function updateUnion(deps: Pick<UnionDeps, "db" | "events">, slug: 
  * leadership that is held is a succession, which only an election does.
  */
 async function setLeader(trx: Kysely<DB>, unionId: string, handle: string): Promise<void> {
-  const current = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader")
+  const current = await trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("role", "=", "leader").where("role", "<>", sql.lit("member"))
     .where("state", "in", ["reserved", "active"]).executeTakeFirst();
   if (current?.state === "active") {
     if (current.handle === handle) return;
