@@ -194,7 +194,7 @@ export function createFastFollow(deps: FastFollowDeps) {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
         first: async (trx) => {
           if (batches(trx)) {
-            // PostgreSQL: the three steps below in one statement (a round trip under the union's lock each).
+            // PostgreSQL: the three steps below in one statement (before the union is locked: requestToJoin's first()).
             const r = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
             if (!r.recorded) throw new Skip("repeat");
             if (r.busy) throw new Skip("busy");
