@@ -8,13 +8,14 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Create, Note } from "@fedify/vocab";
 import type { Insertable, Kysely } from "kysely";
+import pg from "pg";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { loadConfig } from "../src/config.ts";
 import { createMuster, type Muster } from "../src/main.ts";
 import { createUnion, type Union } from "../src/unions/unions.ts";
 import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
-import { OPERATOR } from "../src/members/members.ts";
+import { followIdOf, OPERATOR, storedFollowId } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { freePort, makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
@@ -41,7 +42,8 @@ const SLOW_MS = 2_000;
 // One Follow and one reply every TRICKLE_MS: well under what the machine can join per second
 // (bench joins), so what is measured is waiting behind the fan-out, not a join backlog of its own.
 const TRICKLE_MS = Number(process.env.BENCH_UNDER_FANOUT_EVERY_MS ?? 500);
-const REPLIERS = ["alice", "bob", "carol", "dave"];
+// Members who reply (BENCH_UNDER_FANOUT_REPLIERS, default 4): each one's first reply is a new committer of the call.
+const REPLIERS = Array.from({ length: Number(process.env.BENCH_UNDER_FANOUT_REPLIERS ?? 4) }, (_, i) => ["alice", "bob", "carol", "dave"][i] ?? `replier${i}`);
 const TARGET_MS = 2_000;
 
 export const underFanout: Benchmark = {
@@ -55,6 +57,7 @@ export const underFanout: Benchmark = {
     "Accept ms: Follow sent until its Accept arrived at the joiner's server (signature verified there); reply ms: POST sent until the response row exists (polled every 20 ms)",
     "processes: \"one process\" is Muster inside this process (BENCH_UNDER_FANOUT_MODES=one); \"serve --no-worker + 2 workers\" (PostgreSQL, BENCH_UNDER_FANOUT_MODES=workers) real child processes, the Follows and replies to the web one; CPU s is theirs (this process's for one process)",
     "queued before/after: delivery-lane messages waiting when the trickle started and when it ended (the fan-out must still be draining for the figures to mean anything)",
+    `replies come from BENCH_UNDER_FANOUT_REPLIERS members (default 4), in turn; the first reply of each is Fedify's path (its key is not cached yet), later ones the inbox's fast path`,
     `target: p99 of both under ${TARGET_MS / 1000} s (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
@@ -94,7 +97,7 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
     // How late this process's event loop ran (Muster, the replies' poller and the repliers' server share it).
     const lag = monitorEventLoopDelay({ resolution: 10 });
     lag.enable();
-    const measured = await measure(label, m, m.muster, union, peer, seconds);
+    const measured = await measure(label, { origin: m.origin, muster: m.muster, databaseUrl: tdb.url }, m.muster, union, peer, seconds);
     lag.disable();
     return row(dialect, "one process", swarm, followers, measured, { "CPU s": cpuMs(cpu) / 1000, "loop lag p99/max ms": `${(lag.percentile(99) / 1e6).toFixed(0)} / ${(lag.max / 1e6).toFixed(0)}` });
   } finally {
@@ -148,7 +151,7 @@ async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", follower
     for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
     await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
     const cpu = procs.map((p) => cpuOfPid(p.pid));
-    const measured = await measure(label, { origin, muster: local }, local, union, peer, seconds);
+    const measured = await measure(label, { origin, muster: local, databaseUrl: tdb.url }, local, union, peer, seconds);
     const used = procs.map((p, i) => cpuOfPid(p.pid) - cpu[i]!);
     const logs = procs.map((p) => p.output()).join("\n");
     if (process.env.BENCH_UNDER_FANOUT_VERBOSE) for (const line of logs.split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 30)) progress(line.slice(0, 400));
@@ -171,6 +174,8 @@ async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", follower
 interface Site {
   readonly origin: URL;
   readonly muster: Pick<Muster, "database">;
+  /** For BENCH_UNDER_FANOUT_SAMPLE. */
+  readonly databaseUrl?: string;
 }
 
 interface Measured {
@@ -207,11 +212,20 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
     });
     // Awaited after the replies; a failure in between must not leave it unhandled.
     joined.catch(() => {});
-    const replyLatencies = await trickleReplies(site, replies);
-    const report = await joined;
+    const stopSampling = startSampler(site.databaseUrl, label);
+    let replyLatencies: number[];
+    let report: PeerReport;
+    try {
+      replyLatencies = await trickleReplies(site, replies);
+      report = await joined;
+    } finally {
+      await stopSampling();
+    }
     const queuedAfter = await queuedDeliveries(site);
-    const rows = await site.muster.database.db.selectFrom("members").select(["follow_id", "joined_at"]).where("follow_id", "in", report.timeline.map((t) => t.follow)).execute();
-    const joinedAt = new Map(rows.map((r) => [r.follow_id, Number(r.joined_at)]));
+    // Follow ids are stored relative to the follower's origin (0058): matched as stored, read back whole.
+    const stored = report.timeline.map((t) => storedFollowId(t.follow.replace(/#.*$/, ""), t.follow)!);
+    const rows = await site.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "in", stored).execute();
+    const joinedAt = new Map(rows.map((r) => [followIdOf(r.actor_id, r.follow_id), Number(r.joined_at)]));
     const toMember = report.timeline.flatMap((t) => joinedAt.has(t.follow) ? [joinedAt.get(t.follow)! - t.sent] : []);
     const toAccept = report.timeline.flatMap((t) => joinedAt.has(t.follow) && t.accepted ? [t.accepted - joinedAt.get(t.follow)!] : []);
     return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, replyLatencies };
@@ -362,4 +376,44 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
 async function queuedDeliveries(m: Site): Promise<number> {
   const r = await m.muster.database.db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "=", "delivery").executeTakeFirstOrThrow();
   return Number(r.n);
+}
+
+/**
+ * BENCH_UNDER_FANOUT_SAMPLE=1 (PostgreSQL): samples pg_stat_activity of the
+ * bench's database every 100 ms while the trickle runs and prints what the
+ * backends were doing (wait event and the statement's first words), most
+ * frequent first: what waits on what.
+ */
+function startSampler(url: string | undefined, label: string): () => Promise<void> {
+  if (!process.env.BENCH_UNDER_FANOUT_SAMPLE || !url?.startsWith("postgres")) return async () => {};
+  const name = new URL(url).pathname.slice(1);
+  const client = new pg.Client({ connectionString: url });
+  const counts = new Map<string, number>();
+  let samples = 0;
+  let running = true;
+  const loop = (async () => {
+    await client.connect();
+    while (running) {
+      // A backend waiting for a lock is shown with what its first blocker was doing.
+      const { rows } = await client.query<{ state: string | null; w: string | null; q: string; b: string | null }>(
+        `SELECT a.state, coalesce(a.wait_event_type || ':' || a.wait_event, 'cpu') AS w, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) AS q,
+           (SELECT coalesce(b.state, '?') || ' ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 50) FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]) AS b
+         FROM pg_stat_activity a WHERE a.datname = $1 AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.state <> 'idle'`,
+        [name],
+      );
+      samples++;
+      for (const r of rows) {
+        const key = `${r.state === "active" ? r.w : r.state} | ${r.q}${r.b ? ` <- blocked by: ${r.b}` : ""}`;
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      await sleep(100);
+    }
+    await client.end();
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    progress(`${label}: pg_stat_activity, ${samples} samples (non-idle backends; state or wait event | statement):`);
+    for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 25)) progress(`  ${String(n).padStart(5)}  ${k}`);
+  };
 }

@@ -211,7 +211,7 @@ export function createFastFollow(deps: FastFollowDeps) {
         applicantActor: cached,
         first: async (trx) => {
           if (batches(trx)) {
-            // PostgreSQL: the three steps below in one statement (a round trip under the union's lock each).
+            // PostgreSQL: the three steps below in one statement (before the union is locked: requestToJoin's first()).
             const r = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
             if (!r.recorded) throw new Skip("repeat");
             if (r.busy) throw new Skip("busy");

@@ -1,7 +1,7 @@
 import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { castVoteIn, type VoteBatch, voteBatch, type VoteResult } from "../src/bylaws/proposals.ts";
-import { insertResponse, isCommitment, withdrawable, withdrawRows } from "../src/actions/responses.ts";
+import { insertResponse, isCommitment, settleCommitters, withdrawable, withdrawRows } from "../src/actions/responses.ts";
 import type { DB } from "../src/db/schema.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
@@ -52,7 +52,8 @@ export interface FastInboxDeps {
 export function createFastInbox(deps: FastInboxDeps) {
   const keys = new FastKeyCache(deps.kv);
   const { db } = deps;
-  const commit = groupCommit(db);
+  // Each shared transaction ends by writing its calls' committer counts (after every member's own rows).
+  const commit = groupCommit(db, (trx) => settleCommitters(deps, trx));
   /** What castVoteIn has read and written in each open transaction (a transaction's own; a re-run alone gets a new one). */
   const batches = new WeakMap<Kysely<DB>, VoteBatch>();
 
@@ -205,7 +206,7 @@ const MAX_BATCH = 64;
  * transaction committed. If a shared transaction fails, each of its pieces
  * is run again alone, so one piece's failure is its own.
  */
-function groupCommit(db: Kysely<DB>) {
+function groupCommit(db: Kysely<DB>, beforeCommit: (trx: Kysely<DB>) => Promise<void>) {
   type Work = (trx: Kysely<DB>) => Promise<unknown>;
   const waiting: { work: Work; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
   let draining = false;
@@ -219,6 +220,7 @@ function groupCommit(db: Kysely<DB>) {
           results = await db.transaction().execute(async (trx) => {
             const out: unknown[] = [];
             for (const p of batch) out.push(await p.work(trx));
+            await beforeCommit(trx);
             return out;
           });
         } catch (error) {
@@ -228,7 +230,11 @@ function groupCommit(db: Kysely<DB>) {
           }
           for (const p of batch) {
             try {
-              p.resolve(await db.transaction().execute(p.work));
+              p.resolve(await db.transaction().execute(async (trx) => {
+                const out = await p.work(trx);
+                await beforeCommit(trx);
+                return out;
+              }));
             } catch (alone) {
               p.reject(alone);
             }

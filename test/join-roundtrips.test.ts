@@ -1,10 +1,11 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { sql } from "kysely";
+import { type Kysely, sql } from "kysely";
 import pg from "pg";
-import { readAll, WriteBatch } from "../src/db/batch.ts";
-import { getLeader, getMember } from "../src/members/members.ts";
-import { listInvites } from "../src/members/invites.ts";
+import { lockThenReadAll, readAll, WriteBatch } from "../src/db/batch.ts";
+import { getLeader, getMember, lockUnion } from "../src/members/members.ts";
+import { listInvites, newInviteRow } from "../src/members/invites.ts";
+import type { DB } from "../src/db/schema.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -64,6 +65,13 @@ for (const d of dialects) {
           assert.deepEqual(read.quoted, [{ t: HOSTILE[1] }]);
           assert.deepEqual(read.rows.map((r) => [Number(r.i), r.t]), HOSTILE.map((t, i) => [i, t]));
           assert.deepEqual(read.none, []);
+          // And after a lock statement, in one round trip (lockThenReadAll): the values inlined.
+          const locked = await lockThenReadAll(trx, sql`select ${HOSTILE[3]} as t`.compile(trx), {
+            rows: sql`select i, t from batch_probe where t in (${sql.join(HOSTILE)}) and i >= ${0} order by i`.compile(trx),
+            quoted: trx.selectNoFrom(sql<string>`${HOSTILE[2]}`.as("t")),
+          });
+          assert.deepEqual(locked.rows.map((r) => [Number(r.i), r.t]), HOSTILE.map((t, i) => [i, t]));
+          assert.deepEqual(locked.quoted, [{ t: HOSTILE[2] }]);
           await sql`drop table batch_probe`.execute(trx);
         });
       });
@@ -105,13 +113,14 @@ for (const d of dialects) {
         const leader = (await getLeader(c.db, union.id))!;
         const ann = person("ann");
         const { value: r, statements } = await statementsDuring(() => requestToJoin(c.deps, union.id, ann, followId()));
-        const locked = statements.findIndex((s) => /for update/i.test(s));
+        const locked = statements.findIndex((s) => /for (no key )?update/i.test(s));
         const committed = statements.lastIndexOf("commit");
         assert.ok(locked >= 0 && committed > locked, statements.join("\n"));
         const underLock = statements.slice(locked, committed + 1);
-        // The lock (reading the union), one read, the recording outbox's insert, one batch of writes, the commit.
-        // The code before sent 18 here (the union read twice, the member read back three times, the invite and badge checks).
-        assert.ok(underLock.length <= 5, `${underLock.length} statements under the lock:\n${underLock.join("\n")}`);
+        // The lock and one read after it (one simple query), one batch of writes (with the outbox's insert), the commit.
+        // Stop 22 sent 18 here (the union read twice, the member read back three times, the invite and badge checks),
+        // stop 23 four (the lock and the read apart).
+        assert.ok(underLock.length <= 3, `${underLock.length} statements under the lock:\n${underLock.join("\n")}`);
 
         // What it wrote: as insertApplicant + admit left it.
         assert.equal(r.outcome, "accepted");
@@ -133,5 +142,107 @@ for (const d of dialects) {
         assert.equal((await getMember(c.db, union.id, leader.id))!.subtreeSize, leader.subtreeSize + 1);
       });
     });
+
+    it("the caller's own writes (first) go before the union's lock, and a member's repeated Follow holds the lock for three statements", async (t) => {
+      if (d.name !== "postgres") return t.skip("round trips are counted at the pg driver");
+      await withCtx(d, async (c) => {
+        const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+        await requestToJoin(c.deps, union.id, LEADER, followId());
+        const bo = person("bo");
+        const follow = followId();
+        // As the Follow's fast path records the Follow: inside the join's transaction.
+        const { value: r, statements } = await statementsDuring(() => requestToJoin(c.deps, union.id, bo, follow, {
+          first: async (trx) => {
+            await trx.insertInto("inbox_activities").values({ id: follow, type: "Follow", actor: bo.actorId, union_id: union.id, received_at: Date.now() }).execute();
+          },
+        }));
+        assert.equal(r.outcome, "accepted");
+        const recorded = statements.findIndex((s) => s.startsWith("insert into \"inbox_activities\""));
+        const locked = statements.findIndex((s) => /for (no key )?update/i.test(s));
+        assert.ok(recorded >= 0 && locked > recorded, `the Follow's record is written before the lock:\n${statements.join("\n")}`);
+        assert.ok(statements.length - locked <= 3, statements.join("\n"));
+        assert.ok(await c.db.selectFrom("inbox_activities").select("id").where("id", "=", follow).executeTakeFirst(), "first()'s write commits with the join");
+
+        // The same account follows again (its server lost the Accept): the Follow id is updated and an Accept queued.
+        const again = followId();
+        const { value: r2, statements: s2 } = await statementsDuring(() => requestToJoin(c.deps, union.id, bo, again));
+        assert.equal(r2.outcome, "already_member");
+        const locked2 = s2.findIndex((s) => /for (no key )?update/i.test(s));
+        const underLock = s2.slice(locked2, s2.lastIndexOf("commit") + 1);
+        // The code before sent four: the lock, the read, the update, the outbox's insert, then the commit (five).
+        assert.ok(locked2 >= 0 && underLock.length <= 3, `${underLock.length} statements under the lock:\n${underLock.join("\n")}`);
+        assert.equal((await getMember(c.db, union.id, r.member.id))!.followId, again);
+        const accepts = (await recordedIntents(c.db)).filter((i) => i.kind === "follow.accept" && i.memberId === r.member.id);
+        assert.equal(accepts.length, 1);
+      });
+    });
+
+    it("the union's lock lets rows that reference the union be inserted meanwhile, and still serialises the union's writers", async (t) => {
+      if (d.name !== "postgres") return t.skip("PostgreSQL row locks");
+      await withCtx(d, async (c) => {
+        const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+        const other = c.tdb.open();
+        try {
+          // A join under way: it holds the union's lock until it commits.
+          let release!: () => void;
+          const held = new Promise<void>((r) => (release = r));
+          let locked!: () => void;
+          const isLocked = new Promise<void>((r) => (locked = r));
+          const join = c.db.transaction().execute(async (trx) => {
+            await lockUnion(trx, union.id);
+            locked();
+            await held;
+          });
+          await isLocked;
+          // Meanwhile another connection inserts a row referencing the union (its foreign key takes FOR KEY SHARE
+          // on the union's row): an officer's invite here. With FOR UPDATE it waited for the join to commit.
+          let pid!: (n: number) => void;
+          const pidOf = new Promise<number>((r) => (pid = r));
+          const insert = other.db.transaction().execute(async (trx) => {
+            pid(Number((await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid));
+            await trx.insertInto("invites").values(newInviteRow(union.id, { createdBy: null, maxUses: 1, expiresInMs: null, welcome: false })).execute();
+          });
+          const outcome = await Promise.race([insert.then(() => "inserted" as const), untilBlocked(c.db, await pidOf).then(() => "blocked" as const)]);
+          release();
+          await join;
+          await insert;
+          assert.equal(outcome, "inserted", "the insert waited for the union's lock");
+
+          // Two writers of the union still wait for each other.
+          let release2!: () => void;
+          const held2 = new Promise<void>((r) => (release2 = r));
+          let locked2!: () => void;
+          const isLocked2 = new Promise<void>((r) => (locked2 = r));
+          const first = c.db.transaction().execute(async (trx) => {
+            await lockUnion(trx, union.id);
+            locked2();
+            await held2;
+          });
+          await isLocked2;
+          let pid2!: (n: number) => void;
+          const pidOf2 = new Promise<number>((r) => (pid2 = r));
+          const second = other.db.transaction().execute(async (trx) => {
+            pid2(Number((await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid));
+            await lockUnion(trx, union.id);
+          });
+          const outcome2 = await Promise.race([second.then(() => "locked" as const), untilBlocked(c.db, await pidOf2).then(() => "blocked" as const)]);
+          release2();
+          await first;
+          await second;
+          assert.equal(outcome2, "blocked");
+        } finally {
+          await other.close();
+        }
+      });
+    });
   });
+}
+
+/** Resolves once the backend `pid` waits for a lock (never resolves if it does not). */
+async function untilBlocked(db: Kysely<DB>, pid: number): Promise<void> {
+  for (;;) {
+    const r = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = ${pid} and wait_event_type = 'Lock'`.execute(db);
+    if (Number(r.rows[0]!.n) > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

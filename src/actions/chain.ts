@@ -51,8 +51,8 @@ export interface ChainEntry {
 /**
  * Makes the caller's transaction the union's only chain writer until it
  * ends, so two appends cannot both read the same head. On PostgreSQL a row
- * lock on the union taken FOR NO KEY UPDATE: it queues behind lockUnion (FOR
- * UPDATE, which every other chain writer takes) and other chain writers, but
+ * lock on the union taken FOR NO KEY UPDATE: it queues behind lockUnion (the
+ * same lock, which every other chain writer takes) and other chain writers, but
  * not behind the FOR KEY SHARE locks that inserting any row referencing the
  * union takes, so it waits only for writers of the chain or of the union's
  * rules. SQLite needs nothing: each write transaction is BEGIN IMMEDIATE,

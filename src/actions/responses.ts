@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 import { htmlToText } from "../html-text.ts";
@@ -65,7 +65,11 @@ async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string):
  * returned); the same source activity twice records once.
  */
 async function record(deps: ActionDeps, action: Action, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
-  const inserted = await deps.db.transaction().execute((trx) => insertResponse(trx, deps, action, memberId, kind, source, sourceId, content));
+  const inserted = await deps.db.transaction().execute(async (trx) => {
+    const r = await insertResponse(trx, deps, action, memberId, kind, source, sourceId, content);
+    await settleCommitters(deps, trx);
+    return r;
+  });
   if (inserted) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind });
   return inserted;
 }
@@ -83,12 +87,14 @@ const addStanding = prepared<[actionId: string, memberId: string], { standing: n
 
 /**
  * Writes one response and counts it, inside the caller's transaction; true
- * when it was new. The caller emits "action.response" once it commits.
+ * when it was new. The caller emits "action.response" once it commits, and
+ * calls settleCommitters(trx) last before committing: the call's committer
+ * count and goal check are written then.
  */
 export async function insertResponse(trx: Kysely<DB>, deps: Pick<ActionDeps, "outbox">, action: Pick<Action, "id" | "unionId">, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
   const r = await insertResponseRow(trx, randomUUID(), action.id, action.unionId, memberId, kind, source, sourceId, content, Date.now());
   const inserted = Number(r.numAffectedRows ?? 0n) === 1;
-  if (inserted && COMMITTING.has(kind)) await countCommitment(deps, trx, action.unionId, action.id, memberId);
+  if (inserted && COMMITTING.has(kind)) await countCommitment(trx, action.unionId, action.id, memberId);
   return inserted;
 }
 
@@ -136,7 +142,11 @@ export async function recordWebResponse(deps: ActionDeps, unionId: string, actio
 export async function withdrawResponse(deps: ActionDeps, sourceId: string, actorId: string): Promise<number> {
   const rows = await withdrawable(deps.db, sourceId, actorId);
   if (rows.length === 0) return 0;
-  return deps.db.transaction().execute((trx) => withdrawRows(trx, rows));
+  return deps.db.transaction().execute(async (trx) => {
+    const n = await withdrawRows(trx, rows);
+    await settleCommitters(deps, trx);
+    return n;
+  });
 }
 
 export type WithdrawableRow = Awaited<ReturnType<typeof withdrawable>>[number];
@@ -148,7 +158,7 @@ export function withdrawable(db: Kysely<DB>, sourceId: string, actorId: string) 
     .where("r.undone_at", "is", null).execute();
 }
 
-/** Withdraws the rows (inside the caller's transaction); returns how many this call withdrew. */
+/** Withdraws the rows (inside the caller's transaction, which calls settleCommitters last); returns how many this call withdrew. */
 export async function withdrawRows(trx: Kysely<DB>, rows: readonly WithdrawableRow[]): Promise<number> {
   let withdrawn = 0;
   const now = Date.now();
@@ -161,9 +171,7 @@ export async function withdrawRows(trx: Kysely<DB>, rows: readonly WithdrawableR
     const left = await trx.updateTable("action_committers").set((eb) => ({ standing: eb("standing", "-", 1) }))
       .where("action_id", "=", row.action_id).where("member_id", "=", row.member_id).where("standing", ">", 0)
       .returning("standing").executeTakeFirst();
-    if (left?.standing === 0) {
-      await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "-", 1) })).where("id", "=", row.action_id).where("committers", ">", 0).execute();
-    }
+    if (left?.standing === 0) pendingOf(trx, row.union_id, row.action_id).delta--;
   }
   return withdrawn;
 }
@@ -191,19 +199,62 @@ const COMMITTING: ReadonlySet<string> = new Set(["commit", "done"]);
 
 /**
  * Counts one new commitment (inside its response's transaction): the member's
- * first standing one adds a committer to the call, and the first time the
- * committers reach the goal the union posts a progress reply (once). The
- * conditional update is the check, so it costs the same at the millionth
- * response as at the first.
+ * first standing one adds a committer to the call, written by
+ * settleCommitters at the end of the transaction.
  */
-async function countCommitment(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
+async function countCommitment(trx: Kysely<DB>, unionId: string, actionId: string, memberId: string): Promise<void> {
   const c = (await addStanding(trx, actionId, memberId)).rows[0]!;
-  if (Number(c.standing) !== 1) return;
-  await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "+", 1) })).where("id", "=", actionId).execute();
-  const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId)
-    .where("goal", "is not", null).where("goal_reached_at", "is", null).where((eb) => eb("committers", ">=", eb.ref("goal")))
-    .executeTakeFirst();
-  if (Number(r.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "action.progress", unionId, actionId, reason: "goal" });
+  if (Number(c.standing) === 1) pendingOf(trx, unionId, actionId).delta++;
+}
+
+/**
+ * Committers gained or lost per call in each open transaction, not yet
+ * written to the call's row. The call's row is the one row every response to
+ * it shares: updated in the middle of a transaction, it stayed locked while
+ * the rest ran (in a group commit, other members' responses), and a
+ * transaction in another process that held one of those members' counters
+ * and then wanted the call's row waited for it, or deadlocked with it (issue
+ * 16, replies under a fan-out on PostgreSQL). Written last, the row is held
+ * only from that update to the commit, after every per-member lock.
+ */
+const pending = new WeakMap<Kysely<DB>, Map<string, { unionId: string; delta: number }>>();
+
+function pendingOf(trx: Kysely<DB>, unionId: string, actionId: string): { unionId: string; delta: number } {
+  let byAction = pending.get(trx);
+  if (!byAction) pending.set(trx, byAction = new Map());
+  let p = byAction.get(actionId);
+  if (!p) byAction.set(actionId, p = { unionId, delta: 0 });
+  return p;
+}
+
+/**
+ * Writes what this transaction's responses and withdrawals changed in each
+ * call's committer count, and checks the goal: the first time the
+ * committers reach it the union posts a progress reply (once; the
+ * conditional update is the check, so it costs the same at the millionth
+ * response as at the first). Call it last in any transaction that ran
+ * insertResponse or withdrawRows, before it commits; calls in id order, so
+ * two transactions lock call rows in the same order. Running it again in
+ * the same transaction writes nothing twice.
+ */
+export async function settleCommitters(deps: Pick<ActionDeps, "outbox">, trx: Kysely<DB>): Promise<void> {
+  const byAction = pending.get(trx);
+  if (!byAction) return;
+  pending.delete(trx);
+  for (const [actionId, { unionId, delta }] of [...byAction].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (delta < 0) {
+      // As each withdrawal did: never below zero.
+      await trx.updateTable("actions").set((eb) => ({ committers: sql<number>`case when ${eb.ref("committers")} + ${delta} < 0 then 0 else ${eb.ref("committers")} + ${delta} end` }))
+        .where("id", "=", actionId).execute();
+      continue;
+    }
+    if (delta === 0) continue;
+    await trx.updateTable("actions").set((eb) => ({ committers: eb("committers", "+", delta) })).where("id", "=", actionId).execute();
+    const r = await trx.updateTable("actions").set({ goal_reached_at: Date.now() }).where("id", "=", actionId)
+      .where("goal", "is not", null).where("goal_reached_at", "is", null).where((eb) => eb("committers", ">=", eb.ref("goal")))
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 1) await deps.outbox.add(trx, { kind: "action.progress", unionId, actionId, reason: "goal" });
+  }
 }
 
 /** Closes published actions whose deadline passed, each with one progress reply. */

@@ -95,6 +95,35 @@ export async function readAll<K extends string>(db: Kysely<DB>, queries: Record<
     for (const [i, k] of keys.entries()) out[k] = (await db.executeQuery(compiled[i]!)).rows as Record<string, unknown>[];
     return out;
   }
+  const { rows } = await db.executeQuery<Record<string, unknown>>(combinedRead(compiled));
+  return fromCombined(keys, rows[0]!);
+}
+
+/**
+ * A lock statement, then readAll's queries, in one round trip on PostgreSQL:
+ * one simple-protocol query of two statements, the read after the lock, so
+ * it runs with its own snapshot taken once the lock is granted (READ
+ * COMMITTED) and sees everything committed by the lock's previous holder,
+ * exactly as if sent after it. Under a hot lock this saves the holder's
+ * wake-up between the two: every transaction waiting for the lock waits for
+ * it. Values are inlined as WriteBatch inlines them. On SQLite the lock
+ * statement runs, then the reads, one by one. Whatever the lock statement
+ * returns is not kept (read it among the queries).
+ */
+export async function lockThenReadAll<K extends string>(db: Kysely<DB>, lock: Compilable<unknown> | CompiledQuery<unknown>, queries: Record<K, Compilable<unknown> | CompiledQuery<unknown>>): Promise<Record<K, Record<string, unknown>[]>> {
+  if (!isPostgres(db)) {
+    await db.executeQuery(compiledOf(lock));
+    return readAll(db, queries);
+  }
+  const keys = Object.keys(queries) as K[];
+  const read = combinedRead(keys.map((k) => compiledOf(queries[k])));
+  // One simple query, two statements; the pool's client answers with the last one's rows (database.ts).
+  const { rows } = await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(`${inlined(compiledOf(lock))};\n${inlined(read)}`));
+  return fromCombined(keys, rows[0]!);
+}
+
+/** readAll's queries as one PostgreSQL statement: each a scalar subquery aggregating its rows to JSON. */
+function combinedRead(compiled: readonly CompiledQuery<unknown>[]): CompiledQuery<unknown> {
   const parameters: unknown[] = [];
   const parts = compiled.map((q, i) => {
     const offset = parameters.length;
@@ -106,8 +135,11 @@ export async function readAll<K extends string>(db: Kysely<DB>, queries: Record<
     });
     return `(select coalesce(json_agg(x), '[]'::json) from (${text}) as x) as "r${i}"`;
   });
-  const { rows } = await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(`select ${parts.join(", ")}`, parameters));
-  const row = rows[0]!;
+  return CompiledQuery.raw(`select ${parts.join(", ")}`, parameters);
+}
+
+function fromCombined<K extends string>(keys: readonly K[], row: Record<string, unknown>): Record<K, Record<string, unknown>[]> {
+  const out = {} as Record<K, Record<string, unknown>[]>;
   for (const [i, k] of keys.entries()) {
     const v = row[`r${i}`];
     out[k] = (typeof v === "string" ? JSON.parse(v) : v) as Record<string, unknown>[];

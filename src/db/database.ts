@@ -117,13 +117,30 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     };
   }
   const poolSize = options.poolSize ?? 10;
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize, Client: LastResultClient });
   // An idle pooled connection that the server ends (a restart, a failover,
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
   return { db, dialect: "postgres", pgPool: pool, poolSize, close: () => db.destroy() };
+}
+
+/**
+ * A client whose several-statement query (simple protocol, no parameters)
+ * answers with its last statement's result, as one statement does: pg
+ * answers with an array of results, of which Kysely's driver kept nothing
+ * (no rows). src/db/batch.ts's lockThenReadAll sends a lock and the read
+ * that must follow it as one round trip and reads the rows of the second.
+ * Every other query is answered exactly as before.
+ */
+class LastResultClient extends pg.Client {
+  // pg.Client's query is heavily overloaded; only a promise of an array of results is changed.
+  override query(...args: unknown[]): never {
+    const r = (super.query as (...a: unknown[]) => unknown)(...args);
+    if (r instanceof Promise) return r.then((x: unknown) => (Array.isArray(x) && x.length > 0 ? x[x.length - 1] : x)) as never;
+    return r as never;
+  }
 }
 
 /** SQLSTATE 53300: the server (max_connections) or the database (CONNECTION LIMIT) has no slot left. */

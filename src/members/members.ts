@@ -172,22 +172,39 @@ export async function countMembers(db: Kysely<DB>, unionId: string, states: read
  * PostgreSQL's READ COMMITTED two such transactions would both act on what
  * they read, so each first locks the union's row. SQLite transactions
  * already hold the single write lock from BEGIN IMMEDIATE.
+ *
+ * On PostgreSQL the row is locked FOR NO KEY UPDATE, not FOR UPDATE: it
+ * conflicts with itself, with lockChain's lock (the same mode), with
+ * awaitChainWriters' FOR SHARE and with any UPDATE or DELETE of the row,
+ * exactly as FOR UPDATE did among the union's writers; but not with the FOR
+ * KEY SHARE that inserting any row referencing the union takes (a member,
+ * an invite, a session, a proposal's row, ...). With FOR UPDATE every such
+ * insert anywhere (another request's member row, a login's session) waited
+ * for the join holding the lock, and each join waited for every open
+ * transaction that had inserted one, so joins and everything else queued on
+ * each other while a fan-out kept the machine busy (issue 16).
  */
 export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void> {
   if (trx.getExecutor().adapter instanceof PostgresAdapter) {
-    await sql`select id from unions where id = ${unionId} for update`.execute(trx);
+    await sql`select id from unions where id = ${unionId} for no key update`.execute(trx);
   }
+}
+
+/** lockUnion's statement, to send with others (src/db/batch.ts lockThenReadAll); on SQLite a plain read of the row. */
+export function lockUnionQuery(db: Kysely<DB>, unionId: string) {
+  const q = db.selectFrom("unions").select("id").where("id", "=", unionId);
+  return db.getExecutor().adapter instanceof PostgresAdapter ? q.forNoKeyUpdate() : q;
 }
 
 /**
  * lockUnion, and the union's row in the same statement: on PostgreSQL a
- * row locked FOR UPDATE is returned as it is once the lock is granted (the
- * latest committed version), so nothing needs reading it again. Undefined
- * when there is no such union.
+ * row locked FOR NO KEY UPDATE is returned as it is once the lock is granted
+ * (the latest committed version), so nothing needs reading it again.
+ * Undefined when there is no such union.
  */
 export async function lockUnionRow(trx: Kysely<DB>, unionId: string): Promise<UnionsTable | undefined> {
   const q = trx.selectFrom("unions").selectAll().where("id", "=", unionId);
-  return trx.getExecutor().adapter instanceof PostgresAdapter ? q.forUpdate().executeTakeFirst() : q.executeTakeFirst();
+  return trx.getExecutor().adapter instanceof PostgresAdapter ? q.forNoKeyUpdate().executeTakeFirst() : q.executeTakeFirst();
 }
 
 /** Checks that `by` may act as an officer of the union; returns the acting member, if any. */

@@ -1,10 +1,10 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
 import { type Compilable, type Kysely, sql } from "kysely";
-import type { DB } from "../db/schema.ts";
+import type { DB, UnionsTable } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
 import { type CachedActor, remoteActorFromRow } from "../actors/remote-actors.ts";
-import { readAll, WriteBatch } from "../db/batch.ts";
+import { lockThenReadAll, WriteBatch } from "../db/batch.ts";
 import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, newInviteRow, openClaimQuery, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
   type By,
@@ -13,7 +13,7 @@ import {
   getMember,
   leaderQuery,
   lockUnion,
-  lockUnionRow,
+  lockUnionQuery,
   type Member,
   MemberError,
   type MemberRole,
@@ -45,10 +45,11 @@ type Emit = () => void;
 
 export interface JoinOptions {
   /**
-   * Runs first in the join's transaction, once the union is locked: the
+   * Runs first in the join's transaction, before the union is locked: the
    * caller's own writes that must commit with the join or not at all (the
-   * inbox's record of the Follow, the follower's cached account). Throwing
-   * rolls the join back.
+   * inbox's record of the Follow, the follower's cached account). They may
+   * touch only the follower's own rows (never the union's or a member's),
+   * and the join reads what they left. Throwing rolls the join back.
    */
   readonly first?: (trx: Kysely<DB>) => Promise<void>;
   /**
@@ -73,28 +74,34 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   const emits: Emit[] = [];
   const inTransaction = opts.inTransaction ?? (<T>(work: (trx: Kysely<DB>) => Promise<T>) => deps.db.transaction().execute(work));
   const result = await inTransaction(async (trx): Promise<JoinResult> => {
-    // The lock's own statement reads the union (on PostgreSQL, as locked: the latest committed row).
-    const unionRow = await lockUnionRow(trx, unionId);
+    // The caller's own writes (the Follow's record, the follower's account and key) touch only the
+    // follower's rows and decide nothing here, so they go before the union's lock: every round trip
+    // under the lock is one that every other join of the union waits for (issue 16).
     await opts.first?.(trx);
-    if (!unionRow) throw new UnionError("not_found", "no such union");
-    const union = toUnion(unionRow);
     const now = Date.now();
-    // Everything the join decides on, in one round trip on PostgreSQL (src/db/batch.ts),
-    // after first() so the follower's account is read as first() left it.
-    const read: Partial<Record<"actor", Record<string, unknown>[]>> & Record<"existing" | "leader" | "claim" | "bylaws", Record<string, unknown>[]> = await readAll(trx, {
+    // The lock, then everything the join decides on (the union as locked, the latest committed row),
+    // in one round trip on PostgreSQL (src/db/batch.ts), after first() so the follower's account is
+    // read as first() left it.
+    const read: Partial<Record<"actor", Record<string, unknown>[]>> & Record<"union" | "existing" | "leader" | "claim" | "bylaws", Record<string, unknown>[]> = await lockThenReadAll(trx, lockUnionQuery(trx, unionId), {
+      union: trx.selectFrom("unions").selectAll().where("id", "=", unionId),
       existing: trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", applicant.actorId),
       leader: leaderQuery(trx, unionId),
       claim: openClaimQuery(trx, unionId, handle ?? "", now),
       // Not when the caller gives it: it was just fetched and stored by first().
       ...(opts.applicantActor === undefined ? { actor: trx.selectFrom("remote_actors").selectAll().where("id", "=", applicant.actorId) } : {}),
       bylaws: trx.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1),
-    } as Record<"existing" | "leader" | "claim" | "bylaws", Compilable<unknown>>);
+    } as Record<"union" | "existing" | "leader" | "claim" | "bylaws", Compilable<unknown>>);
+    const unionRow = read.union[0] as UnionsTable | undefined;
+    if (!unionRow) throw new UnionError("not_found", "no such union");
+    const union = toUnion(unionRow);
     const existing = read.existing[0] && toMember(read.existing[0] as MemberRow);
 
     if (existing?.state === "active") {
-      // A repeated or re-sent Follow: the member's server may have lost our Accept.
-      await trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id).execute();
-      await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: existing.id });
+      // A repeated or re-sent Follow: the member's server may have lost our Accept. One round trip.
+      const batch = new WriteBatch();
+      batch.push(trx.updateTable("members").set({ follow_id: storedFollowId(applicant.actorId, followId) }).where("id", "=", existing.id));
+      await deps.outbox.add(trx, { kind: "follow.accept", unionId, memberId: existing.id }, { batch });
+      await batch.flush(trx);
       return { outcome: "already_member", member: { ...existing, followId } };
     }
     if (existing?.state === "expelled") {

@@ -1,3 +1,4 @@
+import type { WriteBatch } from "../../src/db/batch.ts";
 /**
  * Membership test support: a recording Outbox that writes intents into the
  * real `fedify_mq` table through the caller's transaction (so an intent
@@ -18,9 +19,12 @@ import { type Contender as PoolContender, contenderPool, serveContender } from "
 export const INTENT_QUEUE = "membership-test";
 
 export const recordingOutbox: Outbox = {
-  async add(trx: Kysely<DB>, intent: OutboxIntent): Promise<void> {
+  async add(trx: Kysely<DB>, intent: OutboxIntent, options?: { readonly batch?: WriteBatch }): Promise<void> {
     const now = Date.now();
-    await trx.insertInto("fedify_mq").values({ queue: INTENT_QUEUE, message: JSON.stringify(intent), available_at: now, attempts: 0, created_at: now }).execute();
+    const q = trx.insertInto("fedify_mq").values({ queue: INTENT_QUEUE, message: JSON.stringify(intent), available_at: now, attempts: 0, created_at: now });
+    // As the server's outbox: with a batch, the insert runs when the caller flushes it.
+    if (options?.batch) options.batch.push(q);
+    else await q.execute();
   },
 };
 
