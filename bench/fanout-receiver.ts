@@ -5,7 +5,7 @@
 // id per inbox, and answers 202, so the sender sees real, distinct origins
 // (one connection pool each, one key fetch each) without a thousand processes.
 import "../src/temporal.ts";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Agent, createServer, get, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createPublicKey } from "node:crypto";
 import { createFederation, type KeyCache, MemoryKvStore, verifyRequest } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
@@ -62,6 +62,26 @@ function nodeRequest(req: IncomingMessage, url: string): Request {
   return { method: req.method ?? "", url, headers: { get: header, has: (name: string) => header(name) !== null } } as unknown as Request;
 }
 
+const keyAgent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** A GET of an http: URL (the sender's actor document), its status and text. */
+function getText(url: URL): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: keyAgent, headers: { accept: "application/activity+json" } }, (res) => {
+      res.setEncoding("utf8");
+      let body = "";
+      res.on("data", (chunk: string) => {
+        body += chunk;
+        if (body.length > MAX_BODY) req.destroy(new Error("the key document is too large"));
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.setTimeout(30_000, () => req.destroy(new Error("the key GET timed out")));
+  });
+}
+
 /** The loopback address of simulated server i (0-based): 127.77.0.1 … */
 export function hostAddress(i: number): string {
   return `127.77.${Math.floor(i / 250)}.${(i % 250) + 1}`;
@@ -109,21 +129,37 @@ async function main(start: ReceiverStart): Promise<void> {
     },
     set: async (id: URL, key: unknown) => void keys.set(`${host} ${id.href}`, key),
   } satisfies KeyCache);
+  // Each simulated server GETs the key itself (a real request to Muster, as
+  // every real server makes once), over this process's kept-alive
+  // connections to the sender, with node:http rather than fetch (whose
+  // Request/Response machinery cost more than the GET). What it got back is
+  // turned into a key once per distinct (key id, owner, PEM) in this
+  // process, not once per server: the same bytes make the same key, and every
+  // delivery is still verified against the key its server fetched.
+  const parsedKeys = new Map<string, Promise<CryptographicKey>>();
   const fetchKeyAsMastodon = async (id: URL): Promise<CryptographicKey | undefined> => {
     keyFetches++;
     const url = new URL(id);
     url.hash = "";
-    const res = await fetch(url, { headers: { accept: "application/activity+json" } });
-    if (!res.ok) {
-      await res.arrayBuffer();
-      return undefined;
-    }
-    const actor = await res.json() as { id?: string; publicKey?: { id?: string; publicKeyPem?: string } | { id?: string; publicKeyPem?: string }[] };
+    const { status, body } = await getText(url);
+    if (status < 200 || status > 299) return undefined;
+    const actor = JSON.parse(body) as { id?: string; publicKey?: { id?: string; publicKeyPem?: string } | { id?: string; publicKeyPem?: string }[] };
     const found = [actor.publicKey ?? []].flat().find((k) => k.id === id.href);
     if (found?.publicKeyPem === undefined || typeof actor.id !== "string") return undefined;
-    const der = createPublicKey(found.publicKeyPem).export({ format: "der", type: "spki" });
-    const publicKey = await crypto.subtle.importKey("spki", der, { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, true, ["verify"]);
-    return new CryptographicKey({ id, owner: new URL(actor.id), publicKey });
+    const pem = found.publicKeyPem;
+    const owner = actor.id;
+    const cacheKey = `${id.href} ${owner} ${pem}`;
+    let parsed = parsedKeys.get(cacheKey);
+    if (parsed === undefined) {
+      parsed = (async () => {
+        const der = createPublicKey(pem).export({ format: "der", type: "spki" });
+        const publicKey = await crypto.subtle.importKey("spki", der, { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, true, ["verify"]);
+        return new CryptographicKey({ id, owner: new URL(owner), publicKey });
+      })();
+      parsed.catch(() => parsedKeys.delete(cacheKey));
+      parsedKeys.set(cacheKey, parsed);
+    }
+    return await parsed;
   };
   const documentLoader: typeof ctx.documentLoader = async (url, options) => {
     if (new URL(url).origin !== new URL(start.senderOrigin).origin) throw new Error(`refusing to fetch ${url}: not the sender`);

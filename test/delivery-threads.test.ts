@@ -199,5 +199,25 @@ for (const d of dialects) {
         await Promise.all(peers.map((p) => p.close()));
       }
     });
+
+    it("a shared inbox (one POST to its server per fan-out) is sent from the claiming thread, not handed to a delivery thread", async () => {
+      const peers = await Promise.all([peer({ senderOrigin: m.origin }), peer({ senderOrigin: m.origin }), peer({ senderOrigin: m.origin })]);
+      try {
+        const union = await makeUnion(m, "threads-shared");
+        // Four members on each server, all reached through its shared inbox.
+        await seedFollowers(m.muster.database.db, union.id, peers.length * 4, (i) => ({ origin: peers[i % peers.length]!.origin, shared: true }));
+        const before = { threads: threadStats.sent, sent: processStats.sent, fallback: processStats.fallback };
+        await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Rally", text: "Come to the **rally**.", kind: "sign" }, { publishNow: true });
+        await eventually(async () => peers.every((p) => p.hits.some((h) => h.verified)), "every server verified its delivery", 30_000);
+        await new Promise((r) => setTimeout(r, 500));
+        for (const p of peers) assert.deepEqual(p.hits, [{ path: "/inbox", verified: true }], "one verified POST to the shared inbox");
+        assert.equal(processStats.sent - before.sent, peers.length, "sent by the batch sender");
+        assert.equal(processStats.fallback - before.fallback, 0);
+        assert.equal(threadStats.sent - before.threads, 0, "none on a delivery thread");
+        await eventually(async () => (await m.muster.database.db.selectFrom("fedify_mq").select("id").where("queue", "=", "delivery").execute()).length === 0, "every delivery settled", 10_000);
+      } finally {
+        await Promise.all(peers.map((p) => p.close()));
+      }
+    });
   });
 }
