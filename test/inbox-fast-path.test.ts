@@ -403,6 +403,23 @@ for (const d of dialects) {
         assert.deepEqual(await responses(body.object.id), []);
       });
 
+      it("a member's signed Like of the call named with user:pass@: the fast path declines it (Fedify's path decides) and counts nothing", async () => {
+        // canonical-url.ts: a URL with credentials is never read from the plain JSON; the same Like without them is counted (the control).
+        const fast = createFastInbox({ db: db(), events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
+        const offer = async (object: string) => {
+          const body = JSON.stringify(like("liker", { object }));
+          const signed = await peer.signedPost(unionInbox(), body, { as: "liker", spec: CAVAGE });
+          return { id: JSON.parse(body).id as string, outcome: await fast(signed, new TextEncoder().encode(body), JSON.parse(body), "riders") };
+        };
+        const credentialed = await offer(call.href.replace("://", "://user:pass@"));
+        assert.equal(credentialed.outcome, undefined);
+        assert.deepEqual(await responses(credentialed.id), []);
+        assert.deepEqual(await recorded(credentialed.id), []);
+        const plain = await offer(call.href);
+        assert.equal(plain.outcome, "counted");
+        assert.deepEqual((await responses(plain.id)).map((r) => r.kind), ["commit"]);
+      });
+
       it("a key URL on a private address that is not cached: the fast path fetches nothing and hands it on", async () => {
         let connections = 0;
         const trap = createServer((_req, res) => res.end("{}"));
