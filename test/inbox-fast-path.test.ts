@@ -331,6 +331,33 @@ for (const d of dialects) {
       });
     });
 
+    it("eight Likes offered at once (two of them forged, one a repeat): the six signed ones counted once each, the forged handed on, and on SQLite all in one transaction", async () => {
+      let transactions = 0;
+      const counting = new Proxy(db(), {
+        get(target, prop) {
+          if (prop === "transaction") return () => (transactions++, target.transaction());
+          const v = Reflect.get(target, prop, target);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+      const fast = createFastInbox({ db: counting, events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
+      const offers: { id: string; forged: boolean; run: () => Promise<unknown> }[] = [];
+      for (let i = 0; i < 7; i++) {
+        const forged = i === 2 || i === 5;
+        const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh("liker", "burst"), type: "Like", actor: actor("liker"), object: call.href });
+        const signed = await peer.signedPost(unionInbox(), body, { as: "liker", keyOf: forged ? "mallory" : undefined, spec: i % 2 ? RFC9421 : CAVAGE });
+        offers.push({ id: JSON.parse(body).id, forged, run: () => fast(signed.clone(), new TextEncoder().encode(body), JSON.parse(body), "riders") });
+      }
+      offers.push({ ...offers[0]!, run: offers[0]!.run }); // the first again, at the same time
+      const outcomes = await Promise.all(offers.map((o) => o.run()));
+      assert.deepEqual(outcomes, ["counted", "counted", undefined, "counted", "counted", undefined, "counted", "repeat"]);
+      for (const o of offers) {
+        assert.deepEqual((await responses(o.id)).map((r) => r.kind), o.forged ? [] : ["commit"]);
+        assert.equal((await recorded(o.id)).length, o.forged ? 0 : 1);
+      }
+      if (d.name === "sqlite") assert.equal(transactions, 1, "one shared transaction");
+    });
+
     describe("hostile or unusual input: never counted by the fast path", () => {
       const like = (name: string, extra: Record<string, unknown> = {}) => ({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh(name, "likes"), type: "Like", actor: actor(name), object: call.href, ...extra });
 
