@@ -350,7 +350,9 @@ for (const d of dialects) {
       }
       offers.push({ ...offers[0]!, run: offers[0]!.run }); // the first again, at the same time
       const outcomes = await Promise.all(offers.map((o) => o.run()));
-      assert.deepEqual(outcomes, ["counted", "counted", undefined, "counted", "counted", undefined, "counted", "repeat"]);
+      assert.deepEqual(outcomes.slice(1, 7), ["counted", undefined, "counted", "counted", undefined, "counted"]);
+      // The same activity twice at once: whichever is read first counts, the other is a repeat (on PostgreSQL either may be).
+      assert.deepEqual([outcomes[0], outcomes[7]].sort(), ["counted", "repeat"]);
       for (const o of offers) {
         assert.deepEqual((await responses(o.id)).map((r) => r.kind), o.forged ? [] : ["commit"]);
         assert.equal((await recorded(o.id)).length, o.forged ? 0 : 1);
