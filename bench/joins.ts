@@ -1,4 +1,5 @@
 import { fork } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
@@ -49,6 +50,39 @@ function countSqlite(): void {
       return original.apply(this, args);
     };
   }
+}
+
+/** CPU ms of each of this process's threads (Linux /proc; empty elsewhere), by thread id, with its name. */
+function threadTimes(): Map<string, { name: string; ms: number }> {
+  const out = new Map<string, { name: string; ms: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync("/proc/self/task");
+  } catch {
+    return out;
+  }
+  const tick = 10; // USER_HZ 100
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(tid, { name, ms: (Number(f[11]) + Number(f[12])) * tick });
+    } catch {
+      // The thread ended.
+    }
+  }
+  return out;
+}
+
+/** CPU ms per join by thread kind between two threadTimes() snapshots, e.g. "main 6.1, libuv 0.9, delivery 1.2". */
+function threadSplit(before: Map<string, { name: string; ms: number }>, after: Map<string, { name: string; ms: number }>, joins: number): string {
+  const byKind = new Map<string, number>();
+  for (const [tid, { name, ms }] of after) {
+    const kind = name === "MainThread" || name === "node" ? "main" : name.startsWith("libuv") ? "libuv" : name.startsWith("V8") ? "V8/GC" : name;
+    byKind.set(kind, (byKind.get(kind) ?? 0) + ms - (before.get(tid)?.ms ?? 0));
+  }
+  return [...byKind].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / joins).toFixed(2)}`).join(", ");
 }
 
 export interface PeerReport {
@@ -119,6 +153,7 @@ export const joins: Benchmark = {
           sqlMicros.clear();
           sqlCounting = true;
         }
+        const threadsBefore = threadTimes();
         const cpu = process.cpuUsage();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
@@ -126,6 +161,7 @@ export const joins: Benchmark = {
           child.send("go");
         });
         const cpuTotal = cpuMs(cpu);
+        const threads = threadSplit(threadsBefore, threadTimes(), total);
         sqlCounting = false;
         const sqlTop = [...sqlCounts].sort((a, b) => b[1] - a[1]);
         const statements = sqlTop.reduce((n, [, c]) => n + c, 0);
@@ -149,6 +185,7 @@ export const joins: Benchmark = {
           "last Accept s": report.ms / 1000,
           "joins/s": rate,
           "CPU ms/join": cpuTotal / total,
+          "by thread": threads || "-",
           "actor GETs/join": report.actorGets / total,
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",

@@ -12,6 +12,8 @@ import { requestToJoin } from "../src/members/membership.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { fetchFollowerPlain } from "./follower-fetch.ts";
+import { joinCommit } from "./join-commit.ts";
 import { KyselyKvStore } from "./kysely-kv-store.ts";
 import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
@@ -33,6 +35,10 @@ export interface FastFollowDeps {
   readonly instanceActor: string;
   /** False reads every follower's actor through Fedify's vocabulary (the path before plain-actor.ts; for the benchmark's comparison). */
   readonly plainActors?: boolean;
+  /** The Muster's private-address rule, applied to the follower's fetch (the node-level inbox calls this outside the app's policy context). */
+  readonly allowPrivateAddress: boolean;
+  /** False fetches every follower's actor with Fedify's document loader only (the path before follower-fetch.ts; for the benchmark's comparison). */
+  readonly plainFetch?: boolean;
 }
 
 /** A plain Follow of one of this server's unions, read from the JSON as sent. */
@@ -109,11 +115,20 @@ const offlineContexts = createOfflineContextLoader();
 export function createFastFollow(deps: FastFollowDeps) {
   const { db } = deps;
 
+  // SQLite: joins arriving together share a transaction and its COMMIT (join-commit.ts).
+  // PostgreSQL commits in parallel and keeps a transaction per join (its lock and round trips are tuned there).
+  const inTransaction = batches(db) ? undefined : joinCommit(db);
+
   // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
   let context: Context<void> | undefined;
 
   /** The follower's actor document as fetched, if it is an object with the actor's id and came from the actor's host. */
   async function fetchFollowerDocument(recipient: string | null, actorId: string): Promise<Record<string, unknown> | undefined> {
+    // One plain signed GET (follower-fetch.ts); whatever it does not take, Fedify's loader fetches as before.
+    if (deps.plainFetch !== false) {
+      const plain = await fetchFollowerPlain(db, deps.origin, recipient ?? deps.instanceActor, deps.instanceActor, actorId, deps.allowPrivateAddress);
+      if (plain) return plain.id === actorId ? plain : undefined;
+    }
     context ??= deps.federation.createContext(deps.origin, undefined);
     const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
     let remote;
@@ -192,6 +207,8 @@ export function createFastFollow(deps: FastFollowDeps) {
     if (!kvWith) await deps.kv.set(keyEntry, keyJsonLd);
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {
+        inTransaction,
+        applicantActor: cached,
         first: async (trx) => {
           if (batches(trx)) {
             // PostgreSQL: the three steps below in one statement (a round trip under the union's lock each).

@@ -212,7 +212,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   // A key replaced outside this process shows in the next document at once, not after the key hold.
   const readCache = new ReadCache({ version: versionDroppingHeldKeys(database.db, () => documentsVersion(database.db)) });
   const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
-  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, plainActors: options.plainFollowActors });
+  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, plainActors: options.plainFollowActors, allowPrivateAddress: config.allowPrivateAddress });
   // One fast path for the inbox, members' responses then Follows: the node-level
   // inbox (server.ts) offers it once and marks the request, so the app's route
   // does not offer it again; a Follow offered separately there would never be.

@@ -1,5 +1,5 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
-import type { Kysely } from "kysely";
+import type { Compilable, Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
@@ -51,6 +51,15 @@ export interface JoinOptions {
    * rolls the join back.
    */
   readonly first?: (trx: Kysely<DB>) => Promise<void>;
+  /**
+   * Runs the join's transaction instead of a transaction of its own (the
+   * follow's fast path on SQLite: a savepoint in a transaction shared with
+   * other joins, federation/join-commit.ts). Must settle only once the join's
+   * writes are committed, or have failed and written nothing.
+   */
+  readonly inTransaction?: <T>(work: (trx: Kysely<DB>) => Promise<T>) => Promise<T>;
+  /** The applicant's account as just fetched, which first() stores in remote_actors: used instead of reading it back. */
+  readonly applicantActor?: CachedActor;
 }
 
 /**
@@ -62,7 +71,8 @@ export interface JoinOptions {
 export async function requestToJoin(deps: MembershipDeps, unionId: string, applicant: Applicant, followId: string, opts: JoinOptions = {}): Promise<JoinResult> {
   const handle = applicant.handle ? safeHandle(applicant.handle) : null;
   const emits: Emit[] = [];
-  const result = await deps.db.transaction().execute(async (trx): Promise<JoinResult> => {
+  const inTransaction = opts.inTransaction ?? (<T>(work: (trx: Kysely<DB>) => Promise<T>) => deps.db.transaction().execute(work));
+  const result = await inTransaction(async (trx): Promise<JoinResult> => {
     // The lock's own statement reads the union (on PostgreSQL, as locked: the latest committed row).
     const unionRow = await lockUnionRow(trx, unionId);
     await opts.first?.(trx);
@@ -71,13 +81,14 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
     const now = Date.now();
     // Everything the join decides on, in one round trip on PostgreSQL (src/db/batch.ts),
     // after first() so the follower's account is read as first() left it.
-    const read = await readAll(trx, {
+    const read: Partial<Record<"actor", Record<string, unknown>[]>> & Record<"existing" | "leader" | "claim" | "bylaws", Record<string, unknown>[]> = await readAll(trx, {
       existing: trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", applicant.actorId),
       leader: leaderQuery(trx, unionId),
       claim: openClaimQuery(trx, unionId, handle ?? "", now),
-      actor: trx.selectFrom("remote_actors").selectAll().where("id", "=", applicant.actorId),
+      // Not when the caller gives it: it was just fetched and stored by first().
+      ...(opts.applicantActor === undefined ? { actor: trx.selectFrom("remote_actors").selectAll().where("id", "=", applicant.actorId) } : {}),
       bylaws: trx.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1),
-    });
+    } as Record<"existing" | "leader" | "claim" | "bylaws", Compilable<unknown>>);
     const existing = read.existing[0] && toMember(read.existing[0] as MemberRow);
 
     if (existing?.state === "active") {
@@ -108,9 +119,9 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
     const claim = handle ? read.claim[0] as { id: string; invite_id: string } | undefined : undefined;
     if (!existing && !claim && union.joinPolicy === "open") {
       // The common join (a newcomer, an open union, no invite claimed): its writes in one round trip.
-      const actor = read.actor[0] && remoteActorFromRow(read.actor[0] as never);
+      const actor = opts.applicantActor ?? (read.actor?.[0] && remoteActorFromRow(read.actor[0] as never));
       const bylawsVersion = read.bylaws[0] === undefined ? undefined : Number(read.bylaws[0].version);
-      return admitNewcomer(deps, trx, union, applicant.actorId, handle, followId, leader?.id ?? null, now, { actor, bylawsVersion }, emits);
+      return admitNewcomer(deps, trx, union, applicant.actorId, handle, followId, leader?.id ?? null, now, { actor, bylawsVersion, sponsorIsRoot: leader !== undefined && leader.sponsorId === null }, emits);
     }
 
     const row = existing ?? await insertApplicant(trx, unionId, applicant.actorId, handle, followId, now);
@@ -143,6 +154,11 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   return result;
 }
 
+/** ancestorsAdjustment(rootId, 1) for a member with no sponsor: its chain is itself. */
+function rootGains(trx: Kysely<DB>, rootId: string) {
+  return trx.updateTable("members").set((eb) => ({ subtree_size: eb("subtree_size", "+", 1) })).where("id", "=", rootId);
+}
+
 /**
  * A newcomer admitted by an open union's policy, as insertApplicant then
  * admit would leave them (active under the leader, their own invite, the
@@ -160,7 +176,7 @@ async function admitNewcomer(
   followId: string,
   sponsorId: string | null,
   now: number,
-  known: { actor: CachedActor | undefined; bylawsVersion: number | undefined },
+  known: { actor: CachedActor | undefined; bylawsVersion: number | undefined; sponsorIsRoot?: boolean },
   emits: Emit[],
 ): Promise<JoinResult> {
   const batch = new WriteBatch();
@@ -180,7 +196,8 @@ async function admitNewcomer(
   };
   batch.push(trx.insertInto("members").values(row));
   // attach(): a fresh member has no descendants; its sponsor chain gains one.
-  if (sponsorId !== null) batch.push(ancestorsAdjustment(sponsorId, 1).compile(trx));
+  // A sponsor at the root (the leader, most joins) is its own whole chain: one row, no recursive walk.
+  if (sponsorId !== null) batch.push(known.sponsorIsRoot ? rootGains(trx, sponsorId) : ancestorsAdjustment(sponsorId, 1).compile(trx));
   // ownInviteCode(): a member's own invite, for as many places as the union's limit.
   let inviteCode: string | null = null;
   if (union.memberInviteLimit > 0) {

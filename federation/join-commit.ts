@@ -1,0 +1,91 @@
+import { CompiledQuery, type Kysely } from "kysely";
+import type { DB } from "../src/db/schema.ts";
+
+/** At most this many joins share one transaction, so the queue's claims and settles waiting for the write lock are not held back long. */
+export const JOINS_PER_COMMIT = 32;
+
+const SAVEPOINT = CompiledQuery.raw("savepoint join_commit");
+const RELEASE = CompiledQuery.raw("release join_commit");
+const ROLLBACK_TO = CompiledQuery.raw("rollback to join_commit");
+/** Thrown to roll back a transaction whose first join failed (its own error is given to it). */
+const FIRST_FAILED = new Error("the first join of the transaction failed");
+
+/**
+ * Group commit for the follow's fast path on SQLite: the joins that arrive
+ * while another one holds the write lock share one transaction, each in its
+ * own savepoint, and one COMMIT (about 0.45 ms of CPU, and one WAL write of
+ * the pages they share) instead of one each.
+ *
+ * - A join's work failing (a repeat, a Follow Fedify's path holds, any
+ *   error) rolls back its savepoint only: the others in the transaction
+ *   keep their writes. The first join of a transaction runs without one
+ *   (a join alone costs what it did before): if it fails, the transaction
+ *   is rolled back and the next join starts a new one.
+ * - Every join's outcome, success or failure, is given only after the
+ *   transaction committed: a 202 still means the join is durable, and a
+ *   repeat is not answered before the join it repeats is committed.
+ * - If the transaction itself fails (the COMMIT, a savepoint that cannot be
+ *   rolled back), every join in it fails with that error and none of them
+ *   was written. If it cannot even begin (another process held the lock past
+ *   the busy wait), the joins waiting for it fail with that error, as each
+ *   alone would have, instead of waiting for the next try.
+ *
+ * Joins are taken in arrival order. The first one starts the transaction at
+ * once (an idle server adds no wait); those arriving while it runs join it,
+ * up to JOINS_PER_COMMIT.
+ */
+export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT) {
+  type Job = { work: (trx: Kysely<DB>) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+  const waiting: Job[] = [];
+  let draining = false;
+
+  async function drain(): Promise<void> {
+    draining = true;
+    try {
+      while (waiting.length > 0) {
+        const done: { job: Job; ok: boolean; value: unknown }[] = [];
+        try {
+          await db.transaction().execute(async (trx) => {
+            // Taken once the transaction holds the write lock: joins that arrived while it waited for it come along.
+            while (done.length < max && waiting.length > 0) {
+              const job = waiting.shift()!;
+              // The first needs no savepoint: if it fails, nothing else is in the transaction yet, and all of it rolls back.
+              const first = done.length === 0;
+              if (!first) await trx.executeQuery(SAVEPOINT);
+              try {
+                const value = await job.work(trx);
+                if (!first) await trx.executeQuery(RELEASE);
+                done.push({ job, ok: true, value });
+              } catch (error) {
+                done.push({ job, ok: false, value: error });
+                if (first) throw FIRST_FAILED;
+                // If this throws, SQLite has rolled back the whole transaction: every join in it fails below.
+                await trx.executeQuery(ROLLBACK_TO);
+                await trx.executeQuery(RELEASE);
+              }
+            }
+          });
+        } catch (error) {
+          if (error === FIRST_FAILED) done[0]!.job.reject(done[0]!.value);
+          // Not even begun (another process held the lock past the busy wait): the joins waiting for it fail as a join alone would have.
+          else if (done.length === 0) for (const job of waiting.splice(0, max)) job.reject(error);
+          else for (const { job } of done) job.reject(error);
+          continue;
+        }
+        for (const { job, ok, value } of done) (ok ? job.resolve : job.reject)(value);
+      }
+    } finally {
+      draining = false;
+    }
+  }
+
+  /** Runs `work` in a savepoint of a shared transaction; settles once that transaction committed (or failed). */
+  return function inTransaction<T>(work: (trx: Kysely<DB>) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      waiting.push({ work, resolve: resolve as (v: unknown) => void, reject });
+      if (!draining) void drain();
+    });
+  };
+}
+
+export type JoinCommit = ReturnType<typeof joinCommit>;
