@@ -39,6 +39,7 @@ export const inboxIngest: Benchmark = {
     "202 req/s: the HTTP phase only (verify signature, then count (fast path) or enqueue (Fedify), answer 202); p50/p99 are its request latencies",
     "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at Muster's default queue concurrency (16) and poll interval (1 s; in-process enqueues wake it at once), running while the POSTs arrive",
     "counted: action_responses rows a reply+like round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment), or ballot rows a vote round wrote (one per chosen option: n single-choice votes, n anyOf Creates, 2n for GoToSocial's two Notes per Create)",
+    "signatures (BENCH_INBOX_SIGNATURES, default cavage,rfc9421): the schemes the reply+like rounds are signed with, each its own round",
     `votes (BENCH_INBOX_SHAPES, default responses,vote,vote-anyof,vote-gts): poll answers to the union's open proposals from the same member actors, one ballot per actor per proposal, signed with draft-cavage as Mastodon and GoToSocial sign, half to each inbox: Mastodon single choice (one Create(Note name=option)); Mastodon anyOf (one Create per chosen option, 2 per ballot, to an election); GoToSocial (one Create whose object is 2 Notes). Each is checked by castVote (membership, open, option, repeats), written with its hash-chain entry and the running tally's intent; that intent's Update (once per ${TALLY_WINDOW_MS / 60_000} min window per open vote here, instead of 5 s: this bench has one proposal per ${ACTORS.length} ballots where a real vote has thousands per window) falls outside the measurement`,
     "path: fast = the inbox's fast path (federation/inbox-fast-path.ts) takes what it recognises, Fedify = every POST through Fedify, the queue and the listeners (the code before it, MusterOptions.fastInbox false); run one after the other on fresh servers (BENCH_INBOX_PATHS=fast,fedify)",
     "server CPU ms/act: the bench process (Muster server, its worker, and the idle peer server) per activity; the sender is a separate process (bench/inbox-client.ts, raw keep-alive sockets) with its own CPU column; signing happens before the clock starts",
@@ -82,10 +83,11 @@ async function runPath(dialect: DialectCase, quick: boolean, fast: boolean): Pro
     const rows: Row[] = [];
     const measure = async (label: string, spec: (typeof SPECS)[number], posts: SignedPost[], count: Counter) => {
       const before = peerRequests.count;
-      const row = await ingest(m!, peer!, posts, count, label.replace(/\W+/g, "-"));
+      const row = await ingest(m!, peer!, posts, count, `${label}-${spec.round}`.replace(/\W+/g, "-"));
       rows.push({ dialect: dialect.name, path: fast ? "fast" : "Fedify", shape: label, signature: spec.label, ...row, "peer GETs": peerRequests.count - before });
     };
-    for (const s of shapes.includes("responses") ? SPECS : []) {
+    const signatures = (process.env.BENCH_INBOX_SIGNATURES ?? "cavage,rfc9421").split(",").map((p) => p.trim()).filter(Boolean);
+    for (const s of shapes.includes("responses") ? SPECS.filter((x) => signatures.includes(x.round)) : []) {
       const signStart = performance.now();
       const posts = await presign(m, peer, target, s.spec, s.round, n);
       progress(`${dialect.name}: signed ${n} activities (${s.label}) in ${((performance.now() - signStart) / 1000).toFixed(1)} s`);

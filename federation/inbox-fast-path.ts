@@ -85,7 +85,8 @@ export function createFastInbox(deps: FastInboxDeps) {
     const row = (await readFacts(db, shape.actor, shape.target.slug, shape.target.actionId)).rows[0];
     if (!row || row.state !== "published" || !row.memberId || row.fetchedAt === null) return undefined;
     if (Date.now() - Number(row.fetchedAt) >= ACTOR_CACHE_MS) return undefined;
-    return { unionId: row.unionId, actionId: row.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
+    // The action is the one named (state is null when the union has no such action).
+    return { unionId: row.unionId, actionId: shape.target.actionId, memberId: row.memberId, words: row.words.split(",").filter(Boolean) };
   }
 
   /**
@@ -178,22 +179,32 @@ export function createFastInbox(deps: FastInboxDeps) {
 
 export type FastInbox = ReturnType<typeof createFastInbox>;
 
-const readFacts = prepared<[actor: string, slug: string, actionId: string], { unionId: string; words: string; actionId: string; state: string; memberId: string | null; fetchedAt: number | null }>((db, actor, slug, actionId) =>
+/*
+ * The reads below look up everything by unique keys, as scalar subqueries of
+ * the union's row: as one join with a value bound on each side, SQLite
+ * (better-sqlite3, STAT4) re-prepares the statement on every run with new
+ * values (its plan depends on the values bound), which cost about two thirds
+ * of the read.
+ */
+const readFacts = prepared<[actor: string, slug: string, actionId: string], { unionId: string; words: string; state: string | null; memberId: string | null; fetchedAt: number | null }>((db, actor, slug, actionId) =>
   db.selectFrom("unions as u")
-    .innerJoin("actions as a", "a.union_id", "u.id")
-    .leftJoin("members as m", (j) => j.onRef("m.union_id", "=", "u.id").on("m.actor_id", "=", actor).on("m.state", "=", "active"))
-    .leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
-    .select(["u.id as unionId", "u.commitment_words as words", "a.id as actionId", "a.state as state", "m.id as memberId", "r.fetched_at as fetchedAt"])
-    .where("u.slug", "=", slug)
-    .where("a.id", "=", actionId));
+    .select((eb) => [
+      "u.id as unionId",
+      "u.commitment_words as words",
+      eb.selectFrom("actions as a").select("a.state").where("a.id", "=", actionId).whereRef("a.union_id", "=", "u.id").as("state"),
+      eb.selectFrom("members as m").select("m.id").whereRef("m.union_id", "=", "u.id").where("m.actor_id", "=", actor).where("m.state", "=", "active").as("memberId"),
+      eb.selectFrom("remote_actors as r").select("r.fetched_at").where("r.id", "=", actor).as("fetchedAt"),
+    ])
+    .where("u.slug", "=", slug));
 
 /** As processOnce records a processed activity; nothing when it already was. */
 const recordActivity = prepared<[id: string, type: string, actor: string, unionId: string | null, at: number], unknown>((db, id, type, actor, unionId, at) =>
   db.insertInto("inbox_activities").values({ id, type, actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
 
 const readVoteFacts = prepared<[actor: string, slug: string], { unionId: string; fetchedAt: number | null }>((db, actor, slug) =>
-  db.selectFrom("unions as u").leftJoin("remote_actors as r", (j) => j.on("r.id", "=", actor))
-    .select(["u.id as unionId", "r.fetched_at as fetchedAt"]).where("u.slug", "=", slug));
+  db.selectFrom("unions as u")
+    .select((eb) => ["u.id as unionId", eb.selectFrom("remote_actors as r").select("r.fetched_at").where("r.id", "=", actor).as("fetchedAt")])
+    .where("u.slug", "=", slug));
 
 
 const MAX_BATCH = 64;
@@ -202,8 +213,11 @@ const MAX_BATCH = 64;
  * Runs each piece of work in a transaction, sharing one transaction among
  * the pieces that arrive while another commits (group commit): a burst of
  * responses costs one BEGIN and COMMIT, and one write of the pages they
- * share, instead of one per response. A piece resolves only after its
- * transaction committed. If a shared transaction fails, each of its pieces
+ * share, instead of one per response. A transaction begins one turn of
+ * the event loop after its first piece arrived, so that the pieces of the
+ * requests read in that turn share it (without the wait, each piece began
+ * its own: 1.24 commits per activity in the bench). A piece resolves only
+ * after its transaction committed. If a shared transaction fails, each of its pieces
  * is run again alone, so one piece's failure is its own.
  */
 function groupCommit(db: Kysely<DB>, beforeCommit: (trx: Kysely<DB>) => Promise<void>) {
@@ -214,6 +228,9 @@ function groupCommit(db: Kysely<DB>, beforeCommit: (trx: Kysely<DB>) => Promise<
     draining = true;
     try {
       while (waiting.length > 0) {
+        // One turn of the event loop first: the other requests read in this turn (their reads wait
+        // for no transaction) join this one, instead of each taking a transaction of its own.
+        if (waiting.length < MAX_BATCH) await new Promise<void>((resolve) => setImmediate(resolve));
         const batch = waiting.splice(0, MAX_BATCH);
         let results: unknown[];
         try {

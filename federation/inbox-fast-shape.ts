@@ -1,4 +1,5 @@
 import { preloadedContexts } from "@fedify/vocab-runtime";
+import { canonicalHttpUrl } from "./canonical-url.ts";
 
 /**
  * The inbox's common shapes, read from the JSON as sent instead of through
@@ -37,7 +38,6 @@ export interface CallRef {
 const AS = "https://www.w3.org/ns/activitystreams";
 // Terms and types read below: a context after ActivityStreams' may not define them otherwise than it does.
 const READ_TERMS = new Set(["id", "type", "actor", "object", "attributedTo", "inReplyTo", "content", "contentMap", "name", "nameMap", "Like", "Undo", "Create", "Note", "as"]);
-const MAX_URL = 2048;
 const CALL_PATH = /^\/u\/([^/]+)\/actions\/([^/]+)$/;
 // As federation/inbox-votes.ts reads a poll answer's target.
 const PROPOSAL_PATH = /^\/u\/([^/]+)\/proposals\/([0-9a-f-]{36})$/;
@@ -208,11 +208,13 @@ function embedded(v: unknown): Record<string, unknown> | undefined {
   return o;
 }
 
+/**
+ * An absolute http(s) URL in its canonical spelling without credentials
+ * (canonical-url.ts, as the Follow's fast path reads them): an id Fedify
+ * would read differently, or one carrying user:pass@, is not taken here.
+ */
 function httpUrl(v: unknown): string | undefined {
-  if (typeof v !== "string" || v.length > MAX_URL || !URL.canParse(v)) return undefined;
-  const u = new URL(v);
-  // Compared as sent and as normalised: an id Fedify would read differently is not taken here.
-  return (u.protocol === "https:" || u.protocol === "http:") && u.href === v ? v : undefined;
+  return canonicalHttpUrl(v)?.href;
 }
 
 function callOf(v: unknown, origin: URL): CallRef | undefined {

@@ -331,6 +331,35 @@ for (const d of dialects) {
       });
     });
 
+    it("eight Likes offered at once (two of them forged, one a repeat): the six signed ones counted once each, the forged handed on, and on SQLite all in one transaction", async () => {
+      let transactions = 0;
+      const counting = new Proxy(db(), {
+        get(target, prop) {
+          if (prop === "transaction") return () => (transactions++, target.transaction());
+          const v = Reflect.get(target, prop, target);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+      const fast = createFastInbox({ db: counting, events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
+      const offers: { id: string; forged: boolean; run: () => Promise<unknown> }[] = [];
+      for (let i = 0; i < 7; i++) {
+        const forged = i === 2 || i === 5;
+        const body = JSON.stringify({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh("liker", "burst"), type: "Like", actor: actor("liker"), object: call.href });
+        const signed = await peer.signedPost(unionInbox(), body, { as: "liker", keyOf: forged ? "mallory" : undefined, spec: i % 2 ? RFC9421 : CAVAGE });
+        offers.push({ id: JSON.parse(body).id, forged, run: () => fast(signed.clone(), new TextEncoder().encode(body), JSON.parse(body), "riders") });
+      }
+      offers.push({ ...offers[0]!, run: offers[0]!.run }); // the first again, at the same time
+      const outcomes = await Promise.all(offers.map((o) => o.run()));
+      assert.deepEqual(outcomes.slice(1, 7), ["counted", undefined, "counted", "counted", undefined, "counted"]);
+      // The same activity twice at once: whichever is read first counts, the other is a repeat (on PostgreSQL either may be).
+      assert.deepEqual([outcomes[0], outcomes[7]].sort(), ["counted", "repeat"]);
+      for (const o of offers) {
+        assert.deepEqual((await responses(o.id)).map((r) => r.kind), o.forged ? [] : ["commit"]);
+        assert.equal((await recorded(o.id)).length, o.forged ? 0 : 1);
+      }
+      if (d.name === "sqlite") assert.equal(transactions, 1, "one shared transaction");
+    });
+
     describe("hostile or unusual input: never counted by the fast path", () => {
       const like = (name: string, extra: Record<string, unknown> = {}) => ({ "@context": "https://www.w3.org/ns/activitystreams", id: fresh(name, "likes"), type: "Like", actor: actor(name), object: call.href, ...extra });
 
@@ -401,6 +430,23 @@ for (const d of dialects) {
         assert.equal((await post(body, { as: "gts" })).res.status, 202);
         await eventually(async () => (await recorded(body.id)).length > 0, "recorded");
         assert.deepEqual(await responses(body.object.id), []);
+      });
+
+      it("a member's signed Like of the call named with user:pass@: the fast path declines it (Fedify's path decides) and counts nothing", async () => {
+        // canonical-url.ts: a URL with credentials is never read from the plain JSON; the same Like without them is counted (the control).
+        const fast = createFastInbox({ db: db(), events: m.muster.events, outbox: m.muster.membership.outbox, kv: new KyselyKvStore(db()), origin: m.origin });
+        const offer = async (object: string) => {
+          const body = JSON.stringify(like("liker", { object }));
+          const signed = await peer.signedPost(unionInbox(), body, { as: "liker", spec: CAVAGE });
+          return { id: JSON.parse(body).id as string, outcome: await fast(signed, new TextEncoder().encode(body), JSON.parse(body), "riders") };
+        };
+        const credentialed = await offer(call.href.replace("://", "://user:pass@"));
+        assert.equal(credentialed.outcome, undefined);
+        assert.deepEqual(await responses(credentialed.id), []);
+        assert.deepEqual(await recorded(credentialed.id), []);
+        const plain = await offer(call.href);
+        assert.equal(plain.outcome, "counted");
+        assert.deepEqual((await responses(plain.id)).map((r) => r.kind), ["commit"]);
       });
 
       it("a key URL on a private address that is not cached: the fast path fetches nothing and hands it on", async () => {
