@@ -24,7 +24,7 @@ interface Notice {
 
 /** How often a listening process announces itself; one missed for HELLO_TTL_MS and it is taken for gone. */
 const HELLO_MS = 2000;
-const HELLO_TTL_MS = 7000;
+const HELLO_TTL_MS = 5000;
 
 export interface Subscription {
   /** Whether the LISTEN connection is up now (notifications are being heard). */
@@ -72,7 +72,7 @@ class SharedListen {
         const client = this.#client;
         if (client === undefined) return;
         // The others stop picking this process at once, not HELLO_TTL_MS later.
-        await this.#pool.query("select pg_notify($1, $2)", [this.#channel, JSON.stringify({ bye: poolTag(this.#pool) })]).catch(() => undefined);
+        await client.query("select pg_notify($1, $2)", [this.#channel, JSON.stringify({ bye: poolTag(this.#pool) })]).catch(() => undefined);
         // A lane that subscribed meanwhile keeps the connection (and announces itself again).
         if (this.#subscribers.size > 0) return this.#sayHello();
         // Destroyed rather than returned, so no pooled connection keeps LISTENing.
@@ -130,14 +130,13 @@ class SharedListen {
     return listening[pick % listening.length] === own;
   }
 
-  /** Announces this process and its lanes to every listener (itself included), through a pooled connection. */
+  /** Announces this process and its lanes to every listener (itself included). */
   #sayHello(): void {
-    if (this.#client === undefined || this.#subscribers.size === 0) return;
+    const client = this.#client;
+    if (client === undefined || this.#subscribers.size === 0) return;
     const lanes = [...new Set([...this.#subscribers].map((s) => s.queue))].sort();
-    // Through the pool, not the LISTEN connection, whose last statement
-    // (pg_stat_activity.query) stays its LISTEN for operators to find.
-    this.#pool.query("select pg_notify($1, $2)", [this.#channel, JSON.stringify({ hello: poolTag(this.#pool), lanes })]).catch(() => {
-      // Tried again at the next hello.
+    client.query("select pg_notify($1, $2)", [this.#channel, JSON.stringify({ hello: poolTag(this.#pool), lanes })]).catch(() => {
+      // The connection's own error handler reconnects; the next hello follows.
     });
   }
 
