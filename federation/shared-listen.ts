@@ -73,8 +73,6 @@ class SharedListen {
         if (client === undefined) return;
         // The others stop picking this process at once, not HELLO_TTL_MS later.
         await client.query("select pg_notify($1, $2)", [this.#channel, JSON.stringify({ bye: poolTag(this.#pool) })]).catch(() => undefined);
-        // A lane that subscribed meanwhile keeps the connection (and announces itself again).
-        if (this.#subscribers.size > 0) return this.#sayHello();
         // Destroyed rather than returned, so no pooled connection keeps LISTENing.
         if (this.#client === client) this.#drop(client);
       },
