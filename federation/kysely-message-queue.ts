@@ -9,7 +9,7 @@ import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
 import { executeNamed } from "./named-statement.ts";
-import { listenShared, pickFor, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
+import { listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -447,9 +447,7 @@ export class KyselyMessageQueue implements MessageQueue {
     const postgres = this.#database.dialect === "postgres";
     // On PostgreSQL the NOTIFY rides on the insert (sent at its commit), not
     // a statement of its own after it.
-    // One message wakes one listening process (shared-listen.ts, pick); a batch, all.
-    const pick = rows.length === 1 ? pickFor(rows[0]!.ordering_key) : undefined;
-    const notify = postgres ? sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt, true, pick)})`.as("notified") : undefined;
+    const notify = postgres ? sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(availableAt, true)})`.as("notified") : undefined;
     if (postgres && payloads.size === 0 && rows.length <= INSERT_CHUNK && rows.every((r) => r.dedupe_key === null)) {
       // Nothing to check against done keys: one statement, its own transaction.
       await this.#database.db.insertInto("fedify_mq").values(rows).returning(notify!).execute();
@@ -535,10 +533,7 @@ export class KyselyMessageQueue implements MessageQueue {
       // lanes must not claim before the row is visible. Ready at once: "at"
       // 0, so a transaction's several messages for this lane send one
       // notification (PostgreSQL folds identical ones).
-      // For one listening process (shared-listen.ts, pick): the messages of
-      // one ordering key share a pick, so a transaction's Accept and welcome
-      // still send one notice.
-      const notice = this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false, pickFor(row.ordering_key));
+      const notice = this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false);
       if (batch) batch.push(insertNotifyingStatement.compiled(executor, ...values, notice));
       else await insertNotifyingStatement(executor, ...values, notice);
     } else {
@@ -1032,9 +1027,9 @@ export class KyselyMessageQueue implements MessageQueue {
    * (`fromHere`) that this pool's lanes are woken directly, so its own
    * LISTEN ignores it (shared-listen.ts).
    */
-  #notifyPayload(availableAt: number, fromHere: boolean, pick?: number): string {
+  #notifyPayload(availableAt: number, fromHere: boolean): string {
     const pool = this.#database.pgPool;
-    return JSON.stringify({ queue: this.name, at: availableAt, ...(fromHere && pool !== undefined ? { from: poolTag(pool) } : {}), ...(pick === undefined ? {} : { pick }) });
+    return JSON.stringify({ queue: this.name, at: availableAt, ...(fromHere && pool !== undefined ? { from: poolTag(pool) } : {}) });
   }
 
   /** Wakes this process's listeners, and on PostgreSQL the others' unless the statement already notified them. */

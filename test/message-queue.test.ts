@@ -625,52 +625,6 @@ for (const d of dialects) {
       assert.deepEqual(notices.slice(beforeSettle), [], "no NOTIFY woke the other worker for the welcome");
     });
 
-    it("one NOTIFY wakes one of two listening worker processes, not both (no claim finds nothing)", { skip: d.name === "sqlite" && "SQLite has no NOTIFY" }, async (t) => {
-      const h = harness(t);
-      const name = uniqueName("one-wake");
-      // Everything said on the channel, heard from outside: the workers announce themselves there.
-      const outside = new pg.Client({ connectionString: tdb.url });
-      await outside.connect();
-      t.after(() => outside.end());
-      const hellos = new Set<string>();
-      outside.on("notification", (n) => {
-        const notice = JSON.parse(n.payload ?? "{}") as { hello?: string; lanes?: string[] };
-        if (notice.hello && notice.lanes?.includes(name)) hellos.add(notice.hello);
-      });
-      await outside.query("LISTEN muster_mq");
-      // Claims sent by this test process's pg clients (the two workers' pools; the producer never claims).
-      let claims = 0;
-      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
-      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-        const text = typeof args[0] === "string" ? args[0] : (args[0] as { text?: string } | undefined)?.text;
-        if (text?.startsWith('update "fedify_mq" set "lease_owner"')) claims++;
-        return query.apply(this, args);
-      } as typeof pg.Client.prototype.query;
-      t.after(() => {
-        pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
-      });
-      const handled: string[] = [];
-      for (const worker of ["first", "second"]) {
-        h.listen(new KyselyMessageQueue(h.open(), { ...FAST, name, concurrency: 4, pollIntervalMs: 3_600_000, workerId: worker }), (m: { id: string }) => void handled.push(m.id));
-      }
-      // Each worker announces itself when it subscribes and every 2 s after.
-      await waitFor("both workers announcing themselves", () => hellos.size === 2, 6000).catch(() => undefined);
-      const reader = h.open();
-      const producer = new KyselyMessageQueue(reader, { name });
-      await producer.enqueue({ id: "warm-up" });
-      await waitFor("the warm-up message", () => handled.includes("warm-up"));
-      await waitFor("the table to drain", async () => (await rows(reader, name)).length === 0);
-      claims = 0;
-      const total = 8;
-      for (let i = 0; i < total; i++) {
-        await producer.enqueue({ id: `m${i}` });
-        await waitFor(`m${i}`, () => handled.includes(`m${i}`));
-        await waitFor("the table to drain", async () => (await rows(reader, name)).length === 0);
-      }
-      assert.equal(handled.length, total + 1);
-      assert.equal(claims, total, "one claim per message: the worker not picked was not woken");
-    });
-
     it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
       const h = harness(t);
       const database = h.open();
