@@ -39,6 +39,8 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  */
 
 const JOIN_SERVERS = 10;
+/** application_name of this benchmark's own connections. */
+const BENCH_APP = "muster-bench-workers";
 const JOIN_CONCURRENCY = 32;
 const CLK_TCK = 100;
 
@@ -96,7 +98,7 @@ function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number
 
 /**
  * CPU of the PostgreSQL backends serving this database (the server runs on
- * this machine): each backend's CPU since the first sample that saw it
+ * this machine), the benchmark's own connections left out: each backend's CPU since the first sample that saw it
  * (since its start for backends that connect meanwhile), summed at stop.
  * Sampled every `every` ms, so a backend that exits between samples loses
  * its last slice. Undefined when /proc of the server's processes is unreadable.
@@ -108,7 +110,7 @@ function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number 
   let readable = true;
   let initial = true;
   const sample = async () => {
-    const r = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database()`.execute(db).catch(() => undefined);
+    const r = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> ${BENCH_APP}`.execute(db).catch(() => undefined);
     for (const { pid } of r?.rows ?? []) {
       let cpu: number;
       try {
@@ -187,7 +189,19 @@ export const workers: Benchmark = {
     const servers = Number(process.env.BENCH_WORKERS_SERVERS ?? (quick ? 100 : 1000));
     const shared = process.env.BENCH_WORKERS_SHARED !== "0";
     const tdb = await dialect.create();
-    const database = openDatabase(tdb.url, { poolSize: 4 });
+    // Named, so the backends CPU per op leaves out this benchmark's own sampling (trackBackendCpu).
+    const benchUrl = new URL(tdb.url);
+    benchUrl.searchParams.set("application_name", BENCH_APP);
+    const database = openDatabase(benchUrl.href, { poolSize: 4 });
+    // BENCH_WORKERS_PG_LOG=1: PostgreSQL logs every statement of this database
+    // only, with its duration and its backend's CPU (log_statement_stats), for
+    // bench/pg-log-top.ts; no restart, nothing else on the server changes.
+    const pgLog = process.env.BENCH_WORKERS_PG_LOG === "1";
+    if (pgLog) {
+      const name = new URL(tdb.url).pathname.slice(1);
+      await sql.raw(`alter database ${name} set log_min_duration_statement = 0`).execute(database.db);
+      await sql.raw(`alter database ${name} set log_statement_stats = on`).execute(database.db);
+    }
     const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-workers-"));
     const port = await freePort();
     const origin = new URL(`http://127.0.0.1:${port}`);
@@ -248,6 +262,7 @@ export const workers: Benchmark = {
       let connections = trackConnections(database.db);
       const backends = trackBackendCpu(database.db);
       const statementsBefore = await statementsOf(procs, countDir);
+      if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
       let before = cpuOfAll(procs);
       const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
@@ -255,6 +270,7 @@ export const workers: Benchmark = {
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      if (pgLog) progress(`pg log: joins end ${new Date().toISOString()}`);
       const backendCpu = await backends.stop();
       const statementsAfter = await statementsOf(procs, countDir);
       row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {

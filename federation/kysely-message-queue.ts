@@ -8,7 +8,8 @@ import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
-import { listenShared, poolTag, type Wake } from "./shared-listen.ts";
+import { executeNamed } from "./named-statement.ts";
+import { listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -34,7 +35,11 @@ export interface KyselyMessageQueueOptions {
   readonly workerId?: string;
   /** Handlers run at once per listen() call.  Default 1. */
   readonly concurrency?: number;
-  /** How often an idle listener looks for work it was not woken for.  Default 1000 ms. */
+  /**
+   * How often an idle listener looks for work it was not woken for.  Default
+   * 1000 ms; on PostgreSQL, while its LISTEN connection is up, 5000 ms
+   * (LISTENING_POLL_MS) unless given.
+   */
   readonly pollIntervalMs?: number;
   /** A handler still running after this is treated as failed.  Default 60 000 ms. */
   readonly handlerTimeoutMs?: number;
@@ -142,7 +147,16 @@ const DONE_RETENTION_MS = 7 * 24 * 3600_000;
 interface Claimed extends Row {
   /** The lease_owner value of this particular claim. */
   readonly token: string;
+  /**
+   * The listener that claimed it, which takes (on PostgreSQL) the message
+   * behind it in its ordering key when settling it claims that one too
+   * (#settlePostgres); undefined once that listener stops.
+   */
+  readonly handoff?: Handoff;
 }
+
+/** Starts handling messages a settle claimed for the listener; false when it has stopped. */
+type Handoff = (claimed: Claimed[]) => boolean;
 
 // In-process enqueue wakes listeners on the same connection pool at once;
 // other pools and processes hear about it through NOTIFY (PostgreSQL) or
@@ -153,6 +167,16 @@ const localListeners = new WeakMap<Kysely<DB>, Set<Wake>>();
 // and each row binds 6, so fan-outs larger than this are split inside one
 // transaction.
 const INSERT_CHUNK = 1000;
+
+/**
+ * An idle lane's poll on PostgreSQL while its LISTEN connection is up: every
+ * enqueue, retry and freed ordering key is announced by NOTIFY (a delayed
+ * one with its time), so the poll only finds the messages of a worker that
+ * died (whose leases run out after leaseMs anyway). At 1 s, each worker's
+ * idle lanes claimed in vain six times a second, a third of the claims
+ * PostgreSQL ran during the workers benchmark's joins.
+ */
+const LISTENING_POLL_MS = 5000;
 
 /** See #refreshStatistics; per database, shared by the queues (tables) on it. */
 const ANALYZE_AFTER_ROWS = 1000;
@@ -292,6 +316,8 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #database: Database;
   readonly #concurrency: number;
   readonly #pollIntervalMs: number;
+  /** The poll interval while NOTIFY is heard (PostgreSQL's LISTEN connection up). */
+  readonly #listeningPollMs: number;
   readonly #handlerTimeoutMs: number;
   readonly #leaseMs: number;
   readonly #maxAttempts: number;
@@ -319,6 +345,7 @@ export class KyselyMessageQueue implements MessageQueue {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
     this.#concurrency = positiveInteger("concurrency", options.concurrency ?? 1);
     this.#pollIntervalMs = positive("pollIntervalMs", options.pollIntervalMs ?? 1000);
+    this.#listeningPollMs = options.pollIntervalMs ?? Math.max(this.#pollIntervalMs, LISTENING_POLL_MS);
     this.#handlerTimeoutMs = positive("handlerTimeoutMs", options.handlerTimeoutMs ?? 60_000);
     // Short, and renewed every third of it while the handler runs: so it runs
     // out only when its holder is gone, and a crashed worker's messages are
@@ -599,37 +626,50 @@ export class KyselyMessageQueue implements MessageQueue {
     // finished message's ordering key), so a finished handler need not claim
     // again. That claim found nothing about twice per message handled.
     let more = false;
+    // Given to each claim: on PostgreSQL the settle of a message with an
+    // ordering key claims the next one of that key for this listener
+    // (#settlePostgres), so a join's welcome follows its Accept here without
+    // a NOTIFY that woke every worker to claim it (and all but one to find
+    // nothing).
+    const handoff: Handoff = (rows) => {
+      if (signal.aborted) return false;
+      start(rows.map((row) => ({ ...row, handoff })));
+      return true;
+    };
+    const start = (claimed: Claimed[]) => {
+      const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit) : claimed.map((message) => this.#deliver(message, handler));
+      for (const [i, message] of claimed.entries()) {
+        held.set(message.id, message.token);
+        const task: Promise<void> = tasks[i]!.finally(() => {
+          held.delete(message.id);
+          inFlight.delete(task);
+          // Free slots, and maybe a message that was waiting behind this
+          // one's ordering key. Claimed a few slots at a time: during a
+          // fan-out a claim per finished delivery was the costliest
+          // statement of all (2.4 claims per delivery, most of the
+          // database time), since each one walks past the messages held
+          // back behind ordering keys.
+          if (more && (limit - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
+        });
+        inFlight.add(task);
+      }
+    };
     try {
       while (!signal.aborted) {
         const free = limit - inFlight.size;
         if (free > 0) {
           let claimed: Claimed[] = [];
           try {
-            claimed = await this.#claim(free, !more);
+            claimed = await this.#claim(free, !more, handoff);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           }
           more = claimed.length === free;
-          const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit) : claimed.map((message) => this.#deliver(message, handler));
-          for (const [i, message] of claimed.entries()) {
-            held.set(message.id, message.token);
-            const task: Promise<void> = tasks[i]!.finally(() => {
-              held.delete(message.id);
-              inFlight.delete(task);
-              // Free slots, and maybe a message that was waiting behind this
-              // one's ordering key. Claimed a few slots at a time: during a
-              // fan-out a claim per finished delivery was the costliest
-              // statement of all (2.4 claims per delivery, most of the
-              // database time), since each one walks past the messages held
-              // back behind ordering keys.
-              if (more && (limit - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
-            });
-            inFlight.add(task);
-          }
+          start(claimed);
           if (claimed.length === free) continue;
         }
         if (signal.aborted) break;
-        await alarm.wait(this.#pollIntervalMs);
+        await alarm.wait(subscription?.live() ? this.#listeningPollMs : this.#pollIntervalMs);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -673,7 +713,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * rows another claimer has locked; on SQLite an UPDATE holds the database's
    * single write lock from start to end, across processes too.
    */
-  async #claim(limit: number, probe: boolean): Promise<Claimed[]> {
+  async #claim(limit: number, probe: boolean, handoff?: Handoff): Promise<Claimed[]> {
     const { db, dialect } = this.#database;
     const now = Date.now();
     // On SQLite a lane with nothing ready is told by a read, which takes no
@@ -689,8 +729,8 @@ export class KyselyMessageQueue implements MessageQueue {
     // database time).
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const { rows } = await claimStatement(db, this.name, now, limit, token, now + this.#leaseMs);
-    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token }));
+    const { rows } = await executeNamed(db, claimStatement.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
+    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff }));
   }
 
   /**
@@ -853,26 +893,87 @@ export class KyselyMessageQueue implements MessageQueue {
 
   async #settlePostgresOnce(batch: readonly Claimed[]): Promise<{ lost: Claimed[]; waiting: boolean }> {
     const ids = batch.map((c) => c.id);
-    // The subquery reads the statement's snapshot, where the batch's own rows are not yet deleted.
-    const { rows } = await sql<{ id: number; waiting: boolean }>`
+    const now = Date.now();
+    // Settled messages whose listener takes the message behind them (see Handoff).
+    const handing = batch.filter((c) => c.ordering_key !== null && c.handoff !== undefined).map((c) => c.id);
+    const token = `${this.workerId}#${++this.#claims}`;
+    // The subqueries read the statement's snapshot, where the batch's own rows
+    // are not yet deleted. "nxt": for each settled message of a listener,
+    // the next message of its ordering key if it is the key's first, ready,
+    // and no other message of the key is leased: what a claim would find
+    // claimable once this commits. It is leased here, under this statement's
+    // row lock (skipping a row another claimer holds), re-checked on the
+    // row's newest version by the UPDATE. A waiting message not taken so is
+    // announced by NOTIFY, as before.
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
         returning id, dedupe_key, ordering_key
       ), done as (
         insert into fedify_mq_done (dedupe_key, done_at)
-        select distinct dedupe_key, ${Date.now()}::bigint from settled where dedupe_key is not null
+        select distinct dedupe_key, ${now}::bigint from settled where dedupe_key is not null
         on conflict (dedupe_key) do nothing
+      ), nxt as (
+        select distinct on (e.id) e.id, s.id as after
+        from settled s
+        cross join lateral (
+          select m.id, m.available_at from fedify_mq m
+          where m.queue = ${this.name} and m.ordering_key = s.ordering_key and m.id <> all(${ids}::bigint[])
+          order by m.id limit 1
+        ) e
+        where s.id = any(${handing}::bigint[]) and e.available_at <= ${now}::bigint
+          and not exists (
+            select 1 from fedify_mq l
+            where l.queue = ${this.name} and l.ordering_key = s.ordering_key and l.lease_until > ${now}::bigint and l.id <> all(${ids}::bigint[])
+          )
+      ), locked as (
+        select id from fedify_mq where id in (select id from nxt) for update skip locked
+      ), claimed as (
+        update fedify_mq set lease_owner = ${token}, lease_until = ${now + this.#leaseMs}::bigint, attempts = attempts + 1,
+          last_error = case when lease_until is not null then 'lease expired: the worker holding the message died or stalled' else last_error end
+        where id in (select id from locked) and (lease_until is null or lease_until <= ${now}::bigint)
+        returning id, queue, message, ordering_key, attempts, last_error, created_at, dedupe_key, payload
       ), behind as (
         select s.id, s.ordering_key is not null and exists (
           select 1 from fedify_mq m where m.queue = ${this.name} and m.ordering_key = s.ordering_key and m.id <> all(${ids}::bigint[])
+        ) and not exists (
+          select 1 from claimed c join nxt n on n.id = c.id where n.after = s.id
         ) as waiting
         from settled s
       )
-      select id, waiting, case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(Date.now(), true)}) end as notified
-      from behind`.execute(this.#database.db);
-    const settled = new Set(rows.map((r) => Number(r.id)));
-    return { lost: batch.filter((c) => !settled.has(c.id)), waiting: rows.some((r) => r.waiting) };
+      select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
+        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload,
+        case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
+      from behind
+      union all
+      select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload, null
+      from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
+    const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
+    const byId = new Map(batch.map((c) => [c.id, c]));
+    let waiting = rows.some((r) => r.kind === "settled" && r.waiting);
+    const returned: Claimed[] = [];
+    for (const r of rows) {
+      if (r.kind !== "claimed") continue;
+      const claimed: Claimed = {
+        id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
+        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, token,
+      };
+      // Its listener stopped meanwhile: given back to be claimed by anyone.
+      if (byId.get(Number(r.after))?.handoff?.([claimed]) !== true) returned.push(claimed);
+    }
+    if (returned.length > 0) {
+      await this.#release(returned);
+      waiting = true;
+    }
+    return { lost: batch.filter((c) => !settled.has(c.id)), waiting };
+  }
+
+  /** Gives claimed messages back unhandled (the claim's attempt not counted), announcing them. */
+  async #release(claimed: readonly Claimed[]): Promise<void> {
+    await sql`update fedify_mq set lease_owner = null, lease_until = null, attempts = greatest(attempts - 1, 0)
+      where (id, lease_owner) in (select * from unnest(${claimed.map((c) => c.id)}::bigint[], ${claimed.map((c) => c.token)}::text[]))
+      returning pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(Date.now(), true)})`.execute(this.#database.db);
   }
 
   async #fail(claimed: Claimed, error: unknown): Promise<void> {
@@ -948,7 +1049,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * (shared-listen.ts) wakes this lane as soon as another process enqueues
    * to it; if it drops, polling carries on and it is re-established.
    */
-  async #subscribe(wake: Wake, _signal: AbortSignal | undefined): Promise<{ close(): Promise<void> } | undefined> {
+  async #subscribe(wake: Wake, _signal: AbortSignal | undefined): Promise<Subscription | undefined> {
     const pool = this.#database.pgPool;
     if (pool === undefined) return undefined;
     return listenShared(pool, NOTIFY_CHANNEL, this.name, wake);

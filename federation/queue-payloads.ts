@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
+import { executeNamed } from "./named-statement.ts";
 import type { DB } from "../src/db/schema.ts";
 import { HeldPromises } from "./held-promises.ts";
 import { KEY_TTL_MS, keysGeneration } from "./keys.ts";
@@ -120,7 +121,7 @@ export class Rejoiner {
   async #activity(id: string): Promise<object> {
     const cached = this.#activities.get(id);
     if (cached !== undefined) return cached;
-    const row = await this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).executeTakeFirst();
+    const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
     if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
     const activity = JSON.parse(row.body) as object;
     hashed.set(activity, { id, body: row.body });

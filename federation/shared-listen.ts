@@ -6,6 +6,12 @@ const log = logger("queue", "listen");
 
 export type Wake = (queue: string, availableAt: number) => void;
 
+export interface Subscription {
+  /** Whether the LISTEN connection is up now (notifications are being heard). */
+  live(): boolean;
+  close(): Promise<void>;
+}
+
 /**
  * One LISTEN connection per process (per pool), shared by every queue lane
  * listening on it: six lanes used to hold six pooled connections idle for
@@ -26,13 +32,14 @@ class SharedListen {
     this.#channel = channel;
   }
 
-  async subscribe(queue: string, wake: Wake): Promise<{ close(): Promise<void> }> {
+  async subscribe(queue: string, wake: Wake): Promise<Subscription> {
     const subscriber = { queue, wake };
     this.#subscribers.add(subscriber);
     if (this.#client === undefined) await (this.#connecting ??= this.#connect().finally(() => (this.#connecting = undefined)));
     // Anything announced before this lane subscribed went unheard by it.
     wake(queue, 0);
     return {
+      live: () => this.#client !== undefined,
       close: async () => {
         this.#subscribers.delete(subscriber);
         if (this.#subscribers.size > 0) return;
@@ -112,7 +119,7 @@ export function poolTag(pool: pg.Pool): string {
 }
 
 /** Subscribes a lane to the process's one LISTEN connection on this pool. */
-export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake): Promise<{ close(): Promise<void> }> {
+export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake): Promise<Subscription> {
   let listener = shared.get(pool);
   if (!listener) shared.set(pool, (listener = new SharedListen(pool, channel)));
   return listener.subscribe(queue, wake);

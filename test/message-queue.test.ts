@@ -582,6 +582,49 @@ for (const d of dialects) {
       assert.ok(handled.get("delayed")! - sentAt >= 300);
     });
 
+    it("settling a message claims the next one of its ordering key for the same worker, with no NOTIFY to wake the others", { skip: d.name === "sqlite" && "SQLite has no NOTIFY; its settle only wakes the process's own lanes" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("handoff");
+      // Two worker processes' pools; neither polls during the test, so only
+      // NOTIFY, an in-process wake or the hand-over can start a claim.
+      const workers = { first: h.open(), second: h.open() };
+      const handled: { id: string; worker: string }[] = [];
+      const firstStarted = gate();
+      const releaseFirst = gate();
+      for (const [worker, database] of Object.entries(workers)) {
+        h.listen(new KyselyMessageQueue(database, { ...FAST, name, pollIntervalMs: 3_600_000, workerId: worker }), async (m: { id: string }) => {
+          handled.push({ id: m.id, worker });
+          if (m.id === "accept") {
+            firstStarted.open();
+            await releaseFirst.promise;
+          }
+        });
+      }
+      // Everything announced on the channel for this lane, heard from outside.
+      const outside = new pg.Client({ connectionString: tdb.url });
+      await outside.connect();
+      t.after(() => outside.end());
+      const notices: string[] = [];
+      outside.on("notification", (n) => {
+        if (n.payload && (JSON.parse(n.payload) as { queue?: string }).queue === name) notices.push(n.payload);
+      });
+      await outside.query("LISTEN muster_mq");
+      // As a join's transaction queues its Accept and welcome: one key, one commit.
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      await Promise.all([producer.enqueue({ id: "accept" }, { orderingKey: "join" }), producer.enqueue({ id: "welcome" }, { orderingKey: "join" })]);
+      await firstStarted.promise;
+      await outside.query("select 1");
+      const beforeSettle = notices.length;
+      releaseFirst.open();
+      await waitFor("the welcome", () => handled.some((x) => x.id === "welcome"));
+      await waitFor("the table to drain", async () => (await rows(workers.first, name)).length === 0);
+      // Anything sent at the settle's commit has reached this idle client once it answers.
+      await outside.query("select 1");
+      assert.deepEqual(handled.map((x) => x.id), ["accept", "welcome"]);
+      assert.equal(handled[1]!.worker, handled[0]!.worker, "the worker that settled the Accept handled the welcome");
+      assert.deepEqual(notices.slice(beforeSettle), [], "no NOTIFY woke the other worker for the welcome");
+    });
+
     it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
       const h = harness(t);
       const database = h.open();

@@ -117,7 +117,11 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     };
   }
   const poolSize = options.poolSize ?? 10;
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize, Client: LastResultClient });
+  // Idle connections are kept for 60 s, not pg's 10 s: a worker's pool
+  // (its handler slots) went idle between bursts and was opened again, and
+  // each new backend cost PostgreSQL its start-up and cold caches (49 new
+  // backends in 31 s of the workers benchmark's joins).
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolSize, idleTimeoutMillis: 60_000, Client: LastResultClient });
   // An idle pooled connection that the server ends (a restart, a failover,
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
