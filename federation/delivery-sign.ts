@@ -4,6 +4,8 @@ import { createHash } from "node:crypto";
  * The HTTP signature of a delivery, shared by the batch sender
  * (batch-delivery.ts) and its delivery threads (delivery-thread.ts): kept
  * apart from both so that a thread loads neither Fedify nor the database.
+ * Its draft-cavage signer also signs the follow's fast path's actor GET
+ * (follower-fetch.ts).
  */
 
 export type Spec = "rfc9421" | "draft-cavage-http-signatures-12";
@@ -60,10 +62,18 @@ export async function signedHeaders(inbox: URL, privateKey: CryptoKey, keyId: UR
   }
   const digest = `SHA-256=${body.sha256}`;
   // Fedify signs every header, in the order Headers iterates them (sorted).
-  const message = `(request-target): post ${inbox.pathname}\ncontent-type: ${contentType}\ndate: ${date}\ndigest: ${digest}\nhost: ${host}`;
+  const headers = { "content-type": contentType, date, digest, host };
+  return { ...headers, signature: await cavageSignature(`post ${inbox.pathname}`, headers, privateKey, keyId.href) };
+}
+
+/**
+ * A draft-cavage `Signature` header (rsa-sha256) over `(request-target)`
+ * (the lower-case method, a space and the path as the caller gives it) and
+ * then `headers`, in their order, by lower-case name.
+ */
+export async function cavageSignature(requestTarget: string, headers: Readonly<Record<string, string>>, privateKey: CryptoKey, keyId: string): Promise<string> {
+  const names = Object.keys(headers);
+  const message = [`(request-target): ${requestTarget}`, ...names.map((n) => `${n}: ${headers[n]}`)].join("\n");
   const signature = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", privateKey, encoder.encode(message));
-  return {
-    "content-type": contentType, date, digest, host,
-    signature: `keyId="${keyId.href}",algorithm="rsa-sha256",headers="(request-target) content-type date digest host",signature="${Buffer.from(signature).toString("base64")}"`,
-  };
+  return `keyId="${keyId}",algorithm="rsa-sha256",headers="${["(request-target)", ...names].join(" ")}",signature="${Buffer.from(signature).toString("base64")}"`;
 }

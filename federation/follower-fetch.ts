@@ -2,12 +2,12 @@ import type { Kysely } from "kysely";
 import { getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
 import { ACTOR_PATH, SOFTWARE_VERSION } from "./federation.ts";
+import { cavageSignature } from "./delivery-sign.ts";
 import { withOutgoingPolicy } from "./http-client.ts";
 import { INSTANCE_KEY_OWNER, loadKeyPairs, loadUnionKeyPairs } from "./keys.ts";
 
 const ACCEPT = "application/activity+json, application/ld+json";
 const JSON_TYPE = /^application\/(activity\+json|ld\+json|json)\s*(;|$)/i;
-const encoder = new TextEncoder();
 
 /** The key that signs a fetch for an inbox: the union's for its own inbox, the instance actor's for the shared one (as Fedify's document loader chooses). */
 async function signerOf(db: Kysely<DB>, origin: URL, identifier: string, instanceActor: string): Promise<{ keyId: string; privateKey: CryptoKey } | undefined> {
@@ -40,22 +40,15 @@ export async function fetchFollowerPlain(db: Kysely<DB>, origin: URL, identifier
   const signer = await signerOf(db, origin, identifier, instanceActor);
   if (!signer) return undefined;
   const url = new URL(actorId);
-  const date = new Date().toUTCString();
-  const signed = `(request-target): get ${url.pathname}${url.search}\naccept: ${ACCEPT}\ndate: ${date}\nhost: ${url.host}`;
-  const signature = Buffer.from(await crypto.subtle.sign("RSASSA-PKCS1-v1_5", signer.privateKey, encoder.encode(signed))).toString("base64");
+  const signedHeaders = { accept: ACCEPT, date: new Date().toUTCString(), host: url.host };
+  const signature = await cavageSignature(`get ${url.pathname}${url.search}`, signedHeaders, signer.privateKey, signer.keyId);
   let response;
   try {
     // The policy is read when the request is dispatched, so it is set here whatever context the caller runs in.
     response = await withOutgoingPolicy({ allowPrivateAddress }, () => request(url, {
       method: "GET",
       dispatcher: getGlobalDispatcher(),
-      headers: {
-        accept: ACCEPT,
-        date,
-        host: url.host,
-        "user-agent": `Muster/${SOFTWARE_VERSION} (+${origin.href})`,
-        signature: `keyId="${signer.keyId}",algorithm="rsa-sha256",headers="(request-target) accept date host",signature="${signature}"`,
-      },
+      headers: { ...signedHeaders, "user-agent": `Muster/${SOFTWARE_VERSION} (+${origin.href})`, signature },
     }));
   } catch {
     return undefined;
