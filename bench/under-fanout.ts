@@ -154,7 +154,8 @@ async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", follower
     const measured = await measure(label, { origin, muster: local, databaseUrl: tdb.url }, local, union, peer, seconds);
     const used = procs.map((p, i) => cpuOfPid(p.pid) - cpu[i]!);
     const logs = procs.map((p) => p.output()).join("\n");
-    if (process.env.BENCH_UNDER_FANOUT_VERBOSE) for (const line of logs.split("\n").filter((l) => / (WRN|ERR) /.test(l)).slice(0, 30)) progress(line.slice(0, 400));
+    if (process.env.BENCH_UNDER_FANOUT_VERBOSE) for (const line of logs.split("\n").filter((l) => / (WRN|ERR) /.test(l) && !l.includes("TRACE")).slice(0, 30)) progress(line.slice(0, 400));
+    if (process.env.MUSTER_QUEUE_TRACE === "1") traceSummary(logs);
     return row(dialect, "serve --no-worker + 2 workers", swarm, followers, measured, {
       "CPU s": used.reduce((a, b) => a + b, 0) / 1000,
       "web / w1 / w2 CPU s": used.map((ms) => (ms / 1000).toFixed(1)).join(" / "),
@@ -416,4 +417,16 @@ function startSampler(url: string | undefined, label: string): () => Promise<voi
     progress(`${label}: pg_stat_activity, ${samples} samples (non-idle backends; state or wait event | statement):`);
     for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 25)) progress(`  ${String(n).padStart(5)}  ${k}`);
   };
+}
+
+/** MUSTER_QUEUE_TRACE=1: the workers' interactive messages, enqueued → claimed and claimed → settled, per lane. */
+function traceSummary(logs: string): void {
+  const by = new Map<string, { wait: number[]; handle: number[] }>();
+  for (const m of logs.matchAll(/TRACE "?(\w+)"? wait (\d+) handle (\d+)/g)) {
+    const e = by.get(m[1]!) ?? { wait: [], handle: [] };
+    by.set(m[1]!, e);
+    e.wait.push(Number(m[2]));
+    e.handle.push(Number(m[3]));
+  }
+  for (const [queue, e] of by) progress(`  trace ${queue}: ${e.wait.length} messages; enqueued→claimed p50/p99/max ${percentile(e.wait, 50)} / ${percentile(e.wait, 99)} / ${Math.max(...e.wait)} ms; claimed→done ${percentile(e.handle, 50)} / ${percentile(e.handle, 99)} / ${Math.max(...e.handle)} ms`);
 }

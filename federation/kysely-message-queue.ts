@@ -10,6 +10,7 @@ import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
 import { executeNamed } from "./named-statement.ts";
 import { listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
+import type { LaneRank } from "./queue-priority.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -68,6 +69,12 @@ export interface KyselyMessageQueueOptions {
   readonly batch?: BatchSender;
   /** Messages in flight (claimed, being sent) when `batch` is given.  Default 64. */
   readonly batchSize?: number;
+  /**
+   * This lane's place among the process's lanes (queue-priority.ts): an
+   * interactive lane's claims and handlers make the bulk lanes wait.
+   * Absent, the lane neither waits nor is waited for.
+   */
+  readonly rank?: LaneRank;
 }
 
 /**
@@ -292,6 +299,7 @@ const settleStatement = prepared<[number, string], never>((db, id, token) =>
 
 
 const log = logger("queue");
+const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
 
 /**
  * Fedify's durable message queue (inbox, outbox and fan-out) in the
@@ -326,6 +334,7 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #splits: boolean;
   readonly #rejoiner: Rejoiner;
   readonly #batch: BatchSender | undefined;
+  readonly #rank: LaneRank | undefined;
   /** Claimed messages in flight at most: #concurrency, or the batch size with a batch sender. */
   readonly #inFlightLimit: number;
   /** Fallback handler slots free (a batch sender's rejects run through the handler, #concurrency at once). */
@@ -357,6 +366,7 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#splits = options.resolveKey !== undefined;
     this.#rejoiner = new Rejoiner(database.db, options.resolveKey);
     this.#batch = options.batch;
+    this.#rank = options.rank;
     this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
     this.#handlerSlots = this.#concurrency;
   }
@@ -636,11 +646,18 @@ export class KyselyMessageQueue implements MessageQueue {
       start(rows.map((row) => ({ ...row, handoff })));
       return true;
     };
+    // An interactive lane's messages, from claim to settle, hold the
+    // process's bulk lanes back (queue-priority.ts).
+    const interactive = this.#rank !== undefined && !this.#rank.bulk ? this.#rank.priority : undefined;
     const start = (claimed: Claimed[]) => {
-      const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit) : claimed.map((message) => this.#deliver(message, handler));
+      interactive?.begin(claimed.length);
+      const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit, signal) : claimed.map((message) => this.#deliver(message, handler));
       for (const [i, message] of claimed.entries()) {
         held.set(message.id, message.token);
+        const claimedAt = Date.now();
         const task: Promise<void> = tasks[i]!.finally(() => {
+          if (TRACE && this.name !== "delivery" && this.name !== "fanout") log.warn("TRACE {queue} wait {wait} handle {handle} busy {busy}", { queue: this.name, wait: claimedAt - Number(message.created_at), handle: Date.now() - claimedAt, busy: inFlight.size });
+          interactive?.end();
           held.delete(message.id);
           inFlight.delete(task);
           // Free slots, and maybe a message that was waiting behind this
@@ -656,13 +673,22 @@ export class KyselyMessageQueue implements MessageQueue {
     };
     try {
       while (!signal.aborted) {
+        // A bulk lane claims once the process's interactive work is done
+        // (or has been waited for long enough): see queue-priority.ts.
+        if (this.#rank?.bulk) await this.#rank.priority.yield(signal);
+        if (signal.aborted) break;
         const free = limit - inFlight.size;
         if (free > 0) {
           let claimed: Claimed[] = [];
+          // A claim that may find interactive work holds the bulk lanes from
+          // now: their next claim would otherwise go first.
+          interactive?.begin();
           try {
             claimed = await this.#claim(free, !more, handoff);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
+          } finally {
+            interactive?.end();
           }
           more = claimed.length === free;
           start(claimed);
@@ -739,9 +765,12 @@ export class KyselyMessageQueue implements MessageQueue {
    * the sender sent is completed (group commit, as every other message);
    * the rest goes through #deliver, a handler slot at a time.
    */
-  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined): Promise<void>[] {
+  #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined, signal?: AbortSignal): Promise<void>[] {
     const batch = this.#batch!;
     const settled = (async () => {
+      // A bulk batch claimed just before interactive work arrived waits for
+      // it here, before its signatures and POSTs (queue-priority.ts).
+      if (this.#rank?.bulk) await this.#rank.priority.yield(signal);
       const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
       let messages: unknown[];
       try {

@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
 import { type Admit, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
+import { LanePriority } from "./queue-priority.ts";
 
 /**
  * One durable queue (the fedify_mq table), several lanes, each claimed by
@@ -18,7 +19,10 @@ import { type Admit, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyM
  *
  * So while 10^5 deliveries of a call-to-action wait in `delivery`, a Follow
  * is claimed from `inbox` and its Accept from `outbox` at once, instead of
- * after all of them.
+ * after all of them. And within a process, `fanout` and `delivery` (bulk)
+ * yield to `inbox`, `outbox` and `domain` (interactive) work being claimed or
+ * handled there (queue-priority.ts), so that work is not slowed behind a
+ * fan-out's batches either; `ledger` neither waits nor is waited for.
  */
 export const LANES = ["inbox", "outbox", "fanout", "delivery", "domain", "ledger"] as const;
 export type Lane = (typeof LANES)[number];
@@ -42,13 +46,21 @@ export interface QueueLanes {
   readonly fedify: { readonly inbox: MessageQueue; readonly outbox: RoutedQueue; readonly fanout: RoutedQueue };
   /** Handler slots across the lanes: what a process needs database connections for. */
   readonly handlers: number;
+  /** Bulk lanes yield to interactive ones in this process (queue-priority.ts). */
+  readonly priority: LanePriority;
   close(): Promise<void>;
 }
 
-export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name" | "concurrency"> {
+export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "rank"> {
   /** Handler slots of the busy lanes (inbox, delivery); the others get a quarter, at least 2. */
   readonly concurrency?: number;
+  /** Given, used instead of a new one (tests); `false`: no lane yields to another (as before). */
+  readonly priority?: LanePriority | false;
 }
+
+/** Lanes whose work a person waits for (interactive), and the fan-out's (bulk); `ledger` is neither. */
+const BULK: ReadonlySet<Lane> = new Set(["fanout", "delivery"]);
+const INTERACTIVE: ReadonlySet<Lane> = new Set(["inbox", "outbox", "domain"]);
 
 /** Handler slots per lane, from the slots of a busy lane (MUSTER_QUEUE_CONCURRENCY). */
 export function laneConcurrency(busy: number): Record<Lane, number> {
@@ -70,11 +82,15 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
   const concurrency = laneConcurrency(options.concurrency ?? 16);
   // Only the lanes of Fedify's delivery messages send batches themselves.
   const batched = (name: Lane) => name === "outbox" || name === "delivery";
+  const priority = options.priority instanceof LanePriority ? options.priority : new LanePriority();
+  const ranked = options.priority !== false;
+  const rank = (name: Lane) => ranked && (BULK.has(name) || INTERACTIVE.has(name)) ? { priority, bulk: BULK.has(name) } : undefined;
   const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, {
     ...options,
     name,
     concurrency: concurrency[name],
     batch: batched(name) ? options.batch : undefined,
+    rank: rank(name),
   })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,
@@ -84,6 +100,7 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
       fanout: new RoutedQueue(lanes.fanout, lanes.fanout),
     },
     handlers: LANES.reduce((n, lane) => n + concurrency[lane], 0),
+    priority,
     async close() {
       await Promise.all(LANES.map((lane) => lanes[lane].close()));
     },
