@@ -422,11 +422,14 @@ function startSampler(url: string | undefined, label: string): () => Promise<voi
 /** MUSTER_QUEUE_TRACE=1: the workers' interactive messages, enqueued → claimed and claimed → settled, per lane. */
 function traceSummary(logs: string): void {
   const by = new Map<string, { wait: number[]; handle: number[] }>();
-  for (const m of logs.matchAll(/TRACE "?(\w+)"? wait (\d+) handle (\d+)/g)) {
+  for (const m of logs.matchAll(/TRACE ['"]?(\w+)['"]? wait (\d+) handle (\d+)/g)) {
     const e = by.get(m[1]!) ?? { wait: [], handle: [] };
     by.set(m[1]!, e);
     e.wait.push(Number(m[2]));
     e.handle.push(Number(m[3]));
   }
+  const last = new Map<string, string>();
+  for (const m of logs.matchAll(/TRACECLAIMS (\d+) (.*)/g)) last.set(m[1]!, m[2]!);
+  for (const [pid, counts] of last) progress(`  claims by ${pid} [claims, rows]: ${counts}`);
   for (const [queue, e] of by) progress(`  trace ${queue}: ${e.wait.length} messages; enqueued→claimed p50/p99/max ${percentile(e.wait, 50)} / ${percentile(e.wait, 99)} / ${Math.max(...e.wait)} ms; claimed→done ${percentile(e.handle, 50)} / ${percentile(e.handle, 99)} / ${Math.max(...e.handle)} ms`);
 }

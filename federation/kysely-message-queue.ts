@@ -188,7 +188,17 @@ const LISTENING_POLL_MS = 5000;
 /** See #refreshStatistics; per database, shared by the queues (tables) on it. */
 const ANALYZE_AFTER_ROWS = 1000;
 const ANALYZE_EVERY_MS = 2000;
-const statistics = new WeakMap<Kysely<DB>, { analyzedAt: number; rowsSince: number }>();
+/**
+ * Rows to add before the next ANALYZE doubles after each one, up to this:
+ * once the statistics say the table is large the claim's plan is right, and
+ * every 1000 rows a fan-out of 10^5 ran ANALYZE every 2 s in each process
+ * that queues deliveries (a tenth of PostgreSQL's samples in the
+ * under-fanout bench with two workers). After ANALYZE_RESET_MS without one,
+ * a new burst starts again from ANALYZE_AFTER_ROWS.
+ */
+const ANALYZE_MAX_ROWS = 64_000;
+const ANALYZE_RESET_MS = 60_000;
+const statistics = new WeakMap<Kysely<DB>, { analyzedAt: number; rowsSince: number; after: number }>();
 
 /** A fedify_mq row as enqueued. */
 interface NewRow {
@@ -300,6 +310,8 @@ const settleStatement = prepared<[number, string], never>((db, id, token) =>
 
 const log = logger("queue");
 const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
+const claimCounts: Record<string, [number, number]> = {};
+if (TRACE) setInterval(() => process.stderr.write(`TRACECLAIMS ${process.pid} ${JSON.stringify(claimCounts)}\n`), 2000).unref();
 
 /**
  * Fedify's durable message queue (inbox, outbox and fan-out) in the
@@ -505,17 +517,20 @@ export class KyselyMessageQueue implements MessageQueue {
    * ready row and checks each one's ordering key (40 ms a claim at 20,000
    * messages, against 0.4 ms once analyzed). So the queue analyzes the table
    * itself once ANALYZE_AFTER_ROWS rows have been added since it last did,
-   * at most every ANALYZE_EVERY_MS.
+   * twice as many after each time (ANALYZE_MAX_ROWS), at most every
+   * ANALYZE_EVERY_MS.
    */
   async #refreshStatistics(added: number): Promise<void> {
     if (this.#database.dialect !== "postgres") return;
     const { db } = this.#database;
-    const stats = statistics.get(db) ?? { analyzedAt: 0, rowsSince: 0 };
+    const stats = statistics.get(db) ?? { analyzedAt: 0, rowsSince: 0, after: ANALYZE_AFTER_ROWS };
     statistics.set(db, stats);
     stats.rowsSince += added;
-    if (stats.rowsSince < ANALYZE_AFTER_ROWS || Date.now() - stats.analyzedAt < ANALYZE_EVERY_MS) return;
+    if (Date.now() - stats.analyzedAt > ANALYZE_RESET_MS) stats.after = ANALYZE_AFTER_ROWS;
+    if (stats.rowsSince < stats.after || Date.now() - stats.analyzedAt < ANALYZE_EVERY_MS) return;
     stats.analyzedAt = Date.now();
     stats.rowsSince = 0;
+    stats.after = Math.min(ANALYZE_MAX_ROWS, stats.after * 2);
     await sql`analyze fedify_mq`.execute(this.#database.db).catch((error: unknown) => {
       log.warn("Could not analyze fedify_mq: {error}", { error: describeError(error) });
     });
@@ -656,7 +671,7 @@ export class KyselyMessageQueue implements MessageQueue {
         held.set(message.id, message.token);
         const claimedAt = Date.now();
         const task: Promise<void> = tasks[i]!.finally(() => {
-          if (TRACE && this.name !== "delivery" && this.name !== "fanout") log.warn("TRACE {queue} wait {wait} handle {handle} busy {busy}", { queue: this.name, wait: claimedAt - Number(message.created_at), handle: Date.now() - claimedAt, busy: inFlight.size });
+          if (TRACE && this.name !== "delivery" && this.name !== "fanout") process.stderr.write(`TRACE ${this.name} wait ${claimedAt - Number(message.created_at)} handle ${Date.now() - claimedAt}\n`);
           interactive?.end();
           held.delete(message.id);
           inFlight.delete(task);
@@ -678,7 +693,14 @@ export class KyselyMessageQueue implements MessageQueue {
         if (this.#rank?.bulk) await this.#rank.priority.yield(signal);
         if (signal.aborted) break;
         const free = limit - inFlight.size;
-        if (free > 0) {
+        // A busy bulk lane claims a batch at a time, when enough of its slots
+        // are free (a finished message rings then): woken meanwhile (another
+        // worker's settle announces what waits behind its ordering keys, a
+        // NOTIFY per settle), it claimed a few rows each time, and with two
+        // workers draining a fan-out those claims were a third of
+        // PostgreSQL's statements.
+        const batchDue = !more || !this.#rank?.bulk || free >= claimBatch || inFlight.size === 0;
+        if (free > 0 && batchDue) {
           let claimed: Claimed[] = [];
           // A claim that may find interactive work holds the bulk lanes from
           // now: their next claim would otherwise go first.
@@ -756,6 +778,11 @@ export class KyselyMessageQueue implements MessageQueue {
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
     const { rows } = await executeNamed(db, claimStatement.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
+    if (TRACE) {
+      claimCounts[this.name] = claimCounts[this.name] ?? [0, 0];
+      claimCounts[this.name]![0]++;
+      claimCounts[this.name]![1] += rows.length;
+    }
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff }));
   }
 
