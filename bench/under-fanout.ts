@@ -188,6 +188,7 @@ interface Measured {
   readonly toAccept: number[];
   readonly replies: number;
   readonly replyLatencies: number[];
+  readonly drainedS?: number | undefined;
 }
 
 /** Publishes the call, then trickles Follows and replies while its deliveries drain. */
@@ -199,6 +200,7 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
       child.once("message", () => resolve());
       child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
     });
+    const published = performance.now();
     const action = await composeAction(muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in*.", kind: "sign" }, { publishNow: true });
     const target = actionNoteId(site.origin, union, action.id);
     const replies = await presignReplies(site, peer, target, joins);
@@ -223,13 +225,15 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
       await stopSampling();
     }
     const queuedAfter = await queuedDeliveries(site);
+    // BENCH_UNDER_FANOUT_DRAIN=1: how long the whole fan-out took, publish to the last delivery settled (fairness: the trickle must not slow it much).
+    const drainedS = process.env.BENCH_UNDER_FANOUT_DRAIN === "1" ? await drained(site, published) : undefined;
     // Follow ids are stored relative to the follower's origin (0058): matched as stored, read back whole.
     const stored = report.timeline.map((t) => storedFollowId(t.follow.replace(/#.*$/, ""), t.follow)!);
     const rows = await site.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "in", stored).execute();
     const joinedAt = new Map(rows.map((r) => [followIdOf(r.actor_id, r.follow_id), Number(r.joined_at)]));
     const toMember = report.timeline.flatMap((t) => joinedAt.has(t.follow) ? [joinedAt.get(t.follow)! - t.sent] : []);
     const toAccept = report.timeline.flatMap((t) => joinedAt.has(t.follow) && t.accepted ? [t.accepted - joinedAt.get(t.follow)!] : []);
-    return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, replyLatencies };
+    return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, replyLatencies, drainedS };
   } finally {
     child.kill();
   }
@@ -257,6 +261,7 @@ function row(dialect: DialectCase, processes: string, swarm: string, followers: 
     counted: replyLatencies.length,
     "reply p50 ms": percentile(replyLatencies, 50),
     "reply p99 ms": percentile(replyLatencies, 99),
+    ...(r.drainedS === undefined ? {} : { "fan-out drained s": Number(r.drainedS.toFixed(1)) }),
     ...extra,
     load: loadAverage().replace(/^load average /, ""),
     "vs 2 s": report.accepted < r.joins || replyLatencies.length < r.replies ? "MISS (not all answered)" : r.queuedAfter === 0 ? "n/a (fan-out finished first)" : worst <= TARGET_MS ? "PASS" : "MISS",
@@ -372,6 +377,18 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
   })).finally(() => sending = false);
   await watcher;
   return latencies;
+}
+
+/** Seconds from `since` until no fan-out page or delivery is queued (polled every 100 ms, at most 5 minutes). */
+async function drained(m: Site, since: number): Promise<number> {
+  const db = m.muster.database.db;
+  const deadline = performance.now() + 300_000;
+  while (performance.now() < deadline) {
+    const r = await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "in", ["delivery", "fanout"]).executeTakeFirstOrThrow();
+    if (Number(r.n) === 0) return (performance.now() - since) / 1000;
+    await sleep(100);
+  }
+  return Number.NaN;
 }
 
 async function queuedDeliveries(m: Site): Promise<number> {

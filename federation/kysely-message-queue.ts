@@ -160,6 +160,8 @@ interface Claimed extends Row {
    * (#settlePostgres); undefined once that listener stops.
    */
   readonly handoff?: Handoff;
+  /** MUSTER_QUEUE_TRACE: claimed by a settle's handoff rather than a claim. */
+  readonly handedOff?: boolean;
 }
 
 /** Starts handling messages a settle claimed for the listener; false when it has stopped. */
@@ -658,7 +660,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // nothing).
     const handoff: Handoff = (rows) => {
       if (signal.aborted) return false;
-      start(rows.map((row) => ({ ...row, handoff })));
+      start(rows.map((row) => ({ ...row, handoff, ...(TRACE ? { handedOff: true } : {}) })));
       return true;
     };
     // An interactive lane's messages, from claim to settle, hold the
@@ -671,7 +673,7 @@ export class KyselyMessageQueue implements MessageQueue {
         held.set(message.id, message.token);
         const claimedAt = Date.now();
         const task: Promise<void> = tasks[i]!.finally(() => {
-          if (TRACE && this.name !== "delivery" && this.name !== "fanout") process.stderr.write(`TRACE ${this.name} wait ${claimedAt - Number(message.created_at)} handle ${Date.now() - claimedAt}\n`);
+          if (TRACE && this.name !== "delivery" && this.name !== "fanout") process.stderr.write(`TRACE ${this.name}${message.handedOff ? "_next" : ""} wait ${claimedAt - Number(message.created_at)} handle ${Date.now() - claimedAt}\n`);
           interactive?.end();
           held.delete(message.id);
           inFlight.delete(task);
@@ -1009,15 +1011,24 @@ export class KyselyMessageQueue implements MessageQueue {
     const byId = new Map(batch.map((c) => [c.id, c]));
     let waiting = rows.some((r) => r.kind === "settled" && r.waiting);
     const returned: Claimed[] = [];
+    // Handed to each listener together, as one batch: a fan-out's settle
+    // takes the next delivery of each of its servers, and handed over one by
+    // one each became a batch of its own (a circuit-state read and a trip
+    // through the batch sender per delivery).
+    const byListener = new Map<Handoff | undefined, Claimed[]>();
     for (const r of rows) {
       if (r.kind !== "claimed") continue;
       const claimed: Claimed = {
         id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
         last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, token,
       };
-      // Its listener stopped meanwhile: given back to be claimed by anyone.
-      if (byId.get(Number(r.after))?.handoff?.([claimed]) !== true) returned.push(claimed);
+      const to = byId.get(Number(r.after))?.handoff;
+      const list = byListener.get(to) ?? [];
+      byListener.set(to, list);
+      list.push(claimed);
     }
+    // A listener that stopped meanwhile gives them back to be claimed by anyone.
+    for (const [to, claimed] of byListener) if (to?.(claimed) !== true) returned.push(...claimed);
     if (returned.length > 0) {
       await this.#release(returned);
       waiting = true;
