@@ -625,6 +625,28 @@ for (const d of dialects) {
       assert.deepEqual(notices.slice(beforeSettle), [], "no NOTIFY woke the other worker for the welcome");
     });
 
+    it("a settle hands the next messages of several ordering keys to the batch sender as one batch", { skip: d.name === "sqlite" && "SQLite's settle claims nothing; its listener claims again" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("handoff-batch");
+      const database = h.open();
+      // As a fan-out's deliveries: one ordering key per server, two deliveries each.
+      const servers = ["a", "b", "c", "d"];
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      await Promise.all(servers.map((s) => producer.enqueue({ n: 1, s }, { orderingKey: s })));
+      await Promise.all(servers.map((s) => producer.enqueue({ n: 2, s }, { orderingKey: s })));
+      const batches: { n: number; s: string }[][] = [];
+      const batch = {
+        async deliver(messages: readonly unknown[]) {
+          batches.push(messages as { n: number; s: string }[]);
+          return messages.map(() => "sent" as const);
+        },
+      };
+      // No polls: only the first claim (at start) and the settles' hand-overs start work.
+      h.listen(new KyselyMessageQueue(database, { ...FAST, name, pollIntervalMs: 3_600_000, batch }), () => {});
+      await waitFor("every message sent", () => batches.flat().length === servers.length * 2);
+      assert.deepEqual(batches.map((b) => b.map((m) => m.n)), [[1, 1, 1, 1], [2, 2, 2, 2]], "the second messages of the four keys went as one batch");
+    });
+
     it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
       const h = harness(t);
       const database = h.open();
