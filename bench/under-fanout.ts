@@ -381,12 +381,18 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
   return latencies;
 }
 
-/** Seconds from `since` until no fan-out page or delivery is queued (polled every 100 ms, at most 5 minutes). */
+/**
+ * Seconds from `since` until no fan-out page or delivery is ready or being
+ * sent (polled every 100 ms, at most 5 minutes). Retries and copies the
+ * circuit breaker holds for later are left out: the repliers' server is a
+ * member too, and a delivery it failed under load waits minutes for its retry.
+ */
 async function drained(m: Site, since: number): Promise<number> {
   const db = m.muster.database.db;
   const deadline = performance.now() + 300_000;
   while (performance.now() < deadline) {
-    const r = await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "in", ["delivery", "fanout"]).executeTakeFirstOrThrow();
+    const r = await db.selectFrom("fedify_mq").select((e) => e.fn.countAll().as("n")).where("queue", "in", ["delivery", "fanout"])
+      .where((e) => e.or([e("available_at", "<=", Date.now()), e("lease_until", "is not", null)])).executeTakeFirstOrThrow();
     if (Number(r.n) === 0) return (performance.now() - since) / 1000;
     await sleep(100);
   }
