@@ -423,7 +423,7 @@ function startSampler(url: string | undefined, label: string): () => Promise<voi
       // A backend waiting for a lock is shown with what its first blocker was doing.
       const { rows } = await client.query<{ state: string | null; w: string | null; q: string; b: string | null }>(
         `SELECT a.state, coalesce(a.wait_event_type || ':' || a.wait_event, 'cpu') AS w, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) AS q,
-           (SELECT coalesce(b.state, '?') || ' ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 50) FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]) AS b
+           (SELECT coalesce(b.state, '?') || ' ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 50) FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1] LIMIT 1) AS b
          FROM pg_stat_activity a WHERE a.datname = $1 AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.state <> 'idle'`,
         [name],
       );
