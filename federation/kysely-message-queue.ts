@@ -311,6 +311,9 @@ const settleStatement = prepared<[number, string], never>((db, id, token) =>
 
 
 const log = logger("queue");
+// MUSTER_QUEUE_TRACE=1 (bench/under-fanout.ts reads it from the workers'
+// stderr): each interactive message's wait to be claimed and time to settle,
+// and every lane's claims, which no log level shows without a line per delivery.
 const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
 const claimCounts: Record<string, [number, number]> = {};
 if (TRACE) setInterval(() => process.stderr.write(`TRACECLAIMS ${process.pid} ${JSON.stringify(claimCounts)}\n`), 2000).unref();
@@ -698,9 +701,7 @@ export class KyselyMessageQueue implements MessageQueue {
         // A busy bulk lane claims a batch at a time, when enough of its slots
         // are free (a finished message rings then): woken meanwhile (another
         // worker's settle announces what waits behind its ordering keys, a
-        // NOTIFY per settle), it claimed a few rows each time, and with two
-        // workers draining a fan-out those claims were a third of
-        // PostgreSQL's statements.
+        // NOTIFY per settle), it would claim a few rows each time.
         const batchDue = !more || !this.#rank?.bulk || free >= claimBatch || inFlight.size === 0;
         if (free > 0 && batchDue) {
           let claimed: Claimed[] = [];
