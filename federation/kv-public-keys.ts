@@ -31,7 +31,7 @@ const RSA2048_LENGTH = 392;
 const RSA2048_MARK = "!";
 
 /** The key id of a Fedify public-key cache entry, or undefined for any other key. */
-function keyIdOf(key: KvKey): string | undefined {
+export function keyIdOf(key: KvKey): string | undefined {
   return key.length === 3 && key[0] === "_fedify" && key[1] === "publicKey" && typeof key[2] === "string" ? key[2] : undefined;
 }
 
@@ -74,4 +74,57 @@ function expand(keyId: string, text: string): string {
 function documentOf(keyId: string): string {
   const hash = keyId.indexOf("#");
   return hash < 0 ? keyId : keyId.slice(0, hash);
+}
+
+/**
+ * A cached key as the fedify_public_keys table holds it (migration 0064):
+ * the key's DER bytes instead of base64 (a third less), and for RSA-2048
+ * with exponent 65537 only the 256-byte modulus; the owner only when it is
+ * not the key id's document. About 560 bytes per cached key in fedify_kv
+ * (its JSON key, repeated in the primary key's index, and the base64 body)
+ * become about 375 on SQLite (issue 16: the cache holds a key per member).
+ */
+export interface CompactKey {
+  readonly owner: string | null;
+  readonly key: Uint8Array;
+}
+
+/** The DER SubjectPublicKeyInfo of an RSA-2048 key up to its modulus, and after it the exponent 65537. */
+const RSA2048_DER_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
+const RSA2048_DER_TAIL = Buffer.from("0203010001", "hex");
+const MODULUS_BYTES = 256;
+
+/**
+ * `json` (a value Fedify writes under ["_fedify", "publicKey", keyId]) as a
+ * CompactKey, or undefined when it cannot be read back as exactly the same
+ * JSON (another shape, a Multikey, a cached null): such values stay in
+ * fedify_kv as they are.
+ */
+export function compactKey(keyId: string, json: string): CompactKey | undefined {
+  if (!json.startsWith('{"owner":')) return undefined;
+  let value: { owner?: unknown; publicKeyPem?: unknown };
+  try {
+    value = JSON.parse(json) as typeof value;
+  } catch {
+    return undefined;
+  }
+  const { owner, publicKeyPem } = value;
+  if (typeof owner !== "string" || typeof publicKeyPem !== "string") return undefined;
+  if (!publicKeyPem.startsWith(HEAD) || !publicKeyPem.endsWith(TAIL)) return undefined;
+  const der = Buffer.from(publicKeyPem.slice(HEAD.length, -TAIL.length).replaceAll("\n", ""), "base64");
+  const rsa2048 = der.length === RSA2048_DER_HEAD.length + MODULUS_BYTES + RSA2048_DER_TAIL.length &&
+    der.subarray(0, RSA2048_DER_HEAD.length).equals(RSA2048_DER_HEAD) && der.subarray(-RSA2048_DER_TAIL.length).equals(RSA2048_DER_TAIL);
+  // A whole DER of exactly the modulus' length would read back as a modulus: the check below sends it to fedify_kv.
+  const compact: CompactKey = {
+    owner: owner === documentOf(keyId) ? null : owner,
+    key: rsa2048 ? der.subarray(RSA2048_DER_HEAD.length, RSA2048_DER_HEAD.length + MODULUS_BYTES) : der,
+  };
+  return keyJson(keyId, compact) === json ? compact : undefined;
+}
+
+/** The JSON Fedify wrote for a CompactKey under `keyId` (see compactKey). */
+export function keyJson(keyId: string, { owner, key }: CompactKey): string {
+  const der = key.length === MODULUS_BYTES ? Buffer.concat([RSA2048_DER_HEAD, key, RSA2048_DER_TAIL]) : Buffer.from(key);
+  const publicKeyPem = `${HEAD}${(der.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}${TAIL}`;
+  return JSON.stringify({ owner: owner ?? documentOf(keyId), publicKeyPem, type: "CryptographicKey", id: keyId, "@context": CONTEXT });
 }
