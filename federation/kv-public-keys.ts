@@ -128,3 +128,23 @@ export function keyJson(keyId: string, { owner, key }: CompactKey): string {
   const publicKeyPem = `${HEAD}${(der.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}${TAIL}`;
   return JSON.stringify({ owner: owner ?? documentOf(keyId), publicKeyPem, type: "CryptographicKey", id: keyId, "@context": CONTEXT });
 }
+
+/**
+ * The key id as fedify_public_keys.key_id holds it. Nearly every key id is
+ * "https://…#main-key" (Mastodon, Misskey, Pleroma, Lemmy, Fedify): the
+ * scheme and that fragment are 17 bytes a member, twice on PostgreSQL (heap
+ * and primary key). Stored as "a" and what lies between them, "b" and what
+ * follows "https://" for another https id, "c" and the whole id otherwise:
+ * the letter says which, so each id has one spelling and reads back exactly.
+ */
+export function storedKeyId(keyId: string): string {
+  if (!keyId.startsWith("https://")) return `c${keyId}`;
+  return keyId.endsWith("#main-key") ? `a${keyId.slice(8, -9)}` : `b${keyId.slice(8)}`;
+}
+
+/** The key id that storedKeyId stored as `stored`. */
+export function keyIdOfStored(stored: string): string {
+  if (stored.startsWith("a")) return `https://${stored.slice(1)}#main-key`;
+  if (stored.startsWith("b")) return `https://${stored.slice(1)}`;
+  return stored.slice(1);
+}

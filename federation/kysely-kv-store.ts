@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
-import { type CompactKey, compactKey, jsonText, keyIdOf, keyJson } from "./kv-public-keys.ts";
+import { type CompactKey, compactKey, jsonText, keyIdOf, keyIdOfStored, keyJson, storedKeyId } from "./kv-public-keys.ts";
 import { prepared } from "../src/db/prepared.ts";
 
 /**
@@ -85,7 +85,7 @@ export class KyselyKvStore implements KvStore {
       if (row !== undefined) {
         if (!isExpired(row.expires_at, now)) return JSON.parse(keyJson(keyId, row)) as T;
         // Expired: gone from both tables (an older value in fedify_kv must not come back).
-        await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId).where("expires_at", "<=", now).execute();
+        await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).where("expires_at", "<=", now).execute();
         await this.#db.deleteFrom("fedify_kv").where("key", "=", encoded).execute();
         return undefined;
       }
@@ -132,7 +132,7 @@ export class KyselyKvStore implements KvStore {
         await this.#maybePurge(now);
         return;
       }
-      await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId).execute();
+      await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
     }
     const memoMs = memoMsOf(key);
     if (memoMs > 0) {
@@ -171,7 +171,7 @@ export class KyselyKvStore implements KvStore {
     if (keyId !== undefined) {
       const compact = compactKey(keyId, row.value);
       if (compact !== undefined) return writePublicKey(executor, keyId, compact, now + PUBLIC_KEY_CACHE_TTL_MS, encoded);
-      await executor.deleteFrom("fedify_public_keys").where("key_id", "=", keyId).execute();
+      await executor.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
     }
     await upsertWith(executor, row.key, row.value, row.expires_at);
   }
@@ -179,7 +179,7 @@ export class KyselyKvStore implements KvStore {
   async delete(key: KvKey): Promise<void> {
     this.#memo.delete(encodeKey(key));
     const keyId = keyIdOf(key);
-    if (keyId !== undefined) await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId).execute();
+    if (keyId !== undefined) await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
     await this.#db.deleteFrom("fedify_kv").where("key", "=", encodeKey(key)).execute();
   }
 
@@ -278,16 +278,19 @@ export class KyselyKvStore implements KvStore {
     let query = this.#db.selectFrom("fedify_public_keys").select(["key_id", "owner", "key"]).where("expires_at", ">", now);
     if (prefix?.length === 3) {
       if (typeof prefix[2] !== "string") return [];
-      query = query.where("key_id", "=", prefix[2]);
+      query = query.where("key_id", "=", storedKeyId(prefix[2]));
     }
-    return (await query.execute()).map((r) => ({ key: encodeKey([...path, r.key_id]), value: keyJson(r.key_id, r) }));
+    return (await query.execute()).map((r) => {
+      const keyId = keyIdOfStored(r.key_id);
+      return { key: encodeKey([...path, keyId]), value: keyJson(keyId, r) };
+    });
   }
 
   /** Moves a compact public key back to fedify_kv as its JSON, with its expiry (for cas). */
   async #demotePublicKey(keyId: string, encoded: string, now: number): Promise<void> {
     const row = (await readPublicKey(this.#db, keyId)).rows[0];
     if (row === undefined) return;
-    await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId).execute();
+    await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
     if (isExpired(row.expires_at, now)) return;
     const value = keyJson(keyId, row);
     await this.#db.insertInto("fedify_kv").values({ key: encoded, value, expires_at: row.expires_at })
@@ -376,8 +379,9 @@ const upsertWith = prepared<[key: string, value: string, expiresAt: number | nul
     .values({ key, value, expires_at })
     .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));
 
-const readPublicKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; expires_at: number }>((db, keyId) =>
+const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; expires_at: number }>((db, keyId) =>
   db.selectFrom("fedify_public_keys").select(["owner", "key", "expires_at"]).where("key_id", "=", keyId));
+const readPublicKey = (db: Kysely<DB>, keyId: string) => readStoredKey(db, storedKeyId(keyId));
 
 const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, expiresAt: number], never>((db, key_id, owner, key, expires_at) =>
   db.insertInto("fedify_public_keys")
@@ -394,10 +398,10 @@ const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedi
 async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key }: CompactKey, expiresAt: number, encoded: string): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
     await sql`with gone as (delete from fedify_kv where key = ${encoded})
-      insert into fedify_public_keys (key_id, owner, key, expires_at) values (${keyId}, ${owner}, ${key}, ${expiresAt})
+      insert into fedify_public_keys (key_id, owner, key, expires_at) values (${storedKeyId(keyId)}, ${owner}, ${key}, ${expiresAt})
       on conflict (key_id) do update set owner = excluded.owner, key = excluded.key, expires_at = excluded.expires_at`.execute(db);
     return;
   }
-  await upsertPublicKey(db, keyId, owner, key, expiresAt);
+  await upsertPublicKey(db, storedKeyId(keyId), owner, key, expiresAt);
   await deleteKv(db, encoded);
 }

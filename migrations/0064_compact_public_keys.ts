@@ -7,7 +7,8 @@ import { isPostgres } from "./dialect.ts";
 // the primary key's index) and a base64 body: about 560 bytes a member on
 // SQLite, 650 on PostgreSQL. fedify_public_keys holds them by key id with the
 // key's bytes (an RSA-2048 key's modulus alone): about 375 on SQLite.
-// SQLite's table is WITHOUT ROWID, so the key id is stored once.
+// SQLite's table is WITHOUT ROWID, so the key id is stored once; it is stored
+// without "https://" and "#main-key" (a letter says which were there).
 //
 // Entries already cached in the compact text form (a value starting with
 // "~", federation/kv-public-keys.ts) move across; anything else under the
@@ -23,6 +24,18 @@ const PREFIX = '["_fedify","publicKey",';
 /** The character after "," : keys in [PREFIX, UPPER) start with PREFIX. */
 const UPPER = '["_fedify","publicKey"-';
 const BATCH = 500;
+
+/** federation/kv-public-keys.ts storedKeyId, as of this migration. */
+function storedKeyId(keyId: string): string {
+  if (!keyId.startsWith("https://")) return `c${keyId}`;
+  return keyId.endsWith("#main-key") ? `a${keyId.slice(8, -9)}` : `b${keyId.slice(8)}`;
+}
+
+function keyIdOfStored(stored: string): string {
+  if (stored.startsWith("a")) return `https://${stored.slice(1)}#main-key`;
+  if (stored.startsWith("b")) return `https://${stored.slice(1)}`;
+  return stored.slice(1);
+}
 
 function documentOf(keyId: string): string {
   const hash = keyId.indexOf("#");
@@ -75,11 +88,11 @@ export async function up(db: Kysely<any>): Promise<void> {
       if (!rsa2048 && key.length === 256) continue;
       // Entries written before the week's expiry had none: they get it now.
       const expires = row.expires_at === null ? Date.now() + 7 * 24 * 3600_000 : Number(row.expires_at);
-      moved.push({ key_id: keyId, owner: owner === "" || owner === documentOf(keyId) ? null : owner, key, expires_at: expires });
+      moved.push({ key_id: storedKeyId(keyId), owner: owner === "" || owner === documentOf(keyId) ? null : owner, key, expires_at: expires });
     }
     if (moved.length === 0) continue;
     await db.insertInto("fedify_public_keys").values(moved).onConflict((oc) => oc.column("key_id").doNothing()).execute();
-    await db.deleteFrom("fedify_kv").where("key", "in", moved.map((m) => `${PREFIX}${JSON.stringify(m.key_id)}]`)).execute();
+    await db.deleteFrom("fedify_kv").where("key", "in", moved.map((m) => `${PREFIX}${JSON.stringify(keyIdOfStored(m.key_id))}]`)).execute();
   }
 }
 
@@ -92,7 +105,7 @@ export async function down(db: Kysely<any>): Promise<void> {
     const back = rows.map((r) => {
       const key = Buffer.from(r.key);
       const body = key.length === 256 ? `!${Buffer.concat([RSA2048_DER_HEAD, key, RSA2048_DER_TAIL]).toString("base64").slice(RSA2048_B64_HEAD.length, -RSA2048_B64_TAIL.length)}` : key.toString("base64");
-      return { key: `${PREFIX}${JSON.stringify(r.key_id)}]`, value: `~${r.owner ?? ""}\n${body}`, expires_at: Number(r.expires_at) };
+      return { key: `${PREFIX}${JSON.stringify(keyIdOfStored(r.key_id))}]`, value: `~${r.owner ?? ""}\n${body}`, expires_at: Number(r.expires_at) };
     });
     await db.insertInto("fedify_kv").values(back).onConflict((oc) => oc.column("key").doNothing()).execute();
   }

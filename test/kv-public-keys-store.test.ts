@@ -5,7 +5,7 @@ import { sql } from "kysely";
 import type { KvKey } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
-import { storedText } from "../federation/kv-public-keys.ts";
+import { keyIdOfStored, storedKeyId, storedText } from "../federation/kv-public-keys.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
 import { dialects } from "./helpers/databases.ts";
 
@@ -57,6 +57,13 @@ for (const d of dialects) {
       }
     });
 
+    it("a key id is stored without https:// and #main-key, and each spelling reads back as it was", async () => {
+      for (const keyId of ["https://a.example/u/1#main-key", "https://a.example/u/1", "https://a.example/u/1#other", "http://a.example/u/1#main-key", "https://#main-key", "https://a.example/u/1#main-key#main-key", "c", "ahttps://x", ""]) {
+        assert.equal(keyIdOfStored(storedKeyId(keyId)), keyId, keyId);
+      }
+      assert.equal(storedKeyId("https://social.example/users/kim#main-key"), "asocial.example/users/kim");
+    });
+
     it("0064 moves the compact keys cached before out of fedify_kv, each reading back as it was; rotation replaces a moved key; down puts them back", async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();
@@ -86,12 +93,13 @@ for (const d of dialects) {
         const kv = new KyselyKvStore(db);
         for (const [key, value] of values) assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(value), JSON.stringify(key));
         const moved = await db.selectFrom("fedify_public_keys").selectAll().orderBy("key_id").execute();
+        // Without "https://" and "#main-key" ("a"), without "https://" ("b").
         assert.deepEqual(moved.map((r) => [r.key_id, r.owner, r.key.length]), [
-          ["https://big.example/u/1#main-key", null, 422],
-          [`${gts}/main-key`, gts, 256],
-          [`${kim}#main-key`, null, 256],
+          ["abig.example/u/1", null, 422],
+          ["asocial.example/users/kim", null, 256],
+          ["bgts.example/users/ana/main-key", gts, 256],
         ]);
-        assert.equal(Number(moved[2]!.expires_at), values[0]![2]);
+        assert.equal(Number(moved[1]!.expires_at), values[0]![2]);
         assert.ok(Number(moved[0]!.expires_at) > Date.now(), "a key without expiry gets one");
         const left = await stored();
         assert.deepEqual(Object.keys(left).sort(), values.slice(3).map(([k]) => JSON.stringify(k)).sort());

@@ -5,6 +5,7 @@ import { Temporal } from "@js-temporal/polyfill";
 import type { KvKey, KvStore } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
 import { KyselyKvStore, PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
+import { storedKeyId } from "../federation/kv-public-keys.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 
@@ -90,7 +91,7 @@ for (const d of dialects) {
       const json = await new CryptographicKey({ id: new URL(`${owner}#main-key`), owner: new URL(owner), publicKey }).toJsonLd();
       const key: KvKey = ["_fedify", "publicKey", `${owner}#main-key`];
       const kvRow = async (k: KvKey) => (await database.db.selectFrom("fedify_kv").select("value").where("key", "=", JSON.stringify(k)).executeTakeFirst())?.value;
-      const keyRow = async (k: KvKey) => database.db.selectFrom("fedify_public_keys").selectAll().where("key_id", "=", k[2] as string).executeTakeFirst();
+      const keyRow = async (k: KvKey) => database.db.selectFrom("fedify_public_keys").selectAll().where("key_id", "=", storedKeyId(k[2] as string)).executeTakeFirst();
       await kv.set(key, json);
       assert.deepStrictEqual(await kv.get(key), json);
       assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(json), "the same JSON, member order too");
@@ -149,7 +150,7 @@ for (const d of dialects) {
       // An older value left in fedify_kv (before 0064, or by an older process) never comes back once the compact one expires.
       await database.db.insertInto("fedify_kv").values({ key: JSON.stringify(key), value: JSON.stringify(old), expires_at: null }).execute();
       assert.deepStrictEqual(await kv.get(key), rotated, "the compact row wins");
-      await database.db.updateTable("fedify_public_keys").set({ expires_at: Date.now() - 1 }).where("key_id", "=", key[2] as string).execute();
+      await database.db.updateTable("fedify_public_keys").set({ expires_at: Date.now() - 1 }).where("key_id", "=", storedKeyId(key[2] as string)).execute();
       assert.equal(await kv.get(key), undefined);
       assert.equal(await kv.get(key), undefined, "and stays gone");
     });
