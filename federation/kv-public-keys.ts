@@ -87,7 +87,24 @@ function documentOf(keyId: string): string {
 export interface CompactKey {
   readonly owner: string | null;
   readonly key: Uint8Array;
+  /** Which JSON it reads back as: FORM_* bits. */
+  readonly form: number;
 }
+
+/**
+ * The key's node of the expanded actor document, as Fedify's verifier caches
+ * a key it found in a fetched actor (CryptographicKey#toJsonLd gives back the
+ * JSON-LD it was parsed from), and as the follow's fast path writes it
+ * (plain-actor.ts): `{"@id", "…security#owner": [{"@id"}],
+ * "…security#publicKeyPem": [{"@value"}], "@type": ["…security#Key"]}`.
+ * Without the bit: the compact form toJsonLd writes for a key built in code.
+ */
+export const FORM_EXPANDED = 1;
+/** Expanded, without "@type" (the document did not name the key's type). */
+export const FORM_UNTYPED = 2;
+/** The PEM as sent ends without a newline. */
+export const FORM_BARE_PEM = 4;
+const SEC = "https://w3id.org/security#";
 
 /** The DER SubjectPublicKeyInfo of an RSA-2048 key up to its modulus, and after it the exponent 65537. */
 const RSA2048_DER_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
@@ -101,32 +118,49 @@ const MODULUS_BYTES = 256;
  * fedify_kv as they are.
  */
 export function compactKey(keyId: string, json: string): CompactKey | undefined {
-  if (!json.startsWith('{"owner":')) return undefined;
-  let value: { owner?: unknown; publicKeyPem?: unknown };
+  let form = 0;
+  if (json.startsWith('{"@id":')) form = FORM_EXPANDED;
+  else if (!json.startsWith('{"owner":')) return undefined;
+  let value: Record<string, unknown>;
   try {
     value = JSON.parse(json) as typeof value;
   } catch {
     return undefined;
   }
-  const { owner, publicKeyPem } = value;
-  if (typeof owner !== "string" || typeof publicKeyPem !== "string") return undefined;
-  if (!publicKeyPem.startsWith(HEAD) || !publicKeyPem.endsWith(TAIL)) return undefined;
-  const der = Buffer.from(publicKeyPem.slice(HEAD.length, -TAIL.length).replaceAll("\n", ""), "base64");
+  const first = (v: unknown, k: string): unknown => (Array.isArray(v) && v.length === 1 && typeof v[0] === "object" && v[0] !== null ? (v[0] as Record<string, unknown>)[k] : undefined);
+  const owner = form ? first(value[`${SEC}owner`], "@id") : value.owner;
+  const publicKeyPem = form ? first(value[`${SEC}publicKeyPem`], "@value") : value.publicKeyPem;
+  if (form && !("@type" in value)) form |= FORM_UNTYPED;
+  if (typeof owner !== "string" || typeof publicKeyPem !== "string" || !publicKeyPem.startsWith(HEAD)) return undefined;
+  if (!publicKeyPem.endsWith(TAIL)) {
+    if (!publicKeyPem.endsWith(TAIL.slice(0, -1))) return undefined;
+    form |= FORM_BARE_PEM;
+  }
+  const der = Buffer.from(publicKeyPem.slice(HEAD.length, publicKeyPem.lastIndexOf(TAIL.trimEnd())).replaceAll("\n", ""), "base64");
   const rsa2048 = der.length === RSA2048_DER_HEAD.length + MODULUS_BYTES + RSA2048_DER_TAIL.length &&
     der.subarray(0, RSA2048_DER_HEAD.length).equals(RSA2048_DER_HEAD) && der.subarray(-RSA2048_DER_TAIL.length).equals(RSA2048_DER_TAIL);
   // A whole DER of exactly the modulus' length would read back as a modulus: the check below sends it to fedify_kv.
   const compact: CompactKey = {
     owner: owner === documentOf(keyId) ? null : owner,
     key: rsa2048 ? der.subarray(RSA2048_DER_HEAD.length, RSA2048_DER_HEAD.length + MODULUS_BYTES) : der,
+    form,
   };
   return keyJson(keyId, compact) === json ? compact : undefined;
 }
 
 /** The JSON Fedify wrote for a CompactKey under `keyId` (see compactKey). */
-export function keyJson(keyId: string, { owner, key }: CompactKey): string {
+export function keyJson(keyId: string, { owner, key, form }: CompactKey): string {
   const der = key.length === MODULUS_BYTES ? Buffer.concat([RSA2048_DER_HEAD, key, RSA2048_DER_TAIL]) : Buffer.from(key);
-  const publicKeyPem = `${HEAD}${(der.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}${TAIL}`;
-  return JSON.stringify({ owner: owner ?? documentOf(keyId), publicKeyPem, type: "CryptographicKey", id: keyId, "@context": CONTEXT });
+  const pem = `${HEAD}${(der.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}${TAIL}`;
+  const publicKeyPem = form & FORM_BARE_PEM ? pem.slice(0, -1) : pem;
+  const by = owner ?? documentOf(keyId);
+  if (!(form & FORM_EXPANDED)) return JSON.stringify({ owner: by, publicKeyPem, type: "CryptographicKey", id: keyId, "@context": CONTEXT });
+  return JSON.stringify({
+    "@id": keyId,
+    [`${SEC}owner`]: [{ "@id": by }],
+    [`${SEC}publicKeyPem`]: [{ "@value": publicKeyPem }],
+    ...(form & FORM_UNTYPED ? {} : { "@type": [`${SEC}Key`] }),
+  });
 }
 
 /**

@@ -275,7 +275,7 @@ export class KyselyKvStore implements KvStore {
   async #listPublicKeys(prefix: KvKey | undefined, now: number): Promise<{ key: string; value: string }[]> {
     const path = ["_fedify", "publicKey"] as const;
     if (prefix !== undefined && (prefix.length > 3 || prefix.some((p, i) => i < 2 && p !== path[i]))) return [];
-    let query = this.#db.selectFrom("fedify_public_keys").select(["key_id", "owner", "key"]).where("expires_at", ">", now);
+    let query = this.#db.selectFrom("fedify_public_keys").select(["key_id", "owner", "key", "form"]).where("expires_at", ">", now);
     if (prefix?.length === 3) {
       if (typeof prefix[2] !== "string") return [];
       query = query.where("key_id", "=", storedKeyId(prefix[2]));
@@ -379,14 +379,14 @@ const upsertWith = prepared<[key: string, value: string, expiresAt: number | nul
     .values({ key, value, expires_at })
     .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));
 
-const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; expires_at: number }>((db, keyId) =>
-  db.selectFrom("fedify_public_keys").select(["owner", "key", "expires_at"]).where("key_id", "=", keyId));
+const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; form: number; expires_at: number }>((db, keyId) =>
+  db.selectFrom("fedify_public_keys").select(["owner", "key", "form", "expires_at"]).where("key_id", "=", keyId));
 const readPublicKey = (db: Kysely<DB>, keyId: string) => readStoredKey(db, storedKeyId(keyId));
 
-const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, expiresAt: number], never>((db, key_id, owner, key, expires_at) =>
+const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>((db, key_id, owner, key, form, expires_at) =>
   db.insertInto("fedify_public_keys")
-    .values({ key_id, owner, key, expires_at })
-    .onConflict((oc) => oc.column("key_id").doUpdateSet((eb) => ({ owner: eb.ref("excluded.owner"), key: eb.ref("excluded.key"), expires_at: eb.ref("excluded.expires_at") }))));
+    .values({ key_id, owner, key, form, expires_at })
+    .onConflict((oc) => oc.column("key_id").doUpdateSet((eb) => ({ owner: eb.ref("excluded.owner"), key: eb.ref("excluded.key"), form: eb.ref("excluded.form"), expires_at: eb.ref("excluded.expires_at") }))));
 
 const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedify_kv").where("key", "=", key));
 
@@ -395,13 +395,13 @@ const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedi
  * there before, or a cached null). PostgreSQL: one statement, one round trip
  * (the join's fast path writes the follower's key inside its transaction).
  */
-async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key }: CompactKey, expiresAt: number, encoded: string): Promise<void> {
+async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
     await sql`with gone as (delete from fedify_kv where key = ${encoded})
-      insert into fedify_public_keys (key_id, owner, key, expires_at) values (${storedKeyId(keyId)}, ${owner}, ${key}, ${expiresAt})
-      on conflict (key_id) do update set owner = excluded.owner, key = excluded.key, expires_at = excluded.expires_at`.execute(db);
+      insert into fedify_public_keys (key_id, owner, key, form, expires_at) values (${storedKeyId(keyId)}, ${owner}, ${key}, ${form}, ${expiresAt})
+      on conflict (key_id) do update set owner = excluded.owner, key = excluded.key, form = excluded.form, expires_at = excluded.expires_at`.execute(db);
     return;
   }
-  await upsertPublicKey(db, storedKeyId(keyId), owner, key, expiresAt);
+  await upsertPublicKey(db, storedKeyId(keyId), owner, key, form, expiresAt);
   await deleteKv(db, encoded);
 }

@@ -10,16 +10,24 @@ import { isPostgres } from "./dialect.ts";
 // SQLite's table is WITHOUT ROWID, so the key id is stored once; it is stored
 // without "https://" and "#main-key" (a letter says which were there).
 //
-// Entries already cached in the compact text form (a value starting with
-// "~", federation/kv-public-keys.ts) move across; anything else under the
-// prefix (a cached null, a Multikey, JSON written before the text form)
-// stays in fedify_kv, where the store still reads it. The conversion is
+// Entries cached in the compact text form (a value starting with "~") and
+// RSA keys cached as the key's node of the expanded actor document (what
+// Fedify's verifier and the follow's fast path write: nearly all of them)
+// move across, each only if it reads back as exactly the same JSON; anything
+// else under the prefix (a cached null, a Multikey, another shape) stays in
+// fedify_kv, where the store still reads it. The conversion is
 // spelled out here rather than imported, so that this migration keeps doing
 // what it did when the codec changes.
 const RSA2048_B64_HEAD = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA";
 const RSA2048_B64_TAIL = "IDAQAB";
 const RSA2048_DER_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
 const RSA2048_DER_TAIL = Buffer.from("0203010001", "hex");
+const HEAD = "-----BEGIN PUBLIC KEY-----\n";
+const TAIL = "\n-----END PUBLIC KEY-----\n";
+const SEC = "https://w3id.org/security#";
+const EXPANDED = 1;
+const UNTYPED = 2;
+const BARE_PEM = 4;
 const PREFIX = '["_fedify","publicKey",';
 /** The character after "," : keys in [PREFIX, UPPER) start with PREFIX. */
 const UPPER = '["_fedify","publicKey"-';
@@ -56,12 +64,50 @@ function keyIdOf(encoded: string): string | undefined {
   }
 }
 
+/** federation/kv-public-keys.ts keyJson, as of this migration. */
+function jsonOf(keyId: string, owner: string | null, key: Uint8Array, form: number): string {
+  const der = key.length === 256 ? Buffer.concat([RSA2048_DER_HEAD, key, RSA2048_DER_TAIL]) : Buffer.from(key);
+  const pem = `${HEAD}${(der.toString("base64").match(/.{1,64}/g) ?? []).join("\n")}${TAIL}`;
+  const publicKeyPem = form & BARE_PEM ? pem.slice(0, -1) : pem;
+  const by = owner ?? documentOf(keyId);
+  if (!(form & EXPANDED)) return JSON.stringify({ owner: by, publicKeyPem, type: "CryptographicKey", id: keyId, "@context": "https://w3id.org/security/v1" });
+  return JSON.stringify({ "@id": keyId, [`${SEC}owner`]: [{ "@id": by }], [`${SEC}publicKeyPem`]: [{ "@value": publicKeyPem }], ...(form & UNTYPED ? {} : { "@type": [`${SEC}Key`] }) });
+}
+
+function keyBytes(der: Buffer): Buffer {
+  const rsa2048 = der.length === RSA2048_DER_HEAD.length + 256 + RSA2048_DER_TAIL.length &&
+    der.subarray(0, RSA2048_DER_HEAD.length).equals(RSA2048_DER_HEAD) && der.subarray(-RSA2048_DER_TAIL.length).equals(RSA2048_DER_TAIL);
+  return rsa2048 ? der.subarray(RSA2048_DER_HEAD.length, RSA2048_DER_HEAD.length + 256) : der;
+}
+
+/** An expanded key node (see above) as its row, or undefined when it would not read back the same. */
+function fromExpanded(keyId: string, value: string): { owner: string | null; key: Buffer; form: number } | undefined {
+  if (!value.startsWith('{"@id":')) return undefined;
+  let node: Record<string, unknown>;
+  try {
+    node = JSON.parse(value) as typeof node;
+  } catch {
+    return undefined;
+  }
+  const first = (v: unknown, k: string): unknown => (Array.isArray(v) && v.length === 1 && typeof v[0] === "object" && v[0] !== null ? (v[0] as Record<string, unknown>)[k] : undefined);
+  const owner = first(node[`${SEC}owner`], "@id");
+  const pem = first(node[`${SEC}publicKeyPem`], "@value");
+  if (typeof owner !== "string" || typeof pem !== "string" || !pem.startsWith(HEAD)) return undefined;
+  const form = EXPANDED | ("@type" in node ? 0 : UNTYPED) | (pem.endsWith(TAIL) ? 0 : BARE_PEM);
+  const end = pem.lastIndexOf(TAIL.trimEnd());
+  if (end < 0) return undefined;
+  const key = keyBytes(Buffer.from(pem.slice(HEAD.length, end).replaceAll("\n", ""), "base64"));
+  const row = { owner: owner === documentOf(keyId) ? null : owner, key, form };
+  return jsonOf(keyId, row.owner, key, form) === value ? row : undefined;
+}
+
 export async function up(db: Kysely<any>): Promise<void> {
   const pg = isPostgres(db);
   await sql`create table fedify_public_keys (
     key_id text primary key,
     owner text,
     key ${sql.raw(pg ? "bytea" : "blob")} not null,
+    form smallint not null,
     expires_at bigint not null
   )${sql.raw(pg ? "" : " without rowid")}`.execute(db);
   const bytewise = pg ? sql`key collate "C"` : sql`key`;
@@ -73,22 +119,26 @@ export async function up(db: Kysely<any>): Promise<void> {
       order by ${bytewise} limit ${BATCH}`.execute(db)).rows;
     if (rows.length === 0) break;
     after = rows[rows.length - 1]!.key;
-    const moved: { key_id: string; owner: string | null; key: Buffer; expires_at: number }[] = [];
+    const moved: { key_id: string; owner: string | null; key: Buffer; form: number; expires_at: number }[] = [];
     for (const row of rows) {
       const keyId = keyIdOf(row.key);
-      if (keyId === undefined || !row.value.startsWith("~")) continue;
+      if (keyId === undefined) continue;
+      // Entries written before the week's expiry had none: they get it now.
+      const expires = row.expires_at === null ? Date.now() + 7 * 24 * 3600_000 : Number(row.expires_at);
+      const expanded = fromExpanded(keyId, row.value);
+      if (expanded) {
+        moved.push({ key_id: storedKeyId(keyId), ...expanded, expires_at: expires });
+        continue;
+      }
+      if (!row.value.startsWith("~")) continue;
       const newline = row.value.indexOf("\n");
       if (newline < 0) continue;
       const owner = row.value.slice(1, newline);
       const der = Buffer.from(bodyOf(row.value.slice(newline + 1)), "base64");
-      const rsa2048 = der.length === RSA2048_DER_HEAD.length + 256 + RSA2048_DER_TAIL.length &&
-        der.subarray(0, RSA2048_DER_HEAD.length).equals(RSA2048_DER_HEAD) && der.subarray(-RSA2048_DER_TAIL.length).equals(RSA2048_DER_TAIL);
-      const key = rsa2048 ? der.subarray(RSA2048_DER_HEAD.length, RSA2048_DER_HEAD.length + 256) : der;
+      const key = keyBytes(der);
       // A whole DER of a modulus' length would read back as one: left where it is.
-      if (!rsa2048 && key.length === 256) continue;
-      // Entries written before the week's expiry had none: they get it now.
-      const expires = row.expires_at === null ? Date.now() + 7 * 24 * 3600_000 : Number(row.expires_at);
-      moved.push({ key_id: storedKeyId(keyId), owner: owner === "" || owner === documentOf(keyId) ? null : owner, key, expires_at: expires });
+      if (key === der && key.length === 256) continue;
+      moved.push({ key_id: storedKeyId(keyId), owner: owner === "" || owner === documentOf(keyId) ? null : owner, key, form: 0, expires_at: expires });
     }
     if (moved.length === 0) continue;
     await db.insertInto("fedify_public_keys").values(moved).onConflict((oc) => oc.column("key_id").doNothing()).execute();
@@ -99,11 +149,13 @@ export async function up(db: Kysely<any>): Promise<void> {
 export async function down(db: Kysely<any>): Promise<void> {
   let after = "";
   for (;;) {
-    const rows = await db.selectFrom("fedify_public_keys").selectAll().where("key_id", ">", after).orderBy("key_id").limit(BATCH).execute() as { key_id: string; owner: string | null; key: Uint8Array; expires_at: number | string }[];
+    const rows = await db.selectFrom("fedify_public_keys").selectAll().where("key_id", ">", after).orderBy("key_id").limit(BATCH).execute() as { key_id: string; owner: string | null; key: Uint8Array; form: number; expires_at: number | string }[];
     if (rows.length === 0) break;
     after = rows[rows.length - 1]!.key_id;
     const back = rows.map((r) => {
       const key = Buffer.from(r.key);
+      const keyId = keyIdOfStored(r.key_id);
+      if (Number(r.form) !== 0) return { key: `${PREFIX}${JSON.stringify(keyId)}]`, value: jsonOf(keyId, r.owner, key, Number(r.form)), expires_at: Number(r.expires_at) };
       const body = key.length === 256 ? `!${Buffer.concat([RSA2048_DER_HEAD, key, RSA2048_DER_TAIL]).toString("base64").slice(RSA2048_B64_HEAD.length, -RSA2048_B64_TAIL.length)}` : key.toString("base64");
       return { key: `${PREFIX}${JSON.stringify(keyIdOfStored(r.key_id))}]`, value: `~${r.owner ?? ""}\n${body}`, expires_at: Number(r.expires_at) };
     });

@@ -22,6 +22,13 @@ function cachedKey(keyId: string, owner = keyId.replace(/#.*$/, "")): Record<str
   return { owner, publicKeyPem: `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`, type: "CryptographicKey", id: keyId, "@context": "https://w3id.org/security/v1" };
 }
 
+/** The key's node of the expanded actor document: what Fedify's verifier caches for a key it fetched (and plain-actor.ts writes). */
+function expandedKey(keyId: string, owner = keyId.replace(/#.*$/, ""), typed = true): Record<string, unknown> {
+  const { publicKeyPem } = cachedKey(keyId, owner) as { publicKeyPem: string };
+  const sec = "https://w3id.org/security#";
+  return { "@id": keyId, [`${sec}owner`]: [{ "@id": owner }], [`${sec}publicKeyPem`]: [{ "@value": publicKeyPem }], ...(typed ? { "@type": [`${sec}Key`] } : {}) };
+}
+
 async function realKey(keyId: string, owner: string, modulusLength = 2048): Promise<unknown> {
   const { publicKey } = await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, true, ["sign", "verify"]);
   return new CryptographicKey({ id: new URL(keyId), owner: new URL(owner), publicKey }).toJsonLd();
@@ -43,14 +50,17 @@ for (const d of dialects) {
           const store = new KyselyKvStore(trx);
           for (let i = 0; i < n; i++) {
             const keyId = `https://social-${i % 200}.example.net/users/member_${i.toString(36)}#main-key`;
-            await store.set(["_fedify", "publicKey", keyId], cachedKey(keyId));
+            await store.set(["_fedify", "publicKey", keyId], i % 2 ? expandedKey(keyId) : cachedKey(keyId));
           }
         });
         if (d.name === "postgres") await sql`vacuum analyze fedify_public_keys`.execute(db);
         const perKey = (await size() - before) / n;
         assert.ok(perKey < (d.name === "sqlite" ? 420 : 560), `${perKey.toFixed(0)} bytes per cached key`);
-        const keyId = "https://social-7.example.net/users/member_7#main-key";
+        assert.equal(Number((await db.selectFrom("fedify_kv").select((e) => e.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n), 0, "every key compact, both forms");
+        const keyId = "https://social-8.example.net/users/member_8#main-key";
         assert.equal(((await kv.get(["_fedify", "publicKey", keyId])) as { id: string }).id, keyId);
+        const expandedId = "https://social-7.example.net/users/member_7#main-key";
+        assert.equal(((await kv.get(["_fedify", "publicKey", expandedId])) as { "@id": string })["@id"], expandedId);
       } finally {
         await close();
         await tdb.destroy();
@@ -78,6 +88,9 @@ for (const d of dialects) {
           [entry(`${gts}/main-key`), await realKey(`${gts}/main-key`, gts), Date.now() + 3_600_000],
           // Another key size: the whole body, no expiry (written before the week's TTL).
           [entry("https://big.example/u/1#main-key"), await realKey("https://big.example/u/1#main-key", "https://big.example/u/1", 3072), null],
+          // As Fedify's verifier cached them, expanded: typed, and untyped.
+          [entry("https://mastodon.example/users/exp#main-key"), expandedKey("https://mastodon.example/users/exp#main-key"), Date.now() + 3_600_000],
+          [entry("https://mastodon.example/users/untyped#main-key"), expandedKey("https://mastodon.example/users/untyped#main-key", undefined, false), Date.now() + 3_600_000],
           // Left where they are: a cached null, a shape the compact form does not hold, a fetch error, another prefix.
           [entry("https://gone.example/u/2#main-key"), null, Date.now() + 600_000],
           [entry("https://odd.example/u/3#main-key"), { ...(cachedKey("https://odd.example/u/3#main-key")), name: "named" }, Date.now() + 3_600_000],
@@ -88,31 +101,33 @@ for (const d of dialects) {
         await db.insertInto("fedify_kv").values(values.map(([key, value, expires_at]) => ({ key: JSON.stringify(key), value: storedText(key, JSON.stringify(value)), expires_at }))).execute();
         const stored = async () => Object.fromEntries((await db.selectFrom("fedify_kv").select(["key", "value"]).execute()).map((r) => [r.key, r.value]));
         const old = await stored();
-        assert.equal(Object.values(old).filter((v) => v.startsWith("~")).length, 3, "three compact entries to move");
+        assert.equal(Object.values(old).filter((v) => v.startsWith("~")).length, 3, "three compact entries to move, and two expanded");
         await migrateToLatest(db);
         const kv = new KyselyKvStore(db);
         for (const [key, value] of values) assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(value), JSON.stringify(key));
         const moved = await db.selectFrom("fedify_public_keys").selectAll().orderBy("key_id").execute();
         // Without "https://" and "#main-key" ("a"), without "https://" ("b").
-        assert.deepEqual(moved.map((r) => [r.key_id, r.owner, r.key.length]), [
-          ["abig.example/u/1", null, 422],
-          ["asocial.example/users/kim", null, 256],
-          ["bgts.example/users/ana/main-key", gts, 256],
+        assert.deepEqual(moved.map((r) => [r.key_id, r.owner, r.key.length, Number(r.form)]), [
+          ["abig.example/u/1", null, 422, 0],
+          ["amastodon.example/users/exp", null, 256, 1],
+          ["amastodon.example/users/untyped", null, 256, 3],
+          ["asocial.example/users/kim", null, 256, 0],
+          ["bgts.example/users/ana/main-key", gts, 256, 0],
         ]);
-        assert.equal(Number(moved[1]!.expires_at), values[0]![2]);
+        assert.equal(Number(moved[3]!.expires_at), values[0]![2]);
         assert.ok(Number(moved[0]!.expires_at) > Date.now(), "a key without expiry gets one");
         const left = await stored();
-        assert.deepEqual(Object.keys(left).sort(), values.slice(3).map(([k]) => JSON.stringify(k)).sort());
+        assert.deepEqual(Object.keys(left).sort(), values.slice(5).map(([k]) => JSON.stringify(k)).sort());
         // Rotation: the owner's new key, fetched by Fedify's verifier after the old one failed, replaces the moved one.
         const rotated = await realKey(`${kim}#main-key`, kim);
         await kv.set(values[0]![0], rotated);
         assert.equal(JSON.stringify(await kv.get(values[0]![0])), JSON.stringify(rotated));
-        assert.equal((await db.selectFrom("fedify_public_keys").select("key_id").execute()).length, 3);
+        assert.equal((await db.selectFrom("fedify_public_keys").select("key_id").execute()).length, 5);
         // Down: the compact text form again, read back the same by the store's fedify_kv path.
         await migrateTo(db, "0063_member_index_diet");
         const back = await stored();
         assert.equal(Object.keys(back).length, values.length);
-        assert.equal(back[JSON.stringify(values[1]![0])], old[JSON.stringify(values[1]![0])]);
+        for (const i of [1, 2, 3, 4]) assert.equal(back[JSON.stringify(values[i]![0])], old[JSON.stringify(values[i]![0])]);
         assert.equal(back[JSON.stringify(values[0]![0])], storedText(values[0]![0], JSON.stringify(rotated)));
         await migrateToLatest(db);
         assert.equal(JSON.stringify(await kv.get(values[0]![0])), JSON.stringify(rotated));

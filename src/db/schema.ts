@@ -236,6 +236,8 @@ export interface FedifyPublicKeysTable {
   owner: string | null;
   /** DER SubjectPublicKeyInfo, or an RSA-2048 key's 256-byte modulus alone. */
   key: Uint8Array;
+  /** Which JSON it reads back as (FORM_* in federation/kv-public-keys.ts). */
+  form: number;
   expires_at: number;
 }
 
