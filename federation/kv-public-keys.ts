@@ -2,23 +2,18 @@ import type { KvKey } from "@fedify/fedify";
 
 /**
  * Fedify caches every remote actor's public key in the KV store, one entry
- * per member who signed something in the last week (kysely-kv-store.ts):
- * about 720 bytes of JSON-LD, most of it what the entry's key already says
- * (the key id, its owner, the context and type) and the PEM armour. At a
- * million members that was 700 MB (issue 16). Such an entry is stored as
- * "~", the owner (empty when it is the key id's document), a newline and the
- * key's base64 body; it is read back as exactly the JSON Fedify wrote. Only a
- * value that reads back identically is stored this way; anything else (a
- * Multikey, another context, a cached null) is stored as JSON. "~" never
- * starts JSON text, so the two cannot be confused, and rows written before
- * read as they were.
+ * per member who signed something in the last week (kysely-kv-store.ts).
+ * Since migration 0064 such an entry lives in fedify_public_keys as a
+ * CompactKey (below): the key's bytes, its owner only when it is not the key
+ * id's document, and which of the JSON forms Fedify wrote (compactKey, keyJson).
  *
- * Nearly every key is RSA-2048 with exponent 65537, whose base64 body always
- * opens with the same 44 characters (the SubjectPublicKeyInfo header up to
- * the modulus) and ends with the same 6 (the exponent): such a body is stored
- * as "!" and what lies between, 50 bytes less per cached key (issue 16).
- * Base64 never holds "!", so a body stored whole (written before, or another
- * key size) cannot be mistaken for it.
+ * Before 0064 it was stored in fedify_kv as text: "~", the owner (empty when
+ * it is the key id's document), a newline and the key's base64 body, an
+ * RSA-2048 body as "!" and what lies between its fixed 44-character head and
+ * 6-character exponent (storedText). Such rows are still read (jsonText):
+ * 0064 moves them, and an older process may write one until it is replaced.
+ * "~" never starts JSON text and base64 never holds "!", so none of these can
+ * be confused.
  */
 const MARK = "~";
 const CONTEXT = "https://w3id.org/security/v1";
@@ -35,7 +30,7 @@ export function keyIdOf(key: KvKey): string | undefined {
   return key.length === 3 && key[0] === "_fedify" && key[1] === "publicKey" && typeof key[2] === "string" ? key[2] : undefined;
 }
 
-/** The text to store for `value` (already `JSON.stringify`d as `json`) under `key`. */
+/** The text the code before 0064 stored in fedify_kv for `json` under `key` (tests and old rows). */
 export function storedText(key: KvKey, json: string): string {
   const keyId = keyIdOf(key);
   if (keyId === undefined || !json.startsWith('{"owner":')) return json;
