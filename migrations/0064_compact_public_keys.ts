@@ -29,8 +29,6 @@ const EXPANDED = 1;
 const UNTYPED = 2;
 const BARE_PEM = 4;
 const PREFIX = '["_fedify","publicKey",';
-/** The character after "," : keys in [PREFIX, UPPER) start with PREFIX. */
-const UPPER = '["_fedify","publicKey"-';
 const BATCH = 500;
 
 /** federation/kv-public-keys.ts storedKeyId, as of this migration. */
@@ -110,18 +108,18 @@ export async function up(db: Kysely<any>): Promise<void> {
     form smallint not null,
     expires_at bigint not null
   )${sql.raw(pg ? "" : " without rowid")}`.execute(db);
-  const bytewise = pg ? sql`key collate "C"` : sql`key`;
-  let after = PREFIX;
+  // Walked in the primary key's own order (a byte-order range would not use
+  // PostgreSQL's index under a non-C collation: a scan of the table per batch);
+  // nearly every row is a cached key anyway.
+  let after = "";
   for (;;) {
-    const rows = (await sql<{ key: string; value: string; expires_at: number | string | null }>`
-      select key, value, expires_at from fedify_kv
-      where ${bytewise} > ${after} and ${bytewise} < ${UPPER}
-      order by ${bytewise} limit ${BATCH}`.execute(db)).rows;
+    const rows = await db.selectFrom("fedify_kv").select(["key", "value", "expires_at"])
+      .where("key", ">", after).orderBy("key").limit(BATCH).execute() as { key: string; value: string; expires_at: number | string | null }[];
     if (rows.length === 0) break;
     after = rows[rows.length - 1]!.key;
     const moved: { key_id: string; owner: string | null; key: Buffer; form: number; expires_at: number }[] = [];
     for (const row of rows) {
-      const keyId = keyIdOf(row.key);
+      const keyId = row.key.startsWith(PREFIX) ? keyIdOf(row.key) : undefined;
       if (keyId === undefined) continue;
       // Entries written before the week's expiry had none: they get it now.
       const expires = row.expires_at === null ? Date.now() + 7 * 24 * 3600_000 : Number(row.expires_at);
