@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../src/db/schema.ts";
-import { jsonText, storedText } from "./kv-public-keys.ts";
+import { type CompactKey, compactKey, jsonText, keyIdOf, keyIdOfStored, keyJson, storedKeyId } from "./kv-public-keys.ts";
 import { prepared } from "../src/db/prepared.ts";
 
 /**
@@ -36,6 +36,13 @@ export const PUBLIC_KEY_CACHE_TTL_MS = 7 * 24 * 3600_000;
 /**
  * Fedify's key–value store (signature/document caches, circuit-breaker state,
  * nonces) in the `fedify_kv` table, on SQLite or PostgreSQL.
+ *
+ * Fedify's cached public keys (`["_fedify","publicKey",keyId]`) that read
+ * back exactly from their compact form live in `fedify_public_keys` instead
+ * (federation/kv-public-keys.ts, migration 0064): one row a member at scale.
+ * A key id has a value in at most one of the two tables: every write to one
+ * removes it from the other (the compact row first, so that a crash between
+ * the two statements leaves the newer value or nothing, never the older).
  *
  * A key is stored as `JSON.stringify(key)`, e.g. `["a","b"]`.  JSON closes
  * every string element with an unescaped `"` followed by `,` or `]`, so the
@@ -72,6 +79,17 @@ export class KyselyKvStore implements KvStore {
     const encoded = encodeKey(key);
     const memoMs = memoMsOf(key);
     const now = Date.now();
+    const keyId = keyIdOf(key);
+    if (keyId !== undefined) {
+      const row = (await readPublicKey(this.#db, keyId)).rows[0];
+      if (row !== undefined) {
+        if (!isExpired(row.expires_at, now)) return JSON.parse(keyJson(keyId, row)) as T;
+        // Expired: gone from both tables (an older value in fedify_kv must not come back).
+        await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).where("expires_at", "<=", now).execute();
+        await this.#db.deleteFrom("fedify_kv").where("key", "=", encoded).execute();
+        return undefined;
+      }
+    }
     if (memoMs > 0) {
       const m = this.#memo.get(encoded);
       if (m !== undefined && now - m.at < memoMs) return m.text === undefined ? undefined : JSON.parse(jsonText(key, m.text)) as T;
@@ -105,7 +123,17 @@ export class KyselyKvStore implements KvStore {
     if (isReceiveIdempotenceKey(key)) this.#receiveKeysWritten = true;
     const now = Date.now();
     const encoded = encodeKey(key);
-    const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: options?.ttl === undefined && encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(options, now) };
+    const row = { key: encoded, value: encodeValue(value), expires_at: options?.ttl === undefined && encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(options, now) };
+    const keyId = keyIdOf(key);
+    if (keyId !== undefined) {
+      const compact = compactKey(keyId, row.value);
+      if (compact !== undefined) {
+        await writePublicKey(this.#db, keyId, compact, row.expires_at ?? now + PUBLIC_KEY_CACHE_TTL_MS, encoded);
+        await this.#maybePurge(now);
+        return;
+      }
+      await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+    }
     const memoMs = memoMsOf(key);
     if (memoMs > 0) {
       // Fedify writes the signature spec an origin accepted after every
@@ -136,14 +164,22 @@ export class KyselyKvStore implements KvStore {
     if (value === undefined) throw new TypeError("setWith stores a value; delete() removes one");
     const now = Date.now();
     const encoded = encodeKey(key);
-    const row = { key: encoded, value: storedText(key, encodeValue(value)), expires_at: encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(undefined, now) };
+    const row = { key: encoded, value: encodeValue(value), expires_at: encoded.startsWith(FEDIFY_PUBLIC_KEY_PREFIX) ? now + PUBLIC_KEY_CACHE_TTL_MS : expiresAt(undefined, now) };
     // Whether or not the transaction commits, the next get() reads the table.
     this.#memo.delete(encoded);
+    const keyId = keyIdOf(key);
+    if (keyId !== undefined) {
+      const compact = compactKey(keyId, row.value);
+      if (compact !== undefined) return writePublicKey(executor, keyId, compact, now + PUBLIC_KEY_CACHE_TTL_MS, encoded);
+      await executor.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+    }
     await upsertWith(executor, row.key, row.value, row.expires_at);
   }
 
   async delete(key: KvKey): Promise<void> {
     this.#memo.delete(encodeKey(key));
+    const keyId = keyIdOf(key);
+    if (keyId !== undefined) await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
     await this.#db.deleteFrom("fedify_kv").where("key", "=", encodeKey(key)).execute();
   }
 
@@ -159,6 +195,9 @@ export class KyselyKvStore implements KvStore {
     // means another writer changed the key.
     this.#memo.delete(encoded);
     const now = Date.now();
+    // Fedify never swaps a public key; should anyone, the swap runs on fedify_kv alone.
+    const keyId = keyIdOf(key);
+    if (keyId !== undefined) await this.#demotePublicKey(keyId, encoded, now);
     if (expectedValue === undefined) {
       await this.#deleteIfExpired(encoded, now);
       if (newValue === undefined) {
@@ -219,11 +258,43 @@ export class KyselyKvStore implements KvStore {
         eb.or([eb("key", "=", exact), eb.and([eb(k, ">=", lower), eb(k, "<", upper)])])
       );
     }
-    const rows = await query.execute();
+    const rows: { key: string; value: string }[] = await query.execute();
+    const keyRows = await this.#listPublicKeys(prefix, now);
+    if (keyRows.length > 0) {
+      const held = new Set(keyRows.map((r) => r.key));
+      rows.splice(0, rows.length, ...rows.filter((r) => !held.has(r.key)), ...keyRows);
+      rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
     for (const row of rows) {
       const key = JSON.parse(row.key) as KvKey;
       yield { key, value: JSON.parse(jsonText(key, row.value)) };
     }
+  }
+
+  /** The live entries of fedify_public_keys under `prefix`, as fedify_kv rows of their JSON. */
+  async #listPublicKeys(prefix: KvKey | undefined, now: number): Promise<{ key: string; value: string }[]> {
+    const path = ["_fedify", "publicKey"] as const;
+    if (prefix !== undefined && (prefix.length > 3 || prefix.some((p, i) => i < 2 && p !== path[i]))) return [];
+    let query = this.#db.selectFrom("fedify_public_keys").select(["key_id", "owner", "key", "form"]).where("expires_at", ">", now);
+    if (prefix?.length === 3) {
+      if (typeof prefix[2] !== "string") return [];
+      query = query.where("key_id", "=", storedKeyId(prefix[2]));
+    }
+    return (await query.execute()).map((r) => {
+      const keyId = keyIdOfStored(r.key_id);
+      return { key: encodeKey([...path, keyId]), value: keyJson(keyId, r) };
+    });
+  }
+
+  /** Moves a compact public key back to fedify_kv as its JSON, with its expiry (for cas). */
+  async #demotePublicKey(keyId: string, encoded: string, now: number): Promise<void> {
+    const row = (await readPublicKey(this.#db, keyId)).rows[0];
+    if (row === undefined) return;
+    await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+    if (isExpired(row.expires_at, now)) return;
+    const value = keyJson(keyId, row);
+    await this.#db.insertInto("fedify_kv").values({ key: encoded, value, expires_at: row.expires_at })
+      .onConflict((oc) => oc.column("key").doUpdateSet({ value, expires_at: row.expires_at })).execute();
   }
 
   /**
@@ -246,6 +317,7 @@ export class KyselyKvStore implements KvStore {
     if (now - this.#lastPurge < PURGE_INTERVAL_MS) return;
     this.#lastPurge = now;
     await this.#db.deleteFrom("fedify_kv").where("expires_at", "<=", now).execute();
+    await this.#db.deleteFrom("fedify_public_keys").where("expires_at", "<=", now).execute();
   }
 }
 
@@ -306,3 +378,30 @@ const upsertWith = prepared<[key: string, value: string, expiresAt: number | nul
   db.insertInto("fedify_kv")
     .values({ key, value, expires_at })
     .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));
+
+const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; form: number; expires_at: number }>((db, keyId) =>
+  db.selectFrom("fedify_public_keys").select(["owner", "key", "form", "expires_at"]).where("key_id", "=", keyId));
+const readPublicKey = (db: Kysely<DB>, keyId: string) => readStoredKey(db, storedKeyId(keyId));
+
+const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>((db, key_id, owner, key, form, expires_at) =>
+  db.insertInto("fedify_public_keys")
+    .values({ key_id, owner, key, form, expires_at })
+    .onConflict((oc) => oc.column("key_id").doUpdateSet((eb) => ({ owner: eb.ref("excluded.owner"), key: eb.ref("excluded.key"), form: eb.ref("excluded.form"), expires_at: eb.ref("excluded.expires_at") }))));
+
+const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedify_kv").where("key", "=", key));
+
+/**
+ * A compact key into fedify_public_keys, and out of fedify_kv (a value cached
+ * there before, or a cached null). PostgreSQL: one statement, one round trip
+ * (the join's fast path writes the follower's key inside its transaction).
+ */
+async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string): Promise<void> {
+  if (db.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`with gone as (delete from fedify_kv where key = ${encoded})
+      insert into fedify_public_keys (key_id, owner, key, form, expires_at) values (${storedKeyId(keyId)}, ${owner}, ${key}, ${form}, ${expiresAt})
+      on conflict (key_id) do update set owner = excluded.owner, key = excluded.key, form = excluded.form, expires_at = excluded.expires_at`.execute(db);
+    return;
+  }
+  await upsertPublicKey(db, storedKeyId(keyId), owner, key, form, expiresAt);
+  await deleteKv(db, encoded);
+}

@@ -5,6 +5,7 @@ import { Temporal } from "@js-temporal/polyfill";
 import type { KvKey, KvStore } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
 import { KyselyKvStore, PUBLIC_KEY_CACHE_TTL_MS } from "../federation/kysely-kv-store.ts";
+import { storedKeyId } from "../federation/kv-public-keys.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 
@@ -84,43 +85,74 @@ for (const d of dialects) {
       assert.ok(Number(await expiry(keyId)) < Date.now() + 1000);
     });
 
-    it("stores Fedify's cached public key without what its key already says, and reads back exactly what Fedify wrote", async () => {
+    it("stores Fedify's cached public key in fedify_public_keys as its bytes, and reads back exactly what Fedify wrote", async () => {
       const { publicKey } = await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, true, ["sign", "verify"]);
       const owner = "https://social.example/users/kim";
       const json = await new CryptographicKey({ id: new URL(`${owner}#main-key`), owner: new URL(owner), publicKey }).toJsonLd();
       const key: KvKey = ["_fedify", "publicKey", `${owner}#main-key`];
-      const raw = async (k: KvKey) => (await database.db.selectFrom("fedify_kv").select("value").where("key", "=", JSON.stringify(k)).executeTakeFirstOrThrow()).value;
+      const kvRow = async (k: KvKey) => (await database.db.selectFrom("fedify_kv").select("value").where("key", "=", JSON.stringify(k)).executeTakeFirst())?.value;
+      const keyRow = async (k: KvKey) => database.db.selectFrom("fedify_public_keys").selectAll().where("key_id", "=", storedKeyId(k[2] as string)).executeTakeFirst();
       await kv.set(key, json);
       assert.deepStrictEqual(await kv.get(key), json);
       assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(json), "the same JSON, member order too");
-      const stored = await raw(key);
-      assert.ok(stored.startsWith("~\n") && stored.length < JSON.stringify(json).length - 200, `compact: ${stored.length} of ${JSON.stringify(json).length} characters`);
+      assert.equal(await kvRow(key), undefined, "not in fedify_kv");
+      const stored = await keyRow(key);
+      // An RSA-2048 key's fixed SubjectPublicKeyInfo header and exponent are not stored: the 256-byte modulus alone, and no owner.
+      assert.equal(stored?.key.length, 256);
+      assert.equal(stored?.owner, null);
+      assert.ok(Number(stored?.expires_at) > Date.now() + PUBLIC_KEY_CACHE_TTL_MS - 60_000, "kept a week");
       assert.deepStrictEqual((await CryptographicKey.fromJsonLd(await kv.get(key)))?.publicKey?.algorithm, publicKey.algorithm);
-      // An RSA-2048 key's fixed SubjectPublicKeyInfo header and exponent are not stored: "!" and the 342 characters between.
-      assert.match(stored, /^~\n![A-Za-z0-9+/]{342}$/);
-      // A value stored before (the whole base64 body) still reads back as it was.
-      const pem = (json as { publicKeyPem: string }).publicKeyPem;
-      await database.db.updateTable("fedify_kv").set({ value: `~\n${pem.slice(27, -25).replaceAll("\n", "")}` }).where("key", "=", JSON.stringify(key)).execute();
-      assert.equal(JSON.stringify(await kv.get(key)), JSON.stringify(json), "a whole body written before reads back the same");
-      await kv.set(key, json);
       const listed = [];
       for await (const e of kv.list(["_fedify", "publicKey"])) listed.push(e);
       assert.deepStrictEqual(listed.find((e) => e.key[2] === key[2])?.value, json);
-      assert.equal(await kv.cas(key, json, json), true, "cas compares the value, not its stored form");
+      assert.deepStrictEqual((await collect(kv, key))[JSON.stringify(key)], json, "listed under its own key");
+      assert.ok(JSON.stringify(key) in (await collect(kv)), "listed with everything");
 
-      // An owner other than the key id's document, another shape, a cached null: stored as given, read back the same.
+      // An owner other than the key id's document (GoToSocial's /main-key): the owner kept.
       const elsewhere: KvKey = ["_fedify", "publicKey", "https://keys.example/k/1"];
       const other = { ...(json as Record<string, unknown>), id: elsewhere[2] };
       await kv.set(elsewhere, other);
       assert.deepStrictEqual(await kv.get(elsewhere), other);
-      assert.ok((await raw(elsewhere)).startsWith(`~${owner}\n`));
+      assert.equal((await keyRow(elsewhere))?.owner, owner);
+      // Another shape or a cached null: stored in fedify_kv as given, and read back the same.
       const extra: KvKey = ["_fedify", "publicKey", "https://social.example/users/lee#main-key"];
       const odd = { ...(json as Record<string, unknown>), id: extra[2], owner: "https://social.example/users/lee", name: "with a name" };
       await kv.set(extra, odd);
       assert.deepStrictEqual(await kv.get(extra), odd);
-      assert.ok((await raw(extra)).startsWith("{"), "a shape it does not know is kept as JSON");
-      await kv.set(extra, null, { ttl: ms(60_000) });
-      assert.equal(await kv.get(extra), null);
+      assert.ok((await kvRow(extra))?.startsWith("{"), "a shape it does not know is kept as JSON");
+      assert.equal(await keyRow(extra), undefined);
+      // A key id holds one value: a null replaces a compact key and a key replaces a null, whichever table each lives in.
+      await kv.set(key, null, { ttl: ms(60_000) });
+      assert.equal(await kv.get(key), null);
+      assert.equal(await keyRow(key), undefined);
+      await kv.set(key, json);
+      assert.equal(await kvRow(key), undefined);
+      assert.deepStrictEqual(await kv.get(key), json);
+      // cas compares values, wherever stored; afterwards the value reads the same.
+      assert.equal(await kv.cas(key, json, json), true, "cas compares the value, not its stored form");
+      assert.deepStrictEqual(await kv.get(key), json);
+      await kv.set(key, json);
+      await kv.delete(key);
+      assert.equal(await kv.get(key), undefined);
+      assert.equal(await keyRow(key), undefined);
+      assert.equal(await kvRow(key), undefined);
+    });
+
+    it("a rotated key replaces the cached one, and an expired one is gone from both tables", async () => {
+      const gen = async () => (await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, true, ["sign", "verify"])).publicKey;
+      const owner = "https://social.example/users/rot";
+      const key: KvKey = ["_fedify", "publicKey", `${owner}#main-key`];
+      const old = await new CryptographicKey({ id: new URL(key[2] as string), owner: new URL(owner), publicKey: await gen() }).toJsonLd();
+      const rotated = await new CryptographicKey({ id: new URL(key[2] as string), owner: new URL(owner), publicKey: await gen() }).toJsonLd();
+      await kv.set(key, old);
+      await kv.set(key, rotated);
+      assert.deepStrictEqual(await kv.get(key), rotated);
+      // An older value left in fedify_kv (before 0064, or by an older process) never comes back once the compact one expires.
+      await database.db.insertInto("fedify_kv").values({ key: JSON.stringify(key), value: JSON.stringify(old), expires_at: null }).execute();
+      assert.deepStrictEqual(await kv.get(key), rotated, "the compact row wins");
+      await database.db.updateTable("fedify_public_keys").set({ expires_at: Date.now() - 1 }).where("key_id", "=", storedKeyId(key[2] as string)).execute();
+      assert.equal(await kv.get(key), undefined);
+      assert.equal(await kv.get(key), undefined, "and stays gone");
     });
 
     it("with every inbox queued, answers Fedify's receive-side idempotence check without a read, until such a key is written", async () => {

@@ -229,6 +229,18 @@ export interface FedifyKvTable {
   expires_at: number | null;
 }
 
+/** Fedify's cached public keys in compact form (migration 0064, federation/kv-public-keys.ts). */
+export interface FedifyPublicKeysTable {
+  key_id: string;
+  /** null when it is the key id's document (the key id up to "#"). */
+  owner: string | null;
+  /** DER SubjectPublicKeyInfo, or an RSA-2048 key's 256-byte modulus alone. */
+  key: Uint8Array;
+  /** Which JSON it reads back as (FORM_* in federation/kv-public-keys.ts). */
+  form: number;
+  expires_at: number;
+}
+
 export interface FedifyMqTable {
   id: Generated<number>;
   queue: string;
@@ -499,6 +511,7 @@ export interface DB {
   inbox_claims: InboxClaimsTable;
   instance_settings: InstanceSettingsTable;
   fedify_kv: FedifyKvTable;
+  fedify_public_keys: FedifyPublicKeysTable;
   fedify_mq: FedifyMqTable;
   fedify_mq_dead: FedifyMqDeadTable;
   fedify_mq_done: FedifyMqDoneTable;
