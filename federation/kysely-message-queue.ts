@@ -27,6 +27,12 @@ export interface DurationLike {
 export interface KyselyEnqueueOptions {
   readonly delay?: DurationLike;
   readonly orderingKey?: string;
+  /**
+   * A delivery whose activity goes to this one recipient only (a join's
+   * Accept and welcome): the activity stays in the message's row (its keys
+   * are still left out), with no payload row to write and read back.
+   */
+  readonly inlineActivity?: boolean;
 }
 
 export interface KyselyMessageQueueOptions {
@@ -436,7 +442,7 @@ export class KyselyMessageQueue implements MessageQueue {
     const now = Date.now();
     const delay = options?.delay === undefined ? 0 : Math.ceil(options.delay.total("millisecond"));
     if (!(delay >= 0)) throw new RangeError(`delay must not be negative, got ${delay} ms`);
-    const stored = this.#splits ? split(message) : { text: encodeMessage(message), payload: null };
+    const stored = this.#splits ? split(message, options?.inlineActivity === true) : { text: encodeMessage(message), payload: null };
     if (stored.payload !== null) into.payloads.set(stored.payload.id, stored.payload);
     const row: NewRow = {
       queue: this.name,

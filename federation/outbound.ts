@@ -43,7 +43,8 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
       if (direct && intent.kind === "member.join" && options?.notBefore === undefined) {
         const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID(), options?.known);
         if (deliveries) {
-          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch });
+          // Each activity goes to this member alone: kept in its message's row, no payload row to write and read back.
+          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch, inlineActivity: true });
           return;
         }
       }

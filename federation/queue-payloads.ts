@@ -63,12 +63,21 @@ function isDelivery(message: unknown): message is DeliveryLike & { activity: obj
   return m?.type === "outbox" && typeof m.activity === "object" && m.activity !== null && Array.isArray(m.keys);
 }
 
-/** The stored form of a message: deliveries without their activity and private keys. */
-export function split(message: unknown): Split {
+/**
+ * The stored form of a message: deliveries without their private keys, and
+ * without their activity unless `inline` (an activity for one recipient,
+ * which no other message shares: a payload row would be written and read
+ * back for it alone).
+ */
+export function split(message: unknown, inline = false): Split {
   if (!isDelivery(message)) {
     const text = JSON.stringify(message);
     if (text === undefined) throw new TypeError(`the queue cannot store a message of type ${typeof message}`);
     return { text, payload: null };
+  }
+  if (inline) {
+    const { keys, ...rest } = message;
+    return { text: JSON.stringify({ ...rest, keys: keys.map((k) => ({ keyId: k.keyId })) }), payload: null };
   }
   const payload = payloadOf(message.activity);
   const { activity: _activity, keys, ...rest } = message;
@@ -100,7 +109,11 @@ export class Rejoiner {
   async rejoin(text: string): Promise<unknown> {
     const message = JSON.parse(text) as DeliveryLike;
     const payloadId = message?.[PAYLOAD_FIELD];
-    if (typeof payloadId !== "string") return message;
+    if (typeof payloadId !== "string") {
+      // Stored with its activity inline (split's `inline`): only the keys to put back.
+      if (!isDelivery(message) || message.keys.every((k) => k.privateKey !== undefined)) return message;
+      return { ...message, keys: await Promise.all(message.keys.map(async (k) => ({ keyId: k.keyId, privateKey: await this.#key(k.keyId) }))) };
+    }
     const { [PAYLOAD_FIELD]: _ref, keys, ...rest } = message;
     return {
       ...rest,

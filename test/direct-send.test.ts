@@ -94,7 +94,7 @@ for (const d of dialects) {
     let peer: Awaited<ReturnType<typeof recordingPeer>>;
     let group: Group;
     before(async () => {
-      peer = await recordingPeer(["lead", "ann", "ben", "cat"]);
+      peer = await recordingPeer(["lead", "ann", "ben", "cat", "dan"]);
       tdb = await d.create();
       // Fast queue retries, and few: the dead-letter case below must not take minutes.
       m = await startMuster(tdb, { muster: { queue: { pollIntervalMs: 50, retryBaseDelayMs: 100, maxAttempts: 3 } } });
@@ -138,6 +138,24 @@ for (const d of dialects) {
       assert.match(note.content, /Your own invite link/);
       assert.ok(peer.posts.indexOf(accept) < peer.posts.indexOf(welcome), "the Accept arrives before the welcome");
       assert.equal((await findMemberByActor(m.muster.database.db, (await m.muster.database.db.selectFrom("unions").select("id").executeTakeFirstOrThrow()).id, peer.actorId("ann").href))?.state, "active");
+    });
+
+    it("a join's Accept and welcome keep their activities in their own queue rows: no payload row written or read, and both arrive with their ids", async () => {
+      const db = m.muster.database.db;
+      const payloads = async () => Number((await db.selectFrom("fedify_mq_payloads").select((e) => e.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+      const before = await payloads();
+      const f = await follow("dan");
+      const [accept, welcome] = await eventually(async () => {
+        const a = postsOf("dan", "Accept").find((p) => p.status === 202);
+        const w = postsOf("dan", "Create").find((p) => p.status === 202);
+        return a && w ? [a, w] as const : undefined;
+      }, "dan's Accept and welcome");
+      assert.equal(await payloads(), before, "no payload row for one recipient's activities");
+      assert.equal((accept.body.object as { id: string }).id, f.id!.href);
+      assert.match(String(accept.body.id), /\/u\/riders\/activities\//);
+      assert.match(String(welcome.body.id), /\/u\/riders\/activities\//);
+      assert.notEqual(accept.body.id, welcome.body.id);
+      assert.equal(postsOf("dan", "Accept").length + postsOf("dan", "Create").length, 2, "each once");
     });
 
     it("a failed delivery is retried by Fedify's handler and arrives, once", async () => {

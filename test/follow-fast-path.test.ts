@@ -44,7 +44,8 @@ for (const d of dialects) {
     const sharedInbox = () => new URL("/inbox", m.origin);
     const member = (name: string) => findMemberByActor(db(), riders.id, actor(name));
     const recorded = (id: string) => db().selectFrom("inbox_activities").selectAll().where("id", "=", id).execute();
-    const queued = async (id: string) => Number((await db().selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("message", "like", `%${id}%`).executeTakeFirstOrThrow()).n);
+    // The inbox lane's messages only: the Accept queued in the outbox lane embeds the Follow (its activity is kept in its row).
+    const queued = async (id: string) => Number((await db().selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n")).where("queue", "=", "inbox").where("message", "like", `%${id}%`).executeTakeFirstOrThrow()).n);
     const accepts = async (followId: string) => {
       let n = 0;
       for (const a of peer.received) if (a instanceof Accept && (await a.getObject({ crossOrigin: "trust" }))?.id?.href === followId) n++;

@@ -61,6 +61,22 @@ for (const d of dialects) {
       for (const s of settledWith) assert.deepEqual(s, [...ids].sort(), "each settled once all five were committed");
     });
 
+    it("joins arriving in separate callbacks of one event-loop turn share one transaction", async () => {
+      // As Follows whose actor fetches answer in the same turn: each reaches the group commit from its own I/O callback.
+      // On SQLite a join's statements run between microtasks, so without waiting a turn the first committed before the second arrived.
+      const commit = joinCommit(database.db);
+      const ids = [id(), id(), id()];
+      const seen: Kysely<DB>[] = [];
+      await Promise.all(ids.map((activity) => new Promise<void>((resolve, reject) => {
+        setTimeout(() => void commit(async (trx) => {
+          seen.push(trx);
+          await record(trx, activity);
+        }).then(resolve, reject), 0);
+      })));
+      assert.equal(new Set(seen).size, 1, "one transaction for the three");
+      assert.deepEqual(await committed(ids), [...ids].sort());
+    });
+
     it("a failing join rolls back its own writes only, and is told after the others committed", async () => {
       const commit = joinCommit(database.db);
       const [a, b, c] = [id(), id(), id()];
