@@ -8,7 +8,7 @@ import type { ThreadInit, ThreadResult, ToThread } from "./delivery-threads.ts";
  * A delivery thread (delivery-threads.ts): signs and POSTs the deliveries the
  * batch sender hands it, and says how each went. It holds no database and no
  * queue: the main thread claims, decides and settles. The private keys come
- * once each, as non-extractable CryptoKeys, and bodies once per activity;
+ * once each, as node:crypto KeyObjects, and bodies once per activity;
  * a delivery names them by handle. Every POST goes through this thread's own
  * guarded dispatcher under the rule the main thread sent with it (the
  * private-address rule after DNS, timeouts, 2 MiB).

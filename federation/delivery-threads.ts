@@ -14,9 +14,10 @@ import type { Body, SigningKey, Spec } from "./delivery-sign.ts";
  * failure, and a crash of the process leaves the leases to run out as
  * before.
  *
- * What crosses to a thread: a private key once per thread, as a
- * non-extractable CryptoKey (structured clone; never a JWK, never in a
- * delivery), an activity's body once per thread, and per delivery only its
+ * What crosses to a thread: a private key once per thread, as a node:crypto
+ * KeyObject (the batch sender's; a CryptoKey works too), by structured clone,
+ * never as a JWK and never in a delivery; an activity's body once per
+ * thread; and per delivery only its
  * inbox, the handles of its key and body, the spec, and the private-address
  * rule of the Muster it belongs to.
  */
