@@ -1,3 +1,4 @@
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import { importJwk, signRequest } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
@@ -87,6 +88,8 @@ export class BatchDeliverer {
   /** Imported private keys by JWK object (shared by a fan-out's messages) and, for whole messages, by key id and modulus. */
   readonly #keysByJwk = new WeakMap<object, Promise<CryptoKey>>();
   readonly #keysById = new Map<string, Promise<CryptoKey>>();
+  /** The same keys as node:crypto KeyObjects, which the delivery threads sign with (delivery-sign.ts SigningKey). */
+  readonly #keyObjects = new WeakMap<CryptoKey, KeyObject>();
   /** This sender's counters; processStats adds up every sender's in the process. */
   readonly stats = { sent: 0, fallback: 0, knocks: 0 };
 
@@ -166,7 +169,7 @@ export class BatchDeliverer {
     const body = this.#body(message.activity);
     if (this.#threads !== undefined && onThread(message, this.#threadShared)) {
       const r = await this.#threads.send({
-        inbox, key: privateKey, keyId: rsa.keyId, body, spec,
+        inbox, key: this.#keyObject(privateKey, rsa.privateKey), keyId: rsa.keyId, body, spec,
         // See #post.
         reset: message.sharedInbox === true,
         // The rule of the Muster whose queue this is (its listeners run in its context).
@@ -229,6 +232,16 @@ export class BatchDeliverer {
       this.#bodies.set(activity, b);
     }
     return b;
+  }
+
+  /** One KeyObject per imported key (so one handle, and one copy per thread), made from the JWK it was imported from. */
+  #keyObject(imported: CryptoKey, jwk: JsonWebKey): KeyObject {
+    let k = this.#keyObjects.get(imported);
+    if (k === undefined) {
+      k = createPrivateKey({ key: jwk as import("node:crypto").JsonWebKey, format: "jwk" });
+      this.#keyObjects.set(imported, k);
+    }
+    return k;
   }
 
   #importKey(keyId: string, jwk: JsonWebKey): Promise<CryptoKey> {

@@ -168,10 +168,22 @@ interface Claimed extends Row {
   readonly handoff?: Handoff;
   /** MUSTER_QUEUE_TRACE: claimed by a settle's handoff rather than a claim. */
   readonly handedOff?: boolean;
+  /** The listener that claimed it, asked (on SQLite) whether to claim more in the transaction that settles it (#flushCompletions). */
+  readonly refill?: Refill;
 }
 
 /** Starts handling messages a settle claimed for the listener; false when it has stopped. */
 type Handoff = (claimed: Claimed[]) => boolean;
+
+/**
+ * A listener's side of claiming in a settle's transaction (SQLite): how many
+ * messages it would claim once `settling` of its own are settled (0: none),
+ * and where the claimed ones start.
+ */
+interface Refill {
+  want(settling: number): number;
+  start(claimed: Claimed[], asked: number): void;
+}
 
 // In-process enqueue wakes listeners on the same connection pool at once;
 // other pools and processes hear about it through NOTIFY (PostgreSQL) or
@@ -311,9 +323,18 @@ const insertNotifyingStatement = prepared<[...InsertArgs, notice: string], never
 const insertPayloadStatement = prepared<[id: string, body: string, createdAt: number], never>((db, id, body, created_at) =>
   db.insertInto("fedify_mq_payloads").values({ id, body, created_at }).onConflict((oc) => oc.column("id").doNothing()));
 
-/** Deletes a handled message if this claim still holds it (SQLite's settle, a statement per message in one transaction). */
-const settleStatement = prepared<[number, string], never>((db, id, token) =>
-  db.deleteFrom("fedify_mq").where("id", "=", id).where("lease_owner", "=", token));
+/**
+ * Deletes the handled messages (ids as a JSON array) that this claim still
+ * holds: SQLite's settle, one statement per claim in the settled batch. A
+ * statement per message was most of the main thread's database time in a
+ * fan-out to personal inboxes (10^5 DELETEs, each through Kysely's
+ * executor and the driver's write lock).
+ */
+const settleStatement = prepared<[string, string], { id: number }>((db, ids, token) =>
+  db.deleteFrom("fedify_mq")
+    .where("lease_owner", "=", token)
+    .where("id", "in", (eb) => eb.selectFrom(sql<{ value: number }>`json_each(${ids})`.as("j")).select("j.value"))
+    .returning("id") as never);
 
 
 const log = logger("queue");
@@ -669,12 +690,32 @@ export class KyselyMessageQueue implements MessageQueue {
     // nothing).
     const handoff: Handoff = (rows) => {
       if (signal.aborted) return false;
-      start(rows.map((row) => ({ ...row, handoff, ...(TRACE ? { handedOff: true } : {}) })));
+      start(rows.map((row) => ({ ...row, handoff, refill, ...(TRACE ? { handedOff: true } : {}) })));
       return true;
     };
     // An interactive lane's messages, from claim to settle, hold the
     // process's bulk lanes back (queue-priority.ts).
     const interactive = this.#rank !== undefined && !this.#rank.bulk ? this.#rank.priority : undefined;
+    // On SQLite a busy lane claims in the transaction that settles its
+    // finished messages, as the slots they free: one commit instead of two,
+    // and the index pages both touch (the ordering key's, the claim
+    // order's) written to the WAL once. In a fan-out to personal inboxes the
+    // claim's own commit and page writes were the costliest statement of the
+    // main thread after the settle's.
+    const refill: Refill | undefined = this.#database.dialect !== "sqlite" ? undefined : {
+      want: (settling) => {
+        if (signal.aborted || !more) return 0;
+        // A bulk lane yielding to interactive work claims through the loop
+        // below, which waits for it (queue-priority.ts).
+        if (this.#rank?.bulk && this.#rank.priority.busy) return 0;
+        const free = limit - inFlight.size + settling;
+        return free >= claimBatch ? free : 0;
+      },
+      start: (claimed, asked) => {
+        more = claimed.length === asked;
+        start(claimed);
+      },
+    };
     const start = (claimed: Claimed[]) => {
       interactive?.begin(claimed.length);
       const tasks = this.#batch !== undefined && claimed.length > 0 ? this.#deliverBatch(claimed, handler, admit, signal) : claimed.map((message) => this.#deliver(message, handler));
@@ -715,7 +756,7 @@ export class KyselyMessageQueue implements MessageQueue {
           // now: their next claim would otherwise go first.
           interactive?.begin();
           try {
-            claimed = await this.#claim(free, !more, handoff);
+            claimed = await this.#claim(free, !more, handoff, refill);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           } finally {
@@ -770,7 +811,7 @@ export class KyselyMessageQueue implements MessageQueue {
    * rows another claimer has locked; on SQLite an UPDATE holds the database's
    * single write lock from start to end, across processes too.
    */
-  async #claim(limit: number, probe: boolean, handoff?: Handoff): Promise<Claimed[]> {
+  async #claim(limit: number, probe: boolean, handoff?: Handoff, refill?: Refill): Promise<Claimed[]> {
     const { db, dialect } = this.#database;
     const now = Date.now();
     // On SQLite a lane with nothing ready is told by a read, which takes no
@@ -792,7 +833,15 @@ export class KyselyMessageQueue implements MessageQueue {
       claimCounts[this.name]![0]++;
       claimCounts[this.name]![1] += rows.length;
     }
-    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff }));
+    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff, refill }));
+  }
+
+  /** #claim's UPDATE on SQLite inside the caller's transaction (#flushCompletions). */
+  async #claimSqlite(trx: Kysely<DB>, limit: number, refill: Refill): Promise<Claimed[]> {
+    const now = Date.now();
+    const token = `${this.workerId}#${++this.#claims}`;
+    const { rows } = await claimStatement(trx, this.name, now, limit, token, now + this.#leaseMs);
+    return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, refill }));
   }
 
   /**
@@ -901,6 +950,7 @@ export class KyselyMessageQueue implements MessageQueue {
     while (this.#completions.length > 0) {
       const batch = this.#completions.splice(0, INSERT_CHUNK);
       let ordered = batch.some((c) => c.claimed.ordering_key !== null);
+      const refills: [Refill, Claimed[], number][] = [];
       try {
         const lost = this.#database.dialect === "postgres" ? await this.#settlePostgres(batch.map((c) => c.claimed)).then((r) => {
           ordered = r.waiting;
@@ -908,18 +958,36 @@ export class KyselyMessageQueue implements MessageQueue {
         }) : await this.#database.db.transaction().execute(async (trx) => {
           const notMine: Claimed[] = [];
           const done: string[] = [];
+          const byClaim = new Map<string, Claimed[]>();
           for (const { claimed } of batch) {
-            const deleted = await settleStatement(trx, claimed.id, claimed.token);
-            if (Number(deleted.numAffectedRows ?? 0) === 0) notMine.push(claimed);
-            else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
+            const same = byClaim.get(claimed.token);
+            if (same === undefined) byClaim.set(claimed.token, [claimed]);
+            else same.push(claimed);
+          }
+          for (const [token, claims] of byClaim) {
+            const { rows } = await settleStatement(trx, JSON.stringify(claims.map((c) => c.id)), token);
+            const deleted = new Set(rows.map((r) => Number(r.id)));
+            for (const claimed of claims) {
+              if (!deleted.has(claimed.id)) notMine.push(claimed);
+              else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
+            }
           }
           if (done.length > 0) {
             const at = Date.now();
             await trx.insertInto("fedify_mq_done").values([...new Set(done)].map((dedupe_key) => ({ dedupe_key, done_at: at })))
               .onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
           }
+          // Claimed after the deletes, so the messages behind these ones' ordering keys may be among them.
+          const settling = new Map<Refill, number>();
+          for (const { claimed } of batch) if (claimed.refill !== undefined) settling.set(claimed.refill, (settling.get(claimed.refill) ?? 0) + 1);
+          for (const [refill, n] of settling) {
+            const asked = refill.want(n);
+            if (asked > 0) refills.push([refill, await this.#claimSqlite(trx, asked, refill), asked]);
+          }
           return notMine;
         });
+        // Started only once committed (a rolled-back claim leased nothing), before the settled ones leave their slots.
+        for (const [refill, claimed, asked] of refills) refill.start(claimed, asked);
         for (const claimed of lost) {
           log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
         }

@@ -2,8 +2,8 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createHash } from "node:crypto";
-import { CircuitBreaker, createFederation, generateCryptoKeyPair, MemoryKvStore, signRequest, verifyRequest } from "@fedify/fedify";
+import { createHash, createPrivateKey, type JsonWebKey as NodeJwk } from "node:crypto";
+import { CircuitBreaker, createFederation, exportJwk, generateCryptoKeyPair, MemoryKvStore, signRequest, verifyRequest } from "@fedify/fedify";
 import { processStats, signedHeaders } from "../federation/batch-delivery.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { composeAction } from "../src/actions/actions.ts";
@@ -95,6 +95,9 @@ describe("the batch sender's signature headers", () => {
       spec, currentTime: Temporal.Instant.fromEpochMilliseconds(now),
     });
     assert.deepEqual(Object.fromEntries(Object.entries(ours).sort()), Object.fromEntries([...fedify.headers].sort()));
+    // The delivery threads sign with node:crypto's KeyObject of the same key: the same bytes (RSASSA-PKCS1-v1_5 is deterministic).
+    const keyObject = createPrivateKey({ key: await exportJwk(privateKey) as NodeJwk, format: "jwk" });
+    assert.deepEqual(await signedHeaders(inbox, keyObject, keyId, body, spec, now), ours);
   });
 });
 

@@ -625,7 +625,7 @@ for (const d of dialects) {
       assert.deepEqual(notices.slice(beforeSettle), [], "no NOTIFY woke the other worker for the welcome");
     });
 
-    it("a settle hands the next messages of several ordering keys to the batch sender as one batch", { skip: d.name === "sqlite" && "SQLite's settle claims nothing; its listener claims again" }, async (t) => {
+    it("a settle hands the next messages of several ordering keys to the batch sender as one batch", { skip: d.name === "sqlite" && "SQLite's settle claims for its own listener's free slots (refill), not the next message of each ordering key" }, async (t) => {
       const h = harness(t);
       const name = uniqueName("handoff-batch");
       const database = h.open();
@@ -645,6 +645,44 @@ for (const d of dialects) {
       h.listen(new KyselyMessageQueue(database, { ...FAST, name, pollIntervalMs: 3_600_000, batch }), () => {});
       await waitFor("every message sent", () => batches.flat().length === servers.length * 2);
       assert.deepEqual(batches.map((b) => b.map((m) => m.n)), [[1, 1, 1, 1], [2, 2, 2, 2]], "the second messages of the four keys went as one batch");
+    });
+
+    it("a busy lane on SQLite claims in the transaction that settles its finished messages, each message still handled once and in its key's order", { skip: d.name !== "sqlite" && "PostgreSQL's settle hands over the next message of its ordering key instead" }, async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const name = uniqueName("refill");
+      const count = 240;
+      const producer = new KyselyMessageQueue(database, { name });
+      // Six ordering keys, as a fan-out's servers: each key's messages one at a time, in order.
+      await Promise.all(Array.from({ length: count }, (_, i) => producer.enqueue({ i, key: i % 6 }, { orderingKey: `k${i % 6}` })));
+      // Every claim the database runs, and whether it ran inside a transaction.
+      const claims: boolean[] = [];
+      const scratch = new (await import("better-sqlite3")).default(":memory:");
+      const Statement = Object.getPrototypeOf(scratch.prepare("select 1")) as { all: (...a: unknown[]) => unknown };
+      scratch.close();
+      const all = Statement.all;
+      Statement.all = function (this: { source: string; database: { inTransaction: boolean } }, ...args: unknown[]) {
+        if (/^update "fedify_mq" set "lease_owner"/.test(this.source)) claims.push(this.database.inTransaction);
+        return all.apply(this, args);
+      };
+      t.after(() => {
+        Statement.all = all;
+      });
+      const handled: { i: number; key: number }[] = [];
+      h.listen(new KyselyMessageQueue(database, { ...FAST, name, concurrency: 6 }), async (m: { i: number; key: number }) => {
+        handled.push(m);
+        await sleep(1);
+      });
+      await waitFor("every message", () => handled.length >= count);
+      await waitFor("the table to drain", async () => (await rows(database, name)).length === 0);
+      assert.equal(handled.length, count);
+      assert.equal(new Set(handled.map((m) => m.i)).size, count, "each message once");
+      for (let key = 0; key < 6; key++) {
+        const order = handled.filter((m) => m.key === key).map((m) => m.i);
+        assert.deepEqual(order, [...order].sort((a, b) => a - b), `key ${key} in order`);
+      }
+      const inSettle = claims.filter(Boolean).length;
+      assert.ok(inSettle > claims.length / 2, `most claims ran in a settle's transaction: ${inSettle} of ${claims.length}`);
     });
 
     it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
