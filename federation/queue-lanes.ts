@@ -75,6 +75,8 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
     name,
     concurrency: concurrency[name],
     batch: batched(name) ? options.batch : undefined,
+    // Each single delivery has an activity of its own (a join's Accept, its welcome): read with its claim.
+    payloadsWithClaim: name === "outbox",
   })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,

@@ -97,14 +97,15 @@ export class Rejoiner {
     this.#resolveKey = resolveKey;
   }
 
-  async rejoin(text: string): Promise<unknown> {
+  /** `body`: the activity's stored text when the claim returned it (no read then). */
+  async rejoin(text: string, body?: string | null): Promise<unknown> {
     const message = JSON.parse(text) as DeliveryLike;
     const payloadId = message?.[PAYLOAD_FIELD];
     if (typeof payloadId !== "string") return message;
     const { [PAYLOAD_FIELD]: _ref, keys, ...rest } = message;
     return {
       ...rest,
-      activity: await this.#activity(payloadId),
+      activity: typeof body === "string" ? this.#parsed(payloadId, body) : await this.#activity(payloadId),
       keys: await Promise.all((keys ?? []).map(async (k) => ({ keyId: k.keyId, privateKey: await this.#key(k.keyId) }))),
     };
   }
@@ -123,8 +124,14 @@ export class Rejoiner {
     if (cached !== undefined) return cached;
     const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
     if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
-    const activity = JSON.parse(row.body) as object;
-    hashed.set(activity, { id, body: row.body });
+    return this.#parsed(id, row.body);
+  }
+
+  #parsed(id: string, body: string): object {
+    const cached = this.#activities.get(id);
+    if (cached !== undefined) return cached;
+    const activity = JSON.parse(body) as object;
+    hashed.set(activity, { id, body });
     // A handful of fan-outs run at once; keep the newest few.
     if (this.#activities.size >= 32) this.#activities.delete(this.#activities.keys().next().value!);
     this.#activities.set(id, activity);
