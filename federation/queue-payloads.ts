@@ -88,6 +88,7 @@ export class Rejoiner {
   readonly #db: Kysely<DB>;
   readonly #resolveKey: KeyResolver | undefined;
   readonly #activities = new Map<string, object>();
+  readonly #reading = new Map<string, Promise<object>>();
   // One entry per signing actor; a busy server signs for a few hundred unions at most.
   readonly #keys = new HeldPromises<JsonWebKey>({ ttlMs: KEY_TTL_MS, max: 1000 });
   #keysGeneration = 0;
@@ -122,9 +123,21 @@ export class Rejoiner {
   async #activity(id: string): Promise<object> {
     const cached = this.#activities.get(id);
     if (cached !== undefined) return cached;
-    const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
-    if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
-    return this.#parsed(id, row.body);
+    // A claimed batch of a fan-out's deliveries names one activity: one read for all of them, not one each.
+    let reading = this.#reading.get(id);
+    if (reading === undefined) {
+      reading = (async () => {
+        try {
+          const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
+          if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
+          return this.#parsed(id, row.body);
+        } finally {
+          this.#reading.delete(id);
+        }
+      })();
+      this.#reading.set(id, reading);
+    }
+    return reading;
   }
 
   #parsed(id: string, body: string): object {
