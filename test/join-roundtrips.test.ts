@@ -23,7 +23,8 @@ async function statementsDuring<T>(fn: () => Promise<T>): Promise<{ value: T; st
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     const first = args[0];
     const text = (typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "?").replace(/\s+/g, " ").trim();
-    if (((first as { pipelined?: number } | null)?.pipelined ?? 0) > 0) statements[statements.length - 1] += `;\n${text}`;
+    // A BEGIN goes out with the statement after it (database.ts): that statement's round trip.
+    if (((first as { pipelined?: number } | null)?.pipelined ?? 0) > 0) statements[statements.length - 1] = statements[statements.length - 1] === "begin" ? text : `${statements[statements.length - 1]};\n${text}`;
     else statements.push(text);
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;

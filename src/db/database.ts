@@ -146,9 +146,33 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
 class LastResultClient extends pg.Client {
   readonly #names = new Set<string>();
 
+  /** A transaction's BEGIN not sent yet: it goes out with the transaction's first statement. */
+  #beginPending = false;
+
   // pg.Client's query is heavily overloaded; only a promise of an array of results is changed.
   override query(...args: unknown[]): never {
     const first = args[0];
+    // Kysely's BEGIN (a bare "begin", no values) is answered at once and sent in one pipeline with the
+    // statement after it: a transaction costs a round trip less (every join, every group commit).
+    // Whatever follows (COMMIT or ROLLBACK included) runs in it as if BEGIN had been sent alone first.
+    if (first === "begin" && !this.#beginPending && (args.length === 1 || (Array.isArray(args[1]) && args[1].length === 0))) {
+      this.#beginPending = true;
+      return Promise.resolve({ command: "BEGIN", rowCount: null, rows: [], fields: [] }) as never;
+    }
+    if (this.#beginPending) {
+      this.#beginPending = false;
+      const begin = { text: "begin", values: [] };
+      const values = Array.isArray(args[1]) ? args[1] as unknown[] : undefined;
+      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([begin, ...first.statements])) as never;
+      if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([begin, { text: first, values: values ?? [] }])) as never;
+      const config = first as { name?: unknown; text?: unknown; values?: unknown } | null;
+      if (args.length <= 2 && typeof config?.text === "string" && (config.name === undefined || typeof config.name === "string") && (values !== undefined || config.values === undefined || Array.isArray(config.values))) {
+        return this.#pipelined(new Pipeline([begin, { text: config.text, values: values ?? (config.values as unknown[] | undefined) ?? [], ...(typeof config.name === "string" ? { name: config.name } : {}) }])) as never;
+      }
+      // Any other form: BEGIN alone first (pg sends queued queries in order).
+      // (A BEGIN fails only with the connection, which fails the query after it too.)
+      ((super.query as (...a: unknown[]) => unknown)("begin") as Promise<unknown>).catch(() => {});
+    }
     if (first instanceof Pipeline) return this.#pipelined(first) as never;
     if (typeof first === "object" && first !== null && typeof (first as { name?: unknown }).name === "string") args[0] = this.#bounded(first as { name: string; text: string });
     const r = (super.query as (...a: unknown[]) => unknown)(...args);
