@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { sql } from "kysely";
+import pgClient from "pg";
 import { openDatabase } from "../src/db/database.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { createUnion } from "../src/unions/unions.ts";
@@ -36,5 +37,48 @@ describe("a join's statements on PostgreSQL are prepared once per connection", {
       await database.close();
       await tdb.destroy();
     }
+  });
+});
+
+describe("a transaction on PostgreSQL sends its BEGIN with its first statement", { skip: pg.skip }, () => {
+  it("one round trip for BEGIN and the first statement, the same outcome: committed, rolled back, or failed on its first statement", async (t) => {
+    const tdb = await pg.create();
+    const database = openDatabase(tdb.url, { poolSize: 1 });
+    t.after(async () => {
+      await database.close();
+      await tdb.destroy();
+    });
+    const { db } = database;
+    await sql`create table probe (n integer primary key)`.execute(db);
+    let trips = 0;
+    const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
+    pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
+      if (((args[0] as { pipelined?: number } | null)?.pipelined ?? 0) === 0) trips++;
+      return query.apply(this, args);
+    } as typeof pgClient.Client.prototype.query;
+    try {
+      await db.transaction().execute(async (trx) => {
+        await sql`insert into probe (n) values (${1})`.execute(trx);
+        await sql`insert into probe (n) values (${2})`.execute(trx);
+      });
+    } finally {
+      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
+    }
+    // BEGIN + the first insert, the second insert, COMMIT (was four).
+    assert.equal(trips, 3);
+    // A rollback after writes, and a first statement that fails: nothing is kept, and the connection serves on.
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${3})`.execute(trx);
+      throw new Error("changed my mind");
+    }), /changed my mind/);
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${1})`.execute(trx);
+    }), /duplicate key/);
+    await db.transaction().execute(async () => {});
+    const { rows } = await sql<{ n: number }>`select n from probe order by n`.execute(db);
+    assert.deepEqual(rows.map((r) => r.n), [1, 2]);
+    // Still in no transaction: a statement outside one commits by itself.
+    const status = await sql<{ now: unknown; x: unknown }>`select now() = statement_timestamp() as x`.execute(db);
+    assert.equal(status.rows[0]!.x, true);
   });
 });
