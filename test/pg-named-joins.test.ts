@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { sql } from "kysely";
+import { CompiledQuery, sql } from "kysely";
 import pgClient from "pg";
 import { openDatabase } from "../src/db/database.ts";
 import { requestToJoin } from "../src/members/membership.ts";
@@ -75,6 +75,9 @@ describe("a transaction on PostgreSQL sends its BEGIN with its first statement",
       await sql`insert into probe (n) values (${1})`.execute(trx);
     }), /duplicate key/);
     await db.transaction().execute(async () => {});
+    // A several-statement simple query first (as lockThenReadAll sent before): answered with its last statement's rows.
+    const multi = await db.transaction().execute((trx) => trx.executeQuery(CompiledQuery.raw("select 1 as a; select 2 as b")));
+    assert.deepEqual(multi.rows, [{ b: 2 }]);
     const { rows } = await sql<{ n: number }>`select n from probe order by n`.execute(db);
     assert.deepEqual(rows.map((r) => r.n), [1, 2]);
     // Still in no transaction: a statement outside one commits by itself.

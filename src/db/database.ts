@@ -224,7 +224,9 @@ class LastResultClient extends pg.Client {
     }
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
-    return (results[results.length - 1] as PromiseFulfilledResult<unknown>).value;
+    // A several-statement simple query among them (after a BEGIN) answers as query() does: its last result.
+    const last = (results[results.length - 1] as PromiseFulfilledResult<unknown>).value;
+    return Array.isArray(last) && last.length > 0 ? last[last.length - 1] : last;
   }
 }
 
