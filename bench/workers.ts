@@ -35,7 +35,8 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16),
  * BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
  * shows how repeats come from slow answers: the receiver prints each repeat's
- * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL. PostgreSQL only.
+ * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL, BENCH_WORKERS_CPU_PROF=<dir>
+ * for a V8 CPU profile of each. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
@@ -214,6 +215,8 @@ export const workers: Benchmark = {
       env.BENCH_PG_COUNT_DIR = countDir;
       env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --import ${fileURLToPath(new URL("./pg-count.ts", import.meta.url))}`.trim();
     }
+    // BENCH_WORKERS_CPU_PROF=<dir>: each Muster process writes a V8 CPU profile there when it stops.
+    if (process.env.BENCH_WORKERS_CPU_PROF) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${process.env.BENCH_WORKERS_CPU_PROF}`.trim();
     // At the default (16) each worker's pool may hold 52 connections: two of
     // them and the web's 10 are over PostgreSQL's default max_connections of
     // 100 before anything else connects. 8 (32 each) leaves room.

@@ -5,6 +5,7 @@ import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
+import { named } from "../src/db/named-statement.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
@@ -253,7 +254,7 @@ const recordFollow = prepared<[id: string, actor: string, unionId: string, at: n
  * busy id, whose join is then rolled back with it.
  */
 async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ recorded: boolean; busy: boolean }> {
-  const row = await trx
+  const query = trx
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
     .with("up", (db) => upsertRemoteActorQuery(db as unknown as Kysely<DB>, cached).returning("id"))
     .selectNoFrom((eb) => [
@@ -261,7 +262,9 @@ async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, 
       eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
       eb.exists(eb.selectFrom("up").select("id")).as("cached"),
     ])
-    .executeTakeFirstOrThrow();
+    .compile();
+  // Named: one text per shape of cached actor (its fields present), parsed once per connection.
+  const row = (await trx.executeQuery(named(trx, query))).rows[0]!;
   return { recorded: Boolean(row.recorded), busy: Boolean(row.busy) };
 }
 

@@ -81,6 +81,13 @@ export interface KyselyMessageQueueOptions {
    * Absent, the lane neither waits nor is waited for.
    */
   readonly rank?: LaneRank;
+  /**
+   * On PostgreSQL, a claim returns each message's activity body with it, so
+   * handling it needs no read of fedify_mq_payloads: for a lane whose messages
+   * each carry their own activity (a join's Accept and welcome). A fan-out's
+   * deliveries share theirs, read once per process, so they leave it off.
+   */
+  readonly payloadsWithClaim?: boolean;
 }
 
 /**
@@ -158,6 +165,11 @@ function fanoutPageKey(message: unknown): string | null {
 const DONE_RETENTION_MS = 7 * 24 * 3600_000;
 
 interface Claimed extends Row {
+  /**
+   * The body of the activity the message names (its `payload`), when the
+   * claim returned it (payloadsWithClaim on PostgreSQL): no read of its own.
+   */
+  readonly payload_body?: string | null;
   /** The lease_owner value of this particular claim. */
   readonly token: string;
   /**
@@ -296,8 +308,8 @@ const probeStatement = prepared<[string, number], { id: number }>((db, queue, no
  * rows another claimer has locked; on SQLite an UPDATE holds the database's
  * single write lock from start to end, across processes too.
  */
-const claimStatement = prepared<[string, number, number, string, number], Row>((db, queue, now, limit, token, leaseUntil) =>
-  db.updateTable("fedify_mq")
+function claimQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
+  return db.updateTable("fedify_mq")
     .set((eb) => ({
       lease_owner: token,
       lease_until: leaseUntil,
@@ -310,7 +322,12 @@ const claimStatement = prepared<[string, number, number, string, number], Row>((
         .end(),
     }))
     .where("id", "in", candidates(db, queue, now, limit).$if(isPostgres(db), (qb) => qb.forUpdate().skipLocked()))
-    .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"]));
+    .returning(["id", "queue", "message", "ordering_key", "attempts", "last_error", "created_at", "dedupe_key", "payload"]);
+}
+const claimStatement = prepared<[string, number, number, string, number], Row>(claimQuery);
+/** claimStatement, and the body of each message's activity (payloadsWithClaim). */
+const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
+  claimQuery(db, ...args).returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body")));
 
 /** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
 type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
@@ -379,6 +396,7 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #rejoiner: Rejoiner;
   readonly #batch: BatchSender | undefined;
   readonly #rank: LaneRank | undefined;
+  readonly #payloadsWithClaim: boolean;
   /** Claimed messages in flight at most: #concurrency, or the batch size with a batch sender. */
   readonly #inFlightLimit: number;
   /** Fallback handler slots free (a batch sender's rejects run through the handler, #concurrency at once). */
@@ -411,6 +429,7 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#rejoiner = new Rejoiner(database.db, options.resolveKey);
     this.#batch = options.batch;
     this.#rank = options.rank;
+    this.#payloadsWithClaim = options.payloadsWithClaim === true && database.dialect === "postgres";
     this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
     this.#handlerSlots = this.#concurrency;
   }
@@ -827,7 +846,8 @@ export class KyselyMessageQueue implements MessageQueue {
     // database time).
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const { rows } = await executeNamed(db, claimStatement.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
+    const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
+    const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
       claimCounts[this.name] = claimCounts[this.name] ?? [0, 0];
       claimCounts[this.name]![0]++;
@@ -859,7 +879,7 @@ export class KyselyMessageQueue implements MessageQueue {
       const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
       let messages: unknown[];
       try {
-        messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message)));
+        messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message, c.payload_body)));
       } catch {
         // A message that cannot be rejoined fails in #deliver like any other.
         return new Map<number, Outcome3>();
@@ -921,7 +941,7 @@ export class KyselyMessageQueue implements MessageQueue {
         await this.#bury(claimed, claimed.last_error ?? "lease expired");
         return;
       }
-      const outcome = await runWithTimeout(async () => handler(await this.#rejoiner.rejoin(claimed.message)), this.#handlerTimeoutMs);
+      const outcome = await runWithTimeout(async () => handler(await this.#rejoiner.rejoin(claimed.message, claimed.payload_body)), this.#handlerTimeoutMs);
       if (outcome.ok) await this.#complete(claimed);
       else await this.#fail(claimed, outcome.error);
     } catch (error) {
@@ -1038,7 +1058,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // row lock (skipping a row another claimer holds), re-checked on the
     // row's newest version by the UPDATE. A waiting message not taken so is
     // announced by NOTIFY, as before.
-    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null }>`
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
@@ -1076,11 +1096,12 @@ export class KyselyMessageQueue implements MessageQueue {
         from settled s
       )
       select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
-        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload,
+        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body,
         case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
       from behind
       union all
-      select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload, null
+      select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
+        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`}, null
       from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
@@ -1095,7 +1116,7 @@ export class KyselyMessageQueue implements MessageQueue {
       if (r.kind !== "claimed") continue;
       const claimed: Claimed = {
         id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
-        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, token,
+        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, token,
       };
       const to = byId.get(Number(r.after))?.handoff;
       const list = byListener.get(to) ?? [];

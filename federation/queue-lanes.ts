@@ -96,6 +96,8 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
     // origin), so what is in flight is what keeps both cores busy; at 64, a
     // fan-out to 10^5 personal inboxes left a quarter of the machine idle.
     ...(name === "delivery" && options.batchSize === undefined ? { batchSize: 128 } : {}),
+    // Each single delivery has an activity of its own (a join's Accept, its welcome): read with its claim.
+    payloadsWithClaim: name === "outbox",
   })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,

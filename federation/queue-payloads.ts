@@ -97,6 +97,7 @@ export class Rejoiner {
   readonly #db: Kysely<DB>;
   readonly #resolveKey: KeyResolver | undefined;
   readonly #activities = new Map<string, object>();
+  readonly #reading = new Map<string, Promise<object>>();
   // One entry per signing actor; a busy server signs for a few hundred unions at most.
   readonly #keys = new HeldPromises<JsonWebKey>({ ttlMs: KEY_TTL_MS, max: 1000 });
   #keysGeneration = 0;
@@ -106,7 +107,8 @@ export class Rejoiner {
     this.#resolveKey = resolveKey;
   }
 
-  async rejoin(text: string): Promise<unknown> {
+  /** `body`: the activity's stored text when the claim returned it (no read then). */
+  async rejoin(text: string, body?: string | null): Promise<unknown> {
     const message = JSON.parse(text) as DeliveryLike;
     const payloadId = message?.[PAYLOAD_FIELD];
     if (typeof payloadId !== "string") {
@@ -117,7 +119,7 @@ export class Rejoiner {
     const { [PAYLOAD_FIELD]: _ref, keys, ...rest } = message;
     return {
       ...rest,
-      activity: await this.#activity(payloadId),
+      activity: typeof body === "string" ? this.#parsed(payloadId, body) : await this.#activity(payloadId),
       keys: await Promise.all((keys ?? []).map(async (k) => ({ keyId: k.keyId, privateKey: await this.#key(k.keyId) }))),
     };
   }
@@ -134,10 +136,28 @@ export class Rejoiner {
   async #activity(id: string): Promise<object> {
     const cached = this.#activities.get(id);
     if (cached !== undefined) return cached;
-    const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
-    if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
-    const activity = JSON.parse(row.body) as object;
-    hashed.set(activity, { id, body: row.body });
+    // A claimed batch of a fan-out's deliveries names one activity: one read for all of them, not one each.
+    let reading = this.#reading.get(id);
+    if (reading === undefined) {
+      reading = (async () => {
+        try {
+          const row = (await executeNamed(this.#db, this.#db.selectFrom("fedify_mq_payloads").select("body").where("id", "=", id).compile())).rows[0];
+          if (row === undefined) throw new Error(`the activity ${id} of this delivery is no longer stored`);
+          return this.#parsed(id, row.body);
+        } finally {
+          this.#reading.delete(id);
+        }
+      })();
+      this.#reading.set(id, reading);
+    }
+    return reading;
+  }
+
+  #parsed(id: string, body: string): object {
+    const cached = this.#activities.get(id);
+    if (cached !== undefined) return cached;
+    const activity = JSON.parse(body) as object;
+    hashed.set(activity, { id, body });
     // A handful of fan-outs run at once; keep the newest few.
     if (this.#activities.size >= 32) this.#activities.delete(this.#activities.keys().next().value!);
     this.#activities.set(id, activity);

@@ -12,13 +12,20 @@ import { dialects } from "./helpers/databases.ts";
 import { followId, LEADER, person, sharedKeys, withCtx } from "./helpers/domain-context.ts";
 import { recordedIntents } from "./helpers/membership-worker.ts";
 
-/** Statements any pg client sends while `fn` runs, in order (text, whitespace folded). */
+/**
+ * Round trips any pg client makes while `fn` runs, in order (text, whitespace
+ * folded): a pipeline's later statements (src/db/pipeline.ts) are appended to
+ * its first one's entry.
+ */
 async function statementsDuring<T>(fn: () => Promise<T>): Promise<{ value: T; statements: string[] }> {
   const statements: string[] = [];
   const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     const first = args[0];
-    statements.push((typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "?").replace(/\s+/g, " ").trim());
+    const text = (typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "?").replace(/\s+/g, " ").trim();
+    // A BEGIN goes out with the statement after it (database.ts): that statement's round trip.
+    if (((first as { pipelined?: number } | null)?.pipelined ?? 0) > 0) statements[statements.length - 1] = statements[statements.length - 1] === "begin" ? text : `${statements[statements.length - 1]};\n${text}`;
+    else statements.push(text);
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;
   try {

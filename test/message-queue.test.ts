@@ -685,6 +685,35 @@ for (const d of dialects) {
       assert.ok(inSettle > claims.length / 2, `most claims ran in a settle's transaction: ${inSettle} of ${claims.length}`);
     });
 
+    it("a lane with payloadsWithClaim gets each delivery's activity with its claim and its settle's hand-over: no read of fedify_mq_payloads", { skip: d.name === "sqlite" && "PostgreSQL only: SQLite's claim is unchanged" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("bodies");
+      const jwk = { kty: "RSA", n: "AQAB-modulus", e: "AQAB", d: "private-exponent" };
+      const options = { ...FAST, name, pollIntervalMs: 3_600_000, resolveKey: async () => jwk, payloadsWithClaim: true };
+      const delivery = (id: string) => ({ type: "outbox", activityId: `https://union.example/a/${id}`, inbox: "https://member.example/inbox", attempt: 0,
+        activity: { id: `https://union.example/a/${id}`, type: id === "accept" ? "Accept" : "Create" }, keys: [{ keyId: "https://union.example/u/riders#main-key", privateKey: jwk }] });
+      const handled: { id: unknown; type: unknown }[] = [];
+      const reads: string[] = [];
+      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const first = args[0];
+        const text = typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "";
+        if (/^select "body" from "fedify_mq_payloads"/.test(text)) reads.push(text);
+        return query.apply(this, args);
+      } as typeof pg.Client.prototype.query;
+      t.after(() => (pg.Client.prototype.query = query as typeof pg.Client.prototype.query));
+      // As a join's transaction queues its Accept and welcome: one key, one commit; the welcome comes with the Accept's settle.
+      const producer = new KyselyMessageQueue(h.open(), { name, resolveKey: async () => jwk });
+      await Promise.all([producer.enqueue(delivery("accept"), { orderingKey: "join" }), producer.enqueue(delivery("welcome"), { orderingKey: "join" })]);
+      assert.equal((await rows(h.open(), name)).filter((r) => r.payload !== null).length, 2, "each delivery's activity is stored apart");
+      h.listen(new KyselyMessageQueue(h.open(), options), (m: ReturnType<typeof delivery>) => {
+        handled.push({ id: m.activity.id, type: m.activity.type });
+      });
+      await waitFor("both", () => handled.length === 2);
+      assert.deepEqual(handled, [{ id: "https://union.example/a/accept", type: "Accept" }, { id: "https://union.example/a/welcome", type: "Create" }]);
+      assert.deepEqual(reads, [], "no payload read");
+    });
+
     it("close() stops its listeners; enqueueMany stores a large fan-out at once", async (t) => {
       const h = harness(t);
       const database = h.open();

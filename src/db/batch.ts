@@ -1,5 +1,7 @@
 import { type Compilable, CompiledQuery, type Kysely, PostgresAdapter } from "kysely";
 import pg from "pg";
+import { named } from "./named-statement.ts";
+import { pipelinedQuery, type PipelinedStatement } from "./pipeline.ts";
 import type { DB } from "./schema.ts";
 
 /**
@@ -9,6 +11,12 @@ import type { DB } from "./schema.ts";
  * process, and everything behind the lock waits for all of them; a join
  * was about 30 statements. On SQLite (in process) nothing is gained, and
  * both helpers run the statements one by one, as before.
+ *
+ * On PostgreSQL the statements go out pipelined (src/db/pipeline.ts), each
+ * a named statement with its values bound: parsed once per connection and
+ * planned once after a few runs. They were one several-statement simple
+ * query with the values written in as literals, parsed and planned on every
+ * run: with the queue's, half of PostgreSQL's CPU per join (issue 16).
  */
 
 const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof PostgresAdapter;
@@ -36,6 +44,12 @@ function literal(value: unknown): string {
 
 const PLACEHOLDER = /\$(\d+)/g;
 
+/** A compiled PostgreSQL statement as one of a pipeline's, named. */
+function pipelined(db: Kysely<DB>, q: CompiledQuery<unknown>): PipelinedStatement {
+  const config = named(db, q).sql as unknown as { name: string; text: string };
+  return { name: config.name, text: config.text, values: q.parameters };
+}
+
 /** A compiled PostgreSQL statement with its parameters written in as literals. */
 export function inlined(q: CompiledQuery<unknown>): string {
   return q.sql.replace(PLACEHOLDER, (_, n: string) => {
@@ -47,9 +61,9 @@ export function inlined(q: CompiledQuery<unknown>): string {
 
 /**
  * Statements whose results nobody reads, kept in order and sent together:
- * on PostgreSQL one simple-protocol query (several statements, each with
- * its own snapshot and in order, exactly as if sent one by one, in the
- * caller's transaction); on SQLite one by one. `after` runs once they ran.
+ * on PostgreSQL one pipeline (each statement with its own snapshot and in
+ * order, exactly as if sent one by one, in the caller's transaction); on
+ * SQLite one by one. `after` runs once they ran.
  */
 export class WriteBatch {
   readonly #queries: CompiledQuery<unknown>[] = [];
@@ -70,10 +84,12 @@ export class WriteBatch {
   async flush(trx: Kysely<DB>): Promise<void> {
     const queries = this.#queries.splice(0);
     const after = this.#after.splice(0);
-    if (queries.length === 1 || (queries.length > 0 && !isPostgres(trx))) {
+    if (queries.length > 0 && !isPostgres(trx)) {
       for (const q of queries) await trx.executeQuery(q);
+    } else if (queries.length === 1) {
+      await trx.executeQuery(named(trx, queries[0]!));
     } else if (queries.length > 1) {
-      await trx.executeQuery(CompiledQuery.raw(queries.map(inlined).join(";\n")));
+      await trx.executeQuery(pipelinedQuery(queries.map((q) => pipelined(trx, q))));
     }
     for (const f of after) f();
   }
@@ -95,20 +111,20 @@ export async function readAll<K extends string>(db: Kysely<DB>, queries: Record<
     for (const [i, k] of keys.entries()) out[k] = (await db.executeQuery(compiled[i]!)).rows as Record<string, unknown>[];
     return out;
   }
-  const { rows } = await db.executeQuery<Record<string, unknown>>(combinedRead(compiled));
+  const { rows } = await db.executeQuery<Record<string, unknown>>(named(db, combinedRead(compiled)));
   return fromCombined(keys, rows[0]!);
 }
 
 /**
  * A lock statement, then readAll's queries, in one round trip on PostgreSQL:
- * one simple-protocol query of two statements, the read after the lock, so
- * it runs with its own snapshot taken once the lock is granted (READ
- * COMMITTED) and sees everything committed by the lock's previous holder,
- * exactly as if sent after it. Under a hot lock this saves the holder's
- * wake-up between the two: every transaction waiting for the lock waits for
- * it. Values are inlined as WriteBatch inlines them. On SQLite the lock
- * statement runs, then the reads, one by one. Whatever the lock statement
- * returns is not kept (read it among the queries).
+ * a pipeline of two statements, the read after the lock, so it runs with
+ * its own snapshot taken once the lock is granted (READ COMMITTED: the
+ * server binds the read only after the lock's statement finished) and sees
+ * everything committed by the lock's previous holder, exactly as if sent
+ * after it. Under a hot lock this saves the holder's wake-up between the
+ * two: every transaction waiting for the lock waits for it. On SQLite the
+ * lock statement runs, then the reads, one by one. Whatever the lock
+ * statement returns is not kept (read it among the queries).
  */
 export async function lockThenReadAll<K extends string>(db: Kysely<DB>, lock: Compilable<unknown> | CompiledQuery<unknown>, queries: Record<K, Compilable<unknown> | CompiledQuery<unknown>>): Promise<Record<K, Record<string, unknown>[]>> {
   if (!isPostgres(db)) {
@@ -117,8 +133,8 @@ export async function lockThenReadAll<K extends string>(db: Kysely<DB>, lock: Co
   }
   const keys = Object.keys(queries) as K[];
   const read = combinedRead(keys.map((k) => compiledOf(queries[k])));
-  // One simple query, two statements; the pool's client answers with the last one's rows (database.ts).
-  const { rows } = await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(`${inlined(compiledOf(lock))};\n${inlined(read)}`));
+  // One pipeline, two statements; the pool's client answers with the last one's rows (database.ts).
+  const { rows } = await db.executeQuery<Record<string, unknown>>(pipelinedQuery([pipelined(db, compiledOf(lock)), pipelined(db, read)]));
   return fromCombined(keys, rows[0]!);
 }
 

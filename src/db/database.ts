@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
+import { Pipeline } from "./pipeline.ts";
 import { SqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
 import { sqlitePath } from "../config.ts";
@@ -138,18 +139,103 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
  * A client whose several-statement query (simple protocol, no parameters)
  * answers with its last statement's result, as one statement does: pg
  * answers with an array of results, of which Kysely's driver kept nothing
- * (no rows). src/db/batch.ts's lockThenReadAll sends a lock and the read
- * that must follow it as one round trip and reads the rows of the second.
- * Every other query is answered exactly as before.
+ * (no rows). It also runs a Pipeline (src/db/pipeline.ts): its statements
+ * written at once, answered with the last one's result. Every other query
+ * is answered exactly as before.
+ *
+ * Named (prepared) statements are kept by the server per connection until
+ * it closes: past MAX_NAMED_STATEMENTS names on a connection, a statement
+ * runs unnamed, so a text that varies cannot grow a backend without bound.
  */
 class LastResultClient extends pg.Client {
+  readonly #names = new Set<string>();
+
+  /** A transaction's BEGIN not sent yet: it goes out with the transaction's first statement. */
+  #beginPending = false;
+
   // pg.Client's query is heavily overloaded; only a promise of an array of results is changed.
   override query(...args: unknown[]): never {
+    const first = args[0];
+    // Kysely's BEGIN (a bare "begin", no values) is answered at once and sent in one pipeline with the
+    // statement after it: a transaction costs a round trip less (every join, every group commit).
+    // Whatever follows (COMMIT or ROLLBACK included) runs in it as if BEGIN had been sent alone first.
+    if (first === "begin" && !this.#beginPending && (args.length === 1 || (Array.isArray(args[1]) && args[1].length === 0))) {
+      this.#beginPending = true;
+      return Promise.resolve({ command: "BEGIN", rowCount: null, rows: [], fields: [] }) as never;
+    }
+    if (this.#beginPending) {
+      this.#beginPending = false;
+      const begin = { text: "begin", values: [] };
+      const values = Array.isArray(args[1]) ? args[1] as unknown[] : undefined;
+      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([begin, ...first.statements])) as never;
+      if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([begin, { text: first, values: values ?? [] }])) as never;
+      const config = first as { name?: unknown; text?: unknown; values?: unknown } | null;
+      if (args.length <= 2 && typeof config?.text === "string" && (config.name === undefined || typeof config.name === "string") && (values !== undefined || config.values === undefined || Array.isArray(config.values))) {
+        return this.#pipelined(new Pipeline([begin, { text: config.text, values: values ?? (config.values as unknown[] | undefined) ?? [], ...(typeof config.name === "string" ? { name: config.name } : {}) }])) as never;
+      }
+      // Any other form: BEGIN alone first (pg sends queued queries in order).
+      // (A BEGIN fails only with the connection, which fails the query after it too.)
+      ((super.query as (...a: unknown[]) => unknown)("begin") as Promise<unknown>).catch(() => {});
+    }
+    if (first instanceof Pipeline) return this.#pipelined(first) as never;
+    if (typeof first === "object" && first !== null && typeof (first as { name?: unknown }).name === "string") args[0] = this.#bounded(first as { name: string; text: string });
     const r = (super.query as (...a: unknown[]) => unknown)(...args);
     if (r instanceof Promise) return r.then((x: unknown) => (Array.isArray(x) && x.length > 0 ? x[x.length - 1] : x)) as never;
     return r as never;
   }
+
+  #bounded<C extends { name: string; text: string }>(config: C): C | Omit<C, "name"> {
+    if (this.#names.has(config.name)) return config;
+    if (this.#names.size >= MAX_NAMED_STATEMENTS) {
+      const { name: _name, ...unnamed } = config;
+      return unnamed;
+    }
+    this.#names.add(config.name);
+    return config;
+  }
+
+  /**
+   * pg's pipeline mode, on only while this pipeline's statements are out:
+   * Kysely gives a connection one query at a time, so nothing else is
+   * queued on it meanwhile, and every other query takes pg's usual path.
+   */
+  async #pipelined(p: Pipeline): Promise<unknown> {
+    if (p.statements.length === 0) throw new TypeError("an empty pipeline");
+    const query = super.query.bind(this) as (config: unknown) => Promise<unknown>;
+    const modes = this as { pipeline: boolean };
+    modes.pipeline = true;
+    let results: PromiseSettledResult<unknown>[];
+    try {
+      // pg writes each statement's messages corked, then uncorks (one writev each). Corked around all of
+      // them (cork nests), the whole pipeline is one write: on a loaded machine a socket write to the
+      // server cost about half a millisecond of this process's CPU (the loopback delivery is charged to it).
+      const stream = (this as unknown as { connection: { stream: { cork?(): void; uncork?(): void } } }).connection.stream;
+      stream.cork?.();
+      let sent: Promise<PromiseSettledResult<unknown>[]>;
+      try {
+        // pg submits a pipelined statement at once (synchronously): all of them are written below, before uncork.
+        // `pipelined` tells statement counters (bench/pg-count.ts, tests) which ones share the first one's round trip.
+        sent = Promise.allSettled(p.statements.map((s, i) => {
+          const config = s.name === undefined ? { text: s.text } : this.#bounded({ name: s.name, text: s.text });
+          return query({ ...config, values: s.values, pipelined: i });
+        }));
+      } finally {
+        stream.uncork?.();
+      }
+      results = await sent;
+    } finally {
+      modes.pipeline = false;
+    }
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    // A several-statement simple query among them (after a BEGIN) answers as query() does: its last result.
+    const last = (results[results.length - 1] as PromiseFulfilledResult<unknown>).value;
+    return Array.isArray(last) && last.length > 0 ? last[last.length - 1] : last;
+  }
 }
+
+/** Named statements a connection keeps (LastResultClient); a few dozen texts are hot. */
+const MAX_NAMED_STATEMENTS = 200;
 
 /** SQLSTATE 53300: the server (max_connections) or the database (CONNECTION LIMIT) has no slot left. */
 const TOO_MANY_CONNECTIONS = "53300";

@@ -1,0 +1,42 @@
+import { createHash } from "node:crypto";
+import { type CompiledQuery, type Kysely, PostgresAdapter, type QueryResult } from "kysely";
+import type { DB } from "./schema.ts";
+
+/**
+ * On PostgreSQL, the statement as a named (server-side prepared) one: each
+ * connection parses it once and, after a few runs, plans it once, instead of
+ * for every run. The queue's claim and settle are the statements PostgreSQL
+ * runs most (each an UPDATE or DELETE with subqueries), and for them parsing
+ * and planning cost more of the backend's CPU than running them.
+ *
+ * The name is a hash of the text, so two texts never share one (node-postgres
+ * refuses that), and the same text on another connection is prepared there
+ * on its first use. Kysely's PostgreSQL driver hands the compiled `sql` to
+ * pg's `client.query(sql, parameters)` unchanged, and pg takes a query
+ * config ({ name, text }) there as well as a string. On SQLite the query is
+ * returned as it is.
+ *
+ * Every statement built with prepared() (src/db/prepared.ts) runs named: the
+ * hot paths' statements, a join's among them (its union read, its
+ * follower's account, the gate its Accept and welcome ask). The names are
+ * bounded by those texts: a few dozen, each prepared on a connection once.
+ */
+export function named<R>(db: Kysely<DB>, query: CompiledQuery<R>): CompiledQuery<R> {
+  if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return query;
+  let config = configs.get(query.sql);
+  if (config === undefined) {
+    // A handful of texts in all; bounded anyway.
+    if (configs.size >= 256) configs.clear();
+    const text = query.sql;
+    config = { name: `muster_${createHash("sha256").update(text).digest("hex").slice(0, 24)}`, text, toString: () => text };
+    configs.set(text, config);
+  }
+  return { ...query, sql: config as unknown as string };
+}
+
+const configs = new Map<string, { readonly name: string; readonly text: string; toString(): string }>();
+
+/** Runs `query` named (see named). */
+export function executeNamed<R>(db: Kysely<DB>, query: CompiledQuery<R>): Promise<QueryResult<R>> {
+  return db.executeQuery(named(db, query));
+}

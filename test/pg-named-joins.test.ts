@@ -1,0 +1,87 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { CompiledQuery, sql } from "kysely";
+import pgClient from "pg";
+import { openDatabase } from "../src/db/database.ts";
+import { requestToJoin } from "../src/members/membership.ts";
+import { createUnion } from "../src/unions/unions.ts";
+import { dialects } from "./helpers/databases.ts";
+import { followId, LEADER, person, sharedKeys } from "./helpers/domain-context.ts";
+import { createEventBus } from "../src/events.ts";
+import { recordingOutbox } from "./helpers/membership-worker.ts";
+
+const pg = dialects.find((d) => d.name === "postgres")!;
+
+describe("a join's statements on PostgreSQL are prepared once per connection", { skip: pg.skip }, () => {
+  it("the lock, the join's read and its writes run as named statements, each parsed once on the connection", async () => {
+    const tdb = await pg.create();
+    // One connection: every statement of every join runs on it, and pg_prepared_statements shows that backend's.
+    const database = openDatabase(tdb.url, { poolSize: 1 });
+    try {
+      const { db } = database;
+      const deps = { db, events: createEventBus(), outbox: recordingOutbox };
+      const union = await createUnion({ db, events: deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+      await requestToJoin(deps, union.id, LEADER, followId());
+      const joins = 8;
+      for (let i = 0; i < joins; i++) assert.equal((await requestToJoin(deps, union.id, person(`p${i}`), followId())).outcome, "accepted");
+      const { rows } = await sql<{ statement: string; generic_plans: number; custom_plans: number }>`
+        select statement, generic_plans::int, custom_plans::int from pg_prepared_statements`.execute(db);
+      const runs = (pattern: RegExp) => rows.filter((r) => pattern.test(r.statement)).map((r) => r.generic_plans + r.custom_plans);
+      const fold = rows.map((r) => r.statement.replace(/\s+/g, " ")).join("\n");
+      // Each a named statement that ran for every join (and the leader's): parsed once, not once per join.
+      assert.ok(runs(/for no key update/i).some((n) => n >= joins), `the union's lock:\n${fold}`);
+      assert.ok(runs(/json_agg/).some((n) => n >= joins), `the join's combined read:\n${fold}`);
+      assert.ok(runs(/^insert into "members"/).some((n) => n >= joins), `the member's insert:\n${fold}`);
+      assert.ok(runs(/^insert into "invites"/).some((n) => n >= joins), `the member's invite:\n${fold}`);
+    } finally {
+      await database.close();
+      await tdb.destroy();
+    }
+  });
+});
+
+describe("a transaction on PostgreSQL sends its BEGIN with its first statement", { skip: pg.skip }, () => {
+  it("one round trip for BEGIN and the first statement, the same outcome: committed, rolled back, or failed on its first statement", async (t) => {
+    const tdb = await pg.create();
+    const database = openDatabase(tdb.url, { poolSize: 1 });
+    t.after(async () => {
+      await database.close();
+      await tdb.destroy();
+    });
+    const { db } = database;
+    await sql`create table probe (n integer primary key)`.execute(db);
+    let trips = 0;
+    const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
+    pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
+      if (((args[0] as { pipelined?: number } | null)?.pipelined ?? 0) === 0) trips++;
+      return query.apply(this, args);
+    } as typeof pgClient.Client.prototype.query;
+    try {
+      await db.transaction().execute(async (trx) => {
+        await sql`insert into probe (n) values (${1})`.execute(trx);
+        await sql`insert into probe (n) values (${2})`.execute(trx);
+      });
+    } finally {
+      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
+    }
+    // BEGIN + the first insert, the second insert, COMMIT (was four).
+    assert.equal(trips, 3);
+    // A rollback after writes, and a first statement that fails: nothing is kept, and the connection serves on.
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${3})`.execute(trx);
+      throw new Error("changed my mind");
+    }), /changed my mind/);
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${1})`.execute(trx);
+    }), /duplicate key/);
+    await db.transaction().execute(async () => {});
+    // A several-statement simple query first (as lockThenReadAll sent before): answered with its last statement's rows.
+    const multi = await db.transaction().execute((trx) => trx.executeQuery(CompiledQuery.raw("select 1 as a; select 2 as b")));
+    assert.deepEqual(multi.rows, [{ b: 2 }]);
+    const { rows } = await sql<{ n: number }>`select n from probe order by n`.execute(db);
+    assert.deepEqual(rows.map((r) => r.n), [1, 2]);
+    // Still in no transaction: a statement outside one commits by itself.
+    const status = await sql<{ now: unknown; x: unknown }>`select now() = statement_timestamp() as x`.execute(db);
+    assert.equal(status.rows[0]!.x, true);
+  });
+});
