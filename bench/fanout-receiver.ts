@@ -125,9 +125,18 @@ async function main(start: ReceiverStart): Promise<void> {
         key = fetchKeyAsMastodon(id).catch(() => undefined);
         keys.set(k, key);
       }
-      return await key as never;
+      const found = await key;
+      // A failed fetch is not remembered: a server asks again on the next
+      // delivery, as Mastodon does. A sender killed while a receiver fetched
+      // its key (the crash tests) otherwise had every later delivery to that
+      // server refused.
+      if (found === undefined || found === null) keys.delete(k);
+      return found as never;
     },
-    set: async (id: URL, key: unknown) => void keys.set(`${host} ${id.href}`, key),
+    set: async (id: URL, key: unknown) => {
+      if (key === null || key === undefined) keys.delete(`${host} ${id.href}`);
+      else keys.set(`${host} ${id.href}`, key);
+    },
   } satisfies KeyCache);
   // Each simulated server GETs the key itself (a real request to Muster, as
   // every real server makes once), over this process's kept-alive
