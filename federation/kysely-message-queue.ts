@@ -8,7 +8,7 @@ import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
-import { executeNamed } from "./named-statement.ts";
+import { executeNamed } from "../src/db/named-statement.ts";
 import { listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
-import { executeNamed } from "./named-statement.ts";
+import { executeNamed } from "../src/db/named-statement.ts";
 import type { DB } from "../src/db/schema.ts";
 import { HeldPromises } from "./held-promises.ts";
 import { KEY_TTL_MS, keysGeneration } from "./keys.ts";

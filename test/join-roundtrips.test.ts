@@ -72,7 +72,7 @@ for (const d of dialects) {
           assert.deepEqual(read.quoted, [{ t: HOSTILE[1] }]);
           assert.deepEqual(read.rows.map((r) => [Number(r.i), r.t]), HOSTILE.map((t, i) => [i, t]));
           assert.deepEqual(read.none, []);
-          // And after a lock statement, in one round trip (lockThenReadAll): the values inlined.
+          // And after a lock statement, in one round trip (lockThenReadAll): the values bound.
           const locked = await lockThenReadAll(trx, sql`select ${HOSTILE[3]} as t`.compile(trx), {
             rows: sql`select i, t from batch_probe where t in (${sql.join(HOSTILE)}) and i >= ${0} order by i`.compile(trx),
             quoted: trx.selectNoFrom(sql<string>`${HOSTILE[2]}`.as("t")),

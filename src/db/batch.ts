@@ -1,5 +1,4 @@
 import { type Compilable, CompiledQuery, type Kysely, PostgresAdapter } from "kysely";
-import pg from "pg";
 import { named } from "./named-statement.ts";
 import { pipelinedQuery, type PipelinedStatement } from "./pipeline.ts";
 import type { DB } from "./schema.ts";
@@ -25,38 +24,12 @@ function compiledOf(q: Compilable<unknown> | CompiledQuery<unknown>): CompiledQu
   return "compile" in q ? q.compile() : q;
 }
 
-/**
- * A parameter as a literal: the text pg would send for it, quoted, so the
- * server types it exactly as it types an untyped parameter (an unknown-type
- * literal takes its type from where it stands).
- */
-function literal(value: unknown): string {
-  if (value === null || value === undefined) return "NULL";
-  if (typeof value === "string") return pg.escapeLiteral(value);
-  if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new TypeError(`batch: cannot inline ${value}`);
-    return `'${String(value)}'`;
-  }
-  if (typeof value === "bigint") return `'${value.toString()}'`;
-  if (typeof value === "boolean") return value ? "'true'" : "'false'";
-  throw new TypeError(`batch: cannot inline a parameter of type ${typeof value}`);
-}
-
 const PLACEHOLDER = /\$(\d+)/g;
 
 /** A compiled PostgreSQL statement as one of a pipeline's, named. */
 function pipelined(db: Kysely<DB>, q: CompiledQuery<unknown>): PipelinedStatement {
   const config = named(db, q).sql as unknown as { name: string; text: string };
   return { name: config.name, text: config.text, values: q.parameters };
-}
-
-/** A compiled PostgreSQL statement with its parameters written in as literals. */
-export function inlined(q: CompiledQuery<unknown>): string {
-  return q.sql.replace(PLACEHOLDER, (_, n: string) => {
-    const i = Number(n) - 1;
-    if (i < 0 || i >= q.parameters.length) throw new RangeError(`batch: no parameter $${n}`);
-    return literal(q.parameters[i]);
-  });
 }
 
 /**
