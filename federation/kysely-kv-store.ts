@@ -132,7 +132,7 @@ export class KyselyKvStore implements KvStore {
         await this.#maybePurge(now);
         return;
       }
-      await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+      await deletePublicKey(this.#db, keyId);
     }
     const memoMs = memoMsOf(key);
     if (memoMs > 0) {
@@ -171,7 +171,7 @@ export class KyselyKvStore implements KvStore {
     if (keyId !== undefined) {
       const compact = compactKey(keyId, row.value);
       if (compact !== undefined) return writePublicKey(executor, keyId, compact, now + PUBLIC_KEY_CACHE_TTL_MS, encoded);
-      await executor.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+      await deletePublicKey(executor, keyId);
     }
     await upsertWith(executor, row.key, row.value, row.expires_at);
   }
@@ -179,7 +179,7 @@ export class KyselyKvStore implements KvStore {
   async delete(key: KvKey): Promise<void> {
     this.#memo.delete(encodeKey(key));
     const keyId = keyIdOf(key);
-    if (keyId !== undefined) await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+    if (keyId !== undefined) await deletePublicKey(this.#db, keyId);
     await this.#db.deleteFrom("fedify_kv").where("key", "=", encodeKey(key)).execute();
   }
 
@@ -290,7 +290,7 @@ export class KyselyKvStore implements KvStore {
   async #demotePublicKey(keyId: string, encoded: string, now: number): Promise<void> {
     const row = (await readPublicKey(this.#db, keyId)).rows[0];
     if (row === undefined) return;
-    await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).execute();
+    await deletePublicKey(this.#db, keyId);
     if (isExpired(row.expires_at, now)) return;
     const value = keyJson(keyId, row);
     await this.#db.insertInto("fedify_kv").values({ key: encoded, value, expires_at: row.expires_at })
@@ -382,6 +382,9 @@ const upsertWith = prepared<[key: string, value: string, expiresAt: number | nul
 const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; form: number; expires_at: number }>((db, keyId) =>
   db.selectFrom("fedify_public_keys").select(["owner", "key", "form", "expires_at"]).where("key_id", "=", keyId));
 const readPublicKey = (db: Kysely<DB>, keyId: string) => readStoredKey(db, storedKeyId(keyId));
+
+const deleteStoredKey = prepared<[keyId: string], never>((db, keyId) => db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId));
+const deletePublicKey = (db: Kysely<DB>, keyId: string) => deleteStoredKey(db, storedKeyId(keyId));
 
 const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>((db, key_id, owner, key, form, expires_at) =>
   db.insertInto("fedify_public_keys")
