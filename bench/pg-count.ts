@@ -8,13 +8,14 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
+import { sharesRoundTrip } from "../src/db/pipeline.ts";
 
 const dir = process.env.BENCH_PG_COUNT_DIR;
 if (dir) {
   let count = 0;
   const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-    if (((args[0] as { pipelined?: number } | null)?.pipelined ?? 0) === 0) count++;
+    if (!sharesRoundTrip(args[0])) count++;
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;
   process.on("SIGUSR2", () => writeFileSync(join(dir, String(process.pid)), String(count)));

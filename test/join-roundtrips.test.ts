@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import pg from "pg";
 import { lockThenReadAll, readAll, WriteBatch } from "../src/db/batch.ts";
+import { sharesRoundTrip } from "../src/db/pipeline.ts";
 import { getLeader, getMember, lockUnion } from "../src/members/members.ts";
 import { listInvites, newInviteRow } from "../src/members/invites.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -24,7 +25,7 @@ async function statementsDuring<T>(fn: () => Promise<T>): Promise<{ value: T; st
     const first = args[0];
     const text = (typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "?").replace(/\s+/g, " ").trim();
     // A BEGIN goes out with the statement after it (database.ts): that statement's round trip.
-    if (((first as { pipelined?: number } | null)?.pipelined ?? 0) > 0) statements[statements.length - 1] = statements[statements.length - 1] === "begin" ? text : `${statements[statements.length - 1]};\n${text}`;
+    if (sharesRoundTrip(first)) statements[statements.length - 1] = statements[statements.length - 1] === "begin" ? text : `${statements[statements.length - 1]};\n${text}`;
     else statements.push(text);
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { CompiledQuery, sql } from "kysely";
 import pgClient from "pg";
 import { openDatabase } from "../src/db/database.ts";
+import { sharesRoundTrip } from "../src/db/pipeline.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -53,7 +54,7 @@ describe("a transaction on PostgreSQL sends its BEGIN with its first statement",
     let trips = 0;
     const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
     pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
-      if (((args[0] as { pipelined?: number } | null)?.pipelined ?? 0) === 0) trips++;
+      if (!sharesRoundTrip(args[0])) trips++;
       return query.apply(this, args);
     } as typeof pgClient.Client.prototype.query;
     try {

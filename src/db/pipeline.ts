@@ -36,3 +36,12 @@ export class Pipeline {
 export function pipelinedQuery(statements: readonly PipelinedStatement[]): CompiledQuery<unknown> {
   return { ...CompiledQuery.raw(""), sql: new Pipeline(statements) as unknown as string };
 }
+
+/**
+ * Whether pg.Client#query's first argument is a pipeline's statement after
+ * its first (the pool's client marks each with its index, `pipelined`):
+ * it shares the first one's round trip. For counters of round trips.
+ */
+export function sharesRoundTrip(queryArg: unknown): boolean {
+  return ((queryArg as { pipelined?: number } | null)?.pipelined ?? 0) > 0;
+}
