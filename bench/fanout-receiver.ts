@@ -29,8 +29,15 @@ export type ReceiverMessage =
 export interface ReceiverStats {
   /** Inbox POSTs answered 202 (signature verified). */
   readonly delivered: number;
-  /** POSTs refused with 401: no or bad signature. */
+  /** POSTs refused with 401: no signature, or one that did not verify against the sender's key. */
   readonly refused: number;
+  /**
+   * POSTs refused with 401 because the sender's key could not be fetched
+   * (its server down or not answering): the sender retries them, as with
+   * Mastodon. Apart from `refused`, so a crash test can tell a sender killed
+   * mid-fetch from a bad signature.
+   */
+  readonly keyUnreachable: number;
   /** POSTs of an activity id this inbox already had. */
   readonly repeats: number;
   /** Distinct inboxes that received at least one delivery. */
@@ -95,6 +102,7 @@ async function main(start: ReceiverStart): Promise<void> {
   const counts = new Map<string, number>();
   let delivered = 0;
   let refused = 0;
+  let keyUnreachable = 0;
   let repeats = 0;
   let keyFetches = 0;
   let bare = 0;
@@ -117,15 +125,20 @@ async function main(start: ReceiverStart): Promise<void> {
   // shares: the figure was the swarm's, not Muster's. A cached key that does
   // not verify still sends Fedify to the documentLoader below.
   const keys = new Map<string, unknown>();
-  const keyCacheOf = (host: string) => ({
+  const keyCacheOf = (host: string, fetchFailed: { yes: boolean }) => ({
     get: async (id: URL) => {
       const k = `${host} ${id.href}`;
       let key = keys.get(k);
       if (key === undefined && new URL(id).origin === new URL(start.senderOrigin).origin) {
-        key = fetchKeyAsMastodon(id).catch(() => undefined);
+        // Undefined: the server answered without the key; "unreachable": no answer or a 5xx.
+        key = fetchKeyAsMastodon(id).catch(() => "unreachable" as const);
         keys.set(k, key);
       }
-      const found = await key;
+      let found = await key;
+      if (found === "unreachable") {
+        fetchFailed.yes = true;
+        found = undefined;
+      }
       // A failed fetch is not remembered: a server asks again on the next
       // delivery, as Mastodon does. A sender killed while a receiver fetched
       // its key (the crash tests) otherwise had every later delivery to that
@@ -151,6 +164,7 @@ async function main(start: ReceiverStart): Promise<void> {
     const url = new URL(id);
     url.hash = "";
     const { status, body } = await getText(url);
+    if (status >= 500) throw new Error(`the key GET answered ${status}`);
     if (status < 200 || status > 299) return undefined;
     const actor = JSON.parse(body) as { id?: string; publicKey?: { id?: string; publicKeyPem?: string } | { id?: string; publicKeyPem?: string }[] };
     const found = [actor.publicKey ?? []].flat().find((k) => k.id === id.href);
@@ -196,7 +210,10 @@ async function main(start: ReceiverStart): Promise<void> {
     const url = `http://${req.headers.host}${req.url}`;
     const isBare = req.url === "/bare";
     // The baseline keeps its own key cache, so it does not save the fan-out a key fetch.
-    const keyCache = keyCacheOf(`${isBare ? "bare " : ""}${req.headers.host ?? ""}`);
+    // Set when the sender's key could not be fetched for this POST (Fedify's
+    // verifier asks the same cache first, so its path sets it too).
+    const fetchFailed = { yes: false };
+    const keyCache = keyCacheOf(`${isBare ? "bare " : ""}${req.headers.host ?? ""}`, fetchFailed);
     // Every signature is verified. First with Muster's synchronous verifier
     // (federation/inbox-fast-verify.ts: node:crypto, no Request object, no
     // WebCrypto jobs; held to Fedify's verifier by 22 differential tests),
@@ -223,7 +240,8 @@ async function main(start: ReceiverStart): Promise<void> {
       if (verified) fedifyVerified++;
     }
     if (!verified) {
-      refused++;
+      if (fetchFailed.yes) keyUnreachable++;
+      else refused++;
       res.writeHead(401).end();
       return;
     }
@@ -268,7 +286,7 @@ async function main(start: ReceiverStart): Promise<void> {
   const cpu0 = process.cpuUsage();
   const stats = (): ReceiverStats => {
     const cpu = process.cpuUsage(cpu0);
-    return { delivered, refused, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare, fedifyVerified, repeatGaps };
+    return { delivered, refused, keyUnreachable, repeats, inboxes: seen.size, firstAt, lastAt, cpuMs: (cpu.user + cpu.system) / 1000, key_fetches: keyFetches, bare, fedifyVerified, repeatGaps };
   };
   process.on("message", (m: { kind: string; activityId?: string }) => {
     if (m.kind === "stats") process.send!({ kind: "stats", stats: stats() } satisfies ReceiverMessage);

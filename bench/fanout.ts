@@ -93,7 +93,7 @@ export const fanout: Benchmark = {
     "the receivers (child processes, one HTTP server per address 127.77.x.y) verify every HTTP signature and answer 202: with Muster's synchronous node:crypto verifier (federation/inbox-fast-verify.ts, held to Fedify's by differential tests), and what it does not accept with Fedify's verifyRequest (Fedify-verified counts those; refused means Fedify refused too); each simulated server fetches the union's key once and caches it: key GETs counts those fetches (and 16 more for the baseline, which keeps its own cache)",
     "Muster's queue polls every 1 s as `muster serve` does (BENCH_FANOUT_POLL_MS; the test helper's 50 ms cost 10^2 ms of claims a second); the clock starts after the first dues scan has given every seeded member a standing",
     "Muster CPU ms/delivery and peak RSS are this process's (server, queue worker, SQLite or pg client); the receivers' CPU is reported apart; all share the machine's cores; load is the 1-minute load average at the end of the case",
-    "inboxes: distinct inboxes that got it (must equal deliveries); repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0)",
+    "inboxes: distinct inboxes that got it (must equal deliveries); repeats: an activity id POSTed twice to the same inbox (must be 0); refused: deliveries whose signature did not verify (must be 0); key unreachable: deliveries refused because the union's key could not be fetched, which the sender retries",
     "queue concurrency is Muster's default (MUSTER_QUEUE_CONCURRENCY, 16 handlers at a time); the delivery lanes' own sender (federation/batch-delivery.ts) keeps up to 64 deliveries in flight: batch sent counts what it sent, to Fedify what it handed to Fedify's handler (MUSTER_BATCH_DELIVERY=0 sends everything through Fedify, to compare)",
     "RSS before MiB: this process just before publishing (after seeding); BENCH_FANOUT_MEMLOG=1 logs heap and external memory as it goes, BENCH_FANOUT_HEAP_SNAPSHOT=dir writes one heap snapshot at half the servers",
   ],
@@ -218,6 +218,8 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       ...(threadStats.lastError !== threaded.lastError ? { "thread error": threadStats.lastError.slice(0, 80) } : {}),
       repeats: stats.repeats,
       refused: stats.refused,
+      // Refused because the union's key could not be fetched (Muster busy or down); the sender retries them.
+      "key unreachable": stats.keyUnreachable,
       load: loadavg()[0]!,
     };
     progress(`${label}: ${stats.delivered} deliveries in ${(ms / 1000).toFixed(1)} s`);
@@ -285,6 +287,7 @@ export async function startReceivers(hosts: number, senderOrigin: string): Promi
       return {
         delivered: sum((s) => s.delivered),
         refused: sum((s) => s.refused),
+        keyUnreachable: sum((s) => s.keyUnreachable),
         repeats: sum((s) => s.repeats),
         inboxes: sum((s) => s.inboxes),
         firstAt: min(all.map((s) => s.firstAt)),

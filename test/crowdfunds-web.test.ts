@@ -67,8 +67,9 @@ for (const d of dialects) {
         // A visitor who may not see the member list sees amounts, not names.
         const pledges = page.getByTestId("pledges");
         assert.equal(await pledges.locator("tbody tr").count(), 2);
-        assert.doesNotMatch(await pledges.textContent() ?? "", /alice|bob/);
-        assert.match(await pledges.textContent() ?? "", /a member/);
+        // The Who column only: the transaction column holds base58
+        // signatures, which may spell "bob" by chance (it did in CI).
+        assert.deepEqual(await pledges.locator("tbody tr td:first-child").allTextContents(), ["a member", "a member"]);
         for (const width of [1280, 390]) {
           await page.setViewportSize({ width, height: 900 });
           assert.equal(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 0, `the crowdfund page fits ${width} px`);

@@ -149,12 +149,16 @@ for (const d of dialects) {
         `${pagesLeft} roster page message(s) and ${queuedDeliveries} deliveries still queued, ${leasedInboxes.size} deliveries leased; ` +
         `after the restart (${Date.now() - restarting} ms ago) all inboxes had it in ${done - restarting} ms; ` +
         `${twice.length} inbox(es) got it twice: ${twice.filter((i) => leasedInboxes.has(i)).length} leased at the kill, ${twice.filter((i) => retriedInboxes.has(i)).length} with a retry queued at the kill, ` +
-        `${twice.filter((i) => twiceBeforeKill.has(i)).length} twice before the kill, ${unexplained.length} none of these; ${stats.refused} signatures refused`);
+        `${twice.filter((i) => twiceBeforeKill.has(i)).length} twice before the kill, ${unexplained.length} none of these; ${stats.refused} signatures refused; ` +
+        `${stats.keyUnreachable} refused while the union's key could not be fetched (retried)`);
 
       assert.equal(hits.size, EXPECTED, "every inbox got it");
       for (const [inbox, n] of hits) assert.ok(n <= 2, `${inbox} got it ${n} times`);
       assert.deepEqual(unexplained, [], "every repeat is a delivery leased when the process died, or one the sender retried after an attempt it saw fail");
-      assert.equal(stats.refused, 0, "every delivery's signature verified");
+      // A receiver that could not fetch the union's key while the process was
+      // dead answers 401, as Mastodon does, and the retry gets in: counted
+      // apart. A signature checked against the key must never fail.
+      assert.equal(stats.refused, 0, "every delivery's signature verified against the union's key");
       for (const inbox of hits.keys()) assert.ok(inbox.endsWith("/inbox"), inbox);
     }
   });
