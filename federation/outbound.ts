@@ -44,7 +44,10 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
         const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID(), options?.known);
         if (deliveries) {
           // Each activity goes to this member alone: kept in its message's row, no payload row to write and read back.
-          for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch, inlineActivity: true });
+          // Both rows in one INSERT when they share the ordering key (always: one member, one inbox); the Accept leaves first.
+          const key = deliveries[0]?.orderingKey;
+          if (deliveries.every((d) => d.orderingKey === key)) await direct.queue.enqueueAllWith(trx, deliveries, { orderingKey: key, batch, inlineActivity: true });
+          else for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch, inlineActivity: true });
           return;
         }
       }

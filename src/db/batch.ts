@@ -97,9 +97,11 @@ export async function readAll<K extends string>(db: Kysely<DB>, queries: Record<
  * after it. Under a hot lock this saves the holder's wake-up between the
  * two: every transaction waiting for the lock waits for it. On SQLite the
  * lock statement runs, then the reads, one by one. Whatever the lock
- * statement returns is not kept (read it among the queries).
+ * statement returns is not kept (read it among the queries). No lock
+ * (undefined: SQLite's unions, lockUnionQuery) is readAll.
  */
-export async function lockThenReadAll<K extends string>(db: Kysely<DB>, lock: Compilable<unknown> | CompiledQuery<unknown>, queries: Record<K, Compilable<unknown> | CompiledQuery<unknown>>): Promise<Record<K, Record<string, unknown>[]>> {
+export async function lockThenReadAll<K extends string>(db: Kysely<DB>, lock: Compilable<unknown> | CompiledQuery<unknown> | undefined, queries: Record<K, Compilable<unknown> | CompiledQuery<unknown>>): Promise<Record<K, Record<string, unknown>[]>> {
+  if (lock === undefined) return readAll(db, queries);
   if (!isPostgres(db)) {
     await db.executeQuery(compiledOf(lock));
     return readAll(db, queries);

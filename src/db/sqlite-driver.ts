@@ -84,6 +84,12 @@ function run(stmt: SQLite.Statement, parameters: unknown[]): QueryResult<unknown
   };
 }
 
+/** A prepared statement, and whether it is a read that may run outside the write lock (not a transaction's BEGIN, COMMIT, SAVEPOINT...). */
+interface PreparedEntry {
+  readonly stmt: SQLite.Statement;
+  readonly plainRead: boolean;
+}
+
 /** FIFO: lock() resolves to a release function once every earlier holder released. */
 class FifoLock {
   #tail: Promise<void> = Promise.resolve();
@@ -107,8 +113,18 @@ class SessionConnection implements DatabaseConnection {
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     const driver = this.#driver;
     const parameters = query.parameters as unknown[];
-    const stmt = await retryBusy(() => driver.prepare(query.sql), driver.waitMs);
-    if (!this.#release && stmt.readonly && !TRANSACTION_CONTROL.test(query.sql)) {
+    // Almost always prepared already: then no timer, promise or closure for it
+    // (a join runs about twenty statements; their promises were a good part of
+    // its garbage). SQLITE_BUSY on a first try goes to retryBusy as before.
+    const { stmt, plainRead } = driver.cached(query.sql) ?? await retryBusy(() => driver.prepareEntry(query.sql), driver.waitMs);
+    if (!this.#release && plainRead) {
+      if (driver.outsideTransaction() === undefined) {
+        try {
+          return run(stmt, parameters) as QueryResult<R>;
+        } catch (e) {
+          if (!isBusy(e)) throw e;
+        }
+      }
       return retryBusy(() => run(stmt, parameters), driver.waitMs, () => driver.outsideTransaction()) as Promise<QueryResult<R>>;
     }
     // The wait counts from arrival, time in the FIFO included: otherwise each
@@ -116,6 +132,11 @@ class SessionConnection implements DatabaseConnection {
     const arrived = Date.now();
     this.#release ??= await driver.writeLock.lock();
     try {
+      try {
+        return run(stmt, parameters) as QueryResult<R>;
+      } catch (e) {
+        if (!isBusy(e)) throw e;
+      }
       return await retryBusy(() => run(stmt, parameters), driver.waitMs, undefined, arrived) as QueryResult<R>;
     } finally {
       this.settle();
@@ -159,21 +180,27 @@ class NonBlockingSqliteDriver implements Driver {
   // Kysely compiles the same few hundred statements over and over; preparing
   // each again cost about a tenth of a join's SQL time (issue 16 profile).
   // SQLite re-prepares a cached statement itself after a schema change.
-  readonly #statements = new Map<string, SQLite.Statement>();
+  readonly #statements = new Map<string, PreparedEntry>();
 
   constructor(sqlite: SQLite.Database, waitMs: number) {
     this.sqlite = sqlite;
     this.waitMs = waitMs;
   }
 
-  prepare(sqlText: string): SQLite.Statement {
-    let stmt = this.#statements.get(sqlText);
-    if (stmt) return stmt;
-    stmt = this.sqlite.prepare(sqlText);
+  /** The statement for this text, if prepared already. */
+  cached(sqlText: string): PreparedEntry | undefined {
+    return this.#statements.get(sqlText);
+  }
+
+  prepareEntry(sqlText: string): PreparedEntry {
+    let entry = this.#statements.get(sqlText);
+    if (entry) return entry;
+    const stmt = this.sqlite.prepare(sqlText);
+    entry = { stmt, plainRead: stmt.readonly && !TRANSACTION_CONTROL.test(sqlText) };
     // Statements with literal values inlined would grow the map without bound.
     if (this.#statements.size >= STATEMENT_CACHE_SIZE) this.#statements.delete(this.#statements.keys().next().value!);
-    this.#statements.set(sqlText, stmt);
-    return stmt;
+    this.#statements.set(sqlText, entry);
+    return entry;
   }
 
   /** Resolves at once when the connection is not inside a transaction, else when it leaves it. */

@@ -190,11 +190,15 @@ export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void>
   }
 }
 
-/** lockUnion's statement, to send with others (src/db/batch.ts lockThenReadAll); on SQLite a plain read of the row. */
+/**
+ * lockUnion's statement, to send with others (src/db/batch.ts
+ * lockThenReadAll). None on SQLite, as lockUnion: it has no row locks, and a
+ * write transaction (BEGIN IMMEDIATE) already holds the only write lock.
+ */
 export function lockUnionQuery(db: Kysely<DB>, unionId: string) {
-  const q = db.selectFrom("unions").select("id").where("id", "=", unionId);
-  return db.getExecutor().adapter instanceof PostgresAdapter ? q.forNoKeyUpdate() : q;
+  return db.getExecutor().adapter instanceof PostgresAdapter ? lockUnionStatement.compiled(db, unionId) : undefined;
 }
+const lockUnionStatement = prepared<[unionId: string], { id: string }>((db, unionId) => db.selectFrom("unions").select("id").where("id", "=", unionId).forNoKeyUpdate());
 
 /**
  * lockUnion, and the union's row in the same statement: on PostgreSQL a

@@ -1,5 +1,6 @@
 import { recordAllySponsor } from "../relationships/backlinks.ts";
-import { type Compilable, type Kysely, sql } from "kysely";
+import { type CompiledQuery, type Kysely, sql } from "kysely";
+import { prepared } from "../db/prepared.ts";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
@@ -83,14 +84,15 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
     // in one round trip on PostgreSQL (src/db/batch.ts), after first() so the follower's account is
     // read as first() left it.
     const read: Partial<Record<"actor", Record<string, unknown>[]>> & Record<"union" | "existing" | "leader" | "claim" | "bylaws", Record<string, unknown>[]> = await lockThenReadAll(trx, lockUnionQuery(trx, unionId), {
-      union: trx.selectFrom("unions").selectAll().where("id", "=", unionId),
-      existing: trx.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", applicant.actorId),
-      leader: leaderQuery(trx, unionId),
-      claim: openClaimQuery(trx, unionId, handle ?? "", now),
+      // Compiled once (prepared.ts): Kysely's building and compiling of these six reads cost more than SQLite's running them.
+      union: readUnionRow.compiled(trx, unionId),
+      existing: readMemberByActor.compiled(trx, unionId, applicant.actorId),
+      leader: readLeader.compiled(trx, unionId),
+      claim: readOpenClaim.compiled(trx, unionId, handle ?? "", now),
       // Not when the caller gives it: it was just fetched and stored by first().
-      ...(opts.applicantActor === undefined ? { actor: trx.selectFrom("remote_actors").selectAll().where("id", "=", applicant.actorId) } : {}),
-      bylaws: trx.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1),
-    } as Record<"union" | "existing" | "leader" | "claim" | "bylaws", Compilable<unknown>>);
+      ...(opts.applicantActor === undefined ? { actor: readRemoteActorRow.compiled(trx, applicant.actorId) } : {}),
+      bylaws: readLatestBylaws.compiled(trx, unionId),
+    } as Record<"union" | "existing" | "leader" | "claim" | "bylaws", CompiledQuery<unknown>>);
     const unionRow = read.union[0] as UnionsTable | undefined;
     if (!unionRow) throw new UnionError("not_found", "no such union");
     const union = toUnion(unionRow);
@@ -161,10 +163,29 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   return result;
 }
 
+// The common join's reads and writes, compiled once (src/db/prepared.ts; named statements on PostgreSQL).
+const readUnionRow = prepared<[unionId: string], UnionsTable>((db, unionId) => db.selectFrom("unions").selectAll().where("id", "=", unionId));
+const readMemberByActor = prepared<[unionId: string, actorId: string], MemberRow>((db, unionId, actorId) =>
+  db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", actorId));
+const readLeader = prepared<[unionId: string], MemberRow>((db, unionId) => leaderQuery(db, unionId));
+const readOpenClaim = prepared<[unionId: string, handle: string, now: number], unknown>((db, unionId, handle, now) => openClaimQuery(db, unionId, handle, now));
+const readRemoteActorRow = prepared<[actorId: string], unknown>((db, actorId) => db.selectFrom("remote_actors").selectAll().where("id", "=", actorId));
+const readLatestBylaws = prepared<[unionId: string], { version: number }>((db, unionId) =>
+  db.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1));
+
 /** ancestorsAdjustment(rootId, 1) for a member with no sponsor: its chain is itself. */
-function rootGains(trx: Kysely<DB>, rootId: string) {
-  return trx.updateTable("members").set((eb) => ({ subtree_size: eb("subtree_size", "+", 1) })).where("id", "=", rootId);
-}
+const rootGains = prepared<[rootId: string], never>((db, rootId) =>
+  db.updateTable("members").set((eb) => ({ subtree_size: eb("subtree_size", "+", 1) })).where("id", "=", rootId) as never);
+
+/** admitNewcomer's member row: active, a plain member, no descendants, no invite used. */
+const insertNewcomer = prepared<[id: string, unionId: string, actorId: string, handle: string | null, sponsorId: string | null, followId: string | null, now: number], never>(
+  (db, id, union_id, actor_id, handle, sponsor_id, follow_id, now) =>
+    db.insertInto("members").values({ id, union_id, actor_id, handle, state: "active", role: "member", sponsor_id, subtree_size: 0, follow_id, invite_id: null, joined_at: now, created_at: now }) as never);
+
+/** ownInviteCode()'s row for a newcomer (newInviteRow with no expiry, welcome). */
+const insertOwnInvite = prepared<[id: string, unionId: string, code: string, createdBy: string | null, maxUses: number | null, createdAt: number], never>(
+  (db, id, union_id, code, created_by, max_uses, created_at) =>
+    db.insertInto("invites").values({ id, union_id, code, created_by, max_uses, uses: 0, expires_at: null, revoked_at: null, created_at, welcome: 1 }) as never);
 
 /**
  * A newcomer admitted by an open union's policy, as insertApplicant then
@@ -201,15 +222,15 @@ async function admitNewcomer(
     joined_at: now,
     created_at: now,
   };
-  batch.push(trx.insertInto("members").values(row));
+  batch.push(insertNewcomer.compiled(trx, row.id, row.union_id, row.actor_id, row.handle, row.sponsor_id, row.follow_id, now));
   // attach(): a fresh member has no descendants; its sponsor chain gains one.
   // A sponsor at the root (the leader, most joins) is its own whole chain: one row, no recursive walk.
-  if (sponsorId !== null) batch.push(known.sponsorIsRoot ? rootGains(trx, sponsorId) : ancestorsAdjustment(sponsorId, 1).compile(trx));
+  if (sponsorId !== null) batch.push(known.sponsorIsRoot ? rootGains.compiled(trx, sponsorId) : ancestorsAdjustment(sponsorId, 1).compile(trx));
   // ownInviteCode(): a member's own invite, for as many places as the union's limit.
   let inviteCode: string | null = null;
   if (union.memberInviteLimit > 0) {
     const invite = newInviteRow(union.id, { createdBy: row.id, maxUses: union.memberInviteLimit, expiresInMs: null, welcome: true });
-    batch.push(trx.insertInto("invites").values(invite));
+    batch.push(insertOwnInvite.compiled(trx, invite.id, invite.union_id, invite.code, invite.created_by, invite.max_uses, invite.created_at));
     inviteCode = invite.code;
   }
   const member = toMember({ ...row, portfolio: null, left_at: null, left_reason: null, removed_by: null, ally_sponsor_actor_id: null, ally_sponsor_union: null });

@@ -1,3 +1,4 @@
+import { prepared } from "../db/prepared.ts";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { DomainDeps } from "../domain-deps.ts";
@@ -96,7 +97,14 @@ export async function blockedAmong(db: Kysely<DB>, urls: readonly (string | URL)
     for (const h of [u.host.toLowerCase(), u.hostname.toLowerCase()]) if (!hosts.has(h)) hosts.set(h, String(url));
   }
   if (hosts.size === 0) return undefined;
-  const rows = await db.selectFrom("blocked_servers").select("host").where("host", "in", [...hosts.keys()]).execute();
+  const list = [...hosts.keys()];
+  // An inbox POST asks for one host (its key's and actor's, without a port) or two: compiled once (prepared.ts).
+  const rows = list.length === 1 ? (await blockedOne(db, list[0]!)).rows
+    : list.length === 2 ? (await blockedTwo(db, list[0]!, list[1]!)).rows
+    : await db.selectFrom("blocked_servers").select("host").where("host", "in", list).execute();
   const blocked = new Set(rows.map((r) => r.host));
   return [...hosts].find(([h]) => blocked.has(h))?.[1];
 }
+
+const blockedOne = prepared<[host: string], { host: string }>((db, host) => db.selectFrom("blocked_servers").select("host").where("host", "in", [host]));
+const blockedTwo = prepared<[a: string, b: string], { host: string }>((db, a, b) => db.selectFrom("blocked_servers").select("host").where("host", "in", [a, b]));
