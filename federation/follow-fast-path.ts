@@ -1,6 +1,6 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
@@ -219,10 +219,13 @@ export function createFastFollow(deps: FastFollowDeps) {
             await kvWith?.setWith(trx, keyEntry, keyJsonLd);
             return;
           }
-          const recorded = await recordFollow(trx, shape.id, shape.actor, union.id, now);
-          if (Number(recorded.numAffectedRows ?? 0n) !== 1) throw new Skip("repeat");
-          // Fedify's path claimed this id and is joining it now: it finishes, and records it.
-          if ((await readLiveClaim(trx, shape.id, now)).rows.length > 0) throw new Skip("busy");
+          // Recorded unless already processed or claimed by Fedify's path (one statement; which of the two, only when it was not recorded).
+          const recorded = await recordUnclaimedFollow(trx, shape.id, shape.actor, union.id, now);
+          if (Number(recorded.numAffectedRows ?? 0n) !== 1) {
+            if ((await readRecorded(trx, shape.id)).rows.length > 0) throw new Skip("repeat");
+            // Fedify's path claimed this id and is joining it now: it finishes, and records it.
+            throw new Skip("busy");
+          }
           await upsertRemoteActor(trx, cached);
           await kvWith?.setWith(trx, keyEntry, keyJsonLd);
         },
@@ -244,13 +247,10 @@ export type FastFollow = ReturnType<typeof createFastFollow>;
 
 const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.selectFrom("unions").select("id").where("slug", "=", slug));
 
-/** As processOnce records a processed activity; nothing when it already was. */
-const recordFollow = prepared<[id: string, actor: string, unionId: string, at: number], unknown>((db, id, actor, unionId, at) =>
-  db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()));
-
 /**
- * recordFollow, readLiveClaim and upsertRemoteActor as one PostgreSQL
- * statement (data-modifying CTEs). The upsert runs even for a repeat or a
+ * The Follow's record (as processOnce records a processed activity; nothing
+ * when it already was), the check for Fedify's live claim on it and
+ * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs). The upsert runs even for a repeat or a
  * busy id, whose join is then rolled back with it.
  */
 async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ recorded: boolean; busy: boolean }> {
@@ -268,5 +268,16 @@ async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, 
   return { recorded: Boolean(row.recorded), busy: Boolean(row.busy) };
 }
 
-const readLiveClaim = prepared<[id: string, now: number], { id: string }>((db, id, now) =>
-  db.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", now));
+/**
+ * The Follow's record (as processOnce records a processed activity) unless
+ * Fedify's path holds a live claim on the id (SQLite's
+ * join: the record and the claim check in one statement). Nothing is
+ * written when the id was processed already or is claimed.
+ */
+export const recordUnclaimedFollow = prepared<[id: string, actor: string, unionId: string, at: number], unknown>((db, id, actor, unionId, at) =>
+  db.insertInto("inbox_activities").columns(["id", "type", "actor", "union_id", "received_at"])
+    .expression(db.selectNoFrom((eb) => [eb.val(id).as("id"), sql.lit("Follow").as("type"), eb.val(actor).as("actor"), eb.val(unionId).as("union_id"), eb.val(at).as("received_at")])
+      .where((eb) => eb.not(eb.exists(db.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)))))
+    .onConflict((oc) => oc.column("id").doNothing()));
+
+const readRecorded = prepared<[id: string], { id: string }>((db, id) => db.selectFrom("inbox_activities").select("id").where("id", "=", id));
