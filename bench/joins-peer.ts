@@ -14,6 +14,8 @@ import { listenOnLoopback } from "../test/helpers/person-actors.ts";
 const [unionUrl, total, servers, concurrency] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
 // Optional: one Follow every intervalMs (a steady trickle of joins, as while a fan-out drains) instead of as fast as possible.
 const intervalMs = Number(process.argv[6] ?? 0);
+// BENCH_JOINS_WARMUP=W: W other people join first, on "warm", before the timed window (their Accepts are waited for and not counted).
+const warmup = Math.max(0, Number(process.env.BENCH_JOINS_WARMUP ?? 0) || 0);
 // "http" (the default): a Follow as Mastodon sends it, HTTP-signed only. "ld":
 // through Fedify's sender, which also adds a Linked Data signature the union
 // then verifies (a full RDF canonicalisation per Follow).
@@ -174,7 +176,8 @@ function postSigned(follow: SignedFollow, name: string): Promise<void> {
 const signLive = Boolean(process.env.BENCH_JOINS_PEER_SIGN_LIVE) || followSignatures === "ld" || intervalMs > 0;
 function followOf(i: number) {
   const p = peers[i % servers]!;
-  const name = `a${i}`;
+  // Warm-up people (i < 0) are w1, w2, ...; the timed ones a0, a1, ...
+  const name = i < 0 ? `w${-i}` : `a${i}`;
   const actor = p.ctx.getActorUri(name);
   const json = { "@context": "https://www.w3.org/ns/activitystreams", id: new URL(`/follows/${name}`, p.origin).href, type: "Follow", actor: actor.href, object: p.group.id!.href };
   return { p, name, actor, json };
@@ -189,7 +192,33 @@ if (!signLive) {
 }
 const presignMs = performance.now() - presignStarted;
 
+const warmSigned: SignedFollow[] = [];
+for (let i = 1; i <= warmup; i++) {
+  const { p, actor, json } = followOf(-i);
+  warmSigned.push(await signFollow(p.group.inboxId!, json, actor));
+}
+
 process.send!({ ready: true, followSignatures, presigned: !signLive, presignMs });
+if (warmup > 0) {
+  // "warm": the warm-up joins, 32 at a time, then every one's Accept; nothing of them is reported.
+  await new Promise((r) => process.once("message", r));
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < warmup) {
+      const i = next++;
+      await postSigned(warmSigned[i]!, `w${i + 1}`).catch(() => {});
+    }
+  }));
+  const until = Date.now() + 120_000;
+  while ((accepted.size < warmup || welcomes < warmup) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  accepted.clear();
+  welcomes = 0;
+  actorGets = 0;
+  refused = 0;
+  latencies.length = 0;
+  timeline.length = 0;
+  process.send!({ warmed: warmup });
+}
 process.once("message", async () => {
   firstSent = performance.now();
   const cpu = process.cpuUsage();

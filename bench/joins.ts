@@ -118,6 +118,7 @@ export const joins: Benchmark = {
     "peer: \"plain\" (default) serves actor documents from a template Fedify rendered once and verifies each delivery with Muster's synchronous verifier (inbox-fast-verify.ts) against the union's key, falling back to Fedify's inbox (column \"to Fedify's inbox\"), as a server not built on Fedify would; BENCH_JOINS_PEER=fedify answers everything through Fedify (its CPU per join was more than Muster's)",
     "SQL/join, commits/join (SQLite): statements this process ran at better-sqlite3 while the joins ran (queue claims and settles, KV, BEGIN and COMMIT included); commits are COMMITs plus writes run outside a transaction (each commits on its own); BENCH_JOINS_SQL_TOP=30 prints the most frequent",
     `"Follows signed" before: the peers build and RSA-sign every Follow (Fedify's signRequest, draft-cavage, each actor's real key) before the timed window, and POST them over kept-alive connections; "live" signs each as it is sent (BENCH_JOINS_PEER_SIGN_LIVE=1, and always with BENCH_JOINS_FOLLOW_SIG=ld). Everything else the peers do is inside the window: serving each actor with its key, verifying every Accept's and welcome's signature (the union's key parsed once per peer process)`,
+    "warm-up joins (BENCH_JOINS_WARMUP=W, default 0): W other people join first, outside the timed window and every figure (their Accepts and welcomes are waited for), so the JIT and caches are warm as on a server that has been running; with 0, the window starts on a fresh process",
     "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
@@ -151,6 +152,16 @@ export const joins: Benchmark = {
           });
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
         });
+        // BENCH_JOINS_WARMUP=W: W other joins first, untimed (the JIT and caches warm, as on a server that has been running).
+        const warmup = Math.max(0, Number(process.env.BENCH_JOINS_WARMUP ?? 0) || 0);
+        if (warmup > 0) {
+          progress(`${dialect.name}: ${warmup} warm-up joins (${mode}), not measured`);
+          await new Promise<void>((resolve, reject) => {
+            child.once("message", () => resolve());
+            child.once("exit", (code) => reject(new Error(`join peers exited with ${code} during the warm-up`)));
+            child.send("warm");
+          });
+        }
         progress(`${dialect.name}: ${total} joins (${mode})`);
         const counting = dialect.name === "sqlite";
         if (counting) {
@@ -197,6 +208,7 @@ export const joins: Benchmark = {
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
           "Follows signed": presigned ? "before" : "live",
+          "warm-up joins": warmup,
           "to Fedify's inbox": report.fedifyInbox ?? "-",
           "SQL/join": counting ? statements / total : "-",
           "commits/join": counting ? commits / total : "-",

@@ -113,10 +113,21 @@ class SessionConnection implements DatabaseConnection {
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     const driver = this.#driver;
     const parameters = query.parameters as unknown[];
-    // Almost always prepared already: then no timer, promise or closure for it
-    // (a join runs about twenty statements; their promises were a good part of
-    // its garbage). SQLITE_BUSY on a first try goes to retryBusy as before.
-    const { stmt, plainRead } = driver.cached(query.sql) ?? await retryBusy(() => driver.prepareEntry(query.sql), driver.waitMs);
+    // Prepared (or found prepared) synchronously: no timer, promise or closure
+    // for it (a join runs about twenty statements; their promises were a good
+    // part of its garbage), and every statement reaches the write lock's FIFO
+    // after as many turns as any other, so writes keep their call order.
+    // SQLITE_BUSY on a first try goes to retryBusy as before.
+    let entry = driver.cached(query.sql);
+    if (entry === undefined) {
+      try {
+        entry = driver.prepareEntry(query.sql);
+      } catch (e) {
+        if (!isBusy(e)) throw e;
+        entry = await retryBusy(() => driver.prepareEntry(query.sql), driver.waitMs);
+      }
+    }
+    const { stmt, plainRead } = entry;
     if (!this.#release && plainRead) {
       if (driver.outsideTransaction() === undefined) {
         try {
