@@ -175,7 +175,7 @@ function postSigned(follow: SignedFollow, name: string): Promise<void> {
 // The Date header stays within the union's signature window (an hour).
 const signLive = Boolean(process.env.BENCH_JOINS_PEER_SIGN_LIVE) || followSignatures === "ld" || intervalMs > 0;
 function followOf(i: number) {
-  const p = peers[i % servers]!;
+  const p = peers[Math.abs(i) % servers]!;
   // Warm-up people (i < 0) are w1, w2, ...; the timed ones a0, a1, ...
   const name = i < 0 ? `w${-i}` : `a${i}`;
   const actor = p.ctx.getActorUri(name);
