@@ -1,4 +1,3 @@
-import { KeyObject } from "node:crypto";
 import type { Kysely } from "kysely";
 import { getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
@@ -11,25 +10,12 @@ const ACCEPT = "application/activity+json, application/ld+json";
 const JSON_TYPE = /^application\/(activity\+json|ld\+json|json)\s*(;|$)/i;
 
 /** The key that signs a fetch for an inbox: the union's for its own inbox, the instance actor's for the shared one (as Fedify's document loader chooses). */
-async function signerOf(db: Kysely<DB>, origin: URL, identifier: string, instanceActor: string): Promise<{ keyId: string; privateKey: KeyObject } | undefined> {
+async function signerOf(db: Kysely<DB>, origin: URL, identifier: string, instanceActor: string): Promise<{ keyId: string; privateKey: CryptoKey } | undefined> {
   const pairs = identifier === instanceActor ? await loadKeyPairs(db, INSTANCE_KEY_OWNER) : await loadUnionKeyPairs(db, identifier);
   const rsa = pairs.find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
   if (!rsa) return undefined;
   // Fedify's key id for an actor's first RSA key (the actor document shows it as publicKey).
-  return { keyId: new URL(`${ACTOR_PATH.replace("{identifier}", identifier)}#main-key`, origin).href, privateKey: keyObjectOf(rsa.privateKey) };
-}
-
-/**
- * The imported key as node:crypto's KeyObject, once per key: signed with it,
- * RSA still runs on libuv's pool, without WebCrypto's job, promise and
- * argument checks around it (a few per cent of a join's main-thread CPU).
- * Same signature bytes (delivery-sign.ts).
- */
-const keyObjects = new WeakMap<CryptoKey, KeyObject>();
-function keyObjectOf(key: CryptoKey): KeyObject {
-  let k = keyObjects.get(key);
-  if (k === undefined) keyObjects.set(key, k = KeyObject.from(key));
-  return k;
+  return { keyId: new URL(`${ACTOR_PATH.replace("{identifier}", identifier)}#main-key`, origin).href, privateKey: rsa.privateKey };
 }
 
 /**
