@@ -1,8 +1,11 @@
+import { randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
+import type { KvKey } from "@fedify/fedify";
 import { seedMembers } from "../bench/storage.ts";
+import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { generateActorKeys } from "../federation/keys.ts";
 import { getRemoteActor, upsertRemoteActor, deleteRemoteActor } from "../src/actors/remote-actors.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
@@ -112,6 +115,124 @@ describe("remote_actors storage on sqlite (0066)", () => {
       await sql`pragma wal_checkpoint(TRUNCATE)`.execute(db);
       const bytes = Number((await sql<{ b: number }>`select coalesce(sum(pgsize), 0) as b from dbstat where name = 'remote_actors' or name like 'sqlite_autoindex_remote_actors%'`.execute(db)).rows[0]!.b);
       assert.ok(bytes / n < 110, `${(bytes / n).toFixed(1)} bytes per member in remote_actors`);
+    } finally {
+      await close();
+      await tdb.destroy();
+    }
+  });
+});
+
+// Migration 0067, PostgreSQL: fedify_public_keys keeps its key ids unique by
+// an exclusion constraint over a hash index (4 bytes a key) instead of a
+// btree primary key that repeated every key id, with its columns laid out for
+// alignment.
+
+const postgres = dialects.find((d) => d.name === "postgres")!;
+const SEC = "https://w3id.org/security#";
+const RSA2048_SPKI_HEAD = Buffer.from("30820122300d06092a864886f70d01010105000382010f003082010a0282010100", "hex");
+const RSA2048_SPKI_TAIL = Buffer.from("0203010001", "hex");
+
+/** What Fedify's verifier caches for a Mastodon actor's key (the key's node of the expanded document). */
+function expandedKey(keyId: string): Record<string, unknown> {
+  const modulus = randomBytes(256);
+  modulus[0] = modulus[0]! | 0x80;
+  const body = Buffer.concat([RSA2048_SPKI_HEAD, modulus, RSA2048_SPKI_TAIL]).toString("base64");
+  const pem = `-----BEGIN PUBLIC KEY-----\n${body.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----\n`;
+  return { "@id": keyId, [`${SEC}owner`]: [{ "@id": keyId.replace(/#.*$/, "") }], [`${SEC}publicKeyPem`]: [{ "@value": pem }] };
+}
+
+const keyOf = (i: number): KvKey => ["_fedify", "publicKey", `https://social-${i % 50}.example.net/users/member_${i.toString(36)}#main-key`];
+
+/** The plan PostgreSQL picks when a scan of the table costs more than it does with a few rows (as at a million). */
+async function plan(db: Kysely<any>, query: ReturnType<typeof sql>): Promise<string> {
+  return db.transaction().execute(async (trx) => {
+    await sql`set local enable_seqscan = off`.execute(trx);
+    const r = await sql<{ "QUERY PLAN": string }>`explain ${query}`.execute(trx);
+    return r.rows.map((x) => x["QUERY PLAN"]).join("\n");
+  });
+}
+
+describe("fedify_public_keys storage on postgres (0067)", { skip: postgres.skip }, () => {
+  it("the migration keeps every key, reads and deletes by key id through the hash index, one row a key id; down brings the primary key back", async () => {
+    const tdb = await postgres.create();
+    const { db, close } = tdb.open();
+    try {
+      await migrateTo(db, "0066_remote_actors_without_rowid");
+      const kv = new KyselyKvStore(db);
+      const values = Array.from({ length: 40 }, (_, i) => expandedKey(keyOf(i)[2] as string));
+      for (let i = 0; i < 40; i++) await kv.set(keyOf(i), values[i]);
+      const rows = async () => (await db.selectFrom("fedify_public_keys").selectAll().orderBy("key_id").execute()).map((r) => ({ ...r, key: Buffer.from(r.key).toString("hex"), expires_at: Number(r.expires_at), form: Number(r.form) }));
+      const before = await rows();
+      assert.equal(before.length, 40);
+
+      await migrateTo(db, "0067_pg_public_keys_hash");
+      assert.deepEqual(await rows(), before);
+      const columns = await sql<{ attname: string }>`select attname from pg_attribute where attrelid = 'fedify_public_keys'::regclass and attnum > 0 and not attisdropped order by attnum`.execute(db);
+      assert.deepEqual(columns.rows.map((c) => c.attname), ["expires_at", "form", "key_id", "owner", "key"]);
+      const indexes = await sql<{ indexname: string; indexdef: string }>`select indexname, indexdef from pg_indexes where tablename = 'fedify_public_keys'`.execute(db);
+      assert.deepEqual(indexes.rows.map((r) => r.indexname), ["fedify_public_keys_key_id"]);
+      assert.match(indexes.rows[0]!.indexdef, /USING hash \(key_id\)/);
+      // Every read and delete by key id (the store's statements) is served by the index.
+      assert.match(await plan(db, sql`select owner, key, form, expires_at from fedify_public_keys where key_id = ${"asocial-1.example.net/users/member_1"}`), /Index Scan (using|on) fedify_public_keys_key_id/);
+      assert.match(await plan(db, sql`delete from fedify_public_keys where key_id = ${"asocial-1.example.net/users/member_1"}`), /Index Scan (using|on) fedify_public_keys_key_id/);
+      for (let i = 0; i < 40; i += 7) assert.equal(JSON.stringify(await kv.get(keyOf(i))), JSON.stringify(values[i]));
+
+      // Rewriting a key replaces its row (the delete-and-insert statement): the new value reads back, still one row.
+      const rotated = expandedKey(keyOf(3)[2] as string);
+      await kv.set(keyOf(3), rotated);
+      await kv.set(keyOf(3), rotated);
+      assert.equal(JSON.stringify(await kv.get(keyOf(3))), JSON.stringify(rotated));
+      assert.equal((await db.selectFrom("fedify_public_keys").select("key_id").where("key_id", "=", "asocial-3.example.net/users/member_3").execute()).length, 1);
+      // Writers of one key at once, each in its own transaction: no error, one row, one of the values written.
+      const again = Array.from({ length: 6 }, () => expandedKey(keyOf(5)[2] as string));
+      const second = tdb.open();
+      try {
+        await Promise.all(again.map((v, i) => (i % 2 ? second.db : db).transaction().execute((trx) => new KyselyKvStore(trx).set(keyOf(5), v))));
+      } finally {
+        await second.close();
+      }
+      assert.equal((await db.selectFrom("fedify_public_keys").select("key_id").where("key_id", "=", "asocial-5.example.net/users/member_5").execute()).length, 1);
+      const read = JSON.stringify(await kv.get(keyOf(5)));
+      assert.ok(again.some((v) => JSON.stringify(v) === read), "one of the values written");
+      // A second row of a key id is refused by the constraint.
+      await assert.rejects(sql`insert into fedify_public_keys (key_id, key, form, expires_at) values (${"asocial-1.example.net/users/member_1"}, ${Buffer.alloc(3)}, 1, 1)`.execute(db), /exclusion constraint/);
+      await kv.delete(keyOf(1));
+      assert.equal(await kv.get(keyOf(1)), undefined);
+      const after = await rows();
+      assert.equal(after.length, 39);
+
+      await migrateTo(db, "0066_remote_actors_without_rowid");
+      assert.deepEqual(await rows(), after);
+      const pk = await sql<{ indexname: string; indexdef: string }>`select indexname, indexdef from pg_indexes where tablename = 'fedify_public_keys'`.execute(db);
+      assert.deepEqual(pk.rows.map((r) => r.indexname), ["fedify_public_keys_pkey"]);
+      // The old store's statement (ON CONFLICT (key_id)) works on the old table again.
+      await sql`insert into fedify_public_keys (key_id, owner, key, form, expires_at) values (${"asocial-2.example.net/users/member_2"}, null, ${Buffer.alloc(3)}, 1, 1)
+        on conflict (key_id) do update set key = excluded.key`.execute(db);
+      await migrateToLatest(db);
+      assert.equal((await rows()).length, 39);
+    } finally {
+      await close();
+      await tdb.destroy();
+    }
+  });
+
+  it("a member's cached key costs under 425 bytes (it was 449: the row and the key id again in the primary key)", async () => {
+    const tdb = await postgres.create();
+    const { db, close } = tdb.open();
+    try {
+      const n = 10_000;
+      const size = async () => Number((await sql<{ b: string }>`select pg_total_relation_size('fedify_public_keys') as b`.execute(db)).rows[0]!.b);
+      const before = await size();
+      await db.transaction().execute(async (trx) => {
+        const kv = new KyselyKvStore(trx);
+        for (let i = 0; i < n; i++) {
+          const key: KvKey = ["_fedify", "publicKey", `https://social-${i % 2000}.example.net/users/member_${i.toString(36)}#main-key`];
+          await kv.set(key, expandedKey(key[2] as string));
+        }
+      });
+      await sql`vacuum analyze fedify_public_keys`.execute(db);
+      const perKey = (await size() - before) / n;
+      assert.ok(perKey < 425, `${perKey.toFixed(1)} bytes per cached key`);
     } finally {
       await close();
       await tdb.destroy();
