@@ -235,7 +235,7 @@ export const storage: Benchmark = {
   notes: [
     "per member: members row, remote_actors row (what upsertRemoteActor keeps of a Mastodon actor), no Follow record (pruned past the replay window while current, migration 0047), Fedify's public-key cache entry (fedify_kv; seeded as if every member signed something this week)",
     "SQLite: file + WAL after a checkpoint; PostgreSQL: pg_database_size after VACUUM ANALYZE; an empty migrated database is measured first and reported as the baseline",
-    "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded",
+    "the largest tables and indexes follow, each with its bytes per member; 'at 10^6' extrapolates bytes/member linearly when fewer were seeded (the two whole-database rows hold fanout_targets, a row per server, at its size once every server has a member)",
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     const n = Number(process.env.BENCH_STORAGE_MEMBERS ?? (quick ? QUICK : FULL));
