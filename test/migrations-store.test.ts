@@ -72,6 +72,10 @@ describe("remote_actors storage on sqlite (0066)", () => {
       // A read by id is the table's own key.
       const plan = await sql<{ detail: string }>`explain query plan select * from remote_actors where id = ${actors[0]!.id}`.execute(db);
       assert.match(plan.rows.map((r) => r.detail).join("\n"), /SEARCH remote_actors USING PRIMARY KEY \(id=\?\)/);
+      // So is the fan-out's join from each member to its actor (src/members/roster.ts deliveryRecipients).
+      const joined = await sql<{ detail: string }>`explain query plan select m.id, m.actor_id, a.inbox, a.shared_inbox from members m left join remote_actors a on a.id = m.actor_id
+        where m.union_id = ${union.id} and m.state = 'active' and m.actor_id is not null and m.id > ${"m010"} order by m.id limit 10`.execute(db);
+      assert.match(joined.rows.map((r) => r.detail).join("\n"), /SEARCH a USING PRIMARY KEY \(id=\?\)/);
       assert.deepEqual(await targets(db), targetsBefore);
 
       // The triggers still keep fanout_targets: an actor whose shared inbox moves, one deleted, one added.
