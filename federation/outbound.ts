@@ -4,6 +4,7 @@ import type { Recipient } from "@fedify/vocab";
 import type { Kysely } from "kysely";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
+import { prepared } from "../src/db/prepared.ts";
 import { logger } from "../src/logging.ts";
 import { getMember, type Member } from "../src/members/members.ts";
 import type { JoinKnown, Outbox, OutboxIntent } from "../src/outbox.ts";
@@ -280,14 +281,18 @@ async function cachedJoinDeliveries(db: Kysely<DB>, origin: URL, intent: { union
   return joinDeliveries(db, origin, union, groupId, member, { id: actor.id, inbox: actor.inbox }, intent.inviteCode, activityId, fromJoin?.bylawsVersion);
 }
 
+const memberState = prepared<[unionId: string, memberId: string], { state: string }>((db, unionId, memberId) =>
+  db.selectFrom("members").select("state").where("union_id", "=", unionId).where("id", "=", memberId));
+
 /** Checks a delivery's gate when it is about to be sent: is the member still active? */
 export function memberGate(db: Kysely<DB>): (message: unknown) => Promise<boolean> {
   return async (message) => {
     const gate = gateOf(message);
     if (gate === undefined) return true;
-    const member = await getMember(db, gate.unionId, gate.memberId);
-    if (member?.state === "active") return true;
-    log.info("Not sending {activityId} to member {memberId}: their membership is {state}", { activityId: (message as { activityId?: string }).activityId, memberId: gate.memberId, state: member?.state ?? "gone" });
+    // The state alone (two gates a join): not the whole row made into a Member.
+    const state = (await memberState(db, gate.unionId, gate.memberId)).rows[0]?.state;
+    if (state === "active") return true;
+    log.info("Not sending {activityId} to member {memberId}: their membership is {state}", { activityId: (message as { activityId?: string }).activityId, memberId: gate.memberId, state: state ?? "gone" });
     return false;
   };
 }
