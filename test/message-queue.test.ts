@@ -647,6 +647,38 @@ for (const d of dialects) {
       assert.deepEqual(batches.map((b) => b.map((m) => m.n)), [[1, 1, 1, 1], [2, 2, 2, 2]], "the second messages of the four keys went as one batch");
     });
 
+    it("two processes' listeners of a shared lane (share) split its ordering keys, each key still in order and each message once", { skip: d.name === "sqlite" && "PostgreSQL only: its settle hands over the next message of a key, and processes hear each other's heartbeats by NOTIFY" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("share");
+      // As a fan-out to personal inboxes: fewer ordering keys (servers) than
+      // either listener has slots, many messages each.
+      const keys = 10;
+      const perKey = 40;
+      const handled: { key: number; n: number; worker: string }[] = [];
+      for (const worker of ["first", "second"]) {
+        h.listen(new KyselyMessageQueue(h.open(), { ...FAST, name, concurrency: 32, workerId: worker, share: true }), async (m: { key: number; n: number }) => {
+          await sleep(3);
+          handled.push({ ...m, worker });
+        });
+      }
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      // Written together (one transaction), in order: each key's messages in n order.
+      await Promise.all(Array.from({ length: keys * perKey }, (_, i) => producer.enqueue({ key: i % keys, n: Math.floor(i / keys) }, { orderingKey: `server ${i % keys}` })));
+      await waitFor("every message", () => handled.length >= keys * perKey, 60_000);
+      const database = h.open();
+      await waitFor("the table to drain", async () => (await rows(database, name)).length === 0);
+      const seen = new Set(handled.map((m) => `${m.key} ${m.n}`));
+      assert.equal(seen.size, keys * perKey);
+      assert.equal(handled.length, keys * perKey, "no message handled twice");
+      for (let key = 0; key < keys; key++) {
+        const order = handled.filter((m) => m.key === key).map((m) => m.n);
+        assert.deepEqual(order, [...order].sort((a, b) => a - b), `key ${key} in order`);
+      }
+      const first = handled.filter((m) => m.worker === "first").length;
+      t.diagnostic(`split between the two processes: ${first} / ${handled.length - first}`);
+      assert.ok(first >= handled.length / 4 && handled.length - first >= handled.length / 4, `each took at least a quarter: ${first} / ${handled.length - first}`);
+    });
+
     it("a busy lane on SQLite claims in the transaction that settles its finished messages, each message still handled once and in its key's order", { skip: d.name !== "sqlite" && "PostgreSQL's settle hands over the next message of its ordering key instead" }, async (t) => {
       const h = harness(t);
       const database = h.open();
