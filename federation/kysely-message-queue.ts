@@ -115,10 +115,25 @@ export interface ListenOptions {
 type Outcome3 = "sent" | "withheld" | "fallback";
 const FALLBACK = Symbol("fallback");
 
-/** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
+/**
+ * Sends what it can of a batch of messages; the rest ("fallback") go to the
+ * handler. `each`, when given, is told each message's outcome as soon as it
+ * is known (see STRAGGLER_MS).
+ */
 export interface BatchSender {
-  deliver(messages: readonly unknown[]): Promise<readonly ("sent" | "fallback")[]>;
+  deliver(messages: readonly unknown[], each?: (index: number, outcome: "sent" | "fallback") => void): Promise<readonly ("sent" | "fallback")[]>;
 }
+
+/**
+ * A claimed batch's messages are settled together when the batch ends, so
+ * their settle is one statement and the next messages of their keys go on
+ * as one batch. A batch still running after this long waits on a slow
+ * server (a POST may take the whole HTTP timeout, 10 s by default): what
+ * has finished is settled then, and each message after it as it finishes,
+ * rather than every slot of the batch and the next message of each of its
+ * keys waiting for the slowest POST.
+ */
+const STRAGGLER_MS = 1000;
 
 type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at" | "dedupe_key" | "payload">;
 
@@ -386,8 +401,8 @@ const log = logger("queue");
 // stderr): each interactive message's wait to be claimed and time to settle,
 // and every lane's claims, which no log level shows without a line per delivery.
 const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
-/** Per lane: claims, rows they claimed, rows settles handed over. */
-const claimCounts: Record<string, [number, number, number]> = {};
+/** Per lane: claims, rows they claimed, rows settles handed over, hand-overs (batches). */
+const claimCounts: Record<string, [number, number, number, number]> = {};
 if (TRACE) setInterval(() => process.stderr.write(`TRACECLAIMS ${process.pid} ${JSON.stringify(claimCounts)}\n`), 2000).unref();
 
 /**
@@ -775,7 +790,11 @@ export class KyselyMessageQueue implements MessageQueue {
       room: (settling) => signal.aborted ? 0 : share === undefined ? settling : Math.max(0, share.cap(inFlight.size) - inFlight.size + settling),
       take: (rows) => {
         if (signal.aborted) return false;
-        if (TRACE) (claimCounts[this.name] ??= [0, 0, 0])[2] += rows.length;
+        if (TRACE) {
+          const c = (claimCounts[this.name] ??= [0, 0, 0, 0]);
+          c[2] += rows.length;
+          c[3]++;
+        }
         start(rows.map((row) => ({ ...row, handoff, refill, ...(TRACE ? { handedOff: true } : {}) })));
         return true;
       },
@@ -922,7 +941,7 @@ export class KyselyMessageQueue implements MessageQueue {
     const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
     const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
-      claimCounts[this.name] = claimCounts[this.name] ?? [0, 0, 0];
+      claimCounts[this.name] = claimCounts[this.name] ?? [0, 0, 0, 0];
       claimCounts[this.name]![0]++;
       claimCounts[this.name]![1] += rows.length;
     }
@@ -945,6 +964,14 @@ export class KyselyMessageQueue implements MessageQueue {
    */
   #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined, signal?: AbortSignal): Promise<void>[] {
     const batch = this.#batch!;
+    // Each message's outcome, once the batch has run STRAGGLER_MS (see there).
+    const early = new Map<number, (outcome: Outcome3) => void>();
+    const known = new Map<number, Outcome3>();
+    let straggling = false;
+    const straggler = setTimeout(() => {
+      straggling = true;
+      for (const [id, outcome] of known) early.get(id)?.(outcome);
+    }, STRAGGLER_MS);
     const settled = (async () => {
       // A bulk batch claimed just before interactive work arrived waits for
       // it here, before its signatures and POSTs (queue-priority.ts).
@@ -963,19 +990,29 @@ export class KyselyMessageQueue implements MessageQueue {
       const admitted = admit === undefined ? messages : await Promise.all(messages.map((m) => admit(m).catch((): unknown => FALLBACK)));
       const offered: { index: number; message: unknown }[] = [];
       const outcomes: Outcome3[] = admitted.map((m, index) => {
-        if (m === undefined) return "withheld";
+        if (m === undefined) {
+          known.set(live[index]!.id, "withheld");
+          return "withheld";
+        }
         if (m === FALLBACK) return "fallback";
         offered.push({ index, message: m });
         return "fallback";
       });
       if (offered.length > 0) {
-        const sent = await batch.deliver(offered.map((o) => o.message));
+        const sent = await batch.deliver(offered.map((o) => o.message), (i, outcome) => {
+          const id = live[offered[i]!.index]!.id;
+          known.set(id, outcome);
+          if (straggling) early.get(id)?.(outcome);
+        });
         offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
       }
       return new Map(live.map((c, i) => [c.id, outcomes[i]!]));
-    })();
+    })().finally(() => clearTimeout(straggler));
     return claimed.map(async (c) => {
-      const outcome = await settled.then((m) => m.get(c.id), () => undefined);
+      const outcome = await Promise.race([
+        settled.then((m) => m.get(c.id), () => undefined),
+        new Promise<Outcome3>((resolve) => early.set(c.id, resolve)),
+      ]);
       if (outcome === "sent" || outcome === "withheld") {
         try {
           await this.#complete(c);
