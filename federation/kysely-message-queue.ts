@@ -258,6 +258,8 @@ const LISTENING_POLL_MS = 5000;
 const HEARTBEAT_CHECK_MS = 100;
 const HEARTBEAT_EVERY_MS = 1000;
 const HEARTBEAT_ACTIVE_MS = 10_000;
+/** After giving back keys above its share, a listener gives back no more for this long (its peers' counts are a heartbeat late). */
+const SHARE_COOLDOWN_MS = 1000;
 
 /** See #refreshStatistics; per database, shared by the queues (tables) on it. */
 const ANALYZE_AFTER_ROWS = 1000;
@@ -785,9 +787,21 @@ export class KyselyMessageQueue implements MessageQueue {
     // (#settlePostgres), so a join's welcome follows its Accept here without
     // a NOTIFY that woke every worker to claim it (and all but one to find
     // nothing).
+    // When this listener last gave back keys above its share, for SHARE_COOLDOWN_MS.
+    let gaveBack = Number.NEGATIVE_INFINITY;
     const handoff: Handoff = {
-      // The slots of the messages being settled are free again, for what their keys hand over.
-      room: (settling) => signal.aborted ? 0 : share === undefined ? settling : Math.max(0, share.cap(inFlight.size) - inFlight.size + settling),
+      // Each settled message's key hands its next one over, in its slot;
+      // above its cap (lane-share.ts) a listener keeps its fair share and
+      // gives back the rest, then waits for its peers to report what they took.
+      room: (settling) => {
+        if (signal.aborted) return 0;
+        if (share === undefined) return settling;
+        const now = Date.now();
+        const { fair, cap } = share.limits(inFlight.size, now);
+        if (inFlight.size <= cap || now - gaveBack < SHARE_COOLDOWN_MS) return settling;
+        gaveBack = now;
+        return Math.max(0, fair - (inFlight.size - settling));
+      },
       take: (rows) => {
         if (signal.aborted) return false;
         if (TRACE) {

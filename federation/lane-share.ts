@@ -46,17 +46,28 @@ export class LaneShare {
   }
 
   /**
-   * How many messages this listener may hold when it holds `mine`: the
-   * average over the lane's live listeners, rounded up, plus a sixteenth
-   * (at least one) so that two listeners near the average do not pass keys
-   * back and forth on every stale heartbeat. Infinity with no peer.
+   * The average over the lane's live listeners, rounded up, when this one
+   * holds `mine` (`fair`), and how many it may hold (`cap`): a quarter more
+   * (at least 2). A listener above its cap gives back down to its fair
+   * share, in one go (kysely-message-queue.ts); the band between them keeps
+   * two listeners near the average, each reading the other's count a
+   * heartbeat late, from passing keys back and forth. Every key that moves
+   * starts a batch of its own, for good: a fan-out's deliveries to one
+   * server follow each other in batches (a settle hands the next ones over
+   * together), and the finer they are cut, the more each delivery costs.
+   * Infinity for both with no peer.
    */
-  cap(mine: number, now = Date.now()): number {
-    if (this.peers(now) === 0) return Number.POSITIVE_INFINITY;
+  limits(mine: number, now = Date.now()): { fair: number; cap: number } {
+    if (this.peers(now) === 0) return { fair: Number.POSITIVE_INFINITY, cap: Number.POSITIVE_INFINITY };
     let total = mine;
     for (const p of this.#peers.values()) total += p.inFlight;
     const fair = Math.ceil(total / (this.#peers.size + 1));
-    return fair + Math.max(1, Math.ceil(fair / 16));
+    return { fair, cap: fair + Math.max(2, Math.ceil(fair / 4)) };
+  }
+
+  /** limits(mine).cap. */
+  cap(mine: number, now = Date.now()): number {
+    return this.limits(mine, now).cap;
   }
 }
 

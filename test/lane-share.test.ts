@@ -10,15 +10,18 @@ describe("LaneShare: a bulk lane listener's share of the messages in flight", ()
     assert.equal(share.cap(100, 0), Number.POSITIVE_INFINITY, "its own heartbeat is no peer");
   });
 
-  it("holds a listener to the average across listeners, with a little slack", () => {
+  it("holds a listener to the average across listeners, with a band above it", () => {
     const share = new LaneShare("me");
     share.heard("other", 0, 0);
-    // One worker held all 100 keys of a fan-out, the other none: 50 each, plus 4.
-    assert.equal(share.cap(100, 0), 54);
-    share.heard("other", 46, 0);
-    assert.equal(share.cap(54, 0), 54, "balanced: keeps what it holds");
+    // One worker held all 100 keys of a fan-out, the other none: 50 each, a quarter more at most.
+    assert.deepEqual(share.limits(100, 0), { fair: 50, cap: 63 });
+    share.heard("other", 50, 0);
+    assert.deepEqual(share.limits(50, 0), { fair: 50, cap: 63 }, "balanced: keeps what it holds");
     share.heard("third", 0, 0);
-    assert.equal(share.cap(54, 0), 34 + 3);
+    assert.deepEqual(share.limits(50, 0), { fair: 34, cap: 43 });
+    const small = new LaneShare("me");
+    small.heard("other", 0, 0);
+    assert.equal(small.cap(2, 0), 1 + 2, "at least 2 over");
   });
 
   it("forgets a listener not heard from within the TTL (stopped, or idle), and its share returns", () => {
