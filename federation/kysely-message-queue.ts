@@ -258,17 +258,6 @@ const LISTENING_POLL_MS = 5000;
 const HEARTBEAT_CHECK_MS = 100;
 const HEARTBEAT_EVERY_MS = 1000;
 const HEARTBEAT_ACTIVE_MS = 10_000;
-/**
- * How long a shared bulk lane (PostgreSQL) gathers finished messages before
- * settling them together. A settle hands the next message of each of its
- * keys over as one batch, so a fan-out's servers travel in batches that
- * never join again: after keys moved between workers (or dried up and were
- * claimed again) the batches were 4-5 deliveries, against 100 with one
- * worker holding them all, and each delivery cost half as much again (a
- * settle, a circuit-state read and a sender's round per batch). Batches
- * finishing within this of each other join, for good.
- */
-const COALESCE_MS = 10;
 /** After giving back keys above its share, a listener gives back no more for this long (its peers' counts are a heartbeat late). */
 const SHARE_COOLDOWN_MS = 1000;
 
@@ -414,8 +403,12 @@ const log = logger("queue");
 // stderr): each interactive message's wait to be claimed and time to settle,
 // and every lane's claims, which no log level shows without a line per delivery.
 const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
-/** Per lane: claims, rows they claimed, rows settles handed over, hand-overs (batches). */
-const claimCounts: Record<string, [number, number, number, number]> = {};
+/** Per lane: claims, rows they claimed, rows settles handed over, hand-overs (batches), batch messages left to the handler, settled early (STRAGGLER_MS). */
+const claimCounts: Record<string, [number, number, number, number, number, number]> = {};
+function traceCount(lane: string, i: number, n = 1): void {
+  const counts = (claimCounts[lane] ??= [0, 0, 0, 0, 0, 0]);
+  counts[i] = counts[i]! + n;
+}
 if (TRACE) setInterval(() => process.stderr.write(`TRACECLAIMS ${process.pid} ${JSON.stringify(claimCounts)}\n`), 2000).unref();
 
 /**
@@ -816,9 +809,8 @@ export class KyselyMessageQueue implements MessageQueue {
       take: (rows) => {
         if (signal.aborted) return false;
         if (TRACE) {
-          const c = (claimCounts[this.name] ??= [0, 0, 0, 0]);
-          c[2] += rows.length;
-          c[3]++;
+          traceCount(this.name, 2, rows.length);
+          traceCount(this.name, 3);
         }
         start(rows.map((row) => ({ ...row, handoff, refill, ...(TRACE ? { handedOff: true } : {}) })));
         return true;
@@ -966,9 +958,8 @@ export class KyselyMessageQueue implements MessageQueue {
     const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
     const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
-      claimCounts[this.name] = claimCounts[this.name] ?? [0, 0, 0, 0];
-      claimCounts[this.name]![0]++;
-      claimCounts[this.name]![1] += rows.length;
+      traceCount(this.name, 0);
+      traceCount(this.name, 1, rows.length);
     }
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff, refill }));
   }
@@ -995,6 +986,7 @@ export class KyselyMessageQueue implements MessageQueue {
     let straggling = false;
     const straggler = setTimeout(() => {
       straggling = true;
+      if (TRACE) traceCount(this.name, 5, known.size);
       for (const [id, outcome] of known) early.get(id)?.(outcome);
     }, STRAGGLER_MS);
     const settled = (async () => {
@@ -1027,7 +1019,10 @@ export class KyselyMessageQueue implements MessageQueue {
         const sent = await batch.deliver(offered.map((o) => o.message), (i, outcome) => {
           const id = live[offered[i]!.index]!.id;
           known.set(id, outcome);
-          if (straggling) early.get(id)?.(outcome);
+          if (straggling) {
+            if (TRACE) traceCount(this.name, 5);
+            early.get(id)?.(outcome);
+          }
         });
         offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
       }
@@ -1046,6 +1041,7 @@ export class KyselyMessageQueue implements MessageQueue {
         }
         return;
       }
+      if (TRACE) traceCount(this.name, 4);
       await this.#handlerSlot();
       try {
         await this.#deliver(c, handler);
@@ -1097,10 +1093,7 @@ export class KyselyMessageQueue implements MessageQueue {
   #complete(claimed: Claimed): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#completions.push({ claimed, resolve, reject });
-      if (this.#completions.length !== 1) return;
-      // A shared bulk lane gathers a few milliseconds of them (see COALESCE_MS).
-      if (this.#shares) setTimeout(() => void this.#flushCompletions(), COALESCE_MS);
-      else setImmediate(() => void this.#flushCompletions());
+      if (this.#completions.length === 1) setImmediate(() => void this.#flushCompletions());
     });
   }
 

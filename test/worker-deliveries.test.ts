@@ -135,6 +135,7 @@ describe("two worker processes delivering one fan-out on postgres", { skip: pg.s
       return n[0]! + n[1]! >= MEMBERS && n;
     }, "both workers' trace counts", 10_000).catch(() => workers.map(deliveriesTaken));
     t.diagnostic(`deliveries taken by each worker: ${taken.join(" / ")}`);
+    if (process.env.SHARE_DEBUG) for (const w of workers) t.diagnostic([...w.output().matchAll(/TRACECLAIMS.*/g)].at(-1)?.[0] ?? "");
     const total = taken[0]! + taken[1]!;
     assert.ok(total >= MEMBERS, `the workers took ${total} deliveries, at least ${MEMBERS}`);
     for (const [i, n] of taken.entries()) assert.ok(n >= total / 4, `worker ${i + 1} took ${n} of ${total} deliveries, at least a quarter (${taken.join(" / ")})`);
