@@ -108,7 +108,7 @@ export class BatchDeliverer {
    * per message, whether it was sent or must go to Fedify's handler.
    * Never rejects.
    */
-  async deliver(messages: readonly unknown[]): Promise<FastOutcome[]> {
+  async deliver(messages: readonly unknown[], each?: (index: number, outcome: FastOutcome) => void): Promise<FastOutcome[]> {
     const outcomes: FastOutcome[] = messages.map(() => "fallback");
     const eligible: { index: number; message: Delivery; inbox: URL }[] = [];
     messages.forEach((m, index) => {
@@ -134,6 +134,7 @@ export class BatchDeliverer {
       } catch (error) {
         log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: message.activityId, inbox: inbox.href, error });
       }
+      each?.(index, outcomes[index]!);
     }));
     return this.#count(outcomes);
   }

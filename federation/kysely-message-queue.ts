@@ -9,8 +9,9 @@ import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
 import { executeNamed } from "../src/db/named-statement.ts";
-import { listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
+import { HEARTBEAT_QUEUE, type Heard, listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
+import { LaneShare } from "./lane-share.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -88,6 +89,13 @@ export interface KyselyMessageQueueOptions {
    * deliveries share theirs, read once per process, so they leave it off.
    */
   readonly payloadsWithClaim?: boolean;
+  /**
+   * On PostgreSQL, each listener holds at most its share of the lane's
+   * messages in flight across the processes listening to it (lane-share.ts).
+   * Default: for bulk lanes (rank.bulk), whose fan-outs have fewer ordering
+   * keys than a worker has slots.
+   */
+  readonly share?: boolean;
 }
 
 /**
@@ -107,10 +115,28 @@ export interface ListenOptions {
 type Outcome3 = "sent" | "withheld" | "fallback";
 const FALLBACK = Symbol("fallback");
 
-/** Sends what it can of a batch of messages; the rest ("fallback") go to the handler. */
+/**
+ * Sends what it can of a batch of messages; the rest ("fallback") go to the
+ * handler. `each`, when given, is told each message's outcome as soon as it
+ * is known (see STRAGGLER_MS).
+ */
 export interface BatchSender {
-  deliver(messages: readonly unknown[]): Promise<readonly ("sent" | "fallback")[]>;
+  deliver(messages: readonly unknown[], each?: (index: number, outcome: "sent" | "fallback") => void): Promise<readonly ("sent" | "fallback")[]>;
 }
+
+/**
+ * A claimed batch's messages are settled together when the batch ends, so
+ * their settle is one statement and the next messages of their keys go on
+ * as one batch. A batch still running after this long waits on a slow
+ * server (a POST may take the whole HTTP timeout, 10 s by default): what
+ * has finished is settled then, and each message after it as it finishes,
+ * rather than every slot of the batch and the next message of each of its
+ * keys waiting for the slowest POST. Not sooner: the messages settled one by
+ * one go on in batches of one for good (a settle hands their keys' next
+ * messages over together), and on a loaded machine (load 10 on 2 cores) a
+ * batch of 100 fast deliveries took over a second.
+ */
+const STRAGGLER_MS = 3000;
 
 type Row = Pick<Selectable<FedifyMqTable>, "id" | "queue" | "message" | "ordering_key" | "attempts" | "last_error" | "created_at" | "dedupe_key" | "payload">;
 
@@ -184,8 +210,17 @@ interface Claimed extends Row {
   readonly refill?: Refill;
 }
 
-/** Starts handling messages a settle claimed for the listener; false when it has stopped. */
-type Handoff = (claimed: Claimed[]) => boolean;
+/** A listener's side of a settle's hand-over (PostgreSQL). */
+interface Handoff {
+  /**
+   * How many of `settling` of its messages with an ordering key may each
+   * hand over the next message of their key to it (what its share allows,
+   * lane-share.ts); the others' next messages are left to any listener.
+   */
+  room(settling: number): number;
+  /** Starts handling messages a settle claimed for the listener; false when it has stopped. */
+  take(claimed: Claimed[]): boolean;
+}
 
 /**
  * A listener's side of claiming in a settle's transaction (SQLite): how many
@@ -216,6 +251,18 @@ const INSERT_CHUNK = 1000;
  * PostgreSQL ran during the workers benchmark's joins.
  */
 const LISTENING_POLL_MS = 5000;
+
+/**
+ * A bulk lane's heartbeat (lane-share.ts): checked this often, sent when its
+ * messages in flight moved by an eighth (at least 4) or HEARTBEAT_EVERY_MS
+ * passed, and only while it has messages in flight or was told of some
+ * within HEARTBEAT_ACTIVE_MS: an idle deployment sends none.
+ */
+const HEARTBEAT_CHECK_MS = 100;
+const HEARTBEAT_EVERY_MS = 1000;
+const HEARTBEAT_ACTIVE_MS = 10_000;
+/** After giving back keys above its share, a listener gives back no more for this long (its peers' counts are a heartbeat late). */
+const SHARE_COOLDOWN_MS = 1000;
 
 /** See #refreshStatistics; per database, shared by the queues (tables) on it. */
 const ANALYZE_AFTER_ROWS = 1000;
@@ -370,7 +417,12 @@ const log = logger("queue");
 // stderr): each interactive message's wait to be claimed and time to settle,
 // and every lane's claims, which no log level shows without a line per delivery.
 const TRACE = process.env.MUSTER_QUEUE_TRACE === "1";
-const claimCounts: Record<string, [number, number]> = {};
+/** Per lane: claims, rows they claimed, rows settles handed over, hand-overs (batches), batch messages left to the handler, settled early (STRAGGLER_MS). */
+const claimCounts: Record<string, [number, number, number, number, number, number]> = {};
+function traceCount(lane: string, i: number, n = 1): void {
+  const counts = (claimCounts[lane] ??= [0, 0, 0, 0, 0, 0]);
+  counts[i] = counts[i]! + n;
+}
 if (TRACE) setInterval(() => process.stderr.write(`TRACECLAIMS ${process.pid} ${JSON.stringify(claimCounts)}\n`), 2000).unref();
 
 /**
@@ -408,6 +460,9 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #batch: BatchSender | undefined;
   readonly #rank: LaneRank | undefined;
   readonly #payloadsWithClaim: boolean;
+  /** See KyselyMessageQueueOptions.share. */
+  readonly #shares: boolean;
+  #listens = 0;
   /** Claimed messages in flight at most: #concurrency, or the batch size with a batch sender. */
   readonly #inFlightLimit: number;
   /** Fallback handler slots free (a batch sender's rejects run through the handler, #concurrency at once). */
@@ -441,6 +496,7 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#batch = options.batch;
     this.#rank = options.rank;
     this.#payloadsWithClaim = options.payloadsWithClaim === true && database.dialect === "postgres";
+    this.#shares = database.dialect === "postgres" && (options.share ?? options.rank?.bulk === true);
     this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
     this.#handlerSlots = this.#concurrency;
   }
@@ -726,18 +782,49 @@ export class KyselyMessageQueue implements MessageQueue {
     const inFlight = new Set<Promise<void>>();
     const onAbort = () => alarm.ring();
     signal.addEventListener("abort", onAbort, { once: true });
+    // This listener's share of the lane across processes (lane-share.ts):
+    // undefined, no cap.
+    const listenerId = `${this.workerId}/${++this.#listens}`;
+    const share = this.#shares ? new LaneShare(listenerId) : undefined;
+    /** When this listener was last told of messages for its lane (it heartbeats for a while after). */
+    let woken = 0;
     const wake: Wake = (queue, at) => {
-      if (queue === this.name) alarm.ringAt(at);
+      if (queue !== this.name) return;
+      woken = Date.now();
+      alarm.ringAt(at);
     };
+    const limit = this.#inFlightLimit;
+    // Messages this listener may hold now: its slots, or its share when less.
+    const ceiling = () => Math.min(limit, share?.cap(inFlight.size) ?? Infinity);
+    // A busy bulk lane claims once this many of them are free.
+    const claimBatchOf = (ceiling: number) => Math.max(1, Math.floor(ceiling / 2));
+    const heard: Heard | undefined = share && ((queue, peer, n) => {
+      if (queue !== this.name) return;
+      const before = ceiling();
+      share.heard(peer, n);
+      // A peer's load went up, so this listener's share did: claim what it may now take.
+      const now = ceiling();
+      if (now > before && now > inFlight.size) alarm.ring();
+    });
     const locals = localListeners.get(this.#database.db) ?? new Set();
     localListeners.set(this.#database.db, locals);
     locals.add(wake);
-    const subscription = await this.#subscribe(wake, signal);
+    const subscription = await this.#subscribe(wake, signal, heard);
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
     const renewal = setInterval(() => void this.#renew(held), Math.max(1, Math.floor(this.#leaseMs / 3)));
-    const limit = this.#inFlightLimit;
-    const claimBatch = Math.max(1, Math.floor(limit / 2));
+    // The heartbeat: while this listener has work, or was told of some lately.
+    let beatN = -1;
+    let beatAt = 0;
+    const heartbeat = share === undefined ? undefined : setInterval(() => {
+      const now = Date.now();
+      const n = inFlight.size;
+      if (n === 0 && now - woken > HEARTBEAT_ACTIVE_MS) return;
+      if (now - beatAt < HEARTBEAT_EVERY_MS && Math.abs(n - beatN) < Math.max(4, beatN / 8)) return;
+      beatN = n;
+      beatAt = now;
+      void this.#heartbeat(listenerId, n);
+    }, HEARTBEAT_CHECK_MS);
     // Whether the last claim filled every slot it asked for, so more may be
     // ready. When it did not, the lane was drained at that moment: anything
     // newer rings the alarm (an enqueue here, NOTIFY from elsewhere, a
@@ -749,10 +836,30 @@ export class KyselyMessageQueue implements MessageQueue {
     // (#settlePostgres), so a join's welcome follows its Accept here without
     // a NOTIFY that woke every worker to claim it (and all but one to find
     // nothing).
-    const handoff: Handoff = (rows) => {
-      if (signal.aborted) return false;
-      start(rows.map((row) => ({ ...row, handoff, refill, ...(TRACE ? { handedOff: true } : {}) })));
-      return true;
+    // When this listener last gave back keys above its share, for SHARE_COOLDOWN_MS.
+    let gaveBack = Number.NEGATIVE_INFINITY;
+    const handoff: Handoff = {
+      // Each settled message's key hands its next one over, in its slot;
+      // above its cap (lane-share.ts) a listener keeps its fair share and
+      // gives back the rest, then waits for its peers to report what they took.
+      room: (settling) => {
+        if (signal.aborted) return 0;
+        if (share === undefined) return settling;
+        const now = Date.now();
+        const { fair, cap } = share.limits(inFlight.size, now);
+        if (inFlight.size <= cap || now - gaveBack < SHARE_COOLDOWN_MS) return settling;
+        gaveBack = now;
+        return Math.max(0, fair - (inFlight.size - settling));
+      },
+      take: (rows) => {
+        if (signal.aborted) return false;
+        if (TRACE) {
+          traceCount(this.name, 2, rows.length);
+          traceCount(this.name, 3);
+        }
+        start(rows.map((row) => ({ ...row, handoff, refill, ...(TRACE ? { handedOff: true } : {}) })));
+        return true;
+      },
     };
     // An interactive lane's messages, from claim to settle, hold the
     // process's bulk lanes back (queue-priority.ts).
@@ -770,7 +877,7 @@ export class KyselyMessageQueue implements MessageQueue {
         // below, which waits for it (queue-priority.ts).
         if (this.#rank?.bulk && this.#rank.priority.busy) return 0;
         const free = limit - inFlight.size + settling;
-        return free >= claimBatch ? free : 0;
+        return free >= claimBatchOf(limit) ? free : 0;
       },
       start: (claimed, asked) => {
         more = claimed.length === asked;
@@ -794,7 +901,10 @@ export class KyselyMessageQueue implements MessageQueue {
           // statement of all (2.4 claims per delivery, most of the
           // database time), since each one walks past the messages held
           // back behind ordering keys.
-          if (more && (limit - inFlight.size >= claimBatch || inFlight.size === 0)) alarm.ring();
+          if (more) {
+            const c = ceiling();
+            if (c - inFlight.size >= claimBatchOf(c) || inFlight.size === 0) alarm.ring();
+          }
         });
         inFlight.add(task);
       }
@@ -805,12 +915,13 @@ export class KyselyMessageQueue implements MessageQueue {
         // (or has been waited for long enough): see queue-priority.ts.
         if (this.#rank?.bulk) await this.#rank.priority.yield(signal);
         if (signal.aborted) break;
-        const free = limit - inFlight.size;
+        const c = ceiling();
+        const free = c - inFlight.size;
         // A busy bulk lane claims a batch at a time, when enough of its slots
         // are free (a finished message rings then): woken meanwhile (another
         // worker's settle announces what waits behind its ordering keys, a
         // NOTIFY per settle), it would claim a few rows each time.
-        const batchDue = !more || !this.#rank?.bulk || free >= claimBatch || inFlight.size === 0;
+        const batchDue = !more || !this.#rank?.bulk || free >= claimBatchOf(c) || inFlight.size === 0;
         if (free > 0 && batchDue) {
           let claimed: Claimed[] = [];
           // A claim that may find interactive work holds the bulk lanes from
@@ -835,6 +946,7 @@ export class KyselyMessageQueue implements MessageQueue {
       locals.delete(wake);
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
       clearInterval(renewal);
+      clearInterval(heartbeat);
       await subscription?.close();
     }
   }
@@ -891,9 +1003,8 @@ export class KyselyMessageQueue implements MessageQueue {
     const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
     const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
-      claimCounts[this.name] = claimCounts[this.name] ?? [0, 0];
-      claimCounts[this.name]![0]++;
-      claimCounts[this.name]![1] += rows.length;
+      traceCount(this.name, 0);
+      traceCount(this.name, 1, rows.length);
     }
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff, refill }));
   }
@@ -914,6 +1025,15 @@ export class KyselyMessageQueue implements MessageQueue {
    */
   #deliverBatch(claimed: readonly Claimed[], handler: (message: any) => Promise<void> | void, admit: Admit | undefined, signal?: AbortSignal): Promise<void>[] {
     const batch = this.#batch!;
+    // Each message's outcome, once the batch has run STRAGGLER_MS (see there).
+    const early = new Map<number, (outcome: Outcome3) => void>();
+    const known = new Map<number, Outcome3>();
+    let straggling = false;
+    const straggler = setTimeout(() => {
+      straggling = true;
+      if (TRACE) traceCount(this.name, 5, known.size);
+      for (const [id, outcome] of known) early.get(id)?.(outcome);
+    }, STRAGGLER_MS);
     const settled = (async () => {
       // A bulk batch claimed just before interactive work arrived waits for
       // it here, before its signatures and POSTs (queue-priority.ts).
@@ -932,19 +1052,32 @@ export class KyselyMessageQueue implements MessageQueue {
       const admitted = admit === undefined ? messages : await Promise.all(messages.map((m) => admit(m).catch((): unknown => FALLBACK)));
       const offered: { index: number; message: unknown }[] = [];
       const outcomes: Outcome3[] = admitted.map((m, index) => {
-        if (m === undefined) return "withheld";
+        if (m === undefined) {
+          known.set(live[index]!.id, "withheld");
+          return "withheld";
+        }
         if (m === FALLBACK) return "fallback";
         offered.push({ index, message: m });
         return "fallback";
       });
       if (offered.length > 0) {
-        const sent = await batch.deliver(offered.map((o) => o.message));
+        const sent = await batch.deliver(offered.map((o) => o.message), (i, outcome) => {
+          const id = live[offered[i]!.index]!.id;
+          known.set(id, outcome);
+          if (straggling) {
+            if (TRACE) traceCount(this.name, 5);
+            early.get(id)?.(outcome);
+          }
+        });
         offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
       }
       return new Map(live.map((c, i) => [c.id, outcomes[i]!]));
-    })();
+    })().finally(() => clearTimeout(straggler));
     return claimed.map(async (c) => {
-      const outcome = await settled.then((m) => m.get(c.id), () => undefined);
+      const outcome = await Promise.race([
+        settled.then((m) => m.get(c.id), () => undefined),
+        new Promise<Outcome3>((resolve) => early.set(c.id, resolve)),
+      ]);
       if (outcome === "sent" || outcome === "withheld") {
         try {
           await this.#complete(c);
@@ -953,6 +1086,7 @@ export class KyselyMessageQueue implements MessageQueue {
         }
         return;
       }
+      if (TRACE) traceCount(this.name, 4);
       await this.#handlerSlot();
       try {
         await this.#deliver(c, handler);
@@ -1089,8 +1223,18 @@ export class KyselyMessageQueue implements MessageQueue {
   async #settlePostgresOnce(batch: readonly Claimed[]): Promise<{ lost: Claimed[]; waiting: boolean }> {
     const ids = batch.map((c) => c.id);
     const now = Date.now();
-    // Settled messages whose listener takes the message behind them (see Handoff).
-    const handing = batch.filter((c) => c.ordering_key !== null && c.handoff !== undefined).map((c) => c.id);
+    // Settled messages whose listener takes the message behind them (see
+    // Handoff), as many as its share allows (lane-share.ts); the others'
+    // next messages are announced, for any listener to claim.
+    const keyed = new Map<Handoff, Claimed[]>();
+    for (const c of batch) {
+      if (c.ordering_key === null || c.handoff === undefined) continue;
+      const list = keyed.get(c.handoff) ?? [];
+      keyed.set(c.handoff, list);
+      list.push(c);
+    }
+    const handing: number[] = [];
+    for (const [to, list] of keyed) for (const c of list.slice(0, to.room(list.length))) handing.push(c.id);
     const token = `${this.workerId}#${++this.#claims}`;
     // The subqueries read the statement's snapshot, where the batch's own rows
     // are not yet deleted. "nxt": for each settled message of a listener,
@@ -1166,7 +1310,7 @@ export class KyselyMessageQueue implements MessageQueue {
       list.push(claimed);
     }
     // A listener that stopped meanwhile gives them back to be claimed by anyone.
-    for (const [to, claimed] of byListener) if (to?.(claimed) !== true) returned.push(...claimed);
+    for (const [to, claimed] of byListener) if (to?.take(claimed) !== true) returned.push(...claimed);
     if (returned.length > 0) {
       await this.#release(returned);
       waiting = true;
@@ -1254,10 +1398,24 @@ export class KyselyMessageQueue implements MessageQueue {
    * (shared-listen.ts) wakes this lane as soon as another process enqueues
    * to it; if it drops, polling carries on and it is re-established.
    */
-  async #subscribe(wake: Wake, _signal: AbortSignal | undefined): Promise<Subscription | undefined> {
+  async #subscribe(wake: Wake, _signal: AbortSignal | undefined, heard?: Heard): Promise<Subscription | undefined> {
     const pool = this.#database.pgPool;
     if (pool === undefined) return undefined;
-    return listenShared(pool, NOTIFY_CHANNEL, this.name, wake);
+    return listenShared(pool, NOTIFY_CHANNEL, this.name, wake, heard);
+  }
+
+  /**
+   * Tells the lane's listeners in every process (this one's too: it ignores
+   * its own) how many messages this one has in flight (lane-share.ts).
+   */
+  async #heartbeat(listener: string, inFlight: number): Promise<void> {
+    const payload = JSON.stringify({ queue: HEARTBEAT_QUEUE, lane: this.name, hb: listener, n: inFlight });
+    try {
+      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${payload})`.execute(this.#database.db);
+    } catch (error) {
+      // Peers forget this listener after a while, and take its share.
+      log.warn("Could not send queue {queue}'s heartbeat: {error}", { queue: this.name, error: describeError(error) });
+    }
   }
 }
 

@@ -6,6 +6,12 @@ const log = logger("queue", "listen");
 
 export type Wake = (queue: string, availableAt: number) => void;
 
+/** The "queue" of a heartbeat's NOTIFY payload: `{ queue, lane, hb: listener id, n: in flight }`. */
+export const HEARTBEAT_QUEUE = "~share";
+
+/** A lane listener's heartbeat heard (lane-share.ts): who, and how many messages it has in flight. */
+export type Heard = (queue: string, peer: string, inFlight: number) => void;
+
 export interface Subscription {
   /** Whether the LISTEN connection is up now (notifications are being heard). */
   live(): boolean;
@@ -22,7 +28,7 @@ export interface Subscription {
 class SharedListen {
   readonly #pool: pg.Pool;
   readonly #channel: string;
-  readonly #subscribers = new Set<{ readonly queue: string; readonly wake: Wake }>();
+  readonly #subscribers = new Set<{ readonly queue: string; readonly wake: Wake; readonly heard?: Heard | undefined }>();
   #client: pg.PoolClient | undefined;
   #connecting: Promise<void> | undefined;
   #retry: NodeJS.Timeout | undefined;
@@ -32,8 +38,8 @@ class SharedListen {
     this.#channel = channel;
   }
 
-  async subscribe(queue: string, wake: Wake): Promise<Subscription> {
-    const subscriber = { queue, wake };
+  async subscribe(queue: string, wake: Wake, heard?: Heard): Promise<Subscription> {
+    const subscriber = { queue, wake, heard };
     this.#subscribers.add(subscriber);
     if (this.#client === undefined) await (this.#connecting ??= this.#connect().finally(() => (this.#connecting = undefined)));
     // Anything announced before this lane subscribed went unheard by it.
@@ -53,11 +59,18 @@ class SharedListen {
 
   readonly #onNotification = (message: pg.Notification) => {
     if (message.channel !== this.#channel || message.payload === undefined) return;
-    let parsed: { queue: string; at: number; from?: string };
+    let parsed: { queue: string; at: number; from?: string; lane?: string; hb?: string; n?: number };
     try {
-      parsed = JSON.parse(message.payload) as { queue: string; at: number; from?: string };
+      parsed = JSON.parse(message.payload) as { queue: string; at: number; from?: string; lane?: string; hb?: string; n?: number };
     } catch {
       return; // not one of ours
+    }
+    // A heartbeat (lane-share.ts) announces no message: it wakes nobody. Its
+    // "queue" is no lane's, so a process of an older version ignores it.
+    if (parsed.queue === HEARTBEAT_QUEUE) {
+      if (typeof parsed.hb !== "string") return;
+      for (const s of this.#subscribers) if (s.queue === parsed.lane) s.heard?.(parsed.lane, parsed.hb, Number(parsed.n));
+      return;
     }
     // Our own pool's announcement, whose lanes were already woken in
     // process: woken again, each would claim once more and find nothing.
@@ -119,8 +132,8 @@ export function poolTag(pool: pg.Pool): string {
 }
 
 /** Subscribes a lane to the process's one LISTEN connection on this pool. */
-export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake): Promise<Subscription> {
+export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake, heard?: Heard): Promise<Subscription> {
   let listener = shared.get(pool);
   if (!listener) shared.set(pool, (listener = new SharedListen(pool, channel)));
-  return listener.subscribe(queue, wake);
+  return listener.subscribe(queue, wake, heard);
 }

@@ -647,6 +647,73 @@ for (const d of dialects) {
       assert.deepEqual(batches.map((b) => b.map((m) => m.n)), [[1, 1, 1, 1], [2, 2, 2, 2]], "the second messages of the four keys went as one batch");
     });
 
+    it("a batch waiting on one slow POST settles what it sent after a while, and its keys' next messages go on meanwhile", async (t) => {
+      const h = harness(t);
+      const name = uniqueName("straggler");
+      const database = h.open();
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      // One batch: a fast server's two deliveries (one key) and a slow server's one.
+      await Promise.all([producer.enqueue({ id: "fast 1" }, { orderingKey: "fast" }), producer.enqueue({ id: "slow" }, { orderingKey: "slow" })]);
+      await producer.enqueue({ id: "fast 2" }, { orderingKey: "fast" });
+      const slow = gate();
+      const sent: string[] = [];
+      const batch = {
+        async deliver(messages: readonly unknown[], each?: (index: number, outcome: "sent" | "fallback") => void) {
+          return Promise.all((messages as { id: string }[]).map(async (m, i) => {
+            if (m.id === "slow") await slow.promise;
+            sent.push(m.id);
+            each?.(i, "sent");
+            return "sent" as const;
+          }));
+        },
+      };
+      h.listen(new KyselyMessageQueue(database, { ...FAST, name, batch, batchSize: 8 }), () => {});
+      try {
+        // Before: every message of the batch waited for the slowest (up to the 10 s HTTP timeout).
+        await waitFor("the fast server's second delivery while the slow one still hangs", () => sent.includes("fast 2"), 8000);
+        assert.deepEqual(sent, ["fast 1", "fast 2"]);
+        await waitFor("the fast deliveries settled", async () => (await rows(database, name)).length === 1);
+        assert.deepEqual((await rows(database, name)).map((r) => JSON.parse(r.message).id), ["slow"], "the slow one is still held");
+      } finally {
+        // Else the listener's close waits for it forever.
+        slow.open();
+      }
+      await waitFor("the table to drain", async () => (await rows(database, name)).length === 0);
+      assert.deepEqual(sent, ["fast 1", "fast 2", "slow"]);
+    });
+
+    it("two processes' listeners of a shared lane (share) split its ordering keys, each key still in order and each message once", { skip: d.name === "sqlite" && "PostgreSQL only: its settle hands over the next message of a key, and processes hear each other's heartbeats by NOTIFY" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("share");
+      // As a fan-out to personal inboxes: fewer ordering keys (servers) than
+      // either listener has slots, many messages each.
+      const keys = 10;
+      const perKey = 40;
+      const handled: { key: number; n: number; worker: string }[] = [];
+      for (const worker of ["first", "second"]) {
+        h.listen(new KyselyMessageQueue(h.open(), { ...FAST, name, concurrency: 32, workerId: worker, share: true }), async (m: { key: number; n: number }) => {
+          await sleep(3);
+          handled.push({ ...m, worker });
+        });
+      }
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      // Written together (one transaction), in order: each key's messages in n order.
+      await Promise.all(Array.from({ length: keys * perKey }, (_, i) => producer.enqueue({ key: i % keys, n: Math.floor(i / keys) }, { orderingKey: `server ${i % keys}` })));
+      await waitFor("every message", () => handled.length >= keys * perKey, 60_000);
+      const database = h.open();
+      await waitFor("the table to drain", async () => (await rows(database, name)).length === 0);
+      const seen = new Set(handled.map((m) => `${m.key} ${m.n}`));
+      assert.equal(seen.size, keys * perKey);
+      assert.equal(handled.length, keys * perKey, "no message handled twice");
+      for (let key = 0; key < keys; key++) {
+        const order = handled.filter((m) => m.key === key).map((m) => m.n);
+        assert.deepEqual(order, [...order].sort((a, b) => a - b), `key ${key} in order`);
+      }
+      const first = handled.filter((m) => m.worker === "first").length;
+      t.diagnostic(`split between the two processes: ${first} / ${handled.length - first}`);
+      assert.ok(first >= handled.length / 4 && handled.length - first >= handled.length / 4, `each took at least a quarter: ${first} / ${handled.length - first}`);
+    });
+
     it("a busy lane on SQLite claims in the transaction that settles its finished messages, each message still handled once and in its key's order", { skip: d.name !== "sqlite" && "PostgreSQL's settle hands over the next message of its ordering key instead" }, async (t) => {
       const h = harness(t);
       const database = h.open();

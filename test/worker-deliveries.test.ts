@@ -24,11 +24,27 @@ import { seedFollowers } from "./helpers/seed-followers.ts";
 // twice. A claim that let two workers lease one message (the claim's row
 // locks, SKIP LOCKED, the lease check) shows here as a repeat at the
 // receivers, which verify every delivery's signature.
+//
+// And they share it: 20 servers are 20 ordering keys (a delivery per key at
+// a time), fewer than a worker's 128 slots, and each settle hands its key's
+// next delivery to the worker that settled it. The worker whose claim came
+// first took every key and kept them all to the end (lane-share.ts); each
+// must now send at least a quarter of the deliveries.
 
 const pg = dialects.find((d) => d.name === "postgres")!;
 const SERVERS = 20;
 /** One POST each (no shared inboxes), so every member is one delivery message. */
 const MEMBERS = 3000;
+
+/**
+ * Delivery-lane messages a worker took (claimed, or handed over by its
+ * settles), from its last MUSTER_QUEUE_TRACE line, printed every 2 s.
+ */
+function deliveriesTaken(w: MusterProcess): number {
+  const last = [...w.output().matchAll(/TRACECLAIMS \d+ (\{.*\})/g)].at(-1)?.[1];
+  const lane = last === undefined ? undefined : (JSON.parse(last) as Record<string, number[]>).delivery;
+  return (lane?.[1] ?? 0) + (lane?.[2] ?? 0);
+}
 
 /** user + system CPU of a process so far, ms (Linux, 100 ticks a second). */
 function cpuOf(pid: number): number {
@@ -57,7 +73,7 @@ describe("two worker processes delivering one fan-out on postgres", { skip: pg.s
     // A long HTTP timeout: on a loaded machine a POST the receiver verified
     // but answered after the default 10 s would be retried by Fedify, a
     // repeat at-least-once allows; this test is about the claim.
-    env = { PORT: String(port), ORIGIN: origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning", MUSTER_HTTP_TIMEOUT_MS: "120000" };
+    env = { PORT: String(port), ORIGIN: origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: "warning", MUSTER_HTTP_TIMEOUT_MS: "120000", MUSTER_QUEUE_TRACE: "1" };
     const web = spawnMuster(["serve", "--no-worker"], env);
     procs.push(web);
     await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening");
@@ -112,5 +128,16 @@ describe("two worker processes delivering one fan-out on postgres", { skip: pg.s
     assert.equal(hits.size, MEMBERS, "every inbox has it");
     assert.equal((await receiver.stats()).refused, 0);
     assert.ok(used.every((ms) => ms > 0), "both workers took part");
+
+    // The workers' counts, once both have printed them after the last delivery.
+    const taken = await eventually(async () => {
+      const n = workers.map(deliveriesTaken);
+      return n[0]! + n[1]! >= MEMBERS && n;
+    }, "both workers' trace counts", 10_000).catch(() => workers.map(deliveriesTaken));
+    t.diagnostic(`deliveries taken by each worker: ${taken.join(" / ")}`);
+    if (process.env.SHARE_DEBUG) for (const w of workers) t.diagnostic([...w.output().matchAll(/TRACECLAIMS.*/g)].at(-1)?.[0] ?? "");
+    const total = taken[0]! + taken[1]!;
+    assert.ok(total >= MEMBERS, `the workers took ${total} deliveries, at least ${MEMBERS}`);
+    for (const [i, n] of taken.entries()) assert.ok(n >= total / 4, `worker ${i + 1} took ${n} of ${total} deliveries, at least a quarter (${taken.join(" / ")})`);
   });
 });
