@@ -404,12 +404,24 @@ const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedi
  * A compact key into fedify_public_keys, and out of fedify_kv (a value cached
  * there before, or a cached null). PostgreSQL: one statement, one round trip
  * (the join's fast path writes the follower's key inside its transaction).
+ *
+ * On PostgreSQL a key id is unique by an exclusion constraint over a hash
+ * index (migration 0067: a 4-byte hash per key instead of the key id again
+ * in a btree), which ON CONFLICT DO UPDATE cannot take as its arbiter. So the
+ * old row is deleted and the new one inserted in the same statement: the
+ * insert reads `old` first, so the delete has happened when it checks the
+ * constraint (a row this transaction deleted conflicts with nothing). Two
+ * writers of one key at once: the second's insert finds the first's row and
+ * does nothing (both wrote a key just fetched; the cache keeps one).
  */
 async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string, withNext = false): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
-    const write = sql`with gone as (delete from fedify_kv where key = ${encoded})
-      insert into fedify_public_keys (key_id, owner, key, form, expires_at) values (${storedKeyId(keyId)}, ${owner}, ${key}, ${form}, ${expiresAt})
-      on conflict (key_id) do update set owner = excluded.owner, key = excluded.key, form = excluded.form, expires_at = excluded.expires_at`;
+    const stored = storedKeyId(keyId);
+    const write = sql`with gone as (delete from fedify_kv where key = ${encoded}),
+        old as (delete from fedify_public_keys where key_id = ${stored} returning 1)
+      insert into fedify_public_keys (key_id, owner, key, form, expires_at)
+        select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
+      on conflict do nothing`;
     if (withNext) await sendWithNext(db, write.compile(db));
     else await write.execute(db);
     return;
