@@ -13,10 +13,23 @@ import { sharesRoundTrip } from "../src/db/pipeline.ts";
 const dir = process.env.BENCH_PG_COUNT_DIR;
 if (dir) {
   let count = 0;
+  // BENCH_PG_COUNT_TEXTS=<dir>: also each statement's text (its first 120 characters) and how often it was sent so far, in <dir>/<pid>.<signal>.texts.
+  const textsDir = process.env.BENCH_PG_COUNT_TEXTS;
+  const texts = textsDir ? new Map<string, number>() : undefined;
+  let signals = 0;
   const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-    if (!sharesRoundTrip(args[0])) count++;
+    const own = !sharesRoundTrip(args[0]);
+    if (own) count++;
+    if (texts) {
+      const q = args[0] as string | { text?: string; name?: string } | undefined;
+      const text = `${own ? "RT " : "+  "}${(typeof q === "string" ? q : q?.text ?? "?").replace(/\s+/g, " ").slice(0, 120)}`;
+      texts.set(text, (texts.get(text) ?? 0) + 1);
+    }
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;
-  process.on("SIGUSR2", () => writeFileSync(join(dir, String(process.pid)), String(count)));
+  process.on("SIGUSR2", () => {
+    writeFileSync(join(dir, String(process.pid)), String(count));
+    if (texts && textsDir) writeFileSync(join(textsDir, `${process.pid}.${++signals}.texts`), [...texts].sort((a, b) => b[1] - a[1]).map(([t, n]) => `${String(n).padStart(7)} ${t}`).join("\n") + "\n");
+  });
 }

@@ -5,11 +5,12 @@ import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
-import { named } from "../src/db/named-statement.ts";
+import { sendWithNext } from "../src/db/pipeline.ts";
 import { prepared } from "../src/db/prepared.ts";
 import type { EventBus } from "../src/events.ts";
 import { logger } from "../src/logging.ts";
 import { requestToJoin } from "../src/members/membership.ts";
+import { UnionError } from "../src/unions/unions.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
@@ -180,7 +181,7 @@ export function createFastFollow(deps: FastFollowDeps) {
     const claim = claimSignature(request, body, Date.now(), SIGNATURE_WINDOW_MS);
     // The key must be in the actor's own document (Mastodon's #main-key): that is the document fetched.
     if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
-    const union = (await readUnion(db, shape.slug)).rows[0];
+    const union = await unionIdOf(db, shape.slug);
     if (!union) return undefined;
     const actorDoc = await fetchFollowerDocument(recipient, shape.actor);
     if (!actorDoc) return undefined;
@@ -212,12 +213,15 @@ export function createFastFollow(deps: FastFollowDeps) {
         applicantActor: cached,
         first: async (trx) => {
           if (batches(trx)) {
-            // PostgreSQL: the three steps below in one statement (before the union is locked: requestToJoin's first()).
-            const r = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
-            if (!r.recorded) throw new Skip("repeat");
-            if (r.busy) throw new Skip("busy");
-            await kvWith?.setWith(trx, keyEntry, keyJsonLd);
-            return;
+            // PostgreSQL: the three steps below in one statement, and the key's write, both sent with
+            // the union's lock and the join's read (src/db/pipeline.ts): one round trip for the four.
+            const recorded = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
+            await kvWith?.setWith(trx, keyEntry, keyJsonLd, { withNext: true });
+            return async () => {
+              const r = await recorded.answer;
+              if (!r.recorded) throw new Skip("repeat");
+              if (r.busy) throw new Skip("busy");
+            };
           }
           // Recorded unless already processed or claimed by Fedify's path (one statement; which of the two, only when it was not recorded).
           const recorded = await recordUnclaimedFollow(trx, shape.id, shape.actor, union.id, now);
@@ -232,6 +236,11 @@ export function createFastFollow(deps: FastFollowDeps) {
       });
       log.info("Follow of {union} by {actor}: {outcome}", { union: shape.slug, actor: shape.actor, outcome: r.outcome });
     } catch (error) {
+      // Only by hand (Muster never deletes a union): gone since its id was held. Fedify's path answers it.
+      if (error instanceof UnionError && error.code === "not_found") {
+        unionIds.get(db)?.delete(shape.slug);
+        return undefined;
+      }
       if (!(error instanceof Skip)) throw error;
       if (error.outcome === "busy") return undefined;
       log.debug("Skipped {id}: already processed", { id: shape.id });
@@ -248,12 +257,32 @@ export type FastFollow = ReturnType<typeof createFastFollow>;
 const readUnion = prepared<[slug: string], { id: string }>((db, slug) => db.selectFrom("unions").select("id").where("slug", "=", slug));
 
 /**
+ * A union's id by slug, held once read: Muster never changes a union's slug
+ * nor deletes a union (src/unions/unions.ts), so the pair cannot go stale;
+ * a slug with no union is read every time (one may be made any moment). A
+ * round trip less per Follow.
+ */
+const unionIds = new WeakMap<Kysely<DB>, Map<string, { id: string }>>();
+const UNION_IDS_MAX = 1024;
+async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } | undefined> {
+  let held = unionIds.get(db);
+  if (held === undefined) unionIds.set(db, held = new Map());
+  const known = held.get(slug);
+  if (known !== undefined) return known;
+  const row = (await readUnion(db, slug)).rows[0];
+  if (row === undefined) return undefined;
+  if (held.size >= UNION_IDS_MAX) held.delete(held.keys().next().value!);
+  held.set(slug, { id: row.id });
+  return row;
+}
+
+/**
  * The Follow's record (as processOnce records a processed activity; nothing
  * when it already was), the check for Fedify's live claim on it and
  * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs). The upsert runs even for a repeat or a
  * busy id, whose join is then rolled back with it.
  */
-async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ recorded: boolean; busy: boolean }> {
+async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
   const query = trx
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
     .with("up", (db) => upsertRemoteActorQuery(db as unknown as Kysely<DB>, cached).returning("id"))
@@ -264,8 +293,13 @@ async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, 
     ])
     .compile();
   // Named: one text per shape of cached actor (its fields present), parsed once per connection.
-  const row = (await trx.executeQuery(named(trx, query))).rows[0]!;
-  return { recorded: Boolean(row.recorded), busy: Boolean(row.busy) };
+  // Sent with the transaction's next statement (the union's lock): its answer once that ran.
+  const { result } = await sendWithNext(trx, query);
+  const answer = result.then(({ rows }) => ({ recorded: Boolean(rows[0]!.recorded), busy: Boolean(rows[0]!.busy) }));
+  // Its failure is the lock's (the transaction rolls back); unread then, it is no unhandled rejection.
+  answer.catch(() => {});
+  // Wrapped: an async function returning the promise itself would wait for it, and the lock is not sent yet.
+  return { answer };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { sendWithNext } from "../src/db/pipeline.ts";
 import { isDeepStrictEqual } from "node:util";
 import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
 import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
@@ -160,7 +161,13 @@ export class KyselyKvStore implements KvStore {
     return this.#db === db;
   }
 
-  async setWith(executor: Kysely<DB>, key: KvKey, value: unknown): Promise<void> {
+  /**
+   * `withNext`: on PostgreSQL a compact key's write is not waited for but
+   * goes out with the transaction's next statement (src/db/pipeline.ts,
+   * sendWithNext), whose failure it then is: the follow's fast path sends it
+   * with the union's lock.
+   */
+  async setWith(executor: Kysely<DB>, key: KvKey, value: unknown, options?: { readonly withNext?: boolean }): Promise<void> {
     if (value === undefined) throw new TypeError("setWith stores a value; delete() removes one");
     const now = Date.now();
     const encoded = encodeKey(key);
@@ -170,7 +177,7 @@ export class KyselyKvStore implements KvStore {
     const keyId = keyIdOf(key);
     if (keyId !== undefined) {
       const compact = compactKey(keyId, row.value);
-      if (compact !== undefined) return writePublicKey(executor, keyId, compact, now + PUBLIC_KEY_CACHE_TTL_MS, encoded);
+      if (compact !== undefined) return writePublicKey(executor, keyId, compact, now + PUBLIC_KEY_CACHE_TTL_MS, encoded, options?.withNext === true);
       await deletePublicKey(executor, keyId);
     }
     await upsertWith(executor, row.key, row.value, row.expires_at);
@@ -407,14 +414,16 @@ const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedi
  * writers of one key at once: the second's insert finds the first's row and
  * does nothing (both wrote a key just fetched; the cache keeps one).
  */
-async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string): Promise<void> {
+async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string, withNext = false): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
     const stored = storedKeyId(keyId);
-    await sql`with gone as (delete from fedify_kv where key = ${encoded}),
+    const write = sql`with gone as (delete from fedify_kv where key = ${encoded}),
         old as (delete from fedify_public_keys where key_id = ${stored} returning 1)
       insert into fedify_public_keys (key_id, owner, key, form, expires_at)
         select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
-      on conflict do nothing`.execute(db);
+      on conflict do nothing`;
+    if (withNext) await sendWithNext(db, write.compile(db));
+    else await write.execute(db);
     return;
   }
   await upsertPublicKey(db, storedKeyId(keyId), owner, key, form, expiresAt);

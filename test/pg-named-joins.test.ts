@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { CompiledQuery, sql } from "kysely";
 import pgClient from "pg";
 import { openDatabase } from "../src/db/database.ts";
-import { sharesRoundTrip } from "../src/db/pipeline.ts";
+import { WriteBatch } from "../src/db/batch.ts";
+import { sendWithNext, sharesRoundTrip } from "../src/db/pipeline.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { dialects } from "./helpers/databases.ts";
@@ -84,5 +85,62 @@ describe("a transaction on PostgreSQL sends its BEGIN with its first statement",
     // Still in no transaction: a statement outside one commits by itself.
     const status = await sql<{ now: unknown; x: unknown }>`select now() = statement_timestamp() as x`.execute(db);
     assert.equal(status.rows[0]!.x, true);
+  });
+});
+
+describe("statements sent with the transaction's next one on PostgreSQL (sendWithNext)", { skip: pg.skip }, () => {
+  it("share the next statement's round trip, answer once it ran, and fail it (rolling back) when they fail", async (t) => {
+    const tdb = await pg.create();
+    const database = openDatabase(tdb.url, { poolSize: 1 });
+    t.after(async () => {
+      await database.close();
+      await tdb.destroy();
+    });
+    const { db } = database;
+    await sql`create table probe (n integer primary key)`.execute(db);
+    let trips = 0;
+    const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
+    pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
+      if (!sharesRoundTrip(args[0])) trips++;
+      return query.apply(this, args);
+    } as typeof pgClient.Client.prototype.query;
+    t.after(() => {
+      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
+    });
+    // BEGIN, two deferred inserts and a read: one round trip; a batch flushed withNext and the COMMIT: one more.
+    const read = await db.transaction().execute(async (trx) => {
+      const a = await sendWithNext(trx, sql`insert into probe (n) values (${1}) returning n`.compile(trx));
+      const b = await sendWithNext(trx, sql`insert into probe (n) values (${2})`.compile(trx));
+      const r = await sql<{ c: number }>`select count(*)::int as c from probe`.execute(trx);
+      assert.deepEqual((await a.result).rows, [{ n: 1 }]);
+      await b.result;
+      const batch = new WriteBatch();
+      batch.push(sql`insert into probe (n) values (${3})`.compile(trx));
+      batch.push(sql`insert into probe (n) values (${4})`.compile(trx));
+      await batch.flush(trx, { withNext: true });
+      return r.rows[0]!.c;
+    });
+    assert.equal(read, 2, "the read ran after the deferred inserts");
+    assert.equal(trips, 2);
+    // A deferred statement that fails fails the one it travels with; nothing of the transaction is kept.
+    let failed: Promise<unknown> | undefined;
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${5})`.execute(trx);
+      failed = (await sendWithNext(trx, sql`insert into probe (n) values (${1})`.compile(trx))).result;
+      await sql`select 1`.execute(trx);
+    }), /duplicate key/);
+    await assert.rejects(failed!, /duplicate key/);
+    // And one flushed withNext fails the COMMIT, which rolls back.
+    await assert.rejects(db.transaction().execute(async (trx) => {
+      await sql`insert into probe (n) values (${6})`.execute(trx);
+      const batch = new WriteBatch();
+      batch.push(sql`insert into probe (n) values (${2})`.compile(trx));
+      await batch.flush(trx, { withNext: true });
+    }), /duplicate key/);
+    // Outside a transaction it runs at once.
+    const alone = await sendWithNext(db, sql`insert into probe (n) values (${7}) returning n`.compile(db));
+    assert.deepEqual((await alone.result).rows, [{ n: 7 }]);
+    const { rows } = await sql<{ n: number }>`select n from probe order by n`.execute(db);
+    assert.deepEqual(rows.map((r) => r.n), [1, 2, 3, 4, 7]);
   });
 });

@@ -1,6 +1,6 @@
 import { type Compilable, CompiledQuery, type Kysely, PostgresAdapter } from "kysely";
 import { named } from "./named-statement.ts";
-import { pipelinedQuery, type PipelinedStatement } from "./pipeline.ts";
+import { pipelinedQuery, type PipelinedStatement, sendWithNext } from "./pipeline.ts";
 import type { DB } from "./schema.ts";
 
 /**
@@ -54,9 +54,22 @@ export class WriteBatch {
     return this.#queries.length;
   }
 
-  async flush(trx: Kysely<DB>): Promise<void> {
+  /**
+   * `withNext` (PostgreSQL, the transaction's last writes): the statements are
+   * not waited for but go out with the transaction's next statement, its
+   * COMMIT (src/db/pipeline.ts, sendWithNext): one round trip for both, and
+   * a failure among them fails the commit, which rolls back. `after` then
+   * runs once they ran.
+   */
+  async flush(trx: Kysely<DB>, options?: { readonly withNext?: boolean }): Promise<void> {
     const queries = this.#queries.splice(0);
     const after = this.#after.splice(0);
+    if (options?.withNext === true && queries.length > 0 && isPostgres(trx)) {
+      const sent: Promise<unknown>[] = [];
+      for (const q of queries) sent.push((await sendWithNext(trx, q)).result);
+      if (after.length > 0) void Promise.all(sent).then(() => { for (const f of after) f(); }, () => {});
+      return;
+    }
     if (queries.length > 0 && !isPostgres(trx)) {
       for (const q of queries) await trx.executeQuery(q);
     } else if (queries.length === 1) {

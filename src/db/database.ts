@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
-import { Pipeline } from "./pipeline.ts";
+import { Deferred, Pipeline, type PipelinedStatement } from "./pipeline.ts";
 import { SqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
 import { sqlitePath } from "../config.ts";
@@ -152,6 +152,10 @@ class LastResultClient extends pg.Client {
 
   /** A transaction's BEGIN not sent yet: it goes out with the transaction's first statement. */
   #beginPending = false;
+  /** Between a BEGIN and its COMMIT or ROLLBACK (as sent by Kysely): where a Deferred may wait for the next statement. */
+  #inTransaction = false;
+  /** Deferred statements (pipeline.ts) waiting for the transaction's next statement. */
+  #deferred: Deferred[] = [];
 
   // pg.Client's query is heavily overloaded; only a promise of an array of results is changed.
   override query(...args: unknown[]): never {
@@ -161,21 +165,34 @@ class LastResultClient extends pg.Client {
     // Whatever follows (COMMIT or ROLLBACK included) runs in it as if BEGIN had been sent alone first.
     if (first === "begin" && !this.#beginPending && (args.length === 1 || (Array.isArray(args[1]) && args[1].length === 0))) {
       this.#beginPending = true;
+      this.#inTransaction = true;
       return Promise.resolve({ command: "BEGIN", rowCount: null, rows: [], fields: [] }) as never;
     }
-    if (this.#beginPending) {
+    if (first instanceof Deferred) {
+      if (this.#inTransaction) {
+        this.#deferred.push(first);
+        return Promise.resolve({ command: "DEFERRED", rowCount: null, rows: [], fields: [] }) as never;
+      }
+      // Nothing to travel with: sent now.
+      return this.#pipelined(new Pipeline([first.statement]), [first]).then(() => first.result) as never;
+    }
+    if ((first === "commit" || first === "rollback") && (args.length === 1 || (Array.isArray(args[1]) && args[1].length === 0))) this.#inTransaction = false;
+    if (this.#beginPending || this.#deferred.length > 0) {
+      const before: PipelinedStatement[] = this.#beginPending ? [{ text: "begin", values: [] }] : [];
+      const deferred = this.#deferred;
       this.#beginPending = false;
-      const begin = { text: "begin", values: [] };
+      this.#deferred = [];
+      before.push(...deferred.map((d) => d.statement));
       const values = Array.isArray(args[1]) ? args[1] as unknown[] : undefined;
-      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([begin, ...first.statements])) as never;
-      if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([begin, { text: first, values: values ?? [] }])) as never;
+      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([...before, ...first.statements]), deferred) as never;
+      if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([...before, { text: first, values: values ?? [] }]), deferred) as never;
       const config = first as { name?: unknown; text?: unknown; values?: unknown } | null;
       if (args.length <= 2 && typeof config?.text === "string" && (config.name === undefined || typeof config.name === "string") && (values !== undefined || config.values === undefined || Array.isArray(config.values))) {
-        return this.#pipelined(new Pipeline([begin, { text: config.text, values: values ?? (config.values as unknown[] | undefined) ?? [], ...(typeof config.name === "string" ? { name: config.name } : {}) }])) as never;
+        return this.#pipelined(new Pipeline([...before, { text: config.text, values: values ?? (config.values as unknown[] | undefined) ?? [], ...(typeof config.name === "string" ? { name: config.name } : {}) }]), deferred) as never;
       }
-      // Any other form: BEGIN alone first (pg sends queued queries in order).
-      // (A BEGIN fails only with the connection, which fails the query after it too.)
-      ((super.query as (...a: unknown[]) => unknown)("begin") as Promise<unknown>).catch(() => {});
+      // Any other form: what waits goes first on its own (pg sends queued queries in order);
+      // a failure there aborts the transaction, which fails the query after it too.
+      void this.#pipelined(new Pipeline(before), deferred).catch(() => {});
     }
     if (first instanceof Pipeline) return this.#pipelined(first) as never;
     if (typeof first === "object" && first !== null && typeof (first as { name?: unknown }).name === "string") args[0] = this.#bounded(first as { name: string; text: string });
@@ -199,7 +216,7 @@ class LastResultClient extends pg.Client {
    * Kysely gives a connection one query at a time, so nothing else is
    * queued on it meanwhile, and every other query takes pg's usual path.
    */
-  async #pipelined(p: Pipeline): Promise<unknown> {
+  async #pipelined(p: Pipeline, deferred: readonly Deferred[] = []): Promise<unknown> {
     if (p.statements.length === 0) throw new TypeError("an empty pipeline");
     const query = super.query.bind(this) as (config: unknown) => Promise<unknown>;
     const modes = this as { pipeline: boolean };
@@ -223,8 +240,18 @@ class LastResultClient extends pg.Client {
         stream.uncork?.();
       }
       results = await sent;
+    } catch (error) {
+      for (const d of deferred) d.reject(error);
+      throw error;
     } finally {
       modes.pipeline = false;
+    }
+    // Each deferred statement's own result (pg's shape is Kysely's QueryResult less numAffectedRows, which no caller reads).
+    for (const d of deferred) {
+      const r = results[p.statements.indexOf(d.statement)];
+      if (r === undefined) d.reject(new Error("a deferred statement was not sent"));
+      else if (r.status === "fulfilled") d.resolve(r.value as never);
+      else d.reject(r.reason);
     }
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;

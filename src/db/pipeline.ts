@@ -1,4 +1,6 @@
-import { CompiledQuery } from "kysely";
+import { CompiledQuery, type Kysely, type QueryResult } from "kysely";
+import { named } from "./named-statement.ts";
+import type { DB } from "./schema.ts";
 
 /** One statement of a Pipeline, as pg's query config takes it (a name makes it a prepared statement). */
 export interface PipelinedStatement {
@@ -44,4 +46,51 @@ export function pipelinedQuery(statements: readonly PipelinedStatement[]): Compi
  */
 export function sharesRoundTrip(queryArg: unknown): boolean {
   return ((queryArg as { pipelined?: number } | null)?.pipelined ?? 0) > 0;
+}
+
+/**
+ * A statement sent with the next one on its connection, inside a
+ * transaction: the pool's client (database.ts) answers it at once (no rows)
+ * and writes it in one pipeline with the transaction's next statement, as it
+ * does a BEGIN. `result` settles when it has run. Outside a transaction it
+ * runs at once. Its failure fails the statement it travels with (the first
+ * failure of a pipeline is thrown), so the transaction rolls back as if it
+ * had been sent alone; `result` rejects too, and is marked handled.
+ */
+export class Deferred {
+  readonly statement: PipelinedStatement;
+  readonly result: Promise<QueryResult<unknown>>;
+  readonly #settle: { resolve(r: QueryResult<unknown>): void; reject(e: unknown): void };
+
+  constructor(statement: PipelinedStatement) {
+    this.statement = statement;
+    let settle!: { resolve(r: QueryResult<unknown>): void; reject(e: unknown): void };
+    this.result = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    this.result.catch(() => {});
+    this.#settle = settle;
+  }
+
+  resolve(r: QueryResult<unknown>): void {
+    this.#settle.resolve(r);
+  }
+
+  reject(e: unknown): void {
+    this.#settle.reject(e);
+  }
+
+  toString(): string {
+    return this.statement.text;
+  }
+}
+
+/**
+ * Queues `query` (compiled, PostgreSQL) to go out with the transaction's next
+ * statement (see Deferred), named. Resolves at once; `result` once it ran
+ * (so never await it before the transaction's next statement is sent).
+ */
+export async function sendWithNext<R>(trx: Kysely<DB>, query: CompiledQuery<R>): Promise<{ readonly result: Promise<QueryResult<R>> }> {
+  const config = named(trx, query).sql as unknown as { name: string; text: string };
+  const deferred = new Deferred({ name: config.name, text: config.text, values: query.parameters });
+  await trx.executeQuery({ ...CompiledQuery.raw(""), sql: deferred as unknown as string });
+  return { result: deferred.result as Promise<QueryResult<R>> };
 }

@@ -51,8 +51,12 @@ export interface JoinOptions {
    * inbox's record of the Follow, the follower's cached account). They may
    * touch only the follower's own rows (never the union's or a member's),
    * and the join reads what they left. Throwing rolls the join back.
+   * On PostgreSQL it may instead send its statements with the lock
+   * (src/db/pipeline.ts, sendWithNext: one round trip for all) and return
+   * a check of their results, run once the lock and the read came back and
+   * before anything is decided or written; throwing there rolls back too.
    */
-  readonly first?: (trx: Kysely<DB>) => Promise<void>;
+  readonly first?: (trx: Kysely<DB>) => Promise<void | (() => Promise<void>)>;
   /**
    * Runs the join's transaction instead of a transaction of its own (the
    * follow's fast path on SQLite: a savepoint in a transaction shared with
@@ -78,7 +82,8 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
     // The caller's own writes (the Follow's record, the follower's account and key) touch only the
     // follower's rows and decide nothing here, so they go before the union's lock: every round trip
     // under the lock is one that every other join of the union waits for (issue 16).
-    await opts.first?.(trx);
+    // What first() sent with the lock (src/db/pipeline.ts, sendWithNext) it checks once that ran, before anything is decided.
+    const checkFirst = await opts.first?.(trx);
     const now = Date.now();
     // The lock, then everything the join decides on (the union as locked, the latest committed row),
     // in one round trip on PostgreSQL (src/db/batch.ts), after first() so the follower's account is
@@ -93,6 +98,7 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
       ...(opts.applicantActor === undefined ? { actor: readRemoteActorRow.compiled(trx, applicant.actorId) } : {}),
       bylaws: readLatestBylaws.compiled(trx, unionId),
     } as Record<"union" | "existing" | "leader" | "claim" | "bylaws", CompiledQuery<unknown>>);
+    if (checkFirst) await checkFirst();
     const unionRow = read.union[0] as UnionsTable | undefined;
     if (!unionRow) throw new UnionError("not_found", "no such union");
     const union = toUnion(unionRow);
@@ -238,7 +244,8 @@ async function admitNewcomer(
     batch,
     known: { union, member, actor: known.actor, bylawsVersion: known.bylawsVersion },
   });
-  await batch.flush(trx);
+  // The join's last writes: on PostgreSQL they go out with its COMMIT (one round trip less under the union's lock).
+  await batch.flush(trx, { withNext: true });
   emits.push(() => deps.events.emit("member.joined", { unionId: union.id, memberId: member.id, sponsorId, via: "open" }));
   return { outcome: "accepted", member };
 }
