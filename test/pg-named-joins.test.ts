@@ -1,8 +1,9 @@
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { CompiledQuery, sql } from "kysely";
+import { CompiledQuery, type Kysely, sql } from "kysely";
 import pgClient from "pg";
 import { openDatabase } from "../src/db/database.ts";
+import type { DB } from "../src/db/schema.ts";
 import { WriteBatch } from "../src/db/batch.ts";
 import { sendWithNext, sharesRoundTrip } from "../src/db/pipeline.ts";
 import { requestToJoin } from "../src/members/membership.ts";
@@ -13,6 +14,36 @@ import { createEventBus } from "../src/events.ts";
 import { recordingOutbox } from "./helpers/membership-worker.ts";
 
 const pg = dialects.find((d) => d.name === "postgres")!;
+
+/** A fresh PostgreSQL database on one connection, with a table `probe (n integer primary key)`; dropped after the test. */
+async function probeDatabase(t: TestContext): Promise<Kysely<DB>> {
+  const tdb = await pg.create();
+  const database = openDatabase(tdb.url, { poolSize: 1 });
+  t.after(async () => {
+    await database.close();
+    await tdb.destroy();
+  });
+  await sql`create table probe (n integer primary key)`.execute(database.db);
+  return database.db;
+}
+
+/** Counts the round trips every pg client makes from now until stop(): a statement pipelined with the next one is not one. */
+function countRoundTrips(): { readonly count: number; stop(): void } {
+  let count = 0;
+  const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
+  pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
+    if (!sharesRoundTrip(args[0])) count++;
+    return query.apply(this, args);
+  } as typeof pgClient.Client.prototype.query;
+  return {
+    get count() {
+      return count;
+    },
+    stop() {
+      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
+    },
+  };
+}
 
 describe("a join's statements on PostgreSQL are prepared once per connection", { skip: pg.skip }, () => {
   it("the lock, the join's read and its writes run as named statements, each parsed once on the connection", async () => {
@@ -44,30 +75,18 @@ describe("a join's statements on PostgreSQL are prepared once per connection", {
 
 describe("a transaction on PostgreSQL sends its BEGIN with its first statement", { skip: pg.skip }, () => {
   it("one round trip for BEGIN and the first statement, the same outcome: committed, rolled back, or failed on its first statement", async (t) => {
-    const tdb = await pg.create();
-    const database = openDatabase(tdb.url, { poolSize: 1 });
-    t.after(async () => {
-      await database.close();
-      await tdb.destroy();
-    });
-    const { db } = database;
-    await sql`create table probe (n integer primary key)`.execute(db);
-    let trips = 0;
-    const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
-    pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
-      if (!sharesRoundTrip(args[0])) trips++;
-      return query.apply(this, args);
-    } as typeof pgClient.Client.prototype.query;
+    const db = await probeDatabase(t);
+    const trips = countRoundTrips();
     try {
       await db.transaction().execute(async (trx) => {
         await sql`insert into probe (n) values (${1})`.execute(trx);
         await sql`insert into probe (n) values (${2})`.execute(trx);
       });
     } finally {
-      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
+      trips.stop();
     }
     // BEGIN + the first insert, the second insert, COMMIT (was four).
-    assert.equal(trips, 3);
+    assert.equal(trips.count, 3);
     // A rollback after writes, and a first statement that fails: nothing is kept, and the connection serves on.
     await assert.rejects(db.transaction().execute(async (trx) => {
       await sql`insert into probe (n) values (${3})`.execute(trx);
@@ -90,23 +109,9 @@ describe("a transaction on PostgreSQL sends its BEGIN with its first statement",
 
 describe("statements sent with the transaction's next one on PostgreSQL (sendWithNext)", { skip: pg.skip }, () => {
   it("share the next statement's round trip, answer once it ran, and fail it (rolling back) when they fail", async (t) => {
-    const tdb = await pg.create();
-    const database = openDatabase(tdb.url, { poolSize: 1 });
-    t.after(async () => {
-      await database.close();
-      await tdb.destroy();
-    });
-    const { db } = database;
-    await sql`create table probe (n integer primary key)`.execute(db);
-    let trips = 0;
-    const query = pgClient.Client.prototype.query as (...args: unknown[]) => unknown;
-    pgClient.Client.prototype.query = function (this: pgClient.Client, ...args: unknown[]) {
-      if (!sharesRoundTrip(args[0])) trips++;
-      return query.apply(this, args);
-    } as typeof pgClient.Client.prototype.query;
-    t.after(() => {
-      pgClient.Client.prototype.query = query as typeof pgClient.Client.prototype.query;
-    });
+    const db = await probeDatabase(t);
+    const trips = countRoundTrips();
+    t.after(() => trips.stop());
     // BEGIN, two deferred inserts and a read: one round trip; a batch flushed withNext and the COMMIT: one more.
     const read = await db.transaction().execute(async (trx) => {
       const a = await sendWithNext(trx, sql`insert into probe (n) values (${1}) returning n`.compile(trx));
@@ -121,7 +126,7 @@ describe("statements sent with the transaction's next one on PostgreSQL (sendWit
       return r.rows[0]!.c;
     });
     assert.equal(read, 2, "the read ran after the deferred inserts");
-    assert.equal(trips, 2);
+    assert.equal(trips.count, 2);
     // A deferred statement that fails fails the one it travels with; nothing of the transaction is kept.
     let failed: Promise<unknown> | undefined;
     await assert.rejects(db.transaction().execute(async (trx) => {
