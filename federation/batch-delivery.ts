@@ -37,23 +37,6 @@ export type FastOutcome = "sent" | "fallback";
 const CIRCUIT_PREFIX = ["_fedify", "circuit"] as const;
 const SPEC_PREFIX = ["_fedify", "httpMessageSignaturesSpec"] as const;
 
-const circuitKey = (inbox: URL) => JSON.stringify([...CIRCUIT_PREFIX, inbox.host]);
-const specKey = (inbox: URL) => JSON.stringify([...SPEC_PREFIX, inbox.origin]);
-
-/**
- * How long a server's circuit and spec state, as read, stands for the next
- * batches to it: a join's Accept and welcome, and the joins after it from
- * the same server, each read it (two of a worker's three round trips per
- * join were this read and the claim's). What it can miss: a circuit another
- * process opened meanwhile, for at most this long; a delivery made then
- * fails and goes to Fedify's handler, which sees the circuit (and this
- * process reads the state again: #forget). A circuit this process's Fedify
- * handler opens is likewise seen on the next read after the delivery it
- * took over.
- */
-const STATE_TTL_MS = 1000;
-const STATE_MAX = 4096;
-
 /** The part of Fedify 2.3's delivery message read here. */
 interface Delivery {
   readonly type: "outbox";
@@ -85,8 +68,6 @@ export interface BatchDelivererOptions {
    * false: see onThread.
    */
   readonly threadsForSharedInboxes?: boolean;
-  /** The clock of the state read's memo (tests move it). */
-  readonly now?: () => number;
 }
 
 const log = logger("federation", "batch-delivery");
@@ -109,9 +90,6 @@ export class BatchDeliverer {
   readonly #keysById = new Map<string, Promise<CryptoKey>>();
   /** The same keys as node:crypto KeyObjects, which the delivery threads sign with (delivery-sign.ts SigningKey). */
   readonly #keyObjects = new WeakMap<CryptoKey, KeyObject>();
-  /** What #state last read for a circuit or spec key (value undefined: none stored), and when; oldest first. */
-  readonly #seen = new Map<string, { value: string | undefined; at: number }>();
-  readonly #now: () => number;
   /** This sender's counters; processStats adds up every sender's in the process. */
   readonly stats = { sent: 0, fallback: 0, knocks: 0 };
 
@@ -123,7 +101,6 @@ export class BatchDeliverer {
     this.#dispatcher = options.dispatcher ?? getGlobalDispatcher;
     this.#threads = options.threads;
     this.#threadShared = options.threadsForSharedInboxes ?? false;
-    this.#now = options.now ?? Date.now;
   }
 
   /**
@@ -149,16 +126,14 @@ export class BatchDeliverer {
     await Promise.all(eligible.map(async ({ index, message, inbox }) => {
       // Any circuit state (open, half-open, or closed with failures counted)
       // is Fedify's to read and update.
-      if (state.has(circuitKey(inbox))) return;
-      const stored = state.get(specKey(inbox));
+      if (state.has(JSON.stringify([...CIRCUIT_PREFIX, inbox.host]))) return;
+      const stored = state.get(JSON.stringify([...SPEC_PREFIX, inbox.origin]));
       const spec: Spec = stored === '"rfc9421"' || stored === '"draft-cavage-http-signatures-12"' ? JSON.parse(stored) as Spec : this.#firstKnock;
       try {
         if (await this.#send(message, inbox, spec)) outcomes[index] = "sent";
       } catch (error) {
         log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: message.activityId, inbox: inbox.href, error });
       }
-      // Fedify's handler takes it now and may record a failure (its circuit) or another spec.
-      if (outcomes[index] !== "sent") this.#forget(inbox);
       each?.(index, outcomes[index]!);
     }));
     return this.#count(outcomes);
@@ -172,50 +147,18 @@ export class BatchDeliverer {
     return outcomes;
   }
 
-  /**
-   * The stored circuit states and accepted specs of these inboxes' hosts and
-   * origins, by encoded KV key: read from fedify_kv, or (for a key read less
-   * than STATE_TTL_MS ago) as read then. See #seen.
-   */
+  /** The stored circuit states and accepted specs of these inboxes' hosts and origins, by encoded KV key. */
   async #state(inboxes: readonly URL[]): Promise<Map<string, string>> {
-    const now = this.#now();
-    const state = new Map<string, string>();
     const keys = new Set<string>();
-    const want = (key: string) => {
-      const seen = this.#seen.get(key);
-      if (seen !== undefined && now - seen.at < STATE_TTL_MS) {
-        if (seen.value !== undefined) state.set(key, seen.value);
-      } else {
-        keys.add(key);
-      }
-    };
     for (const inbox of inboxes) {
-      want(circuitKey(inbox));
-      want(specKey(inbox));
+      keys.add(JSON.stringify([...CIRCUIT_PREFIX, inbox.host]));
+      keys.add(JSON.stringify([...SPEC_PREFIX, inbox.origin]));
     }
-    if (keys.size === 0) return state;
+    const now = Date.now();
     const rows = await this.#db.selectFrom("fedify_kv").select(["key", "value", "expires_at"]).where("key", "in", [...keys]).execute();
-    const found = new Map<string, string>();
-    for (const r of rows) if (r.expires_at === null || Number(r.expires_at) > now) found.set(r.key, r.value);
-    for (const key of keys) {
-      const value = found.get(key);
-      if (value !== undefined) state.set(key, value);
-      this.#remember(key, value, now);
-    }
+    const state = new Map<string, string>();
+    for (const r of rows) if (r.expires_at === null || Number(r.expires_at) > now) state.set(r.key, r.value);
     return state;
-  }
-
-  #remember(key: string, value: string | undefined, at: number): void {
-    this.#seen.delete(key);
-    // Oldest first out: a fan-out to 2·10^4 servers reads each once anyway.
-    if (this.#seen.size >= STATE_MAX) this.#seen.delete(this.#seen.keys().next().value!);
-    this.#seen.set(key, { value, at });
-  }
-
-  /** A delivery to this inbox was left to Fedify (or failed): the next batch reads its server's state again. */
-  #forget(inbox: URL): void {
-    this.#seen.delete(circuitKey(inbox));
-    this.#seen.delete(specKey(inbox));
   }
 
   /** True once the inbox answered 2xx; false for anything Fedify should handle. */
@@ -234,7 +177,7 @@ export class BatchDeliverer {
         allowPrivateAddress: currentOutgoingPolicy().allowPrivateAddress,
       });
       if (r.knocked) this.stats.knocks++;
-      if (r.ok && r.knocked) await this.#setSpec(inbox, r.spec);
+      if (r.ok && r.knocked) await this.#kv.set([...SPEC_PREFIX, inbox.origin], r.spec);
       return r.ok;
     }
     const first = await this.#post(message, inbox, privateKey, keyId, body, spec);
@@ -246,13 +189,8 @@ export class BatchDeliverer {
     const other = OTHER_SPEC[spec];
     const second = await this.#post(message, inbox, privateKey, keyId, body, other);
     if (!second.ok) return false;
-    await this.#setSpec(inbox, other);
+    await this.#kv.set([...SPEC_PREFIX, inbox.origin], other);
     return true;
-  }
-
-  async #setSpec(inbox: URL, spec: Spec): Promise<void> {
-    await this.#kv.set([...SPEC_PREFIX, inbox.origin], spec);
-    this.#remember(specKey(inbox), JSON.stringify(spec), this.#now());
   }
 
   async #post(message: Delivery, inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
