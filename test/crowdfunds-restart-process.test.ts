@@ -67,7 +67,13 @@ for (const d of dialects) {
       }
     }
 
-    const start = (crashAt?: string) => spawnMuster(["serve"], crashAt ? { ...env, MUSTER_TEST_CRASH_AT: crashAt } : env);
+    /** Every child started, so a failing test leaves none running (it held the port, and the file never ended). */
+    const started: MusterProcess[] = [];
+    const start = (crashAt?: string) => {
+      const p = spawnMuster(["serve"], crashAt ? { ...env, MUSTER_TEST_CRASH_AT: crashAt } : env);
+      started.push(p);
+      return p;
+    };
 
     async function killedAt(p: MusterProcess, point: string): Promise<void> {
       const timer = setTimeout(() => p.child.kill("SIGKILL"), 120_000);
@@ -117,7 +123,7 @@ for (const d of dialects) {
     });
 
     after(async () => {
-      await ensureStopped(child);
+      for (const p of started) await ensureStopped(p);
       await tdb?.destroy();
       if (dataDir) rmSync(dataDir, { recursive: true, force: true });
     });

@@ -85,6 +85,9 @@ function ensureSqliteDirectory(file: string): void {
   }
 }
 
+/** How long opening a SQLite database waits for another process's lock. */
+const OPEN_BUSY_MS = 5000;
+
 export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
@@ -96,11 +99,21 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
       if (e instanceof DatabaseUnavailableError) throw e;
       throw new DatabaseUnavailableError(`cannot open the SQLite database ${file}: ${(e as Error).message}`);
     }
-    // busy_timeout 0: another process's lock is waited for on timers, not
-    // inside better-sqlite3 with the event loop stopped (sqlite-driver.ts).
-    // WAL lets this connection read while another process writes.
+    // Opening waits for another process's lock (one recovering the WAL after
+    // a crash, or holding the database exclusively) up to OPEN_BUSY_MS, inside
+    // SQLite: a CLI command or test run while `serve` restarts failed at once
+    // with "database is locked". Only here, where nothing else runs yet.
+    sqlite.pragma(`busy_timeout = ${OPEN_BUSY_MS}`);
+    try {
+      // WAL lets this connection read while another process writes.
+      sqlite.pragma("journal_mode = WAL");
+    } catch (e) {
+      sqlite.close();
+      throw new DatabaseUnavailableError(`cannot open the SQLite database ${file}: ${(e as Error).message} (another process held it for ${OPEN_BUSY_MS / 1000} s)`);
+    }
+    // busy_timeout 0 from here on: another process's lock is waited for on
+    // timers, not inside better-sqlite3 with the event loop stopped (sqlite-driver.ts).
     sqlite.pragma("busy_timeout = 0");
-    sqlite.pragma("journal_mode = WAL");
     sqlite.pragma("synchronous = NORMAL");
     sqlite.pragma("foreign_keys = ON");
     // 16 MiB of page cache instead of SQLite's 2: a fan-out's queue rows and
