@@ -185,9 +185,7 @@ export async function countMembers(db: Kysely<DB>, unionId: string, states: read
  * each other while a fan-out kept the machine busy (issue 16).
  */
 export async function lockUnion(trx: Kysely<DB>, unionId: string): Promise<void> {
-  if (trx.getExecutor().adapter instanceof PostgresAdapter) {
-    await sql`select id from unions where id = ${unionId} for no key update`.execute(trx);
-  }
+  if (trx.getExecutor().adapter instanceof PostgresAdapter) await lockUnionStatement(trx, unionId);
 }
 
 /**
