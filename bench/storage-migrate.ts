@@ -5,7 +5,10 @@
  * measures it again; on SQLite also the freelist the rebuild leaves and what a
  * VACUUM would take. Not part of `npm run bench`; run through the bench lock:
  *
- *   flock /work/notes/bench.lock npx node bench/storage-migrate.ts sqlite|postgres 100000 [uuid]
+ *   flock /work/notes/bench.lock npx node bench/storage-migrate.ts sqlite|postgres 100000 [uuid|new] [0069]
+ *
+ * The last argument names the first migration timed (default 0066): the
+ * database is seeded on the schema of the migration before it.
  *
  * (PostgreSQL with TEST_DATABASE_URL.) "at 10^6" extrapolates linearly (the
  * fan-out targets included: see bench/storage.ts for the exact figures).
@@ -20,10 +23,11 @@ import { createUnion } from "../src/unions/unions.ts";
 import { createEventBus } from "../src/events.ts";
 import { generateActorKeys } from "../federation/keys.ts";
 import { randomUUID } from "node:crypto";
-const [dialectName, nArg, unionKind] = process.argv.slice(2);
+const [dialectName, nArg, unionKind, fromArg] = process.argv.slice(2);
+const FROM = fromArg ?? "0066";
 const n = Number(nArg);
 const d = dialects.find((x) => x.name === dialectName)!;
-const PREVIOUS = readdirSync(new URL("../migrations/", import.meta.url)).filter((f) => /^\d{4}_.*\.ts$/.test(f) && f < "0066").sort().at(-1)!.replace(/\.ts$/, "");
+const PREVIOUS = readdirSync(new URL("../migrations/", import.meta.url)).filter((f) => /^\d{4}_.*\.ts$/.test(f) && f < FROM).sort().at(-1)!.replace(/\.ts$/, "");
 const tdb = await d.create();
 const { db, close } = tdb.open();
 await migrateTo(db, PREVIOUS);
