@@ -22,15 +22,16 @@ import { isPostgres } from "./dialect.ts";
 //
 // The new id is inserted as a copy of the union's row (the old row's slug is
 // moved aside first), the rows that name the union move over, and the old row
-// goes: every foreign key holds at every step. The triggers that keep
-// fanout_targets from members are held off while union_id moves (fanout_targets
-// itself moves with every other union_id column), so its counts stay as they
-// were. union_rekeys keeps old and new ids (down puts the old ones back; an
-// operator can map an id seen in an old log).
+// goes: every foreign key holds at every step. The triggers of those tables
+// are held off while union_id moves (fanout_targets moves with every other
+// union_id column, so its counts stay as they were). union_rekeys keeps old
+// and new ids (down puts the old ones back; an operator can map an id seen in
+// an old log).
 //
-// PostgreSQL: the updated rows leave their old versions as free space in
-// members and its indexes, reused by later writes; VACUUM FULL members
-// returns it to the system. SQLite: the same, on the free list (VACUUM).
+// PostgreSQL rewrites each table's union_id column (ALTER COLUMN ... USING):
+// an UPDATE would leave every old row version behind, members and its indexes
+// about doubled until VACUUM FULL. SQLite updates in place: the rows shrink,
+// their pages keep the slack until a VACUUM.
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -93,20 +94,28 @@ async function inUrl(db: Kysely<any>, all: Table[], old: string): Promise<string
   return undefined;
 }
 
-/** The triggers that fire when union_id changes, held off while it moves; the returned function puts them back. */
+/**
+ * The triggers of the tables that have a union_id, held off while it moves (SQLite: a trigger would fire on
+ * the update; PostgreSQL: a trigger that names union_id forbids the column's rewrite). Each is dropped and
+ * created again from its own text, word for word; the returned function creates them again.
+ */
 async function holdTriggers(db: Kysely<any>, all: Table[]): Promise<() => Promise<void>> {
   const withUnion = all.filter((t) => t.unionId).map((t) => t.name);
   if (isPostgres(db)) {
-    const r = await sql<{ t: string; name: string }>`
-      select c.relname as t, g.tgname as name from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
-      where n.nspname = current_schema() and not g.tgisinternal and g.tgenabled <> 'D' order by 1, 2`.execute(db);
+    const r = await sql<{ t: string; name: string; def: string; enabled: string }>`
+      select c.relname as t, g.tgname as name, pg_get_triggerdef(g.oid) as def, g.tgenabled as enabled from pg_trigger g
+        join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = current_schema() and not g.tgisinternal order by 1, 2`.execute(db);
     const held = r.rows.filter((x) => withUnion.includes(x.t));
-    for (const x of held) await sql`alter table ${id(x.t)} disable trigger ${id(x.name)}`.execute(db);
+    for (const x of held) await sql`drop trigger ${id(x.name)} on ${id(x.t)}`.execute(db);
     return async () => {
-      for (const x of held) await sql`alter table ${id(x.t)} enable trigger ${id(x.name)}`.execute(db);
+      for (const x of held) {
+        await sql.raw(x.def).execute(db);
+        if (x.enabled === "D") await sql`alter table ${id(x.t)} disable trigger ${id(x.name)}`.execute(db);
+      }
     };
   }
-  // SQLite cannot disable a trigger: drop it and create it again from its own text, word for word.
+  // SQLite cannot disable a trigger: drop it and create it again from its own text.
   const r = await sql<{ name: string; tbl: string; sql: string }>`select name, tbl_name as tbl, sql from sqlite_schema where type = 'trigger' order by name`.execute(db);
   const held = r.rows.filter((x) => withUnion.includes(x.tbl));
   for (const x of held) await sql`drop trigger ${id(x.name)}`.execute(db);
@@ -115,23 +124,40 @@ async function holdTriggers(db: Kysely<any>, all: Table[]): Promise<() => Promis
   };
 }
 
-/** Moves every row and value that names union `from` to `to` (a fresh id no union has). */
-async function rekey(db: Kysely<any>, all: Table[], from: string, to: string): Promise<void> {
-  const row = await db.selectFrom("unions").selectAll().where("id", "=", from).executeTakeFirstOrThrow();
-  // The copy takes the slug (unique): the old row's moves aside first.
-  await db.updateTable("unions").set({ slug: `${row.slug}~${to}` }).where("id", "=", from).execute();
-  await db.insertInto("unions").values({ ...row, id: to }).execute();
-  const pattern = `%${from}%`;
+/**
+ * Moves every row and value that names each union `from` to its `to` (a fresh id no union has): copies of the
+ * union rows under the new ids, every union_id column, every other text value holding an old id, then the old
+ * rows go.
+ */
+async function rekey(db: Kysely<any>, all: Table[], moves: readonly (readonly [from: string, to: string])[]): Promise<void> {
+  for (const [from, to] of moves) {
+    const row = await db.selectFrom("unions").selectAll().where("id", "=", from).executeTakeFirstOrThrow();
+    // The copy takes the slug (unique): the old row's moves aside first.
+    await db.updateTable("unions").set({ slug: `${row.slug}~${to}` }).where("id", "=", from).execute();
+    await db.insertInto("unions").values({ ...row, id: to }).execute();
+  }
   for (const t of all) {
     if (t.name === "unions") continue;
-    if (t.unionId) await sql`update ${id(t.name)} set union_id = ${to} where union_id = ${from}`.execute(db);
+    if (t.unionId) {
+      if (isPostgres(db)) {
+        // Rewritten, not updated: an UPDATE of every member would leave the old row versions behind (members and
+        // its indexes about doubled until VACUUM FULL); the rewrite keeps only the new rows and rebuilds the indexes.
+        // The column's foreign key is checked again over the new values.
+        const cases = sql.join(moves.map(([from, to]) => sql`when ${sql.lit(from)} then ${sql.lit(to)}`), sql` `);
+        await sql`alter table ${id(t.name)} alter column union_id type text using (case union_id ${cases} else union_id end)`.execute(db);
+      } else {
+        for (const [from, to] of moves) await sql`update ${id(t.name)} set union_id = ${to} where union_id = ${from}`.execute(db);
+      }
+    }
     if (t.text.length > 0) {
-      const sets = sql.join(t.text.map((c) => sql`${id(c)} = replace(${id(c)}, ${from}, ${to})`));
-      const cond = sql.join(t.text.map((c) => sql`${id(c)} like ${pattern}`), sql` or `);
-      await sql`update ${id(t.name)} set ${sets} where ${cond}`.execute(db);
+      for (const [from, to] of moves) {
+        const sets = sql.join(t.text.map((c) => sql`${id(c)} = replace(${id(c)}, ${from}, ${to})`));
+        const cond = sql.join(t.text.map((c) => sql`${id(c)} like ${`%${from}%`}`), sql` or `);
+        await sql`update ${id(t.name)} set ${sets} where ${cond}`.execute(db);
+      }
     }
   }
-  await db.deleteFrom("unions").where("id", "=", from).execute();
+  for (const [from] of moves) await db.deleteFrom("unions").where("id", "=", from).execute();
 }
 
 export async function up(db: Kysely<any>): Promise<void> {
@@ -158,12 +184,10 @@ export async function up(db: Kysely<any>): Promise<void> {
   }
   if (moves.length === 0) return;
   const release = await holdTriggers(db, all);
-  const now = Date.now();
-  for (const [old, to] of moves) {
-    await rekey(db, all, old, to);
-    await db.insertInto("union_rekeys").values({ old_id: old, new_id: to, rekeyed_at: now }).execute();
-  }
+  await rekey(db, all, moves);
   await release();
+  const now = Date.now();
+  for (const [old, to] of moves) await db.insertInto("union_rekeys").values({ old_id: old, new_id: to, rekeyed_at: now }).execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
@@ -171,7 +195,7 @@ export async function down(db: Kysely<any>): Promise<void> {
   if (moves.length > 0) {
     const all = await tables(db);
     const release = await holdTriggers(db, all);
-    for (const m of moves) await rekey(db, all, m.new_id as string, m.old_id as string);
+    await rekey(db, all, moves.map((m) => [m.new_id as string, m.old_id as string] as const));
     await release();
   }
   await db.schema.dropTable("union_rekeys").execute();
