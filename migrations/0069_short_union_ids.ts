@@ -188,6 +188,7 @@ export async function up(db: Kysely<any>): Promise<void> {
   await release();
   const now = Date.now();
   for (const [old, to] of moves) await db.insertInto("union_rekeys").values({ old_id: old, new_id: to, rekeyed_at: now }).execute();
+  console.warn(`migration 0069: ${moves.map(([old, to]) => `union ${old} is now ${to}`).join("; ")}${isPostgres(db) ? "" : " (SQLite: run VACUUM once, with the server stopped, to give the space back: see the README's Disk)"}`);
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
