@@ -188,7 +188,13 @@ export async function up(db: Kysely<any>): Promise<void> {
   await release();
   const now = Date.now();
   for (const [old, to] of moves) await db.insertInto("union_rekeys").values({ old_id: old, new_id: to, rekeyed_at: now }).execute();
-  console.warn(`migration 0069: ${moves.map(([old, to]) => `union ${old} is now ${to}`).join("; ")}${isPostgres(db) ? "" : " (SQLite: run VACUUM once, with the server stopped, to give the space back: see the README's Disk)"}`);
+  console.warn(`migration 0069: ${moves.map(([old, to]) => `union ${old} is now ${to}`).join("; ")}`);
+}
+
+/** SQLite: the members' rows shrank in place; one VACUUM after the migration gives their pages back (src/db/migrate.ts). */
+export async function sqliteVacuumWanted(db: Kysely<any>): Promise<boolean> {
+  const row = await db.selectFrom("union_rekeys").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirst();
+  return Number(row?.n ?? 0) > 0;
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
