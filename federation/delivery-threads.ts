@@ -153,6 +153,9 @@ class Thread {
   }
 }
 
+/** How long start-up waits for the delivery threads to load (they take 0.3-0.5 s of CPU; far more under load). */
+const THREAD_START_WAIT_MS = 30_000;
+
 export class DeliveryThreads {
   readonly #init: ThreadInit;
   readonly #count: number;
@@ -182,7 +185,12 @@ export class DeliveryThreads {
   start(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     while (this.#live().length < this.#count) this.#spawn();
-    return Promise.all(this.#threads.map((t) => t.ready)).then(() => {});
+    // Start-up waits for the threads, but never for ever: a thread that neither
+    // loads nor dies (a hung import) must not keep the server from listening.
+    // Deliveries given to it meanwhile wait in its port, as they did before.
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<void>((resolve) => { timer = setTimeout(resolve, THREAD_START_WAIT_MS); timer.unref(); });
+    return Promise.race([Promise.all(this.#threads.map((t) => t.ready)).then(() => {}), bounded]).finally(() => clearTimeout(timer));
   }
 
   #live(): Thread[] {
