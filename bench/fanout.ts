@@ -157,6 +157,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const threaded = { ...threadStats };
     const cpu = process.cpuUsage();
     const threads = threadCpuMs();
+    const byThread = threadCpuByName();
     const start = Date.now();
     const t0 = performance.now();
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
@@ -179,6 +180,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const ms = performance.now() - t0;
     const cpuTotal = cpuMs(cpu);
     const threadsAfter = threadCpuMs();
+    const byThreadAfter = threadCpuByName();
     const peak = rss.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
@@ -223,6 +225,12 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       load: loadavg()[0]!,
     };
     progress(`${label}: ${stats.delivered} deliveries in ${(ms / 1000).toFixed(1)} s`);
+    if (byThread !== undefined && byThreadAfter !== undefined) {
+      // Where the process's CPU went, µs per delivery by thread (name as Linux has it, and its id
+      // for worker threads: the delivery thread and the SQLite checkpoint thread are both "WorkerThread").
+      const parts = diffThreads(byThread, byThreadAfter).map(([name, ms]) => `${name} ${(1000 * ms / stats.delivered).toFixed(0)}`);
+      progress(`${label}: CPU µs/delivery by thread: ${parts.join(", ")}`);
+    }
     return row;
   } finally {
     await m?.stop();
@@ -257,6 +265,36 @@ export function threadCpuMs(): { main: number; others: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU ms of each of this process's threads by id, with its name (Linux only; undefined elsewhere). */
+export function threadCpuByName(): Map<string, { name: string; ms: number }> | undefined {
+  try {
+    const out = new Map<string, { name: string; ms: number }>();
+    for (const tid of readdirSync("/proc/self/task")) {
+      try {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+        const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        out.set(tid, { name: Number(tid) === process.pid ? "main" : name, ms: (Number(f[11]) + Number(f[12])) * 10 });
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ms per thread between two snapshots, pools summed by name (worker threads apart, by id), largest first. */
+function diffThreads(before: Map<string, { name: string; ms: number }>, after: Map<string, { name: string; ms: number }>): [string, number][] {
+  const sums = new Map<string, number>();
+  for (const [tid, { name, ms }] of after) {
+    const key = name === "WorkerThread" ? `${name}#${tid}` : name;
+    sums.set(key, (sums.get(key) ?? 0) + ms - (before.get(tid)?.ms ?? 0));
+  }
+  return [...sums].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
 }
 
 export interface Receiver {

@@ -110,24 +110,25 @@ export class BatchDeliverer {
    */
   async deliver(messages: readonly unknown[], each?: (index: number, outcome: FastOutcome) => void): Promise<FastOutcome[]> {
     const outcomes: FastOutcome[] = messages.map(() => "fallback");
-    const eligible: { index: number; message: Delivery; inbox: URL }[] = [];
+    const eligible: { index: number; message: Delivery; inbox: URL; circuitKey: string; specKey: string }[] = [];
     messages.forEach((m, index) => {
       const inbox = eligibleInbox(m);
-      if (inbox !== null) eligible.push({ index, message: m as Delivery, inbox });
+      // The KV keys of its server's state, encoded once (read and looked up below).
+      if (inbox !== null) eligible.push({ index, message: m as Delivery, inbox, circuitKey: kvKey(CIRCUIT_PREFIX, inbox.host), specKey: kvKey(SPEC_PREFIX, inbox.origin) });
     });
     if (eligible.length === 0) return this.#count(outcomes);
     let state: Map<string, string>;
     try {
-      state = await this.#state(eligible.map((e) => e.inbox));
+      state = await this.#state(eligible);
     } catch (error) {
       log.warn("Could not read the delivery state of a batch; Fedify sends it: {error}", { error });
       return this.#count(outcomes);
     }
-    await Promise.all(eligible.map(async ({ index, message, inbox }) => {
+    await Promise.all(eligible.map(async ({ index, message, inbox, circuitKey, specKey }) => {
       // Any circuit state (open, half-open, or closed with failures counted)
       // is Fedify's to read and update.
-      if (state.has(JSON.stringify([...CIRCUIT_PREFIX, inbox.host]))) return;
-      const stored = state.get(JSON.stringify([...SPEC_PREFIX, inbox.origin]));
+      if (state.has(circuitKey)) return;
+      const stored = state.get(specKey);
       const spec: Spec = stored === '"rfc9421"' || stored === '"draft-cavage-http-signatures-12"' ? JSON.parse(stored) as Spec : this.#firstKnock;
       try {
         if (await this.#send(message, inbox, spec)) outcomes[index] = "sent";
@@ -148,11 +149,11 @@ export class BatchDeliverer {
   }
 
   /** The stored circuit states and accepted specs of these inboxes' hosts and origins, by encoded KV key. */
-  async #state(inboxes: readonly URL[]): Promise<Map<string, string>> {
+  async #state(inboxes: readonly { circuitKey: string; specKey: string }[]): Promise<Map<string, string>> {
     const keys = new Set<string>();
-    for (const inbox of inboxes) {
-      keys.add(JSON.stringify([...CIRCUIT_PREFIX, inbox.host]));
-      keys.add(JSON.stringify([...SPEC_PREFIX, inbox.origin]));
+    for (const { circuitKey, specKey } of inboxes) {
+      keys.add(circuitKey);
+      keys.add(specKey);
     }
     const now = Date.now();
     const rows = await this.#db.selectFrom("fedify_kv").select(["key", "value", "expires_at"]).where("key", "in", [...keys]).execute();
@@ -166,7 +167,6 @@ export class BatchDeliverer {
     const rsa = message.keys.find((k) => (k.privateKey as JsonWebKey | undefined)?.kty === "RSA");
     if (rsa === undefined) return false;
     const privateKey = await this.#importKey(rsa.keyId, rsa.privateKey);
-    const keyId = new URL(rsa.keyId);
     const body = this.#body(message.activity);
     if (this.#threads !== undefined && onThread(message, this.#threadShared)) {
       const r = await this.#threads.send({
@@ -180,6 +180,7 @@ export class BatchDeliverer {
       if (r.ok && r.knocked) await this.#kv.set([...SPEC_PREFIX, inbox.origin], r.spec);
       return r.ok;
     }
+    const keyId = new URL(rsa.keyId);
     const first = await this.#post(message, inbox, privateKey, keyId, body, spec);
     if (first.ok) return true;
     // Fedify's double knock: a server that refused the signature may accept
@@ -278,6 +279,11 @@ export class BatchDeliverer {
 function onThread(message: Delivery, shared: boolean): boolean {
   if (message.headers !== undefined && Object.keys(message.headers).length > 0) return false;
   return shared || message.sharedInbox !== true;
+}
+
+/** A Fedify KV key as KyselyKvStore stores it (JSON of the key's parts), for a prefix and one more part. */
+function kvKey(prefix: readonly string[], last: string): string {
+  return JSON.stringify([...prefix, last]);
 }
 
 /** The inbox of a delivery this sender may take, or null. */
