@@ -78,8 +78,8 @@ export function deliveryThreadCount(configured: number | undefined): number {
 }
 
 /** A delivery thread's V8 heap limits (see Thread's constructor). */
-export const THREAD_YOUNG_MB = 48;
-export const THREAD_OLD_MB = 256;
+export const THREAD_YOUNG_MB = 32;
+export const THREAD_OLD_MB = 128;
 
 /** Keys and bodies a thread keeps at most; the main thread tells it which to drop. */
 const KEYS_PER_THREAD = 64;
@@ -116,8 +116,12 @@ class Thread {
     // mark-compact every 1-2 s to stay under it, about a fifth of the
     // thread's time and most of the V8 helper threads' CPU in that fan-out
     // (and 4,000 servers' deliveries took the thread 57 s against 34 s with
-    // these limits, once each on a loaded machine). The heap still grows only as V8's growing factor lets it
-    // (--heap-growing-percent), so these are ceilings, not sizes.
+    // 48/256 MiB, once each on a loaded machine). 48/256 raised the 10^5
+    // personal fan-out's peak RSS from 457 to 504 MiB, too near the 512 MiB
+    // target; 32/128 keeps the old generation at nearly three times that live
+    // heap (485 MiB peak in one run). The heap still grows only as V8's
+    // growing factor lets it (--heap-growing-percent), so these are ceilings,
+    // not sizes.
     this.worker = new Worker(THREAD_URL, { workerData: init, stdout: false, stderr: false, resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_MB, maxOldGenerationSizeMb: THREAD_OLD_MB } });
     // A thread never keeps the process alive; the queue's listeners do while there is work.
     this.worker.unref();
