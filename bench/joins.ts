@@ -1,5 +1,6 @@
 import { fork } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
@@ -89,6 +90,24 @@ function threadSplit(before: Map<string, { name: string; ms: number }>, after: M
   return [...byKind].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / joins).toFixed(2)}`).join(", ");
 }
 
+/** With BENCH_CPU_PROFILE=dir, a CPU profile of the measured process's main thread over the timed window (Muster's side only). */
+async function startProfile(label: string): Promise<{ stop(): Promise<void> } | undefined> {
+  const dir = process.env.BENCH_CPU_PROFILE;
+  if (!dir) return undefined;
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return {
+    async stop() {
+      const { profile } = await session.post("Profiler.stop");
+      writeFileSync(join(dir, `joins-${label}-${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
 export interface PeerReport {
   accepted: number;
   welcomes: number;
@@ -141,6 +160,8 @@ export const joins: Benchmark = {
         await makeUnion(m, "riders", { joinPolicy: "open", leaderHandle: "@lead@leader.invalid" });
         const child = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", m.origin).href, String(total), String(SERVERS), String(CONCURRENCY)], {
           stdio: ["ignore", "inherit", "inherit", "ipc"],
+          // The peers run with Node's defaults, whatever V8 flags the measured process was given.
+          execArgv: [],
           env: requestOnly ? { ...process.env, BENCH_JOINS_NO_ACCEPTS: "1" } : process.env,
         });
         let followSignatures = "";
@@ -171,6 +192,7 @@ export const joins: Benchmark = {
           sqlMicros.clear();
           sqlCounting = true;
         }
+        const profile = await startProfile(`${mode}-${total}`);
         const threadsBefore = threadTimes();
         const cpu = process.cpuUsage();
         const report = await new Promise<PeerReport>((resolve, reject) => {
@@ -180,6 +202,7 @@ export const joins: Benchmark = {
         });
         const cpuTotal = cpuMs(cpu);
         const threads = threadSplit(threadsBefore, threadTimes(), total);
+        await profile?.stop();
         sqlCounting = false;
         const sqlTop = [...sqlCounts].sort((a, b) => b[1] - a[1]);
         const statements = sqlTop.reduce((n, [, c]) => n + c, 0);

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Kysely, sql } from "kysely";
 import { generateActorKeys } from "../federation/keys.ts";
@@ -9,6 +9,7 @@ import { preloadedOnly } from "../federation/inbox-fast-keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { type RemoteActor, remoteActorRow } from "../src/actors/remote-actors.ts";
 import { openDatabase } from "../src/db/database.ts";
+import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
 import type { DB } from "../src/db/schema.ts";
 import { createEventBus } from "../src/events.ts";
 import { newMemberId } from "../src/members/member-id.ts";
@@ -38,6 +39,9 @@ import { type Benchmark, loadAverage, progress, type Row } from "./lib.ts";
  * BENCH_STORAGE_UNION=uuid seeds a union made before 13-character union ids
  * (src/unions/union-id.ts): the same union row under a 36-character UUID, as
  * every union created before that change still has.
+ * BENCH_STORAGE_UNION=uuid-migrated: the same union after the upgrade to a
+ * 13-character id (migration 0069, run over the seeded members), and on
+ * SQLite the one VACUUM the upgrade runs after it.
  * BENCH_STORAGE_MEMBER_IDS=uuid gives the members the 36-character UUIDv7 ids
  * members got before 20-character member ids, as an older union's members
  * who joined before that change keep.
@@ -246,11 +250,26 @@ export const storage: Benchmark = {
     try {
       const { db } = database;
       const created = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "storage", name: "Storage Bench", purpose: "Measuring bytes per member" });
-      const union = process.env.BENCH_STORAGE_UNION === "uuid" ? await existingUnion(db, created.id) : created;
+      const kind = process.env.BENCH_STORAGE_UNION;
+      const union = { id: (kind === "uuid" || kind === "uuid-migrated" ? await existingUnion(db, created.id) : created).id };
       const empty = await sizes(db, dialect.name, file);
       const started = performance.now();
       await seedMembers(db, union.id, n, dialect.name);
       const seedS = (performance.now() - started) / 1000;
+      let migrated = "";
+      if (kind === "uuid-migrated") {
+        // The older union after the upgrade: 0069 run over the seeded members (down to the migration before it, which
+        // has nothing to undo, then up); on SQLite migrateToLatest runs the one VACUUM 0069 asks for.
+        const before0069 = readdirSync(new URL("../migrations/", import.meta.url)).filter((f) => /^\d{4}_.*\.ts$/.test(f) && f < "0069").sort().at(-1)!.replace(/\.ts$/, "");
+        await migrateTo(db, before0069);
+        const t0 = performance.now();
+        await migrateToLatest(db);
+        const ms = performance.now() - t0;
+        const id = (await db.selectFrom("unions").select("id").where("slug", "=", "storage-uuid").executeTakeFirstOrThrow()).id;
+        migrated = `; migrated to a ${id.length}-character id in ${(ms / 1000).toFixed(2)} s`;
+        union.id = id;
+        if (dialect.name === "sqlite") migrated += " (its one VACUUM included)";
+      }
       const after = await sizes(db, dialect.name, file);
       const bytes = after.total - empty.total;
       const perMember = bytes / n;
@@ -267,7 +286,7 @@ export const storage: Benchmark = {
         "bytes/member": perMember,
         "MiB at 10^6": mib(at1e6(bytes)),
         "vs 1 GiB": at1e6(bytes) <= TARGET_BYTES ? "PASS" : "MISS",
-        detail: `${union.id.length}-character union id; ${OLD_MEMBER_IDS ? "36-character (UUIDv7) member ids" : "20-character member ids"}; empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
+        detail: `${union.id.length}-character union id${migrated}; ${OLD_MEMBER_IDS ? "36-character (UUIDv7) member ids" : "20-character member ids"}; empty database ${mib(empty.total)} MiB; seeded at ${(n / seedS).toFixed(0)} members/s; ${loadAverage()}`,
       }];
       const before = new Map(empty.parts.map((p) => [p.name, p.bytes]));
       // Fedify's key cache now expires after a week (federation/kysely-kv-store.ts): a union whose members did not all

@@ -71,6 +71,9 @@ port.on("message", (m: ToThread) => {
   for (const handle of m.dropBodies) bodies.delete(handle);
 });
 
+// Loaded (undici, the signer and this module evaluated): the main thread's start() waits for this.
+port.postMessage("ready");
+
 /** One delivery with Fedify's double knock: a 400 or 401 without a challenge is tried once more in the other spec. */
 async function send(inbox: URL, key: SigningKey, keyId: URL, body: Body, spec: Spec, reset: boolean): Promise<{ ok: boolean; status: number; acceptSignature: boolean; spec: Spec; knocked: boolean }> {
   const first = await post(inbox, key, keyId, body, spec, reset);

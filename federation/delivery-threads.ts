@@ -84,7 +84,7 @@ const BODIES_PER_THREAD = 16;
 const THREAD_URL = new URL("./delivery-thread.ts", import.meta.url);
 
 /** Deliveries sent by delivery threads in this process, and those a thread failed to answer (the benchmark and tests read them). */
-export const threadStats = { sent: 0, lost: 0, failed: 0, lastError: "" };
+export const threadStats = { sent: 0, lost: 0, failed: 0, lastError: "", started: 0, ready: 0 };
 
 interface Pending {
   readonly resolve: (outcome: ThreadOutcome) => void;
@@ -99,6 +99,8 @@ class Thread {
   readonly bodies = new Set<number>();
   outgoing: { keys: ToThread["keys"]; bodies: ToThread["bodies"]; items: ThreadItem[]; dropKeys: Set<number>; dropBodies: Set<number> } | undefined;
   dead = false;
+  /** Settles once the thread has loaded its modules (its "ready" message), or has died trying. */
+  readonly ready: Promise<void>;
 
   constructor(init: ThreadInit, onGone: (thread: Thread, error: Error) => void) {
     // A thread holds a few hundred deliveries at most: a small old
@@ -111,7 +113,14 @@ class Thread {
     this.worker = new Worker(THREAD_URL, { workerData: init, stdout: false, stderr: false, resourceLimits: { maxYoungGenerationSizeMb: 24, maxOldGenerationSizeMb: 64 } });
     // A thread never keeps the process alive; the queue's listeners do while there is work.
     this.worker.unref();
-    this.worker.on("message", (results: ThreadResult[]) => {
+    let loaded!: () => void;
+    this.ready = new Promise<void>((resolve) => loaded = resolve);
+    this.worker.on("message", (results: ThreadResult[] | "ready") => {
+      if (results === "ready") {
+        threadStats.ready++;
+        loaded();
+        return;
+      }
       for (const [seq, code, status, acceptSignature, spec, knocked, error] of results) {
         const p = this.pending.get(seq);
         if (p === undefined) continue;
@@ -124,8 +133,14 @@ class Thread {
         else p.resolve({ ok: code === 1, status, acceptSignature, spec, knocked });
       }
     });
-    this.worker.on("error", (error) => onGone(this, error));
-    this.worker.on("exit", (code) => onGone(this, new Error(`the delivery thread exited (${code})`)));
+    this.worker.on("error", (error) => {
+      loaded();
+      onGone(this, error);
+    });
+    this.worker.on("exit", (code) => {
+      loaded();
+      onGone(this, new Error(`the delivery thread exited (${code})`));
+    });
   }
 
   /** Fails everything it was given and not yet answered. */
@@ -137,6 +152,9 @@ class Thread {
     this.pending.clear();
   }
 }
+
+/** How long start-up waits for the delivery threads to load (they take 0.3-0.5 s of CPU; far more under load). */
+const THREAD_START_WAIT_MS = 30_000;
 
 export class DeliveryThreads {
   readonly #init: ThreadInit;
@@ -153,6 +171,41 @@ export class DeliveryThreads {
     if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError(`threads must be a positive integer, got ${options.threads}`);
     this.#count = options.threads;
     this.#init = { timeoutMs: options.timeoutMs };
+  }
+
+  /**
+   * Starts every thread now and settles once each has loaded its modules
+   * (undici, the signer) or died trying. A process that runs the queue calls
+   * it at start-up: a thread otherwise started with the first delivery, and
+   * loading it (a new V8 isolate, Node's bootstrap, undici compiled from
+   * source: 250-370 ms of CPU) fell on the first joins' Accepts, competing
+   * with them for the cores and holding them back until it was up. A thread
+   * that dies later is replaced on the next delivery, as before.
+   */
+  start(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    while (this.#live().length < this.#count) this.#spawn();
+    // Start-up waits for the threads, but never for ever: a thread that neither
+    // loads nor dies (a hung import) must not keep the server from listening.
+    // Deliveries given to it meanwhile wait in its port, as they did before.
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<void>((resolve) => { timer = setTimeout(resolve, THREAD_START_WAIT_MS); timer.unref(); });
+    return Promise.race([Promise.all(this.#threads.map((t) => t.ready)).then(() => {}), bounded]).finally(() => clearTimeout(timer));
+  }
+
+  #live(): Thread[] {
+    for (let i = this.#threads.length - 1; i >= 0; i--) if (this.#threads[i]!.dead) this.#threads.splice(i, 1);
+    return this.#threads;
+  }
+
+  #spawn(): Thread {
+    const thread = new Thread(this.#init, (t, error) => {
+      if (t.dead) return;
+      t.fail(error);
+    });
+    threadStats.started++;
+    this.#threads.push(thread);
+    return thread;
   }
 
   /**
@@ -196,15 +249,7 @@ export class DeliveryThreads {
 
   /** The live thread with the fewest deliveries in hand, starting one when there are fewer than asked for. */
   #pick(): Thread {
-    for (let i = this.#threads.length - 1; i >= 0; i--) if (this.#threads[i]!.dead) this.#threads.splice(i, 1);
-    if (this.#threads.length < this.#count) {
-      const thread = new Thread(this.#init, (t, error) => {
-        if (t.dead) return;
-        t.fail(error);
-      });
-      this.#threads.push(thread);
-      return thread;
-    }
+    if (this.#live().length < this.#count) return this.#spawn();
     let best = this.#threads[0]!;
     for (const t of this.#threads) if (t.pending.size < best.pending.size) best = t;
     return best;

@@ -139,6 +139,14 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const runsQueue = options.runsQueue !== false;
   // A process that runs the queue checkpoints SQLite's WAL on a thread of its own (MUSTER_SQLITE_CHECKPOINT_THREAD=0: in its commits, as before).
   const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && config.sqliteCheckpointThread !== false });
+  // The batch sender signs and POSTs on worker threads where there is a core
+  // to spare for them (MUSTER_DELIVERY_THREADS; 0 keeps it on this thread).
+  // Started now, loading on the other core while this one opens and migrates
+  // the database, and waited for before this returns: not with the first
+  // joins' Accepts (delivery-threads.ts, start()).
+  const threadCount = runsQueue ? deliveryThreadCount(config.deliveryThreads) : 0;
+  const deliveryThreads = threadCount > 0 ? new DeliveryThreads({ threads: threadCount, timeoutMs: config.httpTimeoutMs }) : undefined;
+  const threadsReady = deliveryThreads?.start();
   try {
     await checkConnection(database, config.databaseUrl);
     // serve and worker only: a pool the server cannot honour fails queries under load.
@@ -153,15 +161,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     if (sealed) logger("secrets").info("Sealed {sealed} private keys that were stored in plaintext", { sealed });
     await ensureInstanceKeys(database.db);
   } catch (e) {
+    await deliveryThreads?.close();
     await database.close();
     throw e;
   }
   limitOutgoingHttp(config.httpTimeoutMs);
   let deliveryDispatcher: Dispatcher | undefined;
-  // The batch sender signs and POSTs on worker threads where there is a core
-  // to spare for them (MUSTER_DELIVERY_THREADS; 0 keeps it on this thread).
-  const threadCount = runsQueue ? deliveryThreadCount(config.deliveryThreads) : 0;
-  const deliveryThreads = threadCount > 0 ? new DeliveryThreads({ threads: threadCount, timeoutMs: config.httpTimeoutMs }) : undefined;
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
   let signer: Federation<void> | undefined;
@@ -313,6 +318,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
       every(options.schedulerIntervalMs ?? 30_000, signal, () => syncAllFeatured(membership), (error) => log.error("Updating the featured collections failed: {error}", { error })),
     ]);
   };
+  // Up before anything can be delivered (see above); a thread that failed to load is replaced at the first delivery.
+  await threadsReady;
   let closed = false;
   return {
     config,

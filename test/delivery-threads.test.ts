@@ -11,6 +11,7 @@ import { processStats } from "../federation/batch-delivery.ts";
 import { bodyOf } from "../federation/delivery-sign.ts";
 import { DeliveryThreads, deliveryThreadCount, threadStats } from "../federation/delivery-threads.ts";
 import { ConfigError, loadConfig } from "../src/config.ts";
+import { createMuster } from "../src/main.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
@@ -152,6 +153,29 @@ describe("delivery threads", () => {
     }
   });
 
+  it("start() loads every thread before the first delivery, which then starts none", async () => {
+    const { privateKey, publicKey } = await generateCryptoKeyPair("RSASSA-PKCS1-v1_5");
+    const p = await peer({ publicKey });
+    const threads = new DeliveryThreads({ threads: 2, timeoutMs: 10_000 });
+    try {
+      const before = { started: threadStats.started, ready: threadStats.ready };
+      await threads.start();
+      assert.equal(threadStats.started - before.started, 2, "both threads started");
+      assert.equal(threadStats.ready - before.ready, 2, "and loaded (their modules evaluated) when start() settles");
+      await threads.start();
+      assert.equal(threadStats.started - before.started, 2, "a second start() starts nothing more");
+      const outcomes = await Promise.all(Array.from({ length: 4 }, (_, i) => threads.send({
+        inbox: new URL(`${p.origin}/users/m${i}/inbox`), key: privateKey, keyId: "https://union.example/u/riders#main-key",
+        body: bodyOf("{}"), spec: "rfc9421", reset: false, allowPrivateAddress: true,
+      })));
+      assert.ok(outcomes.every((o) => o.ok), JSON.stringify(outcomes));
+      assert.equal(threadStats.started - before.started, 2, "the deliveries went to the threads already loaded");
+    } finally {
+      await threads.close();
+      await p.close();
+    }
+  });
+
   it("MUSTER_DELIVERY_THREADS: a number from 0 to 16, else one thread with a second core", () => {
     assert.equal(deliveryThreadCount(loadConfig({ MUSTER_DELIVERY_THREADS: "0" }).deliveryThreads), 0);
     assert.equal(deliveryThreadCount(loadConfig({ MUSTER_DELIVERY_THREADS: "3" }).deliveryThreads), 3);
@@ -217,6 +241,30 @@ for (const d of dialects) {
         await eventually(async () => (await m.muster.database.db.selectFrom("fedify_mq").select("id").where("queue", "=", "delivery").execute()).length === 0, "every delivery settled", 10_000);
       } finally {
         await Promise.all(peers.map((p) => p.close()));
+      }
+    });
+  });
+}
+
+for (const d of dialects) {
+  describe(`a process that runs the queue on ${d.name}`, { skip: d.skip }, () => {
+    it("has its delivery threads started and loaded when createMuster returns, before any delivery; one that runs no queue starts none", async () => {
+      const tdb = await d.create();
+      try {
+        const env = { DATABASE_URL: tdb.url, ORIGIN: "http://127.0.0.1:9", LOG_LEVEL: "error", MUSTER_DELIVERY_THREADS: "2" };
+        const before = { started: threadStats.started, ready: threadStats.ready };
+        const web = await createMuster(loadConfig(env), { runsQueue: false });
+        await web.close();
+        assert.equal(threadStats.started - before.started, 0, "runsQueue: false starts no thread");
+        const worker = await createMuster(loadConfig(env));
+        try {
+          assert.equal(threadStats.started - before.started, 2, "both threads started at start-up");
+          assert.equal(threadStats.ready - before.ready, 2, "and loaded before createMuster returned");
+        } finally {
+          await worker.close();
+        }
+      } finally {
+        await tdb.destroy();
       }
     });
   });

@@ -1,5 +1,6 @@
 import { countUnions } from "../../unions/unions.ts";
 import { type Command, configWith, JSON_OPT, print } from "../command.ts";
+import { cacheCompiledModules } from "../compile-cache.ts";
 import { boundHeapGrowth } from "../heap-growth.ts";
 
 export const systemCommands: Command[] = [
@@ -11,6 +12,8 @@ export const systemCommands: Command[] = [
     positionals: [],
     async run({ values }) {
       boundHeapGrowth();
+      // Before main.ts and everything it loads.
+      cacheCompiledModules();
       const config = await configWith(values.port ? { PORT: String(values.port) } : {});
       const { createMuster } = await import("../../main.ts");
       const { startServer, stopOnSignals } = await import("../../server.ts");
@@ -41,6 +44,7 @@ export const systemCommands: Command[] = [
     positionals: [],
     async run() {
       boundHeapGrowth();
+      cacheCompiledModules();
       const config = await configWith({});
       const { createMuster } = await import("../../main.ts");
       const { stopOnSignals } = await import("../../server.ts");
