@@ -90,14 +90,6 @@ export interface KyselyMessageQueueOptions {
    */
   readonly payloadsWithClaim?: boolean;
   /**
-   * On PostgreSQL, a claim (and a settle's hand-over) returns with each gated
-   * message (a join's Accept and welcome, direct-send.ts MemberGate) its
-   * member's state, read in the same statement: the batch path's gate
-   * (outbound.ts, memberGate) takes it from there instead of a read of its
-   * own, two a join. The fallback to the handler reads it again.
-   */
-  readonly gatesWithClaim?: boolean;
-  /**
    * On PostgreSQL, each listener holds at most its share of the lane's
    * messages in flight across the processes listening to it (lane-share.ts).
    * Default: for bulk lanes (rank.bulk), whose fan-outs have fewer ordering
@@ -204,11 +196,6 @@ interface Claimed extends Row {
    * claim returned it (payloadsWithClaim on PostgreSQL): no read of its own.
    */
   readonly payload_body?: string | null;
-  /**
-   * The state of the member a gated message is for (null: no such member, or
-   * the message has no gate), when the claim read it (gatesWithClaim).
-   */
-  readonly gate_state?: string | null;
   /** The lease_owner value of this particular claim. */
   readonly token: string;
   /**
@@ -388,42 +375,6 @@ const claimStatement = prepared<[string, number, number, string, number], Row>(c
 /** claimStatement, and the body of each message's activity (payloadsWithClaim). */
 const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
   claimQuery(db, ...args).returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body")));
-/**
- * The state of the member a gated message (direct-send.ts, musterGate) is
- * for, read from the row's message in the statement that claims it (PostgreSQL):
- * null when there is no such member or the message has no gate. Only a
- * message whose text holds a gate is parsed as JSON; every message is
- * JSON.stringify's output.
- */
-function gateStateOf(message: ReturnType<typeof sql.ref>) {
-  // Parsed once (OFFSET 0 keeps the subqueries from being pulled up into the
-  // members scan's filter, where the planner evaluated the parse for every row
-  // it looked at: more PostgreSQL CPU than the reads it saves).
-  return sql<string | null>`(case when ${message} like '%"musterGate":{%' then (
-    select mb.state from (select g ->> 'unionId' as u, g ->> 'memberId' as m from (select (${message})::jsonb -> 'musterGate' as g offset 0) j offset 0) x
-    join members mb on mb.id = x.m and mb.union_id = x.u) end)`;
-}
-/** claimWithBodyStatement, and each gated message's member state (gatesWithClaim). */
-const claimWithBodyAndGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_state: string | null }>((db, ...args) =>
-  claimQuery(db, ...args)
-    .returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body"))
-    .returning(gateStateOf(sql.ref("fedify_mq.message")).as("gate_state")));
-/** claimStatement, and each gated message's member state (gatesWithClaim without payloadsWithClaim). */
-const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { gate_state: string | null }>((db, ...args) =>
-  claimQuery(db, ...args).returning(gateStateOf(sql.ref("fedify_mq.message")).as("gate_state")));
-
-/**
- * Member states read with the claim of these (rejoined) messages, for the
- * gate (outbound.ts, memberGate): only the object handed to the batch path
- * carries one, so a copy Fedify re-enqueues for a retry, or the same message
- * handed to the handler after a failed send, is checked again.
- */
-const claimedGateStates = new WeakMap<object, string | null>();
-
-/** The member state read with this message's claim (gatesWithClaim), or undefined when none was. */
-export function gateStateFromClaim(message: unknown): string | null | undefined {
-  return typeof message === "object" && message !== null ? claimedGateStates.get(message) : undefined;
-}
 
 /** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
 type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
@@ -509,7 +460,6 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #batch: BatchSender | undefined;
   readonly #rank: LaneRank | undefined;
   readonly #payloadsWithClaim: boolean;
-  readonly #gatesWithClaim: boolean;
   /** See KyselyMessageQueueOptions.share. */
   readonly #shares: boolean;
   #listens = 0;
@@ -546,7 +496,6 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#batch = options.batch;
     this.#rank = options.rank;
     this.#payloadsWithClaim = options.payloadsWithClaim === true && database.dialect === "postgres";
-    this.#gatesWithClaim = options.gatesWithClaim === true && database.dialect === "postgres";
     this.#shares = database.dialect === "postgres" && (options.share ?? options.rank?.bulk === true);
     this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
     this.#handlerSlots = this.#concurrency;
@@ -1051,9 +1000,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // database time).
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const claim = this.#gatesWithClaim
-      ? (this.#payloadsWithClaim ? claimWithBodyAndGateStatement : claimWithGateStatement)
-      : (this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement);
+    const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
     const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
       traceCount(this.name, 0);
@@ -1094,12 +1041,7 @@ export class KyselyMessageQueue implements MessageQueue {
       const live = claimed.filter((c) => c.attempts <= this.#maxAttempts);
       let messages: unknown[];
       try {
-        messages = await Promise.all(live.map(async (c) => {
-          const message = await this.#rejoiner.rejoin(c.message, c.payload_body);
-          // Read with the claim (gatesWithClaim): the gate below takes it from there.
-          if (c.gate_state !== undefined && typeof message === "object" && message !== null) claimedGateStates.set(message, c.gate_state);
-          return message;
-        }));
+        messages = await Promise.all(live.map((c) => this.#rejoiner.rejoin(c.message, c.payload_body)));
       } catch {
         // A message that cannot be rejoined fails in #deliver like any other.
         return new Map<number, Outcome3>();
@@ -1302,7 +1244,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // row lock (skipping a row another claimer holds), re-checked on the
     // row's newest version by the UPDATE. A waiting message not taken so is
     // announced by NOTIFY, as before.
-    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_state: string | null }>`
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
@@ -1340,13 +1282,12 @@ export class KyselyMessageQueue implements MessageQueue {
         from settled s
       )
       select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
-        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body, null as gate_state,
+        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body,
         case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
       from behind
       union all
       select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
-        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`},
-        ${this.#gatesWithClaim ? gateStateOf(sql.ref("c.message")) : sql`null`}, null
+        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`}, null
       from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
@@ -1362,7 +1303,6 @@ export class KyselyMessageQueue implements MessageQueue {
       const claimed: Claimed = {
         id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
         last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, token,
-        ...(this.#gatesWithClaim ? { gate_state: r.gate_state } : {}),
       };
       const to = byId.get(Number(r.after))?.handoff;
       const list = byListener.get(to) ?? [];

@@ -9,7 +9,7 @@ import { logger } from "../src/logging.ts";
 import { getMember, type Member } from "../src/members/members.ts";
 import type { JoinKnown, Outbox, OutboxIntent } from "../src/outbox.ts";
 import { getUnionById, type Union } from "../src/unions/unions.ts";
-import { gateStateFromClaim, type KyselyMessageQueue } from "./kysely-message-queue.ts";
+import type { KyselyMessageQueue } from "./kysely-message-queue.ts";
 import { refreshRemoteActor } from "./remote-actor-cache.ts";
 import { escapeHtml } from "./html.ts";
 import { handleActionIntent } from "./outbound-actions.ts";
@@ -289,10 +289,8 @@ export function memberGate(db: Kysely<DB>): (message: unknown) => Promise<boolea
   return async (message) => {
     const gate = gateOf(message);
     if (gate === undefined) return true;
-    // Read with the message's claim when the lane does that (kysely-message-queue.ts, gatesWithClaim);
-    // otherwise the state alone: not the whole row made into a Member.
-    const claimed = gateStateFromClaim(message);
-    const state = claimed !== undefined ? claimed ?? undefined : (await memberState(db, gate.unionId, gate.memberId)).rows[0]?.state;
+    // The state alone (two gates a join): not the whole row made into a Member.
+    const state = (await memberState(db, gate.unionId, gate.memberId)).rows[0]?.state;
     if (state === "active") return true;
     log.info("Not sending {activityId} to member {memberId}: their membership is {state}", { activityId: (message as { activityId?: string }).activityId, memberId: gate.memberId, state: state ?? "gone" });
     return false;

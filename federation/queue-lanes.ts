@@ -98,8 +98,6 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
     ...(name === "delivery" && options.batchSize === undefined ? { batchSize: 128 } : {}),
     // Each single delivery has an activity of its own (a join's Accept, its welcome): read with its claim.
     payloadsWithClaim: name === "outbox",
-    // Its gated messages (a join's Accept and welcome) come with their member's state: no read for the gate.
-    gatesWithClaim: name === "outbox",
   })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,
