@@ -33,7 +33,7 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * minute), BENCH_WORKERS_SHARED=0 for personal inboxes, BENCH_WORKERS_POOL
  * for each process's MUSTER_DB_POOL, BENCH_WORKERS_CONCURRENCY for their
  * MUSTER_QUEUE_CONCURRENCY (default 8; "default" leaves it unset, 16),
- * BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
+ * BENCH_WORKERS_WARMUP=W for W untimed joins first (warm processes), BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
  * shows how repeats come from slow answers: the receiver prints each repeat's
  * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL, BENCH_WORKERS_CPU_PROF=<dir>
  * for a V8 CPU profile of each. PostgreSQL only.
@@ -254,11 +254,22 @@ export const workers: Benchmark = {
       };
 
       // Joins.
-      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      // BENCH_WORKERS_WARMUP=W: W other people join first, untimed (their Accepts and welcomes waited for), so the
+      // processes' JIT, delivery threads and connections are warm as on a deployment that has been running.
+      const warmup = Math.max(0, Number(process.env.BENCH_WORKERS_WARMUP ?? 0) || 0);
+      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, BENCH_JOINS_WARMUP: String(warmup) } });
       await new Promise<void>((resolve, reject) => {
         peers!.once("message", () => resolve());
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
       });
+      if (warmup > 0) {
+        progress(`${dialect.name}: ${warmup} warm-up joins, not measured`);
+        await new Promise<void>((resolve, reject) => {
+          peers!.once("message", () => resolve());
+          peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} during the warm-up`)));
+          peers!.send("warm");
+        });
+      }
       progress(`${dialect.name}: ${joins} joins through serve --no-worker + 2 workers (database ${new URL(tdb.url).pathname.slice(1)})`);
       resetPeakRss(procs);
       let logged = procs.map((p) => p.output().length);
@@ -267,18 +278,24 @@ export const workers: Benchmark = {
       const statementsBefore = await statementsOf(procs, countDir);
       if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
       let before = cpuOfAll(procs);
+      // The joins' window on the profiles' clock (V8's and process.hrtime are both CLOCK_MONOTONIC), for slicing them.
+      const joinsFrom = process.hrtime.bigint() / 1000n;
       const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      if (process.env.BENCH_WORKERS_CPU_PROF) {
+        writeFileSync(join(process.env.BENCH_WORKERS_CPU_PROF, "joins-window.json"), JSON.stringify({ fromUs: Number(joinsFrom), toUs: Number(process.hrtime.bigint() / 1000n), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
+      }
       if (pgLog) progress(`pg log: joins end ${new Date().toISOString()}`);
       const backendCpu = await backends.stop();
       const statementsAfter = await statementsOf(procs, countDir);
       row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
         "PostgreSQL backends CPU ms/op": backendCpu === undefined ? "-" : (backendCpu / joins).toFixed(2),
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
+        ...(warmup > 0 ? { "warm-up joins": warmup } : {}),
         detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,
       });
       peers.kill();
