@@ -14,7 +14,7 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
 import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
-import { type Benchmark, cpuMs, mib, percentile, perSecond, pool, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, mib, percentile, perSecond, pool, progress, type Row, startProfile, trackPeakRss, waitFor } from "./lib.ts";
 
 const ACTORS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
 const CONCURRENCY = 16;
@@ -243,23 +243,6 @@ async function presign(m: TestMuster, peer: Peer, target: URL, spec: HttpMessage
   return posts;
 }
 
-/** With BENCH_CPU_PROFILE=dir, a CPU profile of the bench process over one measured round (the server's side only). */
-async function startProfile(round: string): Promise<{ stop(): Promise<void> } | undefined> {
-  const dir = process.env.BENCH_CPU_PROFILE;
-  if (!dir) return undefined;
-  const { Session } = await import("node:inspector/promises");
-  const session = new Session();
-  session.connect();
-  await session.post("Profiler.enable");
-  await session.post("Profiler.start");
-  return {
-    async stop() {
-      const { profile } = await session.post("Profiler.stop");
-      writeFileSync(path.join(dir, `inbox-${round}-${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
-      session.disconnect();
-    },
-  };
-}
 
 interface ClientReport {
   readonly cpuMs: number;
@@ -303,7 +286,7 @@ async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], c
     const rss = trackPeakRss();
     const cpu = process.cpuUsage();
     const start = performance.now();
-    const profile = round === "warmup" ? undefined : await startProfile(round);
+    const profile = round === "warmup" ? undefined : await startProfile(`inbox-${round}`);
     const client = await sent.go();
     const httpMs = client.ms;
     const accepted = client.statuses["202"] ?? 0;

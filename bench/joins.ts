@@ -1,11 +1,10 @@
 import { fork } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
-import { type Benchmark, cpuMs, loadAverage, progress, type Row } from "./lib.ts";
+import { type Benchmark, cpuMs, loadAverage, progress, type Row, startProfile } from "./lib.ts";
 
 const TARGET = 300;
 const SERVERS = 10;
@@ -90,23 +89,6 @@ function threadSplit(before: Map<string, { name: string; ms: number }>, after: M
   return [...byKind].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / joins).toFixed(2)}`).join(", ");
 }
 
-/** With BENCH_CPU_PROFILE=dir, a CPU profile of the measured process's main thread over the timed window (Muster's side only). */
-async function startProfile(label: string): Promise<{ stop(): Promise<void> } | undefined> {
-  const dir = process.env.BENCH_CPU_PROFILE;
-  if (!dir) return undefined;
-  const { Session } = await import("node:inspector/promises");
-  const session = new Session();
-  session.connect();
-  await session.post("Profiler.enable");
-  await session.post("Profiler.start");
-  return {
-    async stop() {
-      const { profile } = await session.post("Profiler.stop");
-      writeFileSync(join(dir, `joins-${label}-${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
-      session.disconnect();
-    },
-  };
-}
 
 export interface PeerReport {
   accepted: number;
@@ -192,7 +174,7 @@ export const joins: Benchmark = {
           sqlMicros.clear();
           sqlCounting = true;
         }
-        const profile = await startProfile(`${mode}-${total}`);
+        const profile = await startProfile(`joins-${mode}-${total}`);
         const threadsBefore = threadTimes();
         const cpu = process.cpuUsage();
         const report = await new Promise<PeerReport>((resolve, reject) => {

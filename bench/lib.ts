@@ -1,3 +1,5 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import SQLite from "better-sqlite3";
 import pg from "pg";
@@ -180,4 +182,26 @@ export async function machineFacts(pgUrl: string | undefined): Promise<string[]>
     `postgres: ${postgres}`,
     `load:     ${loadAverage()} at start (anything else running on the machine skews the figures)`,
   ];
+}
+
+/**
+ * With BENCH_CPU_PROFILE=dir, a CPU profile of this process's main thread from
+ * now until stop() (a bench's timed window, Muster's side), written to
+ * dir/<label>-<pid>-<time>.cpuprofile.
+ */
+export async function startProfile(label: string): Promise<{ stop(): Promise<void> } | undefined> {
+  const dir = process.env.BENCH_CPU_PROFILE;
+  if (!dir) return undefined;
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return {
+    async stop() {
+      const { profile } = await session.post("Profiler.stop");
+      writeFileSync(join(dir, `${label}-${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
 }

@@ -158,20 +158,25 @@ for (const d of dialects) {
   });
 }
 
+/** A union made with a UUID id and `n` members seeded as the storage bench does, then the upgrade run over it. */
+async function upgradeOldUnion(db: Kysely<DB>, n: number): Promise<void> {
+  await migrateTo(db, PREVIOUS);
+  const made = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "made", name: "M", purpose: "p" });
+  const row = await db.selectFrom("unions").selectAll().where("id", "=", made.id).executeTakeFirstOrThrow();
+  await db.insertInto("unions").values({ ...row, id: randomUUID(), slug: "old" }).execute();
+  const id = (await db.selectFrom("unions").select("id").where("slug", "=", "old").executeTakeFirstOrThrow()).id;
+  await seedMembers(db, id, n, "test");
+  await migrateToLatest(db);
+}
+
 describe("a member of an old union costs less on sqlite (0069)", () => {
   it("members and its indexes under 540 bytes a member of the file for a union made with a UUID id (605 before, 490 after): the upgrade's one VACUUM gives the slack back", async () => {
     const sqlite = dialects.find((x) => x.name === "sqlite")!;
     const tdb = await sqlite.create();
     const { db, close } = tdb.open();
     try {
-      await migrateTo(db, PREVIOUS);
-      const made = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "made", name: "M", purpose: "p" });
-      const row = await db.selectFrom("unions").selectAll().where("id", "=", made.id).executeTakeFirstOrThrow();
-      const id = randomUUID();
-      await db.insertInto("unions").values({ ...row, id, slug: "old" }).execute();
       const n = 10_000;
-      await seedMembers(db, id, n, "test");
-      await migrateToLatest(db);
+      await upgradeOldUnion(db, n);
       await sql`pragma wal_checkpoint(TRUNCATE)`.execute(db);
       // The pages the file gives members and its indexes, slack included: rows shrunk in place keep
       // their pages part empty (and appends never fill them) until a VACUUM rebuilds the table.
@@ -191,14 +196,8 @@ describe("a member of an old union costs less on postgres (0069)", { skip: diale
     const tdb = await postgres.create();
     const { db, close } = tdb.open();
     try {
-      await migrateTo(db, PREVIOUS);
-      const made = await createUnion({ db, events: createEventBus(), generateKeys: generateActorKeys }, { slug: "made", name: "M", purpose: "p" });
-      const row = await db.selectFrom("unions").selectAll().where("id", "=", made.id).executeTakeFirstOrThrow();
-      const id = randomUUID();
-      await db.insertInto("unions").values({ ...row, id, slug: "old" }).execute();
       const n = 10_000;
-      await seedMembers(db, id, n, "test");
-      await migrateToLatest(db);
+      await upgradeOldUnion(db, n);
       await sql`vacuum analyze members`.execute(db);
       const bytes = Number((await sql<{ b: string }>`select pg_total_relation_size('members') as b`.execute(db)).rows[0]!.b);
       assert.ok(bytes / n < 680, `${(bytes / n).toFixed(1)} bytes per member in members and its indexes`);
