@@ -78,8 +78,8 @@ export function deliveryThreadCount(configured: number | undefined): number {
 }
 
 /** A delivery thread's V8 heap limits (see Thread's constructor). */
-export const THREAD_YOUNG_MB = 32;
-export const THREAD_OLD_MB = 128;
+export const THREAD_YOUNG_MB = 24;
+export const THREAD_OLD_MB = 64;
 
 /** Keys and bodies a thread keeps at most; the main thread tells it which to drop. */
 const KEYS_PER_THREAD = 64;
@@ -112,16 +112,15 @@ class Thread {
     // small: undici holds a pool per server it keeps a connection to, each
     // with a 2,048-slot request queue (16 KiB) beside its socket and parser,
     // 37-47 MiB of live heap in a fan-out to 10^3 servers' personal inboxes.
-    // Under the old 64 MiB cap (and 24 MiB young generation) V8 ran a full
+    // Under a 64 MiB cap (and 24 MiB young generation) V8 runs a full
     // mark-compact every 1-2 s to stay under it, about a fifth of the
     // thread's time and most of the V8 helper threads' CPU in that fan-out
     // (and 4,000 servers' deliveries took the thread 57 s against 34 s with
-    // 48/256 MiB, once each on a loaded machine). 48/256 raised the 10^5
-    // personal fan-out's peak RSS from 457 to 504 MiB, too near the 512 MiB
-    // target; 32/128 keeps the old generation at nearly three times that live
-    // heap (485 MiB peak in one run). The heap still grows only as V8's
-    // growing factor lets it (--heap-growing-percent), so these are ceilings,
-    // not sizes.
+    // 48/256 MiB, once each on a loaded machine). On an idle machine, back to
+    // back, the 10^5 personal fan-out cost the same CPU with 24/64 and 32/128
+    // (0.716 and 0.712 ms a delivery, 60.7 and 60.6 s) and peaked at 480 and
+    // 501 MiB RSS (48/256: 504, loaded): the larger ceilings buy no CPU there
+    // and take the peak to the 512 MiB target, so the thread keeps 24/64.
     this.worker = new Worker(THREAD_URL, { workerData: init, stdout: false, stderr: false, resourceLimits: { maxYoungGenerationSizeMb: THREAD_YOUNG_MB, maxOldGenerationSizeMb: THREAD_OLD_MB } });
     // A thread never keeps the process alive; the queue's listeners do while there is work.
     this.worker.unref();
