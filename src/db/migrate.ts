@@ -38,9 +38,9 @@ export async function migrateToLatest(db: Kysely<any>): Promise<MigrationResultS
 /**
  * One VACUUM on SQLite when a migration that just ran asks for it: the
  * operator upgrading gets the space back without a step of their own. It needs
- * free disk as large as the database; when it fails (disk full, another
- * process reading), the data is untouched and the file keeps its size, so the
- * server starts anyway and says how to do it by hand.
+ * free disk as large as the database; when it fails (disk full), the data is
+ * untouched and the file keeps its size, so the server starts anyway and says
+ * how to do it by hand.
  */
 async function vacuumIfAsked(db: Kysely<any>, result: MigrationResultSet): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) return;
