@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
@@ -12,7 +11,7 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { seedFollowers } from "../test/helpers/seed-followers.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, trackPeakRss, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, threadTimes, trackPeakRss, waitFor } from "./lib.ts";
 
 /**
  * One call-to-action fanned out to a union's followers spread over many
@@ -157,7 +156,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const threaded = { ...threadStats };
     const cpu = process.cpuUsage();
     const threads = threadCpuMs();
-    const byThread = threadCpuByName();
+    const byThread = threadTimes();
     const start = Date.now();
     const t0 = performance.now();
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
@@ -180,7 +179,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const ms = performance.now() - t0;
     const cpuTotal = cpuMs(cpu);
     const threadsAfter = threadCpuMs();
-    const byThreadAfter = threadCpuByName();
+    const byThreadAfter = threadTimes();
     const peak = rss.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
@@ -245,46 +244,15 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
  * WebCrypto signs; V8's helpers; worker threads, if any).
  */
 export function threadCpuMs(): { main: number; others: number } | undefined {
-  try {
-    const tick = 10; // USER_HZ is 100 on Linux
-    let main = 0;
-    let others = 0;
-    for (const tid of readdirSync("/proc/self/task")) {
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      } catch {
-        continue; // the thread ended meanwhile
-      }
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const ms = (Number(f[11]) + Number(f[12])) * tick;
-      if (Number(tid) === process.pid) main += ms;
-      else others += ms;
-    }
-    return { main, others };
-  } catch {
-    return undefined;
+  const threads = threadTimes();
+  if (threads === undefined) return undefined;
+  let main = 0;
+  let others = 0;
+  for (const { name, ms } of threads.values()) {
+    if (name === "main") main += ms;
+    else others += ms;
   }
-}
-
-/** CPU ms of each of this process's threads by id, with its name (Linux only; undefined elsewhere). */
-export function threadCpuByName(): Map<string, { name: string; ms: number }> | undefined {
-  try {
-    const out = new Map<string, { name: string; ms: number }>();
-    for (const tid of readdirSync("/proc/self/task")) {
-      try {
-        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-        const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        out.set(tid, { name: Number(tid) === process.pid ? "main" : name, ms: (Number(f[11]) + Number(f[12])) * 10 });
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-    return out;
-  } catch {
-    return undefined;
-  }
+  return { main, others };
 }
 
 /** CPU ms per thread between two snapshots, pools summed by name (worker threads apart, by id), largest first. */

@@ -1,10 +1,9 @@
 import { fork } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
-import { type Benchmark, cpuMs, loadAverage, progress, type Row, startProfile } from "./lib.ts";
+import { type Benchmark, cpuMs, loadAverage, progress, type Row, startProfile, threadTimes } from "./lib.ts";
 
 const TARGET = 300;
 const SERVERS = 10;
@@ -57,28 +56,6 @@ function countSqlite(): void {
 }
 
 /** CPU ms of each of this process's threads (Linux /proc; empty elsewhere), by thread id, with its name. */
-function threadTimes(): Map<string, { name: string; ms: number }> {
-  const out = new Map<string, { name: string; ms: number }>();
-  let tids: string[];
-  try {
-    tids = readdirSync("/proc/self/task");
-  } catch {
-    return out;
-  }
-  const tick = 10; // USER_HZ 100
-  for (const tid of tids) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(tid, { name, ms: (Number(f[11]) + Number(f[12])) * tick });
-    } catch {
-      // The thread ended.
-    }
-  }
-  return out;
-}
-
 /** CPU ms per join by thread kind between two threadTimes() snapshots, e.g. "main 6.1, libuv 0.9, delivery 1.2". */
 function threadSplit(before: Map<string, { name: string; ms: number }>, after: Map<string, { name: string; ms: number }>, joins: number): string {
   const byKind = new Map<string, number>();
@@ -175,7 +152,7 @@ export const joins: Benchmark = {
           sqlCounting = true;
         }
         const profile = await startProfile(`joins-${mode}-${total}`);
-        const threadsBefore = threadTimes();
+        const threadsBefore = threadTimes() ?? new Map();
         const cpu = process.cpuUsage();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
@@ -183,7 +160,7 @@ export const joins: Benchmark = {
           child.send("go");
         });
         const cpuTotal = cpuMs(cpu);
-        const threads = threadSplit(threadsBefore, threadTimes(), total);
+        const threads = threadSplit(threadsBefore, threadTimes() ?? new Map(), total);
         await profile?.stop();
         sqlCounting = false;
         const sqlTop = [...sqlCounts].sort((a, b) => b[1] - a[1]);

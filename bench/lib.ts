@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import SQLite from "better-sqlite3";
@@ -204,4 +204,31 @@ export async function startProfile(label: string): Promise<{ stop(): Promise<voi
       session.disconnect();
     },
   };
+}
+
+/**
+ * CPU ms of each of this process's threads by thread id, with its name as
+ * Linux has it ("main" for the main thread); undefined where there is no
+ * /proc (not Linux). Two snapshots give where a timed window's CPU went.
+ */
+export function threadTimes(): Map<string, { name: string; ms: number }> | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync("/proc/self/task");
+  } catch {
+    return undefined;
+  }
+  const tick = 10; // USER_HZ is 100 on Linux
+  const out = new Map<string, { name: string; ms: number }>();
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(tid, { name: Number(tid) === process.pid ? "main" : name, ms: (Number(f[11]) + Number(f[12])) * tick });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
 }

@@ -78,8 +78,8 @@ export function deliveryThreadCount(configured: number | undefined): number {
 }
 
 /** A delivery thread's V8 heap limits (see Thread's constructor). */
-export const THREAD_YOUNG_MB = 24;
-export const THREAD_OLD_MB = 64;
+const THREAD_YOUNG_MB = 24;
+const THREAD_OLD_MB = 64;
 
 /** Keys and bodies a thread keeps at most; the main thread tells it which to drop. */
 const KEYS_PER_THREAD = 64;
