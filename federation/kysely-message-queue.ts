@@ -90,6 +90,13 @@ export interface KyselyMessageQueueOptions {
    */
   readonly payloadsWithClaim?: boolean;
   /**
+   * On PostgreSQL, a claim (and a settle's hand-over) also returns each
+   * message's member gate with the member's state (gateHintSql), given to
+   * `admit` with the message: a join's Accept and welcome are checked
+   * without a query each. With payloadsWithClaim only.
+   */
+  readonly gatesWithClaim?: boolean;
+  /**
    * On PostgreSQL, each listener holds at most its share of the lane's
    * messages in flight across the processes listening to it (lane-share.ts).
    * Default: for bulk lanes (rank.bulk), whose fan-outs have fewer ordering
@@ -103,7 +110,15 @@ export interface KyselyMessageQueueOptions {
  * message to offer, or undefined to settle it as handled without sending
  * (what the handler's path does with a message its gate refuses).
  */
-export type Admit = (message: unknown) => Promise<unknown>;
+export type Admit = (message: unknown, hint?: GateHint) => Promise<unknown>;
+
+/**
+ * A message's member gate as the claim read it (gatesWithClaim): the ids
+ * and state, quote-separated, or null/undefined when not read. Whoever
+ * checks the gate uses it only when its ids are the message's own
+ * (outbound.ts, memberGate).
+ */
+export type GateHint = string | null | undefined;
 
 export interface ListenOptions {
   readonly signal?: AbortSignal;
@@ -196,6 +211,8 @@ interface Claimed extends Row {
    * claim returned it (payloadsWithClaim on PostgreSQL): no read of its own.
    */
   readonly payload_body?: string | null;
+  /** The message's gate and its member's state, when the claim read them (gatesWithClaim). */
+  readonly gate_hint?: string | null;
   /** The lease_owner value of this particular claim. */
   readonly token: string;
   /**
@@ -376,6 +393,31 @@ const claimStatement = prepared<[string, number, number, string, number], Row>(c
 const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
   claimQuery(db, ...args).returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body")));
 
+/**
+ * A delivery's member gate (direct-send.ts, gateText) as its stored text
+ * spells it: the union's and member's ids, matched as text. Never read as
+ * JSON: PostgreSQL's json and jsonb refuse a lone surrogate's escape
+ * (\ud800), which a hostile account's name puts in the welcome's text, and
+ * one such message would have made every claim of its lane fail. A quote
+ * or backslash inside a JSON string is escaped, so the key cannot be forged
+ * from inside one; an id with an escape in it does not match (no hint).
+ */
+const GATE_PATTERN = String.raw`"musterGate":\{"unionId":"([^"\\]*)","memberId":"([^"\\]*)"\}`;
+/**
+ * The gate's ids and the member's state (empty when there is no such
+ * member), separated by a quote (which neither id can hold), or null when
+ * the message has no gate: read with the claim, so the gate checked before
+ * sending needs no query of its own (GateHint).
+ */
+function gateHintSql(message: ReturnType<typeof sql.ref>) {
+  return sql<string | null>`(select g[1] || '"' || g[2] || '"' || coalesce((select s.state from members s where s.union_id = g[1] and s.id = g[2]), '') from regexp_match(${message}, ${GATE_PATTERN}) g)`;
+}
+/** claimWithBodyStatement, and each message's gate hint (gatesWithClaim). */
+const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null }>((db, ...args) =>
+  claimQuery(db, ...args)
+    .returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body"))
+    .returning(gateHintSql(sql.ref("fedify_mq.message")).as("gate_hint")));
+
 /** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
 type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
 function insertValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, payload: never) {
@@ -460,6 +502,7 @@ export class KyselyMessageQueue implements MessageQueue {
   readonly #batch: BatchSender | undefined;
   readonly #rank: LaneRank | undefined;
   readonly #payloadsWithClaim: boolean;
+  readonly #gatesWithClaim: boolean;
   /** See KyselyMessageQueueOptions.share. */
   readonly #shares: boolean;
   #listens = 0;
@@ -496,6 +539,7 @@ export class KyselyMessageQueue implements MessageQueue {
     this.#batch = options.batch;
     this.#rank = options.rank;
     this.#payloadsWithClaim = options.payloadsWithClaim === true && database.dialect === "postgres";
+    this.#gatesWithClaim = this.#payloadsWithClaim && options.gatesWithClaim === true;
     this.#shares = database.dialect === "postgres" && (options.share ?? options.rank?.bulk === true);
     this.#inFlightLimit = options.batch === undefined ? this.#concurrency : Math.max(this.#concurrency, positiveInteger("batchSize", options.batchSize ?? 64));
     this.#handlerSlots = this.#concurrency;
@@ -1000,7 +1044,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // database time).
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const claim = this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
+    const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
     const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
     if (TRACE) {
       traceCount(this.name, 0);
@@ -1049,7 +1093,7 @@ export class KyselyMessageQueue implements MessageQueue {
       // Asked here, just before sending, as the handler's path asks it: so a
       // join's gated Accept and welcome go out through the batch sender too.
       // A failed check leaves the message to the handler's path, which asks again.
-      const admitted = admit === undefined ? messages : await Promise.all(messages.map((m) => admit(m).catch((): unknown => FALLBACK)));
+      const admitted = admit === undefined ? messages : await Promise.all(messages.map((m, i) => admit(m, live[i]!.gate_hint).catch((): unknown => FALLBACK)));
       const offered: { index: number; message: unknown }[] = [];
       const outcomes: Outcome3[] = admitted.map((m, index) => {
         if (m === undefined) {
@@ -1244,7 +1288,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // row lock (skipping a row another claimer holds), re-checked on the
     // row's newest version by the UPDATE. A waiting message not taken so is
     // announced by NOTIFY, as before.
-    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null }>`
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
@@ -1282,12 +1326,13 @@ export class KyselyMessageQueue implements MessageQueue {
         from settled s
       )
       select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
-        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body,
+        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body, null as gate_hint,
         case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
       from behind
       union all
       select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
-        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`}, null
+        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`},
+        ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`}, null
       from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
@@ -1302,7 +1347,7 @@ export class KyselyMessageQueue implements MessageQueue {
       if (r.kind !== "claimed") continue;
       const claimed: Claimed = {
         id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
-        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, token,
+        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, gate_hint: r.gate_hint, token,
       };
       const to = byId.get(Number(r.after))?.handoff;
       const list = byListener.get(to) ?? [];

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
-import { type Admit, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
+import { type Admit, type GateHint, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
 import { LanePriority } from "./queue-priority.ts";
 
 /**
@@ -98,6 +98,8 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
     ...(name === "delivery" && options.batchSize === undefined ? { batchSize: 128 } : {}),
     // Each single delivery has an activity of its own (a join's Accept, its welcome): read with its claim.
     payloadsWithClaim: name === "outbox",
+    // And its member gate's state (a join's two), so the gate asks no query of its own.
+    gatesWithClaim: name === "outbox",
   })])) as Record<Lane, KyselyMessageQueue>;
   return {
     lanes,
@@ -137,7 +139,7 @@ export class RoutedQueue implements MessageQueue {
   }
 
   /** Checked before Fedify handles a message: false drops it (outbound.ts, memberGate). */
-  #gate: ((message: unknown) => Promise<boolean>) | undefined;
+  #gate: ((message: unknown, hint?: GateHint) => Promise<boolean>) | undefined;
 
   /** Handles messages of `type` (which Fedify does not know) with `handler`. */
   handle(type: string, handler: (message: any) => Promise<void>): void {
@@ -145,7 +147,7 @@ export class RoutedQueue implements MessageQueue {
   }
 
   /** Asks `gate` before Fedify handles each message; a message it refuses is dropped. */
-  gate(gate: (message: unknown) => Promise<boolean>): void {
+  gate(gate: (message: unknown, hint?: GateHint) => Promise<boolean>): void {
     this.#gate = gate;
   }
 
@@ -186,11 +188,11 @@ export class RoutedQueue implements MessageQueue {
    * told was checked, and leaves it to the handler's path, which checks it.
    */
   #admit(): Admit {
-    return async (message) => {
+    return async (message, hint) => {
       // Read when asked, as dispatch does: a gate set after listen() began applies.
       const gate = this.#gate;
       if (gate === undefined || this.#own.has((message as { type?: unknown } | null)?.type as string)) return message;
-      if (!(await gate(message))) return undefined;
+      if (!(await gate(message, hint))) return undefined;
       if (typeof message !== "object" || message === null || !("musterGate" in message)) return message;
       const { musterGate: _, ...checked } = message as Record<string, unknown>;
       return checked;

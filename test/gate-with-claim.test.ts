@@ -1,0 +1,135 @@
+import "../src/temporal.ts";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import pg from "pg";
+import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { requestToJoin } from "../src/members/membership.ts";
+import { createUnion } from "../src/unions/unions.ts";
+import { processStats } from "../federation/batch-delivery.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+
+/*
+ * A join's Accept and welcome are gated on the member still being active
+ * when they are sent (outbound.ts, memberGate). On PostgreSQL the outbox
+ * lane's claim (and the settle that hands the welcome over behind the
+ * Accept) reads the gate's member state with the message, matched in the
+ * message's text (kysely-message-queue.ts, gateHintSql): the gate asks no
+ * query of its own. Never as JSON: a lone surrogate in an account's name
+ * (the welcome mentions it) is an escape PostgreSQL's json refuses, and one
+ * such message would make every claim of the lane fail.
+ */
+
+/** Every statement text the pg clients of this process send while `on`. */
+function recordPgStatements() {
+  const texts: string[] = [];
+  let on = false;
+  const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    if (on) {
+      const q = args[0] as string | { text?: string } | undefined;
+      texts.push(typeof q === "string" ? q : q?.text ?? "");
+    }
+    return query.apply(this, args);
+  } as typeof pg.Client.prototype.query;
+  return {
+    texts,
+    start() {
+      texts.length = 0;
+      on = true;
+    },
+    stop() {
+      on = false;
+    },
+    restore() {
+      pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+    },
+  };
+}
+
+/** A member gate's own query (outbound.ts, memberState). */
+const isGateQuery = (text: string) => /select "state" from "members"/.test(text);
+
+for (const d of dialects) {
+  describe(`a join's gated Accept and welcome, gate read with the claim, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: CountingPeer;
+    const worker = new AbortController();
+    let running: Promise<void> | undefined;
+    const recorder = d.name === "postgres" ? recordPgStatements() : undefined;
+    const names = ["ann", "bob", "cat", "odd", "gone"];
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { worker: false });
+      peer = await startCountingPeer(names);
+    });
+    after(async () => {
+      recorder?.restore();
+      worker.abort();
+      await running;
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("sends each active member's Accept and welcome (one whose name holds a lone surrogate too), withholds a removed one's, and on PostgreSQL asks no gate query", async () => {
+      const db = m.muster.database.db;
+      const union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
+      for (const name of names) {
+        const id = peer.actorId(name).href;
+        // A hostile account: its name (and so the welcome's mention) holds a lone surrogate.
+        const handle = name === "odd" ? `@od\uD800d@${peer.host}` : `@${name}@${peer.host}`;
+        await upsertRemoteActor(db, { id, type: "Person", handle, name: name === "odd" ? "Od\uD800d \uDC00" : name, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() });
+        const joined = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle }, `${id}#follow`);
+        assert.equal(joined.outcome, "accepted");
+      }
+      const queued = await db.selectFrom("fedify_mq").select("message").where("queue", "=", "outbox").execute();
+      assert.equal(queued.length, names.length * 2);
+      assert.ok(queued.some((r) => r.message.includes("\\ud800")), "the welcome's text holds the lone surrogate's escape");
+      // Not through leaveUnion, which withdraws the queued deliveries: only the gate at sending time holds these back.
+      await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("gone").href).execute();
+      const before = { ...processStats };
+
+      recorder?.start();
+      running = m.muster.runQueue(worker.signal);
+      const got = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type && (h.status ?? 0) < 300).length;
+      await eventually(async () => names.filter((n) => n !== "gone").every((n) => got(n, "Accept") >= 1 && got(n, "Create") >= 1), "every active member's Accept and welcome, lone surrogate or not");
+      await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
+      recorder?.stop();
+
+      assert.deepEqual(peer.hits.filter((h) => h.path === "/users/gone/inbox").map((h) => h.type), [], "nothing for a member no longer active when it was sent");
+      const odd = peer.hits.find((h) => h.path === "/users/odd/inbox" && h.type === "Create");
+      assert.ok(JSON.stringify(odd?.body).includes("\\ud800"), "the welcome went out with the name as it was");
+      assert.deepEqual({ sent: processStats.sent - before.sent, fallback: processStats.fallback - before.fallback }, { sent: 8, fallback: 0 },
+        "all sent by the batch sender, none handed to Fedify's handler");
+      assert.deepEqual(await db.selectFrom("fedify_mq_dead").select("id").execute(), [], "nothing dead-lettered");
+      if (recorder) {
+        const gates = recorder.texts.filter(isGateQuery);
+        assert.equal(gates.length, 0, `the gate read with the claim, not asked: ${gates.length} gate queries for ${names.length} joins`);
+      }
+    });
+
+    it("keeps claiming after a message whose gate does not match as text, checking that one's gate with a query", { skip: d.name !== "postgres" && "the claim reads the gate on PostgreSQL only" }, async () => {
+      const db = m.muster.database.db;
+      const union = await db.selectFrom("unions").select("id").where("slug", "=", "riders").executeTakeFirstOrThrow();
+      const member = await db.selectFrom("members").select("id").where("actor_id", "=", peer.actorId("bob").href).executeTakeFirstOrThrow();
+      // A gate written with another key order (as no sender here writes it): no hint; the gate asks, and still sends.
+      const message = {
+        type: "outbox", id: "0b1c5a8e-0000-4000-8000-000000000001", baseUrl: m.origin.origin, keys: [{ keyId: `${m.origin.origin}/u/riders#main-key` }],
+        activity: { "@context": "https://www.w3.org/ns/activitystreams", id: `${m.origin.origin}/u/riders/activities/again`, type: "Accept", actor: `${m.origin.origin}/u/riders`, object: `${peer.actorId("bob").href}#follow` },
+        activityId: `${m.origin.origin}/u/riders/activities/again`, activityType: "https://www.w3.org/ns/activitystreams#Accept",
+        inbox: `${peer.actorId("bob").href}/inbox`, sharedInbox: false, actorIds: [peer.actorId("bob").href], started: new Date().toISOString(), attempt: 0,
+        headers: {}, orderingKey: "again", traceContext: {}, musterGate: { memberId: member.id, unionId: union.id },
+      };
+      recorder!.start();
+      await db.insertInto("fedify_mq").values({ queue: "outbox", message: JSON.stringify(message), ordering_key: null, available_at: Date.now(), attempts: 0, created_at: Date.now(), dedupe_key: null, payload: null }).execute();
+      await eventually(async () => peer.hits.some((h) => h.id === message.activityId), "the Accept whose gate was asked");
+      await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
+      recorder!.stop();
+      assert.equal(recorder!.texts.filter(isGateQuery).length, 1, "its gate asked once");
+    });
+  });
+}
