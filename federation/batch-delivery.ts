@@ -8,6 +8,7 @@ import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./deliv
 import type { DeliveryThreads } from "./delivery-threads.ts";
 import { currentOutgoingPolicy } from "./http-client.ts";
 import { KyselyKvStore } from "./kysely-kv-store.ts";
+import type { ServerState } from "./kysely-message-queue.ts";
 
 export { signedHeaders } from "./delivery-sign.ts";
 
@@ -108,7 +109,7 @@ export class BatchDeliverer {
    * per message, whether it was sent or must go to Fedify's handler.
    * Never rejects.
    */
-  async deliver(messages: readonly unknown[], each?: (index: number, outcome: FastOutcome) => void): Promise<FastOutcome[]> {
+  async deliver(messages: readonly unknown[], each?: (index: number, outcome: FastOutcome) => void, states?: readonly ServerState[]): Promise<FastOutcome[]> {
     const outcomes: FastOutcome[] = messages.map(() => "fallback");
     const eligible: { index: number; message: Delivery; inbox: URL; circuitKey: string; specKey: string }[] = [];
     messages.forEach((m, index) => {
@@ -119,7 +120,8 @@ export class BatchDeliverer {
     if (eligible.length === 0) return this.#count(outcomes);
     let state: Map<string, string>;
     try {
-      state = await this.#state(eligible);
+      // Read with the claim when every message's was, under the keys derived here; otherwise asked now.
+      state = fromClaims(eligible, states) ?? await this.#state(eligible);
     } catch (error) {
       log.warn("Could not read the delivery state of a batch; Fedify sends it: {error}", { error });
       return this.#count(outcomes);
@@ -282,6 +284,19 @@ function onThread(message: Delivery, shared: boolean): boolean {
 }
 
 /** A Fedify KV key as KyselyKvStore stores it (JSON of the key's parts), for a prefix and one more part. */
+/** The batch's server states as the claims read them, or undefined when one was not (or under other keys). */
+function fromClaims(eligible: readonly { index: number; circuitKey: string; specKey: string }[], states: readonly ServerState[] | undefined): Map<string, string> | undefined {
+  if (states === undefined) return undefined;
+  const state = new Map<string, string>();
+  for (const { index, circuitKey, specKey } of eligible) {
+    const s = states[index];
+    if (!s || s.length !== 4 || s[0] !== circuitKey || s[2] !== specKey) return undefined;
+    if (typeof s[1] === "string") state.set(circuitKey, s[1]);
+    if (typeof s[3] === "string") state.set(specKey, s[3]);
+  }
+  return state;
+}
+
 function kvKey(prefix: readonly string[], last: string): string {
   return JSON.stringify([...prefix, last]);
 }

@@ -136,8 +136,15 @@ const FALLBACK = Symbol("fallback");
  * is known (see STRAGGLER_MS).
  */
 export interface BatchSender {
-  deliver(messages: readonly unknown[], each?: (index: number, outcome: "sent" | "fallback") => void): Promise<readonly ("sent" | "fallback")[]>;
+  /** `states`, when given, is each message's server state as its claim read it (null/undefined: not read). */
+  deliver(messages: readonly unknown[], each?: (index: number, outcome: "sent" | "fallback") => void, states?: readonly ServerState[]): Promise<readonly ("sent" | "fallback")[]>;
 }
+
+/**
+ * A delivery's server state as its claim read it (serverStateSql): the
+ * circuit key and its value, the spec key and its value (null: none).
+ */
+export type ServerState = readonly (string | null)[] | null | undefined;
 
 /**
  * A claimed batch's messages are settled together when the batch ends, so
@@ -213,6 +220,8 @@ interface Claimed extends Row {
   readonly payload_body?: string | null;
   /** The message's gate and its member's state, when the claim read them (gatesWithClaim). */
   readonly gate_hint?: string | null;
+  /** Its server's state for the batch sender, when the claim read it (gatesWithClaim, serverStateSql). */
+  readonly server_state?: ServerState;
   /** The lease_owner value of this particular claim. */
   readonly token: string;
   /**
@@ -412,11 +421,29 @@ const GATE_PATTERN = String.raw`"musterGate":\{"unionId":"([^"\\]*)","memberId":
 function gateHintSql(message: ReturnType<typeof sql.ref>) {
   return sql<string | null>`(select g[1] || '"' || g[2] || '"' || coalesce((select s.state from members s where s.union_id = g[1] and s.id = g[2]), '') from regexp_match(${message}, ${GATE_PATTERN}) g)`;
 }
-/** claimWithBodyStatement, and each message's gate hint (gatesWithClaim). */
-const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null }>((db, ...args) =>
-  claimQuery(db, ...args)
+/** A delivery's inbox as its stored text spells it: scheme, and host with any port. */
+const INBOX_PATTERN = String.raw`"inbox":"(https?)://([^/"\?#]*)`;
+/**
+ * The delivery's server state that the batch sender reads before sending
+ * (batch-delivery.ts: the circuit breaker's state for the inbox's host, the
+ * signature spec its origin accepted), read with the claim: the two
+ * fedify_kv keys as the text's inbox gives them, each with its value
+ * (null: none, or expired at `now`). The sender uses them only when the
+ * keys are the ones it derives from the message (ServerState).
+ */
+function serverStateSql(message: ReturnType<typeof sql.ref>, now: unknown) {
+  const value = (key: ReturnType<typeof sql.ref>) => sql`(select v.value from fedify_kv v where v.key = ${key} and (v.expires_at is null or v.expires_at > ${now}::bigint))`;
+  return sql<string[] | null>`(select array[c.k, ${value(sql.ref("c.k"))}, s.k, ${value(sql.ref("s.k"))}]
+    from regexp_match(${message}, ${INBOX_PATTERN}) h,
+    lateral (select '["_fedify","circuit","' || h[2] || '"]' as k) c,
+    lateral (select '["_fedify","httpMessageSignaturesSpec","' || h[1] || '://' || h[2] || '"]' as k) s)`;
+}
+/** claimWithBodyStatement, and each message's gate hint and server state (gatesWithClaim). */
+const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>((db, queue, now, limit, token, leaseUntil) =>
+  claimQuery(db, queue, now, limit, token, leaseUntil)
     .returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body"))
-    .returning(gateHintSql(sql.ref("fedify_mq.message")).as("gate_hint")));
+    .returning(gateHintSql(sql.ref("fedify_mq.message")).as("gate_hint"))
+    .returning(serverStateSql(sql.ref("fedify_mq.message"), now).as("server_state")));
 
 /** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
 type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
@@ -1112,7 +1139,7 @@ export class KyselyMessageQueue implements MessageQueue {
             if (TRACE) traceCount(this.name, 5);
             early.get(id)?.(outcome);
           }
-        });
+        }, this.#gatesWithClaim ? offered.map((o) => live[o.index]!.server_state) : undefined);
         offered.forEach((o, i) => (outcomes[o.index] = sent[i] ?? "fallback"));
       }
       return new Map(live.map((c, i) => [c.id, outcomes[i]!]));
@@ -1288,7 +1315,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // row lock (skipping a row another claimer holds), re-checked on the
     // row's newest version by the UPDATE. A waiting message not taken so is
     // announced by NOTIFY, as before.
-    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null }>`
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))
@@ -1326,13 +1353,14 @@ export class KyselyMessageQueue implements MessageQueue {
         from settled s
       )
       select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
-        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body, null as gate_hint,
+        null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body, null as gate_hint, null::text[] as server_state,
         case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
       from behind
       union all
       select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
         ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`},
-        ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`}, null
+        ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`},
+        ${this.#gatesWithClaim ? serverStateSql(sql.ref("c.message"), now) : sql`null`}, null
       from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
@@ -1347,7 +1375,7 @@ export class KyselyMessageQueue implements MessageQueue {
       if (r.kind !== "claimed") continue;
       const claimed: Claimed = {
         id: Number(r.id), queue: r.queue, message: r.message, ordering_key: r.ordering_key, attempts: Number(r.attempts),
-        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, gate_hint: r.gate_hint, token,
+        last_error: r.last_error, created_at: Number(r.created_at), dedupe_key: r.dedupe_key, payload: r.payload, payload_body: r.payload_body, gate_hint: r.gate_hint, server_state: r.server_state, token,
       };
       const to = byId.get(Number(r.after))?.handoff;
       const list = byListener.get(to) ?? [];

@@ -50,6 +50,8 @@ function recordPgStatements() {
 
 /** A member gate's own query (outbound.ts, memberState). */
 const isGateQuery = (text: string) => /select "state" from "members"/.test(text);
+/** The batch sender's read of a batch's server state (batch-delivery.ts, #state). */
+const isStateQuery = (text: string) => /select "key", "value", "expires_at" from "fedify_kv"/.test(text);
 
 for (const d of dialects) {
   describe(`a join's gated Accept and welcome, gate read with the claim, on ${d.name}`, { skip: d.skip }, () => {
@@ -60,11 +62,12 @@ for (const d of dialects) {
     let running: Promise<void> | undefined;
     const recorder = d.name === "postgres" ? recordPgStatements() : undefined;
     const names = ["ann", "bob", "cat", "odd", "gone"];
+    const heldName = "held";
 
     before(async () => {
       tdb = await d.create();
       m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(names);
+      peer = await startCountingPeer([...names, heldName]);
     });
     after(async () => {
       recorder?.restore();
@@ -109,6 +112,8 @@ for (const d of dialects) {
       if (recorder) {
         const gates = recorder.texts.filter(isGateQuery);
         assert.equal(gates.length, 0, `the gate read with the claim, not asked: ${gates.length} gate queries for ${names.length} joins`);
+        const states = recorder.texts.filter(isStateQuery);
+        assert.equal(states.length, 0, `the server state read with the claim, not asked: ${states.length} state queries for ${names.length} joins`);
       }
     });
 
@@ -130,6 +135,25 @@ for (const d of dialects) {
       await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
       recorder!.stop();
       assert.equal(recorder!.texts.filter(isGateQuery).length, 1, "its gate asked once");
+    });
+
+    it("leaves a server with circuit-breaker state to Fedify's handler, the state read with the claim as before it was asked", async () => {
+      const db = m.muster.database.db;
+      const union = await db.selectFrom("unions").select("id").where("slug", "=", "riders").executeTakeFirstOrThrow();
+      // Closed with no failures counted: Fedify sends, but any state at all is Fedify's to read and update (batch-delivery.ts).
+      const circuit = JSON.stringify(["_fedify", "circuit", peer.host]);
+      await db.insertInto("fedify_kv").values({ key: circuit, value: JSON.stringify({ state: "closed", failures: [] }), expires_at: null }).execute();
+      const before = { ...processStats };
+      const id = peer.actorId(heldName).href;
+      await upsertRemoteActor(db, { id, type: "Person", handle: `@${heldName}@${peer.host}`, name: heldName, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() });
+      assert.equal((await requestToJoin(m.muster.membership, union.id, { actorId: id, handle: `@${heldName}@${peer.host}` }, `${id}#follow`)).outcome, "accepted");
+      const got = (type: string) => peer.hits.filter((h) => h.path === `/users/${heldName}/inbox` && h.type === type && (h.status ?? 0) < 300).length;
+      await eventually(async () => got("Accept") >= 1 && got("Create") >= 1, "the held server's Accept and welcome, through Fedify's handler");
+      await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
+      // The Accept goes through Fedify's handler, whose success clears the circuit's state; the welcome, claimed after, may then go either way.
+      const fallback = processStats.fallback - before.fallback;
+      assert.ok(fallback >= 1 && fallback + processStats.sent - before.sent === 2, `the Accept handed to Fedify's handler: the circuit state was seen (${fallback} of 2 handed over)`);
+      await db.deleteFrom("fedify_kv").where("key", "=", circuit).execute();
     });
   });
 }
