@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { Accept, CryptographicKey } from "@fedify/vocab";
+import { PostgresQueryCompiler, type RootOperationNode } from "kysely";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "../federation/remote-actor-parse.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
@@ -28,7 +29,7 @@ import { type Peer, startPeer } from "./helpers/peer.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
-const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared"];
+const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared", "once1", "once2", "once3"];
 
 for (const d of dialects) {
   describe(`the follow's fast path, on ${d.name}`, { skip: d.skip }, () => {
@@ -135,6 +136,30 @@ for (const d of dialects) {
       assert.equal((await post(body, { as: "shared", to: sharedInbox(), spec: RFC9421 })).res.status, 202);
       assert.equal((await member("shared"))?.state, "active");
       assert.equal(await queued(String(body.id)), 0);
+    });
+
+    it("on PostgreSQL the Follow's record and the actor's upsert (one statement) are built and compiled once, not per join", async (t) => {
+      if (d.name !== "postgres") return t.skip("that statement is PostgreSQL's");
+      const first = mastodonFollow("once1");
+      assert.equal((await post(first, { as: "once1" })).res.status, 202);
+      // Kysely compiling the statement: it built the query per join, a tenth of the web process's CPU (issue 16).
+      const compileQuery = PostgresQueryCompiler.prototype.compileQuery;
+      const texts: string[] = [];
+      PostgresQueryCompiler.prototype.compileQuery = function (this: PostgresQueryCompiler, node: RootOperationNode, queryId) {
+        const compiled = compileQuery.call(this, node, queryId);
+        texts.push(compiled.sql);
+        return compiled;
+      };
+      try {
+        for (const name of ["once2", "once3"]) assert.equal((await post(mastodonFollow(name), { as: name })).res.status, 202);
+      } finally {
+        PostgresQueryCompiler.prototype.compileQuery = compileQuery;
+      }
+      for (const name of ["once1", "once2", "once3"]) {
+        assert.equal((await member(name))?.state, "active");
+        assert.equal((await getRemoteActor(db(), actor(name)))?.handle, `@${name}@${peer.origin.host}`);
+      }
+      assert.equal(texts.filter((s) => s.includes('"inbox_activities"') && s.includes('"remote_actors"')).length, 0, "compiled for neither of the two later joins");
     });
 
     it("the same Follow again, at once five times, and re-signed to the shared inbox: one member, one record, one Accept", async () => {

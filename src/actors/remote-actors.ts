@@ -59,20 +59,6 @@ export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Pro
   await upsertStatement(db, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
 }
 
-/** upsertRemoteActor's statement, not run (for a data-modifying CTE or a batch); the same SQL meaning. */
-export function upsertRemoteActorQuery(db: Kysely<DB>, actor: CachedActor) {
-  if (!isRemoteActorType(actor.type)) throw new TypeError(`Not an actor type: ${String(actor.type)}`);
-  const row = remoteActorRow(actor);
-  const { id: _id, ...changes } = row;
-  return db.insertInto("remote_actors")
-    .values(row)
-    .onConflict((oc) =>
-      oc.column("id")
-        .doUpdateSet(changes)
-        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-    );
-}
-
 // Compiled once (src/db/prepared.ts): every join writes its member's actor. The update takes the new row's values (excluded.*).
 type Row = Selectable<RemoteActorsTable>;
 const upsertStatement = prepared<[id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number], never>(
