@@ -287,6 +287,18 @@ const LISTENING_POLL_MS = 5000;
 const HEARTBEAT_CHECK_MS = 100;
 const HEARTBEAT_EVERY_MS = 1000;
 const HEARTBEAT_ACTIVE_MS = 10_000;
+/**
+ * On PostgreSQL, a NOTIFY wakes every process's listener of the lane, and
+ * for a join's Accept all but one claim in vain (0.9 empty claims a join
+ * with two workers, a third of the workers' statements). A listener of an
+ * interactive lane whose claim found nothing lost that race: for this long
+ * it lets the others take what is announced, and claims once at the end if
+ * anything was announced meanwhile. So a listener that keeps losing claims
+ * about 1/LOSER_BACKOFF_MS times a second instead of once per message, the
+ * one that keeps winning answers at once, and a message whose winner is
+ * gone (or busy) waits at most this long more for the loser.
+ */
+const LOSER_BACKOFF_MS = 100;
 /** After giving back keys above its share, a listener gives back no more for this long (its peers' counts are a heartbeat late). */
 const SHARE_COOLDOWN_MS = 1000;
 
@@ -859,10 +871,13 @@ export class KyselyMessageQueue implements MessageQueue {
     const share = this.#shares ? new LaneShare(listenerId) : undefined;
     /** When this listener was last told of messages for its lane (it heartbeats for a while after). */
     let woken = 0;
+    // See LOSER_BACKOFF_MS: interactive lanes on PostgreSQL (a bulk lane claims in batches and shares its keys).
+    const backsOff = this.#database.dialect === "postgres" && this.#rank !== undefined && !this.#rank.bulk && !this.#shares;
+    let backoffUntil = 0;
     const wake: Wake = (queue, at) => {
       if (queue !== this.name) return;
       woken = Date.now();
-      alarm.ringAt(at);
+      alarm.ringAt(Math.max(at, backoffUntil));
     };
     const limit = this.#inFlightLimit;
     // Messages this listener may hold now: its slots, or its share when less.
@@ -1006,6 +1021,7 @@ export class KyselyMessageQueue implements MessageQueue {
             interactive?.end();
           }
           more = claimed.length === free;
+          if (backsOff && claimed.length === 0) backoffUntil = Date.now() + LOSER_BACKOFF_MS;
           start(claimed);
           if (claimed.length === free) continue;
         }

@@ -6,6 +6,7 @@ import { Temporal } from "@js-temporal/polyfill";
 import type { MessageQueue } from "@fedify/fedify";
 import pg from "pg";
 import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
+import { LanePriority } from "../federation/queue-priority.ts";
 import type { Database } from "../src/db/database.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 
@@ -623,6 +624,71 @@ for (const d of dialects) {
       assert.deepEqual(handled.map((x) => x.id), ["accept", "welcome"]);
       assert.equal(handled[1]!.worker, handled[0]!.worker, "the worker that settled the Accept handled the welcome");
       assert.deepEqual(notices.slice(beforeSettle), [], "no NOTIFY woke the other worker for the welcome");
+    });
+
+    it("two processes' listeners of an interactive lane: the one whose claim found nothing lets the other take what is announced for a while, and still takes the lane over when that one is gone", { skip: d.name === "sqlite" && "PostgreSQL only: SQLite has no NOTIFY to wake both" }, async (t) => {
+      const h = harness(t);
+      const name = uniqueName("loser");
+      // Claims of this lane sent by any pool of this process.
+      let claims = 0;
+      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const q = args[0] as { text?: string } | string | undefined;
+        const text = typeof q === "string" ? q : q?.text ?? "";
+        const values = (Array.isArray(args[1]) ? args[1] : (q as { values?: unknown[] } | undefined)?.values) ?? [];
+        if (text.startsWith('update "fedify_mq" set "lease_owner"') && values.includes(name)) claims++;
+        return query.apply(this, args);
+      } as typeof pg.Client.prototype.query;
+      t.after(() => {
+        pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+      });
+      const handled = new Map<string, { worker: string; at: number }>();
+      const twice: string[] = [];
+      const listeners = new Map<string, { controller: AbortController; done: Promise<void> }>();
+      // Two worker processes' pools; neither polls during the test: only NOTIFY starts a claim.
+      for (const worker of ["first", "second"]) {
+        const queue = new KyselyMessageQueue(h.open(), { ...FAST, name, pollIntervalMs: 3_600_000, workerId: worker, rank: { priority: new LanePriority(), bulk: false } });
+        listeners.set(worker, h.listen(queue, (m: { id: string }) => {
+          if (handled.has(m.id)) twice.push(m.id);
+          handled.set(m.id, { worker, at: Date.now() });
+        }));
+      }
+      const producer = new KyselyMessageQueue(h.open(), { name });
+      await producer.enqueue({ id: "warm-up" });
+      await waitFor("the warm-up message", () => handled.has("warm-up"));
+      await sleep(100);
+      // One message at a time, each with its own NOTIFY to both, as joins' Accepts arrive.
+      const n = 40;
+      claims = 0;
+      const sent = new Map<string, number>();
+      for (let i = 0; i < n; i++) {
+        sent.set(`m${i}`, Date.now());
+        await producer.enqueue({ id: `m${i}` });
+        await sleep(10);
+      }
+      await waitFor("every message", () => [...sent.keys()].every((id) => handled.has(id)));
+      await sleep(100);
+      assert.deepEqual(twice, [], "each message handled once");
+      t.diagnostic(`${claims} claims for ${n} messages`);
+      assert.ok(claims >= n, `${claims} claims counted for ${n} messages`);
+      assert.ok(claims <= n * 1.6, `${claims} claims for ${n} messages (both listeners claimed for each: ${2 * n})`);
+      const waits = [...sent].map(([id, at]) => handled.get(id)!.at - at);
+      assert.ok(Math.max(...waits) < 1000, `each handled soon after it was announced: ${Math.max(...waits)} ms at most`);
+
+      // The listener that took the most stops: the other takes every message again, each within its back-off.
+      const counts = new Map<string, number>();
+      for (const id of sent.keys()) counts.set(handled.get(id)!.worker, (counts.get(handled.get(id)!.worker) ?? 0) + 1);
+      const busiest = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+      const other = busiest === "first" ? "second" : "first";
+      listeners.get(busiest)!.controller.abort();
+      await listeners.get(busiest)!.done;
+      for (let i = 0; i < 5; i++) {
+        const at = Date.now();
+        await producer.enqueue({ id: `after${i}` });
+        await waitFor(`after${i}`, () => handled.has(`after${i}`), 2000);
+        assert.equal(handled.get(`after${i}`)!.worker, other);
+        assert.ok(handled.get(`after${i}`)!.at - at < 500, `handled ${handled.get(`after${i}`)!.at - at} ms after it was announced`);
+      }
     });
 
     it("a settle hands the next messages of several ordering keys to the batch sender as one batch", { skip: d.name === "sqlite" && "SQLite's settle claims for its own listener's free slots (refill), not the next message of each ordering key" }, async (t) => {
