@@ -874,10 +874,17 @@ export class KyselyMessageQueue implements MessageQueue {
     // See LOSER_BACKOFF_MS: interactive lanes on PostgreSQL (a bulk lane claims in batches and shares its keys).
     const backsOff = this.#database.dialect === "postgres" && this.#rank !== undefined && !this.#rank.bulk && !this.#shares;
     let backoffUntil = 0;
+    // Another process's NOTIFY waits out the back-off; this process's own wakes (a message its settle
+    // left waiting behind an ordering key, its own enqueue) do not: no other process raced for those first.
     const wake: Wake = (queue, at) => {
       if (queue !== this.name) return;
       woken = Date.now();
       alarm.ringAt(Math.max(at, backoffUntil));
+    };
+    const wakeHere: Wake = (queue, at) => {
+      if (queue !== this.name) return;
+      woken = Date.now();
+      alarm.ringAt(at);
     };
     const limit = this.#inFlightLimit;
     // Messages this listener may hold now: its slots, or its share when less.
@@ -894,7 +901,7 @@ export class KyselyMessageQueue implements MessageQueue {
     });
     const locals = localListeners.get(this.#database.db) ?? new Set();
     localListeners.set(this.#database.db, locals);
-    locals.add(wake);
+    locals.add(wakeHere);
     const subscription = await this.#subscribe(wake, signal, heard);
     /** Messages this listener is handling: id to the token of its claim. */
     const held = new Map<number, string>();
@@ -1030,7 +1037,7 @@ export class KyselyMessageQueue implements MessageQueue {
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
-      locals.delete(wake);
+      locals.delete(wakeHere);
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
       clearInterval(renewal);
       clearInterval(heartbeat);
