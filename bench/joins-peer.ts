@@ -199,9 +199,10 @@ const presignMs = performance.now() - presignStarted;
 // up its HTTP server and client, the actor template, the verifier), and that
 // CPU, on the 2 cores the union shares, is the bench's, not the union's. Each
 // peer serves actor GETs to itself and verifies Accepts and welcomes it signs
-// itself, as many as the window will see (BENCH_JOINS_PEER_WARMUP=0: none, as
-// before). Nothing of it reaches the union; every count is reset after.
-const peerWarmup = Math.min(total, Math.max(0, Number(process.env.BENCH_JOINS_PEER_WARMUP ?? 300) || 0));
+// itself, up to as many as the window will see (BENCH_JOINS_PEER_WARMUP=P; the
+// joins bench asks for 300, the other benches that fork these peers for none,
+// as before). Nothing of it reaches the union; every count is reset after.
+const peerWarmup = Math.min(total, Math.max(0, Number(process.env.BENCH_JOINS_PEER_WARMUP ?? 0) || 0));
 let peerWarmupMs = 0;
 if (!fedifyPeer && peerWarmup > 0) {
   const started = performance.now();

@@ -122,7 +122,8 @@ export const joins: Benchmark = {
           stdio: ["ignore", "inherit", "inherit", "ipc"],
           // The peers run with Node's defaults, whatever V8 flags the measured process was given.
           execArgv: [],
-          env: requestOnly ? { ...process.env, BENCH_JOINS_NO_ACCEPTS: "1" } : process.env,
+          // The peers warm themselves up before the window (joins-peer.ts): 300 unless BENCH_JOINS_PEER_WARMUP says otherwise.
+          env: { ...process.env, BENCH_JOINS_PEER_WARMUP: process.env.BENCH_JOINS_PEER_WARMUP ?? "300", ...(requestOnly ? { BENCH_JOINS_NO_ACCEPTS: "1" } : {}) },
         });
         let followSignatures = "";
         let presigned = false;
