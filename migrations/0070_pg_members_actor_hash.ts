@@ -1,0 +1,49 @@
+import { type Kysely, sql } from "kysely";
+import { isPostgres } from "./dialect.ts";
+
+// Storage at a million members on PostgreSQL (issue 16). members_actor_union,
+// a unique btree on (actor_id, union_id), was the largest members index:
+// every entry repeats the member's actor URL (about 49 bytes) and the union
+// id, and actors join in no URL order, so its leaves stay about two thirds
+// full: 126 bytes a member at 10^5 (bench/storage.ts), 120 MiB at 10^6.
+//
+// It served two kinds of lookup:
+// - by equality on actor_id (and the union): every inbox activity's member
+//   lookup, the join's read, the fast path's, pruning's, an actor's unions.
+//   A hash index on actor_id answers these with a 4-byte hash per member
+//   instead of the URL (42 bytes a member at 10^5, built or grown);
+// - "any active member on this server" (src/members/visibility.ts
+//   hostsMember), a range of actor URLs under the signer's origin, which a
+//   hash index cannot answer. members_union_origin holds the origin of each
+//   active member's actor URL (scheme, host and port: everything before the
+//   first "/" after "scheme://"), with its union; members of one server share
+//   a key, which PostgreSQL's btree deduplication stores once with a list of
+//   row pointers (21 bytes a member at 10^5 with 5 members a server, less at
+//   10^6 with 50). hostsMember asks for the same expression on PostgreSQL.
+//   The expression finds the first "/" from the 9th character: after
+//   "https://" or within the host after "http://", so both schemes work.
+//
+// What is given up: the index was UNIQUE, a second guard (after the union's
+// lock that every write of members.actor_id takes: src/members/members.ts
+// lockUnion) against one account holding two places in one union. A hash
+// index cannot be unique, and an exclusion constraint over a hash index
+// takes one column (actor_id alone would refuse one account in two unions).
+//
+// SQLite: nothing. It has no hash indexes, and at 10^6 members it is under
+// 1 GiB already with the btree.
+// Down brings the unique btree back (it fails if an account meanwhile got
+// two rows in one union, which the union's lock prevents).
+export async function up(db: Kysely<any>): Promise<void> {
+  if (!isPostgres(db)) return;
+  await sql`create index members_actor on members using hash (actor_id)`.execute(db);
+  await sql`create index members_union_origin on members (union_id, (substr(actor_id, 1, strpos(substr(actor_id, 9), '/') + 7)))
+    where state = 'active' and actor_id is not null`.execute(db);
+  await db.schema.dropIndex("members_actor_union").execute();
+}
+
+export async function down(db: Kysely<any>): Promise<void> {
+  if (!isPostgres(db)) return;
+  await db.schema.createIndex("members_actor_union").on("members").columns(["actor_id", "union_id"]).unique().execute();
+  await db.schema.dropIndex("members_union_origin").execute();
+  await db.schema.dropIndex("members_actor").execute();
+}
