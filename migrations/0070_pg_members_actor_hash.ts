@@ -23,27 +23,49 @@ import { isPostgres } from "./dialect.ts";
 //   The expression finds the first "/" from the 9th character: after
 //   "https://" or within the host after "http://", so both schemes work.
 //
-// What is given up: the index was UNIQUE, a second guard (after the union's
-// lock that every write of members.actor_id takes: src/members/members.ts
-// lockUnion) against one account holding two places in one union. A hash
-// index cannot be unique, and an exclusion constraint over a hash index
-// takes one column (actor_id alone would refuse one account in two unions).
+// - the uniqueness of (actor_id, union_id): one account holds one place in a
+//   union. A hash index cannot be unique, and an exclusion constraint over a
+//   hash index takes one column (actor_id alone would refuse one account in
+//   two unions). A trigger keeps it instead, before each insert or change of
+//   a member's actor or union: it locks the union's row as every write of
+//   members.actor_id does already (src/members/members.ts lockUnion, so on
+//   the join path it waits for nothing), then refuses a second row of the
+//   same account in the union with the unique violation (23505) the index
+//   raised, naming members_actor_union. The lock makes the check safe against
+//   a concurrent insert the way the unique index was: the second writer waits
+//   for the first to commit, then sees its row (each statement of a PL/pgSQL
+//   function reads a fresh snapshot under READ COMMITTED).
 //
 // SQLite: nothing. It has no hash indexes, and at 10^6 members it is under
 // 1 GiB already with the btree.
-// Down brings the unique btree back (it fails if an account meanwhile got
-// two rows in one union, which the union's lock prevents).
+// Down brings the unique btree back and drops the trigger.
+const CHECK = `create function members_one_place() returns trigger language plpgsql as $$
+  begin
+    perform 1 from unions where id = new.union_id for no key update;
+    if exists (select 1 from members where actor_id = new.actor_id and union_id = new.union_id and id <> new.id) then
+      raise unique_violation using constraint = 'members_actor_union',
+        message = 'duplicate key value violates unique constraint "members_actor_union"',
+        detail = format('Key (actor_id, union_id)=(%s, %s) already exists.', new.actor_id, new.union_id);
+    end if;
+    return new;
+  end $$`;
+
 export async function up(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
-  await sql`create index members_actor on members using hash (actor_id)`.execute(db);
+  await sql`create index members_actor_hash on members using hash (actor_id)`.execute(db);
   await sql`create index members_union_origin on members (union_id, (substr(actor_id, 1, strpos(substr(actor_id, 9), '/') + 7)))
     where state = 'active' and actor_id is not null`.execute(db);
+  await sql.raw(CHECK).execute(db);
+  await sql`create trigger members_one_place before insert or update of actor_id, union_id on members for each row
+    when (new.actor_id is not null) execute function members_one_place()`.execute(db);
   await db.schema.dropIndex("members_actor_union").execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
   await db.schema.createIndex("members_actor_union").on("members").columns(["actor_id", "union_id"]).unique().execute();
+  await sql`drop trigger members_one_place on members`.execute(db);
+  await sql`drop function members_one_place()`.execute(db);
   await db.schema.dropIndex("members_union_origin").execute();
-  await db.schema.dropIndex("members_actor").execute();
+  await db.schema.dropIndex("members_actor_hash").execute();
 }

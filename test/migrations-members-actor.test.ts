@@ -78,13 +78,13 @@ for (const d of dialects) {
 
         const now = await indexes(db, d.name);
         if (d.name === "postgres") {
-          assert.ok(now.includes("members_actor") && now.includes("members_union_origin") && !now.includes("members_actor_union"), now.join(", "));
+          assert.ok(now.includes("members_actor_hash") && now.includes("members_union_origin") && !now.includes("members_actor_union"), now.join(", "));
         } else {
-          assert.ok(now.includes("members_actor_union") && !now.includes("members_actor") && !now.includes("members_union_origin"), now.join(", "));
+          assert.ok(now.includes("members_actor_union") && !now.includes("members_actor_hash") && !now.includes("members_union_origin"), now.join(", "));
         }
         await migrateTo(db, PREVIOUS);
         const down = await indexes(db, d.name);
-        assert.ok(down.includes("members_actor_union") && !down.includes("members_actor") && !down.includes("members_union_origin"), down.join(", "));
+        assert.ok(down.includes("members_actor_union") && !down.includes("members_actor_hash") && !down.includes("members_union_origin"), down.join(", "));
         assert.deepEqual(await answers(db, unions), before, "down");
         if (d.name === "postgres") {
           // Down's index is unique again.
@@ -101,15 +101,40 @@ for (const d of dialects) {
         assert.equal((await findMemberByActor(db, a.id, newcomer.actor_id!))?.id, newcomer.id);
         assert.equal(await canSeeMembers(db, a, { via: "federation", actorId: "https://s8.example/actor" }), true);
 
+        // One account holds one place in a union, as the unique index kept it (on PostgreSQL a trigger now):
+        // a second row, a change of actor or of union onto a taken place are refused; another union takes it.
+        const taken = await db.selectFrom("members").selectAll().where("union_id", "=", a.id).where("state", "=", "active").where("role", "=", "member").orderBy("id").limit(2).execute();
+        const copy = { ...taken[0]!, id: `${taken[0]!.id.slice(0, -3)}dup` };
+        await assert.rejects(db.insertInto("members").values(copy).execute(), d.name === "postgres" ? /members_actor_union/ : /UNIQUE/);
+        await assert.rejects(db.insertInto("members").values([{ ...copy, id: "x1", actor_id: "https://twice.example/u/x" }, { ...copy, id: "x2", actor_id: "https://twice.example/u/x" }]).execute(), /members_actor_union|UNIQUE/);
+        await assert.rejects(db.updateTable("members").set({ actor_id: taken[0]!.actor_id }).where("id", "=", taken[1]!.id).execute(), /members_actor_union|UNIQUE/);
+        const inB = await db.selectFrom("members").selectAll().where("union_id", "=", b.id).where("actor_id", "=", shared[0]!.actor_id).executeTakeFirstOrThrow();
+        await assert.rejects(db.updateTable("members").set({ union_id: a.id }).where("id", "=", inB.id).execute(), /members_actor_union|UNIQUE/);
+        await db.insertInto("members").values({ ...copy, union_id: b.id, id: `${copy.id.slice(0, -3)}inb` }).execute();
         if (d.name === "postgres") {
+          // Two transactions adding the same account at once: the second waits for the first and is refused once it commits.
+          const row = { ...copy, id: "race1", actor_id: "https://race.example/users/r" };
+          let release!: () => void;
+          const held = new Promise<void>((r) => (release = r));
+          const first = db.transaction().execute(async (trx) => {
+            await trx.insertInto("members").values(row).execute();
+            await held;
+          });
+          await new Promise((r) => setTimeout(r, 100));
+          const second = db.transaction().execute(async (trx) => trx.insertInto("members").values({ ...row, id: "race2" }).execute());
+          await new Promise((r) => setTimeout(r, 200));
+          release();
+          await first;
+          await assert.rejects(second, /members_actor_union/);
+          assert.equal((await db.selectFrom("members").select("id").where("actor_id", "=", row.actor_id).execute()).length, 1);
           // Each lookup finds its rows through the new indexes, not by walking the union.
           await sql`analyze members`.execute(db);
           const plan = async (q: ReturnType<typeof sql>) => db.transaction().execute(async (trx) => {
             await sql`set local enable_seqscan = off`.execute(trx);
             return JSON.stringify((await q.execute(trx)).rows);
           });
-          assert.match(await plan(sql`explain select * from members where union_id = ${a.id} and actor_id = ${newcomer.actor_id}`), /members_actor\b/);
-          assert.match(await plan(sql`explain select union_id from members where actor_id = ${newcomer.actor_id} and state in ('active', 'pending')`), /members_actor\b/);
+          assert.match(await plan(sql`explain select * from members where union_id = ${a.id} and actor_id = ${newcomer.actor_id}`), /members_actor_hash/);
+          assert.match(await plan(sql`explain select union_id from members where actor_id = ${newcomer.actor_id} and state in ('active', 'pending')`), /members_actor_hash/);
           assert.match(await plan(sql`explain select id from members where union_id = ${a.id} and state = 'active' and actor_id is not null
             and substr(actor_id, 1, strpos(substr(actor_id, 9), '/') + 7) = ${"https://s8.example"} limit 1`), /members_union_origin/);
         }
