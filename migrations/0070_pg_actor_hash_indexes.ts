@@ -36,9 +36,18 @@ import { isPostgres } from "./dialect.ts";
 //   for the first to commit, then sees its row (each statement of a PL/pgSQL
 //   function reads a fresh snapshot under READ COMMITTED).
 //
+// remote_actors_pkey, the btree of every cached actor's URL (110 bytes a
+// member at 10^5: the URL, and leaves two thirds full), becomes an exclusion
+// constraint over a hash index, as fedify_public_keys' key id did in 0067:
+// ids stay unique, and every read of the table is by equality on id (the
+// joins' and fan-out's lookups, the triggers of fanout_targets). Its upsert
+// (src/actors/remote-actors.ts) becomes an update and an insert in one
+// statement on PostgreSQL: ON CONFLICT DO UPDATE takes no exclusion
+// constraint as its arbiter.
+//
 // SQLite: nothing. It has no hash indexes, and at 10^6 members it is under
 // 1 GiB already with the btree.
-// Down brings the unique btree back and drops the trigger.
+// Down brings both btrees back and drops the trigger.
 const CHECK = `create function members_one_place() returns trigger language plpgsql as $$
   begin
     perform 1 from unions where id = new.union_id for no key update;
@@ -59,10 +68,15 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`create trigger members_one_place before insert or update of actor_id, union_id on members for each row
     when (new.actor_id is not null) execute function members_one_place()`.execute(db);
   await db.schema.dropIndex("members_actor_union").execute();
+  await sql`alter table remote_actors drop constraint remote_actors_pkey`.execute(db);
+  await sql`alter table remote_actors alter column id set not null`.execute(db);
+  await sql`alter table remote_actors add constraint remote_actors_id exclude using hash (id with =)`.execute(db);
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
+  await sql`alter table remote_actors drop constraint remote_actors_id`.execute(db);
+  await sql`alter table remote_actors add primary key (id)`.execute(db);
   await db.schema.createIndex("members_actor_union").on("members").columns(["actor_id", "union_id"]).unique().execute();
   await sql`drop trigger members_one_place on members`.execute(db);
   await sql`drop function members_one_place()`.execute(db);
