@@ -1,7 +1,7 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import { type Kysely, sql } from "kysely";
-import { type CachedActor, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
+import { type CachedActor, upsertRemoteActor, upsertRemoteActorCtes } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -283,13 +283,15 @@ async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } |
  * busy id, whose join is then rolled back with it.
  */
 async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
+  const actorRow = upsertRemoteActorCtes(trx, cached);
   const query = trx
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
-    .with("up", (db) => upsertRemoteActorQuery(db as unknown as Kysely<DB>, cached).returning("id"))
+    .with("refresh", (db) => actorRow.refresh(db as never).returning("id"))
+    .with("up", (db) => actorRow.insert(db as never).returning("id"))
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
       eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
-      eb.exists(eb.selectFrom("up").select("id")).as("cached"),
+      eb.exists(eb.selectFrom("up").select("id").unionAll(eb.selectFrom("refresh").select("id"))).as("cached"),
     ])
     .compile();
   // Named: one text per shape of cached actor (its fields present), parsed once per connection.
