@@ -11,7 +11,7 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { seedFollowers } from "../test/helpers/seed-followers.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, threadTimes, trackPeakRss, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, startProfile, threadTimes, trackPeakRss, waitFor } from "./lib.ts";
 
 /**
  * One call-to-action fanned out to a union's followers spread over many
@@ -159,6 +159,8 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const byThread = threadTimes();
     const start = Date.now();
     const t0 = performance.now();
+    // BENCH_CPU_PROFILE=dir: the main thread's profile of the timed window.
+    const profile = await startProfile(`fanout-${shape.shared ? "shared" : "personal"}-${followers}`);
     await composeAction(m.muster.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
     let stats = await receiver.stats();
     // BENCH_FANOUT_HEAP_SNAPSHOT=dir: one heap snapshot once half the servers have it (what grows with them).
@@ -181,6 +183,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const threadsAfter = threadCpuMs();
     const byThreadAfter = threadTimes();
     const peak = rss.stop();
+    await profile?.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
     stats = await receiver.stats();

@@ -97,6 +97,7 @@ export const joins: Benchmark = {
     "SQL/join, commits/join (SQLite): statements this process ran at better-sqlite3 while the joins ran (queue claims and settles, KV, BEGIN and COMMIT included); commits are COMMITs plus writes run outside a transaction (each commits on its own); BENCH_JOINS_SQL_TOP=30 prints the most frequent",
     `"Follows signed" before: the peers build and RSA-sign every Follow (Fedify's signRequest, draft-cavage, each actor's real key) before the timed window, and POST them over kept-alive connections; "live" signs each as it is sent (BENCH_JOINS_PEER_SIGN_LIVE=1, and always with BENCH_JOINS_FOLLOW_SIG=ld). Everything else the peers do is inside the window: serving each actor with its key, verifying every Accept's and welcome's signature (the union's key parsed once per peer process)`,
     "warm-up joins (BENCH_JOINS_WARMUP=W, default 0): W other people join first, outside the timed window and every figure (their Accepts and welcomes are waited for), so the JIT and caches are warm as on a server that has been running; with 0, the window starts on a fresh process",
+    "peers warmed (BENCH_JOINS_PEER_WARMUP=P, default 300, at most the joins; 0 as before): before the window each peer serves P actor GETs to itself and verifies P Accepts and P welcomes it signed itself, so the peers' process is not cold in the window (it was ≈0.35 ms of CPU a join over a fresh 300, on the cores Muster shares); the union sees none of it",
     "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
@@ -121,13 +122,15 @@ export const joins: Benchmark = {
           stdio: ["ignore", "inherit", "inherit", "ipc"],
           // The peers run with Node's defaults, whatever V8 flags the measured process was given.
           execArgv: [],
-          env: requestOnly ? { ...process.env, BENCH_JOINS_NO_ACCEPTS: "1" } : process.env,
+          // The peers warm themselves up before the window (joins-peer.ts): 300 unless BENCH_JOINS_PEER_WARMUP says otherwise.
+          env: { ...process.env, BENCH_JOINS_PEER_WARMUP: process.env.BENCH_JOINS_PEER_WARMUP ?? "300", ...(requestOnly ? { BENCH_JOINS_NO_ACCEPTS: "1" } : {}) },
         });
         let followSignatures = "";
         let presigned = false;
+        let peerWarmup = 0;
         await new Promise<void>((resolve, reject) => {
           child.once("message", (m) => {
-            ({ followSignatures, presigned } = m as { followSignatures: string; presigned: boolean });
+            ({ followSignatures, presigned, peerWarmup } = m as { followSignatures: string; presigned: boolean; peerWarmup: number });
             resolve();
           });
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
@@ -191,6 +194,7 @@ export const joins: Benchmark = {
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
           "Follows signed": presigned ? "before" : "live",
           "warm-up joins": warmup,
+          "peers warmed": peerWarmup,
           "to Fedify's inbox": report.fedifyInbox ?? "-",
           "SQL/join": counting ? statements / total : "-",
           "commits/join": counting ? commits / total : "-",

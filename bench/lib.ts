@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { generateKeyPairSync, sign } from "node:crypto";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import SQLite from "better-sqlite3";
 import pg from "pg";
@@ -181,7 +182,26 @@ export async function machineFacts(pgUrl: string | undefined): Promise<string[]>
     `sqlite:   SQLite ${sqliteVersion} (better-sqlite3, WAL, synchronous=NORMAL)`,
     `postgres: ${postgres}`,
     `load:     ${loadAverage()} at start (anything else running on the machine skews the figures)`,
+    `speed:    ${fmt(rsaSignsPerSecond())} RSA-2048 signs/s on one core (machines of one kind differ: compare figures from two runs by this line)`,
   ];
+}
+
+/**
+ * The machine's RSA-2048 signing rate on this thread for about half a second:
+ * signing is the fan-out's floor, and machines of the same size have differed
+ * by a third between sessions, so a figure without this line cannot be compared.
+ */
+function rsaSignsPerSecond(): number {
+  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const data = Buffer.alloc(256, 1);
+  sign("sha256", data, privateKey);
+  let n = 0;
+  const start = performance.now();
+  while (performance.now() - start < 500) {
+    sign("sha256", data, privateKey);
+    n++;
+  }
+  return n / ((performance.now() - start) / 1000);
 }
 
 /**

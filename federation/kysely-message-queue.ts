@@ -351,7 +351,12 @@ function candidates(db: Kysely<DB>, queue: string, now: number, limit: number) {
     // while an earlier one with its key is still queued (even if delayed
     // for a retry) or while any one with its key is being handled. Two
     // separate checks, each one index lookup: joined by OR, SQLite scanned
-    // the whole queue for every candidate.
+    // the whole queue for every candidate. On SQLite the second can only
+    // find what the first has excluded, and is left out (migration 0072):
+    // a leased message was its key's first when claimed, and SQLite gives
+    // ids in commit order, so no message of its key can come before it. On
+    // PostgreSQL a transaction may commit a lower id after a higher one of
+    // its key was claimed.
     .where((eb) => eb.or([
       eb("m.ordering_key", "is", null),
       eb.and([
@@ -362,13 +367,13 @@ function candidates(db: Kysely<DB>, queue: string, now: number, limit: number) {
             .whereRef("e.id", "<", "m.id")
             .whereRef("e.queue", "=", "m.queue"),
         )),
-        eb.not(eb.exists(
+        ...(isPostgres(db) ? [eb.not(eb.exists(
           eb.selectFrom("fedify_mq as e")
             .select(sql.lit(1).as("one"))
             .whereRef("e.ordering_key", "=", "m.ordering_key")
             .where("e.lease_until", ">", now)
             .whereRef("e.queue", "=", "m.queue"),
-        )),
+        ))] : []),
       ]),
     ]))
     // Oldest ready first: a retry that has come due goes before messages
@@ -491,6 +496,24 @@ const settleStatement = prepared<[string, string], { id: number }>((db, ids, tok
     .where("lease_owner", "=", token)
     .where("id", "in", (eb) => eb.selectFrom(sql<{ value: number }>`json_each(${ids})`.as("j")).select("j.value"))
     .returning("id") as never);
+
+/**
+ * The done keys of the handled messages (ids as a JSON array) that this
+ * claim still holds, read from their rows just before settleStatement
+ * deletes them, in the same transaction: one compiled statement whatever
+ * the batch's size, where a multi-row INSERT built by Kysely for each
+ * settle (a new SQL text for each batch size) cost more than SQLite's
+ * running it.
+ */
+const doneStatement = prepared<[string, string, number], never>((db, ids, token, at) =>
+  db.insertInto("fedify_mq_done")
+    .columns(["dedupe_key", "done_at"])
+    .expression((eb) => eb.selectFrom("fedify_mq")
+      .select((sb) => [sb.ref("dedupe_key").as("dedupe_key"), sb.val(at).as("done_at")])
+      .where("lease_owner", "=", token)
+      .where("id", "in", (sb) => sb.selectFrom(sql<{ value: number }>`json_each(${ids})`.as("j")).select("j.value"))
+      .where("dedupe_key", "is not", null) as never)
+    .onConflict((oc) => oc.column("dedupe_key").doNothing()) as never);
 
 
 const log = logger("queue");
@@ -1247,25 +1270,20 @@ export class KyselyMessageQueue implements MessageQueue {
           return r.lost;
         }) : await this.#database.db.transaction().execute(async (trx) => {
           const notMine: Claimed[] = [];
-          const done: string[] = [];
           const byClaim = new Map<string, Claimed[]>();
           for (const { claimed } of batch) {
             const same = byClaim.get(claimed.token);
             if (same === undefined) byClaim.set(claimed.token, [claimed]);
             else same.push(claimed);
           }
+          const at = Date.now();
           for (const [token, claims] of byClaim) {
-            const { rows } = await settleStatement(trx, JSON.stringify(claims.map((c) => c.id)), token);
+            const ids = JSON.stringify(claims.map((c) => c.id));
+            // The done keys of the rows this claim still holds, then those rows.
+            if (claims.some((c) => c.dedupe_key !== null)) await doneStatement(trx, ids, token, at);
+            const { rows } = await settleStatement(trx, ids, token);
             const deleted = new Set(rows.map((r) => Number(r.id)));
-            for (const claimed of claims) {
-              if (!deleted.has(claimed.id)) notMine.push(claimed);
-              else if (claimed.dedupe_key !== null) done.push(claimed.dedupe_key);
-            }
-          }
-          if (done.length > 0) {
-            const at = Date.now();
-            await trx.insertInto("fedify_mq_done").values([...new Set(done)].map((dedupe_key) => ({ dedupe_key, done_at: at })))
-              .onConflict((oc) => oc.column("dedupe_key").doNothing()).execute();
+            for (const claimed of claims) if (!deleted.has(claimed.id)) notMine.push(claimed);
           }
           // Claimed after the deletes, so the messages behind these ones' ordering keys may be among them.
           const settling = new Map<Refill, number>();
