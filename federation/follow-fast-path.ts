@@ -1,7 +1,7 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import { type Kysely, sql } from "kysely";
-import { type CachedActor, isRemoteActorType, remoteActorRow, upsertRemoteActor, upsertRemoteActorCtes } from "../src/actors/remote-actors.ts";
+import { type CachedActor, isRemoteActorType, remoteActorRow, upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -278,19 +278,20 @@ async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } |
 
 type ActorRow = ReturnType<typeof remoteActorRow>;
 const recordFollowAndActorStatement = prepared<[id: string, actor: string, unionId: string, at: number, actorId: string, type: string, handle: ActorRow["handle"], name: ActorRow["name"], inbox: ActorRow["inbox"], shared_inbox: ActorRow["shared_inbox"], fetched_at: number], { recorded: boolean; busy: boolean; cached: boolean }>(
-  (trx, id, actor, unionId, at, actorId, type, handle, name, inbox, shared_inbox, fetched_at) => {
-    // upsertRemoteActor's two parts (remote-actors.ts), with every field a value.
-    const actorRow = upsertRemoteActorCtes(trx, actorId, type, handle, name, inbox, shared_inbox, fetched_at);
-    return trx
-      .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
-      .with("refresh", (db) => actorRow.refresh(db as never).returning("id"))
-      .with("up", (db) => actorRow.insert(db as never).returning("id"))
-      .selectNoFrom((eb) => [
-        eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
-        eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
-        eb.exists(eb.selectFrom("up").select("id").unionAll(eb.selectFrom("refresh").select("id"))).as("cached"),
-      ]);
-  });
+  (trx, id, actor, unionId, at, actorId, type, handle, name, inbox, shared_inbox, fetched_at) => trx
+    .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
+    // upsertRemoteActorQuery's statement, with every field a value.
+    .with("up", (db) => db.insertInto("remote_actors")
+      .values({ id: actorId, type, handle, name, inbox, shared_inbox, fetched_at })
+      .onConflict((oc) => oc.column("id")
+        .doUpdateSet({ type, handle, name, inbox, shared_inbox, fetched_at })
+        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at")))
+      .returning("id"))
+    .selectNoFrom((eb) => [
+      eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
+      eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
+      eb.exists(eb.selectFrom("up").select("id")).as("cached"),
+    ]));
 
 /**
  * The Follow's record (as processOnce records a processed activity; nothing

@@ -1,4 +1,4 @@
-import { type Kysely, PostgresAdapter, type QueryCreator, type Selectable, sql } from "kysely";
+import type { Kysely, Selectable } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 
@@ -59,73 +59,24 @@ export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Pro
   await upsertStatement(db, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
 }
 
-/**
- * upsertRemoteActor as two data-modifying CTEs of a PostgreSQL statement
- * (federation/follow-fast-path.ts): `refresh`, the update of a stored row,
- * and `insert`, the row when none was stored. The same SQL meaning as
- * upsertStatement there. Takes the row's values (remoteActorRow) each as a
- * value, so a prepared statement can build it once with placeholders.
- */
-export function upsertRemoteActorCtes(db: Kysely<DB>, ...args: RemoteActorValues) {
-  return { refresh: (q: QueryCreator<DB>) => refreshQuery(q, ...args), insert: (q: QueryCreator<DB>) => insertQuery(q, db, ...args) };
-}
-
+// Compiled once (src/db/prepared.ts): every join writes its member's actor. The update takes the new row's values (excluded.*).
 type Row = Selectable<RemoteActorsTable>;
-/** A remote_actors row's values in column order (remoteActorRow). */
-export type RemoteActorValues = Args;
-type Args = [id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number];
-
-/** The stored row brought up to date, unless it was fetched later than this. */
-function refreshQuery(db: QueryCreator<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: Args) {
-  return db.updateTable("remote_actors").set({ type, handle, name, inbox, shared_inbox, fetched_at })
-    .where("id", "=", id).where("fetched_at", "<=", fetched_at);
-}
-
-/**
- * The row, unless one is stored (as the statement began) or a concurrent
- * writer stored one meanwhile (ON CONFLICT DO NOTHING: the exclusion
- * constraint that keeps ids unique can be no arbiter of DO UPDATE).
- */
-function insertQuery(q: QueryCreator<DB>, db: Kysely<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: Args) {
-  return q.insertInto("remote_actors").columns(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"])
-    .expression(db.selectNoFrom([
-      sql<string>`cast(${id} as text)`.as("id"), sql<string>`cast(${type} as text)`.as("type"), sql<string>`cast(${handle} as text)`.as("handle"),
-      sql<string>`cast(${name} as text)`.as("name"), sql<string>`cast(${inbox} as text)`.as("inbox"), sql<string>`cast(${shared_inbox} as text)`.as("shared_inbox"),
-      sql<number>`cast(${fetched_at} as bigint)`.as("fetched_at"),
-    ]).where((eb) => eb.not(eb.exists(db.selectFrom("remote_actors").select("id").where("id", "=", id)))))
-    .onConflict((oc) => oc.doNothing());
-}
-
-/**
- * SQLite: an upsert on the primary key. PostgreSQL: since migration 0070 an
- * exclusion constraint over a hash index keeps ids unique (no btree that
- * repeats every actor URL), which ON CONFLICT DO UPDATE cannot take as its
- * arbiter: the update of a stored row and the insert of a new one, as two
- * parts of one statement. Two writers storing the same new actor at once: the
- * second's insert does nothing (the first's row stands, fetched at about the
- * same time), where the upsert would have updated it with the second's.
- */
-// Compiled once (src/db/prepared.ts): every join writes its member's actor. SQLite's update takes the new row's values (excluded.*).
-const upsertStatement = prepared<Args, never>((db, id, type, handle, name, inbox, shared_inbox, fetched_at) => {
-  if (db.getExecutor().adapter instanceof PostgresAdapter) {
-    const q = db.with("refresh", (qb) => refreshQuery(qb, id, type, handle, name, inbox, shared_inbox, fetched_at));
-    return insertQuery(q, db, id, type, handle, name, inbox, shared_inbox, fetched_at) as never;
-  }
-  return db.insertInto("remote_actors")
-    .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
-    .onConflict((oc) =>
-      oc.column("id")
-        .doUpdateSet((eb) => ({
-          type: eb.ref("excluded.type"),
-          handle: eb.ref("excluded.handle"),
-          name: eb.ref("excluded.name"),
-          inbox: eb.ref("excluded.inbox"),
-          shared_inbox: eb.ref("excluded.shared_inbox"),
-          fetched_at: eb.ref("excluded.fetched_at"),
-        }))
-        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-    );
-});
+const upsertStatement = prepared<[id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number], never>(
+  (db, id, type, handle, name, inbox, shared_inbox, fetched_at) =>
+    db.insertInto("remote_actors")
+      .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
+      .onConflict((oc) =>
+        oc.column("id")
+          .doUpdateSet((eb) => ({
+            type: eb.ref("excluded.type"),
+            handle: eb.ref("excluded.handle"),
+            name: eb.ref("excluded.name"),
+            inbox: eb.ref("excluded.inbox"),
+            shared_inbox: eb.ref("excluded.shared_inbox"),
+            fetched_at: eb.ref("excluded.fetched_at"),
+          }))
+          .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
+      ));
 
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
   const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();

@@ -1,4 +1,4 @@
-import { type Kysely, PostgresAdapter, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { MembersVisibility, Union } from "../unions/unions.ts";
 import type { Member } from "./members.ts";
@@ -73,13 +73,11 @@ async function hostsMember(db: Kysely<DB>, unionId: string, actorId: string): Pr
   } catch {
     return false;
   }
-  const q = db.selectFrom("members").select("id").where("union_id", "=", unionId).where("state", "=", "active");
-  const sameServer = db.getExecutor().adapter instanceof PostgresAdapter
-    // PostgreSQL has no btree on actor_id (migration 0070: a hash index): members_union_origin holds each active
-    // member's origin by this expression, word for word (the first "/" from the 9th character ends the origin).
-    ? await q.where("actor_id", "is not", null).where(sql`substr(actor_id, 1, strpos(substr(actor_id, 9), '/') + 7)`, "=", origin).limit(1).executeTakeFirst()
-    // SQLite: actor ids on the signer's origin sort between `origin/` and `origin0`
-    // ('0' follows '/'), so this is an index range scan (members_actor_union), not a LIKE.
-    : await q.where("actor_id", ">=", `${origin}/`).where("actor_id", "<", `${origin}0`).limit(1).executeTakeFirst();
+  // Actor ids on the signer's origin sort between `origin/` and `origin0`
+  // ('0' follows '/'), so this is an index range scan, not a LIKE.
+  const sameServer = await db.selectFrom("members").select("id")
+    .where("union_id", "=", unionId).where("state", "=", "active")
+    .where("actor_id", ">=", `${origin}/`).where("actor_id", "<", `${origin}0`)
+    .limit(1).executeTakeFirst();
   return sameServer !== undefined;
 }
