@@ -129,6 +129,17 @@ function fastDelivery(req: IncomingMessage, origin: URL, body: Buffer, key: Cryp
   return false;
 }
 
+/** Forgets what a warm-up (the peers' own, or the union's warm-up joins) counted: the window reports only its own. */
+function resetCounts(): void {
+  accepted.clear();
+  welcomes = 0;
+  actorGets = 0;
+  refused = 0;
+  lastAccept = 0;
+  latencies.length = 0;
+  timeline.length = 0;
+}
+
 function accept(id: string): void {
   if (accepted.has(id)) return;
   accepted.add(id);
@@ -234,12 +245,7 @@ if (!fedifyPeer && peerWarmup > 0) {
   }));
   if (accepted.size !== peerWarmup || welcomes !== peerWarmup || fedifyInbox !== 0) throw new Error(`peer warm-up: ${accepted.size} Accepts and ${welcomes} welcomes of ${peerWarmup} verified, ${fedifyInbox} left to Fedify's inbox`);
   selfCheck = undefined;
-  accepted.clear();
-  welcomes = 0;
-  actorGets = 0;
-  lastAccept = 0;
-  latencies.length = 0;
-  timeline.length = 0;
+  resetCounts();
   peerWarmupMs = performance.now() - started;
 }
 
@@ -262,12 +268,7 @@ if (warmup > 0) {
   }));
   const until = Date.now() + 120_000;
   while ((accepted.size < warmup || welcomes < warmup) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  accepted.clear();
-  welcomes = 0;
-  actorGets = 0;
-  refused = 0;
-  latencies.length = 0;
-  timeline.length = 0;
+  resetCounts();
   process.send!({ warmed: warmup });
 }
 process.once("message", async () => {
