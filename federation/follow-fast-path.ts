@@ -1,7 +1,7 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import { type Kysely, sql } from "kysely";
-import { type CachedActor, isRemoteActorType, remoteActorRow, upsertRemoteActor } from "../src/actors/remote-actors.ts";
+import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -276,17 +276,10 @@ async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } |
   return row;
 }
 
-type ActorRow = ReturnType<typeof remoteActorRow>;
-const recordFollowAndActorStatement = prepared<[id: string, actor: string, unionId: string, at: number, actorId: string, type: string, handle: ActorRow["handle"], name: ActorRow["name"], inbox: ActorRow["inbox"], shared_inbox: ActorRow["shared_inbox"], fetched_at: number], { recorded: boolean; busy: boolean; cached: boolean }>(
-  (trx, id, actor, unionId, at, actorId, type, handle, name, inbox, shared_inbox, fetched_at) => trx
+const recordFollowAndActorStatement = prepared<[id: string, actor: string, unionId: string, at: number, ...actor: RemoteActorArgs], { recorded: boolean; busy: boolean; cached: boolean }>(
+  (trx, id, actor, unionId, at, ...actorRow) => trx
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
-    // upsertRemoteActorQuery's statement, with every field a value.
-    .with("up", (db) => db.insertInto("remote_actors")
-      .values({ id: actorId, type, handle, name, inbox, shared_inbox, fetched_at })
-      .onConflict((oc) => oc.column("id")
-        .doUpdateSet({ type, handle, name, inbox, shared_inbox, fetched_at })
-        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at")))
-      .returning("id"))
+    .with("up", (db) => upsertRemoteActorQuery(db, ...actorRow).returning("id"))
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
       eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),

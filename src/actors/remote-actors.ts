@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from "kysely";
+import type { Kysely, QueryCreator, Selectable } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 
@@ -59,24 +59,35 @@ export async function upsertRemoteActor(db: Kysely<DB>, actor: CachedActor): Pro
   await upsertStatement(db, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
 }
 
-// Compiled once (src/db/prepared.ts): every join writes its member's actor. The update takes the new row's values (excluded.*).
 type Row = Selectable<RemoteActorsTable>;
-const upsertStatement = prepared<[id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number], never>(
-  (db, id, type, handle, name, inbox, shared_inbox, fetched_at) =>
-    db.insertInto("remote_actors")
-      .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
-      .onConflict((oc) =>
-        oc.column("id")
-          .doUpdateSet((eb) => ({
-            type: eb.ref("excluded.type"),
-            handle: eb.ref("excluded.handle"),
-            name: eb.ref("excluded.name"),
-            inbox: eb.ref("excluded.inbox"),
-            shared_inbox: eb.ref("excluded.shared_inbox"),
-            fetched_at: eb.ref("excluded.fetched_at"),
-          }))
-          .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
-      ));
+/** A cached actor's row, field by field (remoteActorRow's), as the upsert binds it. */
+export type RemoteActorArgs = [id: string, type: string, handle: Row["handle"], name: Row["name"], inbox: Row["inbox"], shared_inbox: Row["shared_inbox"], fetched_at: number];
+
+/**
+ * The upsert of a cached actor's row, not run: a stored row is replaced
+ * only by one fetched no earlier (the update takes the new row's values,
+ * excluded.*). Run by upsertRemoteActor, and a data-modifying CTE of the
+ * follow fast path's statement (federation/follow-fast-path.ts).
+ */
+export function upsertRemoteActorQuery(db: QueryCreator<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: RemoteActorArgs) {
+  return db.insertInto("remote_actors")
+    .values({ id, type, handle, name, inbox, shared_inbox, fetched_at })
+    .onConflict((oc) =>
+      oc.column("id")
+        .doUpdateSet((eb) => ({
+          type: eb.ref("excluded.type"),
+          handle: eb.ref("excluded.handle"),
+          name: eb.ref("excluded.name"),
+          inbox: eb.ref("excluded.inbox"),
+          shared_inbox: eb.ref("excluded.shared_inbox"),
+          fetched_at: eb.ref("excluded.fetched_at"),
+        }))
+        .where("remote_actors.fetched_at", "<=", (eb) => eb.ref("excluded.fetched_at"))
+    );
+}
+
+// Compiled once (src/db/prepared.ts): every join writes its member's actor.
+const upsertStatement = prepared<RemoteActorArgs, never>((db, ...args) => upsertRemoteActorQuery(db, ...args) as never);
 
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
   const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();
