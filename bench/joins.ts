@@ -55,7 +55,6 @@ function countSqlite(): void {
   }
 }
 
-/** CPU ms of each of this process's threads (Linux /proc; empty elsewhere), by thread id, with its name. */
 /** CPU ms per join by thread kind between two threadTimes() snapshots, e.g. "main 6.1, libuv 0.9, delivery 1.2". */
 function threadSplit(before: Map<string, { name: string; ms: number }>, after: Map<string, { name: string; ms: number }>, joins: number): string {
   const byKind = new Map<string, number>();

@@ -283,7 +283,6 @@ function onThread(message: Delivery, shared: boolean): boolean {
   return shared || message.sharedInbox !== true;
 }
 
-/** A Fedify KV key as KyselyKvStore stores it (JSON of the key's parts), for a prefix and one more part. */
 /** The batch's server states as the claims read them, or undefined when one was not (or under other keys). */
 function fromClaims(eligible: readonly { index: number; circuitKey: string; specKey: string }[], states: readonly ServerState[] | undefined): Map<string, string> | undefined {
   if (states === undefined) return undefined;
@@ -297,6 +296,7 @@ function fromClaims(eligible: readonly { index: number; circuitKey: string; spec
   return state;
 }
 
+/** A Fedify KV key as KyselyKvStore stores it (JSON of the key's parts), for a prefix and one more part. */
 function kvKey(prefix: readonly string[], last: string): string {
   return JSON.stringify([...prefix, last]);
 }

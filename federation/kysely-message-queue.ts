@@ -417,7 +417,11 @@ function claimQuery(db: Kysely<DB>, queue: never, now: never, limit: never, toke
 const claimStatement = prepared<[string, number, number, string, number], Row>(claimQuery);
 /** claimStatement, and the body of each message's activity (payloadsWithClaim). */
 const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
-  claimQuery(db, ...args).returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body")));
+  claimQuery(db, ...args).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body")));
+/** A message's shared payload's body (fedify_mq_payloads), read with its claim or hand-over. */
+function payloadBodySql(payload: ReturnType<typeof sql.ref>) {
+  return sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = ${payload})`;
+}
 
 /**
  * A delivery's member gate (direct-send.ts, gateText) as its stored text
@@ -458,7 +462,7 @@ function serverStateSql(message: ReturnType<typeof sql.ref>, now: unknown) {
 /** claimWithBodyStatement, and each message's gate hint and server state (gatesWithClaim). */
 const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>((db, queue, now, limit, token, leaseUntil) =>
   claimQuery(db, queue, now, limit, token, leaseUntil)
-    .returning(sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = fedify_mq.payload)`.as("payload_body"))
+    .returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"))
     .returning(gateHintSql(sql.ref("fedify_mq.message")).as("gate_hint"))
     .returning(serverStateSql(sql.ref("fedify_mq.message"), now).as("server_state")));
 
@@ -899,16 +903,13 @@ export class KyselyMessageQueue implements MessageQueue {
     let backoffUntil = 0;
     // Another process's NOTIFY waits out the back-off; this process's own wakes (a message its settle
     // left waiting behind an ordering key, its own enqueue) do not: no other process raced for those first.
-    const wake: Wake = (queue, at) => {
+    const waker = (afterBackoff: boolean): Wake => (queue, at) => {
       if (queue !== this.name) return;
       woken = Date.now();
-      alarm.ringAt(Math.max(at, backoffUntil));
+      alarm.ringAt(afterBackoff ? Math.max(at, backoffUntil) : at);
     };
-    const wakeHere: Wake = (queue, at) => {
-      if (queue !== this.name) return;
-      woken = Date.now();
-      alarm.ringAt(at);
-    };
+    const wake = waker(true);
+    const wakeHere = waker(false);
     const limit = this.#inFlightLimit;
     // Messages this listener may hold now: its slots, or its share when less.
     const ceiling = () => Math.min(limit, share?.cap(inFlight.size) ?? Infinity);
@@ -1399,7 +1400,7 @@ export class KyselyMessageQueue implements MessageQueue {
       from behind
       union all
       select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
-        ${this.#payloadsWithClaim ? sql`(select p.body from fedify_mq_payloads p where p.id = c.payload)` : sql`null`},
+        ${this.#payloadsWithClaim ? payloadBodySql(sql.ref("c.payload")) : sql`null`},
         ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`},
         ${this.#gatesWithClaim ? serverStateSql(sql.ref("c.message"), now) : sql`null`}, null
       from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
