@@ -186,6 +186,8 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const cpu = process.cpuUsage();
     const threads = threadCpuMs();
     const byThread = threadTimes();
+    // PostgreSQL's backends serving this database (all Muster's here), sampled every 250 ms.
+    const backends = dialect.name === "postgres" ? trackBackendCpu(db) : undefined;
     const start = Date.now();
     const t0 = performance.now();
     // BENCH_CPU_PROFILE=dir: the main thread's profile of the timed window.
@@ -212,6 +214,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const threadsAfter = threadCpuMs();
     const byThreadAfter = threadTimes();
     const peak = rss.stop();
+    const backendMs = await backends?.stop();
     await profile?.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
@@ -236,6 +239,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       // alone runs JavaScript, and the rest (libuv's pool signs, V8's GC helpers).
       "main thread ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.main - threads.main) / stats.delivered,
       "other threads ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.others - threads.others) / stats.delivered,
+      ...(backends === undefined ? {} : { "PostgreSQL backends CPU ms/delivery": backendMs === undefined ? "n/a" : backendMs / stats.delivered }),
       "RSS before MiB": mib(rssBefore),
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
