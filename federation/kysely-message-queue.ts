@@ -780,12 +780,13 @@ export class KyselyMessageQueue implements MessageQueue {
    * checks walk past them until VACUUM removes them. A fan-out of 10^5
    * leaves 2·10^5 in a minute, while autovacuum looks at a table about once
    * a minute at best (and not at all where it is off, as on this project's
-   * CI PostgreSQL): the 10^5 personal-inbox fan-out slowed from 1,600 to 900
+   * CI PostgreSQL): the 10^5 personal-inbox fan-out slowed from 800 to 450
    * deliveries a second as they piled up, the settle's statement busy in
    * PostgreSQL most of the time. So the queue vacuums the table itself once
    * VACUUM_AFTER_ROWS rows have been settled since it last did, at most every
    * VACUUM_EVERY_MS, without waiting for it (SKIP_LOCKED: a VACUUM another
-   * process runs already is enough).
+   * process runs already is enough): that fan-out took 156 s instead of 239,
+   * back to back on a loaded machine, its dead rows kept under 14,000.
    */
   #reclaimDeadRows(settled: number): void {
     const { db } = this.#database;
