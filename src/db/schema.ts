@@ -498,8 +498,17 @@ export interface FanoutTargetsTable {
   shared: number;
 }
 
+/** PostgreSQL only (migration 0074): a union's active members per origin of their actor URLs, kept by triggers. */
+export interface MemberOriginsTable {
+  union_id: string;
+  /** The actor URL up to the slash after its host, as URL.origin gives it. */
+  origin: string;
+  members: number;
+}
+
 export interface DB {
   fanout_targets: FanoutTargetsTable;
+  member_origins: MemberOriginsTable;
   unions: UnionsTable;
   members: MembersTable;
   member_moves: MemberMovesTable;
