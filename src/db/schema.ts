@@ -194,6 +194,8 @@ export interface RemoteActorsTable {
   inbox: string | null;
   shared_inbox: string | null;
   fetched_at: number;
+  // PostgreSQL also has key, key_form and key_expires_at (migration 0075: the actor's cached "#main-key",
+  // federation/kysely-kv-store.ts actorOfKey), read and written by raw SQL there only.
 }
 
 export interface InboxActivitiesTable {
