@@ -158,7 +158,8 @@ for (const d of dialects) {
         await migrateToLatest(db);
 
         // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin; 0057 the id's usual handle as "".
-        assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
+        // (On PostgreSQL the row also has 0075's columns for the actor's cached key, empty here.)
+        assert.deepEqual(await db.selectFrom("remote_actors").select(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"]).execute(), [{
           id: "https://a.example/users/x", type: "Person", handle: "", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
         assert.equal((await getRemoteActor(db, "https://a.example/users/x"))?.handle, "@x@a.example");
