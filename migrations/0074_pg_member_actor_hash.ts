@@ -6,12 +6,16 @@ import { isPostgres } from "./dialect.ts";
 // bytes a member. It served three things:
 // - lookups by actor (and union): a hash index on actor_id answers every
 //   equality on it (a 4-byte hash a member, about 48 bytes with its tuple);
-// - one actor once per union: a trigger (below) instead of the index. It takes
-//   a transaction-level advisory lock on (union, actor) before it looks, so of
-//   two transactions inserting the same pair the second waits for the first to
+// - one actor once per union: a trigger (below) instead of the index. It
+//   locks the union's row (FOR NO KEY UPDATE, the lock every join already
+//   holds: src/members/members.ts lockUnion) before it looks, so of two
+//   transactions inserting the same pair the second waits for the first to
 //   commit and then sees its row (each statement of a plpgsql function takes a
 //   fresh snapshot under READ COMMITTED, which is all Muster uses). It raises
-//   the unique index's own error (23505, constraint members_actor_union);
+//   the unique index's own error (23505, constraint members_actor_union). Not
+//   an advisory lock per (union, actor): a transaction holds each until it
+//   ends, and a bulk insert of 20,000 members ran out of the lock table
+//   ("out of shared memory", max_locks_per_transaction);
 // - "does any active member live on this server" (src/members/visibility.ts
 //   hostsMember), a range scan over the actor URLs of the signer's origin:
 //   now member_origins, the active members of each union per origin (the
@@ -64,10 +68,9 @@ export async function up(db: Kysely<any>): Promise<void> {
 
   await sql`create index members_actor on members using hash (actor_id)`.execute(db);
   await sql`drop index members_actor_union`.execute(db);
-  // classid 74 (this migration) keeps these locks apart from any other advisory lock.
   await sql`create function members_actor_union_unique() returns trigger language plpgsql set enable_seqscan = off as $$
     begin
-      perform pg_advisory_xact_lock(74, hashtext(new.union_id || ' ' || new.actor_id));
+      perform 1 from unions where id = new.union_id for no key update;
       if exists (select 1 from members where actor_id = new.actor_id and union_id = new.union_id and id <> new.id) then
         raise exception 'duplicate key value violates unique constraint "members_actor_union"'
           using errcode = 'unique_violation', constraint = 'members_actor_union', table = 'members',
