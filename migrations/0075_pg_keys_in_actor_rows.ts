@@ -25,10 +25,17 @@ const https = (r: string) => `left(${r}.id, 8) = 'https://'`;
 export async function up(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
   await sql`alter table remote_actors add column key_expires_at bigint, add column key_form smallint, add column key bytea`.execute(db);
-  await sql.raw(`update remote_actors r set key = k.key, key_form = k.form, key_expires_at = k.expires_at
+  const moved = await sql.raw(`update remote_actors r set key = k.key, key_form = k.form, key_expires_at = k.expires_at
     from fedify_public_keys k where ${https("r")} and k.key_id = ${keyIdOf("r")} and k.owner is null`).execute(db);
   await sql.raw(`delete from fedify_public_keys k using remote_actors r
     where ${https("r")} and k.key_id = ${keyIdOf("r")} and k.owner is null and r.key is not null`).execute(db);
+  if (Number(moved.numAffectedRows ?? 0n) > 0) {
+    // The update wrote a new version of nearly every row, on new pages (a full page has no room for it): the
+    // table would keep both sizes (measured: remote_actors' heap 37 -> 74 MiB at 10^5 members). Rewritten
+    // compactly (CLUSTER on one table runs inside the migration's transaction), and not left marked clustered.
+    await sql`cluster remote_actors using remote_actors_pkey`.execute(db);
+    await sql`alter table remote_actors set without cluster`.execute(db);
+  }
   // Planned once per connection with no sequential scan: a plan made while a table was small would
   // otherwise scan it whole on every insert for the connection's life (see 0074).
   await sql.raw(`create function remote_actors_take_key() returns trigger language plpgsql set enable_seqscan = off as $$
