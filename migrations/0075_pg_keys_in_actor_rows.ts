@@ -35,6 +35,14 @@ export async function up(db: Kysely<any>): Promise<void> {
     // compactly (CLUSTER on one table runs inside the migration's transaction), and not left marked clustered.
     await sql`cluster remote_actors using remote_actors_pkey`.execute(db);
     await sql`alter table remote_actors set without cluster`.execute(db);
+    // fedify_public_keys lost nearly all its rows: rebuilt with the rest (as 0067 built it), or its heap and hash
+    // index would keep their size (a vacuum returns only the pages at the end, and a hash index never shrinks).
+    await sql`create table fedify_public_keys_rebuilt (expires_at bigint not null, form smallint not null, key_id text not null, owner text, key bytea not null,
+      constraint fedify_public_keys_key_id_rebuilt exclude using hash (key_id with =))`.execute(db);
+    await sql`insert into fedify_public_keys_rebuilt (expires_at, form, key_id, owner, key) select expires_at, form, key_id, owner, key from fedify_public_keys`.execute(db);
+    await sql`drop table fedify_public_keys`.execute(db);
+    await sql`alter table fedify_public_keys_rebuilt rename to fedify_public_keys`.execute(db);
+    await sql`alter table fedify_public_keys rename constraint fedify_public_keys_key_id_rebuilt to fedify_public_keys_key_id`.execute(db);
   }
   // Planned once per connection with no sequential scan: a plan made while a table was small would
   // otherwise scan it whole on every insert for the connection's life (see 0074).

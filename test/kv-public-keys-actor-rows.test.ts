@@ -125,6 +125,10 @@ describe("cached keys in their actors' rows on postgres (0075)", { skip: postgre
         await db.insertInto("fedify_public_keys").values({ key_id: storedKeyId(keyOf(i)[2] as string), owner: c.owner, key: c.key, form: c.form, expires_at: Date.now() + 3600_000 }).execute();
       }
       await migrateToLatest(db);
+      // fedify_public_keys was rebuilt with the keys left: the same hash constraint, under its name.
+      const indexes = await sql<{ indexname: string; indexdef: string }>`select indexname, indexdef from pg_indexes where tablename = 'fedify_public_keys'`.execute(db);
+      assert.deepEqual(indexes.rows.map((r) => r.indexname), ["fedify_public_keys_key_id"]);
+      assert.match(indexes.rows[0]!.indexdef, /USING hash \(key_id\)/);
       const kv = new KyselyKvStore(db);
       for (const [i, v] of values) await same(kv, keyOf(i), v);
       for (const i of [0, 1, 2]) {
