@@ -4,7 +4,7 @@ import { prepared } from "../db/prepared.ts";
 import type { DB, UnionsTable } from "../db/schema.ts";
 import { syncBadgeIn } from "../treasury/badges.ts";
 import { getUnionById, normaliseHandle, toUnion, type Union, UnionError } from "../unions/unions.ts";
-import { type CachedActor, remoteActorFromRow } from "../actors/remote-actors.ts";
+import { type CachedActor, REMOTE_ACTOR_COLUMNS, remoteActorFromRow } from "../actors/remote-actors.ts";
 import { lockThenReadAll, WriteBatch } from "../db/batch.ts";
 import { claimInvite, consumeInvite, getInviteByCode, insertInvite, type JoinClaim, newInviteRow, openClaimQuery, placesHeld, revokeInvitesOf } from "./invites.ts";
 import {
@@ -175,7 +175,7 @@ const readMemberByActor = prepared<[unionId: string, actorId: string], MemberRow
   db.selectFrom("members").selectAll().where("union_id", "=", unionId).where("actor_id", "=", actorId));
 const readLeader = prepared<[unionId: string], MemberRow>((db, unionId) => leaderQuery(db, unionId));
 const readOpenClaim = prepared<[unionId: string, handle: string, now: number], unknown>((db, unionId, handle, now) => openClaimQuery(db, unionId, handle, now));
-const readRemoteActorRow = prepared<[actorId: string], unknown>((db, actorId) => db.selectFrom("remote_actors").selectAll().where("id", "=", actorId));
+const readRemoteActorRow = prepared<[actorId: string], unknown>((db, actorId) => db.selectFrom("remote_actors").select(REMOTE_ACTOR_COLUMNS).where("id", "=", actorId));
 const readLatestBylaws = prepared<[unionId: string], { version: number }>((db, unionId) =>
   db.selectFrom("bylaws_versions").select("version").where("union_id", "=", unionId).orderBy("version", "desc").limit(1));
 
