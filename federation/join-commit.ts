@@ -38,13 +38,95 @@ const FIRST_FAILED = new Error("the first join of the transaction failed");
  * between microtasks, so no other request could arrive while one ran, and
  * each join had its own COMMIT (1.05 commits per join at 300 joins/s).
  */
-export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT) {
-  type Job = { work: (trx: Kysely<DB>) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { readonly savepoints?: boolean }) {
+  type Job = { work: (trx: Kysely<DB>) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void; key?: string | undefined };
   const waiting: Job[] = [];
   let draining = false;
+  const savepoints = options?.savepoints ?? true;
+
+  /**
+   * Without savepoints (PostgreSQL, `savepoints: false`): the joins run one
+   * after another in one transaction, and what a join leaves to be sent with
+   * the transaction's next statement (its writes, src/db/pipeline.ts) goes
+   * out with the next join's first round trip, the last one's with the
+   * COMMIT: a join costs the round trip of its reads and nothing else, and
+   * the joins share one COMMIT (one WAL flush while the union's lock is held).
+   * A failure in such a pipeline cannot be told apart from the join before's,
+   * so instead of rolling back to a savepoint:
+   * - the first join of a transaction failing (nothing else in it) is told
+   *   its own error, and the joins behind it start a new transaction;
+   * - any later failure, or a COMMIT that fails, rolls all of it back, and
+   *   every join taken into it runs again alone, in a transaction of its own
+   *   (its failure is then its own); all their outcomes are given once every
+   *   one of them ran.
+   * A join's work must therefore be safe to run again after a rollback
+   * (requestToJoin's is: nothing of it outlives a rolled-back transaction).
+   * Joins given a key (their union) share a transaction only with joins of
+   * the same key: a transaction holds one union's lock, never two in some
+   * order that another process's transaction could take the other way round.
+   */
+  async function drainWithoutSavepoints(): Promise<void> {
+    while (waiting.length > 0) {
+      const done: { job: Job; value: unknown }[] = [];
+      const failure: { failed?: { job: Job; error: unknown } } = {};
+      try {
+        await db.transaction().execute(async (trx) => {
+          const key = waiting[0]?.key;
+          while (done.length < max) {
+            // The next waiting join of the same key (the others wait for a transaction of their own, in order).
+            const i = waiting.findIndex((j) => j.key === key);
+            if (i < 0) break;
+            const job = waiting.splice(i, 1)[0]!;
+            try {
+              done.push({ job, value: await job.work(trx) });
+            } catch (error) {
+              failure.failed = { job, error };
+              throw FIRST_FAILED;
+            }
+          }
+        });
+      } catch (error) {
+        const { failed } = failure;
+        if (failed !== undefined && done.length === 0) {
+          // Its own failure: nothing else was in the transaction.
+          failed.job.reject(failed.error);
+          continue;
+        }
+        if (failed === undefined && done.length === 0) {
+          const key = waiting[0]?.key;
+          for (const job of waiting.filter((j) => j.key === key).slice(0, max)) {
+            waiting.splice(waiting.indexOf(job), 1);
+            job.reject(error);
+          }
+          continue;
+        }
+        const again = [...done.map((d) => d.job), ...(failed ? [failed.job] : [])];
+        const outcomes: { job: Job; ok: boolean; value: unknown }[] = [];
+        for (const job of again) {
+          try {
+            outcomes.push({ job, ok: true, value: await db.transaction().execute(job.work) });
+          } catch (e) {
+            outcomes.push({ job, ok: false, value: e });
+          }
+        }
+        for (const { job, ok, value } of outcomes) (ok ? job.resolve : job.reject)(value);
+        continue;
+      }
+      for (const { job, value } of done) job.resolve(value);
+      if (waiting.length > 0) await new Promise((r) => setImmediate(r));
+    }
+  }
 
   async function drain(): Promise<void> {
     draining = true;
+    if (!savepoints) {
+      try {
+        await drainWithoutSavepoints();
+      } finally {
+        draining = false;
+      }
+      return;
+    }
     try {
       while (waiting.length > 0) {
         const done: { job: Job; ok: boolean; value: unknown }[] = [];
@@ -85,10 +167,10 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT) {
     }
   }
 
-  /** Runs `work` in a savepoint of a shared transaction; settles once that transaction committed (or failed). */
-  return function inTransaction<T>(work: (trx: Kysely<DB>) => Promise<T>): Promise<T> {
+  /** Runs `work` in a shared transaction (a savepoint of it, unless `savepoints: false`); settles once that transaction committed (or failed). `key`: see drainWithoutSavepoints. */
+  return function inTransaction<T>(work: (trx: Kysely<DB>) => Promise<T>, key?: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      waiting.push({ work, resolve: resolve as (v: unknown) => void, reject });
+      waiting.push({ work, resolve: resolve as (v: unknown) => void, reject, key });
       if (!draining) {
         draining = true;
         setImmediate(() => void drain());
