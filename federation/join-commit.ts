@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
+import { runGroup } from "./join-group.ts";
 
 /** At most this many joins share one transaction, so the queue's claims and settles waiting for the write lock are not held back long. */
 export const JOINS_PER_COMMIT = 32;
@@ -45,74 +46,60 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
   const savepoints = options?.savepoints ?? true;
 
   /**
-   * Without savepoints (PostgreSQL, `savepoints: false`): the joins run one
-   * after another in one transaction, and what a join leaves to be sent with
-   * the transaction's next statement (its writes, src/db/pipeline.ts) goes
-   * out with the next join's first round trip, the last one's with the
-   * COMMIT: a join costs the round trip of its reads and nothing else, and
-   * the joins share one COMMIT (one WAL flush while the union's lock is held).
-   * A failure in such a pipeline cannot be told apart from the join before's,
-   * so instead of rolling back to a savepoint:
-   * - the first join of a transaction failing (nothing else in it) is told
-   *   its own error, and the joins behind it start a new transaction;
-   * - any later failure, or a COMMIT that fails, rolls all of it back, and
-   *   every join taken into it runs again alone, in a transaction of its own
+   * Without savepoints (PostgreSQL, `savepoints: false`): the joins of one
+   * key (their union) waiting when a transaction starts, up to `max`, run
+   * together in it, their round trips shared (join-group.ts): one for all
+   * their reads under the union's lock, one for all their writes with the
+   * COMMIT, where each alone costs two. Joins given a key share a
+   * transaction only with joins of the same key: a transaction holds one
+   * union's lock, never two in an order another transaction could take the
+   * other way round.
+   * A failure cannot be told apart from another join's of the group
+   * (pipelined statements after a failed one fail too), and a join's work
+   * may not fit the group (join-group.ts stops it), so there is no savepoint:
+   * - a join alone runs in a transaction of its own, and is told its outcome;
+   * - a group in which anything fails, the COMMIT included, is rolled back,
+   *   and each of its joins runs again alone, in a transaction of its own
    *   (its failure is then its own); all their outcomes are given once every
    *   one of them ran.
    * A join's work must therefore be safe to run again after a rollback
    * (requestToJoin's is: nothing of it outlives a rolled-back transaction).
-   * Joins given a key (their union) share a transaction only with joins of
-   * the same key: a transaction holds one union's lock, never two in some
-   * order that another process's transaction could take the other way round.
    */
   async function drainWithoutSavepoints(): Promise<void> {
     while (waiting.length > 0) {
-      const done: { job: Job; value: unknown }[] = [];
-      const failure: { failed?: { job: Job; error: unknown } } = {};
-      try {
-        await db.transaction().execute(async (trx) => {
-          const key = waiting[0]?.key;
-          while (done.length < max) {
-            // The next waiting join of the same key (the others wait for a transaction of their own, in order).
-            const i = waiting.findIndex((j) => j.key === key);
-            if (i < 0) break;
-            const job = waiting.splice(i, 1)[0]!;
-            try {
-              done.push({ job, value: await job.work(trx) });
-            } catch (error) {
-              failure.failed = { job, error };
-              throw FIRST_FAILED;
-            }
-          }
-        });
-      } catch (error) {
-        const { failed } = failure;
-        if (failed !== undefined && done.length === 0) {
-          // Its own failure: nothing else was in the transaction.
-          failed.job.reject(failed.error);
-          continue;
-        }
-        if (failed === undefined && done.length === 0) {
-          const key = waiting[0]?.key;
-          for (const job of waiting.filter((j) => j.key === key).slice(0, max)) {
-            waiting.splice(waiting.indexOf(job), 1);
-            job.reject(error);
-          }
-          continue;
-        }
-        const again = [...done.map((d) => d.job), ...(failed ? [failed.job] : [])];
-        const outcomes: { job: Job; ok: boolean; value: unknown }[] = [];
-        for (const job of again) {
-          try {
-            outcomes.push({ job, ok: true, value: await db.transaction().execute(job.work) });
-          } catch (e) {
-            outcomes.push({ job, ok: false, value: e });
-          }
-        }
-        for (const { job, ok, value } of outcomes) (ok ? job.resolve : job.reject)(value);
+      const key = waiting[0]!.key;
+      const group: Job[] = [];
+      for (let i = 0; i < waiting.length && group.length < max;) {
+        if (waiting[i]!.key === key) group.push(waiting.splice(i, 1)[0]!);
+        else i++;
+      }
+      if (group.length === 1) {
+        const job = group[0]!;
+        await db.transaction().execute(job.work).then(job.resolve, job.reject);
         continue;
       }
-      for (const { job, value } of done) job.resolve(value);
+      let outcomes: PromiseSettledResult<unknown>[] | undefined;
+      try {
+        await db.transaction().execute(async (trx) => {
+          outcomes = await runGroup(trx, group.map((job) => job.work));
+          if (outcomes.some((o) => o.status === "rejected")) throw FIRST_FAILED;
+        });
+      } catch {
+        outcomes = undefined;
+      }
+      if (outcomes !== undefined) {
+        for (const [i, job] of group.entries()) job.resolve((outcomes[i] as PromiseFulfilledResult<unknown>).value);
+      } else {
+        const alone: { job: Job; ok: boolean; value: unknown }[] = [];
+        for (const job of group) {
+          try {
+            alone.push({ job, ok: true, value: await db.transaction().execute(job.work) });
+          } catch (e) {
+            alone.push({ job, ok: false, value: e });
+          }
+        }
+        for (const { job, ok, value } of alone) (ok ? job.resolve : job.reject)(value);
+      }
       if (waiting.length > 0) await new Promise((r) => setImmediate(r));
     }
   }
