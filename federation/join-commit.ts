@@ -44,6 +44,8 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
   const waiting: Job[] = [];
   let draining = false;
   const savepoints = options?.savepoints ?? true;
+  /** Keys whose joins are being run now (drainKey): another key's joins run beside them, in a transaction of their own. */
+  const drainingKeys = new Set<string | undefined>();
 
   /**
    * Without savepoints (PostgreSQL, `savepoints: false`): the joins of one
@@ -53,7 +55,8 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
    * COMMIT, where each alone costs two. Joins given a key share a
    * transaction only with joins of the same key: a transaction holds one
    * union's lock, never two in an order another transaction could take the
-   * other way round.
+   * other way round; each key's joins run group after group, beside other
+   * keys' (each group its own transaction and connection).
    * A failure cannot be told apart from another join's of the group
    * (pipelined statements after a failed one fail too), and a join's work
    * may not fit the group (join-group.ts stops it), so there is no savepoint:
@@ -65,55 +68,54 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
    * A join's work must therefore be safe to run again after a rollback
    * (requestToJoin's is: nothing of it outlives a rolled-back transaction).
    */
-  async function drainWithoutSavepoints(): Promise<void> {
-    while (waiting.length > 0) {
-      const key = waiting[0]!.key;
-      const group: Job[] = [];
-      for (let i = 0; i < waiting.length && group.length < max;) {
-        if (waiting[i]!.key === key) group.push(waiting.splice(i, 1)[0]!);
-        else i++;
-      }
-      if (group.length === 1) {
-        const job = group[0]!;
-        await db.transaction().execute(job.work).then(job.resolve, job.reject);
-        continue;
-      }
-      let outcomes: PromiseSettledResult<unknown>[] | undefined;
-      try {
-        await db.transaction().execute(async (trx) => {
-          outcomes = await runGroup(trx, group.map((job) => job.work));
-          if (outcomes.some((o) => o.status === "rejected")) throw FIRST_FAILED;
-        });
-      } catch {
-        outcomes = undefined;
-      }
-      if (outcomes !== undefined) {
-        for (const [i, job] of group.entries()) job.resolve((outcomes[i] as PromiseFulfilledResult<unknown>).value);
-      } else {
-        const alone: { job: Job; ok: boolean; value: unknown }[] = [];
-        for (const job of group) {
-          try {
-            alone.push({ job, ok: true, value: await db.transaction().execute(job.work) });
-          } catch (e) {
-            alone.push({ job, ok: false, value: e });
-          }
-        }
-        for (const { job, ok, value } of alone) (ok ? job.resolve : job.reject)(value);
-      }
-      if (waiting.length > 0) await new Promise((r) => setImmediate(r));
+  async function drainKey(key: string | undefined): Promise<void> {
+    try {
+      while (waiting.some((j) => j.key === key)) await runKeyGroup(key);
+    } finally {
+      drainingKeys.delete(key);
     }
+  }
+
+  /** One group of the key's waiting joins (drainKey). */
+  async function runKeyGroup(key: string | undefined): Promise<void> {
+    const group: Job[] = [];
+    for (let i = 0; i < waiting.length && group.length < max;) {
+      if (waiting[i]!.key === key) group.push(waiting.splice(i, 1)[0]!);
+      else i++;
+    }
+    if (group.length === 1) {
+      const job = group[0]!;
+      await db.transaction().execute(job.work).then(job.resolve, job.reject);
+      return;
+    }
+    let outcomes: PromiseSettledResult<unknown>[] | undefined;
+    try {
+      await db.transaction().execute(async (trx) => {
+        outcomes = await runGroup(trx, group.map((job) => job.work));
+        if (outcomes.some((o) => o.status === "rejected")) throw FIRST_FAILED;
+      });
+    } catch {
+      outcomes = undefined;
+    }
+    if (outcomes !== undefined) {
+      for (const [i, job] of group.entries()) job.resolve((outcomes[i] as PromiseFulfilledResult<unknown>).value);
+    } else {
+      const alone: { job: Job; ok: boolean; value: unknown }[] = [];
+      for (const job of group) {
+        try {
+          alone.push({ job, ok: true, value: await db.transaction().execute(job.work) });
+        } catch (e) {
+          alone.push({ job, ok: false, value: e });
+        }
+      }
+      for (const { job, ok, value } of alone) (ok ? job.resolve : job.reject)(value);
+    }
+    // Those that came while this one ran, or its answers were given: after another turn.
+    if (waiting.some((j) => j.key === key)) await new Promise((r) => setImmediate(r));
   }
 
   async function drain(): Promise<void> {
     draining = true;
-    if (!savepoints) {
-      try {
-        await drainWithoutSavepoints();
-      } finally {
-        draining = false;
-      }
-      return;
-    }
     try {
       while (waiting.length > 0) {
         const done: { job: Job; ok: boolean; value: unknown }[] = [];
@@ -154,11 +156,16 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
     }
   }
 
-  /** Runs `work` in a shared transaction (a savepoint of it, unless `savepoints: false`); settles once that transaction committed (or failed). `key`: see drainWithoutSavepoints. */
+  /** Runs `work` in a shared transaction (a savepoint of it, unless `savepoints: false`); settles once that transaction committed (or failed). `key`: see the groups without savepoints (drainKey). */
   return function inTransaction<T>(work: (trx: Kysely<DB>) => Promise<T>, key?: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       waiting.push({ work, resolve: resolve as (v: unknown) => void, reject, key });
-      if (!draining) {
+      if (!savepoints) {
+        if (!drainingKeys.has(key)) {
+          drainingKeys.add(key);
+          setImmediate(() => void drainKey(key));
+        }
+      } else if (!draining) {
         draining = true;
         setImmediate(() => void drain());
       }

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import pg from "pg";
+import { sql } from "kysely";
 import { joinCommit } from "../federation/join-commit.ts";
 import { sharesRoundTrip } from "../src/db/pipeline.ts";
 import { getLeader, findMemberByActor } from "../src/members/members.ts";
@@ -108,6 +109,54 @@ describe("a union's joins in one transaction with shared round trips, on postgre
       assert.equal((await findMemberByActor(c.db, union.id, person("ann").actorId))?.state, "active");
       assert.equal(await findMemberByActor(c.db, union.id, person("bob").actorId), undefined);
       assert.equal((await findMemberByActor(c.db, union.id, person("cy").actorId))?.state, "active");
+    });
+  });
+
+  it("two unions' joins: a group each, in transactions of their own, side by side", async () => {
+    await withCtx(postgres, async (c) => {
+      const deps = { db: c.db, events: c.deps.events, generateKeys: sharedKeys };
+      const a = await createUnion(deps, { slug: "a", name: "A", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+      const b = await createUnion(deps, { slug: "b", name: "B", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+      await requestToJoin(c.deps, a.id, LEADER, followId());
+      await requestToJoin(c.deps, b.id, LEADER, followId());
+      const inTransaction = joinCommit(c.db, undefined, { savepoints: false });
+      // Another transaction holds union a's lock: a's group waits for it, b's goes on beside it.
+      const other = c.tdb.open();
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const holder = other.db.transaction().execute(async (trx) => {
+        await sql`select id from unions where id = ${a.id} for update`.execute(trx);
+        locked();
+        await held;
+      });
+      try {
+        await isLocked;
+        let aSettled = false;
+        const { value: results, trips } = await roundTripsDuring(async () => {
+          const ofA = Promise.all([
+            requestToJoin(c.deps, a.id, person("ann"), followId(), { inTransaction }),
+            requestToJoin(c.deps, a.id, person("cy"), followId(), { inTransaction }),
+          ]).finally(() => (aSettled = true));
+          const ofB = await Promise.all([
+            requestToJoin(c.deps, b.id, person("bob"), followId(), { inTransaction }),
+            requestToJoin(c.deps, b.id, person("dee"), followId(), { inTransaction }),
+          ]);
+          assert.equal(aSettled, false, "b's joins committed while a's waited for a's lock");
+          release();
+          return [...await ofA, ...ofB];
+        });
+        assert.deepEqual(results.map((r) => r.outcome), ["accepted", "accepted", "accepted", "accepted"]);
+        const begins = trips.filter((t) => t.startsWith("begin;") && /for no key update/i.test(t));
+        assert.equal(begins.length, 2, trips.join("\n---\n"));
+        for (const t of begins) assert.equal(t.match(/for no key update/gi)?.length, 2, "one union's lock, for its two joins");
+        for (const [u, p] of [[a, "ann"], [b, "bob"], [a, "cy"], [b, "dee"]] as const) assert.equal((await findMemberByActor(c.db, u.id, person(p).actorId))?.state, "active");
+      } finally {
+        release();
+        await holder;
+        await other.close();
+      }
     });
   });
 
