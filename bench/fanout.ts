@@ -1,17 +1,27 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { loadavg } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
 import { signRequest } from "@fedify/fedify";
+import { sql } from "kysely";
 import { processStats as batchStats } from "../federation/batch-delivery.ts";
 import { threadStats } from "../federation/delivery-threads.ts";
 import { composeAction } from "../src/actions/actions.ts";
+import { loadConfig } from "../src/config.ts";
+import { createMuster, type Muster } from "../src/main.ts";
+import { duesParamsFromBylaws } from "../src/treasury/dues-params.ts";
+import { recomputeStandings } from "../src/treasury/standing.ts";
 import { OPERATOR } from "../src/members/members.ts";
+import { createUnion } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
-import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { freePort, makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import { seedFollowers } from "../test/helpers/seed-followers.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
 import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, startProfile, threadTimes, trackPeakRss, waitFor } from "./lib.ts";
+import { cpuOf, peakRssOf, resetPeakRss, retriesLogged, trackBackendCpu } from "./workers.ts";
 
 /**
  * One call-to-action fanned out to a union's followers spread over many
@@ -30,6 +40,13 @@ import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row,
  * "shared:1000000:20000,personal:100000:1000" (shape:followers:servers);
  * the older BENCH_FANOUT_FOLLOWERS, BENCH_FANOUT_SERVERS and
  * BENCH_FANOUT_SHAPES still work.
+ *
+ * BENCH_FANOUT_MODE=workers (PostgreSQL): Muster runs instead as
+ * `muster serve --no-worker` and two `muster worker` child processes on one
+ * database (issue 16's "PostgreSQL at scale"), as bench/workers.ts starts
+ * them; the union is made, the roster seeded and the call published through
+ * a Muster opened here without queue handlers (as the CLI opens one). CPU and
+ * peak RSS are then each process's own, and the PostgreSQL backends'.
  *
  * Before each fan-out the same process measures the baseline: requests
  * signed exactly as a delivery is (RSA-2048, Fedify's signRequest, RFC 9421),
@@ -97,12 +114,16 @@ export const fanout: Benchmark = {
     "RSS before MiB: this process just before publishing (after seeding); BENCH_FANOUT_MEMLOG=1 logs heap and external memory as it goes, BENCH_FANOUT_HEAP_SNAPSHOT=dir writes one heap snapshot at half the servers",
   ],
   async run(dialect, { quick }) {
+    const mode = process.env.BENCH_FANOUT_MODE ?? "one";
+    if (mode !== "one" && mode !== "workers") throw new Error(`BENCH_FANOUT_MODE takes one or workers; got ${JSON.stringify(mode)}`);
+    if (mode === "workers" && dialect.name !== "postgres") return [{ dialect: dialect.name, mode, detail: "PostgreSQL only: processes share the queue only there" }];
     const rows: Row[] = [];
     for (const c of cases(quick)) {
       if (!(c.followers >= c.servers && c.servers >= 1 && c.servers <= 250 * 250)) {
         throw new Error(`a fan-out case needs 1 <= servers <= followers and servers <= 62500; got ${c.servers} servers and ${c.followers} followers`);
       }
-      rows.push(await runShape(dialect, { label: c.shared ? "shared inboxes" : "personal inboxes", shared: c.shared }, c.followers, c.servers, quick));
+      const shape = { label: c.shared ? "shared inboxes" : "personal inboxes", shared: c.shared };
+      rows.push(mode === "workers" ? await runWorkers(dialect, shape, c.followers, c.servers, quick) : await runShape(dialect, shape, c.followers, c.servers, quick));
     }
     return rows;
   },
@@ -141,13 +162,21 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     // scan's later passes (reading the roster) still fall in the window as
     // they would on a server.
     const db = m.muster.database.db;
+    // The scan reads the whole roster only every FULL_PASS_MS (5 min) and
+    // made its first pass on the empty union: waiting for its next one held
+    // the bench lock idle for minutes. Its whole-roster pass is made here
+    // instead, the same function the scan calls, untimed; a pass of the
+    // scan's own that starts meanwhile is waited for below as before.
+    const scanStart = performance.now();
+    await recomputeStandings({ db, events: m.muster.events, duesParams: duesParamsFromBylaws }, union.id);
+    progress(`${label}: standings of the seeded members recorded in ${((performance.now() - scanStart) / 1000).toFixed(1)} s`);
     let standings = 0;
     await waitFor(`${label}: the first dues scan of the seeded members`, async () => {
       standings = Number((await db.selectFrom("member_standing").select((eb) => eb.fn.countAll<number>().as("n")).where("union_id", "=", union.id).executeTakeFirstOrThrow()).n);
       return standings >= followers;
     }, () => `${standings}/${followers} standings`, { pollMs: 500, stallMs: 900_000 });
     const expected = shape.shared ? servers : followers;
-    const baseline = await signAndPostRate(m, union.slug, receiver, quick ? 2_000 : 5_000);
+    const baseline = await signAndPostRate(m.muster, m.origin, union.slug, receiver, quick ? 2_000 : 5_000);
     progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
 
     const rssBefore = process.memoryUsage.rss();
@@ -157,6 +186,8 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const cpu = process.cpuUsage();
     const threads = threadCpuMs();
     const byThread = threadTimes();
+    // PostgreSQL's backends serving this database (all Muster's here), sampled every 250 ms.
+    const backends = dialect.name === "postgres" ? trackBackendCpu(db) : undefined;
     const start = Date.now();
     const t0 = performance.now();
     // BENCH_CPU_PROFILE=dir: the main thread's profile of the timed window.
@@ -183,6 +214,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const threadsAfter = threadCpuMs();
     const byThreadAfter = threadTimes();
     const peak = rss.stop();
+    const backendMs = await backends?.stop();
     await profile?.stop();
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
@@ -191,6 +223,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     const row: Row = {
       dialect: dialect.name,
       shape: shape.label,
+      mode: "one process",
       followers,
       servers,
       "seed s": seedS,
@@ -206,6 +239,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
       // alone runs JavaScript, and the rest (libuv's pool signs, V8's GC helpers).
       "main thread ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.main - threads.main) / stats.delivered,
       "other threads ms/delivery": threadsAfter === undefined || threads === undefined ? "n/a" : (threadsAfter.others - threads.others) / stats.delivered,
+      ...(backends === undefined ? {} : { "PostgreSQL backends CPU ms/delivery": backendMs === undefined ? "n/a" : backendMs / stats.delivered }),
       "RSS before MiB": mib(rssBefore),
       "peak RSS MiB": mib(peak),
       "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
@@ -238,6 +272,109 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     await m?.stop();
     await receiver?.stop();
     await tdb.destroy();
+  }
+}
+
+/**
+ * One case with Muster as `serve --no-worker` and two `muster worker` child
+ * processes on PostgreSQL (BENCH_FANOUT_MODE=workers). The workers start
+ * after the seed; none of them has a ledger (no SOLANA_RPC_URL), so no dues
+ * scan runs, and the clock starts once both are up and the baseline is
+ * measured. Their queue concurrency is 8 (BENCH_WORKERS_CONCURRENCY, as in
+ * bench/workers.ts: at 16 two workers may hold 104 connections).
+ */
+async function runWorkers(dialect: DialectCase, shape: Shape, followers: number, servers: number, quick: boolean): Promise<Row> {
+  const label = `${dialect.name} ${shape.label}, web + 2 workers`;
+  const tdb = await dialect.create();
+  const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-fanout-"));
+  const port = await freePort();
+  const origin = new URL(`http://127.0.0.1:${port}`);
+  const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_FANOUT_LOG_LEVEL ?? "warning" };
+  const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
+  if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+  const procs: MusterProcess[] = [];
+  let local: Muster | undefined;
+  let receiver: Receiver | undefined;
+  try {
+    const web = spawnMuster(["serve", "--no-worker"], env);
+    procs.push(web);
+    await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening", 240_000);
+    // This process's own Muster (seed, baseline key, publishing): no queue handlers, a small pool.
+    local = await createMuster(loadConfig({ ...env, LOG_LEVEL: "error", MUSTER_DB_POOL: "4" }), { runsQueue: false, migrate: false });
+    receiver = await startReceivers(servers, origin.href);
+    const union = await createUnion(local.unions, { slug: "fanout", name: "Riders United", purpose: "Fair pay for delivery riders", leaderHandle: "@lead@example.org" });
+    const db = local.database.db;
+    const seedStart = performance.now();
+    await seedFollowers(db, union.id, followers, (i) => ({ origin: receiver!.origins[i % servers]!, shared: shape.shared }), (done) => {
+      if (done % 100_000 === 0) progress(`${label}: seeded ${done}/${followers}`);
+    });
+    await sql`analyze`.execute(db);
+    const seedS = (performance.now() - seedStart) / 1000;
+    progress(`${label}: ${followers} followers on ${servers} servers seeded (and analyzed) in ${seedS.toFixed(1)} s`);
+    for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
+    await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`, 240_000)));
+    const expected = shape.shared ? servers : followers;
+    const baseline = await signAndPostRate(local, origin, union.slug, receiver, quick ? 2_000 : 5_000);
+    progress(`${label}: baseline ${baseline.toFixed(0)} sign+POST/s`);
+
+    resetPeakRss(procs);
+    const logged = procs.map((p) => p.output().length);
+    const backends = trackBackendCpu(db);
+    const before = procs.map((p) => cpuOf(p.pid));
+    const start = Date.now();
+    const t0 = performance.now();
+    await composeAction(local.membership, union.id, OPERATOR, { title: "Benchmark call", text: "Sign the **petition** today.", kind: "sign" }, { publishNow: true });
+    let stats = await receiver.stats();
+    await waitFor(`${label}: deliveries`, async () => {
+      stats = await receiver!.stats();
+      // Distinct inboxes, not POSTs: a repeat must not end the wait early.
+      return stats.inboxes >= expected;
+    }, () => `${stats.inboxes}/${expected} inboxes (${stats.delivered} POSTs), ${stats.refused} refused`, { pollMs: 100, stallMs: 300_000 });
+    const ms = performance.now() - t0;
+    const used = procs.map((p, i) => cpuOf(p.pid) - before[i]!);
+    const peaks = procs.map((p) => peakRssOf(p.pid));
+    const backendMs = await backends.stop();
+    await new Promise((r) => setTimeout(r, 1000));
+    stats = await receiver.stats();
+    const rate = perSecond(stats.inboxes, ms);
+    const total = used.reduce((a, b) => a + b, 0);
+    progress(`${label}: ${stats.inboxes} inboxes in ${(ms / 1000).toFixed(1)} s`);
+    return {
+      dialect: dialect.name,
+      shape: shape.label,
+      mode: "serve --no-worker + 2 workers",
+      followers,
+      servers,
+      "seed s": seedS,
+      deliveries: stats.delivered,
+      inboxes: stats.inboxes,
+      "first s": (stats.firstAt! - start) / 1000,
+      "last s": ms / 1000,
+      "deliveries/s": rate,
+      "sign+POST/s": baseline,
+      ratio: rate / baseline,
+      // The three Muster processes' user+system CPU (/proc), summed and apart; PostgreSQL's backends apart (sampled every 250 ms).
+      "CPU ms/delivery": total / stats.inboxes,
+      "web / w1 / w2 CPU ms/delivery": used.map((c) => (c / stats.inboxes).toFixed(3)).join(" / "),
+      "PostgreSQL backends CPU ms/delivery": backendMs === undefined ? "n/a" : backendMs / stats.inboxes,
+      "peak RSS MiB": Math.max(...peaks),
+      "web / w1 / w2 peak RSS MiB": peaks.map((p) => p.toFixed(0)).join(" / "),
+      "receiver CPU ms/delivery": stats.cpuMs / stats.delivered,
+      "key GETs": stats.key_fetches,
+      "Fedify-verified": stats.fedifyVerified,
+      repeats: stats.repeats,
+      refused: stats.refused,
+      "key unreachable": stats.keyUnreachable,
+      "queue concurrency": concurrency,
+      detail: retriesLogged(procs, logged),
+      load: loadavg()[0]!,
+    };
+  } finally {
+    await receiver?.stop();
+    await Promise.all(procs.map(ensureStopped));
+    await local?.close();
+    await tdb.destroy();
+    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
@@ -366,8 +503,8 @@ function ask<K extends ReceiverMessage["kind"]>(child: ChildProcess, question: o
  * not count them as ones. CONCURRENCY loops for `ms`, spread over the first
  * servers, each connection kept alive.
  */
-async function signAndPostRate(m: TestMuster, slug: string, receiver: Receiver, ms: number): Promise<number> {
-  const ctx = m.muster.federation.createContext(m.origin, undefined);
+async function signAndPostRate(muster: Pick<Muster, "federation">, origin: URL, slug: string, receiver: Receiver, ms: number): Promise<number> {
+  const ctx = muster.federation.createContext(origin, undefined);
   const pair = (await ctx.getActorKeyPairs(slug)).find((p) => p.privateKey.algorithm.name === "RSASSA-PKCS1-v1_5");
   if (!pair) throw new Error(`union ${slug} has no RSA key`);
   const targets = receiver.origins.slice(0, CONCURRENCY).map((o) => new URL("/bare", o));

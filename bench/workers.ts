@@ -46,7 +46,7 @@ const JOIN_CONCURRENCY = 32;
 const CLK_TCK = 100;
 
 /** user + system CPU of a process so far, ms (Linux). */
-function cpuOf(pid: number): number {
+export function cpuOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
@@ -57,13 +57,13 @@ function cpuOfAll(processes: readonly MusterProcess[]): number[] {
 }
 
 /** Peak resident set of a process since it started or since resetPeakRss, MiB (Linux VmHWM). */
-function peakRssOf(pid: number): number {
+export function peakRssOf(pid: number): number {
   const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
   return Number(kib) / 1024;
 }
 
 /** Starts a new peak (VmHWM := current RSS), so each run reports its own. */
-function resetPeakRss(processes: readonly MusterProcess[]): void {
+export function resetPeakRss(processes: readonly MusterProcess[]): void {
   for (const p of processes) {
     try {
       writeFileSync(`/proc/${p.pid}/clear_refs`, "5");
@@ -104,7 +104,7 @@ function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number
  * Sampled every `every` ms, so a backend that exits between samples loses
  * its last slice. Undefined when /proc of the server's processes is unreadable.
  */
-function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined> } {
+export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined> } {
   const first = new Map<number, number>();
   const last = new Map<number, number>();
   let running = true;
@@ -157,7 +157,7 @@ async function statementsOf(processes: readonly MusterProcess[], dir: string | u
 }
 
 /** Lines of the processes' logs that would explain a repeated delivery. */
-function retriesLogged(processes: readonly MusterProcess[], since: readonly number[]): string {
+export function retriesLogged(processes: readonly MusterProcess[], since: readonly number[]): string {
   const count = (re: RegExp) => processes.reduce((n, p, i) => n + (p.output().slice(since[i]).match(re)?.length ?? 0), 0);
   if (process.env.BENCH_WORKERS_VERBOSE) {
     for (const p of processes) for (const line of p.output().slice(since[processes.indexOf(p)]).split("\n").filter((l) => / (WRN|ERR) |failed here/.test(l)).slice(0, 20)) progress(`${p.pid}: ${line.slice(0, 400)}`);

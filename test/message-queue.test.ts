@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Temporal } from "@js-temporal/polyfill";
 import type { MessageQueue } from "@fedify/fedify";
 import pg from "pg";
+import { sql } from "kysely";
 import { KyselyMessageQueue, type KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { LanePriority } from "../federation/queue-priority.ts";
 import type { Database } from "../src/db/database.ts";
@@ -950,6 +951,26 @@ for (const d of dialects) {
       assert.deepEqual(origin3, [...origin3].sort((a, b) => a - b), "one ordering key's messages in enqueue order");
       await queue.close();
       await listening;
+    });
+
+    it("vacuums fedify_mq itself once a burst of messages has been settled, without autovacuum (PostgreSQL)", { skip: d.name !== "postgres" && "PostgreSQL only: SQLite reuses deleted rows' space" }, async (t) => {
+      const h = harness(t);
+      const database = h.open();
+      const { db } = database;
+      // Manual VACUUMs only (autovacuum has its own counter): the queue's.
+      const vacuums = async () => Number((await sql<{ n: string }>`select vacuum_count as n from pg_stat_user_tables where relname = 'fedify_mq'`.execute(db)).rows[0]?.n ?? 0);
+      const before = await vacuums();
+      const name = uniqueName("vacuum");
+      const queue = new KyselyMessageQueue(database, { ...FAST, name });
+      const count = 12_000;
+      await queue.enqueueMany(Array.from({ length: count }, (_, i) => ({ n: i })));
+      let handled = 0;
+      const listening = queue.listen(() => void handled++);
+      await waitFor(`${count} messages handled`, async () => handled >= count && (await rows(database, name)).length === 0, 120_000);
+      // close() waits for a VACUUM still running.
+      await queue.close();
+      await listening;
+      await waitFor("the queue's VACUUM counted", async () => (await vacuums()) > before, 5_000);
     });
   });
 }
