@@ -86,7 +86,7 @@ export class KyselyKvStore implements KvStore {
       if (row !== undefined) {
         if (!isExpired(row.expires_at, now)) return JSON.parse(keyJson(keyId, row)) as T;
         // Expired: gone from both tables (an older value in fedify_kv must not come back).
-        await this.#db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).where("expires_at", "<=", now).execute();
+        await deleteExpiredKey(this.#db, keyId, now);
         await this.#db.deleteFrom("fedify_kv").where("key", "=", encoded).execute();
         return undefined;
       }
@@ -287,10 +287,21 @@ export class KyselyKvStore implements KvStore {
       if (typeof prefix[2] !== "string") return [];
       query = query.where("key_id", "=", storedKeyId(prefix[2]));
     }
-    return (await query.execute()).map((r) => {
+    const listed = (await query.execute()).map((r) => {
       const keyId = keyIdOfStored(r.key_id);
       return { key: encodeKey([...path, keyId]), value: keyJson(keyId, r) };
     });
+    if (!this.#postgres) return listed;
+    // Keys held by their actors' rows (migration 0075).
+    const actor = prefix?.length === 3 ? actorOfKey(prefix[2] as string) : undefined;
+    if (prefix?.length === 3 && actor === undefined) return listed;
+    const held = await sql<{ id: string; key: Uint8Array; form: number }>`select id, key, key_form as form from remote_actors
+      where key is not null and key_expires_at > ${now}${actor === undefined ? sql`` : sql` and id = ${actor}`}`.execute(this.#db);
+    for (const r of held.rows) {
+      const keyId = `${r.id}#main-key`;
+      listed.push({ key: encodeKey([...path, keyId]), value: keyJson(keyId, { owner: null, key: r.key, form: r.form }) });
+    }
+    return listed;
   }
 
   /** Moves a compact public key back to fedify_kv as its JSON, with its expiry (for cas). */
@@ -325,6 +336,7 @@ export class KyselyKvStore implements KvStore {
     this.#lastPurge = now;
     await this.#db.deleteFrom("fedify_kv").where("expires_at", "<=", now).execute();
     await this.#db.deleteFrom("fedify_public_keys").where("expires_at", "<=", now).execute();
+    if (this.#postgres) await sql`update remote_actors set key = null, key_form = null, key_expires_at = null where key_expires_at <= ${now}`.execute(this.#db);
   }
 }
 
@@ -386,12 +398,58 @@ const upsertWith = prepared<[key: string, value: string, expiresAt: number | nul
     .values({ key, value, expires_at })
     .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value"), expires_at: eb.ref("excluded.expires_at") }))));
 
-const readStoredKey = prepared<[keyId: string], { owner: string | null; key: Uint8Array; form: number; expires_at: number }>((db, keyId) =>
+type StoredKeyRow = { owner: string | null; key: Uint8Array; form: number; expires_at: number };
+const readStoredKey = prepared<[keyId: string], StoredKeyRow>((db, keyId) =>
   db.selectFrom("fedify_public_keys").select(["owner", "key", "form", "expires_at"]).where("key_id", "=", keyId));
-const readPublicKey = (db: Kysely<DB>, keyId: string) => readStoredKey(db, storedKeyId(keyId));
+/** PostgreSQL (migration 0075): the key in fedify_public_keys, or the one its actor's row holds; one statement. */
+const readStoredOrActorKey = prepared<[keyId: string, actorId: string], StoredKeyRow>((db, keyId, actorId) =>
+  db.selectFrom("fedify_public_keys").select(["owner", "key", "form", "expires_at"]).where("key_id", "=", keyId)
+    .unionAll(db.selectFrom("remote_actors").select([sql<null>`null`.as("owner"), sql<Uint8Array>`key`.as("key"), sql<number>`key_form`.as("form"), sql<number>`key_expires_at`.as("expires_at")])
+      .where("id", "=", actorId).where(sql<boolean>`key is not null`)));
+async function readPublicKey(db: Kysely<DB>, keyId: string): Promise<{ rows: StoredKeyRow[] }> {
+  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  return actor === undefined ? readStoredKey(db, storedKeyId(keyId)) : readStoredOrActorKey(db, storedKeyId(keyId), actor);
+}
 
 const deleteStoredKey = prepared<[keyId: string], never>((db, keyId) => db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId));
-const deletePublicKey = (db: Kysely<DB>, keyId: string) => deleteStoredKey(db, storedKeyId(keyId));
+async function deletePublicKey(db: Kysely<DB>, keyId: string): Promise<void> {
+  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  if (actor === undefined) {
+    await deleteStoredKey(db, storedKeyId(keyId));
+    return;
+  }
+  await sql`with gone as (delete from fedify_public_keys where key_id = ${storedKeyId(keyId)})
+    update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key is not null`.execute(db);
+}
+
+/** An expired key out of both places (a fresher one written meanwhile stays). */
+async function deleteExpiredKey(db: Kysely<DB>, keyId: string, now: number): Promise<void> {
+  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  if (actor === undefined) {
+    await db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).where("expires_at", "<=", now).execute();
+    return;
+  }
+  await sql`with gone as (delete from fedify_public_keys where key_id = ${storedKeyId(keyId)} and expires_at <= ${now})
+    update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key_expires_at <= ${now}`.execute(db);
+}
+
+function isPg(db: Kysely<DB>): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+/**
+ * PostgreSQL (migration 0075): the actor whose remote_actors row can hold the
+ * key `keyId`, when it is "https://…#main-key" (nearly every key: Mastodon,
+ * Misskey, Pleroma, Lemmy, Fedify), stored there only when owned by that
+ * actor (CompactKey.owner null). Such a key is held either by that row or,
+ * while the actor has no row, by fedify_public_keys; the row's insert takes it
+ * in (the migration's trigger), every write puts it in the row when there is
+ * one, and every read and delete looks at both, each in one statement. About
+ * 120 bytes a member less: no key id, tuple and hash index entry of its own.
+ */
+export function actorOfKey(keyId: string): string | undefined {
+  return keyId.startsWith("https://") && keyId.endsWith("#main-key") && keyId.length > 17 ? keyId.slice(0, -9) : undefined;
+}
 
 const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>((db, key_id, owner, key, form, expires_at) =>
   db.insertInto("fedify_public_keys")
@@ -417,11 +475,28 @@ const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedi
 async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string, withNext = false): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
     const stored = storedKeyId(keyId);
-    const write = sql`with gone as (delete from fedify_kv where key = ${encoded}),
-        old as (delete from fedify_public_keys where key_id = ${stored} returning 1)
-      insert into fedify_public_keys (key_id, owner, key, form, expires_at)
-        select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
-      on conflict do nothing`;
+    const actor = actorOfKey(keyId);
+    // Migration 0075: a key its actor owns goes into the actor's row when there is one (else into
+    // fedify_public_keys, which the row's insert empties); a key owned by another is taken out of the row.
+    const write = actor === undefined
+      ? sql`with gone as (delete from fedify_kv where key = ${encoded}),
+          old as (delete from fedify_public_keys where key_id = ${stored} returning 1)
+        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
+          select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
+        on conflict do nothing`
+      : owner === null
+      ? sql`with gone as (delete from fedify_kv where key = ${encoded}),
+          old as (delete from fedify_public_keys where key_id = ${stored} returning 1),
+          held as (update remote_actors set key = ${key}::bytea, key_form = ${form}::smallint, key_expires_at = ${expiresAt}::bigint where id = ${actor} returning 1)
+        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
+          select ${stored}, null, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where not exists (select 1 from held) and (select count(*) from old) >= 0
+        on conflict do nothing`
+      : sql`with gone as (delete from fedify_kv where key = ${encoded}),
+          old as (delete from fedify_public_keys where key_id = ${stored} returning 1),
+          held as (update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key is not null)
+        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
+          select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
+        on conflict do nothing`;
     if (withNext) await sendWithNext(db, write.compile(db));
     else await write.execute(db);
     return;

@@ -88,8 +88,13 @@ for (const d of dialects) {
         const indexes = d.name === "sqlite"
           ? (await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'members'`.execute(db)).rows.map((r) => r.name)
           : (await sql<{ name: string }>`select indexname as name from pg_indexes where tablename = 'members'`.execute(db)).rows.map((r) => r.name);
-        assert.ok(indexes.includes("members_actor_union"));
-        assert.ok(!indexes.includes("members_actor") && !indexes.includes("members_union_actor"), "the two indexes it replaces are gone");
+        if (d.name === "sqlite") {
+          assert.ok(indexes.includes("members_actor_union"));
+          assert.ok(!indexes.includes("members_actor") && !indexes.includes("members_union_actor"), "the two indexes it replaces are gone");
+        } else {
+          // 0074: PostgreSQL keeps it once per union by a trigger, and looks actors up by a hash index.
+          assert.ok(!indexes.includes("members_actor_union") && indexes.includes("members_actor") && !indexes.includes("members_union_actor"));
+        }
         if (d.name === "sqlite") {
           const plan = async (q: ReturnType<typeof sql>) => JSON.stringify((await q.execute(db)).rows);
           assert.match(await plan(sql`explain query plan select id from members where union_id = ${"u1"} and actor_id = ${"https://a.example/users/x"}`), /members_actor_union/);
@@ -153,7 +158,8 @@ for (const d of dialects) {
         await migrateToLatest(db);
 
         // 0049 stores the inboxes relative to the id: "" for `${id}/inbox`, a path on the id's origin; 0057 the id's usual handle as "".
-        assert.deepEqual(await db.selectFrom("remote_actors").selectAll().execute(), [{
+        // (On PostgreSQL the row also has 0075's columns for the actor's cached key, empty here.)
+        assert.deepEqual(await db.selectFrom("remote_actors").select(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"]).execute(), [{
           id: "https://a.example/users/x", type: "Person", handle: "", name: null, inbox: "", shared_inbox: "/inbox", fetched_at: 5,
         }]);
         assert.equal((await getRemoteActor(db, "https://a.example/users/x"))?.handle, "@x@a.example");
@@ -406,7 +412,9 @@ for (const d of dialects) {
         const now = await indexes();
         assert.equal(now.members_union_role, undefined);
         assert.match(now.members_union_officers!, /\(union_id, role\) WHERE \(?\(?role\)?(::text)? <> '?member'?/i);
-        for (const [name, def] of Object.entries(now)) if (name !== "members_union_officers") assert.equal(def, old[name], name);
+        // PostgreSQL: 0074 replaced members_actor_union by members_actor (a hash index).
+        const later = d.name === "postgres" ? ["members_actor", "members_actor_union"] : [];
+        for (const [name, def] of Object.entries(now)) if (name !== "members_union_officers" && !later.includes(name)) assert.equal(def, old[name], name);
         if (d.name === "sqlite") {
           // Only the leaders and officers are in it (both unions').
           const entries = Number((await sql<{ n: number }>`select count(*) as n from members indexed by members_union_officers where role <> 'member'`.execute(db)).rows[0]!.n);

@@ -89,8 +89,11 @@ export function upsertRemoteActorQuery(db: QueryCreator<DB>, ...[id, type, handl
 // Compiled once (src/db/prepared.ts): every join writes its member's actor.
 const upsertStatement = prepared<RemoteActorArgs, never>((db, ...args) => upsertRemoteActorQuery(db, ...args) as never);
 
+/** The columns of a cached actor (on PostgreSQL the row also holds the actor's cached key, migration 0075: not read here). */
+export const REMOTE_ACTOR_COLUMNS = ["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"] as const;
+
 export async function getRemoteActor(db: Kysely<DB>, id: string): Promise<CachedActor | undefined> {
-  const row = await db.selectFrom("remote_actors").selectAll().where("id", "=", id).executeTakeFirst();
+  const row = await db.selectFrom("remote_actors").select(REMOTE_ACTOR_COLUMNS).where("id", "=", id).executeTakeFirst();
   return row && fromRow(row);
 }
 

@@ -194,6 +194,8 @@ export interface RemoteActorsTable {
   inbox: string | null;
   shared_inbox: string | null;
   fetched_at: number;
+  // PostgreSQL also has key, key_form and key_expires_at (migration 0075: the actor's cached "#main-key",
+  // federation/kysely-kv-store.ts actorOfKey), read and written by raw SQL there only.
 }
 
 export interface InboxActivitiesTable {
@@ -498,8 +500,17 @@ export interface FanoutTargetsTable {
   shared: number;
 }
 
+/** PostgreSQL only (migration 0074): a union's active members per origin of their actor URLs, kept by triggers. */
+export interface MemberOriginsTable {
+  union_id: string;
+  /** The actor URL up to the slash after its host, as URL.origin gives it. */
+  origin: string;
+  members: number;
+}
+
 export interface DB {
   fanout_targets: FanoutTargetsTable;
+  member_origins: MemberOriginsTable;
   unions: UnionsTable;
   members: MembersTable;
   member_moves: MemberMovesTable;

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import { type Kysely, PostgresAdapter } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { MembersVisibility, Union } from "../unions/unions.ts";
 import type { Member } from "./members.ts";
@@ -72,6 +72,13 @@ async function hostsMember(db: Kysely<DB>, unionId: string, actorId: string): Pr
     origin = new URL(actorId).origin;
   } catch {
     return false;
+  }
+  // PostgreSQL keeps the active members of each union per origin (migration
+  // 0074: its members have no btree over actor URLs to scan).
+  if (db.getExecutor().adapter instanceof PostgresAdapter) {
+    const row = await db.selectFrom("member_origins").select("members")
+      .where("union_id", "=", unionId).where("origin", "=", origin).where("members", ">", 0).executeTakeFirst();
+    return row !== undefined;
   }
   // Actor ids on the signer's origin sort between `origin/` and `origin0`
   // ('0' follows '/'), so this is an index range scan, not a LIKE.
