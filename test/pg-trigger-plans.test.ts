@@ -9,7 +9,7 @@ import { dialects } from "./helpers/databases.ts";
 // actor's memberships scanned all of members on every actor inserted for the
 // rest of that connection's life (the storage bench on main: 155 members/s).
 // Also checks 0076's fill factors (append-ordered members indexes 100,
-// member_origins 50).
+// member_origins 50) and the sponsor index narrowed to (sponsor_id).
 
 const postgres = dialects.find((d) => d.name === "postgres")!;
 
@@ -61,6 +61,10 @@ describe("fan-out trigger plans and fill factors on postgres (0076)", { skip: po
         (await sql<{ o: string[] | null }>`select reloptions as o from pg_class where relname = ${name}`.execute(db)).rows[0]?.o ?? [];
       for (const index of ["members_pkey", "members_union_state_id", "members_union_joined"]) assert.deepEqual(await options(index), ["fillfactor=100"], index);
       assert.deepEqual(await options("member_origins"), ["fillfactor=50"]);
+      // A sponsor's recruits by sponsor_id alone (state checked on the rows).
+      const sponsorIndexes = (await sql<{ name: string; def: string }>`select indexname as name, indexdef as def from pg_indexes where tablename = 'members' and indexdef like '%sponsor_id%'`.execute(db)).rows;
+      assert.deepEqual(sponsorIndexes.map((r) => r.name).sort(), ["members_sponsor", "members_union_roots"]);
+      assert.match(sponsorIndexes.find((r) => r.name === "members_sponsor")!.def, /USING btree \(sponsor_id\)$/);
       for (const f of ["fanout_targets_members", "fanout_targets_actors"]) {
         const config = await sql<{ c: string[] | null }>`select proconfig as c from pg_proc where proname = ${f}`.execute(db);
         assert.deepEqual(config.rows[0]?.c, ["enable_seqscan=off"], f);
