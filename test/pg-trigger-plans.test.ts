@@ -53,6 +53,32 @@ describe("fan-out trigger plans and fill factors on postgres (0076)", { skip: po
     }
   });
 
+  it("the (actor, union) uniqueness check reads the actor's rows by its hash index, never a union-wide range", async () => {
+    const tdb = await postgres.create();
+    const { db, close } = tdb.open();
+    try {
+      await sql`alter table members set (autovacuum_enabled = false)`.execute(db);
+      await db.insertInto("unions").values(unionRow("u1") as never).execute();
+      for (let from = 0; from < 20_000; from += 2000) {
+        await db.insertInto("members").values(Array.from({ length: 2000 }, (_, k) => memberRow(`m${from + k}`, `https://b${(from + k) % 50}.example/users/${from + k}`)) as never).execute();
+      }
+      // The function's own statement, with the new row's values in place, planned as the function plans it.
+      const src = (await sql<{ s: string }>`select prosrc as s from pg_proc where proname = 'members_actor_union_unique'`.execute(db)).rows[0]!.s;
+      const query = /if exists \((select 1 from members where .*?)\) then/s.exec(src)?.[1];
+      assert.ok(query, src);
+      const literal = query.replaceAll("new.actor_id", "'https://b1.example/users/1'").replaceAll("new.union_id", "'u1'").replaceAll("new.id", "'m-new'");
+      const plan = await db.connection().execute(async (conn) => {
+        await sql`set enable_seqscan = off`.execute(conn);
+        return (await sql<{ "QUERY PLAN": string }>`explain ${sql.raw(literal)}`.execute(conn)).rows.map((r) => r["QUERY PLAN"]).join("\n");
+      });
+      assert.match(plan, /members_actor/);
+      assert.doesNotMatch(plan, /members_union|members_pkey|BitmapAnd/, plan);
+    } finally {
+      await close();
+      await tdb.destroy();
+    }
+  });
+
   it("the append-ordered members indexes fill their pages; member_origins leaves room for HOT updates", async () => {
     const tdb = await postgres.create();
     const { db, close } = tdb.open();
