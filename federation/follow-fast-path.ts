@@ -117,9 +117,9 @@ const offlineContexts = createOfflineContextLoader();
 export function createFastFollow(deps: FastFollowDeps) {
   const { db } = deps;
 
-  // SQLite: joins arriving together share a transaction and its COMMIT (join-commit.ts).
-  // PostgreSQL commits in parallel and keeps a transaction per join (its lock and round trips are tuned there).
-  const inTransaction = batches(db) ? undefined : joinCommit(db);
+  // Joins arriving together share a transaction and its COMMIT (join-commit.ts): on SQLite a savepoint each;
+  // on PostgreSQL none, so that a join's writes go out with the next join's reads (one round trip a join).
+  const inTransaction = joinCommit(db, undefined, { savepoints: !batches(db) });
 
   // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
   let context: Context<void> | undefined;

@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
-import { blockedAmong } from "../servers/blocklist.ts";
+import { blockedAmongShared } from "../servers/blocklist.ts";
 
 const log = logger("http", "blocked-servers");
 const INBOX_PATH = /^\/(?:u\/[^/]+\/)?inbox\/?$/;
@@ -32,5 +32,5 @@ export async function blockedSender(db: Kysely<DB>, signatureHeader: string | un
   const keyId = /\bkeyid="([^"]{1,2048})"/i.exec(signatureHeader ?? "")?.[1];
   const doc = activity as { actor?: unknown } | undefined;
   const actor = typeof doc?.actor === "string" ? doc.actor : typeof (doc?.actor as { id?: unknown } | undefined)?.id === "string" ? (doc!.actor as { id: string }).id : undefined;
-  return { blocked: await blockedAmong(db, [keyId, actor].filter((u): u is string => u !== undefined)), actor };
+  return { blocked: await blockedAmongShared(db, [keyId, actor].filter((u): u is string => u !== undefined)), actor };
 }

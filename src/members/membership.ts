@@ -59,11 +59,12 @@ export interface JoinOptions {
   readonly first?: (trx: Kysely<DB>) => Promise<void | (() => Promise<void>)>;
   /**
    * Runs the join's transaction instead of a transaction of its own (the
-   * follow's fast path on SQLite: a savepoint in a transaction shared with
-   * other joins, federation/join-commit.ts). Must settle only once the join's
-   * writes are committed, or have failed and written nothing.
+   * follow's fast path: a transaction shared with other joins of the union,
+   * federation/join-commit.ts). Must settle only once the join's writes are
+   * committed, or have failed and written nothing. It may run the work again
+   * after a rollback.
    */
-  readonly inTransaction?: <T>(work: (trx: Kysely<DB>) => Promise<T>) => Promise<T>;
+  readonly inTransaction?: <T>(work: (trx: Kysely<DB>) => Promise<T>, unionId?: string) => Promise<T>;
   /** The applicant's account as just fetched, which first() stores in remote_actors: used instead of reading it back. */
   readonly applicantActor?: CachedActor;
 }
@@ -79,6 +80,8 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
   const emits: Emit[] = [];
   const inTransaction = opts.inTransaction ?? (<T>(work: (trx: Kysely<DB>) => Promise<T>) => deps.db.transaction().execute(work));
   const result = await inTransaction(async (trx): Promise<JoinResult> => {
+    // A group commit may run this again after a rollback (join-commit.ts): only the last run's events are emitted.
+    emits.length = 0;
     // The caller's own writes (the Follow's record, the follower's account and key) touch only the
     // follower's rows and decide nothing here, so they go before the union's lock: every round trip
     // under the lock is one that every other join of the union waits for (issue 16).
@@ -164,7 +167,7 @@ export async function requestToJoin(deps: MembershipDeps, unionId: string, appli
         emits.push(() => deps.events.emit("member.rejected", { unionId, memberId: row.id }));
         return { outcome: "rejected", member: (await getMember(trx, unionId, row.id))! };
     }
-  });
+  }, unionId);
   for (const e of emits) e();
   return result;
 }

@@ -1,5 +1,5 @@
 import { prepared } from "../db/prepared.ts";
-import type { Kysely } from "kysely";
+import { type Kysely, PostgresAdapter, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { DomainDeps } from "../domain-deps.ts";
 import { DomainError } from "../domain-error.ts";
@@ -86,6 +86,49 @@ export async function isBlockedUrl(db: Kysely<DB>, url: string | URL): Promise<b
 
 /** The first of these URLs whose server is blocked, in one query (an inbox POST asks for its key's and its actor's). */
 export async function blockedAmong(db: Kysely<DB>, urls: readonly (string | URL)[]): Promise<string | undefined> {
+  const hosts = hostsOf(urls);
+  if (hosts.size === 0) return undefined;
+  const list = [...hosts.keys()];
+  // An inbox POST asks for one host (its key's and actor's, without a port) or two: compiled once (prepared.ts).
+  const rows = list.length === 1 ? (await blockedOne(db, list[0]!)).rows
+    : list.length === 2 ? (await blockedTwo(db, list[0]!, list[1]!)).rows
+    : await db.selectFrom("blocked_servers").select("host").where("host", "in", list).execute();
+  const blocked = new Set(rows.map((r) => r.host));
+  return [...hosts].find(([h]) => blocked.has(h))?.[1];
+}
+
+/**
+ * blockedAmong for requests (not inside a transaction): on PostgreSQL the
+ * checks asked in one turn of the event loop share one query, sent at the
+ * turn's end (setImmediate), instead of a round trip each: under a burst of
+ * inbox POSTs (joins) that round trip was one of the three a join cost the
+ * web process. Each request still waits for its own answer, read after it
+ * asked, before it goes on (nothing is cached: a server blocked by any
+ * process is refused by every check sent after the block committed).
+ */
+export async function blockedAmongShared(db: Kysely<DB>, urls: readonly (string | URL)[]): Promise<string | undefined> {
+  if (db.isTransaction || !(db.getExecutor().adapter instanceof PostgresAdapter)) return blockedAmong(db, urls);
+  const hosts = hostsOf(urls);
+  if (hosts.size === 0) return undefined;
+  let turn = turns.get(db);
+  if (turn === undefined) {
+    const asked = new Set<string>();
+    let settle!: { resolve(b: Set<string>): void; reject(e: unknown): void };
+    const blocked = new Promise<Set<string>>((resolve, reject) => (settle = { resolve, reject }));
+    turn = { asked, blocked };
+    turns.set(db, turn);
+    setImmediate(() => {
+      turns.delete(db);
+      blockedOfMany(db, [...asked]).then((r) => settle.resolve(new Set(r.rows.map((x) => x.host))), settle.reject);
+    });
+  }
+  for (const h of hosts.keys()) turn.asked.add(h);
+  const blocked = await turn.blocked;
+  return [...hosts].find(([h]) => blocked.has(h))?.[1];
+}
+
+/** Each URL's host with its port and without (an entry names either), mapped to the first URL that has it. */
+function hostsOf(urls: readonly (string | URL)[]): Map<string, string> {
   const hosts = new Map<string, string>();
   for (const url of urls) {
     let u: URL;
@@ -96,15 +139,11 @@ export async function blockedAmong(db: Kysely<DB>, urls: readonly (string | URL)
     }
     for (const h of [u.host.toLowerCase(), u.hostname.toLowerCase()]) if (!hosts.has(h)) hosts.set(h, String(url));
   }
-  if (hosts.size === 0) return undefined;
-  const list = [...hosts.keys()];
-  // An inbox POST asks for one host (its key's and actor's, without a port) or two: compiled once (prepared.ts).
-  const rows = list.length === 1 ? (await blockedOne(db, list[0]!)).rows
-    : list.length === 2 ? (await blockedTwo(db, list[0]!, list[1]!)).rows
-    : await db.selectFrom("blocked_servers").select("host").where("host", "in", list).execute();
-  const blocked = new Set(rows.map((r) => r.host));
-  return [...hosts].find(([h]) => blocked.has(h))?.[1];
+  return hosts;
 }
+
+const turns = new WeakMap<Kysely<DB>, { asked: Set<string>; blocked: Promise<Set<string>> }>();
+const blockedOfMany = prepared<[hosts: string[]], { host: string }>((db, hosts) => db.selectFrom("blocked_servers").select("host").where("host", "=", sql<string>`any(${hosts})`));
 
 const blockedOne = prepared<[host: string], { host: string }>((db, host) => db.selectFrom("blocked_servers").select("host").where("host", "in", [host]));
 const blockedTwo = prepared<[a: string, b: string], { host: string }>((db, a, b) => db.selectFrom("blocked_servers").select("host").where("host", "in", [a, b]));

@@ -1,0 +1,150 @@
+import { CompiledQuery, type DatabaseConnection, Kysely, type QueryResult } from "kysely";
+import { Deferred, Pipeline, type PipelinedStatement } from "../src/db/pipeline.ts";
+import type { DB } from "../src/db/schema.ts";
+
+/** Thrown into a join of a group that does more than the group can run together: the group rolls back (join-commit.ts runs each alone). */
+export class GroupAbort extends Error {
+  constructor(why: string) {
+    super(`the joins' group cannot run this together: ${why}`);
+  }
+}
+
+type Pending = { statements: PipelinedStatement[]; resolve: (r: QueryResult<unknown>) => void; reject: (e: unknown) => void };
+
+/**
+ * Runs several joins' work in one PostgreSQL transaction (`trx`) at once,
+ * with their round trips shared: each join runs against a Kysely of its own
+ * whose queries are held here; what a join sends to go with the next
+ * statement (sendWithNext: the Follow's record, its key, its writes) is
+ * handed to the transaction at once, and a join's one query that waits for
+ * its answer (the union's lock and the join's reads, lockThenReadAll) is
+ * held until every join of the group either waits for such an answer or has
+ * finished. Then all of them go out in one pipeline, in the joins' order,
+ * each with its own snapshot taken once the statement before it finished
+ * (the first lock waits for other transactions; each later join's lock is
+ * the transaction's own). Whatever the joins leave to be sent after that
+ * goes out with the COMMIT. The group's joins thus cost two round trips in
+ * all, where each alone costs two.
+ *
+ * A join's reads run before the writes of the joins ahead of it in its
+ * group (those go with the COMMIT). That is the same as each join alone
+ * only for joins that touch different rows: different followers (two joins
+ * of one follower would both insert a member, which fails the COMMIT) of one
+ * union whose union row, leader and bylaws they only read. A join that asks a
+ * second query for an answer (any path but an open union's newcomer) is
+ * stopped with GroupAbort, and so is the group; the caller rolls it back
+ * and runs each join alone, as it would have without the group.
+ *
+ * Settles with each join's outcome (as Promise.allSettled) once all settled;
+ * whether the transaction commits is the caller's.
+ */
+export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<DB>) => Promise<T>)[]): Promise<PromiseSettledResult<T>[]> {
+  const n = works.length;
+  const pending = new Map<number, Pending>();
+  const asked = new Set<number>();
+  let settled = 0;
+  let aborted: GroupAbort | undefined;
+  let flushing = false;
+  // Hand-overs to the transaction in order (each waits for the one before: Kysely runs a connection's queries one at a time).
+  let handing: Promise<unknown> = Promise.resolve();
+  const hand = <R>(q: CompiledQuery<R>): Promise<QueryResult<R>> => {
+    const r = handing.then(() => trx.executeQuery(q));
+    handing = r.catch(() => {});
+    return r;
+  };
+
+  function abort(why: string): void {
+    aborted ??= new GroupAbort(why);
+    for (const [, p] of pending) p.reject(aborted);
+    pending.clear();
+  }
+
+  function maybeFlush(): void {
+    if (flushing || pending.size === 0 || pending.size + settled < n) return;
+    flushing = true;
+    const batch = [...pending].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    pending.clear();
+    void flush(batch).finally(() => {
+      flushing = false;
+      maybeFlush();
+    });
+  }
+
+  async function flush(batch: Pending[]): Promise<void> {
+    // Every statement but the last travels as a deferred one; the last carries them all (one pipeline, database.ts).
+    const all = batch.flatMap((p) => p.statements);
+    const deferred = all.slice(0, -1).map((s) => new Deferred(s));
+    const last = all[all.length - 1]!;
+    for (const d of deferred) void hand({ ...CompiledQuery.raw(""), sql: d as unknown as string });
+    let carried: { ok: true; value: QueryResult<unknown> } | { ok: false; error: unknown };
+    try {
+      const sql = (last.name === undefined ? last.text : { name: last.name, text: last.text, toString: () => last.text }) as unknown as string;
+      carried = { ok: true, value: await hand({ ...CompiledQuery.raw(""), sql, parameters: last.values }) };
+    } catch (error) {
+      carried = { ok: false, error };
+    }
+    let at = 0;
+    for (const p of batch) {
+      at += p.statements.length;
+      const i = at - 1;
+      if (i === all.length - 1) {
+        if (carried.ok) p.resolve(carried.value);
+        else p.reject(carried.error);
+        continue;
+      }
+      const r = await deferred[i]!.result.then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+      if (r.ok) p.resolve(asKysely(r.value));
+      else p.reject(r.error);
+    }
+  }
+
+  const connectionOf = (i: number): DatabaseConnection => ({
+    executeQuery: async <R>(q: CompiledQuery): Promise<QueryResult<R>> => {
+      if (aborted) throw aborted;
+      if (q.sql as unknown instanceof Deferred) return await hand(q) as QueryResult<R>;
+      if (asked.has(i)) {
+        abort("a join asked a second query for an answer");
+        throw aborted;
+      }
+      asked.add(i);
+      return new Promise<QueryResult<R>>((resolve, reject) => {
+        pending.set(i, { statements: statementsOf(q), resolve: resolve as (r: QueryResult<unknown>) => void, reject });
+        maybeFlush();
+      });
+    },
+    streamQuery: () => {
+      throw new GroupAbort("a join streamed a query");
+    },
+  });
+
+  const results = works.map((work, i) => {
+    const executor = trx.getExecutor().withConnectionProvider({ provideConnection: (consume) => consume(connectionOf(i)) });
+    const db = new Kysely<DB>({ config: {} as never, driver: {} as never, dialect: {} as never, executor } as never);
+    return work(db).finally(() => {
+      settled++;
+      maybeFlush();
+    });
+  });
+  const outcomes = await Promise.allSettled(results);
+  await handing;
+  if (aborted) throw aborted;
+  return outcomes;
+}
+
+/** A pg result as Kysely's PostgreSQL driver gives it. */
+function asKysely(r: QueryResult<unknown>): QueryResult<unknown> {
+  const { command, rowCount, rows } = r as unknown as { command?: string; rowCount?: number | null; rows?: unknown[] };
+  return {
+    numAffectedRows: command === "INSERT" || command === "UPDATE" || command === "DELETE" || command === "MERGE" ? BigInt(rowCount ?? 0) : undefined,
+    rows: rows ?? [],
+  } as QueryResult<unknown>;
+}
+
+/** A compiled query's statements, as a pipeline's (a Pipeline's own, or one named or plain statement). */
+function statementsOf(q: CompiledQuery): PipelinedStatement[] {
+  const sql = q.sql as unknown;
+  if (sql instanceof Pipeline) return [...sql.statements];
+  if (typeof sql === "string") return [{ text: sql, values: q.parameters }];
+  const config = sql as { name?: string; text: string };
+  return [{ text: config.text, values: q.parameters, ...(config.name === undefined ? {} : { name: config.name }) }];
+}
