@@ -44,8 +44,8 @@ import { isPostgres } from "./dialect.ts";
 //    share a deduplicated entry). The tree's roots keep members_union_roots.
 // 5. 0074's uniqueness check of (actor, union) looks the actor up by its hash
 //    index only: the union is compared as an expression no index holds.
-//    Seen with 1 and 4 (bench/pg-member-inserts.ts, one union, not yet
-//    analyzed): from about 10^5 members a plan ANDed the actor's hash index
+//    Seen on 0075 as on this migration (bench/pg-member-inserts.ts, one union,
+//    not yet analyzed): from about 10^5 members a plan ANDed the actor's hash index
 //    with a union_id range of a members b-tree (the planner's default
 //    selectivity for union_id = ? is 0.5 %, so that looked selective), and
 //    every insert read the whole union's entries: 70 s per 20,000 members
