@@ -142,8 +142,12 @@ async function insertChunked(db: Kysely<DB>, table: "members" | "remote_actors",
   for (let i = 0; i < rows.length; i += per) await db.insertInto(table).values(rows.slice(i, i + per) as never).execute();
 }
 
-/** Seeds `n` active members of a union with what a real join leaves (see above); also used by bench/memory.ts. */
-export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, label: string): Promise<void> {
+/**
+ * Seeds `n` active members of a union with what a real join leaves (see above); also used by bench/memory.ts.
+ * `keys: false` leaves out their cached keys: the KV store writes them as the latest schema has them (on
+ * PostgreSQL inside the actors' rows, migration 0075), so a database migrated to an older one is seeded without.
+ */
+export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, label: string, opts: { readonly keys?: boolean } = {}): Promise<void> {
   const sponsors: string[] = [];
   const firstJoin = Date.now() - n;
   // The first member has no sponsor in the tree; the rest hang off recent members.
@@ -157,7 +161,7 @@ export async function seedMembers(db: Kysely<DB>, unionId: string, n: number, la
       // PostgreSQL the row's insert then takes the key in, migration 0075; written after, each would update its
       // row, which a bulk insert leaves no room for on its page: a second copy of every row until VACUUM).
       const kv = new KyselyKvStore(trx);
-      for (const { key, value } of rows.keys) await kv.set(key, value);
+      if (opts.keys !== false) for (const { key, value } of rows.keys) await kv.set(key, value);
       for (const table of ["remote_actors", "members"] as const) await insertChunked(trx, table, rows[table]);
     });
     // PostgreSQL: those keys' rows in fedify_public_keys are gone again, taken in by their actors' rows; autovacuum

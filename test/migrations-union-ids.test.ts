@@ -165,7 +165,9 @@ async function upgradeOldUnion(db: Kysely<DB>, n: number): Promise<void> {
   const row = await db.selectFrom("unions").selectAll().where("id", "=", made.id).executeTakeFirstOrThrow();
   await db.insertInto("unions").values({ ...row, id: randomUUID(), slug: "old" }).execute();
   const id = (await db.selectFrom("unions").select("id").where("slug", "=", "old").executeTakeFirstOrThrow()).id;
-  await seedMembers(db, id, n, "test");
+  // Without their cached keys: the KV store writes them as the latest schema has them (inside the actors'
+  // rows on PostgreSQL, 0075), which this older schema has not; only members and their indexes are measured.
+  await seedMembers(db, id, n, "test", { keys: false });
   await migrateToLatest(db);
 }
 
