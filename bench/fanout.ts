@@ -221,19 +221,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     stats = await receiver.stats();
     const rate = perSecond(stats.delivered, ms);
     const row: Row = {
-      dialect: dialect.name,
-      shape: shape.label,
-      mode: "one process",
-      followers,
-      servers,
-      "seed s": seedS,
-      deliveries: stats.delivered,
-      inboxes: stats.inboxes,
-      "first s": (stats.firstAt! - start) / 1000,
-      "last s": ms / 1000,
-      "deliveries/s": rate,
-      "sign+POST/s": baseline,
-      ratio: rate / baseline,
+      ...firstColumns({ dialect: dialect.name, shape: shape.label, mode: "one process", followers, servers, seedS, stats, start, ms, rate, baseline }),
       "CPU ms/delivery": cpuTotal / stats.delivered,
       // Split by thread (Linux /proc, 10 ms ticks): the main thread, which
       // alone runs JavaScript, and the rest (libuv's pool signs, V8's GC helpers).
@@ -340,19 +328,7 @@ async function runWorkers(dialect: DialectCase, shape: Shape, followers: number,
     const total = used.reduce((a, b) => a + b, 0);
     progress(`${label}: ${stats.inboxes} inboxes in ${(ms / 1000).toFixed(1)} s`);
     return {
-      dialect: dialect.name,
-      shape: shape.label,
-      mode: "serve --no-worker + 2 workers",
-      followers,
-      servers,
-      "seed s": seedS,
-      deliveries: stats.delivered,
-      inboxes: stats.inboxes,
-      "first s": (stats.firstAt! - start) / 1000,
-      "last s": ms / 1000,
-      "deliveries/s": rate,
-      "sign+POST/s": baseline,
-      ratio: rate / baseline,
+      ...firstColumns({ dialect: dialect.name, shape: shape.label, mode: "serve --no-worker + 2 workers", followers, servers, seedS, stats, start, ms, rate, baseline }),
       // The three Muster processes' user+system CPU (/proc), summed and apart; PostgreSQL's backends apart (sampled every 250 ms).
       "CPU ms/delivery": total / stats.inboxes,
       "web / w1 / w2 CPU ms/delivery": used.map((c) => (c / stats.inboxes).toFixed(3)).join(" / "),
@@ -528,4 +504,26 @@ async function signAndPostRate(muster: Pick<Muster, "federation">, origin: URL, 
   n -= warm;
   if (failed > 0) throw new Error(`${failed} of ${n} baseline POSTs were not accepted`);
   return perSecond(n, elapsed);
+}
+
+/** The columns a fan-out's row begins with in both modes: what was fanned out, how fast, against the same run's sign+POST rate. */
+function firstColumns(c: {
+  dialect: string; shape: string; mode: string; followers: number; servers: number; seedS: number;
+  stats: ReceiverStats; start: number; ms: number; rate: number; baseline: number;
+}): Row {
+  return {
+    dialect: c.dialect,
+    shape: c.shape,
+    mode: c.mode,
+    followers: c.followers,
+    servers: c.servers,
+    "seed s": c.seedS,
+    deliveries: c.stats.delivered,
+    inboxes: c.stats.inboxes,
+    "first s": (c.stats.firstAt! - c.start) / 1000,
+    "last s": c.ms / 1000,
+    "deliveries/s": c.rate,
+    "sign+POST/s": c.baseline,
+    ratio: c.rate / c.baseline,
+  };
 }
