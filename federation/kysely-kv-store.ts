@@ -407,13 +407,13 @@ const readStoredOrActorKey = prepared<[keyId: string, actorId: string], StoredKe
     .unionAll(db.selectFrom("remote_actors").select([sql<null>`null`.as("owner"), sql<Uint8Array>`key`.as("key"), sql<number>`key_form`.as("form"), sql<number>`key_expires_at`.as("expires_at")])
       .where("id", "=", actorId).where(sql<boolean>`key is not null`)));
 async function readPublicKey(db: Kysely<DB>, keyId: string): Promise<{ rows: StoredKeyRow[] }> {
-  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  const actor = rowHolderOf(db, keyId);
   return actor === undefined ? readStoredKey(db, storedKeyId(keyId)) : readStoredOrActorKey(db, storedKeyId(keyId), actor);
 }
 
 const deleteStoredKey = prepared<[keyId: string], never>((db, keyId) => db.deleteFrom("fedify_public_keys").where("key_id", "=", keyId));
 async function deletePublicKey(db: Kysely<DB>, keyId: string): Promise<void> {
-  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  const actor = rowHolderOf(db, keyId);
   if (actor === undefined) {
     await deleteStoredKey(db, storedKeyId(keyId));
     return;
@@ -424,7 +424,7 @@ async function deletePublicKey(db: Kysely<DB>, keyId: string): Promise<void> {
 
 /** An expired key out of both places (a fresher one written meanwhile stays). */
 async function deleteExpiredKey(db: Kysely<DB>, keyId: string, now: number): Promise<void> {
-  const actor = isPg(db) ? actorOfKey(keyId) : undefined;
+  const actor = rowHolderOf(db, keyId);
   if (actor === undefined) {
     await db.deleteFrom("fedify_public_keys").where("key_id", "=", storedKeyId(keyId)).where("expires_at", "<=", now).execute();
     return;
@@ -433,8 +433,9 @@ async function deleteExpiredKey(db: Kysely<DB>, keyId: string, now: number): Pro
     update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key_expires_at <= ${now}`.execute(db);
 }
 
-function isPg(db: Kysely<DB>): boolean {
-  return db.getExecutor().adapter instanceof PostgresAdapter;
+/** The actor whose remote_actors row may hold `keyId` on this database: on PostgreSQL, actorOfKey; SQLite keeps every key in fedify_public_keys. */
+function rowHolderOf(db: Kysely<DB>, keyId: string): string | undefined {
+  return db.getExecutor().adapter instanceof PostgresAdapter ? actorOfKey(keyId) : undefined;
 }
 
 /**

@@ -778,12 +778,12 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   /**
-   * Every message leaves a dead row version on PostgreSQL when it is leased
-   * (lease_until is indexed, so no update is HOT) and another when it is
-   * settled, in the heap and in each of fedify_mq's indexes; the claim, the
-   * settle's look-ups of a key's next message and the fan-out's dedupe
-   * checks walk past them until VACUUM removes them. A fan-out of 10^5
-   * leaves 2·10^5 in a minute, while autovacuum looks at a table about once
+   * Every message leaves a dead row version on PostgreSQL when it is
+   * settled, in the heap and in each of fedify_mq's indexes (and, before
+   * migration 0079 made the lease a HOT update, another when it was leased);
+   * the claim, the settle's look-ups of a key's next message and the
+   * fan-out's dedupe checks walk past them until VACUUM removes them. A
+   * fan-out of 10^5 leaves 10^5 (then 2·10^5) in a minute, while autovacuum looks at a table about once
    * a minute at best (and not at all where it is off, as on this project's
    * CI PostgreSQL): the 10^5 personal-inbox fan-out slowed from 800 to 450
    * deliveries a second as they piled up, the settle's statement busy in
