@@ -42,25 +42,6 @@ import { isPostgres } from "./dialect.ts";
 //    removed are read and dropped where the index used to skip them. Still a
 //    btree, not a hash (a leader can sponsor most of the union: equal keys
 //    share a deduplicated entry). The tree's roots keep members_union_roots.
-// 5. 0074's uniqueness check of (actor, union) looks the actor up by its hash
-//    index only: the union is compared as an expression no index holds.
-//    Seen on 0075 as on this migration (bench/pg-member-inserts.ts, one union,
-//    not yet analyzed): from about 10^5 members a plan ANDed the actor's hash index
-//    with a union_id range of a members b-tree (the planner's default
-//    selectivity for union_id = ? is 0.5 %, so that looked selective), and
-//    every insert read the whole union's entries: 70 s per 20,000 members
-//    instead of 2. An actor is in few unions; its rows are all there is to check.
-const uniqueCheck = (unionEquals: string) => `create or replace function members_actor_union_unique() returns trigger language plpgsql set enable_seqscan = off as $$
-    begin
-      perform 1 from unions where id = new.union_id for no key update;
-      if exists (select 1 from members where actor_id = new.actor_id and ${unionEquals} and id <> new.id) then
-        raise exception 'duplicate key value violates unique constraint "members_actor_union"'
-          using errcode = 'unique_violation', constraint = 'members_actor_union', table = 'members',
-            detail = format('Key (actor_id, union_id)=(%s, %s) already exists.', new.actor_id, new.union_id);
-      end if;
-      return new;
-    end $$`;
-
 const APPENDED = ["members_pkey", "members_union_state_id", "members_union_joined"];
 const TRIGGER_FUNCTIONS = ["fanout_targets_members()", "fanout_targets_actors()"];
 
@@ -71,12 +52,10 @@ export async function up(db: Kysely<any>): Promise<void> {
   for (const f of TRIGGER_FUNCTIONS) await sql.raw(`alter function ${f} set enable_seqscan = off`).execute(db);
   await sql`create index members_sponsor on members (sponsor_id)`.execute(db);
   await sql`drop index members_sponsor_state`.execute(db);
-  await sql.raw(uniqueCheck("(union_id || '') = new.union_id")).execute(db);
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
-  await sql.raw(uniqueCheck("union_id = new.union_id")).execute(db);
   await sql`create index members_sponsor_state on members (sponsor_id, state)`.execute(db);
   await sql`drop index members_sponsor`.execute(db);
   for (const f of TRIGGER_FUNCTIONS) await sql.raw(`alter function ${f} reset enable_seqscan`).execute(db);
