@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
 import { signRequest } from "@fedify/fedify";
@@ -16,12 +15,12 @@ import { recomputeStandings } from "../src/treasury/standing.ts";
 import { OPERATOR } from "../src/members/members.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
-import { freePort, makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import { seedFollowers } from "../test/helpers/seed-followers.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
 import { type Benchmark, cpuMs, forDuration, mib, perSecond, progress, type Row, startProfile, threadTimes, trackPeakRss, waitFor } from "./lib.ts";
-import { cpuOf, peakRssOf, resetPeakRss, retriesLogged, trackBackendCpu } from "./workers.ts";
+import { cpuOf, peakRssOf, resetPeakRss, retriesLogged, scaledOutEnv, trackBackendCpu } from "./workers.ts";
 
 /**
  * One call-to-action fanned out to a union's followers spread over many
@@ -274,12 +273,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
 async function runWorkers(dialect: DialectCase, shape: Shape, followers: number, servers: number, quick: boolean): Promise<Row> {
   const label = `${dialect.name} ${shape.label}, web + 2 workers`;
   const tdb = await dialect.create();
-  const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-fanout-"));
-  const port = await freePort();
-  const origin = new URL(`http://127.0.0.1:${port}`);
-  const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_FANOUT_LOG_LEVEL ?? "warning" };
-  const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
-  if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+  const { env, dataDir, origin, concurrency } = await scaledOutEnv(tdb.url, "fanout", process.env.BENCH_FANOUT_LOG_LEVEL);
   const procs: MusterProcess[] = [];
   let local: Muster | undefined;
   let receiver: Receiver | undefined;

@@ -1,10 +1,8 @@
 import { fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { tmpdir } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Create, Note } from "@fedify/vocab";
 import type { Insertable, Kysely } from "kysely";
@@ -17,12 +15,13 @@ import { createUnion, type Union } from "../src/unions/unions.ts";
 import type { DB, MembersTable, RemoteActorsTable } from "../src/db/schema.ts";
 import { followIdOf, OPERATOR, storedFollowId } from "../src/members/members.ts";
 import type { DialectCase } from "../test/helpers/databases.ts";
-import { freePort, makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
+import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
 import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
 import type { PeerReport } from "./joins.ts";
 import { type Benchmark, cpuMs, loadAverage, percentile, pool, progress, type Row, sleep } from "./lib.ts";
+import { scaledOutEnv } from "./workers.ts";
 
 /**
  * Issue 16's "never waiting behind a fan-out": a call-to-action is published
@@ -127,13 +126,7 @@ function cpuOfPid(pid: number): number {
 async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", followers: number, seconds: number): Promise<Row> {
   const label = `${dialect.name} workers ${swarm}`;
   const tdb = await dialect.create();
-  const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-under-fanout-"));
-  const port = await freePort();
-  const origin = new URL(`http://127.0.0.1:${port}`);
-  const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_UNDER_FANOUT_LOG_LEVEL ?? "warning" };
-  // As bench/workers.ts: two workers at the default (16) may hold 104 connections, over max_connections.
-  const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
-  if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+  const { env, dataDir, origin } = await scaledOutEnv(tdb.url, "under-fanout", process.env.BENCH_UNDER_FANOUT_LOG_LEVEL);
   const procs: MusterProcess[] = [];
   let local: Muster | undefined;
   let peer: Peer | undefined;

@@ -173,6 +173,25 @@ async function run(args: string[], env: Record<string, string>): Promise<string>
   return p.stdout();
 }
 
+/**
+ * What a bench needs to run Muster as `serve --no-worker` plus `muster
+ * worker` processes on `databaseUrl`: a data directory (the caller removes
+ * it), a free port and its origin, and their environment, with the queue
+ * concurrency BENCH_WORKERS_CONCURRENCY sets (8 by default: at Muster's 16
+ * each worker's pool may hold 52 connections, and two of them with the web's
+ * 10 are over PostgreSQL's default max_connections of 100 before anything
+ * else connects; "default" leaves Muster's).
+ */
+export async function scaledOutEnv(databaseUrl: string, name: string, logLevel: string | undefined): Promise<{ env: Record<string, string>; dataDir: string; origin: URL; concurrency: string }> {
+  const dataDir = mkdtempSync(join(tmpdir(), `muster-bench-${name}-`));
+  const port = await freePort();
+  const origin = new URL(`http://127.0.0.1:${port}`);
+  const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: logLevel ?? "warning" };
+  const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
+  if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
+  return { env, dataDir, origin, concurrency };
+}
+
 export const workers: Benchmark = {
   name: "workers",
   title: "PostgreSQL scaled out: serve --no-worker plus two muster worker processes (joins, then a fan-out)",
@@ -203,10 +222,7 @@ export const workers: Benchmark = {
       await sql.raw(`alter database ${name} set log_min_duration_statement = 0`).execute(database.db);
       await sql.raw(`alter database ${name} set log_statement_stats = on`).execute(database.db);
     }
-    const dataDir = mkdtempSync(join(tmpdir(), "muster-bench-workers-"));
-    const port = await freePort();
-    const origin = new URL(`http://127.0.0.1:${port}`);
-    const env: Record<string, string> = { PORT: String(port), ORIGIN: origin.origin, DATABASE_URL: tdb.url, DATA_DIR: dataDir, MUSTER_ALLOW_PRIVATE_ADDRESS: "1", LOG_LEVEL: process.env.BENCH_WORKERS_LOG_LEVEL ?? "warning" };
+    const { env, dataDir, origin, concurrency } = await scaledOutEnv(tdb.url, "workers", process.env.BENCH_WORKERS_LOG_LEVEL);
     if (process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS) env.MUSTER_HTTP_TIMEOUT_MS = process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS;
     if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
     // BENCH_WORKERS_STATEMENTS=1: each process counts the statements it sends (bench/pg-count.ts).
@@ -217,11 +233,6 @@ export const workers: Benchmark = {
     }
     // BENCH_WORKERS_CPU_PROF=<dir>: each Muster process writes a V8 CPU profile there when it stops.
     if (process.env.BENCH_WORKERS_CPU_PROF) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${process.env.BENCH_WORKERS_CPU_PROF}`.trim();
-    // At the default (16) each worker's pool may hold 52 connections: two of
-    // them and the web's 10 are over PostgreSQL's default max_connections of
-    // 100 before anything else connects. 8 (32 each) leaves room.
-    const concurrency = process.env.BENCH_WORKERS_CONCURRENCY ?? "8";
-    if (concurrency !== "default") env.MUSTER_QUEUE_CONCURRENCY = concurrency;
     const maxConnections = (await sql<{ max: string }>`select current_setting('max_connections') as max`.execute(database.db)).rows[0]!.max;
     const procs: MusterProcess[] = [];
     let receiver: Receiver | undefined;
