@@ -4,6 +4,7 @@ import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
+import { deliveryParts, partsSent } from "./direct-send.ts";
 import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./delivery-sign.ts";
 import type { DeliveryThreads } from "./delivery-threads.ts";
 import { currentOutgoingPolicy } from "./http-client.ts";
@@ -132,11 +133,21 @@ export class BatchDeliverer {
       if (state.has(circuitKey)) return;
       const stored = state.get(specKey);
       const spec: Spec = stored === '"rfc9421"' || stored === '"draft-cavage-http-signatures-12"' ? JSON.parse(stored) as Spec : this.#firstKnock;
+      // A joined delivery's activities (a join's Accept, then its welcome: direct-send.ts), one after the
+      // other over the same kept-alive connection; the message is sent once all of them are. The first that
+      // fails stops it: the handler's path sends it and the rest, and not the ones sent here (partsSent).
+      const parts = deliveryParts(message);
+      const sent: Delivery[] = [];
       try {
-        if (await this.#send(message, inbox, spec)) outcomes[index] = "sent";
+        for (const part of parts) {
+          if (!(await this.#send(part, inbox, spec))) break;
+          sent.push(part);
+        }
       } catch (error) {
-        log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: message.activityId, inbox: inbox.href, error });
+        log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: parts[sent.length]?.activityId, inbox: inbox.href, error });
       }
+      if (sent.length === parts.length) outcomes[index] = "sent";
+      else for (const part of sent) partsSent.add(part);
       each?.(index, outcomes[index]!);
     }));
     return this.#count(outcomes);
