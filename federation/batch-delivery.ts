@@ -139,8 +139,12 @@ export class BatchDeliverer {
       const parts = deliveryParts(message);
       const sent: Delivery[] = [];
       try {
+        // A part that needed the other spec (double knock) leaves it for the next part.
+        let using = spec;
         for (const part of parts) {
-          if (!(await this.#send(part, inbox, spec))) break;
+          const accepted = await this.#send(part, inbox, using);
+          if (accepted === false) break;
+          using = accepted;
           sent.push(part);
         }
       } catch (error) {
@@ -175,8 +179,8 @@ export class BatchDeliverer {
     return state;
   }
 
-  /** True once the inbox answered 2xx; false for anything Fedify should handle. */
-  async #send(message: Delivery, inbox: URL, spec: Spec): Promise<boolean> {
+  /** The spec the inbox accepted once it answered 2xx; false for anything Fedify should handle. */
+  async #send(message: Delivery, inbox: URL, spec: Spec): Promise<Spec | false> {
     const rsa = message.keys.find((k) => (k.privateKey as JsonWebKey | undefined)?.kty === "RSA");
     if (rsa === undefined) return false;
     const privateKey = await this.#importKey(rsa.keyId, rsa.privateKey);
@@ -191,11 +195,11 @@ export class BatchDeliverer {
       });
       if (r.knocked) this.stats.knocks++;
       if (r.ok && r.knocked) await this.#kv.set([...SPEC_PREFIX, inbox.origin], r.spec);
-      return r.ok;
+      return r.ok ? r.spec : false;
     }
     const keyId = new URL(rsa.keyId);
     const first = await this.#post(message, inbox, privateKey, keyId, body, spec);
-    if (first.ok) return true;
+    if (first.ok) return spec;
     // Fedify's double knock: a server that refused the signature may accept
     // the other spec; an Accept-Signature challenge is left to Fedify.
     if ((first.status !== 400 && first.status !== 401) || first.acceptSignature) return false;
@@ -204,7 +208,7 @@ export class BatchDeliverer {
     const second = await this.#post(message, inbox, privateKey, keyId, body, other);
     if (!second.ok) return false;
     await this.#kv.set([...SPEC_PREFIX, inbox.origin], other);
-    return true;
+    return other;
   }
 
   async #post(message: Delivery, inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {
