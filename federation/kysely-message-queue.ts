@@ -889,6 +889,24 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   /**
+   * This lane's messages ready to be handled (available now, leased or not),
+   * counted up to `limit`: a fan-out page asks before queueing more
+   * deliveries (fanout-pages.ts, waitForRoom). Reads at most `limit` entries
+   * of fedify_mq_claim.
+   */
+  async readyBacklog(limit: number): Promise<number> {
+    const { db } = this.#database;
+    const row = await db.selectFrom(
+      db.selectFrom("fedify_mq").select(sql.lit(1).as("one"))
+        .where("queue", "=", this.name)
+        .where("available_at", "<=", Date.now())
+        .limit(limit)
+        .as("ready"),
+    ).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /**
    * Messages not currently leased.  Messages held back behind an earlier one
    * with the same ordering key count as ready.
    */
