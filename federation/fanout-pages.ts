@@ -100,7 +100,7 @@ export interface FanoutDeps {
  */
 export const ROOM_ROWS = 4096;
 /** How often a waiting page looks at the backlog again. */
-const ROOM_POLL_MS = 250;
+const ROOM_POLL_MS = 500;
 /**
  * The longest a page waits: the backlog may be held by a few slow servers
  * (their keys go one delivery at a time) while every other server idles, or
