@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
@@ -317,6 +317,9 @@ async function runWorkers(dialect: DialectCase, shape: Shape, followers: number,
     const peaks = procs.map((p) => peakRssOf(p.pid));
     const backendMs = await backends.stop();
     await new Promise((r) => setTimeout(r, 1000));
+    // BENCH_FANOUT_OUTPUT_DIR=dir: each process's stdout+stderr (web, w1, w2), e.g. with MUSTER_QUEUE_TRACE=1 for the lanes' claim counts.
+    const outputDir = process.env.BENCH_FANOUT_OUTPUT_DIR;
+    if (outputDir) procs.forEach((p, i) => writeFileSync(`${outputDir}/${["web", "w1", "w2"][i] ?? `p${i}`}.log`, p.output()));
     stats = await receiver.stats();
     const rate = perSecond(stats.inboxes, ms);
     const total = used.reduce((a, b) => a + b, 0);

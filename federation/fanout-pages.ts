@@ -76,6 +76,62 @@ export interface FanoutDeps {
    * through Fedify's sendActivity.
    */
   enqueueDelivery?(message: unknown, options: { orderingKey: string }): Promise<void>;
+  /**
+   * Given, each page waits for it before reading and queueing its
+   * deliveries (waitForRoom): so a fan-out keeps a bounded backlog of
+   * deliveries queued ahead of the senders instead of its whole roster.
+   */
+  room?(): Promise<void>;
+}
+
+/**
+ * Ready deliveries a fan-out keeps queued ahead of its senders, at most
+ * (about: a page adds up to PAGE more once the backlog is under it). On
+ * PostgreSQL every claim and every settle's hand-over checks that no message
+ * of a delivery's ordering key (its activity and server) is leased by
+ * walking that key's queued rows (kysely-message-queue.ts: a lower id may
+ * commit after a higher one of its key was claimed, and no index may hold the
+ * lease, migration 0079), and a claim walks past every row held back behind
+ * a busy key: with the whole roster queued at once, 10^2 to 10^3 rows per
+ * key (10^5 personal inboxes on 10^3 or 10^2 servers), each walked for each
+ * delivery. Queued a page at a time as the backlog drains, a key holds a few
+ * rows (8 for 10^3 servers). The backlog is several seconds of sending, so
+ * the pages (one at a time, 0.2-0.4 s each on a loaded machine) keep ahead:
+ * at 4,096, with a page sleeping 500 ms whenever the backlog was just above
+ * it, a fan-out to 10^5 personal inboxes was held to its pages' pace (131 s
+ * against 80 s, loaded).
+ */
+export const ROOM_ROWS = 8192;
+/** How often a waiting page looks at the backlog again: short, so a page never sleeps long past the moment there is room. */
+const ROOM_POLL_MS = 100;
+/**
+ * The longest a page waits: the backlog may be held by a few slow servers
+ * (their keys go one delivery at a time) while every other server idles, or
+ * by retries of dead ones come due; after this the page queues its
+ * deliveries anyway, so a fan-out never takes longer than a page every
+ * ROOM_MAX_WAIT_MS, and a page's handler (whose timeout is a minute) never
+ * waits long.
+ */
+const ROOM_MAX_WAIT_MS = 2000;
+
+/**
+ * Resolves once `backlog(limit + 1)` (the ready deliveries, counted up to
+ * its argument) is at most `limit`, or after `maxWaitMs`.
+ */
+export async function waitForRoom(backlog: (limit: number) => Promise<number>, options: { limit?: number; maxWaitMs?: number; pollMs?: number } = {}): Promise<void> {
+  const limit = options.limit ?? ROOM_ROWS;
+  const until = Date.now() + (options.maxWaitMs ?? ROOM_MAX_WAIT_MS);
+  for (;;) {
+    let n: number;
+    try {
+      n = await backlog(limit + 1);
+    } catch (error) {
+      log.warn("Could not count the deliveries queued; queueing the page's anyway: {error}", { error });
+      return;
+    }
+    if (n <= limit || Date.now() >= until) return;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(options.pollMs ?? ROOM_POLL_MS, Math.max(0, until - Date.now()))));
+  }
 }
 
 /** Starts sending `activity` to every follower of the union, through shared inboxes. */
@@ -108,6 +164,7 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
     log.warn("Dropped the fan-out of {activityId}: union {unionId} no longer exists", { activityId: page.activityId, unionId: page.unionId });
     return;
   }
+  await deps.room?.();
   const shared = page.audience === undefined;
   let targets: Target[];
   let nextCursor: string | null;

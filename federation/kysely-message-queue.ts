@@ -889,6 +889,24 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   /**
+   * This lane's messages ready to be handled (available now, leased or not),
+   * counted up to `limit`: a fan-out page asks before queueing more
+   * deliveries (fanout-pages.ts, waitForRoom). Reads at most `limit` entries
+   * of fedify_mq_claim.
+   */
+  async readyBacklog(limit: number): Promise<number> {
+    const { db } = this.#database;
+    const row = await db.selectFrom(
+      db.selectFrom("fedify_mq").select(sql.lit(1).as("one"))
+        .where("queue", "=", this.name)
+        .where("available_at", "<=", Date.now())
+        .limit(limit)
+        .as("ready"),
+    ).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /**
    * Messages not currently leased.  Messages held back behind an earlier one
    * with the same ordering key count as ready.
    */
@@ -957,8 +975,24 @@ export class KyselyMessageQueue implements MessageQueue {
     const wake = waker(true);
     const wakeHere = waker(false);
     const limit = this.#inFlightLimit;
-    // Messages this listener may hold now: its slots, or its share when less.
-    const ceiling = () => Math.min(limit, share?.cap(inFlight.size) ?? Infinity);
+    // Whether the last claim filled every slot it asked for, so more may be
+    // ready. When it did not, the lane was drained at that moment: anything
+    // newer rings the alarm (an enqueue here, NOTIFY from elsewhere, a
+    // finished message's ordering key), so a finished handler need not claim
+    // again. That claim found nothing about twice per message handled.
+    let more = false;
+    // Messages this listener may claim now: its slots, or its share when less
+    // (lane-share.ts) while the lane has fewer claimable messages than it
+    // asked for. The share is there for a lane whose ordering keys are fewer
+    // than the listeners' slots (a fan-out to personal inboxes on 10^2
+    // servers), which one listener would otherwise keep to itself through
+    // the settles' hand-overs. While claims come back full there is more work
+    // than slots and nothing to share out: capped then, a fan-out through
+    // shared inboxes (a key, so a message, per server, nothing handed over)
+    // was held to what both workers held a heartbeat before plus a quarter,
+    // each claim 3-5 messages instead of a batch (804 claims for 2,399
+    // deliveries in one worker), each claim and settle a commit.
+    const ceiling = () => (more ? limit : Math.min(limit, share?.cap(inFlight.size) ?? Infinity));
     // A busy bulk lane claims once this many of them are free.
     const claimBatchOf = (ceiling: number) => Math.max(1, Math.floor(ceiling / 2));
     const heard: Heard | undefined = share && ((queue, peer, n) => {
@@ -988,12 +1022,6 @@ export class KyselyMessageQueue implements MessageQueue {
       beatAt = now;
       void this.#heartbeat(listenerId, n);
     }, HEARTBEAT_CHECK_MS);
-    // Whether the last claim filled every slot it asked for, so more may be
-    // ready. When it did not, the lane was drained at that moment: anything
-    // newer rings the alarm (an enqueue here, NOTIFY from elsewhere, a
-    // finished message's ordering key), so a finished handler need not claim
-    // again. That claim found nothing about twice per message handled.
-    let more = false;
     // Given to each claim: on PostgreSQL the settle of a message with an
     // ordering key claims the next one of that key for this listener
     // (#settlePostgres), so a join's welcome follows its Accept here without

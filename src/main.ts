@@ -9,7 +9,7 @@ import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
 import { exportJwk } from "@fedify/fedify";
 import type { KyselyMessageQueueOptions } from "../federation/kysely-message-queue.ts";
 import { createQueueLanes, type QueueLanes, queueConnections } from "../federation/queue-lanes.ts";
-import { type FanoutDeps, handleFanoutPage } from "../federation/fanout-pages.ts";
+import { type FanoutDeps, handleFanoutPage, waitForRoom } from "../federation/fanout-pages.ts";
 import type { Dispatcher } from "undici";
 import { BatchDeliverer } from "../federation/batch-delivery.ts";
 import { DeliveryThreads, deliveryThreadCount } from "../federation/delivery-threads.ts";
@@ -248,6 +248,8 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     origin: config.origin,
     enqueue: (page, opts) => lanes.fedify.fanout.enqueue(page, opts),
     enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
+    // PostgreSQL: a page queues its deliveries once the backlog is under ROOM_ROWS (fanout-pages.ts, waitForRoom).
+    ...(database.dialect === "postgres" ? { room: () => waitForRoom((n) => lanes.lanes.delivery.readyBacklog(n)) } : {}),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   // A join's Accept and welcome go only to a member still active when they are sent (federation/outbound.ts).

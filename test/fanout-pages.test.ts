@@ -3,7 +3,8 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { Create, Note } from "@fedify/vocab";
-import { type FanoutDeps, fanOut, type FanoutPage, handleFanoutPage } from "../federation/fanout-pages.ts";
+import { type FanoutDeps, fanOut, type FanoutPage, handleFanoutPage, waitForRoom } from "../federation/fanout-pages.ts";
+import { sql } from "kysely";
 import { asBulkWork } from "../federation/queue-lanes.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
@@ -132,6 +133,59 @@ for (const d of dialects) {
         .map((r) => (JSON.parse(r.message) as { inbox: string }).inbox).sort();
       assert.deepEqual(inboxes, [0, 1, 2, 3, 4].map((i) => `http://c${i}.example/inbox`));
       await db.deleteFrom("fedify_mq").where("dedupe_key", "like", `${activityId.href} %`).execute();
+    });
+
+    /*
+     * PostgreSQL walks a delivery key's queued rows on every claim and
+     * settle (the leased-key check), so a fan-out queues its deliveries a page
+     * at a time as the delivery lane's ready backlog drains, not the whole
+     * roster at once (main.ts gives the pages waitForRoom over the lane's
+     * readyBacklog).
+     */
+    it("counts the delivery lane's ready backlog up to a limit, and a page waits for room before queueing its deliveries", { skip: d.name !== "postgres" && "the pages wait for room on PostgreSQL only" }, async () => {
+      const db = m.muster.database.db;
+      const delivery = m.muster.lanes.lanes.delivery;
+      const now = Date.now();
+      // 60 ready filler messages on 3 keys, and 10 delayed ones (a retry's): only the ready count.
+      await sql`insert into fedify_mq (queue, message, ordering_key, available_at, attempts, created_at)
+        select 'delivery', '{"type":"filler"}', 'filler\n' || (g % 3), case when g > 60 then ${now + 3_600_000}::bigint else ${now}::bigint end, 0, ${now}::bigint
+        from generate_series(1, 70) g`.execute(db);
+      try {
+        assert.equal(await delivery.readyBacklog(1000), 60, "ready rows only, not the delayed ones");
+        assert.equal(await delivery.readyBacklog(25), 25, "counted up to the limit");
+
+        const ctx = m.muster.federation.createContext(m.origin, undefined);
+        const activityId = new URL("/u/riders/test-fanout-room/activity", m.origin);
+        const room = () => waitForRoom((n) => delivery.readyBacklog(n), { limit: 40, maxWaitMs: 1500, pollMs: 20 });
+        const paced: FanoutDeps = { ...deps, enqueueDelivery: (message, o) => delivery.enqueue(message, o), room };
+        await fanOut(paced, ctx, unionId, new Create({ id: activityId, actor: ctx.getActorUri("riders"), object: new Note({ content: "Paced." }) }), "paced");
+        const queued = async () => Number((await db.selectFrom("fedify_mq").select((eb) => eb.fn.countAll().as("n")).where("dedupe_key", "like", `${activityId.href} %`).executeTakeFirstOrThrow()).n);
+        const firstPage = async () => JSON.parse((await db.selectFrom("fedify_mq").select("message").where("queue", "=", "fanout").where("message", "like", "%test-fanout-room%").orderBy("id").executeTakeFirstOrThrow()).message) as FanoutPage;
+
+        // 60 ready > 40: the page waits its longest, then queues anyway (a backlog held by slow servers must not stop a fan-out).
+        const first = await firstPage();
+        let t0 = Date.now();
+        await asBulkWork(() => handleFanoutPage(paced, first));
+        assert.ok(Date.now() - t0 >= 1400, `waited for room (${Date.now() - t0} ms)`);
+        const afterFirst = await queued();
+        assert.ok(afterFirst > 0, "then queued its deliveries");
+        await db.deleteFrom("fedify_mq").where("queue", "=", "fanout").where("message", "like", "%test-fanout-room%").where("message", "not like", '%"cursor":"%').execute();
+
+        // The backlog drains while the next page waits: it goes on as soon as there is room, not after its longest wait.
+        const next = await firstPage();
+        const drained = (async () => {
+          await new Promise((r) => setTimeout(r, 300));
+          await db.deleteFrom("fedify_mq").where("queue", "=", "delivery").execute();
+        })();
+        t0 = Date.now();
+        await asBulkWork(() => handleFanoutPage(paced, next));
+        const waited = Date.now() - t0;
+        await drained;
+        assert.ok(waited >= 250 && waited < 1400, `waited until the backlog drained (${waited} ms)`);
+        assert.ok(await queued() > 0, "and queued the next page's deliveries");
+      } finally {
+        await db.deleteFrom("fedify_mq").where((eb) => eb.or([eb("message", "=", '{"type":"filler"}'), eb("dedupe_key", "like", "%test-fanout-room%"), eb("message", "like", "%test-fanout-room%")])).execute();
+      }
     });
   });
 }
