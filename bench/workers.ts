@@ -36,7 +36,12 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * BENCH_WORKERS_WARMUP=W for W untimed joins first (warm processes), BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
  * shows how repeats come from slow answers: the receiver prints each repeat's
  * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL, BENCH_WORKERS_CPU_PROF=<dir>
- * for a V8 CPU profile of each. PostgreSQL only.
+ * for a V8 CPU profile of each, BENCH_WORKERS_NODE_OPTIONS for node options
+ * of the Muster processes only (e.g. --max-semi-space-size=32, --import of a
+ * tracer), BENCH_WORKERS_WINDOW=<file> for the joins' window on the wall
+ * clock (to slice per-process traces). The joins row also gives each
+ * process's CPU a join by thread kind (main, libuv pool, V8 workers: GC and
+ * JIT compiles, other: delivery threads), user+system. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
