@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { Accept, CryptographicKey } from "@fedify/vocab";
-import { PostgresQueryCompiler, type RootOperationNode } from "kysely";
+import { PostgresQueryCompiler, type RootOperationNode, sql } from "kysely";
+import pg from "pg";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "../federation/remote-actor-parse.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
@@ -29,7 +30,7 @@ import { type Peer, startPeer } from "./helpers/peer.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
-const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared", "once1", "once2", "once3"];
+const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared", "once1", "once2", "once3", "rowkey1", "rowkey2"];
 
 for (const d of dialects) {
   describe(`the follow's fast path, on ${d.name}`, { skip: d.skip }, () => {
@@ -160,6 +161,46 @@ for (const d of dialects) {
         assert.equal((await getRemoteActor(db(), actor(name)))?.handle, `@${name}@${peer.origin.host}`);
       }
       assert.equal(texts.filter((s) => s.includes('"inbox_activities"') && s.includes('"remote_actors"')).length, 0, "compiled for neither of the two later joins");
+    });
+
+    it("on PostgreSQL the follower's key is written by the Follow's own statement: no statement of its own a join", async (t) => {
+      if (d.name !== "postgres") return t.skip("that statement is PostgreSQL's");
+      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+      const texts: string[] = [];
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const q = args[0] as string | { text?: string } | undefined;
+        texts.push(typeof q === "string" ? q : q?.text ?? "");
+        return query.apply(this, args);
+      } as typeof pg.Client.prototype.query;
+      try {
+        assert.equal((await post(mastodonFollow("rowkey1"), { as: "rowkey1" })).res.status, 202);
+      } finally {
+        pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+      }
+      const keyWrites = texts.filter((x) => /insert into fedify_public_keys|update remote_actors set key/.test(x));
+      assert.equal(keyWrites.length, 1, `one statement writes the key: ${JSON.stringify(keyWrites.map((x) => x.slice(0, 80)))}`);
+      assert.match(keyWrites[0]!, /"inbox_activities"/, "the Follow's record");
+      const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("rowkey1")}#main-key`]);
+      const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
+      assert.equal(key.ownerId?.href, actor("rowkey1"));
+    });
+
+    it("on PostgreSQL a follower whose stored row is newer than the fetch keeps that row, and still gets the key cached (an older cached entry replaced)", async (t) => {
+      if (d.name !== "postgres") return t.skip("the key lives in the actor's row on PostgreSQL only (0075)");
+      const id = actor("rowkey2");
+      const later = Date.now() + 3600_000;
+      await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at) values (${id}, 'Person', '@kept@elsewhere.invalid', null, ${`${id}/inbox`}, null, ${later})`.execute(db());
+      // A key cached before under the same id (an older one) is replaced, not kept beside it.
+      await sql`insert into fedify_kv (key, value, expires_at) values (${JSON.stringify(["_fedify", "publicKey", `${id}#main-key`])}, 'null', null)`.execute(db());
+      assert.equal((await post(mastodonFollow("rowkey2"), { as: "rowkey2" })).res.status, 202);
+      assert.equal((await member("rowkey2"))?.state, "active");
+      const row = (await sql<{ handle: string; fetched_at: number }>`select handle, fetched_at from remote_actors where id = ${id}`.execute(db())).rows[0]!;
+      assert.equal(row.handle, "@kept@elsewhere.invalid", "the newer row is kept");
+      assert.equal(Number(row.fetched_at), later);
+      const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${id}#main-key`]);
+      const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
+      assert.equal(key.ownerId?.href, id);
+      assert.equal((await sql<{ n: number }>`select count(*)::int as n from fedify_kv where key like ${`%${id}%`}`.execute(db())).rows[0]!.n, 0, "the old entry is gone");
     });
 
     it("the same Follow again, at once five times, and re-signed to the shared inbox: one member, one record, one Accept", async () => {
