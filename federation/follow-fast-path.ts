@@ -344,7 +344,7 @@ select exists (select "id" from "rec") as "recorded", exists (select "id" from "
  * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs). The upsert runs even for a repeat or a
  * busy id, whose join is then rolled back with it.
  */
-async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor, rowKey?: ActorRowKey): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
+export async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor, rowKey?: ActorRowKey): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
   if (!isRemoteActorType(cached.type)) throw new TypeError(`Not an actor type: ${String(cached.type)}`);
   const r = remoteActorRow(cached);
   // Built and compiled once (src/db/prepared.ts): Kysely building it per join was a tenth of the web process's CPU.

@@ -8,7 +8,7 @@ import pg from "pg";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "../federation/remote-actor-parse.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
-import { followShape } from "../federation/follow-fast-path.ts";
+import { followShape, recordFollowAndActor } from "../federation/follow-fast-path.ts";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
@@ -183,6 +183,31 @@ for (const d of dialects) {
       const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("rowkey1")}#main-key`]);
       const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
       assert.equal(key.ownerId?.href, actor("rowkey1"));
+    });
+
+    it("on PostgreSQL an https '#main-key' goes into its actor's row by the row's own upsert (one version of the row), or by 'held' when a newer row is kept", async (t) => {
+      if (d.name !== "postgres") return t.skip("the key lives in the actor's row on PostgreSQL only (0075)");
+      const kv = new KyselyKvStore(db());
+      const ann = (await kv.get(["_fedify", "publicKey", `${actor("ann")}#main-key`])) as Record<string, unknown>;
+      for (const [name, stored] of [["fresh", undefined], ["newer", Date.now() + 3600_000]] as const) {
+        const id = `https://rowkey.example/users/${name}`;
+        const entry = ["_fedify", "publicKey", `${id}#main-key`] as const;
+        const json = JSON.parse(JSON.stringify(ann).replaceAll(`${actor("ann")}#main-key`, `${id}#main-key`).replaceAll(actor("ann"), id)) as Record<string, unknown>;
+        if (stored !== undefined) await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at) values (${id}, 'Person', '@kept@rowkey.example', null, ${`${id}/inbox`}, null, ${stored})`.execute(db());
+        const updates = await db().transaction().execute(async (trx) => {
+          const write = kv.joinedKeyWrite(trx, [...entry], json, id);
+          assert.equal(write?.actorRow, true);
+          const r = await recordFollowAndActor(trx, `${id}/follows/1`, id, riders.id, Date.now(), { id, type: "Person", handle: `@${name}@rowkey.example`, name: null, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() }, write);
+          const n = (await sql<{ n: number }>`select coalesce((select n_tup_upd from pg_stat_xact_user_tables where relname = 'remote_actors'), 0)::int as n`.execute(trx)).rows[0]!.n;
+          assert.equal((await r.answer).recorded, true);
+          return n;
+        });
+        assert.equal(updates, stored === undefined ? 0 : 1, `${name}: versions written after the insert`);
+        const row = (await sql<{ handle: string; has_key: boolean }>`select handle, key is not null as has_key from remote_actors where id = ${id}`.execute(db())).rows[0]!;
+        assert.equal(row.has_key, true, `${name}: the key in the row`);
+        assert.equal(row.handle, stored === undefined ? "" : "@kept@rowkey.example", `${name}: the newer row kept`);
+        assert.deepEqual(await new KyselyKvStore(db()).get([...entry]), json, `${name}: read back as written`);
+      }
     });
 
     it("on PostgreSQL a follower whose stored row is newer than the fetch keeps that row, and still gets the key cached (an older cached entry replaced)", async (t) => {
