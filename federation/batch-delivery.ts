@@ -4,6 +4,7 @@ import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
+import { deliveryParts, partsSent } from "./direct-send.ts";
 import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./delivery-sign.ts";
 import type { DeliveryThreads } from "./delivery-threads.ts";
 import { currentOutgoingPolicy } from "./http-client.ts";
@@ -132,11 +133,25 @@ export class BatchDeliverer {
       if (state.has(circuitKey)) return;
       const stored = state.get(specKey);
       const spec: Spec = stored === '"rfc9421"' || stored === '"draft-cavage-http-signatures-12"' ? JSON.parse(stored) as Spec : this.#firstKnock;
+      // A joined delivery's activities (a join's Accept, then its welcome: direct-send.ts), one after the
+      // other over the same kept-alive connection; the message is sent once all of them are. The first that
+      // fails stops it: the handler's path sends it and the rest, and not the ones sent here (partsSent).
+      const parts = deliveryParts(message);
+      const sent: Delivery[] = [];
       try {
-        if (await this.#send(message, inbox, spec)) outcomes[index] = "sent";
+        // A part that needed the other spec (double knock) leaves it for the next part.
+        let using = spec;
+        for (const part of parts) {
+          const accepted = await this.#send(part, inbox, using);
+          if (accepted === false) break;
+          using = accepted;
+          sent.push(part);
+        }
       } catch (error) {
-        log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: message.activityId, inbox: inbox.href, error });
+        log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: parts[sent.length]?.activityId, inbox: inbox.href, error });
       }
+      if (sent.length === parts.length) outcomes[index] = "sent";
+      else for (const part of sent) partsSent.add(part);
       each?.(index, outcomes[index]!);
     }));
     return this.#count(outcomes);
@@ -164,8 +179,8 @@ export class BatchDeliverer {
     return state;
   }
 
-  /** True once the inbox answered 2xx; false for anything Fedify should handle. */
-  async #send(message: Delivery, inbox: URL, spec: Spec): Promise<boolean> {
+  /** The spec the inbox accepted once it answered 2xx; false for anything Fedify should handle. */
+  async #send(message: Delivery, inbox: URL, spec: Spec): Promise<Spec | false> {
     const rsa = message.keys.find((k) => (k.privateKey as JsonWebKey | undefined)?.kty === "RSA");
     if (rsa === undefined) return false;
     const privateKey = await this.#importKey(rsa.keyId, rsa.privateKey);
@@ -180,11 +195,11 @@ export class BatchDeliverer {
       });
       if (r.knocked) this.stats.knocks++;
       if (r.ok && r.knocked) await this.#kv.set([...SPEC_PREFIX, inbox.origin], r.spec);
-      return r.ok;
+      return r.ok ? r.spec : false;
     }
     const keyId = new URL(rsa.keyId);
     const first = await this.#post(message, inbox, privateKey, keyId, body, spec);
-    if (first.ok) return true;
+    if (first.ok) return spec;
     // Fedify's double knock: a server that refused the signature may accept
     // the other spec; an Accept-Signature challenge is left to Fedify.
     if ((first.status !== 400 && first.status !== 401) || first.acceptSignature) return false;
@@ -193,7 +208,7 @@ export class BatchDeliverer {
     const second = await this.#post(message, inbox, privateKey, keyId, body, other);
     if (!second.ok) return false;
     await this.#kv.set([...SPEC_PREFIX, inbox.origin], other);
-    return true;
+    return other;
   }
 
   async #post(message: Delivery, inbox: URL, privateKey: CryptoKey, keyId: URL, body: Body, spec: Spec): Promise<{ ok: boolean; status: number; acceptSignature: boolean }> {

@@ -115,7 +115,85 @@ export interface DirectDelivery {
   readonly traceContext: Record<string, string>;
   /** Checked when the delivery is about to be sent (outbound.ts, memberGate); Fedify keeps it on retries. */
   readonly musterGate?: MemberGate;
+  /** More activities for the same inbox, sent after this one, in order (joinedDelivery). */
+  readonly musterThen?: readonly DirectPart[];
 }
+
+/**
+ * An activity that rides in another delivery's message to the same inbox
+ * (a join's welcome in its Accept's): what differs between the two
+ * messages Fedify would be given for them.
+ */
+export interface DirectPart {
+  readonly id: string;
+  readonly activity: Record<string, unknown>;
+  readonly activityId: string;
+  readonly activityType: string;
+}
+
+/**
+ * Deliveries to one inbox, from one sender, under one gate and ordering key
+ * (a join's Accept and welcome) as ONE queue message: one row to write,
+ * claim and settle instead of two, and both POSTs from the worker that
+ * claimed it, one after the other over its kept-alive connection to that
+ * server. Each activity keeps its own id, stable across retries. Sent whole
+ * by the batch sender (batch-delivery.ts) when it can; otherwise taken
+ * apart again into the messages they were (deliveryParts), each handed to
+ * Fedify's handler with its own retries and circuit breaker, and only the
+ * ones not yet sent (partsSent). Undefined when they cannot share a message.
+ */
+export function joinedDelivery(deliveries: readonly DirectDelivery[]): DirectDelivery | undefined {
+  const [first, ...rest] = deliveries;
+  if (first === undefined || rest.length === 0 || first.musterThen !== undefined) return undefined;
+  const same = (d: DirectDelivery) => d.inbox === first.inbox && d.orderingKey === first.orderingKey && d.baseUrl === first.baseUrl
+    && d.musterThen === undefined && JSON.stringify(d.keys) === JSON.stringify(first.keys) && JSON.stringify(d.musterGate) === JSON.stringify(first.musterGate)
+    && JSON.stringify(d.actorIds) === JSON.stringify(first.actorIds) && Object.keys(d.headers).length === 0;
+  if (Object.keys(first.headers).length > 0 || !rest.every(same)) return undefined;
+  // Last in the message: the queue reads its gate and inbox from the text's first match (kysely-message-queue.ts).
+  return { ...first, musterThen: rest.map((d) => ({ id: d.id, activity: d.activity, activityId: d.activityId, activityType: d.activityType })) };
+}
+
+/** The activities a joined delivery carries beyond its first, or undefined for an ordinary message. */
+export function thenOf(message: unknown): readonly DirectPart[] | undefined {
+  const m = message as { type?: unknown; musterThen?: unknown } | null;
+  if (m?.type !== "outbox" || !Array.isArray(m.musterThen) || m.musterThen.length === 0) return undefined;
+  return m.musterThen as readonly DirectPart[];
+}
+
+/**
+ * A joined delivery taken apart into the messages its activities would have
+ * been, in order (each without musterThen): what Fedify's handler is given.
+ * An ordinary message is its own only part.
+ */
+export function deliveryParts<T extends object>(message: T): T[] {
+  const then = thenOf(message);
+  if (then === undefined) return [message];
+  const { musterThen: _, ...first } = message as T & { musterThen?: unknown };
+  return [first as T, ...then.map((p) => ({ ...first, id: p.id, activity: p.activity, activityId: p.activityId, activityType: p.activityType }) as T)];
+}
+
+/**
+ * Parts of joined deliveries already sent by this process while their
+ * message as a whole is not settled yet (the batch sender sent the Accept,
+ * the welcome failed): the handler's path then sends only the others. Kept
+ * per process: after a crash, a message is sent again whole (at least once;
+ * receivers drop an activity id they have seen). Bounded: an entry not
+ * taken (its message buried, or handled elsewhere) is forgotten.
+ */
+export const partsSent = {
+  keys: new Set<string>(),
+  key(part: { activityId?: unknown; inbox?: unknown }): string {
+    return `${String(part.activityId)}\n${String(part.inbox)}`;
+  },
+  add(part: { activityId?: unknown; inbox?: unknown }): void {
+    if (this.keys.size >= 10_000) this.keys.delete(this.keys.values().next().value!);
+    this.keys.add(this.key(part));
+  },
+  /** Whether this part was sent, forgetting it. */
+  take(part: { activityId?: unknown; inbox?: unknown }): boolean {
+    return this.keys.delete(this.key(part));
+  },
+};
 
 /** Send only while this member is active: a join's Accept and welcome. */
 export interface MemberGate {

@@ -1,7 +1,7 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
 import { type Kysely, sql } from "kysely";
-import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, upsertRemoteActorQuery } from "../src/actors/remote-actors.ts";
+import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, withRemoteActorUpsert } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -277,13 +277,12 @@ async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } |
 }
 
 const recordFollowAndActorStatement = prepared<[id: string, actor: string, unionId: string, at: number, ...actor: RemoteActorArgs], { recorded: boolean; busy: boolean; cached: boolean }>(
-  (trx, id, actor, unionId, at, ...actorRow) => trx
+  (trx, id, actor, unionId, at, ...actorRow) => withRemoteActorUpsert(trx, ...actorRow)
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
-    .with("up", (db) => upsertRemoteActorQuery(db, ...actorRow).returning("id"))
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
       eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
-      eb.exists(eb.selectFrom("up").select("id")).as("cached"),
+      eb.or([eb.exists(eb.selectFrom("actor_updated").select("id")), eb.exists(eb.selectFrom("actor_inserted").select("id"))]).as("cached"),
     ]));
 
 /**

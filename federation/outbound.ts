@@ -19,7 +19,7 @@ import { handleRelationshipIntent } from "./relationships.ts";
 import { handleProposalIntent } from "./proposal-question.ts";
 import { handleFeaturedIntent } from "./featured-collections.ts";
 import { readBylaws } from "../src/bylaws/bylaws.ts";
-import { type DirectActivity, type DirectDelivery, directDelivery, directNote, followAnswer, gateOf, gateText, type MemberGate, rsaKeyIdOf } from "./direct-send.ts";
+import { type DirectActivity, type DirectDelivery, directDelivery, directNote, followAnswer, joinedDelivery, gateOf, gateText, type MemberGate, rsaKeyIdOf } from "./direct-send.ts";
 
 const log = logger("federation", "outbound");
 
@@ -45,9 +45,12 @@ export function queueOutbox(queue: KyselyMessageQueue, ledgerQueue?: KyselyMessa
         const deliveries = await cachedJoinDeliveries(trx, direct.origin, intent, randomUUID(), options?.known);
         if (deliveries) {
           // Each activity goes to this member alone: kept in its message's row, no payload row to write and read back.
-          // Both rows in one INSERT when they share the ordering key (always: one member, one inbox); the Accept leaves first.
+          // Both in ONE message when they can share it (always: one member, one inbox): one row to claim and settle,
+          // the Accept sent first, then the welcome (direct-send.ts, joinedDelivery).
+          const joined = joinedDelivery(deliveries);
           const key = deliveries[0]?.orderingKey;
-          if (deliveries.every((d) => d.orderingKey === key)) await direct.queue.enqueueAllWith(trx, deliveries, { orderingKey: key, batch, inlineActivity: true });
+          if (joined) await direct.queue.enqueueWith(trx, joined, { orderingKey: joined.orderingKey, batch, inlineActivity: true });
+          else if (deliveries.every((d) => d.orderingKey === key)) await direct.queue.enqueueAllWith(trx, deliveries, { orderingKey: key, batch, inlineActivity: true });
           else for (const d of deliveries) await direct.queue.enqueueWith(trx, d, { orderingKey: d.orderingKey, batch, inlineActivity: true });
           return;
         }
@@ -133,8 +136,11 @@ export async function handleIntent(deps: OutboundDeps, message: QueuedIntent): P
       const recipient = await recipientFor(deps, ctx, union, member.actorId);
       if (!recipient) return;
       const deliveries = await joinDeliveries(deps.db, deps.origin, union, groupId, member, { id: recipient.id?.href ?? member.actorId, inbox: recipient.inboxId!.href }, intent.inviteCode, activityId);
-      // Enqueued in the same turn: one transaction for both (kysely-message-queue.ts), the Accept first.
-      await Promise.all(deliveries.map((d) => deps.enqueueDirect(d, { orderingKey: d.orderingKey })));
+      // One message for both when they can share it (direct-send.ts, joinedDelivery); otherwise enqueued in the
+      // same turn: one transaction for both (kysely-message-queue.ts), the Accept first.
+      const joined = joinedDelivery(deliveries);
+      if (joined) await deps.enqueueDirect(joined, { orderingKey: joined.orderingKey });
+      else await Promise.all(deliveries.map((d) => deps.enqueueDirect(d, { orderingKey: d.orderingKey })));
       return;
     }
     case "follow.accept":

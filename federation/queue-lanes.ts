@@ -3,6 +3,7 @@ import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
 import { type Admit, type GateHint, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
 import { LanePriority } from "./queue-priority.ts";
+import { deliveryParts, partsSent, thenOf } from "./direct-send.ts";
 
 /**
  * One durable queue (the fedify_mq table), several lanes, each claimed by
@@ -171,7 +172,8 @@ export class RoutedQueue implements MessageQueue {
       const own = this.#own.get((message as { type?: unknown } | null)?.type as string);
       if (own) return own(message);
       const gate = this.#gate;
-      return gate ? gate(message).then((ok) => (ok ? handler(message) : undefined)) : handler(message);
+      const handle = thenOf(message) === undefined ? handler : (joined: unknown) => handleParts(joined as object, handler);
+      return gate ? gate(message).then((ok) => (ok ? handle(message) : undefined)) : handle(message);
     };
     const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
     const withAdmit = { ...options, admit: this.#admit() };
@@ -203,5 +205,34 @@ export class RoutedQueue implements MessageQueue {
     const lanes = this.#interactive === this.#bulk ? [this.#bulk] : [this.#interactive, this.#bulk];
     const depths = await Promise.all(lanes.map((l) => l.getDepth()));
     return depths.reduce((a, d) => ({ queued: a.queued + d.queued, ready: (a.ready ?? 0) + (d.ready ?? 0), delayed: (a.delayed ?? 0) + (d.delayed ?? 0) }));
+  }
+}
+
+/**
+ * A joined delivery (direct-send.ts, joinedDelivery: a join's Accept and
+ * welcome in one message) on the handler's path: each of its activities
+ * handed to Fedify's handler as the message it would have been on its own,
+ * in order, so each gets Fedify's retries, circuit breaker and permanent
+ * failure handling apart; a part this process already sent (partsSent: the
+ * batch sender's Accept, or this path's before a later part threw) is not
+ * sent again. A part whose handler throws fails the message, which the
+ * queue retries with what is left.
+ */
+async function handleParts(message: object, handler: (message: any) => Promise<void> | void): Promise<void> {
+  const parts = deliveryParts(message);
+  const handled: object[] = [];
+  for (const part of parts) {
+    if (partsSent.take(part)) {
+      handled.push(part);
+      continue;
+    }
+    try {
+      await handler(part);
+      handled.push(part);
+    } catch (error) {
+      // The parts before this one are not sent again when the queue retries the message (in this process).
+      for (const done of handled) partsSent.add(done);
+      throw error;
+    }
   }
 }

@@ -179,17 +179,19 @@ for (const d of dialects) {
       const dead = await eventually(async () => {
         const rows = await db.selectFrom("fedify_mq_dead").select(["message", "last_error"]).execute();
         const mine = rows.filter((r) => r.message.includes(cat) && r.message.includes("/u/couriers"));
-        return mine.length >= 2 ? mine : undefined;
+        // One message for both (direct-send.ts, joinedDelivery).
+        return mine.length >= 1 ? mine : undefined;
       }, "cat's Accept and welcome dead-lettered", 30_000);
       const types = new Set<string>();
       for (const row of dead) {
-        const message = JSON.parse(row.message) as { type: string; activity: { type: string; signature?: unknown; proof?: unknown }; keys: { keyId: string; privateKey?: unknown }[] };
+        const message = JSON.parse(row.message) as { type: string; activity: { type: string; signature?: unknown; proof?: unknown }; keys: { keyId: string; privateKey?: unknown }[]; musterThen?: { activity: { type: string } }[] };
         assert.equal(message.type, "outbox", "a delivery, not the intent");
         assert.match(row.last_error ?? "", /signing key/);
         assert.deepEqual(message.keys, [{ keyId: `${new URL("/u/couriers", m.origin).href}#main-key` }], "the key's id, no key");
         assert.doesNotMatch(row.message, /"d"|privateKey/, "no private key material");
         assert.equal(message.activity.signature, undefined);
         types.add(message.activity.type);
+        for (const part of message.musterThen ?? []) types.add(part.activity.type);
       }
       assert.deepEqual([...types].sort(), ["Accept", "Create"]);
       assert.equal(postsOf("cat", "Accept").length, 0, "nothing unsigned was sent");

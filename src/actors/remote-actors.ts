@@ -1,4 +1,4 @@
-import type { Kysely, QueryCreator, Selectable } from "kysely";
+import { type Kysely, PostgresAdapter, type QueryCreator, type Selectable, sql } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 
@@ -66,8 +66,8 @@ export type RemoteActorArgs = [id: string, type: string, handle: Row["handle"], 
 /**
  * The upsert of a cached actor's row, not run: a stored row is replaced
  * only by one fetched no earlier (the update takes the new row's values,
- * excluded.*). Run by upsertRemoteActor, and a data-modifying CTE of the
- * follow fast path's statement (federation/follow-fast-path.ts).
+ * excluded.*). Run by upsertRemoteActor on SQLite; PostgreSQL's form is
+ * withRemoteActorUpsert (migration 0084).
  */
 export function upsertRemoteActorQuery(db: QueryCreator<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: RemoteActorArgs) {
   return db.insertInto("remote_actors")
@@ -86,8 +86,33 @@ export function upsertRemoteActorQuery(db: QueryCreator<DB>, ...[id, type, handl
     );
 }
 
+/**
+ * PostgreSQL (migration 0084: the id is unique by an exclusion constraint
+ * over a hash index, which ON CONFLICT DO UPDATE cannot take as its arbiter):
+ * upsertRemoteActorQuery as two data-modifying CTEs of `qc`'s statement.
+ * `actor_updated` replaces the stored row if it was fetched no later;
+ * `actor_inserted` inserts the row when the statement's snapshot has none
+ * (DO NOTHING if another transaction inserted it meanwhile: its copy, fetched
+ * at about the same moment, stays). Each returns the id it wrote.
+ */
+export function withRemoteActorUpsert(qc: QueryCreator<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: RemoteActorArgs) {
+  return qc
+    .with("actor_updated", (db) => db.updateTable("remote_actors").set({ type, handle, name, inbox, shared_inbox, fetched_at })
+      .where("id", "=", id).where("fetched_at", "<=", fetched_at).returning("id"))
+    .with("actor_inserted", (db) => db.insertInto("remote_actors").columns(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"])
+      .expression(db.selectNoFrom((eb) => [
+        eb.val(id).as("id"), eb.val(type).as("type"), sql<string | null>`${handle}::text`.as("handle"), sql<string | null>`${name}::text`.as("name"),
+        sql<string | null>`${inbox}::text`.as("inbox"), sql<string | null>`${shared_inbox}::text`.as("shared_inbox"), sql<number>`${fetched_at}::bigint`.as("fetched_at"),
+      ]).where((eb) => eb.not(eb.exists(eb.selectFrom("remote_actors").select("id").where("id", "=", id)))))
+      .onConflict((oc) => oc.doNothing())
+      .returning("id"));
+}
+
 // Compiled once (src/db/prepared.ts): every join writes its member's actor.
-const upsertStatement = prepared<RemoteActorArgs, never>((db, ...args) => upsertRemoteActorQuery(db, ...args) as never);
+const upsertStatement = prepared<RemoteActorArgs, never>((db, ...args) =>
+  (db.getExecutor().adapter instanceof PostgresAdapter
+    ? withRemoteActorUpsert(db, ...args).selectNoFrom(sql<number>`1`.as("done"))
+    : upsertRemoteActorQuery(db, ...args)) as never);
 
 /** The columns of a cached actor (on PostgreSQL the row also holds the actor's cached key, migration 0075: not read here). */
 export const REMOTE_ACTOR_COLUMNS = ["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"] as const;

@@ -1,0 +1,87 @@
+import "../src/temporal.ts";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createUnion, type Union } from "../src/unions/unions.ts";
+import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+
+/*
+ * A join's Accept and welcome are ONE queue message (direct-send.ts,
+ * joinedDelivery): one row to write, claim and settle, both POSTs by the
+ * worker that claimed it, the Accept first. The guarantees of two messages
+ * stay: each activity is delivered with its own stable id, once when nothing
+ * fails; a welcome refused is retried without the Accept going out again;
+ * a worker that died holding the message loses neither.
+ */
+for (const d of dialects) {
+  describe(`a join's Accept and welcome in one queue message, on ${d.name}`, { skip: d.skip }, () => {
+    let tdb: TestDatabase;
+    let m: TestMuster;
+    let peer: CountingPeer;
+    let union: Union;
+    const worker = new AbortController();
+    let running: Promise<void> | undefined;
+    const db = () => m.muster.database.db;
+    const to = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type);
+    const drained = () => eventually(async () => (await db().selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain", 30_000);
+
+    before(async () => {
+      tdb = await d.create();
+      m = await startMuster(tdb, { worker: false });
+      peer = await startCountingPeer(["ana", "ben", "cy", "dee", "eve"]);
+      union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
+    });
+    after(async () => {
+      worker.abort();
+      await running;
+      await m?.stop();
+      await peer?.close();
+      await tdb?.destroy();
+    });
+
+    it("queues one message a join, and sends its Accept then its welcome, once each, also after a worker died holding one", async () => {
+      for (const name of ["ana", "ben", "dee", "eve"]) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, null);
+      const rows = await db().selectFrom("fedify_mq").select(["id", "queue", "message", "ordering_key"]).where("queue", "=", "outbox").orderBy("id").execute();
+      assert.equal(rows.length, 4, "one outbox row a join (was two: the Accept's and the welcome's)");
+      const messages = rows.map((r) => JSON.parse(r.message) as { activityType: string; activityId: string; keys: { privateKey?: unknown }[]; musterGate?: unknown; musterThen?: { activityType: string; activityId: string }[] });
+      assert.deepEqual(messages.map((q) => [q.activityType.replace(/.*#/, ""), ...(q.musterThen ?? []).map((p) => p.activityType.replace(/.*#/, ""))]), Array(4).fill(["Accept", "Create"]));
+      assert.ok(messages.every((q) => q.musterGate !== undefined), "gated on the member");
+      assert.ok(messages.every((q) => q.keys.every((k) => k.privateKey === undefined)), "no private key stored");
+      const ids = messages.map((q) => [q.activityId, q.musterThen![0]!.activityId]);
+      // A worker claimed dee's message and died before sending anything: its lease runs out in 500 ms.
+      await db().updateTable("fedify_mq").set({ lease_owner: "dead-worker#1", lease_until: Date.now() + 500, attempts: 1 }).where("id", "=", rows[2]!.id).execute();
+      // eve is no longer a member when hers would be sent: neither goes out (the gate at sending time).
+      await db().updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("eve").href).execute();
+
+      running = m.muster.runQueue(worker.signal);
+      await eventually(async () => ["ana", "ben", "dee"].every((n) => to(n, "Accept").length === 1 && to(n, "Create").length === 1), "the members' Accept and welcome");
+      await drained();
+      for (const [i, name] of ["ana", "ben", "dee"].entries()) {
+        const hits = peer.hits.filter((h) => h.path === `/users/${name}/inbox`);
+        assert.deepEqual(hits.map((h) => h.type), ["Accept", "Create"], `${name}: the Accept, then the welcome, once each`);
+        assert.deepEqual(hits.map((h) => h.id), ids[i], `${name}: the ids queued with the join`);
+        assert.ok(hits.every((h) => h.status !== undefined && h.status >= 200 && h.status < 300), `${name}: both accepted by the receiver (signatures verified)`);
+      }
+      assert.deepEqual([to("eve", "Accept").length, to("eve", "Create").length], [0, 0], "nothing for a member who left");
+    });
+
+    it("retries a refused welcome without sending the Accept again", async () => {
+      // cy's server takes the Accept, then refuses everything until told otherwise.
+      peer.behaviour.onResponded = (hit) => {
+        if (hit.path === "/users/cy/inbox" && hit.type === "Accept") peer.behaviour.failStatus = 500;
+      };
+      await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, "cy", null);
+      await eventually(async () => to("cy", "Create").some((h) => h.status === 500), "the welcome refused");
+      // Refused by the batch sender's POST, and again by Fedify's handler (which queues its own retry).
+      await eventually(async () => to("cy", "Create").filter((h) => h.status === 500).length >= 2, "the welcome refused on the handler's path too");
+      peer.behaviour.onResponded = undefined;
+      peer.behaviour.failStatus = null;
+      await eventually(async () => to("cy", "Create").some((h) => h.status === 202 || h.status === 200), "the welcome delivered on a retry", 30_000);
+      await drained();
+      assert.equal(to("cy", "Accept").length, 1, "the Accept sent once: not again with the welcome's retries");
+      assert.equal(new Set(to("cy", "Create").map((h) => h.id)).size, 1, "every try of the welcome with the same activity id");
+    });
+  });
+}
