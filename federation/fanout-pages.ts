@@ -8,6 +8,7 @@ import { getUnionById } from "../src/unions/unions.ts";
 import { deliveryTargets } from "../src/members/roster.ts";
 import { committedPage, followersPage, PAGE } from "./followers.ts";
 import { tapEnqueued } from "./queue-lanes.ts";
+import { storedKey } from "./kysely-message-queue.ts";
 
 const log = logger("federation", "fanout");
 
@@ -292,7 +293,7 @@ function safeOrigin(url: string): string {
  */
 async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<Target[]> {
   if (targets.length === 0) return [];
-  const keyOf = (t: Target) => `${activityId} ${t.inbox} 0`;
+  const keyOf = (t: Target) => storedKey(db, `${activityId} ${t.inbox} 0`);
   const keys = [...new Set(targets.map(keyOf))];
   const seen = new Set<string>();
   for (let i = 0; i < keys.length; i += 500) {

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
@@ -176,6 +176,32 @@ export function deliveryKey(message: unknown): string | null {
   // re-run, and dropping it would lose the delivery.
   if (m.circuitHeld) return null;
   return `${m.activityId} ${m.inbox} ${typeof m.attempt === "number" ? m.attempt : 0}`;
+}
+
+/**
+ * A done key as PostgreSQL stores it (migration 0088): 16 bytes, a uuid,
+ * where the key's text (activity id, inbox and attempt, 100-200 bytes) was
+ * stored twice a delivery (fedify_mq.dedupe_key's unique index while it is
+ * queued, then fedify_mq_done's primary key for 7 days), written and read
+ * by the enqueue's insert and done check and by the settle. The first 4
+ * bytes are SHA-256 of the key's first word (the activity id, or "fanout"
+ * for a page), the other 12 SHA-256 of the whole key: a fan-out's keys sit
+ * together in the indexes (as the texts, sharing their prefix, did) rather
+ * than spread over every page of a week's keys; two keys of one activity
+ * collide with odds of n²/2^97 (10^-17 for 10^6 inboxes). Migration 0088
+ * turns stored text keys into these by the same formula, in SQL, so a fan-out
+ * handled again after the upgrade still finds its deliveries done or queued.
+ */
+export function compactKey(key: string): string {
+  const space = key.indexOf(" ");
+  const head = createHash("sha256").update(space < 0 ? key : key.slice(0, space)).digest("hex").slice(0, 8);
+  const rest = createHash("sha256").update(key).digest("hex");
+  return `${head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
+}
+
+/** The done key as the database stores it: compact on PostgreSQL, the text itself on SQLite. */
+export function storedKey(db: Kysely<any>, key: string): string {
+  return db.getExecutor().adapter instanceof PostgresAdapter ? compactKey(key) : key;
 }
 
 /**
@@ -648,7 +674,7 @@ export class KyselyMessageQueue implements MessageQueue {
       const accepted: typeof batch = [];
       for (const p of batch) {
         try {
-          this.#row(rows, p.message, p.options, deliveryKey(p.message));
+          this.#row(rows, p.message, p.options, this.#storedKey(deliveryKey(p.message)));
           accepted.push(p);
         } catch (error) {
           p.reject(error);
@@ -665,6 +691,10 @@ export class KyselyMessageQueue implements MessageQueue {
       // away) starts until it is: the first of 10^5 deliveries waited 18.7 s.
       if (this.#pending.length > 0) await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  #storedKey(key: string | null): string | null {
+    return key === null || this.#database.dialect !== "postgres" ? key : compactKey(key);
   }
 
   /** Adds a new row for `message` to `into`, available after the options' delay. */
@@ -691,7 +721,7 @@ export class KyselyMessageQueue implements MessageQueue {
   async enqueueMany(messages: readonly unknown[], options?: KyselyEnqueueOptions): Promise<void> {
     if (messages.length === 0) return;
     const rows: NewRows = { rows: [], payloads: new Map() };
-    for (const message of messages) this.#row(rows, message, options, deliveryKey(message));
+    for (const message of messages) this.#row(rows, message, options, this.#storedKey(deliveryKey(message)));
     await this.#insert(rows);
   }
 

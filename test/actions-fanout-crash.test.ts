@@ -20,6 +20,7 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 import { eventually, freePort, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "./helpers/muster-process.ts";
+import { dedupeText, deliveriesOf } from "./helpers/done-keys.ts";
 
 /*
  * Issue 4's delivery guarantees, measured on loopback:
@@ -178,7 +179,7 @@ for (const d of dialects) {
       const leased = await db().selectFrom("fedify_mq").select(["id", "queue", "message"]).where("lease_until", ">", now).execute();
       const domainLeft = (await db().selectFrom("fedify_mq").select("id").where("queue", "=", "domain").where("message", "like", `%${action.id}%`).execute()).length;
       const fanoutLeft = await db().selectFrom("fedify_mq").select("id").where("message", "like", `%"type":"muster.fanout"%`).where("message", "like", `%${createId}%`).execute();
-      const deliveriesQueued = await db().selectFrom("fedify_mq").select("id").where("dedupe_key", "like", `${createId} %`).execute();
+      const deliveriesQueued = await db().selectFrom("fedify_mq").select("id").where(dedupeText, "like", deliveriesOf(db(), createId)).execute();
       await db().updateTable("fedify_mq").set({ lease_until: now - 1 }).where("lease_until", ">", now).execute();
       const sentBeforeRestart = peers.flatMap((p) => p.hits.slice(hitsBefore.get(p))).filter((h) => h.id === createId);
 

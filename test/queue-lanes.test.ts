@@ -15,6 +15,7 @@ import { processStats } from "../federation/batch-delivery.ts";
 import { sql } from "kysely";
 import { type StartedUnion, unionWithPeer } from "./helpers/union-with-peer.ts";
 import { LANES, laneConcurrency, queueConnections } from "../federation/queue-lanes.ts";
+import { dedupeText, deliveriesOf } from "./helpers/done-keys.ts";
 
 /*
  * A call-to-action to thousands of members whose servers accept connections
@@ -125,7 +126,7 @@ for (const d of dialects) {
       const action = await composeAction(u.m.muster.membership, u.unionId, OPERATOR, { title: "Stuck call", text: "Everyone, now.", kind: "other" }, { publishNow: true });
       const createId = new URL(`/u/riders/actions/${action.id}/activity`, u.m.origin).href;
       const queued = async () => Number((await db.selectFrom("fedify_mq").select((e) => e.fn.countAll<number>().as("n"))
-        .where("dedupe_key", "like", `${createId} %`).executeTakeFirstOrThrow()).n);
+        .where(dedupeText, "like", deliveriesOf(db, createId)).executeTakeFirstOrThrow()).n);
       // Every page of the roster queued, and every delivery handler stuck on a silent server.
       await eventually(async () => await queued() >= FOLLOWERS - 100 && stalled.connections() >= 16, "the fan-out to be queued and its handlers stuck", 30_000);
 
@@ -138,7 +139,7 @@ for (const d of dialects) {
       // The deliveries sit in their own lane, each naming a stored copy of the
       // activity (one per page of the roster, as each page signs it), and
       // none carries the union's private key.
-      const rows = await db.selectFrom("fedify_mq").select(["queue", "message", "payload"]).where("dedupe_key", "like", `${createId} %`).execute();
+      const rows = await db.selectFrom("fedify_mq").select(["queue", "message", "payload"]).where(dedupeText, "like", deliveriesOf(db, createId)).execute();
       assert.deepEqual([...new Set(rows.map((r) => r.queue))], ["delivery"]);
       const copies = new Set(rows.map((r) => r.payload)).size;
       assert.ok(copies >= 1 && copies <= Math.ceil(FOLLOWERS / 500), `${copies} copies of the activity for ${rows.length} deliveries`);
