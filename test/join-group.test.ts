@@ -66,6 +66,43 @@ describe("a union's joins in one transaction with shared round trips, on postgre
     });
   });
 
+  it("five newcomers' writes: one statement per kind (the leader's row updated once, +5), rows exactly as each alone", async () => {
+    await withCtx(postgres, async (c) => {
+      const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+      await requestToJoin(c.deps, union.id, LEADER, followId());
+      const leader = (await getLeader(c.db, union.id))!;
+      // One newcomer alone first: what each of the group's rows must look like.
+      const alone = await requestToJoin(c.deps, union.id, person("solo"), followId());
+      const inTransaction = joinCommit(c.db, undefined, { savepoints: false });
+      const people = ["ann", "bob", "cy", "dee", "eve"].map((n) => person(n));
+      const { value: results, trips } = await roundTripsDuring(() => Promise.all(people.map((p) => requestToJoin(c.deps, union.id, p, followId(), { inTransaction }))));
+      assert.equal(trips.length, 2, trips.join("\n---\n"));
+      const writes = trips[1]!.split(";\n");
+      const count = (re: RegExp) => writes.filter((w) => re.test(w)).length;
+      assert.equal(count(/^insert into "members"/), 1, writes.join("\n"));
+      assert.equal(count(/^update "members" set "subtree_size"/), 1, "the leader's row: one update (one tuple version), not five");
+      assert.equal(count(/^insert into "invites"/), 1);
+      assert.equal(count(/^insert into "fedify_mq"/), 1);
+      assert.equal((await getLeader(c.db, union.id))!.subtreeSize, leader.subtreeSize + 6);
+      // Each member's rows as the one alone's: member, own invite, two queued messages (Accept before welcome).
+      const rowsOf = async (memberId: string) => {
+        const m = await c.db.selectFrom("members").select(["state", "role", "sponsor_id", "subtree_size", "invite_id", "union_id"]).where("id", "=", memberId).executeTakeFirstOrThrow();
+        const invites = await c.db.selectFrom("invites").select(["max_uses", "uses", "welcome", "expires_at", "revoked_at", "union_id"]).where("created_by", "=", memberId).execute();
+        const mq = await c.db.selectFrom("fedify_mq").select(["id", "queue", "ordering_key", "attempts", "message"]).where("message", "like", `%${memberId}%`).orderBy("id").execute();
+        return { m, invites, mq: mq.map((r) => ({ queue: r.queue, attempts: r.attempts, kind: String(r.message).match(/"kind":"([^"]+)"|"type":"([^"]+)"/)?.[0] ?? null, key: r.ordering_key === null ? null : "keyed" })) };
+      };
+      const expected = await rowsOf(alone.member.id);
+      assert.equal(expected.invites.length, 1);
+      assert.ok(expected.mq.length >= 1, "its messages queued");
+      for (const r of results) {
+        assert.equal(r.outcome, "accepted");
+        assert.deepEqual(await rowsOf(r.member.id), expected, r.member.handle ?? "");
+      }
+      const invites = await c.db.selectFrom("invites").select(sql<number>`count(distinct code)`.as("n")).where("union_id", "=", union.id).where("welcome", "=", 1).executeTakeFirstOrThrow();
+      assert.ok(Number(invites.n) >= 7, "every invite its own code");
+    });
+  });
+
   it("the same follower twice in one group: rolled back, each runs alone (one admitted, one already a member), one member.joined", async () => {
     await withCtx(postgres, async (c) => {
       const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
