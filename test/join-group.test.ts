@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import pg from "pg";
 import { sql } from "kysely";
 import { joinCommit } from "../federation/join-commit.ts";
-import { sharesRoundTrip } from "../src/db/pipeline.ts";
+import { mergeWrites } from "../federation/join-group.ts";
+import { Deferred, sharesRoundTrip } from "../src/db/pipeline.ts";
 import { getLeader, findMemberByActor } from "../src/members/members.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { blockedAmongShared } from "../src/servers/blocklist.ts";
@@ -214,5 +215,37 @@ describe("a union's joins in one transaction with shared round trips, on postgre
         await other.close();
       }
     });
+  });
+});
+
+describe("mergeWrites (a group's writes as fewer statements)", () => {
+  const d = (text: string, ...values: unknown[]) => new Deferred({ text, values, name: "n" });
+  const INS = `insert into "members" ("id", "union_id") values ($1, $2)`;
+  const MQ = `insert into "fedify_mq" ("queue", "message") values ($1, $2), ($3, $4) returning pg_notify($5, $6) as "notified"`;
+  const GAIN = `update "members" set "subtree_size" = "subtree_size" + $1 where "id" = $2`;
+  const CHAIN = `with recursive chain as (select 1) update "members" set "subtree_size" = "subtree_size" + $1 where "id" = $2 or false`;
+
+  it("one INSERT per text (rows in order, outside parameters once), one sponsor update per row adding the sum, the rest in place", async () => {
+    const w = [d(INS, "m1", "u"), d(GAIN, 1, "lead"), d(MQ, "q", "a1", "q", "w1", "ch", "0"),
+      d(INS, "m2", "u"), d(CHAIN, 1, "s"), d(GAIN, 1, "lead"), d(MQ, "q", "a2", "q", "w2", "ch", "0"),
+      d(INS, "m3", "u"), d(GAIN, 1, "other"), d(MQ, "q", "a3", "q", "w3", "ch", "9")];
+    const out = mergeWrites(w);
+    assert.deepEqual(out.map((o) => [o.statement.text, o.statement.values]), [
+      [`insert into "members" ("id", "union_id") values ($1, $2), ($3, $4), ($5, $6)`, ["m1", "u", "m2", "u", "m3", "u"]],
+      [GAIN, [2, "lead"]],
+      [`insert into "fedify_mq" ("queue", "message") values ($1, $2), ($3, $4), ($5, $6), ($7, $8) returning pg_notify($9, $10) as "notified"`, ["q", "a1", "q", "w1", "q", "a2", "q", "w2", "ch", "0"]],
+      [CHAIN, [1, "s"]],
+      [GAIN, [1, "other"]],
+      // Another notification: not merged with those of another.
+      [MQ, ["q", "a3", "q", "w3", "ch", "9"]],
+    ]);
+    // Each join's statement settles with the statement it was merged into.
+    const r = { rows: [] };
+    for (const o of out) o.resolve(r as never);
+    assert.deepEqual(await Promise.all(w.map((x) => x.result)), w.map(() => r));
+    const failed = mergeWrites([d(INS, "a", "u"), d(INS, "b", "u")]);
+    const boom = new Error("duplicate");
+    failed[0]!.reject(boom);
+    await assert.rejects(failed[0]!.result, boom);
   });
 });
