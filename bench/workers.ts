@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,7 +36,12 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
  * BENCH_WORKERS_WARMUP=W for W untimed joins first (warm processes), BENCH_WORKERS_HTTP_TIMEOUT_MS for their MUSTER_HTTP_TIMEOUT_MS (a short one
  * shows how repeats come from slow answers: the receiver prints each repeat's
  * timing), BENCH_WORKERS_LOG_LEVEL for their LOG_LEVEL, BENCH_WORKERS_CPU_PROF=<dir>
- * for a V8 CPU profile of each. PostgreSQL only.
+ * for a V8 CPU profile of each, BENCH_WORKERS_NODE_OPTIONS for node options
+ * of the Muster processes only (e.g. --max-semi-space-size=32, --import of a
+ * tracer), BENCH_WORKERS_WINDOW=<file> for the joins' window on the wall
+ * clock (to slice per-process traces). The joins row also gives each
+ * process's CPU a join by thread kind (main, libuv pool, V8 workers: GC and
+ * JIT compiles, other: delivery threads), user+system. PostgreSQL only.
  */
 
 const JOIN_SERVERS = 10;
@@ -50,6 +55,42 @@ export function cpuOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
+/** CPU ms (user, system) of each thread of a process by thread id, with its kind (main, libuv, V8/GC, other). */
+function threadCpuOf(pid: number): Map<string, { kind: string; user: number; sys: number }> {
+  const out = new Map<string, { kind: string; user: number; sys: number }>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const kind = Number(tid) === pid ? "main" : name.startsWith("libuv") ? "libuv" : name.startsWith("V8") ? "V8/GC" : "other";
+      out.set(tid, { kind, user: (Number(f[11]) * 1000) / CLK_TCK, sys: (Number(f[12]) * 1000) / CLK_TCK });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** "main 1.20+0.40, libuv 0.30+0.01, …": ms a op, user+system, by thread kind, between two threadCpuOf snapshots. */
+function threadSplit(before: ReturnType<typeof threadCpuOf>, after: ReturnType<typeof threadCpuOf>, n: number): string {
+  const by = new Map<string, { user: number; sys: number }>();
+  for (const [tid, t] of after) {
+    const b = before.get(tid);
+    const k = by.get(t.kind) ?? { user: 0, sys: 0 };
+    k.user += t.user - (b?.user ?? 0);
+    k.sys += t.sys - (b?.sys ?? 0);
+    by.set(t.kind, k);
+  }
+  return [...by].filter(([, t]) => t.user + t.sys > 0).sort((a, b) => b[1].user + b[1].sys - a[1].user - a[1].sys).map(([k, t]) => `${k} ${(t.user / n).toFixed(2)}+${(t.sys / n).toFixed(2)}`).join(", ");
 }
 
 function cpuOfAll(processes: readonly MusterProcess[]): number[] {
@@ -232,6 +273,8 @@ export const workers: Benchmark = {
       env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --import ${fileURLToPath(new URL("./pg-count.ts", import.meta.url))}`.trim();
     }
     // BENCH_WORKERS_CPU_PROF=<dir>: each Muster process writes a V8 CPU profile there when it stops.
+    // BENCH_WORKERS_NODE_OPTIONS: node options for the Muster processes only (e.g. V8 heap flags), not the bench's own or its peers'.
+    if (process.env.BENCH_WORKERS_NODE_OPTIONS) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} ${process.env.BENCH_WORKERS_NODE_OPTIONS}`.trim();
     if (process.env.BENCH_WORKERS_CPU_PROF) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${process.env.BENCH_WORKERS_CPU_PROF}`.trim();
     const maxConnections = (await sql<{ max: string }>`select current_setting('max_connections') as max`.execute(database.db)).rows[0]!.max;
     const procs: MusterProcess[] = [];
@@ -288,15 +331,20 @@ export const workers: Benchmark = {
       const backends = trackBackendCpu(database.db);
       const statementsBefore = await statementsOf(procs, countDir);
       if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
+      const threadsBefore = procs.map((p) => threadCpuOf(p.pid));
       let before = cpuOfAll(procs);
       // The joins' window on the profiles' clock (V8's and process.hrtime are both CLOCK_MONOTONIC), for slicing them.
       const joinsFrom = process.hrtime.bigint() / 1000n;
+      const joinsFromMs = Date.now();
       const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      // BENCH_WORKERS_WINDOW=<file>: the joins' window on the wall clock (ms), for per-process traces (GC, logs).
+      if (process.env.BENCH_WORKERS_WINDOW) writeFileSync(process.env.BENCH_WORKERS_WINDOW, JSON.stringify({ fromMs: joinsFromMs, toMs: Date.now(), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
+      const threads = procs.map((p, i) => threadSplit(threadsBefore[i]!, threadCpuOf(p.pid), joins));
       if (process.env.BENCH_WORKERS_CPU_PROF) {
         writeFileSync(join(process.env.BENCH_WORKERS_CPU_PROF, "joins-window.json"), JSON.stringify({ fromUs: Number(joinsFrom), toUs: Number(process.hrtime.bigint() / 1000n), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
       }
@@ -307,6 +355,7 @@ export const workers: Benchmark = {
         "PostgreSQL backends CPU ms/op": backendCpu === undefined ? "-" : (backendCpu / joins).toFixed(2),
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
         ...(warmup > 0 ? { "warm-up joins": warmup } : {}),
+        "threads ms/op user+sys web | w1 | w2": threads.join(" | "),
         detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,
       });
       peers.kill();

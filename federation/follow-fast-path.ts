@@ -1,6 +1,6 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
-import { type Kysely, sql } from "kysely";
+import { CompiledQuery, type Kysely, sql } from "kysely";
 import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, withRemoteActorUpsert } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
@@ -16,7 +16,7 @@ import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
 import { fetchFollowerPlain } from "./follower-fetch.ts";
 import { joinCommit } from "./join-commit.ts";
-import { KyselyKvStore } from "./kysely-kv-store.ts";
+import { type JoinedKeyWrite, KyselyKvStore } from "./kysely-kv-store.ts";
 import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
@@ -215,8 +215,12 @@ export function createFastFollow(deps: FastFollowDeps) {
           if (batches(trx)) {
             // PostgreSQL: the three steps below in one statement, and the key's write, both sent with
             // the union's lock and the join's read (src/db/pipeline.ts): one round trip for the four.
-            const recorded = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached);
-            await kvWith?.setWith(trx, keyEntry, keyJsonLd, { withNext: true });
+            // The key's write in the same statement (one less a join): into the actor's row by the row's own
+            // upsert when it lives there (0075: no second version of the row just inserted), else into
+            // fedify_public_keys; any other key as setWith writes it.
+            const rowKey = kvWith?.joinedKeyWrite(trx, keyEntry, keyJsonLd, shape.actor);
+            const recorded = await recordFollowAndActor(trx, shape.id, shape.actor, union.id, now, cached, rowKey);
+            if (rowKey === undefined) await kvWith?.setWith(trx, keyEntry, keyJsonLd, { withNext: true });
             return async () => {
               const r = await recorded.answer;
               if (!r.recorded) throw new Skip("repeat");
@@ -285,18 +289,77 @@ const recordFollowAndActorStatement = prepared<[id: string, actor: string, union
       eb.or([eb.exists(eb.selectFrom("actor_updated").select("id")), eb.exists(eb.selectFrom("actor_inserted").select("id"))]).as("cached"),
     ]));
 
+type ActorRowKey = JoinedKeyWrite;
+type Recorded = { recorded: boolean; busy: boolean; cached: boolean };
+
+/**
+ * recordFollowAndActorStatement with the follower's key written by the
+ * actor's upsert (PostgreSQL, migration 0075: the key of "<actor>#main-key"
+ * owned by the actor lives in its remote_actors row), as the KV store's
+ * writePublicKey would have written it in a second statement after it: out
+ * of fedify_kv and fedify_public_keys (gone, old), into the row. The upsert
+ * replaces a stored row only when fetched no later (its fetched_at guard);
+ * when it leaves the row, `held` still puts the key in it, as the key's own
+ * write did. `held` and the upsert never touch the same row (held only when
+ * neither actor_updated nor actor_inserted returned a row; the upsert is
+ * two CTEs because 0084's exclusion constraint cannot arbitrate ON CONFLICT
+ * DO UPDATE, as withRemoteActorUpsert). The insert's key is set, so 0075's insert trigger
+ * (which takes a waiting key in) does not run: `old` deletes that key.
+ * Before, the key's write updated the row the upsert had just inserted: a
+ * second version of it every join, and one statement more.
+ */
+const RECORD_FOLLOW_ACTOR_AND_KEY = `with "rec" as (insert into "inbox_activities" ("id", "type", "actor", "union_id", "received_at") values ($1, $2, $3, $4, $5) on conflict ("id") do nothing returning "id"),
+  gone as (delete from fedify_kv where key = $13),
+  old as (delete from fedify_public_keys where key_id = $14),
+  "actor_updated" as (update "remote_actors" set "type" = $7, "handle" = $8::text, "name" = $9::text, "inbox" = $10::text, "shared_inbox" = $11::text, "fetched_at" = $12::bigint,
+      key = $15::bytea, key_form = $16::smallint, key_expires_at = $17::bigint
+    where "id" = $6 and "fetched_at" <= $12::bigint returning "id"),
+  "actor_inserted" as (insert into "remote_actors" ("id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at", key, key_form, key_expires_at)
+    select $6, $7, $8::text, $9::text, $10::text, $11::text, $12::bigint, $15::bytea, $16::smallint, $17::bigint
+    where not exists (select 1 from "remote_actors" where "id" = $6) on conflict do nothing returning "id"),
+  held as (update remote_actors set key = $15::bytea, key_form = $16::smallint, key_expires_at = $17::bigint
+    where id = $6 and not exists (select 1 from "actor_updated") and not exists (select 1 from "actor_inserted") returning 1)
+select exists (select "id" from "rec") as "recorded", exists (select "id" from "inbox_claims" where "id" = $1 and "claimed_until" >= $5) as "busy",
+  (exists (select "id" from "actor_updated") or exists (select "id" from "actor_inserted")) as "cached"`;
+
+/**
+ * recordFollowAndActorStatement with the follower's key written to
+ * fedify_public_keys in the same statement, as writePublicKey writes a key
+ * no actor's row holds (a key id that is not "https://…#main-key"): out of
+ * fedify_kv, the old row deleted and the new one inserted (the insert reads
+ * `old` first, so the delete has happened when the key id's exclusion
+ * constraint is checked; a concurrent writer's row wins, as there). Before,
+ * a statement of its own sent after it.
+ */
+const RECORD_FOLLOW_ACTOR_AND_TABLE_KEY = `with "rec" as (insert into "inbox_activities" ("id", "type", "actor", "union_id", "received_at") values ($1, $2, $3, $4, $5) on conflict ("id") do nothing returning "id"),
+  "actor_updated" as (update "remote_actors" set "type" = $7, "handle" = $8::text, "name" = $9::text, "inbox" = $10::text, "shared_inbox" = $11::text, "fetched_at" = $12::bigint
+    where "id" = $6 and "fetched_at" <= $12::bigint returning "id"),
+  "actor_inserted" as (insert into "remote_actors" ("id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at")
+    select $6, $7, $8::text, $9::text, $10::text, $11::text, $12::bigint
+    where not exists (select 1 from "remote_actors" where "id" = $6) on conflict do nothing returning "id"),
+  gone as (delete from fedify_kv where key = $13),
+  old as (delete from fedify_public_keys where key_id = $14 returning 1),
+  ins as (insert into fedify_public_keys (key_id, owner, key, form, expires_at)
+    select $14, $18::text, $15::bytea, $16::smallint, $17::bigint where (select count(*) from old) >= 0 on conflict do nothing)
+select exists (select "id" from "rec") as "recorded", exists (select "id" from "inbox_claims" where "id" = $1 and "claimed_until" >= $5) as "busy",
+  (exists (select "id" from "actor_updated") or exists (select "id" from "actor_inserted")) as "cached"`;
+
 /**
  * The Follow's record (as processOnce records a processed activity; nothing
  * when it already was), the check for Fedify's live claim on it and
  * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs). The upsert runs even for a repeat or a
  * busy id, whose join is then rolled back with it.
  */
-async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
+export async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor, rowKey?: ActorRowKey): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
   if (!isRemoteActorType(cached.type)) throw new TypeError(`Not an actor type: ${String(cached.type)}`);
   const r = remoteActorRow(cached);
   // Built and compiled once (src/db/prepared.ts): Kysely building it per join was a tenth of the web process's CPU.
   // Named: parsed once per connection.
-  const query = recordFollowAndActorStatement.compiled(trx, id, actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at);
+  const query = rowKey === undefined
+    ? recordFollowAndActorStatement.compiled(trx, id, actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at)
+    : rowKey.actorRow
+    ? CompiledQuery.raw(RECORD_FOLLOW_ACTOR_AND_KEY, [id, "Follow", actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt]) as CompiledQuery<Recorded>
+    : CompiledQuery.raw(RECORD_FOLLOW_ACTOR_AND_TABLE_KEY, [id, "Follow", actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt, rowKey.owner]) as CompiledQuery<Recorded>;
   // Sent with the transaction's next statement (the union's lock): its answer once that ran.
   const { result } = await sendWithNext(trx, query);
   const answer = result.then(({ rows }) => ({ recorded: Boolean(rows[0]!.recorded), busy: Boolean(rows[0]!.busy) }));

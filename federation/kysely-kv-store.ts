@@ -32,6 +32,18 @@ const PURGE_INTERVAL_MS = 60_000;
  * its owner's next signed request, and Fedify already fetches afresh when a
  * cached key fails to verify, so nothing is refused for it.
  */
+/** KyselyKvStore#joinedKeyWrite: a compact key's write for a caller's own statement. */
+export interface JoinedKeyWrite {
+  /** In the actor's remote_actors row (true) or in fedify_public_keys. */
+  readonly actorRow: boolean;
+  readonly key: Uint8Array;
+  readonly form: number;
+  readonly owner: string | null;
+  readonly expiresAt: number;
+  readonly encoded: string;
+  readonly storedKeyId: string;
+}
+
 const FEDIFY_PUBLIC_KEY_PREFIX = '["_fedify","publicKey",';
 export const PUBLIC_KEY_CACHE_TTL_MS = 7 * 24 * 3600_000;
 
@@ -182,6 +194,32 @@ export class KyselyKvStore implements KvStore {
       await deletePublicKey(executor, keyId);
     }
     await upsertWith(executor, row.key, row.value, row.expires_at);
+  }
+
+  /**
+   * For the follow's fast path on PostgreSQL: what setWith would write for
+   * `value` (a compact key), so the caller can write it within its own
+   * statement (one statement less a join): `actorRow` when the key lives in
+   * the remote_actors row of `actorId` (0075: "https://…#main-key" owned by
+   * that actor), else in fedify_public_keys (a key id no actor row holds).
+   * Either way the caller must also delete the key from fedify_kv
+   * (`encoded`) and its old fedify_public_keys row (`storedKeyId`), as
+   * writePublicKey does. Undefined for anything else (the caller uses
+   * setWith). The memo forgets the key, as setWith's does.
+   */
+  joinedKeyWrite(executor: Kysely<DB>, key: KvKey, value: unknown, actorId: string): JoinedKeyWrite | undefined {
+    if (!(executor.getExecutor().adapter instanceof PostgresAdapter)) return undefined;
+    const keyId = keyIdOf(key);
+    if (keyId === undefined) return undefined;
+    const compact = compactKey(keyId, encodeValue(value));
+    if (compact === undefined) return undefined;
+    const holder = actorOfKey(keyId);
+    const actorRow = holder !== undefined && holder === actorId && compact.owner === null;
+    // A key its actor's row would hold, of another actor's row or another owner: setWith's own statement.
+    if (holder !== undefined && !actorRow) return undefined;
+    const encoded = encodeKey(key);
+    this.#memo.delete(encoded);
+    return { actorRow, key: compact.key, form: compact.form, owner: compact.owner, expiresAt: Date.now() + PUBLIC_KEY_CACHE_TTL_MS, encoded, storedKeyId: storedKeyId(keyId) };
   }
 
   async delete(key: KvKey): Promise<void> {

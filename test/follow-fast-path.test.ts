@@ -3,11 +3,12 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { Accept, CryptographicKey } from "@fedify/vocab";
-import { PostgresQueryCompiler, type RootOperationNode } from "kysely";
+import { PostgresQueryCompiler, type RootOperationNode, sql } from "kysely";
+import pg from "pg";
 import { createOfflineContextLoader, createOfflineDocumentLoader } from "../federation/remote-actor-parse.ts";
 import type { Union } from "../src/unions/unions.ts";
 import { getRemoteActor } from "../src/actors/remote-actors.ts";
-import { followShape } from "../federation/follow-fast-path.ts";
+import { followShape, recordFollowAndActor } from "../federation/follow-fast-path.ts";
 import { actionNoteId } from "../federation/action-note.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { findMemberByActor, OPERATOR } from "../src/members/members.ts";
@@ -29,7 +30,7 @@ import { type Peer, startPeer } from "./helpers/peer.ts";
 const FIXTURES = path.join(import.meta.dirname, "../../shared/fixtures/activitypub");
 const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const RFC9421: HttpMessageSignaturesSpec = "rfc9421";
-const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared", "once1", "once2", "once3"];
+const NAMES = ["ann", "ben", "cat", "dup", "eve", "victim", "mallory", "digest", "late", "big", "nobody", "lemmy", "mover", "shared", "once1", "once2", "once3", "rowkey1", "rowkey2"];
 
 for (const d of dialects) {
   describe(`the follow's fast path, on ${d.name}`, { skip: d.skip }, () => {
@@ -160,6 +161,71 @@ for (const d of dialects) {
         assert.equal((await getRemoteActor(db(), actor(name)))?.handle, `@${name}@${peer.origin.host}`);
       }
       assert.equal(texts.filter((s) => s.includes('"inbox_activities"') && s.includes('"remote_actors"')).length, 0, "compiled for neither of the two later joins");
+    });
+
+    it("on PostgreSQL the follower's key is written by the Follow's own statement: no statement of its own a join", async (t) => {
+      if (d.name !== "postgres") return t.skip("that statement is PostgreSQL's");
+      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+      const texts: string[] = [];
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const q = args[0] as string | { text?: string } | undefined;
+        texts.push(typeof q === "string" ? q : q?.text ?? "");
+        return query.apply(this, args);
+      } as typeof pg.Client.prototype.query;
+      try {
+        assert.equal((await post(mastodonFollow("rowkey1"), { as: "rowkey1" })).res.status, 202);
+      } finally {
+        pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+      }
+      const keyWrites = texts.filter((x) => /insert into fedify_public_keys|update remote_actors set key/.test(x));
+      assert.equal(keyWrites.length, 1, `one statement writes the key: ${JSON.stringify(keyWrites.map((x) => x.slice(0, 80)))}`);
+      assert.match(keyWrites[0]!, /"inbox_activities"/, "the Follow's record");
+      const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("rowkey1")}#main-key`]);
+      const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
+      assert.equal(key.ownerId?.href, actor("rowkey1"));
+    });
+
+    it("on PostgreSQL an https '#main-key' goes into its actor's row by the row's own upsert (one version of the row), or by 'held' when a newer row is kept", async (t) => {
+      if (d.name !== "postgres") return t.skip("the key lives in the actor's row on PostgreSQL only (0075)");
+      const kv = new KyselyKvStore(db());
+      const ann = (await kv.get(["_fedify", "publicKey", `${actor("ann")}#main-key`])) as Record<string, unknown>;
+      for (const [name, stored] of [["fresh", undefined], ["newer", Date.now() + 3600_000]] as const) {
+        const id = `https://rowkey.example/users/${name}`;
+        const entry = ["_fedify", "publicKey", `${id}#main-key`] as const;
+        const json = JSON.parse(JSON.stringify(ann).replaceAll(`${actor("ann")}#main-key`, `${id}#main-key`).replaceAll(actor("ann"), id)) as Record<string, unknown>;
+        if (stored !== undefined) await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at) values (${id}, 'Person', '@kept@rowkey.example', null, ${`${id}/inbox`}, null, ${stored})`.execute(db());
+        const updates = await db().transaction().execute(async (trx) => {
+          const write = kv.joinedKeyWrite(trx, [...entry], json, id);
+          assert.equal(write?.actorRow, true);
+          const r = await recordFollowAndActor(trx, `${id}/follows/1`, id, riders.id, Date.now(), { id, type: "Person", handle: `@${name}@rowkey.example`, name: null, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() }, write);
+          const n = (await sql<{ n: number }>`select coalesce((select n_tup_upd from pg_stat_xact_user_tables where relname = 'remote_actors'), 0)::int as n`.execute(trx)).rows[0]!.n;
+          assert.equal((await r.answer).recorded, true);
+          return n;
+        });
+        assert.equal(updates, stored === undefined ? 0 : 1, `${name}: versions written after the insert`);
+        const row = (await sql<{ handle: string; has_key: boolean }>`select handle, key is not null as has_key from remote_actors where id = ${id}`.execute(db())).rows[0]!;
+        assert.equal(row.has_key, true, `${name}: the key in the row`);
+        assert.equal(row.handle, stored === undefined ? "" : "@kept@rowkey.example", `${name}: the newer row kept`);
+        assert.deepEqual(await new KyselyKvStore(db()).get([...entry]), json, `${name}: read back as written`);
+      }
+    });
+
+    it("on PostgreSQL a follower whose stored row is newer than the fetch keeps that row, and still gets the key cached (an older cached entry replaced)", async (t) => {
+      if (d.name !== "postgres") return t.skip("the key lives in the actor's row on PostgreSQL only (0075)");
+      const id = actor("rowkey2");
+      const later = Date.now() + 3600_000;
+      await sql`insert into remote_actors (id, type, handle, name, inbox, shared_inbox, fetched_at) values (${id}, 'Person', '@kept@elsewhere.invalid', null, ${`${id}/inbox`}, null, ${later})`.execute(db());
+      // A key cached before under the same id (an older one) is replaced, not kept beside it.
+      await sql`insert into fedify_kv (key, value, expires_at) values (${JSON.stringify(["_fedify", "publicKey", `${id}#main-key`])}, 'null', null)`.execute(db());
+      assert.equal((await post(mastodonFollow("rowkey2"), { as: "rowkey2" })).res.status, 202);
+      assert.equal((await member("rowkey2"))?.state, "active");
+      const row = (await sql<{ handle: string; fetched_at: number }>`select handle, fetched_at from remote_actors where id = ${id}`.execute(db())).rows[0]!;
+      assert.equal(row.handle, "@kept@elsewhere.invalid", "the newer row is kept");
+      assert.equal(Number(row.fetched_at), later);
+      const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${id}#main-key`]);
+      const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
+      assert.equal(key.ownerId?.href, id);
+      assert.equal((await sql<{ n: number }>`select count(*)::int as n from fedify_kv where key like ${`%${id}%`}`.execute(db())).rows[0]!.n, 0, "the old entry is gone");
     });
 
     it("the same Follow again, at once five times, and re-signed to the shared inbox: one member, one record, one Accept", async () => {
