@@ -201,7 +201,8 @@ const paramsIn = (text: string): number[] => [...text.matchAll(PARAM)].map((m) =
  * inserts, N invite inserts, N queue inserts and N updates of the one
  * leader row, N versions of it): INSERTs of one text become one multi-row
  * INSERT (their rows in the joins' order; only when the parameters outside
- * the rows, such as a RETURNING's notification, are the same), and the
+ * the rows, such as a RETURNING's notification, are the same; in runs of
+ * 2^k statements, so the texts are few and prepared once), and the
  * root sponsor's `subtree_size + k` updates of one row one update adding
  * their sum. Each merged statement takes the place of the first it merges;
  * the rest keep their order. Merged or moved writes touch different rows
@@ -241,13 +242,31 @@ export function mergeWrites(writes: readonly Deferred[]): Deferred[] {
     }
     g.members.push(d);
   }
-  return order.map((g) => {
-    if (g instanceof Deferred) return g;
-    if (g.members.length === 1) return g.members[0]!;
-    const merged = new Deferred(g.kind === "gains" ? gainsOf(g.members) : insertOf(g.members));
-    merged.result.then((r) => { for (const d of g.members) d.resolve(r); }, (e: unknown) => { for (const d of g.members) d.reject(e); });
-    return merged;
+  return order.flatMap((g) => {
+    if (g instanceof Deferred) return [g];
+    // INSERTs in chunks of 32, 16, 8, 4, 2, 1 statements: a handful of texts per kind, each prepared once per
+    // connection and then reused, where one text per group size was mostly new to its connection (parsed, planned anew).
+    const chunks = g.kind === "gains" ? [g.members] : powersOfTwo(g.members);
+    return chunks.map((members) => {
+      if (members.length === 1) return members[0]!;
+      const merged = new Deferred(g.kind === "gains" ? gainsOf(members) : insertOf(members));
+      merged.result.then((r) => { for (const d of members) d.resolve(r); }, (e: unknown) => { for (const d of members) d.reject(e); });
+      return merged;
+    });
   });
+}
+
+/** `items` cut in order into runs whose lengths are powers of two, largest first (12: 8 + 4). */
+function powersOfTwo<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  let at = 0;
+  while (at < items.length) {
+    let size = 1;
+    while (size * 2 <= items.length - at) size *= 2;
+    out.push(items.slice(at, at + size));
+    at += size;
+  }
+  return out;
 }
 
 function gainsOf(members: readonly Deferred[]): PipelinedStatement {
