@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { CompiledQuery, type DatabaseConnection, Kysely, type QueryResult } from "kysely";
 import { Deferred, Pipeline, type PipelinedStatement } from "../src/db/pipeline.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -42,6 +43,8 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
   const n = works.length;
   const pending = new Map<number, Pending>();
   const asked = new Set<number>();
+  /** What the joins send with the next statement once their reads were asked (their writes): merged and handed once all settled (mergeWrites). */
+  const held: Deferred[] = [];
   let settled = 0;
   let aborted: GroupAbort | undefined;
   let flushing = false;
@@ -101,7 +104,12 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
   const connectionOf = (i: number): DatabaseConnection => ({
     executeQuery: async <R>(q: CompiledQuery): Promise<QueryResult<R>> => {
       if (aborted) throw aborted;
-      if (q.sql as unknown instanceof Deferred) return await hand(q) as QueryResult<R>;
+      if (q.sql as unknown instanceof Deferred) {
+        // Before its reads (the Follow's record, the key: first()), at once, as alone; after them (its writes), held.
+        if (!asked.has(i)) return await hand(q) as QueryResult<R>;
+        held.push(q.sql as unknown as Deferred);
+        return { rows: [] } as QueryResult<R>;
+      }
       if (asked.has(i)) {
         abort("a join asked a second query for an answer");
         throw aborted;
@@ -126,6 +134,13 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
     });
   });
   const outcomes = await Promise.allSettled(results);
+  if (aborted || outcomes.some((o) => o.status === "rejected")) {
+    // Rolled back by the caller: the held writes are never sent.
+    const why = aborted ?? new GroupAbort("a join of the group failed");
+    for (const d of held) d.reject(why);
+  } else {
+    for (const d of mergeWrites(held)) void hand({ ...CompiledQuery.raw(""), sql: d as unknown as string });
+  }
   await handing;
   if (aborted) throw aborted;
   return outcomes;
@@ -147,4 +162,140 @@ function statementsOf(q: CompiledQuery): PipelinedStatement[] {
   if (typeof sql === "string") return [{ text: sql, values: q.parameters }];
   const config = sql as { name?: string; text: string };
   return [{ text: config.text, values: q.parameters, ...(config.name === undefined ? {} : { name: config.name }) }];
+}
+
+const UPDATE_GAINS = /^update "members" set "subtree_size" = "subtree_size" \+ \$1 where "id" = \$2$/;
+const INSERT = /^(insert into "[a-z_]+" \([^()]*\) values )(.*)$/s;
+
+/** An INSERT's text cut around its VALUES tuples (balanced parentheses, no literal strings), or undefined. */
+function insertParts(text: string): { head: string; tuples: string[]; tail: string } | undefined {
+  const m = INSERT.exec(text);
+  if (!m || text.includes("'") || / on conflict /i.test(text)) return undefined;
+  const rest = m[2]!;
+  const tuples: string[] = [];
+  let at = 0;
+  for (;;) {
+    if (rest[at] !== "(") return undefined;
+    let depth = 0;
+    let end = at;
+    for (; end < rest.length; end++) {
+      if (rest[end] === "(") depth++;
+      else if (rest[end] === ")" && --depth === 0) break;
+    }
+    if (end >= rest.length) return undefined;
+    tuples.push(rest.slice(at, end + 1));
+    at = end + 1;
+    if (rest.startsWith(", (", at)) at += 2;
+    else break;
+  }
+  const tail = rest.slice(at);
+  if (tail !== "" && !tail.startsWith(" returning ")) return undefined;
+  return { head: m[1]!, tuples, tail };
+}
+
+const PARAM = /\$(\d+)/g;
+const paramsIn = (text: string): number[] => [...text.matchAll(PARAM)].map((m) => Number(m[1]));
+
+/**
+ * The group's writes as fewer statements (issue 16: N joins sent N member
+ * inserts, N invite inserts, N queue inserts and N updates of the one
+ * leader row, N versions of it): INSERTs of one text become one multi-row
+ * INSERT (their rows in the joins' order; only when the parameters outside
+ * the rows, such as a RETURNING's notification, are the same; in runs of
+ * 2^k statements, so the texts are few and prepared once), and the
+ * root sponsor's `subtree_size + k` updates of one row one update adding
+ * their sum. Each merged statement takes the place of the first it merges;
+ * the rest keep their order. Merged or moved writes touch different rows
+ * (each join its own new member, invite and messages) or only add to a
+ * counter, so the outcome is each join's as if sent alone; a failure fails
+ * the COMMIT as before (the group then runs each join alone). Each join's
+ * Deferred settles with its merged statement's result (nobody reads rows).
+ */
+export function mergeWrites(writes: readonly Deferred[]): Deferred[] {
+  type Group = { kind: "insert" | "gains"; members: Deferred[] };
+  const groups = new Map<string, Group>();
+  const order: (Group | Deferred)[] = [];
+  for (const d of writes) {
+    const { text, values } = d.statement;
+    let key: string | undefined;
+    let kind: Group["kind"] | undefined;
+    if (UPDATE_GAINS.test(text) && typeof values[0] === "number") {
+      key = `gains\u0000${String(values[1])}`;
+      kind = "gains";
+    } else {
+      const parts = insertParts(text);
+      if (parts) {
+        const outside = [...new Set(paramsIn(parts.head + parts.tail))].sort((a, b) => a - b);
+        key = `insert\u0000${text}\u0000${JSON.stringify(outside.map((j) => values[j - 1]))}`;
+        kind = "insert";
+      }
+    }
+    if (key === undefined || kind === undefined) {
+      order.push(d);
+      continue;
+    }
+    let g = groups.get(key);
+    if (!g) {
+      g = { kind, members: [] };
+      groups.set(key, g);
+      order.push(g);
+    }
+    g.members.push(d);
+  }
+  return order.flatMap((g) => {
+    if (g instanceof Deferred) return [g];
+    // INSERTs in chunks of 32, 16, 8, 4, 2, 1 statements: a handful of texts per kind, each prepared once per
+    // connection and then reused, where one text per group size was mostly new to its connection (parsed, planned anew).
+    const chunks = g.kind === "gains" ? [g.members] : powersOfTwo(g.members);
+    return chunks.map((members) => {
+      if (members.length === 1) return members[0]!;
+      const merged = new Deferred(g.kind === "gains" ? gainsOf(members) : insertOf(members));
+      merged.result.then((r) => { for (const d of members) d.resolve(r); }, (e: unknown) => { for (const d of members) d.reject(e); });
+      return merged;
+    });
+  });
+}
+
+/** `items` cut in order into runs whose lengths are powers of two, largest first (12: 8 + 4). */
+function powersOfTwo<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  let at = 0;
+  while (at < items.length) {
+    let size = 1;
+    while (size * 2 <= items.length - at) size *= 2;
+    out.push(items.slice(at, at + size));
+    at += size;
+  }
+  return out;
+}
+
+function gainsOf(members: readonly Deferred[]): PipelinedStatement {
+  const first = members[0]!.statement;
+  const sum = members.reduce((s, d) => s + (d.statement.values[0] as number), 0);
+  return { ...first, values: [sum, first.values[1]] };
+}
+
+function insertOf(members: readonly Deferred[]): PipelinedStatement {
+  const values: unknown[] = [];
+  const renumber = (text: string, from: readonly unknown[], seen: Map<number, number>) => text.replace(PARAM, (_, n: string) => {
+    const j = Number(n);
+    let k = seen.get(j);
+    if (k === undefined) {
+      values.push(from[j - 1]);
+      k = values.length;
+      seen.set(j, k);
+    }
+    return `$${k}`;
+  });
+  const firstSeen = new Map<number, number>();
+  const parts = insertParts(members[0]!.statement.text)!;
+  const head = renumber(parts.head, members[0]!.statement.values, firstSeen);
+  const tuples = members.flatMap((d, i) => {
+    const seen = i === 0 ? firstSeen : new Map<number, number>();
+    return insertParts(d.statement.text)!.tuples.map((t) => renumber(t, d.statement.values, seen));
+  });
+  const tail = renumber(parts.tail, members[0]!.statement.values, firstSeen);
+  const text = `${head}${tuples.join(", ")}${tail}`;
+  // Named as prepared() names a statement (named-statement.ts): one text per kind and group size.
+  return { text, values, name: `muster_${createHash("sha256").update(text).digest("hex").slice(0, 24)}` };
 }

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import pg from "pg";
 import { sql } from "kysely";
 import { joinCommit } from "../federation/join-commit.ts";
-import { sharesRoundTrip } from "../src/db/pipeline.ts";
+import { mergeWrites } from "../federation/join-group.ts";
+import { Deferred, sharesRoundTrip } from "../src/db/pipeline.ts";
 import { getLeader, findMemberByActor } from "../src/members/members.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { blockedAmongShared } from "../src/servers/blocklist.ts";
@@ -63,6 +64,44 @@ describe("a union's joins in one transaction with shared round trips, on postgre
       }
       assert.equal((await getLeader(c.db, union.id))!.subtreeSize, leader.subtreeSize + 5);
       assert.equal(c.log.slice(joined).filter((e) => e.type === "member.joined").length, 5);
+    });
+  });
+
+  it("five newcomers' writes: two INSERTs per kind (4 + 1 rows), the leader's row updated once (+5), rows exactly as each alone", async () => {
+    await withCtx(postgres, async (c) => {
+      const union = await createUnion({ db: c.db, events: c.deps.events, generateKeys: sharedKeys }, { slug: "open", name: "Open", purpose: "p", leaderHandle: LEADER.handle, joinPolicy: "open" });
+      await requestToJoin(c.deps, union.id, LEADER, followId());
+      const leader = (await getLeader(c.db, union.id))!;
+      // One newcomer alone first: what each of the group's rows must look like.
+      const alone = await requestToJoin(c.deps, union.id, person("solo"), followId());
+      const inTransaction = joinCommit(c.db, undefined, { savepoints: false });
+      const people = ["ann", "bob", "cy", "dee", "eve"].map((n) => person(n));
+      const { value: results, trips } = await roundTripsDuring(() => Promise.all(people.map((p) => requestToJoin(c.deps, union.id, p, followId(), { inTransaction }))));
+      assert.equal(trips.length, 2, trips.join("\n---\n"));
+      const writes = trips[1]!.split(";\n");
+      const count = (re: RegExp) => writes.filter((w) => re.test(w)).length;
+      // Five: a run of four and one (runs of 2^k statements, federation/join-group.ts mergeWrites).
+      assert.equal(count(/^insert into "members"/), 2, writes.join("\n"));
+      assert.equal(count(/^update "members" set "subtree_size"/), 1, "the leader's row: one update (one tuple version), not five");
+      assert.equal(count(/^insert into "invites"/), 2);
+      assert.equal(count(/^insert into "fedify_mq"/), 2);
+      assert.equal((await getLeader(c.db, union.id))!.subtreeSize, leader.subtreeSize + 6);
+      // Each member's rows as the one alone's: member, own invite, two queued messages (Accept before welcome).
+      const rowsOf = async (memberId: string) => {
+        const m = await c.db.selectFrom("members").select(["state", "role", "sponsor_id", "subtree_size", "invite_id", "union_id"]).where("id", "=", memberId).executeTakeFirstOrThrow();
+        const invites = await c.db.selectFrom("invites").select(["max_uses", "uses", "welcome", "expires_at", "revoked_at", "union_id"]).where("created_by", "=", memberId).execute();
+        const mq = await c.db.selectFrom("fedify_mq").select(["id", "queue", "ordering_key", "attempts", "message"]).where("message", "like", `%${memberId}%`).orderBy("id").execute();
+        return { m, invites, mq: mq.map((r) => ({ queue: r.queue, attempts: r.attempts, kind: String(r.message).match(/"kind":"([^"]+)"|"type":"([^"]+)"/)?.[0] ?? null, key: r.ordering_key === null ? null : "keyed" })) };
+      };
+      const expected = await rowsOf(alone.member.id);
+      assert.equal(expected.invites.length, 1);
+      assert.ok(expected.mq.length >= 1, "its messages queued");
+      for (const r of results) {
+        assert.equal(r.outcome, "accepted");
+        assert.deepEqual(await rowsOf(r.member.id), expected, r.member.handle ?? "");
+      }
+      const invites = await c.db.selectFrom("invites").select(sql<number>`count(distinct code)`.as("n")).where("union_id", "=", union.id).where("welcome", "=", 1).executeTakeFirstOrThrow();
+      assert.ok(Number(invites.n) >= 7, "every invite its own code");
     });
   });
 
@@ -177,5 +216,39 @@ describe("a union's joins in one transaction with shared round trips, on postgre
         await other.close();
       }
     });
+  });
+});
+
+describe("mergeWrites (a group's writes as fewer statements)", () => {
+  const d = (text: string, ...values: unknown[]) => new Deferred({ text, values, name: "n" });
+  const INS = `insert into "members" ("id", "union_id") values ($1, $2)`;
+  const MQ = `insert into "fedify_mq" ("queue", "message") values ($1, $2), ($3, $4) returning pg_notify($5, $6) as "notified"`;
+  const GAIN = `update "members" set "subtree_size" = "subtree_size" + $1 where "id" = $2`;
+  const CHAIN = `with recursive chain as (select 1) update "members" set "subtree_size" = "subtree_size" + $1 where "id" = $2 or false`;
+
+  it("one INSERT per text (rows in order, outside parameters once), one sponsor update per row adding the sum, the rest in place", async () => {
+    const w = [d(INS, "m1", "u"), d(GAIN, 1, "lead"), d(MQ, "q", "a1", "q", "w1", "ch", "0"),
+      d(INS, "m2", "u"), d(CHAIN, 1, "s"), d(GAIN, 1, "lead"), d(MQ, "q", "a2", "q", "w2", "ch", "0"),
+      d(INS, "m3", "u"), d(GAIN, 1, "other"), d(MQ, "q", "a3", "q", "w3", "ch", "9")];
+    const out = mergeWrites(w);
+    assert.deepEqual(out.map((o) => [o.statement.text, o.statement.values]), [
+      [`insert into "members" ("id", "union_id") values ($1, $2), ($3, $4)`, ["m1", "u", "m2", "u"]],
+      // Runs of 2^k statements (3: 2 + 1), so few texts are prepared.
+      [INS, ["m3", "u"]],
+      [GAIN, [2, "lead"]],
+      [`insert into "fedify_mq" ("queue", "message") values ($1, $2), ($3, $4), ($5, $6), ($7, $8) returning pg_notify($9, $10) as "notified"`, ["q", "a1", "q", "w1", "q", "a2", "q", "w2", "ch", "0"]],
+      [CHAIN, [1, "s"]],
+      [GAIN, [1, "other"]],
+      // Another notification: not merged with those of another.
+      [MQ, ["q", "a3", "q", "w3", "ch", "9"]],
+    ]);
+    // Each join's statement settles with the statement it was merged into.
+    const r = { rows: [] };
+    for (const o of out) o.resolve(r as never);
+    assert.deepEqual(await Promise.all(w.map((x) => x.result)), w.map(() => r));
+    const failed = mergeWrites([d(INS, "a", "u"), d(INS, "b", "u")]);
+    const boom = new Error("duplicate");
+    failed[0]!.reject(boom);
+    await assert.rejects(failed[0]!.result, boom);
   });
 });
