@@ -200,8 +200,8 @@ export function compactKey(key: string): string {
 }
 
 /** The done key as the database stores it: compact on PostgreSQL, the text itself on SQLite. */
-export function storedKey(db: Kysely<any>, key: string): string {
-  return db.getExecutor().adapter instanceof PostgresAdapter ? compactKey(key) : key;
+export function storedKey(db: Kysely<DB>, key: string): string {
+  return isPostgres(db) ? compactKey(key) : key;
 }
 
 /**
@@ -694,7 +694,7 @@ export class KyselyMessageQueue implements MessageQueue {
   }
 
   #storedKey(key: string | null): string | null {
-    return key === null || this.#database.dialect !== "postgres" ? key : compactKey(key);
+    return key === null ? null : storedKey(this.#database.db, key);
   }
 
   /** Adds a new row for `message` to `into`, available after the options' delay. */
