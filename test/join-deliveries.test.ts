@@ -6,6 +6,7 @@ import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+import { createQueueLanes } from "../federation/queue-lanes.ts";
 
 /*
  * A join's Accept and welcome are ONE queue message (direct-send.ts,
@@ -82,6 +83,42 @@ for (const d of dialects) {
       await drained();
       assert.equal(to("cy", "Accept").length, 1, "the Accept sent once: not again with the welcome's retries");
       assert.equal(new Set(to("cy", "Create").map((h) => h.id)).size, 1, "every try of the welcome with the same activity id");
+    });
+  });
+
+  describe(`two Musters' lanes in one process, on ${d.name}`, { skip: d.skip }, () => {
+    it("keep apart the parts each sent: a message one left half sent is sent whole by the other, as by another process", async (t) => {
+      const tdb = await d.create();
+      // As two Musters on one database: each its own connection and lanes (and so its own sent parts).
+      const databases = [tdb.open(), tdb.open()];
+      // Slow retries: the first lanes are stopped before the message is due again.
+      const [first, second] = databases.map((database) => createQueueLanes(database, { pollIntervalMs: 20, handlerTimeoutMs: 5000, leaseMs: 3000, retryBaseDelayMs: 1000, retryMaxDelayMs: 1000, concurrency: 2 }));
+      t.after(async () => {
+        await Promise.all([first!.close(), second!.close()]);
+        for (const database of databases) await database.close();
+        await tdb.destroy();
+      });
+      const inbox = "https://peer.example/users/ana/inbox";
+      const part = (activityId: string) => ({ id: activityId, activity: {}, activityId, activityType: "https://www.w3.org/ns/activitystreams#Create" });
+      await first!.lanes.outbox.enqueue({ type: "outbox", inbox, keys: [], headers: {}, ...part("accept"), musterThen: [part("welcome")] });
+      const handled: string[] = [];
+      const stopFirst = new AbortController();
+      // The first sends the Accept; its welcome fails, so the message is retried.
+      const firstListening = first!.fedify.outbox.listen(async (m: { activityId: string }) => {
+        handled.push(`first:${m.activityId}`);
+        if (m.activityId === "welcome") throw new Error("refused");
+      }, { signal: stopFirst.signal });
+      await eventually(async () => handled.includes("first:welcome"), "the first's try");
+      stopFirst.abort();
+      await firstListening;
+      const stopSecond = new AbortController();
+      const secondListening = second!.fedify.outbox.listen(async (m: { activityId: string }) => {
+        handled.push(`second:${m.activityId}`);
+      }, { signal: stopSecond.signal });
+      await eventually(async () => handled.includes("second:welcome"), "the second's try");
+      stopSecond.abort();
+      await secondListening;
+      assert.deepEqual(handled, ["first:accept", "first:welcome", "second:accept", "second:welcome"], "the second knows nothing of what the first sent");
     });
   });
 }
