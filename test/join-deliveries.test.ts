@@ -2,9 +2,10 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createUnion, type Union } from "../src/unions/unions.ts";
-import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import type { CountingPeer } from "./helpers/counting-peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import { type HeldQueue, startHeldQueue } from "./helpers/held-queue.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 import { createQueueLanes } from "../federation/queue-lanes.ts";
 
@@ -18,28 +19,21 @@ import { createQueueLanes } from "../federation/queue-lanes.ts";
  */
 for (const d of dialects) {
   describe(`a join's Accept and welcome in one queue message, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    let world: HeldQueue;
     let m: TestMuster;
     let peer: CountingPeer;
     let union: Union;
-    const worker = new AbortController();
-    let running: Promise<void> | undefined;
     const db = () => m.muster.database.db;
     const to = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type);
     const drained = () => eventually(async () => (await db().selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain", 30_000);
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(["ana", "ben", "cy", "dee", "eve"]);
+      world = await startHeldQueue(d, ["ana", "ben", "cy", "dee", "eve"]);
+      ({ m, peer } = world);
       union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
     });
     after(async () => {
-      worker.abort();
-      await running;
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await world?.stop();
     });
 
     it("queues one message a join, and sends its Accept then its welcome, once each, also after a worker died holding one", async () => {
@@ -56,7 +50,7 @@ for (const d of dialects) {
       // eve is no longer a member when hers would be sent: neither goes out (the gate at sending time).
       await db().updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("eve").href).execute();
 
-      running = m.muster.runQueue(worker.signal);
+      world.runQueue();
       await eventually(async () => ["ana", "ben", "dee"].every((n) => to(n, "Accept").length === 1 && to(n, "Create").length === 1), "the members' Accept and welcome");
       await drained();
       for (const [i, name] of ["ana", "ben", "dee"].entries()) {
