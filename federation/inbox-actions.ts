@@ -12,7 +12,7 @@ import { processOnce } from "./inbox-record.ts";
 import { recordRelayedResponse, withdrawRelayedResponse } from "../src/relationships/tallies.ts";
 import { isActivePeer, onPeerPost } from "./relationships.ts";
 import { isPermanentFetchFailure } from "./fetch-failure.ts";
-import { unionsOfActor } from "../src/members/membership.ts";
+import { membershipsOfActor } from "../src/members/membership.ts";
 import { recordPartnerResponse, withdrawPartnerResponse } from "../src/relationships/partner-counted.ts";
 import { partnerVouching } from "./partner-membership.ts";
 
@@ -46,8 +46,10 @@ async function recipientUnionId(deps: ActionInboxDeps, ctx: InboxContext<void>):
  * sends the response to the author, us). Asked outside processOnce, so no
  * claim is held across the partners' answers, and not for a repeat.
  */
-async function vouchedBy(deps: ActionInboxDeps, ctx: InboxContext<void>, target: { union: Union } | undefined, activity: { id: URL | null; actorId: URL | null }): Promise<string | undefined> {
+async function vouchedBy(deps: ActionInboxDeps, ctx: InboxContext<void>, target: { union: Union } | undefined, activity: { id: URL | null; actorId: URL | null }, activeMemberOf?: readonly string[]): Promise<string | undefined> {
   if (!target || !activity.id || !activity.actorId) return undefined;
+  // Already read as an active member of the call's union (onCreate): partners are never asked, repeat or not.
+  if (activeMemberOf?.includes(target.union.id)) return undefined;
   if (await deps.db.selectFrom("inbox_activities").select("id").where("id", "=", activity.id.href).executeTakeFirst()) return undefined;
   const member = await deps.db.selectFrom("members").select("id").where("union_id", "=", target.union.id).where("actor_id", "=", activity.actorId.href).where("state", "=", "active").executeTakeFirst();
   if (member) return undefined;
@@ -83,7 +85,8 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
   // costs no fetch and no reading of its HTML.
   // (and for unions whose calls this one relays: allies, parents).
   // A stranger's reply may still come from a partner's member, answering a call the partner relayed.
-  const stranger = !create.actorId || ((await unionsOfActor(deps.db, create.actorId.href)).length === 0 && !(await isActivePeer(deps.db, create.actorId.href)));
+  const memberships = create.actorId ? await membershipsOfActor(deps.db, create.actorId.href) : [];
+  const stranger = !create.actorId || (memberships.length === 0 && !(await isActivePeer(deps.db, create.actorId.href)));
   if (!create.actorId || (stranger && !(await anyPartnerRelays(deps.db)))) {
     await processOnce(record(deps, ctx), create, await recipientUnionId(deps, ctx));
     return;
@@ -117,14 +120,14 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
     return;
   }
   if (!reply && await onPeerPost(deps, ctx, create, note.id)) return;
-  const via = await vouchedBy(deps, ctx, reply, create);
+  const via = await vouchedBy(deps, ctx, reply, create, memberships.filter((m) => m.state === "active").map((m) => m.unionId));
   await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (reply && via) {
       await recordPartnerResponse(deps, reply.union.id, reply.actionId, via, create.actorId!.href, { id: note.id!.href, replyHtml: String(note.content ?? "") });
       return;
     }
     if (reply) {
-      await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""));
+      await recordReply(deps, reply.union.id, reply.actionId, create.actorId!.href, note.id!.href, String(note.content ?? ""), reply.union);
       return;
     }
     if (note.replyTargetId && await recordRelayedResponse(deps, note.replyTargetId.href, create.actorId!.href, { id: note.id!.href, replyHtml: String(note.content ?? "") }) > 0) return;

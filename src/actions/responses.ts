@@ -4,7 +4,7 @@ import type { DB } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 import { htmlToText } from "../html-text.ts";
 import { countMembers } from "../members/members.ts";
-import { getUnionById } from "../unions/unions.ts";
+import { getUnionById, type Union } from "../unions/unions.ts";
 import { type Action, type ActionDeps, getAction, toAction } from "./actions.ts";
 
 export type ResponseKind = "commit" | "done" | "comment" | "boost";
@@ -54,12 +54,6 @@ export function isCommitment(text: string, words: readonly string[]): boolean {
   });
 }
 
-async function activeMemberId(db: Kysely<DB>, unionId: string, actorId: string): Promise<string | undefined> {
-  const m = await db.selectFrom("members").select("id").where("union_id", "=", unionId).where("actor_id", "=", actorId)
-    .where("state", "=", "active").executeTakeFirst();
-  return m?.id;
-}
-
 /**
  * Records one response. Non-members are not counted (undefined is
  * returned); the same source activity twice records once.
@@ -98,6 +92,20 @@ export async function insertResponse(trx: Kysely<DB>, deps: Pick<ActionDeps, "ou
   return inserted;
 }
 
+/**
+ * The published call and the actor's active membership of its union, in one
+ * statement (a read each before): undefined when either is missing.
+ */
+async function respondableBy(db: Kysely<DB>, unionId: string, actionId: string, actorId: string): Promise<{ action: Action; memberId: string } | undefined> {
+  const r = await db.selectFrom("actions").selectAll("actions")
+    .select((eb) => eb.selectFrom("members").select("members.id").where("members.union_id", "=", unionId).where("members.actor_id", "=", actorId)
+      .where("members.state", "=", "active").limit(1).as("responder_member_id"))
+    .where("actions.union_id", "=", unionId).where("actions.id", "=", actionId).where("actions.state", "=", "published").executeTakeFirst();
+  if (!r?.responder_member_id) return undefined;
+  const { responder_member_id: memberId, ...row } = r;
+  return { action: toAction(row), memberId };
+}
+
 async function respondable(db: Kysely<DB>, unionId: string, actionId: string): Promise<Action | undefined> {
   const a = await getAction(db, unionId, actionId);
   return a?.state === "published" ? a : undefined;
@@ -105,26 +113,36 @@ async function respondable(db: Kysely<DB>, unionId: string, actionId: string): P
 
 /** A Like of the call-to-action: the member commits. */
 export async function recordLike(deps: ActionDeps, unionId: string, actionId: string, actorId: string, likeId: string): Promise<boolean> {
-  const action = await respondable(deps.db, unionId, actionId);
-  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
-  return !!(action && memberId) && record(deps, action, memberId, "commit", "like", likeId, null);
+  const r = await respondableBy(deps.db, unionId, actionId, actorId);
+  return !!r && record(deps, r.action, r.memberId, "commit", "like", likeId, null);
 }
 
 /** A boost: amplification, counted apart from commitments. */
 export async function recordBoost(deps: ActionDeps, unionId: string, actionId: string, actorId: string, announceId: string): Promise<boolean> {
-  const action = await respondable(deps.db, unionId, actionId);
-  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
-  return !!(action && memberId) && record(deps, action, memberId, "boost", "announce", announceId, null);
+  const r = await respondableBy(deps.db, unionId, actionId, actorId);
+  return !!r && record(deps, r.action, r.memberId, "boost", "announce", announceId, null);
 }
 
 /** A reply: always kept as a comment for officers; a commitment too when it says so. */
-export async function recordReply(deps: ActionDeps, unionId: string, actionId: string, actorId: string, noteId: string, html: string): Promise<{ comment: boolean; commit: boolean }> {
-  const action = await respondable(deps.db, unionId, actionId);
-  const memberId = action && await activeMemberId(deps.db, unionId, actorId);
-  if (!action || !memberId) return { comment: false, commit: false };
-  const union = (await getUnionById(deps.db, unionId))!;
-  const comment = await record(deps, action, memberId, "comment", "reply", noteId, html.slice(0, 20_000));
-  const commit = isCommitment(html, union.commitmentWords) && await record(deps, action, memberId, "commit", "reply", noteId, null);
+export async function recordReply(deps: ActionDeps, unionId: string, actionId: string, actorId: string, noteId: string, html: string, union?: Pick<Union, "id" | "commitmentWords">): Promise<{ comment: boolean; commit: boolean }> {
+  const r = await respondableBy(deps.db, unionId, actionId, actorId);
+  if (!r) return { comment: false, commit: false };
+  const { action, memberId } = r;
+  // The caller may already hold the union (the inbox read it to find the call).
+  const words = (union?.id === unionId ? union : (await getUnionById(deps.db, unionId))!).commitmentWords;
+  const pledges = isCommitment(html, words);
+  // The comment and the commitment in one transaction, the call's row written
+  // once (settleCommitters): a reply through a worker beside a fan-out paid a
+  // wait for the CPU on each round trip of a second transaction.
+  const [comment, commit] = await deps.db.transaction().execute(async (trx) => {
+    const c = await insertResponse(trx, deps, action, memberId, "comment", "reply", noteId, html.slice(0, 20_000));
+    const k = pledges && await insertResponse(trx, deps, action, memberId, "commit", "reply", noteId, null);
+    await settleCommitters(deps, trx);
+    return [c, k] as const;
+  });
+  // After the commit, in the order the two used to commit, each only when new.
+  if (comment) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind: "comment" });
+  if (commit) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind: "commit" });
   return { comment, commit };
 }
 

@@ -341,6 +341,12 @@ export async function unionsOfActor(db: Kysely<DB>, actorId: string): Promise<st
   return rows.map((r) => r.union_id);
 }
 
+/** As unionsOfActor, with each membership's state (active or pending): one read answers both "a member anywhere?" and "active in this union?". */
+export async function membershipsOfActor(db: Kysely<DB>, actorId: string): Promise<{ unionId: string; state: "active" | "pending" }[]> {
+  const rows = await db.selectFrom("members").select(["union_id", "state"]).where("actor_id", "=", actorId).where("state", "in", ["active", "pending"]).execute();
+  return rows.map((r) => ({ unionId: r.union_id, state: r.state as "active" | "pending" }));
+}
+
 /**
  * An officer removes a member (or, with `expel`, bars them from rejoining by a
  * plain Follow). Their server is told with a Reject(Follow), so it unfollows.
