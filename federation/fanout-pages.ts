@@ -293,8 +293,8 @@ function safeOrigin(url: string): string {
  */
 async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<Target[]> {
   if (targets.length === 0) return [];
-  const keyOf = (t: Target) => storedKey(db, `${activityId} ${t.inbox} 0`);
-  const keys = [...new Set(targets.map(keyOf))];
+  const keyed = targets.map((t) => storedKey(db, `${activityId} ${t.inbox} 0`));
+  const keys = [...new Set(keyed)];
   const seen = new Set<string>();
   for (let i = 0; i < keys.length; i += 500) {
     const chunk = keys.slice(i, i + 500);
@@ -303,5 +303,5 @@ async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonl
       .execute();
     for (const r of rows) if (r.dedupe_key !== null) seen.add(r.dedupe_key);
   }
-  return targets.filter((t) => !seen.has(keyOf(t)));
+  return targets.filter((_, i) => !seen.has(keyed[i]!));
 }
