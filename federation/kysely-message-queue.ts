@@ -630,6 +630,7 @@ export class KyselyMessageQueue implements MessageQueue {
   #handlerSlots: number;
   readonly #slotWaiters: (() => void)[] = [];
   #claims = 0;
+  #settledHere = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Handled messages waiting for #flushCompletions. */
@@ -929,6 +930,15 @@ export class KyselyMessageQueue implements MessageQueue {
     const r = await this.#database.db.deleteFrom("fedify_mq_done").where("done_at", "<", now - DONE_RETENTION_MS).executeTakeFirst();
     await prunePayloads(this.#database.db, now);
     return Number(r.numDeletedRows);
+  }
+
+  /**
+   * Messages of this lane that this queue object has settled (handled and
+   * deleted) since it was made: a fan-out page waiting for room reads it
+   * between counts of the backlog (fanout-pages.ts, waitForRoom).
+   */
+  get settledHere(): number {
+    return this.#settledHere;
   }
 
   /**
@@ -1418,6 +1428,7 @@ export class KyselyMessageQueue implements MessageQueue {
         for (const claimed of lost) {
           log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
         }
+        this.#settledHere += batch.length - lost.length;
         for (const c of batch) c.resolve();
       } catch (error) {
         for (const c of batch) c.reject(error);
