@@ -1,6 +1,6 @@
 import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
-import { CompiledQuery, type Kysely, sql } from "kysely";
+import { type Kysely, type QueryCreator, sql } from "kysely";
 import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, withRemoteActorUpsert } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
 import { canonicalHttpUrl } from "./canonical-url.ts";
@@ -17,7 +17,7 @@ import { claimSignature } from "./inbox-fast-verify.ts";
 import type { FastRequest } from "./inbox-request.ts";
 import { fetchFollowerPlain } from "./follower-fetch.ts";
 import { joinCommit } from "./join-commit.ts";
-import { type JoinedKeyWrite, KyselyKvStore } from "./kysely-kv-store.ts";
+import { actorRowKey, type JoinedKeyWrite, KyselyKvStore, tableKeyInsert, withKeyCleared, withRowKey } from "./kysely-kv-store.ts";
 import { readPlainActor } from "./plain-actor.ts";
 import { withoutKeeping } from "./recent-actors.ts";
 import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
@@ -281,86 +281,86 @@ async function unionIdOf(db: Kysely<DB>, slug: string): Promise<{ id: string } |
   return row;
 }
 
-const recordFollowAndActorStatement = prepared<[id: string, actor: string, unionId: string, at: number, ...actor: RemoteActorArgs], { recorded: boolean; busy: boolean; cached: boolean }>(
-  (trx, id, actor, unionId, at, ...actorRow) => withRemoteActorUpsert(trx, ...actorRow)
+type Recorded = { recorded: boolean; busy: boolean; cached: boolean };
+type Upserted = DB & { actor_updated: { id: string }; actor_inserted: { id: string } };
+
+/**
+ * The Follow's record (nothing when it already was), the check for Fedify's
+ * live claim on it and whether the actor's upsert (withRemoteActorUpsert's
+ * CTEs, in `upserted`) wrote its row, as the end of one statement.
+ */
+function recordFollowAfter(upserted: QueryCreator<Upserted>, id: string, actor: string, unionId: string, at: number) {
+  return upserted
     .with("rec", (db) => db.insertInto("inbox_activities").values({ id, type: "Follow", actor, union_id: unionId, received_at: at }).onConflict((oc) => oc.column("id").doNothing()).returning("id"))
     .selectNoFrom((eb) => [
       eb.exists(eb.selectFrom("rec").select("id")).as("recorded"),
       eb.exists(eb.selectFrom("inbox_claims").select("id").where("id", "=", id).where("claimed_until", ">=", at)).as("busy"),
       eb.or([eb.exists(eb.selectFrom("actor_updated").select("id")), eb.exists(eb.selectFrom("actor_inserted").select("id"))]).as("cached"),
-    ]));
+    ]);
+}
 
-type ActorRowKey = JoinedKeyWrite;
-type Recorded = { recorded: boolean; busy: boolean; cached: boolean };
+type FollowArgs = [id: string, actor: string, unionId: string, at: number];
+type KeyArgs = [encoded: string, storedKeyId: string, key: Uint8Array, form: number, expiresAt: number];
+
+const recordFollowAndActorStatement = prepared<[...FollowArgs, ...RemoteActorArgs], Recorded>(
+  (trx, id, actor, unionId, at, ...actorRow) => recordFollowAfter(withRemoteActorUpsert(trx, actorRow), id, actor, unionId, at));
 
 /**
  * recordFollowAndActorStatement with the follower's key written by the
  * actor's upsert (PostgreSQL, migration 0075: the key of "<actor>#main-key"
  * owned by the actor lives in its remote_actors row), as the KV store's
  * writePublicKey would have written it in a second statement after it: out
- * of fedify_kv and fedify_public_keys (gone, old), into the row. The upsert
- * replaces a stored row only when fetched no later (its fetched_at guard);
- * when it leaves the row, `held` still puts the key in it, as the key's own
- * write did. `held` and the upsert never touch the same row (held only when
- * neither actor_updated nor actor_inserted returned a row; the upsert is
- * two CTEs because 0084's exclusion constraint cannot arbitrate ON CONFLICT
- * DO UPDATE, as withRemoteActorUpsert). The insert's key is set, so 0075's insert trigger
- * (which takes a waiting key in) does not run: `old` deletes that key.
- * Before, the key's write updated the row the upsert had just inserted: a
- * second version of it every join, and one statement more.
+ * of fedify_kv and fedify_public_keys (withKeyCleared), into the row. The
+ * upsert replaces a stored row only when fetched no later (its fetched_at
+ * guard); when it leaves the row, `held` still puts the key in it, as the
+ * key's own write did. `held` and the upsert never touch the same row (held
+ * only when neither actor_updated nor actor_inserted returned a row; the
+ * upsert is two CTEs because 0084's exclusion constraint cannot arbitrate ON
+ * CONFLICT DO UPDATE, as withRemoteActorUpsert). The insert's key is set, so
+ * 0075's insert trigger (which takes a waiting key in) does not run: `old`
+ * deletes that key. Before, the key's write updated the row the upsert had
+ * just inserted: a second version of it every join, and one statement more.
  */
-const RECORD_FOLLOW_ACTOR_AND_KEY = `with "rec" as (insert into "inbox_activities" ("id", "type", "actor", "union_id", "received_at") values ($1, $2, $3, $4, $5) on conflict ("id") do nothing returning "id"),
-  gone as (delete from fedify_kv where key = $13),
-  old as (delete from fedify_public_keys where key_id = $14),
-  "actor_updated" as (update "remote_actors" set "type" = $7, "handle" = $8::text, "name" = $9::text, "inbox" = $10::text, "shared_inbox" = $11::text, "fetched_at" = $12::bigint,
-      key = $15::bytea, key_form = $16::smallint, key_expires_at = $17::bigint
-    where "id" = $6 and "fetched_at" <= $12::bigint returning "id"),
-  "actor_inserted" as (insert into "remote_actors" ("id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at", key, key_form, key_expires_at)
-    select $6, $7, $8::text, $9::text, $10::text, $11::text, $12::bigint, $15::bytea, $16::smallint, $17::bigint
-    where not exists (select 1 from "remote_actors" where "id" = $6) on conflict do nothing returning "id"),
-  held as (update remote_actors set key = $15::bytea, key_form = $16::smallint, key_expires_at = $17::bigint
-    where id = $6 and not exists (select 1 from "actor_updated") and not exists (select 1 from "actor_inserted") returning 1)
-select exists (select "id" from "rec") as "recorded", exists (select "id" from "inbox_claims" where "id" = $1 and "claimed_until" >= $5) as "busy",
-  (exists (select "id" from "actor_updated") or exists (select "id" from "actor_inserted")) as "cached"`;
+const recordFollowActorAndRowKey = prepared<[...FollowArgs, ...KeyArgs, ...RemoteActorArgs], Recorded>(
+  (trx, id, actor, unionId, at, encoded, stored, key, form, expiresAt, ...actorRow) => {
+    const upserted = withKeyCleared(withRemoteActorUpsert(trx, actorRow, actorRowKey(key, form, expiresAt)), encoded, stored);
+    const held = withRowKey(upserted, actorRow[0], key, form, expiresAt, sql<boolean>`not exists (select 1 from "actor_updated") and not exists (select 1 from "actor_inserted")`);
+    return recordFollowAfter(held, id, actor, unionId, at);
+  });
 
 /**
  * recordFollowAndActorStatement with the follower's key written to
  * fedify_public_keys in the same statement, as writePublicKey writes a key
  * no actor's row holds (a key id that is not "https://…#main-key"): out of
- * fedify_kv, the old row deleted and the new one inserted (the insert reads
- * `old` first, so the delete has happened when the key id's exclusion
- * constraint is checked; a concurrent writer's row wins, as there). Before,
- * a statement of its own sent after it.
+ * fedify_kv, the old row deleted and the new one inserted (tableKeyInsert).
+ * Before, a statement of its own sent after it.
  */
-const RECORD_FOLLOW_ACTOR_AND_TABLE_KEY = `with "rec" as (insert into "inbox_activities" ("id", "type", "actor", "union_id", "received_at") values ($1, $2, $3, $4, $5) on conflict ("id") do nothing returning "id"),
-  "actor_updated" as (update "remote_actors" set "type" = $7, "handle" = $8::text, "name" = $9::text, "inbox" = $10::text, "shared_inbox" = $11::text, "fetched_at" = $12::bigint
-    where "id" = $6 and "fetched_at" <= $12::bigint returning "id"),
-  "actor_inserted" as (insert into "remote_actors" ("id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at")
-    select $6, $7, $8::text, $9::text, $10::text, $11::text, $12::bigint
-    where not exists (select 1 from "remote_actors" where "id" = $6) on conflict do nothing returning "id"),
-  gone as (delete from fedify_kv where key = $13),
-  old as (delete from fedify_public_keys where key_id = $14 returning 1),
-  ins as (insert into fedify_public_keys (key_id, owner, key, form, expires_at)
-    select $14, $18::text, $15::bytea, $16::smallint, $17::bigint where (select count(*) from old) >= 0 on conflict do nothing)
-select exists (select "id" from "rec") as "recorded", exists (select "id" from "inbox_claims" where "id" = $1 and "claimed_until" >= $5) as "busy",
-  (exists (select "id" from "actor_updated") or exists (select "id" from "actor_inserted")) as "cached"`;
+const recordFollowActorAndTableKey = prepared<[...FollowArgs, ...KeyArgs, owner: string | null, ...RemoteActorArgs], Recorded>(
+  (trx, id, actor, unionId, at, encoded, stored, key, form, expiresAt, owner, ...actorRow) => {
+    const cleared = withKeyCleared(withRemoteActorUpsert(trx, actorRow), encoded, stored);
+    return recordFollowAfter(cleared.with("ins", (db) => tableKeyInsert(db, stored, owner, key, form, expiresAt)), id, actor, unionId, at);
+  });
+
+type ActorRowKey = JoinedKeyWrite;
 
 /**
  * The Follow's record (as processOnce records a processed activity; nothing
  * when it already was), the check for Fedify's live claim on it and
- * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs). The upsert runs even for a repeat or a
- * busy id, whose join is then rolled back with it.
+ * upsertRemoteActor as one PostgreSQL statement (data-modifying CTEs), with
+ * the follower's key when `rowKey` says how. The upsert runs even for a
+ * repeat or a busy id, whose join is then rolled back with it.
  */
 export async function recordFollowAndActor(trx: Kysely<DB>, id: string, actor: string, unionId: string, at: number, cached: CachedActor, rowKey?: ActorRowKey): Promise<{ readonly answer: Promise<{ recorded: boolean; busy: boolean }> }> {
   if (!isRemoteActorType(cached.type)) throw new TypeError(`Not an actor type: ${String(cached.type)}`);
   const r = remoteActorRow(cached);
+  const actorRow: RemoteActorArgs = [r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at];
   // Built and compiled once (src/db/prepared.ts): Kysely building it per join was a tenth of the web process's CPU.
-  // Named: parsed once per connection.
+  // Named (sendWithNext): parsed once per connection.
   const query = rowKey === undefined
-    ? recordFollowAndActorStatement.compiled(trx, id, actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at)
+    ? recordFollowAndActorStatement.compiled(trx, id, actor, unionId, at, ...actorRow)
     : rowKey.actorRow
-    ? CompiledQuery.raw(RECORD_FOLLOW_ACTOR_AND_KEY, [id, "Follow", actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt]) as CompiledQuery<Recorded>
-    : CompiledQuery.raw(RECORD_FOLLOW_ACTOR_AND_TABLE_KEY, [id, "Follow", actor, unionId, at, r.id, r.type, r.handle, r.name, r.inbox, r.shared_inbox, r.fetched_at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt, rowKey.owner]) as CompiledQuery<Recorded>;
+    ? recordFollowActorAndRowKey.compiled(trx, id, actor, unionId, at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt, ...actorRow)
+    : recordFollowActorAndTableKey.compiled(trx, id, actor, unionId, at, rowKey.encoded, rowKey.storedKeyId, rowKey.key, rowKey.form, rowKey.expiresAt, rowKey.owner, ...actorRow);
   // Sent with the transaction's next statement (the union's lock): its answer once that ran.
   const { result } = await sendWithNext(trx, query);
   const answer = result.then(({ rows }) => ({ recorded: Boolean(rows[0]!.recorded), busy: Boolean(rows[0]!.busy) }));

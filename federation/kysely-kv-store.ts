@@ -2,7 +2,8 @@ import { sendWithNext } from "../src/db/pipeline.ts";
 import { randomInt } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { KvKey, KvStore, KvStoreListEntry } from "@fedify/fedify";
-import { type Expression, type Kysely, PostgresAdapter, sql } from "kysely";
+import { type Expression, type Kysely, PostgresAdapter, type QueryCreator, type RawBuilder, sql } from "kysely";
+import type { ExtraActorColumns } from "../src/actors/remote-actors.ts";
 import type { DB } from "../src/db/schema.ts";
 import { type CompactKey, compactKey, jsonText, keyIdOf, keyIdOfStored, keyJson, storedKeyId } from "./kv-public-keys.ts";
 import { prepared } from "../src/db/prepared.ts";
@@ -412,7 +413,7 @@ const SWEEP_SHARE = 60;
  */
 async function sweepExpiredKeys(db: Kysely<DB>, table: "remote_actors" | "fedify_public_keys", from: number, now: number): Promise<number> {
   const clear = table === "remote_actors"
-    ? sql`update remote_actors set key = null, key_form = null, key_expires_at = null where key_expires_at <= ${now}`
+    ? sql`update remote_actors set ${NO_ROW_KEY} where key_expires_at <= ${now}`
     : sql`delete from fedify_public_keys where expires_at <= ${now}`;
   const { rows } = await sql<{ next: string }>`with size as (select pg_relation_size(${table}::regclass) / current_setting('block_size')::bigint as pages),
     span as (select lo, lo + greatest(${SWEEP_PAGES}::bigint, pages / ${SWEEP_SHARE}::bigint + 1) as hi from (select case when pages = 0 then 0 else ${from}::bigint % pages end as lo, pages from size) s),
@@ -501,7 +502,7 @@ async function deletePublicKey(db: Kysely<DB>, keyId: string): Promise<void> {
     return;
   }
   await sql`with gone as (delete from fedify_public_keys where key_id = ${storedKeyId(keyId)})
-    update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key is not null`.execute(db);
+    update remote_actors set ${NO_ROW_KEY} where id = ${actor} and key is not null`.execute(db);
 }
 
 /** An expired key out of both places (a fresher one written meanwhile stays). */
@@ -512,7 +513,7 @@ async function deleteExpiredKey(db: Kysely<DB>, keyId: string, now: number): Pro
     return;
   }
   await sql`with gone as (delete from fedify_public_keys where key_id = ${storedKeyId(keyId)} and expires_at <= ${now})
-    update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key_expires_at <= ${now}`.execute(db);
+    update remote_actors set ${NO_ROW_KEY} where id = ${actor} and key_expires_at <= ${now}`.execute(db);
 }
 
 /** The actor whose remote_actors row may hold `keyId` on this database: on PostgreSQL, actorOfKey; SQLite keeps every key in fedify_public_keys. */
@@ -542,46 +543,89 @@ const upsertPublicKey = prepared<[keyId: string, owner: string | null, key: Uint
 const deleteKv = prepared<[key: string], never>((db, key) => db.deleteFrom("fedify_kv").where("key", "=", key));
 
 /**
+ * The parts of writePublicKey's PostgreSQL statement, each written here
+ * once: writePublicKey puts them together, and the follow's fast path puts
+ * them into its own statement (JoinedKeyWrite: the actor, its key and the
+ * Follow's record in one).
+ *
+ * `gone` takes the key id's value out of fedify_kv (a value cached there
+ * before, or a cached null) and `old` its row out of fedify_public_keys;
+ * `old` returns a row for each it deleted, so an insert that reads it
+ * (tableKeyInsert) runs after the delete.
+ */
+export function withKeyCleared<D>(qc: QueryCreator<D>, encoded: string, stored: string) {
+  return qc
+    .with("gone", () => sql`(delete from fedify_kv where key = ${encoded})`)
+    .with("old", () => sql`(delete from fedify_public_keys where key_id = ${stored} returning 1)`);
+}
+
+/**
+ * The key's row into fedify_public_keys after withKeyCleared's `old`, where
+ * `only` holds too. On PostgreSQL a key id is unique by an exclusion
+ * constraint over a hash index (migration 0067: a 4-byte hash per key
+ * instead of the key id again in a btree), which ON CONFLICT DO UPDATE
+ * cannot take as its arbiter. So the old row is deleted (`old`) and the new
+ * one inserted in the same statement: the insert reads `old` first, so the
+ * delete has happened when it checks the constraint (a row this transaction
+ * deleted conflicts with nothing). Two writers of one key at once: the
+ * second's insert finds the first's row and does nothing (both wrote a key
+ * just fetched; the cache keeps one).
+ */
+export function tableKeyInsert(qc: QueryCreator<DB>, stored: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number, only?: RawBuilder<boolean>) {
+  return qc.insertInto("fedify_public_keys").columns(["key_id", "owner", "key", "form", "expires_at"])
+    .expression(sql`select ${stored}, ${owner}::text, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where ${only === undefined ? sql`` : sql`${only} and `}(select count(*) from old) >= 0`)
+    .onConflict((oc) => oc.doNothing());
+}
+
+/** The same columns emptied: the row holds no key. */
+const NO_ROW_KEY = sql`key = null, key_form = null, key_expires_at = null`;
+
+/** The columns of a remote_actors row that hold its actor's key (migration 0075), set to this key. */
+export function actorRowKey(key: Uint8Array, form: number, expiresAt: number): ExtraActorColumns {
+  return { key: sql`${key}::bytea`, key_form: sql`${form}::smallint`, key_expires_at: sql`${expiresAt}::bigint` };
+}
+
+/** `held`: the key into `actor`'s row, where `only` holds too; a row for the row it wrote. */
+export function withRowKey<D>(qc: QueryCreator<D>, actor: string, key: Uint8Array, form: number, expiresAt: number, only?: RawBuilder<boolean>) {
+  const set = sql.join(Object.entries(actorRowKey(key, form, expiresAt)).map(([column, value]) => sql`${sql.ref(column)} = ${value}`));
+  return qc.with("held", () => sql`(update remote_actors set ${set} where id = ${actor}${only === undefined ? sql`` : sql` and ${only}`} returning 1)`);
+}
+
+/**
+ * PostgreSQL, migration 0075: a key its actor owns goes into the actor's row
+ * when there is one (else into fedify_public_keys, which the row's insert
+ * empties); a key owned by another is taken out of the row. Compiled once
+ * each (src/db/prepared.ts).
+ */
+const writeTableKey = prepared<[encoded: string, stored: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>(
+  (db, encoded, stored, owner, key, form, expiresAt) => tableKeyInsert(withKeyCleared(db, encoded, stored), stored, owner, key, form, expiresAt));
+const writeOwnKey = prepared<[encoded: string, stored: string, actor: string, key: Uint8Array, form: number, expiresAt: number], never>(
+  (db, encoded, stored, actor, key, form, expiresAt) =>
+    tableKeyInsert(withRowKey(withKeyCleared(db, encoded, stored), actor, key, form, expiresAt), stored, null, key, form, expiresAt, sql<boolean>`not exists (select 1 from held)`));
+const writeOthersKey = prepared<[encoded: string, stored: string, actor: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>(
+  (db, encoded, stored, actor, owner, key, form, expiresAt) =>
+    tableKeyInsert(
+      withKeyCleared(db, encoded, stored).with("held", () => sql`(update remote_actors set ${NO_ROW_KEY} where id = ${actor} and key is not null)`),
+      stored, owner, key, form, expiresAt,
+    ));
+
+/**
  * A compact key into fedify_public_keys, and out of fedify_kv (a value cached
  * there before, or a cached null). PostgreSQL: one statement, one round trip
- * (the join's fast path writes the follower's key inside its transaction).
- *
- * On PostgreSQL a key id is unique by an exclusion constraint over a hash
- * index (migration 0067: a 4-byte hash per key instead of the key id again
- * in a btree), which ON CONFLICT DO UPDATE cannot take as its arbiter. So the
- * old row is deleted and the new one inserted in the same statement: the
- * insert reads `old` first, so the delete has happened when it checks the
- * constraint (a row this transaction deleted conflicts with nothing). Two
- * writers of one key at once: the second's insert finds the first's row and
- * does nothing (both wrote a key just fetched; the cache keeps one).
+ * (the join's fast path writes the follower's key inside its transaction),
+ * of the parts above.
  */
 async function writePublicKey(db: Kysely<DB>, keyId: string, { owner, key, form }: CompactKey, expiresAt: number, encoded: string, withNext = false): Promise<void> {
   if (db.getExecutor().adapter instanceof PostgresAdapter) {
     const stored = storedKeyId(keyId);
     const actor = actorOfKey(keyId);
-    // Migration 0075: a key its actor owns goes into the actor's row when there is one (else into
-    // fedify_public_keys, which the row's insert empties); a key owned by another is taken out of the row.
     const write = actor === undefined
-      ? sql`with gone as (delete from fedify_kv where key = ${encoded}),
-          old as (delete from fedify_public_keys where key_id = ${stored} returning 1)
-        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
-          select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
-        on conflict do nothing`
+      ? writeTableKey.compiled(db, encoded, stored, owner, key, form, expiresAt)
       : owner === null
-      ? sql`with gone as (delete from fedify_kv where key = ${encoded}),
-          old as (delete from fedify_public_keys where key_id = ${stored} returning 1),
-          held as (update remote_actors set key = ${key}::bytea, key_form = ${form}::smallint, key_expires_at = ${expiresAt}::bigint where id = ${actor} returning 1)
-        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
-          select ${stored}, null, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where not exists (select 1 from held) and (select count(*) from old) >= 0
-        on conflict do nothing`
-      : sql`with gone as (delete from fedify_kv where key = ${encoded}),
-          old as (delete from fedify_public_keys where key_id = ${stored} returning 1),
-          held as (update remote_actors set key = null, key_form = null, key_expires_at = null where id = ${actor} and key is not null)
-        insert into fedify_public_keys (key_id, owner, key, form, expires_at)
-          select ${stored}, ${owner}, ${key}::bytea, ${form}::smallint, ${expiresAt}::bigint where (select count(*) from old) >= 0
-        on conflict do nothing`;
-    if (withNext) await sendWithNext(db, write.compile(db));
-    else await write.execute(db);
+      ? writeOwnKey.compiled(db, encoded, stored, actor, key, form, expiresAt)
+      : writeOthersKey.compiled(db, encoded, stored, actor, owner, key, form, expiresAt);
+    if (withNext) await sendWithNext(db, write);
+    else await db.executeQuery(write);
     return;
   }
   await upsertPublicKey(db, storedKeyId(keyId), owner, key, form, expiresAt);

@@ -177,7 +177,7 @@ for (const d of dialects) {
       } finally {
         pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
       }
-      const keyWrites = texts.filter((x) => /insert into fedify_public_keys|update remote_actors set key/.test(x));
+      const keyWrites = texts.filter((x) => /insert into "?fedify_public_keys"?|update "?remote_actors"? set "?key"? =/.test(x));
       assert.equal(keyWrites.length, 1, `one statement writes the key: ${JSON.stringify(keyWrites.map((x) => x.slice(0, 80)))}`);
       assert.match(keyWrites[0]!, /"inbox_activities"/, "the Follow's record");
       const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("rowkey1")}#main-key`]);
@@ -208,6 +208,30 @@ for (const d of dialects) {
         assert.equal(row.handle, stored === undefined ? "" : "@kept@rowkey.example", `${name}: the newer row kept`);
         assert.deepEqual(await new KyselyKvStore(db()).get([...entry]), json, `${name}: read back as written`);
       }
+    });
+
+    it("on PostgreSQL a key no actor's row holds (not '#main-key') goes into fedify_public_keys by the Follow's own statement, replacing an older row and a fedify_kv entry", async (t) => {
+      if (d.name !== "postgres") return t.skip("that statement is PostgreSQL's");
+      const kv = new KyselyKvStore(db());
+      const ann = (await kv.get(["_fedify", "publicKey", `${actor("ann")}#main-key`])) as Record<string, unknown>;
+      const id = "https://tablekey.example/users/tk";
+      const entry = ["_fedify", "publicKey", `${id}#key-1`] as const;
+      const json = JSON.parse(JSON.stringify(ann).replaceAll(`${actor("ann")}#main-key`, `${id}#key-1`).replaceAll(actor("ann"), id)) as Record<string, unknown>;
+      // An older cached value in each place: a row of fedify_public_keys with another owner, and a fedify_kv entry.
+      await sql`insert into fedify_public_keys (key_id, owner, key, form, expires_at) values (${"btablekey.example/users/tk#key-1"}, 'https://old.example/o', '\\x01'::bytea, 0, 1)`.execute(db());
+      await sql`insert into fedify_kv (key, value, expires_at) values (${JSON.stringify(entry)}, 'null', null)`.execute(db());
+      await db().transaction().execute(async (trx) => {
+        const write = kv.joinedKeyWrite(trx, [...entry], json, id);
+        assert.equal(write?.actorRow, false);
+        const r = await recordFollowAndActor(trx, `${id}/follows/1`, id, riders.id, Date.now(), { id, type: "Person", handle: "@tk@tablekey.example", name: null, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() }, write);
+        await sql`select 1`.execute(trx);
+        assert.deepEqual(await r.answer, { recorded: true, busy: false });
+      });
+      const rows = (await sql<{ owner: string | null; expired: boolean }>`select owner, expires_at <= ${Date.now()} as expired from fedify_public_keys where key_id = ${"btablekey.example/users/tk#key-1"}`.execute(db())).rows;
+      assert.deepEqual(rows, [{ owner: null, expired: false }], "one row, the new one");
+      assert.equal((await sql<{ n: number }>`select count(*)::int as n from fedify_kv where key = ${JSON.stringify(entry)}`.execute(db())).rows[0]!.n, 0, "the fedify_kv entry is gone");
+      assert.equal((await getRemoteActor(db(), id))?.handle, "@tk@tablekey.example", "the actor's row");
+      assert.deepEqual(await new KyselyKvStore(db()).get([...entry]), json, "read back as written");
     });
 
     it("on PostgreSQL a follower whose stored row is newer than the fetch keeps that row, and still gets the key cached (an older cached entry replaced)", async (t) => {

@@ -1,4 +1,4 @@
-import { type Kysely, PostgresAdapter, type QueryCreator, type Selectable, sql } from "kysely";
+import { type Kysely, PostgresAdapter, type QueryCreator, type RawBuilder, type Selectable, sql } from "kysely";
 import type { DB, RemoteActorsTable } from "../db/schema.ts";
 import { prepared } from "../db/prepared.ts";
 
@@ -87,22 +87,34 @@ export function upsertRemoteActorQuery(db: QueryCreator<DB>, ...[id, type, handl
 }
 
 /**
+ * Columns of a remote_actors row outside the schema's type (PostgreSQL's
+ * cached key, migration 0075: federation/kysely-kv-store.ts actorRowKey),
+ * each with its value: withRemoteActorUpsert writes them with the actor.
+ */
+export type ExtraActorColumns = Readonly<Record<string, RawBuilder<unknown>>>;
+
+/**
  * PostgreSQL (migration 0084: the id is unique by an exclusion constraint
  * over a hash index, which ON CONFLICT DO UPDATE cannot take as its arbiter):
  * upsertRemoteActorQuery as two data-modifying CTEs of `qc`'s statement.
  * `actor_updated` replaces the stored row if it was fetched no later;
  * `actor_inserted` inserts the row when the statement's snapshot has none
  * (DO NOTHING if another transaction inserted it meanwhile: its copy, fetched
- * at about the same moment, stays). Each returns the id it wrote.
+ * at about the same moment, stays). Each returns the id it wrote, and both
+ * write `extra` too (the follow's fast path: the follower's key in the same
+ * statement).
  */
-export function withRemoteActorUpsert(qc: QueryCreator<DB>, ...[id, type, handle, name, inbox, shared_inbox, fetched_at]: RemoteActorArgs) {
+export function withRemoteActorUpsert(qc: QueryCreator<DB>, [id, type, handle, name, inbox, shared_inbox, fetched_at]: RemoteActorArgs, extra: ExtraActorColumns = {}) {
+  const extraNames = Object.keys(extra);
+  // The extra columns are not in the schema's type (see ExtraActorColumns): hence the casts.
   return qc
-    .with("actor_updated", (db) => db.updateTable("remote_actors").set({ type, handle, name, inbox, shared_inbox, fetched_at })
+    .with("actor_updated", (db) => db.updateTable("remote_actors").set({ type, handle, name, inbox, shared_inbox, fetched_at, ...extra } as never)
       .where("id", "=", id).where("fetched_at", "<=", fetched_at).returning("id"))
-    .with("actor_inserted", (db) => db.insertInto("remote_actors").columns(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at"])
+    .with("actor_inserted", (db) => db.insertInto("remote_actors").columns(["id", "type", "handle", "name", "inbox", "shared_inbox", "fetched_at", ...extraNames] as never)
       .expression(db.selectNoFrom((eb) => [
         eb.val(id).as("id"), eb.val(type).as("type"), sql<string | null>`${handle}::text`.as("handle"), sql<string | null>`${name}::text`.as("name"),
         sql<string | null>`${inbox}::text`.as("inbox"), sql<string | null>`${shared_inbox}::text`.as("shared_inbox"), sql<number>`${fetched_at}::bigint`.as("fetched_at"),
+        ...extraNames.map((column) => extra[column]!.as(column)),
       ]).where((eb) => eb.not(eb.exists(eb.selectFrom("remote_actors").select("id").where("id", "=", id)))))
       .onConflict((oc) => oc.doNothing())
       .returning("id"));
@@ -111,7 +123,7 @@ export function withRemoteActorUpsert(qc: QueryCreator<DB>, ...[id, type, handle
 // Compiled once (src/db/prepared.ts): every join writes its member's actor.
 const upsertStatement = prepared<RemoteActorArgs, never>((db, ...args) =>
   (db.getExecutor().adapter instanceof PostgresAdapter
-    ? withRemoteActorUpsert(db, ...args).selectNoFrom(sql<number>`1`.as("done"))
+    ? withRemoteActorUpsert(db, args).selectNoFrom(sql<number>`1`.as("done"))
     : upsertRemoteActorQuery(db, ...args)) as never);
 
 /** The columns of a cached actor (on PostgreSQL the row also holds the actor's cached key, migration 0075: not read here). */
