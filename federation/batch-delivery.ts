@@ -4,7 +4,7 @@ import type { Kysely } from "kysely";
 import { type Dispatcher, getGlobalDispatcher, request } from "undici";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
-import { deliveryParts, partsSent } from "./direct-send.ts";
+import { deliveryParts, type PartsSent } from "./direct-send.ts";
 import { type Body, bodyOf, OTHER_SPEC, signedHeaders, type Spec } from "./delivery-sign.ts";
 import type { DeliveryThreads } from "./delivery-threads.ts";
 import { currentOutgoingPolicy } from "./http-client.ts";
@@ -70,6 +70,8 @@ export interface BatchDelivererOptions {
    * false: see onThread.
    */
   readonly threadsForSharedInboxes?: boolean;
+  /** Where it notes the parts of a joined delivery it sent when the rest failed: the same as its lanes' (createQueueLanes). */
+  readonly partsSent: PartsSent;
 }
 
 const log = logger("federation", "batch-delivery");
@@ -85,6 +87,7 @@ export class BatchDeliverer {
   readonly #dispatcher: () => Dispatcher;
   readonly #threads: DeliveryThreads | undefined;
   readonly #threadShared: boolean;
+  readonly #partsSent: PartsSent;
   /** A fan-out's deliveries share one activity object: serialized once. */
   readonly #bodies = new WeakMap<object, Body>();
   /** Imported private keys by JWK object (shared by a fan-out's messages) and, for whole messages, by key id and modulus. */
@@ -103,6 +106,7 @@ export class BatchDeliverer {
     this.#dispatcher = options.dispatcher ?? getGlobalDispatcher;
     this.#threads = options.threads;
     this.#threadShared = options.threadsForSharedInboxes ?? false;
+    this.#partsSent = options.partsSent;
   }
 
   /**
@@ -135,7 +139,7 @@ export class BatchDeliverer {
       const spec: Spec = stored === '"rfc9421"' || stored === '"draft-cavage-http-signatures-12"' ? JSON.parse(stored) as Spec : this.#firstKnock;
       // A joined delivery's activities (a join's Accept, then its welcome: direct-send.ts), one after the
       // other over the same kept-alive connection; the message is sent once all of them are. The first that
-      // fails stops it: the handler's path sends it and the rest, and not the ones sent here (partsSent).
+      // fails stops it: the handler's path sends it and the rest, and not the ones sent here (PartsSent).
       const parts = deliveryParts(message);
       const sent: Delivery[] = [];
       try {
@@ -151,7 +155,7 @@ export class BatchDeliverer {
         log.debug("Delivery of {activityId} to {inbox} failed here; Fedify retries it: {error}", { activityId: parts[sent.length]?.activityId, inbox: inbox.href, error });
       }
       if (sent.length === parts.length) outcomes[index] = "sent";
-      else for (const part of sent) partsSent.add(part);
+      else for (const part of sent) this.#partsSent.add(part);
       each?.(index, outcomes[index]!);
     }));
     return this.#count(outcomes);

@@ -140,7 +140,7 @@ export interface DirectPart {
  * by the batch sender (batch-delivery.ts) when it can; otherwise taken
  * apart again into the messages they were (deliveryParts), each handed to
  * Fedify's handler with its own retries and circuit breaker, and only the
- * ones not yet sent (partsSent). Undefined when they cannot share a message.
+ * ones not yet sent (PartsSent). Undefined when they cannot share a message.
  */
 export function joinedDelivery(deliveries: readonly DirectDelivery[]): DirectDelivery | undefined {
   const [first, ...rest] = deliveries;
@@ -173,27 +173,32 @@ export function deliveryParts<T extends object>(message: T): T[] {
 }
 
 /**
- * Parts of joined deliveries already sent by this process while their
- * message as a whole is not settled yet (the batch sender sent the Accept,
- * the welcome failed): the handler's path then sends only the others. Kept
- * per process: after a crash, a message is sent again whole (at least once;
+ * Parts of joined deliveries already sent while their message as a whole
+ * is not settled yet (the batch sender sent the Accept, the welcome failed):
+ * the handler's path then sends only the others. One per Muster (src/main.ts
+ * gives the same one to its batch sender and its lanes), so two in one
+ * process (tests) keep apart what each sent, as two processes do. Kept in
+ * memory: after a crash, a message is sent again whole (at least once;
  * receivers drop an activity id they have seen). Bounded: an entry not
  * taken (its message buried, or handled elsewhere) is forgotten.
  */
-export const partsSent = {
-  keys: new Set<string>(),
-  key(part: { activityId?: unknown; inbox?: unknown }): string {
+export class PartsSent {
+  readonly #keys = new Set<string>();
+
+  #key(part: { activityId?: unknown; inbox?: unknown }): string {
     return `${String(part.activityId)}\n${String(part.inbox)}`;
-  },
+  }
+
   add(part: { activityId?: unknown; inbox?: unknown }): void {
-    if (this.keys.size >= 10_000) this.keys.delete(this.keys.values().next().value!);
-    this.keys.add(this.key(part));
-  },
+    if (this.#keys.size >= 10_000) this.#keys.delete(this.#keys.values().next().value!);
+    this.#keys.add(this.#key(part));
+  }
+
   /** Whether this part was sent, forgetting it. */
   take(part: { activityId?: unknown; inbox?: unknown }): boolean {
-    return this.keys.delete(this.key(part));
-  },
-};
+    return this.#keys.delete(this.#key(part));
+  }
+}
 
 /** Send only while this member is active: a join's Accept and welcome. */
 export interface MemberGate {

@@ -376,7 +376,7 @@ export class KyselyKvStore implements KvStore {
     this.#lastPurge = now;
     await this.#db.deleteFrom("fedify_kv").where("expires_at", "<=", now).execute();
     if (!this.#postgres) {
-      await this.#db.deleteFrom("fedify_public_keys").where("expires_at", "<=", now).execute();
+      this.#keySweep = await sweepExpiredKeysByKeyId(this.#db, this.#keySweep, now);
       return;
     }
     for (const table of ["fedify_public_keys", "remote_actors"] as const) this.#sweptTo[table] = await sweepExpiredKeys(this.#db, table, this.#sweptTo[table], now);
@@ -384,6 +384,8 @@ export class KyselyKvStore implements KvStore {
 
   /** PostgreSQL: the page where each table's next sweep starts (see sweepExpiredKeys); processes start apart. */
   readonly #sweptTo = { fedify_public_keys: randomInt(2 ** 30), remote_actors: randomInt(2 ** 30) };
+  /** SQLite: where fedify_public_keys' next sweep starts (see sweepExpiredKeysByKeyId). */
+  #keySweep: KeySweep = { after: "", seen: 0, cycle: 0 };
 }
 
 /**
@@ -421,6 +423,50 @@ async function sweepExpiredKeys(db: Kysely<DB>, table: "remote_actors" | "fedify
       and ctid >= (select format('(%s,0)', lo)::tid from span) and ctid < (select format('(%s,0)', hi)::tid from span))
     select case when hi >= (select pages from size) then 0 else hi end as next from span`.execute(db);
   return Number(rows[0]!.next);
+}
+
+/** SQLite: the next slice of fedify_public_keys starts after key id `after`; `seen` keys in this cycle's slices so far, `cycle` in the last whole cycle's. */
+interface KeySweep {
+  readonly after: string;
+  readonly seen: number;
+  readonly cycle: number;
+}
+
+/** SQLite: the keys a purge visits, at least (about 4 MiB of fedify_public_keys at ~375 bytes a key). */
+const SWEEP_KEYS = 10_000;
+
+/**
+ * SQLite's two statements of a sweep's slice, each a range of the primary
+ * key (fedify_public_keys is WITHOUT ROWID: its rows are its key ids'
+ * b-tree): `end`, how many of the next `limit` key ids after `after` there
+ * are and the last of them; `clear`, the expired keys in (after, last].
+ * Exported for the test of their query plans.
+ */
+export function keySweepSlice(db: Kysely<DB>, after: string, limit: number, last: string, now: number) {
+  return {
+    end: db.selectFrom((eb) => eb.selectFrom("fedify_public_keys").select("key_id").where("key_id", ">", after).orderBy("key_id").limit(limit).as("slice"))
+      .select((eb) => [eb.fn.countAll<number>().as("n"), eb.fn.max("key_id").as("last")]),
+    clear: db.deleteFrom("fedify_public_keys").where("key_id", ">", after).where("key_id", "<=", last).where("expires_at", "<=", now),
+  };
+}
+
+/**
+ * SQLite: the purge's sweep of fedify_public_keys, as PostgreSQL's
+ * (sweepExpiredKeys) a slice at a time instead of the whole table every
+ * minute (no index on the expiry, for the reasons given there): the next
+ * SWEEP_KEYS key ids in the primary key's order, or 1/SWEEP_SHARE of the
+ * keys the last whole cycle saw, whichever is more, and from the first key
+ * again after the last. So every key is visited once in at most SWEEP_SHARE
+ * purges once a cycle has counted the table (the first cycle, SWEEP_KEYS a
+ * purge). A read still finds an expired key expired and removes it.
+ */
+async function sweepExpiredKeysByKeyId(db: Kysely<DB>, sweep: KeySweep, now: number): Promise<KeySweep> {
+  const limit = Math.max(SWEEP_KEYS, Math.ceil(sweep.cycle / SWEEP_SHARE));
+  const row = await keySweepSlice(db, sweep.after, limit, "", now).end.executeTakeFirstOrThrow();
+  const n = Number(row.n);
+  if (row.last !== null) await keySweepSlice(db, sweep.after, limit, row.last, now).clear.execute();
+  const seen = sweep.seen + n;
+  return n < limit || row.last === null ? { after: "", seen: 0, cycle: seen } : { after: row.last, seen, cycle: sweep.cycle };
 }
 
 /**

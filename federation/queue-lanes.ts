@@ -3,7 +3,7 @@ import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
 import { type Admit, type GateHint, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
 import { LanePriority } from "./queue-priority.ts";
-import { deliveryParts, partsSent, thenOf } from "./direct-send.ts";
+import { deliveryParts, PartsSent, thenOf } from "./direct-send.ts";
 
 /**
  * One durable queue (the fedify_mq table), several lanes, each claimed by
@@ -57,6 +57,8 @@ export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name
   readonly concurrency?: number;
   /** Given, used instead of a new one (tests); `false`: no lane yields to another (as before). */
   readonly priority?: LanePriority | false;
+  /** The parts of joined deliveries sent while their message is not settled: the one given to the batch sender (options.batch); else a new one. */
+  readonly partsSent?: PartsSent;
 }
 
 /** Lanes whose work a person waits for (interactive), and the fan-out's (bulk); `ledger` is neither. */
@@ -84,10 +86,11 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
   // Only the lanes of Fedify's delivery messages send batches themselves.
   const batched = (name: Lane) => name === "outbox" || name === "delivery";
   const priority = options.priority instanceof LanePriority ? options.priority : new LanePriority();
+  const { partsSent = new PartsSent(), ...queueOptions } = options;
   const ranked = options.priority !== false;
   const rank = (name: Lane) => ranked && (BULK.has(name) || INTERACTIVE.has(name)) ? { priority, bulk: BULK.has(name) } : undefined;
   const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, {
-    ...options,
+    ...queueOptions,
     name,
     concurrency: concurrency[name],
     batch: batched(name) ? options.batch : undefined,
@@ -106,8 +109,8 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
     lanes,
     fedify: {
       inbox: lanes.inbox,
-      outbox: new RoutedQueue(lanes.outbox, lanes.delivery),
-      fanout: new RoutedQueue(lanes.fanout, lanes.fanout),
+      outbox: new RoutedQueue(lanes.outbox, lanes.delivery, partsSent),
+      fanout: new RoutedQueue(lanes.fanout, lanes.fanout, partsSent),
     },
     handlers: LANES.reduce((n, lane) => n + concurrency[lane], 0),
     priority,
@@ -133,10 +136,12 @@ export class RoutedQueue implements MessageQueue {
   readonly #bulk: KyselyMessageQueue;
   /** Our own message types in these lanes, handled here rather than by Fedify. */
   readonly #own = new Map<string, (message: any) => Promise<void>>();
+  readonly #partsSent: PartsSent;
 
-  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue) {
+  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue, partsSent = new PartsSent()) {
     this.#interactive = interactive;
     this.#bulk = bulk;
+    this.#partsSent = partsSent;
   }
 
   /** Checked before Fedify handles a message: false drops it (outbound.ts, memberGate). */
@@ -172,7 +177,7 @@ export class RoutedQueue implements MessageQueue {
       const own = this.#own.get((message as { type?: unknown } | null)?.type as string);
       if (own) return own(message);
       const gate = this.#gate;
-      const handle = thenOf(message) === undefined ? handler : (joined: unknown) => handleParts(joined as object, handler);
+      const handle = thenOf(message) === undefined ? handler : (joined: unknown) => handleParts(joined as object, handler, this.#partsSent);
       return gate ? gate(message).then((ok) => (ok ? handle(message) : undefined)) : handle(message);
     };
     const bulk = (message: unknown) => asBulkWork(() => dispatch(message));
@@ -213,12 +218,12 @@ export class RoutedQueue implements MessageQueue {
  * welcome in one message) on the handler's path: each of its activities
  * handed to Fedify's handler as the message it would have been on its own,
  * in order, so each gets Fedify's retries, circuit breaker and permanent
- * failure handling apart; a part this process already sent (partsSent: the
+ * failure handling apart; a part this Muster already sent (`partsSent`: the
  * batch sender's Accept, or this path's before a later part threw) is not
  * sent again. A part whose handler throws fails the message, which the
  * queue retries with what is left.
  */
-async function handleParts(message: object, handler: (message: any) => Promise<void> | void): Promise<void> {
+async function handleParts(message: object, handler: (message: any) => Promise<void> | void, partsSent: PartsSent): Promise<void> {
   const parts = deliveryParts(message);
   const handled: object[] = [];
   for (const part of parts) {
@@ -230,7 +235,7 @@ async function handleParts(message: object, handler: (message: any) => Promise<v
       await handler(part);
       handled.push(part);
     } catch (error) {
-      // The parts before this one are not sent again when the queue retries the message (in this process).
+      // The parts before this one are not sent again when the queue retries the message (by this Muster).
       for (const done of handled) partsSent.add(done);
       throw error;
     }

@@ -6,9 +6,10 @@ import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import { requestToJoin } from "../src/members/membership.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { processStats } from "../federation/batch-delivery.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import { type HeldQueue, startHeldQueue } from "./helpers/held-queue.ts";
+import type { CountingPeer } from "./helpers/counting-peer.ts";
 
 /*
  * A join's Accept and welcome are gated on the member still being active
@@ -55,27 +56,20 @@ const isStateQuery = (text: string) => /select "key", "value", "expires_at" from
 
 for (const d of dialects) {
   describe(`a join's gated Accept and welcome, gate read with the claim, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    let world: HeldQueue;
     let m: TestMuster;
     let peer: CountingPeer;
-    const worker = new AbortController();
-    let running: Promise<void> | undefined;
     const recorder = d.name === "postgres" ? recordPgStatements() : undefined;
     const names = ["ann", "bob", "cat", "odd", "gone"];
     const heldName = "held";
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer([...names, heldName]);
+      world = await startHeldQueue(d, [...names, heldName]);
+      ({ m, peer } = world);
     });
     after(async () => {
       recorder?.restore();
-      worker.abort();
-      await running;
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await world?.stop();
     });
 
     it("sends each active member's Accept and welcome (one whose name holds a lone surrogate too), withholds a removed one's, and on PostgreSQL asks no gate query", async () => {
@@ -98,7 +92,7 @@ for (const d of dialects) {
       const before = { ...processStats };
 
       recorder?.start();
-      running = m.muster.runQueue(worker.signal);
+      world.runQueue();
       const got = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type && (h.status ?? 0) < 300).length;
       await eventually(async () => names.filter((n) => n !== "gone").every((n) => got(n, "Accept") >= 1 && got(n, "Create") >= 1), "every active member's Accept and welcome, lone surrogate or not");
       await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");

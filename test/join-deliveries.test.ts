@@ -2,10 +2,12 @@ import "../src/temporal.ts";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createUnion, type Union } from "../src/unions/unions.ts";
-import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import type { CountingPeer } from "./helpers/counting-peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import { type HeldQueue, startHeldQueue } from "./helpers/held-queue.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+import { createQueueLanes } from "../federation/queue-lanes.ts";
 
 /*
  * A join's Accept and welcome are ONE queue message (direct-send.ts,
@@ -17,28 +19,21 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
  */
 for (const d of dialects) {
   describe(`a join's Accept and welcome in one queue message, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    let world: HeldQueue;
     let m: TestMuster;
     let peer: CountingPeer;
     let union: Union;
-    const worker = new AbortController();
-    let running: Promise<void> | undefined;
     const db = () => m.muster.database.db;
     const to = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type);
     const drained = () => eventually(async () => (await db().selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain", 30_000);
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(["ana", "ben", "cy", "dee", "eve"]);
+      world = await startHeldQueue(d, ["ana", "ben", "cy", "dee", "eve"]);
+      ({ m, peer } = world);
       union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
     });
     after(async () => {
-      worker.abort();
-      await running;
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await world?.stop();
     });
 
     it("queues one message a join, and sends its Accept then its welcome, once each, also after a worker died holding one", async () => {
@@ -55,7 +50,7 @@ for (const d of dialects) {
       // eve is no longer a member when hers would be sent: neither goes out (the gate at sending time).
       await db().updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("eve").href).execute();
 
-      running = m.muster.runQueue(worker.signal);
+      world.runQueue();
       await eventually(async () => ["ana", "ben", "dee"].every((n) => to(n, "Accept").length === 1 && to(n, "Create").length === 1), "the members' Accept and welcome");
       await drained();
       for (const [i, name] of ["ana", "ben", "dee"].entries()) {
@@ -82,6 +77,42 @@ for (const d of dialects) {
       await drained();
       assert.equal(to("cy", "Accept").length, 1, "the Accept sent once: not again with the welcome's retries");
       assert.equal(new Set(to("cy", "Create").map((h) => h.id)).size, 1, "every try of the welcome with the same activity id");
+    });
+  });
+
+  describe(`two Musters' lanes in one process, on ${d.name}`, { skip: d.skip }, () => {
+    it("keep apart the parts each sent: a message one left half sent is sent whole by the other, as by another process", async (t) => {
+      const tdb = await d.create();
+      // As two Musters on one database: each its own connection and lanes (and so its own sent parts).
+      const databases = [tdb.open(), tdb.open()];
+      // Slow retries: the first lanes are stopped before the message is due again.
+      const [first, second] = databases.map((database) => createQueueLanes(database, { pollIntervalMs: 20, handlerTimeoutMs: 5000, leaseMs: 3000, retryBaseDelayMs: 1000, retryMaxDelayMs: 1000, concurrency: 2 }));
+      t.after(async () => {
+        await Promise.all([first!.close(), second!.close()]);
+        for (const database of databases) await database.close();
+        await tdb.destroy();
+      });
+      const inbox = "https://peer.example/users/ana/inbox";
+      const part = (activityId: string) => ({ id: activityId, activity: {}, activityId, activityType: "https://www.w3.org/ns/activitystreams#Create" });
+      await first!.lanes.outbox.enqueue({ type: "outbox", inbox, keys: [], headers: {}, ...part("accept"), musterThen: [part("welcome")] });
+      const handled: string[] = [];
+      const stopFirst = new AbortController();
+      // The first sends the Accept; its welcome fails, so the message is retried.
+      const firstListening = first!.fedify.outbox.listen(async (m: { activityId: string }) => {
+        handled.push(`first:${m.activityId}`);
+        if (m.activityId === "welcome") throw new Error("refused");
+      }, { signal: stopFirst.signal });
+      await eventually(async () => handled.includes("first:welcome"), "the first's try");
+      stopFirst.abort();
+      await firstListening;
+      const stopSecond = new AbortController();
+      const secondListening = second!.fedify.outbox.listen(async (m: { activityId: string }) => {
+        handled.push(`second:${m.activityId}`);
+      }, { signal: stopSecond.signal });
+      await eventually(async () => handled.includes("second:welcome"), "the second's try");
+      stopSecond.abort();
+      await secondListening;
+      assert.deepEqual(handled, ["first:accept", "first:welcome", "second:accept", "second:welcome"], "the second knows nothing of what the first sent");
     });
   });
 }

@@ -4,9 +4,10 @@ import assert from "node:assert/strict";
 import { deleteRemoteActor } from "../src/actors/remote-actors.ts";
 import { leaveUnion } from "../src/members/membership.ts";
 import { createUnion, type Union } from "../src/unions/unions.ts";
-import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
-import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
+import type { CountingPeer } from "./helpers/counting-peer.ts";
+import { dialects } from "./helpers/databases.ts";
+import { eventually, type TestMuster } from "./helpers/muster.ts";
+import { type HeldQueue, startHeldQueue } from "./helpers/held-queue.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 
 /*
@@ -19,25 +20,18 @@ import { joinAsRemoteMember } from "./helpers/remote-member.ts";
  */
 for (const d of dialects) {
   describe(`intents for a member who left before they were handled, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    let world: HeldQueue;
     let m: TestMuster;
     let peer: CountingPeer;
     let union: Union;
-    const worker = new AbortController();
-    let running: Promise<void> | undefined;
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(["stays", "gone", "late"]);
+      world = await startHeldQueue(d, ["stays", "gone", "late"]);
+      ({ m, peer } = world);
       union = await createUnion(m.muster.unions, { slug: "riders", name: "Riders United", purpose: "Fair pay", joinPolicy: "open" });
     });
     after(async () => {
-      worker.abort();
-      await running;
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await world?.stop();
     });
 
     it("sends the Accept and welcome to the member who stayed, nothing to the one whose account was deleted", async () => {
@@ -63,7 +57,7 @@ for (const d of dialects) {
       await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("late").href).execute();
       const getsBefore = peer.requests.filter((r) => r.method === "GET" && r.path === "/users/gone").length;
 
-      running = m.muster.runQueue(worker.signal);
+      world.runQueue();
       const to = (name: string, type: string) => peer.hits.filter((h) => h.path === `/users/${name}/inbox` && h.type === type);
       await eventually(async () => to("stays", "Accept").length === 1 && to("stays", "Create").length === 1, "the Accept and welcome of the member who stayed");
       await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");

@@ -6,9 +6,10 @@ import { createServer, type Server, type Socket } from "node:net";
 import { Accept } from "@fedify/vocab";
 import { composeAction } from "../src/actions/actions.ts";
 import { OPERATOR } from "../src/members/members.ts";
-import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { dialects } from "./helpers/databases.ts";
 import { eventually, startMuster, type TestMuster } from "./helpers/muster.ts";
-import { type CountingPeer, startCountingPeer } from "./helpers/counting-peer.ts";
+import { type HeldQueue, startHeldQueue } from "./helpers/held-queue.ts";
+import type { CountingPeer } from "./helpers/counting-peer.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
 import { createUnion } from "../src/unions/unions.ts";
 import { processStats } from "../federation/batch-delivery.ts";
@@ -158,23 +159,16 @@ for (const d of dialects) {
  */
 for (const d of dialects) {
   describe(`queue lanes: gated deliveries through the batch sender, on ${d.name}`, { skip: d.skip }, () => {
-    let tdb: TestDatabase;
+    let world: HeldQueue;
     let m: TestMuster;
     let peer: CountingPeer;
-    const worker = new AbortController();
-    let running: Promise<void> | undefined;
 
     before(async () => {
-      tdb = await d.create();
-      m = await startMuster(tdb, { worker: false });
-      peer = await startCountingPeer(["stays", "late"]);
+      world = await startHeldQueue(d, ["stays", "late"]);
+      ({ m, peer } = world);
     });
     after(async () => {
-      worker.abort();
-      await running;
-      await m?.stop();
-      await peer?.close();
-      await tdb?.destroy();
+      await world?.stop();
     });
 
     it("sends the Accept and welcome of a member still active through the batch sender, and withholds those of one who is not", async () => {
@@ -185,7 +179,7 @@ for (const d of dialects) {
       await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("late").href).execute();
       const before = { ...processStats };
 
-      running = m.muster.runQueue(worker.signal);
+      world.runQueue();
       const verified = (name: string, type: string) => peer.received.filter((a) => a.id?.href.includes("/activities/") && a.constructor.name === type && peer.hits.some((h) => h.id === a.id?.href && h.path === `/users/${name}/inbox`));
       await eventually(async () => verified("stays", "Accept").length === 1 && verified("stays", "Create").length === 1, "the Accept and welcome of the member who stayed, verified at their server");
       await eventually(async () => (await db.selectFrom("fedify_mq").select("id").execute()).length === 0, "the queues to drain");
