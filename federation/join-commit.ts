@@ -1,7 +1,6 @@
 import { CompiledQuery, type Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { Deferred } from "../src/db/pipeline.ts";
-import { batches } from "../src/db/batch.ts";
 import { runGroup } from "./join-group.ts";
 
 /** At most this many joins share one transaction, so the queue's claims and settles waiting for the write lock are not held back long. */
@@ -28,8 +27,6 @@ const FIRST_FAILED = new Error("the first join of the transaction failed");
  */
 const GENERIC_PLANS = "set local plan_cache_mode = force_generic_plan";
 async function withGenericPlans<T>(trx: Kysely<DB>, work: (trx: Kysely<DB>) => Promise<T>): Promise<T> {
-  // SQLite has no plans to keep (and no Deferred statements): the work as it is.
-  if (!batches(trx)) return work(trx);
   await trx.executeQuery({ ...CompiledQuery.raw(""), sql: new Deferred({ text: GENERIC_PLANS, values: [] }) as unknown as string });
   return work(trx);
 }
