@@ -1,6 +1,5 @@
 import { CompiledQuery, type Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
-import { Deferred } from "../src/db/pipeline.ts";
 import { runGroup } from "./join-group.ts";
 
 /** At most this many joins share one transaction, so the queue's claims and settles waiting for the write lock are not held back long. */
@@ -11,25 +10,6 @@ const RELEASE = CompiledQuery.raw("release join_commit");
 const ROLLBACK_TO = CompiledQuery.raw("rollback to join_commit");
 /** Thrown to roll back a transaction whose first join failed (its own error is given to it). */
 const FIRST_FAILED = new Error("the first join of the transaction failed");
-
-/**
- * PostgreSQL: a join transaction's statements (its own, named, and those of
- * the triggers they fire) run with their generic plans, made once per
- * connection, instead of being planned again at every run. With the default
- * plan_cache_mode (auto) PostgreSQL keeps a custom plan whenever the
- * generic one's estimate is dearer than the custom plans' average, and for
- * the join's CTE upsert and reads it was: planning was about a quarter of
- * the web's PostgreSQL backend CPU during joins (perf, issue 16). Every
- * statement of a join finds its rows by unique or primary keys and the
- * union's id, whatever the values: the generic plan is the custom one
- * without its planning. SET LOCAL: only this transaction; sent with the
- * transaction's next statement (no round trip of its own).
- */
-const GENERIC_PLANS = "set local plan_cache_mode = force_generic_plan";
-async function withGenericPlans<T>(trx: Kysely<DB>, work: (trx: Kysely<DB>) => Promise<T>): Promise<T> {
-  await trx.executeQuery({ ...CompiledQuery.raw(""), sql: new Deferred({ text: GENERIC_PLANS, values: [] }) as unknown as string });
-  return work(trx);
-}
 
 /**
  * Group commit for the follow's fast path on SQLite: the joins that arrive
@@ -105,15 +85,15 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
     }
     if (group.length === 1) {
       const job = group[0]!;
-      await db.transaction().execute((trx) => withGenericPlans(trx, job.work)).then(job.resolve, job.reject);
+      await db.transaction().execute(job.work).then(job.resolve, job.reject);
       return;
     }
     let outcomes: PromiseSettledResult<unknown>[] | undefined;
     try {
-      await db.transaction().execute((trx) => withGenericPlans(trx, async (trx) => {
+      await db.transaction().execute(async (trx) => {
         outcomes = await runGroup(trx, group.map((job) => job.work));
         if (outcomes.some((o) => o.status === "rejected")) throw FIRST_FAILED;
-      }));
+      });
     } catch {
       outcomes = undefined;
     }
@@ -123,7 +103,7 @@ export function joinCommit(db: Kysely<DB>, max = JOINS_PER_COMMIT, options?: { r
       const alone: { job: Job; ok: boolean; value: unknown }[] = [];
       for (const job of group) {
         try {
-          alone.push({ job, ok: true, value: await db.transaction().execute((trx) => withGenericPlans(trx, job.work)) });
+          alone.push({ job, ok: true, value: await db.transaction().execute(job.work) });
         } catch (e) {
           alone.push({ job, ok: false, value: e });
         }
