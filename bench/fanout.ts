@@ -145,7 +145,9 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     // fan-out's). BENCH_FANOUT_POLL_MS overrides it.
     // The switches to compare senders reach the server through its config (src/config.ts), as under `muster serve`.
     const switches = Object.fromEntries(["MUSTER_BATCH_DELIVERY", "MUSTER_DELIVERY_THREADS", "MUSTER_SQLITE_CHECKPOINT_THREAD"].flatMap((k) => process.env[k] === undefined ? [] : [[k, process.env[k]!]]));
-    m = await startMuster(tdb, { env: switches, muster: { queue: { pollIntervalMs: Number(process.env.BENCH_FANOUT_POLL_MS ?? 1000) } } });
+    // BENCH_FANOUT_BATCH: the delivery lane's deliveries in flight (queue-lanes.ts batchSize; 128 when unset), to compare.
+    const batchSize = process.env.BENCH_FANOUT_BATCH === undefined ? {} : { batchSize: Number(process.env.BENCH_FANOUT_BATCH) };
+    m = await startMuster(tdb, { env: switches, muster: { queue: { pollIntervalMs: Number(process.env.BENCH_FANOUT_POLL_MS ?? 1000), ...batchSize } } });
     receiver = await startReceivers(servers, m.origin.href);
     const union = await makeUnion(m, "fanout");
     const seedStart = performance.now();

@@ -14,6 +14,7 @@ import { UnionError } from "../src/unions/unions.ts";
 import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import type { FastRequest } from "./inbox-request.ts";
 import { fetchFollowerPlain } from "./follower-fetch.ts";
 import { joinCommit } from "./join-commit.ts";
 import { actorRowKey, type JoinedKeyWrite, KyselyKvStore, tableKeyInsert, withKeyCleared, withRowKey } from "./kysely-kv-store.ts";
@@ -173,7 +174,7 @@ export function createFastFollow(deps: FastFollowDeps) {
   }
 
   /** Handles the request if it is a plain, verified Follow of a union; undefined hands it to Fedify. */
-  return async function handle(request: Request, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
+  return async function handle(request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
     const shape = followShape(doc, deps.origin);
     if (!shape) return undefined;
     // A union's inbox takes only Follows of itself here; the shared inbox any union's.

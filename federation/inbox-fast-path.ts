@@ -11,6 +11,7 @@ import { withdrawPartnerResponse } from "../src/relationships/partner-counted.ts
 import { withdrawRelayedResponse } from "../src/relationships/tallies.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
+import { type FastRequest, whatwgRequest } from "./inbox-request.ts";
 import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
 import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
 // The same freshness rule as processOnce: a staler sender goes through Fedify, which refreshes it.
@@ -58,14 +59,14 @@ export function createFastInbox(deps: FastInboxDeps) {
   const batches = new WeakMap<Kysely<DB>, VoteBatch>();
 
   /** The request's signer, when it verifies with a key Fedify has cached and that key is the actor's. */
-  async function signedBy(request: Request, body: Uint8Array, actor: string): Promise<boolean> {
+  async function signedBy(request: FastRequest, body: Uint8Array, actor: string): Promise<boolean> {
     // The plain forms, checked synchronously with the same key; anything else, or a no, is Fedify's to decide.
     const claim = claimSignature(request, body, Date.now(), SIGNATURE_WINDOW_MS);
     if (claim) {
       const key = await keys.get(claim.keyId);
       if (key && claim.check(key)) return key.ownerId?.href === actor;
     }
-    const verification = await verifyRequestDetailed(request, {
+    const verification = await verifyRequestDetailed(whatwgRequest(request), {
       documentLoader: refuseFetch,
       contextLoader: preloadedOnly,
       timeWindow: { milliseconds: SIGNATURE_WINDOW_MS },
@@ -131,7 +132,7 @@ export function createFastInbox(deps: FastInboxDeps) {
    * hands it to Fedify. `recipient` is the union slug of a union inbox, null
    * for the shared inbox.
    */
-  return async function handle(request: Request, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
+  return async function handle(request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"counted" | "repeat" | undefined> {
     const shape = fastShape(doc, deps.origin);
     if (!shape) return undefined;
     // A union's inbox takes only its own calls' responses here (another inbox's 404 and records are Fedify's).

@@ -1,5 +1,6 @@
 import { createHash, KeyObject, verify } from "node:crypto";
 import type { CryptographicKey } from "@fedify/vocab";
+import type { SignedRequest } from "./inbox-request.ts";
 
 /**
  * A synchronous HTTP-signature check for the inbox's fast path, with
@@ -31,7 +32,7 @@ const B64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const SHA256_B64 = /^[A-Za-z0-9+/]{43}=$/;
 const HEADER_NAME = /^[a-z0-9-]+$/;
 const CAVAGE_PAIR = /^\s*([A-Za-z]+)=(?:"([^"]*)"|(\d+))\s*$/;
-const DERIVED: Record<string, (request: Request, url: URL) => string> = {
+const DERIVED: Record<string, (request: SignedRequest, url: URL) => string> = {
   "@method": (request) => request.method.toUpperCase(),
   "@target-uri": (_, url) => url.href,
   "@authority": (_, url) => url.host,
@@ -69,13 +70,13 @@ function withinWindow(ms: number, now: number, windowMs: number): boolean {
  * What the request claims, if it is a plain form this checks; undefined hands
  * it to Fedify's verifier. `body` is exactly the bytes Fedify would read.
  */
-export function claimSignature(request: Request, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
+export function claimSignature(request: SignedRequest, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
   if (request.method !== "POST") return undefined;
   const headers = request.headers;
   return headers.has("Signature-Input") ? rfc9421(request, body, now, windowMs) : cavage(request, body, now, windowMs);
 }
 
-function cavage(request: Request, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
+function cavage(request: SignedRequest, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
   const h = request.headers;
   const sigHeader = h.get("Signature");
   const dateHeader = h.get("Date");
@@ -120,7 +121,7 @@ function cavage(request: Request, body: Uint8Array, now: number, windowMs: numbe
   return { keyId: keyUrl, check: (key) => verifies(key, message, sig), checkRsa: (key) => verifiesRsa(key, message, sig) };
 }
 
-function rfc9421(request: Request, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
+function rfc9421(request: SignedRequest, body: Uint8Array, now: number, windowMs: number): SignatureClaim | undefined {
   const h = request.headers;
   const input = RFC9421_INPUT.exec(h.get("Signature-Input") ?? "");
   const sigm = RFC9421_SIG.exec(h.get("Signature") ?? "");

@@ -194,11 +194,24 @@ export function deliveryKey(message: unknown): string | null {
  * handled again after the upgrade still finds its deliveries done or queued.
  */
 export function compactKey(key: string): string {
+  let compact = compactKeys.get(key);
+  if (compact !== undefined) return compact;
   const space = key.indexOf(" ");
-  const head = createHash("sha256").update(space < 0 ? key : key.slice(0, space)).digest("hex").slice(0, 8);
+  const first = space < 0 ? key : key.slice(0, space);
+  // A fan-out's keys share their first word (its activity id): hashed once, not once a delivery.
+  if (first !== lastHead.first) lastHead = { first, head: createHash("sha256").update(first).digest("hex").slice(0, 8) };
   const rest = createHash("sha256").update(key).digest("hex");
-  return `${head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
+  compact = `${lastHead.head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
+  // A delivery's key is computed by its page's done check (fanout-pages.ts,
+  // notYetQueued) and again by the enqueue a moment later: the newest keys
+  // are kept for that second time (a page is 500 deliveries).
+  if (compactKeys.size >= COMPACT_KEYS_KEPT) compactKeys.delete(compactKeys.keys().next().value!);
+  compactKeys.set(key, compact);
+  return compact;
 }
+const COMPACT_KEYS_KEPT = 2048;
+const compactKeys = new Map<string, string>();
+let lastHead = { first: "", head: "" };
 
 /** The done key as the database stores it: compact on PostgreSQL, the text itself on SQLite. */
 export function storedKey(db: Kysely<DB>, key: string): string {
@@ -618,6 +631,7 @@ export class KyselyMessageQueue implements MessageQueue {
   #handlerSlots: number;
   readonly #slotWaiters: (() => void)[] = [];
   #claims = 0;
+  #settledHere = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Handled messages waiting for #flushCompletions. */
@@ -917,6 +931,15 @@ export class KyselyMessageQueue implements MessageQueue {
     const r = await this.#database.db.deleteFrom("fedify_mq_done").where("done_at", "<", now - DONE_RETENTION_MS).executeTakeFirst();
     await prunePayloads(this.#database.db, now);
     return Number(r.numDeletedRows);
+  }
+
+  /**
+   * Messages of this lane that this queue object has settled (handled and
+   * deleted) since it was made: a fan-out page waiting for room reads it
+   * between counts of the backlog (fanout-pages.ts, waitForRoom).
+   */
+  get settledHere(): number {
+    return this.#settledHere;
   }
 
   /**
@@ -1409,6 +1432,7 @@ export class KyselyMessageQueue implements MessageQueue {
         for (const claimed of lost) {
           log.warn("Message {id} in queue {queue} was handled after its lease ran out; it may be handled twice.", { id: claimed.id, queue: this.name });
         }
+        this.#settledHere += batch.length - lost.length;
         for (const c of batch) c.resolve();
       } catch (error) {
         for (const c of batch) c.reject(error);
@@ -1465,7 +1489,11 @@ export class KyselyMessageQueue implements MessageQueue {
     // claimable once this commits. It is leased here, under this statement's
     // row lock (skipping a row another claimer holds), re-checked on the
     // row's newest version by the UPDATE. A waiting message not taken so is
-    // announced by NOTIFY, as before.
+    // announced by NOTIFY, as before. The lock and the lease carry the
+    // settled message each claimed one follows ("after") instead of joining
+    // their CTEs to "nxt" again: PostgreSQL has no row counts for a CTE and
+    // joined them by nested loops, three times n² comparisons (3·10^4 for a
+    // fan-out's settle of 100), a quarter of the statement's time.
     const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>`
       with settled as (
         delete from fedify_mq
@@ -1489,30 +1517,29 @@ export class KyselyMessageQueue implements MessageQueue {
             where l.queue = ${this.name} and l.ordering_key = s.ordering_key and l.lease_until > ${now}::bigint and l.id <> all(${ids}::bigint[])
           )
       ), locked as (
-        select id from fedify_mq where id in (select id from nxt) for update skip locked
+        select f.id, n.after from nxt n join fedify_mq f on f.id = n.id for update of f skip locked
       ), claimed as (
-        update fedify_mq set lease_owner = ${token}, lease_until = ${now + this.#leaseMs}::bigint, attempts = attempts + 1,
-          last_error = case when lease_until is not null then 'lease expired: the worker holding the message died or stalled' else last_error end
-        where id in (select id from locked) and (lease_until is null or lease_until <= ${now}::bigint)
-        returning id, queue, message, ordering_key, attempts, last_error, created_at, dedupe_key, payload
-      ), handed as materialized (
-        select distinct n.after from claimed c join nxt n on n.id = c.id
+        update fedify_mq f set lease_owner = ${token}, lease_until = ${now + this.#leaseMs}::bigint, attempts = f.attempts + 1,
+          last_error = case when f.lease_until is not null then 'lease expired: the worker holding the message died or stalled' else f.last_error end
+        from locked k
+        where f.id = k.id and (f.lease_until is null or f.lease_until <= ${now}::bigint)
+        returning f.id, f.queue, f.message, f.ordering_key, f.attempts, f.last_error, f.created_at, f.dedupe_key, f.payload, k.after
       ), behind as materialized (
-        select s.id, s.ordering_key is not null and h.after is null and exists (
+        select s.id, s.ordering_key is not null and s.id not in (select c.after from claimed c) and exists (
           select 1 from fedify_mq m where m.queue = ${this.name} and m.ordering_key = s.ordering_key and m.id <> all(${ids}::bigint[])
         ) as waiting
-        from settled s left join handed h on h.after = s.id
+        from settled s
       )
       select 'settled' as kind, id, waiting, null::bigint as after, null as queue, null as message, null as ordering_key, null::int as attempts,
         null as last_error, null::bigint as created_at, null as dedupe_key, null as payload, null as payload_body, null as gate_hint, null::text[] as server_state,
         case when waiting then pg_notify(${NOTIFY_CHANNEL}, ${this.#notifyPayload(now, true)}) end as notified
       from behind
       union all
-      select 'claimed', c.id, null, n.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
+      select 'claimed', c.id, null, c.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
         ${this.#payloadsWithClaim ? payloadBodySql(sql.ref("c.payload")) : sql`null`},
         ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`},
         ${this.#gatesWithClaim ? serverStateSql(sql.ref("c.message"), now) : sql`null`}, null
-      from claimed c join nxt n on n.id = c.id`.compile(this.#database.db));
+      from claimed c`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
     let waiting = rows.some((r) => r.kind === "settled" && r.waiting);

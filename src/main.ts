@@ -253,7 +253,7 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
     enqueue: (page, opts) => lanes.fedify.fanout.enqueue(page, opts),
     enqueueDelivery: (message, opts) => lanes.lanes.delivery.enqueue(message, opts),
     // PostgreSQL: a page queues its deliveries once the backlog is under ROOM_ROWS (fanout-pages.ts, waitForRoom).
-    ...(database.dialect === "postgres" ? { room: () => waitForRoom((n) => lanes.lanes.delivery.readyBacklog(n)) } : {}),
+    ...(database.dialect === "postgres" ? { room: () => waitForRoom((n) => lanes.lanes.delivery.readyBacklog(n), { settled: () => lanes.lanes.delivery.settledHere }) } : {}),
   };
   lanes.fedify.fanout.handle("muster.fanout", (page) => handleFanoutPage(fanout, page));
   // A join's Accept and welcome go only to a member still active when they are sent (federation/outbound.ts).

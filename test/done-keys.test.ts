@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -103,3 +104,30 @@ for (const d of dialects) {
     });
   });
 }
+
+/*
+ * compactKey keeps the newest keys it computed (a fan-out page's done check
+ * and its enqueue ask for the same 500) and the hash of the last activity id
+ * (all of a fan-out's keys start with it): the keys must stay those of the
+ * formula migration 0088 applies in SQL, whatever was asked before.
+ */
+describe("compactKey's kept keys", () => {
+  const reference = (key: string): string => {
+    const space = key.indexOf(" ");
+    const head = createHash("sha256").update(space < 0 ? key : key.slice(0, space)).digest("hex").slice(0, 8);
+    const rest = createHash("sha256").update(key).digest("hex");
+    return `${head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
+  };
+  it("gives the formula's key for keys of interleaved activities, asked again, and after more keys than it keeps", () => {
+    const other = "https://union.example/u/drivers/actions/01JZ8Q6W3V4N2K5M7P9R0S1T2V/activity";
+    const keys: string[] = [];
+    for (let i = 0; i < 5000; i++) keys.push(`${i % 3 === 0 ? other : ACTIVITY} https://server-${i % 97}.example/users/member-number-${i}/inbox 0`);
+    keys.push("fanout", "fanout x 12", `${ACTIVITY}`, "");
+    for (const round of [1, 2]) {
+      for (const key of keys) assert.equal(compactKey(key), reference(key), `round ${round}: ${key}`);
+      // Backwards: the first keys were dropped meanwhile, the last ones are kept.
+      for (const key of [...keys].reverse()) assert.equal(compactKey(key), reference(key), `round ${round}, backwards: ${key}`);
+    }
+    assert.equal(compactKey(deliveryKey(delivery(7))!), reference(`${ACTIVITY} ${delivery(7).inbox} 0`));
+  });
+});

@@ -190,3 +190,46 @@ for (const d of dialects) {
     });
   });
 }
+
+/*
+ * A page waiting for room counted the backlog every pollMs (each count walks
+ * up to 8,192 rows on PostgreSQL). Told how many deliveries this process has
+ * settled, it counts again once those cover what was over the limit, and
+ * otherwise every ROOM_RECOUNT_MS (500 ms) for what other processes settle.
+ */
+describe("waitForRoom with this process's settles", () => {
+  it("counts the backlog twice while this process's settles drain it, and goes on as soon as they have", async () => {
+    let settled = 0;
+    const start = 1000 + 300;
+    let counts = 0;
+    const asked: number[] = [];
+    // 100 deliveries settled here every 20 ms: 300 over the limit drain in 60 ms.
+    const timer = setInterval(() => (settled += 100), 20);
+    try {
+      const t0 = Date.now();
+      await waitForRoom(async (n) => {
+        counts++;
+        asked.push(n);
+        return Math.min(n, Math.max(0, start - settled));
+      }, { limit: 1000, pollMs: 5, maxWaitMs: 2000, settled: () => settled });
+      const waited = Date.now() - t0;
+      assert.ok(counts <= 3, `${counts} counts`);
+      assert.ok(waited < 400, `waited ${waited} ms`);
+      assert.ok(asked[0]! > 1001, `counted past the limit (${asked[0]}), so the excess is known`);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+
+  it("counts again every 500 ms while the backlog drains elsewhere, and gives up at maxWaitMs", async () => {
+    let counts = 0;
+    const t0 = Date.now();
+    await waitForRoom(async () => {
+      counts++;
+      return 5000;
+    }, { limit: 1000, pollMs: 5, maxWaitMs: 1200, settled: () => 0 });
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 1150, `waited ${waited} ms`);
+    assert.ok(counts >= 3 && counts <= 5, `${counts} counts in ${waited} ms`);
+  });
+});

@@ -2,6 +2,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from "node:http
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Kysely } from "kysely";
 import type { FastInbox } from "../../federation/inbox-fast-path.ts";
+import { type FastRequest, LazyInboxRequest } from "../../federation/inbox-request.ts";
 import type { DB } from "../db/schema.ts";
 import { logger } from "../logging.ts";
 import { securityHeaders } from "./app.ts";
@@ -48,7 +49,7 @@ export function fastInboxRoute(fast: FastInbox): MiddlewareHandler {
 }
 
 /** The fast path's outcome; undefined, also when it failed (nothing was committed), hands the activity to Fedify. */
-async function offer(fast: FastInbox, request: Request, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null, path: string) {
+async function offer(fast: FastInbox, request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null, path: string) {
   try {
     return await fast(request, body, doc, recipient);
   } catch (error) {
@@ -127,9 +128,8 @@ async function handle(deps: InboxPostsDeps, req: IncomingMessage, res: ServerRes
   // The URL @hono/node-server would give the app (the signature covers the target): only when it reads the same.
   const url = `${(req.socket as { encrypted?: boolean }).encrypted ? "https" : "http"}://${req.headers.host ?? ""}${req.url}`;
   if (!req.headers.host || !URL.canParse(url) || new URL(url).href !== url) return false;
-  const headers = new Headers();
-  for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-  const request = new Request(url, { method: "POST", headers, body: check.bytes });
+  // Headers read off the raw list; the WHATWG Request only if Fedify's verifier is asked (inbox-request.ts).
+  const request = new LazyInboxRequest(url, req.rawHeaders, check.bytes);
   if (await offer(deps.fast, request, check.bytes, check.doc, recipient, req.url ?? "") === undefined) return false;
   res.writeHead(202, (await acceptedHeaders()).flat());
   res.end();
