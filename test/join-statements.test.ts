@@ -1,6 +1,5 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import SQLite from "better-sqlite3";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import type { Union } from "../src/unions/unions.ts";
 import { findMemberByActor } from "../src/members/members.ts";
@@ -8,6 +7,7 @@ import { recordUnclaimedFollow } from "../federation/follow-fast-path.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
+import { onSqliteStatement } from "./helpers/sqlite-statements.ts";
 
 /*
  * What a join costs SQLite (issue 16, joins per second): the statements the
@@ -24,19 +24,9 @@ const CAVAGE: HttpMessageSignaturesSpec = "draft-cavage-http-signatures-12";
 const counts = new Map<string, number>();
 let counting = false;
 function countStatements(): void {
-  const probe = new SQLite(":memory:");
-  const proto = Object.getPrototypeOf(probe.prepare("select 1")) as Record<string, (...a: unknown[]) => unknown>;
-  probe.close();
-  for (const method of ["run", "all", "get", "iterate"]) {
-    const original = proto[method]!;
-    proto[method] = function (this: { source: string }, ...args: unknown[]) {
-      if (counting) {
-        const key = this.source.replace(/\s+/g, " ").trim();
-        counts.set(key, (counts.get(key) ?? 0) + 1);
-      }
-      return original.apply(this, args);
-    };
-  }
+  onSqliteStatement((key) => {
+    if (counting) counts.set(key, (counts.get(key) ?? 0) + 1);
+  });
 }
 
 describe("the statements of one join on sqlite", { skip: dialects.find((d) => d.name === "sqlite")?.skip }, () => {

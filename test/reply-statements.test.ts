@@ -1,6 +1,5 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import SQLite from "better-sqlite3";
 import pg from "pg";
 import type { HttpMessageSignaturesSpec } from "@fedify/fedify";
 import { composeAction } from "../src/actions/actions.ts";
@@ -11,6 +10,7 @@ import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { type Peer, startPeer } from "./helpers/peer.ts";
 import { joinAsRemoteMember } from "./helpers/remote-member.ts";
+import { onSqliteStatement } from "./helpers/sqlite-statements.ts";
 
 /*
  * What a member's reply costs the worker that handles it through Fedify's
@@ -32,17 +32,9 @@ let counting = false;
 // pg_notify wakes the queue's listeners (a count that varies with their timing).
 const ours = (text: string) => !/fedify_|pg_notify/i.test(text);
 function countStatements(): void {
-  const probe = new SQLite(":memory:");
-  const proto = Object.getPrototypeOf(probe.prepare("select 1")) as Record<string, (...a: unknown[]) => unknown>;
-  probe.close();
-  for (const method of ["run", "all", "get", "iterate"]) {
-    const original = proto[method]!;
-    proto[method] = function (this: { source: string }, ...args: unknown[]) {
-      const text = this.source.replace(/\s+/g, " ").trim();
-      if (counting && ours(text)) seen.push(text);
-      return original.apply(this, args);
-    };
-  }
+  onSqliteStatement((text) => {
+    if (counting && ours(text)) seen.push(text);
+  });
   const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
   // Whether the round trip of the pipeline being written was counted (its statements are written synchronously, one after another).
   let headCounted = false;
