@@ -335,9 +335,6 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
   const db = m.muster.database.db;
   const pending = new Map<string, number>();
   const latencies: number[] = [];
-  // BENCH_UNDER_FANOUT_VERBOSE: each reply's latency by its index (the first of each replier is Fedify's path).
-  const byIndex = new Map(replies.map((r, i) => [r.noteId, i]));
-  const each: string[] = [];
   let sending = true;
   const watcher = (async () => {
     const until = () => !sending && pending.size === 0;
@@ -353,7 +350,6 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
           const sent = pending.get(r.source_id);
           if (sent === undefined) continue;
           latencies.push(now - sent);
-          each.push(`${byIndex.get(r.source_id)}:${Math.round(now - sent)}`);
           pending.delete(r.source_id);
         }
       }
@@ -375,7 +371,6 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
     }
   })).finally(() => sending = false);
   await watcher;
-  if (process.env.BENCH_UNDER_FANOUT_VERBOSE) progress(`reply latencies (index:ms): ${each.join(" ")}`);
   return latencies;
 }
 
@@ -454,8 +449,5 @@ function traceSummary(logs: string): void {
   const last = new Map<string, string>();
   for (const m of logs.matchAll(/TRACECLAIMS (\d+) (.*)/g)) last.set(m[1]!, m[2]!);
   for (const [pid, counts] of last) progress(`  claims by ${pid} [claims, rows]: ${counts}`);
-  const prio = new Map<string, string>();
-  for (const m of logs.matchAll(/TRACEPRIO (\d+) (.*)/g)) prio.set(m[1]!, m[2]!);
-  for (const [pid, stats] of prio) progress(`  bulk yields by ${pid}: ${stats}`);
   for (const [queue, e] of by) progress(`  trace ${queue}: ${e.wait.length} messages; enqueued→claimed p50/p99/max ${percentile(e.wait, 50)} / ${percentile(e.wait, 99)} / ${Math.max(...e.wait)} ms; claimed→done ${percentile(e.handle, 50)} / ${percentile(e.handle, 99)} / ${Math.max(...e.handle)} ms; waits over 1 s: ${e.wait.filter((w) => w > 1000).join(", ") || "none"}`);
 }

@@ -12,7 +12,6 @@ import { executeNamed } from "../src/db/named-statement.ts";
 import { HEARTBEAT_QUEUE, type Heard, listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
 import { LaneShare } from "./lane-share.ts";
-import { linkPriority } from "./priority-link.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -1109,9 +1108,6 @@ export class KyselyMessageQueue implements MessageQueue {
     // An interactive lane's messages, from claim to settle, hold the
     // process's bulk lanes back (queue-priority.ts).
     const interactive = this.#rank !== undefined && !this.#rank.bulk ? this.#rank.priority : undefined;
-    // And other processes' on PostgreSQL (priority-link.ts): heard by every ranked lane's process, announced by its interactive ones.
-    const pool = this.#database.pgPool;
-    if (this.#rank !== undefined && pool !== undefined) linkPriority(this.#rank.priority, pool, this.#database.db, NOTIFY_CHANNEL);
     // On SQLite a busy lane claims in the transaction that settles its
     // finished messages, as the slots they free: one commit instead of two,
     // and the index pages both touch (the ordering key's, the claim
@@ -1174,13 +1170,13 @@ export class KyselyMessageQueue implements MessageQueue {
           let claimed: Claimed[] = [];
           // A claim that may find interactive work holds the bulk lanes from
           // now: their next claim would otherwise go first.
-          interactive?.begin(1, true);
+          interactive?.begin();
           try {
             claimed = await this.#claim(free, !more, handoff, refill);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           } finally {
-            interactive?.end(1, true);
+            interactive?.end();
           }
           more = claimed.length === free;
           if (backsOff && claimed.length === 0) backoffUntil = Date.now() + LOSER_BACKOFF_MS;

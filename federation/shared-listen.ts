@@ -9,15 +9,6 @@ export type Wake = (queue: string, availableAt: number) => void;
 /** The "queue" of a heartbeat's NOTIFY payload: `{ queue, lane, hb: listener id, n: in flight }`. */
 export const HEARTBEAT_QUEUE = "~share";
 
-/**
- * The "queue" of a NOTIFY saying a process started or stopped handling
- * interactive work (priority-link.ts): `{ queue, from: pool tag, busy }`.
- */
-export const PRIORITY_QUEUE = "~busy";
-
-/** Another pool's interactive work heard (priority-link.ts). */
-export type HeardBusy = (peer: string, busy: boolean) => void;
-
 /** A lane listener's heartbeat heard (lane-share.ts): who, and how many messages it has in flight. */
 export type Heard = (queue: string, peer: string, inFlight: number) => void;
 
@@ -41,10 +32,6 @@ class SharedListen {
   #client: pg.PoolClient | undefined;
   #connecting: Promise<void> | undefined;
   #retry: NodeJS.Timeout | undefined;
-  /** Told of other pools' interactive work (priority-link.ts). */
-  readonly busyListeners = new Set<HeardBusy>();
-  /** When a heartbeat last said a bulk lane (of any pool, this one's too) had messages in flight. */
-  bulkAt = Number.NEGATIVE_INFINITY;
 
   constructor(pool: pg.Pool, channel: string) {
     this.#pool = pool;
@@ -72,9 +59,9 @@ class SharedListen {
 
   readonly #onNotification = (message: pg.Notification) => {
     if (message.channel !== this.#channel || message.payload === undefined) return;
-    let parsed: { queue: string; at: number; from?: string; lane?: string; hb?: string; n?: number; busy?: boolean };
+    let parsed: { queue: string; at: number; from?: string; lane?: string; hb?: string; n?: number };
     try {
-      parsed = JSON.parse(message.payload) as typeof parsed;
+      parsed = JSON.parse(message.payload) as { queue: string; at: number; from?: string; lane?: string; hb?: string; n?: number };
     } catch {
       return; // not one of ours
     }
@@ -82,13 +69,7 @@ class SharedListen {
     // "queue" is no lane's, so a process of an older version ignores it.
     if (parsed.queue === HEARTBEAT_QUEUE) {
       if (typeof parsed.hb !== "string") return;
-      if (Number(parsed.n) > 0) this.bulkAt = performance.now();
       for (const s of this.#subscribers) if (s.queue === parsed.lane) s.heard?.(parsed.lane, parsed.hb, Number(parsed.n));
-      return;
-    }
-    if (parsed.queue === PRIORITY_QUEUE) {
-      if (typeof parsed.from !== "string" || parsed.from === tags.get(this.#pool)) return;
-      for (const heard of this.busyListeners) heard(parsed.from, parsed.busy === true);
       return;
     }
     // Our own pool's announcement, whose lanes were already woken in
@@ -150,24 +131,9 @@ export function poolTag(pool: pg.Pool): string {
   return tag;
 }
 
-function sharedOn(pool: pg.Pool, channel: string): SharedListen {
-  let listener = shared.get(pool);
-  if (!listener) shared.set(pool, (listener = new SharedListen(pool, channel)));
-  return listener;
-}
-
 /** Subscribes a lane to the process's one LISTEN connection on this pool. */
 export function listenShared(pool: pg.Pool, channel: string, queue: string, wake: Wake, heard?: Heard): Promise<Subscription> {
-  return sharedOn(pool, channel).subscribe(queue, wake, heard);
-}
-
-/**
- * Hears other pools' interactive work on the pool's LISTEN connection (kept
- * up by the lanes subscribed to it), and says when a bulk lane's heartbeat
- * was last heard with messages in flight. Returns the stop.
- */
-export function listenBusy(pool: pg.Pool, channel: string, heard: HeardBusy): { bulkAt(): number; stop(): void } {
-  const listener = sharedOn(pool, channel);
-  listener.busyListeners.add(heard);
-  return { bulkAt: () => listener.bulkAt, stop: () => listener.busyListeners.delete(heard) };
+  let listener = shared.get(pool);
+  if (!listener) shared.set(pool, (listener = new SharedListen(pool, channel)));
+  return listener.subscribe(queue, wake, heard);
 }
