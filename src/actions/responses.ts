@@ -54,18 +54,37 @@ export function isCommitment(text: string, words: readonly string[]): boolean {
   });
 }
 
+/** One response a member makes to a call (a reply is a comment, and a commitment too when it says so). */
+interface NewResponse {
+  readonly kind: ResponseKind;
+  readonly source: ResponseSource;
+  readonly sourceId: string;
+  readonly content: string | null;
+}
+
 /**
- * Records one response. Non-members are not counted (undefined is
- * returned); the same source activity twice records once.
+ * Records a member's responses to one call in one transaction, the call's
+ * row written once (settleCommitters), and says of each whether it was new:
+ * the same source activity twice records once. "action.response" is emitted
+ * after the commit for each new one, in order.
  */
-async function record(deps: ActionDeps, action: Action, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
+async function recordAll(deps: ActionDeps, action: Action, memberId: string, responses: readonly NewResponse[]): Promise<boolean[]> {
   const inserted = await deps.db.transaction().execute(async (trx) => {
-    const r = await insertResponse(trx, deps, action, memberId, kind, source, sourceId, content);
+    const news: boolean[] = [];
+    for (const r of responses) news.push(await insertResponse(trx, deps, action, memberId, r.kind, r.source, r.sourceId, r.content));
     await settleCommitters(deps, trx);
-    return r;
+    return news;
   });
-  if (inserted) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind });
+  responses.forEach((r, i) => {
+    if (inserted[i]) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind: r.kind });
+  });
   return inserted;
+}
+
+/** recordAll of one response. */
+async function record(deps: ActionDeps, action: Action, memberId: string, kind: ResponseKind, source: ResponseSource, sourceId: string, content: string | null): Promise<boolean> {
+  const [inserted] = await recordAll(deps, action, memberId, [{ kind, source, sourceId, content }]);
+  return inserted!;
 }
 
 // Compiled once: every inbox response runs these (src/db/prepared.ts).
@@ -130,19 +149,12 @@ export async function recordReply(deps: ActionDeps, unionId: string, actionId: s
   const { action, memberId } = r;
   // The caller may already hold the union (the inbox read it to find the call).
   const words = (union?.id === unionId ? union : (await getUnionById(deps.db, unionId))!).commitmentWords;
-  const pledges = isCommitment(html, words);
-  // The comment and the commitment in one transaction, the call's row written
-  // once (settleCommitters): a reply through a worker beside a fan-out paid a
-  // wait for the CPU on each round trip of a second transaction.
-  const [comment, commit] = await deps.db.transaction().execute(async (trx) => {
-    const c = await insertResponse(trx, deps, action, memberId, "comment", "reply", noteId, html.slice(0, 20_000));
-    const k = pledges && await insertResponse(trx, deps, action, memberId, "commit", "reply", noteId, null);
-    await settleCommitters(deps, trx);
-    return [c, k] as const;
-  });
-  // After the commit, in the order the two used to commit, each only when new.
-  if (comment) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind: "comment" });
-  if (commit) deps.events.emit("action.response", { unionId: action.unionId, actionId: action.id, memberId, kind: "commit" });
+  // The comment and the commitment in one transaction: a reply through a
+  // worker beside a fan-out paid a wait for the CPU on each round trip of a
+  // second transaction.
+  const responses: NewResponse[] = [{ kind: "comment", source: "reply", sourceId: noteId, content: html.slice(0, 20_000) }];
+  if (isCommitment(html, words)) responses.push({ kind: "commit", source: "reply", sourceId: noteId, content: null });
+  const [comment = false, commit = false] = await recordAll(deps, action, memberId, responses);
   return { comment, commit };
 }
 
