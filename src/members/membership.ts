@@ -337,11 +337,10 @@ export async function leaveUnion(deps: MembershipDeps, unionId: string, actorId:
 
 /** Every union this actor belongs to (for account deletion, which is not per union). */
 export async function unionsOfActor(db: Kysely<DB>, actorId: string): Promise<string[]> {
-  const rows = await db.selectFrom("members").select("union_id").where("actor_id", "=", actorId).where("state", "in", ["active", "pending"]).execute();
-  return rows.map((r) => r.union_id);
+  return (await membershipsOfActor(db, actorId)).map((m) => m.unionId);
 }
 
-/** As unionsOfActor, with each membership's state (active or pending): one read answers both "a member anywhere?" and "active in this union?". */
+/** The unions this actor belongs to with each membership's state (active or pending): one read answers both "a member anywhere?" and "active in this union?". */
 export async function membershipsOfActor(db: Kysely<DB>, actorId: string): Promise<{ unionId: string; state: "active" | "pending" }[]> {
   const rows = await db.selectFrom("members").select(["union_id", "state"]).where("actor_id", "=", actorId).where("state", "in", ["active", "pending"]).execute();
   return rows.map((r) => ({ unionId: r.union_id, state: r.state as "active" | "pending" }));
