@@ -70,7 +70,7 @@ export interface BatchDelivererOptions {
    * false: see onThread.
    */
   readonly threadsForSharedInboxes?: boolean;
-  /** Where it notes the parts of a joined delivery it sent when the rest failed: the same as its lanes' (createQueueLanes). */
+  /** Where it notes the parts of a joined delivery it sent when the rest failed: its lanes' (createQueueLanes gives it). */
   readonly partsSent: PartsSent;
 }
 

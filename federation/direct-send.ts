@@ -175,8 +175,9 @@ export function deliveryParts<T extends object>(message: T): T[] {
 /**
  * Parts of joined deliveries already sent while their message as a whole
  * is not settled yet (the batch sender sent the Accept, the welcome failed):
- * the handler's path then sends only the others. One per Muster (src/main.ts
- * gives the same one to its batch sender and its lanes), so two in one
+ * the handler's path then sends only the others. One per Muster: its queue
+ * lanes make it (queue-lanes.ts, createQueueLanes) and give it to their
+ * batch sender, so two in one
  * process (tests) keep apart what each sent, as two processes do. Kept in
  * memory: after a crash, a message is sent again whole (at least once;
  * receivers drop an activity id they have seen). Bounded: an entry not

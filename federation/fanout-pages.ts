@@ -8,7 +8,7 @@ import { getUnionById } from "../src/unions/unions.ts";
 import { deliveryTargets } from "../src/members/roster.ts";
 import { committedPage, followersPage, PAGE } from "./followers.ts";
 import { tapEnqueued } from "./queue-lanes.ts";
-import { storedKey } from "./kysely-message-queue.ts";
+import { storedDeliveryKeys } from "./kysely-message-queue.ts";
 
 const log = logger("federation", "fanout");
 
@@ -76,7 +76,7 @@ export interface FanoutDeps {
    * gives the keys back when it is handled. Absent, every page is sent
    * through Fedify's sendActivity.
    */
-  enqueueDelivery?(message: unknown, options: { orderingKey: string }): Promise<void>;
+  enqueueDelivery?(message: unknown, options: { orderingKey: string; storedKey?: string }): Promise<void>;
   /**
    * Given, each page waits for it before reading and queueing its
    * deliveries (waitForRoom): so a fan-out keeps a bounded backlog of
@@ -193,18 +193,18 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
   }
   await deps.room?.();
   const shared = page.audience === undefined;
-  let targets: Target[];
+  let found: Target[];
   let nextCursor: string | null;
   if (shared && page.by === "target") {
-    const found = await deliveryTargets(deps.db, union.id, page.cursor === null ? 0 : Number(page.cursor), PAGE);
-    targets = found.items.map(({ inbox, shared }) => ({ inbox, sharedInbox: shared, actorIds: [] }));
-    nextCursor = found.next === null ? null : String(found.next);
+    const byTarget = await deliveryTargets(deps.db, union.id, page.cursor === null ? 0 : Number(page.cursor), PAGE);
+    found = byTarget.items.map(({ inbox, shared }) => ({ inbox, sharedInbox: shared, actorIds: [] }));
+    nextCursor = byTarget.next === null ? null : String(byTarget.next);
   } else {
-    const found = shared ? await followersPage(deps.db, union.id, page.cursor ?? "") : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);
-    targets = byInbox(found.items, shared, deps.origin);
-    nextCursor = found.nextCursor;
+    const members = shared ? await followersPage(deps.db, union.id, page.cursor ?? "") : await committedPage(deps.db, union.id, page.audience!.actionId, page.cursor);
+    found = byInbox(members.items, shared, deps.origin);
+    nextCursor = members.nextCursor;
   }
-  targets = await notYetQueued(deps.db, page.activityId, targets.filter((t) => originOf(t.inbox) !== deps.origin.origin));
+  const targets = await notYetQueued(deps.db, page.activityId, found.filter((t) => originOf(t.inbox) !== deps.origin.origin));
   let signed = page.signed;
   if (targets.length > 0) {
     if (signed !== undefined && deps.enqueueDelivery !== undefined) {
@@ -235,6 +235,9 @@ interface Target {
   readonly sharedInbox: boolean;
   readonly actorIds: string[];
 }
+
+/** A target with its delivery's done key as the queue stores it (notYetQueued). */
+type KeyedTarget = Target & { readonly storedKey: string };
 
 /** Members grouped by the inbox they are reached at: a shared inbox once for all of its members. */
 function byInbox(recipients: readonly Recipient[], shared: boolean, origin: URL): Target[] {
@@ -275,16 +278,16 @@ interface OutboxMessage {
  * sends them, with its retries and circuit breaker. Only the key ids go in:
  * the queue resolves the keys when a delivery is handled.
  */
-async function queueSigned(enqueue: NonNullable<FanoutDeps["enqueueDelivery"]>, page: FanoutPage, signed: SignedActivity, targets: readonly Target[]): Promise<void> {
+async function queueSigned(enqueue: NonNullable<FanoutDeps["enqueueDelivery"]>, page: FanoutPage, signed: SignedActivity, targets: readonly KeyedTarget[]): Promise<void> {
   const started = new Date().toISOString();
   const keys = signed.keyIds.map((keyId) => ({ keyId }));
-  await Promise.all(targets.map(({ inbox, sharedInbox, actorIds }) => {
+  await Promise.all(targets.map(({ inbox, sharedInbox, actorIds, storedKey }) => {
     const orderingKey = `${page.orderingKey}\n${originOf(inbox)}`;
     const message: OutboxMessage = {
       type: "outbox", id: crypto.randomUUID(), baseUrl: signed.baseUrl, keys, activity: signed.activity, activityId: page.activityId,
       activityType: signed.activityType, inbox, sharedInbox, actorIds, started, attempt: 0, headers: {}, orderingKey, traceContext: {},
     };
-    return enqueue(message, { orderingKey });
+    return enqueue(message, { orderingKey, storedKey });
   }));
 }
 
@@ -316,10 +319,12 @@ function safeOrigin(url: string): string {
  * can be handled twice after a crash. Inboxes that already have this
  * activity queued or delivered are left out here, before anything is signed
  * for them (the queue would drop the duplicates too, but only after the work).
+ * Each target left comes with its delivery's done key as stored, which its
+ * enqueue is given (queueSigned) rather than computing it again.
  */
-async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<Target[]> {
+async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<KeyedTarget[]> {
   if (targets.length === 0) return [];
-  const keyed = targets.map((t) => storedKey(db, `${activityId} ${t.inbox} 0`));
+  const keyed = storedDeliveryKeys(db, activityId, targets.map((t) => t.inbox));
   const keys = [...new Set(keyed)];
   const seen = new Set<string>();
   for (let i = 0; i < keys.length; i += 500) {
@@ -329,5 +334,5 @@ async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonl
       .execute();
     for (const r of rows) if (r.dedupe_key !== null) seen.add(r.dedupe_key);
   }
-  return targets.filter((_, i) => !seen.has(keyed[i]!));
+  return targets.flatMap((t, i) => (seen.has(keyed[i]!) ? [] : [{ ...t, storedKey: keyed[i]! }]));
 }

@@ -303,7 +303,7 @@ type FollowArgs = [id: string, actor: string, unionId: string, at: number];
 type KeyArgs = [encoded: string, storedKeyId: string, key: Uint8Array, form: number, expiresAt: number];
 
 const recordFollowAndActorStatement = prepared<[...FollowArgs, ...RemoteActorArgs], Recorded>(
-  (trx, id, actor, unionId, at, ...actorRow) => recordFollowAfter(withRemoteActorUpsert(trx, actorRow), id, actor, unionId, at));
+  (trx, id, actor, unionId, at, ...actorRow) => recordFollowAfter(withRemoteActorUpsert(trx, actorRow), id, actor, unionId, at), { shareParameters: true });
 
 /**
  * recordFollowAndActorStatement with the follower's key written by the
@@ -326,7 +326,7 @@ const recordFollowActorAndRowKey = prepared<[...FollowArgs, ...KeyArgs, ...Remot
     const upserted = withKeyCleared(withRemoteActorUpsert(trx, actorRow, actorRowKey(key, form, expiresAt)), encoded, stored);
     const held = withRowKey(upserted, actorRow[0], key, form, expiresAt, sql<boolean>`not exists (select 1 from "actor_updated") and not exists (select 1 from "actor_inserted")`);
     return recordFollowAfter(held, id, actor, unionId, at);
-  });
+  }, { shareParameters: true });
 
 /**
  * recordFollowAndActorStatement with the follower's key written to
@@ -339,7 +339,7 @@ const recordFollowActorAndTableKey = prepared<[...FollowArgs, ...KeyArgs, owner:
   (trx, id, actor, unionId, at, encoded, stored, key, form, expiresAt, owner, ...actorRow) => {
     const cleared = withKeyCleared(withRemoteActorUpsert(trx, actorRow), encoded, stored);
     return recordFollowAfter(cleared.with("ins", (db) => tableKeyInsert(db, stored, owner, key, form, expiresAt)), id, actor, unionId, at);
-  });
+  }, { shareParameters: true });
 
 type ActorRowKey = JoinedKeyWrite;
 

@@ -45,15 +45,22 @@ async function recipientUnionId(deps: ActionInboxDeps, ctx: InboxContext<void>):
  * calls (a member of an ally or chapter that relayed it; stock Mastodon
  * sends the response to the author, us). Asked outside processOnce, so no
  * claim is held across the partners' answers, and not for a repeat.
+ * `activeMemberOf`: the unions the sender is an active member of, when the
+ * caller already read them (onCreate); else read here, with the one query
+ * that reads them (membershipsOfActor). An active member of the call's
+ * union costs that one statement, not a repeat check and a member lookup.
  */
 async function vouchedBy(deps: ActionInboxDeps, ctx: InboxContext<void>, target: { union: Union } | undefined, activity: { id: URL | null; actorId: URL | null }, activeMemberOf?: readonly string[]): Promise<string | undefined> {
   if (!target || !activity.id || !activity.actorId) return undefined;
-  // Already read as an active member of the call's union (onCreate): partners are never asked, repeat or not.
-  if (activeMemberOf?.includes(target.union.id)) return undefined;
+  const active = activeMemberOf ?? activeUnionIds(await membershipsOfActor(deps.db, activity.actorId.href));
+  // An active member of the call's union: partners are never asked, repeat or not.
+  if (active.includes(target.union.id)) return undefined;
   if (await deps.db.selectFrom("inbox_activities").select("id").where("id", "=", activity.id.href).executeTakeFirst()) return undefined;
-  const member = await deps.db.selectFrom("members").select("id").where("union_id", "=", target.union.id).where("actor_id", "=", activity.actorId.href).where("state", "=", "active").executeTakeFirst();
-  if (member) return undefined;
   return partnerVouching(deps.db, ctx, target.union, activity.actorId.href);
+}
+
+function activeUnionIds(memberships: readonly { unionId: string; state: "active" | "pending" }[]): string[] {
+  return memberships.filter((m) => m.state === "active").map((m) => m.unionId);
 }
 
 export async function onLike(deps: ActionInboxDeps, ctx: InboxContext<void>, like: Like): Promise<void> {
@@ -120,7 +127,7 @@ export async function onCreate(deps: ActionInboxDeps, ctx: InboxContext<void>, c
     return;
   }
   if (!reply && await onPeerPost(deps, ctx, create, note.id)) return;
-  const via = await vouchedBy(deps, ctx, reply, create, memberships.filter((m) => m.state === "active").map((m) => m.unionId));
+  const via = await vouchedBy(deps, ctx, reply, create, activeUnionIds(memberships));
   await processOnce(record(deps, ctx), create, reply?.union.id ?? await recipientUnionId(deps, ctx), async () => {
     if (reply && via) {
       await recordPartnerResponse(deps, reply.union.id, reply.actionId, via, create.actorId!.href, { id: note.id!.href, replyHtml: String(note.content ?? "") });

@@ -644,16 +644,16 @@ export function withRowKey<D>(qc: QueryCreator<D>, actor: string, key: Uint8Arra
  * each (src/db/prepared.ts).
  */
 const writeTableKey = prepared<[encoded: string, stored: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>(
-  (db, encoded, stored, owner, key, form, expiresAt) => tableKeyInsert(withKeyCleared(db, encoded, stored), stored, owner, key, form, expiresAt));
+  (db, encoded, stored, owner, key, form, expiresAt) => tableKeyInsert(withKeyCleared(db, encoded, stored), stored, owner, key, form, expiresAt), { shareParameters: true });
 const writeOwnKey = prepared<[encoded: string, stored: string, actor: string, key: Uint8Array, form: number, expiresAt: number], never>(
   (db, encoded, stored, actor, key, form, expiresAt) =>
-    tableKeyInsert(withRowKey(withKeyCleared(db, encoded, stored), actor, key, form, expiresAt), stored, null, key, form, expiresAt, sql<boolean>`not exists (select 1 from held)`));
+    tableKeyInsert(withRowKey(withKeyCleared(db, encoded, stored), actor, key, form, expiresAt), stored, null, key, form, expiresAt, sql<boolean>`not exists (select 1 from held)`), { shareParameters: true });
 const writeOthersKey = prepared<[encoded: string, stored: string, actor: string, owner: string | null, key: Uint8Array, form: number, expiresAt: number], never>(
   (db, encoded, stored, actor, owner, key, form, expiresAt) =>
     tableKeyInsert(
       withKeyCleared(db, encoded, stored).with("held", () => sql`(update remote_actors set ${NO_ROW_KEY} where id = ${actor} and key is not null)`),
       stored, owner, key, form, expiresAt,
-    ));
+    ), { shareParameters: true });
 
 /**
  * A compact key into fedify_public_keys, and out of fedify_kv (a value cached

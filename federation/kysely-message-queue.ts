@@ -34,6 +34,14 @@ export interface KyselyEnqueueOptions {
    * are still left out), with no payload row to write and read back.
    */
   readonly inlineActivity?: boolean;
+  /**
+   * The message's done key as stored (storedKey of its deliveryKey), when
+   * the caller already computed it: a fan-out page computes its deliveries'
+   * keys for its done check (fanout-pages.ts, notYetQueued) and hands each
+   * to its enqueue, which then does not compute it again. enqueue() only:
+   * enqueueMany's options are every message's.
+   */
+  readonly storedKey?: string;
 }
 
 export interface KyselyMessageQueueOptions {
@@ -175,7 +183,12 @@ export function deliveryKey(message: unknown): string | null {
   // inbox and attempt as the message being handled; it is never a fan-out
   // re-run, and dropping it would lose the delivery.
   if (m.circuitHeld) return null;
-  return `${m.activityId} ${m.inbox} ${typeof m.attempt === "number" ? m.attempt : 0}`;
+  return deliveryKeyOf(m.activityId, m.inbox, typeof m.attempt === "number" ? m.attempt : 0);
+}
+
+/** deliveryKey's text for the delivery of `activityId` to `inbox`, try `attempt`. */
+export function deliveryKeyOf(activityId: string, inbox: string, attempt: number): string {
+  return `${activityId} ${inbox} ${attempt}`;
 }
 
 /**
@@ -192,29 +205,33 @@ export function deliveryKey(message: unknown): string | null {
  * turns stored text keys into these by the same formula, in SQL, so a fan-out
  * handled again after the upgrade still finds its deliveries done or queued.
  */
-export function compactKey(key: string): string {
-  let compact = compactKeys.get(key);
-  if (compact !== undefined) return compact;
-  const space = key.indexOf(" ");
-  const first = space < 0 ? key : key.slice(0, space);
-  // A fan-out's keys share their first word (its activity id): hashed once, not once a delivery.
-  if (first !== lastHead.first) lastHead = { first, head: createHash("sha256").update(first).digest("hex").slice(0, 8) };
+export function compactKey(key: string, head = keyHead(key)): string {
   const rest = createHash("sha256").update(key).digest("hex");
-  compact = `${lastHead.head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
-  // A delivery's key is computed by its page's done check (fanout-pages.ts,
-  // notYetQueued) and again by the enqueue a moment later: the newest keys
-  // are kept for that second time (a page is 500 deliveries).
-  if (compactKeys.size >= COMPACT_KEYS_KEPT) compactKeys.delete(compactKeys.keys().next().value!);
-  compactKeys.set(key, compact);
-  return compact;
+  return `${head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
 }
-const COMPACT_KEYS_KEPT = 2048;
-const compactKeys = new Map<string, string>();
-let lastHead = { first: "", head: "" };
+
+/** A compact key's first 4 bytes (hex): SHA-256 of the key's first word. */
+function keyHead(key: string): string {
+  const space = key.indexOf(" ");
+  return createHash("sha256").update(space < 0 ? key : key.slice(0, space)).digest("hex").slice(0, 8);
+}
 
 /** The done key as the database stores it: compact on PostgreSQL, the text itself on SQLite. */
 export function storedKey(db: Kysely<DB>, key: string): string {
   return isPostgres(db) ? compactKey(key) : key;
+}
+
+/**
+ * The stored done keys of the first tries of `activityId` to `inboxes` (a
+ * fan-out page's deliveries), in order: on PostgreSQL the activity id, which
+ * starts every one of them, is hashed once for all.
+ */
+export function storedDeliveryKeys(db: Kysely<DB>, activityId: string, inboxes: readonly string[]): string[] {
+  const keys = inboxes.map((inbox) => deliveryKeyOf(activityId, inbox, 0));
+  if (!isPostgres(db) || keys.length === 0) return keys;
+  // Every key's first word is the same (the activity id's, up to a space): its hash is all of theirs.
+  const head = keyHead(keys[0]!);
+  return keys.map((key) => compactKey(key, head));
 }
 
 /**
@@ -688,7 +705,7 @@ export class KyselyMessageQueue implements MessageQueue {
       const accepted: typeof batch = [];
       for (const p of batch) {
         try {
-          this.#row(rows, p.message, p.options, this.#storedKey(deliveryKey(p.message)));
+          this.#row(rows, p.message, p.options, p.options?.storedKey ?? this.#storedKey(deliveryKey(p.message)));
           accepted.push(p);
         } catch (error) {
           p.reject(error);

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
 import type { Database } from "../src/db/database.ts";
-import { type Admit, type GateHint, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
+import { type Admit, type BatchSender, type GateHint, type KyselyEnqueueOptions, KyselyMessageQueue, type KyselyMessageQueueOptions } from "./kysely-message-queue.ts";
 import { LanePriority } from "./queue-priority.ts";
 import { deliveryParts, PartsSent, thenOf } from "./direct-send.ts";
 
@@ -52,13 +52,18 @@ export interface QueueLanes {
   close(): Promise<void>;
 }
 
-export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "rank"> {
+export interface QueueLanesOptions extends Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "rank" | "batch"> {
   /** Handler slots of the busy lanes (inbox, delivery); the others get a quarter, at least 2. */
   readonly concurrency?: number;
   /** Given, used instead of a new one (tests); `false`: no lane yields to another (as before). */
   readonly priority?: LanePriority | false;
-  /** The parts of joined deliveries sent while their message is not settled: the one given to the batch sender (options.batch); else a new one. */
-  readonly partsSent?: PartsSent;
+  /**
+   * The batch sender of the lanes of Fedify's deliveries (outbox, delivery),
+   * made with the lanes' PartsSent: where it notes the parts of a joined
+   * delivery it sent when the rest failed, which the handler's path then
+   * skips (handleParts).
+   */
+  readonly batch?: (partsSent: PartsSent) => BatchSender;
 }
 
 /** Lanes whose work a person waits for (interactive), and the fan-out's (bulk); `ledger` is neither. */
@@ -86,14 +91,17 @@ export function createQueueLanes(database: Database, options: QueueLanesOptions 
   // Only the lanes of Fedify's delivery messages send batches themselves.
   const batched = (name: Lane) => name === "outbox" || name === "delivery";
   const priority = options.priority instanceof LanePriority ? options.priority : new LanePriority();
-  const { partsSent = new PartsSent(), ...queueOptions } = options;
+  // The lanes' one PartsSent (one per Muster, as per process): their handler's path and their batch sender share it.
+  const partsSent = new PartsSent();
+  const { batch: makeBatch, ...queueOptions } = options;
+  const batch = makeBatch?.(partsSent);
   const ranked = options.priority !== false;
   const rank = (name: Lane) => ranked && (BULK.has(name) || INTERACTIVE.has(name)) ? { priority, bulk: BULK.has(name) } : undefined;
   const lanes = Object.fromEntries(LANES.map((name) => [name, new KyselyMessageQueue(database, {
     ...queueOptions,
     name,
     concurrency: concurrency[name],
-    batch: batched(name) ? options.batch : undefined,
+    batch: batched(name) ? batch : undefined,
     rank: rank(name),
     // A fan-out's deliveries: twice the default in flight. Each claimed batch
     // holds one delivery per server (their ordering key is activity and
@@ -138,7 +146,7 @@ export class RoutedQueue implements MessageQueue {
   readonly #own = new Map<string, (message: any) => Promise<void>>();
   readonly #partsSent: PartsSent;
 
-  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue, partsSent = new PartsSent()) {
+  constructor(interactive: KyselyMessageQueue, bulk: KyselyMessageQueue, partsSent: PartsSent) {
     this.#interactive = interactive;
     this.#bulk = bulk;
     this.#partsSent = partsSent;

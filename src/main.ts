@@ -12,7 +12,6 @@ import { createQueueLanes, type QueueLanes, queueConnections } from "../federati
 import { type FanoutDeps, handleFanoutPage, waitForRoom } from "../federation/fanout-pages.ts";
 import type { Dispatcher } from "undici";
 import { BatchDeliverer } from "../federation/batch-delivery.ts";
-import { PartsSent } from "../federation/direct-send.ts";
 import { DeliveryThreads, deliveryThreadCount } from "../federation/delivery-threads.ts";
 import { createDeliveryDispatcher, limitOutgoingHttp, withOutgoingPolicy } from "../federation/http-client.ts";
 import { type Config, ConfigError } from "./config.ts";
@@ -79,7 +78,7 @@ export interface MusterOptions {
   /** Skip migrations (a worker started beside a server that already ran them). */
   readonly migrate?: boolean;
   /** Queue tuning; tests use short polls. */
-  readonly queue?: Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "resolveKey">;
+  readonly queue?: Omit<KyselyMessageQueueOptions, "name" | "concurrency" | "resolveKey" | "batch">;
   /** How often workers look for calls-to-action due today and deadlines passed. */
   readonly schedulerIntervalMs?: number;
   /**
@@ -171,14 +170,12 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const events = createEventBus();
   // Assigned below; deliveries name their signing key, looked up here when handled.
   let signer: Federation<void> | undefined;
-  // This Muster's, not the module's: another Muster in this process (tests) keeps its own, as another process does.
-  const partsSent = new PartsSent();
   const lanes = createQueueLanes(database, {
     concurrency: config.queueConcurrency,
-    partsSent,
     // MUSTER_BATCH_DELIVERY=0 leaves every delivery to Fedify's handler (to compare the two).
     ...(config.batchDelivery === false ? {} : {
-      batch: new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)), threads: deliveryThreads, partsSent }),
+      // Given the lanes' PartsSent: this Muster's, so another Muster in this process (tests) keeps its own, as another process does.
+      batch: (partsSent) => new BatchDeliverer({ db: database.db, timeoutMs: config.httpTimeoutMs, dispatcher: () => (deliveryDispatcher ??= createDeliveryDispatcher(config.httpTimeoutMs)), threads: deliveryThreads, partsSent }),
     }),
     ...options.queue,
     resolveKey: async (keyId) => {

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql } from "kysely";
-import { compactKey, deliveryKey, KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
+import { compactKey, deliveryKey, KyselyMessageQueue, storedDeliveryKeys, storedKey } from "../federation/kysely-message-queue.ts";
 import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 
@@ -106,28 +106,52 @@ for (const d of dialects) {
 }
 
 /*
- * compactKey keeps the newest keys it computed (a fan-out page's done check
- * and its enqueue ask for the same 500) and the hash of the last activity id
- * (all of a fan-out's keys start with it): the keys must stay those of the
- * formula migration 0088 applies in SQL, whatever was asked before.
+ * compactKey is migration 0088's formula, whatever was asked before (it kept
+ * a cache of recent keys once; now a fan-out page computes each key once and
+ * hands it to its enqueue), and storedDeliveryKeys (a page's keys, its
+ * activity id hashed once) gives the same keys.
  */
-describe("compactKey's kept keys", () => {
+describe("compactKey and a page's keys", () => {
   const reference = (key: string): string => {
     const space = key.indexOf(" ");
     const head = createHash("sha256").update(space < 0 ? key : key.slice(0, space)).digest("hex").slice(0, 8);
     const rest = createHash("sha256").update(key).digest("hex");
     return `${head}-${rest.slice(0, 4)}-${rest.slice(4, 8)}-${rest.slice(8, 12)}-${rest.slice(12, 24)}`;
   };
-  it("gives the formula's key for keys of interleaved activities, asked again, and after more keys than it keeps", () => {
+  it("gives the formula's key for keys of interleaved activities, asked again", () => {
     const other = "https://union.example/u/drivers/actions/01JZ8Q6W3V4N2K5M7P9R0S1T2V/activity";
     const keys: string[] = [];
     for (let i = 0; i < 5000; i++) keys.push(`${i % 3 === 0 ? other : ACTIVITY} https://server-${i % 97}.example/users/member-number-${i}/inbox 0`);
     keys.push("fanout", "fanout x 12", `${ACTIVITY}`, "");
     for (const round of [1, 2]) {
       for (const key of keys) assert.equal(compactKey(key), reference(key), `round ${round}: ${key}`);
-      // Backwards: the first keys were dropped meanwhile, the last ones are kept.
       for (const key of [...keys].reverse()) assert.equal(compactKey(key), reference(key), `round ${round}, backwards: ${key}`);
     }
     assert.equal(compactKey(deliveryKey(delivery(7))!), reference(`${ACTIVITY} ${delivery(7).inbox} 0`));
   });
 });
+
+for (const d of dialects) {
+  describe(`a page's done keys carried to the enqueue, on ${d.name}`, { skip: d.skip }, () => {
+    it("storedDeliveryKeys gives each delivery's stored key, and enqueue stores the key it is given instead of computing it", async () => {
+      const tdb = await d.create();
+      const database = tdb.open();
+      try {
+        await migrateToLatest(database.db);
+        const messages = [1, 2, 3].map((i) => delivery(i));
+        assert.deepEqual(storedDeliveryKeys(database.db, ACTIVITY, messages.map((m) => m.inbox)), messages.map((m) => storedKey(database.db, deliveryKey(m)!)));
+        const queue = new KyselyMessageQueue(database, { name: "carried" });
+        // A key other than the one the message would give: the queue takes it as it is.
+        const given = storedKey(database.db, deliveryKey(delivery(99))!);
+        await queue.enqueue(delivery(5), { storedKey: given });
+        await queue.enqueue(delivery(6));
+        const rows = await database.db.selectFrom("fedify_mq").select(["message", "dedupe_key"]).where("queue", "=", "carried").orderBy("id").execute();
+        assert.deepEqual(rows.map((r) => r.dedupe_key), [given, storedKey(database.db, deliveryKey(delivery(6))!)]);
+        await queue.close();
+      } finally {
+        await database.close();
+        await tdb.destroy();
+      }
+    });
+  });
+}

@@ -9,6 +9,7 @@ import { asBulkWork } from "../federation/queue-lanes.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { dedupeText, deliveriesOf } from "./helpers/done-keys.ts";
+import { deliveryKey, storedKey } from "../federation/kysely-message-queue.ts";
 
 /*
  * A fan-out reads the roster a page (500 members) at a time, each page a
@@ -63,7 +64,9 @@ for (const d of dialects) {
       const ctx = m.muster.federation.createContext(m.origin, undefined);
       const groupId = ctx.getActorUri("riders");
       const activityId = new URL(`/u/riders/test-fanout-${signedOnce}/activity`, m.origin);
-      const deps1: FanoutDeps = signedOnce ? { ...deps, enqueueDelivery: (message, o) => m.muster.lanes.lanes.delivery.enqueue(message, o) } : deps;
+      // Each delivery queued with its done key, as the page's done check computed it (not computed again by the queue).
+      const carried: { message: unknown; storedKey: string | undefined }[] = [];
+      const deps1: FanoutDeps = signedOnce ? { ...deps, enqueueDelivery: (message, o) => (carried.push({ message, storedKey: o.storedKey }), m.muster.lanes.lanes.delivery.enqueue(message, o)) } : deps;
       await fanOut(deps1, ctx, unionId, new Create({ id: activityId, actor: groupId, object: new Note({ content: "Streamed." }) }), "streamed");
 
       const pagesOf = async () => (await db.selectFrom("fedify_mq").select("message").where("queue", "=", "fanout").orderBy("id").execute())
@@ -92,6 +95,10 @@ for (const d of dialects) {
       assert.ok(rows.every((r) => !r.message.includes("privateKey")), "no private key in a delivery row");
       // One stored activity: every page's deliveries carry what was signed for the first page.
       if (signedOnce) assert.equal(new Set(rows.map((r) => r.payload)).size, 1);
+      if (signedOnce) {
+        assert.ok(carried.length > 0);
+        for (const c of carried) assert.equal(c.storedKey, storedKey(db, deliveryKey(c.message)!), "the page's key, given to the enqueue");
+      }
       const sample = JSON.parse(rows[0]!.message) as { type: string; keys: { keyId: string }[]; orderingKey: string; attempt: number };
       assert.equal(sample.type, "outbox");
       assert.equal(sample.attempt, 0);

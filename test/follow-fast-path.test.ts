@@ -167,9 +167,12 @@ for (const d of dialects) {
       if (d.name !== "postgres") return t.skip("that statement is PostgreSQL's");
       const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
       const texts: string[] = [];
+      const values = new Map<string, unknown[]>();
       pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-        const q = args[0] as string | { text?: string } | undefined;
-        texts.push(typeof q === "string" ? q : q?.text ?? "");
+        const q = args[0] as string | { text?: string; values?: unknown[] } | undefined;
+        const text = typeof q === "string" ? q : q?.text ?? "";
+        texts.push(text);
+        values.set(text, (typeof q === "string" ? args[1] as unknown[] | undefined : q?.values) ?? []);
         return query.apply(this, args);
       } as typeof pg.Client.prototype.query;
       try {
@@ -180,6 +183,13 @@ for (const d of dialects) {
       const keyWrites = texts.filter((x) => /insert into "?fedify_public_keys"?|update "?remote_actors"? set "?key"? =/.test(x));
       assert.equal(keyWrites.length, 1, `one statement writes the key: ${JSON.stringify(keyWrites.map((x) => x.slice(0, 80)))}`);
       assert.match(keyWrites[0]!, /"inbox_activities"/, "the Follow's record");
+      // Each value sent once: the Follow's 4, the key's 5 and its owner (a loopback key id is not https, so this is
+      // the fedify_public_keys form), the actor's 7 and "Follow". Before: 30 (the row
+      // form, an https "#main-key": 35 with the key's bytes three times; checked in the next test).
+      const sent = values.get(keyWrites[0]!)!;
+      const report = `${JSON.stringify(sent.map((v) => (v instanceof Uint8Array ? `bytes:${v.length}` : v)))}\n${keyWrites[0]}`;
+      assert.equal(sent.filter((v) => v instanceof Uint8Array).length, 1, `the key's bytes sent once: ${report}`);
+      assert.equal(sent.length, 18, `parameters: ${report}`);
       const stored = await new KyselyKvStore(db()).get(["_fedify", "publicKey", `${actor("rowkey1")}#main-key`]);
       const key = await CryptographicKey.fromJsonLd(stored, { documentLoader: createOfflineDocumentLoader(), contextLoader: createOfflineContextLoader() });
       assert.equal(key.ownerId?.href, actor("rowkey1"));
@@ -189,6 +199,17 @@ for (const d of dialects) {
       if (d.name !== "postgres") return t.skip("the key lives in the actor's row on PostgreSQL only (0075)");
       const kv = new KyselyKvStore(db());
       const ann = (await kv.get(["_fedify", "publicKey", `${actor("ann")}#main-key`])) as Record<string, unknown>;
+      // What the Follow's statements send (the row form: 35 parameters before, the key's bytes three times).
+      const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+      const sent: unknown[][] = [];
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const q = args[0] as { text?: string; values?: unknown[] } | string | undefined;
+        if (typeof q === "object" && q?.text?.includes('"inbox_activities"') && q.text.includes("remote_actors")) sent.push(q.values ?? []);
+        return query.apply(this, args);
+      } as typeof pg.Client.prototype.query;
+      t.after(() => {
+        pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+      });
       for (const [name, stored] of [["fresh", undefined], ["newer", Date.now() + 3600_000]] as const) {
         const id = `https://rowkey.example/users/${name}`;
         const entry = ["_fedify", "publicKey", `${id}#main-key`] as const;
@@ -207,6 +228,14 @@ for (const d of dialects) {
         assert.equal(row.has_key, true, `${name}: the key in the row`);
         assert.equal(row.handle, stored === undefined ? "" : "@kept@rowkey.example", `${name}: the newer row kept`);
         assert.deepEqual(await new KyselyKvStore(db()).get([...entry]), json, `${name}: read back as written`);
+      }
+      pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+      // Each value once: the Follow's 4, the key's 5, the actor's 7 and "Follow".
+      assert.equal(sent.length, 2, "one Follow statement each");
+      for (const values of sent) {
+        const report = JSON.stringify(values.map((v) => (v instanceof Uint8Array ? `bytes:${v.length}` : v)));
+        assert.equal(values.filter((v) => v instanceof Uint8Array).length, 1, `the key's bytes sent once: ${report}`);
+        assert.equal(values.length, 17, `parameters: ${report}`);
       }
     });
 

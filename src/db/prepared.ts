@@ -14,8 +14,14 @@ import type { DB } from "./schema.ts";
  * once per connection and, after a few runs, planned once, where parsing
  * and planning every run took half of PostgreSQL's CPU per join. `compiled`
  * gives the plain statement (a WriteBatch inlines its values).
+ *
+ * `shareParameters` (PostgreSQL): an argument the statement uses more than
+ * once is sent once, as one `$n` that each use refers to, not as a parameter
+ * per use (the follow's fast path: the follower's 256-byte key was sent three
+ * times). Each use must give it the same type (PostgreSQL deduces one per
+ * parameter). SQLite's `?` are positional: there it changes nothing.
  */
-export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>, ...args: { [K in keyof A]: never }) => Compilable<R>) {
+export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>, ...args: { [K in keyof A]: never }) => Compilable<R>, options: { readonly shareParameters?: boolean } = {}) {
   // By the dialect's adapter, which a transaction shares with its database: the SQL depends on the dialect only.
   const compiled = new WeakMap<object, { query: CompiledQuery<R>; slots: (number | undefined)[] }>();
   const compile = (db: Kysely<DB>, ...args: A): CompiledQuery<R> => {
@@ -29,7 +35,7 @@ export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>
         return i >= 0 ? i : undefined;
       });
       if (new Set(slots.filter((s) => s !== undefined)).size !== args.length) throw new Error("prepared: every argument must appear as a parameter");
-      entry = { query, slots };
+      entry = options.shareParameters && /\$1\b/.test(query.sql) ? shared(query, slots) : { query, slots };
       compiled.set(dialect, entry);
     }
     const { query, slots } = entry;
@@ -40,4 +46,31 @@ export function prepared<A extends readonly unknown[], R>(build: (db: Kysely<DB>
   /** The statement with these values, not run: for a WriteBatch (src/db/batch.ts). */
   run.compiled = compile;
   return run;
+}
+
+/**
+ * `query` (PostgreSQL's `$n` placeholders) with each argument's parameter
+ * once: its later uses refer to its first `$n`. Other parameters (constants
+ * the builder was given) keep one each.
+ */
+function shared<R>(query: CompiledQuery<R>, slots: (number | undefined)[]): { query: CompiledQuery<R>; slots: (number | undefined)[] } {
+  const parameters: unknown[] = [];
+  const sharedSlots: (number | undefined)[] = [];
+  const firstOfArg = new Map<number, number>();
+  // For each old parameter (0-based), its new number (1-based).
+  const renumbered = query.parameters.map((p, i) => {
+    const slot = slots[i];
+    const known = slot === undefined ? undefined : firstOfArg.get(slot);
+    if (known !== undefined) return known;
+    parameters.push(p);
+    sharedSlots.push(slot);
+    if (slot !== undefined) firstOfArg.set(slot, parameters.length);
+    return parameters.length;
+  });
+  const sql = query.sql.replace(/\$(\d+)\b/g, (_, n: string) => {
+    const to = renumbered[Number(n) - 1];
+    if (to === undefined) throw new RangeError(`prepared: no parameter $${n}`);
+    return `$${to}`;
+  });
+  return { query: { ...query, sql, parameters }, slots: sharedSlots };
 }
