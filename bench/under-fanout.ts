@@ -1,13 +1,15 @@
 import { fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
+import { loadavg } from "node:os";
 import { createServer, type Server } from "node:http";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { Create, Note } from "@fedify/vocab";
-import type { Insertable, Kysely } from "kysely";
+import { type Insertable, type Kysely, sql } from "kysely";
 import pg from "pg";
 import { actionNoteId } from "../federation/action-note.ts";
+import { ACTOR_CACHE_MS } from "../federation/inbox-record.ts";
 import { composeAction } from "../src/actions/actions.ts";
 import { loadConfig } from "../src/config.ts";
 import { createMuster, type Muster } from "../src/main.ts";
@@ -20,7 +22,7 @@ import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
 import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
 import type { PeerReport } from "./joins.ts";
-import { type Benchmark, cpuMs, loadAverage, percentile, pool, progress, type Row, sleep } from "./lib.ts";
+import { type Benchmark, cpuMs, fmt, loadAverage, percentile, pool, progress, type Row, sleep } from "./lib.ts";
 import { scaledOutEnv } from "./workers.ts";
 
 /**
@@ -41,8 +43,18 @@ const SLOW_MS = 2_000;
 // One Follow and one reply every TRICKLE_MS: well under what the machine can join per second
 // (bench joins), so what is measured is waiting behind the fan-out, not a join backlog of its own.
 const TRICKLE_MS = Number(process.env.BENCH_UNDER_FANOUT_EVERY_MS ?? 500);
-// Members who reply (BENCH_UNDER_FANOUT_REPLIERS, default 4): each one's first reply is a new committer of the call.
-const REPLIERS = Array.from({ length: Number(process.env.BENCH_UNDER_FANOUT_REPLIERS ?? 4) }, (_, i) => ["alice", "bob", "carol", "dave"][i] ?? `replier${i}`);
+// Members who reply (BENCH_UNDER_FANOUT_REPLIERS, default 24): each one's first reply is a new committer of
+// the call, and none of their keys is cached, so every first reply is a sample of the path a key not yet seen
+// takes (24 of the 40 replies of a 20 s run; with the 4 repliers the bench had before, 4 such samples a run set
+// the reply p99 alone). The reply rate stays one every TRICKLE_MS; the other replies are repeats.
+const REPLIERS = Array.from({ length: Number(process.env.BENCH_UNDER_FANOUT_REPLIERS ?? 24) }, (_, i) => ["alice", "bob", "carol", "dave"][i] ?? `replier${i}`);
+// Of them, BENCH_UNDER_FANOUT_STALE (default a quarter) have a cached actor older than ACTOR_CACHE_MS (a day):
+// members who last showed up for yesterday's call. Spread evenly through the repliers' order.
+const STALE_COUNT = Math.min(REPLIERS.length, Number(process.env.BENCH_UNDER_FANOUT_STALE ?? Math.round(REPLIERS.length / 4)));
+const STALE = new Set(REPLIERS.filter((_, i) => Math.floor(((i + 1) * STALE_COUNT) / REPLIERS.length) > Math.floor((i * STALE_COUNT) / REPLIERS.length)));
+// A replier's next reply comes at least this many trickle slots after its previous one (4 s at 500 ms), so that a
+// repeat is one the first was counted before, not a second copy of the first's path.
+const REPEAT_GAP = 8;
 const TARGET_MS = 2_000;
 
 export const underFanout: Benchmark = {
@@ -56,7 +68,10 @@ export const underFanout: Benchmark = {
     "Accept ms: Follow sent until its Accept arrived at the joiner's server (signature verified there); reply ms: POST sent until the response row exists (polled every 20 ms)",
     "processes: \"one process\" is Muster inside this process (BENCH_UNDER_FANOUT_MODES=one); \"serve --no-worker + 2 workers\" (PostgreSQL, BENCH_UNDER_FANOUT_MODES=workers) real child processes, the Follows and replies to the web one; CPU s is theirs (this process's for one process)",
     "queued before/after: delivery-lane messages waiting when the trickle started and when it ended (the fan-out must still be draining for the figures to mean anything)",
-    `replies come from BENCH_UNDER_FANOUT_REPLIERS members (default 4), in turn; the first reply of each is Fedify's path (its key is not cached yet), later ones the inbox's fast path`,
+    `replies come from BENCH_UNDER_FANOUT_REPLIERS members (default 24), none of whose keys is cached; BENCH_UNDER_FANOUT_STALE of them (default a quarter) have a cached actor older than a day (ACTOR_CACHE_MS); each one's first reply is spread through the run, a repeat at least ${(REPEAT_GAP * TRICKLE_MS) / 1000} s after its previous reply`,
+    "fast path / Fedify path: each counted reply by what counted it; Fedify's when its queue handler wrote the activity's idempotence key (fedify_kv [_fedify, activityIdempotence, origin, id]), which the web's fast path never writes; cross-checked with whether the response row already existed when the 202 came back (the fast path answers after its commit, Fedify's inbox after enqueueing). n: p50 / p99 / max ms",
+    "via Fedify: how many of the first replies of fresh repliers, of stale repliers, and of the repeats went through Fedify's inbox and a worker",
+    "load start / end: the 1-minute load average when the trickle started and when the row was made (the 1/5/15 at the end in 'load end')",
     `target: p99 of both under ${TARGET_MS / 1000} s (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
@@ -92,6 +107,7 @@ async function runOnce(dialect: DialectCase, swarm: "fast" | "slow", followers: 
     await seedRoster(m.muster.database.db, union.id, port, followers, label);
     peer = await startPeer(REPLIERS);
     for (const name of REPLIERS) await joinAsRemoteMember(m.muster.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
+    await prepareRepliers(m.muster.database.db, dialect, peer, label);
     const cpu = process.cpuUsage();
     // How late this process's event loop ran (Muster, the replies' poller and the repliers' server share it).
     const lag = monitorEventLoopDelay({ resolution: 10 });
@@ -141,6 +157,7 @@ async function runWorkers(dialect: DialectCase, swarm: "fast" | "slow", follower
     await seedRoster(local.database.db, union.id, swarmPort, followers, label);
     peer = await startPeer(REPLIERS);
     for (const name of REPLIERS) await joinAsRemoteMember(local.membership, union.id, peer.origin, name, new URL("/inbox", peer.origin));
+    await prepareRepliers(local.database.db, dialect, peer, label);
     for (let i = 0; i < 2; i++) procs.push(spawnMuster(["worker"], env));
     await Promise.all(procs.slice(1).map((w) => w.waitFor(/Muster worker started \(postgres\)/, `worker ${w.pid} started`)));
     const cpu = procs.map((p) => cpuOfPid(p.pid));
@@ -182,8 +199,18 @@ interface Measured {
   readonly toMember: number[];
   readonly toAccept: number[];
   readonly replies: number;
-  readonly replyLatencies: number[];
+  /** One per counted reply. */
+  readonly samples: ReplySample[];
   readonly drainedS?: number | undefined;
+  /** 1-minute load average when the trickle started. */
+  readonly loadStart: number;
+}
+
+/** A counted reply: who sent it, which of the sender's replies it was, how long until counted, and what counted it. */
+interface ReplySample {
+  readonly kind: "first" | "stale first" | "repeat";
+  readonly ms: number;
+  readonly path: "fast" | "fedify" | "unknown";
 }
 
 /** Publishes the call, then trickles Follows and replies while its deliveries drain. */
@@ -198,10 +225,12 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
     const published = performance.now();
     const action = await composeAction(muster.membership, union.id, OPERATOR, { title: "Sign the petition", text: "Reply *I'm in*.", kind: "sign" }, { publishNow: true });
     const target = actionNoteId(site.origin, union, action.id);
-    const replies = await presignReplies(site, peer, target, joins);
+    const replies = await presignReplies(site, peer, target, replySchedule(joins, REPLIERS.length));
     await sleep(1000);
     const queuedBefore = await queuedDeliveries(site);
-    progress(`${label}: ${queuedBefore} deliveries queued; ${joins} joins and ${joins} replies over ${seconds} s`);
+    const firsts = replies.filter((r) => r.kind !== "repeat").length;
+    progress(`${label}: ${queuedBefore} deliveries queued; ${joins} joins and ${joins} replies over ${seconds} s (${firsts} first replies, ${replies.filter((r) => r.kind === "stale first").length} of them stale; ${joins - firsts} repeats)`);
+    const loadStart = loadavg()[0]!;
 
     const joined = new Promise<PeerReport>((resolve, reject) => {
       child.once("message", (r) => resolve(r as PeerReport));
@@ -211,10 +240,10 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
     // Awaited after the replies; a failure in between must not leave it unhandled.
     joined.catch(() => {});
     const stopSampling = startSampler(site.databaseUrl, label);
-    let replyLatencies: number[];
+    let counted: Counted[];
     let report: PeerReport;
     try {
-      replyLatencies = await trickleReplies(site, replies);
+      counted = await trickleReplies(site, replies);
       report = await joined;
     } finally {
       await stopSampling();
@@ -222,20 +251,22 @@ async function measure(label: string, site: Site, muster: Pick<Muster, "membersh
     const queuedAfter = await queuedDeliveries(site);
     // BENCH_UNDER_FANOUT_DRAIN=1: how long the whole fan-out took, publish to the last delivery settled (fairness: the trickle must not slow it much).
     const drainedS = process.env.BENCH_UNDER_FANOUT_DRAIN === "1" ? await drained(site, published) : undefined;
+    const samples = await pathsOf(site, counted, label);
     // Follow ids are stored relative to the follower's origin (0058): matched as stored, read back whole.
     const stored = report.timeline.map((t) => storedFollowId(t.follow.replace(/#.*$/, ""), t.follow)!);
     const rows = await site.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "in", stored).execute();
     const joinedAt = new Map(rows.map((r) => [followIdOf(r.actor_id, r.follow_id), Number(r.joined_at)]));
     const toMember = report.timeline.flatMap((t) => joinedAt.has(t.follow) ? [joinedAt.get(t.follow)! - t.sent] : []);
     const toAccept = report.timeline.flatMap((t) => joinedAt.has(t.follow) && t.accepted ? [t.accepted - joinedAt.get(t.follow)!] : []);
-    return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, replyLatencies, drainedS };
+    return { queuedBefore, queuedAfter, joins, report, toMember, toAccept, replies: replies.length, samples, drainedS, loadStart };
   } finally {
     child.kill();
   }
 }
 
 function row(dialect: DialectCase, processes: string, swarm: string, followers: number, r: Measured, extra: Row): Row {
-  const { report, replyLatencies } = r;
+  const { report } = r;
+  const replyLatencies = r.samples.map((s) => s.ms);
   const worst = Math.max(percentile(report.latencies, 99), percentile(replyLatencies, 99));
   return {
     dialect: dialect.name,
@@ -247,7 +278,7 @@ function row(dialect: DialectCase, processes: string, swarm: string, followers: 
     joins: r.joins,
     accepted: report.accepted,
     "Accept p50 ms": percentile(report.latencies, 50),
-    "Accept p99 ms": percentile(report.latencies, 99),
+    "Accept p99 ms (n)": withN(report.latencies, 99),
     "Follow→member p50": percentile(r.toMember, 50),
     "member→Accept p50": percentile(r.toAccept, 50),
     "Follow→member p99": percentile(r.toMember, 99),
@@ -255,10 +286,15 @@ function row(dialect: DialectCase, processes: string, swarm: string, followers: 
     replies: r.replies,
     counted: replyLatencies.length,
     "reply p50 ms": percentile(replyLatencies, 50),
-    "reply p99 ms": percentile(replyLatencies, 99),
+    "reply p99 ms (n)": withN(replyLatencies, 99),
+    "fast path n: p50 / p99 / max": byPath(r.samples, "fast"),
+    "Fedify path n: p50 / p99 / max": byPath(r.samples, "fedify"),
+    ...(r.samples.some((s) => s.path === "unknown") ? { "path unknown": r.samples.filter((s) => s.path === "unknown").length } : {}),
+    "via Fedify: first / stale first / repeat": (["first", "stale first", "repeat"] as const).map((k) => `${r.samples.filter((s) => s.kind === k && s.path === "fedify").length}/${r.samples.filter((s) => s.kind === k).length}`).join(", "),
     ...(r.drainedS === undefined ? {} : { "fan-out drained s": Number(r.drainedS.toFixed(1)) }),
     ...extra,
-    load: loadAverage().replace(/^load average /, ""),
+    "load start / end": `${r.loadStart.toFixed(2)} / ${loadavg()[0]!.toFixed(2)}`,
+    "load end": loadAverage().replace(/^load average /, ""),
     "vs 2 s": report.accepted < r.joins || replyLatencies.length < r.replies ? "MISS (not all answered)" : r.queuedAfter === 0 ? "n/a (fan-out finished first)" : worst <= TARGET_MS ? "PASS" : "MISS",
   };
 }
@@ -308,33 +344,84 @@ async function seedRoster(db: Kysely<DB>, unionId: string, port: number, followe
 }
 
 interface SignedReply {
+  readonly kind: ReplySample["kind"];
+  readonly activityId: string;
   readonly noteId: string;
   readonly url: URL;
   readonly headers: Headers;
   readonly body: string;
 }
 
-async function presignReplies(m: Site, peer: Peer, target: URL, n: number): Promise<SignedReply[]> {
+/**
+ * Which replier sends each of n replies (indices into REPLIERS): the
+ * repliers' first replies spread evenly through the run (about one in
+ * REPLIERS/n slots), the slots between them repeats by the replier who
+ * replied longest ago, at least REPEAT_GAP slots back; a first reply when
+ * no one is due yet.
+ */
+export function replySchedule(n: number, repliers: number): number[] {
+  const out: number[] = [];
+  const last: number[] = [];
+  for (let slot = 0; slot < n; slot++) {
+    const firstsDue = Math.ceil(((slot + 1) * Math.min(repliers, n)) / n);
+    const due = last.map((at, who) => ({ at, who })).filter((r) => r.at <= slot - REPEAT_GAP).sort((a, b) => a.at - b.at)[0];
+    const next = last.length < repliers && (last.length < firstsDue || due === undefined) ? last.length : (due ?? last.map((at, who) => ({ at, who })).sort((a, b) => a.at - b.at)[0]!).who;
+    last[next] = slot;
+    out.push(next);
+  }
+  return out;
+}
+
+/**
+ * The stale repliers' cached actors set a day and an hour old, and a check
+ * that no replier's key is cached (in Fedify's KV, its compact table, or
+ * the actor's row on PostgreSQL): each first reply must find none.
+ */
+async function prepareRepliers(db: Kysely<DB>, dialect: DialectCase, peer: Peer, label: string): Promise<void> {
+  if (STALE.size) await db.updateTable("remote_actors").set({ fetched_at: Date.now() - ACTOR_CACHE_MS - 3_600_000 }).where("id", "in", [...STALE].map((n) => peer.actorId(n).href)).execute();
+  const keyIds = REPLIERS.map((n) => peer.keyId(n).href);
+  const compact = await db.selectFrom("fedify_public_keys").select((e) => e.fn.countAll().as("n")).where("key_id", "in", keyIds).executeTakeFirstOrThrow();
+  const kv = await db.selectFrom("fedify_kv").select((e) => e.fn.countAll().as("n")).where("key", "in", keyIds.map((k) => JSON.stringify(["_fedify", "publicKey", k]))).executeTakeFirstOrThrow();
+  const onRow = dialect.name === "postgres"
+    ? (await sql<{ n: string }>`select count(*) as n from remote_actors where key is not null and id in (${sql.join(REPLIERS.map((n) => peer.actorId(n).href))})`.execute(db)).rows[0]!.n
+    : 0;
+  const cached = Number(compact.n) + Number(kv.n) + Number(onRow);
+  if (cached) throw new Error(`${label}: ${cached} of the repliers' keys are cached before the run; every first reply must find none`);
+  progress(`${label}: ${REPLIERS.length} repliers, ${STALE.size} with a cached actor older than a day; no key cached`);
+}
+
+async function presignReplies(m: Site, peer: Peer, target: URL, schedule: readonly number[]): Promise<SignedReply[]> {
   const union = new URL("/u/riders", m.origin);
   const inbox = new URL("/u/riders/inbox", m.origin);
-  const out: SignedReply[] = new Array(n);
-  await pool(n, 8, async (i) => {
-    const as = REPLIERS[i % REPLIERS.length]!;
+  const out: SignedReply[] = new Array(schedule.length);
+  const kinds = schedule.map((who, i) => schedule.indexOf(who) < i ? "repeat" as const : STALE.has(REPLIERS[who]!) ? "stale first" as const : "first" as const);
+  await pool(schedule.length, 8, async (i) => {
+    const as = REPLIERS[schedule[i]!]!;
     const actor = peer.actorId(as);
     const noteId = new URL(`/notes/under-fanout/${i}`, peer.origin);
-    const create = new Create({ id: new URL(`/activities/under-fanout/${i}`, peer.origin), actor, to: union, object: new Note({ id: noteId, attribution: actor, to: union, replyTarget: target, content: `<p>I'm in (${i})</p>` }) });
+    const activityId = new URL(`/activities/under-fanout/${i}`, peer.origin);
+    const create = new Create({ id: activityId, actor, to: union, object: new Note({ id: noteId, attribution: actor, to: union, replyTarget: target, content: `<p>I'm in (${i})</p>` }) });
     const body = JSON.stringify(await create.toJsonLd({ format: "compact" }));
     const req = await peer.signedPost(inbox, body, { as });
-    out[i] = { noteId: noteId.href, url: inbox, headers: req.headers, body };
+    out[i] = { kind: kinds[i]!, activityId: activityId.href, noteId: noteId.href, url: inbox, headers: req.headers, body };
   });
   return out;
 }
 
+/** A counted reply, before its path is known. */
+interface Counted {
+  readonly reply: SignedReply;
+  readonly ms: number;
+  /** Whether its response row existed when the 202 came back (read right then). */
+  readonly atAck: boolean | undefined;
+}
+
 /** POSTs one reply every TRICKLE_MS; resolves with each counted reply's latency (POST sent → response row). */
-async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise<number[]> {
+async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise<Counted[]> {
   const db = m.muster.database.db;
   const pending = new Map<string, number>();
-  const latencies: number[] = [];
+  const atAck = new Map<string, boolean>();
+  const latencies: { noteId: string; ms: number }[] = [];
   let sending = true;
   const watcher = (async () => {
     const until = () => !sending && pending.size === 0;
@@ -349,7 +436,7 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
         for (const r of rows) {
           const sent = pending.get(r.source_id);
           if (sent === undefined) continue;
-          latencies.push(now - sent);
+          latencies.push({ noteId: r.source_id, ms: now - sent });
           pending.delete(r.source_id);
         }
       }
@@ -365,13 +452,61 @@ async function trickleReplies(m: Site, replies: readonly SignedReply[]): Promise
       const res = await fetch(r.url, { method: "POST", headers: r.headers, body: r.body });
       await res.arrayBuffer();
       if (res.status !== 202) progress(`reply ${i}: HTTP ${res.status}`);
+      else atAck.set(r.noteId, (await db.selectFrom("action_responses").select("source_id").where("source_id", "=", r.noteId).where("kind", "=", "comment").executeTakeFirst()) !== undefined);
     } catch (error) {
       pending.delete(r.noteId);
       progress(`reply ${i}: ${(error as Error).message} (${String((error as Error).cause)})`);
     }
   })).finally(() => sending = false);
   await watcher;
-  return latencies;
+  const byNote = new Map(replies.map((r) => [r.noteId, r]));
+  return latencies.map((l) => ({ reply: byNote.get(l.noteId)!, ms: l.ms, atAck: atAck.get(l.noteId) }));
+}
+
+/**
+ * What counted each reply. Fedify's inbox queue handler writes the
+ * activity's idempotence key ([_fedify, activityIdempotence, origin, id],
+ * a day's TTL) once its listener has run; the web's fast path never does.
+ * So a key means Fedify's path. No key, with the response row already there
+ * when the 202 came back, means the fast path (it answers only after its
+ * commit); the reverse does not hold (Fedify's inbox answers once the
+ * activity is queued, but a queue idle enough, in this very process, has
+ * counted it before the bench reads the row). The keys are read a second
+ * after the last reply was counted (each is written just after its row); a
+ * reply with neither waits up to 3 s more for its key, then is "unknown".
+ */
+async function pathsOf(m: Site, counted: readonly Counted[], label: string): Promise<ReplySample[]> {
+  const db = m.muster.database.db;
+  const origin = m.origin.origin;
+  const keys = new Map(counted.map((c) => [JSON.stringify(["_fedify", "activityIdempotence", origin, c.reply.activityId]), c]));
+  const marked = new Set<Counted>();
+  const read = async () => {
+    const ask = [...keys].filter(([, c]) => !marked.has(c)).map(([k]) => k);
+    for (let i = 0; i < ask.length; i += 500) {
+      for (const r of await db.selectFrom("fedify_kv").select("key").where("key", "in", ask.slice(i, i + 500)).execute()) marked.add(keys.get(r.key)!);
+    }
+  };
+  await sleep(1000);
+  await read();
+  const deadline = performance.now() + 3000;
+  while (counted.some((c) => !marked.has(c) && !c.atAck) && performance.now() < deadline) {
+    await sleep(100);
+    await read();
+  }
+  const fedify = counted.filter((c) => marked.has(c));
+  progress(`${label}: ${fedify.length} of ${counted.length} counted replies marked processed by Fedify's queue, ${fedify.filter((c) => c.atAck).length} of them already counted when their 202 came back; ${counted.filter((c) => !marked.has(c) && c.atAck).length} counted at their 202 and not marked (the fast path)`);
+  return counted.map((c) => ({ kind: c.reply.kind, ms: c.ms, path: marked.has(c) ? "fedify" : c.atAck ? "fast" : "unknown" }));
+}
+
+/** "p (n)": the percentile with its sample count. */
+function withN(samples: readonly number[], p: number): string {
+  return `${fmt(percentile(samples, p))} (${samples.length})`;
+}
+
+/** "n: p50 / p99 / max" of the replies one path counted. */
+function byPath(samples: readonly ReplySample[], path: ReplySample["path"]): string {
+  const ms = samples.filter((s) => s.path === path).map((s) => s.ms);
+  return ms.length ? `${ms.length}: ${[percentile(ms, 50), percentile(ms, 99), Math.max(...ms)].map(fmt).join(" / ")}` : "0";
 }
 
 /**
