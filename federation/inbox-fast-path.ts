@@ -90,7 +90,9 @@ export function createFastInbox(deps: FastInboxDeps) {
     // The plain forms, checked synchronously with the same key; anything else, or a no, is Fedify's to decide.
     if (claim) {
       const key = await keys.get(claim.keyId);
-      if (key && claim.check(key)) return key.ownerId?.href === actor;
+      // Not cached: Fedify's verifier below would find no key either (it fetches nothing here).
+      if (!key) return false;
+      if (claim.check(key)) return key.ownerId?.href === actor;
     }
     const verification = await verifyRequestDetailed(whatwgRequest(request), {
       documentLoader: refuseFetch,
