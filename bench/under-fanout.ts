@@ -495,7 +495,12 @@ async function pathsOf(m: Site, counted: readonly Counted[], label: string): Pro
   }
   const fedify = counted.filter((c) => marked.has(c));
   progress(`${label}: ${fedify.length} of ${counted.length} counted replies marked processed by Fedify's queue, ${fedify.filter((c) => c.atAck).length} of them already counted when their 202 came back; ${counted.filter((c) => !marked.has(c) && c.atAck).length} counted at their 202 and not marked (the fast path)`);
-  return counted.map((c) => ({ kind: c.reply.kind, ms: c.ms, path: marked.has(c) ? "fedify" : c.atAck ? "fast" : "unknown" }));
+  const samples = counted.map((c): ReplySample => ({ kind: c.reply.kind, ms: c.ms, path: marked.has(c) ? "fedify" : c.atAck ? "fast" : "unknown" }));
+  progress(`${label}: by kind, n: p50 / p99 / max ms (path): ${(["first", "stale first", "repeat"] as const).map((k) => {
+    const of = samples.filter((s) => s.kind === k);
+    return `${k} ${of.length ? `${of.length}: ${[percentile(of.map((s) => s.ms), 50), percentile(of.map((s) => s.ms), 99), Math.max(...of.map((s) => s.ms))].map(fmt).join(" / ")} (${of.filter((s) => s.path === "fast").length} fast)` : "0"}`;
+  }).join("; ")}`);
+  return samples;
 }
 
 /** "p (n)": the percentile with its sample count. */
