@@ -1,5 +1,4 @@
-import type { Context, Federation, KvKey, KvStore } from "@fedify/fedify";
-import { type Actor, type CryptographicKey, isActor, Object as APObject } from "@fedify/vocab";
+import type { Federation, KvKey, KvStore } from "@fedify/fedify";
 import { type Kysely, type QueryCreator, sql } from "kysely";
 import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, withRemoteActorUpsert } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
@@ -15,13 +14,9 @@ import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
 import type { FastRequest } from "./inbox-request.ts";
-import { fetchFollowerPlain } from "./follower-fetch.ts";
 import { joinCommit } from "./join-commit.ts";
 import { actorRowKey, type JoinedKeyWrite, KyselyKvStore, tableKeyInsert, withKeyCleared, withRowKey } from "./kysely-kv-store.ts";
-import { readPlainActor } from "./plain-actor.ts";
-import { withoutKeeping } from "./recent-actors.ts";
-import { actorToRemoteActor, createOfflineContextLoader, createOfflineDocumentLoader } from "./remote-actor-parse.ts";
-import { isCollectiveActor } from "./relationships.ts";
+import { createSignerFetch, keyOfActorDocument } from "./signer-fetch.ts";
 
 const log = logger("federation", "follow-fast");
 
@@ -83,9 +78,6 @@ class Skip extends Error {
   }
 }
 
-const offlineDocuments = createOfflineDocumentLoader();
-const offlineContexts = createOfflineContextLoader();
-
 /**
  * The follow's fast path: a plain Follow of a union, HTTP-signed by the
  * follower's own key, is verified and joined inside the request, and
@@ -122,56 +114,8 @@ export function createFastFollow(deps: FastFollowDeps) {
   // on PostgreSQL none, so that a join's writes go out with the next join's reads (one round trip a join).
   const inTransaction = joinCommit(db, undefined, { savepoints: !batches(db) });
 
-  // One context for the fetches: Fedify's createContext per request cost more than the fetch's signature.
-  let context: Context<void> | undefined;
-
-  /** The follower's actor document as fetched, if it is an object with the actor's id and came from the actor's host. */
-  async function fetchFollowerDocument(recipient: string | null, actorId: string): Promise<Record<string, unknown> | undefined> {
-    // One plain signed GET (follower-fetch.ts); whatever it does not take, Fedify's loader fetches as before.
-    if (deps.plainFetch !== false) {
-      const plain = await fetchFollowerPlain(db, deps.origin, recipient ?? deps.instanceActor, deps.instanceActor, actorId, deps.allowPrivateAddress);
-      if (plain) return plain.id === actorId ? plain : undefined;
-    }
-    context ??= deps.federation.createContext(deps.origin, undefined);
-    const loader = await context.getDocumentLoader({ identifier: recipient ?? deps.instanceActor });
-    let remote;
-    try {
-      // The document is parsed here and asked for by no later fetch: not kept for one (recent-actors.ts).
-      remote = await withoutKeeping(() => loader(actorId));
-    } catch (error) {
-      log.debug("Could not fetch {actor} on the follow's fast path: {error}", { actor: actorId, error });
-      return undefined;
-    }
-    const doc = remote.document as Record<string, unknown> | null;
-    if (doc === null || typeof doc !== "object" || Array.isArray(doc) || doc.id !== actorId) return undefined;
-    // After redirects, the host that answered is the one vouching for the actor.
-    if (new URL(remote.documentUrl || actorId).host !== new URL(actorId).host) return undefined;
-    return doc;
-  }
-
-  /** The document read through Fedify's vocabulary (what plain-actor.ts does not take). */
-  async function parseFollower(doc: Record<string, unknown>): Promise<Actor | undefined> {
-    let object;
-    try {
-      object = await APObject.fromJsonLd(doc, { documentLoader: offlineDocuments, contextLoader: offlineContexts });
-    } catch {
-      return undefined;
-    }
-    return isActor(object) ? object : undefined;
-  }
-
-  /** Fedify's rule (resolveFetchedKey): the actor's key with that id; here it must also name the actor as owner. */
-  async function keyOf(actor: Actor, keyId: string): Promise<CryptographicKey | undefined> {
-    try {
-      // Embedded keys were parsed with the actor; nothing is fetched (offline loaders).
-      for await (const key of actor.getPublicKeys({ documentLoader: offlineDocuments, contextLoader: offlineContexts, suppressError: true })) {
-        if (key.id?.href === keyId) return key.ownerId?.href === actor.id?.href ? key : undefined;
-      }
-    } catch {
-      return undefined;
-    }
-    return undefined;
-  }
+  // The follower's actor and key, fetched and read as every fast path does (signer-fetch.ts).
+  const { fetchSigner } = createSignerFetch(deps);
 
   /** Handles the request if it is a plain, verified Follow of a union; undefined hands it to Fedify. */
   return async function handle(request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
@@ -181,28 +125,13 @@ export function createFastFollow(deps: FastFollowDeps) {
     if (recipient !== null && recipient !== shape.slug) return undefined;
     const claim = claimSignature(request, body, Date.now(), SIGNATURE_WINDOW_MS);
     // The key must be in the actor's own document (Mastodon's #main-key): that is the document fetched.
-    if (!claim || claim.keyId.href.replace(/#.*$/, "") !== shape.actor) return undefined;
+    if (!claim || !keyOfActorDocument(claim.keyId.href, shape.actor)) return undefined;
     const union = await unionIdOf(db, shape.slug);
     if (!union) return undefined;
-    const actorDoc = await fetchFollowerDocument(recipient, shape.actor);
-    if (!actorDoc) return undefined;
-    const now = Date.now();
-    let cached: CachedActor;
-    let keyJsonLd: unknown;
-    // Mastodon's and Fedify's plain actors are read as JSON (plain-actor.ts); anything else through Fedify's vocabulary, as before.
-    const plain = deps.plainActors === false ? undefined : await readPlainActor(actorDoc, shape.actor, claim.keyId.href, now);
-    if (plain) {
-      if (!claim.checkRsa(plain.key)) return undefined;
-      cached = plain.actor;
-      keyJsonLd = plain.keyJsonLd;
-    } else {
-      const actor = await parseFollower(actorDoc);
-      if (!actor || actor.id?.href !== shape.actor || isCollectiveActor(actor) || actor.aliasIds.length > 0) return undefined;
-      const key = await keyOf(actor, claim.keyId.href);
-      if (!key || !claim.check(key)) return undefined;
-      cached = await actorToRemoteActor(actor, { fetchedAt: now });
-      keyJsonLd = await key.toJsonLd({ contextLoader: offlineContexts });
-    }
+    const signer = await fetchSigner(recipient, shape.actor, claim.keyId.href);
+    if (!signer || !signer.verifies(claim)) return undefined;
+    const { actor: cached, keyJsonLd } = await signer.entry();
+    const now = cached.fetchedAt;
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
     // In the join's transaction when the store is on the same database: no commit of its own.
     const keyEntry: KvKey = ["_fedify", "publicKey", claim.keyId.href];

@@ -3,6 +3,7 @@ import type { Federation } from "@fedify/fedify";
 import type { Hono } from "hono";
 import { createFastInbox, type FastInbox } from "../federation/inbox-fast-path.ts";
 import { createFastFollow } from "../federation/follow-fast-path.ts";
+import { createSignerFetch } from "../federation/signer-fetch.ts";
 import { createMusterFederation, INSTANCE_ACTOR } from "../federation/federation.ts";
 import { ensureInstanceKeys, generateActorKeys, versionDroppingHeldKeys } from "../federation/keys.ts";
 import { KyselyKvStore } from "../federation/kysely-kv-store.ts";
@@ -217,7 +218,9 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   // A key replaced outside this process shows in the next document at once, not after the key hold.
   const readCache = new ReadCache({ version: versionDroppingHeldKeys(database.db, () => documentsVersion(database.db)) });
-  const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs });
+  // A member whose key is not cached or whose cached actor is stale is fetched as a follower is (federation/signer-fetch.ts).
+  const signers = createSignerFetch({ db: database.db, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, allowPrivateAddress: config.allowPrivateAddress, plainActors: options.plainFollowActors });
+  const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs, signers });
   const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, plainActors: options.plainFollowActors, allowPrivateAddress: config.allowPrivateAddress });
   // One fast path for the inbox, members' responses then Follows: the node-level
   // inbox (server.ts) offers it once and marks the request, so the app's route
