@@ -1,4 +1,4 @@
-import type { Federation, KvKey, KvStore } from "@fedify/fedify";
+import type { KvStore } from "@fedify/fedify";
 import { type Kysely, type QueryCreator, sql } from "kysely";
 import { type CachedActor, isRemoteActorType, type RemoteActorArgs, remoteActorRow, upsertRemoteActor, withRemoteActorUpsert } from "../src/actors/remote-actors.ts";
 import { batches } from "../src/db/batch.ts";
@@ -14,9 +14,10 @@ import type { Outbox } from "../src/outbox.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature } from "./inbox-fast-verify.ts";
 import type { FastRequest } from "./inbox-request.ts";
+import { publicKeyEntry } from "./inbox-fast-keys.ts";
 import { joinCommit } from "./join-commit.ts";
 import { actorRowKey, type JoinedKeyWrite, KyselyKvStore, tableKeyInsert, withKeyCleared, withRowKey } from "./kysely-kv-store.ts";
-import { createSignerFetch, keyOfActorDocument } from "./signer-fetch.ts";
+import { keyOfActorDocument, type SignerFetch } from "./signer-fetch.ts";
 
 const log = logger("federation", "follow-fast");
 
@@ -27,16 +28,8 @@ export interface FastFollowDeps {
   /** Fedify's KV store: the follower's key is cached there as Fedify's verifier caches it. */
   readonly kv: KvStore;
   readonly origin: URL;
-  /** Its signed document loader fetches the follower's actor, as Fedify's verifier would. */
-  readonly federation: Federation<void>;
-  /** The identifier whose key signs fetches for the shared inbox (Fedify's shared key dispatcher). */
-  readonly instanceActor: string;
-  /** False reads every follower's actor through Fedify's vocabulary (the path before plain-actor.ts; for the benchmark's comparison). */
-  readonly plainActors?: boolean;
-  /** The Muster's private-address rule, applied to the follower's fetch (the node-level inbox calls this outside the app's policy context). */
-  readonly allowPrivateAddress: boolean;
-  /** False fetches every follower's actor with Fedify's document loader only (the path before follower-fetch.ts; for the benchmark's comparison). */
-  readonly plainFetch?: boolean;
+  /** Fetches and reads the follower's actor and key (the same one as the inbox's fast path: one per Muster). */
+  readonly signers: SignerFetch;
 }
 
 /** A plain Follow of one of this server's unions, read from the JSON as sent. */
@@ -115,7 +108,7 @@ export function createFastFollow(deps: FastFollowDeps) {
   const inTransaction = joinCommit(db, undefined, { savepoints: !batches(db) });
 
   // The follower's actor and key, fetched and read as every fast path does (signer-fetch.ts).
-  const { fetchSigner } = createSignerFetch(deps);
+  const { fetchSigner } = deps.signers;
 
   /** Handles the request if it is a plain, verified Follow of a union; undefined hands it to Fedify. */
   return async function handle(request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
@@ -134,7 +127,7 @@ export function createFastFollow(deps: FastFollowDeps) {
     const now = cached.fetchedAt;
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
     // In the join's transaction when the store is on the same database: no commit of its own.
-    const keyEntry: KvKey = ["_fedify", "publicKey", claim.keyId.href];
+    const keyEntry = publicKeyEntry(claim.keyId.href);
     const kvWith = deps.kv instanceof KyselyKvStore && deps.kv.sharesDatabase(db) ? deps.kv : undefined;
     if (!kvWith) await deps.kv.set(keyEntry, keyJsonLd);
     try {

@@ -1,4 +1,4 @@
-import type { KvStore } from "@fedify/fedify";
+import type { KvKey, KvStore } from "@fedify/fedify";
 import { CryptographicKey } from "@fedify/vocab";
 import { type DocumentLoader, preloadedContexts } from "@fedify/vocab-runtime";
 
@@ -15,6 +15,9 @@ import { type DocumentLoader, preloadedContexts } from "@fedify/vocab-runtime";
  * once when verification with it fails.
  */
 const PREFIX = ["_fedify", "publicKey"] as const;
+
+/** Where Fedify's KvKeyCache keeps a public key (what the fast paths write for a key they fetched). */
+export const publicKeyEntry = (keyId: string): KvKey => [...PREFIX, keyId];
 const TTL_MS = 60_000;
 const MAX_KEYS = 10_000;
 
@@ -49,7 +52,7 @@ export class FastKeyCache {
     const now = Date.now();
     const held = this.#memory.get(id);
     if (held && held.until > now) return held.key ?? undefined;
-    const stored = await this.#kv.get([...PREFIX, id]);
+    const stored = await this.#kv.get(publicKeyEntry(id));
     if (stored === undefined || stored === null) {
       this.#memory.delete(id);
       return undefined;

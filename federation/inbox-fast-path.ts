@@ -1,4 +1,4 @@
-import { type KvKey, type KvStore, verifyRequestDetailed } from "@fedify/fedify";
+import { type KvStore, verifyRequestDetailed } from "@fedify/fedify";
 import type { Kysely } from "kysely";
 import { upsertRemoteActor } from "../src/actors/remote-actors.ts";
 import { castVoteIn, type VoteBatch, voteBatch, type VoteResult } from "../src/bylaws/proposals.ts";
@@ -13,7 +13,7 @@ import { withdrawRelayedResponse } from "../src/relationships/tallies.ts";
 import { SIGNATURE_WINDOW_MS } from "../src/replay-window.ts";
 import { claimSignature, type SignatureClaim } from "./inbox-fast-verify.ts";
 import { type FastRequest, whatwgRequest } from "./inbox-request.ts";
-import { FastKeyCache, preloadedOnly, refuseFetch } from "./inbox-fast-keys.ts";
+import { FastKeyCache, preloadedOnly, publicKeyEntry, refuseFetch } from "./inbox-fast-keys.ts";
 import { type FastShape, fastShape } from "./inbox-fast-shape.ts";
 import { KyselyKvStore } from "./kysely-kv-store.ts";
 import { type FetchedSigner, keyOfActorDocument, type SignerEntry, type SignerFetch } from "./signer-fetch.ts";
@@ -175,7 +175,7 @@ export function createFastInbox(deps: FastInboxDeps) {
 
   /** Before the counting transaction: the key's write when the KV store is elsewhere. */
   async function cacheSignerOutside(signer: { keyId: string; entry: SignerEntry } | undefined): Promise<void> {
-    if (signer && !kvWith) await deps.kv.set(keyEntryOf(signer.keyId), signer.entry.keyJsonLd);
+    if (signer && !kvWith) await deps.kv.set(publicKeyEntry(signer.keyId), signer.entry.keyJsonLd);
   }
 
   /**
@@ -187,7 +187,7 @@ export function createFastInbox(deps: FastInboxDeps) {
   async function cacheSigner(trx: Kysely<DB>, signer: { keyId: string; entry: SignerEntry } | undefined): Promise<void> {
     if (!signer) return;
     await upsertRemoteActor(trx, signer.entry.actor);
-    await kvWith?.setWith(trx, keyEntryOf(signer.keyId), signer.entry.keyJsonLd);
+    await kvWith?.setWith(trx, publicKeyEntry(signer.keyId), signer.entry.keyJsonLd);
   }
 
   /**
@@ -338,9 +338,6 @@ const readVoteFacts = prepared<[actor: string, slug: string], { unionId: string;
 function isFresh(fetchedAt: number | null): boolean {
   return fetchedAt !== null && Date.now() - Number(fetchedAt) < ACTOR_CACHE_MS;
 }
-
-/** Where Fedify's KvKeyCache keeps a public key. */
-const keyEntryOf = (keyId: string): KvKey => ["_fedify", "publicKey", keyId];
 
 
 const MAX_BATCH = 64;

@@ -218,10 +218,10 @@ export async function createMuster(config: Config, options: MusterOptions = {}):
   const unions: UnionDeps = { db: database.db, events, generateKeys, outbox };
   // A key replaced outside this process shows in the next document at once, not after the key hold.
   const readCache = new ReadCache({ version: versionDroppingHeldKeys(database.db, () => documentsVersion(database.db)) });
-  // A member whose key is not cached or whose cached actor is stale is fetched as a follower is (federation/signer-fetch.ts).
+  // One fetcher of signers for both fast paths: a follower, and a member whose key is not cached or whose cached actor is stale.
   const signers = createSignerFetch({ db: database.db, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, allowPrivateAddress: config.allowPrivateAddress, plainActors: options.plainFollowActors });
   const fastResponses = options.fastInbox === false ? undefined : createFastInbox({ db: database.db, events, outbox, kv, origin: config.origin, tallyBatchMs: config.tallyBatchMs, signers });
-  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, federation, instanceActor: INSTANCE_ACTOR, plainActors: options.plainFollowActors, allowPrivateAddress: config.allowPrivateAddress });
+  const fastFollow = options.fastFollow === false ? undefined : createFastFollow({ db: database.db, events, outbox, kv, origin: config.origin, signers });
   // One fast path for the inbox, members' responses then Follows: the node-level
   // inbox (server.ts) offers it once and marks the request, so the app's route
   // does not offer it again; a Follow offered separately there would never be.
