@@ -109,6 +109,8 @@ export function createFastFollow(deps: FastFollowDeps) {
 
   // The follower's actor and key, fetched and read as every fast path does (signer-fetch.ts).
   const { fetchSigner } = deps.signers;
+  // The key's write in the join's transaction when Fedify's KV store is on the same database.
+  const kvWith = KyselyKvStore.on(deps.kv, db);
 
   /** Handles the request if it is a plain, verified Follow of a union; undefined hands it to Fedify. */
   return async function handle(request: FastRequest, body: Uint8Array, doc: Record<string, unknown>, recipient: string | null): Promise<"joined" | "repeat" | undefined> {
@@ -128,7 +130,6 @@ export function createFastFollow(deps: FastFollowDeps) {
     // As Fedify's KvKeyCache.set writes a key its verifier found (the key's JSON-LD as parsed: its node of the expanded document).
     // In the join's transaction when the store is on the same database: no commit of its own.
     const keyEntry = publicKeyEntry(claim.keyId.href);
-    const kvWith = deps.kv instanceof KyselyKvStore && deps.kv.sharesDatabase(db) ? deps.kv : undefined;
     if (!kvWith) await deps.kv.set(keyEntry, keyJsonLd);
     try {
       const r = await requestToJoin(deps, union.id, { actorId: shape.actor, handle: cached.handle }, shape.id, {

@@ -171,7 +171,7 @@ export function createFastInbox(deps: FastInboxDeps) {
   }
 
   // The key's write in the counting transaction when Fedify's KV store is on the same database.
-  const kvWith = deps.kv instanceof KyselyKvStore && deps.kv.sharesDatabase(db) ? deps.kv : undefined;
+  const kvWith = KyselyKvStore.on(deps.kv, db);
 
   /** Before the counting transaction: the key's write when the KV store is elsewhere. */
   async function cacheSignerOutside(signer: { keyId: string; entry: SignerEntry } | undefined): Promise<void> {

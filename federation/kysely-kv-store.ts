@@ -175,6 +175,11 @@ export class KyselyKvStore implements KvStore {
     return this.#db === db;
   }
 
+  /** `kv` when it is a KyselyKvStore keeping its entries in `db` (its writes can join a transaction there), else undefined. */
+  static on(kv: KvStore, db: Kysely<DB>): KyselyKvStore | undefined {
+    return kv instanceof KyselyKvStore && kv.sharesDatabase(db) ? kv : undefined;
+  }
+
   /**
    * `withNext`: on PostgreSQL a compact key's write is not waited for but
    * goes out with the transaction's next statement (src/db/pipeline.ts,
