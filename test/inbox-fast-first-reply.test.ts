@@ -182,6 +182,17 @@ for (const d of dialects) {
     };
 
     /** mastodon/create-note-public-reply.json from `name`, replying to the call. */
+    /** Runs `work` with the clock 31 s ahead: past the fast path's reuse window of a signer's fetch (30 s). */
+    async function pastReuseWindow(work: () => Promise<void>): Promise<void> {
+      const held = Date.now;
+      Date.now = () => held() + 31_000;
+      try {
+        await work();
+      } finally {
+        Date.now = held;
+      }
+    }
+
     function reply(name: string, content = "<p>I'm in</p>", from = actor(name)): JsonObject {
       const original = loadFixture(FIXTURES, "mastodon/create-note-public-reply.json");
       const id = `${from}/statuses/${Date.now()}${++seq}/activity`;
@@ -273,18 +284,14 @@ for (const d of dialects) {
       await db().updateTable("remote_actors").set({ fetched_at: old }).where("id", "=", actor("stale")).execute();
       const gets = peer.gets("stale");
       // Past the reuse window of the first fetch (30 s), as a day later.
-      const held = Date.now;
-      Date.now = () => held() + 31_000;
-      try {
+      await pastReuseWindow(async () => {
         const body = reply("stale");
         assert.equal((await post(body, { as: "stale" })).status, 202);
         assert.deepEqual((await responses(noteOf(body))).map((r) => r.kind), ["comment", "commit"]);
         assert.equal(await queued(String(body.id)), 0, "nothing queued");
         assert.equal(peer.gets("stale"), gets + 1, "fetched once more");
         assert.ok(Math.abs(Date.now() - await fetchedAt("stale")) < 60_000, "refreshed");
-      } finally {
-        Date.now = held;
-      }
+      });
     });
 
     it("a member whose key was rotated: the new key fetched, verified, cached; counted before the 202", async () => {
@@ -293,16 +300,12 @@ for (const d of dialects) {
       assert.equal((await responses(noteOf(warm))).length, 1);
       await peer.rotate("rotated");
       // Past the reuse window of the first fetch (30 s): that answer held the old key.
-      const held = Date.now;
-      Date.now = () => held() + 31_000;
-      try {
+      await pastReuseWindow(async () => {
         const body = reply("rotated");
         assert.equal((await post(body, { as: "rotated" })).status, 202);
         assert.deepEqual((await responses(noteOf(body))).map((r) => r.kind), ["comment", "commit"]);
         assert.equal(await queued(String(body.id)), 0);
-      } finally {
-        Date.now = held;
-      }
+      });
     });
 
     it("a member's first poll answer (mastodon/create-poll-vote.json): fetched, the ballot cast before the 202", async () => {
