@@ -475,29 +475,29 @@ const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof Postg
  * every Follow's Accept and reply waited behind it (issue 16, "never
  * waiting behind a fan-out"; /work/notes/sqlitetail.md).
  *
- * So on SQLite a claim looks at no more than two windows of CLAIM_WINDOW
- * rows each: the lane's oldest ready ones, where the first message of
- * nearly every key is (pages are queued in roster order), and the next
- * rows by id after the lane's cursor, which moves on after each claim that
- * came back short and starts over past the lane's last row. A message
- * first of its key further back (a second fan-out's, behind the first's
- * 10^5) is found within a turn of the cursor, a claim or so per window.
- * Ordering per key is unchanged (the claim still takes only a key's first
- * message), and a lane under CLAIM_WINDOW rows claims exactly as before.
+ * So on SQLite a claim looks at no more than two small windows of the lane:
+ * its CLAIM_WINDOW oldest ready rows, where the first message of nearly
+ * every key is (pages are queued in roster order, keys interleaved), and
+ * the rows whose ids lie in the next CLAIM_SPAN ids after the lane's
+ * cursor, which moves on after each claim that came back short and starts
+ * over past the table's last id. A message first of its key further back
+ * (a second fan-out's, behind the first's 10^5) is found within a turn of
+ * the cursor. Ordering per key is unchanged (the claim still takes only a
+ * key's first message), and a lane under CLAIM_WINDOW rows claims as before.
  */
-export const CLAIM_WINDOW = 1024;
+export const CLAIM_WINDOW = 256;
+/** Ids the cursor's window covers (SQLite; see CLAIM_WINDOW). */
+export const CLAIM_SPAN = 1024;
 // The cursor's window by id, along the table's own order (`+queue`: not by
 // fedify_mq_claim, which has no order by id within a lane: SQLite walked
 // and sorted the whole lane for it); a window whose rows are not yet
 // available is only looked at.
 function claimWindow(queue: string, now: number, from: number) {
   return sql<{ id: number }>`(select id from (select id from fedify_mq where queue = ${queue} and available_at <= ${now} order by available_at, id limit ${sql.lit(CLAIM_WINDOW)})
-    union all select id from (select id from fedify_mq where +queue = ${queue} and id > ${from} order by id limit ${sql.lit(CLAIM_WINDOW)}))`;
+    union all select id from fedify_mq where id > ${from} and id <= ${from} + ${sql.lit(CLAIM_SPAN)} and +queue = ${queue})`;
 }
-/** Where the cursor's window ends: its last id and how many rows it holds (fewer than CLAIM_WINDOW: the lane's end). */
-const windowEndStatement = prepared<[string, number], { last: number | null; n: number }>((db, queue, from) =>
-  db.selectFrom(sql<{ id: number }>`(select id from fedify_mq where +queue = ${queue} and id > ${from} order by id limit ${sql.lit(CLAIM_WINDOW)})`.as("w"))
-    .select([sql<number | null>`max(w.id)`.as("last"), sql<number>`count(*)`.as("n")]));
+/** The table's last id: where the cursor's window starts over (one look-up at the end of the rowid tree). */
+const lastIdStatement = prepared<[], { last: number | null }>((db) => db.selectFrom("fedify_mq").select(sql<number | null>`max(id)`.as("last")));
 
 // The claim, the probe and the settle are built and compiled once per
 // dialect (src/db/prepared.ts): building the claim with Kysely, every time,
@@ -694,7 +694,7 @@ export class KyselyMessageQueue implements MessageQueue {
   #handlerSlots: number;
   readonly #slotWaiters: (() => void)[] = [];
   #claims = 0;
-  /** SQLite: the id after which the claim's second window starts (CLAIM_WINDOW), and whether it is on its way through the lane. */
+  /** SQLite: the id after which the claim's second window starts (CLAIM_SPAN), and whether it is on its way through the table. */
   #windowFrom = 0;
   #windowTurning = false;
   #settledHere = 0;
@@ -1251,7 +1251,9 @@ export class KyselyMessageQueue implements MessageQueue {
           if (claimed.length === free) continue;
         }
         if (signal.aborted) break;
-        await alarm.wait(this.#windowTurning ? Math.min(WINDOW_TURN_MS, this.#pollIntervalMs) : subscription?.live() ? this.#listeningPollMs : this.#pollIntervalMs);
+        // A lane with messages in flight claims again as each one finishes;
+        // one with none, whose cursor is on its way, soon (CLAIM_WINDOW).
+        await alarm.wait(this.#windowTurning && inFlight.size === 0 ? Math.min(WINDOW_TURN_MS, this.#pollIntervalMs) : subscription?.live() ? this.#listeningPollMs : this.#pollIntervalMs);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -1347,17 +1349,18 @@ export class KyselyMessageQueue implements MessageQueue {
 
   /**
    * After a claim from `from` came back short: the cursor's window moves on
-   * past its last row, or starts over from the lane's first once it held
-   * the lane's last (CLAIM_WINDOW). Meanwhile the lane claims again soon
-   * rather than after its poll interval (#windowTurning), so that a message
-   * further back waits a few short turns, not a poll interval per window.
+   * by CLAIM_SPAN ids, or starts over once past the table's last id.
+   * Meanwhile a lane with nothing in flight claims again soon rather than
+   * after its poll interval (#windowTurning), so that a message further back
+   * waits a few short turns, not a poll interval per window.
    */
   async #moveWindow(db: Kysely<DB>, from: number): Promise<void> {
     if (this.#windowFrom !== from) return;
-    const [end] = (await windowEndStatement(db, this.name, from)).rows;
-    const full = end !== undefined && end.last !== null && Number(end.n) >= CLAIM_WINDOW;
-    this.#windowFrom = full ? Number(end.last) : 0;
-    this.#windowTurning = full;
+    const [row] = (await lastIdStatement(db)).rows;
+    const next = from + CLAIM_SPAN;
+    const turning = row?.last != null && next < Number(row.last);
+    this.#windowFrom = turning ? next : 0;
+    this.#windowTurning = turning;
   }
 
   /**

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import SQLite from "better-sqlite3";
-import { CLAIM_WINDOW, KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
+import { CLAIM_SPAN, CLAIM_WINDOW, KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { dialects } from "./helpers/databases.ts";
 
 /*
@@ -46,12 +46,14 @@ describe("SQLite claim windows", () => {
     const handled: { n: number; key: string }[] = [];
     let found!: () => void;
     const late = new Promise<void>((r) => found = r);
-    // How late a 5 ms timer fires, at worst, while the lane claims.
+    // How late a 5 ms timer fires, at worst, while the lane claims (from
+    // 300 ms in: the first statements read the file into SQLite's cache).
     let worst = 0;
     let last = performance.now();
+    const measureFrom = last + 300;
     const sampler = setInterval(() => {
       const t = performance.now();
-      worst = Math.max(worst, t - last - 5);
+      if (last >= measureFrom) worst = Math.max(worst, t - last - 5);
       last = t;
     }, 5);
     try {
@@ -69,10 +71,10 @@ describe("SQLite claim windows", () => {
       clearInterval(sampler);
       // Only the late message was claimable: nothing behind a leased key's first one moved.
       assert.deepEqual(handled.map((m) => m.key), ["fan-2\nhttps://late.example"]);
-      // 150,000 rows make CLAIM_WINDOW's windows about 73 turns of the cursor: well within the 30 s.
+      // 150,000 ids make about 150 turns of the cursor (CLAIM_SPAN), 20 ms apart with nothing in flight.
       assert.ok(tookMs < 20_000, `the late message took ${Math.round(tookMs)} ms`);
-      // The whole-lane claim stopped the loop for each claim (over 100 ms each here, idle); a window is a few ms.
-      assert.ok(worst < 80, `a timer fired ${Math.round(worst)} ms late while the lane claimed`);
+      // The whole-lane claim stopped the loop for each claim (774 ms late at load 10); a window is a few ms (the bound allows for a loaded machine).
+      assert.ok(worst < 250, `a timer fired ${Math.round(worst)} ms late while the lane claimed`);
       const left = await database.db.selectFrom("fedify_mq").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
       assert.equal(Number(left.n), ids.length - 1);
     } finally {
@@ -85,12 +87,12 @@ describe("SQLite claim windows", () => {
 
   it("hands out every message of a lane longer than two windows once, each key in order, keys first seen past the windows included", { timeout: 120_000 }, async () => {
     const tdb = await sqlite.create();
-    // Six times CLAIM_WINDOW rows: 20 keys at the front, then keys whose
-    // first message lies beyond both windows at the start, then keyless.
+    // Three spans of the cursor's window: 20 keys at the front, then keys
+    // whose first message lies beyond both windows at the start, then keyless.
     const rows: { key: string | null }[] = [];
-    for (let i = 0; i < CLAIM_WINDOW * 4; i++) rows.push({ key: `front\n${i % 20}` });
-    for (let i = 0; i < CLAIM_WINDOW; i++) rows.push({ key: `back\n${i % 7}` });
-    for (let i = 0; i < CLAIM_WINDOW; i++) rows.push({ key: i % 2 === 0 ? null : `front\n${i % 20}` });
+    for (let i = 0; i < CLAIM_SPAN + CLAIM_WINDOW; i++) rows.push({ key: `front\n${i % 20}` });
+    for (let i = 0; i < CLAIM_SPAN; i++) rows.push({ key: `back\n${i % 7}` });
+    for (let i = 0; i < CLAIM_SPAN; i++) rows.push({ key: i % 2 === 0 ? null : `front\n${i % 20}` });
     seed(tdb.url, rows);
     const database = tdb.open();
     const queue = new KyselyMessageQueue(database, { name: "delivery", workerId: "claim-window", concurrency: 8, pollIntervalMs: 200 });
