@@ -488,13 +488,15 @@ const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof Postg
 export const CLAIM_WINDOW = 256;
 /** Ids the cursor's window covers (SQLite; see CLAIM_WINDOW). */
 export const CLAIM_SPAN = 1024;
-// The cursor's window by id, along the table's own order (`+queue`: not by
+// UNION, not UNION ALL: the two windows overlap while the cursor is near
+// the lane's head, and a row twice in them would fill two of the claim's
+// LIMIT slots. The cursor's window by id, along the table's own order (`+queue`: not by
 // fedify_mq_claim, which has no order by id within a lane: SQLite walked
 // and sorted the whole lane for it); a window whose rows are not yet
 // available is only looked at.
 function claimWindow(queue: string, now: number, from: number) {
   return sql<{ id: number }>`(select id from (select id from fedify_mq where queue = ${queue} and available_at <= ${now} order by available_at, id limit ${sql.lit(CLAIM_WINDOW)})
-    union all select id from fedify_mq where id > ${from} and id <= ${from} + ${sql.lit(CLAIM_SPAN)} and +queue = ${queue})`;
+    union select id from fedify_mq where id > ${from} and id <= ${from} + ${sql.lit(CLAIM_SPAN)} and +queue = ${queue})`;
 }
 /** The table's last id: where the cursor's window starts over (one look-up at the end of the rowid tree). */
 const lastIdStatement = prepared<[], { last: number | null }>((db) => db.selectFrom("fedify_mq").select(sql<number | null>`max(id)`.as("last")));
