@@ -335,6 +335,9 @@ const INSERT_CHUNK = 1000;
 const LISTENING_POLL_MS = 5000;
 /** SQLite: how soon a lane claims again while its claim window's cursor goes through it (CLAIM_WINDOW). */
 const WINDOW_TURN_MS = 20;
+/** SQLite: a whole-lane claim this slow moves the lane to windowed claims for WINDOWED_MS (CLAIM_WINDOW). */
+const SLOW_CLAIM_MS = 20;
+const WINDOWED_MS = 30_000;
 
 /**
  * A bulk lane's heartbeat (lane-share.ts): checked this often, sent when its
@@ -506,6 +509,8 @@ const lastIdStatement = prepared<[], { last: number | null }>((db) => db.selectF
 // cost more CPU than SQLite spent running it.
 
 /** Whether a lane has anything to claim (SQLite's read before its claim). */
+const wholeProbeStatement = prepared<[string, number], { id: number }>((db, queue, now) => candidates(db, queue, now, 1 as never));
+/** wholeProbeStatement within the lane's windows (CLAIM_WINDOW). */
 const probeStatement = prepared<[string, number, number], { id: number }>((db, queue, now, from) => candidates(db, queue, now, 1 as never, from));
 
 /**
@@ -699,6 +704,8 @@ export class KyselyMessageQueue implements MessageQueue {
   /** SQLite: the id after which the claim's second window starts (CLAIM_SPAN), and whether it is on its way through the table. */
   #windowFrom = 0;
   #windowTurning = false;
+  /** SQLite: until when this lane claims within windows (#timed). */
+  #windowedUntil = 0;
   #settledHere = 0;
   /** enqueue() calls waiting for #flushPending. */
   readonly #pending: { message: unknown; options: KyselyEnqueueOptions | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -1314,7 +1321,7 @@ export class KyselyMessageQueue implements MessageQueue {
     // Not when the last claim filled every slot: the lane is busy, and the
     // read would only repeat the UPDATE's search (a tenth of a busy lane's
     // database time).
-    if (dialect === "sqlite") {
+    if (dialect === "sqlite" && now < this.#windowedUntil) {
       const from = this.#windowFrom;
       if (probe && (await probeStatement(db, this.name, now, from)).rows.length === 0) {
         await this.#moveWindow(db, from);
@@ -1329,9 +1336,14 @@ export class KyselyMessageQueue implements MessageQueue {
       }
       return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff, refill }));
     }
+    if (probe && dialect === "sqlite") {
+      const { rows } = await this.#timed(() => wholeProbeStatement(db, this.name, now));
+      if (rows.length === 0) return [];
+    }
     const token = `${this.workerId}#${++this.#claims}`;
     const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
-    const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
+    const compiled = claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs);
+    const { rows } = dialect === "sqlite" ? await this.#timed(() => executeNamed(db, compiled)) : await executeNamed(db, compiled);
     if (TRACE) {
       traceCount(this.name, 0);
       traceCount(this.name, 1, rows.length);
@@ -1343,10 +1355,27 @@ export class KyselyMessageQueue implements MessageQueue {
   async #claimSqlite(trx: Kysely<DB>, limit: number, refill: Refill): Promise<Claimed[]> {
     const now = Date.now();
     const token = `${this.workerId}#${++this.#claims}`;
+    if (now >= this.#windowedUntil) {
+      const { rows } = await this.#timed(() => claimStatement(trx, this.name, now, limit, token, now + this.#leaseMs));
+      return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, refill }));
+    }
     const from = this.#windowFrom;
     const { rows } = await windowedClaimStatement(trx, this.name, now, limit, token, now + this.#leaseMs, from);
     if (rows.length < limit) await this.#moveWindow(trx, from);
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, refill }));
+  }
+
+  /**
+   * SQLite: a whole-lane claim or probe that took SLOW_CLAIM_MS or more
+   * switches the lane to the windowed claim (CLAIM_WINDOW) for WINDOWED_MS.
+   * A short lane keeps the whole-lane claim, exactly as before: the windows
+   * are for a lane long enough that walking it stops the event loop.
+   */
+  async #timed<T>(run: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    const result = await run();
+    if (performance.now() - started >= SLOW_CLAIM_MS) this.#windowedUntil = Date.now() + WINDOWED_MS;
+    return result;
   }
 
   /**
