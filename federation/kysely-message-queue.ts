@@ -502,7 +502,17 @@ function claimWindow(queue: string, now: number, from: number) {
     union select id from fedify_mq where id > ${from} and id <= ${from} + ${sql.lit(CLAIM_SPAN)} and +queue = ${queue})`;
 }
 /** The table's last id: where the cursor's window starts over (one look-up at the end of the rowid tree). */
-const lastIdStatement = prepared<[], { last: number | null }>((db) => db.selectFrom("fedify_mq").select(sql<number | null>`max(id)`.as("last")));
+/**
+ * The table's first and last ids (two look-ups at the ends of the rowid
+ * tree): where the cursor's window starts over, and when. It starts over at
+ * the first live id, not at 0: ids only grow, so after many fan-outs the live
+ * rows sit millions of ids in, and a cursor from 0 would turn through
+ * thousands of empty windows before reaching them.
+ */
+const idBoundsStatement = prepared<[], { first: number | null; last: number | null }>((db) => db.selectNoFrom([
+  db.selectFrom("fedify_mq").select(sql<number | null>`min(id)`.as("first")).as("first"),
+  db.selectFrom("fedify_mq").select(sql<number | null>`max(id)`.as("last")).as("last"),
+]) as never);
 
 // The claim, the probe and the settle are built and compiled once per
 // dialect (src/db/prepared.ts): building the claim with Kysely, every time,
@@ -1387,10 +1397,11 @@ export class KyselyMessageQueue implements MessageQueue {
    */
   async #moveWindow(db: Kysely<DB>, from: number): Promise<void> {
     if (this.#windowFrom !== from) return;
-    const [row] = (await lastIdStatement(db)).rows;
-    const next = from + CLAIM_SPAN;
+    const [row] = (await idBoundsStatement(db)).rows;
+    const start = row?.first == null ? 0 : Number(row.first) - 1;
+    const next = Math.max(from + CLAIM_SPAN, start);
     const turning = row?.last != null && next < Number(row.last);
-    this.#windowFrom = turning ? next : 0;
+    this.#windowFrom = turning ? next : start;
     this.#windowTurning = turning;
   }
 

@@ -15,14 +15,14 @@ import { dialects } from "./helpers/databases.ts";
 const sqlite = dialects.find((d) => d.name === "sqlite")!;
 
 /** Rows straight into the file (a second, plain connection), before the queue opens it. */
-function seed(url: string, rows: readonly { key: string | null; leased?: boolean }[]): number[] {
+function seed(url: string, rows: readonly { key: string | null; leased?: boolean }[], firstId?: number): number[] {
   const db = new SQLite(url.slice("sqlite:".length));
   const now = Date.now();
-  const insert = db.prepare("insert into fedify_mq (queue, message, ordering_key, available_at, attempts, created_at, lease_owner, lease_until) values ('delivery', ?, ?, ?, 0, ?, ?, ?)");
+  const insert = db.prepare("insert into fedify_mq (id, queue, message, ordering_key, available_at, attempts, created_at, lease_owner, lease_until) values (?, 'delivery', ?, ?, ?, 0, ?, ?, ?)");
   const ids: number[] = [];
   db.transaction(() => {
     rows.forEach((r, i) => {
-      const { lastInsertRowid } = insert.run(JSON.stringify({ n: i, key: r.key }), r.key, now - 1000, now, r.leased ? "elsewhere" : null, r.leased ? now + 600_000 : null);
+      const { lastInsertRowid } = insert.run(firstId === undefined ? null : firstId + i, JSON.stringify({ n: i, key: r.key }), r.key, now - 1000, now, r.leased ? "elsewhere" : null, r.leased ? now + 600_000 : null);
       ids.push(Number(lastInsertRowid));
     });
   })();
@@ -79,6 +79,44 @@ describe("SQLite claim windows", () => {
       assert.equal(Number(left.n), ids.length - 1);
     } finally {
       clearInterval(sampler);
+      controller.abort();
+      await database.close();
+      await tdb.destroy();
+    }
+  });
+
+  it("starts the cursor's turns at the lane's first live id, so a key's first message queued after the lane went to windows is found when ids are millions in", { timeout: 120_000 }, async () => {
+    const tdb = await sqlite.create();
+    // Ids only grow: after many fan-outs the live rows sit millions of ids
+    // in. A cursor starting over at 0 turned through ~5,000 empty windows
+    // (20 ms apart) before reaching them: about 100 s for the late message.
+    const keys = 100;
+    const rows = Array.from({ length: 150_000 }, (_, i) => ({ key: `fan-1\nhttps://h${i % keys}.example`, leased: i < keys }));
+    seed(tdb.url, rows, 5_000_000);
+    const database = tdb.open();
+    const queue = new KyselyMessageQueue(database, { name: "delivery", workerId: "claim-window", pollIntervalMs: 200 });
+    const controller = new AbortController();
+    const handled: string[] = [];
+    let found!: () => void;
+    const late = new Promise<void>((r) => found = r);
+    try {
+      const listening = queue.listen((m: { key: string }) => {
+        handled.push(m.key);
+        if (m.key.startsWith("fan-2")) found();
+      }, { signal: controller.signal });
+      // Long enough for the lane's slow whole-lane claims to move it to windows.
+      await new Promise((r) => setTimeout(r, 2000));
+      const key = "fan-2\nhttps://late.example";
+      await queue.enqueue({ key }, { orderingKey: key });
+      const started = performance.now();
+      await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error(`the late key's message was not claimed in 30 s; handled ${handled.length}`)), 30_000))]);
+      const tookMs = performance.now() - started;
+      controller.abort();
+      await listening;
+      assert.deepEqual(handled, ["fan-2\nhttps://late.example"]);
+      // About 150 turns from the first live id (CLAIM_SPAN each), 20 ms apart.
+      assert.ok(tookMs < 20_000, `the late message took ${Math.round(tookMs)} ms`);
+    } finally {
       controller.abort();
       await database.close();
       await tdb.destroy();
