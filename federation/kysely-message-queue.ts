@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
-import { type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
+import { type Compilable, type CompiledQuery, type Kysely, PostgresAdapter, type Selectable, sql } from "kysely";
 import type { Database } from "../src/db/database.ts";
 import type { WriteBatch } from "../src/db/batch.ts";
 import { prepared } from "../src/db/prepared.ts";
@@ -490,8 +490,10 @@ function claimQuery(db: Kysely<DB>, queue: never, now: never, limit: never, toke
 }
 const claimStatement = prepared<[string, number, number, string, number], Row>(claimQuery);
 /** claimStatement, and the body of each message's activity (payloadsWithClaim). */
-const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
-  claimQuery(db, ...args).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body")));
+const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>(claimWithBodyQuery);
+function claimWithBodyQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
+  return claimQuery(db, queue, now, limit, token, leaseUntil).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"));
+}
 /** A message's shared payload's body (fedify_mq_payloads), read with its claim or hand-over. */
 function payloadBodySql(payload: ReturnType<typeof sql.ref>) {
   return sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = ${payload})`;
@@ -532,11 +534,45 @@ function serverStateSql(h: HintRefs, now: unknown) {
     where ${h.origin} is not null)`;
 }
 /** claimWithBodyStatement, and each message's gate hint and server state (gatesWithClaim). */
-const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>((db, queue, now, limit, token, leaseUntil) =>
-  claimQuery(db, queue, now, limit, token, leaseUntil)
+const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>(claimWithGateQuery);
+function claimWithGateQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
+  return claimQuery(db, queue, now, limit, token, leaseUntil)
     .returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"))
     .returning(gateHintSql(hintRefs("fedify_mq")).as("gate_hint"))
-    .returning(serverStateSql(hintRefs("fedify_mq"), now).as("server_state")));
+    .returning(serverStateSql(hintRefs("fedify_mq"), now).as("server_state"));
+}
+
+/**
+ * The claim's sizes on PostgreSQL: a claim asks for the largest of these
+ * that its free slots allow, written into its text as a constant. With the
+ * LIMIT a parameter, PostgreSQL's generic plan of the named statement
+ * assumes a tenth of the queue's ready rows are taken, so it looked dearer
+ * than the first runs' custom plans (LIMIT 8 of a full queue) and every run
+ * was planned again: 255 custom plans of 255 claims in bench/claim-cost.ts,
+ * 0.5-0.9 ms of planning each (20 % of PostgreSQL's samples there). With a
+ * constant, the generic plan costs what a custom one does and is kept. A
+ * few texts per kind of claim, each prepared once per connection.
+ */
+const CLAIM_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128] as const;
+/** The largest claim size up to `free` slots (at least 1). */
+export function claimSize(free: number): number {
+  let size: number = CLAIM_SIZES[0];
+  for (const s of CLAIM_SIZES) if (s <= free) size = s;
+  return size;
+}
+type ClaimBuilder = (db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) => Compilable<unknown>;
+const sizedClaims = new Map<ClaimBuilder, Map<number, ReturnType<typeof prepared<[string, number, string, number], never>>>>();
+/** `build`'s claim of exactly `size` rows, the size a constant of its text (CLAIM_SIZES). */
+function sizedClaim(build: ClaimBuilder, size: number) {
+  const bySize = sizedClaims.get(build) ?? new Map();
+  sizedClaims.set(build, bySize);
+  let statement = bySize.get(size);
+  if (statement === undefined) {
+    statement = prepared<[string, number, string, number], never>((db, queue, now, token, leaseUntil) => build(db, queue, now, sql.lit(size) as never, token, leaseUntil) as never);
+    bySize.set(size, statement);
+  }
+  return statement;
+}
 
 /** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. With its claim hints (claim-hints.ts), null where its lane reads none. */
 type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null, gateUnionId: string | null, gateMemberId: string | null, inboxOrigin: string | null];
@@ -1191,20 +1227,22 @@ export class KyselyMessageQueue implements MessageQueue {
         const batchDue = !more || !this.#rank?.bulk || free >= claimBatchOf(c) || inFlight.size === 0;
         if (free > 0 && batchDue) {
           let claimed: Claimed[] = [];
+          // On PostgreSQL one of a few sizes (claimSize); what it leaves is claimed next time round.
+          const ask = this.#database.dialect === "postgres" ? claimSize(free) : free;
           // A claim that may find interactive work holds the bulk lanes from
           // now: their next claim would otherwise go first.
           interactive?.begin();
           try {
-            claimed = await this.#claim(free, !more, handoff, refill);
+            claimed = await this.#claim(ask, !more, handoff, refill);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           } finally {
             interactive?.end();
           }
-          more = claimed.length === free;
+          more = claimed.length === ask;
           if (backsOff && claimed.length === 0) backoffUntil = Date.now() + LOSER_BACKOFF_MS;
           start(claimed);
-          if (claimed.length === free) continue;
+          if (claimed.length === ask) continue;
         }
         if (signal.aborted) break;
         await alarm.wait(subscription?.live() ? this.#listeningPollMs : this.#pollIntervalMs);
@@ -1268,8 +1306,15 @@ export class KyselyMessageQueue implements MessageQueue {
     // database time).
     if (probe && dialect === "sqlite" && (await probeStatement(db, this.name, now)).rows.length === 0) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
-    const { rows } = await executeNamed(db, claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs));
+    let compiled: CompiledQuery<Row>;
+    if (dialect === "postgres") {
+      const build: ClaimBuilder = this.#gatesWithClaim ? claimWithGateQuery : this.#payloadsWithClaim ? claimWithBodyQuery : claimQuery;
+      compiled = sizedClaim(build, limit).compiled(db, this.name, now, token, now + this.#leaseMs);
+    } else {
+      const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
+      compiled = claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs);
+    }
+    const { rows } = await executeNamed(db, compiled);
     if (TRACE) {
       traceCount(this.name, 0);
       traceCount(this.name, 1, rows.length);
