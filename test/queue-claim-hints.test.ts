@@ -7,6 +7,12 @@ import { claimHints } from "../federation/claim-hints.ts";
 import { directDelivery, directNote, followAnswer, joinedDelivery } from "../federation/direct-send.ts";
 import { claimSize, KyselyMessageQueue } from "../federation/kysely-message-queue.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
+import { readdirSync } from "node:fs";
+import { migrateTo, migrateToLatest } from "../src/db/migrate.ts";
+
+const MIGRATION = readdirSync(new URL("../migrations/", import.meta.url)).find((f) => f.startsWith("0089_"))!.replace(/\.ts$/, "");
+/** The migration before 0089, whichever it is. */
+const PREVIOUS = readdirSync(new URL("../migrations/", import.meta.url)).filter((f) => /^\d{4}_.*\.ts$/.test(f) && f < "0089").sort().at(-1)!.replace(/\.ts$/, "");
 
 /*
  * A delivery's member gate and inbox origin, which the outbox lane's claim
@@ -137,6 +143,29 @@ for (const d of dialects) {
         assert.ok(!plans.rows.some((r) => r.statement.includes("regexp_match")), "the claim matches no regular expression over the message text");
       } finally {
         await pool2.close();
+      }
+    });
+
+    it("0089: a row queued before it is kept, with no hints; down drops the columns and keeps the rows; up again", async () => {
+      const database = tdb.open();
+      const { db } = database;
+      try {
+        await migrateTo(db, PREVIOUS);
+        const now = Date.now();
+        await db.insertInto("fedify_mq").values({ queue: "upgrade-hints", message: "{}", ordering_key: "k", available_at: now, attempts: 0, created_at: now, dedupe_key: null, payload: null } as never).execute();
+        await migrateTo(db, MIGRATION);
+        assert.deepEqual(await db.selectFrom("fedify_mq").select(["message", "gate_union_id", "gate_member_id", "inbox_origin"]).where("queue", "=", "upgrade-hints").execute(),
+          [{ message: "{}", gate_union_id: null, gate_member_id: null, inbox_origin: null }]);
+        await db.updateTable("fedify_mq").set({ gate_union_id: "u", gate_member_id: "m", inbox_origin: "https://a.example" }).execute();
+        await migrateTo(db, PREVIOUS);
+        const { rows } = await sql<Record<string, unknown>>`select * from fedify_mq where queue = 'upgrade-hints'`.execute(db);
+        assert.equal(rows.length, 1);
+        assert.ok(!("gate_union_id" in rows[0]!) && !("inbox_origin" in rows[0]!), "the columns dropped");
+        await migrateToLatest(db);
+        await db.deleteFrom("fedify_mq").where("queue", "=", "upgrade-hints").execute();
+      } finally {
+        await migrateToLatest(db);
+        await database.close();
       }
     });
   });
