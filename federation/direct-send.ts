@@ -149,7 +149,7 @@ export function joinedDelivery(deliveries: readonly DirectDelivery[]): DirectDel
     && d.musterThen === undefined && JSON.stringify(d.keys) === JSON.stringify(first.keys) && JSON.stringify(d.musterGate) === JSON.stringify(first.musterGate)
     && JSON.stringify(d.actorIds) === JSON.stringify(first.actorIds) && Object.keys(d.headers).length === 0;
   if (Object.keys(first.headers).length > 0 || !rest.every(same)) return undefined;
-  // Last in the message: the queue reads its gate and inbox from the text's first match (kysely-message-queue.ts).
+  // Last in the message, after the first part's fields (the queue reads its gate and inbox from the message object: claim-hints.ts).
   return { ...first, musterThen: rest.map((d) => ({ id: d.id, activity: d.activity, activityId: d.activityId, activityType: d.activityType })) };
 }
 

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { MessageQueue, MessageQueueDepth } from "@fedify/fedify";
-import { type Kysely, PostgresAdapter, type Selectable, type SelectQueryBuilder, sql } from "kysely";
+import { type Compilable, type CompiledQuery, type Kysely, PostgresAdapter, type Selectable, type SelectQueryBuilder, sql } from "kysely";
 import type { Database } from "../src/db/database.ts";
 import type { WriteBatch } from "../src/db/batch.ts";
 import { prepared } from "../src/db/prepared.ts";
@@ -12,6 +12,7 @@ import { executeNamed } from "../src/db/named-statement.ts";
 import { HEARTBEAT_QUEUE, type Heard, listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
 import { LaneShare } from "./lane-share.ts";
+import { type ClaimHints, claimHints, NO_HINTS } from "./claim-hints.ts";
 
 /** The PostgreSQL channel every queue announces new messages on. */
 export const NOTIFY_CHANNEL = "muster_mq";
@@ -396,6 +397,10 @@ interface NewRow {
   readonly created_at: number;
   readonly dedupe_key: string | null;
   readonly payload: string | null;
+  /** Only on the rows of a lane whose claim reads them (gatesWithClaim): every row of an insert has them or none. */
+  readonly gate_union_id?: string | null;
+  readonly gate_member_id?: string | null;
+  readonly inbox_origin?: string | null;
 }
 
 /** Rows to insert, and the payloads they name. */
@@ -549,75 +554,113 @@ const claimStatement = prepared<[string, number, number, string, number], Row>(c
 /** SQLite's claim: claimStatement within the lane's two windows (CLAIM_WINDOW), the cursor's from its last argument. */
 const windowedClaimStatement = prepared<[string, number, number, string, number, number], Row>(claimQuery);
 /** claimStatement, and the body of each message's activity (payloadsWithClaim). */
-const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>((db, ...args) =>
-  claimQuery(db, ...args).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body")));
+const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>(claimWithBodyQuery);
+function claimWithBodyQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
+  return claimQuery(db, queue, now, limit, token, leaseUntil).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"));
+}
 /** A message's shared payload's body (fedify_mq_payloads), read with its claim or hand-over. */
 function payloadBodySql(payload: ReturnType<typeof sql.ref>) {
   return sql<string | null>`(select p.body from fedify_mq_payloads p where p.id = ${payload})`;
 }
 
-/**
- * A delivery's member gate (direct-send.ts, gateText) as its stored text
- * spells it: the union's and member's ids, matched as text. Never read as
- * JSON: PostgreSQL's json and jsonb refuse a lone surrogate's escape
- * (\ud800), which a hostile account's name puts in the welcome's text, and
- * one such message would have made every claim of its lane fail. A quote
- * or backslash inside a JSON string is escaped, so the key cannot be forged
- * from inside one; an id with an escape in it does not match (no hint).
- */
-const GATE_PATTERN = String.raw`"musterGate":\{"unionId":"([^"\\]*)","memberId":"([^"\\]*)"\}`;
+/** A claimed row's hint columns (migration 0089, claim-hints.ts), by the name its statement gives the row. */
+type HintRefs = { readonly union: ReturnType<typeof sql.ref>; readonly member: ReturnType<typeof sql.ref>; readonly origin: ReturnType<typeof sql.ref> };
+const hintRefs = (row: string): HintRefs => ({ union: sql.ref(`${row}.gate_union_id`), member: sql.ref(`${row}.gate_member_id`), origin: sql.ref(`${row}.inbox_origin`) });
+
 /**
  * The gate's ids and the member's state (empty when there is no such
- * member), separated by a quote (which neither id can hold), or null when
- * the message has no gate: read with the claim, so the gate checked before
- * sending needs no query of its own (GateHint).
+ * member), separated by a quote (which neither id, a UUID, holds), or null
+ * when the row names no gate: read with the claim, so the gate checked
+ * before sending needs no query of its own (GateHint). From the row's
+ * columns, written at enqueue from the message object (claim-hints.ts):
+ * before migration 0089 two regexp_match calls over the message's whole
+ * text found them, 13 % of PostgreSQL's samples of the lane's claim and
+ * settle. A row without them (queued before) gets no hint: its gate asks.
  */
-function gateHintSql(message: ReturnType<typeof sql.ref>) {
-  return sql<string | null>`(select g[1] || '"' || g[2] || '"' || coalesce((select s.state from members s where s.union_id = g[1] and s.id = g[2]), '') from regexp_match(${message}, ${GATE_PATTERN}) g)`;
+function gateHintSql(h: HintRefs) {
+  return sql<string | null>`(case when ${h.union} is not null and ${h.member} is not null then ${h.union} || '"' || ${h.member} || '"' || coalesce((select gs.state from members gs where gs.union_id = ${h.union} and gs.id = ${h.member}), '') end)`;
 }
-/** A delivery's inbox as its stored text spells it: scheme, and host with any port. */
-const INBOX_PATTERN = String.raw`"inbox":"(https?)://([^/"\?#]*)`;
 /**
  * The delivery's server state that the batch sender reads before sending
  * (batch-delivery.ts: the circuit breaker's state for the inbox's host, the
  * signature spec its origin accepted), read with the claim: the two
- * fedify_kv keys as the text's inbox gives them, each with its value
- * (null: none, or expired at `now`). The sender uses them only when the
- * keys are the ones it derives from the message (ServerState).
+ * fedify_kv keys as the row's inbox origin gives them, each with its value
+ * (null: none, or expired at `now`), or null when the row has no origin.
+ * The sender uses them only when the keys are the ones it derives from the
+ * message (ServerState).
  */
-function serverStateSql(message: ReturnType<typeof sql.ref>, now: unknown) {
+function serverStateSql(h: HintRefs, now: unknown) {
   const value = (key: ReturnType<typeof sql.ref>) => sql`(select v.value from fedify_kv v where v.key = ${key} and (v.expires_at is null or v.expires_at > ${now}::bigint))`;
-  return sql<string[] | null>`(select array[c.k, ${value(sql.ref("c.k"))}, s.k, ${value(sql.ref("s.k"))}]
-    from regexp_match(${message}, ${INBOX_PATTERN}) h,
-    lateral (select '["_fedify","circuit","' || h[2] || '"]' as k) c,
-    lateral (select '["_fedify","httpMessageSignaturesSpec","' || h[1] || '://' || h[2] || '"]' as k) s)`;
+  // Aliases no caller names its row (the settle's is "c").
+  return sql<string[] | null>`(select array[hc.k, ${value(sql.ref("hc.k"))}, hs.k, ${value(sql.ref("hs.k"))}]
+    from (select '["_fedify","circuit","' || substr(${h.origin}, strpos(${h.origin}, '://') + 3) || '"]' as k) hc,
+    (select '["_fedify","httpMessageSignaturesSpec","' || ${h.origin} || '"]' as k) hs
+    where ${h.origin} is not null)`;
 }
 /** claimWithBodyStatement, and each message's gate hint and server state (gatesWithClaim). */
-const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>((db, queue, now, limit, token, leaseUntil) =>
-  claimQuery(db, queue, now, limit, token, leaseUntil)
+const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>(claimWithGateQuery);
+function claimWithGateQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
+  return claimQuery(db, queue, now, limit, token, leaseUntil)
     .returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"))
-    .returning(gateHintSql(sql.ref("fedify_mq.message")).as("gate_hint"))
-    .returning(serverStateSql(sql.ref("fedify_mq.message"), now).as("server_state")));
-
-/** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. */
-type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null];
-function insertValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, payload: never) {
-  return db.insertInto("fedify_mq").values({ queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload });
+    .returning(gateHintSql(hintRefs("fedify_mq")).as("gate_hint"))
+    .returning(serverStateSql(hintRefs("fedify_mq"), now).as("server_state"));
 }
-const insertStatement = prepared<InsertArgs, never>((db, q, m, k, a, c, p) => insertValues(db, q, m, k, a, c, p));
-const insertNotifyingStatement = prepared<[...InsertArgs, notice: string], never>((db, q, m, k, a, c, p, notice) =>
-  insertValues(db, q, m, k, a, c, p).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
+
+/**
+ * The claim's sizes on PostgreSQL: a claim asks for the largest of these
+ * that its free slots allow, written into its text as a constant. With the
+ * LIMIT a parameter, PostgreSQL's generic plan of the named statement
+ * assumes a tenth of the queue's ready rows are taken, so it looked dearer
+ * than the first runs' custom plans (LIMIT 8 of a full queue) and every run
+ * was planned again: 255 custom plans of 255 claims in bench/claim-cost.ts,
+ * 0.5-0.9 ms of planning each (20 % of PostgreSQL's samples there). With a
+ * constant, the generic plan costs what a custom one does and is kept. A
+ * few texts per kind of claim, each prepared once per connection; steps of
+ * an eighth or less, so a bulk lane's claim of its free half (up to 128)
+ * leaves few of its slots empty until the next.
+ */
+const CLAIM_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128] as const;
+/** The largest claim size up to `free` slots (at least 1). */
+export function claimSize(free: number): number {
+  let size: number = CLAIM_SIZES[0];
+  for (const s of CLAIM_SIZES) if (s <= free) size = s;
+  return size;
+}
+type ClaimBuilder = (db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) => Compilable<unknown>;
+const sizedClaims = new Map<ClaimBuilder, Map<number, ReturnType<typeof prepared<[string, number, string, number], never>>>>();
+/** `build`'s claim of exactly `size` rows, the size a constant of its text (CLAIM_SIZES). */
+function sizedClaim(build: ClaimBuilder, size: number) {
+  const bySize = sizedClaims.get(build) ?? new Map();
+  sizedClaims.set(build, bySize);
+  let statement = bySize.get(size);
+  if (statement === undefined) {
+    statement = prepared<[string, number, string, number], never>((db, queue, now, token, leaseUntil) => build(db, queue, now, sql.lit(size) as never, token, leaseUntil) as never);
+    bySize.set(size, statement);
+  }
+  return statement;
+}
+
+/** enqueueWith's row (no dedupe key), in the caller's transaction: a join writes two. With its claim hints (claim-hints.ts), null where its lane reads none. */
+type InsertArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, payload: string | null, gateUnionId: string | null, gateMemberId: string | null, inboxOrigin: string | null];
+function insertValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, payload: never, gate_union_id: never, gate_member_id: never, inbox_origin: never) {
+  return db.insertInto("fedify_mq").values({ queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload, gate_union_id, gate_member_id, inbox_origin });
+}
+const insertStatement = prepared<InsertArgs, never>((db, q, m, k, a, c, p, gu, gm, o) => insertValues(db, q, m, k, a, c, p, gu, gm, o));
+const insertNotifyingStatement = prepared<[...InsertArgs, notice: string], never>((db, q, m, k, a, c, p, gu, gm, o, notice) =>
+  insertValues(db, q, m, k, a, c, p, gu, gm, o).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
 /** Two such rows of one queue in one INSERT (enqueueAllWith), in this order; no payload row. */
-type InsertPairArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, message2: string, orderingKey2: string | null, availableAt2: number, createdAt2: number];
-function insertPairValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, message2: never, ordering_key2: never, available_at2: never, created_at2: never) {
+type InsertPairArgs = [queue: string, message: string, orderingKey: string | null, availableAt: number, createdAt: number, gateUnionId: string | null, gateMemberId: string | null, inboxOrigin: string | null,
+  message2: string, orderingKey2: string | null, availableAt2: number, createdAt2: number, gateUnionId2: string | null, gateMemberId2: string | null, inboxOrigin2: string | null];
+function insertPairValues(db: Kysely<DB>, queue: never, message: never, ordering_key: never, available_at: never, created_at: never, gate_union_id: never, gate_member_id: never, inbox_origin: never,
+  message2: never, ordering_key2: never, available_at2: never, created_at2: never, gate_union_id2: never, gate_member_id2: never, inbox_origin2: never) {
   return db.insertInto("fedify_mq").values([
-    { queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload: null },
-    { queue, message: message2, ordering_key: ordering_key2, available_at: available_at2, attempts: 0, created_at: created_at2, dedupe_key: null, payload: null },
+    { queue, message, ordering_key, available_at, attempts: 0, created_at, dedupe_key: null, payload: null, gate_union_id, gate_member_id, inbox_origin },
+    { queue, message: message2, ordering_key: ordering_key2, available_at: available_at2, attempts: 0, created_at: created_at2, dedupe_key: null, payload: null, gate_union_id: gate_union_id2, gate_member_id: gate_member_id2, inbox_origin: inbox_origin2 },
   ]);
 }
-const insertPairStatement = prepared<InsertPairArgs, never>((db, q, m, k, a, c, m2, k2, a2, c2) => insertPairValues(db, q, m, k, a, c, m2, k2, a2, c2));
-const insertPairNotifyingStatement = prepared<[...InsertPairArgs, notice: string], never>((db, q, m, k, a, c, m2, k2, a2, c2, notice) =>
-  insertPairValues(db, q, m, k, a, c, m2, k2, a2, c2).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
+const insertPairStatement = prepared<InsertPairArgs, never>((db, ...a) => insertPairValues(db, ...a));
+const insertPairNotifyingStatement = prepared<[...InsertPairArgs, notice: string], never>((db, q, m, k, a, c, gu, gm, o, m2, k2, a2, c2, gu2, gm2, o2, notice) =>
+  insertPairValues(db, q, m, k, a, c, gu, gm, o, m2, k2, a2, c2, gu2, gm2, o2).returning(sql<string>`pg_notify(${NOTIFY_CHANNEL}, ${notice})`.as("notified")) as never);
 const insertPayloadStatement = prepared<[id: string, body: string, createdAt: number], never>((db, id, body, created_at) =>
   db.insertInto("fedify_mq_payloads").values({ id, body, created_at }).onConflict((oc) => oc.column("id").doNothing()));
 
@@ -813,6 +856,7 @@ export class KyselyMessageQueue implements MessageQueue {
       created_at: now,
       dedupe_key: dedupeKey,
       payload: stored.payload?.id ?? null,
+      ...(this.#gatesWithClaim ? claimHints(message) : {}),
     };
     into.rows.push(row);
     return row;
@@ -955,7 +999,7 @@ export class KyselyMessageQueue implements MessageQueue {
       if (batch) batch.push(insertPayloadStatement.compiled(executor, p.id, p.body, Date.now()));
       else await insertPayloadStatement(executor, p.id, p.body, Date.now());
     }
-    const values = [row.queue, row.message, row.ordering_key, row.available_at, row.created_at, row.payload] as const;
+    const values = [row.queue, row.message, row.ordering_key, row.available_at, row.created_at, row.payload, ...hintsOf(row)] as const;
     if (this.#database.dialect === "postgres") {
       // Sent at the caller's commit, to every pool, this one included: its
       // lanes must not claim before the row is visible. Ready at once: "at"
@@ -993,7 +1037,7 @@ export class KyselyMessageQueue implements MessageQueue {
     }
     const [a, b] = rows.rows as [NewRow, NewRow];
     const availableAt = Math.min(a.available_at, b.available_at);
-    const values = [a.queue, a.message, a.ordering_key, a.available_at, a.created_at, b.message, b.ordering_key, b.available_at, b.created_at] as const;
+    const values = [a.queue, a.message, a.ordering_key, a.available_at, a.created_at, ...hintsOf(a), b.message, b.ordering_key, b.available_at, b.created_at, ...hintsOf(b)] as const;
     const batch = options?.batch;
     if (this.#database.dialect === "postgres") {
       const notice = this.#notifyPayload(availableAt <= Date.now() ? 0 : availableAt, false);
@@ -1254,20 +1298,22 @@ export class KyselyMessageQueue implements MessageQueue {
         const batchDue = !more || !this.#rank?.bulk || free >= claimBatchOf(c) || inFlight.size === 0;
         if (free > 0 && batchDue) {
           let claimed: Claimed[] = [];
+          // On PostgreSQL one of a few sizes (claimSize); what it leaves is claimed next time round.
+          const ask = this.#database.dialect === "postgres" ? claimSize(free) : free;
           // A claim that may find interactive work holds the bulk lanes from
           // now: their next claim would otherwise go first.
           interactive?.begin();
           try {
-            claimed = await this.#claim(free, !more, handoff, refill);
+            claimed = await this.#claim(ask, !more, handoff, refill);
           } catch (error) {
             log.error("Could not claim messages from queue {queue}: {error}", { queue: this.name, error });
           } finally {
             interactive?.end();
           }
-          more = claimed.length === free;
+          more = claimed.length === ask;
           if (backsOff && claimed.length === 0) backoffUntil = Date.now() + LOSER_BACKOFF_MS;
           start(claimed);
-          if (claimed.length === free) continue;
+          if (claimed.length === ask) continue;
         }
         if (signal.aborted) break;
         // A lane with messages in flight claims again as each one finishes;
@@ -1351,8 +1397,14 @@ export class KyselyMessageQueue implements MessageQueue {
       if (rows.length === 0) return [];
     }
     const token = `${this.workerId}#${++this.#claims}`;
-    const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
-    const compiled = claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs);
+    let compiled: CompiledQuery<Row>;
+    if (dialect === "postgres") {
+      const build: ClaimBuilder = this.#gatesWithClaim ? claimWithGateQuery : this.#payloadsWithClaim ? claimWithBodyQuery : claimQuery;
+      compiled = sizedClaim(build, limit).compiled(db, this.name, now, token, now + this.#leaseMs);
+    } else {
+      const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
+      compiled = claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs);
+    }
     const { rows } = dialect === "sqlite" ? await this.#timed(() => executeNamed(db, compiled)) : await executeNamed(db, compiled);
     if (TRACE) {
       traceCount(this.name, 0);
@@ -1662,7 +1714,7 @@ export class KyselyMessageQueue implements MessageQueue {
           last_error = case when f.lease_until is not null then 'lease expired: the worker holding the message died or stalled' else f.last_error end
         from locked k
         where f.id = k.id and (f.lease_until is null or f.lease_until <= ${now}::bigint)
-        returning f.id, f.queue, f.message, f.ordering_key, f.attempts, f.last_error, f.created_at, f.dedupe_key, f.payload, k.after
+        returning f.id, f.queue, f.message, f.ordering_key, f.attempts, f.last_error, f.created_at, f.dedupe_key, f.payload, k.after, f.gate_union_id, f.gate_member_id, f.inbox_origin
       ), behind as materialized (
         select s.id, s.ordering_key is not null and s.id not in (select c.after from claimed c) and exists (
           select 1 from fedify_mq m where m.queue = ${this.name} and m.ordering_key = s.ordering_key and m.id <> all(${ids}::bigint[])
@@ -1676,8 +1728,8 @@ export class KyselyMessageQueue implements MessageQueue {
       union all
       select 'claimed', c.id, null, c.after, c.queue, c.message, c.ordering_key, c.attempts, c.last_error, c.created_at, c.dedupe_key, c.payload,
         ${this.#payloadsWithClaim ? payloadBodySql(sql.ref("c.payload")) : sql`null`},
-        ${this.#gatesWithClaim ? gateHintSql(sql.ref("c.message")) : sql`null`},
-        ${this.#gatesWithClaim ? serverStateSql(sql.ref("c.message"), now) : sql`null`}, null
+        ${this.#gatesWithClaim ? gateHintSql(hintRefs("c")) : sql`null`},
+        ${this.#gatesWithClaim ? serverStateSql(hintRefs("c"), now) : sql`null`}, null
       from claimed c`.compile(this.#database.db));
     const settled = new Set(rows.filter((r) => r.kind === "settled").map((r) => Number(r.id)));
     const byId = new Map(batch.map((c) => [c.id, c]));
@@ -1807,6 +1859,12 @@ export class KyselyMessageQueue implements MessageQueue {
       log.warn("Could not send queue {queue}'s heartbeat: {error}", { queue: this.name, error: describeError(error) });
     }
   }
+}
+
+/** A row's claim hints as statement values, in the column order of insertValues. */
+function hintsOf(row: NewRow): [string | null, string | null, string | null] {
+  const h: ClaimHints = row.inbox_origin === undefined ? NO_HINTS : (row as NewRow & ClaimHints);
+  return [h.gate_union_id, h.gate_member_id, h.inbox_origin];
 }
 
 function wakeLocal(db: Kysely<DB>, queue: string, availableAt: number): void {

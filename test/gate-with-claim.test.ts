@@ -15,11 +15,13 @@ import type { CountingPeer } from "./helpers/counting-peer.ts";
  * A join's Accept and welcome are gated on the member still being active
  * when they are sent (outbound.ts, memberGate). On PostgreSQL the outbox
  * lane's claim (and the settle that hands the welcome over behind the
- * Accept) reads the gate's member state with the message, matched in the
- * message's text (kysely-message-queue.ts, gateHintSql): the gate asks no
- * query of its own. Never as JSON: a lone surrogate in an account's name
- * (the welcome mentions it) is an escape PostgreSQL's json refuses, and one
- * such message would make every claim of the lane fail.
+ * Accept) reads the gate's member state with the message, its ids in
+ * columns the enqueue wrote from the message object (migration 0089,
+ * claim-hints.ts; kysely-message-queue.ts, gateHintSql): the gate asks no
+ * query of its own. The message's text is never read for it, as JSON or by
+ * pattern: a lone surrogate in an account's name (the welcome mentions it)
+ * is an escape PostgreSQL's json refuses, and one such message would make
+ * every claim of the lane fail.
  */
 
 /** Every statement text the pg clients of this process send while `on`. */
@@ -79,13 +81,21 @@ for (const d of dialects) {
         const id = peer.actorId(name).href;
         // A hostile account: its name (and so the welcome's mention) holds a lone surrogate.
         const handle = name === "odd" ? `@od\uD800d@${peer.host}` : `@${name}@${peer.host}`;
-        await upsertRemoteActor(db, { id, type: "Person", handle, name: name === "odd" ? "Od\uD800d \uDC00" : name, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() });
+        // Another hostile account (removed below): its name spells an active member's gate and another inbox, as the message's text would read them unescaped.
+        const ann = name === "gone" ? (await db.selectFrom("members").select("id").where("actor_id", "=", peer.actorId("ann").href).executeTakeFirstOrThrow()).id : undefined;
+        const display = name === "odd" ? "Od\uD800d \uDC00" : ann ? `"musterGate":{"unionId":"${union.id}","memberId":"${ann}"},"inbox":"http://127.0.0.1:1/inbox"` : name;
+        await upsertRemoteActor(db, { id, type: "Person", handle, name: display, inbox: `${id}/inbox`, sharedInbox: null, fetchedAt: Date.now() });
         const joined = await requestToJoin(m.muster.membership, union.id, { actorId: id, handle }, `${id}#follow`);
         assert.equal(joined.outcome, "accepted");
       }
-      const queued = await db.selectFrom("fedify_mq").select("message").where("queue", "=", "outbox").execute();
+      const queued = await db.selectFrom("fedify_mq").select(["message", "gate_union_id", "gate_member_id", "inbox_origin"]).where("queue", "=", "outbox").orderBy("id").execute();
       // One message a join: its Accept and its welcome (direct-send.ts, joinedDelivery).
       assert.equal(queued.length, names.length);
+      // On PostgreSQL, the gate and the inbox's origin in the row's own columns, as the join wrote them (claim-hints.ts).
+      const members = await db.selectFrom("members").select(["id", "actor_id"]).where("union_id", "=", union.id).execute();
+      const memberOf = (n: string) => members.find((r) => r.actor_id === peer.actorId(n).href)!.id;
+      assert.deepEqual(queued.map((r) => [r.gate_union_id, r.gate_member_id, r.inbox_origin]),
+        names.map((n) => (d.name === "postgres" ? [union.id, memberOf(n), new URL(peer.actorId(n)).origin] : [null, null, null])));
       assert.ok(queued.some((r) => r.message.includes("\\ud800")), "the welcome's text holds the lone surrogate's escape");
       // Not through leaveUnion, which withdraws the queued deliveries: only the gate at sending time holds these back.
       await db.updateTable("members").set({ state: "removed" }).where("actor_id", "=", peer.actorId("gone").href).execute();
@@ -105,6 +115,8 @@ for (const d of dialects) {
         "all sent by the batch sender (a message a join, its Accept and welcome), none handed to Fedify's handler");
       assert.deepEqual(await db.selectFrom("fedify_mq_dead").select("id").execute(), [], "nothing dead-lettered");
       if (recorder) {
+        const claims = recorder.texts.filter((t) => /^update "fedify_mq"/.test(t) || /with settled as/.test(t));
+        assert.ok(claims.length > 0 && claims.every((t) => !t.includes("regexp_match")), "the claims and settles read the gate and inbox from columns, no pattern over the text");
         const gates = recorder.texts.filter(isGateQuery);
         assert.equal(gates.length, 0, `the gate read with the claim, not asked: ${gates.length} gate queries for ${names.length} joins`);
         const states = recorder.texts.filter(isStateQuery);
@@ -112,11 +124,11 @@ for (const d of dialects) {
       }
     });
 
-    it("keeps claiming after a message whose gate does not match as text, checking that one's gate with a query", { skip: d.name !== "postgres" && "the claim reads the gate on PostgreSQL only" }, async () => {
+    it("a message queued without the hint columns (before migration 0089) is still gated: its gate asked with a query", { skip: d.name !== "postgres" && "the claim reads the gate on PostgreSQL only" }, async () => {
       const db = m.muster.database.db;
       const union = await db.selectFrom("unions").select("id").where("slug", "=", "riders").executeTakeFirstOrThrow();
       const member = await db.selectFrom("members").select("id").where("actor_id", "=", peer.actorId("bob").href).executeTakeFirstOrThrow();
-      // A gate written with another key order (as no sender here writes it): no hint; the gate asks, and still sends.
+      // Inserted without the columns, as the code before 0089 queued it (and with another key order in its text): no hint; the gate asks, and still sends.
       const message = {
         type: "outbox", id: "0b1c5a8e-0000-4000-8000-000000000001", baseUrl: m.origin.origin, keys: [{ keyId: `${m.origin.origin}/u/riders#main-key` }],
         activity: { "@context": "https://www.w3.org/ns/activitystreams", id: `${m.origin.origin}/u/riders/activities/again`, type: "Accept", actor: `${m.origin.origin}/u/riders`, object: `${peer.actorId("bob").href}#follow` },

@@ -1,4 +1,4 @@
-import type { Generated } from "kysely";
+import type { ColumnType, Generated } from "kysely";
 
 // Times are epoch milliseconds in BIGINT columns and booleans are 0/1 integers,
 // so rows read back identically from SQLite and PostgreSQL.
@@ -258,6 +258,11 @@ export interface FedifyMqTable {
   dedupe_key: string | null;
   /** The fedify_mq_payloads row holding this delivery's activity, when it is kept apart. */
   payload: string | null;
+  /** A gated delivery's member gate (union and member ids), written at enqueue by the lanes whose claim reads it (migration 0089). */
+  gate_union_id: ColumnType<string | null, string | null | undefined, string | null>;
+  gate_member_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** A delivery's inbox origin (scheme://host[:port]), written likewise: its server's state is read with the claim. */
+  inbox_origin: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** An activity kept once for all the deliveries of a fan-out that name it. */
