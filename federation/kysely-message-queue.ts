@@ -1113,6 +1113,8 @@ export class KyselyMessageQueue implements MessageQueue {
         if (signal.aborted) return 0;
         if (share === undefined) return settling;
         const now = Date.now();
+        // No peer heard any more (stopped, or idle): nobody would claim what is given back.
+        if (share.peers(now) === 0) givingBackTo = undefined;
         if (givingBackTo === undefined) {
           const { fair, cap } = share.limits(inFlight.size, now);
           if (inFlight.size <= cap || now - gaveBack < SHARE_COOLDOWN_MS) return settling;
