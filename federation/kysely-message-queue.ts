@@ -1210,20 +1210,37 @@ export class KyselyMessageQueue implements MessageQueue {
     // (#settlePostgres), so a join's welcome follows its Accept here without
     // a NOTIFY that woke every worker to claim it (and all but one to find
     // nothing).
-    // When this listener last gave back keys above its share, for SHARE_COOLDOWN_MS.
+    // When this listener last came down to its share by giving keys back, for SHARE_COOLDOWN_MS.
     let gaveBack = Number.NEGATIVE_INFINITY;
+    // While giving back: the fair share it is coming down to. A settle can give
+    // back only its own messages' keys, and they settle a few at a time: the
+    // first settle above the cap used to give back its one key and start the
+    // cooldown, so a listener holding every key of a lane let one go a second
+    // (a late peer got 40 of the 225 messages left; the share test's 37/363).
+    let givingBackTo: number | undefined;
     const handoff: Handoff = {
       // Each settled message's key hands its next one over, in its slot;
       // above its cap (lane-share.ts) a listener keeps its fair share and
-      // gives back the rest, then waits for its peers to report what they took.
+      // gives back the rest as they settle, then waits for its peers to report what they took.
       room: (settling) => {
         if (signal.aborted) return 0;
         if (share === undefined) return settling;
         const now = Date.now();
-        const { fair, cap } = share.limits(inFlight.size, now);
-        if (inFlight.size <= cap || now - gaveBack < SHARE_COOLDOWN_MS) return settling;
-        gaveBack = now;
-        return Math.max(0, fair - (inFlight.size - settling));
+        // No peer heard any more (stopped, or idle): nobody would claim what is given back.
+        if (share.peers(now) === 0) givingBackTo = undefined;
+        if (givingBackTo === undefined) {
+          const { fair, cap } = share.limits(inFlight.size, now);
+          if (inFlight.size <= cap || now - gaveBack < SHARE_COOLDOWN_MS) return settling;
+          givingBackTo = fair;
+        }
+        // inFlight still counts the settling messages.
+        const kept = inFlight.size - settling;
+        const room = Math.min(settling, Math.max(0, givingBackTo - kept));
+        if (kept + room <= givingBackTo) {
+          givingBackTo = undefined;
+          gaveBack = now;
+        }
+        return room;
       },
       take: (rows) => {
         if (signal.aborted) return false;
