@@ -5,10 +5,10 @@ import type { Kysely } from "kysely";
 import type { DB } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { getUnionById } from "../src/unions/unions.ts";
-import { deliveryTargets } from "../src/members/roster.ts";
+import { deliveryTargets, refreshTargetStatistics } from "../src/members/roster.ts";
 import { committedPage, followersPage, PAGE } from "./followers.ts";
 import { tapEnqueued } from "./queue-lanes.ts";
-import { storedDeliveryKeys } from "./kysely-message-queue.ts";
+import { queuedOrDone, storedDeliveryKeys } from "./kysely-message-queue.ts";
 
 const log = logger("federation", "fanout");
 
@@ -196,6 +196,7 @@ export async function handleFanoutPage(deps: FanoutDeps, page: FanoutPage): Prom
   let found: Target[];
   let nextCursor: string | null;
   if (shared && page.by === "target") {
+    if (page.cursor === null) await refreshTargetStatistics(deps.db).catch((error: unknown) => log.warn("Could not refresh fanout_targets' statistics: {error}", { error }));
     const byTarget = await deliveryTargets(deps.db, union.id, page.cursor === null ? 0 : Number(page.cursor), PAGE);
     found = byTarget.items.map(({ inbox, shared }) => ({ inbox, sharedInbox: shared, actorIds: [] }));
     nextCursor = byTarget.next === null ? null : String(byTarget.next);
@@ -325,14 +326,6 @@ function safeOrigin(url: string): string {
 async function notYetQueued(db: Kysely<DB>, activityId: string, targets: readonly Target[]): Promise<KeyedTarget[]> {
   if (targets.length === 0) return [];
   const keyed = storedDeliveryKeys(db, activityId, targets.map((t) => t.inbox));
-  const keys = [...new Set(keyed)];
-  const seen = new Set<string>();
-  for (let i = 0; i < keys.length; i += 500) {
-    const chunk = keys.slice(i, i + 500);
-    const rows = await db.selectFrom("fedify_mq").select("dedupe_key").where("dedupe_key", "in", chunk)
-      .unionAll(db.selectFrom("fedify_mq_done").select("dedupe_key").where("dedupe_key", "in", chunk))
-      .execute();
-    for (const r of rows) if (r.dedupe_key !== null) seen.add(r.dedupe_key);
-  }
+  const seen = await queuedOrDone(db, [...new Set(keyed)]);
   return targets.flatMap((t, i) => (seen.has(keyed[i]!) ? [] : [{ ...t, storedKey: keyed[i]! }]));
 }
