@@ -1112,10 +1112,14 @@ for (const d of dialects) {
       await queue.enqueueMany(Array.from({ length: count }, (_, i) => ({ n: i })));
       let handled = 0;
       const listening = queue.listen(() => void handled++);
-      await waitFor(`${count} messages handled`, async () => handled >= count && (await rows(database, name)).length === 0, 120_000);
-      // close() waits for a VACUUM still running.
-      await queue.close();
-      await listening;
+      try {
+        await waitFor(`${count} messages handled`, async () => handled >= count && (await rows(database, name)).length === 0, 120_000);
+      } finally {
+        // close() waits for a VACUUM still running. Also when the wait failed:
+        // a listener left running kept the test file's process alive for good.
+        await queue.close();
+        await listening;
+      }
       await waitFor("the queue's VACUUM counted", async () => (await vacuums()) > before, 5_000);
     });
   });
