@@ -257,7 +257,12 @@ export async function syncAllFeatured(deps: DomainDeps): Promise<number> {
 /** The unions for which syncFeatured would change something, by the same rules it applies. */
 export async function unionsOutOfLine(db: Kysely<DB>): Promise<string[]> {
   const allies = await db.selectFrom("union_relationships").select(["union_id", "peer_actor_id as actor"]).where("kind", "=", "ally").where("state", "=", "active").execute();
-  const cabinet = await db.selectFrom("members").select(["union_id", "actor_id as actor"]).where("state", "=", "active")
+  // Union by union (`union_id in unions`), so that the officers' partial index
+  // (members_union_officers) serves it: without a union SQLite walked every
+  // member by members_actor_union for `actor_id is not null`, 130-330 ms of
+  // the main thread at 10^5 members, every 30 s.
+  const cabinet = await db.selectFrom("members").select(["union_id", "actor_id as actor"])
+    .where("union_id", "in", db.selectFrom("unions").select("id")).where("state", "=", "active")
     .where("role", "in", ["leader", "officer"]).where("role", "<>", sql.lit("member")).where("actor_id", "is not", null).execute();
   const items = await db.selectFrom("featured_items").select(["union_id", "collection", "actor_id", "state"]).where("state", "!=", "withdrawn").execute();
   const automatic = await db.selectFrom("feature_stamps").select(["union_id", "requester"]).where("state", "=", "accepted").where("decided_by", "is", null).execute();
