@@ -23,3 +23,13 @@ export async function every(ms: number, signal: AbortSignal, task: () => Promise
     await sleep(ms, signal);
   }
 }
+
+/**
+ * Resolves on the event loop's next turn. A job that runs many statements in
+ * a row awaits it between pages: on SQLite each statement runs synchronously
+ * and its promise settles as a microtask, so a loop of them never lets a
+ * timer, a request or a claim in until the whole job is done.
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}

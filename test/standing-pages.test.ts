@@ -55,5 +55,50 @@ for (const d of dialects) {
         await tdb.destroy();
       }
     });
+
+    it("lets the event loop turn between pages, a union without dues included, where nearly every member is already good", async () => {
+      const tdb = await d.create();
+      const database = tdb.open();
+      const db = database.db;
+      try {
+        const events = createEventBus();
+        const union = await createUnion({ db, events, generateKeys: sharedKeys }, { slug: "walkers", name: "Walkers", purpose: "Shade", joinPolicy: "open" });
+        // No dues (the default bylaws): every active member is good.
+        const now = Date.now();
+        const members = 3_500;
+        for (let i = 0; i < members; i += 500) {
+          await db.insertInto("members").values(Array.from({ length: 500 }, (_, k) => {
+            const id = randomUUID();
+            return {
+              id, union_id: union.id, actor_id: `https://s${(i + k) % 7}.example/users/w${i + k}`, handle: null, state: "active", role: "member", portfolio: null,
+              sponsor_id: null, subtree_size: 0, follow_id: `https://s.example/follows/${id}`, invite_id: null, joined_at: now, left_at: null, left_reason: null, removed_by: null, created_at: now,
+            };
+          })).execute();
+        }
+        const deps = { db, events, duesParams: duesParamsFromBylaws };
+        assert.equal((await recomputeStandings(deps, union.id, now)).length, CHANGES_RETURNED, "the first pass makes every member good");
+        // The next pass changes nothing. On SQLite every statement runs
+        // synchronously and settles as a microtask: unless the pass yields, no
+        // timer, request or claim runs until it ends. Before, it was two
+        // statements that each walked the whole union to find nothing
+        // (300 ms each at 10^5 members, the event loop stopped throughout).
+        let turns = 0;
+        let spinning = true;
+        const spin = () => {
+          if (!spinning) return;
+          turns++;
+          setImmediate(spin);
+        };
+        setImmediate(spin);
+        const second = await recomputeStandings(deps, union.id, now + 1000);
+        spinning = false;
+        assert.deepEqual(second, []);
+        // Four pages of members and four of standings: a turn after each full page at least.
+        assert.ok(turns >= 6, `the event loop turned ${turns} times during the pass`);
+      } finally {
+        await database.close();
+        await tdb.destroy();
+      }
+    });
   });
 }

@@ -104,7 +104,9 @@ for (const d of dialects) {
         assert.equal(c.n.transactions, 0, "a scan without changes writes nothing");
         assert.equal(emitted, 0);
 
-        // No dues: everyone is good, and a scan after that reads only those recorded otherwise (none).
+        // No dues: everyone is good, and a scan after that computes only those recorded otherwise (none),
+        // reading the roster and the standings a page at a time: a statement that filtered them walked
+        // the whole union to find nothing, with SQLite's event loop stopped (src/treasury/standing.ts).
         await overrideBylaws({ db, events }, "riders", { duesAmount: 0n });
         c.reset();
         await recomputeStandings(deps, union.id, later);
@@ -113,7 +115,7 @@ for (const d of dialects) {
         c.reset();
         await recomputeStandings(deps, union.id, later);
         assert.equal(c.n.transactions, 0);
-        assert.ok(c.n.statements <= 5, `no-dues scan without changes: ${c.n.statements} statements`);
+        assert.ok(c.n.statements <= 2 * PAGES + 3, `no-dues scan without changes: ${c.n.statements} statements, a page of members and one of standings at a time`);
       } finally {
         await database.close();
         await tdb.destroy();
