@@ -117,7 +117,7 @@ for (const d of dialects) {
       try {
         const res = await fetch(to, { method: "POST", headers: new Headers(signed.headers), body });
         assert.equal(res.status, 202);
-        await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`${activityId} not processed`)), 15_000))]);
+        await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`${activityId} not processed`)), 15_000).unref())]);
       } finally {
         counting = false;
       }

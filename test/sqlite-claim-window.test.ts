@@ -62,7 +62,7 @@ describe("SQLite claim windows", () => {
         handled.push(m);
         if (m.key.startsWith("fan-2")) found();
       }, { signal: controller.signal });
-      await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error(`the late key's message was not claimed in 30 s; handled ${handled.length}`)), 30_000))]);
+      await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error(`the late key's message was not claimed in 30 s; handled ${handled.length}`)), 30_000).unref())]);
       const tookMs = performance.now() - started;
       // A few more turns of the cursor through the lane, all in vain.
       await new Promise((r) => setTimeout(r, 1500));
@@ -109,7 +109,7 @@ describe("SQLite claim windows", () => {
       const key = "fan-2\nhttps://late.example";
       await queue.enqueue({ key }, { orderingKey: key });
       const started = performance.now();
-      await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error(`the late key's message was not claimed in 30 s; handled ${handled.length}`)), 30_000))]);
+      await Promise.race([late, new Promise((_, reject) => setTimeout(() => reject(new Error(`the late key's message was not claimed in 30 s; handled ${handled.length}`)), 30_000).unref())]);
       const tookMs = performance.now() - started;
       controller.abort();
       await listening;
@@ -150,7 +150,7 @@ describe("SQLite claim windows", () => {
         await new Promise((r) => setImmediate(r));
         if (seen.size === rows.length) done();
       }, { signal: controller.signal });
-      await Promise.race([all, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${seen.size} of ${rows.length} handled in 90 s`)), 90_000))]);
+      await Promise.race([all, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${seen.size} of ${rows.length} handled in 90 s`)), 90_000).unref())]);
       controller.abort();
       await listening;
       assert.equal(seen.size, rows.length);
