@@ -522,7 +522,7 @@ const isPostgres = (db: Kysely<DB>) => db.getExecutor().adapter instanceof Postg
  * every key is (pages are queued in roster order, keys interleaved), and
  * the rows whose ids lie in the next CLAIM_SPAN ids after the lane's
  * cursor, which moves on after each claim that came back short and starts
- * over past the table's last id. A message first of its key further back
+ * over at the table's first id once past its last. A message first of its key further back
  * (a second fan-out's, behind the first's 10^5) is found within a turn of
  * the cursor. Ordering per key is unchanged (the claim still takes only a
  * key's first message), and a lane under CLAIM_WINDOW rows claims as before.
@@ -540,7 +540,6 @@ function claimWindow(queue: string, now: number, from: number) {
   return sql<{ id: number }>`(select id from (select id from fedify_mq where queue = ${queue} and available_at <= ${now} order by available_at, id limit ${sql.lit(CLAIM_WINDOW)})
     union select id from fedify_mq where id > ${from} and id <= ${from} + ${sql.lit(CLAIM_SPAN)} and +queue = ${queue})`;
 }
-/** The table's last id: where the cursor's window starts over (one look-up at the end of the rowid tree). */
 /**
  * The table's first and last ids (two look-ups at the ends of the rowid
  * tree): where the cursor's window starts over, and when. It starts over at
@@ -587,8 +586,7 @@ function claimQuery(db: Kysely<DB>, queue: never, now: never, limit: never, toke
 const claimStatement = prepared<[string, number, number, string, number], Row>(claimQuery);
 /** SQLite's claim: claimStatement within the lane's two windows (CLAIM_WINDOW), the cursor's from its last argument. */
 const windowedClaimStatement = prepared<[string, number, number, string, number, number], Row>(claimQuery);
-/** claimStatement, and the body of each message's activity (payloadsWithClaim). */
-const claimWithBodyStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null }>(claimWithBodyQuery);
+/** claimQuery, and the body of each message's activity (payloadsWithClaim, PostgreSQL's only; sizedClaim). */
 function claimWithBodyQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
   return claimQuery(db, queue, now, limit, token, leaseUntil).returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"));
 }
@@ -631,8 +629,7 @@ function serverStateSql(h: HintRefs, now: unknown) {
     (select '["_fedify","httpMessageSignaturesSpec","' || ${h.origin} || '"]' as k) hs
     where ${h.origin} is not null)`;
 }
-/** claimWithBodyStatement, and each message's gate hint and server state (gatesWithClaim). */
-const claimWithGateStatement = prepared<[string, number, number, string, number], Row & { payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>(claimWithGateQuery);
+/** claimWithBodyQuery, and each message's gate hint and server state (gatesWithClaim, PostgreSQL's only; sizedClaim). */
 function claimWithGateQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
   return claimQuery(db, queue, now, limit, token, leaseUntil)
     .returning(payloadBodySql(sql.ref("fedify_mq.payload")).as("payload_body"))
@@ -1436,35 +1433,16 @@ export class KyselyMessageQueue implements MessageQueue {
     // Not when the last claim filled every slot: the lane is busy, and the
     // read would only repeat the UPDATE's search (a tenth of a busy lane's
     // database time).
-    if (dialect === "sqlite" && now < this.#windowedUntil) {
-      const from = this.#windowFrom;
-      if (probe && (await probeStatement(db, this.name, now, from)).rows.length === 0) {
-        await this.#moveWindow(db, from);
-        return [];
-      }
-      const token = `${this.workerId}#${++this.#claims}`;
-      const { rows } = await windowedClaimStatement(db, this.name, now, limit, token, now + this.#leaseMs, from);
-      if (rows.length < limit) await this.#moveWindow(db, from);
-      if (TRACE) {
-        traceCount(this.name, 0);
-        traceCount(this.name, 1, rows.length);
-      }
-      return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, handoff, refill }));
-    }
-    if (probe && dialect === "sqlite") {
-      const { rows } = await this.#timed(() => wholeProbeStatement(db, this.name, now));
-      if (rows.length === 0) return [];
-    }
+    if (probe && dialect === "sqlite" && !(await this.#readySqlite(db, now))) return [];
     const token = `${this.workerId}#${++this.#claims}`;
-    let compiled: CompiledQuery<Row>;
+    let rows: Row[];
     if (dialect === "postgres") {
       const build: ClaimBuilder = this.#gatesWithClaim ? claimWithGateQuery : this.#payloadsWithClaim ? claimWithBodyQuery : claimQuery;
-      compiled = sizedClaim(build, limit).compiled(db, this.name, now, token, now + this.#leaseMs);
+      const compiled: CompiledQuery<Row> = sizedClaim(build, limit).compiled(db, this.name, now, token, now + this.#leaseMs);
+      rows = (await executeNamed(db, compiled)).rows;
     } else {
-      const claim = this.#gatesWithClaim ? claimWithGateStatement : this.#payloadsWithClaim ? claimWithBodyStatement : claimStatement;
-      compiled = claim.compiled(db, this.name, now, limit, token, now + this.#leaseMs);
+      rows = await this.#claimRowsSqlite(db, now, limit, token);
     }
-    const { rows } = dialect === "sqlite" ? await this.#timed(() => executeNamed(db, compiled)) : await executeNamed(db, compiled);
     if (TRACE) {
       traceCount(this.name, 0);
       traceCount(this.name, 1, rows.length);
@@ -1476,14 +1454,26 @@ export class KyselyMessageQueue implements MessageQueue {
   async #claimSqlite(trx: Kysely<DB>, limit: number, refill: Refill): Promise<Claimed[]> {
     const now = Date.now();
     const token = `${this.workerId}#${++this.#claims}`;
-    if (now >= this.#windowedUntil) {
-      const { rows } = await this.#timed(() => claimStatement(trx, this.name, now, limit, token, now + this.#leaseMs));
-      return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, refill }));
-    }
-    const from = this.#windowFrom;
-    const { rows } = await windowedClaimStatement(trx, this.name, now, limit, token, now + this.#leaseMs, from);
-    if (rows.length < limit) await this.#moveWindow(trx, from);
+    const rows = await this.#claimRowsSqlite(trx, now, limit, token);
     return rows.sort((a, b) => a.id - b.id).map((row) => ({ ...row, token, refill }));
+  }
+
+  /** SQLite's probe before a claim: whether the lane has a claimable message, over the whole lane or its windows (CLAIM_WINDOW). */
+  async #readySqlite(db: Kysely<DB>, now: number): Promise<boolean> {
+    if (now >= this.#windowedUntil) return (await this.#timed(() => wholeProbeStatement(db, this.name, now))).rows.length > 0;
+    const from = this.#windowFrom;
+    if ((await probeStatement(db, this.name, now, from)).rows.length > 0) return true;
+    await this.#moveWindow(db, from);
+    return false;
+  }
+
+  /** SQLite's claim (the payload, gate and server-state forms are PostgreSQL's), over the whole lane or its windows (CLAIM_WINDOW). */
+  async #claimRowsSqlite(db: Kysely<DB>, now: number, limit: number, token: string): Promise<Row[]> {
+    if (now >= this.#windowedUntil) return (await this.#timed(() => claimStatement(db, this.name, now, limit, token, now + this.#leaseMs))).rows;
+    const from = this.#windowFrom;
+    const { rows } = await windowedClaimStatement(db, this.name, now, limit, token, now + this.#leaseMs, from);
+    if (rows.length < limit) await this.#moveWindow(db, from);
+    return rows;
   }
 
   /**
