@@ -14,7 +14,7 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
 import { type Peer, startPeer } from "../test/helpers/peer.ts";
 import { joinAsRemoteMember } from "../test/helpers/remote-member.ts";
-import { type Benchmark, cpuMs, mib, percentile, perSecond, pool, progress, type Row, startProfile, trackPeakRss, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, loadAverage, mib, percentile, perSecond, pool, progress, type Row, startProfile, trackPeakRss, waitFor } from "./lib.ts";
 
 const ACTORS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
 const CONCURRENCY = 16;
@@ -39,6 +39,7 @@ export const inboxIngest: Benchmark = {
     "202 req/s: the HTTP phase only (verify signature, then count (fast path) or enqueue (Fedify), answer 202); p50/p99 are its request latencies",
     "processed/s: first POST until every activity is a row in inbox_activities and fedify_mq is empty; one in-process worker at Muster's default queue concurrency (16) and poll interval (1 s; in-process enqueues wake it at once), running while the POSTs arrive",
     "counted: action_responses rows a reply+like round wrote (must be 3 per reply-and-like pair: comment + commitment, commitment), or ballot rows a vote round wrote (one per chosen option: n single-choice votes, n anyOf Creates, 2n for GoToSocial's two Notes per Create)",
+    "load: the 1-, 5- and 15-minute load averages at the end of the round (the bench's client and Muster share the cores with anything else running)",
     "signatures (BENCH_INBOX_SIGNATURES, default cavage,rfc9421): the schemes the reply+like rounds are signed with, each its own round",
     `votes (BENCH_INBOX_SHAPES, default responses,vote,vote-anyof,vote-gts): poll answers to the union's open proposals from the same member actors, one ballot per actor per proposal, signed with draft-cavage as Mastodon and GoToSocial sign, half to each inbox: Mastodon single choice (one Create(Note name=option)); Mastodon anyOf (one Create per chosen option, 2 per ballot, to an election); GoToSocial (one Create whose object is 2 Notes). Each is checked by castVote (membership, open, option, repeats), written with its hash-chain entry and the running tally's intent; that intent's Update (once per ${TALLY_WINDOW_MS / 60_000} min window per open vote here, instead of 5 s: this bench has one proposal per ${ACTORS.length} ballots where a real vote has thousands per window) falls outside the measurement`,
     "path: fast = the inbox's fast path (federation/inbox-fast-path.ts) takes what it recognises, Fedify = every POST through Fedify, the queue and the listeners (the code before it, MusterOptions.fastInbox false); run one after the other on fresh servers (BENCH_INBOX_PATHS=fast,fedify)",
@@ -310,6 +311,8 @@ async function ingest(m: TestMuster, peer: Peer, posts: readonly SignedPost[], c
       "non-202": Object.entries(client.statuses).filter(([st]) => st !== "202").map(([st, k]) => `${k}×${st}`).join(" ") || "0",
       recorded: counted.recorded,
       counted: `${counted.counted} ${counted.countedAs}`,
+      // Issue 16: every figure with the load it was measured under (the header's is the run's start).
+      load: loadAverage().replace(/^load average /, ""),
     };
   } finally {
     m.muster.events.off("activity.received", onReceived);
