@@ -263,6 +263,7 @@ for (const d of dialects) {
 
     let run = 0;
     const modes: Mode[] = [
+      { kind: "domain-leased" },
       { kind: "fanout-queued" },
       { kind: "in-flight", nth: 4 },
       { kind: "answered", nth: 9 },
