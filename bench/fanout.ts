@@ -204,12 +204,13 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
         const u = process.memoryUsage();
         progress(`${label}: ${stats.delivered} delivered; RSS ${mib(u.rss).toFixed(0)}, heap ${mib(u.heapTotal).toFixed(0)} (${mib(u.heapUsed).toFixed(0)} used), external ${mib(u.external).toFixed(0)}, array buffers ${mib(u.arrayBuffers).toFixed(0)} MiB`);
       }
-      if (!snapshotted && stats.delivered >= expected / 2) {
+      if (!snapshotted && stats.inboxes >= expected / 2) {
         snapshotted = true;
         progress(`${label}: heap snapshot ${writeHeapSnapshot(`${snapshotDir}/fanout-${Date.now()}.heapsnapshot`)} at RSS ${mib(process.memoryUsage.rss()).toFixed(0)} MiB`);
       }
-      return stats.delivered >= expected;
-    }, () => `${stats.delivered}/${expected} delivered, ${stats.refused} refused`, { pollMs: 100 });
+      // Distinct inboxes, not POSTs: a repeat must not end the wait early (as in the workers mode).
+      return stats.inboxes >= expected;
+    }, () => `${stats.inboxes}/${expected} inboxes (${stats.delivered} POSTs), ${stats.refused} refused`, { pollMs: 100 });
     const ms = performance.now() - t0;
     const cpuTotal = cpuMs(cpu);
     const threadsAfter = threadCpuMs();
@@ -220,7 +221,7 @@ async function runShape(dialect: DialectCase, shape: Shape, followers: number, s
     // Late repeats would show up after the last first-time delivery: give them a moment.
     await new Promise((r) => setTimeout(r, 1000));
     stats = await receiver.stats();
-    const rate = perSecond(stats.delivered, ms);
+    const rate = perSecond(stats.inboxes, ms);
     const row: Row = {
       ...firstColumns({ dialect: dialect.name, shape: shape.label, mode: "one process", followers, servers, seedS, stats, start, ms, rate, baseline }),
       "CPU ms/delivery": cpuTotal / stats.delivered,
