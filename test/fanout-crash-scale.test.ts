@@ -27,7 +27,9 @@ import { seedFollowers } from "./helpers/seed-followers.ts";
  * 100 servers without, so new inboxes turn up in every page of the roster,
  * not only the first ones. Every inbox must get the Create; one that gets it
  * twice must be one whose delivery was leased (being handled, or answered
- * and not yet recorded as done) when the process died.
+ * and not yet recorded as done) when the process died. Two kill points:
+ * once a third of the inboxes have it (by then every page of the roster is
+ * queued, on both dialects), and while a page of the roster is still queued.
  */
 
 const MEMBERS = Number(process.env.FANOUT_CRASH_MEMBERS ?? 100_000);
@@ -92,20 +94,50 @@ for (const d of dialects) {
     it("every inbox gets the Create after a restart; only deliveries leased at the kill are sent twice", async () => {
       const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
       try {
-        await crashAndRestart();
+        await crashAndRestart("served");
       } finally {
         clearInterval(ticker);
       }
     });
 
-    async function crashAndRestart(): Promise<void> {
+    // Killed while the roster is still being streamed: a page of it still
+    // queued and the deliveries of an earlier one already queued. On SQLite
+    // the pages are all queued before the first inbox is served, so the kill
+    // above never falls there.
+    it("killed while the roster is still being streamed: the same", async () => {
+      const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
+      try {
+        await crashAndRestart("mid-stream");
+      } finally {
+        clearInterval(ticker);
+      }
+    });
+
+    /** A page of the roster, and a delivery, of this activity queued now. */
+    async function streaming(createId: string): Promise<{ page: boolean; delivery: boolean }> {
+      const rows = await db().selectFrom("fedify_mq").select("message").where("message", "like", `%${createId}%`).execute();
+      const types = rows.map((r) => (JSON.parse(r.message) as { type?: string }).type);
+      return { page: types.includes("muster.fanout"), delivery: types.includes("outbox") };
+    }
+
+    async function crashAndRestart(at: "served" | "mid-stream"): Promise<void> {
       // Written where the child's domain worker reads it, as the console would.
       const deps = { db: db(), events: createEventBus(), outbox: queueOutbox(new KyselyMessageQueue(database, { name: "domain" })) };
       const t0 = Date.now();
       const action: Action = await composeAction(deps, union.id, OPERATOR, { title: "Crash at scale", text: "Everyone, now.", kind: "other" }, { publishNow: true });
       const createId = new URL(`/u/riders/actions/${action.id}/activity`, env.ORIGIN).href;
 
-      await eventually(async () => (await receiver.stats()).delivered >= KILL_AFTER, `${KILL_AFTER} inboxes have the Create`, 240_000);
+      if (at === "served") {
+        await eventually(async () => (await receiver.hits(createId)).size >= KILL_AFTER, `${KILL_AFTER} inboxes have the Create`, 240_000);
+      } else {
+        // Watched as closely as the database allows: on SQLite the roster is streamed in well under a second.
+        for (;;) {
+          const now = await streaming(createId);
+          if (now.page && now.delivery) break;
+          assert.ok(Date.now() - t0 < 120_000, "never saw a page of the roster and a delivery queued together");
+          await sleep(1);
+        }
+      }
       child!.child.kill("SIGKILL");
       await child!.exited;
       const killedAt = Date.now();
@@ -152,6 +184,7 @@ for (const d of dialects) {
         `${twice.filter((i) => twiceBeforeKill.has(i)).length} twice before the kill, ${unexplained.length} none of these; ${stats.refused} signatures refused; ` +
         `${stats.keyUnreachable} refused while the union's key could not be fetched (retried)`);
 
+      if (at === "mid-stream") assert.ok(pagesLeft >= 1, "killed with a page of the roster still queued");
       assert.equal(hits.size, EXPECTED, "every inbox got it");
       for (const [inbox, n] of hits) assert.ok(n <= 2, `${inbox} got it ${n} times`);
       assert.deepEqual(unexplained, [], "every repeat is a delivery leased when the process died, or one the sender retried after an attempt it saw fail");
