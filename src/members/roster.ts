@@ -1,9 +1,10 @@
-import { type Kysely, PostgresAdapter, sql } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { DB } from "../db/schema.ts";
 import type { Union } from "../unions/unions.ts";
 import { inboxUrl } from "../actors/remote-actors.ts";
 import { IN_TREE, type Member, type MemberRole, toMember } from "./members.ts";
 import { canSeeMembers, type Viewer } from "./visibility.ts";
+import { refreshStatistics } from "../db/statistics.ts";
 
 // Every read that shows who belongs to a union goes through here, and each
 // asks canSeeMembers first: federation/ and src/http/ render what these
@@ -201,12 +202,7 @@ async function countActive(db: Kysely<DB>, unionId: string): Promise<number> {
  * 8 % of PostgreSQL's samples. Returns whether it analyzed.
  */
 export async function refreshTargetStatistics(db: Kysely<DB>): Promise<boolean> {
-  if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return false;
-  const row = (await sql<{ live: string; changed: string }>`select n_live_tup as live, n_mod_since_analyze as changed
-    from pg_stat_user_tables where relid = 'fanout_targets'::regclass`.execute(db)).rows[0];
-  if (row === undefined || Number(row.changed) <= Math.max(1000, Number(row.live) / 10)) return false;
-  await sql`analyze fanout_targets`.execute(db);
-  return true;
+  return (await refreshStatistics(db, ["fanout_targets"])).length > 0;
 }
 
 /**
