@@ -34,5 +34,6 @@ describe("a statement run on its generic plan (executeGenericPlanned, PostgreSQL
     assert.equal((await sql<{ m: string }>`select current_setting('plan_cache_mode') as m`.execute(db)).rows[0]!.m, "auto");
     const { rows } = await executeGenericPlanned(db, update(2));
     assert.equal(rows.length, 2, "the connection goes on after a failure");
+    await assert.rejects(db.transaction().execute((trx) => executeGenericPlanned(trx, update(1))), TypeError, "refused inside a transaction, whose COMMIT it would send");
   });
 });
