@@ -47,10 +47,10 @@ const GENERIC_PLAN = { name: "muster_generic_plan", text: "select set_config('pl
 
 /**
  * On PostgreSQL, runs `query` named (see named) with its generic plan, in a
- * transaction of its own (never inside a caller's): BEGIN, the setting (for this transaction only),
- * the statement and COMMIT written in one pipeline (src/db/pipeline.ts),
- * one round trip as `query` alone was, answered with the statement's
- * result. For a statement PostgreSQL would plan anew on every run: it
+ * transaction of its own (never inside a caller's): BEGIN, the setting
+ * (for this transaction only), the statement and COMMIT written in one
+ * pipeline (src/db/pipeline.ts), one round trip as `query` alone was,
+ * answered with the statement's result. For a statement PostgreSQL would plan anew on every run: it
  * plans the first five runs of a prepared statement on each connection for
  * their values, and keeps doing so while that looks cheaper than its
  * generic plan. The queue's claim (kysely-message-queue.ts) was planned on
@@ -63,7 +63,7 @@ const GENERIC_PLAN = { name: "muster_generic_plan", text: "select set_config('pl
 export function executeGenericPlanned<R>(db: Kysely<DB>, query: CompiledQuery<R>): Promise<QueryResult<R>> {
   if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return db.executeQuery(query);
   // Its own BEGIN and COMMIT would end a caller's transaction.
-  if (db.isTransaction) throw new TypeError("executeGenericPlanned runs its statement in a transaction of its own, not in a caller's");
+  if (db.isTransaction) return Promise.reject(new TypeError("executeGenericPlanned runs its statement in a transaction of its own, not in a caller's"));
   const { name, text } = named(db, query).sql as unknown as { name: string; text: string };
   return db.executeQuery(pipelinedQuery([{ text: "begin", values: [] }, GENERIC_PLAN, { name, text, values: query.parameters }, { text: "commit", values: [] }], 2)) as Promise<QueryResult<R>>;
 }
