@@ -153,8 +153,8 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
  * answers with its last statement's result, as one statement does: pg
  * answers with an array of results, of which Kysely's driver kept nothing
  * (no rows). It also runs a Pipeline (src/db/pipeline.ts): its statements
- * written at once, answered with the last one's result (or the one it names). Every other query
- * is answered exactly as before.
+ * written at once, answered with the last one's result (or the one it
+ * names). Every other query is answered exactly as before.
  *
  * Named (prepared) statements are kept by the server per connection until
  * it closes: past MAX_NAMED_STATEMENTS names on a connection, a statement
