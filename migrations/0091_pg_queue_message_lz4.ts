@@ -2,12 +2,12 @@ import { type Kysely, sql } from "kysely";
 import { isPostgres } from "./dialect.ts";
 
 // A queued message is compressed as PostgreSQL stores it: a join's Accept
-// and welcome in one message (direct-send.ts) is 2-3 KB of JSON, over the
+// and welcome in one message (direct-send.ts) is 3.2 KB of JSON, over the
 // 2 KB at which a row's text is compressed, and pglz (the default) spent
-// 27 us of the backend's CPU on each such insert against lz4's 6 us
-// (5,000 inserts of one such message, 136 against 31 ms; stored 1,090 and
-// 1,174 bytes, both inline), and reading it back with its claim 6 against
-// 4.6 us: about 0.02 ms of PostgreSQL's ~0.45 ms a join. Rows already
+// 13-14 us of the backend's CPU on each such insert against lz4's 4.3 us
+// (5,000 inserts of that message: 65-71 against 22 ms; stored inline in
+// 1,485 and 1,659 bytes; read back in the same time): about 0.01 ms of
+// PostgreSQL's ~0.45 ms a join in the workers benchmark. Rows already
 // stored keep pglz (PostgreSQL reads either); only new values use lz4. A
 // server built without lz4 keeps pglz.
 export async function up(db: Kysely<any>): Promise<void> {
