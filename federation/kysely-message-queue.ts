@@ -8,7 +8,7 @@ import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
-import { executeGenericPlanned } from "../src/db/named-statement.ts";
+import { executeGenericPlanned, executeNamed } from "../src/db/named-statement.ts";
 import { HEARTBEAT_QUEUE, type Heard, listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
 import { LaneShare } from "./lane-share.ts";
@@ -1729,10 +1729,11 @@ export class KyselyMessageQueue implements MessageQueue {
     // their CTEs to "nxt" again: PostgreSQL has no row counts for a CTE and
     // joined them by nested loops, three times n² comparisons (3·10^4 for a
     // fan-out's settle of 100), a quarter of the statement's time.
-    // On its generic plan from the first run, as the claim (executeGenericPlanned): PostgreSQL planned
-    // each connection's first runs of this one for their values, 0.74-0.93 ms each in the workers
-    // benchmark (most of its settles), to the plan it then keeps for any values.
-    const { rows } = await executeGenericPlanned(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>`
+    // Not on its generic plan (executeGenericPlanned, as the claim): PostgreSQL keeps that plan after a
+    // connection's first six settles (planned for their values, 0.74-0.93 ms each in the workers benchmark),
+    // and the setting's three more protocol messages cost about 35 us a settle for ever after, which
+    // bench/claim-cost.ts's small settles showed (0.104 → 0.110 ms a message of PostgreSQL's CPU).
+    const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>`
       with settled as (
         delete from fedify_mq
         where (id, lease_owner) in (select * from unnest(${ids}::bigint[], ${batch.map((c) => c.token)}::text[]))

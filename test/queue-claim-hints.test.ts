@@ -134,7 +134,6 @@ for (const d of dialects) {
         while (handled < n && Date.now() < deadline) await sleep(20);
         assert.equal(handled, n, "every message handled");
         const plans = await sql<{ statement: string; generic_plans: string; custom_plans: string }>`select statement, generic_plans, custom_plans from pg_prepared_statements where statement like 'update "fedify_mq"%'`.execute(pool2.db);
-        const settles = (await sql<{ generic_plans: string; custom_plans: string }>`select generic_plans, custom_plans from pg_prepared_statements where statement like '%with settled as%'`.execute(pool2.db)).rows;
         controller.abort();
         await done;
         const claims = plans.rows.map((r) => ({ generic: Number(r.generic_plans), custom: Number(r.custom_plans) }));
@@ -142,7 +141,6 @@ for (const d of dialects) {
         assert.ok(runs >= n / 8, `the claims ran on the connection checked (${runs} runs)`);
         // Before executeGenericPlanned, PostgreSQL planned each text's first five runs for their values, and more while that looked cheaper.
         for (const c of claims) assert.ok(c.custom === 0 && c.generic > 0, `each claim text run on its generic plan only: ${JSON.stringify(claims)}`);
-        assert.ok(settles.length > 0 && settles.every((r) => Number(r.custom_plans) === 0 && Number(r.generic_plans) > 0), `the settle too: ${JSON.stringify(settles)}`);
         assert.ok(!plans.rows.some((r) => r.statement.includes("regexp_match")), "the claim matches no regular expression over the message text");
       } finally {
         await pool2.close();
