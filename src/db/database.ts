@@ -153,8 +153,8 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
  * answers with its last statement's result, as one statement does: pg
  * answers with an array of results, of which Kysely's driver kept nothing
  * (no rows). It also runs a Pipeline (src/db/pipeline.ts): its statements
- * written at once, answered with the last one's result. Every other query
- * is answered exactly as before.
+ * written at once, answered with the last one's result (or the one it
+ * names). Every other query is answered exactly as before.
  *
  * Named (prepared) statements are kept by the server per connection until
  * it closes: past MAX_NAMED_STATEMENTS names on a connection, a statement
@@ -197,7 +197,7 @@ class LastResultClient extends pg.Client {
       this.#deferred = [];
       before.push(...deferred.map((d) => d.statement));
       const values = Array.isArray(args[1]) ? args[1] as unknown[] : undefined;
-      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([...before, ...first.statements]), deferred) as never;
+      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([...before, ...first.statements], first.answer === undefined ? undefined : before.length + first.answer), deferred) as never;
       if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([...before, { text: first, values: values ?? [] }]), deferred) as never;
       const config = first as { name?: unknown; text?: unknown; values?: unknown } | null;
       if (args.length <= 2 && typeof config?.text === "string" && (config.name === undefined || typeof config.name === "string") && (values !== undefined || config.values === undefined || Array.isArray(config.values))) {
@@ -269,7 +269,7 @@ class LastResultClient extends pg.Client {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
     // A several-statement simple query among them (after a BEGIN) answers as query() does: its last result.
-    const last = (results[results.length - 1] as PromiseFulfilledResult<unknown>).value;
+    const last = (results[p.answer ?? results.length - 1] as PromiseFulfilledResult<unknown>).value;
     return Array.isArray(last) && last.length > 0 ? last[last.length - 1] : last;
   }
 }
