@@ -1,9 +1,10 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { followIdOf } from "../src/members/members.ts";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
-import { type Benchmark, cpuMs, loadAverage, progress, type Row, startProfile, threadTimes } from "./lib.ts";
+import { type Benchmark, cpuMs, loadAverage, machineCpu, percentile, progress, type Row, startProfile, threadTimes } from "./lib.ts";
 
 const TARGET = 300;
 const SERVERS = 10;
@@ -75,12 +76,39 @@ export interface PeerReport {
   ms: number;
   /** Per join, ms from sending the Follow to its Accept arriving. */
   latencies: number[];
+  /** Per Follow, ms from sending it to the union's 2xx answer. */
+  ackLatencies?: number[];
   /** Per Follow, wall-clock ms when sent and when its Accept arrived. */
-  timeline: { follow: string; sent: number; accepted?: number }[];
+  timeline: { follow: string; sent: number; acked?: number; accepted?: number }[];
   /** CPU ms the peers' process used from the first Follow until it reported (its waiting loop included). */
   cpuMs?: number;
   /** Deliveries the peers' synchronous verifier left to Fedify's inbox (all of them with BENCH_JOINS_PEER=fedify). */
   fedifyInbox?: number;
+}
+
+/**
+ * Where a join's time goes, p50/p99 ms of each hop on the wall clock: the
+ * Follow's POST to its 202, the 202 to the member's row (members.joined_at,
+ * stamped in the join's transaction), that to the Accept verified at the
+ * peer. Rows of `joined` by follow id (members.follow_id).
+ */
+export function hopLatencies(report: PeerReport, joined: ReadonlyMap<string, number>): string {
+  const hops: [string, number[]][] = [["Follow→202", []], ["202→joined", []], ["joined→Accept", []], ["Follow→Accept", []]];
+  for (const t of report.timeline) {
+    const at = joined.get(t.follow);
+    if (t.acked !== undefined) hops[0]![1].push(t.acked - t.sent);
+    if (t.acked !== undefined && at !== undefined) hops[1]![1].push(at - t.acked);
+    if (at !== undefined && t.accepted !== undefined) hops[2]![1].push(t.accepted - at);
+    if (t.accepted !== undefined) hops[3]![1].push(t.accepted - t.sent);
+  }
+  return hops.map(([name, xs]) => `${name} ${xs.length ? `${percentile(xs, 50).toFixed(0)}/${percentile(xs, 99).toFixed(0)}` : "-"}`).join(", ");
+}
+
+/** "62% busy, 30% idle, 8% iowait; accounted 1.4 of 1.6 busy cores": the whole machine over a window, against what a bench accounts for (ms). */
+export function machineLine(machine: ReturnType<ReturnType<typeof machineCpu>["stop"]>, accountedMs: number, windowMs: number): string {
+  if (!machine) return "-";
+  const busyPct = 100 - machine.idlePct - machine.iowaitPct;
+  return `${busyPct.toFixed(0)}% busy, ${machine.idlePct.toFixed(0)}% idle, ${machine.iowaitPct.toFixed(0)}% iowait; measured processes ${(accountedMs / windowMs).toFixed(2)} of ${(machine.busyMs / windowMs).toFixed(2)} busy cores`;
 }
 
 export const joins: Benchmark = {
@@ -156,12 +184,18 @@ export const joins: Benchmark = {
         const profile = await startProfile(`joins-${mode}-${total}`);
         const threadsBefore = threadTimes() ?? new Map();
         const cpu = process.cpuUsage();
+        const machine = machineCpu();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
           child.send("go");
         });
         const cpuTotal = cpuMs(cpu);
+        const machineUse = machine.stop();
+        // Wall ms of the window: from "go" to the peers' report (the peer's CPU is over the same window).
+        const windowMs = report.ms + 20;
+        const joinedRows = await m.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
+        const joinedAt = new Map(joinedRows.map((r) => [followIdOf(r.actor_id, r.follow_id)!, Number(r.joined_at)]));
         const threads = threadSplit(threadsBefore, threadTimes() ?? new Map(), total);
         await profile?.stop();
         sqlCounting = false;
@@ -190,6 +224,8 @@ export const joins: Benchmark = {
           "by thread": threads || "-",
           "actor GETs/join": report.actorGets / total,
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
+          "machine": machineLine(machineUse, cpuTotal + (report.cpuMs ?? 0), windowMs),
+          "hops p50/p99 ms": hopLatencies(report, joinedAt),
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
           "Follows signed": presigned ? "before" : "live",
           "warm-up joins": warmup,

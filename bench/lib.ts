@@ -252,3 +252,63 @@ export function threadTimes(): Map<string, { name: string; ms: number }> | undef
   }
   return out;
 }
+
+/** The machine's CPU time so far by state (all cores), ms, from /proc/stat's first line; undefined off Linux. */
+function machineTimes(): { busy: number; idle: number; iowait: number } | undefined {
+  let line: string;
+  try {
+    line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+  } catch {
+    return undefined;
+  }
+  // cpu user nice system idle iowait irq softirq steal (guest time is already in user)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map((v) => Number(v) * 10);
+  return { busy: user! + nice! + system! + irq! + softirq! + steal!, idle: idle!, iowait: iowait! };
+}
+
+/**
+ * The whole machine's CPU over a timed window (/proc/stat deltas): how much
+ * of the cores were busy, idle, or idle waiting on I/O (iowait: a core with
+ * nothing to run while a disk write such as a commit's fsync is pending), so
+ * a run can say whether it saturated the machine. Busy ms also covers every
+ * other process on it (other benchmarks on a shared machine): compare with
+ * the processes a bench accounts for.
+ */
+export function machineCpu(): { stop(): { busyMs: number; idleMs: number; iowaitMs: number; idlePct: number; iowaitPct: number } | undefined } {
+  const before = machineTimes();
+  return {
+    stop() {
+      const after = machineTimes();
+      if (!before || !after) return undefined;
+      const busyMs = after.busy - before.busy;
+      const idleMs = after.idle - before.idle;
+      const iowaitMs = after.iowait - before.iowait;
+      const total = busyMs + idleMs + iowaitMs;
+      return { busyMs, idleMs, iowaitMs, idlePct: (100 * idleMs) / total, iowaitPct: (100 * iowaitMs) / total };
+    },
+  };
+}
+
+/** CPU ms so far of PostgreSQL's own processes (walwriter, checkpointer, background writer, …; no client backends), by backend_type. */
+export async function pgBackgroundCpu(query: (text: string) => Promise<{ pid: number; backend_type: string }[]>): Promise<Map<number, { kind: string; ms: number }>> {
+  const out = new Map<number, { kind: string; ms: number }>();
+  const rows = await query("select pid, backend_type from pg_stat_activity where backend_type <> 'client backend'").catch(() => []);
+  for (const { pid, backend_type } of rows) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(pid, { kind: backend_type, ms: (Number(f[11]) + Number(f[12])) * 10 });
+    } catch {
+      // not readable here, or gone
+    }
+  }
+  return out;
+}
+
+/** "walwriter 0.02, checkpointer 0.01": ms per op by backend_type between two pgBackgroundCpu snapshots. */
+export function pgBackgroundSplit(before: Map<number, { kind: string; ms: number }>, after: Map<number, { kind: string; ms: number }>, n: number): { total: number; text: string } {
+  const by = new Map<string, number>();
+  for (const [pid, { kind, ms }] of after) by.set(kind, (by.get(kind) ?? 0) + ms - (before.get(pid)?.ms ?? ms));
+  const total = [...by.values()].reduce((a, b) => a + b, 0);
+  return { total, text: [...by].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / n).toFixed(3)}`).join(", ") || "-" };
+}

@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { followIdOf } from "../src/members/members.ts";
 import { type Kysely, sql } from "kysely";
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -11,7 +12,8 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { freePort } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } from "./lib.ts";
+import { type Benchmark, cpuMs, loadAverage, machineCpu, perSecond, pgBackgroundCpu, pgBackgroundSplit, progress, type Row, waitFor } from "./lib.ts";
+import { hopLatencies, machineLine, type PeerReport } from "./joins.ts";
 
 /**
  * The scaled-out deployment, measured: `muster serve --no-worker` and two
@@ -266,6 +268,8 @@ export const workers: Benchmark = {
     const { env, dataDir, origin, concurrency } = await scaledOutEnv(tdb.url, "workers", process.env.BENCH_WORKERS_LOG_LEVEL);
     if (process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS) env.MUSTER_HTTP_TIMEOUT_MS = process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS;
     if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
+    // BENCH_WORKERS_DB_SYNC=normal|full: the processes' MUSTER_DB_SYNC (commit durability; README, configuration).
+    if (process.env.BENCH_WORKERS_DB_SYNC) env.MUSTER_DB_SYNC = process.env.BENCH_WORKERS_DB_SYNC;
     // BENCH_WORKERS_STATEMENTS=1: each process counts the statements it sends (bench/pg-count.ts).
     const countDir = process.env.BENCH_WORKERS_STATEMENTS === "1" ? mkdtempSync(join(tmpdir(), "muster-bench-pgcount-")) : undefined;
     if (countDir) {
@@ -311,7 +315,9 @@ export const workers: Benchmark = {
       // BENCH_WORKERS_WARMUP=W: W other people join first, untimed (their Accepts and welcomes waited for), so the
       // processes' JIT, delivery threads and connections are warm as on a deployment that has been running.
       const warmup = Math.max(0, Number(process.env.BENCH_WORKERS_WARMUP ?? 0) || 0);
-      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, BENCH_JOINS_WARMUP: String(warmup) } });
+      // The peers as the joins bench runs them against SQLite (like for like): Node's defaults, and warmed up
+      // before the window (BENCH_JOINS_PEER_WARMUP, 300 unless set): a cold peer spent ≈0.35 ms a join more on the cores Muster shares.
+      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [], env: { ...process.env, BENCH_JOINS_WARMUP: String(warmup), BENCH_JOINS_PEER_WARMUP: process.env.BENCH_JOINS_PEER_WARMUP ?? "300" } });
       await new Promise<void>((resolve, reject) => {
         peers!.once("message", () => resolve());
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
@@ -333,15 +339,22 @@ export const workers: Benchmark = {
       if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
       const threadsBefore = procs.map((p) => threadCpuOf(p.pid));
       let before = cpuOfAll(procs);
+      const pgQuery = async (text: string) => (await sql.raw<{ pid: number; backend_type: string }>(text).execute(database.db)).rows;
+      const pgBgBefore = await pgBackgroundCpu(pgQuery);
+      const selfCpu = process.cpuUsage();
+      const machine = machineCpu();
       // The joins' window on the profiles' clock (V8's and process.hrtime are both CLOCK_MONOTONIC), for slicing them.
       const joinsFrom = process.hrtime.bigint() / 1000n;
       const joinsFromMs = Date.now();
-      const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
+      const report = await new Promise<PeerReport>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      const machineUse = machine.stop();
+      const selfMs = cpuMs(selfCpu);
+      const pgBg = pgBackgroundSplit(pgBgBefore, await pgBackgroundCpu(pgQuery), joins);
       // BENCH_WORKERS_WINDOW=<file>: the joins' window on the wall clock (ms), for per-process traces (GC, logs).
       if (process.env.BENCH_WORKERS_WINDOW) writeFileSync(process.env.BENCH_WORKERS_WINDOW, JSON.stringify({ fromMs: joinsFromMs, toMs: Date.now(), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
       const threads = procs.map((p, i) => threadSplit(threadsBefore[i]!, threadCpuOf(p.pid), joins));
@@ -351,8 +364,18 @@ export const workers: Benchmark = {
       if (pgLog) progress(`pg log: joins end ${new Date().toISOString()}`);
       const backendCpu = await backends.stop();
       const statementsAfter = await statementsOf(procs, countDir);
+      const joinedRows = await database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
+      const joinedAt = new Map(joinedRows.map((r) => [followIdOf(r.actor_id, r.follow_id)!, Number(r.joined_at)]));
+      const musterMs = after.reduce((a, c, i) => a + c - before[i]!, 0);
+      const accounted = musterMs + (backendCpu ?? 0) + pgBg.total + (report.cpuMs ?? 0) + selfMs;
       row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
         "PostgreSQL backends CPU ms/op": backendCpu === undefined ? "-" : (backendCpu / joins).toFixed(2),
+        "PostgreSQL background CPU ms/op": pgBg.text,
+        "peer CPU ms/op": report.cpuMs === undefined ? "-" : (report.cpuMs / joins).toFixed(2),
+        "bench CPU ms/op": (selfMs / joins).toFixed(2),
+        "machine": machineLine(machineUse, accounted, report.ms + 20),
+        "hops p50/p99 ms": hopLatencies(report, joinedAt),
+        "db sync": env.MUSTER_DB_SYNC ?? "default",
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
         ...(warmup > 0 ? { "warm-up joins": warmup } : {}),
         "threads ms/op user+sys web | w1 | w2": threads.join(" | "),
