@@ -4,11 +4,12 @@ import { followIdOf } from "../src/members/members.ts";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
-import { type Benchmark, cpuMs, loadAverage, machineCpu, percentile, progress, type Row, startProfile, threadTimes } from "./lib.ts";
+import { allProcessCpu, type Benchmark, cpuMs, loadAverage, machineCpu, otherProcesses, percentile, progress, type Row, startProfile, threadTimes } from "./lib.ts";
 
 const TARGET = 300;
 const SERVERS = 10;
-const CONCURRENCY = 32;
+/** Follows in flight at once (BENCH_JOINS_INFLIGHT; 32 unless set). */
+const CONCURRENCY = Number(process.env.BENCH_JOINS_INFLIGHT) || 32;
 
 /**
  * SQLite statements run by this process, counted at better-sqlite3 (every
@@ -88,16 +89,17 @@ export interface PeerReport {
 
 /**
  * Where a join's time goes, p50/p99 ms of each hop on the wall clock: the
- * Follow's POST to its 202, the 202 to the member's row (members.joined_at,
- * stamped in the join's transaction), that to the Accept verified at the
- * peer. Rows of `joined` by follow id (members.follow_id).
+ * Follow's POST to the member's row (members.joined_at, stamped in the
+ * join's transaction, which commits before the 202 on the fast path), that
+ * to the 202 at the peer, and to the Accept verified at the peer. Rows of
+ * `joined` by follow id (members.follow_id).
  */
 export function hopLatencies(report: PeerReport, joined: ReadonlyMap<string, number>): string {
-  const hops: [string, number[]][] = [["Follow→202", []], ["202→joined", []], ["joined→Accept", []], ["Follow→Accept", []]];
+  const hops: [string, number[]][] = [["Follow→joined", []], ["joined→202", []], ["joined→Accept", []], ["Follow→Accept", []]];
   for (const t of report.timeline) {
     const at = joined.get(t.follow);
-    if (t.acked !== undefined) hops[0]![1].push(t.acked - t.sent);
-    if (t.acked !== undefined && at !== undefined) hops[1]![1].push(at - t.acked);
+    if (at !== undefined) hops[0]![1].push(at - t.sent);
+    if (t.acked !== undefined && at !== undefined) hops[1]![1].push(t.acked - at);
     if (at !== undefined && t.accepted !== undefined) hops[2]![1].push(t.accepted - at);
     if (t.accepted !== undefined) hops[3]![1].push(t.accepted - t.sent);
   }
@@ -185,6 +187,7 @@ export const joins: Benchmark = {
         const threadsBefore = threadTimes() ?? new Map();
         const cpu = process.cpuUsage();
         const machine = machineCpu();
+        const everyBefore = allProcessCpu();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
@@ -192,6 +195,7 @@ export const joins: Benchmark = {
         });
         const cpuTotal = cpuMs(cpu);
         const machineUse = machine.stop();
+        const everyAfter = allProcessCpu();
         // Wall ms of the window: from "go" to the peers' report (the peer's CPU is over the same window).
         const windowMs = report.ms + 20;
         const joinedRows = await m.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
@@ -224,7 +228,7 @@ export const joins: Benchmark = {
           "by thread": threads || "-",
           "actor GETs/join": report.actorGets / total,
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
-          "machine": machineLine(machineUse, cpuTotal + (report.cpuMs ?? 0), windowMs),
+          "machine": `${machineLine(machineUse, cpuTotal + (report.cpuMs ?? 0), windowMs)}; ${otherProcesses(everyBefore, everyAfter, new Set([process.pid, child.pid!]), windowMs)}`,
           "hops p50/p99 ms": hopLatencies(report, joinedAt),
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
           "Follows signed": presigned ? "before" : "live",

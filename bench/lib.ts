@@ -312,3 +312,44 @@ export function pgBackgroundSplit(before: Map<number, { kind: string; ms: number
   const total = [...by.values()].reduce((a, b) => a + b, 0);
   return { total, text: [...by].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / n).toFixed(3)}`).join(", ") || "-" };
 }
+
+/** CPU ms so far of every process on the machine, by pid, with its name (/proc/<pid>/stat). */
+export function allProcessCpu(): Map<number, { name: string; ms: number }> {
+  const out = new Map<number, { name: string; ms: number }>();
+  let pids: string[] = [];
+  try {
+    pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(pid), { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ms: (Number(f[11]) + Number(f[12])) * 10 });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The busiest processes over a window other than `measured` (pids), e.g.
+ * "others 0.45 cores: node 0.30, postgres 0.10": what else ran on the
+ * machine (on a shared one, other work skews a run's rate, not its CPU per op).
+ */
+export function otherProcesses(before: Map<number, { name: string; ms: number }>, after: Map<number, { name: string; ms: number }>, measured: ReadonlySet<number>, windowMs: number): string {
+  const by = new Map<string, number>();
+  let total = 0;
+  for (const [pid, { name, ms }] of after) {
+    if (measured.has(pid)) continue;
+    // A process started in the window: all of its CPU is in it.
+    const d = ms - (before.get(pid)?.ms ?? 0);
+    if (d <= 0) continue;
+    total += d;
+    by.set(name, (by.get(name) ?? 0) + d);
+  }
+  const top = [...by].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([n, ms]) => `${n} ${(ms / windowMs).toFixed(2)}`).join(", ");
+  return `others ${(total / windowMs).toFixed(2)} cores${top ? `: ${top}` : ""}`;
+}

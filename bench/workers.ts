@@ -12,7 +12,7 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { freePort } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, cpuMs, loadAverage, machineCpu, perSecond, pgBackgroundCpu, pgBackgroundSplit, progress, type Row, waitFor } from "./lib.ts";
+import { allProcessCpu, type Benchmark, cpuMs, loadAverage, machineCpu, otherProcesses, perSecond, pgBackgroundCpu, pgBackgroundSplit, progress, type Row, waitFor } from "./lib.ts";
 import { hopLatencies, machineLine, type PeerReport } from "./joins.ts";
 
 /**
@@ -49,7 +49,8 @@ import { hopLatencies, machineLine, type PeerReport } from "./joins.ts";
 const JOIN_SERVERS = 10;
 /** application_name of this benchmark's own connections. */
 const BENCH_APP = "muster-bench-workers";
-const JOIN_CONCURRENCY = 32;
+/** Follows in flight at once (BENCH_JOINS_INFLIGHT, as in the joins bench). */
+const JOIN_CONCURRENCY = Number(process.env.BENCH_JOINS_INFLIGHT) || 32;
 const CLK_TCK = 100;
 
 /** user + system CPU of a process so far, ms (Linux). */
@@ -147,7 +148,7 @@ function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number
  * Sampled every `every` ms, so a backend that exits between samples loses
  * its last slice. Undefined when /proc of the server's processes is unreadable.
  */
-export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined> } {
+export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined>; pids(): number[] } {
   const first = new Map<number, number>();
   const last = new Map<number, number>();
   let running = true;
@@ -175,6 +176,7 @@ export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<
     }
   })();
   return {
+    pids: () => [...last.keys()],
     async stop() {
       running = false;
       await loop;
@@ -285,7 +287,8 @@ export const workers: Benchmark = {
     let receiver: Receiver | undefined;
     let peers: ChildProcess | undefined;
     try {
-      const web = spawnMuster(["serve", "--no-worker"], env);
+      // BENCH_WORKERS_WEB_POOL: the web process's own MUSTER_DB_POOL (the workers keep BENCH_WORKERS_POOL or theirs).
+      const web = spawnMuster(["serve", "--no-worker"], process.env.BENCH_WORKERS_WEB_POOL ? { ...env, MUSTER_DB_POOL: process.env.BENCH_WORKERS_WEB_POOL } : env);
       procs.push(web);
       // On a machine loaded by other work a process took over a minute to start.
       await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening", 240_000);
@@ -343,6 +346,7 @@ export const workers: Benchmark = {
       const pgBgBefore = await pgBackgroundCpu(pgQuery);
       const selfCpu = process.cpuUsage();
       const machine = machineCpu();
+      const everyBefore = allProcessCpu();
       // The joins' window on the profiles' clock (V8's and process.hrtime are both CLOCK_MONOTONIC), for slicing them.
       const joinsFrom = process.hrtime.bigint() / 1000n;
       const joinsFromMs = Date.now();
@@ -353,8 +357,11 @@ export const workers: Benchmark = {
       });
       let after = cpuOfAll(procs);
       const machineUse = machine.stop();
+      const everyAfter = allProcessCpu();
       const selfMs = cpuMs(selfCpu);
-      const pgBg = pgBackgroundSplit(pgBgBefore, await pgBackgroundCpu(pgQuery), joins);
+      const pgBgAfter = await pgBackgroundCpu(pgQuery);
+      const pgBg = pgBackgroundSplit(pgBgBefore, pgBgAfter, joins);
+      const others = otherProcesses(everyBefore, everyAfter, new Set([...procs.map((p) => p.pid), process.pid, peers.pid!, ...backends.pids(), ...pgBgAfter.keys()]), report.ms + 20);
       // BENCH_WORKERS_WINDOW=<file>: the joins' window on the wall clock (ms), for per-process traces (GC, logs).
       if (process.env.BENCH_WORKERS_WINDOW) writeFileSync(process.env.BENCH_WORKERS_WINDOW, JSON.stringify({ fromMs: joinsFromMs, toMs: Date.now(), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
       const threads = procs.map((p, i) => threadSplit(threadsBefore[i]!, threadCpuOf(p.pid), joins));
@@ -373,7 +380,7 @@ export const workers: Benchmark = {
         "PostgreSQL background CPU ms/op": pgBg.text,
         "peer CPU ms/op": report.cpuMs === undefined ? "-" : (report.cpuMs / joins).toFixed(2),
         "bench CPU ms/op": (selfMs / joins).toFixed(2),
-        "machine": machineLine(machineUse, accounted, report.ms + 20),
+        "machine": `${machineLine(machineUse, accounted, report.ms + 20)}; ${others}`,
         "hops p50/p99 ms": hopLatencies(report, joinedAt),
         "db sync": env.MUSTER_DB_SYNC ?? "default",
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
