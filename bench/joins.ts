@@ -110,7 +110,7 @@ export function hopLatencies(report: PeerReport, joined: ReadonlyMap<string, num
 export function machineLine(machine: ReturnType<ReturnType<typeof machineCpu>["stop"]>, accountedMs: number, windowMs: number): string {
   if (!machine) return "-";
   const busyPct = 100 - machine.idlePct - machine.iowaitPct;
-  return `${busyPct.toFixed(0)}% busy, ${machine.idlePct.toFixed(0)}% idle, ${machine.iowaitPct.toFixed(0)}% iowait; measured processes ${(accountedMs / windowMs).toFixed(2)} of ${(machine.busyMs / windowMs).toFixed(2)} busy cores`;
+  return `${busyPct.toFixed(0)}% busy, ${machine.idlePct.toFixed(0)}% idle (${machine.steadyIdlePct.toFixed(0)}% in the middle 80%), ${machine.iowaitPct.toFixed(0)}% iowait; measured processes ${(accountedMs / windowMs).toFixed(2)} of ${(machine.busyMs / windowMs).toFixed(2)} busy cores`;
 }
 
 export const joins: Benchmark = {

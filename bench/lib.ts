@@ -274,17 +274,32 @@ function machineTimes(): { busy: number; idle: number; iowait: number } | undefi
  * other process on it (other benchmarks on a shared machine): compare with
  * the processes a bench accounts for.
  */
-export function machineCpu(): { stop(): { busyMs: number; idleMs: number; iowaitMs: number; idlePct: number; iowaitPct: number } | undefined } {
+export function machineCpu(): { stop(): { busyMs: number; idleMs: number; iowaitMs: number; idlePct: number; iowaitPct: number; steadyIdlePct: number } | undefined } {
   const before = machineTimes();
+  // Sampled every 50 ms, so the window's middle (its 10th to 90th percent of time, past the ramp-up and before
+  // the last joins drain) can be told apart from its ends, where fewer than all the joins are in flight.
+  const samples: { at: number; t: NonNullable<ReturnType<typeof machineTimes>> }[] = [];
+  const start = performance.now();
+  if (before) samples.push({ at: start, t: before });
+  const timer = setInterval(() => {
+    const t = machineTimes();
+    if (t) samples.push({ at: performance.now(), t });
+  }, 50);
   return {
     stop() {
+      clearInterval(timer);
       const after = machineTimes();
       if (!before || !after) return undefined;
+      const end = performance.now();
+      samples.push({ at: end, t: after });
       const busyMs = after.busy - before.busy;
       const idleMs = after.idle - before.idle;
       const iowaitMs = after.iowait - before.iowait;
       const total = busyMs + idleMs + iowaitMs;
-      return { busyMs, idleMs, iowaitMs, idlePct: (100 * idleMs) / total, iowaitPct: (100 * iowaitMs) / total };
+      const from = samples.find((x) => x.at >= start + 0.1 * (end - start)) ?? samples[0]!;
+      const to = [...samples].reverse().find((x) => x.at <= start + 0.9 * (end - start)) ?? samples.at(-1)!;
+      const mid = { busy: to.t.busy - from.t.busy, idle: to.t.idle - from.t.idle + to.t.iowait - from.t.iowait };
+      return { busyMs, idleMs, iowaitMs, idlePct: (100 * idleMs) / total, iowaitPct: (100 * iowaitMs) / total, steadyIdlePct: mid.busy + mid.idle > 0 ? (100 * mid.idle) / (mid.busy + mid.idle) : Number.NaN };
     },
   };
 }
