@@ -201,6 +201,16 @@ async function statementsOf(processes: readonly MusterProcess[], dir: string | u
   }
 }
 
+/** Each process's pool acquisitions so far, [acquires, waits over 1 ms, total ms waited] (bench/pg-count.ts), or undefined. Read after statementsOf. */
+function poolWaitsOf(processes: readonly MusterProcess[], dir: string | undefined): number[][] | undefined {
+  if (!dir) return undefined;
+  try {
+    return processes.map((p) => readFileSync(join(dir, `${p.pid}.pool`), "utf8").split(" ").map(Number));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Lines of the processes' logs that would explain a repeated delivery. */
 export function retriesLogged(processes: readonly MusterProcess[], since: readonly number[]): string {
   const count = (re: RegExp) => processes.reduce((n, p, i) => n + (p.output().slice(since[i]).match(re)?.length ?? 0), 0);
@@ -339,6 +349,7 @@ export const workers: Benchmark = {
       let connections = trackConnections(database.db);
       const backends = trackBackendCpu(database.db);
       const statementsBefore = await statementsOf(procs, countDir);
+      const poolBefore = poolWaitsOf(procs, countDir);
       if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
       const threadsBefore = procs.map((p) => threadCpuOf(p.pid));
       let before = cpuOfAll(procs);
@@ -371,6 +382,7 @@ export const workers: Benchmark = {
       if (pgLog) progress(`pg log: joins end ${new Date().toISOString()}`);
       const backendCpu = await backends.stop();
       const statementsAfter = await statementsOf(procs, countDir);
+      const poolAfter = poolWaitsOf(procs, countDir);
       const joinedRows = await database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
       const joinedAt = new Map(joinedRows.map((r) => [followIdOf(r.actor_id, r.follow_id)!, Number(r.joined_at)]));
       const musterMs = after.reduce((a, c, i) => a + c - before[i]!, 0);
@@ -384,6 +396,8 @@ export const workers: Benchmark = {
         "hops p50/p99 ms": hopLatencies(report, joinedAt),
         "db sync": env.MUSTER_DB_SYNC ?? "default",
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
+        // Per join: connections taken from the pool, how many of those waited over 1 ms, and the ms waited.
+        ...(poolBefore && poolAfter ? { "pool acquires / waits>1ms / ms waited per op web | w1 | w2": poolAfter.map((a, i) => a.map((v, k) => ((v - poolBefore[i]![k]!) / joins).toFixed(2)).join(" / ")).join(" | ") } : {}),
         ...(warmup > 0 ? { "warm-up joins": warmup } : {}),
         "threads ms/op user+sys web | w1 | w2": threads.join(" | "),
         detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,
