@@ -127,7 +127,8 @@ export const joins: Benchmark = {
     `"Follows signed" before: the peers build and RSA-sign every Follow (Fedify's signRequest, draft-cavage, each actor's real key) before the timed window, and POST them over kept-alive connections; "live" signs each as it is sent (BENCH_JOINS_PEER_SIGN_LIVE=1, and always with BENCH_JOINS_FOLLOW_SIG=ld). Everything else the peers do is inside the window: serving each actor with its key, verifying every Accept's and welcome's signature (the union's key parsed once per peer process)`,
     "warm-up joins (BENCH_JOINS_WARMUP=W, default 0): W other people join first, outside the timed window and every figure (their Accepts and welcomes are waited for), so the JIT and caches are warm as on a server that has been running; with 0, the window starts on a fresh process",
     "peers warmed (BENCH_JOINS_PEER_WARMUP=P, default 300, at most the joins; 0 as before): before the window each peer serves P actor GETs to itself and verifies P Accepts and P welcomes it signed itself, so the peers' process is not cold in the window (it was ≈0.35 ms of CPU a join over a fresh 300, on the cores Muster shares); the union sees none of it",
-    "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores",
+    "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores; 'machine': the cores' busy, idle and iowait share over the window from /proc/stat (idle also over its middle 80%), the two processes against the busy cores, and the other processes that ran",
+    "hops p50/p99 ms: Follow sent → member row (members.joined_at) → 202 at the peer; row → Accept verified at the peer; Follow → Accept; BENCH_JOINS_INFLIGHT sets the Follows in flight (32)",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {

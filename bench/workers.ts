@@ -256,6 +256,8 @@ export const workers: Benchmark = {
     `joins: ${JOIN_SERVERS} loopback servers' people each send one signed Follow (${JOIN_CONCURRENCY} in flight) to an open union; timed from the first Follow to the last verified Accept`,
     "fan-out: followers bulk-inserted (untimed) on the receiver's loopback servers; `muster action post --now` (its own process, timed) to the last verified delivery",
     "CPU ms/op: the web and both workers' user+system CPU from /proc, summed (each apart in 'web / w1 / w2'); the peers' and receiver's CPU are not included",
+    "joins: the peers' process CPU a join apart (warmed up before the window as the joins bench's are, BENCH_JOINS_PEER_WARMUP=300), PostgreSQL's background processes (walwriter, checkpointer, …) and the bench's own; 'machine': the cores' busy, idle and iowait share over the window from /proc/stat (idle also over its middle 80%), the processes measured against the busy cores, and the other processes that ran (a shared machine's other work skews the rate)",
+    "hops p50/p99 ms: Follow sent → member row (members.joined_at) → 202 at the peer; row → Accept verified at the peer; Follow → Accept",
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     if (dialect.name !== "postgres") return [{ dialect: dialect.name, run: "-", detail: "PostgreSQL only: processes share the queue only there" }];
