@@ -6,7 +6,7 @@ import { Kysely, PostgresDialect, sql } from "kysely";
 import { Deferred, Pipeline, type PipelinedStatement } from "./pipeline.ts";
 import { SqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
-import { sqlitePath } from "../config.ts";
+import { DEFAULT_DB_SYNC, type DbSync, sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 import { logger } from "../logging.ts";
 import { DatabaseUnavailableError, redactUrl } from "./unavailable.ts";
@@ -88,7 +88,7 @@ function ensureSqliteDirectory(file: string): void {
 /** How long opening a SQLite database waits for another process's lock. */
 const OPEN_BUSY_MS = 5000;
 
-export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean } = {}): Database {
+export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean; sync?: DbSync } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
     let sqlite: SQLite.Database;
@@ -114,7 +114,8 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     // busy_timeout 0 from here on: another process's lock is waited for on
     // timers, not inside better-sqlite3 with the event loop stopped (sqlite-driver.ts).
     sqlite.pragma("busy_timeout = 0");
-    sqlite.pragma("synchronous = NORMAL");
+    // NORMAL in WAL mode: a commit survives the process's crash; the OS's or a power loss may undo the last ones, never half of one (MUSTER_DB_SYNC).
+    sqlite.pragma(`synchronous = ${(options.sync ?? DEFAULT_DB_SYNC.sqlite) === "full" ? "FULL" : "NORMAL"}`);
     sqlite.pragma("foreign_keys = ON");
     // 16 MiB of page cache instead of SQLite's 2: a fan-out's queue rows and
     // their random ordering-key and dedupe-key index pages (10^5 deliveries)
@@ -144,6 +145,11 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
+  // MUSTER_DB_SYNC=normal: commits are answered before their WAL is flushed
+  // (synchronous_commit=off, for this pool's sessions only). Queued on each
+  // new connection before anything else runs on it; "full" leaves the
+  // server's own setting.
+  if ((options.sync ?? DEFAULT_DB_SYNC.postgres) === "normal") pool.on("connect", (client) => void client.query("set synchronous_commit = off").catch((error: Error) => log.warn("Could not set synchronous_commit=off on a new PostgreSQL connection (MUSTER_DB_SYNC=normal): {error}", { error: error.message })));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
   return { db, dialect: "postgres", pgPool: pool, poolSize, close: () => db.destroy() };
 }
