@@ -32,8 +32,12 @@ const fedifyPeer = process.env.BENCH_JOINS_PEER === "fedify";
 let fedifyInbox = 0;
 const sentAt = new Map<string, number>();
 const latencies: number[] = [];
+// Per Follow, ms from sending it to the union's 202 (the web's part of a join).
+const ackLatencies: number[] = [];
 // Wall-clock times, to line up with rows the union wrote (members.joined_at).
-const timeline: { follow: string; sent: number; accepted?: number }[] = [];
+const timeline: { follow: string; sent: number; acked?: number; accepted?: number }[] = [];
+// The same entries by Follow id: a lookup per 202 and per Accept, not a scan of the timeline.
+const timelineOf = new Map<string, (typeof timeline)[number]>();
 // One key pair for every actor: key generation is setup, and the union still fetches and verifies each actor's key.
 const pair = await generateCryptoKeyPair("RSASSA-PKCS1-v1_5");
 const accepted = new Set<string>();
@@ -137,7 +141,9 @@ function resetCounts(): void {
   refused = 0;
   lastAccept = 0;
   latencies.length = 0;
+  ackLatencies.length = 0;
   timeline.length = 0;
+  timelineOf.clear();
 }
 
 function accept(id: string): void {
@@ -146,7 +152,7 @@ function accept(id: string): void {
   lastAccept = performance.now();
   const sent = sentAt.get(id);
   if (sent !== undefined) latencies.push(lastAccept - sent);
-  const t = timeline.find((x) => x.follow === id);
+  const t = timelineOf.get(id);
   if (t) t.accepted = Date.now();
 }
 
@@ -284,13 +290,18 @@ process.once("message", async () => {
       }
       const { p, name, actor, json } = followOf(i);
       sentAt.set(json.id, performance.now());
-      timeline.push({ follow: json.id, sent: Date.now() });
+      const entry = { follow: json.id, sent: Date.now() };
+      timeline.push(entry);
+      timelineOf.set(json.id, entry);
       // A refused POST (the union could not fetch the key in time on a loaded machine) is sent again, as a server would.
       for (let attempt = 1; ; attempt++) {
         try {
           if (followSignatures === "ld") await p.ctx.sendActivity({ identifier: name }, p.group, new Follow({ id: new URL(json.id), actor, object: p.group.id }), { immediate: true });
           // A re-sent Follow is signed again (a new Date), as a server's retry would be.
           else await postSigned(attempt === 1 && presigned[i] ? presigned[i] : await signFollow(p.group.inboxId!, json, actor), name);
+          ackLatencies.push(performance.now() - sentAt.get(json.id)!);
+          const t = timelineOf.get(json.id);
+          if (t) t.acked = Date.now();
           break;
         } catch (error) {
           refused++;
@@ -307,7 +318,7 @@ process.once("message", async () => {
   const until = Date.now() + (process.env.BENCH_JOINS_NO_ACCEPTS ? 0 : 180_000);
   while (accepted.size < total && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   const used = process.cpuUsage(cpu);
-  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, timeline, cpuMs: (used.user + used.system) / 1000, fedifyInbox });
+  process.send!({ accepted: accepted.size, welcomes, actorGets, refused, sentMs, ms: lastAccept - firstSent, latencies, ackLatencies, timeline, cpuMs: (used.user + used.system) / 1000, fedifyInbox });
   agent.destroy();
   for (const p of peers) p.server.close();
   setTimeout(() => process.exit(0), 200).unref();

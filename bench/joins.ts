@@ -1,13 +1,15 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { followIdOf } from "../src/members/members.ts";
 import SQLite from "better-sqlite3";
 import type { DialectCase } from "../test/helpers/databases.ts";
 import { makeUnion, startMuster, type TestMuster } from "../test/helpers/muster.ts";
-import { type Benchmark, cpuMs, loadAverage, progress, type Row, startProfile, threadTimes } from "./lib.ts";
+import { allProcessCpu, type Benchmark, cpuMs, loadAverage, machineCpu, otherProcesses, percentile, progress, type Row, startProfile, threadTimes } from "./lib.ts";
 
 const TARGET = 300;
 const SERVERS = 10;
-const CONCURRENCY = 32;
+/** Follows in flight at once (BENCH_JOINS_INFLIGHT; 32 unless set). */
+const CONCURRENCY = Number(process.env.BENCH_JOINS_INFLIGHT) || 32;
 
 /**
  * SQLite statements run by this process, counted at better-sqlite3 (every
@@ -75,12 +77,40 @@ export interface PeerReport {
   ms: number;
   /** Per join, ms from sending the Follow to its Accept arriving. */
   latencies: number[];
+  /** Per Follow, ms from sending it to the union's 2xx answer. */
+  ackLatencies?: number[];
   /** Per Follow, wall-clock ms when sent and when its Accept arrived. */
-  timeline: { follow: string; sent: number; accepted?: number }[];
+  timeline: { follow: string; sent: number; acked?: number; accepted?: number }[];
   /** CPU ms the peers' process used from the first Follow until it reported (its waiting loop included). */
   cpuMs?: number;
   /** Deliveries the peers' synchronous verifier left to Fedify's inbox (all of them with BENCH_JOINS_PEER=fedify). */
   fedifyInbox?: number;
+}
+
+/**
+ * Where a join's time goes, p50/p99 ms of each hop on the wall clock: the
+ * Follow's POST to the member's row (members.joined_at, stamped in the
+ * join's transaction, which commits before the 202 on the fast path), that
+ * to the 202 at the peer, and to the Accept verified at the peer. Rows of
+ * `joined` by follow id (members.follow_id).
+ */
+export function hopLatencies(report: PeerReport, joined: ReadonlyMap<string, number>): string {
+  const hops: [string, number[]][] = [["Follow→joined", []], ["joined→202", []], ["joined→Accept", []], ["Follow→Accept", []]];
+  for (const t of report.timeline) {
+    const at = joined.get(t.follow);
+    if (at !== undefined) hops[0]![1].push(at - t.sent);
+    if (t.acked !== undefined && at !== undefined) hops[1]![1].push(t.acked - at);
+    if (at !== undefined && t.accepted !== undefined) hops[2]![1].push(t.accepted - at);
+    if (t.accepted !== undefined) hops[3]![1].push(t.accepted - t.sent);
+  }
+  return hops.map(([name, xs]) => `${name} ${xs.length ? `${percentile(xs, 50).toFixed(0)}/${percentile(xs, 99).toFixed(0)}` : "-"}`).join(", ");
+}
+
+/** "62% busy, 30% idle, 8% iowait; accounted 1.4 of 1.6 busy cores": the whole machine over a window, against what a bench accounts for (ms). */
+export function machineLine(machine: ReturnType<ReturnType<typeof machineCpu>["stop"]>, accountedMs: number, windowMs: number): string {
+  if (!machine) return "-";
+  const busyPct = 100 - machine.idlePct - machine.iowaitPct;
+  return `${busyPct.toFixed(0)}% busy, ${machine.idlePct.toFixed(0)}% idle (${machine.steadyIdlePct.toFixed(0)}% in the middle 80%), ${machine.iowaitPct.toFixed(0)}% iowait; measured processes ${(accountedMs / windowMs).toFixed(2)} of ${(machine.busyMs / windowMs).toFixed(2)} busy cores`;
 }
 
 export const joins: Benchmark = {
@@ -97,7 +127,8 @@ export const joins: Benchmark = {
     `"Follows signed" before: the peers build and RSA-sign every Follow (Fedify's signRequest, draft-cavage, each actor's real key) before the timed window, and POST them over kept-alive connections; "live" signs each as it is sent (BENCH_JOINS_PEER_SIGN_LIVE=1, and always with BENCH_JOINS_FOLLOW_SIG=ld). Everything else the peers do is inside the window: serving each actor with its key, verifying every Accept's and welcome's signature (the union's key parsed once per peer process)`,
     "warm-up joins (BENCH_JOINS_WARMUP=W, default 0): W other people join first, outside the timed window and every figure (their Accepts and welcomes are waited for), so the JIT and caches are warm as on a server that has been running; with 0, the window starts on a fresh process",
     "peers warmed (BENCH_JOINS_PEER_WARMUP=P, default 300, at most the joins; 0 as before): before the window each peer serves P actor GETs to itself and verifies P Accepts and P welcomes it signed itself, so the peers' process is not cold in the window (it was ≈0.35 ms of CPU a join over a fresh 300, on the cores Muster shares); the union sees none of it",
-    "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores",
+    "CPU ms/join is Muster's process alone; peer CPU ms/join is the peers' process over the same window; both share the 2 cores; 'machine': the cores' busy, idle and iowait share over the window from /proc/stat (idle also over its middle 80%), the two processes against the busy cores, and the other processes that ran",
+    "hops p50/p99 ms: Follow sent → member row (members.joined_at) → 202 at the peer; row → Accept verified at the peer; Follow → Accept; BENCH_JOINS_INFLIGHT sets the Follows in flight (32)",
     `target: ${TARGET} joins/s on SQLite (issue 16)`,
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
@@ -156,12 +187,20 @@ export const joins: Benchmark = {
         const profile = await startProfile(`joins-${mode}-${total}`);
         const threadsBefore = threadTimes() ?? new Map();
         const cpu = process.cpuUsage();
+        const machine = machineCpu();
+        const everyBefore = allProcessCpu();
         const report = await new Promise<PeerReport>((resolve, reject) => {
           child.once("message", (r) => resolve(r as PeerReport));
           child.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
           child.send("go");
         });
         const cpuTotal = cpuMs(cpu);
+        const machineUse = machine.stop();
+        const everyAfter = allProcessCpu();
+        // Wall ms of the window: from "go" to the peers' report (the peer's CPU is over the same window).
+        const windowMs = report.ms + 20;
+        const joinedRows = await m.muster.database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
+        const joinedAt = new Map(joinedRows.map((r) => [followIdOf(r.actor_id, r.follow_id)!, Number(r.joined_at)]));
         const threads = threadSplit(threadsBefore, threadTimes() ?? new Map(), total);
         await profile?.stop();
         sqlCounting = false;
@@ -190,6 +229,8 @@ export const joins: Benchmark = {
           "by thread": threads || "-",
           "actor GETs/join": report.actorGets / total,
           "peer CPU ms/join": report.cpuMs === undefined ? "-" : report.cpuMs / total,
+          "machine": `${machineLine(machineUse, cpuTotal + (report.cpuMs ?? 0), windowMs)}; ${otherProcesses(everyBefore, everyAfter, new Set([process.pid, child.pid!]), windowMs)}`,
+          "hops p50/p99 ms": hopLatencies(report, joinedAt),
           "peer": process.env.BENCH_JOINS_PEER === "fedify" ? "Fedify" : "plain",
           "Follows signed": presigned ? "before" : "live",
           "warm-up joins": warmup,

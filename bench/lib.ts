@@ -252,3 +252,119 @@ export function threadTimes(): Map<string, { name: string; ms: number }> | undef
   }
   return out;
 }
+
+/** The machine's CPU time so far by state (all cores), ms, from /proc/stat's first line; undefined off Linux. */
+function machineTimes(): { busy: number; idle: number; iowait: number } | undefined {
+  let line: string;
+  try {
+    line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+  } catch {
+    return undefined;
+  }
+  // cpu user nice system idle iowait irq softirq steal (guest time is already in user)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map((v) => Number(v) * 10);
+  return { busy: user! + nice! + system! + irq! + softirq! + steal!, idle: idle!, iowait: iowait! };
+}
+
+/**
+ * The whole machine's CPU over a timed window (/proc/stat deltas): how much
+ * of the cores were busy, idle, or idle waiting on I/O (iowait: a core with
+ * nothing to run while a disk write such as a commit's fsync is pending), so
+ * a run can say whether it saturated the machine. Busy ms also covers every
+ * other process on it (other benchmarks on a shared machine): compare with
+ * the processes a bench accounts for.
+ */
+export function machineCpu(): { stop(): { busyMs: number; idleMs: number; iowaitMs: number; idlePct: number; iowaitPct: number; steadyIdlePct: number } | undefined } {
+  const before = machineTimes();
+  // Sampled every 50 ms, so the window's middle (its 10th to 90th percent of time, past the ramp-up and before
+  // the last joins drain) can be told apart from its ends, where fewer than all the joins are in flight.
+  const samples: { at: number; t: NonNullable<ReturnType<typeof machineTimes>> }[] = [];
+  const start = performance.now();
+  if (before) samples.push({ at: start, t: before });
+  const timer = setInterval(() => {
+    const t = machineTimes();
+    if (t) samples.push({ at: performance.now(), t });
+  }, 50);
+  return {
+    stop() {
+      clearInterval(timer);
+      const after = machineTimes();
+      if (!before || !after) return undefined;
+      const end = performance.now();
+      samples.push({ at: end, t: after });
+      const busyMs = after.busy - before.busy;
+      const idleMs = after.idle - before.idle;
+      const iowaitMs = after.iowait - before.iowait;
+      const total = busyMs + idleMs + iowaitMs;
+      const from = samples.find((x) => x.at >= start + 0.1 * (end - start)) ?? samples[0]!;
+      const to = [...samples].reverse().find((x) => x.at <= start + 0.9 * (end - start)) ?? samples.at(-1)!;
+      const mid = { busy: to.t.busy - from.t.busy, idle: to.t.idle - from.t.idle + to.t.iowait - from.t.iowait };
+      return { busyMs, idleMs, iowaitMs, idlePct: (100 * idleMs) / total, iowaitPct: (100 * iowaitMs) / total, steadyIdlePct: mid.busy + mid.idle > 0 ? (100 * mid.idle) / (mid.busy + mid.idle) : Number.NaN };
+    },
+  };
+}
+
+/** CPU ms so far of PostgreSQL's own processes (walwriter, checkpointer, background writer, …; no client backends), by backend_type. */
+export async function pgBackgroundCpu(query: (text: string) => Promise<{ pid: number; backend_type: string }[]>): Promise<Map<number, { kind: string; ms: number }>> {
+  const out = new Map<number, { kind: string; ms: number }>();
+  const rows = await query("select pid, backend_type from pg_stat_activity where backend_type <> 'client backend'").catch(() => []);
+  for (const { pid, backend_type } of rows) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(pid, { kind: backend_type, ms: (Number(f[11]) + Number(f[12])) * 10 });
+    } catch {
+      // not readable here, or gone
+    }
+  }
+  return out;
+}
+
+/** "walwriter 0.02, checkpointer 0.01": ms per op by backend_type between two pgBackgroundCpu snapshots. */
+export function pgBackgroundSplit(before: Map<number, { kind: string; ms: number }>, after: Map<number, { kind: string; ms: number }>, n: number): { total: number; text: string } {
+  const by = new Map<string, number>();
+  for (const [pid, { kind, ms }] of after) by.set(kind, (by.get(kind) ?? 0) + ms - (before.get(pid)?.ms ?? ms));
+  const total = [...by.values()].reduce((a, b) => a + b, 0);
+  return { total, text: [...by].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / n).toFixed(3)}`).join(", ") || "-" };
+}
+
+/** CPU ms so far of every process on the machine, by pid, with its name (/proc/<pid>/stat). */
+export function allProcessCpu(): Map<number, { name: string; ms: number }> {
+  const out = new Map<number, { name: string; ms: number }>();
+  let pids: string[] = [];
+  try {
+    pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(pid), { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ms: (Number(f[11]) + Number(f[12])) * 10 });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The busiest processes over a window other than `measured` (pids), e.g.
+ * "others 0.45 cores: node 0.30, postgres 0.10": what else ran on the
+ * machine (on a shared one, other work skews a run's rate, not its CPU per op).
+ */
+export function otherProcesses(before: Map<number, { name: string; ms: number }>, after: Map<number, { name: string; ms: number }>, measured: ReadonlySet<number>, windowMs: number): string {
+  const by = new Map<string, number>();
+  let total = 0;
+  for (const [pid, { name, ms }] of after) {
+    if (measured.has(pid)) continue;
+    // A process started in the window: all of its CPU is in it.
+    const d = ms - (before.get(pid)?.ms ?? 0);
+    if (d <= 0) continue;
+    total += d;
+    by.set(name, (by.get(name) ?? 0) + d);
+  }
+  const top = [...by].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([n, ms]) => `${n} ${(ms / windowMs).toFixed(2)}`).join(", ");
+  return `others ${(total / windowMs).toFixed(2)} cores${top ? `: ${top}` : ""}`;
+}

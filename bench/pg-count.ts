@@ -28,7 +28,25 @@ if (dir) {
     }
     return query.apply(this, args);
   } as typeof pg.Client.prototype.query;
+  // Time each pooled connection took to be handed out (a wait for a free one of the pool's, or a new connection):
+  // written beside the count as <pid>.pool, "acquires waits>1ms totalWaitMs".
+  let acquires = 0;
+  let waits = 0;
+  let waitMs = 0;
+  const connect = pg.Pool.prototype.connect as (...args: unknown[]) => unknown;
+  pg.Pool.prototype.connect = function (this: pg.Pool, ...args: unknown[]) {
+    if (args.length > 0) return connect.apply(this, args);
+    const t = performance.now();
+    return (connect.apply(this, args) as Promise<pg.PoolClient>).then((client) => {
+      const d = performance.now() - t;
+      acquires++;
+      waitMs += d;
+      if (d > 1) waits++;
+      return client;
+    });
+  } as typeof pg.Pool.prototype.connect;
   process.on("SIGUSR2", () => {
+    writeFileSync(join(dir, `${process.pid}.pool`), `${acquires} ${waits} ${waitMs.toFixed(1)}`);
     writeFileSync(join(dir, String(process.pid)), String(count));
     if (texts && textsDir) writeFileSync(join(textsDir, `${process.pid}.${++signals}.texts`), [...texts].sort((a, b) => b[1] - a[1]).map(([t, n]) => `${String(n).padStart(7)} ${t}`).join("\n") + "\n");
   });

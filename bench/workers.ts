@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { followIdOf } from "../src/members/members.ts";
 import { type Kysely, sql } from "kysely";
 import { openDatabase } from "../src/db/database.ts";
 import type { DB } from "../src/db/schema.ts";
@@ -11,7 +12,8 @@ import type { DialectCase } from "../test/helpers/databases.ts";
 import { freePort } from "../test/helpers/muster.ts";
 import { ensureStopped, type MusterProcess, spawnMuster } from "../test/helpers/muster-process.ts";
 import type { ReceiverMessage, ReceiverStats } from "./fanout-receiver.ts";
-import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } from "./lib.ts";
+import { allProcessCpu, type Benchmark, cpuMs, loadAverage, machineCpu, otherProcesses, perSecond, pgBackgroundCpu, pgBackgroundSplit, progress, type Row, waitFor } from "./lib.ts";
+import { hopLatencies, machineLine, type PeerReport } from "./joins.ts";
 
 /**
  * The scaled-out deployment, measured: `muster serve --no-worker` and two
@@ -47,7 +49,8 @@ import { type Benchmark, loadAverage, perSecond, progress, type Row, waitFor } f
 const JOIN_SERVERS = 10;
 /** application_name of this benchmark's own connections. */
 const BENCH_APP = "muster-bench-workers";
-const JOIN_CONCURRENCY = 32;
+/** Follows in flight at once (BENCH_JOINS_INFLIGHT, as in the joins bench). */
+const JOIN_CONCURRENCY = Number(process.env.BENCH_JOINS_INFLIGHT) || 32;
 const CLK_TCK = 100;
 
 /** user + system CPU of a process so far, ms (Linux). */
@@ -145,7 +148,7 @@ function trackConnections(db: Kysely<DB>, every = 250): { stop(): Promise<number
  * Sampled every `every` ms, so a backend that exits between samples loses
  * its last slice. Undefined when /proc of the server's processes is unreadable.
  */
-export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined> } {
+export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<number | undefined>; pids(): number[] } {
   const first = new Map<number, number>();
   const last = new Map<number, number>();
   let running = true;
@@ -173,6 +176,7 @@ export function trackBackendCpu(db: Kysely<DB>, every = 250): { stop(): Promise<
     }
   })();
   return {
+    pids: () => [...last.keys()],
     async stop() {
       running = false;
       await loop;
@@ -192,6 +196,16 @@ async function statementsOf(processes: readonly MusterProcess[], dir: string | u
   await new Promise((r) => setTimeout(r, 300));
   try {
     return processes.map((p) => Number(readFileSync(join(dir, String(p.pid)), "utf8")));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Each process's pool acquisitions so far, [acquires, waits over 1 ms, total ms waited] (bench/pg-count.ts), or undefined. Read after statementsOf. */
+function poolWaitsOf(processes: readonly MusterProcess[], dir: string | undefined): number[][] | undefined {
+  if (!dir) return undefined;
+  try {
+    return processes.map((p) => readFileSync(join(dir, `${p.pid}.pool`), "utf8").split(" ").map(Number));
   } catch {
     return undefined;
   }
@@ -242,6 +256,8 @@ export const workers: Benchmark = {
     `joins: ${JOIN_SERVERS} loopback servers' people each send one signed Follow (${JOIN_CONCURRENCY} in flight) to an open union; timed from the first Follow to the last verified Accept`,
     "fan-out: followers bulk-inserted (untimed) on the receiver's loopback servers; `muster action post --now` (its own process, timed) to the last verified delivery",
     "CPU ms/op: the web and both workers' user+system CPU from /proc, summed (each apart in 'web / w1 / w2'); the peers' and receiver's CPU are not included",
+    "joins: the peers' process CPU a join apart (warmed up before the window as the joins bench's are, BENCH_JOINS_PEER_WARMUP=300), PostgreSQL's background processes (walwriter, checkpointer, …) and the bench's own; 'machine': the cores' busy, idle and iowait share over the window from /proc/stat (idle also over its middle 80%), the processes measured against the busy cores, and the other processes that ran (a shared machine's other work skews the rate)",
+    "hops p50/p99 ms: Follow sent → member row (members.joined_at) → 202 at the peer; row → Accept verified at the peer; Follow → Accept",
   ],
   async run(dialect: DialectCase, { quick }): Promise<Row[]> {
     if (dialect.name !== "postgres") return [{ dialect: dialect.name, run: "-", detail: "PostgreSQL only: processes share the queue only there" }];
@@ -266,6 +282,8 @@ export const workers: Benchmark = {
     const { env, dataDir, origin, concurrency } = await scaledOutEnv(tdb.url, "workers", process.env.BENCH_WORKERS_LOG_LEVEL);
     if (process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS) env.MUSTER_HTTP_TIMEOUT_MS = process.env.BENCH_WORKERS_HTTP_TIMEOUT_MS;
     if (process.env.BENCH_WORKERS_POOL) env.MUSTER_DB_POOL = process.env.BENCH_WORKERS_POOL;
+    // BENCH_WORKERS_DB_SYNC=normal|full: the processes' MUSTER_DB_SYNC (commit durability; README, configuration).
+    if (process.env.BENCH_WORKERS_DB_SYNC) env.MUSTER_DB_SYNC = process.env.BENCH_WORKERS_DB_SYNC;
     // BENCH_WORKERS_STATEMENTS=1: each process counts the statements it sends (bench/pg-count.ts).
     const countDir = process.env.BENCH_WORKERS_STATEMENTS === "1" ? mkdtempSync(join(tmpdir(), "muster-bench-pgcount-")) : undefined;
     if (countDir) {
@@ -281,7 +299,8 @@ export const workers: Benchmark = {
     let receiver: Receiver | undefined;
     let peers: ChildProcess | undefined;
     try {
-      const web = spawnMuster(["serve", "--no-worker"], env);
+      // BENCH_WORKERS_WEB_POOL: the web process's own MUSTER_DB_POOL (the workers keep BENCH_WORKERS_POOL or theirs).
+      const web = spawnMuster(["serve", "--no-worker"], process.env.BENCH_WORKERS_WEB_POOL ? { ...env, MUSTER_DB_POOL: process.env.BENCH_WORKERS_WEB_POOL } : env);
       procs.push(web);
       // On a machine loaded by other work a process took over a minute to start.
       await web.waitFor(/queue workers: none in this process/, "serve --no-worker is listening", 240_000);
@@ -311,7 +330,9 @@ export const workers: Benchmark = {
       // BENCH_WORKERS_WARMUP=W: W other people join first, untimed (their Accepts and welcomes waited for), so the
       // processes' JIT, delivery threads and connections are warm as on a deployment that has been running.
       const warmup = Math.max(0, Number(process.env.BENCH_WORKERS_WARMUP ?? 0) || 0);
-      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, BENCH_JOINS_WARMUP: String(warmup) } });
+      // The peers as the joins bench runs them against SQLite (like for like): Node's defaults, and warmed up
+      // before the window (BENCH_JOINS_PEER_WARMUP, 300 unless set): a cold peer spent ≈0.35 ms a join more on the cores Muster shares.
+      peers = fork(fileURLToPath(new URL("./joins-peer.ts", import.meta.url)), [new URL("/u/riders", origin).href, String(joins), String(JOIN_SERVERS), String(JOIN_CONCURRENCY)], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv: [], env: { ...process.env, BENCH_JOINS_WARMUP: String(warmup), BENCH_JOINS_PEER_WARMUP: process.env.BENCH_JOINS_PEER_WARMUP ?? "300" } });
       await new Promise<void>((resolve, reject) => {
         peers!.once("message", () => resolve());
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code} before they were ready`)));
@@ -330,18 +351,30 @@ export const workers: Benchmark = {
       let connections = trackConnections(database.db);
       const backends = trackBackendCpu(database.db);
       const statementsBefore = await statementsOf(procs, countDir);
+      const poolBefore = poolWaitsOf(procs, countDir);
       if (pgLog) progress(`pg log: joins start ${new Date().toISOString()}`);
       const threadsBefore = procs.map((p) => threadCpuOf(p.pid));
       let before = cpuOfAll(procs);
+      const pgQuery = async (text: string) => (await sql.raw<{ pid: number; backend_type: string }>(text).execute(database.db)).rows;
+      const pgBgBefore = await pgBackgroundCpu(pgQuery);
+      const selfCpu = process.cpuUsage();
+      const machine = machineCpu();
+      const everyBefore = allProcessCpu();
       // The joins' window on the profiles' clock (V8's and process.hrtime are both CLOCK_MONOTONIC), for slicing them.
       const joinsFrom = process.hrtime.bigint() / 1000n;
       const joinsFromMs = Date.now();
-      const report = await new Promise<{ accepted: number; welcomes: number; refused: number; ms: number }>((resolve, reject) => {
+      const report = await new Promise<PeerReport>((resolve, reject) => {
         peers!.once("message", (r) => resolve(r as never));
         peers!.once("exit", (code) => reject(new Error(`join peers exited with ${code}`)));
         peers!.send("go");
       });
       let after = cpuOfAll(procs);
+      const machineUse = machine.stop();
+      const everyAfter = allProcessCpu();
+      const selfMs = cpuMs(selfCpu);
+      const pgBgAfter = await pgBackgroundCpu(pgQuery);
+      const pgBg = pgBackgroundSplit(pgBgBefore, pgBgAfter, joins);
+      const others = otherProcesses(everyBefore, everyAfter, new Set([...procs.map((p) => p.pid), process.pid, peers.pid!, ...backends.pids(), ...pgBgAfter.keys()]), report.ms + 20);
       // BENCH_WORKERS_WINDOW=<file>: the joins' window on the wall clock (ms), for per-process traces (GC, logs).
       if (process.env.BENCH_WORKERS_WINDOW) writeFileSync(process.env.BENCH_WORKERS_WINDOW, JSON.stringify({ fromMs: joinsFromMs, toMs: Date.now(), pids: { web: procs[0]!.pid, workers: procs.slice(1).map((p) => p.pid) } }));
       const threads = procs.map((p, i) => threadSplit(threadsBefore[i]!, threadCpuOf(p.pid), joins));
@@ -351,9 +384,22 @@ export const workers: Benchmark = {
       if (pgLog) progress(`pg log: joins end ${new Date().toISOString()}`);
       const backendCpu = await backends.stop();
       const statementsAfter = await statementsOf(procs, countDir);
+      const poolAfter = poolWaitsOf(procs, countDir);
+      const joinedRows = await database.db.selectFrom("members").select(["actor_id", "follow_id", "joined_at"]).where("follow_id", "is not", null).execute();
+      const joinedAt = new Map(joinedRows.map((r) => [followIdOf(r.actor_id, r.follow_id)!, Number(r.joined_at)]));
+      const musterMs = after.reduce((a, c, i) => a + c - before[i]!, 0);
+      const accounted = musterMs + (backendCpu ?? 0) + pgBg.total + (report.cpuMs ?? 0) + selfMs;
       row("joins (Follow → verified Accept)", joins, report.ms, after.map((c, i) => c - before[i]!), await connections.stop(), {
         "PostgreSQL backends CPU ms/op": backendCpu === undefined ? "-" : (backendCpu / joins).toFixed(2),
+        "PostgreSQL background CPU ms/op": pgBg.text,
+        "peer CPU ms/op": report.cpuMs === undefined ? "-" : (report.cpuMs / joins).toFixed(2),
+        "bench CPU ms/op": (selfMs / joins).toFixed(2),
+        "machine": `${machineLine(machineUse, accounted, report.ms + 20)}; ${others}`,
+        "hops p50/p99 ms": hopLatencies(report, joinedAt),
+        "db sync": env.MUSTER_DB_SYNC ?? "default",
         ...(statementsBefore && statementsAfter ? { "statements/op web / w1 / w2": statementsAfter.map((n, i) => ((n - statementsBefore[i]!) / joins).toFixed(1)).join(" / ") } : {}),
+        // Per join: connections taken from the pool, how many of those waited over 1 ms, and the ms waited.
+        ...(poolBefore && poolAfter ? { "pool acquires / waits>1ms / ms waited per op web | w1 | w2": poolAfter.map((a, i) => a.map((v, k) => ((v - poolBefore[i]![k]!) / joins).toFixed(2)).join(" / ")).join(" | ") } : {}),
         ...(warmup > 0 ? { "warm-up joins": warmup } : {}),
         "threads ms/op user+sys web | w1 | w2": threads.join(" | "),
         detail: `${report.accepted}/${joins} accepted, ${report.welcomes} welcome DMs, ${report.refused} POSTs refused; ${retriesLogged(procs, logged)}; target 300/s on SQLite, more here`,

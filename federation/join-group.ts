@@ -10,7 +10,43 @@ export class GroupAbort extends Error {
   }
 }
 
-type Pending = { statements: PipelinedStatement[]; resolve: (r: QueryResult<unknown>) => void; reject: (e: unknown) => void };
+type Pending = { statements: PipelinedStatement[]; resolve: (r: QueryResult<unknown>) => void; reject: (e: unknown) => void; sent?: number };
+
+/** The transaction's own connection (Kysely gives it to one consumer at a time; runGroup is the only one while it runs). */
+function connectionOfTransaction(trx: Kysely<DB>): Promise<DatabaseConnection> {
+  return trx.getExecutor().provideConnection(async (connection) => connection);
+}
+
+/** A row lock (SELECT ... FOR [NO KEY] UPDATE / SHARE / KEY SHARE), which a transaction holding it already takes again as a no-op. */
+const ROW_LOCK = /^select [^;]* for (no key update|update|share|key share)$/;
+const sameValues = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+
+/**
+ * The flush's statements in the joins' order, less a join's row lock that a
+ * join before it in the same flush already took (the same text and values:
+ * the union's lock, which every join of the group takes before its reads).
+ * In one transaction the second lock of a row is a no-op, and its rows are
+ * not read (only a join's last statement answers it). Each Pending's `sent`
+ * says how many of its statements are in the flush.
+ */
+function withoutRepeatedLocks(batch: Pending[]): PipelinedStatement[] {
+  const all: PipelinedStatement[] = [];
+  const locks: PipelinedStatement[] = [];
+  for (const p of batch) {
+    let sent = 0;
+    for (const [k, s] of p.statements.entries()) {
+      const last = k === p.statements.length - 1;
+      if (!last && ROW_LOCK.test(s.text)) {
+        if (locks.some((l) => l.text === s.text && l.name === s.name && sameValues(l.values, s.values))) continue;
+        locks.push(s);
+      }
+      all.push(s);
+      sent++;
+    }
+    p.sent = sent;
+  }
+  return all;
+}
 
 /**
  * Runs several joins' work in one PostgreSQL transaction (`trx`) at once,
@@ -48,10 +84,14 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
   let settled = 0;
   let aborted: GroupAbort | undefined;
   let flushing = false;
-  // Hand-overs to the transaction in order (each waits for the one before: Kysely runs a connection's queries one at a time).
+  // Hand-overs to the transaction in order (each waits for the one before: a connection runs one query at a time).
+  // Straight to the transaction's connection, taken once: nothing else uses `trx` while the group runs, and
+  // Kysely's Transaction made an executor, a connection provider's turn and several promises for each of the
+  // group's statements (about a fifth of what the web process allocated a join, issue 16).
+  const connection = connectionOfTransaction(trx);
   let handing: Promise<unknown> = Promise.resolve();
   const hand = <R>(q: CompiledQuery<R>): Promise<QueryResult<R>> => {
-    const r = handing.then(() => trx.executeQuery(q));
+    const r = handing.then(async () => (await connection).executeQuery<R>(q));
     handing = r.catch(() => {});
     return r;
   };
@@ -75,7 +115,7 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
 
   async function flush(batch: Pending[]): Promise<void> {
     // Every statement but the last travels as a deferred one; the last carries them all (one pipeline, database.ts).
-    const all = batch.flatMap((p) => p.statements);
+    const all = withoutRepeatedLocks(batch);
     const deferred = all.slice(0, -1).map((s) => new Deferred(s));
     const last = all[all.length - 1]!;
     for (const d of deferred) void hand({ ...CompiledQuery.raw(""), sql: d as unknown as string });
@@ -88,7 +128,7 @@ export async function runGroup<T>(trx: Kysely<DB>, works: readonly ((db: Kysely<
     }
     let at = 0;
     for (const p of batch) {
-      at += p.statements.length;
+      at += p.sent ?? p.statements.length;
       const i = at - 1;
       if (i === all.length - 1) {
         if (carried.ok) p.resolve(carried.value);
@@ -167,8 +207,21 @@ function statementsOf(q: CompiledQuery): PipelinedStatement[] {
 const UPDATE_GAINS = /^update "members" set "subtree_size" = "subtree_size" \+ \$1 where "id" = \$2$/;
 const INSERT = /^(insert into "[a-z_]+" \([^()]*\) values )(.*)$/s;
 
+type InsertParts = { head: string; tuples: string[]; tail: string };
+/** insertParts of the texts seen (a handful: prepared statements' texts), so each is cut once. */
+const partsOf = new Map<string, InsertParts | null>();
+const TEXTS_HELD = 256;
+function insertPartsHeld(text: string): InsertParts | undefined {
+  let parts = partsOf.get(text);
+  if (parts === undefined) {
+    if (partsOf.size >= TEXTS_HELD) partsOf.clear();
+    partsOf.set(text, parts = insertParts(text) ?? null);
+  }
+  return parts ?? undefined;
+}
+
 /** An INSERT's text cut around its VALUES tuples (balanced parentheses, no literal strings), or undefined. */
-function insertParts(text: string): { head: string; tuples: string[]; tail: string } | undefined {
+function insertParts(text: string): InsertParts | undefined {
   const m = INSERT.exec(text);
   if (!m || text.includes("'") || / on conflict /i.test(text)) return undefined;
   const rest = m[2]!;
@@ -223,9 +276,9 @@ export function mergeWrites(writes: readonly Deferred[]): Deferred[] {
       key = `gains\u0000${String(values[1])}`;
       kind = "gains";
     } else {
-      const parts = insertParts(text);
+      const parts = insertPartsHeld(text);
       if (parts) {
-        const outside = [...new Set(paramsIn(parts.head + parts.tail))].sort((a, b) => a - b);
+        const outside = outsideOf(parts);
         key = `insert\u0000${text}\u0000${JSON.stringify(outside.map((j) => values[j - 1]))}`;
         kind = "insert";
       }
@@ -275,7 +328,47 @@ function gainsOf(members: readonly Deferred[]): PipelinedStatement {
   return { ...first, values: [sum, first.values[1]] };
 }
 
+/** The parameters of an INSERT outside its rows (in its head and tail), by number: held per text. */
+const outsideHeld = new WeakMap<InsertParts, number[]>();
+function outsideOf(parts: InsertParts): number[] {
+  let outside = outsideHeld.get(parts);
+  if (outside === undefined) outsideHeld.set(parts, outside = [...new Set(paramsIn(parts.head + parts.tail))].sort((a, b) => a - b));
+  return outside;
+}
+
+/**
+ * A merged INSERT of `n` statements of one text: its text and name, and where
+ * each of its parameters comes from (which member's, which of its own).
+ * The same for every group of that text and size: made once (insertOfText).
+ */
+type MergedInsert = { text: string; name: string; from: [member: number, parameter: number][] };
+const mergedHeld = new Map<string, MergedInsert[]>();
+function mergedInsert(text: string, n: number): MergedInsert {
+  let bySize = mergedHeld.get(text);
+  if (bySize === undefined) {
+    if (mergedHeld.size >= TEXTS_HELD) mergedHeld.clear();
+    mergedHeld.set(text, bySize = []);
+  }
+  let merged: MergedInsert | undefined = bySize[n];
+  if (merged === undefined) {
+    // The parameters' sources in place of their values: insertOfText numbers them as it numbers values.
+    const numbers = [...new Set(paramsIn(text))];
+    const symbolic = Array.from({ length: n }, (_, i) => ({ text, values: Array.from({ length: Math.max(0, ...numbers) }, (_, j) => [i, j] as [number, number]) }));
+    const made = insertOfText(symbolic);
+    bySize[n] = merged = { text: made.text, name: made.name!, from: made.values as [number, number][] };
+  }
+  return merged;
+}
+
 function insertOf(members: readonly Deferred[]): PipelinedStatement {
+  const { text } = members[0]!.statement;
+  // Members of one merge share the text (mergeWrites' key): else made as before.
+  if (!members.every((d) => d.statement.text === text)) return insertOfText(members.map((d) => d.statement));
+  const merged = mergedInsert(text, members.length);
+  return { text: merged.text, values: merged.from.map(([i, j]) => members[i]!.statement.values[j]), name: merged.name };
+}
+
+function insertOfText(members: readonly { text: string; values: readonly unknown[] }[]): PipelinedStatement {
   const values: unknown[] = [];
   const renumber = (text: string, from: readonly unknown[], seen: Map<number, number>) => text.replace(PARAM, (_, n: string) => {
     const j = Number(n);
@@ -288,13 +381,13 @@ function insertOf(members: readonly Deferred[]): PipelinedStatement {
     return `$${k}`;
   });
   const firstSeen = new Map<number, number>();
-  const parts = insertParts(members[0]!.statement.text)!;
-  const head = renumber(parts.head, members[0]!.statement.values, firstSeen);
+  const parts = insertParts(members[0]!.text)!;
+  const head = renumber(parts.head, members[0]!.values, firstSeen);
   const tuples = members.flatMap((d, i) => {
     const seen = i === 0 ? firstSeen : new Map<number, number>();
-    return insertParts(d.statement.text)!.tuples.map((t) => renumber(t, d.statement.values, seen));
+    return insertParts(d.text)!.tuples.map((t) => renumber(t, d.values, seen));
   });
-  const tail = renumber(parts.tail, members[0]!.statement.values, firstSeen);
+  const tail = renumber(parts.tail, members[0]!.values, firstSeen);
   const text = `${head}${tuples.join(", ")}${tail}`;
   // Named as prepared() names a statement (named-statement.ts): one text per kind and group size.
   return { text, values, name: `muster_${createHash("sha256").update(text).digest("hex").slice(0, 24)}` };

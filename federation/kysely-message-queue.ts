@@ -8,7 +8,7 @@ import { prepared } from "../src/db/prepared.ts";
 import type { DB, FedifyMqTable } from "../src/db/schema.ts";
 import { logger } from "../src/logging.ts";
 import { type KeyResolver, type Payload, prunePayloads, Rejoiner, split } from "./queue-payloads.ts";
-import { executeNamed } from "../src/db/named-statement.ts";
+import { executeGenericPlanned, executeNamed } from "../src/db/named-statement.ts";
 import { HEARTBEAT_QUEUE, type Heard, listenShared, poolTag, type Subscription, type Wake } from "./shared-listen.ts";
 import type { LaneRank } from "./queue-priority.ts";
 import { LaneShare } from "./lane-share.ts";
@@ -463,37 +463,30 @@ function candidates(db: Kysely<DB>, queue: string, now: number, limit: number, f
     .where((eb) => eb.or([eb("m.lease_until", "is", null), eb("m.lease_until", "<=", now)]))
     // One message per ordering key at a time, in id order: a message waits
     // while an earlier one with its key is still queued (even if delayed
-    // for a retry) or while any one with its key is being handled. Two
-    // separate checks, each one index lookup: joined by OR, SQLite scanned
-    // the whole queue for every candidate. On SQLite the second can only
-    // find what the first has excluded, and is left out (migration 0072):
-    // a leased message was its key's first when claimed, and SQLite gives
-    // ids in commit order, so no message of its key can come before it. On
-    // PostgreSQL a transaction may commit a lower id after a higher one of
-    // its key was claimed.
+    // for a retry) or while any one with its key is being handled. On
+    // SQLite only the first is asked (migration 0072): a leased message was
+    // its key's first when claimed, and SQLite gives ids in commit order, so
+    // no message of its key can come before it. On PostgreSQL a transaction
+    // may commit a lower id after a higher one of its key was claimed, so
+    // both are asked, in one probe of the key's rows: the key's oldest row
+    // answers the first at once, and a message first of its key reads the
+    // rest of them for a lease, as the second probe did alone. The second
+    // probe was about a tenth of the outbox claim's planning (EXPLAIN's
+    // planning time), paid whenever a connection planned it anew.
     .where((eb) => eb.or([
       eb("m.ordering_key", "is", null),
-      eb.and([
-        eb.not(eb.exists(
-          eb.selectFrom("fedify_mq as e")
-            .select(sql.lit(1).as("one"))
-            .whereRef("e.ordering_key", "=", "m.ordering_key")
-            .whereRef("e.id", "<", "m.id")
-            .whereRef("e.queue", "=", "m.queue"),
-        )),
-        ...(isPostgres(db) ? [eb.not(eb.exists(
-          eb.selectFrom("fedify_mq as e")
-            .select(sql.lit(1).as("one"))
-            .whereRef("e.ordering_key", "=", "m.ordering_key")
-            .where("e.lease_until", ">", now)
-            .whereRef("e.queue", "=", "m.queue")
-            // No index has lease_until (migration 0079: the lease update is
-            // HOT): OFFSET 0 keeps this a probe of the key's few rows by
-            // fedify_mq_key_order; without it PostgreSQL hashed the check,
-            // a scan of the whole queue for each claim.
-            .offset(sql.lit(0) as never),
-        ))] : []),
-      ]),
+      eb.not(eb.exists(
+        eb.selectFrom("fedify_mq as e")
+          .select(sql.lit(1).as("one"))
+          .whereRef("e.ordering_key", "=", "m.ordering_key")
+          .where((e) => isPostgres(db) ? e.or([e("e.id", "<", e.ref("m.id")), e("e.lease_until", ">", now)]) : e("e.id", "<", e.ref("m.id")))
+          .whereRef("e.queue", "=", "m.queue")
+          // PostgreSQL: no index has lease_until (migration 0079: the lease
+          // update is HOT); OFFSET 0 keeps this a probe of the key's few
+          // rows by fedify_mq_key_order; without it PostgreSQL hashed the
+          // lease check, a scan of the whole queue for each claim.
+          .$if(isPostgres(db), (qb) => qb.offset(sql.lit(0) as never)),
+      )),
     ]))
     // Oldest ready first: a retry that has come due goes before messages
     // that were queued after it was first tried.
@@ -622,12 +615,13 @@ function gateHintSql(h: HintRefs) {
  * message (ServerState).
  */
 function serverStateSql(h: HintRefs, now: unknown) {
-  const value = (key: ReturnType<typeof sql.ref>) => sql`(select v.value from fedify_kv v where v.key = ${key} and (v.expires_at is null or v.expires_at > ${now}::bigint))`;
-  // Aliases no caller names its row (the settle's is "c").
-  return sql<string[] | null>`(select array[hc.k, ${value(sql.ref("hc.k"))}, hs.k, ${value(sql.ref("hs.k"))}]
-    from (select '["_fedify","circuit","' || substr(${h.origin}, strpos(${h.origin}, '://') + 3) || '"]' as k) hc,
-    (select '["_fedify","httpMessageSignaturesSpec","' || ${h.origin} || '"]' as k) hs
-    where ${h.origin} is not null)`;
+  // The keys spelled inline (each twice): a FROM of two one-row subqueries
+  // naming them was two more query levels to plan on every claim that was
+  // planned anew, about 6 % of its planning.
+  const circuit = sql<string>`'["_fedify","circuit","' || substr(${h.origin}, strpos(${h.origin}, '://') + 3) || '"]'`;
+  const spec = sql<string>`'["_fedify","httpMessageSignaturesSpec","' || ${h.origin} || '"]'`;
+  const value = (key: typeof circuit) => sql`(select v.value from fedify_kv v where v.key = ${key} and (v.expires_at is null or v.expires_at > ${now}::bigint))`;
+  return sql<string[] | null>`(case when ${h.origin} is not null then array[${circuit}, ${value(circuit)}, ${spec}, ${value(spec)}] end)`;
 }
 /** claimWithBodyQuery, and each message's gate hint and server state (gatesWithClaim, PostgreSQL's only; sizedClaim). */
 function claimWithGateQuery(db: Kysely<DB>, queue: never, now: never, limit: never, token: never, leaseUntil: never) {
@@ -1439,7 +1433,8 @@ export class KyselyMessageQueue implements MessageQueue {
     if (dialect === "postgres") {
       const build: ClaimBuilder = this.#gatesWithClaim ? claimWithGateQuery : this.#payloadsWithClaim ? claimWithBodyQuery : claimQuery;
       const compiled: CompiledQuery<Row> = sizedClaim(build, limit).compiled(db, this.name, now, token, now + this.#leaseMs);
-      rows = (await executeNamed(db, compiled)).rows;
+      // On its generic plan: the same plan as for any values, which PostgreSQL otherwise made again on most runs.
+      rows = (await executeGenericPlanned(db, compiled)).rows;
     } else {
       rows = await this.#claimRowsSqlite(db, now, limit, token);
     }
@@ -1734,6 +1729,10 @@ export class KyselyMessageQueue implements MessageQueue {
     // their CTEs to "nxt" again: PostgreSQL has no row counts for a CTE and
     // joined them by nested loops, three times n² comparisons (3·10^4 for a
     // fan-out's settle of 100), a quarter of the statement's time.
+    // Not on its generic plan (executeGenericPlanned, as the claim): PostgreSQL keeps that plan after a
+    // connection's first six settles (planned for their values, 0.74-0.93 ms each in the workers benchmark),
+    // and the setting's three more protocol messages cost about 35 us a settle for ever after, which
+    // bench/claim-cost.ts's small settles showed (0.104 → 0.110 ms a message of PostgreSQL's CPU).
     const { rows } = await executeNamed(this.#database.db, sql<Row & { kind: "settled" | "claimed"; after: number | null; waiting: boolean | null; payload_body: string | null; gate_hint: string | null; server_state: string[] | null }>`
       with settled as (
         delete from fedify_mq

@@ -65,6 +65,17 @@ export interface Config {
    * off (`0`), in its commits as SQLite does by default. On when unset.
    */
   readonly sqliteCheckpointThread?: boolean;
+  /**
+   * MUSTER_DB_SYNC: how durable a commit is before it is answered.
+   * "normal": it survives Muster's crash, but the last moments of commits
+   * (never a half-written one) may be lost if the machine (or, on
+   * PostgreSQL, the database server) crashes: SQLite's synchronous=NORMAL
+   * in WAL mode, PostgreSQL's synchronous_commit=off (at most
+   * 3 × wal_writer_delay, 600 ms by default). "full": a commit is on disk
+   * before it is answered (SQLite synchronous=FULL, PostgreSQL
+   * synchronous_commit=on). Unset: each dialect's default (DEFAULT_DB_SYNC).
+   */
+  readonly dbSync?: DbSync;
   /** An open vote's running tally goes out at most once per this many ms per proposal (MUSTER_TALLY_BATCH_MS). */
   readonly tallyBatchMs?: number;
   /**
@@ -73,6 +84,15 @@ export interface Config {
    */
   readonly secretKey: string | null;
 }
+
+export type DbSync = "normal" | "full";
+
+/**
+ * Each dialect's commit durability when MUSTER_DB_SYNC is unset: SQLite's
+ * "normal" as it always was (WAL, synchronous=NORMAL); PostgreSQL's "full",
+ * the server's own default (README, configuration).
+ */
+export const DEFAULT_DB_SYNC: Readonly<Record<"sqlite" | "postgres", DbSync>> = { sqlite: "normal", postgres: "full" };
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -110,12 +130,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const batchDelivery = env.MUSTER_BATCH_DELIVERY === undefined || env.MUSTER_BATCH_DELIVERY === "" ? true : parseFlag("MUSTER_BATCH_DELIVERY", env.MUSTER_BATCH_DELIVERY);
   const deliveryThreads = blank(env.MUSTER_DELIVERY_THREADS) ? undefined : parseThreads(env.MUSTER_DELIVERY_THREADS!);
   const sqliteCheckpointThread = blank(env.MUSTER_SQLITE_CHECKPOINT_THREAD) ? true : parseFlag("MUSTER_SQLITE_CHECKPOINT_THREAD", env.MUSTER_SQLITE_CHECKPOINT_THREAD);
+  const dbSync = blank(env.MUSTER_DB_SYNC) ? undefined : parseDbSync(env.MUSTER_DB_SYNC!);
   const tallyBatchMs = env.MUSTER_TALLY_BATCH_MS === undefined ? 5_000 : parsePositiveInt("MUSTER_TALLY_BATCH_MS", env.MUSTER_TALLY_BATCH_MS);
   const secretKey = env.MUSTER_SECRET_KEY?.trim() || null;
   if (secretKey !== null && !/^[0-9a-fA-F]{64}$/.test(secretKey) && !/^[A-Za-z0-9+/_-]{43}=?$/.test(secretKey)) {
     throw new ConfigError("MUSTER_SECRET_KEY must be a 32-byte key as 64 hex digits or base64 (make one with: openssl rand -hex 32)");
   }
-  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, batchDelivery, deliveryThreads, sqliteCheckpointThread, tallyBatchMs, secretKey };
+  return { port, origin, databaseUrl, dialect, dataDir, logLevel, allowPrivateAddress, maxBodyBytes, trustProxy, queueConcurrency, httpTimeoutMs, solanaRpcUrl, dbPool, batchDelivery, deliveryThreads, sqliteCheckpointThread, dbSync, tallyBatchMs, secretKey };
 }
 
 function parsePort(raw: string): number {
@@ -132,6 +153,12 @@ function parseThreads(raw: string): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0 || n > 16) throw new ConfigError(`MUSTER_DELIVERY_THREADS must be an integer from 0 to 16; got ${JSON.stringify(raw)}`);
   return n;
+}
+
+function parseDbSync(raw: string): DbSync {
+  const v = raw.trim().toLowerCase();
+  if (v === "normal" || v === "full") return v;
+  throw new ConfigError(`MUSTER_DB_SYNC must be normal (a commit survives Muster's crash, not always the machine's) or full (every commit on disk before it is answered); got ${JSON.stringify(raw)}`);
 }
 
 function parsePositiveInt(name: string, raw: string): number {

@@ -139,7 +139,7 @@ export function poolSizeFor(config: Pick<Config, "dbPool" | "queueConcurrency">,
 export async function createMuster(config: Config, options: MusterOptions = {}): Promise<Muster> {
   const runsQueue = options.runsQueue !== false;
   // A process that runs the queue checkpoints SQLite's WAL on a thread of its own (MUSTER_SQLITE_CHECKPOINT_THREAD=0: in its commits, as before).
-  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && config.sqliteCheckpointThread !== false });
+  const database = openDatabase(config.databaseUrl, { poolSize: poolSizeFor(config, runsQueue), checkpointThread: runsQueue && config.sqliteCheckpointThread !== false, sync: config.dbSync });
   // The batch sender signs and POSTs on worker threads where there is a core
   // to spare for them (MUSTER_DELIVERY_THREADS; 0 keeps it on this thread).
   // Started now, loading on the other core while this one opens and migrates

@@ -117,6 +117,9 @@ for (const d of dialects) {
       if (recorder) {
         const claims = recorder.texts.filter((t) => /^update "fedify_mq"/.test(t) || /with settled as/.test(t));
         assert.ok(claims.length > 0 && claims.every((t) => !t.includes("regexp_match")), "the claims and settles read the gate and inbox from columns, no pattern over the text");
+        // The ordering key asked once per candidate: its oldest row or a lease of it, in one probe (kysely-message-queue.ts, candidates).
+        const lanes = claims.filter((t) => /^update "fedify_mq"/.test(t));
+        assert.ok(lanes.length > 0 && lanes.every((t) => t.match(/not exists/g)?.length === 1), "each claim probes a candidate's ordering key once, not twice");
         const gates = recorder.texts.filter(isGateQuery);
         assert.equal(gates.length, 0, `the gate read with the claim, not asked: ${gates.length} gate queries for ${names.length} joins`);
         const states = recorder.texts.filter(isStateQuery);

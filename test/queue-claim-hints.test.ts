@@ -109,7 +109,7 @@ for (const d of dialects) {
       }
     });
 
-    it("a lane whose first claims meet a backlog plans its claim statement no more than PostgreSQL's first five runs, then keeps the generic plan", { skip: d.name !== "postgres" && "PostgreSQL's plan cache" }, async () => {
+    it("a lane whose first claims meet a backlog runs its claim statement on its generic plan from the first run (planned once per connection, never for each run's values)", { skip: d.name !== "postgres" && "PostgreSQL's plan cache" }, async () => {
       // Two connections: the lane's LISTEN holds one, so every claim and settle (and the check below) runs on the other.
       const database = tdb.open();
       const pool2 = (await import("../src/db/database.ts")).openDatabase(tdb.url, { poolSize: 2 });
@@ -139,7 +139,8 @@ for (const d of dialects) {
         const claims = plans.rows.map((r) => ({ generic: Number(r.generic_plans), custom: Number(r.custom_plans) }));
         const runs = claims.reduce((a, c) => a + c.generic + c.custom, 0);
         assert.ok(runs >= n / 8, `the claims ran on the connection checked (${runs} runs)`);
-        for (const c of claims) assert.ok(c.custom <= 5, `each claim text planned at most its first five runs: ${JSON.stringify(claims)}`);
+        // Before executeGenericPlanned, PostgreSQL planned each text's first five runs for their values, and more while that looked cheaper.
+        for (const c of claims) assert.ok(c.custom === 0 && c.generic > 0, `each claim text run on its generic plan only: ${JSON.stringify(claims)}`);
         assert.ok(!plans.rows.some((r) => r.statement.includes("regexp_match")), "the claim matches no regular expression over the message text");
       } finally {
         await pool2.close();

@@ -6,7 +6,7 @@ import { Kysely, PostgresDialect, sql } from "kysely";
 import { Deferred, Pipeline, type PipelinedStatement } from "./pipeline.ts";
 import { SqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { NonBlockingSqliteDialect } from "./sqlite-driver.ts";
-import { sqlitePath } from "../config.ts";
+import { DEFAULT_DB_SYNC, type DbSync, sqlitePath } from "../config.ts";
 import type { DB } from "./schema.ts";
 import { logger } from "../logging.ts";
 import { DatabaseUnavailableError, redactUrl } from "./unavailable.ts";
@@ -88,7 +88,7 @@ function ensureSqliteDirectory(file: string): void {
 /** How long opening a SQLite database waits for another process's lock. */
 const OPEN_BUSY_MS = 5000;
 
-export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean } = {}): Database {
+export function openDatabase(databaseUrl: string, options: { poolSize?: number; busyWaitMs?: number; checkpointThread?: boolean; sync?: DbSync } = {}): Database {
   if (databaseUrl.startsWith("sqlite:")) {
     const file = sqlitePath(databaseUrl);
     let sqlite: SQLite.Database;
@@ -114,7 +114,8 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
     // busy_timeout 0 from here on: another process's lock is waited for on
     // timers, not inside better-sqlite3 with the event loop stopped (sqlite-driver.ts).
     sqlite.pragma("busy_timeout = 0");
-    sqlite.pragma("synchronous = NORMAL");
+    // NORMAL in WAL mode: a commit survives the process's crash; the OS's or a power loss may undo the last ones, never half of one (MUSTER_DB_SYNC).
+    sqlite.pragma(`synchronous = ${(options.sync ?? DEFAULT_DB_SYNC.sqlite) === "full" ? "FULL" : "NORMAL"}`);
     sqlite.pragma("foreign_keys = ON");
     // 16 MiB of page cache instead of SQLite's 2: a fan-out's queue rows and
     // their random ordering-key and dedupe-key index pages (10^5 deliveries)
@@ -144,6 +145,11 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
   // idle_session_timeout) is reported here; unheard, it would be an uncaught
   // exception that takes the whole process down. The pool replaces it.
   pool.on("error", (error) => log.warn("A pooled PostgreSQL connection failed while idle: {error}", { error: error.message }));
+  // MUSTER_DB_SYNC=normal: commits are answered before their WAL is flushed
+  // (synchronous_commit=off, for this pool's sessions only). Queued on each
+  // new connection before anything else runs on it; "full" leaves the
+  // server's own setting.
+  if ((options.sync ?? DEFAULT_DB_SYNC.postgres) === "normal") pool.on("connect", (client) => void client.query("set synchronous_commit = off").catch((error: Error) => log.warn("Could not set synchronous_commit=off on a new PostgreSQL connection (MUSTER_DB_SYNC=normal): {error}", { error: error.message })));
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: retryingConnects(pool) }) });
   return { db, dialect: "postgres", pgPool: pool, poolSize, close: () => db.destroy() };
 }
@@ -153,8 +159,8 @@ export function openDatabase(databaseUrl: string, options: { poolSize?: number; 
  * answers with its last statement's result, as one statement does: pg
  * answers with an array of results, of which Kysely's driver kept nothing
  * (no rows). It also runs a Pipeline (src/db/pipeline.ts): its statements
- * written at once, answered with the last one's result. Every other query
- * is answered exactly as before.
+ * written at once, answered with the last one's result (or the one it
+ * names). Every other query is answered exactly as before.
  *
  * Named (prepared) statements are kept by the server per connection until
  * it closes: past MAX_NAMED_STATEMENTS names on a connection, a statement
@@ -197,7 +203,7 @@ class LastResultClient extends pg.Client {
       this.#deferred = [];
       before.push(...deferred.map((d) => d.statement));
       const values = Array.isArray(args[1]) ? args[1] as unknown[] : undefined;
-      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([...before, ...first.statements]), deferred) as never;
+      if (first instanceof Pipeline) return this.#pipelined(new Pipeline([...before, ...first.statements], first.answer === undefined ? undefined : before.length + first.answer), deferred) as never;
       if (typeof first === "string" && args.length <= 2) return this.#pipelined(new Pipeline([...before, { text: first, values: values ?? [] }]), deferred) as never;
       const config = first as { name?: unknown; text?: unknown; values?: unknown } | null;
       if (args.length <= 2 && typeof config?.text === "string" && (config.name === undefined || typeof config.name === "string") && (values !== undefined || config.values === undefined || Array.isArray(config.values))) {
@@ -269,7 +275,7 @@ class LastResultClient extends pg.Client {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
     // A several-statement simple query among them (after a BEGIN) answers as query() does: its last result.
-    const last = (results[results.length - 1] as PromiseFulfilledResult<unknown>).value;
+    const last = (results[p.answer ?? results.length - 1] as PromiseFulfilledResult<unknown>).value;
     return Array.isArray(last) && last.length > 0 ? last[last.length - 1] : last;
   }
 }

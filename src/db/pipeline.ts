@@ -23,9 +23,12 @@ export interface PipelinedStatement {
  */
 export class Pipeline {
   readonly statements: readonly PipelinedStatement[];
+  /** The statement whose result answers the pipeline (its index); the last one's when undefined. */
+  readonly answer: number | undefined;
 
-  constructor(statements: readonly PipelinedStatement[]) {
+  constructor(statements: readonly PipelinedStatement[], answer?: number) {
     this.statements = statements;
+    this.answer = answer;
   }
 
   /** For logs and counters: the statements' texts. */
@@ -34,9 +37,9 @@ export class Pipeline {
   }
 }
 
-/** A Pipeline as Kysely's PostgreSQL driver hands it to the client (the `sql` it passes through unchanged). */
-export function pipelinedQuery(statements: readonly PipelinedStatement[]): CompiledQuery<unknown> {
-  return { ...CompiledQuery.raw(""), sql: new Pipeline(statements) as unknown as string };
+/** A Pipeline as Kysely's PostgreSQL driver hands it to the client (the `sql` it passes through unchanged); `answer` as Pipeline's. */
+export function pipelinedQuery(statements: readonly PipelinedStatement[], answer?: number): CompiledQuery<unknown> {
+  return { ...CompiledQuery.raw(""), sql: new Pipeline(statements, answer) as unknown as string };
 }
 
 /**
