@@ -36,11 +36,11 @@ for (const d of dialects) {
       }
     });
 
-    it("0091: a queued message is compressed with lz4 on PostgreSQL (pglz before, and after down); a message stored before it reads back the same", { skip: d.name !== "postgres" && "PostgreSQL's TOAST compression" }, async () => {
+    it("0090: a queued message is compressed with lz4 on PostgreSQL (pglz before, and after down); a message stored before it reads back the same", { skip: d.name !== "postgres" && "PostgreSQL's TOAST compression" }, async () => {
       const tdb = await d.create();
       const { db, close } = tdb.open();
       const files = readdirSync(new URL("../migrations/", import.meta.url)).filter((f) => /^\d{4}_.*\.ts$/.test(f)).sort().map((f) => f.replace(/\.ts$/, ""));
-      const lz4 = files.find((f) => f.startsWith("0091_"))!;
+      const lz4 = files.find((f) => f.startsWith("0090_"))!;
       const before = files.filter((f) => f < lz4).at(-1)!;
       // A join's Accept and welcome in one message are over the 2 KB at which PostgreSQL compresses a row's text.
       const message = JSON.stringify({ type: "outbox", activity: { content: "Welcome to Riders United! ".repeat(120) } });
