@@ -38,14 +38,25 @@ function countStatements(): void {
   const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
   // Whether the round trip of the pipeline being written was counted (its statements are written synchronously, one after another).
   let headCounted = false;
+  // Whether the round trip being written is the queue's claim (its statements are not fedify_-named throughout).
+  let queueClaim = false;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     const first = args[0];
     const text = (typeof first === "string" ? first : (first as { text?: string } | null)?.text ?? "?").replace(/\s+/g, " ").trim();
     if (counting) {
       // A statement pipelined after another shares its round trip (src/db/pipeline.ts): one entry, as a BEGIN's with its first statement.
       if (!sharesRoundTrip(first)) {
+        queueClaim = false;
         headCounted = ours(text);
         if (headCounted) seen.push(text);
+      } else if (/plan_cache_mode/.test(text)) {
+        // The queue's claim on its generic plan (executeGenericPlanned): BEGIN, this setting, the claim, COMMIT in one
+        // round trip. The queue's, not the reply's: its BEGIN is taken back and the rest of its round trip is not counted.
+        if (headCounted && seen[seen.length - 1] === "begin") seen.pop();
+        headCounted = false;
+        queueClaim = true;
+      } else if (queueClaim) {
+        // the claim's own statements (above)
       } else if (ours(text)) {
         if (headCounted) seen[seen.length - 1] = seen[seen.length - 1] === "begin" ? `begin; ${text}` : `${seen[seen.length - 1]}; ${text}`;
         else seen.push(text);
