@@ -9,6 +9,7 @@ import { asBulkWork } from "../federation/queue-lanes.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { seedFollowers } from "./helpers/seed-followers.ts";
+import { planNodes } from "./helpers/query-plans.ts";
 
 /*
  * A fan-out's pages on PostgreSQL read fanout_targets a page at a time and
@@ -110,19 +111,3 @@ describe("a fan-out's page statements on PostgreSQL", { skip: postgres.skip }, (
     assert.deepEqual(problems, []);
   });
 });
-
-interface PlanNode {
-  readonly "Node Type": string;
-  readonly "Relation Name"?: string;
-  readonly Plans?: PlanNode[];
-}
-
-function planNodes(plan: unknown): PlanNode[] {
-  const out: PlanNode[] = [];
-  const walk = (n: PlanNode) => {
-    out.push(n);
-    for (const c of n.Plans ?? []) walk(c);
-  };
-  for (const p of plan as { Plan: PlanNode }[]) walk(p.Plan);
-  return out;
-}

@@ -12,6 +12,7 @@ import { generateActorKeys } from "../federation/keys.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually } from "./helpers/muster.ts";
 import { seedFollowers } from "./helpers/seed-followers.ts";
+import { planNodes } from "./helpers/query-plans.ts";
 
 /*
  * The standings pass (the dues scan's, at start and every 5 minutes) reads the
@@ -104,19 +105,3 @@ describe("the standings pass's page statements on PostgreSQL", { skip: postgres.
     assert.deepEqual(problems, []);
   });
 });
-
-interface PlanNode {
-  readonly "Node Type": string;
-  readonly "Relation Name"?: string;
-  readonly Plans?: PlanNode[];
-}
-
-function planNodes(plan: unknown): PlanNode[] {
-  const out: PlanNode[] = [];
-  const walk = (n: PlanNode) => {
-    out.push(n);
-    for (const c of n.Plans ?? []) walk(c);
-  };
-  for (const p of plan as { Plan: PlanNode }[]) walk(p.Plan);
-  return out;
-}
