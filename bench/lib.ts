@@ -304,18 +304,24 @@ export function machineCpu(): { stop(): { busyMs: number; idleMs: number; iowait
   };
 }
 
+/** A process's name and its user + system CPU so far, ms (/proc/<pid>/stat, 100 ticks a second); undefined when gone or unreadable. */
+export function procCpu(pid: number): { name: string; ms: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ms: (Number(f[11]) + Number(f[12])) * 10 };
+  } catch {
+    return undefined;
+  }
+}
+
 /** CPU ms so far of PostgreSQL's own processes (walwriter, checkpointer, background writer, …; no client backends), by backend_type. */
 export async function pgBackgroundCpu(query: (text: string) => Promise<{ pid: number; backend_type: string }[]>): Promise<Map<number, { kind: string; ms: number }>> {
   const out = new Map<number, { kind: string; ms: number }>();
   const rows = await query("select pid, backend_type from pg_stat_activity where backend_type <> 'client backend'").catch(() => []);
   for (const { pid, backend_type } of rows) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(pid, { kind: backend_type, ms: (Number(f[11]) + Number(f[12])) * 10 });
-    } catch {
-      // not readable here, or gone
-    }
+    const stat = procCpu(pid);
+    if (stat) out.set(pid, { kind: backend_type, ms: stat.ms });
   }
   return out;
 }
@@ -338,13 +344,8 @@ export function allProcessCpu(): Map<number, { name: string; ms: number }> {
     return out;
   }
   for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(Number(pid), { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ms: (Number(f[11]) + Number(f[12])) * 10 });
-    } catch {
-      // gone meanwhile
-    }
+    const stat = procCpu(Number(pid));
+    if (stat) out.set(Number(pid), stat);
   }
   return out;
 }
