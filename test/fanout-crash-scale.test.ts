@@ -92,12 +92,7 @@ for (const d of dialects) {
     }
 
     it("every inbox gets the Create after a restart; only deliveries leased at the kill are sent twice", async () => {
-      const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
-      try {
-        await crashAndRestart("served");
-      } finally {
-        clearInterval(ticker);
-      }
+      await crashAndRestart("served");
     });
 
     // Killed while the roster is still being streamed: a page of it still
@@ -105,12 +100,7 @@ for (const d of dialects) {
     // the pages are all queued before the first inbox is served, so the kill
     // above never falls there.
     it("killed while the roster is still being streamed: the same", async () => {
-      const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
-      try {
-        await crashAndRestart("mid-stream");
-      } finally {
-        clearInterval(ticker);
-      }
+      await crashAndRestart("mid-stream");
     });
 
     /** A page of the roster, and a delivery, of this activity queued now. */
@@ -120,7 +110,17 @@ for (const d of dialects) {
       return { page: types.includes("muster.fanout"), delivery: types.includes("outbox") };
     }
 
+    /** crash, with the queue's and the receiver's state logged every 15 s meanwhile (a slow CI run says where it is). */
     async function crashAndRestart(at: "served" | "mid-stream"): Promise<void> {
+      const ticker = setInterval(() => void status().then((s) => console.log(`# [${d.name}] ${s}`), () => {}), 15_000);
+      try {
+        await crash(at);
+      } finally {
+        clearInterval(ticker);
+      }
+    }
+
+    async function crash(at: "served" | "mid-stream"): Promise<void> {
       // Written where the child's domain worker reads it, as the console would.
       const deps = { db: db(), events: createEventBus(), outbox: queueOutbox(new KyselyMessageQueue(database, { name: "domain" })) };
       const t0 = Date.now();

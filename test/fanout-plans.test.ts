@@ -9,7 +9,7 @@ import { asBulkWork } from "../federation/queue-lanes.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually, makeUnion, startMuster, type TestMuster } from "./helpers/muster.ts";
 import { seedFollowers } from "./helpers/seed-followers.ts";
-import { planNodes } from "./helpers/query-plans.ts";
+import { planNodes, statementRecorder } from "./helpers/query-plans.ts";
 
 /*
  * A fan-out's pages on PostgreSQL read fanout_targets a page at a time and
@@ -28,18 +28,11 @@ const postgres = dialects.find((d) => d.name === "postgres")!;
 const MEMBERS = 12_000;
 const DONE_KEYS = 40_000;
 
-interface Sent {
-  readonly text: string;
-  readonly values: unknown[];
-}
-
 describe("a fan-out's page statements on PostgreSQL", { skip: postgres.skip }, () => {
   let tdb: TestDatabase;
   let m: TestMuster;
   let unionId: string;
-  const sent: Sent[] = [];
-  const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
-  let recording = false;
+  let recorder: ReturnType<typeof statementRecorder> | undefined;
 
   before(async () => {
     tdb = await postgres.create();
@@ -55,17 +48,10 @@ describe("a fan-out's page statements on PostgreSQL", { skip: postgres.skip }, (
       const r = await sql<{ changed: string }>`select n_mod_since_analyze as changed from pg_stat_user_tables where relid = 'fanout_targets'::regclass`.execute(db);
       return Number(r.rows[0]?.changed ?? 0) >= MEMBERS;
     }, "the seeded targets counted in pg_stat_user_tables", 30_000);
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      const q = args[0] as string | { text?: string; values?: unknown[] };
-      const text = typeof q === "string" ? q : q?.text;
-      if (recording && typeof text === "string" && /fedify_mq_done|fanout_targets/.test(text) && !/^\s*(explain|analyze)/i.test(text)) {
-        sent.push({ text, values: (typeof q === "object" ? q.values : undefined) ?? (Array.isArray(args[1]) ? args[1] as unknown[] : []) });
-      }
-      return query.apply(this, args);
-    } as typeof pg.Client.prototype.query;
+    recorder = statementRecorder((text) => /fedify_mq_done|fanout_targets/.test(text) && !/^\s*(explain|analyze)/i.test(text));
   });
   after(async () => {
-    pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+    recorder?.restore();
     await m?.stop();
     await tdb?.destroy();
   });
@@ -79,14 +65,15 @@ describe("a fan-out's page statements on PostgreSQL", { skip: postgres.skip }, (
     };
     const ctx = m.muster.federation.createContext(m.origin, undefined);
     const activityId = new URL("/u/riders/test-plans/activity", m.origin);
-    recording = true;
+    recorder!.recording = true;
     await fanOut(deps, ctx, unionId, new Create({ id: activityId, actor: ctx.getActorUri("riders"), object: new Note({ content: "Planned." }) }), "plans");
     for (let page = 0; page < 3; page++) {
       const row = await db.selectFrom("fedify_mq").select(["id", "message"]).where("queue", "=", "fanout").orderBy("id").executeTakeFirstOrThrow();
       await asBulkWork(() => handleFanoutPage(deps, JSON.parse(row.message) as FanoutPage));
       await db.deleteFrom("fedify_mq").where("id", "=", row.id).execute();
     }
-    recording = false;
+    recorder!.recording = false;
+    const { sent } = recorder!;
     const queued = await db.selectFrom("fedify_mq").select((eb) => eb.fn.countAll<number>().as("n")).where("queue", "=", "delivery").executeTakeFirstOrThrow();
     assert.equal(Number(queued.n), 1500, "three pages of 500 personal inboxes queued");
 

@@ -12,7 +12,7 @@ import { generateActorKeys } from "../federation/keys.ts";
 import { dialects, type TestDatabase } from "./helpers/databases.ts";
 import { eventually } from "./helpers/muster.ts";
 import { seedFollowers } from "./helpers/seed-followers.ts";
-import { planNodes } from "./helpers/query-plans.ts";
+import { planNodes, statementRecorder } from "./helpers/query-plans.ts";
 
 /*
  * The standings pass (the dues scan's, at start and every 5 minutes) reads the
@@ -29,18 +29,11 @@ import { planNodes } from "./helpers/query-plans.ts";
 const postgres = dialects.find((d) => d.name === "postgres")!;
 const MEMBERS = 12_000;
 
-interface Sent {
-  readonly text: string;
-  readonly values: unknown[];
-}
-
 describe("the standings pass's page statements on PostgreSQL", { skip: postgres.skip }, () => {
   let tdb: TestDatabase;
   let database: Database;
   let unionId: string;
-  const sent: Sent[] = [];
-  const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
-  let recording = false;
+  let recorder: ReturnType<typeof statementRecorder> | undefined;
 
   // Once the writing backend has reported them (at most seconds later): what the pass's refresh looks at.
   const counted = (table: string, n: number) => eventually(async () => {
@@ -55,17 +48,10 @@ describe("the standings pass's page statements on PostgreSQL", { skip: postgres.
     unionId = union.id;
     await seedFollowers(database.db, unionId, MEMBERS, (i) => ({ origin: `http://s${i % 60}.example`, shared: true }));
     await counted("members", MEMBERS);
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      const q = args[0] as string | { text?: string; values?: unknown[] };
-      const text = typeof q === "string" ? q : q?.text;
-      if (recording && typeof text === "string" && /^\s*select/i.test(text) && /member_standing/.test(text) && /\blimit\b/i.test(text)) {
-        sent.push({ text, values: (typeof q === "object" ? q.values : undefined) ?? (Array.isArray(args[1]) ? args[1] as unknown[] : []) });
-      }
-      return query.apply(this, args);
-    } as typeof pg.Client.prototype.query;
+    recorder = statementRecorder((text) => /^\s*select/i.test(text) && /member_standing/.test(text) && /\blimit\b/i.test(text));
   });
   after(async () => {
-    pg.Client.prototype.query = query as typeof pg.Client.prototype.query;
+    recorder?.restore();
     await database?.close();
     await tdb?.destroy();
   });
@@ -75,9 +61,10 @@ describe("the standings pass's page statements on PostgreSQL", { skip: postgres.
     // The first pass writes every member's standing; the next one reads them back, as every pass after it does.
     await recomputeStandings(deps, unionId);
     await counted("member_standing", MEMBERS);
-    recording = true;
+    recorder!.recording = true;
     await recomputeStandings(deps, unionId);
-    recording = false;
+    recorder!.recording = false;
+    const { sent } = recorder!;
 
     // Told apart by their cursors: the roster's pages go by members' id, the standings' by member_standing's member_id.
     const roster = sent.filter((s) => /"m"\."id" > /.test(s.text));
